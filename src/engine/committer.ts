@@ -1,0 +1,70 @@
+// Group commit: checkpoints from many runs are gathered and written in one transaction.
+// Under load a batch fills while the previous flush is in flight, so the commit rate stays a few
+// hundred per second while steps per second go far beyond the single-row commit limit.
+
+import type { EngineEmitter } from "./events.js";
+import type { Checkpoint, Store } from "./store.js";
+
+interface Pending {
+  cp: Checkpoint;
+  resolve: (ok: boolean) => void;
+  reject: (err: unknown) => void;
+}
+
+export interface CommitterOptions {
+  maxBatch: number;
+  /** Flushes in flight at once (PostgreSQL can use a few connections; SQLite serialises anyway). */
+  maxConcurrent: number;
+}
+
+export class Committer {
+  private queue: Pending[] = [];
+  private flushing = 0;
+  private scheduled = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly owner: string,
+    private readonly events: EngineEmitter,
+    private readonly opts: CommitterOptions,
+  ) {}
+
+  /** Resolves true when applied, false when the run's rev or lease moved on (stale), rejects on store error. */
+  submit(cp: Checkpoint): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ cp, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.queue.length === 0 || this.flushing >= this.opts.maxConcurrent) return;
+    this.scheduled = true;
+    // Let every driver that finishes in this turn of the event loop join the batch.
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    if (this.queue.length === 0 || this.flushing >= this.opts.maxConcurrent) return;
+    const batch = this.queue.splice(0, this.opts.maxBatch);
+    this.flushing++;
+    const t0 = performance.now();
+    try {
+      const applied = await this.store.commit(this.owner, batch.map((p) => p.cp));
+      this.events.emit("checkpoint:committed", { runs: batch.length, steps: batch.reduce((n, p) => n + p.cp.steps.length, 0), ms: performance.now() - t0 });
+      batch.forEach((p, i) => p.resolve(applied[i] === true));
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+    } finally {
+      this.flushing--;
+      this.schedule();
+    }
+  }
+
+  get pending(): number {
+    return this.queue.length;
+  }
+}

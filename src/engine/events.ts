@@ -1,0 +1,42 @@
+// Typed engine events named `subsystem:event`: logs, metrics, tests and the console read one stream.
+
+import { EventEmitter } from "node:events";
+import type { StepError } from "../model/errors.js";
+import type { NewStepRun, Run } from "./store.js";
+
+export interface EngineEvents {
+  "run:created": { run: Run };
+  "run:claimed": { run_id: string; automation_id: string; interruptions: number };
+  "step:finished": { run_id: string; step: NewStepRun };
+  "step:retry_scheduled": { run_id: string; node_key: string; attempt: number; delay_ms: number; error: StepError };
+  "run:parked": { run_id: string; waiting_for: string; due_at: number | null };
+  "run:finished": { run_id: string; automation_id: string; status: string; exit_reason: string | null };
+  "run:lease_lost": { run_id: string };
+  "checkpoint:committed": { runs: number; steps: number; ms: number };
+  "engine:error": { where: string; error: unknown };
+}
+
+export class EngineEmitter {
+  private readonly ee = new EventEmitter();
+  constructor() {
+    this.ee.setMaxListeners(1000);
+  }
+  emit<K extends keyof EngineEvents>(name: K, payload: EngineEvents[K]): void {
+    if (this.ee.listenerCount(name) > 0) this.ee.emit(name, payload);
+  }
+  on<K extends keyof EngineEvents>(name: K, fn: (p: EngineEvents[K]) => void): () => void {
+    this.ee.on(name, fn);
+    return () => this.ee.off(name, fn);
+  }
+  /** Resolve with the first event of `name` that satisfies `pred`. */
+  next<K extends keyof EngineEvents>(name: K, pred: (p: EngineEvents[K]) => boolean = () => true): Promise<EngineEvents[K]> {
+    return new Promise((resolve) => {
+      const off = this.on(name, (p) => {
+        if (pred(p)) {
+          off();
+          resolve(p);
+        }
+      });
+    });
+  }
+}

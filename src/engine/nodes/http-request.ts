@@ -1,0 +1,105 @@
+// http_request: templated method, url, headers and body; Idempotency-Key and traceparent headers;
+// status classified (429/502/503/504, timeouts and network errors retryable; the rest permanent).
+
+import { stepError } from "../../model/errors.js";
+import { evaluate, render } from "../../model/expressions.js";
+import { isRetryableHttpStatus, parseRetryAfter } from "../../model/retry.js";
+import { HttpError } from "../http.js";
+import type { NodeHandler, NodeResult } from "./types.js";
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_MAX_RESPONSE_BYTES = 1_000_000;
+/** How much of an error response body the step keeps for the run thread. */
+const ERROR_BODY_KEEP = 2_000;
+
+interface HttpConfig {
+  method: string;
+  url: string;
+  headers?: Record<string, string>;
+  body?: unknown;
+  timeout_ms?: number;
+  max_response_bytes?: number;
+  assign?: Record<string, string>;
+}
+
+function parseBody(text: string, contentType: string | undefined): unknown {
+  if (contentType?.includes("json") && text !== "") {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return text;
+    }
+  }
+  return text;
+}
+
+export const httpRequestNode: NodeHandler = {
+  kind: "http_request",
+  class: "slow",
+  async execute({ node, scope, idempotencyKey, http, signal, run, now }): Promise<NodeResult> {
+    const cfg = node.config as unknown as HttpConfig;
+    const method = String(render(cfg.method, scope)).toUpperCase();
+    const url = String(render(cfg.url, scope));
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(cfg.headers ?? {})) headers[k.toLowerCase()] = String(render(v, scope));
+    let body: string | undefined;
+    if (cfg.body !== undefined) {
+      const b = render(cfg.body, scope);
+      body = typeof b === "string" ? b : JSON.stringify(b);
+      headers["content-type"] ??= typeof b === "string" ? "text/plain; charset=utf-8" : "application/json";
+    }
+    headers["idempotency-key"] = idempotencyKey;
+    headers["traceparent"] = `00-${run.trace_id}-${idempotencyKey.length > 0 ? spanId(idempotencyKey) : "0000000000000001"}-01`;
+    const input = { method, url, headers: redactHeaders(headers), body: body === undefined ? undefined : parseBody(body, headers["content-type"]) };
+
+    let res;
+    try {
+      res = await http.send({
+        method, url, headers, body, signal,
+        timeoutMs: cfg.timeout_ms ?? DEFAULT_TIMEOUT_MS,
+        maxResponseBytes: cfg.max_response_bytes ?? DEFAULT_MAX_RESPONSE_BYTES,
+      });
+    } catch (err) {
+      if (err instanceof HttpError) {
+        const retryable = err.code === "http.timeout" || err.code === "http.network";
+        return { kind: "fail", input, error: stepError(err.code, err.message, retryable, err.details) };
+      }
+      throw err;
+    }
+    const response = { status: res.status, headers: res.headers, body: parseBody(res.body, res.headers["content-type"]) };
+    if (res.status < 200 || res.status >= 300) {
+      const retryable = isRetryableHttpStatus(res.status);
+      const error = stepError(`http.status_${res.status}`, `${method} ${url} answered ${res.status}`, retryable, {
+        status: res.status,
+        body: res.body.slice(0, ERROR_BODY_KEEP),
+      });
+      const after = parseRetryAfter(res.headers["retry-after"], now);
+      if (after !== undefined) error.retry_after_ms = after;
+      return { kind: "fail", input, output: { status: res.status }, error };
+    }
+    let assign: Record<string, unknown> | undefined;
+    if (cfg.assign) {
+      const s = scope.with({ response });
+      assign = {};
+      for (const [name, expr] of Object.entries(cfg.assign)) assign[name] = evaluate(expr, s);
+    }
+    const result: NodeResult = { kind: "next", port: "next", input, output: response };
+    if (assign) result.assign = assign;
+    return result;
+  },
+};
+
+/** A stable 16-hex-digit span id per step attempt key. */
+function spanId(key: string): string {
+  let h = 0xcbf29ce484222325n;
+  for (const c of Buffer.from(key)) h = BigInt.asUintN(64, (h ^ BigInt(c)) * 0x100000001b3n);
+  return (h === 0n ? 1n : h).toString(16).padStart(16, "0");
+}
+
+const SENSITIVE = /^(authorization|proxy-authorization|cookie|x-api-key)$/i;
+function redactHeaders(h: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h)) out[k] = SENSITIVE.test(k) ? "[redacted]" : v;
+  return out;
+}
+

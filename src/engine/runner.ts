@@ -1,0 +1,394 @@
+// The runner: claims due runs with a lease and drives each through its pinned version.
+//
+// Fast nodes run inline and their step rows wait for the next commit; a slow node runs outside
+// any transaction (no connection held) and its result is checkpointed, through the group
+// committer, with a compare-and-swap on the run's rev and lease before the next node starts.
+// A worker that dies loses its lease; the next claim resumes at the last checkpoint and re-runs
+// the step under the same idempotency key (run/node/visit). That is an interruption, not a failure.
+
+import type { NodeDef } from "../model/definition.js";
+import { toStepError, StepFailure, type StepError } from "../model/errors.js";
+import { CelScope } from "../model/expressions.js";
+import { DEFAULT_RETRY, decideRetry } from "../model/retry.js";
+import { transition, type ExitReason, type RunStatus } from "../model/run-status.js";
+import type { StepOutcome } from "../model/step-outcome.js";
+import type { Clock } from "./clock.js";
+import { Committer } from "./committer.js";
+import type { EngineEmitter } from "./events.js";
+import type { HttpClient } from "./http.js";
+import type { NodeHandler, NodeResult } from "./nodes/types.js";
+import type { Checkpoint, Cursor, NewStepRun, Run, RunState, Store } from "./store.js";
+import type { LoadedVersion, VersionCache } from "./versions.js";
+import { crashPoint } from "./crashpoints.js";
+
+/** Node visits without a pause point before a run is stopped as a runaway loop (seed 004). */
+export const LOOP_CAP = 200;
+
+export interface RunnerOptions {
+  owner: string;
+  leaseMs: number;
+  /** Runs driven at once by this process; slow steps hold only memory, so this can be large. */
+  maxInFlight: number;
+  claimBatch: number;
+  /** Longest sleep between claims when idle (other processes may have made work due). */
+  pollMs: number;
+  commitBatch: number;
+  commitConcurrency: number;
+}
+
+export class Runner {
+  private readonly committer: Committer;
+  private readonly inFlight = new Map<string, AbortController>();
+  private stopped = true;
+  private loopDone: Promise<void> = Promise.resolve();
+  private wake: (() => void) | null = null;
+  private renewTimer: NodeJS.Timeout | null = null;
+  private readonly drivers = new Set<Promise<void>>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly versions: VersionCache,
+    private readonly handlers: ReadonlyMap<string, NodeHandler>,
+    private readonly clock: Clock,
+    private readonly events: EngineEmitter,
+    private readonly http: HttpClient,
+    private readonly opts: RunnerOptions,
+  ) {
+    this.committer = new Committer(store, opts.owner, events, { maxBatch: opts.commitBatch, maxConcurrent: opts.commitConcurrency });
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.loopDone = this.loop();
+    this.renewTimer = setInterval(() => void this.renew(), Math.max(50, Math.floor(this.opts.leaseMs / 3)));
+    this.renewTimer.unref();
+  }
+
+  /** Stop claiming; abort in-flight steps and wait for drivers (their leases lapse or are released). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.poke();
+    if (this.renewTimer) clearInterval(this.renewTimer);
+    await this.loopDone;
+    for (const c of this.inFlight.values()) c.abort();
+    await Promise.allSettled([...this.drivers]);
+  }
+
+  /** Something became due (a run was created, a clock moved): claim now instead of at the next poll. */
+  poke(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  get busy(): number {
+    return this.inFlight.size;
+  }
+
+  private async loop(): Promise<void> {
+    let errorDelay = 50;
+    while (!this.stopped) {
+      const room = this.opts.maxInFlight - this.inFlight.size;
+      let claimed: Run[] = [];
+      const want = Math.min(room, this.opts.claimBatch);
+      if (want > 0) {
+        try {
+          claimed = await this.store.claimRuns(this.opts.owner, this.clock.now(), this.opts.leaseMs, want);
+          errorDelay = 50;
+        } catch (error) {
+          this.events.emit("engine:error", { where: "claim", error });
+          await this.sleep(errorDelay);
+          errorDelay = Math.min(errorDelay * 2, 2000);
+          continue;
+        }
+      }
+      for (const run of claimed) this.startDriver(run);
+      if (claimed.length > 0 && claimed.length === want) continue;
+      await this.sleep(await this.idleDelay());
+    }
+  }
+
+  private async idleDelay(): Promise<number> {
+    try {
+      const due = await this.store.nextDueAt();
+      if (due === null) return this.opts.pollMs;
+      return Math.max(1, Math.min(this.opts.pollMs, due - this.clock.now()));
+    } catch {
+      return this.opts.pollMs;
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wake = null;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  private startDriver(run: Run): void {
+    const ac = new AbortController();
+    this.inFlight.set(run.id, ac);
+    this.events.emit("run:claimed", { run_id: run.id, automation_id: run.automation_id, interruptions: run.interruptions });
+    const p = this.drive(run, ac.signal)
+      .catch((error) => this.events.emit("engine:error", { where: `drive ${run.id}`, error }))
+      .finally(() => {
+        this.inFlight.delete(run.id);
+        this.drivers.delete(p);
+        this.poke();
+      });
+    this.drivers.add(p);
+  }
+
+  private async renew(): Promise<void> {
+    const ids = [...this.inFlight.keys()];
+    if (ids.length === 0) return;
+    try {
+      const held = new Set(await this.store.renewLeases(this.opts.owner, ids, this.clock.now() + this.opts.leaseMs));
+      for (const id of ids) {
+        if (!held.has(id) && this.inFlight.has(id)) {
+          // Another worker owns it now (we were too slow); stop what we are doing for it.
+          this.events.emit("run:lease_lost", { run_id: id });
+          this.inFlight.get(id)?.abort();
+        }
+      }
+    } catch (error) {
+      this.events.emit("engine:error", { where: "renew", error });
+    }
+  }
+
+  // ---------- driving one run ----------
+
+  private async drive(claimed: Run, signal: AbortSignal): Promise<void> {
+    const v = await this.versions.get(claimed.automation_id, claimed.version);
+    const d = new Drive(claimed, v, this.clock);
+    while (!signal.aborted) {
+      const outcome = await this.step(d, signal);
+      if (outcome === "continue") continue;
+      if (outcome === "slow_done") {
+        if (!(await this.checkpoint(d, true))) return;
+        continue;
+      }
+      // parked or terminal: commit and release the lease
+      await this.checkpoint(d, false);
+      return;
+    }
+  }
+
+  /** Commit the drive's pending steps and state. False when the lease is gone (stop driving). */
+  private async checkpoint(d: Drive, keepLease: boolean): Promise<boolean> {
+    const cp = d.checkpoint(keepLease, this.clock.now());
+    await crashPoint("runner:before-checkpoint");
+    let ok: boolean;
+    try {
+      ok = await this.committer.submit(cp);
+    } catch (error) {
+      // Unknown whether it committed: stop driving; the lease lapses and a claim resumes the run.
+      this.events.emit("engine:error", { where: `checkpoint ${d.run.id}`, error });
+      return false;
+    }
+    if (!ok) {
+      this.events.emit("run:lease_lost", { run_id: d.run.id });
+      return false;
+    }
+    await crashPoint("runner:after-checkpoint");
+    d.committed();
+    for (const s of cp.steps) this.events.emit("step:finished", { run_id: d.run.id, step: s });
+    const st = cp.state;
+    if (st.status === "waiting" || st.status === "retrying") {
+      this.events.emit("run:parked", { run_id: d.run.id, waiting_for: st.waiting_for ?? st.status, due_at: st.due_at });
+    } else if (!keepLease) {
+      this.events.emit("run:finished", { run_id: d.run.id, automation_id: d.run.automation_id, status: st.status, exit_reason: st.exit_reason });
+    }
+    return true;
+  }
+
+  /** Execute the node at the cursor. */
+  private async step(d: Drive, signal: AbortSignal): Promise<"continue" | "slow_done" | "stop"> {
+    const key = d.cursor.node;
+    const node = key === null || d.version === null ? undefined : d.version.nodes.get(key);
+    if (d.version === null) return d.finish("failed", "graph_changed");
+    if (node === undefined) return d.finish("completed", "completed"); // path ended, or an edge to no node
+    const handler = this.handlers.get(node.kind);
+    if (!handler) return d.finishWithError(node, stepErr("node.unknown_kind", `no handler for kind "${node.kind}"`), this.clock.now());
+
+    if (d.cursor.attempt === 0 && !d.cursor.parked) {
+      d.cursor.visits[node.key] = (d.cursor.visits[node.key] ?? 0) + 1;
+      d.cursor.since_pause += 1;
+      if (d.cursor.since_pause > LOOP_CAP) return d.finish("failed", "infinite_loop_cap");
+    }
+    const visit = d.cursor.visits[node.key] ?? 1;
+    const attempt = d.cursor.attempt + 1;
+    const idempotencyKey = `${d.run.id}/${node.key}/${visit}`;
+    const started = this.clock.now();
+    let result: NodeResult;
+    try {
+      result = await handler.execute({
+        run: d.run, node, scope: d.scope(), idempotencyKey, attempt, now: started, parked: d.cursor.parked,
+        signal, http: this.http, random: Math.random,
+      });
+    } catch (err) {
+      result = { kind: "fail", error: err instanceof StepFailure ? err.error : toStepError(err) };
+    }
+    if (signal.aborted && handler.class === "slow") return "stop"; // lease lost or shutting down: discard
+    await crashPoint("runner:after-step-effect");
+    const finished = this.clock.now();
+    const base = {
+      run_id: d.run.id, node_key: node.key, node_kind: node.kind, visit, attempt,
+      entered_via_port_key: d.cursor.port, idempotency_key: idempotencyKey,
+      input: "input" in result ? (result.input ?? null) : null, started_at: started, finished_at: finished,
+      duration_ms: Math.max(0, Math.round(finished - started)),
+    };
+    const row = (outcome: StepOutcome, exited: string | null, output: unknown, error: StepError | null): NewStepRun =>
+      ({ ...base, outcome, exited_via_port_key: exited, output: output ?? null, error });
+
+    switch (result.kind) {
+      case "next": {
+        d.addStep(row("succeeded", result.port, result.output, null));
+        d.steps[node.key] = result.output ?? null;
+        if (result.assign) Object.assign(d.context, result.assign);
+        d.advance(node.key, result.port);
+        return handler.class === "slow" ? "slow_done" : "continue";
+      }
+      case "end":
+        d.addStep(row("succeeded", null, null, null));
+        return d.finish("completed", "completed");
+      case "park": {
+        d.addStep(row("waiting", null, null, null));
+        d.cursor.parked = { kind: result.waiting_for, since: finished, until: result.until, ...(result.data ? { data: result.data } : {}) };
+        d.cursor.since_pause = 0;
+        return d.park("waiting", result.waiting_for, result.until);
+      }
+      case "fail": {
+        const policy = node.retry ?? DEFAULT_RETRY;
+        const decision = decideRetry(result.error, attempt, policy, Math.random());
+        if (decision.kind === "retry") {
+          d.addStep(row("retrying", null, result.output, result.error));
+          d.cursor.attempt = attempt;
+          this.events.emit("step:retry_scheduled", { run_id: d.run.id, node_key: node.key, attempt, delay_ms: decision.delayMs, error: result.error });
+          return d.park("retrying", "retry", finished + decision.delayMs);
+        }
+        d.addStep(row("failed", null, result.output, result.error));
+        return d.routeError(node, result.error);
+      }
+    }
+  }
+}
+
+function stepErr(code: string, message: string): StepError {
+  return { code, message, retryable: false };
+}
+
+/** The in-memory state of one run while this worker holds its lease. */
+class Drive {
+  readonly context: Record<string, unknown>;
+  readonly steps: Record<string, unknown>;
+  readonly cursor: Cursor;
+  private status: RunStatus;
+  private exitReason: ExitReason | null = null;
+  private waitingFor: string | null = null;
+  private waitingUntil: number | null = null;
+  private dueAt: number | null = null;
+  private rev: number;
+  private pending: NewStepRun[] = [];
+
+  constructor(readonly run: Run, readonly version: LoadedVersion | null, private readonly clock: Clock) {
+    this.context = structuredClone(run.context);
+    this.steps = structuredClone(run.steps);
+    this.cursor = structuredClone(run.cursor);
+    this.status = run.status;
+    this.rev = run.rev;
+  }
+
+  scope(): CelScope {
+    const r = this.run;
+    return new CelScope({
+      event: r.event, context: this.context, steps: this.steps, subject: { id: r.subject_id },
+      run: { id: r.id, automation_id: r.automation_id, version: r.version, trace_id: r.trace_id, started_at: new Date(r.started_at).toISOString() },
+      secrets: {},
+    });
+  }
+
+  addStep(s: NewStepRun): void {
+    this.pending.push(s);
+  }
+
+  advance(from: string, port: string): void {
+    this.cursor.parked = undefined;
+    this.cursor.attempt = 0;
+    this.cursor.port = port;
+    this.cursor.node = this.version?.edges.get(from)?.get(port) ?? null;
+  }
+
+  park(status: "waiting" | "retrying", waitingFor: string, until: number | null): "stop" {
+    this.status = transition(this.status, status);
+    this.waitingFor = waitingFor;
+    this.waitingUntil = until;
+    this.dueAt = until;
+    return "stop";
+  }
+
+  finish(status: RunStatus, reason: ExitReason): "stop" {
+    this.status = transition(this.status, status);
+    this.exitReason = reason;
+    this.cursor.node = null;
+    this.cursor.parked = undefined;
+    this.dueAt = null;
+    return "stop";
+  }
+
+  finishWithError(node: NodeDef, error: StepError, now: number): "stop" {
+    this.pending.push({
+      run_id: this.run.id, node_key: node.key, node_kind: node.kind, visit: this.cursor.visits[node.key] ?? 1, attempt: 1,
+      entered_via_port_key: this.cursor.port, exited_via_port_key: null, outcome: "failed", duration_ms: 0,
+      idempotency_key: `${this.run.id}/${node.key}/${this.cursor.visits[node.key] ?? 1}`, input: null, output: null,
+      error, started_at: now, finished_at: now,
+    });
+    return this.finish("failed", "handler_failure");
+  }
+
+  /** A failed node: follow its `error` port when wired, else fail the run. */
+  routeError(node: NodeDef, error: StepError): "continue" | "stop" {
+    const to = this.version?.edges.get(node.key)?.get("error");
+    this.steps[node.key] = { error };
+    if (to !== undefined) {
+      this.advance(node.key, "error");
+      return "continue";
+    }
+    this.cursor.attempt = 0;
+    return this.finish("failed", "handler_failure");
+  }
+
+  checkpoint(keepLease: boolean, now: number): Checkpoint {
+    if (keepLease) this.status = transition(this.status, "running");
+    const terminal = this.exitReason !== null;
+    const state: RunState = {
+      status: this.status,
+      exit_reason: this.exitReason,
+      current_node_key: this.cursor.node,
+      waiting_for: keepLease || terminal ? null : this.waitingFor,
+      waiting_until: keepLease || terminal ? null : this.waitingUntil,
+      context: this.context,
+      steps: this.steps,
+      cursor: this.cursor,
+      items_total: this.run.items_total,
+      items_failed: this.run.items_failed,
+      interruptions: this.run.interruptions,
+      due_at: keepLease ? null : this.dueAt,
+      keep_lease: keepLease,
+      completed_at: terminal ? now : null,
+      updated_at: now,
+    };
+    return { run_id: this.run.id, expected_rev: this.rev, state: structuredClone(state), steps: this.pending.splice(0) };
+  }
+
+  committed(): void {
+    this.rev += 1;
+  }
+}

@@ -1,0 +1,194 @@
+// The Store interface the engine declares; store/postgres and store/embedded implement it and
+// pass one contract suite. Domain types here are not row types: each store maps at its edge.
+// All times are epoch milliseconds from the engine's clock (never the database's now()).
+
+import type { Definition } from "../model/definition.js";
+import type { StepError } from "../model/errors.js";
+import type { ExitReason, RunStatus } from "../model/run-status.js";
+import type { StepOutcome } from "../model/step-outcome.js";
+
+export type AutomationStatus = "active" | "paused";
+
+export interface Automation {
+  id: string;
+  workspace_id: string;
+  key: string;
+  name: string;
+  status: AutomationStatus;
+  current_version: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface AutomationVersion {
+  automation_id: string;
+  version: number;
+  definition: Definition;
+  created_at: number;
+}
+
+export type RunAs = { type: "workspace" } | { type: "user"; user_id: string };
+
+/** Where a run stands in its graph; committed with every checkpoint. */
+export interface Cursor {
+  /** The node to execute next (null once the run is terminal). */
+  node: string | null;
+  /** The port by which that node was entered. */
+  port: string | null;
+  /** Visits per node key so far (the visit number is part of the step's idempotency key). */
+  visits: Record<string, number>;
+  /** Node visits since the last pause point (the loop cap). */
+  since_pause: number;
+  /** Attempts already made at the current visit (retries). */
+  attempt: number;
+  /** Set while the current node has parked the run (delay, waits); the node resumes from it. */
+  parked?: { kind: string; since: number; until: number | null; data?: Record<string, unknown> } | undefined;
+}
+
+export interface Run {
+  id: string;
+  workspace_id: string;
+  automation_id: string;
+  version: number;
+  event_id: string | null;
+  dedupe_key: string;
+  trigger_type: string;
+  subject_id: string | null;
+  status: RunStatus;
+  exit_reason: ExitReason | null;
+  current_node_key: string | null;
+  waiting_for: string | null;
+  waiting_until: number | null;
+  /** The trigger event as the run saw it at start (never re-read). */
+  event: Record<string, unknown>;
+  context: Record<string, unknown>;
+  steps: Record<string, unknown>;
+  cursor: Cursor;
+  run_as: RunAs;
+  trace_id: string;
+  items_total: number;
+  items_failed: number;
+  /** How often the run was resumed after its worker vanished (never counted as failure). */
+  interruptions: number;
+  /** When the runner may claim it: wake time when parked, lease expiry while running, null when terminal. */
+  due_at: number | null;
+  lease_owner: string | null;
+  /** Compare-and-swap version: every state write names the rev it read. */
+  rev: number;
+  started_at: number;
+  completed_at: number | null;
+  updated_at: number;
+}
+
+export type NewRun = Omit<Run, "rev" | "lease_owner" | "interruptions" | "items_total" | "items_failed" | "completed_at" | "updated_at"> & {
+  /** Set to the subject when the automation allows one active run per subject (enforced by the store). */
+  active_subject: string | null;
+  completed_at?: number | null;
+};
+
+export interface StepRun {
+  id: number;
+  run_id: string;
+  node_key: string;
+  node_kind: string;
+  visit: number;
+  attempt: number;
+  entered_via_port_key: string | null;
+  exited_via_port_key: string | null;
+  outcome: StepOutcome;
+  duration_ms: number;
+  idempotency_key: string;
+  input: unknown;
+  output: unknown;
+  error: StepError | null;
+  started_at: number;
+  finished_at: number;
+}
+
+export type NewStepRun = Omit<StepRun, "id">;
+
+/** The full mutable state of a run after a checkpoint. */
+export interface RunState {
+  status: RunStatus;
+  exit_reason: ExitReason | null;
+  current_node_key: string | null;
+  waiting_for: string | null;
+  waiting_until: number | null;
+  context: Record<string, unknown>;
+  steps: Record<string, unknown>;
+  cursor: Cursor;
+  items_total: number;
+  items_failed: number;
+  interruptions: number;
+  due_at: number | null;
+  /** Keep the lease (the worker goes on executing) or release it (parked or terminal). */
+  keep_lease: boolean;
+  completed_at: number | null;
+  updated_at: number;
+}
+
+/** One run's progress, committed atomically: state CAS on (rev, lease owner), then its step rows. */
+export interface Checkpoint {
+  run_id: string;
+  expected_rev: number;
+  state: RunState;
+  steps: NewStepRun[];
+}
+
+export interface RunFilter {
+  workspace_id: string;
+  automation_id?: string;
+  status?: RunStatus;
+  subject_id?: string;
+  started_after?: number;
+  started_before?: number;
+  /** Opaque position from the previous page. */
+  cursor?: string;
+  limit: number;
+}
+
+export interface Page<T> {
+  items: T[];
+  next_cursor: string | null;
+}
+
+export type InsertRunResult =
+  | { created: true; run: Run }
+  | { created: false; reason: "duplicate"; run: Run }
+  | { created: false; reason: "already_active"; run: Run | null };
+
+export interface Store {
+  readonly kind: "postgres" | "embedded";
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+
+  ensureWorkspace(id: string, name: string, now: number): Promise<void>;
+
+  /** Throws WeftError `automation.key_taken` when the workspace already has this key. */
+  insertAutomation(a: Automation, v: AutomationVersion): Promise<void>;
+  /** Adds version v.version if the automation's current version is still v.version - 1. */
+  insertVersion(workspaceId: string, v: AutomationVersion, now: number): Promise<boolean>;
+  setAutomationStatus(workspaceId: string, id: string, status: AutomationStatus, now: number): Promise<boolean>;
+  getAutomation(workspaceId: string, id: string): Promise<Automation | null>;
+  listAutomations(workspaceId: string): Promise<Automation[]>;
+  getVersion(automationId: string, version: number): Promise<AutomationVersion | null>;
+
+  /** Idempotent on (automation_id, dedupe_key); at most one active run per (automation_id, active_subject). */
+  insertRun(run: NewRun): Promise<InsertRunResult>;
+  /**
+   * Claim up to `limit` runs whose due_at <= now, set their lease (due_at = now + leaseMs,
+   * lease_owner = owner) and return them. Fair across automations: no automation takes more than
+   * its share of one claim while others have due runs.
+   */
+  claimRuns(owner: string, now: number, leaseMs: number, limit: number): Promise<Run[]>;
+  /** Apply checkpoints in one transaction; returns, per checkpoint, whether it applied (false: stale). */
+  commit(owner: string, checkpoints: readonly Checkpoint[]): Promise<boolean[]>;
+  /** Extend the leases this owner still holds; returns the ids it still holds. */
+  renewLeases(owner: string, runIds: readonly string[], until: number): Promise<string[]>;
+  /** Earliest due_at among claimable runs (to sleep until), or null. */
+  nextDueAt(): Promise<number | null>;
+
+  getRun(workspaceId: string, id: string): Promise<Run | null>;
+  listRuns(filter: RunFilter): Promise<Page<Run>>;
+  listSteps(runId: string): Promise<StepRun[]>;
+}

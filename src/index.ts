@@ -1,0 +1,9 @@
+// Weft as a library: the engine, both stores, the model.
+export { Engine, DEFAULT_WORKSPACE, type EngineOptions, type EnrollRequest } from "./engine/engine.js";
+export { ManualClock, systemClock, type Clock } from "./engine/clock.js";
+export type { ActionSpec, ActionContext } from "./engine/actions.js";
+export type { Store, Run, StepRun, Automation } from "./engine/store.js";
+export { PostgresStore } from "./store/postgres/index.js";
+export { EmbeddedStore } from "./store/embedded/index.js";
+export { validateDefinition, type Definition } from "./model/definition.js";
+export { WeftError, StepFailure, stepError, type StepError } from "./model/errors.js";

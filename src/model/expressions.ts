@@ -1,0 +1,227 @@
+// CEL expressions and `{{ }}` templates, evaluated with @marcbachmann/cel-js (no hand-written parser).
+//
+// JSON numbers that are whole are handed to CEL as int (so `context.count + 1` works) and others as
+// double; results come back as plain JSON values (int → number). A path that does not resolve is
+// the permanent step error `template.missing_variable`, naming the path.
+
+import { Environment } from "@marcbachmann/cel-js";
+import { StepFailure, stepError, type Problem } from "./errors.js";
+
+const env = new Environment({
+  unlistedVariablesAreDyn: true,
+  homogeneousAggregateLiterals: false,
+  enableOptionalTypes: true,
+  limits: { maxAstNodes: 5000, maxDepth: 100, maxListElements: 1000, maxMapEntries: 1000, maxCallArguments: 32 },
+});
+
+type Compiled = ReturnType<typeof env.parse>;
+
+const cache = new Map<string, Compiled>();
+const CACHE_MAX = 5000;
+
+/** Parse (and cache) a CEL expression. Throws the library's parse error. */
+export function compile(source: string): Compiled {
+  let c = cache.get(source);
+  if (c === undefined) {
+    c = env.parse(source);
+    if (cache.size >= CACHE_MAX) cache.clear();
+    cache.set(source, c);
+  }
+  return c;
+}
+
+/** A syntax problem in `source`, or null when it parses. */
+export function checkExpression(source: string, pointer: string): Problem | null {
+  try {
+    compile(source);
+    return null;
+  } catch (err) {
+    const msg = err instanceof Error ? (err.message.split("\n")[0] ?? err.message) : String(err);
+    return { code: "expression.syntax", pointer, message: `invalid CEL expression ${JSON.stringify(source)}: ${msg}` };
+  }
+}
+
+/** The variables every expression may read. */
+export interface Scope {
+  event: unknown;
+  context: Record<string, unknown>;
+  steps: Record<string, unknown>;
+  subject: unknown;
+  run: unknown;
+  secrets: Record<string, unknown>;
+  [name: string]: unknown;
+}
+
+/** JSON → CEL values: whole numbers become int (bigint). */
+export function toCel(v: unknown): unknown {
+  if (typeof v === "number") return Number.isSafeInteger(v) ? BigInt(v) : v;
+  if (Array.isArray(v)) return v.map(toCel);
+  if (v !== null && typeof v === "object" && !(v instanceof Date) && !(v instanceof Uint8Array)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = toCel(x);
+    return out;
+  }
+  return v;
+}
+
+/** CEL values → JSON: bigint becomes number, maps become objects. */
+export function fromCel(v: unknown): unknown {
+  if (typeof v === "bigint") return Number(v);
+  if (Array.isArray(v)) return v.map(fromCel);
+  if (v instanceof Map) {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of v) out[String(k)] = fromCel(x);
+    return out;
+  }
+  if (v instanceof Uint8Array) return Buffer.from(v).toString("base64");
+  if (v !== null && typeof v === "object" && !(v instanceof Date)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = fromCel(x);
+    return out;
+  }
+  return v;
+}
+
+/** A scope converted once for CEL, reused for every expression of one node visit. */
+export class CelScope {
+  private converted: Record<string, unknown> | undefined;
+  constructor(readonly scope: Scope) {}
+  vars(): Record<string, unknown> {
+    this.converted ??= toCel(this.scope) as Record<string, unknown>;
+    return this.converted;
+  }
+  /** A child scope with extra variables (e.g. `item`, `response`). */
+  with(extra: Record<string, unknown>): CelScope {
+    return new CelScope({ ...this.scope, ...extra });
+  }
+}
+
+function missingPath(source: string, key: string): string {
+  const esc = key.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const m = new RegExp(`((?:[A-Za-z_][\\w]*\\??\\.)*)${esc}\\b`).exec(source);
+  return m ? m[0].replace(/\?/g, "") : key;
+}
+
+/** Evaluate a CEL expression; failures are permanent step errors. */
+export function evaluate(source: string, scope: CelScope): unknown {
+  let compiled: Compiled;
+  try {
+    compiled = compile(source);
+  } catch (err) {
+    throw new StepFailure(stepError("expression.syntax", `invalid CEL expression ${JSON.stringify(source)}: ${firstLine(err)}`, false));
+  }
+  try {
+    return fromCel(compiled(scope.vars()));
+  } catch (err) {
+    const msg = firstLine(err);
+    const m = /^(?:No such key|Unknown variable): (.+)$/.exec(msg);
+    if (m && !msg.includes("index out of bounds")) {
+      const path = missingPath(source, m[1]!.trim());
+      throw new StepFailure(stepError("template.missing_variable", `${path} does not resolve`, false, { path, expression: source }));
+    }
+    throw new StepFailure(stepError("expression.error", `${source}: ${msg}`, false, { expression: source }));
+  }
+}
+
+/** Evaluate a condition; anything but a bool is an error (CEL has no truthiness). */
+export function evaluateCondition(source: string, scope: CelScope): boolean {
+  const v = evaluate(source, scope);
+  if (typeof v !== "boolean") {
+    throw new StepFailure(stepError("expression.not_bool", `condition ${JSON.stringify(source)} gave ${typeof v}, not bool`, false, { expression: source }));
+  }
+  return v;
+}
+
+function firstLine(err: unknown): string {
+  const s = err instanceof Error ? err.message : String(err);
+  return s.split("\n")[0] ?? s;
+}
+
+// ---------- templates ----------
+
+export type TemplatePart = { text: string } | { expr: string };
+
+const OPEN = "{{";
+const CLOSE = "}}";
+
+/** Split a string into literal text and `{{ expr }}` parts. Throws on an unclosed `{{`. */
+export function parseTemplate(s: string): TemplatePart[] {
+  const parts: TemplatePart[] = [];
+  let i = 0;
+  while (i < s.length) {
+    const open = s.indexOf(OPEN, i);
+    if (open < 0) {
+      parts.push({ text: s.slice(i) });
+      break;
+    }
+    if (open > i) parts.push({ text: s.slice(i, open) });
+    const close = s.indexOf(CLOSE, open + 2);
+    if (close < 0) throw new Error(`unclosed "{{" at offset ${open}`);
+    const expr = s.slice(open + 2, close).trim();
+    if (expr === "") throw new Error(`empty "{{ }}" at offset ${open}`);
+    parts.push({ expr });
+    i = close + 2;
+  }
+  return parts;
+}
+
+/** Problems in every template string inside `value` (deep), located by JSON pointer. */
+export function checkTemplates(value: unknown, pointer: string, out: Problem[]): void {
+  if (typeof value === "string") {
+    if (!value.includes(OPEN)) return;
+    let parts: TemplatePart[];
+    try {
+      parts = parseTemplate(value);
+    } catch (err) {
+      out.push({ code: "template.syntax", pointer, message: firstLine(err) });
+      return;
+    }
+    for (const p of parts) {
+      if ("expr" in p) {
+        const prob = checkExpression(p.expr, pointer);
+        if (prob) out.push({ ...prob, code: "template.syntax" });
+      }
+    }
+  } else if (Array.isArray(value)) {
+    value.forEach((v, i) => checkTemplates(v, `${pointer}/${i}`, out));
+  } else if (value !== null && typeof value === "object") {
+    for (const [k, v] of Object.entries(value)) checkTemplates(v, `${pointer}/${escapePointer(k)}`, out);
+  }
+}
+
+/**
+ * Render a template value. A string that is exactly one `{{ expr }}` yields the expression's value
+ * with its type; mixed text yields a string. Objects and arrays are rendered deeply.
+ */
+export function render(value: unknown, scope: CelScope): unknown {
+  if (typeof value === "string") {
+    if (!value.includes(OPEN)) return value;
+    let parts: TemplatePart[];
+    try {
+      parts = parseTemplate(value);
+    } catch (err) {
+      throw new StepFailure(stepError("template.syntax", firstLine(err), false));
+    }
+    const only = parts[0];
+    if (parts.length === 1 && only && "expr" in only) return evaluate(only.expr, scope);
+    return parts.map((p) => ("text" in p ? p.text : stringify(evaluate(p.expr, scope)))).join("");
+  }
+  if (Array.isArray(value)) return value.map((v) => render(v, scope));
+  if (value !== null && typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = render(v, scope);
+    return out;
+  }
+  return value;
+}
+
+function stringify(v: unknown): string {
+  if (typeof v === "string") return v;
+  if (v === null || v === undefined) return "";
+  if (typeof v === "object") return JSON.stringify(v);
+  return String(v);
+}
+
+export function escapePointer(token: string): string {
+  return token.replace(/~/g, "~0").replace(/\//g, "~1");
+}

@@ -1,0 +1,77 @@
+// The run state machine. Transition table first; every status change goes through transition().
+//
+//   pending ─► running ─► waiting | retrying | interrupted ─► running ─► terminal
+//   terminal: completed, completed_with_failures, failed, cancelled, exited (with exit_reason)
+//   "overdue" is derived (a claimable run whose due time is past by more than a grace), never stored.
+
+export const RunStatus = {
+  pending: "pending",
+  running: "running",
+  waiting: "waiting",
+  retrying: "retrying",
+  interrupted: "interrupted",
+  completed: "completed",
+  completed_with_failures: "completed_with_failures",
+  failed: "failed",
+  cancelled: "cancelled",
+  exited: "exited",
+} as const;
+export type RunStatus = (typeof RunStatus)[keyof typeof RunStatus];
+
+const TERMINAL = ["completed", "completed_with_failures", "failed", "cancelled", "exited"] as const;
+const STOPPABLE: RunStatus[] = ["cancelled", "exited"];
+
+/** from → the statuses it may move to. running → running is a checkpoint inside one execution. */
+export const RUN_TRANSITIONS: Readonly<Record<RunStatus, readonly RunStatus[]>> = {
+  pending: ["running", ...STOPPABLE],
+  running: ["running", "waiting", "retrying", "interrupted", ...TERMINAL],
+  waiting: ["running", ...STOPPABLE],
+  retrying: ["running", ...STOPPABLE],
+  interrupted: ["running", ...STOPPABLE],
+  completed: [],
+  completed_with_failures: [],
+  failed: [],
+  cancelled: [],
+  exited: [],
+};
+
+export function isTerminal(s: RunStatus): boolean {
+  return RUN_TRANSITIONS[s].length === 0;
+}
+
+/** Statuses the runner may claim (when due). A `running` run is claimable only once its lease expired. */
+export function isClaimable(s: RunStatus): boolean {
+  return s === "pending" || s === "waiting" || s === "retrying" || s === "interrupted" || s === "running";
+}
+
+export function canTransition(from: RunStatus, to: RunStatus): boolean {
+  return RUN_TRANSITIONS[from].includes(to);
+}
+
+export class IllegalTransition extends Error {
+  constructor(readonly machine: string, readonly from: string, readonly to: string) {
+    super(`illegal ${machine} transition ${from} → ${to}`);
+    this.name = "IllegalTransition";
+  }
+}
+
+export function transition(from: RunStatus, to: RunStatus): RunStatus {
+  if (!canTransition(from, to)) throw new IllegalTransition("run", from, to);
+  return to;
+}
+
+export const ExitReason = {
+  completed: "completed",
+  graph_changed: "graph_changed",
+  node_removed: "node_removed",
+  subject_paused: "subject_paused",
+  reentry_cooldown: "reentry_cooldown",
+  already_active: "already_active",
+  input_timeout: "input_timeout",
+  admin_stopped: "admin_stopped",
+  handler_failure: "handler_failure",
+  infinite_loop_cap: "infinite_loop_cap",
+} as const;
+export type ExitReason = (typeof ExitReason)[keyof typeof ExitReason];
+
+export const RUN_STATUSES = Object.values(RunStatus);

@@ -1,0 +1,273 @@
+// Embedded store: SQLite through better-sqlite3, WAL with synchronous=FULL (one fsync per commit,
+// so a committed write survives kill -9). Needs no server; one process at a time drives it.
+// Measured choice: see ../../../docs/stores.md and shared STORES.md.
+
+import Database from "better-sqlite3";
+import { mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { WeftError } from "../../model/errors.js";
+import { isTerminal, type RunStatus } from "../../model/run-status.js";
+import type {
+  Automation, AutomationStatus, AutomationVersion, Checkpoint, InsertRunResult, NewRun, Page, Run, RunFilter, StepRun, Store,
+} from "../../engine/store.js";
+import { decodeCursor, encodeCursor } from "../cursor.js";
+
+const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
+
+export interface EmbeddedStoreOptions {
+  /** Path of the database file, or ":memory:" (not durable; for throwaway use only). */
+  file: string;
+}
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+const j = (v: unknown): string | null => (v === undefined || v === null ? null : JSON.stringify(v));
+const pj = (s: string | null): any => (s === null ? null : JSON.parse(s));
+
+function toAutomation(r: any): Automation {
+  return { id: r.id, workspace_id: r.workspace_id, key: r.key, name: r.name, status: r.status, current_version: r.current_version, created_at: r.created_at, updated_at: r.updated_at };
+}
+function toRun(r: any): Run {
+  return {
+    id: r.id, workspace_id: r.workspace_id, automation_id: r.automation_id, version: r.version, event_id: r.event_id,
+    dedupe_key: r.dedupe_key, trigger_type: r.trigger_type, subject_id: r.subject_id, status: r.status,
+    exit_reason: r.exit_reason, current_node_key: r.current_node_key, waiting_for: r.waiting_for,
+    waiting_until: r.waiting_until, event: pj(r.event), context: pj(r.context), steps: pj(r.steps), cursor: pj(r.cursor),
+    run_as: pj(r.run_as), trace_id: r.trace_id, items_total: r.items_total, items_failed: r.items_failed,
+    interruptions: r.interruptions, due_at: r.due_at, lease_owner: r.lease_owner, rev: r.rev,
+    started_at: r.started_at, completed_at: r.completed_at, updated_at: r.updated_at,
+  };
+}
+function toStep(r: any): StepRun {
+  return {
+    id: r.id, run_id: r.run_id, node_key: r.node_key, node_kind: r.node_kind, visit: r.visit, attempt: r.attempt,
+    entered_via_port_key: r.entered_via_port_key, exited_via_port_key: r.exited_via_port_key, outcome: r.outcome,
+    duration_ms: r.duration_ms, idempotency_key: r.idempotency_key, input: pj(r.input), output: pj(r.output),
+    error: pj(r.error), started_at: r.started_at, finished_at: r.finished_at,
+  };
+}
+
+export class EmbeddedStore implements Store {
+  readonly kind = "embedded" as const;
+  readonly db: Database.Database;
+  private s!: ReturnType<EmbeddedStore["prepare"]>;
+
+  constructor(opts: EmbeddedStoreOptions) {
+    if (opts.file !== ":memory:") mkdirSync(dirname(opts.file), { recursive: true });
+    this.db = new Database(opts.file);
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = FULL");
+    this.db.pragma("foreign_keys = ON");
+    this.db.pragma("busy_timeout = 5000");
+  }
+
+  private prepare() {
+    const d = this.db;
+    return {
+      insertRun: d.prepare(`INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id,
+          active_subject, status, exit_reason, current_node_key, waiting_for, waiting_until, context, steps, cursor, run_as, trace_id,
+          due_at, lease_owner, started_at, completed_at, updated_at, event)
+        VALUES (@id, @workspace_id, @automation_id, @version, @event_id, @dedupe_key, @trigger_type, @subject_id, @active_subject,
+          @status, @exit_reason, @current_node_key, @waiting_for, @waiting_until, @context, @steps, @cursor, @run_as, @trace_id,
+          @due_at, NULL, @started_at, @completed_at, @started_at, @event)
+        ON CONFLICT (automation_id, dedupe_key) DO NOTHING RETURNING *`),
+      runByDedupe: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND dedupe_key = ?"),
+      runByActiveSubject: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND active_subject = ?"),
+      automationIds: d.prepare("SELECT id FROM automations").pluck(),
+      dueOfAutomation: d.prepare("SELECT id FROM runs WHERE automation_id = ? AND due_at <= ? ORDER BY due_at LIMIT ?").pluck(),
+      claimOne: d.prepare(`UPDATE runs SET due_at = ?, lease_owner = ?, interruptions = interruptions + (status = 'running'),
+          status = 'running', rev = rev + 1 WHERE id = ? AND due_at <= ? RETURNING *`),
+      commitOne: d.prepare(`UPDATE runs SET status = @status, exit_reason = @exit_reason, current_node_key = @current_node_key,
+          waiting_for = @waiting_for, waiting_until = @waiting_until, context = @context, steps = @steps, cursor = @cursor,
+          items_total = @items_total, items_failed = @items_failed, interruptions = @interruptions,
+          due_at = CASE WHEN @keep_lease THEN due_at ELSE @due_at END,
+          lease_owner = CASE WHEN @keep_lease THEN lease_owner ELSE NULL END,
+          active_subject = CASE WHEN @terminal THEN NULL ELSE active_subject END,
+          completed_at = @completed_at, updated_at = @updated_at, rev = rev + 1
+        WHERE id = @run_id AND rev = @expected_rev AND lease_owner = @owner`),
+      insertStep: d.prepare(`INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
+          outcome, duration_ms, idempotency_key, input, output, error, started_at, finished_at)
+        VALUES (@run_id, @node_key, @node_kind, @visit, @attempt, @entered_via_port_key, @exited_via_port_key, @outcome,
+          @duration_ms, @idempotency_key, @input, @output, @error, @started_at, @finished_at)`),
+      renew: d.prepare("UPDATE runs SET due_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running'"),
+      nextDue: d.prepare("SELECT min(due_at) FROM runs WHERE due_at IS NOT NULL").pluck(),
+      getVersion: d.prepare("SELECT * FROM automation_versions WHERE automation_id = ? AND version = ?"),
+      getRun: d.prepare("SELECT * FROM runs WHERE id = ? AND workspace_id = ?"),
+      steps: d.prepare("SELECT * FROM step_runs WHERE run_id = ? ORDER BY id"),
+    };
+  }
+
+  async migrate(): Promise<void> {
+    this.db.exec("CREATE TABLE IF NOT EXISTS weft_migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)");
+    const files = readdirSync(MIGRATIONS_DIR).filter((f) => /^\d+_.+\.sql$/.test(f)).sort();
+    const apply = this.db.transaction(() => {
+      const done = new Set(this.db.prepare("SELECT id FROM weft_migrations").pluck().all() as number[]);
+      for (const f of files) {
+        const id = Number(f.split("_")[0]);
+        if (done.has(id)) continue;
+        this.db.prepare("INSERT INTO weft_migrations (id, name, applied_at) VALUES (?, ?, ?)").run(id, f, Date.now());
+        this.db.exec(readFileSync(`${MIGRATIONS_DIR}/${f}`, "utf8"));
+      }
+    });
+    apply.immediate();
+    this.s = this.prepare();
+  }
+
+  async close(): Promise<void> {
+    this.db.close();
+  }
+
+  async ensureWorkspace(id: string, name: string, now: number): Promise<void> {
+    this.db.prepare("INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING").run(id, name, now);
+  }
+
+  async insertAutomation(a: Automation, v: AutomationVersion): Promise<void> {
+    const tx = this.db.transaction(() => {
+      this.db.prepare(`INSERT INTO automations (id, workspace_id, key, name, status, current_version, created_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(a.id, a.workspace_id, a.key, a.name, a.status, a.current_version, a.created_at, a.updated_at);
+      this.db.prepare("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES (?, ?, ?, ?)")
+        .run(v.automation_id, v.version, JSON.stringify(v.definition), v.created_at);
+    });
+    try {
+      tx.immediate();
+    } catch (err) {
+      if ((err as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE") {
+        throw new WeftError("automation.key_taken", `an automation with key "${a.key}" already exists`, { field: "key" });
+      }
+      throw err;
+    }
+  }
+
+  async insertVersion(workspaceId: string, v: AutomationVersion, now: number): Promise<boolean> {
+    const tx = this.db.transaction(() => {
+      const upd = this.db.prepare(`UPDATE automations SET current_version = ?, name = ?, updated_at = ?
+        WHERE id = ? AND workspace_id = ? AND current_version = ?`).run(v.version, v.definition.name, now, v.automation_id, workspaceId, v.version - 1);
+      if (upd.changes !== 1) return false;
+      this.db.prepare("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES (?, ?, ?, ?)")
+        .run(v.automation_id, v.version, JSON.stringify(v.definition), v.created_at);
+      return true;
+    });
+    return tx.immediate();
+  }
+
+  async setAutomationStatus(workspaceId: string, id: string, status: AutomationStatus, now: number): Promise<boolean> {
+    return this.db.prepare("UPDATE automations SET status = ?, updated_at = ? WHERE id = ? AND workspace_id = ?").run(status, now, id, workspaceId).changes === 1;
+  }
+
+  async getAutomation(workspaceId: string, id: string): Promise<Automation | null> {
+    const r = this.db.prepare("SELECT * FROM automations WHERE id = ? AND workspace_id = ?").get(id, workspaceId);
+    return r ? toAutomation(r) : null;
+  }
+
+  async listAutomations(workspaceId: string): Promise<Automation[]> {
+    return this.db.prepare("SELECT * FROM automations WHERE workspace_id = ? ORDER BY created_at, id").all(workspaceId).map(toAutomation);
+  }
+
+  async getVersion(automationId: string, version: number): Promise<AutomationVersion | null> {
+    const r = this.s.getVersion.get(automationId, version) as any;
+    return r ? { automation_id: r.automation_id, version: r.version, definition: JSON.parse(r.definition), created_at: r.created_at } : null;
+  }
+
+  async insertRun(run: NewRun): Promise<InsertRunResult> {
+    const row = {
+      ...run, event: j(run.event), context: j(run.context), steps: j(run.steps), cursor: j(run.cursor), run_as: j(run.run_as),
+      completed_at: run.completed_at ?? null,
+    };
+    try {
+      const r = this.s.insertRun.get(row);
+      if (r) return { created: true, run: toRun(r) };
+    } catch (err) {
+      if ((err as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE" && String((err as Error).message).includes("active_subject")) {
+        const a = this.s.runByActiveSubject.get(run.automation_id, run.active_subject);
+        return { created: false, reason: "already_active", run: a ? toRun(a) : null };
+      }
+      throw err;
+    }
+    return { created: false, reason: "duplicate", run: toRun(this.s.runByDedupe.get(run.automation_id, run.dedupe_key)) };
+  }
+
+  /** Round-robin across automations, like the PostgreSQL claim (one process, so no locking needed beyond the write transaction). */
+  async claimRuns(owner: string, now: number, leaseMs: number, limit: number): Promise<Run[]> {
+    const tx = this.db.transaction(() => {
+      const perAutomation: string[][] = [];
+      for (const aid of this.s.automationIds.all() as string[]) {
+        const ids = this.s.dueOfAutomation.all(aid, now, limit) as string[];
+        if (ids.length > 0) perAutomation.push(ids);
+      }
+      const out: Run[] = [];
+      for (let rank = 0; out.length < limit; rank++) {
+        let any = false;
+        for (const ids of perAutomation) {
+          const id = ids[rank];
+          if (id === undefined) continue;
+          any = true;
+          const r = this.s.claimOne.get(now + leaseMs, owner, id, now);
+          if (r) out.push(toRun(r));
+          if (out.length >= limit) break;
+        }
+        if (!any) break;
+      }
+      return out;
+    });
+    return tx.immediate();
+  }
+
+  async commit(owner: string, cps: readonly Checkpoint[]): Promise<boolean[]> {
+    const tx = this.db.transaction(() =>
+      cps.map((c) => {
+        const st = c.state;
+        const res = this.s.commitOne.run({
+          run_id: c.run_id, expected_rev: c.expected_rev, owner, status: st.status, exit_reason: st.exit_reason,
+          current_node_key: st.current_node_key, waiting_for: st.waiting_for, waiting_until: st.waiting_until,
+          context: j(st.context), steps: j(st.steps), cursor: j(st.cursor), items_total: st.items_total,
+          items_failed: st.items_failed, interruptions: st.interruptions, due_at: st.due_at, keep_lease: st.keep_lease ? 1 : 0,
+          terminal: isTerminal(st.status as RunStatus) ? 1 : 0, completed_at: st.completed_at, updated_at: st.updated_at,
+        });
+        if (res.changes !== 1) return false;
+        for (const s of c.steps) {
+          this.s.insertStep.run({ ...s, input: j(s.input), output: j(s.output), error: j(s.error) });
+        }
+        return true;
+      }),
+    );
+    return tx.immediate();
+  }
+
+  async renewLeases(owner: string, ids: readonly string[], until: number): Promise<string[]> {
+    const tx = this.db.transaction(() => ids.filter((id) => this.s.renew.run(until, id, owner).changes === 1));
+    return tx.immediate();
+  }
+
+  async nextDueAt(): Promise<number | null> {
+    return (this.s.nextDue.get() as number | null) ?? null;
+  }
+
+  async getRun(workspaceId: string, id: string): Promise<Run | null> {
+    const r = this.s.getRun.get(id, workspaceId);
+    return r ? toRun(r) : null;
+  }
+
+  async listRuns(f: RunFilter): Promise<Page<Run>> {
+    const where: string[] = ["workspace_id = ?"];
+    const args: unknown[] = [f.workspace_id];
+    if (f.automation_id !== undefined) (where.push("automation_id = ?"), args.push(f.automation_id));
+    if (f.status !== undefined) (where.push("status = ?"), args.push(f.status));
+    if (f.subject_id !== undefined) (where.push("subject_id = ?"), args.push(f.subject_id));
+    if (f.started_after !== undefined) (where.push("started_at >= ?"), args.push(f.started_after));
+    if (f.started_before !== undefined) (where.push("started_at < ?"), args.push(f.started_before));
+    if (f.cursor !== undefined) {
+      const c = decodeCursor(f.cursor);
+      where.push("(started_at < ? OR (started_at = ? AND id < ?))");
+      args.push(c.t, c.t, c.id);
+    }
+    args.push(f.limit + 1);
+    const rows = this.db.prepare(`SELECT * FROM runs WHERE ${where.join(" AND ")} ORDER BY started_at DESC, id DESC LIMIT ?`).all(...args);
+    const runs = rows.slice(0, f.limit).map(toRun);
+    const last = runs[runs.length - 1];
+    return { items: runs, next_cursor: rows.length > f.limit && last ? encodeCursor(last.started_at, last.id) : null };
+  }
+
+  async listSteps(runId: string): Promise<StepRun[]> {
+    return this.s.steps.all(runId).map(toStep);
+  }
+}

@@ -1,0 +1,93 @@
+// PostgreSQL store: the Store for more than one process or machine. Raw SQL, no ORM, named
+// prepared statements on the hot path. Select it with a connection URL.
+
+import pg from "pg";
+import { isTerminal, type RunStatus } from "../../model/run-status.js";
+import type { Automation, AutomationStatus, AutomationVersion, Checkpoint, NewRun, Store } from "../../engine/store.js";
+import * as A from "./automations.js";
+import { ident, migrate } from "./migrate.js";
+import * as Q from "./queries.js";
+import * as R from "./runs.js";
+
+export interface PostgresStoreOptions {
+  url: string;
+  /** Schema holding Weft's tables (one per test file in the suite). */
+  schema?: string;
+  poolSize?: number;
+}
+
+const INT8 = 20;
+
+export class PostgresStore implements Store {
+  readonly kind = "postgres" as const;
+  readonly pool: pg.Pool;
+  readonly schema: string;
+
+  constructor(opts: PostgresStoreOptions) {
+    this.schema = opts.schema ?? "weft";
+    this.pool = new pg.Pool({
+      connectionString: opts.url,
+      max: opts.poolSize ?? 10,
+      options: `-c search_path=${ident(this.schema)}`,
+      types: { getTypeParser: ((oid: number, format?: string) => (oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as "text"))) as typeof pg.types.getTypeParser },
+    });
+    // An idle client whose server went away must not crash the process; the next query reconnects.
+    this.pool.on("error", () => undefined);
+  }
+
+  migrate(): Promise<void> {
+    return migrate(this.pool, this.schema);
+  }
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  ensureWorkspace(id: string, name: string, now: number) {
+    return A.ensureWorkspace(this.pool, id, name, now);
+  }
+  insertAutomation(a: Automation, v: AutomationVersion) {
+    return A.insertAutomation(this.pool, a, v);
+  }
+  insertVersion(workspaceId: string, v: AutomationVersion, now: number) {
+    return A.insertVersion(this.pool, workspaceId, v, now);
+  }
+  setAutomationStatus(workspaceId: string, id: string, status: AutomationStatus, now: number) {
+    return A.setAutomationStatus(this.pool, workspaceId, id, status, now);
+  }
+  getAutomation(workspaceId: string, id: string) {
+    return A.getAutomation(this.pool, workspaceId, id);
+  }
+  listAutomations(workspaceId: string) {
+    return A.listAutomations(this.pool, workspaceId);
+  }
+  getVersion(automationId: string, version: number) {
+    return A.getVersion(this.pool, automationId, version);
+  }
+
+  insertRun(run: NewRun) {
+    return R.insertRun(this.pool, run);
+  }
+  claimRuns(owner: string, now: number, leaseMs: number, limit: number) {
+    return R.claimRuns(this.pool, owner, now, leaseMs, limit);
+  }
+  commit(owner: string, cps: readonly Checkpoint[]) {
+    return R.commitCheckpoints(this.pool, owner, cps, (s) => isTerminal(s as RunStatus));
+  }
+  renewLeases(owner: string, ids: readonly string[], until: number) {
+    return R.renewLeases(this.pool, owner, ids, until);
+  }
+  async nextDueAt(): Promise<number | null> {
+    const res = await this.pool.query<{ d: Date | null }>({ name: "weft_next_due", text: "SELECT min(due_at) AS d FROM runs WHERE due_at IS NOT NULL" });
+    return res.rows[0]?.d?.getTime() ?? null;
+  }
+
+  getRun(workspaceId: string, id: string) {
+    return Q.getRun(this.pool, workspaceId, id);
+  }
+  listRuns(f: Parameters<Store["listRuns"]>[0]) {
+    return Q.listRuns(this.pool, f);
+  }
+  listSteps(runId: string) {
+    return Q.listSteps(this.pool, runId);
+  }
+}
