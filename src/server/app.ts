@@ -1,0 +1,110 @@
+// The HTTP API (CONTRACT.md), on Fastify: parse, authenticate, call the engine, shape the reply.
+
+import { timingSafeEqual } from "node:crypto";
+import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
+import type { Engine } from "../engine/engine.js";
+import { DEFAULT_WORKSPACE } from "../engine/engine.js";
+import { WeftError } from "../model/errors.js";
+import type { RunStatus } from "../model/run-status.js";
+import { errorHandler } from "./errors.js";
+import { createAutomationBody, enrollBody, parse, runsQuery, updateAutomationBody } from "./schemas.js";
+import { automationJson, runJson, stepJson, versionJson } from "./views.js";
+
+export interface AppOptions {
+  engine: Engine;
+  adminToken: string;
+  logger?: boolean;
+  /** Largest request body accepted, bytes. */
+  bodyLimit?: number;
+}
+
+interface Caller {
+  workspace_id: string;
+  actor: string;
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    caller: Caller;
+  }
+}
+
+function tokenMatches(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export function buildApp(opts: AppOptions): FastifyInstance {
+  const { engine } = opts;
+  const app = Fastify({ logger: opts.logger ?? false, bodyLimit: opts.bodyLimit ?? 1_048_576, return503OnClosing: true });
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send({ error: { code: "route.not_found", message: `no route ${req.method} ${req.url.split("?")[0]}`, details: {} } });
+  });
+  app.decorateRequest("caller", null as unknown as Caller);
+
+  app.get("/healthz", async () => ({ ok: true, store: engine.store.kind }));
+
+  app.register(async (v1) => {
+    v1.addHook("onRequest", async (req: FastifyRequest) => {
+      const h = req.headers.authorization ?? "";
+      const m = /^Bearer (.+)$/i.exec(h);
+      if (!m) throw new WeftError("auth.missing_token", "send Authorization: Bearer <token>");
+      if (!tokenMatches(m[1]!, opts.adminToken)) throw new WeftError("auth.invalid_token", "the token is not valid");
+      req.caller = { workspace_id: DEFAULT_WORKSPACE, actor: "admin" };
+    });
+
+    v1.post("/automations", async (req, reply) => {
+      const b = parse(createAutomationBody, req.body, "body");
+      const a = await engine.createAutomation(req.caller.workspace_id, b.definition, b.status ?? "active");
+      return reply.status(201).send(automationJson(a));
+    });
+    v1.get("/automations", async (req) => ({ items: (await engine.listAutomations(req.caller.workspace_id)).map(automationJson) }));
+    v1.get<{ Params: { id: string } }>("/automations/:id", async (req) => automationJson(await engine.getAutomation(req.caller.workspace_id, req.params.id)));
+    v1.put<{ Params: { id: string } }>("/automations/:id", async (req) => {
+      const b = parse(updateAutomationBody, req.body, "body");
+      return automationJson(await engine.updateAutomation(req.caller.workspace_id, req.params.id, b.definition, b.expected_version));
+    });
+    v1.get<{ Params: { id: string; n: string } }>("/automations/:id/versions/:n", async (req) => {
+      const n = Number(req.params.n);
+      if (!Number.isInteger(n) || n < 1) throw new WeftError("request.invalid", "a version is a positive integer", { pointer: "/n", in: "path" });
+      return versionJson(await engine.getVersion(req.caller.workspace_id, req.params.id, n));
+    });
+    v1.post<{ Params: { id: string } }>("/automations/:id/activate", async (req) => automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "active")));
+    v1.post<{ Params: { id: string } }>("/automations/:id/pause", async (req) => automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "paused")));
+    v1.post<{ Params: { id: string } }>("/automations/:id/enroll", async (req, reply) => {
+      const b = parse(enrollBody, req.body, "body");
+      const res = await engine.enroll(req.caller.workspace_id, req.params.id, {
+        subject_id: b.subject_id ?? null, context_overrides: b.context_overrides ?? {}, ...(b.idempotency_key ? { idempotency_key: b.idempotency_key } : {}),
+      });
+      return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created });
+    });
+    v1.get<{ Params: { id: string } }>("/automations/:id/runs", async (req) => {
+      await engine.getAutomation(req.caller.workspace_id, req.params.id);
+      return listRuns(req, req.params.id);
+    });
+    v1.get("/automation-runs", async (req) => listRuns(req, undefined));
+    v1.get<{ Params: { id: string } }>("/automation-runs/:id", async (req) => runJson(await engine.getRun(req.caller.workspace_id, req.params.id)));
+    v1.get<{ Params: { id: string } }>("/automation-runs/:id/steps", async (req) => ({
+      items: (await engine.listSteps(req.caller.workspace_id, req.params.id)).map(stepJson),
+    }));
+  }, { prefix: "/v1" });
+
+  async function listRuns(req: FastifyRequest, automationId: string | undefined) {
+    const q = parse(runsQuery, req.query, "query");
+    const page = await engine.listRuns({
+      workspace_id: req.caller.workspace_id,
+      ...(automationId ?? q.automation_id ? { automation_id: (automationId ?? q.automation_id)! } : {}),
+      ...(q.status ? { status: q.status as RunStatus } : {}),
+      ...(q.subject_id ? { subject_id: q.subject_id } : {}),
+      ...(q.started_after !== undefined ? { started_after: q.started_after } : {}),
+      ...(q.started_before !== undefined ? { started_before: q.started_before } : {}),
+      ...(q.cursor ? { cursor: q.cursor } : {}),
+      ...(q.limit ? { limit: q.limit } : {}),
+    });
+    return { items: page.items.map(runJson), next_cursor: page.next_cursor };
+  }
+
+  return app;
+}

@@ -1,0 +1,32 @@
+// Configuration from the environment (CONTRACT.md § Running), one table in the README.
+
+export interface Config {
+  host: string;
+  port: number;
+  dataDir: string;
+  databaseUrl: string | undefined;
+  databaseSchema: string;
+  adminToken: string | undefined;
+  httpAllow: string[];
+  role: "all" | "api" | "worker";
+  /** Load the sample automation on first start of an empty store. */
+  sample: boolean;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const port = Number(env.WEFT_PORT ?? "7070");
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`WEFT_PORT must be a port number, not "${env.WEFT_PORT}"`);
+  const role = (env.WEFT_ROLE ?? "all") as Config["role"];
+  if (!["all", "api", "worker"].includes(role)) throw new Error(`WEFT_ROLE must be all, api or worker, not "${env.WEFT_ROLE}"`);
+  return {
+    host: env.WEFT_HOST ?? "127.0.0.1",
+    port,
+    dataDir: env.WEFT_DATA_DIR ?? "./.weft",
+    databaseUrl: env.WEFT_DATABASE_URL || undefined,
+    databaseSchema: env.WEFT_DATABASE_SCHEMA ?? "weft",
+    adminToken: env.WEFT_ADMIN_TOKEN || undefined,
+    httpAllow: (env.WEFT_HTTP_ALLOW ?? "").split(",").map((s) => s.trim()).filter(Boolean),
+    role,
+    sample: env.WEFT_SAMPLE !== "0",
+  };
+}

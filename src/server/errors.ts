@@ -1,0 +1,46 @@
+// The one place where error codes become HTTP statuses. Clients get the envelope
+// { error: { code, message, details } } and never a stack trace.
+
+import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
+import { WeftError } from "../model/errors.js";
+
+const BY_SUFFIX: [RegExp, number][] = [
+  [/\.not_found$/, 404],
+  [/^auth\.forbidden$/, 403],
+  [/^auth\./, 401],
+  [/\.(key_taken|conflict|already_active|paused|key_changed|stale)$/, 409],
+  [/^limits\.rate$/, 429],
+  [/^limits\./, 413],
+  [/^(definition|request|expression|template)\./, 400],
+];
+
+export function statusFor(code: string): number {
+  for (const [re, status] of BY_SUFFIX) if (re.test(code)) return status;
+  return 400;
+}
+
+export function errorHandler(this: unknown, err: FastifyError | Error, req: FastifyRequest, reply: FastifyReply): void {
+  if (err instanceof WeftError) {
+    void reply.status(statusFor(err.code)).send({ error: { code: err.code, message: err.message, details: err.details } });
+    return;
+  }
+  const fe = err as FastifyError;
+  if (fe.code === "FST_ERR_CTP_INVALID_JSON_BODY" || (fe.statusCode === 400 && err instanceof SyntaxError)) {
+    void reply.status(400).send({ error: { code: "request.bad_json", message: "the body is not valid JSON", details: {} } });
+    return;
+  }
+  if (fe.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+    void reply.status(415).send({ error: { code: "request.unsupported_media_type", message: "send application/json", details: {} } });
+    return;
+  }
+  if (fe.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+    void reply.status(413).send({ error: { code: "limits.body_too_large", message: "the body is too large", details: {} } });
+    return;
+  }
+  if (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500) {
+    void reply.status(fe.statusCode).send({ error: { code: `request.${(fe.code ?? "invalid").toLowerCase()}`, message: fe.message, details: {} } });
+    return;
+  }
+  req.log.error({ err }, "unhandled error");
+  void reply.status(500).send({ error: { code: "internal.error", message: "an internal error occurred; it has been logged", details: {} } });
+}

@@ -1,0 +1,44 @@
+// Request schemas, declared once (zod) and used to validate bodies and queries; a failure is
+// `request.invalid` naming the JSON pointer of the first bad field.
+
+import { z } from "zod";
+import { WeftError } from "../model/errors.js";
+import { RUN_STATUSES } from "../model/run-status.js";
+
+export const createAutomationBody = z.object({
+  definition: z.record(z.string(), z.unknown()),
+  status: z.enum(["active", "paused"]).optional(),
+});
+export const updateAutomationBody = z.object({
+  definition: z.record(z.string(), z.unknown()),
+  expected_version: z.number().int().min(1).optional(),
+});
+export const enrollBody = z.strictObject({
+  subject_id: z.string().min(1).max(200).nullable().optional(),
+  context_overrides: z.record(z.string(), z.unknown()).optional(),
+  idempotency_key: z.string().min(1).max(200).optional(),
+  entrypoint_id: z.string().optional(),
+});
+const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), "an ISO 8601 time").transform((s) => Date.parse(s));
+export const runsQuery = z.strictObject({
+  status: z.enum(RUN_STATUSES as [string, ...string[]]).optional(),
+  subject_id: z.string().optional(),
+  automation_id: z.string().optional(),
+  started_after: isoTime.optional(),
+  started_before: isoTime.optional(),
+  cursor: z.string().optional(),
+  limit: z.coerce.number().int().min(1).max(500).optional(),
+});
+
+export function parse<T extends z.ZodType>(schema: T, value: unknown, where: "body" | "query"): z.infer<T> {
+  const r = schema.safeParse(value ?? {});
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const path = issue ? issue.path.map((p) => "/" + String(p).replace(/~/g, "~0").replace(/\//g, "~1")).join("") : "";
+  const field = issue?.code === "unrecognized_keys" ? `${path}/${issue.keys[0]}` : path;
+  throw new WeftError("request.invalid", `${where} ${field || "/"}: ${issue?.message ?? "invalid"}`, {
+    pointer: field,
+    in: where,
+    issues: r.error.issues.map((i) => ({ path: i.path.map(String), message: i.message })),
+  });
+}

@@ -1,0 +1,38 @@
+// Domain objects → the JSON shapes of CONTRACT.md (snake_case, ISO times).
+
+import type { AutomationView } from "../engine/engine.js";
+import type { Automation, AutomationVersion, Run, StepRun } from "../engine/store.js";
+
+const iso = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
+
+export function automationJson(a: Automation | AutomationView) {
+  return {
+    id: a.id, workspace_id: a.workspace_id, key: a.key, name: a.name, status: a.status,
+    version: a.current_version, created_at: iso(a.created_at), updated_at: iso(a.updated_at),
+    ...("definition" in a ? { definition: a.definition } : {}),
+  };
+}
+
+export function versionJson(v: AutomationVersion) {
+  return { automation_id: v.automation_id, version: v.version, definition: v.definition, created_at: iso(v.created_at) };
+}
+
+export function runJson(r: Run) {
+  return {
+    id: r.id, automation_id: r.automation_id, version: r.version, workspace_id: r.workspace_id, event_id: r.event_id,
+    trigger_type: r.trigger_type, subject_id: r.subject_id, status: r.status, exit_reason: r.exit_reason,
+    current_node_key: r.current_node_key, waiting_for: r.waiting_for, waiting_until: iso(r.waiting_until),
+    context: r.context, event: r.event, run_as: r.run_as, trace_id: r.trace_id, items_total: r.items_total,
+    items_failed: r.items_failed, interruptions: r.interruptions, attempt: r.cursor.attempt,
+    started_at: iso(r.started_at), completed_at: iso(r.completed_at), updated_at: iso(r.updated_at),
+  };
+}
+
+export function stepJson(s: StepRun) {
+  return {
+    id: s.id, run_id: s.run_id, node_key: s.node_key, node_kind: s.node_kind, visit: s.visit, attempt: s.attempt,
+    entered_via_port_key: s.entered_via_port_key, exited_via_port_key: s.exited_via_port_key, outcome: s.outcome,
+    duration_ms: s.duration_ms, idempotency_key: s.idempotency_key, input: s.input, output: s.output, error: s.error,
+    started_at: iso(s.started_at), finished_at: iso(s.finished_at),
+  };
+}
