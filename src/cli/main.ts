@@ -29,7 +29,7 @@ function fail(message: string, code = 2): never {
 async function serve(cfg: Config): Promise<void> {
   const store = openStore(cfg);
   await store.migrate();
-  const engine = new Engine({ store, noRunner: cfg.role === "api" });
+  const engine = new Engine({ store, noRunner: cfg.role === "api", runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) } });
   await engine.start();
   const adminToken = cfg.adminToken ?? `wft_${randomBytes(24).toString("base64url")}`;
   const app = cfg.role === "worker" ? null : buildApp({ engine, adminToken });

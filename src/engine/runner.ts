@@ -299,9 +299,10 @@ class Drive {
   private pending: NewStepRun[] = [];
 
   constructor(readonly run: Run, readonly version: LoadedVersion | null, private readonly clock: Clock) {
-    this.context = structuredClone(run.context);
-    this.steps = structuredClone(run.steps);
-    this.cursor = structuredClone(run.cursor);
+    // The claimed row was decoded for this drive alone, so it is ours to mutate.
+    this.context = run.context;
+    this.steps = run.steps;
+    this.cursor = run.cursor;
     this.status = run.status;
     this.rev = run.rev;
   }
@@ -385,7 +386,8 @@ class Drive {
       completed_at: terminal ? now : null,
       updated_at: now,
     };
-    return { run_id: this.run.id, expected_rev: this.rev, state: structuredClone(state), steps: this.pending.splice(0) };
+    // Not copied: the drive awaits this checkpoint's commit before it mutates anything again.
+    return { run_id: this.run.id, expected_rev: this.rev, state, steps: this.pending.splice(0) };
   }
 
   committed(): void {

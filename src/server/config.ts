@@ -11,6 +11,10 @@ export interface Config {
   role: "all" | "api" | "worker";
   /** Load the sample automation on first start of an empty store. */
   sample: boolean;
+  /** Run lease length in ms (WEFT_LEASE_MS); a dead worker's runs are resumed after it lapses. */
+  leaseMs: number;
+  /** Longest idle sleep between claims in ms (WEFT_POLL_MS); undefined: the engine's default. */
+  pollMs: number | undefined;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -18,6 +22,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`WEFT_PORT must be a port number, not "${env.WEFT_PORT}"`);
   const role = (env.WEFT_ROLE ?? "all") as Config["role"];
   if (!["all", "api", "worker"].includes(role)) throw new Error(`WEFT_ROLE must be all, api or worker, not "${env.WEFT_ROLE}"`);
+  const leaseMs = Number(env.WEFT_LEASE_MS ?? "30000");
+  if (!Number.isInteger(leaseMs) || leaseMs <= 0) throw new Error(`WEFT_LEASE_MS must be a positive whole number of ms, not "${env.WEFT_LEASE_MS}"`);
+  const pollMs = env.WEFT_POLL_MS ? Number(env.WEFT_POLL_MS) : undefined;
+  if (pollMs !== undefined && (!Number.isInteger(pollMs) || pollMs <= 0)) throw new Error(`WEFT_POLL_MS must be a positive whole number of ms, not "${env.WEFT_POLL_MS}"`);
   return {
     host: env.WEFT_HOST ?? "127.0.0.1",
     port,
@@ -28,5 +36,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     httpAllow: (env.WEFT_HTTP_ALLOW ?? "").split(",").map((s) => s.trim()).filter(Boolean),
     role,
     sample: env.WEFT_SAMPLE !== "0",
+    leaseMs,
+    pollMs,
   };
 }
