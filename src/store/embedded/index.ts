@@ -1,6 +1,6 @@
 // Embedded store: SQLite through better-sqlite3, WAL with synchronous=FULL (one fsync per commit,
 // so a committed write survives kill -9). Needs no server; one process at a time drives it.
-// Measured choice: see ../../../docs/stores.md and shared STORES.md.
+// Measured choice: see docs/design.md § Stores.
 
 import Database from "better-sqlite3";
 import { mkdirSync, readdirSync, readFileSync } from "node:fs";
