@@ -16,7 +16,7 @@ import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 
 const PG_URL = process.env.WEFT_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
-const { values: args } = parseArgs({ options: { runs: { type: "string", default: "5000" }, stores: { type: "string", default: "embedded,postgres" } } });
+const { values: args } = parseArgs({ options: { runs: { type: "string", default: "5000" }, stores: { type: "string", default: "embedded,postgres" }, profile: { type: "boolean", default: false } } });
 const RUNS = Number(args.runs);
 
 function pct(xs: number[], p: number): number {
@@ -45,6 +45,22 @@ async function pgCommitRate(seconds = 3, clients = 8): Promise<number> {
   await admin.query(`DROP SCHEMA ${schema} CASCADE`);
   await admin.end();
   return n / seconds;
+}
+
+/** --profile: a CPU profile of the execution phase only, written to the working folder. */
+async function startProfile(): Promise<(file: string) => Promise<void>> {
+  const { Session } = await import("node:inspector/promises");
+  const { writeFileSync } = await import("node:fs");
+  const s = new Session();
+  s.connect();
+  await s.post("Profiler.enable");
+  await s.post("Profiler.start");
+  return async (file) => {
+    const { profile } = await s.post("Profiler.stop");
+    writeFileSync(file, JSON.stringify(profile));
+    s.disconnect();
+    console.log(`profile written to ${file}`);
+  };
 }
 
 const THREE_STEPS = {
@@ -114,10 +130,12 @@ async function benchStore(kind: "embedded" | "postgres"): Promise<Result> {
     committedRuns += e.runs;
   });
   const done = new Promise<void>((resolve) => engine.events.on("run:finished", () => ++finished === RUNS && resolve()));
+  const profiler = args.profile ? await startProfile() : null;
   const t1 = performance.now();
   await engine.start();
   await done;
   const secs = (performance.now() - t1) / 1000;
+  if (profiler) await profiler(`bench-${kind}.cpuprofile`);
   await engine.stop();
   await writer.stop();
   await store.close();

@@ -217,14 +217,23 @@ describe.each(STORE_KINDS)("crash recovery (%s store)", (kind) => {
       return res.ok;
     });
 
+    /** Resolves once the sink has seen more than `n` requests (or after `ms`, or when all runs are done). */
+    const requestsBeyond = async (n: number, ms: number) => {
+      const until = Date.now() + ms;
+      while (s.requests.length <= n && Date.now() < until && !finished) await sleep(10);
+    };
+
     let kills = 0;
     let w = startWorker(ts);
     while (!finished) {
-      // The worker needs about a second to start (tsx); the random lifetime counts from the moment
-      // it runs, so that every worker gets to claim and drive before it is killed.
+      // A worker needs about a second to start (tsx), more on a busy machine. Its random lifetime
+      // counts from its first request to the sink, so that every worker claims and drives runs
+      // (and the kill lands mid-step) rather than dying before it did anything.
+      const seen = s.requests.length;
       const up = await Promise.race([w.ready, watcher.then(() => null)]);
       if (up === null) break;
       if (!up) throw new Error(`worker exited on its own before running:\n${w.output()}`);
+      await requestsBeyond(seen, 5_000);
       await Promise.race([sleep(randInt(100, 600)), watcher]);
       if (finished) break;
       if (w.child.exitCode !== null || w.child.signalCode !== null) throw new Error(`worker exited on its own:\n${w.output()}`);
@@ -242,7 +251,9 @@ describe.each(STORE_KINDS)("crash recovery (%s store)", (kind) => {
     console.log(
       `[crash ${kind}] kills=${kills} runs=${final.length} sink_requests=${s.requests.length} ` +
         `duplicate_deliveries=${dup.requests} (2xx beyond first per key: ${dup.successes}) ` +
-        `runs_interrupted=${interrupted.length} interruptions_total=${final.reduce((n, r) => n + r.interruptions, 0)}`,
+        `runs_interrupted=${interrupted.length} interruptions_total=${final.reduce((n, r) => n + r.interruptions, 0)} ` +
+        // one worker at a time, so a run can be interrupted at most once per kill (more means a worker re-claimed its own run)
+        `interruptions_max=${Math.max(...final.map((r) => r.interruptions))}`,
     );
     expect(final.map((r) => r.id).sort()).toEqual([...ids].sort());
     expect(verdict.notCompleted).toEqual([]);

@@ -16,8 +16,12 @@ import { BUILTIN_HANDLERS } from "./nodes/builtins.js";
 import { httpRequestNode } from "./nodes/http-request.js";
 import type { NodeHandler } from "./nodes/types.js";
 import { Runner, type RunnerOptions } from "./runner.js";
-import type { Automation, AutomationStatus, AutomationVersion, Page, Run, RunAs, StepRun, Store } from "./store.js";
+import type { Automation, AutomationStatus, AutomationVersion, HookRow, OverdueCount, Page, PauseRow, Run, RunAs, StepRun, Store } from "./store.js";
 import { VersionCache } from "./versions.js";
+import { Dispatcher } from "./dispatcher.js";
+import { apiEvent, type IncomingEvent } from "./intake.js";
+import { Scheduler, scheduleRows } from "./scheduler.js";
+import { makeHook, webhookEvent } from "./webhooks.js";
 
 export const DEFAULT_WORKSPACE = "wsp_default";
 
@@ -27,9 +31,15 @@ export interface EngineOptions {
   http?: HttpClient;
   /** Runner tuning; defaults suit one process on a small machine. */
   runner?: Partial<RunnerOptions>;
-  /** Do not claim runs (an API-only process). */
+  /** Do not claim runs, dispatch events or fire schedules (an API-only process). */
   noRunner?: boolean;
+  /** Dispatcher and scheduler poll intervals (ms); each is also woken directly by local work. */
+  dispatchPollMs?: number;
+  schedulePollMs?: number;
 }
+
+/** How late a due run or schedule must be to count as overdue. */
+export const OVERDUE_GRACE_MS = 60_000;
 
 export interface EnrollRequest {
   subject_id?: string | null;
@@ -43,6 +53,7 @@ export interface EnrollRequest {
 
 export interface AutomationView extends Automation {
   definition: Definition;
+  hooks?: HookRow[];
 }
 
 export class Engine {
@@ -54,6 +65,8 @@ export class Engine {
   private readonly customKinds = new Map<string, CustomKindSpec>();
   private readonly versions: VersionCache;
   private readonly runner: Runner | null;
+  readonly dispatcher: Dispatcher | null;
+  readonly scheduler: Scheduler | null;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -74,6 +87,10 @@ export class Engine {
           commitConcurrency: pg ? 3 : 1,
           ...opts.runner,
         });
+    this.dispatcher = opts.noRunner
+      ? null
+      : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 500, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
+    this.scheduler = opts.noRunner ? null : new Scheduler(this.store, this.clock, this.events, opts.schedulePollMs ?? 1000, () => this.dispatcher?.poke());
   }
 
   /** Register a custom action kind (TypeScript). Call before start(). */
@@ -86,15 +103,28 @@ export class Engine {
   async start(): Promise<void> {
     await this.store.ensureWorkspace(DEFAULT_WORKSPACE, "Default workspace", this.clock.now());
     this.runner?.start();
+    this.dispatcher?.start();
+    this.scheduler?.start();
   }
 
   async stop(): Promise<void> {
+    await this.scheduler?.stop();
+    await this.dispatcher?.stop();
     await this.runner?.stop();
   }
 
   /** Claim now (after creating work or moving a test clock). */
   poke(): void {
     this.runner?.poke();
+  }
+
+  /** Dispatch and fire schedules now (after moving a test clock), then claim. */
+  async tick(): Promise<void> {
+    await this.scheduler?.once();
+    while (await this.dispatcher?.once()) {
+      /* drain full batches */
+    }
+    this.poke();
   }
 
   // ---------- automations ----------
@@ -114,7 +144,18 @@ export class Engine {
     const now = this.clock.now();
     const a: Automation = { id: newId("aut", now), workspace_id: workspaceId, key: def.key, name: def.name, status, current_version: 1, created_at: now, updated_at: now };
     await this.store.insertAutomation(a, { automation_id: a.id, version: 1, definition: def, created_at: now });
-    return { ...a, definition: def };
+    const hooks = await this.syncTriggers(a, def);
+    return { ...a, definition: def, hooks };
+  }
+
+  /** Schedule rows and webhook ingress points follow the current version and the status. */
+  private async syncTriggers(a: Automation, def: Definition): Promise<HookRow[]> {
+    const now = this.clock.now();
+    await this.store.syncSchedules(a.id, scheduleRows(a.id, a.workspace_id, def, a.status === "active", now));
+    const hookIdx = def.triggers.flatMap((t, i) => (t.type === "webhook" ? [i] : []));
+    const hooks = await this.store.ensureHooks(a.workspace_id, a.id, hookIdx, (i) => makeHook(a.workspace_id, a.id, i, now));
+    this.scheduler?.poke();
+    return hooks.filter((h) => hookIdx.includes(h.trigger_index));
   }
 
   /** Make version n+1. Runs in flight stay on theirs. `expectedVersion` guards against lost edits. */
@@ -126,14 +167,18 @@ export class Engine {
     const now = this.clock.now();
     const ok = await this.store.insertVersion(workspaceId, { automation_id: id, version: base + 1, definition: def, created_at: now }, now);
     if (!ok) throw new WeftError(ErrorCodes.versionConflict, `the automation is no longer at version ${base}`, { expected_version: base });
-    return { ...current, name: def.name, current_version: base + 1, updated_at: now, definition: def };
+    const updated = { ...current, name: def.name, current_version: base + 1, updated_at: now };
+    const hooks = await this.syncTriggers(updated, def);
+    return { ...updated, definition: def, hooks };
   }
 
   async getAutomation(workspaceId: string, id: string): Promise<AutomationView> {
     const a = await this.mustGetAutomation(workspaceId, id);
     const v = await this.store.getVersion(id, a.current_version);
     if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
-    return { ...a, definition: v.definition };
+    const idx = v.definition.triggers.flatMap((t, i) => (t.type === "webhook" ? [i] : []));
+    const hooks = idx.length > 0 ? await this.store.ensureHooks(a.workspace_id, a.id, idx, (i) => makeHook(a.workspace_id, a.id, i, this.clock.now())) : [];
+    return { ...a, definition: v.definition, hooks };
   }
 
   listAutomations(workspaceId: string): Promise<Automation[]> {
@@ -151,7 +196,10 @@ export class Engine {
     if (!(await this.store.setAutomationStatus(workspaceId, id, status, this.clock.now()))) {
       throw new WeftError(ErrorCodes.automationNotFound, `automation ${id} not found`);
     }
-    return this.mustGetAutomation(workspaceId, id);
+    const a = await this.mustGetAutomation(workspaceId, id);
+    const v = await this.store.getVersion(id, a.current_version);
+    if (v) await this.syncTriggers(a, v.definition);
+    return a;
   }
 
   private async mustGetAutomation(workspaceId: string, id: string): Promise<Automation> {
@@ -190,14 +238,76 @@ export class Engine {
       exit_reason: null, current_node_key: def.root, waiting_for: null, waiting_until: null, event, context, steps: {},
       cursor: { node: def.root, port: null, visits: {}, since_pause: 0, attempt: 0 },
       run_as: runAs, trace_id: newTraceId(), due_at: now, started_at: now,
-    });
+      cooldown_ms: Math.round((def.reentry?.cooldown_min ?? 0) * 60_000),
+    }, now);
     if (res.created) {
       this.events.emit("run:created", { run: res.run });
-      this.poke();
-      return { run: res.run, created: true };
+      if (res.run.status === "pending") this.poke();
     }
-    if (res.reason === "duplicate") return { run: res.run, created: false };
-    throw new WeftError("run.already_active", `subject ${subject} already has an active run of this automation`, { active_run_id: res.run?.id ?? null });
+    return res;
+  }
+
+  // ---------- events ----------
+
+  /**
+   * Store an event; resolves only once it is committed (acknowledge after this). A repeated key
+   * (scoped to workspace and source) returns the first event; with another body it is refused.
+   */
+  async ingest(workspaceId: string, incoming: IncomingEvent): Promise<{ event_id: string; duplicate: boolean }> {
+    const e = apiEvent(workspaceId, incoming, this.clock.now());
+    return this.storeEvent(e);
+  }
+
+  /** Verify and store a webhook delivery (Standard Webhooks); the webhook-id is the idempotency key. */
+  async ingestWebhook(hookId: string, raw: Buffer, headers: Record<string, string | string[] | undefined>, contentType: string | undefined): Promise<{ event_id: string; duplicate: boolean }> {
+    const hook = await this.store.getHook(hookId);
+    if (!hook) throw new WeftError("webhook.not_found", `no webhook ${hookId}`);
+    return this.storeEvent(webhookEvent(hook, raw, headers, contentType, this.clock.now()));
+  }
+
+  private async storeEvent(e: Parameters<Store["insertEvent"]>[0]): Promise<{ event_id: string; duplicate: boolean }> {
+    const { event, duplicate } = await this.store.insertEvent(e);
+    if (duplicate && event.payload_hash !== e.payload_hash) {
+      throw new WeftError("event.key_conflict", `idempotency key "${e.idempotency_key}" was already used with a different body`, {
+        field: "key", event_id: event.id,
+      });
+    }
+    this.events.emit("event:stored", { event_id: event.id, duplicate });
+    if (!duplicate) this.dispatcher?.poke();
+    return { event_id: event.id, duplicate };
+  }
+
+  async getEvent(workspaceId: string, id: string) {
+    const e = await this.store.getEvent(workspaceId, id);
+    if (!e) throw new WeftError("event.not_found", `event ${id} not found`);
+    return e;
+  }
+
+  // ---------- subjects ----------
+
+  async pauseSubject(workspaceId: string, subjectId: string, p: { automation_id?: string | null; pause_reason: string; paused_until?: number | null }): Promise<PauseRow> {
+    if (p.automation_id) await this.mustGetAutomation(workspaceId, p.automation_id);
+    const row: PauseRow = {
+      workspace_id: workspaceId, subject_id: subjectId, automation_id: p.automation_id ?? "", pause_reason: p.pause_reason,
+      paused_until: p.paused_until ?? null, created_at: this.clock.now(),
+    };
+    await this.store.putPause(row);
+    return row;
+  }
+
+  async resumeSubject(workspaceId: string, subjectId: string, automationId?: string | null): Promise<boolean> {
+    const deleted = await this.store.deletePause(workspaceId, subjectId, automationId ?? "", this.clock.now());
+    this.poke();
+    return deleted;
+  }
+
+  listPauses(workspaceId: string, subjectId: string): Promise<PauseRow[]> {
+    return this.store.listPauses(workspaceId, subjectId);
+  }
+
+  /** Overdue is derived, never stored: due work late by more than the grace period. */
+  overdue(workspaceId: string, graceMs = OVERDUE_GRACE_MS): Promise<OverdueCount[]> {
+    return this.store.overdue(workspaceId, this.clock.now(), graceMs);
   }
 
   async getRun(workspaceId: string, id: string): Promise<Run> {

@@ -13,6 +13,9 @@ export interface EngineEvents {
   "run:finished": { run_id: string; automation_id: string; status: string; exit_reason: string | null };
   "run:lease_lost": { run_id: string };
   "checkpoint:committed": { runs: number; steps: number; ms: number };
+  "event:stored": { event_id: string; duplicate: boolean };
+  "event:dispatched": { event_id: string; runs: string[] };
+  "schedule:fired": { events: number };
   "engine:error": { where: string; error: unknown };
 }
 

@@ -20,6 +20,8 @@ import type { NodeHandler, NodeResult } from "./nodes/types.js";
 import type { Checkpoint, Cursor, NewStepRun, Run, RunState, Store } from "./store.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
 import { crashPoint } from "./crashpoints.js";
+import { Batcher } from "./batcher.js";
+import { pauseKey, type PauseKey } from "./store.js";
 
 /** Node visits without a pause point before a run is stopped as a runaway loop (seed 004). */
 export const LOOP_CAP = 200;
@@ -44,6 +46,8 @@ export class Runner {
   private wake: (() => void) | null = null;
   private renewTimer: NodeJS.Timeout | null = null;
   private readonly drivers = new Set<Promise<void>>();
+  /** Is the run's subject paused now? undefined: no; a number or null: until when (null = until resumed). */
+  private readonly pauses: Batcher<PauseKey, number | null | undefined>;
 
   constructor(
     private readonly store: Store,
@@ -55,6 +59,26 @@ export class Runner {
     private readonly opts: RunnerOptions,
   ) {
     this.committer = new Committer(store, opts.owner, events, { maxBatch: opts.commitBatch, maxConcurrent: opts.commitConcurrency });
+    this.pauses = new Batcher(async (keys) => {
+      const found = await this.store.activePauses(keys, this.clock.now());
+      return keys.map((k) => (found.has(pauseKey(k)) ? (found.get(pauseKey(k)) ?? null) : undefined));
+    });
+  }
+
+  /** Park the run if its subject is paused (checked at claim and after every checkpoint). */
+  private async parkIfPaused(d: Drive): Promise<boolean> {
+    const r = d.run;
+    if (r.subject_id === null) return false;
+    let until: number | null | undefined;
+    try {
+      until = await this.pauses.get({ workspace_id: r.workspace_id, subject_id: r.subject_id, automation_id: r.automation_id });
+    } catch (error) {
+      this.events.emit("engine:error", { where: "pause check", error });
+      return false;
+    }
+    if (until === undefined) return false;
+    d.park("waiting", "subject_resume", until);
+    return true;
   }
 
   start(): void {
@@ -133,13 +157,16 @@ export class Runner {
   }
 
   private startDriver(run: Run): void {
+    // Our own lease may have lapsed (a stalled event loop) and we re-claimed the run: the old
+    // drive must stop, and its cleanup must not remove the new one.
+    this.inFlight.get(run.id)?.abort();
     const ac = new AbortController();
     this.inFlight.set(run.id, ac);
     this.events.emit("run:claimed", { run_id: run.id, automation_id: run.automation_id, interruptions: run.interruptions });
     const p = this.drive(run, ac.signal)
       .catch((error) => this.events.emit("engine:error", { where: `drive ${run.id}`, error }))
       .finally(() => {
-        this.inFlight.delete(run.id);
+        if (this.inFlight.get(run.id) === ac) this.inFlight.delete(run.id);
         this.drivers.delete(p);
         this.poke();
       });
@@ -168,11 +195,27 @@ export class Runner {
   private async drive(claimed: Run, signal: AbortSignal): Promise<void> {
     const v = await this.versions.get(claimed.automation_id, claimed.version);
     const d = new Drive(claimed, v, this.clock);
-    while (!signal.aborted) {
+    if (await this.parkIfPaused(d)) {
+      await this.checkpoint(d, false);
+      return;
+    }
+    for (;;) {
+      if (signal.aborted) {
+        // Shutting down or the lease is gone: hand the run back as interrupted, due now, so
+        // another worker resumes it at once (a lost lease makes this write a refused no-op).
+        d.interrupt(this.clock.now());
+        await this.checkpoint(d, false);
+        return;
+      }
       const outcome = await this.step(d, signal);
+      if (outcome === "aborted") continue;
       if (outcome === "continue") continue;
       if (outcome === "slow_done") {
         if (!(await this.checkpoint(d, true))) return;
+        if (await this.parkIfPaused(d)) {
+          await this.checkpoint(d, false);
+          return;
+        }
         continue;
       }
       // parked or terminal: commit and release the lease
@@ -203,6 +246,8 @@ export class Runner {
     const st = cp.state;
     if (st.status === "waiting" || st.status === "retrying") {
       this.events.emit("run:parked", { run_id: d.run.id, waiting_for: st.waiting_for ?? st.status, due_at: st.due_at });
+    } else if (st.status === "interrupted") {
+      this.events.emit("run:parked", { run_id: d.run.id, waiting_for: "interrupted", due_at: st.due_at });
     } else if (!keepLease) {
       this.events.emit("run:finished", { run_id: d.run.id, automation_id: d.run.automation_id, status: st.status, exit_reason: st.exit_reason });
     }
@@ -210,7 +255,7 @@ export class Runner {
   }
 
   /** Execute the node at the cursor. */
-  private async step(d: Drive, signal: AbortSignal): Promise<"continue" | "slow_done" | "stop"> {
+  private async step(d: Drive, signal: AbortSignal): Promise<"continue" | "slow_done" | "stop" | "aborted"> {
     const key = d.cursor.node;
     const node = key === null || d.version === null ? undefined : d.version.nodes.get(key);
     if (d.version === null) return d.finish("failed", "graph_changed");
@@ -218,12 +263,12 @@ export class Runner {
     const handler = this.handlers.get(node.kind);
     if (!handler) return d.finishWithError(node, stepErr("node.unknown_kind", `no handler for kind "${node.kind}"`), this.clock.now());
 
-    if (d.cursor.attempt === 0 && !d.cursor.parked) {
-      d.cursor.visits[node.key] = (d.cursor.visits[node.key] ?? 0) + 1;
-      d.cursor.since_pause += 1;
-      if (d.cursor.since_pause > LOOP_CAP) return d.finish("failed", "infinite_loop_cap");
-    }
-    const visit = d.cursor.visits[node.key] ?? 1;
+    // A fresh visit (not a retry, not a parked node resuming) gets the next visit number; the
+    // cursor records it only once the visit has an outcome, so an aborted attempt is re-run
+    // under the same idempotency key.
+    const fresh = d.cursor.attempt === 0 && !d.cursor.parked;
+    const visit = fresh ? (d.cursor.visits[node.key] ?? 0) + 1 : (d.cursor.visits[node.key] ?? 1);
+    if (fresh && d.cursor.since_pause + 1 > LOOP_CAP) return d.finish("failed", "infinite_loop_cap");
     const attempt = d.cursor.attempt + 1;
     const idempotencyKey = `${d.run.id}/${node.key}/${visit}`;
     const started = this.clock.now();
@@ -236,7 +281,11 @@ export class Runner {
     } catch (err) {
       result = { kind: "fail", error: err instanceof StepFailure ? err.error : toStepError(err) };
     }
-    if (signal.aborted && handler.class === "slow") return "stop"; // lease lost or shutting down: discard
+    if (signal.aborted && handler.class === "slow") return "aborted"; // lease lost or shutting down: discard the result
+    if (fresh) {
+      d.cursor.visits[node.key] = visit;
+      d.cursor.since_pause += 1;
+    }
     await crashPoint("runner:after-step-effect");
     const finished = this.clock.now();
     const base = {
@@ -333,6 +382,14 @@ class Drive {
     this.waitingUntil = until;
     this.dueAt = until;
     return "stop";
+  }
+
+  /** Give the run back mid-flight: not a failure; it resumes from its last checkpoint. */
+  interrupt(now: number): void {
+    this.status = transition(this.status, "interrupted");
+    this.waitingFor = null;
+    this.waitingUntil = null;
+    this.dueAt = now;
   }
 
   finish(status: RunStatus, reason: ExitReason): "stop" {

@@ -3,6 +3,7 @@
 // All times are epoch milliseconds from the engine's clock (never the database's now()).
 
 import type { Definition } from "../model/definition.js";
+import type { TriggerEvent } from "../model/triggers.js";
 import type { StepError } from "../model/errors.js";
 import type { ExitReason, RunStatus } from "../model/run-status.js";
 import type { StepOutcome } from "../model/step-outcome.js";
@@ -84,6 +85,11 @@ export type NewRun = Omit<Run, "rev" | "lease_owner" | "interruptions" | "items_
   /** Set to the subject when the automation allows one active run per subject (enforced by the store). */
   active_subject: string | null;
   completed_at?: number | null;
+  /**
+   * Re-entry cooldown: skip (as an exited run, `reentry_cooldown`) when the subject finished a run
+   * of this automation less than this long ago. 0 = no cooldown.
+   */
+  cooldown_ms?: number;
 };
 
 export interface StepRun {
@@ -152,10 +158,85 @@ export interface Page<T> {
   next_cursor: string | null;
 }
 
-export type InsertRunResult =
-  | { created: true; run: Run }
-  | { created: false; reason: "duplicate"; run: Run }
-  | { created: false; reason: "already_active"; run: Run | null };
+/**
+ * created: a new run row exists — pending, or already `exited` when enrollment was skipped
+ * (`subject_paused`, `reentry_cooldown`, `already_active`); skips are on the record too.
+ * created false: the dedupe key was seen before; `run` is the first run.
+ */
+export type InsertRunResult = { created: boolean; run: Run };
+
+export interface StoredEvent {
+  id: string;
+  workspace_id: string;
+  /** Scope of the idempotency key: "api", "webhook:<hook id>", "schedule", "outbox", or the caller's. */
+  source: string;
+  idempotency_key: string;
+  /** sha256 of the canonical body: the same key with another body is refused. */
+  payload_hash: string;
+  type: "record" | "event" | "webhook" | "schedule";
+  name: string | null;
+  subject_id: string | null;
+  body: TriggerEvent;
+  /** Dispatch shard: a hash of (workspace, type, name), so one flooded stream is one shard. */
+  shard: number;
+  received_at: number;
+  dispatched_at: number | null;
+  runs_created: number;
+}
+
+export type NewEvent = Omit<StoredEvent, "dispatched_at" | "runs_created">;
+
+export interface PauseKey {
+  workspace_id: string;
+  subject_id: string;
+  automation_id: string;
+}
+
+export const pauseKey = (k: PauseKey): string => `${k.workspace_id}\u0000${k.subject_id}\u0000${k.automation_id}`;
+
+/** Of several pauses in force, the one that ends last (null = indefinite). */
+export function laterEnd(a: number | null | undefined, b: number | null): number | null {
+  if (a === undefined) return b;
+  if (a === null || b === null) return null;
+  return Math.max(a, b);
+}
+
+export interface PauseRow {
+  workspace_id: string;
+  subject_id: string;
+  /** "" for a global pause. */
+  automation_id: string;
+  pause_reason: string;
+  paused_until: number | null;
+  created_at: number;
+}
+
+export interface ScheduleRow {
+  automation_id: string;
+  trigger_index: number;
+  workspace_id: string;
+  cron: string;
+  timezone: string;
+  catch_up: "latest" | "all" | "none";
+  next_fire_at: number | null;
+  last_fired_at: number | null;
+}
+
+export interface HookRow {
+  id: string;
+  workspace_id: string;
+  automation_id: string;
+  trigger_index: number;
+  secret: string;
+  created_at: number;
+}
+
+export interface OverdueCount {
+  automation_id: string;
+  runs: number;
+  schedules: number;
+  oldest_due_at: number;
+}
 
 export interface Store {
   readonly kind: "postgres" | "embedded";
@@ -173,8 +254,48 @@ export interface Store {
   listAutomations(workspaceId: string): Promise<Automation[]>;
   getVersion(automationId: string, version: number): Promise<AutomationVersion | null>;
 
-  /** Idempotent on (automation_id, dedupe_key); at most one active run per (automation_id, active_subject). */
-  insertRun(run: NewRun): Promise<InsertRunResult>;
+  /**
+   * Idempotent on (automation_id, dedupe_key). Applies the enrollment rules in the store, not by
+   * read-then-write in the engine: a paused subject, a cooldown, or an active run of the same
+   * (automation, active_subject) turn the new row into an `exited` run with that reason.
+   */
+  insertRun(run: NewRun, now: number): Promise<InsertRunResult>;
+
+  /** Store an event unless (workspace, source, key) exists; then return the first one. */
+  insertEvent(e: NewEvent): Promise<{ event: StoredEvent; duplicate: boolean }>;
+  getEvent(workspaceId: string, id: string): Promise<StoredEvent | null>;
+  /**
+   * In one transaction: claim up to `limit` undispatched events (round-robin over shards, SKIP
+   * LOCKED), insert the runs `plan` makes of them (as insertRun would), mark them dispatched.
+   */
+  dispatchEvents(now: number, limit: number, plan: (events: StoredEvent[]) => NewRun[]): Promise<{ events: StoredEvent[]; runs: Run[] }>;
+
+  /**
+   * Of these (workspace, subject, automation) keys, the ones with a pause in force at `now`, each
+   * with when it ends (null: until resumed). Keys are made by pauseKey().
+   */
+  activePauses(keys: readonly PauseKey[], now: number): Promise<Map<string, number | null>>;
+  listActiveAutomations(): Promise<Automation[]>;
+  putPause(p: PauseRow): Promise<void>;
+  /** Delete the pause and wake the runs parked on it; returns whether a row was deleted. */
+  deletePause(workspaceId: string, subjectId: string, automationId: string, now: number): Promise<boolean>;
+  listPauses(workspaceId: string, subjectId: string): Promise<PauseRow[]>;
+
+  /** Replace an automation's schedule rows, keeping next_fire_at where the cron and zone are unchanged. */
+  syncSchedules(automationId: string, rows: readonly ScheduleRow[]): Promise<void>;
+  /**
+   * In one transaction: lock the schedules due at `now` (SKIP LOCKED), let `fire` turn them into
+   * events and next fire times, store the events and advance the rows. Exactly once per tick.
+   */
+  fireSchedules(now: number, limit: number, fire: (due: ScheduleRow[]) => { events: NewEvent[]; next: { automation_id: string; trigger_index: number; next_fire_at: number | null }[] }): Promise<number>;
+  listSchedules(automationId: string): Promise<ScheduleRow[]>;
+
+  /** Create hooks for these trigger indexes if missing; return all hooks of the automation. */
+  ensureHooks(workspaceId: string, automationId: string, triggerIndexes: readonly number[], make: (index: number) => HookRow): Promise<HookRow[]>;
+  getHook(id: string): Promise<HookRow | null>;
+
+  /** Derived, never stored: claimable runs due more than `graceMs` ago, and late schedules, per automation. */
+  overdue(workspaceId: string, now: number, graceMs: number): Promise<OverdueCount[]>;
   /**
    * Claim up to `limit` runs whose due_at <= now, set their lease (due_at = now + leaseMs,
    * lease_owner = owner) and return them. Fair across automations: no automation takes more than

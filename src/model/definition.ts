@@ -19,7 +19,7 @@ const recordTrigger = z.strictObject({
   on: z.array(z.enum(["created", "updated", "deleted"])).min(1),
   fields: z.array(z.string().min(1)).optional(),
   filter: cel.optional(),
-  /** every_time: fire whenever the filter holds; becomes_true: only when it held before the change and not... i.e. false before, true after. */
+  /** every_time: fire whenever the filter holds after the change; becomes_true: only when it did not hold before and holds after. */
   filter_mode: z.enum(["every_time", "becomes_true"]).optional(),
 });
 const eventTrigger = z.strictObject({ type: z.literal("event"), name: z.string().min(1), filter: cel.optional() });

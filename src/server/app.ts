@@ -7,8 +7,8 @@ import { DEFAULT_WORKSPACE } from "../engine/engine.js";
 import { WeftError } from "../model/errors.js";
 import type { RunStatus } from "../model/run-status.js";
 import { errorHandler } from "./errors.js";
-import { createAutomationBody, enrollBody, parse, runsQuery, updateAutomationBody } from "./schemas.js";
-import { automationJson, runJson, stepJson, versionJson } from "./views.js";
+import { createAutomationBody, enrollBody, eventBody, parse, pauseBody, resumeBody, runsQuery, updateAutomationBody } from "./schemas.js";
+import { automationJson, eventJson, pauseJson, runJson, stepJson, versionJson } from "./views.js";
 
 export interface AppOptions {
   engine: Engine;
@@ -45,6 +45,17 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   app.decorateRequest("caller", null as unknown as Caller);
 
   app.get("/healthz", async () => ({ ok: true, store: engine.store.kind }));
+
+  // Webhook ingress: authenticated by its Standard Webhooks signature, verified over the raw bytes.
+  app.register(async (hooks) => {
+    hooks.removeAllContentTypeParsers();
+    hooks.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
+    hooks.post<{ Params: { id: string } }>("/v1/hooks/:id", async (req, reply) => {
+      const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+      const res = await engine.ingestWebhook(req.params.id, raw, req.headers, req.headers["content-type"]);
+      return reply.status(202).send(res);
+    });
+  });
 
   app.register(async (v1) => {
     v1.addHook("onRequest", async (req: FastifyRequest) => {
@@ -86,6 +97,34 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     });
     v1.get("/automation-runs", async (req) => listRuns(req, undefined));
     v1.get<{ Params: { id: string } }>("/automation-runs/:id", async (req) => runJson(await engine.getRun(req.caller.workspace_id, req.params.id)));
+    v1.post("/events", async (req, reply) => {
+      const b = parse(eventBody, req.body, "body");
+      const res = await engine.ingest(req.caller.workspace_id, b);
+      return reply.status(202).send(res);
+    });
+    v1.get<{ Params: { id: string } }>("/events/:id", async (req) => eventJson(await engine.getEvent(req.caller.workspace_id, req.params.id)));
+    v1.get<{ Params: { id: string } }>("/subjects/:id/automation-controls", async (req) => ({
+      items: (await engine.listPauses(req.caller.workspace_id, req.params.id)).map(pauseJson),
+    }));
+    v1.post<{ Params: { id: string } }>("/subjects/:id/automation-pause", async (req, reply) => {
+      const b = parse(pauseBody, req.body, "body");
+      const row = await engine.pauseSubject(req.caller.workspace_id, req.params.id, {
+        pause_reason: b.pause_reason, automation_id: b.automation_id ?? null, paused_until: b.paused_until ?? null,
+      });
+      return reply.status(201).send(pauseJson(row));
+    });
+    v1.post<{ Params: { id: string } }>("/subjects/:id/automation-resume", async (req) => {
+      const b = parse(resumeBody, req.body, "body");
+      return { resumed: await engine.resumeSubject(req.caller.workspace_id, req.params.id, b.automation_id ?? null) };
+    });
+    v1.get("/ops/overdue", async (req) => {
+      const rows = await engine.overdue(req.caller.workspace_id);
+      return {
+        overdue_runs: rows.reduce((n, r) => n + r.runs, 0),
+        overdue_schedules: rows.reduce((n, r) => n + r.schedules, 0),
+        by_automation: rows.map((r) => ({ automation_id: r.automation_id, runs: r.runs, schedules: r.schedules, oldest_due_at: new Date(r.oldest_due_at).toISOString() })),
+      };
+    });
     v1.get<{ Params: { id: string } }>("/automation-runs/:id/steps", async (req) => ({
       items: (await engine.listSteps(req.caller.workspace_id, req.params.id)).map(stepJson),
     }));

@@ -42,3 +42,23 @@ export function parse<T extends z.ZodType>(schema: T, value: unknown, where: "bo
     issues: r.error.issues.map((i) => ({ path: i.path.map(String), message: i.message })),
   });
 }
+
+const jsonObject = z.record(z.string(), z.unknown());
+export const eventBody = z.strictObject({
+  type: z.string().min(1).max(200),
+  key: z.string().min(1).max(300).optional(),
+  source: z.string().min(1).max(100).optional(),
+  subject_id: z.string().min(1).max(200).nullable().optional(),
+  entity: z.string().min(1).max(200).nullable().optional(),
+  record_id: z.string().min(1).max(200).nullable().optional(),
+  op: z.enum(["created", "updated", "deleted"]).nullable().optional(),
+  before: jsonObject.nullable().optional(),
+  after: jsonObject.nullable().optional(),
+  payload: z.unknown().optional(),
+});
+export const pauseBody = z.strictObject({
+  automation_id: z.string().min(1).nullable().optional(),
+  pause_reason: z.string().min(1).max(200),
+  paused_until: isoTime.nullable().optional(),
+});
+export const resumeBody = z.strictObject({ automation_id: z.string().min(1).nullable().optional() });

@@ -1,7 +1,7 @@
 // Domain objects → the JSON shapes of CONTRACT.md (snake_case, ISO times).
 
 import type { AutomationView } from "../engine/engine.js";
-import type { Automation, AutomationVersion, Run, StepRun } from "../engine/store.js";
+import type { Automation, AutomationVersion, PauseRow, Run, StepRun, StoredEvent } from "../engine/store.js";
 
 const iso = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
 
@@ -10,6 +10,7 @@ export function automationJson(a: Automation | AutomationView) {
     id: a.id, workspace_id: a.workspace_id, key: a.key, name: a.name, status: a.status,
     version: a.current_version, created_at: iso(a.created_at), updated_at: iso(a.updated_at),
     ...("definition" in a ? { definition: a.definition } : {}),
+    ...("hooks" in a && a.hooks ? { hooks: a.hooks.map((h) => ({ id: h.id, trigger_index: h.trigger_index, path: `/v1/hooks/${h.id}`, secret: h.secret })) } : {}),
   };
 }
 
@@ -35,4 +36,15 @@ export function stepJson(s: StepRun) {
     duration_ms: s.duration_ms, idempotency_key: s.idempotency_key, input: s.input, output: s.output, error: s.error,
     started_at: iso(s.started_at), finished_at: iso(s.finished_at),
   };
+}
+
+export function eventJson(e: StoredEvent) {
+  return {
+    id: e.id, source: e.source, key: e.idempotency_key, type: e.type, name: e.name, subject_id: e.subject_id, body: e.body,
+    received_at: iso(e.received_at), dispatched_at: iso(e.dispatched_at), runs_created: e.runs_created,
+  };
+}
+
+export function pauseJson(p: PauseRow) {
+  return { subject_id: p.subject_id, automation_id: p.automation_id === "" ? null : p.automation_id, pause_reason: p.pause_reason, paused_until: iso(p.paused_until), created_at: iso(p.created_at) };
 }

@@ -9,8 +9,10 @@ import { fileURLToPath } from "node:url";
 import { WeftError } from "../../model/errors.js";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
-  Automation, AutomationStatus, AutomationVersion, Checkpoint, InsertRunResult, NewRun, Page, Run, RunFilter, StepRun, Store,
+  Automation, AutomationStatus, AutomationVersion, Checkpoint, HookRow, InsertRunResult, NewEvent, NewRun, OverdueCount, Page,
+  PauseKey, PauseRow, Run, RunFilter, ScheduleRow, StepRun, Store, StoredEvent,
 } from "../../engine/store.js";
+import { laterEnd, pauseKey } from "../../engine/store.js";
 import { decodeCursor, encodeCursor } from "../cursor.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
@@ -36,6 +38,13 @@ function toRun(r: any): Run {
     run_as: pj(r.run_as), trace_id: r.trace_id, items_total: r.items_total, items_failed: r.items_failed,
     interruptions: r.interruptions, due_at: r.due_at, lease_owner: r.lease_owner, rev: r.rev,
     started_at: r.started_at, completed_at: r.completed_at, updated_at: r.updated_at,
+  };
+}
+function toEvent(r: any): StoredEvent {
+  return {
+    id: r.id, workspace_id: r.workspace_id, source: r.source, idempotency_key: r.idempotency_key, payload_hash: r.payload_hash,
+    type: r.type, name: r.name, subject_id: r.subject_id, body: pj(r.body), shard: r.shard, received_at: r.received_at,
+    dispatched_at: r.dispatched_at, runs_created: r.runs_created,
   };
 }
 function toStep(r: any): StepRun {
@@ -72,10 +81,21 @@ export class EmbeddedStore implements Store {
           @due_at, NULL, @started_at, @completed_at, @started_at, @event)
         ON CONFLICT (automation_id, dedupe_key) DO NOTHING RETURNING *`),
       runByDedupe: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND dedupe_key = ?"),
+      pausedNow: d.prepare(`SELECT 1 FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id IN (?, '')
+          AND (paused_until IS NULL OR paused_until > ?) LIMIT 1`).pluck(),
+      finishedSince: d.prepare(`SELECT 1 FROM runs WHERE automation_id = ? AND subject_id = ? AND completed_at >= ?
+          AND (exit_reason IS NULL OR exit_reason NOT IN ('subject_paused', 'reentry_cooldown', 'already_active')) LIMIT 1`).pluck(),
+      insertEvent: d.prepare(`INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at)
+          VALUES (@id, @workspace_id, @source, @idempotency_key, @payload_hash, @type, @name, @subject_id, @body, @shard, @received_at)
+          ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`),
+      eventByKey: d.prepare("SELECT * FROM events WHERE workspace_id = ? AND source = ? AND idempotency_key = ?"),
+      undispatchedShards: d.prepare("SELECT DISTINCT shard FROM events WHERE dispatched_at IS NULL").pluck(),
+      undispatchedOfShard: d.prepare("SELECT * FROM events WHERE shard = ? AND dispatched_at IS NULL ORDER BY received_at, id LIMIT ?"),
+      markDispatched: d.prepare("UPDATE events SET dispatched_at = ?, runs_created = ? WHERE id = ?"),
       runByActiveSubject: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND active_subject = ?"),
       automationIds: d.prepare("SELECT id FROM automations").pluck(),
       dueOfAutomation: d.prepare("SELECT id FROM runs WHERE automation_id = ? AND due_at <= ? ORDER BY due_at LIMIT ?").pluck(),
-      claimOne: d.prepare(`UPDATE runs SET due_at = ?, lease_owner = ?, interruptions = interruptions + (status = 'running'),
+      claimOne: d.prepare(`UPDATE runs SET due_at = ?, lease_owner = ?, interruptions = interruptions + (status IN ('running', 'interrupted')),
           status = 'running', rev = rev + 1 WHERE id = ? AND due_at <= ? RETURNING *`),
       commitOne: d.prepare(`UPDATE runs SET status = @status, exit_reason = @exit_reason, current_node_key = @current_node_key,
           waiting_for = @waiting_for, waiting_until = @waiting_until, context = @context, steps = @steps, cursor = @cursor,
@@ -168,22 +188,164 @@ export class EmbeddedStore implements Store {
     return r ? { automation_id: r.automation_id, version: r.version, definition: JSON.parse(r.definition), created_at: r.created_at } : null;
   }
 
-  async insertRun(run: NewRun): Promise<InsertRunResult> {
-    const row = {
-      ...run, event: j(run.event), context: j(run.context), steps: j(run.steps), cursor: j(run.cursor), run_as: j(run.run_as),
-      completed_at: run.completed_at ?? null,
-    };
-    try {
-      const r = this.s.insertRun.get(row);
-      if (r) return { created: true, run: toRun(r) };
-    } catch (err) {
-      if ((err as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE" && String((err as Error).message).includes("active_subject")) {
-        const a = this.s.runByActiveSubject.get(run.automation_id, run.active_subject);
-        return { created: false, reason: "already_active", run: a ? toRun(a) : null };
-      }
-      throw err;
+  async insertRun(run: NewRun, now: number): Promise<InsertRunResult> {
+    return this.db.transaction(() => this.insertRunTx(run, now)).immediate();
+  }
+
+  /** The enrollment rules, inside the caller's write transaction (one writer at a time in SQLite). */
+  private insertRunTx(run: NewRun, now: number): InsertRunResult {
+    const dup = this.s.runByDedupe.get(run.automation_id, run.dedupe_key);
+    if (dup) return { created: false, run: toRun(dup) };
+    let skip: string | null = null;
+    if (run.subject_id !== null && run.status === "pending") {
+      if (this.s.pausedNow.get(run.workspace_id, run.subject_id, run.automation_id, now)) skip = "subject_paused";
+      else if ((run.cooldown_ms ?? 0) > 0 && this.s.finishedSince.get(run.automation_id, run.subject_id, now - (run.cooldown_ms ?? 0))) skip = "reentry_cooldown";
+      else if (run.active_subject !== null && this.s.runByActiveSubject.get(run.automation_id, run.active_subject)) skip = "already_active";
     }
-    return { created: false, reason: "duplicate", run: toRun(this.s.runByDedupe.get(run.automation_id, run.dedupe_key)) };
+    const r = skip === null ? run : { ...run, status: "exited", exit_reason: skip, active_subject: null, due_at: null, completed_at: now, current_node_key: null };
+    const row = {
+      ...r, event: j(r.event), context: j(r.context), steps: j(r.steps), cursor: j(r.cursor), run_as: j(r.run_as),
+      completed_at: r.completed_at ?? null,
+    };
+    delete (row as { cooldown_ms?: number }).cooldown_ms;
+    return { created: true, run: toRun(this.s.insertRun.get(row)) };
+  }
+
+  async insertEvent(e: NewEvent): Promise<{ event: StoredEvent; duplicate: boolean }> {
+    const r = this.s.insertEvent.get({ ...e, body: JSON.stringify(e.body) });
+    if (r) return { event: toEvent(r), duplicate: false };
+    return { event: toEvent(this.s.eventByKey.get(e.workspace_id, e.source, e.idempotency_key)), duplicate: true };
+  }
+
+  async getEvent(workspaceId: string, id: string): Promise<StoredEvent | null> {
+    const r = this.db.prepare("SELECT * FROM events WHERE id = ? AND workspace_id = ?").get(id, workspaceId);
+    return r ? toEvent(r) : null;
+  }
+
+  async dispatchEvents(now: number, limit: number, plan: (events: StoredEvent[]) => NewRun[]): Promise<{ events: StoredEvent[]; runs: Run[] }> {
+    return this.db.transaction(() => {
+      const perShard = (this.s.undispatchedShards.all() as number[]).map((sh) => this.s.undispatchedOfShard.all(sh, limit).map(toEvent));
+      const events: StoredEvent[] = [];
+      for (let rank = 0; events.length < limit; rank++) {
+        let any = false;
+        for (const list of perShard) {
+          const ev = list[rank];
+          if (ev === undefined) continue;
+          any = true;
+          events.push(ev);
+          if (events.length >= limit) break;
+        }
+        if (!any) break;
+      }
+      if (events.length === 0) return { events, runs: [] };
+      const runs: Run[] = [];
+      const made = new Map<string, number>();
+      for (const nr of plan(events)) {
+        const res = this.insertRunTx(nr, now);
+        if (res.created) {
+          runs.push(res.run);
+          if (nr.event_id) made.set(nr.event_id, (made.get(nr.event_id) ?? 0) + 1);
+        }
+      }
+      for (const ev of events) this.s.markDispatched.run(now, made.get(ev.id) ?? 0, ev.id);
+      return { events, runs };
+    }).immediate();
+  }
+
+  async activePauses(keys: readonly PauseKey[], now: number): Promise<Map<string, number | null>> {
+    const out = new Map<string, number | null>();
+    const q = this.db.prepare(`SELECT paused_until FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id IN (?, '')
+        AND (paused_until IS NULL OR paused_until > ?)`).pluck();
+    for (const k of keys) {
+      for (const until of q.all(k.workspace_id, k.subject_id, k.automation_id, now) as (number | null)[]) {
+        out.set(pauseKey(k), laterEnd(out.get(pauseKey(k)), until));
+      }
+    }
+    return out;
+  }
+
+  async listActiveAutomations(): Promise<Automation[]> {
+    return this.db.prepare("SELECT * FROM automations WHERE status = 'active' ORDER BY created_at, id").all().map(toAutomation);
+  }
+
+  async putPause(p: PauseRow): Promise<void> {
+    this.db.prepare(`INSERT INTO subject_controls (workspace_id, subject_id, automation_id, pause_reason, paused_until, created_at)
+      VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, subject_id, automation_id)
+      DO UPDATE SET pause_reason = excluded.pause_reason, paused_until = excluded.paused_until, created_at = excluded.created_at`)
+      .run(p.workspace_id, p.subject_id, p.automation_id, p.pause_reason, p.paused_until, p.created_at);
+  }
+
+  async deletePause(workspaceId: string, subjectId: string, automationId: string, now: number): Promise<boolean> {
+    return this.db.transaction(() => {
+      const n = this.db.prepare("DELETE FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id = ?").run(workspaceId, subjectId, automationId).changes;
+      this.db.prepare(`UPDATE runs SET due_at = ? WHERE workspace_id = ? AND subject_id = ? AND status = 'waiting'
+          AND waiting_for = 'subject_resume' AND (? = '' OR automation_id = ?)`).run(now, workspaceId, subjectId, automationId, automationId);
+      return n === 1;
+    }).immediate();
+  }
+
+  async listPauses(workspaceId: string, subjectId: string): Promise<PauseRow[]> {
+    return this.db.prepare("SELECT * FROM subject_controls WHERE workspace_id = ? AND subject_id = ? ORDER BY automation_id").all(workspaceId, subjectId) as PauseRow[];
+  }
+
+  async syncSchedules(automationId: string, rows: readonly ScheduleRow[]): Promise<void> {
+    this.db.transaction(() => {
+      const old = new Map((this.db.prepare("SELECT * FROM schedules WHERE automation_id = ?").all(automationId) as ScheduleRow[]).map((r) => [r.trigger_index, r]));
+      this.db.prepare("DELETE FROM schedules WHERE automation_id = ?").run(automationId);
+      const ins = this.db.prepare(`INSERT INTO schedules (automation_id, trigger_index, workspace_id, cron, timezone, catch_up, next_fire_at, last_fired_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`);
+      for (const r of rows) {
+        const o = old.get(r.trigger_index);
+        const keep = o !== undefined && o.cron === r.cron && o.timezone === r.timezone && r.next_fire_at !== null && o.next_fire_at !== null;
+        ins.run(r.automation_id, r.trigger_index, r.workspace_id, r.cron, r.timezone, r.catch_up, keep ? o.next_fire_at : r.next_fire_at, o?.last_fired_at ?? null);
+      }
+    }).immediate();
+  }
+
+  async fireSchedules(now: number, limit: number, fire: Parameters<Store["fireSchedules"]>[2]): Promise<number> {
+    return this.db.transaction(() => {
+      const due = this.db.prepare("SELECT * FROM schedules WHERE next_fire_at <= ? ORDER BY next_fire_at LIMIT ?").all(now, limit) as ScheduleRow[];
+      if (due.length === 0) return 0;
+      const { events, next } = fire(due);
+      for (const e of events) this.s.insertEvent.get({ ...e, body: JSON.stringify(e.body) });
+      const upd = this.db.prepare("UPDATE schedules SET next_fire_at = ?, last_fired_at = ? WHERE automation_id = ? AND trigger_index = ?");
+      for (const n of next) upd.run(n.next_fire_at, now, n.automation_id, n.trigger_index);
+      return events.length;
+    }).immediate();
+  }
+
+  async listSchedules(automationId: string): Promise<ScheduleRow[]> {
+    return this.db.prepare("SELECT * FROM schedules WHERE automation_id = ? ORDER BY trigger_index").all(automationId) as ScheduleRow[];
+  }
+
+  async ensureHooks(workspaceId: string, automationId: string, triggerIndexes: readonly number[], make: (index: number) => HookRow): Promise<HookRow[]> {
+    return this.db.transaction(() => {
+      const ins = this.db.prepare(`INSERT INTO hooks (id, workspace_id, automation_id, trigger_index, secret, created_at) VALUES (?, ?, ?, ?, ?, ?)
+        ON CONFLICT (automation_id, trigger_index) DO NOTHING`);
+      for (const i of triggerIndexes) {
+        const h = make(i);
+        ins.run(h.id, workspaceId, automationId, i, h.secret, h.created_at);
+      }
+      return this.db.prepare("SELECT * FROM hooks WHERE automation_id = ? ORDER BY trigger_index").all(automationId) as HookRow[];
+    }).immediate();
+  }
+
+  async getHook(id: string): Promise<HookRow | null> {
+    return (this.db.prepare("SELECT * FROM hooks WHERE id = ?").get(id) as HookRow | undefined) ?? null;
+  }
+
+  async overdue(workspaceId: string, now: number, graceMs: number): Promise<OverdueCount[]> {
+    const cutoff = now - graceMs;
+    const rows = this.db.prepare(`
+      SELECT automation_id, sum(runs) AS runs, sum(schedules) AS schedules, min(oldest) AS oldest_due_at FROM (
+        SELECT automation_id, count(*) AS runs, 0 AS schedules, min(due_at) AS oldest FROM runs
+          WHERE workspace_id = ? AND due_at < ? AND status IN ('pending', 'waiting', 'retrying', 'interrupted', 'running')
+          GROUP BY automation_id
+        UNION ALL
+        SELECT automation_id, 0, count(*), min(next_fire_at) FROM schedules
+          WHERE workspace_id = ? AND next_fire_at < ? GROUP BY automation_id
+      ) GROUP BY automation_id ORDER BY automation_id`).all(workspaceId, cutoff, workspaceId, cutoff) as OverdueCount[];
+    return rows;
   }
 
   /** Round-robin across automations, like the PostgreSQL claim (one process, so no locking needed beyond the write transaction). */

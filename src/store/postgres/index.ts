@@ -3,7 +3,11 @@
 
 import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
-import type { Automation, AutomationStatus, AutomationVersion, Checkpoint, NewRun, Store } from "../../engine/store.js";
+import type {
+  Automation, AutomationStatus, AutomationVersion, Checkpoint, HookRow, NewEvent, NewRun, PauseKey, PauseRow, ScheduleRow, Store, StoredEvent,
+} from "../../engine/store.js";
+import { toAutomation } from "./rows.js";
+import * as E from "./events.js";
 import * as A from "./automations.js";
 import { ident, migrate } from "./migrate.js";
 import * as Q from "./queries.js";
@@ -64,8 +68,51 @@ export class PostgresStore implements Store {
     return A.getVersion(this.pool, automationId, version);
   }
 
-  insertRun(run: NewRun) {
-    return R.insertRun(this.pool, run);
+  insertRun(run: NewRun, now: number) {
+    return R.insertRun(this.pool, run, now);
+  }
+  insertEvent(e: NewEvent) {
+    return E.insertEvent(this.pool, e);
+  }
+  getEvent(workspaceId: string, id: string) {
+    return E.getEvent(this.pool, workspaceId, id);
+  }
+  dispatchEvents(now: number, limit: number, plan: (events: StoredEvent[]) => NewRun[]) {
+    return E.dispatchEvents(this.pool, now, limit, plan);
+  }
+  activePauses(keys: readonly PauseKey[], now: number) {
+    return E.activePauses(this.pool, keys, now);
+  }
+  async listActiveAutomations() {
+    const res = await this.pool.query({ name: "weft_active_automations", text: "SELECT * FROM automations WHERE status = 'active' ORDER BY created_at, id" });
+    return res.rows.map(toAutomation);
+  }
+  putPause(p: PauseRow) {
+    return E.putPause(this.pool, p);
+  }
+  deletePause(workspaceId: string, subjectId: string, automationId: string, now: number) {
+    return E.deletePause(this.pool, workspaceId, subjectId, automationId, now);
+  }
+  listPauses(workspaceId: string, subjectId: string) {
+    return E.listPauses(this.pool, workspaceId, subjectId);
+  }
+  syncSchedules(automationId: string, rows: readonly ScheduleRow[]) {
+    return E.syncSchedules(this.pool, automationId, rows);
+  }
+  fireSchedules(now: number, limit: number, fire: Parameters<Store["fireSchedules"]>[2]) {
+    return E.fireSchedules(this.pool, now, limit, fire);
+  }
+  listSchedules(automationId: string) {
+    return E.listSchedules(this.pool, automationId);
+  }
+  ensureHooks(workspaceId: string, automationId: string, indexes: readonly number[], make: (i: number) => HookRow) {
+    return E.ensureHooks(this.pool, workspaceId, automationId, indexes, make);
+  }
+  getHook(id: string) {
+    return E.getHook(this.pool, id);
+  }
+  overdue(workspaceId: string, now: number, graceMs: number) {
+    return E.overdue(this.pool, workspaceId, now, graceMs);
   }
   claimRuns(owner: string, now: number, leaseMs: number, limit: number) {
     return R.claimRuns(this.pool, owner, now, leaseMs, limit);

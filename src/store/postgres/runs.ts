@@ -7,34 +7,91 @@ import { toRun, ts } from "./rows.js";
 
 export const PG_UNIQUE_VIOLATION = "23505";
 
-export async function insertRun(pool: pg.Pool, run: NewRun): Promise<InsertRunResult> {
-  try {
-    const res = await pool.query({
-      name: "weft_insert_run",
-      text: `INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id,
-               active_subject, status, exit_reason, current_node_key, waiting_for, waiting_until, context, steps, cursor,
-               run_as, trace_id, due_at, lease_owner, started_at, completed_at, updated_at, event)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,NULL,$21,$22,$21,$23)
-             ON CONFLICT (automation_id, dedupe_key) DO NOTHING
-             RETURNING *`,
-      values: [
-        run.id, run.workspace_id, run.automation_id, run.version, run.event_id, run.dedupe_key, run.trigger_type,
-        run.subject_id, run.active_subject, run.status, run.exit_reason, run.current_node_key, run.waiting_for,
-        ts(run.waiting_until), run.context, run.steps, run.cursor, run.run_as, run.trace_id, ts(run.due_at),
-        ts(run.started_at), ts(run.completed_at ?? null), run.event,
-      ],
-    });
-    if (res.rows[0]) return { created: true, run: toRun(res.rows[0]) };
-  } catch (err) {
-    if ((err as { code?: string; constraint?: string }).code === PG_UNIQUE_VIOLATION &&
-        (err as { constraint?: string }).constraint === "runs_active_subject") {
-      const active = await pool.query("SELECT * FROM runs WHERE automation_id = $1 AND active_subject = $2", [run.automation_id, run.active_subject]);
-      return { created: false, reason: "already_active", run: active.rows[0] ? toRun(active.rows[0]) : null };
+const INSERT_RUNS_SQL = `
+WITH input AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+    id text, workspace_id text, automation_id text, version int, event_id text, dedupe_key text, trigger_type text,
+    subject_id text, active_subject text, status text, exit_reason text, current_node_key text, event jsonb, context jsonb,
+    steps jsonb, cursor jsonb, run_as jsonb, trace_id text, due_at double precision, started_at double precision,
+    cooldown_ms double precision, ord int)
+), decided AS (
+  SELECT i.*, CASE
+    WHEN i.subject_id IS NULL OR i.status <> 'pending' THEN NULL
+    WHEN EXISTS (SELECT 1 FROM subject_controls c WHERE c.workspace_id = i.workspace_id AND c.subject_id = i.subject_id
+                 AND c.automation_id IN (i.automation_id, '') AND (c.paused_until IS NULL OR c.paused_until > $2)) THEN 'subject_paused'
+    WHEN coalesce(i.cooldown_ms, 0) > 0 AND EXISTS (
+      SELECT 1 FROM runs r WHERE r.automation_id = i.automation_id AND r.subject_id = i.subject_id
+        AND r.completed_at >= $2 - make_interval(secs => i.cooldown_ms / 1000.0)
+        AND (r.exit_reason IS NULL OR r.exit_reason NOT IN ('subject_paused', 'reentry_cooldown', 'already_active'))) THEN 'reentry_cooldown'
+    ELSE NULL END AS skip
+  FROM input i
+)
+INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id, active_subject,
+  status, exit_reason, current_node_key, waiting_for, waiting_until, event, context, steps, cursor, run_as, trace_id, due_at,
+  lease_owner, started_at, completed_at, updated_at)
+SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_key, d.trigger_type, d.subject_id,
+  CASE WHEN d.skip IS NULL THEN d.active_subject END,
+  CASE WHEN d.skip IS NULL THEN d.status ELSE 'exited' END,
+  coalesce(d.skip, d.exit_reason),
+  CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN d.current_node_key END,
+  NULL, NULL, d.event, d.context, d.steps, d.cursor, d.run_as, d.trace_id,
+  CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN to_timestamp(d.due_at / 1000.0) END,
+  NULL, to_timestamp(d.started_at / 1000.0),
+  CASE WHEN d.skip IS NOT NULL OR d.status = 'exited' THEN $2 END,
+  to_timestamp(d.started_at / 1000.0)
+FROM decided d ORDER BY d.ord
+ON CONFLICT DO NOTHING
+RETURNING *`;
+
+type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
+
+/**
+ * Insert runs set-wise, applying the enrollment rules in SQL (pause, cooldown, one active run per
+ * subject via the partial unique index). A row that conflicts on the active-subject index is
+ * recorded as an exited `already_active` run; a row whose dedupe key exists is a replay.
+ */
+export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: number): Promise<InsertRunResult[]> {
+  if (runs.length === 0) return [];
+  const at = ts(now);
+  const rows = runs.map((r, ord) => ({ ...r, ord }));
+  const first = await db.query({ name: "weft_insert_runs", text: INSERT_RUNS_SQL, values: [JSON.stringify(rows), at] });
+  const byId = new Map<string, Run>(first.rows.map((r) => [r.id as string, toRun(r)]));
+  const missing = runs.filter((r) => !byId.has(r.id));
+  const existing = new Map<string, Run>();
+  if (missing.length > 0) {
+    const dups = await db.query(
+      "SELECT * FROM runs WHERE (automation_id, dedupe_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+      [missing.map((r) => r.automation_id), missing.map((r) => r.dedupe_key)],
+    );
+    for (const r of dups.rows) existing.set(`${r.automation_id}\u0000${r.dedupe_key}`, toRun(r));
+    const blocked = missing.filter((r) => !existing.has(`${r.automation_id}\u0000${r.dedupe_key}`));
+    if (blocked.length > 0) {
+      const skipped = blocked.map((r) => ({ ...r, status: "exited", exit_reason: "already_active", active_subject: null }));
+      const again = await db.query({ name: "weft_insert_runs", text: INSERT_RUNS_SQL, values: [JSON.stringify(skipped.map((r, ord) => ({ ...r, ord }))), at] });
+      for (const r of again.rows) byId.set(r.id as string, toRun(r));
+      // A replay racing us may have inserted the same dedupe key meanwhile: read those back.
+      const still = blocked.filter((r) => !byId.has(r.id));
+      if (still.length > 0) {
+        const more = await db.query(
+          "SELECT * FROM runs WHERE (automation_id, dedupe_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+          [still.map((r) => r.automation_id), still.map((r) => r.dedupe_key)],
+        );
+        for (const r of more.rows) existing.set(`${r.automation_id}\u0000${r.dedupe_key}`, toRun(r));
+      }
     }
-    throw err;
   }
-  const existing = await pool.query("SELECT * FROM runs WHERE automation_id = $1 AND dedupe_key = $2", [run.automation_id, run.dedupe_key]);
-  return { created: false, reason: "duplicate", run: toRun(existing.rows[0]) };
+  return runs.map((r) => {
+    const made = byId.get(r.id);
+    if (made) return { created: true, run: made };
+    const prior = existing.get(`${r.automation_id}\u0000${r.dedupe_key}`);
+    if (!prior) throw new Error(`run ${r.id} was neither inserted nor found`);
+    return { created: false, run: prior };
+  });
+}
+
+export async function insertRun(pool: pg.Pool, run: NewRun, now: number): Promise<InsertRunResult> {
+  const [res] = await insertRuns(pool, [run], now);
+  return res!;
 }
 
 /**
@@ -61,7 +118,7 @@ UPDATE runs r SET
   due_at = $2,
   lease_owner = $4,
   status = 'running',
-  interruptions = r.interruptions + CASE WHEN locked.prev_status = 'running' THEN 1 ELSE 0 END,
+  interruptions = r.interruptions + CASE WHEN locked.prev_status IN ('running', 'interrupted') THEN 1 ELSE 0 END,
   rev = r.rev + 1
 FROM locked WHERE r.id = locked.id
 RETURNING r.*`;

@@ -1,0 +1,108 @@
+// The dispatcher: claims stored events (round-robin over shards) and, in the same transaction,
+// creates the runs they start (unique on automation + event) and marks them dispatched.
+
+import { CelScope, render } from "../model/expressions.js";
+import { matchTrigger, type TriggerEvent } from "../model/triggers.js";
+import type { Clock } from "./clock.js";
+import type { EngineEmitter } from "./events.js";
+import { newId, newTraceId } from "./ids.js";
+import { Loop } from "./loop.js";
+import type { Automation, NewRun, Store, StoredEvent } from "./store.js";
+import type { LoadedVersion, VersionCache } from "./versions.js";
+
+export interface DispatcherOptions {
+  batch: number;
+  pollMs: number;
+}
+
+interface Candidate {
+  automation: Automation;
+  version: LoadedVersion;
+}
+
+/** The run an event starts for one automation version (pure apart from ids). */
+export function plannedRun(c: Candidate, ev: { id: string; workspace_id: string; body: TriggerEvent; subject_id: string | null }, now: number): NewRun {
+  const def = c.version.definition;
+  const id = newId("run", now);
+  let subject = ev.subject_id;
+  if (def.subject !== undefined) {
+    try {
+      const s = render(def.subject, new CelScope({ event: ev.body, context: {}, steps: {}, subject: null, run: { id }, secrets: {} }));
+      subject = s === null || s === undefined || s === "" ? subject : String(s);
+    } catch {
+      // The subject template does not resolve for this event: fall back to the event's subject_id.
+    }
+  }
+  const policy = def.reentry?.policy ?? "skip_if_active";
+  return {
+    id, workspace_id: ev.workspace_id, automation_id: c.automation.id, version: c.version.version, event_id: ev.id,
+    dedupe_key: `evt:${ev.id}`, trigger_type: ev.body.type, subject_id: subject, active_subject: policy === "allow_concurrent" ? null : subject,
+    status: "pending", exit_reason: null, current_node_key: def.root, waiting_for: null, waiting_until: null,
+    event: ev.body as unknown as Record<string, unknown>, context: {}, steps: {},
+    cursor: { node: def.root, port: null, visits: {}, since_pause: 0, attempt: 0 },
+    run_as: def.run_as ?? { type: "workspace" }, trace_id: newTraceId(), due_at: now, started_at: now,
+    cooldown_ms: Math.round((def.reentry?.cooldown_min ?? 0) * 60_000),
+  };
+}
+
+/** Which automations an event starts: at most one run per automation, whichever triggers match. */
+export function planEvents(events: StoredEvent[], candidates: Candidate[], now: number): NewRun[] {
+  const out: NewRun[] = [];
+  for (const ev of events) {
+    const body = ev.body as TriggerEvent & { automation_id?: string };
+    for (const c of candidates) {
+      if (c.automation.workspace_id !== ev.workspace_id) continue;
+      const triggers = c.version.definition.triggers;
+      let hit: boolean;
+      if (ev.type === "webhook" || ev.type === "schedule") {
+        // Addressed to one automation by its hook or schedule row.
+        hit = body.automation_id === c.automation.id;
+      } else {
+        hit = triggers.some((t) => matchTrigger(t, body).matched);
+      }
+      if (hit) out.push(plannedRun(c, ev, now));
+    }
+  }
+  return out;
+}
+
+export class Dispatcher {
+  private readonly loop: Loop;
+
+  constructor(
+    private readonly store: Store,
+    private readonly versions: VersionCache,
+    private readonly clock: Clock,
+    private readonly events: EngineEmitter,
+    private readonly opts: DispatcherOptions,
+    private readonly onRuns: (n: number) => void,
+  ) {
+    this.loop = new Loop("dispatch", events, () => this.once(), opts.pollMs);
+  }
+
+  start(): void {
+    this.loop.start();
+  }
+  stop(): Promise<void> {
+    return this.loop.stop();
+  }
+  poke(): void {
+    this.loop.poke();
+  }
+
+  /** One dispatch round; returns whether a full batch was taken (more may be waiting). */
+  async once(): Promise<boolean> {
+    const active = await this.store.listActiveAutomations();
+    const candidates: Candidate[] = [];
+    for (const a of active) {
+      const v = await this.versions.get(a.id, a.current_version);
+      if (v) candidates.push({ automation: a, version: v });
+    }
+    const now = this.clock.now();
+    const { events, runs } = await this.store.dispatchEvents(now, this.opts.batch, (evs) => planEvents(evs, candidates, now));
+    for (const r of runs) this.events.emit("run:created", { run: r });
+    for (const e of events) this.events.emit("event:dispatched", { event_id: e.id, runs: runs.filter((r) => r.event_id === e.id).map((r) => r.id) });
+    if (runs.some((r) => r.status === "pending")) this.onRuns(runs.length);
+    return events.length === this.opts.batch;
+  }
+}

@@ -1,0 +1,68 @@
+// A background loop: run a round, then sleep until poked or the poll interval passes. A round
+// that reports "more" runs again at once; a failing round backs off (50 ms doubling to 2 s).
+
+import type { EngineEmitter } from "./events.js";
+
+export class Loop {
+  private stopped = true;
+  private done: Promise<void> = Promise.resolve();
+  private wake: (() => void) | null = null;
+  private poked = false;
+
+  constructor(
+    private readonly name: string,
+    private readonly events: EngineEmitter,
+    private readonly round: () => Promise<boolean | number>,
+    private readonly pollMs: number,
+  ) {}
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.done = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.poke();
+    await this.done;
+  }
+
+  poke(): void {
+    this.poked = true;
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  private async run(): Promise<void> {
+    let errorDelay = 50;
+    while (!this.stopped) {
+      this.poked = false;
+      let next: boolean | number;
+      try {
+        next = await this.round();
+        errorDelay = 50;
+      } catch (error) {
+        this.events.emit("engine:error", { where: this.name, error });
+        next = errorDelay;
+        errorDelay = Math.min(errorDelay * 2, 2000);
+      }
+      if (next === true || this.poked) continue;
+      await this.sleep(typeof next === "number" ? Math.max(1, Math.min(next, this.pollMs)) : this.pollMs);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wake = null;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+}

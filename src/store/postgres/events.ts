@@ -1,0 +1,228 @@
+// Events, dispatch, subject pauses, schedules, hooks and the overdue view on PostgreSQL.
+
+import type pg from "pg";
+import type { HookRow, NewEvent, NewRun, OverdueCount, PauseKey, PauseRow, Run, ScheduleRow, StoredEvent } from "../../engine/store.js";
+import { laterEnd, pauseKey } from "../../engine/store.js";
+import { ms, ts } from "./rows.js";
+import { insertRuns } from "./runs.js";
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+function toEvent(r: any): StoredEvent {
+  return {
+    id: r.id, workspace_id: r.workspace_id, source: r.source, idempotency_key: r.idempotency_key, payload_hash: r.payload_hash,
+    type: r.type, name: r.name, subject_id: r.subject_id, body: r.body, shard: r.shard, received_at: r.received_at.getTime(),
+    dispatched_at: ms(r.dispatched_at), runs_created: r.runs_created,
+  };
+}
+const toPause = (r: any): PauseRow => ({ ...r, paused_until: ms(r.paused_until), created_at: r.created_at.getTime() });
+const toSchedule = (r: any): ScheduleRow => ({ ...r, next_fire_at: ms(r.next_fire_at), last_fired_at: ms(r.last_fired_at) });
+const toHook = (r: any): HookRow => ({ ...r, created_at: r.created_at.getTime() });
+
+type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
+
+const INSERT_EVENT_SQL = `INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at)
+  VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`;
+
+function eventValues(e: NewEvent): unknown[] {
+  return [e.id, e.workspace_id, e.source, e.idempotency_key, e.payload_hash, e.type, e.name, e.subject_id, JSON.stringify(e.body), e.shard, ts(e.received_at)];
+}
+
+export async function insertEvent(db: Queryable, e: NewEvent): Promise<{ event: StoredEvent; duplicate: boolean }> {
+  const res = await db.query({ name: "weft_insert_event", text: INSERT_EVENT_SQL, values: eventValues(e) });
+  if (res.rows[0]) return { event: toEvent(res.rows[0]), duplicate: false };
+  const prior = await db.query("SELECT * FROM events WHERE workspace_id = $1 AND source = $2 AND idempotency_key = $3", [e.workspace_id, e.source, e.idempotency_key]);
+  return { event: toEvent(prior.rows[0]), duplicate: true };
+}
+
+export async function getEvent(pool: pg.Pool, workspaceId: string, id: string): Promise<StoredEvent | null> {
+  const res = await pool.query("SELECT * FROM events WHERE id = $1 AND workspace_id = $2", [id, workspaceId]);
+  return res.rows[0] ? toEvent(res.rows[0]) : null;
+}
+
+/**
+ * Claim undispatched events round-robin over shards (oldest first within each shard), so a flood
+ * on one stream takes one slot per round. No id watermark: rows are found by `dispatched_at IS
+ * NULL`, so an event whose transaction committed after later ids is still seen.
+ */
+const CLAIM_EVENTS_SQL = `
+WITH shards AS (SELECT DISTINCT shard FROM events WHERE dispatched_at IS NULL),
+cand AS MATERIALIZED (
+  SELECT c.id FROM shards s
+  CROSS JOIN LATERAL (
+    SELECT e.id, e.received_at, row_number() OVER (ORDER BY e.received_at, e.id) AS rn
+    FROM (SELECT id, received_at FROM events WHERE shard = s.shard AND dispatched_at IS NULL ORDER BY received_at, id LIMIT $1) e
+  ) c
+  ORDER BY c.rn, c.received_at
+  LIMIT $1
+)
+SELECT * FROM events WHERE id IN (SELECT id FROM cand) AND dispatched_at IS NULL ORDER BY received_at, id FOR UPDATE SKIP LOCKED`;
+
+export async function dispatchEvents(pool: pg.Pool, now: number, limit: number, plan: (events: StoredEvent[]) => NewRun[]): Promise<{ events: StoredEvent[]; runs: Run[] }> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    const claimed = await client.query({ name: "weft_claim_events", text: CLAIM_EVENTS_SQL, values: [limit] });
+    const events = claimed.rows.map(toEvent);
+    if (events.length === 0) {
+      await client.query("COMMIT");
+      return { events, runs: [] };
+    }
+    const planned = plan(events);
+    const results = await insertRuns(client, planned, now);
+    const runs = results.filter((r) => r.created).map((r) => r.run);
+    const made = new Map<string, number>();
+    for (const r of runs) if (r.event_id) made.set(r.event_id, (made.get(r.event_id) ?? 0) + 1);
+    await client.query({
+      name: "weft_mark_dispatched",
+      text: `UPDATE events e SET dispatched_at = $1, runs_created = x.n FROM unnest($2::text[], $3::int[]) AS x(id, n) WHERE e.id = x.id`,
+      values: [ts(now), events.map((e) => e.id), events.map((e) => made.get(e.id) ?? 0)],
+    });
+    await client.query("COMMIT");
+    return { events, runs };
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export async function activePauses(pool: pg.Pool, keys: readonly PauseKey[], now: number): Promise<Map<string, number | null>> {
+  const out = new Map<string, number | null>();
+  if (keys.length === 0) return out;
+  const res = await pool.query({
+    name: "weft_active_pauses",
+    text: `SELECT k.w, k.s, k.a, c.paused_until FROM unnest($1::text[], $2::text[], $3::text[]) AS k(w, s, a)
+           JOIN subject_controls c ON c.workspace_id = k.w AND c.subject_id = k.s AND c.automation_id IN (k.a, '')
+           WHERE c.paused_until IS NULL OR c.paused_until > $4`,
+    values: [keys.map((k) => k.workspace_id), keys.map((k) => k.subject_id), keys.map((k) => k.automation_id), ts(now)],
+  });
+  for (const r of res.rows) {
+    const key = pauseKey({ workspace_id: r.w, subject_id: r.s, automation_id: r.a });
+    out.set(key, laterEnd(out.get(key), ms(r.paused_until)));
+  }
+  return out;
+}
+
+export async function putPause(pool: pg.Pool, p: PauseRow): Promise<void> {
+  await pool.query(
+    `INSERT INTO subject_controls (workspace_id, subject_id, automation_id, pause_reason, paused_until, created_at) VALUES ($1,$2,$3,$4,$5,$6)
+     ON CONFLICT (workspace_id, subject_id, automation_id) DO UPDATE SET pause_reason = EXCLUDED.pause_reason, paused_until = EXCLUDED.paused_until, created_at = EXCLUDED.created_at`,
+    [p.workspace_id, p.subject_id, p.automation_id, p.pause_reason, ts(p.paused_until), ts(p.created_at)],
+  );
+}
+
+export async function deletePause(pool: pg.Pool, workspaceId: string, subjectId: string, automationId: string, now: number): Promise<boolean> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    const del = await client.query("DELETE FROM subject_controls WHERE workspace_id = $1 AND subject_id = $2 AND automation_id = $3", [workspaceId, subjectId, automationId]);
+    await client.query(
+      `UPDATE runs SET due_at = $4 WHERE workspace_id = $1 AND subject_id = $2 AND status = 'waiting' AND waiting_for = 'subject_resume'
+       AND ($3 = '' OR automation_id = $3)`,
+      [workspaceId, subjectId, automationId, ts(now)],
+    );
+    await client.query("COMMIT");
+    return del.rowCount === 1;
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export async function listPauses(pool: pg.Pool, workspaceId: string, subjectId: string): Promise<PauseRow[]> {
+  const res = await pool.query("SELECT * FROM subject_controls WHERE workspace_id = $1 AND subject_id = $2 ORDER BY automation_id", [workspaceId, subjectId]);
+  return res.rows.map(toPause);
+}
+
+export async function syncSchedules(pool: pg.Pool, automationId: string, rows: readonly ScheduleRow[]): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    const old = await client.query("DELETE FROM schedules WHERE automation_id = $1 RETURNING *", [automationId]);
+    const prior = new Map(old.rows.map((r) => [r.trigger_index as number, toSchedule(r)]));
+    for (const r of rows) {
+      const o = prior.get(r.trigger_index);
+      const keep = o !== undefined && o.cron === r.cron && o.timezone === r.timezone && r.next_fire_at !== null && o.next_fire_at !== null;
+      await client.query(
+        `INSERT INTO schedules (automation_id, trigger_index, workspace_id, cron, timezone, catch_up, next_fire_at, last_fired_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+        [r.automation_id, r.trigger_index, r.workspace_id, r.cron, r.timezone, r.catch_up, ts(keep ? o.next_fire_at : r.next_fire_at), ts(o?.last_fired_at ?? null)],
+      );
+    }
+    await client.query("COMMIT");
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export async function fireSchedules(
+  pool: pg.Pool, now: number, limit: number,
+  fire: (due: ScheduleRow[]) => { events: NewEvent[]; next: { automation_id: string; trigger_index: number; next_fire_at: number | null }[] },
+): Promise<number> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    const due = await client.query(
+      "SELECT * FROM schedules WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2 FOR UPDATE SKIP LOCKED", [ts(now), limit]);
+    if (due.rows.length === 0) {
+      await client.query("COMMIT");
+      return 0;
+    }
+    const { events, next } = fire(due.rows.map(toSchedule));
+    for (const e of events) await client.query({ name: "weft_insert_event", text: INSERT_EVENT_SQL, values: eventValues(e) });
+    for (const n of next) {
+      await client.query("UPDATE schedules SET next_fire_at = $3, last_fired_at = $4 WHERE automation_id = $1 AND trigger_index = $2",
+        [n.automation_id, n.trigger_index, ts(n.next_fire_at), ts(now)]);
+    }
+    await client.query("COMMIT");
+    return events.length;
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export async function listSchedules(pool: pg.Pool, automationId: string): Promise<ScheduleRow[]> {
+  const res = await pool.query("SELECT * FROM schedules WHERE automation_id = $1 ORDER BY trigger_index", [automationId]);
+  return res.rows.map(toSchedule);
+}
+
+export async function ensureHooks(pool: pg.Pool, workspaceId: string, automationId: string, indexes: readonly number[], make: (i: number) => HookRow): Promise<HookRow[]> {
+  for (const i of indexes) {
+    const h = make(i);
+    await pool.query(
+      `INSERT INTO hooks (id, workspace_id, automation_id, trigger_index, secret, created_at) VALUES ($1,$2,$3,$4,$5,$6)
+       ON CONFLICT (automation_id, trigger_index) DO NOTHING`,
+      [h.id, workspaceId, automationId, i, h.secret, ts(h.created_at)],
+    );
+  }
+  const res = await pool.query("SELECT * FROM hooks WHERE automation_id = $1 ORDER BY trigger_index", [automationId]);
+  return res.rows.map(toHook);
+}
+
+export async function getHook(pool: pg.Pool, id: string): Promise<HookRow | null> {
+  const res = await pool.query("SELECT * FROM hooks WHERE id = $1", [id]);
+  return res.rows[0] ? toHook(res.rows[0]) : null;
+}
+
+export async function overdue(pool: pg.Pool, workspaceId: string, now: number, graceMs: number): Promise<OverdueCount[]> {
+  const cutoff = ts(now - graceMs);
+  const res = await pool.query(
+    `SELECT automation_id, sum(runs)::int AS runs, sum(schedules)::int AS schedules, min(oldest) AS oldest FROM (
+       SELECT automation_id, count(*) AS runs, 0 AS schedules, min(due_at) AS oldest FROM runs
+         WHERE workspace_id = $1 AND due_at < $2 AND status IN ('pending', 'waiting', 'retrying', 'interrupted', 'running')
+         GROUP BY automation_id
+       UNION ALL
+       SELECT automation_id, 0, count(*), min(next_fire_at) FROM schedules WHERE workspace_id = $1 AND next_fire_at < $2 GROUP BY automation_id
+     ) x GROUP BY automation_id ORDER BY automation_id`,
+    [workspaceId, cutoff],
+  );
+  return res.rows.map((r) => ({ automation_id: r.automation_id, runs: r.runs, schedules: r.schedules, oldest_due_at: r.oldest.getTime() }));
+}
