@@ -7,3 +7,4 @@ export { PostgresStore } from "./store/postgres/index.js";
 export { EmbeddedStore } from "./store/embedded/index.js";
 export { validateDefinition, type Definition } from "./model/definition.js";
 export { WeftError, StepFailure, stepError, type StepError } from "./model/errors.js";
+export { emitEvent, type EmitOptions } from "./outbox.js";

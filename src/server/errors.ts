@@ -7,6 +7,8 @@ import { WeftError } from "../model/errors.js";
 const BY_SUFFIX: [RegExp, number][] = [
   [/\.not_found$/, 404],
   [/^auth\.forbidden$/, 403],
+  [/^webhook\.(bad_signature|bad_timestamp|missing_headers)$/, 401],
+  [/unsupported_media_type$/, 415],
   [/^auth\./, 401],
   [/\.(key_taken|conflict|already_active|paused|key_changed|stale)$/, 409],
   [/^limits\.rate$/, 429],
