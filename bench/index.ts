@@ -3,20 +3,29 @@
 //   2. 5,000 runs of a 3-step automation on each store, each step a checkpointed no-op action
 //      (its result committed before the next step starts): runs/s, steps/s, and the p50/p99 time
 //      from one step's commit to the next step's start.
-// Options: --runs N (default 5000), --stores embedded,postgres
+//   3. Event intake over HTTP: events accepted/s with p50/p99 latency, load from a second process.
+//   4. Fairness: while automation A takes a 20,000-event flood, the p99 delay from event to run
+//      start for automation B's occasional events.
+// Options: --runs N (default 5000), --stores embedded,postgres, --only core,intake,fairness,
+//          --flood N (default 20000), --seconds N (intake load duration, default 5), --profile
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { spawn } from "node:child_process";
+import os from "node:os";
+import { fileURLToPath } from "node:url";
 import pg from "pg";
+import { buildApp } from "../src/server/app.js";
 import { Engine, DEFAULT_WORKSPACE } from "../src/engine/engine.js";
 import type { Store } from "../src/engine/store.js";
 import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 
 const PG_URL = process.env.WEFT_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
-const { values: args } = parseArgs({ options: { runs: { type: "string", default: "5000" }, stores: { type: "string", default: "embedded,postgres" }, profile: { type: "boolean", default: false } } });
+const { values: args } = parseArgs({ options: { runs: { type: "string", default: "5000" }, stores: { type: "string", default: "embedded,postgres" }, profile: { type: "boolean", default: false }, only: { type: "string", default: "core,intake,fairness" }, flood: { type: "string", default: "20000" }, seconds: { type: "string", default: "5" } } });
+const ONLY = new Set(args.only!.split(","));
 const RUNS = Number(args.runs);
 
 function pct(xs: number[], p: number): number {
@@ -75,7 +84,7 @@ const THREE_STEPS = {
 
 interface Result { store: string; enrollPerS: number; runsPerS: number; stepsPerS: number; p50: number; p99: number; seconds: number; commits: number; avgBatch: number }
 
-async function benchStore(kind: "embedded" | "postgres"): Promise<Result> {
+async function openBenchStore(kind: "embedded" | "postgres"): Promise<{ store: Store; cleanup: () => Promise<void> }> {
   let store: Store;
   let cleanup: () => Promise<void>;
   if (kind === "embedded") {
@@ -97,6 +106,11 @@ async function benchStore(kind: "embedded" | "postgres"): Promise<Result> {
     };
   }
   await store.migrate();
+  return { store, cleanup };
+}
+
+async function benchStore(kind: "embedded" | "postgres"): Promise<Result> {
+  const { store, cleanup } = await openBenchStore(kind);
   const committedAt = new Map<string, number>(); // run id → time its latest checkpoint committed
   const gaps: number[] = [];
   const register = (e: Engine) =>
@@ -144,16 +158,128 @@ async function benchStore(kind: "embedded" | "postgres"): Promise<Result> {
 }
 
 const stores = args.stores!.split(",") as ("embedded" | "postgres")[];
-console.log(`weft bench: ${RUNS} runs × 3 checkpointed no-op steps; node ${process.version}`);
+console.log(`weft bench on node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})`);
 let limit = NaN;
 if (stores.includes("postgres")) {
   limit = await pgCommitRate();
   console.log(`PostgreSQL single-row INSERT commits/s (8 clients, 3 s): ${f0(limit)}`);
 }
-const rows: Result[] = [];
-for (const s of stores) rows.push(await benchStore(s));
-console.log("\n| store | enroll runs/s | runs/s | steps/s | steps/s ÷ PG commit rate | commit→next step p50 / p99 ms | commits | runs per commit |");
-console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
-for (const r of rows) {
-  console.log(`| ${r.store} | ${f0(r.enrollPerS)} | ${f0(r.runsPerS)} | ${f0(r.stepsPerS)} | ${Number.isNaN(limit) ? "-" : f1(r.stepsPerS / limit) + "×"} | ${f1(r.p50)} / ${f1(r.p99)} | ${r.commits} | ${f1(r.avgBatch)} |`);
+if (ONLY.has("core")) {
+  console.log(`\n## ${RUNS} runs × 3 checkpointed no-op steps`);
+  const rows: Result[] = [];
+  for (const s of stores) rows.push(await benchStore(s));
+  console.log("\n| store | enroll runs/s | runs/s | steps/s | steps/s ÷ PG commit rate | commit→next step p50 / p99 ms | commits | runs per commit |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+  for (const r of rows) {
+    console.log(`| ${r.store} | ${f0(r.enrollPerS)} | ${f0(r.runsPerS)} | ${f0(r.stepsPerS)} | ${Number.isNaN(limit) ? "-" : f1(r.stepsPerS / limit) + "×"} | ${f1(r.p50)} / ${f1(r.p99)} | ${r.commits} | ${f1(r.avgBatch)} |`);
+  }
+}
+if (ONLY.has("intake")) {
+  console.log(`\n## Event intake over HTTP (autocannon in a second process, ${args.seconds} s, 32 connections, a fresh key per request)`);
+  console.log("\n| store | events accepted/s | p50 ms | p99 ms | non-2xx | runs created |");
+  console.log("| --- | --- | --- | --- | --- | --- |");
+  for (const s of stores) {
+    const r = await benchIntake(s);
+    console.log(`| ${s} | ${f0(r.rps)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${r.runs} |`);
+  }
+}
+if (ONLY.has("fairness")) {
+  const flood = Number(args.flood);
+  console.log(`\n## Fairness: automation A flooded with ${flood} events; B gets one event every 20 ms`);
+  console.log("\n| store | B events | B event→run start p50 / p99 / max ms | A runs finished when B's last run started |");
+  console.log("| --- | --- | --- | --- |");
+  for (const s of stores) {
+    const r = await benchFairness(s, flood);
+    console.log(`| ${s} | ${r.n} | ${f1(r.p50)} / ${f1(r.p99)} / ${f1(r.max)} | ${r.aDone} of ${flood} |`);
+  }
+}
+
+async function benchIntake(kind: "embedded" | "postgres") {
+  const { store, cleanup } = await openBenchStore(kind);
+  const engine = new Engine({ store });
+  await engine.start();
+  await engine.createAutomation(DEFAULT_WORKSPACE, {
+    key: "bench-intake", name: "Intake", triggers: [{ type: "event", name: "bench.ping" }], root: "a",
+    reentry: { policy: "allow_concurrent" }, nodes: [{ key: "a", kind: "set", config: { assign: { seen: "true" } } }],
+  });
+  const app = buildApp({ engine, adminToken: "bench" });
+  const addr = await app.listen({ host: "127.0.0.1", port: 0 });
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./load-events.ts", import.meta.url)), `${addr}/v1/events`, "bench", args.seconds!, "32"], { stdio: ["ignore", "pipe", "inherit"] });
+    let buf = "";
+    child.stdout.on("data", (c) => (buf += c));
+    child.on("exit", (code) => (code === 0 ? resolve(buf) : reject(new Error(`load process exited ${code}`))));
+  });
+  const r = JSON.parse(out.trim().split("\n").pop()!);
+  await app.close();
+  // Let dispatch drain, then count runs.
+  for (let i = 0; i < 600; i++) {
+    await engine.tick();
+    const page = await store.listRuns({ workspace_id: DEFAULT_WORKSPACE, limit: 1, status: "pending" });
+    if (page.items.length === 0) break;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  let runs = 0;
+  let cursor: string | undefined;
+  do {
+    const page = await store.listRuns({ workspace_id: DEFAULT_WORKSPACE, limit: 500, ...(cursor ? { cursor } : {}) });
+    runs += page.items.length;
+    cursor = page.next_cursor ?? undefined;
+  } while (cursor);
+  await engine.stop();
+  await store.close();
+  await cleanup();
+  return { ...r, runs };
+}
+
+async function benchFairness(kind: "embedded" | "postgres", flood: number) {
+  const { store, cleanup } = await openBenchStore(kind);
+  const writer = new Engine({ store, noRunner: true });
+  await writer.start();
+  const slowAction = { kind: "work", handler: async () => { await new Promise((r) => setTimeout(r, 5)); return { ok: true }; } };
+  writer.registerAction(slowAction);
+  const graph = (key: string, name: string) => ({
+    key, name: key, triggers: [{ type: "event" as const, name }], root: "w", reentry: { policy: "allow_concurrent" as const },
+    nodes: [{ key: "w", kind: "work", config: {} }],
+  });
+  const a = await writer.createAutomation(DEFAULT_WORKSPACE, graph("flood-a", "a.ping"));
+  const b = await writer.createAutomation(DEFAULT_WORKSPACE, graph("quiet-b", "b.ping"));
+  for (let i = 0; i < flood; i += 200) {
+    await Promise.all(Array.from({ length: Math.min(200, flood - i) }, (_, j) => writer.ingest(DEFAULT_WORKSPACE, { type: "a.ping", key: `a${i + j}` })));
+  }
+  const engine = new Engine({ store, runner: { pollMs: 20 } });
+  engine.registerAction(slowAction);
+  const sentAt = new Map<string, number>(); // event id → time
+  const delays: number[] = [];
+  let aDone = 0;
+  let aDoneAtLastB = 0;
+  engine.events.on("run:created", (e) => {
+    if (e.run.automation_id === b.id && e.run.event_id) sentAt.set(e.run.id, sentAt.get(e.run.event_id) ?? NaN);
+  });
+  engine.events.on("run:claimed", (e) => {
+    if (e.automation_id !== b.id) return;
+    const t = sentAt.get(e.run_id);
+    if (t !== undefined && !Number.isNaN(t)) {
+      delays.push(performance.now() - t);
+      sentAt.delete(e.run_id);
+      aDoneAtLastB = aDone;
+    }
+  });
+  engine.events.on("run:finished", (e) => {
+    if (e.automation_id === a.id) aDone++;
+  });
+  await engine.start();
+  const N = 50;
+  for (let i = 0; i < N; i++) {
+    const t = performance.now();
+    const res = await engine.ingest(DEFAULT_WORKSPACE, { type: "b.ping", key: `b${i}` });
+    sentAt.set(res.event_id, t);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  for (let i = 0; i < 500 && delays.length < N; i++) await new Promise((r) => setTimeout(r, 20));
+  await engine.stop();
+  await writer.stop();
+  await store.close();
+  await cleanup();
+  return { n: delays.length, p50: pct(delays, 50), p99: pct(delays, 99), max: Math.max(...delays), aDone: aDoneAtLastB };
 }

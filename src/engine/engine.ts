@@ -18,6 +18,8 @@ import type { NodeHandler } from "./nodes/types.js";
 import { Runner, type RunnerOptions } from "./runner.js";
 import type { Automation, AutomationStatus, AutomationVersion, HookRow, OverdueCount, Page, PauseRow, Run, RunAs, StepRun, Store } from "./store.js";
 import { VersionCache } from "./versions.js";
+import { Batcher } from "./batcher.js";
+import type { NewEvent } from "./store.js";
 import { Dispatcher } from "./dispatcher.js";
 import { apiEvent, type IncomingEvent } from "./intake.js";
 import { Scheduler, scheduleRows } from "./scheduler.js";
@@ -64,6 +66,8 @@ export class Engine {
   private readonly handlers = new Map<string, NodeHandler>();
   private readonly customKinds = new Map<string, CustomKindSpec>();
   private readonly versions: VersionCache;
+  /** Concurrent ingests share one transaction (group commit); each resolves once it is durable. */
+  private readonly intake = new Batcher((es: NewEvent[]) => this.store.insertEvents(es));
   private readonly runner: Runner | null;
   readonly dispatcher: Dispatcher | null;
   readonly scheduler: Scheduler | null;
@@ -266,7 +270,7 @@ export class Engine {
   }
 
   private async storeEvent(e: Parameters<Store["insertEvent"]>[0]): Promise<{ event_id: string; duplicate: boolean }> {
-    const { event, duplicate } = await this.store.insertEvent(e);
+    const { event, duplicate } = await this.intake.get(e);
     if (duplicate && event.payload_hash !== e.payload_hash) {
       throw new WeftError("event.key_conflict", `idempotency key "${e.idempotency_key}" was already used with a different body`, {
         field: "key", event_id: event.id,

@@ -263,6 +263,8 @@ export interface Store {
 
   /** Store an event unless (workspace, source, key) exists; then return the first one. */
   insertEvent(e: NewEvent): Promise<{ event: StoredEvent; duplicate: boolean }>;
+  /** insertEvent for many events in one transaction (group commit for intake). */
+  insertEvents(es: readonly NewEvent[]): Promise<{ event: StoredEvent; duplicate: boolean }[]>;
   getEvent(workspaceId: string, id: string): Promise<StoredEvent | null>;
   /**
    * In one transaction: claim up to `limit` undispatched events (round-robin over shards, SKIP

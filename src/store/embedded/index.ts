@@ -211,10 +211,18 @@ export class EmbeddedStore implements Store {
     return { created: true, run: toRun(this.s.insertRun.get(row)) };
   }
 
-  async insertEvent(e: NewEvent): Promise<{ event: StoredEvent; duplicate: boolean }> {
+  private insertEventTx(e: NewEvent): { event: StoredEvent; duplicate: boolean } {
     const r = this.s.insertEvent.get({ ...e, body: JSON.stringify(e.body) });
     if (r) return { event: toEvent(r), duplicate: false };
     return { event: toEvent(this.s.eventByKey.get(e.workspace_id, e.source, e.idempotency_key)), duplicate: true };
+  }
+
+  async insertEvent(e: NewEvent): Promise<{ event: StoredEvent; duplicate: boolean }> {
+    return this.insertEventTx(e);
+  }
+
+  async insertEvents(es: readonly NewEvent[]): Promise<{ event: StoredEvent; duplicate: boolean }[]> {
+    return this.db.transaction(() => es.map((e) => this.insertEventTx(e))).immediate();
   }
 
   async getEvent(workspaceId: string, id: string): Promise<StoredEvent | null> {

@@ -34,6 +34,37 @@ export async function insertEvent(db: Queryable, e: NewEvent): Promise<{ event: 
   return { event: toEvent(prior.rows[0]), duplicate: true };
 }
 
+const INSERT_EVENTS_SQL = `INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at)
+  SELECT x.id, x.workspace_id, x.source, x.idempotency_key, x.payload_hash, x.type, x.name, x.subject_id, x.body, x.shard,
+         to_timestamp(x.received_at / 1000.0)
+  FROM jsonb_to_recordset($1::jsonb) AS x(id text, workspace_id text, source text, idempotency_key text, payload_hash text,
+       type text, name text, subject_id text, body jsonb, shard int, received_at double precision)
+  ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`;
+
+/** Many events, one statement and one commit; duplicates (in the table or the batch) read back. */
+export async function insertEvents(db: Queryable, es: readonly NewEvent[]): Promise<{ event: StoredEvent; duplicate: boolean }[]> {
+  if (es.length === 0) return [];
+  const res = await db.query({ name: "weft_insert_events", text: INSERT_EVENTS_SQL, values: [JSON.stringify(es)] });
+  const made = new Map<string, StoredEvent>(res.rows.map((r) => [r.id as string, toEvent(r)]));
+  const k = (w: string, s: string, i: string) => `${w}\u0000${s}\u0000${i}`;
+  const missing = es.filter((e) => !made.has(e.id));
+  const prior = new Map<string, StoredEvent>();
+  if (missing.length > 0) {
+    const got = await db.query(
+      "SELECT * FROM events WHERE (workspace_id, source, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))",
+      [missing.map((e) => e.workspace_id), missing.map((e) => e.source), missing.map((e) => e.idempotency_key)],
+    );
+    for (const r of got.rows) prior.set(k(r.workspace_id, r.source, r.idempotency_key), toEvent(r));
+  }
+  return es.map((e) => {
+    const mine = made.get(e.id);
+    if (mine) return { event: mine, duplicate: false };
+    const first = prior.get(k(e.workspace_id, e.source, e.idempotency_key));
+    if (!first) throw new Error(`event ${e.id} was neither inserted nor found`);
+    return { event: first, duplicate: true };
+  });
+}
+
 export async function getEvent(pool: pg.Pool, workspaceId: string, id: string): Promise<StoredEvent | null> {
   const res = await pool.query("SELECT * FROM events WHERE id = $1 AND workspace_id = $2", [id, workspaceId]);
   return res.rows[0] ? toEvent(res.rows[0]) : null;

@@ -74,6 +74,9 @@ export class PostgresStore implements Store {
   insertEvent(e: NewEvent) {
     return E.insertEvent(this.pool, e);
   }
+  insertEvents(es: readonly NewEvent[]) {
+    return E.insertEvents(this.pool, es);
+  }
   getEvent(workspaceId: string, id: string) {
     return E.getEvent(this.pool, workspaceId, id);
   }

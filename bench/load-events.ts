@@ -1,0 +1,19 @@
+// A second process that loads POST /v1/events on loopback with autocannon, each request with a
+// fresh idempotency key, and prints autocannon's result as one JSON line. Bounded in time.
+//   tsx bench/load-events.ts URL TOKEN SECONDS CONNECTIONS
+
+import autocannon, { type Request } from "autocannon";
+
+const [url, token, seconds = "5", connections = "32"] = process.argv.slice(2);
+if (!url || !token) throw new Error("usage: load-events.ts URL TOKEN [SECONDS] [CONNECTIONS]");
+if (!/^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//.test(url)) throw new Error("loopback targets only");
+let n = 0;
+const result = await autocannon({
+  url,
+  method: "POST",
+  duration: Number(seconds),
+  connections: Number(connections),
+  headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+  requests: [{ setupRequest: (req: Request) => ({ ...req, body: JSON.stringify({ type: "bench.ping", key: `k${process.pid}-${n++}`, subject_id: `s${n % 1000}` }) }) }],
+});
+process.stdout.write(JSON.stringify({ requests: result.requests.total, non2xx: result.non2xx, errors: result.errors, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, duration: result.duration }) + "\n");
