@@ -278,6 +278,27 @@ describe("validateDefinition: errors carry a namespaced code and the exact JSON 
     expect(validateDefinition(endEdge).ok).toBe(true);
   });
 
+  // Regression test (the bug is fixed): src/model/definition.ts:262 only checks the port when `ports.length > 0`, so any edge
+  it("an edge leaving an end node (no ports) → definition.unknown_port", () => {
+    const d = example();
+    d.edges.push({ from: "done", port: "next", to: "check" });
+    expectOnlyError(d, "definition.unknown_port", "/edges/2/port");
+  });
+
+  // Regression test (the bug is fixed): src/model/definition.ts:218 looks kinds up with `BUILTIN_KINDS[node.kind]` on a plain obje…
+  it.each(["toString", "constructor", "__proto__", "hasOwnProperty"])("node kind %j → definition.unknown_kind, no throw", (kind) => {
+    const d = example();
+    d.nodes[1].kind = kind;
+    expectOnlyError(d, "definition.unknown_kind", "/nodes/1/kind");
+  });
+
+  // Regression test (the bug is fixed): same lookup at src/model/definition.ts:244: a for_each action kind "toString" counts as a…
+  it("for_each action kind \"toString\" → definition.unknown_kind", () => {
+    const d = everyKind();
+    d.nodes[8].config.action = { kind: "toString", config: {} };
+    expectOnlyError(d, "definition.unknown_kind", "/nodes/8/config/action/kind");
+  });
+
   it("edge from a node that does not exist → definition.unknown_node at /edges/N/from", () => {
     const d = example();
     d.edges[1].from = "ghost";
@@ -346,10 +367,8 @@ describe("validateDefinition: errors carry a namespaced code and the exact JSON 
     );
   });
 
-  // BUG: zodProblems (src/model/definition.ts:195) decides "missing" by `i.input === undefined`, but
-  // zod 4 issues carry no `input` unless asked (reportInput), so a present field of the wrong type
-  // is reported as definition.required with the message "required".
-  it.fails("a present field of the wrong type is definition.invalid_type, not definition.required", () => {
+  // Regression test (the bug is fixed): zodProblems (src/model/definition.ts:195) decides "missing" by `i.input === undefined`, bu…
+  it("a present field of the wrong type is definition.invalid_type, not definition.required", () => {
     const d = example();
     d.name = 5;
     const errs = errorsOf(validateDefinition(d));
@@ -423,7 +442,7 @@ const interesting = fc.oneof(
     "", "{{", "}}", "{{ }}", "{{ context.x }}", "a {{ b", "context.a >", "(", "context.n + 1", "* * * * *", "0 9 * * MON",
     "99 99 99 99 99", "Europe/Oslo", "Not/AZone", "check", "notify", "done", "true", "false", "next", "error", "default",
     "schedule", "record", "event", "webhook", "branch", "set", "switch", "for_each", "end", "http_request", "GET", "{{ m }}",
-    "__proto__", "constructor", "toString", "a/b~c",
+    "a/b~c", "hasOwn", "proto", "toString", "constructor", "__proto__",
   ),
   fc.integer(),
   fc.double(),

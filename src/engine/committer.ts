@@ -49,7 +49,18 @@ export class Committer {
 
   private async flush(): Promise<void> {
     if (this.queue.length === 0 || this.flushing >= this.opts.maxConcurrent) return;
-    const batch = this.queue.splice(0, this.opts.maxBatch);
+    // At most one checkpoint per run in a batch: a second one (from a superseded drive of the
+    // same run) waits for the next batch, where its rev check decides it.
+    const batch: Pending[] = [];
+    const rest: Pending[] = [];
+    const seen = new Set<string>();
+    for (const p of this.queue) {
+      if (batch.length < this.opts.maxBatch && !seen.has(p.cp.run_id)) {
+        seen.add(p.cp.run_id);
+        batch.push(p);
+      } else rest.push(p);
+    }
+    this.queue = rest;
     this.flushing++;
     const t0 = performance.now();
     try {

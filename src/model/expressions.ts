@@ -53,12 +53,18 @@ export interface Scope {
 }
 
 /** JSON → CEL values: whole numbers become int (bigint). */
+/** Set a key on a plain object, including "__proto__" (an ordinary key in JSON payloads). */
+function put(out: Record<string, unknown>, k: string, v: unknown): void {
+  if (k === "__proto__") Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+  else out[k] = v;
+}
+
 export function toCel(v: unknown): unknown {
   if (typeof v === "number") return Number.isSafeInteger(v) ? BigInt(v) : v;
   if (Array.isArray(v)) return v.map(toCel);
   if (v !== null && typeof v === "object" && !(v instanceof Date) && !(v instanceof Uint8Array)) {
     const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) out[k] = toCel(x);
+    for (const [k, x] of Object.entries(v)) put(out, k, toCel(x));
     return out;
   }
   return v;
@@ -70,13 +76,13 @@ export function fromCel(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(fromCel);
   if (v instanceof Map) {
     const out: Record<string, unknown> = {};
-    for (const [k, x] of v) out[String(k)] = fromCel(x);
+    for (const [k, x] of v) put(out, String(k), fromCel(x));
     return out;
   }
   if (v instanceof Uint8Array) return Buffer.from(v).toString("base64");
   if (v !== null && typeof v === "object" && !(v instanceof Date)) {
     const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) out[k] = fromCel(x);
+    for (const [k, x] of Object.entries(v)) put(out, k, fromCel(x));
     return out;
   }
   return v;
@@ -96,7 +102,26 @@ export class CelScope {
   }
 }
 
-function missingPath(source: string, key: string): string {
+/**
+ * The path that failed to resolve. cel-js marks the failing position with a caret under the
+ * source line; read the member chain ending at that key. Fall back to the first mention of the key.
+ */
+export function missingPath(source: string, key: string, message = ""): string {
+  const lines = message.split("\n");
+  const at = lines.findIndex((l) => /^>\s*1 \| /.test(l));
+  const srcLine = lines[at];
+  const caretLine = lines[at + 1];
+  if (at >= 0 && srcLine !== undefined && caretLine !== undefined && caretLine.includes("^")) {
+    const col = caretLine.indexOf("^") - (srcLine.indexOf("| ") + 2);
+    if (col >= 0 && col < source.length) {
+      let k = col;
+      while (k < source.length && (source[k] === "." || source[k] === "?" || source[k] === " ")) k++;
+      let start = col;
+      while (start > 0 && /[\w.?]/.test(source[start - 1]!)) start--;
+      if (source.startsWith(key, k)) return source.slice(start, k + key.length).replace(/\?/g, "").replace(/\s+/g, "");
+      if (/^[A-Za-z_]\w*$/.test(key) && source.slice(start, col + key.length).endsWith(key)) return source.slice(start, col + key.length).replace(/\?/g, "");
+    }
+  }
   const esc = key.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   const m = new RegExp(`((?:[A-Za-z_][\\w]*\\??\\.)*)${esc}\\b`).exec(source);
   return m ? m[0].replace(/\?/g, "") : key;
@@ -116,7 +141,7 @@ export function evaluate(source: string, scope: CelScope): unknown {
     const msg = firstLine(err);
     const m = /^(?:No such key|Unknown variable): (.+)$/.exec(msg);
     if (m && !msg.includes("index out of bounds")) {
-      const path = missingPath(source, m[1]!.trim());
+      const path = missingPath(source, m[1]!.trim(), err instanceof Error ? err.message : "");
       throw new StepFailure(stepError("template.missing_variable", `${path} does not resolve`, false, { path, expression: source }));
     }
     throw new StepFailure(stepError("expression.error", `${source}: ${msg}`, false, { expression: source }));
@@ -209,7 +234,7 @@ export function render(value: unknown, scope: CelScope): unknown {
   if (Array.isArray(value)) return value.map((v) => render(v, scope));
   if (value !== null && typeof value === "object") {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = render(v, scope);
+    for (const [k, v] of Object.entries(value)) put(out, k, render(v, scope));
     return out;
   }
   return value;

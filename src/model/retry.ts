@@ -27,8 +27,8 @@ export function decideRetry(error: StepError, attempt: number, policy: RetryPoli
   if (attempt >= policy.max_attempts) return { kind: "fail", code: error.code };
   const exp = Math.min(policy.max_ms, policy.initial_ms * 2 ** (attempt - 1));
   let delay = Math.round(exp / 2 + random * (exp / 2));
-  if (error.retry_after_ms !== undefined && error.retry_after_ms > delay) {
-    delay = Math.min(error.retry_after_ms, MAX_RETRY_AFTER_MS);
+  if (error.retry_after_ms !== undefined) {
+    delay = Math.max(delay, Math.min(error.retry_after_ms, MAX_RETRY_AFTER_MS));
   }
   return { kind: "retry", delayMs: delay };
 }
@@ -41,8 +41,8 @@ export function isRetryableHttpStatus(status: number): boolean {
 /** Parse a Retry-After header (seconds or HTTP date) into ms, relative to `nowMs`. */
 export function parseRetryAfter(value: string | undefined, nowMs: number): number | undefined {
   if (value === undefined || value === "") return undefined;
-  const secs = Number(value);
-  if (Number.isFinite(secs) && secs >= 0) return Math.round(secs * 1000);
+  if (/^\s*\d+(\.\d+)?\s*$/.test(value)) return Math.round(Number(value) * 1000);
+  if (!/[A-Za-z]/.test(value)) return undefined; // an HTTP date names its day and month
   const at = Date.parse(value);
   if (Number.isNaN(at)) return undefined;
   return Math.max(0, at - nowMs);

@@ -148,7 +148,7 @@ WITH input AS (
     rev = r.rev + 1
   FROM input i
   WHERE r.id = i.run_id AND r.rev = i.expected_rev AND r.lease_owner = $1
-  RETURNING r.id
+  RETURNING r.id, r.rev - 1 AS expected_rev
 ), ins AS (
   INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
     outcome, duration_ms, idempotency_key, input, output, error, started_at, finished_at)
@@ -158,11 +158,11 @@ WITH input AS (
   FROM jsonb_to_recordset($3::jsonb) AS s(
     run_id text, node_key text, node_kind text, visit int, attempt int, entered_via_port_key text,
     exited_via_port_key text, outcome text, duration_ms int, idempotency_key text, input jsonb, output jsonb,
-    error jsonb, started_at double precision, finished_at double precision, ord bigint)
-  WHERE s.run_id IN (SELECT id FROM upd)
+    error jsonb, started_at double precision, finished_at double precision, ord bigint, expected_rev int)
+  WHERE (s.run_id, s.expected_rev) IN (SELECT id, expected_rev FROM upd)
   ORDER BY s.ord
 )
-SELECT id FROM upd`;
+SELECT id, expected_rev FROM upd`;
 
 /** One statement, one round trip and one commit for many runs' checkpoints (group commit). */
 export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: readonly Checkpoint[], isTerminal: (s: string) => boolean): Promise<boolean[]> {
@@ -170,10 +170,11 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
   const states = cps.map((c) => ({
     run_id: c.run_id, expected_rev: c.expected_rev, ...c.state, terminal: isTerminal(c.state.status),
   }));
-  const steps = cps.flatMap((c) => c.steps).map((s, ord) => ({ ...s, ord }));
+  const steps = cps.flatMap((c) => c.steps.map((s) => ({ ...s, expected_rev: c.expected_rev }))).map((s, ord) => ({ ...s, ord }));
   const res = await pool.query({ name: "weft_commit", text: COMMIT_SQL, values: [owner, JSON.stringify(states), JSON.stringify(steps)] });
-  const applied = new Set(res.rows.map((r: { id: string }) => r.id));
-  return cps.map((c) => applied.has(c.run_id));
+  // Applied per checkpoint (run and the rev it expected), not per run id.
+  const applied = new Set(res.rows.map((r: { id: string; expected_rev: number }) => `${r.id}@${r.expected_rev}`));
+  return cps.map((c) => applied.has(`${c.run_id}@${c.expected_rev}`));
 }
 
 export async function renewLeases(pool: pg.Pool, owner: string, ids: readonly string[], until: number): Promise<string[]> {
