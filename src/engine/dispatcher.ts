@@ -7,7 +7,7 @@ import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
 import { newId, newTraceId } from "./ids.js";
 import { Loop } from "./loop.js";
-import type { Automation, NewRun, Store, StoredEvent } from "./store.js";
+import type { Automation, NewRun, Run, Store, StoredEvent } from "./store.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
 
 export interface DispatcherOptions {
@@ -90,19 +90,43 @@ export class Dispatcher {
     this.loop.poke();
   }
 
+  /** Versions are immutable: each one the plan needs is loaded once and kept. */
+  private readonly loaded = new Map<string, LoadedVersion>();
+
   /** One dispatch round; returns whether a full batch was taken (more may be waiting). */
   async once(): Promise<boolean> {
-    const active = await this.store.listActiveAutomations();
-    const candidates: Candidate[] = [];
-    for (const a of active) {
-      const v = await this.versions.get(a.id, a.current_version);
-      if (v) candidates.push({ automation: a, version: v });
-    }
     const now = this.clock.now();
-    const { events, runs } = await this.store.dispatchEvents(now, this.opts.batch, (evs) => planEvents(evs, candidates, now));
+    let res: { events: StoredEvent[]; runs: Run[] };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        // The plan sees the automations as they are inside the dispatch transaction. When one
+        // points at a version not loaded yet, the round is rolled back, the versions loaded, and
+        // the round tried again (rare: only after an automation changes).
+        res = await this.store.dispatchEvents(now, this.opts.batch, (evs, active) => {
+          const missing = active.filter((a) => !this.loaded.has(`${a.id}@${a.current_version}`));
+          if (missing.length > 0) throw new VersionsNotLoaded(missing);
+          const candidates = active.map((a) => ({ automation: a, version: this.loaded.get(`${a.id}@${a.current_version}`)! }));
+          return planEvents(evs, candidates, now);
+        });
+        break;
+      } catch (err) {
+        if (!(err instanceof VersionsNotLoaded) || attempt >= 5) throw err;
+        for (const a of err.automations) {
+          const v = await this.versions.get(a.id, a.current_version);
+          if (v) this.loaded.set(`${a.id}@${a.current_version}`, v);
+        }
+      }
+    }
+    const { events, runs } = res;
     for (const r of runs) this.events.emit("run:created", { run: r });
     for (const e of events) this.events.emit("event:dispatched", { event_id: e.id, runs: runs.filter((r) => r.event_id === e.id).map((r) => r.id) });
     if (runs.some((r) => r.status === "pending")) this.onRuns(runs.length);
     return events.length === this.opts.batch;
+  }
+}
+
+class VersionsNotLoaded extends Error {
+  constructor(readonly automations: Automation[]) {
+    super(`${automations.length} automation version(s) not loaded yet`);
   }
 }

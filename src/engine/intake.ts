@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { WeftError } from "../model/errors.js";
 import type { TriggerEvent } from "../model/triggers.js";
+import { canonical } from "../model/canonical.js";
 import { newId } from "./ids.js";
 import type { NewEvent } from "./store.js";
 
@@ -23,16 +24,6 @@ export interface IncomingEvent {
   before?: Record<string, unknown> | null | undefined;
   after?: Record<string, unknown> | null | undefined;
   payload?: unknown;
-}
-
-/** Canonical JSON (sorted keys) so equal bodies hash equally whatever their key order. */
-export function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
-  if (v !== null && typeof v === "object") {
-    return `{${Object.keys(v).sort().filter((k) => (v as Record<string, unknown>)[k] !== undefined)
-      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(",")}}`;
-  }
-  return JSON.stringify(v) ?? "null";
 }
 
 export function hashBody(body: unknown): string {

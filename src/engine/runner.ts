@@ -85,7 +85,8 @@ export class Runner {
     if (!this.stopped) return;
     this.stopped = false;
     this.loopDone = this.loop();
-    this.renewTimer = setInterval(() => void this.renew(), Math.max(50, Math.floor(this.opts.leaseMs / 3)));
+    // Node timers cap at 2^31-1 ms (beyond, they fire every 1 ms).
+    this.renewTimer = setInterval(() => void this.renew(), Math.max(50, Math.min(2_000_000_000, Math.floor(this.opts.leaseMs / 3))));
     this.renewTimer.unref();
   }
 

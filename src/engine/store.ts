@@ -186,6 +186,9 @@ export interface StoredEvent {
 
 export type NewEvent = Omit<StoredEvent, "dispatched_at" | "runs_created">;
 
+/** Turns claimed events and the automations active at that moment into runs (pure, synchronous). */
+export type DispatchPlan = (events: StoredEvent[], active: Automation[]) => NewRun[];
+
 export interface PauseKey {
   workspace_id: string;
   subject_id: string;
@@ -268,9 +271,11 @@ export interface Store {
   getEvent(workspaceId: string, id: string): Promise<StoredEvent | null>;
   /**
    * In one transaction: claim up to `limit` undispatched events (round-robin over shards, SKIP
-   * LOCKED), insert the runs `plan` makes of them (as insertRun would), mark them dispatched.
+   * LOCKED), read the active automations of their workspaces (after the claim, so every change
+   * committed before an event was acknowledged is seen), insert the runs `plan` makes of them (as
+   * insertRun would), mark them dispatched. If `plan` throws, nothing is written.
    */
-  dispatchEvents(now: number, limit: number, plan: (events: StoredEvent[]) => NewRun[]): Promise<{ events: StoredEvent[]; runs: Run[] }>;
+  dispatchEvents(now: number, limit: number, plan: DispatchPlan): Promise<{ events: StoredEvent[]; runs: Run[] }>;
 
   /**
    * Of these (workspace, subject, automation) keys, the ones with a pause in force at `now`, each

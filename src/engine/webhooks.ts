@@ -29,7 +29,7 @@ export function webhookEvent(hook: HookRow, raw: Buffer, headers: Record<string,
     throw new WeftError("webhook.missing_headers", "webhook-id, webhook-timestamp and webhook-signature are required", { headers: ["webhook-id", "webhook-timestamp", "webhook-signature"] });
   }
   try {
-    new Webhook(hook.secret).verify(raw, { "webhook-id": id, "webhook-timestamp": timestamp, "webhook-signature": signature });
+    new Webhook(hook.secret).verify(raw, { "webhook-id": id, "webhook-timestamp": timestamp, "webhook-signature": signature }, { jsonParse: false });
   } catch (err) {
     const msg = err instanceof WebhookVerificationError ? err.message : String(err);
     const code = /timestamp/i.test(msg) ? "webhook.bad_timestamp" : "webhook.bad_signature";

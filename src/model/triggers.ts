@@ -4,6 +4,7 @@
 import type { TriggerDef } from "./definition.js";
 import { CelScope, evaluateCondition } from "./expressions.js";
 import { StepFailure } from "./errors.js";
+import { canonical } from "./canonical.js";
 
 /** An event as triggers see it (CONTRACT.md § POST /events). */
 export interface TriggerEvent {
@@ -26,7 +27,7 @@ function sameValue(a: unknown, b: unknown): boolean {
   if (a === b) return true;
   if (a === undefined || b === undefined || a === null || b === null) return a === b || (a ?? null) === (b ?? null);
   if (typeof a !== "object" || typeof b !== "object") return false;
-  return JSON.stringify(a) === JSON.stringify(b);
+  return canonical(a) === canonical(b);
 }
 
 /** The watched fields that changed between before and after (all watched fields for created/deleted). */

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { WeftError } from "../../model/errors.js";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
-  Automation, AutomationStatus, AutomationVersion, Checkpoint, HookRow, InsertRunResult, NewEvent, NewRun, OverdueCount, Page,
+  Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, InsertRunResult, NewEvent, NewRun, OverdueCount, Page,
   PauseKey, PauseRow, Run, RunFilter, ScheduleRow, StepRun, Store, StoredEvent,
 } from "../../engine/store.js";
 import { laterEnd, pauseKey } from "../../engine/store.js";
@@ -230,7 +230,7 @@ export class EmbeddedStore implements Store {
     return r ? toEvent(r) : null;
   }
 
-  async dispatchEvents(now: number, limit: number, plan: (events: StoredEvent[]) => NewRun[]): Promise<{ events: StoredEvent[]; runs: Run[] }> {
+  async dispatchEvents(now: number, limit: number, plan: DispatchPlan): Promise<{ events: StoredEvent[]; runs: Run[] }> {
     return this.db.transaction(() => {
       const perShard = (this.s.undispatchedShards.all() as number[]).map((sh) => this.s.undispatchedOfShard.all(sh, limit).map(toEvent));
       const events: StoredEvent[] = [];
@@ -248,7 +248,8 @@ export class EmbeddedStore implements Store {
       if (events.length === 0) return { events, runs: [] };
       const runs: Run[] = [];
       const made = new Map<string, number>();
-      for (const nr of plan(events)) {
+      const active = this.db.prepare("SELECT * FROM automations WHERE status = 'active' ORDER BY created_at, id").all().map(toAutomation);
+      for (const nr of plan(events, active)) {
         const res = this.insertRunTx(nr, now);
         if (res.created) {
           runs.push(res.run);

@@ -1,9 +1,9 @@
 // Events, dispatch, subject pauses, schedules, hooks and the overdue view on PostgreSQL.
 
 import type pg from "pg";
-import type { HookRow, NewEvent, NewRun, OverdueCount, PauseKey, PauseRow, Run, ScheduleRow, StoredEvent } from "../../engine/store.js";
+import type { DispatchPlan, HookRow, NewEvent, OverdueCount, PauseKey, PauseRow, Run, ScheduleRow, StoredEvent } from "../../engine/store.js";
 import { laterEnd, pauseKey } from "../../engine/store.js";
-import { ms, ts } from "./rows.js";
+import { ms, toAutomation, ts } from "./rows.js";
 import { insertRuns } from "./runs.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -88,7 +88,7 @@ cand AS MATERIALIZED (
 )
 SELECT * FROM events WHERE id IN (SELECT id FROM cand) AND dispatched_at IS NULL ORDER BY received_at, id FOR UPDATE SKIP LOCKED`;
 
-export async function dispatchEvents(pool: pg.Pool, now: number, limit: number, plan: (events: StoredEvent[]) => NewRun[]): Promise<{ events: StoredEvent[]; runs: Run[] }> {
+export async function dispatchEvents(pool: pg.Pool, now: number, limit: number, plan: DispatchPlan): Promise<{ events: StoredEvent[]; runs: Run[] }> {
   const client = await pool.connect();
   try {
     await client.query("BEGIN");
@@ -98,7 +98,13 @@ export async function dispatchEvents(pool: pg.Pool, now: number, limit: number, 
       await client.query("COMMIT");
       return { events, runs: [] };
     }
-    const planned = plan(events);
+    const workspaces = [...new Set(events.map((e) => e.workspace_id))];
+    const active = await client.query({
+      name: "weft_active_automations_of",
+      text: "SELECT * FROM automations WHERE status = 'active' AND workspace_id = ANY($1::text[]) ORDER BY created_at, id",
+      values: [workspaces],
+    });
+    const planned = plan(events, active.rows.map(toAutomation));
     const results = await insertRuns(client, planned, now);
     const runs = results.filter((r) => r.created).map((r) => r.run);
     const made = new Map<string, number>();

@@ -4,7 +4,7 @@
 import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
-  Automation, AutomationStatus, AutomationVersion, Checkpoint, HookRow, NewEvent, NewRun, PauseKey, PauseRow, ScheduleRow, Store, StoredEvent,
+  Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey, PauseRow, ScheduleRow, Store, StoredEvent,
 } from "../../engine/store.js";
 import { toAutomation } from "./rows.js";
 import * as E from "./events.js";
@@ -80,7 +80,7 @@ export class PostgresStore implements Store {
   getEvent(workspaceId: string, id: string) {
     return E.getEvent(this.pool, workspaceId, id);
   }
-  dispatchEvents(now: number, limit: number, plan: (events: StoredEvent[]) => NewRun[]) {
+  dispatchEvents(now: number, limit: number, plan: DispatchPlan) {
     return E.dispatchEvents(this.pool, now, limit, plan);
   }
   activePauses(keys: readonly PauseKey[], now: number) {

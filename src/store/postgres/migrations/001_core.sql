@@ -59,7 +59,7 @@ CREATE TABLE runs (
   completed_at     timestamptz,
   updated_at       timestamptz NOT NULL,
   FOREIGN KEY (automation_id, version) REFERENCES automation_versions (automation_id, version)
-);
+) WITH (fillfactor = 70);  -- room on each page for HOT updates: a checkpoint rewrites the row, rarely its indexed columns
 
 -- One run per (automation, trigger event or enrollment key): replays create nothing.
 CREATE UNIQUE INDEX runs_dedupe ON runs (automation_id, dedupe_key);
