@@ -296,11 +296,13 @@ export class Engine {
       paused_until: p.paused_until ?? null, created_at: this.clock.now(),
     };
     await this.store.putPause(row);
+    this.runner?.pauses.invalidate();
     return row;
   }
 
   async resumeSubject(workspaceId: string, subjectId: string, automationId?: string | null): Promise<boolean> {
     const deleted = await this.store.deletePause(workspaceId, subjectId, automationId ?? "", this.clock.now());
+    this.runner?.pauses.invalidate();
     this.poke();
     return deleted;
   }

@@ -20,8 +20,7 @@ import type { NodeHandler, NodeResult } from "./nodes/types.js";
 import type { Checkpoint, Cursor, NewStepRun, Run, RunState, Store } from "./store.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
 import { crashPoint } from "./crashpoints.js";
-import { Batcher } from "./batcher.js";
-import { pauseKey, type PauseKey } from "./store.js";
+import { PauseView } from "./pauses.js";
 
 /** Node visits without a pause point before a run is stopped as a runaway loop (seed 004). */
 export const LOOP_CAP = 200;
@@ -46,8 +45,8 @@ export class Runner {
   private wake: (() => void) | null = null;
   private renewTimer: NodeJS.Timeout | null = null;
   private readonly drivers = new Set<Promise<void>>();
-  /** Is the run's subject paused now? undefined: no; a number or null: until when (null = until resumed). */
-  private readonly pauses: Batcher<PauseKey, number | null | undefined>;
+  /** Which subjects are paused (cached; see pauses.ts). */
+  readonly pauses: PauseView;
 
   constructor(
     private readonly store: Store,
@@ -59,10 +58,7 @@ export class Runner {
     private readonly opts: RunnerOptions,
   ) {
     this.committer = new Committer(store, opts.owner, events, { maxBatch: opts.commitBatch, maxConcurrent: opts.commitConcurrency });
-    this.pauses = new Batcher(async (keys) => {
-      const found = await this.store.activePauses(keys, this.clock.now());
-      return keys.map((k) => (found.has(pauseKey(k)) ? (found.get(pauseKey(k)) ?? null) : undefined));
-    });
+    this.pauses = new PauseView(store, clock);
   }
 
   /** Park the run if its subject is paused (checked at claim and after every checkpoint). */
@@ -71,7 +67,7 @@ export class Runner {
     if (r.subject_id === null) return false;
     let until: number | null | undefined;
     try {
-      until = await this.pauses.get({ workspace_id: r.workspace_id, subject_id: r.subject_id, automation_id: r.automation_id });
+      until = await this.pauses.pausedUntil({ workspace_id: r.workspace_id, subject_id: r.subject_id, automation_id: r.automation_id });
     } catch (error) {
       this.events.emit("engine:error", { where: "pause check", error });
       return false;

@@ -283,6 +283,8 @@ export interface Store {
    */
   activePauses(keys: readonly PauseKey[], now: number): Promise<Map<string, number | null>>;
   listActiveAutomations(): Promise<Automation[]>;
+  /** Pauses in force at `now`, at most `limit` of them (the runner caches these). */
+  listActivePauses(now: number, limit: number): Promise<PauseRow[]>;
   putPause(p: PauseRow): Promise<void>;
   /** Delete the pause and wake the runs parked on it; returns whether a row was deleted. */
   deletePause(workspaceId: string, subjectId: string, automationId: string, now: number): Promise<boolean>;

@@ -277,6 +277,10 @@ export class EmbeddedStore implements Store {
     return this.db.prepare("SELECT * FROM automations WHERE status = 'active' ORDER BY created_at, id").all().map(toAutomation);
   }
 
+  async listActivePauses(now: number, limit: number): Promise<PauseRow[]> {
+    return this.db.prepare("SELECT * FROM subject_controls WHERE paused_until IS NULL OR paused_until > ? LIMIT ?").all(now, limit) as PauseRow[];
+  }
+
   async putPause(p: PauseRow): Promise<void> {
     this.db.prepare(`INSERT INTO subject_controls (workspace_id, subject_id, automation_id, pause_reason, paused_until, created_at)
       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, subject_id, automation_id)

@@ -141,6 +141,15 @@ export async function activePauses(pool: pg.Pool, keys: readonly PauseKey[], now
   return out;
 }
 
+export async function listActivePauses(pool: pg.Pool, now: number, limit: number): Promise<PauseRow[]> {
+  const res = await pool.query({
+    name: "weft_list_active_pauses",
+    text: "SELECT * FROM subject_controls WHERE paused_until IS NULL OR paused_until > $1 LIMIT $2",
+    values: [ts(now), limit],
+  });
+  return res.rows.map(toPause);
+}
+
 export async function putPause(pool: pg.Pool, p: PauseRow): Promise<void> {
   await pool.query(
     `INSERT INTO subject_controls (workspace_id, subject_id, automation_id, pause_reason, paused_until, created_at) VALUES ($1,$2,$3,$4,$5,$6)

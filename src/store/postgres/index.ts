@@ -90,6 +90,9 @@ export class PostgresStore implements Store {
     const res = await this.pool.query({ name: "weft_active_automations", text: "SELECT * FROM automations WHERE status = 'active' ORDER BY created_at, id" });
     return res.rows.map(toAutomation);
   }
+  listActivePauses(now: number, limit: number) {
+    return E.listActivePauses(this.pool, now, limit);
+  }
   putPause(p: PauseRow) {
     return E.putPause(this.pool, p);
   }
