@@ -3,6 +3,7 @@
 // stalled cannot commit what it did once it wakes (its checkpoint is refused, the run goes on),
 // nor can a superseded drive of its own; and lease renewal never deadlocks with checkpoints.
 
+import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Engine } from "../src/engine/engine.js";
 import type { EngineEvents } from "../src/engine/events.js";
@@ -334,7 +335,7 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
   it("a worker's lease renewal racing its own batched checkpoint never deadlocks", async () => {
     // The runner renews all its leases in one statement while the group committer writes a batch
     // of checkpoints for the same runs; the two must not lock those rows in conflicting orders.
-    // (50 runs, 600 rounds, batches in reverse and shuffled order: on PostgreSQL a lock-order
+    // (50 runs, 150 rounds, batches in reverse and shuffled order: on PostgreSQL a lock-order
     // conflict shows within a few dozen rounds.)
     const e = new Engine({ store: ts.store, noRunner: true });
     await e.start();
@@ -347,7 +348,7 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
     expect(runs).toHaveLength(N);
     const rev = new Map(runs.map((r) => [r.id, r.rev]));
     const ids = runs.map((r) => r.id).sort();
-    for (let round = 0; round < 600; round++) {
+    for (let round = 0; round < 150; round++) {
       // The committer hands checkpoints over in the order drives finished: here reversed, or shuffled.
       const order = round % 2 === 0 ? [...ids].reverse() : shuffled(ids);
       const cps: Checkpoint[] = order.map((id) => ({
@@ -366,6 +367,60 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
       expect((committed as PromiseFulfilledResult<boolean[]>).value).toEqual(cps.map(() => true));
       expect(new Set((renewed as PromiseFulfilledResult<string[]>).value)).toEqual(new Set(ids));
       for (const id of ids) rev.set(id, rev.get(id)! + 1);
+    }
+  }, 180_000);
+
+  it.runIf(kind === "postgres")("renewal and checkpoint meeting on the same two rows in opposite orders do not deadlock", async () => {
+    // The interleaving the randomized test above hopes for, made to happen: a third session holds
+    // row B; the checkpoint batch (B, A) waits on B holding nothing; the renewal (A, B) takes A and
+    // waits on B; then B is released. Rows taken in one agreed order cannot deadlock, whatever the
+    // order of the batch. (SQLite serialises writers, so there is nothing to interleave there.)
+    const e = new Engine({ store: ts.store, noRunner: true });
+    await e.start();
+    engines.push(e);
+    const automation = await e.createAutomation(WS, { key: "order", name: "order", root: "s", nodes: [{ key: "s", kind: "set", config: { assign: { x: "1" } } }] });
+    for (let i = 0; i < 3; i++) await e.enroll(WS, automation.id, {});
+    const runs = await ts.store.claimRuns("wkr_X", Date.now(), 60_000, 10);
+    const rev = new Map(runs.map((r) => [r.id, r.rev]));
+
+    const admin = new pg.Client({ connectionString: ts.env.WEFT_DATABASE_URL });
+    await admin.connect();
+    const blocker = new pg.Client({ connectionString: ts.env.WEFT_DATABASE_URL });
+    await blocker.connect();
+    try {
+      await blocker.query(`SET search_path TO "${ts.env.WEFT_DATABASE_SCHEMA}"`);
+      // Two rows whose physical order agrees with their id order, so a scan meets A first either way.
+      const phys = (await blocker.query<{ id: string }>("SELECT id FROM runs ORDER BY ctid")).rows.map((r) => r.id);
+      const [A, B] = phys.flatMap((a, i) => phys.slice(i + 1).filter((b) => a < b).map((b) => [a, b] as const))[0]!;
+      const blockerPid = (await blocker.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
+      /** The backend (other than `not`) that waits on a lock held by one of `holders`. */
+      const waiterOn = async (holders: number[], not = -1): Promise<number> => {
+        for (;;) {
+          const r = await admin.query<{ pid: number }>(
+            "SELECT pid FROM pg_stat_activity WHERE pid <> $2 AND pg_blocking_pids(pid) && $1::int[] LIMIT 1", [holders, not]);
+          if (r.rows[0]) return r.rows[0].pid;
+          await sleep(5); // polling the database's lock table, not waiting on the engine
+        }
+      };
+      await blocker.query("BEGIN");
+      await blocker.query("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", [B]);
+
+      const cp = (id: string): Checkpoint => ({
+        run_id: id, expected_rev: rev.get(id)!, steps: [],
+        state: {
+          status: "running", exit_reason: null, current_node_key: "s", waiting_for: null, waiting_until: null, context: {}, steps: {},
+          cursor: runs[0]!.cursor, items_total: 0, items_failed: 0, interruptions: 0, due_at: null, keep_lease: true, completed_at: null, updated_at: Date.now(),
+        },
+      });
+      const committed = ts.store.commit("wkr_X", [cp(B), cp(A)]).then((v) => ({ ok: v }), (err: Error) => ({ error: err.message }));
+      const committer = await waiterOn([blockerPid]);
+      const renewed = ts.store.renewLeases("wkr_X", [A, B], Date.now() + 60_000).then((v) => ({ ok: [...v].sort() }), (err: Error) => ({ error: err.message }));
+      await waiterOn([blockerPid, committer], committer);
+      await blocker.query("ROLLBACK");
+      expect({ commit: await committed, renew: await renewed }).toEqual({ commit: { ok: [true, true] }, renew: { ok: [A, B] } });
+    } finally {
+      await blocker.end();
+      await admin.end();
     }
   });
 });
