@@ -93,7 +93,7 @@ export class Engine {
         });
     this.dispatcher = opts.noRunner
       ? null
-      : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 500, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
+      : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 200, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
     this.scheduler = opts.noRunner ? null : new Scheduler(this.store, this.clock, this.events, opts.schedulePollMs ?? 1000, () => this.dispatcher?.poke());
   }
 

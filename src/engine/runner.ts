@@ -170,9 +170,12 @@ export class Runner {
     this.drivers.add(p);
   }
 
+  private renewing = false;
+
   private async renew(): Promise<void> {
     const ids = [...this.inFlight.keys()];
-    if (ids.length === 0) return;
+    if (ids.length === 0 || this.renewing) return; // a slow renewal is not stacked on by the next tick
+    this.renewing = true;
     try {
       const held = new Set(await this.store.renewLeases(this.opts.owner, ids, this.clock.now() + this.opts.leaseMs));
       for (const id of ids) {
@@ -184,6 +187,8 @@ export class Runner {
       }
     } catch (error) {
       this.events.emit("engine:error", { where: "renew", error });
+    } finally {
+      this.renewing = false;
     }
   }
 
@@ -320,7 +325,8 @@ export class Runner {
           this.events.emit("step:retry_scheduled", { run_id: d.run.id, node_key: node.key, attempt, delay_ms: decision.delayMs, error: result.error });
           return d.park("retrying", "retry", finished + decision.delayMs);
         }
-        d.addStep(row("failed", null, result.output, result.error));
+        const errorPort = d.version?.edges.get(node.key)?.has("error") ? "error" : null;
+        d.addStep(row("failed", errorPort, result.output, result.error));
         return d.routeError(node, result.error);
       }
     }

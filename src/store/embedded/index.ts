@@ -59,7 +59,11 @@ function toStep(r: any): StepRun {
 export class EmbeddedStore implements Store {
   readonly kind = "embedded" as const;
   readonly db: Database.Database;
-  private s!: ReturnType<EmbeddedStore["prepare"]>;
+  private prepared: ReturnType<EmbeddedStore["prepare"]> | undefined;
+  /** Statements are prepared on first use (the tables exist once migrate() has run, here or earlier). */
+  private get s(): ReturnType<EmbeddedStore["prepare"]> {
+    return (this.prepared ??= this.prepare());
+  }
 
   constructor(opts: EmbeddedStoreOptions) {
     if (opts.file !== ":memory:") mkdirSync(dirname(opts.file), { recursive: true });
@@ -130,7 +134,7 @@ export class EmbeddedStore implements Store {
       }
     });
     apply.immediate();
-    this.s = this.prepare();
+    this.prepared = undefined;
   }
 
   async close(): Promise<void> {
