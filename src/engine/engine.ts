@@ -84,7 +84,7 @@ export class Engine {
       : new Runner(this.store, this.versions, this.handlers, this.clock, this.events, opts.http ?? new UndiciHttpClient(), {
           owner: this.owner,
           leaseMs: 30_000,
-          maxInFlight: 2000,
+          maxInFlight: 500,
           claimBatch: 200,
           pollMs: pg ? 250 : 1000,
           commitBatch: 500,
@@ -93,7 +93,7 @@ export class Engine {
         });
     this.dispatcher = opts.noRunner
       ? null
-      : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 200, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
+      : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 50, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
     this.scheduler = opts.noRunner ? null : new Scheduler(this.store, this.clock, this.events, opts.schedulePollMs ?? 1000, () => this.dispatcher?.poke());
   }
 

@@ -48,7 +48,12 @@ export class Loop {
         next = errorDelay;
         errorDelay = Math.min(errorDelay * 2, 2000);
       }
-      if (next === true || this.poked) continue;
+      if (next === true || this.poked) {
+        // Yield to timers and I/O before the next round: with the embedded store a round is
+        // synchronous work, and back-to-back rounds chained by microtasks would starve the rest.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        continue;
+      }
       await this.sleep(typeof next === "number" ? Math.max(1, Math.min(next, this.pollMs)) : this.pollMs);
     }
   }

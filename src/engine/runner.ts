@@ -25,6 +25,9 @@ import { PauseView } from "./pauses.js";
 /** Node visits without a pause point before a run is stopped as a runaway loop (seed 004). */
 export const LOOP_CAP = 200;
 
+/** Runs claimed per poll beyond capacity, for fairness (see the claim loop). */
+const FAIR_SHARE_CLAIM = 4;
+
 export interface RunnerOptions {
   owner: string;
   leaseMs: number;
@@ -110,9 +113,13 @@ export class Runner {
   private async loop(): Promise<void> {
     let errorDelay = 50;
     while (!this.stopped) {
+      // At capacity, still claim a few (up to a hard cap of 1.25 × maxInFlight): claims are
+      // round-robin across automations, so another automation's run is not left waiting behind
+      // a flood that already fills this worker.
       const room = this.opts.maxInFlight - this.inFlight.size;
+      const over = Math.floor(this.opts.maxInFlight * 1.25) - this.inFlight.size;
       let claimed: Run[] = [];
-      const want = Math.min(room, this.opts.claimBatch);
+      const want = room > 0 ? Math.min(room, this.opts.claimBatch) : Math.min(over, FAIR_SHARE_CLAIM);
       if (want > 0) {
         try {
           claimed = await this.store.claimRuns(this.opts.owner, this.clock.now(), this.opts.leaseMs, want);
@@ -125,7 +132,10 @@ export class Runner {
         }
       }
       for (const run of claimed) this.startDriver(run);
-      if (claimed.length > 0 && claimed.length === want) continue;
+      if (room > 0 && claimed.length > 0 && claimed.length === want) {
+        await new Promise<void>((resolve) => setImmediate(resolve)); // let drivers and commits run
+        continue;
+      }
       await this.sleep(await this.idleDelay());
     }
   }
