@@ -135,9 +135,6 @@ WITH input AS (
     waiting_until double precision, context jsonb, steps jsonb, cursor jsonb, items_total int, items_failed int,
     interruptions int, due_at double precision, keep_lease boolean, completed_at double precision,
     updated_at double precision, terminal boolean)
-), locked AS (
-  -- Lock in id order, as renewLeases does, so a renewal and a checkpoint never deadlock.
-  SELECT id FROM runs WHERE id IN (SELECT run_id FROM input) ORDER BY id FOR UPDATE
 ), upd AS (
   UPDATE runs r SET
     status = i.status, exit_reason = i.exit_reason, current_node_key = i.current_node_key,
@@ -149,8 +146,8 @@ WITH input AS (
     active_subject = CASE WHEN i.terminal THEN NULL ELSE r.active_subject END,
     completed_at = to_timestamp(i.completed_at / 1000.0), updated_at = to_timestamp(i.updated_at / 1000.0),
     rev = r.rev + 1
-  FROM input i, locked l
-  WHERE r.id = i.run_id AND l.id = r.id AND r.rev = i.expected_rev AND r.lease_owner = $1
+  FROM input i
+  WHERE r.id = i.run_id AND r.rev = i.expected_rev AND r.lease_owner = $1
   RETURNING r.id, r.rev - 1 AS expected_rev
 ), ins AS (
   INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
@@ -180,14 +177,22 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
   return cps.map((c) => applied.has(`${c.run_id}@${c.expected_rev}`));
 }
 
+/**
+ * Extend this owner's leases. Rows locked right now (by this owner's own checkpoint in flight)
+ * are skipped, not waited for: waiting could deadlock against that checkpoint's row locks, and a
+ * skipped lease is extended at the next renewal (a third of a lease later). They still count as
+ * held when this owner holds them.
+ */
 export async function renewLeases(pool: pg.Pool, owner: string, ids: readonly string[], until: number): Promise<string[]> {
   if (ids.length === 0) return [];
   const res = await pool.query({
     name: "weft_renew_leases",
     text: `WITH locked AS (
-             SELECT id FROM runs WHERE id = ANY($2::text[]) AND lease_owner = $1 AND status = 'running' ORDER BY id FOR UPDATE
+             SELECT id FROM runs WHERE id = ANY($2::text[]) AND lease_owner = $1 AND status = 'running' FOR UPDATE SKIP LOCKED
+           ), renewed AS (
+             UPDATE runs r SET due_at = $3 FROM locked WHERE r.id = locked.id
            )
-           UPDATE runs r SET due_at = $3 FROM locked WHERE r.id = locked.id AND r.lease_owner = $1 RETURNING r.id`,
+           SELECT id FROM runs WHERE id = ANY($2::text[]) AND lease_owner = $1 AND status = 'running'`,
     values: [owner, ids, ts(until)],
   });
   return res.rows.map((r: { id: string }) => r.id);
