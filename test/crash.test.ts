@@ -12,6 +12,7 @@ import { isTerminal } from "../src/model/run-status.js";
 import { WS } from "./helpers/engine.js";
 import { Sink } from "./helpers/sink.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { sleep } from "./helpers/wait.js";
 
 /** The repository root (where `src/cli/main.ts` and node_modules/tsx live). */
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -20,7 +21,6 @@ const HTTP_NODES = ["a", "b", "c"] as const;
 const ALL_NODES = [...HTTP_NODES, "done"] as const;
 const CRASH_POINTS = ["runner:after-step-effect", "runner:before-checkpoint", "runner:after-checkpoint"] as const;
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const randInt = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi - lo + 1));
 
 // ---------- worker children ----------

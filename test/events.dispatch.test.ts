@@ -13,18 +13,7 @@ import { Engine } from "../src/engine/engine.js";
 import type { Store, StoredEvent } from "../src/engine/store.js";
 import { WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, capMs = 20_000, everyMs = 20): Promise<T> {
-  const deadline = Date.now() + capMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${capMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
+import { sleep, until } from "./helpers/wait.js";
 
 /** The real store; the next dispatch round can be held just before its dispatch transaction. */
 function holdable(store: Store) {

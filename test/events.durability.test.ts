@@ -10,20 +10,10 @@ import { Engine } from "../src/engine/engine.js";
 import type { Run } from "../src/engine/store.js";
 import { WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { sleep, until } from "./helpers/wait.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const TOKEN = "durability-token";
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, capMs = 30_000, everyMs = 50): Promise<T> {
-  const deadline = Date.now() + capMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${capMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
 
 interface Child {
   proc: ChildProcess;

@@ -7,22 +7,12 @@ import { Engine } from "../src/engine/engine.js";
 import { shardOf } from "../src/engine/intake.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { sleep, until } from "./helpers/wait.js";
 
 const FLOOD = 2000;
 const FEW = 3;
 const FLOOD_NAME = "fair.flood";
 const FEW_NAME = "fair.few";
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, fn: () => T | null | undefined | false | Promise<T | null | undefined | false>, capMs: number, everyMs = 50): Promise<T> {
-  const deadline = Date.now() + capMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${capMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
 
 /** Run `n` tasks with at most `width` in flight. */
 async function bounded(n: number, width: number, task: (i: number) => Promise<unknown>): Promise<void> {

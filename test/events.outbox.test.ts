@@ -10,18 +10,7 @@ import type { Run } from "../src/engine/store.js";
 import { emitEvent } from "../src/outbox.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, PG_URL, STORE_KINDS, type TestStore } from "./helpers/stores.js";
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, capMs = 20_000, everyMs = 25): Promise<T> {
-  const deadline = Date.now() + capMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${capMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
+import { sleep, until } from "./helpers/wait.js";
 
 let seq = 0;
 

@@ -12,6 +12,7 @@ import type { Checkpoint, Store, StepRun } from "../src/engine/store.js";
 import { StepFailure, stepError } from "../src/model/errors.js";
 import { settle, startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { sleep } from "./helpers/wait.js";
 
 interface Call {
   worker: string;
@@ -48,8 +49,6 @@ function stallable(store: Store): { store: Store; renew: boolean; claim: boolean
   });
   return ctl;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function shuffled<T>(xs: readonly T[]): T[] {
   const out = [...xs];

@@ -14,21 +14,11 @@ import type { Run, StoredEvent } from "../src/engine/store.js";
 import { buildApp } from "../src/server/app.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { sleep, until } from "./helpers/wait.js";
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
 const DAY = 24 * HOUR;
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, capMs = 20_000, everyMs = 20): Promise<T> {
-  const deadline = Date.now() + capMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${capMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
 
 /** A loopback server that holds each request until the test releases it. */
 class Gate {

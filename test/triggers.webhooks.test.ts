@@ -16,19 +16,9 @@ import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { sleep, until } from "./helpers/wait.js";
 
 const TOKEN = "hooks-admin-token";
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, capMs = 20_000, everyMs = 20): Promise<T> {
-  const deadline = Date.now() + capMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${capMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
 
 /** Stored events of one source, straight from the database (the Store has no event listing). */
 async function eventsFrom(store: Store, source: string): Promise<{ id: string; idempotency_key: string }[]> {

@@ -21,6 +21,7 @@ import type { Checkpoint, Cursor, NewStepRun, Run, RunState, Store } from "./sto
 import type { LoadedVersion, VersionCache } from "./versions.js";
 import { crashPoint } from "./crashpoints.js";
 import { PauseView } from "./pauses.js";
+import { Loop } from "./loop.js";
 
 /** Node visits without a pause point before a run is stopped as a runaway loop (seed 004). */
 export const LOOP_CAP = 200;
@@ -43,9 +44,7 @@ export interface RunnerOptions {
 export class Runner {
   private readonly committer: Committer;
   private readonly inFlight = new Map<string, AbortController>();
-  private stopped = true;
-  private loopDone: Promise<void> = Promise.resolve();
-  private wake: (() => void) | null = null;
+  private readonly loop: Loop;
   private renewTimer: NodeJS.Timeout | null = null;
   private readonly drivers = new Set<Promise<void>>();
   /** Which subjects are paused (cached; see pauses.ts). */
@@ -62,6 +61,7 @@ export class Runner {
   ) {
     this.committer = new Committer(store, opts.owner, events, { maxBatch: opts.commitBatch, maxConcurrent: opts.commitConcurrency });
     this.pauses = new PauseView(store, clock);
+    this.loop = new Loop("claim", events, () => this.claimRound(), opts.pollMs);
   }
 
   /** Park the run if its subject is paused (checked at claim and after every checkpoint). */
@@ -81,63 +81,43 @@ export class Runner {
   }
 
   start(): void {
-    if (!this.stopped) return;
-    this.stopped = false;
-    this.loopDone = this.loop();
+    if (this.renewTimer) return;
+    this.loop.start();
     // Node timers cap at 2^31-1 ms (beyond, they fire every 1 ms).
     this.renewTimer = setInterval(() => void this.renew(), Math.max(50, Math.min(2_000_000_000, Math.floor(this.opts.leaseMs / 3))));
     this.renewTimer.unref();
   }
 
-  /** Stop claiming; abort in-flight steps and wait for drivers (their leases lapse or are released). */
+  /** Stop claiming; abort in-flight steps and wait for drivers (they hand their runs back as interrupted). */
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.poke();
+    await this.loop.stop();
     if (this.renewTimer) clearInterval(this.renewTimer);
-    await this.loopDone;
+    this.renewTimer = null;
     for (const c of this.inFlight.values()) c.abort();
     await Promise.allSettled([...this.drivers]);
   }
 
   /** Something became due (a run was created, a clock moved): claim now instead of at the next poll. */
   poke(): void {
-    const w = this.wake;
-    this.wake = null;
-    w?.();
+    this.loop.poke();
   }
 
   get busy(): number {
     return this.inFlight.size;
   }
 
-  private async loop(): Promise<void> {
-    let errorDelay = 50;
-    while (!this.stopped) {
-      // At capacity, still claim a few (up to a hard cap of 1.25 × maxInFlight): claims are
-      // round-robin across automations, so another automation's run is not left waiting behind
-      // a flood that already fills this worker.
-      const room = this.opts.maxInFlight - this.inFlight.size;
-      const over = Math.floor(this.opts.maxInFlight * 1.25) - this.inFlight.size;
-      let claimed: Run[] = [];
-      const want = room > 0 ? Math.min(room, this.opts.claimBatch) : Math.min(over, FAIR_SHARE_CLAIM);
-      if (want > 0) {
-        try {
-          claimed = await this.store.claimRuns(this.opts.owner, this.clock.now(), this.opts.leaseMs, want);
-          errorDelay = 50;
-        } catch (error) {
-          this.events.emit("engine:error", { where: "claim", error });
-          await this.sleep(errorDelay);
-          errorDelay = Math.min(errorDelay * 2, 2000);
-          continue;
-        }
-      }
-      for (const run of claimed) this.startDriver(run);
-      if (room > 0 && claimed.length > 0 && claimed.length === want) {
-        await new Promise<void>((resolve) => setImmediate(resolve)); // let drivers and commits run
-        continue;
-      }
-      await this.sleep(await this.idleDelay());
-    }
+  /** One claim; true when a full batch came back (claim again at once), else how long to sleep. */
+  private async claimRound(): Promise<boolean | number> {
+    // At capacity, still claim a few (up to a hard cap of 1.25 × maxInFlight): claims are
+    // round-robin across automations, so another automation's run is not left waiting behind
+    // a flood that already fills this worker.
+    const room = this.opts.maxInFlight - this.inFlight.size;
+    const over = Math.floor(this.opts.maxInFlight * 1.25) - this.inFlight.size;
+    const want = room > 0 ? Math.min(room, this.opts.claimBatch) : Math.min(over, FAIR_SHARE_CLAIM);
+    const claimed = want > 0 ? await this.store.claimRuns(this.opts.owner, this.clock.now(), this.opts.leaseMs, want) : [];
+    for (const run of claimed) this.startDriver(run);
+    if (room > 0 && claimed.length > 0 && claimed.length === want) return true;
+    return this.idleDelay();
   }
 
   private async idleDelay(): Promise<number> {
@@ -148,19 +128,6 @@ export class Runner {
     } catch {
       return this.opts.pollMs;
     }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.wake = null;
-        resolve();
-      }, ms);
-      this.wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
   }
 
   private startDriver(run: Run): void {
