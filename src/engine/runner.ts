@@ -178,6 +178,10 @@ export class Runner {
       await this.checkpoint(d, false);
       return;
     }
+    // A slow step's result is committed before the next slow step starts (or with the park or the
+    // end of the run, whichever comes first): no effect begins before the previous one is on
+    // record, and a run whose last step is slow commits that step with its completion, once.
+    let uncommitted = false;
     for (;;) {
       if (signal.aborted) {
         // Shutting down or the lease is gone: hand the run back as interrupted, due now, so
@@ -186,21 +190,29 @@ export class Runner {
         await this.checkpoint(d, false);
         return;
       }
-      const outcome = await this.step(d, signal);
-      if (outcome === "aborted") continue;
-      if (outcome === "continue") continue;
-      if (outcome === "slow_done") {
+      if (uncommitted && this.nextIsSlow(d)) {
         if (!(await this.checkpoint(d, true))) return;
+        uncommitted = false;
         if (await this.parkIfPaused(d)) {
           await this.checkpoint(d, false);
           return;
         }
+      }
+      const outcome = await this.step(d, signal);
+      if (outcome === "aborted" || outcome === "continue") continue;
+      if (outcome === "slow_done") {
+        uncommitted = true;
         continue;
       }
       // parked or terminal: commit and release the lease
       await this.checkpoint(d, false);
       return;
     }
+  }
+
+  private nextIsSlow(d: Drive): boolean {
+    const node = d.cursor.node === null ? undefined : d.version?.nodes.get(d.cursor.node);
+    return node !== undefined && this.handlers.get(node.kind)?.class === "slow";
   }
 
   /** Commit the drive's pending steps and state. False when the lease is gone (stop driving). */
