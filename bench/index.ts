@@ -256,9 +256,10 @@ async function benchFairness(kind: "embedded" | "postgres", flood: number) {
   let aDone = 0;
   let aDoneAtLastB = 0;
   const createdDelays: number[] = [];
+  let bCreated = 0;
   engine.events.on("run:created", (e) => {
     if (e.run.automation_id !== b.id) return;
-    const k = runIndex.size;
+    const k = bCreated++;
     runIndex.set(e.run.id, k);
     if (sentAt[k] !== undefined) createdDelays.push(performance.now() - sentAt[k]!);
   });
