@@ -180,8 +180,9 @@ export class Engine {
     const a = await this.mustGetAutomation(workspaceId, id);
     const v = await this.store.getVersion(id, a.current_version);
     if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
-    const idx = v.definition.triggers.flatMap((t, i) => (t.type === "webhook" ? [i] : []));
-    const hooks = idx.length > 0 ? await this.store.ensureHooks(a.workspace_id, a.id, idx, (i) => makeHook(a.workspace_id, a.id, i, this.clock.now())) : [];
+    // Hooks are made when a version is written (syncTriggers); reading only reads them.
+    const idx = new Set(v.definition.triggers.flatMap((t, i) => (t.type === "webhook" ? [i] : [])));
+    const hooks = idx.size > 0 ? (await this.store.listHooks(a.id)).filter((h) => idx.has(h.trigger_index)) : [];
     return { ...a, definition: v.definition, hooks };
   }
 
@@ -269,7 +270,7 @@ export class Engine {
     return this.storeEvent(webhookEvent(hook, raw, headers, contentType, this.clock.now()));
   }
 
-  private async storeEvent(e: Parameters<Store["insertEvent"]>[0]): Promise<{ event_id: string; duplicate: boolean }> {
+  private async storeEvent(e: NewEvent): Promise<{ event_id: string; duplicate: boolean }> {
     const { event, duplicate } = await this.intake.get(e);
     if (duplicate && event.payload_hash !== e.payload_hash) {
       throw new WeftError("event.key_conflict", `idempotency key "${e.idempotency_key}" was already used with a different body`, {

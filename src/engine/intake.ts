@@ -1,5 +1,5 @@
 // Intake: turn an incoming trigger occurrence into a stored event. The caller acknowledges only
-// after insertEvent resolves (the row is committed). The idempotency key is scoped to
+// after insertEvents resolves (the row is committed). The idempotency key is scoped to
 // (workspace, source); the same key with a different body is refused, never merged.
 
 import { createHash } from "node:crypto";

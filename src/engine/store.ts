@@ -264,9 +264,10 @@ export interface Store {
    */
   insertRun(run: NewRun, now: number): Promise<InsertRunResult>;
 
-  /** Store an event unless (workspace, source, key) exists; then return the first one. */
-  insertEvent(e: NewEvent): Promise<{ event: StoredEvent; duplicate: boolean }>;
-  /** insertEvent for many events in one transaction (group commit for intake). */
+  /**
+   * Store events in one transaction (group commit for intake): each unless (workspace, source,
+   * key) exists, in which case the first event is returned as a duplicate.
+   */
   insertEvents(es: readonly NewEvent[]): Promise<{ event: StoredEvent; duplicate: boolean }[]>;
   getEvent(workspaceId: string, id: string): Promise<StoredEvent | null>;
   /**
@@ -302,6 +303,7 @@ export interface Store {
   /** Create hooks for these trigger indexes if missing; return all hooks of the automation. */
   ensureHooks(workspaceId: string, automationId: string, triggerIndexes: readonly number[], make: (index: number) => HookRow): Promise<HookRow[]>;
   getHook(id: string): Promise<HookRow | null>;
+  listHooks(automationId: string): Promise<HookRow[]>;
 
   /** Derived, never stored: claimable runs due more than `graceMs` ago, and late schedules, per automation. */
   overdue(workspaceId: string, now: number, graceMs: number): Promise<OverdueCount[]>;

@@ -221,10 +221,6 @@ export class EmbeddedStore implements Store {
     return { event: toEvent(this.s.eventByKey.get(e.workspace_id, e.source, e.idempotency_key)), duplicate: true };
   }
 
-  async insertEvent(e: NewEvent): Promise<{ event: StoredEvent; duplicate: boolean }> {
-    return this.insertEventTx(e);
-  }
-
   async insertEvents(es: readonly NewEvent[]): Promise<{ event: StoredEvent; duplicate: boolean }[]> {
     return this.db.transaction(() => es.map((e) => this.insertEventTx(e))).immediate();
   }
@@ -324,7 +320,7 @@ export class EmbeddedStore implements Store {
       const due = this.db.prepare("SELECT * FROM schedules WHERE next_fire_at <= ? ORDER BY next_fire_at LIMIT ?").all(now, limit) as ScheduleRow[];
       if (due.length === 0) return 0;
       const { events, next } = fire(due);
-      for (const e of events) this.s.insertEvent.get({ ...e, body: JSON.stringify(e.body) });
+      for (const e of events) this.insertEventTx(e);
       const upd = this.db.prepare("UPDATE schedules SET next_fire_at = ?, last_fired_at = ? WHERE automation_id = ? AND trigger_index = ?");
       for (const n of next) upd.run(n.next_fire_at, now, n.automation_id, n.trigger_index);
       return events.length;
@@ -343,8 +339,16 @@ export class EmbeddedStore implements Store {
         const h = make(i);
         ins.run(h.id, workspaceId, automationId, i, h.secret, h.created_at);
       }
-      return this.db.prepare("SELECT * FROM hooks WHERE automation_id = ? ORDER BY trigger_index").all(automationId) as HookRow[];
+      return this.listHooksNow(automationId);
     }).immediate();
+  }
+
+  private listHooksNow(automationId: string): HookRow[] {
+    return this.db.prepare("SELECT * FROM hooks WHERE automation_id = ? ORDER BY trigger_index").all(automationId) as HookRow[];
+  }
+
+  async listHooks(automationId: string): Promise<HookRow[]> {
+    return this.listHooksNow(automationId);
   }
 
   async getHook(id: string): Promise<HookRow | null> {

@@ -20,20 +20,6 @@ const toHook = (r: any): HookRow => ({ ...r, created_at: r.created_at.getTime() 
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
-const INSERT_EVENT_SQL = `INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at)
-  VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`;
-
-function eventValues(e: NewEvent): unknown[] {
-  return [e.id, e.workspace_id, e.source, e.idempotency_key, e.payload_hash, e.type, e.name, e.subject_id, JSON.stringify(e.body), e.shard, ts(e.received_at)];
-}
-
-export async function insertEvent(db: Queryable, e: NewEvent): Promise<{ event: StoredEvent; duplicate: boolean }> {
-  const res = await db.query({ name: "weft_insert_event", text: INSERT_EVENT_SQL, values: eventValues(e) });
-  if (res.rows[0]) return { event: toEvent(res.rows[0]), duplicate: false };
-  const prior = await db.query("SELECT * FROM events WHERE workspace_id = $1 AND source = $2 AND idempotency_key = $3", [e.workspace_id, e.source, e.idempotency_key]);
-  return { event: toEvent(prior.rows[0]), duplicate: true };
-}
-
 const INSERT_EVENTS_SQL = `INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at)
   SELECT x.id, x.workspace_id, x.source, x.idempotency_key, x.payload_hash, x.type, x.name, x.subject_id, x.body, x.shard,
          to_timestamp(x.received_at / 1000.0)
@@ -220,7 +206,7 @@ export async function fireSchedules(
       return 0;
     }
     const { events, next } = fire(due.rows.map(toSchedule));
-    for (const e of events) await client.query({ name: "weft_insert_event", text: INSERT_EVENT_SQL, values: eventValues(e) });
+    await insertEvents(client, events);
     for (const n of next) {
       await client.query("UPDATE schedules SET next_fire_at = $3, last_fired_at = $4 WHERE automation_id = $1 AND trigger_index = $2",
         [n.automation_id, n.trigger_index, ts(n.next_fire_at), ts(now)]);
@@ -249,6 +235,10 @@ export async function ensureHooks(pool: pg.Pool, workspaceId: string, automation
       [h.id, workspaceId, automationId, i, h.secret, ts(h.created_at)],
     );
   }
+  return listHooks(pool, automationId);
+}
+
+export async function listHooks(pool: pg.Pool, automationId: string): Promise<HookRow[]> {
   const res = await pool.query("SELECT * FROM hooks WHERE automation_id = $1 ORDER BY trigger_index", [automationId]);
   return res.rows.map(toHook);
 }

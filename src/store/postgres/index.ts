@@ -71,9 +71,6 @@ export class PostgresStore implements Store {
   insertRun(run: NewRun, now: number) {
     return R.insertRun(this.pool, run, now);
   }
-  insertEvent(e: NewEvent) {
-    return E.insertEvent(this.pool, e);
-  }
   insertEvents(es: readonly NewEvent[]) {
     return E.insertEvents(this.pool, es);
   }
@@ -113,6 +110,9 @@ export class PostgresStore implements Store {
   }
   ensureHooks(workspaceId: string, automationId: string, indexes: readonly number[], make: (i: number) => HookRow) {
     return E.ensureHooks(this.pool, workspaceId, automationId, indexes, make);
+  }
+  listHooks(automationId: string) {
+    return E.listHooks(this.pool, automationId);
   }
   getHook(id: string) {
     return E.getHook(this.pool, id);
