@@ -1,11 +1,10 @@
 // The dispatcher: claims stored events (round-robin over shards) and, in the same transaction,
 // creates the runs they start (unique on automation + event) and marks them dispatched.
 
-import { CelScope, render } from "../model/expressions.js";
 import { matchTrigger, type TriggerEvent } from "../model/triggers.js";
 import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
-import { newId, newTraceId } from "./ids.js";
+import { newRun } from "./new-run.js";
 import { Loop } from "./loop.js";
 import type { Automation, NewRun, Run, Store, StoredEvent } from "./store.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
@@ -18,31 +17,6 @@ export interface DispatcherOptions {
 interface Candidate {
   automation: Automation;
   version: LoadedVersion;
-}
-
-/** The run an event starts for one automation version (pure apart from ids). */
-export function plannedRun(c: Candidate, ev: { id: string; workspace_id: string; body: TriggerEvent; subject_id: string | null }, now: number): NewRun {
-  const def = c.version.definition;
-  const id = newId("run", now);
-  let subject = ev.subject_id;
-  if (def.subject !== undefined) {
-    try {
-      const s = render(def.subject, new CelScope({ event: ev.body, context: {}, steps: {}, subject: null, run: { id }, secrets: {} }));
-      subject = s === null || s === undefined || s === "" ? subject : String(s);
-    } catch {
-      // The subject template does not resolve for this event: fall back to the event's subject_id.
-    }
-  }
-  const policy = def.reentry?.policy ?? "skip_if_active";
-  return {
-    id, workspace_id: ev.workspace_id, automation_id: c.automation.id, version: c.version.version, event_id: ev.id,
-    dedupe_key: `evt:${ev.id}`, trigger_type: ev.body.type, subject_id: subject, active_subject: policy === "allow_concurrent" ? null : subject,
-    status: "pending", exit_reason: null, current_node_key: def.root, waiting_for: null, waiting_until: null,
-    event: ev.body as unknown as Record<string, unknown>, context: {}, steps: {},
-    cursor: { node: def.root, port: null, visits: {}, since_pause: 0, attempt: 0 },
-    run_as: def.run_as ?? { type: "workspace" }, trace_id: newTraceId(), due_at: now, started_at: now,
-    cooldown_ms: Math.round((def.reentry?.cooldown_min ?? 0) * 60_000),
-  };
 }
 
 /** Which automations an event starts: at most one run per automation, whichever triggers match. */
@@ -60,7 +34,12 @@ export function planEvents(events: StoredEvent[], candidates: Candidate[], now: 
       } else {
         hit = triggers.some((t) => matchTrigger(t, body).matched);
       }
-      if (hit) out.push(plannedRun(c, ev, now));
+      if (hit) {
+        out.push(newRun(c.version, {
+          workspace_id: ev.workspace_id, event: ev.body as unknown as Record<string, unknown>, event_id: ev.id,
+          dedupe_key: `evt:${ev.id}`, trigger_type: ev.body.type, context: {}, subject_override: null, subject_fallback: ev.subject_id,
+        }, now));
+      }
     }
   }
   return out;

@@ -4,22 +4,21 @@
 import { randomUUID } from "node:crypto";
 import { validateDefinition, type CustomKindSpec, type Definition } from "../model/definition.js";
 import { WeftError } from "../model/errors.js";
-import { CelScope, render } from "../model/expressions.js";
 import type { RunStatus } from "../model/run-status.js";
 import { actionHandler, type ActionSpec } from "./actions.js";
 import { systemClock, type Clock } from "./clock.js";
 import { ErrorCodes } from "./errors.js";
 import { EngineEmitter } from "./events.js";
 import { UndiciHttpClient, type HttpClient } from "./http.js";
-import { newId, newTraceId } from "./ids.js";
+import { newId } from "./ids.js";
+import { newRun } from "./new-run.js";
 import { BUILTIN_HANDLERS } from "./nodes/builtins.js";
 import { httpRequestNode } from "./nodes/http-request.js";
 import type { NodeHandler } from "./nodes/types.js";
 import { Runner, type RunnerOptions } from "./runner.js";
-import type { Automation, AutomationStatus, AutomationVersion, HookRow, OverdueCount, Page, PauseRow, Run, RunAs, StepRun, Store } from "./store.js";
+import type { Automation, AutomationStatus, AutomationVersion, HookRow, NewEvent, OverdueCount, Page, PauseRow, Run, StepRun, Store } from "./store.js";
 import { VersionCache } from "./versions.js";
 import { Batcher } from "./batcher.js";
-import type { NewEvent } from "./store.js";
 import { Dispatcher } from "./dispatcher.js";
 import { apiEvent, type IncomingEvent } from "./intake.js";
 import { Scheduler, scheduleRows } from "./scheduler.js";
@@ -224,27 +223,18 @@ export class Engine {
     if (a.status !== "active") throw new WeftError(ErrorCodes.automationPaused, `automation ${automationId} is paused`);
     const v = await this.versions.get(a.id, a.current_version);
     if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
-    const def = v.definition;
     const now = this.clock.now();
-    const id = newId("run", now);
-    const event = req.event ?? { type: "enroll", subject_id: req.subject_id ?? null, payload: req.context_overrides ?? {} };
-    const context = { ...(req.context_overrides ?? {}) };
-    let subject = req.subject_id ?? null;
-    if (subject === null && def.subject !== undefined) {
-      const s = render(def.subject, new CelScope({ event, context, steps: {}, subject: null, run: { id }, secrets: {} }));
-      subject = s === null || s === undefined || s === "" ? null : String(s);
-    }
-    const runAs: RunAs = def.run_as ?? { type: "workspace" };
-    const policy = def.reentry?.policy ?? "skip_if_active";
-    const res = await this.store.insertRun({
-      id, workspace_id: workspaceId, automation_id: a.id, version: a.current_version, event_id: req.event_id ?? null,
-      dedupe_key: req.idempotency_key ? `key:${req.idempotency_key}` : `run:${id}`, trigger_type: req.trigger_type ?? "api",
-      subject_id: subject, active_subject: policy === "allow_concurrent" ? null : subject, status: "pending",
-      exit_reason: null, current_node_key: def.root, waiting_for: null, waiting_until: null, event, context, steps: {},
-      cursor: { node: def.root, port: null, visits: {}, since_pause: 0, attempt: 0 },
-      run_as: runAs, trace_id: newTraceId(), due_at: now, started_at: now,
-      cooldown_ms: Math.round((def.reentry?.cooldown_min ?? 0) * 60_000),
+    const run = newRun(v, {
+      workspace_id: workspaceId,
+      event: req.event ?? { type: "enroll", subject_id: req.subject_id ?? null, payload: req.context_overrides ?? {} },
+      event_id: req.event_id ?? null,
+      dedupe_key: req.idempotency_key ? `key:${req.idempotency_key}` : (id) => `run:${id}`,
+      trigger_type: req.trigger_type ?? "api",
+      context: { ...(req.context_overrides ?? {}) },
+      subject_override: req.subject_id ?? null,
+      subject_fallback: null,
     }, now);
+    const res = await this.store.insertRun(run, now);
     if (res.created) {
       this.events.emit("run:created", { run: res.run });
       if (res.run.status === "pending") this.poke();

@@ -173,7 +173,7 @@ export class Runner {
 
   private async drive(claimed: Run, signal: AbortSignal): Promise<void> {
     const v = await this.versions.get(claimed.automation_id, claimed.version);
-    const d = new Drive(claimed, v, this.clock);
+    const d = new Drive(claimed, v);
     if (await this.parkIfPaused(d)) {
       await this.checkpoint(d, false);
       return;
@@ -339,7 +339,7 @@ class Drive {
   private rev: number;
   private pending: NewStepRun[] = [];
 
-  constructor(readonly run: Run, readonly version: LoadedVersion | null, private readonly clock: Clock) {
+  constructor(readonly run: Run, readonly version: LoadedVersion | null) {
     // The claimed row was decoded for this drive alone, so it is ours to mutate.
     this.context = run.context;
     this.steps = run.steps;

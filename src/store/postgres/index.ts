@@ -4,7 +4,7 @@
 import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
-  Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey, PauseRow, ScheduleRow, Store, StoredEvent,
+  Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey, PauseRow, ScheduleRow, Store,
 } from "../../engine/store.js";
 import { toAutomation } from "./rows.js";
 import * as E from "./events.js";

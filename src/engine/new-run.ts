@@ -1,0 +1,48 @@
+// The one place a run row is first made, for manual enrollment and for dispatched events alike:
+// pinned version, run-as and the trigger event fixed once, the subject resolved, the re-entry
+// policy turned into the store's rules.
+
+import { CelScope, render } from "../model/expressions.js";
+import { newId, newTraceId } from "./ids.js";
+import type { NewRun } from "./store.js";
+import type { LoadedVersion } from "./versions.js";
+
+export interface RunStart {
+  workspace_id: string;
+  event: Record<string, unknown>;
+  event_id: string | null;
+  /** Unique per automation: `evt:<event id>` for events, the caller's key for enrollments. */
+  dedupe_key: ((runId: string) => string) | string;
+  trigger_type: string;
+  context: Record<string, unknown>;
+  /** An explicit subject (manual enrollment) wins over the definition's `subject` template. */
+  subject_override: string | null;
+  /** Used when there is no override and the template is absent or does not resolve. */
+  subject_fallback: string | null;
+}
+
+export function newRun(v: LoadedVersion, start: RunStart, now: number): NewRun {
+  const def = v.definition;
+  const id = newId("run", now);
+  let subject = start.subject_override;
+  if (subject === null && def.subject !== undefined) {
+    try {
+      const s = render(def.subject, new CelScope({ event: start.event, context: start.context, steps: {}, subject: null, run: { id }, secrets: {} }));
+      if (s !== null && s !== undefined && s !== "") subject = String(s);
+    } catch {
+      // The template does not resolve for this event: the fallback applies.
+    }
+  }
+  subject ??= start.subject_fallback;
+  const policy = def.reentry?.policy ?? "skip_if_active";
+  return {
+    id, workspace_id: start.workspace_id, automation_id: v.automation_id, version: v.version, event_id: start.event_id,
+    dedupe_key: typeof start.dedupe_key === "function" ? start.dedupe_key(id) : start.dedupe_key,
+    trigger_type: start.trigger_type, subject_id: subject, active_subject: policy === "allow_concurrent" ? null : subject,
+    status: "pending", exit_reason: null, current_node_key: def.root, waiting_for: null, waiting_until: null,
+    event: start.event, context: start.context, steps: {},
+    cursor: { node: def.root, port: null, visits: {}, since_pause: 0, attempt: 0 },
+    run_as: def.run_as ?? { type: "workspace" }, trace_id: newTraceId(), due_at: now, started_at: now,
+    cooldown_ms: Math.round((def.reentry?.cooldown_min ?? 0) * 60_000),
+  };
+}
