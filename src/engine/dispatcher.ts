@@ -5,7 +5,7 @@ import { matchTrigger, type TriggerEvent } from "../model/triggers.js";
 import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
 import { newRun } from "./new-run.js";
-import { Loop } from "./loop.js";
+import { LoopingTask } from "./loop.js";
 import type { Automation, NewRun, Run, Store, StoredEvent } from "./store.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
 
@@ -45,9 +45,7 @@ export function planEvents(events: StoredEvent[], candidates: Candidate[], now: 
   return out;
 }
 
-export class Dispatcher {
-  private readonly loop: Loop;
-
+export class Dispatcher extends LoopingTask {
   constructor(
     private readonly store: Store,
     private readonly versions: VersionCache,
@@ -56,17 +54,11 @@ export class Dispatcher {
     private readonly opts: DispatcherOptions,
     private readonly onRuns: (n: number) => void,
   ) {
-    this.loop = new Loop("dispatch", events, () => this.once(), opts.pollMs);
+    super("dispatch", events, opts.pollMs);
   }
 
-  start(): void {
-    this.loop.start();
-  }
-  stop(): Promise<void> {
-    return this.loop.stop();
-  }
-  poke(): void {
-    this.loop.poke();
+  protected round(): Promise<boolean> {
+    return this.once();
   }
 
   /** Versions are immutable: each one the plan needs is loaded once and kept. */

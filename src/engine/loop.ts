@@ -71,3 +71,22 @@ export class Loop {
     });
   }
 }
+
+/** A background task driven by a Loop: subclasses say what one round does. */
+export abstract class LoopingTask {
+  private readonly loop: Loop;
+  constructor(name: string, events: EngineEmitter, pollMs: number) {
+    this.loop = new Loop(name, events, () => this.round(), pollMs);
+  }
+  /** One round: true to run again at once, a number to sleep that long (ms), false to sleep a poll. */
+  protected abstract round(): Promise<boolean | number>;
+  start(): void {
+    this.loop.start();
+  }
+  stop(): Promise<void> {
+    return this.loop.stop();
+  }
+  poke(): void {
+    this.loop.poke();
+  }
+}

@@ -14,7 +14,7 @@ import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
 import { shardOf } from "./intake.js";
 import { newId } from "./ids.js";
-import { Loop } from "./loop.js";
+import { LoopingTask } from "./loop.js";
 import type { NewEvent, ScheduleRow, Store } from "./store.js";
 
 export const MAX_CATCH_UP = 1000;
@@ -80,8 +80,7 @@ export function fireDue(due: ScheduleRow[], now: number): { events: NewEvent[]; 
   return { events, next };
 }
 
-export class Scheduler {
-  private readonly loop: Loop;
+export class Scheduler extends LoopingTask {
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
@@ -89,16 +88,10 @@ export class Scheduler {
     pollMs: number,
     private readonly onFired: () => void,
   ) {
-    this.loop = new Loop("schedule", events, () => this.once().then((n) => n > 0), pollMs);
+    super("schedule", events, pollMs);
   }
-  start(): void {
-    this.loop.start();
-  }
-  stop(): Promise<void> {
-    return this.loop.stop();
-  }
-  poke(): void {
-    this.loop.poke();
+  protected async round(): Promise<boolean> {
+    return (await this.once()) > 0;
   }
   /** Fire everything due now; returns the number of tick events stored. */
   async once(): Promise<number> {
