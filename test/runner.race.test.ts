@@ -12,6 +12,7 @@ import type { Checkpoint, Store, StepRun } from "../src/engine/store.js";
 import { StepFailure, stepError } from "../src/model/errors.js";
 import { settle, startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { flags } from "./helpers/stores.js";
 import { sleep } from "./helpers/wait.js";
 
 interface Call {
@@ -324,7 +325,7 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
         input: null, output: { by }, error: null, started_at: now, finished_at: now,
       }],
     });
-    const applied = await ts.store.commit("wkr_X", [checkpoint("stale", claimed!.rev - 1), checkpoint("fresh", claimed!.rev)]);
+    const applied = await flags(ts.store.commit("wkr_X", [checkpoint("stale", claimed!.rev - 1), checkpoint("fresh", claimed!.rev)]));
     expect(applied).toEqual([false, true]);
     expect((await e.getRun(WS, run.id)).context).toEqual({ by: "fresh" });
     const steps = await e.listSteps(WS, run.id);
@@ -360,7 +361,7 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
           due_at: null, keep_lease: true, completed_at: null, updated_at: now,
         },
       }));
-      const [committed, renewed] = await Promise.allSettled([ts.store.commit("wkr_X", cps), ts.store.renewLeases("wkr_X", ids, now + 60_000)]);
+      const [committed, renewed] = await Promise.allSettled([flags(ts.store.commit("wkr_X", cps)), ts.store.renewLeases("wkr_X", ids, now + 60_000)]);
       const failures = [["commit", committed], ["renewLeases", renewed]] as const;
       expect(failures.flatMap(([what, r]) => (r.status === "rejected" ? [`round ${round}: ${what}: ${(r.reason as Error).message}`] : []))).toEqual([]);
       expect((committed as PromiseFulfilledResult<boolean[]>).value).toEqual(cps.map(() => true));
@@ -412,7 +413,7 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
           cursor: runs[0]!.cursor, items_total: 0, items_failed: 0, interruptions: 0, due_at: null, keep_lease: true, completed_at: null, updated_at: Date.now(),
         },
       });
-      const committed = ts.store.commit("wkr_X", [cp(B), cp(A)]).then((v) => ({ ok: v }), (err: Error) => ({ error: err.message }));
+      const committed = flags(ts.store.commit("wkr_X", [cp(B), cp(A)])).then((v) => ({ ok: v }), (err: Error) => ({ error: err.message }));
       const committer = await waiterOn([blockerPid]);
       expect(committer).toBeGreaterThan(0);
       // Resolves while the blocker still holds B: the renewal waited on no lock.

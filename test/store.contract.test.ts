@@ -3,6 +3,7 @@
 
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { makeStore, STORE_KINDS, type StoreKind, type TestStore } from "./helpers/stores.js";
+import { flags } from "./helpers/stores.js";
 import type {
   Automation, AutomationVersion, Checkpoint, InsertRunResult, NewRun, NewStepRun, Run, RunState, Store,
 } from "../src/engine/store.js";
@@ -232,7 +233,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const res = await store.insertRun(nr, T0);
       expect(res.created).toBe(true);
       const { active_subject: _active, completed_at: _c, ...rest } = nr;
-      const want = { ...rest, rev: 0, lease_owner: null, interruptions: 0, items_total: 0, items_failed: 0, completed_at: null, updated_at: T0 };
+      const want = { ...rest, rev: 0, lease_owner: null, interruptions: 0, control: null, items_total: 0, items_failed: 0, completed_at: null, updated_at: T0 };
       expect(res.run).toEqual(want);
       expect(await store.getRun(WS, nr.id)).toEqual(want);
     });
@@ -301,7 +302,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const a = await addAutomation(store, "active-replay-old");
       const old = await insert(store, a, { dedupe_key: "evt_old", subject_id: "ct_1", active_subject: "ct_1" });
       const [claimed] = await store.claimRuns("w1", T0, LEASE, 10);
-      expect(await store.commit("w1", [checkpoint(claimed!, terminal(claimed!))])).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(claimed!, terminal(claimed!))]))).toEqual([true]);
       const done = (await store.getRun(WS, old.id))!;
       await insert(store, a, { dedupe_key: "evt_new", subject_id: "ct_1", active_subject: "ct_1", due_at: null });
       const res = await store.insertRun(newRun(a, { dedupe_key: "evt_old", subject_id: "ct_1", active_subject: "ct_1" }), T0 + 20);
@@ -332,11 +333,11 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const a = await addAutomation(store, "active-release");
       await insert(store, a, { subject_id: "ct_1", active_subject: "ct_1" });
       let [run] = await store.claimRuns("w1", T0, LEASE, 10);
-      expect(await store.commit("w1", [checkpoint(run!, { status: "waiting", due_at: T0 + 1000, keep_lease: false, waiting_for: "delay" })])).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(run!, { status: "waiting", due_at: T0 + 1000, keep_lease: false, waiting_for: "delay" })]))).toEqual([true]);
       expectSkipped(await store.insertRun(newRun(a, { subject_id: "ct_1", active_subject: "ct_1" }), T0 + 1), "already_active", T0 + 1);
 
       [run] = await store.claimRuns("w1", T0 + 1000, LEASE, 10);
-      expect(await store.commit("w1", [checkpoint(run!, terminal(run!))])).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(run!, terminal(run!))]))).toEqual([true]);
       const again = await store.insertRun(newRun(a, { subject_id: "ct_1", active_subject: "ct_1" }), T0 + 2000);
       expect(again).toMatchObject({ created: true, run: { status: "pending", exit_reason: null } });
       // and now that one is the active run
@@ -348,7 +349,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const a = await addAutomation(store, "active-fail");
       await insert(store, a, { subject_id: "ct_9", active_subject: "ct_9" });
       const [run] = await store.claimRuns("w1", T0, LEASE, 10);
-      expect(await store.commit("w1", [checkpoint(run!, { ...terminal(run!), status: "failed", exit_reason: null })])).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(run!, { ...terminal(run!), status: "failed", exit_reason: null })]))).toEqual([true]);
       const res = await store.insertRun(newRun(a, { subject_id: "ct_9", active_subject: "ct_9" }), T0 + 20);
       expect(res).toMatchObject({ created: true, run: { status: "pending" } });
     });
@@ -406,7 +407,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       expect(stolen[0]).toMatchObject({ id: run.id, lease_owner: "w2", status: "running", rev: 2, interruptions: 1, due_at: T0 + 2 * LEASE });
 
       // the first owner's late checkpoint is refused and writes nothing
-      expect(await store.commit("w1", [checkpoint(mine!, { context: { late: true } }, [stepRow(run.id, "a", 1)])])).toEqual([false]);
+      expect(await flags(store.commit("w1", [checkpoint(mine!, { context: { late: true } }, [stepRow(run.id, "a", 1)])]))).toEqual([false]);
       expect(await store.getRun(WS, run.id)).toEqual(stolen[0]);
       expect(await store.listSteps(run.id)).toEqual([]);
 
@@ -419,7 +420,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const a = await addAutomation(store, "parked");
       await insert(store, a);
       const [r] = await store.claimRuns("w1", T0, LEASE, 10);
-      expect(await store.commit("w1", [checkpoint(r!, { status: "waiting", due_at: T0 + 500, keep_lease: false })])).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(r!, { status: "waiting", due_at: T0 + 500, keep_lease: false })]))).toEqual([true]);
       const [again] = await store.claimRuns("w2", T0 + 500, LEASE, 10);
       expect(again).toMatchObject({ id: r!.id, status: "running", lease_owner: "w2", interruptions: 0, rev: 3 });
     });
@@ -483,7 +484,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const cursor = { node: "d", port: "next", visits: { a: 1, b: 1, c: 1 }, since_pause: 3, attempt: 0 };
       const cp = checkpoint(run!, { context: { total: 3, nested: { list: [1, 2] } }, steps: { a: { value: 10 } }, cursor, current_node_key: "d", items_total: 4, items_failed: 1, updated_at: T0 + 7 }, steps);
 
-      expect(await store.commit("w1", [cp])).toEqual([true]);
+      expect(await flags(store.commit("w1", [cp]))).toEqual([true]);
       const after = await store.getRun(WS, run!.id);
       expect(after).toEqual({
         ...run, rev: 2, context: { total: 3, nested: { list: [1, 2] } }, steps: { a: { value: 10 } }, cursor, current_node_key: "d",
@@ -491,7 +492,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       });
 
       const rows = await store.listSteps(run!.id);
-      expect(rows.map(({ id: _id, ...rest }) => rest)).toEqual(steps);
+      expect(rows.map(({ id: _id, ...rest }) => rest)).toEqual(steps.map((s) => ({ ...s, violations: null, logs: null })));
       const rowIds = rows.map((r) => r.id);
       expect(rowIds).toEqual([...rowIds].sort((x, y) => x - y));
       expect(new Set(rowIds).size).toBe(3);
@@ -504,12 +505,12 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const [run] = await store.claimRuns("w1", T0, LEASE, 10);
       for (const rev of [0, 2, 99]) {
         const cp = checkpoint(run!, { status: "completed", context: { x: 1 }, keep_lease: false, due_at: null }, [stepRow(run!.id, "a", 1)], rev);
-        expect(await store.commit("w1", [cp])).toEqual([false]);
+        expect(await flags(store.commit("w1", [cp]))).toEqual([false]);
       }
       expect(await store.getRun(WS, run!.id)).toEqual(run);
       expect(await store.listSteps(run!.id)).toEqual([]);
       // the right rev still works afterwards
-      expect(await store.commit("w1", [checkpoint(run!, { context: { x: 2 } }, [stepRow(run!.id, "a", 1)])])).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(run!, { context: { x: 2 } }, [stepRow(run!.id, "a", 1)])]))).toEqual([true]);
       expect(await store.listSteps(run!.id)).toHaveLength(1);
     });
 
@@ -518,8 +519,8 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const unleased = await insert(store, a, { due_at: T0 + 1_000_000 });
       await insert(store, a);
       const [run] = await store.claimRuns("w1", T0, LEASE, 10);
-      expect(await store.commit("w2", [checkpoint(run!, { context: { x: 1 } }, [stepRow(run!.id, "a", 1)])])).toEqual([false]);
-      expect(await store.commit("w1", [checkpoint(unleased, { context: { x: 1 } }, [stepRow(unleased.id, "a", 1)])])).toEqual([false]);
+      expect(await flags(store.commit("w2", [checkpoint(run!, { context: { x: 1 } }, [stepRow(run!.id, "a", 1)])]))).toEqual([false]);
+      expect(await flags(store.commit("w1", [checkpoint(unleased, { context: { x: 1 } }, [stepRow(unleased.id, "a", 1)])]))).toEqual([false]);
       expect(await store.getRun(WS, run!.id)).toEqual(run);
       expect(await store.getRun(WS, unleased.id)).toEqual(unleased);
       expect(await store.listSteps(run!.id)).toEqual([]);
@@ -539,7 +540,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
         missing,
         checkpoint(r3, { context: { ok: 3 } }, [stepRow(r3.id, "a", 1)]),
       ];
-      await expect(store.commit("w1", batch)).resolves.toEqual([true, false, false, true]);
+      await expect(flags(store.commit("w1", batch))).resolves.toEqual([true, false, false, true]);
       expect((await store.getRun(WS, r1.id))!.context).toEqual({ ok: 1 });
       expect(await store.getRun(WS, r2.id)).toEqual(r2);
       expect((await store.getRun(WS, r3.id))!.context).toEqual({ ok: 3 });
@@ -559,7 +560,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const [run] = await store.claimRuns("w1", T0, LEASE, 10);
       const stale = checkpoint(run!, { context: { from: "stale" } }, [stepRow(run!.id, "stale", 1)], run!.rev - 1);
       const good = checkpoint(run!, { context: { from: "good" } }, [stepRow(run!.id, "good", 1)]);
-      const applied = await store.commit("w1", [stale, good]);
+      const applied = await flags(store.commit("w1", [stale, good]));
       expect(applied).toEqual([false, true]);
       expect((await store.getRun(WS, run!.id))!.context).toEqual({ from: "good" });
       expect((await store.listSteps(run!.id)).map((s) => s.node_key)).toEqual(["good"]);
@@ -571,7 +572,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const [run] = await store.claimRuns("w1", T0, LEASE, 10);
       const first = checkpoint(run!, { context: { n: 1 } }, [stepRow(run!.id, "first", 1)]);
       const second = checkpoint(run!, { context: { n: 2 } }, [stepRow(run!.id, "second", 2)], run!.rev + 1);
-      const applied = await store.commit("w1", [first, second]);
+      const applied = await flags(store.commit("w1", [first, second]));
       expect(applied[0]).toBe(true);
       const after = (await store.getRun(WS, run!.id))!;
       const appliedCount = applied.filter(Boolean).length;
@@ -581,19 +582,19 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
     });
 
     it("an empty batch is a no-op", async () => {
-      expect(await store.commit("w1", [])).toEqual([]);
+      expect(await flags(store.commit("w1", []))).toEqual([]);
     });
 
     it("keep_lease: true keeps lease_owner and due_at (whatever due_at the state carries)", async () => {
       const a = await addAutomation(store, "keep");
       await insert(store, a);
       const [run] = await store.claimRuns("w1", T0, LEASE, 10);
-      expect(await store.commit("w1", [checkpoint(run!, { keep_lease: true, due_at: T0 + 5, context: { step: 1 } })])).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(run!, { keep_lease: true, due_at: T0 + 5, context: { step: 1 } })]))).toEqual([true]);
       const after = (await store.getRun(WS, run!.id))!;
       expect(after).toMatchObject({ lease_owner: "w1", due_at: T0 + LEASE, status: "running", rev: 2, context: { step: 1 } });
       // still leased: no one else can claim it, and the owner can go on committing
       expect(await store.claimRuns("w2", T0 + LEASE - 1, LEASE, 10)).toEqual([]);
-      expect(await store.commit("w1", [checkpoint(after, { context: { step: 2 } })])).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(after, { context: { step: 2 } })]))).toEqual([true]);
     });
 
     it("keep_lease: false clears lease_owner and sets due_at from the state (parked)", async () => {
@@ -602,11 +603,11 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const [run] = await store.claimRuns("w1", T0, LEASE, 10);
       const wake = T0 + 5000;
       const parked = { node: "a", port: null, visits: { a: 1 }, since_pause: 0, attempt: 0, parked: { kind: "delay", since: T0, until: wake } };
-      expect(await store.commit("w1", [checkpoint(run!, { status: "waiting", waiting_for: "delay", waiting_until: wake, due_at: wake, keep_lease: false, cursor: parked })])).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(run!, { status: "waiting", waiting_for: "delay", waiting_until: wake, due_at: wake, keep_lease: false, cursor: parked })]))).toEqual([true]);
       const after = (await store.getRun(WS, run!.id))!;
       expect(after).toMatchObject({ status: "waiting", lease_owner: null, due_at: wake, waiting_for: "delay", waiting_until: wake, rev: 2, cursor: parked });
       // the released run can no longer be committed by its old owner
-      expect(await store.commit("w1", [checkpoint(after, { context: { late: true } })])).toEqual([false]);
+      expect(await flags(store.commit("w1", [checkpoint(after, { context: { late: true } })]))).toEqual([false]);
       expect(await store.claimRuns("w2", wake - 1, LEASE, 10)).toEqual([]);
       expect(ids(await store.claimRuns("w2", wake, LEASE, 10))).toEqual([run!.id]);
     });
@@ -615,7 +616,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const a = await addAutomation(store, "done");
       await insert(store, a);
       const [run] = await store.claimRuns("w1", T0, LEASE, 10);
-      expect(await store.commit("w1", [checkpoint(run!, terminal(run!, T0 + 42))])).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(run!, terminal(run!, T0 + 42))]))).toEqual([true]);
       const after = await store.getRun(WS, run!.id);
       expect(after).toMatchObject({ status: "completed", exit_reason: "completed", lease_owner: null, due_at: null, completed_at: T0 + 42, updated_at: T0 + 42 });
       expect(await store.claimRuns("w2", T0 + 1e9, LEASE, 10)).toEqual([]);
@@ -641,7 +642,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
 
       // after releasing one, only the other is still held
       const [m1, m2] = mine as [Run, Run];
-      expect(await store.commit("w1", [checkpoint(m1, { status: "waiting", due_at: T0 + 1_000_000, keep_lease: false })])).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(m1, { status: "waiting", due_at: T0 + 1_000_000, keep_lease: false })]))).toEqual([true]);
       expect(await store.renewLeases("w1", [m1.id, m2.id], until + 1)).toEqual([m2.id]);
       expect((await store.getRun(WS, m1.id))!.due_at).toBe(T0 + 1_000_000);
       expect(await store.renewLeases("w1", [], until)).toEqual([]);
@@ -696,7 +697,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       // park the three due ones (r2, r3 and the other workspace's) as waiting
       const due = await store.claimRuns("w1", T0 + 5000, LEASE, 10);
       expect(due).toHaveLength(3);
-      expect(await store.commit("w1", due.map((r) => checkpoint(r, { status: "waiting", waiting_for: "event", due_at: null, keep_lease: false })))).toEqual([true, true, true]);
+      expect(await flags(store.commit("w1", due.map((r) => checkpoint(r, { status: "waiting", waiting_for: "event", due_at: null, keep_lease: false }))))).toEqual([true, true, true]);
       const byStart = new Map(due.map((r) => [r.started_at, r.id]));
       const r2 = { id: byStart.get(T0 + 2000)! };
       const r3 = { id: byStart.get(T0 + 3000)! };
@@ -767,12 +768,12 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       await insert(store, a, { due_at: T0 - 1 });
       await insert(store, a, { due_at: T0 });
       const [x, y] = (await store.claimRuns("w1", T0, LEASE, 10)).sort((p, q) => (p.id < q.id ? -1 : 1)) as [Run, Run];
-      expect(await store.commit("w1", [
+      expect(await flags(store.commit("w1", [
         checkpoint(x, {}, [stepRow(x.id, "x1", 1), stepRow(x.id, "x2", 2)]),
         checkpoint(y, {}, [stepRow(y.id, "y1", 1)]),
-      ])).toEqual([true, true]);
+      ]))).toEqual([true, true]);
       const x2 = (await store.getRun(WS, x.id))!;
-      expect(await store.commit("w1", [checkpoint(x2, {}, [stepRow(x.id, "x3", 3), stepRow(x.id, "x4", 4)])])).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(x2, {}, [stepRow(x.id, "x3", 3), stepRow(x.id, "x4", 4)])]))).toEqual([true]);
 
       const xs = await store.listSteps(x.id);
       expect(xs.map((s) => s.node_key)).toEqual(["x1", "x2", "x3", "x4"]);
@@ -788,7 +789,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
     const a = await addAutomation(store, "durable");
     await insert(store, a, { subject_id: "ct_1", active_subject: "ct_1" });
     const [run] = await store.claimRuns("w1", T0, LEASE, 10);
-    expect(await store.commit("w1", [checkpoint(run!, { context: { saved: true }, status: "waiting", due_at: T0 + 5, keep_lease: false }, [stepRow(run!.id, "a", 1)])])).toEqual([true]);
+    expect(await flags(store.commit("w1", [checkpoint(run!, { context: { saved: true }, status: "waiting", due_at: T0 + 5, keep_lease: false }, [stepRow(run!.id, "a", 1)])]))).toEqual([true]);
     const before = await store.getRun(WS, run!.id);
     const stepsBefore = await store.listSteps(run!.id);
     await store.close();

@@ -1,12 +1,105 @@
-// Custom action kinds, registered in TypeScript by the embedding application. A handler receives
-// the resolved input, the step's idempotency key and the run-as actor; it returns the output or
-// throws a StepFailure with a structured (retryable or permanent) error.
+// Custom action kinds, registered in TypeScript by the embedding application:
+//
+//   engine.registerAction(defineAction({
+//     kind: "crm.create_task",
+//     input: z.object({ title: z.string(), owner_id: z.string() }),
+//     permissions: ["http:crm.internal", "secret:crm_token"],
+//     class: "slow",
+//     async handler(input, ctx) {
+//       const res = await ctx.fetch({ method: "POST", url: "https://crm.internal/tasks", body: input });
+//       return { task_id: JSON.parse(res.body).id };
+//     },
+//   }));
+//
+// The handler receives the resolved input (validated by the schema), the idempotency key (the same
+// for every attempt and for an operator's retry), the run-as actor and a logger. What it may do is
+// its declared permission set, narrowed by the node's `permissions` when the node declares them:
+// a call outside it (ctx.fetch to another host, ctx.require of an undeclared permission) is
+// blocked, recorded on the step as a policy violation and fails the step (permanently).
 
-import { render } from "../model/expressions.js";
-import type { NodeClass, NodeHandler } from "./nodes/types.js";
-import type { RunAs } from "./store.js";
+import { z } from "zod";
+import { stepError, StepFailure, type StepError } from "../model/errors.js";
+import { allows, httpPermission, type PolicyViolation } from "../model/permissions.js";
+import { isRetryableHttpStatus } from "../model/retry.js";
+import { HttpError, type HttpClient, type HttpResponse } from "./http.js";
+import type { LogLine, RunAs } from "./store.js";
+import type { NodeClass } from "./nodes/types.js";
+
+export interface ActionLogger {
+  info(message: string, data?: unknown): void;
+  warn(message: string, data?: unknown): void;
+  error(message: string, data?: unknown): void;
+}
+
+export interface ActionFetch {
+  method?: string;
+  url: string;
+  headers?: Record<string, string>;
+  /** A string is sent as is; anything else as JSON. */
+  body?: unknown;
+  timeout_ms?: number;
+}
 
 export interface ActionContext {
+  run_id: string;
+  node_key: string;
+  /** `run / node / visit` (and `/ item` inside a fan-out): pass it to the system you call. */
+  idempotency_key: string;
+  attempt: number;
+  /** The identity the run executes under, fixed at run start. */
+  run_as: RunAs;
+  trace_id: string;
+  signal: AbortSignal;
+  /** The permission set in force for this call. */
+  permissions: readonly string[];
+  log: ActionLogger;
+  can(permission: string): boolean;
+  /** Throws (and records a policy violation) unless `permission` is in the set. */
+  require(permission: string): void;
+  /** Outbound HTTP through the engine's client, allowed only to hosts the set names (`http:<host>`). */
+  fetch(req: ActionFetch): Promise<HttpResponse>;
+}
+
+export interface ActionSpec<I = Record<string, unknown>> {
+  kind: string;
+  description?: string;
+  /** Validates the resolved input; a mismatch fails the step with `action.invalid_input` and the field at fault. */
+  input?: z.ZodType<I>;
+  /** What the action may do. Undeclared means nothing beyond computing its output. */
+  permissions?: string[];
+  /** fast: pure and quick, joins the next commit; slow (default): runs with no transaction held, checkpointed on its own. */
+  class?: NodeClass;
+  /** Output ports; default next and error. */
+  ports?: string[];
+  handler(input: I, ctx: ActionContext): unknown;
+}
+
+/** Typed helper: infers the handler's input type from the schema. */
+export function defineAction<S extends z.ZodType>(spec: Omit<ActionSpec<z.infer<S>>, "input"> & { input: S }): ActionSpec<z.infer<S>>;
+export function defineAction(spec: ActionSpec): ActionSpec;
+export function defineAction(spec: ActionSpec): ActionSpec {
+  return spec;
+}
+
+const REPLAY = Symbol("weft.idempotent_replay");
+
+/** Return `replayed(output)` when the call found the effect already done under this idempotency key. */
+export function replayed(output: unknown): { [REPLAY]: true; output: unknown } {
+  return { [REPLAY]: true, output };
+}
+
+export interface ActionOutcome {
+  ok: boolean;
+  /** The effect had already happened under this key (reported by the action or the remote's `Idempotent-Replayed` header). */
+  replayed: boolean;
+  input: unknown;
+  output: unknown;
+  error: StepError | null;
+  violations: PolicyViolation[];
+  logs: LogLine[];
+}
+
+export interface InvokeContext {
   run_id: string;
   node_key: string;
   idempotency_key: string;
@@ -14,28 +107,119 @@ export interface ActionContext {
   run_as: RunAs;
   trace_id: string;
   signal: AbortSignal;
+  /** The node's declared permissions (null: not declared). */
+  node_permissions: readonly string[] | null;
+  http: HttpClient;
+  now(): number;
 }
 
-export interface ActionSpec {
-  kind: string;
-  /** fast: pure and quick, joins the next commit; slow (default): checkpointed on its own. */
-  class?: NodeClass;
-  /** Output ports; default next and error. */
-  ports?: string[];
-  handler(input: Record<string, unknown>, ctx: ActionContext): unknown;
+const MAX_LOG_LINES = 50;
+
+/** A registered kind, ready to be invoked by an action node, a fan-out item or an agent tool. */
+export class RegisteredAction {
+  readonly kind: string;
+  readonly class: NodeClass;
+  readonly ports: string[];
+  constructor(readonly spec: ActionSpec<unknown>) {
+    this.kind = spec.kind;
+    this.class = spec.class ?? "slow";
+    this.ports = spec.ports ?? ["next", "error"];
+  }
+
+  /** JSON Schema of the input (agents are offered tools with it). */
+  jsonSchema(): Record<string, unknown> {
+    if (!this.spec.input) return { type: "object", additionalProperties: true };
+    try {
+      return z.toJSONSchema(this.spec.input, { unrepresentable: "any" }) as Record<string, unknown>;
+    } catch {
+      return { type: "object", additionalProperties: true };
+    }
+  }
+
+  /** The effective permission set: the declared set, narrowed by the node's when it declares one. */
+  effectivePermissions(nodePermissions: readonly string[] | null): string[] {
+    const declared = this.spec.permissions ?? [];
+    if (nodePermissions === null) return [...declared];
+    return nodePermissions.filter((p) => allows(declared, p));
+  }
+
+  async invoke(rawInput: unknown, ic: InvokeContext): Promise<ActionOutcome> {
+    const violations: PolicyViolation[] = [];
+    const logs: LogLine[] = [];
+    const out = (ok: boolean, output: unknown, error: StepError | null, replay = false, input: unknown = rawInput): ActionOutcome =>
+      ({ ok, replayed: replay, input, output, error, violations, logs });
+
+    let input: unknown = rawInput;
+    if (this.spec.input) {
+      const parsed = this.spec.input.safeParse(rawInput);
+      if (!parsed.success) {
+        const first = parsed.error.issues[0];
+        const pointer = first ? "/" + first.path.map(String).join("/") : "";
+        return out(false, null, stepError("action.invalid_input", `input for "${this.kind}" is invalid at ${pointer || "/"}: ${first?.message ?? "invalid"}`, false, {
+          pointer, issues: parsed.error.issues.map((i) => ({ pointer: "/" + i.path.map(String).join("/"), message: i.message })),
+        }));
+      }
+      input = parsed.data;
+    }
+    const permissions = this.effectivePermissions(ic.node_permissions);
+    const record = (permission: string, message: string): never => {
+      violations.push({ code: "policy.violation", permission, message, at: ic.now() });
+      throw new StepFailure(stepError("policy.violation", message, false, { permission }));
+    };
+    const line = (level: LogLine["level"]) => (message: string, data?: unknown) => {
+      if (logs.length < MAX_LOG_LINES) logs.push({ level, message: String(message), ...(data === undefined ? {} : { data }), at: ic.now() });
+    };
+    const ctx: ActionContext = {
+      run_id: ic.run_id, node_key: ic.node_key, idempotency_key: ic.idempotency_key, attempt: ic.attempt,
+      run_as: ic.run_as, trace_id: ic.trace_id, signal: ic.signal, permissions,
+      log: { info: line("info"), warn: line("warn"), error: line("error") },
+      can: (p) => allows(permissions, p),
+      require: (p) => {
+        if (!allows(permissions, p)) record(p, `"${this.kind}" is not permitted "${p}" (permission set: ${permissions.join(", ") || "empty"})`);
+      },
+      fetch: async (req) => {
+        const perm = httpPermission(req.url);
+        if (perm === null) throw new StepFailure(stepError("http.bad_url", `not a URL: ${req.url}`, false));
+        if (!allows(permissions, perm)) record(perm, `"${this.kind}" may not call ${new URL(req.url).host} (permission set: ${permissions.join(", ") || "empty"})`);
+        const headers: Record<string, string> = { "idempotency-key": ic.idempotency_key, ...lower(req.headers ?? {}) };
+        let body: string | undefined;
+        if (req.body !== undefined) {
+          body = typeof req.body === "string" ? req.body : JSON.stringify(req.body);
+          headers["content-type"] ??= typeof req.body === "string" ? "text/plain; charset=utf-8" : "application/json";
+        }
+        try {
+          return await ic.http.send({
+            method: (req.method ?? "GET").toUpperCase(), url: req.url, headers, body, signal: ic.signal,
+            timeoutMs: req.timeout_ms ?? 30_000, maxResponseBytes: 1_000_000,
+          });
+        } catch (err) {
+          if (err instanceof HttpError) throw new StepFailure(stepError(err.code, err.message, err.code === "http.timeout" || err.code === "http.network", err.details));
+          throw err;
+        }
+      },
+    };
+    try {
+      const result = await this.spec.handler(input, ctx);
+      if (isReplay(result)) return out(true, result.output ?? null, null, true, input);
+      return out(true, result ?? null, null, false, input);
+    } catch (err) {
+      const error = err instanceof StepFailure ? err.error : stepError("action.exception", err instanceof Error ? err.message : String(err), false);
+      return out(false, null, error, false, input);
+    }
+  }
 }
 
-export function actionHandler(spec: ActionSpec): NodeHandler {
-  return {
-    kind: spec.kind,
-    class: spec.class ?? "slow",
-    async execute({ node, scope, run, idempotencyKey, attempt, signal }) {
-      const input = render(node.config, scope) as Record<string, unknown>;
-      const output = await spec.handler(input, {
-        run_id: run.id, node_key: node.key, idempotency_key: idempotencyKey, attempt,
-        run_as: run.run_as, trace_id: run.trace_id, signal,
-      });
-      return { kind: "next", port: "next", input, output: output ?? null };
-    },
-  };
+function isReplay(v: unknown): v is { output: unknown } {
+  return typeof v === "object" && v !== null && (v as Record<symbol, unknown>)[REPLAY] === true;
+}
+
+function lower(h: Record<string, string>): Record<string, string> {
+  const o: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h)) o[k.toLowerCase()] = v;
+  return o;
+}
+
+/** An HTTP status outside 2xx as a step error (for actions that call ctx.fetch and want the standard classification). */
+export function httpStatusError(res: HttpResponse, what: string): StepError {
+  return stepError(`http.status_${res.status}`, `${what} answered ${res.status}`, isRetryableHttpStatus(res.status), { status: res.status, body: res.body.slice(0, 2000) });
 }

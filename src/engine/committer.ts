@@ -3,11 +3,11 @@
 // hundred per second while steps per second go far beyond the single-row commit limit.
 
 import type { EngineEmitter } from "./events.js";
-import type { Checkpoint, Store } from "./store.js";
+import type { Checkpoint, CommitResult, Store } from "./store.js";
 
 interface Pending {
   cp: Checkpoint;
-  resolve: (ok: boolean) => void;
+  resolve: (r: CommitResult) => void;
   reject: (err: unknown) => void;
 }
 
@@ -29,8 +29,8 @@ export class Committer {
     private readonly opts: CommitterOptions,
   ) {}
 
-  /** Resolves true when applied, false when the run's rev or lease moved on (stale), rejects on store error. */
-  submit(cp: Checkpoint): Promise<boolean> {
+  /** Resolves applied (false when the run's rev or lease moved on: stale) with any control request; rejects on store error. */
+  submit(cp: Checkpoint): Promise<CommitResult> {
     return new Promise((resolve, reject) => {
       this.queue.push({ cp, resolve, reject });
       this.schedule();
@@ -66,7 +66,7 @@ export class Committer {
     try {
       const applied = await this.store.commit(this.owner, batch.map((p) => p.cp));
       this.events.emit("checkpoint:committed", { runs: batch.length, steps: batch.reduce((n, p) => n + p.cp.steps.length, 0), ms: performance.now() - t0 });
-      batch.forEach((p, i) => p.resolve(applied[i] === true));
+      batch.forEach((p, i) => p.resolve(applied[i] ?? { applied: false, control: null }));
     } catch (err) {
       for (const p of batch) p.reject(err);
     } finally {

@@ -5,7 +5,13 @@ import { randomUUID } from "node:crypto";
 import { validateDefinition, type CustomKindSpec, type Definition } from "../model/definition.js";
 import { WeftError } from "../model/errors.js";
 import type { RunStatus } from "../model/run-status.js";
-import { actionHandler, type ActionSpec } from "./actions.js";
+import { RegisteredAction, type ActionSpec } from "./actions.js";
+import { actionNode } from "./nodes/action.js";
+import { agentNode } from "./nodes/agent.js";
+import { approvalNode } from "./nodes/approval.js";
+import { forEachNode } from "./nodes/for-each.js";
+import { inputNode, waitForEventNode } from "./nodes/waits.js";
+import { simulate, type SimulateRequest, type Transcript } from "./simulate.js";
 import { systemClock, type Clock } from "./clock.js";
 import { ErrorCodes } from "./errors.js";
 import { EngineEmitter } from "./events.js";
@@ -14,9 +20,12 @@ import { newId } from "./ids.js";
 import { newRun } from "./new-run.js";
 import { BUILTIN_HANDLERS } from "./nodes/builtins.js";
 import { httpRequestNode } from "./nodes/http-request.js";
-import type { NodeHandler } from "./nodes/types.js";
+import type { NodeHandler, NodeSettings } from "./nodes/types.js";
 import { Runner, type RunnerOptions } from "./runner.js";
-import type { Automation, AutomationStatus, AutomationVersion, HookRow, NewEvent, OverdueCount, Page, PauseRow, Run, StepRun, Store } from "./store.js";
+import type {
+  Approval, ApprovalStatus, AuditEntry, AuditRow, Automation, AutomationStatus, AutomationVersion, HookRow, NewEvent, OverdueCount, Page, PauseRow,
+  Run, RunControl, RunItem, StepRun, Store,
+} from "./store.js";
 import { VersionCache } from "./versions.js";
 import { Batcher } from "./batcher.js";
 import { Dispatcher } from "./dispatcher.js";
@@ -37,6 +46,8 @@ export interface EngineOptions {
   /** Dispatcher and scheduler poll intervals (ms); each is also woken directly by local work. */
   dispatchPollMs?: number;
   schedulePollMs?: number;
+  /** What nodes read from configuration (the AI endpoint for agent steps). */
+  settings?: NodeSettings;
 }
 
 /** How late a due run or schedule must be to count as overdue. */
@@ -63,7 +74,10 @@ export class Engine {
   readonly events = new EngineEmitter();
   readonly owner: string;
   private readonly handlers = new Map<string, NodeHandler>();
+  private readonly actions = new Map<string, RegisteredAction>();
   private readonly customKinds = new Map<string, CustomKindSpec>();
+  private readonly settings: NodeSettings;
+  private readonly http: HttpClient;
   private readonly versions: VersionCache;
   /** Concurrent ingests share one transaction (group commit); each resolves once it is durable. */
   private readonly intake = new Batcher((es: NewEvent[]) => this.store.insertEvents(es));
@@ -75,12 +89,14 @@ export class Engine {
     this.store = opts.store;
     this.clock = opts.clock ?? systemClock;
     this.owner = opts.runner?.owner ?? `wkr_${randomUUID().slice(0, 8)}`;
-    for (const h of [...BUILTIN_HANDLERS, httpRequestNode]) this.handlers.set(h.kind, h);
+    for (const h of [...BUILTIN_HANDLERS, httpRequestNode, waitForEventNode, inputNode, approvalNode, forEachNode, agentNode]) this.handlers.set(h.kind, h);
+    this.settings = opts.settings ?? {};
+    this.http = opts.http ?? new UndiciHttpClient();
     this.versions = new VersionCache(this.store);
     const pg = this.store.kind === "postgres";
     this.runner = opts.noRunner
       ? null
-      : new Runner(this.store, this.versions, this.handlers, this.clock, this.events, opts.http ?? new UndiciHttpClient(), {
+      : new Runner(this.store, this.versions, this.handlers, this.clock, this.events, this.http, {
           owner: this.owner,
           leaseMs: 30_000,
           maxInFlight: 500,
@@ -89,18 +105,20 @@ export class Engine {
           commitBatch: 500,
           commitConcurrency: pg ? 3 : 1,
           ...opts.runner,
-        });
+        }, { actions: this.actions, settings: this.settings });
     this.dispatcher = opts.noRunner
       ? null
       : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 50, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
     this.scheduler = opts.noRunner ? null : new Scheduler(this.store, this.clock, this.events, opts.schedulePollMs ?? 1000, () => this.dispatcher?.poke());
   }
 
-  /** Register a custom action kind (TypeScript). Call before start(). */
-  registerAction(spec: ActionSpec): void {
+  /** Register a custom action kind (TypeScript; see defineAction in actions.ts). Call before start(). */
+  registerAction<I = Record<string, unknown>>(spec: ActionSpec<I>): void {
     if (this.handlers.has(spec.kind)) throw new WeftError("action.kind_taken", `kind "${spec.kind}" is already registered`);
-    this.handlers.set(spec.kind, actionHandler(spec));
-    this.customKinds.set(spec.kind, { ports: spec.ports ?? ["next", "error"] });
+    const reg = new RegisteredAction(spec as ActionSpec<unknown>);
+    this.actions.set(spec.kind, reg);
+    this.handlers.set(spec.kind, actionNode(reg));
+    this.customKinds.set(spec.kind, { ports: reg.ports });
   }
 
   async start(): Promise<void> {
@@ -320,6 +338,132 @@ export class Engine {
   async listSteps(workspaceId: string, runId: string): Promise<StepRun[]> {
     await this.getRun(workspaceId, runId);
     return this.store.listSteps(runId);
+  }
+
+  // ---------- run control ----------
+
+  /**
+   * Stop (exit `admin_stopped`) or cancel a run. A parked run ends at once; a run a worker is
+   * driving ends at that worker's next checkpoint (at once when it is this process). Recorded in
+   * the audit log. Ending a run that already ended is refused (`run.already_ended`).
+   */
+  async controlRun(workspaceId: string, runId: string, control: RunControl, actor: string): Promise<Run> {
+    const now = this.clock.now();
+    const entry: AuditEntry = { workspace_id: workspaceId, actor, action: `run.${control}`, target_type: "run", target_id: runId, details: {}, at: now };
+    const before = await this.getRun(workspaceId, runId);
+    if (before.completed_at !== null) throw new WeftError("run.already_ended", `run ${runId} already ended (${before.status})`, { status: before.status });
+    const r = await this.store.controlRun(workspaceId, runId, control, entry, now);
+    if (!r) throw new WeftError(ErrorCodes.runNotFound, `run ${runId} not found`);
+    if (r.completed_at !== null) {
+      this.events.emit("run:finished", { run_id: r.id, automation_id: r.automation_id, status: r.status, exit_reason: r.exit_reason });
+    } else {
+      this.runner?.control(runId, control);
+    }
+    return r;
+  }
+
+  /** A new run from the start, for the same trigger event, on the automation's current version (re-entry rules apply). */
+  async retriggerRun(workspaceId: string, runId: string, actor: string, idempotencyKey?: string): Promise<{ run: Run; created: boolean }> {
+    const orig = await this.getRun(workspaceId, runId);
+    const a = await this.mustGetAutomation(workspaceId, orig.automation_id);
+    const v = await this.versions.get(a.id, a.current_version);
+    if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
+    const now = this.clock.now();
+    const payload = (orig.event as { payload?: unknown }).payload;
+    const run = newRun(v, {
+      workspace_id: workspaceId, event: orig.event, event_id: orig.event_id,
+      dedupe_key: idempotencyKey ? `retrigger:${orig.id}:${idempotencyKey}` : (id) => `retrigger:${orig.id}:${id}`,
+      trigger_type: orig.trigger_type,
+      context: orig.trigger_type === "api" && payload !== null && typeof payload === "object" ? { ...(payload as Record<string, unknown>) } : {},
+      subject_override: orig.subject_id, subject_fallback: null,
+    }, now);
+    const res = await this.store.insertRun(run, now);
+    if (res.created) {
+      await this.store.appendAudit([{ workspace_id: workspaceId, actor, action: "run.retrigger", target_type: "run", target_id: orig.id, details: { new_run_id: res.run.id }, at: now }]);
+      this.events.emit("run:created", { run: res.run });
+      if (res.run.status === "pending") this.poke();
+    }
+    return res;
+  }
+
+  async listItems(workspaceId: string, runId: string): Promise<RunItem[]> {
+    await this.getRun(workspaceId, runId);
+    return this.store.listItems(runId);
+  }
+
+  /**
+   * Retry a failed item of an ended run, under the same idempotency key: an effect that already
+   * happened comes back as `idempotent_replay`. One retry at a time per item (compare-and-swap).
+   */
+  async retryItem(workspaceId: string, runId: string, itemId: string, actor: string): Promise<RunItem> {
+    const run = await this.getRun(workspaceId, runId);
+    const item = await this.store.getItem(workspaceId, itemId);
+    if (!item || item.run_id !== runId) throw new WeftError("item.not_found", `run ${runId} has no item ${itemId}`);
+    if (item.outcome !== "failed") throw new WeftError("item.not_failed", `item ${itemId} is ${item.outcome}; only a failed item can be retried`, { outcome: item.outcome });
+    if (run.completed_at === null) throw new WeftError("item.run_active", `run ${runId} is still ${run.status}; it retries its own items`, { status: run.status });
+    const claimed = await this.store.beginItemRetry(workspaceId, itemId, this.clock.now());
+    if (!claimed) throw new WeftError("item.not_failed", `item ${itemId} is no longer failed (another retry took it)`);
+    const action = this.actions.get(claimed.action_kind);
+    const v = await this.versions.get(run.automation_id, run.version);
+    const node = v?.nodes.get(claimed.node_key);
+    let result: { outcome: RunItem["outcome"]; output: unknown; error: RunItem["error"] };
+    if (!action) {
+      result = { outcome: "failed", output: null, error: { code: "item.retry_unsupported", message: `"${claimed.action_kind}" is not a registered action`, retryable: false } };
+    } else {
+      const o = await action.invoke(claimed.input, {
+        run_id: run.id, node_key: claimed.node_key, idempotency_key: claimed.idempotency_key, attempt: claimed.attempts,
+        run_as: run.run_as, trace_id: run.trace_id, signal: AbortSignal.timeout(120_000), node_permissions: node?.permissions ?? null,
+        http: this.http, now: () => this.clock.now(),
+      });
+      result = o.ok ? { outcome: o.replayed ? "idempotent_replay" : "succeeded", output: o.output, error: null } : { outcome: "failed", output: null, error: o.error };
+    }
+    const now = this.clock.now();
+    const done: RunItem = { ...claimed, ...result, finished_at: now, updated_at: now };
+    await this.store.finishItemRetry(done, {
+      workspace_id: workspaceId, actor, action: "run_item.retry", target_type: "run_item", target_id: itemId,
+      details: { run_id: runId, idempotency_key: claimed.idempotency_key, attempt: claimed.attempts, outcome: done.outcome }, at: now,
+    });
+    return done;
+  }
+
+  // ---------- approvals ----------
+
+  listApprovals(workspaceId: string, status?: ApprovalStatus, limit = 100): Promise<Approval[]> {
+    return this.store.listApprovals(workspaceId, status, Math.min(Math.max(limit, 1), 500));
+  }
+
+  async getApproval(workspaceId: string, id: string): Promise<Approval> {
+    const a = await this.store.getApproval(workspaceId, id);
+    if (!a) throw new WeftError("approval.not_found", `approval ${id} not found`);
+    return a;
+  }
+
+  /** Apply a decision once: a second, concurrent or late one is refused with `approval.already_decided`. */
+  async decideApproval(workspaceId: string, id: string, decision: "approved" | "rejected", actor: string, comment: string | null = null): Promise<Approval> {
+    const res = await this.store.decideApproval(workspaceId, id, decision, actor, comment, this.clock.now());
+    if (!res.approval) throw new WeftError("approval.not_found", `approval ${id} not found`);
+    if (!res.applied) {
+      throw new WeftError("approval.already_decided", `approval ${id} is already ${res.approval.status}`, {
+        status: res.approval.status, decided_by: res.approval.decided_by,
+      });
+    }
+    this.events.emit("approval:decided", { approval_id: id, run_id: res.approval.run_id, status: decision, actor });
+    this.poke();
+    return res.approval;
+  }
+
+  listAudit(workspaceId: string, limit = 100, beforeId?: number): Promise<AuditRow[]> {
+    return this.store.listAudit(workspaceId, Math.min(Math.max(limit, 1), 500), beforeId);
+  }
+
+  // ---------- simulation ----------
+
+  /** Walk the automation's current version with a test context: nothing is written, sent or enqueued. */
+  async simulate(workspaceId: string, automationId: string, req: SimulateRequest): Promise<Transcript> {
+    const a = await this.mustGetAutomation(workspaceId, automationId);
+    const v = await this.store.getVersion(a.id, a.current_version);
+    if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
+    return simulate(v.definition, req, { actions: this.actions, now: this.clock.now(), automation_id: a.id, version: v.version, settings: this.settings });
   }
 
   /** Resolve when the run reaches a status satisfying `pred` (tests and the CLI wait this way). */

@@ -2,6 +2,7 @@
 
 import { EventEmitter } from "node:events";
 import type { StepError } from "../model/errors.js";
+import type { PolicyViolation } from "../model/permissions.js";
 import type { NewStepRun, Run } from "./store.js";
 
 export interface EngineEvents {
@@ -16,6 +17,8 @@ export interface EngineEvents {
   "event:stored": { event_id: string; duplicate: boolean };
   "event:dispatched": { event_id: string; runs: string[] };
   "schedule:fired": { events: number };
+  "policy:violation": { run_id: string; node_key: string; violation: PolicyViolation };
+  "approval:decided": { approval_id: string; run_id: string; status: string; actor: string };
   "engine:error": { where: string; error: unknown };
 }
 

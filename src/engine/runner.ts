@@ -10,14 +10,16 @@ import type { NodeDef } from "../model/definition.js";
 import { toStepError, StepFailure, type StepError } from "../model/errors.js";
 import { CelScope } from "../model/expressions.js";
 import { DEFAULT_RETRY, decideRetry } from "../model/retry.js";
-import { transition, type ExitReason, type RunStatus } from "../model/run-status.js";
+import { isTerminal, transition, type ExitReason, type RunStatus } from "../model/run-status.js";
 import type { StepOutcome } from "../model/step-outcome.js";
 import type { Clock } from "./clock.js";
 import { Committer } from "./committer.js";
 import type { EngineEmitter } from "./events.js";
 import type { HttpClient } from "./http.js";
-import type { NodeHandler, NodeResult } from "./nodes/types.js";
-import type { Checkpoint, Cursor, NewStepRun, Run, RunState, Store } from "./store.js";
+import type { NodeHandler, NodeResult, NodeSettings, ParkWait } from "./nodes/types.js";
+import type { Approval, AuditEntry, Checkpoint, Cursor, LogLine, NewStepRun, Run, RunControl, RunItem, RunState, Store } from "./store.js";
+import type { RegisteredAction } from "./actions.js";
+import type { PolicyViolation } from "../model/permissions.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
 import { crashPoint } from "./crashpoints.js";
 import { PauseView } from "./pauses.js";
@@ -41,9 +43,17 @@ export interface RunnerOptions {
   commitConcurrency: number;
 }
 
+/** What nodes may use beyond the run itself. */
+export interface RunnerServices {
+  actions: ReadonlyMap<string, RegisteredAction>;
+  settings: NodeSettings;
+}
+
 export class Runner {
   private readonly committer: Committer;
   private readonly inFlight = new Map<string, AbortController>();
+  /** The drive of each run in flight here (an operator's stop or cancel reaches it at once). */
+  private readonly drives = new Map<string, Drive>();
   private readonly loop: Loop;
   private renewTimer: NodeJS.Timeout | null = null;
   private readonly drivers = new Set<Promise<void>>();
@@ -58,6 +68,7 @@ export class Runner {
     private readonly events: EngineEmitter,
     private readonly http: HttpClient,
     private readonly opts: RunnerOptions,
+    private readonly services: RunnerServices = { actions: new Map(), settings: {} },
   ) {
     this.committer = new Committer(store, opts.owner, events, { maxBatch: opts.commitBatch, maxConcurrent: opts.commitConcurrency });
     this.pauses = new PauseView(store, clock);
@@ -100,6 +111,11 @@ export class Runner {
   /** Something became due (a run was created, a clock moved): claim now instead of at the next poll. */
   poke(): void {
     this.loop.poke();
+  }
+
+  /** An operator stopped or cancelled a run this process may be driving: apply it now, not at the next checkpoint. */
+  control(runId: string, control: RunControl): void {
+    this.drives.get(runId)?.requestControl(control);
   }
 
   get busy(): number {
@@ -174,7 +190,16 @@ export class Runner {
   private async drive(claimed: Run, signal: AbortSignal): Promise<void> {
     const v = await this.versions.get(claimed.automation_id, claimed.version);
     const d = new Drive(claimed, v);
-    if (await this.parkIfPaused(d)) {
+    this.drives.set(claimed.id, d);
+    try {
+      await this.driveLoop(d, signal);
+    } finally {
+      if (this.drives.get(claimed.id) === d) this.drives.delete(claimed.id);
+    }
+  }
+
+  private async driveLoop(d: Drive, signal: AbortSignal): Promise<void> {
+    if (d.control === null && (await this.parkIfPaused(d))) {
       await this.checkpoint(d, false);
       return;
     }
@@ -190,9 +215,16 @@ export class Runner {
         await this.checkpoint(d, false);
         return;
       }
+      if (d.control !== null) {
+        // An operator's stop or cancel, seen at a node boundary: end the run here.
+        d.applyControl();
+        await this.checkpoint(d, false);
+        return;
+      }
       if (uncommitted && this.nextIsSlow(d)) {
         if (!(await this.checkpoint(d, true))) return;
         uncommitted = false;
+        if (d.control !== null) continue;
         if (await this.parkIfPaused(d)) {
           await this.checkpoint(d, false);
           return;
@@ -221,7 +253,9 @@ export class Runner {
     await crashPoint("runner:before-checkpoint");
     let ok: boolean;
     try {
-      ok = await this.committer.submit(cp);
+      const res = await this.committer.submit(cp);
+      ok = res.applied;
+      if (res.control !== null && keepLease) d.requestControl(res.control);
     } catch (error) {
       // Unknown whether it committed: stop driving; the lease lapses and a claim resumes the run.
       this.events.emit("engine:error", { where: `checkpoint ${d.run.id}`, error });
@@ -233,7 +267,10 @@ export class Runner {
     }
     await crashPoint("runner:after-checkpoint");
     d.committed();
-    for (const s of cp.steps) this.events.emit("step:finished", { run_id: d.run.id, step: s });
+    for (const s of cp.steps) {
+      this.events.emit("step:finished", { run_id: d.run.id, step: s });
+      for (const v of s.violations ?? []) this.events.emit("policy:violation", { run_id: d.run.id, node_key: s.node_key, violation: v });
+    }
     const st = cp.state;
     if (st.status === "waiting" || st.status === "retrying") {
       this.events.emit("run:parked", { run_id: d.run.id, waiting_for: st.waiting_for ?? st.status, due_at: st.due_at });
@@ -263,11 +300,31 @@ export class Runner {
     const attempt = d.cursor.attempt + 1;
     const idempotencyKey = `${d.run.id}/${node.key}/${visit}`;
     const started = this.clock.now();
+    const violations: PolicyViolation[] = [];
+    const logs: LogLine[] = [];
+    const stepSignal = AbortSignal.any([signal, d.stopSignal]);
     let result: NodeResult;
     try {
       result = await handler.execute({
-        run: d.run, node, scope: d.scope(), idempotencyKey, attempt, now: started, parked: d.cursor.parked,
-        signal, http: this.http, random: Math.random,
+        run: d.run, node, scope: d.scope(), idempotencyKey, visit, attempt, now: started, parked: d.cursor.parked,
+        signal: stepSignal, http: this.http, random: Math.random, store: this.store,
+        permissions: node.permissions ?? null,
+        violate: (permission, message) => {
+          const v: PolicyViolation = { code: "policy.violation", permission, message, at: this.clock.now() };
+          violations.push(v);
+          return v;
+        },
+        log: (level, message, data) => {
+          if (logs.length < 50) logs.push({ level, message, ...(data === undefined ? {} : { data }), at: this.clock.now() });
+        },
+        actions: this.services.actions, handlers: this.handlers, settings: this.services.settings,
+        saveItems: async (items, approvals) => {
+          d.stage(items, approvals ?? []);
+          return this.checkpoint(d, true);
+        },
+        control: () => d.control,
+        clockNow: () => this.clock.now(),
+        hasEdge: (port) => d.version?.edges.get(node.key)?.has(port) ?? false,
       });
     } catch (err) {
       result = { kind: "fail", error: err instanceof StepFailure ? err.error : toStepError(err) };
@@ -279,11 +336,18 @@ export class Runner {
     }
     await crashPoint("runner:after-step-effect");
     const finished = this.clock.now();
+    if (violations.length > 0) {
+      d.audit(violations.map((v): AuditEntry => ({
+        workspace_id: d.run.workspace_id, actor: `run:${d.run.id}`, action: "policy.violation", target_type: "step",
+        target_id: idempotencyKey, details: { node_key: node.key, node_kind: node.kind, permission: v.permission, message: v.message }, at: v.at,
+      })));
+    }
     const base = {
       run_id: d.run.id, node_key: node.key, node_kind: node.kind, visit, attempt,
       entered_via_port_key: d.cursor.port, idempotency_key: idempotencyKey,
       input: "input" in result ? (result.input ?? null) : null, started_at: started, finished_at: finished,
       duration_ms: Math.max(0, Math.round(finished - started)),
+      violations: violations.length > 0 ? violations : null, logs: logs.length > 0 ? logs : null,
     };
     const row = (outcome: StepOutcome, exited: string | null, output: unknown, error: StepError | null): NewStepRun =>
       ({ ...base, outcome, exited_via_port_key: exited, output: output ?? null, error });
@@ -293,21 +357,34 @@ export class Runner {
         d.addStep(row("succeeded", result.port, result.output, null));
         d.steps[node.key] = result.output ?? null;
         if (result.assign) Object.assign(d.context, result.assign);
+        if (result.items) d.countItems(result.items.total, result.items.failed);
+        if (result.consumed_event) d.cursor.consumed = [...(d.cursor.consumed ?? []), result.consumed_event].slice(-100);
         d.advance(node.key, result.port);
         return handler.class === "slow" ? "slow_done" : "continue";
       }
       case "end":
         d.addStep(row("succeeded", null, null, null));
         return d.finish("completed", "completed");
+      case "exit":
+        d.addStep(row("succeeded", null, result.output, null));
+        return d.finish("exited", result.reason);
       case "park": {
-        d.addStep(row("waiting", null, null, null));
-        d.cursor.parked = { kind: result.waiting_for, since: finished, until: result.until, ...(result.data ? { data: result.data } : {}) };
+        // A node woken early (an event that did not match, a spurious wake) parks again without a new row.
+        const again = d.cursor.parked !== undefined;
+        if (!again || violations.length > 0) d.addStep(row("waiting", null, null, null));
+        d.cursor.parked = {
+          kind: result.waiting_for, since: d.cursor.parked?.since ?? finished, until: result.until,
+          ...(result.data ? { data: result.data } : {}),
+        };
         d.cursor.since_pause = 0;
+        if (result.items) d.countItems(result.items.total, result.items.failed);
+        d.stage([], result.approvals ?? []);
+        d.wait = result.wait ?? null;
         return d.park("waiting", result.waiting_for, result.until);
       }
       case "fail": {
         const policy = node.retry ?? DEFAULT_RETRY;
-        const decision = decideRetry(result.error, attempt, policy, Math.random());
+        const decision = d.control === "stop" ? ({ kind: "fail" } as const) : decideRetry(result.error, attempt, policy, Math.random());
         if (decision.kind === "retry") {
           d.addStep(row("retrying", null, result.output, result.error));
           d.cursor.attempt = attempt;
@@ -338,6 +415,16 @@ class Drive {
   private dueAt: number | null = null;
   private rev: number;
   private pending: NewStepRun[] = [];
+  private pendingItems: RunItem[] = [];
+  private pendingApprovals: Approval[] = [];
+  private pendingAudit: AuditEntry[] = [];
+  private itemsTotal: number;
+  private itemsFailed: number;
+  /** Set while parked on named events (wait_for_event, input). */
+  wait: ParkWait | null = null;
+  /** An operator's stop or cancel (from the claimed row, a commit, or this process). */
+  control: RunControl | null;
+  private readonly stopper = new AbortController();
 
   constructor(readonly run: Run, readonly version: LoadedVersion | null) {
     // The claimed row was decoded for this drive alone, so it is ours to mutate.
@@ -346,6 +433,46 @@ class Drive {
     this.cursor = run.cursor;
     this.status = run.status;
     this.rev = run.rev;
+    this.itemsTotal = run.items_total;
+    this.itemsFailed = run.items_failed;
+    this.control = run.control;
+    if (this.control === "stop") this.stopper.abort();
+  }
+
+  /** Aborted by a stop: an in-flight slow step is abandoned (a cancel lets it finish). */
+  get stopSignal(): AbortSignal {
+    return this.stopper.signal;
+  }
+
+  requestControl(c: RunControl): void {
+    if (this.control === "stop") return;
+    this.control = c;
+    if (c === "stop") this.stopper.abort();
+  }
+
+  /** End the run as the operator asked: stop → exited (admin_stopped), cancel → cancelled. */
+  applyControl(): void {
+    if (this.control === "stop") this.finish("exited", "admin_stopped");
+    else this.finish("cancelled", null);
+  }
+
+  stage(items: RunItem[], approvals: Approval[]): void {
+    this.pendingItems.push(...items);
+    this.pendingApprovals.push(...approvals);
+    if (approvals.length > 0) this.hadApprovals = true;
+  }
+
+  private hadApprovals = false;
+  /** The run ends with items or approvals that may still be open: the store closes them with the final commit. */
+  private closeOpen = false;
+
+  audit(entries: AuditEntry[]): void {
+    this.pendingAudit.push(...entries);
+  }
+
+  countItems(total: number, failed: number): void {
+    this.itemsTotal = total;
+    this.itemsFailed = failed;
   }
 
   scope(): CelScope {
@@ -363,6 +490,7 @@ class Drive {
 
   advance(from: string, port: string): void {
     this.cursor.parked = undefined;
+    this.wait = null;
     this.cursor.attempt = 0;
     this.cursor.port = port;
     this.cursor.node = this.version?.edges.get(from)?.get(port) ?? null;
@@ -384,8 +512,12 @@ class Drive {
     this.dueAt = now;
   }
 
-  finish(status: RunStatus, reason: ExitReason): "stop" {
+  finish(status: RunStatus, reason: ExitReason | null): "stop" {
+    // A run whose fan-out had failed items did not simply complete.
+    if (status === "completed" && this.itemsFailed > 0) status = "completed_with_failures";
+    this.closeOpen = this.itemsTotal > 0 || this.hadApprovals || this.cursor.parked?.kind === "approval";
     this.status = transition(this.status, status);
+    this.wait = null;
     this.exitReason = reason;
     this.cursor.node = null;
     this.cursor.parked = undefined;
@@ -417,7 +549,7 @@ class Drive {
 
   checkpoint(keepLease: boolean, now: number): Checkpoint {
     if (keepLease) this.status = transition(this.status, "running");
-    const terminal = this.exitReason !== null;
+    const terminal = isTerminal(this.status);
     const state: RunState = {
       status: this.status,
       exit_reason: this.exitReason,
@@ -427,16 +559,22 @@ class Drive {
       context: this.context,
       steps: this.steps,
       cursor: this.cursor,
-      items_total: this.run.items_total,
-      items_failed: this.run.items_failed,
+      items_total: this.itemsTotal,
+      items_failed: this.itemsFailed,
       interruptions: this.run.interruptions,
       due_at: keepLease ? null : this.dueAt,
       keep_lease: keepLease,
       completed_at: terminal ? now : null,
       updated_at: now,
+      wait: !keepLease && this.status === "waiting" ? this.wait : null,
+      close_open: terminal && this.closeOpen,
     };
     // Not copied: the drive awaits this checkpoint's commit before it mutates anything again.
-    return { run_id: this.run.id, expected_rev: this.rev, state, steps: this.pending.splice(0) };
+    const cp: Checkpoint = { run_id: this.run.id, expected_rev: this.rev, state, steps: this.pending.splice(0) };
+    if (this.pendingItems.length > 0) cp.items = this.pendingItems.splice(0);
+    if (this.pendingApprovals.length > 0) cp.approvals = this.pendingApprovals.splice(0);
+    if (this.pendingAudit.length > 0) cp.audit = this.pendingAudit.splice(0);
+    return cp;
   }
 
   committed(): void {

@@ -7,6 +7,11 @@ import type { TriggerEvent } from "../model/triggers.js";
 import type { StepError } from "../model/errors.js";
 import type { ExitReason, RunStatus } from "../model/run-status.js";
 import type { StepOutcome } from "../model/step-outcome.js";
+import type { ItemOutcome } from "../model/item-outcome.js";
+import type { PolicyViolation } from "../model/permissions.js";
+
+/** An operator's request to end a run: `stop` exits at once (`admin_stopped`); `cancel` lets in-flight items finish. */
+export type RunControl = "stop" | "cancel";
 
 export type AutomationStatus = "active" | "paused";
 
@@ -44,6 +49,8 @@ export interface Cursor {
   attempt: number;
   /** Set while the current node has parked the run (delay, waits); the node resumes from it. */
   parked?: { kind: string; since: number; until: number | null; data?: Record<string, unknown> } | undefined;
+  /** Named events already taken by a wait in this run (the latest 100): a later wait does not count them again. */
+  consumed?: string[];
 }
 
 export interface Run {
@@ -71,6 +78,8 @@ export interface Run {
   items_failed: number;
   /** How often the run was resumed after its worker vanished (never counted as failure). */
   interruptions: number;
+  /** A stop or cancel requested while a worker held the run; the worker applies it at its next checkpoint. */
+  control: RunControl | null;
   /** When the runner may claim it: wake time when parked, lease expiry while running, null when terminal. */
   due_at: number | null;
   lease_owner: string | null;
@@ -81,7 +90,7 @@ export interface Run {
   updated_at: number;
 }
 
-export type NewRun = Omit<Run, "rev" | "lease_owner" | "interruptions" | "items_total" | "items_failed" | "completed_at" | "updated_at"> & {
+export type NewRun = Omit<Run, "rev" | "lease_owner" | "interruptions" | "control" | "items_total" | "items_failed" | "completed_at" | "updated_at"> & {
   /** Set to the subject when the automation allows one active run per subject (enforced by the store). */
   active_subject: string | null;
   completed_at?: number | null;
@@ -107,11 +116,22 @@ export interface StepRun {
   input: unknown;
   output: unknown;
   error: StepError | null;
+  /** Calls the step tried outside its permission set (blocked). */
+  violations?: PolicyViolation[] | null;
+  /** What a custom action logged (bounded). */
+  logs?: LogLine[] | null;
   started_at: number;
   finished_at: number;
 }
 
 export type NewStepRun = Omit<StepRun, "id">;
+
+export interface LogLine {
+  level: "info" | "warn" | "error";
+  message: string;
+  data?: unknown;
+  at: number;
+}
 
 /** The full mutable state of a run after a checkpoint. */
 export interface RunState {
@@ -131,6 +151,99 @@ export interface RunState {
   keep_lease: boolean;
   completed_at: number | null;
   updated_at: number;
+  /**
+   * Parked on wait_for_event / input: the named events that would wake the run. The store indexes
+   * this (the dispatcher wakes matching runs), and when committing the park it makes the run due
+   * at once if such an event is already stored, so an event stored while the run was deciding to
+   * wait is not missed.
+   */
+  wait?: WaitSpec | null;
+  /**
+   * The run ends (terminal) and may leave items or approvals open: in the same commit the store
+   * skips its unstarted items and cancels its pending approvals.
+   */
+  close_open?: boolean;
+}
+
+export interface WaitSpec {
+  name: string;
+  /** Only events about this subject (null: any subject). */
+  subject_id: string | null;
+  /** Events received at or after this time... */
+  after: number;
+  /** ...except these (already examined or consumed). */
+  exclude: string[];
+}
+
+/** The index key of a run parked on named events: "<name>\u0001<subject or empty>" (both stores). */
+export const waitKey = (name: string, subject: string | null): string => `${name}\u0001${subject ?? ""}`;
+
+export interface RunItem {
+  id: string;
+  run_id: string;
+  workspace_id: string;
+  node_key: string;
+  visit: number;
+  /** Position in the fan-out list. */
+  idx: number;
+  subject_id: string | null;
+  action_kind: string;
+  outcome: ItemOutcome;
+  attempts: number;
+  /** `run / node / visit / idx`: the same for every attempt, including an operator's retry. */
+  idempotency_key: string;
+  input: unknown;
+  output: unknown;
+  error: StepError | null;
+  approval_id: string | null;
+  /** A retryable failure waits until then before its next attempt. */
+  not_before: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+  updated_at: number;
+}
+
+export type ApprovalStatus = "pending" | "approved" | "rejected" | "timed_out" | "cancelled";
+
+export interface Approval {
+  id: string;
+  workspace_id: string;
+  run_id: string;
+  automation_id: string;
+  node_key: string;
+  visit: number;
+  /** Set when the approval gates one item of a fan-out. */
+  item_id: string | null;
+  title: string;
+  approvers: string[];
+  status: ApprovalStatus;
+  decided_by: string | null;
+  decided_at: number | null;
+  comment: string | null;
+  created_at: number;
+  expires_at: number | null;
+}
+
+export interface AuditEntry {
+  workspace_id: string;
+  /** Who: `user:<id>`, `token:<id>`, `admin`, or `run:<id>` for what a run's step tried. */
+  actor: string;
+  /** What: `run.stop`, `approval.approve`, `policy.violation`, ... */
+  action: string;
+  target_type: string;
+  target_id: string;
+  details: Record<string, unknown>;
+  at: number;
+}
+
+export interface AuditRow extends AuditEntry {
+  id: number;
+}
+
+export interface CommitResult {
+  applied: boolean;
+  /** A stop or cancel request on the run, seen by this commit. */
+  control: RunControl | null;
 }
 
 /** One run's progress, committed atomically: state CAS on (rev, lease owner), then its step rows. */
@@ -139,6 +252,11 @@ export interface Checkpoint {
   expected_rev: number;
   state: RunState;
   steps: NewStepRun[];
+  /** Fan-out items written (inserted or replaced) with this checkpoint. */
+  items?: RunItem[];
+  /** Approvals created with this checkpoint (ignored when the id exists). */
+  approvals?: Approval[];
+  audit?: AuditEntry[];
 }
 
 export interface RunFilter {
@@ -313,8 +431,8 @@ export interface Store {
    * its share of one claim while others have due runs.
    */
   claimRuns(owner: string, now: number, leaseMs: number, limit: number): Promise<Run[]>;
-  /** Apply checkpoints in one transaction; returns, per checkpoint, whether it applied (false: stale). */
-  commit(owner: string, checkpoints: readonly Checkpoint[]): Promise<boolean[]>;
+  /** Apply checkpoints in one transaction; returns, per checkpoint, whether it applied (false: stale) and any control request. */
+  commit(owner: string, checkpoints: readonly Checkpoint[]): Promise<CommitResult[]>;
   /** Extend the leases this owner still holds; returns the ids it still holds. */
   renewLeases(owner: string, runIds: readonly string[], until: number): Promise<string[]>;
   /** Earliest due_at among claimable runs (to sleep until), or null. */
@@ -323,4 +441,43 @@ export interface Store {
   getRun(workspaceId: string, id: string): Promise<Run | null>;
   listRuns(filter: RunFilter): Promise<Page<Run>>;
   listSteps(runId: string): Promise<StepRun[]>;
+
+  // ---------- waits ----------
+
+  /** Named events (type "event") matching a wait, oldest first. */
+  findEvents(workspaceId: string, wait: WaitSpec, limit: number): Promise<StoredEvent[]>;
+
+  // ---------- fan-out items ----------
+
+  listItems(runId: string, nodeKey?: string, visit?: number): Promise<RunItem[]>;
+  getItem(workspaceId: string, itemId: string): Promise<RunItem | null>;
+  /**
+   * An operator's retry of a failed item, step one: failed → running, only while the run is
+   * terminal (no worker touches its items). Null when the item is not failed (any more).
+   */
+  beginItemRetry(workspaceId: string, itemId: string, now: number): Promise<RunItem | null>;
+  /** Step two: write the item's outcome, recount the run's failed items, append the audit entry. */
+  finishItemRetry(item: RunItem, audit: AuditEntry): Promise<void>;
+
+  // ---------- approvals ----------
+
+  getApproval(workspaceId: string, id: string): Promise<Approval | null>;
+  listApprovals(workspaceId: string, status: ApprovalStatus | undefined, limit: number): Promise<Approval[]>;
+  /**
+   * Decide a pending approval (compare-and-swap: only one decision ever applies), wake the run
+   * parked on it, append the audit entry. `applied` false: it was no longer pending.
+   */
+  decideApproval(workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number): Promise<{ applied: boolean; approval: Approval | null }>;
+
+  // ---------- run control and audit ----------
+
+  /**
+   * Stop or cancel a run. A run no worker holds (pending, waiting, retrying, interrupted) ends
+   * here, at once: its unstarted items are skipped and its pending approvals cancelled. A run a
+   * worker holds gets the request, which the worker applies at its next checkpoint. Null when
+   * the run does not exist; a terminal run is returned unchanged.
+   */
+  controlRun(workspaceId: string, runId: string, control: RunControl, audit: AuditEntry, now: number): Promise<Run | null>;
+  appendAudit(entries: readonly AuditEntry[]): Promise<void>;
+  listAudit(workspaceId: string, limit: number, beforeId?: number): Promise<AuditRow[]>;
 }

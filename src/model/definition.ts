@@ -112,7 +112,13 @@ export const BUILTIN_KINDS: Readonly<Record<string, KindSpec>> = {
     celFields: (c) => (c.match ? ["/match"] : []),
   },
   input: {
-    config: z.strictObject({ prompt: z.string(), timeout_min: z.number().min(0).optional(), assign_to: z.string().optional() }),
+    config: z.strictObject({
+      prompt: z.string(),
+      timeout_min: z.number().min(0).optional(),
+      assign_to: z.string().optional(),
+      /** The event a reply arrives as (default reply.received). */
+      event: z.string().min(1).optional(),
+    }),
     ports: fixed("received", "timeout"),
     celFields: none,
   },
@@ -141,6 +147,8 @@ export const BUILTIN_KINDS: Readonly<Record<string, KindSpec>> = {
       condition: cel.optional(),
       action: z.strictObject({ kind: z.string().min(1), config: z.record(z.string(), z.unknown()).default({}) }),
       concurrency: z.number().int().min(1).max(1000).optional(),
+      /** Each item's action waits for its own approval (item outcome awaiting_approval meanwhile). */
+      approval: z.strictObject({ title: z.string().min(1), approvers: z.array(z.string()).optional(), timeout_ms: durationMs.optional() }).optional(),
     }),
     ports: fixed("next"),
     celFields: (c) => ["/items", ...(c.subject ? ["/subject"] : []), ...(c.condition ? ["/condition"] : [])],

@@ -71,3 +71,8 @@ export async function makeStore(kind: StoreKind): Promise<TestStore> {
     },
   };
 }
+
+/** Store.commit's per-checkpoint results as applied flags (most tests only ask which applied). */
+export async function flags(p: Promise<import("../../src/engine/store.js").CommitResult[]>): Promise<boolean[]> {
+  return (await p).map((r) => r.applied);
+}

@@ -1,4 +1,4 @@
-// Fast built-in nodes: set, branch, switch, delay, end. Pure functions of the run's scope.
+// Fast built-in nodes: set, branch, switch, delay, end, randomizer. Pure functions of the run's scope.
 
 import { StepFailure, stepError } from "../../model/errors.js";
 import { evaluate, evaluateCondition, render } from "../../model/expressions.js";
@@ -66,4 +66,41 @@ export const endNode: NodeHandler = {
   execute: () => ({ kind: "end" }),
 };
 
-export const BUILTIN_HANDLERS: NodeHandler[] = [setNode, branchNode, switchNode, delayNode, endNode];
+
+/**
+ * randomizer: pick a variant port by weight. Sticky (the default): the same subject always gets
+ * the same variant of this node (a hash of automation, node and subject, no stored state), so a
+ * contact who re-enters sees the arm they saw before. Runs without a subject draw at random.
+ */
+export const randomizerNode: NodeHandler = {
+  kind: "randomizer",
+  class: "fast",
+  execute({ node, run, random }): NodeResult {
+    const cfg = node.config as { variants: { port: string; weight: number }[]; sticky?: boolean };
+    const sticky = cfg.sticky !== false && run.subject_id !== null;
+    const u = sticky ? unitHash(`${run.automation_id}\u0000${node.key}\u0000${run.subject_id}`) : random();
+    const total = cfg.variants.reduce((n, v) => n + v.weight, 0);
+    let at = u * total;
+    let port = cfg.variants[cfg.variants.length - 1]!.port;
+    for (const v of cfg.variants) {
+      if (at < v.weight) {
+        port = v.port;
+        break;
+      }
+      at -= v.weight;
+    }
+    return { kind: "next", port, output: { variant: port, sticky } };
+  },
+};
+
+/** A stable number in [0, 1) from a string (FNV-1a 32-bit). */
+function unitHash(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h / 0x1_0000_0000;
+}
+
+export const BUILTIN_HANDLERS: NodeHandler[] = [setNode, branchNode, switchNode, delayNode, endNode, randomizerNode];

@@ -12,7 +12,9 @@ import type {
   Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, InsertRunResult, NewEvent, NewRun, OverdueCount, Page,
   PauseKey, PauseRow, Run, RunFilter, ScheduleRow, StepRun, Store, StoredEvent,
 } from "../../engine/store.js";
-import { laterEnd, pauseKey } from "../../engine/store.js";
+import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
+import type { ApprovalStatus, AuditEntry, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
+import { EmbeddedNodes } from "./nodes.js";
 import { decodeCursor, encodeCursor } from "../cursor.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
@@ -36,7 +38,7 @@ function toRun(r: any): Run {
     exit_reason: r.exit_reason, current_node_key: r.current_node_key, waiting_for: r.waiting_for,
     waiting_until: r.waiting_until, event: pj(r.event), context: pj(r.context), steps: pj(r.steps), cursor: pj(r.cursor),
     run_as: pj(r.run_as), trace_id: r.trace_id, items_total: r.items_total, items_failed: r.items_failed,
-    interruptions: r.interruptions, due_at: r.due_at, lease_owner: r.lease_owner, rev: r.rev,
+    interruptions: r.interruptions, control: r.control ?? null, due_at: r.due_at, lease_owner: r.lease_owner, rev: r.rev,
     started_at: r.started_at, completed_at: r.completed_at, updated_at: r.updated_at,
   };
 }
@@ -52,7 +54,7 @@ function toStep(r: any): StepRun {
     id: r.id, run_id: r.run_id, node_key: r.node_key, node_kind: r.node_kind, visit: r.visit, attempt: r.attempt,
     entered_via_port_key: r.entered_via_port_key, exited_via_port_key: r.exited_via_port_key, outcome: r.outcome,
     duration_ms: r.duration_ms, idempotency_key: r.idempotency_key, input: pj(r.input), output: pj(r.output),
-    error: pj(r.error), started_at: r.started_at, finished_at: r.finished_at,
+    error: pj(r.error), violations: pj(r.violations ?? null), logs: pj(r.logs ?? null), started_at: r.started_at, finished_at: r.finished_at,
   };
 }
 
@@ -65,6 +67,8 @@ export class EmbeddedStore implements Store {
     return (this.prepared ??= this.prepare());
   }
 
+  private readonly nodes: EmbeddedNodes;
+
   constructor(opts: EmbeddedStoreOptions) {
     if (opts.file !== ":memory:") mkdirSync(dirname(opts.file), { recursive: true });
     this.db = new Database(opts.file);
@@ -72,6 +76,7 @@ export class EmbeddedStore implements Store {
     this.db.pragma("synchronous = FULL");
     this.db.pragma("foreign_keys = ON");
     this.db.pragma("busy_timeout = 5000");
+    this.nodes = new EmbeddedNodes(this.db);
   }
 
   private prepare() {
@@ -107,12 +112,13 @@ export class EmbeddedStore implements Store {
           due_at = CASE WHEN @keep_lease THEN due_at ELSE @due_at END,
           lease_owner = CASE WHEN @keep_lease THEN lease_owner ELSE NULL END,
           active_subject = CASE WHEN @terminal THEN NULL ELSE active_subject END,
+          control = CASE WHEN @terminal THEN NULL ELSE control END, wait_key = @wait_key,
           completed_at = @completed_at, updated_at = @updated_at, rev = rev + 1
-        WHERE id = @run_id AND rev = @expected_rev AND lease_owner = @owner`),
+        WHERE id = @run_id AND rev = @expected_rev AND lease_owner = @owner RETURNING control`),
       insertStep: d.prepare(`INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
-          outcome, duration_ms, idempotency_key, input, output, error, started_at, finished_at)
+          outcome, duration_ms, idempotency_key, input, output, error, violations, logs, started_at, finished_at)
         VALUES (@run_id, @node_key, @node_kind, @visit, @attempt, @entered_via_port_key, @exited_via_port_key, @outcome,
-          @duration_ms, @idempotency_key, @input, @output, @error, @started_at, @finished_at)`),
+          @duration_ms, @idempotency_key, @input, @output, @error, @violations, @logs, @started_at, @finished_at)`),
       renew: d.prepare("UPDATE runs SET due_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running'"),
       nextDue: d.prepare("SELECT min(due_at) FROM runs WHERE due_at IS NOT NULL").pluck(),
       getVersion: d.prepare("SELECT * FROM automation_versions WHERE automation_id = ? AND version = ?"),
@@ -257,6 +263,11 @@ export class EmbeddedStore implements Store {
         }
       }
       for (const ev of events) this.s.markDispatched.run(now, made.get(ev.id) ?? 0, ev.id);
+      for (const ev of events) {
+        if (ev.type !== "event" || ev.name === null) continue;
+        this.nodes.wake(ev.workspace_id, waitKey(ev.name, ev.subject_id), now);
+        if (ev.subject_id !== null) this.nodes.wake(ev.workspace_id, waitKey(ev.name, null), now);
+      }
       return { events, runs };
     }).immediate();
   }
@@ -395,25 +406,34 @@ export class EmbeddedStore implements Store {
     return tx.immediate();
   }
 
-  async commit(owner: string, cps: readonly Checkpoint[]): Promise<boolean[]> {
+  async commit(owner: string, cps: readonly Checkpoint[]): Promise<CommitResult[]> {
     const tx = this.db.transaction(() =>
-      cps.map((c) => {
+      cps.map((c): CommitResult => {
         const st = c.state;
-        const res = this.s.commitOne.run({
+        const wait = st.wait ?? null;
+        // Parking on named events: due at once if one is already stored (see the PostgreSQL commit).
+        const dueAt = wait && !st.keep_lease && this.nodes.waitSatisfied(this.runWorkspace(c.run_id), wait) ? st.updated_at : st.due_at;
+        const res = this.s.commitOne.get({
           run_id: c.run_id, expected_rev: c.expected_rev, owner, status: st.status, exit_reason: st.exit_reason,
           current_node_key: st.current_node_key, waiting_for: st.waiting_for, waiting_until: st.waiting_until,
           context: j(st.context), steps: j(st.steps), cursor: j(st.cursor), items_total: st.items_total,
-          items_failed: st.items_failed, interruptions: st.interruptions, due_at: st.due_at, keep_lease: st.keep_lease ? 1 : 0,
+          items_failed: st.items_failed, interruptions: st.interruptions, due_at: dueAt, keep_lease: st.keep_lease ? 1 : 0,
           terminal: isTerminal(st.status as RunStatus) ? 1 : 0, completed_at: st.completed_at, updated_at: st.updated_at,
-        });
-        if (res.changes !== 1) return false;
+          wait_key: wait ? waitKey(wait.name, wait.subject_id) : null,
+        }) as { control: RunControl | null } | undefined;
+        if (!res) return { applied: false, control: null };
         for (const s of c.steps) {
-          this.s.insertStep.run({ ...s, input: j(s.input), output: j(s.output), error: j(s.error) });
+          this.s.insertStep.run({ ...s, input: j(s.input), output: j(s.output), error: j(s.error), violations: j(s.violations), logs: j(s.logs) });
         }
-        return true;
+        this.nodes.writeCheckpointExtras(c);
+        return { applied: true, control: res.control ?? null };
       }),
     );
     return tx.immediate();
+  }
+
+  private runWorkspace(runId: string): string {
+    return (this.db.prepare("SELECT workspace_id FROM runs WHERE id = ?").pluck().get(runId) as string | undefined) ?? "";
   }
 
   async renewLeases(owner: string, ids: readonly string[], until: number): Promise<string[]> {
@@ -452,5 +472,40 @@ export class EmbeddedStore implements Store {
 
   async listSteps(runId: string): Promise<StepRun[]> {
     return this.s.steps.all(runId).map(toStep);
+  }
+
+  async findEvents(workspaceId: string, wait: WaitSpec, limit: number): Promise<StoredEvent[]> {
+    return this.nodes.findEvents(workspaceId, wait, limit, toEvent);
+  }
+  async listItems(runId: string, nodeKey?: string, visit?: number): Promise<RunItem[]> {
+    return this.nodes.listItems(runId, nodeKey, visit);
+  }
+  async getItem(workspaceId: string, itemId: string): Promise<RunItem | null> {
+    return this.nodes.getItem(workspaceId, itemId);
+  }
+  async beginItemRetry(workspaceId: string, itemId: string, now: number): Promise<RunItem | null> {
+    return this.nodes.beginItemRetry(workspaceId, itemId, now);
+  }
+  async finishItemRetry(item: RunItem, audit: AuditEntry): Promise<void> {
+    this.nodes.finishItemRetry(item, audit);
+  }
+  async getApproval(workspaceId: string, id: string) {
+    return this.nodes.getApproval(workspaceId, id);
+  }
+  async listApprovals(workspaceId: string, status: ApprovalStatus | undefined, limit: number) {
+    return this.nodes.listApprovals(workspaceId, status, limit);
+  }
+  async decideApproval(workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number) {
+    return this.nodes.decideApproval(workspaceId, id, status, actor, comment, now);
+  }
+  async controlRun(workspaceId: string, runId: string, control: RunControl, audit: AuditEntry, now: number): Promise<Run | null> {
+    const r = this.nodes.controlRun(workspaceId, runId, control, audit, now);
+    return r === undefined ? null : toRun(r);
+  }
+  async appendAudit(entries: readonly AuditEntry[]): Promise<void> {
+    this.db.transaction(() => this.nodes.audit(entries)).immediate();
+  }
+  async listAudit(workspaceId: string, limit: number, beforeId?: number) {
+    return this.nodes.listAudit(workspaceId, limit, beforeId);
   }
 }

@@ -2,12 +2,12 @@
 
 import type pg from "pg";
 import type { DispatchPlan, HookRow, NewEvent, OverdueCount, PauseKey, PauseRow, Run, ScheduleRow, StoredEvent } from "../../engine/store.js";
-import { laterEnd, pauseKey } from "../../engine/store.js";
+import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
 import { ms, toAutomation, ts } from "./rows.js";
 import { insertRuns } from "./runs.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
-function toEvent(r: any): StoredEvent {
+export function toEvent(r: any): StoredEvent {
   return {
     id: r.id, workspace_id: r.workspace_id, source: r.source, idempotency_key: r.idempotency_key, payload_hash: r.payload_hash,
     type: r.type, name: r.name, subject_id: r.subject_id, body: r.body, shard: r.shard, received_at: r.received_at.getTime(),
@@ -100,6 +100,7 @@ export async function dispatchEvents(pool: pg.Pool, now: number, limit: number, 
       text: `UPDATE events e SET dispatched_at = $1, runs_created = x.n FROM unnest($2::text[], $3::int[]) AS x(id, n) WHERE e.id = x.id`,
       values: [ts(now), events.map((e) => e.id), events.map((e) => made.get(e.id) ?? 0)],
     });
+    await wakeWaiters(client, events, now);
     await client.query("COMMIT");
     return { events, runs };
   } catch (err) {
@@ -261,4 +262,25 @@ export async function overdue(pool: pg.Pool, workspaceId: string, now: number, g
     [workspaceId, cutoff],
   );
   return res.rows.map((r) => ({ automation_id: r.automation_id, runs: r.runs, schedules: r.schedules, oldest_due_at: r.oldest.getTime() }));
+}
+
+/**
+ * Named events wake the runs parked on them (wait_for_event, input) in the dispatch transaction.
+ * A run still deciding to wait is covered by the check its park commit makes (runs.ts).
+ */
+async function wakeWaiters(client: pg.PoolClient, events: readonly StoredEvent[], now: number): Promise<void> {
+  const named = events.filter((e) => e.type === "event" && e.name !== null);
+  if (named.length === 0) return;
+  const ws: string[] = [];
+  const keys: string[] = [];
+  for (const e of named) {
+    ws.push(e.workspace_id, e.workspace_id);
+    keys.push(waitKey(e.name!, e.subject_id), waitKey(e.name!, null));
+  }
+  await client.query({
+    name: "weft_wake_waiters",
+    text: `UPDATE runs r SET due_at = $1 FROM (SELECT DISTINCT * FROM unnest($2::text[], $3::text[])) AS k(w, key)
+           WHERE r.workspace_id = k.w AND r.wait_key = k.key AND r.status = 'waiting' AND (r.due_at IS NULL OR r.due_at > $1)`,
+    values: [ts(now), ws, keys],
+  });
 }

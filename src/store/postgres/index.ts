@@ -4,7 +4,8 @@
 import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
-  Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey, PauseRow, ScheduleRow, Store,
+  ApprovalStatus, AuditEntry, Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey,
+  PauseRow, RunControl, RunItem, ScheduleRow, Store, WaitSpec,
 } from "../../engine/store.js";
 import { toAutomation } from "./rows.js";
 import * as E from "./events.js";
@@ -12,6 +13,7 @@ import * as A from "./automations.js";
 import { ident, migrate } from "./migrate.js";
 import * as Q from "./queries.js";
 import * as R from "./runs.js";
+import * as N from "./nodes.js";
 
 export interface PostgresStoreOptions {
   url: string;
@@ -142,5 +144,39 @@ export class PostgresStore implements Store {
   }
   listSteps(runId: string) {
     return Q.listSteps(this.pool, runId);
+  }
+
+  findEvents(workspaceId: string, wait: WaitSpec, limit: number) {
+    return N.findEvents(this.pool, workspaceId, wait, limit);
+  }
+  listItems(runId: string, nodeKey?: string, visit?: number) {
+    return N.listItems(this.pool, runId, nodeKey, visit);
+  }
+  getItem(workspaceId: string, itemId: string) {
+    return N.getItem(this.pool, workspaceId, itemId);
+  }
+  beginItemRetry(workspaceId: string, itemId: string, now: number) {
+    return N.beginItemRetry(this.pool, workspaceId, itemId, now);
+  }
+  finishItemRetry(item: RunItem, audit: AuditEntry) {
+    return N.finishItemRetry(this.pool, item, audit);
+  }
+  getApproval(workspaceId: string, id: string) {
+    return N.getApproval(this.pool, workspaceId, id);
+  }
+  listApprovals(workspaceId: string, status: ApprovalStatus | undefined, limit: number) {
+    return N.listApprovals(this.pool, workspaceId, status, limit);
+  }
+  decideApproval(workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number) {
+    return N.decideApproval(this.pool, workspaceId, id, status, actor, comment, now);
+  }
+  controlRun(workspaceId: string, runId: string, control: RunControl, audit: AuditEntry, now: number) {
+    return N.controlRun(this.pool, workspaceId, runId, control, audit, now);
+  }
+  appendAudit(entries: readonly AuditEntry[]) {
+    return N.appendAudit(this.pool, entries);
+  }
+  listAudit(workspaceId: string, limit: number, beforeId?: number) {
+    return N.listAudit(this.pool, workspaceId, limit, beforeId);
   }
 }

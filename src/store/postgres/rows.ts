@@ -25,7 +25,7 @@ export function toRun(r: any): Run {
     waiting_for: r.waiting_for, waiting_until: ms(r.waiting_until), event: r.event, context: r.context, steps: r.steps,
     cursor: r.cursor, run_as: r.run_as, trace_id: r.trace_id, items_total: r.items_total,
     items_failed: r.items_failed, interruptions: r.interruptions, due_at: ms(r.due_at),
-    lease_owner: r.lease_owner, rev: r.rev, started_at: r.started_at.getTime(),
+    control: r.control ?? null, lease_owner: r.lease_owner, rev: r.rev, started_at: r.started_at.getTime(),
     completed_at: ms(r.completed_at), updated_at: r.updated_at.getTime(),
   };
 }
@@ -35,6 +35,7 @@ export function toStep(r: any): StepRun {
     id: Number(r.id), run_id: r.run_id, node_key: r.node_key, node_kind: r.node_kind, visit: r.visit,
     attempt: r.attempt, entered_via_port_key: r.entered_via_port_key, exited_via_port_key: r.exited_via_port_key,
     outcome: r.outcome, duration_ms: r.duration_ms, idempotency_key: r.idempotency_key, input: r.input,
-    output: r.output, error: r.error, started_at: r.started_at.getTime(), finished_at: r.finished_at.getTime(),
+    output: r.output, error: r.error, violations: r.violations ?? null, logs: r.logs ?? null,
+    started_at: r.started_at.getTime(), finished_at: r.finished_at.getTime(),
   };
 }

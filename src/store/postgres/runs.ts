@@ -2,7 +2,7 @@
 // automations), batched checkpoint commit (CAS on rev + lease owner), lease renewal.
 
 import type pg from "pg";
-import type { Checkpoint, InsertRunResult, NewRun, Run } from "../../engine/store.js";
+import { waitKey, type Checkpoint, type CommitResult, type InsertRunResult, type NewRun, type Run, type RunControl } from "../../engine/store.js";
 import { toRun, ts } from "./rows.js";
 
 export const PG_UNIQUE_VIOLATION = "23505";
@@ -134,47 +134,117 @@ WITH input AS (
     run_id text, expected_rev int, status text, exit_reason text, current_node_key text, waiting_for text,
     waiting_until double precision, context jsonb, steps jsonb, cursor jsonb, items_total int, items_failed int,
     interruptions int, due_at double precision, keep_lease boolean, completed_at double precision,
-    updated_at double precision, terminal boolean)
+    updated_at double precision, terminal boolean, wait_key text, wait_name text, wait_subject text,
+    wait_after double precision, wait_exclude text[], close_open boolean)
 ), upd AS (
   UPDATE runs r SET
     status = i.status, exit_reason = i.exit_reason, current_node_key = i.current_node_key,
     waiting_for = i.waiting_for, waiting_until = to_timestamp(i.waiting_until / 1000.0),
     context = i.context, steps = i.steps, cursor = i.cursor, items_total = i.items_total,
     items_failed = i.items_failed, interruptions = i.interruptions,
-    due_at = CASE WHEN i.keep_lease THEN r.due_at ELSE to_timestamp(i.due_at / 1000.0) END,
+    due_at = CASE
+      WHEN i.keep_lease THEN r.due_at
+      -- Parking on named events: due at once if one is already stored (it may have arrived while
+      -- the run decided to wait; the dispatcher's wake saw the run still running).
+      WHEN i.wait_key IS NOT NULL AND EXISTS (
+        SELECT 1 FROM events e WHERE e.workspace_id = r.workspace_id AND e.type = 'event' AND e.name = i.wait_name
+          AND (i.wait_subject IS NULL OR e.subject_id = i.wait_subject)
+          AND e.received_at >= to_timestamp(i.wait_after / 1000.0) AND NOT (e.id = ANY (i.wait_exclude))
+      ) THEN to_timestamp(i.updated_at / 1000.0)
+      ELSE to_timestamp(i.due_at / 1000.0) END,
     lease_owner = CASE WHEN i.keep_lease THEN r.lease_owner ELSE NULL END,
     active_subject = CASE WHEN i.terminal THEN NULL ELSE r.active_subject END,
+    control = CASE WHEN i.terminal THEN NULL ELSE r.control END,
+    wait_key = i.wait_key,
     completed_at = to_timestamp(i.completed_at / 1000.0), updated_at = to_timestamp(i.updated_at / 1000.0),
     rev = r.rev + 1
   FROM input i
   WHERE r.id = i.run_id AND r.rev = i.expected_rev AND r.lease_owner = $1
-  RETURNING r.id, r.rev - 1 AS expected_rev
+  RETURNING r.id, r.rev - 1 AS expected_rev, r.control
 ), ins AS (
   INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
-    outcome, duration_ms, idempotency_key, input, output, error, started_at, finished_at)
+    outcome, duration_ms, idempotency_key, input, output, error, violations, logs, started_at, finished_at)
   SELECT s.run_id, s.node_key, s.node_kind, s.visit, s.attempt, s.entered_via_port_key, s.exited_via_port_key,
-    s.outcome, s.duration_ms, s.idempotency_key, s.input, s.output, s.error,
+    s.outcome, s.duration_ms, s.idempotency_key, s.input, s.output, s.error, s.violations, s.logs,
     to_timestamp(s.started_at / 1000.0), to_timestamp(s.finished_at / 1000.0)
   FROM jsonb_to_recordset($3::jsonb) AS s(
     run_id text, node_key text, node_kind text, visit int, attempt int, entered_via_port_key text,
     exited_via_port_key text, outcome text, duration_ms int, idempotency_key text, input jsonb, output jsonb,
-    error jsonb, started_at double precision, finished_at double precision, ord bigint, expected_rev int)
+    error jsonb, violations jsonb, logs jsonb, started_at double precision, finished_at double precision, ord bigint, expected_rev int)
   WHERE (s.run_id, s.expected_rev) IN (SELECT id, expected_rev FROM upd)
   ORDER BY s.ord
+), items AS (
+  INSERT INTO run_items (id, run_id, workspace_id, node_key, visit, idx, subject_id, action_kind, outcome, attempts,
+    idempotency_key, input, output, error, approval_id, not_before, started_at, finished_at, updated_at)
+  SELECT t.id, t.run_id, t.workspace_id, t.node_key, t.visit, t.idx, t.subject_id, t.action_kind, t.outcome, t.attempts,
+    t.idempotency_key, t.input, t.output, t.error, t.approval_id, to_timestamp(t.not_before / 1000.0),
+    to_timestamp(t.started_at / 1000.0), to_timestamp(t.finished_at / 1000.0), to_timestamp(t.updated_at / 1000.0)
+  FROM jsonb_to_recordset($4::jsonb) AS t(
+    id text, run_id text, workspace_id text, node_key text, visit int, idx int, subject_id text, action_kind text,
+    outcome text, attempts int, idempotency_key text, input jsonb, output jsonb, error jsonb, approval_id text,
+    not_before double precision, started_at double precision, finished_at double precision, updated_at double precision, expected_rev int)
+  WHERE (t.run_id, t.expected_rev) IN (SELECT id, expected_rev FROM upd)
+  ON CONFLICT (id) DO UPDATE SET outcome = EXCLUDED.outcome, attempts = EXCLUDED.attempts, input = EXCLUDED.input,
+    output = EXCLUDED.output, error = EXCLUDED.error, approval_id = EXCLUDED.approval_id, not_before = EXCLUDED.not_before,
+    started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, updated_at = EXCLUDED.updated_at
+), appr AS (
+  INSERT INTO approvals (id, workspace_id, run_id, automation_id, node_key, visit, item_id, title, approvers, status, created_at, expires_at)
+  SELECT a.id, a.workspace_id, a.run_id, a.automation_id, a.node_key, a.visit, a.item_id, a.title, a.approvers, 'pending',
+    to_timestamp(a.created_at / 1000.0), to_timestamp(a.expires_at / 1000.0)
+  FROM jsonb_to_recordset($5::jsonb) AS a(
+    id text, workspace_id text, run_id text, automation_id text, node_key text, visit int, item_id text, title text,
+    approvers jsonb, created_at double precision, expires_at double precision, expected_rev int)
+  WHERE (a.run_id, a.expected_rev) IN (SELECT id, expected_rev FROM upd)
+  ON CONFLICT (id) DO NOTHING
+), aud AS (
+  INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at)
+  SELECT l.workspace_id, l.actor, l.action, l.target_type, l.target_id, l.details, to_timestamp(l.at / 1000.0)
+  FROM jsonb_to_recordset($6::jsonb) AS l(
+    workspace_id text, actor text, action text, target_type text, target_id text, details jsonb, at double precision,
+    run_id text, expected_rev int, ord int)
+  WHERE (l.run_id, l.expected_rev) IN (SELECT id, expected_rev FROM upd)
+  ORDER BY l.ord
+), closed_items AS (
+  -- A run that ended leaves no open item (items written by this same checkpoint are left to it).
+  UPDATE run_items t SET outcome = 'skipped', finished_at = to_timestamp(i.updated_at / 1000.0), updated_at = to_timestamp(i.updated_at / 1000.0),
+    error = jsonb_build_object('code', 'run.ended', 'message', 'the run ended (' || i.status || ') before this item started', 'retryable', false)
+  FROM input i
+  WHERE i.close_open AND t.run_id = i.run_id AND t.outcome IN ('pending', 'awaiting_approval')
+    AND (i.run_id, i.expected_rev) IN (SELECT id, expected_rev FROM upd)
+    AND t.id NOT IN (SELECT x.id FROM jsonb_to_recordset($4::jsonb) AS x(id text))
+), closed_approvals AS (
+  UPDATE approvals p SET status = 'cancelled', decided_at = to_timestamp(i.updated_at / 1000.0)
+  FROM input i
+  WHERE i.close_open AND p.run_id = i.run_id AND p.status = 'pending' AND (i.run_id, i.expected_rev) IN (SELECT id, expected_rev FROM upd)
 )
-SELECT id, expected_rev FROM upd`;
+SELECT id, expected_rev, control FROM upd`;
 
 /** One statement, one round trip and one commit for many runs' checkpoints (group commit). */
-export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: readonly Checkpoint[], isTerminal: (s: string) => boolean): Promise<boolean[]> {
+export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: readonly Checkpoint[], isTerminal: (s: string) => boolean): Promise<CommitResult[]> {
   if (cps.length === 0) return [];
-  const states = cps.map((c) => ({
-    run_id: c.run_id, expected_rev: c.expected_rev, ...c.state, terminal: isTerminal(c.state.status),
-  }));
-  const steps = cps.flatMap((c) => c.steps.map((s) => ({ ...s, expected_rev: c.expected_rev }))).map((s, ord) => ({ ...s, ord }));
-  const res = await pool.query({ name: "weft_commit", text: COMMIT_SQL, values: [owner, JSON.stringify(states), JSON.stringify(steps)] });
+  const states = cps.map((c) => {
+    const { wait, ...st } = c.state;
+    return {
+      run_id: c.run_id, expected_rev: c.expected_rev, ...st, terminal: isTerminal(st.status),
+      wait_key: wait ? waitKey(wait.name, wait.subject_id) : null, wait_name: wait?.name ?? null,
+      wait_subject: wait?.subject_id ?? null, wait_after: wait?.after ?? null, wait_exclude: wait?.exclude ?? [],
+    };
+  });
+  const tag = <T>(c: Checkpoint, rows: readonly T[] | undefined) => (rows ?? []).map((r) => ({ ...r, run_id: c.run_id, expected_rev: c.expected_rev }));
+  const steps = cps.flatMap((c) => tag(c, c.steps)).map((s, ord) => ({ ...s, ord }));
+  const items = cps.flatMap((c) => tag(c, c.items));
+  const approvals = cps.flatMap((c) => tag(c, c.approvals));
+  const audit = cps.flatMap((c) => tag(c, c.audit)).map((a, ord) => ({ ...a, ord }));
+  const res = await pool.query({
+    name: "weft_commit", text: COMMIT_SQL,
+    values: [owner, JSON.stringify(states), JSON.stringify(steps), JSON.stringify(items), JSON.stringify(approvals), JSON.stringify(audit)],
+  });
   // Applied per checkpoint (run and the rev it expected), not per run id.
-  const applied = new Set(res.rows.map((r: { id: string; expected_rev: number }) => `${r.id}@${r.expected_rev}`));
-  return cps.map((c) => applied.has(`${c.run_id}@${c.expected_rev}`));
+  const applied = new Map(res.rows.map((r: { id: string; expected_rev: number; control: RunControl | null }) => [`${r.id}@${r.expected_rev}`, r.control]));
+  return cps.map((c) => {
+    const k = `${c.run_id}@${c.expected_rev}`;
+    return { applied: applied.has(k), control: applied.get(k) ?? null };
+  });
 }
 
 /**

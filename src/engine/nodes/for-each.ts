@@ -1,0 +1,204 @@
+// for_each: fan an action out over a list of subjects as run items.
+//
+// The first visit evaluates the list once (items, subject, condition, the action's input: "its
+// parameters at this point in time") and commits every item before any action runs. Items then
+// run with bounded concurrency; their outcomes are committed in batches while the fan-out goes on,
+// so a crash resumes with the items not yet on record, each under its own idempotency key
+// (`run / node / visit / idx`). A retryable failure waits (the run parks until the earliest retry)
+// and tries again under the same key; an action that finds its effect already done reports
+// `idempotent_replay`. With `approval`, each item first waits for its own decision
+// (`awaiting_approval`); a rejected item is skipped. Cancel: items not started are skipped, items
+// in flight finish and are recorded. Some items failed → the run ends completed_with_failures.
+
+import { StepFailure, stepError, toStepError, type StepError } from "../../model/errors.js";
+import { evaluate, evaluateCondition, render } from "../../model/expressions.js";
+import { DEFAULT_RETRY, decideRetry } from "../../model/retry.js";
+import { newId } from "../ids.js";
+import type { Approval, RunItem } from "../store.js";
+import { newApproval, settleApproval, type ApprovalConfig } from "./approval.js";
+import type { NodeContext, NodeHandler, NodeResult } from "./types.js";
+
+/** A fan-out larger than this is refused (split it, or page through a query action). */
+export const MAX_ITEMS = 100_000;
+/** Item outcomes are committed at least this often while a fan-out runs. */
+const FLUSH_EVERY_ITEMS = 500;
+const FLUSH_EVERY_MS = 250;
+
+interface ForEachConfig {
+  items: string;
+  subject?: string;
+  condition?: string;
+  action: { kind: string; config: Record<string, unknown> };
+  concurrency?: number;
+  approval?: ApprovalConfig;
+}
+
+type ItemResult = { ok: true; replayed: boolean; output: unknown } | { ok: false; error: StepError; output?: unknown };
+
+/** Run one item's action: a registered custom action, or a built-in slow node (http_request). */
+async function runAction(ctx: NodeContext, cfg: ForEachConfig, item: RunItem): Promise<ItemResult> {
+  const action = ctx.actions.get(cfg.action.kind);
+  if (action) {
+    const o = await action.invoke(item.input, {
+      run_id: ctx.run.id, node_key: ctx.node.key, idempotency_key: item.idempotency_key, attempt: item.attempts,
+      run_as: ctx.run.run_as, trace_id: ctx.run.trace_id, signal: ctx.signal, node_permissions: ctx.permissions,
+      http: ctx.http, now: ctx.clockNow,
+    });
+    for (const v of o.violations) ctx.violate(v.permission, `item ${item.idx}: ${v.message}`);
+    return o.ok ? { ok: true, replayed: o.replayed, output: o.output } : { ok: false, error: o.error! };
+  }
+  const handler = ctx.handlers.get(cfg.action.kind);
+  if (!handler || handler.kind === "for_each") {
+    return { ok: false, error: stepError("for_each.unknown_action", `no action kind "${cfg.action.kind}"`, false) };
+  }
+  // A built-in node run per item: its config is the item's resolved input (already rendered).
+  const res = await handler.execute({
+    ...ctx, node: { ...ctx.node, kind: handler.kind, config: item.input as Record<string, unknown> },
+    idempotencyKey: item.idempotency_key, attempt: item.attempts, parked: undefined,
+  });
+  if (res.kind === "next") {
+    const headers = (res.output as { headers?: Record<string, string> } | undefined)?.headers;
+    return { ok: true, replayed: headers?.["idempotent-replayed"] === "true", output: res.output ?? null };
+  }
+  if (res.kind === "fail") return { ok: false, error: res.error, output: res.output };
+  return { ok: false, error: stepError("for_each.unsupported_action", `"${handler.kind}" cannot run as a fan-out action`, false) };
+}
+
+/** Evaluate the list and build every item (pending, or skipped when its condition does not hold). */
+function materialize(ctx: NodeContext, cfg: ForEachConfig): RunItem[] {
+  const list = evaluate(cfg.items, ctx.scope);
+  if (!Array.isArray(list)) throw new StepFailure(stepError("for_each.not_a_list", `"items" evaluated to ${typeof list}, not a list`, false, { pointer: "/config/items" }));
+  if (list.length > MAX_ITEMS) throw new StepFailure(stepError("for_each.too_many_items", `${list.length} items (at most ${MAX_ITEMS})`, false));
+  const now = ctx.now;
+  return list.map((value, idx): RunItem => {
+    const scope = ctx.scope.with({ item: value, index: idx });
+    const base: RunItem = {
+      id: newId("itm", now), run_id: ctx.run.id, workspace_id: ctx.run.workspace_id, node_key: ctx.node.key, visit: ctx.visit, idx,
+      subject_id: null, action_kind: cfg.action.kind, outcome: "pending", attempts: 0, idempotency_key: `${ctx.idempotencyKey}/${idx}`,
+      input: null, output: null, error: null, approval_id: null, not_before: null, started_at: null, finished_at: null, updated_at: now,
+    };
+    try {
+      const subject = cfg.subject !== undefined ? evaluate(cfg.subject, scope) : defaultSubject(value);
+      base.subject_id = subject === null || subject === undefined ? null : String(subject);
+      if (cfg.condition !== undefined && !evaluateCondition(cfg.condition, scope)) {
+        return { ...base, outcome: "skipped", output: { reason: "condition" }, finished_at: now };
+      }
+      return { ...base, input: render(cfg.action.config, scope) };
+    } catch (err) {
+      // One item's bad data (a missing field) fails that item, not the fan-out.
+      const error = err instanceof StepFailure ? err.error : toStepError(err);
+      return { ...base, outcome: "failed", error, finished_at: now };
+    }
+  });
+}
+
+function defaultSubject(v: unknown): unknown {
+  if (typeof v === "string" || typeof v === "number") return v;
+  if (v !== null && typeof v === "object" && "id" in v) return (v as { id: unknown }).id;
+  return null;
+}
+
+function summary(items: readonly RunItem[]) {
+  const count = (o: RunItem["outcome"]) => items.filter((i) => i.outcome === o).length;
+  return {
+    total: items.length, succeeded: count("succeeded"), idempotent_replay: count("idempotent_replay"), failed: count("failed"),
+    skipped: count("skipped"), awaiting_approval: count("awaiting_approval"), pending: count("pending"),
+  };
+}
+
+export const forEachNode: NodeHandler = {
+  kind: "for_each",
+  class: "slow",
+  async execute(ctx): Promise<NodeResult> {
+    const cfg = ctx.node.config as unknown as ForEachConfig;
+    let items = await ctx.store.listItems(ctx.run.id, ctx.node.key, ctx.visit);
+    const dirty = new Map<string, RunItem>();
+    const approvals: Approval[] = [];
+    /** When undecided approvals time out (the run must wake then to apply it). */
+    const approvalExpiry: number[] = [];
+    if (items.length === 0) {
+      items = materialize(ctx, cfg);
+      for (const it of items) dirty.set(it.id, it);
+    }
+    const input = { items: items.length, action: cfg.action.kind, concurrency: cfg.concurrency ?? 10 };
+    const put = (it: RunItem) => {
+      items[it.idx] = it;
+      dirty.set(it.id, it);
+    };
+    let lastFlush = ctx.clockNow();
+    const flush = async (): Promise<void> => {
+      lastFlush = ctx.clockNow();
+      if (dirty.size === 0 && approvals.length === 0) return;
+      const batch = [...dirty.values()];
+      dirty.clear();
+      if (!(await ctx.saveItems(batch, approvals.splice(0)))) throw new StepFailure(stepError("run.lease_lost", "the run's lease was lost", true));
+    };
+
+    // Approvals: ask for each pending item's own decision first; apply decisions made since.
+    if (cfg.approval) {
+      for (const it of items) {
+        if (it.outcome === "pending" && it.approval_id === null) {
+          const a = newApproval(ctx, cfg.approval, it.id, ctx.scope.with({ item: it.input, subject: { id: it.subject_id } }));
+          approvals.push(a);
+          if (a.expires_at !== null) approvalExpiry.push(a.expires_at);
+          put({ ...it, outcome: "awaiting_approval", approval_id: a.id, updated_at: ctx.now });
+        } else if (it.outcome === "awaiting_approval" && it.approval_id !== null) {
+          const a = await settleApproval(ctx, it.approval_id);
+          if (a?.status === "approved") put({ ...it, outcome: "pending", updated_at: ctx.now });
+          else if (a && a.status !== "pending") {
+            put({ ...it, outcome: "skipped", output: { reason: a.status, decided_by: a.decided_by }, finished_at: ctx.now, updated_at: ctx.now });
+          } else if (a?.expires_at != null) approvalExpiry.push(a.expires_at);
+        }
+      }
+    }
+    await flush();
+
+    // Run what is due, `concurrency` at a time; stop taking new items on stop or cancel.
+    const due = items.filter((i) => i.outcome === "pending" && (i.not_before ?? 0) <= ctx.now).map((i) => i.idx);
+    let next = 0;
+    const policy = ctx.node.retry ?? DEFAULT_RETRY;
+    const worker = async (): Promise<void> => {
+      while (next < due.length && ctx.control() === null) {
+        const idx = due[next++]!;
+        const it = { ...items[idx]!, attempts: items[idx]!.attempts + 1, started_at: ctx.clockNow() };
+        let r: ItemResult;
+        try {
+          r = await runAction(ctx, cfg, it);
+        } catch (err) {
+          r = { ok: false, error: err instanceof StepFailure ? err.error : toStepError(err) };
+        }
+        const at = ctx.clockNow();
+        if (r.ok) {
+          put({ ...it, outcome: r.replayed ? "idempotent_replay" : "succeeded", output: r.output, error: null, not_before: null, finished_at: at, updated_at: at });
+        } else {
+          const d = decideRetry(r.error, it.attempts, policy, ctx.random());
+          if (d.kind === "retry" && ctx.control() === null) put({ ...it, error: r.error, output: r.output ?? null, not_before: at + d.delayMs, updated_at: at });
+          else put({ ...it, outcome: "failed", error: r.error, output: r.output ?? null, not_before: null, finished_at: at, updated_at: at });
+        }
+        if (dirty.size >= FLUSH_EVERY_ITEMS || at - lastFlush >= FLUSH_EVERY_MS) await flush();
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(cfg.concurrency ?? 10, Math.max(due.length, 1)) }, worker));
+
+    const control = ctx.control();
+    if (control !== null) {
+      // Items not started are skipped; those in flight finished above and are recorded.
+      const at = ctx.clockNow();
+      for (const it of items) {
+        if (it.outcome === "pending" || it.outcome === "awaiting_approval") {
+          put({ ...it, outcome: "skipped", error: { code: `run.${control === "stop" ? "stopped" : "cancelled"}`, message: "the run ended before this item started", retryable: false }, finished_at: at, updated_at: at });
+        }
+      }
+    }
+    await flush();
+    const s = summary(items);
+    const counts = { total: s.total, failed: s.failed };
+    const waitingRetry = items.filter((i) => i.outcome === "pending").map((i) => i.not_before ?? ctx.clockNow());
+    if (control === null && (s.awaiting_approval > 0 || waitingRetry.length > 0)) {
+      const wake = [...waitingRetry, ...approvalExpiry];
+      const until = wake.length > 0 ? Math.min(...wake) : null;
+      return { kind: "park", waiting_for: s.awaiting_approval > 0 ? "approval" : "item_retry", until, input, items: counts, data: { summary: s } };
+    }
+    return { kind: "next", port: "next", input, output: s, items: counts };
+  },
+};

@@ -1,0 +1,44 @@
+// Per-step permission sets (least privilege). A permission is `namespace:resource`:
+//   http:<host>        outbound HTTP to that host (`http:*.example.com` for its subdomains, `http:*` for any)
+//   tool:<name>        an agent step may call that tool
+//   secret:<name>      read that secret
+//   event:<name>       emit that event (`event:*` for any)
+//   action:<kind>      a for_each item may run that action kind
+// Anything a step tries outside its set is blocked and recorded as a policy violation. Pure.
+
+export interface PolicyViolation {
+  code: "policy.violation";
+  /** The permission the step would have needed. */
+  permission: string;
+  message: string;
+  at: number;
+}
+
+/** Does `granted` allow `wanted`? Exact match, `ns:*`, or `ns:*.suffix` for host-like resources. */
+export function allows(granted: readonly string[], wanted: string): boolean {
+  const i = wanted.indexOf(":");
+  if (i < 0) return granted.includes(wanted);
+  const ns = wanted.slice(0, i);
+  const res = wanted.slice(i + 1).toLowerCase();
+  for (const g of granted) {
+    const j = g.indexOf(":");
+    if (j < 0 || g.slice(0, j) !== ns) continue;
+    const pat = g.slice(j + 1).toLowerCase();
+    if (pat === "*" || pat === res) return true;
+    if (pat.startsWith("*.") && res.endsWith(pat.slice(1)) && res.length > pat.length - 1) return true;
+  }
+  return false;
+}
+
+export function violation(permission: string, message: string, at: number): PolicyViolation {
+  return { code: "policy.violation", permission, message, at };
+}
+
+/** The permission an outbound HTTP call to `url` needs (`http:<host>`), or null for a URL that does not parse. */
+export function httpPermission(url: string): string | null {
+  try {
+    return `http:${new URL(url).hostname.replace(/^\[|\]$/g, "").toLowerCase()}`;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,188 @@
+// The node library's tables on SQLite (see store/postgres/nodes.ts): wait look-ups, fan-out items,
+// approvals, run control and the audit log. One process writes, each call in one transaction.
+
+import type Database from "better-sqlite3";
+import type { Approval, ApprovalStatus, AuditEntry, AuditRow, Checkpoint, RunControl, RunItem, StoredEvent, WaitSpec } from "../../engine/store.js";
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+const j = (v: unknown): string | null => (v === undefined || v === null ? null : JSON.stringify(v));
+const pj = (s: string | null): any => (s === null ? null : JSON.parse(s));
+
+export function toItem(r: any): RunItem {
+  return {
+    id: r.id, run_id: r.run_id, workspace_id: r.workspace_id, node_key: r.node_key, visit: r.visit, idx: r.idx,
+    subject_id: r.subject_id, action_kind: r.action_kind, outcome: r.outcome, attempts: r.attempts,
+    idempotency_key: r.idempotency_key, input: pj(r.input), output: pj(r.output), error: pj(r.error), approval_id: r.approval_id,
+    not_before: r.not_before, started_at: r.started_at, finished_at: r.finished_at, updated_at: r.updated_at,
+  };
+}
+
+export function toApproval(r: any): Approval {
+  return {
+    id: r.id, workspace_id: r.workspace_id, run_id: r.run_id, automation_id: r.automation_id, node_key: r.node_key,
+    visit: r.visit, item_id: r.item_id, title: r.title, approvers: pj(r.approvers), status: r.status, decided_by: r.decided_by,
+    decided_at: r.decided_at, comment: r.comment, created_at: r.created_at, expires_at: r.expires_at,
+  };
+}
+
+const TERMINAL = "('completed', 'completed_with_failures', 'failed', 'cancelled', 'exited')";
+
+export class EmbeddedNodes {
+  private prepared: ReturnType<EmbeddedNodes["prepare"]> | undefined;
+  constructor(private readonly db: Database.Database) {}
+  private get s() {
+    return (this.prepared ??= this.prepare());
+  }
+
+  private prepare() {
+    const d = this.db;
+    return {
+      upsertItem: d.prepare(`INSERT INTO run_items (id, run_id, workspace_id, node_key, visit, idx, subject_id, action_kind, outcome, attempts,
+          idempotency_key, input, output, error, approval_id, not_before, started_at, finished_at, updated_at)
+        VALUES (@id, @run_id, @workspace_id, @node_key, @visit, @idx, @subject_id, @action_kind, @outcome, @attempts,
+          @idempotency_key, @input, @output, @error, @approval_id, @not_before, @started_at, @finished_at, @updated_at)
+        ON CONFLICT (id) DO UPDATE SET outcome = excluded.outcome, attempts = excluded.attempts, input = excluded.input,
+          output = excluded.output, error = excluded.error, approval_id = excluded.approval_id, not_before = excluded.not_before,
+          started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at`),
+      insertApproval: d.prepare(`INSERT INTO approvals (id, workspace_id, run_id, automation_id, node_key, visit, item_id, title, approvers,
+          status, created_at, expires_at)
+        VALUES (@id, @workspace_id, @run_id, @automation_id, @node_key, @visit, @item_id, @title, @approvers, 'pending', @created_at, @expires_at)
+        ON CONFLICT (id) DO NOTHING`),
+      insertAudit: d.prepare(`INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at)
+        VALUES (@workspace_id, @actor, @action, @target_type, @target_id, @details, @at)`),
+      waitHit: d.prepare(`SELECT 1 FROM events WHERE workspace_id = ? AND type = 'event' AND name = ? AND (? IS NULL OR subject_id = ?)
+          AND received_at >= ? AND id NOT IN (SELECT value FROM json_each(?)) LIMIT 1`).pluck(),
+      findEvents: d.prepare(`SELECT * FROM events WHERE workspace_id = ? AND type = 'event' AND name = ? AND (? IS NULL OR subject_id = ?)
+          AND received_at >= ? AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY received_at, id LIMIT ?`),
+      wake: d.prepare(`UPDATE runs SET due_at = ? WHERE workspace_id = ? AND wait_key = ? AND status = 'waiting' AND (due_at IS NULL OR due_at > ?)`),
+      getApproval: d.prepare("SELECT * FROM approvals WHERE id = ? AND workspace_id = ?"),
+    };
+  }
+
+  /** Inside the commit transaction, once the checkpoint's state applied. */
+  writeCheckpointExtras(c: Checkpoint): void {
+    for (const it of c.items ?? []) {
+      this.s.upsertItem.run({ ...it, input: j(it.input), output: j(it.output), error: j(it.error) });
+    }
+    if (c.state.close_open) {
+      // A run that ended leaves no open item and no pending approval.
+      const at = c.state.updated_at;
+      this.db
+        .prepare("UPDATE run_items SET outcome = 'skipped', error = ?, finished_at = ?, updated_at = ? WHERE run_id = ? AND outcome IN ('pending', 'awaiting_approval')")
+        .run(j({ code: "run.ended", message: `the run ended (${c.state.status}) before this item started`, retryable: false }), at, at, c.run_id);
+      this.db.prepare("UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE run_id = ? AND status = 'pending'").run(at, c.run_id);
+    }
+    for (const a of c.approvals ?? []) this.s.insertApproval.run({ ...a, approvers: j(a.approvers) });
+    this.audit(c.audit ?? []);
+  }
+
+  /** Is a named event matching this wait already stored? (the park commit makes the run due at once). */
+  waitSatisfied(workspaceId: string, w: WaitSpec): boolean {
+    return this.s.waitHit.get(workspaceId, w.name, w.subject_id, w.subject_id, w.after, JSON.stringify(w.exclude)) !== undefined;
+  }
+
+  findEvents(workspaceId: string, w: WaitSpec, limit: number, toEvent: (r: any) => StoredEvent): StoredEvent[] {
+    return this.s.findEvents.all(workspaceId, w.name, w.subject_id, w.subject_id, w.after, JSON.stringify(w.exclude), limit).map(toEvent);
+  }
+
+  /** Inside the dispatch transaction: named events wake the runs parked on them. */
+  wake(workspaceId: string, key: string, now: number): void {
+    this.s.wake.run(now, workspaceId, key, now);
+  }
+
+  audit(entries: readonly AuditEntry[]): void {
+    for (const a of entries) this.s.insertAudit.run({ ...a, details: j(a.details) });
+  }
+
+  listAudit(workspaceId: string, limit: number, beforeId?: number): AuditRow[] {
+    return this.db
+      .prepare("SELECT * FROM audit_log WHERE workspace_id = ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?")
+      .all(workspaceId, beforeId ?? null, beforeId ?? null, limit)
+      .map((r: any) => ({ ...r, details: pj(r.details) }));
+  }
+
+  listItems(runId: string, nodeKey?: string, visit?: number): RunItem[] {
+    return this.db
+      .prepare("SELECT * FROM run_items WHERE run_id = ? AND (? IS NULL OR node_key = ?) AND (? IS NULL OR visit = ?) ORDER BY node_key, visit, idx")
+      .all(runId, nodeKey ?? null, nodeKey ?? null, visit ?? null, visit ?? null)
+      .map(toItem);
+  }
+
+  getItem(workspaceId: string, itemId: string): RunItem | null {
+    const r = this.db.prepare("SELECT * FROM run_items WHERE id = ? AND workspace_id = ?").get(itemId, workspaceId);
+    return r ? toItem(r) : null;
+  }
+
+  beginItemRetry(workspaceId: string, itemId: string, now: number): RunItem | null {
+    const r = this.db
+      .prepare(`UPDATE run_items SET outcome = 'running', attempts = attempts + 1, started_at = ?, updated_at = ?
+        WHERE id = ? AND workspace_id = ? AND outcome = 'failed' AND (SELECT status FROM runs WHERE runs.id = run_items.run_id) IN ${TERMINAL}
+        RETURNING *`)
+      .get(now, now, itemId, workspaceId);
+    return r ? toItem(r) : null;
+  }
+
+  finishItemRetry(item: RunItem, entry: AuditEntry): void {
+    this.db.transaction(() => {
+      this.db
+        .prepare("UPDATE run_items SET outcome = ?, output = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ? AND outcome = 'running'")
+        .run(item.outcome, j(item.output), j(item.error), item.finished_at ?? item.updated_at, item.updated_at, item.id);
+      this.db
+        .prepare("UPDATE runs SET items_failed = (SELECT count(*) FROM run_items WHERE run_id = ? AND outcome = 'failed'), updated_at = ? WHERE id = ?")
+        .run(item.run_id, item.updated_at, item.run_id);
+      this.audit([entry]);
+    }).immediate();
+  }
+
+  getApproval(workspaceId: string, id: string): Approval | null {
+    const r = this.s.getApproval.get(id, workspaceId);
+    return r ? toApproval(r) : null;
+  }
+
+  listApprovals(workspaceId: string, status: ApprovalStatus | undefined, limit: number): Approval[] {
+    return this.db
+      .prepare("SELECT * FROM approvals WHERE workspace_id = ? AND (? IS NULL OR status = ?) ORDER BY created_at DESC, id DESC LIMIT ?")
+      .all(workspaceId, status ?? null, status ?? null, limit)
+      .map(toApproval);
+  }
+
+  decideApproval(workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number): { applied: boolean; approval: Approval | null } {
+    return this.db.transaction(() => {
+      const r = this.db
+        .prepare("UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, comment = ? WHERE id = ? AND workspace_id = ? AND status = 'pending' RETURNING *")
+        .get(status, actor, now, comment, id, workspaceId);
+      if (!r) return { applied: false, approval: this.getApproval(workspaceId, id) };
+      const a = toApproval(r);
+      this.db.prepare("UPDATE runs SET due_at = ? WHERE id = ? AND status = 'waiting'").run(now, a.run_id);
+      this.audit([{
+        workspace_id: workspaceId, actor, action: `approval.${status === "approved" ? "approve" : status === "rejected" ? "reject" : "time_out"}`,
+        target_type: "approval", target_id: id, details: { run_id: a.run_id, node_key: a.node_key, item_id: a.item_id, comment }, at: now,
+      }]);
+      return { applied: true, approval: a };
+    }).immediate();
+  }
+
+  /** Returns the run row after the request (raw), or undefined when it does not exist. */
+  controlRun(workspaceId: string, runId: string, control: RunControl, entry: AuditEntry, now: number): unknown {
+    return this.db.transaction(() => {
+      const run = this.db.prepare("SELECT * FROM runs WHERE id = ? AND workspace_id = ?").get(runId, workspaceId) as any;
+      if (!run) return undefined;
+      if (["completed", "completed_with_failures", "failed", "cancelled", "exited"].includes(run.status)) return run;
+      this.audit([entry]);
+      if (run.status === "running" && run.due_at !== null && run.due_at > now) {
+        return this.db.prepare("UPDATE runs SET control = ? WHERE id = ? RETURNING *").get(control, runId);
+      }
+      const [status, reason] = control === "stop" ? ["exited", "admin_stopped"] : ["cancelled", null];
+      const out = this.db
+        .prepare(`UPDATE runs SET status = ?, exit_reason = ?, control = NULL, wait_key = NULL, due_at = NULL, lease_owner = NULL,
+            active_subject = NULL, waiting_for = NULL, waiting_until = NULL, current_node_key = NULL, completed_at = ?, updated_at = ?, rev = rev + 1
+          WHERE id = ? RETURNING *`)
+        .get(status, reason, now, now, runId);
+      this.db
+        .prepare("UPDATE run_items SET outcome = 'skipped', error = ?, finished_at = ?, updated_at = ? WHERE run_id = ? AND outcome IN ('pending', 'awaiting_approval')")
+        .run(j({ code: `run.${control === "stop" ? "stopped" : "cancelled"}`, message: "the run ended before this item started", retryable: false }), now, now, runId);
+      this.db.prepare("UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE run_id = ? AND status = 'pending'").run(now, runId);
+      return out;
+    }).immediate();
+  }
+}

@@ -1,0 +1,185 @@
+// The node library's tables on PostgreSQL: wait look-ups, fan-out items, approvals, run control
+// and the audit log. Decisions are compare-and-swap updates, so concurrent callers cannot both win.
+
+import type pg from "pg";
+import type { Approval, ApprovalStatus, AuditEntry, AuditRow, Run, RunControl, RunItem, StoredEvent, WaitSpec } from "../../engine/store.js";
+import { ms, toRun, ts } from "./rows.js";
+import { toEvent } from "./events.js";
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+export function toItem(r: any): RunItem {
+  return {
+    id: r.id, run_id: r.run_id, workspace_id: r.workspace_id, node_key: r.node_key, visit: r.visit, idx: r.idx,
+    subject_id: r.subject_id, action_kind: r.action_kind, outcome: r.outcome, attempts: r.attempts,
+    idempotency_key: r.idempotency_key, input: r.input, output: r.output, error: r.error, approval_id: r.approval_id,
+    not_before: ms(r.not_before), started_at: ms(r.started_at), finished_at: ms(r.finished_at), updated_at: r.updated_at.getTime(),
+  };
+}
+
+export function toApproval(r: any): Approval {
+  return {
+    id: r.id, workspace_id: r.workspace_id, run_id: r.run_id, automation_id: r.automation_id, node_key: r.node_key,
+    visit: r.visit, item_id: r.item_id, title: r.title, approvers: r.approvers, status: r.status, decided_by: r.decided_by,
+    decided_at: ms(r.decided_at), comment: r.comment, created_at: r.created_at.getTime(), expires_at: ms(r.expires_at),
+  };
+}
+
+function toAudit(r: any): AuditRow {
+  return {
+    id: Number(r.id), workspace_id: r.workspace_id, actor: r.actor, action: r.action, target_type: r.target_type,
+    target_id: r.target_id, details: r.details, at: r.at.getTime(),
+  };
+}
+
+async function tx<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  const c = await pool.connect();
+  try {
+    await c.query("BEGIN");
+    const out = await fn(c);
+    await c.query("COMMIT");
+    return out;
+  } catch (err) {
+    await c.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  } finally {
+    c.release();
+  }
+}
+
+type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
+
+async function audit(db: Queryable, entries: readonly AuditEntry[]): Promise<void> {
+  if (entries.length === 0) return;
+  await db.query(
+    `INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at)
+     SELECT l.workspace_id, l.actor, l.action, l.target_type, l.target_id, l.details, to_timestamp(l.at / 1000.0)
+     FROM jsonb_to_recordset($1::jsonb) WITH ORDINALITY AS l(workspace_id text, actor text, action text, target_type text,
+       target_id text, details jsonb, at double precision) ORDER BY ordinality`,
+    [JSON.stringify(entries)],
+  );
+}
+
+export function appendAudit(pool: pg.Pool, entries: readonly AuditEntry[]): Promise<void> {
+  return audit(pool, entries);
+}
+
+export async function listAudit(pool: pg.Pool, workspaceId: string, limit: number, beforeId?: number): Promise<AuditRow[]> {
+  const res = await pool.query(
+    "SELECT * FROM audit_log WHERE workspace_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+    [workspaceId, beforeId ?? null, limit],
+  );
+  return res.rows.map(toAudit);
+}
+
+export async function findEvents(pool: pg.Pool, workspaceId: string, w: WaitSpec, limit: number): Promise<StoredEvent[]> {
+  const res = await pool.query({
+    name: "weft_find_wait_events",
+    text: `SELECT * FROM events WHERE workspace_id = $1 AND type = 'event' AND name = $2 AND ($3::text IS NULL OR subject_id = $3)
+             AND received_at >= $4 AND NOT (id = ANY ($5::text[])) ORDER BY received_at, id LIMIT $6`,
+    values: [workspaceId, w.name, w.subject_id, ts(w.after), w.exclude, limit],
+  });
+  return res.rows.map(toEvent);
+}
+
+export async function listItems(pool: pg.Pool, runId: string, nodeKey?: string, visit?: number): Promise<RunItem[]> {
+  const res = await pool.query(
+    `SELECT * FROM run_items WHERE run_id = $1 AND ($2::text IS NULL OR node_key = $2) AND ($3::int IS NULL OR visit = $3)
+     ORDER BY node_key, visit, idx`,
+    [runId, nodeKey ?? null, visit ?? null],
+  );
+  return res.rows.map(toItem);
+}
+
+export async function getItem(pool: pg.Pool, workspaceId: string, itemId: string): Promise<RunItem | null> {
+  const res = await pool.query("SELECT * FROM run_items WHERE id = $1 AND workspace_id = $2", [itemId, workspaceId]);
+  return res.rows[0] ? toItem(res.rows[0]) : null;
+}
+
+const TERMINAL = ["completed", "completed_with_failures", "failed", "cancelled", "exited"];
+
+export async function beginItemRetry(pool: pg.Pool, workspaceId: string, itemId: string, now: number): Promise<RunItem | null> {
+  const res = await pool.query(
+    `UPDATE run_items i SET outcome = 'running', attempts = i.attempts + 1, started_at = $3, updated_at = $3
+     FROM runs r WHERE i.id = $1 AND i.workspace_id = $2 AND i.outcome = 'failed' AND r.id = i.run_id AND r.status = ANY ($4::text[])
+     RETURNING i.*`,
+    [itemId, workspaceId, ts(now), TERMINAL],
+  );
+  return res.rows[0] ? toItem(res.rows[0]) : null;
+}
+
+export function finishItemRetry(pool: pg.Pool, item: RunItem, entry: AuditEntry): Promise<void> {
+  return tx(pool, async (c) => {
+    await c.query(
+      `UPDATE run_items SET outcome = $2, output = $3, error = $4, finished_at = $5, updated_at = $5 WHERE id = $1 AND outcome = 'running'`,
+      [item.id, item.outcome, JSON.stringify(item.output), item.error === null ? null : JSON.stringify(item.error), ts(item.finished_at ?? item.updated_at)],
+    );
+    await c.query(
+      `UPDATE runs SET items_failed = (SELECT count(*) FROM run_items WHERE run_id = $1 AND outcome = 'failed'), updated_at = $2 WHERE id = $1`,
+      [item.run_id, ts(item.updated_at)],
+    );
+    await audit(c, [entry]);
+  });
+}
+
+export async function getApproval(pool: Queryable, workspaceId: string, id: string): Promise<Approval | null> {
+  const res = await pool.query("SELECT * FROM approvals WHERE id = $1 AND workspace_id = $2", [id, workspaceId]);
+  return res.rows[0] ? toApproval(res.rows[0]) : null;
+}
+
+export async function listApprovals(pool: pg.Pool, workspaceId: string, status: ApprovalStatus | undefined, limit: number): Promise<Approval[]> {
+  const res = await pool.query(
+    "SELECT * FROM approvals WHERE workspace_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, id DESC LIMIT $3",
+    [workspaceId, status ?? null, limit],
+  );
+  return res.rows.map(toApproval);
+}
+
+export function decideApproval(
+  pool: pg.Pool, workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number,
+): Promise<{ applied: boolean; approval: Approval | null }> {
+  return tx(pool, async (c) => {
+    const res = await c.query(
+      `UPDATE approvals SET status = $3, decided_by = $4, decided_at = $5, comment = $6
+       WHERE id = $1 AND workspace_id = $2 AND status = 'pending' RETURNING *`,
+      [id, workspaceId, status, actor, ts(now), comment],
+    );
+    if (res.rows.length === 0) return { applied: false, approval: await getApproval(c, workspaceId, id) };
+    const a = toApproval(res.rows[0]);
+    // Wake the run parked on it (a run still being driven picks the decision up when it parks).
+    await c.query("UPDATE runs SET due_at = $2 WHERE id = $1 AND status = 'waiting'", [a.run_id, ts(now)]);
+    await audit(c, [{
+      workspace_id: workspaceId, actor, action: `approval.${status === "approved" ? "approve" : status === "rejected" ? "reject" : "time_out"}`,
+      target_type: "approval", target_id: id, details: { run_id: a.run_id, node_key: a.node_key, item_id: a.item_id, comment }, at: now,
+    }]);
+    return { applied: true, approval: a };
+  });
+}
+
+export function controlRun(pool: pg.Pool, workspaceId: string, runId: string, control: RunControl, entry: AuditEntry, now: number): Promise<Run | null> {
+  return tx(pool, async (c) => {
+    const cur = await c.query("SELECT * FROM runs WHERE id = $1 AND workspace_id = $2 FOR UPDATE", [runId, workspaceId]);
+    if (cur.rows.length === 0) return null;
+    const run = toRun(cur.rows[0]);
+    if (TERMINAL.includes(run.status)) return run;
+    await audit(c, [entry]);
+    if (run.status === "running" && run.due_at !== null && run.due_at > now) {
+      // A worker holds it: it applies the request at its next checkpoint.
+      const res = await c.query("UPDATE runs SET control = $2 WHERE id = $1 RETURNING *", [runId, control]);
+      return toRun(res.rows[0]);
+    }
+    const [status, reason] = control === "stop" ? ["exited", "admin_stopped"] : ["cancelled", null];
+    const res = await c.query(
+      `UPDATE runs SET status = $2, exit_reason = $3, control = NULL, wait_key = NULL, due_at = NULL, lease_owner = NULL,
+         active_subject = NULL, waiting_for = NULL, waiting_until = NULL, current_node_key = NULL, completed_at = $4, updated_at = $4, rev = rev + 1
+       WHERE id = $1 RETURNING *`,
+      [runId, status, reason, ts(now)],
+    );
+    await c.query(
+      `UPDATE run_items SET outcome = 'skipped', error = $2, finished_at = $3, updated_at = $3
+       WHERE run_id = $1 AND outcome IN ('pending', 'awaiting_approval')`,
+      [runId, JSON.stringify({ code: `run.${control === "stop" ? "stopped" : "cancelled"}`, message: "the run ended before this item started", retryable: false }), ts(now)],
+    );
+    await c.query("UPDATE approvals SET status = 'cancelled', decided_at = $2 WHERE run_id = $1 AND status = 'pending'", [runId, ts(now)]);
+    return toRun(res.rows[0]);
+  });
+}
