@@ -29,7 +29,9 @@ function fail(message: string, code = 2): never {
 async function serve(cfg: Config): Promise<void> {
   const store = openStore(cfg);
   await store.migrate();
-  const engine = new Engine({ store, noRunner: cfg.role === "api", runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) } });
+  const engine = new Engine({
+    store, noRunner: cfg.role === "api", runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) }, settings: { ai: cfg.ai },
+  });
   await engine.start();
   const adminToken = cfg.adminToken ?? `wft_${randomBytes(24).toString("base64url")}`;
   const app = cfg.role === "worker" ? null : buildApp({ engine, adminToken });

@@ -7,8 +7,11 @@ import { DEFAULT_WORKSPACE } from "../engine/engine.js";
 import { WeftError } from "../model/errors.js";
 import type { RunStatus } from "../model/run-status.js";
 import { errorHandler } from "./errors.js";
-import { createAutomationBody, enrollBody, eventBody, parse, pauseBody, resumeBody, runsQuery, updateAutomationBody } from "./schemas.js";
-import { automationJson, eventJson, pauseJson, runJson, stepJson, versionJson } from "./views.js";
+import {
+  approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, parse, pauseBody, resumeBody, retriggerBody, runsQuery,
+  simulateBody, updateAutomationBody,
+} from "./schemas.js";
+import { approvalJson, auditJson, automationJson, eventJson, itemJson, pauseJson, runJson, stepJson, versionJson } from "./views.js";
 
 export interface AppOptions {
   engine: Engine;
@@ -128,6 +131,38 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     v1.get<{ Params: { id: string } }>("/automation-runs/:id/steps", async (req) => ({
       items: (await engine.listSteps(req.caller.workspace_id, req.params.id)).map(stepJson),
     }));
+    v1.get<{ Params: { id: string } }>("/automation-runs/:id/items", async (req) => ({
+      items: (await engine.listItems(req.caller.workspace_id, req.params.id)).map(itemJson),
+    }));
+    v1.post<{ Params: { id: string } }>("/automation-runs/:id/stop", async (req) => runJson(await engine.controlRun(req.caller.workspace_id, req.params.id, "stop", req.caller.actor)));
+    v1.post<{ Params: { id: string } }>("/automation-runs/:id/cancel", async (req) => runJson(await engine.controlRun(req.caller.workspace_id, req.params.id, "cancel", req.caller.actor)));
+    v1.post<{ Params: { id: string } }>("/automation-runs/:id/retrigger", async (req, reply) => {
+      const b = parse(retriggerBody, req.body, "body");
+      const res = await engine.retriggerRun(req.caller.workspace_id, req.params.id, req.caller.actor, b.idempotency_key);
+      return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created, retriggered_from: req.params.id });
+    });
+    v1.post<{ Params: { id: string; item: string } }>("/automation-runs/:id/items/:item/retry", async (req) =>
+      itemJson(await engine.retryItem(req.caller.workspace_id, req.params.id, req.params.item, req.caller.actor)));
+    v1.post<{ Params: { id: string } }>("/automations/:id/simulate", async (req) => {
+      const b = parse(simulateBody, req.body, "body");
+      return engine.simulate(req.caller.workspace_id, req.params.id, b);
+    });
+    v1.get("/approvals", async (req) => {
+      const q = parse(approvalsQuery, req.query, "query");
+      return { items: (await engine.listApprovals(req.caller.workspace_id, q.status, q.limit)).map(approvalJson) };
+    });
+    v1.get<{ Params: { id: string } }>("/approvals/:id", async (req) => approvalJson(await engine.getApproval(req.caller.workspace_id, req.params.id)));
+    for (const [verb, decision] of [["approve", "approved"], ["reject", "rejected"]] as const) {
+      v1.post<{ Params: { id: string } }>(`/approvals/:id/${verb}`, async (req) => {
+        const b = parse(decisionBody, req.body, "body");
+        return approvalJson(await engine.decideApproval(req.caller.workspace_id, req.params.id, decision, req.caller.actor, b.comment ?? null));
+      });
+    }
+    v1.get("/audit-log", async (req) => {
+      const q = parse(auditQuery, req.query, "query");
+      const rows = await engine.listAudit(req.caller.workspace_id, q.limit ?? 100, q.before_id);
+      return { items: rows.map(auditJson), next_before_id: rows.length > 0 && rows.length === (q.limit ?? 100) ? rows[rows.length - 1]!.id : null };
+    });
   }, { prefix: "/v1" });
 
   async function listRuns(req: FastifyRequest, automationId: string | undefined) {

@@ -15,6 +15,8 @@ export interface Config {
   leaseMs: number;
   /** Longest idle sleep between claims in ms (WEFT_POLL_MS); undefined: the engine's default. */
   pollMs: number | undefined;
+  /** An OpenAI-compatible API for agent steps (WEFT_AI_BASE_URL, WEFT_AI_API_KEY, WEFT_AI_MODEL). */
+  ai: { base_url: string; api_key: string | undefined; default_model: string | undefined } | undefined;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -38,5 +40,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sample: env.WEFT_SAMPLE !== "0",
     leaseMs,
     pollMs,
+    ai: env.WEFT_AI_BASE_URL ? { base_url: env.WEFT_AI_BASE_URL, api_key: env.WEFT_AI_API_KEY || undefined, default_model: env.WEFT_AI_MODEL || undefined } : undefined,
   };
 }

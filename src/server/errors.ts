@@ -10,7 +10,7 @@ const BY_SUFFIX: [RegExp, number][] = [
   [/^webhook\.(bad_signature|bad_timestamp|missing_headers)$/, 401],
   [/unsupported_media_type$/, 415],
   [/^auth\./, 401],
-  [/[._](key_taken|conflict|key_conflict|already_active|paused|key_changed|stale)$/, 409],
+  [/[._](key_taken|conflict|key_conflict|already_active|paused|key_changed|stale|already_decided|already_ended|not_failed|run_active)$/, 409],
   [/^limits\.rate$/, 429],
   [/^limits\./, 413],
   [/^(definition|request|expression|template)\./, 400],

@@ -62,3 +62,21 @@ export const pauseBody = z.strictObject({
   paused_until: isoTime.nullable().optional(),
 });
 export const resumeBody = z.strictObject({ automation_id: z.string().min(1).nullable().optional() });
+
+export const retriggerBody = z.strictObject({ idempotency_key: z.string().min(1).max(200).optional() });
+export const decisionBody = z.strictObject({ comment: z.string().max(2000).optional() });
+export const approvalsQuery = z.strictObject({
+  status: z.enum(["pending", "approved", "rejected", "timed_out", "cancelled"]).optional(),
+  limit: z.coerce.number().int().min(1).max(500).optional(),
+});
+export const auditQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(500).optional(),
+  before_id: z.coerce.number().int().min(1).optional(),
+});
+export const simulateBody = z.strictObject({
+  start_node_key: z.string().min(1).optional(),
+  test_context: jsonObject.optional(),
+  branch_choices: z.record(z.string(), z.string()).optional(),
+  event: jsonObject.optional(),
+  subject_id: z.string().min(1).nullable().optional(),
+});

@@ -1,7 +1,7 @@
 // Domain objects → the JSON shapes of CONTRACT.md (snake_case, ISO times).
 
 import type { AutomationView } from "../engine/engine.js";
-import type { Automation, AutomationVersion, PauseRow, Run, StepRun, StoredEvent } from "../engine/store.js";
+import type { Approval, AuditRow, Automation, AutomationVersion, PauseRow, Run, RunItem, StepRun, StoredEvent } from "../engine/store.js";
 
 const iso = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
 
@@ -34,6 +34,7 @@ export function stepJson(s: StepRun) {
     id: s.id, run_id: s.run_id, node_key: s.node_key, node_kind: s.node_kind, visit: s.visit, attempt: s.attempt,
     entered_via_port_key: s.entered_via_port_key, exited_via_port_key: s.exited_via_port_key, outcome: s.outcome,
     duration_ms: s.duration_ms, idempotency_key: s.idempotency_key, input: s.input, output: s.output, error: s.error,
+    policy_violations: s.violations ?? [], logs: s.logs ?? [],
     started_at: iso(s.started_at), finished_at: iso(s.finished_at),
   };
 }
@@ -47,4 +48,25 @@ export function eventJson(e: StoredEvent) {
 
 export function pauseJson(p: PauseRow) {
   return { subject_id: p.subject_id, automation_id: p.automation_id === "" ? null : p.automation_id, pause_reason: p.pause_reason, paused_until: iso(p.paused_until), created_at: iso(p.created_at) };
+}
+
+export function itemJson(i: RunItem) {
+  return {
+    id: i.id, run_id: i.run_id, node_key: i.node_key, visit: i.visit, index: i.idx, subject_id: i.subject_id, action_kind: i.action_kind,
+    outcome: i.outcome, attempts: i.attempts, idempotency_key: i.idempotency_key, input: i.input, output: i.output, error: i.error,
+    approval_id: i.approval_id, next_attempt_at: iso(i.not_before), started_at: iso(i.started_at), finished_at: iso(i.finished_at),
+    updated_at: iso(i.updated_at),
+  };
+}
+
+export function approvalJson(a: Approval) {
+  return {
+    id: a.id, run_id: a.run_id, automation_id: a.automation_id, node_key: a.node_key, visit: a.visit, item_id: a.item_id,
+    title: a.title, approvers: a.approvers, status: a.status, decided_by: a.decided_by, decided_at: iso(a.decided_at),
+    comment: a.comment, created_at: iso(a.created_at), expires_at: iso(a.expires_at),
+  };
+}
+
+export function auditJson(a: AuditRow) {
+  return { id: a.id, actor: a.actor, action: a.action, target_type: a.target_type, target_id: a.target_id, details: a.details, at: iso(a.at) };
 }
