@@ -6,8 +6,12 @@
 //   3. Event intake over HTTP: events accepted/s with p50/p99 latency, load from a second process.
 //   4. Fairness: while automation A takes a 20,000-event flood, the p99 delay from event to run
 //      start for automation B's occasional events.
-// Options: --runs N (default 5000), --stores embedded,postgres, --only core,intake,fairness,
-//          --flood N (default 20000), --seconds N (intake load duration, default 5), --profile
+//   5. Fan-out: one run whose for_each runs a no-op action over 10,000 items: items/s.
+//   6. Slow steps held: N runs parked inside a 30-second slow step (an AI call) at once in one
+//      process, while fast runs keep starting: fast-run latency with and without the slow load.
+// Options: --runs N (default 5000), --stores embedded,postgres, --only core,intake,fairness,fanout,hold,
+//          --flood N (default 20000), --seconds N (intake load duration, default 5), --items N (fan-out, default 10000),
+//          --slow N (slow steps held, default 2000), --hold-seconds N (default 30), --profile
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,7 +28,7 @@ import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 
 const PG_URL = process.env.WEFT_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
-const { values: args } = parseArgs({ options: { runs: { type: "string", default: "5000" }, stores: { type: "string", default: "embedded,postgres" }, profile: { type: "boolean", default: false }, only: { type: "string", default: "core,intake,fairness" }, flood: { type: "string", default: "20000" }, seconds: { type: "string", default: "5" } } });
+const { values: args } = parseArgs({ options: { runs: { type: "string", default: "5000" }, stores: { type: "string", default: "embedded,postgres" }, profile: { type: "boolean", default: false }, only: { type: "string", default: "core,intake,fairness,fanout,hold" }, flood: { type: "string", default: "20000" }, seconds: { type: "string", default: "5" }, items: { type: "string", default: "10000" }, slow: { type: "string", default: "2000" }, "hold-seconds": { type: "string", default: "30" } } });
 const ONLY = new Set(args.only!.split(","));
 const RUNS = Number(args.runs);
 
@@ -286,4 +290,104 @@ async function benchFairness(kind: "embedded" | "postgres", flood: number) {
   await store.close();
   await cleanup();
   return { n: delays.length, p50: pct(delays, 50), p99: pct(delays, 99), max: Math.max(...delays), aDone: aDoneAtLastB, dispatchP50: pct(createdDelays, 50), dispatchP99: pct(createdDelays, 99) };
+}
+
+async function benchFanout(kind: "embedded" | "postgres", items: number) {
+  const { store, cleanup } = await openBenchStore(kind);
+  const engine = new Engine({ store, runner: { pollMs: 20 } });
+  let calls = 0;
+  engine.registerAction({ kind: "noop", handler: () => ({ n: ++calls }) });
+  let commits = 0;
+  engine.events.on("checkpoint:committed", () => commits++);
+  await engine.start();
+  const a = await engine.createAutomation(DEFAULT_WORKSPACE, {
+    key: "fanout", name: "fanout", root: "each",
+    nodes: [{ key: "each", kind: "for_each", config: { items: "context.ids", subject: "item", action: { kind: "noop", config: { id: "{{ item }}" } }, concurrency: 50 } }],
+  });
+  const ids = Array.from({ length: items }, (_, i) => `acct_${i}`);
+  const t0 = performance.now();
+  const { run } = await engine.enroll(DEFAULT_WORKSPACE, a.id, { context_overrides: { ids } });
+  const done = await engine.waitForRun(DEFAULT_WORKSPACE, run.id);
+  const secs = (performance.now() - t0) / 1000;
+  const listed = await store.listItems(run.id);
+  await engine.stop();
+  await store.close();
+  await cleanup();
+  return { status: done.status, items: listed.length, succeeded: listed.filter((i) => i.outcome === "succeeded").length, calls, secs, perS: items / secs, commits };
+}
+
+async function benchHold(kind: "embedded" | "postgres", slow: number, holdMs: number) {
+  const { store, cleanup } = await openBenchStore(kind);
+  const engine = new Engine({ store, runner: { pollMs: 20, maxInFlight: slow + 500, claimBatch: 500 } });
+  let inSlow = 0;
+  let peak = 0;
+  engine.registerAction({
+    kind: "think",
+    handler: async (_i, ctx) => {
+      inSlow++;
+      peak = Math.max(peak, inSlow);
+      // A long AI call: no connection, no transaction, only a timer and a promise.
+      await new Promise((r) => { const t = setTimeout(r, holdMs); ctx.signal.addEventListener("abort", () => { clearTimeout(t); r(null); }); });
+      inSlow--;
+      return { answer: 42 };
+    },
+  });
+  await engine.start();
+  const slowA = await engine.createAutomation(DEFAULT_WORKSPACE, { key: "slow", name: "slow", root: "t", reentry: { policy: "allow_concurrent" }, nodes: [{ key: "t", kind: "think", config: {} }] });
+  const fastA = await engine.createAutomation(DEFAULT_WORKSPACE, {
+    key: "fast", name: "fast", root: "s", reentry: { policy: "allow_concurrent" },
+    nodes: [{ key: "s", kind: "set", config: { assign: { ok: "true" } } }, { key: "b", kind: "branch", config: { condition: "context.ok" } }],
+    edges: [{ from: "s", port: "next", to: "b" }],
+  });
+  const fastLatency = async (n: number): Promise<number[]> => {
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      const { run } = await engine.enroll(DEFAULT_WORKSPACE, fastA.id, {});
+      await engine.waitForRun(DEFAULT_WORKSPACE, run.id);
+      out.push(performance.now() - t);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return out;
+  };
+  const baseline = await fastLatency(50);
+  for (let i = 0; i < slow; i += 200) {
+    await Promise.all(Array.from({ length: Math.min(200, slow - i) }, () => engine.enroll(DEFAULT_WORKSPACE, slowA.id, {})));
+  }
+  const t0 = performance.now();
+  while (inSlow < slow && performance.now() - t0 < holdMs) await new Promise((r) => setTimeout(r, 20));
+  const held = inSlow;
+  const during = await fastLatency(Math.max(10, Math.min(100, Math.floor((holdMs - (performance.now() - t0)) / 60))));
+  const stillHeld = inSlow;
+  let finished = 0;
+  const all = new Promise<void>((resolve) => {
+    engine.events.on("run:finished", (e) => { if (e.automation_id === slowA.id && ++finished === slow) resolve(); });
+  });
+  await Promise.race([all, new Promise((r) => setTimeout(r, holdMs * 3))]);
+  await engine.stop();
+  await store.close();
+  await cleanup();
+  return { held, peak, stillHeld, finished, baseline, during };
+}
+
+if (ONLY.has("fanout")) {
+  const items = Number(args.items);
+  console.log(`\n## Fan-out: one run, for_each over ${items} items, a no-op custom action each, concurrency 50`);
+  console.log("\n| store | run status | items | items/s | seconds | commits |");
+  console.log("| --- | --- | --- | --- | --- | --- |");
+  for (const s of stores) {
+    const r = await benchFanout(s, items);
+    console.log(`| ${s} | ${r.status} | ${r.succeeded} of ${r.items} (calls ${r.calls}) | ${f0(r.perS)} | ${f1(r.secs)} | ${r.commits} |`);
+  }
+}
+if (ONLY.has("hold")) {
+  const slow = Number(args.slow);
+  const holdMs = Number(args["hold-seconds"]) * 1000;
+  console.log(`\n## Slow steps held: ${slow} runs each inside a ${holdMs / 1000}-second slow step, fast runs (2 fast nodes) started one at a time meanwhile`);
+  console.log("\n| store | slow steps in flight at once | fast runs: enroll→finished p50 / p99 ms, idle | same while the slow steps are held | slow runs finished |");
+  console.log("| --- | --- | --- | --- | --- |");
+  for (const s of stores) {
+    const r = await benchHold(s, slow, holdMs);
+    console.log(`| ${s} | ${r.held} (held through the fast runs: ${r.stillHeld}) | ${f1(pct(r.baseline, 50))} / ${f1(pct(r.baseline, 99))} | ${f1(pct(r.during, 50))} / ${f1(pct(r.during, 99))} (n=${r.during.length}) | ${r.finished} of ${slow} |`);
+  }
 }

@@ -126,12 +126,20 @@ export const forEachNode: NodeHandler = {
       dirty.set(it.id, it);
     };
     let lastFlush = ctx.clockNow();
-    const flush = async (): Promise<void> => {
+    // One checkpoint at a time (each names the rev the previous one made); workers that find a
+    // flush in flight leave their items for the next one.
+    let flushing: Promise<void> | null = null;
+    const flushNow = async (): Promise<void> => {
       lastFlush = ctx.clockNow();
       if (dirty.size === 0 && approvals.length === 0) return;
       const batch = [...dirty.values()];
       dirty.clear();
       if (!(await ctx.saveItems(batch, approvals.splice(0)))) throw new StepFailure(stepError("run.lease_lost", "the run's lease was lost", true));
+    };
+    const flush = async (): Promise<void> => {
+      while (flushing) await flushing;
+      flushing = flushNow().finally(() => (flushing = null));
+      await flushing;
     };
 
     // Approvals: ask for each pending item's own decision first; apply decisions made since.
@@ -175,7 +183,7 @@ export const forEachNode: NodeHandler = {
           if (d.kind === "retry" && ctx.control() === null) put({ ...it, error: r.error, output: r.output ?? null, not_before: at + d.delayMs, updated_at: at });
           else put({ ...it, outcome: "failed", error: r.error, output: r.output ?? null, not_before: null, finished_at: at, updated_at: at });
         }
-        if (dirty.size >= FLUSH_EVERY_ITEMS || at - lastFlush >= FLUSH_EVERY_MS) await flush();
+        if (!flushing && (dirty.size >= FLUSH_EVERY_ITEMS || at - lastFlush >= FLUSH_EVERY_MS)) await flush();
       }
     };
     await Promise.all(Array.from({ length: Math.min(cfg.concurrency ?? 10, Math.max(due.length, 1)) }, worker));
