@@ -3,8 +3,6 @@
 // under its idempotency key, and no step may be committed twice. The test process only writes
 // (an Engine with noRunner) and reads the store; the children do all the running.
 
-import { spawn, type ChildProcess } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Engine } from "../src/engine/engine.js";
 import type { Run, Store } from "../src/engine/store.js";
@@ -13,72 +11,16 @@ import { WS } from "./helpers/engine.js";
 import { Sink } from "./helpers/sink.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { sleep } from "./helpers/wait.js";
+import { kill, killAll, startWorker as spawnWorker, type Worker } from "./helpers/workers.js";
 
-/** The repository root (where `src/cli/main.ts` and node_modules/tsx live). */
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const startWorker = (ts: TestStore, extraEnv: Record<string, string> = {}): Worker => spawnWorker(ts, { WEFT_LEASE_MS: String(LEASE_MS), ...extraEnv });
+
 const LEASE_MS = 1000;
 const HTTP_NODES = ["a", "b", "c"] as const;
 const ALL_NODES = [...HTTP_NODES, "done"] as const;
 const CRASH_POINTS = ["runner:after-step-effect", "runner:before-checkpoint", "runner:after-checkpoint"] as const;
 
 const randInt = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi - lo + 1));
-
-// ---------- worker children ----------
-
-interface Worker {
-  child: ChildProcess;
-  /** True once the worker printed that it is running; false if it exited first. */
-  ready: Promise<boolean>;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  output: () => string;
-}
-
-const children = new Set<Worker>();
-
-function startWorker(ts: TestStore, extraEnv: Record<string, string> = {}): Worker {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "serve", "--role", "worker"], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      // an embedded-store run must not pick up a PostgreSQL URL from the outer environment
-      ...(ts.kind === "embedded" ? { WEFT_DATABASE_URL: "" } : {}),
-      ...ts.env,
-      WEFT_SAMPLE: "0",
-      WEFT_LEASE_MS: String(LEASE_MS),
-      ...extraEnv,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  let exitInfo: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.on("exit", (code, signal) => {
-      exitInfo = { code, signal };
-      resolve(exitInfo);
-    });
-  });
-  const ready = new Promise<boolean>((resolve) => {
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      if (out.includes(" running (")) resolve(true);
-    });
-    child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-    void exited.then(() => resolve(false));
-  });
-  const w: Worker = { child, ready, exited, output: () => out + (exitInfo ? `\n[exit ${JSON.stringify(exitInfo)}]` : "") };
-  children.add(w);
-  void exited.then(() => children.delete(w));
-  return w;
-}
-
-async function kill(w: Worker): Promise<void> {
-  if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill("SIGKILL");
-  await w.exited;
-}
-
-async function killAll(): Promise<void> {
-  await Promise.all([...children].map(kill));
-}
 
 // ---------- store reads ----------
 

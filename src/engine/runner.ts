@@ -383,8 +383,14 @@ export class Runner {
         return d.park("waiting", result.waiting_for, result.until);
       }
       case "fail": {
+        if (d.control === "stop") {
+          // Stopped mid-step (its signal was aborted): the attempt is on record, the run exits.
+          d.addStep(row("failed", null, result.output, result.error));
+          d.applyControl();
+          return "stop";
+        }
         const policy = node.retry ?? DEFAULT_RETRY;
-        const decision = d.control === "stop" ? ({ kind: "fail" } as const) : decideRetry(result.error, attempt, policy, Math.random());
+        const decision = decideRetry(result.error, attempt, policy, Math.random());
         if (decision.kind === "retry") {
           d.addStep(row("retrying", null, result.output, result.error));
           d.cursor.attempt = attempt;

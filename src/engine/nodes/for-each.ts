@@ -20,9 +20,6 @@ import type { NodeContext, NodeHandler, NodeResult } from "./types.js";
 
 /** A fan-out larger than this is refused (split it, or page through a query action). */
 export const MAX_ITEMS = 100_000;
-/** Item outcomes are committed at least this often while a fan-out runs. */
-const FLUSH_EVERY_ITEMS = 500;
-const FLUSH_EVERY_MS = 250;
 
 interface ForEachConfig {
   items: string;
@@ -125,12 +122,12 @@ export const forEachNode: NodeHandler = {
       items[it.idx] = it;
       dirty.set(it.id, it);
     };
-    let lastFlush = ctx.clockNow();
+    /** Set when a commit failed (the lease is gone): stop starting items; the run is resumed elsewhere. */
+    let lost: unknown = null;
     // One checkpoint at a time (each names the rev the previous one made); workers that find a
     // flush in flight leave their items for the next one.
     let flushing: Promise<void> | null = null;
     const flushNow = async (): Promise<void> => {
-      lastFlush = ctx.clockNow();
       if (dirty.size === 0 && approvals.length === 0) return;
       const batch = [...dirty.values()];
       dirty.clear();
@@ -166,7 +163,7 @@ export const forEachNode: NodeHandler = {
     let next = 0;
     const policy = ctx.node.retry ?? DEFAULT_RETRY;
     const worker = async (): Promise<void> => {
-      while (next < due.length && ctx.control() === null) {
+      while (next < due.length && ctx.control() === null && lost === null) {
         const idx = due[next++]!;
         const it = { ...items[idx]!, attempts: items[idx]!.attempts + 1, started_at: ctx.clockNow() };
         let r: ItemResult;
@@ -183,10 +180,14 @@ export const forEachNode: NodeHandler = {
           if (d.kind === "retry" && ctx.control() === null) put({ ...it, error: r.error, output: r.output ?? null, not_before: at + d.delayMs, updated_at: at });
           else put({ ...it, outcome: "failed", error: r.error, output: r.output ?? null, not_before: null, finished_at: at, updated_at: at });
         }
-        if (!flushing && (dirty.size >= FLUSH_EVERY_ITEMS || at - lastFlush >= FLUSH_EVERY_MS)) await flush();
+        // Commit whenever no commit of this run is in flight (results gather meanwhile, and the
+        // group committer batches them with other runs'): a crash loses at most what was in
+        // flight and one commit's worth, each re-run under its own key.
+        if (!flushing && dirty.size > 0) flush().catch((err) => (lost ??= err));
       }
     };
     await Promise.all(Array.from({ length: Math.min(cfg.concurrency ?? 10, Math.max(due.length, 1)) }, worker));
+    if (lost !== null) throw lost;
 
     const control = ctx.control();
     if (control !== null) {
