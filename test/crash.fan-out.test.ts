@@ -24,7 +24,7 @@ describe.each(STORE_KINDS)("fan-out crash recovery (%s store)", (kind) => {
     ts = await makeStore(kind);
     sink = await new Sink().start();
     // The remote dedupes by key: a repeat is answered with the original result, marked as a replay.
-    sink.reply = (_req, nth) => ({ status: 200, body: { ok: true }, delayMs: 15, headers: nth > 1 ? { "idempotent-replayed": "true" } : {} });
+    sink.reply = (_req, nth) => ({ status: 200, body: { ok: true }, delayMs: 15, headers: nth > 1 ? { "idempotent-replayed": "true" } : ({} as Record<string, string>) });
     writer = new Engine({ store: ts.store, noRunner: true });
     await writer.start();
   });

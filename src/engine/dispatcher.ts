@@ -38,6 +38,7 @@ export function planEvents(events: StoredEvent[], candidates: Candidate[], now: 
         out.push(newRun(c.version, {
           workspace_id: ev.workspace_id, event: ev.body as unknown as Record<string, unknown>, event_id: ev.id,
           dedupe_key: `evt:${ev.id}`, trigger_type: ev.body.type, context: {}, subject_override: null, subject_fallback: ev.subject_id,
+          received_at: ev.received_at,
         }, now));
       }
     }

@@ -19,6 +19,8 @@ export interface RunStart {
   subject_override: string | null;
   /** Used when there is no override and the template is absent or does not resolve. */
   subject_fallback: string | null;
+  /** When the trigger event was received (waits count named events from then on); default: now. */
+  received_at?: number;
 }
 
 export function newRun(v: LoadedVersion, start: RunStart, now: number): NewRun {
@@ -41,7 +43,8 @@ export function newRun(v: LoadedVersion, start: RunStart, now: number): NewRun {
     trigger_type: start.trigger_type, subject_id: subject, active_subject: policy === "allow_concurrent" ? null : subject,
     status: "pending", exit_reason: null, current_node_key: def.root, waiting_for: null, waiting_until: null,
     event: start.event, context: start.context, steps: {},
-    cursor: { node: def.root, port: null, visits: {}, since_pause: 0, attempt: 0 },
+    // The trigger event is never an answer to the run's own waits.
+    cursor: { node: def.root, port: null, visits: {}, since_pause: 0, attempt: 0, consumed: start.event_id ? [start.event_id] : [], events_from: start.received_at ?? now },
     run_as: def.run_as ?? { type: "workspace" }, trace_id: newTraceId(), due_at: now, started_at: now,
     cooldown_ms: Math.round((def.reentry?.cooldown_min ?? 0) * 60_000),
   };

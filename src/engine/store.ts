@@ -51,6 +51,8 @@ export interface Cursor {
   parked?: { kind: string; since: number; until: number | null; data?: Record<string, unknown> } | undefined;
   /** Named events already taken by a wait in this run (the latest 100): a later wait does not count them again. */
   consumed?: string[];
+  /** Waits count named events received from this time on: the trigger event's arrival, or the enrollment. */
+  events_from?: number;
 }
 
 export interface Run {
@@ -234,6 +236,15 @@ export interface AuditEntry {
   target_id: string;
   details: Record<string, unknown>;
   at: number;
+}
+
+/** The audit entry of a decided approval (both stores write it in the deciding transaction). */
+export function approvalAudit(workspaceId: string, a: Approval, now: number): AuditEntry {
+  const verb = a.status === "approved" ? "approve" : a.status === "rejected" ? "reject" : "time_out";
+  return {
+    workspace_id: workspaceId, actor: a.decided_by ?? "system", action: `approval.${verb}`, target_type: "approval", target_id: a.id,
+    details: { run_id: a.run_id, node_key: a.node_key, item_id: a.item_id, comment: a.comment }, at: now,
+  };
 }
 
 export interface AuditRow extends AuditEntry {

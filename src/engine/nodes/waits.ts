@@ -1,10 +1,13 @@
 // wait_for_event and input: park the run until a named event about its subject arrives (or the
 // timeout passes).
 //
-// Which events count (the rule): a wait counts a matching named event received at or after the
-// run started, unless an earlier wait of the same run already took it. So a reply that arrives
-// while the run is still on its way to the wait (an HTTP call in between, a delay) is not lost;
-// an event from before the run existed is not mistaken for an answer. Each wait takes one event.
+// Which events count (the rule): a wait counts a matching named event received in or after the
+// millisecond its run's trigger event was received (for an enrolled run: the enrollment), except
+// the trigger event itself and events an earlier wait of the same run already took. So a reply
+// that arrives while the run is still on its way to the wait (queued for dispatch, an HTTP call in
+// between, a delay) is not lost, and an older event is not mistaken for an answer. Within that
+// one millisecond the order is not known and the event counts: losing a real answer is the worse
+// mistake. Each wait takes one event.
 //
 // How the run is woken: the dispatcher wakes runs parked on (event name, subject) when it
 // dispatches such an event; the park's commit makes the run due at once if a candidate is already
@@ -30,7 +33,7 @@ interface WaitData {
 /** Look for the first matching event; returns it, or where the look-up got to. */
 async function lookFor(ctx: NodeContext, name: string, match: string | undefined): Promise<{ event: StoredEvent | null; data: WaitData }> {
   const prev = ctx.parked?.data as WaitData | undefined;
-  let data: WaitData = prev ? { after: prev.after, seen: [...prev.seen] } : { after: ctx.run.started_at, seen: [] };
+  let data: WaitData = prev ? { after: prev.after, seen: [...prev.seen] } : { after: ctx.run.cursor.events_from ?? ctx.run.started_at, seen: [] };
   const consumed = ctx.run.cursor.consumed ?? [];
   for (let page = 0; page < MAX_PAGES; page++) {
     const events = await ctx.store.findEvents(ctx.run.workspace_id, { name, subject_id: ctx.run.subject_id, after: data.after, exclude: [...consumed, ...data.seen] }, PAGE);

@@ -2,7 +2,7 @@
 // approvals, run control and the audit log. One process writes, each call in one transaction.
 
 import type Database from "better-sqlite3";
-import type { Approval, ApprovalStatus, AuditEntry, AuditRow, Checkpoint, RunControl, RunItem, StoredEvent, WaitSpec } from "../../engine/store.js";
+import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Checkpoint, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 const j = (v: unknown): string | null => (v === undefined || v === null ? null : JSON.stringify(v));
@@ -148,17 +148,17 @@ export class EmbeddedNodes {
 
   decideApproval(workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number): { applied: boolean; approval: Approval | null } {
     return this.db.transaction(() => {
+      // A decision that comes after the deadline is refused, and the timeout is recorded then.
+      const cur = this.getApproval(workspaceId, id);
+      const expired = status !== "timed_out" && cur?.status === "pending" && cur.expires_at !== null && cur.expires_at <= now;
       const r = this.db
         .prepare("UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, comment = ? WHERE id = ? AND workspace_id = ? AND status = 'pending' RETURNING *")
-        .get(status, actor, now, comment, id, workspaceId);
-      if (!r) return { applied: false, approval: this.getApproval(workspaceId, id) };
+        .get(expired ? "timed_out" : status, expired ? "system" : actor, now, expired ? null : comment, id, workspaceId);
+      if (!r) return { applied: false, approval: cur };
       const a = toApproval(r);
       this.db.prepare("UPDATE runs SET due_at = ? WHERE id = ? AND status = 'waiting'").run(now, a.run_id);
-      this.audit([{
-        workspace_id: workspaceId, actor, action: `approval.${status === "approved" ? "approve" : status === "rejected" ? "reject" : "time_out"}`,
-        target_type: "approval", target_id: id, details: { run_id: a.run_id, node_key: a.node_key, item_id: a.item_id, comment }, at: now,
-      }]);
-      return { applied: true, approval: a };
+      this.audit([approvalAudit(workspaceId, a, now)]);
+      return { applied: !expired, approval: a };
     }).immediate();
   }
 

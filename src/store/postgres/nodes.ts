@@ -2,7 +2,7 @@
 // and the audit log. Decisions are compare-and-swap updates, so concurrent callers cannot both win.
 
 import type pg from "pg";
-import type { Approval, ApprovalStatus, AuditEntry, AuditRow, Run, RunControl, RunItem, StoredEvent, WaitSpec } from "../../engine/store.js";
+import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Run, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
 import { ms, toRun, ts } from "./rows.js";
 import { toEvent } from "./events.js";
 
@@ -53,9 +53,9 @@ async function audit(db: Queryable, entries: readonly AuditEntry[]): Promise<voi
   await db.query(
     `INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at)
      SELECT l.workspace_id, l.actor, l.action, l.target_type, l.target_id, l.details, to_timestamp(l.at / 1000.0)
-     FROM jsonb_to_recordset($1::jsonb) WITH ORDINALITY AS l(workspace_id text, actor text, action text, target_type text,
-       target_id text, details jsonb, at double precision) ORDER BY ordinality`,
-    [JSON.stringify(entries)],
+     FROM jsonb_to_recordset($1::jsonb) AS l(workspace_id text, actor text, action text, target_type text,
+       target_id text, details jsonb, at double precision, ord int) ORDER BY l.ord`,
+    [JSON.stringify(entries.map((e, ord) => ({ ...e, ord })))],
   );
 }
 
@@ -138,20 +138,23 @@ export function decideApproval(
   pool: pg.Pool, workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number,
 ): Promise<{ applied: boolean; approval: Approval | null }> {
   return tx(pool, async (c) => {
+    // A decision that comes after the deadline is refused, and the timeout is recorded then.
+    const expired = status !== "timed_out" && (await c.query(
+      "SELECT 1 FROM approvals WHERE id = $1 AND workspace_id = $2 AND status = 'pending' AND expires_at <= $3 FOR UPDATE",
+      [id, workspaceId, ts(now)],
+    )).rows.length > 0;
+    const [st, by, note] = expired ? ["timed_out", "system", null] : [status, actor, comment];
     const res = await c.query(
       `UPDATE approvals SET status = $3, decided_by = $4, decided_at = $5, comment = $6
        WHERE id = $1 AND workspace_id = $2 AND status = 'pending' RETURNING *`,
-      [id, workspaceId, status, actor, ts(now), comment],
+      [id, workspaceId, st, by, ts(now), note],
     );
     if (res.rows.length === 0) return { applied: false, approval: await getApproval(c, workspaceId, id) };
     const a = toApproval(res.rows[0]);
     // Wake the run parked on it (a run still being driven picks the decision up when it parks).
     await c.query("UPDATE runs SET due_at = $2 WHERE id = $1 AND status = 'waiting'", [a.run_id, ts(now)]);
-    await audit(c, [{
-      workspace_id: workspaceId, actor, action: `approval.${status === "approved" ? "approve" : status === "rejected" ? "reject" : "time_out"}`,
-      target_type: "approval", target_id: id, details: { run_id: a.run_id, node_key: a.node_key, item_id: a.item_id, comment }, at: now,
-    }]);
-    return { applied: true, approval: a };
+    await audit(c, [approvalAudit(workspaceId, a, now)]);
+    return { applied: !expired, approval: a };
   });
 }
 
