@@ -407,15 +407,11 @@ export class Engine {
     const v = await this.versions.get(run.automation_id, run.version);
     const node = v?.nodes.get(claimed.node_key);
     let result: { outcome: RunItem["outcome"]; output: unknown; error: RunItem["error"] };
-    if (!action) {
-      result = { outcome: "failed", output: null, error: { code: "item.retry_unsupported", message: `"${claimed.action_kind}" is not a registered action`, retryable: false } };
-    } else {
-      const o = await action.invoke(claimed.input, {
-        run_id: run.id, node_key: claimed.node_key, idempotency_key: claimed.idempotency_key, attempt: claimed.attempts,
-        run_as: run.run_as, trace_id: run.trace_id, signal: AbortSignal.timeout(120_000), node_permissions: node?.permissions ?? null,
-        http: this.http, now: () => this.clock.now(),
-      });
-      result = o.ok ? { outcome: o.replayed ? "idempotent_replay" : "succeeded", output: o.output, error: null } : { outcome: "failed", output: null, error: o.error };
+    try {
+      result = await this.invokeItemRetry(action, run, claimed, node?.permissions ?? null);
+    } catch (err) {
+      // Never leave the item "running": it goes back to failed, retryable again.
+      result = { outcome: "failed", output: null, error: { code: "item.retry_error", message: err instanceof Error ? err.message : String(err), retryable: true } };
     }
     const now = this.clock.now();
     const done: RunItem = { ...claimed, ...result, finished_at: now, updated_at: now };
@@ -424,6 +420,21 @@ export class Engine {
       details: { run_id: runId, idempotency_key: claimed.idempotency_key, attempt: claimed.attempts, outcome: done.outcome }, at: now,
     });
     return done;
+  }
+
+  private async invokeItemRetry(action: RegisteredAction | undefined, run: Run, claimed: RunItem, permissions: readonly string[] | null) {
+    let result: { outcome: RunItem["outcome"]; output: unknown; error: RunItem["error"] };
+    if (!action) {
+      result = { outcome: "failed", output: null, error: { code: "item.retry_unsupported", message: `"${claimed.action_kind}" is not a registered action`, retryable: false } };
+    } else {
+      const o = await action.invoke(claimed.input, {
+        run_id: run.id, node_key: claimed.node_key, idempotency_key: claimed.idempotency_key, attempt: claimed.attempts,
+        run_as: run.run_as, trace_id: run.trace_id, signal: AbortSignal.timeout(120_000), node_permissions: permissions,
+        http: this.http, now: () => this.clock.now(),
+      });
+      result = o.ok ? { outcome: o.replayed ? "idempotent_replay" : "succeeded", output: o.output, error: null } : { outcome: "failed", output: null, error: o.error };
+    }
+    return result;
   }
 
   // ---------- approvals ----------

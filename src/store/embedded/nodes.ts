@@ -156,7 +156,10 @@ export class EmbeddedNodes {
         .get(expired ? "timed_out" : status, expired ? "system" : actor, now, expired ? null : comment, id, workspaceId);
       if (!r) return { applied: false, approval: cur };
       const a = toApproval(r);
-      this.db.prepare("UPDATE runs SET due_at = ? WHERE id = ? AND status = 'waiting'").run(now, a.run_id);
+      // Wake the parked run; a run being driven gets `wake`, which its next park turns into "due now".
+      this.db
+        .prepare("UPDATE runs SET due_at = CASE WHEN status = 'waiting' THEN ? ELSE due_at END, wake = (status <> 'waiting') WHERE id = ? AND completed_at IS NULL")
+        .run(now, a.run_id);
       this.audit([approvalAudit(workspaceId, a, now)]);
       return { applied: !expired, approval: a };
     }).immediate();

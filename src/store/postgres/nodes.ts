@@ -151,8 +151,13 @@ export function decideApproval(
     );
     if (res.rows.length === 0) return { applied: false, approval: await getApproval(c, workspaceId, id) };
     const a = toApproval(res.rows[0]);
-    // Wake the run parked on it (a run still being driven picks the decision up when it parks).
-    await c.query("UPDATE runs SET due_at = $2 WHERE id = $1 AND status = 'waiting'", [a.run_id, ts(now)]);
+    // Wake the run parked on it; a run being driven (or about to be) gets `wake`, which its next
+    // park turns into "due now". Both write the run row, so the row lock orders them: no gap.
+    await c.query(
+      `UPDATE runs SET due_at = CASE WHEN status = 'waiting' THEN $2 ELSE due_at END, wake = (status <> 'waiting')
+       WHERE id = $1 AND completed_at IS NULL`,
+      [a.run_id, ts(now)],
+    );
     await audit(c, [approvalAudit(workspaceId, a, now)]);
     return { applied: !expired, approval: a };
   });

@@ -151,7 +151,10 @@ WITH input AS (
           AND (i.wait_subject IS NULL OR e.subject_id = i.wait_subject)
           AND e.received_at >= to_timestamp(i.wait_after / 1000.0) AND NOT (e.id = ANY (i.wait_exclude))
       ) THEN to_timestamp(i.updated_at / 1000.0)
+      -- An approval was decided while this worker held the run: the park must not sleep through it.
+      WHEN r.wake AND i.status = 'waiting' THEN to_timestamp(i.updated_at / 1000.0)
       ELSE to_timestamp(i.due_at / 1000.0) END,
+    wake = CASE WHEN i.keep_lease THEN r.wake ELSE false END,
     lease_owner = CASE WHEN i.keep_lease THEN r.lease_owner ELSE NULL END,
     active_subject = CASE WHEN i.terminal THEN NULL ELSE r.active_subject END,
     control = CASE WHEN i.terminal THEN NULL ELSE r.control END,

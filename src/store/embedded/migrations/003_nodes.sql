@@ -1,6 +1,7 @@
 -- The node library (see store/postgres/migrations/003_nodes.sql).
 
 ALTER TABLE runs ADD COLUMN control TEXT;
+ALTER TABLE runs ADD COLUMN wake INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN wait_key TEXT;
 CREATE INDEX runs_wait_key ON runs (workspace_id, wait_key) WHERE wait_key IS NOT NULL;
 

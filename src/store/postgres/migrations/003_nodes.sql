@@ -2,11 +2,13 @@
 
 -- A stop or cancel requested while a worker holds the run (applied by that worker at its next checkpoint).
 ALTER TABLE runs ADD COLUMN control text;
+-- An approval decided while a worker held the run: the park that follows makes the run due at once.
+ALTER TABLE runs ADD COLUMN wake boolean NOT NULL DEFAULT false;
 -- Runs parked on wait_for_event / input: "<event name>\u0001<subject or empty>"; the dispatcher wakes them.
 ALTER TABLE runs ADD COLUMN wait_key text;
 CREATE INDEX runs_wait_key ON runs (workspace_id, wait_key) WHERE wait_key IS NOT NULL;
 
--- A wait looks back for matching named events received since the run started.
+-- A wait looks back for matching named events received since its run's trigger.
 CREATE INDEX events_by_name ON events (workspace_id, name, subject_id, received_at) WHERE type = 'event';
 
 -- One row per (fan-out node visit, list position): the item's action on its subject and its outcome.
