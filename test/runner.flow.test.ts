@@ -142,9 +142,10 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
   it("delay parks the run as waiting on \"delay\", then resumes and finishes", async () => {
     const a = await engine.createAutomation(WS, def("before", [
       set("before", { n: "1" }),
-      { key: "wait", kind: "delay", config: { duration_ms: 400 } },
+      { key: "wait", kind: "delay", config: { duration_ms: 1500 } },
       set("after", { n: "context.n + 1" }),
     ], chain("before", "wait", "after")));
+    // Long enough that a loaded machine still reads the run while it waits (the real clock runs here).
     const parked = engine.events.next("run:parked", (e) => e.waiting_for === "delay");
     const { run: created } = await engine.enroll(WS, a.id, {});
     const p = await parked;
@@ -171,7 +172,7 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
     // Both rows of the delay belong to one visit; it resumes no earlier than its due time.
     expect(steps[1]!.idempotency_key).toBe(steps[2]!.idempotency_key);
     expect(steps[2]!.started_at).toBeGreaterThanOrEqual(p.due_at!);
-    expect((steps[2]!.output as { waited_ms: number }).waited_ms).toBeGreaterThanOrEqual(400);
+    expect((steps[2]!.output as { waited_ms: number }).waited_ms).toBeGreaterThanOrEqual(1500);
   });
 
   it("an edge to a node that does not exist ends the path and the run completes", async () => {

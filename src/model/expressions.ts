@@ -91,14 +91,20 @@ export function fromCel(v: unknown): unknown {
 /** A scope converted once for CEL, reused for every expression of one node visit. */
 export class CelScope {
   private converted: Record<string, unknown> | undefined;
-  constructor(readonly scope: Scope) {}
+  constructor(readonly scope: Scope, private readonly parent?: CelScope, private readonly extra?: Record<string, unknown>) {}
   vars(): Record<string, unknown> {
-    this.converted ??= toCel(this.scope) as Record<string, unknown>;
+    if (this.converted === undefined) {
+      // A child converts only its own variables and shares its parent's conversion: a fan-out
+      // over 10,000 items must not convert the run's context 10,000 times.
+      this.converted = this.parent && this.extra
+        ? { ...this.parent.vars(), ...(toCel(this.extra) as Record<string, unknown>) }
+        : (toCel(this.scope) as Record<string, unknown>);
+    }
     return this.converted;
   }
   /** A child scope with extra variables (e.g. `item`, `response`). */
   with(extra: Record<string, unknown>): CelScope {
-    return new CelScope({ ...this.scope, ...extra });
+    return new CelScope({ ...this.scope, ...extra }, this, extra);
   }
 }
 
