@@ -4,14 +4,11 @@
 // Decisions are compare-and-swap: of two concurrent decisions exactly one applies, the other is a
 // 409 approval.already_decided, and the run resumes once. Every decision is in the audit log.
 
-import type { AddressInfo } from "node:net";
-import type { FastifyInstance } from "fastify";
-import { Agent, request } from "undici";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/engine/clock.js";
 import type { Engine } from "../src/engine/engine.js";
 import type { Run, StepRun } from "../src/engine/store.js";
-import { buildApp } from "../src/server/app.js";
+import { startApi, type Api, type Reply } from "./helpers/api.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
@@ -49,10 +46,6 @@ interface AuditJson {
   details: Record<string, unknown>;
   at: string;
 }
-interface Reply<T> {
-  status: number;
-  body: T & { error?: ApiError };
-}
 
 let seq = 0;
 
@@ -60,9 +53,7 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
   let ts: TestStore;
   let clock: ManualClock;
   let engine: Engine;
-  let app: FastifyInstance;
-  let base: string;
-  let agent: Agent;
+  let api: Api;
   let errors: unknown[];
   /** run:finished per run id, over the whole test. */
   let finished: Map<string, number>;
@@ -76,29 +67,16 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
     engine.events.on("engine:error", (e) => errors.push(e));
     finished = new Map();
     engine.events.on("run:finished", (e) => finished.set(e.run_id, (finished.get(e.run_id) ?? 0) + 1));
-    app = buildApp({ engine, adminToken: TOKEN });
-    await app.listen({ host: "127.0.0.1", port: 0 });
-    base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
-    agent = new Agent({ connections: 50 });
+    api = await startApi(engine, TOKEN, 50);
   });
   afterEach(async () => {
-    await agent.close();
-    await app.close();
+    await api.close();
     await engine.stop();
     await ts.destroy();
     expect(errors).toEqual([]);
   });
 
-  async function call<T = Record<string, unknown>>(method: "GET" | "POST", path: string, body?: unknown): Promise<Reply<T>> {
-    const res = await request(`${base}${path}`, {
-      method,
-      dispatcher: agent,
-      headers: { authorization: `Bearer ${TOKEN}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.body.text();
-    return { status: res.statusCode, body: (text === "" ? {} : JSON.parse(text)) as Reply<T>["body"] };
-  }
+  const call = <T = Record<string, unknown>>(method: "GET" | "POST", path: string, body?: unknown): Promise<Reply<T>> => api.call<T>(method, path, body);
 
   /** approval → approved: set path=approved; rejected: set path=rejected; timeout: set path=timeout. */
   async function approvalAutomation(timeoutMs?: number) {
@@ -336,10 +314,8 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
 
     engine = await startEngine({ store: ts.store, clock, runner: { leaseMs: 30 * DAY } });
     engine.events.on("engine:error", (e) => errors.push(e));
-    await app.close();
-    app = buildApp({ engine, adminToken: TOKEN });
-    await app.listen({ host: "127.0.0.1", port: 0 });
-    base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    await api.close();
+    api = await startApi(engine, TOKEN, 50);
     await engine.tick();
     const done = await engine.waitForRun(WS, run.id);
     expect(done.context.path).toBe("timeout");

@@ -6,8 +6,6 @@
 // randomizer gives one subject one arm, spreads many subjects over the arms and never takes a
 // variant of weight 0.
 
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/engine/clock.js";
 import { Engine } from "../src/engine/engine.js";
@@ -16,48 +14,12 @@ import type { Run, StepRun } from "../src/engine/store.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { until } from "./helpers/wait.js";
+import { Gate } from "./helpers/gate.js";
 
 const SEC = 1000;
 const MIN = 60 * SEC;
 const HOUR = 60 * MIN;
 const DAY = 24 * HOUR;
-
-/** A loopback server that holds each request to a held path until the test releases it. */
-class Gate {
-  readonly seen: string[] = [];
-  readonly hold = new Set<string>();
-  private held = new Map<string, () => void>();
-  private server = http.createServer((req, res) => {
-    req.resume();
-    req.on("end", () => {
-      const path = req.url ?? "";
-      this.seen.push(path);
-      const answer = () => {
-        res.writeHead(200, { "content-type": "application/json" });
-        res.end(JSON.stringify({ ok: true, path }));
-      };
-      if (this.hold.has(path)) this.held.set(path, answer);
-      else answer();
-    });
-  });
-  url = "";
-  async start(): Promise<this> {
-    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", () => resolve()));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-    return this;
-  }
-  release(path: string): void {
-    this.hold.delete(path);
-    const f = this.held.get(path);
-    this.held.delete(path);
-    f?.();
-  }
-  async stop(): Promise<void> {
-    for (const f of this.held.values()) f();
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
 
 /** Which events an engine's dispatcher has handled, and a way to wait for one. */
 class DispatchWatch {
@@ -247,7 +209,7 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
         { from: "wait", port: "timeout", to: "late" },
       ]);
       const created = await enroll(a.id, "ct_h");
-      await until("the request to be held at the gate", () => gate.seen.includes("/before"));
+      await until("the request to be held at the gate", () => gate.seen.some((r) => r.path === "/before"));
 
       clock.advance(SEC);
       const reply = await send({ type: "reply.received", subject_id: "ct_h", payload: { text: "early" } });
@@ -424,7 +386,7 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
         { from: "w1", port: "received", to: "w2" },
       ]);
       const created = await enroll(a.id, "ct_1ev");
-      await until("the request to be held at the gate", () => gate.seen.includes("/x"));
+      await until("the request to be held at the gate", () => gate.seen.some((r) => r.path === "/x"));
       clock.advance(SEC);
       const e1 = await send({ type: "reply.received", subject_id: "ct_1ev", payload: { text: "only" } });
       gate.release("/x");

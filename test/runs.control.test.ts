@@ -3,15 +3,12 @@
 // event, idempotent on a key, re-entry rules applied), each recorded in the audit log; ending a
 // run that already ended is 409 run.already_ended; an unknown run is 404 run.not_found.
 
-import type { AddressInfo } from "node:net";
-import type { FastifyInstance } from "fastify";
-import { Agent, request } from "undici";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { ActionContext } from "../src/engine/actions.js";
 import { ManualClock } from "../src/engine/clock.js";
 import { Engine } from "../src/engine/engine.js";
 import type { Run } from "../src/engine/store.js";
-import { buildApp } from "../src/server/app.js";
+import { startApi, type Api, type Reply } from "./helpers/api.js";
 import { WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
@@ -49,10 +46,6 @@ interface AuditJson {
   details: Record<string, unknown>;
   at: string;
 }
-interface Reply<T> {
-  status: number;
-  body: T & { error?: ApiError };
-}
 
 interface Deferred<T> {
   promise: Promise<T>;
@@ -71,9 +64,7 @@ describe.each(STORE_KINDS)("run control over HTTP (%s store)", (kind) => {
   let ts: TestStore;
   let clock: ManualClock;
   let engine: Engine;
-  let app: FastifyInstance;
-  let base: string;
-  let agent: Agent;
+  let api: Api;
   let errors: unknown[];
   let finished: Map<string, number>;
   /** The "think" action: signals each start, then waits for `gate` (or its signal's abort). */
@@ -106,30 +97,17 @@ describe.each(STORE_KINDS)("run control over HTTP (%s store)", (kind) => {
     engine.events.on("engine:error", (e) => errors.push(e));
     finished = new Map();
     engine.events.on("run:finished", (e) => finished.set(e.run_id, (finished.get(e.run_id) ?? 0) + 1));
-    app = buildApp({ engine, adminToken: TOKEN });
-    await app.listen({ host: "127.0.0.1", port: 0 });
-    base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
-    agent = new Agent({ connections: 20 });
+    api = await startApi(engine, TOKEN, 20);
   });
   afterEach(async () => {
     thinking.gate.resolve(); // never leave a handler hanging
-    await agent.close();
-    await app.close();
+    await api.close();
     await engine.stop();
     await ts.destroy();
     expect(errors).toEqual([]);
   });
 
-  async function call<T = Record<string, unknown>>(method: "GET" | "POST", path: string, body?: unknown): Promise<Reply<T>> {
-    const res = await request(`${base}${path}`, {
-      method,
-      dispatcher: agent,
-      headers: { authorization: `Bearer ${TOKEN}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.body.text();
-    return { status: res.statusCode, body: (text === "" ? {} : JSON.parse(text)) as Reply<T>["body"] };
-  }
+  const call = <T = Record<string, unknown>>(method: "GET" | "POST", path: string, body?: unknown): Promise<Reply<T>> => api.call<T>(method, path, body);
 
   async function automation(nodes: unknown[], edges: unknown[], reentry: unknown = { policy: "allow_concurrent" }) {
     const k = `ctl-${kind}-${++seq}`;

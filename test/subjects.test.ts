@@ -3,7 +3,6 @@
 // subject's new trigger is exited (subject_paused), an in-flight run parks as waiting on
 // "subject_resume" at its next node visit and continues after resume or when paused_until passes.
 
-import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { request } from "undici";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -14,49 +13,12 @@ import type { Run, StoredEvent } from "../src/engine/store.js";
 import { buildApp } from "../src/server/app.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { Gate } from "./helpers/gate.js";
 import { sleep, until } from "./helpers/wait.js";
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
 const DAY = 24 * HOUR;
-
-/** A loopback server that holds each request until the test releases it. */
-class Gate {
-  readonly seen: { path: string; key: string | undefined }[] = [];
-  private held = new Map<string, () => void>();
-  private server = http.createServer((req, res) => {
-    req.resume();
-    req.on("end", () => {
-      const path = req.url ?? "";
-      this.seen.push({ path, key: req.headers["idempotency-key"] as string | undefined });
-      const answer = () => {
-        res.writeHead(200, { "content-type": "application/json" });
-        res.end(JSON.stringify({ ok: true, path }));
-      };
-      if (this.hold.has(path)) this.held.set(path, answer);
-      else answer();
-    });
-  });
-  /** Paths whose requests are held until release(path). */
-  readonly hold = new Set<string>();
-  url = "";
-  async start(): Promise<this> {
-    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", () => resolve()));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-    return this;
-  }
-  release(path: string): void {
-    this.hold.delete(path);
-    const f = this.held.get(path);
-    this.held.delete(path);
-    f?.();
-  }
-  async stop(): Promise<void> {
-    for (const f of this.held.values()) f();
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
 
 let seq = 0;
 
