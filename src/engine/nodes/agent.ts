@@ -10,6 +10,7 @@ import { allows } from "../../model/permissions.js";
 import { isRetryableHttpStatus, parseRetryAfter } from "../../model/retry.js";
 import type { RegisteredAction } from "../actions.js";
 import { HttpError, type HttpResponse } from "../http.js";
+import { spanId } from "./http-request.js";
 import type { NodeContext, NodeHandler, NodeResult } from "./types.js";
 
 const DEFAULT_TIMEOUT_MS = 120_000;
@@ -265,11 +266,4 @@ function text(v: unknown): string {
   if (typeof v === "string") return v;
   if (v === null || v === undefined) return "";
   return JSON.stringify(v);
-}
-
-/** A stable 16-hex-digit span id per model turn (FNV-1a of its idempotency key, as http_request does). */
-function spanId(key: string): string {
-  let h = 0xcbf29ce484222325n;
-  for (const c of Buffer.from(key)) h = BigInt.asUintN(64, (h ^ BigInt(c)) * 0x100000001b3n);
-  return (h === 0n ? 1n : h).toString(16).padStart(16, "0");
 }

@@ -90,7 +90,7 @@ export const httpRequestNode: NodeHandler = {
 };
 
 /** A stable 16-hex-digit span id per step attempt key. */
-function spanId(key: string): string {
+export function spanId(key: string): string {
   let h = 0xcbf29ce484222325n;
   for (const c of Buffer.from(key)) h = BigInt.asUintN(64, (h ^ BigInt(c)) * 0x100000001b3n);
   return (h === 0n ? 1n : h).toString(16).padStart(16, "0");
