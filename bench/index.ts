@@ -137,7 +137,7 @@ async function benchStore(kind: "embedded" | "postgres"): Promise<Result> {
   }
   const enrollS = (performance.now() - t0) / 1000;
 
-  const engine = new Engine({ store, runner: { pollMs: 20 } });
+  const engine = new Engine({ store, httpAllow: ["127.0.0.1"], runner: { pollMs: 20 } });
   register(engine);
   let finished = 0;
   let commits = 0;
@@ -200,16 +200,16 @@ if (ONLY.has("fairness")) {
 
 async function benchIntake(kind: "embedded" | "postgres") {
   const { store, cleanup } = await openBenchStore(kind);
-  const engine = new Engine({ store });
+  const engine = new Engine({ store, httpAllow: ["127.0.0.1"] });
   await engine.start();
   await engine.createAutomation(DEFAULT_WORKSPACE, {
     key: "bench-intake", name: "Intake", triggers: [{ type: "event", name: "bench.ping" }], root: "a",
     reentry: { policy: "allow_concurrent" }, nodes: [{ key: "a", kind: "set", config: { assign: { seen: "true" } } }],
   });
-  const app = buildApp({ engine, adminToken: "bench" });
+  const app = buildApp({ engine, adminToken: "bench-admin-token", rateLimitPerSecond: 0 });
   const addr = await app.listen({ host: "127.0.0.1", port: 0 });
   const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./load-events.ts", import.meta.url)), `${addr}/v1/events`, "bench", args.seconds!, "32"], { stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./load-events.ts", import.meta.url)), `${addr}/v1/events`, "bench-admin-token", args.seconds!, "32"], { stdio: ["ignore", "pipe", "inherit"] });
     let buf = "";
     child.stdout.on("data", (c) => (buf += c));
     child.on("exit", (code) => (code === 0 ? resolve(buf) : reject(new Error(`load process exited ${code}`))));
@@ -251,7 +251,7 @@ async function benchFairness(kind: "embedded" | "postgres", flood: number) {
   for (let i = 0; i < flood; i += 200) {
     await Promise.all(Array.from({ length: Math.min(200, flood - i) }, (_, j) => writer.ingest(DEFAULT_WORKSPACE, { type: "a.ping", key: `a${i + j}` })));
   }
-  const engine = new Engine({ store, runner: { pollMs: 20 } });
+  const engine = new Engine({ store, httpAllow: ["127.0.0.1"], runner: { pollMs: 20 } });
   engine.registerAction(slowAction);
   // B's events share one shard and are dispatched in order, so B's k-th run answers its k-th event.
   const sentAt: number[] = [];
@@ -294,7 +294,7 @@ async function benchFairness(kind: "embedded" | "postgres", flood: number) {
 
 async function benchFanout(kind: "embedded" | "postgres", items: number) {
   const { store, cleanup } = await openBenchStore(kind);
-  const engine = new Engine({ store, runner: { pollMs: 20 } });
+  const engine = new Engine({ store, httpAllow: ["127.0.0.1"], runner: { pollMs: 20 } });
   let calls = 0;
   // It yields to the event loop once, like any action that does I/O, so item commits interleave.
   engine.registerAction({ kind: "noop", handler: async () => { await new Promise((r) => setImmediate(r)); return { n: ++calls }; } });
@@ -319,7 +319,7 @@ async function benchFanout(kind: "embedded" | "postgres", items: number) {
 
 async function benchHold(kind: "embedded" | "postgres", slow: number, holdMs: number) {
   const { store, cleanup } = await openBenchStore(kind);
-  const engine = new Engine({ store, runner: { pollMs: 20, maxInFlight: slow + 500, claimBatch: 500 } });
+  const engine = new Engine({ store, httpAllow: ["127.0.0.1"], runner: { pollMs: 20, maxInFlight: slow + 500, claimBatch: 500 } });
   let inSlow = 0;
   let peak = 0;
   engine.registerAction({

@@ -11,7 +11,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Engine } from "../src/engine/engine.js";
 import type { Store, StoredEvent } from "../src/engine/store.js";
-import { WS } from "./helpers/engine.js";
+import { WS, LOOPBACK } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { sleep, until } from "./helpers/wait.js";
 
@@ -78,7 +78,7 @@ describe.each(STORE_KINDS)("dispatch after automation changes (%s store)", (kind
   });
 
   async function start(store: Store): Promise<Engine> {
-    const e = new Engine({ store, dispatchPollMs: 20, runner: { leaseMs: 5000, pollMs: 50 } });
+    const e = new Engine({ httpAllow: LOOPBACK, store, dispatchPollMs: 20, runner: { leaseMs: 5000, pollMs: 50 } });
     e.events.on("engine:error", (x) => errors.push(x));
     engine = e;
     await e.start();

@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Engine } from "../src/engine/engine.js";
 import { shardOf } from "../src/engine/intake.js";
-import { startEngine, WS } from "./helpers/engine.js";
+import { startEngine, WS, LOOPBACK } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { sleep, until } from "./helpers/wait.js";
 
@@ -61,7 +61,7 @@ describe.each(STORE_KINDS)("fairness under a flood (%s store)", (kind) => {
     const claimed: string[] = [];
     const finished: { automation_id: string; status: string }[] = [];
     const dispatched: string[] = [];
-    const e = new Engine({ store: ts.store, runner: { leaseMs: 30_000, pollMs: 50 } });
+    const e = new Engine({ httpAllow: LOOPBACK, store: ts.store, runner: { leaseMs: 30_000, pollMs: 50 } });
     e.events.on("engine:error", (x) => errors.push(x));
     e.events.on("run:claimed", (p) => claimed.push(p.automation_id));
     e.events.on("run:finished", (p) => finished.push({ automation_id: p.automation_id, status: p.status }));

@@ -14,7 +14,7 @@ import type { NodeContext, NodeResult, NodeSettings } from "../src/engine/nodes/
 import type { LogLine, Run } from "../src/engine/store.js";
 import { CelScope } from "../src/model/expressions.js";
 import { violation, type PolicyViolation } from "../src/model/permissions.js";
-import { WS } from "./helpers/engine.js";
+import { WS, LOOPBACK } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { until } from "./helpers/wait.js";
 
@@ -126,7 +126,7 @@ function toolSpecs(log: ToolLog): ActionSpec[] {
 
 // ---------- unit level: the handler with a hand-built context ----------
 
-const http = new UndiciHttpClient();
+const http = new UndiciHttpClient({ allow: LOOPBACK });
 const TRACE = "0af7651916cd43dd8448eb211c80319c";
 
 function testRun(): Run {
@@ -362,7 +362,7 @@ describe.each(STORE_KINDS)("agent steps in the engine (%s store)", (kind) => {
     ts = await makeStore(kind);
     tools = { lookups: [], deletes: 0 };
     held = new Promise<void>((r) => (release = r));
-    engine = new Engine({ store: ts.store, settings: { ai: { base_url: model.base_url, api_key: "sk-test" } }, runner: { leaseMs: 30_000, pollMs: 20 } });
+    engine = new Engine({ httpAllow: LOOPBACK, store: ts.store, settings: { ai: { base_url: model.base_url, api_key: "sk-test" } }, runner: { leaseMs: 30_000, pollMs: 20 } });
     for (const spec of toolSpecs(tools)) engine.registerAction(spec);
     await engine.start();
   });

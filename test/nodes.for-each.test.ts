@@ -14,7 +14,7 @@ import { Engine, type EngineOptions } from "../src/engine/engine.js";
 import type { Run, RunItem } from "../src/engine/store.js";
 import { StepFailure, stepError } from "../src/model/errors.js";
 import { buildApp } from "../src/server/app.js";
-import { WS } from "./helpers/engine.js";
+import { WS, LOOPBACK } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { sleep, until } from "./helpers/wait.js";
 
@@ -103,7 +103,7 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
 
   /** An engine on the suite's store with the test's actions registered before it starts. */
   async function boot(register: (e: Engine) => void, opts: Partial<EngineOptions> = {}): Promise<Engine> {
-    const e = new Engine({ store: ts.store, ...opts, runner: { leaseMs: 30_000, pollMs: 20, ...opts.runner } });
+    const e = new Engine({ httpAllow: LOOPBACK, store: ts.store, ...opts, runner: { leaseMs: 30_000, pollMs: 20, ...opts.runner } });
     register(e);
     e.events.on("engine:error", (x) => errors.push(x));
     await e.start();

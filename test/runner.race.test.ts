@@ -10,7 +10,7 @@ import type { EngineEvents } from "../src/engine/events.js";
 import type { ActionContext } from "../src/engine/actions.js";
 import type { Checkpoint, Store, StepRun } from "../src/engine/store.js";
 import { StepFailure, stepError } from "../src/model/errors.js";
-import { settle, startEngine, WS } from "./helpers/engine.js";
+import { settle, startEngine, WS, LOOPBACK } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { flags } from "./helpers/stores.js";
 import { sleep } from "./helpers/wait.js";
@@ -204,7 +204,7 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
     expect(first).toMatchObject({ run_id: created.id, node_key: "a", attempt: 1 });
 
     // B starts only now, so A certainly claimed first; B claims once A's lease has expired.
-    const B = new Engine({ store: await secondStore(), runner: { owner: "wkr_B", leaseMs: 2000, pollMs: 50 } });
+    const B = new Engine({ httpAllow: LOOPBACK, store: await secondStore(), runner: { owner: "wkr_B", leaseMs: 2000, pollMs: 50 } });
     engines.push(B);
     B.registerAction({ kind: "work", handler: handlerFor("B") });
     const finishedBy: string[] = [];

@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Engine } from "../src/engine/engine.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
-import { WS } from "./helpers/engine.js";
+import { WS, LOOPBACK } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { until } from "./helpers/wait.js";
 
@@ -28,7 +28,7 @@ describe.each(STORE_KINDS)("slow and fast work (%s store)", (kind) => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     let entered = 0;
-    engine = new Engine({ store: ts.store, runner: { leaseMs: 30_000, pollMs: 20 } });
+    engine = new Engine({ httpAllow: LOOPBACK, store: ts.store, runner: { leaseMs: 30_000, pollMs: 20 } });
     engine.registerAction({
       kind: "think",
       handler: async () => {

@@ -9,7 +9,7 @@ import { ManualClock } from "../src/engine/clock.js";
 import { Engine } from "../src/engine/engine.js";
 import type { Run } from "../src/engine/store.js";
 import { startApi, type Api, type Reply } from "./helpers/api.js";
-import { WS } from "./helpers/engine.js";
+import { WS, LOOPBACK } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
 const TOKEN = "control-admin-token";
@@ -73,7 +73,7 @@ describe.each(STORE_KINDS)("run control over HTTP (%s store)", (kind) => {
   beforeEach(async () => {
     ts = await makeStore(kind);
     clock = new ManualClock(Date.parse("2026-06-01T08:00:00Z") + (seq++) * 30 * DAY);
-    engine = new Engine({ store: ts.store, clock, runner: { leaseMs: 30 * DAY, pollMs: 50 } });
+    engine = new Engine({ httpAllow: LOOPBACK, store: ts.store, clock, runner: { leaseMs: 30 * DAY, pollMs: 50 } });
     thinking = { started: deferred<ActionContext>(), gate: deferred<void>(), calls: 0, aborted: [] };
     engine.registerAction({
       kind: "think",

@@ -2,8 +2,10 @@
 // weft: start (everything in one process), serve --role api|worker|all, migrate.
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 
-import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { SecretBox } from "../engine/secrets.js";
 import { Engine, DEFAULT_WORKSPACE } from "../engine/engine.js";
 import { buildApp } from "../server/app.js";
 import { loadConfig, type Config } from "../server/config.js";
@@ -17,9 +19,28 @@ commands:
                               unless WEFT_DATABASE_URL is set)
   serve [--role api|worker|all]  the same, one role per process (for PostgreSQL fleets)
   migrate                     apply pending store migrations and exit
+  admin-token                 issue a new admin token for the default workspace and print it
+                              (local access to the store is trusted; the token is audited)
 
 configuration: WEFT_PORT, WEFT_HOST, WEFT_DATA_DIR, WEFT_DATABASE_URL, WEFT_DATABASE_SCHEMA,
-WEFT_ADMIN_TOKEN, WEFT_HTTP_ALLOW (see README)`;
+WEFT_ADMIN_TOKEN, WEFT_SECRET_KEY, WEFT_HTTP_ALLOW, WEFT_AI_BASE_URL (see README)`;
+
+/**
+ * The key that encrypts secrets: WEFT_SECRET_KEY, or for the embedded store a key generated on
+ * first start into the data folder (mode 0600), so the one-command quickstart has secrets too.
+ * A PostgreSQL fleet must configure one key for all its processes.
+ */
+function secretKey(cfg: Config): string | undefined {
+  if (cfg.secretKey) return cfg.secretKey;
+  if (cfg.databaseUrl) return undefined;
+  const file = join(cfg.dataDir, "secret.key");
+  if (!existsSync(file)) {
+    mkdirSync(cfg.dataDir, { recursive: true });
+    writeFileSync(file, SecretBox.generateKey() + "\n", { mode: 0o600, flag: "wx" });
+  }
+  chmodSync(file, 0o600);
+  return readFileSync(file, "utf8").trim();
+}
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`weft: ${message}\n`);
@@ -29,12 +50,14 @@ function fail(message: string, code = 2): never {
 async function serve(cfg: Config): Promise<void> {
   const store = openStore(cfg);
   await store.migrate();
+  const key = secretKey(cfg);
   const engine = new Engine({
     store, noRunner: cfg.role === "api", runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) }, settings: { ai: cfg.ai },
+    ...(key ? { secretKey: key } : {}), httpAllow: cfg.httpAllow,
   });
   await engine.start();
-  const adminToken = cfg.adminToken ?? `wft_${randomBytes(24).toString("base64url")}`;
-  const app = cfg.role === "worker" ? null : buildApp({ engine, adminToken });
+  const boot = cfg.role === "worker" ? { token: null, generated: false } : await engine.admin.bootstrap(cfg.adminToken);
+  const app = cfg.role === "worker" ? null : buildApp({ engine, rateLimitPerSecond: cfg.rateLimit });
   let sampleLine = "";
   if (cfg.sample && cfg.role !== "worker") {
     const existing = await engine.listAutomations(DEFAULT_WORKSPACE);
@@ -58,12 +81,18 @@ async function serve(cfg: Config): Promise<void> {
     const address = await app.listen({ host: cfg.host, port: cfg.port });
     const base = address.replace("[::1]", "localhost");
     process.stdout.write(`weft: listening on ${base} (${store.kind} store${store.kind === "embedded" ? ` in ${cfg.dataDir}` : ""}, role ${cfg.role})\n`);
-    if (!cfg.adminToken) process.stdout.write(`weft: admin token for this process (set WEFT_ADMIN_TOKEN to choose one): ${adminToken}\n`);
+    if (boot.generated) {
+      process.stdout.write(`weft: admin token (shown once, stored hashed; \`weft admin-token\` issues another): ${boot.token}\n`);
+    } else if (!cfg.adminToken) {
+      process.stdout.write("weft: use your admin token (printed at first start), set WEFT_ADMIN_TOKEN, or run `weft admin-token` for a new one\n");
+    }
+    if (!key) process.stdout.write("weft: no WEFT_SECRET_KEY: secrets cannot be stored or used\n");
     if (sampleLine) {
+      const bearer = cfg.adminToken ? "$WEFT_ADMIN_TOKEN" : boot.token ?? "<admin token>";
       process.stdout.write(
         `weft: sample automation "${SAMPLE_AUTOMATION.key}" is ${sampleLine}. Start a run and read its thread:\n` +
-          `  curl -s -X POST ${base}/v1/automations/${sampleLine}/enroll -H "authorization: Bearer ${cfg.adminToken ? "$WEFT_ADMIN_TOKEN" : adminToken}" -H 'content-type: application/json' -d '{"subject_id":"ct_1","context_overrides":{"name":"Ada"}}'\n` +
-          `  curl -s ${base}/v1/automation-runs/<run id>/steps -H "authorization: Bearer ${cfg.adminToken ? "$WEFT_ADMIN_TOKEN" : adminToken}"\n`,
+          `  curl -s -X POST ${base}/v1/automations/${sampleLine}/enroll -H "authorization: Bearer ${bearer}" -H 'content-type: application/json' -d '{"subject_id":"ct_1","context_overrides":{"name":"Ada"}}'\n` +
+          `  curl -s ${base}/v1/automation-runs/<run id>/steps -H "authorization: Bearer ${bearer}"\n`,
       );
     }
   } else {
@@ -92,6 +121,16 @@ async function main(): Promise<void> {
       await store.migrate();
       await store.close();
       process.stdout.write(`weft: ${store.kind} store migrated\n`);
+      return;
+    }
+    case "admin-token": {
+      const store = openStore(cfg);
+      await store.migrate();
+      const engine = new Engine({ store, noRunner: true });
+      const t = await engine.admin.issueBootstrapToken();
+      await store.close();
+      process.stdout.write(`${t.token}\n`);
+      process.stderr.write(`weft: issued admin token ${t.id} for the default workspace (revoke with DELETE /v1/tokens/${t.id})\n`);
       return;
     }
     case undefined:

@@ -28,12 +28,14 @@ import type {
 } from "./store.js";
 import { VersionCache } from "./versions.js";
 import { Batcher } from "./batcher.js";
+import { Admin, DEFAULT_WORKSPACE } from "./admin.js";
+import { SecretBox } from "./secrets.js";
 import { Dispatcher } from "./dispatcher.js";
 import { apiEvent, type IncomingEvent } from "./intake.js";
 import { Scheduler, scheduleRows } from "./scheduler.js";
 import { makeHook, webhookEvent } from "./webhooks.js";
 
-export const DEFAULT_WORKSPACE = "wsp_default";
+export { DEFAULT_WORKSPACE } from "./admin.js";
 
 export interface EngineOptions {
   store: Store;
@@ -48,7 +50,27 @@ export interface EngineOptions {
   schedulePollMs?: number;
   /** What nodes read from configuration (the AI endpoint for agent steps). */
   settings?: NodeSettings;
+  /**
+   * Hosts, IPs and CIDRs outbound HTTP may reach although private, loopback or link-local
+   * (WEFT_HTTP_ALLOW). Everything else of that kind is refused at connect time, on every redirect.
+   */
+  httpAllow?: string[];
+  /** 32 bytes (base64 or hex) that encrypt secrets at rest; without it secrets cannot be stored. */
+  secretKey?: string;
+  /** Payload limits (bytes of JSON). */
+  limits?: Partial<Limits>;
 }
+
+export interface Limits {
+  /** One event's body (POST /v1/events, webhooks). */
+  eventBytes: number;
+  /** A run's context after any step, and an enrollment's context_overrides. */
+  contextBytes: number;
+  /** One step's output (it is kept on the run for later templates). */
+  stepOutputBytes: number;
+}
+
+export const DEFAULT_LIMITS: Limits = { eventBytes: 256 * 1024, contextBytes: 1024 * 1024, stepOutputBytes: 512 * 1024 };
 
 /** How late a due run or schedule must be to count as overdue. */
 export const OVERDUE_GRACE_MS = 60_000;
@@ -78,6 +100,8 @@ export class Engine {
   private readonly customKinds = new Map<string, CustomKindSpec>();
   private readonly settings: NodeSettings;
   private readonly http: HttpClient;
+  readonly admin: Admin;
+  readonly limits: Limits;
   private readonly versions: VersionCache;
   /** Concurrent ingests share one transaction (group commit); each resolves once it is durable. */
   private readonly intake = new Batcher((es: NewEvent[]) => this.store.insertEvents(es));
@@ -91,7 +115,9 @@ export class Engine {
     this.owner = opts.runner?.owner ?? `wkr_${randomUUID().slice(0, 8)}`;
     for (const h of [...BUILTIN_HANDLERS, httpRequestNode, waitForEventNode, inputNode, approvalNode, forEachNode, agentNode]) this.handlers.set(h.kind, h);
     this.settings = opts.settings ?? {};
-    this.http = opts.http ?? new UndiciHttpClient();
+    this.http = opts.http ?? new UndiciHttpClient({ allow: opts.httpAllow ?? [] });
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.admin = new Admin(this.store, this.clock, opts.secretKey ? SecretBox.fromString(opts.secretKey) : null);
     this.versions = new VersionCache(this.store);
     const pg = this.store.kind === "postgres";
     this.runner = opts.noRunner
@@ -105,7 +131,7 @@ export class Engine {
           commitBatch: 500,
           commitConcurrency: pg ? 3 : 1,
           ...opts.runner,
-        }, { actions: this.actions, settings: this.settings });
+        }, { actions: this.actions, settings: this.settings, secrets: (ws) => this.admin.secretsOf(ws), limits: this.limits });
     this.dispatcher = opts.noRunner
       ? null
       : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 50, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
@@ -160,11 +186,17 @@ export class Engine {
     return res.definition;
   }
 
-  async createAutomation(workspaceId: string, definition: unknown, status: AutomationStatus = "active"): Promise<AutomationView> {
+  /** Append an audit entry for a mutation that has happened (the caller's name for who did it). */
+  private async audit(workspaceId: string, actor: string, action: string, targetType: string, targetId: string, details: Record<string, unknown> = {}): Promise<void> {
+    await this.store.appendAudit([{ workspace_id: workspaceId, actor, action, target_type: targetType, target_id: targetId, details, at: this.clock.now() }]);
+  }
+
+  async createAutomation(workspaceId: string, definition: unknown, status: AutomationStatus = "active", actor = "system"): Promise<AutomationView> {
     const def = this.mustValidate(definition);
     const now = this.clock.now();
     const a: Automation = { id: newId("aut", now), workspace_id: workspaceId, key: def.key, name: def.name, status, current_version: 1, created_at: now, updated_at: now };
     await this.store.insertAutomation(a, { automation_id: a.id, version: 1, definition: def, created_at: now });
+    await this.audit(workspaceId, actor, "automation.create", "automation", a.id, { key: def.key, version: 1, status });
     const hooks = await this.syncTriggers(a, def);
     return { ...a, definition: def, hooks };
   }
@@ -180,7 +212,7 @@ export class Engine {
   }
 
   /** Make version n+1. Runs in flight stay on theirs. `expectedVersion` guards against lost edits. */
-  async updateAutomation(workspaceId: string, id: string, definition: unknown, expectedVersion?: number): Promise<AutomationView> {
+  async updateAutomation(workspaceId: string, id: string, definition: unknown, expectedVersion?: number, actor = "system"): Promise<AutomationView> {
     const def = this.mustValidate(definition);
     const current = await this.mustGetAutomation(workspaceId, id);
     if (def.key !== current.key) throw new WeftError("definition.key_changed", "an automation's key cannot change", { pointer: "/key" });
@@ -188,6 +220,7 @@ export class Engine {
     const now = this.clock.now();
     const ok = await this.store.insertVersion(workspaceId, { automation_id: id, version: base + 1, definition: def, created_at: now }, now);
     if (!ok) throw new WeftError(ErrorCodes.versionConflict, `the automation is no longer at version ${base}`, { expected_version: base });
+    await this.audit(workspaceId, actor, "automation.update", "automation", id, { version: base + 1 });
     const updated = { ...current, name: def.name, current_version: base + 1, updated_at: now };
     const hooks = await this.syncTriggers(updated, def);
     return { ...updated, definition: def, hooks };
@@ -214,10 +247,11 @@ export class Engine {
     return v;
   }
 
-  async setStatus(workspaceId: string, id: string, status: AutomationStatus): Promise<Automation> {
+  async setStatus(workspaceId: string, id: string, status: AutomationStatus, actor = "system"): Promise<Automation> {
     if (!(await this.store.setAutomationStatus(workspaceId, id, status, this.clock.now()))) {
       throw new WeftError(ErrorCodes.automationNotFound, `automation ${id} not found`);
     }
+    await this.audit(workspaceId, actor, status === "active" ? "automation.activate" : "automation.pause", "automation", id);
     const a = await this.mustGetAutomation(workspaceId, id);
     const v = await this.store.getVersion(id, a.current_version);
     if (v) await this.syncTriggers(a, v.definition);
@@ -236,7 +270,8 @@ export class Engine {
    * Start a run of the automation's current version. Idempotent on `idempotency_key`: a repeat
    * returns the first run (`created: false`). Run-as and the trigger event are fixed here, once.
    */
-  async enroll(workspaceId: string, automationId: string, req: EnrollRequest): Promise<{ run: Run; created: boolean }> {
+  async enroll(workspaceId: string, automationId: string, req: EnrollRequest, actor = "system"): Promise<{ run: Run; created: boolean }> {
+    this.checkSize(req.context_overrides, this.limits.contextBytes, "limits.context_too_large", "/context_overrides");
     const a = await this.mustGetAutomation(workspaceId, automationId);
     if (a.status !== "active") throw new WeftError(ErrorCodes.automationPaused, `automation ${automationId} is paused`);
     const v = await this.versions.get(a.id, a.current_version);
@@ -254,10 +289,18 @@ export class Engine {
     }, now);
     const res = await this.store.insertRun(run, now);
     if (res.created) {
+      await this.audit(workspaceId, actor, "run.enroll", "run", res.run.id, { automation_id: automationId, subject_id: res.run.subject_id, status: res.run.status });
       this.events.emit("run:created", { run: res.run });
       if (res.run.status === "pending") this.poke();
     }
     return res;
+  }
+
+  /** Refuse a payload over its limit, naming the limit and where. */
+  checkSize(value: unknown, limit: number, code: string, pointer: string): void {
+    if (value === undefined) return;
+    const bytes = Buffer.byteLength(JSON.stringify(value));
+    if (bytes > limit) throw new WeftError(code, `${pointer} is ${bytes} bytes; the limit is ${limit}`, { pointer, bytes, limit });
   }
 
   // ---------- events ----------
@@ -267,6 +310,7 @@ export class Engine {
    * (scoped to workspace and source) returns the first event; with another body it is refused.
    */
   async ingest(workspaceId: string, incoming: IncomingEvent): Promise<{ event_id: string; duplicate: boolean }> {
+    this.checkSize(incoming, this.limits.eventBytes, "limits.event_too_large", "");
     const e = apiEvent(workspaceId, incoming, this.clock.now());
     return this.storeEvent(e);
   }
@@ -298,19 +342,21 @@ export class Engine {
 
   // ---------- subjects ----------
 
-  async pauseSubject(workspaceId: string, subjectId: string, p: { automation_id?: string | null; pause_reason: string; paused_until?: number | null }): Promise<PauseRow> {
+  async pauseSubject(workspaceId: string, subjectId: string, p: { automation_id?: string | null; pause_reason: string; paused_until?: number | null }, actor = "system"): Promise<PauseRow> {
     if (p.automation_id) await this.mustGetAutomation(workspaceId, p.automation_id);
     const row: PauseRow = {
       workspace_id: workspaceId, subject_id: subjectId, automation_id: p.automation_id ?? "", pause_reason: p.pause_reason,
       paused_until: p.paused_until ?? null, created_at: this.clock.now(),
     };
     await this.store.putPause(row);
+    await this.audit(workspaceId, actor, "subject.pause", "subject", subjectId, { automation_id: p.automation_id ?? null, pause_reason: p.pause_reason, paused_until: row.paused_until });
     this.runner?.pauses.invalidate();
     return row;
   }
 
-  async resumeSubject(workspaceId: string, subjectId: string, automationId?: string | null): Promise<boolean> {
+  async resumeSubject(workspaceId: string, subjectId: string, automationId?: string | null, actor = "system"): Promise<boolean> {
     const deleted = await this.store.deletePause(workspaceId, subjectId, automationId ?? "", this.clock.now());
+    if (deleted) await this.audit(workspaceId, actor, "subject.resume", "subject", subjectId, { automation_id: automationId ?? null });
     this.runner?.pauses.invalidate();
     this.poke();
     return deleted;

@@ -1,7 +1,11 @@
-// Outbound HTTP for steps: one client (undici), a timeout per call, a cap on the response body.
+// Outbound HTTP for steps: one client (undici), a timeout per call, a cap on the response body, and
+// an SSRF guard that judges the address each connection actually goes to (see ssrf.ts).
 // Every call says which idempotency key it carries; the caller classifies the outcome.
 
-import { request, Agent, type Dispatcher } from "undici";
+import dns from "node:dns";
+import net from "node:net";
+import { request, Agent, buildConnector, type Dispatcher } from "undici";
+import { AddressPolicy } from "./ssrf.js";
 
 export interface HttpRequest {
   method: string;
@@ -19,8 +23,17 @@ export interface HttpResponse {
   body: string;
 }
 
+/** `http.timeout` and `http.network` are worth retrying; the rest will fail the same way again. */
+export type HttpErrorCode =
+  | "http.timeout"
+  | "http.network"
+  | "http.response_too_large"
+  | "http.bad_url"
+  | "http.blocked_destination"
+  | "http.too_many_redirects";
+
 export class HttpError extends Error {
-  constructor(readonly code: "http.timeout" | "http.network" | "http.response_too_large" | "http.bad_url", message: string, readonly details: Record<string, unknown> = {}) {
+  constructor(readonly code: HttpErrorCode, message: string, readonly details: Record<string, unknown> = {}) {
     super(message);
   }
 }
@@ -29,47 +42,146 @@ export interface HttpClient {
   send(req: HttpRequest): Promise<HttpResponse>;
 }
 
+/** Resolves every address of a name, like `dns.lookup(name, { all: true })`. */
+export type Resolver = (
+  hostname: string,
+  options: dns.LookupAllOptions,
+  callback: (err: NodeJS.ErrnoException | null, addresses: dns.LookupAddress[]) => void,
+) => void;
+
+export interface UndiciHttpClientOptions {
+  /**
+   * Replaces the client's own Agent. A dispatcher brings its own connect step, which this client
+   * cannot guard, so it needs `guard: false` — or build its Agent with `connect: guardedConnector(…)`.
+   */
+  dispatcher?: Dispatcher;
+  /** Hosts, addresses and CIDRs that may be reached although not public (WEFT_HTTP_ALLOW). */
+  allow?: string[];
+  /** Refuse non-public destinations (default true). */
+  guard?: boolean;
+  /** Redirects followed per call (default 5); one more fails with `http.too_many_redirects`. */
+  maxRedirects?: number;
+  /** The resolver the guard consults (default `dns.lookup`); tests inject one to play DNS. */
+  lookup?: Resolver;
+}
+
+const DEFAULT_MAX_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+/** Credentials that must not follow a redirect to another origin (as browsers and undici's own redirect handler do). */
+const CREDENTIAL_HEADERS = new Set(["authorization", "proxy-authorization", "cookie"]);
+/** Headers that describe a body; dropped with the body when a redirect turns the call into a GET. */
+const BODY_HEADERS = new Set(["content-type", "content-length", "content-encoding", "content-language", "content-location"]);
+
+/** Raised inside the connector; `send` turns it into `http.blocked_destination`. */
+export class BlockedDestinationError extends Error {
+  readonly code = "WEFT_BLOCKED_DESTINATION";
+  constructor(readonly host: string, readonly address: string, readonly reason: string) {
+    super(`${host} (${address}) may not be reached: ${reason}`);
+  }
+}
+
+/**
+ * An undici connector that opens a socket only to addresses `policy` accepts. The check sits in the
+ * connect step, on the addresses the socket is handed, so a name that resolves to a public address
+ * when a caller checks and to 169.254.169.254 when the socket opens (DNS rebinding) is still caught.
+ * Names are resolved once per connection; the blocked addresses are dropped and the socket tries
+ * only the rest (Node's happy-eyeballs still works over them). Literal IPs skip name lookup in
+ * `net.connect`, so they are checked here before it.
+ */
+export function guardedConnector(policy: AddressPolicy, opts: { lookup?: Resolver; connect?: buildConnector.BuildOptions } = {}): buildConnector.connector {
+  const resolve: Resolver = opts.lookup ?? dns.lookup;
+  const lookup: net.LookupFunction = (hostname, options, callback) => {
+    resolve(hostname, { ...options, all: true }, (err, addresses) => {
+      if (err) return callback(err, []);
+      const usable = addresses.filter((a) => policy.check(a.address, hostname).ok);
+      const first = usable[0];
+      if (first === undefined) {
+        const refused = addresses[0];
+        if (refused === undefined) return callback(Object.assign(new Error(`${hostname} has no address`), { code: "ENOTFOUND" }), []);
+        const verdict = policy.check(refused.address, hostname);
+        return callback(new BlockedDestinationError(hostname, refused.address, verdict.ok ? "refused" : verdict.reason), []);
+      }
+      if (options.all) callback(null, usable);
+      else callback(null, first.address, first.family);
+    });
+  };
+  const connect = buildConnector({ ...opts.connect, lookup });
+  return (options, callback) => {
+    const host = options.hostname;
+    if (net.isIP(host) !== 0) {
+      const verdict = policy.check(host, host);
+      if (!verdict.ok) {
+        process.nextTick(callback, new BlockedDestinationError(host, host, verdict.reason), null);
+        return;
+      }
+    }
+    connect(options, callback);
+  };
+}
+
 export class UndiciHttpClient implements HttpClient {
   private readonly dispatcher: Dispatcher;
-  constructor(dispatcher?: Dispatcher) {
-    this.dispatcher = dispatcher ?? new Agent({ keepAliveTimeout: 10_000, connections: 256 });
+  private readonly maxRedirects: number;
+
+  constructor(opts: UndiciHttpClientOptions = {}) {
+    this.maxRedirects = opts.maxRedirects ?? DEFAULT_MAX_REDIRECTS;
+    const guard = opts.guard ?? true;
+    if (opts.dispatcher) {
+      // Fail loudly rather than run unguarded because someone passed a dispatcher for another reason.
+      if (guard) throw new Error("UndiciHttpClient: a custom dispatcher cannot be guarded here; pass guard: false or give its Agent connect: guardedConnector(...)");
+      this.dispatcher = opts.dispatcher;
+    } else {
+      const connect = guard ? guardedConnector(new AddressPolicy(opts.allow ?? []), opts.lookup ? { lookup: opts.lookup } : {}) : undefined;
+      this.dispatcher = new Agent({ keepAliveTimeout: 10_000, connections: 256, ...(connect ? { connect } : {}) });
+    }
   }
 
   async send(req: HttpRequest): Promise<HttpResponse> {
-    let url: URL;
-    try {
-      url = new URL(req.url);
-    } catch {
-      throw new HttpError("http.bad_url", `not a URL: ${req.url}`);
-    }
-    if (url.protocol !== "http:" && url.protocol !== "https:") throw new HttpError("http.bad_url", `only http and https URLs are allowed, not ${url.protocol}`);
+    let url = parseUrl(req.url);
+    // One deadline for the whole redirect chain: the caller's timeout bounds the call, not each hop.
     const timeout = AbortSignal.timeout(req.timeoutMs);
     const signal = req.signal ? AbortSignal.any([req.signal, timeout]) : timeout;
+    let method = req.method;
+    let headers = { ...req.headers };
+    let body = req.body;
     try {
-      const res = await request(url, {
-        method: req.method as Dispatcher.HttpMethod,
-        headers: req.headers,
-        body: req.body,
-        signal,
-        dispatcher: this.dispatcher,
-        headersTimeout: req.timeoutMs,
-        bodyTimeout: req.timeoutMs,
-      });
-      const chunks: Buffer[] = [];
-      let size = 0;
-      for await (const chunk of res.body) {
-        size += (chunk as Buffer).length;
-        if (size > req.maxResponseBytes) {
-          res.body.destroy();
-          throw new HttpError("http.response_too_large", `response body exceeds ${req.maxResponseBytes} bytes`, { limit: req.maxResponseBytes });
+      for (let hop = 0; ; hop++) {
+        const res = await request(url, {
+          method: method as Dispatcher.HttpMethod,
+          headers,
+          body,
+          signal,
+          dispatcher: this.dispatcher,
+          headersTimeout: req.timeoutMs,
+          bodyTimeout: req.timeoutMs,
+        });
+        const location = REDIRECT_STATUSES.has(res.statusCode) ? firstHeader(res.headers.location) : undefined;
+        if (location === undefined) return await readResponse(res, req.maxResponseBytes);
+        // Drain rather than destroy, so the connection can serve the next hop if it is the same origin.
+        await res.body.dump();
+        if (hop >= this.maxRedirects) {
+          throw new HttpError("http.too_many_redirects", `more than ${this.maxRedirects} redirects, the last from ${url.href}`, { max_redirects: this.maxRedirects, url: url.href, location });
         }
-        chunks.push(chunk as Buffer);
+        const next = parseUrl(location, url);
+        if (next.origin !== url.origin) headers = without(headers, CREDENTIAL_HEADERS);
+        // As fetch does: 303 turns anything but HEAD into a GET; 301/302 turn a POST into a GET
+        // (what every client does, whatever RFC 9110 hoped); 307/308 keep method and body.
+        if ((res.statusCode === 303 && method !== "HEAD") || ((res.statusCode === 301 || res.statusCode === 302) && method === "POST")) {
+          method = "GET";
+          body = undefined;
+          headers = without(headers, BODY_HEADERS);
+        }
+        url = next;
       }
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(", ") : v;
-      return { status: res.statusCode, headers, body: Buffer.concat(chunks).toString("utf8") };
     } catch (err) {
       if (err instanceof HttpError) throw err;
+      const blocked = blockedCause(err);
+      if (blocked) {
+        const where = blocked.host === blocked.address ? blocked.address : `${blocked.host} (${blocked.address})`;
+        throw new HttpError("http.blocked_destination", `outbound HTTP may not reach ${where}: ${blocked.reason}; WEFT_HTTP_ALLOW can allow it`, {
+          host: blocked.host, address: blocked.address, reason: blocked.reason,
+        });
+      }
       if (timeout.aborted) throw new HttpError("http.timeout", `no complete response within ${req.timeoutMs} ms`, { timeout_ms: req.timeoutMs });
       const e = err as { code?: string; message?: string; cause?: { code?: string } };
       const code = e.code ?? e.cause?.code;
@@ -79,4 +191,49 @@ export class UndiciHttpClient implements HttpClient {
       throw new HttpError("http.network", `${code ?? "network error"}: ${e.message ?? String(err)}`, { cause: code ?? null });
     }
   }
+}
+
+function parseUrl(raw: string, base?: URL): URL {
+  let url: URL;
+  try {
+    url = new URL(raw, base);
+  } catch {
+    throw new HttpError("http.bad_url", base ? `redirect to something that is not a URL: ${raw}` : `not a URL: ${raw}`, base ? { location: raw } : {});
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new HttpError("http.bad_url", `only http and https URLs are allowed, not ${url.protocol}${base ? ` (redirect from ${base.href})` : ""}`);
+  }
+  return url;
+}
+
+async function readResponse(res: Dispatcher.ResponseData, maxResponseBytes: number): Promise<HttpResponse> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res.body) {
+    size += (chunk as Buffer).length;
+    if (size > maxResponseBytes) {
+      res.body.destroy();
+      throw new HttpError("http.response_too_large", `response body exceeds ${maxResponseBytes} bytes`, { limit: maxResponseBytes });
+    }
+    chunks.push(chunk as Buffer);
+  }
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(", ") : v;
+  return { status: res.statusCode, headers, body: Buffer.concat(chunks).toString("utf8") };
+}
+
+function firstHeader(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function without(headers: Record<string, string>, names: ReadonlySet<string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) if (!names.has(k.toLowerCase())) out[k] = v;
+  return out;
+}
+
+/** The guard's refusal, whether undici hands it back as is or wrapped. */
+function blockedCause(err: unknown): BlockedDestinationError | null {
+  for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) if (e instanceof BlockedDestinationError) return e;
+  return null;
 }

@@ -24,6 +24,7 @@ import type { LoadedVersion, VersionCache } from "./versions.js";
 import { crashPoint } from "./crashpoints.js";
 import { PauseView } from "./pauses.js";
 import { Loop } from "./loop.js";
+import { Redactor } from "./secrets.js";
 
 /** Node visits without a pause point before a run is stopped as a runaway loop (seed 004). */
 export const LOOP_CAP = 200;
@@ -47,6 +48,10 @@ export interface RunnerOptions {
 export interface RunnerServices {
   actions: ReadonlyMap<string, RegisteredAction>;
   settings: NodeSettings;
+  /** The workspace's secrets, decrypted (loaded only for versions that mention `secrets`). */
+  secrets?: (workspaceId: string) => Promise<ReadonlyMap<string, string>>;
+  /** Bytes of JSON a step's output and the run's context may take. */
+  limits?: { stepOutputBytes: number; contextBytes: number };
 }
 
 export class Runner {
@@ -189,7 +194,16 @@ export class Runner {
 
   private async drive(claimed: Run, signal: AbortSignal): Promise<void> {
     const v = await this.versions.get(claimed.automation_id, claimed.version);
-    const d = new Drive(claimed, v);
+    let secrets: ReadonlyMap<string, string> = new Map();
+    if (v?.usesSecrets && this.services.secrets) {
+      try {
+        secrets = await this.services.secrets(claimed.workspace_id);
+      } catch (error) {
+        // Without them, a template naming a secret fails its step as template.missing_variable.
+        this.events.emit("engine:error", { where: `secrets for ${claimed.id}`, error });
+      }
+    }
+    const d = new Drive(claimed, v, secrets);
     this.drives.set(claimed.id, d);
     try {
       await this.driveLoop(d, signal);
@@ -282,6 +296,23 @@ export class Runner {
     return true;
   }
 
+  /** An output or context over its limit fails the step (permanently) instead of bloating the run row. */
+  private withinLimits(result: Extract<NodeResult, { kind: "next" }>, d: Drive): NodeResult {
+    const lim = this.services.limits;
+    if (!lim) return result;
+    const out = result.output === undefined ? 0 : Buffer.byteLength(JSON.stringify(result.output));
+    if (out > lim.stepOutputBytes) {
+      return { kind: "fail", input: result.input, error: stepErr("limits.step_output_too_large", `the step's output is ${out} bytes; the limit is ${lim.stepOutputBytes}`, { bytes: out, limit: lim.stepOutputBytes }) };
+    }
+    if (result.assign) {
+      const ctx = Buffer.byteLength(JSON.stringify({ ...d.context, ...result.assign }));
+      if (ctx > lim.contextBytes) {
+        return { kind: "fail", input: result.input, error: stepErr("limits.context_too_large", `the run's context would be ${ctx} bytes; the limit is ${lim.contextBytes}`, { bytes: ctx, limit: lim.contextBytes }) };
+      }
+    }
+    return result;
+  }
+
   /** Execute the node at the cursor. */
   private async step(d: Drive, signal: AbortSignal): Promise<"continue" | "slow_done" | "stop" | "aborted"> {
     const key = d.cursor.node;
@@ -330,6 +361,13 @@ export class Runner {
       result = { kind: "fail", error: err instanceof StepFailure ? err.error : toStepError(err) };
     }
     if (signal.aborted && handler.class === "slow") return "aborted"; // lease lost or shutting down: discard the result
+    if (!d.redactor.empty) {
+      // Nothing a step leaves behind (row, context, run thread, audit) carries a secret's value.
+      result = d.redactor.value(result);
+      for (let i = 0; i < violations.length; i++) violations[i] = d.redactor.value(violations[i]!);
+      for (let i = 0; i < logs.length; i++) logs[i] = d.redactor.value(logs[i]!);
+    }
+    if (result.kind === "next") result = this.withinLimits(result, d);
     if (fresh) {
       d.cursor.visits[node.key] = visit;
       d.cursor.since_pause += 1;
@@ -405,8 +443,8 @@ export class Runner {
   }
 }
 
-function stepErr(code: string, message: string): StepError {
-  return { code, message, retryable: false };
+function stepErr(code: string, message: string, details?: Record<string, unknown>): StepError {
+  return { code, message, retryable: false, ...(details ? { details } : {}) };
 }
 
 /** The in-memory state of one run while this worker holds its lease. */
@@ -432,7 +470,10 @@ class Drive {
   control: RunControl | null;
   private readonly stopper = new AbortController();
 
-  constructor(readonly run: Run, readonly version: LoadedVersion | null) {
+  readonly redactor: Redactor;
+
+  constructor(readonly run: Run, readonly version: LoadedVersion | null, private readonly secrets: ReadonlyMap<string, string> = new Map()) {
+    this.redactor = new Redactor(secrets);
     // The claimed row was decoded for this drive alone, so it is ours to mutate.
     this.context = run.context;
     this.steps = run.steps;
@@ -463,8 +504,8 @@ class Drive {
   }
 
   stage(items: RunItem[], approvals: Approval[]): void {
-    this.pendingItems.push(...items);
-    this.pendingApprovals.push(...approvals);
+    this.pendingItems.push(...this.redactor.value(items));
+    this.pendingApprovals.push(...this.redactor.value(approvals));
     if (approvals.length > 0) this.hadApprovals = true;
   }
 
@@ -486,7 +527,7 @@ class Drive {
     return new CelScope({
       event: r.event, context: this.context, steps: this.steps, subject: { id: r.subject_id },
       run: { id: r.id, automation_id: r.automation_id, version: r.version, trace_id: r.trace_id, started_at: new Date(r.started_at).toISOString() },
-      secrets: {},
+      secrets: Object.fromEntries(this.secrets),
     });
   }
 

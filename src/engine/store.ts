@@ -272,6 +272,8 @@ export interface Checkpoint {
 
 export interface RunFilter {
   workspace_id: string;
+  /** Runs that execute as a specific user are visible to that user (and admins): set for non-admin callers. */
+  visible_to_user?: string;
   automation_id?: string;
   status?: RunStatus;
   subject_id?: string;
@@ -368,6 +370,56 @@ export interface OverdueCount {
   runs: number;
   schedules: number;
   oldest_due_at: number;
+}
+
+export type Role = "admin" | "member" | "viewer";
+
+export interface Workspace {
+  id: string;
+  name: string;
+  created_at: number;
+}
+
+export interface User {
+  id: string;
+  workspace_id: string;
+  name: string;
+  role: Role;
+  /** May create workspaces (the bootstrap admin). */
+  instance_admin: boolean;
+  created_at: number;
+}
+
+export interface TokenRow {
+  id: string;
+  workspace_id: string;
+  user_id: string;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+export interface SecretRow {
+  name: string;
+  /** Opaque to the store: the engine's AES-256-GCM box. */
+  ciphertext: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface OutcomeRow {
+  automation_id: string;
+  runs: Record<string, number>;
+  items: Record<string, number>;
+}
+
+export interface OpsCounts {
+  /** Claimable runs due now (pending, retrying, interrupted, woken) and undispatched events. */
+  due_runs: number;
+  undispatched_events: number;
+  oldest_due_at: number | null;
+  oldest_due_run_id: string | null;
+  /** Failed runs per automation: in the whole window and in its last hour. */
+  failed: { automation_id: string; window: number; last_hour: number }[];
 }
 
 export interface Store {
@@ -491,4 +543,28 @@ export interface Store {
   controlRun(workspaceId: string, runId: string, control: RunControl, audit: AuditEntry, now: number): Promise<Run | null>;
   appendAudit(entries: readonly AuditEntry[]): Promise<void>;
   listAudit(workspaceId: string, limit: number, beforeId?: number): Promise<AuditRow[]>;
+
+  // ---------- identities and secrets (each mutation writes its audit entry in its transaction) ----------
+
+  /** A workspace with its first admin user and token. */
+  createWorkspace(w: Workspace, admin: User, token: TokenRow & { hash: string }, audit: AuditEntry): Promise<void>;
+  getWorkspace(id: string): Promise<Workspace | null>;
+  insertUser(u: User, audit: AuditEntry): Promise<void>;
+  getUser(workspaceId: string, id: string): Promise<User | null>;
+  listUsers(workspaceId: string): Promise<User[]>;
+  insertToken(t: TokenRow & { hash: string }, audit: AuditEntry): Promise<void>;
+  /** The live (not revoked) token with this SHA-256, and its user. */
+  tokenByHash(hash: string): Promise<{ token: TokenRow; user: User } | null>;
+  listTokens(workspaceId: string): Promise<TokenRow[]>;
+  revokeToken(workspaceId: string, id: string, now: number, audit: AuditEntry): Promise<boolean>;
+  /** Insert or replace; returns whether it was new. */
+  putSecret(workspaceId: string, name: string, ciphertext: string, now: number, audit: AuditEntry): Promise<boolean>;
+  listSecrets(workspaceId: string): Promise<SecretRow[]>;
+  deleteSecret(workspaceId: string, name: string, audit: AuditEntry): Promise<boolean>;
+
+  // ---------- reports ----------
+
+  /** Runs (by status) and items (by outcome) per automation, for runs started in [from, to). */
+  reportOutcomes(workspaceId: string, from: number, to: number): Promise<OutcomeRow[]>;
+  opsCounts(workspaceId: string, now: number, windowMs: number): Promise<OpsCounts>;
 }

@@ -9,6 +9,8 @@ export interface LoadedVersion {
   definition: Definition;
   nodes: Map<string, NodeDef>;
   edges: Map<string, Map<string, string>>;
+  /** Does any node mention `secrets` (then the runner loads the workspace's secrets for its runs)? */
+  usesSecrets: boolean;
 }
 
 export class VersionCache {
@@ -34,5 +36,6 @@ export function load(automationId: string, version: number, def: Definition): Lo
     definition: def,
     nodes: new Map(def.nodes.map((n) => [n.key, n])),
     edges: edgeIndex(def),
+    usesSecrets: /\bsecrets\b/.test(JSON.stringify(def.nodes)),
   };
 }

@@ -1,41 +1,44 @@
 // The HTTP API (CONTRACT.md), on Fastify: parse, authenticate, call the engine, shape the reply.
 
-import { timingSafeEqual } from "node:crypto";
+import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Engine } from "../engine/engine.js";
-import { DEFAULT_WORKSPACE } from "../engine/engine.js";
+import { canSee, mayDecide, requireRole, type Caller } from "../engine/identity.js";
+import type { Run } from "../engine/store.js";
 import { WeftError } from "../model/errors.js";
 import type { RunStatus } from "../model/run-status.js";
 import { errorHandler } from "./errors.js";
 import {
-  approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, parse, pauseBody, resumeBody, retriggerBody, runsQuery,
-  simulateBody, updateAutomationBody,
+  approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, opsQuery, parse, pauseBody, reportQuery, resumeBody,
+  retriggerBody, runsQuery, secretBody, simulateBody, tokenBody, updateAutomationBody, userBody, workspaceBody,
 } from "./schemas.js";
-import { approvalJson, auditJson, automationJson, eventJson, itemJson, pauseJson, runJson, stepJson, versionJson } from "./views.js";
+import {
+  approvalJson, auditJson, automationJson, eventJson, itemJson, pauseJson, runJson, stepJson, tokenJson, userJson, versionJson,
+} from "./views.js";
 
 export interface AppOptions {
   engine: Engine;
-  adminToken: string;
+  /** Made a valid admin token of the default workspace when the app starts (WEFT_ADMIN_TOKEN). */
+  adminToken?: string;
   logger?: boolean;
   /** Largest request body accepted, bytes. */
   bodyLimit?: number;
-}
-
-interface Caller {
-  workspace_id: string;
-  actor: string;
+  /** Requests per second per token (burst: one second's worth); 0 turns the limit off. Default 1000. */
+  rateLimitPerSecond?: number;
 }
 
 declare module "fastify" {
   interface FastifyRequest {
     caller: Caller;
   }
-}
-
-function tokenMatches(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
+  interface FastifyInstance {
+    /** Every route registered (method and URL), for the OpenAPI document and its test. */
+    weftRoutes: { method: string; url: string }[];
+  }
+  interface FastifyContextConfig {
+    /** A POST that changes nothing (simulate): a viewer may call it. */
+    readOnly?: boolean;
+  }
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
@@ -46,6 +49,21 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     void reply.status(404).send({ error: { code: "route.not_found", message: `no route ${req.method} ${req.url.split("?")[0]}`, details: {} } });
   });
   app.decorateRequest("caller", null as unknown as Caller);
+  const routes: { method: string; url: string }[] = [];
+  app.decorate("weftRoutes", routes);
+  app.addHook("onRoute", (r) => {
+    for (const m of [r.method].flat()) if (m !== "HEAD") routes.push({ method: m, url: r.url });
+  });
+  app.addHook("onReady", async () => {
+    await engine.admin.bootstrap(opts.adminToken);
+  });
+
+  /** A run the caller may see, else 404 (another workspace's or another user's run does not exist for them). */
+  async function visibleRun(req: FastifyRequest, id: string): Promise<Run> {
+    const run = await engine.getRun(req.caller.workspace_id, id);
+    if (!canSee(req.caller, run)) throw new WeftError("run.not_found", `run ${id} not found`);
+    return run;
+  }
 
   app.get("/healthz", async () => ({ ok: true, store: engine.store.kind }));
 
@@ -65,33 +83,50 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       const h = req.headers.authorization ?? "";
       const m = /^Bearer (.+)$/i.exec(h);
       if (!m) throw new WeftError("auth.missing_token", "send Authorization: Bearer <token>");
-      if (!tokenMatches(m[1]!, opts.adminToken)) throw new WeftError("auth.invalid_token", "the token is not valid");
-      req.caller = { workspace_id: DEFAULT_WORKSPACE, actor: "admin" };
+      const caller = await engine.admin.authenticate(m[1]!);
+      if (!caller) throw new WeftError("auth.invalid_token", "the token is not valid (unknown or revoked)");
+      req.caller = caller;
+      // Viewers read; changing anything takes a member (admin-only routes check further).
+      const readOnly = req.method === "GET" || req.routeOptions.config?.readOnly === true;
+      requireRole(caller, readOnly ? "viewer" : "member");
     });
+    // Per token, after authentication, before any work: a 429 never drops accepted work.
+    const perSecond = opts.rateLimitPerSecond ?? 1000;
+    if (perSecond > 0) {
+      await v1.register(rateLimit, {
+        hook: "preHandler",
+        max: perSecond,
+        timeWindow: 1000,
+        keyGenerator: (req) => req.caller?.token_id ?? req.ip,
+        errorResponseBuilder: (_req, ctx) => new WeftError("limits.rate", `more than ${ctx.max} requests per second with this token; retry in ${Math.ceil(ctx.ttl / 1000)} s`, {
+          limit_per_second: ctx.max, retry_after_ms: ctx.ttl,
+        }),
+      });
+    }
 
     v1.post("/automations", async (req, reply) => {
       const b = parse(createAutomationBody, req.body, "body");
-      const a = await engine.createAutomation(req.caller.workspace_id, b.definition, b.status ?? "active");
+      const a = await engine.createAutomation(req.caller.workspace_id, b.definition, b.status ?? "active", req.caller.actor);
       return reply.status(201).send(automationJson(a));
     });
     v1.get("/automations", async (req) => ({ items: (await engine.listAutomations(req.caller.workspace_id)).map(automationJson) }));
     v1.get<{ Params: { id: string } }>("/automations/:id", async (req) => automationJson(await engine.getAutomation(req.caller.workspace_id, req.params.id)));
     v1.put<{ Params: { id: string } }>("/automations/:id", async (req) => {
       const b = parse(updateAutomationBody, req.body, "body");
-      return automationJson(await engine.updateAutomation(req.caller.workspace_id, req.params.id, b.definition, b.expected_version));
+      return automationJson(await engine.updateAutomation(req.caller.workspace_id, req.params.id, b.definition, b.expected_version, req.caller.actor));
     });
     v1.get<{ Params: { id: string; n: string } }>("/automations/:id/versions/:n", async (req) => {
       const n = Number(req.params.n);
       if (!Number.isInteger(n) || n < 1) throw new WeftError("request.invalid", "a version is a positive integer", { pointer: "/n", in: "path" });
       return versionJson(await engine.getVersion(req.caller.workspace_id, req.params.id, n));
     });
-    v1.post<{ Params: { id: string } }>("/automations/:id/activate", async (req) => automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "active")));
-    v1.post<{ Params: { id: string } }>("/automations/:id/pause", async (req) => automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "paused")));
+    v1.post<{ Params: { id: string } }>("/automations/:id/activate", async (req) => automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "active", req.caller.actor)));
+    v1.post<{ Params: { id: string } }>("/automations/:id/pause", async (req) => automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "paused", req.caller.actor)));
     v1.post<{ Params: { id: string } }>("/automations/:id/enroll", async (req, reply) => {
       const b = parse(enrollBody, req.body, "body");
       const res = await engine.enroll(req.caller.workspace_id, req.params.id, {
         subject_id: b.subject_id ?? null, context_overrides: b.context_overrides ?? {}, ...(b.idempotency_key ? { idempotency_key: b.idempotency_key } : {}),
-      });
+      }, req.caller.actor);
       return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created });
     });
     v1.get<{ Params: { id: string } }>("/automations/:id/runs", async (req) => {
@@ -99,7 +134,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       return listRuns(req, req.params.id);
     });
     v1.get("/automation-runs", async (req) => listRuns(req, undefined));
-    v1.get<{ Params: { id: string } }>("/automation-runs/:id", async (req) => runJson(await engine.getRun(req.caller.workspace_id, req.params.id)));
+    v1.get<{ Params: { id: string } }>("/automation-runs/:id", async (req) => runJson(await visibleRun(req, req.params.id)));
     v1.post("/events", async (req, reply) => {
       const b = parse(eventBody, req.body, "body");
       const res = await engine.ingest(req.caller.workspace_id, b);
@@ -113,12 +148,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       const b = parse(pauseBody, req.body, "body");
       const row = await engine.pauseSubject(req.caller.workspace_id, req.params.id, {
         pause_reason: b.pause_reason, automation_id: b.automation_id ?? null, paused_until: b.paused_until ?? null,
-      });
+      }, req.caller.actor);
       return reply.status(201).send(pauseJson(row));
     });
     v1.post<{ Params: { id: string } }>("/subjects/:id/automation-resume", async (req) => {
       const b = parse(resumeBody, req.body, "body");
-      return { resumed: await engine.resumeSubject(req.caller.workspace_id, req.params.id, b.automation_id ?? null) };
+      return { resumed: await engine.resumeSubject(req.caller.workspace_id, req.params.id, b.automation_id ?? null, req.caller.actor) };
     });
     v1.get("/ops/overdue", async (req) => {
       const rows = await engine.overdue(req.caller.workspace_id);
@@ -128,22 +163,32 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         by_automation: rows.map((r) => ({ automation_id: r.automation_id, runs: r.runs, schedules: r.schedules, oldest_due_at: new Date(r.oldest_due_at).toISOString() })),
       };
     });
-    v1.get<{ Params: { id: string } }>("/automation-runs/:id/steps", async (req) => ({
-      items: (await engine.listSteps(req.caller.workspace_id, req.params.id)).map(stepJson),
-    }));
-    v1.get<{ Params: { id: string } }>("/automation-runs/:id/items", async (req) => ({
-      items: (await engine.listItems(req.caller.workspace_id, req.params.id)).map(itemJson),
-    }));
-    v1.post<{ Params: { id: string } }>("/automation-runs/:id/stop", async (req) => runJson(await engine.controlRun(req.caller.workspace_id, req.params.id, "stop", req.caller.actor)));
-    v1.post<{ Params: { id: string } }>("/automation-runs/:id/cancel", async (req) => runJson(await engine.controlRun(req.caller.workspace_id, req.params.id, "cancel", req.caller.actor)));
+    v1.get<{ Params: { id: string } }>("/automation-runs/:id/steps", async (req) => {
+      await visibleRun(req, req.params.id);
+      return { items: (await engine.listSteps(req.caller.workspace_id, req.params.id)).map(stepJson) };
+    });
+    v1.get<{ Params: { id: string } }>("/automation-runs/:id/items", async (req) => {
+      await visibleRun(req, req.params.id);
+      return { items: (await engine.listItems(req.caller.workspace_id, req.params.id)).map(itemJson) };
+    });
+    for (const control of ["stop", "cancel"] as const) {
+      v1.post<{ Params: { id: string } }>(`/automation-runs/:id/${control}`, async (req) => {
+        await visibleRun(req, req.params.id);
+        return runJson(await engine.controlRun(req.caller.workspace_id, req.params.id, control, req.caller.actor));
+      });
+    }
     v1.post<{ Params: { id: string } }>("/automation-runs/:id/retrigger", async (req, reply) => {
       const b = parse(retriggerBody, req.body, "body");
+      await visibleRun(req, req.params.id);
       const res = await engine.retriggerRun(req.caller.workspace_id, req.params.id, req.caller.actor, b.idempotency_key);
       return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created, retriggered_from: req.params.id });
     });
-    v1.post<{ Params: { id: string; item: string } }>("/automation-runs/:id/items/:item/retry", async (req) =>
-      itemJson(await engine.retryItem(req.caller.workspace_id, req.params.id, req.params.item, req.caller.actor)));
-    v1.post<{ Params: { id: string } }>("/automations/:id/simulate", async (req) => {
+    v1.post<{ Params: { id: string; item: string } }>("/automation-runs/:id/items/:item/retry", async (req) => {
+      await visibleRun(req, req.params.id);
+      return itemJson(await engine.retryItem(req.caller.workspace_id, req.params.id, req.params.item, req.caller.actor));
+    });
+    // Simulation writes nothing: a viewer may run it.
+    v1.post<{ Params: { id: string } }>("/automations/:id/simulate", { config: { readOnly: true } }, async (req) => {
       const b = parse(simulateBody, req.body, "body");
       return engine.simulate(req.caller.workspace_id, req.params.id, b);
     });
@@ -151,17 +196,75 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       const q = parse(approvalsQuery, req.query, "query");
       return { items: (await engine.listApprovals(req.caller.workspace_id, q.status, q.limit)).map(approvalJson) };
     });
-    v1.get<{ Params: { id: string } }>("/approvals/:id", async (req) => approvalJson(await engine.getApproval(req.caller.workspace_id, req.params.id)));
+    v1.get<{ Params: { id: string } }>("/approvals/:id", async (req) => {
+      const a = await engine.getApproval(req.caller.workspace_id, req.params.id);
+      await visibleRun(req, a.run_id).catch(() => {
+        throw new WeftError("approval.not_found", `approval ${req.params.id} not found`);
+      });
+      return approvalJson(a);
+    });
     for (const [verb, decision] of [["approve", "approved"], ["reject", "rejected"]] as const) {
       v1.post<{ Params: { id: string } }>(`/approvals/:id/${verb}`, async (req) => {
         const b = parse(decisionBody, req.body, "body");
+        const a = await engine.getApproval(req.caller.workspace_id, req.params.id);
+        await visibleRun(req, a.run_id).catch(() => {
+          throw new WeftError("approval.not_found", `approval ${req.params.id} not found`);
+        });
+        if (!mayDecide(req.caller, a.approvers)) {
+          throw new WeftError("auth.forbidden", `approvers are ${a.approvers.join(", ")}; the caller is not one of them`, { approvers: a.approvers });
+        }
         return approvalJson(await engine.decideApproval(req.caller.workspace_id, req.params.id, decision, req.caller.actor, b.comment ?? null));
       });
     }
     v1.get("/audit-log", async (req) => {
+      requireRole(req.caller, "admin");
       const q = parse(auditQuery, req.query, "query");
       const rows = await engine.listAudit(req.caller.workspace_id, q.limit ?? 100, q.before_id);
       return { items: rows.map(auditJson), next_before_id: rows.length > 0 && rows.length === (q.limit ?? 100) ? rows[rows.length - 1]!.id : null };
+    });
+    v1.get("/ops/overview", async (req) => {
+      const q = parse(opsQuery, req.query, "query");
+      const o = await engine.admin.opsOverview(req.caller, await engine.overdue(req.caller.workspace_id), (q.window_hours ?? 24) * 3_600_000);
+      return {
+        ...o, oldest_due_run: o.oldest_due_run ? { id: o.oldest_due_run.id, due_at: new Date(o.oldest_due_run.due_at).toISOString() } : null,
+      };
+    });
+    v1.get("/reports/outcomes", async (req) => {
+      const q = parse(reportQuery, req.query, "query");
+      const rows = await engine.admin.reportOutcomes(req.caller, q.from, q.to);
+      return { from: new Date(q.from).toISOString(), to: new Date(q.to).toISOString(), items: rows };
+    });
+
+    v1.post("/workspaces", async (req, reply) => {
+      const b = parse(workspaceBody, req.body, "body");
+      const w = await engine.admin.createWorkspace(req.caller, b.name);
+      return reply.status(201).send({ id: w.workspace.id, name: w.workspace.name, admin_user_id: w.admin_user_id, admin_token: w.admin_token });
+    });
+    v1.post("/users", async (req, reply) => {
+      const b = parse(userBody, req.body, "body");
+      return reply.status(201).send(userJson(await engine.admin.createUser(req.caller, b.name, b.role)));
+    });
+    v1.get("/users", async (req) => ({ items: (await engine.admin.listUsers(req.caller)).map(userJson) }));
+    v1.post("/tokens", async (req, reply) => {
+      const b = parse(tokenBody, req.body, "body");
+      return reply.status(201).send(await engine.admin.issueToken(req.caller, b.user_id ?? req.caller.user_id));
+    });
+    v1.get("/tokens", async (req) => ({ items: (await engine.admin.listTokens(req.caller)).map(tokenJson) }));
+    v1.delete<{ Params: { id: string } }>("/tokens/:id", async (req, reply) => {
+      await engine.admin.revokeToken(req.caller, req.params.id);
+      return reply.status(204).send();
+    });
+    v1.put<{ Params: { name: string } }>("/secrets/:name", async (req, reply) => {
+      const b = parse(secretBody, req.body, "body");
+      const res = await engine.admin.putSecret(req.caller, req.params.name, b.value);
+      return reply.status(res.created ? 201 : 200).send(res);
+    });
+    v1.get("/secrets", async (req) => ({
+      items: (await engine.admin.listSecrets(req.caller)).map((x) => ({ name: x.name, created_at: new Date(x.created_at).toISOString(), updated_at: new Date(x.updated_at).toISOString() })),
+    }));
+    v1.delete<{ Params: { name: string } }>("/secrets/:name", async (req, reply) => {
+      await engine.admin.deleteSecret(req.caller, req.params.name);
+      return reply.status(204).send();
     });
   }, { prefix: "/v1" });
 
@@ -169,6 +272,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     const q = parse(runsQuery, req.query, "query");
     const page = await engine.listRuns({
       workspace_id: req.caller.workspace_id,
+      ...(req.caller.role === "admin" ? {} : { visible_to_user: req.caller.user_id }),
       ...(automationId ?? q.automation_id ? { automation_id: (automationId ?? q.automation_id)! } : {}),
       ...(q.status ? { status: q.status as RunStatus } : {}),
       ...(q.subject_id ? { subject_id: q.subject_id } : {}),

@@ -17,6 +17,10 @@ export interface Config {
   pollMs: number | undefined;
   /** An OpenAI-compatible API for agent steps (WEFT_AI_BASE_URL, WEFT_AI_API_KEY, WEFT_AI_MODEL). */
   ai: { base_url: string; api_key: string | undefined; default_model: string | undefined } | undefined;
+  /** WEFT_RATE_LIMIT: requests per second per token (0: off). */
+  rateLimit: number;
+  /** WEFT_SECRET_KEY: 32 bytes (base64 or 64 hex digits) encrypting secrets at rest. */
+  secretKey: string | undefined;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -40,6 +44,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sample: env.WEFT_SAMPLE !== "0",
     leaseMs,
     pollMs,
+    secretKey: env.WEFT_SECRET_KEY || undefined,
+    rateLimit: positiveOrZero(env.WEFT_RATE_LIMIT, 1000, "WEFT_RATE_LIMIT"),
     ai: env.WEFT_AI_BASE_URL ? { base_url: env.WEFT_AI_BASE_URL, api_key: env.WEFT_AI_API_KEY || undefined, default_model: env.WEFT_AI_MODEL || undefined } : undefined,
   };
+}
+
+function positiveOrZero(v: string | undefined, dflt: number, name: string): number {
+  if (v === undefined || v === "") return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a whole number ≥ 0, not "${v}"`);
+  return n;
 }

@@ -80,3 +80,10 @@ export const simulateBody = z.strictObject({
   event: jsonObject.optional(),
   subject_id: z.string().min(1).nullable().optional(),
 });
+
+export const workspaceBody = z.strictObject({ name: z.string().min(1).max(200) });
+export const userBody = z.strictObject({ name: z.string().min(1).max(200), role: z.enum(["admin", "member", "viewer"]) });
+export const tokenBody = z.strictObject({ user_id: z.string().min(1).optional() });
+export const secretBody = z.strictObject({ value: z.string().min(1).max(65_536) });
+export const reportQuery = z.strictObject({ from: isoTime, to: isoTime });
+export const opsQuery = z.strictObject({ window_hours: z.coerce.number().min(1).max(24 * 90).optional() });

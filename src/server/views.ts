@@ -1,7 +1,7 @@
 // Domain objects → the JSON shapes of CONTRACT.md (snake_case, ISO times).
 
 import type { AutomationView } from "../engine/engine.js";
-import type { Approval, AuditRow, Automation, AutomationVersion, PauseRow, Run, RunItem, StepRun, StoredEvent } from "../engine/store.js";
+import type { Approval, AuditRow, Automation, AutomationVersion, PauseRow, Run, RunItem, StepRun, StoredEvent, TokenRow, User } from "../engine/store.js";
 
 const iso = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
 
@@ -69,4 +69,13 @@ export function approvalJson(a: Approval) {
 
 export function auditJson(a: AuditRow) {
   return { id: a.id, actor: a.actor, action: a.action, target_type: a.target_type, target_id: a.target_id, details: a.details, at: iso(a.at) };
+}
+
+export function userJson(u: User) {
+  return { id: u.id, name: u.name, role: u.role, instance_admin: u.instance_admin, created_at: iso(u.created_at) };
+}
+
+/** Never the token itself: it is shown once, when issued. */
+export function tokenJson(t: TokenRow) {
+  return { id: t.id, user_id: t.user_id, created_at: iso(t.created_at), revoked_at: iso(t.revoked_at) };
 }

@@ -5,8 +5,11 @@ import type { Run } from "../../src/engine/store.js";
 
 export const WS = DEFAULT_WORKSPACE;
 
+/** Test servers listen on 127.0.0.1, which the SSRF guard refuses unless allowed (as operators do with WEFT_HTTP_ALLOW). */
+export const LOOPBACK = ["127.0.0.1"];
+
 export async function startEngine(opts: EngineOptions): Promise<Engine> {
-  const e = new Engine({ ...opts, runner: { leaseMs: 2000, pollMs: 50, ...opts.runner } });
+  const e = new Engine({ httpAllow: LOOPBACK, ...opts, runner: { leaseMs: 2000, pollMs: 50, ...opts.runner } });
   await e.start();
   return e;
 }

@@ -27,6 +27,7 @@ export function startWorker(ts: TestStore, extraEnv: Record<string, string> = {}
       ...(ts.kind === "embedded" ? { WEFT_DATABASE_URL: "" } : {}),
       ...ts.env,
       WEFT_SAMPLE: "0",
+      WEFT_HTTP_ALLOW: "127.0.0.1",
       ...extraEnv,
     },
     stdio: ["ignore", "pipe", "pipe"],

@@ -15,6 +15,8 @@ import type {
 import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
 import type { ApprovalStatus, AuditEntry, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
 import { EmbeddedNodes } from "./nodes.js";
+import { EmbeddedIdentity } from "./identity.js";
+import type { TokenRow, User, Workspace } from "../../engine/store.js";
 import { decodeCursor, encodeCursor } from "../cursor.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
@@ -68,6 +70,7 @@ export class EmbeddedStore implements Store {
   }
 
   private readonly nodes: EmbeddedNodes;
+  private readonly ids: EmbeddedIdentity;
 
   constructor(opts: EmbeddedStoreOptions) {
     if (opts.file !== ":memory:") mkdirSync(dirname(opts.file), { recursive: true });
@@ -77,6 +80,7 @@ export class EmbeddedStore implements Store {
     this.db.pragma("foreign_keys = ON");
     this.db.pragma("busy_timeout = 5000");
     this.nodes = new EmbeddedNodes(this.db);
+    this.ids = new EmbeddedIdentity(this.db);
   }
 
   private prepare() {
@@ -454,6 +458,7 @@ export class EmbeddedStore implements Store {
   async listRuns(f: RunFilter): Promise<Page<Run>> {
     const where: string[] = ["workspace_id = ?"];
     const args: unknown[] = [f.workspace_id];
+    if (f.visible_to_user !== undefined) (where.push("(json_extract(run_as, '$.type') <> 'user' OR json_extract(run_as, '$.user_id') = ?)"), args.push(f.visible_to_user));
     if (f.automation_id !== undefined) (where.push("automation_id = ?"), args.push(f.automation_id));
     if (f.status !== undefined) (where.push("status = ?"), args.push(f.status));
     if (f.subject_id !== undefined) (where.push("subject_id = ?"), args.push(f.subject_id));
@@ -508,5 +513,48 @@ export class EmbeddedStore implements Store {
   }
   async listAudit(workspaceId: string, limit: number, beforeId?: number) {
     return this.nodes.listAudit(workspaceId, limit, beforeId);
+  }
+
+  async createWorkspace(w: Workspace, admin: User, token: TokenRow & { hash: string }, audit: AuditEntry) {
+    this.ids.createWorkspace(w, admin, token, audit);
+  }
+  async getWorkspace(id: string) {
+    return this.ids.getWorkspace(id);
+  }
+  async insertUser(u: User, audit: AuditEntry) {
+    this.ids.insertUser(u, audit);
+  }
+  async getUser(workspaceId: string, id: string) {
+    return this.ids.getUser(workspaceId, id);
+  }
+  async listUsers(workspaceId: string) {
+    return this.ids.listUsers(workspaceId);
+  }
+  async insertToken(t: TokenRow & { hash: string }, audit: AuditEntry) {
+    this.ids.insertToken(t, audit);
+  }
+  async tokenByHash(hash: string) {
+    return this.ids.tokenByHash(hash);
+  }
+  async listTokens(workspaceId: string) {
+    return this.ids.listTokens(workspaceId);
+  }
+  async revokeToken(workspaceId: string, id: string, now: number, audit: AuditEntry) {
+    return this.ids.revokeToken(workspaceId, id, now, audit);
+  }
+  async putSecret(workspaceId: string, name: string, ciphertext: string, now: number, audit: AuditEntry) {
+    return this.ids.putSecret(workspaceId, name, ciphertext, now, audit);
+  }
+  async listSecrets(workspaceId: string) {
+    return this.ids.listSecrets(workspaceId);
+  }
+  async deleteSecret(workspaceId: string, name: string, audit: AuditEntry) {
+    return this.ids.deleteSecret(workspaceId, name, audit);
+  }
+  async reportOutcomes(workspaceId: string, from: number, to: number) {
+    return this.ids.reportOutcomes(workspaceId, from, to);
+  }
+  async opsCounts(workspaceId: string, now: number, windowMs: number) {
+    return this.ids.opsCounts(workspaceId, now, windowMs);
   }
 }

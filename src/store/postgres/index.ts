@@ -5,7 +5,7 @@ import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
   ApprovalStatus, AuditEntry, Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey,
-  PauseRow, RunControl, RunItem, ScheduleRow, Store, WaitSpec,
+  PauseRow, RunControl, RunItem, ScheduleRow, Store, TokenRow, User, WaitSpec, Workspace,
 } from "../../engine/store.js";
 import { toAutomation } from "./rows.js";
 import * as E from "./events.js";
@@ -14,6 +14,7 @@ import { ident, migrate } from "./migrate.js";
 import * as Q from "./queries.js";
 import * as R from "./runs.js";
 import * as N from "./nodes.js";
+import * as I from "./identity.js";
 
 export interface PostgresStoreOptions {
   url: string;
@@ -178,5 +179,48 @@ export class PostgresStore implements Store {
   }
   listAudit(workspaceId: string, limit: number, beforeId?: number) {
     return N.listAudit(this.pool, workspaceId, limit, beforeId);
+  }
+
+  createWorkspace(w: Workspace, admin: User, token: TokenRow & { hash: string }, audit: AuditEntry) {
+    return I.createWorkspace(this.pool, w, admin, token, audit);
+  }
+  getWorkspace(id: string) {
+    return I.getWorkspace(this.pool, id);
+  }
+  insertUser(u: User, audit: AuditEntry) {
+    return I.insertUser(this.pool, u, audit);
+  }
+  getUser(workspaceId: string, id: string) {
+    return I.getUser(this.pool, workspaceId, id);
+  }
+  listUsers(workspaceId: string) {
+    return I.listUsers(this.pool, workspaceId);
+  }
+  insertToken(t: TokenRow & { hash: string }, audit: AuditEntry) {
+    return I.insertToken(this.pool, t, audit);
+  }
+  tokenByHash(hash: string) {
+    return I.tokenByHash(this.pool, hash);
+  }
+  listTokens(workspaceId: string) {
+    return I.listTokens(this.pool, workspaceId);
+  }
+  revokeToken(workspaceId: string, id: string, now: number, audit: AuditEntry) {
+    return I.revokeToken(this.pool, workspaceId, id, now, audit);
+  }
+  putSecret(workspaceId: string, name: string, ciphertext: string, now: number, audit: AuditEntry) {
+    return I.putSecret(this.pool, workspaceId, name, ciphertext, now, audit);
+  }
+  listSecrets(workspaceId: string) {
+    return I.listSecrets(this.pool, workspaceId);
+  }
+  deleteSecret(workspaceId: string, name: string, audit: AuditEntry) {
+    return I.deleteSecret(this.pool, workspaceId, name, audit);
+  }
+  reportOutcomes(workspaceId: string, from: number, to: number) {
+    return I.reportOutcomes(this.pool, workspaceId, from, to);
+  }
+  opsCounts(workspaceId: string, now: number, windowMs: number) {
+    return I.opsCounts(this.pool, workspaceId, now, windowMs);
   }
 }

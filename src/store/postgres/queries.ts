@@ -17,6 +17,7 @@ export async function listRuns(pool: pg.Pool, f: RunFilter): Promise<Page<Run>> 
     args.push(v);
     where.push(sql.replace("?", `$${args.length}`));
   };
+  if (f.visible_to_user !== undefined) add("(run_as->>'type' <> 'user' OR run_as->>'user_id' = ?)", f.visible_to_user);
   if (f.automation_id !== undefined) add("automation_id = ?", f.automation_id);
   if (f.status !== undefined) add("status = ?", f.status);
   if (f.subject_id !== undefined) add("subject_id = ?", f.subject_id);

@@ -1,0 +1,57 @@
+// Who is calling: workspaces, users with roles, API tokens (random, shown once, stored as SHA-256),
+// and the rules every route applies: a caller sees only its own workspace; a run that executes as
+// a specific user is visible to that user and to admins only; viewers read, members act, admins
+// also manage users, tokens and secrets; only an instance admin creates workspaces.
+
+import { createHash, randomBytes } from "node:crypto";
+import { WeftError } from "../model/errors.js";
+import type { Role, Run, User } from "./store.js";
+
+export interface Caller {
+  workspace_id: string;
+  user_id: string;
+  role: Role;
+  instance_admin: boolean;
+  token_id: string;
+  /** How the audit log names the caller. */
+  actor: string;
+}
+
+/** A new API token: 192 random bits; only its SHA-256 is stored (no slow hash needed for random secrets). */
+export function newToken(): string {
+  return `wft_${randomBytes(24).toString("base64url")}`;
+}
+
+export function hashToken(token: string): string {
+  return createHash("sha256").update(token).digest("hex");
+}
+
+export function callerOf(user: User, tokenId: string): Caller {
+  return { workspace_id: user.workspace_id, user_id: user.id, role: user.role, instance_admin: user.instance_admin, token_id: tokenId, actor: `user:${user.id}` };
+}
+
+const RANK: Record<Role, number> = { viewer: 0, member: 1, admin: 2 };
+
+/** Throws `auth.forbidden` unless the caller's role is at least `role`. */
+export function requireRole(c: Caller, role: Role): void {
+  if (RANK[c.role] < RANK[role]) throw new WeftError("auth.forbidden", `this needs the ${role} role; the caller is ${c.role}`, { required: role, role: c.role });
+}
+
+/** A run that executes as a specific user is that user's and the admins' to see. */
+export function canSee(c: Caller, run: Pick<Run, "run_as">): boolean {
+  return run.run_as.type !== "user" || run.run_as.user_id === c.user_id || c.role === "admin";
+}
+
+/** Approvers: `role:<role>` (that role or higher) or `user:<id>`; an empty list means any member. */
+export function mayDecide(c: Caller, approvers: readonly string[]): boolean {
+  if (RANK[c.role] < RANK.member) return false;
+  if (approvers.length === 0) return true;
+  return approvers.some((a) => {
+    if (a.startsWith("user:")) return a.slice(5) === c.user_id;
+    if (a.startsWith("role:")) {
+      const r = a.slice(5) as Role;
+      return r in RANK && RANK[c.role] >= RANK[r];
+    }
+    return false;
+  });
+}

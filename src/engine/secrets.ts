@@ -1,0 +1,80 @@
+// Secrets: encrypted at rest with AES-256-GCM under a key from configuration (never stored with
+// the data), decrypted only inside the runner for the steps that reference them, and scrubbed
+// from everything a step leaves behind (input, output, error, logs, context, audit entries).
+
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { WeftError } from "../model/errors.js";
+
+/** A secret shorter than this is refused: redacting a 3-letter value would mangle ordinary text. */
+export const MIN_SECRET_LENGTH = 8;
+
+export class SecretBox {
+  private readonly key: Buffer;
+  constructor(key: Buffer) {
+    if (key.length !== 32) throw new WeftError("secrets.bad_key", "the secret key must be 32 bytes (base64 or hex)");
+    this.key = key;
+  }
+
+  /** Parse WEFT_SECRET_KEY: 32 bytes as 64 hex digits or base64. */
+  static fromString(s: string): SecretBox {
+    const hex = /^[0-9a-fA-F]{64}$/.test(s);
+    return new SecretBox(Buffer.from(s, hex ? "hex" : "base64"));
+  }
+
+  static generateKey(): string {
+    return randomBytes(32).toString("base64");
+  }
+
+  /** "v1.<iv>.<tag>.<ciphertext>", base64url parts; the workspace and name are bound as associated data. */
+  seal(plain: string, aad: string): string {
+    const iv = randomBytes(12);
+    const c = createCipheriv("aes-256-gcm", this.key, iv);
+    c.setAAD(Buffer.from(aad));
+    const ct = Buffer.concat([c.update(plain, "utf8"), c.final()]);
+    return ["v1", iv.toString("base64url"), c.getAuthTag().toString("base64url"), ct.toString("base64url")].join(".");
+  }
+
+  open(sealed: string, aad: string): string {
+    const [v, iv, tag, ct] = sealed.split(".");
+    if (v !== "v1" || !iv || !tag || ct === undefined) throw new WeftError("secrets.corrupt", "a stored secret is not in a known format");
+    try {
+      const d = createDecipheriv("aes-256-gcm", this.key, Buffer.from(iv, "base64url"));
+      d.setAAD(Buffer.from(aad));
+      d.setAuthTag(Buffer.from(tag, "base64url"));
+      return Buffer.concat([d.update(Buffer.from(ct, "base64url")), d.final()]).toString("utf8");
+    } catch {
+      throw new WeftError("secrets.undecryptable", "a stored secret cannot be decrypted with the configured key");
+    }
+  }
+}
+
+/** Replaces every occurrence of the given secret values in any JSON-like value. */
+export class Redactor {
+  private readonly pairs: [string, string][];
+  constructor(secrets: ReadonlyMap<string, string>) {
+    // Longest first, so a secret that contains another is replaced whole.
+    this.pairs = [...secrets].filter(([, v]) => v.length >= MIN_SECRET_LENGTH).sort((a, b) => b[1].length - a[1].length).map(([k, v]) => [v, `[secret:${k}]`]);
+  }
+  get empty(): boolean {
+    return this.pairs.length === 0;
+  }
+  text(s: string): string {
+    let out = s;
+    for (const [v, mark] of this.pairs) if (out.includes(v)) out = out.split(v).join(mark);
+    return out;
+  }
+  value<T>(v: T): T {
+    if (this.empty) return v;
+    return this.walk(v) as T;
+  }
+  private walk(v: unknown): unknown {
+    if (typeof v === "string") return this.text(v);
+    if (Array.isArray(v)) return v.map((x) => this.walk(x));
+    if (v !== null && typeof v === "object") {
+      const out: Record<string, unknown> = {};
+      for (const [k, x] of Object.entries(v)) out[this.text(k)] = this.walk(x);
+      return out;
+    }
+    return v;
+  }
+}
