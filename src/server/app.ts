@@ -8,6 +8,7 @@ import type { Run } from "../engine/store.js";
 import { WeftError } from "../model/errors.js";
 import type { RunStatus } from "../model/run-status.js";
 import { errorHandler } from "./errors.js";
+import { openApiDocument } from "./openapi.js";
 import {
   approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, opsQuery, parse, pauseBody, reportQuery, resumeBody,
   retriggerBody, runsQuery, secretBody, simulateBody, tokenBody, updateAutomationBody, userBody, workspaceBody,
@@ -66,6 +67,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   }
 
   app.get("/healthz", async () => ({ ok: true, store: engine.store.kind }));
+  let document: Record<string, unknown> | undefined;
+  app.get("/openapi.json", async () => (document ??= openApiDocument(routes)));
 
   // Webhook ingress: authenticated by its Standard Webhooks signature, verified over the raw bytes.
   app.register(async (hooks) => {
