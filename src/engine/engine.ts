@@ -520,7 +520,8 @@ export class Engine {
     const a = await this.mustGetAutomation(workspaceId, automationId);
     const v = await this.store.getVersion(a.id, a.current_version);
     if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
-    return simulate(v.definition, req, { actions: this.actions, now: this.clock.now(), automation_id: a.id, version: v.version, settings: this.settings });
+    const secretNames = (await this.store.listSecrets(workspaceId)).map((x) => x.name);
+    return simulate(v.definition, req, { actions: this.actions, now: this.clock.now(), automation_id: a.id, version: v.version, settings: this.settings, secretNames });
   }
 
   /** Resolve when the run reaches a status satisfying `pred` (tests and the CLI wait this way). */

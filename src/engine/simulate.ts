@@ -33,6 +33,8 @@ export interface SimulateOptions {
   automation_id?: string;
   version?: number;
   settings?: NodeSettings;
+  /** The workspace's secret names: templates see `[secret:NAME]`, never a value. */
+  secretNames?: string[];
 }
 
 export interface SimulatedViolation {
@@ -166,7 +168,7 @@ export function simulate(def: Definition, req: SimulateRequest, opts: SimulateOp
 
     // A fresh CelScope per visit: it caches its converted variables, and context/steps change.
     const scope = new CelScope({
-      event: req.event ?? { type: "simulation" }, context, steps, subject: { id: req.subject_id ?? null }, run, secrets: {},
+      event: req.event ?? { type: "simulation" }, context, steps, subject: { id: req.subject_id ?? null }, run, secrets: Object.fromEntries((opts.secretNames ?? []).map((n) => [n, `[secret:${n}]`])),
     });
     const entry: TranscriptStep = { node_key: node.key, kind: node.kind, entered_via_port: via, resolved: null, port: null, forced: false };
     transcript.steps.push(entry);

@@ -197,7 +197,13 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     });
     v1.get("/approvals", async (req) => {
       const q = parse(approvalsQuery, req.query, "query");
-      return { items: (await engine.listApprovals(req.caller.workspace_id, q.status, q.limit)).map(approvalJson) };
+      let list = await engine.listApprovals(req.caller.workspace_id, q.status, q.limit);
+      if (req.caller.role !== "admin") {
+        // Approvals of runs that execute as another user are that user's (and the admins') to see.
+        const seen = await Promise.all(list.map((a) => visibleRun(req, a.run_id).then(() => true, () => false)));
+        list = list.filter((_, i) => seen[i]);
+      }
+      return { items: list.map(approvalJson) };
     });
     v1.get<{ Params: { id: string } }>("/approvals/:id", async (req) => {
       const a = await engine.getApproval(req.caller.workspace_id, req.params.id);

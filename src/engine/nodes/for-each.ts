@@ -13,6 +13,7 @@
 import { StepFailure, stepError, toStepError, type StepError } from "../../model/errors.js";
 import { evaluate, evaluateCondition, render } from "../../model/expressions.js";
 import { DEFAULT_RETRY, decideRetry } from "../../model/retry.js";
+import { allows } from "../../model/permissions.js";
 import { newId } from "../ids.js";
 import type { Approval, RunItem } from "../store.js";
 import { newApproval, settleApproval, type ApprovalConfig } from "./approval.js";
@@ -34,6 +35,12 @@ type ItemResult = { ok: true; replayed: boolean; output: unknown } | { ok: false
 
 /** Run one item's action: a registered custom action, or a built-in slow node (http_request). */
 async function runAction(ctx: NodeContext, cfg: ForEachConfig, item: RunItem): Promise<ItemResult> {
+  // A fan-out that declares permissions runs only the custom action kinds they name
+  // (`action:<kind>`); a built-in http_request is held to the `http:<host>` entries instead.
+  if (ctx.permissions !== null && ctx.actions.has(cfg.action.kind) && !allows(ctx.permissions, `action:${cfg.action.kind}`)) {
+    const v = ctx.violate(`action:${cfg.action.kind}`, `item ${item.idx}: action "${cfg.action.kind}" is outside the step's permissions`);
+    return { ok: false, error: stepError("policy.violation", v.message, false, { permission: v.permission }) };
+  }
   const action = ctx.actions.get(cfg.action.kind);
   if (action) {
     const o = await action.invoke(item.input, {

@@ -5,6 +5,7 @@ import { stepError } from "../../model/errors.js";
 import { evaluate, render } from "../../model/expressions.js";
 import { isRetryableHttpStatus, parseRetryAfter } from "../../model/retry.js";
 import { HttpError } from "../http.js";
+import { allows, httpPermission } from "../../model/permissions.js";
 import type { NodeHandler, NodeResult } from "./types.js";
 
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -36,7 +37,7 @@ function parseBody(text: string, contentType: string | undefined): unknown {
 export const httpRequestNode: NodeHandler = {
   kind: "http_request",
   class: "slow",
-  async execute({ node, scope, idempotencyKey, http, signal, run, now }): Promise<NodeResult> {
+  async execute({ node, scope, idempotencyKey, http, signal, run, now, permissions, violate }): Promise<NodeResult> {
     const cfg = node.config as unknown as HttpConfig;
     const method = String(render(cfg.method, scope)).toUpperCase();
     const url = String(render(cfg.url, scope));
@@ -51,6 +52,12 @@ export const httpRequestNode: NodeHandler = {
     headers["idempotency-key"] = idempotencyKey;
     headers["traceparent"] = `00-${run.trace_id}-${idempotencyKey.length > 0 ? spanId(idempotencyKey) : "0000000000000001"}-01`;
     const input = { method, url, headers: redactHeaders(headers), body: body === undefined ? undefined : parseBody(body, headers["content-type"]) };
+    // A node that declares permissions may reach only the hosts they name (checked before sending).
+    const wanted = httpPermission(url);
+    if (permissions !== null && wanted !== null && !allows(permissions, wanted)) {
+      const v = violate(wanted, `${method} ${new URL(url).host} is outside the step's permissions (${permissions.join(", ") || "none"})`);
+      return { kind: "fail", input, error: stepError("policy.violation", v.message, false, { permission: wanted }) };
+    }
 
     let res;
     try {
