@@ -105,7 +105,8 @@ describe.each(STORE_KINDS)("custom actions (%s store)", (kind) => {
     expect(act.attempt).toBe(1);
     expect(act.violations).toEqual([expect.objectContaining({ code: "policy.violation", permission: "http:localhost" })]);
     expect(sink.requests).toHaveLength(0); // nothing left the process
-    const audit = await engine.listAudit(WS);
+    // Every mutation is audited (the automation's creation too): the violation is the one policy entry.
+    const audit = (await engine.listAudit(WS)).filter((x) => x.action === "policy.violation");
     expect(audit).toEqual([expect.objectContaining({ action: "policy.violation", actor: `run:${run.id}`, target_type: "step", target_id: `${run.id}/act/1` })]);
     expect(audit[0]!.details).toMatchObject({ node_key: "act", permission: "http:localhost" });
   });

@@ -5,6 +5,7 @@
 // 409 approval.already_decided, and the run resumes once. Every decision is in the audit log.
 
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { BOOTSTRAP_ADMIN } from "../src/engine/admin.js";
 import { ManualClock } from "../src/engine/clock.js";
 import type { Engine } from "../src/engine/engine.js";
 import type { Run, StepRun } from "../src/engine/store.js";
@@ -13,6 +14,8 @@ import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
 const TOKEN = "approvals-admin-token";
+/** How an HTTP decision by the bootstrap admin (TOKEN's user) is recorded: decided_by and audit actor. */
+const ADMIN = `user:${BOOTSTRAP_ADMIN}`;
 const DAY = 24 * 60 * 60_000;
 
 interface ApiError {
@@ -149,7 +152,7 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
 
     const decided = await call<ApprovalJson>("POST", `/v1/approvals/${apr.id}/approve`, { comment: "looks fine" });
     expect(decided.status).toBe(200);
-    expect(decided.body).toMatchObject({ id: apr.id, status: "approved", decided_by: "admin", comment: "looks fine" });
+    expect(decided.body).toMatchObject({ id: apr.id, status: "approved", decided_by: ADMIN, comment: "looks fine" });
     expect(decided.body.decided_at).not.toBeNull();
 
     const done = await engine.waitForRun(WS, run.id);
@@ -159,12 +162,12 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
     expect(steps.map((s) => `${s.node_key}:${s.outcome}:${s.exited_via_port_key}`)).toEqual([
       "ask:waiting:null", "ask:succeeded:approved", "yes:succeeded:next",
     ]);
-    expect(steps[1]!.output).toEqual({ approval_id: apr.id, status: "approved", decided_by: "admin", comment: "looks fine" });
+    expect(steps[1]!.output).toEqual({ approval_id: apr.id, status: "approved", decided_by: ADMIN, comment: "looks fine" });
     expect(finished.get(run.id)).toBe(1);
 
     const after = await call<ApprovalJson>("GET", `/v1/approvals/${apr.id}`);
     expect(after.status).toBe(200);
-    expect(after.body).toMatchObject({ status: "approved", decided_by: "admin" });
+    expect(after.body).toMatchObject({ status: "approved", decided_by: ADMIN });
     expect((await call<{ items: ApprovalJson[] }>("GET", "/v1/approvals?status=pending")).body.items.some((x) => x.id === apr.id)).toBe(false);
   });
 
@@ -176,7 +179,7 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
 
     const decided = await call<ApprovalJson>("POST", `/v1/approvals/${apr.id}/reject`, {});
     expect(decided.status).toBe(200);
-    expect(decided.body).toMatchObject({ status: "rejected", decided_by: "admin", comment: null });
+    expect(decided.body).toMatchObject({ status: "rejected", decided_by: ADMIN, comment: null });
 
     const done = await engine.waitForRun(WS, run.id);
     expect(done.status).toBe("completed");
@@ -206,9 +209,9 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
         const winningVerb = verbs[replies.indexOf(ok[0]!)]!;
         expect(winner).toBe(winningVerb === "approve" ? "approved" : "rejected");
         expect(ok[0]!.body.comment).toBe(winningVerb);
-        expect(refused[0]!.body.error?.details).toMatchObject({ status: winner, decided_by: "admin" });
+        expect(refused[0]!.body.error?.details).toMatchObject({ status: winner, decided_by: ADMIN });
         const stored = await call<ApprovalJson>("GET", `/v1/approvals/${apr!.id}`);
-        expect(stored.body).toMatchObject({ status: winner, comment: winningVerb, decided_by: "admin" });
+        expect(stored.body).toMatchObject({ status: winner, comment: winningVerb, decided_by: ADMIN });
         winners.set(run.id, winner);
       }
 
@@ -246,7 +249,7 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
     for (const verb of ["approve", "reject", "approve"]) {
       const again = await call<ApprovalJson>("POST", `/v1/approvals/${apr.id}/${verb}`, { comment: "second" });
       expect(again.status).toBe(409);
-      expect(again.body.error).toMatchObject({ code: "approval.already_decided", details: { status: "approved", decided_by: "admin" } });
+      expect(again.body.error).toMatchObject({ code: "approval.already_decided", details: { status: "approved", decided_by: ADMIN } });
     }
     // Without a body too.
     const bare = await call<ApprovalJson>("POST", `/v1/approvals/${apr.id}/reject`);
@@ -321,7 +324,7 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
     expect(done.context.path).toBe("timeout");
   });
 
-  it("every decision is in GET /v1/audit-log: approval.approve / approval.reject, actor admin, target the approval", async () => {
+  it("every decision is in GET /v1/audit-log: approval.approve / approval.reject, actor the admin user, target the approval", async () => {
     const a = await approvalAutomation();
     const r1 = await enrollParked(a.id, "Fi", "ct_fi");
     const r2 = await enrollParked(a.id, "Gu", "ct_gu");
@@ -337,13 +340,13 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
     const e1 = await auditFor(a1.id);
     expect(e1).toHaveLength(1);
     expect(e1[0]).toMatchObject({
-      actor: "admin", action: "approval.approve", target_type: "approval", target_id: a1.id,
+      actor: ADMIN, action: "approval.approve", target_type: "approval", target_id: a1.id,
       details: { run_id: r1.id, node_key: "ask", comment: "yes please" },
     });
     expect(Number.isNaN(Date.parse(e1[0]!.at))).toBe(false);
     const e2 = await auditFor(a2.id);
     expect(e2).toHaveLength(1);
-    expect(e2[0]).toMatchObject({ actor: "admin", action: "approval.reject", target_type: "approval", target_id: a2.id, details: { run_id: r2.id } });
+    expect(e2[0]).toMatchObject({ actor: ADMIN, action: "approval.reject", target_type: "approval", target_id: a2.id, details: { run_id: r2.id } });
     // Newest first.
     expect(e2[0]!.id).toBeGreaterThan(e1[0]!.id);
     const all = (await call<{ items: AuditJson[] }>("GET", "/v1/audit-log")).body.items;

@@ -9,6 +9,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { defineAction, replayed, type ActionContext } from "../src/engine/actions.js";
+import { BOOTSTRAP_ADMIN } from "../src/engine/admin.js";
 import { ManualClock } from "../src/engine/clock.js";
 import { Engine, type EngineOptions } from "../src/engine/engine.js";
 import type { Run, RunItem } from "../src/engine/store.js";
@@ -396,7 +397,7 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
       const audit = (await engine.listAudit(WS)).filter((x) => x.action === "run_item.retry");
       expect(audit).toHaveLength(1);
       expect(audit[0]).toMatchObject({
-        actor: "admin", target_type: "run_item", target_id: failed.id,
+        actor: `user:${BOOTSTRAP_ADMIN}`, target_type: "run_item", target_id: failed.id, // the HTTP caller: TOKEN's user
         details: { run_id: run.id, idempotency_key: failed.idempotency_key, attempt: 2, outcome: "idempotent_replay" },
       });
 

@@ -5,6 +5,7 @@
 
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { ActionContext } from "../src/engine/actions.js";
+import { BOOTSTRAP_ADMIN } from "../src/engine/admin.js";
 import { ManualClock } from "../src/engine/clock.js";
 import { Engine } from "../src/engine/engine.js";
 import type { Run } from "../src/engine/store.js";
@@ -13,6 +14,8 @@ import { WS, LOOPBACK } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
 const TOKEN = "control-admin-token";
+/** The audit actor of an HTTP call made with TOKEN (the bootstrap admin user). */
+const ADMIN = `user:${BOOTSTRAP_ADMIN}`;
 const HOUR = 60 * 60_000;
 const DAY = 24 * HOUR;
 
@@ -139,10 +142,11 @@ describe.each(STORE_KINDS)("run control over HTTP (%s store)", (kind) => {
   }
   const parkedOn = (what: string) => (r: Run) => r.status === "waiting" && r.waiting_for === what;
 
+  /** The run's control entries (every mutation is audited: the enrollment that made the run is too, and is left out here). */
   async function auditFor(targetId: string): Promise<AuditJson[]> {
     const res = await call<{ items: AuditJson[] }>("GET", "/v1/audit-log?limit=500");
     expect(res.status).toBe(200);
-    return res.body.items.filter((a) => a.target_id === targetId);
+    return res.body.items.filter((a) => a.target_id === targetId && a.action !== "run.enroll");
   }
 
   it("stop a run parked on a delay: exited admin_stopped at once; stopping (or cancelling) again is 409 run.already_ended; audited as run.stop", async () => {
@@ -167,7 +171,7 @@ describe.each(STORE_KINDS)("run control over HTTP (%s store)", (kind) => {
 
     const entries = await auditFor(r.id);
     expect(entries.map((e) => e.action)).toEqual(["run.stop"]);
-    expect(entries[0]).toMatchObject({ actor: "admin", target_type: "run", target_id: r.id });
+    expect(entries[0]).toMatchObject({ actor: ADMIN, target_type: "run", target_id: r.id });
 
     // The delay's time comes and goes: the stopped run does not resume. (A later run of the same
     // automation is driven to completion past that time, so the runner has been round since.)
@@ -254,7 +258,7 @@ describe.each(STORE_KINDS)("run control over HTTP (%s store)", (kind) => {
     expect(again.body.error).toMatchObject({ code: "run.already_ended", details: { status: "cancelled" } });
     const entries = await auditFor(r.id);
     expect(entries.map((e) => e.action)).toEqual(["run.cancel"]);
-    expect(entries[0]).toMatchObject({ actor: "admin", target_type: "run" });
+    expect(entries[0]).toMatchObject({ actor: ADMIN, target_type: "run" });
 
     // A run parked on an approval: cancelled, and so is its approval.
     const g = await gated();
@@ -304,7 +308,7 @@ describe.each(STORE_KINDS)("run control over HTTP (%s store)", (kind) => {
 
     const entries = await auditFor(r.id);
     expect(entries.map((e) => e.action)).toEqual(["run.retrigger", "run.retrigger"]);
-    expect(entries.every((e) => e.actor === "admin" && e.target_type === "run")).toBe(true);
+    expect(entries.every((e) => e.actor === ADMIN && e.target_type === "run")).toBe(true);
     expect(entries.map((e) => e.details.new_run_id).sort()).toEqual([re.body.id, k1.body.id].sort());
   });
 

@@ -355,6 +355,7 @@ export class Engine {
   }
 
   async resumeSubject(workspaceId: string, subjectId: string, automationId?: string | null, actor = "system"): Promise<boolean> {
+    if (automationId) await this.mustGetAutomation(workspaceId, automationId);
     const deleted = await this.store.deletePause(workspaceId, subjectId, automationId ?? "", this.clock.now());
     if (deleted) await this.audit(workspaceId, actor, "subject.resume", "subject", subjectId, { automation_id: automationId ?? null });
     this.runner?.pauses.invalidate();

@@ -107,8 +107,21 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       });
     }
 
+    /** Run-as a user: that user must exist here, and only an admin may name someone else (no borrowed identity). */
+    async function checkRunAs(req: FastifyRequest, definition: Record<string, unknown>): Promise<void> {
+      const runAs = definition.run_as as { type?: unknown; user_id?: unknown } | undefined;
+      if (runAs?.type !== "user" || typeof runAs.user_id !== "string") return;
+      if (!(await engine.store.getUser(req.caller.workspace_id, runAs.user_id))) {
+        throw new WeftError("definition.unknown_user", `run_as names user ${runAs.user_id}, who is not in this workspace`, { pointer: "/definition/run_as/user_id" });
+      }
+      if (runAs.user_id !== req.caller.user_id && req.caller.role !== "admin") {
+        throw new WeftError("auth.forbidden", "only an admin may make an automation run as another user", { pointer: "/definition/run_as/user_id" });
+      }
+    }
+
     v1.post("/automations", async (req, reply) => {
       const b = parse(createAutomationBody, req.body, "body");
+      await checkRunAs(req, b.definition);
       const a = await engine.createAutomation(req.caller.workspace_id, b.definition, b.status ?? "active", req.caller.actor);
       return reply.status(201).send(automationJson(a));
     });
@@ -116,6 +129,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     v1.get<{ Params: { id: string } }>("/automations/:id", async (req) => automationJson(await engine.getAutomation(req.caller.workspace_id, req.params.id)));
     v1.put<{ Params: { id: string } }>("/automations/:id", async (req) => {
       const b = parse(updateAutomationBody, req.body, "body");
+      await checkRunAs(req, b.definition);
       return automationJson(await engine.updateAutomation(req.caller.workspace_id, req.params.id, b.definition, b.expected_version, req.caller.actor));
     });
     v1.get<{ Params: { id: string; n: string } }>("/automations/:id/versions/:n", async (req) => {
