@@ -29,7 +29,9 @@ import type {
 import { VersionCache } from "./versions.js";
 import { Batcher } from "./batcher.js";
 import { Admin, DEFAULT_WORKSPACE } from "./admin.js";
-import { SecretBox } from "./secrets.js";
+import { SecretBox, hasRedaction } from "./secrets.js";
+import { rerenderInputs, type ForEachConfig } from "./nodes/for-each.js";
+import { runScope } from "./scope.js";
 import { Dispatcher } from "./dispatcher.js";
 import { apiEvent, type IncomingEvent } from "./intake.js";
 import { Scheduler, scheduleRows } from "./scheduler.js";
@@ -455,7 +457,15 @@ export class Engine {
     const node = v?.nodes.get(claimed.node_key);
     let result: { outcome: RunItem["outcome"]; output: unknown; error: RunItem["error"] };
     try {
-      result = await this.invokeItemRetry(action, run, claimed, node?.permissions ?? null);
+      let input = claimed.input;
+      if (hasRedaction(input) && node?.kind === "for_each") {
+        // The stored input has its secrets masked: render it again from the run (secrets included).
+        const secrets = await this.admin.secretsOf(workspaceId);
+        const again = rerenderInputs(node.config as unknown as ForEachConfig, runScope(run, run.context, run.steps, secrets), [claimed]).get(claimed.idx);
+        if (again === undefined) throw new WeftError("item.input_changed", "the item's input holds secrets and cannot be rendered again for the same subject");
+        input = again;
+      }
+      result = await this.invokeItemRetry(action, run, { ...claimed, input }, node?.permissions ?? null);
     } catch (err) {
       // Never leave the item "running": it goes back to failed, retryable again.
       result = { outcome: "failed", output: null, error: { code: "item.retry_error", message: err instanceof Error ? err.message : String(err), retryable: true } };

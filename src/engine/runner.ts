@@ -8,7 +8,7 @@
 
 import type { NodeDef } from "../model/definition.js";
 import { toStepError, StepFailure, type StepError } from "../model/errors.js";
-import { CelScope } from "../model/expressions.js";
+import type { CelScope } from "../model/expressions.js";
 import { DEFAULT_RETRY, decideRetry } from "../model/retry.js";
 import { isTerminal, transition, type ExitReason, type RunStatus } from "../model/run-status.js";
 import type { StepOutcome } from "../model/step-outcome.js";
@@ -25,6 +25,7 @@ import { crashPoint } from "./crashpoints.js";
 import { PauseView } from "./pauses.js";
 import { Loop } from "./loop.js";
 import { Redactor } from "./secrets.js";
+import { runScope } from "./scope.js";
 
 /** Node visits without a pause point before a run is stopped as a runaway loop (seed 004). */
 export const LOOP_CAP = 200;
@@ -195,15 +196,18 @@ export class Runner {
   private async drive(claimed: Run, signal: AbortSignal): Promise<void> {
     const v = await this.versions.get(claimed.automation_id, claimed.version);
     let secrets: ReadonlyMap<string, string> = new Map();
+    let secretsError: StepError | null = null;
     if (v?.usesSecrets && this.services.secrets) {
       try {
         secrets = await this.services.secrets(claimed.workspace_id);
       } catch (error) {
-        // Without them, a template naming a secret fails its step as template.missing_variable.
+        // A step that names a secret then fails with this cause, not a puzzling missing variable.
+        secretsError = toStepError(error);
         this.events.emit("engine:error", { where: `secrets for ${claimed.id}`, error });
       }
     }
     const d = new Drive(claimed, v, secrets);
+    d.secretsError = secretsError;
     this.drives.set(claimed.id, d);
     try {
       await this.driveLoop(d, signal);
@@ -361,6 +365,9 @@ export class Runner {
       result = { kind: "fail", error: err instanceof StepFailure ? err.error : toStepError(err) };
     }
     if (signal.aborted && handler.class === "slow") return "aborted"; // lease lost or shutting down: discard the result
+    if (result.kind === "fail" && d.secretsError && result.error.code === "template.missing_variable" && /secrets\./.test(result.error.message)) {
+      result = { ...result, error: d.secretsError };
+    }
     if (!d.redactor.empty) {
       // Nothing a step leaves behind (row, context, run thread, audit) carries a secret's value.
       result = d.redactor.value(result);
@@ -471,6 +478,8 @@ class Drive {
   private readonly stopper = new AbortController();
 
   readonly redactor: Redactor;
+  /** Why the workspace's secrets could not be loaded for this drive, if they could not. */
+  secretsError: StepError | null = null;
 
   constructor(readonly run: Run, readonly version: LoadedVersion | null, private readonly secrets: ReadonlyMap<string, string> = new Map()) {
     this.redactor = new Redactor(secrets);
@@ -523,12 +532,7 @@ class Drive {
   }
 
   scope(): CelScope {
-    const r = this.run;
-    return new CelScope({
-      event: r.event, context: this.context, steps: this.steps, subject: { id: r.subject_id },
-      run: { id: r.id, automation_id: r.automation_id, version: r.version, trace_id: r.trace_id, started_at: new Date(r.started_at).toISOString() },
-      secrets: Object.fromEntries(this.secrets),
-    });
+    return runScope(this.run, this.context, this.steps, this.secrets);
   }
 
   addStep(s: NewStepRun): void {

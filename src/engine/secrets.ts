@@ -7,6 +7,13 @@ import { WeftError } from "../model/errors.js";
 
 /** A secret shorter than this is refused: redacting a 3-letter value would mangle ordinary text. */
 export const MIN_SECRET_LENGTH = 8;
+/** The shortest trailing piece of a secret treated as that secret (a cut-off text). */
+const PARTIAL_MIN = 4;
+
+/** Does this stored value hold a redaction marker (its original must be rendered again to be sent)? */
+export function hasRedaction(v: unknown): boolean {
+  return v !== null && v !== undefined && JSON.stringify(v).includes("[secret:");
+}
 
 export class SecretBox {
   private readonly key: Buffer;
@@ -61,6 +68,16 @@ export class Redactor {
   text(s: string): string {
     let out = s;
     for (const [v, mark] of this.pairs) if (out.includes(v)) out = out.split(v).join(mark);
+    // A text cut short (an error body kept to its first 2,000 characters) may end inside a
+    // secret: its leading part is still the secret's, and goes too.
+    for (const [v, mark] of this.pairs) {
+      for (let k = Math.min(v.length - 1, out.length); k >= PARTIAL_MIN; k--) {
+        if (out.endsWith(v.slice(0, k))) {
+          out = out.slice(0, out.length - k) + mark;
+          break;
+        }
+      }
+    }
     return out;
   }
   value<T>(v: T): T {

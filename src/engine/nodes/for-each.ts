@@ -18,11 +18,13 @@ import { newId } from "../ids.js";
 import type { Approval, RunItem } from "../store.js";
 import { newApproval, settleApproval, type ApprovalConfig } from "./approval.js";
 import type { NodeContext, NodeHandler, NodeResult } from "./types.js";
+import type { CelScope } from "../../model/expressions.js";
+import { hasRedaction } from "../secrets.js";
 
 /** A fan-out larger than this is refused (split it, or page through a query action). */
 export const MAX_ITEMS = 100_000;
 
-interface ForEachConfig {
+export interface ForEachConfig {
   items: string;
   subject?: string;
   condition?: string;
@@ -96,6 +98,27 @@ function materialize(ctx: NodeContext, cfg: ForEachConfig): RunItem[] {
   });
 }
 
+/**
+ * The action inputs of these items, rendered again from the list. A stored input has its secrets
+ * replaced by markers, so an item that runs again (a retry after a park, an operator's retry) is
+ * rendered afresh instead of sending the markers; the subject must still match, or the list
+ * changed under it and the item is not re-run with someone else's input.
+ */
+export function rerenderInputs(cfg: ForEachConfig, scope: CelScope, items: readonly RunItem[]): Map<number, unknown> {
+  const out = new Map<number, unknown>();
+  if (items.length === 0) return out;
+  const list = evaluate(cfg.items, scope);
+  if (!Array.isArray(list)) return out;
+  for (const it of items) {
+    if (it.idx >= list.length) continue;
+    const s = scope.with({ item: list[it.idx], index: it.idx });
+    const subject = cfg.subject !== undefined ? evaluate(cfg.subject, s) : defaultSubject(list[it.idx]);
+    if ((subject === null || subject === undefined ? null : String(subject)) !== it.subject_id) continue;
+    out.set(it.idx, render(cfg.action.config, s));
+  }
+  return out;
+}
+
 function defaultSubject(v: unknown): unknown {
   if (typeof v === "string" || typeof v === "number") return v;
   if (v !== null && typeof v === "object" && "id" in v) return (v as { id: unknown }).id;
@@ -167,6 +190,7 @@ export const forEachNode: NodeHandler = {
 
     // Run what is due, `concurrency` at a time; stop taking new items on stop or cancel.
     const due = items.filter((i) => i.outcome === "pending" && (i.not_before ?? 0) <= ctx.now).map((i) => i.idx);
+    const fresh = rerenderInputs(cfg, ctx.scope, due.map((i) => items[i]!).filter((i) => hasRedaction(i.input)));
     let next = 0;
     const policy = ctx.node.retry ?? DEFAULT_RETRY;
     const worker = async (): Promise<void> => {
@@ -175,7 +199,7 @@ export const forEachNode: NodeHandler = {
         const it = { ...items[idx]!, attempts: items[idx]!.attempts + 1, started_at: ctx.clockNow() };
         let r: ItemResult;
         try {
-          r = await runAction(ctx, cfg, it);
+          r = await runAction(ctx, cfg, fresh.has(idx) ? { ...it, input: fresh.get(idx) } : it);
         } catch (err) {
           r = { ok: false, error: err instanceof StepFailure ? err.error : toStepError(err) };
         }
