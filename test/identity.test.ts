@@ -690,7 +690,8 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       },
       "POST /v1/subjects/:id/automation-resume": {
         probes: [
-          { expect: 200, body: { automation_id: autF.id }, check: (r) => (r.body.resumed === false ? null : "B resumed A's pause") },
+          // Naming A's automation is naming nothing (as automation-pause does): 404.
+          { expect: 404, body: { automation_id: autF.id } },
           { expect: 200, body: {}, check: (r) => (r.body.resumed === false ? null : "B resumed A's pause") },
         ],
       },

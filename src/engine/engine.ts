@@ -4,6 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { validateDefinition, type CustomKindSpec, type Definition } from "../model/definition.js";
 import { WeftError } from "../model/errors.js";
+import { checkJsonInput } from "../model/json-input.js";
 import type { RunStatus } from "../model/run-status.js";
 import { RegisteredAction, type ActionSpec } from "./actions.js";
 import { actionNode } from "./nodes/action.js";
@@ -219,6 +220,9 @@ export class Engine {
     const current = await this.mustGetAutomation(workspaceId, id);
     if (def.key !== current.key) throw new WeftError("definition.key_changed", "an automation's key cannot change", { pointer: "/key" });
     const base = expectedVersion ?? current.current_version;
+    if (base !== current.current_version) {
+      throw new WeftError(ErrorCodes.versionConflict, `the automation is at version ${current.current_version}, not ${base}`, { expected_version: base, version: current.current_version });
+    }
     const now = this.clock.now();
     const ok = await this.store.insertVersion(workspaceId, { automation_id: id, version: base + 1, definition: def, created_at: now }, now);
     if (!ok) throw new WeftError(ErrorCodes.versionConflict, `the automation is no longer at version ${base}`, { expected_version: base });
@@ -298,9 +302,11 @@ export class Engine {
     return res;
   }
 
-  /** Refuse a payload over its limit, naming the limit and where. */
+  /** Refuse a payload over its limit (or too deep, or with text no store can keep), naming where. */
   checkSize(value: unknown, limit: number, code: string, pointer: string): void {
     if (value === undefined) return;
+    const problem = checkJsonInput(value, pointer);
+    if (problem) throw new WeftError(problem.code, problem.message, { pointer: problem.pointer });
     const bytes = Buffer.byteLength(JSON.stringify(value));
     if (bytes > limit) throw new WeftError(code, `${pointer} is ${bytes} bytes; the limit is ${limit}`, { pointer, bytes, limit });
   }

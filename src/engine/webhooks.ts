@@ -4,6 +4,7 @@
 
 import { randomBytes } from "node:crypto";
 import { Webhook, WebhookVerificationError } from "standardwebhooks";
+import { checkJsonInput } from "../model/json-input.js";
 import { WeftError } from "../model/errors.js";
 import { newId } from "./ids.js";
 import { hashBody, shardOf } from "./intake.js";
@@ -45,6 +46,8 @@ export function webhookEvent(hook: HookRow, raw: Buffer, headers: Record<string,
   } catch {
     throw new WeftError("webhook.bad_json", "the webhook body is not valid JSON");
   }
+  const problem = checkJsonInput(payload);
+  if (problem) throw new WeftError(problem.code.replace("request.", "webhook."), problem.message, { pointer: problem.pointer });
   const body = { type: "webhook" as const, automation_id: hook.automation_id, hook_id: hook.id, subject_id: null, payload };
   return {
     id: newId("evt", now), workspace_id: hook.workspace_id, source: `webhook:${hook.id}`, idempotency_key: id,

@@ -6,6 +6,7 @@ import type { Engine } from "../engine/engine.js";
 import { canSee, mayDecide, requireRole, type Caller } from "../engine/identity.js";
 import type { Run } from "../engine/store.js";
 import { WeftError } from "../model/errors.js";
+import { checkJsonInput } from "../model/json-input.js";
 import type { RunStatus } from "../model/run-status.js";
 import { errorHandler } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
@@ -92,6 +93,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       // Viewers read; changing anything takes a member (admin-only routes check further).
       const readOnly = req.method === "GET" || req.routeOptions.config?.readOnly === true;
       requireRole(caller, readOnly ? "viewer" : "member");
+    });
+    // Before any validator, template check or store sees the body: bounded depth, storable text.
+    v1.addHook("preValidation", async (req: FastifyRequest) => {
+      const problem = req.body === undefined ? null : checkJsonInput(req.body);
+      if (problem) throw new WeftError(problem.code, `body ${problem.pointer || "/"}: ${problem.message}`, { pointer: problem.pointer, in: "body" });
     });
     // Per token, after authentication, before any work: a 429 never drops accepted work.
     const perSecond = opts.rateLimitPerSecond ?? 1000;

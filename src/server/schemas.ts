@@ -3,6 +3,7 @@
 
 import { z } from "zod";
 import { WeftError } from "../model/errors.js";
+import { escapePointer } from "../model/expressions.js";
 import { RUN_STATUSES } from "../model/run-status.js";
 
 export const createAutomationBody = z.object({
@@ -11,7 +12,7 @@ export const createAutomationBody = z.object({
 });
 export const updateAutomationBody = z.object({
   definition: z.record(z.string(), z.unknown()),
-  expected_version: z.number().int().min(1).optional(),
+  expected_version: z.number().int().min(1).max(2_147_483_646).optional(),
 });
 export const enrollBody = z.strictObject({
   subject_id: z.string().min(1).max(200).nullable().optional(),
@@ -35,7 +36,7 @@ export function parse<T extends z.ZodType>(schema: T, value: unknown, where: "bo
   if (r.success) return r.data;
   const issue = r.error.issues[0];
   const path = issue ? issue.path.map((p) => "/" + String(p).replace(/~/g, "~0").replace(/\//g, "~1")).join("") : "";
-  const field = issue?.code === "unrecognized_keys" ? `${path}/${issue.keys[0]}` : path;
+  const field = issue?.code === "unrecognized_keys" ? `${path}/${escapePointer(String(issue.keys[0]))}` : path;
   throw new WeftError("request.invalid", `${where} ${field || "/"}: ${issue?.message ?? "invalid"}`, {
     pointer: field,
     in: where,
