@@ -697,6 +697,7 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       },
       "GET /v1/ops/overdue": { probes: [listed] },
       "GET /v1/automation-runs/:id/steps": { probes: [nf] },
+      "GET /v1/automation-runs/:id/explain": { probes: [nf] },
       "GET /v1/automation-runs/:id/items": { probes: [nf] },
       "POST /v1/automation-runs/:id/stop": { probes: [nfBody({})] },
       "POST /v1/automation-runs/:id/cancel": { probes: [nfBody({})] },

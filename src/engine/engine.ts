@@ -33,6 +33,7 @@ import { Admin, DEFAULT_WORKSPACE } from "./admin.js";
 import { SecretBox, hasRedaction } from "./secrets.js";
 import { rerenderInputs, type ForEachConfig } from "./nodes/for-each.js";
 import { runScope } from "./scope.js";
+import { explainRun, type Explanation } from "./explain.js";
 import { Dispatcher } from "./dispatcher.js";
 import { apiEvent, type IncomingEvent } from "./intake.js";
 import { Scheduler, scheduleRows } from "./scheduler.js";
@@ -498,6 +499,22 @@ export class Engine {
       result = o.ok ? { outcome: o.replayed ? "idempotent_replay" : "succeeded", output: o.output, error: null } : { outcome: "failed", output: null, error: o.error };
     }
     return result;
+  }
+
+  /** Why the run is where it is: what holds or failed it, in plain words (console and CLI). */
+  async explain(workspaceId: string, runId: string): Promise<Explanation> {
+    const run = await this.getRun(workspaceId, runId);
+    const [steps, v, items, approvals, pauses] = await Promise.all([
+      this.store.listSteps(run.id),
+      this.versions.get(run.automation_id, run.version),
+      this.store.listItems(run.id),
+      this.store.listApprovals(workspaceId, undefined, 500).then((as) => as.filter((a) => a.run_id === run.id)),
+      run.subject_id ? this.store.listPauses(workspaceId, run.subject_id) : Promise.resolve([]),
+    ]);
+    return explainRun({
+      run, steps, node: run.current_node_key ? v?.nodes.get(run.current_node_key) : undefined, approvals, items,
+      pauses: pauses.filter((p) => p.automation_id === "" || p.automation_id === run.automation_id), now: this.clock.now(), graceMs: OVERDUE_GRACE_MS,
+    });
   }
 
   // ---------- approvals ----------

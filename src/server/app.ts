@@ -10,6 +10,7 @@ import { checkJsonInput } from "../model/json-input.js";
 import type { RunStatus } from "../model/run-status.js";
 import { errorHandler } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
+import { registerConsole } from "./console.js";
 import {
   approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, opsQuery, parse, pauseBody, reportQuery, resumeBody,
   retriggerBody, runsQuery, secretBody, simulateBody, tokenBody, updateAutomationBody, userBody, workspaceBody,
@@ -38,6 +39,8 @@ declare module "fastify" {
     weftRoutes: { method: string; url: string }[];
   }
   interface FastifyContextConfig {
+    /** A console page or asset (not part of the API). */
+    console?: boolean;
     /** A POST that changes nothing (simulate): a viewer may call it. */
     readOnly?: boolean;
   }
@@ -54,6 +57,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   const routes: { method: string; url: string }[] = [];
   app.decorate("weftRoutes", routes);
   app.addHook("onRoute", (r) => {
+    // The console's pages and assets are not API: they stay out of the OpenAPI document.
+    if (r.config?.console) return;
     for (const m of [r.method].flat()) if (m !== "HEAD") routes.push({ method: m, url: r.url });
   });
   app.addHook("onReady", async () => {
@@ -68,6 +73,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   }
 
   app.get("/healthz", async () => ({ ok: true, store: engine.store.kind }));
+  registerConsole(app);
   let document: Record<string, unknown> | undefined;
   app.get("/openapi.json", async () => (document ??= openApiDocument(routes)));
 
@@ -189,6 +195,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     v1.get<{ Params: { id: string } }>("/automation-runs/:id/steps", async (req) => {
       await visibleRun(req, req.params.id);
       return { items: (await engine.listSteps(req.caller.workspace_id, req.params.id)).map(stepJson) };
+    });
+    v1.get<{ Params: { id: string } }>("/automation-runs/:id/explain", async (req) => {
+      await visibleRun(req, req.params.id);
+      return engine.explain(req.caller.workspace_id, req.params.id);
     });
     v1.get<{ Params: { id: string } }>("/automation-runs/:id/items", async (req) => {
       await visibleRun(req, req.params.id);

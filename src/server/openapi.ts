@@ -43,6 +43,10 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   "GET /v1/automation-runs": { summary: "Runs across automations (cursor pagination)", query: Q.runsQuery, responses: ok(S.pageOf(S.runShape)) },
   "GET /v1/automation-runs/:id": { summary: "One run", responses: ok(S.runShape) },
   "GET /v1/automation-runs/:id/steps": { summary: "The run thread: one row per step attempt", responses: ok(S.listOf(S.stepShape)) },
+  "GET /v1/automation-runs/:id/explain": {
+    summary: "Why the run is where it is: what it waits for and what would wake it, which worker holds it, or why its failed step failed and what to do",
+    responses: ok(anyObject),
+  },
   "GET /v1/automation-runs/:id/items": { summary: "A fan-out's run items", responses: ok(S.listOf(S.itemShape)) },
   "POST /v1/automation-runs/:id/stop": { summary: "Exit with admin_stopped", role: "member", responses: ok(S.runShape) },
   "POST /v1/automation-runs/:id/cancel": { summary: "Cancel: items not started are skipped, items in flight finish", role: "member", responses: ok(S.runShape) },
