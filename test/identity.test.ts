@@ -109,7 +109,7 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
     const text = await res.body.text();
-    return { status: res.statusCode, text, body: (text === "" ? {} : JSON.parse(text)) as Res<T>["body"] };
+    return { status: res.statusCode, text, body: (text === "" || !text.trimStart().startsWith("{") && !text.trimStart().startsWith("[") ? {} : JSON.parse(text)) as Res<T>["body"] };
   }
   /** A client bound to one token. */
   const as = (token: string | null) => <T = any>(method: Method, path: string, body?: unknown) => http<T>(method, path, token, body);
@@ -634,6 +634,13 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     const COVERAGE: Record<string, Coverage> = {
       "GET /healthz": { anonymous: true, probes: [{ expect: 200 }] },
       "GET /openapi.json": { anonymous: true, probes: [{ expect: 200 }] },
+      // The operator's instance-wide scrape endpoint (unauthenticated by contract, like /healthz;
+      // it belongs on the monitoring network). Its labels name automations of every workspace by
+      // design, so only its shape is checked here: no run data, context, secret or token in it.
+      "GET /metrics": {
+        anonymous: true,
+        probes: [{ expect: 200, check: (r) => (/weft_runs_finished_total/.test(r.text) && !/"|ct_sweep|secret|wft_/.test(r.text.replace(/# HELP[^\n]*\n/g, "").replace(/[a-z_]+="[^"]*"/g, "")) ? null : "metrics hold more than counters") }],
+      },
       "POST /v1/hooks/:id": {
         anonymous: true,
         probes: [{ expect: 401, body: {}, check: (r) => (r.body.error?.code.startsWith("webhook.") ? null : `code ${r.body.error?.code}`) }],
@@ -787,6 +794,7 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       if (res.status === 404 && res.body.error?.code === "route.not_found") leaks.push(`${what}: the sweep called a path no route serves`);
       // Search the reply for A, minus what B itself sent in this request (a 404 may name the id asked for).
       let text = res.text;
+      if (c.route === "GET /metrics") text = text.replace(/automation_id="[^"]*"/g, 'automation_id=""');
       if (c.route === "GET /v1/audit-log" && Array.isArray(res.body.items)) {
         text = JSON.stringify({ ...res.body, items: (res.body.items as { action: string; target_id: string }[]).filter((e) => !(e.action === "workspace.create" && e.target_id === B)) });
       }

@@ -6,6 +6,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "n
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { SecretBox } from "../engine/secrets.js";
+import { attachLogs, makeLogger } from "../server/logging.js";
 import { Engine, DEFAULT_WORKSPACE } from "../engine/engine.js";
 import { buildApp } from "../server/app.js";
 import { loadConfig, type Config } from "../server/config.js";
@@ -55,6 +56,8 @@ async function serve(cfg: Config): Promise<void> {
     store, noRunner: cfg.role === "api", runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) }, settings: { ai: cfg.ai },
     ...(key ? { secretKey: key } : {}), httpAllow: cfg.httpAllow,
   });
+  const log = makeLogger(cfg.logLevel);
+  attachLogs(engine, log);
   await engine.start();
   const boot = cfg.role === "worker" ? { token: null, generated: false } : await engine.admin.bootstrap(cfg.adminToken);
   const app = cfg.role === "worker" ? null : buildApp({ engine, rateLimitPerSecond: cfg.rateLimit });

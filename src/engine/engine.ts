@@ -164,6 +164,11 @@ export class Engine {
     await this.runner?.stop();
   }
 
+  /** Runs this process is driving now. */
+  get busy(): number {
+    return this.runner?.busy ?? 0;
+  }
+
   /** Claim now (after creating work or moving a test clock). */
   poke(): void {
     this.runner?.poke();
@@ -411,7 +416,7 @@ export class Engine {
     const r = await this.store.controlRun(workspaceId, runId, control, entry, now);
     if (!r) throw new WeftError(ErrorCodes.runNotFound, `run ${runId} not found`);
     if (r.completed_at !== null) {
-      this.events.emit("run:finished", { run_id: r.id, automation_id: r.automation_id, status: r.status, exit_reason: r.exit_reason });
+      this.events.emit("run:finished", { run_id: r.id, automation_id: r.automation_id, status: r.status, exit_reason: r.exit_reason, trace_id: r.trace_id });
     } else {
       this.runner?.control(runId, control);
     }

@@ -8,10 +8,10 @@ import type { NewStepRun, Run } from "./store.js";
 export interface EngineEvents {
   "run:created": { run: Run };
   "run:claimed": { run_id: string; automation_id: string; interruptions: number };
-  "step:finished": { run_id: string; step: NewStepRun };
-  "step:retry_scheduled": { run_id: string; node_key: string; attempt: number; delay_ms: number; error: StepError };
+  "step:finished": { run_id: string; automation_id: string; trace_id: string; step: NewStepRun };
+  "step:retry_scheduled": { run_id: string; node_key: string; node_kind: string; attempt: number; delay_ms: number; error: StepError };
   "run:parked": { run_id: string; waiting_for: string; due_at: number | null };
-  "run:finished": { run_id: string; automation_id: string; status: string; exit_reason: string | null };
+  "run:finished": { run_id: string; automation_id: string; status: string; exit_reason: string | null; trace_id?: string };
   "run:lease_lost": { run_id: string };
   "checkpoint:committed": { runs: number; steps: number; ms: number };
   "event:stored": { event_id: string; duplicate: boolean };

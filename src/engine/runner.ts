@@ -286,7 +286,7 @@ export class Runner {
     await crashPoint("runner:after-checkpoint");
     d.committed();
     for (const s of cp.steps) {
-      this.events.emit("step:finished", { run_id: d.run.id, step: s });
+      this.events.emit("step:finished", { run_id: d.run.id, automation_id: d.run.automation_id, trace_id: d.run.trace_id, step: s });
       for (const v of s.violations ?? []) this.events.emit("policy:violation", { run_id: d.run.id, node_key: s.node_key, violation: v });
     }
     const st = cp.state;
@@ -295,7 +295,7 @@ export class Runner {
     } else if (st.status === "interrupted") {
       this.events.emit("run:parked", { run_id: d.run.id, waiting_for: "interrupted", due_at: st.due_at });
     } else if (!keepLease) {
-      this.events.emit("run:finished", { run_id: d.run.id, automation_id: d.run.automation_id, status: st.status, exit_reason: st.exit_reason });
+      this.events.emit("run:finished", { run_id: d.run.id, automation_id: d.run.automation_id, status: st.status, exit_reason: st.exit_reason, trace_id: d.run.trace_id });
     }
     return true;
   }
@@ -439,7 +439,7 @@ export class Runner {
         if (decision.kind === "retry") {
           d.addStep(row("retrying", null, result.output, result.error));
           d.cursor.attempt = attempt;
-          this.events.emit("step:retry_scheduled", { run_id: d.run.id, node_key: node.key, attempt, delay_ms: decision.delayMs, error: result.error });
+          this.events.emit("step:retry_scheduled", { run_id: d.run.id, node_key: node.key, node_kind: node.kind, attempt, delay_ms: decision.delayMs, error: result.error });
           return d.park("retrying", "retry", finished + decision.delayMs);
         }
         const errorPort = d.version?.edges.get(node.key)?.has("error") ? "error" : null;

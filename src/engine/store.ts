@@ -567,4 +567,6 @@ export interface Store {
   /** Runs (by status) and items (by outcome) per automation, for runs started in [from, to). */
   reportOutcomes(workspaceId: string, from: number, to: number): Promise<OutcomeRow[]>;
   opsCounts(workspaceId: string, now: number, windowMs: number): Promise<OpsCounts>;
+  /** Across workspaces, for metrics: runs due now, of which due longer ago than `graceMs`, and undispatched events. */
+  queueDepth(now: number, graceMs: number): Promise<{ due_runs: number; overdue_runs: number; undispatched_events: number }>;
 }

@@ -11,6 +11,7 @@ import type { RunStatus } from "../model/run-status.js";
 import { errorHandler } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
 import { registerConsole } from "./console.js";
+import { engineMetrics } from "./metrics.js";
 import {
   approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, opsQuery, parse, pauseBody, reportQuery, resumeBody,
   retriggerBody, runsQuery, secretBody, simulateBody, tokenBody, updateAutomationBody, userBody, workspaceBody,
@@ -74,6 +75,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
 
   app.get("/healthz", async () => ({ ok: true, store: engine.store.kind }));
   registerConsole(app);
+  const metrics = engineMetrics(engine);
+  app.get("/metrics", async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()));
   let document: Record<string, unknown> | undefined;
   app.get("/openapi.json", async () => (document ??= openApiDocument(routes)));
 

@@ -1,4 +1,7 @@
-// Configuration from the environment (CONTRACT.md § Running), one table in the README.
+// Configuration from the environment and an optional file (CONTRACT.md § Running), one table in the README.
+
+import { readFileSync } from "node:fs";
+import { parse as parseYaml } from "yaml";
 
 export interface Config {
   host: string;
@@ -17,13 +20,20 @@ export interface Config {
   pollMs: number | undefined;
   /** An OpenAI-compatible API for agent steps (WEFT_AI_BASE_URL, WEFT_AI_API_KEY, WEFT_AI_MODEL). */
   ai: { base_url: string; api_key: string | undefined; default_model: string | undefined } | undefined;
+  /** WEFT_LOG_LEVEL: pino level of the JSON logs on standard error (silent turns them off). */
+  logLevel: string;
   /** WEFT_RATE_LIMIT: requests per second per token (0: off). */
   rateLimit: number;
   /** WEFT_SECRET_KEY: 32 bytes (base64 or 64 hex digits) encrypting secrets at rest. */
   secretKey: string | undefined;
 }
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+/**
+ * WEFT_CONFIG names a YAML or JSON file of the same WEFT_* settings (a flat map); the environment
+ * wins over the file, so a deployment can pin most settings in a file and override one.
+ */
+export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config {
+  const env = { ...fileSettings(processEnv.WEFT_CONFIG), ...processEnv };
   const port = Number(env.WEFT_PORT ?? "7070");
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`WEFT_PORT must be a port number, not "${env.WEFT_PORT}"`);
   const role = (env.WEFT_ROLE ?? "all") as Config["role"];
@@ -45,6 +55,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     leaseMs,
     pollMs,
     secretKey: env.WEFT_SECRET_KEY || undefined,
+    logLevel: env.WEFT_LOG_LEVEL || "info",
     rateLimit: positiveOrZero(env.WEFT_RATE_LIMIT, 1000, "WEFT_RATE_LIMIT"),
     ai: env.WEFT_AI_BASE_URL ? { base_url: env.WEFT_AI_BASE_URL, api_key: env.WEFT_AI_API_KEY || undefined, default_model: env.WEFT_AI_MODEL || undefined } : undefined,
   };
@@ -55,4 +66,22 @@ function positiveOrZero(v: string | undefined, dflt: number, name: string): numb
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a whole number ≥ 0, not "${v}"`);
   return n;
+}
+
+function fileSettings(path: string | undefined): Record<string, string> {
+  if (!path) return {};
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new Error(`WEFT_CONFIG ${path}: ${(err as Error).message}`);
+  }
+  if (doc === null || typeof doc !== "object" || Array.isArray(doc)) throw new Error(`WEFT_CONFIG ${path}: expected a map of WEFT_* settings`);
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(doc)) {
+    if (!/^WEFT_[A-Z_]+$/.test(k)) throw new Error(`WEFT_CONFIG ${path}: "${k}" is not a WEFT_* setting`);
+    if (k === "WEFT_CONFIG") continue;
+    out[k] = Array.isArray(v) ? v.join(",") : String(v);
+  }
+  return out;
 }

@@ -24,6 +24,7 @@ const accepted = z.object({ event_id: z.string(), duplicate: z.boolean() });
 
 export const ROUTE_DOCS: Record<string, RouteDoc> = {
   "GET /healthz": { summary: "Liveness", public: true, responses: ok(z.object({ ok: z.boolean(), store: z.string() })) },
+  "GET /metrics": { summary: "Prometheus metrics (text exposition format)", public: true, responses: ok(z.string()) },
   "GET /openapi.json": { summary: "This document", public: true, responses: ok(anyObject) },
   "POST /v1/hooks/:id": { summary: "Webhook ingress (Standard Webhooks signature over the raw body; no bearer token)", public: true, responses: ok(accepted, 202) },
 

@@ -117,4 +117,11 @@ export class EmbeddedIdentity {
       failed: failed.map((r) => ({ automation_id: r.automation_id, window: r.w, last_hour: r.h ?? 0 })),
     };
   }
+  queueDepth(now: number, graceMs: number): { due_runs: number; overdue_runs: number; undispatched_events: number } {
+    return {
+      due_runs: this.db.prepare("SELECT count(*) FROM runs WHERE due_at <= ?").pluck().get(now) as number,
+      overdue_runs: this.db.prepare("SELECT count(*) FROM runs WHERE due_at < ? AND status <> 'running'").pluck().get(now - graceMs) as number,
+      undispatched_events: this.db.prepare("SELECT count(*) FROM events WHERE dispatched_at IS NULL").pluck().get() as number,
+    };
+  }
 }

@@ -557,4 +557,7 @@ export class EmbeddedStore implements Store {
   async opsCounts(workspaceId: string, now: number, windowMs: number) {
     return this.ids.opsCounts(workspaceId, now, windowMs);
   }
+  async queueDepth(now: number, graceMs: number) {
+    return this.ids.queueDepth(now, graceMs);
+  }
 }

@@ -176,3 +176,14 @@ export async function opsCounts(pool: pg.Pool, workspaceId: string, now: number,
     failed: failed.rows.map((r) => ({ automation_id: r.automation_id, window: r.w, last_hour: r.h })),
   };
 }
+
+export async function queueDepth(pool: pg.Pool, now: number, graceMs: number): Promise<{ due_runs: number; overdue_runs: number; undispatched_events: number }> {
+  const r = (await pool.query({
+    name: "weft_queue_depth",
+    text: `SELECT (SELECT count(*)::int FROM runs WHERE due_at <= $1) AS due,
+                  (SELECT count(*)::int FROM runs WHERE due_at < $2 AND status <> 'running') AS overdue,
+                  (SELECT count(*)::int FROM events WHERE dispatched_at IS NULL) AS undispatched`,
+    values: [ts(now), ts(now - graceMs)],
+  })).rows[0];
+  return { due_runs: r.due, overdue_runs: r.overdue, undispatched_events: r.undispatched };
+}

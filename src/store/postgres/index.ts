@@ -223,4 +223,7 @@ export class PostgresStore implements Store {
   opsCounts(workspaceId: string, now: number, windowMs: number) {
     return I.opsCounts(this.pool, workspaceId, now, windowMs);
   }
+  queueDepth(now: number, graceMs: number) {
+    return I.queueDepth(this.pool, now, graceMs);
+  }
 }
