@@ -1,4 +1,6 @@
-// Copy non-TypeScript assets (SQL migrations) next to the compiled modules in dist/.
+// Copy non-TypeScript assets next to the compiled modules in dist/: SQL migrations, and the web
+// console's static files (src/server/console/: its HTML, CSS and browser ES modules, which tsc
+// does not compile).
 import { cpSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
@@ -10,3 +12,4 @@ function walk(dir) {
   }
 }
 walk("src");
+cpSync(join("src", "server", "console"), join("dist", "server", "console"), { recursive: true });

@@ -1,21 +1,13 @@
 #!/usr/bin/env node
-// weft: start (everything in one process), serve --role api|worker|all, migrate.
-// Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+// weft: run Weft (start, serve --role, migrate, admin-token; server-commands.ts) and talk to a
+// running one over its HTTP API (apply, runs, events). Each command's module is loaded only when
+// it runs, so the client commands start without loading the engine, the stores or the server.
 
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { parseArgs } from "node:util";
-import { SecretBox } from "../engine/secrets.js";
-import { attachLogs, makeLogger } from "../server/logging.js";
-import { Engine, DEFAULT_WORKSPACE } from "../engine/engine.js";
-import { buildApp } from "../server/app.js";
-import { loadConfig, type Config } from "../server/config.js";
-import { openStore } from "../server/open-store.js";
-import { SAMPLE_AUTOMATION } from "./sample.js";
+import { Exit, guard } from "./common.js";
 
-const USAGE = `usage: weft <command>
+const USAGE = `usage: weft <command> [options]     (weft <command> --help for its options)
 
-commands:
+run Weft (configuration from the environment; see README):
   start                       run API, dispatcher and runner in one process (embedded store
                               unless WEFT_DATABASE_URL is set)
   serve [--role api|worker|all]  the same, one role per process (for PostgreSQL fleets)
@@ -23,131 +15,87 @@ commands:
   admin-token                 issue a new admin token for the default workspace and print it
                               (local access to the store is trusted; the token is audited)
 
-configuration: WEFT_PORT, WEFT_HOST, WEFT_DATA_DIR, WEFT_DATABASE_URL, WEFT_DATABASE_SCHEMA,
-WEFT_ADMIN_TOKEN, WEFT_SECRET_KEY, WEFT_HTTP_ALLOW, WEFT_AI_BASE_URL (see README)`;
+talk to a running Weft over HTTP (--url or WEFT_URL, default http://127.0.0.1:7070;
+--token or WEFT_TOKEN):
+  apply -f FILE... [--activate|--paused]
+                              validate definitions (YAML or JSON) and create or update them;
+                              problems are printed as FILE:LINE:COL  CODE  POINTER  MESSAGE
+  runs list [--automation ID] [--status S] [--subject ID] [--since ISO] [--limit N] [--json]
+  runs get ID [--json]        a run and why it is where it is
+  runs steps ID [--json]      a run's thread (one row per step attempt)
+  runs stop|cancel|retrigger ID
+  events send --type T [--subject S] [--key K] [--payload JSON|@FILE]
+  events send --record-entity E --record-id R --op OP [--before JSON] [--after JSON]
+  events send --file EVENTS.jsonl
 
-/**
- * The key that encrypts secrets: WEFT_SECRET_KEY, or for the embedded store a key generated on
- * first start into the data folder (mode 0600), so the one-command quickstart has secrets too.
- * A PostgreSQL fleet must configure one key for all its processes.
- */
-function secretKey(cfg: Config): string | undefined {
-  if (cfg.secretKey) return cfg.secretKey;
-  if (cfg.databaseUrl) return undefined;
-  const file = join(cfg.dataDir, "secret.key");
-  if (!existsSync(file)) {
-    mkdirSync(cfg.dataDir, { recursive: true });
-    writeFileSync(file, SecretBox.generateKey() + "\n", { mode: 0o600, flag: "wx" });
-  }
-  chmodSync(file, 0o600);
-  return readFileSync(file, "utf8").trim();
+exit codes:
+  0  success
+  1  runtime failure; for client commands, an API failure (its error code and message are printed)
+  2  usage or configuration error, or an invalid definition
+  3  not found (the API answered 404: no such run, automation or event)
+
+configuration (server): WEFT_PORT, WEFT_HOST, WEFT_DATA_DIR, WEFT_DATABASE_URL,
+WEFT_DATABASE_SCHEMA, WEFT_ADMIN_TOKEN, WEFT_SECRET_KEY, WEFT_HTTP_ALLOW, WEFT_AI_BASE_URL (see README)
+configuration (client): WEFT_URL, WEFT_TOKEN`;
+
+const SERVER_HELP: Record<string, string> = {
+  start: "usage: weft start\n\nRun the API, dispatcher and runner in one process; configuration from the environment (see README).",
+  serve: "usage: weft serve [--role api|worker|all]\n\nRun one role per process (default $WEFT_ROLE, else all); configuration from the environment (see README).",
+  migrate: "usage: weft migrate\n\nApply pending store migrations and exit.",
+  "admin-token": "usage: weft admin-token\n\nIssue a new admin token for the default workspace and print it (local access to the store is trusted; audited).",
+};
+
+async function client(load: () => Promise<(args: string[]) => Promise<number>>, args: string[]): Promise<number> {
+  const run = await load();
+  return guard(() => run(args));
 }
 
-function fail(message: string, code = 2): never {
-  process.stderr.write(`weft: ${message}\n`);
-  process.exit(code);
-}
-
-async function serve(cfg: Config): Promise<void> {
-  const store = openStore(cfg);
-  await store.migrate();
-  const key = secretKey(cfg);
-  const engine = new Engine({
-    store, noRunner: cfg.role === "api", runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) }, settings: { ai: cfg.ai },
-    ...(key ? { secretKey: key } : {}), httpAllow: cfg.httpAllow,
-  });
-  const log = makeLogger(cfg.logLevel);
-  attachLogs(engine, log);
-  await engine.start();
-  const boot = cfg.role === "worker" ? { token: null, generated: false } : await engine.admin.bootstrap(cfg.adminToken);
-  const app = cfg.role === "worker" ? null : buildApp({ engine, rateLimitPerSecond: cfg.rateLimit });
-  let sampleLine = "";
-  if (cfg.sample && cfg.role !== "worker") {
-    const existing = await engine.listAutomations(DEFAULT_WORKSPACE);
-    const sample = existing.find((a) => a.key === SAMPLE_AUTOMATION.key) ?? (existing.length === 0 ? await engine.createAutomation(DEFAULT_WORKSPACE, SAMPLE_AUTOMATION) : undefined);
-    if (sample) sampleLine = sample.id;
-  }
-  let stopping = false;
-  const shutdown = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    process.stderr.write(`weft: ${signal}: stopping\n`);
-    await app?.close();
-    await engine.stop();
-    await store.close();
-    process.exit(0);
-  };
-  process.on("SIGTERM", () => void shutdown("SIGTERM"));
-  process.on("SIGINT", () => void shutdown("SIGINT"));
-
-  if (app) {
-    const address = await app.listen({ host: cfg.host, port: cfg.port });
-    const base = address.replace("[::1]", "localhost");
-    process.stdout.write(`weft: listening on ${base} (${store.kind} store${store.kind === "embedded" ? ` in ${cfg.dataDir}` : ""}, role ${cfg.role})\n`);
-    if (boot.generated) {
-      process.stdout.write(`weft: admin token (shown once, stored hashed; \`weft admin-token\` issues another): ${boot.token}\n`);
-    } else if (!cfg.adminToken) {
-      process.stdout.write("weft: use your admin token (printed at first start), set WEFT_ADMIN_TOKEN, or run `weft admin-token` for a new one\n");
-    }
-    if (!key) process.stdout.write("weft: no WEFT_SECRET_KEY: secrets cannot be stored or used\n");
-    if (sampleLine) {
-      const bearer = cfg.adminToken ? "$WEFT_ADMIN_TOKEN" : boot.token ?? "<admin token>";
-      process.stdout.write(
-        `weft: sample automation "${SAMPLE_AUTOMATION.key}" is ${sampleLine}. Start a run and read its thread:\n` +
-          `  curl -s -X POST ${base}/v1/automations/${sampleLine}/enroll -H "authorization: Bearer ${bearer}" -H 'content-type: application/json' -d '{"subject_id":"ct_1","context_overrides":{"name":"Ada"}}'\n` +
-          `  curl -s ${base}/v1/automation-runs/<run id>/steps -H "authorization: Bearer ${bearer}"\n`,
-      );
-    }
-  } else {
-    process.stdout.write(`weft: worker ${engine.owner} running (${store.kind} store)\n`);
-  }
-}
-
-async function main(): Promise<void> {
+async function main(): Promise<number | undefined> {
   const [command, ...rest] = process.argv.slice(2);
-  let cfg: Config;
-  try {
-    cfg = loadConfig();
-  } catch (err) {
-    fail((err as Error).message);
-  }
   switch (command) {
     case "start":
-      return serve({ ...cfg, role: "all" });
-    case "serve": {
-      const { values } = parseArgs({ args: rest, options: { role: { type: "string", default: cfg.role } } });
-      if (!["all", "api", "worker"].includes(values.role!)) fail(`--role must be api, worker or all`);
-      return serve({ ...cfg, role: values.role as Config["role"] });
-    }
-    case "migrate": {
-      const store = openStore(cfg);
-      await store.migrate();
-      await store.close();
-      process.stdout.write(`weft: ${store.kind} store migrated\n`);
-      return;
-    }
+    case "serve":
+    case "migrate":
     case "admin-token": {
-      const store = openStore(cfg);
-      await store.migrate();
-      const engine = new Engine({ store, noRunner: true });
-      const t = await engine.admin.issueBootstrapToken();
-      await store.close();
-      process.stdout.write(`${t.token}\n`);
-      process.stderr.write(`weft: issued admin token ${t.id} for the default workspace (revoke with DELETE /v1/tokens/${t.id})\n`);
-      return;
+      if (rest.includes("--help") || rest.includes("-h")) {
+        process.stdout.write(SERVER_HELP[command] + "\n");
+        return Exit.ok;
+      }
+      const { runServerCommand } = await import("./server-commands.js");
+      await runServerCommand(command, rest);
+      return undefined;
     }
+    case "apply":
+      return client(async () => (await import("./apply.js")).apply, rest);
+    case "runs":
+      return client(async () => (await import("./runs.js")).runs, rest);
+    case "events":
+      return client(async () => (await import("./events.js")).events, rest);
     case undefined:
     case "help":
     case "--help":
-    case "-h":
-      process.stdout.write(USAGE + "\n");
-      return;
+    case "-h": {
+      const topic = command === "help" ? rest[0] : undefined;
+      if (topic && SERVER_HELP[topic]) process.stdout.write(SERVER_HELP[topic] + "\n");
+      else if (topic === "apply") process.stdout.write((await import("./apply.js")).APPLY_USAGE + "\n");
+      else if (topic === "runs") process.stdout.write((await import("./runs.js")).RUNS_USAGE + "\n");
+      else if (topic === "events") process.stdout.write((await import("./events.js")).EVENTS_USAGE + "\n");
+      else process.stdout.write(USAGE + "\n");
+      return Exit.ok;
+    }
     default:
-      fail(`unknown command "${command}"\n${USAGE}`);
+      process.stderr.write(`weft: unknown command "${command}"\n\n${USAGE}\n`);
+      return Exit.usage;
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`weft: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+main().then(
+  (code) => {
+    // Set, not process.exit(): stdout piped to another program is flushed before the process ends.
+    if (code !== undefined) process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`weft: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(Exit.failure);
+  },
+);

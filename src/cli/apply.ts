@@ -1,0 +1,174 @@
+// weft apply -f FILE...: validate definition files locally (every problem as file:line:col, code,
+// pointer, message), then create each automation or, when one with its key exists, make a new
+// version of it (guarded by expected_version). Server-side definition errors are located the same way.
+
+import { readFile } from "node:fs/promises";
+import { canonical } from "../model/canonical.js";
+import { definitionSchema, validateDefinition } from "../model/definition.js";
+import type { Problem } from "../model/errors.js";
+import { CONNECTION_HELP, CONNECTION_OPTIONS, Exit, UsageError, connect, parse, reportApiError } from "./common.js";
+import { ApiError, type Api } from "./http.js";
+import { Progress } from "./progress.js";
+import { loadSource, type Located, type Source } from "./source.js";
+
+export const APPLY_USAGE = `usage: weft apply -f FILE [-f FILE]... [--activate | --paused]
+
+Validate automation definitions (YAML: .yaml/.yml, or JSON: .json) and create or update them.
+A file whose key is new creates the automation (version 1); a key that exists gets a new version
+(guarded by expected_version), unless the definition is unchanged. Every problem is printed as
+  FILE:LINE:COL  CODE  POINTER  MESSAGE
+and nothing is applied when any file is invalid (exit 2). Several files are applied in order,
+stopping at the first API error (a progress bar on stderr when it is a terminal).
+
+options:
+  -f, --file FILE  a definition file (repeatable)
+  --activate       make the automation active (new automations are active by default)
+  --paused         create it paused, or pause it
+  --json           print one JSON line per file: { file, id, key, version, status, result }
+${CONNECTION_HELP}
+
+exit codes: 0 applied, 1 API failure, 2 usage error or invalid definition, 3 not found`;
+
+interface Automation {
+  id: string;
+  key: string;
+  version: number;
+  status: "active" | "paused";
+  definition?: Record<string, unknown>;
+}
+
+/** Node kinds the server may have registered (custom actions): only the server can tell. */
+const SERVER_DECIDES = new Set(["definition.unknown_kind"]);
+
+export async function apply(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    ...CONNECTION_OPTIONS,
+    file: { type: "string", short: "f", multiple: true },
+    activate: { type: "boolean" },
+    paused: { type: "boolean" },
+    json: { type: "boolean" },
+  }, APPLY_USAGE);
+  if (values.help) {
+    process.stdout.write(APPLY_USAGE + "\n");
+    return Exit.ok;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (files go after -f)`, APPLY_USAGE);
+  const files = values.file ?? [];
+  if (files.length === 0) throw new UsageError("apply needs at least one -f FILE", APPLY_USAGE);
+  if (values.activate && values.paused) throw new UsageError("--activate and --paused exclude each other", APPLY_USAGE);
+  const want: "active" | "paused" | undefined = values.activate ? "active" : values.paused ? "paused" : undefined;
+  const api = connect(values, APPLY_USAGE);
+
+  // 1. Read, parse and validate every file before anything is sent.
+  const sources: Source[] = [];
+  let invalid = false;
+  for (const file of files) {
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (err) {
+      throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    const loaded = loadSource(file, text);
+    if (!loaded.ok) {
+      printProblems(file, loaded.problems);
+      invalid = true;
+      continue;
+    }
+    const res = validateDefinition(loaded.source.value);
+    const errors = res.ok ? [] : res.errors;
+    const blocking = errors.filter((p) => !SERVER_DECIDES.has(p.code));
+    if (blocking.length > 0) {
+      printProblems(file, errors.map((p) => locate(loaded.source, p, SERVER_DECIDES.has(p.code) ? " (unless the server registers this kind)" : "")));
+      invalid = true;
+    }
+    if (res.warnings.length > 0) printProblems(file, res.warnings.map((p) => locate(loaded.source, p, " (warning)")));
+    sources.push(loaded.source);
+  }
+  if (invalid) {
+    process.stderr.write(`weft: nothing applied: ${files.length > 1 ? "a definition is" : "the definition is"} invalid\n`);
+    return Exit.usage;
+  }
+
+  // 2. Apply them in order.
+  const existing = new Map<string, Automation>();
+  for (const a of (await api.call<{ items: Automation[] }>("GET", "/v1/automations")).body.items) existing.set(a.key, a);
+  const progress = new Progress(sources.length, "applying");
+  let code: number = Exit.ok;
+  let applied = 0;
+  for (const src of sources) {
+    progress.tick(src.file);
+    try {
+      const line = await applyOne(api, src, existing, want);
+      progress.print(values.json ? JSON.stringify({ file: src.file, ...line }) + "\n" : `${src.file}: ${line.result} ${line.key} ${line.id} version ${line.version} (${line.status})\n`);
+      applied++;
+      progress.advance();
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      progress.stop();
+      code = reportServerError(src, err);
+      if (sources.length > 1) process.stderr.write(`weft: applied ${applied} of ${sources.length} files; stopped at ${src.file}\n`);
+      break;
+    }
+  }
+  progress.stop();
+  return code;
+}
+
+async function applyOne(api: Api, src: Source, existing: Map<string, Automation>, want: "active" | "paused" | undefined) {
+  const def = src.value as Record<string, unknown>;
+  const key = String(def.key);
+  const found = existing.get(key);
+  let a: Automation;
+  let result: "created" | "updated" | "unchanged";
+  if (!found) {
+    a = (await api.call<Automation>("POST", "/v1/automations", { definition: def, ...(want ? { status: want } : {}) })).body;
+    result = "created";
+  } else {
+    const current = (await api.call<Automation>("GET", `/v1/automations/${encodeURIComponent(found.id)}`)).body;
+    const parsed = definitionSchema.safeParse(def);
+    if (parsed.success && current.definition && canonical(parsed.data) === canonical(current.definition)) {
+      a = current;
+      result = "unchanged";
+    } else {
+      a = (await api.call<Automation>("PUT", `/v1/automations/${encodeURIComponent(found.id)}`, { definition: def, expected_version: current.version })).body;
+      result = "updated";
+    }
+    if (want && a.status !== want) {
+      a = (await api.call<Automation>("POST", `/v1/automations/${encodeURIComponent(a.id)}/${want === "active" ? "activate" : "pause"}`)).body;
+      if (result === "unchanged") result = "updated";
+    }
+  }
+  existing.set(key, a);
+  return { result, key, id: a.id, version: a.version, status: a.status };
+}
+
+function locate(src: Source, p: Problem, suffix = ""): Located {
+  return { pos: src.locate(p.pointer, { key: p.code.endsWith(".unknown_field") }), code: p.code, pointer: p.pointer, message: p.message + suffix };
+}
+
+export function formatProblem(file: string, p: Located): string {
+  return `${file}:${p.pos.line}:${p.pos.col}  ${p.code}  ${p.pointer || "/"}  ${p.message}`;
+}
+
+function printProblems(file: string, problems: Located[]): void {
+  for (const p of problems) process.stderr.write(formatProblem(file, p) + "\n");
+}
+
+/** definition.invalid (details.errors) and definition errors naming a pointer become located lines (exit 2). */
+function reportServerError(src: Source, err: ApiError): number {
+  const list = Array.isArray(err.details.errors) ? (err.details.errors as Problem[]) : [];
+  const strip = (ptr: string) => (ptr === "/definition" ? "" : ptr.startsWith("/definition/") ? ptr.slice("/definition".length) : ptr);
+  if (err.code === "definition.invalid" && list.length > 0) {
+    process.stderr.write(`weft: ${src.file}: the server refused the definition (${err.code}): ${err.message}\n`);
+    printProblems(src.file, list.map((p) => locate(src, { ...p, pointer: strip(String(p.pointer ?? "")) })));
+    const warnings = Array.isArray(err.details.warnings) ? (err.details.warnings as Problem[]) : [];
+    printProblems(src.file, warnings.map((p) => locate(src, { ...p, pointer: strip(String(p.pointer ?? "")) }, " (warning)")));
+    return Exit.usage;
+  }
+  if (typeof err.details.pointer === "string" && (err.code.startsWith("definition.") || err.details.pointer.startsWith("/definition"))) {
+    printProblems(src.file, [locate(src, { code: err.code, pointer: strip(err.details.pointer), message: err.message })]);
+    return err.code.startsWith("definition.") ? Exit.usage : err.status === 404 ? Exit.notFound : Exit.failure;
+  }
+  return reportApiError(err, `${src.file}: `);
+}

@@ -1,0 +1,149 @@
+// weft events send: one event from options, or one per line of a JSON Lines file (POST /v1/events).
+
+import { readFile } from "node:fs/promises";
+import { CONNECTION_HELP, CONNECTION_OPTIONS, Exit, UsageError, connect, jsonArg, parse, reportApiError, write } from "./common.js";
+import { ApiError } from "./http.js";
+import { Progress } from "./progress.js";
+
+export const EVENTS_USAGE = `usage: weft events send --type T [--subject S] [--key K] [--source SRC] [--payload JSON|@FILE]
+       weft events send --record-entity E --record-id R --op created|updated|deleted
+                        [--before JSON|@FILE] [--after JSON|@FILE] [--key K] [--subject S]
+       weft events send --file EVENTS.jsonl
+
+Store an event (POST /v1/events) and print its event_id and whether it was a duplicate (an
+earlier event with the same --key). --type is the event's name (e.g. order.paid), or "record"
+for a record change (the default when --record-entity is given).
+--file sends one event per line (each line the API's body: { "type", "key", "subject_id",
+"entity", "record_id", "op", "before", "after", "payload" }); every line is checked before the
+first is sent, the first API error stops the rest (exit 1), and the count sent is printed.
+A progress bar is drawn on stderr when it is a terminal.
+
+options:
+  --json    print the API's answer as JSON (one line per event)
+${CONNECTION_HELP}
+
+exit codes: 0 stored, 1 API failure, 2 usage error (or a bad line in --file)`;
+
+type EventBody = Record<string, unknown>;
+
+interface Accepted {
+  event_id: string;
+  duplicate: boolean;
+}
+
+export async function events(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === undefined || sub === "help" || sub === "--help" || sub === "-h") {
+    write(EVENTS_USAGE + "\n");
+    return sub === undefined ? Exit.usage : Exit.ok;
+  }
+  if (sub !== "send") throw new UsageError(`unknown subcommand "events ${sub}"`, EVENTS_USAGE);
+  const { values, positionals } = parse(rest, {
+    ...CONNECTION_OPTIONS,
+    type: { type: "string" },
+    subject: { type: "string" },
+    key: { type: "string" },
+    source: { type: "string" },
+    payload: { type: "string" },
+    "record-entity": { type: "string" },
+    "record-id": { type: "string" },
+    op: { type: "string" },
+    before: { type: "string" },
+    after: { type: "string" },
+    file: { type: "string" },
+    json: { type: "boolean" },
+  }, EVENTS_USAGE);
+  if (values.help) {
+    write(EVENTS_USAGE + "\n");
+    return Exit.ok;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`, EVENTS_USAGE);
+
+  if (values.file !== undefined) {
+    const single = ["type", "subject", "key", "source", "payload", "record-entity", "record-id", "op", "before", "after"] as const;
+    const clash = single.find((k) => values[k] !== undefined);
+    if (clash) throw new UsageError(`--file and --${clash} exclude each other (put the field in each line)`, EVENTS_USAGE);
+    return sendFile(values.file, values);
+  }
+
+  const entity = values["record-entity"];
+  const type = values.type ?? (entity !== undefined ? "record" : undefined);
+  if (!type) throw new UsageError("events send needs --type (or --record-entity for a record change, or --file)", EVENTS_USAGE);
+  if (values.op !== undefined && !["created", "updated", "deleted"].includes(values.op)) {
+    throw new UsageError(`--op must be created, updated or deleted, not "${values.op}"`, EVENTS_USAGE);
+  }
+  if (type === "record" && (!entity || !values.op)) throw new UsageError("a record event needs --record-entity and --op", EVENTS_USAGE);
+  const body: EventBody = { type };
+  if (values.key !== undefined) body.key = values.key;
+  if (values.source !== undefined) body.source = values.source;
+  if (values.subject !== undefined) body.subject_id = values.subject;
+  if (entity !== undefined) body.entity = entity;
+  if (values["record-id"] !== undefined) body.record_id = values["record-id"];
+  if (values.op !== undefined) body.op = values.op;
+  for (const [opt, field] of [["before", "before"], ["after", "after"]] as const) {
+    const v = values[opt];
+    if (v === undefined) continue;
+    const parsed = await jsonArg(v, `--${opt}`, EVENTS_USAGE);
+    if (parsed !== null && (typeof parsed !== "object" || Array.isArray(parsed))) throw new UsageError(`--${opt} must be a JSON object`, EVENTS_USAGE);
+    body[field] = parsed;
+  }
+  if (values.payload !== undefined) body.payload = await jsonArg(values.payload, "--payload", EVENTS_USAGE);
+
+  const api = connect(values, EVENTS_USAGE);
+  const res = (await api.call<Accepted>("POST", "/v1/events", body)).body;
+  write(values.json ? JSON.stringify(res) + "\n" : `event_id ${res.event_id}\nduplicate ${res.duplicate}\n`);
+  return Exit.ok;
+}
+
+async function sendFile(file: string, values: { url?: string | undefined; token?: string | undefined; json?: boolean | undefined }): Promise<number> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  // Check every line before sending the first, so a typo on line 900 does not leave 899 sent.
+  const lines: { line: number; body: EventBody }[] = [];
+  const bad: string[] = [];
+  text.split("\n").forEach((raw, i) => {
+    const s = raw.trim();
+    if (s === "") return;
+    try {
+      const v = JSON.parse(s) as unknown;
+      if (v === null || typeof v !== "object" || Array.isArray(v)) bad.push(`${file}:${i + 1}: a line must be a JSON object`);
+      else if (typeof (v as EventBody).type !== "string") bad.push(`${file}:${i + 1}: the event has no "type"`);
+      else lines.push({ line: i + 1, body: v as EventBody });
+    } catch (err) {
+      bad.push(`${file}:${i + 1}: not JSON: ${(err as Error).message}`);
+    }
+  });
+  if (bad.length > 0) {
+    process.stderr.write(bad.slice(0, 20).join("\n") + (bad.length > 20 ? `\n… and ${bad.length - 20} more` : "") + "\nweft: nothing sent\n");
+    return Exit.usage;
+  }
+  const api = connect(values, EVENTS_USAGE);
+  const progress = new Progress(lines.length, "sending");
+  let sent = 0;
+  let duplicates = 0;
+  for (const { line, body } of lines) {
+    try {
+      const res = (await api.call<Accepted>("POST", "/v1/events", body)).body;
+      sent++;
+      if (res.duplicate) duplicates++;
+      if (values.json) progress.print(JSON.stringify({ line, ...res }) + "\n");
+      progress.advance();
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      progress.stop();
+      reportApiError(err, `${file}:${line}: `);
+      process.stderr.write(`weft: sent ${sent} of ${lines.length} events; stopped at line ${line}\n`);
+      return Exit.failure;
+    }
+  }
+  progress.stop();
+  const summary = `sent ${sent} event${sent === 1 ? "" : "s"}${duplicates > 0 ? ` (${duplicates} duplicate${duplicates === 1 ? "" : "s"})` : ""}\n`;
+  // With --json, stdout holds only the JSON lines.
+  if (values.json) process.stderr.write(`weft: ${summary}`);
+  else write(summary);
+  return Exit.ok;
+}

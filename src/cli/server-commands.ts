@@ -1,0 +1,133 @@
+// The commands that run Weft itself or work on its store directly: start, serve, migrate,
+// admin-token. Configuration comes from the environment (src/server/config.ts). Loaded by
+// main.ts only for these commands, so the client commands start without the engine and stores.
+
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { SecretBox } from "../engine/secrets.js";
+import { attachLogs, makeLogger } from "../server/logging.js";
+import { Engine, DEFAULT_WORKSPACE } from "../engine/engine.js";
+import { buildApp } from "../server/app.js";
+import { loadConfig, type Config } from "../server/config.js";
+import { openStore } from "../server/open-store.js";
+import { SAMPLE_AUTOMATION } from "./sample.js";
+
+/**
+ * The key that encrypts secrets: WEFT_SECRET_KEY, or for the embedded store a key generated on
+ * first start into the data folder (mode 0600), so the one-command quickstart has secrets too.
+ * A PostgreSQL fleet must configure one key for all its processes.
+ */
+function secretKey(cfg: Config): string | undefined {
+  if (cfg.secretKey) return cfg.secretKey;
+  if (cfg.databaseUrl) return undefined;
+  const file = join(cfg.dataDir, "secret.key");
+  if (!existsSync(file)) {
+    mkdirSync(cfg.dataDir, { recursive: true });
+    writeFileSync(file, SecretBox.generateKey() + "\n", { mode: 0o600, flag: "wx" });
+  }
+  chmodSync(file, 0o600);
+  return readFileSync(file, "utf8").trim();
+}
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`weft: ${message}\n`);
+  process.exit(code);
+}
+
+async function serve(cfg: Config): Promise<void> {
+  const store = openStore(cfg);
+  await store.migrate();
+  const key = secretKey(cfg);
+  const engine = new Engine({
+    store, noRunner: cfg.role === "api", runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) }, settings: { ai: cfg.ai },
+    ...(key ? { secretKey: key } : {}), httpAllow: cfg.httpAllow,
+  });
+  const log = makeLogger(cfg.logLevel);
+  attachLogs(engine, log);
+  await engine.start();
+  const boot = cfg.role === "worker" ? { token: null, generated: false } : await engine.admin.bootstrap(cfg.adminToken);
+  const app = cfg.role === "worker" ? null : buildApp({ engine, rateLimitPerSecond: cfg.rateLimit });
+  let sampleLine = "";
+  if (cfg.sample && cfg.role !== "worker") {
+    const existing = await engine.listAutomations(DEFAULT_WORKSPACE);
+    const sample = existing.find((a) => a.key === SAMPLE_AUTOMATION.key) ?? (existing.length === 0 ? await engine.createAutomation(DEFAULT_WORKSPACE, SAMPLE_AUTOMATION) : undefined);
+    if (sample) sampleLine = sample.id;
+  }
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`weft: ${signal}: stopping\n`);
+    await app?.close();
+    await engine.stop();
+    await store.close();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+
+  if (app) {
+    const address = await app.listen({ host: cfg.host, port: cfg.port });
+    const base = address.replace("[::1]", "localhost");
+    process.stdout.write(`weft: listening on ${base} (${store.kind} store${store.kind === "embedded" ? ` in ${cfg.dataDir}` : ""}, role ${cfg.role})\n`);
+    if (boot.generated) {
+      process.stdout.write(`weft: admin token (shown once, stored hashed; \`weft admin-token\` issues another): ${boot.token}\n`);
+    } else if (!cfg.adminToken) {
+      process.stdout.write("weft: use your admin token (printed at first start), set WEFT_ADMIN_TOKEN, or run `weft admin-token` for a new one\n");
+    }
+    if (!key) process.stdout.write("weft: no WEFT_SECRET_KEY: secrets cannot be stored or used\n");
+    if (sampleLine) {
+      const bearer = cfg.adminToken ? "$WEFT_ADMIN_TOKEN" : boot.token ?? "<admin token>";
+      process.stdout.write(
+        `weft: sample automation "${SAMPLE_AUTOMATION.key}" is ${sampleLine}. Start a run and read its thread:\n` +
+          `  curl -s -X POST ${base}/v1/automations/${sampleLine}/enroll -H "authorization: Bearer ${bearer}" -H 'content-type: application/json' -d '{"subject_id":"ct_1","context_overrides":{"name":"Ada"}}'\n` +
+          `  curl -s ${base}/v1/automation-runs/<run id>/steps -H "authorization: Bearer ${bearer}"\n`,
+      );
+    }
+  } else {
+    process.stdout.write(`weft: worker ${engine.owner} running (${store.kind} store)\n`);
+  }
+}
+
+export type ServerCommand = "start" | "serve" | "migrate" | "admin-token";
+
+export async function runServerCommand(command: ServerCommand, rest: string[]): Promise<void> {
+  let cfg: Config;
+  try {
+    cfg = loadConfig();
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  switch (command) {
+    case "start":
+      return serve({ ...cfg, role: "all" });
+    case "serve": {
+      let role: string;
+      try {
+        role = parseArgs({ args: rest, options: { role: { type: "string", default: cfg.role } } }).values.role!;
+      } catch (err) {
+        fail((err as Error).message);
+      }
+      if (!["all", "api", "worker"].includes(role)) fail(`--role must be api, worker or all`);
+      return serve({ ...cfg, role: role as Config["role"] });
+    }
+    case "migrate": {
+      const store = openStore(cfg);
+      await store.migrate();
+      await store.close();
+      process.stdout.write(`weft: ${store.kind} store migrated\n`);
+      return;
+    }
+    case "admin-token": {
+      const store = openStore(cfg);
+      await store.migrate();
+      const engine = new Engine({ store, noRunner: true });
+      const t = await engine.admin.issueBootstrapToken();
+      await store.close();
+      process.stdout.write(`${t.token}\n`);
+      process.stderr.write(`weft: issued admin token ${t.id} for the default workspace (revoke with DELETE /v1/tokens/${t.id})\n`);
+      return;
+    }
+  }
+}

@@ -1,0 +1,325 @@
+// Run history (filters and cursor paging) and one run: its header, the explanation of where it
+// is and why, the run thread step by step, its items and approvals, and stop / cancel / retrigger.
+
+import { useState } from "preact/hooks";
+import {
+  ActionButton, AutomationName, ErrorBox, Facts, Json, Loading, RUN_STATUSES, Status, TERMINAL, Time,
+  api, fmtDuration, fromLocalInput, href, html, navigate, qs, runAsText, toLocalInput, useAutomations, useInterval, useLoad,
+} from "./lib.js";
+import { Graph } from "./graph.js";
+import { ApprovalsTable } from "./approvals.js";
+
+const FILTERS = ["automation_id", "status", "subject_id", "started_after", "started_before"];
+const PAGE_SIZES = [10, 25, 50, 100];
+
+// ---------------------------------------------------------------------------------------------
+// Run history
+
+export function RunsPage({ query }) {
+  const automations = useAutomations();
+  const limit = Number(query.limit) || 25;
+  const key = JSON.stringify(query);
+  const runs = useLoad(() => api("GET", `/v1/automation-runs${qs({ ...pick(query, FILTERS), cursor: query.cursor, limit })}`), [key]);
+  const list = runs.data?.items ?? [];
+
+  return html`<section aria-labelledby="runs-h">
+    <h1 id="runs-h">Runs</h1>
+    <${RunFilters} key=${key} query=${query} limit=${limit} automations=${automations.data} />
+    <${ErrorBox} error=${automations.error} title="Automations" />
+    <${ErrorBox} error=${runs.error} />
+    ${runs.loading && !runs.data ? html`<${Loading} what="Loading runs" />` : null}
+    ${runs.data ? html`<table class="runs">
+      <caption>
+        ${list.length === 0 ? "No runs match." : `${list.length} run${list.length === 1 ? "" : "s"}${query.cursor ? " (a later page)" : ""}, newest first`}
+      </caption>
+      <thead><tr>
+        <th scope="col">Run</th><th scope="col">Automation</th><th scope="col">Version</th><th scope="col">Status</th>
+        <th scope="col">Subject</th><th scope="col">Trigger</th><th scope="col">Started</th><th scope="col">Duration</th><th scope="col">Items</th>
+      </tr></thead>
+      <tbody>
+        ${list.map((r) => html`<tr>
+          <td><a href=${href(`/runs/${r.id}`)}><code>${r.id}</code></a></td>
+          <td><${AutomationName} id=${r.automation_id} automations=${automations.data} /></td>
+          <td>v${r.version}</td>
+          <td><${Status} status=${r.status} />${r.exit_reason && r.exit_reason !== r.status && r.exit_reason !== "completed" ? html` <span class="muted">${r.exit_reason}</span>` : null}</td>
+          <td>${r.subject_id ? html`<a href=${href("/runs", { subject_id: r.subject_id })} title=${`Runs of subject ${r.subject_id}`}>${r.subject_id}</a>` : html`<span class="muted">—</span>`}</td>
+          <td>${r.trigger_type}</td>
+          <td><${Time} iso=${r.started_at} /></td>
+          <td>${r.completed_at ? fmtDuration(Date.parse(r.completed_at) - Date.parse(r.started_at)) : html`<span class="muted">running</span>`}</td>
+          <td>${r.items_total ? `${r.items_total}${r.items_failed ? `, ${r.items_failed} failed` : ""}` : html`<span class="muted">—</span>`}</td>
+        </tr>`)}
+      </tbody>
+    </table>
+    <nav class="pager" aria-label="Pages of runs">
+      ${query.cursor ? html`<a class="button" href=${href("/runs", { ...query, cursor: "" })}>First page</a>` : null}
+      ${runs.data.next_cursor ? html`<a class="button" rel="next" href=${href("/runs", { ...query, cursor: runs.data.next_cursor })}>Next page</a>` : null}
+      <label>Per page
+        <select value=${String(limit)} onChange=${(e) => navigate("/runs", { ...query, cursor: "", limit: e.currentTarget.value })}>
+          ${[...new Set([...PAGE_SIZES, limit])].sort((a, b) => a - b).map((n) => html`<option value=${String(n)}>${n}</option>`)}
+        </select>
+      </label>
+      <button type="button" onClick=${() => runs.reload(true)}>Refresh</button>
+    </nav>` : null}
+  </section>`;
+}
+
+function RunFilters({ query, limit, automations }) {
+  // Keyed by the query: a new hash (a link, back/forward) starts the form from what the list shows.
+  const [form, setForm] = useState(() => formFrom(query));
+  const set = (name) => (e) => setForm({ ...form, [name]: e.currentTarget.value });
+  const filtered = FILTERS.some((f) => query[f]);
+  const submit = (e) => {
+    e.preventDefault();
+    navigate("/runs", {
+      automation_id: form.automation_id, status: form.status, subject_id: form.subject_id.trim(),
+      started_after: fromLocalInput(form.started_after), started_before: fromLocalInput(form.started_before),
+      limit: limit === 25 ? "" : limit,
+    });
+  };
+  return html`
+    <form class="filters" onSubmit=${submit} aria-label="Filter runs">
+      <label>Automation
+        <select name="automation_id" value=${form.automation_id} onChange=${set("automation_id")}>
+          <option value="">All automations</option>
+          ${(automations?.list ?? []).map((a) => html`<option value=${a.id}>${a.name}</option>`)}
+        </select>
+      </label>
+      <label>Status
+        <select name="status" value=${form.status} onChange=${set("status")}>
+          <option value="">Any status</option>
+          ${RUN_STATUSES.map((s) => html`<option value=${s}>${s.replace(/_/g, " ")}</option>`)}
+        </select>
+      </label>
+      <label>Subject
+        <input name="subject_id" value=${form.subject_id} onInput=${set("subject_id")} placeholder="e.g. ct_123" autocomplete="off" />
+      </label>
+      <label>Started after
+        <input type="datetime-local" name="started_after" value=${form.started_after} onInput=${set("started_after")} />
+      </label>
+      <label>Started before
+        <input type="datetime-local" name="started_before" value=${form.started_before} onInput=${set("started_before")} />
+      </label>
+      <div class="filter-actions">
+        <button type="submit" class="primary">Apply filters</button>
+        ${filtered ? html`<a class="button" href=${href("/runs")}>Clear</a>` : null}
+      </div>
+    </form>
+  `;
+}
+
+const pick = (o, keys) => Object.fromEntries(keys.filter((k) => o[k]).map((k) => [k, o[k]]));
+const formFrom = (q) => ({
+  automation_id: q.automation_id ?? "", status: q.status ?? "", subject_id: q.subject_id ?? "",
+  started_after: toLocalInput(q.started_after), started_before: toLocalInput(q.started_before),
+});
+
+// ---------------------------------------------------------------------------------------------
+// One run
+
+async function loadRun(id) {
+  const enc = encodeURIComponent(id);
+  const [run, explain, steps, items, approvals] = await Promise.all([
+    api("GET", `/v1/automation-runs/${enc}`),
+    api("GET", `/v1/automation-runs/${enc}/explain`),
+    api("GET", `/v1/automation-runs/${enc}/steps`),
+    api("GET", `/v1/automation-runs/${enc}/items`),
+    api("GET", "/v1/approvals?limit=500").catch(() => ({ items: [] })),
+  ]);
+  // The version the run is pinned to, for its graph (missing is not fatal: the thread still shows).
+  const version = await api("GET", `/v1/automations/${encodeURIComponent(run.automation_id)}/versions/${run.version}`).catch(() => null);
+  return { run, explain, steps: steps.items, items: items.items, approvals: approvals.items.filter((a) => a.run_id === id), version };
+}
+
+export function RunPage({ id, query }) {
+  const automations = useAutomations();
+  const res = useLoad(() => loadRun(id), [id]);
+  const [actionError, setActionError] = useState(null);
+  const [notice, setNotice] = useState(query.notice ?? null);
+  const live = res.data && !TERMINAL.has(res.data.run.status);
+  useInterval(() => res.reload(true), 2000, live);
+
+  if (res.loading && !res.data) return html`<${Loading} what="Loading the run" />`;
+  if (!res.data) return html`<h1>Run <code>${id}</code></h1><${ErrorBox} error=${res.error} />`;
+  const { run, explain, steps, items, approvals, version } = res.data;
+  const terminal = TERMINAL.has(run.status);
+  const control = (verb, body) => async () => {
+    setActionError(null);
+    const out = await api("POST", `/v1/automation-runs/${encodeURIComponent(run.id)}/${verb}`, body);
+    if (verb === "retrigger") {
+      navigate(`/runs/${out.id}`, { notice: `Re-triggered from ${run.id}${out.duplicate ? " (an existing re-trigger was returned)" : ""}.` });
+      return;
+    }
+    setNotice(`Run ${verb === "stop" ? "stopped" : "cancelled"}.`);
+    await res.reload(true);
+  };
+  const marks = new Map();
+  for (const s of steps) marks.set(s.node_key, s.outcome === "failed" ? "failed" : "visited");
+  if (!terminal && run.current_node_key) marks.set(run.current_node_key, "current");
+
+  return html`<article class="run" aria-labelledby="run-h">
+    <header class="page-head">
+      <h1 id="run-h">Run <code>${run.id}</code> <${Status} status=${run.status} /></h1>
+      <div class="actions" role="group" aria-label="Run controls">
+        <${ActionButton} label="Stop" disabled=${terminal} onError=${setActionError} onAct=${control("stop")}
+          confirmText=${`Stop run ${run.id}? It exits with admin_stopped at its current step.`} />
+        <${ActionButton} label="Cancel" disabled=${terminal} onError=${setActionError} onAct=${control("cancel")}
+          confirmText=${`Cancel run ${run.id}? Items not started are skipped; items in flight finish.`} />
+        <${ActionButton} label="Retrigger" onError=${setActionError} onAct=${control("retrigger", {})}
+          confirmText=${`Start a new run of this automation from the start, for the same trigger event as ${run.id}?`} />
+        <button type="button" onClick=${() => res.reload(true)}>Refresh</button>
+      </div>
+    </header>
+    ${notice ? html`<p class="notice" role="status">${notice}</p>` : null}
+    <${ErrorBox} error=${actionError} title="Control" />
+    <${ErrorBox} error=${res.error} title="Refresh" />
+
+    <${Explanation} explain=${explain} steps=${steps} />
+
+    <section aria-labelledby="facts-h">
+      <h2 id="facts-h">Run</h2>
+      <${Facts} rows=${[
+        ["Status", html`<${Status} status=${run.status} />`],
+        ["Exit reason", run.exit_reason ?? html`<span class="muted">—</span>`],
+        ["Automation", html`<${AutomationName} id=${run.automation_id} automations=${automations.data} /> <a href=${href(`/automations/${run.automation_id}`, { v: run.version })}>version ${run.version}</a>`],
+        ["Subject", run.subject_id ? html`<a href=${href("/runs", { subject_id: run.subject_id })}>${run.subject_id}</a>` : html`<span class="muted">none</span>`],
+        ["Trigger", html`${run.trigger_type}${run.event_id ? html` · event <code>${run.event_id}</code>` : null}`],
+        ["Trace id", html`<code>${run.trace_id}</code>`],
+        ["Runs as", runAsText(run.run_as)],
+        ["Current node", run.current_node_key ? html`<code>${run.current_node_key}</code>` : null],
+        ["Waiting for", run.waiting_for ? html`${run.waiting_for}${run.waiting_until ? html` until <${Time} iso=${run.waiting_until} />` : null}` : null],
+        ["Interruptions", String(run.interruptions)],
+        ["Attempt", String(run.attempt)],
+        ["Items", run.items_total ? `${run.items_total} total, ${run.items_failed} failed` : "none"],
+        ["Started", html`<${Time} iso=${run.started_at} ago />`],
+        ["Completed", run.completed_at ? html`<${Time} iso=${run.completed_at} /> (${fmtDuration(Date.parse(run.completed_at) - Date.parse(run.started_at))})` : html`<span class="muted">not yet</span>`],
+      ]} />
+    </section>
+
+    <section aria-labelledby="thread-h">
+      <h2 id="thread-h">Run thread <span class="muted">(${steps.length} step${steps.length === 1 ? "" : "s"})</span></h2>
+      ${steps.length === 0 ? html`<p class="muted">No step has run yet.</p>` : html`<ol class="thread">${steps.map((s, i) => html`<${Step} step=${s} n=${i + 1} />`)}</ol>`}
+    </section>
+
+    ${items.length > 0 ? html`<${Items} items=${items} run=${run} onChanged=${() => res.reload(true)} />` : null}
+
+    ${approvals.length > 0 ? html`<section aria-labelledby="appr-h">
+      <h2 id="appr-h">Approvals of this run</h2>
+      <${ApprovalsTable} approvals=${approvals} caption="Approvals requested by this run" showRun=${false} onDecided=${() => res.reload(true)} />
+    </section>` : null}
+
+    ${version ? html`<section aria-labelledby="path-h">
+      <h2 id="path-h">Its path through version ${run.version}</h2>
+      <${Graph} definition=${version.definition} label=${`Graph of version ${run.version}, with the nodes this run visited marked`} marks=${marks} />
+    </section>` : null}
+
+    <section aria-labelledby="data-h">
+      <h2 id="data-h">Data</h2>
+      <details><summary>Context</summary><${Json} value=${run.context} label="Run context" /></details>
+      <details><summary>Trigger event</summary><${Json} value=${run.event} label="Trigger event" /></details>
+    </section>
+  </article>`;
+}
+
+/** The explanation: the first thing on the page, because "why is it here?" is the question. */
+function Explanation({ explain, steps }) {
+  const f = explain.failed_step;
+  const failedStep = f ? [...steps].reverse().find((s) => s.node_key === f.node_key && s.outcome === "failed") : null;
+  const tone = f || explain.status === "failed" ? "bad" : explain.overdue || explain.status === "completed_with_failures" ? "warn" : TERMINAL.has(explain.status) ? "done" : "live";
+  return html`<section class=${`explain tone-${tone}`} aria-labelledby="explain-h" data-testid="explanation">
+    <h2 id="explain-h">Why it is ${explain.status === "completed" ? "done" : "here"}
+      ${explain.overdue ? html` <span class="badge overdue">Overdue</span>` : null}</h2>
+    <p class="summary">${explain.summary}</p>
+    ${explain.waiting ? html`<${Facts} className="facts compact" rows=${[
+      ["Waiting for", html`<strong>${explain.waiting.for}</strong>`],
+      ["Since", html`<${Time} iso=${explain.waiting.since} ago />`],
+      ["Until", explain.waiting.until ? html`<${Time} iso=${explain.waiting.until} ago />` : "no deadline"],
+      ["What would wake it", explain.waiting.wakes_on],
+    ]} />` : null}
+    ${explain.lease ? html`<${Facts} className="facts compact" rows=${[
+      ["Held by worker", html`<code>${explain.lease.owner}</code>`],
+      ["Lease expires", html`<${Time} iso=${explain.lease.expires_at} ago />`],
+    ]} />` : null}
+    ${f ? html`<div class="cause">
+      <h3>Failed step <a href=${failedStep ? `#step-${failedStep.id}` : undefined} onClick=${(e) => jumpTo(e, failedStep && `step-${failedStep.id}`)}><code>${f.node_key}</code></a></h3>
+      <${Facts} className="facts compact" rows=${[
+        ["Likely cause", f.cause],
+        ["What to do", html`<strong>${f.advice}</strong>`],
+        ["Error", html`<code class="code">${f.code}</code> ${f.message}`],
+        ["Retryable", f.retryable ? "yes" : "no"],
+      ]} />
+    </div>` : null}
+  </section>`;
+}
+
+/** In-page links would change the route hash: scroll and focus instead. */
+function jumpTo(e, id) {
+  e.preventDefault();
+  const el = id && document.getElementById(id);
+  if (!el) return;
+  el.scrollIntoView({ block: "start" });
+  el.focus({ preventScroll: true });
+  const d = el.querySelector("details");
+  if (d) d.open = true;
+}
+
+function Step({ step: s, n }) {
+  const failed = s.outcome === "failed" || s.outcome === "retrying";
+  return html`<li class=${`step out-${s.outcome}`} id=${`step-${s.id}`} tabindex="-1" aria-label=${`Step ${n}: ${s.node_key}, ${s.outcome}`}>
+    <div class="step-head">
+      <span class="step-n" aria-hidden="true">${n}</span>
+      <strong class="step-key">${s.node_key}</strong>
+      <span class="kind">${s.node_kind}</span>
+      <${Status} status=${s.outcome} />
+      <span class="ports">${s.entered_via_port_key ? html`in <code>${s.entered_via_port_key}</code>` : "start"} → ${s.exited_via_port_key ? html`out <code>${s.exited_via_port_key}</code>` : html`<span class="muted">no port</span>`}</span>
+      <span class="muted">visit ${s.visit} · attempt ${s.attempt} · ${fmtDuration(s.duration_ms)} · <${Time} iso=${s.started_at} /></span>
+    </div>
+    <div class="step-body">
+      <${Facts} className="facts compact" rows=${[
+        ["Idempotency key", html`<code>${s.idempotency_key}</code>`],
+        ["Finished", html`<${Time} iso=${s.finished_at} />`],
+      ]} />
+      ${s.error ? html`<div class="step-error" role="note" aria-label="Step error">
+        <code class="code">${s.error.code}</code> ${s.error.message}
+        <span class=${`badge ${s.error.retryable ? "st-retrying" : "st-failed"}`}>${s.error.retryable ? "retryable" : "permanent"}</span>
+        ${s.error.details && Object.keys(s.error.details).length ? html`<details open=${failed}><summary>Error details</summary><${Json} value=${s.error.details} label="Error details" /></details>` : null}
+      </div>` : null}
+      ${s.policy_violations.length ? html`<div class="violations" role="note" aria-label="Policy violations">
+        <strong>Policy violations</strong>
+        <ul>${s.policy_violations.map((v) => html`<li><code>${v.permission}</code> ${v.message}</li>`)}</ul>
+      </div>` : null}
+      ${s.logs.length ? html`<div class="logs"><strong>Logs</strong>
+        <ul>${s.logs.map((l) => html`<li class=${`log-${l.level}`}><span class="badge">${l.level}</span> <time datetime=${new Date(l.at).toISOString()}>${new Date(l.at).toLocaleTimeString()}</time> ${l.message}${l.data !== undefined ? html` <code>${JSON.stringify(l.data)}</code>` : null}</li>`)}</ul>
+      </div>` : null}
+      <details open=${failed}><summary>Input (templates resolved)</summary><${Json} value=${s.input} label=${`Input of ${s.node_key}`} /></details>
+      <details open=${failed}><summary>Output</summary><${Json} value=${s.output} label=${`Output of ${s.node_key}`} /></details>
+    </div>
+  </li>`;
+}
+
+function Items({ items, run, onChanged }) {
+  const [error, setError] = useState(null);
+  const counts = {};
+  for (const i of items) counts[i.outcome] = (counts[i.outcome] ?? 0) + 1;
+  return html`<section aria-labelledby="items-h">
+    <h2 id="items-h">Items</h2>
+    <p>${Object.entries(counts).map(([k, v]) => html`<span class="count"><${Status} status=${k} /> ${v}</span> `)}</p>
+    <${ErrorBox} error=${error} title="Retry" />
+    <table class="items">
+      <caption>${items.length} item${items.length === 1 ? "" : "s"} of the fan-out</caption>
+      <thead><tr><th scope="col">#</th><th scope="col">Subject</th><th scope="col">Action</th><th scope="col">Outcome</th><th scope="col">Attempts</th><th scope="col">Error</th><th scope="col">Finished</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
+      <tbody>${items.map((i) => html`<tr>
+        <td>${i.index}</td>
+        <td>${i.subject_id ?? html`<span class="muted">—</span>`}</td>
+        <td><code>${i.action_kind}</code></td>
+        <td><${Status} status=${i.outcome} /></td>
+        <td>${i.attempts}</td>
+        <td>${i.error ? html`<code class="code">${i.error.code}</code> ${i.error.message}${i.error.details && Object.keys(i.error.details).length
+          ? html`<details><summary>Error details</summary><${Json} value=${i.error.details} label=${`Error details of item ${i.index}`} /></details>` : null}` : i.next_attempt_at ? html`next attempt <${Time} iso=${i.next_attempt_at} />` : html`<span class="muted">—</span>`}</td>
+        <td><${Time} iso=${i.finished_at} /></td>
+        <td>${i.outcome === "failed" ? html`<${ActionButton} label="Retry" onError=${setError}
+          confirmText=${`Retry item ${i.index} of run ${run.id} with the same idempotency key?`}
+          onAct=${async () => { await api("POST", `/v1/automation-runs/${encodeURIComponent(run.id)}/items/${encodeURIComponent(i.id)}/retry`); onChanged(); }} />` : null}</td>
+      </tr>`)}</tbody>
+    </table>
+  </section>`;
+}
