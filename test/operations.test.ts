@@ -54,7 +54,8 @@ describe.each(STORE_KINDS)("operations (%s store)", (kind) => {
     for (const r of handedBack) expect(r!.lease_owner).toBeNull();
     expect(after.filter((r) => r!.status === "running")).toEqual([]);
 
-    const second = startWorker(ts, { WEFT_LEASE_MS: "30000" });
+    // The next worker also serves its metrics for the monitoring to scrape (no API on a worker).
+    const second = startWorker(ts, { WEFT_LEASE_MS: "30000", WEFT_METRICS_PORT: "0" });
     expect(await second.ready).toBe(true);
     await until("every run to finish", async () => (await Promise.all(ids.map((id) => ts.store.getRun(WS, id)))).every((r) => isTerminal(r!.status)), 60_000);
     const done = await Promise.all(ids.map((id) => ts.store.getRun(WS, id)));
@@ -67,6 +68,12 @@ describe.each(STORE_KINDS)("operations (%s store)", (kind) => {
     expect(finished.length).toBeGreaterThan(0);
     const byId = new Map(done.map((r) => [r!.id, r!.trace_id]));
     for (const l of finished) expect(l.trace_id).toBe(byId.get(l.run_id as string));
+
+    const metricsUrl = /metrics on (http:\/\/[^\s]+\/metrics)/.exec(second.output())?.[1];
+    expect(metricsUrl).toBeDefined();
+    const scraped = await (await fetch(metricsUrl!)).text();
+    expect(Number(new RegExp(`weft_runs_finished_total\\{automation_id="${a.id}",status="completed"\\} (\\d+)`).exec(scraped)?.[1])).toBe(after.filter((r) => r!.status !== "completed").length);
+    expect(scraped).toMatch(/weft_runs_resumed_total \d+/);
     await writer.stop();
   }, 120_000);
 

@@ -9,6 +9,8 @@ import { SecretBox } from "../engine/secrets.js";
 import { attachLogs, makeLogger } from "../server/logging.js";
 import { Engine, DEFAULT_WORKSPACE } from "../engine/engine.js";
 import { buildApp } from "../server/app.js";
+import { buildOpsApp } from "../server/ops-app.js";
+import type { FastifyInstance } from "fastify";
 import { loadConfig, type Config } from "../server/config.js";
 import { openStore } from "../server/open-store.js";
 import { SAMPLE_AUTOMATION } from "./sample.js";
@@ -54,12 +56,14 @@ async function serve(cfg: Config): Promise<void> {
     const sample = existing.find((a) => a.key === SAMPLE_AUTOMATION.key) ?? (existing.length === 0 ? await engine.createAutomation(DEFAULT_WORKSPACE, SAMPLE_AUTOMATION) : undefined);
     if (sample) sampleLine = sample.id;
   }
+  let opsApp: FastifyInstance | null = null;
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     process.stderr.write(`weft: ${signal}: stopping\n`);
     await app?.close();
+    await opsApp?.close();
     await engine.stop();
     await store.close();
     process.exit(0);
@@ -86,7 +90,12 @@ async function serve(cfg: Config): Promise<void> {
       );
     }
   } else {
-    process.stdout.write(`weft: worker ${engine.owner} running (${store.kind} store)\n`);
+    let ops = "";
+    if (cfg.metricsPort !== undefined) {
+      opsApp = buildOpsApp(engine);
+      ops = `, metrics on ${await opsApp.listen({ host: cfg.host, port: cfg.metricsPort })}/metrics`;
+    }
+    process.stdout.write(`weft: worker ${engine.owner} running (${store.kind} store${ops})\n`);
   }
 }
 

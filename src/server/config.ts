@@ -20,6 +20,8 @@ export interface Config {
   pollMs: number | undefined;
   /** An OpenAI-compatible API for agent steps (WEFT_AI_BASE_URL, WEFT_AI_API_KEY, WEFT_AI_MODEL). */
   ai: { base_url: string; api_key: string | undefined; default_model: string | undefined } | undefined;
+  /** WEFT_METRICS_PORT: a worker (`serve --role worker`) serves /healthz and /metrics here; unset: none. */
+  metricsPort: number | undefined;
   /** WEFT_LOG_LEVEL: pino level of the JSON logs on standard error (silent turns them off). */
   logLevel: string;
   /** WEFT_RATE_LIMIT: requests per second per token (0: off). */
@@ -56,6 +58,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     pollMs,
     secretKey: env.WEFT_SECRET_KEY || undefined,
     logLevel: env.WEFT_LOG_LEVEL || "info",
+    metricsPort: env.WEFT_METRICS_PORT ? positiveOrZero(env.WEFT_METRICS_PORT, 0, "WEFT_METRICS_PORT") : undefined,
     rateLimit: positiveOrZero(env.WEFT_RATE_LIMIT, 1000, "WEFT_RATE_LIMIT"),
     ai: env.WEFT_AI_BASE_URL ? { base_url: env.WEFT_AI_BASE_URL, api_key: env.WEFT_AI_API_KEY || undefined, default_model: env.WEFT_AI_MODEL || undefined } : undefined,
   };
