@@ -4,6 +4,7 @@
 // (an Engine with noRunner) and reads the store; the children do all the running.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { CRASH_POINTS as ALL_POINTS } from "../src/engine/crashpoints.js";
 import { Engine } from "../src/engine/engine.js";
 import type { Run, Store } from "../src/engine/store.js";
 import { isTerminal } from "../src/model/run-status.js";
@@ -18,7 +19,7 @@ const startWorker = (ts: TestStore, extraEnv: Record<string, string> = {}): Work
 const LEASE_MS = 1000;
 const HTTP_NODES = ["a", "b", "c"] as const;
 const ALL_NODES = [...HTTP_NODES, "done"] as const;
-const CRASH_POINTS = ["runner:after-step-effect", "runner:before-checkpoint", "runner:after-checkpoint"] as const;
+const RUNNER_POINTS = ALL_POINTS.filter((p) => p.startsWith("runner:"));
 
 const randInt = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi - lo + 1));
 
@@ -207,7 +208,7 @@ describe.each(STORE_KINDS)("crash recovery (%s store)", (kind) => {
     expect(interrupted.length).toBeGreaterThan(0);
   }, 300_000);
 
-  it.each(CRASH_POINTS)("crash at each named crash point resumes without loss: %s", async (point) => {
+  it.each(RUNNER_POINTS)("crash at each named crash point resumes without loss: %s", async (point) => {
     const s = await startSink();
     const aut = await engine.createAutomation(WS, threeCalls(`crash-${point.replace(/[^a-z]+/g, "-")}-${kind}`, s.url));
     const RUNS = 10;

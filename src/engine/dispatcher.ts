@@ -2,6 +2,7 @@
 // creates the runs they start (unique on automation + event) and marks them dispatched.
 
 import { matchTrigger, type TriggerEvent } from "../model/triggers.js";
+import { crashPoint, crashPointSync } from "./crashpoints.js";
 import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
 import { newRun } from "./new-run.js";
@@ -78,7 +79,9 @@ export class Dispatcher extends LoopingTask {
           const missing = active.filter((a) => !this.loaded.has(`${a.id}@${a.current_version}`));
           if (missing.length > 0) throw new VersionsNotLoaded(missing);
           const candidates = active.map((a) => ({ automation: a, version: this.loaded.get(`${a.id}@${a.current_version}`)! }));
-          return planEvents(evs, candidates, now);
+          const planned = planEvents(evs, candidates, now);
+          if (evs.length > 0) crashPointSync("dispatcher:inside-transaction");
+          return planned;
         });
         break;
       } catch (err) {
@@ -90,6 +93,7 @@ export class Dispatcher extends LoopingTask {
       }
     }
     const { events, runs } = res;
+    if (events.length > 0) await crashPoint("dispatcher:after-commit");
     for (const r of runs) this.events.emit("run:created", { run: r });
     for (const e of events) this.events.emit("event:dispatched", { event_id: e.id, runs: runs.filter((r) => r.event_id === e.id).map((r) => r.id) });
     if (runs.some((r) => r.status === "pending")) this.onRuns(runs.length);

@@ -9,6 +9,7 @@
 // Until they fire, late schedule rows count in the overdue view.
 
 import { Cron } from "croner";
+import { crashPoint, crashPointSync } from "./crashpoints.js";
 import type { Definition } from "../model/definition.js";
 import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
@@ -96,7 +97,12 @@ export class Scheduler extends LoopingTask {
   /** Fire everything due now; returns the number of tick events stored. */
   async once(): Promise<number> {
     const now = this.clock.now();
-    const n = await this.store.fireSchedules(now, 100, (due) => fireDue(due, now));
+    const n = await this.store.fireSchedules(now, 100, (due) => {
+      const fired = fireDue(due, now);
+      if (due.length > 0) crashPointSync("scheduler:inside-transaction");
+      return fired;
+    });
+    if (n > 0) await crashPoint("scheduler:after-commit");
     if (n > 0) {
       this.events.emit("schedule:fired", { events: n });
       this.onFired();
