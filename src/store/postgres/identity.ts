@@ -3,6 +3,7 @@
 
 import type pg from "pg";
 import type { AuditEntry, OpsCounts, OutcomeRow, SecretRow, TokenRow, User, Workspace } from "../../engine/store.js";
+import { tx } from "./tx.js";
 import { ms, ts } from "./rows.js";
 import { outcomeRows } from "../reports.js";
 
@@ -15,21 +16,6 @@ const toToken = (r: any): TokenRow => ({
 });
 
 type Db = Pick<pg.PoolClient, "query">;
-
-async function tx<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-  const c = await pool.connect();
-  try {
-    await c.query("BEGIN");
-    const out = await fn(c);
-    await c.query("COMMIT");
-    return out;
-  } catch (err) {
-    await c.query("ROLLBACK").catch(() => undefined);
-    throw err;
-  } finally {
-    c.release();
-  }
-}
 
 async function audit(c: Db, a: AuditEntry): Promise<void> {
   await c.query(

@@ -3,6 +3,7 @@
 
 import type pg from "pg";
 import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Run, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
+import { tx } from "./tx.js";
 import { ms, toRun, ts } from "./rows.js";
 import { toEvent } from "./events.js";
 
@@ -29,21 +30,6 @@ function toAudit(r: any): AuditRow {
     id: Number(r.id), workspace_id: r.workspace_id, actor: r.actor, action: r.action, target_type: r.target_type,
     target_id: r.target_id, details: r.details, at: r.at.getTime(),
   };
-}
-
-async function tx<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-  const c = await pool.connect();
-  try {
-    await c.query("BEGIN");
-    const out = await fn(c);
-    await c.query("COMMIT");
-    return out;
-  } catch (err) {
-    await c.query("ROLLBACK").catch(() => undefined);
-    throw err;
-  } finally {
-    c.release();
-  }
 }
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
