@@ -12,8 +12,12 @@
 // Options: --runs N (default 5000), --stores embedded,postgres, --only core,intake,fairness,fanout,hold,
 //          --flood N (default 20000), --seconds N (intake load duration, default 5), --items N (fan-out, default 10000),
 //          --slow N (slow steps held, default 2000), --hold-seconds N (default 30), --profile
+//   7. --compare (or --only compare): side by side with the peers users would pick instead (DBOS
+//      Transact, graphile-worker, pg-boss), each in its own process on its own fresh PostgreSQL
+//      database, and Weft on both stores: N three-step no-op runs (runs/s, steps/s) and the
+//      p50/p99 latency of one three-step run started alone (--samples N, default 200).
 
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -28,7 +32,7 @@ import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 
 const PG_URL = process.env.WEFT_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
-const { values: args } = parseArgs({ options: { runs: { type: "string", default: "5000" }, stores: { type: "string", default: "embedded,postgres" }, profile: { type: "boolean", default: false }, only: { type: "string", default: "core,intake,fairness,fanout,hold" }, flood: { type: "string", default: "20000" }, seconds: { type: "string", default: "5" }, items: { type: "string", default: "10000" }, slow: { type: "string", default: "2000" }, "hold-seconds": { type: "string", default: "30" } } });
+const { values: args } = parseArgs({ options: { runs: { type: "string", default: "5000" }, stores: { type: "string", default: "embedded,postgres" }, profile: { type: "boolean", default: false }, only: { type: "string", default: "core,intake,fairness,fanout,hold" }, flood: { type: "string", default: "20000" }, seconds: { type: "string", default: "5" }, items: { type: "string", default: "10000" }, slow: { type: "string", default: "2000" }, "hold-seconds": { type: "string", default: "30" }, compare: { type: "boolean", default: false }, samples: { type: "string", default: "200" } } });
 const ONLY = new Set(args.only!.split(","));
 const RUNS = Number(args.runs);
 
@@ -164,7 +168,7 @@ async function benchStore(kind: "embedded" | "postgres"): Promise<Result> {
 const stores = args.stores!.split(",") as ("embedded" | "postgres")[];
 console.log(`weft bench on node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})`);
 let limit = NaN;
-if (stores.includes("postgres")) {
+if (stores.includes("postgres") || args.compare || ONLY.has("compare")) {
   limit = await pgCommitRate();
   console.log(`PostgreSQL single-row INSERT commits/s (8 clients, 3 s): ${f0(limit)}`);
 }
@@ -391,4 +395,109 @@ if (ONLY.has("hold")) {
     const r = await benchHold(s, slow, holdMs);
     console.log(`| ${s} | ${r.held} (held through the fast runs: ${r.stillHeld}) | ${f1(pct(r.baseline, 50))} / ${f1(pct(r.baseline, 99))} | ${f1(pct(r.during, 50))} / ${f1(pct(r.during, 99))} (n=${r.during.length}) | ${r.finished} of ${slow} |`);
   }
+}
+
+// ---- 7. Side by side with peers ----------------------------------------------------------------
+
+interface PeerResult { peer: string; version?: string; node?: string; runsPerS?: number; stepsPerS?: number; p50?: number; p99?: number; how?: string; error?: string }
+
+/** Weft on one store: the same N runs end to end (enroll, then execute: both phases' time), and
+ *  the latency of one three-step run started alone (enroll → finished). */
+async function weftCompare(kind: "embedded" | "postgres", samples: number): Promise<PeerResult> {
+  const r = await benchStore(kind);
+  const e2eSecs = RUNS / r.enrollPerS + r.seconds;
+  const { store, cleanup } = await openBenchStore(kind);
+  const engine = new Engine({ store, httpAllow: ["127.0.0.1"], runner: { pollMs: 20 } });
+  engine.registerAction({ kind: "noop", handler: () => ({ ok: true }) });
+  await engine.start();
+  const a = await engine.createAutomation(DEFAULT_WORKSPACE, THREE_STEPS);
+  const xs: number[] = [];
+  for (let i = 0; i < samples + 10; i++) {
+    const t = performance.now();
+    const { run } = await engine.enroll(DEFAULT_WORKSPACE, a.id, { subject_id: `lat${i}` });
+    await engine.waitForRun(DEFAULT_WORKSPACE, run.id);
+    if (i >= 10) xs.push(performance.now() - t);
+  }
+  await engine.stop();
+  await store.close();
+  await cleanup();
+  return { peer: `Weft, ${kind === "embedded" ? "embedded (SQLite)" : "PostgreSQL"} store`, node: process.version, runsPerS: RUNS / e2eSecs, stepsPerS: (RUNS * 3) / e2eSecs, p50: pct(xs, 50), p99: pct(xs, 99), how: "enroll all, then run them; latency enroll → waitForRun" };
+}
+
+const PEERS: { name: string; script: string; pkg: string; node: 20 | 22 }[] = [
+  { name: "DBOS Transact", script: "dbos.mjs", pkg: "@dbos-inc/dbos-sdk", node: 20 }, // engines: node >= 20
+  { name: "graphile-worker", script: "graphile-worker.mjs", pkg: "graphile-worker", node: 22 }, // engines: node >= 22.18
+  { name: "pg-boss", script: "pg-boss.mjs", pkg: "pg-boss", node: 22 }, // engines: node >= 22.12
+];
+const PEER_TIMEOUT_MS = 300_000;
+
+/** Node 22 for the peers that need it: installed by the devDependency bench/peers/node22 into its
+ *  own node_modules (never the project's .bin, where it would replace Node 20 in npm scripts). */
+function node22(): string | null {
+  const platform = process.platform === "win32" ? "win" : process.platform;
+  const prefix = process.platform === "darwin" && process.arch === "arm64" ? "node-bin" : "node";
+  const bin = fileURLToPath(new URL(`./peers/node22/node_modules/${prefix}-${platform}-${process.arch}/bin/${platform === "win" ? "node.exe" : "node"}`, import.meta.url));
+  return existsSync(bin) ? bin : null;
+}
+
+async function runPeer(p: (typeof PEERS)[number], samples: number): Promise<PeerResult> {
+  const base: PeerResult = { peer: p.name };
+  if (!existsSync(fileURLToPath(new URL(`../node_modules/${p.pkg}/package.json`, import.meta.url)))) return { ...base, error: `${p.pkg} is not installed (npm install)` };
+  const nodeBin = p.node === 22 ? node22() : process.execPath;
+  if (!nodeBin) return { ...base, error: "needs Node >= 22; bench/peers/node22 did not install it (npm install)" };
+  const db = `weft_bench_peer_${p.script.replace(/\W+/g, "_")}_${process.pid}`;
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  await admin.query(`CREATE DATABASE ${db}`);
+  const url = new URL(PG_URL);
+  url.pathname = `/${db}`;
+  try {
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn(nodeBin, [fileURLToPath(new URL(`./peers/${p.script}`, import.meta.url)), url.toString(), String(RUNS), String(samples)], { stdio: ["ignore", "pipe", "pipe"] });
+      let buf = "";
+      let err = "";
+      const timer = setTimeout(() => { child.kill("SIGKILL"); reject(new Error(`timed out after ${PEER_TIMEOUT_MS / 1000} s`)); }, PEER_TIMEOUT_MS);
+      child.stdout.on("data", (c) => (buf += c));
+      child.stderr.on("data", (c) => (err += c));
+      child.on("exit", (code) => {
+        clearTimeout(timer);
+        if (code === 0) resolve(buf);
+        else reject(new Error(`exited ${code}: ${err.trim().split("\n").filter((l) => !/DeprecationWarning|trace-deprecation/.test(l)).slice(-3).join(" ").slice(0, 300)}`));
+      });
+    });
+    const line = out.trim().split("\n").filter((l) => l.startsWith("{")).pop();
+    if (!line) throw new Error("printed no result");
+    return { ...base, ...JSON.parse(line) };
+  } catch (e) {
+    return { ...base, error: (e as Error).message };
+  } finally {
+    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+    await admin.end();
+  }
+}
+
+if (args.compare || ONLY.has("compare")) {
+  const samples = Number(args.samples);
+  console.log(`\n## Side by side with peers: ${RUNS} three-step no-op runs (started ${50} at a time, end to end), and one three-step run started alone (${samples} samples, sequential)`);
+  const rows: PeerResult[] = [];
+  for (const s of ["embedded", "postgres"] as const) rows.push(await weftCompare(s, samples));
+  for (const p of PEERS) rows.push(await runPeer(p, samples));
+  const weftPg = rows[1]!;
+  const weftEmb = rows[0]!;
+  const x = (a?: number, b?: number) => (a === undefined || b === undefined || !b ? "-" : `${a / b < 1 ? (a / b).toFixed(2) : f1(a / b)}×`);
+  const ms = (n?: number) => (n === undefined ? "-" : n < 10 ? n.toFixed(1) : f0(n));
+  console.log(`\nPostgreSQL single-row INSERT commits/s measured in this run (8 clients, 3 s): ${f0(limit)}\n`);
+  console.log("| system | node | runs/s | steps/s | steps/s ÷ PG commit rate | single run p50 / p99 ms | Weft PG ÷ it, runs/s | Weft PG ÷ it, p50 latency (its p50 ÷ Weft's) | Weft embedded ÷ it, runs/s |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+  for (const r of rows) {
+    const name = r.version ? `${r.peer} ${r.version}` : r.peer;
+    if (r.error) {
+      console.log(`| ${name} | - | not run: ${r.error.replace(/\|/g, "/")} | - | - | - | - | - | - |`);
+      continue;
+    }
+    const isWeft = r.peer.startsWith("Weft");
+    console.log(`| ${name} | ${r.node ?? "-"} | ${f0(r.runsPerS!)} | ${f0(r.stepsPerS!)} | ${x(r.stepsPerS, limit)} | ${ms(r.p50)} / ${ms(r.p99)} | ${isWeft ? "-" : x(weftPg.runsPerS, r.runsPerS)} | ${isWeft ? "-" : x(r.p50, weftPg.p50)} | ${isWeft ? "-" : x(weftEmb.runsPerS, r.runsPerS)} |`);
+  }
+  for (const r of rows) if (r.how && !r.error) console.log(`- ${r.peer}: ${r.how}`);
 }
