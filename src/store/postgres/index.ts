@@ -40,6 +40,9 @@ export class PostgresStore implements Store {
     });
     // An idle client whose server went away must not crash the process; the next query reconnects.
     this.pool.on("error", () => undefined);
+    // A connection that dies while borrowed (killed, or the server restarts) must not crash the
+    // process either: the query in flight rejects, and the pool drops the connection.
+    this.pool.on("connect", (c) => c.on("error", () => undefined));
   }
 
   migrate(): Promise<void> {
