@@ -10,7 +10,7 @@ import type { Run, Store } from "../src/engine/store.js";
 import { isTerminal } from "../src/model/run-status.js";
 import { WS } from "./helpers/engine.js";
 import { Sink } from "./helpers/sink.js";
-import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { listAll, makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { sleep } from "./helpers/wait.js";
 import { kill, killAll, startWorker as spawnWorker, type Worker } from "./helpers/workers.js";
 
@@ -25,16 +25,6 @@ const randInt = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi 
 
 // ---------- store reads ----------
 
-async function listAll(store: Store, automationId: string): Promise<Run[]> {
-  const out: Run[] = [];
-  let cursor: string | undefined;
-  for (;;) {
-    const page = await store.listRuns({ workspace_id: WS, automation_id: automationId, limit: 500, ...(cursor ? { cursor } : {}) });
-    out.push(...page.items);
-    if (!page.next_cursor) return out;
-    cursor = page.next_cursor;
-  }
-}
 
 /** Poll every ~200 ms until all `expected` runs of the automation are terminal, or the deadline. */
 async function waitAllTerminal(store: Store, automationId: string, expected: number, deadline: number, stop?: () => boolean): Promise<{ ok: boolean; runs: Run[] }> {

@@ -15,7 +15,7 @@ import type { Run, StepRun, Store } from "../../src/engine/store.js";
 import { isTerminal } from "../../src/model/run-status.js";
 import { canStepTransition, type StepOutcome } from "../../src/model/step-outcome.js";
 import { WS } from "../helpers/engine.js";
-import { makeStore, PG_URL, type StoreKind, type TestStore } from "../helpers/stores.js";
+import { listAll, makeStore, PG_URL, type StoreKind, type TestStore } from "../helpers/stores.js";
 import { startWorker, type Worker } from "../helpers/workers.js";
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -205,16 +205,6 @@ export function checkSteps(run: Run, steps: StepRun[]): { illegal: string[]; dou
   return { illegal, doubleCommits };
 }
 
-async function listAll(store: Store, automationId: string): Promise<Run[]> {
-  const out: Run[] = [];
-  let cursor: string | undefined;
-  for (;;) {
-    const page = await store.listRuns({ workspace_id: WS, automation_id: automationId, limit: 500, ...(cursor ? { cursor } : {}) });
-    out.push(...page.items);
-    if (!page.next_cursor) return out;
-    cursor = page.next_cursor;
-  }
-}
 
 /** Retry a store read/write through connection faults. */
 async function retrying<T>(fn: () => Promise<T>, capMs = 120_000): Promise<T> {

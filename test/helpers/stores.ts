@@ -76,3 +76,15 @@ export async function makeStore(kind: StoreKind): Promise<TestStore> {
 export async function flags(p: Promise<import("../../src/engine/store.js").CommitResult[]>): Promise<boolean[]> {
   return (await p).map((r) => r.applied);
 }
+
+/** Every run of an automation in the default workspace, following the list's cursor. */
+export async function listAll(store: Store, automationId: string): Promise<import("../../src/engine/store.js").Run[]> {
+  const out: import("../../src/engine/store.js").Run[] = [];
+  let cursor: string | undefined;
+  for (;;) {
+    const page = await store.listRuns({ workspace_id: "wsp_default", automation_id: automationId, limit: 500, ...(cursor ? { cursor } : {}) });
+    out.push(...page.items);
+    if (!page.next_cursor) return out;
+    cursor = page.next_cursor;
+  }
+}
