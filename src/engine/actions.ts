@@ -40,7 +40,8 @@ export interface ActionFetch {
   timeout_ms?: number;
 }
 
-export interface ActionContext {
+/** Which call this is: the same for the handler (ActionContext) and the engine invoking it (InvokeContext). */
+export interface CallInfo {
   run_id: string;
   node_key: string;
   /** `run / node / visit` (and `/ item` inside a fan-out): pass it to the system you call. */
@@ -50,6 +51,9 @@ export interface ActionContext {
   run_as: RunAs;
   trace_id: string;
   signal: AbortSignal;
+}
+
+export interface ActionContext extends CallInfo {
   /** The permission set in force for this call. */
   permissions: readonly string[];
   log: ActionLogger;
@@ -99,14 +103,7 @@ export interface ActionOutcome {
   logs: LogLine[];
 }
 
-export interface InvokeContext {
-  run_id: string;
-  node_key: string;
-  idempotency_key: string;
-  attempt: number;
-  run_as: RunAs;
-  trace_id: string;
-  signal: AbortSignal;
+export interface InvokeContext extends CallInfo {
   /** The node's declared permissions (null: not declared). */
   node_permissions: readonly string[] | null;
   http: HttpClient;
