@@ -299,9 +299,11 @@ export class Engine {
       subject_override: req.subject_id ?? null,
       subject_fallback: null,
     }, now);
-    const res = await this.store.insertRun(run, now);
+    const res = await this.store.insertRun(run, now, (r) => ({
+      workspace_id: workspaceId, actor, action: "run.enroll", target_type: "run", target_id: r.id,
+      details: { automation_id: automationId, subject_id: r.subject_id, status: r.status }, at: now,
+    }));
     if (res.created) {
-      await this.audit(workspaceId, actor, "run.enroll", "run", res.run.id, { automation_id: automationId, subject_id: res.run.subject_id, status: res.run.status });
       this.events.emit("run:created", { run: res.run });
       if (res.run.status === "pending") this.poke();
     }
@@ -438,9 +440,10 @@ export class Engine {
       context: orig.trigger_type === "api" && payload !== null && typeof payload === "object" ? { ...(payload as Record<string, unknown>) } : {},
       subject_override: orig.subject_id, subject_fallback: null,
     }, now);
-    const res = await this.store.insertRun(run, now);
+    const res = await this.store.insertRun(run, now, (r) => ({
+      workspace_id: workspaceId, actor, action: "run.retrigger", target_type: "run", target_id: orig.id, details: { new_run_id: r.id }, at: now,
+    }));
     if (res.created) {
-      await this.store.appendAudit([{ workspace_id: workspaceId, actor, action: "run.retrigger", target_type: "run", target_id: orig.id, details: { new_run_id: res.run.id }, at: now }]);
       this.events.emit("run:created", { run: res.run });
       if (res.run.status === "pending") this.poke();
     }

@@ -443,7 +443,7 @@ export interface Store {
    * read-then-write in the engine: a paused subject, a cooldown, or an active run of the same
    * (automation, active_subject) turn the new row into an `exited` run with that reason.
    */
-  insertRun(run: NewRun, now: number): Promise<InsertRunResult>;
+  insertRun(run: NewRun, now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult>;
 
   /**
    * Store events in one transaction (group commit for intake): each unless (workspace, source,

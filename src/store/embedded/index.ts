@@ -203,8 +203,12 @@ export class EmbeddedStore implements Store {
     return r ? { automation_id: r.automation_id, version: r.version, definition: JSON.parse(r.definition), created_at: r.created_at } : null;
   }
 
-  async insertRun(run: NewRun, now: number): Promise<InsertRunResult> {
-    return this.db.transaction(() => this.insertRunTx(run, now)).immediate();
+  async insertRun(run: NewRun, now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult> {
+    return this.db.transaction(() => {
+      const res = this.insertRunTx(run, now);
+      if (res.created && audit) this.nodes.audit([audit(res.run)]);
+      return res;
+    }).immediate();
   }
 
   /** The enrollment rules, inside the caller's write transaction (one writer at a time in SQLite). */

@@ -5,7 +5,7 @@ import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
   ApprovalStatus, AuditEntry, Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey,
-  PauseRow, RunControl, RunItem, ScheduleRow, Store, TokenRow, User, WaitSpec, Workspace,
+  PauseRow, Run, RunControl, RunItem, ScheduleRow, Store, TokenRow, User, WaitSpec, Workspace,
 } from "../../engine/store.js";
 import { toAutomation } from "./rows.js";
 import * as E from "./events.js";
@@ -74,8 +74,8 @@ export class PostgresStore implements Store {
     return A.getVersion(this.pool, automationId, version);
   }
 
-  insertRun(run: NewRun, now: number) {
-    return R.insertRun(this.pool, run, now);
+  insertRun(run: NewRun, now: number, audit?: (created: Run) => AuditEntry) {
+    return R.insertRun(this.pool, run, now, audit);
   }
   insertEvents(es: readonly NewEvent[]) {
     return E.insertEvents(this.pool, es);

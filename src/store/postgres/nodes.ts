@@ -4,6 +4,7 @@
 import type pg from "pg";
 import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Run, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
 import { tx } from "./tx.js";
+import { audit } from "./audit.js";
 import { ms, toRun, ts } from "./rows.js";
 import { toEvent } from "./events.js";
 
@@ -34,16 +35,6 @@ function toAudit(r: any): AuditRow {
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
-async function audit(db: Queryable, entries: readonly AuditEntry[]): Promise<void> {
-  if (entries.length === 0) return;
-  await db.query(
-    `INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at)
-     SELECT l.workspace_id, l.actor, l.action, l.target_type, l.target_id, l.details, to_timestamp(l.at / 1000.0)
-     FROM jsonb_to_recordset($1::jsonb) AS l(workspace_id text, actor text, action text, target_type text,
-       target_id text, details jsonb, at double precision, ord int) ORDER BY l.ord`,
-    [JSON.stringify(entries.map((e, ord) => ({ ...e, ord })))],
-  );
-}
 
 export function appendAudit(pool: pg.Pool, entries: readonly AuditEntry[]): Promise<void> {
   return audit(pool, entries);

@@ -2,7 +2,9 @@
 // automations), batched checkpoint commit (CAS on rev + lease owner), lease renewal.
 
 import type pg from "pg";
-import { waitKey, type Checkpoint, type CommitResult, type InsertRunResult, type NewRun, type Run, type RunControl } from "../../engine/store.js";
+import { audit } from "./audit.js";
+import { tx } from "./tx.js";
+import { waitKey, type AuditEntry, type Checkpoint, type CommitResult, type InsertRunResult, type NewRun, type Run, type RunControl } from "../../engine/store.js";
 import { toRun, ts } from "./rows.js";
 
 export const PG_UNIQUE_VIOLATION = "23505";
@@ -89,9 +91,14 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
   });
 }
 
-export async function insertRun(pool: pg.Pool, run: NewRun, now: number): Promise<InsertRunResult> {
-  const [res] = await insertRuns(pool, [run], now);
-  return res!;
+/** One run; with `audit`, its audit entry commits in the same transaction when the run is created. */
+export async function insertRun(pool: pg.Pool, run: NewRun, now: number, entry?: (created: Run) => AuditEntry): Promise<InsertRunResult> {
+  if (!entry) return (await insertRuns(pool, [run], now))[0]!;
+  return tx(pool, async (c) => {
+    const res = (await insertRuns(c, [run], now))[0]!;
+    if (res.created) await audit(c, [entry(res.run)]);
+    return res;
+  });
 }
 
 /**
