@@ -1,11 +1,24 @@
 import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { createInterface } from "node:readline";
 // Shared by the peer benchmark processes (bench/peers/*.mjs). Each is spawned by
-// `npm run bench -- --compare` with: <database url> <runs> <latency samples>. The database is
-// fresh (created and dropped by the parent); the process prints one JSON line and exits.
-export const [DB_URL, RUNS_S, SAMPLES_S] = process.argv.slice(2);
-export const RUNS = Number(RUNS_S ?? 5000);
-export const SAMPLES = Number(SAMPLES_S ?? 200);
+// `npm run bench -- --compare` with: <database url> <workload> <n> [<extra>], on a fresh database
+// (created and dropped by the parent), prints one JSON line of figures and exits. Workloads:
+//   runs N SAMPLES   N three-step no-op runs (runs/s, steps/s), then SAMPLES single runs (p50/p99)
+//   fanout N         one run whose work fans out over N items, 50 at a time (items/s)
+//   timers N LEAD_MS N runs parked on timers due at random in [start + LEAD_MS, start + LEAD_MS + 60 s]:
+//                    lateness p50/p99/max of each firing, and the process's memory while parked
+//   intake           an HTTP endpoint (POST JSON {type, key, ...}) that acknowledges once the event's
+//                    run is durably stored, keyed by the event's key so a repeat makes no second
+//                    run; prints {"listening": url}, is loaded by the parent, then on stdin's end
+//                    waits for the started runs to finish and prints its figures
+export const [DB_URL, WORKLOAD = "runs", N_S, EXTRA_S] = process.argv.slice(2);
+export const N = Number(N_S ?? 5000);
+export const RUNS = N;
+export const SAMPLES = Number(EXTRA_S ?? 200);
+export const LEAD_MS = Number(EXTRA_S ?? 60_000);
 export const BATCH = 50; // runs started concurrently, as Weft's enroll phase does
+export const WINDOW_MS = 60_000; // timers fire within one minute
 
 export function pct(xs, p) {
   if (xs.length === 0) return NaN;
@@ -36,8 +49,89 @@ export async function latency(one) {
   return { p50: pct(xs, 50), p99: pct(xs, 99) };
 }
 
+/** Fan-out: `start()` begins the one run and resolves when all N items are done. */
+export async function fanout(start) {
+  const t0 = performance.now();
+  await start();
+  const secs = (performance.now() - t0) / 1000;
+  return { items: N, itemsPerS: N / secs, seconds: secs };
+}
+
+/** The process's resident memory, sampled every 250 ms: peak, and the last reading on demand. */
+export function memorySampler() {
+  let peak = process.memoryUsage().rss;
+  const t = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 250);
+  t.unref();
+  return { now: () => process.memoryUsage().rss / 2 ** 20, peak: () => Math.max(peak, process.memoryUsage().rss) / 2 ** 20, stop: () => clearInterval(t) };
+}
+
+/** The due times of N timers (epoch ms): uniform over one minute starting LEAD_MS from now. */
+export function dueTimes() {
+  const start = Date.now() + LEAD_MS;
+  return Array.from({ length: N }, () => start + Math.floor(Math.random() * WINDOW_MS));
+}
+
+/**
+ * Timers: `create(dues)` parks one run per due time (epoch ms) and resolves when all are stored;
+ * the peer calls `fired(due)` when a run wakes. Resolves once all have fired (or 5 minutes past
+ * the window), with lateness, memory and whether every timer was parked before the first was due.
+ */
+export async function timers(create) {
+  const mem = memorySampler();
+  const dues = dueTimes();
+  const firstDue = Math.min(...dues);
+  const late = [];
+  let resolveAll;
+  const all = new Promise((r) => (resolveAll = r));
+  const fired = (due) => { late.push(Date.now() - due); if (late.length === N) resolveAll(); };
+  const t0 = performance.now();
+  await create(dues, fired);
+  const createdS = (performance.now() - t0) / 1000;
+  const parkedInTime = Date.now() < firstDue;
+  // Memory while parked: just before the first timer is due.
+  await new Promise((r) => setTimeout(r, Math.max(0, firstDue - Date.now() - 500)));
+  const rssParked = mem.now();
+  await Promise.race([all, new Promise((r) => setTimeout(r, Math.max(0, Math.max(...dues) - Date.now()) + 300_000))]);
+  mem.stop();
+  return { timers: N, fired: late.length, createdS, parkedInTime, lateP50: pct(late, 50), lateP99: pct(late, 99), lateMax: late.length ? Math.max(...late) : NaN, rssParkedMB: rssParked, rssPeakMB: mem.peak() };
+}
+
+/**
+ * Intake: an HTTP server on loopback; `accept(event)` stores the event's run durably (keyed by
+ * `event.key`) before the 202 goes out. Prints {"listening": url}; on stdin's end stops taking
+ * requests and waits (up to 2 minutes) until `processed()` reaches the number accepted.
+ */
+export async function intake(accept, processed) {
+  let accepted = 0;
+  let failed = 0;
+  const server = createServer((req, res) => {
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (c) => (body += c));
+    req.on("end", async () => {
+      try {
+        const e = JSON.parse(body);
+        if (typeof e.type !== "string" || typeof e.key !== "string") throw new Error("type and key are required");
+        await accept(e);
+        accepted++;
+        res.writeHead(202, { "content-type": "application/json" }).end('{"accepted":true}');
+      } catch (err) {
+        failed++;
+        res.writeHead(500, { "content-type": "application/json" }).end(JSON.stringify({ error: String(err?.message ?? err) }));
+      }
+    });
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  process.stdout.write(JSON.stringify({ listening: `http://127.0.0.1:${server.address().port}/v1/events` }) + "\n");
+  await new Promise((r) => createInterface({ input: process.stdin }).on("close", r));
+  await new Promise((r) => server.close(r));
+  const t0 = performance.now();
+  while (processed() < accepted && performance.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 50));
+  return { accepted, failed, processed: processed(), drainS: (performance.now() - t0) / 1000 };
+}
+
 export function report(peer, version, r) {
-  process.stdout.write(JSON.stringify({ peer, version, node: process.version, runs: RUNS, samples: SAMPLES, ...r }) + "\n");
+  process.stdout.write(JSON.stringify({ peer, version, node: process.version, workload: WORKLOAD, n: N, runs: RUNS, samples: SAMPLES, ...r }) + "\n");
 }
 
 /** A latch keyed by run: resolves when the run's last step reports. */

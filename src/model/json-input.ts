@@ -12,25 +12,41 @@ export const MAX_JSON_DEPTH = 64;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const badText = (s: string) => s.includes("\u0000") || LONE_SURROGATE.test(s);
 
+interface Frame { v: unknown; depth: number; parent: Frame | null; key: string | number }
+
+/** The pointer of a frame, built only when there is a problem (the walk itself builds no text). */
+function pointerOf(f: Frame, base: string): string {
+  const parts: string[] = [];
+  for (let x: Frame | null = f; x && x.parent; x = x.parent) parts.push(typeof x.key === "number" ? String(x.key) : escapePointer(x.key));
+  return base + parts.reverse().map((p) => `/${p}`).join("");
+}
+
 /** The first problem in `value`, located by a JSON pointer (relative to `base`), or null. */
 export function checkJsonInput(value: unknown, base = ""): Problem | null {
-  const stack: [unknown, string, number][] = [[value, base, 0]];
+  const stack: Frame[] = [{ v: value, depth: 0, parent: null, key: "" }];
   while (stack.length > 0) {
-    const [v, at, depth] = stack.pop()!;
+    const f = stack.pop()!;
+    const v = f.v;
     if (typeof v === "string") {
-      if (badText(v)) return { code: "request.bad_text", pointer: at, message: "text holds U+0000 or an unpaired surrogate, which cannot be stored" };
+      if (badText(v)) return { code: "request.bad_text", pointer: pointerOf(f, base), message: "text holds U+0000 or an unpaired surrogate, which cannot be stored" };
       continue;
     }
     if (v === null || typeof v !== "object") continue;
-    if (depth >= MAX_JSON_DEPTH) return { code: "request.too_deep", pointer: at, message: `nested more than ${MAX_JSON_DEPTH} levels deep` };
+    if (f.depth >= MAX_JSON_DEPTH) return { code: "request.too_deep", pointer: pointerOf(f, base), message: `nested more than ${MAX_JSON_DEPTH} levels deep` };
+    const depth = f.depth + 1;
     if (Array.isArray(v)) {
-      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], `${at}/${i}`, depth + 1]);
+      for (let i = v.length - 1; i >= 0; i--) {
+        const x = v[i];
+        // Leaves that cannot hold a problem are not pushed at all.
+        if (x !== null && (typeof x === "object" || typeof x === "string")) stack.push({ v: x, depth, parent: f, key: i });
+      }
       continue;
     }
-    for (const [k, x] of Object.entries(v)) {
-      const p = `${at}/${escapePointer(k)}`;
-      if (badText(k)) return { code: "request.bad_text", pointer: p, message: "a key holds U+0000 or an unpaired surrogate, which cannot be stored" };
-      stack.push([x, p, depth + 1]);
+    for (const k in v) {
+      if (!Object.prototype.hasOwnProperty.call(v, k)) continue;
+      const x = (v as Record<string, unknown>)[k];
+      if (badText(k)) return { code: "request.bad_text", pointer: pointerOf({ v: x, depth, parent: f, key: k }, base), message: "a key holds U+0000 or an unpaired surrogate, which cannot be stored" };
+      if (x !== null && (typeof x === "object" || typeof x === "string")) stack.push({ v: x, depth, parent: f, key: k });
     }
   }
   return null;
