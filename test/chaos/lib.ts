@@ -496,7 +496,11 @@ export class Harness {
         details.push(`${id}: stuck status=${r.status} node=${r.current_node_key} due_at=${r.due_at} lease_owner=${r.lease_owner} rev=${r.rev} interruptions=${r.interruptions}`);
       } else if (r.status !== "completed") {
         lost++;
-        details.push(`${id}: ended ${r.status} (${r.exit_reason})`);
+        // Name the step that failed it and why, so a finding can be followed up.
+        const steps = await retrying(() => this.ts.store.listSteps(id));
+        const bad = steps.filter((s) => s.outcome === "failed").pop();
+        const why = bad ? ` at ${bad.node_key}#${bad.attempt}: ${bad.error?.code} ${bad.error?.message ?? ""}; attempts ${steps.filter((s) => s.node_key === bad.node_key).map((s) => `${s.outcome}:${s.error?.code ?? ""}`).join(",")}` : "";
+        details.push(`${id}: ended ${r.status} (${r.exit_reason})${why}`);
       }
       if (r.completed_at) lastCompleted = Math.max(lastCompleted, r.completed_at);
       for (const n of HTTP_NODES) {
