@@ -228,14 +228,16 @@ async function benchIntake(kind: "embedded" | "postgres") {
     reentry: { policy: "allow_concurrent" }, nodes: [{ key: "a", kind: "set", config: { assign: { seen: "true" } } }],
   });
   const app = buildApp({ engine, adminToken: "bench-admin-token", rateLimitPerSecond: 0 });
+  let accepted = 0; // counted by the server: the load process's total misses requests in flight at its end
+  app.addHook("onResponse", async (_req, reply) => { if (reply.statusCode === 202) accepted++; });
   const addr = await app.listen({ host: "127.0.0.1", port: 0 });
   const r = await loadHttp(`${addr}/v1/events`, "bench-admin-token");
   await app.close();
-  // Let dispatch drain, then count runs.
-  for (let i = 0; i < 600; i++) {
+  // Let dispatch drain (every event made into its run, no run waiting to start), then count runs.
+  for (let i = 0; i < 1200; i++) {
     await engine.tick();
-    const page = await store.listRuns({ workspace_id: DEFAULT_WORKSPACE, limit: 1, status: "pending" });
-    if (page.items.length === 0) break;
+    const q = await store.queueDepth(Date.now(), 0);
+    if (q.undispatched_events === 0 && q.due_runs === 0) break;
     await new Promise((res) => setTimeout(res, 100));
   }
   let runs = 0;
@@ -248,7 +250,7 @@ async function benchIntake(kind: "embedded" | "postgres") {
   await engine.stop();
   await store.close();
   await cleanup();
-  return { ...r, runs };
+  return { ...r, runs, accepted };
 }
 
 async function benchFairness(kind: "embedded" | "postgres", flood: number) {
@@ -447,49 +449,13 @@ async function weftRuns(kind: "embedded" | "postgres", samples: number): Promise
   return { peer: weftName(kind), node: process.version, runsPerS: RUNS / e2eSecs, stepsPerS: (RUNS * 3) / e2eSecs, p50: pct(xs, 50), p99: pct(xs, 99), how: "enroll all (50 at a time), then run them; latency enroll → waitForRun" };
 }
 
-/**
- * Weft on one store: `n` runs parked on a delay node until a time drawn uniformly from a one-minute
- * window that opens `leadMs` from now; then a custom action notes how late it ran. The engine's
- * default runner settings (no tuned polling). Memory: this process's RSS while all are parked.
- */
-async function weftTimers(kind: "embedded" | "postgres", n: number, leadMs: number): Promise<PeerResult> {
-  const { store, cleanup } = await openBenchStore(kind);
-  const engine = new Engine({ store, httpAllow: ["127.0.0.1"] });
-  const late: number[] = [];
-  let resolveAll!: () => void;
-  const all = new Promise<void>((r) => (resolveAll = r));
-  engine.registerAction({ kind: "fired", handler: (input) => { late.push(Date.now() - Number((input as { due: unknown }).due)); if (late.length === n) resolveAll(); return { ok: true }; } });
-  await engine.start();
-  const a = await engine.createAutomation(DEFAULT_WORKSPACE, {
-    key: "timers", name: "timers", root: "wait", reentry: { policy: "allow_concurrent" },
-    nodes: [{ key: "wait", kind: "delay", config: { until: "{{ context.due }}" } }, { key: "fired", kind: "fired", config: { due: "{{ context.due }}" } }],
-    edges: [{ from: "wait", port: "next", to: "fired" }],
-  });
-  let peak = process.memoryUsage().rss;
-  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 250);
-  const start = Date.now() + leadMs;
-  const dues = Array.from({ length: n }, () => start + Math.floor(Math.random() * 60_000));
-  const firstDue = Math.min(...dues);
-  const t0 = performance.now();
-  for (let i = 0; i < n; i += 50) {
-    await Promise.all(dues.slice(i, i + 50).map((due, j) => engine.enroll(DEFAULT_WORKSPACE, a.id, { subject_id: `t${i + j}`, context_overrides: { due } })));
-  }
-  const createdS = (performance.now() - t0) / 1000;
-  const parkedInTime = Date.now() < firstDue;
-  await new Promise((r) => setTimeout(r, Math.max(0, firstDue - Date.now() - 500)));
-  const rssParked = process.memoryUsage().rss / 2 ** 20;
-  await Promise.race([all, new Promise((r) => setTimeout(r, Math.max(0, Math.max(...dues) - Date.now()) + 300_000))]);
-  clearInterval(sampler);
-  await engine.stop();
-  await store.close();
-  await cleanup();
-  return {
-    peer: weftName(kind), node: process.version, timers: n, fired: late.length, createdS, parkedInTime, lateP50: pct(late, 50), lateP99: pct(late, 99), lateMax: Math.max(...late),
-    rssParkedMB: rssParked, rssPeakMB: Math.max(peak, process.memoryUsage().rss) / 2 ** 20, how: "enroll (50 at a time) into delay until context.due → a custom action; default runner settings",
-  };
-}
-
-const PEERS: { name: string; script: string; pkg: string; node: 20 | 22 }[] = [
+interface PeerProc { name: string; script: string; pkg?: string; node: 20 | 22; embedded?: boolean }
+/** Weft itself through the peers' harness (built code, a process of its own), where the process is measured. */
+const WEFT_PROCS: PeerProc[] = [
+  { name: "Weft, embedded (SQLite) store", script: "weft.mjs", node: 20, embedded: true },
+  { name: "Weft, PostgreSQL store", script: "weft.mjs", node: 20 },
+];
+const PEERS: PeerProc[] = [
   { name: "DBOS Transact", script: "dbos.mjs", pkg: "@dbos-inc/dbos-sdk", node: 20 }, // engines: node >= 20
   { name: "graphile-worker", script: "graphile-worker.mjs", pkg: "graphile-worker", node: 22 }, // engines: node >= 22.18
   { name: "pg-boss", script: "pg-boss.mjs", pkg: "pg-boss", node: 22 }, // engines: node >= 22.12
@@ -507,21 +473,22 @@ function node22(): string | null {
 
 /** A peer process on its own fresh database: `<url> <workload> <n> [extra]`; its last JSON line is the result.
  *  For intake it first prints {"listening": url}: the load runs against it, then its stdin is closed. */
-async function runPeer(p: (typeof PEERS)[number], workload: Workload, n: number, extra?: number): Promise<PeerResult> {
+async function runPeer(p: PeerProc, workload: Workload, n: number, extra?: number): Promise<PeerResult> {
   const base: PeerResult = { peer: p.name };
-  if (!existsSync(fileURLToPath(new URL(`../node_modules/${p.pkg}/package.json`, import.meta.url)))) return { ...base, error: `${p.pkg} is not installed (npm install)` };
+  if (p.pkg && !existsSync(fileURLToPath(new URL(`../node_modules/${p.pkg}/package.json`, import.meta.url)))) return { ...base, error: `${p.pkg} is not installed (npm install)` };
   const nodeBin = p.node === 22 ? node22() : process.execPath;
   if (!nodeBin) return { ...base, error: "needs Node >= 22; bench/peers/node22 did not install it (npm install)" };
-  const db = `weft_bench_peer_${p.script.replace(/\W+/g, "_")}_${process.pid}`;
+  const db = `weft_bench_peer_${p.script.replace(/\W+/g, "_")}_${process.pid}`; // unused by an embedded store, and dropped
   const admin = new pg.Client({ connectionString: PG_URL });
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
   await admin.query(`CREATE DATABASE ${db}`);
   const url = new URL(PG_URL);
   url.pathname = `/${db}`;
+  const target = p.embedded ? "embedded" : url.toString();
   let load: LoadResult | null = null;
   try {
-    const argv = [fileURLToPath(new URL(`./peers/${p.script}`, import.meta.url)), url.toString(), workload, String(n), ...(extra === undefined ? [] : [String(extra)])];
+    const argv = [fileURLToPath(new URL(`./peers/${p.script}`, import.meta.url)), target, workload, String(n), ...(extra === undefined ? [] : [String(extra)])];
     const out = await new Promise<string>((resolve, reject) => {
       const child = spawn(nodeBin, argv, { stdio: ["pipe", "pipe", "pipe"] });
       let buf = "";
@@ -608,8 +575,7 @@ if (args.compare || ONLY.has("compare")) {
     const again = async (r: PeerResult, rerun: (leadMs: number) => Promise<PeerResult>) =>
       r.parkedInTime === false && r.createdS ? rerun(Math.ceil(r.createdS * 1.3 + 10) * 1000) : r;
     const rows: PeerResult[] = [];
-    for (const k of ["embedded", "postgres"] as const) rows.push(await again(await weftTimers(k, timerN, lead), (l) => weftTimers(k, timerN, l)));
-    for (const p of PEERS) rows.push(await again(await runPeer(p, "timers", timerN, lead), (l) => runPeer(p, "timers", timerN, l)));
+    for (const p of [...WEFT_PROCS, ...PEERS]) rows.push(await again(await runPeer(p, "timers", timerN, lead), (l) => runPeer(p, "timers", timerN, l)));
     const [emb, wpg] = rows as [PeerResult, PeerResult];
     console.log(`\n## ${f0(timerN)} runs parked on timers due within one minute (the window opens once all are parked)\n`);
     console.log("| system | parked in s | fired | lateness p50 / p99 / max ms | RSS while parked MB | peak RSS MB | its p99 lateness ÷ Weft PG's | its RSS parked ÷ Weft PG's |");
@@ -625,7 +591,7 @@ if (args.compare || ONLY.has("compare")) {
   if (workloads.includes("intake")) {
     const rows = await side("intake", async (k) => {
       const r = await benchIntake(k);
-      return { peer: weftName(k), node: process.version, rps: r.rps, p50: r.p50, p99: r.p99, non2xx: r.non2xx, accepted: r.requests - r.non2xx, processed: r.runs, how: "POST /v1/events (bearer token, schema checks, dedupe by key), the dispatcher makes the runs" };
+      return { peer: weftName(k), node: process.version, rps: r.rps, p50: r.p50, p99: r.p99, non2xx: r.non2xx, accepted: r.accepted, processed: r.runs, how: "POST /v1/events (bearer token, schema checks, dedupe by key), the dispatcher makes the runs" };
     }, 0);
     const [emb, wpg] = rows as [PeerResult, PeerResult];
     console.log(`\n## Event intake over HTTP: ${args.seconds} s of load from a second process, 32 connections, a fresh key per event; acknowledged once durably stored\n`);

@@ -46,11 +46,9 @@ if (WORKLOAD === "runs") {
   r = { ...(await fanout(async () => { await (await DBOS.startWorkflow(fanOut, { workflowID: "fan" })(N)).getResult(); })), how: "a workflow enqueues one child workflow (one step) per item on a queue with concurrency 50 (polled every 50 ms, not the default 1 s), then awaits all" };
 } else if (WORKLOAD === "timers") {
   r = {
-    ...(await timers(async (dues, fired) => {
+    ...(await timers(async (dues, fired, batches) => {
       onFired = fired;
-      for (let i = 0; i < dues.length; i += BATCH) {
-        await Promise.all(dues.slice(i, i + BATCH).map((due, j) => DBOS.startWorkflow(timer, { workflowID: `t-${i + j}` })(due)));
-      }
+      await batches(BATCH, (slice, i) => Promise.all(slice.map((due, j) => DBOS.startWorkflow(timer, { workflowID: `t-${i + j}` })(due))));
     })),
     how: "a workflow per timer (DBOS.startWorkflow, 50 at a time): DBOS.sleep (durable), then a step",
   };

@@ -50,11 +50,9 @@ if (WORKLOAD === "runs") {
 } else if (WORKLOAD === "timers") {
   const utils = await makeWorkerUtils({ connectionString: DB_URL, schema: "graphile_worker" });
   r = {
-    ...(await timers(async (dues, fired) => {
+    ...(await timers(async (dues, fired, batches) => {
       onFired = fired;
-      for (let i = 0; i < dues.length; i += 1000) {
-        await utils.addJobs(dues.slice(i, i + 1000).map((due) => ({ identifier: "timer", payload: { due }, runAt: new Date(due) })));
-      }
+      await batches(1000, (slice) => utils.addJobs(slice.map((due) => ({ identifier: "timer", payload: { due }, runAt: new Date(due) }))));
     })),
     how: "a job per timer with runAt (addJobs, 1,000 a call); pollInterval 100 ms",
   };

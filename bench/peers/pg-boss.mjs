@@ -48,9 +48,9 @@ if (WORKLOAD === "runs") {
   let onFired = () => {};
   await boss.work("timer", { ...opts, batchSize: 100 }, async (jobs) => { for (const j of jobs) onFired(j.data.due); });
   r = {
-    ...(await timers(async (dues, fired) => {
+    ...(await timers(async (dues, fired, batches) => {
       onFired = fired;
-      for (let i = 0; i < dues.length; i += 1000) await boss.insert("timer", dues.slice(i, i + 1000).map((due) => ({ data: { due }, startAfter: new Date(due) })));
+      await batches(1000, (slice) => boss.insert("timer", slice.map((due) => ({ data: { due }, startAfter: new Date(due) }))));
     })),
     how: "a job per timer with startAfter (insert, 1,000 a call); polling 0.5 s, batchSize 100 × localConcurrency 4",
   };

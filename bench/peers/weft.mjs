@@ -1,0 +1,40 @@
+// Weft through the same harness as the peers, for the workloads where the process itself is
+// measured (timers: memory while 100,000 runs are parked). Built code (dist/), as `npm start` runs
+// it. First argument: a PostgreSQL URL, or "embedded" for a SQLite file in a fresh folder.
+// timers: a run per timer (enroll, 50 at a time) into delay until context.due → a custom action;
+// the engine's default runner settings.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Engine, DEFAULT_WORKSPACE, EmbeddedStore, PostgresStore } from "../../dist/index.js";
+import { DB_URL, WORKLOAD, BATCH, timers, report } from "./common.mjs";
+
+const dir = DB_URL === "embedded" ? mkdtempSync(join(tmpdir(), "weft-bench-")) : null;
+const store = dir ? new EmbeddedStore({ file: join(dir, "weft.db") }) : new PostgresStore({ url: DB_URL, poolSize: 8 });
+await store.migrate();
+const engine = new Engine({ store, httpAllow: ["127.0.0.1"] });
+let onFired = () => {};
+engine.registerAction({ kind: "fired", handler: (input) => { onFired(Number(input.due)); return { ok: true }; } });
+await engine.start();
+
+let r;
+if (WORKLOAD === "timers") {
+  const a = await engine.createAutomation(DEFAULT_WORKSPACE, {
+    key: "timers", name: "timers", root: "wait", reentry: { policy: "allow_concurrent" },
+    nodes: [{ key: "wait", kind: "delay", config: { until: "{{ context.due }}" } }, { key: "fired", kind: "fired", config: { due: "{{ context.due }}" } }],
+    edges: [{ from: "wait", port: "next", to: "fired" }],
+  });
+  r = {
+    ...(await timers(async (dues, fired, batches) => {
+      onFired = fired;
+      await batches(BATCH, (slice, i) => Promise.all(slice.map((due, j) => engine.enroll(DEFAULT_WORKSPACE, a.id, { subject_id: `t${i + j}`, context_overrides: { due } }))));
+    })),
+    how: "enroll (50 at a time) into delay until context.due → a custom action; default runner settings",
+  };
+} else throw new Error(`unknown workload ${WORKLOAD}`);
+await engine.stop();
+await store.close();
+if (dir) rmSync(dir, { recursive: true, force: true });
+const version = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")).version;
+report(dir ? "Weft, embedded (SQLite) store" : "Weft, PostgreSQL store", version, r);
+process.exit(0);
