@@ -491,13 +491,13 @@ export class Harness {
         details.push(`${id}: enrolled but missing from the store`);
         continue;
       }
+      const steps = await retrying(() => this.ts.store.listSteps(id));
       if (!isTerminal(r.status)) {
         stuck++;
         details.push(`${id}: stuck status=${r.status} node=${r.current_node_key} due_at=${r.due_at} lease_owner=${r.lease_owner} rev=${r.rev} interruptions=${r.interruptions}`);
       } else if (r.status !== "completed") {
         lost++;
         // Name the step that failed it and why, so a finding can be followed up.
-        const steps = await retrying(() => this.ts.store.listSteps(id));
         const bad = steps.filter((s) => s.outcome === "failed").pop();
         const why = bad ? ` at ${bad.node_key}#${bad.attempt}: ${bad.error?.code} ${bad.error?.message ?? ""}; attempts ${steps.filter((s) => s.node_key === bad.node_key).map((s) => `${s.outcome}:${s.error?.code ?? ""}`).join(",")}` : "";
         details.push(`${id}: ended ${r.status} (${r.exit_reason})${why}`);
@@ -517,7 +517,6 @@ export class Harness {
           details.push(`${id}/${n}/${v}: a second visit executed at the sink`);
         }
       }
-      const steps = await retrying(() => this.ts.store.listSteps(id));
       const c = checkSteps(r, steps);
       if (c.illegal.length + c.doubleCommits.length > 0) {
         illegal++;
