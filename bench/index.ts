@@ -478,15 +478,18 @@ async function runPeer(p: PeerProc, workload: Workload, n: number, extra?: numbe
   if (p.pkg && !existsSync(fileURLToPath(new URL(`../node_modules/${p.pkg}/package.json`, import.meta.url)))) return { ...base, error: `${p.pkg} is not installed (npm install)` };
   const nodeBin = p.node === 22 ? node22() : process.execPath;
   if (!nodeBin) return { ...base, error: "needs Node >= 22; bench/peers/node22 did not install it (npm install)" };
-  const db = `weft_bench_peer_${p.script.replace(/\W+/g, "_")}_${process.pid}`; // unused by an embedded store, and dropped
+  // A fresh database for each PostgreSQL run (created here, dropped after); an embedded store needs none.
+  const db = p.embedded ? null : `weft_bench_peer_${p.script.replace(/\W+/g, "_")}_${process.pid}`;
   const admin = new pg.Client({ connectionString: PG_URL });
   await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
-  await admin.query(`CREATE DATABASE ${db}`);
   const url = new URL(PG_URL);
-  url.pathname = `/${db}`;
-  const target = p.embedded ? "embedded" : url.toString();
-  let load: LoadResult | null = null;
+  if (db) {
+    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+    await admin.query(`CREATE DATABASE ${db}`);
+    url.pathname = `/${db}`;
+  }
+  const target = db ? url.toString() : "embedded";
+  const loaded: { r?: LoadResult } = {};
   try {
     const argv = [fileURLToPath(new URL(`./peers/${p.script}`, import.meta.url)), target, workload, String(n), ...(extra === undefined ? [] : [String(extra)])];
     const out = await new Promise<string>((resolve, reject) => {
@@ -500,7 +503,7 @@ async function runPeer(p: PeerProc, workload: Workload, n: number, extra?: numbe
         const m = /\{"listening":"([^"]+)"\}/.exec(buf);
         if (m && !loading) {
           loading = true;
-          loadHttp(m[1]!, "unused").then((r) => { load = r; child.stdin.end(); }, (e) => { child.kill("SIGKILL"); reject(e); });
+          loadHttp(m[1]!, "unused").then((r) => { loaded.r = r; child.stdin.end(); }, (e) => { child.kill("SIGKILL"); reject(e); });
         }
       });
       child.stderr.on("data", (c) => (err += c));
@@ -512,11 +515,12 @@ async function runPeer(p: PeerProc, workload: Workload, n: number, extra?: numbe
     });
     const line = out.trim().split("\n").filter((l) => l.startsWith("{") && !l.startsWith('{"listening"')).pop();
     if (!line) throw new Error("printed no result");
-    return { ...base, ...JSON.parse(line), ...(load ? { rps: (load as LoadResult).rps, p50: (load as LoadResult).p50, p99: (load as LoadResult).p99, non2xx: (load as LoadResult).non2xx } : {}) };
+    const l = loaded.r;
+    return { ...base, ...JSON.parse(line), ...(l ? { rps: l.rps, p50: l.p50, p99: l.p99, non2xx: l.non2xx } : {}) };
   } catch (e) {
     return { ...base, error: (e as Error).message };
   } finally {
-    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+    if (db) await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
     await admin.end();
   }
 }
@@ -529,80 +533,81 @@ if (args.compare || ONLY.has("compare")) {
   const items = Number(args.items);
   const x = (a?: number, b?: number) => (a === undefined || b === undefined || !b || Number.isNaN(a) || Number.isNaN(b) ? "-" : `${a / b < 1 ? (a / b).toFixed(2) : f1(a / b)}×`);
   const ms = (n?: number) => (n === undefined || Number.isNaN(n) ? "-" : n < 10 ? n.toFixed(1) : f0(n));
-  const name = (r: PeerResult) => (r.version ? `${r.peer} ${r.version}` : r.peer);
-  const notRun = (r: PeerResult, cols: number) => `| ${name(r)} | not run: ${r.error!.replace(/\|/g, "/")} |${" - |".repeat(cols - 2)}`;
-  /** Weft rows on both stores, then each peer, each workload run alone. */
+  const hows: string[] = [];
+  /** Each workload alone: Weft's two rows first (embedded, then PostgreSQL), then each peer. */
   const side = async (w: Workload, weft: (k: "embedded" | "postgres") => Promise<PeerResult>, n: number, extra?: number) => {
     const rows: PeerResult[] = [await weft("embedded"), await weft("postgres")];
     for (const p of PEERS) rows.push(await runPeer(p, w, n, extra));
     return rows;
   };
+  /**
+   * One table: a column is [heading, cell]; a column marked "ratio" compares a row with Weft's
+   * rows and prints "-" on Weft's own. The rows' "how" lines are kept for the end.
+   */
+  type Col = [string, (r: PeerResult, weft: { pg: PeerResult; emb: PeerResult }) => string, "ratio"?];
+  const table = (title: string, rows: PeerResult[], cols: Col[]) => {
+    const weft = { emb: rows[0]!, pg: rows[1]! };
+    console.log(`\n## ${title}\n`);
+    console.log(`| system | ${cols.map((c) => c[0]).join(" | ")} |`);
+    console.log(`| --- |${" --- |".repeat(cols.length)}`);
+    for (const r of rows) {
+      const name = r.version ? `${r.peer} ${r.version}` : r.peer;
+      if (r.error) {
+        console.log(`| ${name} | not run: ${r.error.replace(/\|/g, "/")} |${" - |".repeat(cols.length - 1)}`);
+        continue;
+      }
+      const cells = cols.map(([, cell, ratio]) => (ratio && r.peer.startsWith("Weft") ? "-" : cell(r, weft)));
+      console.log(`| ${name} | ${cells.join(" | ")} |`);
+      if (r.how) hows.push(`- ${r.peer}: ${r.how}`);
+    }
+  };
   console.log(`\n# Side by side with peers (PostgreSQL single-row INSERT commits/s in this run, 8 clients, 3 s: ${f0(limit)})`);
-  const hows: string[] = [];
-  const noteHow = (rows: PeerResult[]) => { for (const r of rows) if (r.how && !r.error) hows.push(`- ${r.peer}: ${r.how}`); };
 
   if (workloads.includes("runs")) {
-    const rows = await side("runs", (k) => weftRuns(k, samples), RUNS, samples);
-    const [emb, wpg] = rows as [PeerResult, PeerResult];
-    console.log(`\n## ${RUNS} three-step no-op runs (started 50 at a time, end to end), and one three-step run started alone (${samples} samples, sequential)\n`);
-    console.log("| system | node | runs/s | steps/s | steps/s ÷ PG commit rate | single run p50 / p99 ms | Weft PG ÷ it, runs/s | its p50 ÷ Weft PG's p50 | Weft embedded ÷ it, runs/s |");
-    console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (const r of rows) {
-      if (r.error) { console.log(notRun(r, 9)); continue; }
-      const weft = r.peer.startsWith("Weft");
-      console.log(`| ${name(r)} | ${r.node ?? "-"} | ${f0(r.runsPerS!)} | ${f0(r.stepsPerS!)} | ${x(r.stepsPerS, limit)} | ${ms(r.p50)} / ${ms(r.p99)} | ${weft ? "-" : x(wpg.runsPerS, r.runsPerS)} | ${weft ? "-" : x(r.p50, wpg.p50)} | ${weft ? "-" : x(emb.runsPerS, r.runsPerS)} |`);
-    }
-    noteHow(rows);
+    table(`${RUNS} three-step no-op runs (started 50 at a time, end to end), and one three-step run started alone (${samples} samples, sequential)`,
+      await side("runs", (k) => weftRuns(k, samples), RUNS, samples), [
+        ["node", (r) => r.node ?? "-"], ["runs/s", (r) => f0(r.runsPerS!)], ["steps/s", (r) => f0(r.stepsPerS!)],
+        ["steps/s ÷ PG commit rate", (r) => x(r.stepsPerS, limit)], ["single run p50 / p99 ms", (r) => `${ms(r.p50)} / ${ms(r.p99)}`],
+        ["Weft PG ÷ it, runs/s", (r, w) => x(w.pg.runsPerS, r.runsPerS), "ratio"], ["its p50 ÷ Weft PG's p50", (r, w) => x(r.p50, w.pg.p50), "ratio"],
+        ["Weft embedded ÷ it, runs/s", (r, w) => x(w.emb.runsPerS, r.runsPerS), "ratio"],
+      ]);
   }
   if (workloads.includes("fanout")) {
-    const rows = await side("fanout", async (k) => {
+    const weftFanout = async (k: "embedded" | "postgres"): Promise<PeerResult> => {
       const r = await benchFanout(k, items);
       return { peer: weftName(k), node: process.version, itemsPerS: r.perS, seconds: r.secs, how: `for_each over ${items} items, a no-op custom action each, concurrency 50 (${r.succeeded} succeeded, run ${r.status})` };
-    }, items);
-    const [emb, wpg] = rows as [PeerResult, PeerResult];
-    console.log(`\n## Fan-out: one run over ${f0(items)} items, 50 at a time\n`);
-    console.log("| system | items/s | seconds | items/s ÷ PG commit rate | Weft PG ÷ it | Weft embedded ÷ it |");
-    console.log("| --- | --- | --- | --- | --- | --- |");
-    for (const r of rows) {
-      if (r.error) { console.log(notRun(r, 6)); continue; }
-      const weft = r.peer.startsWith("Weft");
-      console.log(`| ${name(r)} | ${f0(r.itemsPerS!)} | ${f1(r.seconds!)} | ${x(r.itemsPerS, limit)} | ${weft ? "-" : x(wpg.itemsPerS, r.itemsPerS)} | ${weft ? "-" : x(emb.itemsPerS, r.itemsPerS)} |`);
-    }
-    noteHow(rows);
+    };
+    table(`Fan-out: one run over ${f0(items)} items, 50 at a time`, await side("fanout", weftFanout, items), [
+      ["items/s", (r) => f0(r.itemsPerS!)], ["seconds", (r) => f1(r.seconds!)], ["items/s ÷ PG commit rate", (r) => x(r.itemsPerS, limit)],
+      ["Weft PG ÷ it", (r, w) => x(w.pg.itemsPerS, r.itemsPerS), "ratio"], ["Weft embedded ÷ it", (r, w) => x(w.emb.itemsPerS, r.itemsPerS), "ratio"],
+    ]);
   }
   if (workloads.includes("timers")) {
-    // A system that could not park them all before the first was due is run again with more lead.
-    const again = async (r: PeerResult, rerun: (leadMs: number) => Promise<PeerResult>) =>
-      r.parkedInTime === false && r.createdS ? rerun(Math.ceil(r.createdS * 1.3 + 10) * 1000) : r;
+    // Weft too runs in a process of its own here, so that memory is measured alike. A system
+    // that could not park them all before the first was due runs again with the lead it needs.
     const rows: PeerResult[] = [];
-    for (const p of [...WEFT_PROCS, ...PEERS]) rows.push(await again(await runPeer(p, "timers", timerN, lead), (l) => runPeer(p, "timers", timerN, l)));
-    const [emb, wpg] = rows as [PeerResult, PeerResult];
-    console.log(`\n## ${f0(timerN)} runs parked on timers due within one minute (the window opens once all are parked)\n`);
-    console.log("| system | parked in s | fired | lateness p50 / p99 / max ms | RSS while parked MB | peak RSS MB | its p99 lateness ÷ Weft PG's | its RSS parked ÷ Weft PG's |");
-    console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (const r of rows) {
-      if (r.error) { console.log(notRun(r, 8)); continue; }
-      const weft = r.peer.startsWith("Weft");
-      console.log(`| ${name(r)} | ${f1(r.createdS!)}${r.parkedInTime ? "" : " (not all parked before the first was due)"} | ${f0(r.fired!)} of ${f0(r.timers!)} | ${ms(r.lateP50)} / ${ms(r.lateP99)} / ${ms(r.lateMax)} | ${f0(r.rssParkedMB!)} | ${f0(r.rssPeakMB!)} | ${weft ? "-" : x(r.lateP99, wpg.lateP99)} | ${weft ? "-" : x(r.rssParkedMB, wpg.rssParkedMB)} |`);
+    for (const p of [...WEFT_PROCS, ...PEERS]) {
+      const r = await runPeer(p, "timers", timerN, lead);
+      rows.push(r.parkedInTime === false && r.createdS ? await runPeer(p, "timers", timerN, Math.ceil(r.createdS * 1.3 + 10) * 1000) : r);
     }
-    void emb;
-    noteHow(rows);
+    table(`${f0(timerN)} runs parked on timers due within one minute (the window opens once all are parked)`, rows, [
+      ["parked in s", (r) => `${f1(r.createdS!)}${r.parkedInTime ? "" : " (not all parked before the first was due)"}`],
+      ["fired", (r) => `${f0(r.fired!)} of ${f0(r.timers!)}`], ["lateness p50 / p99 / max ms", (r) => `${ms(r.lateP50)} / ${ms(r.lateP99)} / ${ms(r.lateMax)}`],
+      ["RSS while parked MB", (r) => ms(r.rssParkedMB)], ["peak RSS MB", (r) => ms(r.rssPeakMB)],
+      ["its p99 lateness ÷ Weft PG's", (r, w) => x(r.lateP99, w.pg.lateP99), "ratio"], ["its RSS parked ÷ Weft PG's", (r, w) => x(r.rssParkedMB, w.pg.rssParkedMB), "ratio"],
+    ]);
   }
   if (workloads.includes("intake")) {
-    const rows = await side("intake", async (k) => {
+    const weftIntake = async (k: "embedded" | "postgres"): Promise<PeerResult> => {
       const r = await benchIntake(k);
       return { peer: weftName(k), node: process.version, rps: r.rps, p50: r.p50, p99: r.p99, non2xx: r.non2xx, accepted: r.accepted, processed: r.runs, how: "POST /v1/events (bearer token, schema checks, dedupe by key), the dispatcher makes the runs" };
-    }, 0);
-    const [emb, wpg] = rows as [PeerResult, PeerResult];
-    console.log(`\n## Event intake over HTTP: ${args.seconds} s of load from a second process, 32 connections, a fresh key per event; acknowledged once durably stored\n`);
-    console.log("| system | events accepted/s | p50 / p99 ms | non-2xx | runs made | accepted/s ÷ PG commit rate | Weft PG ÷ it | Weft embedded ÷ it |");
-    console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (const r of rows) {
-      if (r.error) { console.log(notRun(r, 8)); continue; }
-      const weft = r.peer.startsWith("Weft");
-      console.log(`| ${name(r)} | ${f0(r.rps!)} | ${r.p50} / ${r.p99} | ${r.non2xx} | ${f0(r.processed!)} of ${f0(r.accepted ?? NaN)} | ${x(r.rps, limit)} | ${weft ? "-" : x(wpg.rps, r.rps)} | ${weft ? "-" : x(emb.rps, r.rps)} |`);
-    }
-    noteHow(rows);
+    };
+    table(`Event intake over HTTP: ${args.seconds} s of load from a second process, 32 connections, a fresh key per event; acknowledged once durably stored`,
+      await side("intake", weftIntake, 0), [
+        ["events accepted/s", (r) => f0(r.rps!)], ["p50 / p99 ms", (r) => `${r.p50} / ${r.p99}`], ["non-2xx", (r) => String(r.non2xx)],
+        ["runs made", (r) => `${f0(r.processed!)} of ${f0(r.accepted ?? NaN)}`], ["accepted/s ÷ PG commit rate", (r) => x(r.rps, limit)],
+        ["Weft PG ÷ it", (r, w) => x(w.pg.rps, r.rps), "ratio"], ["Weft embedded ÷ it", (r, w) => x(w.emb.rps, r.rps), "ratio"],
+      ]);
   }
   console.log(`\nHow each ran:\n${[...new Set(hows)].join("\n")}`);
 }
