@@ -376,23 +376,81 @@ describe("validateDefinition: errors carry a namespaced code and the exact JSON 
   });
 });
 
-describe("validateDefinition: dangling edges are warnings", () => {
-  it("an edge to a missing node is definition.dangling_edge (a warning), and the definition is accepted", () => {
+describe("validateDefinition: the graph protects users", () => {
+  it("an edge to a missing node is definition.unknown_node at /edges/N/to, with the likely intended key", () => {
     const d = example();
-    d.edges[1].to = "ghost";
+    const target = d.edges[1].to;
+    d.edges[1].to = target.slice(0, -1);
     const r = validateDefinition(d);
-    expect(r.ok).toBe(true);
-    expect(r.warnings).toEqual([{ code: "definition.dangling_edge", pointer: "/edges/1/to", message: expect.stringContaining("ghost") }]);
+    expect(r.ok).toBe(false);
+    const errs = errorsOf(r);
+    expect(errs.map((e) => [e.code, e.pointer])).toEqual([["definition.unknown_node", "/edges/1/to"]]);
+    expect(errs[0]!.message).toContain(`did you mean "${target}"`);
   });
 
-  it("a dangling edge alongside a real error: still only a warning", () => {
+  it("a missing edge target alongside another error: both reported in one pass", () => {
     const d = example();
     d.edges[1].to = "ghost";
     d.nodes[0].config.condition = "(";
     const r = validateDefinition(d);
-    expect(r.ok).toBe(false);
-    expect(errorsOf(r).map((e) => e.code)).toEqual(["expression.syntax"]);
-    expect(r.warnings.map((w) => [w.code, w.pointer])).toEqual([["definition.dangling_edge", "/edges/1/to"]]);
+    expect(errorsOf(r).map((e) => e.code).sort()).toEqual(["definition.unknown_node", "expression.syntax"]);
+  });
+
+  it("a node no edge reaches is a warning (definition.unreachable_node) at its pointer", () => {
+    const d = example();
+    d.nodes.push({ key: "orphan", kind: "end", config: {} });
+    const r = validateDefinition(d);
+    expect(r.ok).toBe(true);
+    expect(r.warnings.map((w) => [w.code, w.pointer])).toEqual([["definition.unreachable_node", `/nodes/${d.nodes.length - 1}`]]);
+  });
+
+  it("unknown field lists the fields allowed there (top level, node, trigger by type, node config by kind)", () => {
+    const d = example();
+    (d as any).triggerz = [];
+    d.nodes[0].colour = "red";
+    const r = validateDefinition(d);
+    const errs = errorsOf(r);
+    const top = errs.find((e) => e.pointer === "/triggerz")!;
+    expect(top.message).toContain('did you mean "triggers"');
+    expect(top.details?.allowed).toEqual(expect.arrayContaining(["key", "name", "triggers", "nodes", "edges", "root"]));
+    const node = errs.find((e) => e.pointer === "/nodes/0/colour")!;
+    expect(node.details?.allowed).toEqual(["key", "kind", "name", "config", "permissions", "retry"]);
+
+    const t = example();
+    (t.triggers.find((x: any) => x.type === "schedule") as any).timezon = "UTC";
+    const tErr = errorsOf(validateDefinition(t))[0]!;
+    expect(tErr.message).toContain('did you mean "timezone"');
+    expect(tErr.details?.allowed).toEqual(["type", "cron", "timezone", "catch_up"]);
+
+    const c = example();
+    const http = c.nodes.find((n: any) => n.kind === "http_request");
+    http.config.ops = 1;
+    const cErr = errorsOf(validateDefinition(c))[0]!;
+    expect(cErr.code).toBe("definition.config.unknown_field");
+    expect(cErr.details?.allowed).toEqual(expect.arrayContaining(["method", "url", "headers", "body", "timeout_ms"]));
+  });
+
+  it("an enum error lists its values", () => {
+    const d = example();
+    (d.triggers.find((x: any) => x.type === "schedule") as any).catch_up = "sometimes";
+    expect(errorsOf(validateDefinition(d))[0]!.message).toMatch(/latest.*all.*none/);
+  });
+
+  it("a config type error does not hide the node's expression errors", () => {
+    const d = example();
+    const br = d.nodes.find((n: any) => n.kind === "branch");
+    br.config.condition = "(";
+    br.config.extra = true;
+    const codes = errorsOf(validateDefinition(d)).map((e) => e.code).sort();
+    expect(codes).toEqual(["definition.config.unknown_field", "expression.syntax"]);
+  });
+
+  it("retry takes any subset of its fields; the rest default (5 attempts, 2 s initial, 300 s max)", () => {
+    const d = example();
+    d.nodes[0].retry = { max_attempts: 2 };
+    const r = validateDefinition(d);
+    expect(r.ok).toBe(true);
+    expect(r.ok && r.definition.nodes[0]!.retry).toEqual({ max_attempts: 2, initial_ms: 2000, max_ms: 300000 });
   });
 });
 

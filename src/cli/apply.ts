@@ -11,7 +11,7 @@ import { ApiError, type Api } from "./http.js";
 import { Progress } from "./progress.js";
 import { loadSource, type Located, type Source } from "./source.js";
 
-export const APPLY_USAGE = `usage: weft apply -f FILE [-f FILE]... [--activate | --paused]
+export const APPLY_USAGE = `usage: weft apply -f FILE [-f FILE]... [--activate | --paused] [--strict] [--dry-run]
 
 Validate automation definitions (YAML: .yaml/.yml, or JSON: .json) and create or update them.
 A file whose key is new creates the automation (version 1); a key that exists gets a new version
@@ -24,6 +24,8 @@ options:
   -f, --file FILE  a definition file (repeatable)
   --activate       make the automation active (new automations are active by default)
   --paused         create it paused, or pause it
+  --strict         warnings (an unreachable node, ...) are errors: nothing is applied
+  --dry-run        validate locally and say what would be created or updated; change nothing
   --json           print one JSON line per file: { file, id, key, version, status, result }
 ${CONNECTION_HELP}
 
@@ -46,6 +48,8 @@ export async function apply(args: string[]): Promise<number> {
     file: { type: "string", short: "f", multiple: true },
     activate: { type: "boolean" },
     paused: { type: "boolean" },
+    strict: { type: "boolean" },
+    "dry-run": { type: "boolean" },
     json: { type: "boolean" },
   }, APPLY_USAGE);
   if (values.help) {
@@ -78,17 +82,21 @@ export async function apply(args: string[]): Promise<number> {
     const res = validateDefinition(loaded.source.value);
     const errors = res.ok ? [] : res.errors;
     const blocking = errors.filter((p) => !SERVER_DECIDES.has(p.code));
-    if (blocking.length > 0) {
-      printProblems(file, errors.map((p) => locate(loaded.source, p, SERVER_DECIDES.has(p.code) ? " (unless the server registers this kind)" : "")));
-      invalid = true;
-    }
-    if (res.warnings.length > 0) printProblems(file, res.warnings.map((p) => locate(loaded.source, p, " (warning)")));
+    const strictFail = values.strict === true && res.warnings.length > 0;
+    // Errors and warnings together, in the order they stand in the file.
+    const shown = [
+      ...(blocking.length > 0 ? errors.map((p) => locate(loaded.source, p, SERVER_DECIDES.has(p.code) ? " (unless the server registers this kind)" : "")) : []),
+      ...res.warnings.map((p) => locate(loaded.source, p, values.strict ? " (warning; an error with --strict)" : " (warning)")),
+    ];
+    printProblems(file, shown);
+    if (blocking.length > 0 || strictFail) invalid = true;
     sources.push(loaded.source);
   }
   if (invalid) {
     process.stderr.write(`weft: nothing applied: ${files.length > 1 ? "a definition is" : "the definition is"} invalid\n`);
     return Exit.usage;
   }
+  if (values["dry-run"]) return dryRun(api, sources, values.json === true);
 
   // 2. Apply them in order.
   const existing = new Map<string, Automation>();
@@ -113,6 +121,25 @@ export async function apply(args: string[]): Promise<number> {
   }
   progress.stop();
   return code;
+}
+
+/** What apply would do, file by file, without changing anything (the server is only read). */
+async function dryRun(api: Api, sources: Source[], json: boolean): Promise<number> {
+  const existing = new Map<string, Automation>();
+  for (const a of (await api.call<{ items: Automation[] }>("GET", "/v1/automations")).body.items) existing.set(a.key, a);
+  for (const src of sources) {
+    const key = String((src.value as Record<string, unknown>).key);
+    const found = existing.get(key);
+    let result: "would create" | "would update" | "unchanged" = "would create";
+    if (found) {
+      const current = (await api.call<Automation>("GET", `/v1/automations/${encodeURIComponent(found.id)}`)).body;
+      const parsed = definitionSchema.safeParse(src.value);
+      result = parsed.success && current.definition && canonical(parsed.data) === canonical(current.definition) ? "unchanged" : "would update";
+    }
+    const line = { file: src.file, key, result, id: found?.id ?? null, version: found ? found.version + (result === "would update" ? 1 : 0) : 1 };
+    process.stdout.write(json ? JSON.stringify(line) + "\n" : `${src.file}: ${result} ${key}${found ? ` ${found.id} (version ${line.version})` : ""} (dry run: nothing changed)\n`);
+  }
+  return Exit.ok;
 }
 
 async function applyOne(api: Api, src: Source, existing: Map<string, Automation>, want: "active" | "paused" | undefined) {
@@ -152,7 +179,8 @@ export function formatProblem(file: string, p: Located): string {
 }
 
 function printProblems(file: string, problems: Located[]): void {
-  for (const p of problems) process.stderr.write(formatProblem(file, p) + "\n");
+  const sorted = [...problems].sort((a, b) => a.pos.line - b.pos.line || a.pos.col - b.pos.col);
+  for (const p of sorted) process.stderr.write(formatProblem(file, p) + "\n");
 }
 
 /** definition.invalid (details.errors) and definition errors naming a pointer become located lines (exit 2). */

@@ -5,62 +5,79 @@ import { z } from "zod";
 import { Cron } from "croner";
 import type { Problem } from "./errors.js";
 import { checkExpression, checkTemplates, escapePointer } from "./expressions.js";
+import { AGENT_TIMEOUT_MS, CATCH_UP, FILTER_MODE, FOR_EACH_CONCURRENCY, HTTP_MAX_RESPONSE_BYTES, HTTP_TIMEOUT_MS, REENTRY_POLICY, REPLY_EVENT, TIMEZONE } from "./defaults.js";
+import { DEFAULT_RETRY } from "./retry.js";
 
 const cel = z.string().min(1);
+const d = (description: string, extra: Record<string, unknown> = {}) => ({ description, ...extra });
+
+/** Any subset of the fields; the rest take the defaults (stored filled in, so a pinned version never changes meaning). */
 const retrySchema = z.strictObject({
-  max_attempts: z.number().int().min(1).max(100),
-  initial_ms: z.number().int().min(0).max(86_400_000),
-  max_ms: z.number().int().min(0).max(86_400_000),
-});
+  max_attempts: z.number().int().min(1).max(100).default(DEFAULT_RETRY.max_attempts).meta(d("attempts in all, the first included")),
+  initial_ms: z.number().int().min(0).max(86_400_000).default(DEFAULT_RETRY.initial_ms).meta(d("the first backoff; each next one doubles, with jitter (half fixed, half random)")),
+  max_ms: z.number().int().min(0).max(86_400_000).default(DEFAULT_RETRY.max_ms).meta(d("the longest backoff; a server's Retry-After is honoured up to one hour")),
+}).meta(d("How a failed attempt is retried. Only retryable errors are (HTTP 429/502/503/504, timeouts, network errors); everything else fails at once."));
 
 const recordTrigger = z.strictObject({
   type: z.literal("record"),
-  entity: z.string().min(1),
-  on: z.array(z.enum(["created", "updated", "deleted"])).min(1),
-  fields: z.array(z.string().min(1)).optional(),
-  filter: cel.optional(),
-  /** every_time: fire whenever the filter holds after the change; becomes_true: only when it did not hold before and holds after. */
-  filter_mode: z.enum(["every_time", "becomes_true"]).optional(),
-});
-const eventTrigger = z.strictObject({ type: z.literal("event"), name: z.string().min(1), filter: cel.optional() });
-const webhookTrigger = z.strictObject({ type: z.literal("webhook"), name: z.string().optional() });
+  entity: z.string().min(1).meta(d("the record type, as sent in `entity` of a `type: record` event (e.g. `opportunity`)")),
+  on: z.array(z.enum(["created", "updated", "deleted"])).min(1).meta(d("which operations fire")),
+  fields: z.array(z.string().min(1)).optional().meta(d("watched fields: an update fires only when one of them changed between `before` and `after`; omitted: any update")),
+  filter: cel.optional().meta(d("CEL over `event` (with `event.before`, `event.after`); the trigger fires only when it is true")),
+  filter_mode: z.enum(["every_time", "becomes_true"]).optional().meta(d("every_time: whenever the filter holds after the change; becomes_true: only when it did not hold on `before` and holds on `after`", { default: FILTER_MODE })),
+}).meta(d("A record change (`POST /v1/events` with `type: \"record\"`)."));
+const eventTrigger = z.strictObject({
+  type: z.literal("event"),
+  name: z.string().min(1).meta(d("the event's name, its `type` when posted (e.g. `order.paid`)")),
+  filter: cel.optional().meta(d("CEL over `event`; the trigger fires only when it is true")),
+}).meta(d("A named event."));
+const webhookTrigger = z.strictObject({
+  type: z.literal("webhook"),
+  name: z.string().optional().meta(d("a label for the hook")),
+}).meta(d("A signed webhook: creating the automation returns the hook's URL path and signing secret (Standard Webhooks)."));
 const scheduleTrigger = z.strictObject({
   type: z.literal("schedule"),
-  cron: z.string().min(1),
-  timezone: z.string().min(1).optional(),
-  catch_up: z.enum(["latest", "all", "none"]).optional(),
-});
+  cron: z.string().min(1).meta(d("a cron expression (5 or 6 fields; seconds first when 6)")),
+  timezone: z.string().min(1).optional().meta(d("an IANA time zone; daylight-saving changes are honoured", { default: TIMEZONE })),
+  catch_up: z.enum(["latest", "all", "none"]).optional().meta(d("after downtime: latest fires once for the most recent missed tick, all fires every missed tick (bounded), none skips them (a tick under a minute late still fires)", { default: CATCH_UP })),
+}).meta(d("A cron schedule; each tick is stored as an event, once across all processes."));
 const triggerSchema = z.discriminatedUnion("type", [recordTrigger, eventTrigger, webhookTrigger, scheduleTrigger]);
 
 const nodeSchema = z.strictObject({
-  key: z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]{0,63}$/, "a node key is a letter or _ then up to 63 of [A-Za-z0-9_-]"),
-  kind: z.string().min(1),
-  name: z.string().optional(),
-  config: z.record(z.string(), z.unknown()).default({}),
-  permissions: z.array(z.string().min(1)).optional(),
+  key: z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]{0,63}$/, "a node key is a letter or _ then up to 63 of [A-Za-z0-9_-]").meta(d("unique in the definition; edges and `steps.<key>` name the node by it")),
+  kind: z.string().min(1).meta(d("a built-in kind (below) or a custom action registered by the embedding application")),
+  name: z.string().optional().meta(d("a label for people")),
+  config: z.record(z.string(), z.unknown()).default({}).meta(d("the kind's settings (below)")),
+  permissions: z.array(z.string().min(1)).optional().meta(d("all the step may do: `http:<host>`, `http:*.example.com`, `tool:<name>`, `action:<kind>`, `secret:<name>`; anything else is blocked and recorded. Omitted: no restriction beyond a custom action's own declared set")),
   retry: retrySchema.optional(),
 });
-const edgeSchema = z.strictObject({ from: z.string().min(1), port: z.string().min(1), to: z.string().min(1) });
+const edgeSchema = z.strictObject({
+  from: z.string().min(1).meta(d("a node key")),
+  port: z.string().min(1).meta(d("one of that node's ports (each kind lists its ports)")),
+  to: z.string().min(1).meta(d("the node key the path continues at; a port with no edge ends the path there")),
+});
 
 export const definitionSchema = z.strictObject({
-  key: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,99}$/, "a key is lower-case letters, digits, _ . - (up to 100)"),
-  name: z.string().min(1).max(200),
+  key: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,99}$/, "a key is lower-case letters, digits, _ . - (up to 100)").meta(d("the automation's stable key (lower-case letters, digits, `_ . -`); `weft apply` matches files to automations by it")),
+  name: z.string().min(1).max(200).meta(d("a name for people")),
   description: z.string().max(5000).optional(),
-  triggers: z.array(triggerSchema).default([]),
-  subject: z.string().min(1).optional(),
+  triggers: z.array(triggerSchema).default([]).meta(d("what starts a run; none: runs start only by enrollment")),
+  subject: z.string().min(1).optional().meta(d("a template giving the run's subject from its trigger event (e.g. `{{ event.subject_id }}`); re-entry, pauses and waits are per subject")),
   reentry: z
     .strictObject({
-      policy: z.enum(["skip_if_active", "allow_concurrent", "once"]),
-      cooldown_min: z.number().min(0).optional(),
+      policy: z.enum(["skip_if_active", "allow_concurrent", "once"]).meta(d("skip_if_active: a subject with an active run is not enrolled again (the new run exits `already_active`); allow_concurrent: no such limit; once: a subject is enrolled at most once", { default: REENTRY_POLICY })),
+      cooldown_min: z.number().min(0).optional().meta(d("minutes after a subject's run started before it may be enrolled again (the new run exits `reentry_cooldown`)", { default: 0 })),
     })
-    .optional(),
+    .optional()
+    .meta(d("May a subject be enrolled again?")),
   run_as: z
     .discriminatedUnion("type", [
       z.strictObject({ type: z.literal("workspace") }),
       z.strictObject({ type: z.literal("user"), user_id: z.string().min(1) }),
     ])
-    .optional(),
-  root: z.string().min(1),
+    .optional()
+    .meta(d("whose authority the run acts with, fixed when the run starts; a user's runs are visible to that user and admins only", { default: { type: "workspace" } })),
+  root: z.string().min(1).meta(d("the key of the node every run starts at")),
   nodes: z.array(nodeSchema).min(1),
   edges: z.array(edgeSchema).default([]),
 });
@@ -89,90 +106,118 @@ const none = () => [];
 
 export const BUILTIN_KINDS: Readonly<Record<string, KindSpec>> = {
   set: {
-    config: z.strictObject({ assign: z.record(z.string(), cel) }),
+    config: z.strictObject({
+      assign: z.record(z.string(), cel).meta(d("context field → CEL expression; the values are written to `context` (and are the step's output)")),
+    }).meta(d("Computes values into the run's context. Fast: runs inline.")),
     ports: fixed("next"),
     celFields: (c) => Object.keys((c.assign as object) ?? {}).map((k) => `/assign/${escapePointer(k)}`),
   },
-  branch: { config: z.strictObject({ condition: cel }), ports: fixed("true", "false"), celFields: () => ["/condition"] },
+  branch: {
+    config: z.strictObject({ condition: cel.meta(d("CEL that must give a bool (CEL has no truthiness)")) }).meta(d("Takes port `true` or `false`. Fast.")),
+    ports: fixed("true", "false"),
+    celFields: () => ["/condition"],
+  },
   switch: {
     config: z.strictObject({
-      cases: z.array(z.strictObject({ port: z.string().min(1), condition: cel })).min(1),
-    }),
+      cases: z.array(z.strictObject({
+        port: z.string().min(1).meta(d("the port taken when this case is the first to hold")),
+        condition: cel.meta(d("CEL giving a bool")),
+      })).min(1),
+    }).meta(d("Takes the port of the first case whose condition holds, else `default`. Fast.")),
     ports: (c) => [...((c.cases as { port: string }[]) ?? []).map((x) => x.port), "default"],
     celFields: (c) => ((c.cases as unknown[]) ?? []).map((_, i) => `/cases/${i}/condition`),
   },
   delay: {
-    config: z.union([z.strictObject({ duration_ms: durationMs }), z.strictObject({ until: z.string().min(1) })]),
+    config: z.union([
+      z.strictObject({ duration_ms: durationMs.meta(d("how long to wait")) }),
+      z.strictObject({ until: z.string().min(1).meta(d("a template giving an ISO time to wait until")) }),
+    ]).meta(d("Parks the run until a time; no worker is held meanwhile. Exactly one of the fields.")),
     ports: fixed("next"),
     celFields: none,
   },
   wait_for_event: {
-    config: z.strictObject({ event: z.string().min(1), match: cel.optional(), timeout_ms: durationMs.optional() }),
+    config: z.strictObject({
+      event: z.string().min(1).meta(d("the event name to wait for, about the run's subject")),
+      match: cel.optional().meta(d("CEL over `event`: only a matching event ends the wait")),
+      timeout_ms: durationMs.optional().meta(d("give up after this long and take port `timeout`; omitted: wait for ever")),
+    }).meta(d("Parks until a named event about the run's subject arrives (in or after the millisecond the run's trigger arrived, and not one an earlier wait of the run took); its body is the step's output.")),
     ports: fixed("received", "timeout"),
     celFields: (c) => (c.match ? ["/match"] : []),
   },
   input: {
     config: z.strictObject({
-      prompt: z.string(),
-      timeout_min: z.number().min(0).optional(),
-      assign_to: z.string().optional(),
-      /** The event a reply arrives as (default reply.received). */
-      event: z.string().min(1).optional(),
-    }),
+      prompt: z.string().meta(d("what is asked (a template); recorded on the step")),
+      timeout_min: z.number().min(0).optional().meta(d("minutes to wait; then port `timeout` if wired, else the run exits `input_timeout`; omitted: wait for ever")),
+      assign_to: z.string().optional().meta(d("context field the reply's text is written to")),
+      event: z.string().min(1).optional().meta(d("the event a reply arrives as", { default: REPLY_EVENT })),
+    }).meta(d("Waits for the subject's reply (`payload.text` of the reply event).")),
     ports: fixed("received", "timeout"),
     celFields: none,
   },
   http_request: {
     config: z.strictObject({
-      method: z.string().regex(/^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|\{\{.*\}\})$/, "an HTTP method"),
-      url: z.string().min(1),
-      headers: stringMap.optional(),
-      body: z.unknown().optional(),
-      timeout_ms: z.number().int().min(1).max(600_000).optional(),
-      max_response_bytes: z.number().int().min(0).max(50_000_000).optional(),
-      assign: z.record(z.string(), cel).optional(),
-    }),
+      method: z.string().regex(/^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|\{\{.*\}\})$/, "an HTTP method").meta(d("GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, or a template")),
+      url: z.string().min(1).meta(d("a template; http or https; private, loopback and link-local addresses are refused unless the operator allows them")),
+      headers: stringMap.optional().meta(d("name → template; `Idempotency-Key` and `traceparent` are added")),
+      body: z.unknown().optional().meta(d("any JSON, templates rendered deeply; sent as JSON")),
+      timeout_ms: z.number().int().min(1).max(600_000).optional().meta(d("the whole call, redirects included", { default: HTTP_TIMEOUT_MS })),
+      max_response_bytes: z.number().int().min(0).max(50_000_000).optional().meta(d("a larger response fails the step", { default: HTTP_MAX_RESPONSE_BYTES })),
+      assign: z.record(z.string(), cel).optional().meta(d("context field → CEL over `response` (`status`, `headers`, `body`)")),
+    }).meta(d("Sends a request (slow: no transaction held). 429/502/503/504, timeouts and network errors are retried per `retry`; other 4xx/5xx take port `error` if wired, else fail the run.")),
     ports: fixed("next", "error"),
     celFields: (c) => Object.keys((c.assign as object) ?? {}).map((k) => `/assign/${escapePointer(k)}`),
   },
   approval: {
-    config: z.strictObject({ title: z.string().min(1), approvers: z.array(z.string()).optional(), timeout_ms: durationMs.optional() }),
+    config: z.strictObject({
+      title: z.string().min(1).meta(d("what is to be approved (a template)")),
+      approvers: z.array(z.string()).optional().meta(d("who may decide, recorded on the approval (e.g. `role:admin`)")),
+      timeout_ms: durationMs.optional().meta(d("take port `timeout` after this long; omitted: wait for ever")),
+    }).meta(d("Creates an approval (`GET /v1/approvals`) and parks; the first decision wins.")),
     ports: fixed("approved", "rejected", "timeout"),
     celFields: none,
   },
   for_each: {
     config: z.strictObject({
-      items: cel,
-      subject: cel.optional(),
-      condition: cel.optional(),
-      action: z.strictObject({ kind: z.string().min(1), config: z.record(z.string(), z.unknown()).default({}) }),
-      concurrency: z.number().int().min(1).max(1000).optional(),
-      /** Each item's action waits for its own approval (item outcome awaiting_approval meanwhile). */
-      approval: z.strictObject({ title: z.string().min(1), approvers: z.array(z.string()).optional(), timeout_ms: durationMs.optional() }).optional(),
-    }),
+      items: cel.meta(d("CEL giving the list to fan out over, evaluated once")),
+      subject: cel.optional().meta(d("CEL over `item`: each item's subject")),
+      condition: cel.optional().meta(d("CEL over `item`: an item for which it is false is `skipped`")),
+      action: z.strictObject({
+        kind: z.string().min(1).meta(d("`http_request` or a custom action's kind")),
+        config: z.record(z.string(), z.unknown()).default({}).meta(d("that kind's config; templates see `item`")),
+      }),
+      concurrency: z.number().int().min(1).max(1000).optional().meta(d("items in flight at once", { default: FOR_EACH_CONCURRENCY })),
+      approval: z.strictObject({
+        title: z.string().min(1),
+        approvers: z.array(z.string()).optional(),
+        timeout_ms: durationMs.optional(),
+      }).optional().meta(d("each item's action waits for its own approval (outcome `awaiting_approval` meanwhile)")),
+    }).meta(d("Runs an action once per item as run items (`GET /v1/automation-runs/{id}/items`), each under its own idempotency key; failed items make the run `completed_with_failures`.")),
     ports: fixed("next"),
     celFields: (c) => ["/items", ...(c.subject ? ["/subject"] : []), ...(c.condition ? ["/condition"] : [])],
   },
   randomizer: {
     config: z.strictObject({
-      variants: z.array(z.strictObject({ port: z.string().min(1), weight: z.number().min(0) })).min(1),
-      sticky: z.boolean().optional(),
-    }),
+      variants: z.array(z.strictObject({
+        port: z.string().min(1),
+        weight: z.number().min(0).meta(d("relative weight")),
+      })).min(1),
+      sticky: z.boolean().optional().meta(d("the same subject always takes the same variant (a hash of run's automation, node and subject; no state)", { default: true })),
+    }).meta(d("Takes one variant's port at random, by weight.")),
     ports: (c) => ((c.variants as { port: string }[]) ?? []).map((x) => x.port),
     celFields: none,
   },
   agent: {
     config: z.strictObject({
-      model: z.string().min(1),
-      system: z.string().optional(),
-      prompt: z.string().min(1),
-      tools: z.array(z.string()).optional(),
-      timeout_ms: z.number().int().min(1).max(600_000).optional(),
-    }),
+      model: z.string().min(1).meta(d("the model name (a template); empty: the operator's default model")),
+      system: z.string().optional().meta(d("the system prompt (a template)")),
+      prompt: z.string().min(1).meta(d("the user prompt (a template)")),
+      tools: z.array(z.string()).optional().meta(d("registered actions the model may call as tools (also limited by `tool:<name>` permissions)")),
+      timeout_ms: z.number().int().min(1).max(600_000).optional().meta(d("one completion call", { default: AGENT_TIMEOUT_MS })),
+    }).meta(d("An OpenAI-compatible chat completion with tools (slow).")),
     ports: fixed("next", "error"),
     celFields: none,
   },
-  end: { config: z.strictObject({}), ports: none, celFields: none },
+  end: { config: z.strictObject({}).meta(d("Ends the run as `completed` (or `completed_with_failures`).")), ports: none, celFields: none },
 };
 
 /** A kind registered by the embedding application (custom actions). */
@@ -192,17 +237,113 @@ function pointerOf(path: readonly PropertyKey[]): string {
   return path.map((p) => "/" + escapePointer(String(p))).join("");
 }
 
-function zodProblems(issues: readonly z.core.$ZodIssue[], base: string): Problem[] {
+/**
+ * The fields an object schema allows at `path` of `input` (following arrays, records, optional and
+ * default wrappers, and the union branch the input takes), for "unknown field" messages.
+ */
+export function allowedFields(schema: z.ZodType, path: readonly PropertyKey[], input: unknown): string[] {
+  let cur: z.ZodType | undefined = schema;
+  let value: unknown = input;
+  let i = 0;
+  for (let guard = 0; cur !== undefined && guard < 100; guard++) {
+    const def = (cur as unknown as { _zod: { def: Record<string, unknown> & { type: string } } })._zod.def;
+    switch (def.type) {
+      case "optional":
+      case "default":
+      case "nullable":
+      case "prefault":
+        cur = def.innerType as z.ZodType;
+        continue;
+      case "pipe":
+        cur = def.in as z.ZodType;
+        continue;
+      case "union": {
+        const options = def.options as z.ZodType[];
+        const disc = def.discriminator as string | undefined;
+        const pick = options.find((o) => {
+          if (disc === undefined || value === null || typeof value !== "object") return o.safeParse(value).success;
+          const d = (o as unknown as { _zod: { def: { shape?: Record<string, z.ZodType> } } })._zod.def.shape?.[disc];
+          return d !== undefined && d.safeParse((value as Record<string, unknown>)[disc]).success;
+        }) ?? options.find((o) => allowedFields(o, [], value).length > 0);
+        cur = pick;
+        continue;
+      }
+      case "object": {
+        const shape = def.shape as Record<string, z.ZodType>;
+        if (i >= path.length) return Object.keys(shape);
+        const k = String(path[i++]);
+        cur = shape[k];
+        value = value !== null && typeof value === "object" ? (value as Record<string, unknown>)[k] : undefined;
+        continue;
+      }
+      case "array":
+      case "record": {
+        if (i >= path.length) return [];
+        const k = path[i++]!;
+        cur = (def.type === "array" ? def.element : def.valueType) as z.ZodType;
+        value = value !== null && typeof value === "object" ? (value as Record<string, unknown>)[String(k)] : undefined;
+        continue;
+      }
+      default:
+        return [];
+    }
+  }
+  return [];
+}
+
+/** The key in `candidates` closest to `word` (a likely typo), if any is close. */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Math.max(2, Math.floor(word.length / 3)) + 1;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestD) {
+      bestD = d;
+      best = c;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  if (Math.abs(a.length - b.length) > 3) return 99;
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+/** zod's message, with the fix for the common YAML slip (an unquoted true, 42 or null where text belongs). */
+function plainMessage(i: z.core.$ZodIssue): string {
+  if (i.code === "invalid_type" && i.expected === "string" && (typeof i.input === "boolean" || typeof i.input === "number" || i.input === null)) {
+    return `expected text, got ${i.input === null ? "null" : typeof i.input} ${JSON.stringify(i.input)}: in YAML, quote it ("${String(i.input)}")`;
+  }
+  return i.message;
+}
+
+function unknownFieldMessage(k: string, allowed: string[]): string {
+  if (allowed.length === 0) return `unknown field "${k}"`;
+  const near = closest(k, allowed);
+  return `unknown field "${k}"${near ? ` (did you mean "${near}"?)` : ""}; allowed here: ${allowed.join(", ")}`;
+}
+
+function zodProblems(issues: readonly z.core.$ZodIssue[], base: string, schema?: z.ZodType, input?: unknown): Problem[] {
   const out: Problem[] = [];
   for (const i of issues) {
     const pointer = base + pointerOf(i.path);
     if (i.code === "unrecognized_keys") {
-      for (const k of i.keys) out.push({ code: "definition.unknown_field", pointer: `${pointer}/${escapePointer(k)}`, message: `unknown field "${k}"` });
+      const allowed = schema ? allowedFields(schema, i.path, input) : [];
+      for (const k of i.keys) {
+        out.push({ code: "definition.unknown_field", pointer: `${pointer}/${escapePointer(k)}`, message: unknownFieldMessage(k, allowed), ...(allowed.length > 0 ? { details: { allowed } } : {}) });
+      }
       continue;
     }
     const missing = i.code === "invalid_type" && i.input === undefined;
     const code = missing ? "definition.required" : `definition.${i.code}`;
-    out.push({ code, pointer, message: missing ? "required" : i.message });
+    out.push({ code, pointer, message: missing ? "required" : plainMessage(i) });
   }
   return out;
 }
@@ -211,9 +352,18 @@ function zodProblems(issues: readonly z.core.$ZodIssue[], base: string): Problem
 export function validateDefinition(input: unknown, opts: ValidateOptions = {}): ValidationResult {
   const warnings: Problem[] = [];
   const parsed = definitionSchema.safeParse(input, { reportInput: true });
-  if (!parsed.success) return { ok: false, errors: zodProblems(parsed.error.issues, ""), warnings };
-  const def = parsed.data;
   const errors: Problem[] = [];
+  let def: Definition;
+  if (parsed.success) {
+    def = parsed.data;
+  } else {
+    // Report everything in one pass: the structural problems, then the graph, expression and
+    // config checks of every part that did parse (a typo in a trigger must not hide a node's).
+    errors.push(...zodProblems(parsed.error.issues, "", definitionSchema, input));
+    const partial = salvage(input);
+    if (partial === null) return { ok: false, errors, warnings };
+    def = partial;
+  }
   const custom = opts.customKinds ?? new Map<string, CustomKindSpec>();
 
   const portsByNode = new Map<string, string[]>();
@@ -225,24 +375,38 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
       errors.push({ code: "definition.duplicate_node_key", pointer: `${at}/key`, message: `node key "${node.key}" is used twice` });
       return;
     }
+    if (node.kind === UNPARSED) {
+      // Its own problems are reported above; other parts may still name its key.
+      portsByNode.set(node.key, []);
+      broken.add(node.key);
+      return;
+    }
     const spec = Object.hasOwn(BUILTIN_KINDS, node.kind) ? BUILTIN_KINDS[node.kind] : undefined;
     if (spec) {
       const c = spec.config.safeParse(node.config, { reportInput: true });
       if (!c.success) {
-        errors.push(...zodProblems(c.error.issues, `${at}/config`).map((p) => ({ ...p, code: p.code.replace("definition.", "definition.config.") })));
-        portsByNode.set(node.key, []);
+        errors.push(...zodProblems(c.error.issues, `${at}/config`, spec.config, node.config).map((p) => ({ ...p, code: p.code.replace("definition.", "definition.config.") })));
         broken.add(node.key);
-        return;
       }
-      for (const f of spec.celFields(node.config)) {
+      // A config type error does not hide the node's other problems: its expressions and
+      // templates are still checked (where they are strings), and its ports still known.
+      let celFields: string[] = [];
+      let ports: string[] = [];
+      try {
+        celFields = spec.celFields(node.config);
+        ports = spec.ports(node.config).filter((p) => typeof p === "string");
+      } catch {
+        // a config too malformed to list its fields: its schema errors above say why
+      }
+      for (const f of celFields) {
         const src = getPointer(node.config, f);
         if (typeof src === "string") {
           const prob = checkExpression(src, `${at}/config${f}`);
           if (prob) errors.push(prob);
         }
       }
-      checkTemplates(stripCel(node.config, spec.celFields(node.config)), `${at}/config`, errors);
-      portsByNode.set(node.key, spec.ports(node.config));
+      checkTemplates(stripCel(node.config, celFields), `${at}/config`, errors);
+      portsByNode.set(node.key, ports);
     } else if (custom.has(node.kind)) {
       checkTemplates(node.config, `${at}/config`, errors);
       portsByNode.set(node.key, custom.get(node.kind)?.ports ?? ["next", "error"]);
@@ -259,28 +423,55 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
     }
   });
 
-  if (!portsByNode.has(def.root)) {
+  if (def.root !== "" && !portsByNode.has(def.root)) {
     errors.push({ code: "definition.missing_root", pointer: "/root", message: `root "${def.root}" is not a node key` });
   }
 
   const seenEdge = new Set<string>();
   def.edges.forEach((e, i) => {
     const at = `/edges/${i}`;
+    if (e.from === UNPARSED) return;
     const ports = portsByNode.get(e.from);
     if (ports === undefined) {
       errors.push({ code: "definition.unknown_node", pointer: `${at}/from`, message: `edge from unknown node "${e.from}"` });
       return;
     }
-    if (!broken.has(e.from) && !ports.includes(e.port)) {
+    if (!broken.has(e.from) && e.port !== UNPARSED && !ports.includes(e.port)) {
       errors.push({ code: "definition.unknown_port", pointer: `${at}/port`, message: `node "${e.from}" has no port "${e.port}" (ports: ${ports.join(", ") || "none"})` });
     }
     const id = `${e.from}\u0000${e.port}`;
     if (seenEdge.has(id)) errors.push({ code: "definition.duplicate_edge", pointer: at, message: `two edges leave "${e.from}" by port "${e.port}"` });
     seenEdge.add(id);
-    if (!portsByNode.has(e.to)) {
-      warnings.push({ code: "definition.dangling_edge", pointer: `${at}/to`, message: `edge to "${e.to}", which is not a node: the path ends there` });
+    if (e.to !== UNPARSED && !portsByNode.has(e.to)) {
+      // An error, not a warning: a typo here would end every run that takes this path, silently.
+      const near = closest(e.to, [...portsByNode.keys()]);
+      errors.push({
+        code: "definition.unknown_node", pointer: `${at}/to`,
+        message: `edge to "${e.to}", which is not a node${near ? ` (did you mean "${near}"?)` : ""}; to end the path there, leave the port unwired`,
+      });
     }
   });
+
+  // Nodes no path from the root reaches never run: say so (a warning; `weft apply --strict` refuses it).
+  if (parsed.success && portsByNode.has(def.root)) {
+    const next = new Map<string, string[]>();
+    for (const e of def.edges) next.set(e.from, [...(next.get(e.from) ?? []), e.to]);
+    const reached = new Set([def.root]);
+    const stack = [def.root];
+    while (stack.length > 0) {
+      for (const to of next.get(stack.pop()!) ?? []) {
+        if (!reached.has(to)) {
+          reached.add(to);
+          stack.push(to);
+        }
+      }
+    }
+    def.nodes.forEach((node, i) => {
+      if (!reached.has(node.key) && portsByNode.has(node.key)) {
+        warnings.push({ code: "definition.unreachable_node", pointer: `/nodes/${i}`, message: `node "${node.key}" is not reachable from the root "${def.root}": no edge leads to it, so it never runs` });
+      }
+    });
+  }
 
   def.triggers.forEach((t, i) => {
     const at = `/triggers/${i}`;
@@ -305,7 +496,47 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
     errors.push({ code: "definition.required", pointer: "/run_as/user_id", message: "required" });
   }
 
-  return errors.length > 0 ? { ok: false, errors, warnings } : { ok: true, definition: def, warnings };
+  if (errors.length === 0) return { ok: true, definition: def, warnings };
+  const seen = new Set<string>();
+  const unique = errors.filter((e) => {
+    const id = `${e.code}\u0000${e.pointer}`;
+    return seen.has(id) ? false : (seen.add(id), true);
+  });
+  return { ok: false, errors: unique, warnings };
+}
+
+/** Marks a part of an invalid definition that did not parse (never a valid key or kind). */
+const UNPARSED = "\u0000unparsed";
+
+/** The parts of an invalid definition that parse on their own (for one-pass reporting), or null. */
+function salvage(input: unknown): Definition | null {
+  if (input === null || typeof input !== "object" || Array.isArray(input)) return null;
+  const raw = input as Record<string, unknown>;
+  const list = (v: unknown) => (Array.isArray(v) ? v : []);
+  const keep = <T>(schema: z.ZodType<T>, items: unknown[]): T[] => items.flatMap((x) => {
+    const r = schema.safeParse(x);
+    return r.success ? [r.data] : [];
+  });
+  // Nodes keep their place so pointers stay right: a node that does not parse becomes an inert stand-in.
+  const nodes = list(raw.nodes).map((x, i) => {
+    const r = nodeSchema.safeParse(x);
+    if (r.success) return r.data;
+    const key = x !== null && typeof x === "object" && typeof (x as { key?: unknown }).key === "string" ? (x as { key: string }).key : `\u0000${i}`;
+    return { key, kind: UNPARSED, config: {} } as NodeDef;
+  });
+  return {
+    key: typeof raw.key === "string" ? raw.key : "",
+    name: typeof raw.name === "string" ? raw.name : "",
+    triggers: keep(triggerSchema, list(raw.triggers)),
+    root: typeof raw.root === "string" ? raw.root : "",
+    nodes,
+    // An edge keeps what parses of it, so a bad port does not hide a typo in its target.
+    edges: list(raw.edges).map((x) => {
+      const e = (x !== null && typeof x === "object" ? x : {}) as Record<string, unknown>;
+      const text = (v: unknown) => (typeof v === "string" && v !== "" ? v : UNPARSED);
+      return { from: text(e.from), port: e.port === undefined ? UNPARSED : String(e.port), to: text(e.to) };
+    }),
+  } as Definition;
 }
 
 function isTimeZone(tz: string): boolean {

@@ -15,6 +15,8 @@ export interface Problem {
   code: string;
   pointer: string;
   message: string;
+  /** Machine-readable help, e.g. `allowed` (the fields allowed where an unknown one stood). */
+  details?: Record<string, unknown>;
 }
 
 /** Thrown for everything a caller did wrong or asked for that does not exist. Codes are namespaced strings. */
