@@ -29,7 +29,8 @@ export function scopeForNode(scope: CelScope, node: { key: string; permissions?:
   const visible: Record<string, unknown> = {};
   const hidden: string[] = [];
   for (const [name, value] of Object.entries(scope.scope.secrets)) {
-    if (allows(granted, `secret:${name}`)) visible[name] = value;
+    // defineProperty: a secret may be called `__proto__`, which plain assignment would not store.
+    if (allows(granted, `secret:${name}`)) Object.defineProperty(visible, name, { value, enumerable: true, writable: true, configurable: true });
     else hidden.push(name);
   }
   if (hidden.length === 0) return scope;
