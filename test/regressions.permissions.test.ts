@@ -11,6 +11,7 @@ import { defineAction } from "../src/engine/actions.js";
 import { Engine } from "../src/engine/engine.js";
 import type { Caller } from "../src/engine/identity.js";
 import { Redactor } from "../src/engine/secrets.js";
+import { allows } from "../src/model/permissions.js";
 import { WS } from "./helpers/engine.js";
 import { Sink, type Reply, type SinkRequest } from "./helpers/sink.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
@@ -66,6 +67,17 @@ describe("a secret's common encodings survive redaction", () => {
     const other = encodings(tricky());
     for (const text of Object.values(other)) expect(r.text(text)).toBe(text);
     expect(r.text("hello world, nothing secret here")).toBe("hello world, nothing secret here");
+  });
+});
+
+describe("least privilege is narrower than the README says: names are matched as spelled", () => {
+  it("secret, tool and action names are case-sensitive (A and a are two secrets); only hosts fold case", () => {
+    expect(allows(["secret:a"], "secret:A")).toBe(false);
+    expect(allows(["secret:A"], "secret:A")).toBe(true);
+    expect(allows(["tool:Lookup"], "tool:lookup")).toBe(false);
+    expect(allows(["action:crm.Touch"], "action:crm.touch")).toBe(false);
+    expect(allows(["http:API.example.com"], "http:api.EXAMPLE.com")).toBe(true);
+    expect(allows(["http:*.Example.com"], "http:api.example.COM")).toBe(true);
   });
 });
 

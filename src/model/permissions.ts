@@ -15,16 +15,21 @@ export interface PolicyViolation {
   at: number;
 }
 
-/** Does `granted` allow `wanted`? Exact match, `ns:*`, or `ns:*.suffix` for host-like resources. */
+/**
+ * Does `granted` allow `wanted`? Exact match, `ns:*`, or `ns:*.suffix` for host-like resources.
+ * Host names fold case (DNS does); secret, tool and action names are matched as spelled, since
+ * `A` and `a` are two different secrets.
+ */
 export function allows(granted: readonly string[], wanted: string): boolean {
   const i = wanted.indexOf(":");
   if (i < 0) return granted.includes(wanted);
   const ns = wanted.slice(0, i);
-  const res = wanted.slice(i + 1).toLowerCase();
+  const fold = (s: string) => (ns === "http" ? s.toLowerCase() : s);
+  const res = fold(wanted.slice(i + 1));
   for (const g of granted) {
     const j = g.indexOf(":");
     if (j < 0 || g.slice(0, j) !== ns) continue;
-    const pat = g.slice(j + 1).toLowerCase();
+    const pat = fold(g.slice(j + 1));
     if (pat === "*" || pat === res) return true;
     if (pat.startsWith("*.") && res.endsWith(pat.slice(1)) && res.length > pat.length - 1) return true;
   }
