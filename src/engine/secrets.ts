@@ -113,10 +113,13 @@ export class Redactor {
     for (const [v, mark] of this.pairs) if (out.includes(v)) out = out.split(v).join(mark);
     // A text cut short (an error body kept to its first 2,000 characters) may end inside a
     // secret: its leading part is still the secret's, and goes too.
+    // With a few dozen spellings per secret, look only where the spelling's head occurs in the
+    // text's tail (the earliest such place is the longest piece) instead of trying every length.
     for (const [v, mark] of this.pairs) {
-      for (let k = Math.min(v.length - 1, out.length); k >= PARTIAL_MIN; k--) {
-        if (out.endsWith(v.slice(0, k))) {
-          out = out.slice(0, out.length - k) + mark;
+      const head = v.slice(0, PARTIAL_MIN);
+      for (let i = out.indexOf(head, Math.max(0, out.length - (v.length - 1))); i >= 0; i = out.indexOf(head, i + 1)) {
+        if (v.startsWith(out.slice(i))) {
+          out = out.slice(0, i) + mark;
           break;
         }
       }
