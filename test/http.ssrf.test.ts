@@ -6,7 +6,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Agent } from "undici";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { HttpError, UndiciHttpClient, type HttpRequest, type Resolver } from "../src/engine/http.js";
+import { HttpError, hostPermit, UndiciHttpClient, type HttpRequest, type Resolver } from "../src/engine/http.js";
 import { AddressPolicy } from "../src/engine/ssrf.js";
 
 // ---------- a loopback origin that counts what reaches it ----------
@@ -247,6 +247,26 @@ describe("UndiciHttpClient with 127.0.0.1 allowed", () => {
     const cross = await http.send(get(`${a.url}/to?url=${encodeURIComponent(`${b.url}/echo`)}`, auth));
     expect(JSON.parse(cross.body).authorization).toBeNull();
     expect(b.seen).toHaveLength(1);
+  });
+
+  it("asks the caller's permit about every URL of the call and stops at a refused hop before sending anything there", async () => {
+    const http2 = new UndiciHttpClient({ allow: ["127.0.0.1", "localhost"] });
+    const asked: string[] = [];
+    const recorded: string[] = [];
+    const permit = hostPermit(["http:127.0.0.1"], (permission) => recorded.push(permission));
+    const err = await refusal(http2.send(get(`${a.url}/to?status=307&url=${encodeURIComponent(`http://localhost:${b.port}/echo`)}`, {
+      method: "POST", body: "private",
+      permit: (url, hop) => (asked.push(`${hop} ${url.host}`), permit!(url, hop)),
+    })));
+    expect(err.code).toBe("policy.violation");
+    expect(err.details).toMatchObject({ permission: "http:localhost", url: `http://localhost:${b.port}/echo` });
+    expect(err.message).toMatch(/^a redirect to localhost:\d+ is outside the step's permissions/);
+    expect(asked).toEqual([`0 127.0.0.1:${a.port}`, `1 localhost:${b.port}`]);
+    expect(recorded).toEqual(["http:localhost"]);
+    expect(a.seen).toHaveLength(1);
+    expect(b.seen).toHaveLength(0);
+    // No set declared: no permit, only the guard.
+    expect(hostPermit(null, () => undefined)).toBeUndefined();
   });
 
   it("refuses a redirect to a scheme other than http and https", async () => {

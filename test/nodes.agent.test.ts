@@ -237,12 +237,13 @@ describe("agent node", () => {
     expect(first.body.tools![0]).toMatchObject({ type: "function", function: { description: "Find an account by id", parameters: { type: "object", properties: { account_id: { type: "string" } } } } });
   });
 
-  it("an allowed tool runs with the parsed arguments and its own permissions, and its output is fed back", async () => {
+  it("an allowed tool runs with the parsed arguments and its declared permissions narrowed by the step's, and its output is fed back", async () => {
     model = await fakeModel((n) => (n === 1 ? callTools({ id: "call_a", name: "lookup_account", args: { account_id: "acc_9" } }) : answer("acc_9 is on pro.")));
-    const h = harness({ config, permissions: ["tool:lookup_account"], actions: toolSpecs(tools), settings: ai(model) });
+    const h = harness({ config, permissions: ["tool:lookup_account", "http:crm.internal", "http:other.internal"], actions: toolSpecs(tools), settings: ai(model) });
 
     const result = await agentNode.execute(h.ctx);
 
+    // The step's http:other.internal is not in what the action declared: narrowing never widens.
     expect(tools.lookups).toEqual([{ input: { account_id: "acc_9" }, idempotency_key: "run_1/ask/1/tool/1", permissions: ["http:crm.internal"] }]);
     expect(toolMessages(model.seen[1])).toEqual([{ tool_call_id: "call_a", content: { account_id: "acc_9", plan: "pro" } }]);
     expect(h.violations).toEqual([]);

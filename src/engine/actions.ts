@@ -14,14 +14,14 @@
 // The handler receives the resolved input (validated by the schema), the idempotency key (the same
 // for every attempt and for an operator's retry), the run-as actor and a logger. What it may do is
 // its declared permission set, narrowed by the node's `permissions` when the node declares them:
-// a call outside it (ctx.fetch to another host, ctx.require of an undeclared permission) is
-// blocked, recorded on the step as a policy violation and fails the step (permanently).
+// a call outside it (ctx.fetch to another host or redirected to one, ctx.require of an undeclared
+// permission) is blocked, recorded on the step as a policy violation and fails the step (permanently).
 
 import { z } from "zod";
 import { stepError, StepFailure, type StepError } from "../model/errors.js";
-import { allows, httpPermission, type PolicyViolation } from "../model/permissions.js";
+import { allows, httpPermission, narrow, type PolicyViolation } from "../model/permissions.js";
 import { isRetryableHttpStatus } from "../model/retry.js";
-import { HttpError, type HttpClient, type HttpResponse } from "./http.js";
+import { HttpError, hostPermit, type HttpClient, type HttpResponse } from "./http.js";
 import type { LogLine, RunAs } from "./store.js";
 import type { NodeClass } from "./nodes/types.js";
 
@@ -135,9 +135,7 @@ export class RegisteredAction {
 
   /** The effective permission set: the declared set, narrowed by the node's when it declares one. */
   effectivePermissions(nodePermissions: readonly string[] | null): string[] {
-    const declared = this.spec.permissions ?? [];
-    if (nodePermissions === null) return [...declared];
-    return nodePermissions.filter((p) => allows(declared, p));
+    return narrow(this.spec.permissions ?? [], nodePermissions);
   }
 
   async invoke(rawInput: unknown, ic: InvokeContext): Promise<ActionOutcome> {
@@ -159,8 +157,11 @@ export class RegisteredAction {
       input = parsed.data;
     }
     const permissions = this.effectivePermissions(ic.node_permissions);
-    const record = (permission: string, message: string): never => {
+    const note = (permission: string, message: string): void => {
       violations.push({ code: "policy.violation", permission, message, at: ic.now() });
+    };
+    const record = (permission: string, message: string): never => {
+      note(permission, message);
       throw new StepFailure(stepError("policy.violation", message, false, { permission }));
     };
     const line = (level: LogLine["level"]) => (message: string, data?: unknown) => {
@@ -175,9 +176,7 @@ export class RegisteredAction {
         if (!allows(permissions, p)) record(p, `"${this.kind}" is not permitted "${p}" (permission set: ${permissions.join(", ") || "empty"})`);
       },
       fetch: async (req) => {
-        const perm = httpPermission(req.url);
-        if (perm === null) throw new StepFailure(stepError("http.bad_url", `not a URL: ${req.url}`, false));
-        if (!allows(permissions, perm)) record(perm, `"${this.kind}" may not call ${new URL(req.url).host} (permission set: ${permissions.join(", ") || "empty"})`);
+        if (httpPermission(req.url) === null) throw new StepFailure(stepError("http.bad_url", `not a URL: ${req.url}`, false));
         const headers: Record<string, string> = { "idempotency-key": ic.idempotency_key, ...lower(req.headers ?? {}) };
         let body: string | undefined;
         if (req.body !== undefined) {
@@ -187,6 +186,8 @@ export class RegisteredAction {
         try {
           return await ic.http.send({
             method: (req.method ?? "GET").toUpperCase(), url: req.url, headers, body, signal: ic.signal,
+            // Only hosts the set names, on the first URL and on every redirect hop.
+            permit: hostPermit(permissions, note, `"${this.kind}"`),
             timeoutMs: req.timeout_ms ?? 30_000, maxResponseBytes: 1_000_000,
           });
         } catch (err) {

@@ -1,10 +1,12 @@
 // Outbound HTTP for steps: one client (undici), a timeout per call, a cap on the response body, and
 // an SSRF guard that judges the address each connection actually goes to (see ssrf.ts).
-// Every call says which idempotency key it carries; the caller classifies the outcome.
+// Every call says which idempotency key it carries; the caller classifies the outcome. A caller
+// may also hold every URL of a call, redirect hops included, to a step's host permissions (permit).
 
 import dns from "node:dns";
 import net from "node:net";
 import { request, Agent, buildConnector, type Dispatcher } from "undici";
+import { missingHttpPermission } from "../model/permissions.js";
 import { AddressPolicy } from "./ssrf.js";
 
 export interface HttpRequest {
@@ -15,6 +17,18 @@ export interface HttpRequest {
   timeoutMs: number;
   maxResponseBytes: number;
   signal?: AbortSignal;
+  /**
+   * Asked before each request of the call, the first URL (hop 0) and every redirect hop, with the
+   * URL about to be requested: a refusal stops the call there, before anything is sent to that URL,
+   * with `policy.violation`. The SSRF guard judges addresses whatever this says.
+   */
+  permit?: ((url: URL, hop: number) => HopRefusal | null) | undefined;
+}
+
+/** Why `permit` refused a URL: the permission it would have needed, in words for the run thread. */
+export interface HopRefusal {
+  permission: string;
+  message: string;
 }
 
 export interface HttpResponse {
@@ -30,7 +44,9 @@ export type HttpErrorCode =
   | "http.response_too_large"
   | "http.bad_url"
   | "http.blocked_destination"
-  | "http.too_many_redirects";
+  | "http.too_many_redirects"
+  /** A URL of the call, usually a redirect hop, that the caller's `permit` refused. */
+  | "policy.violation";
 
 export class HttpError extends Error {
   constructor(readonly code: HttpErrorCode, message: string, readonly details: Record<string, unknown> = {}) {
@@ -119,6 +135,22 @@ export function guardedConnector(policy: AddressPolicy, opts: { lookup?: Resolve
   };
 }
 
+/**
+ * A `permit` that holds every URL of a call to the `http:<host>` entries of `granted` (the rule is
+ * missingHttpPermission's), handing each refusal to `record` so it lands on the step as a policy
+ * violation. Undefined when no set is declared (`granted` null): only the SSRF guard applies.
+ */
+export function hostPermit(granted: readonly string[] | null, record: (permission: string, message: string) => void, who = "the step"): HttpRequest["permit"] {
+  if (granted === null) return undefined;
+  return (url, hop) => {
+    const permission = missingHttpPermission(granted, url);
+    if (permission === null) return null;
+    const message = `${hop > 0 ? "a redirect to " : ""}${url.host} is outside ${who}'s permissions (${granted.join(", ") || "none"})`;
+    record(permission, message);
+    return { permission, message };
+  };
+}
+
 export class UndiciHttpClient implements HttpClient {
   private readonly dispatcher: Dispatcher;
   private readonly maxRedirects: number;
@@ -146,6 +178,8 @@ export class UndiciHttpClient implements HttpClient {
     let body = req.body;
     try {
       for (let hop = 0; ; hop++) {
+        const refused = req.permit?.(url, hop) ?? null;
+        if (refused !== null) throw new HttpError("policy.violation", refused.message, { permission: refused.permission, url: url.href });
         const res = await request(url, {
           method: method as Dispatcher.HttpMethod,
           headers,

@@ -25,7 +25,7 @@ import { crashPoint } from "./crashpoints.js";
 import { PauseView } from "./pauses.js";
 import { Loop } from "./loop.js";
 import { Redactor } from "./secrets.js";
-import { runScope } from "./scope.js";
+import { runScope, scopeForNode } from "./scope.js";
 
 /** Node visits without a pause point before a run is stopped as a runaway loop (seed 004). */
 export const LOOP_CAP = 200;
@@ -341,7 +341,7 @@ export class Runner {
     let result: NodeResult;
     try {
       result = await handler.execute({
-        run: d.run, node, scope: d.scope(), idempotencyKey, visit, attempt, now: started, parked: d.cursor.parked,
+        run: d.run, node, scope: scopeForNode(d.scope(), node, violations, this.clock), idempotencyKey, visit, attempt, now: started, parked: d.cursor.parked,
         signal: stepSignal, http: this.http, random: Math.random, store: this.store,
         permissions: node.permissions ?? null,
         violate: (permission, message) => {

@@ -1,6 +1,7 @@
 // Secrets: encrypted at rest with AES-256-GCM under a key from configuration (never stored with
 // the data), decrypted only inside the runner for the steps that reference them, and scrubbed
-// from everything a step leaves behind (input, output, error, logs, context, audit entries).
+// from everything a step leaves behind (input, output, error, logs, context, audit entries), in
+// the encodings a remote commonly sends them back in (see secretSpellings).
 
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { WeftError } from "../model/errors.js";
@@ -55,12 +56,54 @@ export class SecretBox {
   }
 }
 
-/** Replaces every occurrence of the given secret values in any JSON-like value. */
+/**
+ * The spellings of a secret a step's text may carry: the value itself; URL-encoded (upper- and
+ * lower-case hex, `+` or `%20` for a space, and form encoding, which escapes `!'()*~` too);
+ * JSON-escaped (as JSON.stringify writes it, and with every non-ASCII character as `\uXXXX`); and
+ * base64, standard and URL-safe, with and without padding (also URL-encoded, as in a query). Base64
+ * of a longer text that holds the secret (a Basic credential `user:secret`) encodes it differently
+ * at each of the three byte offsets: for each, the characters that depend on the secret's bytes
+ * alone are a spelling too, so at most two bytes of the secret at either end stay around the marker.
+ */
+export function secretSpellings(value: string): string[] {
+  const out = new Set<string>([value]);
+  const uri = encodeURIComponent(value);
+  const form = new URLSearchParams({ v: value }).toString().slice(2);
+  for (const u of [uri, uri.replace(/%20/g, "+"), form, form.replace(/\+/g, "%20")]) {
+    out.add(u);
+    out.add(u.replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase()));
+  }
+  const json = JSON.stringify(value).slice(1, -1);
+  out.add(json);
+  out.add(json.replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
+  const bytes = Buffer.from(value, "utf8");
+  const b64 = bytes.toString("base64");
+  const b64forms = [b64, b64.replace(/=+$/, "")];
+  for (let lead = 0; lead < 3; lead++) {
+    // `lead` unknown bytes before the secret: skip the group they share with it, keep whole groups only.
+    const shifted = Buffer.concat([Buffer.alloc(lead), bytes]).toString("base64");
+    const first = lead === 0 ? 0 : 4;
+    const whole = Math.floor((lead + bytes.length) / 3) * 4;
+    if (whole > first) b64forms.push(shifted.slice(first, whole));
+  }
+  for (const f of b64forms) {
+    for (const g of [f, f.replace(/\+/g, "-").replace(/\//g, "_")]) {
+      out.add(g);
+      out.add(encodeURIComponent(g));
+    }
+  }
+  return [...out].filter((x) => x.length >= MIN_SECRET_LENGTH);
+}
+
+/** Replaces every occurrence of the given secret values, in any of their spellings, in any JSON-like value. */
 export class Redactor {
   private readonly pairs: [string, string][];
   constructor(secrets: ReadonlyMap<string, string>) {
-    // Longest first, so a secret that contains another is replaced whole.
-    this.pairs = [...secrets].filter(([, v]) => v.length >= MIN_SECRET_LENGTH).sort((a, b) => b[1].length - a[1].length).map(([k, v]) => [v, `[secret:${k}]`]);
+    // Longest first, so a secret (or spelling) that contains another is replaced whole.
+    this.pairs = [...secrets]
+      .filter(([, v]) => v.length >= MIN_SECRET_LENGTH)
+      .flatMap(([k, v]) => secretSpellings(v).map((s): [string, string] => [s, `[secret:${k}]`]))
+      .sort((a, b) => b[0].length - a[0].length);
   }
   get empty(): boolean {
     return this.pairs.length === 0;
@@ -70,10 +113,13 @@ export class Redactor {
     for (const [v, mark] of this.pairs) if (out.includes(v)) out = out.split(v).join(mark);
     // A text cut short (an error body kept to its first 2,000 characters) may end inside a
     // secret: its leading part is still the secret's, and goes too.
+    // With a few dozen spellings per secret, look only where the spelling's head occurs in the
+    // text's tail (the earliest such place is the longest piece) instead of trying every length.
     for (const [v, mark] of this.pairs) {
-      for (let k = Math.min(v.length - 1, out.length); k >= PARTIAL_MIN; k--) {
-        if (out.endsWith(v.slice(0, k))) {
-          out = out.slice(0, out.length - k) + mark;
+      const head = v.slice(0, PARTIAL_MIN);
+      for (let i = out.indexOf(head, Math.max(0, out.length - (v.length - 1))); i >= 0; i = out.indexOf(head, i + 1)) {
+        if (v.startsWith(out.slice(i))) {
+          out = out.slice(0, i) + mark;
           break;
         }
       }

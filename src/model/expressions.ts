@@ -144,6 +144,7 @@ export function evaluate(source: string, scope: CelScope): unknown {
   try {
     return fromCel(compiled(scope.vars()));
   } catch (err) {
+    if (err instanceof StepFailure) throw err; // raised on purpose by the scope (a secret the step may not read)
     const msg = firstLine(err);
     const m = /^(?:No such key|Unknown variable): (.+)$/.exec(msg);
     if (m && !msg.includes("index out of bounds")) {

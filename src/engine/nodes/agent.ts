@@ -1,15 +1,17 @@
 // agent: a tool-calling conversation with an OpenAI-compatible Chat Completions API. The model is
 // offered the step's tools (registered custom actions); each call it makes is checked against the
 // step's tool list and permission set, and a call outside them is refused and recorded as a policy
-// violation while the conversation goes on.
+// violation while the conversation goes on. A tool that runs has its action's declared set narrowed
+// by the step's, as an action node has. The model endpoint is the operator's; when the step declares
+// permissions, a redirect away from it must go to a host they name.
 
 import { z } from "zod";
 import { stepError, type StepError } from "../../model/errors.js";
 import { render } from "../../model/expressions.js";
-import { allows } from "../../model/permissions.js";
+import { allows, httpPermission } from "../../model/permissions.js";
 import { isRetryableHttpStatus, parseRetryAfter } from "../../model/retry.js";
 import type { RegisteredAction } from "../actions.js";
-import { HttpError, type HttpResponse } from "../http.js";
+import { HttpError, hostPermit, type HttpResponse } from "../http.js";
 import { spanId } from "./http-request.js";
 import type { NodeContext, NodeHandler, NodeResult } from "./types.js";
 
@@ -102,6 +104,9 @@ export const agentNode: NodeHandler = {
     const usage = { prompt_tokens: 0, completion_tokens: 0, reported: false };
     const progress = (turns: number) => ({ turns, tool_calls: calls });
     const url = `${ai.base_url.replace(/\/+$/, "")}/chat/completions`;
+    // The configured endpoint needs no permission of the step; any other host a redirect leads to does.
+    const endpoint = httpPermission(url);
+    const permit = hostPermit(ctx.permissions === null ? null : [...ctx.permissions, ...(endpoint === null ? [] : [endpoint])], ctx.violate);
 
     for (let turn = 1; turn <= MAX_TURNS; turn++) {
       const turnKey = `${ctx.idempotencyKey}/turn/${turn}`;
@@ -116,7 +121,7 @@ export const agentNode: NodeHandler = {
       let res: HttpResponse;
       try {
         res = await ctx.http.send({
-          method: "POST", url, headers, body, signal: ctx.signal,
+          method: "POST", url, headers, body, signal: ctx.signal, permit,
           timeoutMs: cfg.timeout_ms ?? DEFAULT_TIMEOUT_MS,
           maxResponseBytes: MAX_RESPONSE_BYTES,
         });
@@ -196,9 +201,9 @@ async function runTool(ctx: NodeContext, call: WireToolCall, name: string, liste
     run_as: ctx.run.run_as,
     trace_id: ctx.run.trace_id,
     signal: ctx.signal,
-    // A tool runs with the permission set its action declares; the step's set governs which tools
-    // the model may call, not what a tool may do once called.
-    node_permissions: null,
+    // The tool's declared set, narrowed by the step's permissions (RegisteredAction.invoke applies
+    // the same rule as for an action node).
+    node_permissions: ctx.permissions,
     http: ctx.http,
     now: ctx.clockNow,
   });

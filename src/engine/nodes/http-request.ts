@@ -4,8 +4,7 @@
 import { stepError } from "../../model/errors.js";
 import { evaluate, render } from "../../model/expressions.js";
 import { isRetryableHttpStatus, parseRetryAfter } from "../../model/retry.js";
-import { HttpError } from "../http.js";
-import { allows, httpPermission } from "../../model/permissions.js";
+import { HttpError, hostPermit } from "../http.js";
 import type { NodeHandler, NodeResult } from "./types.js";
 
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -52,17 +51,12 @@ export const httpRequestNode: NodeHandler = {
     headers["idempotency-key"] = idempotencyKey;
     headers["traceparent"] = `00-${run.trace_id}-${idempotencyKey.length > 0 ? spanId(idempotencyKey) : "0000000000000001"}-01`;
     const input = { method, url, headers: redactHeaders(headers), body: body === undefined ? undefined : parseBody(body, headers["content-type"]) };
-    // A node that declares permissions may reach only the hosts they name (checked before sending).
-    const wanted = httpPermission(url);
-    if (permissions !== null && wanted !== null && !allows(permissions, wanted)) {
-      const v = violate(wanted, `${method} ${new URL(url).host} is outside the step's permissions (${permissions.join(", ") || "none"})`);
-      return { kind: "fail", input, error: stepError("policy.violation", v.message, false, { permission: wanted }) };
-    }
-
     let res;
     try {
+      // A node that declares permissions may reach only the hosts they name: the URL and every
+      // redirect hop, each checked before anything is sent to it.
       res = await http.send({
-        method, url, headers, body, signal,
+        method, url, headers, body, signal, permit: hostPermit(permissions, violate),
         timeoutMs: cfg.timeout_ms ?? DEFAULT_TIMEOUT_MS,
         maxResponseBytes: cfg.max_response_bytes ?? DEFAULT_MAX_RESPONSE_BYTES,
       });
