@@ -445,6 +445,14 @@ describe("validateDefinition: the graph protects users", () => {
     expect(codes).toEqual(["definition.config.unknown_field", "expression.syntax"]);
   });
 
+  it("a permission outside the known namespaces is refused at its pointer (it would grant nothing)", () => {
+    const d = example();
+    d.nodes[0].permissions = ["http:api.example.com", "event:order.paid", "secret:"];
+    const errs = errorsOf(validateDefinition(d));
+    expect(errs.map((e) => [e.code, e.pointer])).toEqual([["definition.bad_permission", "/nodes/0/permissions/1"], ["definition.bad_permission", "/nodes/0/permissions/2"]]);
+    expect(errs[0]!.message).toContain("http:<host>");
+  });
+
   it("retry takes any subset of its fields; the rest default (5 attempts, 2 s initial, 300 s max)", () => {
     const d = example();
     d.nodes[0].retry = { max_attempts: 2 };

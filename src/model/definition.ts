@@ -6,6 +6,7 @@ import { Cron } from "croner";
 import type { Problem } from "./errors.js";
 import { checkExpression, checkTemplates, escapePointer } from "./expressions.js";
 import { AGENT_TIMEOUT_MS, CATCH_UP, FILTER_MODE, FOR_EACH_CONCURRENCY, HTTP_MAX_RESPONSE_BYTES, HTTP_TIMEOUT_MS, REENTRY_POLICY, REPLY_EVENT, TIMEZONE } from "./defaults.js";
+import { permissionProblem } from "./permissions.js";
 import { DEFAULT_RETRY } from "./retry.js";
 
 const cel = z.string().min(1);
@@ -371,6 +372,10 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
   const broken = new Set<string>();
   def.nodes.forEach((node, i) => {
     const at = `/nodes/${i}`;
+    node.permissions?.forEach((p, j) => {
+      const why = permissionProblem(p);
+      if (why) errors.push({ code: "definition.bad_permission", pointer: `${at}/permissions/${j}`, message: why });
+    });
     if (portsByNode.has(node.key)) {
       errors.push({ code: "definition.duplicate_node_key", pointer: `${at}/key`, message: `node key "${node.key}" is used twice` });
       return;

@@ -36,6 +36,20 @@ export function allows(granted: readonly string[], wanted: string): boolean {
   return false;
 }
 
+/** The namespaces a permission may name; anything else would grant nothing and is refused when a definition is validated. */
+export const PERMISSION_NAMESPACES = ["http", "tool", "secret", "action"] as const;
+
+/** Why `p` is not a permission this engine knows, or null when it is one. */
+export function permissionProblem(p: string): string | null {
+  const i = p.indexOf(":");
+  const ns = i < 0 ? "" : p.slice(0, i);
+  if (!(PERMISSION_NAMESPACES as readonly string[]).includes(ns)) {
+    return `"${p}" is not a permission: use ${PERMISSION_NAMESPACES.map((n) => `${n}:<${n === "http" ? "host" : n === "action" ? "kind" : "name"}>`).join(", ")}`;
+  }
+  if (p.length === i + 1) return `"${p}" names no ${ns === "http" ? "host" : "name"} (use "${ns}:*" for all)`;
+  return null;
+}
+
 export function violation(permission: string, message: string, at: number): PolicyViolation {
   return { code: "policy.violation", permission, message, at };
 }
