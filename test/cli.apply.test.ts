@@ -108,7 +108,7 @@ edges:
     expect(text).toContain("expression.syntax"); // hidden before behind the config's unknown field
     expect(text).toContain("definition.config.unknown_field");
     expect(text).toContain("allowed here: key, kind, name, config, permissions, retry");
-    expect(text).toContain('did you mean "done"'); // the edge target's typo
+    expect(text).toContain('did you mean "done"'); // the edge target typo (a warning)
     expect(await api.call("GET", "/v1/automations").then((r) => (r.body as { items: { key: string }[] }).items.some((a) => a.key === "broken"))).toBe(false);
   });
 

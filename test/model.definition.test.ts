@@ -376,24 +376,27 @@ describe("validateDefinition: errors carry a namespaced code and the exact JSON 
   });
 });
 
-describe("validateDefinition: the graph protects users", () => {
-  it("an edge to a missing node is definition.unknown_node at /edges/N/to, with the likely intended key", () => {
+describe("validateDefinition: protecting users", () => {
+  it("an edge to a missing node is a warning (definition.dangling_edge: the path ends there) naming the likely intended key", () => {
     const d = example();
     const target = d.edges[1].to;
     d.edges[1].to = target.slice(0, -1);
     const r = validateDefinition(d);
-    expect(r.ok).toBe(false);
-    const errs = errorsOf(r);
-    expect(errs.map((e) => [e.code, e.pointer])).toEqual([["definition.unknown_node", "/edges/1/to"]]);
-    expect(errs[0]!.message).toContain(`did you mean "${target}"`);
+    expect(r.ok).toBe(true);
+    const dangling = r.warnings.filter((w) => w.code === "definition.dangling_edge");
+    expect(dangling.map((w) => w.pointer)).toEqual(["/edges/1/to"]);
+    expect(dangling[0]!.message).toContain(`did you mean "${target}"`);
+    // and the node it meant to reach is now reached by nothing
+    expect(r.warnings.some((w) => w.code === "definition.unreachable_node")).toBe(true);
   });
 
-  it("a missing edge target alongside another error: both reported in one pass", () => {
+  it("a dangling edge alongside a real error: the error, and the edge still only a warning", () => {
     const d = example();
     d.edges[1].to = "ghost";
     d.nodes[0].config.condition = "(";
     const r = validateDefinition(d);
-    expect(errorsOf(r).map((e) => e.code).sort()).toEqual(["definition.unknown_node", "expression.syntax"]);
+    expect(errorsOf(r).map((e) => e.code)).toEqual(["expression.syntax"]);
+    expect(r.warnings.filter((w) => w.code === "definition.dangling_edge").map((w) => w.pointer)).toEqual(["/edges/1/to"]);
   });
 
   it("a node no edge reaches is a warning (definition.unreachable_node) at its pointer", () => {

@@ -337,9 +337,8 @@ describe("simulate()", () => {
     expect(t.context).toEqual({ n: LOOP_CAP / 2 });
   });
 
-  it("an edge to a node that does not exist (a version stored before such edges were refused) ends the walk as completed", () => {
-    const def = definition("a", [{ key: "a", kind: "set", config: { assign: { x: "1" } } }, { key: "gone", kind: "end" }], [{ from: "a", port: "next", to: "gone" }]);
-    def.nodes.pop();
+  it("an edge to a node that does not exist ends the walk as completed", () => {
+    const def = definition("a", [{ key: "a", kind: "set", config: { assign: { x: "1" } } }], [{ from: "a", port: "next", to: "gone" }]);
     expect(simulate(def, {}, opts())).toMatchObject({ status: "completed", exit_reason: "completed", context: { x: 1 } });
   });
 });

@@ -23,6 +23,9 @@ export interface RunStart {
   received_at?: number;
 }
 
+/** A hundred years: what `reentry.policy: once` means as a cooldown. */
+const ONCE_COOLDOWN_MS = 100 * 365 * 86_400_000;
+
 export function newRun(v: LoadedVersion, start: RunStart, now: number): NewRun {
   const def = v.definition;
   const id = newId("run", now);
@@ -46,6 +49,8 @@ export function newRun(v: LoadedVersion, start: RunStart, now: number): NewRun {
     // The trigger event is never an answer to the run's own waits.
     cursor: { node: def.root, port: null, visits: {}, since_pause: 0, attempt: 0, consumed: start.event_id ? [start.event_id] : [], events_from: start.received_at ?? now },
     run_as: def.run_as ?? { type: "workspace" }, trace_id: newTraceId(), due_at: now, started_at: now,
-    cooldown_ms: Math.round((def.reentry?.cooldown_min ?? 0) * 60_000),
+    // `once` is skip_if_active with a cooldown longer than any run's life: a subject's second
+    // enrollment exits reentry_cooldown however long after the first.
+    cooldown_ms: policy === "once" ? ONCE_COOLDOWN_MS : Math.round((def.reentry?.cooldown_min ?? 0) * 60_000),
   };
 }

@@ -66,8 +66,8 @@ export const definitionSchema = z.strictObject({
   subject: z.string().min(1).optional().meta(d("a template giving the run's subject from its trigger event (e.g. `{{ event.subject_id }}`); re-entry, pauses and waits are per subject")),
   reentry: z
     .strictObject({
-      policy: z.enum(["skip_if_active", "allow_concurrent", "once"]).meta(d("skip_if_active: a subject with an active run is not enrolled again (the new run exits `already_active`); allow_concurrent: no such limit; once: a subject is enrolled at most once", { default: REENTRY_POLICY })),
-      cooldown_min: z.number().min(0).optional().meta(d("minutes after a subject's run started before it may be enrolled again (the new run exits `reentry_cooldown`)", { default: 0 })),
+      policy: z.enum(["skip_if_active", "allow_concurrent", "once"]).meta(d("skip_if_active: a subject with an active run is not enrolled again (the new run exits `already_active`); allow_concurrent: no such limit; once: a subject is enrolled at most once (a later enrollment exits `reentry_cooldown`)", { default: REENTRY_POLICY })),
+      cooldown_min: z.number().min(0).optional().meta(d("minutes after a subject's last run of this automation finished before it may be enrolled again (the new run exits `reentry_cooldown`)", { default: 0 })),
     })
     .optional()
     .meta(d("May a subject be enrolled again?")),
@@ -448,11 +448,12 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
     if (seenEdge.has(id)) errors.push({ code: "definition.duplicate_edge", pointer: at, message: `two edges leave "${e.from}" by port "${e.port}"` });
     seenEdge.add(id);
     if (e.to !== UNPARSED && !portsByNode.has(e.to)) {
-      // An error, not a warning: a typo here would end every run that takes this path, silently.
+      // A warning, as the definition format has it (the path ends there); `weft apply --strict`
+      // refuses it, since a typo here would end every run that takes this path silently.
       const near = closest(e.to, [...portsByNode.keys()]);
-      errors.push({
-        code: "definition.unknown_node", pointer: `${at}/to`,
-        message: `edge to "${e.to}", which is not a node${near ? ` (did you mean "${near}"?)` : ""}; to end the path there, leave the port unwired`,
+      warnings.push({
+        code: "definition.dangling_edge", pointer: `${at}/to`,
+        message: `edge to "${e.to}", which is not a node: the path ends there${near ? ` (did you mean "${near}"?)` : ""}`,
       });
     }
   });
