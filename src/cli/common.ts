@@ -121,3 +121,35 @@ export function shortTime(iso: string | null | undefined): string {
 export function write(s: string): void {
   process.stdout.write(s);
 }
+
+export interface AutomationSummary {
+  id: string;
+  key: string;
+  name: string;
+  status: "active" | "paused";
+  version: number;
+}
+
+/** Every automation the caller sees (id, key, name, status, version). */
+export async function listAutomations(api: Api): Promise<AutomationSummary[]> {
+  return (await api.call<{ items: AutomationSummary[] }>("GET", "/v1/automations")).body.items;
+}
+
+/**
+ * An automation named by its key or its id (keys are what people write; ids what the API returns).
+ * Not found is an ApiError 404, so the command exits 3 like any other missing thing.
+ */
+export async function resolveAutomation(api: Api, keyOrId: string): Promise<AutomationSummary> {
+  const all = await listAutomations(api);
+  const found = all.find((a) => a.id === keyOrId) ?? all.find((a) => a.key === keyOrId);
+  if (!found) {
+    const near = all.filter((a) => a.key.includes(keyOrId) || keyOrId.includes(a.key)).map((a) => a.key).slice(0, 3);
+    throw new ApiError(404, "automation.not_found", `no automation with key or id "${keyOrId}"${near.length > 0 ? ` (similar keys: ${near.join(", ")})` : ""}`, {});
+  }
+  return found;
+}
+
+/** Automation id → "key (name)" for tables that would otherwise show only ids. */
+export async function automationNames(api: Api): Promise<Map<string, string>> {
+  return new Map((await listAutomations(api)).map((a) => [a.id, a.key]));
+}

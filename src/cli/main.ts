@@ -17,9 +17,14 @@ run Weft (configuration from the environment; see README):
 
 talk to a running Weft over HTTP (--url or WEFT_URL, default http://127.0.0.1:7070;
 --token or WEFT_TOKEN):
-  apply -f FILE... [--activate|--paused]
+  apply -f FILE... [--activate|--paused] [--strict] [--dry-run]
                               validate definitions (YAML or JSON) and create or update them;
                               problems are printed as FILE:LINE:COL  CODE  POINTER  MESSAGE
+  automations list|get|activate|pause [KEY|ID]
+  approvals list [--status S] | approve|reject ID [--comment TEXT]
+  subjects pause SUBJECT --reason TEXT [--automation KEY|ID] [--until ISO]
+  subjects resume|controls SUBJECT [--automation KEY|ID]
+  simulate KEY|ID [--context JSON] [--event JSON] [--branches JSON] [--from NODE]
   runs list [--automation ID] [--status S] [--subject ID] [--since ISO] [--limit N] [--json]
   runs get ID [--json]        a run and why it is where it is
   runs steps ID [--json]      a run's thread (one row per step attempt)
@@ -71,6 +76,14 @@ async function main(): Promise<number | undefined> {
       return client(async () => (await import("./runs.js")).runs, rest);
     case "events":
       return client(async () => (await import("./events.js")).events, rest);
+    case "automations":
+      return client(async () => (await import("./operator.js")).automations, rest);
+    case "approvals":
+      return client(async () => (await import("./operator.js")).approvals, rest);
+    case "subjects":
+      return client(async () => (await import("./operator.js")).subjects, rest);
+    case "simulate":
+      return client(async () => (await import("./operator.js")).simulateCmd, rest);
     case undefined:
     case "help":
     case "--help":
@@ -80,6 +93,10 @@ async function main(): Promise<number | undefined> {
       else if (topic === "apply") process.stdout.write((await import("./apply.js")).APPLY_USAGE + "\n");
       else if (topic === "runs") process.stdout.write((await import("./runs.js")).RUNS_USAGE + "\n");
       else if (topic === "events") process.stdout.write((await import("./events.js")).EVENTS_USAGE + "\n");
+      else if (topic === "automations") process.stdout.write((await import("./operator.js")).AUTOMATIONS_USAGE + "\n");
+      else if (topic === "approvals") process.stdout.write((await import("./operator.js")).APPROVALS_USAGE + "\n");
+      else if (topic === "subjects") process.stdout.write((await import("./operator.js")).SUBJECTS_USAGE + "\n");
+      else if (topic === "simulate") process.stdout.write((await import("./operator.js")).SIMULATE_USAGE + "\n");
       else process.stdout.write(USAGE + "\n");
       return Exit.ok;
     }
