@@ -46,8 +46,8 @@ export function newRun(v: LoadedVersion, start: RunStart, now: number): NewRun {
     trigger_type: start.trigger_type, subject_id: subject, active_subject: policy === "allow_concurrent" ? null : subject,
     status: "pending", exit_reason: null, current_node_key: def.root, waiting_for: null, waiting_until: null,
     event: start.event, context: start.context, steps: {},
-    // The trigger event is never an answer to the run's own waits.
-    cursor: { node: def.root, port: null, visits: {}, since_pause: 0, attempt: 0, consumed: start.event_id ? [start.event_id] : [], events_from: start.received_at ?? now },
+    // Waits count named events from the trigger's arrival on (never the trigger event itself: waits.ts).
+    cursor: { node: def.root, port: null, visits: {}, since_pause: 0, attempt: 0, events_from: start.received_at ?? now },
     run_as: def.run_as ?? { type: "workspace" }, trace_id: newTraceId(), due_at: now, started_at: now,
     // `once` is skip_if_active with a cooldown longer than any run's life: a subject's second
     // enrollment exits reentry_cooldown however long after the first.

@@ -30,6 +30,9 @@ import { runScope, scopeForNode } from "./scope.js";
 /** Node visits without a pause point before a run is stopped as a runaway loop (seed 004). */
 export const LOOP_CAP = 200;
 
+/** A run whose pause state could not be read is claimed again after this long. */
+const PAUSE_CHECK_RETRY_MS = 1000;
+
 /** Runs claimed per poll beyond capacity, for fairness (see the claim loop). */
 const FAIR_SHARE_CLAIM = 4;
 
@@ -81,7 +84,12 @@ export class Runner {
     this.loop = new Loop("claim", events, () => this.claimRound(), opts.pollMs);
   }
 
-  /** Park the run if its subject is paused (checked at claim and after every checkpoint). */
+  /**
+   * Park the run if its subject is paused (checked at claim and after every checkpoint). True:
+   * the run must not go on (the caller commits the drive's state and lets it go). A pause that
+   * cannot be read fails closed: the run is handed back, due again shortly, never run as if
+   * unpaused and never failed for it.
+   */
   private async parkIfPaused(d: Drive): Promise<boolean> {
     const r = d.run;
     if (r.subject_id === null) return false;
@@ -90,7 +98,8 @@ export class Runner {
       until = await this.pauses.pausedUntil({ workspace_id: r.workspace_id, subject_id: r.subject_id, automation_id: r.automation_id });
     } catch (error) {
       this.events.emit("engine:error", { where: "pause check", error });
-      return false;
+      d.interrupt(this.clock.now() + PAUSE_CHECK_RETRY_MS);
+      return true;
     }
     if (until === undefined) return false;
     d.park("waiting", "subject_resume", until);
@@ -403,7 +412,7 @@ export class Runner {
         d.steps[node.key] = result.output ?? null;
         if (result.assign) Object.assign(d.context, result.assign);
         if (result.items) d.countItems(result.items.total, result.items.failed);
-        if (result.consumed_event) d.cursor.consumed = [...(d.cursor.consumed ?? []), result.consumed_event].slice(-100);
+        if (result.consumed_event) d.cursor.consumed = [...(d.cursor.consumed ?? []), result.consumed_event];
         d.advance(node.key, result.port);
         return handler.class === "slow" ? "slow_done" : "continue";
       }
@@ -555,12 +564,12 @@ class Drive {
     return "stop";
   }
 
-  /** Give the run back mid-flight: not a failure; it resumes from its last checkpoint. */
-  interrupt(now: number): void {
+  /** Give the run back mid-flight, due at `dueAt`: not a failure; it resumes from its last checkpoint. */
+  interrupt(dueAt: number): void {
     this.status = transition(this.status, "interrupted");
     this.waitingFor = null;
     this.waitingUntil = null;
-    this.dueAt = now;
+    this.dueAt = dueAt;
   }
 
   finish(status: RunStatus, reason: ExitReason | null): "stop" {
@@ -600,6 +609,9 @@ class Drive {
 
   checkpoint(keepLease: boolean, now: number): Checkpoint {
     if (keepLease) this.status = transition(this.status, "running");
+    // Events the drive's waits took go to the run's record with this commit, not on the cursor.
+    const consumed = this.cursor.consumed ?? [];
+    delete this.cursor.consumed;
     const terminal = isTerminal(this.status);
     const state: RunState = {
       status: this.status,
@@ -625,6 +637,7 @@ class Drive {
     if (this.pendingItems.length > 0) cp.items = this.pendingItems.splice(0);
     if (this.pendingApprovals.length > 0) cp.approvals = this.pendingApprovals.splice(0);
     if (this.pendingAudit.length > 0) cp.audit = this.pendingAudit.splice(0);
+    if (consumed.length > 0) cp.consumed = consumed;
     return cp;
   }
 

@@ -49,7 +49,11 @@ export interface Cursor {
   attempt: number;
   /** Set while the current node has parked the run (delay, waits); the node resumes from it. */
   parked?: { kind: string; since: number; until: number | null; data?: Record<string, unknown> } | undefined;
-  /** Named events already taken by a wait in this run (the latest 100): a later wait does not count them again. */
+  /**
+   * Named events taken by a wait of this run since its last commit. The commit records them in
+   * the run's consumed events (Checkpoint.consumed), which later waits never count again; until
+   * then a wait in the same drive excludes them from here.
+   */
   consumed?: string[];
   /** Waits count named events received from this time on: the trigger event's arrival, or the enrollment. */
   events_from?: number;
@@ -148,6 +152,11 @@ export interface RunState {
   items_total: number;
   items_failed: number;
   interruptions: number;
+  /**
+   * When the run is due once released. The store overrides it in one case: a run that carries a
+   * stop or cancel request and is released without ending (a park, a retry park, a hand-back) is
+   * due at `updated_at`, so the next claim applies the request whichever commit the worker made.
+   */
   due_at: number | null;
   /** Keep the lease (the worker goes on executing) or release it (parked or terminal). */
   keep_lease: boolean;
@@ -173,8 +182,10 @@ export interface WaitSpec {
   subject_id: string | null;
   /** Events received at or after this time... */
   after: number;
-  /** ...except these (already examined or consumed). */
+  /** ...except these (already examined or consumed)... */
   exclude: string[];
+  /** ...and except the events this run's waits already took (its recorded consumed events). */
+  run_id?: string;
 }
 
 /** The index key of a run parked on named events: "<name>\u0001<subject or empty>" (both stores). */
@@ -268,6 +279,8 @@ export interface Checkpoint {
   /** Approvals created with this checkpoint (ignored when the id exists). */
   approvals?: Approval[];
   audit?: AuditEntry[];
+  /** Named events a wait took: recorded for the run (never taken again by it), with this checkpoint. */
+  consumed?: string[];
 }
 
 export interface RunFilter {
@@ -507,7 +520,7 @@ export interface Store {
 
   // ---------- waits ----------
 
-  /** Named events (type "event") matching a wait, oldest first. */
+  /** Named events (type "event") matching a wait, oldest first; with `run_id`, none that run already took. */
   findEvents(workspaceId: string, wait: WaitSpec, limit: number): Promise<StoredEvent[]>;
 
   // ---------- fan-out items ----------

@@ -8,7 +8,9 @@
 // and tries again under the same key; an action that finds its effect already done reports
 // `idempotent_replay`. With `approval`, each item first waits for its own decision
 // (`awaiting_approval`); a rejected item is skipped. Cancel: items not started are skipped, items
-// in flight finish and are recorded. Some items failed → the run ends completed_with_failures.
+// in flight finish and are recorded. Shutdown or a lost lease (the step's signal): no item starts
+// after it, items in flight are abandoned without counting an attempt, and the run is handed back
+// with them pending. Some items failed → the run ends completed_with_failures.
 
 import { StepFailure, stepError, toStepError, type StepError } from "../../model/errors.js";
 import { evaluate, evaluateCondition, render } from "../../model/expressions.js";
@@ -154,6 +156,8 @@ export const forEachNode: NodeHandler = {
     };
     /** Set when a commit failed (the lease is gone): stop starting items; the run is resumed elsewhere. */
     let lost: unknown = null;
+    /** The signal was aborted by shutdown or a lost lease: a stop aborts it too, and is recorded as the stop. */
+    const handedBack = () => ctx.signal.aborted && ctx.control() !== "stop";
     // One checkpoint at a time (each names the rev the previous one made); workers that find a
     // flush in flight leave their items for the next one.
     let flushing: Promise<void> | null = null;
@@ -194,7 +198,7 @@ export const forEachNode: NodeHandler = {
     let next = 0;
     const policy = ctx.node.retry ?? DEFAULT_RETRY;
     const worker = async (): Promise<void> => {
-      while (next < due.length && ctx.control() === null && lost === null) {
+      while (next < due.length && ctx.control() === null && lost === null && !ctx.signal.aborted) {
         const idx = due[next++]!;
         const it = { ...items[idx]!, attempts: items[idx]!.attempts + 1, started_at: ctx.clockNow() };
         let r: ItemResult;
@@ -203,6 +207,9 @@ export const forEachNode: NodeHandler = {
         } catch (err) {
           r = { ok: false, error: err instanceof StepFailure ? err.error : toStepError(err) };
         }
+        // Aborted by shutdown or a lost lease (not a stop): the call's outcome is unknown and not
+        // an attempt; the item stays as it was and runs again, under its key, on the next claim.
+        if (handedBack()) return;
         const at = ctx.clockNow();
         if (r.ok) {
           put({ ...it, outcome: r.replayed ? "idempotent_replay" : "succeeded", output: r.output, error: null, not_before: null, finished_at: at, updated_at: at });
@@ -219,6 +226,12 @@ export const forEachNode: NodeHandler = {
     };
     await Promise.all(Array.from({ length: Math.min(cfg.concurrency ?? 10, Math.max(due.length, 1)) }, worker));
     if (lost !== null) throw lost;
+    if (handedBack()) {
+      // Keep what finished before the signal (the lease is still ours on shutdown); the runner
+      // discards this step's result and hands the run back as interrupted.
+      await flush();
+      throw new StepFailure(stepError("run.interrupted", "the fan-out was interrupted (shutdown or lease lost)", true));
+    }
 
     const control = ctx.control();
     if (control !== null) {

@@ -7,7 +7,8 @@
 // that arrives while the run is still on its way to the wait (queued for dispatch, an HTTP call in
 // between, a delay) is not lost, and an older event is not mistaken for an answer. Within that
 // one millisecond the order is not known and the event counts: losing a real answer is the worse
-// mistake. Each wait takes one event.
+// mistake. Each wait takes one event; the run's record of taken events (one row per event, kept
+// by the store) makes the rule exact for any number of waits.
 //
 // How the run is woken: the dispatcher wakes runs parked on (event name, subject) when it
 // dispatches such an event; the park's commit makes the run due at once if a candidate is already
@@ -17,7 +18,7 @@
 import { StepFailure, stepError } from "../../model/errors.js";
 import { evaluateCondition, render } from "../../model/expressions.js";
 import type { StoredEvent } from "../store.js";
-import type { NodeContext, NodeHandler, NodeResult } from "./types.js";
+import type { NodeContext, NodeHandler, NodeResult, ParkWait } from "./types.js";
 
 /** Events looked at per wake; a wait that sees a full page looks again before it parks. */
 const PAGE = 200;
@@ -34,9 +35,8 @@ interface WaitData {
 async function lookFor(ctx: NodeContext, name: string, match: string | undefined): Promise<{ event: StoredEvent | null; data: WaitData }> {
   const prev = ctx.parked?.data as WaitData | undefined;
   let data: WaitData = prev ? { after: prev.after, seen: [...prev.seen] } : { after: ctx.run.cursor.events_from ?? ctx.run.started_at, seen: [] };
-  const consumed = ctx.run.cursor.consumed ?? [];
   for (let page = 0; page < MAX_PAGES; page++) {
-    const events = await ctx.store.findEvents(ctx.run.workspace_id, { name, subject_id: ctx.run.subject_id, after: data.after, exclude: [...consumed, ...data.seen] }, PAGE);
+    const events = await ctx.store.findEvents(ctx.run.workspace_id, { ...waitSpec(ctx, name, data), run_id: ctx.run.id }, PAGE);
     for (const e of events) {
       const ok = match === undefined || evaluateCondition(match, ctx.scope.with({ event: { ...e.body, id: e.id, received_at: new Date(e.received_at).toISOString() }, trigger: ctx.run.event }));
       if (ok) return { event: e, data };
@@ -47,11 +47,18 @@ async function lookFor(ctx: NodeContext, name: string, match: string | undefined
   return { event: null, data };
 }
 
+/**
+ * The events a wait may still take. Excluded by id: the trigger event, events taken earlier in this
+ * drive and not yet committed (the cursor), and those already examined; the store also excludes
+ * the events the run's committed waits took.
+ */
+function waitSpec(ctx: NodeContext, name: string, data: WaitData): ParkWait {
+  const trigger = ctx.run.event_id === null ? [] : [ctx.run.event_id];
+  return { name, subject_id: ctx.run.subject_id, after: data.after, exclude: [...trigger, ...(ctx.run.cursor.consumed ?? []), ...data.seen] };
+}
+
 function parkOn(ctx: NodeContext, name: string, waitingFor: string, until: number | null, data: WaitData, input: unknown): NodeResult {
-  return {
-    kind: "park", waiting_for: waitingFor, until, input, data: { ...data },
-    wait: { name, subject_id: ctx.run.subject_id, after: data.after, exclude: [...(ctx.run.cursor.consumed ?? []), ...data.seen] },
-  };
+  return { kind: "park", waiting_for: waitingFor, until, input, data: { ...data }, wait: waitSpec(ctx, name, data) };
 }
 
 export const waitForEventNode: NodeHandler = {

@@ -113,7 +113,8 @@ export class EmbeddedStore implements Store {
       commitOne: d.prepare(`UPDATE runs SET status = @status, exit_reason = @exit_reason, current_node_key = @current_node_key,
           waiting_for = @waiting_for, waiting_until = @waiting_until, context = @context, steps = @steps, cursor = @cursor,
           items_total = @items_total, items_failed = @items_failed, interruptions = @interruptions,
-          due_at = CASE WHEN @keep_lease THEN due_at WHEN wake AND @status = 'waiting' THEN @updated_at ELSE @due_at END,
+          due_at = CASE WHEN @keep_lease THEN due_at WHEN control IS NOT NULL AND NOT @terminal THEN @updated_at
+            WHEN wake AND @status = 'waiting' THEN @updated_at ELSE @due_at END,
           wake = CASE WHEN @keep_lease THEN wake ELSE 0 END,
           lease_owner = CASE WHEN @keep_lease THEN lease_owner ELSE NULL END,
           active_subject = CASE WHEN @terminal THEN NULL ELSE active_subject END,
@@ -421,7 +422,7 @@ export class EmbeddedStore implements Store {
         const st = c.state;
         const wait = st.wait ?? null;
         // Parking on named events: due at once if one is already stored (see the PostgreSQL commit).
-        const dueAt = wait && !st.keep_lease && this.nodes.waitSatisfied(this.runWorkspace(c.run_id), wait) ? st.updated_at : st.due_at;
+        const dueAt = wait && !st.keep_lease && this.nodes.waitSatisfied(this.runWorkspace(c.run_id), c.run_id, wait) ? st.updated_at : st.due_at;
         const res = this.s.commitOne.get({
           run_id: c.run_id, expected_rev: c.expected_rev, owner, status: st.status, exit_reason: st.exit_reason,
           current_node_key: st.current_node_key, waiting_for: st.waiting_for, waiting_until: st.waiting_until,

@@ -51,9 +51,12 @@ export class EmbeddedNodes {
       insertAudit: d.prepare(`INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at)
         VALUES (@workspace_id, @actor, @action, @target_type, @target_id, @details, @at)`),
       waitHit: d.prepare(`SELECT 1 FROM events WHERE workspace_id = ? AND type = 'event' AND name = ? AND (? IS NULL OR subject_id = ?)
-          AND received_at >= ? AND id NOT IN (SELECT value FROM json_each(?)) LIMIT 1`).pluck(),
+          AND received_at >= ? AND id NOT IN (SELECT value FROM json_each(?))
+          AND id NOT IN (SELECT event_id FROM run_consumed_events WHERE run_id = ?) LIMIT 1`).pluck(),
       findEvents: d.prepare(`SELECT * FROM events WHERE workspace_id = ? AND type = 'event' AND name = ? AND (? IS NULL OR subject_id = ?)
-          AND received_at >= ? AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY received_at, id LIMIT ?`),
+          AND received_at >= ? AND id NOT IN (SELECT value FROM json_each(?))
+          AND id NOT IN (SELECT event_id FROM run_consumed_events WHERE run_id = ?) ORDER BY received_at, id LIMIT ?`),
+      consume: d.prepare("INSERT OR IGNORE INTO run_consumed_events (run_id, event_id) VALUES (?, ?)"),
       wake: d.prepare(`UPDATE runs SET due_at = ? WHERE workspace_id = ? AND wait_key = ? AND status = 'waiting' AND (due_at IS NULL OR due_at > ?)`),
       getApproval: d.prepare("SELECT * FROM approvals WHERE id = ? AND workspace_id = ?"),
     };
@@ -61,6 +64,7 @@ export class EmbeddedNodes {
 
   /** Inside the commit transaction, once the checkpoint's state applied. */
   writeCheckpointExtras(c: Checkpoint): void {
+    for (const id of c.consumed ?? []) this.s.consume.run(c.run_id, id);
     for (const it of c.items ?? []) {
       this.s.upsertItem.run({ ...it, input: j(it.input), output: j(it.output), error: j(it.error) });
     }
@@ -77,12 +81,12 @@ export class EmbeddedNodes {
   }
 
   /** Is a named event matching this wait already stored? (the park commit makes the run due at once). */
-  waitSatisfied(workspaceId: string, w: WaitSpec): boolean {
-    return this.s.waitHit.get(workspaceId, w.name, w.subject_id, w.subject_id, w.after, JSON.stringify(w.exclude)) !== undefined;
+  waitSatisfied(workspaceId: string, runId: string, w: WaitSpec): boolean {
+    return this.s.waitHit.get(workspaceId, w.name, w.subject_id, w.subject_id, w.after, JSON.stringify(w.exclude), runId) !== undefined;
   }
 
   findEvents(workspaceId: string, w: WaitSpec, limit: number, toEvent: (r: any) => StoredEvent): StoredEvent[] {
-    return this.s.findEvents.all(workspaceId, w.name, w.subject_id, w.subject_id, w.after, JSON.stringify(w.exclude), limit).map(toEvent);
+    return this.s.findEvents.all(workspaceId, w.name, w.subject_id, w.subject_id, w.after, JSON.stringify(w.exclude), w.run_id ?? null, limit).map(toEvent);
   }
 
   /** Inside the dispatch transaction: named events wake the runs parked on them. */

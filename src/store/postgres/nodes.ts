@@ -52,8 +52,10 @@ export async function findEvents(pool: pg.Pool, workspaceId: string, w: WaitSpec
   const res = await pool.query({
     name: "weft_find_wait_events",
     text: `SELECT * FROM events WHERE workspace_id = $1 AND type = 'event' AND name = $2 AND ($3::text IS NULL OR subject_id = $3)
-             AND received_at >= $4 AND NOT (id = ANY ($5::text[])) ORDER BY received_at, id LIMIT $6`,
-    values: [workspaceId, w.name, w.subject_id, ts(w.after), w.exclude, limit],
+             AND received_at >= $4 AND NOT (id = ANY ($5::text[]))
+             AND NOT EXISTS (SELECT 1 FROM run_consumed_events c WHERE c.run_id = $7 AND c.event_id = events.id)
+           ORDER BY received_at, id LIMIT $6`,
+    values: [workspaceId, w.name, w.subject_id, ts(w.after), w.exclude, limit, w.run_id ?? null],
   });
   return res.rows.map(toEvent);
 }

@@ -151,12 +151,16 @@ WITH input AS (
     items_failed = i.items_failed, interruptions = i.interruptions,
     due_at = CASE
       WHEN i.keep_lease THEN r.due_at
+      -- A stop or cancel came while the worker held the run: released but not ended, it is due
+      -- now, so the next claim applies the request (see RunState.due_at).
+      WHEN r.control IS NOT NULL AND NOT i.terminal THEN to_timestamp(i.updated_at / 1000.0)
       -- Parking on named events: due at once if one is already stored (it may have arrived while
       -- the run decided to wait; the dispatcher's wake saw the run still running).
       WHEN i.wait_key IS NOT NULL AND EXISTS (
         SELECT 1 FROM events e WHERE e.workspace_id = r.workspace_id AND e.type = 'event' AND e.name = i.wait_name
           AND (i.wait_subject IS NULL OR e.subject_id = i.wait_subject)
           AND e.received_at >= to_timestamp(i.wait_after / 1000.0) AND NOT (e.id = ANY (i.wait_exclude))
+          AND NOT EXISTS (SELECT 1 FROM run_consumed_events c WHERE c.run_id = r.id AND c.event_id = e.id)
       ) THEN to_timestamp(i.updated_at / 1000.0)
       -- An approval was decided while this worker held the run: the park must not sleep through it.
       WHEN r.wake AND i.status = 'waiting' THEN to_timestamp(i.updated_at / 1000.0)
@@ -214,6 +218,11 @@ WITH input AS (
     run_id text, expected_rev int, ord int)
   WHERE (l.run_id, l.expected_rev) IN (SELECT id, expected_rev FROM upd)
   ORDER BY l.ord
+), consumed AS (
+  INSERT INTO run_consumed_events (run_id, event_id)
+  SELECT k.run_id, k.event_id FROM jsonb_to_recordset($7::jsonb) AS k(run_id text, event_id text, expected_rev int)
+  WHERE (k.run_id, k.expected_rev) IN (SELECT id, expected_rev FROM upd)
+  ON CONFLICT DO NOTHING
 ), closed_items AS (
   -- A run that ended leaves no open item (items written by this same checkpoint are left to it).
   UPDATE run_items t SET outcome = 'skipped', finished_at = to_timestamp(i.updated_at / 1000.0), updated_at = to_timestamp(i.updated_at / 1000.0),
@@ -245,9 +254,10 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
   const items = cps.flatMap((c) => tag(c, c.items));
   const approvals = cps.flatMap((c) => tag(c, c.approvals));
   const audit = cps.flatMap((c) => tag(c, c.audit)).map((a, ord) => ({ ...a, ord }));
+  const consumed = cps.flatMap((c) => (c.consumed ?? []).map((event_id) => ({ run_id: c.run_id, event_id, expected_rev: c.expected_rev })));
   const res = await pool.query({
     name: "weft_commit", text: COMMIT_SQL,
-    values: [owner, JSON.stringify(states), JSON.stringify(steps), JSON.stringify(items), JSON.stringify(approvals), JSON.stringify(audit)],
+    values: [owner, JSON.stringify(states), JSON.stringify(steps), JSON.stringify(items), JSON.stringify(approvals), JSON.stringify(audit), JSON.stringify(consumed)],
   });
   // Applied per checkpoint (run and the rev it expected), not per run id.
   const applied = new Map(res.rows.map((r: { id: string; expected_rev: number; control: RunControl | null }) => [`${r.id}@${r.expected_rev}`, r.control]));
