@@ -218,6 +218,12 @@ describe.each(STORE_KINDS)("a hostile tenant over HTTP (%s store)", (kind) => {
     expect((await solo("PATCH", `/v1/users/${second.body.id}`, { disabled: false })).status).toBe(200);
     expect((await solo("PATCH", `/v1/users/${other.body.admin_user_id}`, { role: "member" })).status).toBe(200);
     expect((await ts.store.getUser(other.body.id, other.body.admin_user_id))?.role).toBe("member");
+    // In the default workspace, another admin cannot disable or demote the instance admin.
+    const deputy = await newUser("admin");
+    const coup = await deputy.call("PATCH", `/v1/users/${BOOTSTRAP_ADMIN}`, { disabled: true });
+    expect(coup.status).toBe(403);
+    expect(coup.body.error?.code).toBe("auth.forbidden");
+    expect((await admin("GET", "/v1/users")).status).toBe(200);
   });
 
   it(`a user holds at most ${MAX_TOKENS_PER_USER} active tokens: beyond, 409 tokens.limit; a revocation frees a slot`, async () => {

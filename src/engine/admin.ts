@@ -137,6 +137,9 @@ export class Admin {
    */
   async updateUser(c: Caller, id: string, patch: { role?: Role; disabled?: boolean }): Promise<User> {
     requireRole(c, "admin");
+    // The instance admin's power reaches beyond this workspace: a workspace admin cannot take it away.
+    const target = await this.store.getUser(c.workspace_id, id);
+    if (target?.instance_admin && !c.instance_admin) throw new WeftError("auth.forbidden", "only an instance admin changes an instance admin");
     const now = this.clock.now();
     const change: { role?: Role; disabled_at?: number | null } = {};
     if (patch.role !== undefined) change.role = patch.role;
