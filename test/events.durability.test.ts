@@ -13,7 +13,7 @@ import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { sleep, until } from "./helpers/wait.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const TOKEN = "durability-token";
+const TOKEN = "durability-token-at-least-32-characters";
 
 interface Child {
   proc: ChildProcess;

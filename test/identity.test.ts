@@ -28,7 +28,7 @@ const ADMIN = `user:${BOOTSTRAP_ADMIN}`;
 /** 32 bytes as 64 hex digits (WEFT_SECRET_KEY). */
 const SECRET_KEY = "00112233445566778899aabbccddeeff".repeat(2);
 
-type Method = "GET" | "POST" | "PUT" | "DELETE";
+type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
 interface Res<T = any> {
   status: number;
   text: string;
@@ -588,6 +588,7 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
         if (url.startsWith("/v1/events/")) return [evt.body.event_id];
         if (url.startsWith("/v1/approvals/")) return [apr.id];
         if (url.startsWith("/v1/tokens/")) return [tokA.body.id, adminTokId];
+        if (url.startsWith("/v1/users/")) return [userA.body.id, BOOTSTRAP_ADMIN];
         if (url.startsWith("/v1/subjects/")) return [subjPaused, subjParked];
         if (url.startsWith("/v1/hooks/")) return [hook.id];
       }
@@ -634,13 +635,9 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     const COVERAGE: Record<string, Coverage> = {
       "GET /healthz": { anonymous: true, probes: [{ expect: 200 }] },
       "GET /openapi.json": { anonymous: true, probes: [{ expect: 200 }] },
-      // The operator's instance-wide scrape endpoint (unauthenticated by contract, like /healthz;
-      // it belongs on the monitoring network). Its labels name automations of every workspace by
-      // design, so only its shape is checked here: no run data, context, secret or token in it.
-      "GET /metrics": {
-        anonymous: true,
-        probes: [{ expect: 200, check: (r) => (/weft_runs_finished_total/.test(r.text) && !/"|ct_sweep|secret|wft_/.test(r.text.replace(/# HELP[^\n]*\n/g, "").replace(/[a-z_]+="[^"]*"/g, "")) ? null : "metrics hold more than counters") }],
-      },
+      // The instance-wide scrape endpoint: its labels name automations of every workspace, so on
+      // the API port only an instance admin reads it; B's admin is refused.
+      "GET /metrics": { probes: [{ expect: 403, check: (r) => (r.body.error?.code === "auth.forbidden" ? null : `code ${r.body.error?.code}`) }] },
       "POST /v1/hooks/:id": {
         anonymous: true,
         probes: [{ expect: 401, body: {}, check: (r) => (r.body.error?.code.startsWith("webhook.") ? null : `code ${r.body.error?.code}`) }],
@@ -729,6 +726,7 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
         }],
       },
       "GET /v1/users": { probes: [listed] },
+      "PATCH /v1/users/:id": { probes: [nfBody({ disabled: true })] },
       "POST /v1/tokens": {
         probes: [
           nfBody({ user_id: userA.body.id }),

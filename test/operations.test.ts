@@ -94,7 +94,7 @@ describe.each(STORE_KINDS)("operations (%s store)", (kind) => {
       // A run due but not claimable yet shows in the queue: pause the claim by stopping the engine.
       await engine.stop();
       await engine.enroll(WS, a.id, {});
-      const res = await app.inject({ method: "GET", url: "/metrics" });
+      const res = await app.inject({ method: "GET", url: "/metrics", headers: { authorization: "Bearer metrics-admin-token" } });
       expect(res.statusCode).toBe(200);
       const text = res.body;
       const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);

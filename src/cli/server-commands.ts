@@ -2,12 +2,15 @@
 // admin-token. Configuration comes from the environment (src/server/config.ts). Loaded by
 // main.ts only for these commands, so the client commands start without the engine and stores.
 
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { SecretBox } from "../engine/secrets.js";
 import { attachLogs, makeLogger } from "../server/logging.js";
 import { Engine, DEFAULT_WORKSPACE } from "../engine/engine.js";
+import { MIN_ADMIN_TOKEN_LENGTH } from "../engine/admin.js";
+import { logServerErrors } from "../server/errors.js";
+import { securePrivateDir, securePrivateFile } from "../store/embedded/files.js";
 import { buildApp } from "../server/app.js";
 import { buildOpsApp } from "../server/ops-app.js";
 import type { FastifyInstance } from "fastify";
@@ -24,11 +27,9 @@ function secretKey(cfg: Config): string | undefined {
   if (cfg.secretKey) return cfg.secretKey;
   if (cfg.databaseUrl) return undefined;
   const file = join(cfg.dataDir, "secret.key");
-  if (!existsSync(file)) {
-    mkdirSync(cfg.dataDir, { recursive: true });
-    writeFileSync(file, SecretBox.generateKey() + "\n", { mode: 0o600, flag: "wx" });
-  }
-  chmodSync(file, 0o600);
+  securePrivateDir(cfg.dataDir);
+  if (!existsSync(file)) writeFileSync(file, SecretBox.generateKey() + "\n", { mode: 0o600, flag: "wx" });
+  securePrivateFile(file, false);
   return readFileSync(file, "utf8").trim();
 }
 
@@ -49,7 +50,9 @@ async function serve(cfg: Config): Promise<void> {
   attachLogs(engine, log);
   await engine.start();
   const boot = cfg.role === "worker" ? { token: null, generated: false } : await engine.admin.bootstrap(cfg.adminToken);
+  if (boot.revoked) log.warn({ setting: "WEFT_ADMIN_TOKEN" }, "the configured admin token is revoked; it is ignored (remove or replace WEFT_ADMIN_TOKEN)");
   const app = cfg.role === "worker" ? null : buildApp({ engine, rateLimitPerSecond: cfg.rateLimit });
+  if (app) logServerErrors(app, log);
   let sampleLine = "";
   if (cfg.sample && cfg.role !== "worker") {
     const existing = await engine.listAutomations(DEFAULT_WORKSPACE);
@@ -77,12 +80,14 @@ async function serve(cfg: Config): Promise<void> {
     process.stdout.write(`weft: listening on ${base} (${store.kind} store${store.kind === "embedded" ? ` in ${cfg.dataDir}` : ""}, role ${cfg.role})\n`);
     if (boot.generated) {
       process.stdout.write(`weft: admin token (shown once, stored hashed; \`weft admin-token\` issues another): ${boot.token}\n`);
+    } else if (boot.revoked) {
+      process.stdout.write("weft: WEFT_ADMIN_TOKEN is revoked and ignored; run `weft admin-token` for a new admin token\n");
     } else if (!cfg.adminToken) {
       process.stdout.write("weft: use your admin token (printed at first start), set WEFT_ADMIN_TOKEN, or run `weft admin-token` for a new one\n");
     }
     if (!key) process.stdout.write("weft: no WEFT_SECRET_KEY: secrets cannot be stored or used\n");
     if (sampleLine) {
-      const bearer = cfg.adminToken ? "$WEFT_ADMIN_TOKEN" : boot.token ?? "<admin token>";
+      const bearer = cfg.adminToken && !boot.revoked ? "$WEFT_ADMIN_TOKEN" : boot.token ?? "<admin token>";
       process.stdout.write(
         `weft: sample automation "${SAMPLE_AUTOMATION.key}" is ${sampleLine}. Start a run and read its thread:\n` +
           `  curl -s -X POST ${base}/v1/automations/${sampleLine}/enroll -H "authorization: Bearer ${bearer}" -H 'content-type: application/json' -d '{"subject_id":"ct_1","context_overrides":{"name":"Ada"}}'\n` +
@@ -107,6 +112,10 @@ export async function runServerCommand(command: ServerCommand, rest: string[]): 
     cfg = loadConfig();
   } catch (err) {
     fail((err as Error).message);
+  }
+  // An instance admin's credential: a short configured one is refused before anything starts.
+  if (cfg.adminToken !== undefined && cfg.adminToken.length < MIN_ADMIN_TOKEN_LENGTH) {
+    fail(`WEFT_ADMIN_TOKEN must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters (it is ${cfg.adminToken.length}); generate one with \`openssl rand -hex 32\``);
   }
   switch (command) {
     case "start":

@@ -14,6 +14,16 @@ const SECRET_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 /** Tokens are looked up at most this often per process; a revocation takes effect within it. */
 const TOKEN_CACHE_MS = 1000;
 const SECRETS_CACHE_MS = 5000;
+/** Active (not revoked) tokens one user may hold: each token has its own rate limit. */
+export const MAX_TOKENS_PER_USER = 20;
+/** `WEFT_ADMIN_TOKEN` is an instance admin's credential: at least this long (a generated one has 32). */
+export const MIN_ADMIN_TOKEN_LENGTH = 32;
+
+/** A unique-key violation from either store (SQLite or PostgreSQL). */
+function isUniqueViolation(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "SQLITE_CONSTRAINT_UNIQUE" || code === "23505";
+}
 
 export interface OpsOverview {
   overdue_runs: number;
@@ -43,7 +53,8 @@ export class Admin {
     const hit = this.tokens.get(hash);
     if (hit && now - hit.at < TOKEN_CACHE_MS) return hit.caller;
     const found = await this.store.tokenByHash(hash);
-    const caller = found ? callerOf(found.user, found.token.id) : null;
+    // A disabled user's tokens stop working with the user (within this cache's second).
+    const caller = found && !found.user.disabled_at ? callerOf(found.user, found.token.id) : null;
     if (this.tokens.size > 10_000) this.tokens.clear();
     this.tokens.set(hash, { caller, at: now });
     return caller;
@@ -53,8 +64,10 @@ export class Admin {
    * The default workspace, its admin (an instance admin) and a token. With `adminToken` (from
    * configuration) that token is made valid; without, a token is generated on the first start
    * only and returned so it can be printed once (later starts return null: it is stored hashed).
+   * A configured token that was revoked stays revoked: it is not made valid again and the start
+   * goes on without it (`revoked: true`, for the caller to say so).
    */
-  async bootstrap(adminToken: string | undefined): Promise<{ token: string | null; generated: boolean }> {
+  async bootstrap(adminToken: string | undefined): Promise<{ token: string | null; generated: boolean; revoked?: boolean }> {
     const now = this.clock.now();
     await this.store.ensureWorkspace(DEFAULT_WORKSPACE, "Default workspace", now);
     if (!(await this.store.getUser(DEFAULT_WORKSPACE, BOOTSTRAP_ADMIN))) {
@@ -64,12 +77,15 @@ export class Admin {
       });
     }
     if (adminToken) {
-      if (!(await this.store.tokenByHash(hashToken(adminToken)))) {
-        await this.insertToken(DEFAULT_WORKSPACE, BOOTSTRAP_ADMIN, adminToken, "system", { source: "WEFT_ADMIN_TOKEN" }).catch(async (err) => {
-          if (!(await this.store.tokenByHash(hashToken(adminToken)))) throw err;
-        });
-      }
-      return { token: adminToken, generated: false };
+      if (await this.store.tokenByHash(hashToken(adminToken))) return { token: adminToken, generated: false };
+      let revoked = false;
+      await this.insertToken(DEFAULT_WORKSPACE, BOOTSTRAP_ADMIN, adminToken, "system", { source: "WEFT_ADMIN_TOKEN" }).catch(async (err) => {
+        if (await this.store.tokenByHash(hashToken(adminToken))) return; // another process made it first
+        // Its hash is taken but no live token has it: the token was revoked.
+        if (!isUniqueViolation(err)) throw err;
+        revoked = true;
+      });
+      return revoked ? { token: null, generated: false, revoked: true } : { token: adminToken, generated: false };
     }
     const live = (await this.store.listTokens(DEFAULT_WORKSPACE)).filter((t) => t.revoked_at === null);
     if (live.length > 0) return { token: null, generated: false };
@@ -114,6 +130,27 @@ export class Admin {
     return u;
   }
 
+  /**
+   * Change a user's role or disable/enable them (admins). Their existing tokens follow at once in
+   * this process and within the token cache's second elsewhere. The last enabled admin of a
+   * workspace can be neither demoted nor disabled (409 `users.last_admin`).
+   */
+  async updateUser(c: Caller, id: string, patch: { role?: Role; disabled?: boolean }): Promise<User> {
+    requireRole(c, "admin");
+    // The instance admin's power reaches beyond this workspace: a workspace admin cannot take it away.
+    const target = await this.store.getUser(c.workspace_id, id);
+    if (target?.instance_admin && !c.instance_admin) throw new WeftError("auth.forbidden", "only an instance admin changes an instance admin");
+    const now = this.clock.now();
+    const change: { role?: Role; disabled_at?: number | null } = {};
+    if (patch.role !== undefined) change.role = patch.role;
+    if (patch.disabled !== undefined) change.disabled_at = patch.disabled ? now : null;
+    const res = await this.store.updateUser(c.workspace_id, id, change, this.audit(c, c.workspace_id, "user.update", "user", id, { ...patch }));
+    if (res === null) throw new WeftError("user.not_found", `user ${id} not found`);
+    if (res === "last_admin") throw new WeftError("users.last_admin", "this would leave the workspace without an enabled admin", { pointer: patch.disabled ? "/disabled" : "/role" });
+    this.tokens.clear();
+    return res;
+  }
+
   async listUsers(c: Caller): Promise<User[]> {
     requireRole(c, "admin");
     return this.store.listUsers(c.workspace_id);
@@ -123,6 +160,10 @@ export class Admin {
   async issueToken(c: Caller, userId: string): Promise<{ id: string; token: string; user_id: string }> {
     if (userId !== c.user_id) requireRole(c, "admin");
     if (!(await this.store.getUser(c.workspace_id, userId))) throw new WeftError("user.not_found", `user ${userId} not found`, { pointer: "/user_id" });
+    const active = (await this.store.listTokens(c.workspace_id)).filter((t) => t.user_id === userId && t.revoked_at === null).length;
+    if (active >= MAX_TOKENS_PER_USER) {
+      throw new WeftError("tokens.limit", `user ${userId} already has ${MAX_TOKENS_PER_USER} active tokens; revoke one first`, { pointer: "/user_id", limit: MAX_TOKENS_PER_USER });
+    }
     const token = newToken();
     const id = await this.insertToken(c.workspace_id, userId, token, c, {});
     return { id, token, user_id: userId };
@@ -170,6 +211,7 @@ export class Admin {
 
   /** Names and times only: values are never returned. */
   async listSecrets(c: Caller): Promise<Omit<SecretRow, "ciphertext">[]> {
+    requireRole(c, "admin");
     return (await this.store.listSecrets(c.workspace_id)).map(({ ciphertext: _c, ...rest }) => rest);
   }
 

@@ -37,6 +37,27 @@ export function requireRole(c: Caller, role: Role): void {
   if (RANK[c.role] < RANK[role]) throw new WeftError("auth.forbidden", `this needs the ${role} role; the caller is ${c.role}`, { required: role, role: c.role });
 }
 
+/**
+ * Who may make a run execute as `userId`: an admin as anyone in the workspace, anyone else only as
+ * themselves. Applies alike to defining an automation's `run_as` and to starting a run of one
+ * (enroll, retrigger), so nobody borrows an identity they could not have chosen.
+ */
+export function mayChooseRunAs(c: Caller, userId: string): boolean {
+  return userId === c.user_id || c.role === "admin";
+}
+
+/** The run-as a definition names, when it is a specific user. */
+export function runAsUser(definition: { run_as?: unknown } | null | undefined): string | null {
+  const runAs = definition?.run_as as { type?: unknown; user_id?: unknown } | undefined;
+  return runAs?.type === "user" && typeof runAs.user_id === "string" ? runAs.user_id : null;
+}
+
+/** Throws `auth.run_as_forbidden` (403) when the caller could not have chosen this run-as. */
+export function requireRunAs(c: Caller, userId: string | null): void {
+  if (userId === null || mayChooseRunAs(c, userId)) return;
+  throw new WeftError("auth.run_as_forbidden", `this automation runs as user ${userId}; only that user or an admin may start its runs`, { run_as_user_id: userId });
+}
+
 /** A run that executes as a specific user is that user's and the admins' to see. */
 export function canSee(c: Caller, run: Pick<Run, "run_as">): boolean {
   return run.run_as.type !== "user" || run.run_as.user_id === c.user_id || c.role === "admin";

@@ -401,6 +401,13 @@ export interface User {
   /** May create workspaces (the bootstrap admin). */
   instance_admin: boolean;
   created_at: number;
+  /** When an admin disabled the user (their tokens stop working); null while enabled. */
+  disabled_at?: number | null;
+}
+
+/** An admin who can act: what a store counts for "a workspace keeps at least one enabled admin". */
+export function isEnabledAdmin(u: Pick<User, "role" | "disabled_at">): boolean {
+  return u.role === "admin" && !u.disabled_at;
 }
 
 export interface TokenRow {
@@ -565,8 +572,13 @@ export interface Store {
   insertUser(u: User, audit: AuditEntry): Promise<void>;
   getUser(workspaceId: string, id: string): Promise<User | null>;
   listUsers(workspaceId: string): Promise<User[]>;
+  /**
+   * Change a user's role and/or disabled time. Refused ("last_admin", nothing written) when it
+   * would leave the workspace without an enabled admin; null when the user does not exist.
+   */
+  updateUser(workspaceId: string, id: string, patch: { role?: Role; disabled_at?: number | null }, audit: AuditEntry): Promise<User | "last_admin" | null>;
   insertToken(t: TokenRow & { hash: string }, audit: AuditEntry): Promise<void>;
-  /** The live (not revoked) token with this SHA-256, and its user. */
+  /** The live (not revoked) token with this SHA-256, and its user (who may be disabled). */
   tokenByHash(hash: string): Promise<{ token: TokenRow; user: User } | null>;
   listTokens(workspaceId: string): Promise<TokenRow[]>;
   revokeToken(workspaceId: string, id: string, now: number, audit: AuditEntry): Promise<boolean>;

@@ -3,7 +3,7 @@
 import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Engine } from "../engine/engine.js";
-import { canSee, mayDecide, requireRole, type Caller } from "../engine/identity.js";
+import { canSee, mayChooseRunAs, mayDecide, requireRole, requireRunAs, runAsUser, type Caller } from "../engine/identity.js";
 import type { Run } from "../engine/store.js";
 import { WeftError } from "../model/errors.js";
 import { checkJsonInput } from "../model/json-input.js";
@@ -14,7 +14,7 @@ import { registerConsole } from "./console.js";
 import { engineMetrics } from "./metrics.js";
 import {
   approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, opsQuery, parse, pauseBody, reportQuery, resumeBody,
-  retriggerBody, runsQuery, secretBody, simulateBody, tokenBody, updateAutomationBody, userBody, workspaceBody,
+  retriggerBody, runsQuery, secretBody, simulateBody, tokenBody, updateAutomationBody, userBody, userPatchBody, workspaceBody,
 } from "./schemas.js";
 import {
   approvalJson, auditJson, automationJson, eventJson, itemJson, pauseJson, runJson, stepJson, tokenJson, userJson, versionJson,
@@ -76,7 +76,16 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   app.get("/healthz", async () => ({ ok: true, store: engine.store.kind }));
   registerConsole(app);
   const metrics = engineMetrics(engine);
-  app.get("/metrics", async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()));
+  // Metrics name every workspace's automations: on the API port only an instance admin reads them
+  // (a monitoring system without a token scrapes a worker's ops port, WEFT_METRICS_PORT).
+  app.get("/metrics", async (req, reply) => {
+    const m = /^Bearer (.+)$/i.exec(req.headers.authorization ?? "");
+    if (!m) throw new WeftError("auth.missing_token", "send Authorization: Bearer <token> of an instance admin");
+    const caller = await engine.admin.authenticate(m[1]!);
+    if (!caller) throw new WeftError("auth.invalid_token", "the token is not valid (unknown or revoked)");
+    if (!caller.instance_admin) throw new WeftError("auth.forbidden", "metrics cover every workspace: only an instance admin reads them");
+    return reply.type(metrics.contentType).send(await metrics.metrics());
+  });
   let document: Record<string, unknown> | undefined;
   app.get("/openapi.json", async () => (document ??= openApiDocument(routes)));
 
@@ -129,7 +138,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       if (!(await engine.store.getUser(req.caller.workspace_id, runAs.user_id))) {
         throw new WeftError("definition.unknown_user", `run_as names user ${runAs.user_id}, who is not in this workspace`, { pointer: "/definition/run_as/user_id" });
       }
-      if (runAs.user_id !== req.caller.user_id && req.caller.role !== "admin") {
+      if (!mayChooseRunAs(req.caller, runAs.user_id)) {
         throw new WeftError("auth.forbidden", "only an admin may make an automation run as another user", { pointer: "/definition/run_as/user_id" });
       }
     }
@@ -156,6 +165,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     v1.post<{ Params: { id: string } }>("/automations/:id/pause", async (req) => automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "paused", req.caller.actor)));
     v1.post<{ Params: { id: string } }>("/automations/:id/enroll", async (req, reply) => {
       const b = parse(enrollBody, req.body, "body");
+      requireRunAs(req.caller, runAsUser((await engine.getAutomation(req.caller.workspace_id, req.params.id)).definition));
       const res = await engine.enroll(req.caller.workspace_id, req.params.id, {
         subject_id: b.subject_id ?? null, context_overrides: b.context_overrides ?? {}, ...(b.idempotency_key ? { idempotency_key: b.idempotency_key } : {}),
       }, req.caller.actor);
@@ -215,7 +225,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     }
     v1.post<{ Params: { id: string } }>("/automation-runs/:id/retrigger", async (req, reply) => {
       const b = parse(retriggerBody, req.body, "body");
-      await visibleRun(req, req.params.id);
+      const orig = await visibleRun(req, req.params.id);
+      // The new run executes as the current version's run_as: the caller must be able to choose it.
+      requireRunAs(req.caller, runAsUser((await engine.getAutomation(req.caller.workspace_id, orig.automation_id)).definition));
       const res = await engine.retriggerRun(req.caller.workspace_id, req.params.id, req.caller.actor, b.idempotency_key);
       return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created, retriggered_from: req.params.id });
     });
@@ -285,6 +297,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     v1.post("/users", async (req, reply) => {
       const b = parse(userBody, req.body, "body");
       return reply.status(201).send(userJson(await engine.admin.createUser(req.caller, b.name, b.role)));
+    });
+    v1.patch<{ Params: { id: string } }>("/users/:id", async (req) => {
+      const b = parse(userPatchBody, req.body, "body");
+      const u = await engine.admin.updateUser(req.caller, req.params.id, b);
+      return { ...userJson(u), disabled: !!u.disabled_at };
     });
     v1.get("/users", async (req) => ({ items: (await engine.admin.listUsers(req.caller)).map(userJson) }));
     v1.post("/tokens", async (req, reply) => {

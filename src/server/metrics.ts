@@ -5,6 +5,9 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import type { Engine } from "../engine/engine.js";
 import { OVERDUE_GRACE_MS } from "../engine/engine.js";
 
+/** How long the store-backed gauges (queue depth, overdue runs) are served from their last read. */
+export const STORE_GAUGES_MS = 5000;
+
 export function engineMetrics(engine: Engine): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "weft_" });
@@ -36,10 +39,18 @@ export function engineMetrics(engine: Engine): Registry {
   engine.events.on("checkpoint:committed", (e) => commits.observe(e.ms / 1000));
   engine.events.on("engine:error", () => errors.inc());
 
-  // Read from the store when scraped (shared by every process on the same store).
-  const depth = async () => engine.store.queueDepth(engine.clock.now(), OVERDUE_GRACE_MS);
-  let pending: Promise<{ due_runs: number; overdue_runs: number; undispatched_events: number }> | null = null;
-  const once = () => (pending ??= depth().finally(() => setTimeout(() => (pending = null), 0)));
+  // Read from the store when scraped (shared by every process on the same store), at most once per
+  // STORE_GAUGES_MS: a burst of scrapes is answered from the last read, not with a query each.
+  let last: { at: number; value: Promise<{ due_runs: number; overdue_runs: number; undispatched_events: number }> } | null = null;
+  const once = () => {
+    const now = engine.clock.now();
+    if (last && now - last.at < STORE_GAUGES_MS) return last.value;
+    const value = engine.store.queueDepth(now, OVERDUE_GRACE_MS);
+    const entry = { at: now, value };
+    value.catch(() => last === entry && (last = null)); // a failed read is not kept
+    last = entry;
+    return value;
+  };
   new Gauge({ name: "weft_queue_due_runs", help: "Runs due now (waiting to be claimed)", registers: [registry], async collect() { this.set((await once()).due_runs); } });
   new Gauge({ name: "weft_queue_undispatched_events", help: "Events stored but not yet dispatched", registers: [registry], async collect() { this.set((await once()).undispatched_events); } });
   new Gauge({ name: "weft_overdue_runs", help: "Runs due longer ago than the grace period and not claimed", registers: [registry], async collect() { this.set((await once()).overdue_runs); } });

@@ -24,7 +24,7 @@ const accepted = z.object({ event_id: z.string(), duplicate: z.boolean() });
 
 export const ROUTE_DOCS: Record<string, RouteDoc> = {
   "GET /healthz": { summary: "Liveness", public: true, responses: ok(z.object({ ok: z.boolean(), store: z.string() })) },
-  "GET /metrics": { summary: "Prometheus metrics (text exposition format)", public: true, responses: ok(z.string()) },
+  "GET /metrics": { summary: "Prometheus metrics (text exposition format; every workspace's automations, so an instance admin's token)", role: "instance admin", responses: ok(z.string()) },
   "GET /openapi.json": { summary: "This document", public: true, responses: ok(anyObject) },
   "POST /v1/hooks/:id": { summary: "Webhook ingress (Standard Webhooks signature over the raw body; no bearer token)", public: true, responses: ok(accepted, 202) },
 
@@ -74,12 +74,13 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   },
   "POST /v1/workspaces": { summary: "Create a workspace with its admin and a token (shown once)", role: "instance admin", body: Q.workspaceBody, responses: ok(z.object({ id: z.string(), name: z.string(), admin_user_id: z.string(), admin_token: z.string() }), 201) },
   "POST /v1/users": { summary: "Add a user", role: "admin", body: Q.userBody, responses: ok(S.userShape, 201) },
+  "PATCH /v1/users/:id": { summary: "Change a user's role or disable them (their tokens stop working); never the last enabled admin", role: "admin", body: Q.userPatchBody, responses: ok(S.userShape.extend({ disabled: z.boolean() })) },
   "GET /v1/users": { summary: "The workspace's users", role: "admin", responses: ok(S.listOf(S.userShape)) },
   "POST /v1/tokens": { summary: "Issue a token (shown once; admins for anyone, others for themselves)", body: Q.tokenBody, responses: ok(z.object({ id: z.string(), token: z.string(), user_id: z.string() }), 201) },
   "GET /v1/tokens": { summary: "The workspace's tokens (never the token values)", role: "admin", responses: ok(S.listOf(S.tokenShape)) },
   "DELETE /v1/tokens/:id": { summary: "Revoke a token", responses: { 204: null } },
   "PUT /v1/secrets/:name": { summary: "Set a secret (values are never returned)", role: "admin", body: Q.secretBody, responses: { 201: z.object({ name: z.string(), created: z.boolean() }), 200: z.object({ name: z.string(), created: z.boolean() }) } },
-  "GET /v1/secrets": { summary: "Secret names and times", responses: ok(S.listOf(z.object({ name: z.string(), created_at: z.string(), updated_at: z.string() }))) },
+  "GET /v1/secrets": { summary: "Secret names and times", role: "admin", responses: ok(S.listOf(z.object({ name: z.string(), created_at: z.string(), updated_at: z.string() }))) },
   "DELETE /v1/secrets/:name": { summary: "Delete a secret", role: "admin", responses: { 204: null } },
 };
 

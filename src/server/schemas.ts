@@ -84,6 +84,7 @@ export const simulateBody = z.strictObject({
 
 export const workspaceBody = z.strictObject({ name: z.string().min(1).max(200) });
 export const userBody = z.strictObject({ name: z.string().min(1).max(200), role: z.enum(["admin", "member", "viewer"]) });
+export const userPatchBody = z.strictObject({ role: z.enum(["admin", "member", "viewer"]).optional(), disabled: z.boolean().optional() });
 export const tokenBody = z.strictObject({ user_id: z.string().min(1).optional() });
 export const secretBody = z.strictObject({ value: z.string().min(1).max(65_536) });
 export const reportQuery = z.strictObject({ from: isoTime, to: isoTime });

@@ -2,11 +2,12 @@
 // writes its audit entry in the same transaction.
 
 import type Database from "better-sqlite3";
-import type { AuditEntry, OpsCounts, OutcomeRow, SecretRow, TokenRow, User, Workspace } from "../../engine/store.js";
+import type { AuditEntry, OpsCounts, OutcomeRow, Role, SecretRow, TokenRow, User, Workspace } from "../../engine/store.js";
+import { isEnabledAdmin } from "../../engine/store.js";
 import { outcomeRows } from "../reports.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
-const toUser = (r: any): User => ({ id: r.id, workspace_id: r.workspace_id, name: r.name, role: r.role, instance_admin: r.instance_admin === 1, created_at: r.created_at });
+const toUser = (r: any): User => ({ id: r.id, workspace_id: r.workspace_id, name: r.name, role: r.role, instance_admin: r.instance_admin === 1, created_at: r.created_at, disabled_at: r.disabled_at ?? null });
 const toToken = (r: any): TokenRow => ({ id: r.id, workspace_id: r.workspace_id, user_id: r.user_id, created_at: r.created_at, revoked_at: r.revoked_at });
 
 export class EmbeddedIdentity {
@@ -49,6 +50,21 @@ export class EmbeddedIdentity {
   }
   listUsers(workspaceId: string): User[] {
     return this.db.prepare("SELECT * FROM users WHERE workspace_id = ? ORDER BY created_at, id").all(workspaceId).map(toUser);
+  }
+  updateUser(workspaceId: string, id: string, patch: { role?: Role; disabled_at?: number | null }, a: AuditEntry): User | "last_admin" | null {
+    return this.db.transaction(() => {
+      const before = this.getUser(workspaceId, id);
+      if (!before) return null;
+      const after: User = { ...before, ...(patch.role !== undefined ? { role: patch.role } : {}), ...(patch.disabled_at !== undefined ? { disabled_at: patch.disabled_at } : {}) };
+      // The write lock of this immediate transaction keeps two admins from demoting each other at once.
+      if (isEnabledAdmin(before) && !isEnabledAdmin(after)) {
+        const others = this.db.prepare("SELECT count(*) FROM users WHERE workspace_id = ? AND id <> ? AND role = 'admin' AND disabled_at IS NULL").pluck().get(workspaceId, id) as number;
+        if (others === 0) return "last_admin";
+      }
+      this.db.prepare("UPDATE users SET role = ?, disabled_at = ? WHERE id = ? AND workspace_id = ?").run(after.role, after.disabled_at ?? null, id, workspaceId);
+      this.audit(a);
+      return after;
+    }).immediate();
   }
   insertToken(t: TokenRow & { hash: string }, a: AuditEntry): void {
     this.db.transaction(() => {

@@ -3,7 +3,7 @@
 // Measured choice: see docs/design.md § Stores.
 
 import Database from "better-sqlite3";
-import { mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { WeftError } from "../../model/errors.js";
@@ -16,7 +16,8 @@ import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
 import type { ApprovalStatus, AuditEntry, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
 import { EmbeddedNodes } from "./nodes.js";
 import { EmbeddedIdentity } from "./identity.js";
-import type { TokenRow, User, Workspace } from "../../engine/store.js";
+import { securePrivateFiles } from "./files.js";
+import type { Role, TokenRow, User, Workspace } from "../../engine/store.js";
 import { decodeCursor, encodeCursor } from "../cursor.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
@@ -73,7 +74,7 @@ export class EmbeddedStore implements Store {
   private readonly ids: EmbeddedIdentity;
 
   constructor(opts: EmbeddedStoreOptions) {
-    if (opts.file !== ":memory:") mkdirSync(dirname(opts.file), { recursive: true });
+    if (opts.file !== ":memory:") securePrivateFiles(dirname(opts.file), [opts.file, `${opts.file}-wal`, `${opts.file}-shm`]);
     this.db = new Database(opts.file);
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = FULL");
@@ -534,6 +535,9 @@ export class EmbeddedStore implements Store {
   }
   async listUsers(workspaceId: string) {
     return this.ids.listUsers(workspaceId);
+  }
+  async updateUser(workspaceId: string, id: string, patch: { role?: Role; disabled_at?: number | null }, a: AuditEntry) {
+    return this.ids.updateUser(workspaceId, id, patch, a);
   }
   async insertToken(t: TokenRow & { hash: string }, audit: AuditEntry) {
     this.ids.insertToken(t, audit);

@@ -2,7 +2,8 @@
 // transaction, so the trail cannot miss a change that happened.
 
 import type pg from "pg";
-import type { AuditEntry, OpsCounts, OutcomeRow, SecretRow, TokenRow, User, Workspace } from "../../engine/store.js";
+import type { AuditEntry, OpsCounts, OutcomeRow, Role, SecretRow, TokenRow, User, Workspace } from "../../engine/store.js";
+import { isEnabledAdmin } from "../../engine/store.js";
 import { tx } from "./tx.js";
 import { ms, ts } from "./rows.js";
 import { outcomeRows } from "../reports.js";
@@ -10,6 +11,7 @@ import { outcomeRows } from "../reports.js";
 /* eslint-disable @typescript-eslint/no-explicit-any */
 const toUser = (r: any): User => ({
   id: r.id, workspace_id: r.workspace_id, name: r.name, role: r.role, instance_admin: r.instance_admin, created_at: r.created_at.getTime(),
+  disabled_at: ms(r.disabled_at ?? null),
 });
 const toToken = (r: any): TokenRow => ({
   id: r.id, workspace_id: r.workspace_id, user_id: r.user_id, created_at: r.created_at.getTime(), revoked_at: ms(r.revoked_at),
@@ -64,6 +66,22 @@ export async function getUser(pool: pg.Pool, workspaceId: string, id: string): P
 
 export async function listUsers(pool: pg.Pool, workspaceId: string): Promise<User[]> {
   return (await pool.query("SELECT * FROM users WHERE workspace_id = $1 ORDER BY created_at, id", [workspaceId])).rows.map(toUser);
+}
+
+export function updateUser(pool: pg.Pool, workspaceId: string, id: string, patch: { role?: Role; disabled_at?: number | null }, a: AuditEntry): Promise<User | "last_admin" | null> {
+  return tx(pool, async (c) => {
+    // Lock the workspace's admins (and the user) so two admins cannot demote each other at once.
+    const admins = (await c.query(
+      "SELECT * FROM users WHERE workspace_id = $1 AND (id = $2 OR role = 'admin') ORDER BY id FOR UPDATE", [workspaceId, id],
+    )).rows.map(toUser);
+    const before = admins.find((u) => u.id === id);
+    if (!before) return null;
+    const after: User = { ...before, ...(patch.role !== undefined ? { role: patch.role } : {}), ...(patch.disabled_at !== undefined ? { disabled_at: patch.disabled_at } : {}) };
+    if (isEnabledAdmin(before) && !isEnabledAdmin(after) && !admins.some((u) => u.id !== id && isEnabledAdmin(u))) return "last_admin";
+    await c.query("UPDATE users SET role = $3, disabled_at = $4 WHERE id = $1 AND workspace_id = $2", [id, workspaceId, after.role, after.disabled_at == null ? null : ts(after.disabled_at)]);
+    await audit(c, a);
+    return after;
+  });
 }
 
 export function insertToken(pool: pg.Pool, t: TokenRow & { hash: string }, a: AuditEntry): Promise<void> {

@@ -4,7 +4,7 @@
 import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
-  ApprovalStatus, AuditEntry, Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey,
+  ApprovalStatus, AuditEntry, Role, Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey,
   PauseRow, Run, RunControl, RunItem, ScheduleRow, Store, TokenRow, User, WaitSpec, Workspace,
 } from "../../engine/store.js";
 import { toAutomation } from "./rows.js";
@@ -198,6 +198,9 @@ export class PostgresStore implements Store {
   }
   listUsers(workspaceId: string) {
     return I.listUsers(this.pool, workspaceId);
+  }
+  updateUser(workspaceId: string, id: string, patch: { role?: Role; disabled_at?: number | null }, a: AuditEntry) {
+    return I.updateUser(this.pool, workspaceId, id, patch, a);
   }
   insertToken(t: TokenRow & { hash: string }, audit: AuditEntry) {
     return I.insertToken(this.pool, t, audit);
