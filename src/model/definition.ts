@@ -171,7 +171,7 @@ export const BUILTIN_KINDS: Readonly<Record<string, KindSpec>> = {
   approval: {
     config: z.strictObject({
       title: z.string().min(1).meta(d("what is to be approved (a template)")),
-      approvers: z.array(z.string()).optional().meta(d("who may decide, recorded on the approval (e.g. `role:admin`)")),
+      approvers: z.array(z.string()).optional().meta(d("who may decide: `role:<role>` (that role or higher) or `user:<id>`; omitted or empty: any member")),
       timeout_ms: durationMs.optional().meta(d("take port `timeout` after this long; omitted: wait for ever")),
     }).meta(d("Creates an approval (`GET /v1/approvals`) and parks; the first decision wins.")),
     ports: fixed("approved", "rejected", "timeout"),
