@@ -8,7 +8,7 @@ import type { Problem } from "../src/model/errors.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
-/** CONTRACT.md's example definition (a fresh copy each call, so tests may mutate it). */
+/** The reference example definition (a fresh copy each call, so tests may mutate it). */
 function example(): any {
   return {
     key: "deal-followup",
@@ -115,7 +115,7 @@ function expectOnlyError(def: unknown, code: string, pointer: string): Problem {
 const CODE = /^[a-z_]+(\.[a-z_]+)+$/;
 
 describe("validateDefinition: valid definitions", () => {
-  it("accepts CONTRACT.md's example (record, event, webhook and schedule triggers) with no warnings", () => {
+  it("accepts the reference example (record, event, webhook and schedule triggers) with no warnings", () => {
     const r = validateDefinition(example());
     expect(r.ok).toBe(true);
     if (!r.ok) return;

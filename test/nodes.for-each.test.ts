@@ -1,4 +1,4 @@
-// for_each: the fan-out of one action over a list of subjects, each a run item (seed 003). The
+// for_each: the fan-out of one action over a list of subjects, each a run item. The
 // credit union's weekly KYC review (a schedule tick finds 14 accounts, one inactive and skipped,
 // two hit a transient messaging outage and recover on retry under the same idempotency key);
 // permanent failures close the run completed_with_failures with the cause on the item; an
@@ -137,7 +137,7 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
     return (await e.enroll(WS, a.id, { context_overrides: { list } })).run;
   }
 
-  // ---------- 1. the credit union's weekly KYC review (seed 003) ----------
+  // ---------- 1. the credit union's weekly KYC review ----------
 
   it("the credit-union week: Monday 09:00 Oslo finds 14 accounts → 13 evidence requests (2 after a transient outage, same key), 1 inactive skipped", async () => {
     const clock = new ManualClock(Date.parse("2026-02-28T12:00:00Z")); // a Saturday

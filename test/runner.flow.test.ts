@@ -12,7 +12,7 @@ import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
 let seq = 0;
 
-/** A definition with a fresh key; `nodes` and `edges` as in CONTRACT.md. */
+/** A definition with a fresh key; `nodes` and `edges` as in the definition format. */
 function def(root: string, nodes: unknown[], edges: { from: string; port: string; to: string }[] = []) {
   const key = `flow-${++seq}`;
   return { key, name: key, root, nodes, edges };

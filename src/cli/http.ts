@@ -1,4 +1,4 @@
-// A small client for the Weft HTTP API (CONTRACT.md): JSON in and out, bearer token, errors as
+// A small client for the Weft HTTP API: JSON in and out, bearer token, errors as
 // ApiError carrying the envelope's code, message and details. A 429 (limits.rate: nothing was
 // accepted) is retried after its Retry-After.
 

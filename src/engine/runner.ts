@@ -27,7 +27,7 @@ import { Loop } from "./loop.js";
 import { Redactor } from "./secrets.js";
 import { runScope, scopeForNode } from "./scope.js";
 
-/** Node visits without a pause point before a run is stopped as a runaway loop (seed 004). */
+/** Node visits without a pause point before a run is stopped as a runaway loop. */
 export const LOOP_CAP = 200;
 
 /** A run whose pause state could not be read is claimed again after this long. */

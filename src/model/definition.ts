@@ -1,4 +1,4 @@
-// The definition format (CONTRACT.md § Definition): types, the schema, and validate(), whose every
+// The definition format: types, the schema, and validate(), whose every
 // problem carries a namespaced code and a JSON pointer. Pure: no I/O.
 
 import { z } from "zod";

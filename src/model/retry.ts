@@ -8,7 +8,7 @@ export interface RetryPolicy {
   max_ms: number;
 }
 
-/** A few seconds, then tens of seconds, up to five minutes; five attempts in all (seed 002). */
+/** A few seconds, then tens of seconds, up to five minutes; five attempts in all. */
 export const DEFAULT_RETRY: RetryPolicy = { max_attempts: 5, initial_ms: 2000, max_ms: 300_000 };
 
 /** A server's Retry-After is honoured, but never beyond this. */

@@ -101,7 +101,7 @@ export const inputNode: NodeHandler = {
       return result;
     }
     if (until !== null && ctx.now >= until) {
-      // Seed 004: an unanswered input exits the run as input_timeout, unless the flow handles it.
+      // An unanswered input exits the run as input_timeout, unless the flow handles it.
       if (ctx.hasEdge("timeout")) return { kind: "next", port: "timeout", input, output: { timed_out: true } };
       return { kind: "exit", reason: "input_timeout", input, output: { timed_out: true } };
     }
