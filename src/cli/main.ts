@@ -11,9 +11,10 @@ run Weft (configuration from the environment; see README):
   start                       run API, dispatcher and runner in one process (embedded store
                               unless WEFT_DATABASE_URL is set)
   serve [--role api|worker|all]  the same, one role per process (for PostgreSQL fleets)
-  migrate                     apply pending store migrations and exit
-  admin-token                 issue a new admin token for the default workspace and print it
-                              (local access to the store is trusted; the token is audited)
+  migrate [--init]            apply pending store migrations and exit
+  admin-token [--init]        issue a new admin token for the default workspace and print it
+                              (local access to the store is trusted; the token is audited);
+                              both refuse to create a new embedded store without --init
 
 talk to a running Weft over HTTP (--url or WEFT_URL, default http://127.0.0.1:7070;
 --token or WEFT_TOKEN):
@@ -46,8 +47,8 @@ configuration (client): WEFT_URL, WEFT_TOKEN`;
 const SERVER_HELP: Record<string, string> = {
   start: "usage: weft start\n\nRun the API, dispatcher and runner in one process; configuration from the environment (see README).",
   serve: "usage: weft serve [--role api|worker|all]\n\nRun one role per process (default $WEFT_ROLE, else all); configuration from the environment (see README).",
-  migrate: "usage: weft migrate\n\nApply pending store migrations and exit.",
-  "admin-token": "usage: weft admin-token\n\nIssue a new admin token for the default workspace and print it (local access to the store is trusted; audited).",
+  migrate: "usage: weft migrate [--init]\n\nApply pending store migrations and exit. An embedded store that does not exist is created only with --init.",
+  "admin-token": "usage: weft admin-token [--init]\n\nIssue a new admin token for the default workspace and print it (local access to the store is trusted; audited).\nThe store used is printed; an embedded store that does not exist is created only with --init.",
 };
 
 async function client(load: () => Promise<(args: string[]) => Promise<number>>, args: string[]): Promise<number> {

@@ -3,7 +3,7 @@
 // main.ts only for these commands, so the client commands start without the engine and stores.
 
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { SecretBox } from "../engine/secrets.js";
 import { attachLogs, makeLogger } from "../server/logging.js";
@@ -77,7 +77,7 @@ async function serve(cfg: Config): Promise<void> {
   if (app) {
     const address = await app.listen({ host: cfg.host, port: cfg.port });
     const base = address.replace("[::1]", "localhost");
-    process.stdout.write(`weft: listening on ${base} (${store.kind} store${store.kind === "embedded" ? ` in ${cfg.dataDir}` : ""}, role ${cfg.role})\n`);
+    process.stdout.write(`weft: listening on ${base} (${store.kind} store${store.kind === "embedded" ? ` in ${resolve(cfg.dataDir)}` : ""}, role ${cfg.role})\n`);
     if (boot.generated) {
       process.stdout.write(`weft: admin token (shown once, stored hashed; \`weft admin-token\` issues another): ${boot.token}\n`);
     } else if (boot.revoked) {
@@ -106,6 +106,32 @@ async function serve(cfg: Config): Promise<void> {
 
 export type ServerCommand = "start" | "serve" | "migrate" | "admin-token";
 
+function storeFlags(command: string, rest: string[]): { init: boolean } {
+  try {
+    return { init: parseArgs({ args: rest, options: { init: { type: "boolean", default: false } } }).values.init === true };
+  } catch (err) {
+    fail(`${command}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The store a maintenance command works on. An embedded store that does not exist yet is not
+ * created silently (a command run from another folder would make a new empty store and, say,
+ * print a token the running server rejects): it takes --init. Which store was used is printed.
+ */
+function openExisting(cfg: Config, init: boolean): ReturnType<typeof openStore> {
+  if (!cfg.databaseUrl) {
+    const file = resolve(cfg.dataDir, "weft.db");
+    if (!existsSync(file) && !init) {
+      fail(`no Weft store at ${file} (WEFT_DATA_DIR is ${cfg.dataDir === "./.weft" ? "unset: ./.weft under the current folder" : cfg.dataDir}); run this where you started weft, set WEFT_DATA_DIR, or pass --init to create a new store there`);
+    }
+    process.stderr.write(`weft: embedded store ${file}\n`);
+  } else {
+    process.stderr.write(`weft: PostgreSQL store, schema ${cfg.databaseSchema}\n`);
+  }
+  return openStore(cfg);
+}
+
 export async function runServerCommand(command: ServerCommand, rest: string[]): Promise<void> {
   let cfg: Config;
   try {
@@ -131,14 +157,16 @@ export async function runServerCommand(command: ServerCommand, rest: string[]): 
       return serve({ ...cfg, role: role as Config["role"] });
     }
     case "migrate": {
-      const store = openStore(cfg);
+      const init = storeFlags(command, rest).init;
+      const store = openExisting(cfg, init);
       await store.migrate();
       await store.close();
       process.stdout.write(`weft: ${store.kind} store migrated\n`);
       return;
     }
     case "admin-token": {
-      const store = openStore(cfg);
+      const init = storeFlags(command, rest).init;
+      const store = openExisting(cfg, init);
       await store.migrate();
       const engine = new Engine({ store, noRunner: true });
       const t = await engine.admin.issueBootstrapToken();
