@@ -228,6 +228,12 @@ describe.each(STORE_KINDS)("weft CLI (%s store)", (kind) => {
     const runs = list.stdout.trim().split("\n").map((l) => JSON.parse(l) as RunJson);
     expect(runs.map((r) => r.id).sort()).toEqual([waiting.id, answered.id, third.id].sort());
     expect(runs.find((r) => r.id === answered.id)?.status).toBe("completed");
+    // A list carries summaries: the context and trigger event are in `runs get` only.
+    for (const r of runs) {
+      expect(r).not.toHaveProperty("context");
+      expect(r).not.toHaveProperty("event");
+      expect(r).toMatchObject({ automation_key: "cli-runs" });
+    }
     expect(limited.code, limited.stderr).toBe(0);
     expect(limited.stdout.trim().split("\n")).toHaveLength(2);
     expect(table.code, table.stderr).toBe(0);

@@ -313,6 +313,13 @@ describe("web console in headless Chromium (embedded store)", () => {
   });
 
   it("ops: overdue and queue numbers, failed runs per automation, the chart with the spike marked", async () => {
+    // The page reads counts from ops/overview and one bounded page of failed runs, never every run.
+    const runLists: URL[] = [];
+    const onRequest = (r: { url(): string }) => {
+      const u = new URL(r.url());
+      if (u.pathname === "/v1/automation-runs") runLists.push(u);
+    };
+    page.on("request", onRequest);
     await open("/ops");
     const failed = page.locator("table.failed tbody tr", { hasText: "CRM sync" });
     await failed.waitFor();
@@ -323,6 +330,12 @@ describe("web console in headless Chromium (embedded store)", () => {
     expect(await chart.locator(".bars rect").count()).toBeGreaterThanOrEqual(1);
     expect(await chart.locator(`.spike-marker[data-automation="${ids.crm}"]`).count()).toBe(1);
     expect(await chart.locator("desc").textContent()).toContain("6 failed runs");
+    page.off("request", onRequest);
+    expect(runLists.length).toBeGreaterThanOrEqual(1);
+    for (const u of runLists) {
+      expect(Number(u.searchParams.get("limit"))).toBeLessThanOrEqual(200);
+      expect(u.searchParams.has("cursor")).toBe(false);
+    }
     await shot("09-ops");
   });
 

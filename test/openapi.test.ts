@@ -56,6 +56,20 @@ describe("the OpenAPI document", () => {
     }
   });
 
+  it("list operations document the summary shape and the bounded page size", () => {
+    const op = (path: string) => doc.paths[path]!.get! as unknown as { responses: { 200: { content: { "application/json": { schema: { properties: { items: { items: { properties: Record<string, unknown> } } } } } } } }; parameters: { name: string; schema: { description?: string } }[] };
+    for (const path of ["/v1/automation-runs", "/v1/automations/{id}/runs"]) {
+      const fields = Object.keys(op(path).responses[200].content["application/json"].schema.properties.items.items.properties);
+      expect(fields).toContain("automation_key");
+      expect(fields).not.toContain("context");
+      expect(fields).not.toContain("event");
+    }
+    for (const path of ["/v1/automation-runs", "/v1/automation-runs/{id}/items", "/v1/approvals", "/v1/audit-log"]) {
+      expect(op(path).parameters.find((p) => p.name === "limit")?.schema.description).toMatch(/at most 200/);
+    }
+    expect(op("/v1/automation-runs/{id}/items").parameters.map((p) => p.name)).toContain("cursor");
+  });
+
   it("request bodies are the validators' own schemas (declared once)", () => {
     const body = (method: string, path: string) => doc.paths[path]![method]!.requestBody!.content["application/json"].schema;
     expect(body("post", "/v1/events")).toEqual(z.toJSONSchema(Q.eventBody, { io: "input", unrepresentable: "any" }));
@@ -79,6 +93,9 @@ describe("the OpenAPI document", () => {
       [S.automationShape, created.body],
       [S.runShape.extend({ duplicate: z.boolean() }), run.body],
       [S.runShape, (await call("GET", `/v1/automation-runs/${run.body.id}`)).body],
+      [S.runSummaryShape, (await call("GET", "/v1/automation-runs")).body.items[0]],
+      [S.pageOf(S.runSummaryShape), (await call("GET", `/v1/automations/${created.body.id}/runs`)).body],
+      [S.pageOf(S.itemShape), (await call("GET", `/v1/automation-runs/${run.body.id}/items`)).body],
       [S.stepShape, steps.body.items[0]],
       [S.userShape, (await call("GET", "/v1/users")).body.items[0]],
     ];

@@ -7,9 +7,10 @@ import { ApiError } from "./http.js";
 export const RUNS_USAGE = `usage: weft runs <subcommand>
 
   list [--automation ID] [--status S] [--subject ID] [--since ISO] [--limit N] [--json]
-                      runs, newest first: a table (id, automation, status, subject, started, node)
-                      or one JSON object per line; follows the API's cursors up to --limit (50),
-                      --page-size (100, at most 500) runs per request
+                      run summaries (no context or event: see get), newest first: a table (id,
+                      automation, status, subject, started, node) or one JSON object per line;
+                      follows the API's cursors up to --limit (50), --page-size (100, at most 200)
+                      runs per request
   get ID [--json]     one run and why it is where it is (what it waits for, what would wake it,
                       or why its failed step failed and what to do)
   steps ID [--json]   the run's thread: one row per step attempt (node, kind, attempt, outcome,
@@ -114,7 +115,7 @@ async function list(args: string[]): Promise<number> {
   }
   if (values.since !== undefined && Number.isNaN(Date.parse(values.since))) throw new UsageError(`--since must be an ISO 8601 time, not "${values.since}"`, RUNS_USAGE);
   const limit = positiveInt(values.limit, "--limit", RUNS_USAGE, 50);
-  const pageSize = Math.min(500, positiveInt(values["page-size"], "--page-size", RUNS_USAGE, 100));
+  const pageSize = Math.min(200, positiveInt(values["page-size"], "--page-size", RUNS_USAGE, 100));
   const api = connect(values, RUNS_USAGE);
 
   const out: Run[] = [];

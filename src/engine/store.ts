@@ -302,6 +302,23 @@ export interface Page<T> {
   next_cursor: string | null;
 }
 
+/** Rows per page of a list the API serves when none is asked for, and the most it serves (a larger ask is clamped). */
+export const PAGE_DEFAULT = 50;
+export const PAGE_MAX = 200;
+
+/**
+ * A run in a list: its identity, status and counts, without the fields that grow with the run
+ * (context, trigger event, steps map, cursor). The stores select only these columns, so a list
+ * never reads a large context to throw it away; the full run is `getRun`.
+ */
+export type RunSummary = Pick<Run,
+  "id" | "workspace_id" | "automation_id" | "version" | "event_id" | "trigger_type" | "subject_id" | "status" | "exit_reason" |
+  "current_node_key" | "waiting_for" | "waiting_until" | "run_as" | "trace_id" | "items_total" | "items_failed" | "interruptions" |
+  "started_at" | "completed_at" | "updated_at"> & {
+  /** The automation's key, for reading a list without a second request. */
+  automation_key: string;
+};
+
 /**
  * created: a new run row exists — pending, or already `exited` when enrollment was skipped
  * (`subject_paused`, `reentry_cooldown`, `already_active`); skips are on the record too.
@@ -523,6 +540,8 @@ export interface Store {
 
   getRun(workspaceId: string, id: string): Promise<Run | null>;
   listRuns(filter: RunFilter): Promise<Page<Run>>;
+  /** The same rows and order as listRuns, as summaries (what list views serve). */
+  listRunSummaries(filter: RunFilter): Promise<Page<RunSummary>>;
   listSteps(runId: string): Promise<StepRun[]>;
 
   // ---------- waits ----------
@@ -533,6 +552,8 @@ export interface Store {
   // ---------- fan-out items ----------
 
   listItems(runId: string, nodeKey?: string, visit?: number): Promise<RunItem[]>;
+  /** One page of a run's items in listItems order, after the opaque cursor of the previous page. */
+  listItemsPage(runId: string, cursor: string | undefined, limit: number): Promise<Page<RunItem>>;
   getItem(workspaceId: string, itemId: string): Promise<RunItem | null>;
   /**
    * An operator's retry of a failed item, step one: failed → running, only while the run is

@@ -13,11 +13,11 @@ import { openApiDocument } from "./openapi.js";
 import { registerConsole } from "./console.js";
 import { engineMetrics } from "./metrics.js";
 import {
-  approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, opsQuery, parse, pauseBody, reportQuery, resumeBody,
+  approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, itemsQuery, opsQuery, parse, pauseBody, reportQuery, resumeBody,
   retriggerBody, runsQuery, secretBody, simulateBody, tokenBody, updateAutomationBody, userBody, userPatchBody, workspaceBody,
 } from "./schemas.js";
 import {
-  approvalJson, auditJson, automationJson, eventJson, itemJson, pauseJson, runJson, stepJson, tokenJson, userJson, versionJson,
+  approvalJson, auditJson, automationJson, eventJson, itemJson, pauseJson, runJson, runSummaryJson, stepJson, tokenJson, userJson, versionJson,
 } from "./views.js";
 
 export interface AppOptions {
@@ -214,8 +214,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       return engine.explain(req.caller.workspace_id, req.params.id);
     });
     v1.get<{ Params: { id: string } }>("/automation-runs/:id/items", async (req) => {
+      const q = parse(itemsQuery, req.query, "query");
       await visibleRun(req, req.params.id);
-      return { items: (await engine.listItems(req.caller.workspace_id, req.params.id)).map(itemJson) };
+      // A fan-out may hold 100,000 items: one bounded page at a time.
+      const page = await engine.store.listItemsPage(req.params.id, q.cursor, q.limit);
+      return { items: page.items.map(itemJson), next_cursor: page.next_cursor };
     });
     for (const control of ["stop", "cancel"] as const) {
       v1.post<{ Params: { id: string } }>(`/automation-runs/:id/${control}`, async (req) => {
@@ -273,8 +276,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     v1.get("/audit-log", async (req) => {
       requireRole(req.caller, "admin");
       const q = parse(auditQuery, req.query, "query");
-      const rows = await engine.listAudit(req.caller.workspace_id, q.limit ?? 100, q.before_id);
-      return { items: rows.map(auditJson), next_before_id: rows.length > 0 && rows.length === (q.limit ?? 100) ? rows[rows.length - 1]!.id : null };
+      const rows = await engine.listAudit(req.caller.workspace_id, q.limit, q.before_id);
+      return { items: rows.map(auditJson), next_before_id: rows.length > 0 && rows.length === q.limit ? rows[rows.length - 1]!.id : null };
     });
     v1.get("/ops/overview", async (req) => {
       const q = parse(opsQuery, req.query, "query");
@@ -329,7 +332,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
 
   async function listRuns(req: FastifyRequest, automationId: string | undefined) {
     const q = parse(runsQuery, req.query, "query");
-    const page = await engine.listRuns({
+    // Summaries, read as summaries: a list never loads the contexts it would not show.
+    const page = await engine.store.listRunSummaries({
       workspace_id: req.caller.workspace_id,
       ...(req.caller.role === "admin" ? {} : { visible_to_user: req.caller.user_id }),
       ...(automationId ?? q.automation_id ? { automation_id: (automationId ?? q.automation_id)! } : {}),
@@ -338,9 +342,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       ...(q.started_after !== undefined ? { started_after: q.started_after } : {}),
       ...(q.started_before !== undefined ? { started_before: q.started_before } : {}),
       ...(q.cursor ? { cursor: q.cursor } : {}),
-      ...(q.limit ? { limit: q.limit } : {}),
+      limit: q.limit,
     });
-    return { items: page.items.map(runJson), next_cursor: page.next_cursor };
+    return { items: page.items.map(runSummaryJson), next_cursor: page.next_cursor };
   }
 
   return app;

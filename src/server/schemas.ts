@@ -5,6 +5,7 @@ import { z } from "zod";
 import { WeftError } from "../model/errors.js";
 import { escapePointer } from "../model/expressions.js";
 import { RUN_STATUSES } from "../model/run-status.js";
+import { PAGE_DEFAULT, PAGE_MAX } from "../engine/store.js";
 
 export const createAutomationBody = z.object({
   definition: z.record(z.string(), z.unknown()),
@@ -20,6 +21,10 @@ export const enrollBody = z.strictObject({
   idempotency_key: z.string().min(1).max(200).optional(),
   entrypoint_id: z.string().optional(),
 });
+/** A list's page size: PAGE_DEFAULT when absent, and a larger ask than PAGE_MAX is served PAGE_MAX rows (clamped, not refused). */
+const pageLimit = z.coerce.number().int().min(1).optional()
+  .transform((n) => Math.min(n ?? PAGE_DEFAULT, PAGE_MAX))
+  .describe(`rows per page: ${PAGE_DEFAULT} when absent, at most ${PAGE_MAX} (a larger value is served ${PAGE_MAX})`);
 const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), "an ISO 8601 time").transform((s) => Date.parse(s));
 export const runsQuery = z.strictObject({
   status: z.enum(RUN_STATUSES as [string, ...string[]]).optional(),
@@ -28,7 +33,7 @@ export const runsQuery = z.strictObject({
   started_after: isoTime.optional(),
   started_before: isoTime.optional(),
   cursor: z.string().optional(),
-  limit: z.coerce.number().int().min(1).max(500).optional(),
+  limit: pageLimit,
 });
 
 export function parse<T extends z.ZodType>(schema: T, value: unknown, where: "body" | "query"): z.infer<T> {
@@ -68,12 +73,13 @@ export const retriggerBody = z.strictObject({ idempotency_key: z.string().min(1)
 export const decisionBody = z.strictObject({ comment: z.string().max(2000).optional() });
 export const approvalsQuery = z.strictObject({
   status: z.enum(["pending", "approved", "rejected", "timed_out", "cancelled"]).optional(),
-  limit: z.coerce.number().int().min(1).max(500).optional(),
+  limit: pageLimit,
 });
 export const auditQuery = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(500).optional(),
+  limit: pageLimit,
   before_id: z.coerce.number().int().min(1).optional(),
 });
+export const itemsQuery = z.strictObject({ cursor: z.string().optional(), limit: pageLimit });
 export const simulateBody = z.strictObject({
   start_node_key: z.string().min(1).optional(),
   test_context: jsonObject.optional(),

@@ -1,7 +1,7 @@
 // Domain objects → the JSON shapes of CONTRACT.md (snake_case, ISO times).
 
 import type { AutomationView } from "../engine/engine.js";
-import type { Approval, AuditRow, Automation, AutomationVersion, PauseRow, Run, RunItem, StepRun, StoredEvent, TokenRow, User } from "../engine/store.js";
+import type { Approval, AuditRow, Automation, AutomationVersion, PauseRow, Run, RunItem, RunSummary, StepRun, StoredEvent, TokenRow, User } from "../engine/store.js";
 
 import type { z } from "zod";
 import type * as S from "./shapes.js";
@@ -28,6 +28,16 @@ export function runJson(r: Run): z.infer<typeof S.runShape> {
     current_node_key: r.current_node_key, waiting_for: r.waiting_for, waiting_until: iso(r.waiting_until),
     context: r.context, event: r.event, run_as: r.run_as, trace_id: r.trace_id, items_total: r.items_total,
     items_failed: r.items_failed, interruptions: r.interruptions, attempt: r.cursor.attempt,
+    started_at: iso(r.started_at), completed_at: iso(r.completed_at), updated_at: iso(r.updated_at),
+  };
+}
+
+export function runSummaryJson(r: RunSummary): z.infer<typeof S.runSummaryShape> {
+  return {
+    id: r.id, automation_id: r.automation_id, automation_key: r.automation_key, version: r.version, workspace_id: r.workspace_id,
+    event_id: r.event_id, trigger_type: r.trigger_type, subject_id: r.subject_id, status: r.status, exit_reason: r.exit_reason,
+    current_node_key: r.current_node_key, waiting_for: r.waiting_for, waiting_until: iso(r.waiting_until), run_as: r.run_as,
+    trace_id: r.trace_id, items_total: r.items_total, items_failed: r.items_failed, interruptions: r.interruptions,
     started_at: iso(r.started_at), completed_at: iso(r.completed_at), updated_at: iso(r.updated_at),
   };
 }

@@ -9,9 +9,9 @@ const FILTER = ["pending", "approved", "rejected", "timed_out", "cancelled", "al
 export function ApprovalsPage({ query }) {
   const status = FILTER.includes(query.status) ? query.status : "pending";
   const automations = useAutomations();
-  const list = useLoad(() => api("GET", `/v1/approvals?limit=500${status === "all" ? "" : `&status=${status}`}`), [status]);
+  const list = useLoad(() => api("GET", `/v1/approvals?limit=200${status === "all" ? "" : `&status=${status}`}`), [status]);
   // Decided lately: what the inbox held and who answered (kept in view after a decision here).
-  const recent = useLoad(async () => (status === "pending" ? (await api("GET", "/v1/approvals?limit=500")).items.filter((a) => a.status !== "pending") : []), [status]);
+  const recent = useLoad(async () => (status === "pending" ? (await api("GET", "/v1/approvals?limit=200")).items.filter((a) => a.status !== "pending") : []), [status]);
   const [announce, setAnnounce] = useState("");
   const decided = (a) => {
     setAnnounce(`${a.status === "approved" ? "Approved" : "Rejected"} "${a.title}" as ${a.decided_by}.`);

@@ -66,19 +66,6 @@ export function qs(params) {
   return s ? `?${s}` : "";
 }
 
-/** Every page of a cursor-paged list (capped; `truncated` says when the cap was hit). */
-export async function allPages(path, params, maxPages = 10) {
-  const items = [];
-  let cursor;
-  for (let i = 0; i < maxPages; i++) {
-    const page = await api("GET", path + qs({ ...params, cursor }));
-    items.push(...page.items);
-    cursor = page.next_cursor;
-    if (!cursor) return { items, truncated: false };
-  }
-  return { items, truncated: true };
-}
-
 // ---------------------------------------------------------------------------------------------
 // Routing (#/path?query)
 

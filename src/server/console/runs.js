@@ -122,12 +122,13 @@ async function loadRun(id) {
     api("GET", `/v1/automation-runs/${enc}`),
     api("GET", `/v1/automation-runs/${enc}/explain`),
     api("GET", `/v1/automation-runs/${enc}/steps`),
-    api("GET", `/v1/automation-runs/${enc}/items`),
-    api("GET", "/v1/approvals?limit=500").catch(() => ({ items: [] })),
+    // One bounded page of items (a fan-out may have 100,000); the run's counts give the whole.
+    api("GET", `/v1/automation-runs/${enc}/items?limit=200`),
+    api("GET", "/v1/approvals?limit=200").catch(() => ({ items: [] })),
   ]);
   // The version the run is pinned to, for its graph (missing is not fatal: the thread still shows).
   const version = await api("GET", `/v1/automations/${encodeURIComponent(run.automation_id)}/versions/${run.version}`).catch(() => null);
-  return { run, explain, steps: steps.items, items: items.items, approvals: approvals.items.filter((a) => a.run_id === id), version };
+  return { run, explain, steps: steps.items, items: items.items, moreItems: items.next_cursor !== null, approvals: approvals.items.filter((a) => a.run_id === id), version };
 }
 
 export function RunPage({ id, query }) {
@@ -140,7 +141,7 @@ export function RunPage({ id, query }) {
 
   if (res.loading && !res.data) return html`<${Loading} what="Loading the run" />`;
   if (!res.data) return html`<h1>Run <code>${id}</code></h1><${ErrorBox} error=${res.error} />`;
-  const { run, explain, steps, items, approvals, version } = res.data;
+  const { run, explain, steps, items, moreItems, approvals, version } = res.data;
   const terminal = TERMINAL.has(run.status);
   const control = (verb, body) => async () => {
     setActionError(null);
@@ -200,7 +201,7 @@ export function RunPage({ id, query }) {
       ${steps.length === 0 ? html`<p class="muted">No step has run yet.</p>` : html`<ol class="thread">${steps.map((s, i) => html`<${Step} step=${s} n=${i + 1} />`)}</ol>`}
     </section>
 
-    ${items.length > 0 ? html`<${Items} items=${items} run=${run} onChanged=${() => res.reload(true)} />` : null}
+    ${items.length > 0 ? html`<${Items} items=${items} more=${moreItems} run=${run} onChanged=${() => res.reload(true)} />` : null}
 
     ${approvals.length > 0 ? html`<section aria-labelledby="appr-h">
       <h2 id="appr-h">Approvals of this run</h2>
@@ -296,7 +297,7 @@ function Step({ step: s, n }) {
   </li>`;
 }
 
-function Items({ items, run, onChanged }) {
+function Items({ items, more, run, onChanged }) {
   const [error, setError] = useState(null);
   const counts = {};
   for (const i of items) counts[i.outcome] = (counts[i.outcome] ?? 0) + 1;
@@ -305,7 +306,7 @@ function Items({ items, run, onChanged }) {
     <p>${Object.entries(counts).map(([k, v]) => html`<span class="count"><${Status} status=${k} /> ${v}</span> `)}</p>
     <${ErrorBox} error=${error} title="Retry" />
     <table class="items">
-      <caption>${items.length} item${items.length === 1 ? "" : "s"} of the fan-out</caption>
+      <caption>${more ? `The first ${items.length} of ${run.items_total} items of the fan-out (${run.items_failed} failed in all)` : `${items.length} item${items.length === 1 ? "" : "s"} of the fan-out`}</caption>
       <thead><tr><th scope="col">#</th><th scope="col">Subject</th><th scope="col">Action</th><th scope="col">Outcome</th><th scope="col">Attempts</th><th scope="col">Error</th><th scope="col">Finished</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
       <tbody>${items.map((i) => html`<tr>
         <td>${i.index}</td>

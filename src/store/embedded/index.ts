@@ -10,15 +10,15 @@ import { WeftError } from "../../model/errors.js";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
   Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, InsertRunResult, NewEvent, NewRun, OverdueCount, Page,
-  PauseKey, PauseRow, Run, RunFilter, ScheduleRow, StepRun, Store, StoredEvent,
+  PauseKey, PauseRow, Run, RunFilter, RunSummary, ScheduleRow, StepRun, Store, StoredEvent,
 } from "../../engine/store.js";
 import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
 import type { ApprovalStatus, AuditEntry, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
-import { EmbeddedNodes } from "./nodes.js";
+import { EmbeddedNodes, toItem } from "./nodes.js";
 import { EmbeddedIdentity } from "./identity.js";
 import { securePrivateFiles } from "./files.js";
 import type { Role, TokenRow, User, Workspace } from "../../engine/store.js";
-import { decodeCursor, encodeCursor } from "../cursor.js";
+import { decodeCursor, decodeItemCursor, encodeCursor, encodeItemCursor } from "../cursor.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
 
@@ -42,6 +42,19 @@ function toRun(r: any): Run {
     waiting_until: r.waiting_until, event: pj(r.event), context: pj(r.context), steps: pj(r.steps), cursor: pj(r.cursor),
     run_as: pj(r.run_as), trace_id: r.trace_id, items_total: r.items_total, items_failed: r.items_failed,
     interruptions: r.interruptions, control: r.control ?? null, due_at: r.due_at, lease_owner: r.lease_owner, rev: r.rev,
+    started_at: r.started_at, completed_at: r.completed_at, updated_at: r.updated_at,
+  };
+}
+/** The columns of a run summary: never context, event, steps or cursor. */
+const SUMMARY_COLUMNS = `id, workspace_id, automation_id, (SELECT key FROM automations a WHERE a.id = runs.automation_id) AS automation_key, version,
+  event_id, trigger_type, subject_id, status, exit_reason, current_node_key, waiting_for, waiting_until, run_as, trace_id,
+  items_total, items_failed, interruptions, started_at, completed_at, updated_at`;
+function toRunSummary(r: any): RunSummary {
+  return {
+    id: r.id, workspace_id: r.workspace_id, automation_id: r.automation_id, automation_key: r.automation_key, version: r.version,
+    event_id: r.event_id, trigger_type: r.trigger_type, subject_id: r.subject_id, status: r.status, exit_reason: r.exit_reason,
+    current_node_key: r.current_node_key, waiting_for: r.waiting_for, waiting_until: r.waiting_until, run_as: pj(r.run_as),
+    trace_id: r.trace_id, items_total: r.items_total, items_failed: r.items_failed, interruptions: r.interruptions,
     started_at: r.started_at, completed_at: r.completed_at, updated_at: r.updated_at,
   };
 }
@@ -462,6 +475,15 @@ export class EmbeddedStore implements Store {
   }
 
   async listRuns(f: RunFilter): Promise<Page<Run>> {
+    return this.runPage(f, "*", toRun);
+  }
+
+  async listRunSummaries(f: RunFilter): Promise<Page<RunSummary>> {
+    return this.runPage(f, SUMMARY_COLUMNS, toRunSummary);
+  }
+
+  /** One page of runs, newest first, with the columns a list asks for. */
+  private runPage<T extends { started_at: number; id: string }>(f: RunFilter, columns: string, map: (r: any) => T): Page<T> {
     const where: string[] = ["workspace_id = ?"];
     const args: unknown[] = [f.workspace_id];
     if (f.visible_to_user !== undefined) (where.push("(json_extract(run_as, '$.type') <> 'user' OR json_extract(run_as, '$.user_id') = ?)"), args.push(f.visible_to_user));
@@ -476,8 +498,8 @@ export class EmbeddedStore implements Store {
       args.push(c.t, c.t, c.id);
     }
     args.push(f.limit + 1);
-    const rows = this.db.prepare(`SELECT * FROM runs WHERE ${where.join(" AND ")} ORDER BY started_at DESC, id DESC LIMIT ?`).all(...args);
-    const runs = rows.slice(0, f.limit).map(toRun);
+    const rows = this.db.prepare(`SELECT ${columns} FROM runs WHERE ${where.join(" AND ")} ORDER BY started_at DESC, id DESC LIMIT ?`).all(...args);
+    const runs = rows.slice(0, f.limit).map(map);
     const last = runs[runs.length - 1];
     return { items: runs, next_cursor: rows.length > f.limit && last ? encodeCursor(last.started_at, last.id) : null };
   }
@@ -491,6 +513,17 @@ export class EmbeddedStore implements Store {
   }
   async listItems(runId: string, nodeKey?: string, visit?: number): Promise<RunItem[]> {
     return this.nodes.listItems(runId, nodeKey, visit);
+  }
+  async listItemsPage(runId: string, cursor: string | undefined, limit: number): Promise<Page<RunItem>> {
+    const c = cursor === undefined ? null : decodeItemCursor(cursor);
+    const rows = this.db
+      .prepare(`SELECT * FROM run_items WHERE run_id = ?
+        AND (? IS NULL OR node_key > ? OR (node_key = ? AND (visit > ? OR (visit = ? AND idx > ?))))
+        ORDER BY node_key, visit, idx LIMIT ?`)
+      .all(runId, c?.node_key ?? null, c?.node_key ?? null, c?.node_key ?? null, c?.visit ?? null, c?.visit ?? null, c?.idx ?? null, limit + 1);
+    const items = rows.slice(0, limit).map(toItem);
+    const last = items[items.length - 1];
+    return { items, next_cursor: rows.length > limit && last ? encodeItemCursor(last.node_key, last.visit, last.idx) : null };
   }
   async getItem(workspaceId: string, itemId: string): Promise<RunItem | null> {
     return this.nodes.getItem(workspaceId, itemId);

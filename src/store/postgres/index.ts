@@ -146,6 +146,9 @@ export class PostgresStore implements Store {
   listRuns(f: Parameters<Store["listRuns"]>[0]) {
     return Q.listRuns(this.pool, f);
   }
+  listRunSummaries(f: Parameters<Store["listRunSummaries"]>[0]) {
+    return Q.listRunSummaries(this.pool, f);
+  }
   listSteps(runId: string) {
     return Q.listSteps(this.pool, runId);
   }
@@ -155,6 +158,9 @@ export class PostgresStore implements Store {
   }
   listItems(runId: string, nodeKey?: string, visit?: number) {
     return N.listItems(this.pool, runId, nodeKey, visit);
+  }
+  listItemsPage(runId: string, cursor: string | undefined, limit: number) {
+    return N.listItemsPage(this.pool, runId, cursor, limit);
   }
   getItem(workspaceId: string, itemId: string) {
     return N.getItem(this.pool, workspaceId, itemId);

@@ -2,11 +2,12 @@
 // and the audit log. Decisions are compare-and-swap updates, so concurrent callers cannot both win.
 
 import type pg from "pg";
-import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Run, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
+import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Page, type Run, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
 import { tx } from "./tx.js";
 import { audit } from "./audit.js";
 import { ms, toRun, ts } from "./rows.js";
 import { toEvent } from "./events.js";
+import { decodeItemCursor, encodeItemCursor } from "../cursor.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 export function toItem(r: any): RunItem {
@@ -67,6 +68,18 @@ export async function listItems(pool: pg.Pool, runId: string, nodeKey?: string, 
     [runId, nodeKey ?? null, visit ?? null],
   );
   return res.rows.map(toItem);
+}
+
+export async function listItemsPage(pool: pg.Pool, runId: string, cursor: string | undefined, limit: number): Promise<Page<RunItem>> {
+  const c = cursor === undefined ? null : decodeItemCursor(cursor);
+  const res = await pool.query(
+    `SELECT * FROM run_items WHERE run_id = $1 AND ($2::text IS NULL OR (node_key, visit, idx) > ($2, $3::int, $4::int))
+     ORDER BY node_key, visit, idx LIMIT $5`,
+    [runId, c?.node_key ?? null, c?.visit ?? null, c?.idx ?? null, limit + 1],
+  );
+  const items = res.rows.slice(0, limit).map(toItem);
+  const last = items[items.length - 1];
+  return { items, next_cursor: res.rows.length > limit && last ? encodeItemCursor(last.node_key, last.visit, last.idx) : null };
 }
 
 export async function getItem(pool: pg.Pool, workspaceId: string, itemId: string): Promise<RunItem | null> {

@@ -1,16 +1,30 @@
 // Read side on PostgreSQL: one run, run lists with cursor pagination, the step timeline.
 
 import type pg from "pg";
-import type { Page, Run, RunFilter, StepRun } from "../../engine/store.js";
+import type { Page, Run, RunFilter, RunSummary, StepRun } from "../../engine/store.js";
 import { decodeCursor, encodeCursor } from "../cursor.js";
-import { toRun, toStep, ts } from "./rows.js";
+import { toRun, toRunSummary, toStep, ts } from "./rows.js";
 
 export async function getRun(pool: pg.Pool, workspaceId: string, id: string): Promise<Run | null> {
   const res = await pool.query("SELECT * FROM runs WHERE id = $1 AND workspace_id = $2", [id, workspaceId]);
   return res.rows[0] ? toRun(res.rows[0]) : null;
 }
 
-export async function listRuns(pool: pg.Pool, f: RunFilter): Promise<Page<Run>> {
+export function listRuns(pool: pg.Pool, f: RunFilter): Promise<Page<Run>> {
+  return runPage(pool, f, "*", toRun);
+}
+
+/** The columns of a run summary: never context, event, steps or cursor. */
+const SUMMARY_COLUMNS = `id, workspace_id, automation_id, (SELECT key FROM automations a WHERE a.id = runs.automation_id) AS automation_key, version,
+  event_id, trigger_type, subject_id, status, exit_reason, current_node_key, waiting_for, waiting_until, run_as, trace_id,
+  items_total, items_failed, interruptions, started_at, completed_at, updated_at`;
+
+export function listRunSummaries(pool: pg.Pool, f: RunFilter): Promise<Page<RunSummary>> {
+  return runPage(pool, f, SUMMARY_COLUMNS, toRunSummary);
+}
+
+/** One page of runs, newest first, with the columns a list asks for. */
+async function runPage<T extends { started_at: number; id: string }>(pool: pg.Pool, f: RunFilter, columns: string, map: (r: pg.QueryResultRow) => T): Promise<Page<T>> {
   const where: string[] = ["workspace_id = $1"];
   const args: unknown[] = [f.workspace_id];
   const add = (sql: string, v: unknown) => {
@@ -29,8 +43,8 @@ export async function listRuns(pool: pg.Pool, f: RunFilter): Promise<Page<Run>> 
     where.push(`(started_at, id) < ($${args.length - 1}, $${args.length})`);
   }
   args.push(f.limit + 1);
-  const res = await pool.query(`SELECT * FROM runs WHERE ${where.join(" AND ")} ORDER BY started_at DESC, id DESC LIMIT $${args.length}`, args);
-  const runs = res.rows.slice(0, f.limit).map(toRun);
+  const res = await pool.query(`SELECT ${columns} FROM runs WHERE ${where.join(" AND ")} ORDER BY started_at DESC, id DESC LIMIT $${args.length}`, args);
+  const runs = res.rows.slice(0, f.limit).map(map);
   const last = runs[runs.length - 1];
   return { items: runs, next_cursor: res.rows.length > f.limit && last ? encodeCursor(last.started_at, last.id) : null };
 }

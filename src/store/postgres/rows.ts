@@ -1,6 +1,6 @@
 // Row ↔ domain mapping for PostgreSQL: timestamptz ↔ epoch ms, jsonb ↔ objects.
 
-import type { Automation, AutomationVersion, Run, StepRun } from "../../engine/store.js";
+import type { Automation, AutomationVersion, Run, RunSummary, StepRun } from "../../engine/store.js";
 
 export const ms = (d: Date | null): number | null => (d === null ? null : d.getTime());
 export const ts = (n: number | null | undefined): Date | null => (n === null || n === undefined ? null : new Date(n));
@@ -27,6 +27,16 @@ export function toRun(r: any): Run {
     items_failed: r.items_failed, interruptions: r.interruptions, due_at: ms(r.due_at),
     control: r.control ?? null, lease_owner: r.lease_owner, rev: r.rev, started_at: r.started_at.getTime(),
     completed_at: ms(r.completed_at), updated_at: r.updated_at.getTime(),
+  };
+}
+
+export function toRunSummary(r: any): RunSummary {
+  return {
+    id: r.id, workspace_id: r.workspace_id, automation_id: r.automation_id, automation_key: r.automation_key, version: r.version,
+    event_id: r.event_id, trigger_type: r.trigger_type, subject_id: r.subject_id, status: r.status, exit_reason: r.exit_reason,
+    current_node_key: r.current_node_key, waiting_for: r.waiting_for, waiting_until: ms(r.waiting_until), run_as: r.run_as,
+    trace_id: r.trace_id, items_total: r.items_total, items_failed: r.items_failed, interruptions: r.interruptions,
+    started_at: r.started_at.getTime(), completed_at: ms(r.completed_at), updated_at: r.updated_at.getTime(),
   };
 }
 
