@@ -25,7 +25,7 @@ function mustValidate(core: EngineCore, definition: unknown): Definition {
   return res.definition;
 }
 
-/** The audit entry of an automation mutation (who did it, in the caller's words). */
+/** The audit entry of an automation mutation (who did it, in the caller's words); the store writes it with the change. */
 function audit(core: EngineCore, workspaceId: string, actor: string, action: string, id: string, details: Record<string, unknown> = {}): AuditEntry {
   return { workspace_id: workspaceId, actor, action, target_type: "automation", target_id: id, details, at: core.clock.now() };
 }
@@ -40,8 +40,8 @@ export async function createAutomation(core: EngineCore, workspaceId: string, de
   const def = mustValidate(core, definition);
   const now = core.clock.now();
   const a: Automation = { id: newId("aut", now), workspace_id: workspaceId, key: def.key, name: def.name, status, current_version: 1, created_at: now, updated_at: now };
-  await core.store.insertAutomation(a, { automation_id: a.id, version: 1, definition: def, created_at: now });
-  await core.store.appendAudit([audit(core, workspaceId, actor, "automation.create", a.id, { key: def.key, version: 1, status })]);
+  await core.store.insertAutomation(a, { automation_id: a.id, version: 1, definition: def, created_at: now },
+    audit(core, workspaceId, actor, "automation.create", a.id, { key: def.key, version: 1, status }));
   const hooks = await syncTriggers(core, a, def);
   return { ...a, definition: def, hooks };
 }
@@ -66,9 +66,9 @@ export async function updateAutomation(core: EngineCore, workspaceId: string, id
     throw new WeftError(ErrorCodes.versionConflict, `the automation is at version ${current.current_version}, not ${base}`, { expected_version: base, version: current.current_version });
   }
   const now = core.clock.now();
-  const ok = await core.store.insertVersion(workspaceId, { automation_id: id, version: base + 1, definition: def, created_at: now }, now);
+  const ok = await core.store.insertVersion(workspaceId, { automation_id: id, version: base + 1, definition: def, created_at: now }, now,
+    audit(core, workspaceId, actor, "automation.update", id, { version: base + 1 }));
   if (!ok) throw new WeftError(ErrorCodes.versionConflict, `the automation is no longer at version ${base}`, { expected_version: base });
-  await core.store.appendAudit([audit(core, workspaceId, actor, "automation.update", id, { version: base + 1 })]);
   const updated = { ...current, name: def.name, current_version: base + 1, updated_at: now };
   const hooks = await syncTriggers(core, updated, def);
   return { ...updated, definition: def, hooks };
@@ -92,10 +92,10 @@ export async function getVersion(core: EngineCore, workspaceId: string, id: stri
 }
 
 export async function setStatus(core: EngineCore, workspaceId: string, id: string, status: AutomationStatus, actor: string): Promise<Automation> {
-  if (!(await core.store.setAutomationStatus(workspaceId, id, status, core.clock.now()))) {
+  const entry = audit(core, workspaceId, actor, status === "active" ? "automation.activate" : "automation.pause", id);
+  if (!(await core.store.setAutomationStatus(workspaceId, id, status, core.clock.now(), entry))) {
     throw new WeftError(ErrorCodes.automationNotFound, `automation ${id} not found`);
   }
-  await core.store.appendAudit([audit(core, workspaceId, actor, status === "active" ? "automation.activate" : "automation.pause", id)]);
   const a = await mustGetAutomation(core, workspaceId, id);
   const v = await core.store.getVersion(id, a.current_version);
   if (v) await syncTriggers(core, a, v.definition);

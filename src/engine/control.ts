@@ -63,24 +63,21 @@ export async function pauseSubject(core: EngineCore, workspaceId: string, subjec
     workspace_id: workspaceId, subject_id: subjectId, automation_id: p.automation_id ?? "", pause_reason: p.pause_reason,
     paused_until: p.paused_until ?? null, created_at: core.clock.now(),
   };
-  await core.store.putPause(row);
-  await core.store.appendAudit([{
+  await core.store.putPause(row, {
     workspace_id: workspaceId, actor, action: "subject.pause", target_type: "subject", target_id: subjectId,
-    details: { automation_id: p.automation_id ?? null, pause_reason: p.pause_reason, paused_until: row.paused_until }, at: core.clock.now(),
-  }]);
+    details: { automation_id: p.automation_id ?? null, pause_reason: p.pause_reason, paused_until: row.paused_until }, at: row.created_at,
+  });
   core.runner?.pauses.invalidate();
   return row;
 }
 
 export async function resumeSubject(core: EngineCore, workspaceId: string, subjectId: string, automationId: string | null | undefined, actor: string): Promise<boolean> {
   if (automationId) await mustGetAutomation(core, workspaceId, automationId);
-  const deleted = await core.store.deletePause(workspaceId, subjectId, automationId ?? "", core.clock.now());
-  if (deleted) {
-    await core.store.appendAudit([{
-      workspace_id: workspaceId, actor, action: "subject.resume", target_type: "subject", target_id: subjectId,
-      details: { automation_id: automationId ?? null }, at: core.clock.now(),
-    }]);
-  }
+  const now = core.clock.now();
+  const deleted = await core.store.deletePause(workspaceId, subjectId, automationId ?? "", now, {
+    workspace_id: workspaceId, actor, action: "subject.resume", target_type: "subject", target_id: subjectId,
+    details: { automation_id: automationId ?? null }, at: now,
+  });
   core.runner?.pauses.invalidate();
   core.poke();
   return deleted;

@@ -318,11 +318,23 @@ export class Engine {
   /** Resolve when the run reaches a status satisfying `pred` (tests and the CLI wait this way). */
   async waitForRun(workspaceId: string, runId: string, pred: (r: Run) => boolean = (r) => r.completed_at !== null): Promise<Run> {
     for (;;) {
-      const next = this.events.next("run:finished", (e) => e.run_id === runId);
-      const parked = this.events.next("run:parked", (e) => e.run_id === runId);
-      const r = await this.getRun(workspaceId, runId);
-      if (pred(r)) return r;
-      await Promise.race([next, parked, new Promise((res) => setTimeout(res, 200))]);
+      // Listen before reading (an end between the read and the wait is not missed); every round
+      // removes its listeners and timer, however it ends, so a long wait leaves nothing behind.
+      let wake!: () => void;
+      const woken = new Promise<void>((res) => (wake = res));
+      const offs = [
+        this.events.on("run:finished", (e) => e.run_id === runId && wake()),
+        this.events.on("run:parked", (e) => e.run_id === runId && wake()),
+      ];
+      const timer = setTimeout(wake, 200);
+      try {
+        const r = await this.getRun(workspaceId, runId);
+        if (pred(r)) return r;
+        await woken;
+      } finally {
+        clearTimeout(timer);
+        for (const off of offs) off();
+      }
     }
   }
 }

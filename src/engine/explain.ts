@@ -40,7 +40,7 @@ export async function explain(core: EngineCore, workspaceId: string, runId: stri
     core.store.listSteps(run.id),
     core.versions.get(run.automation_id, run.version),
     core.store.listItems(run.id),
-    core.store.listApprovals(workspaceId, undefined, 500).then((as) => as.filter((a) => a.run_id === run.id)),
+    core.store.listRunApprovals(run.id),
     run.subject_id ? core.store.listPauses(workspaceId, run.subject_id) : Promise.resolve([]),
   ]);
   return explainRun({

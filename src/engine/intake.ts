@@ -63,6 +63,11 @@ export function checkSize(value: unknown, limit: number, code: string, pointer: 
   if (bytes > limit) throw new WeftError(code, `${pointer} is ${bytes} bytes; the limit is ${limit}`, { pointer, bytes, limit });
 }
 
+/** The event-size limit, the same for API events and webhook deliveries (413 `limits.event_too_large`). */
+export function checkEventSize(body: unknown, limit: number): void {
+  checkSize(body, limit, "limits.event_too_large", "");
+}
+
 /**
  * Storing events for the engine: API events and webhook deliveries go through one path. Concurrent
  * ingests share one transaction (group commit); each resolves once it is durable.
@@ -88,7 +93,7 @@ export class Intake {
    * (scoped to workspace and source) returns the first event; with another body it is refused.
    */
   ingest(workspaceId: string, incoming: IncomingEvent): Promise<{ event_id: string; duplicate: boolean }> {
-    checkSize(incoming, this.core.limits.eventBytes, "limits.event_too_large", "");
+    checkEventSize(incoming, this.core.limits.eventBytes);
     return this.store(apiEvent(workspaceId, incoming, this.core.clock.now()));
   }
 
@@ -96,7 +101,10 @@ export class Intake {
   async ingestWebhook(hookId: string, raw: Buffer, headers: Record<string, string | string[] | undefined>, contentType: string | undefined): Promise<{ event_id: string; duplicate: boolean }> {
     const hook = await this.core.store.getHook(hookId);
     if (!hook) throw new WeftError("webhook.not_found", `no webhook ${hookId}`);
-    return this.store(webhookEvent(hook, raw, headers, contentType, this.core.clock.now()));
+    const e = webhookEvent(hook, raw, headers, contentType, this.core.clock.now());
+    // Measured as an API event is: the JSON of what was sent (here the payload), after the signature holds.
+    checkEventSize((e.body as { payload?: unknown }).payload, this.core.limits.eventBytes);
+    return this.store(e);
   }
 
   private async store(e: NewEvent): Promise<{ event_id: string; duplicate: boolean }> {
