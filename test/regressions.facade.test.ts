@@ -116,10 +116,13 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
     let out = "";
     child.stderr.on("data", (d: Buffer) => (out += d.toString()));
     const exited = new Promise((resolve) => child.on("exit", resolve));
-    await until("the retrying process to make its call", () => s.requests.length === 2 || child.exitCode !== null, 60_000);
-    expect(s.requests, out).toHaveLength(2);
-    child.kill("SIGKILL");
-    await exited;
+    try {
+      await until("the retrying process to make its call", () => s.requests.length === 2 || child.exitCode !== null, 60_000);
+      expect(s.requests, out).toHaveLength(2);
+    } finally {
+      child.kill("SIGKILL");
+      await exited;
+    }
     expect((await e.listItems(WS, run.id))[0]).toMatchObject({ outcome: "running", attempts: 2 });
 
     // Later (the interrupted retry's lease has run out) the operator retries again: it completes,
