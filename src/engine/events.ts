@@ -34,6 +34,10 @@ export class EngineEmitter {
     this.ee.on(name, fn);
     return () => this.ee.off(name, fn);
   }
+  /** How many listeners `name` has (tests check that waiting leaves none behind). */
+  listenerCount(name: keyof EngineEvents): number {
+    return this.ee.listenerCount(name);
+  }
   /** Resolve with the first event of `name` that satisfies `pred`. */
   next<K extends keyof EngineEvents>(name: K, pred: (p: EngineEvents[K]) => boolean = () => true): Promise<EngineEvents[K]> {
     return new Promise((resolve) => {

@@ -4,6 +4,8 @@
 
 import type { NodeDef } from "../model/definition.js";
 import type { StepError } from "../model/errors.js";
+import { OVERDUE_GRACE_MS, type EngineCore } from "./core.js";
+import { mustGetRun } from "./runs.js";
 import type { Approval, PauseRow, Run, RunItem, StepRun } from "./store.js";
 
 export interface Explanation {
@@ -29,6 +31,22 @@ export interface ExplainInput {
   items: RunItem[];
   now: number;
   graceMs: number;
+}
+
+/** Read what the explanation needs of the run (its steps, version, items, approvals, pauses) and explain it. */
+export async function explain(core: EngineCore, workspaceId: string, runId: string): Promise<Explanation> {
+  const run = await mustGetRun(core, workspaceId, runId);
+  const [steps, v, items, approvals, pauses] = await Promise.all([
+    core.store.listSteps(run.id),
+    core.versions.get(run.automation_id, run.version),
+    core.store.listItems(run.id),
+    core.store.listRunApprovals(run.id),
+    run.subject_id ? core.store.listPauses(workspaceId, run.subject_id) : Promise.resolve([]),
+  ]);
+  return explainRun({
+    run, steps, node: run.current_node_key ? v?.nodes.get(run.current_node_key) : undefined, approvals, items,
+    pauses: pauses.filter((p) => p.automation_id === "" || p.automation_id === run.automation_id), now: core.clock.now(), graceMs: OVERDUE_GRACE_MS,
+  });
 }
 
 const iso = (t: number | null | undefined) => (t === null || t === undefined ? null : new Date(t).toISOString());

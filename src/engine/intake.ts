@@ -2,15 +2,18 @@
 // after insertEvents resolves (the row is committed). The idempotency key is scoped to
 // (workspace, source); the same key with a different body is refused, never merged.
 
-import { createHash } from "node:crypto";
 import { WeftError } from "../model/errors.js";
 import type { TriggerEvent } from "../model/triggers.js";
-import { canonical } from "../model/canonical.js";
+import { checkJsonInput } from "../model/json-input.js";
+import { Batcher } from "./batcher.js";
+import type { Clock } from "./clock.js";
+import type { EngineEmitter } from "./events.js";
+import { hashBody, shardOf } from "./event-rows.js";
 import { newId } from "./ids.js";
-import type { NewEvent } from "./store.js";
+import type { NewEvent, Store, StoredEvent } from "./store.js";
+import { webhookEvent } from "./webhooks.js";
 
-/** Dispatch shards. A stream (workspace, type, name) always lands in one shard. */
-export const SHARDS = 16;
+export { SHARDS, hashBody, shardOf } from "./event-rows.js";
 
 export interface IncomingEvent {
   /** "record" for record changes; any other value is a named event (e.g. "order.paid"). */
@@ -24,15 +27,6 @@ export interface IncomingEvent {
   before?: Record<string, unknown> | null | undefined;
   after?: Record<string, unknown> | null | undefined;
   payload?: unknown;
-}
-
-export function hashBody(body: unknown): string {
-  return createHash("sha256").update(canonical(body)).digest("hex");
-}
-
-export function shardOf(workspaceId: string, type: string, name: string | null): number {
-  const h = createHash("sha1").update(`${workspaceId}\u0000${type}\u0000${name ?? ""}`).digest();
-  return h.readUInt32BE(0) % SHARDS;
 }
 
 /** Build the event row for an API event. Throws `event.*` errors naming the field at fault. */
@@ -58,4 +52,76 @@ export function apiEvent(workspaceId: string, e: IncomingEvent, now: number): Ne
     type: body.type as NewEvent["type"], name, subject_id: body.subject_id ?? null, body, shard: shardOf(workspaceId, body.type, name),
     received_at: now,
   };
+}
+
+/** Refuse a payload over its limit (or too deep, or with text no store can keep), naming where. */
+export function checkSize(value: unknown, limit: number, code: string, pointer: string): void {
+  if (value === undefined) return;
+  const problem = checkJsonInput(value, pointer);
+  if (problem) throw new WeftError(problem.code, problem.message, { pointer: problem.pointer });
+  const bytes = Buffer.byteLength(JSON.stringify(value));
+  if (bytes > limit) throw new WeftError(code, `${pointer} is ${bytes} bytes; the limit is ${limit}`, { pointer, bytes, limit });
+}
+
+/** The event-size limit, the same for API events and webhook deliveries (413 `limits.event_too_large`). */
+export function checkEventSize(body: unknown, limit: number): void {
+  checkSize(body, limit, "limits.event_too_large", "");
+}
+
+/**
+ * Storing events for the engine: API events and webhook deliveries go through one path. Concurrent
+ * ingests share one transaction (group commit); each resolves once it is durable.
+ */
+export interface IntakeDeps {
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly events: EngineEmitter;
+  readonly limits: { readonly eventBytes: number };
+  /** Woken when a new event is stored (null in an API-only process). */
+  readonly dispatcher: { poke(): void } | null;
+}
+
+export class Intake {
+  private readonly batch: Batcher<NewEvent, { event: StoredEvent; duplicate: boolean }>;
+
+  constructor(private readonly core: IntakeDeps) {
+    this.batch = new Batcher((es: NewEvent[]) => core.store.insertEvents(es));
+  }
+
+  /**
+   * Store an event; resolves only once it is committed (acknowledge after this). A repeated key
+   * (scoped to workspace and source) returns the first event; with another body it is refused.
+   */
+  ingest(workspaceId: string, incoming: IncomingEvent): Promise<{ event_id: string; duplicate: boolean }> {
+    checkEventSize(incoming, this.core.limits.eventBytes);
+    return this.store(apiEvent(workspaceId, incoming, this.core.clock.now()));
+  }
+
+  /** Verify and store a webhook delivery (Standard Webhooks); the webhook-id is the idempotency key. */
+  async ingestWebhook(hookId: string, raw: Buffer, headers: Record<string, string | string[] | undefined>, contentType: string | undefined): Promise<{ event_id: string; duplicate: boolean }> {
+    const hook = await this.core.store.getHook(hookId);
+    if (!hook) throw new WeftError("webhook.not_found", `no webhook ${hookId}`);
+    const e = webhookEvent(hook, raw, headers, contentType, this.core.clock.now());
+    // Measured as an API event is: the JSON of what was sent (here the payload), after the signature holds.
+    checkEventSize((e.body as { payload?: unknown }).payload, this.core.limits.eventBytes);
+    return this.store(e);
+  }
+
+  private async store(e: NewEvent): Promise<{ event_id: string; duplicate: boolean }> {
+    const { event, duplicate } = await this.batch.get(e);
+    if (duplicate && event.payload_hash !== e.payload_hash) {
+      throw new WeftError("event.key_conflict", `idempotency key "${e.idempotency_key}" was already used with a different body`, {
+        field: "key", event_id: event.id,
+      });
+    }
+    this.core.events.emit("event:stored", { event_id: event.id, duplicate });
+    if (!duplicate) this.core.dispatcher?.poke();
+    return { event_id: event.id, duplicate };
+  }
+
+  async getEvent(workspaceId: string, id: string): Promise<StoredEvent> {
+    const e = await this.core.store.getEvent(workspaceId, id);
+    if (!e) throw new WeftError("event.not_found", `event ${id} not found`);
+    return e;
+  }
 }

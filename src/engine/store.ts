@@ -466,11 +466,15 @@ export interface Store {
 
   ensureWorkspace(id: string, name: string, now: number): Promise<void>;
 
-  /** Throws WeftError `automation.key_taken` when the workspace already has this key. */
-  insertAutomation(a: Automation, v: AutomationVersion): Promise<void>;
-  /** Adds version v.version if the automation's current version is still v.version - 1. */
-  insertVersion(workspaceId: string, v: AutomationVersion, now: number): Promise<boolean>;
-  setAutomationStatus(workspaceId: string, id: string, status: AutomationStatus, now: number): Promise<boolean>;
+  /**
+   * Throws WeftError `automation.key_taken` when the workspace already has this key. The audit
+   * entry, if given, is written in the same transaction (no entry, no automation, and back).
+   */
+  insertAutomation(a: Automation, v: AutomationVersion, audit?: AuditEntry): Promise<void>;
+  /** Adds version v.version if the automation's current version is still v.version - 1 (with its audit entry, in one transaction). */
+  insertVersion(workspaceId: string, v: AutomationVersion, now: number, audit?: AuditEntry): Promise<boolean>;
+  /** Sets the status and writes the audit entry in one transaction; false (nothing written) when there is no such automation. */
+  setAutomationStatus(workspaceId: string, id: string, status: AutomationStatus, now: number, audit?: AuditEntry): Promise<boolean>;
   getAutomation(workspaceId: string, id: string): Promise<Automation | null>;
   listAutomations(workspaceId: string): Promise<Automation[]>;
   getVersion(automationId: string, version: number): Promise<AutomationVersion | null>;
@@ -504,9 +508,13 @@ export interface Store {
   listActiveAutomations(): Promise<Automation[]>;
   /** Pauses in force at `now`, at most `limit` of them (the runner caches these). */
   listActivePauses(now: number, limit: number): Promise<PauseRow[]>;
-  putPause(p: PauseRow): Promise<void>;
-  /** Delete the pause and wake the runs parked on it; returns whether a row was deleted. */
-  deletePause(workspaceId: string, subjectId: string, automationId: string, now: number): Promise<boolean>;
+  /** Put the pause and its audit entry in one transaction. */
+  putPause(p: PauseRow, audit?: AuditEntry): Promise<void>;
+  /**
+   * Delete the pause and wake the runs parked on it; returns whether a row was deleted. The audit
+   * entry is written, in the same transaction, only when one was.
+   */
+  deletePause(workspaceId: string, subjectId: string, automationId: string, now: number, audit?: AuditEntry): Promise<boolean>;
   listPauses(workspaceId: string, subjectId: string): Promise<PauseRow[]>;
 
   /** Replace an automation's schedule rows, keeping next_fire_at where the cron and zone are unchanged. */
@@ -556,17 +564,24 @@ export interface Store {
   listItemsPage(runId: string, cursor: string | undefined, limit: number): Promise<Page<RunItem>>;
   getItem(workspaceId: string, itemId: string): Promise<RunItem | null>;
   /**
-   * An operator's retry of a failed item, step one: failed → running, only while the run is
-   * terminal (no worker touches its items). Null when the item is not failed (any more).
+   * An operator's retry of an item, step one: failed → running (attempts + 1) with a lease until
+   * `leaseUntil` (kept in not_before), only while the run is terminal (no worker touches its
+   * items). A running item whose lease has run out or that has none (the retrying process died)
+   * is taken over the same way. Null when the item is neither (any more).
    */
-  beginItemRetry(workspaceId: string, itemId: string, now: number): Promise<RunItem | null>;
-  /** Step two: write the item's outcome, recount the run's failed items, append the audit entry. */
-  finishItemRetry(item: RunItem, audit: AuditEntry): Promise<void>;
+  beginItemRetry(workspaceId: string, itemId: string, now: number, leaseUntil: number): Promise<RunItem | null>;
+  /**
+   * Step two: write the item's outcome, recount the run's failed items, append the audit entry —
+   * only if the item is still running at this attempt (not taken over since); returns whether it was.
+   */
+  finishItemRetry(item: RunItem, audit: AuditEntry): Promise<boolean>;
 
   // ---------- approvals ----------
 
   getApproval(workspaceId: string, id: string): Promise<Approval | null>;
   listApprovals(workspaceId: string, status: ApprovalStatus | undefined, limit: number): Promise<Approval[]>;
+  /** Every approval of one run, oldest first. */
+  listRunApprovals(runId: string): Promise<Approval[]>;
   /**
    * Decide a pending approval (compare-and-swap: only one decision ever applies), wake the run
    * parked on it, append the audit entry. `applied` false: it was no longer pending.

@@ -7,7 +7,7 @@ import { Webhook, WebhookVerificationError } from "standardwebhooks";
 import { checkJsonInput } from "../model/json-input.js";
 import { WeftError } from "../model/errors.js";
 import { newId } from "./ids.js";
-import { hashBody, shardOf } from "./intake.js";
+import { hashBody, shardOf } from "./event-rows.js";
 import type { HookRow, NewEvent } from "./store.js";
 
 export function makeHook(workspaceId: string, automationId: string, index: number, now: number): HookRow {

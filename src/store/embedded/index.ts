@@ -171,12 +171,13 @@ export class EmbeddedStore implements Store {
     this.db.prepare("INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING").run(id, name, now);
   }
 
-  async insertAutomation(a: Automation, v: AutomationVersion): Promise<void> {
+  async insertAutomation(a: Automation, v: AutomationVersion, audit?: AuditEntry): Promise<void> {
     const tx = this.db.transaction(() => {
       this.db.prepare(`INSERT INTO automations (id, workspace_id, key, name, status, current_version, created_at, updated_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(a.id, a.workspace_id, a.key, a.name, a.status, a.current_version, a.created_at, a.updated_at);
       this.db.prepare("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES (?, ?, ?, ?)")
         .run(v.automation_id, v.version, JSON.stringify(v.definition), v.created_at);
+      if (audit) this.nodes.audit([audit]);
     });
     try {
       tx.immediate();
@@ -188,20 +189,25 @@ export class EmbeddedStore implements Store {
     }
   }
 
-  async insertVersion(workspaceId: string, v: AutomationVersion, now: number): Promise<boolean> {
+  async insertVersion(workspaceId: string, v: AutomationVersion, now: number, audit?: AuditEntry): Promise<boolean> {
     const tx = this.db.transaction(() => {
       const upd = this.db.prepare(`UPDATE automations SET current_version = ?, name = ?, updated_at = ?
         WHERE id = ? AND workspace_id = ? AND current_version = ?`).run(v.version, v.definition.name, now, v.automation_id, workspaceId, v.version - 1);
       if (upd.changes !== 1) return false;
       this.db.prepare("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES (?, ?, ?, ?)")
         .run(v.automation_id, v.version, JSON.stringify(v.definition), v.created_at);
+      if (audit) this.nodes.audit([audit]);
       return true;
     });
     return tx.immediate();
   }
 
-  async setAutomationStatus(workspaceId: string, id: string, status: AutomationStatus, now: number): Promise<boolean> {
-    return this.db.prepare("UPDATE automations SET status = ?, updated_at = ? WHERE id = ? AND workspace_id = ?").run(status, now, id, workspaceId).changes === 1;
+  async setAutomationStatus(workspaceId: string, id: string, status: AutomationStatus, now: number, audit?: AuditEntry): Promise<boolean> {
+    return this.db.transaction(() => {
+      const changed = this.db.prepare("UPDATE automations SET status = ?, updated_at = ? WHERE id = ? AND workspace_id = ?").run(status, now, id, workspaceId).changes === 1;
+      if (changed && audit) this.nodes.audit([audit]);
+      return changed;
+    }).immediate();
   }
 
   async getAutomation(workspaceId: string, id: string): Promise<Automation | null> {
@@ -316,18 +322,22 @@ export class EmbeddedStore implements Store {
     return this.db.prepare("SELECT * FROM subject_controls WHERE paused_until IS NULL OR paused_until > ? LIMIT ?").all(now, limit) as PauseRow[];
   }
 
-  async putPause(p: PauseRow): Promise<void> {
-    this.db.prepare(`INSERT INTO subject_controls (workspace_id, subject_id, automation_id, pause_reason, paused_until, created_at)
-      VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, subject_id, automation_id)
-      DO UPDATE SET pause_reason = excluded.pause_reason, paused_until = excluded.paused_until, created_at = excluded.created_at`)
-      .run(p.workspace_id, p.subject_id, p.automation_id, p.pause_reason, p.paused_until, p.created_at);
+  async putPause(p: PauseRow, audit?: AuditEntry): Promise<void> {
+    this.db.transaction(() => {
+      this.db.prepare(`INSERT INTO subject_controls (workspace_id, subject_id, automation_id, pause_reason, paused_until, created_at)
+        VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, subject_id, automation_id)
+        DO UPDATE SET pause_reason = excluded.pause_reason, paused_until = excluded.paused_until, created_at = excluded.created_at`)
+        .run(p.workspace_id, p.subject_id, p.automation_id, p.pause_reason, p.paused_until, p.created_at);
+      if (audit) this.nodes.audit([audit]);
+    }).immediate();
   }
 
-  async deletePause(workspaceId: string, subjectId: string, automationId: string, now: number): Promise<boolean> {
+  async deletePause(workspaceId: string, subjectId: string, automationId: string, now: number, audit?: AuditEntry): Promise<boolean> {
     return this.db.transaction(() => {
       const n = this.db.prepare("DELETE FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id = ?").run(workspaceId, subjectId, automationId).changes;
       this.db.prepare(`UPDATE runs SET due_at = ? WHERE workspace_id = ? AND subject_id = ? AND status = 'waiting'
           AND waiting_for = 'subject_resume' AND (? = '' OR automation_id = ?)`).run(now, workspaceId, subjectId, automationId, automationId);
+      if (n === 1 && audit) this.nodes.audit([audit]);
       return n === 1;
     }).immediate();
   }
@@ -528,17 +538,20 @@ export class EmbeddedStore implements Store {
   async getItem(workspaceId: string, itemId: string): Promise<RunItem | null> {
     return this.nodes.getItem(workspaceId, itemId);
   }
-  async beginItemRetry(workspaceId: string, itemId: string, now: number): Promise<RunItem | null> {
-    return this.nodes.beginItemRetry(workspaceId, itemId, now);
+  async beginItemRetry(workspaceId: string, itemId: string, now: number, leaseUntil: number): Promise<RunItem | null> {
+    return this.nodes.beginItemRetry(workspaceId, itemId, now, leaseUntil);
   }
-  async finishItemRetry(item: RunItem, audit: AuditEntry): Promise<void> {
-    this.nodes.finishItemRetry(item, audit);
+  async finishItemRetry(item: RunItem, audit: AuditEntry): Promise<boolean> {
+    return this.nodes.finishItemRetry(item, audit);
   }
   async getApproval(workspaceId: string, id: string) {
     return this.nodes.getApproval(workspaceId, id);
   }
   async listApprovals(workspaceId: string, status: ApprovalStatus | undefined, limit: number) {
     return this.nodes.listApprovals(workspaceId, status, limit);
+  }
+  async listRunApprovals(runId: string) {
+    return this.nodes.listRunApprovals(runId);
   }
   async decideApproval(workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number) {
     return this.nodes.decideApproval(workspaceId, id, status, actor, comment, now);

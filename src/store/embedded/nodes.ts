@@ -117,24 +117,28 @@ export class EmbeddedNodes {
     return r ? toItem(r) : null;
   }
 
-  beginItemRetry(workspaceId: string, itemId: string, now: number): RunItem | null {
+  beginItemRetry(workspaceId: string, itemId: string, now: number, leaseUntil: number): RunItem | null {
     const r = this.db
-      .prepare(`UPDATE run_items SET outcome = 'running', attempts = attempts + 1, started_at = ?, updated_at = ?
-        WHERE id = ? AND workspace_id = ? AND outcome = 'failed' AND (SELECT status FROM runs WHERE runs.id = run_items.run_id) IN ${TERMINAL}
+      .prepare(`UPDATE run_items SET outcome = 'running', attempts = attempts + 1, not_before = ?, started_at = ?, updated_at = ?
+        WHERE id = ? AND workspace_id = ? AND (outcome = 'failed' OR (outcome = 'running' AND (not_before IS NULL OR not_before <= ?)))
+          AND (SELECT status FROM runs WHERE runs.id = run_items.run_id) IN ${TERMINAL}
         RETURNING *`)
-      .get(now, now, itemId, workspaceId);
+      .get(leaseUntil, now, now, itemId, workspaceId, now);
     return r ? toItem(r) : null;
   }
 
-  finishItemRetry(item: RunItem, entry: AuditEntry): void {
-    this.db.transaction(() => {
-      this.db
-        .prepare("UPDATE run_items SET outcome = ?, output = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ? AND outcome = 'running'")
-        .run(item.outcome, j(item.output), j(item.error), item.finished_at ?? item.updated_at, item.updated_at, item.id);
+  finishItemRetry(item: RunItem, entry: AuditEntry): boolean {
+    return this.db.transaction(() => {
+      const n = this.db
+        .prepare(`UPDATE run_items SET outcome = ?, output = ?, error = ?, not_before = NULL, finished_at = ?, updated_at = ?
+          WHERE id = ? AND outcome = 'running' AND attempts = ?`)
+        .run(item.outcome, j(item.output), j(item.error), item.finished_at ?? item.updated_at, item.updated_at, item.id, item.attempts).changes;
+      if (n !== 1) return false;
       this.db
         .prepare("UPDATE runs SET items_failed = (SELECT count(*) FROM run_items WHERE run_id = ? AND outcome = 'failed'), updated_at = ? WHERE id = ?")
         .run(item.run_id, item.updated_at, item.run_id);
       this.audit([entry]);
+      return true;
     }).immediate();
   }
 
@@ -148,6 +152,10 @@ export class EmbeddedNodes {
       .prepare("SELECT * FROM approvals WHERE workspace_id = ? AND (? IS NULL OR status = ?) ORDER BY created_at DESC, id DESC LIMIT ?")
       .all(workspaceId, status ?? null, status ?? null, limit)
       .map(toApproval);
+  }
+
+  listRunApprovals(runId: string): Approval[] {
+    return this.db.prepare("SELECT * FROM approvals WHERE run_id = ? ORDER BY created_at, id").all(runId).map(toApproval);
   }
 
   decideApproval(workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number): { applied: boolean; approval: Approval | null } {

@@ -2,15 +2,17 @@
 
 import type pg from "pg";
 import { WeftError } from "../../model/errors.js";
-import type { Automation, AutomationStatus, AutomationVersion } from "../../engine/store.js";
+import type { AuditEntry, Automation, AutomationStatus, AutomationVersion } from "../../engine/store.js";
+import { audit } from "./audit.js";
 import { toAutomation, toVersion, ts } from "./rows.js";
 import { PG_UNIQUE_VIOLATION } from "./runs.js";
+import { tx } from "./tx.js";
 
 export async function ensureWorkspace(pool: pg.Pool, id: string, name: string, now: number): Promise<void> {
   await pool.query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING", [id, name, ts(now)]);
 }
 
-export async function insertAutomation(pool: pg.Pool, a: Automation, v: AutomationVersion): Promise<void> {
+export async function insertAutomation(pool: pg.Pool, a: Automation, v: AutomationVersion, entry?: AuditEntry): Promise<void> {
   const client = await pool.connect();
   try {
     await client.query("BEGIN");
@@ -21,6 +23,7 @@ export async function insertAutomation(pool: pg.Pool, a: Automation, v: Automati
     );
     await client.query("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES ($1,$2,$3,$4)",
       [v.automation_id, v.version, v.definition, ts(v.created_at)]);
+    if (entry) await audit(client, [entry]);
     await client.query("COMMIT");
   } catch (err) {
     await client.query("ROLLBACK").catch(() => undefined);
@@ -33,7 +36,7 @@ export async function insertAutomation(pool: pg.Pool, a: Automation, v: Automati
   }
 }
 
-export async function insertVersion(pool: pg.Pool, workspaceId: string, v: AutomationVersion, now: number): Promise<boolean> {
+export async function insertVersion(pool: pg.Pool, workspaceId: string, v: AutomationVersion, now: number, entry?: AuditEntry): Promise<boolean> {
   const client = await pool.connect();
   try {
     await client.query("BEGIN");
@@ -48,6 +51,7 @@ export async function insertVersion(pool: pg.Pool, workspaceId: string, v: Autom
     }
     await client.query("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES ($1,$2,$3,$4)",
       [v.automation_id, v.version, v.definition, ts(v.created_at)]);
+    if (entry) await audit(client, [entry]);
     await client.query("COMMIT");
     return true;
   } catch (err) {
@@ -58,9 +62,13 @@ export async function insertVersion(pool: pg.Pool, workspaceId: string, v: Autom
   }
 }
 
-export async function setAutomationStatus(pool: pg.Pool, workspaceId: string, id: string, status: AutomationStatus, now: number): Promise<boolean> {
-  const res = await pool.query("UPDATE automations SET status = $3, updated_at = $4 WHERE id = $1 AND workspace_id = $2", [id, workspaceId, status, ts(now)]);
-  return res.rowCount === 1;
+export function setAutomationStatus(pool: pg.Pool, workspaceId: string, id: string, status: AutomationStatus, now: number, entry?: AuditEntry): Promise<boolean> {
+  return tx(pool, async (c) => {
+    const res = await c.query("UPDATE automations SET status = $3, updated_at = $4 WHERE id = $1 AND workspace_id = $2", [id, workspaceId, status, ts(now)]);
+    if (res.rowCount !== 1) return false;
+    if (entry) await audit(c, [entry]);
+    return true;
+  });
 }
 
 export async function getAutomation(pool: pg.Pool, workspaceId: string, id: string): Promise<Automation | null> {

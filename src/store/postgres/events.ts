@@ -1,10 +1,12 @@
 // Events, dispatch, subject pauses, schedules, hooks and the overdue view on PostgreSQL.
 
 import type pg from "pg";
-import type { DispatchPlan, HookRow, NewEvent, OverdueCount, PauseKey, PauseRow, Run, ScheduleRow, StoredEvent } from "../../engine/store.js";
+import type { AuditEntry, DispatchPlan, HookRow, NewEvent, OverdueCount, PauseKey, PauseRow, Run, ScheduleRow, StoredEvent } from "../../engine/store.js";
 import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
 import { ms, toAutomation, ts } from "./rows.js";
 import { insertRuns } from "./runs.js";
+import { audit } from "./audit.js";
+import { tx } from "./tx.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 export function toEvent(r: any): StoredEvent {
@@ -137,15 +139,18 @@ export async function listActivePauses(pool: pg.Pool, now: number, limit: number
   return res.rows.map(toPause);
 }
 
-export async function putPause(pool: pg.Pool, p: PauseRow): Promise<void> {
-  await pool.query(
-    `INSERT INTO subject_controls (workspace_id, subject_id, automation_id, pause_reason, paused_until, created_at) VALUES ($1,$2,$3,$4,$5,$6)
-     ON CONFLICT (workspace_id, subject_id, automation_id) DO UPDATE SET pause_reason = EXCLUDED.pause_reason, paused_until = EXCLUDED.paused_until, created_at = EXCLUDED.created_at`,
-    [p.workspace_id, p.subject_id, p.automation_id, p.pause_reason, ts(p.paused_until), ts(p.created_at)],
-  );
+export function putPause(pool: pg.Pool, p: PauseRow, entry?: AuditEntry): Promise<void> {
+  return tx(pool, async (c) => {
+    await c.query(
+      `INSERT INTO subject_controls (workspace_id, subject_id, automation_id, pause_reason, paused_until, created_at) VALUES ($1,$2,$3,$4,$5,$6)
+       ON CONFLICT (workspace_id, subject_id, automation_id) DO UPDATE SET pause_reason = EXCLUDED.pause_reason, paused_until = EXCLUDED.paused_until, created_at = EXCLUDED.created_at`,
+      [p.workspace_id, p.subject_id, p.automation_id, p.pause_reason, ts(p.paused_until), ts(p.created_at)],
+    );
+    if (entry) await audit(c, [entry]);
+  });
 }
 
-export async function deletePause(pool: pg.Pool, workspaceId: string, subjectId: string, automationId: string, now: number): Promise<boolean> {
+export async function deletePause(pool: pg.Pool, workspaceId: string, subjectId: string, automationId: string, now: number, entry?: AuditEntry): Promise<boolean> {
   const client = await pool.connect();
   try {
     await client.query("BEGIN");
@@ -155,6 +160,7 @@ export async function deletePause(pool: pg.Pool, workspaceId: string, subjectId:
        AND ($3 = '' OR automation_id = $3)`,
       [workspaceId, subjectId, automationId, ts(now)],
     );
+    if (del.rowCount === 1 && entry) await audit(client, [entry]);
     await client.query("COMMIT");
     return del.rowCount === 1;
   } catch (err) {

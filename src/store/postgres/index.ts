@@ -55,14 +55,14 @@ export class PostgresStore implements Store {
   ensureWorkspace(id: string, name: string, now: number) {
     return A.ensureWorkspace(this.pool, id, name, now);
   }
-  insertAutomation(a: Automation, v: AutomationVersion) {
-    return A.insertAutomation(this.pool, a, v);
+  insertAutomation(a: Automation, v: AutomationVersion, audit?: AuditEntry) {
+    return A.insertAutomation(this.pool, a, v, audit);
   }
-  insertVersion(workspaceId: string, v: AutomationVersion, now: number) {
-    return A.insertVersion(this.pool, workspaceId, v, now);
+  insertVersion(workspaceId: string, v: AutomationVersion, now: number, audit?: AuditEntry) {
+    return A.insertVersion(this.pool, workspaceId, v, now, audit);
   }
-  setAutomationStatus(workspaceId: string, id: string, status: AutomationStatus, now: number) {
-    return A.setAutomationStatus(this.pool, workspaceId, id, status, now);
+  setAutomationStatus(workspaceId: string, id: string, status: AutomationStatus, now: number, audit?: AuditEntry) {
+    return A.setAutomationStatus(this.pool, workspaceId, id, status, now, audit);
   }
   getAutomation(workspaceId: string, id: string) {
     return A.getAutomation(this.pool, workspaceId, id);
@@ -96,11 +96,11 @@ export class PostgresStore implements Store {
   listActivePauses(now: number, limit: number) {
     return E.listActivePauses(this.pool, now, limit);
   }
-  putPause(p: PauseRow) {
-    return E.putPause(this.pool, p);
+  putPause(p: PauseRow, audit?: AuditEntry) {
+    return E.putPause(this.pool, p, audit);
   }
-  deletePause(workspaceId: string, subjectId: string, automationId: string, now: number) {
-    return E.deletePause(this.pool, workspaceId, subjectId, automationId, now);
+  deletePause(workspaceId: string, subjectId: string, automationId: string, now: number, audit?: AuditEntry) {
+    return E.deletePause(this.pool, workspaceId, subjectId, automationId, now, audit);
   }
   listPauses(workspaceId: string, subjectId: string) {
     return E.listPauses(this.pool, workspaceId, subjectId);
@@ -165,8 +165,8 @@ export class PostgresStore implements Store {
   getItem(workspaceId: string, itemId: string) {
     return N.getItem(this.pool, workspaceId, itemId);
   }
-  beginItemRetry(workspaceId: string, itemId: string, now: number) {
-    return N.beginItemRetry(this.pool, workspaceId, itemId, now);
+  beginItemRetry(workspaceId: string, itemId: string, now: number, leaseUntil: number) {
+    return N.beginItemRetry(this.pool, workspaceId, itemId, now, leaseUntil);
   }
   finishItemRetry(item: RunItem, audit: AuditEntry) {
     return N.finishItemRetry(this.pool, item, audit);
@@ -176,6 +176,9 @@ export class PostgresStore implements Store {
   }
   listApprovals(workspaceId: string, status: ApprovalStatus | undefined, limit: number) {
     return N.listApprovals(this.pool, workspaceId, status, limit);
+  }
+  listRunApprovals(runId: string) {
+    return N.listRunApprovals(this.pool, runId);
   }
   decideApproval(workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number) {
     return N.decideApproval(this.pool, workspaceId, id, status, actor, comment, now);

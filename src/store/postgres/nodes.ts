@@ -89,27 +89,31 @@ export async function getItem(pool: pg.Pool, workspaceId: string, itemId: string
 
 const TERMINAL = ["completed", "completed_with_failures", "failed", "cancelled", "exited"];
 
-export async function beginItemRetry(pool: pg.Pool, workspaceId: string, itemId: string, now: number): Promise<RunItem | null> {
+export async function beginItemRetry(pool: pg.Pool, workspaceId: string, itemId: string, now: number, leaseUntil: number): Promise<RunItem | null> {
   const res = await pool.query(
-    `UPDATE run_items i SET outcome = 'running', attempts = i.attempts + 1, started_at = $3, updated_at = $3
-     FROM runs r WHERE i.id = $1 AND i.workspace_id = $2 AND i.outcome = 'failed' AND r.id = i.run_id AND r.status = ANY ($4::text[])
+    `UPDATE run_items i SET outcome = 'running', attempts = i.attempts + 1, not_before = $5, started_at = $3, updated_at = $3
+     FROM runs r WHERE i.id = $1 AND i.workspace_id = $2 AND (i.outcome = 'failed' OR (i.outcome = 'running' AND (i.not_before IS NULL OR i.not_before <= $3)))
+       AND r.id = i.run_id AND r.status = ANY ($4::text[])
      RETURNING i.*`,
-    [itemId, workspaceId, ts(now), TERMINAL],
+    [itemId, workspaceId, ts(now), TERMINAL, ts(leaseUntil)],
   );
   return res.rows[0] ? toItem(res.rows[0]) : null;
 }
 
-export function finishItemRetry(pool: pg.Pool, item: RunItem, entry: AuditEntry): Promise<void> {
+export function finishItemRetry(pool: pg.Pool, item: RunItem, entry: AuditEntry): Promise<boolean> {
   return tx(pool, async (c) => {
-    await c.query(
-      `UPDATE run_items SET outcome = $2, output = $3, error = $4, finished_at = $5, updated_at = $5 WHERE id = $1 AND outcome = 'running'`,
-      [item.id, item.outcome, JSON.stringify(item.output), item.error === null ? null : JSON.stringify(item.error), ts(item.finished_at ?? item.updated_at)],
+    const upd = await c.query(
+      `UPDATE run_items SET outcome = $2, output = $3, error = $4, not_before = NULL, finished_at = $5, updated_at = $5
+       WHERE id = $1 AND outcome = 'running' AND attempts = $6`,
+      [item.id, item.outcome, JSON.stringify(item.output), item.error === null ? null : JSON.stringify(item.error), ts(item.finished_at ?? item.updated_at), item.attempts],
     );
+    if (upd.rowCount !== 1) return false;
     await c.query(
       `UPDATE runs SET items_failed = (SELECT count(*) FROM run_items WHERE run_id = $1 AND outcome = 'failed'), updated_at = $2 WHERE id = $1`,
       [item.run_id, ts(item.updated_at)],
     );
     await audit(c, [entry]);
+    return true;
   });
 }
 
@@ -123,6 +127,11 @@ export async function listApprovals(pool: pg.Pool, workspaceId: string, status: 
     "SELECT * FROM approvals WHERE workspace_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, id DESC LIMIT $3",
     [workspaceId, status ?? null, limit],
   );
+  return res.rows.map(toApproval);
+}
+
+export async function listRunApprovals(pool: pg.Pool, runId: string): Promise<Approval[]> {
+  const res = await pool.query("SELECT * FROM approvals WHERE run_id = $1 ORDER BY created_at, id", [runId]);
   return res.rows.map(toApproval);
 }
 

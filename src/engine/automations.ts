@@ -1,0 +1,103 @@
+// Automations and their versions: create, edit (version n+1), read, pause/activate, and keeping
+// schedule rows and webhook ingress points in step with the current version and the status.
+
+import { validateDefinition, type Definition } from "../model/definition.js";
+import { WeftError } from "../model/errors.js";
+import type { EngineCore } from "./core.js";
+import { ErrorCodes } from "./errors.js";
+import { newId } from "./ids.js";
+import { scheduleRows } from "./scheduler.js";
+import type { AuditEntry, Automation, AutomationStatus, AutomationVersion, HookRow } from "./store.js";
+import { makeHook } from "./webhooks.js";
+
+export interface AutomationView extends Automation {
+  definition: Definition;
+  hooks?: HookRow[];
+}
+
+export function validate(core: EngineCore, definition: unknown) {
+  return validateDefinition(definition, { customKinds: core.customKinds });
+}
+
+function mustValidate(core: EngineCore, definition: unknown): Definition {
+  const res = validate(core, definition);
+  if (!res.ok) throw new WeftError(ErrorCodes.definitionInvalid, `the definition has ${res.errors.length} error(s)`, { errors: res.errors, warnings: res.warnings });
+  return res.definition;
+}
+
+/** The audit entry of an automation mutation (who did it, in the caller's words); the store writes it with the change. */
+function audit(core: EngineCore, workspaceId: string, actor: string, action: string, id: string, details: Record<string, unknown> = {}): AuditEntry {
+  return { workspace_id: workspaceId, actor, action, target_type: "automation", target_id: id, details, at: core.clock.now() };
+}
+
+export async function mustGetAutomation(core: EngineCore, workspaceId: string, id: string): Promise<Automation> {
+  const a = await core.store.getAutomation(workspaceId, id);
+  if (!a) throw new WeftError(ErrorCodes.automationNotFound, `automation ${id} not found`);
+  return a;
+}
+
+export async function createAutomation(core: EngineCore, workspaceId: string, definition: unknown, status: AutomationStatus, actor: string): Promise<AutomationView> {
+  const def = mustValidate(core, definition);
+  const now = core.clock.now();
+  const a: Automation = { id: newId("aut", now), workspace_id: workspaceId, key: def.key, name: def.name, status, current_version: 1, created_at: now, updated_at: now };
+  await core.store.insertAutomation(a, { automation_id: a.id, version: 1, definition: def, created_at: now },
+    audit(core, workspaceId, actor, "automation.create", a.id, { key: def.key, version: 1, status }));
+  const hooks = await syncTriggers(core, a, def);
+  return { ...a, definition: def, hooks };
+}
+
+/** Schedule rows and webhook ingress points follow the current version and the status. */
+async function syncTriggers(core: EngineCore, a: Automation, def: Definition): Promise<HookRow[]> {
+  const now = core.clock.now();
+  await core.store.syncSchedules(a.id, scheduleRows(a.id, a.workspace_id, def, a.status === "active", now));
+  const hookIdx = def.triggers.flatMap((t, i) => (t.type === "webhook" ? [i] : []));
+  const hooks = await core.store.ensureHooks(a.workspace_id, a.id, hookIdx, (i) => makeHook(a.workspace_id, a.id, i, now));
+  core.scheduler?.poke();
+  return hooks.filter((h) => hookIdx.includes(h.trigger_index));
+}
+
+/** Make version n+1. Runs in flight stay on theirs. `expectedVersion` guards against lost edits. */
+export async function updateAutomation(core: EngineCore, workspaceId: string, id: string, definition: unknown, expectedVersion: number | undefined, actor: string): Promise<AutomationView> {
+  const def = mustValidate(core, definition);
+  const current = await mustGetAutomation(core, workspaceId, id);
+  if (def.key !== current.key) throw new WeftError("definition.key_changed", "an automation's key cannot change", { pointer: "/key" });
+  const base = expectedVersion ?? current.current_version;
+  if (base !== current.current_version) {
+    throw new WeftError(ErrorCodes.versionConflict, `the automation is at version ${current.current_version}, not ${base}`, { expected_version: base, version: current.current_version });
+  }
+  const now = core.clock.now();
+  const ok = await core.store.insertVersion(workspaceId, { automation_id: id, version: base + 1, definition: def, created_at: now }, now,
+    audit(core, workspaceId, actor, "automation.update", id, { version: base + 1 }));
+  if (!ok) throw new WeftError(ErrorCodes.versionConflict, `the automation is no longer at version ${base}`, { expected_version: base });
+  const updated = { ...current, name: def.name, current_version: base + 1, updated_at: now };
+  const hooks = await syncTriggers(core, updated, def);
+  return { ...updated, definition: def, hooks };
+}
+
+export async function getAutomation(core: EngineCore, workspaceId: string, id: string): Promise<AutomationView> {
+  const a = await mustGetAutomation(core, workspaceId, id);
+  const v = await core.store.getVersion(id, a.current_version);
+  if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
+  // Hooks are made when a version is written (syncTriggers); reading only reads them.
+  const idx = new Set(v.definition.triggers.flatMap((t, i) => (t.type === "webhook" ? [i] : [])));
+  const hooks = idx.size > 0 ? (await core.store.listHooks(a.id)).filter((h) => idx.has(h.trigger_index)) : [];
+  return { ...a, definition: v.definition, hooks };
+}
+
+export async function getVersion(core: EngineCore, workspaceId: string, id: string, version: number): Promise<AutomationVersion> {
+  await mustGetAutomation(core, workspaceId, id);
+  const v = await core.store.getVersion(id, version);
+  if (!v) throw new WeftError(ErrorCodes.versionNotFound, `automation ${id} has no version ${version}`);
+  return v;
+}
+
+export async function setStatus(core: EngineCore, workspaceId: string, id: string, status: AutomationStatus, actor: string): Promise<Automation> {
+  const entry = audit(core, workspaceId, actor, status === "active" ? "automation.activate" : "automation.pause", id);
+  if (!(await core.store.setAutomationStatus(workspaceId, id, status, core.clock.now(), entry))) {
+    throw new WeftError(ErrorCodes.automationNotFound, `automation ${id} not found`);
+  }
+  const a = await mustGetAutomation(core, workspaceId, id);
+  const v = await core.store.getVersion(id, a.current_version);
+  if (v) await syncTriggers(core, a, v.definition);
+  return a;
+}
