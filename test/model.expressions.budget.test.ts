@@ -262,6 +262,7 @@ function expressions(): fc.Arbitrary<string> {
       fc.constantFrom("context.l", "context.m", "[]"),
       fc.tuple(tie("list"), tie("list")).map(([a, b]) => `(${a} + ${b})`),
       fc.tuple(tie("list"), v, tie("expr")).map(([l, x, e]) => `${l}.map(${x}, ${e})`),
+      fc.tuple(fc.constantFrom("context.l", "context.m"), tie("expr")).map(([l, e]) => `${l}.map(y, context.m.map(z, ${e}))`),
       fc.tuple(tie("list"), v, tie("bool")).map(([l, x, b]) => `${l}.filter(${x}, ${b})`),
       fc.tuple(tie("str"), tie("str")).map(([s, sep]) => `${s}.split(${sep})`),
     ),
@@ -270,13 +271,17 @@ function expressions(): fc.Arbitrary<string> {
       fc.boolean().map(String),
       fc.tuple(tie("int"), fc.constantFrom("<", "==", ">="), tie("int")).map(([a, op, b]) => `${a} ${op} ${b}`),
       fc.tuple(tie("list"), fc.constantFrom("all", "exists", "exists_one"), v, tie("bool")).map(([l, q, x, b]) => `${l}.${q}(${x}, ${b})`),
+      // Nested quantifiers over the 1,000- and 200-element lists: the multiplying case.
+      fc.tuple(fc.constantFrom("all", "exists", "exists_one"), fc.constantFrom("all", "exists", "exists_one"), tie("bool"))
+        .map(([q1, q2, b]) => `context.l.${q1}(x, context.m.${q2}(y, ${b}))`),
       fc.tuple(tie("str"), fc.constantFrom(...REGEXES)).map(([s, re]) => `${s}.matches('${re}')`),
       fc.tuple(tie("bool"), fc.constantFrom("&&", "||"), tie("bool")).map(([a, op, b]) => `(${a} ${op} ${b})`),
       fc.tuple(tie("str"), tie("str")).map(([a, b]) => `${a}.contains(${b})`),
     ),
     expr: fc.oneof({ depthSize: "small", withCrossShrink: true }, tie("int"), tie("str"), tie("list"), tie("bool")),
   }));
-  return expr;
+  // x, y and z are always bound, so a generated reference to one is not merely an unknown variable.
+  return expr.map((e) => `[0].map(x, [1].map(y, [2].map(z, ${e})))`);
 }
 
 /** The codes an evaluation may end with besides a result. */
