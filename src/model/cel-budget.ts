@@ -17,7 +17,9 @@
 // runs each AST node through `evaluator.run(ast, ctx)` (comprehension steps included). We replace
 // `run` on OUR Environment's evaluator instance (not the shared prototype), so the meter sees every
 // node before it runs and every value after: comprehension steps, allocated list/map entries,
-// string length produced, and the wall clock are checked INSIDE evaluation. Two functions whose
+// string length produced, and the wall clock are checked INSIDE evaluation (the root node, which
+// the library evaluates directly, is metered by meterRoot). The tests in
+// model.expressions.budget.test.ts fail if a library upgrade changes this. Two functions whose
 // single call can be unbounded are taken over at the same point: `matches()` (a linear-time RE2
 // engine, re2js, with input and pattern caps; JavaScript's RegExp backtracks exponentially) and
 // `join()` (its result size is checked before the string is built).
