@@ -56,14 +56,25 @@ class NodeScope extends CelScope {
   override vars(): Record<string, unknown> {
     const vars = super.vars();
     if (!this.guarded) {
-      const secrets = vars.secrets as Record<string, unknown>;
-      for (const name of this.hidden) {
-        Object.defineProperty(secrets, name, {
-          enumerable: false,
-          get: () => {
-            throw this.refuse(name);
-          },
-        });
+      const secrets = vars.secrets;
+      if (secrets instanceof Map) {
+        // Objects reach CEL as Maps: a hidden name is refused on lookup (an own `get` on this one
+        // Map, so CEL still sees a plain map) and never listed.
+        const hidden = new Set(this.hidden);
+        const get = secrets.get.bind(secrets);
+        secrets.get = (name: unknown) => {
+          if (typeof name === "string" && hidden.has(name)) throw this.refuse(name);
+          return get(name);
+        };
+      } else {
+        for (const name of this.hidden) {
+          Object.defineProperty(secrets as Record<string, unknown>, name, {
+            enumerable: false,
+            get: () => {
+              throw this.refuse(name);
+            },
+          });
+        }
       }
       this.guarded = true;
     }

@@ -2,10 +2,16 @@
 //
 // JSON numbers that are whole are handed to CEL as int (so `context.count + 1` works) and others as
 // double; results come back as plain JSON values (int → number). A path that does not resolve is
-// the permanent step error `template.missing_variable`, naming the path.
+// the permanent step error `template.missing_variable`, naming the path. JSON objects are handed
+// to CEL as Maps, so any key works, "constructor" and "__proto__" included. Every evaluation runs
+// under a Budget (see cel-budget.ts); exceeding it is the permanent step error
+// `expression.budget_exceeded`.
 
 import { Environment } from "@marcbachmann/cel-js";
+import { BudgetExceeded, DEFAULT_BUDGET, Meter, installMeter, metered, meterRoot, type Budget } from "./cel-budget.js";
 import { StepFailure, stepError, type Problem } from "./errors.js";
+
+export { DEFAULT_BUDGET, type Budget, type BudgetBound } from "./cel-budget.js";
 
 const env = new Environment({
   unlistedVariablesAreDyn: true,
@@ -13,6 +19,7 @@ const env = new Environment({
   enableOptionalTypes: true,
   limits: { maxAstNodes: 5000, maxDepth: 100, maxListElements: 1000, maxMapEntries: 1000, maxCallArguments: 32 },
 });
+installMeter(env);
 
 type Compiled = ReturnType<typeof env.parse>;
 
@@ -24,6 +31,7 @@ export function compile(source: string): Compiled {
   let c = cache.get(source);
   if (c === undefined) {
     c = env.parse(source);
+    meterRoot(c);
     if (cache.size >= CACHE_MAX) cache.clear();
     cache.set(source, c);
   }
@@ -52,22 +60,34 @@ export interface Scope {
   [name: string]: unknown;
 }
 
-/** JSON → CEL values: whole numbers become int (bigint). */
 /** Set a key on a plain object, including "__proto__" (an ordinary key in JSON payloads). */
 function put(out: Record<string, unknown>, k: string, v: unknown): void {
   if (k === "__proto__") Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
   else out[k] = v;
 }
 
+/**
+ * JSON → CEL values: whole numbers become int (bigint), objects become Maps. cel-js types a plain
+ * object by its `constructor` property, so an own key "constructor" (or "__proto__", "toString", …)
+ * broke every expression touching it; a Map is a CEL map whatever its keys (field access, has(),
+ * `in`, size(), comprehensions and equality all read Maps).
+ */
 export function toCel(v: unknown): unknown {
   if (typeof v === "number") return Number.isSafeInteger(v) ? BigInt(v) : v;
   if (Array.isArray(v)) return v.map(toCel);
   if (v !== null && typeof v === "object" && !(v instanceof Date) && !(v instanceof Uint8Array)) {
-    const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) put(out, k, toCel(x));
+    const out = new Map<string, unknown>();
+    for (const [k, x] of Object.entries(v)) out.set(k, toCel(x));
     return out;
   }
   return v;
+}
+
+/** The top-level variables: a record without a prototype, so no variable name resolves to Object's members. */
+function toCelVars(scope: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
+  for (const [k, x] of Object.entries(scope)) put(out, k, toCel(x));
+  return out;
 }
 
 /** CEL values → JSON: bigint becomes number, maps become objects. */
@@ -88,23 +108,31 @@ export function fromCel(v: unknown): unknown {
   return v;
 }
 
-/** A scope converted once for CEL, reused for every expression of one node visit. */
+/**
+ * A scope converted once for CEL, reused for every expression of one node visit, with the budget
+ * each evaluation (one expression, or one template value) runs under.
+ */
 export class CelScope {
   private converted: Record<string, unknown> | undefined;
-  constructor(readonly scope: Scope, private readonly parent?: CelScope, private readonly extra?: Record<string, unknown>) {}
+  constructor(
+    readonly scope: Scope,
+    readonly budget: Readonly<Budget> = DEFAULT_BUDGET,
+    private readonly parent?: CelScope,
+    private readonly extra?: Record<string, unknown>,
+  ) {}
   vars(): Record<string, unknown> {
     if (this.converted === undefined) {
       // A child converts only its own variables and shares its parent's conversion: a fan-out
       // over 10,000 items must not convert the run's context 10,000 times.
       this.converted = this.parent && this.extra
-        ? { ...this.parent.vars(), ...(toCel(this.extra) as Record<string, unknown>) }
-        : (toCel(this.scope) as Record<string, unknown>);
+        ? Object.assign(Object.create(null) as Record<string, unknown>, this.parent.vars(), toCelVars(this.extra))
+        : toCelVars(this.scope);
     }
     return this.converted;
   }
-  /** A child scope with extra variables (e.g. `item`, `response`). */
+  /** A child scope with extra variables (e.g. `item`, `response`), under the same budget. */
   with(extra: Record<string, unknown>): CelScope {
-    return new CelScope({ ...this.scope, ...extra }, this, extra);
+    return new CelScope({ ...this.scope, ...extra }, this.budget, this, extra);
   }
 }
 
@@ -133,8 +161,12 @@ export function missingPath(source: string, key: string, message = ""): string {
   return m ? m[0].replace(/\?/g, "") : key;
 }
 
-/** Evaluate a CEL expression; failures are permanent step errors. */
+/** Evaluate a CEL expression under the scope's budget; failures are permanent step errors. */
 export function evaluate(source: string, scope: CelScope): unknown {
+  return evaluateMetered(source, scope, new Meter(scope.budget));
+}
+
+function evaluateMetered(source: string, scope: CelScope, meter: Meter): unknown {
   let compiled: Compiled;
   try {
     compiled = compile(source);
@@ -142,8 +174,11 @@ export function evaluate(source: string, scope: CelScope): unknown {
     throw new StepFailure(stepError("expression.syntax", `invalid CEL expression ${JSON.stringify(source)}: ${firstLine(err)}`, false));
   }
   try {
-    return fromCel(compiled(scope.vars()));
+    return fromCel(metered(meter, () => compiled(scope.vars())));
   } catch (err) {
+    // The meter's record decides: cel-js may wrap the error, or `||` / `all()` may have swallowed it.
+    const over = meter.exceeded ?? (err instanceof BudgetExceeded ? err : undefined);
+    if (over) throw budgetFailure(over, source);
     if (err instanceof StepFailure) throw err; // raised on purpose by the scope (a secret the step may not read)
     const msg = firstLine(err);
     const m = /^(?:No such key|Unknown variable): (.+)$/.exec(msg);
@@ -162,6 +197,11 @@ export function evaluateCondition(source: string, scope: CelScope): boolean {
     throw new StepFailure(stepError("expression.not_bool", `condition ${JSON.stringify(source)} gave ${typeof v}, not bool`, false, { expression: source }));
   }
   return v;
+}
+
+function budgetFailure(over: BudgetExceeded, source: string): StepFailure {
+  return new StepFailure(stepError("expression.budget_exceeded", `${source}: evaluation over its ${over.bound} budget of ${over.limit}`, false,
+    { bound: over.bound, limit: over.limit, expression: source }));
 }
 
 function firstLine(err: unknown): string {
@@ -223,9 +263,14 @@ export function checkTemplates(value: unknown, pointer: string, out: Problem[]):
 
 /**
  * Render a template value. A string that is exactly one `{{ expr }}` yields the expression's value
- * with its type; mixed text yields a string. Objects and arrays are rendered deeply.
+ * with its type; mixed text yields a string. Objects and arrays are rendered deeply. All the
+ * expressions of one value share one budget.
  */
 export function render(value: unknown, scope: CelScope): unknown {
+  return renderMetered(value, scope, new Meter(scope.budget));
+}
+
+function renderMetered(value: unknown, scope: CelScope, meter: Meter): unknown {
   if (typeof value === "string") {
     if (!value.includes(OPEN)) return value;
     let parts: TemplatePart[];
@@ -235,13 +280,21 @@ export function render(value: unknown, scope: CelScope): unknown {
       throw new StepFailure(stepError("template.syntax", firstLine(err), false));
     }
     const only = parts[0];
-    if (parts.length === 1 && only && "expr" in only) return evaluate(only.expr, scope);
-    return parts.map((p) => ("text" in p ? p.text : stringify(evaluate(p.expr, scope)))).join("");
+    if (parts.length === 1 && only && "expr" in only) return evaluateMetered(only.expr, scope, meter);
+    const text = parts.map((p) => ("text" in p ? p.text : stringify(evaluateMetered(p.expr, scope, meter)))).join("");
+    // The joined text is a new string too: many `{{ big }}` parts must not add up unbounded.
+    try {
+      meter.produce(text.length);
+    } catch (err) {
+      if (err instanceof BudgetExceeded) throw budgetFailure(err, value);
+      throw err;
+    }
+    return text;
   }
-  if (Array.isArray(value)) return value.map((v) => render(v, scope));
+  if (Array.isArray(value)) return value.map((v) => renderMetered(v, scope, meter));
   if (value !== null && typeof value === "object") {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) put(out, k, render(v, scope));
+    for (const [k, v] of Object.entries(value)) put(out, k, renderMetered(v, scope, meter));
     return out;
   }
   return value;
