@@ -5,7 +5,7 @@ import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
   ApprovalStatus, AuditEntry, Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey,
-  PauseRow, Run, RunControl, RunItem, ScheduleRow, Store, TokenRow, User, WaitSpec, Workspace,
+  PauseRow, Run, RunControl, RunItem, ScheduleFiring, ScheduleRow, Store, TokenRow, User, WaitSpec, Workspace,
 } from "../../engine/store.js";
 import { toAutomation } from "./rows.js";
 import * as E from "./events.js";
@@ -108,8 +108,11 @@ export class PostgresStore implements Store {
   syncSchedules(automationId: string, rows: readonly ScheduleRow[]) {
     return E.syncSchedules(this.pool, automationId, rows);
   }
-  fireSchedules(now: number, limit: number, fire: Parameters<Store["fireSchedules"]>[2]) {
-    return E.fireSchedules(this.pool, now, limit, fire);
+  dueSchedules(now: number, limit: number) {
+    return E.dueSchedules(this.pool, now, limit);
+  }
+  fireSchedules(now: number, firings: readonly ScheduleFiring[], inside?: () => void) {
+    return E.fireSchedules(this.pool, now, firings, inside);
   }
   listSchedules(automationId: string) {
     return E.listSchedules(this.pool, automationId);
