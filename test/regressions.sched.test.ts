@@ -6,7 +6,7 @@ import { Cron } from "croner";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/engine/clock.js";
 import type { Engine, EngineOptions } from "../src/engine/engine.js";
-import { cronSearchCount, fireDue, MAX_CATCH_UP, scheduleRows, TICK_GRACE_MS } from "../src/engine/scheduler.js";
+import { cronSearchCount, fireDue, lastTickAtOrBefore, MAX_CATCH_UP, nextTick, scheduleRows, TICK_GRACE_MS } from "../src/engine/scheduler.js";
 import type { Definition } from "../src/model/definition.js";
 import type { ScheduleFiring, Store } from "../src/engine/store.js";
 import { EmbeddedStore } from "../src/store/embedded/index.js";
@@ -199,5 +199,41 @@ describe.each(STORE_KINDS)("schedule catch-up (%s store)", (kind) => {
     // Back to active: from now, not from the old pending time.
     await ts.store.syncSchedules(a.id, rows("0 30 * * * *", true));
     expect((await ts.store.listSchedules(a.id))[0]!.next_fire_at).toBe(t0 + 3 * HOUR + 30 * 60_000);
+  });
+});
+
+describe("the last tick at or before now (pure)", () => {
+  /** The answer by walking forward tick by tick, as the scheduler used to. */
+  function walked(cron: string, tz: string, from: number, now: number): { last: number | null; following: number | null } {
+    let last: number | null = null;
+    let t: number | null = from;
+    while (t !== null && t <= now) {
+      last = t;
+      t = nextTick(cron, tz, t);
+    }
+    return { last, following: t };
+  }
+
+  it("agrees with a forward walk where croner's backward search is wrong or throws (DST gaps, L, W, #)", () => {
+    const cases: [string, string, string, string][] = [
+      ["30 2 * * *", "Europe/Oslo", "2026-03-27T00:00:00Z", "2026-03-29T03:49:53.693Z"], // 02:30 does not exist that night
+      ["30 2 * * *", "America/New_York", "2026-03-06T00:00:00Z", "2026-03-08T09:00:00Z"],
+      ["30 1 * * *", "Europe/Oslo", "2026-10-23T00:00:00Z", "2026-10-25T05:00:00Z"], // 01:30 happens twice
+      ["0 0 L * *", "UTC", "2026-01-01T00:00:00Z", "2026-07-15T12:00:00Z"],
+      ["0 0 15W * *", "Asia/Kolkata", "2026-01-01T00:00:00Z", "2026-08-20T00:00:00Z"],
+      ["0 0 * * 1#2", "Australia/Lord_Howe", "2026-01-01T00:00:00Z", "2026-11-30T00:00:00Z"],
+      ["0 0 * * 5L", "UTC", "2026-01-01T00:00:00Z", "2026-12-01T00:00:00Z"],
+      ["*/7 * * * * *", "UTC", "2026-01-01T00:00:00Z", "2026-01-01T01:00:00.250Z"],
+    ];
+    for (const [cron, tz, fromIso, nowIso] of cases) {
+      const from = nextTick(cron, tz, Date.parse(fromIso))!;
+      const now = Date.parse(nowIso);
+      expect(lastTickAtOrBefore(cron, tz, from, now), `${cron} ${tz} at ${nowIso}`).toEqual(walked(cron, tz, from, now));
+    }
+  });
+
+  it("finds no tick when none lies between the row's next fire time and now", () => {
+    const from = Date.parse("2026-05-01T12:00:00Z");
+    expect(lastTickAtOrBefore("0 0 12 * * *", "UTC", from, from - 1)).toEqual({ last: null, following: from });
   });
 });

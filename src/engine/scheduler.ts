@@ -62,11 +62,12 @@ function previousTickGuess(pattern: string, tz: string, at: number): number | nu
 }
 
 /**
- * The last tick at or before `now`, given a tick `from` ≤ now, and the tick after it. croner's
- * backward search is tried first and checked against its forward search (the one every other
- * decision uses: the backward one can disagree around daylight-saving changes); when the check
- * fails, a bisection over whole seconds finds it with forward searches only — at most about 40,
- * whatever the gap.
+ * The last tick at or before `now`, given a tick `from` ≤ now, and the tick after it, as a walk
+ * forward from `from` would find them. croner's backward search is tried first and checked against
+ * its forward search (the one every other decision uses: the two disagree around daylight-saving
+ * gaps); when the check fails, a bisection over whole seconds for where nextTick passes `now` lands
+ * on a forward tick close to now, and a few forward steps from it finish the job — about 40
+ * searches at most, whatever the gap.
  */
 export function lastTickAtOrBefore(pattern: string, tz: string, from: number, now: number): { last: number | null; following: number | null } {
   const guess = previousTickGuess(pattern, tz, now);
@@ -74,18 +75,22 @@ export function lastTickAtOrBefore(pattern: string, tz: string, from: number, no
     const following = nextTick(pattern, tz, guess);
     if (following === null || following > now) return { last: guess, following };
   }
-  // nextTick(x) > now holds exactly for x ≥ the last tick: bisect for the smallest such second.
   let lo = Math.floor(from / 1000) - 1;
-  const first = nextTick(pattern, tz, lo * 1000);
-  if (first === null || first > now) return { last: null, following: first }; // no tick in [from, now]
-  let hi = Math.floor(now / 1000); // ticks are whole seconds: nextTick(hi s) > now holds
+  let tick = nextTick(pattern, tz, lo * 1000);
+  if (tick === null || tick > now) return { last: null, following: tick }; // no tick in [from, now]
+  let hi = Math.floor(now / 1000); // ticks are whole seconds: nextTick(hi s) > now
   while (hi - lo > 1) {
     const mid = Math.floor((lo + hi) / 2);
     const n = nextTick(pattern, tz, mid * 1000);
     if (n === null || n > now) hi = mid;
-    else lo = mid;
+    else [lo, tick] = [mid, n];
   }
-  return { last: hi * 1000, following: nextTick(pattern, tz, hi * 1000) };
+  // `tick` is a forward tick ≤ now; a daylight-saving gap can leave one more before now.
+  for (;;) {
+    const n = nextTick(pattern, tz, tick);
+    if (n === null || n > now) return { last: tick, following: n };
+    tick = n;
+  }
 }
 
 /** Schedule rows for a version's schedule triggers (next fire after `now`, or none while paused). */
