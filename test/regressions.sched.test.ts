@@ -3,6 +3,8 @@
 // A ManualClock drives engine.tick(); the work is measured in croner searches, not in time.
 
 import { Cron } from "croner";
+import net, { type AddressInfo } from "node:net";
+import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/engine/clock.js";
 import type { Engine, EngineOptions } from "../src/engine/engine.js";
@@ -10,9 +12,12 @@ import { cronSearchCount, fireDue, lastTickAtOrBefore, MAX_CATCH_UP, nextTick, s
 import type { Definition } from "../src/model/definition.js";
 import type { ScheduleFiring, Store } from "../src/engine/store.js";
 import { EmbeddedStore } from "../src/store/embedded/index.js";
-import { PostgresStore } from "../src/store/postgres/index.js";
+import { PostgresStore, type PostgresStoreOptions } from "../src/store/postgres/index.js";
+import { loadConfig } from "../src/server/config.js";
+import { openStore } from "../src/server/open-store.js";
 import { startEngine, WS } from "./helpers/engine.js";
-import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { makeStore, PG_URL, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { until } from "./helpers/wait.js";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -235,5 +240,82 @@ describe("the last tick at or before now (pure)", () => {
   it("finds no tick when none lies between the row's next fire time and now", () => {
     const from = Date.parse("2026-05-01T12:00:00Z");
     expect(lastTickAtOrBefore("0 0 12 * * *", "UTC", from, from - 1)).toEqual({ last: null, following: from });
+  });
+});
+
+describe.skipIf(!STORE_KINDS.includes("postgres"))("PostgreSQL pool timeouts", () => {
+  let ts: TestStore;
+  const extra: PostgresStore[] = [];
+  beforeEach(async () => {
+    ts = await makeStore("postgres");
+  });
+  afterEach(async () => {
+    for (const s of extra.splice(0)) await s.close().catch(() => undefined);
+    await ts.destroy();
+  });
+
+  const storeWith = (opts: Partial<PostgresStoreOptions>): PostgresStore => {
+    const s = new PostgresStore({ url: PG_URL, schema: (ts.store as PostgresStore).schema, ...opts });
+    extra.push(s);
+    return s;
+  };
+
+  it("a statement blocked by a lock another connection holds fails with the statement timeout instead of hanging", async () => {
+    const holder = new pg.Client({ connectionString: PG_URL });
+    await holder.connect();
+    try {
+      await holder.query("BEGIN");
+      await holder.query(`LOCK TABLE ${(ts.store as PostgresStore).schema}.schedules IN ACCESS EXCLUSIVE MODE`);
+      const s = storeWith({ statementTimeoutMs: 300 });
+      const err = (await s.dueSchedules(Date.now(), 10).then(() => null, (e: unknown) => e)) as { code?: string; message?: string } | null;
+      expect(err?.code).toBe("57014"); // query_canceled
+      expect(err?.message).toMatch(/statement timeout/);
+    } finally {
+      await holder.query("ROLLBACK").catch(() => undefined);
+      await holder.end();
+    }
+  });
+
+  it("a session left idle inside a transaction is ended by the server", async () => {
+    const s = storeWith({ idleInTransactionTimeoutMs: 200 });
+    const c = await s.pool.connect();
+    const pid = (await c.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number;
+    await c.query("BEGIN");
+    const watcher = new pg.Client({ connectionString: PG_URL });
+    await watcher.connect();
+    try {
+      await until("the idle-in-transaction session to be ended", async () =>
+        (await watcher.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid])).rowCount === 0 || null, 20_000);
+      await expect(c.query("SELECT 1")).rejects.toThrow();
+    } finally {
+      c.release(true);
+      await watcher.end();
+    }
+  });
+
+  it("connecting to a server that never answers fails after the connect timeout", async () => {
+    const silent = net.createServer(() => undefined); // accepts, never speaks
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", () => r()));
+    try {
+      const port = (silent.address() as AddressInfo).port;
+      const s = new PostgresStore({ url: `postgres://postgres@127.0.0.1:${port}/test`, connectTimeoutMs: 300 });
+      extra.push(s);
+      await expect(s.dueSchedules(Date.now(), 10)).rejects.toThrow(/timeout/i);
+    } finally {
+      silent.close();
+    }
+  });
+
+  it("the settings reach the store: defaults on, each configurable, 0 turns one off", () => {
+    const cfg = loadConfig({ WEFT_DATABASE_URL: PG_URL, WEFT_PG_CONNECT_TIMEOUT_MS: "1500", WEFT_PG_STATEMENT_TIMEOUT_MS: "0", WEFT_PG_IDLE_TX_TIMEOUT_MS: "2500" });
+    expect(cfg.pg).toEqual({ connectTimeoutMs: 1500, statementTimeoutMs: 0, idleInTransactionTimeoutMs: 2500 });
+    const dflt = loadConfig({ WEFT_DATABASE_URL: PG_URL }).pg;
+    for (const v of Object.values(dflt)) expect(v).toBeGreaterThan(0);
+    expect(() => loadConfig({ WEFT_PG_STATEMENT_TIMEOUT_MS: "soon" })).toThrow(/WEFT_PG_STATEMENT_TIMEOUT_MS/);
+    const s = openStore(cfg) as PostgresStore;
+    extra.push(s);
+    const o = s.pool.options as unknown as Record<string, unknown>;
+    expect(o).toMatchObject({ connectionTimeoutMillis: 1500, idle_in_transaction_session_timeout: 2500 });
+    expect(o.statement_timeout).toBeFalsy();
   });
 });
