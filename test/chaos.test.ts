@@ -7,7 +7,7 @@
 // server, and the connection kill here is scoped to this file's connections (application_name).
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Harness, PG_ONLY, table, type Fault, type Figures } from "./chaos/lib.js";
+import { BROKEN, Harness, PG_ONLY, table, type Broken, type Fault, type Figures } from "./chaos/lib.js";
 
 // Worker deaths by the known bug described at KNOWN_PG_CLIENT_CRASH in chaos/lib.ts (an unhandled
 // 'error' on a checked-out pg Client when its connection is killed) are reported in the table as
@@ -44,5 +44,33 @@ describe.each(STORE_KINDS)("chaos (%s store)", (kind) => {
     expect(f.runs).toBe(runs);
     expect(f.injections).toBeGreaterThan(0);
     if (!ALLOW_KNOWN_PG_CLIENT_CRASH) expect(f.knownBugCrashes, table([f])).toBe(0);
+  }, 60_000);
+});
+
+// The figures above can only prove something if each can be non-zero: with a deliberate break
+// (WEFT_CHAOS_BROKEN for `npm run chaos`) each checked figure turns non-zero. On the embedded
+// store only (the oracle does not depend on the store), under the flaky sink, which makes the
+// engine retry requests whose effect was done.
+describe.skipIf(!STORE_KINDS.includes("embedded"))("chaos oracle: each figure can fail (embedded store)", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = new Harness({ kind: "embedded", scopedPgKill: true });
+    await h.start();
+  }, 60_000);
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  const figureOf: Record<Broken, (f: Figures) => number> = {
+    "sink-forgets": (f) => f.dupEffects,
+    "sink-drops": (f) => f.missingKeys,
+    "sink-rejects": (f) => f.lost,
+    "workers-frozen": (f) => f.stuck,
+    "history-doubled": (f) => f.illegal,
+  };
+
+  it.each(BROKEN)("%s makes its figure non-zero", async (broken) => {
+    const f = await h.scenario({ fault: "sink", runs: 40, seconds: 2, recoverySeconds: broken === "workers-frozen" ? 3 : 20, broken });
+    expect(figureOf[broken](f), `${table([f])}\n${f.details.slice(0, 10).join("\n")}`).toBeGreaterThan(0);
   }, 60_000);
 });

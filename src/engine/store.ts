@@ -386,6 +386,16 @@ export interface ScheduleRow {
   last_fired_at: number | null;
 }
 
+/** One due schedule row's firing, worked out before the transaction that stores it. */
+export interface ScheduleFiring {
+  automation_id: string;
+  trigger_index: number;
+  /** The next_fire_at the plan was made from: the row is advanced only if it still holds it. */
+  expected_next_fire_at: number;
+  next_fire_at: number | null;
+  events: NewEvent[];
+}
+
 export interface HookRow {
   id: string;
   workspace_id: string;
@@ -517,13 +527,16 @@ export interface Store {
   deletePause(workspaceId: string, subjectId: string, automationId: string, now: number, audit?: AuditEntry): Promise<boolean>;
   listPauses(workspaceId: string, subjectId: string): Promise<PauseRow[]>;
 
-  /** Replace an automation's schedule rows, keeping next_fire_at where the cron and zone are unchanged. */
+  /** Replace an automation's schedule rows; what each keeps of its old row is resyncedSchedule's (model/triggers). */
   syncSchedules(automationId: string, rows: readonly ScheduleRow[]): Promise<void>;
+  /** Up to `limit` schedules due at `now`, oldest first (a plain read: fireSchedules re-checks each). */
+  dueSchedules(now: number, limit: number): Promise<ScheduleRow[]>;
   /**
-   * In one transaction: lock the schedules due at `now` (SKIP LOCKED), let `fire` turn them into
-   * events and next fire times, store the events and advance the rows. Exactly once per tick.
+   * In one short transaction, per firing: advance the row to `next_fire_at` (last_fired_at = now)
+   * only if it still holds `expected_next_fire_at` and no other transaction has it locked, and
+   * store its events only then; `inside` runs before the commit. Returns the events stored.
    */
-  fireSchedules(now: number, limit: number, fire: (due: ScheduleRow[]) => { events: NewEvent[]; next: { automation_id: string; trigger_index: number; next_fire_at: number | null }[] }): Promise<number>;
+  fireSchedules(now: number, firings: readonly ScheduleFiring[], inside?: () => void): Promise<number>;
   listSchedules(automationId: string): Promise<ScheduleRow[]>;
 
   /** Create hooks for these trigger indexes if missing; return all hooks of the automation. */

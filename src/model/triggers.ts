@@ -77,3 +77,22 @@ export function matchTrigger(t: TriggerDef, e: TriggerEvent): MatchResult {
     return { matched: false, why: "filter_error", error: msg };
   }
 }
+
+/** What a re-synced schedule row needs of its old row (the same fields as the store's row). */
+export interface ScheduleTimes {
+  cron: string;
+  timezone: string;
+  next_fire_at: number | null;
+  last_fired_at: number | null;
+}
+
+/**
+ * A schedule re-synced on a new version or a status change keeps its pending next fire time while
+ * its cron and zone are unchanged and it was and stays active (so a re-save neither skips nor
+ * repeats a tick, and a due tick stays due); otherwise it takes the fresh one (a new cron starts
+ * from now; a paused one has none). Its last fire time always carries over.
+ */
+export function resyncedSchedule<R extends ScheduleTimes>(old: ScheduleTimes | undefined, fresh: R): R {
+  const keep = old !== undefined && old.cron === fresh.cron && old.timezone === fresh.timezone && fresh.next_fire_at !== null && old.next_fire_at !== null;
+  return { ...fresh, next_fire_at: keep ? old.next_fire_at : fresh.next_fire_at, last_fired_at: old?.last_fired_at ?? null };
+}

@@ -2,6 +2,7 @@
 
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
+import { PG_TIMEOUT_DEFAULTS } from "../store/postgres/index.js";
 
 export interface Config {
   host: string;
@@ -28,6 +29,8 @@ export interface Config {
   rateLimit: number;
   /** WEFT_SECRET_KEY: 32 bytes (base64 or 64 hex digits) encrypting secrets at rest. */
   secretKey: string | undefined;
+  /** PostgreSQL timeouts in ms, 0 = off (WEFT_PG_CONNECT_TIMEOUT_MS, WEFT_PG_STATEMENT_TIMEOUT_MS, WEFT_PG_IDLE_TX_TIMEOUT_MS). */
+  pg: { connectTimeoutMs: number; statementTimeoutMs: number; idleInTransactionTimeoutMs: number };
 }
 
 /**
@@ -60,6 +63,11 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     logLevel: env.WEFT_LOG_LEVEL || "info",
     metricsPort: env.WEFT_METRICS_PORT ? positiveOrZero(env.WEFT_METRICS_PORT, 0, "WEFT_METRICS_PORT") : undefined,
     rateLimit: positiveOrZero(env.WEFT_RATE_LIMIT, 1000, "WEFT_RATE_LIMIT"),
+    pg: {
+      connectTimeoutMs: positiveOrZero(env.WEFT_PG_CONNECT_TIMEOUT_MS, PG_TIMEOUT_DEFAULTS.connectTimeoutMs, "WEFT_PG_CONNECT_TIMEOUT_MS"),
+      statementTimeoutMs: positiveOrZero(env.WEFT_PG_STATEMENT_TIMEOUT_MS, PG_TIMEOUT_DEFAULTS.statementTimeoutMs, "WEFT_PG_STATEMENT_TIMEOUT_MS"),
+      idleInTransactionTimeoutMs: positiveOrZero(env.WEFT_PG_IDLE_TX_TIMEOUT_MS, PG_TIMEOUT_DEFAULTS.idleInTransactionTimeoutMs, "WEFT_PG_IDLE_TX_TIMEOUT_MS"),
+    },
     ai: env.WEFT_AI_BASE_URL ? { base_url: env.WEFT_AI_BASE_URL, api_key: env.WEFT_AI_API_KEY || undefined, default_model: env.WEFT_AI_MODEL || undefined } : undefined,
   };
 }

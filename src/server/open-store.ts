@@ -7,6 +7,6 @@ import { PostgresStore } from "../store/postgres/index.js";
 import type { Config } from "./config.js";
 
 export function openStore(cfg: Config): Store {
-  if (cfg.databaseUrl) return new PostgresStore({ url: cfg.databaseUrl, schema: cfg.databaseSchema });
+  if (cfg.databaseUrl) return new PostgresStore({ url: cfg.databaseUrl, schema: cfg.databaseSchema, ...cfg.pg });
   return new EmbeddedStore({ file: join(cfg.dataDir, "weft.db") });
 }

@@ -2,8 +2,12 @@
 // version (test/chaos.test.ts). A writer Engine (noRunner) in this process enrolls runs of a
 // three-step http_request automation; two worker child processes (`weft serve --role worker`)
 // drive them while faults are injected. The oracle is an idempotency-aware loopback sink: it
-// executes each Idempotency-Key at most once (a repeat is answered 200 + Idempotent-Replayed)
-// and records which keys it executed.
+// executes each Idempotency-Key at most once (a repeat, or a request for a key already in flight,
+// is answered 200 + Idempotent-Replayed) and counts every execution, so an effect done twice shows
+// as dup_eff.
+//
+// Each checked figure can fail: WEFT_CHAOS_BROKEN (or ScenarioOptions.broken) names a deliberate
+// break — see BROKEN — and test/chaos.test.ts shows each one turning its figure non-zero.
 
 import { execFile } from "node:child_process";
 import http from "node:http";
@@ -30,11 +34,34 @@ export type Fault = (typeof FAULTS)[number];
 /** Faults that only make sense on PostgreSQL. */
 export const PG_ONLY: ReadonlySet<Fault> = new Set(["pgkill", "pgrestart"]);
 
+/**
+ * Deliberate breaks that prove the oracle can see what it checks, each aimed at one figure:
+ *   sink-forgets   the sink executes a replayed key again (an effect repeated on retry) → dup_eff
+ *   sink-drops     the sink acknowledges some requests without executing them → missing
+ *   sink-rejects   the sink refuses some requests with 422, failing their runs → lost
+ *   workers-frozen every worker is stopped (SIGSTOP) for the whole scenario → stuck
+ *   history-doubled the store read back for the verdict repeats a run's succeeded step, as a store
+ *                  that accepted a stale write would → illegal
+ */
+export const BROKEN = ["sink-forgets", "sink-drops", "sink-rejects", "workers-frozen", "history-doubled"] as const;
+export type Broken = (typeof BROKEN)[number];
+
+function brokenFromEnv(): Broken | undefined {
+  const v = process.env.WEFT_CHAOS_BROKEN;
+  if (!v) return undefined;
+  if (!(BROKEN as readonly string[]).includes(v)) throw new Error(`WEFT_CHAOS_BROKEN must be one of ${BROKEN.join(", ")}, not "${v}"`);
+  return v as Broken;
+}
+
 // ---------------------------------------------------------------- the sink
 
 export class IdempotentSink {
-  /** key → number of times it was executed as a new effect (more than 1 is a duplicate effect). */
+  /** key → number of times its effect was executed (more than 1 is a duplicate effect). */
   readonly executed = new Map<string, number>();
+  /** Keys whose execution is decided but not yet done: a concurrent repeat is a replay, as at a real idempotent API. */
+  private readonly inFlight = new Set<string>();
+  /** A deliberate break of the sink (see BROKEN); undefined: the honest sink. */
+  broken: Broken | undefined;
   /** When each key was first executed (ms). */
   readonly firstAt = new Map<string, number>();
   requests = 0;
@@ -54,19 +81,30 @@ export class IdempotentSink {
       req.on("end", () => {
         this.requests++;
         const key = req.headers["idempotency-key"] as string | undefined;
+        // Every call is an execution of the effect: the decision not to repeat one is made before.
         const execute = () => {
           if (!key) return;
-          if (this.executed.has(key)) return;
-          this.executed.set(key, 1);
-          this.firstAt.set(key, Date.now());
+          this.inFlight.delete(key);
+          this.executed.set(key, (this.executed.get(key) ?? 0) + 1);
+          if (!this.firstAt.has(key)) this.firstAt.set(key, Date.now());
         };
-        const alreadyDone = key !== undefined && this.executed.has(key);
+        const alreadyDone = key !== undefined && this.broken !== "sink-forgets" && (this.executed.has(key) || this.inFlight.has(key));
+        if (this.broken === "sink-rejects" && Math.random() < 0.1) {
+          res.writeHead(422, { "content-type": "application/json" });
+          res.end(JSON.stringify({ error: "broken: rejected" }));
+          return;
+        }
+        if (this.broken === "sink-drops" && !alreadyDone && Math.random() < 0.1) {
+          res.writeHead(200, { "content-type": "application/json" });
+          res.end(JSON.stringify({ ok: true, dropped: true }));
+          return;
+        }
         if (this.flakyRate > 0 && Math.random() < this.flakyRate) {
           this.injected++;
           this.lastInjectedAt = Date.now();
           const what = pick(["502", "503", "504", "hang", "reset"] as const);
           // A lost reply may come after the effect: half of the hangs and resets execute first.
-          if ((what === "hang" || what === "reset") && Math.random() < 0.5) execute();
+          if ((what === "hang" || what === "reset") && !alreadyDone && Math.random() < 0.5) execute();
           if (what === "hang") return; // never answered; the engine's timeout_ms gives up
           if (what === "reset") {
             req.socket.destroy();
@@ -82,6 +120,7 @@ export class IdempotentSink {
           res.end(JSON.stringify({ ok: true, replayed: true }));
           return;
         }
+        if (key) this.inFlight.add(key);
         const send = () => {
           execute();
           res.writeHead(200, { "content-type": "application/json" });
@@ -253,6 +292,8 @@ export interface ScenarioOptions {
   recoverySeconds: number;
   /** Gap between discrete faults, ms (default 1500–3000; PostgreSQL restarts 6000–10000). */
   everyMs?: [number, number];
+  /** A deliberate break (see BROKEN); default WEFT_CHAOS_BROKEN, else none. */
+  broken?: Broken;
 }
 
 interface Slot {
@@ -387,6 +428,12 @@ export class Harness {
     };
     const details: string[] = [];
 
+    const broken = o.broken ?? brokenFromEnv();
+    sink.broken = broken;
+    if (broken === "workers-frozen") for (const sl of this.slots) if (!sl.stopped) {
+      sl.stopped = true;
+      sl.w.child.kill("SIGSTOP");
+    }
     const aut = await retrying(() => this.writer.createAutomation(WS, threeCalls(`chaos-${o.fault}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`, sink.url)));
 
     let faulty: Engine | null = null;
@@ -475,6 +522,16 @@ export class Harness {
       injections = sink.injected;
       lastFaultAt = sink.lastInjectedAt;
     }
+    sink.broken = undefined;
+    if (broken === "workers-frozen") for (const sl of this.slots) if (sl.stopped) {
+      sl.w.child.kill("SIGCONT");
+      sl.stopped = false;
+    }
+    const readSteps = async (id: string): Promise<StepRun[]> => {
+      const steps = await retrying(() => this.ts.store.listSteps(id));
+      const done = steps.find((st) => st.outcome === "succeeded");
+      return broken === "history-doubled" && done ? [...steps, { ...done }] : steps;
+    };
 
     // verdicts
     const byId = new Map(runs.map((r) => [r.id, r]));
@@ -491,7 +548,7 @@ export class Harness {
         details.push(`${id}: enrolled but missing from the store`);
         continue;
       }
-      const steps = await retrying(() => this.ts.store.listSteps(id));
+      const steps = await readSteps(id);
       if (!isTerminal(r.status)) {
         stuck++;
         details.push(`${id}: stuck status=${r.status} node=${r.current_node_key} due_at=${r.due_at} lease_owner=${r.lease_owner} rev=${r.rev} interruptions=${r.interruptions}`);
@@ -510,7 +567,10 @@ export class Harness {
           details.push(`${key}: never executed at the sink`);
         }
         const execs = sink.executed.get(key) ?? 0;
-        if (execs > 1) dupEffects += execs - 1;
+        if (execs > 1) {
+          dupEffects += execs - 1;
+          details.push(`${key}: executed ${execs} times at the sink`);
+        }
         // the same effect under another visit number is a duplicate effect too
         for (let v = 2; v <= 3; v++) if (sink.executed.has(`${id}/${n}/${v}`)) {
           dupEffects++;

@@ -8,9 +8,10 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { WeftError } from "../../model/errors.js";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
+import { resyncedSchedule } from "../../model/triggers.js";
 import type {
   Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, InsertRunResult, NewEvent, NewRun, OverdueCount, Page,
-  PauseKey, PauseRow, Run, RunFilter, RunSummary, ScheduleRow, StepRun, Store, StoredEvent,
+  PauseKey, PauseRow, Run, RunFilter, RunSummary, ScheduleFiring, ScheduleRow, StepRun, Store, StoredEvent,
 } from "../../engine/store.js";
 import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
 import type { ApprovalStatus, AuditEntry, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
@@ -352,23 +353,28 @@ export class EmbeddedStore implements Store {
       this.db.prepare("DELETE FROM schedules WHERE automation_id = ?").run(automationId);
       const ins = this.db.prepare(`INSERT INTO schedules (automation_id, trigger_index, workspace_id, cron, timezone, catch_up, next_fire_at, last_fired_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`);
-      for (const r of rows) {
-        const o = old.get(r.trigger_index);
-        const keep = o !== undefined && o.cron === r.cron && o.timezone === r.timezone && r.next_fire_at !== null && o.next_fire_at !== null;
-        ins.run(r.automation_id, r.trigger_index, r.workspace_id, r.cron, r.timezone, r.catch_up, keep ? o.next_fire_at : r.next_fire_at, o?.last_fired_at ?? null);
+      for (const fresh of rows) {
+        const r = resyncedSchedule(old.get(fresh.trigger_index), fresh);
+        ins.run(r.automation_id, r.trigger_index, r.workspace_id, r.cron, r.timezone, r.catch_up, r.next_fire_at, r.last_fired_at);
       }
     }).immediate();
   }
 
-  async fireSchedules(now: number, limit: number, fire: Parameters<Store["fireSchedules"]>[2]): Promise<number> {
+  async dueSchedules(now: number, limit: number): Promise<ScheduleRow[]> {
+    return this.db.prepare("SELECT * FROM schedules WHERE next_fire_at <= ? ORDER BY next_fire_at LIMIT ?").all(now, limit) as ScheduleRow[];
+  }
+
+  async fireSchedules(now: number, firings: readonly ScheduleFiring[], inside?: () => void): Promise<number> {
     return this.db.transaction(() => {
-      const due = this.db.prepare("SELECT * FROM schedules WHERE next_fire_at <= ? ORDER BY next_fire_at LIMIT ?").all(now, limit) as ScheduleRow[];
-      if (due.length === 0) return 0;
-      const { events, next } = fire(due);
-      for (const e of events) this.insertEventTx(e);
-      const upd = this.db.prepare("UPDATE schedules SET next_fire_at = ?, last_fired_at = ? WHERE automation_id = ? AND trigger_index = ?");
-      for (const n of next) upd.run(n.next_fire_at, now, n.automation_id, n.trigger_index);
-      return events.length;
+      const cas = this.db.prepare("UPDATE schedules SET next_fire_at = ?, last_fired_at = ? WHERE automation_id = ? AND trigger_index = ? AND next_fire_at = ?");
+      let stored = 0;
+      for (const f of firings) {
+        if (cas.run(f.next_fire_at, now, f.automation_id, f.trigger_index, f.expected_next_fire_at).changes !== 1) continue; // fired or re-synced meanwhile
+        for (const e of f.events) this.insertEventTx(e);
+        stored += f.events.length;
+      }
+      inside?.();
+      return stored;
     }).immediate();
   }
 

@@ -1,12 +1,13 @@
 // Events, dispatch, subject pauses, schedules, hooks and the overdue view on PostgreSQL.
 
 import type pg from "pg";
-import type { AuditEntry, DispatchPlan, HookRow, NewEvent, OverdueCount, PauseKey, PauseRow, Run, ScheduleRow, StoredEvent } from "../../engine/store.js";
+import type { AuditEntry, DispatchPlan, HookRow, NewEvent, OverdueCount, PauseKey, PauseRow, Run, ScheduleFiring, ScheduleRow, StoredEvent } from "../../engine/store.js";
 import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
 import { ms, toAutomation, ts } from "./rows.js";
 import { insertRuns } from "./runs.js";
 import { audit } from "./audit.js";
 import { tx } from "./tx.js";
+import { resyncedSchedule } from "../../model/triggers.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 export function toEvent(r: any): StoredEvent {
@@ -177,55 +178,45 @@ export async function listPauses(pool: pg.Pool, workspaceId: string, subjectId: 
 }
 
 export async function syncSchedules(pool: pg.Pool, automationId: string, rows: readonly ScheduleRow[]): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query("BEGIN");
+  await tx(pool, async (client) => {
     const old = await client.query("DELETE FROM schedules WHERE automation_id = $1 RETURNING *", [automationId]);
     const prior = new Map(old.rows.map((r) => [r.trigger_index as number, toSchedule(r)]));
-    for (const r of rows) {
-      const o = prior.get(r.trigger_index);
-      const keep = o !== undefined && o.cron === r.cron && o.timezone === r.timezone && r.next_fire_at !== null && o.next_fire_at !== null;
+    for (const fresh of rows) {
+      const r = resyncedSchedule(prior.get(fresh.trigger_index), fresh);
       await client.query(
         `INSERT INTO schedules (automation_id, trigger_index, workspace_id, cron, timezone, catch_up, next_fire_at, last_fired_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
-        [r.automation_id, r.trigger_index, r.workspace_id, r.cron, r.timezone, r.catch_up, ts(keep ? o.next_fire_at : r.next_fire_at), ts(o?.last_fired_at ?? null)],
+        [r.automation_id, r.trigger_index, r.workspace_id, r.cron, r.timezone, r.catch_up, ts(r.next_fire_at), ts(r.last_fired_at)],
       );
     }
-    await client.query("COMMIT");
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
-export async function fireSchedules(
-  pool: pg.Pool, now: number, limit: number,
-  fire: (due: ScheduleRow[]) => { events: NewEvent[]; next: { automation_id: string; trigger_index: number; next_fire_at: number | null }[] },
-): Promise<number> {
-  const client = await pool.connect();
-  try {
-    await client.query("BEGIN");
-    const due = await client.query(
-      "SELECT * FROM schedules WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2 FOR UPDATE SKIP LOCKED", [ts(now), limit]);
-    if (due.rows.length === 0) {
-      await client.query("COMMIT");
-      return 0;
+export async function dueSchedules(pool: pg.Pool, now: number, limit: number): Promise<ScheduleRow[]> {
+  const res = await pool.query("SELECT * FROM schedules WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2", [ts(now), limit]);
+  return res.rows.map(toSchedule);
+}
+
+/**
+ * Compare-and-set on each row: a row another transaction holds (SKIP LOCKED: it is firing or
+ * re-syncing it) or whose next_fire_at moved on is left alone, so nothing waits on a lock and
+ * each tick is stored once.
+ */
+const ADVANCE_SCHEDULE_SQL = `UPDATE schedules SET next_fire_at = $4, last_fired_at = $5
+  WHERE (automation_id, trigger_index) IN (
+    SELECT automation_id, trigger_index FROM schedules WHERE automation_id = $1 AND trigger_index = $2 AND next_fire_at = $3 FOR UPDATE SKIP LOCKED)`;
+
+export async function fireSchedules(pool: pg.Pool, now: number, firings: readonly ScheduleFiring[], inside?: () => void): Promise<number> {
+  return tx(pool, async (client) => {
+    let stored = 0;
+    for (const f of firings) {
+      const res = await client.query({ name: "weft_advance_schedule", text: ADVANCE_SCHEDULE_SQL, values: [f.automation_id, f.trigger_index, ts(f.expected_next_fire_at), ts(f.next_fire_at), ts(now)] });
+      if (res.rowCount !== 1) continue;
+      await insertEvents(client, f.events);
+      stored += f.events.length;
     }
-    const { events, next } = fire(due.rows.map(toSchedule));
-    await insertEvents(client, events);
-    for (const n of next) {
-      await client.query("UPDATE schedules SET next_fire_at = $3, last_fired_at = $4 WHERE automation_id = $1 AND trigger_index = $2",
-        [n.automation_id, n.trigger_index, ts(n.next_fire_at), ts(now)]);
-    }
-    await client.query("COMMIT");
-    return events.length;
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+    inside?.();
+    return stored;
+  });
 }
 
 export async function listSchedules(pool: pg.Pool, automationId: string): Promise<ScheduleRow[]> {

@@ -5,7 +5,7 @@ import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
   ApprovalStatus, AuditEntry, Role, Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey,
-  PauseRow, Run, RunControl, RunItem, ScheduleRow, Store, TokenRow, User, WaitSpec, Workspace,
+  PauseRow, Run, RunControl, RunItem, ScheduleFiring, ScheduleRow, Store, TokenRow, User, WaitSpec, Workspace,
 } from "../../engine/store.js";
 import { toAutomation } from "./rows.js";
 import * as E from "./events.js";
@@ -21,7 +21,21 @@ export interface PostgresStoreOptions {
   /** Schema holding Weft's tables (one per test file in the suite). */
   schema?: string;
   poolSize?: number;
+  /** Give up opening a connection after this long (ms; 0: wait forever). Default 10 s. */
+  connectTimeoutMs?: number;
+  /**
+   * The server cancels a statement running longer (ms; 0: no limit); the client also gives up
+   * waiting a few seconds later, so a silent network partition cannot hang a commit or a lease
+   * renewal. Default 30 s.
+   */
+  statementTimeoutMs?: number;
+  /** The server ends a session idle inside a transaction this long, releasing its locks (ms; 0: never). Default 60 s. */
+  idleInTransactionTimeoutMs?: number;
 }
+
+export const PG_TIMEOUT_DEFAULTS = { connectTimeoutMs: 10_000, statementTimeoutMs: 30_000, idleInTransactionTimeoutMs: 60_000 } as const;
+/** How much longer than the server's statement timeout the client waits before it gives up itself. */
+const CLIENT_WAIT_MARGIN_MS = 5_000;
 
 const INT8 = 20;
 
@@ -32,9 +46,16 @@ export class PostgresStore implements Store {
 
   constructor(opts: PostgresStoreOptions) {
     this.schema = opts.schema ?? "weft";
+    const statementMs = opts.statementTimeoutMs ?? PG_TIMEOUT_DEFAULTS.statementTimeoutMs;
+    const idleTxMs = opts.idleInTransactionTimeoutMs ?? PG_TIMEOUT_DEFAULTS.idleInTransactionTimeoutMs;
     this.pool = new pg.Pool({
       connectionString: opts.url,
       max: opts.poolSize ?? 10,
+      connectionTimeoutMillis: opts.connectTimeoutMs ?? PG_TIMEOUT_DEFAULTS.connectTimeoutMs,
+      // node-pg leaves a setting of 0 unsent: the server's own default (off) applies
+      statement_timeout: statementMs,
+      query_timeout: statementMs > 0 ? statementMs + CLIENT_WAIT_MARGIN_MS : 0,
+      idle_in_transaction_session_timeout: idleTxMs,
       options: `-c search_path=${ident(this.schema)}`,
       types: { getTypeParser: ((oid: number, format?: string) => (oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as "text"))) as typeof pg.types.getTypeParser },
     });
@@ -108,8 +129,11 @@ export class PostgresStore implements Store {
   syncSchedules(automationId: string, rows: readonly ScheduleRow[]) {
     return E.syncSchedules(this.pool, automationId, rows);
   }
-  fireSchedules(now: number, limit: number, fire: Parameters<Store["fireSchedules"]>[2]) {
-    return E.fireSchedules(this.pool, now, limit, fire);
+  dueSchedules(now: number, limit: number) {
+    return E.dueSchedules(this.pool, now, limit);
+  }
+  fireSchedules(now: number, firings: readonly ScheduleFiring[], inside?: () => void) {
+    return E.fireSchedules(this.pool, now, firings, inside);
   }
   listSchedules(automationId: string) {
     return E.listSchedules(this.pool, automationId);
