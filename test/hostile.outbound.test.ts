@@ -186,6 +186,15 @@ describe.each(STORE_KINDS)("hostile outbound HTTP (%s store)", (kind) => {
     expect(server.seen).toHaveLength(1);
   });
 
+  it("a custom action's log data nested too deep is dropped from the line, and the step succeeds", async () => {
+    const e = await start();
+    e.registerAction({ kind: "crm.log", handler: (_i, ctx) => (ctx.log.info("pulled\u0000", JSON.parse(deepArray(1_000)) as unknown), { ok: true }) });
+    const done = await runOne(e, [{ key: "n", kind: "crm.log", config: {} }]);
+    expect(done.status).toBe("completed");
+    const [step] = await e.listSteps(WS, done.id);
+    expect(step!.logs).toEqual([expect.objectContaining({ level: "info", message: "pulled\uFFFD", data: { dropped: expect.stringMatching(/^action\.output_too_deep at \/0\//) } })]);
+  });
+
   // ---------- headers ----------
 
   it("a templated header that renders with CR/LF fails the step with http.bad_header, naming it, and nothing is sent", async () => {
@@ -196,6 +205,16 @@ describe.each(STORE_KINDS)("hostile outbound HTTP (%s store)", (kind) => {
     const steps = await e.listSteps(WS, done.id);
     expect(steps).toHaveLength(1);
     expect(steps[0]!.error).toMatchObject({ code: "http.bad_header", retryable: false, details: { header: "x-tenant", pointer: "/config/headers/X-Tenant" } });
+    expect(server.seen).toHaveLength(0);
+  });
+
+  it("a templated method that is not an HTTP token fails the step with http.bad_method and nothing is sent", async () => {
+    server = await rawServer(() => ({ body: "{}" }));
+    const e = await start();
+    const done = await runOne(e, [{ key: "n", kind: "http_request", config: { method: "{{ context.m }}", url: `${server.url}/x` } }], [], { m: "GET /admin HTTP/1.1\r\nX:" });
+    expect(done.status).toBe("failed");
+    const steps = await e.listSteps(WS, done.id);
+    expect(steps.map((s) => [s.error?.code, s.error?.retryable])).toEqual([["http.bad_method", false]]);
     expect(server.seen).toHaveLength(0);
   });
 
