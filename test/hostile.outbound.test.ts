@@ -4,10 +4,12 @@
 // anything is sent, and the operator's model endpoint is reachable by agent steps without opening
 // its address to every tenant's http_request steps.
 
+import { randomBytes } from "node:crypto";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { z } from "zod";
+import type { Caller } from "../src/engine/identity.js";
 import type { Engine, EngineOptions } from "../src/engine/engine.js";
 import { HttpError, UndiciHttpClient } from "../src/engine/http.js";
 import type { Run } from "../src/engine/store.js";
@@ -59,6 +61,8 @@ async function rawServer(reply: (req: Seen, n: number) => RawReply): Promise<Raw
     },
   };
 }
+
+const ADMIN: Caller = { workspace_id: WS, user_id: "usr_hostile", role: "admin", instance_admin: true, token_id: "tok_hostile", actor: "user:usr_hostile" };
 
 const deepArray = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
 
@@ -193,6 +197,19 @@ describe.each(STORE_KINDS)("hostile outbound HTTP (%s store)", (kind) => {
     expect(done.status).toBe("completed");
     const [step] = await e.listSteps(WS, done.id);
     expect(step!.logs).toEqual([expect.objectContaining({ level: "info", message: "pulled\uFFFD", data: { dropped: expect.stringMatching(/^action\.output_too_deep at \/0\//) } })]);
+  });
+
+  it("a templated request body that is JSON nested too deep is kept on the step as the text sent, and the run goes on", async () => {
+    server = await rawServer(() => ({ body: "{}" }));
+    // A secret in the node's templates makes the runner redact what the step leaves behind.
+    const e = await start({ secretKey: randomBytes(32).toString("hex") });
+    await e.admin.putSecret(ADMIN, "TOKEN", "tok-0123456789abcdef");
+    const raw = deepArray(10_000);
+    const done = await runOne(e, [post(`${server.url}/x`, { headers: { authorization: "Bearer {{ secrets.TOKEN }}", "content-type": "application/json" }, body: "{{ context.raw }}" })], [], { raw });
+    expect(done.status).toBe("completed");
+    const [step] = await e.listSteps(WS, done.id);
+    expect((step!.input as { body: unknown }).body).toBe(raw);
+    expect(server.seen.map((s) => s.body)).toEqual([raw]);
   });
 
   // ---------- headers ----------

@@ -4,7 +4,7 @@
 import { stepError } from "../../model/errors.js";
 import { escapePointer, evaluate, render } from "../../model/expressions.js";
 import { isRetryableHttpStatus, parseRetryAfter } from "../../model/retry.js";
-import { storableText } from "../../model/json-input.js";
+import { checkJsonInput, storableText } from "../../model/json-input.js";
 import { HttpError, headerProblem, hostPermit, responseProblem } from "../http.js";
 import type { NodeHandler, NodeResult } from "./types.js";
 
@@ -34,6 +34,15 @@ function parseBody(text: string, contentType: string | undefined): unknown {
   return text;
 }
 
+/**
+ * The request body as the step records it: parsed when it is JSON the engine can walk, else the
+ * text as sent (a template may render a string that parses into any depth).
+ */
+function sentBody(text: string, contentType: string | undefined): unknown {
+  const parsed = parseBody(text, contentType);
+  return parsed === text || checkJsonInput(parsed) === null ? parsed : text;
+}
+
 export const httpRequestNode: NodeHandler = {
   kind: "http_request",
   class: "slow",
@@ -57,7 +66,7 @@ export const httpRequestNode: NodeHandler = {
     }
     headers["idempotency-key"] = idempotencyKey;
     headers["traceparent"] = `00-${run.trace_id}-${idempotencyKey.length > 0 ? spanId(idempotencyKey) : "0000000000000001"}-01`;
-    const input = { method, url, headers: redactHeaders(headers), body: body === undefined ? undefined : parseBody(body, headers["content-type"]) };
+    const input = { method, url, headers: redactHeaders(headers), body: body === undefined ? undefined : sentBody(body, headers["content-type"]) };
     let res;
     try {
       // A node that declares permissions may reach only the hosts they name: the URL and every
