@@ -169,14 +169,17 @@ export const agentNode: NodeHandler = {
       const echoed: WireToolCall[] = requested.map((c) => ({ id: c.id, type: "function", function: { name: c.function.name, arguments: c.function.arguments ?? "" } }));
       // Every call's arguments are read before any tool runs: arguments no store could keep fail
       // the step (as the response they came in would), and no tool of the turn has run by then.
-      const args = echoed.map((c, i) => parseArguments(c.function.arguments, `/choices/0/message/tool_calls/${i}/function/arguments`));
-      const badArgs = args.find((a): a is HttpError => a instanceof HttpError);
-      if (badArgs) return fail(stepError(badArgs.code, badArgs.message, false, { ...badArgs.details, turn }), input, progress(turn));
+      const args: ToolArguments[] = [];
+      for (const [i, call] of echoed.entries()) {
+        const a = parseArguments(call.function.arguments, `/choices/0/message/tool_calls/${i}/function/arguments`);
+        if (a instanceof HttpError) return fail(stepError(a.code, a.message, false, { ...a.details, turn }), input, progress(turn));
+        args.push(a);
+      }
       messages.push({ role: "assistant", content: reply.content ?? null, tool_calls: echoed });
       // One at a time, in the model's order: each call's idempotency key is its position in the
       // step, so a retried step that replays the same conversation repeats no effect.
       for (const [i, call] of echoed.entries()) {
-        const content = await runTool(ctx, call, args[i] as ToolArguments, wire.fromWire.get(call.function.name) ?? call.function.name, listed, calls);
+        const content = await runTool(ctx, call, args[i]!, wire.fromWire.get(call.function.name) ?? call.function.name, listed, calls);
         messages.push({ role: "tool", tool_call_id: call.id, content });
       }
     }
