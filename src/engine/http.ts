@@ -92,6 +92,11 @@ export function headerProblem(name: string, value: string): HttpError | null {
   return null;
 }
 
+/** Why a method may not be sent (it is not a token: a templated one rendering with a space or CR/LF), or null. */
+export function methodProblem(method: string): HttpError | null {
+  return HEADER_NAME.test(method) ? null : new HttpError("http.bad_method", `${JSON.stringify(method)} is not an HTTP method`);
+}
+
 function headersProblem(headers: Record<string, string>): HttpError | null {
   for (const [name, value] of Object.entries(headers)) {
     const problem = headerProblem(name, value);
@@ -245,9 +250,8 @@ export class UndiciHttpClient implements HttpClient {
   }
 
   async send(req: HttpRequest): Promise<HttpResponse> {
-    if (!HEADER_NAME.test(req.method)) throw new HttpError("http.bad_method", `${JSON.stringify(req.method)} is not an HTTP method`);
-    const badHeader = headersProblem(req.headers);
-    if (badHeader) throw badHeader;
+    const bad = methodProblem(req.method) ?? headersProblem(req.headers);
+    if (bad) throw bad;
     let url = parseUrl(req.url);
     // One deadline for the whole redirect chain: the caller's timeout bounds the call, not each hop.
     const timeout = AbortSignal.timeout(req.timeoutMs);
