@@ -2,6 +2,9 @@
 // an SSRF guard that judges the address each connection actually goes to (see ssrf.ts).
 // Every call says which idempotency key it carries; the caller classifies the outcome. A caller
 // may also hold every URL of a call, redirect hops included, to a step's host permissions (permit).
+// The operator's own endpoint (the agent's model) has an allowance of its own, for the engine's
+// calls to it only; no caller sets Host or the connection's headers; and what the engine parses of
+// a response is held to the rule for inbound JSON (responseProblem).
 
 import dns from "node:dns";
 import net from "node:net";
@@ -109,8 +112,8 @@ const RESPONSE_CODES: JsonInputCodes = { tooDeep: "http.response_too_deep", badT
 
 /**
  * A response as it was parsed (JSON or text) held to the rule for inbound JSON: nested no deeper, no
- * text a store cannot keep. An HttpError locating the problem (under `base`), or null. Whatever the
- * engine keeps of a response passes here first, so a hostile server cannot make a step that later
+ * text a store cannot keep. An HttpError locating the problem (under `base`), or null. What the
+ * engine parses of a response passes here first, so a hostile server cannot make a step that later
  * code cannot walk, redact or store.
  */
 export function responseProblem(value: unknown, base = ""): HttpError | null {
