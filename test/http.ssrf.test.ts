@@ -322,6 +322,20 @@ describe("UndiciHttpClient options", () => {
     expect(() => new UndiciHttpClient({ dispatcher: agent, guard: false })).not.toThrow();
   });
 
+  it("lets calls that say they go to an operator endpoint reach its origin, and nothing else through it", async () => {
+    const http = new UndiciHttpClient({ operatorEndpoints: [`${a.url}/v1/`] });
+    const operator = { operatorEndpoint: true };
+    expect(await http.send(get(`${a.url}/v1/chat/completions`, operator))).toMatchObject({ status: 200 });
+    // Another call to the same origin (a step's), the same host on another port, and a redirect
+    // away from the endpoint are judged by the guard alone.
+    expect((await refusal(http.send(get(`${a.url}/v1/chat/completions`)))).code).toBe("http.blocked_destination");
+    expect((await refusal(http.send(get(`${b.url}/`, operator)))).code).toBe("http.blocked_destination");
+    const redirected = await refusal(http.send(get(`${a.url}/to?url=${encodeURIComponent(`${b.url}/`)}`, operator)));
+    expect(redirected.code).toBe("http.blocked_destination");
+    expect(a.seen.map((s) => s.path)).toEqual(["/v1/chat/completions", `/to?url=${encodeURIComponent(`${b.url}/`)}`]);
+    expect(b.seen).toHaveLength(0);
+  });
+
   it("rejects a malformed CIDR in the allow-list", () => {
     expect(() => new UndiciHttpClient({ allow: ["10.0.0.0/33"] })).toThrow(/CIDR/);
   });

@@ -19,6 +19,7 @@
 
 import { z } from "zod";
 import { stepError, StepFailure, type StepError } from "../model/errors.js";
+import { checkJsonInput, storableText, type JsonInputCodes } from "../model/json-input.js";
 import { allows, httpPermission, narrow, type PolicyViolation } from "../model/permissions.js";
 import { isRetryableHttpStatus } from "../model/retry.js";
 import { HttpError, hostPermit, type HttpClient, type HttpResponse } from "./http.js";
@@ -111,6 +112,7 @@ export interface InvokeContext extends CallInfo {
 }
 
 const MAX_LOG_LINES = 50;
+const OUTPUT_CODES: JsonInputCodes = { tooDeep: "action.output_too_deep", badText: "action.output_bad_text" };
 
 /** A registered kind, ready to be invoked by an action node, a fan-out item or an agent tool. */
 export class RegisteredAction {
@@ -165,7 +167,11 @@ export class RegisteredAction {
       throw new StepFailure(stepError("policy.violation", message, false, { permission }));
     };
     const line = (level: LogLine["level"]) => (message: string, data?: unknown) => {
-      if (logs.length < MAX_LOG_LINES) logs.push({ level, message: String(message), ...(data === undefined ? {} : { data }), at: ic.now() });
+      if (logs.length >= MAX_LOG_LINES) return;
+      // Log data is kept on the step as the output is, so it answers to the same rule; the line stays.
+      const problem = data === undefined ? null : checkJsonInput(data, "", OUTPUT_CODES);
+      const kept = problem ? { data: { dropped: `${problem.code} at ${problem.pointer || "/"}` } } : data === undefined ? {} : { data };
+      logs.push({ level, message: storableText(String(message)), ...kept, at: ic.now() });
     };
     const ctx: ActionContext = {
       run_id: ic.run_id, node_key: ic.node_key, idempotency_key: ic.idempotency_key, attempt: ic.attempt,
@@ -198,10 +204,15 @@ export class RegisteredAction {
     };
     try {
       const result = await this.spec.handler(input, ctx);
-      if (isReplay(result)) return out(true, result.output ?? null, null, true, input);
-      return out(true, result ?? null, null, false, input);
+      const output = isReplay(result) ? result.output ?? null : result ?? null;
+      // What a handler returns is often a response it parsed (ctx.fetch): held to the rule for
+      // inbound JSON before anything walks, redacts or stores it, and failed for good, since
+      // running the handler again would repeat its effect to get the same answer.
+      const problem = checkJsonInput(output, "", OUTPUT_CODES);
+      if (problem) return out(false, null, stepError(problem.code, `the output of "${this.kind}" at ${problem.pointer || "/"}: ${problem.message}`, false, { pointer: problem.pointer }), false, input);
+      return out(true, output, null, isReplay(result), input);
     } catch (err) {
-      const error = err instanceof StepFailure ? err.error : stepError("action.exception", err instanceof Error ? err.message : String(err), false);
+      const error = err instanceof StepFailure ? err.error : stepError("action.exception", storableText(err instanceof Error ? err.message : String(err)), false);
       return out(false, null, error, false, input);
     }
   }
@@ -219,5 +230,5 @@ function lower(h: Record<string, string>): Record<string, string> {
 
 /** An HTTP status outside 2xx as a step error (for actions that call ctx.fetch and want the standard classification). */
 export function httpStatusError(res: HttpResponse, what: string): StepError {
-  return stepError(`http.status_${res.status}`, `${what} answered ${res.status}`, isRetryableHttpStatus(res.status), { status: res.status, body: res.body.slice(0, 2000) });
+  return stepError(`http.status_${res.status}`, `${what} answered ${res.status}`, isRetryableHttpStatus(res.status), { status: res.status, body: storableText(res.body.slice(0, 2000)) });
 }

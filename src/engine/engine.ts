@@ -97,7 +97,7 @@ export class Engine {
     this.owner = opts.runner?.owner ?? `wkr_${randomUUID().slice(0, 8)}`;
     for (const h of [...BUILTIN_HANDLERS, httpRequestNode, waitForEventNode, inputNode, approvalNode, forEachNode, agentNode]) this.handlers.set(h.kind, h);
     this.settings = opts.settings ?? {};
-    this.http = opts.http ?? new UndiciHttpClient({ allow: opts.httpAllow ?? [] });
+    this.http = opts.http ?? new UndiciHttpClient({ allow: opts.httpAllow ?? [], operatorEndpoints: this.settings.ai ? [this.settings.ai.base_url] : [] });
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.admin = new Admin(this.store, this.clock, opts.secretKey ? SecretBox.fromString(opts.secretKey) : null);
     this.versions = new VersionCache(this.store);

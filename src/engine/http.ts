@@ -2,10 +2,14 @@
 // an SSRF guard that judges the address each connection actually goes to (see ssrf.ts).
 // Every call says which idempotency key it carries; the caller classifies the outcome. A caller
 // may also hold every URL of a call, redirect hops included, to a step's host permissions (permit).
+// The operator's own endpoint (the agent's model) has an allowance of its own, for the engine's
+// calls to it only; no caller sets Host or the connection's headers; and what the engine parses of
+// a response is held to the rule for inbound JSON (responseProblem).
 
 import dns from "node:dns";
 import net from "node:net";
 import { request, Agent, buildConnector, type Dispatcher } from "undici";
+import { checkJsonInput, type JsonInputCodes } from "../model/json-input.js";
 import { missingHttpPermission } from "../model/permissions.js";
 import { AddressPolicy } from "./ssrf.js";
 
@@ -23,6 +27,12 @@ export interface HttpRequest {
    * with `policy.violation`. The SSRF guard judges addresses whatever this says.
    */
   permit?: ((url: URL, hop: number) => HopRefusal | null) | undefined;
+  /**
+   * The engine's own call to an endpoint the operator configured (the agent's model endpoint), not
+   * to a URL a definition names: it may reach the client's `operatorEndpoints` although they are
+   * not public. Only hops at their origins get the allowance.
+   */
+  operatorEndpoint?: boolean | undefined;
 }
 
 /** Why `permit` refused a URL: the permission it would have needed, in words for the run thread. */
@@ -45,6 +55,15 @@ export type HttpErrorCode =
   | "http.bad_url"
   | "http.blocked_destination"
   | "http.too_many_redirects"
+  /** A header name that is not a token, or a value with CR, LF, NUL or a character beyond Latin-1. */
+  | "http.bad_header"
+  /** A method that is not an HTTP token (a templated one rendering with a space or CR/LF). */
+  | "http.bad_method"
+  /** Host, a framing or a connection header: the client sets those, a caller may not. */
+  | "http.forbidden_header"
+  /** A response nested deeper than inbound JSON may be, or with text no store can keep. */
+  | "http.response_too_deep"
+  | "http.response_bad_text"
   /** A URL of the call, usually a redirect hop, that the caller's `permit` refused. */
   | "policy.violation";
 
@@ -52,6 +71,55 @@ export class HttpError extends Error {
   constructor(readonly code: HttpErrorCode, message: string, readonly details: Record<string, unknown> = {}) {
     super(message);
   }
+}
+
+/**
+ * Headers no caller may set. Host is always the URL's (a templated one would reach another virtual
+ * host behind an allowed address); the framing and connection headers are the client's to write (a
+ * caller's would desynchronise the connection, and undici refuses most of them only once sending).
+ */
+const FORBIDDEN_HEADERS = new Set(["host", "connection", "keep-alive", "transfer-encoding", "content-length", "te", "trailer", "upgrade"]);
+/** RFC 9110 token, what a field name and a method must be. */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** What a field value may hold (undici's own rule): no CR, LF, NUL or other control but tab, nothing beyond Latin-1. */
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/** Why one request header may not be sent, or null. The message names the header, never its value (it may be a secret). */
+export function headerProblem(name: string, value: string): HttpError | null {
+  const lower = name.toLowerCase();
+  if (!HEADER_NAME.test(name)) return new HttpError("http.bad_header", `header name ${JSON.stringify(name)} is not a valid HTTP header name`, { header: lower });
+  if (FORBIDDEN_HEADERS.has(lower) || lower.startsWith("proxy-")) {
+    return new HttpError("http.forbidden_header", `header "${lower}" may not be set: ${lower === "host" ? "the host is always the URL's" : "the HTTP client sets the connection and framing headers"}`, { header: lower });
+  }
+  if (!HEADER_VALUE.test(value)) return new HttpError("http.bad_header", `header "${lower}" holds CR, LF, NUL or another character a header value may not`, { header: lower });
+  return null;
+}
+
+/** Why a method may not be sent (it is not a token: a templated one rendering with a space or CR/LF), or null. */
+export function methodProblem(method: string): HttpError | null {
+  return HEADER_NAME.test(method) ? null : new HttpError("http.bad_method", `${JSON.stringify(method)} is not an HTTP method`);
+}
+
+function headersProblem(headers: Record<string, string>): HttpError | null {
+  for (const [name, value] of Object.entries(headers)) {
+    const problem = headerProblem(name, value);
+    if (problem) return problem;
+  }
+  return null;
+}
+
+const RESPONSE_CODES: JsonInputCodes = { tooDeep: "http.response_too_deep", badText: "http.response_bad_text" };
+
+/**
+ * A response as it was parsed (JSON or text) held to the rule for inbound JSON: nested no deeper, no
+ * text a store cannot keep. An HttpError locating the problem (under `base`), or null. What the
+ * engine parses of a response passes here first, so a hostile server cannot make a step that later
+ * code cannot walk, redact or store.
+ */
+export function responseProblem(value: unknown, base = ""): HttpError | null {
+  const p = checkJsonInput(value, base, RESPONSE_CODES);
+  if (p === null) return null;
+  return new HttpError(p.code as HttpErrorCode, `the response at ${p.pointer || "/"}: ${p.message}`, { pointer: p.pointer });
 }
 
 export interface HttpClient {
@@ -79,6 +147,12 @@ export interface UndiciHttpClientOptions {
   maxRedirects?: number;
   /** The resolver the guard consults (default `dns.lookup`); tests inject one to play DNS. */
   lookup?: Resolver;
+  /**
+   * URLs of endpoints the operator configured for the engine's own calls (WEFT_AI_BASE_URL): their
+   * origins may be reached although not public, by calls that set `operatorEndpoint` and by no
+   * others, so the operator need not open a private address to every step through `allow`.
+   */
+  operatorEndpoints?: string[];
 }
 
 const DEFAULT_MAX_REDIRECTS = 5;
@@ -153,22 +227,34 @@ export function hostPermit(granted: readonly string[] | null, record: (permissio
 
 export class UndiciHttpClient implements HttpClient {
   private readonly dispatcher: Dispatcher;
+  /** Carries the hops of `operatorEndpoint` calls that are at an operator origin; its guard also allows those hosts. */
+  private readonly operatorDispatcher: Dispatcher;
+  private readonly operatorOrigins: ReadonlySet<string>;
   private readonly maxRedirects: number;
 
   constructor(opts: UndiciHttpClientOptions = {}) {
     this.maxRedirects = opts.maxRedirects ?? DEFAULT_MAX_REDIRECTS;
     const guard = opts.guard ?? true;
+    const endpoints = (opts.operatorEndpoints ?? []).flatMap(operatorUrl);
+    this.operatorOrigins = new Set(endpoints.map((u) => u.origin));
     if (opts.dispatcher) {
       // Fail loudly rather than run unguarded because someone passed a dispatcher for another reason.
       if (guard) throw new Error("UndiciHttpClient: a custom dispatcher cannot be guarded here; pass guard: false or give its Agent connect: guardedConnector(...)");
       this.dispatcher = opts.dispatcher;
-    } else {
-      const connect = guard ? guardedConnector(new AddressPolicy(opts.allow ?? []), opts.lookup ? { lookup: opts.lookup } : {}) : undefined;
-      this.dispatcher = new Agent({ keepAliveTimeout: 10_000, connections: 256, ...(connect ? { connect } : {}) });
+      this.operatorDispatcher = opts.dispatcher;
+      return;
     }
+    const agent = (allow: string[]) => {
+      const connect = guard ? guardedConnector(new AddressPolicy(allow), opts.lookup ? { lookup: opts.lookup } : {}) : undefined;
+      return new Agent({ keepAliveTimeout: 10_000, connections: 256, ...(connect ? { connect } : {}) });
+    };
+    this.dispatcher = agent(opts.allow ?? []);
+    this.operatorDispatcher = guard && endpoints.length > 0 ? agent([...(opts.allow ?? []), ...endpoints.map((u) => u.hostname)]) : this.dispatcher;
   }
 
   async send(req: HttpRequest): Promise<HttpResponse> {
+    const bad = methodProblem(req.method) ?? headersProblem(req.headers);
+    if (bad) throw bad;
     let url = parseUrl(req.url);
     // One deadline for the whole redirect chain: the caller's timeout bounds the call, not each hop.
     const timeout = AbortSignal.timeout(req.timeoutMs);
@@ -185,7 +271,7 @@ export class UndiciHttpClient implements HttpClient {
           headers,
           body,
           signal,
-          dispatcher: this.dispatcher,
+          dispatcher: req.operatorEndpoint && this.operatorOrigins.has(url.origin) ? this.operatorDispatcher : this.dispatcher,
           headersTimeout: req.timeoutMs,
           bodyTimeout: req.timeoutMs,
         });
@@ -224,6 +310,15 @@ export class UndiciHttpClient implements HttpClient {
       }
       throw new HttpError("http.network", `${code ?? "network error"}: ${e.message ?? String(err)}`, { cause: code ?? null });
     }
+  }
+}
+
+/** An operator endpoint's URL, or nothing when it is none: a call to it then fails with http.bad_url, as any would. */
+function operatorUrl(raw: string): URL[] {
+  try {
+    return [parseUrl(raw)];
+  } catch {
+    return [];
   }
 }
 

@@ -10,7 +10,24 @@ import { escapePointer } from "./expressions.js";
 export const MAX_JSON_DEPTH = 64;
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const LONE_SURROGATES = new RegExp(LONE_SURROGATE.source, "g");
 const badText = (s: string) => s.includes("\u0000") || LONE_SURROGATE.test(s);
+
+/** The codes a problem is reported under: what came in (a request body) or what came back (a response). */
+export interface JsonInputCodes {
+  tooDeep: string;
+  badText: string;
+}
+
+export const REQUEST_CODES: JsonInputCodes = { tooDeep: "request.too_deep", badText: "request.bad_text" };
+
+/**
+ * `s` with U+0000 and unpaired surrogates replaced by U+FFFD, for an excerpt kept as is (an error
+ * response's body, cut at a length that may split a surrogate pair) rather than refused.
+ */
+export function storableText(s: string): string {
+  return badText(s) ? s.replace(/\u0000/g, "\uFFFD").replace(LONE_SURROGATES, "\uFFFD") : s;
+}
 
 interface Frame { v: unknown; depth: number; parent: Frame | null; key: string | number }
 
@@ -22,17 +39,17 @@ function pointerOf(f: Frame, base: string): string {
 }
 
 /** The first problem in `value`, located by a JSON pointer (relative to `base`), or null. */
-export function checkJsonInput(value: unknown, base = ""): Problem | null {
+export function checkJsonInput(value: unknown, base = "", codes: JsonInputCodes = REQUEST_CODES): Problem | null {
   const stack: Frame[] = [{ v: value, depth: 0, parent: null, key: "" }];
   while (stack.length > 0) {
     const f = stack.pop()!;
     const v = f.v;
     if (typeof v === "string") {
-      if (badText(v)) return { code: "request.bad_text", pointer: pointerOf(f, base), message: "text holds U+0000 or an unpaired surrogate, which cannot be stored" };
+      if (badText(v)) return { code: codes.badText, pointer: pointerOf(f, base), message: "text holds U+0000 or an unpaired surrogate, which cannot be stored" };
       continue;
     }
     if (v === null || typeof v !== "object") continue;
-    if (f.depth >= MAX_JSON_DEPTH) return { code: "request.too_deep", pointer: pointerOf(f, base), message: `nested more than ${MAX_JSON_DEPTH} levels deep` };
+    if (f.depth >= MAX_JSON_DEPTH) return { code: codes.tooDeep, pointer: pointerOf(f, base), message: `nested more than ${MAX_JSON_DEPTH} levels deep` };
     const depth = f.depth + 1;
     if (Array.isArray(v)) {
       for (let i = v.length - 1; i >= 0; i--) {
@@ -45,7 +62,7 @@ export function checkJsonInput(value: unknown, base = ""): Problem | null {
     for (const k in v) {
       if (!Object.prototype.hasOwnProperty.call(v, k)) continue;
       const x = (v as Record<string, unknown>)[k];
-      if (badText(k)) return { code: "request.bad_text", pointer: pointerOf({ v: x, depth, parent: f, key: k }, base), message: "a key holds U+0000 or an unpaired surrogate, which cannot be stored" };
+      if (badText(k)) return { code: codes.badText, pointer: pointerOf({ v: x, depth, parent: f, key: k }, base), message: "a key holds U+0000 or an unpaired surrogate, which cannot be stored" };
       if (x !== null && (typeof x === "object" || typeof x === "string")) stack.push({ v: x, depth, parent: f, key: k });
     }
   }

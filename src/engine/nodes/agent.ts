@@ -11,7 +11,8 @@ import { render } from "../../model/expressions.js";
 import { allows, httpPermission } from "../../model/permissions.js";
 import { isRetryableHttpStatus, parseRetryAfter } from "../../model/retry.js";
 import type { RegisteredAction } from "../actions.js";
-import { HttpError, hostPermit, type HttpResponse } from "../http.js";
+import { storableText } from "../../model/json-input.js";
+import { HttpError, hostPermit, responseProblem, type HttpResponse } from "../http.js";
 import { spanId } from "./http-request.js";
 import type { NodeContext, NodeHandler, NodeResult } from "./types.js";
 
@@ -121,7 +122,7 @@ export const agentNode: NodeHandler = {
       let res: HttpResponse;
       try {
         res = await ctx.http.send({
-          method: "POST", url, headers, body, signal: ctx.signal, permit,
+          method: "POST", url, headers, body, signal: ctx.signal, permit, operatorEndpoint: true,
           timeoutMs: cfg.timeout_ms ?? DEFAULT_TIMEOUT_MS,
           maxResponseBytes: MAX_RESPONSE_BYTES,
         });
@@ -134,15 +135,16 @@ export const agentNode: NodeHandler = {
       }
       if (res.status < 200 || res.status >= 300) {
         const error = stepError(`agent.status_${res.status}`, `the model endpoint answered ${res.status}`, isRetryableHttpStatus(res.status), {
-          status: res.status, turn, body: res.body.slice(0, ERROR_BODY_KEEP),
+          status: res.status, turn, body: storableText(res.body.slice(0, ERROR_BODY_KEEP)),
         });
         const after = parseRetryAfter(res.headers["retry-after"], ctx.clockNow());
         if (after !== undefined) error.retry_after_ms = after;
         return fail(error, input, progress(turn));
       }
       const completion = parseCompletion(res.body);
+      if (completion instanceof HttpError) return fail(stepError(completion.code, completion.message, false, { ...completion.details, turn }), input, progress(turn));
       if (typeof completion === "string") {
-        return fail(stepError("agent.bad_response", `the model endpoint sent no usable completion: ${completion}`, false, { turn, body: res.body.slice(0, ERROR_BODY_KEEP) }), input, progress(turn));
+        return fail(stepError("agent.bad_response", `the model endpoint sent no usable completion: ${completion}`, false, { turn, body: storableText(res.body.slice(0, ERROR_BODY_KEEP)) }), input, progress(turn));
       }
       if (completion.usage) {
         usage.reported = true;
@@ -165,11 +167,19 @@ export const agentNode: NodeHandler = {
       if (turn === MAX_TURNS) break;
 
       const echoed: WireToolCall[] = requested.map((c) => ({ id: c.id, type: "function", function: { name: c.function.name, arguments: c.function.arguments ?? "" } }));
+      // Every call's arguments are read before any tool runs: arguments no store could keep fail
+      // the step (as the response they came in would), and no tool of the turn has run by then.
+      const args: ToolArguments[] = [];
+      for (const [i, call] of echoed.entries()) {
+        const a = parseArguments(call.function.arguments, `/choices/0/message/tool_calls/${i}/function/arguments`);
+        if (a instanceof HttpError) return fail(stepError(a.code, a.message, false, { ...a.details, turn }), input, progress(turn));
+        args.push(a);
+      }
       messages.push({ role: "assistant", content: reply.content ?? null, tool_calls: echoed });
       // One at a time, in the model's order: each call's idempotency key is its position in the
       // step, so a retried step that replays the same conversation repeats no effect.
-      for (const call of echoed) {
-        const content = await runTool(ctx, call, wire.fromWire.get(call.function.name) ?? call.function.name, listed, calls);
+      for (const [i, call] of echoed.entries()) {
+        const content = await runTool(ctx, call, args[i]!, wire.fromWire.get(call.function.name) ?? call.function.name, listed, calls);
         messages.push({ role: "tool", tool_call_id: call.id, content });
       }
     }
@@ -178,7 +188,7 @@ export const agentNode: NodeHandler = {
 };
 
 /** Check one tool call against the step's tools and permissions, run it when allowed, and return the tool message content. */
-async function runTool(ctx: NodeContext, call: WireToolCall, name: string, listed: readonly string[], calls: AgentToolCall[]): Promise<string> {
+async function runTool(ctx: NodeContext, call: WireToolCall, parsed: ToolArguments, name: string, listed: readonly string[], calls: AgentToolCall[]): Promise<string> {
   const action = ctx.actions.get(name);
   const refusal = refuse(ctx, name, listed, action);
   if (refusal !== null) {
@@ -186,14 +196,11 @@ async function runTool(ctx: NodeContext, call: WireToolCall, name: string, liste
     calls.push({ name, allowed: false, ok: false, error: "policy.violation" });
     return JSON.stringify({ error: "policy.violation", message: `refused: ${refusal}` });
   }
-  let args: unknown;
-  try {
-    args = call.function.arguments.trim() === "" ? {} : JSON.parse(call.function.arguments);
-  } catch (err) {
+  if ("notJson" in parsed) {
     calls.push({ name, allowed: true, ok: false, error: "agent.bad_arguments" });
-    return JSON.stringify({ error: "agent.bad_arguments", message: `arguments are not JSON: ${err instanceof Error ? err.message : String(err)}` });
+    return JSON.stringify({ error: "agent.bad_arguments", message: `arguments are not JSON: ${parsed.notJson}` });
   }
-  const outcome = await action!.invoke(args, {
+  const outcome = await action!.invoke(parsed.value, {
     run_id: ctx.run.id,
     node_key: ctx.node.key,
     idempotency_key: `${ctx.idempotencyKey}/tool/${calls.length + 1}`,
@@ -247,13 +254,31 @@ export function wireNames(names: readonly string[]): { toWire: Map<string, strin
   return { toWire, fromWire };
 }
 
-function parseCompletion(body: string): Completion | string {
+/** A tool call's arguments: the value, or why they are not JSON (the model is told and may try again). */
+type ToolArguments = { value: unknown } | { notJson: string };
+
+/** The arguments as a value, or the HttpError of a value no store could keep (checked as the response they came in). */
+function parseArguments(raw: string, pointer: string): ToolArguments | HttpError {
+  if (raw.trim() === "") return { value: {} };
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch (err) {
+    return { notJson: err instanceof Error ? err.message : String(err) };
+  }
+  return responseProblem(value, pointer) ?? { value };
+}
+
+/** The completion, why it is not one (a string), or the HttpError of a response no store could keep. */
+function parseCompletion(body: string): Completion | string | HttpError {
   let json: unknown;
   try {
     json = JSON.parse(body);
   } catch {
     return "the body is not JSON";
   }
+  const bad = responseProblem(json);
+  if (bad) return bad;
   const parsed = completionSchema.safeParse(json);
   if (!parsed.success) {
     const first = parsed.error.issues[0];

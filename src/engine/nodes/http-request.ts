@@ -2,9 +2,10 @@
 // status classified (429/502/503/504, timeouts and network errors retryable; the rest permanent).
 
 import { stepError } from "../../model/errors.js";
-import { evaluate, render } from "../../model/expressions.js";
+import { escapePointer, evaluate, render } from "../../model/expressions.js";
 import { isRetryableHttpStatus, parseRetryAfter } from "../../model/retry.js";
-import { HttpError, hostPermit } from "../http.js";
+import { checkJsonInput, storableText } from "../../model/json-input.js";
+import { HttpError, headerProblem, hostPermit, responseProblem } from "../http.js";
 import type { NodeHandler, NodeResult } from "./types.js";
 
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -33,6 +34,15 @@ function parseBody(text: string, contentType: string | undefined): unknown {
   return text;
 }
 
+/**
+ * The request body as the step records it: parsed when it is JSON the engine can walk, else the
+ * text as sent (a template may render a string that parses into any depth).
+ */
+function sentBody(text: string, contentType: string | undefined): unknown {
+  const parsed = parseBody(text, contentType);
+  return parsed === text || checkJsonInput(parsed) === null ? parsed : text;
+}
+
 export const httpRequestNode: NodeHandler = {
   kind: "http_request",
   class: "slow",
@@ -41,7 +51,13 @@ export const httpRequestNode: NodeHandler = {
     const method = String(render(cfg.method, scope)).toUpperCase();
     const url = String(render(cfg.url, scope));
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(cfg.headers ?? {})) headers[k.toLowerCase()] = String(render(v, scope));
+    for (const [k, v] of Object.entries(cfg.headers ?? {})) {
+      const value = String(render(v, scope));
+      // Refused before anything is sent, for good: rendering the same template again gives the same header.
+      const bad = headerProblem(k, value);
+      if (bad) return { kind: "fail", error: stepError(bad.code, bad.message, false, { ...bad.details, pointer: `/config/headers/${escapePointer(k)}` }) };
+      headers[k.toLowerCase()] = value;
+    }
     let body: string | undefined;
     if (cfg.body !== undefined) {
       const b = render(cfg.body, scope);
@@ -50,7 +66,7 @@ export const httpRequestNode: NodeHandler = {
     }
     headers["idempotency-key"] = idempotencyKey;
     headers["traceparent"] = `00-${run.trace_id}-${idempotencyKey.length > 0 ? spanId(idempotencyKey) : "0000000000000001"}-01`;
-    const input = { method, url, headers: redactHeaders(headers), body: body === undefined ? undefined : parseBody(body, headers["content-type"]) };
+    const input = { method, url, headers: redactHeaders(headers), body: body === undefined ? undefined : sentBody(body, headers["content-type"]) };
     let res;
     try {
       // A node that declares permissions may reach only the hosts they name: the URL and every
@@ -67,17 +83,21 @@ export const httpRequestNode: NodeHandler = {
       }
       throw err;
     }
-    const response = { status: res.status, headers: res.headers, body: parseBody(res.body, res.headers["content-type"]) };
     if (res.status < 200 || res.status >= 300) {
       const retryable = isRetryableHttpStatus(res.status);
       const error = stepError(`http.status_${res.status}`, `${method} ${url} answered ${res.status}`, retryable, {
         status: res.status,
-        body: res.body.slice(0, ERROR_BODY_KEEP),
+        body: storableText(res.body.slice(0, ERROR_BODY_KEEP)),
       });
       const after = parseRetryAfter(res.headers["retry-after"], now);
       if (after !== undefined) error.retry_after_ms = after;
       return { kind: "fail", input, output: { status: res.status }, error };
     }
+    const response = { status: res.status, headers: res.headers, body: parseBody(res.body, res.headers["content-type"]) };
+    // The response was answered, so sending again would only repeat the effect: a response nobody
+    // could keep fails the step for good.
+    const bad = responseProblem(response);
+    if (bad) return { kind: "fail", input, output: { status: res.status }, error: stepError(bad.code, `${method} ${url}: ${bad.message}`, false, bad.details) };
     let assign: Record<string, unknown> | undefined;
     if (cfg.assign) {
       const s = scope.with({ response });
