@@ -1,0 +1,61 @@
+// One property run of the model-based test on one store: `sequences` command sequences of up to
+// `maxCommands` commands, each on a fresh set of automations, checked against the model after
+// every command. Used by the short run in `npm test` and by `npm run chaos -- --model`.
+
+import fc from "fast-check";
+import type { StoreKind } from "../helpers/stores.js";
+import { killAll } from "../helpers/workers.js";
+import { commandsArb, initialModel, newReal, type Defect } from "./commands.js";
+import { Harness } from "./harness.js";
+
+export interface ModelRunOptions {
+  kind: StoreKind;
+  sequences: number;
+  maxCommands: number;
+  /** Defects the generators stay away from. */
+  avoid: ReadonlySet<Defect>;
+  /** Include the command that SIGKILLs a worker child process (a few seconds each). */
+  crash: boolean;
+  seed?: number;
+  log?: (s: string) => void;
+}
+
+export interface ModelRunResult {
+  sequences: number;
+  commands: number;
+  /** The shrunk counterexample and its error, when a sequence diverged. */
+  counterexample: string | null;
+  seed: number;
+}
+
+export async function modelRun(o: ModelRunOptions): Promise<ModelRunResult> {
+  const h = await new Harness(o.kind, o.sequences * 20).open();
+  let sequences = 0;
+  let commands = 0;
+  try {
+    const prop = fc.asyncProperty(commandsArb(o.avoid, { maxCommands: o.maxCommands, crash: o.crash }), async (cmds) => {
+      const s = await h.sequence();
+      sequences++;
+      const list = [...cmds];
+      commands += list.length;
+      try {
+        await fc.asyncModelRun(() => ({ model: initialModel(s), real: newReal(s, o.avoid) }), cmds);
+      } finally {
+        await s.stop();
+        await killAll();
+      }
+      if (sequences % 5 === 0) o.log?.(`${o.kind}: ${sequences} sequences, ${commands} commands`);
+    });
+    const seed = o.seed ?? Date.now() ^ (Math.random() * 0x7fffffff);
+    const details = await fc.check(prop, { numRuns: o.sequences, seed, endOnFailure: false });
+    let counterexample: string | null = null;
+    if (details.failed) {
+      const cmds = details.counterexample?.[0];
+      const err = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
+      counterexample = `seed ${seed}, path ${details.counterexamplePath}\n  commands: ${String(cmds)}\n  ${err}`;
+    }
+    return { sequences, commands, counterexample, seed };
+  } finally {
+    await h.close();
+  }
+}
