@@ -9,7 +9,7 @@
 
 import { FAULTS, Harness, PG_ONLY, table, zeroes, type Fault, type Figures } from "./lib.js";
 import type { StoreKind } from "../helpers/stores.js";
-import { CHECKS, KNOWN_DEFECTS } from "../model-based/commands.js";
+import { CHECKS, EXECUTED, KNOWN_DEFECTS } from "../model-based/commands.js";
 import { modelRun } from "../model-based/run.js";
 
 function arg(name: string): string | undefined {
@@ -38,6 +38,7 @@ async function modelMode(): Promise<never> {
       console.log(`  counterexample (shrunk): ${r.counterexample}`);
     }
   }
+  console.log(`\ncommands executed: ${[...EXECUTED].sort().map(([t, n]) => `${t} ${n}`).join(", ")}`);
   console.log("\ninvariants checked (times):");
   for (const [name, n] of [...CHECKS].sort()) console.log(`  ${name}: ${n}`);
   console.log(divergences ? `\nFAILED: ${divergences} store(s) diverged from the model` : "\nOK: divergences = 0");

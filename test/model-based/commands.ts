@@ -53,6 +53,8 @@ export type Spec =
 /** What the checks counted, by invariant (the chaos run prints it). */
 export const CHECKS = new Map<string, number>();
 const count = (name: string, n = 1) => CHECKS.set(name, (CHECKS.get(name) ?? 0) + n);
+/** Commands executed, by kind. */
+export const EXECUTED = new Map<string, number>();
 
 /** The real side of a sequence, with what the invariants remember between commands. */
 export interface Real {
@@ -107,7 +109,7 @@ export function specArb(avoid: ReadonlySet<Defect>, opts: { crash: boolean }): f
 }
 
 export function commandsArb(avoid: ReadonlySet<Defect>, opts: { maxCommands: number; crash: boolean }) {
-  return fc.commands([specArb(avoid, opts).map((spec) => new Cmd(spec))], { maxCommands: opts.maxCommands });
+  return fc.commands([specArb(avoid, opts).map((spec) => new Cmd(spec))], { maxCommands: opts.maxCommands, size: "max" });
 }
 
 // ---------- commands ----------
@@ -122,6 +124,7 @@ export class Cmd implements fc.AsyncCommand<Model, Real, false> {
     return true;
   }
   async run(m: Model, r: Real): Promise<void> {
+    EXECUTED.set(this.spec.t, (EXECUTED.get(this.spec.t) ?? 0) + 1);
     await execute(m, r, this.spec);
     settle(m);
     await verify(m, r, this.toString());

@@ -5,7 +5,7 @@
 import fc from "fast-check";
 import type { StoreKind } from "../helpers/stores.js";
 import { killAll } from "../helpers/workers.js";
-import { commandsArb, initialModel, newReal, type Defect } from "./commands.js";
+import { EXECUTED, commandsArb, initialModel, newReal, type Defect } from "./commands.js";
 import { Harness } from "./harness.js";
 
 export interface ModelRunOptions {
@@ -31,20 +31,19 @@ export interface ModelRunResult {
 export async function modelRun(o: ModelRunOptions): Promise<ModelRunResult> {
   const h = await new Harness(o.kind, o.sequences * 20).open();
   let sequences = 0;
-  let commands = 0;
+  const executedBefore = [...EXECUTED.values()].reduce((a, b) => a + b, 0);
+  const executed = () => [...EXECUTED.values()].reduce((a, b) => a + b, 0) - executedBefore;
   try {
     const prop = fc.asyncProperty(commandsArb(o.avoid, { maxCommands: o.maxCommands, crash: o.crash }), async (cmds) => {
       const s = await h.sequence();
       sequences++;
-      const list = [...cmds];
-      commands += list.length;
       try {
         await fc.asyncModelRun(() => ({ model: initialModel(s), real: newReal(s, o.avoid) }), cmds);
       } finally {
         await s.stop();
         await killAll();
       }
-      if (sequences % 5 === 0) o.log?.(`${o.kind}: ${sequences} sequences, ${commands} commands`);
+      if (sequences % 5 === 0) o.log?.(`${o.kind}: ${sequences} sequences, ${executed()} commands`);
     });
     const seed = o.seed ?? Date.now() ^ (Math.random() * 0x7fffffff);
     const details = await fc.check(prop, { numRuns: o.sequences, seed, endOnFailure: false });
@@ -54,7 +53,7 @@ export async function modelRun(o: ModelRunOptions): Promise<ModelRunResult> {
       const err = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
       counterexample = `seed ${seed}, path ${details.counterexamplePath}\n  commands: ${String(cmds)}\n  ${err}`;
     }
-    return { sequences, commands, counterexample, seed };
+    return { sequences, commands: executed(), counterexample, seed };
   } finally {
     await h.close();
   }
