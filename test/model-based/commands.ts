@@ -340,7 +340,7 @@ export async function verify(m: Model, r: Real, after: string): Promise<void> {
     }
     const e = expected(m, mr);
     const got = {
-      status: x.status, exit_reason: x.exit_reason, current_node_key: isTerminal(mr) ? null : x.current_node_key, subject_resume: x.waiting_for === "subject_resume",
+      status: x.status, exit_reason: x.exit_reason, current_node_key: x.current_node_key, subject_resume: x.waiting_for === "subject_resume",
       version: x.version, subject_id: x.subject_id, items_failed: x.items_failed,
     };
     const want = { status: e.status, exit_reason: e.exit_reason, current_node_key: e.current_node_key, subject_resume: e.subject_resume, version: e.version, subject_id: e.subject_id, items_failed: e.items_failed };

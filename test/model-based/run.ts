@@ -5,7 +5,7 @@
 import fc from "fast-check";
 import type { StoreKind } from "../helpers/stores.js";
 import { killAll } from "../helpers/workers.js";
-import { EXECUTED, commandsArb, initialModel, newReal, type Defect } from "./commands.js";
+import { Cmd, EXECUTED, commandsArb, initialModel, newReal, type Defect, type Spec } from "./commands.js";
 import { Harness } from "./harness.js";
 
 export interface ModelRunOptions {
@@ -55,6 +55,27 @@ export async function modelRun(o: ModelRunOptions): Promise<ModelRunResult> {
     }
     return { sequences, commands: executed(), counterexample, seed };
   } finally {
+    await h.close();
+  }
+}
+
+/**
+ * Replay one fixed command sequence (a shrunk counterexample) on a fresh harness: throws the
+ * divergence the model finds, like the property would.
+ */
+export async function replay(kind: StoreKind, specs: readonly Spec[], avoid: ReadonlySet<Defect> = new Set()): Promise<void> {
+  const h = await new Harness(kind, 1).open();
+  const s = await h.sequence();
+  try {
+    const m = initialModel(s);
+    const real = newReal(s, avoid);
+    for (const spec of specs) {
+      const cmd = new Cmd(spec);
+      if (cmd.check(m)) await cmd.run(m, real);
+    }
+  } finally {
+    await s.stop();
+    await killAll();
     await h.close();
   }
 }
