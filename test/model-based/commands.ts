@@ -23,19 +23,23 @@ import {
  *  - stop-lost-in-park: a stop/cancel made while a worker (elsewhere) is inside a slow step that is
  *    followed by a wait is lost when the park commits.
  *  - explain-misses-approvals: explain does not find a run's approval once the workspace has many.
+ *  - resume-lost-to-stale-pause-cache (found by this test): a resume made in another process
+ *    within a second of a worker loading its pause cache makes the parked runs due, the worker
+ *    claims them, still sees the pause and parks them again on subject_resume, due never: stuck.
+ *    Avoided by having the workers' caches reload before the resume (as if a second had passed).
  * The others named in the brief (the 102nd wait, fan-outs after shutdown, a crash during an item
  * retry) are out of reach of these commands: sequences are short, restarts and crashes happen on a
  * settled engine, and item retries run in the API process, which is never killed.
  */
-export type Defect = "stop-lost-in-park" | "explain-misses-approvals";
-export const KNOWN_DEFECTS: ReadonlySet<Defect> = new Set<Defect>(["stop-lost-in-park", "explain-misses-approvals"]);
+export type Defect = "stop-lost-in-park" | "explain-misses-approvals" | "resume-lost-to-stale-pause-cache";
+export const KNOWN_DEFECTS: ReadonlySet<Defect> = new Set<Defect>(["stop-lost-in-park", "explain-misses-approvals", "resume-lost-to-stale-pause-cache"]);
 
 export type Spec =
-  | { t: "enroll"; aut: Aut; subj: number; items: boolean[] }
-  | { t: "go"; subj: number }
+  | { t: "enroll"; aut: Aut; subj: number; items: boolean[]; key: number | null }
+  | { t: "go"; subj: number; dup: boolean }
   | { t: "reply"; subj: number }
   | { t: "ping"; subj: number }
-  | { t: "webhook" }
+  | { t: "webhook"; bad: boolean }
   | { t: "record"; subj: number; changed: boolean }
   | { t: "decide"; pick: number; d: "approved" | "rejected" }
   | { t: "control"; pick: number; c: "stop" | "cancel" }
@@ -83,11 +87,17 @@ const pick = fc.nat({ max: 1000 });
 export function specArb(avoid: ReadonlySet<Defect>, opts: { crash: boolean }): fc.Arbitrary<Spec> {
   const holdAuts: ("pair" | "flow")[] = avoid.has("stop-lost-in-park") ? ["pair"] : ["pair", "flow"];
   const weighted: fc.WeightedArbitrary<Spec>[] = [
-    { weight: 6, arbitrary: fc.record({ t: fc.constant("enroll" as const), aut: fc.constantFrom(...AUTOMATIONS), subj, items: fc.array(fc.boolean(), { maxLength: 3 }) }) },
-    { weight: 3, arbitrary: fc.record({ t: fc.constant("go" as const), subj }) },
+    {
+      weight: 6,
+      arbitrary: fc.record({
+        t: fc.constant("enroll" as const), aut: fc.constantFrom(...AUTOMATIONS, "approve", "flow"), subj, items: fc.array(fc.boolean(), { maxLength: 3 }),
+        key: fc.option(fc.integer({ min: 0, max: 2 }), { nil: null, freq: 3 }),
+      }),
+    },
+    { weight: 3, arbitrary: fc.record({ t: fc.constant("go" as const), subj, dup: fc.boolean() }) },
     { weight: 4, arbitrary: fc.record({ t: fc.constant("reply" as const), subj }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant("ping" as const), subj }) },
-    { weight: 1, arbitrary: fc.constant({ t: "webhook" as const }) },
+    { weight: 1, arbitrary: fc.record({ t: fc.constant("webhook" as const), bad: fc.boolean() }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant("record" as const), subj, changed: fc.boolean() }) },
     { weight: 4, arbitrary: fc.record({ t: fc.constant("decide" as const), pick, d: fc.constantFrom("approved" as const, "rejected" as const) }) },
     { weight: 3, arbitrary: fc.record({ t: fc.constant("control" as const), pick, c: fc.constantFrom("stop" as const, "cancel" as const) }) },
@@ -168,14 +178,37 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
   switch (c.t) {
     case "enroll": {
       const ctx = c.aut === "fan" ? { items: c.items.map((f, i) => ({ id: `${f ? "f" : "i"}${i}` })) } : {};
-      const res = await http.call<{ id: string }>("POST", `/v1/automations/${s.automations[c.aut].id}/enroll`, { subject_id: subject(m, c.subj), context_overrides: ctx });
+      const key = c.key === null ? undefined : `${m.tag}-e${c.key}`;
+      const res = await http.call<{ id: string; duplicate?: boolean }>("POST", `/v1/automations/${s.automations[c.aut].id}/enroll`, {
+        subject_id: subject(m, c.subj), context_overrides: ctx, ...(key ? { idempotency_key: key } : {}),
+      });
       if (res.status !== 200 && res.status !== 201) throw new Error(`divergence: enroll answered ${res.status} ${JSON.stringify(res.body)}`);
+      // A repeated key returns the first run, whatever else the request says: no new run, no audit entry.
+      const first = key ? m.enrollKeys.get(`${c.aut}/${key}`) : undefined;
+      if (first !== undefined) {
+        if (res.body.id !== first) throw new Error(`divergence: enrollment key ${key} answered run ${res.body.id}, the first enrollment made ${first}`);
+        return;
+      }
+      if (key) m.enrollKeys.set(`${c.aut}/${key}`, res.body.id);
       startRun(m, { id: res.body.id, aut: c.aut, subject: subject(m, c.subj), triggerEvent: null, eventsFrom: m.now, context: ctx });
       audited(m, "run.enroll");
       return;
     }
     case "go": {
-      const id = await ingest(r, { type: `${m.tag}.go`, subject_id: subject(m, c.subj) });
+      // dup: send the sequence's first "go" key again. The same body is a duplicate (no second
+      // run); another subject under that key is refused (409 event.key_conflict), never merged.
+      const again = c.dup ? [...m.eventKeys].find(([k]) => k.endsWith("-go")) : undefined;
+      if (again) {
+        const [key, first] = again;
+        const res = await http.call<{ event_id: string; duplicate: boolean }>("POST", "/v1/events", { type: `${m.tag}.go`, key, subject_id: subject(m, c.subj) });
+        const want = first.subject === subject(m, c.subj) ? "ok" : "event.key_conflict";
+        expectAnswer(`resend of event key ${key}`, res, want);
+        if (want === "ok" && (res.body.event_id !== first.id || res.body.duplicate !== true)) throw new Error(`divergence: resend of ${key} answered ${JSON.stringify(res.body)}, not a duplicate of ${first.id}`);
+        return;
+      }
+      const key = `${m.tag}-go`;
+      const id = await ingest(r, { type: `${m.tag}.go`, subject_id: subject(m, c.subj), ...(m.eventKeys.has(key) ? {} : { key }) });
+      if (!m.eventKeys.has(key)) m.eventKeys.set(key, { subject: subject(m, c.subj), id });
       return startedByEvent(m, r, "flow", id, subject(m, c.subj), m.now);
     }
     case "reply": {
@@ -188,6 +221,13 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       return startedByEvent(m, r, "pair", id, subject(m, c.subj), m.now);
     }
     case "webhook": {
+      if (c.bad) {
+        // Signed with another secret: refused with a structured error, nothing stored.
+        const res = await s.webhook({ hello: "model" }, nextKey(r), "whsec_" + Buffer.alloc(24, 7).toString("base64"));
+        const code = (res as { error?: { code?: string } }).error?.code;
+        if (res.status < 400 || res.status >= 500 || code !== "webhook.bad_signature") throw new Error(`divergence: a badly signed webhook answered ${res.status} ${code}`);
+        return;
+      }
       const res = await s.webhook({ hello: "model" }, nextKey(r));
       if (res.status !== 202 || !res.event_id) throw new Error(`divergence: a validly signed webhook answered ${res.status}`);
       r.events.push(res.event_id);
@@ -245,6 +285,7 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
     }
     case "resume": {
       resume(m, subject(m, c.subj));
+      if (r.avoid.has("resume-lost-to-stale-pause-cache")) s.pausesChanged();
       const res = await http.call("POST", `/v1/subjects/${subject(m, c.subj)}/automation-resume`, {});
       if (res.status >= 300) throw new Error(`divergence: resume answered ${res.status} ${JSON.stringify(res.body)}`);
       s.pausesChanged();

@@ -270,16 +270,17 @@ export class Sequence {
     for (const w of this.workers) w.poke();
   }
 
-  async webhook(body: unknown, msgId: string): Promise<{ status: number; event_id?: string }> {
+  /** A Standard Webhooks delivery to the pair automation's hook, signed with its secret (or `secret`). */
+  async webhook(body: unknown, msgId: string, secret?: string): Promise<{ status: number; event_id?: string; error?: { code: string } }> {
     const hook = this.automations.pair.hook!;
     const raw = JSON.stringify(body);
     const now = new Date();
-    const signature = new Webhook(hook.secret).sign(msgId, now, raw);
+    const signature = new Webhook(secret ?? hook.secret).sign(msgId, now, raw);
     const res = await request(`${this.http.base}/v1/hooks/${hook.id}`, {
       method: "POST", body: raw,
       headers: { "content-type": "application/json", "webhook-id": msgId, "webhook-timestamp": String(Math.floor(now.getTime() / 1000)), "webhook-signature": signature },
     });
-    const json = (await res.body.json()) as { event_id?: string };
+    const json = (await res.body.json()) as { event_id?: string; error?: { code: string } };
     return { status: res.statusCode, ...json };
   }
 

@@ -78,11 +78,16 @@ export interface Model {
   effects: Set<string>;
   /** Audit actions the sequence's commands must have written, by action. */
   audit: Map<string, number>;
+  /** Enrollment idempotency keys ("aut/key") → the run the first enrollment made. */
+  enrollKeys: Map<string, string>;
+  /** Event idempotency keys sent → the subject of that event's body and its id. */
+  eventKeys: Map<string, { subject: string; id: string }>;
 }
 
 export function newModel(tag: string, now: number): Model {
   return {
     tag, now, versions: { flow: 1, approve: 1, fan: 1, later: 1, pair: 1 }, runs: [], events: [], paused: new Set(), effects: new Set(), audit: new Map(),
+    enrollKeys: new Map(), eventKeys: new Map(),
   };
 }
 
