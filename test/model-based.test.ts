@@ -11,7 +11,7 @@ import { modelRun } from "./model-based/run.js";
 
 describe.each(STORE_KINDS)("model-based test of the whole engine (%s store)", (kind) => {
   it("every command sequence agrees with the model and keeps the invariants", async () => {
-    const res = await modelRun({ kind, sequences: 25, maxCommands: 12, avoid: KNOWN_DEFECTS, crash: false });
+    const res = await modelRun({ kind, sequences: 25, maxCommands: 12, avoid: KNOWN_DEFECTS, crash: true });
     expect(res.counterexample).toBeNull();
     expect(res.sequences).toBe(25);
     expect(CHECKS.get("run agrees with the model") ?? 0).toBeGreaterThan(0);
