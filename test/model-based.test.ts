@@ -1,8 +1,8 @@
 // The model-based test of the whole engine (short run): random sequences of commands (enroll,
 // events, webhooks, approvals, stop/cancel, re-trigger, item retry, subject pause/resume, new
-// versions, clock moves, restarts, a second worker) against the real engine on each store, each
-// checked after every command against the reference model in test/model-based/model.ts. Known
-// defects are avoided (KNOWN_DEFECTS in commands.ts); `npm run chaos -- --model` is the long run.
+// versions, clock moves, restarts, a second worker, a worker process SIGKILLed at a named crash
+// point) against the real engine on each store, each checked after every command against the
+// reference model in test/model-based/model.ts. Known defects are avoided (KNOWN_DEFECTS in commands.ts); `npm run chaos -- --model` is the long run.
 
 import { describe, expect, it } from "vitest";
 import { STORE_KINDS } from "./helpers/stores.js";
