@@ -13,7 +13,7 @@ import { WS } from "../helpers/engine.js";
 import { until } from "../helpers/wait.js";
 import { definition, type Sequence } from "./harness.js";
 import {
-  AUTOMATIONS, HOUR, MINUTE, audited, control, decide, effectPath, expected, isTerminal, newModel, pause, resume, retryItem, settle, startRun,
+  AUTOMATIONS, HOUR, MINUTE, audited, cancelFanOut, control, decide, effectPath, expected, isTerminal, newModel, pause, resume, retryItem, settle, startRun,
   type Aut, type MRun, type Model,
 } from "./model.js";
 
@@ -52,7 +52,8 @@ export type Spec =
   | { t: "restart" }
   | { t: "secondWorker" }
   | { t: "hold"; aut: "pair" | "flow"; subj: number; c: "stop" | "cancel" }
-  | { t: "crash"; point: string; subj: number };
+  | { t: "crash"; point: string; subj: number }
+  | { t: "cancelFan"; fails: boolean[] };
 
 /** What the checks counted, by invariant (the chaos run prints it). */
 export const CHECKS = new Map<string, number>();
@@ -109,6 +110,7 @@ export function specArb(avoid: ReadonlySet<Defect>, opts: { crash: boolean }): f
     { weight: 3, arbitrary: fc.record({ t: fc.constant("advance" as const), ms: fc.constantFrom(30 * MINUTE, HOUR + MINUTE) }) },
     { weight: 1, arbitrary: fc.constant({ t: "restart" as const }) },
     { weight: 1, arbitrary: fc.constant({ t: "secondWorker" as const }) },
+    { weight: 1, arbitrary: fc.record({ t: fc.constant("cancelFan" as const), fails: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }) }) },
     { weight: 2, arbitrary: fc.record({ t: fc.constant("hold" as const), aut: fc.constantFrom(...holdAuts), subj, c: fc.constantFrom("stop" as const, "cancel" as const) }) },
   ];
   if (opts.crash) {
@@ -313,6 +315,8 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       return s.secondWorker();
     case "hold":
       return hold(m, r, c);
+    case "cancelFan":
+      return cancelFan(m, r, c);
     case "crash": {
       const { eventId } = await s.crashChild(c.point, () => ingest(r, { type: `${m.tag}.ping`, subject_id: subject(m, c.subj) }));
       return startedByEvent(m, r, "pair", eventId, subject(m, c.subj), m.now);
@@ -342,6 +346,29 @@ async function hold(m: Model, r: Real, c: Extract<Spec, { t: "hold" }>): Promise
     const want = control(m, run, c.c);
     const ans = await s.http.call("POST", `/v1/automation-runs/${run.id}/${c.c}`, {});
     expectAnswer(`${c.c} ${run.id} inside its slow step`, ans, want);
+  } finally {
+    s.h.sink.release(prefix);
+  }
+}
+
+/**
+ * Cancel a fan-out of three items while its first two are in flight, through the engine that
+ * drives it (told at once): the two finish and are recorded, the third never starts (skipped).
+ */
+async function cancelFan(m: Model, r: Real, c: Extract<Spec, { t: "cancelFan" }>): Promise<void> {
+  const s = r.s;
+  const prefix = `/${m.tag}/fan/`;
+  const ctx = { items: c.fails.map((f, i) => ({ id: `${f ? "f" : "i"}${i}` })) };
+  s.h.sink.hold.add(prefix);
+  try {
+    const { run } = await s.api.enroll(WS, s.automations.fan.id, { subject_id: null, context_overrides: ctx }, "user:model");
+    const mr = startRun(m, { id: run.id, aut: "fan", subject: null, triggerEvent: null, eventsFrom: m.now, context: ctx });
+    audited(m, "run.enroll");
+    await until("two items of the fan-out in flight at the sink", () => s.h.sink.holding(prefix, 2), 20_000, 10);
+    const driver = s.workers.find((w) => w.busy > 0);
+    if (!driver) throw new Error(`divergence: no worker drives fan-out ${run.id} although two of its items are in flight`);
+    cancelFanOut(m, mr);
+    await driver.controlRun(WS, run.id, "cancel", "user:model");
   } finally {
     s.h.sink.release(prefix);
   }
@@ -424,7 +451,7 @@ async function checkApprovals(m: Model, r: Real, bad: string[]): Promise<void> {
 }
 
 async function checkItems(m: Model, r: Real, bad: string[]): Promise<void> {
-  for (const mr of m.runs.filter((x) => x.aut === "fan" && isTerminal(x) && x.exit_reason === "completed")) {
+  for (const mr of m.runs.filter((x) => x.aut === "fan" && isTerminal(x) && (x.exit_reason === "completed" || x.status === "cancelled"))) {
     count("items agree with the model");
     const items = (await r.s.api.listItems(WS, mr.id)).sort((a, b) => a.idx - b.idx);
     const got = items.map((i) => i.outcome === "idempotent_replay" ? "succeeded" : i.outcome);

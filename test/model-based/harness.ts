@@ -50,7 +50,7 @@ export class ModelSink {
   /** The path of each key's effect. */
   readonly effects = new Map<string, string>();
   readonly hold = new Set<string>();
-  private held = new Map<string, () => void>();
+  private held = new Map<string, (() => void)[]>();
   private server = http.createServer((req, res) => {
     req.resume();
     req.on("end", () => {
@@ -58,7 +58,7 @@ export class ModelSink {
       const key = req.headers["idempotency-key"] as string | undefined;
       const answer = () => this.answer(path, key, res);
       const prefix = [...this.hold].find((p) => path.startsWith(p));
-      if (prefix !== undefined) this.held.set(prefix, answer);
+      if (prefix !== undefined) this.held.set(prefix, [...(this.held.get(prefix) ?? []), answer]);
       else answer();
     });
   });
@@ -76,16 +76,16 @@ export class ModelSink {
     res.end(JSON.stringify({ ok: !refuse, path }));
   }
 
-  /** Has a request to a held prefix arrived (and is it being held)? */
-  holding(prefix: string): boolean {
-    return this.held.has(prefix);
+  /** Have `n` requests to a held prefix arrived (and are they being held)? */
+  holding(prefix: string, n = 1): boolean {
+    return (this.held.get(prefix)?.length ?? 0) >= n;
   }
 
   release(prefix: string): void {
     this.hold.delete(prefix);
-    const f = this.held.get(prefix);
+    const fs = this.held.get(prefix) ?? [];
     this.held.delete(prefix);
-    f?.();
+    for (const f of fs) f();
   }
 
   async start(): Promise<this> {
@@ -95,7 +95,7 @@ export class ModelSink {
   }
 
   async stop(): Promise<void> {
-    for (const f of this.held.values()) f();
+    for (const fs of this.held.values()) for (const f of fs) f();
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }

@@ -38,7 +38,7 @@ export interface MItem {
   idx: number;
   key: string;
   fail: boolean;
-  outcome: "succeeded" | "failed";
+  outcome: "succeeded" | "failed" | "skipped";
 }
 
 export interface MRun {
@@ -268,6 +268,22 @@ export function decide(m: Model, r: MRun, d: "approved" | "rejected"): "ok" | "a
   a.status = d;
   audited(m, d === "approved" ? "approval.approve" : "approval.reject");
   return "ok";
+}
+
+/**
+ * Cancel a fan-out while its first two items are in flight (concurrency 2) in the process that
+ * drives it: those two finish and are recorded, the rest are skipped, the run ends cancelled.
+ */
+export function cancelFanOut(m: Model, r: MRun): void {
+  const list = (r.context.items as { id: string }[] | undefined) ?? [];
+  r.items = list.map((it, idx) => {
+    const fail = it.id.startsWith("f");
+    const outcome = idx >= 2 ? "skipped" : fail ? "failed" : "succeeded";
+    if (outcome === "succeeded") m.effects.add(effectPath(m, r, "fan", it.id));
+    return { idx, key: it.id, fail, outcome };
+  });
+  exit(r, "cancelled", null);
+  audited(m, "run.cancel");
 }
 
 /** An operator's item retry: only a failed item of an ended run; the same key, so the effect happens once. */
