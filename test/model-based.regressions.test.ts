@@ -8,18 +8,18 @@ import { STORE_KINDS } from "./helpers/stores.js";
 import { replay } from "./model-based/run.js";
 
 describe.each(STORE_KINDS)("model-based regressions (%s store)", (kind) => {
-  // Defect (1): an operator stops a run (through the API process) while a worker engine is inside
+  // An operator stops a run (through the API process) while a worker engine is inside
   // the run's slow step, which is followed by a wait. The stop is flagged on the row; the worker's
   // park commit drops it, and the run stays `waiting` instead of exiting `admin_stopped`.
-  it.fails("stop-lost-in-park (defect 1): a stop made inside a slow step followed by a wait ends the run admin_stopped", async () => {
+  it.fails("stop-lost-in-park: a stop made inside a slow step followed by a wait ends the run admin_stopped", async () => {
     await replay(kind, [{ t: "hold", aut: "flow", subj: 0, c: "stop" }]);
   }, 60_000);
 
-  it.fails("stop-lost-in-park (defect 1): a cancel made inside a slow step followed by a wait ends the run cancelled", async () => {
+  it.fails("stop-lost-in-park: a cancel made inside a slow step followed by a wait ends the run cancelled", async () => {
     await replay(kind, [{ t: "hold", aut: "flow", subj: 0, c: "cancel" }]);
   }, 60_000);
 
-  // Found by the model-based test (not one of the defects being fixed): a flow run parks on its
+  // Found by the model-based test: a flow run parks on its
   // wait; its subject is paused (API process); the wait times out, so the worker claims the run
   // and parks it on subject_resume (due never); the subject is resumed through the API process.
   // The resume makes the run due, but the worker's pause cache was loaded less than a second

@@ -22,14 +22,16 @@ import {
  * name. Empty it (`--hunt` in the chaos run) to let the test find them.
  *  - stop-lost-in-park: a stop/cancel made while a worker (elsewhere) is inside a slow step that is
  *    followed by a wait is lost when the park commits.
- *  - explain-misses-approvals: explain does not find a run's approval once the workspace has many.
+ *  - explain-misses-approvals: explain may not name the approval a parked run waits for (the
+ *    check that it does is skipped while this is avoided).
  *  - resume-lost-to-stale-pause-cache (found by this test): a resume made in another process
  *    within a second of a worker loading its pause cache makes the parked runs due, the worker
  *    claims them, still sees the pause and parks them again on subject_resume, due never: stuck.
  *    Avoided by having the workers' caches reload before the resume (as if a second had passed).
- * The others named in the brief (the 102nd wait, fan-outs after shutdown, a crash during an item
- * retry) are out of reach of these commands: sequences are short, restarts and crashes happen on a
- * settled engine, and item retries run in the API process, which is never killed.
+ * Other known defects (a run's 102nd wait retaking its first event, fan-outs starting items after
+ * shutdown, a crash during an operator's item retry) are out of reach of these commands: sequences
+ * are short, restarts and crashes happen on a settled engine, and item retries run in the API
+ * process, which is never killed.
  */
 export type Defect = "stop-lost-in-park" | "explain-misses-approvals" | "resume-lost-to-stale-pause-cache";
 export const KNOWN_DEFECTS: ReadonlySet<Defect> = new Set<Defect>(["stop-lost-in-park", "explain-misses-approvals", "resume-lost-to-stale-pause-cache"]);
