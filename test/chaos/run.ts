@@ -1,14 +1,51 @@
 // The long chaos run: `npm run chaos [-- --runs N --seconds S --store postgres|embedded|both --faults a,b,c]`.
+// `npm run chaos -- --model [--runs N] [--commands C] [--store embedded|postgres] [--hunt [a,b]] [--seed S]`
+// runs the model-based test of the whole engine instead (test/model-based/): N command sequences
+// per store (default 200) of up to C commands (default 15), worker crashes included; `--hunt`
+// stops avoiding the known defects (all of them, or the ones named).
 // Defaults: 10,000 runs per fault and store, on PostgreSQL and embedded, every fault. Prints a
 // table of lost / stuck / missing keys / duplicate effects / illegal transitions / recovery time
 // per fault and store; exits 1 when any of them is not zero. See lib.ts for the workload.
 
 import { FAULTS, Harness, PG_ONLY, table, zeroes, type Fault, type Figures } from "./lib.js";
 import type { StoreKind } from "../helpers/stores.js";
+import { CHECKS, EXECUTED, KNOWN_DEFECTS } from "../model-based/commands.js";
+import { modelRun } from "../model-based/run.js";
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+if (process.argv.includes("--model")) await modelMode();
+
+/** The model-based test's long run: sequences and commands per store, the invariants checked, divergences. */
+async function modelMode(): Promise<never> {
+  const sequences = Number(arg("runs") ?? "200");
+  const maxCommands = Number(arg("commands") ?? "15");
+  const which = arg("store") ?? "both";
+  const kinds: StoreKind[] = which === "both" ? ["embedded", "postgres"] : [which as StoreKind];
+  const hunt = process.argv.includes("--hunt");
+  const named = arg("hunt");
+  const hunted = new Set(named !== undefined && !named.startsWith("--") ? named.split(",") : [...KNOWN_DEFECTS]);
+  const avoid = new Set([...KNOWN_DEFECTS].filter((d) => !hunt || !hunted.has(d)));
+  const seed = arg("seed") === undefined ? undefined : Number(arg("seed"));
+  const log = (s: string) => process.stderr.write(`[model ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
+  log(`sequences=${sequences} per store, up to ${maxCommands} commands each, stores=${kinds.join(",")}, avoiding: ${[...avoid].join(", ") || "nothing"}`);
+  let divergences = 0;
+  for (const kind of kinds) {
+    const r = await modelRun({ kind, sequences, maxCommands, avoid, crash: true, ...(seed !== undefined ? { seed } : {}), log });
+    console.log(`${kind}: ${r.sequences} sequences, ${r.commands} commands (seed ${r.seed}), divergences ${r.counterexample ? 1 : 0}`);
+    if (r.counterexample) {
+      divergences++;
+      console.log(`  counterexample (shrunk): ${r.counterexample}`);
+    }
+  }
+  console.log(`\ncommands executed: ${[...EXECUTED].sort().map(([t, n]) => `${t} ${n}`).join(", ")}`);
+  console.log("\ninvariants checked (times):");
+  for (const [name, n] of [...CHECKS].sort()) console.log(`  ${name}: ${n}`);
+  console.log(divergences ? `\nFAILED: ${divergences} store(s) diverged from the model` : "\nOK: divergences = 0");
+  process.exit(divergences ? 1 : 0);
 }
 
 const runs = Number(arg("runs") ?? "10000");
