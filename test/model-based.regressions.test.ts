@@ -1,7 +1,7 @@
 // Counterexamples the model-based test found (shrunk command sequences), replayed as named
-// regression tests on each store. A test marked `it.fails` is a known defect still open: it
-// passes while the engine diverges from the model and fails once the fix lands (then flip it
-// to `it`, and take the defect out of KNOWN_DEFECTS in test/model-based/commands.ts).
+// regression tests on each store. Each failed on the engine before its fix. (A defect found and
+// not yet fixed is marked `it.fails` and listed in KNOWN_DEFECTS in test/model-based/commands.ts,
+// which keeps the generators away from it; none is open now.)
 
 import { describe, it } from "vitest";
 import { STORE_KINDS } from "./helpers/stores.js";
@@ -10,22 +10,23 @@ import { replay } from "./model-based/run.js";
 describe.each(STORE_KINDS)("model-based regressions (%s store)", (kind) => {
   // An operator stops a run (through the API process) while a worker engine is inside
   // the run's slow step, which is followed by a wait. The stop is flagged on the row; the worker's
-  // park commit drops it, and the run stays `waiting` instead of exiting `admin_stopped`.
-  it.fails("stop-lost-in-park: a stop made inside a slow step followed by a wait ends the run admin_stopped", async () => {
+  // park commit dropped it, and the run stayed `waiting` instead of exiting `admin_stopped`.
+  it("stop-lost-in-park: a stop made inside a slow step followed by a wait ends the run admin_stopped", async () => {
     await replay(kind, [{ t: "hold", aut: "flow", subj: 0, c: "stop" }]);
   }, 60_000);
 
-  it.fails("stop-lost-in-park: a cancel made inside a slow step followed by a wait ends the run cancelled", async () => {
+  it("stop-lost-in-park: a cancel made inside a slow step followed by a wait ends the run cancelled", async () => {
     await replay(kind, [{ t: "hold", aut: "flow", subj: 0, c: "cancel" }]);
   }, 60_000);
 
   // Found by the model-based test: a flow run parks on its
   // wait; its subject is paused (API process); the wait times out, so the worker claims the run
   // and parks it on subject_resume (due never); the subject is resumed through the API process.
-  // The resume makes the run due, but the worker's pause cache was loaded less than a second
-  // before, still holds the pause, and parks the run again, due never: it stays parked for good
-  // although no pause is left. Expected: the run resumes and takes its timeout path (completed).
-  it.fails("resume-lost-to-stale-pause-cache: a resume made elsewhere right after the worker's cache loaded leaves the run parked for good", async () => {
+  // The resume made the run due, but the worker's pause cache was loaded less than a second
+  // before, still held the pause, and parked the run again, due never: it stayed parked for good
+  // although no pause was left. Now a park for a pause no longer in force is due at once (the
+  // commit checks), and the run resumes and takes its timeout path (completed).
+  it("resume-lost-to-stale-pause-cache: a resume made elsewhere right after the worker's cache loaded still resumes the run", async () => {
     await replay(kind, [
       { t: "enroll", aut: "flow", subj: 2, items: [], key: null },
       { t: "pause", subj: 2 },

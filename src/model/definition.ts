@@ -540,7 +540,9 @@ function salvage(input: unknown): Definition | null {
     edges: list(raw.edges).map((x) => {
       const e = (x !== null && typeof x === "object" ? x : {}) as Record<string, unknown>;
       const text = (v: unknown) => (typeof v === "string" && v !== "" ? v : UNPARSED);
-      return { from: text(e.from), port: e.port === undefined ? UNPARSED : String(e.port), to: text(e.to) };
+      // YAML's unquoted `true` as a port still names the port `true` (its type error is reported above).
+      const port = typeof e.port === "boolean" || typeof e.port === "number" ? String(e.port) : text(e.port);
+      return { from: text(e.from), port, to: text(e.to) };
     }),
   } as Definition;
 }

@@ -129,7 +129,12 @@ export class EmbeddedStore implements Store {
           waiting_for = @waiting_for, waiting_until = @waiting_until, context = @context, steps = @steps, cursor = @cursor,
           items_total = @items_total, items_failed = @items_failed, interruptions = @interruptions,
           due_at = CASE WHEN @keep_lease THEN due_at WHEN control IS NOT NULL AND NOT @terminal THEN @updated_at
-            WHEN wake AND @status = 'waiting' THEN @updated_at ELSE @due_at END,
+            WHEN wake AND @status = 'waiting' THEN @updated_at
+            WHEN @waiting_for = 'subject_resume' AND NOT @keep_lease AND NOT EXISTS (
+              SELECT 1 FROM subject_controls sc WHERE sc.workspace_id = runs.workspace_id AND sc.subject_id = runs.subject_id
+                AND sc.automation_id IN ('', runs.automation_id) AND (sc.paused_until IS NULL OR sc.paused_until > @updated_at))
+              THEN @updated_at
+            ELSE @due_at END,
           wake = CASE WHEN @keep_lease THEN wake ELSE 0 END,
           lease_owner = CASE WHEN @keep_lease THEN lease_owner ELSE NULL END,
           active_subject = CASE WHEN @terminal THEN NULL ELSE active_subject END,
@@ -336,8 +341,11 @@ export class EmbeddedStore implements Store {
   async deletePause(workspaceId: string, subjectId: string, automationId: string, now: number, audit?: AuditEntry): Promise<boolean> {
     return this.db.transaction(() => {
       const n = this.db.prepare("DELETE FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id = ?").run(workspaceId, subjectId, automationId).changes;
-      this.db.prepare(`UPDATE runs SET due_at = ? WHERE workspace_id = ? AND subject_id = ? AND status = 'waiting'
-          AND waiting_for = 'subject_resume' AND (? = '' OR automation_id = ?)`).run(now, workspaceId, subjectId, automationId, automationId);
+      // As in the PostgreSQL store: parked runs due now, a held run woken at its next park.
+      this.db.prepare(`UPDATE runs SET due_at = CASE WHEN status = 'waiting' THEN ? ELSE due_at END,
+          wake = CASE WHEN status = 'running' THEN 1 ELSE wake END
+          WHERE workspace_id = ? AND subject_id = ? AND (? = '' OR automation_id = ?)
+          AND (status = 'running' OR (status = 'waiting' AND waiting_for = 'subject_resume'))`).run(now, workspaceId, subjectId, automationId, automationId);
       if (n === 1 && audit) this.nodes.audit([audit]);
       return n === 1;
     }).immediate();

@@ -157,8 +157,13 @@ export async function deletePause(pool: pg.Pool, workspaceId: string, subjectId:
     await client.query("BEGIN");
     const del = await client.query("DELETE FROM subject_controls WHERE workspace_id = $1 AND subject_id = $2 AND automation_id = $3", [workspaceId, subjectId, automationId]);
     await client.query(
-      `UPDATE runs SET due_at = $4 WHERE workspace_id = $1 AND subject_id = $2 AND status = 'waiting' AND waiting_for = 'subject_resume'
-       AND ($3 = '' OR automation_id = $3)`,
+      // Parked runs are due at once; a run a worker holds gets \`wake\`, so a park it commits after
+      // this (its pause check having read the pause) is due at once too (see the commit).
+      `UPDATE runs SET
+         due_at = CASE WHEN status = 'waiting' THEN $4 ELSE due_at END,
+         wake = CASE WHEN status = 'running' THEN true ELSE wake END
+       WHERE workspace_id = $1 AND subject_id = $2 AND ($3 = '' OR automation_id = $3)
+         AND (status = 'running' OR (status = 'waiting' AND waiting_for = 'subject_resume'))`,
       [workspaceId, subjectId, automationId, ts(now)],
     );
     if (del.rowCount === 1 && entry) await audit(client, [entry]);
