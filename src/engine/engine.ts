@@ -8,10 +8,6 @@ import { checkJsonInput } from "../model/json-input.js";
 import type { RunStatus } from "../model/run-status.js";
 import { RegisteredAction, type ActionSpec } from "./actions.js";
 import { actionNode } from "./nodes/action.js";
-import { agentNode } from "./nodes/agent.js";
-import { approvalNode } from "./nodes/approval.js";
-import { forEachNode } from "./nodes/for-each.js";
-import { inputNode, waitForEventNode } from "./nodes/waits.js";
 import { simulate, type SimulateRequest, type Transcript } from "./simulate.js";
 import { systemClock, type Clock } from "./clock.js";
 import { ErrorCodes } from "./errors.js";
@@ -19,8 +15,7 @@ import { EngineEmitter } from "./events.js";
 import { UndiciHttpClient, type HttpClient } from "./http.js";
 import { newId } from "./ids.js";
 import { newRun } from "./new-run.js";
-import { BUILTIN_HANDLERS } from "./nodes/builtins.js";
-import { httpRequestNode } from "./nodes/http-request.js";
+import { NODE_HANDLERS } from "./nodes/registry.js";
 import type { NodeHandler, NodeSettings } from "./nodes/types.js";
 import { Runner, type RunnerOptions } from "./runner.js";
 import type {
@@ -117,7 +112,7 @@ export class Engine {
     this.store = opts.store;
     this.clock = opts.clock ?? systemClock;
     this.owner = opts.runner?.owner ?? `wkr_${randomUUID().slice(0, 8)}`;
-    for (const h of [...BUILTIN_HANDLERS, httpRequestNode, waitForEventNode, inputNode, approvalNode, forEachNode, agentNode]) this.handlers.set(h.kind, h);
+    for (const h of NODE_HANDLERS) this.handlers.set(h.kind, h);
     this.settings = opts.settings ?? {};
     this.http = opts.http ?? new UndiciHttpClient({ allow: opts.httpAllow ?? [] });
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
@@ -563,7 +558,7 @@ export class Engine {
     const v = await this.store.getVersion(a.id, a.current_version);
     if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
     const secretNames = (await this.store.listSecrets(workspaceId)).map((x) => x.name);
-    return simulate(v.definition, req, { actions: this.actions, now: this.clock.now(), automation_id: a.id, version: v.version, settings: this.settings, secretNames });
+    return simulate(v.definition, req, { actions: this.actions, now: this.clock.now(), workspace_id: workspaceId, automation_id: a.id, version: v.version, settings: this.settings, secretNames });
   }
 
   /** Resolve when the run reaches a status satisfying `pred` (tests and the CLI wait this way). */

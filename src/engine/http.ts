@@ -227,7 +227,8 @@ export class UndiciHttpClient implements HttpClient {
   }
 }
 
-function parseUrl(raw: string, base?: URL): URL {
+/** A URL a step may call (http or https), or `http.bad_url`. */
+export function parseUrl(raw: string, base?: URL): URL {
   let url: URL;
   try {
     url = new URL(raw, base);
