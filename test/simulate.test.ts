@@ -36,6 +36,12 @@ function definition(root: string, nodes: unknown[], edges: { from: string; port:
 
 const opts = (extra: Partial<SimulateOptions> = {}): SimulateOptions => ({ actions: new Map(), now: NOW, ...extra });
 
+/** The headers a run adds to a step's request (its idempotency key and trace), which a simulation shows too. */
+const runHeaders = (key: string) => ({ "idempotency-key": `run_simulation/${key}/1`, traceparent: expect.stringMatching(/^00-0{32}-[0-9a-f]{16}-01$/) });
+
+/** What every request gets back in a simulation. */
+const SYNTHETIC = { status: 200, headers: { "content-type": "application/json" }, body: {} };
+
 /** node key → port: the path as a user reads it. */
 const path = (t: Transcript) => t.steps.map((s) => [s.node_key, s.port]);
 
@@ -69,10 +75,11 @@ describe("simulate()", () => {
 
     expect(path(yes)).toEqual([["check", "true"], ["notify", "next"], ["done", null]]);
     expect(yes.steps[0]).toMatchObject({ forced: true, output: { value: false } }); // computed false, forced true
-    expect(yes.steps[1]).toMatchObject({ entered_via_port: "true", forced: false, output: { status: 200, headers: {}, body: null } });
+    expect(yes.steps[1]).toMatchObject({ entered_via_port: "true", forced: false, output: SYNTHETIC });
+    expect(yes.steps[1]!.note).toContain("synthetic 200 {}");
     const request = {
       method: "POST", url: `${sink.url}/deal`,
-      headers: { "x-deal": "Acme", "content-type": "application/json" },
+      headers: { "x-deal": "Acme", "content-type": "application/json", ...runHeaders("notify") },
       body: { text: "Deal Acme is worth 10", amount: 10 },
     };
     expect(yes.steps[1]!.would_send).toEqual(request);
@@ -189,7 +196,8 @@ describe("simulate()", () => {
         { idx: 2, subject_id: "c3", skipped: false, input: bodyFor("c@x.test") },
       ],
     });
-    expect(step.output).toEqual({ total: 3, would_run: 2, skipped: 1, failed: 0 });
+    // The fan-out's own summary, as a run's steps.each holds it.
+    expect(step.output).toEqual({ total: 3, succeeded: 2, idempotent_replay: 0, failed: 0, skipped: 1, awaiting_approval: 0, pending: 0 });
     expect(t.outbound).toEqual([{
       kind: "http_request", total: 2,
       items: [{ idx: 0, subject_id: "c1", input: bodyFor("a@x.test") }, { idx: 2, subject_id: "c3", input: bodyFor("c@x.test") }],
@@ -205,7 +213,7 @@ describe("simulate()", () => {
     const t = await simulate(def, { test_context: { rows: [{ id: "r1", slug: "a" }, { id: "r2" }] } }, opts());
     const items = (t.steps[0]!.resolved as { items: { idx: number; error?: { code: string } }[] }).items;
     expect(items[1]!.error).toMatchObject({ code: "template.missing_variable" });
-    expect(t.steps[0]!.output).toEqual({ total: 2, would_run: 1, skipped: 0, failed: 1 });
+    expect(t.steps[0]!.output).toMatchObject({ total: 2, succeeded: 1, skipped: 0, failed: 1 });
     expect(t.outbound).toEqual([{ kind: "http_request", total: 1, items: [{ idx: 0, subject_id: "r1", input: { method: "GET", url: "https://x.test/a" } }] }]);
   });
 
@@ -216,7 +224,7 @@ describe("simulate()", () => {
     const t = await simulate(def, { test_context: { n: Array.from({ length: 250 }, (_, i) => i) } }, opts());
     const step = t.steps[0]!;
     expect((step.resolved as { items: unknown[] }).items).toHaveLength(100);
-    expect(step.output).toEqual({ total: 250, would_run: 125, skipped: 125, failed: 0 });
+    expect(step.output).toMatchObject({ total: 250, succeeded: 125, skipped: 125, failed: 0 });
     expect(step.note).toContain("250 items");
   });
 
@@ -270,9 +278,44 @@ describe("simulate()", () => {
     expect(t.steps[0]!.error).toMatchObject({ code: "policy.violation" });
     expect(t.steps[0]!.would_send).toBeUndefined();
     expect(t.steps[2]!.violations).toBeUndefined();
-    expect(t.outbound).toEqual([{ method: "GET", url: "https://api.hooks.example.com/y", headers: {}, body: null }]);
+    expect(t.outbound).toEqual([{ method: "GET", url: "https://api.hooks.example.com/y", headers: runHeaders("allowed"), body: null }]);
     expect(t.context).toEqual({ blocked: "policy.violation" });
     expect(sink.requests).toHaveLength(0);
+  });
+
+  it("secrets appear as [secret:NAME] in what would be sent, and a secret outside node.permissions is refused as in a run", async () => {
+    const def = definition("call", [
+      {
+        key: "call", kind: "http_request", permissions: ["http:api.example.com", "secret:crm"],
+        config: { method: "GET", url: "https://api.example.com/x", headers: { Authorization: "Bearer {{ secrets.crm }}" } },
+      },
+      {
+        key: "leak", kind: "http_request", permissions: ["http:api.example.com"],
+        config: { method: "GET", url: "https://api.example.com/y?k={{ secrets.crm }}" },
+      },
+    ], [{ from: "call", port: "next", to: "leak" }]);
+    const t = await simulate(def, {}, opts({ secretNames: ["crm"] }));
+    expect(path(t)).toEqual([["call", "next"], ["leak", null]]);
+    expect(t.steps[0]!.would_send).toMatchObject({ headers: { authorization: "Bearer [secret:crm]" } });
+    expect(t.steps[1]!.violations).toEqual([{ permission: "secret:crm", message: expect.stringContaining("secret:crm") }]);
+    expect(t.steps[1]!.error).toMatchObject({ code: "policy.violation" });
+    expect(t.outbound).toHaveLength(1);
+    expect(t.status).toBe("failed");
+  });
+
+  it("a fan-out with per-item approvals runs its items as approved; its items are listed, not stored", async () => {
+    let calls = 0;
+    const notify = new RegisteredAction({ kind: "notify", handler: () => void calls++ });
+    const def = definition("each", [
+      { key: "each", kind: "for_each", config: { items: "context.ids", approval: { title: "Send to {{ item.to }}?" }, action: { kind: "notify", config: { to: "{{ item.id }}" } } } },
+    ], [], ["notify"]);
+    const t = await simulate(def, { test_context: { ids: [{ id: "a" }, { id: "b" }] } }, opts({ actions: new Map([[notify.kind, notify]]) }));
+    const step = t.steps[0]!;
+    expect(step.port).toBe("next");
+    expect(step.output).toMatchObject({ total: 2, succeeded: 2, awaiting_approval: 0 });
+    expect(step.note).toContain("2 approval requests");
+    expect(step.would_send).toEqual({ kind: "notify", total: 2, items: [{ idx: 0, subject_id: "a", input: { to: "a" } }, { idx: 1, subject_id: "b", input: { to: "b" } }] });
+    expect(calls).toBe(0);
   });
 
   it("waits are taken as ended the common way, with a note of what a run would wait for", async () => {
@@ -286,26 +329,34 @@ describe("simulate()", () => {
       { from: "reply", port: "received", to: "ask" },
       { from: "ask", port: "received", to: "ok" },
     ]);
-    const t = await simulate(def, { test_context: { name: "Acme" } }, opts());
+    const t = await simulate(def, { test_context: { name: "Acme" }, subject_id: "ct_1" }, opts());
     expect(path(t)).toEqual([["pause", "next"], ["reply", "received"], ["ask", "received"], ["ok", "approved"]]);
     expect(t.steps[0]!.note).toBe("would wait until 2026-04-20T12:01:30.000Z (90000 ms)");
+    expect(t.steps[0]!.output).toEqual({ waited_ms: 90_000 });
     expect(t.steps[1]!.note).toContain('"reply.received"');
     expect(t.steps[2]!.resolved).toMatchObject({ prompt: "Email for Acme?" });
     expect(t.steps[3]!.resolved).toMatchObject({ title: "Approve Acme" });
-    const forced = await simulate(def, { test_context: { name: "Acme" }, branch_choices: { ok: "rejected", reply: "timeout" } }, opts());
+    expect(t.steps[3]!.output).toMatchObject({ status: "approved" });
+    const forced = await simulate(def, { test_context: { name: "Acme" }, subject_id: "ct_1", branch_choices: { ok: "rejected", reply: "timeout" } }, opts());
     expect(path(forced)).toEqual([["pause", "next"], ["reply", "timeout"]]);
+    expect(forced.steps[1]!.output).toEqual({ timed_out: true });
+    const rejected = await simulate(def, { test_context: { name: "Acme" }, subject_id: "ct_1", branch_choices: { ok: "rejected" } }, opts());
+    expect(rejected.steps[3]).toMatchObject({ port: "rejected", forced: true, output: { status: "rejected" } });
+    // An input waits for the run's subject's reply: without a subject a run fails there, and so does the walk.
+    const noSubject = await simulate(def, { test_context: { name: "Acme" } }, opts());
+    expect(noSubject.steps[2]!.error).toMatchObject({ code: "input.no_subject" });
+    expect(noSubject.status).toBe("failed");
   });
 
-  it("a randomizer picks by weight with the injected random source, unless forced", async () => {
+  it("a randomizer without a subject picks by weight with the injected random source, unless forced", async () => {
     const def = definition("ab", [
       { key: "ab", kind: "randomizer", config: { variants: [{ port: "a", weight: 20 }, { port: "b", weight: 80 }] } },
     ], []);
     expect((await simulate(def, {}, opts({ random: () => 0.1 }))).steps[0]!.port).toBe("a");
     expect((await simulate(def, {}, opts({ random: () => 0.5 }))).steps[0]!.port).toBe("b");
-    let draws = 0;
-    const forced = await simulate(def, { branch_choices: { ab: "a" } }, opts({ random: () => (draws++, 0.9) }));
-    expect(forced.steps[0]).toMatchObject({ port: "a", forced: true });
-    expect(draws).toBe(0);
+    // Forced: the node still decides (its output says what), and the choice wins.
+    const forced = await simulate(def, { branch_choices: { ab: "a" } }, opts({ random: () => 0.9 }));
+    expect(forced.steps[0]).toMatchObject({ port: "a", forced: true, output: { variant: "b", sticky: false } });
   });
 
   it("an agent step is rendered, not called, and fails as a run would when no AI endpoint is configured", async () => {
@@ -314,10 +365,20 @@ describe("simulate()", () => {
     ], []);
     const lookup = new RegisteredAction({ kind: "lookup", handler: () => ({}) });
     const actions = new Map([[lookup.kind, lookup]]);
-    const configured = await simulate(def, { test_context: { name: "Acme" } }, opts({ actions, settings: { ai: { base_url: "http://127.0.0.1:1" } } }));
-    const request = { model: "small", system: "Be brief", prompt: "Summarise Acme", tools: ["lookup"] };
-    expect(configured.steps[0]).toMatchObject({ port: "next", would_send: request });
-    expect(configured.outbound).toEqual([request]);
+    const ai = { base_url: "http://127.0.0.1:1/v1", api_key: "sk-operator-key" };
+    const configured = await simulate(def, { test_context: { name: "Acme" } }, opts({ actions, settings: { ai } }));
+    const step = configured.steps[0]!;
+    expect(step).toMatchObject({ port: "next", resolved: { model: "small", system: "Be brief", prompt: "Summarise Acme", tools: ["lookup"] } });
+    // What the agent would send the endpoint, the operator's key shown as a marker; the synthetic completion calls no tool.
+    expect(step.would_send).toMatchObject({
+      method: "POST", url: "http://127.0.0.1:1/v1/chat/completions",
+      headers: { authorization: "Bearer [setting:WEFT_AI_API_KEY]" },
+      body: { model: "small", messages: [{ role: "system", content: "Be brief" }, { role: "user", content: "Summarise Acme" }], tools: [{ function: { name: "lookup" } }] },
+    });
+    expect(JSON.stringify(configured)).not.toContain("sk-operator-key");
+    expect(step.output).toMatchObject({ content: "", turns: 1, tool_calls: [] });
+    expect(step.note).toContain("synthetic completion");
+    expect(configured.outbound).toEqual([step.would_send]);
     const unconfigured = await simulate(def, { test_context: { name: "Acme" } }, opts({ actions }));
     expect(unconfigured.steps[0]!.error).toMatchObject({ code: "agent.not_configured" });
     expect(unconfigured.status).toBe("failed");
@@ -385,7 +446,7 @@ describe.each(STORE_KINDS)("Engine.simulate (%s store)", (kind) => {
 
     expect(path(t)).toEqual([["check", "true"], ["notify", "next"], ["ok", "approved"], ["done", null]]);
     expect(t.outbound).toEqual([{
-      method: "POST", url: `${sink.url}/deal`, headers: { "content-type": "application/json" }, body: { text: "Deal Acme" },
+      method: "POST", url: `${sink.url}/deal`, headers: { "content-type": "application/json", ...runHeaders("notify") }, body: { text: "Deal Acme" },
     }]);
     expect(t.status).toBe("completed");
     expect((await engine.listRuns({ workspace_id: WS })).items).toHaveLength(runsBefore);

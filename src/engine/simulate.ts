@@ -225,6 +225,8 @@ class Simulation {
   readonly steps: Record<string, unknown> = {};
   readonly handlers = new Map<string, NodeHandler>();
   readonly edges: ReturnType<typeof edgeIndex>;
+  /** The registered actions as handlers reach them (action nodes, fan-out items, agent tools): never called. */
+  private readonly actions = new Map<string, RegisteredAction>();
   private readonly run: Run;
   private readonly secrets: ReadonlyMap<string, string>;
   private readonly settings: NodeSettings;
@@ -243,7 +245,8 @@ class Simulation {
     this.settings = ai ? { ...opts.settings, ai: { ...ai, api_key: ai.api_key ? AI_KEY_MARKER : undefined } } : { ...opts.settings };
     this.aiUrl = ai ? `${ai.base_url.replace(/\/+$/, "")}/chat/completions` : null;
     for (const h of NODE_HANDLERS) this.handlers.set(h.kind, h);
-    for (const a of opts.actions.values()) this.handlers.set(a.kind, actionNode(this.dryAction(a)));
+    for (const a of opts.actions.values()) this.actions.set(a.kind, this.dryAction(a));
+    for (const a of this.actions.values()) this.handlers.set(a.kind, actionNode(a));
     this.run = {
       id: SIMULATION_RUN_ID, workspace_id: opts.workspace_id ?? "", automation_id: opts.automation_id ?? "", version: opts.version ?? 0,
       event_id: null, dedupe_key: SIMULATION_RUN_ID, trigger_type: "simulation", subject_id: req.subject_id ?? null,
@@ -286,7 +289,7 @@ class Simulation {
       v.result = result;
       if (result.kind !== "park" || wakes >= MAX_WAKES) break;
       for (const a of result.approvals ?? []) approvals.set(a.id, a);
-      if (parked === undefined) v.notes.push(parkNote(result, this.now));
+      if (parked === undefined) v.notes.push(parkNote(result, approvals.size, this.now));
       parked = { kind: result.waiting_for, since: parked?.since ?? this.now, until: result.until, ...(result.data ? { data: result.data } : {}) };
       // Time passes for what only time ends (a delay, a retry), and for a wait forced to time out.
       if (result.until !== null && (result.waiting_for === "delay" || result.waiting_for === "item_retry" || choice === "timeout")) {
@@ -304,7 +307,7 @@ class Simulation {
       run: this.run, node, scope: scopeForNode(runScope(this.run, this.context, this.steps, this.secrets), node, v.violations, clock),
       idempotencyKey: `${this.run.id}/${node.key}/${visit}`, visit, attempt: 1, now, parked,
       signal: new AbortController().signal, http: this.recorder(), random: this.opts.random ?? Math.random,
-      store: this.reads(choice, items, approvals),
+      store: this.reads(choice, items, approvals, v.notes),
       permissions: node.permissions ?? null,
       violate: (permission, message) => {
         const p: PolicyViolation = { code: "policy.violation", permission, message, at: now };
@@ -312,9 +315,10 @@ class Simulation {
         return p;
       },
       log: () => undefined,
-      actions: this.opts.actions, handlers: this.handlers, settings: this.settings,
-      saveItems: async (saved) => {
+      actions: this.actions, handlers: this.handlers, settings: this.settings,
+      saveItems: async (saved, asked) => {
         for (const it of saved) items.set(it.id, it);
+        for (const a of asked ?? []) approvals.set(a.id, a);
         return true;
       },
       control: () => null,
@@ -338,12 +342,14 @@ class Simulation {
   }
 
   /** The store as handlers read it, answered from the simulation: nothing is read from or written to a store. */
-  private reads(choice: string | undefined, items: Map<string, RunItem>, approvals: Map<string, Approval>): NodeReads {
+  private reads(choice: string | undefined, items: Map<string, RunItem>, approvals: Map<string, Approval>, notes: string[]): NodeReads {
     return {
       findEvents: async (workspaceId, wait) => {
         // A wait forced to time out finds nothing; otherwise one synthetic event about the subject arrives.
         const id = `evt_simulation_${wait.name}`;
         if (choice === "timeout" || wait.exclude.includes(id)) return [];
+        const note = `would wait for event "${wait.name}"; simulated as received (a synthetic event with an empty payload)`;
+        if (!notes.includes(note)) notes.push(note);
         const event: StoredEvent = {
           id, workspace_id: workspaceId, source: SIMULATION_ACTOR, idempotency_key: id, payload_hash: "", type: "event", name: wait.name,
           subject_id: wait.subject_id, body: { type: wait.name, name: wait.name, subject_id: wait.subject_id, payload: {} },
@@ -375,18 +381,13 @@ function parseBody(text: string, contentType: string | undefined): unknown {
   return text;
 }
 
-function parkNote(r: Extract<NodeResult, { kind: "park" }>, now: number): string {
+function parkNote(r: Extract<NodeResult, { kind: "park" }>, approvals: number, now: number): string {
   const until = r.until === null ? "" : ` until ${new Date(r.until).toISOString()} (${r.until - now} ms)`;
   switch (r.waiting_for) {
     case "delay":
       return `would wait${until}`;
-    case "event":
-    case "input":
-      return `would wait for event "${r.wait?.name ?? ""}"${until}; simulated as received (a synthetic event with an empty payload)`;
-    case "approval": {
-      const n = r.approvals?.length ?? 0;
-      return `would create ${n > 1 ? `${n} approval requests` : "an approval request"} and wait${until}; simulated as approved`;
-    }
+    case "approval":
+      return `would create ${approvals > 1 ? `${approvals} approval requests` : "an approval request"} and wait${until}; simulated as approved`;
     default:
       return `would wait (${r.waiting_for})${until}`;
   }
