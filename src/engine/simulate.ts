@@ -289,7 +289,7 @@ class Simulation {
       v.result = result;
       if (result.kind !== "park" || wakes >= MAX_WAKES) break;
       for (const a of result.approvals ?? []) approvals.set(a.id, a);
-      if (parked === undefined) v.notes.push(parkNote(result, approvals.size, this.now));
+      if (parked === undefined) v.notes.push(parkNote(result, approvals.size, choice, this.now));
       parked = { kind: result.waiting_for, since: parked?.since ?? this.now, until: result.until, ...(result.data ? { data: result.data } : {}) };
       // Time passes for what only time ends (a delay, a retry), and for a wait forced to time out.
       if (result.until !== null && (result.waiting_for === "delay" || result.waiting_for === "item_retry" || choice === "timeout")) {
@@ -381,13 +381,17 @@ function parseBody(text: string, contentType: string | undefined): unknown {
   return text;
 }
 
-function parkNote(r: Extract<NodeResult, { kind: "park" }>, approvals: number, now: number): string {
+/** What a parked node would wait for, and how the simulation ended the wait. */
+function parkNote(r: Extract<NodeResult, { kind: "park" }>, approvals: number, choice: string | undefined, now: number): string {
   const until = r.until === null ? "" : ` until ${new Date(r.until).toISOString()} (${r.until - now} ms)`;
   switch (r.waiting_for) {
     case "delay":
       return `would wait${until}`;
     case "approval":
-      return `would create ${approvals > 1 ? `${approvals} approval requests` : "an approval request"} and wait${until}; simulated as approved`;
+      return `would create ${approvals > 1 ? `${approvals} approval requests` : "an approval request"} and wait${until}; simulated as ${choice ?? "approved"}`;
+    case "event":
+    case "input":
+      return `would wait for event "${r.wait?.name ?? ""}"${until}; simulated as ${choice === "timeout" ? "timed out" : (choice ?? "received")}`;
     default:
       return `would wait (${r.waiting_for})${until}`;
   }
