@@ -348,6 +348,19 @@ describe("simulate()", () => {
     expect(noSubject.status).toBe("failed");
   });
 
+  it("a wait whose match the synthetic event cannot satisfy is still taken as received, and the note says why", async () => {
+    const def = definition("strict", [
+      { key: "strict", kind: "wait_for_event", config: { event: "order.paid", match: "event.payload.order_id == context.order_id" } },
+      { key: "never", kind: "wait_for_event", config: { event: "order.paid", match: "false" } },
+    ], [{ from: "strict", port: "received", to: "never" }]);
+    const t = await simulate(def, { test_context: { order_id: "o1" }, subject_id: "ct_1" }, opts());
+    expect(path(t)).toEqual([["strict", "received"], ["never", "received"]]);
+    expect(t.steps[0]!.error).toBeUndefined();
+    expect(t.steps[0]!.note).toContain("could not be tested on the synthetic event");
+    expect(t.steps[1]!.note).toContain("does not satisfy its match");
+    expect(t.status).toBe("completed");
+  });
+
   it("a randomizer without a subject picks by weight with the injected random source, unless forced", async () => {
     const def = definition("ab", [
       { key: "ab", kind: "randomizer", config: { variants: [{ port: "a", weight: 20 }, { port: "b", weight: 80 }] } },

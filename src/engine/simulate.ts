@@ -217,6 +217,8 @@ interface Visit {
   sentForOutbound: unknown[];
   items: RunItem[];
   notes: string[];
+  /** A wait was handed the synthetic event. */
+  synthetic: boolean;
 }
 
 /** The run a simulation pretends to be, and the stand-ins its handlers reach. */
@@ -271,7 +273,7 @@ class Simulation {
 
   /** Run one node visit: the handler, woken as its wait would end when it parks. */
   async visit(node: NodeDef, handler: NodeHandler, choice: string | undefined, visit: number): Promise<Visit> {
-    const v: Visit = { result: { kind: "end" }, input: undefined, violations: [], sent: [], sentForOutbound: [], items: [], notes: [] };
+    const v: Visit = { result: { kind: "end" }, input: undefined, violations: [], sent: [], sentForOutbound: [], items: [], notes: [], synthetic: false };
     this.sent = v.sent;
     const items = new Map<string, RunItem>();
     const approvals = new Map<string, Approval>();
@@ -297,6 +299,7 @@ class Simulation {
       }
     }
     v.items = [...items.values()].sort((a, b) => a.idx - b.idx);
+    if (v.synthetic) takeSyntheticWait(v);
     return v;
   }
 
@@ -307,7 +310,7 @@ class Simulation {
       run: this.run, node, scope: scopeForNode(runScope(this.run, this.context, this.steps, this.secrets), node, v.violations, clock),
       idempotencyKey: `${this.run.id}/${node.key}/${visit}`, visit, attempt: 1, now, parked,
       signal: new AbortController().signal, http: this.recorder(), random: this.opts.random ?? Math.random,
-      store: this.reads(choice, items, approvals, v.notes),
+      store: this.reads(choice, items, approvals, v),
       permissions: node.permissions ?? null,
       violate: (permission, message) => {
         const p: PolicyViolation = { code: "policy.violation", permission, message, at: now };
@@ -342,14 +345,15 @@ class Simulation {
   }
 
   /** The store as handlers read it, answered from the simulation: nothing is read from or written to a store. */
-  private reads(choice: string | undefined, items: Map<string, RunItem>, approvals: Map<string, Approval>, notes: string[]): NodeReads {
+  private reads(choice: string | undefined, items: Map<string, RunItem>, approvals: Map<string, Approval>, v: Visit): NodeReads {
     return {
       findEvents: async (workspaceId, wait) => {
         // A wait forced to time out finds nothing; otherwise one synthetic event about the subject arrives.
         const id = `evt_simulation_${wait.name}`;
         if (choice === "timeout" || wait.exclude.includes(id)) return [];
         const note = `would wait for event "${wait.name}"; simulated as received (a synthetic event with an empty payload)`;
-        if (!notes.includes(note)) notes.push(note);
+        if (!v.notes.includes(note)) v.notes.push(note);
+        v.synthetic = true;
         const event: StoredEvent = {
           id, workspace_id: workspaceId, source: SIMULATION_ACTOR, idempotency_key: id, payload_hash: "", type: "event", name: wait.name,
           subject_id: wait.subject_id, body: { type: wait.name, name: wait.name, subject_id: wait.subject_id, payload: {} },
@@ -366,6 +370,21 @@ class Simulation {
       },
       decideApproval: async (_ws, id) => ({ applied: false, approval: approvals.get(id) ?? null }),
     };
+  }
+}
+
+/**
+ * A wait handed the synthetic event can only refuse it through its `match`: by not matching (it
+ * parks again) or by failing on a field the empty payload lacks. A run would be answered by a real
+ * event, so neither is the definition's fault: the wait is taken as received, and the note says why.
+ */
+function takeSyntheticWait(v: Visit): void {
+  const r = v.result;
+  if (r.kind === "fail") {
+    v.notes.push(`its match could not be tested on the synthetic event (${r.error.message}); taken as received`);
+    v.result = { kind: "park", waiting_for: "event", until: null };
+  } else if (r.kind === "park") {
+    v.notes.push("the synthetic event does not satisfy its match; taken as received");
   }
 }
 
