@@ -36,6 +36,12 @@ function definition(root: string, nodes: unknown[], edges: { from: string; port:
 
 const opts = (extra: Partial<SimulateOptions> = {}): SimulateOptions => ({ actions: new Map(), now: NOW, ...extra });
 
+/** The headers a run adds to a step's request (its idempotency key and trace), which a simulation shows too. */
+const runHeaders = (key: string) => ({ "idempotency-key": `run_simulation/${key}/1`, traceparent: expect.stringMatching(/^00-0{32}-[0-9a-f]{16}-01$/) });
+
+/** What every request gets back in a simulation. */
+const SYNTHETIC = { status: 200, headers: { "content-type": "application/json" }, body: {} };
+
 /** node key → port: the path as a user reads it. */
 const path = (t: Transcript) => t.steps.map((s) => [s.node_key, s.port]);
 
@@ -61,18 +67,19 @@ function dealGraph(): Definition {
 }
 
 describe("simulate()", () => {
-  it("forcing a branch each way walks each side; only the true side would send, with its body rendered", () => {
+  it("forcing a branch each way walks each side; only the true side would send, with its body rendered", async () => {
     const def = dealGraph();
     const context = { name: "Acme", amount: 10 };
-    const yes = simulate(def, { test_context: context, branch_choices: { check: "true" } }, opts());
-    const no = simulate(def, { test_context: context, branch_choices: { check: "false" } }, opts());
+    const yes = await simulate(def, { test_context: context, branch_choices: { check: "true" } }, opts());
+    const no = await simulate(def, { test_context: context, branch_choices: { check: "false" } }, opts());
 
     expect(path(yes)).toEqual([["check", "true"], ["notify", "next"], ["done", null]]);
     expect(yes.steps[0]).toMatchObject({ forced: true, output: { value: false } }); // computed false, forced true
-    expect(yes.steps[1]).toMatchObject({ entered_via_port: "true", forced: false, output: { status: 200, headers: {}, body: null } });
+    expect(yes.steps[1]).toMatchObject({ entered_via_port: "true", forced: false, output: SYNTHETIC });
+    expect(yes.steps[1]!.note).toContain("synthetic 200 {}");
     const request = {
       method: "POST", url: `${sink.url}/deal`,
-      headers: { "x-deal": "Acme", "content-type": "application/json" },
+      headers: { "x-deal": "Acme", "content-type": "application/json", ...runHeaders("notify") },
       body: { text: "Deal Acme is worth 10", amount: 10 },
     };
     expect(yes.steps[1]!.would_send).toEqual(request);
@@ -88,7 +95,7 @@ describe("simulate()", () => {
     expect(context).toEqual({ name: "Acme", amount: 10 }); // the caller's object is not written to
   });
 
-  it("unforced, each node decides as a run would, and set outputs land at steps.<key>", () => {
+  it("unforced, each node decides as a run would, and set outputs land at steps.<key>", async () => {
     const def = definition("a", [
       { key: "a", kind: "set", config: { assign: { x: "context.start + 1" } } },
       { key: "b", kind: "switch", config: { cases: [{ port: "big", condition: "steps.a.x > 10" }] } },
@@ -97,14 +104,14 @@ describe("simulate()", () => {
       { from: "a", port: "next", to: "b" },
       { from: "b", port: "default", to: "c" },
     ]);
-    const t = simulate(def, { test_context: { start: 4 } }, opts());
+    const t = await simulate(def, { test_context: { start: 4 } }, opts());
     expect(path(t)).toEqual([["a", "next"], ["b", "default"], ["c", "next"]]);
     expect(t.steps.every((s) => !s.forced)).toBe(true);
     expect(t.context).toEqual({ start: 4, x: 5, y: 10 });
     expect(t).toMatchObject({ status: "completed", exit_reason: "completed", outbound: [] });
   });
 
-  it("start_node_key starts the walk mid-graph, and the scope carries the event, subject and run", () => {
+  it("start_node_key starts the walk mid-graph, and the scope carries the event, subject and run", async () => {
     const def = definition("first", [
       { key: "first", kind: "set", config: { assign: { never: "true" } } },
       {
@@ -112,19 +119,19 @@ describe("simulate()", () => {
         config: { assign: { who: "subject.id", what: "event.type", run: "run.id", at: "run.started_at", ver: "run.version" } },
       },
     ], [{ from: "first", port: "next", to: "second" }]);
-    const t = simulate(def, { start_node_key: "second", subject_id: "ct_1" }, opts({ automation_id: "aut_1", version: 3 }));
+    const t = await simulate(def, { start_node_key: "second", subject_id: "ct_1" }, opts({ automation_id: "aut_1", version: 3 }));
     expect(path(t)).toEqual([["second", "next"]]);
     expect(t.steps[0]!.entered_via_port).toBeNull();
     expect(t.context).toEqual({ who: "ct_1", what: "simulation", run: "run_simulation", at: "2026-04-20T12:00:00.000Z", ver: 3 });
   });
 
-  it("an unknown start_node_key is refused with a pointer", () => {
-    const err = catchError(() => simulate(dealGraph(), { start_node_key: "nope" }, opts()));
+  it("an unknown start_node_key is refused with a pointer", async () => {
+    const err = await catchError(() => simulate(dealGraph(), { start_node_key: "nope" }, opts()));
     expect(err).toBeInstanceOf(WeftError);
     expect(err).toMatchObject({ code: "simulate.unknown_node", details: { pointer: "/start_node_key" } });
   });
 
-  it("a branch choice that is not one of the node's ports, or names no node, is refused with a pointer", () => {
+  it("a branch choice that is not one of the node's ports, or names no node, is refused with a pointer", async () => {
     const def = dealGraph();
     for (const [choices, pointer] of [
       [{ check: "maybe" }, "/branch_choices/check"],
@@ -132,18 +139,18 @@ describe("simulate()", () => {
       [{ done: "next" }, "/branch_choices/done"],
       [{ ghost: "true" }, "/branch_choices/ghost"],
     ] as const) {
-      const err = catchError(() => simulate(def, { test_context: { amount: 1, name: "x" }, branch_choices: choices }, opts()));
+      const err = await catchError(() => simulate(def, { test_context: { amount: 1, name: "x" }, branch_choices: choices }, opts()));
       expect(err).toBeInstanceOf(WeftError);
       expect(err).toMatchObject({ code: "simulate.bad_branch_choice", details: { pointer } });
     }
     // Any node's own ports may be forced, not only a branch's: here the http_request's error port.
-    const t = simulate(def, { test_context: { amount: 5000, name: "x" }, branch_choices: { notify: "error" } }, opts());
+    const t = await simulate(def, { test_context: { amount: 5000, name: "x" }, branch_choices: { notify: "error" } }, opts());
     expect(path(t)).toEqual([["check", "true"], ["notify", "error"]]);
     expect(sink.requests).toHaveLength(0);
   });
 
-  it("a missing template variable is recorded on the step and fails the walk when no error port is wired", () => {
-    const t = simulate(dealGraph(), { test_context: { amount: 5000 } }, opts());
+  it("a missing template variable is recorded on the step and fails the walk when no error port is wired", async () => {
+    const t = await simulate(dealGraph(), { test_context: { amount: 5000 } }, opts());
     expect(path(t)).toEqual([["check", "true"], ["notify", null]]);
     expect(t.steps[1]!.error).toMatchObject({ code: "template.missing_variable", details: { path: "context.name" } });
     expect(t.steps[1]!.error!.message).toContain("context.name");
@@ -151,18 +158,18 @@ describe("simulate()", () => {
     expect(sink.requests).toHaveLength(0);
   });
 
-  it("a failed node follows its error port when one is wired", () => {
+  it("a failed node follows its error port when one is wired", async () => {
     const def = definition("greet", [
       { key: "greet", kind: "http_request", config: { method: "POST", url: `${sink.url}/x`, body: "{{ context.missing }}" } },
       { key: "fallback", kind: "set", config: { assign: { failed: "steps.greet.error.code" } } },
     ], [{ from: "greet", port: "error", to: "fallback" }]);
-    const t = simulate(def, {}, opts());
+    const t = await simulate(def, {}, opts());
     expect(path(t)).toEqual([["greet", "error"], ["fallback", "next"]]);
     expect(t.context).toEqual({ failed: "template.missing_variable" });
     expect(t.status).toBe("completed");
   });
 
-  it("for_each evaluates items, subjects and conditions per item, and lists skipped items without input", () => {
+  it("for_each evaluates items, subjects and conditions per item, and lists skipped items without input", async () => {
     const def = definition("each", [
       {
         key: "each", kind: "for_each",
@@ -178,7 +185,7 @@ describe("simulate()", () => {
       { id: "c2", email: "b@x.test", opted_in: false },
       { id: "c3", email: "c@x.test", opted_in: true },
     ];
-    const t = simulate(def, { test_context: { contacts } }, opts());
+    const t = await simulate(def, { test_context: { contacts } }, opts());
     const step = t.steps[0]!;
     const bodyFor = (to: string) => ({ method: "POST", url: `${sink.url}/mail`, body: { to } });
     expect(step.resolved).toEqual({
@@ -189,7 +196,8 @@ describe("simulate()", () => {
         { idx: 2, subject_id: "c3", skipped: false, input: bodyFor("c@x.test") },
       ],
     });
-    expect(step.output).toEqual({ total: 3, would_run: 2, skipped: 1, failed: 0 });
+    // The fan-out's own summary, as a run's steps.each holds it.
+    expect(step.output).toEqual({ total: 3, succeeded: 2, idempotent_replay: 0, failed: 0, skipped: 1, awaiting_approval: 0, pending: 0 });
     expect(t.outbound).toEqual([{
       kind: "http_request", total: 2,
       items: [{ idx: 0, subject_id: "c1", input: bodyFor("a@x.test") }, { idx: 2, subject_id: "c3", input: bodyFor("c@x.test") }],
@@ -198,29 +206,29 @@ describe("simulate()", () => {
     expect(sink.requests).toHaveLength(0);
   });
 
-  it("a for_each item whose template does not resolve is listed as failed, and the others still run", () => {
+  it("a for_each item whose template does not resolve is listed as failed, and the others still run", async () => {
     const def = definition("each", [
       { key: "each", kind: "for_each", config: { items: "context.rows", subject: "item.id", action: { kind: "http_request", config: { method: "GET", url: "https://x.test/{{ item.slug }}" } } } },
     ], []);
-    const t = simulate(def, { test_context: { rows: [{ id: "r1", slug: "a" }, { id: "r2" }] } }, opts());
+    const t = await simulate(def, { test_context: { rows: [{ id: "r1", slug: "a" }, { id: "r2" }] } }, opts());
     const items = (t.steps[0]!.resolved as { items: { idx: number; error?: { code: string } }[] }).items;
     expect(items[1]!.error).toMatchObject({ code: "template.missing_variable" });
-    expect(t.steps[0]!.output).toEqual({ total: 2, would_run: 1, skipped: 0, failed: 1 });
+    expect(t.steps[0]!.output).toMatchObject({ total: 2, succeeded: 1, skipped: 0, failed: 1 });
     expect(t.outbound).toEqual([{ kind: "http_request", total: 1, items: [{ idx: 0, subject_id: "r1", input: { method: "GET", url: "https://x.test/a" } }] }]);
   });
 
-  it("for_each lists the first 100 items and counts the rest", () => {
+  it("for_each lists the first 100 items and counts the rest", async () => {
     const def = definition("each", [
       { key: "each", kind: "for_each", config: { items: "context.n", condition: "item % 2 == 0", action: { kind: "http_request", config: { method: "GET", url: `${sink.url}/{{ item }}` } } } },
     ], []);
-    const t = simulate(def, { test_context: { n: Array.from({ length: 250 }, (_, i) => i) } }, opts());
+    const t = await simulate(def, { test_context: { n: Array.from({ length: 250 }, (_, i) => i) } }, opts());
     const step = t.steps[0]!;
     expect((step.resolved as { items: unknown[] }).items).toHaveLength(100);
-    expect(step.output).toEqual({ total: 250, would_run: 125, skipped: 125, failed: 0 });
+    expect(step.output).toMatchObject({ total: 250, succeeded: 125, skipped: 125, failed: 0 });
     expect(step.note).toContain("250 items");
   });
 
-  it("a custom action's input is rendered and checked against its schema, and the action is never called", () => {
+  it("a custom action's input is rendered and checked against its schema, and the action is never called", async () => {
     let calls = 0;
     const action = new RegisteredAction(defineAction({
       kind: "crm.create_task",
@@ -236,7 +244,7 @@ describe("simulate()", () => {
       { key: "task", kind: "crm.create_task", config: { title: "Call {{ context.name }}", owner_id: "{{ context.owner }}", priority: "{{ context.priority }}" }, permissions: ["http:crm.internal"] },
     ], [], ["crm.create_task"]);
 
-    const bad = simulate(def, { test_context: { name: "Acme", owner: 42, priority: "high" } }, opts({ actions }));
+    const bad = await simulate(def, { test_context: { name: "Acme", owner: 42, priority: "high" } }, opts({ actions }));
     const step = bad.steps[0]!;
     expect(step.resolved).toEqual({ title: "Call Acme", owner_id: 42, priority: "high" });
     expect(step.problems?.map((p) => p.pointer)).toEqual(["/owner_id", "/priority"]);
@@ -245,7 +253,7 @@ describe("simulate()", () => {
     expect(step.would_send).toBeUndefined();
     expect(bad).toMatchObject({ status: "failed", exit_reason: "handler_failure", outbound: [] });
 
-    const good = simulate(def, { test_context: { name: "Acme", owner: "u1", priority: 2 } }, opts({ actions }));
+    const good = await simulate(def, { test_context: { name: "Acme", owner: "u1", priority: 2 } }, opts({ actions }));
     const input = { title: "Call Acme", owner_id: "u1", priority: 2 };
     expect(good.steps[0]).toMatchObject({ port: "next", resolved: input, would_send: { kind: "crm.create_task", input } });
     expect(good.steps[0]!.problems).toBeUndefined();
@@ -255,7 +263,7 @@ describe("simulate()", () => {
     expect(calls).toBe(0);
   });
 
-  it("an http_request to a host outside node.permissions reports the violation and is not sent", () => {
+  it("an http_request to a host outside node.permissions reports the violation and is not sent", async () => {
     const def = definition("call", [
       { key: "call", kind: "http_request", config: { method: "GET", url: `${sink.url}/x` }, permissions: ["http:hooks.example.com"] },
       { key: "allowed", kind: "http_request", config: { method: "GET", url: "https://api.hooks.example.com/y" }, permissions: ["http:*.example.com"] },
@@ -264,18 +272,53 @@ describe("simulate()", () => {
       { from: "call", port: "error", to: "recover" },
       { from: "recover", port: "next", to: "allowed" },
     ]);
-    const t = simulate(def, {}, opts());
+    const t = await simulate(def, {}, opts());
     expect(path(t)).toEqual([["call", "error"], ["recover", "next"], ["allowed", "next"]]);
     expect(t.steps[0]!.violations).toEqual([{ permission: "http:127.0.0.1", message: expect.stringContaining("127.0.0.1") }]);
     expect(t.steps[0]!.error).toMatchObject({ code: "policy.violation" });
     expect(t.steps[0]!.would_send).toBeUndefined();
     expect(t.steps[2]!.violations).toBeUndefined();
-    expect(t.outbound).toEqual([{ method: "GET", url: "https://api.hooks.example.com/y", headers: {}, body: null }]);
+    expect(t.outbound).toEqual([{ method: "GET", url: "https://api.hooks.example.com/y", headers: runHeaders("allowed"), body: null }]);
     expect(t.context).toEqual({ blocked: "policy.violation" });
     expect(sink.requests).toHaveLength(0);
   });
 
-  it("waits are taken as ended the common way, with a note of what a run would wait for", () => {
+  it("secrets appear as [secret:NAME] in what would be sent, and a secret outside node.permissions is refused as in a run", async () => {
+    const def = definition("call", [
+      {
+        key: "call", kind: "http_request", permissions: ["http:api.example.com", "secret:crm"],
+        config: { method: "GET", url: "https://api.example.com/x", headers: { Authorization: "Bearer {{ secrets.crm }}" } },
+      },
+      {
+        key: "leak", kind: "http_request", permissions: ["http:api.example.com"],
+        config: { method: "GET", url: "https://api.example.com/y?k={{ secrets.crm }}" },
+      },
+    ], [{ from: "call", port: "next", to: "leak" }]);
+    const t = await simulate(def, {}, opts({ secretNames: ["crm"] }));
+    expect(path(t)).toEqual([["call", "next"], ["leak", null]]);
+    expect(t.steps[0]!.would_send).toMatchObject({ headers: { authorization: "Bearer [secret:crm]" } });
+    expect(t.steps[1]!.violations).toEqual([{ permission: "secret:crm", message: expect.stringContaining("secret:crm") }]);
+    expect(t.steps[1]!.error).toMatchObject({ code: "policy.violation" });
+    expect(t.outbound).toHaveLength(1);
+    expect(t.status).toBe("failed");
+  });
+
+  it("a fan-out with per-item approvals runs its items as approved; its items are listed, not stored", async () => {
+    let calls = 0;
+    const notify = new RegisteredAction({ kind: "notify", handler: () => void calls++ });
+    const def = definition("each", [
+      { key: "each", kind: "for_each", config: { items: "context.ids", approval: { title: "Send to {{ item.to }}?" }, action: { kind: "notify", config: { to: "{{ item.id }}" } } } },
+    ], [], ["notify"]);
+    const t = await simulate(def, { test_context: { ids: [{ id: "a" }, { id: "b" }] } }, opts({ actions: new Map([[notify.kind, notify]]) }));
+    const step = t.steps[0]!;
+    expect(step.port).toBe("next");
+    expect(step.output).toMatchObject({ total: 2, succeeded: 2, awaiting_approval: 0 });
+    expect(step.note).toContain("2 approval requests");
+    expect(step.would_send).toEqual({ kind: "notify", total: 2, items: [{ idx: 0, subject_id: "a", input: { to: "a" } }, { idx: 1, subject_id: "b", input: { to: "b" } }] });
+    expect(calls).toBe(0);
+  });
+
+  it("waits are taken as ended the common way, with a note of what a run would wait for", async () => {
     const def = definition("pause", [
       { key: "pause", kind: "delay", config: { duration_ms: 90_000 } },
       { key: "reply", kind: "wait_for_event", config: { event: "reply.received", timeout_ms: 60_000 } },
@@ -286,44 +329,75 @@ describe("simulate()", () => {
       { from: "reply", port: "received", to: "ask" },
       { from: "ask", port: "received", to: "ok" },
     ]);
-    const t = simulate(def, { test_context: { name: "Acme" } }, opts());
+    const t = await simulate(def, { test_context: { name: "Acme" }, subject_id: "ct_1" }, opts());
     expect(path(t)).toEqual([["pause", "next"], ["reply", "received"], ["ask", "received"], ["ok", "approved"]]);
     expect(t.steps[0]!.note).toBe("would wait until 2026-04-20T12:01:30.000Z (90000 ms)");
+    expect(t.steps[0]!.output).toEqual({ waited_ms: 90_000 });
     expect(t.steps[1]!.note).toContain('"reply.received"');
     expect(t.steps[2]!.resolved).toMatchObject({ prompt: "Email for Acme?" });
     expect(t.steps[3]!.resolved).toMatchObject({ title: "Approve Acme" });
-    const forced = simulate(def, { test_context: { name: "Acme" }, branch_choices: { ok: "rejected", reply: "timeout" } }, opts());
+    expect(t.steps[3]!.output).toMatchObject({ status: "approved" });
+    const forced = await simulate(def, { test_context: { name: "Acme" }, subject_id: "ct_1", branch_choices: { ok: "rejected", reply: "timeout" } }, opts());
     expect(path(forced)).toEqual([["pause", "next"], ["reply", "timeout"]]);
+    expect(forced.steps[1]!.output).toEqual({ timed_out: true });
+    const rejected = await simulate(def, { test_context: { name: "Acme" }, subject_id: "ct_1", branch_choices: { ok: "rejected" } }, opts());
+    expect(rejected.steps[3]).toMatchObject({ port: "rejected", forced: true, output: { status: "rejected" } });
+    // An input waits for the run's subject's reply: without a subject a run fails there, and so does the walk.
+    const noSubject = await simulate(def, { test_context: { name: "Acme" } }, opts());
+    expect(noSubject.steps[2]!.error).toMatchObject({ code: "input.no_subject" });
+    expect(noSubject.status).toBe("failed");
   });
 
-  it("a randomizer picks by weight with the injected random source, unless forced", () => {
+  it("a wait whose match the synthetic event cannot satisfy is still taken as received, and the note says why", async () => {
+    const def = definition("strict", [
+      { key: "strict", kind: "wait_for_event", config: { event: "order.paid", match: "event.payload.order_id == context.order_id" } },
+      { key: "never", kind: "wait_for_event", config: { event: "order.paid", match: "false" } },
+    ], [{ from: "strict", port: "received", to: "never" }]);
+    const t = await simulate(def, { test_context: { order_id: "o1" }, subject_id: "ct_1" }, opts());
+    expect(path(t)).toEqual([["strict", "received"], ["never", "received"]]);
+    expect(t.steps[0]!.error).toBeUndefined();
+    expect(t.steps[0]!.note).toContain("could not be tested on the synthetic event");
+    expect(t.steps[1]!.note).toContain("does not satisfy its match");
+    expect(t.status).toBe("completed");
+  });
+
+  it("a randomizer without a subject picks by weight with the injected random source, unless forced", async () => {
     const def = definition("ab", [
       { key: "ab", kind: "randomizer", config: { variants: [{ port: "a", weight: 20 }, { port: "b", weight: 80 }] } },
     ], []);
-    expect(simulate(def, {}, opts({ random: () => 0.1 })).steps[0]!.port).toBe("a");
-    expect(simulate(def, {}, opts({ random: () => 0.5 })).steps[0]!.port).toBe("b");
-    let draws = 0;
-    const forced = simulate(def, { branch_choices: { ab: "a" } }, opts({ random: () => (draws++, 0.9) }));
-    expect(forced.steps[0]).toMatchObject({ port: "a", forced: true });
-    expect(draws).toBe(0);
+    expect((await simulate(def, {}, opts({ random: () => 0.1 }))).steps[0]!.port).toBe("a");
+    expect((await simulate(def, {}, opts({ random: () => 0.5 }))).steps[0]!.port).toBe("b");
+    // Forced: the node still decides (its output says what), and the choice wins.
+    const forced = await simulate(def, { branch_choices: { ab: "a" } }, opts({ random: () => 0.9 }));
+    expect(forced.steps[0]).toMatchObject({ port: "a", forced: true, output: { variant: "b", sticky: false } });
   });
 
-  it("an agent step is rendered, not called, and fails as a run would when no AI endpoint is configured", () => {
+  it("an agent step is rendered, not called, and fails as a run would when no AI endpoint is configured", async () => {
     const def = definition("ai", [
       { key: "ai", kind: "agent", config: { model: "small", system: "Be brief", prompt: "Summarise {{ context.name }}", tools: ["lookup"] } },
     ], []);
     const lookup = new RegisteredAction({ kind: "lookup", handler: () => ({}) });
     const actions = new Map([[lookup.kind, lookup]]);
-    const configured = simulate(def, { test_context: { name: "Acme" } }, opts({ actions, settings: { ai: { base_url: "http://127.0.0.1:1" } } }));
-    const request = { model: "small", system: "Be brief", prompt: "Summarise Acme", tools: ["lookup"] };
-    expect(configured.steps[0]).toMatchObject({ port: "next", would_send: request });
-    expect(configured.outbound).toEqual([request]);
-    const unconfigured = simulate(def, { test_context: { name: "Acme" } }, opts({ actions }));
+    const ai = { base_url: "http://127.0.0.1:1/v1", api_key: "sk-operator-key" };
+    const configured = await simulate(def, { test_context: { name: "Acme" } }, opts({ actions, settings: { ai } }));
+    const step = configured.steps[0]!;
+    expect(step).toMatchObject({ port: "next", resolved: { model: "small", system: "Be brief", prompt: "Summarise Acme", tools: ["lookup"] } });
+    // What the agent would send the endpoint, the operator's key shown as a marker; the synthetic completion calls no tool.
+    expect(step.would_send).toMatchObject({
+      method: "POST", url: "http://127.0.0.1:1/v1/chat/completions",
+      headers: { authorization: "Bearer [setting:WEFT_AI_API_KEY]" },
+      body: { model: "small", messages: [{ role: "system", content: "Be brief" }, { role: "user", content: "Summarise Acme" }], tools: [{ function: { name: "lookup" } }] },
+    });
+    expect(JSON.stringify(configured)).not.toContain("sk-operator-key");
+    expect(step.output).toMatchObject({ content: "", turns: 1, tool_calls: [] });
+    expect(step.note).toContain("synthetic completion");
+    expect(configured.outbound).toEqual([step.would_send]);
+    const unconfigured = await simulate(def, { test_context: { name: "Acme" } }, opts({ actions }));
     expect(unconfigured.steps[0]!.error).toMatchObject({ code: "agent.not_configured" });
     expect(unconfigured.status).toBe("failed");
   });
 
-  it(`a loop stops after ${LOOP_CAP} node visits as infinite_loop_cap`, () => {
+  it(`a loop stops after ${LOOP_CAP} node visits as infinite_loop_cap`, async () => {
     const def = definition("a", [
       { key: "a", kind: "set", config: { assign: { n: "has(context.n) ? context.n + 1 : 1" } } },
       { key: "b", kind: "branch", config: { condition: "true" } },
@@ -331,15 +405,15 @@ describe("simulate()", () => {
       { from: "a", port: "next", to: "b" },
       { from: "b", port: "true", to: "a" },
     ]);
-    const t = simulate(def, {}, opts());
+    const t = await simulate(def, {}, opts());
     expect(t).toMatchObject({ status: "failed", exit_reason: "infinite_loop_cap" });
     expect(t.steps).toHaveLength(LOOP_CAP);
     expect(t.context).toEqual({ n: LOOP_CAP / 2 });
   });
 
-  it("an edge to a node that does not exist ends the walk as completed", () => {
+  it("an edge to a node that does not exist ends the walk as completed", async () => {
     const def = definition("a", [{ key: "a", kind: "set", config: { assign: { x: "1" } } }], [{ from: "a", port: "next", to: "gone" }]);
-    expect(simulate(def, {}, opts())).toMatchObject({ status: "completed", exit_reason: "completed", context: { x: 1 } });
+    expect(await simulate(def, {}, opts())).toMatchObject({ status: "completed", exit_reason: "completed", context: { x: 1 } });
   });
 });
 
@@ -385,7 +459,7 @@ describe.each(STORE_KINDS)("Engine.simulate (%s store)", (kind) => {
 
     expect(path(t)).toEqual([["check", "true"], ["notify", "next"], ["ok", "approved"], ["done", null]]);
     expect(t.outbound).toEqual([{
-      method: "POST", url: `${sink.url}/deal`, headers: { "content-type": "application/json" }, body: { text: "Deal Acme" },
+      method: "POST", url: `${sink.url}/deal`, headers: { "content-type": "application/json", ...runHeaders("notify") }, body: { text: "Deal Acme" },
     }]);
     expect(t.status).toBe("completed");
     expect((await engine.listRuns({ workspace_id: WS })).items).toHaveLength(runsBefore);
@@ -396,9 +470,9 @@ describe.each(STORE_KINDS)("Engine.simulate (%s store)", (kind) => {
   });
 });
 
-function catchError(f: () => unknown): unknown {
+async function catchError(f: () => Promise<unknown>): Promise<unknown> {
   try {
-    f();
+    await f();
   } catch (err) {
     return err;
   }

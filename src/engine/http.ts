@@ -322,7 +322,8 @@ function operatorUrl(raw: string): URL[] {
   }
 }
 
-function parseUrl(raw: string, base?: URL): URL {
+/** A URL a step may call (http or https), or `http.bad_url`. */
+export function parseUrl(raw: string, base?: URL): URL {
   let url: URL;
   try {
     url = new URL(raw, base);

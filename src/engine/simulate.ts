@@ -1,21 +1,33 @@
 // Simulation (`POST /automations/{id}/simulate`): walk a definition from a node with a test
 // context and report, step by step, what a run would resolve, which port it would take and what
-// it would send, without sending, writing or enqueueing anything. It is given no store and no
-// HTTP client, so it cannot have side effects: the transcript is the only thing it produces.
+// it would send, without sending, writing or enqueueing anything.
 //
-// The fast built-ins (set, branch, switch, delay's decision) run through their real handlers, so
-// a simulation and a run agree on them by construction. Nodes that would wait are taken as if
-// their wait ended the common way (received, approved); slow nodes are rendered but not called.
+// Every node runs through the handler a run executes (nodes/registry.ts, and the registered
+// actions), so a simulation and a run decide alike by construction. What a handler reaches beyond
+// the run is replaced by a side-effect-free stand-in:
+// - HTTP: a recording client. It applies the step's host permissions as the real client does,
+//   records the request (secrets appear as `[secret:NAME]`, because that is the only value a
+//   simulation's scope holds) and answers with a synthetic response the step's note states.
+// - Custom actions: their input is validated and their permissions narrowed by the real invoke,
+//   but the application's handler is not called; the call is recorded instead.
+// - The store: look-ups are answered from the simulation itself. A wait finds a synthetic event
+//   (taken as received), an approval is found approved, unless `branch_choices` forces another
+//   port; a fan-out's saved items are kept in the transcript, never committed.
 // `branch_choices` forces any node's port, which is how a user walks the other side of a branch.
 
 import { BUILTIN_KINDS, edgeIndex, type Definition, type NodeDef } from "../model/definition.js";
-import { StepFailure, stepError, toStepError, WeftError, type StepError } from "../model/errors.js";
-import { CelScope, escapePointer, evaluate, evaluateCondition, render } from "../model/expressions.js";
-import { allows, httpPermission } from "../model/permissions.js";
-import type { RegisteredAction } from "./actions.js";
-import { branchNode, delayNode, setNode, switchNode } from "./nodes/builtins.js";
-import type { NodeContext, NodeHandler, NodeResult, NodeSettings } from "./nodes/types.js";
+import { StepFailure, toStepError, WeftError, type StepError } from "../model/errors.js";
+import { escapePointer } from "../model/expressions.js";
+import type { PolicyViolation } from "../model/permissions.js";
+import { RegisteredAction } from "./actions.js";
+import type { Clock } from "./clock.js";
+import { HttpError, parseUrl, type HttpClient, type HttpRequest, type HttpResponse } from "./http.js";
+import { actionNode } from "./nodes/action.js";
+import { NODE_HANDLERS } from "./nodes/registry.js";
+import type { NodeContext, NodeHandler, NodeReads, NodeResult, NodeSettings } from "./nodes/types.js";
 import { LOOP_CAP } from "./runner.js";
+import { runScope, scopeForNode } from "./scope.js";
+import type { Approval, Run, RunItem, StoredEvent } from "./store.js";
 
 export interface SimulateRequest {
   start_node_key?: string;
@@ -30,6 +42,7 @@ export interface SimulateOptions {
   actions: ReadonlyMap<string, RegisteredAction>;
   now: number;
   random?: () => number;
+  workspace_id?: string;
   automation_id?: string;
   version?: number;
   settings?: NodeSettings;
@@ -84,7 +97,8 @@ export interface TranscriptStep {
 }
 
 export interface Transcript {
-  status: "completed" | "failed";
+  /** `exited`: a node ended the run early (an unanswered input with no timeout port). */
+  status: "completed" | "failed" | "exited";
   exit_reason: string | null;
   steps: TranscriptStep[];
   context: Record<string, unknown>;
@@ -95,43 +109,33 @@ export interface Transcript {
 /** Enough items to check a fan-out's templates and conditions; the rest are only counted. */
 export const FOR_EACH_ITEMS_SHOWN = 100;
 
-/** What an http_request step gets back in a simulation: nothing is sent, so nothing comes back. */
-const STUB_RESPONSE = { status: 200, headers: {}, body: null } as const;
+/** What every outbound call gets back in a simulation: nothing is sent, so nothing real comes back. */
+const SYNTHETIC_RESPONSE: HttpResponse = { status: 200, headers: { "content-type": "application/json" }, body: "{}" };
+/** What the AI endpoint answers in a simulation: a completion with no tool calls, so no tool runs. */
+const SYNTHETIC_COMPLETION: HttpResponse = {
+  status: 200, headers: { "content-type": "application/json" }, body: JSON.stringify({ choices: [{ message: { content: "" } }] }),
+};
+/** What a custom action returns in a simulation (its handler is not called). */
+const SYNTHETIC_ACTION_OUTPUT = {};
+/** Shown instead of the AI endpoint's key in a recorded request. */
+const AI_KEY_MARKER = "[setting:WEFT_AI_API_KEY]";
 
 const SIMULATION_RUN_ID = "run_simulation";
+const SIMULATION_ACTOR = "simulation";
+/** Wakes of one parked node (a fan-out waits for approvals, then may wait for retries). */
+const MAX_WAKES = 3;
 
-/** What one node visit produced, before branch_choices and error routing decide the port. */
-interface Detail {
-  resolved: unknown;
-  output?: unknown;
-  assign?: Record<string, unknown>;
-  would_send?: unknown;
-  violations?: SimulatedViolation[];
-  problems?: InputProblem[];
-  permissions?: string[];
-  note?: string;
-}
+/** The port a wait takes when woken the common way (its parked kind → port). */
+const COMMON_PORT: Record<string, string> = { event: "received", input: "received", approval: "approved" };
+/** A forced port → the decision the simulated approval carries. */
+const APPROVAL_STATUS: Record<string, Approval["status"]> = { approved: "approved", rejected: "rejected", timeout: "timed_out" };
 
-type Visit =
-  | { kind: "next"; port: string; detail: Detail }
-  | { kind: "end" }
-  | { kind: "fail"; error: StepError; detail: Detail };
-
-interface VisitContext {
-  node: NodeDef;
-  scope: CelScope;
-  now: number;
-  random: () => number;
-  actions: ReadonlyMap<string, RegisteredAction>;
-  settings: NodeSettings;
-  /** The forced port, when branch_choices names this node (a randomizer then draws nothing). */
-  choice: string | undefined;
-}
+/** What one step sent (to the recording client or a custom action), in order. */
+type Sent = { kind: "http"; request: unknown; ai: boolean } | { kind: "action"; call: { kind: string; input: unknown } };
 
 /** Walk `def` as a run would, with no side effects, and return what happened at each node. */
-export function simulate(def: Definition, req: SimulateRequest, opts: SimulateOptions): Transcript {
+export async function simulate(def: Definition, req: SimulateRequest, opts: SimulateOptions): Promise<Transcript> {
   const nodes = new Map(def.nodes.map((n) => [n.key, n]));
-  const edges = edgeIndex(def);
   const choices = req.branch_choices ?? {};
   if (req.start_node_key !== undefined && !nodes.has(req.start_node_key)) {
     throw new WeftError("simulate.unknown_node", `start_node_key "${req.start_node_key}" is not a node of this automation`, { pointer: "/start_node_key" });
@@ -140,17 +144,9 @@ export function simulate(def: Definition, req: SimulateRequest, opts: SimulateOp
   // a mistake the caller wants to hear about.
   checkChoices(choices, nodes, opts.actions);
 
-  // Copied, so the caller's object is never written to; `set` assigns only top-level keys.
-  const context: Record<string, unknown> = { ...(req.test_context ?? {}) };
-  const steps: Record<string, unknown> = {};
-  const run = {
-    id: SIMULATION_RUN_ID,
-    automation_id: opts.automation_id ?? null,
-    version: opts.version ?? null,
-    trace_id: "0".repeat(32),
-    started_at: new Date(opts.now).toISOString(),
-  };
-  const transcript: Transcript = { status: "completed", exit_reason: "completed", steps: [], context, outbound: [] };
+  const sim = new Simulation(def, req, opts);
+  const edges = sim.edges;
+  const transcript: Transcript = { status: "completed", exit_reason: "completed", steps: [], context: sim.context, outbound: [] };
   const finish = (status: Transcript["status"], reason: string): Transcript => {
     transcript.status = status;
     transcript.exit_reason = reason;
@@ -165,57 +161,318 @@ export function simulate(def: Definition, req: SimulateRequest, opts: SimulateOp
     const node: NodeDef | undefined = key === null ? undefined : nodes.get(key);
     if (node === undefined) return finish("completed", "completed"); // the path ended, or an edge to no node
     if (visits >= LOOP_CAP) return finish("failed", "infinite_loop_cap");
-
-    // A fresh CelScope per visit: it caches its converted variables, and context/steps change.
-    const scope = new CelScope({
-      event: req.event ?? { type: "simulation" }, context, steps, subject: { id: req.subject_id ?? null }, run, secrets: Object.fromEntries((opts.secretNames ?? []).map((n) => [n, `[secret:${n}]`])),
-    });
     const entry: TranscriptStep = { node_key: node.key, kind: node.kind, entered_via_port: via, resolved: null, port: null, forced: false };
     transcript.steps.push(entry);
-    if (!Object.hasOwn(BUILTIN_KINDS, node.kind) && !opts.actions.has(node.kind)) {
+    const handler = sim.handlers.get(node.kind);
+    if (!handler) {
       // As the runner: a kind nobody can run fails the run outright, error port or not.
       entry.resolved = node.config;
       entry.error = { code: "node.unknown_kind", message: `no handler for kind "${node.kind}"` };
       return finish("failed", "handler_failure");
     }
     const choice = Object.hasOwn(choices, node.key) ? choices[node.key] : undefined;
-    let visit: Visit;
-    try {
-      visit = visitNode({
-        node, scope, now: opts.now, random: opts.random ?? Math.random, actions: opts.actions, settings: opts.settings ?? {}, choice,
-      });
-    } catch (err) {
-      visit = { kind: "fail", error: failureOf(err), detail: { resolved: node.config } };
-    }
+    const visit = await sim.visit(node, handler, choice, visitsOf(transcript, node.key));
+    describe(entry, visit, node, opts.actions);
+    for (const s of visit.sentForOutbound) transcript.outbound.push(s);
 
-    if (visit.kind === "end") {
-      entry.resolved = node.config;
-      return finish("completed", "completed");
-    }
-    Object.assign(entry, entryFields(visit.detail));
-    if (visit.detail.would_send !== undefined) transcript.outbound.push(visit.detail.would_send);
-
+    const r = visit.result;
     let port: string;
-    if (visit.kind === "fail") {
-      entry.error = simulatedError(visit.error);
-      steps[node.key] = { error: visit.error }; // as the runner records a failed step
-      if (choice !== undefined) {
-        port = choice;
-      } else if (edges.get(node.key)?.has("error")) {
-        port = "error";
-      } else {
-        return finish("failed", "handler_failure");
-      }
+    if (r.kind === "end") return finish("completed", "completed");
+    if (r.kind === "exit") return finish("exited", r.reason);
+    if (r.kind === "fail") {
+      sim.steps[node.key] = { error: r.error }; // as the runner records a failed step
+      if (choice !== undefined) port = choice;
+      else if (edges.get(node.key)?.has("error")) port = "error";
+      else return finish("failed", "handler_failure");
+    } else if (r.kind === "park") {
+      // Still waiting after its simulated wake (a synthetic event its `match` refuses, say).
+      const common = choice ?? COMMON_PORT[r.waiting_for];
+      if (common === undefined) return finish("failed", "simulation_undecided");
+      sim.steps[node.key] = null;
+      port = common;
     } else {
-      steps[node.key] = visit.detail.output ?? null;
-      if (visit.detail.assign) Object.assign(context, visit.detail.assign);
-      port = choice ?? visit.port;
+      sim.steps[node.key] = r.output ?? null;
+      if (r.assign) Object.assign(sim.context, r.assign);
+      port = choice ?? r.port;
     }
     entry.port = port;
     entry.forced = choice !== undefined;
     via = port;
     key = edges.get(node.key)?.get(port) ?? null;
   }
+}
+
+/** The visit number this visit of `key` gets (1 for the first), as the runner numbers them. */
+function visitsOf(t: Transcript, key: string): number {
+  return t.steps.filter((s) => s.node_key === key).length;
+}
+
+/** What one node visit produced: the handler's last result and what the transcript shows of it. */
+interface Visit {
+  result: NodeResult;
+  /** The first input the handler reported (a parked node reports it when it parks). */
+  input: unknown;
+  violations: PolicyViolation[];
+  sent: Sent[];
+  sentForOutbound: unknown[];
+  items: RunItem[];
+  notes: string[];
+  /** A wait was handed the synthetic event. */
+  synthetic: boolean;
+}
+
+/** The run a simulation pretends to be, and the stand-ins its handlers reach. */
+class Simulation {
+  readonly context: Record<string, unknown>;
+  readonly steps: Record<string, unknown> = {};
+  readonly handlers = new Map<string, NodeHandler>();
+  readonly edges: ReturnType<typeof edgeIndex>;
+  /** The registered actions as handlers reach them (action nodes, fan-out items, agent tools): never called. */
+  private readonly actions = new Map<string, RegisteredAction>();
+  private readonly run: Run;
+  private readonly secrets: ReadonlyMap<string, string>;
+  private readonly settings: NodeSettings;
+  private readonly aiUrl: string | null;
+  /** Where the current step's sends go (the walk visits one node at a time). */
+  private sent: Sent[] = [];
+  private now: number;
+
+  constructor(def: Definition, req: SimulateRequest, private readonly opts: SimulateOptions) {
+    // Copied, so the caller's object is never written to; `set` assigns only top-level keys.
+    this.context = { ...(req.test_context ?? {}) };
+    this.edges = edgeIndex(def);
+    this.now = opts.now;
+    this.secrets = new Map((opts.secretNames ?? []).map((n) => [n, `[secret:${n}]`]));
+    const ai = opts.settings?.ai;
+    this.settings = ai ? { ...opts.settings, ai: { ...ai, api_key: ai.api_key ? AI_KEY_MARKER : undefined } } : { ...opts.settings };
+    this.aiUrl = ai ? `${ai.base_url.replace(/\/+$/, "")}/chat/completions` : null;
+    for (const h of NODE_HANDLERS) this.handlers.set(h.kind, h);
+    for (const a of opts.actions.values()) this.actions.set(a.kind, this.dryAction(a));
+    for (const a of this.actions.values()) this.handlers.set(a.kind, actionNode(a));
+    this.run = {
+      id: SIMULATION_RUN_ID, workspace_id: opts.workspace_id ?? "", automation_id: opts.automation_id ?? "", version: opts.version ?? 0,
+      event_id: null, dedupe_key: SIMULATION_RUN_ID, trigger_type: "simulation", subject_id: req.subject_id ?? null,
+      status: "running", exit_reason: null, current_node_key: null, waiting_for: null, waiting_until: null,
+      event: req.event ?? { type: "simulation" }, context: this.context, steps: this.steps,
+      cursor: { node: null, port: null, visits: {}, since_pause: 0, attempt: 0, events_from: opts.now },
+      run_as: { type: "workspace" }, trace_id: "0".repeat(32), items_total: 0, items_failed: 0, interruptions: 0, control: null,
+      due_at: null, lease_owner: null, rev: 0, started_at: opts.now, completed_at: null, updated_at: opts.now,
+    };
+  }
+
+  /** The registered action with its spec, but a handler that records the call instead of making it. */
+  private dryAction(a: RegisteredAction): RegisteredAction {
+    return new RegisteredAction({
+      ...a.spec,
+      handler: (input) => {
+        this.sent.push({ kind: "action", call: { kind: a.kind, input } });
+        return SYNTHETIC_ACTION_OUTPUT;
+      },
+    });
+  }
+
+  /** Run one node visit: the handler, woken as its wait would end when it parks. */
+  async visit(node: NodeDef, handler: NodeHandler, choice: string | undefined, visit: number): Promise<Visit> {
+    const v: Visit = { result: { kind: "end" }, input: undefined, violations: [], sent: [], sentForOutbound: [], items: [], notes: [], synthetic: false };
+    this.sent = v.sent;
+    const items = new Map<string, RunItem>();
+    const approvals = new Map<string, Approval>();
+    const clock: Clock = { now: () => this.now };
+    let parked: NodeContext["parked"];
+    for (let wakes = 0; ; wakes++) {
+      const ctx = this.nodeContext(node, visit, parked, choice, v, items, approvals, clock);
+      let result: NodeResult;
+      try {
+        result = await handler.execute(ctx);
+      } catch (err) {
+        result = { kind: "fail", error: err instanceof StepFailure ? err.error : toStepError(err) };
+      }
+      if (v.input === undefined && "input" in result && result.input !== undefined) v.input = result.input;
+      v.result = result;
+      if (result.kind !== "park" || wakes >= MAX_WAKES) break;
+      for (const a of result.approvals ?? []) approvals.set(a.id, a);
+      if (parked === undefined) v.notes.push(parkNote(result, approvals.size, choice, this.now));
+      parked = { kind: result.waiting_for, since: parked?.since ?? this.now, until: result.until, ...(result.data ? { data: result.data } : {}) };
+      // Time passes for what only time ends (a delay, a retry), and for a wait forced to time out.
+      if (result.until !== null && (result.waiting_for === "delay" || result.waiting_for === "item_retry" || choice === "timeout")) {
+        this.now = Math.max(this.now, result.until);
+      }
+    }
+    v.items = [...items.values()].sort((a, b) => a.idx - b.idx);
+    if (v.synthetic) takeSyntheticWait(v);
+    return v;
+  }
+
+  private nodeContext(node: NodeDef, visit: number, parked: NodeContext["parked"], choice: string | undefined, v: Visit,
+    items: Map<string, RunItem>, approvals: Map<string, Approval>, clock: Clock): NodeContext {
+    const now = this.now;
+    return {
+      run: this.run, node, scope: scopeForNode(runScope(this.run, this.context, this.steps, this.secrets), node, v.violations, clock),
+      idempotencyKey: `${this.run.id}/${node.key}/${visit}`, visit, attempt: 1, now, parked,
+      signal: new AbortController().signal, http: this.recorder(), random: this.opts.random ?? Math.random,
+      store: this.reads(choice, items, approvals, v),
+      permissions: node.permissions ?? null,
+      violate: (permission, message) => {
+        const p: PolicyViolation = { code: "policy.violation", permission, message, at: now };
+        v.violations.push(p);
+        return p;
+      },
+      log: () => undefined,
+      actions: this.actions, handlers: this.handlers, settings: this.settings,
+      saveItems: async (saved, asked) => {
+        for (const it of saved) items.set(it.id, it);
+        for (const a of asked ?? []) approvals.set(a.id, a);
+        return true;
+      },
+      control: () => null,
+      clockNow: () => this.now,
+      hasEdge: (port) => this.edges.get(node.key)?.has(port) ?? false,
+    };
+  }
+
+  /** An HTTP client that sends nothing: it checks the call as the real one does, records it, and answers synthetically. */
+  private recorder(): HttpClient {
+    return {
+      send: async (r: HttpRequest): Promise<HttpResponse> => {
+        const url = parseUrl(r.url);
+        const refused = r.permit?.(url, 0) ?? null;
+        if (refused !== null) throw new HttpError("policy.violation", refused.message, { permission: refused.permission, url: url.href });
+        const ai = url.href === this.aiUrl;
+        this.sent.push({ kind: "http", ai, request: { method: r.method, url: r.url, headers: { ...r.headers }, body: r.body === undefined ? null : parseBody(r.body, r.headers["content-type"]) } });
+        return ai ? SYNTHETIC_COMPLETION : SYNTHETIC_RESPONSE;
+      },
+    };
+  }
+
+  /** The store as handlers read it, answered from the simulation: nothing is read from or written to a store. */
+  private reads(choice: string | undefined, items: Map<string, RunItem>, approvals: Map<string, Approval>, v: Visit): NodeReads {
+    return {
+      findEvents: async (workspaceId, wait) => {
+        // A wait forced to time out finds nothing; otherwise one synthetic event about the subject arrives.
+        const id = `evt_simulation_${wait.name}`;
+        if (choice === "timeout" || wait.exclude.includes(id)) return [];
+        const note = `would wait for event "${wait.name}"; simulated as received (a synthetic event with an empty payload)`;
+        if (!v.notes.includes(note)) v.notes.push(note);
+        v.synthetic = true;
+        const event: StoredEvent = {
+          id, workspace_id: workspaceId, source: SIMULATION_ACTOR, idempotency_key: id, payload_hash: "", type: "event", name: wait.name,
+          subject_id: wait.subject_id, body: { type: wait.name, name: wait.name, subject_id: wait.subject_id, payload: {} },
+          shard: 0, received_at: this.now, dispatched_at: this.now, runs_created: 0,
+        };
+        return [event];
+      },
+      listItems: async () => [...items.values()].sort((a, b) => a.idx - b.idx),
+      getApproval: async (_ws, id) => {
+        const a = approvals.get(id);
+        if (!a) return null;
+        const status = (choice === undefined ? undefined : APPROVAL_STATUS[choice]) ?? "approved";
+        return { ...a, status, decided_by: SIMULATION_ACTOR, decided_at: this.now };
+      },
+      decideApproval: async (_ws, id) => ({ applied: false, approval: approvals.get(id) ?? null }),
+    };
+  }
+}
+
+/**
+ * A wait handed the synthetic event can only refuse it through its `match`: by not matching (it
+ * parks again) or by failing on a field the empty payload lacks. A run would be answered by a real
+ * event, so neither is the definition's fault: the wait is taken as received, and the note says why.
+ */
+function takeSyntheticWait(v: Visit): void {
+  const r = v.result;
+  if (r.kind === "fail") {
+    v.notes.push(`its match could not be tested on the synthetic event (${r.error.message}); taken as received`);
+    v.result = { kind: "park", waiting_for: "event", until: null };
+  } else if (r.kind === "park") {
+    v.notes.push("the synthetic event does not satisfy its match; taken as received");
+  }
+}
+
+/** A request body as the transcript shows it: JSON when it says so, else the text. */
+function parseBody(text: string, contentType: string | undefined): unknown {
+  if (contentType?.includes("json")) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return text;
+    }
+  }
+  return text;
+}
+
+/** What a parked node would wait for, and how the simulation ended the wait. */
+function parkNote(r: Extract<NodeResult, { kind: "park" }>, approvals: number, choice: string | undefined, now: number): string {
+  const until = r.until === null ? "" : ` until ${new Date(r.until).toISOString()} (${r.until - now} ms)`;
+  switch (r.waiting_for) {
+    case "delay":
+      return `would wait${until}`;
+    case "approval":
+      return `would create ${approvals > 1 ? `${approvals} approval requests` : "an approval request"} and wait${until}; simulated as ${choice ?? "approved"}`;
+    case "event":
+    case "input":
+      return `would wait for event "${r.wait?.name ?? ""}"${until}; simulated as ${choice === "timeout" ? "timed out" : (choice ?? "received")}`;
+    default:
+      return `would wait (${r.waiting_for})${until}`;
+  }
+}
+
+/** Fill a transcript entry from a visit. */
+function describe(entry: TranscriptStep, v: Visit, node: NodeDef, actions: ReadonlyMap<string, RegisteredAction>): void {
+  const r = v.result;
+  entry.resolved = v.input ?? node.config;
+  if (r.kind === "end") return;
+  const output = r.kind === "next" || r.kind === "fail" || r.kind === "exit" ? r.output : undefined;
+  if (output !== undefined) entry.output = output;
+  if (v.violations.length > 0) entry.violations = v.violations.map(({ permission, message }) => ({ permission, message }));
+  const action = actions.get(node.kind);
+  if (action) entry.permissions = action.effectivePermissions(node.permissions ?? null);
+  if (r.kind === "fail") {
+    entry.error = simulatedError(r.error);
+    const problems = problemsOf(r.error);
+    if (problems) entry.problems = problems;
+  }
+  const notes = [...v.notes];
+  if (v.items.length > 0) {
+    describeItems(entry, v, notes);
+  } else {
+    const shown = v.sent.map((s) => (s.kind === "http" ? s.request : s.call));
+    if (shown.length === 1) entry.would_send = shown[0];
+    else if (shown.length > 1) entry.would_send = shown;
+    v.sentForOutbound.push(...shown);
+  }
+  if (v.sent.some((s) => s.kind === "http" && s.ai)) notes.push(`the model is not called; it answers with a synthetic completion ${SYNTHETIC_COMPLETION.body}`);
+  else if (v.sent.some((s) => s.kind === "http")) notes.push(`nothing is sent; the response is a synthetic ${SYNTHETIC_RESPONSE.status} ${SYNTHETIC_RESPONSE.body}`);
+  if (v.sent.some((s) => s.kind === "action")) notes.push(`the action's handler is not called; its output is taken as ${JSON.stringify(SYNTHETIC_ACTION_OUTPUT)}`);
+  if (notes.length > 0) entry.note = notes.join("; ");
+}
+
+/** A fan-out: its saved items (not committed) are listed, and what the items that ran would send. */
+function describeItems(entry: TranscriptStep, v: Visit, notes: string[]): void {
+  const input = (v.input ?? {}) as { action?: string; concurrency?: number };
+  const listed: SimulatedItem[] = v.items.slice(0, FOR_EACH_ITEMS_SHOWN).map((it) => {
+    const item: SimulatedItem = { idx: it.idx, subject_id: it.subject_id, skipped: it.outcome === "skipped", input: it.input };
+    if (it.error) {
+      item.error = simulatedError(it.error);
+      const problems = problemsOf(it.error);
+      if (problems) item.problems = problems;
+    }
+    return item;
+  });
+  entry.resolved = { action: input.action, concurrency: input.concurrency ?? null, count: v.items.length, items: listed };
+  const ran = v.items.filter((it) => it.outcome === "succeeded" || it.outcome === "idempotent_replay");
+  if (ran.length > 0) {
+    const sent = { kind: input.action, total: ran.length, items: ran.slice(0, FOR_EACH_ITEMS_SHOWN).map(({ idx, subject_id, input }) => ({ idx, subject_id, input })) };
+    entry.would_send = sent;
+    v.sentForOutbound.push(sent);
+  }
+  if (v.items.length > FOR_EACH_ITEMS_SHOWN) notes.push(`${v.items.length} items; the first ${FOR_EACH_ITEMS_SHOWN} are shown`);
+}
+
+/** A schema's complaints about an action input, when the error carries them. */
+function problemsOf(e: StepError): InputProblem[] | undefined {
+  if (e.code !== "action.invalid_input") return undefined;
+  const issues = e.details?.issues;
+  return Array.isArray(issues) ? (issues as InputProblem[]) : undefined;
 }
 
 /** Every branch choice must name a node and one of its ports. */
@@ -236,333 +493,8 @@ function portsOf(node: NodeDef, actions: ReadonlyMap<string, RegisteredAction>):
   return actions.get(node.kind)?.ports ?? [];
 }
 
-/** The detail fields a transcript entry shows (assign is internal: it shows up in context). */
-function entryFields(d: Detail): Partial<TranscriptStep> {
-  const out: Partial<TranscriptStep> = { resolved: d.resolved };
-  if (d.output !== undefined) out.output = d.output;
-  if (d.would_send !== undefined) out.would_send = d.would_send;
-  if (d.violations !== undefined && d.violations.length > 0) out.violations = d.violations;
-  if (d.problems !== undefined && d.problems.length > 0) out.problems = d.problems;
-  if (d.permissions !== undefined) out.permissions = d.permissions;
-  if (d.note !== undefined) out.note = d.note;
-  return out;
-}
-
-/** What a throw inside a node amounts to as step data (template and CEL failures are StepFailures). */
-function failureOf(err: unknown): StepError {
-  return err instanceof StepFailure ? err.error : toStepError(err);
-}
-
 function simulatedError(e: StepError): SimulatedError {
   const out: SimulatedError = { code: e.code, message: e.message };
   if (e.details !== undefined) out.details = e.details;
   return out;
-}
-
-function visitNode(v: VisitContext): Visit {
-  switch (v.node.kind) {
-    case "set":
-    case "branch":
-    case "switch":
-      return fromHandler(runFast(FAST_HANDLERS[v.node.kind], v), v.node);
-    case "delay":
-      return visitDelay(v);
-    case "wait_for_event":
-      return visitWaitForEvent(v);
-    case "input":
-      return visitInput(v);
-    case "approval":
-      return visitApproval(v);
-    case "http_request":
-      return visitHttpRequest(v);
-    case "agent":
-      return visitAgent(v);
-    case "for_each":
-      return visitForEach(v);
-    case "randomizer":
-      return visitRandomizer(v);
-    case "end":
-      return { kind: "end" };
-    default:
-      // simulate() has already refused kinds that are neither built in nor registered.
-      return visitAction(v, v.actions.get(v.node.kind)!);
-  }
-}
-
-const FAST_HANDLERS = { set: setNode, branch: branchNode, switch: switchNode } as const;
-
-/**
- * Run a fast built-in through its real handler. They read only node, scope, now and parked
- * (builtins.ts); the rest of a NodeContext (store, HTTP client, lease signal) is exactly what a
- * simulation must not hold, so it is absent rather than faked.
- */
-function runFast(handler: NodeHandler, v: VisitContext): NodeResult {
-  const ctx: Pick<NodeContext, "node" | "scope" | "now" | "parked" | "random" | "settings"> = {
-    node: v.node, scope: v.scope, now: v.now, parked: undefined, random: v.random, settings: v.settings,
-  };
-  const result = handler.execute(ctx as NodeContext);
-  if (result instanceof Promise) throw new Error(`"${handler.kind}" is not a synchronous handler`);
-  return result;
-}
-
-function fromHandler(r: NodeResult, node: NodeDef): Visit {
-  switch (r.kind) {
-    case "next": {
-      const detail: Detail = { resolved: r.input ?? node.config, output: r.output };
-      if (r.assign) detail.assign = r.assign;
-      return { kind: "next", port: r.port, detail };
-    }
-    case "fail":
-      return { kind: "fail", error: r.error, detail: { resolved: r.input ?? node.config, output: r.output } };
-    case "end":
-      return { kind: "end" };
-    case "park":
-    case "exit":
-      throw new Error(`"${node.kind}" ${r.kind === "park" ? "parked" : "exited"} where the simulation expected a decision`);
-  }
-}
-
-function visitDelay(v: VisitContext): Visit {
-  const r = runFast(delayNode, v);
-  if (r.kind === "park") {
-    const until = r.until ?? v.now;
-    return { kind: "next", port: "next", detail: { resolved: r.input ?? v.node.config, note: `would wait until ${new Date(until).toISOString()} (${until - v.now} ms)` } };
-  }
-  if (r.kind === "next") return { kind: "next", port: r.port, detail: { resolved: v.node.config, output: r.output, note: "would not wait: the time has already passed" } };
-  return fromHandler(r, v.node);
-}
-
-function visitWaitForEvent(v: VisitContext): Visit {
-  const cfg = v.node.config as { event: string; match?: string; timeout_ms?: number };
-  // `match` is CEL over the awaited event, which a simulation does not have: shown, not evaluated.
-  const resolved = { event: String(render(cfg.event, v.scope)), match: cfg.match ?? null, timeout_ms: cfg.timeout_ms ?? null };
-  const within = cfg.timeout_ms === undefined ? "" : ` for up to ${cfg.timeout_ms} ms`;
-  return { kind: "next", port: "received", detail: { resolved, note: `would wait${within} for event "${resolved.event}"; simulated as received` } };
-}
-
-function visitInput(v: VisitContext): Visit {
-  const cfg = v.node.config as { prompt: string; timeout_min?: number; assign_to?: string };
-  const resolved = { prompt: render(cfg.prompt, v.scope), timeout_min: cfg.timeout_min ?? null, assign_to: cfg.assign_to ?? null };
-  const assigned = cfg.assign_to === undefined ? "" : ` (context.${cfg.assign_to} is not set: put a value in test_context to follow it)`;
-  return { kind: "next", port: "received", detail: { resolved, note: `would ask for input and wait; simulated as received${assigned}` } };
-}
-
-function visitApproval(v: VisitContext): Visit {
-  const cfg = v.node.config as { title: string; approvers?: string[]; timeout_ms?: number };
-  const resolved = { title: render(cfg.title, v.scope), approvers: cfg.approvers ?? [], timeout_ms: cfg.timeout_ms ?? null };
-  return { kind: "next", port: "approved", detail: { resolved, note: "would create an approval request and wait; simulated as approved" } };
-}
-
-function visitHttpRequest(v: VisitContext): Visit {
-  const cfg = v.node.config as { method: string; url: string; headers?: Record<string, string>; body?: unknown; assign?: Record<string, string> };
-  // Rendered as http-request.ts renders them (header names lower-cased, content-type from the body's
-  // type). The Idempotency-Key and traceparent headers belong to a run, which a simulation has not.
-  const method = String(render(cfg.method, v.scope)).toUpperCase();
-  const url = String(render(cfg.url, v.scope));
-  const headers: Record<string, string> = {};
-  for (const [k, h] of Object.entries(cfg.headers ?? {})) headers[k.toLowerCase()] = String(render(h, v.scope));
-  let body: unknown = null;
-  if (cfg.body !== undefined) {
-    body = render(cfg.body, v.scope);
-    headers["content-type"] ??= typeof body === "string" ? "text/plain; charset=utf-8" : "application/json";
-  }
-  const request = { method, url, headers, body };
-
-  if (!isHttpUrl(url)) {
-    return { kind: "fail", error: stepError("http.bad_url", `not an http(s) URL: ${url}`, false), detail: { resolved: request } };
-  }
-  if (v.node.permissions !== undefined) {
-    const permission = httpPermission(url)!;
-    if (!allows(v.node.permissions, permission)) {
-      // A real run blocks the call and fails the step, so it is not sent here either.
-      const message = `may not call ${new URL(url).host} (permission set: ${v.node.permissions.join(", ") || "empty"})`;
-      return {
-        kind: "fail",
-        error: stepError("policy.violation", message, false, { permission }),
-        detail: { resolved: request, violations: [{ permission, message }] },
-      };
-    }
-  }
-
-  const detail: Detail = { resolved: request, would_send: request, output: { ...STUB_RESPONSE } };
-  if (cfg.assign) {
-    // Over a stub response most assignments cannot resolve; the step is not failed for that, the
-    // unresolved names are listed so the user knows what the rest of the walk lacks.
-    const s = v.scope.with({ response: STUB_RESPONSE });
-    const assign: Record<string, unknown> = {};
-    const unresolved: string[] = [];
-    for (const [name, expr] of Object.entries(cfg.assign)) {
-      try {
-        assign[name] = evaluate(expr, s);
-      } catch (err) {
-        unresolved.push(`${name} (${failureOf(err).message})`);
-      }
-    }
-    detail.assign = assign;
-    if (unresolved.length > 0) detail.note = `response is a stub ${JSON.stringify(STUB_RESPONSE)}; not assigned: ${unresolved.join("; ")}`;
-  }
-  return { kind: "next", port: "next", detail };
-}
-
-function isHttpUrl(url: string): boolean {
-  try {
-    const u = new URL(url);
-    return u.protocol === "http:" || u.protocol === "https:";
-  } catch {
-    return false;
-  }
-}
-
-function visitAgent(v: VisitContext): Visit {
-  const cfg = v.node.config as { model: string; system?: string; prompt: string; tools?: string[] };
-  const ai = v.settings.ai;
-  // As agent.ts: an empty model falls back to the endpoint's default, and only registered actions
-  // are offered as tools.
-  const model = text(render(cfg.model, v.scope)) || (ai?.default_model ?? "");
-  const system = cfg.system === undefined ? null : text(render(cfg.system, v.scope));
-  const prompt = text(render(cfg.prompt, v.scope));
-  const listed = [...new Set(cfg.tools ?? [])];
-  const tools = listed.filter((t) => v.actions.has(t));
-  const request = { model, system, prompt, tools };
-  const notes: string[] = [];
-  const missing = listed.filter((t) => !v.actions.has(t));
-  if (missing.length > 0) notes.push(`not offered (no such action registered): ${missing.join(", ")}`);
-  // The agent is refused a tool only when the model calls it, so these are what would be refused,
-  // not a failure of the step.
-  const violations: SimulatedViolation[] = [];
-  const granted = v.node.permissions;
-  if (granted !== undefined) {
-    for (const t of tools) {
-      if (!allows(granted, `tool:${t}`)) violations.push({ permission: `tool:${t}`, message: `a call to "${t}" would be refused (permission set: ${granted.join(", ") || "empty"})` });
-    }
-  }
-  if (!ai) {
-    return {
-      kind: "fail",
-      error: stepError("agent.not_configured", "agent steps need an AI endpoint (settings.ai.base_url), and none is configured", false),
-      detail: { resolved: request, violations },
-    };
-  }
-  notes.unshift("the model is not called; the step's output is unknown");
-  return { kind: "next", port: "next", detail: { resolved: request, would_send: request, violations, note: notes.join("; ") } };
-}
-
-/** A rendered template as message text, as agent.ts makes it (a lone `{{ expr }}` may yield any JSON value). */
-function text(v: unknown): string {
-  if (typeof v === "string") return v;
-  if (v === null || v === undefined) return "";
-  return JSON.stringify(v);
-}
-
-function visitForEach(v: VisitContext): Visit {
-  const cfg = v.node.config as { items: string; subject?: string; condition?: string; action: { kind: string; config?: Record<string, unknown> }; concurrency?: number };
-  const list = evaluate(cfg.items, v.scope);
-  if (!Array.isArray(list)) {
-    throw new StepFailure(stepError("for_each.not_a_list", `items ${JSON.stringify(cfg.items)} gave ${list === null ? "null" : typeof list}, not a list`, false, { expression: cfg.items }));
-  }
-  const kind = cfg.action.kind;
-  const action = v.actions.get(kind);
-  if (!action && !Object.hasOwn(BUILTIN_KINDS, kind)) {
-    throw new StepFailure(stepError("for_each.unknown_action", `no action kind "${kind}" is registered`, false, { kind }));
-  }
-  const granted = v.node.permissions;
-  if (granted !== undefined && !allows(granted, `action:${kind}`)) {
-    const permission = `action:${kind}`;
-    const message = `items may not run "${kind}" (permission set: ${granted.join(", ") || "empty"})`;
-    return {
-      kind: "fail",
-      error: stepError("policy.violation", message, false, { permission }),
-      detail: { resolved: { action: kind, count: list.length }, violations: [{ permission, message }] },
-    };
-  }
-
-  const items: SimulatedItem[] = [];
-  let wouldRun = 0;
-  let failed = 0;
-  list.forEach((item, idx) => {
-    const shown = idx < FOR_EACH_ITEMS_SHOWN;
-    const s = v.scope.with({ item });
-    const entry: SimulatedItem = { idx, subject_id: null, skipped: false, input: null };
-    try {
-      if (cfg.subject !== undefined) {
-        const id = evaluate(cfg.subject, s);
-        entry.subject_id = id === null || id === undefined ? null : String(id);
-      }
-      entry.skipped = cfg.condition !== undefined && !evaluateCondition(cfg.condition, s);
-      // Past the shown items only the condition matters (for the counts): rendering thousands of
-      // inputs nobody will read would make a simulation of a large list slow for nothing.
-      if (!entry.skipped && shown) {
-        entry.input = render(cfg.action.config ?? {}, s);
-        if (action) {
-          const problems = inputProblems(action, entry.input);
-          if (problems.length > 0) entry.problems = problems;
-        }
-      }
-    } catch (err) {
-      entry.error = simulatedError(failureOf(err));
-    }
-    if (entry.error !== undefined || entry.problems !== undefined) failed++;
-    else if (!entry.skipped) wouldRun++;
-    if (shown) items.push(entry);
-  });
-  const skipped = list.length - wouldRun - failed;
-  const detail: Detail = {
-    resolved: { action: kind, concurrency: cfg.concurrency ?? null, count: list.length, items },
-    output: { total: list.length, would_run: wouldRun, skipped, failed },
-  };
-  const sent = items.filter((i) => !i.skipped && i.error === undefined && i.problems === undefined);
-  if (sent.length > 0) detail.would_send = { kind, total: wouldRun, items: sent.map(({ idx, subject_id, input }) => ({ idx, subject_id, input })) };
-  if (list.length > FOR_EACH_ITEMS_SHOWN) detail.note = `${list.length} items; the first ${FOR_EACH_ITEMS_SHOWN} are shown`;
-  return { kind: "next", port: "next", detail };
-}
-
-function visitRandomizer(v: VisitContext): Visit {
-  const cfg = v.node.config as { variants: { port: string; weight: number }[]; sticky?: boolean };
-  const resolved = { variants: cfg.variants, sticky: cfg.sticky ?? false };
-  const note = cfg.sticky ? "sticky: a real run gives a subject the variant it got before" : undefined;
-  const withNote = (d: Detail): Detail => (note === undefined ? d : { ...d, note });
-  // A forced variant draws nothing, so the caller's random source sees only real draws.
-  if (v.choice !== undefined) return { kind: "next", port: v.choice, detail: withNote({ resolved }) };
-  const total = cfg.variants.reduce((sum, x) => sum + x.weight, 0);
-  if (total <= 0) {
-    return { kind: "fail", error: stepError("randomizer.no_weight", "every variant has weight 0", false), detail: withNote({ resolved }) };
-  }
-  let r = v.random() * total;
-  let picked = cfg.variants[cfg.variants.length - 1]!.port;
-  for (const x of cfg.variants) {
-    if (r < x.weight) {
-      picked = x.port;
-      break;
-    }
-    r -= x.weight;
-  }
-  return { kind: "next", port: picked, detail: withNote({ resolved, output: { variant: picked } }) };
-}
-
-function visitAction(v: VisitContext, action: RegisteredAction): Visit {
-  const input = render(v.node.config, v.scope);
-  const permissions = action.effectivePermissions(v.node.permissions ?? null);
-  const problems = inputProblems(action, input);
-  if (problems.length > 0) {
-    const first = problems[0]!;
-    return {
-      kind: "fail",
-      error: stepError("action.invalid_input", `input for "${action.kind}" is invalid at ${first.pointer || "/"}: ${first.message}`, false, { pointer: first.pointer }),
-      detail: { resolved: input, problems, permissions },
-    };
-  }
-  // The handler picks the port; "next" is what actions return unless they declare other ports.
-  const port = action.ports.includes("next") ? "next" : (action.ports[0] ?? "next");
-  const detail: Detail = { resolved: input, would_send: { kind: action.kind, input }, permissions };
-  if (port !== "next") detail.note = `the handler picks the port; simulated as "${port}" (choose another with branch_choices)`;
-  return { kind: "next", port, detail };
-}
-
-/** The schema's complaints about an action input, by JSON pointer (none when it declares no schema). */
-function inputProblems(action: RegisteredAction, input: unknown): InputProblem[] {
-  const schema = action.spec.input;
-  if (!schema) return [];
-  const parsed = schema.safeParse(input);
-  if (parsed.success) return [];
-  return parsed.error.issues.map((i) => ({ pointer: i.path.map((p) => "/" + escapePointer(String(p))).join(""), message: i.message }));
 }

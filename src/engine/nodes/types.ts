@@ -12,6 +12,13 @@ import type { RegisteredAction } from "../actions.js";
 
 export type NodeClass = "fast" | "slow";
 
+/**
+ * The store as a handler sees it: the look-ups waits, approvals and fan-outs make, and the one
+ * decision a handler takes itself (an approval's timeout, applied once it is past). A simulation
+ * answers these from its own inputs, so a handler that needed more would not run there.
+ */
+export type NodeReads = Pick<Store, "findEvents" | "listItems" | "getApproval" | "decideApproval">;
+
 /** Engine-wide settings nodes read (from configuration). */
 export interface NodeSettings {
   /** An OpenAI-compatible chat completions API for `agent` steps. */
@@ -33,8 +40,8 @@ export interface NodeContext {
   signal: AbortSignal;
   http: HttpClient;
   random(): number;
-  /** Reads only (waits look up events, approvals); writes go through the result or saveItems. */
-  store: Store;
+  /** What handlers look up (events, items, approvals); writes go through the result or saveItems. */
+  store: NodeReads;
   /** The step's permission set: the node's `permissions` (an action's declared set caps it). */
   permissions: readonly string[] | null;
   /** Record a blocked call: it lands on the step row and in the audit log. */
