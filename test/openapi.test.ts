@@ -103,4 +103,10 @@ describe("the OpenAPI document", () => {
       expect(shape.strict().safeParse(value).error?.issues ?? []).toEqual([]);
     }
   });
+  it("types a definition by the definition's own JSON Schema (components.schemas.Definition), nodes a union over kind", () => {
+    const full = doc as unknown as { components: { schemas: Record<string, { properties?: Record<string, { items?: { oneOf?: unknown[] } }> }> }; paths: Record<string, Record<string, { requestBody?: { content: { "application/json": { schema: { properties?: Record<string, unknown> } } } } }>> };
+    const def = full.components.schemas.Definition!;
+    expect(def.properties?.nodes?.items?.oneOf?.length).toBeGreaterThan(10);
+    expect(full.paths["/v1/automations"]!.post!.requestBody!.content["application/json"].schema.properties!.definition).toEqual({ $ref: "#/components/schemas/Definition" });
+  });
 });

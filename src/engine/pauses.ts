@@ -2,7 +2,8 @@
 // add a query per step to the hot path, so the pauses in force are cached: reloaded at most every
 // REFRESH_MS (and at once after a local pause or resume). When there are more than CACHE_LIMIT
 // of them, the runner asks the store per batch of runs instead. A pause made by another process
-// is therefore seen within REFRESH_MS.
+// is therefore seen within REFRESH_MS; a pause the cache holds is confirmed with the store before
+// a run parks on it, so a resume made elsewhere is never missed.
 
 import { Batcher } from "./batcher.js";
 import type { Clock } from "./clock.js";
@@ -41,7 +42,10 @@ export class PauseView {
       const u = this.cache.get(key) ?? null;
       if (u === null || u > now) until = laterEnd(until, u);
     }
-    return until;
+    // "Paused" from a cache up to a second old may be a pause another process has just lifted:
+    // parking on it would strand the run (the resume already made it due). The store decides.
+    // A resume that commits after this read wakes the run being driven instead (see deletePause).
+    return until === undefined ? undefined : this.batch.get(k);
   }
 
   private async refresh(): Promise<void> {

@@ -3,6 +3,7 @@
 // here: openApiDocument() throws on a route without a description, and a test compares the
 // document with the live routes both ways.
 
+import { definitionJsonSchema } from "../model/reference.js";
 import { z } from "zod";
 import * as Q from "./schemas.js";
 import * as S from "./shapes.js";
@@ -84,7 +85,21 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   "DELETE /v1/secrets/:name": { summary: "Delete a secret", role: "admin", responses: { 204: null } },
 };
 
-const schema = (t: z.ZodType, io: "input" | "output") => z.toJSONSchema(t, { io, unrepresentable: "any" }) as Record<string, unknown>;
+const schema = (t: z.ZodType, io: "input" | "output") => refDefinitions(z.toJSONSchema(t, { io, unrepresentable: "any" }) as Record<string, unknown>);
+
+/** Bodies carry a definition as a JSON object; the document points each at the definition's own schema. */
+function refDefinitions(js: Record<string, unknown>): Record<string, unknown> {
+  const props = js.properties as Record<string, Record<string, unknown>> | undefined;
+  if (props?.definition && props.definition.type === "object") props.definition = { $ref: "#/components/schemas/Definition" };
+  for (const v of Object.values(props ?? {})) if (v && typeof v === "object") refDefinitions(v);
+  return js;
+}
+
+/** The definition's JSON Schema (generated from the validator's schemas), as an OpenAPI component. */
+function definitionComponent(): Record<string, unknown> {
+  const { $schema: _s, $id: _i, ...rest } = definitionJsonSchema();
+  return rest;
+}
 
 /** The document for these live routes; a route without a description is an error (keeps the two in step). */
 export function openApiDocument(routes: readonly { method: string; url: string }[]): Record<string, unknown> {
@@ -118,7 +133,7 @@ export function openApiDocument(routes: readonly { method: string; url: string }
     security: [{ bearer: [] }],
     components: {
       securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
-      schemas: { Error: schema(S.errorShape, "output") },
+      schemas: { Error: schema(S.errorShape, "output"), Definition: definitionComponent() },
     },
     paths,
   };

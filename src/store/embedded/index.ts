@@ -129,12 +129,7 @@ export class EmbeddedStore implements Store {
           waiting_for = @waiting_for, waiting_until = @waiting_until, context = @context, steps = @steps, cursor = @cursor,
           items_total = @items_total, items_failed = @items_failed, interruptions = @interruptions,
           due_at = CASE WHEN @keep_lease THEN due_at WHEN control IS NOT NULL AND NOT @terminal THEN @updated_at
-            WHEN wake AND @status = 'waiting' THEN @updated_at
-            WHEN @waiting_for = 'subject_resume' AND NOT @keep_lease AND NOT EXISTS (
-              SELECT 1 FROM subject_controls sc WHERE sc.workspace_id = runs.workspace_id AND sc.subject_id = runs.subject_id
-                AND sc.automation_id IN ('', runs.automation_id) AND (sc.paused_until IS NULL OR sc.paused_until > @updated_at))
-              THEN @updated_at
-            ELSE @due_at END,
+            WHEN wake AND @status = 'waiting' THEN @updated_at ELSE @due_at END,
           wake = CASE WHEN @keep_lease THEN wake ELSE 0 END,
           lease_owner = CASE WHEN @keep_lease THEN lease_owner ELSE NULL END,
           active_subject = CASE WHEN @terminal THEN NULL ELSE active_subject END,

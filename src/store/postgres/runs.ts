@@ -165,13 +165,6 @@ WITH input AS (
       -- An approval was decided (or the subject resumed) while this worker held the run: the park
       -- must not sleep through it.
       WHEN r.wake AND i.status = 'waiting' THEN to_timestamp(i.updated_at / 1000.0)
-      -- Parking for a subject's pause that is no longer in force (the runner's pause cache may be
-      -- up to a second old): due now, so the next claim finds the subject resumed.
-      WHEN i.waiting_for = 'subject_resume' AND NOT i.keep_lease AND NOT EXISTS (
-        SELECT 1 FROM subject_controls sc WHERE sc.workspace_id = r.workspace_id AND sc.subject_id = r.subject_id
-          AND sc.automation_id IN ('', r.automation_id)
-          AND (sc.paused_until IS NULL OR sc.paused_until > to_timestamp(i.updated_at / 1000.0))
-      ) THEN to_timestamp(i.updated_at / 1000.0)
       ELSE to_timestamp(i.due_at / 1000.0) END,
     wake = CASE WHEN i.keep_lease THEN r.wake ELSE false END,
     lease_owner = CASE WHEN i.keep_lease THEN r.lease_owner ELSE NULL END,
