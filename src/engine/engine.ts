@@ -25,8 +25,9 @@ import type { NodeHandler, NodeSettings } from "./nodes/types.js";
 import { Runner, type RunnerOptions } from "./runner.js";
 import type {
   Approval, ApprovalStatus, AuditEntry, AuditRow, Automation, AutomationStatus, AutomationVersion, HookRow, NewEvent, OverdueCount, Page, PauseRow,
-  Run, RunControl, RunItem, StepRun, Store,
+  ProcessRole, Run, RunControl, RunItem, StepRun, Store,
 } from "./store.js";
+import { isWorkerRole } from "./store.js";
 import { VersionCache } from "./versions.js";
 import { Batcher } from "./batcher.js";
 import { Admin, DEFAULT_WORKSPACE } from "./admin.js";
@@ -35,6 +36,8 @@ import { rerenderInputs, type ForEachConfig } from "./nodes/for-each.js";
 import { runScope } from "./scope.js";
 import { explainRun, type Explanation } from "./explain.js";
 import { Dispatcher } from "./dispatcher.js";
+import { Heartbeat } from "./heartbeat.js";
+import { explainStoredEvent, type EventExplanation } from "./event-explain.js";
 import { apiEvent, type IncomingEvent } from "./intake.js";
 import { Scheduler, scheduleRows } from "./scheduler.js";
 import { makeHook, webhookEvent } from "./webhooks.js";
@@ -63,6 +66,8 @@ export interface EngineOptions {
   secretKey?: string;
   /** Payload limits (bytes of JSON). */
   limits?: Partial<Limits>;
+  /** The role this process records in its heartbeat; default `all`, or `api` with noRunner. */
+  role?: ProcessRole;
 }
 
 export interface Limits {
@@ -112,6 +117,7 @@ export class Engine {
   private readonly runner: Runner | null;
   readonly dispatcher: Dispatcher | null;
   readonly scheduler: Scheduler | null;
+  private readonly heartbeat: Heartbeat;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -140,6 +146,7 @@ export class Engine {
       ? null
       : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 50, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
     this.scheduler = opts.noRunner ? null : new Scheduler(this.store, this.clock, this.events, opts.schedulePollMs ?? 1000, () => this.dispatcher?.poke());
+    this.heartbeat = new Heartbeat(this.store, this.clock, this.events, this.owner, opts.role ?? (opts.noRunner ? "api" : "all"));
   }
 
   /** Register a custom action kind (TypeScript; see defineAction in actions.ts). Call before start(). */
@@ -153,12 +160,14 @@ export class Engine {
 
   async start(): Promise<void> {
     await this.store.ensureWorkspace(DEFAULT_WORKSPACE, "Default workspace", this.clock.now());
+    await this.heartbeat.start();
     this.runner?.start();
     this.dispatcher?.start();
     this.scheduler?.start();
   }
 
   async stop(): Promise<void> {
+    this.heartbeat.stop();
     await this.scheduler?.stop();
     await this.dispatcher?.stop();
     await this.runner?.stop();
@@ -356,6 +365,11 @@ export class Engine {
     return e;
   }
 
+  /** Why the event did or did not start a run of each automation that could have taken it. */
+  async explainEvent(workspaceId: string, id: string): Promise<EventExplanation> {
+    return explainStoredEvent(this.store, await this.getEvent(workspaceId, id), this.clock.now());
+  }
+
   // ---------- subjects ----------
 
   async pauseSubject(workspaceId: string, subjectId: string, p: { automation_id?: string | null; pause_reason: string; paused_until?: number | null }, actor = "system"): Promise<PauseRow> {
@@ -519,9 +533,10 @@ export class Engine {
       this.store.listApprovals(workspaceId, undefined, 500).then((as) => as.filter((a) => a.run_id === run.id)),
       run.subject_id ? this.store.listPauses(workspaceId, run.subject_id) : Promise.resolve([]),
     ]);
+    const workerAlive = (await this.store.liveProcesses(this.clock.now())).some((p) => isWorkerRole(p.role));
     return explainRun({
       run, steps, node: run.current_node_key ? v?.nodes.get(run.current_node_key) : undefined, approvals, items,
-      pauses: pauses.filter((p) => p.automation_id === "" || p.automation_id === run.automation_id), now: this.clock.now(), graceMs: OVERDUE_GRACE_MS,
+      pauses: pauses.filter((p) => p.automation_id === "" || p.automation_id === run.automation_id), now: this.clock.now(), graceMs: OVERDUE_GRACE_MS, workerAlive,
     });
   }
 

@@ -29,6 +29,8 @@ export interface ExplainInput {
   items: RunItem[];
   now: number;
   graceMs: number;
+  /** Whether any process that claims runs (role worker or all) is alive; undefined: not known. */
+  workerAlive?: boolean;
 }
 
 const iso = (t: number | null | undefined) => (t === null || t === undefined ? null : new Date(t).toISOString());
@@ -38,9 +40,12 @@ export function explainRun(x: ExplainInput): Explanation {
   const base: Explanation = { run_id: run.id, status: run.status, summary: "", waiting: null, lease: null, overdue: false, failed_step: null };
   const claimable = run.status === "pending" || run.status === "retrying" || run.status === "interrupted" || run.status === "waiting";
   base.overdue = claimable && run.due_at !== null && run.due_at < now - x.graceMs;
-  const late = base.overdue
-    ? ` It has been due since ${iso(run.due_at)} and no worker has claimed it: check that a worker is running (weft start, or weft serve --role worker) and reaches this store.`
-    : "";
+  const due = claimable && run.due_at !== null && run.due_at <= now;
+  const late = due && x.workerAlive === false
+    ? ` It is due and no worker alive to claim it: start one (weft start, or weft serve --role worker) on this store.`
+    : base.overdue
+      ? ` It has been due since ${iso(run.due_at)} and no worker has claimed it: check that a worker is running (weft start, or weft serve --role worker) and reaches this store.`
+      : "";
 
   switch (run.status) {
     case "completed":

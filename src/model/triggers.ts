@@ -101,3 +101,29 @@ export function triggerVerdict(t: TriggerDef, e: TriggerEvent): TriggerVerdict {
     return { matched: false, code: "filter_error", filter: String(filter ?? ""), error: msg };
   }
 }
+
+/** How close a non-matching verdict came: the explanation reports the closest trigger's reason. */
+const CLOSENESS: Record<string, number> = {
+  schedule_fires_itself: 0, not_addressed: 0, trigger_kind_differs: 1, event_name_differs: 2, entity_or_op_differs: 2,
+  watched_fields_unchanged: 3, filter_false: 4, filter_error: 5,
+};
+
+export type AutomationVerdict = TriggerVerdict | { matched: false; code: "not_addressed"; automation_id: string | null };
+
+/**
+ * Whether an automation takes an event (the dispatcher's rule): a webhook or schedule event is
+ * addressed to one automation by its hook or schedule row; any other event is taken when one of
+ * the triggers matches. Not taken: the reason of the trigger that came closest.
+ */
+export function automationVerdict(automationId: string, triggers: readonly TriggerDef[], e: TriggerEvent & { automation_id?: string | null }): AutomationVerdict {
+  if (e.type === "webhook" || e.type === "schedule") {
+    return e.automation_id === automationId ? { matched: true } : { matched: false, code: "not_addressed", automation_id: e.automation_id ?? null };
+  }
+  let best: AutomationVerdict | null = null;
+  for (const t of triggers) {
+    const v = triggerVerdict(t, e);
+    if (v.matched) return v;
+    if (best === null || (!best.matched && CLOSENESS[v.code]! > CLOSENESS[best.code]!)) best = v;
+  }
+  return best ?? { matched: false, code: "trigger_kind_differs", expected: "none (enrollment only)", got: e.type };
+}
