@@ -41,10 +41,11 @@ export function explainRun(x: ExplainInput): Explanation {
   const claimable = run.status === "pending" || run.status === "retrying" || run.status === "interrupted" || run.status === "waiting";
   base.overdue = claimable && run.due_at !== null && run.due_at < now - x.graceMs;
   const due = claimable && run.due_at !== null && run.due_at <= now;
-  const late = due && x.workerAlive === false
-    ? ` It is due and no worker alive to claim it: start one (weft start, or weft serve --role worker) on this store.`
-    : base.overdue
-      ? ` It has been due since ${iso(run.due_at)} and no worker has claimed it: check that a worker is running (weft start, or weft serve --role worker) and reaches this store.`
+  const start = "start one (weft start, or weft serve --role worker) on this store";
+  const late = base.overdue
+    ? ` It has been due since ${iso(run.due_at)} and no worker has claimed it: ${x.workerAlive === false ? `no worker alive to claim it; ${start}` : "check that a worker is running (weft start, or weft serve --role worker) and reaches this store"}.`
+    : due && x.workerAlive === false
+      ? ` It is due and no worker alive to claim it: ${start}.`
       : "";
 
   switch (run.status) {
