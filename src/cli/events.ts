@@ -180,6 +180,11 @@ interface EventExplanation {
   automations: { key: string; automation_id: string; taken: boolean; run_id: string | null; code: string; reason: string }[];
 }
 
+function usage(): number {
+  write(EVENTS_USAGE + "\n");
+  return Exit.ok;
+}
+
 function oneEventId(positionals: string[], sub: string): string {
   if (positionals.length !== 1) throw new UsageError(`events ${sub} takes one event id`, EVENTS_USAGE);
   return positionals[0]!;
@@ -190,6 +195,7 @@ const dispatchText = (e: EventSummary) => (e.dispatched_at ? `${shortTime(e.disp
 
 async function getEvent(args: string[]): Promise<number> {
   const { values, positionals } = parse(args, { ...CONNECTION_OPTIONS, json: { type: "boolean" } }, EVENTS_USAGE);
+  if (values.help) return usage();
   const id = oneEventId(positionals, "get");
   const e = (await connect(values, EVENTS_USAGE).call<EventSummary & { source: string; body: unknown }>("GET", eventPath(id))).body;
   if (values.json) {
@@ -209,6 +215,7 @@ async function listEvents(args: string[]): Promise<number> {
   const { values, positionals } = parse(args, {
     ...CONNECTION_OPTIONS, subject: { type: "string" }, type: { type: "string" }, key: { type: "string" }, limit: { type: "string" }, json: { type: "boolean" },
   }, EVENTS_USAGE);
+  if (values.help) return usage();
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`, EVENTS_USAGE);
   const limit = positiveInt(values.limit, "--limit", EVENTS_USAGE, 50);
   const api = connect(values, EVENTS_USAGE);
@@ -238,6 +245,7 @@ async function listEvents(args: string[]): Promise<number> {
 
 async function explainEvent(args: string[]): Promise<number> {
   const { values, positionals } = parse(args, { ...CONNECTION_OPTIONS, json: { type: "boolean" } }, EVENTS_USAGE);
+  if (values.help) return usage();
   const id = oneEventId(positionals, "explain");
   const x = (await connect(values, EVENTS_USAGE).call<EventExplanation>("GET", `${eventPath(id)}/explain`)).body;
   if (values.json) {
