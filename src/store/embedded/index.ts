@@ -577,10 +577,14 @@ export class EmbeddedStore implements Store {
   async listEvents(f: EventFilter): Promise<Page<StoredEvent>> {
     const where: string[] = ["workspace_id = ?"];
     const args: unknown[] = [f.workspace_id];
-    if (f.subject_id !== undefined) (where.push("subject_id = ?"), args.push(f.subject_id));
-    if (f.type !== undefined) (where.push("type = ?"), args.push(f.type));
-    if (f.name !== undefined) (where.push("name = ?"), args.push(f.name));
-    if (f.key !== undefined) (where.push("idempotency_key = ?"), args.push(f.key));
+    const add = (sql: string, v: unknown) => {
+      where.push(sql);
+      args.push(v);
+    };
+    if (f.subject_id !== undefined) add("subject_id = ?", f.subject_id);
+    if (f.type !== undefined) add("type = ?", f.type);
+    if (f.name !== undefined) add("name = ?", f.name);
+    if (f.key !== undefined) add("idempotency_key = ?", f.key);
     if (f.cursor !== undefined) {
       const c = decodeCursor(f.cursor);
       where.push("(received_at < ? OR (received_at = ? AND id < ?))");
