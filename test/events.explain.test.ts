@@ -67,6 +67,39 @@ describe.each(STORE_KINDS)("event explanation (%s store)", (kind) => {
     expect(taken.run_id).toBe(runs.items[0]!.id);
     expect(answerFor(x, "churn")).toMatchObject({ taken: false, code: "event_name_differs", run_id: null, details: { expected: "user.churned", got: "user.signed_up" } });
     expect(x.dispatched).toBe(true);
+
+    // A viewer reads the explanation too.
+    const viewer = await api.call<{ id: string }>("POST", "/v1/users", { name: "Vera", role: "viewer" });
+    const token = (await api.call<{ token: string }>("POST", "/v1/tokens", { user_id: viewer.body.id })).body.token;
+    const asViewer = await fetch(`${api.base}/v1/events/${x.event_id}/explain`, { headers: { authorization: `Bearer ${token}` } });
+    expect(asViewer.status).toBe(200);
+    expect(((await asViewer.json()) as EventExplanation).automations.map((r) => r.code).sort()).toEqual(["event_name_differs", "taken"]);
+  });
+
+  it("GET /v1/events: newest first, cursor pages, summaries without the body; a limit over 200 and a foreign cursor are refused", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      ids.push((await api.call<{ event_id: string }>("POST", "/v1/events", { type: "page.test", subject_id: "p1", key: `pg-${i}` })).body.event_id);
+      await new Promise((r) => setTimeout(r, 2)); // distinct received_at, so newest first is the reverse of sending
+    }
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: { status: number; body: { items: { id: string; body?: unknown }[]; next_cursor: string | null } } =
+        await api.call("GET", `/v1/events?subject_id=p1&limit=2${cursor ? `&cursor=${cursor}` : ""}`);
+      expect(page.status).toBe(200);
+      expect(page.body.items.length).toBeLessThanOrEqual(2);
+      for (const e of page.body.items) expect(e).not.toHaveProperty("body");
+      seen.push(...page.body.items.map((e) => e.id));
+      cursor = page.body.next_cursor;
+    } while (cursor);
+    expect(seen).toEqual([...ids].reverse());
+    expect((await api.call("GET", "/v1/events?key=pg-3")).body).toMatchObject({ items: [{ id: ids[3] }] });
+    const tooMany = await api.call("GET", "/v1/events?limit=201");
+    expect(tooMany.status).toBe(400);
+    expect(tooMany.body.error).toMatchObject({ code: "request.invalid", details: { pointer: "/limit" } });
+    const badCursor = await api.call("GET", "/v1/events?cursor=nope");
+    expect(badCursor.body.error?.code).toBe("request.bad_cursor");
   });
 
   it("automation_paused", async () => {
