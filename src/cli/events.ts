@@ -190,6 +190,8 @@ function oneEventId(positionals: string[], sub: string): string {
   return positionals[0]!;
 }
 
+/** A named event by its name; a record change as `record <entity>`; webhooks and schedules by their kind. */
+const typeText = (e: EventSummary) => (e.type === "event" ? (e.name ?? "event") : e.type === "record" && e.name ? `record ${e.name}` : e.type);
 const eventPath = (id: string) => `/v1/events/${encodeURIComponent(id)}`;
 const dispatchText = (e: EventSummary) => (e.dispatched_at ? `${shortTime(e.dispatched_at)} (${e.runs_created} run${e.runs_created === 1 ? "" : "s"})` : "not yet");
 
@@ -203,7 +205,7 @@ async function getEvent(args: string[]): Promise<number> {
     return Exit.ok;
   }
   write(table(["FIELD", "VALUE"], [
-    ["id", e.id], ["type", e.name && e.type === "event" ? `${e.type} (${e.name})` : e.type], ["key", e.key], ["source", e.source],
+    ["id", e.id], ["type", typeText(e)], ["key", e.key], ["source", e.source],
     ["subject", e.subject_id ?? "-"], ["received", shortTime(e.received_at)], ["dispatched", dispatchText(e)],
   ]));
   write(`body ${JSON.stringify(e.body)}\n`);
@@ -238,7 +240,7 @@ async function listEvents(args: string[]): Promise<number> {
     process.stderr.write("no events\n");
   } else {
     write(table(["ID", "TYPE", "SUBJECT", "KEY", "RECEIVED", "DISPATCHED"],
-      out.map((e) => [e.id, e.name ?? e.type, e.subject_id ?? "-", e.key, shortTime(e.received_at), dispatchText(e)])));
+      out.map((e) => [e.id, typeText(e), e.subject_id ?? "-", e.key, shortTime(e.received_at), dispatchText(e)])));
   }
   return Exit.ok;
 }

@@ -4,6 +4,9 @@
 import { useState } from "preact/hooks";
 import { ErrorBox, Facts, Json, Loading, Time, api, href, html, navigate, qs, useLoad } from "./lib.js";
 
+/** A named event by its name; a record change as `record <entity>` (the stored name of a record event is its entity). */
+const typeText = (e) => (e.type === "event" ? e.name : e.type === "record" && e.name ? `record ${e.name}` : e.type);
+
 export function EventsPage({ query }) {
   const [form, setForm] = useState({ subject_id: query.subject_id ?? "", type: query.type ?? "", key: query.key ?? "" });
   const filters = { subject_id: query.subject_id, type: query.type, key: query.key, cursor: query.cursor, limit: 50 };
@@ -32,7 +35,7 @@ export function EventsPage({ query }) {
         <th scope="col">Received</th><th scope="col">Dispatched</th></tr></thead>
       <tbody>${rows.map((e) => html`<tr data-event=${e.id}>
         <td><a href=${href(`/events/${e.id}`)}><code>${e.id}</code></a></td>
-        <td>${e.name ?? e.type}</td><td>${e.subject_id ?? html`<span class="muted">—</span>`}</td><td><code>${e.key}</code></td>
+        <td>${typeText(e)}</td><td>${e.subject_id ?? html`<span class="muted">—</span>`}</td><td><code>${e.key}</code></td>
         <td><${Time} iso=${e.received_at} ago /></td>
         <td>${e.dispatched_at ? html`<${Time} iso=${e.dispatched_at} /> <span class="muted">(${e.runs_created} run${e.runs_created === 1 ? "" : "s"})</span>` : html`<strong>not yet</strong>`}</td>
       </tr>`)}</tbody>
@@ -53,7 +56,7 @@ export function EventPage({ id }) {
     <p><a href=${href("/events")}>← Events</a></p>
     <h1 id="event-h">Event <code>${e.id}</code></h1>
     <${Facts} rows=${[
-      ["Type", e.name ?? e.type], ["Subject", e.subject_id ?? "—"], ["Key", html`<code>${e.key}</code>`], ["Source", e.source],
+      ["Type", typeText(e)], ["Subject", e.subject_id ?? "—"], ["Key", html`<code>${e.key}</code>`], ["Source", e.source],
       ["Received", html`<${Time} iso=${e.received_at} ago />`], ["Dispatched", e.dispatched_at ? html`<${Time} iso=${e.dispatched_at} />` : "not yet"],
     ]} />
     <h2>Why it did or did not start runs</h2>
