@@ -1,7 +1,10 @@
 // weft events send: one event from options, or one per line of a JSON Lines file (POST /v1/events).
+// weft events get|list|explain: read events back, and why each automation did or did not take one.
 
 import { readFile } from "node:fs/promises";
-import { CONNECTION_HELP, CONNECTION_OPTIONS, Exit, UsageError, connect, jsonArg, parse, reportApiError, write } from "./common.js";
+import {
+  CONNECTION_HELP, CONNECTION_OPTIONS, Exit, UsageError, connect, jsonArg, parse, positiveInt, reportApiError, shortTime, table, write,
+} from "./common.js";
 import { ApiError } from "./http.js";
 import { Progress } from "./progress.js";
 
@@ -9,6 +12,9 @@ export const EVENTS_USAGE = `usage: weft events send --type T [--subject S] [--k
        weft events send --record-entity E --record-id R --op created|updated|deleted
                         [--before JSON|@FILE] [--after JSON|@FILE] [--key K] [--subject S]
        weft events send --file EVENTS.jsonl
+       weft events get ID [--json]
+       weft events list [--subject S] [--type T] [--key K] [--limit N] [--json]
+       weft events explain ID [--json]
 
 Store an event (POST /v1/events) and print its event_id and whether it was a duplicate (an
 earlier event with the same --key). --type is the event's name (e.g. order.paid), or "record"
@@ -18,11 +24,16 @@ for a record change (the default when --record-entity is given).
 first is sent, the first API error stops the rest (exit 1), and the count sent is printed.
 A progress bar is drawn on stderr when it is a terminal.
 
+get prints a stored event and whether it was dispatched; list prints events newest first
+(--type is "record" or an event's name; --limit default 50); explain prints, for every
+automation that could have taken the event, whether it did (its run) or why not, and says when
+no worker is alive to dispatch it.
+
 options:
   --json    print the API's answer as JSON (one line per event)
 ${CONNECTION_HELP}
 
-exit codes: 0 stored, 1 API failure, 2 usage error (or a bad line in --file)`;
+exit codes: 0 done, 1 API failure, 2 usage error (or a bad line in --file), 3 no such event`;
 
 type EventBody = Record<string, unknown>;
 
@@ -37,6 +48,9 @@ export async function events(args: string[]): Promise<number> {
     write(EVENTS_USAGE + "\n");
     return sub === undefined ? Exit.usage : Exit.ok;
   }
+  if (sub === "get") return getEvent(rest);
+  if (sub === "list") return listEvents(rest);
+  if (sub === "explain") return explainEvent(rest);
   if (sub !== "send") throw new UsageError(`unknown subcommand "events ${sub}"`, EVENTS_USAGE);
   const { values, positionals } = parse(rest, {
     ...CONNECTION_OPTIONS,
@@ -145,5 +159,107 @@ async function sendFile(file: string, values: { url?: string | undefined; token?
   // With --json, stdout holds only the JSON lines.
   if (values.json) process.stderr.write(`weft: ${summary}`);
   else write(summary);
+  return Exit.ok;
+}
+
+interface EventSummary {
+  id: string;
+  type: string;
+  name: string | null;
+  key: string;
+  subject_id: string | null;
+  received_at: string | null;
+  dispatched_at: string | null;
+  runs_created: number;
+}
+
+interface EventExplanation {
+  summary: string;
+  dispatched: boolean;
+  dispatcher_alive: boolean;
+  automations: { key: string; automation_id: string; taken: boolean; run_id: string | null; code: string; reason: string }[];
+}
+
+function usage(): number {
+  write(EVENTS_USAGE + "\n");
+  return Exit.ok;
+}
+
+function oneEventId(positionals: string[], sub: string): string {
+  if (positionals.length !== 1) throw new UsageError(`events ${sub} takes one event id`, EVENTS_USAGE);
+  return positionals[0]!;
+}
+
+/** A named event by its name; a record change as `record <entity>`; webhooks and schedules by their kind. */
+const typeText = (e: EventSummary) => (e.type === "event" ? (e.name ?? "event") : e.type === "record" && e.name ? `record ${e.name}` : e.type);
+const eventPath = (id: string) => `/v1/events/${encodeURIComponent(id)}`;
+const dispatchText = (e: EventSummary) => (e.dispatched_at ? `${shortTime(e.dispatched_at)} (${e.runs_created} run${e.runs_created === 1 ? "" : "s"})` : "not yet");
+
+async function getEvent(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { ...CONNECTION_OPTIONS, json: { type: "boolean" } }, EVENTS_USAGE);
+  if (values.help) return usage();
+  const id = oneEventId(positionals, "get");
+  const e = (await connect(values, EVENTS_USAGE).call<EventSummary & { source: string; body: unknown }>("GET", eventPath(id))).body;
+  if (values.json) {
+    write(JSON.stringify(e) + "\n");
+    return Exit.ok;
+  }
+  write(table(["FIELD", "VALUE"], [
+    ["id", e.id], ["type", typeText(e)], ["key", e.key], ["source", e.source],
+    ["subject", e.subject_id ?? "-"], ["received", shortTime(e.received_at)], ["dispatched", dispatchText(e)],
+  ]));
+  write(`body ${JSON.stringify(e.body)}\n`);
+  if (!e.dispatched_at) write(`(weft events explain ${e.id} says why it waits)\n`);
+  return Exit.ok;
+}
+
+async function listEvents(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    ...CONNECTION_OPTIONS, subject: { type: "string" }, type: { type: "string" }, key: { type: "string" }, limit: { type: "string" }, json: { type: "boolean" },
+  }, EVENTS_USAGE);
+  if (values.help) return usage();
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`, EVENTS_USAGE);
+  const limit = positiveInt(values.limit, "--limit", EVENTS_USAGE, 50);
+  const api = connect(values, EVENTS_USAGE);
+  const out: EventSummary[] = [];
+  let cursor: string | null = null;
+  do {
+    const q = new URLSearchParams();
+    if (values.subject) q.set("subject_id", values.subject);
+    if (values.type) q.set("type", values.type);
+    if (values.key) q.set("key", values.key);
+    if (cursor) q.set("cursor", cursor);
+    q.set("limit", String(Math.min(200, limit - out.length)));
+    const page: { items: EventSummary[]; next_cursor: string | null } = (await api.call<{ items: EventSummary[]; next_cursor: string | null }>("GET", `/v1/events?${q}`)).body;
+    out.push(...page.items.slice(0, limit - out.length));
+    cursor = page.next_cursor;
+  } while (cursor && out.length < limit);
+  if (values.json) {
+    for (const e of out) write(JSON.stringify(e) + "\n");
+  } else if (out.length === 0) {
+    process.stderr.write("no events\n");
+  } else {
+    write(table(["ID", "TYPE", "SUBJECT", "KEY", "RECEIVED", "DISPATCHED"],
+      out.map((e) => [e.id, typeText(e), e.subject_id ?? "-", e.key, shortTime(e.received_at), dispatchText(e)])));
+  }
+  return Exit.ok;
+}
+
+async function explainEvent(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { ...CONNECTION_OPTIONS, json: { type: "boolean" } }, EVENTS_USAGE);
+  if (values.help) return usage();
+  const id = oneEventId(positionals, "explain");
+  const x = (await connect(values, EVENTS_USAGE).call<EventExplanation>("GET", `${eventPath(id)}/explain`)).body;
+  if (values.json) {
+    write(JSON.stringify(x) + "\n");
+    return Exit.ok;
+  }
+  write(`${x.summary}\n`);
+  if (x.automations.length === 0) {
+    write("no automation of this workspace has a trigger that could take this event\n");
+    return Exit.ok;
+  }
+  write(table(["AUTOMATION", "TAKEN", "RUN", "CODE", "WHY"],
+    x.automations.map((a) => [a.key, a.taken ? "yes" : "no", a.run_id ?? "-", a.code, a.reason])));
   return Exit.ok;
 }

@@ -33,6 +33,9 @@ talk to a running Weft over HTTP (--url or WEFT_URL, default http://127.0.0.1:70
   events send --type T [--subject S] [--key K] [--payload JSON|@FILE]
   events send --record-entity E --record-id R --op OP [--before JSON] [--after JSON]
   events send --file EVENTS.jsonl
+  events get ID | events list [--subject S] [--type T] [--key K] [--limit N]
+  events explain ID           why each automation did or did not take the event
+  status                      live processes, queue depth, warnings (exit 1 while one stands)
 
 exit codes:
   0  success
@@ -77,6 +80,8 @@ async function main(): Promise<number | undefined> {
       return client(async () => (await import("./runs.js")).runs, rest);
     case "events":
       return client(async () => (await import("./events.js")).events, rest);
+    case "status":
+      return client(async () => (await import("./status.js")).status, rest);
     case "automations":
       return client(async () => (await import("./operator.js")).automations, rest);
     case "approvals":
@@ -94,6 +99,7 @@ async function main(): Promise<number | undefined> {
       else if (topic === "apply") process.stdout.write((await import("./apply.js")).APPLY_USAGE + "\n");
       else if (topic === "runs") process.stdout.write((await import("./runs.js")).RUNS_USAGE + "\n");
       else if (topic === "events") process.stdout.write((await import("./events.js")).EVENTS_USAGE + "\n");
+      else if (topic === "status") process.stdout.write((await import("./status.js")).STATUS_USAGE + "\n");
       else if (topic === "automations") process.stdout.write((await import("./operator.js")).AUTOMATIONS_USAGE + "\n");
       else if (topic === "approvals") process.stdout.write((await import("./operator.js")).APPROVALS_USAGE + "\n");
       else if (topic === "subjects") process.stdout.write((await import("./operator.js")).SUBJECTS_USAGE + "\n");

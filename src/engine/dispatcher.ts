@@ -1,7 +1,7 @@
 // The dispatcher: claims stored events (round-robin over shards) and, in the same transaction,
 // creates the runs they start (unique on automation + event) and marks them dispatched.
 
-import { matchTrigger, type TriggerEvent } from "../model/triggers.js";
+import { automationVerdict, type TriggerEvent } from "../model/triggers.js";
 import { crashPoint, crashPointSync } from "./crashpoints.js";
 import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
@@ -27,14 +27,7 @@ export function planEvents(events: StoredEvent[], candidates: Candidate[], now: 
     const body = ev.body as TriggerEvent & { automation_id?: string };
     for (const c of candidates) {
       if (c.automation.workspace_id !== ev.workspace_id) continue;
-      const triggers = c.version.definition.triggers;
-      let hit: boolean;
-      if (ev.type === "webhook" || ev.type === "schedule") {
-        // Addressed to one automation by its hook or schedule row.
-        hit = body.automation_id === c.automation.id;
-      } else {
-        hit = triggers.some((t) => matchTrigger(t, body).matched);
-      }
+      const hit = automationVerdict(c.automation.id, c.version.definition.triggers, body).matched;
       if (hit) {
         out.push(newRun(c.version, {
           workspace_id: ev.workspace_id, event: ev.body as unknown as Record<string, unknown>, event_id: ev.id,

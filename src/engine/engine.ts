@@ -33,9 +33,12 @@ import type { SimulateRequest, Transcript } from "./simulate.js";
 import { simulateCurrent } from "./simulation.js";
 import type {
   Approval, ApprovalStatus, AuditRow, Automation, AutomationStatus, AutomationVersion, OverdueCount, Page, PauseRow,
-  Run, RunControl, RunItem, StepRun, Store,
+  ProcessRole, Run, RunControl, RunItem, StepRun, Store,
 } from "./store.js";
+import { isWorkerRole } from "./store.js";
 import { VersionCache } from "./versions.js";
+import { Heartbeat } from "./heartbeat.js";
+import { explainStoredEvent, type EventExplanation } from "./event-explain.js";
 
 export { DEFAULT_WORKSPACE } from "./admin.js";
 export { DEFAULT_LIMITS, OVERDUE_GRACE_MS, type Limits } from "./core.js";
@@ -64,6 +67,8 @@ export interface EngineOptions {
   secretKey?: string;
   /** Payload limits (bytes of JSON). */
   limits?: Partial<Limits>;
+  /** The role this process records in its heartbeat; default `all`, or `api` with noRunner. */
+  role?: ProcessRole;
 }
 
 export class Engine {
@@ -85,6 +90,7 @@ export class Engine {
   private readonly runner: Runner | null;
   readonly dispatcher: Dispatcher | null;
   readonly scheduler: Scheduler | null;
+  private readonly heartbeat: Heartbeat;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -119,6 +125,7 @@ export class Engine {
       scheduler: this.scheduler, poke: () => this.poke(),
     };
     this.intake = new Intake(this.core);
+    this.heartbeat = new Heartbeat(this.store, this.clock, this.events, this.owner, opts.role ?? (opts.noRunner ? "api" : "all"));
   }
 
   /** Register a custom action kind (TypeScript; see defineAction in actions.ts). Call before start(). */
@@ -132,12 +139,14 @@ export class Engine {
 
   async start(): Promise<void> {
     await this.store.ensureWorkspace(DEFAULT_WORKSPACE, "Default workspace", this.clock.now());
+    await this.heartbeat.start();
     this.runner?.start();
     this.dispatcher?.start();
     this.scheduler?.start();
   }
 
   async stop(): Promise<void> {
+    this.heartbeat.stop();
     await this.scheduler?.stop();
     await this.dispatcher?.stop();
     await this.runner?.stop();
@@ -243,6 +252,11 @@ export class Engine {
   getEvent(workspaceId: string, id: string) {
     return this.intake.getEvent(workspaceId, id);
   }
+  /** Why the event did or did not start a run of each automation that could have taken it. */
+  async explainEvent(workspaceId: string, id: string): Promise<EventExplanation> {
+    return explainStoredEvent(this.store, await this.getEvent(workspaceId, id), this.clock.now());
+  }
+
 
   // ---------- run and subject control (control.ts) ----------
 

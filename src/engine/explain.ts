@@ -7,6 +7,7 @@ import type { StepError } from "../model/errors.js";
 import { OVERDUE_GRACE_MS, type EngineCore } from "./core.js";
 import { mustGetRun } from "./runs.js";
 import type { Approval, PauseRow, Run, RunItem, StepRun } from "./store.js";
+import { isWorkerRole } from "./store.js";
 
 export interface Explanation {
   run_id: string;
@@ -31,6 +32,8 @@ export interface ExplainInput {
   items: RunItem[];
   now: number;
   graceMs: number;
+  /** Whether any process that claims runs (role worker or all) is alive; undefined: not known. */
+  workerAlive?: boolean;
 }
 
 /** Read what the explanation needs of the run (its steps, version, items, approvals, pauses) and explain it. */
@@ -43,9 +46,11 @@ export async function explain(core: EngineCore, workspaceId: string, runId: stri
     core.store.listRunApprovals(run.id),
     run.subject_id ? core.store.listPauses(workspaceId, run.subject_id) : Promise.resolve([]),
   ]);
+  const workerAlive = (await core.store.liveProcesses(core.clock.now())).some((p) => isWorkerRole(p.role));
   return explainRun({
     run, steps, node: run.current_node_key ? v?.nodes.get(run.current_node_key) : undefined, approvals, items,
     pauses: pauses.filter((p) => p.automation_id === "" || p.automation_id === run.automation_id), now: core.clock.now(), graceMs: OVERDUE_GRACE_MS,
+    workerAlive,
   });
 }
 
@@ -56,9 +61,13 @@ export function explainRun(x: ExplainInput): Explanation {
   const base: Explanation = { run_id: run.id, status: run.status, summary: "", waiting: null, lease: null, overdue: false, failed_step: null };
   const claimable = run.status === "pending" || run.status === "retrying" || run.status === "interrupted" || run.status === "waiting";
   base.overdue = claimable && run.due_at !== null && run.due_at < now - x.graceMs;
+  const due = claimable && run.due_at !== null && run.due_at <= now;
+  const start = "start one (weft start, or weft serve --role worker) on this store";
   const late = base.overdue
-    ? ` It has been due since ${iso(run.due_at)} and no worker has claimed it: check that a worker is running (weft start, or weft serve --role worker) and reaches this store.`
-    : "";
+    ? ` It has been due since ${iso(run.due_at)} and no worker has claimed it: ${x.workerAlive === false ? `no worker alive to claim it; ${start}` : "check that a worker is running (weft start, or weft serve --role worker) and reaches this store"}.`
+    : due && x.workerAlive === false
+      ? ` It is due and no worker alive to claim it: ${start}.`
+      : "";
 
   switch (run.status) {
     case "completed":

@@ -469,6 +469,45 @@ export interface OpsCounts {
   failed: { automation_id: string; window: number; last_hour: number }[];
 }
 
+/** Which parts of the engine a process runs: `worker` dispatches, runs and fires schedules; `all` is both. */
+export type ProcessRole = "api" | "worker" | "all";
+
+export interface ProcessBeat {
+  id: string;
+  role: ProcessRole;
+  host: string;
+  pid: number;
+  started_at: number;
+}
+
+export interface LiveProcess extends ProcessBeat {
+  last_seen: number;
+}
+
+/** How often a process records its heartbeat. */
+export const HEARTBEAT_MS = 5_000;
+/** A process not seen for this long is not alive (three missed beats). */
+export const LIVENESS_MS = 3 * HEARTBEAT_MS;
+/** A process's row is deleted once it has not been seen for this long. */
+export const PROCESS_FORGET_MS = 3_600_000;
+
+/** Whether a role dispatches events, drives runs and fires schedules. */
+export const isWorkerRole = (role: ProcessRole): boolean => role === "worker" || role === "all";
+
+export interface EventFilter {
+  workspace_id: string;
+  subject_id?: string;
+  /** The stored type (record, event, webhook, schedule)... */
+  type?: StoredEvent["type"];
+  /** ...or the name of a named event. */
+  name?: string;
+  /** The idempotency key the event was sent with. */
+  key?: string;
+  /** Opaque position from the previous page. */
+  cursor?: string;
+  limit: number;
+}
+
 export interface Store {
   readonly kind: "postgres" | "embedded";
   migrate(): Promise<void>;
@@ -635,6 +674,17 @@ export interface Store {
   putSecret(workspaceId: string, name: string, ciphertext: string, now: number, audit: AuditEntry): Promise<boolean>;
   listSecrets(workspaceId: string): Promise<SecretRow[]>;
   deleteSecret(workspaceId: string, name: string, audit: AuditEntry): Promise<boolean>;
+
+  // ---------- events and liveness ----------
+
+  /** Events newest first (received_at, id), with the filters; cursor pagination. */
+  listEvents(filter: EventFilter): Promise<Page<StoredEvent>>;
+  /** The runs (pending, running, ended or `exited` skips) the dispatcher created for this event. */
+  eventRuns(workspaceId: string, eventId: string): Promise<Run[]>;
+  /** Record that this process is alive at `now` (insert or update its row; forget long-gone ones). */
+  heartbeat(p: ProcessBeat, now: number): Promise<void>;
+  /** Processes seen within LIVENESS_MS of `now`, newest first. */
+  liveProcesses(now: number): Promise<LiveProcess[]>;
 
   // ---------- reports ----------
 

@@ -3,6 +3,8 @@
 import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Engine } from "../engine/engine.js";
+import { eventListFilter } from "../engine/event-explain.js";
+import { fleetWarnings } from "../engine/heartbeat.js";
 import { canSee, mayChooseRunAs, mayDecide, requireRole, requireRunAs, runAsUser, type Caller } from "../engine/identity.js";
 import type { Run } from "../engine/store.js";
 import { WeftError } from "../model/errors.js";
@@ -13,11 +15,11 @@ import { openApiDocument } from "./openapi.js";
 import { registerConsole } from "./console.js";
 import { engineMetrics } from "./metrics.js";
 import {
-  approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, itemsQuery, opsQuery, parse, pauseBody, reportQuery, resumeBody,
+  approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, eventsQuery, itemsQuery, opsQuery, parse, pauseBody, reportQuery, resumeBody,
   retriggerBody, runsQuery, secretBody, simulateBody, tokenBody, updateAutomationBody, userBody, userPatchBody, workspaceBody,
 } from "./schemas.js";
 import {
-  approvalJson, auditJson, automationJson, eventJson, itemJson, pauseJson, runJson, runSummaryJson, stepJson, tokenJson, userJson, versionJson,
+  approvalJson, auditJson, automationJson, eventJson, eventSummaryJson, itemJson, pauseJson, runJson, runSummaryJson, stepJson, tokenJson, userJson, versionJson,
 } from "./views.js";
 
 export interface AppOptions {
@@ -183,6 +185,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       return reply.status(202).send(res);
     });
     v1.get<{ Params: { id: string } }>("/events/:id", async (req) => eventJson(await engine.getEvent(req.caller.workspace_id, req.params.id)));
+    v1.get("/events", async (req) => {
+      const page = await engine.store.listEvents(eventListFilter(req.caller.workspace_id, parse(eventsQuery, req.query, "query")));
+      return { items: page.items.map(eventSummaryJson), next_cursor: page.next_cursor };
+    });
+    v1.get<{ Params: { id: string } }>("/events/:id/explain", async (req) => engine.explainEvent(req.caller.workspace_id, req.params.id));
     v1.get<{ Params: { id: string } }>("/subjects/:id/automation-controls", async (req) => ({
       items: (await engine.listPauses(req.caller.workspace_id, req.params.id)).map(pauseJson),
     }));
@@ -282,8 +289,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     v1.get("/ops/overview", async (req) => {
       const q = parse(opsQuery, req.query, "query");
       const o = await engine.admin.opsOverview(req.caller, await engine.overdue(req.caller.workspace_id), (q.window_hours ?? 24) * 3_600_000);
+      const processes = await engine.store.liveProcesses(engine.clock.now());
       return {
         ...o, oldest_due_run: o.oldest_due_run ? { id: o.oldest_due_run.id, due_at: new Date(o.oldest_due_run.due_at).toISOString() } : null,
+        processes: processes.map((p) => ({ role: p.role, id: p.id, host: p.host, pid: p.pid, last_seen: new Date(p.last_seen).toISOString() })),
+        warnings: fleetWarnings(processes, { ...o.queue_depth, overdue_schedules: o.overdue_schedules }),
       };
     });
     v1.get("/reports/outcomes", async (req) => {

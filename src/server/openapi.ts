@@ -59,6 +59,11 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   "POST /v1/automation-runs/:id/items/:item/retry": { summary: "Retry a failed item with the same idempotency key", role: "member", responses: ok(S.itemShape) },
   "POST /v1/events": { summary: "Store an event (202 once committed); a repeated key returns the first event", role: "member", body: Q.eventBody, responses: ok(accepted, 202) },
   "GET /v1/events/:id": { summary: "A stored event and whether it was dispatched", responses: ok(S.eventShape) },
+  "GET /v1/events": { summary: "Events newest first, filtered by subject, type (record or an event name) and key; summaries without the body (cursor pagination)", query: Q.eventsQuery, responses: ok(S.pageOf(S.eventSummaryShape)) },
+  "GET /v1/events/:id/explain": {
+    summary: "Why the event did or did not start a run of each automation that could have taken it (a code and words each), and whether a dispatcher is alive",
+    responses: ok(S.eventExplanationShape),
+  },
   "GET /v1/subjects/:id/automation-controls": { summary: "A subject's pause rows", responses: ok(S.listOf(S.pauseShape)) },
   "POST /v1/subjects/:id/automation-pause": { summary: "Pause a subject (all automations, or one)", role: "member", body: Q.pauseBody, responses: ok(S.pauseShape, 201) },
   "POST /v1/subjects/:id/automation-resume": { summary: "Resume a subject", role: "member", body: Q.resumeBody, responses: ok(z.object({ resumed: z.boolean() })) },
@@ -68,7 +73,10 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   "POST /v1/approvals/:id/reject": { summary: "Reject (once; the caller is recorded as approver)", role: "member", body: Q.decisionBody, responses: ok(S.approvalShape) },
   "GET /v1/audit-log": { summary: "Every mutation: who, what, when (newest first; 50 per page, at most 200, paged by before_id)", role: "admin", query: Q.auditQuery, responses: ok(S.listOf(S.auditShape).extend({ next_before_id: z.number().int().nullable() })) },
   "GET /v1/ops/overdue": { summary: "Runs and schedules late by more than the grace period", responses: ok(anyObject) },
-  "GET /v1/ops/overview": { summary: "Overdue count, failed runs per automation with a spike flag, queue depth, oldest due run", query: Q.opsQuery, responses: ok(anyObject) },
+  "GET /v1/ops/overview": {
+    summary: "Overdue count, failed runs per automation with a spike flag, queue depth, oldest due run, live processes, and warnings when waiting work has no worker alive",
+    query: Q.opsQuery, responses: ok(anyObject.and(z.object({ processes: z.array(S.processShape), warnings: z.array(z.string()) }))),
+  },
   "GET /v1/reports/outcomes": {
     summary: "Runs by status and items by outcome per automation, for runs started in [from, to)", query: Q.reportQuery,
     responses: ok(z.object({ from: z.string(), to: z.string(), items: z.array(z.object({ automation_id: z.string(), runs: z.record(z.string(), z.number()), items: z.record(z.string(), z.number()) })) })),

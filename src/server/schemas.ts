@@ -62,6 +62,13 @@ export const eventBody = z.strictObject({
   after: jsonObject.nullable().optional(),
   payload: z.unknown().optional(),
 });
+export const eventsQuery = z.strictObject({
+  subject_id: z.string().min(1).optional(),
+  type: z.string().min(1).max(200).optional().describe("record, webhook, schedule, or the name of a named event"),
+  key: z.string().min(1).max(300).optional(),
+  cursor: z.string().optional(),
+  limit: z.coerce.number().int().min(1).max(200).optional(),
+});
 export const pauseBody = z.strictObject({
   automation_id: z.string().min(1).nullable().optional(),
   pause_reason: z.string().min(1).max(200),

@@ -70,6 +70,25 @@ export const eventShape = z.object({
   subject_id: z.string().nullable(), body: jsonObject, received_at: isoOrNull, dispatched_at: isoOrNull, runs_created: z.number().int(),
 });
 
+/** An event in a list: what it is, without its body. */
+export const eventSummaryShape = eventShape.omit({ body: true });
+
+export const eventExplanationShape = z.object({
+  event_id: z.string(), type: z.string(), name: z.string().nullable(), subject_id: z.string().nullable(), received_at: iso, dispatched_at: isoOrNull,
+  dispatched: z.boolean(), dispatcher_alive: z.boolean().describe("whether a process that dispatches (role worker or all) is alive"), summary: z.string(),
+  automations: z.array(z.object({
+    automation_id: z.string(), key: z.string(), name: z.string(), version: z.number().int(), taken: z.boolean(),
+    run_id: z.string().nullable(), run_status: z.string().nullable(),
+    code: z.enum([
+      "taken", "automation_paused", "trigger_kind_differs", "event_name_differs", "entity_or_op_differs", "watched_fields_unchanged",
+      "filter_false", "subject_paused", "reentry_cooldown", "already_active", "not_yet_dispatched", "changed_since_dispatch",
+    ]),
+    reason: z.string(), details: jsonObject,
+  })),
+});
+
+export const processShape = z.object({ role: z.enum(["api", "worker", "all"]), id: z.string(), host: z.string(), pid: z.number().int(), last_seen: iso });
+
 export const pauseShape = z.object({ subject_id: z.string(), automation_id: z.string().nullable(), pause_reason: z.string(), paused_until: isoOrNull, created_at: isoOrNull });
 export const auditShape = z.object({ id: z.number().int(), actor: z.string(), action: z.string(), target_type: z.string(), target_id: z.string(), details: jsonObject, at: isoOrNull });
 export const userShape = z.object({ id: z.string(), name: z.string(), role: z.enum(["admin", "member", "viewer"]), instance_admin: z.boolean(), created_at: isoOrNull });

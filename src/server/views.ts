@@ -59,6 +59,11 @@ export function eventJson(e: StoredEvent): z.infer<typeof S.eventShape> {
   };
 }
 
+export function eventSummaryJson(e: StoredEvent): z.infer<typeof S.eventSummaryShape> {
+  const { body: _body, ...rest } = eventJson(e);
+  return rest;
+}
+
 export function pauseJson(p: PauseRow): z.infer<typeof S.pauseShape> {
   return { subject_id: p.subject_id, automation_id: p.automation_id === "" ? null : p.automation_id, pause_reason: p.pause_reason, paused_until: iso(p.paused_until), created_at: iso(p.created_at) };
 }

@@ -9,9 +9,11 @@ import { RunPage, RunsPage } from "./runs.js";
 import { ApprovalsPage } from "./approvals.js";
 import { OpsPage } from "./ops.js";
 import { AutomationPage, AutomationsPage } from "./automations.js";
+import { EventPage, EventsPage } from "./events.js";
 
 const NAV = [
   ["/runs", "Runs"],
+  ["/events", "Events"],
   ["/approvals", "Approvals"],
   ["/ops", "Ops"],
   ["/automations", "Automations"],
@@ -59,6 +61,8 @@ function Page({ route }) {
   switch (first) {
     case "runs":
       return second ? html`<${RunPage} key=${second} id=${second} query=${route.query} />` : html`<${RunsPage} query=${route.query} />`;
+    case "events":
+      return second ? html`<${EventPage} key=${second} id=${second} />` : html`<${EventsPage} query=${route.query} />`;
     case "approvals":
       return html`<${ApprovalsPage} query=${route.query} />`;
     case "ops":

@@ -20,6 +20,8 @@ import { EmbeddedIdentity } from "./identity.js";
 import { securePrivateFiles } from "./files.js";
 import type { Role, TokenRow, User, Workspace } from "../../engine/store.js";
 import { decodeCursor, decodeItemCursor, encodeCursor, encodeItemCursor } from "../cursor.js";
+import type { EventFilter, ProcessBeat } from "../../engine/store.js";
+import { heartbeat, liveProcesses } from "./heartbeats.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
 
@@ -623,5 +625,39 @@ export class EmbeddedStore implements Store {
   }
   async queueDepth(now: number, graceMs: number) {
     return this.ids.queueDepth(now, graceMs);
+  }
+
+  // ---------- events and liveness ----------
+
+  async listEvents(f: EventFilter): Promise<Page<StoredEvent>> {
+    const where: string[] = ["workspace_id = ?"];
+    const args: unknown[] = [f.workspace_id];
+    const add = (sql: string, v: unknown) => {
+      where.push(sql);
+      args.push(v);
+    };
+    if (f.subject_id !== undefined) add("subject_id = ?", f.subject_id);
+    if (f.type !== undefined) add("type = ?", f.type);
+    if (f.name !== undefined) add("name = ?", f.name);
+    if (f.key !== undefined) add("idempotency_key = ?", f.key);
+    if (f.cursor !== undefined) {
+      const c = decodeCursor(f.cursor);
+      where.push("(received_at < ? OR (received_at = ? AND id < ?))");
+      args.push(c.t, c.t, c.id);
+    }
+    args.push(f.limit + 1);
+    const rows = this.db.prepare(`SELECT * FROM events WHERE ${where.join(" AND ")} ORDER BY received_at DESC, id DESC LIMIT ?`).all(...args);
+    const events = rows.slice(0, f.limit).map(toEvent);
+    const last = events[events.length - 1];
+    return { items: events, next_cursor: rows.length > f.limit && last ? encodeCursor(last.received_at, last.id) : null };
+  }
+  async eventRuns(workspaceId: string, eventId: string): Promise<Run[]> {
+    return this.db.prepare("SELECT * FROM runs WHERE event_id = ? AND workspace_id = ? ORDER BY started_at, id").all(eventId, workspaceId).map(toRun);
+  }
+  async heartbeat(p: ProcessBeat, now: number) {
+    heartbeat(this.db, p, now);
+  }
+  async liveProcesses(now: number) {
+    return liveProcesses(this.db, now);
   }
 }

@@ -7,7 +7,7 @@ import type {
   ApprovalStatus, AuditEntry, Role, Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey,
   PauseRow, Run, RunControl, RunItem, ScheduleFiring, ScheduleRow, Store, TokenRow, User, WaitSpec, Workspace,
 } from "../../engine/store.js";
-import { toAutomation } from "./rows.js";
+import { toAutomation, toRun } from "./rows.js";
 import * as E from "./events.js";
 import * as A from "./automations.js";
 import { ident, migrate } from "./migrate.js";
@@ -15,6 +15,9 @@ import * as Q from "./queries.js";
 import * as R from "./runs.js";
 import * as N from "./nodes.js";
 import * as I from "./identity.js";
+import * as H from "./heartbeats.js";
+import type { EventFilter, Page, ProcessBeat, StoredEvent } from "../../engine/store.js";
+import { decodeCursor, encodeCursor } from "../cursor.js";
 
 export interface PostgresStoreOptions {
   url: string;
@@ -264,5 +267,40 @@ export class PostgresStore implements Store {
   }
   queueDepth(now: number, graceMs: number) {
     return I.queueDepth(this.pool, now, graceMs);
+  }
+
+  // ---------- events and liveness ----------
+
+  async listEvents(f: EventFilter): Promise<Page<StoredEvent>> {
+    const where: string[] = ["workspace_id = $1"];
+    const args: unknown[] = [f.workspace_id];
+    const add = (sql: string, v: unknown) => {
+      args.push(v);
+      where.push(sql.replace("?", `$${args.length}`));
+    };
+    if (f.subject_id !== undefined) add("subject_id = ?", f.subject_id);
+    if (f.type !== undefined) add("type = ?", f.type);
+    if (f.name !== undefined) add("name = ?", f.name);
+    if (f.key !== undefined) add("idempotency_key = ?", f.key);
+    if (f.cursor !== undefined) {
+      const c = decodeCursor(f.cursor);
+      args.push(new Date(c.t), c.id);
+      where.push(`(received_at, id) < ($${args.length - 1}, $${args.length})`);
+    }
+    args.push(f.limit + 1);
+    const res = await this.pool.query(`SELECT * FROM events WHERE ${where.join(" AND ")} ORDER BY received_at DESC, id DESC LIMIT $${args.length}`, args);
+    const events = res.rows.slice(0, f.limit).map(E.toEvent);
+    const last = events[events.length - 1];
+    return { items: events, next_cursor: res.rows.length > f.limit && last ? encodeCursor(last.received_at, last.id) : null };
+  }
+  async eventRuns(workspaceId: string, eventId: string): Promise<Run[]> {
+    const res = await this.pool.query("SELECT * FROM runs WHERE event_id = $1 AND workspace_id = $2 ORDER BY started_at, id", [eventId, workspaceId]);
+    return res.rows.map(toRun);
+  }
+  heartbeat(p: ProcessBeat, now: number) {
+    return H.heartbeat(this.pool, p, now);
+  }
+  liveProcesses(now: number) {
+    return H.liveProcesses(this.pool, now);
   }
 }
