@@ -274,7 +274,7 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
     const keepId = await create(r, {
       key: uniq("crm-keep"), name: "CRM keep", root: "keep",
       nodes: [
-        { key: "keep", kind: "set", config: { assign: { token: "secrets.CRM_TOKEN", header: "'Bearer ' + secrets.CRM_TOKEN" } } },
+        { key: "keep", kind: "set", config: { assign: { token: "secrets.CRM_TOKEN" } } },
         { key: "done", kind: "end" },
       ],
       edges: [{ from: "keep", port: "next", to: "done" }],
@@ -342,7 +342,7 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
       expect(s.error!.message).toContain(MARK);
     }
     expect(keep!.status).toBe("completed");
-    expect(keep!.context).toMatchObject({ token: MARK, header: `Bearer ${MARK}` });
+    expect(keep!.context).toMatchObject({ token: MARK });
     expect(leak!.status).toBe("failed");
     const [leakStep] = await e.listSteps(WS, leak!.id);
     expect(leakStep!.error).toMatchObject({ code: "action.exception", message: `the CRM refused token ${MARK} (Bearer ${MARK})` });

@@ -42,11 +42,33 @@ export function compile(source: string): Compiled {
 export function checkExpression(source: string, pointer: string): Problem | null {
   try {
     compile(source);
-    return null;
+    const misuse = secretUseProblem(source);
+    return misuse === null ? null : { code: "expression.secret_use", pointer, message: misuse };
   } catch (err) {
     const msg = err instanceof Error ? (err.message.split("\n")[0] ?? err.message) : String(err);
     return { code: "expression.syntax", pointer, message: `invalid CEL expression ${JSON.stringify(source)}: ${msg}` };
   }
+}
+
+/** A whole secret: `secrets.NAME` or `secrets["NAME"]`, alone (as `{{ secrets.NAME }}` in a template), or tested with `has()`. */
+const WHOLE_SECRET = /^\s*(?:has\(\s*)?secrets\s*(?:\.\s*[A-Za-z_][A-Za-z0-9_]*|\[\s*(?:"[^"\\]*"|'[^'\\]*')\s*\])\s*\)?\s*$/;
+
+/** `source` with its string literals blanked, so a word inside quotes is not taken for a name. */
+function withoutStrings(source: string): string {
+  return source.replace(/[rRbB]{0,2}("""[\s\S]*?"""|'\'\'[\s\S]*?'\'\'|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')/g, '""');
+}
+
+/**
+ * Secrets are opaque: an expression may use one only whole (`{{ secrets.NAME }}`, or `has()` of
+ * it), never take it apart or compute with it (`secrets.key.split('')`, `substring`, `size`,
+ * comparisons), since a piece of a secret is no longer recognisable to redaction. The reason when
+ * `source` does otherwise, else null. Checked when a definition is validated and again before any
+ * evaluation (for versions stored before the rule).
+ */
+export function secretUseProblem(source: string): string | null {
+  if (!/(?<![.\w])secrets\b/.test(withoutStrings(source))) return null;
+  if (WHOLE_SECRET.test(source) && !/\bhas\(/.test(source) === !/\)\s*$/.test(source)) return null;
+  return `${JSON.stringify(source)} uses a secret other than whole: a secret can only be inserted as {{ secrets.NAME }} (or tested with has()), never taken apart or computed with`;
 }
 
 /** The variables every expression may read. */
@@ -173,6 +195,8 @@ function evaluateMetered(source: string, scope: CelScope, meter: Meter): unknown
   } catch (err) {
     throw new StepFailure(stepError("expression.syntax", `invalid CEL expression ${JSON.stringify(source)}: ${firstLine(err)}`, false));
   }
+  const misuse = secretUseProblem(source);
+  if (misuse !== null) throw new StepFailure(stepError("expression.secret_use", misuse, false, { expression: source }));
   try {
     return fromCel(metered(meter, () => compiled(scope.vars())));
   } catch (err) {
@@ -251,7 +275,7 @@ export function checkTemplates(value: unknown, pointer: string, out: Problem[]):
     for (const p of parts) {
       if ("expr" in p) {
         const prob = checkExpression(p.expr, pointer);
-        if (prob) out.push({ ...prob, code: "template.syntax" });
+        if (prob) out.push(prob.code === "expression.syntax" ? { ...prob, code: "template.syntax" } : prob);
       }
     }
   } else if (Array.isArray(value)) {

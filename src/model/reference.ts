@@ -183,7 +183,7 @@ What an expression can read:
 | \`steps\` | each node's last output by node key (\`steps.fetch.body\`); a failed node: \`{ error }\` |
 | \`subject\` | \`{ id }\` of the run's subject |
 | \`run\` | \`id\`, \`automation_id\`, \`version\`, \`trace_id\`, \`started_at\` |
-| \`secrets\` | \`secrets.NAME\`: a workspace secret (a node with \`permissions\` sees only those its \`secret:NAME\` entries name) |
+| \`secrets\` | \`secrets.NAME\`: a workspace secret, usable only whole (\`{{ secrets.NAME }}\`, or \`has()\`): never split, cut, measured or compared (\`expression.secret_use\`); a node with \`permissions\` sees only those its \`secret:NAME\` entries name |
 | \`item\` | in a \`for_each\`'s \`subject\`, \`condition\` and action config: the current item |
 | \`response\` | in an \`http_request\`'s \`assign\`: \`status\`, \`headers\`, \`body\` |
 
