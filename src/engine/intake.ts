@@ -30,7 +30,20 @@ export interface IncomingEvent {
 }
 
 /** Build the event row for an API event. Throws `event.*` errors naming the field at fault. */
+/**
+ * Sources the engine writes itself: schedule ticks (`schedule`) and webhook deliveries
+ * (`webhook:<hook id>`). An idempotency key is unique per source, so an API caller who could post
+ * with one of them could pre-empt a tick or a delivery by its predictable key and erase it.
+ */
+export function isReservedSource(source: string): boolean {
+  const s = source.trim().toLowerCase();
+  return s === "schedule" || s === "webhook" || s.startsWith("webhook:") || s === "engine" || s === "system";
+}
+
 export function apiEvent(workspaceId: string, e: IncomingEvent, now: number): NewEvent {
+  if (e.source !== undefined && isReservedSource(e.source)) {
+    throw new WeftError("event.reserved_source", `source "${e.source}" is reserved for the engine's own events (schedule ticks, webhook deliveries); use another, e.g. "crm"`, { pointer: "/source" });
+  }
   let body: TriggerEvent;
   if (e.type === "record") {
     if (!e.entity) throw new WeftError("event.invalid", "a record event needs entity", { pointer: "/entity" });
@@ -92,7 +105,8 @@ export class Intake {
    * Store an event; resolves only once it is committed (acknowledge after this). A repeated key
    * (scoped to workspace and source) returns the first event; with another body it is refused.
    */
-  ingest(workspaceId: string, incoming: IncomingEvent): Promise<{ event_id: string; duplicate: boolean }> {
+  async ingest(workspaceId: string, incoming: IncomingEvent): Promise<{ event_id: string; duplicate: boolean }> {
+    // async: a refused event rejects the promise, never throws at the caller's call site.
     checkEventSize(incoming, this.core.limits.eventBytes);
     return this.store(apiEvent(workspaceId, incoming, this.core.clock.now()));
   }
