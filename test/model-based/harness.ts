@@ -223,20 +223,31 @@ export class Sequence {
 
   /** A worker engine on its own Store object (another process's view of the same data). */
   async addWorker(): Promise<void> {
+    const store = this.h.ts.reopen();
     const e = new Engine({
-      store: this.h.ts.reopen(), clock: this.clock, httpAllow: LOOPBACK, dispatchPollMs: 20, schedulePollMs: 60_000,
+      store, clock: this.clock, httpAllow: LOOPBACK, dispatchPollMs: 20, schedulePollMs: 60_000,
       runner: { leaseMs: 10 * 60_000, pollMs: 20 },
     });
     e.registerAction(effectAction());
     await e.start();
     this.workers.push(e);
+    this.storeOf.set(e, store);
+  }
+
+  /** A worker's Store object, closed with it (a long run must not pile up idle connection pools). */
+  private readonly storeOf = new Map<Engine, { close(): Promise<void> }>();
+
+  private async stopWorker(w: Engine): Promise<void> {
+    await w.stop();
+    await this.storeOf.get(w)?.close().catch(() => undefined);
+    this.storeOf.delete(w);
   }
 
   /** Restart: every worker engine stops (handing back what it holds) and one fresh engine takes over. */
   async restart(): Promise<void> {
     const old = this.workers;
     this.workers = [];
-    for (const w of old) await w.stop();
+    for (const w of old) await this.stopWorker(w);
     await this.addWorker();
   }
 
@@ -254,7 +265,7 @@ export class Sequence {
   async crashChild(point: string, trigger: () => Promise<string>): Promise<{ crashed: boolean; eventId: string }> {
     const old = this.workers;
     this.workers = [];
-    for (const w of old) await w.stop();
+    for (const w of old) await this.stopWorker(w);
     const child = startWorker(this.h.ts, { WEFT_CRASH_POINT: point, WEFT_CRASH_AFTER: "1", WEFT_LOG_LEVEL: "silent", WEFT_POLL_MS: "20" });
     this.children.push(child);
     const eventId = await trigger();
@@ -326,7 +337,7 @@ export class Sequence {
 
   async stop(): Promise<void> {
     for (const c of this.children) await kill(c);
-    for (const w of this.workers) await w.stop();
+    for (const w of this.workers) await this.stopWorker(w);
     await this.http.close();
     await this.api.stop();
   }
