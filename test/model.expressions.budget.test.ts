@@ -316,3 +316,25 @@ describe("fuzz: generated expressions always end with a result, a CEL error or b
     expect(overBudgetCount).toBeGreaterThan(0);
   }, 300_000);
 });
+
+describe("CEL errors in plain words (the raw message kept in details)", () => {
+  const scope = () => new CelScope({ event: { payload: { amount: "120", n: 3, list: [1] } }, context: {}, steps: {}, subject: null, run: {}, secrets: {} });
+  const fail = (expr: string) => {
+    try {
+      evaluate(expr, scope());
+    } catch (err) {
+      if (err instanceof StepFailure) return err.error;
+    }
+    throw new Error(`${expr} did not fail`);
+  };
+  it("a string compared with a number names both types and the conversion", () => {
+    const e = fail("event.payload.amount > 100");
+    expect(e.message).toContain('the two sides of ">" do not go together: text (a string) and a whole number (int)');
+    expect(e.message).toContain("int(x) or double(x)");
+    expect(e.details?.raw).toBe("no such overload: dyn<string> > int");
+  });
+  it("a method on the wrong type, and an index past the end", () => {
+    expect(fail('event.payload.n.startsWith("a")').message).toContain("startsWith() does not apply to a whole number (int)");
+    expect(fail("event.payload.list[3]").message).toContain("index 3 is past the end of a list of 1 element(s)");
+  });
+});

@@ -210,8 +210,40 @@ function evaluateMetered(source: string, scope: CelScope, meter: Meter): unknown
       const path = missingPath(source, m[1]!.trim(), err instanceof Error ? err.message : "");
       throw new StepFailure(stepError("template.missing_variable", `${path} does not resolve`, false, { path, expression: source }));
     }
-    throw new StepFailure(stepError("expression.error", `${source}: ${msg}`, false, { expression: source }));
+    throw new StepFailure(stepError("expression.error", `${source}: ${plainCelError(msg)}`, false, { expression: source, raw: msg }));
   }
+}
+
+const TYPE_WORDS: Record<string, string> = { string: "text (a string)", int: "a whole number (int)", uint: "a whole number (uint)", double: "a number (double)", bool: "a bool", list: "a list", map: "a map", null_type: "null", bytes: "bytes", timestamp: "a timestamp", duration: "a duration" };
+const typeWord = (t: string) => TYPE_WORDS[t.replace(/^dyn<|>$/g, "").split("<")[0]!] ?? t;
+
+/**
+ * cel-js's messages in plain words, with the fix where there is a usual one (the raw message stays
+ * in the error's details): `no such overload: dyn<string> > int` → the two sides of `>` are text and
+ * a number; convert with int(…) or double(…).
+ */
+export function plainCelError(msg: string): string {
+  const op = /no such overload: (\S+) (\S+) (\S+)$/.exec(msg);
+  if (op) {
+    const [, a, o, b] = op as unknown as [string, string, string, string];
+    const [ta, tb] = [typeWord(a), typeWord(b)];
+    const text = [a, b].some((t) => t.includes("string"));
+    const num = [a, b].some((t) => /int|double|uint/.test(t));
+    const fix = text && num
+      ? ` Convert the text: int(x) or double(x) to compare it as a number${o === "+" ? ", or string(n) to join it as text" : ""}.`
+      : ` Convert one side so both have the same type (int(), double(), string()).`;
+    return `the two sides of "${o}" do not go together: ${ta} and ${tb}.${fix}`;
+  }
+  const fn = /found no matching overload for '(?:(\w+)\.)?(\w+)\((.*)\)'/.exec(msg);
+  if (fn) {
+    const [, recv, name, args] = fn;
+    return recv
+      ? `${name}() does not apply to ${typeWord(recv)}${args ? ` with (${args})` : ""}; check the value's type, or convert it first (e.g. string(x).${name}(…))`
+      : `${name}() does not take (${args ?? ""})`;
+  }
+  const idx = /index out of bounds, index (\d+) >= size (\d+)/.exec(msg);
+  if (idx) return `index ${idx[1]} is past the end of a list of ${idx[2]} element(s) (indexes start at 0); check size() first`;
+  return msg;
 }
 
 /** Evaluate a condition; anything but a bool is an error (CEL has no truthiness). */
