@@ -77,16 +77,11 @@ cand AS MATERIALIZED (
 )
 SELECT * FROM events WHERE id IN (SELECT id FROM cand) AND dispatched_at IS NULL ORDER BY received_at, id FOR UPDATE SKIP LOCKED`;
 
-export async function dispatchEvents(pool: pg.Pool, now: number, limit: number, plan: DispatchPlan): Promise<{ events: StoredEvent[]; runs: Run[] }> {
-  const client = await pool.connect();
-  try {
-    await client.query("BEGIN");
+export function dispatchEvents(pool: pg.Pool, now: number, limit: number, plan: DispatchPlan): Promise<{ events: StoredEvent[]; runs: Run[] }> {
+  return tx(pool, async (client) => {
     const claimed = await client.query({ name: "weft_claim_events", text: CLAIM_EVENTS_SQL, values: [limit] });
     const events = claimed.rows.map(toEvent);
-    if (events.length === 0) {
-      await client.query("COMMIT");
-      return { events, runs: [] };
-    }
+    if (events.length === 0) return { events, runs: [] };
     const workspaces = [...new Set(events.map((e) => e.workspace_id))];
     const active = await client.query({
       name: "weft_active_automations_of",
@@ -104,14 +99,8 @@ export async function dispatchEvents(pool: pg.Pool, now: number, limit: number, 
       values: [ts(now), events.map((e) => e.id), events.map((e) => made.get(e.id) ?? 0)],
     });
     await wakeWaiters(client, events, now);
-    await client.query("COMMIT");
     return { events, runs };
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export async function activePauses(pool: pg.Pool, keys: readonly PauseKey[], now: number): Promise<Map<string, number | null>> {
@@ -151,25 +140,17 @@ export function putPause(pool: pg.Pool, p: PauseRow, entry?: AuditEntry): Promis
   });
 }
 
-export async function deletePause(pool: pg.Pool, workspaceId: string, subjectId: string, automationId: string, now: number, entry?: AuditEntry): Promise<boolean> {
-  const client = await pool.connect();
-  try {
-    await client.query("BEGIN");
-    const del = await client.query("DELETE FROM subject_controls WHERE workspace_id = $1 AND subject_id = $2 AND automation_id = $3", [workspaceId, subjectId, automationId]);
-    await client.query(
+export function deletePause(pool: pg.Pool, workspaceId: string, subjectId: string, automationId: string, now: number, entry?: AuditEntry): Promise<boolean> {
+  return tx(pool, async (c) => {
+    const del = await c.query("DELETE FROM subject_controls WHERE workspace_id = $1 AND subject_id = $2 AND automation_id = $3", [workspaceId, subjectId, automationId]);
+    await c.query(
       `UPDATE runs SET due_at = $4 WHERE workspace_id = $1 AND subject_id = $2 AND status = 'waiting' AND waiting_for = 'subject_resume'
        AND ($3 = '' OR automation_id = $3)`,
       [workspaceId, subjectId, automationId, ts(now)],
     );
-    if (del.rowCount === 1 && entry) await audit(client, [entry]);
-    await client.query("COMMIT");
+    if (del.rowCount === 1 && entry) await audit(c, [entry]);
     return del.rowCount === 1;
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export async function listPauses(pool: pg.Pool, workspaceId: string, subjectId: string): Promise<PauseRow[]> {
