@@ -18,7 +18,9 @@ export const RunStatus = {
 } as const;
 export type RunStatus = (typeof RunStatus)[keyof typeof RunStatus];
 
-const TERMINAL = ["completed", "completed_with_failures", "failed", "cancelled", "exited"] as const;
+/** The statuses a run never leaves; stores, the API schema and the console all read this list. */
+export const TERMINAL_STATUSES = ["completed", "completed_with_failures", "failed", "cancelled", "exited"] as const satisfies readonly RunStatus[];
+const TERMINAL = TERMINAL_STATUSES;
 const STOPPABLE: RunStatus[] = ["cancelled", "exited"];
 
 /** from → the statuses it may move to. running → running is a checkpoint inside one execution. */

@@ -4,6 +4,10 @@
 import type Database from "better-sqlite3";
 import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Checkpoint, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
 
+import { isTerminal, TERMINAL_STATUSES } from "../../model/run-status.js";
+import { skippedByRunEnd } from "../../model/item-outcome.js";
+import { sqlList } from "../sql.js";
+
 /* eslint-disable @typescript-eslint/no-explicit-any */
 const j = (v: unknown): string | null => (v === undefined || v === null ? null : JSON.stringify(v));
 const pj = (s: string | null): any => (s === null ? null : JSON.parse(s));
@@ -25,7 +29,7 @@ export function toApproval(r: any): Approval {
   };
 }
 
-const TERMINAL = "('completed', 'completed_with_failures', 'failed', 'cancelled', 'exited')";
+const TERMINAL = sqlList(TERMINAL_STATUSES);
 
 export class EmbeddedNodes {
   private prepared: ReturnType<EmbeddedNodes["prepare"]> | undefined;
@@ -182,7 +186,7 @@ export class EmbeddedNodes {
     return this.db.transaction(() => {
       const run = this.db.prepare("SELECT * FROM runs WHERE id = ? AND workspace_id = ?").get(runId, workspaceId) as any;
       if (!run) return undefined;
-      if (["completed", "completed_with_failures", "failed", "cancelled", "exited"].includes(run.status)) return run;
+      if (isTerminal(run.status)) return run;
       this.audit([entry]);
       if (run.status === "running" && run.due_at !== null && run.due_at > now) {
         return this.db.prepare("UPDATE runs SET control = ? WHERE id = ? RETURNING *").get(control, runId);
@@ -195,7 +199,7 @@ export class EmbeddedNodes {
         .get(status, reason, now, now, runId);
       this.db
         .prepare("UPDATE run_items SET outcome = 'skipped', error = ?, finished_at = ?, updated_at = ? WHERE run_id = ? AND outcome IN ('pending', 'awaiting_approval')")
-        .run(j({ code: `run.${control === "stop" ? "stopped" : "cancelled"}`, message: "the run ended before this item started", retryable: false }), now, now, runId);
+        .run(j(skippedByRunEnd(control)), now, now, runId);
       this.db.prepare("UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE run_id = ? AND status = 'pending'").run(now, runId);
       return out;
     }).immediate();

@@ -9,6 +9,9 @@ import { ms, toRun, ts } from "./rows.js";
 import { toEvent } from "./events.js";
 import { decodeItemCursor, encodeItemCursor } from "../cursor.js";
 
+import { isTerminal, TERMINAL_STATUSES } from "../../model/run-status.js";
+import { skippedByRunEnd } from "../../model/item-outcome.js";
+
 /* eslint-disable @typescript-eslint/no-explicit-any */
 export function toItem(r: any): RunItem {
   return {
@@ -87,15 +90,13 @@ export async function getItem(pool: pg.Pool, workspaceId: string, itemId: string
   return res.rows[0] ? toItem(res.rows[0]) : null;
 }
 
-const TERMINAL = ["completed", "completed_with_failures", "failed", "cancelled", "exited"];
-
 export async function beginItemRetry(pool: pg.Pool, workspaceId: string, itemId: string, now: number, leaseUntil: number): Promise<RunItem | null> {
   const res = await pool.query(
     `UPDATE run_items i SET outcome = 'running', attempts = i.attempts + 1, not_before = $5, started_at = $3, updated_at = $3
      FROM runs r WHERE i.id = $1 AND i.workspace_id = $2 AND (i.outcome = 'failed' OR (i.outcome = 'running' AND (i.not_before IS NULL OR i.not_before <= $3)))
        AND r.id = i.run_id AND r.status = ANY ($4::text[])
      RETURNING i.*`,
-    [itemId, workspaceId, ts(now), TERMINAL, ts(leaseUntil)],
+    [itemId, workspaceId, ts(now), TERMINAL_STATUSES, ts(leaseUntil)],
   );
   return res.rows[0] ? toItem(res.rows[0]) : null;
 }
@@ -169,7 +170,7 @@ export function controlRun(pool: pg.Pool, workspaceId: string, runId: string, co
     const cur = await c.query("SELECT * FROM runs WHERE id = $1 AND workspace_id = $2 FOR UPDATE", [runId, workspaceId]);
     if (cur.rows.length === 0) return null;
     const run = toRun(cur.rows[0]);
-    if (TERMINAL.includes(run.status)) return run;
+    if (isTerminal(run.status)) return run;
     await audit(c, [entry]);
     if (run.status === "running" && run.due_at !== null && run.due_at > now) {
       // A worker holds it: it applies the request at its next checkpoint.
@@ -186,7 +187,7 @@ export function controlRun(pool: pg.Pool, workspaceId: string, runId: string, co
     await c.query(
       `UPDATE run_items SET outcome = 'skipped', error = $2, finished_at = $3, updated_at = $3
        WHERE run_id = $1 AND outcome IN ('pending', 'awaiting_approval')`,
-      [runId, JSON.stringify({ code: `run.${control === "stop" ? "stopped" : "cancelled"}`, message: "the run ended before this item started", retryable: false }), ts(now)],
+      [runId, JSON.stringify(skippedByRunEnd(control)), ts(now)],
     );
     await c.query("UPDATE approvals SET status = 'cancelled', decided_at = $2 WHERE run_id = $1 AND status = 'pending'", [runId, ts(now)]);
     return toRun(res.rows[0]);
