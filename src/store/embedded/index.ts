@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { WeftError } from "../../model/errors.js";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import { resyncedSchedule } from "../../model/triggers.js";
+import { mappers, sqliteCodec, type Row } from "../rows.js";
 import type {
   Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, InsertRunResult, NewEvent, NewRun, OverdueCount, Page,
   PauseKey, PauseRow, Run, RunFilter, RunSummary, ScheduleFiring, ScheduleRow, StepRun, Store, StoredEvent,
@@ -28,53 +29,13 @@ export interface EmbeddedStoreOptions {
   file: string;
 }
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 const j = (v: unknown): string | null => (v === undefined || v === null ? null : JSON.stringify(v));
-const pj = (s: string | null): any => (s === null ? null : JSON.parse(s));
+const { automation: toAutomation, version: toVersion, run: toRun, runSummary: toRunSummary, event: toEvent, step: toStep } = mappers(sqliteCodec);
 
-function toAutomation(r: any): Automation {
-  return { id: r.id, workspace_id: r.workspace_id, key: r.key, name: r.name, status: r.status, current_version: r.current_version, created_at: r.created_at, updated_at: r.updated_at };
-}
-function toRun(r: any): Run {
-  return {
-    id: r.id, workspace_id: r.workspace_id, automation_id: r.automation_id, version: r.version, event_id: r.event_id,
-    dedupe_key: r.dedupe_key, trigger_type: r.trigger_type, subject_id: r.subject_id, status: r.status,
-    exit_reason: r.exit_reason, current_node_key: r.current_node_key, waiting_for: r.waiting_for,
-    waiting_until: r.waiting_until, event: pj(r.event), context: pj(r.context), steps: pj(r.steps), cursor: pj(r.cursor),
-    run_as: pj(r.run_as), trace_id: r.trace_id, items_total: r.items_total, items_failed: r.items_failed,
-    interruptions: r.interruptions, control: r.control ?? null, due_at: r.due_at, lease_owner: r.lease_owner, rev: r.rev,
-    started_at: r.started_at, completed_at: r.completed_at, updated_at: r.updated_at,
-  };
-}
 /** The columns of a run summary: never context, event, steps or cursor. */
 const SUMMARY_COLUMNS = `id, workspace_id, automation_id, (SELECT key FROM automations a WHERE a.id = runs.automation_id) AS automation_key, version,
   event_id, trigger_type, subject_id, status, exit_reason, current_node_key, waiting_for, waiting_until, run_as, trace_id,
   items_total, items_failed, interruptions, started_at, completed_at, updated_at`;
-function toRunSummary(r: any): RunSummary {
-  return {
-    id: r.id, workspace_id: r.workspace_id, automation_id: r.automation_id, automation_key: r.automation_key, version: r.version,
-    event_id: r.event_id, trigger_type: r.trigger_type, subject_id: r.subject_id, status: r.status, exit_reason: r.exit_reason,
-    current_node_key: r.current_node_key, waiting_for: r.waiting_for, waiting_until: r.waiting_until, run_as: pj(r.run_as),
-    trace_id: r.trace_id, items_total: r.items_total, items_failed: r.items_failed, interruptions: r.interruptions,
-    started_at: r.started_at, completed_at: r.completed_at, updated_at: r.updated_at,
-  };
-}
-function toEvent(r: any): StoredEvent {
-  return {
-    id: r.id, workspace_id: r.workspace_id, source: r.source, idempotency_key: r.idempotency_key, payload_hash: r.payload_hash,
-    type: r.type, name: r.name, subject_id: r.subject_id, body: pj(r.body), shard: r.shard, received_at: r.received_at,
-    dispatched_at: r.dispatched_at, runs_created: r.runs_created,
-  };
-}
-function toStep(r: any): StepRun {
-  return {
-    id: r.id, run_id: r.run_id, node_key: r.node_key, node_kind: r.node_kind, visit: r.visit, attempt: r.attempt,
-    entered_via_port_key: r.entered_via_port_key, exited_via_port_key: r.exited_via_port_key, outcome: r.outcome,
-    duration_ms: r.duration_ms, idempotency_key: r.idempotency_key, input: pj(r.input), output: pj(r.output),
-    error: pj(r.error), violations: pj(r.violations ?? null), logs: pj(r.logs ?? null), started_at: r.started_at, finished_at: r.finished_at,
-  };
-}
-
 export class EmbeddedStore implements Store {
   readonly kind = "embedded" as const;
   readonly db: Database.Database;
@@ -221,8 +182,8 @@ export class EmbeddedStore implements Store {
   }
 
   async getVersion(automationId: string, version: number): Promise<AutomationVersion | null> {
-    const r = this.s.getVersion.get(automationId, version) as any;
-    return r ? { automation_id: r.automation_id, version: r.version, definition: JSON.parse(r.definition), created_at: r.created_at } : null;
+    const r = this.s.getVersion.get(automationId, version) as Row | undefined;
+    return r ? toVersion(r) : null;
   }
 
   async insertRun(run: NewRun, now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult> {
@@ -499,7 +460,7 @@ export class EmbeddedStore implements Store {
   }
 
   /** One page of runs, newest first, with the columns a list asks for. */
-  private runPage<T extends { started_at: number; id: string }>(f: RunFilter, columns: string, map: (r: any) => T): Page<T> {
+  private runPage<T extends { started_at: number; id: string }>(f: RunFilter, columns: string, map: (r: unknown) => T): Page<T> {
     const where: string[] = ["workspace_id = ?"];
     const args: unknown[] = [f.workspace_id];
     if (f.visible_to_user !== undefined) (where.push("(json_extract(run_as, '$.type') <> 'user' OR json_extract(run_as, '$.user_id') = ?)"), args.push(f.visible_to_user));

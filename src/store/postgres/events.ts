@@ -3,23 +3,18 @@
 import type pg from "pg";
 import type { AuditEntry, DispatchPlan, HookRow, NewEvent, OverdueCount, PauseKey, PauseRow, Run, ScheduleFiring, ScheduleRow, StoredEvent } from "../../engine/store.js";
 import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
-import { ms, toAutomation, ts } from "./rows.js";
+import { ms, toAutomation, toEvent, ts } from "./rows.js";
+import type { Row } from "../rows.js";
+
+export { toEvent };
 import { insertRuns } from "./runs.js";
 import { audit } from "./audit.js";
 import { tx } from "./tx.js";
 import { resyncedSchedule } from "../../model/triggers.js";
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
-export function toEvent(r: any): StoredEvent {
-  return {
-    id: r.id, workspace_id: r.workspace_id, source: r.source, idempotency_key: r.idempotency_key, payload_hash: r.payload_hash,
-    type: r.type, name: r.name, subject_id: r.subject_id, body: r.body, shard: r.shard, received_at: r.received_at.getTime(),
-    dispatched_at: ms(r.dispatched_at), runs_created: r.runs_created,
-  };
-}
-const toPause = (r: any): PauseRow => ({ ...r, paused_until: ms(r.paused_until), created_at: r.created_at.getTime() });
-const toSchedule = (r: any): ScheduleRow => ({ ...r, next_fire_at: ms(r.next_fire_at), last_fired_at: ms(r.last_fired_at) });
-const toHook = (r: any): HookRow => ({ ...r, created_at: r.created_at.getTime() });
+const toPause = (r: Row): PauseRow => ({ ...(r as unknown as PauseRow), paused_until: ms(r.paused_until as Date | null), created_at: (r.created_at as Date).getTime() });
+const toSchedule = (r: Row): ScheduleRow => ({ ...(r as unknown as ScheduleRow), next_fire_at: ms(r.next_fire_at as Date | null), last_fired_at: ms(r.last_fired_at as Date | null) });
+const toHook = (r: Row): HookRow => ({ ...(r as unknown as HookRow), created_at: (r.created_at as Date).getTime() });
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 

@@ -5,37 +5,14 @@ import type pg from "pg";
 import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Page, type Run, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
 import { tx } from "./tx.js";
 import { audit } from "./audit.js";
-import { ms, toRun, ts } from "./rows.js";
+import { ms, toApproval, toAudit, toItem, toRun, ts } from "./rows.js";
+
+export { toApproval, toItem };
 import { toEvent } from "./events.js";
 import { decodeItemCursor, encodeItemCursor } from "../cursor.js";
 
 import { isTerminal, TERMINAL_STATUSES } from "../../model/run-status.js";
 import { skippedByRunEnd } from "../../model/item-outcome.js";
-
-/* eslint-disable @typescript-eslint/no-explicit-any */
-export function toItem(r: any): RunItem {
-  return {
-    id: r.id, run_id: r.run_id, workspace_id: r.workspace_id, node_key: r.node_key, visit: r.visit, idx: r.idx,
-    subject_id: r.subject_id, action_kind: r.action_kind, outcome: r.outcome, attempts: r.attempts,
-    idempotency_key: r.idempotency_key, input: r.input, output: r.output, error: r.error, approval_id: r.approval_id,
-    not_before: ms(r.not_before), started_at: ms(r.started_at), finished_at: ms(r.finished_at), updated_at: r.updated_at.getTime(),
-  };
-}
-
-export function toApproval(r: any): Approval {
-  return {
-    id: r.id, workspace_id: r.workspace_id, run_id: r.run_id, automation_id: r.automation_id, node_key: r.node_key,
-    visit: r.visit, item_id: r.item_id, title: r.title, approvers: r.approvers, status: r.status, decided_by: r.decided_by,
-    decided_at: ms(r.decided_at), comment: r.comment, created_at: r.created_at.getTime(), expires_at: ms(r.expires_at),
-  };
-}
-
-function toAudit(r: any): AuditRow {
-  return {
-    id: Number(r.id), workspace_id: r.workspace_id, actor: r.actor, action: r.action, target_type: r.target_type,
-    target_id: r.target_id, details: r.details, at: r.at.getTime(),
-  };
-}
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
