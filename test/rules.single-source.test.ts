@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { RUN_STATUSES, TERMINAL_STATUSES, isTerminal } from "../src/model/run-status.js";
 import { skippedByRunEnd } from "../src/model/item-outcome.js";
 import { sqlList } from "../src/store/sql.js";
+import { ENROLLMENT_CHECKS } from "../src/model/enrollment.js";
 
 const consoleLib = readFileSync(new URL("../src/server/console/lib.js", import.meta.url), "utf8");
 const consoleList = (name: string): string[] => {
@@ -32,5 +33,9 @@ describe("one source per rule", () => {
   it("an item skipped by a stop or cancel carries run.stopped / run.cancelled, not retryable", () => {
     expect(skippedByRunEnd("stop")).toEqual({ code: "run.stopped", message: "the run ended before this item started", retryable: false });
     expect(skippedByRunEnd("cancel")).toMatchObject({ code: "run.cancelled", retryable: false });
+  });
+
+  it("already_active is the last enrollment check (PostgreSQL decides it by a unique index after the others)", () => {
+    expect(ENROLLMENT_CHECKS.at(-1)).toBe("already_active");
   });
 });

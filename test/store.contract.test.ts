@@ -9,6 +9,7 @@ import type {
 } from "../src/engine/store.js";
 import type { Definition } from "../src/model/definition.js";
 import { WeftError } from "../src/model/errors.js";
+import { enrollmentSkip } from "../src/model/enrollment.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 const LEASE = 30_000;
@@ -352,6 +353,44 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       expect(await flags(store.commit("w1", [checkpoint(run!, { ...terminal(run!), status: "failed", exit_reason: null })]))).toEqual([true]);
       const res = await store.insertRun(newRun(a, { subject_id: "ct_9", active_subject: "ct_9" }), T0 + 20);
       expect(res).toMatchObject({ created: true, run: { status: "pending" } });
+    });
+  });
+
+  describe("enrollment decision", () => {
+    // Every combination of the three checks, plus the two cases the checks do not apply to; the
+    // expected reason is the model's own decision, so both stores are held to one definition.
+    const combos = [0, 1, 2, 3, 4, 5, 6, 7].map((n) => ({ subject_paused: !!(n & 1), reentry_cooldown: !!(n & 2), already_active: !!(n & 4) }));
+
+    it("each store gives the model's first-holding reason, in the model's order, for every combination", async () => {
+      const a = await addAutomation(store, "enroll");
+      const subject = (i: number) => `en_${i}`;
+      // cooled subjects: a run that finished (normally) just before
+      for (const [i, c] of combos.entries()) if (c.reentry_cooldown) await insert(store, a, { subject_id: subject(i) });
+      const claimed = await store.claimRuns("w1", T0, LEASE, 100);
+      expect(await flags(store.commit("w1", claimed.map((r) => checkpoint(r, terminal(r)))))).toEqual(claimed.map(() => true));
+      for (const [i, c] of combos.entries()) {
+        if (c.already_active) await insert(store, a, { subject_id: subject(i), active_subject: subject(i), due_at: null });
+        if (c.subject_paused) {
+          await store.putPause({ workspace_id: WS, subject_id: subject(i), automation_id: "", pause_reason: "test", paused_until: null, created_at: T0 });
+        }
+      }
+      const at = T0 + 20;
+      for (const [i, c] of combos.entries()) {
+        const res = await store.insertRun(newRun(a, { subject_id: subject(i), active_subject: subject(i), cooldown_ms: 60_000 }), at);
+        const want = enrollmentSkip((check) => c[check]);
+        if (want === null) expect(res.run, JSON.stringify(c)).toMatchObject({ status: "pending", exit_reason: null });
+        else expectSkipped(res, want, at);
+      }
+    });
+
+    it("a run without a subject is never checked, and a skipped run starts no cooldown", async () => {
+      const a = await addAutomation(store, "enroll-none");
+      await store.putPause({ workspace_id: WS, subject_id: "en_p", automation_id: "", pause_reason: "test", paused_until: null, created_at: T0 });
+      expect((await store.insertRun(newRun(a, { subject_id: null, cooldown_ms: 60_000 }), T0)).run.status).toBe("pending");
+      expectSkipped(await store.insertRun(newRun(a, { subject_id: "en_p" }), T0), "subject_paused", T0);
+      await store.deletePause(WS, "en_p", "", T0 + 1);
+      const res = await store.insertRun(newRun(a, { subject_id: "en_p", cooldown_ms: 60_000 }), T0 + 2);
+      expect(res.run).toMatchObject({ status: "pending", exit_reason: null });
     });
   });
 

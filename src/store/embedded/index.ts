@@ -10,6 +10,8 @@ import { WeftError } from "../../model/errors.js";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import { resyncedSchedule } from "../../model/triggers.js";
 import { mappers, sqliteCodec, type Row } from "../rows.js";
+import { sqlList } from "../sql.js";
+import { enrollmentSkip, isEnrollmentChecked, NOT_ENROLLED, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
 import type {
   Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, InsertRunResult, NewEvent, NewRun, OverdueCount, Page,
   PauseKey, PauseRow, Run, RunFilter, RunSummary, ScheduleFiring, ScheduleRow, StepRun, Store, StoredEvent,
@@ -73,7 +75,7 @@ export class EmbeddedStore implements Store {
       pausedNow: d.prepare(`SELECT 1 FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id IN (?, '')
           AND (paused_until IS NULL OR paused_until > ?) LIMIT 1`).pluck(),
       finishedSince: d.prepare(`SELECT 1 FROM runs WHERE automation_id = ? AND subject_id = ? AND completed_at >= ?
-          AND (exit_reason IS NULL OR exit_reason NOT IN ('subject_paused', 'reentry_cooldown', 'already_active')) LIMIT 1`).pluck(),
+          AND (exit_reason IS NULL OR exit_reason NOT IN ${sqlList(NOT_ENROLLED)}) LIMIT 1`).pluck(),
       insertEvent: d.prepare(`INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at)
           VALUES (@id, @workspace_id, @source, @idempotency_key, @payload_hash, @type, @name, @subject_id, @body, @shard, @received_at)
           ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`),
@@ -198,13 +200,13 @@ export class EmbeddedStore implements Store {
   private insertRunTx(run: NewRun, now: number): InsertRunResult {
     const dup = this.s.runByDedupe.get(run.automation_id, run.dedupe_key);
     if (dup) return { created: false, run: toRun(dup) };
-    let skip: string | null = null;
-    if (run.subject_id !== null && run.status === "pending") {
-      if (this.s.pausedNow.get(run.workspace_id, run.subject_id, run.automation_id, now)) skip = "subject_paused";
-      else if ((run.cooldown_ms ?? 0) > 0 && this.s.finishedSince.get(run.automation_id, run.subject_id, now - (run.cooldown_ms ?? 0))) skip = "reentry_cooldown";
-      else if (run.active_subject !== null && this.s.runByActiveSubject.get(run.automation_id, run.active_subject)) skip = "already_active";
-    }
-    const r = skip === null ? run : { ...run, status: "exited", exit_reason: skip, active_subject: null, due_at: null, completed_at: now, current_node_key: null };
+    const holds: Record<EnrollmentSkip, () => boolean> = {
+      subject_paused: () => !!this.s.pausedNow.get(run.workspace_id, run.subject_id, run.automation_id, now),
+      reentry_cooldown: () => (run.cooldown_ms ?? 0) > 0 && !!this.s.finishedSince.get(run.automation_id, run.subject_id, now - (run.cooldown_ms ?? 0)),
+      already_active: () => run.active_subject !== null && !!this.s.runByActiveSubject.get(run.automation_id, run.active_subject),
+    };
+    const skip = isEnrollmentChecked(run) ? enrollmentSkip((check) => holds[check]()) : null;
+    const r = skip === null ? run : skippedEnrollment(run, skip, now);
     const row = {
       ...r, event: j(r.event), context: j(r.context), steps: j(r.steps), cursor: j(r.cursor), run_as: j(r.run_as),
       completed_at: r.completed_at ?? null,
