@@ -10,6 +10,7 @@ import type {
 import type { Definition } from "../src/model/definition.js";
 import { WeftError } from "../src/model/errors.js";
 import { enrollmentSkip } from "../src/model/enrollment.js";
+import { claimOrder } from "../src/engine/store.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 const LEASE = 30_000;
@@ -397,6 +398,21 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
   // ---------- claiming ----------
 
   describe("claimRuns", () => {
+    it("a mixed claim follows claimOrder: round-robin by automation, oldest first, ties by id", async () => {
+      // Created first, but its runs are the youngest: creation order must not decide.
+      const a = await addAutomation(store, "mix-a");
+      const b = await addAutomation(store, "mix-b");
+      const c = await addAutomation(store, "mix-c");
+      const due: Run[] = [];
+      for (const [aut, at, id] of [[a, 5, "run_mix_a1"], [a, 6, "run_mix_a2"], [a, 7, "run_mix_a3"], [b, 1, "run_mix_b1"], [b, 2, "run_mix_b2"],
+        [c, 3, "run_mix_c2"], [c, 3, "run_mix_c1"]] as const) {
+        due.push(await insert(store, aut, { id, due_at: T0 + at }));
+      }
+      const want = claimOrder(due.map((r) => ({ id: r.id, automation_id: r.automation_id, due_at: r.due_at! })), 5).map((r) => r.id);
+      expect(want).toEqual(["run_mix_b1", "run_mix_c1", "run_mix_a1", "run_mix_b2", "run_mix_c2"]);
+      expect(ids(await store.claimRuns("w1", T0 + 100, LEASE, 5))).toEqual([...want].sort());
+    });
+
     it("claims only runs with due_at <= now and sets the lease: owner, running, rev + 1, due_at = now + lease", async () => {
       const a = await addAutomation(store, "claim");
       const early = await insert(store, a, { due_at: T0 - 1000 });

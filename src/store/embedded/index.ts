@@ -16,7 +16,7 @@ import type {
   Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, InsertRunResult, NewEvent, NewRun, OverdueCount, Page,
   PauseKey, PauseRow, Run, RunFilter, RunSummary, ScheduleFiring, ScheduleRow, StepRun, Store, StoredEvent,
 } from "../../engine/store.js";
-import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
+import { claimOrder, laterEnd, pauseKey, waitKey } from "../../engine/store.js";
 import type { ApprovalStatus, AuditEntry, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
 import { EmbeddedNodes, toItem } from "./nodes.js";
 import { EmbeddedIdentity } from "./identity.js";
@@ -85,7 +85,7 @@ export class EmbeddedStore implements Store {
       markDispatched: d.prepare("UPDATE events SET dispatched_at = ?, runs_created = ? WHERE id = ?"),
       runByActiveSubject: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND active_subject = ?"),
       automationIds: d.prepare("SELECT id FROM automations").pluck(),
-      dueOfAutomation: d.prepare("SELECT id FROM runs WHERE automation_id = ? AND due_at <= ? ORDER BY due_at LIMIT ?").pluck(),
+      dueOfAutomation: d.prepare("SELECT id, due_at FROM runs WHERE automation_id = ? AND due_at <= ? ORDER BY due_at, id LIMIT ?"),
       claimOne: d.prepare(`UPDATE runs SET due_at = ?, lease_owner = ?, interruptions = interruptions + (status IN ('running', 'interrupted')),
           status = 'running', rev = rev + 1 WHERE id = ? AND due_at <= ? RETURNING *`),
       commitOne: d.prepare(`UPDATE runs SET status = @status, exit_reason = @exit_reason, current_node_key = @current_node_key,
@@ -383,26 +383,17 @@ export class EmbeddedStore implements Store {
     return rows;
   }
 
-  /** Round-robin across automations, like the PostgreSQL claim (one process, so no locking needed beyond the write transaction). */
+  /** In `claimOrder` (engine/store.ts); one process, so no locking needed beyond the write transaction. */
   async claimRuns(owner: string, now: number, leaseMs: number, limit: number): Promise<Run[]> {
     const tx = this.db.transaction(() => {
-      const perAutomation: string[][] = [];
+      const due: { id: string; automation_id: string; due_at: number }[] = [];
       for (const aid of this.s.automationIds.all() as string[]) {
-        const ids = this.s.dueOfAutomation.all(aid, now, limit) as string[];
-        if (ids.length > 0) perAutomation.push(ids);
+        due.push(...(this.s.dueOfAutomation.all(aid, now, limit) as { id: string; due_at: number }[]).map((r) => ({ ...r, automation_id: aid })));
       }
       const out: Run[] = [];
-      for (let rank = 0; out.length < limit; rank++) {
-        let any = false;
-        for (const ids of perAutomation) {
-          const id = ids[rank];
-          if (id === undefined) continue;
-          any = true;
-          const r = this.s.claimOne.get(now + leaseMs, owner, id, now);
-          if (r) out.push(toRun(r));
-          if (out.length >= limit) break;
-        }
-        if (!any) break;
+      for (const { id } of claimOrder(due, limit)) {
+        const r = this.s.claimOne.get(now + leaseMs, owner, id, now);
+        if (r) out.push(toRun(r));
       }
       return out;
     });

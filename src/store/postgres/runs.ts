@@ -116,19 +116,18 @@ export async function insertRun(pool: pg.Pool, run: NewRun, now: number, entry?:
 }
 
 /**
- * Round-robin claim: take each automation's oldest due runs, rank them within their automation,
- * and claim by (rank, due_at), so one automation with 20,000 due runs gets one slot per round
- * like everyone else. Candidates are re-checked and locked with SKIP LOCKED in a MATERIALIZED
+ * The claim in `claimOrder` (engine/store.ts): take each automation's oldest due runs, rank them
+ * within their automation by (due_at, id), and claim by (rank, due_at, id). Candidates are re-checked and locked with SKIP LOCKED in a MATERIALIZED
  * CTE (an IN-subquery may be re-run by the planner and claim more than LIMIT rows).
  */
 const CLAIM_SQL = `
 WITH cand AS MATERIALIZED (
   SELECT c.id FROM automations a
   CROSS JOIN LATERAL (
-    SELECT s.id, s.due_at, row_number() OVER (ORDER BY s.due_at) AS rn
-    FROM (SELECT id, due_at FROM runs WHERE automation_id = a.id AND due_at <= $1 ORDER BY due_at LIMIT $3) s
+    SELECT s.id, s.due_at, row_number() OVER (ORDER BY s.due_at, s.id) AS rn
+    FROM (SELECT id, due_at FROM runs WHERE automation_id = a.id AND due_at <= $1 ORDER BY due_at, id LIMIT $3) s
   ) c
-  ORDER BY c.rn, c.due_at
+  ORDER BY c.rn, c.due_at, c.id
   LIMIT $3
 ), locked AS MATERIALIZED (
   SELECT id, status AS prev_status FROM runs
