@@ -11,6 +11,7 @@ import type { Definition } from "../src/model/definition.js";
 import { WeftError } from "../src/model/errors.js";
 import { enrollmentSkip } from "../src/model/enrollment.js";
 import { claimOrder } from "../src/engine/store.js";
+import { controlEffect } from "../src/model/run-status.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 const LEASE = 30_000;
@@ -392,6 +393,34 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       await store.deletePause(WS, "en_p", "", T0 + 1);
       const res = await store.insertRun(newRun(a, { subject_id: "en_p", cooldown_ms: 60_000 }), T0 + 2);
       expect(res.run).toMatchObject({ status: "pending", exit_reason: null });
+    });
+  });
+
+  describe("run control", () => {
+    it("stop/cancel on a parked, a leased, a lease-expired and a finished run apply controlEffect", async () => {
+      const a = await addAutomation(store, "control");
+      const parked = await insert(store, a);
+      const leased = await insert(store, a);
+      const lapsed = await insert(store, a);
+      const done = await insert(store, a);
+      const claimed = await store.claimRuns("w1", T0, LEASE, 10);
+      const byId = new Map(claimed.map((r) => [r.id, r]));
+      expect(await flags(store.commit("w1", [
+        checkpoint(byId.get(parked.id)!, { status: "waiting", due_at: T0 + 1e9, keep_lease: false, waiting_for: "delay" }),
+        checkpoint(byId.get(done.id)!, terminal(byId.get(done.id)!)),
+      ]))).toEqual([true, true]);
+      const cases = [[parked, "stop", T0 + 1], [leased, "cancel", T0 + 1], [lapsed, "stop", T0 + LEASE + 1], [done, "cancel", T0 + 1]] as const;
+      for (const [r, control, at] of cases) {
+        const before = (await store.getRun(WS, r.id))!;
+        const effect = controlEffect(before, control, at);
+        const entry = { workspace_id: WS, actor: "t", action: `run.${control}`, target_type: "run", target_id: r.id, details: {}, at };
+        const after = (await store.controlRun(WS, r.id, control, entry, at))!;
+        if (effect.kind === "none") expect(after).toEqual(before);
+        else if (effect.kind === "flag") expect(after).toMatchObject({ status: before.status, control, completed_at: null });
+        else expect(after).toMatchObject({ status: effect.status, exit_reason: effect.exit_reason, control: null, due_at: null, lease_owner: null, completed_at: at });
+      }
+      expect(cases.map(([r, control, at]) => controlEffect({ status: r.id === done.id ? "completed" : r.id === parked.id ? "waiting" : "running", due_at: T0 + LEASE }, control, at).kind))
+        .toEqual(["end", "flag", "end", "none"]);
     });
   });
 

@@ -4,7 +4,7 @@
 import type Database from "better-sqlite3";
 import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Checkpoint, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
 
-import { isTerminal, TERMINAL_STATUSES, type RunStatus } from "../../model/run-status.js";
+import { controlEffect, TERMINAL_STATUSES, type RunStatus } from "../../model/run-status.js";
 import { skippedByRunEnd } from "../../model/item-outcome.js";
 import { sqlList } from "../sql.js";
 import { mappers, sqliteCodec, type Row } from "../rows.js";
@@ -170,12 +170,11 @@ export class EmbeddedNodes {
     return this.db.transaction(() => {
       const run = this.db.prepare("SELECT * FROM runs WHERE id = ? AND workspace_id = ?").get(runId, workspaceId) as { status: RunStatus; due_at: number | null } | undefined;
       if (!run) return undefined;
-      if (isTerminal(run.status)) return run;
+      const effect = controlEffect(run, control, now);
+      if (effect.kind === "none") return run;
       this.audit([entry]);
-      if (run.status === "running" && run.due_at !== null && run.due_at > now) {
-        return this.db.prepare("UPDATE runs SET control = ? WHERE id = ? RETURNING *").get(control, runId);
-      }
-      const [status, reason] = control === "stop" ? ["exited", "admin_stopped"] : ["cancelled", null];
+      if (effect.kind === "flag") return this.db.prepare("UPDATE runs SET control = ? WHERE id = ? RETURNING *").get(control, runId);
+      const { status, exit_reason: reason } = effect;
       const out = this.db
         .prepare(`UPDATE runs SET status = ?, exit_reason = ?, control = NULL, wait_key = NULL, due_at = NULL, lease_owner = NULL,
             active_subject = NULL, waiting_for = NULL, waiting_until = NULL, current_node_key = NULL, completed_at = ?, updated_at = ?, rev = rev + 1

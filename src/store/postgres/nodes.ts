@@ -11,7 +11,7 @@ export { toApproval, toItem };
 import { toEvent } from "./events.js";
 import { decodeItemCursor, encodeItemCursor } from "../cursor.js";
 
-import { isTerminal, TERMINAL_STATUSES } from "../../model/run-status.js";
+import { controlEffect, TERMINAL_STATUSES } from "../../model/run-status.js";
 import { skippedByRunEnd } from "../../model/item-outcome.js";
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
@@ -147,14 +147,15 @@ export function controlRun(pool: pg.Pool, workspaceId: string, runId: string, co
     const cur = await c.query("SELECT * FROM runs WHERE id = $1 AND workspace_id = $2 FOR UPDATE", [runId, workspaceId]);
     if (cur.rows.length === 0) return null;
     const run = toRun(cur.rows[0]);
-    if (isTerminal(run.status)) return run;
+    const effect = controlEffect(run, control, now);
+    if (effect.kind === "none") return run;
     await audit(c, [entry]);
-    if (run.status === "running" && run.due_at !== null && run.due_at > now) {
+    if (effect.kind === "flag") {
       // A worker holds it: it applies the request at its next checkpoint.
       const res = await c.query("UPDATE runs SET control = $2 WHERE id = $1 RETURNING *", [runId, control]);
       return toRun(res.rows[0]);
     }
-    const [status, reason] = control === "stop" ? ["exited", "admin_stopped"] : ["cancelled", null];
+    const { status, exit_reason: reason } = effect;
     const res = await c.query(
       `UPDATE runs SET status = $2, exit_reason = $3, control = NULL, wait_key = NULL, due_at = NULL, lease_owner = NULL,
          active_subject = NULL, waiting_for = NULL, waiting_until = NULL, current_node_key = NULL, completed_at = $4, updated_at = $4, rev = rev + 1
