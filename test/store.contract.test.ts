@@ -11,7 +11,7 @@ import type { Definition } from "../src/model/definition.js";
 import { WeftError } from "../src/model/errors.js";
 import { enrollmentSkip } from "../src/model/enrollment.js";
 import { claimOrder } from "../src/engine/store.js";
-import { controlEffect } from "../src/model/run-status.js";
+import { controlEffect, isTerminal } from "../src/model/run-status.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 const LEASE = 30_000;
@@ -129,7 +129,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
   /** Ids of the non-terminal runs of an automation for a subject. */
   async function activeRunsOf(a: Automation, subject: string): Promise<string[]> {
     const page = await store.listRuns({ workspace_id: a.workspace_id, automation_id: a.id, subject_id: subject, limit: 1000 });
-    return ids(page.items.filter((r) => !["completed", "completed_with_failures", "failed", "cancelled", "exited"].includes(r.status)));
+    return ids(page.items.filter((r) => !isTerminal(r.status)));
   }
 
   // ---------- workspaces, automations, versions ----------
