@@ -9,6 +9,9 @@ import type {
 } from "../src/engine/store.js";
 import type { Definition } from "../src/model/definition.js";
 import { WeftError } from "../src/model/errors.js";
+import { enrollmentSkip } from "../src/model/enrollment.js";
+import { claimOrder } from "../src/engine/store.js";
+import { controlEffect, isTerminal } from "../src/model/run-status.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 const LEASE = 30_000;
@@ -126,7 +129,7 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
   /** Ids of the non-terminal runs of an automation for a subject. */
   async function activeRunsOf(a: Automation, subject: string): Promise<string[]> {
     const page = await store.listRuns({ workspace_id: a.workspace_id, automation_id: a.id, subject_id: subject, limit: 1000 });
-    return ids(page.items.filter((r) => !["completed", "completed_with_failures", "failed", "cancelled", "exited"].includes(r.status)));
+    return ids(page.items.filter((r) => !isTerminal(r.status)));
   }
 
   // ---------- workspaces, automations, versions ----------
@@ -355,9 +358,90 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
     });
   });
 
+  describe("enrollment decision", () => {
+    // Every combination of the three checks, plus the two cases the checks do not apply to; the
+    // expected reason is the model's own decision, so both stores are held to one definition.
+    const combos = [0, 1, 2, 3, 4, 5, 6, 7].map((n) => ({ subject_paused: !!(n & 1), reentry_cooldown: !!(n & 2), already_active: !!(n & 4) }));
+
+    it("each store gives the model's first-holding reason, in the model's order, for every combination", async () => {
+      const a = await addAutomation(store, "enroll");
+      const subject = (i: number) => `en_${i}`;
+      // cooled subjects: a run that finished (normally) just before
+      for (const [i, c] of combos.entries()) if (c.reentry_cooldown) await insert(store, a, { subject_id: subject(i) });
+      const claimed = await store.claimRuns("w1", T0, LEASE, 100);
+      expect(await flags(store.commit("w1", claimed.map((r) => checkpoint(r, terminal(r)))))).toEqual(claimed.map(() => true));
+      for (const [i, c] of combos.entries()) {
+        if (c.already_active) await insert(store, a, { subject_id: subject(i), active_subject: subject(i), due_at: null });
+        if (c.subject_paused) {
+          await store.putPause({ workspace_id: WS, subject_id: subject(i), automation_id: "", pause_reason: "test", paused_until: null, created_at: T0 });
+        }
+      }
+      const at = T0 + 20;
+      for (const [i, c] of combos.entries()) {
+        const res = await store.insertRun(newRun(a, { subject_id: subject(i), active_subject: subject(i), cooldown_ms: 60_000 }), at);
+        const want = enrollmentSkip((check) => c[check]);
+        if (want === null) expect(res.run, JSON.stringify(c)).toMatchObject({ status: "pending", exit_reason: null });
+        else expectSkipped(res, want, at);
+      }
+    });
+
+    it("a run without a subject is never checked, and a skipped run starts no cooldown", async () => {
+      const a = await addAutomation(store, "enroll-none");
+      await store.putPause({ workspace_id: WS, subject_id: "en_p", automation_id: "", pause_reason: "test", paused_until: null, created_at: T0 });
+      expect((await store.insertRun(newRun(a, { subject_id: null, cooldown_ms: 60_000 }), T0)).run.status).toBe("pending");
+      expectSkipped(await store.insertRun(newRun(a, { subject_id: "en_p" }), T0), "subject_paused", T0);
+      await store.deletePause(WS, "en_p", "", T0 + 1);
+      const res = await store.insertRun(newRun(a, { subject_id: "en_p", cooldown_ms: 60_000 }), T0 + 2);
+      expect(res.run).toMatchObject({ status: "pending", exit_reason: null });
+    });
+  });
+
+  describe("run control", () => {
+    it("stop/cancel on a parked, a leased, a lease-expired and a finished run apply controlEffect", async () => {
+      const a = await addAutomation(store, "control");
+      const parked = await insert(store, a);
+      const leased = await insert(store, a);
+      const lapsed = await insert(store, a);
+      const done = await insert(store, a);
+      const claimed = await store.claimRuns("w1", T0, LEASE, 10);
+      const byId = new Map(claimed.map((r) => [r.id, r]));
+      expect(await flags(store.commit("w1", [
+        checkpoint(byId.get(parked.id)!, { status: "waiting", due_at: T0 + 1e9, keep_lease: false, waiting_for: "delay" }),
+        checkpoint(byId.get(done.id)!, terminal(byId.get(done.id)!)),
+      ]))).toEqual([true, true]);
+      const cases = [[parked, "stop", T0 + 1], [leased, "cancel", T0 + 1], [lapsed, "stop", T0 + LEASE + 1], [done, "cancel", T0 + 1]] as const;
+      for (const [r, control, at] of cases) {
+        const before = (await store.getRun(WS, r.id))!;
+        const effect = controlEffect(before, control, at);
+        const entry = { workspace_id: WS, actor: "t", action: `run.${control}`, target_type: "run", target_id: r.id, details: {}, at };
+        const after = (await store.controlRun(WS, r.id, control, entry, at))!;
+        if (effect.kind === "none") expect(after).toEqual(before);
+        else if (effect.kind === "flag") expect(after).toMatchObject({ status: before.status, control, completed_at: null });
+        else expect(after).toMatchObject({ status: effect.status, exit_reason: effect.exit_reason, control: null, due_at: null, lease_owner: null, completed_at: at });
+      }
+      expect(cases.map(([r, control, at]) => controlEffect({ status: r.id === done.id ? "completed" : r.id === parked.id ? "waiting" : "running", due_at: T0 + LEASE }, control, at).kind))
+        .toEqual(["end", "flag", "end", "none"]);
+    });
+  });
+
   // ---------- claiming ----------
 
   describe("claimRuns", () => {
+    it("a mixed claim follows claimOrder: round-robin by automation, oldest first, ties by id", async () => {
+      // Created first, but its runs are the youngest: creation order must not decide.
+      const a = await addAutomation(store, "mix-a");
+      const b = await addAutomation(store, "mix-b");
+      const c = await addAutomation(store, "mix-c");
+      const due: Run[] = [];
+      for (const [aut, at, id] of [[a, 5, "run_mix_a1"], [a, 6, "run_mix_a2"], [a, 7, "run_mix_a3"], [b, 1, "run_mix_b1"], [b, 2, "run_mix_b2"],
+        [c, 3, "run_mix_c2"], [c, 3, "run_mix_c1"]] as const) {
+        due.push(await insert(store, aut, { id, due_at: T0 + at }));
+      }
+      const want = claimOrder(due.map((r) => ({ id: r.id, automation_id: r.automation_id, due_at: r.due_at! })), 5).map((r) => r.id);
+      expect(want).toEqual(["run_mix_b1", "run_mix_c1", "run_mix_a1", "run_mix_b2", "run_mix_c2"]);
+      expect(ids(await store.claimRuns("w1", T0 + 100, LEASE, 5))).toEqual([...want].sort());
+    });
+
     it("claims only runs with due_at <= now and sets the lease: owner, running, rev + 1, due_at = now + lease", async () => {
       const a = await addAutomation(store, "claim");
       const early = await insert(store, a, { due_at: T0 - 1000 });

@@ -12,7 +12,8 @@ import type { AuditEntry, PauseRow, Run, RunControl } from "./store.js";
 /**
  * Stop (exit `admin_stopped`) or cancel a run. A parked run ends at once; a run a worker is
  * driving ends at that worker's next checkpoint (at once when it is this process). Recorded in
- * the audit log. Ending a run that already ended is refused (`run.already_ended`).
+ * the audit log. Ending a run that already ended is refused (`run.already_ended`). What the store
+ * does to the run row is `controlEffect` (model/run-status.ts), applied under the row's lock.
  */
 export async function controlRun(core: EngineCore, workspaceId: string, runId: string, control: RunControl, actor: string): Promise<Run> {
   const now = core.clock.now();

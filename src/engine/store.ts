@@ -587,8 +587,7 @@ export interface Store {
   overdue(workspaceId: string, now: number, graceMs: number): Promise<OverdueCount[]>;
   /**
    * Claim up to `limit` runs whose due_at <= now, set their lease (due_at = now + leaseMs,
-   * lease_owner = owner) and return them. Fair across automations: no automation takes more than
-   * its share of one claim while others have due runs.
+   * lease_owner = owner) and return them. Which runs: the order of `claimOrder` below.
    */
   claimRuns(owner: string, now: number, leaseMs: number, limit: number): Promise<Run[]>;
   /** Apply checkpoints in one transaction; returns, per checkpoint, whether it applied (false: stale) and any control request. */
@@ -693,4 +692,22 @@ export interface Store {
   opsCounts(workspaceId: string, now: number, windowMs: number): Promise<OpsCounts>;
   /** Across workspaces, for metrics: runs due now, of which due longer ago than `graceMs`, and undispatched events. */
   queueDepth(now: number, graceMs: number): Promise<{ due_runs: number; overdue_runs: number; undispatched_events: number }>;
+}
+
+/**
+ * The claim order, round-robin by automation, oldest first: each automation's due runs are ranked
+ * by (due_at, id); the claim takes runs by (rank, due_at, id). So one automation with 20,000 due
+ * runs gets one slot per round like every other, and within a round the oldest go first. Both
+ * stores claim exactly this (the embedded one by calling it, PostgreSQL in its claim query).
+ */
+export function claimOrder<T extends { id: string; automation_id: string; due_at: number }>(due: readonly T[], limit: number): T[] {
+  const byDue = (a: T, b: T) => a.due_at - b.due_at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  const rank = new Map<string, number>();
+  const seen = new Map<string, number>();
+  for (const r of [...due].sort(byDue)) {
+    const n = seen.get(r.automation_id) ?? 0;
+    seen.set(r.automation_id, n + 1);
+    rank.set(r.id, n);
+  }
+  return [...due].sort((a, b) => rank.get(a.id)! - rank.get(b.id)! || byDue(a, b)).slice(0, limit);
 }

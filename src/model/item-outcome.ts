@@ -32,3 +32,11 @@ export function itemTransition(from: ItemOutcome, to: ItemOutcome): ItemOutcome 
   if (!ITEM_TRANSITIONS[from].includes(to)) throw new IllegalTransition("item", from, to);
   return to;
 }
+
+/**
+ * The error on an item skipped because an operator stopped or cancelled its run before the item
+ * started. The fan-out node and both stores' run control write exactly this.
+ */
+export function skippedByRunEnd(control: "stop" | "cancel"): { code: string; message: string; retryable: false } {
+  return { code: `run.${control === "stop" ? "stopped" : "cancelled"}`, message: "the run ended before this item started", retryable: false };
+}

@@ -18,7 +18,9 @@ export const RunStatus = {
 } as const;
 export type RunStatus = (typeof RunStatus)[keyof typeof RunStatus];
 
-const TERMINAL = ["completed", "completed_with_failures", "failed", "cancelled", "exited"] as const;
+/** The statuses a run never leaves; stores, the API schema and the console all read this list. */
+export const TERMINAL_STATUSES = ["completed", "completed_with_failures", "failed", "cancelled", "exited"] as const satisfies readonly RunStatus[];
+const TERMINAL = TERMINAL_STATUSES;
 const STOPPABLE: RunStatus[] = ["cancelled", "exited"];
 
 /** from → the statuses it may move to. running → running is a checkpoint inside one execution. */
@@ -75,3 +77,22 @@ export const ExitReason = {
 export type ExitReason = (typeof ExitReason)[keyof typeof ExitReason];
 
 export const RUN_STATUSES = Object.values(RunStatus);
+
+/**
+ * What an operator's stop or cancel does to a run (engine/control.ts describes the request; each
+ * store applies this atomically with its row lock):
+ *   terminal                          → nothing (the run already ended)
+ *   running and its lease still held  → flag it; the worker ends it at its next checkpoint
+ *   otherwise (parked, due, lease lost) → end it now: stop → exited admin_stopped, cancel → cancelled;
+ *                                       its unstarted items are skipped and its pending approvals cancelled
+ */
+export type ControlEffect =
+  | { kind: "none" }
+  | { kind: "flag" }
+  | { kind: "end"; status: "exited" | "cancelled"; exit_reason: ExitReason | null };
+
+export function controlEffect(run: { status: RunStatus; due_at: number | null }, control: "stop" | "cancel", now: number): ControlEffect {
+  if (isTerminal(run.status)) return { kind: "none" };
+  if (run.status === "running" && run.due_at !== null && run.due_at > now) return { kind: "flag" };
+  return control === "stop" ? { kind: "end", status: "exited", exit_reason: "admin_stopped" } : { kind: "end", status: "cancelled", exit_reason: null };
+}

@@ -2,6 +2,7 @@
 // document (openapi.ts) is generated from them, next to the request schemas of schemas.ts.
 
 import { z } from "zod";
+import { RunStatus } from "../model/run-status.js";
 
 const iso = z.string().describe("ISO 8601 time");
 const isoOrNull = iso.nullable();
@@ -30,7 +31,7 @@ export const versionShape = z.object({ automation_id: z.string(), version: z.num
 export const runShape = z.object({
   id: z.string(), automation_id: z.string(), version: z.number().int(), workspace_id: z.string(), event_id: z.string().nullable(),
   trigger_type: z.string(), subject_id: z.string().nullable(),
-  status: z.enum(["pending", "running", "waiting", "retrying", "interrupted", "completed", "completed_with_failures", "failed", "cancelled", "exited"]),
+  status: z.enum(RunStatus),
   exit_reason: z.string().nullable(), current_node_key: z.string().nullable(), waiting_for: z.string().nullable(), waiting_until: isoOrNull,
   context: jsonObject, event: jsonObject,
   run_as: z.union([z.object({ type: z.literal("workspace") }), z.object({ type: z.literal("user"), user_id: z.string() })]),

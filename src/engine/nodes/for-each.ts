@@ -16,6 +16,7 @@ import { StepFailure, stepError, toStepError, type StepError } from "../../model
 import { evaluate, evaluateCondition, render } from "../../model/expressions.js";
 import { DEFAULT_RETRY, decideRetry } from "../../model/retry.js";
 import { allows } from "../../model/permissions.js";
+import { skippedByRunEnd } from "../../model/item-outcome.js";
 import { newId } from "../ids.js";
 import type { Approval, RunItem } from "../store.js";
 import { newApproval, settleApproval, type ApprovalConfig } from "./approval.js";
@@ -239,7 +240,7 @@ export const forEachNode: NodeHandler = {
       const at = ctx.clockNow();
       for (const it of items) {
         if (it.outcome === "pending" || it.outcome === "awaiting_approval") {
-          put({ ...it, outcome: "skipped", error: { code: `run.${control === "stop" ? "stopped" : "cancelled"}`, message: "the run ended before this item started", retryable: false }, finished_at: at, updated_at: at });
+          put({ ...it, outcome: "skipped", error: skippedByRunEnd(control), finished_at: at, updated_at: at });
         }
       }
     }

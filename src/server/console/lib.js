@@ -122,6 +122,7 @@ export function useInterval(fn, ms, active) {
 // ---------------------------------------------------------------------------------------------
 // Formatting
 
+// The model's lists (model/run-status.ts); the browser cannot import it, so a test holds these equal.
 export const TERMINAL = new Set(["completed", "completed_with_failures", "failed", "cancelled", "exited"]);
 export const RUN_STATUSES = ["pending", "running", "waiting", "retrying", "interrupted", "completed", "completed_with_failures", "failed", "cancelled", "exited"];
 

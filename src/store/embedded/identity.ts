@@ -5,10 +5,9 @@ import type Database from "better-sqlite3";
 import type { AuditEntry, OpsCounts, OutcomeRow, Role, SecretRow, TokenRow, User, Workspace } from "../../engine/store.js";
 import { isEnabledAdmin } from "../../engine/store.js";
 import { outcomeRows } from "../reports.js";
+import { mappers, sqliteCodec, type Row } from "../rows.js";
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
-const toUser = (r: any): User => ({ id: r.id, workspace_id: r.workspace_id, name: r.name, role: r.role, instance_admin: r.instance_admin === 1, created_at: r.created_at, disabled_at: r.disabled_at ?? null });
-const toToken = (r: any): TokenRow => ({ id: r.id, workspace_id: r.workspace_id, user_id: r.user_id, created_at: r.created_at, revoked_at: r.revoked_at });
+const { user: toUser, token: toToken } = mappers(sqliteCodec);
 
 export class EmbeddedIdentity {
   constructor(private readonly db: Database.Database) {}
@@ -35,7 +34,7 @@ export class EmbeddedIdentity {
     }).immediate();
   }
   getWorkspace(id: string): Workspace | null {
-    const r = this.db.prepare("SELECT * FROM workspaces WHERE id = ?").get(id) as any;
+    const r = this.db.prepare("SELECT * FROM workspaces WHERE id = ?").get(id) as Workspace | undefined;
     return r ? { id: r.id, name: r.name, created_at: r.created_at } : null;
   }
   insertUser(u: User, a: AuditEntry): void {
@@ -73,7 +72,7 @@ export class EmbeddedIdentity {
     }).immediate();
   }
   tokenByHash(hash: string): { token: TokenRow; user: User } | null {
-    const t = this.db.prepare("SELECT * FROM tokens WHERE hash = ? AND revoked_at IS NULL").get(hash) as any;
+    const t = this.db.prepare("SELECT * FROM tokens WHERE hash = ? AND revoked_at IS NULL").get(hash) as { user_id: string } | undefined;
     if (!t) return null;
     const u = this.db.prepare("SELECT * FROM users WHERE id = ?").get(t.user_id);
     return u ? { token: toToken(t), user: toUser(u) } : null;
@@ -121,13 +120,13 @@ export class EmbeddedIdentity {
     return outcomeRows(runs, items);
   }
   opsCounts(workspaceId: string, now: number, windowMs: number): OpsCounts {
-    const d = this.db.prepare("SELECT count(*) AS n, min(due_at) AS oldest FROM runs WHERE workspace_id = ? AND due_at <= ?").get(workspaceId, now) as any;
+    const d = this.db.prepare("SELECT count(*) AS n, min(due_at) AS oldest FROM runs WHERE workspace_id = ? AND due_at <= ?").get(workspaceId, now) as { n: number; oldest: number | null };
     const oldestId = this.db.prepare("SELECT id FROM runs WHERE workspace_id = ? AND due_at <= ? ORDER BY due_at LIMIT 1").pluck().get(workspaceId, now) as string | undefined;
     const ev = this.db.prepare("SELECT count(*) FROM events WHERE workspace_id = ? AND dispatched_at IS NULL").pluck().get(workspaceId) as number;
     const failed = this.db
       .prepare(`SELECT automation_id, count(*) AS w, sum(completed_at >= ?) AS h FROM runs
         WHERE workspace_id = ? AND completed_at >= ? AND completed_at <= ? AND status = 'failed' GROUP BY automation_id ORDER BY automation_id`)
-      .all(now - 3_600_000, workspaceId, now - windowMs, now) as any[];
+      .all(now - 3_600_000, workspaceId, now - windowMs, now) as { automation_id: string; w: number; h: number | null }[];
     return {
       due_runs: d.n, undispatched_events: ev, oldest_due_at: d.oldest ?? null, oldest_due_run_id: oldestId ?? null,
       failed: failed.map((r) => ({ automation_id: r.automation_id, window: r.w, last_hour: r.h ?? 0 })),

@@ -9,11 +9,14 @@ import { fileURLToPath } from "node:url";
 import { WeftError } from "../../model/errors.js";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import { resyncedSchedule } from "../../model/triggers.js";
+import { mappers, sqliteCodec, type Row } from "../rows.js";
+import { sqlList } from "../sql.js";
+import { enrollmentSkip, isEnrollmentChecked, NOT_ENROLLED, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
 import type {
   Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, InsertRunResult, NewEvent, NewRun, OverdueCount, Page,
   PauseKey, PauseRow, Run, RunFilter, RunSummary, ScheduleFiring, ScheduleRow, StepRun, Store, StoredEvent,
 } from "../../engine/store.js";
-import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
+import { claimOrder, laterEnd, pauseKey, waitKey } from "../../engine/store.js";
 import type { ApprovalStatus, AuditEntry, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
 import { EmbeddedNodes, toItem } from "./nodes.js";
 import { EmbeddedIdentity } from "./identity.js";
@@ -30,53 +33,13 @@ export interface EmbeddedStoreOptions {
   file: string;
 }
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 const j = (v: unknown): string | null => (v === undefined || v === null ? null : JSON.stringify(v));
-const pj = (s: string | null): any => (s === null ? null : JSON.parse(s));
+const { automation: toAutomation, version: toVersion, run: toRun, runSummary: toRunSummary, event: toEvent, step: toStep } = mappers(sqliteCodec);
 
-function toAutomation(r: any): Automation {
-  return { id: r.id, workspace_id: r.workspace_id, key: r.key, name: r.name, status: r.status, current_version: r.current_version, created_at: r.created_at, updated_at: r.updated_at };
-}
-function toRun(r: any): Run {
-  return {
-    id: r.id, workspace_id: r.workspace_id, automation_id: r.automation_id, version: r.version, event_id: r.event_id,
-    dedupe_key: r.dedupe_key, trigger_type: r.trigger_type, subject_id: r.subject_id, status: r.status,
-    exit_reason: r.exit_reason, current_node_key: r.current_node_key, waiting_for: r.waiting_for,
-    waiting_until: r.waiting_until, event: pj(r.event), context: pj(r.context), steps: pj(r.steps), cursor: pj(r.cursor),
-    run_as: pj(r.run_as), trace_id: r.trace_id, items_total: r.items_total, items_failed: r.items_failed,
-    interruptions: r.interruptions, control: r.control ?? null, due_at: r.due_at, lease_owner: r.lease_owner, rev: r.rev,
-    started_at: r.started_at, completed_at: r.completed_at, updated_at: r.updated_at,
-  };
-}
 /** The columns of a run summary: never context, event, steps or cursor. */
 const SUMMARY_COLUMNS = `id, workspace_id, automation_id, (SELECT key FROM automations a WHERE a.id = runs.automation_id) AS automation_key, version,
   event_id, trigger_type, subject_id, status, exit_reason, current_node_key, waiting_for, waiting_until, run_as, trace_id,
   items_total, items_failed, interruptions, started_at, completed_at, updated_at`;
-function toRunSummary(r: any): RunSummary {
-  return {
-    id: r.id, workspace_id: r.workspace_id, automation_id: r.automation_id, automation_key: r.automation_key, version: r.version,
-    event_id: r.event_id, trigger_type: r.trigger_type, subject_id: r.subject_id, status: r.status, exit_reason: r.exit_reason,
-    current_node_key: r.current_node_key, waiting_for: r.waiting_for, waiting_until: r.waiting_until, run_as: pj(r.run_as),
-    trace_id: r.trace_id, items_total: r.items_total, items_failed: r.items_failed, interruptions: r.interruptions,
-    started_at: r.started_at, completed_at: r.completed_at, updated_at: r.updated_at,
-  };
-}
-function toEvent(r: any): StoredEvent {
-  return {
-    id: r.id, workspace_id: r.workspace_id, source: r.source, idempotency_key: r.idempotency_key, payload_hash: r.payload_hash,
-    type: r.type, name: r.name, subject_id: r.subject_id, body: pj(r.body), shard: r.shard, received_at: r.received_at,
-    dispatched_at: r.dispatched_at, runs_created: r.runs_created,
-  };
-}
-function toStep(r: any): StepRun {
-  return {
-    id: r.id, run_id: r.run_id, node_key: r.node_key, node_kind: r.node_kind, visit: r.visit, attempt: r.attempt,
-    entered_via_port_key: r.entered_via_port_key, exited_via_port_key: r.exited_via_port_key, outcome: r.outcome,
-    duration_ms: r.duration_ms, idempotency_key: r.idempotency_key, input: pj(r.input), output: pj(r.output),
-    error: pj(r.error), violations: pj(r.violations ?? null), logs: pj(r.logs ?? null), started_at: r.started_at, finished_at: r.finished_at,
-  };
-}
-
 export class EmbeddedStore implements Store {
   readonly kind = "embedded" as const;
   readonly db: Database.Database;
@@ -114,7 +77,7 @@ export class EmbeddedStore implements Store {
       pausedNow: d.prepare(`SELECT 1 FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id IN (?, '')
           AND (paused_until IS NULL OR paused_until > ?) LIMIT 1`).pluck(),
       finishedSince: d.prepare(`SELECT 1 FROM runs WHERE automation_id = ? AND subject_id = ? AND completed_at >= ?
-          AND (exit_reason IS NULL OR exit_reason NOT IN ('subject_paused', 'reentry_cooldown', 'already_active')) LIMIT 1`).pluck(),
+          AND (exit_reason IS NULL OR exit_reason NOT IN ${sqlList(NOT_ENROLLED)}) LIMIT 1`).pluck(),
       insertEvent: d.prepare(`INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at)
           VALUES (@id, @workspace_id, @source, @idempotency_key, @payload_hash, @type, @name, @subject_id, @body, @shard, @received_at)
           ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`),
@@ -124,7 +87,7 @@ export class EmbeddedStore implements Store {
       markDispatched: d.prepare("UPDATE events SET dispatched_at = ?, runs_created = ? WHERE id = ?"),
       runByActiveSubject: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND active_subject = ?"),
       automationIds: d.prepare("SELECT id FROM automations").pluck(),
-      dueOfAutomation: d.prepare("SELECT id FROM runs WHERE automation_id = ? AND due_at <= ? ORDER BY due_at LIMIT ?").pluck(),
+      dueOfAutomation: d.prepare("SELECT id, due_at FROM runs WHERE automation_id = ? AND due_at <= ? ORDER BY due_at, id LIMIT ?"),
       claimOne: d.prepare(`UPDATE runs SET due_at = ?, lease_owner = ?, interruptions = interruptions + (status IN ('running', 'interrupted')),
           status = 'running', rev = rev + 1 WHERE id = ? AND due_at <= ? RETURNING *`),
       commitOne: d.prepare(`UPDATE runs SET status = @status, exit_reason = @exit_reason, current_node_key = @current_node_key,
@@ -223,8 +186,8 @@ export class EmbeddedStore implements Store {
   }
 
   async getVersion(automationId: string, version: number): Promise<AutomationVersion | null> {
-    const r = this.s.getVersion.get(automationId, version) as any;
-    return r ? { automation_id: r.automation_id, version: r.version, definition: JSON.parse(r.definition), created_at: r.created_at } : null;
+    const r = this.s.getVersion.get(automationId, version) as Row | undefined;
+    return r ? toVersion(r) : null;
   }
 
   async insertRun(run: NewRun, now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult> {
@@ -239,13 +202,13 @@ export class EmbeddedStore implements Store {
   private insertRunTx(run: NewRun, now: number): InsertRunResult {
     const dup = this.s.runByDedupe.get(run.automation_id, run.dedupe_key);
     if (dup) return { created: false, run: toRun(dup) };
-    let skip: string | null = null;
-    if (run.subject_id !== null && run.status === "pending") {
-      if (this.s.pausedNow.get(run.workspace_id, run.subject_id, run.automation_id, now)) skip = "subject_paused";
-      else if ((run.cooldown_ms ?? 0) > 0 && this.s.finishedSince.get(run.automation_id, run.subject_id, now - (run.cooldown_ms ?? 0))) skip = "reentry_cooldown";
-      else if (run.active_subject !== null && this.s.runByActiveSubject.get(run.automation_id, run.active_subject)) skip = "already_active";
-    }
-    const r = skip === null ? run : { ...run, status: "exited", exit_reason: skip, active_subject: null, due_at: null, completed_at: now, current_node_key: null };
+    const holds: Record<EnrollmentSkip, () => boolean> = {
+      subject_paused: () => !!this.s.pausedNow.get(run.workspace_id, run.subject_id, run.automation_id, now),
+      reentry_cooldown: () => (run.cooldown_ms ?? 0) > 0 && !!this.s.finishedSince.get(run.automation_id, run.subject_id, now - (run.cooldown_ms ?? 0)),
+      already_active: () => run.active_subject !== null && !!this.s.runByActiveSubject.get(run.automation_id, run.active_subject),
+    };
+    const skip = isEnrollmentChecked(run) ? enrollmentSkip((check) => holds[check]()) : null;
+    const r = skip === null ? run : skippedEnrollment(run, skip, now);
     const row = {
       ...r, event: j(r.event), context: j(r.context), steps: j(r.steps), cursor: j(r.cursor), run_as: j(r.run_as),
       completed_at: r.completed_at ?? null,
@@ -425,26 +388,17 @@ export class EmbeddedStore implements Store {
     return rows;
   }
 
-  /** Round-robin across automations, like the PostgreSQL claim (one process, so no locking needed beyond the write transaction). */
+  /** In `claimOrder` (engine/store.ts); one process, so no locking needed beyond the write transaction. */
   async claimRuns(owner: string, now: number, leaseMs: number, limit: number): Promise<Run[]> {
     const tx = this.db.transaction(() => {
-      const perAutomation: string[][] = [];
+      const due: { id: string; automation_id: string; due_at: number }[] = [];
       for (const aid of this.s.automationIds.all() as string[]) {
-        const ids = this.s.dueOfAutomation.all(aid, now, limit) as string[];
-        if (ids.length > 0) perAutomation.push(ids);
+        due.push(...(this.s.dueOfAutomation.all(aid, now, limit) as { id: string; due_at: number }[]).map((r) => ({ ...r, automation_id: aid })));
       }
       const out: Run[] = [];
-      for (let rank = 0; out.length < limit; rank++) {
-        let any = false;
-        for (const ids of perAutomation) {
-          const id = ids[rank];
-          if (id === undefined) continue;
-          any = true;
-          const r = this.s.claimOne.get(now + leaseMs, owner, id, now);
-          if (r) out.push(toRun(r));
-          if (out.length >= limit) break;
-        }
-        if (!any) break;
+      for (const { id } of claimOrder(due, limit)) {
+        const r = this.s.claimOne.get(now + leaseMs, owner, id, now);
+        if (r) out.push(toRun(r));
       }
       return out;
     });
@@ -504,7 +458,7 @@ export class EmbeddedStore implements Store {
   }
 
   /** One page of runs, newest first, with the columns a list asks for. */
-  private runPage<T extends { started_at: number; id: string }>(f: RunFilter, columns: string, map: (r: any) => T): Page<T> {
+  private runPage<T extends { started_at: number; id: string }>(f: RunFilter, columns: string, map: (r: unknown) => T): Page<T> {
     const where: string[] = ["workspace_id = ?"];
     const args: unknown[] = [f.workspace_id];
     if (f.visible_to_user !== undefined) (where.push("(json_extract(run_as, '$.type') <> 'user' OR json_extract(run_as, '$.user_id') = ?)"), args.push(f.visible_to_user));

@@ -4,28 +4,16 @@
 import type Database from "better-sqlite3";
 import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Checkpoint, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
+import { controlEffect, TERMINAL_STATUSES, type RunStatus } from "../../model/run-status.js";
+import { skippedByRunEnd } from "../../model/item-outcome.js";
+import { sqlList } from "../sql.js";
+import { mappers, sqliteCodec, type Row } from "../rows.js";
+
 const j = (v: unknown): string | null => (v === undefined || v === null ? null : JSON.stringify(v));
-const pj = (s: string | null): any => (s === null ? null : JSON.parse(s));
+const { item: toItem, approval: toApproval, audit: toAudit } = mappers(sqliteCodec);
+export { toApproval, toItem };
 
-export function toItem(r: any): RunItem {
-  return {
-    id: r.id, run_id: r.run_id, workspace_id: r.workspace_id, node_key: r.node_key, visit: r.visit, idx: r.idx,
-    subject_id: r.subject_id, action_kind: r.action_kind, outcome: r.outcome, attempts: r.attempts,
-    idempotency_key: r.idempotency_key, input: pj(r.input), output: pj(r.output), error: pj(r.error), approval_id: r.approval_id,
-    not_before: r.not_before, started_at: r.started_at, finished_at: r.finished_at, updated_at: r.updated_at,
-  };
-}
-
-export function toApproval(r: any): Approval {
-  return {
-    id: r.id, workspace_id: r.workspace_id, run_id: r.run_id, automation_id: r.automation_id, node_key: r.node_key,
-    visit: r.visit, item_id: r.item_id, title: r.title, approvers: pj(r.approvers), status: r.status, decided_by: r.decided_by,
-    decided_at: r.decided_at, comment: r.comment, created_at: r.created_at, expires_at: r.expires_at,
-  };
-}
-
-const TERMINAL = "('completed', 'completed_with_failures', 'failed', 'cancelled', 'exited')";
+const TERMINAL = sqlList(TERMINAL_STATUSES);
 
 export class EmbeddedNodes {
   private prepared: ReturnType<EmbeddedNodes["prepare"]> | undefined;
@@ -85,7 +73,7 @@ export class EmbeddedNodes {
     return this.s.waitHit.get(workspaceId, w.name, w.subject_id, w.subject_id, w.after, JSON.stringify(w.exclude), runId) !== undefined;
   }
 
-  findEvents(workspaceId: string, w: WaitSpec, limit: number, toEvent: (r: any) => StoredEvent): StoredEvent[] {
+  findEvents(workspaceId: string, w: WaitSpec, limit: number, toEvent: (r: unknown) => StoredEvent): StoredEvent[] {
     return this.s.findEvents.all(workspaceId, w.name, w.subject_id, w.subject_id, w.after, JSON.stringify(w.exclude), w.run_id ?? null, limit).map(toEvent);
   }
 
@@ -102,7 +90,7 @@ export class EmbeddedNodes {
     return this.db
       .prepare("SELECT * FROM audit_log WHERE workspace_id = ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?")
       .all(workspaceId, beforeId ?? null, beforeId ?? null, limit)
-      .map((r: any) => ({ ...r, details: pj(r.details) }));
+      .map((r) => toAudit(r as Row));
   }
 
   listItems(runId: string, nodeKey?: string, visit?: number): RunItem[] {
@@ -180,14 +168,13 @@ export class EmbeddedNodes {
   /** Returns the run row after the request (raw), or undefined when it does not exist. */
   controlRun(workspaceId: string, runId: string, control: RunControl, entry: AuditEntry, now: number): unknown {
     return this.db.transaction(() => {
-      const run = this.db.prepare("SELECT * FROM runs WHERE id = ? AND workspace_id = ?").get(runId, workspaceId) as any;
+      const run = this.db.prepare("SELECT * FROM runs WHERE id = ? AND workspace_id = ?").get(runId, workspaceId) as { status: RunStatus; due_at: number | null } | undefined;
       if (!run) return undefined;
-      if (["completed", "completed_with_failures", "failed", "cancelled", "exited"].includes(run.status)) return run;
+      const effect = controlEffect(run, control, now);
+      if (effect.kind === "none") return run;
       this.audit([entry]);
-      if (run.status === "running" && run.due_at !== null && run.due_at > now) {
-        return this.db.prepare("UPDATE runs SET control = ? WHERE id = ? RETURNING *").get(control, runId);
-      }
-      const [status, reason] = control === "stop" ? ["exited", "admin_stopped"] : ["cancelled", null];
+      if (effect.kind === "flag") return this.db.prepare("UPDATE runs SET control = ? WHERE id = ? RETURNING *").get(control, runId);
+      const { status, exit_reason: reason } = effect;
       const out = this.db
         .prepare(`UPDATE runs SET status = ?, exit_reason = ?, control = NULL, wait_key = NULL, due_at = NULL, lease_owner = NULL,
             active_subject = NULL, waiting_for = NULL, waiting_until = NULL, current_node_key = NULL, completed_at = ?, updated_at = ?, rev = rev + 1
@@ -195,7 +182,7 @@ export class EmbeddedNodes {
         .get(status, reason, now, now, runId);
       this.db
         .prepare("UPDATE run_items SET outcome = 'skipped', error = ?, finished_at = ?, updated_at = ? WHERE run_id = ? AND outcome IN ('pending', 'awaiting_approval')")
-        .run(j({ code: `run.${control === "stop" ? "stopped" : "cancelled"}`, message: "the run ended before this item started", retryable: false }), now, now, runId);
+        .run(j(skippedByRunEnd(control)), now, now, runId);
       this.db.prepare("UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE run_id = ? AND status = 'pending'").run(now, runId);
       return out;
     }).immediate();

@@ -13,53 +13,39 @@ export async function ensureWorkspace(pool: pg.Pool, id: string, name: string, n
 }
 
 export async function insertAutomation(pool: pg.Pool, a: Automation, v: AutomationVersion, entry?: AuditEntry): Promise<void> {
-  const client = await pool.connect();
   try {
-    await client.query("BEGIN");
-    await client.query(
-      `INSERT INTO automations (id, workspace_id, key, name, status, current_version, created_at, updated_at)
-       VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
-      [a.id, a.workspace_id, a.key, a.name, a.status, a.current_version, ts(a.created_at), ts(a.updated_at)],
-    );
-    await client.query("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES ($1,$2,$3,$4)",
-      [v.automation_id, v.version, v.definition, ts(v.created_at)]);
-    if (entry) await audit(client, [entry]);
-    await client.query("COMMIT");
+    await tx(pool, async (c) => {
+      await c.query(
+        `INSERT INTO automations (id, workspace_id, key, name, status, current_version, created_at, updated_at)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+        [a.id, a.workspace_id, a.key, a.name, a.status, a.current_version, ts(a.created_at), ts(a.updated_at)],
+      );
+      await c.query("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES ($1,$2,$3,$4)",
+        [v.automation_id, v.version, v.definition, ts(v.created_at)]);
+      if (entry) await audit(c, [entry]);
+    });
   } catch (err) {
-    await client.query("ROLLBACK").catch(() => undefined);
     if ((err as { code?: string }).code === PG_UNIQUE_VIOLATION) {
       throw new WeftError("automation.key_taken", `an automation with key "${a.key}" already exists`, { field: "key" });
     }
     throw err;
-  } finally {
-    client.release();
   }
 }
 
-export async function insertVersion(pool: pg.Pool, workspaceId: string, v: AutomationVersion, now: number, entry?: AuditEntry): Promise<boolean> {
-  const client = await pool.connect();
-  try {
-    await client.query("BEGIN");
-    const upd = await client.query(
+/** False when another version landed first; nothing was written then, so committing the empty transaction is harmless. */
+export function insertVersion(pool: pg.Pool, workspaceId: string, v: AutomationVersion, now: number, entry?: AuditEntry): Promise<boolean> {
+  return tx(pool, async (c) => {
+    const upd = await c.query(
       `UPDATE automations SET current_version = $3, name = $4, updated_at = $5
        WHERE id = $1 AND workspace_id = $2 AND current_version = $3 - 1`,
       [v.automation_id, workspaceId, v.version, v.definition.name, ts(now)],
     );
-    if (upd.rowCount !== 1) {
-      await client.query("ROLLBACK");
-      return false;
-    }
-    await client.query("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES ($1,$2,$3,$4)",
+    if (upd.rowCount !== 1) return false;
+    await c.query("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES ($1,$2,$3,$4)",
       [v.automation_id, v.version, v.definition, ts(v.created_at)]);
-    if (entry) await audit(client, [entry]);
-    await client.query("COMMIT");
+    if (entry) await audit(c, [entry]);
     return true;
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export function setAutomationStatus(pool: pg.Pool, workspaceId: string, id: string, status: AutomationStatus, now: number, entry?: AuditEntry): Promise<boolean> {

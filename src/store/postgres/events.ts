@@ -3,23 +3,18 @@
 import type pg from "pg";
 import type { AuditEntry, DispatchPlan, HookRow, NewEvent, OverdueCount, PauseKey, PauseRow, Run, ScheduleFiring, ScheduleRow, StoredEvent } from "../../engine/store.js";
 import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
-import { ms, toAutomation, ts } from "./rows.js";
+import { ms, toAutomation, toEvent, ts } from "./rows.js";
+import type { Row } from "../rows.js";
+
+export { toEvent };
 import { insertRuns } from "./runs.js";
 import { audit } from "./audit.js";
 import { tx } from "./tx.js";
 import { resyncedSchedule } from "../../model/triggers.js";
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
-export function toEvent(r: any): StoredEvent {
-  return {
-    id: r.id, workspace_id: r.workspace_id, source: r.source, idempotency_key: r.idempotency_key, payload_hash: r.payload_hash,
-    type: r.type, name: r.name, subject_id: r.subject_id, body: r.body, shard: r.shard, received_at: r.received_at.getTime(),
-    dispatched_at: ms(r.dispatched_at), runs_created: r.runs_created,
-  };
-}
-const toPause = (r: any): PauseRow => ({ ...r, paused_until: ms(r.paused_until), created_at: r.created_at.getTime() });
-const toSchedule = (r: any): ScheduleRow => ({ ...r, next_fire_at: ms(r.next_fire_at), last_fired_at: ms(r.last_fired_at) });
-const toHook = (r: any): HookRow => ({ ...r, created_at: r.created_at.getTime() });
+const toPause = (r: Row): PauseRow => ({ ...(r as unknown as PauseRow), paused_until: ms(r.paused_until as Date | null), created_at: (r.created_at as Date).getTime() });
+const toSchedule = (r: Row): ScheduleRow => ({ ...(r as unknown as ScheduleRow), next_fire_at: ms(r.next_fire_at as Date | null), last_fired_at: ms(r.last_fired_at as Date | null) });
+const toHook = (r: Row): HookRow => ({ ...(r as unknown as HookRow), created_at: (r.created_at as Date).getTime() });
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
@@ -77,16 +72,11 @@ cand AS MATERIALIZED (
 )
 SELECT * FROM events WHERE id IN (SELECT id FROM cand) AND dispatched_at IS NULL ORDER BY received_at, id FOR UPDATE SKIP LOCKED`;
 
-export async function dispatchEvents(pool: pg.Pool, now: number, limit: number, plan: DispatchPlan): Promise<{ events: StoredEvent[]; runs: Run[] }> {
-  const client = await pool.connect();
-  try {
-    await client.query("BEGIN");
+export function dispatchEvents(pool: pg.Pool, now: number, limit: number, plan: DispatchPlan): Promise<{ events: StoredEvent[]; runs: Run[] }> {
+  return tx(pool, async (client) => {
     const claimed = await client.query({ name: "weft_claim_events", text: CLAIM_EVENTS_SQL, values: [limit] });
     const events = claimed.rows.map(toEvent);
-    if (events.length === 0) {
-      await client.query("COMMIT");
-      return { events, runs: [] };
-    }
+    if (events.length === 0) return { events, runs: [] };
     const workspaces = [...new Set(events.map((e) => e.workspace_id))];
     const active = await client.query({
       name: "weft_active_automations_of",
@@ -104,14 +94,8 @@ export async function dispatchEvents(pool: pg.Pool, now: number, limit: number, 
       values: [ts(now), events.map((e) => e.id), events.map((e) => made.get(e.id) ?? 0)],
     });
     await wakeWaiters(client, events, now);
-    await client.query("COMMIT");
     return { events, runs };
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export async function activePauses(pool: pg.Pool, keys: readonly PauseKey[], now: number): Promise<Map<string, number | null>> {
@@ -151,13 +135,11 @@ export function putPause(pool: pg.Pool, p: PauseRow, entry?: AuditEntry): Promis
   });
 }
 
-export async function deletePause(pool: pg.Pool, workspaceId: string, subjectId: string, automationId: string, now: number, entry?: AuditEntry): Promise<boolean> {
-  const client = await pool.connect();
-  try {
-    await client.query("BEGIN");
-    const del = await client.query("DELETE FROM subject_controls WHERE workspace_id = $1 AND subject_id = $2 AND automation_id = $3", [workspaceId, subjectId, automationId]);
-    await client.query(
-      // Parked runs are due at once; a run a worker holds gets \`wake\`, so a park it commits after
+export function deletePause(pool: pg.Pool, workspaceId: string, subjectId: string, automationId: string, now: number, entry?: AuditEntry): Promise<boolean> {
+  return tx(pool, async (c) => {
+    const del = await c.query("DELETE FROM subject_controls WHERE workspace_id = $1 AND subject_id = $2 AND automation_id = $3", [workspaceId, subjectId, automationId]);
+    await c.query(
+      // Parked runs are due at once; a run a worker holds gets `wake`, so a park it commits after
       // this (its pause check having read the pause) is due at once too (see the commit).
       `UPDATE runs SET
          due_at = CASE WHEN status = 'waiting' THEN $4 ELSE due_at END,
@@ -166,15 +148,9 @@ export async function deletePause(pool: pg.Pool, workspaceId: string, subjectId:
          AND (status = 'running' OR (status = 'waiting' AND waiting_for = 'subject_resume'))`,
       [workspaceId, subjectId, automationId, ts(now)],
     );
-    if (del.rowCount === 1 && entry) await audit(client, [entry]);
-    await client.query("COMMIT");
+    if (del.rowCount === 1 && entry) await audit(c, [entry]);
     return del.rowCount === 1;
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export async function listPauses(pool: pg.Pool, workspaceId: string, subjectId: string): Promise<PauseRow[]> {

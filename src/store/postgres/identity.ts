@@ -5,17 +5,8 @@ import type pg from "pg";
 import type { AuditEntry, OpsCounts, OutcomeRow, Role, SecretRow, TokenRow, User, Workspace } from "../../engine/store.js";
 import { isEnabledAdmin } from "../../engine/store.js";
 import { tx } from "./tx.js";
-import { ms, ts } from "./rows.js";
+import { ms, ts, toToken, toUser } from "./rows.js";
 import { outcomeRows } from "../reports.js";
-
-/* eslint-disable @typescript-eslint/no-explicit-any */
-const toUser = (r: any): User => ({
-  id: r.id, workspace_id: r.workspace_id, name: r.name, role: r.role, instance_admin: r.instance_admin, created_at: r.created_at.getTime(),
-  disabled_at: ms(r.disabled_at ?? null),
-});
-const toToken = (r: any): TokenRow => ({
-  id: r.id, workspace_id: r.workspace_id, user_id: r.user_id, created_at: r.created_at.getTime(), revoked_at: ms(r.revoked_at),
-});
 
 type Db = Pick<pg.PoolClient, "query">;
 

@@ -4,6 +4,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type pg from "pg";
+import { tx } from "./tx.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
 /** Arbitrary constant: "weft" in ASCII. */
@@ -16,10 +17,8 @@ export function listMigrations(dir = MIGRATIONS_DIR): { id: number; name: string
     .map((f) => ({ id: Number(f.split("_")[0]), name: f, sql: readFileSync(`${dir}/${f}`, "utf8") }));
 }
 
-export async function migrate(pool: pg.Pool, schema: string): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query("BEGIN");
+export function migrate(pool: pg.Pool, schema: string): Promise<void> {
+  return tx(pool, async (client) => {
     await client.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK]);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${ident(schema)}`);
     await client.query(`SET LOCAL search_path TO ${ident(schema)}`);
@@ -30,13 +29,7 @@ export async function migrate(pool: pg.Pool, schema: string): Promise<void> {
       await client.query("INSERT INTO weft_migrations (id, name) VALUES ($1, $2)", [m.id, m.name]);
       await client.query(m.sql);
     }
-    await client.query("COMMIT");
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export function ident(name: string): string {

@@ -5,34 +5,14 @@ import type pg from "pg";
 import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Page, type Run, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
 import { tx } from "./tx.js";
 import { audit } from "./audit.js";
-import { ms, toRun, ts } from "./rows.js";
+import { ms, toApproval, toAudit, toItem, toRun, ts } from "./rows.js";
+
+export { toApproval, toItem };
 import { toEvent } from "./events.js";
 import { decodeItemCursor, encodeItemCursor } from "../cursor.js";
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
-export function toItem(r: any): RunItem {
-  return {
-    id: r.id, run_id: r.run_id, workspace_id: r.workspace_id, node_key: r.node_key, visit: r.visit, idx: r.idx,
-    subject_id: r.subject_id, action_kind: r.action_kind, outcome: r.outcome, attempts: r.attempts,
-    idempotency_key: r.idempotency_key, input: r.input, output: r.output, error: r.error, approval_id: r.approval_id,
-    not_before: ms(r.not_before), started_at: ms(r.started_at), finished_at: ms(r.finished_at), updated_at: r.updated_at.getTime(),
-  };
-}
-
-export function toApproval(r: any): Approval {
-  return {
-    id: r.id, workspace_id: r.workspace_id, run_id: r.run_id, automation_id: r.automation_id, node_key: r.node_key,
-    visit: r.visit, item_id: r.item_id, title: r.title, approvers: r.approvers, status: r.status, decided_by: r.decided_by,
-    decided_at: ms(r.decided_at), comment: r.comment, created_at: r.created_at.getTime(), expires_at: ms(r.expires_at),
-  };
-}
-
-function toAudit(r: any): AuditRow {
-  return {
-    id: Number(r.id), workspace_id: r.workspace_id, actor: r.actor, action: r.action, target_type: r.target_type,
-    target_id: r.target_id, details: r.details, at: r.at.getTime(),
-  };
-}
+import { controlEffect, TERMINAL_STATUSES } from "../../model/run-status.js";
+import { skippedByRunEnd } from "../../model/item-outcome.js";
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
@@ -87,15 +67,13 @@ export async function getItem(pool: pg.Pool, workspaceId: string, itemId: string
   return res.rows[0] ? toItem(res.rows[0]) : null;
 }
 
-const TERMINAL = ["completed", "completed_with_failures", "failed", "cancelled", "exited"];
-
 export async function beginItemRetry(pool: pg.Pool, workspaceId: string, itemId: string, now: number, leaseUntil: number): Promise<RunItem | null> {
   const res = await pool.query(
     `UPDATE run_items i SET outcome = 'running', attempts = i.attempts + 1, not_before = $5, started_at = $3, updated_at = $3
      FROM runs r WHERE i.id = $1 AND i.workspace_id = $2 AND (i.outcome = 'failed' OR (i.outcome = 'running' AND (i.not_before IS NULL OR i.not_before <= $3)))
        AND r.id = i.run_id AND r.status = ANY ($4::text[])
      RETURNING i.*`,
-    [itemId, workspaceId, ts(now), TERMINAL, ts(leaseUntil)],
+    [itemId, workspaceId, ts(now), TERMINAL_STATUSES, ts(leaseUntil)],
   );
   return res.rows[0] ? toItem(res.rows[0]) : null;
 }
@@ -169,14 +147,15 @@ export function controlRun(pool: pg.Pool, workspaceId: string, runId: string, co
     const cur = await c.query("SELECT * FROM runs WHERE id = $1 AND workspace_id = $2 FOR UPDATE", [runId, workspaceId]);
     if (cur.rows.length === 0) return null;
     const run = toRun(cur.rows[0]);
-    if (TERMINAL.includes(run.status)) return run;
+    const effect = controlEffect(run, control, now);
+    if (effect.kind === "none") return run;
     await audit(c, [entry]);
-    if (run.status === "running" && run.due_at !== null && run.due_at > now) {
+    if (effect.kind === "flag") {
       // A worker holds it: it applies the request at its next checkpoint.
       const res = await c.query("UPDATE runs SET control = $2 WHERE id = $1 RETURNING *", [runId, control]);
       return toRun(res.rows[0]);
     }
-    const [status, reason] = control === "stop" ? ["exited", "admin_stopped"] : ["cancelled", null];
+    const { status, exit_reason: reason } = effect;
     const res = await c.query(
       `UPDATE runs SET status = $2, exit_reason = $3, control = NULL, wait_key = NULL, due_at = NULL, lease_owner = NULL,
          active_subject = NULL, waiting_for = NULL, waiting_until = NULL, current_node_key = NULL, completed_at = $4, updated_at = $4, rev = rev + 1
@@ -186,7 +165,7 @@ export function controlRun(pool: pg.Pool, workspaceId: string, runId: string, co
     await c.query(
       `UPDATE run_items SET outcome = 'skipped', error = $2, finished_at = $3, updated_at = $3
        WHERE run_id = $1 AND outcome IN ('pending', 'awaiting_approval')`,
-      [runId, JSON.stringify({ code: `run.${control === "stop" ? "stopped" : "cancelled"}`, message: "the run ended before this item started", retryable: false }), ts(now)],
+      [runId, JSON.stringify(skippedByRunEnd(control)), ts(now)],
     );
     await c.query("UPDATE approvals SET status = 'cancelled', decided_at = $2 WHERE run_id = $1 AND status = 'pending'", [runId, ts(now)]);
     return toRun(res.rows[0]);

@@ -6,8 +6,30 @@ import { audit } from "./audit.js";
 import { tx } from "./tx.js";
 import { waitKey, type AuditEntry, type Checkpoint, type CommitResult, type InsertRunResult, type NewRun, type Run, type RunControl } from "../../engine/store.js";
 import { toRun, ts } from "./rows.js";
+import { sqlList } from "../sql.js";
+import { ENROLLMENT_CHECKS, NOT_ENROLLED, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
 
 export const PG_UNIQUE_VIOLATION = "23505";
+
+/**
+ * The enrollment decision (model/enrollment.ts) as one CASE over an input row `i`, its checks in
+ * the model's order. `already_active` has no condition here: the partial unique index on
+ * (automation_id, active_subject) decides it atomically at insert, and it is the last check, so
+ * a row it refuses has passed the others; insertRuns records that row as skipped.
+ */
+const ENROLLMENT_SQL: Record<EnrollmentSkip, string | null> = {
+  subject_paused: `EXISTS (SELECT 1 FROM subject_controls c WHERE c.workspace_id = i.workspace_id AND c.subject_id = i.subject_id
+                 AND c.automation_id IN (i.automation_id, '') AND (c.paused_until IS NULL OR c.paused_until > $2))`,
+  reentry_cooldown: `coalesce(i.cooldown_ms, 0) > 0 AND EXISTS (
+      SELECT 1 FROM runs r WHERE r.automation_id = i.automation_id AND r.subject_id = i.subject_id
+        AND r.completed_at >= $2 - make_interval(secs => i.cooldown_ms / 1000.0)
+        AND (r.exit_reason IS NULL OR r.exit_reason NOT IN ${sqlList(NOT_ENROLLED)}))`,
+  already_active: null,
+};
+const ENROLLMENT_CASE = `CASE
+    WHEN i.subject_id IS NULL OR i.status <> 'pending' THEN NULL
+${ENROLLMENT_CHECKS.flatMap((c) => (ENROLLMENT_SQL[c] === null ? [] : [`    WHEN ${ENROLLMENT_SQL[c]} THEN '${c}'`])).join("\n")}
+    ELSE NULL END`;
 
 const INSERT_RUNS_SQL = `
 WITH input AS (
@@ -17,15 +39,7 @@ WITH input AS (
     steps jsonb, cursor jsonb, run_as jsonb, trace_id text, due_at double precision, started_at double precision,
     cooldown_ms double precision, ord int)
 ), decided AS (
-  SELECT i.*, CASE
-    WHEN i.subject_id IS NULL OR i.status <> 'pending' THEN NULL
-    WHEN EXISTS (SELECT 1 FROM subject_controls c WHERE c.workspace_id = i.workspace_id AND c.subject_id = i.subject_id
-                 AND c.automation_id IN (i.automation_id, '') AND (c.paused_until IS NULL OR c.paused_until > $2)) THEN 'subject_paused'
-    WHEN coalesce(i.cooldown_ms, 0) > 0 AND EXISTS (
-      SELECT 1 FROM runs r WHERE r.automation_id = i.automation_id AND r.subject_id = i.subject_id
-        AND r.completed_at >= $2 - make_interval(secs => i.cooldown_ms / 1000.0)
-        AND (r.exit_reason IS NULL OR r.exit_reason NOT IN ('subject_paused', 'reentry_cooldown', 'already_active'))) THEN 'reentry_cooldown'
-    ELSE NULL END AS skip
+  SELECT i.*, ${ENROLLMENT_CASE} AS skip
   FROM input i
 )
 INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id, active_subject,
@@ -68,7 +82,7 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
     for (const r of dups.rows) existing.set(`${r.automation_id}\u0000${r.dedupe_key}`, toRun(r));
     const blocked = missing.filter((r) => !existing.has(`${r.automation_id}\u0000${r.dedupe_key}`));
     if (blocked.length > 0) {
-      const skipped = blocked.map((r) => ({ ...r, status: "exited", exit_reason: "already_active", active_subject: null }));
+      const skipped = blocked.map((r) => skippedEnrollment(r, "already_active", now));
       const again = await db.query({ name: "weft_insert_runs", text: INSERT_RUNS_SQL, values: [JSON.stringify(skipped.map((r, ord) => ({ ...r, ord }))), at] });
       for (const r of again.rows) byId.set(r.id as string, toRun(r));
       // A replay racing us may have inserted the same dedupe key meanwhile: read those back.
@@ -102,19 +116,18 @@ export async function insertRun(pool: pg.Pool, run: NewRun, now: number, entry?:
 }
 
 /**
- * Round-robin claim: take each automation's oldest due runs, rank them within their automation,
- * and claim by (rank, due_at), so one automation with 20,000 due runs gets one slot per round
- * like everyone else. Candidates are re-checked and locked with SKIP LOCKED in a MATERIALIZED
+ * The claim in `claimOrder` (engine/store.ts): take each automation's oldest due runs, rank them
+ * within their automation by (due_at, id), and claim by (rank, due_at, id). Candidates are re-checked and locked with SKIP LOCKED in a MATERIALIZED
  * CTE (an IN-subquery may be re-run by the planner and claim more than LIMIT rows).
  */
 const CLAIM_SQL = `
 WITH cand AS MATERIALIZED (
   SELECT c.id FROM automations a
   CROSS JOIN LATERAL (
-    SELECT s.id, s.due_at, row_number() OVER (ORDER BY s.due_at) AS rn
-    FROM (SELECT id, due_at FROM runs WHERE automation_id = a.id AND due_at <= $1 ORDER BY due_at LIMIT $3) s
+    SELECT s.id, s.due_at, row_number() OVER (ORDER BY s.due_at, s.id) AS rn
+    FROM (SELECT id, due_at FROM runs WHERE automation_id = a.id AND due_at <= $1 ORDER BY due_at, id LIMIT $3) s
   ) c
-  ORDER BY c.rn, c.due_at
+  ORDER BY c.rn, c.due_at, c.id
   LIMIT $3
 ), locked AS MATERIALIZED (
   SELECT id, status AS prev_status FROM runs
