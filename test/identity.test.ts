@@ -678,6 +678,10 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
         }],
       },
       "GET /v1/events/:id": { probes: [nf] },
+      "GET /v1/events/:id/explain": { probes: [nf] },
+      "GET /v1/events": {
+        probes: [{ ...listed, check: (r) => ((r.body.items as { id: string }[]).some((e) => e.id === evt.body.event_id) ? "B lists A's event" : null) }],
+      },
       "GET /v1/subjects/:id/automation-controls": {
         probes: [{ ...listed, check: (r) => ((r.body.items as unknown[]).length === 0 ? null : "B sees pause rows it never made") }],
       },
