@@ -258,6 +258,27 @@ export function approvalAudit(workspaceId: string, a: Approval, now: number): Au
   };
 }
 
+/**
+ * A failed or stopped run sent back to `pending` on the same run (redrive): the engine decides
+ * the cursor, version and active slot; the store writes them only if the run still has
+ * `expected_rev` and `expected_status`, with the audit entry, in one transaction.
+ */
+export interface Redrive {
+  workspace_id: string;
+  run_id: string;
+  expected_rev: number;
+  expected_status: RunStatus;
+  version: number;
+  cursor: Cursor;
+  /** The subject's active slot the run takes again (null: the automation allows concurrent runs). */
+  active_subject: string | null;
+  audit: AuditEntry;
+  now: number;
+}
+
+/** `applied`: the run was changed; `stale`: it changed since it was read; `slot_taken`: its subject has another active run. */
+export type RedriveResult = { outcome: "applied"; run: Run } | { outcome: "stale" } | { outcome: "slot_taken" };
+
 export interface AuditRow extends AuditEntry {
   id: number;
 }
@@ -649,6 +670,8 @@ export interface Store {
    * the run does not exist; a terminal run is returned unchanged.
    */
   controlRun(workspaceId: string, runId: string, control: RunControl, audit: AuditEntry, now: number): Promise<Run | null>;
+  /** Apply a redrive (compare-and-swap on rev and status); see Redrive. */
+  redriveRun(r: Redrive): Promise<RedriveResult>;
   appendAudit(entries: readonly AuditEntry[]): Promise<void>;
   listAudit(workspaceId: string, limit: number, beforeId?: number): Promise<AuditRow[]>;
 
