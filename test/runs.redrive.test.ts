@@ -98,7 +98,7 @@ describe.each(STORE_KINDS)("redrive (%s store)", (kind) => {
 
     // The thread shows the new attempt after the failed one, under the same key.
     const s3 = (await engine.listSteps(WS, run.id)).filter((s) => s.node_key === "s3");
-    expect(s3.map((s) => [s.outcome, s.idempotency_key])).toEqual([["failed", `${run.id}/s3/1`], ["succeeded", `${run.id}/s3/1`]]);
+    expect(s3.map((s) => [s.outcome, s.idempotency_key, s.attempt])).toEqual([["failed", `${run.id}/s3/1`, 1], ["succeeded", `${run.id}/s3/1`, 2]]);
 
     const audit = (await engine.listAudit(WS)).filter((e) => e.action === "run.redrive");
     expect(audit).toHaveLength(1);

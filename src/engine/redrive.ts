@@ -48,12 +48,14 @@ export function redriveTarget(run: Run, steps: readonly StepRun[], v: LoadedVers
  * policy applies afresh, and its visit count one below the target visit, so the runner's next
  * fresh visit is that visit again (the same idempotency key).
  */
-export function redriveCursor(run: Run, t: RedriveTarget): Cursor {
-  const { parked: _parked, consumed: _consumed, ...rest } = run.cursor;
+export function redriveCursor(run: Run, t: RedriveTarget, steps: readonly StepRun[]): Cursor {
+  const { parked: _parked, consumed: _consumed, attempt_base: _base, ...rest } = run.cursor;
   const visits = { ...rest.visits };
   if (t.visit > 1) visits[t.node] = t.visit - 1;
   else delete visits[t.node];
-  return { ...rest, node: t.node, port: t.port, visits, attempt: 0 };
+  // The thread numbers the new attempts after the ones already made at this visit.
+  const made = steps.reduce((n, s) => (s.node_key === t.node && s.visit === t.visit ? Math.max(n, s.attempt) : n), 0);
+  return { ...rest, node: t.node, port: t.port, visits, attempt: 0, ...(made > 0 ? { attempt_base: made } : {}) };
 }
 
 export async function redriveRun(core: EngineCore, workspaceId: string, runId: string, opts: { version?: RedriveVersion }, actor: string): Promise<Run> {
@@ -63,7 +65,8 @@ export async function redriveRun(core: EngineCore, workspaceId: string, runId: s
     throw new WeftError("run.not_redrivable", `run ${runId} is ${run.status}: only a failed or stopped run can be redriven`, { status: run.status, exit_reason: run.exit_reason });
   }
   const own = await loadVersion(core, run.automation_id, run.version);
-  const target = redriveTarget(run, await core.store.listSteps(run.id), own);
+  const steps = await core.store.listSteps(run.id);
+  const target = redriveTarget(run, steps, own);
   if (target === null) throw new WeftError("run.not_redrivable", `run ${runId} has no step to resume from`, { status: run.status });
   let v = own;
   if (choice === "current") {
@@ -76,7 +79,7 @@ export async function redriveRun(core: EngineCore, workspaceId: string, runId: s
   const now = core.clock.now();
   const res = await core.store.redriveRun({
     workspace_id: workspaceId, run_id: run.id, expected_rev: run.rev, expected_status: run.status, version: v.version,
-    cursor: redriveCursor(run, target), active_subject: activeSlot(v.definition, run.subject_id), now,
+    cursor: redriveCursor(run, target, steps), active_subject: activeSlot(v.definition, run.subject_id), now,
     audit: {
       workspace_id: workspaceId, actor, action: "run.redrive", target_type: "run", target_id: run.id,
       details: { version: v.version, version_choice: choice, node_key: target.node, visit: target.visit, from_status: run.status }, at: now,

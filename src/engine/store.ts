@@ -47,6 +47,11 @@ export interface Cursor {
   since_pause: number;
   /** Attempts already made at the current visit (retries). */
   attempt: number;
+  /**
+   * Attempts an earlier drive made at the current visit before the run was redriven: step rows
+   * number their attempts after these, while the retry policy counts only `attempt`.
+   */
+  attempt_base?: number;
   /** Set while the current node has parked the run (delay, waits); the node resumes from it. */
   parked?: { kind: string; since: number; until: number | null; data?: Record<string, unknown> } | undefined;
   /**
