@@ -106,6 +106,15 @@ describe.each(STORE_KINDS)("redrive (%s store)", (kind) => {
     expect(audit[0]!.details).toMatchObject({ version: 1, version_choice: "own", node_key: "s3" });
   });
 
+  it("the failed run's explanation recommends redrive over re-trigger when earlier steps succeeded", async () => {
+    const { run } = await failedAtStep3();
+    const x = await engine.explain(WS, run.id);
+    expect(x.failed_step?.node_key).toBe("s3");
+    expect(x.failed_step?.advice).toContain(`/v1/automation-runs/${run.id}/redrive`);
+    expect(x.failed_step?.advice).toContain("2 steps that succeeded");
+    expect(x.failed_step?.advice).not.toMatch(/re-trigger the run/);
+  });
+
   it("redrives on the automation's current version when asked", async () => {
     const { a, run } = await failedAtStep3();
     const k = a.key;
