@@ -3,6 +3,8 @@
 // version or the automation's current one; refused for a run that did not fail and for a node
 // the current version lacks; two concurrent redrives apply once.
 
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { BOOTSTRAP_ADMIN } from "../src/engine/admin.js";
 import { Engine } from "../src/engine/engine.js";
@@ -24,6 +26,7 @@ interface RunJson {
 }
 
 let seq = 0;
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 describe.each(STORE_KINDS)("redrive (%s store)", (kind) => {
   let ts: TestStore;
@@ -113,6 +116,27 @@ describe.each(STORE_KINDS)("redrive (%s store)", (kind) => {
     expect(x.failed_step?.advice).toContain(`/v1/automation-runs/${run.id}/redrive`);
     expect(x.failed_step?.advice).toContain("2 steps that succeeded");
     expect(x.failed_step?.advice).not.toMatch(/re-trigger the run/);
+  });
+
+  it("weft runs redrive ID --current redrives over the API", async () => {
+    const { run } = await failedAtStep3();
+    broken.clear();
+    const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "runs", "redrive", run.id, "--current"], {
+        cwd: ROOT, env: { ...process.env, WEFT_URL: api.base, WEFT_TOKEN: TOKEN }, stdio: ["ignore", "pipe", "pipe"],
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      child.on("error", reject);
+      child.on("close", (code) => resolve({ code, stdout, stderr }));
+    });
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout).toContain(`${run.id} `);
+    expect(out.stdout).toContain("redriven from step s3");
+    expect((await settle(engine, run.id)).status).toBe("completed");
+    expect((await engine.listAudit(WS)).find((e) => e.action === "run.redrive")?.details).toMatchObject({ version_choice: "current" });
   });
 
   it("redrives on the automation's current version when asked", async () => {
