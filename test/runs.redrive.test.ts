@@ -8,8 +8,8 @@ import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { BOOTSTRAP_ADMIN } from "../src/engine/admin.js";
 import { Engine } from "../src/engine/engine.js";
-import { startApi, type Api } from "./helpers/api.js";
-import { LOOPBACK, WS, settle } from "./helpers/engine.js";
+import { type Api, startApi } from "./helpers/api.js";
+import { LOOPBACK, settle, WS } from "./helpers/engine.js";
 import { Sink } from "./helpers/sink.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
@@ -72,7 +72,10 @@ describe.each(STORE_KINDS)("redrive (%s store)", (kind) => {
   }
   const keysByPath = () => {
     const out: Record<string, string[]> = {};
-    for (const r of sink.requests) (out[r.path] ??= []).push(r.key ?? "");
+    for (const r of sink.requests) {
+      out[r.path] ??= [];
+      out[r.path]!.push(r.key ?? "");
+    }
     return out;
   };
 
@@ -101,12 +104,36 @@ describe.each(STORE_KINDS)("redrive (%s store)", (kind) => {
 
     // The thread shows the new attempt after the failed one, under the same key.
     const s3 = (await engine.listSteps(WS, run.id)).filter((s) => s.node_key === "s3");
-    expect(s3.map((s) => [s.outcome, s.idempotency_key, s.attempt])).toEqual([["failed", `${run.id}/s3/1`, 1], ["succeeded", `${run.id}/s3/1`, 2]]);
+    expect(s3.map((s) => [s.outcome, s.idempotency_key, s.attempt])).toEqual([
+      ["failed", `${run.id}/s3/1`, 1],
+      ["succeeded", `${run.id}/s3/1`, 2],
+    ]);
 
     const audit = (await engine.listAudit(WS)).filter((e) => e.action === "run.redrive");
     expect(audit).toHaveLength(1);
     expect(audit[0]).toMatchObject({ actor: ADMIN, target_type: "run", target_id: run.id });
     expect(audit[0]!.details).toMatchObject({ version: 1, version_choice: "own", node_key: "s3" });
+  });
+
+  it("redrives a run stopped while its step was retrying: the same key, attempts numbered on", async () => {
+    const a = await automation();
+    sink.reply = (req) => (req.path === "/s3" ? { status: 503 } : { status: 200, body: { ok: true } });
+    const { run } = await engine.enroll(WS, a.id, {});
+    await settle(engine, run.id, (r) => r.status === "retrying");
+    await engine.controlRun(WS, run.id, "stop", ADMIN);
+    const stopped = await settle(engine, run.id);
+    expect([stopped.status, stopped.exit_reason]).toEqual(["exited", "admin_stopped"]);
+    const triedBefore = sink.countFor(`${run.id}/s3/1`);
+
+    sink.reply = () => ({ status: 200, body: { ok: true } });
+    const res = await api.call<RunJson>("POST", `/v1/automation-runs/${run.id}/redrive`, {});
+    expect(res.status).toBe(200);
+    expect((await settle(engine, run.id)).status).toBe("completed");
+    expect(sink.countFor(`${run.id}/s1/1`)).toBe(1);
+    expect(sink.countFor(`${run.id}/s3/1`)).toBe(triedBefore + 1);
+    expect(sink.countFor(`${run.id}/s4/1`)).toBe(1);
+    const s3 = (await engine.listSteps(WS, run.id)).filter((s) => s.node_key === "s3");
+    expect(s3.at(-1)).toMatchObject({ outcome: "succeeded", attempt: triedBefore + 1 });
   });
 
   it("the failed run's explanation recommends redrive over re-trigger when earlier steps succeeded", async () => {
@@ -123,7 +150,9 @@ describe.each(STORE_KINDS)("redrive (%s store)", (kind) => {
     broken.clear();
     const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
       const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "runs", "redrive", run.id, "--current"], {
-        cwd: ROOT, env: { ...process.env, WEFT_URL: api.base, WEFT_TOKEN: TOKEN }, stdio: ["ignore", "pipe", "pipe"],
+        cwd: ROOT,
+        env: { ...process.env, WEFT_URL: api.base, WEFT_TOKEN: TOKEN },
+        stdio: ["ignore", "pipe", "pipe"],
       });
       let stdout = "";
       let stderr = "";
@@ -203,10 +232,25 @@ describe.each(STORE_KINDS)("redrive (%s store)", (kind) => {
 
   it("the store applies one of two redrives made from the same read (compare-and-swap on rev and status)", async () => {
     const { run } = await failedAtStep3();
-    const audit = (n: number) => ({ workspace_id: WS, actor: ADMIN, action: "run.redrive", target_type: "run", target_id: run.id, details: { n }, at: Date.now() });
+    const audit = (n: number) => ({
+      workspace_id: WS,
+      actor: ADMIN,
+      action: "run.redrive",
+      target_type: "run",
+      target_id: run.id,
+      details: { n },
+      at: Date.now(),
+    });
     const change = (n: number) => ({
-      workspace_id: WS, run_id: run.id, expected_rev: run.rev, expected_status: run.status, version: run.version,
-      cursor: { ...run.cursor, node: "s3", attempt: 0 }, active_subject: null, audit: audit(n), now: Date.now(),
+      workspace_id: WS,
+      run_id: run.id,
+      expected_rev: run.rev,
+      expected_status: run.status,
+      version: run.version,
+      cursor: { ...run.cursor, node: "s3", attempt: 0 },
+      active_subject: null,
+      audit: audit(n),
+      now: Date.now(),
     });
     const results = await Promise.all([ts.store.redriveRun(change(1)), ts.store.redriveRun(change(2))]);
     expect(results.map((r) => r.outcome).sort()).toEqual(["applied", "stale"]);

@@ -62,7 +62,10 @@ export async function redriveRun(core: EngineCore, workspaceId: string, runId: s
   const choice = opts.version ?? "own";
   const run = await mustGetRun(core, workspaceId, runId);
   if (!isRedrivable(run)) {
-    throw new WeftError("run.not_redrivable", `run ${runId} is ${run.status}: only a failed or stopped run can be redriven`, { status: run.status, exit_reason: run.exit_reason });
+    throw new WeftError("run.not_redrivable", `run ${runId} is ${run.status}: only a failed or stopped run can be redriven`, {
+      status: run.status,
+      exit_reason: run.exit_reason,
+    });
   }
   const own = await loadVersion(core, run.automation_id, run.version);
   const steps = await core.store.listSteps(run.id);
@@ -73,21 +76,38 @@ export async function redriveRun(core: EngineCore, workspaceId: string, runId: s
     const a = await mustGetAutomation(core, workspaceId, run.automation_id);
     v = await loadVersion(core, a.id, a.current_version);
     if (!v.nodes.has(target.node)) {
-      throw new WeftError("run.redrive_node_missing", `node ${target.node} is not in version ${v.version} of the automation`, { node: target.node, version: v.version });
+      throw new WeftError("run.redrive_node_missing", `node ${target.node} is not in version ${v.version} of the automation`, {
+        node: target.node,
+        version: v.version,
+      });
     }
   }
   const now = core.clock.now();
   const res = await core.store.redriveRun({
-    workspace_id: workspaceId, run_id: run.id, expected_rev: run.rev, expected_status: run.status, version: v.version,
-    cursor: redriveCursor(run, target, steps), active_subject: activeSlot(v.definition, run.subject_id), now,
+    workspace_id: workspaceId,
+    run_id: run.id,
+    expected_rev: run.rev,
+    expected_status: run.status,
+    version: v.version,
+    cursor: redriveCursor(run, target, steps),
+    active_subject: activeSlot(v.definition, run.subject_id),
+    now,
     audit: {
-      workspace_id: workspaceId, actor, action: "run.redrive", target_type: "run", target_id: run.id,
-      details: { version: v.version, version_choice: choice, node_key: target.node, visit: target.visit, from_status: run.status }, at: now,
+      workspace_id: workspaceId,
+      actor,
+      action: "run.redrive",
+      target_type: "run",
+      target_id: run.id,
+      details: { version: v.version, version_choice: choice, node_key: target.node, visit: target.visit, from_status: run.status },
+      at: now,
     },
   });
   if (res.outcome === "stale") throw new WeftError("run.redrive_conflict", `run ${runId} changed while it was being redriven`, { reason: "changed" });
   if (res.outcome === "slot_taken") {
-    throw new WeftError("run.redrive_conflict", `subject ${run.subject_id} already has an active run of this automation`, { reason: "already_active", subject_id: run.subject_id });
+    throw new WeftError("run.redrive_conflict", `subject ${run.subject_id} already has an active run of this automation`, {
+      reason: "already_active",
+      subject_id: run.subject_id,
+    });
   }
   core.poke();
   return res.run;
