@@ -1,4 +1,4 @@
-// weft runs list|get|steps|stop|cancel|retrigger: read and control runs over the HTTP API.
+// weft runs list|get|steps|stop|cancel|retrigger|redrive: read and control runs over the HTTP API.
 
 import { RUN_STATUSES } from "../model/run-status.js";
 import { CONNECTION_HELP, CONNECTION_OPTIONS, Exit, UsageError, connect, parse, positiveInt, shortTime, table, write } from "./common.js";
@@ -19,6 +19,10 @@ export const RUNS_USAGE = `usage: weft runs <subcommand>
   cancel ID           cancel it: fan-out items not started are skipped
   retrigger ID [--idempotency-key K]
                       a new run from the start of the current version for the same trigger event
+  redrive ID [--current]
+                      resume a failed or stopped run on the same run from its failed step, under
+                      the same idempotency key (earlier steps are not run again); on its own
+                      version, or with --current the automation's current version
 ${CONNECTION_HELP}
 
 statuses: ${RUN_STATUSES.join(", ")}
@@ -80,6 +84,8 @@ export async function runs(args: string[]): Promise<number> {
     case "cancel":
     case "retrigger":
       return control(sub, rest);
+    case "redrive":
+      return redrive(rest);
     case undefined:
     case "help":
     case "--help":
@@ -235,6 +241,17 @@ async function control(action: "stop" | "cancel" | "retrigger", args: string[]):
   if (values.json) write(JSON.stringify(run) + "\n");
   else if (action === "retrigger") write(`${run.id} ${statusText(run)} (retriggered from ${id}${run.duplicate ? "; this key already made it" : ""})\n`);
   else write(`${run.id} ${statusText(run)}\n`);
+  return Exit.ok;
+}
+
+async function redrive(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { ...CONNECTION_OPTIONS, json: { type: "boolean" }, current: { type: "boolean" } }, RUNS_USAGE);
+  if (values.help) return help();
+  const id = oneId(positionals, "redrive");
+  const api = connect(values, RUNS_USAGE);
+  const run = (await api.call<Run>("POST", `${runPath(id)}/redrive`, { version: values.current ? "current" : "own" })).body;
+  if (values.json) write(JSON.stringify(run) + "\n");
+  else write(`${run.id} ${statusText(run)} (redriven from step ${run.current_node_key ?? "-"}, version ${run.version})\n`);
   return Exit.ok;
 }
 

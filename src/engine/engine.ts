@@ -24,6 +24,7 @@ import * as I from "./items.js";
 import { actionNode } from "./nodes/action.js";
 import { NODE_HANDLERS } from "./nodes/registry.js";
 import type { NodeHandler, NodeSettings } from "./nodes/types.js";
+import { redriveRun, type RedriveVersion } from "./redrive.js";
 import { Runner, type RunnerOptions } from "./runner.js";
 import * as R from "./runs.js";
 import type { EnrollRequest, RunListFilter } from "./runs.js";
@@ -280,6 +281,11 @@ export class Engine {
   /** A new run from the start, for the same trigger event, on the automation's current version (re-entry rules apply). */
   retriggerRun(workspaceId: string, runId: string, actor: string, idempotencyKey?: string): Promise<{ run: Run; created: boolean }> {
     return C.retriggerRun(this.core, workspaceId, runId, actor, idempotencyKey);
+  }
+
+  /** Resume a failed or stopped run on the same run from the step it ended at, under that step's idempotency key. */
+  redriveRun(workspaceId: string, runId: string, opts: { version?: RedriveVersion }, actor: string): Promise<Run> {
+    return redriveRun(this.core, workspaceId, runId, opts, actor);
   }
 
   // ---------- items (items.ts) ----------

@@ -81,7 +81,7 @@ export function explainRun(x: ExplainInput): Explanation {
     case "failed": {
       const f = [...x.steps].reverse().find((s) => s.outcome === "failed" && s.error);
       if (!f || !f.error) return { ...base, summary: `Failed (${run.exit_reason ?? "no step error recorded"}).` };
-      const d = diagnose(f.error, f);
+      const d = withRedrive(run.id, diagnose(f.error, f), x.steps.filter((s) => s.id < f.id && s.outcome === "succeeded").length);
       return { ...base, summary: `Failed at step "${f.node_key}": ${d.cause}`, failed_step: { node_key: f.node_key, code: f.error.code, message: f.error.message, retryable: f.error.retryable, ...d } };
     }
     case "pending":
@@ -164,6 +164,19 @@ function waiting(x: ExplainInput): Pick<Explanation, "waiting" | "summary"> {
   }
 }
 
+const RETRIGGER_ADVICE = "re-trigger the run (POST /v1/automation-runs/{id}/retrigger)";
+
+/**
+ * A run that failed after some steps succeeded is better redriven than re-triggered: redrive
+ * resumes at the failed step under the same idempotency keys, so those steps are not sent again.
+ */
+function withRedrive(runId: string, d: { cause: string; advice: string }, succeeded: number): { cause: string; advice: string } {
+  if (succeeded === 0) return d;
+  const redrive = `redrive the run (POST /v1/automation-runs/${runId}/redrive): it resumes at this step under the same idempotency keys, so the ${succeeded} step${succeeded === 1 ? "" : "s"} that succeeded ${succeeded === 1 ? "is" : "are"} not run again (re-triggering would repeat their effects)`;
+  if (d.advice.includes(RETRIGGER_ADVICE)) return { ...d, advice: d.advice.replace(RETRIGGER_ADVICE, redrive) };
+  return { ...d, advice: `${d.advice} Once the cause is fixed, ${redrive}.` };
+}
+
 /** The likely cause of a step error in plain words, and what to do about it. */
 export function diagnose(e: StepError, step?: Pick<StepRun, "attempt" | "input">): { cause: string; advice: string } {
   const status = Number(/^http\.status_(\d+)$/.exec(e.code)?.[1] ?? NaN);
@@ -176,7 +189,7 @@ export function diagnose(e: StepError, step?: Pick<StepRun, "attempt" | "input">
   if (status === 404) return { cause: `the external API has no such resource (HTTP 404).${body}`, advice: "Check the URL in the step's input; an id in it may come from the wrong field." };
   if (status >= 400 && status < 500) return { cause: `the external API rejected the request (HTTP ${status}).${body}`, advice: "Compare the request in the step's input with what the API expects; this is not retried." };
   if (e.code.startsWith("http.status_5") || status === 429 || e.code === "http.timeout" || e.code === "http.network") {
-    return { cause: `the external service was unavailable (${e.code}) on every attempt${step ? ` (${step.attempt})` : ""}.${body}`, advice: "When it is back, re-trigger the run (POST /v1/automation-runs/{id}/retrigger), or raise the node's retry policy." };
+    return { cause: `the external service was unavailable (${e.code}) on every attempt${step ? ` (${step.attempt})` : ""}.${body}`, advice: `When it is back, ${RETRIGGER_ADVICE}, or raise the node's retry policy.` };
   }
   if (e.code === "http.blocked_destination") return { cause: "the URL points at a private, loopback or metadata address, which outbound HTTP refuses.", advice: "Use a public address, or allow the host in WEFT_HTTP_ALLOW if it is yours." };
   if (e.code === "policy.violation") return { cause: `the step tried something outside its permissions (${String(e.details?.permission ?? "")}).`, advice: "If that is intended, add the permission to the node's `permissions`; otherwise the step did what it should not." };

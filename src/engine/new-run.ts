@@ -3,6 +3,7 @@
 // policy turned into the store's rules.
 
 import { CelScope, render } from "../model/expressions.js";
+import type { Definition } from "../model/definition.js";
 import { newId, newTraceId } from "./ids.js";
 import type { NewRun } from "./store.js";
 import type { LoadedVersion } from "./versions.js";
@@ -26,6 +27,11 @@ export interface RunStart {
 /** A hundred years: what `reentry.policy: once` means as a cooldown. */
 const ONCE_COOLDOWN_MS = 100 * 365 * 86_400_000;
 
+/** The subject's active slot a run of this definition holds (none when concurrent runs are allowed); for new and redriven runs. */
+export function activeSlot(def: Definition, subject: string | null): string | null {
+  return (def.reentry?.policy ?? "skip_if_active") === "allow_concurrent" ? null : subject;
+}
+
 export function newRun(v: LoadedVersion, start: RunStart, now: number): NewRun {
   const def = v.definition;
   const id = newId("run", now);
@@ -43,7 +49,7 @@ export function newRun(v: LoadedVersion, start: RunStart, now: number): NewRun {
   return {
     id, workspace_id: start.workspace_id, automation_id: v.automation_id, version: v.version, event_id: start.event_id,
     dedupe_key: typeof start.dedupe_key === "function" ? start.dedupe_key(id) : start.dedupe_key,
-    trigger_type: start.trigger_type, subject_id: subject, active_subject: policy === "allow_concurrent" ? null : subject,
+    trigger_type: start.trigger_type, subject_id: subject, active_subject: activeSlot(def, subject),
     status: "pending", exit_reason: null, current_node_key: def.root, waiting_for: null, waiting_until: null,
     event: start.event, context: start.context, steps: {},
     // Waits count named events from the trigger's arrival on (never the trigger event itself: waits.ts).

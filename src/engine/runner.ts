@@ -397,7 +397,7 @@ export class Runner {
       })));
     }
     const base = {
-      run_id: d.run.id, node_key: node.key, node_kind: node.kind, visit, attempt,
+      run_id: d.run.id, node_key: node.key, node_kind: node.kind, visit, attempt: attempt + (d.cursor.attempt_base ?? 0),
       entered_via_port_key: d.cursor.port, idempotency_key: idempotencyKey,
       input: "input" in result ? (result.input ?? null) : null, started_at: started, finished_at: finished,
       duration_ms: Math.max(0, Math.round(finished - started)),
@@ -552,6 +552,7 @@ class Drive {
     this.cursor.parked = undefined;
     this.wait = null;
     this.cursor.attempt = 0;
+    delete this.cursor.attempt_base;
     this.cursor.port = port;
     this.cursor.node = this.version?.edges.get(from)?.get(port) ?? null;
   }
@@ -581,6 +582,7 @@ class Drive {
     this.exitReason = reason;
     this.cursor.node = null;
     this.cursor.parked = undefined;
+    delete this.cursor.attempt_base;
     this.dueAt = null;
     return "stop";
   }

@@ -47,6 +47,11 @@ export interface Cursor {
   since_pause: number;
   /** Attempts already made at the current visit (retries). */
   attempt: number;
+  /**
+   * Attempts an earlier drive made at the current visit before the run was redriven: step rows
+   * number their attempts after these, while the retry policy counts only `attempt`.
+   */
+  attempt_base?: number;
   /** Set while the current node has parked the run (delay, waits); the node resumes from it. */
   parked?: { kind: string; since: number; until: number | null; data?: Record<string, unknown> } | undefined;
   /**
@@ -257,6 +262,27 @@ export function approvalAudit(workspaceId: string, a: Approval, now: number): Au
     details: { run_id: a.run_id, node_key: a.node_key, item_id: a.item_id, comment: a.comment }, at: now,
   };
 }
+
+/**
+ * A failed or stopped run sent back to `pending` on the same run (redrive): the engine decides
+ * the cursor, version and active slot; the store writes them only if the run still has
+ * `expected_rev` and `expected_status`, with the audit entry, in one transaction.
+ */
+export interface Redrive {
+  workspace_id: string;
+  run_id: string;
+  expected_rev: number;
+  expected_status: RunStatus;
+  version: number;
+  cursor: Cursor;
+  /** The subject's active slot the run takes again (null: the automation allows concurrent runs). */
+  active_subject: string | null;
+  audit: AuditEntry;
+  now: number;
+}
+
+/** `applied`: the run was changed; `stale`: it changed since it was read; `slot_taken`: its subject has another active run. */
+export type RedriveResult = { outcome: "applied"; run: Run } | { outcome: "stale" } | { outcome: "slot_taken" };
 
 export interface AuditRow extends AuditEntry {
   id: number;
@@ -648,6 +674,8 @@ export interface Store {
    * the run does not exist; a terminal run is returned unchanged.
    */
   controlRun(workspaceId: string, runId: string, control: RunControl, audit: AuditEntry, now: number): Promise<Run | null>;
+  /** Apply a redrive (compare-and-swap on rev and status); see Redrive. */
+  redriveRun(r: Redrive): Promise<RedriveResult>;
   appendAudit(entries: readonly AuditEntry[]): Promise<void>;
   listAudit(workspaceId: string, limit: number, beforeId?: number): Promise<AuditRow[]>;
 

@@ -16,7 +16,7 @@ import { registerConsole } from "./console.js";
 import { engineMetrics } from "./metrics.js";
 import {
   approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, eventsQuery, itemsQuery, opsQuery, parse, pauseBody, reportQuery, resumeBody,
-  retriggerBody, runsQuery, secretBody, simulateBody, tokenBody, updateAutomationBody, userBody, userPatchBody, workspaceBody,
+  redriveBody, retriggerBody, runsQuery, secretBody, simulateBody, tokenBody, updateAutomationBody, userBody, userPatchBody, workspaceBody,
 } from "./schemas.js";
 import {
   approvalJson, auditJson, automationJson, eventJson, eventSummaryJson, itemJson, pauseJson, runJson, runSummaryJson, stepJson, tokenJson, userJson, versionJson,
@@ -240,6 +240,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       requireRunAs(req.caller, runAsUser((await engine.getAutomation(req.caller.workspace_id, orig.automation_id)).definition));
       const res = await engine.retriggerRun(req.caller.workspace_id, req.params.id, req.caller.actor, b.idempotency_key);
       return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created, retriggered_from: req.params.id });
+    });
+    v1.post<{ Params: { id: string } }>("/automation-runs/:id/redrive", async (req) => {
+      const b = parse(redriveBody, req.body ?? {}, "body");
+      await visibleRun(req, req.params.id);
+      return runJson(await engine.redriveRun(req.caller.workspace_id, req.params.id, { version: b.version }, req.caller.actor));
     });
     v1.post<{ Params: { id: string; item: string } }>("/automation-runs/:id/items/:item/retry", async (req) => {
       await visibleRun(req, req.params.id);

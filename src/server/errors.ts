@@ -12,7 +12,7 @@ const BY_SUFFIX: [RegExp, number][] = [
   [/^webhook\.(bad_signature|bad_timestamp|missing_headers)$/, 401],
   [/unsupported_media_type$/, 415],
   [/^auth\./, 401],
-  [/[._](key_taken|conflict|key_conflict|already_active|paused|key_changed|stale|already_decided|already_ended|not_failed|run_active|last_admin)$/, 409],
+  [/[._](key_taken|conflict|key_conflict|already_active|paused|key_changed|stale|already_decided|already_ended|not_redrivable|redrive_node_missing|not_failed|run_active|last_admin)$/, 409],
   [/^tokens\.limit$/, 409],
   [/^limits\.rate$/, 429],
   [/^limits\./, 413],

@@ -52,6 +52,10 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   "GET /v1/automation-runs/:id/items": { summary: "A fan-out's run items in list order (cursor pagination, 50 per page, at most 200)", query: Q.itemsQuery, responses: ok(S.pageOf(S.itemShape)) },
   "POST /v1/automation-runs/:id/stop": { summary: "Exit with admin_stopped", role: "member", responses: ok(S.runShape) },
   "POST /v1/automation-runs/:id/cancel": { summary: "Cancel: items not started are skipped, items in flight finish", role: "member", responses: ok(S.runShape) },
+  "POST /v1/automation-runs/:id/redrive": {
+    summary: "Resume a failed or stopped run on the same run from its failed step, under the same idempotency key", role: "member", body: Q.redriveBody,
+    responses: ok(S.runShape),
+  },
   "POST /v1/automation-runs/:id/retrigger": {
     summary: "A new run from the start for the same trigger event", role: "member", body: Q.retriggerBody,
     responses: { 201: S.runShape.extend({ duplicate: z.boolean(), retriggered_from: z.string() }), 200: S.runShape.extend({ duplicate: z.boolean(), retriggered_from: z.string() }) },

@@ -76,6 +76,7 @@ export const pauseBody = z.strictObject({
 });
 export const resumeBody = z.strictObject({ automation_id: z.string().min(1).nullable().optional() });
 
+export const redriveBody = z.strictObject({ version: z.enum(["own", "current"]).default("own") });
 export const retriggerBody = z.strictObject({ idempotency_key: z.string().min(1).max(200).optional() });
 export const decisionBody = z.strictObject({ comment: z.string().max(2000).optional() });
 export const approvalsQuery = z.strictObject({

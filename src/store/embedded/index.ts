@@ -23,8 +23,9 @@ import { EmbeddedIdentity } from "./identity.js";
 import { securePrivateFiles } from "./files.js";
 import type { Role, TokenRow, User, Workspace } from "../../engine/store.js";
 import { decodeCursor, decodeItemCursor, encodeCursor, encodeItemCursor } from "../cursor.js";
-import type { EventFilter, ProcessBeat } from "../../engine/store.js";
+import type { EventFilter, ProcessBeat, Redrive, RedriveResult } from "../../engine/store.js";
 import { heartbeat, liveProcesses } from "./heartbeats.js";
+import { redriveRun } from "./redrive.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
 
@@ -524,6 +525,9 @@ export class EmbeddedStore implements Store {
   async controlRun(workspaceId: string, runId: string, control: RunControl, audit: AuditEntry, now: number): Promise<Run | null> {
     const r = this.nodes.controlRun(workspaceId, runId, control, audit, now);
     return r === undefined ? null : toRun(r);
+  }
+  async redriveRun(r: Redrive): Promise<RedriveResult> {
+    return redriveRun(this.db, r, (e) => this.nodes.audit(e), toRun);
   }
   async appendAudit(entries: readonly AuditEntry[]): Promise<void> {
     this.db.transaction(() => this.nodes.audit(entries)).immediate();

@@ -16,7 +16,8 @@ import * as R from "./runs.js";
 import * as N from "./nodes.js";
 import * as I from "./identity.js";
 import * as H from "./heartbeats.js";
-import type { EventFilter, Page, ProcessBeat, StoredEvent } from "../../engine/store.js";
+import { redriveRun } from "./redrive.js";
+import type { EventFilter, Page, ProcessBeat, Redrive, StoredEvent } from "../../engine/store.js";
 import { decodeCursor, encodeCursor } from "../cursor.js";
 
 export interface PostgresStoreOptions {
@@ -212,6 +213,9 @@ export class PostgresStore implements Store {
   }
   controlRun(workspaceId: string, runId: string, control: RunControl, audit: AuditEntry, now: number) {
     return N.controlRun(this.pool, workspaceId, runId, control, audit, now);
+  }
+  redriveRun(r: Redrive) {
+    return redriveRun(this.pool, r);
   }
   appendAudit(entries: readonly AuditEntry[]) {
     return N.appendAudit(this.pool, entries);
