@@ -238,6 +238,7 @@ export const forEachNode: NodeHandler = {
     const policy = ctx.node.retry ?? DEFAULT_RETRY;
     const more = () => next < due.length && ctx.control() === null && lost === null && !ctx.signal.aborted;
     let started = 0;
+    let pause: Promise<unknown> | null = null;
     const worker = async (): Promise<void> => {
       while (more()) {
         // A slot of the workspace's share of the process (every fan-out of the workspace draws
@@ -273,8 +274,11 @@ export const forEachNode: NodeHandler = {
         // group committer batches them with other runs'): a crash loses at most what was in
         // flight and one commit's worth, each re-run under its own key.
         if (!flushing && dirty.size > 0) flush().catch((err) => (lost ??= err));
-        // Fast actions settle in microtasks: give the event loop a turn every CHUNK items.
-        if (++started % CHUNK === 0) await yieldToLoop();
+        // Results outrunning the commits wait for the one in flight: every commit stays about a chunk.
+        else if (flushing && dirty.size >= CHUNK) await flushing.catch(() => undefined);
+        // Fast actions settle in microtasks: every CHUNK items, all workers give the event loop a turn.
+        if (++started % CHUNK === 0) pause ??= yieldToLoop().then(() => (pause = null));
+        if (pause) await pause;
       }
     };
     await Promise.all(Array.from({ length: Math.min(cfg.concurrency ?? 10, Math.max(due.length, 1)) }, worker));
