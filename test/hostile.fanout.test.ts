@@ -121,7 +121,8 @@ describe.each(STORE_KINDS)("hostile fan-outs (%s store)", (kind) => {
       expect(partial.length).toBeLessThan(N);
       expect(sink.requests).toHaveLength(0);
 
-      const worker = startWorker(ts, { WEFT_LEASE_MS: "1000", WEFT_POLL_MS: "50" });
+      // The crashed worker's short lease lapses at once; the resuming worker keeps a lease a busy machine cannot outlast.
+      const worker = startWorker(ts, { WEFT_LEASE_MS: "15000", WEFT_POLL_MS: "50" });
       const deadline = Date.now() + 120_000;
       for (;;) {
         const cur = await ts.store.getRun(WS, run.id);
