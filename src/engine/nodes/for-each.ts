@@ -1,8 +1,10 @@
 // for_each: fan an action out over a list of subjects as run items.
 //
 // The first visit evaluates the list once (items, subject, condition, the action's input: "its
-// parameters at this point in time") and commits every item before any action runs. Items then
-// run with bounded concurrency; their outcomes are committed in batches while the fan-out goes on,
+// parameters at this point in time") and commits every item before any action runs, a chunk at a
+// time with the event loop yielded between chunks (a crash between chunks builds only the items
+// not on record). Items then run with bounded concurrency, each holding one of its workspace's
+// slots of the process (WEFT_ITEMS_IN_FLIGHT, shared by every fan-out); their outcomes are committed in batches while the fan-out goes on,
 // so a crash resumes with the items not yet on record, each under its own idempotency key
 // (`run / node / visit / idx`). A retryable failure waits (the run parks until the earliest retry)
 // and tries again under the same key; an action that finds its effect already done reports
