@@ -43,7 +43,7 @@ async function serve(cfg: Config): Promise<void> {
   await store.migrate();
   const key = secretKey(cfg);
   const engine = new Engine({
-    store, noRunner: cfg.role === "api", role: cfg.role, runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) }, settings: { ai: cfg.ai },
+    store, noRunner: cfg.role === "api", role: cfg.role, runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) }, settings: { ai: cfg.ai, itemsInFlight: cfg.itemsInFlight },
     ...(key ? { secretKey: key } : {}), httpAllow: cfg.httpAllow,
   });
   const log = makeLogger(cfg.logLevel);

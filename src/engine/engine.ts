@@ -39,6 +39,7 @@ import type {
 import { isWorkerRole } from "./store.js";
 import { VersionCache } from "./versions.js";
 import { Heartbeat } from "./heartbeat.js";
+import { DEFAULT_ITEMS_IN_FLIGHT, WorkspaceSlots } from "./limiter.js";
 import { explainStoredEvent, type EventExplanation } from "./event-explain.js";
 
 export { DEFAULT_WORKSPACE } from "./admin.js";
@@ -98,7 +99,7 @@ export class Engine {
     this.clock = opts.clock ?? systemClock;
     this.owner = opts.runner?.owner ?? `wkr_${randomUUID().slice(0, 8)}`;
     for (const h of NODE_HANDLERS) this.handlers.set(h.kind, h);
-    this.settings = opts.settings ?? {};
+    this.settings = { ...opts.settings, itemSlots: new WorkspaceSlots(opts.settings?.itemsInFlight ?? DEFAULT_ITEMS_IN_FLIGHT) };
     this.http = opts.http ?? new UndiciHttpClient({ allow: opts.httpAllow ?? [], operatorEndpoints: this.settings.ai ? [this.settings.ai.base_url] : [] });
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.admin = new Admin(this.store, this.clock, opts.secretKey ? SecretBox.fromString(opts.secretKey) : null);

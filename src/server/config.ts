@@ -27,6 +27,8 @@ export interface Config {
   logLevel: string;
   /** WEFT_RATE_LIMIT: requests per second per token (0: off). */
   rateLimit: number;
+  /** WEFT_ITEMS_IN_FLIGHT: fan-out items in flight per workspace across the process (at least 1). */
+  itemsInFlight: number;
   /** WEFT_SECRET_KEY: 32 bytes (base64 or 64 hex digits) encrypting secrets at rest. */
   secretKey: string | undefined;
   /** PostgreSQL timeouts in ms, 0 = off (WEFT_PG_CONNECT_TIMEOUT_MS, WEFT_PG_STATEMENT_TIMEOUT_MS, WEFT_PG_IDLE_TX_TIMEOUT_MS). */
@@ -47,6 +49,8 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
   if (!Number.isInteger(leaseMs) || leaseMs <= 0) throw new Error(`WEFT_LEASE_MS must be a positive whole number of ms, not "${env.WEFT_LEASE_MS}"`);
   const pollMs = env.WEFT_POLL_MS ? Number(env.WEFT_POLL_MS) : undefined;
   if (pollMs !== undefined && (!Number.isInteger(pollMs) || pollMs <= 0)) throw new Error(`WEFT_POLL_MS must be a positive whole number of ms, not "${env.WEFT_POLL_MS}"`);
+  const itemsInFlight = Number(env.WEFT_ITEMS_IN_FLIGHT || "200");
+  if (!Number.isInteger(itemsInFlight) || itemsInFlight < 1) throw new Error(`WEFT_ITEMS_IN_FLIGHT must be a whole number ≥ 1, not "${env.WEFT_ITEMS_IN_FLIGHT}"`);
   return {
     host: env.WEFT_HOST ?? "127.0.0.1",
     port,
@@ -63,6 +67,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     logLevel: env.WEFT_LOG_LEVEL || "info",
     metricsPort: env.WEFT_METRICS_PORT ? positiveOrZero(env.WEFT_METRICS_PORT, 0, "WEFT_METRICS_PORT") : undefined,
     rateLimit: positiveOrZero(env.WEFT_RATE_LIMIT, 1000, "WEFT_RATE_LIMIT"),
+    itemsInFlight,
     pg: {
       connectTimeoutMs: positiveOrZero(env.WEFT_PG_CONNECT_TIMEOUT_MS, PG_TIMEOUT_DEFAULTS.connectTimeoutMs, "WEFT_PG_CONNECT_TIMEOUT_MS"),
       statementTimeoutMs: positiveOrZero(env.WEFT_PG_STATEMENT_TIMEOUT_MS, PG_TIMEOUT_DEFAULTS.statementTimeoutMs, "WEFT_PG_STATEMENT_TIMEOUT_MS"),

@@ -1,8 +1,10 @@
 // for_each: fan an action out over a list of subjects as run items.
 //
 // The first visit evaluates the list once (items, subject, condition, the action's input: "its
-// parameters at this point in time") and commits every item before any action runs. Items then
-// run with bounded concurrency; their outcomes are committed in batches while the fan-out goes on,
+// parameters at this point in time") and commits every item before any action runs, a chunk at a
+// time with the event loop yielded between chunks (a crash between chunks builds only the items
+// not on record). Items then run with bounded concurrency, each holding one of its workspace's
+// slots of the process (WEFT_ITEMS_IN_FLIGHT, shared by every fan-out); their outcomes are committed in batches while the fan-out goes on,
 // so a crash resumes with the items not yet on record, each under its own idempotency key
 // (`run / node / visit / idx`). A retryable failure waits (the run parks until the earliest retry)
 // and tries again under the same key; an action that finds its effect already done reports
@@ -73,32 +75,69 @@ async function runAction(ctx: NodeContext, cfg: ForEachConfig, item: RunItem): P
   return { ok: false, error: stepError("for_each.unsupported_action", `"${handler.kind}" cannot run as a fan-out action`, false) };
 }
 
-/** Evaluate the list and build every item (pending, or skipped when its condition does not hold). */
-function materialize(ctx: NodeContext, cfg: ForEachConfig): RunItem[] {
+/** Items materialized (and committed) per chunk; the event loop is yielded to between chunks. */
+export const CHUNK = 500;
+
+/** Let timers, I/O and other runs of the process go first (a macrotask, not a microtask). */
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Evaluate the list (once per visit, before any item exists or while some are missing). */
+function evaluateList(ctx: NodeContext, cfg: ForEachConfig): unknown[] {
   const list = evaluate(cfg.items, ctx.scope);
   if (!Array.isArray(list)) throw new StepFailure(stepError("for_each.not_a_list", `"items" evaluated to ${typeof list}, not a list`, false, { pointer: "/config/items" }));
   if (list.length > MAX_ITEMS) throw new StepFailure(stepError("for_each.too_many_items", `${list.length} items (at most ${MAX_ITEMS})`, false));
+  return list;
+}
+
+/** Build one item (pending, or skipped when its condition does not hold). */
+function materializeOne(ctx: NodeContext, cfg: ForEachConfig, value: unknown, idx: number): RunItem {
   const now = ctx.now;
-  return list.map((value, idx): RunItem => {
-    const scope = ctx.scope.with({ item: value, index: idx });
-    const base: RunItem = {
-      id: newId("itm", now), run_id: ctx.run.id, workspace_id: ctx.run.workspace_id, node_key: ctx.node.key, visit: ctx.visit, idx,
-      subject_id: null, action_kind: cfg.action.kind, outcome: "pending", attempts: 0, idempotency_key: `${ctx.idempotencyKey}/${idx}`,
-      input: null, output: null, error: null, approval_id: null, not_before: null, started_at: null, finished_at: null, updated_at: now,
-    };
-    try {
-      const subject = cfg.subject !== undefined ? evaluate(cfg.subject, scope) : defaultSubject(value);
-      base.subject_id = subject === null || subject === undefined ? null : String(subject);
-      if (cfg.condition !== undefined && !evaluateCondition(cfg.condition, scope)) {
-        return { ...base, outcome: "skipped", output: { reason: "condition" }, finished_at: now };
-      }
-      return { ...base, input: render(cfg.action.config, scope) };
-    } catch (err) {
-      // One item's bad data (a missing field) fails that item, not the fan-out.
-      const error = err instanceof StepFailure ? err.error : toStepError(err);
-      return { ...base, outcome: "failed", error, finished_at: now };
+  const scope = ctx.scope.with({ item: value, index: idx });
+  const base: RunItem = {
+    id: newId("itm", now), run_id: ctx.run.id, workspace_id: ctx.run.workspace_id, node_key: ctx.node.key, visit: ctx.visit, idx,
+    subject_id: null, action_kind: cfg.action.kind, outcome: "pending", attempts: 0, idempotency_key: `${ctx.idempotencyKey}/${idx}`,
+    input: null, output: null, error: null, approval_id: null, not_before: null, started_at: null, finished_at: null, updated_at: now,
+  };
+  try {
+    const subject = cfg.subject !== undefined ? evaluate(cfg.subject, scope) : defaultSubject(value);
+    base.subject_id = subject === null || subject === undefined ? null : String(subject);
+    if (cfg.condition !== undefined && !evaluateCondition(cfg.condition, scope)) {
+      return { ...base, outcome: "skipped", output: { reason: "condition" }, finished_at: now };
     }
-  });
+    return { ...base, input: render(cfg.action.config, scope) };
+  } catch (err) {
+    // One item's bad data (a missing field) fails that item, not the fan-out.
+    const error = err instanceof StepFailure ? err.error : toStepError(err);
+    return { ...base, outcome: "failed", error, finished_at: now };
+  }
+}
+
+/**
+ * Every item of the visit: those the store has, and the rest built and committed `CHUNK` at a
+ * time, yielding the event loop between chunks, so a huge list never holds up the process's
+ * other runs, lease renewals or requests. Each chunk is a checkpoint: a crash between chunks
+ * resumes here, and only the indexes not on record are built (under the same `run/node/visit/idx`
+ * keys). A visit resuming from its own park has every item already (it parks only once they are
+ * all committed), so the list is not evaluated again then. Stops between chunks when the signal
+ * aborts (shutdown, lost lease, stop); the items not built yet are built on the next claim.
+ */
+async function materialize(ctx: NodeContext, cfg: ForEachConfig, stored: RunItem[]): Promise<RunItem[]> {
+  if (ctx.parked && stored.length > 0) return stored;
+  const list = evaluateList(ctx, cfg);
+  const items: RunItem[] = [];
+  for (const it of stored) items[it.idx] = it;
+  let chunk: RunItem[] = [];
+  for (let idx = 0; idx < list.length; idx++) {
+    if (items[idx] === undefined) chunk.push((items[idx] = materializeOne(ctx, cfg, list[idx], idx)));
+    if (chunk.length >= CHUNK || (idx === list.length - 1 && chunk.length > 0)) {
+      if (!(await ctx.saveItems(chunk))) throw new StepFailure(stepError("run.lease_lost", "the run's lease was lost", true));
+      chunk = [];
+      await yieldToLoop();
+      if (ctx.signal.aborted) break;
+    }
+  }
+  // A list shorter than what is on record (it cannot change within a visit) keeps every stored item.
+  return items.filter((it) => it !== undefined);
 }
 
 /**
@@ -136,20 +175,22 @@ function summary(items: readonly RunItem[]) {
   };
 }
 
+/** Wait for a slot of the run's workspace (no cap configured: at once). Null: the signal aborted first. */
+function takeSlot(ctx: NodeContext): Promise<(() => void) | null> {
+  const slots = ctx.settings.itemSlots;
+  return slots ? slots.acquire(ctx.run.workspace_id, ctx.signal) : Promise.resolve(() => undefined);
+}
+
 export const forEachNode: NodeHandler = {
   kind: "for_each",
   class: "slow",
   async execute(ctx): Promise<NodeResult> {
     const cfg = ctx.node.config as unknown as ForEachConfig;
-    let items = await ctx.store.listItems(ctx.run.id, ctx.node.key, ctx.visit);
+    const items = await materialize(ctx, cfg, await ctx.store.listItems(ctx.run.id, ctx.node.key, ctx.visit));
     const dirty = new Map<string, RunItem>();
     const approvals: Approval[] = [];
     /** When undecided approvals time out (the run must wake then to apply it). */
     const approvalExpiry: number[] = [];
-    if (items.length === 0) {
-      items = materialize(ctx, cfg);
-      for (const it of items) dirty.set(it.id, it);
-    }
     const input = { items: items.length, action: cfg.action.kind, concurrency: cfg.concurrency ?? 10 };
     const put = (it: RunItem) => {
       items[it.idx] = it;
@@ -198,8 +239,19 @@ export const forEachNode: NodeHandler = {
     const fresh = rerenderInputs(cfg, ctx.scope, due.map((i) => items[i]!).filter((i) => hasRedaction(i.input)));
     let next = 0;
     const policy = ctx.node.retry ?? DEFAULT_RETRY;
+    const more = () => next < due.length && ctx.control() === null && lost === null && !ctx.signal.aborted;
+    let started = 0;
+    let pause: Promise<unknown> | null = null;
     const worker = async (): Promise<void> => {
-      while (next < due.length && ctx.control() === null && lost === null && !ctx.signal.aborted) {
+      while (more()) {
+        // A slot of the workspace's share of the process (every fan-out of the workspace draws
+        // from it), taken before the item so a waiting worker holds no item.
+        const release = await takeSlot(ctx);
+        if (release === null) return;
+        if (!more()) {
+          release();
+          return;
+        }
         const idx = due[next++]!;
         const it = { ...items[idx]!, attempts: items[idx]!.attempts + 1, started_at: ctx.clockNow() };
         let r: ItemResult;
@@ -207,6 +259,8 @@ export const forEachNode: NodeHandler = {
           r = await runAction(ctx, cfg, fresh.has(idx) ? { ...it, input: fresh.get(idx) } : it);
         } catch (err) {
           r = { ok: false, error: err instanceof StepFailure ? err.error : toStepError(err) };
+        } finally {
+          release();
         }
         // Aborted by shutdown or a lost lease (not a stop): the call's outcome is unknown and not
         // an attempt; the item stays as it was and runs again, under its key, on the next claim.
@@ -223,6 +277,11 @@ export const forEachNode: NodeHandler = {
         // group committer batches them with other runs'): a crash loses at most what was in
         // flight and one commit's worth, each re-run under its own key.
         if (!flushing && dirty.size > 0) flush().catch((err) => (lost ??= err));
+        // Results outrunning the commits wait for the one in flight: every commit stays about a chunk.
+        else if (flushing && dirty.size >= CHUNK) await flushing.catch(() => undefined);
+        // Fast actions settle in microtasks: every CHUNK items, all workers give the event loop a turn.
+        if (++started % CHUNK === 0) pause ??= yieldToLoop().then(() => (pause = null));
+        if (pause) await pause;
       }
     };
     await Promise.all(Array.from({ length: Math.min(cfg.concurrency ?? 10, Math.max(due.length, 1)) }, worker));

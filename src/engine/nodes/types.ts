@@ -9,6 +9,7 @@ import type { PolicyViolation } from "../../model/permissions.js";
 import type { Approval, Cursor, LogLine, Run, RunControl, RunItem, Store } from "../store.js";
 import type { HttpClient } from "../http.js";
 import type { RegisteredAction } from "../actions.js";
+import type { WorkspaceSlots } from "../limiter.js";
 
 export type NodeClass = "fast" | "slow";
 
@@ -23,6 +24,10 @@ export type NodeReads = Pick<Store, "findEvents" | "listItems" | "getApproval" |
 export interface NodeSettings {
   /** An OpenAI-compatible chat completions API for `agent` steps. */
   ai?: { base_url: string; api_key?: string | undefined; default_model?: string | undefined } | undefined;
+  /** Fan-out items in flight per workspace across the process (WEFT_ITEMS_IN_FLIGHT); default 200. */
+  itemsInFlight?: number | undefined;
+  /** The process's per-workspace item slots, made by the engine from itemsInFlight (absent: no cap). */
+  itemSlots?: WorkspaceSlots | undefined;
 }
 
 export interface NodeContext {
