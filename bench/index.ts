@@ -36,7 +36,24 @@ import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 
 const PG_URL = process.env.WEFT_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
-const { values: args } = parseArgs({ options: { runs: { type: "string", default: "5000" }, stores: { type: "string", default: "embedded,postgres" }, profile: { type: "boolean", default: false }, only: { type: "string", default: "core,intake,fairness,fanout,hold" }, flood: { type: "string", default: "20000" }, seconds: { type: "string", default: "5" }, items: { type: "string", default: "10000" }, slow: { type: "string", default: "2000" }, "hold-seconds": { type: "string", default: "30" }, compare: { type: "boolean", default: false }, samples: { type: "string", default: "200" }, workloads: { type: "string", default: "runs,fanout,timers,intake" }, timers: { type: "string", default: "100000" }, "timer-lead": { type: "string" } } });
+const { values: args } = parseArgs({
+  options: {
+    runs: { type: "string", default: "5000" },
+    stores: { type: "string", default: "embedded,postgres" },
+    profile: { type: "boolean", default: false },
+    only: { type: "string", default: "core,intake,fairness,fanout,hold" },
+    flood: { type: "string", default: "20000" },
+    seconds: { type: "string", default: "5" },
+    items: { type: "string", default: "10000" },
+    slow: { type: "string", default: "2000" },
+    "hold-seconds": { type: "string", default: "30" },
+    compare: { type: "boolean", default: false },
+    samples: { type: "string", default: "200" },
+    workloads: { type: "string", default: "runs,fanout,timers,intake" },
+    timers: { type: "string", default: "100000" },
+    "timer-lead": { type: "string" },
+  },
+});
 const ONLY = new Set(args.only!.split(","));
 const RUNS = Number(args.runs);
 
@@ -56,12 +73,14 @@ async function pgCommitRate(seconds = 3, clients = 8): Promise<number> {
   const pool = new pg.Pool({ connectionString: PG_URL, max: clients });
   let n = 0;
   const end = performance.now() + seconds * 1000;
-  await Promise.all(Array.from({ length: clients }, async () => {
-    while (performance.now() < end) {
-      await pool.query({ name: "ins", text: `INSERT INTO ${schema}.t (v) VALUES ($1)`, values: ["x"] });
-      n++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (performance.now() < end) {
+        await pool.query({ name: "ins", text: `INSERT INTO ${schema}.t (v) VALUES ($1)`, values: ["x"] });
+        n++;
+      }
+    }),
+  );
   await pool.end();
   await admin.query(`DROP SCHEMA ${schema} CASCADE`);
   await admin.end();
@@ -85,16 +104,31 @@ async function startProfile(): Promise<(file: string) => Promise<void>> {
 }
 
 const THREE_STEPS = {
-  key: "bench-three", name: "Three checkpointed steps", root: "a",
+  key: "bench-three",
+  name: "Three checkpointed steps",
+  root: "a",
   nodes: [
     { key: "a", kind: "noop", config: {} },
     { key: "b", kind: "noop", config: {} },
     { key: "c", kind: "noop", config: {} },
   ],
-  edges: [{ from: "a", port: "next", to: "b" }, { from: "b", port: "next", to: "c" }],
+  edges: [
+    { from: "a", port: "next", to: "b" },
+    { from: "b", port: "next", to: "c" },
+  ],
 };
 
-interface Result { store: string; enrollPerS: number; runsPerS: number; stepsPerS: number; p50: number; p99: number; seconds: number; commits: number; avgBatch: number }
+interface Result {
+  store: string;
+  enrollPerS: number;
+  runsPerS: number;
+  stepsPerS: number;
+  p50: number;
+  p99: number;
+  seconds: number;
+  commits: number;
+  avgBatch: number;
+}
 
 async function openBenchStore(kind: "embedded" | "postgres"): Promise<{ store: Store; cleanup: () => Promise<void> }> {
   let store: Store;
@@ -166,7 +200,17 @@ async function benchStore(kind: "embedded" | "postgres"): Promise<Result> {
   await writer.stop();
   await store.close();
   await cleanup();
-  return { store: kind, enrollPerS: RUNS / enrollS, runsPerS: RUNS / secs, stepsPerS: (RUNS * 3) / secs, p50: pct(gaps, 50), p99: pct(gaps, 99), seconds: secs, commits, avgBatch: committedRuns / Math.max(1, commits) };
+  return {
+    store: kind,
+    enrollPerS: RUNS / enrollS,
+    runsPerS: RUNS / secs,
+    stepsPerS: (RUNS * 3) / secs,
+    p50: pct(gaps, 50),
+    p99: pct(gaps, 99),
+    seconds: secs,
+    commits,
+    avgBatch: committedRuns / Math.max(1, commits),
+  };
 }
 
 const stores = args.stores!.split(",") as ("embedded" | "postgres")[];
@@ -183,7 +227,9 @@ if (ONLY.has("core")) {
   console.log("\n| store | enroll runs/s | runs/s | steps/s | steps/s ÷ PG commit rate | commit→next step p50 / p99 ms | commits | runs per commit |");
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const r of rows) {
-    console.log(`| ${r.store} | ${f0(r.enrollPerS)} | ${f0(r.runsPerS)} | ${f0(r.stepsPerS)} | ${Number.isNaN(limit) ? "-" : f1(r.stepsPerS / limit) + "×"} | ${f1(r.p50)} / ${f1(r.p99)} | ${r.commits} | ${f1(r.avgBatch)} |`);
+    console.log(
+      `| ${r.store} | ${f0(r.enrollPerS)} | ${f0(r.runsPerS)} | ${f0(r.stepsPerS)} | ${Number.isNaN(limit) ? "-" : f1(r.stepsPerS / limit) + "×"} | ${f1(r.p50)} / ${f1(r.p99)} | ${r.commits} | ${f1(r.avgBatch)} |`,
+    );
   }
 }
 if (ONLY.has("intake")) {
@@ -198,7 +244,9 @@ if (ONLY.has("intake")) {
 if (ONLY.has("fairness")) {
   const flood = Number(args.flood);
   console.log(`\n## Fairness: automation A flooded with ${flood} events; B gets one event every 20 ms`);
-  console.log("\n| store | B events | B event→run start p50 / p99 / max ms | of which event→run created p50 / p99 ms | A runs finished when B's last run started |");
+  console.log(
+    "\n| store | B events | B event→run start p50 / p99 / max ms | of which event→run created p50 / p99 ms | A runs finished when B's last run started |",
+  );
   console.log("| --- | --- | --- | --- | --- |");
   for (const s of stores) {
     const r = await benchFairness(s, flood);
@@ -206,12 +254,21 @@ if (ONLY.has("fairness")) {
   }
 }
 
-interface LoadResult { requests: number; non2xx: number; errors: number; rps: number; p50: number; p99: number }
+interface LoadResult {
+  requests: number;
+  non2xx: number;
+  errors: number;
+  rps: number;
+  p50: number;
+  p99: number;
+}
 
 /** Load an events endpoint from a second process (bench/load-events.ts, autocannon), --seconds long, 32 connections. */
 async function loadHttp(url: string, token: string): Promise<LoadResult> {
   const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./load-events.ts", import.meta.url)), url, token, args.seconds!, "32"], { stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./load-events.ts", import.meta.url)), url, token, args.seconds!, "32"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
     let buf = "";
     child.stdout.on("data", (c) => (buf += c));
     child.on("exit", (code) => (code === 0 ? resolve(buf) : reject(new Error(`load process exited ${code}`))));
@@ -224,12 +281,18 @@ async function benchIntake(kind: "embedded" | "postgres") {
   const engine = new Engine({ store, httpAllow: ["127.0.0.1"] });
   await engine.start();
   await engine.createAutomation(DEFAULT_WORKSPACE, {
-    key: "bench-intake", name: "Intake", triggers: [{ type: "event", name: "bench.ping" }], root: "a",
-    reentry: { policy: "allow_concurrent" }, nodes: [{ key: "a", kind: "set", config: { assign: { seen: "true" } } }],
+    key: "bench-intake",
+    name: "Intake",
+    triggers: [{ type: "event", name: "bench.ping" }],
+    root: "a",
+    reentry: { policy: "allow_concurrent" },
+    nodes: [{ key: "a", kind: "set", config: { assign: { seen: "true" } } }],
   });
   const app = buildApp({ engine, adminToken: "bench-admin-token", rateLimitPerSecond: 0 });
   let accepted = 0; // counted by the server: the load process's total misses requests in flight at its end
-  app.addHook("onResponse", async (_req, reply) => { if (reply.statusCode === 202) accepted++; });
+  app.addHook("onResponse", async (_req, reply) => {
+    if (reply.statusCode === 202) accepted++;
+  });
   const addr = await app.listen({ host: "127.0.0.1", port: 0 });
   const r = await loadHttp(`${addr}/v1/events`, "bench-admin-token");
   await app.close();
@@ -257,10 +320,20 @@ async function benchFairness(kind: "embedded" | "postgres", flood: number) {
   const { store, cleanup } = await openBenchStore(kind);
   const writer = new Engine({ store, noRunner: true });
   await writer.start();
-  const slowAction = { kind: "work", handler: async () => { await new Promise((r) => setTimeout(r, 5)); return { ok: true }; } };
+  const slowAction = {
+    kind: "work",
+    handler: async () => {
+      await new Promise((r) => setTimeout(r, 5));
+      return { ok: true };
+    },
+  };
   writer.registerAction(slowAction);
   const graph = (key: string, name: string) => ({
-    key, name: key, triggers: [{ type: "event" as const, name }], root: "w", reentry: { policy: "allow_concurrent" as const },
+    key,
+    name: key,
+    triggers: [{ type: "event" as const, name }],
+    root: "w",
+    reentry: { policy: "allow_concurrent" as const },
     nodes: [{ key: "w", kind: "work", config: {} }],
   });
   const a = await writer.createAutomation(DEFAULT_WORKSPACE, graph("flood-a", "a.ping"));
@@ -306,7 +379,15 @@ async function benchFairness(kind: "embedded" | "postgres", flood: number) {
   await writer.stop();
   await store.close();
   await cleanup();
-  return { n: delays.length, p50: pct(delays, 50), p99: pct(delays, 99), max: Math.max(...delays), aDone: aDoneAtLastB, dispatchP50: pct(createdDelays, 50), dispatchP99: pct(createdDelays, 99) };
+  return {
+    n: delays.length,
+    p50: pct(delays, 50),
+    p99: pct(delays, 99),
+    max: Math.max(...delays),
+    aDone: aDoneAtLastB,
+    dispatchP50: pct(createdDelays, 50),
+    dispatchP99: pct(createdDelays, 99),
+  };
 }
 
 async function benchFanout(kind: "embedded" | "postgres", items: number) {
@@ -314,13 +395,27 @@ async function benchFanout(kind: "embedded" | "postgres", items: number) {
   const engine = new Engine({ store, httpAllow: ["127.0.0.1"], runner: { pollMs: 20 } });
   let calls = 0;
   // It yields to the event loop once, like any action that does I/O, so item commits interleave.
-  engine.registerAction({ kind: "noop", handler: async () => { await new Promise((r) => setImmediate(r)); return { n: ++calls }; } });
+  engine.registerAction({
+    kind: "noop",
+    handler: async () => {
+      await new Promise((r) => setImmediate(r));
+      return { n: ++calls };
+    },
+  });
   let commits = 0;
   engine.events.on("checkpoint:committed", () => commits++);
   await engine.start();
   const a = await engine.createAutomation(DEFAULT_WORKSPACE, {
-    key: "fanout", name: "fanout", root: "each",
-    nodes: [{ key: "each", kind: "for_each", config: { items: "context.ids", subject: "item", action: { kind: "noop", config: { id: "{{ item }}" } }, concurrency: 50 } }],
+    key: "fanout",
+    name: "fanout",
+    root: "each",
+    nodes: [
+      {
+        key: "each",
+        kind: "for_each",
+        config: { items: "context.ids", subject: "item", action: { kind: "noop", config: { id: "{{ item }}" } }, concurrency: 50 },
+      },
+    ],
   });
   const ids = Array.from({ length: items }, (_, i) => `acct_${i}`);
   const t0 = performance.now();
@@ -331,7 +426,15 @@ async function benchFanout(kind: "embedded" | "postgres", items: number) {
   await engine.stop();
   await store.close();
   await cleanup();
-  return { status: done.status, items: listed.length, succeeded: listed.filter((i) => i.outcome === "succeeded").length, calls, secs, perS: items / secs, commits };
+  return {
+    status: done.status,
+    items: listed.length,
+    succeeded: listed.filter((i) => i.outcome === "succeeded").length,
+    calls,
+    secs,
+    perS: items / secs,
+    commits,
+  };
 }
 
 async function benchHold(kind: "embedded" | "postgres", slow: number, holdMs: number) {
@@ -345,16 +448,34 @@ async function benchHold(kind: "embedded" | "postgres", slow: number, holdMs: nu
       inSlow++;
       peak = Math.max(peak, inSlow);
       // A long AI call: no connection, no transaction, only a timer and a promise.
-      await new Promise((r) => { const t = setTimeout(r, holdMs); ctx.signal.addEventListener("abort", () => { clearTimeout(t); r(null); }); });
+      await new Promise((r) => {
+        const t = setTimeout(r, holdMs);
+        ctx.signal.addEventListener("abort", () => {
+          clearTimeout(t);
+          r(null);
+        });
+      });
       inSlow--;
       return { answer: 42 };
     },
   });
   await engine.start();
-  const slowA = await engine.createAutomation(DEFAULT_WORKSPACE, { key: "slow", name: "slow", root: "t", reentry: { policy: "allow_concurrent" }, nodes: [{ key: "t", kind: "think", config: {} }] });
+  const slowA = await engine.createAutomation(DEFAULT_WORKSPACE, {
+    key: "slow",
+    name: "slow",
+    root: "t",
+    reentry: { policy: "allow_concurrent" },
+    nodes: [{ key: "t", kind: "think", config: {} }],
+  });
   const fastA = await engine.createAutomation(DEFAULT_WORKSPACE, {
-    key: "fast", name: "fast", root: "s", reentry: { policy: "allow_concurrent" },
-    nodes: [{ key: "s", kind: "set", config: { assign: { ok: "true" } } }, { key: "b", kind: "branch", config: { condition: "context.ok" } }],
+    key: "fast",
+    name: "fast",
+    root: "s",
+    reentry: { policy: "allow_concurrent" },
+    nodes: [
+      { key: "s", kind: "set", config: { assign: { ok: "true" } } },
+      { key: "b", kind: "branch", config: { condition: "context.ok" } },
+    ],
     edges: [{ from: "s", port: "next", to: "b" }],
   });
   const fastLatency = async (n: number): Promise<number[]> => {
@@ -379,7 +500,9 @@ async function benchHold(kind: "embedded" | "postgres", slow: number, holdMs: nu
   const stillHeld = inSlow;
   let finished = 0;
   const all = new Promise<void>((resolve) => {
-    engine.events.on("run:finished", (e) => { if (e.automation_id === slowA.id && ++finished === slow) resolve(); });
+    engine.events.on("run:finished", (e) => {
+      if (e.automation_id === slowA.id && ++finished === slow) resolve();
+    });
   });
   await Promise.race([all, new Promise((r) => setTimeout(r, holdMs * 3))]);
   await engine.stop();
@@ -402,11 +525,15 @@ if (ONLY.has("hold")) {
   const slow = Number(args.slow);
   const holdMs = Number(args["hold-seconds"]) * 1000;
   console.log(`\n## Slow steps held: ${slow} runs each inside a ${holdMs / 1000}-second slow step, fast runs (2 fast nodes) started one at a time meanwhile`);
-  console.log("\n| store | slow steps in flight at once | fast runs: enroll→finished p50 / p99 ms, idle | same while the slow steps are held | slow runs finished |");
+  console.log(
+    "\n| store | slow steps in flight at once | fast runs: enroll→finished p50 / p99 ms, idle | same while the slow steps are held | slow runs finished |",
+  );
   console.log("| --- | --- | --- | --- | --- |");
   for (const s of stores) {
     const r = await benchHold(s, slow, holdMs);
-    console.log(`| ${s} | ${r.held} (held through the fast runs: ${r.stillHeld}) | ${f1(pct(r.baseline, 50))} / ${f1(pct(r.baseline, 99))} | ${f1(pct(r.during, 50))} / ${f1(pct(r.during, 99))} (n=${r.during.length}) | ${r.finished} of ${slow} |`);
+    console.log(
+      `| ${s} | ${r.held} (held through the fast runs: ${r.stillHeld}) | ${f1(pct(r.baseline, 50))} / ${f1(pct(r.baseline, 99))} | ${f1(pct(r.during, 50))} / ${f1(pct(r.during, 99))} (n=${r.during.length}) | ${r.finished} of ${slow} |`,
+    );
   }
 }
 
@@ -417,11 +544,30 @@ if (ONLY.has("hold")) {
 
 type Workload = "runs" | "fanout" | "timers" | "intake";
 interface PeerResult {
-  peer: string; version?: string; node?: string; how?: string; error?: string;
-  runsPerS?: number; stepsPerS?: number; p50?: number; p99?: number; // runs
-  itemsPerS?: number; seconds?: number; // fanout
-  timers?: number; fired?: number; createdS?: number; parkedInTime?: boolean; lateP50?: number; lateP99?: number; lateMax?: number; rssParkedMB?: number; rssPeakMB?: number; // timers
-  rps?: number; non2xx?: number; accepted?: number; processed?: number; // intake (p50/p99 too)
+  peer: string;
+  version?: string;
+  node?: string;
+  how?: string;
+  error?: string;
+  runsPerS?: number;
+  stepsPerS?: number;
+  p50?: number;
+  p99?: number; // runs
+  itemsPerS?: number;
+  seconds?: number; // fanout
+  timers?: number;
+  fired?: number;
+  createdS?: number;
+  parkedInTime?: boolean;
+  lateP50?: number;
+  lateP99?: number;
+  lateMax?: number;
+  rssParkedMB?: number;
+  rssPeakMB?: number; // timers
+  rps?: number;
+  non2xx?: number;
+  accepted?: number;
+  processed?: number; // intake (p50/p99 too)
 }
 
 const weftName = (kind: "embedded" | "postgres") => `Weft, ${kind === "embedded" ? "embedded (SQLite)" : "PostgreSQL"} store`;
@@ -446,10 +592,24 @@ async function weftRuns(kind: "embedded" | "postgres", samples: number): Promise
   await engine.stop();
   await store.close();
   await cleanup();
-  return { peer: weftName(kind), node: process.version, runsPerS: RUNS / e2eSecs, stepsPerS: (RUNS * 3) / e2eSecs, p50: pct(xs, 50), p99: pct(xs, 99), how: "enroll all (50 at a time), then run them; latency enroll → waitForRun" };
+  return {
+    peer: weftName(kind),
+    node: process.version,
+    runsPerS: RUNS / e2eSecs,
+    stepsPerS: (RUNS * 3) / e2eSecs,
+    p50: pct(xs, 50),
+    p99: pct(xs, 99),
+    how: "enroll all (50 at a time), then run them; latency enroll → waitForRun",
+  };
 }
 
-interface PeerProc { name: string; script: string; pkg?: string; node: 20 | 22; embedded?: boolean }
+interface PeerProc {
+  name: string;
+  script: string;
+  pkg?: string;
+  node: 20 | 22;
+  embedded?: boolean;
+}
 /** Weft itself through the peers' harness (built code, a process of its own), where the process is measured. */
 const WEFT_PROCS: PeerProc[] = [
   { name: "Weft, embedded (SQLite) store", script: "weft.mjs", node: 20, embedded: true },
@@ -467,7 +627,9 @@ const PEER_TIMEOUT_MS = 900_000;
 function node22(): string | null {
   const platform = process.platform === "win32" ? "win" : process.platform;
   const prefix = process.platform === "darwin" && process.arch === "arm64" ? "node-bin" : "node";
-  const bin = fileURLToPath(new URL(`./peers/node22/node_modules/${prefix}-${platform}-${process.arch}/bin/${platform === "win" ? "node.exe" : "node"}`, import.meta.url));
+  const bin = fileURLToPath(
+    new URL(`./peers/node22/node_modules/${prefix}-${platform}-${process.arch}/bin/${platform === "win" ? "node.exe" : "node"}`, import.meta.url),
+  );
   return existsSync(bin) ? bin : null;
 }
 
@@ -475,7 +637,8 @@ function node22(): string | null {
  *  For intake it first prints {"listening": url}: the load runs against it, then its stdin is closed. */
 async function runPeer(p: PeerProc, workload: Workload, n: number, extra?: number): Promise<PeerResult> {
   const base: PeerResult = { peer: p.name };
-  if (p.pkg && !existsSync(fileURLToPath(new URL(`../node_modules/${p.pkg}/package.json`, import.meta.url)))) return { ...base, error: `${p.pkg} is not installed (npm install)` };
+  if (p.pkg && !existsSync(fileURLToPath(new URL(`../node_modules/${p.pkg}/package.json`, import.meta.url))))
+    return { ...base, error: `${p.pkg} is not installed (npm install)` };
   const nodeBin = p.node === 22 ? node22() : process.execPath;
   if (!nodeBin) return { ...base, error: "needs Node >= 22; bench/peers/node22 did not install it (npm install)" };
   // A fresh database for each PostgreSQL run (created here, dropped after); an embedded store needs none.
@@ -497,23 +660,50 @@ async function runPeer(p: PeerProc, workload: Workload, n: number, extra?: numbe
       let buf = "";
       let err = "";
       let loading = false;
-      const timer = setTimeout(() => { child.kill("SIGKILL"); reject(new Error(`timed out after ${PEER_TIMEOUT_MS / 1000} s`)); }, PEER_TIMEOUT_MS);
+      const timer = setTimeout(() => {
+        child.kill("SIGKILL");
+        reject(new Error(`timed out after ${PEER_TIMEOUT_MS / 1000} s`));
+      }, PEER_TIMEOUT_MS);
       child.stdout.on("data", (c) => {
         buf += c;
         const m = /\{"listening":"([^"]+)"\}/.exec(buf);
         if (m && !loading) {
           loading = true;
-          loadHttp(m[1]!, "unused").then((r) => { loaded.r = r; child.stdin.end(); }, (e) => { child.kill("SIGKILL"); reject(e); });
+          loadHttp(m[1]!, "unused").then(
+            (r) => {
+              loaded.r = r;
+              child.stdin.end();
+            },
+            (e) => {
+              child.kill("SIGKILL");
+              reject(e);
+            },
+          );
         }
       });
       child.stderr.on("data", (c) => (err += c));
       child.on("exit", (code) => {
         clearTimeout(timer);
         if (code === 0) resolve(buf);
-        else reject(new Error(`exited ${code}: ${err.trim().split("\n").filter((l) => !/DeprecationWarning|trace-deprecation/.test(l)).slice(-3).join(" ").slice(0, 300)}`));
+        else
+          reject(
+            new Error(
+              `exited ${code}: ${err
+                .trim()
+                .split("\n")
+                .filter((l) => !/DeprecationWarning|trace-deprecation/.test(l))
+                .slice(-3)
+                .join(" ")
+                .slice(0, 300)}`,
+            ),
+          );
       });
     });
-    const line = out.trim().split("\n").filter((l) => l.startsWith("{") && !l.startsWith('{"listening"')).pop();
+    const line = out
+      .trim()
+      .split("\n")
+      .filter((l) => l.startsWith("{") && !l.startsWith('{"listening"'))
+      .pop();
     if (!line) throw new Error("printed no result");
     const l = loaded.r;
     return { ...base, ...JSON.parse(line), ...(l ? { rps: l.rps, p50: l.p50, p99: l.p99, non2xx: l.non2xx } : {}) };
@@ -531,7 +721,8 @@ if (args.compare || ONLY.has("compare")) {
   const timerN = Number(args.timers);
   const lead = Number(args["timer-lead"] ?? Math.max(30, Math.ceil(timerN / 1000))) * 1000;
   const items = Number(args.items);
-  const x = (a?: number, b?: number) => (a === undefined || b === undefined || !b || Number.isNaN(a) || Number.isNaN(b) ? "-" : `${a / b < 1 ? (a / b).toFixed(2) : f1(a / b)}×`);
+  const x = (a?: number, b?: number) =>
+    a === undefined || b === undefined || !b || Number.isNaN(a) || Number.isNaN(b) ? "-" : `${a / b < 1 ? (a / b).toFixed(2) : f1(a / b)}×`;
   const ms = (n?: number) => (n === undefined || Number.isNaN(n) ? "-" : n < 10 ? n.toFixed(1) : f0(n));
   const hows: string[] = [];
   /** Each workload alone: Weft's two rows first (embedded, then PostgreSQL), then each peer. */
@@ -564,22 +755,38 @@ if (args.compare || ONLY.has("compare")) {
   console.log(`\n# Side by side with peers (PostgreSQL single-row INSERT commits/s in this run, 8 clients, 3 s: ${f0(limit)})`);
 
   if (workloads.includes("runs")) {
-    table(`${RUNS} three-step no-op runs (started 50 at a time, end to end), and one three-step run started alone (${samples} samples, sequential)`,
-      await side("runs", (k) => weftRuns(k, samples), RUNS, samples), [
-        ["node", (r) => r.node ?? "-"], ["runs/s", (r) => f0(r.runsPerS!)], ["steps/s", (r) => f0(r.stepsPerS!)],
-        ["steps/s ÷ PG commit rate", (r) => x(r.stepsPerS, limit)], ["single run p50 / p99 ms", (r) => `${ms(r.p50)} / ${ms(r.p99)}`],
-        ["Weft PG ÷ it, runs/s", (r, w) => x(w.pg.runsPerS, r.runsPerS), "ratio"], ["its p50 ÷ Weft PG's p50", (r, w) => x(r.p50, w.pg.p50), "ratio"],
+    table(
+      `${RUNS} three-step no-op runs (started 50 at a time, end to end), and one three-step run started alone (${samples} samples, sequential)`,
+      await side("runs", (k) => weftRuns(k, samples), RUNS, samples),
+      [
+        ["node", (r) => r.node ?? "-"],
+        ["runs/s", (r) => f0(r.runsPerS!)],
+        ["steps/s", (r) => f0(r.stepsPerS!)],
+        ["steps/s ÷ PG commit rate", (r) => x(r.stepsPerS, limit)],
+        ["single run p50 / p99 ms", (r) => `${ms(r.p50)} / ${ms(r.p99)}`],
+        ["Weft PG ÷ it, runs/s", (r, w) => x(w.pg.runsPerS, r.runsPerS), "ratio"],
+        ["its p50 ÷ Weft PG's p50", (r, w) => x(r.p50, w.pg.p50), "ratio"],
         ["Weft embedded ÷ it, runs/s", (r, w) => x(w.emb.runsPerS, r.runsPerS), "ratio"],
-      ]);
+      ],
+    );
   }
   if (workloads.includes("fanout")) {
     const weftFanout = async (k: "embedded" | "postgres"): Promise<PeerResult> => {
       const r = await benchFanout(k, items);
-      return { peer: weftName(k), node: process.version, itemsPerS: r.perS, seconds: r.secs, how: `for_each over ${items} items, a no-op custom action each, concurrency 50 (${r.succeeded} succeeded, run ${r.status})` };
+      return {
+        peer: weftName(k),
+        node: process.version,
+        itemsPerS: r.perS,
+        seconds: r.secs,
+        how: `for_each over ${items} items, a no-op custom action each, concurrency 50 (${r.succeeded} succeeded, run ${r.status})`,
+      };
     };
     table(`Fan-out: one run over ${f0(items)} items, 50 at a time`, await side("fanout", weftFanout, items), [
-      ["items/s", (r) => f0(r.itemsPerS!)], ["seconds", (r) => f1(r.seconds!)], ["items/s ÷ PG commit rate", (r) => x(r.itemsPerS, limit)],
-      ["Weft PG ÷ it", (r, w) => x(w.pg.itemsPerS, r.itemsPerS), "ratio"], ["Weft embedded ÷ it", (r, w) => x(w.emb.itemsPerS, r.itemsPerS), "ratio"],
+      ["items/s", (r) => f0(r.itemsPerS!)],
+      ["seconds", (r) => f1(r.seconds!)],
+      ["items/s ÷ PG commit rate", (r) => x(r.itemsPerS, limit)],
+      ["Weft PG ÷ it", (r, w) => x(w.pg.itemsPerS, r.itemsPerS), "ratio"],
+      ["Weft embedded ÷ it", (r, w) => x(w.emb.itemsPerS, r.itemsPerS), "ratio"],
     ]);
   }
   if (workloads.includes("timers")) {
@@ -592,22 +799,42 @@ if (args.compare || ONLY.has("compare")) {
     }
     table(`${f0(timerN)} runs parked on timers due within one minute (the window opens once all are parked)`, rows, [
       ["parked in s", (r) => `${f1(r.createdS!)}${r.parkedInTime ? "" : " (not all parked before the first was due)"}`],
-      ["fired", (r) => `${f0(r.fired!)} of ${f0(r.timers!)}`], ["lateness p50 / p99 / max ms", (r) => `${ms(r.lateP50)} / ${ms(r.lateP99)} / ${ms(r.lateMax)}`],
-      ["RSS while parked MB", (r) => ms(r.rssParkedMB)], ["peak RSS MB", (r) => ms(r.rssPeakMB)],
-      ["its p99 lateness ÷ Weft PG's", (r, w) => x(r.lateP99, w.pg.lateP99), "ratio"], ["its RSS parked ÷ Weft PG's", (r, w) => x(r.rssParkedMB, w.pg.rssParkedMB), "ratio"],
+      ["fired", (r) => `${f0(r.fired!)} of ${f0(r.timers!)}`],
+      ["lateness p50 / p99 / max ms", (r) => `${ms(r.lateP50)} / ${ms(r.lateP99)} / ${ms(r.lateMax)}`],
+      ["RSS while parked MB", (r) => ms(r.rssParkedMB)],
+      ["peak RSS MB", (r) => ms(r.rssPeakMB)],
+      ["its p99 lateness ÷ Weft PG's", (r, w) => x(r.lateP99, w.pg.lateP99), "ratio"],
+      ["its RSS parked ÷ Weft PG's", (r, w) => x(r.rssParkedMB, w.pg.rssParkedMB), "ratio"],
     ]);
   }
   if (workloads.includes("intake")) {
     const weftIntake = async (k: "embedded" | "postgres"): Promise<PeerResult> => {
       const r = await benchIntake(k);
-      return { peer: weftName(k), node: process.version, rps: r.rps, p50: r.p50, p99: r.p99, non2xx: r.non2xx, accepted: r.accepted, processed: r.runs, how: "POST /v1/events (bearer token, schema checks, dedupe by key), the dispatcher makes the runs" };
+      return {
+        peer: weftName(k),
+        node: process.version,
+        rps: r.rps,
+        p50: r.p50,
+        p99: r.p99,
+        non2xx: r.non2xx,
+        accepted: r.accepted,
+        processed: r.runs,
+        how: "POST /v1/events (bearer token, schema checks, dedupe by key), the dispatcher makes the runs",
+      };
     };
-    table(`Event intake over HTTP: ${args.seconds} s of load from a second process, 32 connections, a fresh key per event; acknowledged once durably stored`,
-      await side("intake", weftIntake, 0), [
-        ["events accepted/s", (r) => f0(r.rps!)], ["p50 / p99 ms", (r) => `${r.p50} / ${r.p99}`], ["non-2xx", (r) => String(r.non2xx)],
-        ["runs made", (r) => `${f0(r.processed!)} of ${f0(r.accepted ?? NaN)}`], ["accepted/s ÷ PG commit rate", (r) => x(r.rps, limit)],
-        ["Weft PG ÷ it", (r, w) => x(w.pg.rps, r.rps), "ratio"], ["Weft embedded ÷ it", (r, w) => x(w.emb.rps, r.rps), "ratio"],
-      ]);
+    table(
+      `Event intake over HTTP: ${args.seconds} s of load from a second process, 32 connections, a fresh key per event; acknowledged once durably stored`,
+      await side("intake", weftIntake, 0),
+      [
+        ["events accepted/s", (r) => f0(r.rps!)],
+        ["p50 / p99 ms", (r) => `${r.p50} / ${r.p99}`],
+        ["non-2xx", (r) => String(r.non2xx)],
+        ["runs made", (r) => `${f0(r.processed!)} of ${f0(r.accepted ?? NaN)}`],
+        ["accepted/s ÷ PG commit rate", (r) => x(r.rps, limit)],
+        ["Weft PG ÷ it", (r, w) => x(w.pg.rps, r.rps), "ratio"],
+        ["Weft embedded ÷ it", (r, w) => x(w.emb.rps, r.rps), "ratio"],
+      ],
+    );
   }
   console.log(`\nHow each ran:\n${[...new Set(hows)].join("\n")}`);
 }

@@ -14,6 +14,18 @@ const result = await autocannon({
   duration: Number(seconds),
   connections: Number(connections),
   headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-  requests: [{ setupRequest: (req: Request) => ({ ...req, body: JSON.stringify({ type: "bench.ping", key: `k${process.pid}-${n++}`, subject_id: `s${n % 1000}` }) }) }],
+  requests: [
+    { setupRequest: (req: Request) => ({ ...req, body: JSON.stringify({ type: "bench.ping", key: `k${process.pid}-${n++}`, subject_id: `s${n % 1000}` }) }) },
+  ],
 });
-process.stdout.write(JSON.stringify({ requests: result.requests.total, non2xx: result.non2xx, errors: result.errors, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, duration: result.duration }) + "\n");
+process.stdout.write(
+  JSON.stringify({
+    requests: result.requests.total,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    duration: result.duration,
+  }) + "\n",
+);

@@ -28,17 +28,20 @@ const CRM = `http://127.0.0.1:${(crm.address() as AddressInfo).port}`;
 const store = new EmbeddedStore({ file: join(mkdtempSync(join(tmpdir(), "weft-example-")), "weft.db") }); // or new PostgresStore({ url })
 await store.migrate();
 const engine = new Engine({ store, httpAllow: ["127.0.0.1"] }); // settings: { ai: { base_url, api_key } } for agent steps
-engine.registerAction(defineAction({
-  kind: "crm.create_task",
-  input: z.object({ title: z.string(), owner_id: z.string() }), // the resolved input is validated; a mismatch fails the step naming the field
-  permissions: ["http:127.0.0.1"], // all it may do; anything else is blocked and recorded
-  class: "slow", // runs holding no transaction; "fast" joins the next commit
-  async handler(input, ctx) { // ctx: idempotency_key, run_as, attempt, trace_id, log, fetch, require, signal
-    const res = await ctx.fetch({ method: "POST", url: `${CRM}/tasks`, body: input });
-    const task = JSON.parse(res.body) as { id: string; replayed: boolean };
-    return task.replayed ? replayed(task) : task; // replayed(): the effect already happened under this key
-  },
-}));
+engine.registerAction(
+  defineAction({
+    kind: "crm.create_task",
+    input: z.object({ title: z.string(), owner_id: z.string() }), // the resolved input is validated; a mismatch fails the step naming the field
+    permissions: ["http:127.0.0.1"], // all it may do; anything else is blocked and recorded
+    class: "slow", // runs holding no transaction; "fast" joins the next commit
+    async handler(input, ctx) {
+      // ctx: idempotency_key, run_as, attempt, trace_id, log, fetch, require, signal
+      const res = await ctx.fetch({ method: "POST", url: `${CRM}/tasks`, body: input });
+      const task = JSON.parse(res.body) as { id: string; replayed: boolean };
+      return task.replayed ? replayed(task) : task; // replayed(): the effect already happened under this key
+    },
+  }),
+);
 await engine.start();
 
 const definition = {

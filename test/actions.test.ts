@@ -22,23 +22,25 @@ describe.each(STORE_KINDS)("custom actions (%s store)", (kind) => {
     sink = await new Sink().start();
     seen.length = 0;
     engine = await startEngine({ store: ts.store });
-    engine.registerAction(defineAction({
-      kind: "crm.create_task",
-      input: z.object({ title: z.string().min(1), owner_id: z.string(), priority: z.number().int().optional() }),
-      permissions: ["http:127.0.0.1"],
-      async handler(input, ctx) {
-        const { log: _l, can: _c, require: _r, fetch: _f, signal: _s, ...rest } = ctx;
-        seen.push({ input, ctx: rest });
-        ctx.log.info("creating task", { title: input.title });
-        const target = (input as { target?: string }).target;
-        const res = await ctx.fetch({ method: "POST", url: `${sink.url}/tasks`, body: { title: input.title } });
-        return { status: res.status, target: target ?? null };
-      },
-    }));
+    engine.registerAction(
+      defineAction({
+        kind: "crm.create_task",
+        input: z.object({ title: z.string().min(1), owner_id: z.string(), priority: z.number().int().optional() }),
+        permissions: ["http:127.0.0.1"],
+        async handler(input, ctx) {
+          const { log: _l, can: _c, require: _r, fetch: _f, signal: _s, ...rest } = ctx;
+          seen.push({ input, ctx: rest });
+          ctx.log.info("creating task", { title: input.title });
+          const target = (input as { target?: string }).target;
+          const res = await ctx.fetch({ method: "POST", url: `${sink.url}/tasks`, body: { title: input.title } });
+          return { status: res.status, target: target ?? null };
+        },
+      }),
+    );
     engine.registerAction({
       kind: "crm.sneaky",
       permissions: ["http:127.0.0.1"],
-      async handler(input, ctx) {
+      async handler(_input, ctx) {
         // Declared 127.0.0.1 only: the same server by another name is another host.
         const port = new URL(sink.url).port;
         await ctx.fetch({ url: `http://localhost:${port}/exfiltrate` });
@@ -62,9 +64,15 @@ describe.each(STORE_KINDS)("custom actions (%s store)", (kind) => {
 
   async function runOf(node: Record<string, unknown>, context: Record<string, unknown> = {}) {
     const a = await engine.createAutomation(WS, {
-      key: `a-${Math.random().toString(36).slice(2, 8)}`, name: "a", root: "act", reentry: { policy: "allow_concurrent" },
+      key: `a-${Math.random().toString(36).slice(2, 8)}`,
+      name: "a",
+      root: "act",
+      reentry: { policy: "allow_concurrent" },
       run_as: { type: "user", user_id: "usr_sigrid" },
-      nodes: [{ key: "act", ...node }, { key: "done", kind: "set", config: { assign: { after: "true" } } }],
+      nodes: [
+        { key: "act", ...node },
+        { key: "done", kind: "set", config: { assign: { after: "true" } } },
+      ],
       edges: [{ from: "act", port: "next", to: "done" }],
     });
     const { run } = await engine.enroll(WS, a.id, { subject_id: "ct_1", context_overrides: context });
@@ -78,7 +86,14 @@ describe.each(STORE_KINDS)("custom actions (%s store)", (kind) => {
     expect(run.status).toBe("completed");
     expect(seen).toHaveLength(1);
     expect(seen[0]!.input).toEqual({ title: "Call Ada", owner_id: "usr_1" });
-    expect(seen[0]!.ctx).toMatchObject({ run_id: run.id, node_key: "act", idempotency_key: `${run.id}/act/1`, attempt: 1, run_as: { type: "user", user_id: "usr_sigrid" }, trace_id: run.trace_id });
+    expect(seen[0]!.ctx).toMatchObject({
+      run_id: run.id,
+      node_key: "act",
+      idempotency_key: `${run.id}/act/1`,
+      attempt: 1,
+      run_as: { type: "user", user_id: "usr_sigrid" },
+      trace_id: run.trace_id,
+    });
     expect(seen[0]!.ctx.permissions).toEqual(["http:127.0.0.1"]);
     expect(act.output).toEqual({ status: 200, target: null });
     expect(act.logs).toEqual([expect.objectContaining({ level: "info", message: "creating task", data: { title: "Call Ada" } })]);
@@ -92,7 +107,7 @@ describe.each(STORE_KINDS)("custom actions (%s store)", (kind) => {
     expect(act.outcome).toBe("failed");
     expect(act.attempt).toBe(1); // permanent: not retried
     expect(act.error?.code).toBe("action.invalid_input");
-    const pointers = (act.error?.details?.issues as { pointer: string }[]).map((i) => i.pointer).sort();
+    const pointers = ((act.error?.details?.issues ?? []) as { pointer: string }[]).map((i) => i.pointer).sort();
     expect(pointers).toEqual(["/priority", "/title"]);
     expect(seen).toHaveLength(0);
     expect(sink.requests).toHaveLength(0);

@@ -46,7 +46,10 @@ function params<T>(numRuns: number): fc.Parameters<T> {
  * bodies. Shown by its label in counterexamples.
  */
 class Raw {
-  constructor(readonly text: string, readonly label: string) {}
+  constructor(
+    readonly text: string,
+    readonly label: string,
+  ) {}
   [fc.toStringMethod](): string {
     return `Raw(${this.label})`;
   }
@@ -71,7 +74,10 @@ function toText(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map((x) => (x === undefined ? "null" : toText(x))).join(",")}]`;
   if (v !== null && typeof v === "object") {
     const o = v as Record<string, unknown>;
-    return `{${Object.keys(o).filter((k) => o[k] !== undefined).map((k) => `${JSON.stringify(k)}:${toText(o[k])}`).join(",")}}`;
+    return `{${Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${toText(o[k])}`)
+      .join(",")}}`;
   }
   return JSON.stringify(v) ?? "null";
 }
@@ -112,7 +118,10 @@ function firstDifference(actual: unknown, expected: unknown): string | null {
 /** Does `pointer` name a value in `doc` (found), or a missing member of a container that is there (parentFound)? */
 function resolvePointer(doc: unknown, pointer: string): { found: boolean; parentFound: boolean } {
   if (pointer === "") return { found: true, parentFound: true };
-  const tokens = pointer.slice(1).split("/").map((t) => t.replace(/~1/g, "/").replace(/~0/g, "~"));
+  const tokens = pointer
+    .slice(1)
+    .split("/")
+    .map((t) => t.replace(/~1/g, "/").replace(/~0/g, "~"));
   let cur: unknown = doc;
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i]!;
@@ -128,8 +137,34 @@ function resolvePointer(doc: unknown, pointer: string): { found: boolean; parent
 // ---------- junk ----------
 
 const NASTY = [
-  "", " ", "\u0000", "a\u0000b", "\ud800", "\udfff", "x\udbff", "\u2028", "😀", "\ufeff", "%00", "'", '"', "\\", "{{", "}}",
-  "__proto__", "constructor", "prototype", "toString", "hasOwnProperty", "null", "undefined", "NaN", "1e999", "a/b", "~0", "~1",
+  "",
+  " ",
+  "\u0000",
+  "a\u0000b",
+  "\ud800",
+  "\udfff",
+  "x\udbff",
+  "\u2028",
+  "😀",
+  "\ufeff",
+  "%00",
+  "'",
+  '"',
+  "\\",
+  "{{",
+  "}}",
+  "__proto__",
+  "constructor",
+  "prototype",
+  "toString",
+  "hasOwnProperty",
+  "null",
+  "undefined",
+  "NaN",
+  "1e999",
+  "a/b",
+  "~0",
+  "~1",
 ];
 const nastyString = fc.constantFrom(...NASTY);
 const anyString = fc.oneof(fc.string({ maxLength: 12 }), fc.string({ unit: "binary", maxLength: 8 }), nastyString);
@@ -137,7 +172,24 @@ const anyString = fc.oneof(fc.string({ maxLength: 12 }), fc.string({ unit: "bina
 const anyKey = fc.oneof(
   fc.string({ maxLength: 8 }),
   fc.string({ unit: "binary", maxLength: 6 }),
-  fc.constantFrom("__proto__", "constructor", "prototype", "toString", "valueOf", "a/b", "~", "~0", "a~b/c", "", "\u0000", "\ud800", "😀", "ключ", "type", "key"),
+  fc.constantFrom(
+    "__proto__",
+    "constructor",
+    "prototype",
+    "toString",
+    "valueOf",
+    "a/b",
+    "~",
+    "~0",
+    "a~b/c",
+    "",
+    "\u0000",
+    "\ud800",
+    "😀",
+    "ключ",
+    "type",
+    "key",
+  ),
 );
 const deep = fc
   .record({ depth: fc.constantFrom(10, 100, 1000, 3000, 10_000, 100_000), shape: fc.constantFrom("array", "object", "mixed") })
@@ -150,38 +202,91 @@ const huge = fc
   .record({ n: fc.constantFrom(301, 5_000, 70_000, 300_000, 1_100_000), ch: fc.constantFrom("x", "é", "\u0000", "{{") })
   .map(({ n, ch }) => new Raw(JSON.stringify(ch.repeat(Math.ceil(n / ch.length))), `${JSON.stringify(ch)} × ${n}`));
 const oddNumber = fc
-  .constantFrom("1e999", "-1e999", "-0", "1e-400", "123456789012345678901234567890", "9007199254740993", "-9223372036854775809", "2147483648", "1E2", "1.0", "0.1e1")
+  .constantFrom(
+    "1e999",
+    "-1e999",
+    "-0",
+    "1e-400",
+    "123456789012345678901234567890",
+    "9007199254740993",
+    "-9223372036854775809",
+    "2147483648",
+    "1E2",
+    "1.0",
+    "0.1e1",
+  )
   .map((t) => new Raw(t, t));
 /** A value of the wrong type (or of the right type, badly). */
 const badValue: fc.Arbitrary<unknown> = fc.oneof(
-  fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.constant([]), fc.constant({}),
+  fc.integer(),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.constant([]),
+  fc.constant({}),
   anyString,
   fc.array(fc.jsonValue({ maxDepth: 2 }), { maxLength: 3 }),
   fc.dictionary(anyKey, fc.jsonValue({ maxDepth: 2 }), { maxKeys: 3 }),
   fc.jsonValue({ maxDepth: 3 }),
-  deep, huge, oddNumber,
+  deep,
+  huge,
+  oddNumber,
 );
 const contentType = fc.oneof(
   { weight: 14, arbitrary: fc.constant<string | null>("application/json") },
   {
     weight: 1,
     arbitrary: fc.constantFrom<string | null>(
-      "application/json; charset=utf-8", "APPLICATION/JSON", "text/plain", "application/x-www-form-urlencoded", "application/octet-stream",
-      "multipart/form-data; boundary=x", "", "application/json; charset=utf-16", "application/vnd.api+json", "text/json", null,
+      "application/json; charset=utf-8",
+      "APPLICATION/JSON",
+      "text/plain",
+      "application/x-www-form-urlencoded",
+      "application/octet-stream",
+      "multipart/form-data; boundary=x",
+      "",
+      "application/json; charset=utf-16",
+      "application/vnd.api+json",
+      "text/json",
+      null,
     ),
   },
 );
 /** Whole bodies that are not a JSON object. */
 const nonObjectBody = fc.oneof(
-  fc.integer(), fc.double(), fc.boolean(), fc.constant(null), anyString, fc.array(fc.jsonValue({ maxDepth: 2 }), { maxLength: 3 }), deep, oddNumber,
+  fc.integer(),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(null),
+  anyString,
+  fc.array(fc.jsonValue({ maxDepth: 2 }), { maxLength: 3 }),
+  deep,
+  oddNumber,
 );
 /** Whole bodies that are not JSON at all (or barely). */
 const rawText = fc
   .oneof(
     fc.string({ maxLength: 30 }),
     fc.constantFrom(
-      "", "{", "[", "{]", "nul", '{"a":1,}', "{'a':1}", "\u0000", "\ufeff{}", '{"__proto__":{"x":1}}', '{"constructor":{"prototype":{"x":1}}}',
-      '{"a":1}garbage', '{"a":"\\ud800"}', '{"a":"\\u0000"}', '"just a string"', "0x10", "NaN", "Infinity", "<xml/>", "a=1&b=2",
+      "",
+      "{",
+      "[",
+      "{]",
+      "nul",
+      '{"a":1,}',
+      "{'a':1}",
+      "\u0000",
+      "\ufeff{}",
+      '{"__proto__":{"x":1}}',
+      '{"constructor":{"prototype":{"x":1}}}',
+      '{"a":1}garbage',
+      '{"a":"\\ud800"}',
+      '{"a":"\\u0000"}',
+      '"just a string"',
+      "0x10",
+      "NaN",
+      "Infinity",
+      "<xml/>",
+      "a=1&b=2",
     ),
   )
   .map((t) => new Raw(t, JSON.stringify(t)));
@@ -239,7 +344,10 @@ function applyGeneric(box: { v: unknown }, m: GenericMut): void {
   const all = pathsOf(box);
   switch (m.op) {
     case "delete": {
-      const p = pick(all.filter((x) => x.path.length > 1), m.at);
+      const p = pick(
+        all.filter((x) => x.path.length > 1),
+        m.at,
+      );
       if (!p) return;
       const parent = parentOf(box, p.path);
       const k = p.path[p.path.length - 1]!;
@@ -253,12 +361,18 @@ function applyGeneric(box: { v: unknown }, m: GenericMut): void {
       return;
     }
     case "add": {
-      const p = pick(all.filter((x) => isPlainObject(x.value)), m.at);
+      const p = pick(
+        all.filter((x) => isPlainObject(x.value)),
+        m.at,
+      );
       if (p) put(p.value as Record<string, unknown>, m.key, clone(m.value));
       return;
     }
     case "dupe": {
-      const p = pick(all.filter((x) => typeof x.path[x.path.length - 1] === "number"), m.at);
+      const p = pick(
+        all.filter((x) => typeof x.path[x.path.length - 1] === "number"),
+        m.at,
+      );
       if (!p) return;
       const parent = parentOf(box, p.path) as unknown[];
       parent.splice((p.path[p.path.length - 1] as number) + 1, 0, clone(p.value));
@@ -278,8 +392,19 @@ function setField(box: { v: unknown }, field: string, value: unknown): void {
 const KEY_SLOT = "fz-key-slot";
 
 const VALID_CEL = [
-  "true", "context.amount > 1000", "event.payload.ok == true", "size(context.items) > 0", "context.name + '!'", "1 + 2",
-  "has(context.x) ? context.x : 0", "steps.check", "[1, 2, 3]", "{'a': 1}", "context.items.filter(i, i.ok)", "item.id", "response.status",
+  "true",
+  "context.amount > 1000",
+  "event.payload.ok == true",
+  "size(context.items) > 0",
+  "context.name + '!'",
+  "1 + 2",
+  "has(context.x) ? context.x : 0",
+  "steps.check",
+  "[1, 2, 3]",
+  "{'a': 1}",
+  "context.items.filter(i, i.ok)",
+  "item.id",
+  "response.status",
 ];
 const cel = fc.constantFrom(...VALID_CEL);
 const text = fc.constantFrom("plain text", "Deal {{ context.name }}", "{{ event.record_id }}", "{{ context.a }} and {{ context.b }}", "Ståle ✓ 名前");
@@ -323,36 +448,48 @@ const CONFIGS: Record<string, fc.Arbitrary<Record<string, unknown>>> = {
   ),
   randomizer: fc.record(
     {
-      variants: fc.uniqueArray(fc.record({ port: fc.constantFrom("a", "b", "c"), weight: fc.integer({ min: 0, max: 100 }) }), { minLength: 1, maxLength: 3, selector: (v) => v.port }),
+      variants: fc.uniqueArray(fc.record({ port: fc.constantFrom("a", "b", "c"), weight: fc.integer({ min: 0, max: 100 }) }), {
+        minLength: 1,
+        maxLength: 3,
+        selector: (v) => v.port,
+      }),
       sticky: fc.boolean(),
     },
     { requiredKeys: ["variants"] },
   ),
-  input: fc.record({ prompt: text, timeout_min: fc.integer({ min: 0, max: 10_000 }), assign_to: fc.constant("email"), event: fc.constant("fuzz.input") }, { requiredKeys: ["prompt"] }),
+  input: fc.record(
+    { prompt: text, timeout_min: fc.integer({ min: 0, max: 10_000 }), assign_to: fc.constant("email"), event: fc.constant("fuzz.input") },
+    { requiredKeys: ["prompt"] },
+  ),
   end: fc.constant({}),
 };
 
-const nodeArb = fc.record(
-  {
-    body: fc.oneof(...Object.entries(CONFIGS).map(([kind, config]) => fc.record({ kind: fc.constant(kind), config }))),
-    omitEmptyConfig: fc.boolean(),
-    extras: fc.record(
-      {
-        name: fc.constantFrom("Step one", "Ståle ✓"),
-        permissions: fc.array(fc.constantFrom("http:127.0.0.1", "http:*"), { minLength: 1, maxLength: 2 }),
-        retry: fc.record({ max_attempts: fc.integer({ min: 1, max: 5 }), initial_ms: fc.integer({ min: 0, max: 1000 }), max_ms: fc.integer({ min: 0, max: 5000 }) }),
-      },
-      { requiredKeys: [] },
-    ),
-  },
-);
+const nodeArb = fc.record({
+  body: fc.oneof(...Object.entries(CONFIGS).map(([kind, config]) => fc.record({ kind: fc.constant(kind), config }))),
+  omitEmptyConfig: fc.boolean(),
+  extras: fc.record(
+    {
+      name: fc.constantFrom("Step one", "Ståle ✓"),
+      permissions: fc.array(fc.constantFrom("http:127.0.0.1", "http:*"), { minLength: 1, maxLength: 2 }),
+      retry: fc.record({
+        max_attempts: fc.integer({ min: 1, max: 5 }),
+        initial_ms: fc.integer({ min: 0, max: 1000 }),
+        max_ms: fc.integer({ min: 0, max: 5000 }),
+      }),
+    },
+    { requiredKeys: [] },
+  ),
+});
 
 const triggerArb = fc.oneof(
   fc.record(
     {
-      type: fc.constant("record"), entity: fc.constant("fz_entity"),
+      type: fc.constant("record"),
+      entity: fc.constant("fz_entity"),
       on: fc.uniqueArray(fc.constantFrom("created", "updated", "deleted"), { minLength: 1 }),
-      fields: fc.array(fc.constantFrom("stage", "amount"), { maxLength: 2 }), filter: cel, filter_mode: fc.constantFrom("every_time", "becomes_true"),
+      fields: fc.array(fc.constantFrom("stage", "amount"), { maxLength: 2 }),
+      filter: cel,
+      filter_mode: fc.constantFrom("every_time", "becomes_true"),
     },
     { requiredKeys: ["type", "entity", "on"] },
   ),
@@ -361,8 +498,10 @@ const triggerArb = fc.oneof(
   // Crons that fire rarely or never: the automations made here must not start runs.
   fc.record(
     {
-      type: fc.constant("schedule"), cron: fc.constantFrom("0 9 * * MON", "0 0 1 1 *", "30 4 1 * *", "0 0 29 2 *", "0 0 30 2 *", "0 12 * * 1-5"),
-      timezone: fc.constantFrom("Europe/Oslo", "UTC", "America/New_York", "Asia/Kolkata", "Etc/GMT+12"), catch_up: fc.constantFrom("latest", "all", "none"),
+      type: fc.constant("schedule"),
+      cron: fc.constantFrom("0 9 * * MON", "0 0 1 1 *", "30 4 1 * *", "0 0 29 2 *", "0 0 30 2 *", "0 12 * * 1-5"),
+      timezone: fc.constantFrom("Europe/Oslo", "UTC", "America/New_York", "Asia/Kolkata", "Etc/GMT+12"),
+      catch_up: fc.constantFrom("latest", "all", "none"),
     },
     { requiredKeys: ["type", "cron"] },
   ),
@@ -378,7 +517,10 @@ const definitionArb = fc
       description: fc.constantFrom("", "a description"),
       triggers: fc.array(triggerArb, { maxLength: 4 }),
       subject: fc.constantFrom("{{ event.record_id }}", "{{ context.id }}", "fixed"),
-      reentry: fc.record({ policy: fc.constantFrom("skip_if_active", "allow_concurrent", "once"), cooldown_min: fc.integer({ min: 0, max: 1000 }) }, { requiredKeys: ["policy"] }),
+      reentry: fc.record(
+        { policy: fc.constantFrom("skip_if_active", "allow_concurrent", "once"), cooldown_min: fc.integer({ min: 0, max: 1000 }) },
+        { requiredKeys: ["policy"] },
+      ),
       run_as: fc.constantFrom({ type: "workspace" }, { type: "user", user_id: "usr_admin" }),
       nodes: fc.array(nodeArb, { minLength: 1, maxLength: 6 }),
       edges: fc.array(fc.record({ from: fc.nat(), port: fc.nat(), to: fc.nat() }), { maxLength: 6 }),
@@ -417,8 +559,35 @@ const badCel: fc.Arbitrary<unknown> = fc.oneof(
   fc.string({ maxLength: 20 }),
   fc.string({ unit: "binary", maxLength: 10 }),
   fc.constantFrom(
-    "a..b", "((", "1 +", ")", "'unterminated", "a.b(", "size(", "[1, 2", "{", "}}", "{{ context.a }}", "context.", ".a", "1 ==", "a ? b",
-    "\u0000", "x = 1", "return 1", "context['a'", "`x`", "🙂", "!", "in", "null.x", "1 / 0", "b'\\xff'", "dyn(", "context.x.?y", "[1,2,3].map(x, ",
+    "a..b",
+    "((",
+    "1 +",
+    ")",
+    "'unterminated",
+    "a.b(",
+    "size(",
+    "[1, 2",
+    "{",
+    "}}",
+    "{{ context.a }}",
+    "context.",
+    ".a",
+    "1 ==",
+    "a ? b",
+    "\u0000",
+    "x = 1",
+    "return 1",
+    "context['a'",
+    "`x`",
+    "🙂",
+    "!",
+    "in",
+    "null.x",
+    "1 / 0",
+    "b'\\xff'",
+    "dyn(",
+    "context.x.?y",
+    "[1,2,3].map(x, ",
   ),
   fc.constantFrom(100, 2_000, 6_000).map((n) => longRaw(Array(n).fill("1").join(" + "), `1 + 1 … (${n} terms)`)),
   fc.constantFrom(50, 150, 1_000, 20_000).map((n) => longRaw("(".repeat(n) + "1" + ")".repeat(n), `${n} nested parentheses`)),
@@ -429,8 +598,20 @@ const badCel: fc.Arbitrary<unknown> = fc.oneof(
 );
 const badTemplate: fc.Arbitrary<unknown> = fc.oneof(
   fc.constantFrom(
-    "{{", "{{ }}", "{{ a.. }}", "}}", "{{}}", "x {{ context.a }", "{{ {{ }} }}", "{{ '}}' }}", "{{ context.a }}{{", "{{\u0000}}", "{{ 1 + }}",
-    "{{ context.a }} {{ ( }}", "{{{{}}}}", "{{ context.a }}}}",
+    "{{",
+    "{{ }}",
+    "{{ a.. }}",
+    "}}",
+    "{{}}",
+    "x {{ context.a }",
+    "{{ {{ }} }}",
+    "{{ '}}' }}",
+    "{{ context.a }}{{",
+    "{{\u0000}}",
+    "{{ 1 + }}",
+    "{{ context.a }} {{ ( }}",
+    "{{{{}}}}",
+    "{{ context.a }}}}",
   ),
   fc.string({ maxLength: 10 }).map((s) => `{{ ${s} }}`),
   fc.string({ maxLength: 10 }).map((s) => `{{${s}`),
@@ -465,7 +646,21 @@ const defMut: fc.Arbitrary<DefMut> = fc.oneof(
     weight: 1,
     arbitrary: fc.record({
       op: fc.constant("field" as const),
-      field: fc.constantFrom("key", "name", "description", "triggers", "subject", "reentry", "run_as", "root", "nodes", "edges", "__proto__", "constructor", "extra"),
+      field: fc.constantFrom(
+        "key",
+        "name",
+        "description",
+        "triggers",
+        "subject",
+        "reentry",
+        "run_as",
+        "root",
+        "nodes",
+        "edges",
+        "__proto__",
+        "constructor",
+        "extra",
+      ),
       value: badValue,
     }),
   },
@@ -482,17 +677,26 @@ function applyDefMut(box: { v: unknown }, m: DefMut): void {
   const all = pathsOf(box);
   switch (m.op) {
     case "cel": {
-      const p = pick(all.filter((x) => isCelPath(x.path)), m.at);
+      const p = pick(
+        all.filter((x) => isCelPath(x.path)),
+        m.at,
+      );
       if (p) setAt(box, p.path, m.value);
       return;
     }
     case "template": {
-      const p = pick(all.filter((x) => typeof x.value === "string" && x.path.length > 1), m.at);
+      const p = pick(
+        all.filter((x) => typeof x.value === "string" && x.path.length > 1),
+        m.at,
+      );
       if (p) setAt(box, p.path, m.value);
       return;
     }
     case "kind": {
-      const p = pick(all.filter((x) => x.path[x.path.length - 1] === "kind"), m.at);
+      const p = pick(
+        all.filter((x) => x.path[x.path.length - 1] === "kind"),
+        m.at,
+      );
       if (p) setAt(box, p.path, m.value);
       return;
     }
@@ -518,13 +722,11 @@ function applyDefMut(box: { v: unknown }, m: DefMut): void {
   }
 }
 
-const mutatedDefinition = fc
-  .record({ def: definitionArb, muts: fc.array(defMut, { maxLength: 3 }) })
-  .map(({ def, muts }) => {
-    const box = { v: clone(def) as unknown };
-    for (const m of muts) applyDefMut(box, m);
-    return { definition: box.v };
-  });
+const mutatedDefinition = fc.record({ def: definitionArb, muts: fc.array(defMut, { maxLength: 3 }) }).map(({ def, muts }) => {
+  const box = { v: clone(def) as unknown };
+  for (const m of muts) applyDefMut(box, m);
+  return { definition: box.v };
+});
 
 /** A request: a body (JSON skeleton with Raw pieces, or one Raw for the whole text; undefined: none) and its content type. */
 interface Req {
@@ -563,22 +765,36 @@ type PutReq =
 const putReq: fc.Arbitrary<PutReq> = fc.oneof(
   {
     weight: 12,
-    arbitrary: fc.record({
-      m: mutatedDefinition,
-      ev: fc.oneof(
-        { weight: 5, arbitrary: fc.constant<ExpectedVersion>({ tag: "none" }) },
-        { weight: 3, arbitrary: fc.constant<ExpectedVersion>({ tag: "current" }) },
-        { weight: 1, arbitrary: fc.constant<ExpectedVersion>({ tag: "stale" }) },
-        {
-          weight: 2,
-          arbitrary: fc.oneof(fc.constantFrom(0, -1, 1.5, 1000, 2_147_483_646, 2_147_483_647, 2 ** 53 - 1), badValue).map((value): ExpectedVersion => ({ tag: "value", value })),
-        },
-      ),
-      extra: extraTopField,
-      contentType,
-    }).map(({ m, ev, extra, contentType }) => ({ definition: m.definition, ev, extra, contentType })),
+    arbitrary: fc
+      .record({
+        m: mutatedDefinition,
+        ev: fc.oneof(
+          { weight: 5, arbitrary: fc.constant<ExpectedVersion>({ tag: "none" }) },
+          { weight: 3, arbitrary: fc.constant<ExpectedVersion>({ tag: "current" }) },
+          { weight: 1, arbitrary: fc.constant<ExpectedVersion>({ tag: "stale" }) },
+          {
+            weight: 2,
+            arbitrary: fc
+              .oneof(fc.constantFrom(0, -1, 1.5, 1000, 2_147_483_646, 2_147_483_647, 2 ** 53 - 1), badValue)
+              .map((value): ExpectedVersion => ({ tag: "value", value })),
+          },
+        ),
+        extra: extraTopField,
+        contentType,
+      })
+      .map(({ m, ev, extra, contentType }) => ({ definition: m.definition, ev, extra, contentType })),
   },
-  { weight: 1, arbitrary: fc.record({ raw: fc.oneof(nonObjectBody, nonObjectBody.map((d) => ({ definition: d })), rawText), contentType }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      raw: fc.oneof(
+        nonObjectBody,
+        nonObjectBody.map((d) => ({ definition: d })),
+        rawText,
+      ),
+      contentType,
+    }),
+  },
 );
 
 // ---------- events ----------
@@ -592,16 +808,27 @@ const eventKey = fc.oneof({ weight: 4, arbitrary: fc.constant(EVENT_KEY_SLOT) },
 const eventBase = fc.oneof(
   fc.record(
     {
-      type: fc.constantFrom("fuzz.ev.a", "fuzz.ev.b", "fuzz.ev.c"), key: eventKey, source: fc.constantFrom("api", "crm"), subject_id: fc.constantFrom("ct_1", "ct_2"),
-      entity: fc.constantFrom("fz_deal", "fz_contact"), record_id: fc.constantFrom("r1", "r2"), payload: fc.jsonValue({ maxDepth: 3 }),
+      type: fc.constantFrom("fuzz.ev.a", "fuzz.ev.b", "fuzz.ev.c"),
+      key: eventKey,
+      source: fc.constantFrom("api", "crm"),
+      subject_id: fc.constantFrom("ct_1", "ct_2"),
+      entity: fc.constantFrom("fz_deal", "fz_contact"),
+      record_id: fc.constantFrom("r1", "r2"),
+      payload: fc.jsonValue({ maxDepth: 3 }),
     },
     { requiredKeys: ["type"] },
   ),
   fc.record(
     {
-      type: fc.constant("record"), key: eventKey, entity: fc.constantFrom("fz_deal", "fz_contact"), op: fc.constantFrom("created", "updated", "deleted"),
-      record_id: fc.constantFrom("r1", "r2"), before: fc.option(smallObject, { nil: null }), after: fc.option(smallObject, { nil: null }),
-      subject_id: fc.constantFrom("ct_1", "ct_2"), payload: fc.jsonValue({ maxDepth: 3 }),
+      type: fc.constant("record"),
+      key: eventKey,
+      entity: fc.constantFrom("fz_deal", "fz_contact"),
+      op: fc.constantFrom("created", "updated", "deleted"),
+      record_id: fc.constantFrom("r1", "r2"),
+      before: fc.option(smallObject, { nil: null }),
+      after: fc.option(smallObject, { nil: null }),
+      subject_id: fc.constantFrom("ct_1", "ct_2"),
+      payload: fc.jsonValue({ maxDepth: 3 }),
     },
     { requiredKeys: ["type", "entity", "op"] },
   ),
@@ -623,7 +850,7 @@ const eventReq: fc.Arbitrary<Req> = fc.oneof(
     weight: 12,
     arbitrary: fc.record({ base: eventBase, muts: fc.array(eventMut, { maxLength: 3 }), contentType }).map(({ base, muts, contentType }) => {
       const box = { v: clone(base) as unknown };
-      for (const m of muts) (m.op === "field" ? setField(box, m.field, m.value) : applyGeneric(box, m));
+      for (const m of muts) m.op === "field" ? setField(box, m.field, m.value) : applyGeneric(box, m);
       return { body: box.v, contentType };
     }),
   },
@@ -641,7 +868,16 @@ const TARGET = {
   nodes: [
     { key: "check", kind: "branch", config: { condition: "has(context.amount) && context.amount > 10" } },
     { key: "route", kind: "switch", config: { cases: [{ port: "big", condition: "context.amount > 1000" }] } },
-    { key: "pick", kind: "randomizer", config: { variants: [{ port: "a", weight: 1 }, { port: "b", weight: 1 }] } },
+    {
+      key: "pick",
+      kind: "randomizer",
+      config: {
+        variants: [
+          { port: "a", weight: 1 },
+          { port: "b", weight: 1 },
+        ],
+      },
+    },
     { key: "wait", kind: "wait_for_event", config: { event: "fuzz.reply", timeout_ms: 60_000 } },
     { key: "note", kind: "set", config: { assign: { seen: "true" } } },
     { key: "ask", kind: "approval", config: { title: "Approve {{ subject.id }}", timeout_ms: 60_000 } },
@@ -689,7 +925,7 @@ const enrollReq: fc.Arbitrary<Req> = fc.oneof(
     weight: 12,
     arbitrary: fc.record({ base: enrollBase, muts: fc.array(enrollMut, { maxLength: 3 }), contentType }).map(({ base, muts, contentType }) => {
       const box = { v: clone(base) as unknown };
-      for (const m of muts) (m.op === "field" ? setField(box, m.field, m.value) : applyGeneric(box, m));
+      for (const m of muts) m.op === "field" ? setField(box, m.field, m.value) : applyGeneric(box, m);
       return { body: box.v, contentType };
     }),
   },
@@ -702,9 +938,14 @@ const simulateBase = fc.record(
   {
     start_node_key: targetKey,
     test_context: fc.oneof(fc.record({ amount: fc.integer({ min: 0, max: 5000 }) }), smallObject),
-    branch_choices: fc
-      .array(fc.tuple(targetKey, fc.nat()), { maxLength: 3 })
-      .map((cs) => Object.fromEntries(cs.flatMap(([k, i]) => { const p = pick(TARGET_PORTS[k]!, i); return p === undefined ? [] : [[k, p]]; }))),
+    branch_choices: fc.array(fc.tuple(targetKey, fc.nat()), { maxLength: 3 }).map((cs) =>
+      Object.fromEntries(
+        cs.flatMap(([k, i]) => {
+          const p = pick(TARGET_PORTS[k]!, i);
+          return p === undefined ? [] : [[k, p]];
+        }),
+      ),
+    ),
     event: smallObject,
     subject_id: fc.oneof(fc.constant(null), fc.constantFrom("ct_1")),
   },
@@ -760,28 +1001,44 @@ const JSON_CT = "application/json";
  * Shrunk counterexamples the properties found, kept as their own tests so each bug shows on its
  * own (a property stops at its first failure). Each goes through the same check as its property.
  */
-type Known =
-  | { name: string; endpoint: "create" | "event" | "enroll" | "simulate"; req: Req }
-  | { name: string; endpoint: "put"; req: PutReq };
+type Known = { name: string; endpoint: "create" | "event" | "enroll" | "simulate"; req: Req } | { name: string; endpoint: "put"; req: PutReq };
 const KNOWN: Known[] = [
   { name: "U+0000 in a definition string (name)", endpoint: "create", req: { body: { definition: minimal({ name: "\u0000" }) }, contentType: JSON_CT } },
-  { name: "a lone surrogate in a definition string (name)", endpoint: "create", req: { body: { definition: minimal({ name: "a\ud800b" }) }, contentType: JSON_CT } },
+  {
+    name: "a lone surrogate in a definition string (name)",
+    endpoint: "create",
+    req: { body: { definition: minimal({ name: "a\ud800b" }) }, contentType: JSON_CT },
+  },
   {
     name: "an http_request body nested 20,000 deep",
     endpoint: "create",
     req: {
-      body: { definition: minimal({ nodes: [{ key: "a", kind: "http_request", config: { method: "POST", url: "http://127.0.0.1:1/x", body: nested(20_000) } }] }) },
+      body: {
+        definition: minimal({ nodes: [{ key: "a", kind: "http_request", config: { method: "POST", url: "http://127.0.0.1:1/x", body: nested(20_000) } }] }),
+      },
       contentType: JSON_CT,
     },
   },
-  { name: "U+0000 in a new version's description", endpoint: "put", req: { definition: minimal({ description: "\u0000" }), ev: { tag: "none" }, extra: undefined, contentType: JSON_CT } },
-  { name: "expected_version 2147483647", endpoint: "put", req: { definition: minimal(), ev: { tag: "value", value: 2_147_483_647 }, extra: undefined, contentType: JSON_CT } },
+  {
+    name: "U+0000 in a new version's description",
+    endpoint: "put",
+    req: { definition: minimal({ description: "\u0000" }), ev: { tag: "none" }, extra: undefined, contentType: JSON_CT },
+  },
+  {
+    name: "expected_version 2147483647",
+    endpoint: "put",
+    req: { definition: minimal(), ev: { tag: "value", value: 2_147_483_647 }, extra: undefined, contentType: JSON_CT },
+  },
   { name: "U+0000 in an event payload", endpoint: "event", req: { body: { type: "fuzz.ev.a", payload: "\u0000" }, contentType: JSON_CT } },
   { name: "a lone surrogate in an event key", endpoint: "event", req: { body: { type: "fuzz.ev.a", key: "k\ud800" }, contentType: JSON_CT } },
   { name: "an event payload nested 20,000 deep", endpoint: "event", req: { body: { type: "fuzz.ev.a", payload: nested(20_000) }, contentType: JSON_CT } },
-  { name: "an unknown event field named \"a/b\" (details.pointer)", endpoint: "event", req: { body: { type: "fuzz.ev.a", "a/b": 1 }, contentType: JSON_CT } },
+  { name: 'an unknown event field named "a/b" (details.pointer)', endpoint: "event", req: { body: { type: "fuzz.ev.a", "a/b": 1 }, contentType: JSON_CT } },
   { name: "U+0000 in an enrolled subject_id", endpoint: "enroll", req: { body: { subject_id: "\u0000" }, contentType: JSON_CT } },
-  { name: "enroll context_overrides nested 20,000 deep", endpoint: "enroll", req: { body: { context_overrides: { d: nested(20_000) } }, contentType: JSON_CT } },
+  {
+    name: "enroll context_overrides nested 20,000 deep",
+    endpoint: "enroll",
+    req: { body: { context_overrides: { d: nested(20_000) } }, contentType: JSON_CT },
+  },
   { name: "simulate test_context nested 20,000 deep", endpoint: "simulate", req: { body: { test_context: { d: nested(20_000) } }, contentType: JSON_CT } },
 ];
 
@@ -824,7 +1081,10 @@ describe.each(STORE_KINDS)("the HTTP API under malformed input (%s store)", (kin
     await app.listen({ host: "127.0.0.1", port: 0 });
     base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
     agent = new Agent({ connections: 4 });
-    const putTarget = await send("POST", "/v1/automations", { body: { definition: { key: "fz-put-target", name: "PUT target", root: "a", nodes: [{ key: "a", kind: "end" }] } }, contentType: JSON_CT });
+    const putTarget = await send("POST", "/v1/automations", {
+      body: { definition: { key: "fz-put-target", name: "PUT target", root: "a", nodes: [{ key: "a", kind: "end" }] } },
+      contentType: JSON_CT,
+    });
     expect(putTarget.status, putTarget.text).toBe(201);
     target = { id: putTarget.json.id, key: "fz-put-target" };
     const enrolled = await send("POST", "/v1/automations", { body: { definition: TARGET }, contentType: JSON_CT });
@@ -960,10 +1220,15 @@ describe.each(STORE_KINDS)("the HTTP API under malformed input (%s store)", (kin
       const def = expectedDefinition(r);
       const count = (type: string) => def.triggers.filter((t: { type: string }) => t.type === type).length;
       expect(after, short(r)).toEqual({
-        listed: before.listed + 1, automations: before.automations + 1, versions: before.versions + 1, hooks: before.hooks + count("webhook"),
-        schedules: before.schedules + count("schedule"), audit: before.audit + 1, audit_create: before.audit_create + 1,
+        listed: before.listed + 1,
+        automations: before.automations + 1,
+        versions: before.versions + 1,
+        hooks: before.hooks + count("webhook"),
+        schedules: before.schedules + count("schedule"),
+        audit: before.audit + 1,
+        audit_create: before.audit_create + 1,
       });
-      expect(r.json, short(r)).toMatchObject({ key: def.key, name: def.name, version: 1, status: (r.seen?.value as any).status ?? "active" });
+      expect(r.json, short(r)).toMatchObject({ key: def.key, name: def.name, version: 1, status: (r.seen?.value as any)?.status ?? "active" });
       expect(r.json.id).toMatch(/^aut_/);
       expectSameDefinition(r.json.definition, def, "the 201's definition");
       const read = await get(`/v1/automations/${r.json.id}`);

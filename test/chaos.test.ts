@@ -36,15 +36,39 @@ describe.each(STORE_KINDS)("chaos (%s store)", (kind) => {
     if (rows.length) console.log(`[chaos ${kind}]\n${table(rows)}`);
   });
 
-  it.each(faults)("%s: every run completes once, every effect once", async (fault) => {
-    const f = await h.scenario({ fault, runs, seconds: SECONDS, recoverySeconds: 30, ...(fault === "pgkill" ? { everyMs: [600, 1200] as [number, number] } : {}) });
-    rows.push(f);
-    const figures = { lost: f.lost, stuck: f.stuck, missingKeys: f.missingKeys, dupEffects: f.dupEffects, illegal: f.illegal, workerCrashes: f.workerCrashes };
-    expect(figures, `${table([f])}\n${f.details.slice(0, 40).join("\n")}`).toEqual({ lost: 0, stuck: 0, missingKeys: 0, dupEffects: 0, illegal: 0, workerCrashes: 0 });
-    expect(f.runs).toBe(runs);
-    expect(f.injections).toBeGreaterThan(0);
-    if (!ALLOW_KNOWN_PG_CLIENT_CRASH) expect(f.knownBugCrashes, table([f])).toBe(0);
-  }, 60_000);
+  it.each(faults)(
+    "%s: every run completes once, every effect once",
+    async (fault) => {
+      const f = await h.scenario({
+        fault,
+        runs,
+        seconds: SECONDS,
+        recoverySeconds: 30,
+        ...(fault === "pgkill" ? { everyMs: [600, 1200] as [number, number] } : {}),
+      });
+      rows.push(f);
+      const figures = {
+        lost: f.lost,
+        stuck: f.stuck,
+        missingKeys: f.missingKeys,
+        dupEffects: f.dupEffects,
+        illegal: f.illegal,
+        workerCrashes: f.workerCrashes,
+      };
+      expect(figures, `${table([f])}\n${f.details.slice(0, 40).join("\n")}`).toEqual({
+        lost: 0,
+        stuck: 0,
+        missingKeys: 0,
+        dupEffects: 0,
+        illegal: 0,
+        workerCrashes: 0,
+      });
+      expect(f.runs).toBe(runs);
+      expect(f.injections).toBeGreaterThan(0);
+      if (!ALLOW_KNOWN_PG_CLIENT_CRASH) expect(f.knownBugCrashes, table([f])).toBe(0);
+    },
+    60_000,
+  );
 });
 
 // The figures above can only prove something if each can be non-zero: with a deliberate break
@@ -69,8 +93,12 @@ describe.skipIf(!STORE_KINDS.includes("embedded"))("chaos oracle: each figure ca
     "history-doubled": (f) => f.illegal,
   };
 
-  it.each(BROKEN)("%s makes its figure non-zero", async (broken) => {
-    const f = await h.scenario({ fault: "sink", runs: 40, seconds: 2, recoverySeconds: broken === "workers-frozen" ? 3 : 20, broken });
-    expect(figureOf[broken](f), `${table([f])}\n${f.details.slice(0, 10).join("\n")}`).toBeGreaterThan(0);
-  }, 60_000);
+  it.each(BROKEN)(
+    "%s makes its figure non-zero",
+    async (broken) => {
+      const f = await h.scenario({ fault: "sink", runs: 40, seconds: 2, recoverySeconds: broken === "workers-frozen" ? 3 : 20, broken });
+      expect(figureOf[broken](f), `${table([f])}\n${f.details.slice(0, 10).join("\n")}`).toBeGreaterThan(0);
+    },
+    60_000,
+  );
 });

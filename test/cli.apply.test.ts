@@ -60,7 +60,9 @@ describe("weft apply: one pass, sorted, strict, dry run", () => {
   function weft(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
     return new Promise((resolve, reject) => {
       const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
-        cwd: ROOT, env: { ...process.env, WEFT_URL: api.base, WEFT_TOKEN: TOKEN }, stdio: ["ignore", "pipe", "pipe"],
+        cwd: ROOT,
+        env: { ...process.env, WEFT_URL: api.base, WEFT_TOKEN: TOKEN },
+        stdio: ["ignore", "pipe", "pipe"],
       });
       let stdout = "";
       let stderr = "";
@@ -78,7 +80,9 @@ describe("weft apply: one pass, sorted, strict, dry run", () => {
   }
 
   it("reports every problem in one pass, sorted by line, each naming the field or the fix", async () => {
-    const f = file("broken.yaml", `key: broken
+    const f = file(
+      "broken.yaml",
+      `key: broken
 name: Broken
 triggers:
   - type: event
@@ -97,7 +101,8 @@ edges:
   - from: hello
     port: true
     to: dnoe
-`);
+`,
+    );
     const res = await weft(["apply", "-f", f]);
     expect(res.code).toBe(2);
     const lines = res.stderr.split("\n").filter((l) => l.startsWith(f));

@@ -16,7 +16,8 @@ const TSX = pathToFileURL(join(ROOT, "node_modules/tsx/dist/loader.mjs")).href;
 
 function weft(args: string[], cwd: string, env: Record<string, string> = {}) {
   const r = spawnSync(process.execPath, ["--import", TSX, MAIN, ...args], {
-    cwd, encoding: "utf8",
+    cwd,
+    encoding: "utf8",
     env: { ...process.env, WEFT_DATABASE_URL: "", WEFT_DATA_DIR: "", WEFT_ADMIN_TOKEN: "", ...env },
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };

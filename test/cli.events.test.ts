@@ -24,8 +24,15 @@ interface Result {
 
 function flow(key: string, name: string) {
   return {
-    key, name: key, triggers: [{ type: "event", name }], reentry: { policy: "allow_concurrent" },
-    root: "park", nodes: [{ key: "park", kind: "delay", config: { duration_ms: 3_600_000 } }, { key: "done", kind: "end" }],
+    key,
+    name: key,
+    triggers: [{ type: "event", name }],
+    reentry: { policy: "allow_concurrent" },
+    root: "park",
+    nodes: [
+      { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
+      { key: "done", kind: "end" },
+    ],
     edges: [{ from: "park", port: "next", to: "done" }],
   };
 }
@@ -51,7 +58,9 @@ describe.each(STORE_KINDS)("weft events and weft status (%s store)", (kind) => {
   function weft(args: string[]): Promise<Result> {
     return new Promise((resolve, reject) => {
       const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
-        cwd: ROOT, env: { ...process.env, WEFT_URL: api.base, WEFT_TOKEN: TOKEN }, stdio: ["ignore", "pipe", "pipe"],
+        cwd: ROOT,
+        env: { ...process.env, WEFT_URL: api.base, WEFT_TOKEN: TOKEN },
+        stdio: ["ignore", "pipe", "pipe"],
       });
       let stdout = "";
       let stderr = "";
@@ -66,7 +75,11 @@ describe.each(STORE_KINDS)("weft events and weft status (%s store)", (kind) => {
     await engine.createAutomation(WS, flow("welcome", "user.signed_up"));
     await engine.createAutomation(WS, flow("winback", "user.churned"));
     const ids: string[] = [];
-    for (const [subject, key] of [["u1", "k1"], ["u2", "k2"], ["u1", "k3"]] as const) {
+    for (const [subject, key] of [
+      ["u1", "k1"],
+      ["u2", "k2"],
+      ["u1", "k3"],
+    ] as const) {
       ids.push((await engine.ingest(WS, { type: "user.signed_up", subject_id: subject, key })).event_id);
       clock.advance(1); // newest first: each event received a millisecond after the previous one
     }
@@ -79,10 +92,20 @@ describe.each(STORE_KINDS)("weft events and weft status (%s store)", (kind) => {
 
     const all = await weft(["events", "list", "--json"]);
     expect(all.code).toBe(0);
-    expect(all.stdout.trim().split("\n").map((l) => JSON.parse(l).id)).toEqual([...ids].reverse());
+    expect(
+      all.stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l).id),
+    ).toEqual([...ids].reverse());
     expect(JSON.parse(all.stdout.split("\n")[0]!)).not.toHaveProperty("body");
     const bySubject = await weft(["events", "list", "--subject", "u1", "--json"]);
-    expect(bySubject.stdout.trim().split("\n").map((l) => JSON.parse(l).id)).toEqual([ids[2], ids[0]]);
+    expect(
+      bySubject.stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l).id),
+    ).toEqual([ids[2], ids[0]]);
     const byKey = await weft(["events", "list", "--key", "k2", "--type", "user.signed_up"]);
     expect(byKey.stdout).toContain(ids[1]!);
     expect(byKey.stdout).not.toContain(ids[0]!);
@@ -94,7 +117,9 @@ describe.each(STORE_KINDS)("weft events and weft status (%s store)", (kind) => {
     expect(why.code).toBe(0);
     const lines = why.stdout.split("\n");
     expect(lines.find((l) => l.startsWith("welcome"))).toMatch(/^welcome\s+yes\s+run_\S+\s+taken\s+/);
-    expect(lines.find((l) => l.startsWith("winback"))).toMatch(/^winback\s+no\s+-\s+event_name_differs\s+It listens for "user.churned"; this event is "user.signed_up"\./);
+    expect(lines.find((l) => l.startsWith("winback"))).toMatch(
+      /^winback\s+no\s+-\s+event_name_differs\s+It listens for "user.churned"; this event is "user.signed_up"\./,
+    );
     expect((await weft(["events", "explain", "evt_missing"])).code).toBe(3);
   });
 

@@ -38,7 +38,9 @@ describe("weft automations, approvals, subjects, simulate", () => {
   function weft(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
     return new Promise((resolve, reject) => {
       const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
-        cwd: ROOT, env: { ...process.env, WEFT_URL: api.base, WEFT_TOKEN: TOKEN }, stdio: ["ignore", "pipe", "pipe"],
+        cwd: ROOT,
+        env: { ...process.env, WEFT_URL: api.base, WEFT_TOKEN: TOKEN },
+        stdio: ["ignore", "pipe", "pipe"],
       });
       let stdout = "";
       let stderr = "";
@@ -66,8 +68,13 @@ describe("weft automations, approvals, subjects, simulate", () => {
 
   it("approvals: list the pending one with its automation's key, approve it, a second decision is refused (exit 1)", async () => {
     const a = await engine.createAutomation(WS, {
-      key: "op.approve", name: "Needs approval", root: "ask",
-      nodes: [{ key: "ask", kind: "approval", config: { title: "Refund 40 EUR?" } }, { key: "done", kind: "end" }],
+      key: "op.approve",
+      name: "Needs approval",
+      root: "ask",
+      nodes: [
+        { key: "ask", kind: "approval", config: { title: "Refund 40 EUR?" } },
+        { key: "done", kind: "end" },
+      ],
       edges: [{ from: "ask", port: "approved", to: "done" }],
     });
     const { run } = await engine.enroll(WS, a.id, { subject_id: "ct_9" });
@@ -91,7 +98,11 @@ describe("weft automations, approvals, subjects, simulate", () => {
     expect(p.code).toBe(0);
     const c = await weft(["subjects", "controls", "ct_7"]);
     expect(c.stdout).toMatch(/op\.subj\s+asked us to stop\s+2099-01-01/);
-    const enrolled = await api.call<{ status: string; exit_reason: string }>("POST", `/v1/automations/${(await engine.listAutomations(WS)).find((x) => x.key === "op.subj")!.id}/enroll`, { subject_id: "ct_7" });
+    const enrolled = await api.call<{ status: string; exit_reason: string }>(
+      "POST",
+      `/v1/automations/${(await engine.listAutomations(WS)).find((x) => x.key === "op.subj")!.id}/enroll`,
+      { subject_id: "ct_7" },
+    );
     expect(enrolled.body).toMatchObject({ status: "exited", exit_reason: "subject_paused" });
     expect((await weft(["subjects", "resume", "ct_7", "--automation", "op.subj"])).stdout).toContain("ct_7: resumed");
     expect((await weft(["subjects", "controls", "ct_7"])).stdout).toContain("no pause in force");
@@ -99,13 +110,18 @@ describe("weft automations, approvals, subjects, simulate", () => {
 
   it("simulate walks the current version with forced branches from a file and writes nothing", async () => {
     await engine.createAutomation(WS, {
-      key: "op.sim", name: "Sim", root: "big",
+      key: "op.sim",
+      name: "Sim",
+      root: "big",
       nodes: [
         { key: "big", kind: "branch", config: { condition: "context.amount > 100" } },
         { key: "yes", kind: "set", config: { assign: { tier: "'gold'" } } },
         { key: "no", kind: "set", config: { assign: { tier: "'basic'" } } },
       ],
-      edges: [{ from: "big", port: "true", to: "yes" }, { from: "big", port: "false", to: "no" }],
+      edges: [
+        { from: "big", port: "true", to: "yes" },
+        { from: "big", port: "false", to: "no" },
+      ],
     });
     const branches = join(dir, "branches.json");
     writeFileSync(branches, JSON.stringify({ big: "false" }));

@@ -132,7 +132,10 @@ describe.each(STORE_KINDS)("weft CLI (%s store)", (kind) => {
     const json = file("other.json", JSON.stringify({ key: "cli-json", name: "From JSON", root: "done", nodes: [{ key: "done", kind: "end" }] }, null, 2));
     const third = await weft(["apply", "-f", f, "-f", json, "--json"]);
     expect(third.code, third.stderr).toBe(0);
-    const lines = third.stdout.trim().split("\n").map((l) => JSON.parse(l) as { file: string; result: string; key: string; version: number });
+    const lines = third.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { file: string; result: string; key: string; version: number });
     expect(lines).toEqual([
       expect.objectContaining({ file: f, result: "unchanged", key: "cli-followup", version: 2 }),
       expect.objectContaining({ file: json, result: "created", key: "cli-json", version: 1 }),
@@ -152,10 +155,21 @@ describe.each(STORE_KINDS)("weft CLI (%s store)", (kind) => {
     expect(await automationByKey("cli-invalid")).toBeUndefined();
 
     // Line 12 of a second file: an edge to an unknown port, and an unknown field in the same run.
-    const twelve = [
-      "key: cli-invalid-two", "name: Two", "root: a", "nodes:", "  - key: a", "    kind: branch", "    config:", "      condition: 'true'",
-      "    colour: blue", "  - key: b", "    kind: end", "edges: [{ from: a, port: maybe, to: b }]",
-    ].join("\n") + "\n";
+    const twelve =
+      [
+        "key: cli-invalid-two",
+        "name: Two",
+        "root: a",
+        "nodes:",
+        "  - key: a",
+        "    kind: branch",
+        "    config:",
+        "      condition: 'true'",
+        "    colour: blue",
+        "  - key: b",
+        "    kind: end",
+        "edges: [{ from: a, port: maybe, to: b }]",
+      ].join("\n") + "\n";
     const g = file("twelve.yaml", twelve);
     const both = await weft(["apply", "-f", g]);
     expect(both.code).toBe(2);
@@ -179,11 +193,11 @@ describe.each(STORE_KINDS)("weft CLI (%s store)", (kind) => {
     const y = file("syntax.yaml", "key: cli-syntax\nname: Syntax\nroot: a\nnodes:\n  - key: a\n    kind: end\n   config: {}\n");
     const res = await weft(["apply", "-f", y]);
     expect(res.code).toBe(2);
-    expect(res.stderr).toMatch(new RegExp(`syntax\\.yaml:7:\\d+  yaml\\.`));
+    expect(res.stderr).toMatch(/syntax\.yaml:7:\d+ {2}yaml\./);
     const j = file("syntax.json", '{\n  "key": "cli-syntax",\n  "name": "Syntax"\n  "root": "a"\n}\n');
     const res2 = await weft(["apply", "-f", j]);
     expect(res2.code).toBe(2);
-    expect(res2.stderr).toMatch(/syntax\.json:4:\d+  json\.syntax/);
+    expect(res2.stderr).toMatch(/syntax\.json:4:\d+ {2}json\.syntax/);
     expect(await automationByKey("cli-syntax")).toBeUndefined();
   });
 
@@ -204,8 +218,14 @@ describe.each(STORE_KINDS)("weft CLI (%s store)", (kind) => {
   it("runs list, get and steps on real runs (JSON and tables); stop on a waiting run exits it", async () => {
     const created = await api.call<{ id: string }>("POST", "/v1/automations", {
       definition: {
-        key: "cli-runs", name: "Runs", subject: "{{ event.subject_id }}", root: "wait",
-        nodes: [{ key: "wait", kind: "wait_for_event", config: { event: "reply.received" } }, { key: "done", kind: "end" }],
+        key: "cli-runs",
+        name: "Runs",
+        subject: "{{ event.subject_id }}",
+        root: "wait",
+        nodes: [
+          { key: "wait", kind: "wait_for_event", config: { event: "reply.received" } },
+          { key: "done", kind: "end" },
+        ],
         edges: [{ from: "wait", port: "received", to: "done" }],
       },
     });
@@ -225,7 +245,10 @@ describe.each(STORE_KINDS)("weft CLI (%s store)", (kind) => {
       weft(["runs", "list", "--automation", aid, "--status", "waiting"]),
     ]);
     expect(list.code, list.stderr).toBe(0);
-    const runs = list.stdout.trim().split("\n").map((l) => JSON.parse(l) as RunJson);
+    const runs = list.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as RunJson);
     expect(runs.map((r) => r.id).sort()).toEqual([waiting.id, answered.id, third.id].sort());
     expect(runs.find((r) => r.id === answered.id)?.status).toBe("completed");
     // A list carries summaries: the context and trigger event are in `runs get` only.
@@ -259,8 +282,14 @@ describe.each(STORE_KINDS)("weft CLI (%s store)", (kind) => {
     expect(getText.stdout).toMatch(/wakes on\s+a "reply\.received" event about subject cli-sub-1/);
 
     expect(steps.code, steps.stderr).toBe(0);
-    const thread = steps.stdout.trim().split("\n").map((l) => JSON.parse(l) as { node_key: string; outcome: string; exited_via_port_key: string | null });
-    expect(thread.filter((s) => s.outcome === "succeeded").map((s) => [s.node_key, s.exited_via_port_key])).toEqual([["wait", "received"], ["done", null]]);
+    const thread = steps.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { node_key: string; outcome: string; exited_via_port_key: string | null });
+    expect(thread.filter((s) => s.outcome === "succeeded").map((s) => [s.node_key, s.exited_via_port_key])).toEqual([
+      ["wait", "received"],
+      ["done", null],
+    ]);
     expect(stepsTable.code, stepsTable.stderr).toBe(0);
     expect(stepsTable.stdout.split("\n")[0]).toMatch(/^NODE\s+KIND\s+ATTEMPT\s+OUTCOME\s+PORTS\s+DURATION\s+ERROR$/);
     expect(stepsTable.stdout).toMatch(/wait\s+wait_for_event\s+1\s+succeeded\s+- -> received\s+\d+ms\s+-/);
@@ -312,11 +341,16 @@ describe.each(STORE_KINDS)("weft CLI (%s store)", (kind) => {
     const res = await weft(["events", "send", "--file", f, "--json"]);
     expect(res.code, res.stderr).toBe(0);
     expect(res.stderr).toContain("sent 50 events");
-    const accepted = res.stdout.trim().split("\n").map((l) => JSON.parse(l) as { line: number; event_id: string; duplicate: boolean });
+    const accepted = res.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { line: number; event_id: string; duplicate: boolean });
     expect(accepted).toHaveLength(50);
     expect(new Set(accepted.map((a) => a.event_id)).size).toBe(50);
     expect(accepted.every((a) => !a.duplicate)).toBe(true);
-    const stored = await Promise.all(accepted.map((a) => api.call<{ id: string; key: string; body: { payload: { i: number } } }>("GET", `/v1/events/${a.event_id}`)));
+    const stored = await Promise.all(
+      accepted.map((a) => api.call<{ id: string; key: string; body: { payload: { i: number } } }>("GET", `/v1/events/${a.event_id}`)),
+    );
     expect(stored.map((s) => s.status)).toEqual(accepted.map(() => 200));
     expect(stored.map((s) => s.body.body.payload.i)).toEqual(lines.map((_, i) => i));
 

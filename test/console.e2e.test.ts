@@ -23,8 +23,14 @@ import { makeStore, type TestStore } from "./helpers/stores.js";
 const CHROMIUM = "/usr/bin/chromium";
 /** As the machine notes say: no background traffic (the network here is closed), no sandbox as root. */
 const CHROMIUM_ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync",
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
 ];
 const TOKEN = "console-e2e-admin-token";
 const SHOTS = fileURLToPath(new URL("./screenshots/", import.meta.url));
@@ -45,10 +51,14 @@ function startLoopback(): Promise<{ url: string; close(): Promise<void> }> {
       return json(200, { ok: true, path: req.url });
     });
   });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve({
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  })));
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () =>
+      resolve({
+        url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        close: () => new Promise<void>((r) => server.close(() => r())),
+      }),
+    ),
+  );
 }
 
 describe("web console in headless Chromium (embedded store)", () => {
@@ -82,38 +92,64 @@ describe("web console in headless Chromium (embedded store)", () => {
 
     // A completed run (its automation then gets a second version, for the history).
     const welcome = await engine.createAutomation(WS, {
-      key: "welcome", name: "Welcome email", root: "greet",
+      key: "welcome",
+      name: "Welcome email",
+      root: "greet",
       nodes: [
         { key: "greet", kind: "set", config: { assign: { greeting: "'Hello ' + context.name" } } },
-        { key: "send", kind: "http_request", config: { method: "POST", url: `${loopback.url}/mail`, body: { to: "{{ subject.id }}", text: "{{ context.greeting }}" } } },
+        {
+          key: "send",
+          kind: "http_request",
+          config: { method: "POST", url: `${loopback.url}/mail`, body: { to: "{{ subject.id }}", text: "{{ context.greeting }}" } },
+        },
         { key: "done", kind: "end" },
       ],
-      edges: [{ from: "greet", port: "next", to: "send" }, { from: "send", port: "next", to: "done" }],
+      edges: [
+        { from: "greet", port: "next", to: "send" },
+        { from: "send", port: "next", to: "done" },
+      ],
     });
     ids.welcome = welcome.id;
     ids.completed = (await engine.enroll(WS, welcome.id, { subject_id: "ct_ada", context_overrides: { name: "Ada" } })).run.id;
     expect((await settle(engine, ids.completed)).status).toBe("completed");
     await engine.updateAutomation(WS, welcome.id, {
-      key: "welcome", name: "Welcome email", root: "greet",
+      key: "welcome",
+      name: "Welcome email",
+      root: "greet",
       nodes: [
         { key: "greet", kind: "set", config: { assign: { greeting: "'Hello ' + context.name" } } },
         { key: "vip", kind: "branch", config: { condition: "context.name == 'Ada'" } },
-        { key: "send", kind: "http_request", config: { method: "POST", url: `${loopback.url}/mail`, body: { to: "{{ subject.id }}", text: "{{ context.greeting }}" } } },
+        {
+          key: "send",
+          kind: "http_request",
+          config: { method: "POST", url: `${loopback.url}/mail`, body: { to: "{{ subject.id }}", text: "{{ context.greeting }}" } },
+        },
         { key: "done", kind: "end" },
       ],
       edges: [
-        { from: "greet", port: "next", to: "vip" }, { from: "vip", port: "true", to: "send" }, { from: "vip", port: "false", to: "done" },
+        { from: "greet", port: "next", to: "vip" },
+        { from: "vip", port: "true", to: "send" },
+        { from: "vip", port: "false", to: "done" },
         { from: "send", port: "next", to: "done" },
       ],
     });
 
     // Six runs fail on the CRM's 401 within the hour: a failed run to explain, and a spike.
     const crm = await engine.createAutomation(WS, {
-      key: "crm-sync", name: "CRM sync", root: "push",
+      key: "crm-sync",
+      name: "CRM sync",
+      root: "push",
       nodes: [
-        { key: "push", kind: "http_request", config: {
-          method: "POST", url: `${loopback.url}/crm/contacts`, headers: { Authorization: "Bearer sk_live_revoked" }, body: { id: "{{ subject.id }}" },
-        } },
+        {
+          key: "push",
+          kind: "http_request",
+          config: {
+            method: "POST",
+            url: `${loopback.url}/crm/contacts`,
+            headers: { Authorization: "Bearer sk_live_revoked" },
+            body: { id: "{{ subject.id }}" },
+          },
+        },
         { key: "done", kind: "end" },
       ],
       edges: [{ from: "push", port: "next", to: "done" }],
@@ -128,13 +164,19 @@ describe("web console in headless Chromium (embedded store)", () => {
 
     // A run parked on an approval.
     const refund = await engine.createAutomation(WS, {
-      key: "refund", name: "Refund approval", root: "ask",
+      key: "refund",
+      name: "Refund approval",
+      root: "ask",
       nodes: [
         { key: "ask", kind: "approval", config: { title: "Refund 120 EUR to {{ subject.id }}", approvers: [] } },
         { key: "pay", kind: "http_request", config: { method: "POST", url: `${loopback.url}/refunds`, body: { subject: "{{ subject.id }}" } } },
         { key: "done", kind: "end" },
       ],
-      edges: [{ from: "ask", port: "approved", to: "pay" }, { from: "ask", port: "rejected", to: "done" }, { from: "pay", port: "next", to: "done" }],
+      edges: [
+        { from: "ask", port: "approved", to: "pay" },
+        { from: "ask", port: "rejected", to: "done" },
+        { from: "pay", port: "next", to: "done" },
+      ],
     });
     ids.refund = refund.id;
     ids.waiting = (await engine.enroll(WS, refund.id, { subject_id: "ct_bob", context_overrides: {} })).run.id;
@@ -142,33 +184,47 @@ describe("web console in headless Chromium (embedded store)", () => {
 
     // A fan-out over four accounts; the KYC service rejects one.
     const kyc = await engine.createAutomation(WS, {
-      key: "kyc-review", name: "Weekly KYC review", root: "fanout",
+      key: "kyc-review",
+      name: "Weekly KYC review",
+      root: "fanout",
       nodes: [
-        { key: "fanout", kind: "for_each", config: {
-          items: "context.accounts", subject: "item.id",
-          action: { kind: "http_request", config: { method: "POST", url: `${loopback.url}/kyc/{{ item.id }}`, body: { account: "{{ item.id }}" } } },
-          concurrency: 2,
-        } },
+        {
+          key: "fanout",
+          kind: "for_each",
+          config: {
+            items: "context.accounts",
+            subject: "item.id",
+            action: { kind: "http_request", config: { method: "POST", url: `${loopback.url}/kyc/{{ item.id }}`, body: { account: "{{ item.id }}" } } },
+            concurrency: 2,
+          },
+        },
         { key: "done", kind: "end" },
       ],
       edges: [{ from: "fanout", port: "next", to: "done" }],
     });
     ids.kyc = kyc.id;
-    ids.fanout = (await engine.enroll(WS, kyc.id, {
-      subject_id: null, context_overrides: { accounts: [{ id: "acc_1" }, { id: "acc_2" }, { id: "acc_3" }, { id: "acc_4" }] },
-    })).run.id;
+    ids.fanout = (
+      await engine.enroll(WS, kyc.id, {
+        subject_id: null,
+        context_overrides: { accounts: [{ id: "acc_1" }, { id: "acc_2" }, { id: "acc_3" }, { id: "acc_4" }] },
+      })
+    ).run.id;
     expect((await settle(engine, ids.fanout)).status).toBe("completed_with_failures");
 
     profile = mkdtempSync(join(tmpdir(), "weft-chromium-"));
     browser = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 900 },
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1280, height: 900 },
     });
     page = browser.pages()[0] ?? (await browser.newPage());
     page.setDefaultTimeout(15_000);
     page.on("pageerror", (e) => pageErrors.push(`pageerror: ${e.message}`));
     page.on("console", (m) => {
       // API errors the page shows on purpose (a wrong token, a run that does not exist) Chromium also logs as failed resources.
-      if (m.type() === "error" && !/Failed to load resource: the server responded with a status of 40[14]/.test(m.text())) pageErrors.push(`console: ${m.text()}`);
+      if (m.type() === "error" && !/Failed to load resource: the server responded with a status of 40[14]/.test(m.text()))
+        pageErrors.push(`console: ${m.text()}`);
     });
   });
 

@@ -13,11 +13,25 @@ import { makeStore, type TestStore } from "./helpers/stores.js";
 import { until } from "./helpers/wait.js";
 
 const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 const TOKEN = "console-events-admin-token";
 
 const ending = (key: string, name: string, eventName: string) => ({
-  key, name, triggers: [{ type: "event", name: eventName }], root: "e", nodes: [{ key: "e", kind: "end" }], edges: [],
+  key,
+  name,
+  triggers: [{ type: "event", name: eventName }],
+  root: "e",
+  nodes: [{ key: "e", kind: "end" }],
+  edges: [],
 });
 
 describe("console events view (embedded store)", () => {
@@ -54,7 +68,8 @@ describe("console events view (embedded store)", () => {
     page.setDefaultTimeout(15_000);
     page.on("pageerror", (e) => pageErrors.push(`pageerror: ${e.message}`));
     page.on("console", (m) => {
-      if (m.type() === "error" && !/Failed to load resource: the server responded with a status of 40[14]/.test(m.text())) pageErrors.push(`console: ${m.text()}`);
+      if (m.type() === "error" && !/Failed to load resource: the server responded with a status of 40[14]/.test(m.text()))
+        pageErrors.push(`console: ${m.text()}`);
     });
     await page.goto(`${api.base}/console/#/events`);
     await page.fill("#token", TOKEN);

@@ -24,7 +24,12 @@ describe.each(STORE_KINDS)("fan-out crash recovery (%s store)", (kind) => {
     ts = await makeStore(kind);
     sink = await new Sink().start();
     // The remote dedupes by key: a repeat is answered with the original result, marked as a replay.
-    sink.reply = (_req, nth) => ({ status: 200, body: { ok: true }, delayMs: 15, headers: nth > 1 ? { "idempotent-replayed": "true" } : ({} as Record<string, string>) });
+    sink.reply = (_req, nth) => ({
+      status: 200,
+      body: { ok: true },
+      delayMs: 15,
+      headers: nth > 1 ? { "idempotent-replayed": "true" } : ({} as Record<string, string>),
+    });
     writer = new Engine({ store: ts.store, noRunner: true });
     await writer.start();
   });
@@ -37,11 +42,22 @@ describe.each(STORE_KINDS)("fan-out crash recovery (%s store)", (kind) => {
 
   it("SIGKILL mid fan-out: every item once on record, every effect under its key, re-sent effects reported as replays", async () => {
     const a = await writer.createAutomation(WS, {
-      key: "kyc-week", name: "kyc week", root: "each",
-      nodes: [{
-        key: "each", kind: "for_each", retry: { max_attempts: 10, initial_ms: 20, max_ms: 200 },
-        config: { items: "context.accounts", subject: "item", concurrency: 6, action: { kind: "http_request", config: { method: "POST", url: `${sink.url}/evidence`, body: { account: "{{ item }}" } } } },
-      }],
+      key: "kyc-week",
+      name: "kyc week",
+      root: "each",
+      nodes: [
+        {
+          key: "each",
+          kind: "for_each",
+          retry: { max_attempts: 10, initial_ms: 20, max_ms: 200 },
+          config: {
+            items: "context.accounts",
+            subject: "item",
+            concurrency: 6,
+            action: { kind: "http_request", config: { method: "POST", url: `${sink.url}/evidence`, body: { account: "{{ item }}" } } },
+          },
+        },
+      ],
     });
     const accounts = Array.from({ length: ITEMS }, (_, i) => `acct_${i}`);
     const { run } = await writer.enroll(WS, a.id, { subject_id: "kyc", context_overrides: { accounts } });
@@ -78,7 +94,9 @@ describe.each(STORE_KINDS)("fan-out crash recovery (%s store)", (kind) => {
 
     const items = await ts.store.listItems(run.id);
     expect(items.map((i) => i.idx)).toEqual(accounts.map((_, i) => i)); // each item once
-    expect(new Set(items.map((i) => i.outcome))).toEqual(new Set(items.some((i) => i.outcome === "idempotent_replay") ? ["succeeded", "idempotent_replay"] : ["succeeded"]));
+    expect(new Set(items.map((i) => i.outcome))).toEqual(
+      new Set(items.some((i) => i.outcome === "idempotent_replay") ? ["succeeded", "idempotent_replay"] : ["succeeded"]),
+    );
     expect(done.items_total).toBe(ITEMS);
     expect(done.items_failed).toBe(0);
 
@@ -95,6 +113,8 @@ describe.each(STORE_KINDS)("fan-out crash recovery (%s store)", (kind) => {
     const steps = (await writer.listSteps(WS, run.id)).filter((s) => s.node_key === "each" && s.outcome === "succeeded");
     expect(steps).toHaveLength(1);
     expect(steps[0]!.output).toMatchObject({ total: ITEMS, failed: 0 });
-    console.log(`[fan-out crash ${kind}] kills=${kills} mid-flight=${midFlightKills} interruptions=${done.interruptions} requests=${sink.requests.length} replays=${items.filter((i) => i.outcome === "idempotent_replay").length}`);
+    console.log(
+      `[fan-out crash ${kind}] kills=${kills} mid-flight=${midFlightKills} interruptions=${done.interruptions} requests=${sink.requests.length} replays=${items.filter((i) => i.outcome === "idempotent_replay").length}`,
+    );
   }, 180_000);
 });

@@ -25,9 +25,14 @@ const randInt = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi 
 
 // ---------- store reads ----------
 
-
 /** Poll every ~200 ms until all `expected` runs of the automation are terminal, or the deadline. */
-async function waitAllTerminal(store: Store, automationId: string, expected: number, deadline: number, stop?: () => boolean): Promise<{ ok: boolean; runs: Run[] }> {
+async function waitAllTerminal(
+  store: Store,
+  automationId: string,
+  expected: number,
+  deadline: number,
+  stop?: () => boolean,
+): Promise<{ ok: boolean; runs: Run[] }> {
   for (;;) {
     const runs = await listAll(store, automationId);
     if (runs.length === expected && runs.every((r) => isTerminal(r.status))) return { ok: true, runs };
@@ -38,10 +43,15 @@ async function waitAllTerminal(store: Store, automationId: string, expected: num
 
 function describeStuck(runs: Run[]): string {
   const stuck = runs.filter((r) => !isTerminal(r.status));
-  return stuck
-    .slice(0, 50)
-    .map((r) => `${r.id} status=${r.status} node=${r.current_node_key} due_at=${r.due_at} lease_owner=${r.lease_owner} rev=${r.rev} interruptions=${r.interruptions}`)
-    .join("\n") + (stuck.length > 50 ? `\n… and ${stuck.length - 50} more` : "");
+  return (
+    stuck
+      .slice(0, 50)
+      .map(
+        (r) =>
+          `${r.id} status=${r.status} node=${r.current_node_key} due_at=${r.due_at} lease_owner=${r.lease_owner} rev=${r.rev} interruptions=${r.interruptions}`,
+      )
+      .join("\n") + (stuck.length > 50 ? `\n… and ${stuck.length - 50} more` : "")
+  );
 }
 
 // ---------- the automation and the checks ----------
@@ -83,7 +93,12 @@ async function verify(engine: Engine, sink: Sink, runs: Run[]): Promise<Verdict>
     for (const n of ALL_NODES) {
       const ok = steps.filter((s) => s.node_key === n && s.outcome === "succeeded");
       if (ok.length !== 1 || ok[0]!.idempotency_key !== `${run.id}/${n}/1`) {
-        v.badStepCounts.push(`${run.id}/${n}: ${ok.length} succeeded row(s) [${steps.filter((s) => s.node_key === n).map((s) => `${s.outcome}#${s.attempt}`).join(", ")}]`);
+        v.badStepCounts.push(
+          `${run.id}/${n}: ${ok.length} succeeded row(s) [${steps
+            .filter((s) => s.node_key === n)
+            .map((s) => `${s.outcome}#${s.attempt}`)
+            .join(", ")}]`,
+        );
       }
     }
   }
@@ -198,40 +213,47 @@ describe.each(STORE_KINDS)("crash recovery (%s store)", (kind) => {
     expect(interrupted.length).toBeGreaterThan(0);
   }, 300_000);
 
-  it.each(RUNNER_POINTS)("crash at each named crash point resumes without loss: %s", async (point) => {
-    const s = await startSink();
-    const aut = await engine.createAutomation(WS, threeCalls(`crash-${point.replace(/[^a-z]+/g, "-")}-${kind}`, s.url));
-    const RUNS = 10;
-    const ids: string[] = [];
-    for (let i = 0; i < RUNS; i++) ids.push((await engine.enroll(WS, aut.id, {})).run.id);
+  it.each(RUNNER_POINTS)(
+    "crash at each named crash point resumes without loss: %s",
+    async (point) => {
+      const s = await startSink();
+      const aut = await engine.createAutomation(WS, threeCalls(`crash-${point.replace(/[^a-z]+/g, "-")}-${kind}`, s.url));
+      const RUNS = 10;
+      const ids: string[] = [];
+      for (let i = 0; i < RUNS; i++) ids.push((await engine.enroll(WS, aut.id, {})).run.id);
 
-    const crasher = startWorker(ts, { WEFT_CRASH_POINT: point, WEFT_CRASH_AFTER: "3" });
-    const exit = await Promise.race([crasher.exited, sleep(30_000).then(() => null)]);
-    if (exit === null) throw new Error(`worker with WEFT_CRASH_POINT=${point} did not die within 30 s:\n${crasher.output()}`);
-    expect(exit.signal, crasher.output()).toBe("SIGKILL");
-    const before = await listAll(ts.store, aut.id);
-    expect(before.every((r) => isTerminal(r.status)), "the crash should leave work undone").toBe(false);
-    const requestsAtCrash = s.requests.length;
+      const crasher = startWorker(ts, { WEFT_CRASH_POINT: point, WEFT_CRASH_AFTER: "3" });
+      const exit = await Promise.race([crasher.exited, sleep(30_000).then(() => null)]);
+      if (exit === null) throw new Error(`worker with WEFT_CRASH_POINT=${point} did not die within 30 s:\n${crasher.output()}`);
+      expect(exit.signal, crasher.output()).toBe("SIGKILL");
+      const before = await listAll(ts.store, aut.id);
+      expect(
+        before.every((r) => isTerminal(r.status)),
+        "the crash should leave work undone",
+      ).toBe(false);
+      const requestsAtCrash = s.requests.length;
 
-    const healer = startWorker(ts);
-    const res = await waitAllTerminal(ts.store, aut.id, RUNS, Date.now() + 60_000, () => healer.child.exitCode !== null || healer.child.signalCode !== null);
-    if (!res.ok) throw new Error(`runs not terminal after the crash at ${point}:\n${describeStuck(res.runs)}\n${healer.output()}`);
-    await kill(healer);
+      const healer = startWorker(ts);
+      const res = await waitAllTerminal(ts.store, aut.id, RUNS, Date.now() + 60_000, () => healer.child.exitCode !== null || healer.child.signalCode !== null);
+      if (!res.ok) throw new Error(`runs not terminal after the crash at ${point}:\n${describeStuck(res.runs)}\n${healer.output()}`);
+      await kill(healer);
 
-    const verdict = await verify(engine, s, res.runs);
-    const dup = duplicates(s);
-    const interrupted = res.runs.filter((r) => r.interruptions > 0);
-    console.log(
-      `[crash ${kind} ${point}] runs=${res.runs.length} sink_requests=${s.requests.length} (at crash: ${requestsAtCrash}) ` +
-        `duplicate_deliveries=${dup.requests} runs_interrupted=${interrupted.length} interruptions=${res.runs.map((r) => r.interruptions).join(",")}`,
-    );
-    expect(res.runs.map((r) => r.id).sort()).toEqual([...ids].sort());
-    expect(verdict.notCompleted).toEqual([]);
-    expect(verdict.missingKeys).toEqual([]);
-    expect(verdict.badStepCounts).toEqual([]);
-    // The crash left at least one run mid-flight (claimed, status running), so its resumption is an interruption.
-    expect(interrupted.length).toBeGreaterThan(0);
-    // At these two points the step's effect had reached the sink but was not committed: it is re-sent.
-    if (point !== "runner:after-checkpoint") expect(dup.requests).toBeGreaterThan(0);
-  }, 120_000);
+      const verdict = await verify(engine, s, res.runs);
+      const dup = duplicates(s);
+      const interrupted = res.runs.filter((r) => r.interruptions > 0);
+      console.log(
+        `[crash ${kind} ${point}] runs=${res.runs.length} sink_requests=${s.requests.length} (at crash: ${requestsAtCrash}) ` +
+          `duplicate_deliveries=${dup.requests} runs_interrupted=${interrupted.length} interruptions=${res.runs.map((r) => r.interruptions).join(",")}`,
+      );
+      expect(res.runs.map((r) => r.id).sort()).toEqual([...ids].sort());
+      expect(verdict.notCompleted).toEqual([]);
+      expect(verdict.missingKeys).toEqual([]);
+      expect(verdict.badStepCounts).toEqual([]);
+      // The crash left at least one run mid-flight (claimed, status running), so its resumption is an interruption.
+      expect(interrupted.length).toBeGreaterThan(0);
+      // At these two points the step's effect had reached the sink but was not committed: it is re-sent.
+      if (point !== "runner:after-checkpoint") expect(dup.requests).toBeGreaterThan(0);
+    },
+    120_000,
+  );
 });

@@ -29,10 +29,25 @@ describe("definition reference", () => {
   });
 
   it("the JSON Schema's node branches are exactly the built-in kinds plus custom actions, each config closed", () => {
-    const s = definitionJsonSchema() as { properties: { nodes: { items: { oneOf: { properties: { kind: { const?: string }; config?: { additionalProperties?: unknown; anyOf?: unknown } } }[] } } } };
+    const s = definitionJsonSchema() as {
+      properties: { nodes: { items: { oneOf: { properties: { kind: { const?: string }; config?: { additionalProperties?: unknown; anyOf?: unknown } } }[] } } };
+    };
     const branches = s.properties.nodes.items.oneOf;
     const kinds = branches.map((b) => b.properties.kind.const).filter(Boolean);
-    expect(kinds).toEqual(["set", "branch", "switch", "delay", "wait_for_event", "input", "http_request", "approval", "for_each", "randomizer", "agent", "end"]);
+    expect(kinds).toEqual([
+      "set",
+      "branch",
+      "switch",
+      "delay",
+      "wait_for_event",
+      "input",
+      "http_request",
+      "approval",
+      "for_each",
+      "randomizer",
+      "agent",
+      "end",
+    ]);
     for (const b of branches.slice(0, -1)) expect(b.properties.config!.additionalProperties === false || b.properties.config!.anyOf !== undefined).toBe(true);
   });
 });

@@ -13,7 +13,7 @@ import { Engine } from "../src/engine/engine.js";
 import type { Store, StoredEvent } from "../src/engine/store.js";
 import { WS, LOOPBACK } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
-import { sleep, until } from "./helpers/wait.js";
+import { until } from "./helpers/wait.js";
 
 /** The real store; the next dispatch round can be held just before its dispatch transaction. */
 function holdable(store: Store) {
@@ -49,7 +49,8 @@ function holdable(store: Store) {
 
 function def(key: string, eventName: string, marker = "v1") {
   return {
-    key, name: key,
+    key,
+    name: key,
     triggers: [{ type: "event", name: eventName }],
     reentry: { policy: "allow_concurrent" },
     root: "mark",

@@ -10,7 +10,7 @@ import { Engine } from "../src/engine/engine.js";
 import type { Run } from "../src/engine/store.js";
 import { WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
-import { sleep, until } from "./helpers/wait.js";
+import { until } from "./helpers/wait.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const TOKEN = "durability-token-at-least-32-characters";
@@ -68,21 +68,25 @@ async function kill(c: Child): Promise<void> {
 function postThenKill(c: Child, base: string, body: unknown): Promise<{ status: number; json: { event_id?: string; duplicate?: boolean } }> {
   const data = JSON.stringify(body);
   return new Promise((resolve, reject) => {
-    const req = http.request(`${base}/v1/events`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json", "content-length": Buffer.byteLength(data) },
-    }, (res) => {
-      let text = "";
-      res.on("data", (d: Buffer) => (text += d.toString()));
-      res.on("end", () => {
-        if (res.statusCode === 202) c.proc.kill("SIGKILL");
-        try {
-          resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as { event_id?: string } });
-        } catch (err) {
-          reject(err as Error);
-        }
-      });
-    });
+    const req = http.request(
+      `${base}/v1/events`,
+      {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json", "content-length": Buffer.byteLength(data) },
+      },
+      (res) => {
+        let text = "";
+        res.on("data", (d: Buffer) => (text += d.toString()));
+        res.on("end", () => {
+          if (res.statusCode === 202) c.proc.kill("SIGKILL");
+          try {
+            resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as { event_id?: string } });
+          } catch (err) {
+            reject(err as Error);
+          }
+        });
+      },
+    );
     req.on("error", reject);
     req.end(data);
   });
@@ -109,7 +113,8 @@ describe.each(STORE_KINDS)("event durability across SIGKILL (%s store)", (kind) 
 
   it("SIGKILL the engine right after a 202: the event is there after restart and produces its run", async () => {
     const a = await engine.createAutomation(WS, {
-      key: `durable-${kind}`, name: "durable",
+      key: `durable-${kind}`,
+      name: "durable",
       triggers: [{ type: "event", name: "durable.ping" }],
       root: "note",
       nodes: [
@@ -139,11 +144,15 @@ describe.each(STORE_KINDS)("event durability across SIGKILL (%s store)", (kind) 
 
     const second = startWeft(ts);
     await second.url;
-    const run = await until<Run>("the event's run to complete after the restart", async () => {
-      const runs = (await ts.store.listRuns({ workspace_id: WS, automation_id: a.id, limit: 10 })).items;
-      const r = runs.find((x) => x.event_id === eventId);
-      return r && r.status === "completed" ? r : null;
-    }, 60_000);
+    const run = await until<Run>(
+      "the event's run to complete after the restart",
+      async () => {
+        const runs = (await ts.store.listRuns({ workspace_id: WS, automation_id: a.id, limit: 10 })).items;
+        const r = runs.find((x) => x.event_id === eventId);
+        return r && r.status === "completed" ? r : null;
+      },
+      60_000,
+    );
     expect(run.context).toMatchObject({ n: 7 });
     expect(run.subject_id).toBe("ct_1");
 
@@ -157,11 +166,15 @@ describe.each(STORE_KINDS)("event durability across SIGKILL (%s store)", (kind) 
     const replay = await new Promise<{ status: number; body: string }>((resolve, reject) => {
       const data = JSON.stringify({ type: "durable.ping", key: "durable-1", subject_id: "ct_1", payload: { n: 7 } });
       void second.url.then((b) => {
-        const req = http.request(`${b}/v1/events`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" } }, (r) => {
-          let text = "";
-          r.on("data", (d: Buffer) => (text += d.toString()));
-          r.on("end", () => resolve({ status: r.statusCode ?? 0, body: text }));
-        });
+        const req = http.request(
+          `${b}/v1/events`,
+          { method: "POST", headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" } },
+          (r) => {
+            let text = "";
+            r.on("data", (d: Buffer) => (text += d.toString()));
+            r.on("end", () => resolve({ status: r.statusCode ?? 0, body: text }));
+          },
+        );
         req.on("error", reject);
         req.end(data);
       });

@@ -19,9 +19,16 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 function flow(key: string, triggers: unknown[], extra: Record<string, unknown> = {}) {
   return {
-    key, name: key, triggers, reentry: { policy: "allow_concurrent" }, ...extra,
+    key,
+    name: key,
+    triggers,
+    reentry: { policy: "allow_concurrent" },
+    ...extra,
     root: "park",
-    nodes: [{ key: "park", kind: "delay", config: { duration_ms: 3_600_000 } }, { key: "done", kind: "end" }],
+    nodes: [
+      { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
+      { key: "done", kind: "end" },
+    ],
     edges: [{ from: "park", port: "next", to: "done" }],
   };
 }
@@ -65,7 +72,12 @@ describe.each(STORE_KINDS)("event explanation (%s store)", (kind) => {
     expect(taken).toMatchObject({ taken: true, code: "taken", run_status: expect.any(String) });
     const runs = await engine.listRuns({ workspace_id: WS, limit: 10 });
     expect(taken.run_id).toBe(runs.items[0]!.id);
-    expect(answerFor(x, "churn")).toMatchObject({ taken: false, code: "event_name_differs", run_id: null, details: { expected: "user.churned", got: "user.signed_up" } });
+    expect(answerFor(x, "churn")).toMatchObject({
+      taken: false,
+      code: "event_name_differs",
+      run_id: null,
+      details: { expected: "user.churned", got: "user.signed_up" },
+    });
     expect(x.dispatched).toBe(true);
 
     // A viewer reads the explanation too.
@@ -85,8 +97,10 @@ describe.each(STORE_KINDS)("event explanation (%s store)", (kind) => {
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page: { status: number; body: { items: { id: string; body?: unknown }[]; next_cursor: string | null } } =
-        await api.call("GET", `/v1/events?subject_id=p1&limit=2${cursor ? `&cursor=${cursor}` : ""}`);
+      const page: { status: number; body: { items: { id: string; body?: unknown }[]; next_cursor: string | null } } = await api.call(
+        "GET",
+        `/v1/events?subject_id=p1&limit=2${cursor ? `&cursor=${cursor}` : ""}`,
+      );
       expect(page.status).toBe(200);
       expect(page.body.items.length).toBeLessThanOrEqual(2);
       for (const e of page.body.items) expect(e).not.toHaveProperty("body");
@@ -117,12 +131,22 @@ describe.each(STORE_KINDS)("event explanation (%s store)", (kind) => {
   it("entity_or_op_differs: what it watches and what came", async () => {
     await engine.createAutomation(WS, flow("deals", [{ type: "record", entity: "deal", on: ["created"] }]));
     const x = await explain({ type: "record", entity: "deal", record_id: "d1", op: "deleted", before: { stage: "open" } });
-    expect(answerFor(x, "deals")).toMatchObject({ code: "entity_or_op_differs", details: { expected: { entity: "deal", ops: ["created"] }, got: { entity: "deal", op: "deleted" } } });
+    expect(answerFor(x, "deals")).toMatchObject({
+      code: "entity_or_op_differs",
+      details: { expected: { entity: "deal", ops: ["created"] }, got: { entity: "deal", op: "deleted" } },
+    });
   });
 
   it("watched_fields_unchanged: the fields with before and after", async () => {
     await engine.createAutomation(WS, flow("stage", [{ type: "record", entity: "deal", on: ["updated"], fields: ["stage"] }]));
-    const x = await explain({ type: "record", entity: "deal", record_id: "d1", op: "updated", before: { stage: "open", amount: 1 }, after: { stage: "open", amount: 2 } });
+    const x = await explain({
+      type: "record",
+      entity: "deal",
+      record_id: "d1",
+      op: "updated",
+      before: { stage: "open", amount: 1 },
+      after: { stage: "open", amount: 2 },
+    });
     const a = answerFor(x, "stage");
     expect(a).toMatchObject({ code: "watched_fields_unchanged", details: { fields: [{ field: "stage", before: "open", after: "open" }] } });
     expect(a.reason).toContain('stage "open" → "open"');
@@ -155,7 +179,9 @@ describe.each(STORE_KINDS)("event explanation (%s store)", (kind) => {
 
     await engine.createAutomation(WS, {
       ...flow("cool", [{ type: "event", name: "pong" }], { reentry: { policy: "skip_if_active", cooldown_min: 60 } }),
-      root: "done", nodes: [{ key: "done", kind: "end" }], edges: [],
+      root: "done",
+      nodes: [{ key: "done", kind: "end" }],
+      edges: [],
     });
     const first = answerFor(await explain({ type: "pong", subject_id: "u2" }), "cool");
     expect(first.code).toBe("taken");
@@ -205,7 +231,9 @@ describe.each(STORE_KINDS)("only an API process alive (%s store)", (kind) => {
     child = served.child;
     const call = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
       const res = await fetch(`${served.base}${path}`, {
-        method, headers: { authorization: `Bearer ${TOKEN}`, ...(body ? { "content-type": "application/json" } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}),
+        method,
+        headers: { authorization: `Bearer ${TOKEN}`, ...(body ? { "content-type": "application/json" } : {}) },
+        ...(body ? { body: JSON.stringify(body) } : {}),
       });
       return (await res.json()) as T;
     };

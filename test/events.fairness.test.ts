@@ -5,9 +5,9 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Engine } from "../src/engine/engine.js";
 import { shardOf } from "../src/engine/intake.js";
-import { startEngine, WS, LOOPBACK } from "./helpers/engine.js";
+import { WS, LOOPBACK } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
-import { sleep, until } from "./helpers/wait.js";
+import { until } from "./helpers/wait.js";
 
 const FLOOD = 2000;
 const FEW = 3;
@@ -17,14 +17,17 @@ const FEW_NAME = "fair.few";
 /** Run `n` tasks with at most `width` in flight. */
 async function bounded(n: number, width: number, task: (i: number) => Promise<unknown>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(width, n) }, async () => {
-    while (next < n) await task(next++);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(width, n) }, async () => {
+      while (next < n) await task(next++);
+    }),
+  );
 }
 
 function automation(key: string, eventName: string) {
   return {
-    key, name: key,
+    key,
+    name: key,
     triggers: [{ type: "event", name: eventName }],
     reentry: { policy: "allow_concurrent" },
     root: "work",

@@ -14,7 +14,7 @@ import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
-import { sleep, until } from "./helpers/wait.js";
+import { until } from "./helpers/wait.js";
 
 const TOKEN = "test-admin-token";
 
@@ -59,7 +59,8 @@ let seq = 0;
 function namedEventAutomation(name: string) {
   const key = `intake-${++seq}-${Date.now().toString(36)}`;
   return {
-    key, name: key,
+    key,
+    name: key,
     triggers: [{ type: "event", name }],
     reentry: { policy: "allow_concurrent" },
     root: "note",
@@ -237,7 +238,10 @@ describe.each(STORE_KINDS)("event intake over HTTP (%s store)", (kind) => {
     for (const [k, bodies] of byKey) {
       expect(bodies, `key burst-${k}`).toHaveLength(COPIES);
       expect(new Set(bodies.map((b) => b.event_id)).size, `key burst-${k}: one event id`).toBe(1);
-      expect(bodies.filter((b) => b.duplicate === false), `key burst-${k}: exactly one first`).toHaveLength(1);
+      expect(
+        bodies.filter((b) => b.duplicate === false),
+        `key burst-${k}: exactly one first`,
+      ).toHaveLength(1);
     }
     const ids = new Set(replies.map((r) => r.res.body.event_id!));
     expect(ids.size).toBe(KEYS);

@@ -10,7 +10,7 @@ import type { Run } from "../src/engine/store.js";
 import { emitEvent } from "../src/outbox.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, PG_URL, STORE_KINDS, type TestStore } from "./helpers/stores.js";
-import { sleep, until } from "./helpers/wait.js";
+import { until } from "./helpers/wait.js";
 
 let seq = 0;
 
@@ -52,7 +52,8 @@ describe.skipIf(!STORE_KINDS.includes("postgres"))("transactional outbox (postgr
   async function automation(name: string) {
     const key = `outbox-${++seq}`;
     return engine.createAutomation(WS, {
-      key, name: key,
+      key,
+      name: key,
       triggers: [{ type: "event", name }],
       reentry: { policy: "allow_concurrent" },
       root: "done",
@@ -60,8 +61,7 @@ describe.skipIf(!STORE_KINDS.includes("postgres"))("transactional outbox (postgr
     });
   }
 
-  const runsOf = async (automationId: string): Promise<Run[]> =>
-    (await engine.listRuns({ workspace_id: WS, automation_id: automationId, limit: 500 })).items;
+  const runsOf = async (automationId: string): Promise<Run[]> => (await engine.listRuns({ workspace_id: WS, automation_id: automationId, limit: 500 })).items;
 
   const runFor = (automationId: string, eventId: string) =>
     until(`the run of ${eventId}`, async () => (await runsOf(automationId)).find((r) => r.event_id === eventId && r.status === "completed"));

@@ -29,7 +29,14 @@ describe.each(STORE_KINDS)("explain (%s store)", (kind) => {
   });
 
   async function runOf(nodes: unknown[], edges: unknown[] = [], subject = "ct_1", context: Record<string, unknown> = {}) {
-    const a = await engine.createAutomation(WS, { key: `x-${Math.random().toString(36).slice(2, 8)}`, name: "x", root: (nodes[0] as { key: string }).key, reentry: { policy: "allow_concurrent" }, nodes, edges });
+    const a = await engine.createAutomation(WS, {
+      key: `x-${Math.random().toString(36).slice(2, 8)}`,
+      name: "x",
+      root: (nodes[0] as { key: string }).key,
+      reentry: { policy: "allow_concurrent" },
+      nodes,
+      edges,
+    });
     const { run } = await engine.enroll(WS, a.id, { subject_id: subject, context_overrides: context });
     return run.id;
   }
@@ -54,7 +61,14 @@ describe.each(STORE_KINDS)("explain (%s store)", (kind) => {
   });
 
   it("a run parked on a paused subject says so, with the reason and how to resume", async () => {
-    const id = await runOf([{ key: "d", kind: "delay", config: { duration_ms: 1000 } }, { key: "e", kind: "end" }], [{ from: "d", port: "next", to: "e" }], "ct_paused");
+    const id = await runOf(
+      [
+        { key: "d", kind: "delay", config: { duration_ms: 1000 } },
+        { key: "e", kind: "end" },
+      ],
+      [{ from: "d", port: "next", to: "e" }],
+      "ct_paused",
+    );
     await parked(id);
     // Paused while it waits: when it wakes, the pause is checked and it parks on subject_resume.
     await engine.pauseSubject(WS, "ct_paused", { pause_reason: "manual_takeover" });

@@ -22,8 +22,13 @@ const WS2 = "wsp_neighbour";
 
 function fanOut(key: string, config: Record<string, unknown>) {
   return {
-    key, name: key, root: "fanout",
-    nodes: [{ key: "fanout", kind: "for_each", config }, { key: "done", kind: "end" }],
+    key,
+    name: key,
+    root: "fanout",
+    nodes: [
+      { key: "fanout", kind: "for_each", config },
+      { key: "done", kind: "end" },
+    ],
     edges: [{ from: "fanout", port: "next", to: "done" }],
   };
 }
@@ -65,18 +70,23 @@ describe.each(STORE_KINDS)("hostile fan-outs (%s store)", (kind) => {
     try {
       // The production lease: this test is about the event loop, not about a lease's margin on a busy machine.
       engine = await startEngine({ store: ts.store, httpAllow: LOOPBACK, runner: { leaseMs: 30_000 } });
-      engine.registerAction(defineAction({
-        kind: "noop",
-        class: "fast",
-        input: z.object({ n: z.number() }),
-        handler(_input, ctx) {
-          if (firstCall < 0) firstCall = ticks;
-          lastCall = ticks;
-          calls.set(ctx.idempotency_key, (calls.get(ctx.idempotency_key) ?? 0) + 1);
-          return null;
-        },
-      }));
-      const a = await engine.createAutomation(WS, fanOut("huge", { items: "context.list", subject: "item", concurrency: 50, action: { kind: "noop", config: { n: "{{ item }}" } } }));
+      engine.registerAction(
+        defineAction({
+          kind: "noop",
+          class: "fast",
+          input: z.object({ n: z.number() }),
+          handler(_input, ctx) {
+            if (firstCall < 0) firstCall = ticks;
+            lastCall = ticks;
+            calls.set(ctx.idempotency_key, (calls.get(ctx.idempotency_key) ?? 0) + 1);
+            return null;
+          },
+        }),
+      );
+      const a = await engine.createAutomation(
+        WS,
+        fanOut("huge", { items: "context.list", subject: "item", concurrency: 50, action: { kind: "noop", config: { n: "{{ item }}" } } }),
+      );
       const list = Array.from({ length: N }, (_, i) => i);
       const { run } = await engine.enroll(WS, a.id, { subject_id: "huge", context_overrides: { list } });
       const done = await engine.waitForRun(WS, run.id);
@@ -103,10 +113,15 @@ describe.each(STORE_KINDS)("hostile fan-outs (%s store)", (kind) => {
       const writer = new Engine({ store: ts.store, noRunner: true });
       await writer.start();
       engine = writer;
-      const a = await writer.createAutomation(WS, fanOut("chunks", {
-        items: "context.accounts", subject: "item", concurrency: 8,
-        action: { kind: "http_request", config: { method: "POST", url: `${sink.url}/evidence`, body: { account: "{{ item }}" } } },
-      }));
+      const a = await writer.createAutomation(
+        WS,
+        fanOut("chunks", {
+          items: "context.accounts",
+          subject: "item",
+          concurrency: 8,
+          action: { kind: "http_request", config: { method: "POST", url: `${sink.url}/evidence`, body: { account: "{{ item }}" } } },
+        }),
+      );
       const accounts = Array.from({ length: N }, (_, i) => `acct_${i}`);
       const { run } = await writer.enroll(WS, a.id, { subject_id: "kyc", context_overrides: { accounts } });
 
@@ -182,7 +197,11 @@ describe.each(STORE_KINDS)("hostile fan-outs (%s store)", (kind) => {
       const r1 = (await engine.enroll(WS, a1.id, { subject_id: "s1", context_overrides: { list } })).run;
       const r2 = (await engine.enroll(WS, a2.id, { subject_id: "s2", context_overrides: { list } })).run;
       const rb = (await engine.enroll(WS2, b.id, { subject_id: "s3", context_overrides: { list } })).run;
-      for (const [ws, r] of [[WS, r1], [WS, r2], [WS2, rb]] as const) {
+      for (const [ws, r] of [
+        [WS, r1],
+        [WS, r2],
+        [WS2, rb],
+      ] as const) {
         const done = await engine.waitForRun(ws, r.id);
         expect(done.status).toBe("completed");
         expect(done.items_total).toBe(40);

@@ -68,14 +68,18 @@ describe.each(STORE_KINDS)("a hostile tenant over HTTP (%s store)", (kind) => {
 
   async function http<T = any>(method: Method, path: string, token: string | null, body?: unknown, at = base): Promise<Res<T>> {
     const res = await request(`${at}${path}`, {
-      method, dispatcher: agent,
+      method,
+      dispatcher: agent,
       headers: { ...(token !== null ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { "content-type": "application/json" } : {}) },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
     const text = await res.body.text();
     return { status: res.statusCode, text, body: (text.trimStart().startsWith("{") ? JSON.parse(text) : {}) as Res<T>["body"] };
   }
-  const as = (token: string | null) => <T = any>(method: Method, path: string, body?: unknown) => http<T>(method, path, token, body);
+  const as =
+    (token: string | null) =>
+    <T = any>(method: Method, path: string, body?: unknown) =>
+      http<T>(method, path, token, body);
   const admin = as(TOKEN);
   let seq = 0;
   async function newUser(role: "admin" | "member" | "viewer"): Promise<{ id: string; token: string; token_id: string; call: ReturnType<typeof as> }> {
@@ -87,7 +91,15 @@ describe.each(STORE_KINDS)("a hostile tenant over HTTP (%s store)", (kind) => {
   }
   const def = (extra: Record<string, unknown> = {}) => {
     const key = `hostile-${++seq}`;
-    return { key, name: key, reentry: { policy: "allow_concurrent" }, root: "s", nodes: [{ key: "s", kind: "set", config: { assign: { ok: "true" } } }], edges: [], ...extra };
+    return {
+      key,
+      name: key,
+      reentry: { policy: "allow_concurrent" },
+      root: "s",
+      nodes: [{ key: "s", kind: "set", config: { assign: { ok: "true" } } }],
+      edges: [],
+      ...extra,
+    };
   };
 
   it("secret names are listed to admins only: a viewer and a member get 403 auth.forbidden", async () => {
@@ -238,14 +250,18 @@ describe.each(STORE_KINDS)("a hostile tenant over HTTP (%s store)", (kind) => {
     expect(over.status).toBe(409);
     expect(over.body.error).toMatchObject({ code: "tokens.limit", details: { pointer: "/user_id", limit: MAX_TOKENS_PER_USER } });
     expect((await admin("POST", "/v1/tokens", { user_id: m.id })).status).toBe(409);
-    expect((await admin<{ items: { user_id: string; revoked_at: string | null }[] }>("GET", "/v1/tokens")).body.items.filter((t) => t.user_id === m.id)).toHaveLength(MAX_TOKENS_PER_USER);
+    expect(
+      (await admin<{ items: { user_id: string; revoked_at: string | null }[] }>("GET", "/v1/tokens")).body.items.filter((t) => t.user_id === m.id),
+    ).toHaveLength(MAX_TOKENS_PER_USER);
     expect((await m.call("DELETE", `/v1/tokens/${ids[1]}`)).status).toBe(204);
     expect((await m.call("POST", "/v1/tokens", {})).status).toBe(201);
   });
 
   it("a member can neither enroll into nor retrigger a run of an automation that runs as someone else (403 auth.run_as_forbidden)", async () => {
     const m = await newUser("member");
-    const asAdmin = await admin<{ id: string; version: number }>("POST", "/v1/automations", { definition: def({ run_as: { type: "user", user_id: BOOTSTRAP_ADMIN } }) });
+    const asAdmin = await admin<{ id: string; version: number }>("POST", "/v1/automations", {
+      definition: def({ run_as: { type: "user", user_id: BOOTSTRAP_ADMIN } }),
+    });
     expect(asAdmin.status).toBe(201);
     const refused = await m.call("POST", `/v1/automations/${asAdmin.body.id}/enroll`, { subject_id: "ct_1" });
     expect(refused.status).toBe(403);
@@ -261,7 +277,10 @@ describe.each(STORE_KINDS)("a hostile tenant over HTTP (%s store)", (kind) => {
     const open = await admin<{ id: string; version: number }>("POST", "/v1/automations", { definition: plain });
     const run = await m.call<{ id: string }>("POST", `/v1/automations/${open.body.id}/enroll`, { subject_id: "ct_3" });
     expect(run.status).toBe(201);
-    const v2 = await admin("PUT", `/v1/automations/${open.body.id}`, { definition: { ...plain, run_as: { type: "user", user_id: BOOTSTRAP_ADMIN } }, expected_version: 1 });
+    const v2 = await admin("PUT", `/v1/automations/${open.body.id}`, {
+      definition: { ...plain, run_as: { type: "user", user_id: BOOTSTRAP_ADMIN } },
+      expected_version: 1,
+    });
     expect(v2.status).toBe(200);
     const retrigger = await m.call("POST", `/v1/automation-runs/${run.body.id}/retrigger`, {});
     expect(retrigger.status).toBe(403);
@@ -324,7 +343,12 @@ describe("WEFT_ADMIN_TOKEN at start (a real weft start)", () => {
     for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
 
-  interface Child { url: Promise<string>; exited: Promise<number | null>; output: () => string; kill: () => Promise<void> }
+  interface Child {
+    url: Promise<string>;
+    exited: Promise<number | null>;
+    output: () => string;
+    kill: () => Promise<void>;
+  }
   function start(dataDir: string, token: string): Child {
     const proc = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "start"], {
       cwd: ROOT,
@@ -344,7 +368,9 @@ describe("WEFT_ADMIN_TOKEN at start (a real weft start)", () => {
     });
     url.catch(() => undefined);
     return {
-      url, exited, output: () => out,
+      url,
+      exited,
+      output: () => out,
       kill: async () => {
         if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
         await exited;

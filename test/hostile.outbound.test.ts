@@ -71,10 +71,14 @@ const completion = (message: Record<string, unknown>) =>
 
 /** The run once it has ended; a run that never ends (re-claimed each lease) fails the test. */
 async function ended(engine: Engine, runId: string): Promise<Run> {
-  return until(`run ${runId} to end`, async () => {
-    const r = await engine.getRun(WS, runId);
-    return r.completed_at !== null && r;
-  }, 15_000);
+  return until(
+    `run ${runId} to end`,
+    async () => {
+      const r = await engine.getRun(WS, runId);
+      return r.completed_at !== null && r;
+    },
+    15_000,
+  );
 }
 
 describe.each(STORE_KINDS)("hostile outbound HTTP (%s store)", (kind) => {
@@ -99,12 +103,22 @@ describe.each(STORE_KINDS)("hostile outbound HTTP (%s store)", (kind) => {
   }
 
   async function runOne(e: Engine, nodes: unknown[], edges: unknown[] = [], context: Record<string, unknown> = {}): Promise<Run> {
-    const a = await e.createAutomation(WS, { key: `h-${Math.random().toString(36).slice(2, 8)}`, name: "h", root: nodes.length > 0 ? (nodes[0] as { key: string }).key : "n", nodes, edges });
+    const a = await e.createAutomation(WS, {
+      key: `h-${Math.random().toString(36).slice(2, 8)}`,
+      name: "h",
+      root: nodes.length > 0 ? (nodes[0] as { key: string }).key : "n",
+      nodes,
+      edges,
+    });
     const { run } = await e.enroll(WS, a.id, { context_overrides: context });
     return ended(e, run.id);
   }
 
-  const post = (url: string, extra: Record<string, unknown> = {}) => ({ key: "n", kind: "http_request", config: { method: "POST", url, body: { a: 1 }, ...extra } });
+  const post = (url: string, extra: Record<string, unknown> = {}) => ({
+    key: "n",
+    kind: "http_request",
+    config: { method: "POST", url, body: { a: 1 }, ...extra },
+  });
 
   // ---------- responses ----------
 
@@ -115,7 +129,11 @@ describe.each(STORE_KINDS)("hostile outbound HTTP (%s store)", (kind) => {
     expect(done.status).toBe("failed");
     const steps = await e.listSteps(WS, done.id);
     expect(steps).toHaveLength(1);
-    expect(steps[0]!.error).toMatchObject({ code: "http.response_too_deep", retryable: false, details: expect.objectContaining({ pointer: expect.stringMatching(/^\/body(\/0)+$/) }) });
+    expect(steps[0]!.error).toMatchObject({
+      code: "http.response_too_deep",
+      retryable: false,
+      details: expect.objectContaining({ pointer: expect.stringMatching(/^\/body(\/0)+$/) }),
+    });
     expect(server.seen).toHaveLength(1);
   });
 
@@ -125,12 +143,21 @@ describe.each(STORE_KINDS)("hostile outbound HTTP (%s store)", (kind) => {
     const done = await runOne(e, [post(`${server.url}/deep`), { key: "handled", kind: "end" }], [{ from: "n", port: "error", to: "handled" }]);
     expect(done.status).toBe("completed");
     const steps = await e.listSteps(WS, done.id);
-    expect(steps.map((s) => [s.node_key, s.error?.code ?? null])).toEqual([["n", "http.response_too_deep"], ["handled", null]]);
+    expect(steps.map((s) => [s.node_key, s.error?.code ?? null])).toEqual([
+      ["n", "http.response_too_deep"],
+      ["handled", null],
+    ]);
     expect(server.seen).toHaveLength(1);
   });
 
   it("a response holding U+0000 or an unpaired surrogate fails the step with http.response_bad_text, sent once", async () => {
-    server = await rawServer((req) => (req.path === "/nul" ? { body: '{"name":"a\\u0000b"}' } : req.path === "/raw" ? { headers: { "content-type": "text/plain" }, body: "raw\u0000text" } : { body: '{"name":"\\ud800"}' }));
+    server = await rawServer((req) =>
+      req.path === "/nul"
+        ? { body: '{"name":"a\\u0000b"}' }
+        : req.path === "/raw"
+          ? { headers: { "content-type": "text/plain" }, body: "raw\u0000text" }
+          : { body: '{"name":"\\ud800"}' },
+    );
     const e = await start();
     for (const path of ["/nul", "/raw", "/surrogate"]) {
       const done = await runOne(e, [post(`${server.url}${path}`)]);
@@ -143,7 +170,11 @@ describe.each(STORE_KINDS)("hostile outbound HTTP (%s store)", (kind) => {
 
   it("an error response whose kept body holds U+0000 or ends mid surrogate pair is stored as a plain status failure", async () => {
     // 1,999 characters and then an emoji: the kept 2,000 characters would end on half of it.
-    server = await rawServer((req) => ({ status: 400, headers: { "content-type": "text/plain" }, body: req.path === "/nul" ? "bad\u0000request" : "x".repeat(1_999) + "😀" }));
+    server = await rawServer((req) => ({
+      status: 400,
+      headers: { "content-type": "text/plain" },
+      body: req.path === "/nul" ? "bad\u0000request" : "x".repeat(1_999) + "😀",
+    }));
     const e = await start();
     for (const path of ["/nul", "/split"]) {
       const done = await runOne(e, [post(`${server.url}${path}`)]);
@@ -167,7 +198,9 @@ describe.each(STORE_KINDS)("hostile outbound HTTP (%s store)", (kind) => {
   it("an agent whose tool arguments are nested too deep fails before the tool runs", async () => {
     let ran = 0;
     const args = JSON.stringify({ a: JSON.parse(deepArray(200)) as unknown });
-    server = await rawServer(() => ({ body: completion({ content: null, tool_calls: [{ id: "t1", type: "function", function: { name: "echo", arguments: args } }] }) }));
+    server = await rawServer(() => ({
+      body: completion({ content: null, tool_calls: [{ id: "t1", type: "function", function: { name: "echo", arguments: args } }] }),
+    }));
     const e = await start({ settings: { ai: { base_url: `${server.url}/v1` } } });
     e.registerAction({ kind: "echo", input: z.object({ a: z.unknown() }), handler: (input) => (ran++, input) });
     const done = await runOne(e, [{ key: "n", kind: "agent", config: { model: "m", prompt: "hi", tools: ["echo"] } }]);
@@ -196,7 +229,9 @@ describe.each(STORE_KINDS)("hostile outbound HTTP (%s store)", (kind) => {
     const done = await runOne(e, [{ key: "n", kind: "crm.log", config: {} }]);
     expect(done.status).toBe("completed");
     const [step] = await e.listSteps(WS, done.id);
-    expect(step!.logs).toEqual([expect.objectContaining({ level: "info", message: "pulled\uFFFD", data: { dropped: expect.stringMatching(/^action\.output_too_deep at \/0\//) } })]);
+    expect(step!.logs).toEqual([
+      expect.objectContaining({ level: "info", message: "pulled\uFFFD", data: { dropped: expect.stringMatching(/^action\.output_too_deep at \/0\//) } }),
+    ]);
   });
 
   it("a templated request body that is JSON nested too deep is kept on the step as the text sent, and the run goes on", async () => {
@@ -205,7 +240,12 @@ describe.each(STORE_KINDS)("hostile outbound HTTP (%s store)", (kind) => {
     const e = await start({ secretKey: randomBytes(32).toString("hex") });
     await e.admin.putSecret(ADMIN, "TOKEN", "tok-0123456789abcdef");
     const raw = deepArray(10_000);
-    const done = await runOne(e, [post(`${server.url}/x`, { headers: { authorization: "Bearer {{ secrets.TOKEN }}", "content-type": "application/json" }, body: "{{ context.raw }}" })], [], { raw });
+    const done = await runOne(
+      e,
+      [post(`${server.url}/x`, { headers: { authorization: "Bearer {{ secrets.TOKEN }}", "content-type": "application/json" }, body: "{{ context.raw }}" })],
+      [],
+      { raw },
+    );
     expect(done.status).toBe("completed");
     const [step] = await e.listSteps(WS, done.id);
     expect((step!.input as { body: unknown }).body).toBe(raw);
@@ -228,7 +268,9 @@ describe.each(STORE_KINDS)("hostile outbound HTTP (%s store)", (kind) => {
   it("a templated method that is not an HTTP token fails the step with http.bad_method and nothing is sent", async () => {
     server = await rawServer(() => ({ body: "{}" }));
     const e = await start();
-    const done = await runOne(e, [{ key: "n", kind: "http_request", config: { method: "{{ context.m }}", url: `${server.url}/x` } }], [], { m: "GET /admin HTTP/1.1\r\nX:" });
+    const done = await runOne(e, [{ key: "n", kind: "http_request", config: { method: "{{ context.m }}", url: `${server.url}/x` } }], [], {
+      m: "GET /admin HTTP/1.1\r\nX:",
+    });
     expect(done.status).toBe("failed");
     const steps = await e.listSteps(WS, done.id);
     expect(steps.map((s) => [s.error?.code, s.error?.retryable])).toEqual([["http.bad_method", false]]);
@@ -290,7 +332,18 @@ describe("the HTTP client's header rule", () => {
     new UndiciHttpClient({ allow: LOOPBACK }).send({ method: "GET", url: `${server.url}/x`, headers, timeoutMs: 5_000, maxResponseBytes: 1_000 });
 
   it("refuses the Host, framing and connection headers in any case, before anything is sent", async () => {
-    for (const name of ["Host", "connection", "Transfer-Encoding", "content-length", "upgrade", "te", "trailer", "keep-alive", "proxy-authorization", "Proxy-Connection"]) {
+    for (const name of [
+      "Host",
+      "connection",
+      "Transfer-Encoding",
+      "content-length",
+      "upgrade",
+      "te",
+      "trailer",
+      "keep-alive",
+      "proxy-authorization",
+      "Proxy-Connection",
+    ]) {
       const err = await send({ [name]: "x" }).catch((e: unknown) => e);
       expect(err, name).toBeInstanceOf(HttpError);
       expect(err, name).toMatchObject({ code: "http.forbidden_header", details: { header: name.toLowerCase() } });
@@ -299,7 +352,15 @@ describe("the HTTP client's header rule", () => {
   });
 
   it("refuses a header name that is not a token and a value with CR, LF, NUL or a character beyond Latin-1", async () => {
-    const cases: Record<string, string>[] = [{ "x-a": "1\r\n2" }, { "x-a": "1\n2" }, { "x-a": "1\u00002" }, { "x-a": "日本" }, { "x a": "1" }, { "x-a\r\nx-b": "1" }, { "": "1" }];
+    const cases: Record<string, string>[] = [
+      { "x-a": "1\r\n2" },
+      { "x-a": "1\n2" },
+      { "x-a": "1\u00002" },
+      { "x-a": "日本" },
+      { "x a": "1" },
+      { "x-a\r\nx-b": "1" },
+      { "": "1" },
+    ];
     for (const headers of cases) {
       const err = await send(headers).catch((e: unknown) => e);
       expect(err, JSON.stringify(headers)).toMatchObject({ code: "http.bad_header", details: { header: Object.keys(headers)[0]!.toLowerCase() } });

@@ -32,18 +32,25 @@ describe.each(STORE_KINDS)("reserved event sources (%s store)", (kind) => {
 
   it("an API event posing as a schedule tick or a webhook delivery is 400 event.reserved_source and stores nothing; the tick fires", async () => {
     const a = await engine.createAutomation(WS, {
-      key: `tick-${kind}`, name: "ticks", triggers: [{ type: "schedule", cron: "* * * * *" }],
-      root: "done", nodes: [{ key: "done", kind: "end" }],
+      key: `tick-${kind}`,
+      name: "ticks",
+      triggers: [{ type: "schedule", cron: "* * * * *" }],
+      root: "done",
+      nodes: [{ key: "done", kind: "end" }],
     });
     const tick = Date.parse("2026-03-02T09:01:00Z");
     for (const source of ["schedule", "Schedule", "webhook:hk_1", "webhook"]) {
       const res = await api.call<{ error: { code: string; details: { pointer: string } } }>("POST", "/v1/events", {
-        type: "anything", source, key: `${a.id}/0/${tick}`,
+        type: "anything",
+        source,
+        key: `${a.id}/0/${tick}`,
       });
       expect(res.status).toBe(400);
       expect(res.body.error).toMatchObject({ code: "event.reserved_source", details: { pointer: "/source" } });
     }
-    await expect(engine.ingest(WS, { type: "anything", source: "schedule", key: `${a.id}/0/${tick}` })).rejects.toMatchObject({ code: "event.reserved_source" });
+    await expect(engine.ingest(WS, { type: "anything", source: "schedule", key: `${a.id}/0/${tick}` })).rejects.toMatchObject({
+      code: "event.reserved_source",
+    });
     expect(await api.call("POST", "/v1/events", { type: "anything", source: "crm", key: "k1" })).toMatchObject({ status: 202 });
 
     clock.set(tick + 1_000);

@@ -40,7 +40,9 @@ describe("secrets are opaque in expressions", () => {
 
   it("a definition that takes a secret apart is refused with the pointer, in a CEL field and in a template", () => {
     const r = validateDefinition({
-      key: "k", name: "n", root: "a",
+      key: "k",
+      name: "n",
+      root: "a",
       nodes: [
         { key: "a", kind: "set", config: { assign: { x: "secrets.crm.split('')" } } },
         { key: "b", kind: "http_request", config: { method: "POST", url: "https://api.example.com", body: { t: "{{ secrets.crm.substring(1) }}" } } },
@@ -49,7 +51,10 @@ describe("secrets are opaque in expressions", () => {
     });
     expect(r.ok).toBe(false);
     const errs = r.ok ? [] : r.errors.map((e) => [e.code, e.pointer]);
-    expect(errs).toEqual([["expression.secret_use", "/nodes/0/config/assign/x"], ["expression.secret_use", "/nodes/1/config/body/t"]]);
+    expect(errs).toEqual([
+      ["expression.secret_use", "/nodes/0/config/assign/x"],
+      ["expression.secret_use", "/nodes/1/config/body/t"],
+    ]);
   });
 });
 
@@ -66,9 +71,14 @@ describe("through the engine", () => {
   });
 
   it("creating an automation that splits a secret is refused (definition.invalid), nothing stored", async () => {
-    await expect(engine.createAutomation(WS, {
-      key: "leak", name: "leak", root: "a", nodes: [{ key: "a", kind: "set", config: { assign: { chars: "secrets.crm.split('')" } } }],
-    })).rejects.toMatchObject({ code: "definition.invalid" });
+    await expect(
+      engine.createAutomation(WS, {
+        key: "leak",
+        name: "leak",
+        root: "a",
+        nodes: [{ key: "a", kind: "set", config: { assign: { chars: "secrets.crm.split('')" } } }],
+      }),
+    ).rejects.toMatchObject({ code: "definition.invalid" });
     expect((await engine.listAutomations(WS)).some((a) => a.key === "leak")).toBe(false);
   });
 });

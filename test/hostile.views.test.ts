@@ -33,7 +33,13 @@ describe.each(STORE_KINDS)("bounded list views (%s store)", (kind) => {
     app = buildApp({ engine, adminToken: TOKEN, rateLimitPerSecond: 0 });
     await app.ready();
     const created = await call("POST", "/v1/automations", {
-      definition: { key: "views", name: "views", reentry: { policy: "allow_concurrent" }, root: "s", nodes: [{ key: "s", kind: "set", config: { assign: { ok: "true" } } }] },
+      definition: {
+        key: "views",
+        name: "views",
+        reentry: { policy: "allow_concurrent" },
+        root: "s",
+        nodes: [{ key: "s", kind: "set", config: { assign: { ok: "true" } } }],
+      },
     });
     expect(created.status).toBe(201);
     automationId = created.body.id;
@@ -89,21 +95,35 @@ describe.each(STORE_KINDS)("bounded list views (%s store)", (kind) => {
   it("a fan-out's items page with a cursor and a bounded limit", async () => {
     const fan = await call("POST", "/v1/automations", {
       definition: {
-        key: "views-fan", name: "views fan", root: "fan",
-        nodes: [{ key: "fan", kind: "for_each", config: { items: "context.list", subject: "item", action: { kind: "views.touch", config: { n: "{{ item }}" } }, concurrency: 10 } }, { key: "done", kind: "end" }],
+        key: "views-fan",
+        name: "views fan",
+        root: "fan",
+        nodes: [
+          {
+            key: "fan",
+            kind: "for_each",
+            config: { items: "context.list", subject: "item", action: { kind: "views.touch", config: { n: "{{ item }}" } }, concurrency: 10 },
+          },
+          { key: "done", kind: "end" },
+        ],
         edges: [{ from: "fan", port: "next", to: "done" }],
       },
     });
     expect(fan.status).toBe(201);
-    const run = await call("POST", `/v1/automations/${fan.body.id}/enroll`, { subject_id: "fan", context_overrides: { list: Array.from({ length: 230 }, (_, i) => i) } });
+    const run = await call("POST", `/v1/automations/${fan.body.id}/enroll`, {
+      subject_id: "fan",
+      context_overrides: { list: Array.from({ length: 230 }, (_, i) => i) },
+    });
     expect((await engine.waitForRun(WS, run.body.id)).items_total).toBe(230);
 
     const seen: number[] = [];
     let cursor: string | null = null;
     let pages = 0;
     do {
-      const page: { status: number; body: { items: { index: number }[]; next_cursor: string | null } } =
-        await call("GET", `/v1/automation-runs/${run.body.id}/items?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+      const page: { status: number; body: { items: { index: number }[]; next_cursor: string | null } } = await call(
+        "GET",
+        `/v1/automation-runs/${run.body.id}/items?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
+      );
       expect(page.status).toBe(200);
       expect(page.body.items.length).toBeLessThanOrEqual(100);
       seen.push(...page.body.items.map((i) => i.index));

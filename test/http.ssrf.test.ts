@@ -46,7 +46,9 @@ class Origin {
         }
         if (u.pathname === "/echo") {
           res.writeHead(200, { "content-type": "application/json" });
-          return res.end(JSON.stringify({ method: req.method, body, authorization: req.headers.authorization ?? null, content_type: req.headers["content-type"] ?? null }));
+          return res.end(
+            JSON.stringify({ method: req.method, body, authorization: req.headers.authorization ?? null, content_type: req.headers["content-type"] ?? null }),
+          );
         }
         if (u.pathname === "/close") {
           // No keep-alive, so the next call must open (and resolve, and check) a new connection.
@@ -97,7 +99,10 @@ function get(url: string, more: Partial<HttpRequest> = {}): HttpRequest {
 }
 
 async function refusal(p: Promise<unknown>): Promise<HttpError> {
-  const err = await p.then(() => null, (e: unknown) => e);
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
   expect(err).toBeInstanceOf(HttpError);
   return err as HttpError;
 }
@@ -109,7 +114,10 @@ function fakeDns(answer: (name: string, nth: number) => string[]): Resolver & { 
     calls.push(name);
     const addrs = answer(name, calls.length);
     if (addrs.length === 0) return cb(Object.assign(new Error(`ENOTFOUND ${name}`), { code: "ENOTFOUND" }), []);
-    cb(null, addrs.map((address) => ({ address, family: address.includes(":") ? 6 : 4 })));
+    cb(
+      null,
+      addrs.map((address) => ({ address, family: address.includes(":") ? 6 : 4 })),
+    );
   }) as Resolver & { calls: string[] };
   resolve.calls = calls;
   return resolve;
@@ -254,10 +262,15 @@ describe("UndiciHttpClient with 127.0.0.1 allowed", () => {
     const asked: string[] = [];
     const recorded: string[] = [];
     const permit = hostPermit(["http:127.0.0.1"], (permission) => recorded.push(permission));
-    const err = await refusal(http2.send(get(`${a.url}/to?status=307&url=${encodeURIComponent(`http://localhost:${b.port}/echo`)}`, {
-      method: "POST", body: "private",
-      permit: (url, hop) => (asked.push(`${hop} ${url.host}`), permit!(url, hop)),
-    })));
+    const err = await refusal(
+      http2.send(
+        get(`${a.url}/to?status=307&url=${encodeURIComponent(`http://localhost:${b.port}/echo`)}`, {
+          method: "POST",
+          body: "private",
+          permit: (url, hop) => (asked.push(`${hop} ${url.host}`), permit!(url, hop)),
+        }),
+      ),
+    );
     expect(err.code).toBe("policy.violation");
     expect(err.details).toMatchObject({ permission: "http:localhost", url: `http://localhost:${b.port}/echo` });
     expect(err.message).toMatch(/^a redirect to localhost:\d+ is outside the step's permissions/);
@@ -405,10 +418,19 @@ describe("AddressPolicy", () => {
     if (!v.ok) expect(v.reason).toContain(why);
   });
 
-  it.each(["8.8.8.8", "1.1.1.1", "93.184.216.34", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111", "2a00:1450:4001::200e", "::ffff:8.8.8.8", "64:ff9b::8.8.8.8", "2002:808:808::1", "2001:0:4136:e378:8000:63bf:f7f7:f7f7"])(
-    "lets public %s through",
-    (ip) => expect(none.check(ip, "example.com")).toEqual({ ok: true }),
-  );
+  it.each([
+    "8.8.8.8",
+    "1.1.1.1",
+    "93.184.216.34",
+    "172.32.0.1",
+    "100.128.0.1",
+    "2606:4700:4700::1111",
+    "2a00:1450:4001::200e",
+    "::ffff:8.8.8.8",
+    "64:ff9b::8.8.8.8",
+    "2002:808:808::1",
+    "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
+  ])("lets public %s through", (ip) => expect(none.check(ip, "example.com")).toEqual({ ok: true }));
 
   it("refuses something that is not an address", () => {
     expect(none.check("example.com", "example.com")).toMatchObject({ ok: false, reason: expect.stringContaining("not an IP address") });

@@ -65,16 +65,20 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
   beforeEach(async () => {
     ts = await makeStore(kind);
     engine = new Engine({ httpAllow: LOOPBACK, store: ts.store, secretKey: SECRET_KEY, runner: { leaseMs: 30_000, pollMs: 20 } });
-    engine.registerAction(defineAction({
-      kind: "sweep.touch",
-      input: z.object({ thing: z.string() }),
-      handler: (input) => ({ touched: input.thing }),
-    }));
-    engine.registerAction(defineAction({
-      kind: "who.am_i",
-      input: z.object({}),
-      handler: (_input, ctx) => ({ run_as: ctx.run_as }),
-    }));
+    engine.registerAction(
+      defineAction({
+        kind: "sweep.touch",
+        input: z.object({ thing: z.string() }),
+        handler: (input) => ({ touched: input.thing }),
+      }),
+    );
+    engine.registerAction(
+      defineAction({
+        kind: "who.am_i",
+        input: z.object({}),
+        handler: (_input, ctx) => ({ run_as: ctx.run_as }),
+      }),
+    );
     errors = [];
     engine.events.on("engine:error", (e) => errors.push(e));
     await engine.start();
@@ -97,7 +101,14 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
   });
 
   /** One HTTP call; `token: null` sends no Authorization header. */
-  async function http<T = any>(method: Method, path: string, token: string | null, body?: unknown, at = base, headers: Record<string, string> = {}): Promise<Res<T>> {
+  async function http<T = any>(
+    method: Method,
+    path: string,
+    token: string | null,
+    body?: unknown,
+    at = base,
+    headers: Record<string, string> = {},
+  ): Promise<Res<T>> {
     const res = await request(`${at}${path}`, {
       method,
       dispatcher: agent,
@@ -109,14 +120,24 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
     const text = await res.body.text();
-    return { status: res.statusCode, text, body: (text === "" || !text.trimStart().startsWith("{") && !text.trimStart().startsWith("[") ? {} : JSON.parse(text)) as Res<T>["body"] };
+    return {
+      status: res.statusCode,
+      text,
+      body: (text === "" || (!text.trimStart().startsWith("{") && !text.trimStart().startsWith("[")) ? {} : JSON.parse(text)) as Res<T>["body"],
+    };
   }
   /** A client bound to one token. */
-  const as = (token: string | null) => <T = any>(method: Method, path: string, body?: unknown) => http<T>(method, path, token, body);
+  const as =
+    (token: string | null) =>
+    <T = any>(method: Method, path: string, body?: unknown) =>
+      http<T>(method, path, token, body);
   const admin = as(TOKEN);
 
   let seq = 0;
-  async function newUser(role: "admin" | "member" | "viewer", call = admin): Promise<{ id: string; token: string; token_id: string; call: ReturnType<typeof as> }> {
+  async function newUser(
+    role: "admin" | "member" | "viewer",
+    call = admin,
+  ): Promise<{ id: string; token: string; token_id: string; call: ReturnType<typeof as> }> {
     const u = await call<{ id: string }>("POST", "/v1/users", { name: `${role}-${++seq}`, role });
     expect(u.status).toBe(201);
     const t = await call<{ id: string; token: string }>("POST", "/v1/tokens", { user_id: u.body.id });
@@ -129,7 +150,10 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     const key = `id-${kind}-${++seq}`;
     return { key, name: key, reentry: { policy: "allow_concurrent" }, root: (nodes[0] as { key: string }).key, nodes, edges, ...extraFields };
   }
-  async function createAutomation(definition: Record<string, unknown>, call = admin): Promise<{ id: string; key: string; hooks?: { id: string; secret: string }[] }> {
+  async function createAutomation(
+    definition: Record<string, unknown>,
+    call = admin,
+  ): Promise<{ id: string; key: string; hooks?: { id: string; secret: string }[] }> {
     const res = await call("POST", "/v1/automations", { definition });
     expect(res.status, res.text).toBe(201);
     return res.body;
@@ -447,7 +471,9 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     const asSelf = await mia.call("POST", "/v1/automations", { definition: def({ run_as: { type: "user", user_id: mia.id } }) });
     expect(asSelf.status).toBe(201);
     // A PUT cannot switch it to someone else either.
-    const put = await mia.call("PUT", `/v1/automations/${asSelf.body.id}`, { definition: { ...def({ run_as: { type: "user", user_id: bob.id } }), key: asSelf.body.key } });
+    const put = await mia.call("PUT", `/v1/automations/${asSelf.body.id}`, {
+      definition: { ...def({ run_as: { type: "user", user_id: bob.id } }), key: asSelf.body.key },
+    });
     expect(put.status).toBe(403);
     const ghost = await admin("POST", "/v1/automations", { definition: def({ run_as: { type: "user", user_id: "usr_nobody" } }) });
     expect(ghost.status).toBe(400);
@@ -459,16 +485,25 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     const alice = await newUser("member");
     const bob = await newUser("member");
     const viewer = await newUser("viewer");
-    const gate = (approvers: string[]) => def({}, [
-      { key: "ask", kind: "approval", config: { title: "ok?", approvers } },
-      { key: "yes", kind: "set", config: { assign: { path: "'approved'" } } },
-    ], [{ from: "ask", port: "approved", to: "yes" }]);
+    const gate = (approvers: string[]) =>
+      def(
+        {},
+        [
+          { key: "ask", kind: "approval", config: { title: "ok?", approvers } },
+          { key: "yes", kind: "set", config: { assign: { path: "'approved'" } } },
+        ],
+        [{ from: "ask", port: "approved", to: "yes" }],
+      );
 
     const byUser = await createAutomation(gate([`user:${alice.id}`]));
     const r1 = await enroll(byUser.id, { subject_id: "ct_ap1" });
     await engine.waitForRun(WS, r1.id, parkedOnApproval);
     const a1 = await approvalOf(r1.id);
-    for (const [who, verb] of [[bob.call, "approve"], [bob.call, "reject"], [viewer.call, "approve"]] as const) {
+    for (const [who, verb] of [
+      [bob.call, "approve"],
+      [bob.call, "reject"],
+      [viewer.call, "approve"],
+    ] as const) {
       const res = await who("POST", `/v1/approvals/${a1.id}/${verb}`, {});
       expect(res.status).toBe(403);
       expect(res.body.error?.code).toBe("auth.forbidden");
@@ -496,10 +531,12 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     // Only the decisions that applied are on the record, each naming its approver.
     const audit = await admin<{ items: { action: string; actor: string; target_id: string }[] }>("GET", "/v1/audit-log?limit=500");
     const decisions = audit.body.items.filter((e) => e.action.startsWith("approval."));
-    expect(decisions.map((e) => [e.target_id, e.action, e.actor]).sort()).toEqual([
-      [a1.id, "approval.approve", `user:${alice.id}`],
-      [a2.id, "approval.approve", ADMIN],
-    ].sort());
+    expect(decisions.map((e) => [e.target_id, e.action, e.actor]).sort()).toEqual(
+      [
+        [a1.id, "approval.approve", `user:${alice.id}`],
+        [a2.id, "approval.approve", ADMIN],
+      ].sort(),
+    );
   });
 
   // ---------------------------------------------------------------------------------------------
@@ -513,7 +550,11 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
 
     // ---- workspace A (the default), through its admin ----
     const autA = await createAutomation({
-      key: `a-gate-${TAG}`, name: `A gate ${TAG}`, triggers: [{ type: "webhook" }], reentry: { policy: "allow_concurrent" }, root: "ask",
+      key: `a-gate-${TAG}`,
+      name: `A gate ${TAG}`,
+      triggers: [{ type: "webhook" }],
+      reentry: { policy: "allow_concurrent" },
+      root: "ask",
       nodes: [{ key: "ask", kind: "approval", config: { title: `A title ${TAG}`, approvers: [] } }],
     });
     expect(autA.hooks).toHaveLength(1);
@@ -522,9 +563,16 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     await engine.waitForRun(WS, parked.id, parkedOnApproval);
     const apr = await approvalOf(parked.id);
     const autF = await createAutomation({
-      key: `a-fan-${TAG}`, name: `A fan ${TAG}`, reentry: { policy: "allow_concurrent" }, root: "fan",
+      key: `a-fan-${TAG}`,
+      name: `A fan ${TAG}`,
+      reentry: { policy: "allow_concurrent" },
+      root: "fan",
       nodes: [
-        { key: "fan", kind: "for_each", config: { items: "context.things", subject: "item", action: { kind: "sweep.touch", config: { thing: "{{ item }}" } } } },
+        {
+          key: "fan",
+          kind: "for_each",
+          config: { items: "context.things", subject: "item", action: { kind: "sweep.touch", config: { thing: "{{ item }}" } } },
+        },
         { key: "done", kind: "end" },
       ],
       edges: [{ from: "fan", port: "next", to: "done" }],
@@ -535,7 +583,10 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     expect(items).toHaveLength(1);
     const itemA = items[0]!;
     const evt = await admin<{ event_id: string }>("POST", "/v1/events", {
-      type: `a.thing.${TAG}`, key: `a-evt-${TAG}`, subject_id: "ct_sweep_evt", payload: { marker: `A payload ${TAG}` },
+      type: `a.thing.${TAG}`,
+      key: `a-evt-${TAG}`,
+      subject_id: "ct_sweep_evt",
+      payload: { marker: `A payload ${TAG}` },
     });
     expect(evt.status).toBe(202);
     const pause = await admin("POST", `/v1/subjects/${subjPaused}/automation-pause`, { automation_id: autF.id, pause_reason: `A pause ${TAG}` });
@@ -575,7 +626,24 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
 
     // Everything of A's a response to B must not contain. A's workspace and admin appear in B's
     // audit log once, by design: the instance admin's workspace.create entry (allowed below).
-    const idsA = [autA.id, autF.id, hook.id, hook.secret, parked.id, fan.id, apr.id, itemA.id, evt.body.event_id, userA.body.id, tokA.body.id, tokA.body.token, adminTokId, TOKEN, WS, BOOTSTRAP_ADMIN];
+    const idsA = [
+      autA.id,
+      autF.id,
+      hook.id,
+      hook.secret,
+      parked.id,
+      fan.id,
+      apr.id,
+      itemA.id,
+      evt.body.event_id,
+      userA.body.id,
+      tokA.body.id,
+      tokA.body.token,
+      adminTokId,
+      TOKEN,
+      WS,
+      BOOTSTRAP_ADMIN,
+    ];
     const valuesA = [TAG, ...idsA];
     /** While B has not yet used them itself, A's labels are A's too. */
     const labelsA = [subjParked, subjPaused, secretName];
@@ -623,8 +691,12 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     const nfBody = (body: unknown): Probe => ({ expect: 404, body });
     const listed: Probe = { expect: 200 };
     const validDef = () => ({ key: `b-${hex(4)}`, name: "B thing", root: "s", nodes: [setNode] });
-    const inB = (what: string, ok: boolean) => { if (!ok) throw new Error(`${what} is not in B`); };
-    const notInA = (what: string, ok: boolean) => { if (!ok) throw new Error(`${what} landed in A`); };
+    const inB = (what: string, ok: boolean) => {
+      if (!ok) throw new Error(`${what} is not in B`);
+    };
+    const notInA = (what: string, ok: boolean) => {
+      if (!ok) throw new Error(`${what} landed in A`);
+    };
     const wsOf = (res: Res): string | null => {
       const items = (res.body as { items?: unknown }).items;
       if (!Array.isArray(items)) return null;
@@ -643,13 +715,16 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
         probes: [{ expect: 401, body: {}, check: (r) => (r.body.error?.code.startsWith("webhook.") ? null : `code ${r.body.error?.code}`) }],
       },
       "POST /v1/automations": {
-        probes: [{
-          expect: 201, body: { definition: validDef() },
-          creates: async (r) => {
-            inB("the automation", (await ts.store.getAutomation(B, r.body.id)) !== null);
-            notInA("the automation", (await ts.store.getAutomation(WS, r.body.id)) === null);
+        probes: [
+          {
+            expect: 201,
+            body: { definition: validDef() },
+            creates: async (r) => {
+              inB("the automation", (await ts.store.getAutomation(B, r.body.id)) !== null);
+              notInA("the automation", (await ts.store.getAutomation(WS, r.body.id)) === null);
+            },
           },
-        }],
+        ],
       },
       "GET /v1/automations": { probes: [{ ...listed, check: wsOf }] },
       "GET /v1/automations/:id": { probes: [nf] },
@@ -669,13 +744,16 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       },
       "GET /v1/automation-runs/:id": { probes: [nf] },
       "POST /v1/events": {
-        probes: [{
-          expect: 202, body: { type: "b.thing", key: `b-evt-${hex(4)}` },
-          creates: async (r) => {
-            inB("the event", (await ts.store.getEvent(B, r.body.event_id)) !== null);
-            notInA("the event", (await ts.store.getEvent(WS, r.body.event_id)) === null);
+        probes: [
+          {
+            expect: 202,
+            body: { type: "b.thing", key: `b-evt-${hex(4)}` },
+            creates: async (r) => {
+              inB("the event", (await ts.store.getEvent(B, r.body.event_id)) !== null);
+              notInA("the event", (await ts.store.getEvent(WS, r.body.event_id)) === null);
+            },
           },
-        }],
+        ],
       },
       "GET /v1/events/:id": { probes: [nf] },
       "GET /v1/events/:id/explain": { probes: [nf] },
@@ -689,7 +767,8 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
         probes: [
           nfBody({ automation_id: autF.id, pause_reason: "B pause" }),
           {
-            expect: 201, body: { pause_reason: "B pause" },
+            expect: 201,
+            body: { pause_reason: "B pause" },
             creates: async () => {
               inB("the pause", (await engine.listPauses(B, subjPaused)).length + (await engine.listPauses(B, subjParked)).length > 0);
             },
@@ -721,13 +800,16 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       "GET /v1/reports/outcomes": { probes: [{ ...listed, query: "from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z" }] },
       "POST /v1/workspaces": { probes: [{ expect: 403, body: { name: "B child" } }] },
       "POST /v1/users": {
-        probes: [{
-          expect: 201, body: { name: "B user", role: "viewer" },
-          creates: async (r) => {
-            inB("the user", (await ts.store.getUser(B, r.body.id)) !== null);
-            notInA("the user", (await ts.store.getUser(WS, r.body.id)) === null);
+        probes: [
+          {
+            expect: 201,
+            body: { name: "B user", role: "viewer" },
+            creates: async (r) => {
+              inB("the user", (await ts.store.getUser(B, r.body.id)) !== null);
+              notInA("the user", (await ts.store.getUser(WS, r.body.id)) === null);
+            },
           },
-        }],
+        ],
       },
       "GET /v1/users": { probes: [listed] },
       "PATCH /v1/users/:id": { probes: [nfBody({ disabled: true })] },
@@ -736,9 +818,13 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
           nfBody({ user_id: userA.body.id }),
           nfBody({ user_id: BOOTSTRAP_ADMIN }),
           {
-            expect: 201, body: {},
+            expect: 201,
+            body: {},
             creates: async (r) => {
-              inB("the token", (await ts.store.listTokens(B)).some((t) => t.id === r.body.id));
+              inB(
+                "the token",
+                (await ts.store.listTokens(B)).some((t) => t.id === r.body.id),
+              );
               notInA("the token", !(await ts.store.listTokens(WS)).some((t) => t.id === r.body.id));
               const mine = await http("GET", "/v1/users", r.body.token);
               inB("the token's user", mine.status === 200 && !mine.text.includes(userA.body.id));
@@ -749,13 +835,19 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       "GET /v1/tokens": { probes: [listed] },
       "DELETE /v1/tokens/:id": { probes: [nf] },
       "PUT /v1/secrets/:name": {
-        probes: [{
-          expect: 201, body: { value: "B secret value" },
-          check: (r) => (r.body.created === true ? null : "B's put found A's secret"),
-          creates: async () => {
-            inB("the secret", (await ts.store.listSecrets(B)).some((s) => s.name === secretName));
+        probes: [
+          {
+            expect: 201,
+            body: { value: "B secret value" },
+            check: (r) => (r.body.created === true ? null : "B's put found A's secret"),
+            creates: async () => {
+              inB(
+                "the secret",
+                (await ts.store.listSecrets(B)).some((s) => s.name === secretName),
+              );
+            },
           },
-        }],
+        ],
       },
       "GET /v1/secrets": { probes: [listed] },
       "DELETE /v1/secrets/:name": { probes: [nf] },
@@ -769,7 +861,15 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       throw new Error(`the sweep's route map is out of date: not covered ${JSON.stringify(uncovered)}; no longer live ${JSON.stringify(stale)}`);
     }
 
-    interface Call { route: string; method: Method; url: string; path: string; anonymous: boolean; probe: Probe; sent: string[] }
+    interface Call {
+      route: string;
+      method: Method;
+      url: string;
+      path: string;
+      anonymous: boolean;
+      probe: Probe;
+      sent: string[];
+    }
     const calls: Call[] = [];
     for (const r of app.weftRoutes) {
       const route = `${r.method} ${r.url}`;
@@ -777,11 +877,21 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       const params = [...r.url.matchAll(/:([A-Za-z_]+)/g)].map((m) => m[1]!);
       let paths: { path: string; sent: string[] }[] = [{ path: r.url, sent: [] }];
       for (const p of params) {
-        paths = paths.flatMap(({ path, sent }) => paramValues(r.url, p).map((v) => ({ path: path.replace(`:${p}`, encodeURIComponent(v)), sent: [...sent, v] })));
+        paths = paths.flatMap(({ path, sent }) =>
+          paramValues(r.url, p).map((v) => ({ path: path.replace(`:${p}`, encodeURIComponent(v)), sent: [...sent, v] })),
+        );
       }
       for (const probe of cov.probes) {
         for (const { path, sent } of paths) {
-          calls.push({ route, method: r.method as Method, url: r.url, path: probe.query ? `${path}?${probe.query}` : path, anonymous: cov.anonymous === true, probe, sent });
+          calls.push({
+            route,
+            method: r.method as Method,
+            url: r.url,
+            path: probe.query ? `${path}?${probe.query}` : path,
+            anonymous: cov.anonymous === true,
+            probe,
+            sent,
+          });
         }
       }
     }
@@ -798,9 +908,16 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       let text = res.text;
       if (c.route === "GET /metrics") text = text.replace(/automation_id="[^"]*"/g, 'automation_id=""');
       if (c.route === "GET /v1/audit-log" && Array.isArray(res.body.items)) {
-        text = JSON.stringify({ ...res.body, items: (res.body.items as { action: string; target_id: string }[]).filter((e) => !(e.action === "workspace.create" && e.target_id === B)) });
+        text = JSON.stringify({
+          ...res.body,
+          items: (res.body.items as { action: string; target_id: string }[]).filter((e) => !(e.action === "workspace.create" && e.target_id === B)),
+        });
       }
-      const sent = [...c.sent, ...(c.probe.query ? c.probe.query.split(/[&=]/) : []), ...(JSON.stringify(c.probe.body ?? null).match(/"[^"]*"/g) ?? []).map((s) => JSON.parse(s) as string)];
+      const sent = [
+        ...c.sent,
+        ...(c.probe.query ? c.probe.query.split(/[&=]/) : []),
+        ...(JSON.stringify(c.probe.body ?? null).match(/"[^"]*"/g) ?? []).map((s) => JSON.parse(s) as string),
+      ];
       for (const s of sent.filter((x) => x.length > 3).sort((x, y) => y.length - x.length)) text = text.split(s).join("<sent>");
       const found = searchFor.filter((v) => text.includes(v));
       if (found.length > 0) leaks.push(`${what}: the reply names A's ${JSON.stringify(found)}: ${res.text.slice(0, 300)}`);
@@ -832,7 +949,16 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     for (const c of calls.filter((x) => x.method !== "GET" && x.probe.creates)) await exec(c, valuesA);
     // 3. Every list again, now that B has things (some under the same labels as A's).
     for (const c of calls.filter((x) => x.method === "GET" && (!x.url.includes(":") || x.route === "GET /v1/subjects/:id/automation-controls"))) {
-      await exec({ ...c, probe: { ...c.probe, check: c.route === "GET /v1/subjects/:id/automation-controls" ? (r) => (JSON.stringify(r.body).includes(TAG) ? "A's pause" : null) : c.probe.check } }, valuesA);
+      await exec(
+        {
+          ...c,
+          probe: {
+            ...c.probe,
+            check: c.route === "GET /v1/subjects/:id/automation-controls" ? (r) => (JSON.stringify(r.body).includes(TAG) ? "A's pause" : null) : c.probe.check,
+          },
+        },
+        valuesA,
+      );
     }
 
     // A is as it was, and nothing B did is on A's record.

@@ -103,8 +103,13 @@ describe.each(STORE_KINDS)("payload limits (%s store)", (kind) => {
 
   it("a body over 1 MiB is 413 limits.body_too_large (events and enrollments alike); nothing is stored", async () => {
     const id = await create({
-      key: uniq("plain"), name: "plain", root: "note",
-      nodes: [{ key: "note", kind: "set", config: { assign: { ok: "true" } } }, { key: "done", kind: "end" }],
+      key: uniq("plain"),
+      name: "plain",
+      root: "note",
+      nodes: [
+        { key: "note", kind: "set", config: { assign: { ok: "true" } } },
+        { key: "done", kind: "end" },
+      ],
       edges: [{ from: "note", port: "next", to: "done" }],
     });
     const before = await counts();
@@ -120,12 +125,20 @@ describe.each(STORE_KINDS)("payload limits (%s store)", (kind) => {
 
   it("Engine.enroll with a context over 1 MiB throws limits.context_too_large; no run, no audit entry", async () => {
     const id = await create({
-      key: uniq("plain"), name: "plain", root: "note",
-      nodes: [{ key: "note", kind: "set", config: { assign: { ok: "true" } } }, { key: "done", kind: "end" }],
+      key: uniq("plain"),
+      name: "plain",
+      root: "note",
+      nodes: [
+        { key: "note", kind: "set", config: { assign: { ok: "true" } } },
+        { key: "done", kind: "end" },
+      ],
       edges: [{ from: "note", port: "next", to: "done" }],
     });
     const before = { ...(await counts()), audit: await countRows(ts.store, "audit_log") };
-    const err = await engine.enroll(WS, id, { context_overrides: { blob: "e".repeat(1.1 * MiB) } }).then(() => null, (e: unknown) => e);
+    const err = await engine.enroll(WS, id, { context_overrides: { blob: "e".repeat(1.1 * MiB) } }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(WeftError);
     expect((err as WeftError).code).toBe("limits.context_too_large");
     expect((err as WeftError).details).toMatchObject({ pointer: "/context_overrides", limit: MiB });
@@ -136,10 +149,14 @@ describe.each(STORE_KINDS)("payload limits (%s store)", (kind) => {
   /** An automation calling the sink for a 600 KiB JSON body (allowed by max_response_bytes), then `after`. */
   function bigCall(wireError: boolean) {
     return {
-      key: uniq("big-out"), name: "big output", root: "call",
+      key: uniq("big-out"),
+      name: "big output",
+      root: "call",
       nodes: [
         {
-          key: "call", kind: "http_request", retry: { max_attempts: 3, initial_ms: 10, max_ms: 10 },
+          key: "call",
+          kind: "http_request",
+          retry: { max_attempts: 3, initial_ms: 10, max_ms: 10 },
           config: { method: "GET", url: `${sink.url}/big`, max_response_bytes: 2_000_000 },
         },
         { key: "after", kind: "set", config: { assign: { code: "has(steps.call.error) ? steps.call.error.code : 'none'" } } },
@@ -182,15 +199,22 @@ describe.each(STORE_KINDS)("payload limits (%s store)", (kind) => {
     expect(sink.requests).toHaveLength(1);
     expect(run.status).toBe("completed");
     expect(steps.map((s) => [s.node_key, s.outcome, s.exited_via_port_key])).toEqual([
-      ["call", "failed", "error"], ["after", "succeeded", "next"], ["done", "succeeded", null],
+      ["call", "failed", "error"],
+      ["after", "succeeded", "next"],
+      ["done", "succeeded", null],
     ]);
     expect(run.context.code).toBe("limits.step_output_too_large");
   });
 
   it("a set that would grow the context past 1 MiB fails with limits.context_too_large; the context is unchanged", async () => {
     const id = await create({
-      key: uniq("grow"), name: "grow", root: "grow",
-      nodes: [{ key: "grow", kind: "set", config: { assign: { copy: "context.half" } } }, { key: "done", kind: "end" }],
+      key: uniq("grow"),
+      name: "grow",
+      root: "grow",
+      nodes: [
+        { key: "grow", kind: "set", config: { assign: { copy: "context.half" } } },
+        { key: "done", kind: "end" },
+      ],
       edges: [{ from: "grow", port: "next", to: "done" }],
     });
     // 520 KiB + 480 KiB: under 1 MiB at enrollment; the copy (480 KiB, under the output limit) would make it ~1.45 MiB.
@@ -229,13 +253,15 @@ describe.each(STORE_KINDS)("rate limit per token (%s store)", (kind) => {
 
   async function call(token: string, method: "GET" | "POST", path: string, body?: unknown) {
     const res = await request(`${base}${path}`, {
-      method, dispatcher: agent,
+      method,
+      dispatcher: agent,
       headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
     const text = await res.body.text();
     return {
-      status: res.statusCode, headers: res.headers,
+      status: res.statusCode,
+      headers: res.headers,
       body: (text === "" ? {} : JSON.parse(text)) as { event_id?: string; error?: { code: string; message: string; details: Record<string, unknown> } },
     };
   }

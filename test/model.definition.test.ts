@@ -68,10 +68,39 @@ function everyKind(): any {
       { key: "d2", kind: "delay", config: { until: "{{ context.wake_at }}" } },
       { key: "w", kind: "wait_for_event", config: { event: "reply.received", match: "event.subject_id == run.subject_id", timeout_ms: 86400000 } },
       { key: "in", kind: "input", config: { prompt: "Email?", timeout_min: 60, assign_to: "email" } },
-      { key: "h", kind: "http_request", config: { method: "GET", url: "https://api.example.com/x/{{ context.id }}", headers: { "x-n": "{{ context.n }}" }, assign: { status: "response.status" } } },
+      {
+        key: "h",
+        kind: "http_request",
+        config: {
+          method: "GET",
+          url: "https://api.example.com/x/{{ context.id }}",
+          headers: { "x-n": "{{ context.n }}" },
+          assign: { status: "response.status" },
+        },
+      },
       { key: "ap", kind: "approval", config: { title: "OK?", approvers: ["role:admin"], timeout_ms: 60000 } },
-      { key: "fe", kind: "for_each", config: { items: "context.list", subject: "item.id", condition: "item.ok", action: { kind: "http_request", config: { method: "POST", url: "https://x.example.com" } }, concurrency: 5 } },
-      { key: "r", kind: "randomizer", config: { variants: [{ port: "a", weight: 50 }, { port: "b", weight: 50 }], sticky: true } },
+      {
+        key: "fe",
+        kind: "for_each",
+        config: {
+          items: "context.list",
+          subject: "item.id",
+          condition: "item.ok",
+          action: { kind: "http_request", config: { method: "POST", url: "https://x.example.com" } },
+          concurrency: 5,
+        },
+      },
+      {
+        key: "r",
+        kind: "randomizer",
+        config: {
+          variants: [
+            { port: "a", weight: 50 },
+            { port: "b", weight: 50 },
+          ],
+          sticky: true,
+        },
+      },
       { key: "ag", kind: "agent", config: { model: "m", prompt: "Summarise {{ context.name }}", tools: ["t"], timeout_ms: 120000 } },
       { key: "end", kind: "end", config: {} },
     ],
@@ -142,8 +171,16 @@ describe("validateDefinition: valid definitions", () => {
   });
 
   it("accepts a registered custom kind, with its declared ports", () => {
-    const def = { key: "k", name: "n", root: "a", nodes: [{ key: "a", kind: "crm.update", config: { id: "{{ subject }}" } }, { key: "b", kind: "end" }],
-      edges: [{ from: "a", port: "done", to: "b" }] };
+    const def = {
+      key: "k",
+      name: "n",
+      root: "a",
+      nodes: [
+        { key: "a", kind: "crm.update", config: { id: "{{ subject }}" } },
+        { key: "b", kind: "end" },
+      ],
+      edges: [{ from: "a", port: "done", to: "b" }],
+    };
     expect(errorsOf(validateDefinition(def)).map((e) => e.code)).toEqual(["definition.unknown_kind"]);
     const r = validateDefinition(def, { customKinds: new Map([["crm.update", { ports: ["done"] }]]) });
     expect(r.ok).toBe(true);
@@ -293,7 +330,7 @@ describe("validateDefinition: errors carry a namespaced code and the exact JSON 
   });
 
   // Regression test (the bug is fixed): same lookup at src/model/definition.ts:244: a for_each action kind "toString" counts as a…
-  it("for_each action kind \"toString\" → definition.unknown_kind", () => {
+  it('for_each action kind "toString" → definition.unknown_kind', () => {
     const d = everyKind();
     d.nodes[8].config.action = { kind: "toString", config: {} };
     expectOnlyError(d, "definition.unknown_kind", "/nodes/8/config/action/kind");
@@ -340,7 +377,9 @@ describe("validateDefinition: errors carry a namespaced code and the exact JSON 
     d.nodes[1].config.url = "{{";
     d.triggers[3].cron = "nope";
     d.edges[0].port = "maybe";
-    const errs = errorsOf(validateDefinition(d)).map((e) => `${e.code} ${e.pointer}`).sort();
+    const errs = errorsOf(validateDefinition(d))
+      .map((e) => `${e.code} ${e.pointer}`)
+      .sort();
     expect(errs).toEqual([
       "definition.bad_cron /triggers/3/cron",
       "definition.unknown_port /edges/0/port",
@@ -362,9 +401,12 @@ describe("validateDefinition: errors carry a namespaced code and the exact JSON 
 
   it("an empty object names each missing required field", () => {
     const errs = errorsOf(validateDefinition({}));
-    expect(errs.map((e) => [e.code, e.pointer]).sort()).toEqual(
-      [["definition.required", "/key"], ["definition.required", "/name"], ["definition.required", "/nodes"], ["definition.required", "/root"]],
-    );
+    expect(errs.map((e) => [e.code, e.pointer]).sort()).toEqual([
+      ["definition.required", "/key"],
+      ["definition.required", "/name"],
+      ["definition.required", "/nodes"],
+      ["definition.required", "/root"],
+    ]);
   });
 
   // Regression test (the bug is fixed): zodProblems (src/model/definition.ts:195) decides "missing" by `i.input === undefined`, bu…
@@ -444,7 +486,9 @@ describe("validateDefinition: protecting users", () => {
     const br = d.nodes.find((n: any) => n.kind === "branch");
     br.config.condition = "(";
     br.config.extra = true;
-    const codes = errorsOf(validateDefinition(d)).map((e) => e.code).sort();
+    const codes = errorsOf(validateDefinition(d))
+      .map((e) => e.code)
+      .sort();
     expect(codes).toEqual(["definition.config.unknown_field", "expression.syntax"]);
   });
 
@@ -452,7 +496,10 @@ describe("validateDefinition: protecting users", () => {
     const d = example();
     d.nodes[0].permissions = ["http:api.example.com", "event:order.paid", "secret:"];
     const errs = errorsOf(validateDefinition(d));
-    expect(errs.map((e) => [e.code, e.pointer])).toEqual([["definition.bad_permission", "/nodes/0/permissions/1"], ["definition.bad_permission", "/nodes/0/permissions/2"]]);
+    expect(errs.map((e) => [e.code, e.pointer])).toEqual([
+      ["definition.bad_permission", "/nodes/0/permissions/1"],
+      ["definition.bad_permission", "/nodes/0/permissions/2"],
+    ]);
     expect(errs[0]!.message).toContain("http:<host>");
   });
 
@@ -508,10 +555,46 @@ const interesting = fc.oneof(
   fc.jsonValue(),
   fc.string(),
   fc.constantFrom(
-    "", "{{", "}}", "{{ }}", "{{ context.x }}", "a {{ b", "context.a >", "(", "context.n + 1", "* * * * *", "0 9 * * MON",
-    "99 99 99 99 99", "Europe/Oslo", "Not/AZone", "check", "notify", "done", "true", "false", "next", "error", "default",
-    "schedule", "record", "event", "webhook", "branch", "set", "switch", "for_each", "end", "http_request", "GET", "{{ m }}",
-    "a/b~c", "hasOwn", "proto", "toString", "constructor", "__proto__",
+    "",
+    "{{",
+    "}}",
+    "{{ }}",
+    "{{ context.x }}",
+    "a {{ b",
+    "context.a >",
+    "(",
+    "context.n + 1",
+    "* * * * *",
+    "0 9 * * MON",
+    "99 99 99 99 99",
+    "Europe/Oslo",
+    "Not/AZone",
+    "check",
+    "notify",
+    "done",
+    "true",
+    "false",
+    "next",
+    "error",
+    "default",
+    "schedule",
+    "record",
+    "event",
+    "webhook",
+    "branch",
+    "set",
+    "switch",
+    "for_each",
+    "end",
+    "http_request",
+    "GET",
+    "{{ m }}",
+    "a/b~c",
+    "hasOwn",
+    "proto",
+    "toString",
+    "constructor",
+    "__proto__",
   ),
   fc.integer(),
   fc.double(),
@@ -535,14 +618,29 @@ describe("validateDefinition: properties", () => {
   });
 
   it("never throws on arbitrary objects shaped roughly like definitions", () => {
-    const roughNode = fc.record({ key: interesting, kind: interesting, config: fc.oneof(fc.dictionary(fc.string(), interesting), interesting) }, { requiredKeys: [] });
-    const rough = fc.record({
-      key: interesting, name: interesting, root: interesting, subject: interesting,
-      triggers: fc.oneof(fc.array(fc.record({ type: interesting, cron: interesting, filter: interesting, timezone: interesting }, { requiredKeys: [] })), interesting),
-      nodes: fc.oneof(fc.array(roughNode, { maxLength: 5 }), interesting),
-      edges: fc.oneof(fc.array(fc.record({ from: interesting, port: interesting, to: interesting }, { requiredKeys: [] })), interesting),
-    }, { requiredKeys: [] });
-    fc.assert(fc.property(rough, (v) => checkShape(validateDefinition(v))), { numRuns: 500 });
+    const roughNode = fc.record(
+      { key: interesting, kind: interesting, config: fc.oneof(fc.dictionary(fc.string(), interesting), interesting) },
+      { requiredKeys: [] },
+    );
+    const rough = fc.record(
+      {
+        key: interesting,
+        name: interesting,
+        root: interesting,
+        subject: interesting,
+        triggers: fc.oneof(
+          fc.array(fc.record({ type: interesting, cron: interesting, filter: interesting, timezone: interesting }, { requiredKeys: [] })),
+          interesting,
+        ),
+        nodes: fc.oneof(fc.array(roughNode, { maxLength: 5 }), interesting),
+        edges: fc.oneof(fc.array(fc.record({ from: interesting, port: interesting, to: interesting }, { requiredKeys: [] })), interesting),
+      },
+      { requiredKeys: [] },
+    );
+    fc.assert(
+      fc.property(rough, (v) => checkShape(validateDefinition(v))),
+      { numRuns: 500 },
+    );
   });
 
   it("never throws on mutated valid definitions; accepted results re-validate", () => {

@@ -64,7 +64,8 @@ describe("evaluation budget", () => {
   it("the same expression with iterations unbounded stops at the element bound", () => {
     overBudget(
       () => evaluate("context.l.map(a, context.l.map(b, context.l.map(c, a + b + c)))", scope({}, { ...untimed, maxIterations: 1e12, maxElements: 50_000 })),
-      "elements", 50_000,
+      "elements",
+      50_000,
     );
   });
 
@@ -77,8 +78,11 @@ describe("evaluation budget", () => {
   it("a budget error swallowed by `||` or by all() still fails the expression", () => {
     // CEL's `error || true` is true and all() keeps going after an erroring step: the meter remembers.
     overBudget(() => evaluate("context.l.map(a, context.l.map(b, 1)).size() > 0 || true", scope({}, untimed)), "iterations", DEFAULT_BUDGET.maxIterations);
-    overBudget(() => evaluate("context.m.all(a, context.l.map(b, context.l.map(c, 1)).size() > 0 || a < 0)", scope({}, untimed)),
-      "iterations", DEFAULT_BUDGET.maxIterations);
+    overBudget(
+      () => evaluate("context.m.all(a, context.l.map(b, context.l.map(c, 1)).size() > 0 || a < 0)", scope({}, untimed)),
+      "iterations",
+      DEFAULT_BUDGET.maxIterations,
+    );
   });
 
   it("iterations are counted exactly: n steps fit a budget of n, not of n - 1", () => {
@@ -111,11 +115,17 @@ describe("evaluation budget", () => {
 
   it("concatenation in a comprehension and join() stop at the string bound", () => {
     const big = "x".repeat(50_000);
-    overBudget(() => evaluate("context.l.map(i, context.big + context.big).size()", scope({ context: { l: thousand, big } }, untimed)),
-      "string_length", DEFAULT_BUDGET.maxStringLength);
+    overBudget(
+      () => evaluate("context.l.map(i, context.big + context.big).size()", scope({ context: { l: thousand, big } }, untimed)),
+      "string_length",
+      DEFAULT_BUDGET.maxStringLength,
+    );
     // map() hands on the same 50,000-char string 1,000 times (no new string); join() would build 50 M chars.
-    overBudget(() => evaluate("context.l.map(i, context.big).join(',').size()", scope({ context: { l: thousand, big } }, untimed)),
-      "string_length", DEFAULT_BUDGET.maxStringLength);
+    overBudget(
+      () => evaluate("context.l.map(i, context.big).join(',').size()", scope({ context: { l: thousand, big } }, untimed)),
+      "string_length",
+      DEFAULT_BUDGET.maxStringLength,
+    );
     expect(evaluate("context.l.map(i, 'ab').join('-').size()", scope())).toBe(2 * 1000 + 999);
   });
 
@@ -176,8 +186,11 @@ describe("matches() runs in linear time", () => {
     const s = scope({ context: { s: "a".repeat(DEFAULT_BUDGET.maxRegexInput + 1) } });
     overBudget(() => evaluate("context.s.matches('a')", s), "regex_input", DEFAULT_BUDGET.maxRegexInput);
     expect(evaluate("context.s.matches('a')", scope({ context: { s: "a".repeat(DEFAULT_BUDGET.maxRegexInput) } }))).toBe(true);
-    overBudget(() => evaluate("'a'.matches(context.p)", scope({ context: { p: "a".repeat(DEFAULT_BUDGET.maxRegexPattern + 1) } })),
-      "regex_pattern", DEFAULT_BUDGET.maxRegexPattern);
+    overBudget(
+      () => evaluate("'a'.matches(context.p)", scope({ context: { p: "a".repeat(DEFAULT_BUDGET.maxRegexPattern + 1) } })),
+      "regex_pattern",
+      DEFAULT_BUDGET.maxRegexPattern,
+    );
   });
 });
 
@@ -274,7 +287,8 @@ function expressions(): fc.Arbitrary<string> {
       fc.tuple(tie("int"), fc.constantFrom("<", "==", ">="), tie("int")).map(([a, op, b]) => `${a} ${op} ${b}`),
       fc.tuple(tie("list"), fc.constantFrom("all", "exists", "exists_one"), v, tie("bool")).map(([l, q, x, b]) => `${l}.${q}(${x}, ${b})`),
       // Nested quantifiers over the 1,000- and 200-element lists: the multiplying case.
-      fc.tuple(fc.constantFrom("all", "exists", "exists_one"), fc.constantFrom("all", "exists", "exists_one"), tie("bool"))
+      fc
+        .tuple(fc.constantFrom("all", "exists", "exists_one"), fc.constantFrom("all", "exists", "exists_one"), tie("bool"))
         .map(([q1, q2, b]) => `context.l.${q1}(x, context.m.${q2}(y, ${b}))`),
       fc.tuple(tie("str"), fc.constantFrom(...REGEXES)).map(([s, re]) => `${s}.matches('${re}')`),
       fc.tuple(tie("bool"), fc.constantFrom("&&", "||"), tie("bool")).map(([a, op, b]) => `(${a} ${op} ${b})`),

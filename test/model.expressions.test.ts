@@ -4,7 +4,16 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import {
-  CelScope, checkExpression, checkTemplates, evaluate, evaluateCondition, fromCel, parseTemplate, render, toCel, type Scope,
+  CelScope,
+  checkExpression,
+  checkTemplates,
+  evaluate,
+  evaluateCondition,
+  fromCel,
+  parseTemplate,
+  render,
+  toCel,
+  type Scope,
 } from "../src/model/expressions.js";
 import { StepFailure, type Problem, type StepError } from "../src/model/errors.js";
 
@@ -193,9 +202,12 @@ describe("render", () => {
 
   it("property: strings without {{ render to themselves", () => {
     fc.assert(
-      fc.property(fc.string().filter((x) => !x.includes("{{")), (x) => {
-        expect(render(x, s)).toBe(x);
-      }),
+      fc.property(
+        fc.string().filter((x) => !x.includes("{{")),
+        (x) => {
+          expect(render(x, s)).toBe(x);
+        },
+      ),
     );
   });
 });

@@ -3,9 +3,7 @@
 
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import {
-  DEFAULT_RETRY, MAX_RETRY_AFTER_MS, decideRetry, isRetryableHttpStatus, parseRetryAfter, type RetryPolicy,
-} from "../src/model/retry.js";
+import { DEFAULT_RETRY, MAX_RETRY_AFTER_MS, decideRetry, isRetryableHttpStatus, parseRetryAfter, type RetryPolicy } from "../src/model/retry.js";
 import { stepError, type StepError } from "../src/model/errors.js";
 
 const transient: StepError = stepError("http.status_503", "unavailable", true);
@@ -20,8 +18,11 @@ function delayOf(error: StepError, attempt: number, policy: RetryPolicy, random:
 /** The un-jittered delay for an attempt: initial * 2^(attempt-1), capped at max_ms. */
 const expOf = (p: RetryPolicy, attempt: number) => Math.min(p.max_ms, p.initial_ms * 2 ** (attempt - 1));
 
-const policyArb: fc.Arbitrary<RetryPolicy> = fc
-  .record({ max_attempts: fc.integer({ min: 1, max: 100 }), initial_ms: fc.integer({ min: 0, max: 86_400_000 }), max_ms: fc.integer({ min: 0, max: 86_400_000 }) });
+const policyArb: fc.Arbitrary<RetryPolicy> = fc.record({
+  max_attempts: fc.integer({ min: 1, max: 100 }),
+  initial_ms: fc.integer({ min: 0, max: 86_400_000 }),
+  max_ms: fc.integer({ min: 0, max: 86_400_000 }),
+});
 const randomArb = fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true });
 
 describe("decideRetry", () => {
@@ -190,14 +191,18 @@ describe("parseRetryAfter", () => {
   });
 
   it("property: any whole number of seconds n gives n * 1000", () => {
-    fc.assert(fc.property(fc.integer({ min: 0, max: 10_000_000 }), (n) => {
-      expect(parseRetryAfter(String(n), now)).toBe(n * 1000);
-    }));
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 10_000_000 }), (n) => {
+        expect(parseRetryAfter(String(n), now)).toBe(n * 1000);
+      }),
+    );
   });
 
   it("property: an HTTP date d seconds ahead gives d * 1000", () => {
-    fc.assert(fc.property(fc.integer({ min: 0, max: 10_000_000 }), (d) => {
-      expect(parseRetryAfter(new Date(now + d * 1000).toUTCString(), now)).toBe(d * 1000);
-    }));
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 10_000_000 }), (d) => {
+        expect(parseRetryAfter(new Date(now + d * 1000).toUTCString(), now)).toBe(d * 1000);
+      }),
+    );
   });
 });

@@ -4,10 +4,8 @@
 
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import {
-  IllegalTransition, RUN_STATUSES, RUN_TRANSITIONS, RunStatus, canTransition, isClaimable, isTerminal, transition,
-} from "../src/model/run-status.js";
-import { STEP_OUTCOMES, STEP_TRANSITIONS, StepOutcome, canStepTransition, stepTransition } from "../src/model/step-outcome.js";
+import { IllegalTransition, RUN_STATUSES, RUN_TRANSITIONS, RunStatus, canTransition, isClaimable, isTerminal, transition } from "../src/model/run-status.js";
+import { STEP_OUTCOMES, STEP_TRANSITIONS, type StepOutcome, canStepTransition, stepTransition } from "../src/model/step-outcome.js";
 import { ITEM_TRANSITIONS, ItemOutcome, itemTransition } from "../src/model/item-outcome.js";
 
 /** A machine under test: its states, its table, and its transition function. */

@@ -23,7 +23,11 @@ import { until } from "./helpers/wait.js";
 interface Seen {
   url: string;
   headers: IncomingHttpHeaders;
-  body: { model: string; messages: Record<string, unknown>[]; tools?: { type: string; function: { name: string; description: string; parameters: unknown } }[] };
+  body: {
+    model: string;
+    messages: Record<string, unknown>[];
+    tools?: { type: string; function: { name: string; description: string; parameters: unknown } }[];
+  };
 }
 
 interface Reply {
@@ -71,20 +75,39 @@ const usage = { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 };
 function callTools(...calls: { id: string; name: string; args: unknown }[]): Reply {
   return {
     json: {
-      id: "chatcmpl-1", object: "chat.completion", model: "test-model", usage,
-      choices: [{
-        index: 0, finish_reason: "tool_calls",
-        message: {
-          role: "assistant", content: null,
-          tool_calls: calls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: typeof c.args === "string" ? c.args : JSON.stringify(c.args) } })),
+      id: "chatcmpl-1",
+      object: "chat.completion",
+      model: "test-model",
+      usage,
+      choices: [
+        {
+          index: 0,
+          finish_reason: "tool_calls",
+          message: {
+            role: "assistant",
+            content: null,
+            tool_calls: calls.map((c) => ({
+              id: c.id,
+              type: "function",
+              function: { name: c.name, arguments: typeof c.args === "string" ? c.args : JSON.stringify(c.args) },
+            })),
+          },
         },
-      }],
+      ],
     },
   };
 }
 
 function answer(content: string): Reply {
-  return { json: { id: "chatcmpl-2", object: "chat.completion", model: "test-model", usage, choices: [{ index: 0, finish_reason: "stop", message: { role: "assistant", content } }] } };
+  return {
+    json: {
+      id: "chatcmpl-2",
+      object: "chat.completion",
+      model: "test-model",
+      usage,
+      choices: [{ index: 0, finish_reason: "stop", message: { role: "assistant", content } }],
+    },
+  };
 }
 
 /** The tool messages of a request, with their content parsed. */
@@ -132,12 +155,35 @@ const TRACE = "0af7651916cd43dd8448eb211c80319c";
 function testRun(): Run {
   const now = Date.now();
   return {
-    id: "run_1", workspace_id: WS, automation_id: "aut_1", version: 1, event_id: null, dedupe_key: "manual:1",
-    trigger_type: "manual", subject_id: "acc_1", status: "running", exit_reason: null, current_node_key: "ask",
-    waiting_for: null, waiting_until: null, event: { type: "manual" }, context: { account_id: "acc_1" }, steps: {},
+    id: "run_1",
+    workspace_id: WS,
+    automation_id: "aut_1",
+    version: 1,
+    event_id: null,
+    dedupe_key: "manual:1",
+    trigger_type: "manual",
+    subject_id: "acc_1",
+    status: "running",
+    exit_reason: null,
+    current_node_key: "ask",
+    waiting_for: null,
+    waiting_until: null,
+    event: { type: "manual" },
+    context: { account_id: "acc_1" },
+    steps: {},
     cursor: { node: "ask", port: null, visits: { ask: 1 }, since_pause: 1, attempt: 0 },
-    run_as: { type: "user", user_id: "usr_7" }, trace_id: TRACE, items_total: 0, items_failed: 0, interruptions: 0,
-    control: null, due_at: now + 30_000, lease_owner: "wkr_test", rev: 1, started_at: now, completed_at: null, updated_at: now,
+    run_as: { type: "user", user_id: "usr_7" },
+    trace_id: TRACE,
+    items_total: 0,
+    items_failed: 0,
+    interruptions: 0,
+    control: null,
+    due_at: now + 30_000,
+    lease_owner: "wkr_test",
+    rev: 1,
+    started_at: now,
+    completed_at: null,
+    updated_at: now,
   };
 }
 
@@ -200,11 +246,18 @@ describe("agent node", () => {
     model = undefined;
   });
 
-  const config = { model: "test-model", system: "You help with account {{ context.account_id }}.", prompt: "Close account {{ context.account_id }}", tools: ["lookup_account", "delete_account"] };
+  const config = {
+    model: "test-model",
+    system: "You help with account {{ context.account_id }}.",
+    prompt: "Close account {{ context.account_id }}",
+    tools: ["lookup_account", "delete_account"],
+  };
   const ai = (m: FakeModel): NodeSettings => ({ ai: { base_url: m.base_url, api_key: "sk-test" } });
 
   it("a forbidden tool call is refused, recorded as a violation, never run, and the conversation goes on", async () => {
-    model = await fakeModel((n) => (n === 1 ? callTools({ id: "call_1", name: "delete_account", args: { account_id: "acc_1" } }) : answer("I may not delete accounts.")));
+    model = await fakeModel((n) =>
+      n === 1 ? callTools({ id: "call_1", name: "delete_account", args: { account_id: "acc_1" } }) : answer("I may not delete accounts."),
+    );
     const h = harness({ config, permissions: ["tool:lookup_account"], actions: toolSpecs(tools), settings: ai(model) });
 
     const result = await agentNode.execute(h.ctx);
@@ -216,9 +269,16 @@ describe("agent node", () => {
     const refusals = toolMessages(model.seen[1]);
     expect(refusals).toEqual([{ tool_call_id: "call_1", content: { error: "policy.violation", message: expect.stringMatching(/^refused: /) } }]);
     // The assistant turn that asked for the call is echoed before its answer, as the API requires.
-    expect(model.seen[1]!.body.messages.at(-2)).toMatchObject({ role: "assistant", tool_calls: [{ id: "call_1", type: "function", function: { name: "delete_account" } }] });
+    expect(model.seen[1]!.body.messages.at(-2)).toMatchObject({
+      role: "assistant",
+      tool_calls: [{ id: "call_1", type: "function", function: { name: "delete_account" } }],
+    });
     expect(result).toMatchObject({ kind: "next", port: "next" });
-    expect(nextOutput(result)).toMatchObject({ content: "I may not delete accounts.", turns: 2, tool_calls: [{ name: "delete_account", allowed: false, ok: false }] });
+    expect(nextOutput(result)).toMatchObject({
+      content: "I may not delete accounts.",
+      turns: 2,
+      tool_calls: [{ name: "delete_account", allowed: false, ok: false }],
+    });
 
     // What went over the wire on the first turn.
     const first = model.seen[0]!;
@@ -234,12 +294,20 @@ describe("agent node", () => {
       { role: "user", content: "Close account acc_1" },
     ]);
     expect(first.body.tools!.map((t) => t.function.name)).toEqual(["lookup_account", "delete_account"]);
-    expect(first.body.tools![0]).toMatchObject({ type: "function", function: { description: "Find an account by id", parameters: { type: "object", properties: { account_id: { type: "string" } } } } });
+    expect(first.body.tools![0]).toMatchObject({
+      type: "function",
+      function: { description: "Find an account by id", parameters: { type: "object", properties: { account_id: { type: "string" } } } },
+    });
   });
 
   it("an allowed tool runs with the parsed arguments and its declared permissions narrowed by the step's, and its output is fed back", async () => {
     model = await fakeModel((n) => (n === 1 ? callTools({ id: "call_a", name: "lookup_account", args: { account_id: "acc_9" } }) : answer("acc_9 is on pro.")));
-    const h = harness({ config, permissions: ["tool:lookup_account", "http:crm.internal", "http:other.internal"], actions: toolSpecs(tools), settings: ai(model) });
+    const h = harness({
+      config,
+      permissions: ["tool:lookup_account", "http:crm.internal", "http:other.internal"],
+      actions: toolSpecs(tools),
+      settings: ai(model),
+    });
 
     const result = await agentNode.execute(h.ctx);
 
@@ -248,9 +316,15 @@ describe("agent node", () => {
     expect(toolMessages(model.seen[1])).toEqual([{ tool_call_id: "call_a", content: { account_id: "acc_9", plan: "pro" } }]);
     expect(h.violations).toEqual([]);
     expect(h.logs).toEqual([{ level: "info", message: "lookup_account: looked up", data: { account_id: "acc_9" } }]);
-    expect(result).toMatchObject({ kind: "next", port: "next", input: { model: "test-model", prompt: "Close account acc_1", tools: ["lookup_account", "delete_account"] } });
+    expect(result).toMatchObject({
+      kind: "next",
+      port: "next",
+      input: { model: "test-model", prompt: "Close account acc_1", tools: ["lookup_account", "delete_account"] },
+    });
     expect(nextOutput(result)).toEqual({
-      content: "acc_9 is on pro.", model: "test-model", turns: 2,
+      content: "acc_9 is on pro.",
+      model: "test-model",
+      turns: 2,
       tool_calls: [{ name: "lookup_account", allowed: true, ok: true }],
       usage: { prompt_tokens: 20, completion_tokens: 10 },
     });
@@ -282,10 +356,14 @@ describe("agent node", () => {
 
   it("a tool kind the API cannot spell is offered under a valid name and mapped back", async () => {
     const seenInput: unknown[] = [];
-    const dotted = defineAction({ kind: "crm.lookup", input: z.object({ id: z.string() }), handler(input) {
-      seenInput.push(input);
-      return { found: true };
-    } });
+    const dotted = defineAction({
+      kind: "crm.lookup",
+      input: z.object({ id: z.string() }),
+      handler(input) {
+        seenInput.push(input);
+        return { found: true };
+      },
+    });
     model = await fakeModel((n, body) => (n === 1 ? callTools({ id: "c1", name: body.tools![0]!.function.name, args: { id: "7" } }) : answer("found")));
     const h = harness({ config: { ...config, tools: ["crm.lookup"] }, permissions: ["tool:crm.lookup"], actions: [dotted], settings: ai(model) });
 
@@ -294,7 +372,13 @@ describe("agent node", () => {
     expect(model.seen[0]!.body.tools!.map((t) => t.function.name)).toEqual(["crm_lookup"]);
     expect(seenInput).toEqual([{ id: "7" }]);
     expect(nextOutput(result).tool_calls).toEqual([{ name: "crm.lookup", allowed: true, ok: true }]);
-    expect(wireNames(["a.b", "a_b", "a-b"]).toWire).toEqual(new Map([["a.b", "a_b"], ["a_b", "a_b_2"], ["a-b", "a-b"]]));
+    expect(wireNames(["a.b", "a_b", "a-b"]).toWire).toEqual(
+      new Map([
+        ["a.b", "a_b"],
+        ["a_b", "a_b_2"],
+        ["a-b", "a-b"],
+      ]),
+    );
   });
 
   it("a 503 fails the step as retryable with the server's Retry-After; a 400 fails it for good", async () => {
@@ -363,7 +447,12 @@ describe.each(STORE_KINDS)("agent steps in the engine (%s store)", (kind) => {
     ts = await makeStore(kind);
     tools = { lookups: [], deletes: 0 };
     held = new Promise<void>((r) => (release = r));
-    engine = new Engine({ httpAllow: LOOPBACK, store: ts.store, settings: { ai: { base_url: model.base_url, api_key: "sk-test" } }, runner: { leaseMs: 30_000, pollMs: 20 } });
+    engine = new Engine({
+      httpAllow: LOOPBACK,
+      store: ts.store,
+      settings: { ai: { base_url: model.base_url, api_key: "sk-test" } },
+      runner: { leaseMs: 30_000, pollMs: 20 },
+    });
     for (const spec of toolSpecs(tools)) engine.registerAction(spec);
     await engine.start();
   });
@@ -374,7 +463,10 @@ describe.each(STORE_KINDS)("agent steps in the engine (%s store)", (kind) => {
   });
 
   const agentAutomation = (key: string, prompt: string) => ({
-    key, name: key, root: "ask", reentry: { policy: "allow_concurrent" },
+    key,
+    name: key,
+    root: "ask",
+    reentry: { policy: "allow_concurrent" },
     nodes: [
       { key: "ask", kind: "agent", permissions: ["tool:lookup_account"], config: { model: "test-model", prompt, tools: ["lookup_account", "delete_account"] } },
       { key: "done", kind: "end" },
@@ -403,8 +495,14 @@ describe.each(STORE_KINDS)("agent steps in the engine (%s store)", (kind) => {
     const e = engine!;
     const slow = await e.createAutomation(WS, agentAutomation("slow-ai", "wait for me"));
     const fast = await e.createAutomation(WS, {
-      key: "fast", name: "fast", root: "s", reentry: { policy: "allow_concurrent" },
-      nodes: [{ key: "s", kind: "set", config: { assign: { ok: "true" } } }, { key: "done", kind: "end" }],
+      key: "fast",
+      name: "fast",
+      root: "s",
+      reentry: { policy: "allow_concurrent" },
+      nodes: [
+        { key: "s", kind: "set", config: { assign: { ok: "true" } } },
+        { key: "done", kind: "end" },
+      ],
       edges: [{ from: "s", port: "next", to: "done" }],
     });
     const before = model.seen.length;

@@ -63,7 +63,7 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
 
   beforeEach(async () => {
     ts = await makeStore(kind);
-    clock = new ManualClock(Date.parse("2026-05-01T08:00:00Z") + (seq++) * 30 * DAY);
+    clock = new ManualClock(Date.parse("2026-05-01T08:00:00Z") + seq++ * 30 * DAY);
     // The clock only moves when a test moves it; leases far longer than any jump here.
     engine = await startEngine({ store: ts.store, clock, runner: { leaseMs: 30 * DAY } });
     errors = [];
@@ -85,9 +85,16 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
   async function approvalAutomation(timeoutMs?: number) {
     const k = `apr-${kind}-${++seq}`;
     return engine.createAutomation(WS, {
-      key: k, name: k, reentry: { policy: "allow_concurrent" }, root: "ask",
+      key: k,
+      name: k,
+      reentry: { policy: "allow_concurrent" },
+      root: "ask",
       nodes: [
-        { key: "ask", kind: "approval", config: { title: "Approve {{ context.name }}", approvers: ["role:admin"], ...(timeoutMs !== undefined ? { timeout_ms: timeoutMs } : {}) } },
+        {
+          key: "ask",
+          kind: "approval",
+          config: { title: "Approve {{ context.name }}", approvers: ["role:admin"], ...(timeoutMs !== undefined ? { timeout_ms: timeoutMs } : {}) },
+        },
         { key: "yes", kind: "set", config: { assign: { path: "'approved'" } } },
         { key: "no", kind: "set", config: { assign: { path: "'rejected'" } } },
         { key: "late", kind: "set", config: { assign: { path: "'timeout'" } } },
@@ -104,7 +111,10 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
 
   /** Enroll over HTTP and wait until the run is parked on its approval. */
   async function enrollParked(automationId: string, name: string, subject: string): Promise<Run> {
-    const res = await call<{ id: string; duplicate: boolean }>("POST", `/v1/automations/${automationId}/enroll`, { subject_id: subject, context_overrides: { name } });
+    const res = await call<{ id: string; duplicate: boolean }>("POST", `/v1/automations/${automationId}/enroll`, {
+      subject_id: subject,
+      context_overrides: { name },
+    });
     expect(res.status).toBe(201);
     return engine.waitForRun(WS, res.body.id, parkedOnApproval);
   }
@@ -138,8 +148,18 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
     expect(mine).toHaveLength(1);
     const apr = mine[0]!;
     expect(apr).toMatchObject({
-      run_id: run.id, automation_id: a.id, node_key: "ask", visit: 1, item_id: null, title: "Approve Ada", approvers: ["role:admin"],
-      status: "pending", decided_by: null, decided_at: null, comment: null, expires_at: null,
+      run_id: run.id,
+      automation_id: a.id,
+      node_key: "ask",
+      visit: 1,
+      item_id: null,
+      title: "Approve Ada",
+      approvers: ["role:admin"],
+      status: "pending",
+      decided_by: null,
+      decided_at: null,
+      comment: null,
+      expires_at: null,
     });
     expect(apr.id).toMatch(/^apr_/);
     // Other status filters do not list it; an unknown status is a 400.
@@ -148,7 +168,11 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
     // The park step names the approval.
     const park = (await stepsOf(run.id)).filter((s) => s.node_key === "ask");
     expect(park).toHaveLength(1);
-    expect(park[0]).toMatchObject({ outcome: "waiting", exited_via_port_key: null, input: { approval_id: apr.id, title: "Approve Ada", approvers: ["role:admin"] } });
+    expect(park[0]).toMatchObject({
+      outcome: "waiting",
+      exited_via_port_key: null,
+      input: { approval_id: apr.id, title: "Approve Ada", approvers: ["role:admin"] },
+    });
 
     const decided = await call<ApprovalJson>("POST", `/v1/approvals/${apr.id}/approve`, { comment: "looks fine" });
     expect(decided.status).toBe(200);
@@ -160,7 +184,9 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
     expect(done.context).toMatchObject({ name: "Ada", path: "approved" });
     const steps = await stepsOf(run.id);
     expect(steps.map((s) => `${s.node_key}:${s.outcome}:${s.exited_via_port_key}`)).toEqual([
-      "ask:waiting:null", "ask:succeeded:approved", "yes:succeeded:next",
+      "ask:waiting:null",
+      "ask:succeeded:approved",
+      "yes:succeeded:next",
     ]);
     expect(steps[1]!.output).toEqual({ approval_id: apr.id, status: "approved", decided_by: ADMIN, comment: "looks fine" });
     expect(finished.get(run.id)).toBe(1);
@@ -187,7 +213,10 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
     expect((await stepsOf(run.id)).map((s) => `${s.node_key}:${s.exited_via_port_key}`)).toEqual(["ask:null", "ask:rejected", "no:next"]);
   });
 
-  for (const [label, verbs] of [["approve + reject", ["approve", "reject"]], ["approve + approve", ["approve", "approve"]]] as const) {
+  for (const [label, verbs] of [
+    ["approve + reject", ["approve", "reject"]],
+    ["approve + approve", ["approve", "approve"]],
+  ] as const) {
     it(`two concurrent decisions (${label}), 20 times: exactly one applies, the other is 409 already_decided, the run resumes once`, async () => {
       const a = await approvalAutomation();
       const runs = await Promise.all(Array.from({ length: 20 }, (_, i) => enrollParked(a.id, `n${i}`, `ct_${i}`)));
@@ -340,7 +369,10 @@ describe.each(STORE_KINDS)("approval nodes over HTTP (%s store)", (kind) => {
     const e1 = await auditFor(a1.id);
     expect(e1).toHaveLength(1);
     expect(e1[0]).toMatchObject({
-      actor: ADMIN, action: "approval.approve", target_type: "approval", target_id: a1.id,
+      actor: ADMIN,
+      action: "approval.approve",
+      target_type: "approval",
+      target_id: a1.id,
       details: { run_id: r1.id, node_key: "ask", comment: "yes please" },
     });
     expect(Number.isNaN(Date.parse(e1[0]!.at))).toBe(false);

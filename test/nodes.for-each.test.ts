@@ -30,8 +30,13 @@ let seq = 0;
 function fanOut(config: Record<string, unknown>, node: Record<string, unknown> = {}) {
   const key = `fan-${++seq}`;
   return {
-    key, name: key, root: "fanout",
-    nodes: [{ key: "fanout", kind: "for_each", config, ...node }, { key: "done", kind: "end" }],
+    key,
+    name: key,
+    root: "fanout",
+    nodes: [
+      { key: "fanout", kind: "for_each", config, ...node },
+      { key: "done", kind: "end" },
+    ],
     edges: [{ from: "fanout", port: "next", to: "done" }],
   };
 }
@@ -84,7 +89,7 @@ const count = (items: readonly RunItem[], o: RunItem["outcome"]) => items.filter
 
 describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
   let ts: TestStore;
-  let engines: Engine[] = [];
+  const engines: Engine[] = [];
   let errors: unknown[] = [];
   /** Run before the engines stop (release gates a failed test left closed, so stop() does not wait on them). */
   const cleanups: (() => void)[] = [];
@@ -114,10 +119,14 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
 
   /** Wait (capped, naming what never happened) for the run to satisfy `pred`. */
   function runWhere(e: Engine, runId: string, what: string, pred: (r: Run) => boolean, capMs = 20_000): Promise<Run> {
-    return until(`run ${runId} ${what}`, async () => {
-      const r = await e.getRun(WS, runId);
-      return pred(r) ? r : null;
-    }, capMs);
+    return until(
+      `run ${runId} ${what}`,
+      async () => {
+        const r = await e.getRun(WS, runId);
+        return pred(r) ? r : null;
+      },
+      capMs,
+    );
   }
   const ended = (e: Engine, runId: string, capMs?: number) => runWhere(e, runId, "to end", (r) => r.completed_at !== null, capMs);
 
@@ -127,8 +136,10 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
       const r = await e.getRun(WS, runId);
       const items = await e.listItems(WS, runId);
       const aps = await Promise.all(items.map((i) => e.getApproval(WS, i.approval_id!)));
-      throw new Error(`${err.message}: run is ${r.status} (waiting_for ${r.waiting_for}, due_at ${r.due_at}); ` +
-        `items ${outcomes(items).join(", ")}; their approvals ${aps.map((x) => x.status).join(", ")}`);
+      throw new Error(
+        `${err.message}: run is ${r.status} (waiting_for ${r.waiting_for}, due_at ${r.due_at}); ` +
+          `items ${outcomes(items).join(", ")}; their approvals ${aps.map((x) => x.status).join(", ")}`,
+      );
     });
   }
 
@@ -142,43 +153,57 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
   it("the credit-union week: Monday 09:00 Oslo finds 14 accounts → 13 evidence requests (2 after a transient outage, same key), 1 inactive skipped", async () => {
     const clock = new ManualClock(Date.parse("2026-02-28T12:00:00Z")); // a Saturday
     const accounts = Array.from({ length: 14 }, (_, i) => ({
-      id: `KYC-${1001 + i}`, name: `Member ${i + 1}`, manager: `am-${(i % 3) + 1}`, active: i !== 6, // KYC-1007 went inactive
+      id: `KYC-${1001 + i}`,
+      name: `Member ${i + 1}`,
+      manager: `am-${(i % 3) + 1}`,
+      active: i !== 6, // KYC-1007 went inactive
     }));
     const outage = new Set(["KYC-1003", "KYC-1011"]); // the messaging integration drops their first delivery
     const finds: string[] = [];
     const calls: Call[] = [];
-    const engine = await boot((e) => {
-      e.registerAction(defineAction({
-        kind: "kyc.find_due",
-        input: z.object({}),
-        handler(_input, ctx) {
-          finds.push(ctx.idempotency_key);
-          return { accounts };
-        },
-      }));
-      e.registerAction(defineAction({
-        kind: "kyc.request_evidence",
-        input: z.object({ account: z.string(), route_to: z.string() }),
-        handler(input, ctx) {
-          record(calls, input, ctx);
-          if (outage.has(input.account) && ctx.attempt === 1) {
-            throw new StepFailure(stepError("messaging.unavailable", `could not deliver the request for ${input.account}`, true));
-          }
-          return { evidence_request_id: `evr-${input.account}` };
-        },
-      }));
-    }, { clock, schedulePollMs: HOUR, dispatchPollMs: HOUR, runner: { leaseMs: 30 * DAY } });
+    const engine = await boot(
+      (e) => {
+        e.registerAction(
+          defineAction({
+            kind: "kyc.find_due",
+            input: z.object({}),
+            handler(_input, ctx) {
+              finds.push(ctx.idempotency_key);
+              return { accounts };
+            },
+          }),
+        );
+        e.registerAction(
+          defineAction({
+            kind: "kyc.request_evidence",
+            input: z.object({ account: z.string(), route_to: z.string() }),
+            handler(input, ctx) {
+              record(calls, input, ctx);
+              if (outage.has(input.account) && ctx.attempt === 1) {
+                throw new StepFailure(stepError("messaging.unavailable", `could not deliver the request for ${input.account}`, true));
+              }
+              return { evidence_request_id: `evr-${input.account}` };
+            },
+          }),
+        );
+      },
+      { clock, schedulePollMs: HOUR, dispatchPollMs: HOUR, runner: { leaseMs: 30 * DAY } },
+    );
 
     const a = await engine.createAutomation(WS, {
-      key: "weekly-kyc-review", name: "Weekly KYC review",
+      key: "weekly-kyc-review",
+      name: "Weekly KYC review",
       triggers: [{ type: "schedule", cron: "0 9 * * MON", timezone: "Europe/Oslo" }],
       root: "find",
       nodes: [
         { key: "find", kind: "kyc.find_due", config: {} },
         {
-          key: "request", kind: "for_each",
+          key: "request",
+          kind: "for_each",
           config: {
-            items: "steps.find.accounts", subject: "item.id", condition: "item.active",
+            items: "steps.find.accounts",
+            subject: "item.id",
+            condition: "item.active",
             action: { kind: "kyc.request_evidence", config: { account: "{{ item.id }}", route_to: "{{ item.manager }}" } },
             concurrency: 4,
           },
@@ -186,7 +211,10 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
         },
         { key: "done", kind: "end" },
       ],
-      edges: [{ from: "find", port: "next", to: "request" }, { from: "request", port: "next", to: "done" }],
+      edges: [
+        { from: "find", port: "next", to: "request" },
+        { from: "request", port: "next", to: "done" },
+      ],
     });
     // Monday 2 March 2026, 09:00 in Oslo (CET, UTC+1).
     const monday = Date.parse("2026-03-02T08:00:00Z");
@@ -283,7 +311,9 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
     try {
       const res = await app.inject({ method: "GET", url: `/v1/automation-runs/${run.id}/items`, headers: { authorization: `Bearer ${TOKEN}` } });
       expect(res.statusCode).toBe(200);
-      const body = res.json() as { items: { index: number; subject_id: string; outcome: string; attempts: number; idempotency_key: string; output: unknown; error: unknown }[] };
+      const body = res.json() as {
+        items: { index: number; subject_id: string; outcome: string; attempts: number; idempotency_key: string; output: unknown; error: unknown }[];
+      };
       expect(body.items).toHaveLength(14);
       expect(body.items.map((i) => i.subject_id)).toEqual(accounts.map((x) => x.id));
       expect(body.items.map((i) => i.outcome)).toEqual(accounts.map((x) => (x.active ? "succeeded" : "skipped")));
@@ -300,23 +330,36 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
 
   it("permanent failures: the run ends completed_with_failures, items_failed counts them, the cause is on each item", async () => {
     const calls: Call[] = [];
-    const engine = await boot((e) => e.registerAction(defineAction({
-      kind: "crm.create_task",
-      input: z.object({ owner: z.string(), title: z.string() }),
-      handler(input, ctx) {
-        record(calls, input, ctx);
-        if (input.owner === "o2" || input.owner === "o5") throw new StepFailure(stepError("crm.refused", `owner ${input.owner} is archived`, false, { owner: input.owner }));
-        if (input.owner === "o7") throw new Error("unexpected null");
-        if (input.owner === "o8") throw new StepFailure(stepError("crm.unavailable", "try later", true));
-        return { task_id: `task-${input.owner}` };
-      },
-    })));
+    const engine = await boot((e) =>
+      e.registerAction(
+        defineAction({
+          kind: "crm.create_task",
+          input: z.object({ owner: z.string(), title: z.string() }),
+          handler(input, ctx) {
+            record(calls, input, ctx);
+            if (input.owner === "o2" || input.owner === "o5")
+              throw new StepFailure(stepError("crm.refused", `owner ${input.owner} is archived`, false, { owner: input.owner }));
+            if (input.owner === "o7") throw new Error("unexpected null");
+            if (input.owner === "o8") throw new StepFailure(stepError("crm.unavailable", "try later", true));
+            return { task_id: `task-${input.owner}` };
+          },
+        }),
+      ),
+    );
     const list = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => ({ id: `c${n}`, owner: `o${n}`, name: `Deal ${n}` }));
     list.push({ id: "c9", owner: "o9" } as (typeof list)[number]); // no name: its title cannot be rendered
-    const run0 = await enrollList(engine, fanOut(
-      { items: "context.list", action: { kind: "crm.create_task", config: { owner: "{{ item.owner }}", title: "Follow up {{ item.name }}" } }, concurrency: 3 },
-      { retry: { max_attempts: 2, initial_ms: 10, max_ms: 20 } },
-    ), list);
+    const run0 = await enrollList(
+      engine,
+      fanOut(
+        {
+          items: "context.list",
+          action: { kind: "crm.create_task", config: { owner: "{{ item.owner }}", title: "Follow up {{ item.name }}" } },
+          concurrency: 3,
+        },
+        { retry: { max_attempts: 2, initial_ms: 10, max_ms: 20 } },
+      ),
+      list,
+    );
     const run = await ended(engine, run0.id);
     expect(run.status).toBe("completed_with_failures");
     expect(run.items_total).toBe(9);
@@ -332,7 +375,10 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
     expect(by("c7")).toMatchObject({ attempts: 1, error: { code: "action.exception", message: "unexpected null" } });
     // Retryable, but the node allows 2 attempts: failed after the second, same key both times.
     expect(by("c8")).toMatchObject({ attempts: 2, error: { code: "crm.unavailable", retryable: true }, not_before: null });
-    expect(calls.filter((c) => c.input.owner === "o8").map((c) => [c.key, c.attempt])).toEqual([[by("c8").idempotency_key, 1], [by("c8").idempotency_key, 2]]);
+    expect(calls.filter((c) => c.input.owner === "o8").map((c) => [c.key, c.attempt])).toEqual([
+      [by("c8").idempotency_key, 1],
+      [by("c8").idempotency_key, 2],
+    ]);
     // Bad data fails that item alone, before any call.
     expect(by("c9")).toMatchObject({ attempts: 0, error: { code: "template.missing_variable" } });
     expect(calls.some((c) => c.input.owner === "o9")).toBe(false);
@@ -347,23 +393,29 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
     /** The remote system: effects by idempotency key. */
     const effects = new Map<string, { request_id: string; account: string }>();
     const calls: Call[] = [];
-    const engine = await boot((e) => e.registerAction(defineAction({
-      kind: "kyc.request_evidence",
-      input: z.object({ account: z.string() }),
-      handler(input, ctx) {
-        record(calls, input, ctx);
-        const done = effects.get(ctx.idempotency_key);
-        if (done) return replayed(done);
-        const effect = { request_id: `evr-${effects.size + 1}`, account: input.account };
-        effects.set(ctx.idempotency_key, effect);
-        // The request for A-2 was delivered, but the answer never came back.
-        if (input.account === "A-2") throw new StepFailure(stepError("messaging.response_lost", "connection closed before the response", false));
-        return effect;
-      },
-    })));
-    const run0 = await enrollList(engine, fanOut(
-      { items: "context.list", action: { kind: "kyc.request_evidence", config: { account: "{{ item.id }}" } } },
-    ), [{ id: "A-1" }, { id: "A-2" }, { id: "A-3" }]);
+    const engine = await boot((e) =>
+      e.registerAction(
+        defineAction({
+          kind: "kyc.request_evidence",
+          input: z.object({ account: z.string() }),
+          handler(input, ctx) {
+            record(calls, input, ctx);
+            const done = effects.get(ctx.idempotency_key);
+            if (done) return replayed(done);
+            const effect = { request_id: `evr-${effects.size + 1}`, account: input.account };
+            effects.set(ctx.idempotency_key, effect);
+            // The request for A-2 was delivered, but the answer never came back.
+            if (input.account === "A-2") throw new StepFailure(stepError("messaging.response_lost", "connection closed before the response", false));
+            return effect;
+          },
+        }),
+      ),
+    );
+    const run0 = await enrollList(engine, fanOut({ items: "context.list", action: { kind: "kyc.request_evidence", config: { account: "{{ item.id }}" } } }), [
+      { id: "A-1" },
+      { id: "A-2" },
+      { id: "A-3" },
+    ]);
     const run = await ended(engine, run0.id);
     expect(run.status).toBe("completed_with_failures");
     expect(run.items_failed).toBe(1);
@@ -373,12 +425,22 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
 
     const app = buildApp({ engine, adminToken: TOKEN });
     try {
-      const res = await app.inject({ method: "POST", url: `/v1/automation-runs/${run.id}/items/${failed.id}/retry`, headers: { authorization: `Bearer ${TOKEN}` } });
+      const res = await app.inject({
+        method: "POST",
+        url: `/v1/automation-runs/${run.id}/items/${failed.id}/retry`,
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
       expect(res.statusCode, res.body).toBe(200);
       const effect = effects.get(failed.idempotency_key)!;
       expect(res.json()).toMatchObject({
-        id: failed.id, run_id: run.id, subject_id: "A-2", outcome: "idempotent_replay", attempts: 2,
-        idempotency_key: failed.idempotency_key, output: effect, error: null,
+        id: failed.id,
+        run_id: run.id,
+        subject_id: "A-2",
+        outcome: "idempotent_replay",
+        attempts: 2,
+        idempotency_key: failed.idempotency_key,
+        output: effect,
+        error: null,
       });
       // The action saw the same key, found its effect, and did not make another.
       expect(calls.filter((c) => c.input.account === "A-2")).toEqual([
@@ -397,12 +459,18 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
       const audit = (await engine.listAudit(WS)).filter((x) => x.action === "run_item.retry");
       expect(audit).toHaveLength(1);
       expect(audit[0]).toMatchObject({
-        actor: `user:${BOOTSTRAP_ADMIN}`, target_type: "run_item", target_id: failed.id, // the HTTP caller: TOKEN's user
+        actor: `user:${BOOTSTRAP_ADMIN}`,
+        target_type: "run_item",
+        target_id: failed.id, // the HTTP caller: TOKEN's user
         details: { run_id: run.id, idempotency_key: failed.idempotency_key, attempt: 2, outcome: "idempotent_replay" },
       });
 
       // It is no longer failed: a second retry is refused, over HTTP (409) and in the library.
-      const again = await app.inject({ method: "POST", url: `/v1/automation-runs/${run.id}/items/${failed.id}/retry`, headers: { authorization: `Bearer ${TOKEN}` } });
+      const again = await app.inject({
+        method: "POST",
+        url: `/v1/automation-runs/${run.id}/items/${failed.id}/retry`,
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
       expect(again.statusCode).toBe(409);
       expect(again.json()).toMatchObject({ error: { code: "item.not_failed" } });
       await expect(engine.retryItem(WS, run.id, failed.id, "admin")).rejects.toMatchObject({ code: "item.not_failed" });
@@ -422,23 +490,27 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
     let inFlight = 0;
     let maxInFlight = 0;
     const calls: Call[] = [];
-    const engine = await boot((e) => e.registerAction({
-      kind: "slow.touch",
-      async handler(input, ctx) {
-        record(calls, input, ctx);
-        inFlight++;
-        maxInFlight = Math.max(maxInFlight, inFlight);
-        try {
-          await sleep(3 + (calls.length % 5));
-          return { touched: (input as { n: string }).n };
-        } finally {
-          inFlight--;
-        }
-      },
-    }));
-    const run0 = await enrollList(engine, fanOut(
-      { items: "context.list", action: { kind: "slow.touch", config: { n: "{{ item }}" } }, concurrency: 5 },
-    ), Array.from({ length: 50 }, (_, i) => String(i)));
+    const engine = await boot((e) =>
+      e.registerAction({
+        kind: "slow.touch",
+        async handler(input, ctx) {
+          record(calls, input, ctx);
+          inFlight++;
+          maxInFlight = Math.max(maxInFlight, inFlight);
+          try {
+            await sleep(3 + (calls.length % 5));
+            return { touched: (input as { n: string }).n };
+          } finally {
+            inFlight--;
+          }
+        },
+      }),
+    );
+    const run0 = await enrollList(
+      engine,
+      fanOut({ items: "context.list", action: { kind: "slow.touch", config: { n: "{{ item }}" } }, concurrency: 5 }),
+      Array.from({ length: 50 }, (_, i) => String(i)),
+    );
     const run = await ended(engine, run0.id);
     expect(run.status).toBe("completed");
     expect(run.items_total).toBe(50);
@@ -459,17 +531,21 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
     const calls: Call[] = [];
     const gates = new Gates();
     cleanups.push(() => gates.releaseAll());
-    const engine = await boot((e) => e.registerAction({
-      kind: "slow.gated",
-      async handler(input, ctx) {
-        record(calls, input, ctx);
-        await gates.pass(ctx.signal);
-        return { done: (input as { n: string }).n };
-      },
-    }));
-    const run0 = await enrollList(engine, fanOut(
-      { items: "context.list", action: { kind: "slow.gated", config: { n: "{{ item.n }}" } }, concurrency: 2 },
-    ), Array.from({ length: 20 }, (_, i) => ({ id: `s${i}`, n: `n${i}` })));
+    const engine = await boot((e) =>
+      e.registerAction({
+        kind: "slow.gated",
+        async handler(input, ctx) {
+          record(calls, input, ctx);
+          await gates.pass(ctx.signal);
+          return { done: (input as { n: string }).n };
+        },
+      }),
+    );
+    const run0 = await enrollList(
+      engine,
+      fanOut({ items: "context.list", action: { kind: "slow.gated", config: { n: "{{ item.n }}" } }, concurrency: 2 }),
+      Array.from({ length: 20 }, (_, i) => ({ id: `s${i}`, n: `n${i}` })),
+    );
     await until("two calls in flight", () => gates.held.length === 2);
 
     const r = await engine.controlRun(WS, run0.id, "cancel", "admin");
@@ -509,18 +585,29 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
 
   it("approval-gated items: each waits for its own decision; approved ones run, the rejected one is skipped", async () => {
     const calls: Call[] = [];
-    const engine = await boot((e) => e.registerAction({
-      kind: "mail.send",
-      handler(input, ctx) {
-        record(calls, input, ctx);
-        return { sent_to: (input as { to: string }).to };
-      },
-    }));
-    const run0 = await enrollList(engine, fanOut({
-      items: "context.list", subject: "item.id",
-      action: { kind: "mail.send", config: { to: "{{ item.email }}" } },
-      approval: { title: "Send to {{ subject.id }}" },
-    }), [{ id: "ct-1", email: "a@example.com" }, { id: "ct-2", email: "b@example.com" }, { id: "ct-3", email: "c@example.com" }]);
+    const engine = await boot((e) =>
+      e.registerAction({
+        kind: "mail.send",
+        handler(input, ctx) {
+          record(calls, input, ctx);
+          return { sent_to: (input as { to: string }).to };
+        },
+      }),
+    );
+    const run0 = await enrollList(
+      engine,
+      fanOut({
+        items: "context.list",
+        subject: "item.id",
+        action: { kind: "mail.send", config: { to: "{{ item.email }}" } },
+        approval: { title: "Send to {{ subject.id }}" },
+      }),
+      [
+        { id: "ct-1", email: "a@example.com" },
+        { id: "ct-2", email: "b@example.com" },
+        { id: "ct-3", email: "c@example.com" },
+      ],
+    );
 
     const parked = await runWhere(engine, run0.id, "to wait for approvals", (r) => r.status === "waiting" || r.completed_at !== null);
     expect(parked).toMatchObject({ status: "waiting", waiting_for: "approval" });
@@ -555,19 +642,30 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
     const calls: Call[] = [];
     const gates = new Gates();
     cleanups.push(() => gates.releaseAll());
-    const engine = await boot((e) => e.registerAction({
-      kind: "mail.send",
-      async handler(input, ctx) {
-        record(calls, input, ctx);
-        if (calls.length === 1) await gates.pass(ctx.signal); // only the first send is held
-        return { sent_to: (input as { to: string }).to };
-      },
-    }));
-    const run0 = await enrollList(engine, fanOut({
-      items: "context.list", subject: "item.id",
-      action: { kind: "mail.send", config: { to: "{{ item.email }}" } },
-      approval: { title: "Send to {{ subject.id }}" },
-    }), [{ id: "ct-1", email: "a@example.com" }, { id: "ct-2", email: "b@example.com" }, { id: "ct-3", email: "c@example.com" }]);
+    const engine = await boot((e) =>
+      e.registerAction({
+        kind: "mail.send",
+        async handler(input, ctx) {
+          record(calls, input, ctx);
+          if (calls.length === 1) await gates.pass(ctx.signal); // only the first send is held
+          return { sent_to: (input as { to: string }).to };
+        },
+      }),
+    );
+    const run0 = await enrollList(
+      engine,
+      fanOut({
+        items: "context.list",
+        subject: "item.id",
+        action: { kind: "mail.send", config: { to: "{{ item.email }}" } },
+        approval: { title: "Send to {{ subject.id }}" },
+      }),
+      [
+        { id: "ct-1", email: "a@example.com" },
+        { id: "ct-2", email: "b@example.com" },
+        { id: "ct-3", email: "c@example.com" },
+      ],
+    );
     await runWhere(engine, run0.id, "to wait for approvals", (r) => r.status === "waiting");
     const items = await engine.listItems(WS, run0.id);
 
@@ -588,19 +686,25 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
 
   it("a fan-out resumed after an item retry runs only what is left: each key once, the retried one twice", async () => {
     const calls: Call[] = [];
-    const engine = await boot((e) => e.registerAction({
-      kind: "ledger.post",
-      handler(input, ctx) {
-        record(calls, input, ctx);
-        const n = (input as { n: string }).n;
-        if (n === "10" && ctx.attempt === 1) throw new StepFailure(stepError("ledger.busy", "locked, try again", true));
-        return { posted: n };
-      },
-    }));
-    const run0 = await enrollList(engine, fanOut(
-      { items: "context.list", action: { kind: "ledger.post", config: { n: "{{ item }}" } }, concurrency: 4 },
-      { retry: { max_attempts: 3, initial_ms: 10, max_ms: 20 } },
-    ), Array.from({ length: 30 }, (_, i) => String(i)));
+    const engine = await boot((e) =>
+      e.registerAction({
+        kind: "ledger.post",
+        handler(input, ctx) {
+          record(calls, input, ctx);
+          const n = (input as { n: string }).n;
+          if (n === "10" && ctx.attempt === 1) throw new StepFailure(stepError("ledger.busy", "locked, try again", true));
+          return { posted: n };
+        },
+      }),
+    );
+    const run0 = await enrollList(
+      engine,
+      fanOut(
+        { items: "context.list", action: { kind: "ledger.post", config: { n: "{{ item }}" } }, concurrency: 4 },
+        { retry: { max_attempts: 3, initial_ms: 10, max_ms: 20 } },
+      ),
+      Array.from({ length: 30 }, (_, i) => String(i)),
+    );
     const run = await ended(engine, run0.id);
     expect(run.status).toBe("completed");
     expect(run.items_total).toBe(30);
@@ -618,7 +722,10 @@ describe.each(STORE_KINDS)("for_each fan-out (%s store)", (kind) => {
     expect(calls).toHaveLength(31);
     // The run parked once for the retry and resumed the same visit.
     const steps = (await engine.listSteps(WS, run.id)).filter((s) => s.node_key === "fanout");
-    expect(steps.map((s) => [s.outcome, s.visit])).toEqual([["waiting", 1], ["succeeded", 1]]);
+    expect(steps.map((s) => [s.outcome, s.visit])).toEqual([
+      ["waiting", 1],
+      ["succeeded", 1],
+    ]);
     expect(steps[1]!.output).toMatchObject({ total: 30, succeeded: 30, pending: 0 });
   });
 });

@@ -75,7 +75,7 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
 
   beforeEach(async () => {
     ts = await makeStore(kind);
-    clock = new ManualClock(Date.parse("2026-04-01T08:00:00Z") + (seq++) * 30 * DAY);
+    clock = new ManualClock(Date.parse("2026-04-01T08:00:00Z") + seq++ * 30 * DAY);
     errors = [];
     engines = [];
     engine = await boot();
@@ -101,7 +101,8 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
   }
 
   const settle = (runId: string, pred: (r: Run) => boolean = (r) => r.completed_at !== null, e: Engine = engine) => e.waitForRun(WS, runId, pred);
-  const parkedOn = (what: string, node?: string) => (r: Run) => r.status === "waiting" && r.waiting_for === what && (node === undefined || r.current_node_key === node);
+  const parkedOn = (what: string, node?: string) => (r: Run) =>
+    r.status === "waiting" && r.waiting_for === what && (node === undefined || r.current_node_key === node);
 
   async function enroll(automationId: string, subject: string | null, context: Record<string, unknown> = {}): Promise<Run> {
     const { run } = await engine.enroll(WS, automationId, { subject_id: subject, context_overrides: context });
@@ -109,18 +110,22 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
   }
 
   /** wait (1 h timeout) → received: got; timeout: late. */
-  const replyFlow = (waitConfig: Record<string, unknown> = {}) => automation([
-    waitFor("wait", { event: "reply.received", timeout_ms: HOUR, ...waitConfig }),
-    set("got", { answer: "steps.wait.event.payload.text" }),
-    set("late", { answer: "'none'" }),
-  ], [
-    { from: "wait", port: "received", to: "got" },
-    { from: "wait", port: "timeout", to: "late" },
-  ]);
+  const replyFlow = (waitConfig: Record<string, unknown> = {}) =>
+    automation(
+      [
+        waitFor("wait", { event: "reply.received", timeout_ms: HOUR, ...waitConfig }),
+        set("got", { answer: "steps.wait.event.payload.text" }),
+        set("late", { answer: "'none'" }),
+      ],
+      [
+        { from: "wait", port: "received", to: "got" },
+        { from: "wait", port: "timeout", to: "late" },
+      ],
+    );
 
   // ---------- wait_for_event ----------
 
-  it("parks on \"event\" and completes by \"received\" when the subject's event arrives; the event is the wait's output", async () => {
+  it('parks on "event" and completes by "received" when the subject\'s event arrives; the event is the wait\'s output', async () => {
     const a = await replyFlow();
     const created = await enroll(a.id, "ct_1");
     const waiting = await settle(created.id, parkedOn("event", "wait"));
@@ -132,7 +137,10 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
     const eventId = await send({ type: "reply.received", subject_id: "ct_1", payload: { text: "yes" } });
     const done = await settle(created.id);
     expect(done).toMatchObject({ status: "completed", exit_reason: "completed", context: { answer: "yes" }, waiting_for: null });
-    expect(done.steps.wait).toMatchObject({ event_id: eventId, event: { type: "event", name: "reply.received", subject_id: "ct_1", payload: { text: "yes" } } });
+    expect(done.steps.wait).toMatchObject({
+      event_id: eventId,
+      event: { type: "event", name: "reply.received", subject_id: "ct_1", payload: { text: "yes" } },
+    });
     expect((done.steps.wait as { event: { payload: { text: string } } }).event.payload.text).toBe("yes");
     expect(thread(await engine.listSteps(WS, done.id))).toEqual([
       ["wait", "waiting", null, null],
@@ -198,16 +206,19 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
     const gate = await new Gate().start();
     try {
       gate.hold.add("/before");
-      const a = await automation([
-        { key: "call", kind: "http_request", config: { method: "POST", url: `${gate.url}/before`, body: { hi: "there" } } },
-        waitFor("wait", { event: "reply.received", timeout_ms: HOUR }),
-        set("got", { answer: "steps.wait.event.payload.text" }),
-        set("late", { answer: "'none'" }),
-      ], [
-        { from: "call", port: "next", to: "wait" },
-        { from: "wait", port: "received", to: "got" },
-        { from: "wait", port: "timeout", to: "late" },
-      ]);
+      const a = await automation(
+        [
+          { key: "call", kind: "http_request", config: { method: "POST", url: `${gate.url}/before`, body: { hi: "there" } } },
+          waitFor("wait", { event: "reply.received", timeout_ms: HOUR }),
+          set("got", { answer: "steps.wait.event.payload.text" }),
+          set("late", { answer: "'none'" }),
+        ],
+        [
+          { from: "call", port: "next", to: "wait" },
+          { from: "wait", port: "received", to: "got" },
+          { from: "wait", port: "timeout", to: "late" },
+        ],
+      );
       const created = await enroll(a.id, "ct_h");
       await until("the request to be held at the gate", () => gate.seen.some((r) => r.path === "/before"));
 
@@ -254,8 +265,11 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
     clock.advance(1);
     const created = await enroll(a.id, "ct_tie");
     const r = await settle(created.id, (x) => x.completed_at !== null || parkedOn("event", "wait")(x));
-    expect({ status: r.status, current_node_key: r.current_node_key, took: (r.steps.wait as { event_id?: string } | undefined)?.event_id ?? null })
-      .toEqual({ status: "waiting", current_node_key: "wait", took: null });
+    expect({ status: r.status, current_node_key: r.current_node_key, took: (r.steps.wait as { event_id?: string } | undefined)?.event_id ?? null }).toEqual({
+      status: "waiting",
+      current_node_key: "wait",
+      took: null,
+    });
 
     const same = await send({ type: "reply.received", subject_id: "ct_same", payload: { text: "same ms" } });
     const sameRun = await enroll(a.id, "ct_same");
@@ -268,8 +282,12 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
     // A run triggered by a reply that then waits for the next reply of the same subject.
     const k = `waits-${kind}-trigger`;
     const a = await engine.createAutomation(WS, {
-      key: k, name: k, triggers: [{ type: "event", name: "reply.received" }], subject: "{{ event.subject_id }}",
-      root: "wait", nodes: [waitFor("wait", { event: "reply.received", timeout_ms: HOUR }), set("got", { answer: "steps.wait.event.payload.text" })],
+      key: k,
+      name: k,
+      triggers: [{ type: "event", name: "reply.received" }],
+      subject: "{{ event.subject_id }}",
+      root: "wait",
+      nodes: [waitFor("wait", { event: "reply.received", timeout_ms: HOUR }), set("got", { answer: "steps.wait.event.payload.text" })],
       edges: [{ from: "wait", port: "received", to: "got" }],
     });
     const first = await send({ type: "reply.received", subject_id: "ct_trig", payload: { text: "first" } });
@@ -278,7 +296,12 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
     expect(runs[0]!.event_id).toBe(first);
     const r = await settle(runs[0]!.id, (x) => x.completed_at !== null || parkedOn("event", "wait")(x));
     const took = (r.steps.wait as { event_id?: string } | undefined)?.event_id ?? null;
-    expect({ status: r.status, current_node_key: r.current_node_key, took, trigger_event: first }).toEqual({ status: "waiting", current_node_key: "wait", took: null, trigger_event: first });
+    expect({ status: r.status, current_node_key: r.current_node_key, took, trigger_event: first }).toEqual({
+      status: "waiting",
+      current_node_key: "wait",
+      took: null,
+      trigger_event: first,
+    });
 
     // The next reply is the answer.
     clock.advance(SEC);
@@ -340,14 +363,17 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
   });
 
   it("two waits in a row for the same event: one event completes only the first; the second needs another (each event is taken once)", async () => {
-    const a = await automation([
-      waitFor("w1", { event: "reply.received", timeout_ms: HOUR }),
-      waitFor("w2", { event: "reply.received", timeout_ms: HOUR }),
-      set("done", { first: "steps.w1.event.payload.text", second: "steps.w2.event.payload.text" }),
-    ], [
-      { from: "w1", port: "received", to: "w2" },
-      { from: "w2", port: "received", to: "done" },
-    ]);
+    const a = await automation(
+      [
+        waitFor("w1", { event: "reply.received", timeout_ms: HOUR }),
+        waitFor("w2", { event: "reply.received", timeout_ms: HOUR }),
+        set("done", { first: "steps.w1.event.payload.text", second: "steps.w2.event.payload.text" }),
+      ],
+      [
+        { from: "w1", port: "received", to: "w2" },
+        { from: "w2", port: "received", to: "done" },
+      ],
+    );
     const created = await enroll(a.id, "ct_2w");
     await settle(created.id, parkedOn("event", "w1"));
 
@@ -377,14 +403,17 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
     const gate = await new Gate().start();
     try {
       gate.hold.add("/x");
-      const a = await automation([
-        { key: "call", kind: "http_request", config: { method: "GET", url: `${gate.url}/x` } },
-        waitFor("w1", { event: "reply.received", timeout_ms: HOUR }),
-        waitFor("w2", { event: "reply.received", timeout_ms: HOUR }),
-      ], [
-        { from: "call", port: "next", to: "w1" },
-        { from: "w1", port: "received", to: "w2" },
-      ]);
+      const a = await automation(
+        [
+          { key: "call", kind: "http_request", config: { method: "GET", url: `${gate.url}/x` } },
+          waitFor("w1", { event: "reply.received", timeout_ms: HOUR }),
+          waitFor("w2", { event: "reply.received", timeout_ms: HOUR }),
+        ],
+        [
+          { from: "call", port: "next", to: "w1" },
+          { from: "w1", port: "received", to: "w2" },
+        ],
+      );
       const created = await enroll(a.id, "ct_1ev");
       await until("the request to be held at the gate", () => gate.seen.some((r) => r.path === "/x"));
       clock.advance(SEC);
@@ -398,15 +427,14 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
     }
   });
 
-  it("timeout: with no event the wait leaves by \"timeout\" once its time has passed", async () => {
-    const a = await automation([
-      waitFor("wait", { event: "reply.received", timeout_ms: MIN }),
-      set("got", { path: "'received'" }),
-      set("late", { path: "'timeout'" }),
-    ], [
-      { from: "wait", port: "received", to: "got" },
-      { from: "wait", port: "timeout", to: "late" },
-    ]);
+  it('timeout: with no event the wait leaves by "timeout" once its time has passed', async () => {
+    const a = await automation(
+      [waitFor("wait", { event: "reply.received", timeout_ms: MIN }), set("got", { path: "'received'" }), set("late", { path: "'timeout'" })],
+      [
+        { from: "wait", port: "received", to: "got" },
+        { from: "wait", port: "timeout", to: "late" },
+      ],
+    );
     const created = await enroll(a.id, "ct_t");
     const waiting = await settle(created.id, parkedOn("event", "wait"));
     expect(waiting.waiting_until).toBe(waiting.started_at + MIN);
@@ -428,10 +456,10 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
   });
 
   it("timeout with the timeout port not wired: the path ends and the run completes", async () => {
-    const a = await automation([
-      waitFor("wait", { event: "reply.received", timeout_ms: MIN }),
-      set("got", { path: "'received'" }),
-    ], [{ from: "wait", port: "received", to: "got" }]);
+    const a = await automation(
+      [waitFor("wait", { event: "reply.received", timeout_ms: MIN }), set("got", { path: "'received'" })],
+      [{ from: "wait", port: "received", to: "got" }],
+    );
     const created = await enroll(a.id, "ct_t2");
     await settle(created.id, parkedOn("event", "wait"));
     clock.advance(61 * SEC);
@@ -446,16 +474,17 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
 
   // ---------- input ----------
 
-  const askEmail = (withTimeoutEdge: boolean) => automation([
-    { key: "ask", kind: "input", config: { prompt: "What's your email?", timeout_min: 60, assign_to: "email" } },
-    set("thanks", { said: "'thanks ' + context.email" }),
-    set("gave_up", { said: "'no reply'" }),
-  ], [
-    { from: "ask", port: "received", to: "thanks" },
-    ...(withTimeoutEdge ? [{ from: "ask", port: "timeout", to: "gave_up" }] : []),
-  ]);
+  const askEmail = (withTimeoutEdge: boolean) =>
+    automation(
+      [
+        { key: "ask", kind: "input", config: { prompt: "What's your email?", timeout_min: 60, assign_to: "email" } },
+        set("thanks", { said: "'thanks ' + context.email" }),
+        set("gave_up", { said: "'no reply'" }),
+      ],
+      [{ from: "ask", port: "received", to: "thanks" }, ...(withTimeoutEdge ? [{ from: "ask", port: "timeout", to: "gave_up" }] : [])],
+    );
 
-  it("input: parks on \"input\"; the subject's reply is assigned to context and the run follows \"received\"", async () => {
+  it('input: parks on "input"; the subject\'s reply is assigned to context and the run follows "received"', async () => {
     const a = await askEmail(false);
     const created = await enroll(a.id, "ct_in");
     const waiting = await settle(created.id, parkedOn("input", "ask"));
@@ -553,18 +582,33 @@ describe.each(STORE_KINDS)("wait_for_event, input and randomizer (%s store)", (k
   // ---------- randomizer ----------
 
   it("randomizer (sticky by default): one subject always gets one arm; many subjects get both arms; a weight-0 variant is never taken", async () => {
-    const a = await automation([
-      { key: "pick", kind: "randomizer", config: { variants: [{ port: "a", weight: 50 }, { port: "never", weight: 0 }, { port: "b", weight: 50 }, { port: "never_last", weight: 0 }] } },
-      set("arm_a", { arm: "'a'" }),
-      set("arm_b", { arm: "'b'" }),
-      set("arm_never", { arm: "'never'" }),
-      set("arm_never_last", { arm: "'never_last'" }),
-    ], [
-      { from: "pick", port: "a", to: "arm_a" },
-      { from: "pick", port: "b", to: "arm_b" },
-      { from: "pick", port: "never", to: "arm_never" },
-      { from: "pick", port: "never_last", to: "arm_never_last" },
-    ], { reentry: { policy: "allow_concurrent" } });
+    const a = await automation(
+      [
+        {
+          key: "pick",
+          kind: "randomizer",
+          config: {
+            variants: [
+              { port: "a", weight: 50 },
+              { port: "never", weight: 0 },
+              { port: "b", weight: 50 },
+              { port: "never_last", weight: 0 },
+            ],
+          },
+        },
+        set("arm_a", { arm: "'a'" }),
+        set("arm_b", { arm: "'b'" }),
+        set("arm_never", { arm: "'never'" }),
+        set("arm_never_last", { arm: "'never_last'" }),
+      ],
+      [
+        { from: "pick", port: "a", to: "arm_a" },
+        { from: "pick", port: "b", to: "arm_b" },
+        { from: "pick", port: "never", to: "arm_never" },
+        { from: "pick", port: "never_last", to: "arm_never_last" },
+      ],
+      { reentry: { policy: "allow_concurrent" } },
+    );
 
     /** Enroll one run per subject, in chunks, and return each finished run's arm and recorded variant. */
     async function arms(subjects: string[]): Promise<{ arm: unknown; variant: unknown; sticky: unknown }[]> {

@@ -18,7 +18,20 @@ describe("the OpenAPI document", () => {
   let ts: TestStore;
   let engine: Engine;
   let app: FastifyInstance;
-  let doc: { openapi: string; paths: Record<string, Record<string, { requestBody?: { content: { "application/json": { schema: unknown } } }; responses: Record<string, unknown>; parameters: { name: string; in: string }[] }>> };
+  let doc: {
+    openapi: string;
+    paths: Record<
+      string,
+      Record<
+        string,
+        {
+          requestBody?: { content: { "application/json": { schema: unknown } } };
+          responses: Record<string, unknown>;
+          parameters: { name: string; in: string }[];
+        }
+      >
+    >;
+  };
 
   beforeAll(async () => {
     ts = await makeStore("embedded");
@@ -36,14 +49,21 @@ describe("the OpenAPI document", () => {
   });
 
   const live = () => app.weftRoutes.map((r) => `${r.method} ${r.url.replace(/:([A-Za-z_]+)/g, "{$1}")}`).sort();
-  const documented = () => Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`)).sort();
+  const documented = () =>
+    Object.entries(doc.paths)
+      .flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`))
+      .sort();
 
   it("is OpenAPI 3.1 and lists every live route, and only live routes", () => {
     expect(doc.openapi).toBe("3.1.0");
     expect(live().length).toBeGreaterThan(40);
     expect(documented()).toEqual(live());
     // No description is left over for a route that no longer exists.
-    expect(Object.keys(ROUTE_DOCS).map((k) => k.replace(/:([A-Za-z_]+)/g, "{$1}")).sort()).toEqual(live());
+    expect(
+      Object.keys(ROUTE_DOCS)
+        .map((k) => k.replace(/:([A-Za-z_]+)/g, "{$1}"))
+        .sort(),
+    ).toEqual(live());
   });
 
   it("every operation has path parameters for its placeholders, responses, and the error envelope", () => {
@@ -57,7 +77,11 @@ describe("the OpenAPI document", () => {
   });
 
   it("list operations document the summary shape and the bounded page size", () => {
-    const op = (path: string) => doc.paths[path]!.get! as unknown as { responses: { 200: { content: { "application/json": { schema: { properties: { items: { items: { properties: Record<string, unknown> } } } } } } } }; parameters: { name: string; schema: { description?: string } }[] };
+    const op = (path: string) =>
+      doc.paths[path]!.get! as unknown as {
+        responses: { 200: { content: { "application/json": { schema: { properties: { items: { items: { properties: Record<string, unknown> } } } } } } } };
+        parameters: { name: string; schema: { description?: string } }[];
+      };
     for (const path of ["/v1/automation-runs", "/v1/automations/{id}/runs"]) {
       const fields = Object.keys(op(path).responses[200].content["application/json"].schema.properties.items.items.properties);
       expect(fields).toContain("automation_key");
@@ -79,7 +103,12 @@ describe("the OpenAPI document", () => {
 
   it("live responses have exactly the documented fields", async () => {
     const call = async (method: "GET" | "POST", url: string, payload?: unknown) => {
-      const res = await app.inject({ method, url, headers: { authorization: `Bearer ${TOKEN}` }, ...(payload !== undefined ? { payload: payload as object } : {}) });
+      const res = await app.inject({
+        method,
+        url,
+        headers: { authorization: `Bearer ${TOKEN}` },
+        ...(payload !== undefined ? { payload: payload as object } : {}),
+      });
       return { status: res.statusCode, body: res.json() };
     };
     const created = await call("POST", "/v1/automations", {
@@ -104,9 +133,14 @@ describe("the OpenAPI document", () => {
     }
   });
   it("types a definition by the definition's own JSON Schema (components.schemas.Definition), nodes a union over kind", () => {
-    const full = doc as unknown as { components: { schemas: Record<string, { properties?: Record<string, { items?: { oneOf?: unknown[] } }> }> }; paths: Record<string, Record<string, { requestBody?: { content: { "application/json": { schema: { properties?: Record<string, unknown> } } } } }>> };
+    const full = doc as unknown as {
+      components: { schemas: Record<string, { properties?: Record<string, { items?: { oneOf?: unknown[] } }> }> };
+      paths: Record<string, Record<string, { requestBody?: { content: { "application/json": { schema: { properties?: Record<string, unknown> } } } } }>>;
+    };
     const def = full.components.schemas.Definition!;
     expect(def.properties?.nodes?.items?.oneOf?.length).toBeGreaterThan(10);
-    expect(full.paths["/v1/automations"]!.post!.requestBody!.content["application/json"].schema.properties!.definition).toEqual({ $ref: "#/components/schemas/Definition" });
+    expect(full.paths["/v1/automations"]!.post!.requestBody!.content["application/json"].schema.properties!.definition).toEqual({
+      $ref: "#/components/schemas/Definition",
+    });
   });
 });

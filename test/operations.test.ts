@@ -9,7 +9,7 @@ import { buildApp } from "../src/server/app.js";
 import { settle, startEngine, WS } from "./helpers/engine.js";
 import { Sink } from "./helpers/sink.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
-import { sleep, until } from "./helpers/wait.js";
+import { until } from "./helpers/wait.js";
 import { killAll, startWorker } from "./helpers/workers.js";
 
 describe.each(STORE_KINDS)("operations (%s store)", (kind) => {
@@ -32,8 +32,15 @@ describe.each(STORE_KINDS)("operations (%s store)", (kind) => {
     await writer.start();
     const step = (k: string) => ({ key: k, kind: "http_request", config: { method: "POST", url: `${sink.url}/${k}`, body: {} } });
     const a = await writer.createAutomation(WS, {
-      key: "load", name: "load", reentry: { policy: "allow_concurrent" }, root: "a",
-      nodes: [step("a"), step("b"), step("c")], edges: [{ from: "a", port: "next", to: "b" }, { from: "b", port: "next", to: "c" }],
+      key: "load",
+      name: "load",
+      reentry: { policy: "allow_concurrent" },
+      root: "a",
+      nodes: [step("a"), step("b"), step("c")],
+      edges: [
+        { from: "a", port: "next", to: "b" },
+        { from: "b", port: "next", to: "c" },
+      ],
     });
     const RUNS = 60;
     const ids: string[] = [];
@@ -63,7 +70,11 @@ describe.each(STORE_KINDS)("operations (%s store)", (kind) => {
     expect(done.filter((r) => r!.interruptions > 0).length).toBe(handedBack.length);
 
     // The JSON log lines on standard error name each finished run with its trace id.
-    const lines = second.output().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = second
+      .output()
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     const finished = lines.filter((l) => l.msg === "run finished");
     expect(finished.length).toBeGreaterThan(0);
     const byId = new Map(done.map((r) => [r!.id, r!.trace_id]));
@@ -72,7 +83,9 @@ describe.each(STORE_KINDS)("operations (%s store)", (kind) => {
     const metricsUrl = /metrics on (http:\/\/[^\s]+\/metrics)/.exec(second.output())?.[1];
     expect(metricsUrl).toBeDefined();
     const scraped = await (await fetch(metricsUrl!)).text();
-    expect(Number(new RegExp(`weft_runs_finished_total\\{automation_id="${a.id}",status="completed"\\} (\\d+)`).exec(scraped)?.[1])).toBe(after.filter((r) => r!.status !== "completed").length);
+    expect(Number(new RegExp(`weft_runs_finished_total\\{automation_id="${a.id}",status="completed"\\} (\\d+)`).exec(scraped)?.[1])).toBe(
+      after.filter((r) => r!.status !== "completed").length,
+    );
     expect(scraped).toMatch(/weft_runs_resumed_total \d+/);
     await writer.stop();
   }, 120_000);
@@ -85,10 +98,18 @@ describe.each(STORE_KINDS)("operations (%s store)", (kind) => {
       let n = 0;
       sink.reply = () => (++n === 1 ? { status: 503 } : { status: 200, body: {} });
       const a = await engine.createAutomation(WS, {
-        key: "m", name: "m", reentry: { policy: "allow_concurrent" }, root: "h",
+        key: "m",
+        name: "m",
+        reentry: { policy: "allow_concurrent" },
+        root: "h",
         nodes: [{ key: "h", kind: "http_request", retry: { max_attempts: 3, initial_ms: 10, max_ms: 20 }, config: { method: "GET", url: `${sink.url}/m` } }],
       });
-      const bad = await engine.createAutomation(WS, { key: "bad", name: "bad", root: "s", nodes: [{ key: "s", kind: "set", config: { assign: { x: "context.nope" } } }] });
+      const bad = await engine.createAutomation(WS, {
+        key: "bad",
+        name: "bad",
+        root: "s",
+        nodes: [{ key: "s", kind: "set", config: { assign: { x: "context.nope" } } }],
+      });
       await settle(engine, (await engine.enroll(WS, a.id, {})).run.id);
       await settle(engine, (await engine.enroll(WS, bad.id, {})).run.id);
       // A run due but not claimable yet shows in the queue: pause the claim by stopping the engine.

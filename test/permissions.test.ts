@@ -37,7 +37,9 @@ describe.each(STORE_KINDS)("step permissions (%s store)", (kind) => {
 
   it("http_request to a host its permissions do not name is blocked before sending, on the thread and in the audit log", async () => {
     const port = new URL(sink.url).port;
-    const done = await run([{ key: "n", kind: "http_request", permissions: ["http:127.0.0.1"], config: { method: "POST", url: `http://localhost:${port}/x`, body: {} } }]);
+    const done = await run([
+      { key: "n", kind: "http_request", permissions: ["http:127.0.0.1"], config: { method: "POST", url: `http://localhost:${port}/x`, body: {} } },
+    ]);
     expect(done.status).toBe("failed");
     expect(sink.requests).toHaveLength(0);
     const [step] = await engine.listSteps(WS, done.id);
@@ -56,15 +58,22 @@ describe.each(STORE_KINDS)("step permissions (%s store)", (kind) => {
   });
 
   it("a fan-out runs only the custom action kinds its permissions name", async () => {
-    const fan = (permissions: string[]) => [{
-      key: "n", kind: "for_each", permissions,
-      config: { items: "[1, 2]", action: { kind: "crm.touch", config: {} } },
-    }];
+    const fan = (permissions: string[]) => [
+      {
+        key: "n",
+        kind: "for_each",
+        permissions,
+        config: { items: "[1, 2]", action: { kind: "crm.touch", config: {} } },
+      },
+    ];
     const blocked = await run(fan(["action:crm.other"]));
     expect(blocked.status).toBe("completed_with_failures");
     expect(calls).toBe(0);
     const items = await engine.listItems(WS, blocked.id);
-    expect(items.map((i) => [i.outcome, i.error?.code])).toEqual([["failed", "policy.violation"], ["failed", "policy.violation"]]);
+    expect(items.map((i) => [i.outcome, i.error?.code])).toEqual([
+      ["failed", "policy.violation"],
+      ["failed", "policy.violation"],
+    ]);
     const allowed = await run(fan(["action:crm.touch"]));
     expect(allowed.status).toBe("completed");
     expect(calls).toBe(2);

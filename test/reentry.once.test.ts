@@ -23,7 +23,11 @@ describe.each(STORE_KINDS)("reentry once (%s store)", (kind) => {
 
   it("a subject's second enrollment, a year after its first run completed, exits reentry_cooldown; another subject runs", async () => {
     const a = await engine.createAutomation(WS, {
-      key: "once", name: "once", reentry: { policy: "once" }, root: "done", nodes: [{ key: "done", kind: "end" }],
+      key: "once",
+      name: "once",
+      reentry: { policy: "once" },
+      root: "done",
+      nodes: [{ key: "done", kind: "end" }],
     });
     const first = await engine.enroll(WS, a.id, { subject_id: "ct_1" });
     expect((await settle(engine, first.run.id)).status).toBe("completed");

@@ -50,8 +50,14 @@ async function refuseAuditBy(store: Store, actor: string): Promise<void> {
 }
 
 const plain = (key: string) => ({
-  key, name: key, root: "note", reentry: { policy: "allow_concurrent" },
-  nodes: [{ key: "note", kind: "set", config: { assign: { ok: "true" } } }, { key: "done", kind: "end" }],
+  key,
+  name: key,
+  root: "note",
+  reentry: { policy: "allow_concurrent" },
+  nodes: [
+    { key: "note", kind: "set", config: { assign: { ok: "true" } } },
+    { key: "done", kind: "end" },
+  ],
   edges: [{ from: "note", port: "next", to: "done" }],
 });
 
@@ -76,7 +82,12 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
   it("a crash during an operator's item retry does not leave the item running for ever: a later retry finishes it, the effect once (replayed)", async () => {
     const s = (sink = await new Sink().start());
     // 1st call: refused (the item fails); 2nd: the crashed retry's call, never answered; 3rd: a replay.
-    s.reply = (_req, nth) => (nth === 1 ? { status: 422, body: { error: "no" } } : nth === 2 ? "hang" : { status: 200, body: { done: true }, headers: { "idempotent-replayed": "true" } });
+    s.reply = (_req, nth) =>
+      nth === 1
+        ? { status: 422, body: { error: "no" } }
+        : nth === 2
+          ? "hang"
+          : { status: 200, body: { done: true }, headers: { "idempotent-replayed": "true" } };
     const clock = new ManualClock(Date.now());
     const post = async (_input: unknown, ctx: { idempotency_key: string }) => {
       const res = await fetch(`${s.url}/effect`, { method: "POST", headers: { "idempotency-key": ctx.idempotency_key } });
@@ -87,8 +98,13 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
     const e = (engine = await startEngine({ store: ts.store, clock }));
     e.registerAction({ kind: "sink.post", handler: post });
     const a = await e.createAutomation(WS, {
-      key: `retry-${++seq}`, name: "retry", root: "fan",
-      nodes: [{ key: "fan", kind: "for_each", config: { items: "context.list", action: { kind: "sink.post", config: {} } } }, { key: "done", kind: "end" }],
+      key: `retry-${++seq}`,
+      name: "retry",
+      root: "fan",
+      nodes: [
+        { key: "fan", kind: "for_each", config: { items: "context.list", action: { kind: "sink.post", config: {} } } },
+        { key: "done", kind: "end" },
+      ],
       edges: [{ from: "fan", port: "next", to: "done" }],
     });
     const { run: run0 } = await e.enroll(WS, a.id, { context_overrides: { list: [{ id: "x-1" }] } });
@@ -98,7 +114,14 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
     expect(failed).toMatchObject({ outcome: "failed", attempts: 1 });
 
     // Another process retries the item and is killed (SIGKILL) while the call is in flight.
-    const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", `
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "--input-type=module",
+        "-e",
+        `
       const { Engine } = await import(${JSON.stringify(`${ROOT}src/engine/engine.ts`)});
       const { EmbeddedStore } = await import(${JSON.stringify(`${ROOT}src/store/embedded/index.ts`)});
       const { PostgresStore } = await import(${JSON.stringify(`${ROOT}src/store/postgres/index.ts`)});
@@ -112,7 +135,10 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
         return {};
       } });
       await engine.retryItem(${JSON.stringify(WS)}, ${JSON.stringify(run.id)}, ${JSON.stringify(failed!.id)}, "admin");
-    `], { cwd: ROOT, env: { ...process.env, ...(kind === "embedded" ? { WEFT_DATABASE_URL: "" } : {}), ...ts.env }, stdio: ["ignore", "pipe", "pipe"] });
+    `,
+      ],
+      { cwd: ROOT, env: { ...process.env, ...(kind === "embedded" ? { WEFT_DATABASE_URL: "" } : {}), ...ts.env }, stdio: ["ignore", "pipe", "pipe"] },
+    );
     let out = "";
     child.stderr.on("data", (d: Buffer) => (out += d.toString()));
     const exited = new Promise((resolve) => child.on("exit", resolve));
@@ -138,10 +164,20 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
 
   it("an item retry in progress (its lease not run out) is refused (409 item.retry_conflict), not taken twice", async () => {
     const e = (engine = await startEngine({ store: ts.store }));
-    e.registerAction({ kind: "always.fails", handler: () => { throw new StepFailure(stepError("x.refused", "no", false)); } });
+    e.registerAction({
+      kind: "always.fails",
+      handler: () => {
+        throw new StepFailure(stepError("x.refused", "no", false));
+      },
+    });
     const a = await e.createAutomation(WS, {
-      key: `busy-${++seq}`, name: "busy", root: "fan",
-      nodes: [{ key: "fan", kind: "for_each", config: { items: "context.list", action: { kind: "always.fails", config: {} } } }, { key: "done", kind: "end" }],
+      key: `busy-${++seq}`,
+      name: "busy",
+      root: "fan",
+      nodes: [
+        { key: "fan", kind: "for_each", config: { items: "context.list", action: { kind: "always.fails", config: {} } } },
+        { key: "done", kind: "end" },
+      ],
       edges: [{ from: "fan", port: "next", to: "done" }],
     });
     const run = await settle(e, (await e.enroll(WS, a.id, { context_overrides: { list: [{ id: "y" }] } })).run.id);
@@ -160,8 +196,12 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
     const clock = new ManualClock(Date.parse("2026-06-01T09:00:00Z"));
     const e = (engine = await startEngine({ store: ts.store, clock, runner: { leaseMs: 3_600_000 } }));
     const def = (key: string) => ({
-      key, name: key, root: "ask", reentry: { policy: "allow_concurrent" },
-      nodes: [{ key: "ask", kind: "approval", config: { title: "Send the offer", approvers: ["role:admin"], timeout_ms: 3_600_000 } }], edges: [],
+      key,
+      name: key,
+      root: "ask",
+      reentry: { policy: "allow_concurrent" },
+      nodes: [{ key: "ask", kind: "approval", config: { title: "Send the offer", approvers: ["role:admin"], timeout_ms: 3_600_000 } }],
+      edges: [],
     });
     const a = await e.createAutomation(WS, def(`ask-${++seq}`));
     const mine = (await e.enroll(WS, a.id, { subject_id: "s-1" })).run.id;
@@ -171,7 +211,8 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
     const [theirs] = (await e.listApprovals(WS)).filter((x) => x.run_id === other);
     const [own] = (await e.listApprovals(WS)).filter((x) => x.run_id === mine);
     // 501 newer approvals of the other run.
-    await sql(ts.store,
+    await sql(
+      ts.store,
       `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 501)
        INSERT INTO approvals (id, workspace_id, run_id, automation_id, node_key, visit, item_id, title, approvers, status, created_at, expires_at)
        SELECT a.id || '_' || n.i, a.workspace_id, a.run_id, a.automation_id, a.node_key, a.visit + n.i, a.item_id, a.title, a.approvers, a.status, a.created_at + 1000 + n.i, a.expires_at
@@ -179,7 +220,8 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
       `INSERT INTO approvals (id, workspace_id, run_id, automation_id, node_key, visit, item_id, title, approvers, status, created_at, expires_at)
        SELECT a.id || '_' || n, a.workspace_id, a.run_id, a.automation_id, a.node_key, a.visit + n, a.item_id, a.title, a.approvers, a.status, a.created_at + (1000 + n) * interval '1 millisecond', a.expires_at
        FROM approvals a, generate_series(1, 501) n WHERE a.id = $1`,
-      [theirs!.id]);
+      [theirs!.id],
+    );
     expect(await count(ts.store, "approvals")).toBe(503);
     const x = await e.explain(WS, mine);
     expect(x.waiting?.for).toBe("approval");
@@ -200,10 +242,13 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
       const deliver = async (msgId: string, body: string) => {
         const at = new Date();
         const res = await request(`${base}/v1/hooks/${hook.id}`, {
-          method: "POST", body,
+          method: "POST",
+          body,
           headers: {
-            "webhook-id": msgId, "webhook-timestamp": String(Math.floor(at.getTime() / 1000)),
-            "webhook-signature": new Webhook(hook.secret).sign(msgId, at, body), "content-type": "application/json",
+            "webhook-id": msgId,
+            "webhook-timestamp": String(Math.floor(at.getTime() / 1000)),
+            "webhook-signature": new Webhook(hook.secret).sign(msgId, at, body),
+            "content-type": "application/json",
           },
         });
         return { status: res.statusCode, body: (await res.body.json()) as { error?: { code: string; details: Record<string, unknown> } } };
@@ -226,8 +271,10 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
   it("waitForRun on a parked run keeps a bounded number of listeners however often it wakes, and none after it resolves", async () => {
     const e = (engine = await startEngine({ store: ts.store }));
     const a = await e.createAutomation(WS, {
-      ...plain(`wait-${++seq}`), root: "w",
-      nodes: [{ key: "w", kind: "wait_for_event", config: { event: "never.comes", timeout_ms: 3_600_000 } }], edges: [],
+      ...plain(`wait-${++seq}`),
+      root: "w",
+      nodes: [{ key: "w", kind: "wait_for_event", config: { event: "never.comes", timeout_ms: 3_600_000 } }],
+      edges: [],
     });
     const { run } = await e.enroll(WS, a.id, { subject_id: "s-1" });
     await settle(e, run.id, (r) => r.status === "waiting");
@@ -280,7 +327,10 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
     expect(await e.listPauses(WS, "s-9")).toHaveLength(1);
 
     // Every change that happened has its entry; none that did not.
-    const actions = (await e.listAudit(WS)).filter((x) => x.target_id === a.id || x.target_id === "s-9").map((x) => x.action).reverse();
+    const actions = (await e.listAudit(WS))
+      .filter((x) => x.target_id === a.id || x.target_id === "s-9")
+      .map((x) => x.action)
+      .reverse();
     expect(actions).toEqual(["automation.create", "automation.pause", "subject.pause"]);
     expect(await count(ts.store, "audit_log", `actor = '${BAD}'`)).toBe(0);
   });

@@ -34,7 +34,9 @@ function encodings(s: string): Record<string, string> {
     b64url: Buffer.from(s, "utf8").toString("base64url"),
     b64url_pad: b64.replace(/\+/g, "-").replace(/\//g, "_"),
     json: JSON.stringify(s).slice(1, -1),
-    json_ascii: JSON.stringify(s).slice(1, -1).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`),
+    json_ascii: JSON.stringify(s)
+      .slice(1, -1)
+      .replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`),
   };
 }
 
@@ -57,7 +59,9 @@ describe("a secret's common encodings survive redaction", () => {
         const out = r.text(b64);
         expect(out, `${prefix}|${suffix}`).toContain("[secret:TOK]");
         // What is left around the marker is the prefix, the suffix and at most two bytes of the secret at each end.
-        expect(out.replace("[secret:TOK]", "").length, `${prefix}|${suffix}: ${out}`).toBeLessThanOrEqual(Math.ceil((prefix.length + 2) / 3) * 4 + Math.ceil((suffix.length + 2) / 3) * 4);
+        expect(out.replace("[secret:TOK]", "").length, `${prefix}|${suffix}: ${out}`).toBeLessThanOrEqual(
+          Math.ceil((prefix.length + 2) / 3) * 4 + Math.ceil((suffix.length + 2) / 3) * 4,
+        );
       }
     }
   });
@@ -98,24 +102,35 @@ describe.each(STORE_KINDS)("permission regressions (%s store)", (kind) => {
     sink.reply = (req) => route(req, port);
     // Both names pass the SSRF guard: only the steps' permissions tell them apart.
     engine = new Engine({
-      store: ts.store, httpAllow: ["127.0.0.1", "localhost"], secretKey: randomBytes(32).toString("hex"),
-      settings: { ai: { base_url: `${sink.url}/v1`, api_key: "sk-test" } }, runner: { leaseMs: 5000, pollMs: 20 },
+      store: ts.store,
+      httpAllow: ["127.0.0.1", "localhost"],
+      secretKey: randomBytes(32).toString("hex"),
+      settings: { ai: { base_url: `${sink.url}/v1`, api_key: "sk-test" } },
+      runner: { leaseMs: 5000, pollMs: 20 },
     });
-    engine.registerAction(defineAction({
-      kind: "crm.follow", input: z.object({ url: z.string() }), permissions: ["http:127.0.0.1"],
-      async handler(input, ctx) {
-        const res = await ctx.fetch({ method: "POST", url: input.url, body: { note: "private" } });
-        return { status: res.status };
-      },
-    }));
-    engine.registerAction(defineAction({
-      kind: "crm.lookup", input: z.object({}), permissions: ["http:127.0.0.1"],
-      async handler(_input, ctx) {
-        lookups++;
-        const res = await ctx.fetch({ url: `${sink.url}/crm/lookup` });
-        return { status: res.status };
-      },
-    }));
+    engine.registerAction(
+      defineAction({
+        kind: "crm.follow",
+        input: z.object({ url: z.string() }),
+        permissions: ["http:127.0.0.1"],
+        async handler(input, ctx) {
+          const res = await ctx.fetch({ method: "POST", url: input.url, body: { note: "private" } });
+          return { status: res.status };
+        },
+      }),
+    );
+    engine.registerAction(
+      defineAction({
+        kind: "crm.lookup",
+        input: z.object({}),
+        permissions: ["http:127.0.0.1"],
+        async handler(_input, ctx) {
+          lookups++;
+          const res = await ctx.fetch({ url: `${sink.url}/crm/lookup` });
+          return { status: res.status };
+        },
+      }),
+    );
     await engine.start();
   });
   afterEach(async () => {
@@ -131,7 +146,8 @@ describe.each(STORE_KINDS)("permission regressions (%s store)", (kind) => {
       const body = JSON.parse(req.body) as { model: string; messages: { role: string }[] };
       if (body.model === "redirect") return { status: 307, headers: { location: `http://localhost:${port}/landing/v1/chat/completions` } };
       const usage = { prompt_tokens: 1, completion_tokens: 1 };
-      if (body.messages.some((m) => m.role === "tool")) return { status: 200, body: { model: body.model, usage, choices: [{ message: { role: "assistant", content: "done" } }] } };
+      if (body.messages.some((m) => m.role === "tool"))
+        return { status: 200, body: { model: body.model, usage, choices: [{ message: { role: "assistant", content: "done" } }] } };
       const call = { id: "call_1", type: "function", function: { name: "crm_lookup", arguments: "{}" } };
       return { status: 200, body: { model: body.model, usage, choices: [{ message: { role: "assistant", content: null, tool_calls: [call] } }] } };
     }
@@ -153,7 +169,9 @@ describe.each(STORE_KINDS)("permission regressions (%s store)", (kind) => {
 
   describe("a redirect escapes the node's permissions", () => {
     it("http_request: a 307 to a host outside the node's permissions is blocked before anything is sent there", async () => {
-      const { done, step, audit } = await run([{ key: "n", kind: "http_request", permissions: ["http:127.0.0.1"], config: { method: "POST", url: `${sink.url}/hop`, body: { note: "private" } } }]);
+      const { done, step, audit } = await run([
+        { key: "n", kind: "http_request", permissions: ["http:127.0.0.1"], config: { method: "POST", url: `${sink.url}/hop`, body: { note: "private" } } },
+      ]);
       expect(done.status).toBe("failed");
       expect(step.error?.code).toBe("policy.violation");
       expect(step.error?.details).toMatchObject({ permission: "http:localhost" });
@@ -164,7 +182,14 @@ describe.each(STORE_KINDS)("permission regressions (%s store)", (kind) => {
       expect(landed()).toEqual([]);
 
       // The same redirect to a host the node names is followed, body and all.
-      const ok = await run([{ key: "n", kind: "http_request", permissions: ["http:127.0.0.1", "http:localhost"], config: { method: "POST", url: `${sink.url}/hop`, body: { note: "private" } } }]);
+      const ok = await run([
+        {
+          key: "n",
+          kind: "http_request",
+          permissions: ["http:127.0.0.1", "http:localhost"],
+          config: { method: "POST", url: `${sink.url}/hop`, body: { note: "private" } },
+        },
+      ]);
       expect(ok.done.status).toBe("completed");
       expect(landed().map((r) => JSON.parse(r.body))).toEqual([{ note: "private" }]);
     });
@@ -202,7 +227,10 @@ describe.each(STORE_KINDS)("permission regressions (%s store)", (kind) => {
       await engine.admin.putSecret(ADMIN, "A", a);
       await engine.admin.putSecret(ADMIN, "B", b);
       const post = (permissions: string[] | undefined, body: Record<string, string>) => ({
-        key: "n", kind: "http_request", ...(permissions ? { permissions } : {}), config: { method: "POST", url: `${sink.url}/s`, body },
+        key: "n",
+        kind: "http_request",
+        ...(permissions ? { permissions } : {}),
+        config: { method: "POST", url: `${sink.url}/s`, body },
       });
 
       const { done, step, audit } = await run([post(["http:127.0.0.1", "secret:A"], { a: "{{ secrets.A }}", b: "{{ secrets.B }}" })]);
@@ -249,7 +277,9 @@ describe.each(STORE_KINDS)("permission regressions (%s store)", (kind) => {
   it("redaction misses a secret's common encodings: a remote echoing them back leaves only [secret:NAME] on the step", async () => {
     const s = tricky();
     await engine.admin.putSecret(ADMIN, "TOK", s);
-    const { done, step } = await run([{ key: "n", kind: "http_request", config: { method: "POST", url: `${sink.url}/echo`, body: { token: "{{ secrets.TOK }}" } } }]);
+    const { done, step } = await run([
+      { key: "n", kind: "http_request", config: { method: "POST", url: `${sink.url}/echo`, body: { token: "{{ secrets.TOK }}" } } },
+    ]);
     expect(done.status).toBe("completed");
     expect(JSON.parse(sink.requests[0]!.body)).toEqual({ token: s }); // the remote got the real value
     const body = (step.output as { body: Record<string, string> }).body;

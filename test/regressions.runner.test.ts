@@ -53,39 +53,54 @@ describe.each(STORE_KINDS)("runner regressions (%s store)", (kind) => {
     const key = `reg-${kind}-${++seq}`;
     return e.createAutomation(WS, { key, name: key, root: (nodes[0] as { key: string }).key, nodes, edges, ...extra });
   };
-  const ended = (e: Engine, id: string) => until(`run ${id} to end`, async () => {
-    const r = await e.getRun(WS, id);
-    return r.completed_at !== null ? r : null;
-  }, 15_000);
+  const ended = (e: Engine, id: string) =>
+    until(
+      `run ${id} to end`,
+      async () => {
+        const r = await e.getRun(WS, id);
+        return r.completed_at !== null ? r : null;
+      },
+      15_000,
+    );
 
   describe("a stop made through another process is not lost", () => {
     const expected: Record<RunControl, [string, string | null]> = { stop: ["exited", "admin_stopped"], cancel: ["cancelled", null] };
 
-    it.each(["stop", "cancel"] as const)("%s while the worker is inside a slow step followed by a wait: the park commit makes it due, the next claim applies it", async (control) => {
-      const gate = await new Gate().start();
-      gate.hold.add("/slow");
-      try {
-        const worker = await boot();
-        // Another process: its own Store object on the same data, no runner.
-        const other = new Engine({ store: ts.reopen(), noRunner: true });
-        const a = await automation(worker, [
-          { key: "call", kind: "http_request", config: { method: "POST", url: `${gate.url}/slow` } },
-          { key: "wait", kind: "wait_for_event", config: { event: "never.sent" } },
-        ], [{ from: "call", port: "next", to: "wait" }]);
-        const { run } = await worker.enroll(WS, a.id, { subject_id: "s1" });
-        await until("the slow call to arrive", () => gate.seen.length === 1);
-        const asked = await other.controlRun(WS, run.id, control, "admin");
-        expect(asked.completed_at).toBeNull(); // the worker holds it: the request waits for its next commit
-        gate.release("/slow");
-        const r = await ended(worker, run.id);
-        expect([r.status, r.exit_reason]).toEqual(expected[control]);
-        expect(r.control).toBeNull();
-        // The worker, not knowing of the request, went on to the wait and parked; nothing ran after.
-        expect((await worker.listSteps(WS, run.id)).map((s) => [s.node_key, s.outcome])).toEqual([["call", "succeeded"], ["wait", "waiting"]]);
-      } finally {
-        await gate.stop();
-      }
-    });
+    it.each(["stop", "cancel"] as const)(
+      "%s while the worker is inside a slow step followed by a wait: the park commit makes it due, the next claim applies it",
+      async (control) => {
+        const gate = await new Gate().start();
+        gate.hold.add("/slow");
+        try {
+          const worker = await boot();
+          // Another process: its own Store object on the same data, no runner.
+          const other = new Engine({ store: ts.reopen(), noRunner: true });
+          const a = await automation(
+            worker,
+            [
+              { key: "call", kind: "http_request", config: { method: "POST", url: `${gate.url}/slow` } },
+              { key: "wait", kind: "wait_for_event", config: { event: "never.sent" } },
+            ],
+            [{ from: "call", port: "next", to: "wait" }],
+          );
+          const { run } = await worker.enroll(WS, a.id, { subject_id: "s1" });
+          await until("the slow call to arrive", () => gate.seen.length === 1);
+          const asked = await other.controlRun(WS, run.id, control, "admin");
+          expect(asked.completed_at).toBeNull(); // the worker holds it: the request waits for its next commit
+          gate.release("/slow");
+          const r = await ended(worker, run.id);
+          expect([r.status, r.exit_reason]).toEqual(expected[control]);
+          expect(r.control).toBeNull();
+          // The worker, not knowing of the request, went on to the wait and parked; nothing ran after.
+          expect((await worker.listSteps(WS, run.id)).map((s) => [s.node_key, s.outcome])).toEqual([
+            ["call", "succeeded"],
+            ["wait", "waiting"],
+          ]);
+        } finally {
+          await gate.stop();
+        }
+      },
+    );
 
     it("stop while the worker's slow step fails and parks for a retry an hour away: the retry park makes it due now", async () => {
       const sink = await new Sink().start();
@@ -94,10 +109,19 @@ describe.each(STORE_KINDS)("runner regressions (%s store)", (kind) => {
       try {
         const worker = await boot();
         const other = new Engine({ store: ts.reopen(), noRunner: true });
-        const a = await automation(worker, [
-          { key: "call", kind: "http_request", config: { method: "POST", url: `${sink.url}/flaky` }, retry: { max_attempts: 3, initial_ms: 3_600_000, max_ms: 3_600_000 } },
-          { key: "done", kind: "end" },
-        ], [{ from: "call", port: "next", to: "done" }]);
+        const a = await automation(
+          worker,
+          [
+            {
+              key: "call",
+              kind: "http_request",
+              config: { method: "POST", url: `${sink.url}/flaky` },
+              retry: { max_attempts: 3, initial_ms: 3_600_000, max_ms: 3_600_000 },
+            },
+            { key: "done", kind: "end" },
+          ],
+          [{ from: "call", port: "next", to: "done" }],
+        );
         const { run } = await worker.enroll(WS, a.id, { subject_id: "s1" });
         await until("the call to arrive", () => sink.requests.length === 1);
         const asked = await other.controlRun(WS, run.id, "stop", "admin");
@@ -114,17 +138,21 @@ describe.each(STORE_KINDS)("runner regressions (%s store)", (kind) => {
 
   it("the wait rule past 100 waits: a loop that waits 150 times, each wait fed one event, takes each event once and skips none", async () => {
     const e = await boot();
-    const a = await automation(e, [
-      { key: "init", kind: "set", config: { assign: { got: "[]" } } },
-      { key: "wait", kind: "wait_for_event", config: { event: "tick" } },
-      { key: "add", kind: "set", config: { assign: { got: "context.got + [steps.wait.event.payload.n]" } } },
-      { key: "more", kind: "branch", config: { condition: "size(context.got) < 150" } },
-    ], [
-      { from: "init", port: "next", to: "wait" },
-      { from: "wait", port: "received", to: "add" },
-      { from: "add", port: "next", to: "more" },
-      { from: "more", port: "true", to: "wait" },
-    ]);
+    const a = await automation(
+      e,
+      [
+        { key: "init", kind: "set", config: { assign: { got: "[]" } } },
+        { key: "wait", kind: "wait_for_event", config: { event: "tick" } },
+        { key: "add", kind: "set", config: { assign: { got: "context.got + [steps.wait.event.payload.n]" } } },
+        { key: "more", kind: "branch", config: { condition: "size(context.got) < 150" } },
+      ],
+      [
+        { from: "init", port: "next", to: "wait" },
+        { from: "wait", port: "received", to: "add" },
+        { from: "add", port: "next", to: "more" },
+        { from: "more", port: "true", to: "wait" },
+      ],
+    );
     const { run } = await e.enroll(WS, a.id, { subject_id: "s1" });
     const got = async () => ((await e.getRun(WS, run.id)).context.got as number[] | undefined) ?? [];
     for (let n = 1; n <= 150; n++) {
@@ -146,10 +174,18 @@ describe.each(STORE_KINDS)("runner regressions (%s store)", (kind) => {
       sink.reply = () => "hang";
       try {
         const first = await boot();
-        const a = await automation(first, [
-          { key: "fanout", kind: "for_each", config: { items: "context.list", action: { kind: "http_request", config: { method: "POST", url: `${sink.url}/item` } }, concurrency: 5 } },
-          { key: "done", kind: "end" },
-        ], [{ from: "fanout", port: "next", to: "done" }]);
+        const a = await automation(
+          first,
+          [
+            {
+              key: "fanout",
+              kind: "for_each",
+              config: { items: "context.list", action: { kind: "http_request", config: { method: "POST", url: `${sink.url}/item` } }, concurrency: 5 },
+            },
+            { key: "done", kind: "end" },
+          ],
+          [{ from: "fanout", port: "next", to: "done" }],
+        );
         const list = Array.from({ length: 200 }, (_, i) => `s${i}`);
         const { run } = await first.enroll(WS, a.id, { subject_id: null, context_overrides: { list } });
         await until("five item calls in flight", () => sink.requests.length === 5);
@@ -179,10 +215,14 @@ describe.each(STORE_KINDS)("runner regressions (%s store)", (kind) => {
       sink.reply = () => "hang";
       try {
         const first = await boot();
-        const a = await automation(first, [
-          { key: "call", kind: "http_request", config: { method: "POST", url: `${sink.url}/call` } },
-          { key: "done", kind: "end" },
-        ], [{ from: "call", port: "next", to: "done" }]);
+        const a = await automation(
+          first,
+          [
+            { key: "call", kind: "http_request", config: { method: "POST", url: `${sink.url}/call` } },
+            { key: "done", kind: "end" },
+          ],
+          [{ from: "call", port: "next", to: "done" }],
+        );
         const { run } = await first.enroll(WS, a.id, { subject_id: "s1" });
         await until("the call in flight", () => sink.requests.length === 1);
         await stop(first);
@@ -194,7 +234,10 @@ describe.each(STORE_KINDS)("runner regressions (%s store)", (kind) => {
         const r = await ended(second, run.id);
         expect(r.status).toBe("completed");
         const steps = await second.listSteps(WS, run.id);
-        expect(steps.map((s) => [s.node_key, s.outcome, s.attempt])).toEqual([["call", "succeeded", 1], ["done", "succeeded", 1]]);
+        expect(steps.map((s) => [s.node_key, s.outcome, s.attempt])).toEqual([
+          ["call", "succeeded", 1],
+          ["done", "succeeded", 1],
+        ]);
       } finally {
         await sink.stop();
       }
@@ -207,10 +250,14 @@ describe.each(STORE_KINDS)("runner regressions (%s store)", (kind) => {
     const maker = new Engine({ store: ts.store, clock, noRunner: true });
     await maker.start();
     engines.push(maker);
-    const a = await automation(maker, [
-      { key: "mark", kind: "set", config: { assign: { went: "true" } } },
-      { key: "done", kind: "end" },
-    ], [{ from: "mark", port: "next", to: "done" }]);
+    const a = await automation(
+      maker,
+      [
+        { key: "mark", kind: "set", config: { assign: { went: "true" } } },
+        { key: "done", kind: "end" },
+      ],
+      [{ from: "mark", port: "next", to: "done" }],
+    );
     const { run } = await maker.enroll(WS, a.id, { subject_id: "s1" });
 
     // A real failure: the pause table is renamed away under the store, then back.
@@ -256,4 +303,3 @@ async function renamer(ts: TestStore): Promise<(from: string, to: string) => Pro
     await c.end();
   };
 }
-

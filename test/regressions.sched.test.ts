@@ -37,7 +37,9 @@ async function scheduleTicks(store: Store, automationId: string): Promise<{ at: 
   if (store instanceof PostgresStore) {
     bodies = (await store.pool.query("SELECT body FROM events WHERE type = 'schedule' AND name = $1", [automationId])).rows.map((r) => r.body as unknown);
   } else if (store instanceof EmbeddedStore) {
-    bodies = (store.db.prepare("SELECT body FROM events WHERE type = 'schedule' AND name = ?").all(automationId) as { body: string }[]).map((r) => JSON.parse(r.body) as unknown);
+    bodies = (store.db.prepare("SELECT body FROM events WHERE type = 'schedule' AND name = ?").all(automationId) as { body: string }[]).map(
+      (r) => JSON.parse(r.body) as unknown,
+    );
   } else {
     throw new Error("unknown store");
   }
@@ -50,11 +52,21 @@ async function scheduleTicks(store: Store, automationId: string): Promise<{ at: 
 let seq = 0;
 function everySecond(catchUp: string, cron = "* * * * * *") {
   const key = `rs-${++seq}`;
-  return { key, name: key, triggers: [{ type: "schedule", cron, catch_up: catchUp }], root: "s", nodes: [{ key: "s", kind: "set", config: { assign: { ok: "true" } } }] };
+  return {
+    key,
+    name: key,
+    triggers: [{ type: "schedule", cron, catch_up: catchUp }],
+    root: "s",
+    nodes: [{ key: "s", kind: "set", config: { assign: { ok: "true" } } }],
+  };
 }
 
 const manual = (store: Store, clock: ManualClock): EngineOptions => ({
-  store, clock, schedulePollMs: HOUR, dispatchPollMs: HOUR, runner: { leaseMs: 30 * DAY },
+  store,
+  clock,
+  schedulePollMs: HOUR,
+  dispatchPollMs: HOUR,
+  runner: { leaseMs: 30 * DAY },
 });
 
 describe.each(STORE_KINDS)("schedule catch-up (%s store)", (kind) => {
@@ -84,7 +96,10 @@ describe.each(STORE_KINDS)("schedule catch-up (%s store)", (kind) => {
   }
 
   /** Croner searches made by one tick after the clock jumps `gap` past a per-second schedule's first tick. */
-  async function catchUpAfter(catchUp: string, gap: number): Promise<{ searches: number; ticks: { at: string; late_ms: number }[]; next: number | null; now: number }> {
+  async function catchUpAfter(
+    catchUp: string,
+    gap: number,
+  ): Promise<{ searches: number; ticks: { at: string; late_ms: number }[]; next: number | null; now: number }> {
     const t0 = Date.parse("2026-04-01T00:00:00Z");
     clock ??= new ManualClock(t0);
     const e = engine ?? (await engineOn(ts.store, clock));
@@ -194,7 +209,8 @@ describe.each(STORE_KINDS)("schedule catch-up (%s store)", (kind) => {
     expect((await ts.store.listSchedules(a.id))[0]!.next_fire_at).toBe(t0 + HOUR);
     // Three hours later, not yet fired (the engine was down): the store re-syncs the rows directly.
     const now = t0 + 3 * HOUR + 1000;
-    const rows = (cron: string, active: boolean) => scheduleRows(a.id, WS, { triggers: [{ type: "schedule", cron, catch_up: "latest" }] } as unknown as Definition, active, now);
+    const rows = (cron: string, active: boolean) =>
+      scheduleRows(a.id, WS, { triggers: [{ type: "schedule", cron, catch_up: "latest" }] } as unknown as Definition, active, now);
     await ts.store.syncSchedules(a.id, rows("0 0 * * * *", true));
     expect((await ts.store.listSchedules(a.id))[0]!.next_fire_at).toBe(t0 + HOUR);
     await ts.store.syncSchedules(a.id, rows("0 30 * * * *", true));
@@ -267,7 +283,10 @@ describe.skipIf(!STORE_KINDS.includes("postgres"))("PostgreSQL pool timeouts", (
       await holder.query("BEGIN");
       await holder.query(`LOCK TABLE ${(ts.store as PostgresStore).schema}.schedules IN ACCESS EXCLUSIVE MODE`);
       const s = storeWith({ statementTimeoutMs: 300 });
-      const err = (await s.dueSchedules(Date.now(), 10).then(() => null, (e: unknown) => e)) as { code?: string; message?: string } | null;
+      const err = (await s.dueSchedules(Date.now(), 10).then(
+        () => null,
+        (e: unknown) => e,
+      )) as { code?: string; message?: string } | null;
       expect(err?.code).toBe("57014"); // query_canceled
       expect(err?.message).toMatch(/statement timeout/);
     } finally {
@@ -284,8 +303,11 @@ describe.skipIf(!STORE_KINDS.includes("postgres"))("PostgreSQL pool timeouts", (
     const watcher = new pg.Client({ connectionString: PG_URL });
     await watcher.connect();
     try {
-      await until("the idle-in-transaction session to be ended", async () =>
-        (await watcher.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid])).rowCount === 0 || null, 20_000);
+      await until(
+        "the idle-in-transaction session to be ended",
+        async () => (await watcher.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid])).rowCount === 0 || null,
+        20_000,
+      );
       await expect(c.query("SELECT 1")).rejects.toThrow();
     } finally {
       c.release(true);
@@ -307,7 +329,12 @@ describe.skipIf(!STORE_KINDS.includes("postgres"))("PostgreSQL pool timeouts", (
   });
 
   it("the settings reach the store: defaults on, each configurable, 0 turns one off", () => {
-    const cfg = loadConfig({ WEFT_DATABASE_URL: PG_URL, WEFT_PG_CONNECT_TIMEOUT_MS: "1500", WEFT_PG_STATEMENT_TIMEOUT_MS: "0", WEFT_PG_IDLE_TX_TIMEOUT_MS: "2500" });
+    const cfg = loadConfig({
+      WEFT_DATABASE_URL: PG_URL,
+      WEFT_PG_CONNECT_TIMEOUT_MS: "1500",
+      WEFT_PG_STATEMENT_TIMEOUT_MS: "0",
+      WEFT_PG_IDLE_TX_TIMEOUT_MS: "2500",
+    });
     expect(cfg.pg).toEqual({ connectTimeoutMs: 1500, statementTimeoutMs: 0, idleInTransactionTimeoutMs: 2500 });
     const dflt = loadConfig({ WEFT_DATABASE_URL: PG_URL }).pg;
     for (const v of Object.values(dflt)) expect(v).toBeGreaterThan(0);

@@ -12,7 +12,12 @@ import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 /** What a path is made of, in a run and in a transcript: node, port left by, output. */
 type Visited = [string, string | null, unknown];
 
-async function realRun(engine: Engine, automationId: string, subject: string | null, context: Record<string, unknown>): Promise<{ path: Visited[]; context: Record<string, unknown> }> {
+async function realRun(
+  engine: Engine,
+  automationId: string,
+  subject: string | null,
+  context: Record<string, unknown>,
+): Promise<{ path: Visited[]; context: Record<string, unknown> }> {
   const { run } = await engine.enroll(WS, automationId, { subject_id: subject, context_overrides: context });
   const done = await settle(engine, run.id);
   expect(done.status).toBe("completed");
@@ -40,9 +45,21 @@ describe.each(STORE_KINDS)("simulation agrees with runs (%s store)", (kind) => {
 
   it("a randomizer's sticky default gives a subject the same variant in a simulation as in a run", async () => {
     const a = await engine.createAutomation(WS, {
-      key: "ab-sticky", name: "ab", root: "ab",
+      key: "ab-sticky",
+      name: "ab",
+      root: "ab",
       nodes: [
-        { key: "ab", kind: "randomizer", config: { variants: [{ port: "a", weight: 1 }, { port: "b", weight: 1 }, { port: "c", weight: 1 }] } },
+        {
+          key: "ab",
+          kind: "randomizer",
+          config: {
+            variants: [
+              { port: "a", weight: 1 },
+              { port: "b", weight: 1 },
+              { port: "c", weight: 1 },
+            ],
+          },
+        },
         { key: "got_a", kind: "set", config: { assign: { arm: "'a'" } } },
         { key: "got_b", kind: "set", config: { assign: { arm: "'b'" } } },
         { key: "got_c", kind: "set", config: { assign: { arm: "'c'" } } },
@@ -62,21 +79,31 @@ describe.each(STORE_KINDS)("simulation agrees with runs (%s store)", (kind) => {
   });
 
   // The embedded store only: a run per case, and the property is about the handlers, not the store.
-  it.runIf(kind === "embedded")("for random graphs of set/branch/switch/randomizer and random contexts, the simulated path, outputs and context are a run's", async () => {
-    let n = 0;
-    await fc.assert(
-      fc.asyncProperty(graph, fc.integer({ min: -20, max: 20 }), fc.boolean(), fc.constantFrom("ct_1", "ct_2", "ct_3", "ct_4"), async (g, x, flag, subject) => {
-        const a = await engine.createAutomation(WS, { key: `prop-${n++}`, name: "prop", root: "n0", nodes: g.nodes, edges: g.edges });
-        const context = { x, flag };
-        const run = await realRun(engine, a.id, subject, context);
-        const sim = await engine.simulate(WS, a.id, { subject_id: subject, test_context: context });
-        expect(sim.status).toBe("completed");
-        expect(simulatedPath(sim)).toEqual(run.path);
-        expect(sim.context).toEqual(run.context);
-      }),
-      { numRuns: 40, seed: 20261205 },
-    );
-  }, 120_000);
+  it.runIf(kind === "embedded")(
+    "for random graphs of set/branch/switch/randomizer and random contexts, the simulated path, outputs and context are a run's",
+    async () => {
+      let n = 0;
+      await fc.assert(
+        fc.asyncProperty(
+          graph,
+          fc.integer({ min: -20, max: 20 }),
+          fc.boolean(),
+          fc.constantFrom("ct_1", "ct_2", "ct_3", "ct_4"),
+          async (g, x, flag, subject) => {
+            const a = await engine.createAutomation(WS, { key: `prop-${n++}`, name: "prop", root: "n0", nodes: g.nodes, edges: g.edges });
+            const context = { x, flag };
+            const run = await realRun(engine, a.id, subject, context);
+            const sim = await engine.simulate(WS, a.id, { subject_id: subject, test_context: context });
+            expect(sim.status).toBe("completed");
+            expect(simulatedPath(sim)).toEqual(run.path);
+            expect(sim.context).toEqual(run.context);
+          },
+        ),
+        { numRuns: 40, seed: 20261205 },
+      );
+    },
+    120_000,
+  );
 });
 
 // ---------- random definitions ----------
@@ -107,17 +134,28 @@ function portsOf(n: GNode): string[] {
 const nodeConfig: fc.Arbitrary<{ kind: string; config: Record<string, unknown> }> = fc.oneof(
   fc.record({ kind: fc.constant("set"), config: fc.record({ assign: fc.record({ x: fc.constantFrom(...SET_EXPRS) }) }) }),
   fc.record({ kind: fc.constant("branch"), config: fc.record({ condition: fc.constantFrom(...CONDITIONS) }) }),
-  fc.integer({ min: 1, max: 3 }).chain((k) => fc.record({
-    kind: fc.constant("switch"),
-    config: fc.tuple(...Array.from({ length: k }, () => fc.constantFrom(...CONDITIONS))).map((cs) => ({ cases: cs.map((condition, i) => ({ port: `c${i}`, condition })) })),
-  })),
-  fc.integer({ min: 2, max: 3 }).chain((k) => fc.record({
-    kind: fc.constant("randomizer"),
-    config: fc.record(
-      { variants: fc.tuple(...Array.from({ length: k }, () => fc.integer({ min: 1, max: 5 }))).map((ws) => ws.map((weight, i) => ({ port: `v${i}`, weight }))), sticky: fc.constant(true) },
-      { requiredKeys: ["variants"] },
-    ),
-  })),
+  fc.integer({ min: 1, max: 3 }).chain((k) =>
+    fc.record({
+      kind: fc.constant("switch"),
+      config: fc
+        .tuple(...Array.from({ length: k }, () => fc.constantFrom(...CONDITIONS)))
+        .map((cs) => ({ cases: cs.map((condition, i) => ({ port: `c${i}`, condition })) })),
+    }),
+  ),
+  fc.integer({ min: 2, max: 3 }).chain((k) =>
+    fc.record({
+      kind: fc.constant("randomizer"),
+      config: fc.record(
+        {
+          variants: fc
+            .tuple(...Array.from({ length: k }, () => fc.integer({ min: 1, max: 5 })))
+            .map((ws) => ws.map((weight, i) => ({ port: `v${i}`, weight }))),
+          sticky: fc.constant(true),
+        },
+        { requiredKeys: ["variants"] },
+      ),
+    }),
+  ),
 );
 
 /** A graph n0 → … with edges only forward (no loops), each port wired or not. */

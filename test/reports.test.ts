@@ -28,15 +28,20 @@ const uniq = (p: string) => `${p}-${++seq}-${Date.now().toString(36)}`;
 /** One automation, four fates by context.mode: ok → completed, fan → a fan-out over context.items, fail → failed, wait → a day's delay. */
 function fates(key: string) {
   return {
-    key, name: key, root: "mode",
+    key,
+    name: key,
+    root: "mode",
     nodes: [
       {
-        key: "mode", kind: "switch",
-        config: { cases: [
-          { port: "fan", condition: "context.mode == 'fan'" },
-          { port: "fail", condition: "context.mode == 'fail'" },
-          { port: "wait", condition: "context.mode == 'wait'" },
-        ] },
+        key: "mode",
+        kind: "switch",
+        config: {
+          cases: [
+            { port: "fan", condition: "context.mode == 'fan'" },
+            { port: "fail", condition: "context.mode == 'fail'" },
+            { port: "wait", condition: "context.mode == 'wait'" },
+          ],
+        },
       },
       { key: "fan", kind: "for_each", config: { items: "context.items", action: { kind: "rep.item", config: { fail: "{{ item.fail }}" } } } },
       { key: "fail", kind: "set", config: { assign: { x: "context.nothing.here" } } },
@@ -90,13 +95,15 @@ describe.each(STORE_KINDS)("reports and the ops overview (%s store)", (kind) => 
 
   async function boot(opts: Partial<EngineOptions> = {}): Promise<void> {
     engine = new Engine({ httpAllow: LOOPBACK, store: ts.store, clock, ...opts, runner: { leaseMs: 30_000, pollMs: 20, ...opts.runner } });
-    engine.registerAction(defineAction({
-      kind: "rep.item",
-      handler(input: { fail?: unknown }) {
-        if (input.fail === true) throw new Error("this item fails");
-        return { done: true };
-      },
-    }));
+    engine.registerAction(
+      defineAction({
+        kind: "rep.item",
+        handler(input: { fail?: unknown }) {
+          if (input.fail === true) throw new Error("this item fails");
+          return { done: true };
+        },
+      }),
+    );
     engine.events.on("engine:error", (e) => errors.push(e));
     await engine.start();
     api = await startApi(engine, TOKEN);
@@ -157,7 +164,10 @@ describe.each(STORE_KINDS)("reports and the ops overview (%s store)", (kind) => 
     expect((await runAt(b, { mode: "fan", items: items(false, false, true) })).status).toBe("completed_with_failures");
     expect((await runAt(a, { mode: "fail" })).status).toBe("failed");
 
-    const res = await api.call<{ from: string; to: string; items: OutcomeRow[] }>("GET", `/v1/reports/outcomes?from=${encodeURIComponent(iso(from))}&to=${encodeURIComponent(iso(to))}`);
+    const res = await api.call<{ from: string; to: string; items: OutcomeRow[] }>(
+      "GET",
+      `/v1/reports/outcomes?from=${encodeURIComponent(iso(from))}&to=${encodeURIComponent(iso(to))}`,
+    );
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     expect(res.body.from).toBe(iso(from));
     expect(res.body.to).toBe(iso(to));
@@ -175,7 +185,10 @@ describe.each(STORE_KINDS)("reports and the ops overview (%s store)", (kind) => 
     });
 
     // A range with nothing in it: no rows.
-    const empty = await api.call<{ items: OutcomeRow[] }>("GET", `/v1/reports/outcomes?from=${encodeURIComponent(iso(T0))}&to=${encodeURIComponent(iso(T0 + HOUR))}`);
+    const empty = await api.call<{ items: OutcomeRow[] }>(
+      "GET",
+      `/v1/reports/outcomes?from=${encodeURIComponent(iso(T0))}&to=${encodeURIComponent(iso(T0 + HOUR))}`,
+    );
     expect(empty.status).toBe(200);
     expect(empty.body.items).toEqual([]);
   });
@@ -183,7 +196,10 @@ describe.each(STORE_KINDS)("reports and the ops overview (%s store)", (kind) => 
   it("outcomes: from ≥ to is 400 pointing at /from; a missing or malformed bound is 400 request.invalid", async () => {
     await boot();
     const q = (s: string) => api.call("GET", `/v1/reports/outcomes${s}`);
-    for (const [f, t] of [[T0 + HOUR, T0], [T0, T0]]) {
+    for (const [f, t] of [
+      [T0 + HOUR, T0],
+      [T0, T0],
+    ]) {
       const res = await q(`?from=${encodeURIComponent(iso(f!))}&to=${encodeURIComponent(iso(t!))}`);
       expect(res.status).toBe(400);
       expect(res.body.error?.code).toBe("request.invalid");
@@ -205,15 +221,26 @@ describe.each(STORE_KINDS)("reports and the ops overview (%s store)", (kind) => 
   it("overview: overdue runs and schedules, queue depth, undispatched events, the oldest due run", async () => {
     await boot({ noRunner: true }); // nothing claims, dispatches or fires: the queue only grows
     const plain = await create({
-      key: uniq("ops-plain"), name: "plain", root: "note",
+      key: uniq("ops-plain"),
+      name: "plain",
+      root: "note",
       nodes: [{ key: "note", kind: "set", config: { assign: { ok: "true" } } }],
     });
     await create({
-      key: uniq("ops-cron"), name: "cron", triggers: [{ type: "schedule", cron: "*/5 * * * *" }], root: "note",
+      key: uniq("ops-cron"),
+      name: "cron",
+      triggers: [{ type: "schedule", cron: "*/5 * * * *" }],
+      root: "note",
       nodes: [{ key: "note", kind: "set", config: { assign: { ok: "true" } } }],
     });
     const idle = await api.call<Overview>("GET", "/v1/ops/overview");
-    expect(idle.body).toMatchObject({ overdue_runs: 0, overdue_schedules: 0, queue_depth: { due_runs: 0, undispatched_events: 0 }, oldest_due_run: null, failed_runs: [] });
+    expect(idle.body).toMatchObject({
+      overdue_runs: 0,
+      overdue_schedules: 0,
+      queue_depth: { due_runs: 0, undispatched_events: 0 },
+      oldest_due_run: null,
+      failed_runs: [],
+    });
     const first = (await engine.enroll(WS, plain, {})).run;
     clock.advance(MIN);
     await engine.enroll(WS, plain, {});
@@ -226,16 +253,24 @@ describe.each(STORE_KINDS)("reports and the ops overview (%s store)", (kind) => 
     let o = await api.call<Overview>("GET", "/v1/ops/overview");
     expect(o.status, JSON.stringify(o.body)).toBe(200);
     expect(o.body).toMatchObject({
-      overdue_runs: 1, overdue_schedules: 0, queue_depth: { due_runs: 3, undispatched_events: 2 },
-      oldest_due_run: { id: first.id, due_at: iso(T0) }, window_ms: DAY, failed_runs: [],
+      overdue_runs: 1,
+      overdue_schedules: 0,
+      queue_depth: { due_runs: 3, undispatched_events: 2 },
+      oldest_due_run: { id: first.id, due_at: iso(T0) },
+      window_ms: DAY,
+      failed_runs: [],
     });
 
     clock.set(T0 + 10 * MIN);
     o = await api.call<Overview>("GET", "/v1/ops/overview?window_hours=2");
     expect(o.status).toBe(200);
     expect(o.body).toMatchObject({
-      overdue_runs: 3, overdue_schedules: 1, queue_depth: { due_runs: 3, undispatched_events: 2 },
-      oldest_due_run: { id: first.id, due_at: iso(T0) }, window_ms: 2 * HOUR, failed_runs: [],
+      overdue_runs: 3,
+      overdue_schedules: 1,
+      queue_depth: { due_runs: 3, undispatched_events: 2 },
+      oldest_due_run: { id: first.id, due_at: iso(T0) },
+      window_ms: 2 * HOUR,
+      failed_runs: [],
     });
     // The same numbers as the overdue view.
     const overdue = await api.call<{ overdue_runs: number; overdue_schedules: number }>("GET", "/v1/ops/overdue");
@@ -248,10 +283,13 @@ describe.each(STORE_KINDS)("reports and the ops overview (%s store)", (kind) => 
 
   it("overview: a failure spike is flagged (6 in the last hour, none before); failures spread over 24 h or over a high baseline are not", async () => {
     await boot();
-    const failing = (k: string) => create({
-      key: uniq(k), name: k, root: "boom",
-      nodes: [{ key: "boom", kind: "set", config: { assign: { x: "context.nothing.here" } } }],
-    });
+    const failing = (k: string) =>
+      create({
+        key: uniq(k),
+        name: k,
+        root: "boom",
+        nodes: [{ key: "boom", kind: "set", config: { assign: { x: "context.nothing.here" } } }],
+      });
     const spiky = await failing("spiky");
     const steady = await failing("steady");
     const busy = await failing("busy");

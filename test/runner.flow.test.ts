@@ -54,12 +54,16 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
 
   it("set nodes accumulate context and each output lands at steps.<key>", async () => {
     const { run, steps } = await runToEnd(
-      def("a", [
-        set("a", { x: "context.start + 1" }),
-        set("b", { y: "context.x * 2", label: "'b-' + string(context.x)" }),
-        set("c", { z: "steps.b.y + context.x", from_a: "steps.a.x" }),
-        { key: "done", kind: "end" },
-      ], chain("a", "b", "c", "done")),
+      def(
+        "a",
+        [
+          set("a", { x: "context.start + 1" }),
+          set("b", { y: "context.x * 2", label: "'b-' + string(context.x)" }),
+          set("c", { z: "steps.b.y + context.x", from_a: "steps.a.x" }),
+          { key: "done", kind: "end" },
+        ],
+        chain("a", "b", "c", "done"),
+      ),
       { start: 4 },
     );
     expect(run.status).toBe("completed");
@@ -80,14 +84,14 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
   });
 
   it("branch follows true and false, and the thread records the port taken", async () => {
-    const d = def("check", [
-      { key: "check", kind: "branch", config: { condition: "context.amount > 1000" } },
-      set("big", { path: "'big'" }),
-      set("small", { path: "'small'" }),
-    ], [
-      { from: "check", port: "true", to: "big" },
-      { from: "check", port: "false", to: "small" },
-    ]);
+    const d = def(
+      "check",
+      [{ key: "check", kind: "branch", config: { condition: "context.amount > 1000" } }, set("big", { path: "'big'" }), set("small", { path: "'small'" })],
+      [
+        { from: "check", port: "true", to: "big" },
+        { from: "check", port: "false", to: "small" },
+      ],
+    );
     const a = await engine.createAutomation(WS, d);
     const big = await engine.enroll(WS, a.id, { context_overrides: { amount: 5000 } });
     const small = await engine.enroll(WS, a.id, { context_overrides: { amount: 10 } });
@@ -107,23 +111,29 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
   });
 
   it("switch takes the first matching case, else default", async () => {
-    const d = def("tier", [
-      {
-        key: "tier",
-        kind: "switch",
-        config: { cases: [
-          { port: "gold", condition: "context.spend >= 1000" },
-          { port: "silver", condition: "context.spend >= 100" },
-        ] },
-      },
-      set("g", { tier: "'gold'" }),
-      set("s", { tier: "'silver'" }),
-      set("d", { tier: "'none'" }),
-    ], [
-      { from: "tier", port: "gold", to: "g" },
-      { from: "tier", port: "silver", to: "s" },
-      { from: "tier", port: "default", to: "d" },
-    ]);
+    const d = def(
+      "tier",
+      [
+        {
+          key: "tier",
+          kind: "switch",
+          config: {
+            cases: [
+              { port: "gold", condition: "context.spend >= 1000" },
+              { port: "silver", condition: "context.spend >= 100" },
+            ],
+          },
+        },
+        set("g", { tier: "'gold'" }),
+        set("s", { tier: "'silver'" }),
+        set("d", { tier: "'none'" }),
+      ],
+      [
+        { from: "tier", port: "gold", to: "g" },
+        { from: "tier", port: "silver", to: "s" },
+        { from: "tier", port: "default", to: "d" },
+      ],
+    );
     const a = await engine.createAutomation(WS, d);
     const out: Record<number, unknown> = {};
     for (const spend of [5000, 500, 5]) {
@@ -139,12 +149,15 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
     });
   });
 
-  it("delay parks the run as waiting on \"delay\", then resumes and finishes", async () => {
-    const a = await engine.createAutomation(WS, def("before", [
-      set("before", { n: "1" }),
-      { key: "wait", kind: "delay", config: { duration_ms: 1500 } },
-      set("after", { n: "context.n + 1" }),
-    ], chain("before", "wait", "after")));
+  it('delay parks the run as waiting on "delay", then resumes and finishes', async () => {
+    const a = await engine.createAutomation(
+      WS,
+      def(
+        "before",
+        [set("before", { n: "1" }), { key: "wait", kind: "delay", config: { duration_ms: 1500 } }, set("after", { n: "context.n + 1" })],
+        chain("before", "wait", "after"),
+      ),
+    );
     // Long enough that a loaded machine still reads the run while it waits (the real clock runs here).
     const parked = engine.events.next("run:parked", (e) => e.waiting_for === "delay");
     const { run: created } = await engine.enroll(WS, a.id, {});
@@ -156,7 +169,10 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
     expect(waiting.waiting_until).toBe(p.due_at);
     expect(waiting.due_at).toBe(p.due_at);
     const whileWaiting = await engine.listSteps(WS, created.id);
-    expect(whileWaiting.map((s) => [s.node_key, s.outcome])).toEqual([["before", "succeeded"], ["wait", "waiting"]]);
+    expect(whileWaiting.map((s) => [s.node_key, s.outcome])).toEqual([
+      ["before", "succeeded"],
+      ["wait", "waiting"],
+    ]);
 
     const done = await settle(engine, created.id);
     expect(done.status).toBe("completed");
@@ -184,23 +200,23 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
   });
 
   it("end stops the run even with nodes after it", async () => {
-    const { run, steps } = await runToEnd(def("a", [
-      set("a", { x: "1" }),
-      { key: "stop", kind: "end" },
-      set("never", { x: "2" }),
-    ], chain("a", "stop")));
+    const { run, steps } = await runToEnd(def("a", [set("a", { x: "1" }), { key: "stop", kind: "end" }, set("never", { x: "2" })], chain("a", "stop")));
     expect(run).toMatchObject({ status: "completed", exit_reason: "completed", context: { x: 1 } });
     expect(steps.map((s) => s.node_key)).toEqual(["a", "stop"]);
   });
 
   it(`a cycle of set nodes without a pause point fails with infinite_loop_cap after ${LOOP_CAP} visits`, async () => {
-    const { run, steps } = await runToEnd(def("inc", [
-      set("inc", { n: "context.n + 1" }),
-      set("again", { m: "context.n" }),
-    ], [
-      { from: "inc", port: "next", to: "again" },
-      { from: "again", port: "next", to: "inc" },
-    ]), { n: 0 });
+    const { run, steps } = await runToEnd(
+      def(
+        "inc",
+        [set("inc", { n: "context.n + 1" }), set("again", { m: "context.n" })],
+        [
+          { from: "inc", port: "next", to: "again" },
+          { from: "again", port: "next", to: "inc" },
+        ],
+      ),
+      { n: 0 },
+    );
     expect(run.status).toBe("failed");
     expect(run.exit_reason).toBe("infinite_loop_cap");
     expect(run.completed_at).not.toBeNull();
@@ -216,25 +232,29 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
   it("a pause point inside a loop resets the loop count", async () => {
     // 3 nodes per lap and 70 laps = 210 visits in all, more than the cap, but never 200 in a row
     // without the delay parking the run.
-    const { run, steps } = await runToEnd(def("inc", [
-      set("inc", { n: "context.n + 1" }),
-      { key: "nap", kind: "delay", config: { duration_ms: 1 } },
-      { key: "more", kind: "branch", config: { condition: "context.n < 70" } },
-    ], [
-      { from: "inc", port: "next", to: "nap" },
-      { from: "nap", port: "next", to: "more" },
-      { from: "more", port: "true", to: "inc" },
-    ]), { n: 0 });
+    const { run, steps } = await runToEnd(
+      def(
+        "inc",
+        [
+          set("inc", { n: "context.n + 1" }),
+          { key: "nap", kind: "delay", config: { duration_ms: 1 } },
+          { key: "more", kind: "branch", config: { condition: "context.n < 70" } },
+        ],
+        [
+          { from: "inc", port: "next", to: "nap" },
+          { from: "nap", port: "next", to: "more" },
+          { from: "more", port: "true", to: "inc" },
+        ],
+      ),
+      { n: 0 },
+    );
     expect(run.status).toBe("completed");
     expect(run.context).toEqual({ n: 70 });
     expect(steps.filter((s) => s.node_key === "inc")).toHaveLength(70);
   });
 
   it("editing an automation leaves waiting runs on their version; new enrollments use the new one", async () => {
-    const v1 = def("wait", [
-      { key: "wait", kind: "delay", config: { duration_ms: 1500 } },
-      set("mark", { tag: "'v1'" }),
-    ], chain("wait", "mark"));
+    const v1 = def("wait", [{ key: "wait", kind: "delay", config: { duration_ms: 1500 } }, set("mark", { tag: "'v1'" })], chain("wait", "mark"));
     const a = await engine.createAutomation(WS, v1);
     const old = await Promise.all([1, 2, 3].map((i) => engine.enroll(WS, a.id, { subject_id: `s${i}` })));
     const oldIds = old.map((o) => o.run.id);
@@ -242,11 +262,7 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
 
     const v2 = {
       ...v1,
-      nodes: [
-        { key: "wait", kind: "delay", config: { duration_ms: 0 } },
-        set("mark", { tag: "'v2'" }),
-        set("extra", { extra: "true" }),
-      ],
+      nodes: [{ key: "wait", kind: "delay", config: { duration_ms: 0 } }, set("mark", { tag: "'v2'" }), set("extra", { extra: "true" })],
       edges: chain("wait", "mark", "extra"),
     };
     const updated = await engine.updateAutomation(WS, a.id, v2);
@@ -264,7 +280,9 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
       expect(r).toMatchObject({ status: "completed", version: 1, context: { tag: "v1" } });
       expect(r.context).not.toHaveProperty("extra");
       expect((await engine.listSteps(WS, id)).map((s) => [s.node_key, s.outcome])).toEqual([
-        ["wait", "waiting"], ["wait", "succeeded"], ["mark", "succeeded"],
+        ["wait", "waiting"],
+        ["wait", "succeeded"],
+        ["mark", "succeeded"],
       ]);
     }
   });
@@ -303,15 +321,22 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
     });
 
     it("the Idempotency-Key header the sink sees is the step row's idempotency_key, per visit", async () => {
-      const { run, steps } = await runToEnd(def("call", [
-        { key: "call", kind: "http_request", config: { method: "POST", url: `${sink.url}/hook/{{ string(context.n) }}`, body: { n: "{{ context.n }}" } } },
-        set("inc", { n: "context.n + 1" }),
-        { key: "more", kind: "branch", config: { condition: "context.n < 3" } },
-      ], [
-        { from: "call", port: "next", to: "inc" },
-        { from: "inc", port: "next", to: "more" },
-        { from: "more", port: "true", to: "call" },
-      ]), { n: 0 });
+      const { run, steps } = await runToEnd(
+        def(
+          "call",
+          [
+            { key: "call", kind: "http_request", config: { method: "POST", url: `${sink.url}/hook/{{ string(context.n) }}`, body: { n: "{{ context.n }}" } } },
+            set("inc", { n: "context.n + 1" }),
+            { key: "more", kind: "branch", config: { condition: "context.n < 3" } },
+          ],
+          [
+            { from: "call", port: "next", to: "inc" },
+            { from: "inc", port: "next", to: "more" },
+            { from: "more", port: "true", to: "call" },
+          ],
+        ),
+        { n: 0 },
+      );
       expect(run.status).toBe("completed");
       const calls = steps.filter((s) => s.node_key === "call");
       expect(calls.map((s) => s.idempotency_key)).toEqual([1, 2, 3].map((v) => `${run.id}/call/${v}`));
@@ -329,12 +354,18 @@ describe.each(STORE_KINDS)("run flow (%s store)", (kind) => {
       sink.reply = (_req, nth) => (nth === 1 ? { status: 503, body: {} } : { status: 200, body: { ok: true } });
       const snapshots: Promise<StepRun[]>[] = [];
       const off = engine.events.on("run:parked", (e) => snapshots.push(engine.listSteps(WS, e.run_id)));
-      const { run, steps } = await runToEnd(def("first", [
-        set("first", { a: "1" }),
-        { key: "call", kind: "http_request", config: { method: "GET", url: `${sink.url}/x` }, retry: { max_attempts: 3, initial_ms: 20, max_ms: 100 } },
-        { key: "nap", kind: "delay", config: { duration_ms: 200 } },
-        set("last", { b: "2" }),
-      ], chain("first", "call", "nap", "last")));
+      const { run, steps } = await runToEnd(
+        def(
+          "first",
+          [
+            set("first", { a: "1" }),
+            { key: "call", kind: "http_request", config: { method: "GET", url: `${sink.url}/x` }, retry: { max_attempts: 3, initial_ms: 20, max_ms: 100 } },
+            { key: "nap", kind: "delay", config: { duration_ms: 200 } },
+            set("last", { b: "2" }),
+          ],
+          chain("first", "call", "nap", "last"),
+        ),
+      );
       off();
       expect(run.status).toBe("completed");
       expect(steps.map((s) => [s.node_key, s.attempt, s.outcome])).toEqual([

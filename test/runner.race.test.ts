@@ -114,9 +114,15 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
     const b = await make("B", storeB);
 
     const work = (key: string) => ({ key, kind: "work", config: { tag: key, i: "{{ context.i }}" }, retry: { max_attempts: 3, initial_ms: 5, max_ms: 10 } });
-    const keep = (key: string, from: string, plus: number) => ({ key, kind: "set", config: { assign: { [from]: `steps.${from}.i + ${plus}`, [`${from}_by`]: `steps.${from}.by` } } });
+    const keep = (key: string, from: string, plus: number) => ({
+      key,
+      kind: "set",
+      config: { assign: { [from]: `steps.${from}.i + ${plus}`, [`${from}_by`]: `steps.${from}.by` } },
+    });
     const automation = await a.createAutomation(WS, {
-      key: "race", name: "race", root: "a",
+      key: "race",
+      name: "race",
+      root: "a",
       nodes: [work("a"), keep("keep_a", "a", 1000), work("b"), keep("keep_b", "b", 2000), work("c"), keep("keep_c", "c", 3000)],
       edges: ["a", "keep_a", "b", "keep_b", "c", "keep_c"].slice(1).map((to, i, arr) => ({ from: i === 0 ? "a" : arr[i - 1]!, port: "next", to })),
     });
@@ -195,8 +201,13 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
     engines.push(A);
     A.registerAction({ kind: "work", handler: handlerFor("A") });
     const automation = await A.createAutomation(WS, {
-      key: "stale", name: "stale", root: "a",
-      nodes: [{ key: "a", kind: "work", config: { tag: "a" } }, { key: "b", kind: "work", config: { tag: "b" } }],
+      key: "stale",
+      name: "stale",
+      root: "a",
+      nodes: [
+        { key: "a", kind: "work", config: { tag: "a" } },
+        { key: "b", kind: "work", config: { tag: "b" } },
+      ],
       edges: [{ from: "a", port: "next", to: "b" }],
     });
     const { run: created } = await A.enroll(WS, automation.id, {});
@@ -276,7 +287,10 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
       },
     });
     const automation = await A.createAutomation(WS, {
-      key: "self", name: "self", root: "a", nodes: [{ key: "a", kind: "work", config: {} }],
+      key: "self",
+      name: "self",
+      root: "a",
+      nodes: [{ key: "a", kind: "work", config: {} }],
     });
     const claims: number[] = [];
     A.events.on("run:claimed", (e) => claims.push(e.interruptions));
@@ -304,7 +318,12 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
     const e = new Engine({ store: ts.store, noRunner: true });
     await e.start();
     engines.push(e);
-    const automation = await e.createAutomation(WS, { key: "batch", name: "batch", root: "s", nodes: [{ key: "s", kind: "set", config: { assign: { x: "1" } } }] });
+    const automation = await e.createAutomation(WS, {
+      key: "batch",
+      name: "batch",
+      root: "s",
+      nodes: [{ key: "s", kind: "set", config: { assign: { x: "1" } } }],
+    });
     const { run } = await e.enroll(WS, automation.id, {});
     const now = Date.now();
     // An earlier drive's claim (rev r - 1), then, once its lease lapsed, the current one (rev r), by the same worker.
@@ -315,15 +334,41 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
       run_id: run.id,
       expected_rev,
       state: {
-        status: "running", exit_reason: null, current_node_key: null, waiting_for: null, waiting_until: null,
-        context: { by }, steps: { s: { by } }, cursor: claimed!.cursor, items_total: 0, items_failed: 0,
-        interruptions: claimed!.interruptions, due_at: null, keep_lease: true, completed_at: null, updated_at: now,
+        status: "running",
+        exit_reason: null,
+        current_node_key: null,
+        waiting_for: null,
+        waiting_until: null,
+        context: { by },
+        steps: { s: { by } },
+        cursor: claimed!.cursor,
+        items_total: 0,
+        items_failed: 0,
+        interruptions: claimed!.interruptions,
+        due_at: null,
+        keep_lease: true,
+        completed_at: null,
+        updated_at: now,
       },
-      steps: [{
-        run_id: run.id, node_key: "s", node_kind: "set", visit: 1, attempt: 1, entered_via_port_key: null,
-        exited_via_port_key: "next", outcome: "succeeded", duration_ms: 0, idempotency_key: `${run.id}/s/1`,
-        input: null, output: { by }, error: null, started_at: now, finished_at: now,
-      }],
+      steps: [
+        {
+          run_id: run.id,
+          node_key: "s",
+          node_kind: "set",
+          visit: 1,
+          attempt: 1,
+          entered_via_port_key: null,
+          exited_via_port_key: "next",
+          outcome: "succeeded",
+          duration_ms: 0,
+          idempotency_key: `${run.id}/s/1`,
+          input: null,
+          output: { by },
+          error: null,
+          started_at: now,
+          finished_at: now,
+        },
+      ],
     });
     const applied = await flags(ts.store.commit("wkr_X", [checkpoint("stale", claimed!.rev - 1), checkpoint("fresh", claimed!.rev)]));
     expect(applied).toEqual([false, true]);
@@ -340,7 +385,12 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
     const e = new Engine({ store: ts.store, noRunner: true });
     await e.start();
     engines.push(e);
-    const automation = await e.createAutomation(WS, { key: "locks", name: "locks", root: "s", nodes: [{ key: "s", kind: "set", config: { assign: { x: "1" } } }] });
+    const automation = await e.createAutomation(WS, {
+      key: "locks",
+      name: "locks",
+      root: "s",
+      nodes: [{ key: "s", kind: "set", config: { assign: { x: "1" } } }],
+    });
     const N = 50;
     await Promise.all(Array.from({ length: N }, () => e.enroll(WS, automation.id, {})));
     const now = Date.now();
@@ -356,13 +406,28 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
         expected_rev: rev.get(id)!,
         steps: [],
         state: {
-          status: "running", exit_reason: null, current_node_key: "s", waiting_for: null, waiting_until: null,
-          context: { round }, steps: {}, cursor: runs[0]!.cursor, items_total: 0, items_failed: 0, interruptions: 0,
-          due_at: null, keep_lease: true, completed_at: null, updated_at: now,
+          status: "running",
+          exit_reason: null,
+          current_node_key: "s",
+          waiting_for: null,
+          waiting_until: null,
+          context: { round },
+          steps: {},
+          cursor: runs[0]!.cursor,
+          items_total: 0,
+          items_failed: 0,
+          interruptions: 0,
+          due_at: null,
+          keep_lease: true,
+          completed_at: null,
+          updated_at: now,
         },
       }));
       const [committed, renewed] = await Promise.allSettled([flags(ts.store.commit("wkr_X", cps)), ts.store.renewLeases("wkr_X", ids, now + 60_000)]);
-      const failures = [["commit", committed], ["renewLeases", renewed]] as const;
+      const failures = [
+        ["commit", committed],
+        ["renewLeases", renewed],
+      ] as const;
       expect(failures.flatMap(([what, r]) => (r.status === "rejected" ? [`round ${round}: ${what}: ${(r.reason as Error).message}`] : []))).toEqual([]);
       expect((committed as PromiseFulfilledResult<boolean[]>).value).toEqual(cps.map(() => true));
       expect(new Set((renewed as PromiseFulfilledResult<string[]>).value)).toEqual(new Set(ids));
@@ -379,7 +444,12 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
     const e = new Engine({ store: ts.store, noRunner: true });
     await e.start();
     engines.push(e);
-    const automation = await e.createAutomation(WS, { key: "order", name: "order", root: "s", nodes: [{ key: "s", kind: "set", config: { assign: { x: "1" } } }] });
+    const automation = await e.createAutomation(WS, {
+      key: "order",
+      name: "order",
+      root: "s",
+      nodes: [{ key: "s", kind: "set", config: { assign: { x: "1" } } }],
+    });
     for (let i = 0; i < 3; i++) await e.enroll(WS, automation.id, {});
     const runs = await ts.store.claimRuns("wkr_X", Date.now(), 60_000, 10);
     const rev = new Map(runs.map((r) => [r.id, r.rev]));
@@ -392,13 +462,20 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
       await blocker.query(`SET search_path TO "${ts.env.WEFT_DATABASE_SCHEMA}"`);
       // Two rows whose physical order agrees with their id order, so a scan meets A first either way.
       const phys = (await blocker.query<{ id: string }>("SELECT id FROM runs ORDER BY ctid")).rows.map((r) => r.id);
-      const [A, B] = phys.flatMap((a, i) => phys.slice(i + 1).filter((b) => a < b).map((b) => [a, b] as const))[0]!;
+      const [A, B] = phys.flatMap((a, i) =>
+        phys
+          .slice(i + 1)
+          .filter((b) => a < b)
+          .map((b) => [a, b] as const),
+      )[0]!;
       const blockerPid = (await blocker.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
       /** The backend (other than `not`) that waits on a lock held by one of `holders`. */
       const waiterOn = async (holders: number[], not = -1): Promise<number> => {
         for (;;) {
-          const r = await admin.query<{ pid: number }>(
-            "SELECT pid FROM pg_stat_activity WHERE pid <> $2 AND pg_blocking_pids(pid) && $1::int[] LIMIT 1", [holders, not]);
+          const r = await admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE pid <> $2 AND pg_blocking_pids(pid) && $1::int[] LIMIT 1", [
+            holders,
+            not,
+          ]);
           if (r.rows[0]) return r.rows[0].pid;
           await sleep(5); // polling the database's lock table, not waiting on the engine
         }
@@ -407,17 +484,38 @@ describe.each(STORE_KINDS)("two workers on one run (%s store)", (kind) => {
       await blocker.query("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", [B]);
 
       const cp = (id: string): Checkpoint => ({
-        run_id: id, expected_rev: rev.get(id)!, steps: [],
+        run_id: id,
+        expected_rev: rev.get(id)!,
+        steps: [],
         state: {
-          status: "running", exit_reason: null, current_node_key: "s", waiting_for: null, waiting_until: null, context: {}, steps: {},
-          cursor: runs[0]!.cursor, items_total: 0, items_failed: 0, interruptions: 0, due_at: null, keep_lease: true, completed_at: null, updated_at: Date.now(),
+          status: "running",
+          exit_reason: null,
+          current_node_key: "s",
+          waiting_for: null,
+          waiting_until: null,
+          context: {},
+          steps: {},
+          cursor: runs[0]!.cursor,
+          items_total: 0,
+          items_failed: 0,
+          interruptions: 0,
+          due_at: null,
+          keep_lease: true,
+          completed_at: null,
+          updated_at: Date.now(),
         },
       });
-      const committed = flags(ts.store.commit("wkr_X", [cp(B), cp(A)])).then((v) => ({ ok: v }), (err: Error) => ({ error: err.message }));
+      const committed = flags(ts.store.commit("wkr_X", [cp(B), cp(A)])).then(
+        (v) => ({ ok: v }),
+        (err: Error) => ({ error: err.message }),
+      );
       const committer = await waiterOn([blockerPid]);
       expect(committer).toBeGreaterThan(0);
       // Resolves while the blocker still holds B: the renewal waited on no lock.
-      const renewed = await ts.store.renewLeases("wkr_X", [A, B], Date.now() + 60_000).then((v) => ({ ok: [...v].sort() }), (err: Error) => ({ error: err.message }));
+      const renewed = await ts.store.renewLeases("wkr_X", [A, B], Date.now() + 60_000).then(
+        (v) => ({ ok: [...v].sort() }),
+        (err: Error) => ({ error: err.message }),
+      );
       await blocker.query("ROLLBACK");
       expect({ commit: await committed, renew: renewed }).toEqual({ commit: { ok: [true, true] }, renew: { ok: [A, B] } });
     } finally {

@@ -39,10 +39,7 @@ function httpDef(o: HttpDefOptions) {
       { key: "after", kind: "set", config: { assign: { called: "true" } } },
       ...(o.errorPort ? [{ key: "handled", kind: "set", config: { assign: { handled_code: "steps.call.error.code" } } }] : []),
     ],
-    edges: [
-      { from: "call", port: "next", to: "after" },
-      ...(o.errorPort ? [{ from: "call", port: "error", to: "handled" }] : []),
-    ],
+    edges: [{ from: "call", port: "next", to: "after" }, ...(o.errorPort ? [{ from: "call", port: "error", to: "handled" }] : [])],
   };
 }
 
@@ -166,7 +163,10 @@ describe.each(STORE_KINDS)("http_request retries (%s store)", (kind) => {
     sink.reply = failThenOk({ status: 429, headers: { "retry-after": "1" }, body: {} }, 1);
     const { run, callSteps, key } = await runOnce({ url: `${sink.url}/hook` });
     expect(run.status).toBe("completed");
-    expect(callSteps.map((s) => [s.attempt, s.outcome])).toEqual([[1, "retrying"], [2, "succeeded"]]);
+    expect(callSteps.map((s) => [s.attempt, s.outcome])).toEqual([
+      [1, "retrying"],
+      [2, "succeeded"],
+    ]);
     expect(callSteps[0]!.error).toMatchObject({ code: "http.status_429", retryable: true, retry_after_ms: 1000 });
     const mine = retries.filter((r) => r.run_id === run.id);
     expect(mine.map((r) => r.delay_ms)).toEqual([1000]);
@@ -247,7 +247,10 @@ describe.each(STORE_KINDS)("http_request retries (%s store)", (kind) => {
       const { run, steps } = await runOnce({ url: "{{ context.missing }}", errorPort: true });
       expect(run.status).toBe("completed");
       expect(run.context).toEqual({ handled_code: "template.missing_variable" });
-      expect(steps.map((s) => [s.node_key, s.outcome])).toEqual([["call", "failed"], ["handled", "succeeded"]]);
+      expect(steps.map((s) => [s.node_key, s.outcome])).toEqual([
+        ["call", "failed"],
+        ["handled", "succeeded"],
+      ]);
       expect(sink.requests).toHaveLength(0);
     });
 

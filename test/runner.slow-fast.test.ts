@@ -39,13 +39,25 @@ describe.each(STORE_KINDS)("slow and fast work (%s store)", (kind) => {
     });
     await engine.start();
     const slow = await engine.createAutomation(WS, {
-      key: "slow", name: "slow", root: "think", reentry: { policy: "allow_concurrent" },
-      nodes: [{ key: "think", kind: "think", config: {} }, { key: "done", kind: "end" }],
+      key: "slow",
+      name: "slow",
+      root: "think",
+      reentry: { policy: "allow_concurrent" },
+      nodes: [
+        { key: "think", kind: "think", config: {} },
+        { key: "done", kind: "end" },
+      ],
       edges: [{ from: "think", port: "next", to: "done" }],
     });
     const fast = await engine.createAutomation(WS, {
-      key: "fast", name: "fast", root: "s", reentry: { policy: "allow_concurrent" },
-      nodes: [{ key: "s", kind: "set", config: { assign: { ok: "true" } } }, { key: "done", kind: "end" }],
+      key: "fast",
+      name: "fast",
+      root: "s",
+      reentry: { policy: "allow_concurrent" },
+      nodes: [
+        { key: "s", kind: "set", config: { assign: { ok: "true" } } },
+        { key: "done", kind: "end" },
+      ],
       edges: [{ from: "s", port: "next", to: "done" }],
     });
     for (let i = 0; i < SLOW; i++) await engine.enroll(WS, slow.id, { subject_id: `slow-${i}` });

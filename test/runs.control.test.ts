@@ -19,11 +19,6 @@ const ADMIN = `user:${BOOTSTRAP_ADMIN}`;
 const HOUR = 60 * 60_000;
 const DAY = 24 * HOUR;
 
-interface ApiError {
-  code: string;
-  message: string;
-  details: Record<string, unknown>;
-}
 interface RunJson {
   id: string;
   automation_id: string;
@@ -75,7 +70,7 @@ describe.each(STORE_KINDS)("run control over HTTP (%s store)", (kind) => {
 
   beforeEach(async () => {
     ts = await makeStore(kind);
-    clock = new ManualClock(Date.parse("2026-06-01T08:00:00Z") + (seq++) * 30 * DAY);
+    clock = new ManualClock(Date.parse("2026-06-01T08:00:00Z") + seq++ * 30 * DAY);
     engine = new Engine({ httpAllow: LOOPBACK, store: ts.store, clock, runner: { leaseMs: 30 * DAY, pollMs: 50 } });
     thinking = { started: deferred<ActionContext>(), gate: deferred<void>(), calls: 0, aborted: [] };
     engine.registerAction({
@@ -86,10 +81,14 @@ describe.each(STORE_KINDS)("run control over HTTP (%s store)", (kind) => {
         thinking.started.resolve(ctx);
         await new Promise<void>((resolve, reject) => {
           if (ctx.signal.aborted) return reject(new Error("aborted before it began"));
-          ctx.signal.addEventListener("abort", () => {
-            thinking.aborted.push(true);
-            reject(ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error("aborted"));
-          }, { once: true });
+          ctx.signal.addEventListener(
+            "abort",
+            () => {
+              thinking.aborted.push(true);
+              reject(ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error("aborted"));
+            },
+            { once: true },
+          );
           void thinking.gate.promise.then(() => resolve());
         });
         return { thought: true };
@@ -117,23 +116,31 @@ describe.each(STORE_KINDS)("run control over HTTP (%s store)", (kind) => {
     return engine.createAutomation(WS, { key: k, name: k, reentry, root: (nodes[0] as { key: string }).key, nodes, edges });
   }
   /** delay 1h → set (mark) → end */
-  const delayed = (reentry?: unknown) => automation(
-    [
-      { key: "wait", kind: "delay", config: { duration_ms: HOUR } },
-      { key: "mark", kind: "set", config: { assign: { marked: "true" } } },
-      { key: "done", kind: "end" },
-    ],
-    [{ from: "wait", port: "next", to: "mark" }, { from: "mark", port: "next", to: "done" }],
-    reentry,
-  );
+  const delayed = (reentry?: unknown) =>
+    automation(
+      [
+        { key: "wait", kind: "delay", config: { duration_ms: HOUR } },
+        { key: "mark", kind: "set", config: { assign: { marked: "true" } } },
+        { key: "done", kind: "end" },
+      ],
+      [
+        { from: "wait", port: "next", to: "mark" },
+        { from: "mark", port: "next", to: "done" },
+      ],
+      reentry,
+    );
   /** approval → approved: set (mark) */
-  const gated = () => automation(
-    [
-      { key: "ask", kind: "approval", config: { title: "Go {{ context.name }}?", approvers: ["role:admin"] } },
-      { key: "mark", kind: "set", config: { assign: { marked: "true" } } },
-    ],
-    [{ from: "ask", port: "approved", to: "mark" }, { from: "ask", port: "rejected", to: "mark" }],
-  );
+  const gated = () =>
+    automation(
+      [
+        { key: "ask", kind: "approval", config: { title: "Go {{ context.name }}?", approvers: ["role:admin"] } },
+        { key: "mark", kind: "set", config: { assign: { marked: "true" } } },
+      ],
+      [
+        { from: "ask", port: "approved", to: "mark" },
+        { from: "ask", port: "rejected", to: "mark" },
+      ],
+    );
 
   async function enroll(automationId: string, body: Record<string, unknown> = {}): Promise<RunJson> {
     const res = await call<RunJson>("POST", `/v1/automations/${automationId}/enroll`, body);
@@ -285,7 +292,12 @@ describe.each(STORE_KINDS)("run control over HTTP (%s store)", (kind) => {
     expect(re.status).toBe(201);
     expect(re.body.id).not.toBe(r.id);
     expect(re.body).toMatchObject({
-      automation_id: a.id, event_id: orig.event_id, subject_id: "ct_r", trigger_type: orig.trigger_type, duplicate: false, retriggered_from: r.id,
+      automation_id: a.id,
+      event_id: orig.event_id,
+      subject_id: "ct_r",
+      trigger_type: orig.trigger_type,
+      duplicate: false,
+      retriggered_from: r.id,
     });
     expect(re.body.event).toEqual(orig.event);
     const next = await engine.waitForRun(WS, re.body.id);

@@ -14,7 +14,7 @@ import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
-import { sleep, until } from "./helpers/wait.js";
+import { until } from "./helpers/wait.js";
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -30,10 +30,17 @@ interface ScheduleEvent {
 async function scheduleEvents(store: Store, automationId: string): Promise<ScheduleEvent[]> {
   let rows: { id: string; idempotency_key: string; body: unknown }[];
   if (store instanceof PostgresStore) {
-    rows = (await store.pool.query("SELECT id, idempotency_key, body FROM events WHERE type = 'schedule' AND name = $1 ORDER BY received_at, id", [automationId])).rows;
+    rows = (
+      await store.pool.query("SELECT id, idempotency_key, body FROM events WHERE type = 'schedule' AND name = $1 ORDER BY received_at, id", [automationId])
+    ).rows;
   } else if (store instanceof EmbeddedStore) {
-    rows = (store.db.prepare("SELECT id, idempotency_key, body FROM events WHERE type = 'schedule' AND name = ? ORDER BY received_at, id").all(automationId) as { id: string; idempotency_key: string; body: string }[])
-      .map((r) => ({ ...r, body: JSON.parse(r.body) as unknown }));
+    rows = (
+      store.db.prepare("SELECT id, idempotency_key, body FROM events WHERE type = 'schedule' AND name = ? ORDER BY received_at, id").all(automationId) as {
+        id: string;
+        idempotency_key: string;
+        body: string;
+      }[]
+    ).map((r) => ({ ...r, body: JSON.parse(r.body) as unknown }));
   } else {
     throw new Error("unknown store");
   }
@@ -62,7 +69,8 @@ let seq = 0;
 function scheduled(cron: string, extra: Record<string, unknown> = {}) {
   const key = `sched-${++seq}`;
   return {
-    key, name: key,
+    key,
+    name: key,
     triggers: [{ type: "schedule", cron, ...extra }],
     root: "stamp",
     nodes: [
@@ -75,12 +83,16 @@ function scheduled(cron: string, extra: Record<string, unknown> = {}) {
 
 /** Engine options for clock-driven tests: only tick() fires schedules; leases never lapse as the clock jumps. */
 const manual = (store: Store, clock: ManualClock): EngineOptions => ({
-  store, clock, schedulePollMs: HOUR, dispatchPollMs: HOUR, runner: { leaseMs: 30 * DAY },
+  store,
+  clock,
+  schedulePollMs: HOUR,
+  dispatchPollMs: HOUR,
+  runner: { leaseMs: 30 * DAY },
 });
 
 describe.each(STORE_KINDS)("schedules (%s store)", (kind) => {
   let ts: TestStore;
-  let engines: Engine[] = [];
+  const engines: Engine[] = [];
   let errors: unknown[] = [];
 
   beforeEach(async () => {
@@ -176,7 +188,9 @@ describe.each(STORE_KINDS)("schedules (%s store)", (kind) => {
     const app = buildApp({ engine, adminToken: "sched-token" });
     await app.listen({ host: "127.0.0.1", port: 0 });
     try {
-      const res = await request(`http://127.0.0.1:${(app.server.address() as AddressInfo).port}/v1/ops/overdue`, { headers: { authorization: "Bearer sched-token" } });
+      const res = await request(`http://127.0.0.1:${(app.server.address() as AddressInfo).port}/v1/ops/overdue`, {
+        headers: { authorization: "Bearer sched-token" },
+      });
       expect(res.statusCode).toBe(200);
       const body = (await res.body.json()) as { overdue_schedules: number; by_automation: { automation_id: string; schedules: number }[] };
       expect(body.overdue_schedules).toBe(4);
@@ -275,10 +289,14 @@ describe.skipIf(!STORE_KINDS.includes("postgres"))("schedules across two engines
     // though the event's unique key would have absorbed it).
     expect(firedByEngines).toBe(96);
 
-    const runs = await until("96 completed runs", async () => {
-      const rs = await allRuns(e1, a.id);
-      return rs.length >= 96 && rs.every((r) => r.status === "completed") ? rs : null;
-    }, 60_000);
+    const runs = await until(
+      "96 completed runs",
+      async () => {
+        const rs = await allRuns(e1, a.id);
+        return rs.length >= 96 && rs.every((r) => r.status === "completed") ? rs : null;
+      },
+      60_000,
+    );
     expect(runs).toHaveLength(96);
     expect(new Set(runs.map((r) => r.event_id))).toEqual(new Set(events.map((e) => e.id)));
     expect(new Set(runs.map((r) => (r.context as { at: string }).at)).size).toBe(96);

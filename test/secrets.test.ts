@@ -33,8 +33,20 @@ const MARK = `[secret:${NAME}]`;
 
 /** Every engine event name, as a typed list; a test below checks it against events.ts itself. */
 const EVENT_NAMES = [
-  "run:created", "run:claimed", "step:finished", "step:retry_scheduled", "run:parked", "run:finished", "run:lease_lost",
-  "checkpoint:committed", "event:stored", "event:dispatched", "schedule:fired", "policy:violation", "approval:decided", "engine:error",
+  "run:created",
+  "run:claimed",
+  "step:finished",
+  "step:retry_scheduled",
+  "run:parked",
+  "run:finished",
+  "run:lease_lost",
+  "checkpoint:committed",
+  "event:stored",
+  "event:dispatched",
+  "schedule:fired",
+  "policy:violation",
+  "approval:decided",
+  "engine:error",
 ] as const satisfies readonly (keyof EngineEvents)[];
 
 const newKey = () => randomBytes(32).toString("hex");
@@ -42,14 +54,16 @@ const newCanary = () => `canary-${randomBytes(16).toString("hex")}`;
 
 /** JSON with Error objects (message, stack, own fields such as code and details), bigints and Buffers spelled out. */
 function dump(v: unknown): string {
-  return JSON.stringify(v, (_k, x: unknown) => {
-    if (x instanceof Error) return { ...x, name: x.name, message: x.message, stack: x.stack, cause: (x as { cause?: unknown }).cause };
-    if (typeof x === "bigint") return x.toString();
-    if (x !== null && typeof x === "object" && (x as { type?: unknown }).type === "Buffer" && Array.isArray((x as { data?: unknown }).data)) {
-      return Buffer.from((x as { data: number[] }).data).toString("latin1");
-    }
-    return x;
-  }) ?? String(v);
+  return (
+    JSON.stringify(v, (_k, x: unknown) => {
+      if (x instanceof Error) return { ...x, name: x.name, message: x.message, stack: x.stack, cause: (x as { cause?: unknown }).cause };
+      if (typeof x === "bigint") return x.toString();
+      if (x !== null && typeof x === "object" && (x as { type?: unknown }).type === "Buffer" && Array.isArray((x as { data?: unknown }).data)) {
+        return Buffer.from((x as { data: number[] }).data).toString("latin1");
+      }
+      return x;
+    }) ?? String(v)
+  );
 }
 
 /** Every row of every table of the store, as text (PostgreSQL: `t::text`; SQLite: JSON of each row). */
@@ -58,7 +72,8 @@ async function dumpStore(store: Store): Promise<{ text: string; tables: Map<stri
   const parts: string[] = [];
   if (store instanceof PostgresStore) {
     const names = await store.pool.query<{ table_name: string }>(
-      "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name", [store.schema],
+      "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name",
+      [store.schema],
     );
     for (const { table_name } of names.rows) {
       const rows = await store.pool.query<{ row: string }>(`SELECT t::text AS row FROM "${store.schema}"."${table_name}" t`);
@@ -117,7 +132,8 @@ interface Recorded {
 function recording(api: Api): Recorded {
   const seen: string[] = [];
   return {
-    api, seen,
+    api,
+    seen,
     async call<T>(method: "GET" | "POST" | "PUT" | "DELETE", path: string, body?: unknown) {
       const r = await api.call<T>(method, path, body);
       seen.push(`${method} ${path} → ${r.status} ${JSON.stringify(r.body)}`);
@@ -206,16 +222,18 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
     expect(canary.length).toBeGreaterThanOrEqual(24);
     const actionSaw: string[] = [];
     const e = await boot({ secretKey: key }, (eng) => {
-      eng.registerAction(defineAction({
-        kind: "crm.leaky",
-        input: z.object({ token: z.string(), n: z.number().optional() }),
-        handler(input, ctx) {
-          actionSaw.push(input.token);
-          ctx.log.info(`calling the CRM with ${input.token}`, { token: input.token, header: `Bearer ${input.token}` });
-          ctx.log.error("refused", { [input.token]: "as a key too" });
-          throw new Error(`the CRM refused token ${input.token} (Bearer ${input.token})`);
-        },
-      }));
+      eng.registerAction(
+        defineAction({
+          kind: "crm.leaky",
+          input: z.object({ token: z.string(), n: z.number().optional() }),
+          handler(input, ctx) {
+            actionSaw.push(input.token);
+            ctx.log.info(`calling the CRM with ${input.token}`, { token: input.token, header: `Bearer ${input.token}` });
+            ctx.log.error("refused", { [input.token]: "as a key too" });
+            throw new Error(`the CRM refused token ${input.token} (Bearer ${input.token})`);
+          },
+        }),
+      );
     });
     const r = await api(e);
 
@@ -256,12 +274,18 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
 
     // 1. http_request carrying the secret in two headers, the URL query and the body; event-triggered.
     const pushId = await create(r, {
-      key: uniq("crm-push"), name: "CRM push", triggers: [{ type: "event", name: "crm.sync" }], root: "push",
+      key: uniq("crm-push"),
+      name: "CRM push",
+      triggers: [{ type: "event", name: "crm.sync" }],
+      root: "push",
       nodes: [
         {
-          key: "push", kind: "http_request", retry: { max_attempts: 2, initial_ms: 10, max_ms: 10 },
+          key: "push",
+          kind: "http_request",
+          retry: { max_attempts: 2, initial_ms: 10, max_ms: 10 },
           config: {
-            method: "POST", url: `${sink.url}/crm/contacts?t={{ secrets.CRM_TOKEN }}`,
+            method: "POST",
+            url: `${sink.url}/crm/contacts?t={{ secrets.CRM_TOKEN }}`,
             headers: { authorization: "Bearer {{ secrets.CRM_TOKEN }}", "x-token": "{{ secrets.CRM_TOKEN }}" },
             body: { token: "{{ secrets.CRM_TOKEN }}", note: "sent with {{ secrets.CRM_TOKEN }}", contact: "{{ event.payload.contact }}" },
           },
@@ -272,7 +296,9 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
     });
     // 2. set: the secret assigned into context.
     const keepId = await create(r, {
-      key: uniq("crm-keep"), name: "CRM keep", root: "keep",
+      key: uniq("crm-keep"),
+      name: "CRM keep",
+      root: "keep",
       nodes: [
         { key: "keep", kind: "set", config: { assign: { token: "secrets.CRM_TOKEN" } } },
         { key: "done", kind: "end" },
@@ -281,25 +307,41 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
     });
     // 3. a custom action that logs the secret and throws it.
     const leakId = await create(r, {
-      key: uniq("crm-leak"), name: "CRM leak", root: "leak",
+      key: uniq("crm-leak"),
+      name: "CRM leak",
+      root: "leak",
       nodes: [{ key: "leak", kind: "crm.leaky", config: { token: "{{ secrets.CRM_TOKEN }}" } }],
     });
     // 4. a fan-out of the leaky action: items carry the secret in their input and error.
     const fanId = await create(r, {
-      key: uniq("crm-fan"), name: "CRM fan", root: "fan",
+      key: uniq("crm-fan"),
+      name: "CRM fan",
+      root: "fan",
       nodes: [
-        { key: "fan", kind: "for_each", config: { items: "[1, 2]", action: { kind: "crm.leaky", config: { token: "{{ secrets.CRM_TOKEN }}", n: "{{ item }}" } } } },
+        {
+          key: "fan",
+          kind: "for_each",
+          config: { items: "[1, 2]", action: { kind: "crm.leaky", config: { token: "{{ secrets.CRM_TOKEN }}", n: "{{ item }}" } } },
+        },
         { key: "done", kind: "end" },
       ],
       edges: [{ from: "fan", port: "next", to: "done" }],
     });
     // 5. a successful call whose response echoes the secret in its body and a header, assigned into context.
     const okId = await create(r, {
-      key: uniq("crm-ok"), name: "CRM ok", root: "call",
+      key: uniq("crm-ok"),
+      name: "CRM ok",
+      root: "call",
       nodes: [
         {
-          key: "call", kind: "http_request",
-          config: { method: "GET", url: `${sink.url}/ok`, headers: { "x-token": "{{ secrets.CRM_TOKEN }}" }, assign: { echoed: "response.body.echo.headers['x-token']" } },
+          key: "call",
+          kind: "http_request",
+          config: {
+            method: "GET",
+            url: `${sink.url}/ok`,
+            headers: { "x-token": "{{ secrets.CRM_TOKEN }}" },
+            assign: { echoed: "response.body.echo.headers['x-token']" },
+          },
         },
         { key: "done", kind: "end" },
       ],
@@ -327,7 +369,10 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
     // ---- and what was left behind says [secret:CRM_TOKEN] ----
     expect(push!.status).toBe("failed");
     const pushSteps = await e.listSteps(WS, push!.id);
-    expect(pushSteps.map((s) => [s.outcome, s.error?.code])).toEqual([["retrying", "http.status_503"], ["failed", "http.status_500"]]);
+    expect(pushSteps.map((s) => [s.outcome, s.error?.code])).toEqual([
+      ["retrying", "http.status_503"],
+      ["failed", "http.status_500"],
+    ]);
     for (const s of pushSteps) {
       const input = s.input as { url: string; headers: Record<string, string>; body: Record<string, unknown> };
       expect(input.url).toBe(`${sink.url}/crm/contacts?t=${MARK}`);
@@ -392,7 +437,11 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
     expect(r.seen.join("\n")).toContain(MARK);
 
     expect(engineErrors).toEqual([]);
-    const where = (text: string) => text.split("\n").filter((l) => l.includes(canary)).map((l) => l.slice(0, 300));
+    const where = (text: string) =>
+      text
+        .split("\n")
+        .filter((l) => l.includes(canary))
+        .map((l) => l.slice(0, 300));
     expect(where(db.text), "the canary in a table row").toEqual([]);
     expect(where(r.seen.join("\n")), "the canary in an API response").toEqual([]);
     expect(where(emitted.join("\n")), "the canary in an engine event").toEqual([]);
@@ -413,12 +462,19 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
     expect((await r1.call("PUT", `/v1/secrets/${NAME}`, { value: canary })).status).toBe(201);
     sink.reply = () => ({ status: 200, body: { ok: true } });
     const keepId = await create(r1, {
-      key: uniq("wk-keep"), name: "keep", root: "keep",
-      nodes: [{ key: "keep", kind: "set", config: { assign: { token: "secrets.CRM_TOKEN" } } }, { key: "done", kind: "end" }],
+      key: uniq("wk-keep"),
+      name: "keep",
+      root: "keep",
+      nodes: [
+        { key: "keep", kind: "set", config: { assign: { token: "secrets.CRM_TOKEN" } } },
+        { key: "done", kind: "end" },
+      ],
       edges: [{ from: "keep", port: "next", to: "done" }],
     });
     const callId = await create(r1, {
-      key: uniq("wk-call"), name: "call", root: "call",
+      key: uniq("wk-call"),
+      name: "call",
+      root: "call",
       nodes: [
         { key: "call", kind: "http_request", config: { method: "POST", url: `${sink.url}/crm`, headers: { authorization: "Bearer {{ secrets.CRM_TOKEN }}" } } },
         { key: "done", kind: "end" },
@@ -426,8 +482,13 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
       edges: [{ from: "call", port: "next", to: "done" }],
     });
     const plainId = await create(r1, {
-      key: uniq("wk-plain"), name: "plain", root: "note",
-      nodes: [{ key: "note", kind: "set", config: { assign: { n: "1 + 1" } } }, { key: "done", kind: "end" }],
+      key: uniq("wk-plain"),
+      name: "plain",
+      root: "note",
+      nodes: [
+        { key: "note", kind: "set", config: { assign: { n: "1 + 1" } } },
+        { key: "done", kind: "end" },
+      ],
       edges: [{ from: "note", port: "next", to: "done" }],
     });
     for (const a of apis.splice(0)) await a.close();
@@ -497,11 +558,18 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
     expect((await r.call("PUT", `/v1/secrets/${NAME}`, { value: canary })).status).toBe(201);
     sink.reply = (_req, nth) => ({ status: nth === 1 ? 503 : 200, body: { ok: true } });
     const id = await create(r, {
-      key: uniq("fan-retry"), name: "fan retry", root: "fan",
+      key: uniq("fan-retry"),
+      name: "fan retry",
+      root: "fan",
       nodes: [
         {
-          key: "fan", kind: "for_each", retry: { max_attempts: 3, initial_ms: 10, max_ms: 10 },
-          config: { items: "[1]", action: { kind: "http_request", config: { method: "POST", url: `${sink.url}/fan/{{ item }}`, headers: { "x-token": "{{ secrets.CRM_TOKEN }}" } } } },
+          key: "fan",
+          kind: "for_each",
+          retry: { max_attempts: 3, initial_ms: 10, max_ms: 10 },
+          config: {
+            items: "[1]",
+            action: { kind: "http_request", config: { method: "POST", url: `${sink.url}/fan/{{ item }}`, headers: { "x-token": "{{ secrets.CRM_TOKEN }}" } } },
+          },
         },
         { key: "done", kind: "end" },
       ],
@@ -518,21 +586,28 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
     const canary = newCanary();
     const saw: string[] = [];
     const e = await boot({ secretKey: newKey() }, (eng) => {
-      eng.registerAction(defineAction({
-        kind: "crm.flaky",
-        input: z.object({ token: z.string() }),
-        handler(input) {
-          saw.push(input.token);
-          if (saw.length === 1) throw new Error("the CRM is down");
-          return { ok: true };
-        },
-      }));
+      eng.registerAction(
+        defineAction({
+          kind: "crm.flaky",
+          input: z.object({ token: z.string() }),
+          handler(input) {
+            saw.push(input.token);
+            if (saw.length === 1) throw new Error("the CRM is down");
+            return { ok: true };
+          },
+        }),
+      );
     });
     const r = await api(e);
     expect((await r.call("PUT", `/v1/secrets/${NAME}`, { value: canary })).status).toBe(201);
     const id = await create(r, {
-      key: uniq("op-retry"), name: "operator retry", root: "fan",
-      nodes: [{ key: "fan", kind: "for_each", config: { items: "[1]", action: { kind: "crm.flaky", config: { token: "{{ secrets.CRM_TOKEN }}" } } } }, { key: "done", kind: "end" }],
+      key: uniq("op-retry"),
+      name: "operator retry",
+      root: "fan",
+      nodes: [
+        { key: "fan", kind: "for_each", config: { items: "[1]", action: { kind: "crm.flaky", config: { token: "{{ secrets.CRM_TOKEN }}" } } } },
+        { key: "done", kind: "end" },
+      ],
       edges: [{ from: "fan", port: "next", to: "done" }],
     });
     const run = await ended(e, await enroll(r, id));
@@ -553,7 +628,9 @@ describe.each(STORE_KINDS)("secrets (%s store)", (kind) => {
     // secret's characters before that cut (the body is a JSON string: 1 quote + 1,979 x's + 20).
     sink.reply = () => ({ status: 500, body: `${"x".repeat(1979)}${canary}-tail` });
     const id = await create(r, {
-      key: uniq("cut"), name: "cut", root: "call",
+      key: uniq("cut"),
+      name: "cut",
+      root: "call",
       nodes: [{ key: "call", kind: "http_request", config: { method: "POST", url: `${sink.url}/cut`, body: { token: "{{ secrets.CRM_TOKEN }}" } } }],
     });
     const run = await ended(e, await enroll(r, id));

@@ -26,10 +26,7 @@ afterAll(async () => {
 
 /** A definition as the engine stores it: validated (custom kinds named), so tests walk real graphs. */
 function definition(root: string, nodes: unknown[], edges: { from: string; port: string; to: string }[], custom: string[] = []): Definition {
-  const v = validateDefinition(
-    { key: "sim", name: "sim", root, nodes, edges },
-    { customKinds: new Map(custom.map((k) => [k, {}])) },
-  );
+  const v = validateDefinition({ key: "sim", name: "sim", root, nodes, edges }, { customKinds: new Map(custom.map((k) => [k, {}])) });
   if (!v.ok) throw new Error(`test definition is invalid: ${JSON.stringify(v.errors)}`);
   return v.definition;
 }
@@ -47,23 +44,29 @@ const path = (t: Transcript) => t.steps.map((s) => [s.node_key, s.port]);
 
 /** check (branch) → true: notify (http_request to the sink, templated body) → done; false: note (set). */
 function dealGraph(): Definition {
-  return definition("check", [
-    { key: "check", kind: "branch", config: { condition: "context.amount > 1000" } },
-    {
-      key: "notify", kind: "http_request",
-      config: {
-        method: "POST", url: `${sink.url}/deal`,
-        headers: { "X-Deal": "{{ context.name }}" },
-        body: { text: "Deal {{ context.name }} is worth {{ context.amount }}", amount: "{{ context.amount }}" },
+  return definition(
+    "check",
+    [
+      { key: "check", kind: "branch", config: { condition: "context.amount > 1000" } },
+      {
+        key: "notify",
+        kind: "http_request",
+        config: {
+          method: "POST",
+          url: `${sink.url}/deal`,
+          headers: { "X-Deal": "{{ context.name }}" },
+          body: { text: "Deal {{ context.name }} is worth {{ context.amount }}", amount: "{{ context.amount }}" },
+        },
       },
-    },
-    { key: "note", kind: "set", config: { assign: { small: "true", label: "'small-' + context.name" } } },
-    { key: "done", kind: "end" },
-  ], [
-    { from: "check", port: "true", to: "notify" },
-    { from: "check", port: "false", to: "note" },
-    { from: "notify", port: "next", to: "done" },
-  ]);
+      { key: "note", kind: "set", config: { assign: { small: "true", label: "'small-' + context.name" } } },
+      { key: "done", kind: "end" },
+    ],
+    [
+      { from: "check", port: "true", to: "notify" },
+      { from: "check", port: "false", to: "note" },
+      { from: "notify", port: "next", to: "done" },
+    ],
+  );
 }
 
 describe("simulate()", () => {
@@ -73,12 +76,17 @@ describe("simulate()", () => {
     const yes = await simulate(def, { test_context: context, branch_choices: { check: "true" } }, opts());
     const no = await simulate(def, { test_context: context, branch_choices: { check: "false" } }, opts());
 
-    expect(path(yes)).toEqual([["check", "true"], ["notify", "next"], ["done", null]]);
+    expect(path(yes)).toEqual([
+      ["check", "true"],
+      ["notify", "next"],
+      ["done", null],
+    ]);
     expect(yes.steps[0]).toMatchObject({ forced: true, output: { value: false } }); // computed false, forced true
     expect(yes.steps[1]).toMatchObject({ entered_via_port: "true", forced: false, output: SYNTHETIC });
     expect(yes.steps[1]!.note).toContain("synthetic 200 {}");
     const request = {
-      method: "POST", url: `${sink.url}/deal`,
+      method: "POST",
+      url: `${sink.url}/deal`,
       headers: { "x-deal": "Acme", "content-type": "application/json", ...runHeaders("notify") },
       body: { text: "Deal Acme is worth 10", amount: 10 },
     };
@@ -86,7 +94,10 @@ describe("simulate()", () => {
     expect(yes.outbound).toEqual([request]);
     expect(yes).toMatchObject({ status: "completed", exit_reason: "completed", context });
 
-    expect(path(no)).toEqual([["check", "false"], ["note", "next"]]);
+    expect(path(no)).toEqual([
+      ["check", "false"],
+      ["note", "next"],
+    ]);
     expect(no.steps.some((s) => s.would_send !== undefined)).toBe(false);
     expect(no.outbound).toEqual([]);
     expect(no.context).toEqual({ name: "Acme", amount: 10, small: true, label: "small-Acme" });
@@ -96,29 +107,42 @@ describe("simulate()", () => {
   });
 
   it("unforced, each node decides as a run would, and set outputs land at steps.<key>", async () => {
-    const def = definition("a", [
-      { key: "a", kind: "set", config: { assign: { x: "context.start + 1" } } },
-      { key: "b", kind: "switch", config: { cases: [{ port: "big", condition: "steps.a.x > 10" }] } },
-      { key: "c", kind: "set", config: { assign: { y: "steps.a.x * 2" } } },
-    ], [
-      { from: "a", port: "next", to: "b" },
-      { from: "b", port: "default", to: "c" },
-    ]);
+    const def = definition(
+      "a",
+      [
+        { key: "a", kind: "set", config: { assign: { x: "context.start + 1" } } },
+        { key: "b", kind: "switch", config: { cases: [{ port: "big", condition: "steps.a.x > 10" }] } },
+        { key: "c", kind: "set", config: { assign: { y: "steps.a.x * 2" } } },
+      ],
+      [
+        { from: "a", port: "next", to: "b" },
+        { from: "b", port: "default", to: "c" },
+      ],
+    );
     const t = await simulate(def, { test_context: { start: 4 } }, opts());
-    expect(path(t)).toEqual([["a", "next"], ["b", "default"], ["c", "next"]]);
+    expect(path(t)).toEqual([
+      ["a", "next"],
+      ["b", "default"],
+      ["c", "next"],
+    ]);
     expect(t.steps.every((s) => !s.forced)).toBe(true);
     expect(t.context).toEqual({ start: 4, x: 5, y: 10 });
     expect(t).toMatchObject({ status: "completed", exit_reason: "completed", outbound: [] });
   });
 
   it("start_node_key starts the walk mid-graph, and the scope carries the event, subject and run", async () => {
-    const def = definition("first", [
-      { key: "first", kind: "set", config: { assign: { never: "true" } } },
-      {
-        key: "second", kind: "set",
-        config: { assign: { who: "subject.id", what: "event.type", run: "run.id", at: "run.started_at", ver: "run.version" } },
-      },
-    ], [{ from: "first", port: "next", to: "second" }]);
+    const def = definition(
+      "first",
+      [
+        { key: "first", kind: "set", config: { assign: { never: "true" } } },
+        {
+          key: "second",
+          kind: "set",
+          config: { assign: { who: "subject.id", what: "event.type", run: "run.id", at: "run.started_at", ver: "run.version" } },
+        },
+      ],
+      [{ from: "first", port: "next", to: "second" }],
+    );
     const t = await simulate(def, { start_node_key: "second", subject_id: "ct_1" }, opts({ automation_id: "aut_1", version: 3 }));
     expect(path(t)).toEqual([["second", "next"]]);
     expect(t.steps[0]!.entered_via_port).toBeNull();
@@ -145,13 +169,19 @@ describe("simulate()", () => {
     }
     // Any node's own ports may be forced, not only a branch's: here the http_request's error port.
     const t = await simulate(def, { test_context: { amount: 5000, name: "x" }, branch_choices: { notify: "error" } }, opts());
-    expect(path(t)).toEqual([["check", "true"], ["notify", "error"]]);
+    expect(path(t)).toEqual([
+      ["check", "true"],
+      ["notify", "error"],
+    ]);
     expect(sink.requests).toHaveLength(0);
   });
 
   it("a missing template variable is recorded on the step and fails the walk when no error port is wired", async () => {
     const t = await simulate(dealGraph(), { test_context: { amount: 5000 } }, opts());
-    expect(path(t)).toEqual([["check", "true"], ["notify", null]]);
+    expect(path(t)).toEqual([
+      ["check", "true"],
+      ["notify", null],
+    ]);
     expect(t.steps[1]!.error).toMatchObject({ code: "template.missing_variable", details: { path: "context.name" } });
     expect(t.steps[1]!.error!.message).toContain("context.name");
     expect(t).toMatchObject({ status: "failed", exit_reason: "handler_failure", outbound: [] });
@@ -159,27 +189,41 @@ describe("simulate()", () => {
   });
 
   it("a failed node follows its error port when one is wired", async () => {
-    const def = definition("greet", [
-      { key: "greet", kind: "http_request", config: { method: "POST", url: `${sink.url}/x`, body: "{{ context.missing }}" } },
-      { key: "fallback", kind: "set", config: { assign: { failed: "steps.greet.error.code" } } },
-    ], [{ from: "greet", port: "error", to: "fallback" }]);
+    const def = definition(
+      "greet",
+      [
+        { key: "greet", kind: "http_request", config: { method: "POST", url: `${sink.url}/x`, body: "{{ context.missing }}" } },
+        { key: "fallback", kind: "set", config: { assign: { failed: "steps.greet.error.code" } } },
+      ],
+      [{ from: "greet", port: "error", to: "fallback" }],
+    );
     const t = await simulate(def, {}, opts());
-    expect(path(t)).toEqual([["greet", "error"], ["fallback", "next"]]);
+    expect(path(t)).toEqual([
+      ["greet", "error"],
+      ["fallback", "next"],
+    ]);
     expect(t.context).toEqual({ failed: "template.missing_variable" });
     expect(t.status).toBe("completed");
   });
 
   it("for_each evaluates items, subjects and conditions per item, and lists skipped items without input", async () => {
-    const def = definition("each", [
-      {
-        key: "each", kind: "for_each",
-        config: {
-          items: "context.contacts", subject: "item.id", condition: "item.opted_in",
-          action: { kind: "http_request", config: { method: "POST", url: `${sink.url}/mail`, body: { to: "{{ item.email }}" } } },
-          concurrency: 5,
+    const def = definition(
+      "each",
+      [
+        {
+          key: "each",
+          kind: "for_each",
+          config: {
+            items: "context.contacts",
+            subject: "item.id",
+            condition: "item.opted_in",
+            action: { kind: "http_request", config: { method: "POST", url: `${sink.url}/mail`, body: { to: "{{ item.email }}" } } },
+            concurrency: 5,
+          },
         },
-      },
-    ], []);
+      ],
+      [],
+    );
     const contacts = [
       { id: "c1", email: "a@x.test", opted_in: true },
       { id: "c2", email: "b@x.test", opted_in: false },
@@ -189,7 +233,9 @@ describe("simulate()", () => {
     const step = t.steps[0]!;
     const bodyFor = (to: string) => ({ method: "POST", url: `${sink.url}/mail`, body: { to } });
     expect(step.resolved).toEqual({
-      action: "http_request", concurrency: 5, count: 3,
+      action: "http_request",
+      concurrency: 5,
+      count: 3,
       items: [
         { idx: 0, subject_id: "c1", skipped: false, input: bodyFor("a@x.test") },
         { idx: 1, subject_id: "c2", skipped: true, input: null },
@@ -198,18 +244,36 @@ describe("simulate()", () => {
     });
     // The fan-out's own summary, as a run's steps.each holds it.
     expect(step.output).toEqual({ total: 3, succeeded: 2, idempotent_replay: 0, failed: 0, skipped: 1, awaiting_approval: 0, pending: 0 });
-    expect(t.outbound).toEqual([{
-      kind: "http_request", total: 2,
-      items: [{ idx: 0, subject_id: "c1", input: bodyFor("a@x.test") }, { idx: 2, subject_id: "c3", input: bodyFor("c@x.test") }],
-    }]);
+    expect(t.outbound).toEqual([
+      {
+        kind: "http_request",
+        total: 2,
+        items: [
+          { idx: 0, subject_id: "c1", input: bodyFor("a@x.test") },
+          { idx: 2, subject_id: "c3", input: bodyFor("c@x.test") },
+        ],
+      },
+    ]);
     expect(step.port).toBe("next");
     expect(sink.requests).toHaveLength(0);
   });
 
   it("a for_each item whose template does not resolve is listed as failed, and the others still run", async () => {
-    const def = definition("each", [
-      { key: "each", kind: "for_each", config: { items: "context.rows", subject: "item.id", action: { kind: "http_request", config: { method: "GET", url: "https://x.test/{{ item.slug }}" } } } },
-    ], []);
+    const def = definition(
+      "each",
+      [
+        {
+          key: "each",
+          kind: "for_each",
+          config: {
+            items: "context.rows",
+            subject: "item.id",
+            action: { kind: "http_request", config: { method: "GET", url: "https://x.test/{{ item.slug }}" } },
+          },
+        },
+      ],
+      [],
+    );
     const t = await simulate(def, { test_context: { rows: [{ id: "r1", slug: "a" }, { id: "r2" }] } }, opts());
     const items = (t.steps[0]!.resolved as { items: { idx: number; error?: { code: string } }[] }).items;
     expect(items[1]!.error).toMatchObject({ code: "template.missing_variable" });
@@ -218,9 +282,21 @@ describe("simulate()", () => {
   });
 
   it("for_each lists the first 100 items and counts the rest", async () => {
-    const def = definition("each", [
-      { key: "each", kind: "for_each", config: { items: "context.n", condition: "item % 2 == 0", action: { kind: "http_request", config: { method: "GET", url: `${sink.url}/{{ item }}` } } } },
-    ], []);
+    const def = definition(
+      "each",
+      [
+        {
+          key: "each",
+          kind: "for_each",
+          config: {
+            items: "context.n",
+            condition: "item % 2 == 0",
+            action: { kind: "http_request", config: { method: "GET", url: `${sink.url}/{{ item }}` } },
+          },
+        },
+      ],
+      [],
+    );
     const t = await simulate(def, { test_context: { n: Array.from({ length: 250 }, (_, i) => i) } }, opts());
     const step = t.steps[0]!;
     expect((step.resolved as { items: unknown[] }).items).toHaveLength(100);
@@ -230,19 +306,31 @@ describe("simulate()", () => {
 
   it("a custom action's input is rendered and checked against its schema, and the action is never called", async () => {
     let calls = 0;
-    const action = new RegisteredAction(defineAction({
-      kind: "crm.create_task",
-      input: z.object({ title: z.string(), owner_id: z.string(), priority: z.number().int() }),
-      permissions: ["http:crm.internal", "secret:crm_token"],
-      handler: () => {
-        calls++;
-        return { task_id: "t1" };
-      },
-    }));
+    const action = new RegisteredAction(
+      defineAction({
+        kind: "crm.create_task",
+        input: z.object({ title: z.string(), owner_id: z.string(), priority: z.number().int() }),
+        permissions: ["http:crm.internal", "secret:crm_token"],
+        handler: () => {
+          calls++;
+          return { task_id: "t1" };
+        },
+      }),
+    );
     const actions = new Map([[action.kind, action]]);
-    const def = definition("task", [
-      { key: "task", kind: "crm.create_task", config: { title: "Call {{ context.name }}", owner_id: "{{ context.owner }}", priority: "{{ context.priority }}" }, permissions: ["http:crm.internal"] },
-    ], [], ["crm.create_task"]);
+    const def = definition(
+      "task",
+      [
+        {
+          key: "task",
+          kind: "crm.create_task",
+          config: { title: "Call {{ context.name }}", owner_id: "{{ context.owner }}", priority: "{{ context.priority }}" },
+          permissions: ["http:crm.internal"],
+        },
+      ],
+      [],
+      ["crm.create_task"],
+    );
 
     const bad = await simulate(def, { test_context: { name: "Acme", owner: 42, priority: "high" } }, opts({ actions }));
     const step = bad.steps[0]!;
@@ -264,16 +352,24 @@ describe("simulate()", () => {
   });
 
   it("an http_request to a host outside node.permissions reports the violation and is not sent", async () => {
-    const def = definition("call", [
-      { key: "call", kind: "http_request", config: { method: "GET", url: `${sink.url}/x` }, permissions: ["http:hooks.example.com"] },
-      { key: "allowed", kind: "http_request", config: { method: "GET", url: "https://api.hooks.example.com/y" }, permissions: ["http:*.example.com"] },
-      { key: "recover", kind: "set", config: { assign: { blocked: "steps.call.error.code" } } },
-    ], [
-      { from: "call", port: "error", to: "recover" },
-      { from: "recover", port: "next", to: "allowed" },
-    ]);
+    const def = definition(
+      "call",
+      [
+        { key: "call", kind: "http_request", config: { method: "GET", url: `${sink.url}/x` }, permissions: ["http:hooks.example.com"] },
+        { key: "allowed", kind: "http_request", config: { method: "GET", url: "https://api.hooks.example.com/y" }, permissions: ["http:*.example.com"] },
+        { key: "recover", kind: "set", config: { assign: { blocked: "steps.call.error.code" } } },
+      ],
+      [
+        { from: "call", port: "error", to: "recover" },
+        { from: "recover", port: "next", to: "allowed" },
+      ],
+    );
     const t = await simulate(def, {}, opts());
-    expect(path(t)).toEqual([["call", "error"], ["recover", "next"], ["allowed", "next"]]);
+    expect(path(t)).toEqual([
+      ["call", "error"],
+      ["recover", "next"],
+      ["allowed", "next"],
+    ]);
     expect(t.steps[0]!.violations).toEqual([{ permission: "http:127.0.0.1", message: expect.stringContaining("127.0.0.1") }]);
     expect(t.steps[0]!.error).toMatchObject({ code: "policy.violation" });
     expect(t.steps[0]!.would_send).toBeUndefined();
@@ -284,18 +380,29 @@ describe("simulate()", () => {
   });
 
   it("secrets appear as [secret:NAME] in what would be sent, and a secret outside node.permissions is refused as in a run", async () => {
-    const def = definition("call", [
-      {
-        key: "call", kind: "http_request", permissions: ["http:api.example.com", "secret:crm"],
-        config: { method: "GET", url: "https://api.example.com/x", headers: { Authorization: "Bearer {{ secrets.crm }}" } },
-      },
-      {
-        key: "leak", kind: "http_request", permissions: ["http:api.example.com"],
-        config: { method: "GET", url: "https://api.example.com/y?k={{ secrets.crm }}" },
-      },
-    ], [{ from: "call", port: "next", to: "leak" }]);
+    const def = definition(
+      "call",
+      [
+        {
+          key: "call",
+          kind: "http_request",
+          permissions: ["http:api.example.com", "secret:crm"],
+          config: { method: "GET", url: "https://api.example.com/x", headers: { Authorization: "Bearer {{ secrets.crm }}" } },
+        },
+        {
+          key: "leak",
+          kind: "http_request",
+          permissions: ["http:api.example.com"],
+          config: { method: "GET", url: "https://api.example.com/y?k={{ secrets.crm }}" },
+        },
+      ],
+      [{ from: "call", port: "next", to: "leak" }],
+    );
     const t = await simulate(def, {}, opts({ secretNames: ["crm"] }));
-    expect(path(t)).toEqual([["call", "next"], ["leak", null]]);
+    expect(path(t)).toEqual([
+      ["call", "next"],
+      ["leak", null],
+    ]);
     expect(t.steps[0]!.would_send).toMatchObject({ headers: { authorization: "Bearer [secret:crm]" } });
     expect(t.steps[1]!.violations).toEqual([{ permission: "secret:crm", message: expect.stringContaining("secret:crm") }]);
     expect(t.steps[1]!.error).toMatchObject({ code: "policy.violation" });
@@ -306,31 +413,56 @@ describe("simulate()", () => {
   it("a fan-out with per-item approvals runs its items as approved; its items are listed, not stored", async () => {
     let calls = 0;
     const notify = new RegisteredAction({ kind: "notify", handler: () => void calls++ });
-    const def = definition("each", [
-      { key: "each", kind: "for_each", config: { items: "context.ids", approval: { title: "Send to {{ item.to }}?" }, action: { kind: "notify", config: { to: "{{ item.id }}" } } } },
-    ], [], ["notify"]);
+    const def = definition(
+      "each",
+      [
+        {
+          key: "each",
+          kind: "for_each",
+          config: { items: "context.ids", approval: { title: "Send to {{ item.to }}?" }, action: { kind: "notify", config: { to: "{{ item.id }}" } } },
+        },
+      ],
+      [],
+      ["notify"],
+    );
     const t = await simulate(def, { test_context: { ids: [{ id: "a" }, { id: "b" }] } }, opts({ actions: new Map([[notify.kind, notify]]) }));
     const step = t.steps[0]!;
     expect(step.port).toBe("next");
     expect(step.output).toMatchObject({ total: 2, succeeded: 2, awaiting_approval: 0 });
     expect(step.note).toContain("2 approval requests");
-    expect(step.would_send).toEqual({ kind: "notify", total: 2, items: [{ idx: 0, subject_id: "a", input: { to: "a" } }, { idx: 1, subject_id: "b", input: { to: "b" } }] });
+    expect(step.would_send).toEqual({
+      kind: "notify",
+      total: 2,
+      items: [
+        { idx: 0, subject_id: "a", input: { to: "a" } },
+        { idx: 1, subject_id: "b", input: { to: "b" } },
+      ],
+    });
     expect(calls).toBe(0);
   });
 
   it("waits are taken as ended the common way, with a note of what a run would wait for", async () => {
-    const def = definition("pause", [
-      { key: "pause", kind: "delay", config: { duration_ms: 90_000 } },
-      { key: "reply", kind: "wait_for_event", config: { event: "reply.received", timeout_ms: 60_000 } },
-      { key: "ask", kind: "input", config: { prompt: "Email for {{ context.name }}?", assign_to: "email" } },
-      { key: "ok", kind: "approval", config: { title: "Approve {{ context.name }}" } },
-    ], [
-      { from: "pause", port: "next", to: "reply" },
-      { from: "reply", port: "received", to: "ask" },
-      { from: "ask", port: "received", to: "ok" },
-    ]);
+    const def = definition(
+      "pause",
+      [
+        { key: "pause", kind: "delay", config: { duration_ms: 90_000 } },
+        { key: "reply", kind: "wait_for_event", config: { event: "reply.received", timeout_ms: 60_000 } },
+        { key: "ask", kind: "input", config: { prompt: "Email for {{ context.name }}?", assign_to: "email" } },
+        { key: "ok", kind: "approval", config: { title: "Approve {{ context.name }}" } },
+      ],
+      [
+        { from: "pause", port: "next", to: "reply" },
+        { from: "reply", port: "received", to: "ask" },
+        { from: "ask", port: "received", to: "ok" },
+      ],
+    );
     const t = await simulate(def, { test_context: { name: "Acme" }, subject_id: "ct_1" }, opts());
-    expect(path(t)).toEqual([["pause", "next"], ["reply", "received"], ["ask", "received"], ["ok", "approved"]]);
+    expect(path(t)).toEqual([
+      ["pause", "next"],
+      ["reply", "received"],
+      ["ask", "received"],
+      ["ok", "approved"],
+    ]);
     expect(t.steps[0]!.note).toBe("would wait until 2026-04-20T12:01:30.000Z (90000 ms)");
     expect(t.steps[0]!.output).toEqual({ waited_ms: 90_000 });
     expect(t.steps[1]!.note).toContain('"reply.received"');
@@ -338,7 +470,10 @@ describe("simulate()", () => {
     expect(t.steps[3]!.resolved).toMatchObject({ title: "Approve Acme" });
     expect(t.steps[3]!.output).toMatchObject({ status: "approved" });
     const forced = await simulate(def, { test_context: { name: "Acme" }, subject_id: "ct_1", branch_choices: { ok: "rejected", reply: "timeout" } }, opts());
-    expect(path(forced)).toEqual([["pause", "next"], ["reply", "timeout"]]);
+    expect(path(forced)).toEqual([
+      ["pause", "next"],
+      ["reply", "timeout"],
+    ]);
     expect(forced.steps[1]!.output).toEqual({ timed_out: true });
     const rejected = await simulate(def, { test_context: { name: "Acme" }, subject_id: "ct_1", branch_choices: { ok: "rejected" } }, opts());
     expect(rejected.steps[3]).toMatchObject({ port: "rejected", forced: true, output: { status: "rejected" } });
@@ -349,12 +484,19 @@ describe("simulate()", () => {
   });
 
   it("a wait whose match the synthetic event cannot satisfy is still taken as received, and the note says why", async () => {
-    const def = definition("strict", [
-      { key: "strict", kind: "wait_for_event", config: { event: "order.paid", match: "event.payload.order_id == context.order_id" } },
-      { key: "never", kind: "wait_for_event", config: { event: "order.paid", match: "false" } },
-    ], [{ from: "strict", port: "received", to: "never" }]);
+    const def = definition(
+      "strict",
+      [
+        { key: "strict", kind: "wait_for_event", config: { event: "order.paid", match: "event.payload.order_id == context.order_id" } },
+        { key: "never", kind: "wait_for_event", config: { event: "order.paid", match: "false" } },
+      ],
+      [{ from: "strict", port: "received", to: "never" }],
+    );
     const t = await simulate(def, { test_context: { order_id: "o1" }, subject_id: "ct_1" }, opts());
-    expect(path(t)).toEqual([["strict", "received"], ["never", "received"]]);
+    expect(path(t)).toEqual([
+      ["strict", "received"],
+      ["never", "received"],
+    ]);
     expect(t.steps[0]!.error).toBeUndefined();
     expect(t.steps[0]!.note).toContain("could not be tested on the synthetic event");
     expect(t.steps[1]!.note).toContain("does not satisfy its match");
@@ -362,9 +504,22 @@ describe("simulate()", () => {
   });
 
   it("a randomizer without a subject picks by weight with the injected random source, unless forced", async () => {
-    const def = definition("ab", [
-      { key: "ab", kind: "randomizer", config: { variants: [{ port: "a", weight: 20 }, { port: "b", weight: 80 }] } },
-    ], []);
+    const def = definition(
+      "ab",
+      [
+        {
+          key: "ab",
+          kind: "randomizer",
+          config: {
+            variants: [
+              { port: "a", weight: 20 },
+              { port: "b", weight: 80 },
+            ],
+          },
+        },
+      ],
+      [],
+    );
     expect((await simulate(def, {}, opts({ random: () => 0.1 }))).steps[0]!.port).toBe("a");
     expect((await simulate(def, {}, opts({ random: () => 0.5 }))).steps[0]!.port).toBe("b");
     // Forced: the node still decides (its output says what), and the choice wins.
@@ -373,9 +528,11 @@ describe("simulate()", () => {
   });
 
   it("an agent step is rendered, not called, and fails as a run would when no AI endpoint is configured", async () => {
-    const def = definition("ai", [
-      { key: "ai", kind: "agent", config: { model: "small", system: "Be brief", prompt: "Summarise {{ context.name }}", tools: ["lookup"] } },
-    ], []);
+    const def = definition(
+      "ai",
+      [{ key: "ai", kind: "agent", config: { model: "small", system: "Be brief", prompt: "Summarise {{ context.name }}", tools: ["lookup"] } }],
+      [],
+    );
     const lookup = new RegisteredAction({ kind: "lookup", handler: () => ({}) });
     const actions = new Map([[lookup.kind, lookup]]);
     const ai = { base_url: "http://127.0.0.1:1/v1", api_key: "sk-operator-key" };
@@ -384,9 +541,17 @@ describe("simulate()", () => {
     expect(step).toMatchObject({ port: "next", resolved: { model: "small", system: "Be brief", prompt: "Summarise Acme", tools: ["lookup"] } });
     // What the agent would send the endpoint, the operator's key shown as a marker; the synthetic completion calls no tool.
     expect(step.would_send).toMatchObject({
-      method: "POST", url: "http://127.0.0.1:1/v1/chat/completions",
+      method: "POST",
+      url: "http://127.0.0.1:1/v1/chat/completions",
       headers: { authorization: "Bearer [setting:WEFT_AI_API_KEY]" },
-      body: { model: "small", messages: [{ role: "system", content: "Be brief" }, { role: "user", content: "Summarise Acme" }], tools: [{ function: { name: "lookup" } }] },
+      body: {
+        model: "small",
+        messages: [
+          { role: "system", content: "Be brief" },
+          { role: "user", content: "Summarise Acme" },
+        ],
+        tools: [{ function: { name: "lookup" } }],
+      },
     });
     expect(JSON.stringify(configured)).not.toContain("sk-operator-key");
     expect(step.output).toMatchObject({ content: "", turns: 1, tool_calls: [] });
@@ -398,13 +563,17 @@ describe("simulate()", () => {
   });
 
   it(`a loop stops after ${LOOP_CAP} node visits as infinite_loop_cap`, async () => {
-    const def = definition("a", [
-      { key: "a", kind: "set", config: { assign: { n: "has(context.n) ? context.n + 1 : 1" } } },
-      { key: "b", kind: "branch", config: { condition: "true" } },
-    ], [
-      { from: "a", port: "next", to: "b" },
-      { from: "b", port: "true", to: "a" },
-    ]);
+    const def = definition(
+      "a",
+      [
+        { key: "a", kind: "set", config: { assign: { n: "has(context.n) ? context.n + 1 : 1" } } },
+        { key: "b", kind: "branch", config: { condition: "true" } },
+      ],
+      [
+        { from: "a", port: "next", to: "b" },
+        { from: "b", port: "true", to: "a" },
+      ],
+    );
     const t = await simulate(def, {}, opts());
     expect(t).toMatchObject({ status: "failed", exit_reason: "infinite_loop_cap" });
     expect(t.steps).toHaveLength(LOOP_CAP);
@@ -439,7 +608,9 @@ describe.each(STORE_KINDS)("Engine.simulate (%s store)", (kind) => {
   it("simulating an active automation creates no run, no approval and sends no request", async () => {
     const before = sink.requests.length;
     const a = await engine.createAutomation(WS, {
-      key: "sim-engine", name: "sim engine", root: "check",
+      key: "sim-engine",
+      name: "sim engine",
+      root: "check",
       nodes: [
         { key: "check", kind: "branch", config: { condition: "context.amount > 1000" } },
         { key: "notify", kind: "http_request", config: { method: "POST", url: `${sink.url}/deal`, body: { text: "Deal {{ context.name }}" } } },
@@ -457,10 +628,20 @@ describe.each(STORE_KINDS)("Engine.simulate (%s store)", (kind) => {
 
     const t = await engine.simulate(WS, a.id, { test_context: { amount: 10, name: "Acme" }, branch_choices: { check: "true" } });
 
-    expect(path(t)).toEqual([["check", "true"], ["notify", "next"], ["ok", "approved"], ["done", null]]);
-    expect(t.outbound).toEqual([{
-      method: "POST", url: `${sink.url}/deal`, headers: { "content-type": "application/json", ...runHeaders("notify") }, body: { text: "Deal Acme" },
-    }]);
+    expect(path(t)).toEqual([
+      ["check", "true"],
+      ["notify", "next"],
+      ["ok", "approved"],
+      ["done", null],
+    ]);
+    expect(t.outbound).toEqual([
+      {
+        method: "POST",
+        url: `${sink.url}/deal`,
+        headers: { "content-type": "application/json", ...runHeaders("notify") },
+        body: { text: "Deal Acme" },
+      },
+    ]);
     expect(t.status).toBe("completed");
     expect((await engine.listRuns({ workspace_id: WS })).items).toHaveLength(runsBefore);
     expect(await engine.store.listApprovals(WS, undefined, 100)).toHaveLength(approvalsBefore);

@@ -4,9 +4,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { makeStore, STORE_KINDS, type StoreKind, type TestStore } from "./helpers/stores.js";
 import { flags } from "./helpers/stores.js";
-import type {
-  Automation, AutomationVersion, Checkpoint, InsertRunResult, NewRun, NewStepRun, Run, RunState, Store,
-} from "../src/engine/store.js";
+import type { Automation, AutomationVersion, Checkpoint, InsertRunResult, NewRun, NewStepRun, Run, RunState, Store } from "../src/engine/store.js";
 import type { Definition } from "../src/model/definition.js";
 import { WeftError } from "../src/model/errors.js";
 import { enrollmentSkip } from "../src/model/enrollment.js";
@@ -27,7 +25,14 @@ function definition(key: string, name = `Automation ${key}`): Definition {
 
 async function addAutomation(store: Store, key: string, ws = WS, now = T0): Promise<Automation> {
   const a: Automation = {
-    id: nextId("aut"), workspace_id: ws, key, name: `Automation ${key}`, status: "active", current_version: 1, created_at: now, updated_at: now,
+    id: nextId("aut"),
+    workspace_id: ws,
+    key,
+    name: `Automation ${key}`,
+    status: "active",
+    current_version: 1,
+    created_at: now,
+    updated_at: now,
   };
   await store.insertAutomation(a, { automation_id: a.id, version: 1, definition: definition(key), created_at: now });
   return a;
@@ -79,10 +84,22 @@ function expectSkipped(res: InsertRunResult, reason: string, now: number): void 
 /** The run's state after a checkpoint: the run as read, with changes. */
 function stateOf(run: Run, over: Partial<RunState> = {}): RunState {
   return {
-    status: run.status, exit_reason: run.exit_reason, current_node_key: run.current_node_key, waiting_for: run.waiting_for,
-    waiting_until: run.waiting_until, context: run.context, steps: run.steps, cursor: run.cursor, items_total: run.items_total,
-    items_failed: run.items_failed, interruptions: run.interruptions, due_at: run.due_at, keep_lease: true,
-    completed_at: run.completed_at, updated_at: T0 + 1, ...over,
+    status: run.status,
+    exit_reason: run.exit_reason,
+    current_node_key: run.current_node_key,
+    waiting_for: run.waiting_for,
+    waiting_until: run.waiting_until,
+    context: run.context,
+    steps: run.steps,
+    cursor: run.cursor,
+    items_total: run.items_total,
+    items_failed: run.items_failed,
+    interruptions: run.interruptions,
+    due_at: run.due_at,
+    keep_lease: true,
+    completed_at: run.completed_at,
+    updated_at: T0 + 1,
+    ...over,
   };
 }
 
@@ -92,14 +109,33 @@ function checkpoint(run: Run, over: Partial<RunState> = {}, steps: NewStepRun[] 
 
 function stepRow(runId: string, nodeKey: string, n: number, over: Partial<NewStepRun> = {}): NewStepRun {
   return {
-    run_id: runId, node_key: nodeKey, node_kind: "set", visit: n, attempt: 1, entered_via_port_key: n === 1 ? null : "next",
-    exited_via_port_key: "next", outcome: "succeeded", duration_ms: 3 * n, idempotency_key: `${runId}/${nodeKey}/${n}`,
-    input: { n }, output: { value: n * 10, nested: { ok: true } }, error: null, started_at: T0 + n, finished_at: T0 + n + 3, ...over,
+    run_id: runId,
+    node_key: nodeKey,
+    node_kind: "set",
+    visit: n,
+    attempt: 1,
+    entered_via_port_key: n === 1 ? null : "next",
+    exited_via_port_key: "next",
+    outcome: "succeeded",
+    duration_ms: 3 * n,
+    idempotency_key: `${runId}/${nodeKey}/${n}`,
+    input: { n },
+    output: { value: n * 10, nested: { ok: true } },
+    error: null,
+    started_at: T0 + n,
+    finished_at: T0 + n + 3,
+    ...over,
   };
 }
 
 const terminal = (run: Run, at = T0 + 10): Partial<RunState> => ({
-  status: "completed", exit_reason: "completed", current_node_key: null, due_at: null, keep_lease: false, completed_at: at, updated_at: at,
+  status: "completed",
+  exit_reason: "completed",
+  current_node_key: null,
+  due_at: null,
+  keep_lease: false,
+  completed_at: at,
+  updated_at: at,
   cursor: { ...run.cursor, node: null },
 });
 
@@ -230,8 +266,13 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
     it("creates the run with rev 0, no lease, no interruptions, and reads back the same", async () => {
       const a = await addAutomation(store, "ins");
       const nr = newRun(a, {
-        subject_id: "ct_1", event_id: "evt_1", trigger_type: "record", context: { a: { b: [1, "x"] } },
-        event: { after: { amount: 1500 } }, run_as: { type: "user", user_id: "usr_1" }, due_at: T0 + 5,
+        subject_id: "ct_1",
+        event_id: "evt_1",
+        trigger_type: "record",
+        context: { a: { b: [1, "x"] } },
+        event: { after: { amount: 1500 } },
+        run_as: { type: "user", user_id: "usr_1" },
+        due_at: T0 + 5,
       });
       const res = await store.insertRun(nr, T0);
       expect(res.created).toBe(true);
@@ -336,7 +377,9 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const a = await addAutomation(store, "active-release");
       await insert(store, a, { subject_id: "ct_1", active_subject: "ct_1" });
       let [run] = await store.claimRuns("w1", T0, LEASE, 10);
-      expect(await flags(store.commit("w1", [checkpoint(run!, { status: "waiting", due_at: T0 + 1000, keep_lease: false, waiting_for: "delay" })]))).toEqual([true]);
+      expect(await flags(store.commit("w1", [checkpoint(run!, { status: "waiting", due_at: T0 + 1000, keep_lease: false, waiting_for: "delay" })]))).toEqual([
+        true,
+      ]);
       expectSkipped(await store.insertRun(newRun(a, { subject_id: "ct_1", active_subject: "ct_1" }), T0 + 1), "already_active", T0 + 1);
 
       [run] = await store.claimRuns("w1", T0 + 1000, LEASE, 10);
@@ -369,7 +412,14 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       // cooled subjects: a run that finished (normally) just before
       for (const [i, c] of combos.entries()) if (c.reentry_cooldown) await insert(store, a, { subject_id: subject(i) });
       const claimed = await store.claimRuns("w1", T0, LEASE, 100);
-      expect(await flags(store.commit("w1", claimed.map((r) => checkpoint(r, terminal(r)))))).toEqual(claimed.map(() => true));
+      expect(
+        await flags(
+          store.commit(
+            "w1",
+            claimed.map((r) => checkpoint(r, terminal(r))),
+          ),
+        ),
+      ).toEqual(claimed.map(() => true));
       for (const [i, c] of combos.entries()) {
         if (c.already_active) await insert(store, a, { subject_id: subject(i), active_subject: subject(i), due_at: null });
         if (c.subject_paused) {
@@ -405,11 +455,20 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const done = await insert(store, a);
       const claimed = await store.claimRuns("w1", T0, LEASE, 10);
       const byId = new Map(claimed.map((r) => [r.id, r]));
-      expect(await flags(store.commit("w1", [
-        checkpoint(byId.get(parked.id)!, { status: "waiting", due_at: T0 + 1e9, keep_lease: false, waiting_for: "delay" }),
-        checkpoint(byId.get(done.id)!, terminal(byId.get(done.id)!)),
-      ]))).toEqual([true, true]);
-      const cases = [[parked, "stop", T0 + 1], [leased, "cancel", T0 + 1], [lapsed, "stop", T0 + LEASE + 1], [done, "cancel", T0 + 1]] as const;
+      expect(
+        await flags(
+          store.commit("w1", [
+            checkpoint(byId.get(parked.id)!, { status: "waiting", due_at: T0 + 1e9, keep_lease: false, waiting_for: "delay" }),
+            checkpoint(byId.get(done.id)!, terminal(byId.get(done.id)!)),
+          ]),
+        ),
+      ).toEqual([true, true]);
+      const cases = [
+        [parked, "stop", T0 + 1],
+        [leased, "cancel", T0 + 1],
+        [lapsed, "stop", T0 + LEASE + 1],
+        [done, "cancel", T0 + 1],
+      ] as const;
       for (const [r, control, at] of cases) {
         const before = (await store.getRun(WS, r.id))!;
         const effect = controlEffect(before, control, at);
@@ -417,10 +476,22 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
         const after = (await store.controlRun(WS, r.id, control, entry, at))!;
         if (effect.kind === "none") expect(after).toEqual(before);
         else if (effect.kind === "flag") expect(after).toMatchObject({ status: before.status, control, completed_at: null });
-        else expect(after).toMatchObject({ status: effect.status, exit_reason: effect.exit_reason, control: null, due_at: null, lease_owner: null, completed_at: at });
+        else
+          expect(after).toMatchObject({
+            status: effect.status,
+            exit_reason: effect.exit_reason,
+            control: null,
+            due_at: null,
+            lease_owner: null,
+            completed_at: at,
+          });
       }
-      expect(cases.map(([r, control, at]) => controlEffect({ status: r.id === done.id ? "completed" : r.id === parked.id ? "waiting" : "running", due_at: T0 + LEASE }, control, at).kind))
-        .toEqual(["end", "flag", "end", "none"]);
+      expect(
+        cases.map(
+          ([r, control, at]) =>
+            controlEffect({ status: r.id === done.id ? "completed" : r.id === parked.id ? "waiting" : "running", due_at: T0 + LEASE }, control, at).kind,
+        ),
+      ).toEqual(["end", "flag", "end", "none"]);
     });
   });
 
@@ -433,11 +504,21 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const b = await addAutomation(store, "mix-b");
       const c = await addAutomation(store, "mix-c");
       const due: Run[] = [];
-      for (const [aut, at, id] of [[a, 5, "run_mix_a1"], [a, 6, "run_mix_a2"], [a, 7, "run_mix_a3"], [b, 1, "run_mix_b1"], [b, 2, "run_mix_b2"],
-        [c, 3, "run_mix_c2"], [c, 3, "run_mix_c1"]] as const) {
+      for (const [aut, at, id] of [
+        [a, 5, "run_mix_a1"],
+        [a, 6, "run_mix_a2"],
+        [a, 7, "run_mix_a3"],
+        [b, 1, "run_mix_b1"],
+        [b, 2, "run_mix_b2"],
+        [c, 3, "run_mix_c2"],
+        [c, 3, "run_mix_c1"],
+      ] as const) {
         due.push(await insert(store, aut, { id, due_at: T0 + at }));
       }
-      const want = claimOrder(due.map((r) => ({ id: r.id, automation_id: r.automation_id, due_at: r.due_at! })), 5).map((r) => r.id);
+      const want = claimOrder(
+        due.map((r) => ({ id: r.id, automation_id: r.automation_id, due_at: r.due_at! })),
+        5,
+      ).map((r) => r.id);
       expect(want).toEqual(["run_mix_b1", "run_mix_c1", "run_mix_a1", "run_mix_b2", "run_mix_c2"]);
       expect(ids(await store.claimRuns("w1", T0 + 100, LEASE, 5))).toEqual([...want].sort());
     });
@@ -550,8 +631,16 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const claimedIds = new Set(claimed.map((r) => r.id));
       for (const r of bRuns) expect(claimedIds.has(r.id)).toBe(true);
       // and A's share is its oldest due runs
-      const aClaimed = claimed.filter((r) => r.automation_id === a.id).map((r) => r.id).sort();
-      expect(aClaimed).toEqual(aRuns.slice(0, 7).map((r) => r.id).sort());
+      const aClaimed = claimed
+        .filter((r) => r.automation_id === a.id)
+        .map((r) => r.id)
+        .sort();
+      expect(aClaimed).toEqual(
+        aRuns
+          .slice(0, 7)
+          .map((r) => r.id)
+          .sort(),
+      );
     });
   });
 
@@ -562,17 +651,42 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const a = await addAutomation(store, "commit");
       await insert(store, a);
       const [run] = await store.claimRuns("w1", T0, LEASE, 10);
-      const steps = [stepRow(run!.id, "a", 1), stepRow(run!.id, "b", 2, { node_kind: "http_request", outcome: "retrying",
-        error: { code: "http.status_503", message: "unavailable", retryable: true, retry_after_ms: 1000, details: { status: 503 } } }),
-      stepRow(run!.id, "c", 3, { input: null, output: null, exited_via_port_key: null })];
+      const steps = [
+        stepRow(run!.id, "a", 1),
+        stepRow(run!.id, "b", 2, {
+          node_kind: "http_request",
+          outcome: "retrying",
+          error: { code: "http.status_503", message: "unavailable", retryable: true, retry_after_ms: 1000, details: { status: 503 } },
+        }),
+        stepRow(run!.id, "c", 3, { input: null, output: null, exited_via_port_key: null }),
+      ];
       const cursor = { node: "d", port: "next", visits: { a: 1, b: 1, c: 1 }, since_pause: 3, attempt: 0 };
-      const cp = checkpoint(run!, { context: { total: 3, nested: { list: [1, 2] } }, steps: { a: { value: 10 } }, cursor, current_node_key: "d", items_total: 4, items_failed: 1, updated_at: T0 + 7 }, steps);
+      const cp = checkpoint(
+        run!,
+        {
+          context: { total: 3, nested: { list: [1, 2] } },
+          steps: { a: { value: 10 } },
+          cursor,
+          current_node_key: "d",
+          items_total: 4,
+          items_failed: 1,
+          updated_at: T0 + 7,
+        },
+        steps,
+      );
 
       expect(await flags(store.commit("w1", [cp]))).toEqual([true]);
       const after = await store.getRun(WS, run!.id);
       expect(after).toEqual({
-        ...run, rev: 2, context: { total: 3, nested: { list: [1, 2] } }, steps: { a: { value: 10 } }, cursor, current_node_key: "d",
-        items_total: 4, items_failed: 1, updated_at: T0 + 7,
+        ...run,
+        rev: 2,
+        context: { total: 3, nested: { list: [1, 2] } },
+        steps: { a: { value: 10 } },
+        cursor,
+        current_node_key: "d",
+        items_total: 4,
+        items_failed: 1,
+        updated_at: T0 + 7,
       });
 
       const rows = await store.listSteps(run!.id);
@@ -687,7 +801,13 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const [run] = await store.claimRuns("w1", T0, LEASE, 10);
       const wake = T0 + 5000;
       const parked = { node: "a", port: null, visits: { a: 1 }, since_pause: 0, attempt: 0, parked: { kind: "delay", since: T0, until: wake } };
-      expect(await flags(store.commit("w1", [checkpoint(run!, { status: "waiting", waiting_for: "delay", waiting_until: wake, due_at: wake, keep_lease: false, cursor: parked })]))).toEqual([true]);
+      expect(
+        await flags(
+          store.commit("w1", [
+            checkpoint(run!, { status: "waiting", waiting_for: "delay", waiting_until: wake, due_at: wake, keep_lease: false, cursor: parked }),
+          ]),
+        ),
+      ).toEqual([true]);
       const after = (await store.getRun(WS, run!.id))!;
       expect(after).toMatchObject({ status: "waiting", lease_owner: null, due_at: wake, waiting_for: "delay", waiting_until: wake, rev: 2, cursor: parked });
       // the released run can no longer be committed by its old owner
@@ -702,7 +822,14 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const [run] = await store.claimRuns("w1", T0, LEASE, 10);
       expect(await flags(store.commit("w1", [checkpoint(run!, terminal(run!, T0 + 42))]))).toEqual([true]);
       const after = await store.getRun(WS, run!.id);
-      expect(after).toMatchObject({ status: "completed", exit_reason: "completed", lease_owner: null, due_at: null, completed_at: T0 + 42, updated_at: T0 + 42 });
+      expect(after).toMatchObject({
+        status: "completed",
+        exit_reason: "completed",
+        lease_owner: null,
+        due_at: null,
+        completed_at: T0 + 42,
+        updated_at: T0 + 42,
+      });
       expect(await store.claimRuns("w2", T0 + 1e9, LEASE, 10)).toEqual([]);
       expect(await store.nextDueAt()).toBeNull();
     });
@@ -781,7 +908,14 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       // park the three due ones (r2, r3 and the other workspace's) as waiting
       const due = await store.claimRuns("w1", T0 + 5000, LEASE, 10);
       expect(due).toHaveLength(3);
-      expect(await flags(store.commit("w1", due.map((r) => checkpoint(r, { status: "waiting", waiting_for: "event", due_at: null, keep_lease: false }))))).toEqual([true, true, true]);
+      expect(
+        await flags(
+          store.commit(
+            "w1",
+            due.map((r) => checkpoint(r, { status: "waiting", waiting_for: "event", due_at: null, keep_lease: false })),
+          ),
+        ),
+      ).toEqual([true, true, true]);
       const byStart = new Map(due.map((r) => [r.started_at, r.id]));
       const r2 = { id: byStart.get(T0 + 2000)! };
       const r3 = { id: byStart.get(T0 + 3000)! };
@@ -842,7 +976,10 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const p2 = await store.listRuns({ workspace_id: WS, limit: 2, cursor: p1.next_cursor! });
       expect(p2.items).toHaveLength(2);
       expect(p2.next_cursor).toBeNull();
-      const err = await store.listRuns({ workspace_id: WS, limit: 2, cursor: "not-a-cursor" }).then(() => null, (e: unknown) => e);
+      const err = await store.listRuns({ workspace_id: WS, limit: 2, cursor: "not-a-cursor" }).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(WeftError);
       expect((err as WeftError).code).toBe("request.bad_cursor");
     });
@@ -852,10 +989,9 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       await insert(store, a, { due_at: T0 - 1 });
       await insert(store, a, { due_at: T0 });
       const [x, y] = (await store.claimRuns("w1", T0, LEASE, 10)).sort((p, q) => (p.id < q.id ? -1 : 1)) as [Run, Run];
-      expect(await flags(store.commit("w1", [
-        checkpoint(x, {}, [stepRow(x.id, "x1", 1), stepRow(x.id, "x2", 2)]),
-        checkpoint(y, {}, [stepRow(y.id, "y1", 1)]),
-      ]))).toEqual([true, true]);
+      expect(
+        await flags(store.commit("w1", [checkpoint(x, {}, [stepRow(x.id, "x1", 1), stepRow(x.id, "x2", 2)]), checkpoint(y, {}, [stepRow(y.id, "y1", 1)])])),
+      ).toEqual([true, true]);
       const x2 = (await store.getRun(WS, x.id))!;
       expect(await flags(store.commit("w1", [checkpoint(x2, {}, [stepRow(x.id, "x3", 3), stepRow(x.id, "x4", 4)])]))).toEqual([true]);
 
@@ -873,7 +1009,11 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
     const a = await addAutomation(store, "durable");
     await insert(store, a, { subject_id: "ct_1", active_subject: "ct_1" });
     const [run] = await store.claimRuns("w1", T0, LEASE, 10);
-    expect(await flags(store.commit("w1", [checkpoint(run!, { context: { saved: true }, status: "waiting", due_at: T0 + 5, keep_lease: false }, [stepRow(run!.id, "a", 1)])]))).toEqual([true]);
+    expect(
+      await flags(
+        store.commit("w1", [checkpoint(run!, { context: { saved: true }, status: "waiting", due_at: T0 + 5, keep_lease: false }, [stepRow(run!.id, "a", 1)])]),
+      ),
+    ).toEqual([true]);
     const before = await store.getRun(WS, run!.id);
     const stepsBefore = await store.listSteps(run!.id);
     await store.close();

@@ -14,7 +14,7 @@ import { buildApp } from "../src/server/app.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { Gate } from "./helpers/gate.js";
-import { sleep, until } from "./helpers/wait.js";
+import { until } from "./helpers/wait.js";
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -33,7 +33,7 @@ describe.each(STORE_KINDS)("subjects (%s store)", (kind) => {
     // A fresh store per test: a new engine's first dispatch round then has few versions to load
     // (see events.dispatch.test.ts for what a slow first round does to a just-created automation).
     ts = await makeStore(kind);
-    clock = new ManualClock(Date.parse("2026-04-01T08:00:00Z") + (seq++) * 30 * DAY);
+    clock = new ManualClock(Date.parse("2026-04-01T08:00:00Z") + seq++ * 30 * DAY);
     // Leases far longer than any clock jump here, so a jump never hands a run to a second driver.
     engine = await startEngine({ store: ts.store, clock, runner: { leaseMs: 30 * DAY } });
     errors = [];
@@ -49,11 +49,24 @@ describe.each(STORE_KINDS)("subjects (%s store)", (kind) => {
   async function automation(name: string, nodes: unknown[], edges: unknown[] = [], reentry?: unknown) {
     const k = `subj-${kind}-${++key}`;
     return engine.createAutomation(WS, {
-      key: k, name: k, triggers: [{ type: "event", name }], ...(reentry ? { reentry } : {}),
-      subject: "{{ event.subject_id }}", root: (nodes[0] as { key: string }).key, nodes, edges,
+      key: k,
+      name: k,
+      triggers: [{ type: "event", name }],
+      ...(reentry ? { reentry } : {}),
+      subject: "{{ event.subject_id }}",
+      root: (nodes[0] as { key: string }).key,
+      nodes,
+      edges,
     });
   }
-  const delayThenEnd = (ms: number) => [[{ key: "wait", kind: "delay", config: { duration_ms: ms } }, { key: "done", kind: "end" }], [{ from: "wait", port: "next", to: "done" }]] as const;
+  const delayThenEnd = (ms: number) =>
+    [
+      [
+        { key: "wait", kind: "delay", config: { duration_ms: ms } },
+        { key: "done", kind: "end" },
+      ],
+      [{ from: "wait", port: "next", to: "done" }],
+    ] as const;
 
   /** Ingest and wait until the dispatcher has decided the event. */
   async function send(e: IncomingEvent): Promise<StoredEvent> {
@@ -63,8 +76,7 @@ describe.each(STORE_KINDS)("subjects (%s store)", (kind) => {
       return ev.dispatched_at !== null ? ev : null;
     });
   }
-  const runsOf = async (automationId: string): Promise<Run[]> =>
-    (await engine.listRuns({ workspace_id: WS, automation_id: automationId, limit: 500 })).items;
+  const runsOf = async (automationId: string): Promise<Run[]> => (await engine.listRuns({ workspace_id: WS, automation_id: automationId, limit: 500 })).items;
   const runOf = async (automationId: string, ev: StoredEvent): Promise<Run> => {
     const r = (await runsOf(automationId)).find((x) => x.event_id === ev.id);
     if (!r) throw new Error(`no run for event ${ev.id} (runs_created ${ev.runs_created})`);
@@ -103,8 +115,12 @@ describe.each(STORE_KINDS)("subjects (%s store)", (kind) => {
   it("five simultaneous events for one subject: exactly one active run, four exited already_active", async () => {
     const [nodes, edges] = delayThenEnd(HOUR);
     const a = await automation("subj.burst", [...nodes], [...edges]);
-    const acks = await Promise.all(Array.from({ length: 5 }, (_, i) => engine.ingest(WS, { type: "subj.burst", key: `burst-${kind}-${i}`, subject_id: "ct_b" })));
-    await until("all five dispatched", async () => (await Promise.all(acks.map((x) => engine.getEvent(WS, x.event_id)))).every((e) => e.dispatched_at !== null));
+    const acks = await Promise.all(
+      Array.from({ length: 5 }, (_, i) => engine.ingest(WS, { type: "subj.burst", key: `burst-${kind}-${i}`, subject_id: "ct_b" })),
+    );
+    await until("all five dispatched", async () =>
+      (await Promise.all(acks.map((x) => engine.getEvent(WS, x.event_id)))).every((e) => e.dispatched_at !== null),
+    );
     const runs = await runsOf(a.id);
     expect(runs).toHaveLength(5);
     const active = runs.filter((r) => r.status !== "exited");
@@ -185,7 +201,11 @@ describe.each(STORE_KINDS)("subjects (%s store)", (kind) => {
     expect(await engine.resumeSubject(WS, "ct_w", a.id)).toBe(true);
     const done = await settle(run.id);
     expect(done.status).toBe("completed");
-    expect((await engine.listSteps(WS, run.id)).map((s) => [s.node_key, s.outcome])).toEqual([["wait", "waiting"], ["wait", "succeeded"], ["done", "succeeded"]]);
+    expect((await engine.listSteps(WS, run.id)).map((s) => [s.node_key, s.outcome])).toEqual([
+      ["wait", "waiting"],
+      ["wait", "succeeded"],
+      ["done", "succeeded"],
+    ]);
   });
 
   it("a run between two http_request steps parks on subject_resume after the first when the subject is paused meanwhile; resume runs the second", async () => {
@@ -193,10 +213,14 @@ describe.each(STORE_KINDS)("subjects (%s store)", (kind) => {
     try {
       gate.hold.add("/one");
       const call = (k: string) => ({ key: k, kind: "http_request", config: { method: "POST", url: `${gate.url}/${k}`, body: { step: k } } });
-      const a = await automation("subj.http", [call("one"), call("two"), { key: "done", kind: "end" }], [
-        { from: "one", port: "next", to: "two" },
-        { from: "two", port: "next", to: "done" },
-      ]);
+      const a = await automation(
+        "subj.http",
+        [call("one"), call("two"), { key: "done", kind: "end" }],
+        [
+          { from: "one", port: "next", to: "two" },
+          { from: "two", port: "next", to: "done" },
+        ],
+      );
       const ev = await send({ type: "subj.http", subject_id: "ct_h" });
       const runId = (await runOf(a.id, ev)).id;
       await until("the first request to arrive", async () => gate.seen.some((s) => s.path === "/one"));
@@ -211,8 +235,15 @@ describe.each(STORE_KINDS)("subjects (%s store)", (kind) => {
       expect(await engine.resumeSubject(WS, "ct_h")).toBe(true);
       const done = await settle(runId);
       expect(done.status).toBe("completed");
-      expect(gate.seen.map((s) => [s.path, s.key])).toEqual([["/one", `${runId}/one/1`], ["/two", `${runId}/two/1`]]);
-      expect((await engine.listSteps(WS, runId)).map((s) => [s.node_key, s.outcome])).toEqual([["one", "succeeded"], ["two", "succeeded"], ["done", "succeeded"]]);
+      expect(gate.seen.map((s) => [s.path, s.key])).toEqual([
+        ["/one", `${runId}/one/1`],
+        ["/two", `${runId}/two/1`],
+      ]);
+      expect((await engine.listSteps(WS, runId)).map((s) => [s.node_key, s.outcome])).toEqual([
+        ["one", "succeeded"],
+        ["two", "succeeded"],
+        ["done", "succeeded"],
+      ]);
     } finally {
       await gate.stop();
     }
@@ -251,7 +282,8 @@ describe.each(STORE_KINDS)("subjects (%s store)", (kind) => {
     const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
     const call = async (method: "GET" | "POST", path: string, body?: unknown) => {
       const res = await request(`${base}${path}`, {
-        method, headers: { authorization: "Bearer subj-token", ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+        method,
+        headers: { authorization: "Bearer subj-token", ...(body !== undefined ? { "content-type": "application/json" } : {}) },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
       });
       return { status: res.statusCode, body: (await res.body.json()) as Record<string, unknown> };

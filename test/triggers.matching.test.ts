@@ -8,7 +8,7 @@ import type { IncomingEvent } from "../src/engine/intake.js";
 import type { Run, StoredEvent } from "../src/engine/store.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
-import { sleep, until } from "./helpers/wait.js";
+import { until } from "./helpers/wait.js";
 
 let seq = 0;
 const uniq = (p: string) => `${p}_${++seq}_${Date.now().toString(36)}`;
@@ -16,7 +16,9 @@ const uniq = (p: string) => `${p}_${++seq}_${Date.now().toString(36)}`;
 function automation(triggers: unknown[]) {
   const key = uniq("trg").replace(/_/g, "-");
   return {
-    key, name: key, triggers,
+    key,
+    name: key,
+    triggers,
     reentry: { policy: "allow_concurrent" },
     root: "done",
     nodes: [{ key: "done", kind: "end" }],
@@ -52,16 +54,19 @@ describe.each(STORE_KINDS)("trigger matching (%s store)", (kind) => {
     });
   }
 
-  const runsOf = async (automationId: string): Promise<Run[]> =>
-    (await engine.listRuns({ workspace_id: WS, automation_id: automationId, limit: 500 })).items;
+  const runsOf = async (automationId: string): Promise<Run[]> => (await engine.listRuns({ workspace_id: WS, automation_id: automationId, limit: 500 })).items;
 
   it("watched fields: an update that changes only unwatched fields creates no run row; a watched change creates one", async () => {
     const entity = uniq("deal");
     const a = await engine.createAutomation(WS, automation([{ type: "record", entity, on: ["updated"], fields: ["stage", "amount"] }]));
 
     const unwatched = await send({
-      type: "record", entity, record_id: "d1", op: "updated",
-      before: { stage: "lead", amount: 100, note: "a" }, after: { stage: "lead", amount: 100, note: "b" },
+      type: "record",
+      entity,
+      record_id: "d1",
+      op: "updated",
+      before: { stage: "lead", amount: 100, note: "a" },
+      after: { stage: "lead", amount: 100, note: "b" },
     });
     expect(unwatched.runs_created).toBe(0);
     expect(await runsOf(a.id)).toEqual([]);
@@ -71,8 +76,12 @@ describe.each(STORE_KINDS)("trigger matching (%s store)", (kind) => {
     expect(await runsOf(a.id)).toEqual([]);
 
     const watched = await send({
-      type: "record", entity, record_id: "d1", op: "updated",
-      before: { stage: "lead", amount: 100, note: "b" }, after: { stage: "won", amount: 100, note: "b" },
+      type: "record",
+      entity,
+      record_id: "d1",
+      op: "updated",
+      before: { stage: "lead", amount: 100, note: "b" },
+      after: { stage: "won", amount: 100, note: "b" },
     });
     expect(watched.runs_created).toBe(1);
     const runs = await runsOf(a.id);
@@ -92,14 +101,22 @@ describe.each(STORE_KINDS)("trigger matching (%s store)", (kind) => {
     const entity = uniq("contact");
     const a = await engine.createAutomation(WS, automation([{ type: "record", entity, on: ["updated"], fields: ["address"] }]));
     const same = await send({
-      type: "record", entity, record_id: "c1", op: "updated",
-      before: { address: { city: "Oslo", zip: "0150" }, name: "a" }, after: { address: { zip: "0150", city: "Oslo" }, name: "b" },
+      type: "record",
+      entity,
+      record_id: "c1",
+      op: "updated",
+      before: { address: { city: "Oslo", zip: "0150" }, name: "a" },
+      after: { address: { zip: "0150", city: "Oslo" }, name: "b" },
     });
     expect(same.runs_created).toBe(0);
     expect(await runsOf(a.id)).toEqual([]);
     const moved = await send({
-      type: "record", entity, record_id: "c1", op: "updated",
-      before: { address: { city: "Oslo", zip: "0150" } }, after: { address: { city: "Bergen", zip: "5003" } },
+      type: "record",
+      entity,
+      record_id: "c1",
+      op: "updated",
+      before: { address: { city: "Oslo", zip: "0150" } },
+      after: { address: { city: "Bergen", zip: "5003" } },
     });
     expect(moved.runs_created).toBe(1);
   });
@@ -121,7 +138,10 @@ describe.each(STORE_KINDS)("trigger matching (%s store)", (kind) => {
     const entity = uniq("opp");
     const filter = "event.after.amount > 1000";
     const every = await engine.createAutomation(WS, automation([{ type: "record", entity, on: ["created", "updated"], filter, filter_mode: "every_time" }]));
-    const becomes = await engine.createAutomation(WS, automation([{ type: "record", entity, on: ["created", "updated"], filter, filter_mode: "becomes_true" }]));
+    const becomes = await engine.createAutomation(
+      WS,
+      automation([{ type: "record", entity, on: ["created", "updated"], filter, filter_mode: "becomes_true" }]),
+    );
     const dflt = await engine.createAutomation(WS, automation([{ type: "record", entity, on: ["updated"], filter }]));
 
     const upd = (from: number, to: number) => send({ type: "record", entity, record_id: "o1", op: "updated", before: { amount: from }, after: { amount: to } });
@@ -137,7 +157,12 @@ describe.each(STORE_KINDS)("trigger matching (%s store)", (kind) => {
       const ids = new Set((await runsOf(automationId)).map((r) => r.event_id));
       return steps.filter(([, e]) => ids.has(e.id)).map(([label]) => label);
     };
-    expect(await fired(every.id)).toEqual(["500 → 2000 (turns true)", "2000 → 3000 (stays true)", "200 → 5000 (turns true again)", "5000 → 5000 (unchanged, true)"]);
+    expect(await fired(every.id)).toEqual([
+      "500 → 2000 (turns true)",
+      "2000 → 3000 (stays true)",
+      "200 → 5000 (turns true again)",
+      "5000 → 5000 (unchanged, true)",
+    ]);
     expect(await fired(becomes.id)).toEqual(["500 → 2000 (turns true)", "200 → 5000 (turns true again)"]);
     expect(await fired(dflt.id)).toEqual(await fired(every.id)); // every_time is the default
 
@@ -172,10 +197,13 @@ describe.each(STORE_KINDS)("trigger matching (%s store)", (kind) => {
 
   it("one event starts each matching automation once, whichever of its triggers match", async () => {
     const entity = uniq("acct");
-    const both = await engine.createAutomation(WS, automation([
-      { type: "record", entity, on: ["updated"], fields: ["tier"] },
-      { type: "record", entity, on: ["updated"], filter: "event.after.tier == 'gold'" },
-    ]));
+    const both = await engine.createAutomation(
+      WS,
+      automation([
+        { type: "record", entity, on: ["updated"], fields: ["tier"] },
+        { type: "record", entity, on: ["updated"], filter: "event.after.tier == 'gold'" },
+      ]),
+    );
     const onlyFilter = await engine.createAutomation(WS, automation([{ type: "record", entity, on: ["updated"], filter: "event.after.tier == 'gold'" }]));
     const e = await send({ type: "record", entity, record_id: "x1", op: "updated", before: { tier: "silver" }, after: { tier: "gold" } });
     expect(e.runs_created).toBe(2);

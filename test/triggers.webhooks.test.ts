@@ -16,17 +16,23 @@ import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
-import { sleep, until } from "./helpers/wait.js";
+import { until } from "./helpers/wait.js";
 
 const TOKEN = "hooks-admin-token";
 
 /** Stored events of one source, straight from the database (the Store has no event listing). */
 async function eventsFrom(store: Store, source: string): Promise<{ id: string; idempotency_key: string }[]> {
   if (store instanceof PostgresStore) {
-    return (await store.pool.query("SELECT id, idempotency_key FROM events WHERE source = $1 ORDER BY received_at, id", [source])).rows as { id: string; idempotency_key: string }[];
+    return (await store.pool.query("SELECT id, idempotency_key FROM events WHERE source = $1 ORDER BY received_at, id", [source])).rows as {
+      id: string;
+      idempotency_key: string;
+    }[];
   }
   if (store instanceof EmbeddedStore) {
-    return store.db.prepare("SELECT id, idempotency_key FROM events WHERE source = ? ORDER BY received_at, id").all(source) as { id: string; idempotency_key: string }[];
+    return store.db.prepare("SELECT id, idempotency_key FROM events WHERE source = ? ORDER BY received_at, id").all(source) as {
+      id: string;
+      idempotency_key: string;
+    }[];
   }
   throw new Error("unknown store");
 }
@@ -77,7 +83,8 @@ describe.each(STORE_KINDS)("webhook triggers (%s store)", (kind) => {
     const key = `hook-${++seq}`;
     const res = await api("POST", "/v1/automations", {
       definition: {
-        key, name: key,
+        key,
+        name: key,
         triggers: [{ type: "event", name: `${key}.manual` }, { type: "webhook" }],
         reentry: { policy: "allow_concurrent" },
         root: "keep",
@@ -94,7 +101,10 @@ describe.each(STORE_KINDS)("webhook triggers (%s store)", (kind) => {
     return { id: res.body.id as string, hook: hooks[0]! };
   }
 
-  async function deliver(path: string, opts: { msgId: string; body: string; secret: string; at?: Date; sendBody?: string; contentType?: string; omit?: string[] }) {
+  async function deliver(
+    path: string,
+    opts: { msgId: string; body: string; secret: string; at?: Date; sendBody?: string; contentType?: string; omit?: string[] },
+  ) {
     const at = opts.at ?? new Date();
     const signature = new Webhook(opts.secret).sign(opts.msgId, at, opts.body);
     const headers: Record<string, string> = {
@@ -109,8 +119,7 @@ describe.each(STORE_KINDS)("webhook triggers (%s store)", (kind) => {
     return { status: res.statusCode, body: JSON.parse(text) as { event_id?: string; duplicate?: boolean; error?: { code: string } } };
   }
 
-  const runsOf = async (automationId: string): Promise<Run[]> =>
-    (await engine.listRuns({ workspace_id: WS, automation_id: automationId, limit: 500 })).items;
+  const runsOf = async (automationId: string): Promise<Run[]> => (await engine.listRuns({ workspace_id: WS, automation_id: automationId, limit: 500 })).items;
 
   it("a webhook trigger has an ingress point: id, path and signing secret, stable across reads", async () => {
     const a = await webhookAutomation();

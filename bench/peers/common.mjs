@@ -60,7 +60,9 @@ export async function fanout(start) {
 /** The process's resident memory, sampled every 250 ms: peak, and the last reading on demand. */
 export function memorySampler() {
   let peak = process.memoryUsage().rss;
-  const t = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 250);
+  const t = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 250);
   t.unref();
   return { now: () => process.memoryUsage().rss / 2 ** 20, peak: () => Math.max(peak, process.memoryUsage().rss) / 2 ** 20, stop: () => clearInterval(t) };
 }
@@ -86,7 +88,10 @@ export async function timers(create) {
   const late = [];
   let resolveAll;
   const all = new Promise((r) => (resolveAll = r));
-  const fired = (due) => { late.push(Date.now() - due); if (late.length === N) resolveAll(); };
+  const fired = (due) => {
+    late.push(Date.now() - due);
+    if (late.length === N) resolveAll();
+  };
   let created = 0;
   const batches = async (size, fn) => {
     for (let i = 0; i < dues.length; i += size) {
@@ -109,7 +114,17 @@ export async function timers(create) {
   const rssParked = mem.now();
   await Promise.race([all, new Promise((r) => setTimeout(r, Math.max(0, Math.max(...dues) - Date.now()) + 300_000))]);
   mem.stop();
-  return { timers: N, fired: late.length, createdS, parkedInTime, lateP50: pct(late, 50), lateP99: pct(late, 99), lateMax: late.length ? Math.max(...late) : NaN, rssParkedMB: rssParked, rssPeakMB: mem.peak() };
+  return {
+    timers: N,
+    fired: late.length,
+    createdS,
+    parkedInTime,
+    lateP50: pct(late, 50),
+    lateP99: pct(late, 99),
+    lateMax: late.length ? Math.max(...late) : NaN,
+    rssParkedMB: rssParked,
+    rssPeakMB: mem.peak(),
+  };
 }
 
 /**
@@ -154,8 +169,16 @@ export function report(peer, version, r) {
 export function latches() {
   const waiting = new Map();
   return {
-    wait(key) { return new Promise((resolve) => waiting.set(key, resolve)); },
-    done(key) { const r = waiting.get(key); if (r) { waiting.delete(key); r(); } },
+    wait(key) {
+      return new Promise((resolve) => waiting.set(key, resolve));
+    },
+    done(key) {
+      const r = waiting.get(key);
+      if (r) {
+        waiting.delete(key);
+        r();
+      }
+    },
   };
 }
 

@@ -12,7 +12,9 @@ const all = new Promise((r) => (allResolve = r));
 const latch = latches();
 let onFired = () => {};
 let processed = 0;
-const logger = new Logger(() => (level, message) => { if (level === "error") console.error(message); });
+const logger = new Logger(() => (level, message) => {
+  if (level === "error") console.error(message);
+});
 const runner = await run({
   connectionString: DB_URL,
   schema: "graphile_worker",
@@ -23,8 +25,12 @@ const runner = await run({
   logger,
   preset: { worker: { localQueue: { size: 64 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
   taskList: {
-    a: async (p, h) => { await h.addJob("b", p); },
-    b: async (p, h) => { await h.addJob("c", p); },
+    a: async (p, h) => {
+      await h.addJob("b", p);
+    },
+    b: async (p, h) => {
+      await h.addJob("c", p);
+    },
     c: async (p) => {
       if (p.lat) latch.done(p.lat);
       else if (++finished === N) allResolve();
@@ -34,23 +40,42 @@ const runner = await run({
         await h.addJobs(Array.from({ length: Math.min(1000, p.n - i) }, (_, j) => ({ identifier: "item", payload: { i: i + j } })));
       }
     },
-    item: async () => { if (++finished === N) allResolve(); },
-    timer: async (p) => { onFired(p.due); },
-    event: async () => { processed++; },
+    item: async () => {
+      if (++finished === N) allResolve();
+    },
+    timer: async (p) => {
+      onFired(p.due);
+    },
+    event: async () => {
+      processed++;
+    },
   },
 });
 
 let r;
 if (WORKLOAD === "runs") {
-  const tp = await throughput((i) => runner.addJob("a", { i }), () => all);
-  const lat = await latency(async (k) => { const w = latch.wait(k); await runner.addJob("a", { lat: k }); await w; });
+  const tp = await throughput(
+    (i) => runner.addJob("a", { i }),
+    () => all,
+  );
+  const lat = await latency(async (k) => {
+    const w = latch.wait(k);
+    await runner.addJob("a", { lat: k });
+    await w;
+  });
   r = { ...tp, ...lat, how: "3 chained jobs (a adds b adds c), concurrency 16, localQueue 64" };
 } else if (WORKLOAD === "fanout") {
-  r = { ...(await fanout(async () => { await runner.addJob("fan", { n: N }); await all; })), how: "a job adds one job per item (addJobs, 1,000 a call); concurrency 16" };
+  r = {
+    ...(await fanout(async () => {
+      await runner.addJob("fan", { n: N });
+      await all;
+    })),
+    how: "a job adds one job per item (addJobs, 1,000 a call); concurrency 16",
+  };
 } else if (WORKLOAD === "timers") {
   const utils = await makeWorkerUtils({ connectionString: DB_URL, schema: "graphile_worker" });
   r = {
-    ...(await timers(async (dues, fired, batches) => {
+    ...(await timers(async (_dues, fired, batches) => {
       onFired = fired;
       await batches(1000, (slice) => utils.addJobs(slice.map((due) => ({ identifier: "timer", payload: { due }, runAt: new Date(due) }))));
     })),
@@ -58,7 +83,13 @@ if (WORKLOAD === "runs") {
   };
   await utils.release();
 } else if (WORKLOAD === "intake") {
-  r = { ...(await intake((e) => runner.addJob("event", e, { jobKey: e.key }), () => processed)), how: "node:http; addJob with the event key as jobKey, acknowledged once it returns" };
+  r = {
+    ...(await intake(
+      (e) => runner.addJob("event", e, { jobKey: e.key }),
+      () => processed,
+    )),
+    how: "node:http; addJob with the event key as jobKey, acknowledged once it returns",
+  };
 } else throw new Error(`unknown workload ${WORKLOAD}`);
 await runner.stop();
 report("graphile-worker", version, r);

@@ -14,20 +14,34 @@ const store = dir ? new EmbeddedStore({ file: join(dir, "weft.db") }) : new Post
 await store.migrate();
 const engine = new Engine({ store, httpAllow: ["127.0.0.1"] });
 let onFired = () => {};
-engine.registerAction({ kind: "fired", handler: (input) => { onFired(Number(input.due)); return { ok: true }; } });
+engine.registerAction({
+  kind: "fired",
+  handler: (input) => {
+    onFired(Number(input.due));
+    return { ok: true };
+  },
+});
 await engine.start();
 
 let r;
 if (WORKLOAD === "timers") {
   const a = await engine.createAutomation(DEFAULT_WORKSPACE, {
-    key: "timers", name: "timers", root: "wait", reentry: { policy: "allow_concurrent" },
-    nodes: [{ key: "wait", kind: "delay", config: { until: "{{ context.due }}" } }, { key: "fired", kind: "fired", config: { due: "{{ context.due }}" } }],
+    key: "timers",
+    name: "timers",
+    root: "wait",
+    reentry: { policy: "allow_concurrent" },
+    nodes: [
+      { key: "wait", kind: "delay", config: { until: "{{ context.due }}" } },
+      { key: "fired", kind: "fired", config: { due: "{{ context.due }}" } },
+    ],
     edges: [{ from: "wait", port: "next", to: "fired" }],
   });
   r = {
-    ...(await timers(async (dues, fired, batches) => {
+    ...(await timers(async (_dues, fired, batches) => {
       onFired = fired;
-      await batches(BATCH, (slice, i) => Promise.all(slice.map((due, j) => engine.enroll(DEFAULT_WORKSPACE, a.id, { subject_id: `t${i + j}`, context_overrides: { due } }))));
+      await batches(BATCH, (slice, i) =>
+        Promise.all(slice.map((due, j) => engine.enroll(DEFAULT_WORKSPACE, a.id, { subject_id: `t${i + j}`, context_overrides: { due } }))),
+      );
     })),
     how: "enroll (50 at a time) into delay until context.due → a custom action; default runner settings",
   };

@@ -43,15 +43,19 @@ interface Automation {
 const SERVER_DECIDES = new Set(["definition.unknown_kind"]);
 
 export async function apply(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...CONNECTION_OPTIONS,
-    file: { type: "string", short: "f", multiple: true },
-    activate: { type: "boolean" },
-    paused: { type: "boolean" },
-    strict: { type: "boolean" },
-    "dry-run": { type: "boolean" },
-    json: { type: "boolean" },
-  }, APPLY_USAGE);
+  const { values, positionals } = parse(
+    args,
+    {
+      ...CONNECTION_OPTIONS,
+      file: { type: "string", short: "f", multiple: true },
+      activate: { type: "boolean" },
+      paused: { type: "boolean" },
+      strict: { type: "boolean" },
+      "dry-run": { type: "boolean" },
+      json: { type: "boolean" },
+    },
+    APPLY_USAGE,
+  );
   if (values.help) {
     process.stdout.write(APPLY_USAGE + "\n");
     return Exit.ok;
@@ -108,7 +112,11 @@ export async function apply(args: string[]): Promise<number> {
     progress.tick(src.file);
     try {
       const line = await applyOne(api, src, existing, want);
-      progress.print(values.json ? JSON.stringify({ file: src.file, ...line }) + "\n" : `${src.file}: ${line.result} ${line.key} ${line.id} version ${line.version} (${line.status})\n`);
+      progress.print(
+        values.json
+          ? JSON.stringify({ file: src.file, ...line }) + "\n"
+          : `${src.file}: ${line.result} ${line.key} ${line.id} version ${line.version} (${line.status})\n`,
+      );
       applied++;
       progress.advance();
     } catch (err) {
@@ -137,7 +145,9 @@ async function dryRun(api: Api, sources: Source[], json: boolean): Promise<numbe
       result = parsed.success && current.definition && canonical(parsed.data) === canonical(current.definition) ? "unchanged" : "would update";
     }
     const line = { file: src.file, key, result, id: found?.id ?? null, version: found ? found.version + (result === "would update" ? 1 : 0) : 1 };
-    process.stdout.write(json ? JSON.stringify(line) + "\n" : `${src.file}: ${result} ${key}${found ? ` ${found.id} (version ${line.version})` : ""} (dry run: nothing changed)\n`);
+    process.stdout.write(
+      json ? JSON.stringify(line) + "\n" : `${src.file}: ${result} ${key}${found ? ` ${found.id} (version ${line.version})` : ""} (dry run: nothing changed)\n`,
+    );
   }
   return Exit.ok;
 }
@@ -189,9 +199,15 @@ function reportServerError(src: Source, err: ApiError): number {
   const strip = (ptr: string) => (ptr === "/definition" ? "" : ptr.startsWith("/definition/") ? ptr.slice("/definition".length) : ptr);
   if (err.code === "definition.invalid" && list.length > 0) {
     process.stderr.write(`weft: ${src.file}: the server refused the definition (${err.code}): ${err.message}\n`);
-    printProblems(src.file, list.map((p) => locate(src, { ...p, pointer: strip(String(p.pointer ?? "")) })));
+    printProblems(
+      src.file,
+      list.map((p) => locate(src, { ...p, pointer: strip(String(p.pointer ?? "")) })),
+    );
     const warnings = Array.isArray(err.details.warnings) ? (err.details.warnings as Problem[]) : [];
-    printProblems(src.file, warnings.map((p) => locate(src, { ...p, pointer: strip(String(p.pointer ?? "")) }, " (warning)")));
+    printProblems(
+      src.file,
+      warnings.map((p) => locate(src, { ...p, pointer: strip(String(p.pointer ?? "")) }, " (warning)")),
+    );
     return Exit.usage;
   }
   if (typeof err.details.pointer === "string" && (err.code.startsWith("definition.") || err.details.pointer.startsWith("/definition"))) {

@@ -17,7 +17,10 @@ export const Exit = {
 
 /** A mistake in how the command was called: printed with the command's usage, exit 2. */
 export class UsageError extends Error {
-  constructor(message: string, readonly usage?: string) {
+  constructor(
+    message: string,
+    readonly usage?: string,
+  ) {
     super(message);
     this.name = "UsageError";
   }
@@ -109,7 +112,11 @@ export async function jsonArg(v: string, name: string, usage: string): Promise<u
 /** Plain-text table: columns padded to their widest cell. */
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   return [line(header), ...rows.map(line)].join("\n") + "\n";
 }
 
@@ -143,8 +150,16 @@ export async function resolveAutomation(api: Api, keyOrId: string): Promise<Auto
   const all = await listAutomations(api);
   const found = all.find((a) => a.id === keyOrId) ?? all.find((a) => a.key === keyOrId);
   if (!found) {
-    const near = all.filter((a) => a.key.includes(keyOrId) || keyOrId.includes(a.key)).map((a) => a.key).slice(0, 3);
-    throw new ApiError(404, "automation.not_found", `no automation with key or id "${keyOrId}"${near.length > 0 ? ` (similar keys: ${near.join(", ")})` : ""}`, {});
+    const near = all
+      .filter((a) => a.key.includes(keyOrId) || keyOrId.includes(a.key))
+      .map((a) => a.key)
+      .slice(0, 3);
+    throw new ApiError(
+      404,
+      "automation.not_found",
+      `no automation with key or id "${keyOrId}"${near.length > 0 ? ` (similar keys: ${near.join(", ")})` : ""}`,
+      {},
+    );
   }
   return found;
 }

@@ -3,7 +3,18 @@
 
 import { readFile } from "node:fs/promises";
 import {
-  CONNECTION_HELP, CONNECTION_OPTIONS, Exit, UsageError, connect, jsonArg, parse, positiveInt, reportApiError, shortTime, table, write,
+  CONNECTION_HELP,
+  CONNECTION_OPTIONS,
+  Exit,
+  UsageError,
+  connect,
+  jsonArg,
+  parse,
+  positiveInt,
+  reportApiError,
+  shortTime,
+  table,
+  write,
 } from "./common.js";
 import { ApiError } from "./http.js";
 import { Progress } from "./progress.js";
@@ -52,21 +63,25 @@ export async function events(args: string[]): Promise<number> {
   if (sub === "list") return listEvents(rest);
   if (sub === "explain") return explainEvent(rest);
   if (sub !== "send") throw new UsageError(`unknown subcommand "events ${sub}"`, EVENTS_USAGE);
-  const { values, positionals } = parse(rest, {
-    ...CONNECTION_OPTIONS,
-    type: { type: "string" },
-    subject: { type: "string" },
-    key: { type: "string" },
-    source: { type: "string" },
-    payload: { type: "string" },
-    "record-entity": { type: "string" },
-    "record-id": { type: "string" },
-    op: { type: "string" },
-    before: { type: "string" },
-    after: { type: "string" },
-    file: { type: "string" },
-    json: { type: "boolean" },
-  }, EVENTS_USAGE);
+  const { values, positionals } = parse(
+    rest,
+    {
+      ...CONNECTION_OPTIONS,
+      type: { type: "string" },
+      subject: { type: "string" },
+      key: { type: "string" },
+      source: { type: "string" },
+      payload: { type: "string" },
+      "record-entity": { type: "string" },
+      "record-id": { type: "string" },
+      op: { type: "string" },
+      before: { type: "string" },
+      after: { type: "string" },
+      file: { type: "string" },
+      json: { type: "boolean" },
+    },
+    EVENTS_USAGE,
+  );
   if (values.help) {
     write(EVENTS_USAGE + "\n");
     return Exit.ok;
@@ -94,7 +109,10 @@ export async function events(args: string[]): Promise<number> {
   if (entity !== undefined) body.entity = entity;
   if (values["record-id"] !== undefined) body.record_id = values["record-id"];
   if (values.op !== undefined) body.op = values.op;
-  for (const [opt, field] of [["before", "before"], ["after", "after"]] as const) {
+  for (const [opt, field] of [
+    ["before", "before"],
+    ["after", "after"],
+  ] as const) {
     const v = values[opt];
     if (v === undefined) continue;
     const parsed = await jsonArg(v, `--${opt}`, EVENTS_USAGE);
@@ -193,7 +211,8 @@ function oneEventId(positionals: string[], sub: string): string {
 /** A named event by its name; a record change as `record <entity>`; webhooks and schedules by their kind. */
 const typeText = (e: EventSummary) => (e.type === "event" ? (e.name ?? "event") : e.type === "record" && e.name ? `record ${e.name}` : e.type);
 const eventPath = (id: string) => `/v1/events/${encodeURIComponent(id)}`;
-const dispatchText = (e: EventSummary) => (e.dispatched_at ? `${shortTime(e.dispatched_at)} (${e.runs_created} run${e.runs_created === 1 ? "" : "s"})` : "not yet");
+const dispatchText = (e: EventSummary) =>
+  e.dispatched_at ? `${shortTime(e.dispatched_at)} (${e.runs_created} run${e.runs_created === 1 ? "" : "s"})` : "not yet";
 
 async function getEvent(args: string[]): Promise<number> {
   const { values, positionals } = parse(args, { ...CONNECTION_OPTIONS, json: { type: "boolean" } }, EVENTS_USAGE);
@@ -204,19 +223,38 @@ async function getEvent(args: string[]): Promise<number> {
     write(JSON.stringify(e) + "\n");
     return Exit.ok;
   }
-  write(table(["FIELD", "VALUE"], [
-    ["id", e.id], ["type", typeText(e)], ["key", e.key], ["source", e.source],
-    ["subject", e.subject_id ?? "-"], ["received", shortTime(e.received_at)], ["dispatched", dispatchText(e)],
-  ]));
+  write(
+    table(
+      ["FIELD", "VALUE"],
+      [
+        ["id", e.id],
+        ["type", typeText(e)],
+        ["key", e.key],
+        ["source", e.source],
+        ["subject", e.subject_id ?? "-"],
+        ["received", shortTime(e.received_at)],
+        ["dispatched", dispatchText(e)],
+      ],
+    ),
+  );
   write(`body ${JSON.stringify(e.body)}\n`);
   if (!e.dispatched_at) write(`(weft events explain ${e.id} says why it waits)\n`);
   return Exit.ok;
 }
 
 async function listEvents(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...CONNECTION_OPTIONS, subject: { type: "string" }, type: { type: "string" }, key: { type: "string" }, limit: { type: "string" }, json: { type: "boolean" },
-  }, EVENTS_USAGE);
+  const { values, positionals } = parse(
+    args,
+    {
+      ...CONNECTION_OPTIONS,
+      subject: { type: "string" },
+      type: { type: "string" },
+      key: { type: "string" },
+      limit: { type: "string" },
+      json: { type: "boolean" },
+    },
+    EVENTS_USAGE,
+  );
   if (values.help) return usage();
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`, EVENTS_USAGE);
   const limit = positiveInt(values.limit, "--limit", EVENTS_USAGE, 50);
@@ -230,7 +268,9 @@ async function listEvents(args: string[]): Promise<number> {
     if (values.key) q.set("key", values.key);
     if (cursor) q.set("cursor", cursor);
     q.set("limit", String(Math.min(200, limit - out.length)));
-    const page: { items: EventSummary[]; next_cursor: string | null } = (await api.call<{ items: EventSummary[]; next_cursor: string | null }>("GET", `/v1/events?${q}`)).body;
+    const page: { items: EventSummary[]; next_cursor: string | null } = (
+      await api.call<{ items: EventSummary[]; next_cursor: string | null }>("GET", `/v1/events?${q}`)
+    ).body;
     out.push(...page.items.slice(0, limit - out.length));
     cursor = page.next_cursor;
   } while (cursor && out.length < limit);
@@ -239,8 +279,12 @@ async function listEvents(args: string[]): Promise<number> {
   } else if (out.length === 0) {
     process.stderr.write("no events\n");
   } else {
-    write(table(["ID", "TYPE", "SUBJECT", "KEY", "RECEIVED", "DISPATCHED"],
-      out.map((e) => [e.id, typeText(e), e.subject_id ?? "-", e.key, shortTime(e.received_at), dispatchText(e)])));
+    write(
+      table(
+        ["ID", "TYPE", "SUBJECT", "KEY", "RECEIVED", "DISPATCHED"],
+        out.map((e) => [e.id, typeText(e), e.subject_id ?? "-", e.key, shortTime(e.received_at), dispatchText(e)]),
+      ),
+    );
   }
   return Exit.ok;
 }
@@ -259,7 +303,11 @@ async function explainEvent(args: string[]): Promise<number> {
     write("no automation of this workspace has a trigger that could take this event\n");
     return Exit.ok;
   }
-  write(table(["AUTOMATION", "TAKEN", "RUN", "CODE", "WHY"],
-    x.automations.map((a) => [a.key, a.taken ? "yes" : "no", a.run_id ?? "-", a.code, a.reason])));
+  write(
+    table(
+      ["AUTOMATION", "TAKEN", "RUN", "CODE", "WHY"],
+      x.automations.map((a) => [a.key, a.taken ? "yes" : "no", a.run_id ?? "-", a.code, a.reason]),
+    ),
+  );
   return Exit.ok;
 }

@@ -19,7 +19,10 @@ const TIMEOUT_MS = 60_000;
 const RATE_RETRIES = 5;
 
 export class Api {
-  constructor(readonly base: string, readonly token: string | undefined) {}
+  constructor(
+    readonly base: string,
+    readonly token: string | undefined,
+  ) {}
 
   async call<T = Record<string, unknown>>(method: "GET" | "POST" | "PUT" | "DELETE", path: string, body?: unknown): Promise<{ status: number; body: T }> {
     for (let attempt = 0; ; attempt++) {
@@ -42,7 +45,7 @@ export class Api {
         throw new ApiError(0, "cli.unreachable", `cannot reach ${this.base}: ${why}`);
       }
       const text = await res.text();
-      let json: unknown = undefined;
+      let json: unknown;
       try {
         json = text === "" ? {} : JSON.parse(text);
       } catch {

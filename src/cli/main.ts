@@ -49,9 +49,11 @@ configuration (client): WEFT_URL, WEFT_TOKEN`;
 
 const SERVER_HELP: Record<string, string> = {
   start: "usage: weft start\n\nRun the API, dispatcher and runner in one process; configuration from the environment (see README).",
-  serve: "usage: weft serve [--role api|worker|all]\n\nRun one role per process (default $WEFT_ROLE, else all); configuration from the environment (see README).",
+  serve:
+    "usage: weft serve [--role api|worker|all]\n\nRun one role per process (default $WEFT_ROLE, else all); configuration from the environment (see README).",
   migrate: "usage: weft migrate [--init]\n\nApply pending store migrations and exit. An embedded store that does not exist is created only with --init.",
-  "admin-token": "usage: weft admin-token [--init]\n\nIssue a new admin token for the default workspace and print it (local access to the store is trusted; audited).\nThe store used is printed; an embedded store that does not exist is created only with --init.",
+  "admin-token":
+    "usage: weft admin-token [--init]\n\nIssue a new admin token for the default workspace and print it (local access to the store is trusted; audited).\nThe store used is printed; an embedded store that does not exist is created only with --init.",
 };
 
 async function client(load: () => Promise<(args: string[]) => Promise<number>>, args: string[]): Promise<number> {

@@ -3,7 +3,19 @@
 // are named by key or id wherever one is asked for; tables show keys, not only ids.
 
 import {
-  CONNECTION_HELP, CONNECTION_OPTIONS, Exit, UsageError, automationNames, connect, jsonArg, parse, positiveInt, resolveAutomation, shortTime, table, write,
+  CONNECTION_HELP,
+  CONNECTION_OPTIONS,
+  Exit,
+  UsageError,
+  automationNames,
+  connect,
+  jsonArg,
+  parse,
+  positiveInt,
+  resolveAutomation,
+  shortTime,
+  table,
+  write,
 } from "./common.js";
 import type { Api } from "./http.js";
 
@@ -28,9 +40,16 @@ export async function automations(args: string[]): Promise<number> {
   const api = connect(values, AUTOMATIONS_USAGE);
   switch (sub) {
     case "list": {
-      const items = (await api.call<{ items: { id: string; key: string; name: string; status: string; version: number; updated_at: string }[] }>("GET", "/v1/automations")).body.items;
+      const items = (
+        await api.call<{ items: { id: string; key: string; name: string; status: string; version: number; updated_at: string }[] }>("GET", "/v1/automations")
+      ).body.items;
       if (values.json) return out(items);
-      write(table(["KEY", "NAME", "STATUS", "VERSION", "UPDATED", "ID"], items.map((a) => [a.key, a.name, a.status, String(a.version), shortTime(a.updated_at), a.id])));
+      write(
+        table(
+          ["KEY", "NAME", "STATUS", "VERSION", "UPDATED", "ID"],
+          items.map((a) => [a.key, a.name, a.status, String(a.version), shortTime(a.updated_at), a.id]),
+        ),
+      );
       return Exit.ok;
     }
     case "get": {
@@ -76,9 +95,17 @@ interface ApprovalJson {
 }
 
 export async function approvals(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...CONNECTION_OPTIONS, json: { type: "boolean" }, status: { type: "string" }, limit: { type: "string" }, comment: { type: "string" },
-  }, APPROVALS_USAGE);
+  const { values, positionals } = parse(
+    args,
+    {
+      ...CONNECTION_OPTIONS,
+      json: { type: "boolean" },
+      status: { type: "string" },
+      limit: { type: "string" },
+      comment: { type: "string" },
+    },
+    APPROVALS_USAGE,
+  );
   if (values.help) return help(APPROVALS_USAGE);
   const [sub, id, ...extra] = positionals;
   if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`, APPROVALS_USAGE);
@@ -89,9 +116,21 @@ export async function approvals(args: string[]): Promise<number> {
       const items = (await api.call<{ items: ApprovalJson[] }>("GET", `/v1/approvals?${q}`)).body.items;
       if (values.json) return out(items);
       const names = await automationNames(api);
-      write(table(["ID", "STATUS", "AUTOMATION", "NODE", "TITLE", "CREATED", "EXPIRES", "RUN"], items.map((a) => [
-        a.id, a.status, names.get(a.automation_id) ?? a.automation_id, a.node_key, a.title, shortTime(a.created_at), shortTime(a.expires_at), a.run_id,
-      ])));
+      write(
+        table(
+          ["ID", "STATUS", "AUTOMATION", "NODE", "TITLE", "CREATED", "EXPIRES", "RUN"],
+          items.map((a) => [
+            a.id,
+            a.status,
+            names.get(a.automation_id) ?? a.automation_id,
+            a.node_key,
+            a.title,
+            shortTime(a.created_at),
+            shortTime(a.expires_at),
+            a.run_id,
+          ]),
+        ),
+      );
       return Exit.ok;
     }
     case "approve":
@@ -123,9 +162,17 @@ ${CONNECTION_HELP}
 exit codes: 0 ok, 1 API failure, 2 usage error, 3 no such automation`;
 
 export async function subjects(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...CONNECTION_OPTIONS, json: { type: "boolean" }, reason: { type: "string" }, automation: { type: "string" }, until: { type: "string" },
-  }, SUBJECTS_USAGE);
+  const { values, positionals } = parse(
+    args,
+    {
+      ...CONNECTION_OPTIONS,
+      json: { type: "boolean" },
+      reason: { type: "string" },
+      automation: { type: "string" },
+      until: { type: "string" },
+    },
+    SUBJECTS_USAGE,
+  );
   if (values.help) return help(SUBJECTS_USAGE);
   const [sub, subject, ...extra] = positionals;
   if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`, SUBJECTS_USAGE);
@@ -135,10 +182,17 @@ export async function subjects(args: string[]): Promise<number> {
   switch (sub) {
     case "pause": {
       if (!values.reason) throw new UsageError("pause needs --reason TEXT (it is shown to whoever looks at the subject's runs)", SUBJECTS_USAGE);
-      if (values.until !== undefined && Number.isNaN(Date.parse(values.until))) throw new UsageError(`--until: "${values.until}" is not an ISO time`, SUBJECTS_USAGE);
-      const body = { pause_reason: values.reason, ...(automationId ? { automation_id: automationId } : {}), ...(values.until ? { paused_until: new Date(values.until).toISOString() } : {}) };
+      if (values.until !== undefined && Number.isNaN(Date.parse(values.until)))
+        throw new UsageError(`--until: "${values.until}" is not an ISO time`, SUBJECTS_USAGE);
+      const body = {
+        pause_reason: values.reason,
+        ...(automationId ? { automation_id: automationId } : {}),
+        ...(values.until ? { paused_until: new Date(values.until).toISOString() } : {}),
+      };
       const p = (await api.call<{ paused_until: string | null }>("POST", `/v1/subjects/${s}/automation-pause`, body)).body;
-      write(`${subject}: paused${values.automation ? ` in ${values.automation}` : " in every automation"}${p.paused_until ? ` until ${shortTime(p.paused_until)}` : ""}\n`);
+      write(
+        `${subject}: paused${values.automation ? ` in ${values.automation}` : " in every automation"}${p.paused_until ? ` until ${shortTime(p.paused_until)}` : ""}\n`,
+      );
       return Exit.ok;
     }
     case "resume": {
@@ -147,14 +201,29 @@ export async function subjects(args: string[]): Promise<number> {
       return Exit.ok;
     }
     case "controls": {
-      const items = (await api.call<{ items: { automation_id: string | null; pause_reason: string; paused_until: string | null; created_at: string }[] }>("GET", `/v1/subjects/${s}/automation-controls`)).body.items;
+      const items = (
+        await api.call<{ items: { automation_id: string | null; pause_reason: string; paused_until: string | null; created_at: string }[] }>(
+          "GET",
+          `/v1/subjects/${s}/automation-controls`,
+        )
+      ).body.items;
       if (values.json) return out(items);
       if (items.length === 0) {
         write(`${subject}: no pause in force\n`);
         return Exit.ok;
       }
       const names = await automationNames(api);
-      write(table(["AUTOMATION", "REASON", "UNTIL", "SINCE"], items.map((p) => [p.automation_id ? (names.get(p.automation_id) ?? p.automation_id) : "(all)", p.pause_reason, p.paused_until ? shortTime(p.paused_until) : "lifted by hand", shortTime(p.created_at)])));
+      write(
+        table(
+          ["AUTOMATION", "REASON", "UNTIL", "SINCE"],
+          items.map((p) => [
+            p.automation_id ? (names.get(p.automation_id) ?? p.automation_id) : "(all)",
+            p.pause_reason,
+            p.paused_until ? shortTime(p.paused_until) : "lifted by hand",
+            shortTime(p.created_at),
+          ]),
+        ),
+      );
       return Exit.ok;
     }
     default:
@@ -178,14 +247,29 @@ exit codes: 0 ok, 1 API failure, 2 usage error, 3 no such automation`;
 interface TranscriptJson {
   status: string;
   exit_reason: string | null;
-  steps: { node_key: string; kind: string; port: string | null; error?: { code: string; message: string } | null; violations?: { permission: string; message: string }[] }[];
+  steps: {
+    node_key: string;
+    kind: string;
+    port: string | null;
+    error?: { code: string; message: string } | null;
+    violations?: { permission: string; message: string }[];
+  }[];
 }
 
 export async function simulateCmd(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...CONNECTION_OPTIONS, json: { type: "boolean" }, context: { type: "string" }, event: { type: "string" }, subject: { type: "string" },
-    branches: { type: "string" }, from: { type: "string" },
-  }, SIMULATE_USAGE);
+  const { values, positionals } = parse(
+    args,
+    {
+      ...CONNECTION_OPTIONS,
+      json: { type: "boolean" },
+      context: { type: "string" },
+      event: { type: "string" },
+      subject: { type: "string" },
+      branches: { type: "string" },
+      from: { type: "string" },
+    },
+    SIMULATE_USAGE,
+  );
   if (values.help) return help(SIMULATE_USAGE);
   const [target, ...extra] = positionals;
   if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`, SIMULATE_USAGE);
@@ -199,10 +283,17 @@ export async function simulateCmd(args: string[]): Promise<number> {
   if (values.from !== undefined) body.start_node_key = values.from;
   const t = (await api.call<TranscriptJson>("POST", `/v1/automations/${encodeURIComponent(a.id)}/simulate`, body)).body;
   if (values.json) return out(t);
-  write(table(["NODE", "KIND", "PORT", "NOTE"], t.steps.map((s) => [
-    s.node_key, s.kind, s.port ?? "-",
-    [s.error ? `${s.error.code}: ${s.error.message}` : "", ...(s.violations ?? []).map((v) => `blocked ${v.permission}`)].filter(Boolean).join("; "),
-  ])));
+  write(
+    table(
+      ["NODE", "KIND", "PORT", "NOTE"],
+      t.steps.map((s) => [
+        s.node_key,
+        s.kind,
+        s.port ?? "-",
+        [s.error ? `${s.error.code}: ${s.error.message}` : "", ...(s.violations ?? []).map((v) => `blocked ${v.permission}`)].filter(Boolean).join("; "),
+      ]),
+    ),
+  );
   write(`${a.key}: would end ${t.status}${t.exit_reason && t.exit_reason !== "completed" ? ` (${t.exit_reason})` : ""}; nothing was sent or written\n`);
   return Exit.ok;
 }

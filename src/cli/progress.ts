@@ -9,15 +9,22 @@ export class Progress {
   private held: string[] = [];
   private done = 0;
 
-  constructor(readonly total: number, label: string, opts: { force?: boolean } = {}) {
+  constructor(
+    readonly total: number,
+    label: string,
+    opts: { force?: boolean } = {},
+  ) {
     if ((opts.force ?? process.stderr.isTTY === true) && total > 1) {
-      this.bar = new cliProgress.SingleBar({
-        stream: process.stderr,
-        format: `${label} {bar} {value}/{total} {item}`,
-        hideCursor: true,
-        clearOnComplete: false,
-        etaBuffer: 50,
-      }, cliProgress.Presets.shades_classic);
+      this.bar = new cliProgress.SingleBar(
+        {
+          stream: process.stderr,
+          format: `${label} {bar} {value}/{total} {item}`,
+          hideCursor: true,
+          clearOnComplete: false,
+          etaBuffer: 50,
+        },
+        cliProgress.Presets.shades_classic,
+      );
       this.bar.start(total, 0, { item: "" });
     }
   }

@@ -104,22 +104,27 @@ function oneId(positionals: string[], what: string): string {
 }
 
 async function list(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...CONNECTION_OPTIONS,
-    automation: { type: "string" },
-    status: { type: "string" },
-    subject: { type: "string" },
-    since: { type: "string" },
-    limit: { type: "string" },
-    "page-size": { type: "string" },
-    json: { type: "boolean" },
-  }, RUNS_USAGE);
+  const { values, positionals } = parse(
+    args,
+    {
+      ...CONNECTION_OPTIONS,
+      automation: { type: "string" },
+      status: { type: "string" },
+      subject: { type: "string" },
+      since: { type: "string" },
+      limit: { type: "string" },
+      "page-size": { type: "string" },
+      json: { type: "boolean" },
+    },
+    RUNS_USAGE,
+  );
   if (values.help) return help();
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`, RUNS_USAGE);
   if (values.status && !(RUN_STATUSES as readonly string[]).includes(values.status)) {
     throw new UsageError(`--status must be one of ${RUN_STATUSES.join(", ")}, not "${values.status}"`, RUNS_USAGE);
   }
-  if (values.since !== undefined && Number.isNaN(Date.parse(values.since))) throw new UsageError(`--since must be an ISO 8601 time, not "${values.since}"`, RUNS_USAGE);
+  if (values.since !== undefined && Number.isNaN(Date.parse(values.since)))
+    throw new UsageError(`--since must be an ISO 8601 time, not "${values.since}"`, RUNS_USAGE);
   const limit = positiveInt(values.limit, "--limit", RUNS_USAGE, 50);
   const pageSize = Math.min(200, positiveInt(values["page-size"], "--page-size", RUNS_USAGE, 100));
   const api = connect(values, RUNS_USAGE);
@@ -134,7 +139,8 @@ async function list(args: string[]): Promise<number> {
     if (values.since) q.set("started_after", new Date(values.since).toISOString());
     if (cursor) q.set("cursor", cursor);
     q.set("limit", String(Math.min(pageSize, limit - out.length)));
-    const page: { items: Run[]; next_cursor: string | null } = (await api.call<{ items: Run[]; next_cursor: string | null }>("GET", `/v1/automation-runs?${q}`)).body;
+    const page: { items: Run[]; next_cursor: string | null } = (await api.call<{ items: Run[]; next_cursor: string | null }>("GET", `/v1/automation-runs?${q}`))
+      .body;
     out.push(...page.items.slice(0, limit - out.length));
     cursor = page.next_cursor;
   } while (cursor && out.length < limit);
@@ -144,8 +150,12 @@ async function list(args: string[]): Promise<number> {
   } else if (out.length === 0) {
     process.stderr.write("no runs\n");
   } else {
-    write(table(["ID", "AUTOMATION", "STATUS", "SUBJECT", "STARTED", "NODE"],
-      out.map((r) => [r.id, r.automation_id, statusText(r), r.subject_id ?? "-", shortTime(r.started_at), r.current_node_key ?? "-"])));
+    write(
+      table(
+        ["ID", "AUTOMATION", "STATUS", "SUBJECT", "STARTED", "NODE"],
+        out.map((r) => [r.id, r.automation_id, statusText(r), r.subject_id ?? "-", shortTime(r.started_at), r.current_node_key ?? "-"]),
+      ),
+    );
   }
   return Exit.ok;
 }
@@ -218,20 +228,34 @@ async function steps(args: string[]): Promise<number> {
   } else if (items.length === 0) {
     process.stderr.write("no steps yet\n");
   } else {
-    write(table(["NODE", "KIND", "ATTEMPT", "OUTCOME", "PORTS", "DURATION", "ERROR"], items.map((s) => [
-      s.visit > 1 ? `${s.node_key}#${s.visit}` : s.node_key, s.node_kind, String(s.attempt), s.outcome,
-      `${s.entered_via_port_key ?? "-"} -> ${s.exited_via_port_key ?? "-"}`, duration(s.duration_ms), s.error?.code ?? "-",
-    ])));
+    write(
+      table(
+        ["NODE", "KIND", "ATTEMPT", "OUTCOME", "PORTS", "DURATION", "ERROR"],
+        items.map((s) => [
+          s.visit > 1 ? `${s.node_key}#${s.visit}` : s.node_key,
+          s.node_kind,
+          String(s.attempt),
+          s.outcome,
+          `${s.entered_via_port_key ?? "-"} -> ${s.exited_via_port_key ?? "-"}`,
+          duration(s.duration_ms),
+          s.error?.code ?? "-",
+        ]),
+      ),
+    );
   }
   return Exit.ok;
 }
 
 async function control(action: "stop" | "cancel" | "retrigger", args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...CONNECTION_OPTIONS,
-    json: { type: "boolean" },
-    ...(action === "retrigger" ? { "idempotency-key": { type: "string" } } as const : {}),
-  }, RUNS_USAGE);
+  const { values, positionals } = parse(
+    args,
+    {
+      ...CONNECTION_OPTIONS,
+      json: { type: "boolean" },
+      ...(action === "retrigger" ? ({ "idempotency-key": { type: "string" } } as const) : {}),
+    },
+    RUNS_USAGE,
+  );
   if (values.help) return help();
   const id = oneId(positionals, action);
   const api = connect(values, RUNS_USAGE);

@@ -43,8 +43,13 @@ async function serve(cfg: Config): Promise<void> {
   await store.migrate();
   const key = secretKey(cfg);
   const engine = new Engine({
-    store, noRunner: cfg.role === "api", role: cfg.role, runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) }, settings: { ai: cfg.ai, itemsInFlight: cfg.itemsInFlight },
-    ...(key ? { secretKey: key } : {}), httpAllow: cfg.httpAllow,
+    store,
+    noRunner: cfg.role === "api",
+    role: cfg.role,
+    runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) },
+    settings: { ai: cfg.ai, itemsInFlight: cfg.itemsInFlight },
+    ...(key ? { secretKey: key } : {}),
+    httpAllow: cfg.httpAllow,
   });
   const log = makeLogger(cfg.logLevel);
   attachLogs(engine, log);
@@ -56,7 +61,9 @@ async function serve(cfg: Config): Promise<void> {
   let sampleLine = "";
   if (cfg.sample && cfg.role !== "worker") {
     const existing = await engine.listAutomations(DEFAULT_WORKSPACE);
-    const sample = existing.find((a) => a.key === SAMPLE_AUTOMATION.key) ?? (existing.length === 0 ? await engine.createAutomation(DEFAULT_WORKSPACE, SAMPLE_AUTOMATION) : undefined);
+    const sample =
+      existing.find((a) => a.key === SAMPLE_AUTOMATION.key) ??
+      (existing.length === 0 ? await engine.createAutomation(DEFAULT_WORKSPACE, SAMPLE_AUTOMATION) : undefined);
     if (sample) sampleLine = sample.id;
   }
   let opsApp: FastifyInstance | null = null;
@@ -77,7 +84,9 @@ async function serve(cfg: Config): Promise<void> {
   if (app) {
     const address = await app.listen({ host: cfg.host, port: cfg.port });
     const base = address.replace("[::1]", "localhost");
-    process.stdout.write(`weft: listening on ${base} (${store.kind} store${store.kind === "embedded" ? ` in ${resolve(cfg.dataDir)}` : ""}, role ${cfg.role})\n`);
+    process.stdout.write(
+      `weft: listening on ${base} (${store.kind} store${store.kind === "embedded" ? ` in ${resolve(cfg.dataDir)}` : ""}, role ${cfg.role})\n`,
+    );
     if (boot.generated) {
       process.stdout.write(`weft: admin token (shown once, stored hashed; \`weft admin-token\` issues another): ${boot.token}\n`);
     } else if (boot.revoked) {
@@ -87,7 +96,7 @@ async function serve(cfg: Config): Promise<void> {
     }
     if (!key) process.stdout.write("weft: no WEFT_SECRET_KEY: secrets cannot be stored or used\n");
     if (sampleLine) {
-      const bearer = cfg.adminToken && !boot.revoked ? "$WEFT_ADMIN_TOKEN" : boot.token ?? "<admin token>";
+      const bearer = cfg.adminToken && !boot.revoked ? "$WEFT_ADMIN_TOKEN" : (boot.token ?? "<admin token>");
       process.stdout.write(
         `weft: sample automation "${SAMPLE_AUTOMATION.key}" is ${sampleLine}. Start a run and read its thread:\n` +
           `  curl -s -X POST ${base}/v1/automations/${sampleLine}/enroll -H "authorization: Bearer ${bearer}" -H 'content-type: application/json' -d '{"subject_id":"ct_1","context_overrides":{"name":"Ada"}}'\n` +
@@ -123,7 +132,9 @@ function openExisting(cfg: Config, init: boolean): ReturnType<typeof openStore> 
   if (!cfg.databaseUrl) {
     const file = resolve(cfg.dataDir, "weft.db");
     if (!existsSync(file) && !init) {
-      fail(`no Weft store at ${file} (WEFT_DATA_DIR is ${cfg.dataDir === "./.weft" ? "unset: ./.weft under the current folder" : cfg.dataDir}); run this where you started weft, set WEFT_DATA_DIR, or pass --init to create a new store there`);
+      fail(
+        `no Weft store at ${file} (WEFT_DATA_DIR is ${cfg.dataDir === "./.weft" ? "unset: ./.weft under the current folder" : cfg.dataDir}); run this where you started weft, set WEFT_DATA_DIR, or pass --init to create a new store there`,
+      );
     }
     process.stderr.write(`weft: embedded store ${file}\n`);
   } else {

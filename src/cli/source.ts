@@ -40,7 +40,12 @@ export function loadSource(file: string, text: string): Loaded {
     try {
       value = JSON.parse(text);
     } catch (err) {
-      return { ok: false, problems: [{ pos: jsonErrorPosition((err as Error).message, text, at), code: "json.syntax", pointer: "-", message: jsonMessage((err as Error).message) }] };
+      return {
+        ok: false,
+        problems: [
+          { pos: jsonErrorPosition((err as Error).message, text, at), code: "json.syntax", pointer: "-", message: jsonMessage((err as Error).message) },
+        ],
+      };
     }
     return { ok: true, source: { file, value, locate: locator(doc, at) } };
   }
@@ -59,13 +64,13 @@ export function loadSource(file: string, text: string): Loaded {
   return { ok: true, source: { file, value, locate: locator(doc, at) } };
 }
 
-function unescape(seg: string): string {
+function unescapePointer(seg: string): string {
   return seg.replace(/~1/g, "/").replace(/~0/g, "~");
 }
 
 function locator(doc: Document.Parsed, at: (offset: number) => Position) {
   return (pointer: string, opts: { key?: boolean } = {}): Position => {
-    const segs = pointer === "" ? [] : pointer.split("/").slice(1).map(unescape);
+    const segs = pointer === "" ? [] : pointer.split("/").slice(1).map(unescapePointer);
     let node: unknown = doc.contents;
     let best: unknown = node;
     let keyNode: unknown = null;

@@ -35,9 +35,17 @@ export async function status(args: string[]): Promise<number> {
   if (values.json) {
     write(JSON.stringify(o) + "\n");
   } else {
-    write(o.processes.length === 0 ? "no live processes\n" : table(["ROLE", "ID", "HOST", "PID", "LAST SEEN"],
-      o.processes.map((p) => [p.role, p.id, p.host, String(p.pid), shortTime(p.last_seen)])));
-    write(`\nqueue: ${o.queue_depth.due_runs} due run(s), ${o.queue_depth.undispatched_events} undispatched event(s); overdue: ${o.overdue_runs} run(s), ${o.overdue_schedules} schedule(s)\n`);
+    write(
+      o.processes.length === 0
+        ? "no live processes\n"
+        : table(
+            ["ROLE", "ID", "HOST", "PID", "LAST SEEN"],
+            o.processes.map((p) => [p.role, p.id, p.host, String(p.pid), shortTime(p.last_seen)]),
+          ),
+    );
+    write(
+      `\nqueue: ${o.queue_depth.due_runs} due run(s), ${o.queue_depth.undispatched_events} undispatched event(s); overdue: ${o.overdue_runs} run(s), ${o.overdue_schedules} schedule(s)\n`,
+    );
     for (const w of o.warnings) write(`warning: ${w}\n`);
   }
   return o.warnings.length > 0 ? Exit.failure : Exit.ok;

@@ -143,8 +143,15 @@ export class RegisteredAction {
   async invoke(rawInput: unknown, ic: InvokeContext): Promise<ActionOutcome> {
     const violations: PolicyViolation[] = [];
     const logs: LogLine[] = [];
-    const out = (ok: boolean, output: unknown, error: StepError | null, replay = false, input: unknown = rawInput): ActionOutcome =>
-      ({ ok, replayed: replay, input, output, error, violations, logs });
+    const out = (ok: boolean, output: unknown, error: StepError | null, replay = false, input: unknown = rawInput): ActionOutcome => ({
+      ok,
+      replayed: replay,
+      input,
+      output,
+      error,
+      violations,
+      logs,
+    });
 
     let input: unknown = rawInput;
     if (this.spec.input) {
@@ -152,9 +159,14 @@ export class RegisteredAction {
       if (!parsed.success) {
         const first = parsed.error.issues[0];
         const pointer = first ? "/" + first.path.map(String).join("/") : "";
-        return out(false, null, stepError("action.invalid_input", `input for "${this.kind}" is invalid at ${pointer || "/"}: ${first?.message ?? "invalid"}`, false, {
-          pointer, issues: parsed.error.issues.map((i) => ({ pointer: "/" + i.path.map(String).join("/"), message: i.message })),
-        }));
+        return out(
+          false,
+          null,
+          stepError("action.invalid_input", `input for "${this.kind}" is invalid at ${pointer || "/"}: ${first?.message ?? "invalid"}`, false, {
+            pointer,
+            issues: parsed.error.issues.map((i) => ({ pointer: "/" + i.path.map(String).join("/"), message: i.message })),
+          }),
+        );
       }
       input = parsed.data;
     }
@@ -174,8 +186,14 @@ export class RegisteredAction {
       logs.push({ level, message: storableText(String(message)), ...kept, at: ic.now() });
     };
     const ctx: ActionContext = {
-      run_id: ic.run_id, node_key: ic.node_key, idempotency_key: ic.idempotency_key, attempt: ic.attempt,
-      run_as: ic.run_as, trace_id: ic.trace_id, signal: ic.signal, permissions,
+      run_id: ic.run_id,
+      node_key: ic.node_key,
+      idempotency_key: ic.idempotency_key,
+      attempt: ic.attempt,
+      run_as: ic.run_as,
+      trace_id: ic.trace_id,
+      signal: ic.signal,
+      permissions,
       log: { info: line("info"), warn: line("warn"), error: line("error") },
       can: (p) => allows(permissions, p),
       require: (p) => {
@@ -191,28 +209,42 @@ export class RegisteredAction {
         }
         try {
           return await ic.http.send({
-            method: (req.method ?? "GET").toUpperCase(), url: req.url, headers, body, signal: ic.signal,
+            method: (req.method ?? "GET").toUpperCase(),
+            url: req.url,
+            headers,
+            body,
+            signal: ic.signal,
             // Only hosts the set names, on the first URL and on every redirect hop.
             permit: hostPermit(permissions, note, `"${this.kind}"`),
-            timeoutMs: req.timeout_ms ?? 30_000, maxResponseBytes: 1_000_000,
+            timeoutMs: req.timeout_ms ?? 30_000,
+            maxResponseBytes: 1_000_000,
           });
         } catch (err) {
-          if (err instanceof HttpError) throw new StepFailure(stepError(err.code, err.message, err.code === "http.timeout" || err.code === "http.network", err.details));
+          if (err instanceof HttpError)
+            throw new StepFailure(stepError(err.code, err.message, err.code === "http.timeout" || err.code === "http.network", err.details));
           throw err;
         }
       },
     };
     try {
       const result = await this.spec.handler(input, ctx);
-      const output = isReplay(result) ? result.output ?? null : result ?? null;
+      const output = isReplay(result) ? (result.output ?? null) : (result ?? null);
       // What a handler returns is often a response it parsed (ctx.fetch): held to the rule for
       // inbound JSON before anything walks, redacts or stores it, and failed for good, since
       // running the handler again would repeat its effect to get the same answer.
       const problem = checkJsonInput(output, "", OUTPUT_CODES);
-      if (problem) return out(false, null, stepError(problem.code, `the output of "${this.kind}" at ${problem.pointer || "/"}: ${problem.message}`, false, { pointer: problem.pointer }), false, input);
+      if (problem)
+        return out(
+          false,
+          null,
+          stepError(problem.code, `the output of "${this.kind}" at ${problem.pointer || "/"}: ${problem.message}`, false, { pointer: problem.pointer }),
+          false,
+          input,
+        );
       return out(true, output, null, isReplay(result), input);
     } catch (err) {
-      const error = err instanceof StepFailure ? err.error : stepError("action.exception", storableText(err instanceof Error ? err.message : String(err)), false);
+      const error =
+        err instanceof StepFailure ? err.error : stepError("action.exception", storableText(err instanceof Error ? err.message : String(err)), false);
       return out(false, null, error, false, input);
     }
   }
@@ -230,5 +262,8 @@ function lower(h: Record<string, string>): Record<string, string> {
 
 /** An HTTP status outside 2xx as a step error (for actions that call ctx.fetch and want the standard classification). */
 export function httpStatusError(res: HttpResponse, what: string): StepError {
-  return stepError(`http.status_${res.status}`, `${what} answered ${res.status}`, isRetryableHttpStatus(res.status), { status: res.status, body: storableText(res.body.slice(0, 2000)) });
+  return stepError(`http.status_${res.status}`, `${what} answered ${res.status}`, isRetryableHttpStatus(res.status), {
+    status: res.status,
+    body: storableText(res.body.slice(0, 2000)),
+  });
 }

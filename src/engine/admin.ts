@@ -5,7 +5,7 @@ import { WeftError } from "../model/errors.js";
 import type { Clock } from "./clock.js";
 import { callerOf, hashToken, newToken, requireRole, type Caller } from "./identity.js";
 import { newId } from "./ids.js";
-import { MIN_SECRET_LENGTH, SecretBox } from "./secrets.js";
+import { MIN_SECRET_LENGTH, type SecretBox } from "./secrets.js";
 import type { AuditEntry, OutcomeRow, OverdueCount, Role, SecretRow, Store, TokenRow, User, Workspace } from "./store.js";
 
 export const DEFAULT_WORKSPACE = "wsp_default";
@@ -38,10 +38,29 @@ export class Admin {
   private readonly tokens = new Map<string, { caller: Caller | null; at: number }>();
   private readonly secretCache = new Map<string, { at: number; values: Promise<ReadonlyMap<string, string>> }>();
 
-  constructor(private readonly store: Store, private readonly clock: Clock, private readonly box: SecretBox | null) {}
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+    private readonly box: SecretBox | null,
+  ) {}
 
-  private audit(c: Caller | string, workspaceId: string, action: string, targetType: string, targetId: string, details: Record<string, unknown> = {}): AuditEntry {
-    return { workspace_id: workspaceId, actor: typeof c === "string" ? c : c.actor, action, target_type: targetType, target_id: targetId, details, at: this.clock.now() };
+  private audit(
+    c: Caller | string,
+    workspaceId: string,
+    action: string,
+    targetType: string,
+    targetId: string,
+    details: Record<string, unknown> = {},
+  ): AuditEntry {
+    return {
+      workspace_id: workspaceId,
+      actor: typeof c === "string" ? c : c.actor,
+      action,
+      target_type: targetType,
+      target_id: targetId,
+      details,
+      at: this.clock.now(),
+    };
   }
 
   // ---------- tokens and callers ----------
@@ -72,9 +91,11 @@ export class Admin {
     await this.store.ensureWorkspace(DEFAULT_WORKSPACE, "Default workspace", now);
     if (!(await this.store.getUser(DEFAULT_WORKSPACE, BOOTSTRAP_ADMIN))) {
       const u: User = { id: BOOTSTRAP_ADMIN, workspace_id: DEFAULT_WORKSPACE, name: "admin", role: "admin", instance_admin: true, created_at: now };
-      await this.store.insertUser(u, this.audit("system", DEFAULT_WORKSPACE, "user.create", "user", u.id, { role: "admin", bootstrap: true })).catch(async (err) => {
-        if (!(await this.store.getUser(DEFAULT_WORKSPACE, BOOTSTRAP_ADMIN))) throw err; // another process made it first
-      });
+      await this.store
+        .insertUser(u, this.audit("system", DEFAULT_WORKSPACE, "user.create", "user", u.id, { role: "admin", bootstrap: true }))
+        .catch(async (err) => {
+          if (!(await this.store.getUser(DEFAULT_WORKSPACE, BOOTSTRAP_ADMIN))) throw err; // another process made it first
+        });
     }
     if (adminToken) {
       if (await this.store.tokenByHash(hashToken(adminToken))) return { token: adminToken, generated: false };
@@ -104,7 +125,14 @@ export class Admin {
 
   private async insertToken(workspaceId: string, userId: string, token: string, actor: Caller | string, details: Record<string, unknown>): Promise<string> {
     const now = this.clock.now();
-    const row: TokenRow & { hash: string } = { id: newId("tok", now), workspace_id: workspaceId, user_id: userId, created_at: now, revoked_at: null, hash: hashToken(token) };
+    const row: TokenRow & { hash: string } = {
+      id: newId("tok", now),
+      workspace_id: workspaceId,
+      user_id: userId,
+      created_at: now,
+      revoked_at: null,
+      hash: hashToken(token),
+    };
     await this.store.insertToken(row, this.audit(actor, workspaceId, "token.issue", "token", row.id, { user_id: userId, ...details }));
     return row.id;
   }
@@ -146,7 +174,8 @@ export class Admin {
     if (patch.disabled !== undefined) change.disabled_at = patch.disabled ? now : null;
     const res = await this.store.updateUser(c.workspace_id, id, change, this.audit(c, c.workspace_id, "user.update", "user", id, { ...patch }));
     if (res === null) throw new WeftError("user.not_found", `user ${id} not found`);
-    if (res === "last_admin") throw new WeftError("users.last_admin", "this would leave the workspace without an enabled admin", { pointer: patch.disabled ? "/disabled" : "/role" });
+    if (res === "last_admin")
+      throw new WeftError("users.last_admin", "this would leave the workspace without an enabled admin", { pointer: patch.disabled ? "/disabled" : "/role" });
     this.tokens.clear();
     return res;
   }
@@ -162,7 +191,10 @@ export class Admin {
     if (!(await this.store.getUser(c.workspace_id, userId))) throw new WeftError("user.not_found", `user ${userId} not found`, { pointer: "/user_id" });
     const active = (await this.store.listTokens(c.workspace_id)).filter((t) => t.user_id === userId && t.revoked_at === null).length;
     if (active >= MAX_TOKENS_PER_USER) {
-      throw new WeftError("tokens.limit", `user ${userId} already has ${MAX_TOKENS_PER_USER} active tokens; revoke one first`, { pointer: "/user_id", limit: MAX_TOKENS_PER_USER });
+      throw new WeftError("tokens.limit", `user ${userId} already has ${MAX_TOKENS_PER_USER} active tokens; revoke one first`, {
+        pointer: "/user_id",
+        limit: MAX_TOKENS_PER_USER,
+      });
     }
     const token = newToken();
     const id = await this.insertToken(c.workspace_id, userId, token, c, {});
@@ -178,7 +210,14 @@ export class Admin {
     const mine = (await this.store.listTokens(c.workspace_id)).find((t) => t.id === id);
     if (!mine) throw new WeftError("token.not_found", `token ${id} not found`);
     if (mine.user_id !== c.user_id) requireRole(c, "admin");
-    if (!(await this.store.revokeToken(c.workspace_id, id, this.clock.now(), this.audit(c, c.workspace_id, "token.revoke", "token", id, { user_id: mine.user_id })))) {
+    if (
+      !(await this.store.revokeToken(
+        c.workspace_id,
+        id,
+        this.clock.now(),
+        this.audit(c, c.workspace_id, "token.revoke", "token", id, { user_id: mine.user_id }),
+      ))
+    ) {
       throw new WeftError("token.not_found", `token ${id} is already revoked`);
     }
     this.tokens.clear();
@@ -193,8 +232,12 @@ export class Admin {
 
   async putSecret(c: Caller, name: string, value: string): Promise<{ name: string; created: boolean }> {
     requireRole(c, "admin");
-    if (!SECRET_NAME.test(name)) throw new WeftError("secrets.bad_name", "a secret name is a letter or _ then up to 63 of [A-Za-z0-9_]", { pointer: "/name", in: "path" });
-    if (value.length < MIN_SECRET_LENGTH) throw new WeftError("secrets.too_short", `a secret value has at least ${MIN_SECRET_LENGTH} characters (shorter ones cannot be redacted safely)`, { pointer: "/value" });
+    if (!SECRET_NAME.test(name))
+      throw new WeftError("secrets.bad_name", "a secret name is a letter or _ then up to 63 of [A-Za-z0-9_]", { pointer: "/name", in: "path" });
+    if (value.length < MIN_SECRET_LENGTH)
+      throw new WeftError("secrets.too_short", `a secret value has at least ${MIN_SECRET_LENGTH} characters (shorter ones cannot be redacted safely)`, {
+        pointer: "/value",
+      });
     const sealed = this.mustBox().seal(value, `${c.workspace_id}/${name}`);
     const created = await this.store.putSecret(c.workspace_id, name, sealed, this.clock.now(), this.audit(c, c.workspace_id, "secret.put", "secret", name));
     this.secretCache.delete(c.workspace_id);
@@ -249,7 +292,9 @@ export class Admin {
       oldest_due_run: counts.oldest_due_run_id && counts.oldest_due_at !== null ? { id: counts.oldest_due_run_id, due_at: counts.oldest_due_at } : null,
       window_ms: windowMs,
       failed_runs: counts.failed.map((f) => ({
-        automation_id: f.automation_id, in_window: f.window, last_hour: f.last_hour,
+        automation_id: f.automation_id,
+        in_window: f.window,
+        last_hour: f.last_hour,
         spike: f.last_hour >= 5 && f.last_hour > 3 * (f.window / hours),
       })),
     };

@@ -18,12 +18,20 @@ export async function getApproval(core: EngineCore, workspaceId: string, id: str
 }
 
 /** Apply a decision once: a second, concurrent or late one is refused with `approval.already_decided`. */
-export async function decideApproval(core: EngineCore, workspaceId: string, id: string, decision: "approved" | "rejected", actor: string, comment: string | null): Promise<Approval> {
+export async function decideApproval(
+  core: EngineCore,
+  workspaceId: string,
+  id: string,
+  decision: "approved" | "rejected",
+  actor: string,
+  comment: string | null,
+): Promise<Approval> {
   const res = await core.store.decideApproval(workspaceId, id, decision, actor, comment, core.clock.now());
   if (!res.approval) throw new WeftError("approval.not_found", `approval ${id} not found`);
   if (!res.applied) {
     throw new WeftError("approval.already_decided", `approval ${id} is already ${res.approval.status}`, {
-      status: res.approval.status, decided_by: res.approval.decided_by,
+      status: res.approval.status,
+      decided_by: res.approval.decided_by,
     });
   }
   core.events.emit("approval:decided", { approval_id: id, run_id: res.approval.run_id, status: decision, actor });

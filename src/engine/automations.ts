@@ -21,7 +21,8 @@ export function validate(core: EngineCore, definition: unknown) {
 
 function mustValidate(core: EngineCore, definition: unknown): Definition {
   const res = validate(core, definition);
-  if (!res.ok) throw new WeftError(ErrorCodes.definitionInvalid, `the definition has ${res.errors.length} error(s)`, { errors: res.errors, warnings: res.warnings });
+  if (!res.ok)
+    throw new WeftError(ErrorCodes.definitionInvalid, `the definition has ${res.errors.length} error(s)`, { errors: res.errors, warnings: res.warnings });
   return res.definition;
 }
 
@@ -36,12 +37,30 @@ export async function mustGetAutomation(core: EngineCore, workspaceId: string, i
   return a;
 }
 
-export async function createAutomation(core: EngineCore, workspaceId: string, definition: unknown, status: AutomationStatus, actor: string): Promise<AutomationView> {
+export async function createAutomation(
+  core: EngineCore,
+  workspaceId: string,
+  definition: unknown,
+  status: AutomationStatus,
+  actor: string,
+): Promise<AutomationView> {
   const def = mustValidate(core, definition);
   const now = core.clock.now();
-  const a: Automation = { id: newId("aut", now), workspace_id: workspaceId, key: def.key, name: def.name, status, current_version: 1, created_at: now, updated_at: now };
-  await core.store.insertAutomation(a, { automation_id: a.id, version: 1, definition: def, created_at: now },
-    audit(core, workspaceId, actor, "automation.create", a.id, { key: def.key, version: 1, status }));
+  const a: Automation = {
+    id: newId("aut", now),
+    workspace_id: workspaceId,
+    key: def.key,
+    name: def.name,
+    status,
+    current_version: 1,
+    created_at: now,
+    updated_at: now,
+  };
+  await core.store.insertAutomation(
+    a,
+    { automation_id: a.id, version: 1, definition: def, created_at: now },
+    audit(core, workspaceId, actor, "automation.create", a.id, { key: def.key, version: 1, status }),
+  );
   const hooks = await syncTriggers(core, a, def);
   return { ...a, definition: def, hooks };
 }
@@ -57,17 +76,31 @@ async function syncTriggers(core: EngineCore, a: Automation, def: Definition): P
 }
 
 /** Make version n+1. Runs in flight stay on theirs. `expectedVersion` guards against lost edits. */
-export async function updateAutomation(core: EngineCore, workspaceId: string, id: string, definition: unknown, expectedVersion: number | undefined, actor: string): Promise<AutomationView> {
+export async function updateAutomation(
+  core: EngineCore,
+  workspaceId: string,
+  id: string,
+  definition: unknown,
+  expectedVersion: number | undefined,
+  actor: string,
+): Promise<AutomationView> {
   const def = mustValidate(core, definition);
   const current = await mustGetAutomation(core, workspaceId, id);
   if (def.key !== current.key) throw new WeftError("definition.key_changed", "an automation's key cannot change", { pointer: "/key" });
   const base = expectedVersion ?? current.current_version;
   if (base !== current.current_version) {
-    throw new WeftError(ErrorCodes.versionConflict, `the automation is at version ${current.current_version}, not ${base}`, { expected_version: base, version: current.current_version });
+    throw new WeftError(ErrorCodes.versionConflict, `the automation is at version ${current.current_version}, not ${base}`, {
+      expected_version: base,
+      version: current.current_version,
+    });
   }
   const now = core.clock.now();
-  const ok = await core.store.insertVersion(workspaceId, { automation_id: id, version: base + 1, definition: def, created_at: now }, now,
-    audit(core, workspaceId, actor, "automation.update", id, { version: base + 1 }));
+  const ok = await core.store.insertVersion(
+    workspaceId,
+    { automation_id: id, version: base + 1, definition: def, created_at: now },
+    now,
+    audit(core, workspaceId, actor, "automation.update", id, { version: base + 1 }),
+  );
   if (!ok) throw new WeftError(ErrorCodes.versionConflict, `the automation is no longer at version ${base}`, { expected_version: base });
   const updated = { ...current, name: def.name, current_version: base + 1, updated_at: now };
   const hooks = await syncTriggers(core, updated, def);

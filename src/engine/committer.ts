@@ -64,7 +64,10 @@ export class Committer {
     this.flushing++;
     const t0 = performance.now();
     try {
-      const applied = await this.store.commit(this.owner, batch.map((p) => p.cp));
+      const applied = await this.store.commit(
+        this.owner,
+        batch.map((p) => p.cp),
+      );
       this.events.emit("checkpoint:committed", { runs: batch.length, steps: batch.reduce((n, p) => n + p.cp.steps.length, 0), ms: performance.now() - t0 });
       batch.forEach((p, i) => p.resolve(applied[i] ?? { applied: false, control: null }));
     } catch (err) {

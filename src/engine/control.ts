@@ -31,22 +31,41 @@ export async function controlRun(core: EngineCore, workspaceId: string, runId: s
 }
 
 /** A new run from the start, for the same trigger event, on the automation's current version (re-entry rules apply). */
-export async function retriggerRun(core: EngineCore, workspaceId: string, runId: string, actor: string, idempotencyKey?: string): Promise<{ run: Run; created: boolean }> {
+export async function retriggerRun(
+  core: EngineCore,
+  workspaceId: string,
+  runId: string,
+  actor: string,
+  idempotencyKey?: string,
+): Promise<{ run: Run; created: boolean }> {
   const orig = await mustGetRun(core, workspaceId, runId);
   const a = await mustGetAutomation(core, workspaceId, orig.automation_id);
   const v = await core.versions.get(a.id, a.current_version);
   if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
   const now = core.clock.now();
   const payload = (orig.event as { payload?: unknown }).payload;
-  const run = newRun(v, {
-    workspace_id: workspaceId, event: orig.event, event_id: orig.event_id,
-    dedupe_key: idempotencyKey ? `retrigger:${orig.id}:${idempotencyKey}` : (id) => `retrigger:${orig.id}:${id}`,
-    trigger_type: orig.trigger_type,
-    context: orig.trigger_type === "api" && payload !== null && typeof payload === "object" ? { ...(payload as Record<string, unknown>) } : {},
-    subject_override: orig.subject_id, subject_fallback: null,
-  }, now);
+  const run = newRun(
+    v,
+    {
+      workspace_id: workspaceId,
+      event: orig.event,
+      event_id: orig.event_id,
+      dedupe_key: idempotencyKey ? `retrigger:${orig.id}:${idempotencyKey}` : (id) => `retrigger:${orig.id}:${id}`,
+      trigger_type: orig.trigger_type,
+      context: orig.trigger_type === "api" && payload !== null && typeof payload === "object" ? { ...(payload as Record<string, unknown>) } : {},
+      subject_override: orig.subject_id,
+      subject_fallback: null,
+    },
+    now,
+  );
   const res = await core.store.insertRun(run, now, (r) => ({
-    workspace_id: workspaceId, actor, action: "run.retrigger", target_type: "run", target_id: orig.id, details: { new_run_id: r.id }, at: now,
+    workspace_id: workspaceId,
+    actor,
+    action: "run.retrigger",
+    target_type: "run",
+    target_id: orig.id,
+    details: { new_run_id: r.id },
+    at: now,
   }));
   announceCreated(core, res);
   return res;
@@ -61,23 +80,43 @@ export interface PauseRequest {
 export async function pauseSubject(core: EngineCore, workspaceId: string, subjectId: string, p: PauseRequest, actor: string): Promise<PauseRow> {
   if (p.automation_id) await mustGetAutomation(core, workspaceId, p.automation_id);
   const row: PauseRow = {
-    workspace_id: workspaceId, subject_id: subjectId, automation_id: p.automation_id ?? "", pause_reason: p.pause_reason,
-    paused_until: p.paused_until ?? null, created_at: core.clock.now(),
+    workspace_id: workspaceId,
+    subject_id: subjectId,
+    automation_id: p.automation_id ?? "",
+    pause_reason: p.pause_reason,
+    paused_until: p.paused_until ?? null,
+    created_at: core.clock.now(),
   };
   await core.store.putPause(row, {
-    workspace_id: workspaceId, actor, action: "subject.pause", target_type: "subject", target_id: subjectId,
-    details: { automation_id: p.automation_id ?? null, pause_reason: p.pause_reason, paused_until: row.paused_until }, at: row.created_at,
+    workspace_id: workspaceId,
+    actor,
+    action: "subject.pause",
+    target_type: "subject",
+    target_id: subjectId,
+    details: { automation_id: p.automation_id ?? null, pause_reason: p.pause_reason, paused_until: row.paused_until },
+    at: row.created_at,
   });
   core.runner?.pauses.invalidate();
   return row;
 }
 
-export async function resumeSubject(core: EngineCore, workspaceId: string, subjectId: string, automationId: string | null | undefined, actor: string): Promise<boolean> {
+export async function resumeSubject(
+  core: EngineCore,
+  workspaceId: string,
+  subjectId: string,
+  automationId: string | null | undefined,
+  actor: string,
+): Promise<boolean> {
   if (automationId) await mustGetAutomation(core, workspaceId, automationId);
   const now = core.clock.now();
   const deleted = await core.store.deletePause(workspaceId, subjectId, automationId ?? "", now, {
-    workspace_id: workspaceId, actor, action: "subject.resume", target_type: "subject", target_id: subjectId,
-    details: { automation_id: automationId ?? null }, at: now,
+    workspace_id: workspaceId,
+    actor,
+    action: "subject.resume",
+    target_type: "subject",
+    target_id: subjectId,
+    details: { automation_id: automationId ?? null },
+    at: now,
   });
   core.runner?.pauses.invalidate();
   core.poke();

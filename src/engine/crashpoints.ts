@@ -24,7 +24,11 @@ export function crashPointSync(name: string): void {
 
 /** Every named point, for the test that crashes at each one. */
 export const CRASH_POINTS = [
-  "runner:after-step-effect", "runner:before-checkpoint", "runner:after-checkpoint",
-  "dispatcher:inside-transaction", "dispatcher:after-commit",
-  "scheduler:inside-transaction", "scheduler:after-commit",
+  "runner:after-step-effect",
+  "runner:before-checkpoint",
+  "runner:after-checkpoint",
+  "dispatcher:inside-transaction",
+  "dispatcher:after-commit",
+  "scheduler:inside-transaction",
+  "scheduler:after-commit",
 ] as const;

@@ -29,11 +29,23 @@ export function planEvents(events: StoredEvent[], candidates: Candidate[], now: 
       if (c.automation.workspace_id !== ev.workspace_id) continue;
       const hit = automationVerdict(c.automation.id, c.version.definition.triggers, body).matched;
       if (hit) {
-        out.push(newRun(c.version, {
-          workspace_id: ev.workspace_id, event: ev.body as unknown as Record<string, unknown>, event_id: ev.id,
-          dedupe_key: `evt:${ev.id}`, trigger_type: ev.body.type, context: {}, subject_override: null, subject_fallback: ev.subject_id,
-          received_at: ev.received_at,
-        }, now));
+        out.push(
+          newRun(
+            c.version,
+            {
+              workspace_id: ev.workspace_id,
+              event: ev.body as unknown as Record<string, unknown>,
+              event_id: ev.id,
+              dedupe_key: `evt:${ev.id}`,
+              trigger_type: ev.body.type,
+              context: {},
+              subject_override: null,
+              subject_fallback: ev.subject_id,
+              received_at: ev.received_at,
+            },
+            now,
+          ),
+        );
       }
     }
   }

@@ -33,10 +33,22 @@ import { SecretBox } from "./secrets.js";
 import type { SimulateRequest, Transcript } from "./simulate.js";
 import { simulateCurrent } from "./simulation.js";
 import type {
-  Approval, ApprovalStatus, AuditRow, Automation, AutomationStatus, AutomationVersion, OverdueCount, Page, PauseRow,
-  ProcessRole, Run, RunControl, RunItem, StepRun, Store,
+  Approval,
+  ApprovalStatus,
+  AuditRow,
+  Automation,
+  AutomationStatus,
+  AutomationVersion,
+  OverdueCount,
+  Page,
+  PauseRow,
+  ProcessRole,
+  Run,
+  RunControl,
+  RunItem,
+  StepRun,
+  Store,
 } from "./store.js";
-import { isWorkerRole } from "./store.js";
 import { VersionCache } from "./versions.js";
 import { Heartbeat } from "./heartbeat.js";
 import { DEFAULT_ITEMS_IN_FLIGHT, WorkspaceSlots } from "./limiter.js";
@@ -107,24 +119,44 @@ export class Engine {
     const pg = this.store.kind === "postgres";
     this.runner = opts.noRunner
       ? null
-      : new Runner(this.store, this.versions, this.handlers, this.clock, this.events, this.http, {
-          owner: this.owner,
-          leaseMs: 30_000,
-          maxInFlight: 500,
-          claimBatch: 200,
-          pollMs: pg ? 250 : 1000,
-          commitBatch: 500,
-          commitConcurrency: pg ? 3 : 1,
-          ...opts.runner,
-        }, { actions: this.actions, settings: this.settings, secrets: (ws) => this.admin.secretsOf(ws), limits: this.limits });
+      : new Runner(
+          this.store,
+          this.versions,
+          this.handlers,
+          this.clock,
+          this.events,
+          this.http,
+          {
+            owner: this.owner,
+            leaseMs: 30_000,
+            maxInFlight: 500,
+            claimBatch: 200,
+            pollMs: pg ? 250 : 1000,
+            commitBatch: 500,
+            commitConcurrency: pg ? 3 : 1,
+            ...opts.runner,
+          },
+          { actions: this.actions, settings: this.settings, secrets: (ws) => this.admin.secretsOf(ws), limits: this.limits },
+        );
     this.dispatcher = opts.noRunner
       ? null
       : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 50, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
     this.scheduler = opts.noRunner ? null : new Scheduler(this.store, this.clock, this.events, opts.schedulePollMs ?? 1000, () => this.dispatcher?.poke());
     this.core = {
-      store: this.store, clock: this.clock, events: this.events, versions: this.versions, actions: this.actions, customKinds: this.customKinds,
-      settings: this.settings, http: this.http, admin: this.admin, limits: this.limits, runner: this.runner, dispatcher: this.dispatcher,
-      scheduler: this.scheduler, poke: () => this.poke(),
+      store: this.store,
+      clock: this.clock,
+      events: this.events,
+      versions: this.versions,
+      actions: this.actions,
+      customKinds: this.customKinds,
+      settings: this.settings,
+      http: this.http,
+      admin: this.admin,
+      limits: this.limits,
+      runner: this.runner,
+      dispatcher: this.dispatcher,
+      scheduler: this.scheduler,
+      poke: () => this.poke(),
     };
     this.intake = new Intake(this.core);
     this.heartbeat = new Heartbeat(this.store, this.clock, this.events, this.owner, opts.role ?? (opts.noRunner ? "api" : "all"));
@@ -247,7 +279,12 @@ export class Engine {
   }
 
   /** Verify and store a webhook delivery (Standard Webhooks); the webhook-id is the idempotency key. */
-  ingestWebhook(hookId: string, raw: Buffer, headers: Record<string, string | string[] | undefined>, contentType: string | undefined): Promise<{ event_id: string; duplicate: boolean }> {
+  ingestWebhook(
+    hookId: string,
+    raw: Buffer,
+    headers: Record<string, string | string[] | undefined>,
+    contentType: string | undefined,
+  ): Promise<{ event_id: string; duplicate: boolean }> {
     return this.intake.ingestWebhook(hookId, raw, headers, contentType);
   }
 
@@ -258,7 +295,6 @@ export class Engine {
   async explainEvent(workspaceId: string, id: string): Promise<EventExplanation> {
     return explainStoredEvent(this.store, await this.getEvent(workspaceId, id), this.clock.now());
   }
-
 
   // ---------- run and subject control (control.ts) ----------
 
@@ -338,10 +374,7 @@ export class Engine {
       // removes its listeners and timer, however it ends, so a long wait leaves nothing behind.
       let wake!: () => void;
       const woken = new Promise<void>((res) => (wake = res));
-      const offs = [
-        this.events.on("run:finished", (e) => e.run_id === runId && wake()),
-        this.events.on("run:parked", (e) => e.run_id === runId && wake()),
-      ];
+      const offs = [this.events.on("run:finished", (e) => e.run_id === runId && wake()), this.events.on("run:parked", (e) => e.run_id === runId && wake())];
       const timer = setTimeout(wake, 200);
       try {
         const r = await this.getRun(workspaceId, runId);

@@ -8,8 +8,18 @@ import { automationVerdict, type AutomationVerdict, type TriggerEvent } from "..
 import { isWorkerRole, type Automation, type EventFilter, type LiveProcess, type Run, type Store, type StoredEvent } from "./store.js";
 
 export type EventReasonCode =
-  | "taken" | "automation_paused" | "trigger_kind_differs" | "event_name_differs" | "entity_or_op_differs" | "watched_fields_unchanged"
-  | "filter_false" | "subject_paused" | "reentry_cooldown" | "already_active" | "not_yet_dispatched" | "changed_since_dispatch";
+  | "taken"
+  | "automation_paused"
+  | "trigger_kind_differs"
+  | "event_name_differs"
+  | "entity_or_op_differs"
+  | "watched_fields_unchanged"
+  | "filter_false"
+  | "subject_paused"
+  | "reentry_cooldown"
+  | "already_active"
+  | "not_yet_dispatched"
+  | "changed_since_dispatch";
 
 export interface AutomationAnswer {
   automation_id: string;
@@ -76,9 +86,16 @@ export function explainEvent(x: EventExplainInput): EventExplanation {
     summary = `Dispatched at ${iso(e.dispatched_at)}: ${taken} of ${automations.length} automation(s) that could take it started a run.`;
   }
   return {
-    event_id: e.id, type: e.type, name: e.name, subject_id: e.subject_id, received_at: iso(e.received_at),
-    dispatched_at: e.dispatched_at === null ? null : iso(e.dispatched_at), dispatched: e.dispatched_at !== null,
-    dispatcher_alive: dispatcherAlive, summary, automations,
+    event_id: e.id,
+    type: e.type,
+    name: e.name,
+    subject_id: e.subject_id,
+    received_at: iso(e.received_at),
+    dispatched_at: e.dispatched_at === null ? null : iso(e.dispatched_at),
+    dispatched: e.dispatched_at !== null,
+    dispatcher_alive: dispatcherAlive,
+    summary,
+    automations,
   };
 }
 
@@ -119,7 +136,8 @@ function verdictWords(v: AutomationVerdict, a: Automation, e: StoredEvent): Pick
   if (v.matched) {
     // Its triggers take the event now, yet no run was made: it changed after the event was dispatched.
     return {
-      code: "changed_since_dispatch", details: { automation_updated_at: iso(a.updated_at) },
+      code: "changed_since_dispatch",
+      details: { automation_updated_at: iso(a.updated_at) },
       reason: `Its current triggers take this event, but it was created, activated or changed (${iso(a.updated_at)}) after the event was dispatched.`,
     };
   }
@@ -130,24 +148,32 @@ function verdictWords(v: AutomationVerdict, a: Automation, e: StoredEvent): Pick
       return { code: v.code, reason: `It listens for "${v.expected}"; this event is "${v.got ?? ""}".`, details: { expected: v.expected, got: v.got } };
     case "entity_or_op_differs":
       return {
-        code: v.code, details: { expected: v.expected, got: v.got },
+        code: v.code,
+        details: { expected: v.expected, got: v.got },
         reason: `It watches ${v.expected.entity} ${v.expected.ops.join("/")}; this is ${v.got.entity ?? "?"} ${v.got.op ?? "?"}.`,
       };
     case "watched_fields_unchanged":
       return {
-        code: v.code, details: { fields: v.fields },
+        code: v.code,
+        details: { fields: v.fields },
         reason: `None of its watched fields changed: ${v.fields.map((f) => `${f.field} ${show(f.before)} → ${show(f.after)}`).join(", ")}.`,
       };
     case "filter_false":
       return {
-        code: v.code, details: { filter: v.filter, value: false, ...(v.mode ? { mode: v.mode } : {}) },
-        reason: v.mode === "becomes_true"
-          ? `Its filter ${v.filter} already held before the change (filter_mode becomes_true fires only when it turns true).`
-          : `Its filter ${v.filter} is false for this event.`,
+        code: v.code,
+        details: { filter: v.filter, value: false, ...(v.mode ? { mode: v.mode } : {}) },
+        reason:
+          v.mode === "becomes_true"
+            ? `Its filter ${v.filter} already held before the change (filter_mode becomes_true fires only when it turns true).`
+            : `Its filter ${v.filter} is false for this event.`,
       };
     case "filter_error":
       // The dispatcher treats a filter that errors as one that does not hold: same code, with the error.
-      return { code: "filter_false", reason: `Its filter ${v.filter} could not be evaluated (so it does not hold): ${v.error}.`, details: { filter: v.filter, value: null, error: v.error } };
+      return {
+        code: "filter_false",
+        reason: `Its filter ${v.filter} could not be evaluated (so it does not hold): ${v.error}.`,
+        details: { filter: v.filter, value: null, error: v.error },
+      };
     default:
       // Addressed to another automation (webhooks, schedules): not a candidate, kept for completeness.
       return { code: "trigger_kind_differs", reason: `The ${e.type} event is addressed to another automation.`, details: { got: e.type } };
@@ -161,7 +187,9 @@ export async function explainStoredEvent(store: Store, event: StoredEvent, now: 
     store.eventRuns(event.workspace_id, event.id),
     store.liveProcesses(now),
   ]);
-  const automations = await Promise.all(list.map(async (a) => ({ automation: a, triggers: (await store.getVersion(a.id, a.current_version))?.definition.triggers ?? [] })));
+  const automations = await Promise.all(
+    list.map(async (a) => ({ automation: a, triggers: (await store.getVersion(a.id, a.current_version))?.definition.triggers ?? [] })),
+  );
   return explainEvent({ event, automations, runs, processes });
 }
 
@@ -175,7 +203,8 @@ const STORED_TYPES = new Set(["record", "webhook", "schedule"]);
 export function eventListFilter(workspaceId: string, q: { subject_id?: string; type?: string; key?: string; cursor?: string; limit?: number }): EventFilter {
   const t = q.type;
   return {
-    workspace_id: workspaceId, limit: Math.min(Math.max(q.limit ?? 50, 1), EVENT_PAGE_MAX),
+    workspace_id: workspaceId,
+    limit: Math.min(Math.max(q.limit ?? 50, 1), EVENT_PAGE_MAX),
     ...(q.subject_id !== undefined ? { subject_id: q.subject_id } : {}),
     ...(t !== undefined ? (STORED_TYPES.has(t) ? { type: t as StoredEvent["type"] } : { type: "event" as const, name: t }) : {}),
     ...(q.key !== undefined ? { key: q.key } : {}),

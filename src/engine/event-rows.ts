@@ -12,6 +12,8 @@ export function hashBody(body: unknown): string {
 }
 
 export function shardOf(workspaceId: string, type: string, name: string | null): number {
-  const h = createHash("sha1").update(`${workspaceId}\u0000${type}\u0000${name ?? ""}`).digest();
+  const h = createHash("sha1")
+    .update(`${workspaceId}\u0000${type}\u0000${name ?? ""}`)
+    .digest();
   return h.readUInt32BE(0) % SHARDS;
 }

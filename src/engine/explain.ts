@@ -48,8 +48,14 @@ export async function explain(core: EngineCore, workspaceId: string, runId: stri
   ]);
   const workerAlive = (await core.store.liveProcesses(core.clock.now())).some((p) => isWorkerRole(p.role));
   return explainRun({
-    run, steps, node: run.current_node_key ? v?.nodes.get(run.current_node_key) : undefined, approvals, items,
-    pauses: pauses.filter((p) => p.automation_id === "" || p.automation_id === run.automation_id), now: core.clock.now(), graceMs: OVERDUE_GRACE_MS,
+    run,
+    steps,
+    node: run.current_node_key ? v?.nodes.get(run.current_node_key) : undefined,
+    approvals,
+    items,
+    pauses: pauses.filter((p) => p.automation_id === "" || p.automation_id === run.automation_id),
+    now: core.clock.now(),
+    graceMs: OVERDUE_GRACE_MS,
     workerAlive,
   });
 }
@@ -73,16 +79,23 @@ export function explainRun(x: ExplainInput): Explanation {
     case "completed":
       return { ...base, summary: `Finished at ${iso(run.completed_at)}.` };
     case "completed_with_failures":
-      return { ...base, summary: `Finished at ${iso(run.completed_at)}; ${run.items_failed} of ${run.items_total} items failed (see its items; a failed item can be retried).` };
+      return {
+        ...base,
+        summary: `Finished at ${iso(run.completed_at)}; ${run.items_failed} of ${run.items_total} items failed (see its items; a failed item can be retried).`,
+      };
     case "cancelled":
       return { ...base, summary: `Cancelled at ${iso(run.completed_at)} (the audit log says by whom).` };
     case "exited":
       return { ...base, summary: exitSummary(run) };
     case "failed": {
       const f = [...x.steps].reverse().find((s) => s.outcome === "failed" && s.error);
-      if (!f || !f.error) return { ...base, summary: `Failed (${run.exit_reason ?? "no step error recorded"}).` };
+      if (!f?.error) return { ...base, summary: `Failed (${run.exit_reason ?? "no step error recorded"}).` };
       const d = withRedrive(run.id, diagnose(f.error, f), x.steps.filter((s) => s.id < f.id && s.outcome === "succeeded").length);
-      return { ...base, summary: `Failed at step "${f.node_key}": ${d.cause}`, failed_step: { node_key: f.node_key, code: f.error.code, message: f.error.message, retryable: f.error.retryable, ...d } };
+      return {
+        ...base,
+        summary: `Failed at step "${f.node_key}": ${d.cause}`,
+        failed_step: { node_key: f.node_key, code: f.error.code, message: f.error.message, retryable: f.error.retryable, ...d },
+      };
     }
     case "pending":
       return { ...base, summary: `Waiting to be claimed by a worker (due ${iso(run.due_at)}).${late}` };
@@ -93,12 +106,16 @@ export function explainRun(x: ExplainInput): Explanation {
         summary: `Being driven by worker ${run.lease_owner} at node "${run.current_node_key}"; its lease runs to ${iso(run.due_at)} and is renewed while the worker lives. If that worker died, another takes the run over once the lease lapses.`,
       };
     case "interrupted":
-      return { ...base, summary: `Its worker stopped mid-step (shutdown or crash); any worker resumes it at its last checkpoint (node "${run.current_node_key}"). This is not a failure.${late}` };
+      return {
+        ...base,
+        summary: `Its worker stopped mid-step (shutdown or crash); any worker resumes it at its last checkpoint (node "${run.current_node_key}"). This is not a failure.${late}`,
+      };
     case "retrying": {
       const last = [...x.steps].reverse().find((s) => s.outcome === "retrying");
       const why = last?.error ? ` after ${last.error.code} (${last.error.message})` : "";
       return {
-        ...base, waiting: { for: "retry", since: iso(last?.finished_at), until: iso(run.due_at), wakes_on: "the retry time" },
+        ...base,
+        waiting: { for: "retry", since: iso(last?.finished_at), until: iso(run.due_at), wakes_on: "the retry time" },
         summary: `Step "${run.current_node_key}" attempt ${run.cursor.attempt} failed${why}; the next attempt is due ${iso(run.due_at)}.${late}`,
       };
     }
@@ -135,20 +152,30 @@ function waiting(x: ExplainInput): Pick<Explanation, "waiting" | "summary"> {
     case "event": {
       const name = String(cfg.event ?? "?");
       const who = run.subject_id ? ` about subject ${run.subject_id}` : "";
-      return w("event", `a "${name}" event${who}${cfg.match ? ` matching ${String(cfg.match)}` : ""} (POST /v1/events)`,
-        `Waiting since ${since} for a "${name}" event${who}${until ? `, at most until ${until} (then the timeout port)` : " with no timeout"}.`);
+      return w(
+        "event",
+        `a "${name}" event${who}${cfg.match ? ` matching ${String(cfg.match)}` : ""} (POST /v1/events)`,
+        `Waiting since ${since} for a "${name}" event${who}${until ? `, at most until ${until} (then the timeout port)` : " with no timeout"}.`,
+      );
     }
     case "input": {
       const name = String(cfg.event ?? "reply.received");
-      return w("input", `a "${name}" event from subject ${run.subject_id}`,
-        `Waiting since ${since} for subject ${run.subject_id} to reply ("${name}")${until ? `, at most until ${until}` : ""}.`);
+      return w(
+        "input",
+        `a "${name}" event from subject ${run.subject_id}`,
+        `Waiting since ${since} for subject ${run.subject_id} to reply ("${name}")${until ? `, at most until ${until}` : ""}.`,
+      );
     }
     case "approval": {
       const open = x.approvals.filter((a) => a.status === "pending");
       const items = x.items.filter((i) => i.outcome === "awaiting_approval").length;
       const who = [...new Set(open.flatMap((a) => a.approvers))].join(", ") || "any member";
       const what = items > 0 ? `${items} item(s) awaiting approval` : `approval ${open[0]?.id ?? "?"} ("${open[0]?.title ?? ""}")`;
-      return w("approval", `a decision by ${who} (POST /v1/approvals/{id}/approve or reject)`, `Waiting since ${since} for ${what}, to be decided by ${who}${until ? `; it times out at ${until}` : ""}.`);
+      return w(
+        "approval",
+        `a decision by ${who} (POST /v1/approvals/{id}/approve or reject)`,
+        `Waiting since ${since} for ${what}, to be decided by ${who}${until ? `; it times out at ${until}` : ""}.`,
+      );
     }
     case "item_retry": {
       const pending = x.items.filter((i) => i.outcome === "pending");
@@ -156,8 +183,11 @@ function waiting(x: ExplainInput): Pick<Explanation, "waiting" | "summary"> {
     }
     case "subject_resume": {
       const p = x.pauses[0];
-      return w("subject_resume", `POST /v1/subjects/${run.subject_id}/automation-resume${p?.paused_until ? ", or the pause ending" : ""}`,
-        `Parked because subject ${run.subject_id} is paused${p ? ` (${p.pause_reason}${p.paused_until ? `, until ${iso(p.paused_until)}` : ", until resumed"})` : ""}.`);
+      return w(
+        "subject_resume",
+        `POST /v1/subjects/${run.subject_id}/automation-resume${p?.paused_until ? ", or the pause ending" : ""}`,
+        `Parked because subject ${run.subject_id} is paused${p ? ` (${p.pause_reason}${p.paused_until ? `, until ${iso(p.paused_until)}` : ", until resumed"})` : ""}.`,
+      );
     }
     default:
       return w(run.waiting_for ?? "?", "its due time", `Waiting (${run.waiting_for}) since ${since}.`);
@@ -183,17 +213,47 @@ export function diagnose(e: StepError, step?: Pick<StepRun, "attempt" | "input">
   const body = typeof e.details?.body === "string" ? ` The API said: ${String(e.details.body).slice(0, 300)}` : "";
   if (e.code === "template.missing_variable") {
     const path = typeof e.details?.path === "string" ? e.details.path : "a path";
-    return { cause: `the template names ${path}, which does not resolve in this run's data.`, advice: `Check the spelling against the run's context and earlier steps' outputs, or make sure an earlier step (or the trigger or enrollment) sets ${path}.` };
+    return {
+      cause: `the template names ${path}, which does not resolve in this run's data.`,
+      advice: `Check the spelling against the run's context and earlier steps' outputs, or make sure an earlier step (or the trigger or enrollment) sets ${path}.`,
+    };
   }
-  if (status === 401 || status === 403) return { cause: `the external API refused the credentials (HTTP ${status}).${body}`, advice: "Check the token or secret the request sends (PUT /v1/secrets/{name} to replace it), and that it grants this call." };
-  if (status === 404) return { cause: `the external API has no such resource (HTTP 404).${body}`, advice: "Check the URL in the step's input; an id in it may come from the wrong field." };
-  if (status >= 400 && status < 500) return { cause: `the external API rejected the request (HTTP ${status}).${body}`, advice: "Compare the request in the step's input with what the API expects; this is not retried." };
+  if (status === 401 || status === 403)
+    return {
+      cause: `the external API refused the credentials (HTTP ${status}).${body}`,
+      advice: "Check the token or secret the request sends (PUT /v1/secrets/{name} to replace it), and that it grants this call.",
+    };
+  if (status === 404)
+    return {
+      cause: `the external API has no such resource (HTTP 404).${body}`,
+      advice: "Check the URL in the step's input; an id in it may come from the wrong field.",
+    };
+  if (status >= 400 && status < 500)
+    return {
+      cause: `the external API rejected the request (HTTP ${status}).${body}`,
+      advice: "Compare the request in the step's input with what the API expects; this is not retried.",
+    };
   if (e.code.startsWith("http.status_5") || status === 429 || e.code === "http.timeout" || e.code === "http.network") {
-    return { cause: `the external service was unavailable (${e.code}) on every attempt${step ? ` (${step.attempt})` : ""}.${body}`, advice: `When it is back, ${RETRIGGER_ADVICE}, or raise the node's retry policy.` };
+    return {
+      cause: `the external service was unavailable (${e.code}) on every attempt${step ? ` (${step.attempt})` : ""}.${body}`,
+      advice: `When it is back, ${RETRIGGER_ADVICE}, or raise the node's retry policy.`,
+    };
   }
-  if (e.code === "http.blocked_destination") return { cause: "the URL points at a private, loopback or metadata address, which outbound HTTP refuses.", advice: "Use a public address, or allow the host in WEFT_HTTP_ALLOW if it is yours." };
-  if (e.code === "policy.violation") return { cause: `the step tried something outside its permissions (${String(e.details?.permission ?? "")}).`, advice: "If that is intended, add the permission to the node's `permissions`; otherwise the step did what it should not." };
-  if (e.code === "action.invalid_input") return { cause: `the action's input does not fit its schema at ${String(e.details?.pointer ?? "/")}.`, advice: "Fix the node's config (or the data its templates read) so the input matches." };
+  if (e.code === "http.blocked_destination")
+    return {
+      cause: "the URL points at a private, loopback or metadata address, which outbound HTTP refuses.",
+      advice: "Use a public address, or allow the host in WEFT_HTTP_ALLOW if it is yours.",
+    };
+  if (e.code === "policy.violation")
+    return {
+      cause: `the step tried something outside its permissions (${String(e.details?.permission ?? "")}).`,
+      advice: "If that is intended, add the permission to the node's `permissions`; otherwise the step did what it should not.",
+    };
+  if (e.code === "action.invalid_input")
+    return {
+      cause: `the action's input does not fit its schema at ${String(e.details?.pointer ?? "/")}.`,
+      advice: "Fix the node's config (or the data its templates read) so the input matches.",
+    };
   if (e.code.startsWith("limits.")) return { cause: e.message, advice: "Keep large data outside the run (store a reference), or trim what the step returns." };
   if (e.code.startsWith("secrets.")) return { cause: e.message, advice: "Check WEFT_SECRET_KEY: every process must use the key the secrets were stored with." };
   return { cause: e.message, advice: e.retryable ? "It may pass on a later attempt." : "See the step's input and error details." };

@@ -68,7 +68,11 @@ export type HttpErrorCode =
   | "policy.violation";
 
 export class HttpError extends Error {
-  constructor(readonly code: HttpErrorCode, message: string, readonly details: Record<string, unknown> = {}) {
+  constructor(
+    readonly code: HttpErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
     super(message);
   }
 }
@@ -87,11 +91,17 @@ const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /** Why one request header may not be sent, or null. The message names the header, never its value (it may be a secret). */
 export function headerProblem(name: string, value: string): HttpError | null {
   const lower = name.toLowerCase();
-  if (!HEADER_NAME.test(name)) return new HttpError("http.bad_header", `header name ${JSON.stringify(name)} is not a valid HTTP header name`, { header: lower });
+  if (!HEADER_NAME.test(name))
+    return new HttpError("http.bad_header", `header name ${JSON.stringify(name)} is not a valid HTTP header name`, { header: lower });
   if (FORBIDDEN_HEADERS.has(lower) || lower.startsWith("proxy-")) {
-    return new HttpError("http.forbidden_header", `header "${lower}" may not be set: ${lower === "host" ? "the host is always the URL's" : "the HTTP client sets the connection and framing headers"}`, { header: lower });
+    return new HttpError(
+      "http.forbidden_header",
+      `header "${lower}" may not be set: ${lower === "host" ? "the host is always the URL's" : "the HTTP client sets the connection and framing headers"}`,
+      { header: lower },
+    );
   }
-  if (!HEADER_VALUE.test(value)) return new HttpError("http.bad_header", `header "${lower}" holds CR, LF, NUL or another character a header value may not`, { header: lower });
+  if (!HEADER_VALUE.test(value))
+    return new HttpError("http.bad_header", `header "${lower}" holds CR, LF, NUL or another character a header value may not`, { header: lower });
   return null;
 }
 
@@ -165,7 +175,11 @@ const BODY_HEADERS = new Set(["content-type", "content-length", "content-encodin
 /** Raised inside the connector; `send` turns it into `http.blocked_destination`. */
 export class BlockedDestinationError extends Error {
   readonly code = "WEFT_BLOCKED_DESTINATION";
-  constructor(readonly host: string, readonly address: string, readonly reason: string) {
+  constructor(
+    readonly host: string,
+    readonly address: string,
+    readonly reason: string,
+  ) {
     super(`${host} (${address}) may not be reached: ${reason}`);
   }
 }
@@ -239,7 +253,8 @@ export class UndiciHttpClient implements HttpClient {
     this.operatorOrigins = new Set(endpoints.map((u) => u.origin));
     if (opts.dispatcher) {
       // Fail loudly rather than run unguarded because someone passed a dispatcher for another reason.
-      if (guard) throw new Error("UndiciHttpClient: a custom dispatcher cannot be guarded here; pass guard: false or give its Agent connect: guardedConnector(...)");
+      if (guard)
+        throw new Error("UndiciHttpClient: a custom dispatcher cannot be guarded here; pass guard: false or give its Agent connect: guardedConnector(...)");
       this.dispatcher = opts.dispatcher;
       this.operatorDispatcher = opts.dispatcher;
       return;
@@ -280,7 +295,11 @@ export class UndiciHttpClient implements HttpClient {
         // Drain rather than destroy, so the connection can serve the next hop if it is the same origin.
         await res.body.dump();
         if (hop >= this.maxRedirects) {
-          throw new HttpError("http.too_many_redirects", `more than ${this.maxRedirects} redirects, the last from ${url.href}`, { max_redirects: this.maxRedirects, url: url.href, location });
+          throw new HttpError("http.too_many_redirects", `more than ${this.maxRedirects} redirects, the last from ${url.href}`, {
+            max_redirects: this.maxRedirects,
+            url: url.href,
+            location,
+          });
         }
         const next = parseUrl(location, url);
         if (next.origin !== url.origin) headers = without(headers, CREDENTIAL_HEADERS);
@@ -299,7 +318,9 @@ export class UndiciHttpClient implements HttpClient {
       if (blocked) {
         const where = blocked.host === blocked.address ? blocked.address : `${blocked.host} (${blocked.address})`;
         throw new HttpError("http.blocked_destination", `outbound HTTP may not reach ${where}: ${blocked.reason}; WEFT_HTTP_ALLOW can allow it`, {
-          host: blocked.host, address: blocked.address, reason: blocked.reason,
+          host: blocked.host,
+          address: blocked.address,
+          reason: blocked.reason,
         });
       }
       if (timeout.aborted) throw new HttpError("http.timeout", `no complete response within ${req.timeoutMs} ms`, { timeout_ms: req.timeoutMs });

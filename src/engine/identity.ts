@@ -27,14 +27,22 @@ export function hashToken(token: string): string {
 }
 
 export function callerOf(user: User, tokenId: string): Caller {
-  return { workspace_id: user.workspace_id, user_id: user.id, role: user.role, instance_admin: user.instance_admin, token_id: tokenId, actor: `user:${user.id}` };
+  return {
+    workspace_id: user.workspace_id,
+    user_id: user.id,
+    role: user.role,
+    instance_admin: user.instance_admin,
+    token_id: tokenId,
+    actor: `user:${user.id}`,
+  };
 }
 
 const RANK: Record<Role, number> = { viewer: 0, member: 1, admin: 2 };
 
 /** Throws `auth.forbidden` unless the caller's role is at least `role`. */
 export function requireRole(c: Caller, role: Role): void {
-  if (RANK[c.role] < RANK[role]) throw new WeftError("auth.forbidden", `this needs the ${role} role; the caller is ${c.role}`, { required: role, role: c.role });
+  if (RANK[c.role] < RANK[role])
+    throw new WeftError("auth.forbidden", `this needs the ${role} role; the caller is ${c.role}`, { required: role, role: c.role });
 }
 
 /**
@@ -55,7 +63,9 @@ export function runAsUser(definition: { run_as?: unknown } | null | undefined): 
 /** Throws `auth.run_as_forbidden` (403) when the caller could not have chosen this run-as. */
 export function requireRunAs(c: Caller, userId: string | null): void {
   if (userId === null || mayChooseRunAs(c, userId)) return;
-  throw new WeftError("auth.run_as_forbidden", `this automation runs as user ${userId}; only that user or an admin may start its runs`, { run_as_user_id: userId });
+  throw new WeftError("auth.run_as_forbidden", `this automation runs as user ${userId}; only that user or an admin may start its runs`, {
+    run_as_user_id: userId,
+  });
 }
 
 /** A run that executes as a specific user is that user's and the admins' to see. */

@@ -42,27 +42,52 @@ export function isReservedSource(source: string): boolean {
 
 export function apiEvent(workspaceId: string, e: IncomingEvent, now: number): NewEvent {
   if (e.source !== undefined && isReservedSource(e.source)) {
-    throw new WeftError("event.reserved_source", `source "${e.source}" is reserved for the engine's own events (schedule ticks, webhook deliveries); use another, e.g. "crm"`, { pointer: "/source" });
+    throw new WeftError(
+      "event.reserved_source",
+      `source "${e.source}" is reserved for the engine's own events (schedule ticks, webhook deliveries); use another, e.g. "crm"`,
+      { pointer: "/source" },
+    );
   }
   let body: TriggerEvent;
   if (e.type === "record") {
     if (!e.entity) throw new WeftError("event.invalid", "a record event needs entity", { pointer: "/entity" });
     if (!e.op) throw new WeftError("event.invalid", "a record event needs op (created, updated or deleted)", { pointer: "/op" });
     body = {
-      type: "record", entity: e.entity, record_id: e.record_id ?? null, op: e.op, before: e.before ?? null, after: e.after ?? null,
-      subject_id: e.subject_id ?? e.record_id ?? null, payload: e.payload ?? null,
+      type: "record",
+      entity: e.entity,
+      record_id: e.record_id ?? null,
+      op: e.op,
+      before: e.before ?? null,
+      after: e.after ?? null,
+      subject_id: e.subject_id ?? e.record_id ?? null,
+      payload: e.payload ?? null,
     };
   } else {
     if (["event", "webhook", "schedule"].includes(e.type)) {
       throw new WeftError("event.invalid", `"${e.type}" is reserved; name the event (e.g. "order.paid") or send "record"`, { pointer: "/type" });
     }
-    body = { type: "event", name: e.type, subject_id: e.subject_id ?? null, entity: e.entity ?? null, record_id: e.record_id ?? null, payload: e.payload ?? null };
+    body = {
+      type: "event",
+      name: e.type,
+      subject_id: e.subject_id ?? null,
+      entity: e.entity ?? null,
+      record_id: e.record_id ?? null,
+      payload: e.payload ?? null,
+    };
   }
   const id = newId("evt", now);
   const name = body.type === "record" ? (body.entity ?? null) : (body.name ?? null);
   return {
-    id, workspace_id: workspaceId, source: e.source ?? "api", idempotency_key: e.key ?? id, payload_hash: hashBody(body),
-    type: body.type as NewEvent["type"], name, subject_id: body.subject_id ?? null, body, shard: shardOf(workspaceId, body.type, name),
+    id,
+    workspace_id: workspaceId,
+    source: e.source ?? "api",
+    idempotency_key: e.key ?? id,
+    payload_hash: hashBody(body),
+    type: body.type as NewEvent["type"],
+    name,
+    subject_id: body.subject_id ?? null,
+    body,
+    shard: shardOf(workspaceId, body.type, name),
     received_at: now,
   };
 }
@@ -112,7 +137,12 @@ export class Intake {
   }
 
   /** Verify and store a webhook delivery (Standard Webhooks); the webhook-id is the idempotency key. */
-  async ingestWebhook(hookId: string, raw: Buffer, headers: Record<string, string | string[] | undefined>, contentType: string | undefined): Promise<{ event_id: string; duplicate: boolean }> {
+  async ingestWebhook(
+    hookId: string,
+    raw: Buffer,
+    headers: Record<string, string | string[] | undefined>,
+    contentType: string | undefined,
+  ): Promise<{ event_id: string; duplicate: boolean }> {
     const hook = await this.core.store.getHook(hookId);
     if (!hook) throw new WeftError("webhook.not_found", `no webhook ${hookId}`);
     const e = webhookEvent(hook, raw, headers, contentType, this.core.clock.now());
@@ -125,7 +155,8 @@ export class Intake {
     const { event, duplicate } = await this.batch.get(e);
     if (duplicate && event.payload_hash !== e.payload_hash) {
       throw new WeftError("event.key_conflict", `idempotency key "${e.idempotency_key}" was already used with a different body`, {
-        field: "key", event_id: event.id,
+        field: "key",
+        event_id: event.id,
       });
     }
     this.core.events.emit("event:stored", { event_id: event.id, duplicate });

@@ -33,12 +33,14 @@ function checkRetryable(item: RunItem, now: number): void {
   if (item.outcome === "running") {
     if (item.not_before !== null && item.not_before > now) {
       throw new WeftError("item.retry_conflict", `item ${item.id} is being retried (until ${new Date(item.not_before).toISOString()} at the latest)`, {
-        outcome: item.outcome, lease_until: item.not_before,
+        outcome: item.outcome,
+        lease_until: item.not_before,
       });
     }
     return;
   }
-  if (item.outcome !== "failed") throw new WeftError("item.not_failed", `item ${item.id} is ${item.outcome}; only a failed item can be retried`, { outcome: item.outcome });
+  if (item.outcome !== "failed")
+    throw new WeftError("item.not_failed", `item ${item.id} is ${item.outcome}; only a failed item can be retried`, { outcome: item.outcome });
 }
 
 /**
@@ -50,7 +52,8 @@ export async function retryItem(core: EngineCore, workspaceId: string, runId: st
   const item = await core.store.getItem(workspaceId, itemId);
   if (!item || item.run_id !== runId) throw new WeftError("item.not_found", `run ${runId} has no item ${itemId}`);
   checkRetryable(item, core.clock.now());
-  if (run.completed_at === null) throw new WeftError("item.run_active", `run ${runId} is still ${run.status}; it retries its own items`, { status: run.status });
+  if (run.completed_at === null)
+    throw new WeftError("item.run_active", `run ${runId} is still ${run.status}; it retries its own items`, { status: run.status });
   const began = core.clock.now();
   const claimed = await core.store.beginItemRetry(workspaceId, itemId, began, began + ITEM_RETRY_LEASE_MS);
   if (!claimed) throw new WeftError("item.not_failed", `item ${itemId} is no longer failed (another retry took it)`);
@@ -70,16 +73,27 @@ export async function retryItem(core: EngineCore, workspaceId: string, runId: st
     result = await invokeItemRetry(core, action, run, { ...claimed, input }, node?.permissions ?? null);
   } catch (err) {
     // Never leave the item "running": it goes back to failed, retryable again.
-    result = { outcome: "failed", output: null, error: { code: "item.retry_error", message: err instanceof Error ? err.message : String(err), retryable: true } };
+    result = {
+      outcome: "failed",
+      output: null,
+      error: { code: "item.retry_error", message: err instanceof Error ? err.message : String(err), retryable: true },
+    };
   }
   const now = core.clock.now();
   const done: RunItem = { ...claimed, ...result, finished_at: now, updated_at: now };
   const finished = await core.store.finishItemRetry(done, {
-    workspace_id: workspaceId, actor, action: "run_item.retry", target_type: "run_item", target_id: itemId,
-    details: { run_id: runId, idempotency_key: claimed.idempotency_key, attempt: claimed.attempts, outcome: done.outcome }, at: now,
+    workspace_id: workspaceId,
+    actor,
+    action: "run_item.retry",
+    target_type: "run_item",
+    target_id: itemId,
+    details: { run_id: runId, idempotency_key: claimed.idempotency_key, attempt: claimed.attempts, outcome: done.outcome },
+    at: now,
   });
   if (!finished) {
-    throw new WeftError("item.retry_conflict", `item ${itemId}: this retry outlived its lease and another retry took the item over; its outcome stands`, { attempt: claimed.attempts });
+    throw new WeftError("item.retry_conflict", `item ${itemId}: this retry outlived its lease and another retry took the item over; its outcome stands`, {
+      attempt: claimed.attempts,
+    });
   }
   return done;
 }
@@ -87,14 +101,27 @@ export async function retryItem(core: EngineCore, workspaceId: string, runId: st
 async function invokeItemRetry(core: EngineCore, action: RegisteredAction | undefined, run: Run, claimed: RunItem, permissions: readonly string[] | null) {
   let result: { outcome: RunItem["outcome"]; output: unknown; error: RunItem["error"] };
   if (!action) {
-    result = { outcome: "failed", output: null, error: { code: "item.retry_unsupported", message: `"${claimed.action_kind}" is not a registered action`, retryable: false } };
+    result = {
+      outcome: "failed",
+      output: null,
+      error: { code: "item.retry_unsupported", message: `"${claimed.action_kind}" is not a registered action`, retryable: false },
+    };
   } else {
     const o = await action.invoke(claimed.input, {
-      run_id: run.id, node_key: claimed.node_key, idempotency_key: claimed.idempotency_key, attempt: claimed.attempts,
-      run_as: run.run_as, trace_id: run.trace_id, signal: AbortSignal.timeout(ITEM_CALL_TIMEOUT_MS), node_permissions: permissions,
-      http: core.http, now: () => core.clock.now(),
+      run_id: run.id,
+      node_key: claimed.node_key,
+      idempotency_key: claimed.idempotency_key,
+      attempt: claimed.attempts,
+      run_as: run.run_as,
+      trace_id: run.trace_id,
+      signal: AbortSignal.timeout(ITEM_CALL_TIMEOUT_MS),
+      node_permissions: permissions,
+      http: core.http,
+      now: () => core.clock.now(),
     });
-    result = o.ok ? { outcome: o.replayed ? "idempotent_replay" : "succeeded", output: o.output, error: null } : { outcome: "failed", output: null, error: o.error };
+    result = o.ok
+      ? { outcome: o.replayed ? "idempotent_replay" : "succeeded", output: o.output, error: null }
+      : { outcome: "failed", output: null, error: o.error };
   }
   return result;
 }

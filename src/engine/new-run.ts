@@ -47,14 +47,29 @@ export function newRun(v: LoadedVersion, start: RunStart, now: number): NewRun {
   subject ??= start.subject_fallback;
   const policy = def.reentry?.policy ?? "skip_if_active";
   return {
-    id, workspace_id: start.workspace_id, automation_id: v.automation_id, version: v.version, event_id: start.event_id,
+    id,
+    workspace_id: start.workspace_id,
+    automation_id: v.automation_id,
+    version: v.version,
+    event_id: start.event_id,
     dedupe_key: typeof start.dedupe_key === "function" ? start.dedupe_key(id) : start.dedupe_key,
-    trigger_type: start.trigger_type, subject_id: subject, active_subject: activeSlot(def, subject),
-    status: "pending", exit_reason: null, current_node_key: def.root, waiting_for: null, waiting_until: null,
-    event: start.event, context: start.context, steps: {},
+    trigger_type: start.trigger_type,
+    subject_id: subject,
+    active_subject: activeSlot(def, subject),
+    status: "pending",
+    exit_reason: null,
+    current_node_key: def.root,
+    waiting_for: null,
+    waiting_until: null,
+    event: start.event,
+    context: start.context,
+    steps: {},
     // Waits count named events from the trigger's arrival on (never the trigger event itself: waits.ts).
     cursor: { node: def.root, port: null, visits: {}, since_pause: 0, attempt: 0, events_from: start.received_at ?? now },
-    run_as: def.run_as ?? { type: "workspace" }, trace_id: newTraceId(), due_at: now, started_at: now,
+    run_as: def.run_as ?? { type: "workspace" },
+    trace_id: newTraceId(),
+    due_at: now,
+    started_at: now,
     // `once` is skip_if_active with a cooldown longer than any run's life: a subject's second
     // enrollment exits reentry_cooldown however long after the first.
     cooldown_ms: policy === "once" ? ONCE_COOLDOWN_MS : Math.round((def.reentry?.cooldown_min ?? 0) * 60_000),

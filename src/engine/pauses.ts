@@ -19,7 +19,10 @@ export class PauseView {
   private loading: Promise<void> | null = null;
   private readonly batch: Batcher<PauseKey, number | null | undefined>;
 
-  constructor(private readonly store: Store, private readonly clock: Clock) {
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+  ) {
     this.batch = new Batcher(async (keys) => {
       const found = await this.store.activePauses(keys, this.clock.now());
       return keys.map((k) => (found.has(pauseKey(k)) ? (found.get(pauseKey(k)) ?? null) : undefined));

@@ -304,7 +304,13 @@ export class Runner {
     } else if (st.status === "interrupted") {
       this.events.emit("run:parked", { run_id: d.run.id, waiting_for: "interrupted", due_at: st.due_at });
     } else if (!keepLease) {
-      this.events.emit("run:finished", { run_id: d.run.id, automation_id: d.run.automation_id, status: st.status, exit_reason: st.exit_reason, trace_id: d.run.trace_id });
+      this.events.emit("run:finished", {
+        run_id: d.run.id,
+        automation_id: d.run.automation_id,
+        status: st.status,
+        exit_reason: st.exit_reason,
+        trace_id: d.run.trace_id,
+      });
     }
     return true;
   }
@@ -315,12 +321,26 @@ export class Runner {
     if (!lim) return result;
     const out = result.output === undefined ? 0 : Buffer.byteLength(JSON.stringify(result.output));
     if (out > lim.stepOutputBytes) {
-      return { kind: "fail", input: result.input, error: stepErr("limits.step_output_too_large", `the step's output is ${out} bytes; the limit is ${lim.stepOutputBytes}`, { bytes: out, limit: lim.stepOutputBytes }) };
+      return {
+        kind: "fail",
+        input: result.input,
+        error: stepErr("limits.step_output_too_large", `the step's output is ${out} bytes; the limit is ${lim.stepOutputBytes}`, {
+          bytes: out,
+          limit: lim.stepOutputBytes,
+        }),
+      };
     }
     if (result.assign) {
       const ctx = Buffer.byteLength(JSON.stringify({ ...d.context, ...result.assign }));
       if (ctx > lim.contextBytes) {
-        return { kind: "fail", input: result.input, error: stepErr("limits.context_too_large", `the run's context would be ${ctx} bytes; the limit is ${lim.contextBytes}`, { bytes: ctx, limit: lim.contextBytes }) };
+        return {
+          kind: "fail",
+          input: result.input,
+          error: stepErr("limits.context_too_large", `the run's context would be ${ctx} bytes; the limit is ${lim.contextBytes}`, {
+            bytes: ctx,
+            limit: lim.contextBytes,
+          }),
+        };
       }
     }
     return result;
@@ -350,8 +370,18 @@ export class Runner {
     let result: NodeResult;
     try {
       result = await handler.execute({
-        run: d.run, node, scope: scopeForNode(d.scope(), node, violations, this.clock), idempotencyKey, visit, attempt, now: started, parked: d.cursor.parked,
-        signal: stepSignal, http: this.http, random: Math.random, store: this.store,
+        run: d.run,
+        node,
+        scope: scopeForNode(d.scope(), node, violations, this.clock),
+        idempotencyKey,
+        visit,
+        attempt,
+        now: started,
+        parked: d.cursor.parked,
+        signal: stepSignal,
+        http: this.http,
+        random: Math.random,
+        store: this.store,
         permissions: node.permissions ?? null,
         violate: (permission, message) => {
           const v: PolicyViolation = { code: "policy.violation", permission, message, at: this.clock.now() };
@@ -361,7 +391,9 @@ export class Runner {
         log: (level, message, data) => {
           if (logs.length < 50) logs.push({ level, message, ...(data === undefined ? {} : { data }), at: this.clock.now() });
         },
-        actions: this.services.actions, handlers: this.handlers, settings: this.services.settings,
+        actions: this.services.actions,
+        handlers: this.handlers,
+        settings: this.services.settings,
         saveItems: async (items, approvals) => {
           d.stage(items, approvals ?? []);
           return this.checkpoint(d, true);
@@ -391,20 +423,42 @@ export class Runner {
     await crashPoint("runner:after-step-effect");
     const finished = this.clock.now();
     if (violations.length > 0) {
-      d.audit(violations.map((v): AuditEntry => ({
-        workspace_id: d.run.workspace_id, actor: `run:${d.run.id}`, action: "policy.violation", target_type: "step",
-        target_id: idempotencyKey, details: { node_key: node.key, node_kind: node.kind, permission: v.permission, message: v.message }, at: v.at,
-      })));
+      d.audit(
+        violations.map(
+          (v): AuditEntry => ({
+            workspace_id: d.run.workspace_id,
+            actor: `run:${d.run.id}`,
+            action: "policy.violation",
+            target_type: "step",
+            target_id: idempotencyKey,
+            details: { node_key: node.key, node_kind: node.kind, permission: v.permission, message: v.message },
+            at: v.at,
+          }),
+        ),
+      );
     }
     const base = {
-      run_id: d.run.id, node_key: node.key, node_kind: node.kind, visit, attempt: attempt + (d.cursor.attempt_base ?? 0),
-      entered_via_port_key: d.cursor.port, idempotency_key: idempotencyKey,
-      input: "input" in result ? (result.input ?? null) : null, started_at: started, finished_at: finished,
+      run_id: d.run.id,
+      node_key: node.key,
+      node_kind: node.kind,
+      visit,
+      attempt: attempt + (d.cursor.attempt_base ?? 0),
+      entered_via_port_key: d.cursor.port,
+      idempotency_key: idempotencyKey,
+      input: "input" in result ? (result.input ?? null) : null,
+      started_at: started,
+      finished_at: finished,
       duration_ms: Math.max(0, Math.round(finished - started)),
-      violations: violations.length > 0 ? violations : null, logs: logs.length > 0 ? logs : null,
+      violations: violations.length > 0 ? violations : null,
+      logs: logs.length > 0 ? logs : null,
     };
-    const row = (outcome: StepOutcome, exited: string | null, output: unknown, error: StepError | null): NewStepRun =>
-      ({ ...base, outcome, exited_via_port_key: exited, output: output ?? null, error });
+    const row = (outcome: StepOutcome, exited: string | null, output: unknown, error: StepError | null): NewStepRun => ({
+      ...base,
+      outcome,
+      exited_via_port_key: exited,
+      output: output ?? null,
+      error,
+    });
 
     switch (result.kind) {
       case "next": {
@@ -427,7 +481,9 @@ export class Runner {
         const again = d.cursor.parked !== undefined;
         if (!again || violations.length > 0) d.addStep(row("waiting", null, null, null));
         d.cursor.parked = {
-          kind: result.waiting_for, since: d.cursor.parked?.since ?? finished, until: result.until,
+          kind: result.waiting_for,
+          since: d.cursor.parked?.since ?? finished,
+          until: result.until,
           ...(result.data ? { data: result.data } : {}),
         };
         d.cursor.since_pause = 0;
@@ -448,7 +504,14 @@ export class Runner {
         if (decision.kind === "retry") {
           d.addStep(row("retrying", null, result.output, result.error));
           d.cursor.attempt = attempt;
-          this.events.emit("step:retry_scheduled", { run_id: d.run.id, node_key: node.key, node_kind: node.kind, attempt, delay_ms: decision.delayMs, error: result.error });
+          this.events.emit("step:retry_scheduled", {
+            run_id: d.run.id,
+            node_key: node.key,
+            node_kind: node.kind,
+            attempt,
+            delay_ms: decision.delayMs,
+            error: result.error,
+          });
           return d.park("retrying", "retry", finished + decision.delayMs);
         }
         const errorPort = d.version?.edges.get(node.key)?.has("error") ? "error" : null;
@@ -490,7 +553,11 @@ class Drive {
   /** Why the workspace's secrets could not be loaded for this drive, if they could not. */
   secretsError: StepError | null = null;
 
-  constructor(readonly run: Run, readonly version: LoadedVersion | null, private readonly secrets: ReadonlyMap<string, string> = new Map()) {
+  constructor(
+    readonly run: Run,
+    readonly version: LoadedVersion | null,
+    private readonly secrets: ReadonlyMap<string, string> = new Map(),
+  ) {
     this.redactor = new Redactor(secrets);
     // The claimed row was decoded for this drive alone, so it is ours to mutate.
     this.context = run.context;
@@ -589,10 +656,21 @@ class Drive {
 
   finishWithError(node: NodeDef, error: StepError, now: number): "stop" {
     this.pending.push({
-      run_id: this.run.id, node_key: node.key, node_kind: node.kind, visit: this.cursor.visits[node.key] ?? 1, attempt: 1,
-      entered_via_port_key: this.cursor.port, exited_via_port_key: null, outcome: "failed", duration_ms: 0,
-      idempotency_key: `${this.run.id}/${node.key}/${this.cursor.visits[node.key] ?? 1}`, input: null, output: null,
-      error, started_at: now, finished_at: now,
+      run_id: this.run.id,
+      node_key: node.key,
+      node_kind: node.kind,
+      visit: this.cursor.visits[node.key] ?? 1,
+      attempt: 1,
+      entered_via_port_key: this.cursor.port,
+      exited_via_port_key: null,
+      outcome: "failed",
+      duration_ms: 0,
+      idempotency_key: `${this.run.id}/${node.key}/${this.cursor.visits[node.key] ?? 1}`,
+      input: null,
+      output: null,
+      error,
+      started_at: now,
+      finished_at: now,
     });
     return this.finish("failed", "handler_failure");
   }

@@ -100,8 +100,14 @@ export function scheduleRows(automationId: string, workspaceId: string, def: Def
     if (t.type !== "schedule") return;
     const tz = t.timezone ?? "UTC";
     rows.push({
-      automation_id: automationId, trigger_index: i, workspace_id: workspaceId, cron: t.cron, timezone: tz,
-      catch_up: t.catch_up ?? "latest", next_fire_at: active ? nextTick(t.cron, tz, now) : null, last_fired_at: null,
+      automation_id: automationId,
+      trigger_index: i,
+      workspace_id: workspaceId,
+      cron: t.cron,
+      timezone: tz,
+      catch_up: t.catch_up ?? "latest",
+      next_fire_at: active ? nextTick(t.cron, tz, now) : null,
+      last_fired_at: null,
     });
   });
   return rows;
@@ -131,7 +137,10 @@ export function fireDue(due: readonly ScheduleRow[], now: number): ScheduleFirin
   return due.map((row) => {
     const { ticks, next_fire_at } = ticksToFire(row, now);
     return {
-      automation_id: row.automation_id, trigger_index: row.trigger_index, expected_next_fire_at: row.next_fire_at!, next_fire_at,
+      automation_id: row.automation_id,
+      trigger_index: row.trigger_index,
+      expected_next_fire_at: row.next_fire_at!,
+      next_fire_at,
       events: ticks.map((tick) => tickEvent(row, tick, now)),
     };
   });
@@ -139,11 +148,26 @@ export function fireDue(due: readonly ScheduleRow[], now: number): ScheduleFirin
 
 function tickEvent(row: ScheduleRow, tick: number, now: number): NewEvent {
   const at = new Date(tick).toISOString();
-  const body = { type: "schedule", automation_id: row.automation_id, trigger_index: row.trigger_index, scheduled_for: at, subject_id: null, payload: { cron: row.cron, timezone: row.timezone, late_ms: now - tick } };
+  const body = {
+    type: "schedule",
+    automation_id: row.automation_id,
+    trigger_index: row.trigger_index,
+    scheduled_for: at,
+    subject_id: null,
+    payload: { cron: row.cron, timezone: row.timezone, late_ms: now - tick },
+  };
   return {
-    id: newId("evt", now), workspace_id: row.workspace_id, source: "schedule", idempotency_key: `${row.automation_id}/${row.trigger_index}/${at}`,
-    payload_hash: `schedule:${at}`, type: "schedule", name: row.automation_id, subject_id: null, body: body as NewEvent["body"],
-    shard: shardOf(row.workspace_id, "schedule", row.automation_id), received_at: now,
+    id: newId("evt", now),
+    workspace_id: row.workspace_id,
+    source: "schedule",
+    idempotency_key: `${row.automation_id}/${row.trigger_index}/${at}`,
+    payload_hash: `schedule:${at}`,
+    type: "schedule",
+    name: row.automation_id,
+    subject_id: null,
+    body: body as NewEvent["body"],
+    shard: shardOf(row.workspace_id, "schedule", row.automation_id),
+    received_at: now,
   };
 }
 

@@ -9,7 +9,10 @@ import type { Run } from "./store.js";
 
 export function runScope(r: Run, context: Record<string, unknown>, steps: Record<string, unknown>, secrets: ReadonlyMap<string, string>): CelScope {
   return new CelScope({
-    event: r.event, context, steps, subject: { id: r.subject_id },
+    event: r.event,
+    context,
+    steps,
+    subject: { id: r.subject_id },
     run: { id: r.id, automation_id: r.automation_id, version: r.version, trace_id: r.trace_id, started_at: new Date(r.started_at).toISOString() },
     secrets: Object.fromEntries(secrets),
   });
@@ -23,7 +26,12 @@ export function runScope(r: Run, context: Record<string, unknown>, steps: Record
  * expression fails with `policy.violation` (permanent). A node without `permissions` sees every
  * secret of the workspace.
  */
-export function scopeForNode(scope: CelScope, node: { key: string; permissions?: string[] | undefined }, violations: PolicyViolation[], clock: Clock): CelScope {
+export function scopeForNode(
+  scope: CelScope,
+  node: { key: string; permissions?: string[] | undefined },
+  violations: PolicyViolation[],
+  clock: Clock,
+): CelScope {
   const granted = node.permissions;
   if (granted === undefined) return scope;
   const visible: Record<string, unknown> = {};
@@ -50,7 +58,11 @@ export function scopeForNode(scope: CelScope, node: { key: string; permissions?:
  */
 class NodeScope extends CelScope {
   private guarded = false;
-  constructor(scope: Scope, private readonly hidden: readonly string[], private readonly refuse: (name: string) => StepFailure) {
+  constructor(
+    scope: Scope,
+    private readonly hidden: readonly string[],
+    private readonly refuse: (name: string) => StepFailure,
+  ) {
     super(scope);
   }
   override vars(): Record<string, unknown> {

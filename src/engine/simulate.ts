@@ -113,7 +113,9 @@ export const FOR_EACH_ITEMS_SHOWN = 100;
 const SYNTHETIC_RESPONSE: HttpResponse = { status: 200, headers: { "content-type": "application/json" }, body: "{}" };
 /** What the AI endpoint answers in a simulation: a completion with no tool calls, so no tool runs. */
 const SYNTHETIC_COMPLETION: HttpResponse = {
-  status: 200, headers: { "content-type": "application/json" }, body: JSON.stringify({ choices: [{ message: { content: "" } }] }),
+  status: 200,
+  headers: { "content-type": "application/json" },
+  body: JSON.stringify({ choices: [{ message: { content: "" } }] }),
 };
 /** What a custom action returns in a simulation (its handler is not called). */
 const SYNTHETIC_ACTION_OUTPUT = {};
@@ -237,7 +239,11 @@ class Simulation {
   private sent: Sent[] = [];
   private now: number;
 
-  constructor(def: Definition, req: SimulateRequest, private readonly opts: SimulateOptions) {
+  constructor(
+    def: Definition,
+    req: SimulateRequest,
+    private readonly opts: SimulateOptions,
+  ) {
     // Copied, so the caller's object is never written to; `set` assigns only top-level keys.
     this.context = { ...(req.test_context ?? {}) };
     this.edges = edgeIndex(def);
@@ -250,13 +256,35 @@ class Simulation {
     for (const a of opts.actions.values()) this.actions.set(a.kind, this.dryAction(a));
     for (const a of this.actions.values()) this.handlers.set(a.kind, actionNode(a));
     this.run = {
-      id: SIMULATION_RUN_ID, workspace_id: opts.workspace_id ?? "", automation_id: opts.automation_id ?? "", version: opts.version ?? 0,
-      event_id: null, dedupe_key: SIMULATION_RUN_ID, trigger_type: "simulation", subject_id: req.subject_id ?? null,
-      status: "running", exit_reason: null, current_node_key: null, waiting_for: null, waiting_until: null,
-      event: req.event ?? { type: "simulation" }, context: this.context, steps: this.steps,
+      id: SIMULATION_RUN_ID,
+      workspace_id: opts.workspace_id ?? "",
+      automation_id: opts.automation_id ?? "",
+      version: opts.version ?? 0,
+      event_id: null,
+      dedupe_key: SIMULATION_RUN_ID,
+      trigger_type: "simulation",
+      subject_id: req.subject_id ?? null,
+      status: "running",
+      exit_reason: null,
+      current_node_key: null,
+      waiting_for: null,
+      waiting_until: null,
+      event: req.event ?? { type: "simulation" },
+      context: this.context,
+      steps: this.steps,
       cursor: { node: null, port: null, visits: {}, since_pause: 0, attempt: 0, events_from: opts.now },
-      run_as: { type: "workspace" }, trace_id: "0".repeat(32), items_total: 0, items_failed: 0, interruptions: 0, control: null,
-      due_at: null, lease_owner: null, rev: 0, started_at: opts.now, completed_at: null, updated_at: opts.now,
+      run_as: { type: "workspace" },
+      trace_id: "0".repeat(32),
+      items_total: 0,
+      items_failed: 0,
+      interruptions: 0,
+      control: null,
+      due_at: null,
+      lease_owner: null,
+      rev: 0,
+      started_at: opts.now,
+      completed_at: null,
+      updated_at: opts.now,
     };
   }
 
@@ -303,13 +331,29 @@ class Simulation {
     return v;
   }
 
-  private nodeContext(node: NodeDef, visit: number, parked: NodeContext["parked"], choice: string | undefined, v: Visit,
-    items: Map<string, RunItem>, approvals: Map<string, Approval>, clock: Clock): NodeContext {
+  private nodeContext(
+    node: NodeDef,
+    visit: number,
+    parked: NodeContext["parked"],
+    choice: string | undefined,
+    v: Visit,
+    items: Map<string, RunItem>,
+    approvals: Map<string, Approval>,
+    clock: Clock,
+  ): NodeContext {
     const now = this.now;
     return {
-      run: this.run, node, scope: scopeForNode(runScope(this.run, this.context, this.steps, this.secrets), node, v.violations, clock),
-      idempotencyKey: `${this.run.id}/${node.key}/${visit}`, visit, attempt: 1, now, parked,
-      signal: new AbortController().signal, http: this.recorder(), random: this.opts.random ?? Math.random,
+      run: this.run,
+      node,
+      scope: scopeForNode(runScope(this.run, this.context, this.steps, this.secrets), node, v.violations, clock),
+      idempotencyKey: `${this.run.id}/${node.key}/${visit}`,
+      visit,
+      attempt: 1,
+      now,
+      parked,
+      signal: new AbortController().signal,
+      http: this.recorder(),
+      random: this.opts.random ?? Math.random,
       store: this.reads(choice, items, approvals, v),
       permissions: node.permissions ?? null,
       violate: (permission, message) => {
@@ -318,7 +362,9 @@ class Simulation {
         return p;
       },
       log: () => undefined,
-      actions: this.actions, handlers: this.handlers, settings: this.settings,
+      actions: this.actions,
+      handlers: this.handlers,
+      settings: this.settings,
       saveItems: async (saved, asked) => {
         for (const it of saved) items.set(it.id, it);
         for (const a of asked ?? []) approvals.set(a.id, a);
@@ -338,7 +384,16 @@ class Simulation {
         const refused = r.permit?.(url, 0) ?? null;
         if (refused !== null) throw new HttpError("policy.violation", refused.message, { permission: refused.permission, url: url.href });
         const ai = url.href === this.aiUrl;
-        this.sent.push({ kind: "http", ai, request: { method: r.method, url: r.url, headers: { ...r.headers }, body: r.body === undefined ? null : parseBody(r.body, r.headers["content-type"]) } });
+        this.sent.push({
+          kind: "http",
+          ai,
+          request: {
+            method: r.method,
+            url: r.url,
+            headers: { ...r.headers },
+            body: r.body === undefined ? null : parseBody(r.body, r.headers["content-type"]),
+          },
+        });
         return ai ? SYNTHETIC_COMPLETION : SYNTHETIC_RESPONSE;
       },
     };
@@ -355,9 +410,19 @@ class Simulation {
         if (!v.notes.includes(note)) v.notes.push(note);
         v.synthetic = true;
         const event: StoredEvent = {
-          id, workspace_id: workspaceId, source: SIMULATION_ACTOR, idempotency_key: id, payload_hash: "", type: "event", name: wait.name,
-          subject_id: wait.subject_id, body: { type: wait.name, name: wait.name, subject_id: wait.subject_id, payload: {} },
-          shard: 0, received_at: this.now, dispatched_at: this.now, runs_created: 0,
+          id,
+          workspace_id: workspaceId,
+          source: SIMULATION_ACTOR,
+          idempotency_key: id,
+          payload_hash: "",
+          type: "event",
+          name: wait.name,
+          subject_id: wait.subject_id,
+          body: { type: wait.name, name: wait.name, subject_id: wait.subject_id, payload: {} },
+          shard: 0,
+          received_at: this.now,
+          dispatched_at: this.now,
+          runs_created: 0,
         };
         return [event];
       },
@@ -441,8 +506,10 @@ function describe(entry: TranscriptStep, v: Visit, node: NodeDef, actions: Reado
     v.sentForOutbound.push(...shown);
   }
   if (v.sent.some((s) => s.kind === "http" && s.ai)) notes.push(`the model is not called; it answers with a synthetic completion ${SYNTHETIC_COMPLETION.body}`);
-  else if (v.sent.some((s) => s.kind === "http")) notes.push(`nothing is sent; the response is a synthetic ${SYNTHETIC_RESPONSE.status} ${SYNTHETIC_RESPONSE.body}`);
-  if (v.sent.some((s) => s.kind === "action")) notes.push(`the action's handler is not called; its output is taken as ${JSON.stringify(SYNTHETIC_ACTION_OUTPUT)}`);
+  else if (v.sent.some((s) => s.kind === "http"))
+    notes.push(`nothing is sent; the response is a synthetic ${SYNTHETIC_RESPONSE.status} ${SYNTHETIC_RESPONSE.body}`);
+  if (v.sent.some((s) => s.kind === "action"))
+    notes.push(`the action's handler is not called; its output is taken as ${JSON.stringify(SYNTHETIC_ACTION_OUTPUT)}`);
   if (notes.length > 0) entry.note = notes.join("; ");
 }
 
@@ -461,7 +528,11 @@ function describeItems(entry: TranscriptStep, v: Visit, notes: string[]): void {
   entry.resolved = { action: input.action, concurrency: input.concurrency ?? null, count: v.items.length, items: listed };
   const ran = v.items.filter((it) => it.outcome === "succeeded" || it.outcome === "idempotent_replay");
   if (ran.length > 0) {
-    const sent = { kind: input.action, total: ran.length, items: ran.slice(0, FOR_EACH_ITEMS_SHOWN).map(({ idx, subject_id, input }) => ({ idx, subject_id, input })) };
+    const sent = {
+      kind: input.action,
+      total: ran.length,
+      items: ran.slice(0, FOR_EACH_ITEMS_SHOWN).map(({ idx, subject_id, input }) => ({ idx, subject_id, input })),
+    };
     entry.would_send = sent;
     v.sentForOutbound.push(sent);
   }

@@ -12,5 +12,13 @@ export async function simulateCurrent(core: EngineCore, workspaceId: string, aut
   const v = await core.store.getVersion(a.id, a.current_version);
   if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
   const secretNames = (await core.store.listSecrets(workspaceId)).map((x) => x.name);
-  return simulate(v.definition, req, { actions: core.actions, now: core.clock.now(), workspace_id: workspaceId, automation_id: a.id, version: v.version, settings: core.settings, secretNames });
+  return simulate(v.definition, req, {
+    actions: core.actions,
+    now: core.clock.now(),
+    workspace_id: workspaceId,
+    automation_id: a.id,
+    version: v.version,
+    settings: core.settings,
+    secretNames,
+  });
 }

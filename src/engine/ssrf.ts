@@ -30,7 +30,10 @@ export class AddressPolicy {
    */
   constructor(allow: readonly string[]) {
     for (const raw of allow) {
-      const entry = raw.trim().toLowerCase().replace(/^\[(.*)\](\/\d+)?$/, "$1$2");
+      const entry = raw
+        .trim()
+        .toLowerCase()
+        .replace(/^\[(.*)\](\/\d+)?$/, "$1$2");
       if (entry === "") continue;
       if (entry.includes("/")) {
         if (!ipaddr.isValidCIDR(entry)) throw new Error(`not a valid CIDR in the HTTP allow-list: ${raw}`);
@@ -64,7 +67,8 @@ export class AddressPolicy {
       return { ok: true };
     }
     const range = addr.range();
-    if (!PUBLIC_RANGES.has(range)) return { ok: false, reason: addr.kind() === "ipv4" && addr.match(BENCHMARKING_V4) ? describe("benchmarking") : describe(range) };
+    if (!PUBLIC_RANGES.has(range))
+      return { ok: false, reason: addr.kind() === "ipv4" && addr.match(BENCHMARKING_V4) ? describe("benchmarking") : describe(range) };
     return { ok: true };
   }
 
@@ -75,7 +79,10 @@ export class AddressPolicy {
 }
 
 function normaliseHost(host: string): string {
-  return host.toLowerCase().replace(/^\[|\]$/g, "").replace(/\.$/, "");
+  return host
+    .toLowerCase()
+    .replace(/^\[|\]$/g, "")
+    .replace(/\.$/, "");
 }
 
 /** The IPv4 address an IPv6 address stands for or tunnels to, if it is one of the embedding forms. */

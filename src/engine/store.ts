@@ -258,8 +258,13 @@ export interface AuditEntry {
 export function approvalAudit(workspaceId: string, a: Approval, now: number): AuditEntry {
   const verb = a.status === "approved" ? "approve" : a.status === "rejected" ? "reject" : "time_out";
   return {
-    workspace_id: workspaceId, actor: a.decided_by ?? "system", action: `approval.${verb}`, target_type: "approval", target_id: a.id,
-    details: { run_id: a.run_id, node_key: a.node_key, item_id: a.item_id, comment: a.comment }, at: now,
+    workspace_id: workspaceId,
+    actor: a.decided_by ?? "system",
+    action: `approval.${verb}`,
+    target_type: "approval",
+    target_id: a.id,
+    details: { run_id: a.run_id, node_key: a.node_key, item_id: a.item_id, comment: a.comment },
+    at: now,
   };
 }
 
@@ -337,10 +342,29 @@ export const PAGE_MAX = 200;
  * (context, trigger event, steps map, cursor). The stores select only these columns, so a list
  * never reads a large context to throw it away; the full run is `getRun`.
  */
-export type RunSummary = Pick<Run,
-  "id" | "workspace_id" | "automation_id" | "version" | "event_id" | "trigger_type" | "subject_id" | "status" | "exit_reason" |
-  "current_node_key" | "waiting_for" | "waiting_until" | "run_as" | "trace_id" | "items_total" | "items_failed" | "interruptions" |
-  "started_at" | "completed_at" | "updated_at"> & {
+export type RunSummary = Pick<
+  Run,
+  | "id"
+  | "workspace_id"
+  | "automation_id"
+  | "version"
+  | "event_id"
+  | "trigger_type"
+  | "subject_id"
+  | "status"
+  | "exit_reason"
+  | "current_node_key"
+  | "waiting_for"
+  | "waiting_until"
+  | "run_as"
+  | "trace_id"
+  | "items_total"
+  | "items_failed"
+  | "interruptions"
+  | "started_at"
+  | "completed_at"
+  | "updated_at"
+> & {
   /** The automation's key, for reading a list without a second request. */
   automation_key: string;
 };
@@ -663,7 +687,14 @@ export interface Store {
    * Decide a pending approval (compare-and-swap: only one decision ever applies), wake the run
    * parked on it, append the audit entry. `applied` false: it was no longer pending.
    */
-  decideApproval(workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number): Promise<{ applied: boolean; approval: Approval | null }>;
+  decideApproval(
+    workspaceId: string,
+    id: string,
+    status: "approved" | "rejected" | "timed_out",
+    actor: string,
+    comment: string | null,
+    now: number,
+  ): Promise<{ applied: boolean; approval: Approval | null }>;
 
   // ---------- run control and audit ----------
 

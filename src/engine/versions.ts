@@ -22,7 +22,10 @@ export class VersionCache {
     let p = this.cache.get(key);
     if (!p) {
       p = this.store.getVersion(automationId, version).then((v) => (v ? load(v.automation_id, v.version, v.definition) : null));
-      p.then((v) => v === null && this.cache.delete(key), () => this.cache.delete(key));
+      p.then(
+        (v) => v === null && this.cache.delete(key),
+        () => this.cache.delete(key),
+      );
       this.cache.set(key, p);
     }
     return p;

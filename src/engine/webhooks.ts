@@ -12,13 +12,23 @@ import type { HookRow, NewEvent } from "./store.js";
 
 export function makeHook(workspaceId: string, automationId: string, index: number, now: number): HookRow {
   return {
-    id: newId("hook", now), workspace_id: workspaceId, automation_id: automationId, trigger_index: index,
-    secret: `whsec_${randomBytes(24).toString("base64")}`, created_at: now,
+    id: newId("hook", now),
+    workspace_id: workspaceId,
+    automation_id: automationId,
+    trigger_index: index,
+    secret: `whsec_${randomBytes(24).toString("base64")}`,
+    created_at: now,
   };
 }
 
 /** Verify a delivery and build its event. Throws `webhook.*` errors (all answered 4xx). */
-export function webhookEvent(hook: HookRow, raw: Buffer, headers: Record<string, string | string[] | undefined>, contentType: string | undefined, now: number): NewEvent {
+export function webhookEvent(
+  hook: HookRow,
+  raw: Buffer,
+  headers: Record<string, string | string[] | undefined>,
+  contentType: string | undefined,
+  now: number,
+): NewEvent {
   const h = (name: string) => {
     const v = headers[name];
     return Array.isArray(v) ? v[0] : v;
@@ -27,7 +37,9 @@ export function webhookEvent(hook: HookRow, raw: Buffer, headers: Record<string,
   const timestamp = h("webhook-timestamp");
   const signature = h("webhook-signature");
   if (!id || !timestamp || !signature) {
-    throw new WeftError("webhook.missing_headers", "webhook-id, webhook-timestamp and webhook-signature are required", { headers: ["webhook-id", "webhook-timestamp", "webhook-signature"] });
+    throw new WeftError("webhook.missing_headers", "webhook-id, webhook-timestamp and webhook-signature are required", {
+      headers: ["webhook-id", "webhook-timestamp", "webhook-signature"],
+    });
   }
   try {
     new Webhook(hook.secret).verify(raw, { "webhook-id": id, "webhook-timestamp": timestamp, "webhook-signature": signature }, { jsonParse: false });
@@ -50,8 +62,16 @@ export function webhookEvent(hook: HookRow, raw: Buffer, headers: Record<string,
   if (problem) throw new WeftError(problem.code.replace("request.", "webhook."), problem.message, { pointer: problem.pointer });
   const body = { type: "webhook" as const, automation_id: hook.automation_id, hook_id: hook.id, subject_id: null, payload };
   return {
-    id: newId("evt", now), workspace_id: hook.workspace_id, source: `webhook:${hook.id}`, idempotency_key: id,
-    payload_hash: hashBody(body), type: "webhook", name: hook.automation_id, subject_id: null,
-    body: body as unknown as NewEvent["body"], shard: shardOf(hook.workspace_id, "webhook", hook.automation_id), received_at: now,
+    id: newId("evt", now),
+    workspace_id: hook.workspace_id,
+    source: `webhook:${hook.id}`,
+    idempotency_key: id,
+    payload_hash: hashBody(body),
+    type: "webhook",
+    name: hook.automation_id,
+    subject_id: null,
+    body: body as unknown as NewEvent["body"],
+    shard: shardOf(hook.workspace_id, "webhook", hook.automation_id),
+    received_at: now,
   };
 }

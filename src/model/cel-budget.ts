@@ -66,7 +66,10 @@ const LIMIT_OF: Record<BudgetBound, keyof Budget> = {
 
 /** Thrown inside evaluation; the meter keeps it too, since CEL's `||`, `&&` and `all` can swallow errors. */
 export class BudgetExceeded extends Error {
-  constructor(readonly bound: BudgetBound, readonly limit: number) {
+  constructor(
+    readonly bound: BudgetBound,
+    readonly limit: number,
+  ) {
     super(`expression budget exceeded: ${bound} over ${limit}`);
     this.name = "BudgetExceeded";
   }
@@ -86,7 +89,10 @@ export class Meter {
   /** Lists and maps already counted: a value handed on (e.g. by `dyn()`) is not counted twice. */
   readonly counted = new WeakSet<object>();
 
-  constructor(readonly budget: Readonly<Budget>, private readonly now: () => number = () => performance.now()) {
+  constructor(
+    readonly budget: Readonly<Budget>,
+    private readonly now: () => number = () => performance.now(),
+  ) {
     this.started = now();
   }
 

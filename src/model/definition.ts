@@ -5,7 +5,17 @@ import { z } from "zod";
 import { Cron } from "croner";
 import type { Problem } from "./errors.js";
 import { checkExpression, checkTemplates, escapePointer } from "./expressions.js";
-import { AGENT_TIMEOUT_MS, CATCH_UP, FILTER_MODE, FOR_EACH_CONCURRENCY, HTTP_MAX_RESPONSE_BYTES, HTTP_TIMEOUT_MS, REENTRY_POLICY, REPLY_EVENT, TIMEZONE } from "./defaults.js";
+import {
+  AGENT_TIMEOUT_MS,
+  CATCH_UP,
+  FILTER_MODE,
+  FOR_EACH_CONCURRENCY,
+  HTTP_MAX_RESPONSE_BYTES,
+  HTTP_TIMEOUT_MS,
+  REENTRY_POLICY,
+  REPLY_EVENT,
+  TIMEZONE,
+} from "./defaults.js";
 import { permissionProblem } from "./permissions.js";
 import { DEFAULT_RETRY } from "./retry.js";
 
@@ -13,43 +23,100 @@ const cel = z.string().min(1);
 const d = (description: string, extra: Record<string, unknown> = {}) => ({ description, ...extra });
 
 /** Any subset of the fields; the rest take the defaults (stored filled in, so a pinned version never changes meaning). */
-const retrySchema = z.strictObject({
-  max_attempts: z.number().int().min(1).max(100).default(DEFAULT_RETRY.max_attempts).meta(d("attempts in all, the first included")),
-  initial_ms: z.number().int().min(0).max(86_400_000).default(DEFAULT_RETRY.initial_ms).meta(d("the first backoff; each next one doubles, with jitter (half fixed, half random)")),
-  max_ms: z.number().int().min(0).max(86_400_000).default(DEFAULT_RETRY.max_ms).meta(d("the longest backoff; a server's Retry-After is honoured up to one hour")),
-}).meta(d("How a failed attempt is retried. Only retryable errors are (HTTP 429/502/503/504, timeouts, network errors); everything else fails at once."));
+const retrySchema = z
+  .strictObject({
+    max_attempts: z.number().int().min(1).max(100).default(DEFAULT_RETRY.max_attempts).meta(d("attempts in all, the first included")),
+    initial_ms: z
+      .number()
+      .int()
+      .min(0)
+      .max(86_400_000)
+      .default(DEFAULT_RETRY.initial_ms)
+      .meta(d("the first backoff; each next one doubles, with jitter (half fixed, half random)")),
+    max_ms: z
+      .number()
+      .int()
+      .min(0)
+      .max(86_400_000)
+      .default(DEFAULT_RETRY.max_ms)
+      .meta(d("the longest backoff; a server's Retry-After is honoured up to one hour")),
+  })
+  .meta(d("How a failed attempt is retried. Only retryable errors are (HTTP 429/502/503/504, timeouts, network errors); everything else fails at once."));
 
-const recordTrigger = z.strictObject({
-  type: z.literal("record"),
-  entity: z.string().min(1).meta(d("the record type, as sent in `entity` of a `type: record` event (e.g. `opportunity`)")),
-  on: z.array(z.enum(["created", "updated", "deleted"])).min(1).meta(d("which operations fire")),
-  fields: z.array(z.string().min(1)).optional().meta(d("watched fields: an update fires only when one of them changed between `before` and `after`; omitted: any update")),
-  filter: cel.optional().meta(d("CEL over `event` (with `event.before`, `event.after`); the trigger fires only when it is true")),
-  filter_mode: z.enum(["every_time", "becomes_true"]).optional().meta(d("every_time: whenever the filter holds after the change; becomes_true: only when it did not hold on `before` and holds on `after`", { default: FILTER_MODE })),
-}).meta(d("A record change (`POST /v1/events` with `type: \"record\"`)."));
-const eventTrigger = z.strictObject({
-  type: z.literal("event"),
-  name: z.string().min(1).meta(d("the event's name, its `type` when posted (e.g. `order.paid`)")),
-  filter: cel.optional().meta(d("CEL over `event`; the trigger fires only when it is true")),
-}).meta(d("A named event."));
-const webhookTrigger = z.strictObject({
-  type: z.literal("webhook"),
-  name: z.string().optional().meta(d("a label for the hook")),
-}).meta(d("A signed webhook: creating the automation returns the hook's URL path and signing secret (Standard Webhooks)."));
-const scheduleTrigger = z.strictObject({
-  type: z.literal("schedule"),
-  cron: z.string().min(1).meta(d("a cron expression (5 or 6 fields; seconds first when 6)")),
-  timezone: z.string().min(1).optional().meta(d("an IANA time zone; daylight-saving changes are honoured", { default: TIMEZONE })),
-  catch_up: z.enum(["latest", "all", "none"]).optional().meta(d("after downtime: latest fires once for the most recent missed tick, all fires every missed tick (bounded), none skips them (a tick under a minute late still fires)", { default: CATCH_UP })),
-}).meta(d("A cron schedule; each tick is stored as an event, once across all processes."));
+const recordTrigger = z
+  .strictObject({
+    type: z.literal("record"),
+    entity: z.string().min(1).meta(d("the record type, as sent in `entity` of a `type: record` event (e.g. `opportunity`)")),
+    on: z
+      .array(z.enum(["created", "updated", "deleted"]))
+      .min(1)
+      .meta(d("which operations fire")),
+    fields: z
+      .array(z.string().min(1))
+      .optional()
+      .meta(d("watched fields: an update fires only when one of them changed between `before` and `after`; omitted: any update")),
+    filter: cel.optional().meta(d("CEL over `event` (with `event.before`, `event.after`); the trigger fires only when it is true")),
+    filter_mode: z
+      .enum(["every_time", "becomes_true"])
+      .optional()
+      .meta(
+        d("every_time: whenever the filter holds after the change; becomes_true: only when it did not hold on `before` and holds on `after`", {
+          default: FILTER_MODE,
+        }),
+      ),
+  })
+  .meta(d('A record change (`POST /v1/events` with `type: "record"`).'));
+const eventTrigger = z
+  .strictObject({
+    type: z.literal("event"),
+    name: z.string().min(1).meta(d("the event's name, its `type` when posted (e.g. `order.paid`)")),
+    filter: cel.optional().meta(d("CEL over `event`; the trigger fires only when it is true")),
+  })
+  .meta(d("A named event."));
+const webhookTrigger = z
+  .strictObject({
+    type: z.literal("webhook"),
+    name: z.string().optional().meta(d("a label for the hook")),
+  })
+  .meta(d("A signed webhook: creating the automation returns the hook's URL path and signing secret (Standard Webhooks)."));
+const scheduleTrigger = z
+  .strictObject({
+    type: z.literal("schedule"),
+    cron: z.string().min(1).meta(d("a cron expression (5 or 6 fields; seconds first when 6)")),
+    timezone: z
+      .string()
+      .min(1)
+      .optional()
+      .meta(d("an IANA time zone; daylight-saving changes are honoured", { default: TIMEZONE })),
+    catch_up: z
+      .enum(["latest", "all", "none"])
+      .optional()
+      .meta(
+        d(
+          "after downtime: latest fires once for the most recent missed tick, all fires every missed tick (bounded), none skips them (a tick under a minute late still fires)",
+          { default: CATCH_UP },
+        ),
+      ),
+  })
+  .meta(d("A cron schedule; each tick is stored as an event, once across all processes."));
 const triggerSchema = z.discriminatedUnion("type", [recordTrigger, eventTrigger, webhookTrigger, scheduleTrigger]);
 
 const nodeSchema = z.strictObject({
-  key: z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]{0,63}$/, "a node key is a letter or _ then up to 63 of [A-Za-z0-9_-]").meta(d("unique in the definition; edges and `steps.<key>` name the node by it")),
+  key: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_-]{0,63}$/, "a node key is a letter or _ then up to 63 of [A-Za-z0-9_-]")
+    .meta(d("unique in the definition; edges and `steps.<key>` name the node by it")),
   kind: z.string().min(1).meta(d("a built-in kind (below) or a custom action registered by the embedding application")),
   name: z.string().optional().meta(d("a label for people")),
   config: z.record(z.string(), z.unknown()).default({}).meta(d("the kind's settings (below)")),
-  permissions: z.array(z.string().min(1)).optional().meta(d("all the step may do: `http:<host>`, `http:*.example.com`, `tool:<name>`, `action:<kind>`, `secret:<name>`; anything else is blocked and recorded. Omitted: no restriction beyond a custom action's own declared set")),
+  permissions: z
+    .array(z.string().min(1))
+    .optional()
+    .meta(
+      d(
+        "all the step may do: `http:<host>`, `http:*.example.com`, `tool:<name>`, `action:<kind>`, `secret:<name>`; anything else is blocked and recorded. Omitted: no restriction beyond a custom action's own declared set",
+      ),
+    ),
   retry: retrySchema.optional(),
 });
 const edgeSchema = z.strictObject({
@@ -59,25 +126,48 @@ const edgeSchema = z.strictObject({
 });
 
 export const definitionSchema = z.strictObject({
-  key: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,99}$/, "a key is lower-case letters, digits, _ . - (up to 100)").meta(d("the automation's stable key (lower-case letters, digits, `_ . -`); `weft apply` matches files to automations by it")),
+  key: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_.-]{0,99}$/, "a key is lower-case letters, digits, _ . - (up to 100)")
+    .meta(d("the automation's stable key (lower-case letters, digits, `_ . -`); `weft apply` matches files to automations by it")),
   name: z.string().min(1).max(200).meta(d("a name for people")),
   description: z.string().max(5000).optional(),
   triggers: z.array(triggerSchema).default([]).meta(d("what starts a run; none: runs start only by enrollment")),
-  subject: z.string().min(1).optional().meta(d("a template giving the run's subject from its trigger event (e.g. `{{ event.subject_id }}`); re-entry, pauses and waits are per subject")),
+  subject: z
+    .string()
+    .min(1)
+    .optional()
+    .meta(d("a template giving the run's subject from its trigger event (e.g. `{{ event.subject_id }}`); re-entry, pauses and waits are per subject")),
   reentry: z
     .strictObject({
-      policy: z.enum(["skip_if_active", "allow_concurrent", "once"]).meta(d("skip_if_active: a subject with an active run is not enrolled again (the new run exits `already_active`); allow_concurrent: no such limit; once: a subject is enrolled at most once (a later enrollment exits `reentry_cooldown`)", { default: REENTRY_POLICY })),
-      cooldown_min: z.number().min(0).optional().meta(d("minutes after a subject's last run of this automation finished before it may be enrolled again (the new run exits `reentry_cooldown`)", { default: 0 })),
+      policy: z
+        .enum(["skip_if_active", "allow_concurrent", "once"])
+        .meta(
+          d(
+            "skip_if_active: a subject with an active run is not enrolled again (the new run exits `already_active`); allow_concurrent: no such limit; once: a subject is enrolled at most once (a later enrollment exits `reentry_cooldown`)",
+            { default: REENTRY_POLICY },
+          ),
+        ),
+      cooldown_min: z
+        .number()
+        .min(0)
+        .optional()
+        .meta(
+          d("minutes after a subject's last run of this automation finished before it may be enrolled again (the new run exits `reentry_cooldown`)", {
+            default: 0,
+          }),
+        ),
     })
     .optional()
     .meta(d("May a subject be enrolled again?")),
   run_as: z
-    .discriminatedUnion("type", [
-      z.strictObject({ type: z.literal("workspace") }),
-      z.strictObject({ type: z.literal("user"), user_id: z.string().min(1) }),
-    ])
+    .discriminatedUnion("type", [z.strictObject({ type: z.literal("workspace") }), z.strictObject({ type: z.literal("user"), user_id: z.string().min(1) })])
     .optional()
-    .meta(d("whose authority the run acts with, fixed when the run starts; a user's runs are visible to that user and admins only", { default: { type: "workspace" } })),
+    .meta(
+      d("whose authority the run acts with, fixed when the run starts; a user's runs are visible to that user and admins only", {
+        default: { type: "workspace" },
+      }),
+    ),
   root: z.string().min(1).meta(d("the key of the node every run starts at")),
   nodes: z.array(nodeSchema).min(1),
   edges: z.array(edgeSchema).default([]),
@@ -91,7 +181,11 @@ export type RetryPolicyDef = z.infer<typeof retrySchema>;
 
 // ---------- node kinds ----------
 
-const durationMs = z.number().int().min(0).max(366 * 86_400_000);
+const durationMs = z
+  .number()
+  .int()
+  .min(0)
+  .max(366 * 86_400_000);
 const stringMap = z.record(z.string(), z.string());
 
 /** Built-in kinds: config schema, the ports a node may have edges from, which config fields are CEL. */
@@ -102,14 +196,19 @@ interface KindSpec {
   celFields: (config: Record<string, unknown>) => string[];
 }
 
-const fixed = (...ports: string[]) => () => ports;
+const fixed =
+  (...ports: string[]) =>
+  () =>
+    ports;
 const none = () => [];
 
 export const BUILTIN_KINDS: Readonly<Record<string, KindSpec>> = {
   set: {
-    config: z.strictObject({
-      assign: z.record(z.string(), cel).meta(d("context field → CEL expression; the values are written to `context` (and are the step's output)")),
-    }).meta(d("Computes values into the run's context. Fast: runs inline.")),
+    config: z
+      .strictObject({
+        assign: z.record(z.string(), cel).meta(d("context field → CEL expression; the values are written to `context` (and are the step's output)")),
+      })
+      .meta(d("Computes values into the run's context. Fast: runs inline.")),
     ports: fixed("next"),
     celFields: (c) => Object.keys((c.assign as object) ?? {}).map((k) => `/assign/${escapePointer(k)}`),
   },
@@ -119,102 +218,181 @@ export const BUILTIN_KINDS: Readonly<Record<string, KindSpec>> = {
     celFields: () => ["/condition"],
   },
   switch: {
-    config: z.strictObject({
-      cases: z.array(z.strictObject({
-        port: z.string().min(1).meta(d("the port taken when this case is the first to hold")),
-        condition: cel.meta(d("CEL giving a bool")),
-      })).min(1),
-    }).meta(d("Takes the port of the first case whose condition holds, else `default`. Fast.")),
+    config: z
+      .strictObject({
+        cases: z
+          .array(
+            z.strictObject({
+              port: z.string().min(1).meta(d("the port taken when this case is the first to hold")),
+              condition: cel.meta(d("CEL giving a bool")),
+            }),
+          )
+          .min(1),
+      })
+      .meta(d("Takes the port of the first case whose condition holds, else `default`. Fast.")),
     ports: (c) => [...((c.cases as { port: string }[]) ?? []).map((x) => x.port), "default"],
     celFields: (c) => ((c.cases as unknown[]) ?? []).map((_, i) => `/cases/${i}/condition`),
   },
   delay: {
-    config: z.union([
-      z.strictObject({ duration_ms: durationMs.meta(d("how long to wait")) }),
-      z.strictObject({ until: z.string().min(1).meta(d("a template giving an ISO time to wait until")) }),
-    ]).meta(d("Parks the run until a time; no worker is held meanwhile. Exactly one of the fields.")),
+    config: z
+      .union([
+        z.strictObject({ duration_ms: durationMs.meta(d("how long to wait")) }),
+        z.strictObject({ until: z.string().min(1).meta(d("a template giving an ISO time to wait until")) }),
+      ])
+      .meta(d("Parks the run until a time; no worker is held meanwhile. Exactly one of the fields.")),
     ports: fixed("next"),
     celFields: none,
   },
   wait_for_event: {
-    config: z.strictObject({
-      event: z.string().min(1).meta(d("the event name to wait for, about the run's subject")),
-      match: cel.optional().meta(d("CEL over `event`: only a matching event ends the wait")),
-      timeout_ms: durationMs.optional().meta(d("give up after this long and take port `timeout`; omitted: wait for ever")),
-    }).meta(d("Parks until a named event about the run's subject arrives (in or after the millisecond the run's trigger arrived, and not one an earlier wait of the run took); its body is the step's output.")),
+    config: z
+      .strictObject({
+        event: z.string().min(1).meta(d("the event name to wait for, about the run's subject")),
+        match: cel.optional().meta(d("CEL over `event`: only a matching event ends the wait")),
+        timeout_ms: durationMs.optional().meta(d("give up after this long and take port `timeout`; omitted: wait for ever")),
+      })
+      .meta(
+        d(
+          "Parks until a named event about the run's subject arrives (in or after the millisecond the run's trigger arrived, and not one an earlier wait of the run took); its body is the step's output.",
+        ),
+      ),
     ports: fixed("received", "timeout"),
     celFields: (c) => (c.match ? ["/match"] : []),
   },
   input: {
-    config: z.strictObject({
-      prompt: z.string().meta(d("what is asked (a template); recorded on the step")),
-      timeout_min: z.number().min(0).optional().meta(d("minutes to wait; then port `timeout` if wired, else the run exits `input_timeout`; omitted: wait for ever")),
-      assign_to: z.string().optional().meta(d("context field the reply's text is written to")),
-      event: z.string().min(1).optional().meta(d("the event a reply arrives as", { default: REPLY_EVENT })),
-    }).meta(d("Waits for the subject's reply (`payload.text` of the reply event).")),
+    config: z
+      .strictObject({
+        prompt: z.string().meta(d("what is asked (a template); recorded on the step")),
+        timeout_min: z
+          .number()
+          .min(0)
+          .optional()
+          .meta(d("minutes to wait; then port `timeout` if wired, else the run exits `input_timeout`; omitted: wait for ever")),
+        assign_to: z.string().optional().meta(d("context field the reply's text is written to")),
+        event: z
+          .string()
+          .min(1)
+          .optional()
+          .meta(d("the event a reply arrives as", { default: REPLY_EVENT })),
+      })
+      .meta(d("Waits for the subject's reply (`payload.text` of the reply event).")),
     ports: fixed("received", "timeout"),
     celFields: none,
   },
   http_request: {
-    config: z.strictObject({
-      method: z.string().regex(/^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|\{\{.*\}\})$/, "an HTTP method").meta(d("GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, or a template")),
-      url: z.string().min(1).meta(d("a template; http or https; private, loopback and link-local addresses are refused unless the operator allows them")),
-      headers: stringMap.optional().meta(d("name → template; `Idempotency-Key` and `traceparent` are added")),
-      body: z.unknown().optional().meta(d("any JSON, templates rendered deeply; sent as JSON")),
-      timeout_ms: z.number().int().min(1).max(600_000).optional().meta(d("the whole call, redirects included", { default: HTTP_TIMEOUT_MS })),
-      max_response_bytes: z.number().int().min(0).max(50_000_000).optional().meta(d("a larger response fails the step", { default: HTTP_MAX_RESPONSE_BYTES })),
-      assign: z.record(z.string(), cel).optional().meta(d("context field → CEL over `response` (`status`, `headers`, `body`)")),
-    }).meta(d("Sends a request (slow: no transaction held). 429/502/503/504, timeouts and network errors are retried per `retry`; other 4xx/5xx take port `error` if wired, else fail the run.")),
+    config: z
+      .strictObject({
+        method: z
+          .string()
+          .regex(/^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|\{\{.*\}\})$/, "an HTTP method")
+          .meta(d("GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, or a template")),
+        url: z.string().min(1).meta(d("a template; http or https; private, loopback and link-local addresses are refused unless the operator allows them")),
+        headers: stringMap.optional().meta(d("name → template; `Idempotency-Key` and `traceparent` are added")),
+        body: z.unknown().optional().meta(d("any JSON, templates rendered deeply; sent as JSON")),
+        timeout_ms: z
+          .number()
+          .int()
+          .min(1)
+          .max(600_000)
+          .optional()
+          .meta(d("the whole call, redirects included", { default: HTTP_TIMEOUT_MS })),
+        max_response_bytes: z
+          .number()
+          .int()
+          .min(0)
+          .max(50_000_000)
+          .optional()
+          .meta(d("a larger response fails the step", { default: HTTP_MAX_RESPONSE_BYTES })),
+        assign: z.record(z.string(), cel).optional().meta(d("context field → CEL over `response` (`status`, `headers`, `body`)")),
+      })
+      .meta(
+        d(
+          "Sends a request (slow: no transaction held). 429/502/503/504, timeouts and network errors are retried per `retry`; other 4xx/5xx take port `error` if wired, else fail the run.",
+        ),
+      ),
     ports: fixed("next", "error"),
     celFields: (c) => Object.keys((c.assign as object) ?? {}).map((k) => `/assign/${escapePointer(k)}`),
   },
   approval: {
-    config: z.strictObject({
-      title: z.string().min(1).meta(d("what is to be approved (a template)")),
-      approvers: z.array(z.string()).optional().meta(d("who may decide: `role:<role>` (that role or higher) or `user:<id>`; omitted or empty: any member")),
-      timeout_ms: durationMs.optional().meta(d("take port `timeout` after this long; omitted: wait for ever")),
-    }).meta(d("Creates an approval (`GET /v1/approvals`) and parks; the first decision wins.")),
+    config: z
+      .strictObject({
+        title: z.string().min(1).meta(d("what is to be approved (a template)")),
+        approvers: z.array(z.string()).optional().meta(d("who may decide: `role:<role>` (that role or higher) or `user:<id>`; omitted or empty: any member")),
+        timeout_ms: durationMs.optional().meta(d("take port `timeout` after this long; omitted: wait for ever")),
+      })
+      .meta(d("Creates an approval (`GET /v1/approvals`) and parks; the first decision wins.")),
     ports: fixed("approved", "rejected", "timeout"),
     celFields: none,
   },
   for_each: {
-    config: z.strictObject({
-      items: cel.meta(d("CEL giving the list to fan out over, evaluated once")),
-      subject: cel.optional().meta(d("CEL over `item`: each item's subject")),
-      condition: cel.optional().meta(d("CEL over `item`: an item for which it is false is `skipped`")),
-      action: z.strictObject({
-        kind: z.string().min(1).meta(d("`http_request` or a custom action's kind")),
-        config: z.record(z.string(), z.unknown()).default({}).meta(d("that kind's config; templates see `item`")),
-      }),
-      concurrency: z.number().int().min(1).max(1000).optional().meta(d("items in flight at once", { default: FOR_EACH_CONCURRENCY })),
-      approval: z.strictObject({
-        title: z.string().min(1),
-        approvers: z.array(z.string()).optional(),
-        timeout_ms: durationMs.optional(),
-      }).optional().meta(d("each item's action waits for its own approval (outcome `awaiting_approval` meanwhile)")),
-    }).meta(d("Runs an action once per item as run items (`GET /v1/automation-runs/{id}/items`), each under its own idempotency key; failed items make the run `completed_with_failures`.")),
+    config: z
+      .strictObject({
+        items: cel.meta(d("CEL giving the list to fan out over, evaluated once")),
+        subject: cel.optional().meta(d("CEL over `item`: each item's subject")),
+        condition: cel.optional().meta(d("CEL over `item`: an item for which it is false is `skipped`")),
+        action: z.strictObject({
+          kind: z.string().min(1).meta(d("`http_request` or a custom action's kind")),
+          config: z.record(z.string(), z.unknown()).default({}).meta(d("that kind's config; templates see `item`")),
+        }),
+        concurrency: z
+          .number()
+          .int()
+          .min(1)
+          .max(1000)
+          .optional()
+          .meta(d("items in flight at once", { default: FOR_EACH_CONCURRENCY })),
+        approval: z
+          .strictObject({
+            title: z.string().min(1),
+            approvers: z.array(z.string()).optional(),
+            timeout_ms: durationMs.optional(),
+          })
+          .optional()
+          .meta(d("each item's action waits for its own approval (outcome `awaiting_approval` meanwhile)")),
+      })
+      .meta(
+        d(
+          "Runs an action once per item as run items (`GET /v1/automation-runs/{id}/items`), each under its own idempotency key; failed items make the run `completed_with_failures`.",
+        ),
+      ),
     ports: fixed("next"),
     celFields: (c) => ["/items", ...(c.subject ? ["/subject"] : []), ...(c.condition ? ["/condition"] : [])],
   },
   randomizer: {
-    config: z.strictObject({
-      variants: z.array(z.strictObject({
-        port: z.string().min(1),
-        weight: z.number().min(0).meta(d("relative weight")),
-      })).min(1),
-      sticky: z.boolean().optional().meta(d("the same subject always takes the same variant (a hash of run's automation, node and subject; no state)", { default: true })),
-    }).meta(d("Takes one variant's port at random, by weight.")),
+    config: z
+      .strictObject({
+        variants: z
+          .array(
+            z.strictObject({
+              port: z.string().min(1),
+              weight: z.number().min(0).meta(d("relative weight")),
+            }),
+          )
+          .min(1),
+        sticky: z
+          .boolean()
+          .optional()
+          .meta(d("the same subject always takes the same variant (a hash of run's automation, node and subject; no state)", { default: true })),
+      })
+      .meta(d("Takes one variant's port at random, by weight.")),
     ports: (c) => ((c.variants as { port: string }[]) ?? []).map((x) => x.port),
     celFields: none,
   },
   agent: {
-    config: z.strictObject({
-      model: z.string().min(1).meta(d("the model name (a template); empty: the operator's default model")),
-      system: z.string().optional().meta(d("the system prompt (a template)")),
-      prompt: z.string().min(1).meta(d("the user prompt (a template)")),
-      tools: z.array(z.string()).optional().meta(d("registered actions the model may call as tools (also limited by `tool:<name>` permissions)")),
-      timeout_ms: z.number().int().min(1).max(600_000).optional().meta(d("one completion call", { default: AGENT_TIMEOUT_MS })),
-    }).meta(d("An OpenAI-compatible chat completion with tools (slow).")),
+    config: z
+      .strictObject({
+        model: z.string().min(1).meta(d("the model name (a template); empty: the operator's default model")),
+        system: z.string().optional().meta(d("the system prompt (a template)")),
+        prompt: z.string().min(1).meta(d("the user prompt (a template)")),
+        tools: z.array(z.string()).optional().meta(d("registered actions the model may call as tools (also limited by `tool:<name>` permissions)")),
+        timeout_ms: z
+          .number()
+          .int()
+          .min(1)
+          .max(600_000)
+          .optional()
+          .meta(d("one completion call", { default: AGENT_TIMEOUT_MS })),
+      })
+      .meta(d("An OpenAI-compatible chat completion with tools (slow).")),
     ports: fixed("next", "error"),
     celFields: none,
   },
@@ -230,9 +408,7 @@ export interface ValidateOptions {
   customKinds?: ReadonlyMap<string, CustomKindSpec>;
 }
 
-export type ValidationResult =
-  | { ok: true; definition: Definition; warnings: Problem[] }
-  | { ok: false; errors: Problem[]; warnings: Problem[] };
+export type ValidationResult = { ok: true; definition: Definition; warnings: Problem[] } | { ok: false; errors: Problem[]; warnings: Problem[] };
 
 function pointerOf(path: readonly PropertyKey[]): string {
   return path.map((p) => "/" + escapePointer(String(p))).join("");
@@ -261,11 +437,12 @@ export function allowedFields(schema: z.ZodType, path: readonly PropertyKey[], i
       case "union": {
         const options = def.options as z.ZodType[];
         const disc = def.discriminator as string | undefined;
-        const pick = options.find((o) => {
-          if (disc === undefined || value === null || typeof value !== "object") return o.safeParse(value).success;
-          const d = (o as unknown as { _zod: { def: { shape?: Record<string, z.ZodType> } } })._zod.def.shape?.[disc];
-          return d !== undefined && d.safeParse((value as Record<string, unknown>)[disc]).success;
-        }) ?? options.find((o) => allowedFields(o, [], value).length > 0);
+        const pick =
+          options.find((o) => {
+            if (disc === undefined || value === null || typeof value !== "object") return o.safeParse(value).success;
+            const d = (o as unknown as { _zod: { def: { shape?: Record<string, z.ZodType> } } })._zod.def.shape?.[disc];
+            return d?.safeParse((value as Record<string, unknown>)[disc]).success;
+          }) ?? options.find((o) => allowedFields(o, [], value).length > 0);
         cur = pick;
         continue;
       }
@@ -338,7 +515,12 @@ function zodProblems(issues: readonly z.core.$ZodIssue[], base: string, schema?:
     if (i.code === "unrecognized_keys") {
       const allowed = schema ? allowedFields(schema, i.path, input) : [];
       for (const k of i.keys) {
-        out.push({ code: "definition.unknown_field", pointer: `${pointer}/${escapePointer(k)}`, message: unknownFieldMessage(k, allowed), ...(allowed.length > 0 ? { details: { allowed } } : {}) });
+        out.push({
+          code: "definition.unknown_field",
+          pointer: `${pointer}/${escapePointer(k)}`,
+          message: unknownFieldMessage(k, allowed),
+          ...(allowed.length > 0 ? { details: { allowed } } : {}),
+        });
       }
       continue;
     }
@@ -390,7 +572,12 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
     if (spec) {
       const c = spec.config.safeParse(node.config, { reportInput: true });
       if (!c.success) {
-        errors.push(...zodProblems(c.error.issues, `${at}/config`, spec.config, node.config).map((p) => ({ ...p, code: p.code.replace("definition.", "definition.config.") })));
+        errors.push(
+          ...zodProblems(c.error.issues, `${at}/config`, spec.config, node.config).map((p) => ({
+            ...p,
+            code: p.code.replace("definition.", "definition.config."),
+          })),
+        );
         broken.add(node.key);
       }
       // A config type error does not hide the node's other problems: its expressions and
@@ -442,7 +629,11 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
       return;
     }
     if (!broken.has(e.from) && e.port !== UNPARSED && !ports.includes(e.port)) {
-      errors.push({ code: "definition.unknown_port", pointer: `${at}/port`, message: `node "${e.from}" has no port "${e.port}" (ports: ${ports.join(", ") || "none"})` });
+      errors.push({
+        code: "definition.unknown_port",
+        pointer: `${at}/port`,
+        message: `node "${e.from}" has no port "${e.port}" (ports: ${ports.join(", ") || "none"})`,
+      });
     }
     const id = `${e.from}\u0000${e.port}`;
     if (seenEdge.has(id)) errors.push({ code: "definition.duplicate_edge", pointer: at, message: `two edges leave "${e.from}" by port "${e.port}"` });
@@ -452,7 +643,8 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
       // refuses it, since a typo here would end every run that takes this path silently.
       const near = closest(e.to, [...portsByNode.keys()]);
       warnings.push({
-        code: "definition.dangling_edge", pointer: `${at}/to`,
+        code: "definition.dangling_edge",
+        pointer: `${at}/to`,
         message: `edge to "${e.to}", which is not a node: the path ends there${near ? ` (did you mean "${near}"?)` : ""}`,
       });
     }
@@ -474,7 +666,11 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
     }
     def.nodes.forEach((node, i) => {
       if (!reached.has(node.key) && portsByNode.has(node.key)) {
-        warnings.push({ code: "definition.unreachable_node", pointer: `/nodes/${i}`, message: `node "${node.key}" is not reachable from the root "${def.root}": no edge leads to it, so it never runs` });
+        warnings.push({
+          code: "definition.unreachable_node",
+          pointer: `/nodes/${i}`,
+          message: `node "${node.key}" is not reachable from the root "${def.root}": no edge leads to it, so it never runs`,
+        });
       }
     });
   }
@@ -519,10 +715,11 @@ function salvage(input: unknown): Definition | null {
   if (input === null || typeof input !== "object" || Array.isArray(input)) return null;
   const raw = input as Record<string, unknown>;
   const list = (v: unknown) => (Array.isArray(v) ? v : []);
-  const keep = <T>(schema: z.ZodType<T>, items: unknown[]): T[] => items.flatMap((x) => {
-    const r = schema.safeParse(x);
-    return r.success ? [r.data] : [];
-  });
+  const keep = <T>(schema: z.ZodType<T>, items: unknown[]): T[] =>
+    items.flatMap((x) => {
+      const r = schema.safeParse(x);
+      return r.success ? [r.data] : [];
+    });
   // Nodes keep their place so pointers stay right: a node that does not parse becomes an inert stand-in.
   const nodes = list(raw.nodes).map((x, i) => {
     const r = nodeSchema.safeParse(x);
@@ -571,7 +768,10 @@ function stripCel(config: Record<string, unknown>, celPointers: string[]): unkno
   if (celPointers.length === 0) return config;
   const copy = structuredClone(config);
   for (const p of celPointers) {
-    const parts = p.split("/").slice(1).map((s) => s.replace(/~1/g, "/").replace(/~0/g, "~"));
+    const parts = p
+      .split("/")
+      .slice(1)
+      .map((s) => s.replace(/~1/g, "/").replace(/~0/g, "~"));
     const last = parts.pop();
     let cur: unknown = copy;
     for (const k of parts) cur = cur !== null && typeof cur === "object" ? (cur as Record<string, unknown>)[k] : undefined;

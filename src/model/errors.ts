@@ -46,8 +46,13 @@ export function toStepError(err: unknown): StepError {
 }
 
 export function isStepError(v: unknown): v is StepError {
-  return typeof v === "object" && v !== null && typeof (v as StepError).code === "string" &&
-    typeof (v as StepError).retryable === "boolean" && typeof (v as StepError).message === "string";
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    typeof (v as StepError).code === "string" &&
+    typeof (v as StepError).retryable === "boolean" &&
+    typeof (v as StepError).message === "string"
+  );
 }
 
 /** Thrown by handlers that want to fail with a structured error. */

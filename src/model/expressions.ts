@@ -55,7 +55,7 @@ const WHOLE_SECRET = /^\s*(?:has\(\s*)?secrets\s*(?:\.\s*[A-Za-z_][A-Za-z0-9_]*|
 
 /** `source` with its string literals blanked, so a word inside quotes is not taken for a name. */
 function withoutStrings(source: string): string {
-  return source.replace(/[rRbB]{0,2}("""[\s\S]*?"""|'\'\'[\s\S]*?'\'\'|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')/g, '""');
+  return source.replace(/[rRbB]{0,2}("""[\s\S]*?"""|'''[\s\S]*?'''|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')/g, '""');
 }
 
 /**
@@ -146,9 +146,10 @@ export class CelScope {
     if (this.converted === undefined) {
       // A child converts only its own variables and shares its parent's conversion: a fan-out
       // over 10,000 items must not convert the run's context 10,000 times.
-      this.converted = this.parent && this.extra
-        ? Object.assign(Object.create(null) as Record<string, unknown>, this.parent.vars(), toCelVars(this.extra))
-        : toCelVars(this.scope);
+      this.converted =
+        this.parent && this.extra
+          ? Object.assign(Object.create(null) as Record<string, unknown>, this.parent.vars(), toCelVars(this.extra))
+          : toCelVars(this.scope);
     }
     return this.converted;
   }
@@ -167,14 +168,18 @@ export function missingPath(source: string, key: string, message = ""): string {
   const at = lines.findIndex((l) => /^>\s*1 \| /.test(l));
   const srcLine = lines[at];
   const caretLine = lines[at + 1];
-  if (at >= 0 && srcLine !== undefined && caretLine !== undefined && caretLine.includes("^")) {
+  if (at >= 0 && srcLine !== undefined && caretLine?.includes("^")) {
     const col = caretLine.indexOf("^") - (srcLine.indexOf("| ") + 2);
     if (col >= 0 && col < source.length) {
       let k = col;
       while (k < source.length && (source[k] === "." || source[k] === "?" || source[k] === " ")) k++;
       let start = col;
       while (start > 0 && /[\w.?]/.test(source[start - 1]!)) start--;
-      if (source.startsWith(key, k)) return source.slice(start, k + key.length).replace(/\?/g, "").replace(/\s+/g, "");
+      if (source.startsWith(key, k))
+        return source
+          .slice(start, k + key.length)
+          .replace(/\?/g, "")
+          .replace(/\s+/g, "");
       if (/^[A-Za-z_]\w*$/.test(key) && source.slice(start, col + key.length).endsWith(key)) return source.slice(start, col + key.length).replace(/\?/g, "");
     }
   }
@@ -214,7 +219,19 @@ function evaluateMetered(source: string, scope: CelScope, meter: Meter): unknown
   }
 }
 
-const TYPE_WORDS: Record<string, string> = { string: "text (a string)", int: "a whole number (int)", uint: "a whole number (uint)", double: "a number (double)", bool: "a bool", list: "a list", map: "a map", null_type: "null", bytes: "bytes", timestamp: "a timestamp", duration: "a duration" };
+const TYPE_WORDS: Record<string, string> = {
+  string: "text (a string)",
+  int: "a whole number (int)",
+  uint: "a whole number (uint)",
+  double: "a number (double)",
+  bool: "a bool",
+  list: "a list",
+  map: "a map",
+  null_type: "null",
+  bytes: "bytes",
+  timestamp: "a timestamp",
+  duration: "a duration",
+};
 const typeWord = (t: string) => TYPE_WORDS[t.replace(/^dyn<|>$/g, "").split("<")[0]!] ?? t;
 
 /**
@@ -229,9 +246,10 @@ export function plainCelError(msg: string): string {
     const [ta, tb] = [typeWord(a), typeWord(b)];
     const text = [a, b].some((t) => t.includes("string"));
     const num = [a, b].some((t) => /int|double|uint/.test(t));
-    const fix = text && num
-      ? ` Convert the text: int(x) or double(x) to compare it as a number${o === "+" ? ", or string(n) to join it as text" : ""}.`
-      : ` Convert one side so both have the same type (int(), double(), string()).`;
+    const fix =
+      text && num
+        ? ` Convert the text: int(x) or double(x) to compare it as a number${o === "+" ? ", or string(n) to join it as text" : ""}.`
+        : ` Convert one side so both have the same type (int(), double(), string()).`;
     return `the two sides of "${o}" do not go together: ${ta} and ${tb}.${fix}`;
   }
   const fn = /found no matching overload for '(?:(\w+)\.)?(\w+)\((.*)\)'/.exec(msg);
@@ -256,8 +274,13 @@ export function evaluateCondition(source: string, scope: CelScope): boolean {
 }
 
 function budgetFailure(over: BudgetExceeded, source: string): StepFailure {
-  return new StepFailure(stepError("expression.budget_exceeded", `${source}: evaluation over its ${over.bound} budget of ${over.limit}`, false,
-    { bound: over.bound, limit: over.limit, expression: source }));
+  return new StepFailure(
+    stepError("expression.budget_exceeded", `${source}: evaluation over its ${over.bound} budget of ${over.limit}`, false, {
+      bound: over.bound,
+      limit: over.limit,
+      expression: source,
+    }),
+  );
 }
 
 function firstLine(err: unknown): string {

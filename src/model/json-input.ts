@@ -29,13 +29,24 @@ export function storableText(s: string): string {
   return badText(s) ? s.replace(/\u0000/g, "\uFFFD").replace(LONE_SURROGATES, "\uFFFD") : s;
 }
 
-interface Frame { v: unknown; depth: number; parent: Frame | null; key: string | number }
+interface Frame {
+  v: unknown;
+  depth: number;
+  parent: Frame | null;
+  key: string | number;
+}
 
 /** The pointer of a frame, built only when there is a problem (the walk itself builds no text). */
 function pointerOf(f: Frame, base: string): string {
   const parts: string[] = [];
-  for (let x: Frame | null = f; x && x.parent; x = x.parent) parts.push(typeof x.key === "number" ? String(x.key) : escapePointer(x.key));
-  return base + parts.reverse().map((p) => `/${p}`).join("");
+  for (let x: Frame | null = f; x?.parent; x = x.parent) parts.push(typeof x.key === "number" ? String(x.key) : escapePointer(x.key));
+  return (
+    base +
+    parts
+      .reverse()
+      .map((p) => `/${p}`)
+      .join("")
+  );
 }
 
 /** The first problem in `value`, located by a JSON pointer (relative to `base`), or null. */
@@ -45,7 +56,8 @@ export function checkJsonInput(value: unknown, base = "", codes: JsonInputCodes 
     const f = stack.pop()!;
     const v = f.v;
     if (typeof v === "string") {
-      if (badText(v)) return { code: codes.badText, pointer: pointerOf(f, base), message: "text holds U+0000 or an unpaired surrogate, which cannot be stored" };
+      if (badText(v))
+        return { code: codes.badText, pointer: pointerOf(f, base), message: "text holds U+0000 or an unpaired surrogate, which cannot be stored" };
       continue;
     }
     if (v === null || typeof v !== "object") continue;
@@ -60,9 +72,14 @@ export function checkJsonInput(value: unknown, base = "", codes: JsonInputCodes 
       continue;
     }
     for (const k in v) {
-      if (!Object.prototype.hasOwnProperty.call(v, k)) continue;
+      if (!Object.hasOwn(v, k)) continue;
       const x = (v as Record<string, unknown>)[k];
-      if (badText(k)) return { code: codes.badText, pointer: pointerOf({ v: x, depth, parent: f, key: k }, base), message: "a key holds U+0000 or an unpaired surrogate, which cannot be stored" };
+      if (badText(k))
+        return {
+          code: codes.badText,
+          pointer: pointerOf({ v: x, depth, parent: f, key: k }, base),
+          message: "a key holds U+0000 or an unpaired surrogate, which cannot be stored",
+        };
       if (x !== null && (typeof x === "object" || typeof x === "string")) stack.push({ v: x, depth, parent: f, key: k });
     }
   }

@@ -37,7 +37,8 @@ export function definitionJsonSchema(): Json {
   }));
   const custom = {
     ...nodeItem,
-    description: "A custom action registered by the embedding application; its config is checked against the action's input schema when the step runs. Ports: `next`, `error`.",
+    description:
+      "A custom action registered by the embedding application; its config is checked against the action's input schema when the step runs. Ports: `next`, `error`.",
     properties: { ...nodeProps, kind: { type: "string", not: { enum: Object.keys(BUILTIN_KINDS) } } },
   };
   props.nodes = { ...(props.nodes as Json), items: { oneOf: [...branches, custom] } };
@@ -55,7 +56,8 @@ function typeOf(j: Json): string {
     return types.length === 1 && types[0] === "object" ? "object (one of the forms below)" : types.join(" or ");
   }
   if (j.type === "array") return `list of ${typeOf((j.items as Json) ?? {})}`;
-  if (j.type === "object") return j.additionalProperties && typeof j.additionalProperties === "object" ? `map of ${typeOf(j.additionalProperties as Json)}` : "object";
+  if (j.type === "object")
+    return j.additionalProperties && typeof j.additionalProperties === "object" ? `map of ${typeOf(j.additionalProperties as Json)}` : "object";
   if (j.type === "integer") return "integer";
   if (j.type === undefined) return "any JSON";
   return String(j.type);
@@ -77,11 +79,13 @@ const cell = (s: string) => s.replace(/\|/g, "\\|").replace(/\n/g, " ");
 function fieldTable(obj: Json, skip: string[] = []): string {
   const props = (obj.properties ?? {}) as Record<string, Json>;
   const required = new Set((obj.required ?? []) as string[]);
-  const rows = Object.entries(props).filter(([k]) => !skip.includes(k)).map(([k, j]) => {
-    const def = j.default === undefined ? (required.has(k) ? "required" : "—") : `\`${JSON.stringify(j.default)}\``;
-    const extra = bounds(j);
-    return `| \`${k}\` | ${cell(typeOf(j))}${extra ? ` (${cell(extra)})` : ""} | ${def} | ${cell(String(j.description ?? ""))} |`;
-  });
+  const rows = Object.entries(props)
+    .filter(([k]) => !skip.includes(k))
+    .map(([k, j]) => {
+      const def = j.default === undefined ? (required.has(k) ? "required" : "—") : `\`${JSON.stringify(j.default)}\``;
+      const extra = bounds(j);
+      return `| \`${k}\` | ${cell(typeOf(j))}${extra ? ` (${cell(extra)})` : ""} | ${def} | ${cell(String(j.description ?? ""))} |`;
+    });
   return ["| field | type | default | meaning |", "| --- | --- | --- | --- |", ...rows].join("\n");
 }
 
@@ -89,8 +93,8 @@ function fieldTable(obj: Json, skip: string[] = []): string {
 export function definitionReference(): string {
   const schema = toJson(definitionSchema);
   const props = schema.properties as Record<string, Json>;
-  const triggers = ((props.triggers!.items as Json).oneOf as Json[]);
-  const node = (props.nodes!.items as Json);
+  const triggers = (props.triggers!.items as Json).oneOf as Json[];
+  const node = props.nodes!.items as Json;
   const out: string[] = [];
   out.push(`# Definition reference
 
@@ -120,7 +124,7 @@ another user; a run's run-as is fixed when it starts.
 Each trigger event starts at most one run per automation (a replayed event never a second one).
 `);
   for (const t of triggers) {
-    const type = String(((t.properties as Record<string, Json>).type!).const);
+    const type = String((t.properties as Record<string, Json>).type!.const);
     out.push(`### \`type: ${type}\`\n\n${String(t.description ?? "")}\n\n${fieldTable(t, ["type"])}\n`);
   }
   out.push(`## Nodes

@@ -51,7 +51,11 @@ export function canTransition(from: RunStatus, to: RunStatus): boolean {
 }
 
 export class IllegalTransition extends Error {
-  constructor(readonly machine: string, readonly from: string, readonly to: string) {
+  constructor(
+    readonly machine: string,
+    readonly from: string,
+    readonly to: string,
+  ) {
     super(`illegal ${machine} transition ${from} → ${to}`);
     this.name = "IllegalTransition";
   }
@@ -86,10 +90,7 @@ export const RUN_STATUSES = Object.values(RunStatus);
  *   otherwise (parked, due, lease lost) → end it now: stop → exited admin_stopped, cancel → cancelled;
  *                                       its unstarted items are skipped and its pending approvals cancelled
  */
-export type ControlEffect =
-  | { kind: "none" }
-  | { kind: "flag" }
-  | { kind: "end"; status: "exited" | "cancelled"; exit_reason: ExitReason | null };
+export type ControlEffect = { kind: "none" } | { kind: "flag" } | { kind: "end"; status: "exited" | "cancelled"; exit_reason: ExitReason | null };
 
 export function controlEffect(run: { status: RunStatus; due_at: number | null }, control: "stop" | "cancel", now: number): ControlEffect {
   if (isTerminal(run.status)) return { kind: "none" };

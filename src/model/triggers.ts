@@ -45,7 +45,11 @@ function sameValue(a: unknown, b: unknown): boolean {
 }
 
 /** The watched fields that changed between before and after (all watched fields for created/deleted). */
-export function changedFields(fields: readonly string[], before: Record<string, unknown> | null | undefined, after: Record<string, unknown> | null | undefined): string[] {
+export function changedFields(
+  fields: readonly string[],
+  before: Record<string, unknown> | null | undefined,
+  after: Record<string, unknown> | null | undefined,
+): string[] {
   return fields.filter((f) => !sameValue(before?.[f], after?.[f]));
 }
 
@@ -67,10 +71,19 @@ export function triggerVerdict(t: TriggerDef, e: TriggerEvent): TriggerVerdict {
       case "record": {
         if (e.type !== "record") return { matched: false, code: "trigger_kind_differs", expected: "record", got: e.type };
         if (e.entity !== t.entity || !e.op || !t.on.includes(e.op)) {
-          return { matched: false, code: "entity_or_op_differs", expected: { entity: t.entity, ops: [...t.on] }, got: { entity: e.entity ?? null, op: e.op ?? null } };
+          return {
+            matched: false,
+            code: "entity_or_op_differs",
+            expected: { entity: t.entity, ops: [...t.on] },
+            got: { entity: e.entity ?? null, op: e.op ?? null },
+          };
         }
         if (e.op === "updated" && t.fields && t.fields.length > 0 && changedFields(t.fields, e.before, e.after).length === 0) {
-          return { matched: false, code: "watched_fields_unchanged", fields: t.fields.map((f) => ({ field: f, before: e.before?.[f] ?? null, after: e.after?.[f] ?? null })) };
+          return {
+            matched: false,
+            code: "watched_fields_unchanged",
+            fields: t.fields.map((f) => ({ field: f, before: e.before?.[f] ?? null, after: e.after?.[f] ?? null })),
+          };
         }
         if (t.filter === undefined) return { matched: true };
         if (!filterHolds(t.filter, e)) return { matched: false, code: "filter_false", filter: t.filter, value: false };
@@ -123,8 +136,14 @@ export function resyncedSchedule<R extends ScheduleTimes>(old: ScheduleTimes | u
 
 /** How close a non-matching verdict came: the explanation reports the closest trigger's reason. */
 const CLOSENESS: Record<string, number> = {
-  schedule_fires_itself: 0, not_addressed: 0, trigger_kind_differs: 1, event_name_differs: 2, entity_or_op_differs: 2,
-  watched_fields_unchanged: 3, filter_false: 4, filter_error: 5,
+  schedule_fires_itself: 0,
+  not_addressed: 0,
+  trigger_kind_differs: 1,
+  event_name_differs: 2,
+  entity_or_op_differs: 2,
+  watched_fields_unchanged: 3,
+  filter_false: 4,
+  filter_error: 5,
 };
 
 export type AutomationVerdict = TriggerVerdict | { matched: false; code: "not_addressed"; automation_id: string | null };
@@ -134,7 +153,11 @@ export type AutomationVerdict = TriggerVerdict | { matched: false; code: "not_ad
  * addressed to one automation by its hook or schedule row; any other event is taken when one of
  * the triggers matches. Not taken: the reason of the trigger that came closest.
  */
-export function automationVerdict(automationId: string, triggers: readonly TriggerDef[], e: TriggerEvent & { automation_id?: string | null }): AutomationVerdict {
+export function automationVerdict(
+  automationId: string,
+  triggers: readonly TriggerDef[],
+  e: TriggerEvent & { automation_id?: string | null },
+): AutomationVerdict {
   if (e.type === "webhook" || e.type === "schedule") {
     return e.automation_id === automationId ? { matched: true } : { matched: false, code: "not_addressed", automation_id: e.automation_id ?? null };
   }

@@ -15,11 +15,44 @@ import { openApiDocument } from "./openapi.js";
 import { registerConsole } from "./console.js";
 import { engineMetrics } from "./metrics.js";
 import {
-  approvalsQuery, auditQuery, createAutomationBody, decisionBody, enrollBody, eventBody, eventsQuery, itemsQuery, opsQuery, parse, pauseBody, reportQuery, resumeBody,
-  redriveBody, retriggerBody, runsQuery, secretBody, simulateBody, tokenBody, updateAutomationBody, userBody, userPatchBody, workspaceBody,
+  approvalsQuery,
+  auditQuery,
+  createAutomationBody,
+  decisionBody,
+  enrollBody,
+  eventBody,
+  eventsQuery,
+  itemsQuery,
+  opsQuery,
+  parse,
+  pauseBody,
+  reportQuery,
+  resumeBody,
+  redriveBody,
+  retriggerBody,
+  runsQuery,
+  secretBody,
+  simulateBody,
+  tokenBody,
+  updateAutomationBody,
+  userBody,
+  userPatchBody,
+  workspaceBody,
 } from "./schemas.js";
 import {
-  approvalJson, auditJson, automationJson, eventJson, eventSummaryJson, itemJson, pauseJson, runJson, runSummaryJson, stepJson, tokenJson, userJson, versionJson,
+  approvalJson,
+  auditJson,
+  automationJson,
+  eventJson,
+  eventSummaryJson,
+  itemJson,
+  pauseJson,
+  runJson,
+  runSummaryJson,
+  stepJson,
+  tokenJson,
+  userJson,
+  versionJson,
 } from "./views.js";
 
 export interface AppOptions {
@@ -102,248 +135,293 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     });
   });
 
-  app.register(async (v1) => {
-    v1.addHook("onRequest", async (req: FastifyRequest) => {
-      const h = req.headers.authorization ?? "";
-      const m = /^Bearer (.+)$/i.exec(h);
-      if (!m) throw new WeftError("auth.missing_token", "send Authorization: Bearer <token>");
-      const caller = await engine.admin.authenticate(m[1]!);
-      if (!caller) throw new WeftError("auth.invalid_token", "the token is not valid (unknown or revoked)");
-      req.caller = caller;
-      // Viewers read; changing anything takes a member (admin-only routes check further).
-      const readOnly = req.method === "GET" || req.routeOptions.config?.readOnly === true;
-      requireRole(caller, readOnly ? "viewer" : "member");
-    });
-    // Before any validator, template check or store sees the body: bounded depth, storable text.
-    v1.addHook("preValidation", async (req: FastifyRequest) => {
-      const problem = req.body === undefined ? null : checkJsonInput(req.body);
-      if (problem) throw new WeftError(problem.code, `body ${problem.pointer || "/"}: ${problem.message}`, { pointer: problem.pointer, in: "body" });
-    });
-    // Per token, after authentication, before any work: a 429 never drops accepted work.
-    const perSecond = opts.rateLimitPerSecond ?? 1000;
-    if (perSecond > 0) {
-      await v1.register(rateLimit, {
-        hook: "preHandler",
-        max: perSecond,
-        timeWindow: 1000,
-        keyGenerator: (req) => req.caller?.token_id ?? req.ip,
-        errorResponseBuilder: (_req, ctx) => new WeftError("limits.rate", `more than ${ctx.max} requests per second with this token; retry in ${Math.ceil(ctx.ttl / 1000)} s`, {
-          limit_per_second: ctx.max, retry_after_ms: ctx.ttl,
-        }),
+  app.register(
+    async (v1) => {
+      v1.addHook("onRequest", async (req: FastifyRequest) => {
+        const h = req.headers.authorization ?? "";
+        const m = /^Bearer (.+)$/i.exec(h);
+        if (!m) throw new WeftError("auth.missing_token", "send Authorization: Bearer <token>");
+        const caller = await engine.admin.authenticate(m[1]!);
+        if (!caller) throw new WeftError("auth.invalid_token", "the token is not valid (unknown or revoked)");
+        req.caller = caller;
+        // Viewers read; changing anything takes a member (admin-only routes check further).
+        const readOnly = req.method === "GET" || req.routeOptions.config?.readOnly === true;
+        requireRole(caller, readOnly ? "viewer" : "member");
       });
-    }
-
-    /** Run-as a user: that user must exist here, and only an admin may name someone else (no borrowed identity). */
-    async function checkRunAs(req: FastifyRequest, definition: Record<string, unknown>): Promise<void> {
-      const runAs = definition.run_as as { type?: unknown; user_id?: unknown } | undefined;
-      if (runAs?.type !== "user" || typeof runAs.user_id !== "string") return;
-      if (!(await engine.store.getUser(req.caller.workspace_id, runAs.user_id))) {
-        throw new WeftError("definition.unknown_user", `run_as names user ${runAs.user_id}, who is not in this workspace`, { pointer: "/definition/run_as/user_id" });
+      // Before any validator, template check or store sees the body: bounded depth, storable text.
+      v1.addHook("preValidation", async (req: FastifyRequest) => {
+        const problem = req.body === undefined ? null : checkJsonInput(req.body);
+        if (problem) throw new WeftError(problem.code, `body ${problem.pointer || "/"}: ${problem.message}`, { pointer: problem.pointer, in: "body" });
+      });
+      // Per token, after authentication, before any work: a 429 never drops accepted work.
+      const perSecond = opts.rateLimitPerSecond ?? 1000;
+      if (perSecond > 0) {
+        await v1.register(rateLimit, {
+          hook: "preHandler",
+          max: perSecond,
+          timeWindow: 1000,
+          keyGenerator: (req) => req.caller?.token_id ?? req.ip,
+          errorResponseBuilder: (_req, ctx) =>
+            new WeftError("limits.rate", `more than ${ctx.max} requests per second with this token; retry in ${Math.ceil(ctx.ttl / 1000)} s`, {
+              limit_per_second: ctx.max,
+              retry_after_ms: ctx.ttl,
+            }),
+        });
       }
-      if (!mayChooseRunAs(req.caller, runAs.user_id)) {
-        throw new WeftError("auth.forbidden", "only an admin may make an automation run as another user", { pointer: "/definition/run_as/user_id" });
-      }
-    }
 
-    v1.post("/automations", async (req, reply) => {
-      const b = parse(createAutomationBody, req.body, "body");
-      await checkRunAs(req, b.definition);
-      const a = await engine.createAutomation(req.caller.workspace_id, b.definition, b.status ?? "active", req.caller.actor);
-      return reply.status(201).send(automationJson(a));
-    });
-    v1.get("/automations", async (req) => ({ items: (await engine.listAutomations(req.caller.workspace_id)).map(automationJson) }));
-    v1.get<{ Params: { id: string } }>("/automations/:id", async (req) => automationJson(await engine.getAutomation(req.caller.workspace_id, req.params.id)));
-    v1.put<{ Params: { id: string } }>("/automations/:id", async (req) => {
-      const b = parse(updateAutomationBody, req.body, "body");
-      await checkRunAs(req, b.definition);
-      return automationJson(await engine.updateAutomation(req.caller.workspace_id, req.params.id, b.definition, b.expected_version, req.caller.actor));
-    });
-    v1.get<{ Params: { id: string; n: string } }>("/automations/:id/versions/:n", async (req) => {
-      const n = Number(req.params.n);
-      if (!Number.isInteger(n) || n < 1) throw new WeftError("request.invalid", "a version is a positive integer", { pointer: "/n", in: "path" });
-      return versionJson(await engine.getVersion(req.caller.workspace_id, req.params.id, n));
-    });
-    v1.post<{ Params: { id: string } }>("/automations/:id/activate", async (req) => automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "active", req.caller.actor)));
-    v1.post<{ Params: { id: string } }>("/automations/:id/pause", async (req) => automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "paused", req.caller.actor)));
-    v1.post<{ Params: { id: string } }>("/automations/:id/enroll", async (req, reply) => {
-      const b = parse(enrollBody, req.body, "body");
-      requireRunAs(req.caller, runAsUser((await engine.getAutomation(req.caller.workspace_id, req.params.id)).definition));
-      const res = await engine.enroll(req.caller.workspace_id, req.params.id, {
-        subject_id: b.subject_id ?? null, context_overrides: b.context_overrides ?? {}, ...(b.idempotency_key ? { idempotency_key: b.idempotency_key } : {}),
-      }, req.caller.actor);
-      return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created });
-    });
-    v1.get<{ Params: { id: string } }>("/automations/:id/runs", async (req) => {
-      await engine.getAutomation(req.caller.workspace_id, req.params.id);
-      return listRuns(req, req.params.id);
-    });
-    v1.get("/automation-runs", async (req) => listRuns(req, undefined));
-    v1.get<{ Params: { id: string } }>("/automation-runs/:id", async (req) => runJson(await visibleRun(req, req.params.id)));
-    v1.post("/events", async (req, reply) => {
-      const b = parse(eventBody, req.body, "body");
-      const res = await engine.ingest(req.caller.workspace_id, b);
-      return reply.status(202).send(res);
-    });
-    v1.get<{ Params: { id: string } }>("/events/:id", async (req) => eventJson(await engine.getEvent(req.caller.workspace_id, req.params.id)));
-    v1.get("/events", async (req) => {
-      const page = await engine.store.listEvents(eventListFilter(req.caller.workspace_id, parse(eventsQuery, req.query, "query")));
-      return { items: page.items.map(eventSummaryJson), next_cursor: page.next_cursor };
-    });
-    v1.get<{ Params: { id: string } }>("/events/:id/explain", async (req) => engine.explainEvent(req.caller.workspace_id, req.params.id));
-    v1.get<{ Params: { id: string } }>("/subjects/:id/automation-controls", async (req) => ({
-      items: (await engine.listPauses(req.caller.workspace_id, req.params.id)).map(pauseJson),
-    }));
-    v1.post<{ Params: { id: string } }>("/subjects/:id/automation-pause", async (req, reply) => {
-      const b = parse(pauseBody, req.body, "body");
-      const row = await engine.pauseSubject(req.caller.workspace_id, req.params.id, {
-        pause_reason: b.pause_reason, automation_id: b.automation_id ?? null, paused_until: b.paused_until ?? null,
-      }, req.caller.actor);
-      return reply.status(201).send(pauseJson(row));
-    });
-    v1.post<{ Params: { id: string } }>("/subjects/:id/automation-resume", async (req) => {
-      const b = parse(resumeBody, req.body, "body");
-      return { resumed: await engine.resumeSubject(req.caller.workspace_id, req.params.id, b.automation_id ?? null, req.caller.actor) };
-    });
-    v1.get("/ops/overdue", async (req) => {
-      const rows = await engine.overdue(req.caller.workspace_id);
-      return {
-        overdue_runs: rows.reduce((n, r) => n + r.runs, 0),
-        overdue_schedules: rows.reduce((n, r) => n + r.schedules, 0),
-        by_automation: rows.map((r) => ({ automation_id: r.automation_id, runs: r.runs, schedules: r.schedules, oldest_due_at: new Date(r.oldest_due_at).toISOString() })),
-      };
-    });
-    v1.get<{ Params: { id: string } }>("/automation-runs/:id/steps", async (req) => {
-      await visibleRun(req, req.params.id);
-      return { items: (await engine.listSteps(req.caller.workspace_id, req.params.id)).map(stepJson) };
-    });
-    v1.get<{ Params: { id: string } }>("/automation-runs/:id/explain", async (req) => {
-      await visibleRun(req, req.params.id);
-      return engine.explain(req.caller.workspace_id, req.params.id);
-    });
-    v1.get<{ Params: { id: string } }>("/automation-runs/:id/items", async (req) => {
-      const q = parse(itemsQuery, req.query, "query");
-      await visibleRun(req, req.params.id);
-      // A fan-out may hold 100,000 items: one bounded page at a time.
-      const page = await engine.store.listItemsPage(req.params.id, q.cursor, q.limit);
-      return { items: page.items.map(itemJson), next_cursor: page.next_cursor };
-    });
-    for (const control of ["stop", "cancel"] as const) {
-      v1.post<{ Params: { id: string } }>(`/automation-runs/:id/${control}`, async (req) => {
+      /** Run-as a user: that user must exist here, and only an admin may name someone else (no borrowed identity). */
+      async function checkRunAs(req: FastifyRequest, definition: Record<string, unknown>): Promise<void> {
+        const runAs = definition.run_as as { type?: unknown; user_id?: unknown } | undefined;
+        if (runAs?.type !== "user" || typeof runAs.user_id !== "string") return;
+        if (!(await engine.store.getUser(req.caller.workspace_id, runAs.user_id))) {
+          throw new WeftError("definition.unknown_user", `run_as names user ${runAs.user_id}, who is not in this workspace`, {
+            pointer: "/definition/run_as/user_id",
+          });
+        }
+        if (!mayChooseRunAs(req.caller, runAs.user_id)) {
+          throw new WeftError("auth.forbidden", "only an admin may make an automation run as another user", { pointer: "/definition/run_as/user_id" });
+        }
+      }
+
+      v1.post("/automations", async (req, reply) => {
+        const b = parse(createAutomationBody, req.body, "body");
+        await checkRunAs(req, b.definition);
+        const a = await engine.createAutomation(req.caller.workspace_id, b.definition, b.status ?? "active", req.caller.actor);
+        return reply.status(201).send(automationJson(a));
+      });
+      v1.get("/automations", async (req) => ({ items: (await engine.listAutomations(req.caller.workspace_id)).map(automationJson) }));
+      v1.get<{ Params: { id: string } }>("/automations/:id", async (req) => automationJson(await engine.getAutomation(req.caller.workspace_id, req.params.id)));
+      v1.put<{ Params: { id: string } }>("/automations/:id", async (req) => {
+        const b = parse(updateAutomationBody, req.body, "body");
+        await checkRunAs(req, b.definition);
+        return automationJson(await engine.updateAutomation(req.caller.workspace_id, req.params.id, b.definition, b.expected_version, req.caller.actor));
+      });
+      v1.get<{ Params: { id: string; n: string } }>("/automations/:id/versions/:n", async (req) => {
+        const n = Number(req.params.n);
+        if (!Number.isInteger(n) || n < 1) throw new WeftError("request.invalid", "a version is a positive integer", { pointer: "/n", in: "path" });
+        return versionJson(await engine.getVersion(req.caller.workspace_id, req.params.id, n));
+      });
+      v1.post<{ Params: { id: string } }>("/automations/:id/activate", async (req) =>
+        automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "active", req.caller.actor)),
+      );
+      v1.post<{ Params: { id: string } }>("/automations/:id/pause", async (req) =>
+        automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "paused", req.caller.actor)),
+      );
+      v1.post<{ Params: { id: string } }>("/automations/:id/enroll", async (req, reply) => {
+        const b = parse(enrollBody, req.body, "body");
+        requireRunAs(req.caller, runAsUser((await engine.getAutomation(req.caller.workspace_id, req.params.id)).definition));
+        const res = await engine.enroll(
+          req.caller.workspace_id,
+          req.params.id,
+          {
+            subject_id: b.subject_id ?? null,
+            context_overrides: b.context_overrides ?? {},
+            ...(b.idempotency_key ? { idempotency_key: b.idempotency_key } : {}),
+          },
+          req.caller.actor,
+        );
+        return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created });
+      });
+      v1.get<{ Params: { id: string } }>("/automations/:id/runs", async (req) => {
+        await engine.getAutomation(req.caller.workspace_id, req.params.id);
+        return listRuns(req, req.params.id);
+      });
+      v1.get("/automation-runs", async (req) => listRuns(req, undefined));
+      v1.get<{ Params: { id: string } }>("/automation-runs/:id", async (req) => runJson(await visibleRun(req, req.params.id)));
+      v1.post("/events", async (req, reply) => {
+        const b = parse(eventBody, req.body, "body");
+        const res = await engine.ingest(req.caller.workspace_id, b);
+        return reply.status(202).send(res);
+      });
+      v1.get<{ Params: { id: string } }>("/events/:id", async (req) => eventJson(await engine.getEvent(req.caller.workspace_id, req.params.id)));
+      v1.get("/events", async (req) => {
+        const page = await engine.store.listEvents(eventListFilter(req.caller.workspace_id, parse(eventsQuery, req.query, "query")));
+        return { items: page.items.map(eventSummaryJson), next_cursor: page.next_cursor };
+      });
+      v1.get<{ Params: { id: string } }>("/events/:id/explain", async (req) => engine.explainEvent(req.caller.workspace_id, req.params.id));
+      v1.get<{ Params: { id: string } }>("/subjects/:id/automation-controls", async (req) => ({
+        items: (await engine.listPauses(req.caller.workspace_id, req.params.id)).map(pauseJson),
+      }));
+      v1.post<{ Params: { id: string } }>("/subjects/:id/automation-pause", async (req, reply) => {
+        const b = parse(pauseBody, req.body, "body");
+        const row = await engine.pauseSubject(
+          req.caller.workspace_id,
+          req.params.id,
+          {
+            pause_reason: b.pause_reason,
+            automation_id: b.automation_id ?? null,
+            paused_until: b.paused_until ?? null,
+          },
+          req.caller.actor,
+        );
+        return reply.status(201).send(pauseJson(row));
+      });
+      v1.post<{ Params: { id: string } }>("/subjects/:id/automation-resume", async (req) => {
+        const b = parse(resumeBody, req.body, "body");
+        return { resumed: await engine.resumeSubject(req.caller.workspace_id, req.params.id, b.automation_id ?? null, req.caller.actor) };
+      });
+      v1.get("/ops/overdue", async (req) => {
+        const rows = await engine.overdue(req.caller.workspace_id);
+        return {
+          overdue_runs: rows.reduce((n, r) => n + r.runs, 0),
+          overdue_schedules: rows.reduce((n, r) => n + r.schedules, 0),
+          by_automation: rows.map((r) => ({
+            automation_id: r.automation_id,
+            runs: r.runs,
+            schedules: r.schedules,
+            oldest_due_at: new Date(r.oldest_due_at).toISOString(),
+          })),
+        };
+      });
+      v1.get<{ Params: { id: string } }>("/automation-runs/:id/steps", async (req) => {
         await visibleRun(req, req.params.id);
-        return runJson(await engine.controlRun(req.caller.workspace_id, req.params.id, control, req.caller.actor));
+        return { items: (await engine.listSteps(req.caller.workspace_id, req.params.id)).map(stepJson) };
       });
-    }
-    v1.post<{ Params: { id: string } }>("/automation-runs/:id/retrigger", async (req, reply) => {
-      const b = parse(retriggerBody, req.body, "body");
-      const orig = await visibleRun(req, req.params.id);
-      // The new run executes as the current version's run_as: the caller must be able to choose it.
-      requireRunAs(req.caller, runAsUser((await engine.getAutomation(req.caller.workspace_id, orig.automation_id)).definition));
-      const res = await engine.retriggerRun(req.caller.workspace_id, req.params.id, req.caller.actor, b.idempotency_key);
-      return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created, retriggered_from: req.params.id });
-    });
-    v1.post<{ Params: { id: string } }>("/automation-runs/:id/redrive", async (req) => {
-      const b = parse(redriveBody, req.body ?? {}, "body");
-      await visibleRun(req, req.params.id);
-      return runJson(await engine.redriveRun(req.caller.workspace_id, req.params.id, { version: b.version }, req.caller.actor));
-    });
-    v1.post<{ Params: { id: string; item: string } }>("/automation-runs/:id/items/:item/retry", async (req) => {
-      await visibleRun(req, req.params.id);
-      return itemJson(await engine.retryItem(req.caller.workspace_id, req.params.id, req.params.item, req.caller.actor));
-    });
-    // Simulation writes nothing: a viewer may run it.
-    v1.post<{ Params: { id: string } }>("/automations/:id/simulate", { config: { readOnly: true } }, async (req) => {
-      const b = parse(simulateBody, req.body, "body");
-      return engine.simulate(req.caller.workspace_id, req.params.id, b);
-    });
-    v1.get("/approvals", async (req) => {
-      const q = parse(approvalsQuery, req.query, "query");
-      let list = await engine.listApprovals(req.caller.workspace_id, q.status, q.limit);
-      if (req.caller.role !== "admin") {
-        // Approvals of runs that execute as another user are that user's (and the admins') to see.
-        const seen = await Promise.all(list.map((a) => visibleRun(req, a.run_id).then(() => true, () => false)));
-        list = list.filter((_, i) => seen[i]);
+      v1.get<{ Params: { id: string } }>("/automation-runs/:id/explain", async (req) => {
+        await visibleRun(req, req.params.id);
+        return engine.explain(req.caller.workspace_id, req.params.id);
+      });
+      v1.get<{ Params: { id: string } }>("/automation-runs/:id/items", async (req) => {
+        const q = parse(itemsQuery, req.query, "query");
+        await visibleRun(req, req.params.id);
+        // A fan-out may hold 100,000 items: one bounded page at a time.
+        const page = await engine.store.listItemsPage(req.params.id, q.cursor, q.limit);
+        return { items: page.items.map(itemJson), next_cursor: page.next_cursor };
+      });
+      for (const control of ["stop", "cancel"] as const) {
+        v1.post<{ Params: { id: string } }>(`/automation-runs/:id/${control}`, async (req) => {
+          await visibleRun(req, req.params.id);
+          return runJson(await engine.controlRun(req.caller.workspace_id, req.params.id, control, req.caller.actor));
+        });
       }
-      return { items: list.map(approvalJson) };
-    });
-    v1.get<{ Params: { id: string } }>("/approvals/:id", async (req) => {
-      const a = await engine.getApproval(req.caller.workspace_id, req.params.id);
-      await visibleRun(req, a.run_id).catch(() => {
-        throw new WeftError("approval.not_found", `approval ${req.params.id} not found`);
+      v1.post<{ Params: { id: string } }>("/automation-runs/:id/retrigger", async (req, reply) => {
+        const b = parse(retriggerBody, req.body, "body");
+        const orig = await visibleRun(req, req.params.id);
+        // The new run executes as the current version's run_as: the caller must be able to choose it.
+        requireRunAs(req.caller, runAsUser((await engine.getAutomation(req.caller.workspace_id, orig.automation_id)).definition));
+        const res = await engine.retriggerRun(req.caller.workspace_id, req.params.id, req.caller.actor, b.idempotency_key);
+        return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created, retriggered_from: req.params.id });
       });
-      return approvalJson(a);
-    });
-    for (const [verb, decision] of [["approve", "approved"], ["reject", "rejected"]] as const) {
-      v1.post<{ Params: { id: string } }>(`/approvals/:id/${verb}`, async (req) => {
-        const b = parse(decisionBody, req.body, "body");
+      v1.post<{ Params: { id: string } }>("/automation-runs/:id/redrive", async (req) => {
+        const b = parse(redriveBody, req.body ?? {}, "body");
+        await visibleRun(req, req.params.id);
+        return runJson(await engine.redriveRun(req.caller.workspace_id, req.params.id, { version: b.version }, req.caller.actor));
+      });
+      v1.post<{ Params: { id: string; item: string } }>("/automation-runs/:id/items/:item/retry", async (req) => {
+        await visibleRun(req, req.params.id);
+        return itemJson(await engine.retryItem(req.caller.workspace_id, req.params.id, req.params.item, req.caller.actor));
+      });
+      // Simulation writes nothing: a viewer may run it.
+      v1.post<{ Params: { id: string } }>("/automations/:id/simulate", { config: { readOnly: true } }, async (req) => {
+        const b = parse(simulateBody, req.body, "body");
+        return engine.simulate(req.caller.workspace_id, req.params.id, b);
+      });
+      v1.get("/approvals", async (req) => {
+        const q = parse(approvalsQuery, req.query, "query");
+        let list = await engine.listApprovals(req.caller.workspace_id, q.status, q.limit);
+        if (req.caller.role !== "admin") {
+          // Approvals of runs that execute as another user are that user's (and the admins') to see.
+          const seen = await Promise.all(
+            list.map((a) =>
+              visibleRun(req, a.run_id).then(
+                () => true,
+                () => false,
+              ),
+            ),
+          );
+          list = list.filter((_, i) => seen[i]);
+        }
+        return { items: list.map(approvalJson) };
+      });
+      v1.get<{ Params: { id: string } }>("/approvals/:id", async (req) => {
         const a = await engine.getApproval(req.caller.workspace_id, req.params.id);
         await visibleRun(req, a.run_id).catch(() => {
           throw new WeftError("approval.not_found", `approval ${req.params.id} not found`);
         });
-        if (!mayDecide(req.caller, a.approvers)) {
-          throw new WeftError("auth.forbidden", `approvers are ${a.approvers.join(", ")}; the caller is not one of them`, { approvers: a.approvers });
-        }
-        return approvalJson(await engine.decideApproval(req.caller.workspace_id, req.params.id, decision, req.caller.actor, b.comment ?? null));
+        return approvalJson(a);
       });
-    }
-    v1.get("/audit-log", async (req) => {
-      requireRole(req.caller, "admin");
-      const q = parse(auditQuery, req.query, "query");
-      const rows = await engine.listAudit(req.caller.workspace_id, q.limit, q.before_id);
-      return { items: rows.map(auditJson), next_before_id: rows.length > 0 && rows.length === q.limit ? rows[rows.length - 1]!.id : null };
-    });
-    v1.get("/ops/overview", async (req) => {
-      const q = parse(opsQuery, req.query, "query");
-      const o = await engine.admin.opsOverview(req.caller, await engine.overdue(req.caller.workspace_id), (q.window_hours ?? 24) * 3_600_000);
-      const processes = await engine.store.liveProcesses(engine.clock.now());
-      return {
-        ...o, oldest_due_run: o.oldest_due_run ? { id: o.oldest_due_run.id, due_at: new Date(o.oldest_due_run.due_at).toISOString() } : null,
-        processes: processes.map((p) => ({ role: p.role, id: p.id, host: p.host, pid: p.pid, last_seen: new Date(p.last_seen).toISOString() })),
-        warnings: fleetWarnings(processes, { ...o.queue_depth, overdue_schedules: o.overdue_schedules }),
-      };
-    });
-    v1.get("/reports/outcomes", async (req) => {
-      const q = parse(reportQuery, req.query, "query");
-      const rows = await engine.admin.reportOutcomes(req.caller, q.from, q.to);
-      return { from: new Date(q.from).toISOString(), to: new Date(q.to).toISOString(), items: rows };
-    });
+      for (const [verb, decision] of [
+        ["approve", "approved"],
+        ["reject", "rejected"],
+      ] as const) {
+        v1.post<{ Params: { id: string } }>(`/approvals/:id/${verb}`, async (req) => {
+          const b = parse(decisionBody, req.body, "body");
+          const a = await engine.getApproval(req.caller.workspace_id, req.params.id);
+          await visibleRun(req, a.run_id).catch(() => {
+            throw new WeftError("approval.not_found", `approval ${req.params.id} not found`);
+          });
+          if (!mayDecide(req.caller, a.approvers)) {
+            throw new WeftError("auth.forbidden", `approvers are ${a.approvers.join(", ")}; the caller is not one of them`, { approvers: a.approvers });
+          }
+          return approvalJson(await engine.decideApproval(req.caller.workspace_id, req.params.id, decision, req.caller.actor, b.comment ?? null));
+        });
+      }
+      v1.get("/audit-log", async (req) => {
+        requireRole(req.caller, "admin");
+        const q = parse(auditQuery, req.query, "query");
+        const rows = await engine.listAudit(req.caller.workspace_id, q.limit, q.before_id);
+        return { items: rows.map(auditJson), next_before_id: rows.length > 0 && rows.length === q.limit ? rows[rows.length - 1]!.id : null };
+      });
+      v1.get("/ops/overview", async (req) => {
+        const q = parse(opsQuery, req.query, "query");
+        const o = await engine.admin.opsOverview(req.caller, await engine.overdue(req.caller.workspace_id), (q.window_hours ?? 24) * 3_600_000);
+        const processes = await engine.store.liveProcesses(engine.clock.now());
+        return {
+          ...o,
+          oldest_due_run: o.oldest_due_run ? { id: o.oldest_due_run.id, due_at: new Date(o.oldest_due_run.due_at).toISOString() } : null,
+          processes: processes.map((p) => ({ role: p.role, id: p.id, host: p.host, pid: p.pid, last_seen: new Date(p.last_seen).toISOString() })),
+          warnings: fleetWarnings(processes, { ...o.queue_depth, overdue_schedules: o.overdue_schedules }),
+        };
+      });
+      v1.get("/reports/outcomes", async (req) => {
+        const q = parse(reportQuery, req.query, "query");
+        const rows = await engine.admin.reportOutcomes(req.caller, q.from, q.to);
+        return { from: new Date(q.from).toISOString(), to: new Date(q.to).toISOString(), items: rows };
+      });
 
-    v1.post("/workspaces", async (req, reply) => {
-      const b = parse(workspaceBody, req.body, "body");
-      const w = await engine.admin.createWorkspace(req.caller, b.name);
-      return reply.status(201).send({ id: w.workspace.id, name: w.workspace.name, admin_user_id: w.admin_user_id, admin_token: w.admin_token });
-    });
-    v1.post("/users", async (req, reply) => {
-      const b = parse(userBody, req.body, "body");
-      return reply.status(201).send(userJson(await engine.admin.createUser(req.caller, b.name, b.role)));
-    });
-    v1.patch<{ Params: { id: string } }>("/users/:id", async (req) => {
-      const b = parse(userPatchBody, req.body, "body");
-      const u = await engine.admin.updateUser(req.caller, req.params.id, b);
-      return { ...userJson(u), disabled: !!u.disabled_at };
-    });
-    v1.get("/users", async (req) => ({ items: (await engine.admin.listUsers(req.caller)).map(userJson) }));
-    v1.post("/tokens", async (req, reply) => {
-      const b = parse(tokenBody, req.body, "body");
-      return reply.status(201).send(await engine.admin.issueToken(req.caller, b.user_id ?? req.caller.user_id));
-    });
-    v1.get("/tokens", async (req) => ({ items: (await engine.admin.listTokens(req.caller)).map(tokenJson) }));
-    v1.delete<{ Params: { id: string } }>("/tokens/:id", async (req, reply) => {
-      await engine.admin.revokeToken(req.caller, req.params.id);
-      return reply.status(204).send();
-    });
-    v1.put<{ Params: { name: string } }>("/secrets/:name", async (req, reply) => {
-      const b = parse(secretBody, req.body, "body");
-      const res = await engine.admin.putSecret(req.caller, req.params.name, b.value);
-      return reply.status(res.created ? 201 : 200).send(res);
-    });
-    v1.get("/secrets", async (req) => ({
-      items: (await engine.admin.listSecrets(req.caller)).map((x) => ({ name: x.name, created_at: new Date(x.created_at).toISOString(), updated_at: new Date(x.updated_at).toISOString() })),
-    }));
-    v1.delete<{ Params: { name: string } }>("/secrets/:name", async (req, reply) => {
-      await engine.admin.deleteSecret(req.caller, req.params.name);
-      return reply.status(204).send();
-    });
-  }, { prefix: "/v1" });
+      v1.post("/workspaces", async (req, reply) => {
+        const b = parse(workspaceBody, req.body, "body");
+        const w = await engine.admin.createWorkspace(req.caller, b.name);
+        return reply.status(201).send({ id: w.workspace.id, name: w.workspace.name, admin_user_id: w.admin_user_id, admin_token: w.admin_token });
+      });
+      v1.post("/users", async (req, reply) => {
+        const b = parse(userBody, req.body, "body");
+        return reply.status(201).send(userJson(await engine.admin.createUser(req.caller, b.name, b.role)));
+      });
+      v1.patch<{ Params: { id: string } }>("/users/:id", async (req) => {
+        const b = parse(userPatchBody, req.body, "body");
+        const u = await engine.admin.updateUser(req.caller, req.params.id, b);
+        return { ...userJson(u), disabled: !!u.disabled_at };
+      });
+      v1.get("/users", async (req) => ({ items: (await engine.admin.listUsers(req.caller)).map(userJson) }));
+      v1.post("/tokens", async (req, reply) => {
+        const b = parse(tokenBody, req.body, "body");
+        return reply.status(201).send(await engine.admin.issueToken(req.caller, b.user_id ?? req.caller.user_id));
+      });
+      v1.get("/tokens", async (req) => ({ items: (await engine.admin.listTokens(req.caller)).map(tokenJson) }));
+      v1.delete<{ Params: { id: string } }>("/tokens/:id", async (req, reply) => {
+        await engine.admin.revokeToken(req.caller, req.params.id);
+        return reply.status(204).send();
+      });
+      v1.put<{ Params: { name: string } }>("/secrets/:name", async (req, reply) => {
+        const b = parse(secretBody, req.body, "body");
+        const res = await engine.admin.putSecret(req.caller, req.params.name, b.value);
+        return reply.status(res.created ? 201 : 200).send(res);
+      });
+      v1.get("/secrets", async (req) => ({
+        items: (await engine.admin.listSecrets(req.caller)).map((x) => ({
+          name: x.name,
+          created_at: new Date(x.created_at).toISOString(),
+          updated_at: new Date(x.updated_at).toISOString(),
+        })),
+      }));
+      v1.delete<{ Params: { name: string } }>("/secrets/:name", async (req, reply) => {
+        await engine.admin.deleteSecret(req.caller, req.params.name);
+        return reply.status(204).send();
+      });
+    },
+    { prefix: "/v1" },
+  );
 
   async function listRuns(req: FastifyRequest, automationId: string | undefined) {
     const q = parse(runsQuery, req.query, "query");
@@ -351,7 +429,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     const page = await engine.store.listRunSummaries({
       workspace_id: req.caller.workspace_id,
       ...(req.caller.role === "admin" ? {} : { visible_to_user: req.caller.user_id }),
-      ...(automationId ?? q.automation_id ? { automation_id: (automationId ?? q.automation_id)! } : {}),
+      ...((automationId ?? q.automation_id) ? { automation_id: (automationId ?? q.automation_id)! } : {}),
       ...(q.status ? { status: q.status as RunStatus } : {}),
       ...(q.subject_id ? { subject_id: q.subject_id } : {}),
       ...(q.started_after !== undefined ? { started_after: q.started_after } : {}),

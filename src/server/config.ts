@@ -48,9 +48,11 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
   const leaseMs = Number(env.WEFT_LEASE_MS ?? "30000");
   if (!Number.isInteger(leaseMs) || leaseMs <= 0) throw new Error(`WEFT_LEASE_MS must be a positive whole number of ms, not "${env.WEFT_LEASE_MS}"`);
   const pollMs = env.WEFT_POLL_MS ? Number(env.WEFT_POLL_MS) : undefined;
-  if (pollMs !== undefined && (!Number.isInteger(pollMs) || pollMs <= 0)) throw new Error(`WEFT_POLL_MS must be a positive whole number of ms, not "${env.WEFT_POLL_MS}"`);
+  if (pollMs !== undefined && (!Number.isInteger(pollMs) || pollMs <= 0))
+    throw new Error(`WEFT_POLL_MS must be a positive whole number of ms, not "${env.WEFT_POLL_MS}"`);
   const itemsInFlight = Number(env.WEFT_ITEMS_IN_FLIGHT || "200");
-  if (!Number.isInteger(itemsInFlight) || itemsInFlight < 1) throw new Error(`WEFT_ITEMS_IN_FLIGHT must be a whole number ≥ 1, not "${env.WEFT_ITEMS_IN_FLIGHT}"`);
+  if (!Number.isInteger(itemsInFlight) || itemsInFlight < 1)
+    throw new Error(`WEFT_ITEMS_IN_FLIGHT must be a whole number ≥ 1, not "${env.WEFT_ITEMS_IN_FLIGHT}"`);
   return {
     host: env.WEFT_HOST ?? "127.0.0.1",
     port,
@@ -58,7 +60,10 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     databaseUrl: env.WEFT_DATABASE_URL || undefined,
     databaseSchema: env.WEFT_DATABASE_SCHEMA ?? "weft",
     adminToken: env.WEFT_ADMIN_TOKEN || undefined,
-    httpAllow: (env.WEFT_HTTP_ALLOW ?? "").split(",").map((s) => s.trim()).filter(Boolean),
+    httpAllow: (env.WEFT_HTTP_ALLOW ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean),
     role,
     sample: env.WEFT_SAMPLE !== "0",
     leaseMs,
@@ -73,7 +78,9 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
       statementTimeoutMs: positiveOrZero(env.WEFT_PG_STATEMENT_TIMEOUT_MS, PG_TIMEOUT_DEFAULTS.statementTimeoutMs, "WEFT_PG_STATEMENT_TIMEOUT_MS"),
       idleInTransactionTimeoutMs: positiveOrZero(env.WEFT_PG_IDLE_TX_TIMEOUT_MS, PG_TIMEOUT_DEFAULTS.idleInTransactionTimeoutMs, "WEFT_PG_IDLE_TX_TIMEOUT_MS"),
     },
-    ai: env.WEFT_AI_BASE_URL ? { base_url: env.WEFT_AI_BASE_URL, api_key: env.WEFT_AI_API_KEY || undefined, default_model: env.WEFT_AI_MODEL || undefined } : undefined,
+    ai: env.WEFT_AI_BASE_URL
+      ? { base_url: env.WEFT_AI_BASE_URL, api_key: env.WEFT_AI_API_KEY || undefined, default_model: env.WEFT_AI_MODEL || undefined }
+      : undefined,
   };
 }
 

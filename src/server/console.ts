@@ -60,11 +60,19 @@ function vendorFiles(): Map<string, string> {
  * value from the API that ever reached the DOM as markup still could not run.
  */
 function contentSecurityPolicy(page: string): string {
-  const hashes = [...page.matchAll(/<script type="importmap">([\s\S]*?)<\/script>/g)]
-    .map((m) => `'sha256-${createHash("sha256").update(m[1]!).digest("base64")}'`);
+  const hashes = [...page.matchAll(/<script type="importmap">([\s\S]*?)<\/script>/g)].map(
+    (m) => `'sha256-${createHash("sha256").update(m[1]!).digest("base64")}'`,
+  );
   return [
-    "default-src 'self'", `script-src 'self' ${hashes.join(" ")}`.trim(), "style-src 'self'", "img-src 'self' data:",
-    "connect-src 'self'", "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'", "object-src 'none'",
+    "default-src 'self'",
+    `script-src 'self' ${hashes.join(" ")}`.trim(),
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+    "object-src 'none'",
   ].join("; ");
 }
 

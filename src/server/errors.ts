@@ -12,7 +12,10 @@ const BY_SUFFIX: [RegExp, number][] = [
   [/^webhook\.(bad_signature|bad_timestamp|missing_headers)$/, 401],
   [/unsupported_media_type$/, 415],
   [/^auth\./, 401],
-  [/[._](key_taken|conflict|key_conflict|already_active|paused|key_changed|stale|already_decided|already_ended|not_redrivable|redrive_node_missing|not_failed|run_active|last_admin)$/, 409],
+  [
+    /[._](key_taken|conflict|key_conflict|already_active|paused|key_changed|stale|already_decided|already_ended|not_redrivable|redrive_node_missing|not_failed|run_active|last_admin)$/,
+    409,
+  ],
   [/^tokens\.limit$/, 409],
   [/^limits\.rate$/, 429],
   [/^limits\./, 413],
@@ -60,6 +63,11 @@ export function errorHandler(this: unknown, err: FastifyError | Error, req: Fast
   }
   // The client is told the error was logged, so it is: with the request id that links the two,
   // and the stack, which stays in the log and never reaches the client.
-  serverErrorLog(req).error({ request_id: req.id, method: req.method, url: req.url.split("?")[0], err: { type: err.name, message: err.message, stack: err.stack } }, "server error");
-  void reply.status(500).send({ error: { code: "server.internal", message: "an internal error occurred; it has been logged", details: { request_id: req.id } } });
+  serverErrorLog(req).error(
+    { request_id: req.id, method: req.method, url: req.url.split("?")[0], err: { type: err.name, message: err.message, stack: err.stack } },
+    "server error",
+  );
+  void reply
+    .status(500)
+    .send({ error: { code: "server.internal", message: "an internal error occurred; it has been logged", details: { request_id: req.id } } });
 }

@@ -19,12 +19,25 @@ export function attachLogs(engine: Engine, log: Logger): void {
   engine.events.on("step:finished", (e) => {
     const s = e.step;
     if (s.outcome !== "failed" && s.outcome !== "retrying") return;
-    log.warn({
-      run_id: e.run_id, trace_id: e.trace_id, automation_id: e.automation_id, node_key: s.node_key, node_kind: s.node_kind,
-      attempt: s.attempt, outcome: s.outcome, error_code: s.error?.code, retryable: s.error?.retryable, idempotency_key: s.idempotency_key,
-    }, s.outcome === "failed" ? "step failed" : "step will be retried");
+    log.warn(
+      {
+        run_id: e.run_id,
+        trace_id: e.trace_id,
+        automation_id: e.automation_id,
+        node_key: s.node_key,
+        node_kind: s.node_kind,
+        attempt: s.attempt,
+        outcome: s.outcome,
+        error_code: s.error?.code,
+        retryable: s.error?.retryable,
+        idempotency_key: s.idempotency_key,
+      },
+      s.outcome === "failed" ? "step failed" : "step will be retried",
+    );
   });
-  engine.events.on("policy:violation", (e) => log.warn({ run_id: e.run_id, node_key: e.node_key, permission: e.violation.permission }, "blocked a call outside the step's permissions"));
+  engine.events.on("policy:violation", (e) =>
+    log.warn({ run_id: e.run_id, node_key: e.node_key, permission: e.violation.permission }, "blocked a call outside the step's permissions"),
+  );
   engine.events.on("run:lease_lost", (e) => log.info({ run_id: e.run_id }, "lease taken over by another worker"));
   engine.events.on("engine:error", (e) => log.error({ where: e.where, err: e.error }, "background error"));
 }

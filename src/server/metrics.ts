@@ -11,17 +11,49 @@ export const STORE_GAUGES_MS = 5000;
 export function engineMetrics(engine: Engine): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "weft_" });
-  const runsStarted = new Counter({ name: "weft_runs_started_total", help: "Runs created (including enrollment skips, which are exited at once)", labelNames: ["automation_id"], registers: [registry] });
-  const runsFinished = new Counter({ name: "weft_runs_finished_total", help: "Runs that reached a terminal status, by status", labelNames: ["automation_id", "status"], registers: [registry] });
+  const runsStarted = new Counter({
+    name: "weft_runs_started_total",
+    help: "Runs created (including enrollment skips, which are exited at once)",
+    labelNames: ["automation_id"],
+    registers: [registry],
+  });
+  const runsFinished = new Counter({
+    name: "weft_runs_finished_total",
+    help: "Runs that reached a terminal status, by status",
+    labelNames: ["automation_id", "status"],
+    registers: [registry],
+  });
   const steps = new Histogram({
-    name: "weft_step_duration_seconds", help: "Step attempts by node kind and outcome", labelNames: ["node_kind", "outcome"], registers: [registry],
+    name: "weft_step_duration_seconds",
+    help: "Step attempts by node kind and outcome",
+    labelNames: ["node_kind", "outcome"],
+    registers: [registry],
     buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300],
   });
-  const retries = new Counter({ name: "weft_step_retries_total", help: "Retries scheduled after a retryable failure", labelNames: ["node_kind"], registers: [registry] });
-  const resumed = new Counter({ name: "weft_runs_resumed_total", help: "Runs claimed again after their worker vanished or handed them back (lease expiries and shutdowns)", registers: [registry] });
+  const retries = new Counter({
+    name: "weft_step_retries_total",
+    help: "Retries scheduled after a retryable failure",
+    labelNames: ["node_kind"],
+    registers: [registry],
+  });
+  const resumed = new Counter({
+    name: "weft_runs_resumed_total",
+    help: "Runs claimed again after their worker vanished or handed them back (lease expiries and shutdowns)",
+    registers: [registry],
+  });
   const leaseLost = new Counter({ name: "weft_leases_lost_total", help: "Leases this process found taken over by another worker", registers: [registry] });
-  const violations = new Counter({ name: "weft_policy_violations_total", help: "Calls blocked because they were outside a step's permissions", labelNames: ["node_kind"], registers: [registry] });
-  const commits = new Histogram({ name: "weft_checkpoint_commit_seconds", help: "Group-commit latency", buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers: [registry] });
+  const violations = new Counter({
+    name: "weft_policy_violations_total",
+    help: "Calls blocked because they were outside a step's permissions",
+    labelNames: ["node_kind"],
+    registers: [registry],
+  });
+  const commits = new Histogram({
+    name: "weft_checkpoint_commit_seconds",
+    help: "Group-commit latency",
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+    registers: [registry],
+  });
   const errors = new Counter({ name: "weft_engine_errors_total", help: "Errors in background loops (see the logs)", registers: [registry] });
   const kinds = new Map<string, string>(); // step node_kind by run/node for retries and violations
 
@@ -51,9 +83,37 @@ export function engineMetrics(engine: Engine): Registry {
     last = entry;
     return value;
   };
-  new Gauge({ name: "weft_queue_due_runs", help: "Runs due now (waiting to be claimed)", registers: [registry], async collect() { this.set((await once()).due_runs); } });
-  new Gauge({ name: "weft_queue_undispatched_events", help: "Events stored but not yet dispatched", registers: [registry], async collect() { this.set((await once()).undispatched_events); } });
-  new Gauge({ name: "weft_overdue_runs", help: "Runs due longer ago than the grace period and not claimed", registers: [registry], async collect() { this.set((await once()).overdue_runs); } });
-  new Gauge({ name: "weft_runs_in_flight", help: "Runs this process is driving now", registers: [registry], collect() { this.set(engine.busy); } });
+  new Gauge({
+    name: "weft_queue_due_runs",
+    help: "Runs due now (waiting to be claimed)",
+    registers: [registry],
+    async collect() {
+      this.set((await once()).due_runs);
+    },
+  });
+  new Gauge({
+    name: "weft_queue_undispatched_events",
+    help: "Events stored but not yet dispatched",
+    registers: [registry],
+    async collect() {
+      this.set((await once()).undispatched_events);
+    },
+  });
+  new Gauge({
+    name: "weft_overdue_runs",
+    help: "Runs due longer ago than the grace period and not claimed",
+    registers: [registry],
+    async collect() {
+      this.set((await once()).overdue_runs);
+    },
+  });
+  new Gauge({
+    name: "weft_runs_in_flight",
+    help: "Runs this process is driving now",
+    registers: [registry],
+    collect() {
+      this.set(engine.busy);
+    },
+  });
   return registry;
 }

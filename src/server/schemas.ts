@@ -22,10 +22,17 @@ export const enrollBody = z.strictObject({
   entrypoint_id: z.string().optional(),
 });
 /** A list's page size: PAGE_DEFAULT when absent, and a larger ask than PAGE_MAX is served PAGE_MAX rows (clamped, not refused). */
-const pageLimit = z.coerce.number().int().min(1).optional()
+const pageLimit = z.coerce
+  .number()
+  .int()
+  .min(1)
+  .optional()
   .transform((n) => Math.min(n ?? PAGE_DEFAULT, PAGE_MAX))
   .describe(`rows per page: ${PAGE_DEFAULT} when absent, at most ${PAGE_MAX} (a larger value is served ${PAGE_MAX})`);
-const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), "an ISO 8601 time").transform((s) => Date.parse(s));
+const isoTime = z
+  .string()
+  .refine((s) => !Number.isNaN(Date.parse(s)), "an ISO 8601 time")
+  .transform((s) => Date.parse(s));
 export const runsQuery = z.strictObject({
   status: z.enum(RUN_STATUSES as [string, ...string[]]).optional(),
   subject_id: z.string().optional(),
@@ -102,4 +109,10 @@ export const userPatchBody = z.strictObject({ role: z.enum(["admin", "member", "
 export const tokenBody = z.strictObject({ user_id: z.string().min(1).optional() });
 export const secretBody = z.strictObject({ value: z.string().min(1).max(65_536) });
 export const reportQuery = z.strictObject({ from: isoTime, to: isoTime });
-export const opsQuery = z.strictObject({ window_hours: z.coerce.number().min(1).max(24 * 90).optional() });
+export const opsQuery = z.strictObject({
+  window_hours: z.coerce
+    .number()
+    .min(1)
+    .max(24 * 90)
+    .optional(),
+});

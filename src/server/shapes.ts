@@ -17,11 +17,23 @@ export const errorShape = z.object({
   }),
 });
 
-export const stepErrorShape = z.object({ code: z.string(), message: z.string(), retryable: z.boolean(), retry_after_ms: z.number().optional(), details: jsonObject.optional() });
+export const stepErrorShape = z.object({
+  code: z.string(),
+  message: z.string(),
+  retryable: z.boolean(),
+  retry_after_ms: z.number().optional(),
+  details: jsonObject.optional(),
+});
 
 export const automationShape = z.object({
-  id: z.string(), workspace_id: z.string(), key: z.string(), name: z.string(), status: z.enum(["active", "paused"]),
-  version: z.number().int(), created_at: isoOrNull, updated_at: isoOrNull,
+  id: z.string(),
+  workspace_id: z.string(),
+  key: z.string(),
+  name: z.string(),
+  status: z.enum(["active", "paused"]),
+  version: z.number().int(),
+  created_at: isoOrNull,
+  updated_at: isoOrNull,
   definition: jsonObject.optional(),
   hooks: z.array(z.object({ id: z.string(), trigger_index: z.number().int(), path: z.string(), secret: z.string() })).optional(),
 });
@@ -29,14 +41,29 @@ export const automationShape = z.object({
 export const versionShape = z.object({ automation_id: z.string(), version: z.number().int(), definition: jsonObject, created_at: isoOrNull });
 
 export const runShape = z.object({
-  id: z.string(), automation_id: z.string(), version: z.number().int(), workspace_id: z.string(), event_id: z.string().nullable(),
-  trigger_type: z.string(), subject_id: z.string().nullable(),
+  id: z.string(),
+  automation_id: z.string(),
+  version: z.number().int(),
+  workspace_id: z.string(),
+  event_id: z.string().nullable(),
+  trigger_type: z.string(),
+  subject_id: z.string().nullable(),
   status: z.enum(RunStatus),
-  exit_reason: z.string().nullable(), current_node_key: z.string().nullable(), waiting_for: z.string().nullable(), waiting_until: isoOrNull,
-  context: jsonObject, event: jsonObject,
+  exit_reason: z.string().nullable(),
+  current_node_key: z.string().nullable(),
+  waiting_for: z.string().nullable(),
+  waiting_until: isoOrNull,
+  context: jsonObject,
+  event: jsonObject,
   run_as: z.union([z.object({ type: z.literal("workspace") }), z.object({ type: z.literal("user"), user_id: z.string() })]),
-  trace_id: z.string(), items_total: z.number().int(), items_failed: z.number().int(), interruptions: z.number().int(), attempt: z.number().int(),
-  started_at: isoOrNull, completed_at: isoOrNull, updated_at: isoOrNull,
+  trace_id: z.string(),
+  items_total: z.number().int(),
+  items_failed: z.number().int(),
+  interruptions: z.number().int(),
+  attempt: z.number().int(),
+  started_at: isoOrNull,
+  completed_at: isoOrNull,
+  updated_at: isoOrNull,
 });
 
 /** A run in a list: the run without the fields that grow with it (context, event, attempt from its cursor), plus the automation's key. */
@@ -46,53 +73,144 @@ const violationShape = z.object({ code: z.literal("policy.violation"), permissio
 const logShape = z.object({ level: z.enum(["info", "warn", "error"]), message: z.string(), data: json.optional(), at: z.number() });
 
 export const stepShape = z.object({
-  id: z.number().int(), run_id: z.string(), node_key: z.string(), node_kind: z.string(), visit: z.number().int(), attempt: z.number().int(),
-  entered_via_port_key: z.string().nullable(), exited_via_port_key: z.string().nullable(),
-  outcome: z.enum(["succeeded", "failed", "retrying", "skipped", "waiting"]), duration_ms: z.number().int(), idempotency_key: z.string(),
-  input: json, output: json, error: stepErrorShape.nullable(), policy_violations: z.array(violationShape), logs: z.array(logShape),
-  started_at: isoOrNull, finished_at: isoOrNull,
+  id: z.number().int(),
+  run_id: z.string(),
+  node_key: z.string(),
+  node_kind: z.string(),
+  visit: z.number().int(),
+  attempt: z.number().int(),
+  entered_via_port_key: z.string().nullable(),
+  exited_via_port_key: z.string().nullable(),
+  outcome: z.enum(["succeeded", "failed", "retrying", "skipped", "waiting"]),
+  duration_ms: z.number().int(),
+  idempotency_key: z.string(),
+  input: json,
+  output: json,
+  error: stepErrorShape.nullable(),
+  policy_violations: z.array(violationShape),
+  logs: z.array(logShape),
+  started_at: isoOrNull,
+  finished_at: isoOrNull,
 });
 
 export const itemShape = z.object({
-  id: z.string(), run_id: z.string(), node_key: z.string(), visit: z.number().int(), index: z.number().int(), subject_id: z.string().nullable(),
-  action_kind: z.string(), outcome: z.enum(["pending", "running", "succeeded", "failed", "skipped", "awaiting_approval", "idempotent_replay"]),
-  attempts: z.number().int(), idempotency_key: z.string(), input: json, output: json, error: stepErrorShape.nullable(), approval_id: z.string().nullable(),
-  next_attempt_at: isoOrNull, started_at: isoOrNull, finished_at: isoOrNull, updated_at: isoOrNull,
+  id: z.string(),
+  run_id: z.string(),
+  node_key: z.string(),
+  visit: z.number().int(),
+  index: z.number().int(),
+  subject_id: z.string().nullable(),
+  action_kind: z.string(),
+  outcome: z.enum(["pending", "running", "succeeded", "failed", "skipped", "awaiting_approval", "idempotent_replay"]),
+  attempts: z.number().int(),
+  idempotency_key: z.string(),
+  input: json,
+  output: json,
+  error: stepErrorShape.nullable(),
+  approval_id: z.string().nullable(),
+  next_attempt_at: isoOrNull,
+  started_at: isoOrNull,
+  finished_at: isoOrNull,
+  updated_at: isoOrNull,
 });
 
 export const approvalShape = z.object({
-  id: z.string(), run_id: z.string(), automation_id: z.string(), node_key: z.string(), visit: z.number().int(), item_id: z.string().nullable(),
-  title: z.string(), approvers: z.array(z.string()), status: z.enum(["pending", "approved", "rejected", "timed_out", "cancelled"]),
-  decided_by: z.string().nullable(), decided_at: isoOrNull, comment: z.string().nullable(), created_at: isoOrNull, expires_at: isoOrNull,
+  id: z.string(),
+  run_id: z.string(),
+  automation_id: z.string(),
+  node_key: z.string(),
+  visit: z.number().int(),
+  item_id: z.string().nullable(),
+  title: z.string(),
+  approvers: z.array(z.string()),
+  status: z.enum(["pending", "approved", "rejected", "timed_out", "cancelled"]),
+  decided_by: z.string().nullable(),
+  decided_at: isoOrNull,
+  comment: z.string().nullable(),
+  created_at: isoOrNull,
+  expires_at: isoOrNull,
 });
 
 export const eventShape = z.object({
-  id: z.string(), source: z.string(), key: z.string(), type: z.enum(["record", "event", "webhook", "schedule"]), name: z.string().nullable(),
-  subject_id: z.string().nullable(), body: jsonObject, received_at: isoOrNull, dispatched_at: isoOrNull, runs_created: z.number().int(),
+  id: z.string(),
+  source: z.string(),
+  key: z.string(),
+  type: z.enum(["record", "event", "webhook", "schedule"]),
+  name: z.string().nullable(),
+  subject_id: z.string().nullable(),
+  body: jsonObject,
+  received_at: isoOrNull,
+  dispatched_at: isoOrNull,
+  runs_created: z.number().int(),
 });
 
 /** An event in a list: what it is, without its body. */
 export const eventSummaryShape = eventShape.omit({ body: true });
 
 export const eventExplanationShape = z.object({
-  event_id: z.string(), type: z.string(), name: z.string().nullable(), subject_id: z.string().nullable(), received_at: iso, dispatched_at: isoOrNull,
-  dispatched: z.boolean(), dispatcher_alive: z.boolean().describe("whether a process that dispatches (role worker or all) is alive"), summary: z.string(),
-  automations: z.array(z.object({
-    automation_id: z.string(), key: z.string(), name: z.string(), version: z.number().int(), taken: z.boolean(),
-    run_id: z.string().nullable(), run_status: z.string().nullable(),
-    code: z.enum([
-      "taken", "automation_paused", "trigger_kind_differs", "event_name_differs", "entity_or_op_differs", "watched_fields_unchanged",
-      "filter_false", "subject_paused", "reentry_cooldown", "already_active", "not_yet_dispatched", "changed_since_dispatch",
-    ]),
-    reason: z.string(), details: jsonObject,
-  })),
+  event_id: z.string(),
+  type: z.string(),
+  name: z.string().nullable(),
+  subject_id: z.string().nullable(),
+  received_at: iso,
+  dispatched_at: isoOrNull,
+  dispatched: z.boolean(),
+  dispatcher_alive: z.boolean().describe("whether a process that dispatches (role worker or all) is alive"),
+  summary: z.string(),
+  automations: z.array(
+    z.object({
+      automation_id: z.string(),
+      key: z.string(),
+      name: z.string(),
+      version: z.number().int(),
+      taken: z.boolean(),
+      run_id: z.string().nullable(),
+      run_status: z.string().nullable(),
+      code: z.enum([
+        "taken",
+        "automation_paused",
+        "trigger_kind_differs",
+        "event_name_differs",
+        "entity_or_op_differs",
+        "watched_fields_unchanged",
+        "filter_false",
+        "subject_paused",
+        "reentry_cooldown",
+        "already_active",
+        "not_yet_dispatched",
+        "changed_since_dispatch",
+      ]),
+      reason: z.string(),
+      details: jsonObject,
+    }),
+  ),
 });
 
 export const processShape = z.object({ role: z.enum(["api", "worker", "all"]), id: z.string(), host: z.string(), pid: z.number().int(), last_seen: iso });
 
-export const pauseShape = z.object({ subject_id: z.string(), automation_id: z.string().nullable(), pause_reason: z.string(), paused_until: isoOrNull, created_at: isoOrNull });
-export const auditShape = z.object({ id: z.number().int(), actor: z.string(), action: z.string(), target_type: z.string(), target_id: z.string(), details: jsonObject, at: isoOrNull });
-export const userShape = z.object({ id: z.string(), name: z.string(), role: z.enum(["admin", "member", "viewer"]), instance_admin: z.boolean(), created_at: isoOrNull });
+export const pauseShape = z.object({
+  subject_id: z.string(),
+  automation_id: z.string().nullable(),
+  pause_reason: z.string(),
+  paused_until: isoOrNull,
+  created_at: isoOrNull,
+});
+export const auditShape = z.object({
+  id: z.number().int(),
+  actor: z.string(),
+  action: z.string(),
+  target_type: z.string(),
+  target_id: z.string(),
+  details: jsonObject,
+  at: isoOrNull,
+});
+export const userShape = z.object({
+  id: z.string(),
+  name: z.string(),
+  role: z.enum(["admin", "member", "viewer"]),
+  instance_admin: z.boolean(),
+  created_at: isoOrNull,
+});
 export const tokenShape = z.object({ id: z.string(), user_id: z.string(), created_at: isoOrNull, revoked_at: isoOrNull });
 
 export const listOf = <T extends z.ZodType>(item: T) => z.object({ items: z.array(item) });

@@ -24,7 +24,8 @@ export function encodeItemCursor(nodeKey: string, visit: number, idx: number): s
 export function decodeItemCursor(s: string): { node_key: string; visit: number; idx: number } {
   try {
     const v: unknown = JSON.parse(Buffer.from(s, "base64url").toString("utf8"));
-    if (Array.isArray(v) && v[0] === "i" && typeof v[1] === "string" && Number.isInteger(v[2]) && Number.isInteger(v[3])) return { node_key: v[1], visit: v[2], idx: v[3] };
+    if (Array.isArray(v) && v[0] === "i" && typeof v[1] === "string" && Number.isInteger(v[2]) && Number.isInteger(v[3]))
+      return { node_key: v[1], visit: v[2], idx: v[3] };
   } catch {
     // fall through
   }

@@ -148,7 +148,12 @@ export class IdempotentSink {
 
 export function threeCalls(key: string, sinkUrl: string) {
   const retry = { max_attempts: 20, initial_ms: 20, max_ms: 500 };
-  const call = (k: string) => ({ key: k, kind: "http_request", retry, config: { method: "POST", url: `${sinkUrl}/${k}`, body: { step: k }, timeout_ms: 1000 } });
+  const call = (k: string) => ({
+    key: k,
+    kind: "http_request",
+    retry,
+    config: { method: "POST", url: `${sinkUrl}/${k}`, body: { step: k }, timeout_ms: 1000 },
+  });
   return {
     key,
     name: `chaos ${key}`,
@@ -200,15 +205,60 @@ export interface Figures {
  * failed query and sends ROLLBACK on the dying client; the socket's end then emits 'error'. Fix: `this.pool.on("connect", (c) => c.on("error", () => {}))`.
  * Worker deaths with exactly this signature are counted apart (known_bug); any other death fails.
  */
-export const KNOWN_PG_CLIENT_CRASH = /Unhandled 'error' event[\s\S]*(Connection terminated unexpectedly|ECONNRESET|terminating connection)[\s\S]*Emitted 'error' event on Client instance/;
+export const KNOWN_PG_CLIENT_CRASH =
+  /Unhandled 'error' event[\s\S]*(Connection terminated unexpectedly|ECONNRESET|terminating connection)[\s\S]*Emitted 'error' event on Client instance/;
 
 export function zeroes(f: Figures, allowKnownBug = false): boolean {
-  return f.lost === 0 && f.stuck === 0 && f.missingKeys === 0 && f.dupEffects === 0 && f.illegal === 0 && f.workerCrashes === 0 && (allowKnownBug || f.knownBugCrashes === 0);
+  return (
+    f.lost === 0 &&
+    f.stuck === 0 &&
+    f.missingKeys === 0 &&
+    f.dupEffects === 0 &&
+    f.illegal === 0 &&
+    f.workerCrashes === 0 &&
+    (allowKnownBug || f.knownBugCrashes === 0)
+  );
 }
 
 export function table(rows: Figures[]): string {
-  const head = ["store", "fault", "runs", "inject", "lost", "stuck", "missing", "dup_eff", "illegal", "w_crash", "known_bug", "recovery_ms", "interrupted", "sink_req", "replays", "elapsed_s"];
-  const body = rows.map((f) => [f.store, f.fault, f.runs, f.injections, f.lost, f.stuck, f.missingKeys, f.dupEffects, f.illegal, f.workerCrashes, f.knownBugCrashes, f.recoveryMs, f.interrupted, f.sinkRequests, f.replays, (f.elapsedMs / 1000).toFixed(1)].map(String));
+  const head = [
+    "store",
+    "fault",
+    "runs",
+    "inject",
+    "lost",
+    "stuck",
+    "missing",
+    "dup_eff",
+    "illegal",
+    "w_crash",
+    "known_bug",
+    "recovery_ms",
+    "interrupted",
+    "sink_req",
+    "replays",
+    "elapsed_s",
+  ];
+  const body = rows.map((f) =>
+    [
+      f.store,
+      f.fault,
+      f.runs,
+      f.injections,
+      f.lost,
+      f.stuck,
+      f.missingKeys,
+      f.dupEffects,
+      f.illegal,
+      f.workerCrashes,
+      f.knownBugCrashes,
+      f.recoveryMs,
+      f.interrupted,
+      f.sinkRequests,
+      f.replays,
+      (f.elapsedMs / 1000).toFixed(1),
+    ].map(String),
+  );
   const w = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((c, i) => (i < 2 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join("  ");
   return [line(head), line(w.map((n) => "-".repeat(n))), ...body.map(line)].join("\n");
@@ -238,12 +288,12 @@ export function checkSteps(run: Run, steps: StepRun[]): { illegal: string[]; dou
       prev = s.outcome;
     }
     if (rows.filter((s) => s.outcome === "succeeded").length > 1) doubleCommits.push(`${run.id}/${k}: [${desc()}]`);
-    if (prev !== "succeeded" && prev !== "failed" && prev !== "skipped" && isTerminal(run.status)) illegal.push(`${run.id}/${k}: visit ends ${prev} in a ${run.status} run [${desc()}]`);
+    if (prev !== "succeeded" && prev !== "failed" && prev !== "skipped" && isTerminal(run.status))
+      illegal.push(`${run.id}/${k}: visit ends ${prev} in a ${run.status} run [${desc()}]`);
   }
   if (!isTerminal(run.status)) illegal.push(`${run.id}: final status ${run.status} is not terminal`);
   return { illegal, doubleCommits };
 }
-
 
 /** Retry a store read/write through connection faults. */
 async function retrying<T>(fn: () => Promise<T>, capMs = 120_000): Promise<T> {
@@ -270,7 +320,7 @@ function guardPool(store: Store): void {
   if (!pool) return;
   const noop = () => undefined;
   pool.on("connect", (c) => c.on("error", noop));
-  for (const c of ((pool as unknown as { _clients?: pg.Client[] })._clients ?? [])) c.on("error", noop);
+  for (const c of (pool as unknown as { _clients?: pg.Client[] })._clients ?? []) c.on("error", noop);
 }
 
 export interface HarnessOptions {
@@ -373,7 +423,10 @@ export class Harness {
     await c.connect();
     try {
       const r = this.opts.scopedPgKill
-        ? await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = $1", [this.appName])
+        ? await c.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = $1",
+            [this.appName],
+          )
         : await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()");
       return r.rowCount ?? 0;
     } finally {
@@ -430,11 +483,15 @@ export class Harness {
 
     const broken = o.broken ?? brokenFromEnv();
     sink.broken = broken;
-    if (broken === "workers-frozen") for (const sl of this.slots) if (!sl.stopped) {
-      sl.stopped = true;
-      sl.w.child.kill("SIGSTOP");
-    }
-    const aut = await retrying(() => this.writer.createAutomation(WS, threeCalls(`chaos-${o.fault}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`, sink.url)));
+    if (broken === "workers-frozen")
+      for (const sl of this.slots)
+        if (!sl.stopped) {
+          sl.stopped = true;
+          sl.w.child.kill("SIGSTOP");
+        }
+    const aut = await retrying(() =>
+      this.writer.createAutomation(WS, threeCalls(`chaos-${o.fault}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`, sink.url)),
+    );
 
     let faulty: Engine | null = null;
     if (o.fault === "commit-timeout") faulty = await this.faultyEngine(0.15, fault);
@@ -501,7 +558,9 @@ export class Harness {
 
     await loader;
     await injector;
-    this.log(`  ${kind}/${o.fault}: load done (${ids.length} runs, ${injections} injections) after ${((Date.now() - t0) / 1000).toFixed(1)} s; waiting for recovery`);
+    this.log(
+      `  ${kind}/${o.fault}: load done (${ids.length} runs, ${injections} injections) after ${((Date.now() - t0) / 1000).toFixed(1)} s; waiting for recovery`,
+    );
 
     // recovery: every run terminal before the deadline
     const deadline = Date.now() + o.recoverySeconds * 1000;
@@ -523,10 +582,12 @@ export class Harness {
       lastFaultAt = sink.lastInjectedAt;
     }
     sink.broken = undefined;
-    if (broken === "workers-frozen") for (const sl of this.slots) if (sl.stopped) {
-      sl.w.child.kill("SIGCONT");
-      sl.stopped = false;
-    }
+    if (broken === "workers-frozen")
+      for (const sl of this.slots)
+        if (sl.stopped) {
+          sl.w.child.kill("SIGCONT");
+          sl.stopped = false;
+        }
     const readSteps = async (id: string): Promise<StepRun[]> => {
       const steps = await retrying(() => this.ts.store.listSteps(id));
       const done = steps.find((st) => st.outcome === "succeeded");
@@ -551,12 +612,19 @@ export class Harness {
       const steps = await readSteps(id);
       if (!isTerminal(r.status)) {
         stuck++;
-        details.push(`${id}: stuck status=${r.status} node=${r.current_node_key} due_at=${r.due_at} lease_owner=${r.lease_owner} rev=${r.rev} interruptions=${r.interruptions}`);
+        details.push(
+          `${id}: stuck status=${r.status} node=${r.current_node_key} due_at=${r.due_at} lease_owner=${r.lease_owner} rev=${r.rev} interruptions=${r.interruptions}`,
+        );
       } else if (r.status !== "completed") {
         lost++;
         // Name the step that failed it and why, so a finding can be followed up.
         const bad = steps.filter((s) => s.outcome === "failed").pop();
-        const why = bad ? ` at ${bad.node_key}#${bad.attempt}: ${bad.error?.code} ${bad.error?.message ?? ""}; attempts ${steps.filter((s) => s.node_key === bad.node_key).map((s) => `${s.outcome}:${s.error?.code ?? ""}`).join(",")}` : "";
+        const why = bad
+          ? ` at ${bad.node_key}#${bad.attempt}: ${bad.error?.code} ${bad.error?.message ?? ""}; attempts ${steps
+              .filter((s) => s.node_key === bad.node_key)
+              .map((s) => `${s.outcome}:${s.error?.code ?? ""}`)
+              .join(",")}`
+          : "";
         details.push(`${id}: ended ${r.status} (${r.exit_reason})${why}`);
       }
       if (r.completed_at) lastCompleted = Math.max(lastCompleted, r.completed_at);
@@ -572,10 +640,11 @@ export class Harness {
           details.push(`${key}: executed ${execs} times at the sink`);
         }
         // the same effect under another visit number is a duplicate effect too
-        for (let v = 2; v <= 3; v++) if (sink.executed.has(`${id}/${n}/${v}`)) {
-          dupEffects++;
-          details.push(`${id}/${n}/${v}: a second visit executed at the sink`);
-        }
+        for (let v = 2; v <= 3; v++)
+          if (sink.executed.has(`${id}/${n}/${v}`)) {
+            dupEffects++;
+            details.push(`${id}/${n}/${v}: a second visit executed at the sink`);
+          }
       }
       const c = checkSteps(r, steps);
       if (c.illegal.length + c.doubleCommits.length > 0) {

@@ -41,7 +41,12 @@ async function modelMode(): Promise<never> {
       console.log(`  counterexample (shrunk): ${r.counterexample}`);
     }
   }
-  console.log(`\ncommands executed: ${[...EXECUTED].sort().map(([t, n]) => `${t} ${n}`).join(", ")}`);
+  console.log(
+    `\ncommands executed: ${[...EXECUTED]
+      .sort()
+      .map(([t, n]) => `${t} ${n}`)
+      .join(", ")}`,
+  );
   console.log("\ninvariants checked (times):");
   for (const [name, n] of [...CHECKS].sort()) console.log(`  ${name}: ${n}`);
   console.log(divergences ? `\nFAILED: ${divergences} store(s) diverged from the model` : "\nOK: divergences = 0");

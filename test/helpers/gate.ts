@@ -41,4 +41,3 @@ export class Gate {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 }
-

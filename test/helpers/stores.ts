@@ -15,7 +15,9 @@ export type StoreKind = "embedded" | "postgres";
 
 /** Which stores the suite runs against: WEFT_TEST_STORES=embedded,postgres (default both). */
 export const STORE_KINDS: StoreKind[] = (process.env.WEFT_TEST_STORES ?? "embedded,postgres")
-  .split(",").map((s) => s.trim()).filter((s): s is StoreKind => s === "embedded" || s === "postgres");
+  .split(",")
+  .map((s) => s.trim())
+  .filter((s): s is StoreKind => s === "embedded" || s === "postgres");
 
 export interface TestStore {
   store: Store;
@@ -42,7 +44,9 @@ export async function makeStore(kind: StoreKind): Promise<TestStore> {
     const store = open();
     await store.migrate();
     return {
-      store, kind, env: { WEFT_DATA_DIR: dir },
+      store,
+      kind,
+      env: { WEFT_DATA_DIR: dir },
       reopen: open,
       async destroy() {
         for (const s of opened) await s.close().catch(() => undefined);
@@ -60,7 +64,9 @@ export async function makeStore(kind: StoreKind): Promise<TestStore> {
   const store = open();
   await store.migrate();
   return {
-    store, kind, env: { WEFT_DATABASE_URL: PG_URL, WEFT_DATABASE_SCHEMA: schema },
+    store,
+    kind,
+    env: { WEFT_DATABASE_URL: PG_URL, WEFT_DATABASE_SCHEMA: schema },
     reopen: open,
     async destroy() {
       for (const s of opened) await s.close().catch(() => undefined);

@@ -62,4 +62,3 @@ export async function kill(w: Worker): Promise<void> {
 export async function killAll(): Promise<void> {
   await Promise.all([...children].map(kill));
 }
-

@@ -13,8 +13,25 @@ import { WS } from "../helpers/engine.js";
 import { until } from "../helpers/wait.js";
 import { definition, type Sequence } from "./harness.js";
 import {
-  AUTOMATIONS, HOUR, MINUTE, audited, cancelFanOut, control, decide, effectPath, expected, isTerminal, newModel, pause, resume, retryItem, settle, startRun,
-  type Aut, type MRun, type Model,
+  AUTOMATIONS,
+  HOUR,
+  MINUTE,
+  audited,
+  cancelFanOut,
+  control,
+  decide,
+  effectPath,
+  expected,
+  isTerminal,
+  newModel,
+  pause,
+  resume,
+  retryItem,
+  settle,
+  startRun,
+  type Aut,
+  type MRun,
+  type Model,
 } from "./model.js";
 
 /**
@@ -94,7 +111,10 @@ export function specArb(avoid: ReadonlySet<Defect>, opts: { crash: boolean }): f
     {
       weight: 6,
       arbitrary: fc.record({
-        t: fc.constant("enroll" as const), aut: fc.constantFrom(...AUTOMATIONS, "approve", "flow"), subj, items: fc.array(fc.boolean(), { maxLength: 3 }),
+        t: fc.constant("enroll" as const),
+        aut: fc.constantFrom(...AUTOMATIONS, "approve", "flow"),
+        subj,
+        items: fc.array(fc.boolean(), { maxLength: 3 }),
         key: fc.option(fc.integer({ min: 0, max: 2 }), { nil: null, freq: 3 }),
       }),
     },
@@ -114,7 +134,15 @@ export function specArb(avoid: ReadonlySet<Defect>, opts: { crash: boolean }): f
     { weight: 1, arbitrary: fc.constant({ t: "restart" as const }) },
     { weight: 1, arbitrary: fc.constant({ t: "secondWorker" as const }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant("cancelFan" as const), fails: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }) }) },
-    { weight: 2, arbitrary: fc.record({ t: fc.constant("hold" as const), aut: fc.constantFrom(...holdAuts), subj, c: fc.constantFrom("stop" as const, "cancel" as const) }) },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        t: fc.constant("hold" as const),
+        aut: fc.constantFrom(...holdAuts),
+        subj,
+        c: fc.constantFrom("stop" as const, "cancel" as const),
+      }),
+    },
   ];
   if (opts.crash) {
     const points = CRASH_POINTS.filter((p) => !p.startsWith("scheduler:"));
@@ -185,7 +213,9 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       const ctx = c.aut === "fan" ? { items: c.items.map((f, i) => ({ id: `${f ? "f" : "i"}${i}` })) } : {};
       const key = c.key === null ? undefined : `${m.tag}-e${c.key}`;
       const res = await http.call<{ id: string; duplicate?: boolean }>("POST", `/v1/automations/${s.automations[c.aut].id}/enroll`, {
-        subject_id: subject(m, c.subj), context_overrides: ctx, ...(key ? { idempotency_key: key } : {}),
+        subject_id: subject(m, c.subj),
+        context_overrides: ctx,
+        ...(key ? { idempotency_key: key } : {}),
       });
       if (res.status !== 200 && res.status !== 201) throw new Error(`divergence: enroll answered ${res.status} ${JSON.stringify(res.body)}`);
       // A repeated key returns the first run, whatever else the request says: no new run, no audit entry.
@@ -205,10 +235,15 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       const again = c.dup ? [...m.eventKeys].find(([k]) => k.endsWith("-go")) : undefined;
       if (again) {
         const [key, first] = again;
-        const res = await http.call<{ event_id: string; duplicate: boolean }>("POST", "/v1/events", { type: `${m.tag}.go`, key, subject_id: subject(m, c.subj) });
+        const res = await http.call<{ event_id: string; duplicate: boolean }>("POST", "/v1/events", {
+          type: `${m.tag}.go`,
+          key,
+          subject_id: subject(m, c.subj),
+        });
         const want = first.subject === subject(m, c.subj) ? "ok" : "event.key_conflict";
         expectAnswer(`resend of event key ${key}`, res, want);
-        if (want === "ok" && (res.body.event_id !== first.id || res.body.duplicate !== true)) throw new Error(`divergence: resend of ${key} answered ${JSON.stringify(res.body)}, not a duplicate of ${first.id}`);
+        if (want === "ok" && (res.body.event_id !== first.id || res.body.duplicate !== true))
+          throw new Error(`divergence: resend of ${key} answered ${JSON.stringify(res.body)}, not a duplicate of ${first.id}`);
         return;
       }
       const key = `${m.tag}-go`;
@@ -230,7 +265,8 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
         // Signed with another secret: refused with a structured error, nothing stored.
         const res = await s.webhook({ hello: "model" }, nextKey(r), "whsec_" + Buffer.alloc(24, 7).toString("base64"));
         const code = (res as { error?: { code?: string } }).error?.code;
-        if (res.status < 400 || res.status >= 500 || code !== "webhook.bad_signature") throw new Error(`divergence: a badly signed webhook answered ${res.status} ${code}`);
+        if (res.status < 400 || res.status >= 500 || code !== "webhook.bad_signature")
+          throw new Error(`divergence: a badly signed webhook answered ${res.status} ${code}`);
         return;
       }
       const res = await s.webhook({ hello: "model" }, nextKey(r));
@@ -240,7 +276,14 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
     }
     case "record": {
       const rec = subject(m, c.subj);
-      const id = await ingest(r, { type: "record", entity: `${m.tag}_deal`, record_id: rec, op: "updated", before: { stage: "a", note: 1 }, after: { stage: c.changed ? "b" : "a", note: 2 } });
+      const id = await ingest(r, {
+        type: "record",
+        entity: `${m.tag}_deal`,
+        record_id: rec,
+        op: "updated",
+        before: { stage: "a", note: 1 },
+        after: { stage: c.changed ? "b" : "a", note: 2 },
+      });
       if (c.changed) return startedByEvent(m, r, "pair", id, rec, m.now);
       const run = await runOfEvent(r, "pair", id);
       if (run) throw new Error(`divergence: a record change of an unwatched field started run ${run.id}`);
@@ -301,7 +344,10 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
     }
     case "publish": {
       const n = m.versions[c.aut] + 1;
-      const res = await http.call("PUT", `/v1/automations/${s.automations[c.aut].id}`, { definition: definition(c.aut, m.tag, s.h.sink.url, n), expected_version: n - 1 });
+      const res = await http.call("PUT", `/v1/automations/${s.automations[c.aut].id}`, {
+        definition: definition(c.aut, m.tag, s.h.sink.url, n),
+        expected_version: n - 1,
+      });
       if (res.status !== 200) throw new Error(`divergence: publish answered ${res.status} ${JSON.stringify(res.body)}`);
       m.versions[c.aut] = n;
       audited(m, "automation.update");
@@ -338,7 +384,10 @@ async function hold(m: Model, r: Real, c: Extract<Spec, { t: "hold" }>): Promise
   const prefix = `/${m.tag}/${c.aut}/v${m.versions[c.aut]}/${first}/`;
   s.h.sink.hold.add(prefix);
   try {
-    const res = await s.http.call<{ id: string }>("POST", `/v1/automations/${s.automations[c.aut].id}/enroll`, { subject_id: subject(m, c.subj), context_overrides: {} });
+    const res = await s.http.call<{ id: string }>("POST", `/v1/automations/${s.automations[c.aut].id}/enroll`, {
+      subject_id: subject(m, c.subj),
+      context_overrides: {},
+    });
     if (res.status !== 200 && res.status !== 201) throw new Error(`divergence: enroll answered ${res.status}`);
     const run = startRun(m, { id: res.body.id, aut: c.aut, subject: subject(m, c.subj), triggerEvent: null, eventsFrom: m.now, context: {} });
     audited(m, "run.enroll");
@@ -389,11 +438,22 @@ const REACH = new Map<RunStatus, Set<RunStatus>>();
 for (const from of Object.keys(RUN_TRANSITIONS) as RunStatus[]) {
   const seen = new Set<RunStatus>([from]);
   const todo = [from];
-  while (todo.length) for (const n of RUN_TRANSITIONS[todo.pop()!]) if (!seen.has(n)) (seen.add(n), todo.push(n));
+  while (todo.length) for (const n of RUN_TRANSITIONS[todo.pop()!]) if (!seen.has(n)) seen.add(n), todo.push(n);
   REACH.set(from, seen);
 }
 
-const TRACKED = new Set(["run.enroll", "run.stop", "run.cancel", "run.retrigger", "approval.approve", "approval.reject", "run_item.retry", "subject.pause", "subject.resume", "automation.update"]);
+const TRACKED = new Set([
+  "run.enroll",
+  "run.stop",
+  "run.cancel",
+  "run.retrigger",
+  "approval.approve",
+  "approval.reject",
+  "run_item.retry",
+  "subject.pause",
+  "subject.resume",
+  "automation.update",
+]);
 
 export async function verify(m: Model, r: Real, after: string): Promise<void> {
   const s = r.s;
@@ -414,10 +474,23 @@ export async function verify(m: Model, r: Real, after: string): Promise<void> {
     }
     const e = expected(m, mr);
     const got = {
-      status: x.status, exit_reason: x.exit_reason, current_node_key: x.current_node_key, subject_resume: x.waiting_for === "subject_resume",
-      version: x.version, subject_id: x.subject_id, items_failed: x.items_failed,
+      status: x.status,
+      exit_reason: x.exit_reason,
+      current_node_key: x.current_node_key,
+      subject_resume: x.waiting_for === "subject_resume",
+      version: x.version,
+      subject_id: x.subject_id,
+      items_failed: x.items_failed,
     };
-    const want = { status: e.status, exit_reason: e.exit_reason, current_node_key: e.current_node_key, subject_resume: e.subject_resume, version: e.version, subject_id: e.subject_id, items_failed: e.items_failed };
+    const want = {
+      status: e.status,
+      exit_reason: e.exit_reason,
+      current_node_key: e.current_node_key,
+      subject_resume: e.subject_resume,
+      version: e.version,
+      subject_id: e.subject_id,
+      items_failed: e.items_failed,
+    };
     if (JSON.stringify(got) !== JSON.stringify(want)) bad.push(`run ${mr.id} of ${mr.aut}: engine ${JSON.stringify(got)}, model ${JSON.stringify(want)}`);
   }
 
@@ -457,7 +530,7 @@ async function checkItems(m: Model, r: Real, bad: string[]): Promise<void> {
   for (const mr of m.runs.filter((x) => x.aut === "fan" && isTerminal(x) && (x.exit_reason === "completed" || x.status === "cancelled"))) {
     count("items agree with the model");
     const items = (await r.s.api.listItems(WS, mr.id)).sort((a, b) => a.idx - b.idx);
-    const got = items.map((i) => i.outcome === "idempotent_replay" ? "succeeded" : i.outcome);
+    const got = items.map((i) => (i.outcome === "idempotent_replay" ? "succeeded" : i.outcome));
     const want = expected(m, mr).items;
     if (JSON.stringify(got) !== JSON.stringify(want)) bad.push(`items of run ${mr.id}: engine ${JSON.stringify(got)}, model ${JSON.stringify(want)}`);
     const keys = new Set(items.map((i) => i.idempotency_key));
@@ -494,7 +567,8 @@ async function checkAudit(m: Model, r: Real, runs: Run[], bad: string[]): Promis
   for (const e of entries) if (TRACKED.has(e.action)) got.set(e.action, (got.get(e.action) ?? 0) + 1);
   for (const action of TRACKED) {
     count("every mutation in the audit log");
-    if ((got.get(action) ?? 0) !== (m.audit.get(action) ?? 0)) bad.push(`audit log has ${got.get(action) ?? 0} × ${action}, the model ${m.audit.get(action) ?? 0}`);
+    if ((got.get(action) ?? 0) !== (m.audit.get(action) ?? 0))
+      bad.push(`audit log has ${got.get(action) ?? 0} × ${action}, the model ${m.audit.get(action) ?? 0}`);
   }
   // No run without its trigger: an event, or an enrollment or re-trigger entry naming it.
   const named = new Set(entries.flatMap((e) => [e.target_id, String((e.details as { new_run_id?: unknown }).new_run_id ?? "")]));

@@ -124,43 +124,77 @@ export function definition(aut: Aut, tag: string, sink: string, n: number): Reco
   switch (aut) {
     case "flow":
       return {
-        ...base, triggers: [{ type: "event", name: `${tag}.go` }], root: "call",
-        nodes: [post("call"), { key: "wait", kind: "wait_for_event", config: { event: `${tag}.reply`, timeout_ms: WAIT_MS } }, post("done"), { key: "fin", kind: "end" }, { key: "late", kind: "end" }],
+        ...base,
+        triggers: [{ type: "event", name: `${tag}.go` }],
+        root: "call",
+        nodes: [
+          post("call"),
+          { key: "wait", kind: "wait_for_event", config: { event: `${tag}.reply`, timeout_ms: WAIT_MS } },
+          post("done"),
+          { key: "fin", kind: "end" },
+          { key: "late", kind: "end" },
+        ],
         edges: [
-          { from: "call", port: "next", to: "wait" }, { from: "wait", port: "received", to: "done" }, { from: "wait", port: "timeout", to: "late" },
+          { from: "call", port: "next", to: "wait" },
+          { from: "wait", port: "received", to: "done" },
+          { from: "wait", port: "timeout", to: "late" },
           { from: "done", port: "next", to: "fin" },
         ],
       };
     case "approve":
       return {
-        ...base, root: "ask",
-        nodes: [{ key: "ask", kind: "approval", config: { title: "ship {{ subject.id }}?", timeout_ms: APPROVAL_MS } }, post("ship"), { key: "fin", kind: "end" }, { key: "no", kind: "end" }, { key: "late", kind: "end" }],
+        ...base,
+        root: "ask",
+        nodes: [
+          { key: "ask", kind: "approval", config: { title: "ship {{ subject.id }}?", timeout_ms: APPROVAL_MS } },
+          post("ship"),
+          { key: "fin", kind: "end" },
+          { key: "no", kind: "end" },
+          { key: "late", kind: "end" },
+        ],
         edges: [
-          { from: "ask", port: "approved", to: "ship" }, { from: "ask", port: "rejected", to: "no" }, { from: "ask", port: "timeout", to: "late" },
+          { from: "ask", port: "approved", to: "ship" },
+          { from: "ask", port: "rejected", to: "no" },
+          { from: "ask", port: "timeout", to: "late" },
           { from: "ship", port: "next", to: "fin" },
         ],
       };
     case "fan":
       return {
-        ...base, root: "fan", reentry: { policy: "allow_concurrent" },
+        ...base,
+        root: "fan",
+        reentry: { policy: "allow_concurrent" },
         nodes: [
-          { key: "fan", kind: "for_each", config: { items: "context.items", action: { kind: "mb.effect", config: { url: `${sink}/${tag}/fan/{{ run.id }}/{{ item.id }}` } }, concurrency: 2 } },
+          {
+            key: "fan",
+            kind: "for_each",
+            config: { items: "context.items", action: { kind: "mb.effect", config: { url: `${sink}/${tag}/fan/{{ run.id }}/{{ item.id }}` } }, concurrency: 2 },
+          },
           { key: "fin", kind: "end" },
         ],
         edges: [{ from: "fan", port: "next", to: "fin" }],
       };
     case "later":
       return {
-        ...base, root: "nap",
+        ...base,
+        root: "nap",
         nodes: [{ key: "nap", kind: "delay", config: { duration_ms: DELAY_MS } }, post("after"), { key: "fin", kind: "end" }],
-        edges: [{ from: "nap", port: "next", to: "after" }, { from: "after", port: "next", to: "fin" }],
+        edges: [
+          { from: "nap", port: "next", to: "after" },
+          { from: "after", port: "next", to: "fin" },
+        ],
       };
     case "pair":
       return {
-        ...base, reentry: { policy: "allow_concurrent" }, root: "one",
+        ...base,
+        reentry: { policy: "allow_concurrent" },
+        root: "one",
         triggers: [{ type: "event", name: `${tag}.ping` }, { type: "webhook" }, { type: "record", entity: `${tag}_deal`, on: ["updated"], fields: ["stage"] }],
         nodes: [post("one"), post("two"), { key: "fin", kind: "end" }],
-        edges: [{ from: "one", port: "next", to: "two" }, { from: "two", port: "next", to: "fin" }],
+        edges: [
+          { from: "one", port: "next", to: "two" },
+          { from: "two", port: "next", to: "fin" },
+        ],
       };
   }
 }
@@ -173,7 +207,10 @@ export class Harness {
   /** Clocks start this far ahead of the wall clock, minus two days per sequence. */
   private readonly lead: number;
 
-  constructor(readonly kind: StoreKind, maxSequences: number) {
+  constructor(
+    readonly kind: StoreKind,
+    maxSequences: number,
+  ) {
     this.lead = (maxSequences + 10) * 2 * DAY;
   }
 
@@ -206,7 +243,11 @@ export class Sequence {
   /** The audit log's newest id when the sequence began: its own entries come after. */
   auditFrom = 0;
   /** What a command's settle gave up on (stuck), if anything. */
-  constructor(readonly h: Harness, readonly tag: string, readonly clock: ManualClock) {}
+  constructor(
+    readonly h: Harness,
+    readonly tag: string,
+    readonly clock: ManualClock,
+  ) {}
 
   async start(): Promise<void> {
     this.api = new Engine({ store: this.h.ts.store, clock: this.clock, noRunner: true, httpAllow: LOOPBACK });
@@ -225,7 +266,11 @@ export class Sequence {
   async addWorker(): Promise<void> {
     const store = this.h.ts.reopen();
     const e = new Engine({
-      store, clock: this.clock, httpAllow: LOOPBACK, dispatchPollMs: 20, schedulePollMs: 60_000,
+      store,
+      clock: this.clock,
+      httpAllow: LOOPBACK,
+      dispatchPollMs: 20,
+      schedulePollMs: 60_000,
       runner: { leaseMs: 10 * 60_000, pollMs: 20 },
     });
     e.registerAction(effectAction());
@@ -239,7 +284,10 @@ export class Sequence {
 
   private async stopWorker(w: Engine): Promise<void> {
     await w.stop();
-    await this.storeOf.get(w)?.close().catch(() => undefined);
+    await this.storeOf
+      .get(w)
+      ?.close()
+      .catch(() => undefined);
     this.storeOf.delete(w);
   }
 
@@ -288,8 +336,14 @@ export class Sequence {
     const now = new Date();
     const signature = new Webhook(secret ?? hook.secret).sign(msgId, now, raw);
     const res = await request(`${this.http.base}/v1/hooks/${hook.id}`, {
-      method: "POST", body: raw,
-      headers: { "content-type": "application/json", "webhook-id": msgId, "webhook-timestamp": String(Math.floor(now.getTime() / 1000)), "webhook-signature": signature },
+      method: "POST",
+      body: raw,
+      headers: {
+        "content-type": "application/json",
+        "webhook-id": msgId,
+        "webhook-timestamp": String(Math.floor(now.getTime() / 1000)),
+        "webhook-signature": signature,
+      },
     });
     const json = (await res.body.json()) as { event_id?: string; error?: { code: string } };
     return { status: res.statusCode, ...json };

@@ -86,8 +86,16 @@ export interface Model {
 
 export function newModel(tag: string, now: number): Model {
   return {
-    tag, now, versions: { flow: 1, approve: 1, fan: 1, later: 1, pair: 1 }, runs: [], events: [], paused: new Set(), effects: new Set(), audit: new Map(),
-    enrollKeys: new Map(), eventKeys: new Map(),
+    tag,
+    now,
+    versions: { flow: 1, approve: 1, fan: 1, later: 1, pair: 1 },
+    runs: [],
+    events: [],
+    paused: new Set(),
+    effects: new Set(),
+    audit: new Map(),
+    enrollKeys: new Map(),
+    eventKeys: new Map(),
   };
 }
 
@@ -126,12 +134,25 @@ export interface Start {
  */
 export function startRun(m: Model, s: Start): MRun {
   const r: MRun = {
-    id: s.id, aut: s.aut, version: m.versions[s.aut], subject: s.subject, status: "pending", exit_reason: null, node: ROOT[s.aut],
-    pausedPark: false, triggerEvent: s.triggerEvent, eventsFrom: s.eventsFrom, consumed: new Set(s.triggerEvent ? [s.triggerEvent] : []),
-    until: null, approval: null, items: [], context: s.context,
+    id: s.id,
+    aut: s.aut,
+    version: m.versions[s.aut],
+    subject: s.subject,
+    status: "pending",
+    exit_reason: null,
+    node: ROOT[s.aut],
+    pausedPark: false,
+    triggerEvent: s.triggerEvent,
+    eventsFrom: s.eventsFrom,
+    consumed: new Set(s.triggerEvent ? [s.triggerEvent] : []),
+    until: null,
+    approval: null,
+    items: [],
+    context: s.context,
   };
   if (s.subject !== null && m.paused.has(s.subject)) exit(r, "exited", "subject_paused");
-  else if (s.subject !== null && ONE_ACTIVE.has(s.aut) && m.runs.some((o) => o.aut === s.aut && o.subject === s.subject && !isTerminal(o))) exit(r, "exited", "already_active");
+  else if (s.subject !== null && ONE_ACTIVE.has(s.aut) && m.runs.some((o) => o.aut === s.aut && o.subject === s.subject && !isTerminal(o)))
+    exit(r, "exited", "already_active");
   m.runs.push(r);
   return r;
 }
@@ -154,10 +175,14 @@ function wakes(m: Model, r: MRun): boolean {
   if (r.pausedPark) return r.subject === null || !m.paused.has(r.subject);
   if (r.status === "pending") return true;
   switch (r.node) {
-    case "wait": return findReply(m, r) !== undefined || m.now >= (r.until ?? Infinity);
-    case "ask": return r.approval!.status !== "pending" || m.now >= r.approval!.expires;
-    case "nap": return m.now >= (r.until ?? Infinity);
-    default: return true;
+    case "wait":
+      return findReply(m, r) !== undefined || m.now >= (r.until ?? Infinity);
+    case "ask":
+      return r.approval!.status !== "pending" || m.now >= r.approval!.expires;
+    case "nap":
+      return m.now >= (r.until ?? Infinity);
+    default:
+      return true;
   }
 }
 
@@ -326,8 +351,12 @@ export interface Expected {
 
 export function expected(m: Model, r: MRun): Expected {
   return {
-    status: r.status, exit_reason: r.exit_reason, current_node_key: isTerminal(r) ? null : r.node, subject_resume: r.pausedPark,
-    version: r.version, subject_id: r.subject,
+    status: r.status,
+    exit_reason: r.exit_reason,
+    current_node_key: isTerminal(r) ? null : r.node,
+    subject_resume: r.pausedPark,
+    version: r.version,
+    subject_id: r.subject,
     items_failed: r.items.filter((i) => i.outcome === "failed").length,
     items: r.items.map((i) => i.outcome),
     approval: r.approval?.status ?? null,

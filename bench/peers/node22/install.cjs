@@ -16,6 +16,10 @@ const pkg = `${prefix}-${platform}-${arch}`;
 const bin = join(__dirname, "node_modules", pkg, "bin", platform === "win" ? "node.exe" : "node");
 if (process.env.WEFT_SKIP_PEER_NODE || existsSync(bin)) process.exit(0);
 const env = { ...process.env, npm_config_global: "false", npm_config_save: "false", npm_config_package_lock: "false" };
-const r = spawnSync(platform === "win" ? "npm.cmd" : "npm", ["install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund", "--prefix", __dirname, `${pkg}@${VERSION}`], { stdio: "inherit", env, shell: platform === "win" });
+const r = spawnSync(
+  platform === "win" ? "npm.cmd" : "npm",
+  ["install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund", "--prefix", __dirname, `${pkg}@${VERSION}`],
+  { stdio: "inherit", env, shell: platform === "win" },
+);
 if (r.status !== 0) console.warn(`weft-bench-node22: could not install ${pkg}@${VERSION}; the peers that need Node 22 will be reported as not run`);
 process.exit(0);

@@ -12,9 +12,16 @@ export function actionNode(action: RegisteredAction): NodeHandler {
     async execute(ctx) {
       const input = render(ctx.node.config, ctx.scope);
       const o = await action.invoke(input, {
-        run_id: ctx.run.id, node_key: ctx.node.key, idempotency_key: ctx.idempotencyKey, attempt: ctx.attempt,
-        run_as: ctx.run.run_as, trace_id: ctx.run.trace_id, signal: ctx.signal, node_permissions: ctx.permissions,
-        http: ctx.http, now: ctx.clockNow,
+        run_id: ctx.run.id,
+        node_key: ctx.node.key,
+        idempotency_key: ctx.idempotencyKey,
+        attempt: ctx.attempt,
+        run_as: ctx.run.run_as,
+        trace_id: ctx.run.trace_id,
+        signal: ctx.signal,
+        node_permissions: ctx.permissions,
+        http: ctx.http,
+        now: ctx.clockNow,
       });
       for (const v of o.violations) ctx.violate(v.permission, v.message);
       for (const l of o.logs) ctx.log(l.level, l.message, l.data);

@@ -62,9 +62,7 @@ const completionSchema = z.object({
       z.object({
         message: z.object({
           content: z.string().nullish(),
-          tool_calls: z
-            .array(z.object({ id: z.string(), function: z.object({ name: z.string(), arguments: z.string().nullish() }) }))
-            .nullish(),
+          tool_calls: z.array(z.object({ id: z.string(), function: z.object({ name: z.string(), arguments: z.string().nullish() }) })).nullish(),
         }),
       }),
     )
@@ -80,7 +78,10 @@ export const agentNode: NodeHandler = {
     const cfg = ctx.node.config as unknown as AgentConfig;
     const ai = ctx.settings.ai;
     if (!ai) {
-      return { kind: "fail", error: stepError("agent.not_configured", "agent steps need an AI endpoint (settings.ai.base_url), and none is configured", false) };
+      return {
+        kind: "fail",
+        error: stepError("agent.not_configured", "agent steps need an AI endpoint (settings.ai.base_url), and none is configured", false),
+      };
     }
     const model = text(render(cfg.model, ctx.scope)) || (ai.default_model ?? "");
     const system = cfg.system === undefined ? null : text(render(cfg.system, ctx.scope));
@@ -122,7 +123,13 @@ export const agentNode: NodeHandler = {
       let res: HttpResponse;
       try {
         res = await ctx.http.send({
-          method: "POST", url, headers, body, signal: ctx.signal, permit, operatorEndpoint: true,
+          method: "POST",
+          url,
+          headers,
+          body,
+          signal: ctx.signal,
+          permit,
+          operatorEndpoint: true,
           timeoutMs: cfg.timeout_ms ?? DEFAULT_TIMEOUT_MS,
           maxResponseBytes: MAX_RESPONSE_BYTES,
         });
@@ -135,16 +142,26 @@ export const agentNode: NodeHandler = {
       }
       if (res.status < 200 || res.status >= 300) {
         const error = stepError(`agent.status_${res.status}`, `the model endpoint answered ${res.status}`, isRetryableHttpStatus(res.status), {
-          status: res.status, turn, body: storableText(res.body.slice(0, ERROR_BODY_KEEP)),
+          status: res.status,
+          turn,
+          body: storableText(res.body.slice(0, ERROR_BODY_KEEP)),
         });
         const after = parseRetryAfter(res.headers["retry-after"], ctx.clockNow());
         if (after !== undefined) error.retry_after_ms = after;
         return fail(error, input, progress(turn));
       }
       const completion = parseCompletion(res.body);
-      if (completion instanceof HttpError) return fail(stepError(completion.code, completion.message, false, { ...completion.details, turn }), input, progress(turn));
+      if (completion instanceof HttpError)
+        return fail(stepError(completion.code, completion.message, false, { ...completion.details, turn }), input, progress(turn));
       if (typeof completion === "string") {
-        return fail(stepError("agent.bad_response", `the model endpoint sent no usable completion: ${completion}`, false, { turn, body: storableText(res.body.slice(0, ERROR_BODY_KEEP)) }), input, progress(turn));
+        return fail(
+          stepError("agent.bad_response", `the model endpoint sent no usable completion: ${completion}`, false, {
+            turn,
+            body: storableText(res.body.slice(0, ERROR_BODY_KEEP)),
+          }),
+          input,
+          progress(turn),
+        );
       }
       if (completion.usage) {
         usage.reported = true;
@@ -155,9 +172,14 @@ export const agentNode: NodeHandler = {
       const requested = reply.tool_calls ?? [];
       if (requested.length === 0) {
         return {
-          kind: "next", port: "next", input,
+          kind: "next",
+          port: "next",
+          input,
           output: {
-            content: reply.content ?? "", model: completion.model ?? model, turns: turn, tool_calls: calls,
+            content: reply.content ?? "",
+            model: completion.model ?? model,
+            turns: turn,
+            tool_calls: calls,
             usage: usage.reported ? { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens } : null,
           },
         };
@@ -166,7 +188,11 @@ export const agentNode: NodeHandler = {
       // would be side effects nobody uses, so the step fails before touching them.
       if (turn === MAX_TURNS) break;
 
-      const echoed: WireToolCall[] = requested.map((c) => ({ id: c.id, type: "function", function: { name: c.function.name, arguments: c.function.arguments ?? "" } }));
+      const echoed: WireToolCall[] = requested.map((c) => ({
+        id: c.id,
+        type: "function",
+        function: { name: c.function.name, arguments: c.function.arguments ?? "" },
+      }));
       // Every call's arguments are read before any tool runs: arguments no store could keep fail
       // the step (as the response they came in would), and no tool of the turn has run by then.
       const args: ToolArguments[] = [];
@@ -183,12 +209,23 @@ export const agentNode: NodeHandler = {
         messages.push({ role: "tool", tool_call_id: call.id, content });
       }
     }
-    return fail(stepError("agent.max_turns", `the model was still calling tools after ${MAX_TURNS} turns`, false, { max_turns: MAX_TURNS }), input, progress(MAX_TURNS));
+    return fail(
+      stepError("agent.max_turns", `the model was still calling tools after ${MAX_TURNS} turns`, false, { max_turns: MAX_TURNS }),
+      input,
+      progress(MAX_TURNS),
+    );
   },
 };
 
 /** Check one tool call against the step's tools and permissions, run it when allowed, and return the tool message content. */
-async function runTool(ctx: NodeContext, call: WireToolCall, parsed: ToolArguments, name: string, listed: readonly string[], calls: AgentToolCall[]): Promise<string> {
+async function runTool(
+  ctx: NodeContext,
+  _call: WireToolCall,
+  parsed: ToolArguments,
+  name: string,
+  listed: readonly string[],
+  calls: AgentToolCall[],
+): Promise<string> {
   const action = ctx.actions.get(name);
   const refusal = refuse(ctx, name, listed, action);
   if (refusal !== null) {

@@ -17,9 +17,20 @@ export interface ApprovalConfig {
 export function newApproval(ctx: NodeContext, cfg: ApprovalConfig, itemId: string | null, scope = ctx.scope): Approval {
   const now = ctx.now;
   return {
-    id: newId("apr", now), workspace_id: ctx.run.workspace_id, run_id: ctx.run.id, automation_id: ctx.run.automation_id,
-    node_key: ctx.node.key, visit: ctx.visit, item_id: itemId, title: String(render(cfg.title, scope)),
-    approvers: cfg.approvers ?? [], status: "pending", decided_by: null, decided_at: null, comment: null, created_at: now,
+    id: newId("apr", now),
+    workspace_id: ctx.run.workspace_id,
+    run_id: ctx.run.id,
+    automation_id: ctx.run.automation_id,
+    node_key: ctx.node.key,
+    visit: ctx.visit,
+    item_id: itemId,
+    title: String(render(cfg.title, scope)),
+    approvers: cfg.approvers ?? [],
+    status: "pending",
+    decided_by: null,
+    decided_at: null,
+    comment: null,
+    created_at: now,
     expires_at: cfg.timeout_ms !== undefined ? now + cfg.timeout_ms : null,
   };
 }
@@ -42,7 +53,14 @@ export const approvalNode: NodeHandler = {
     const id = ctx.parked?.data?.approval_id as string | undefined;
     if (id === undefined) {
       const a = newApproval(ctx, cfg, null);
-      return { kind: "park", waiting_for: "approval", until: a.expires_at, input: { approval_id: a.id, title: a.title, approvers: a.approvers }, data: { approval_id: a.id }, approvals: [a] };
+      return {
+        kind: "park",
+        waiting_for: "approval",
+        until: a.expires_at,
+        input: { approval_id: a.id, title: a.title, approvers: a.approvers },
+        data: { approval_id: a.id },
+        approvals: [a],
+      };
     }
     const a = await settleApproval(ctx, id);
     const output = { approval_id: id, status: a?.status ?? "missing", decided_by: a?.decided_by ?? null, comment: a?.comment ?? null };

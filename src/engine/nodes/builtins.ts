@@ -66,7 +66,6 @@ export const endNode: NodeHandler = {
   execute: () => ({ kind: "end" }),
 };
 
-
 /**
  * randomizer: pick a variant port by weight. Sticky (the default): the same subject always gets
  * the same variant of this node (a hash of automation, node and subject, no stored state), so a

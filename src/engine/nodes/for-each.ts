@@ -51,9 +51,16 @@ async function runAction(ctx: NodeContext, cfg: ForEachConfig, item: RunItem): P
   const action = ctx.actions.get(cfg.action.kind);
   if (action) {
     const o = await action.invoke(item.input, {
-      run_id: ctx.run.id, node_key: ctx.node.key, idempotency_key: item.idempotency_key, attempt: item.attempts,
-      run_as: ctx.run.run_as, trace_id: ctx.run.trace_id, signal: ctx.signal, node_permissions: ctx.permissions,
-      http: ctx.http, now: ctx.clockNow,
+      run_id: ctx.run.id,
+      node_key: ctx.node.key,
+      idempotency_key: item.idempotency_key,
+      attempt: item.attempts,
+      run_as: ctx.run.run_as,
+      trace_id: ctx.run.trace_id,
+      signal: ctx.signal,
+      node_permissions: ctx.permissions,
+      http: ctx.http,
+      now: ctx.clockNow,
     });
     for (const v of o.violations) ctx.violate(v.permission, `item ${item.idx}: ${v.message}`);
     return o.ok ? { ok: true, replayed: o.replayed, output: o.output } : { ok: false, error: o.error! };
@@ -64,8 +71,11 @@ async function runAction(ctx: NodeContext, cfg: ForEachConfig, item: RunItem): P
   }
   // A built-in node run per item: its config is the item's resolved input (already rendered).
   const res = await handler.execute({
-    ...ctx, node: { ...ctx.node, kind: handler.kind, config: item.input as Record<string, unknown> },
-    idempotencyKey: item.idempotency_key, attempt: item.attempts, parked: undefined,
+    ...ctx,
+    node: { ...ctx.node, kind: handler.kind, config: item.input as Record<string, unknown> },
+    idempotencyKey: item.idempotency_key,
+    attempt: item.attempts,
+    parked: undefined,
   });
   if (res.kind === "next") {
     const headers = (res.output as { headers?: Record<string, string> } | undefined)?.headers;
@@ -84,7 +94,8 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 /** Evaluate the list (once per visit, before any item exists or while some are missing). */
 function evaluateList(ctx: NodeContext, cfg: ForEachConfig): unknown[] {
   const list = evaluate(cfg.items, ctx.scope);
-  if (!Array.isArray(list)) throw new StepFailure(stepError("for_each.not_a_list", `"items" evaluated to ${typeof list}, not a list`, false, { pointer: "/config/items" }));
+  if (!Array.isArray(list))
+    throw new StepFailure(stepError("for_each.not_a_list", `"items" evaluated to ${typeof list}, not a list`, false, { pointer: "/config/items" }));
   if (list.length > MAX_ITEMS) throw new StepFailure(stepError("for_each.too_many_items", `${list.length} items (at most ${MAX_ITEMS})`, false));
   return list;
 }
@@ -94,9 +105,25 @@ function materializeOne(ctx: NodeContext, cfg: ForEachConfig, value: unknown, id
   const now = ctx.now;
   const scope = ctx.scope.with({ item: value, index: idx });
   const base: RunItem = {
-    id: newId("itm", now), run_id: ctx.run.id, workspace_id: ctx.run.workspace_id, node_key: ctx.node.key, visit: ctx.visit, idx,
-    subject_id: null, action_kind: cfg.action.kind, outcome: "pending", attempts: 0, idempotency_key: `${ctx.idempotencyKey}/${idx}`,
-    input: null, output: null, error: null, approval_id: null, not_before: null, started_at: null, finished_at: null, updated_at: now,
+    id: newId("itm", now),
+    run_id: ctx.run.id,
+    workspace_id: ctx.run.workspace_id,
+    node_key: ctx.node.key,
+    visit: ctx.visit,
+    idx,
+    subject_id: null,
+    action_kind: cfg.action.kind,
+    outcome: "pending",
+    attempts: 0,
+    idempotency_key: `${ctx.idempotencyKey}/${idx}`,
+    input: null,
+    output: null,
+    error: null,
+    approval_id: null,
+    not_before: null,
+    started_at: null,
+    finished_at: null,
+    updated_at: now,
   };
   try {
     const subject = cfg.subject !== undefined ? evaluate(cfg.subject, scope) : defaultSubject(value);
@@ -170,8 +197,13 @@ function defaultSubject(v: unknown): unknown {
 function summary(items: readonly RunItem[]) {
   const count = (o: RunItem["outcome"]) => items.filter((i) => i.outcome === o).length;
   return {
-    total: items.length, succeeded: count("succeeded"), idempotent_replay: count("idempotent_replay"), failed: count("failed"),
-    skipped: count("skipped"), awaiting_approval: count("awaiting_approval"), pending: count("pending"),
+    total: items.length,
+    succeeded: count("succeeded"),
+    idempotent_replay: count("idempotent_replay"),
+    failed: count("failed"),
+    skipped: count("skipped"),
+    awaiting_approval: count("awaiting_approval"),
+    pending: count("pending"),
   };
 }
 
@@ -236,7 +268,11 @@ export const forEachNode: NodeHandler = {
 
     // Run what is due, `concurrency` at a time; stop taking new items on stop or cancel.
     const due = items.filter((i) => i.outcome === "pending" && (i.not_before ?? 0) <= ctx.now).map((i) => i.idx);
-    const fresh = rerenderInputs(cfg, ctx.scope, due.map((i) => items[i]!).filter((i) => hasRedaction(i.input)));
+    const fresh = rerenderInputs(
+      cfg,
+      ctx.scope,
+      due.map((i) => items[i]!).filter((i) => hasRedaction(i.input)),
+    );
     let next = 0;
     const policy = ctx.node.retry ?? DEFAULT_RETRY;
     const more = () => next < due.length && ctx.control() === null && lost === null && !ctx.signal.aborted;
@@ -267,10 +303,19 @@ export const forEachNode: NodeHandler = {
         if (handedBack()) return;
         const at = ctx.clockNow();
         if (r.ok) {
-          put({ ...it, outcome: r.replayed ? "idempotent_replay" : "succeeded", output: r.output, error: null, not_before: null, finished_at: at, updated_at: at });
+          put({
+            ...it,
+            outcome: r.replayed ? "idempotent_replay" : "succeeded",
+            output: r.output,
+            error: null,
+            not_before: null,
+            finished_at: at,
+            updated_at: at,
+          });
         } else {
           const d = decideRetry(r.error, it.attempts, policy, ctx.random());
-          if (d.kind === "retry" && ctx.control() === null) put({ ...it, error: r.error, output: r.output ?? null, not_before: at + d.delayMs, updated_at: at });
+          if (d.kind === "retry" && ctx.control() === null)
+            put({ ...it, error: r.error, output: r.output ?? null, not_before: at + d.delayMs, updated_at: at });
           else put({ ...it, outcome: "failed", error: r.error, output: r.output ?? null, not_before: null, finished_at: at, updated_at: at });
         }
         // Commit whenever no commit of this run is in flight (results gather meanwhile, and the

@@ -5,7 +5,7 @@ import { stepError } from "../../model/errors.js";
 import { escapePointer, evaluate, render } from "../../model/expressions.js";
 import { isRetryableHttpStatus, parseRetryAfter } from "../../model/retry.js";
 import { checkJsonInput, storableText } from "../../model/json-input.js";
-import { HttpError, headerProblem, hostPermit, responseProblem } from "../http.js";
+import { HttpError, type HttpResponse, headerProblem, hostPermit, responseProblem } from "../http.js";
 import type { NodeHandler, NodeResult } from "./types.js";
 
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -65,14 +65,19 @@ export const httpRequestNode: NodeHandler = {
       headers["content-type"] ??= typeof b === "string" ? "text/plain; charset=utf-8" : "application/json";
     }
     headers["idempotency-key"] = idempotencyKey;
-    headers["traceparent"] = `00-${run.trace_id}-${idempotencyKey.length > 0 ? spanId(idempotencyKey) : "0000000000000001"}-01`;
+    headers.traceparent = `00-${run.trace_id}-${idempotencyKey.length > 0 ? spanId(idempotencyKey) : "0000000000000001"}-01`;
     const input = { method, url, headers: redactHeaders(headers), body: body === undefined ? undefined : sentBody(body, headers["content-type"]) };
-    let res;
+    let res: HttpResponse;
     try {
       // A node that declares permissions may reach only the hosts they name: the URL and every
       // redirect hop, each checked before anything is sent to it.
       res = await http.send({
-        method, url, headers, body, signal, permit: hostPermit(permissions, violate),
+        method,
+        url,
+        headers,
+        body,
+        signal,
+        permit: hostPermit(permissions, violate),
         timeoutMs: cfg.timeout_ms ?? DEFAULT_TIMEOUT_MS,
         maxResponseBytes: cfg.max_response_bytes ?? DEFAULT_MAX_RESPONSE_BYTES,
       });
@@ -123,4 +128,3 @@ function redactHeaders(h: Record<string, string>): Record<string, string> {
   for (const [k, v] of Object.entries(h)) out[k] = SENSITIVE.test(k) ? "[redacted]" : v;
   return out;
 }
-

@@ -68,7 +68,16 @@ export interface NodeContext {
 
 export type NodeResult =
   | { kind: "next"; port: string; input?: unknown; output?: unknown; assign?: Record<string, unknown>; items?: ItemCounts; consumed_event?: string }
-  | { kind: "park"; waiting_for: string; until: number | null; input?: unknown; data?: Record<string, unknown>; approvals?: Approval[]; wait?: ParkWait; items?: ItemCounts }
+  | {
+      kind: "park";
+      waiting_for: string;
+      until: number | null;
+      input?: unknown;
+      data?: Record<string, unknown>;
+      approvals?: Approval[];
+      wait?: ParkWait;
+      items?: ItemCounts;
+    }
   | { kind: "end"; input?: unknown }
   /** Exit the run with a reason (input_timeout). */
   | { kind: "exit"; reason: "input_timeout"; input?: unknown; output?: unknown }

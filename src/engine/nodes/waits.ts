@@ -38,7 +38,12 @@ async function lookFor(ctx: NodeContext, name: string, match: string | undefined
   for (let page = 0; page < MAX_PAGES; page++) {
     const events = await ctx.store.findEvents(ctx.run.workspace_id, { ...waitSpec(ctx, name, data), run_id: ctx.run.id }, PAGE);
     for (const e of events) {
-      const ok = match === undefined || evaluateCondition(match, ctx.scope.with({ event: { ...e.body, id: e.id, received_at: new Date(e.received_at).toISOString() }, trigger: ctx.run.event }));
+      const ok =
+        match === undefined ||
+        evaluateCondition(
+          match,
+          ctx.scope.with({ event: { ...e.body, id: e.id, received_at: new Date(e.received_at).toISOString() }, trigger: ctx.run.event }),
+        );
       if (ok) return { event: e, data };
       data = e.received_at > data.after ? { after: e.received_at, seen: [e.id] } : { after: data.after, seen: [...data.seen, e.id] };
     }

@@ -120,7 +120,10 @@ function App() {
     setSignedIn(false);
   };
   return html`
-    <a class="skip" href="#main" onClick=${(e) => { e.preventDefault(); main.current?.focus(); }}>Skip to content</a>
+    <a class="skip" href="#main" onClick=${(e) => {
+      e.preventDefault();
+      main.current?.focus();
+    }}>Skip to content</a>
     <header class="top">
       <a class="brand" href=${href("/runs")}>Weft</a>
       <nav aria-label="Console">

@@ -11,7 +11,10 @@ export function ApprovalsPage({ query }) {
   const automations = useAutomations();
   const list = useLoad(() => api("GET", `/v1/approvals?limit=200${status === "all" ? "" : `&status=${status}`}`), [status]);
   // Decided lately: what the inbox held and who answered (kept in view after a decision here).
-  const recent = useLoad(async () => (status === "pending" ? (await api("GET", "/v1/approvals?limit=200")).items.filter((a) => a.status !== "pending") : []), [status]);
+  const recent = useLoad(
+    async () => (status === "pending" ? (await api("GET", "/v1/approvals?limit=200")).items.filter((a) => a.status !== "pending") : []),
+    [status],
+  );
   const [announce, setAnnounce] = useState("");
   const decided = (a) => {
     setAnnounce(`${a.status === "approved" ? "Approved" : "Rejected"} "${a.title}" as ${a.decided_by}.`);
@@ -26,18 +29,29 @@ export function ApprovalsPage({ query }) {
           ${FILTER.map((s) => html`<option value=${s}>${s === "all" ? "all approvals" : s.replace("_", " ")}</option>`)}
         </select>
       </label>
-      <button type="button" onClick=${() => { void list.reload(true); void recent.reload(true); }}>Refresh</button>
+      <button type="button" onClick=${() => {
+        void list.reload(true);
+        void recent.reload(true);
+      }}>Refresh</button>
     </form>
     <p class="sr-only" role="status" aria-live="polite">${announce}</p>
     ${announce ? html`<p class="notice">${announce}</p>` : null}
     <${ErrorBox} error=${list.error} />
     ${list.loading && !list.data ? html`<${Loading} what="Loading approvals" />` : null}
-    ${list.data ? html`<${ApprovalsTable} approvals=${list.data.items} automations=${automations.data} onDecided=${decided}
-      caption=${list.data.items.length === 0 ? (status === "pending" ? "Nothing waits for a decision." : "No approvals.") : `${list.data.items.length} ${status === "all" ? "" : status.replace("_", " ")} approval${list.data.items.length === 1 ? "" : "s"}`} />` : null}
-    ${status === "pending" && recent.data && recent.data.length > 0 ? html`<section aria-labelledby="recent-h">
+    ${
+      list.data
+        ? html`<${ApprovalsTable} approvals=${list.data.items} automations=${automations.data} onDecided=${decided}
+      caption=${list.data.items.length === 0 ? (status === "pending" ? "Nothing waits for a decision." : "No approvals.") : `${list.data.items.length} ${status === "all" ? "" : status.replace("_", " ")} approval${list.data.items.length === 1 ? "" : "s"}`} />`
+        : null
+    }
+    ${
+      status === "pending" && recent.data && recent.data.length > 0
+        ? html`<section aria-labelledby="recent-h">
       <h2 id="recent-h">Decided</h2>
       <${ApprovalsTable} approvals=${recent.data.slice(0, 25)} automations=${automations.data} caption="The latest decisions, newest first" />
-    </section>` : null}
+    </section>`
+        : null
+    }
   </section>`;
 }
 
@@ -56,20 +70,26 @@ export function ApprovalsTable({ approvals, automations, caption, onDecided, sho
       <th scope="col">Title</th>${showRun ? html`<th scope="col">Run</th><th scope="col">Automation</th>` : null}<th scope="col">Node</th>
       <th scope="col">Approvers</th><th scope="col">Requested</th><th scope="col">Expires</th><th scope="col">Decision</th>
     </tr></thead>
-    <tbody>${rows.map((a) => html`<tr data-approval=${a.id}>
+    <tbody>${rows.map(
+      (a) => html`<tr data-approval=${a.id}>
       <td>${a.title || html`<span class="muted">(untitled)</span>`}${a.item_id ? html` <span class="muted">(item ${a.item_id})</span>` : null}</td>
       ${showRun ? html`<td><a href=${href(`/runs/${a.run_id}`)}><code>${a.run_id}</code></a></td><td><${AutomationName} id=${a.automation_id} automations=${automations} /></td>` : null}
       <td><code>${a.node_key}</code></td>
       <td>${a.approvers.length ? a.approvers.join(", ") : html`<span class="muted">any member</span>`}</td>
       <td><${Time} iso=${a.created_at} ago /></td>
       <td>${a.expires_at ? html`<${Time} iso=${a.expires_at} ago />` : html`<span class="muted">never</span>`}</td>
-      <td>${a.status === "pending" ? html`<${Decide} approval=${a} onDone=${done} />` : html`<div class="decision">
+      <td>${
+        a.status === "pending"
+          ? html`<${Decide} approval=${a} onDone=${done} />`
+          : html`<div class="decision">
         <${Status} status=${a.status} />
         ${a.decided_by ? html` by <strong class="decided-by">${a.decided_by}</strong>` : null}
         ${a.decided_at ? html` at <${Time} iso=${a.decided_at} />` : null}
         ${a.comment ? html`<div class="muted">“${a.comment}”</div>` : null}
-      </div>`}</td>
-    </tr>`)}</tbody>
+      </div>`
+      }</td>
+    </tr>`,
+    )}</tbody>
   </table>`;
 }
 

@@ -11,18 +11,24 @@ export function AutomationsPage() {
     <h1 id="auto-h">Automations</h1>
     <${ErrorBox} error=${list.error} />
     ${list.loading && !list.data ? html`<${Loading} what="Loading automations" />` : null}
-    ${list.data ? html`<table class="automations">
+    ${
+      list.data
+        ? html`<table class="automations">
       <caption>${list.data.list.length === 0 ? "No automations yet (POST /v1/automations creates one)." : `${list.data.list.length} automation${list.data.list.length === 1 ? "" : "s"}`}</caption>
       <thead><tr><th scope="col">Name</th><th scope="col">Key</th><th scope="col">Status</th><th scope="col">Version</th><th scope="col">Updated</th><th scope="col"><span class="sr-only">Runs</span></th></tr></thead>
-      <tbody>${list.data.list.map((a) => html`<tr>
+      <tbody>${list.data.list.map(
+        (a) => html`<tr>
         <td><a href=${href(`/automations/${a.id}`)}>${a.name}</a></td>
         <td><code>${a.key}</code></td>
         <td><${Status} status=${a.status} /></td>
         <td>v${a.version}</td>
         <td><${Time} iso=${a.updated_at} /></td>
         <td><a href=${href("/runs", { automation_id: a.id })}>Runs</a></td>
-      </tr>`)}</tbody>
-    </table>` : null}
+      </tr>`,
+      )}</tbody>
+    </table>`
+        : null
+    }
   </section>`;
 }
 
@@ -51,7 +57,10 @@ export function AutomationPage({ id, query }) {
         <a class="button" href=${href("/runs", { automation_id: a.id })}>Runs</a>
         <${ActionButton} label=${toggle === "pause" ? "Pause" : "Activate"} onError=${setError}
           confirmText=${toggle === "pause" ? `Pause ${a.name}? It stops taking new runs; runs in flight go on.` : `Activate ${a.name}? It starts taking new runs.`}
-          onAct=${async () => { await api("POST", `/v1/automations/${encodeURIComponent(a.id)}/${toggle}`); await res.reload(true); }} />
+          onAct=${async () => {
+            await api("POST", `/v1/automations/${encodeURIComponent(a.id)}/${toggle}`);
+            await res.reload(true);
+          }} />
       </div>
     </header>
     <${ErrorBox} error=${error} />
@@ -61,7 +70,7 @@ export function AutomationPage({ id, query }) {
       ["Current version", `v${a.version}`],
       ["Created", html`<${Time} iso=${a.created_at} />`],
       ["Updated", html`<${Time} iso=${a.updated_at} />`],
-      ["Webhooks", a.hooks && a.hooks.length ? html`${a.hooks.map((h) => html`<code>POST ${h.path}</code> `)}` : null],
+      ["Webhooks", a.hooks?.length ? html`${a.hooks.map((h) => html`<code>POST ${h.path}</code> `)}` : null],
     ]} />
 
     <section aria-labelledby="hist-h">
@@ -70,12 +79,14 @@ export function AutomationPage({ id, query }) {
       <table class="versions">
         <caption>${versions.length} version${versions.length === 1 ? "" : "s"}, newest first</caption>
         <thead><tr><th scope="col">Version</th><th scope="col">Created</th><th scope="col">Nodes</th><th scope="col">Changes from the one before</th></tr></thead>
-        <tbody>${[...versions].reverse().map((ver) => html`<tr class=${ver.version === chosen ? "selected" : ""}>
+        <tbody>${[...versions].reverse().map(
+          (ver) => html`<tr class=${ver.version === chosen ? "selected" : ""}>
           <td><a href=${href(`/automations/${a.id}`, { v: ver.version })} aria-current=${ver.version === chosen ? "true" : undefined}>v${ver.version}</a>${ver.version === a.version ? html` <span class="badge">current</span>` : null}</td>
           <td><${Time} iso=${ver.created_at} /></td>
           <td>${(ver.definition.nodes ?? []).length}</td>
           <td>${changes(versions[ver.version - 2]?.definition, ver.definition)}</td>
-        </tr>`)}</tbody>
+        </tr>`,
+        )}</tbody>
       </table>
     </section>
 
@@ -83,9 +94,13 @@ export function AutomationPage({ id, query }) {
       <h2 id="graph-h">Graph of version ${chosen}</h2>
       <${Graph} definition=${def} label=${`Graph of ${a.name} version ${chosen}`} />
       <h3>Triggers</h3>
-      ${(def.triggers ?? []).length === 0 ? html`<p class="muted">No triggers: runs start by enrollment only.</p>` : html`<ul>
+      ${
+        (def.triggers ?? []).length === 0
+          ? html`<p class="muted">No triggers: runs start by enrollment only.</p>`
+          : html`<ul>
         ${def.triggers.map((t) => html`<li><strong>${t.type}</strong> ${triggerText(t)}</li>`)}
-      </ul>`}
+      </ul>`
+      }
       <details><summary>Definition (JSON)</summary><${Json} value=${def} label=${`Definition of version ${chosen}`} /></details>
     </section>
   </article>`;

@@ -29,17 +29,23 @@ export function EventsPage({ query }) {
     </form>
     <${ErrorBox} error=${list.error} />
     ${list.loading && !list.data ? html`<${Loading} what="Loading events" />` : null}
-    ${list.data ? html`<table class="events">
+    ${
+      list.data
+        ? html`<table class="events">
       <caption>${rows.length === 0 ? "No events match." : `${rows.length} event${rows.length === 1 ? "" : "s"}, newest first`}</caption>
       <thead><tr><th scope="col">Event</th><th scope="col">Type</th><th scope="col">Subject</th><th scope="col">Key</th>
         <th scope="col">Received</th><th scope="col">Dispatched</th></tr></thead>
-      <tbody>${rows.map((e) => html`<tr data-event=${e.id}>
+      <tbody>${rows.map(
+        (e) => html`<tr data-event=${e.id}>
         <td><a href=${href(`/events/${e.id}`)}><code>${e.id}</code></a></td>
         <td>${typeText(e)}</td><td>${e.subject_id ?? html`<span class="muted">—</span>`}</td><td><code>${e.key}</code></td>
         <td><${Time} iso=${e.received_at} ago /></td>
         <td>${e.dispatched_at ? html`<${Time} iso=${e.dispatched_at} /> <span class="muted">(${e.runs_created} run${e.runs_created === 1 ? "" : "s"})</span>` : html`<strong>not yet</strong>`}</td>
-      </tr>`)}</tbody>
-    </table>` : null}
+      </tr>`,
+      )}</tbody>
+    </table>`
+        : null
+    }
     ${list.data?.next_cursor ? html`<p><a href=${href("/events", { subject_id: query.subject_id, type: query.type, key: query.key, cursor: list.data.next_cursor })}>Older events</a></p>` : null}
   </section>`;
 }
@@ -56,21 +62,27 @@ export function EventPage({ id }) {
     <p><a href=${href("/events")}>← Events</a></p>
     <h1 id="event-h">Event <code>${e.id}</code></h1>
     <${Facts} rows=${[
-      ["Type", typeText(e)], ["Subject", e.subject_id ?? "—"], ["Key", html`<code>${e.key}</code>`], ["Source", e.source],
-      ["Received", html`<${Time} iso=${e.received_at} ago />`], ["Dispatched", e.dispatched_at ? html`<${Time} iso=${e.dispatched_at} />` : "not yet"],
+      ["Type", typeText(e)],
+      ["Subject", e.subject_id ?? "—"],
+      ["Key", html`<code>${e.key}</code>`],
+      ["Source", e.source],
+      ["Received", html`<${Time} iso=${e.received_at} ago />`],
+      ["Dispatched", e.dispatched_at ? html`<${Time} iso=${e.dispatched_at} />` : "not yet"],
     ]} />
     <h2>Why it did or did not start runs</h2>
     <p class=${why.dispatched || why.dispatcher_alive ? "summary" : "summary error-box"} role=${why.dispatcher_alive ? null : "alert"}>${why.summary}</p>
     <table class="explain">
       <caption>${why.automations.length === 0 ? "No automation of this workspace has a trigger that could take this event." : "Every automation that could have taken it"}</caption>
       <thead><tr><th scope="col">Automation</th><th scope="col">Taken</th><th scope="col">Run</th><th scope="col">Code</th><th scope="col">Why</th></tr></thead>
-      <tbody>${why.automations.map((a) => html`<tr data-automation=${a.key}>
+      <tbody>${why.automations.map(
+        (a) => html`<tr data-automation=${a.key}>
         <td><a href=${href(`/automations/${a.automation_id}`)}>${a.name}</a> <span class="muted">v${a.version}</span></td>
         <td>${a.taken ? "yes" : "no"}</td>
         <td>${a.run_id ? html`<a href=${href(`/runs/${a.run_id}`)}><code>${a.run_id}</code></a>` : html`<span class="muted">—</span>`}</td>
         <td><code class="code">${a.code}</code></td>
         <td>${a.reason}</td>
-      </tr>`)}</tbody>
+      </tr>`,
+      )}</tbody>
     </table>
     <h2>Body</h2>
     <${Json} value=${e.body} label="Event body" />

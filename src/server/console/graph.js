@@ -41,7 +41,14 @@ export function layout(def) {
     depth.set(n.key, maxDepth + 1);
     order.push(n.key);
   }
-  const boxes = order.map((key) => ({ key, kind: known.get(key).kind, depth: depth.get(key), root: key === def.root, missing: false, reachable: order.indexOf(key) < reached }));
+  const boxes = order.map((key) => ({
+    key,
+    kind: known.get(key).kind,
+    depth: depth.get(key),
+    root: key === def.root,
+    missing: false,
+    reachable: order.indexOf(key) < reached,
+  }));
   // Edges to a node that does not exist: a ghost box one column right of the edge's source.
   for (const e of edges) {
     if (known.has(e.to) || boxes.some((b) => b.missing && b.key === e.to)) continue;
@@ -89,7 +96,10 @@ export function layout(def) {
     }
     const mid = [0, 1].map((i) => (p0[i] + 3 * p1[i] + 3 * p2[i] + p3[i]) / 8);
     paths.push({
-      from: e.from, to: e.to, port: e.port ?? "", back: b.depth < a.depth || a.key === b.key,
+      from: e.from,
+      to: e.to,
+      port: e.port ?? "",
+      back: b.depth < a.depth || a.key === b.key,
       d: `M${p0[0]},${p0[1]} C${p1[0]},${p1[1]} ${p2[0]},${p2[1]} ${p3[0]},${p3[1]}`,
       label: b.depth === a.depth && a.key !== b.key ? [mid[0] + 4, mid[1] + 4] : [mid[0], mid[1] - 5 + nth * 14],
       anchor: b.depth === a.depth && a.key !== b.key ? "start" : "middle",
@@ -121,18 +131,24 @@ export function Graph({ definition, label, marks = new Map() }) {
           </marker>
         </defs>
         <g class="edges">
-          ${g.paths.map((p) => html`<g class=${`edge${p.back ? " back" : ""}`} data-from=${p.from} data-to=${p.to}>
+          ${g.paths.map(
+            (p) => html`<g class=${`edge${p.back ? " back" : ""}`} data-from=${p.from} data-to=${p.to}>
             <path d=${p.d} marker-end="url(#arrow)" />
             ${p.port ? html`<text x=${p.label[0]} y=${p.label[1]} text-anchor=${p.anchor} class="port">${p.port}</text>` : null}
-          </g>`)}
+          </g>`,
+          )}
         </g>
         <g class="nodes">
-          ${g.boxes.map((b) => html`<g class=${`node kind-${b.kind}${b.root ? " root" : ""}${b.missing ? " missing" : ""}${b.reachable ? "" : " unreachable"}${marks.get(b.key) ? ` mark-${marks.get(b.key)}` : ""}`}
+          ${g.boxes.map(
+            (
+              b,
+            ) => html`<g class=${`node kind-${b.kind}${b.root ? " root" : ""}${b.missing ? " missing" : ""}${b.reachable ? "" : " unreachable"}${marks.get(b.key) ? ` mark-${marks.get(b.key)}` : ""}`}
               transform=${`translate(${b.x},${b.y})`} data-key=${b.key}>
             <rect width=${W} height=${H} rx="7" />
             <text x="10" y="21" class="key">${clip(b.key, 20)}</text>
             <text x="10" y="39" class="kind">${b.missing ? "missing: path ends" : b.kind}${b.root ? " · root" : ""}${b.reachable ? "" : " · unreachable"}${marks.get(b.key) ? ` · ${marks.get(b.key)}` : ""}</text>
-          </g>`)}
+          </g>`,
+          )}
         </g>
       </svg>
     </div>

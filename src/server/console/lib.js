@@ -124,7 +124,18 @@ export function useInterval(fn, ms, active) {
 
 // The model's lists (model/run-status.ts); the browser cannot import it, so a test holds these equal.
 export const TERMINAL = new Set(["completed", "completed_with_failures", "failed", "cancelled", "exited"]);
-export const RUN_STATUSES = ["pending", "running", "waiting", "retrying", "interrupted", "completed", "completed_with_failures", "failed", "cancelled", "exited"];
+export const RUN_STATUSES = [
+  "pending",
+  "running",
+  "waiting",
+  "retrying",
+  "interrupted",
+  "completed",
+  "completed_with_failures",
+  "failed",
+  "cancelled",
+  "exited",
+];
 
 const pad = (n) => String(n).padStart(2, "0");
 
@@ -180,7 +191,7 @@ export function ErrorBox({ error, title }) {
   const code = error.code ?? "console.error";
   return html`<div class="error-box" role="alert">
     ${title ? html`<strong>${title}: </strong>` : null}<code class="code">${code}</code> ${error.message}
-    ${error.details && error.details.pointer ? html` <span class="muted">(at ${error.details.pointer})</span>` : null}
+    ${error.details?.pointer ? html` <span class="muted">(at ${error.details.pointer})</span>` : null}
   </div>`;
 }
 

@@ -51,18 +51,24 @@ function Dashboard({ data, hours, automations }) {
   const { overview: o, overdue } = data;
   const spikes = o.failed_runs.filter((f) => f.spike);
   return html`
-    ${spikes.length > 0 ? html`<div class="alert-box" role="alert">
+    ${
+      spikes.length > 0
+        ? html`<div class="alert-box" role="alert">
       <strong>Failure spike:</strong> ${spikes.map((s, i) => html`${i ? ", " : ""}<${AutomationName} id=${s.automation_id} automations=${automations} /> (${s.last_hour} in the last hour)`)}.
       A spike across several automations at once usually means a deployed change broke something.
-    </div>` : null}
+    </div>`
+        : null
+    }
     <ul class="stats" aria-label="Engine health">
       <li class=${o.overdue_runs > 0 ? "stat warn" : "stat"}><span class="n">${o.overdue_runs}</span> overdue runs</li>
       <li class=${o.overdue_schedules > 0 ? "stat warn" : "stat"}><span class="n">${o.overdue_schedules}</span> overdue schedules</li>
       <li class="stat"><span class="n">${o.queue_depth.due_runs}</span> runs due now (queue depth)</li>
       <li class="stat"><span class="n">${o.queue_depth.undispatched_events}</span> events not yet dispatched</li>
-      <li class="stat">${o.oldest_due_run
-        ? html`<span class="n small"><a href=${href(`/runs/${o.oldest_due_run.id}`)}><code>${o.oldest_due_run.id}</code></a></span> oldest due run, due <${Time} iso=${o.oldest_due_run.due_at} /> (${fmtAgo(o.oldest_due_run.due_at)})`
-        : html`<span class="n">—</span> no run is due`}</li>
+      <li class="stat">${
+        o.oldest_due_run
+          ? html`<span class="n small"><a href=${href(`/runs/${o.oldest_due_run.id}`)}><code>${o.oldest_due_run.id}</code></a></span> oldest due run, due <${Time} iso=${o.oldest_due_run.due_at} /> (${fmtAgo(o.oldest_due_run.due_at)})`
+          : html`<span class="n">—</span> no run is due`
+      }</li>
     </ul>
     <section aria-labelledby="fail-h">
       <h2 id="fail-h">Failures per automation over time</h2>
@@ -73,12 +79,16 @@ function Dashboard({ data, hours, automations }) {
         <thead><tr><th scope="col">Automation</th><th scope="col">In the window</th><th scope="col">Last hour</th><th scope="col">Spike</th><th scope="col"><span class="sr-only">Runs</span></th></tr></thead>
         <tbody>
           ${o.failed_runs.length === 0 ? html`<tr><td colspan="5" class="muted">No failed runs in this window.</td></tr>` : null}
-          ${[...o.failed_runs].sort((a, b) => b.in_window - a.in_window).map((f) => html`<tr>
+          ${[...o.failed_runs]
+            .sort((a, b) => b.in_window - a.in_window)
+            .map(
+              (f) => html`<tr>
             <td><${AutomationName} id=${f.automation_id} automations=${automations} /></td>
             <td>${f.in_window}</td><td>${f.last_hour}</td>
             <td>${f.spike ? html`<span class="badge spike">Spike</span>` : html`<span class="muted">no</span>`}</td>
             <td><a href=${href("/runs", { automation_id: f.automation_id, status: "failed", started_after: new Date(data.start).toISOString() })}>Failed runs</a></td>
-          </tr>`)}
+          </tr>`,
+            )}
         </tbody>
       </table>
     </section>
@@ -90,10 +100,12 @@ function Dashboard({ data, hours, automations }) {
         <thead><tr><th scope="col">Automation</th><th scope="col">Runs</th><th scope="col">Schedules</th><th scope="col">Oldest due</th></tr></thead>
         <tbody>
           ${overdue.by_automation.length === 0 ? html`<tr><td colspan="4" class="muted">Nothing is overdue.</td></tr>` : null}
-          ${overdue.by_automation.map((r) => html`<tr>
+          ${overdue.by_automation.map(
+            (r) => html`<tr>
             <td><${AutomationName} id=${r.automation_id} automations=${automations} /></td>
             <td>${r.runs}</td><td>${r.schedules}</td><td><${Time} iso=${r.oldest_due_at} ago /></td>
-          </tr>`)}
+          </tr>`,
+          )}
         </tbody>
       </table>
     </section>`;
@@ -114,7 +126,12 @@ export function FailureChart({ runs, start, end, automations, spikes }) {
   const max = Math.max(1, ...totals);
   const step = niceStep(max);
   const top = Math.ceil(max / step) * step;
-  const W = 760, H = 240, L = 40, R = 16, T = 26, B = 36;
+  const W = 760,
+    H = 240,
+    L = 40,
+    R = 16,
+    T = 26,
+    B = 36;
   const bw = (W - L - R) / n;
   const y = (v) => T + (H - T - B) * (1 - v / top);
   const name = (id) => automations?.byId.get(id)?.name ?? id;
@@ -124,30 +141,37 @@ export function FailureChart({ runs, start, end, automations, spikes }) {
   };
   const every = Math.max(1, Math.ceil(n / 8));
   const total = runs.length;
-  const desc = total === 0 ? "No failed runs in this window." : `${total} failed runs over ${n} hours; most in one hour: ${max}.${spikes.length ? ` Spike flagged for ${spikes.map((s) => name(s.automation_id)).join(", ")}.` : ""}`;
+  const desc =
+    total === 0
+      ? "No failed runs in this window."
+      : `${total} failed runs over ${n} hours; most in one hour: ${max}.${spikes.length ? ` Spike flagged for ${spikes.map((s) => name(s.automation_id)).join(", ")}.` : ""}`;
   return html`<figure class="chart">
     <svg viewBox=${`0 0 ${W} ${H}`} role="img" aria-labelledby="chart-t chart-d" class="chart-svg" preserveAspectRatio="xMidYMid meet">
       <title id="chart-t">Failed runs per hour, per automation</title>
       <desc id="chart-d">${desc}</desc>
       <g class="axis">
-        ${Array.from({ length: top / step + 1 }, (_, i) => i * step).map((v) => html`<g>
+        ${Array.from({ length: top / step + 1 }, (_, i) => i * step).map(
+          (v) => html`<g>
           <line x1=${L} x2=${W - R} y1=${y(v)} y2=${y(v)} class="grid" />
           <text x=${L - 6} y=${y(v) + 4} text-anchor="end">${v}</text>
-        </g>`)}
+        </g>`,
+        )}
         ${buckets.map((_, i) => (i % every === 0 ? html`<text x=${L + i * bw + bw / 2} y=${H - B + 16} text-anchor="middle">${label(start + i * HOUR)}</text>` : null))}
         <text x=${W - R} y=${H - 4} text-anchor="end" class="muted-text">hour started (local time)</text>
       </g>
       <g class="bars">
         ${buckets.map((b, i) => {
           let acc = 0;
-          return ids.filter((id) => b.get(id)).map((id) => {
-            const v = b.get(id);
-            const y0 = y(acc + v);
-            acc += v;
-            return html`<rect x=${L + i * bw + 1} width=${Math.max(1, bw - 2)} y=${y0} height=${y(acc - v) - y0} fill=${color.get(id)}>
+          return ids
+            .filter((id) => b.get(id))
+            .map((id) => {
+              const v = b.get(id);
+              const y0 = y(acc + v);
+              acc += v;
+              return html`<rect x=${L + i * bw + 1} width=${Math.max(1, bw - 2)} y=${y0} height=${y(acc - v) - y0} fill=${color.get(id)}>
               <title>${`${name(id)}: ${v} failed, ${label(start + i * HOUR)}`}</title>
             </rect>`;
-          });
+            });
         })}
       </g>
       ${spikes.map((s, k) => {

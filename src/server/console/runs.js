@@ -3,8 +3,28 @@
 
 import { useState } from "preact/hooks";
 import {
-  ActionButton, AutomationName, ErrorBox, Facts, Json, Loading, RUN_STATUSES, Status, TERMINAL, Time,
-  api, fmtDuration, fromLocalInput, href, html, navigate, qs, runAsText, toLocalInput, useAutomations, useInterval, useLoad,
+  ActionButton,
+  AutomationName,
+  ErrorBox,
+  Facts,
+  Json,
+  Loading,
+  RUN_STATUSES,
+  Status,
+  TERMINAL,
+  Time,
+  api,
+  fmtDuration,
+  fromLocalInput,
+  href,
+  html,
+  navigate,
+  qs,
+  runAsText,
+  toLocalInput,
+  useAutomations,
+  useInterval,
+  useLoad,
 } from "./lib.js";
 import { Graph } from "./graph.js";
 import { ApprovalsTable } from "./approvals.js";
@@ -28,7 +48,9 @@ export function RunsPage({ query }) {
     <${ErrorBox} error=${automations.error} title="Automations" />
     <${ErrorBox} error=${runs.error} />
     ${runs.loading && !runs.data ? html`<${Loading} what="Loading runs" />` : null}
-    ${runs.data ? html`<table class="runs">
+    ${
+      runs.data
+        ? html`<table class="runs">
       <caption>
         ${list.length === 0 ? "No runs match." : `${list.length} run${list.length === 1 ? "" : "s"}${query.cursor ? " (a later page)" : ""}, newest first`}
       </caption>
@@ -37,7 +59,8 @@ export function RunsPage({ query }) {
         <th scope="col">Subject</th><th scope="col">Trigger</th><th scope="col">Started</th><th scope="col">Duration</th><th scope="col">Items</th>
       </tr></thead>
       <tbody>
-        ${list.map((r) => html`<tr>
+        ${list.map(
+          (r) => html`<tr>
           <td><a href=${href(`/runs/${r.id}`)}><code>${r.id}</code></a></td>
           <td><${AutomationName} id=${r.automation_id} automations=${automations.data} /></td>
           <td>v${r.version}</td>
@@ -47,7 +70,8 @@ export function RunsPage({ query }) {
           <td><${Time} iso=${r.started_at} /></td>
           <td>${r.completed_at ? fmtDuration(Date.parse(r.completed_at) - Date.parse(r.started_at)) : html`<span class="muted">running</span>`}</td>
           <td>${r.items_total ? `${r.items_total}${r.items_failed ? `, ${r.items_failed} failed` : ""}` : html`<span class="muted">—</span>`}</td>
-        </tr>`)}
+        </tr>`,
+        )}
       </tbody>
     </table>
     <nav class="pager" aria-label="Pages of runs">
@@ -59,7 +83,9 @@ export function RunsPage({ query }) {
         </select>
       </label>
       <button type="button" onClick=${() => runs.reload(true)}>Refresh</button>
-    </nav>` : null}
+    </nav>`
+        : null
+    }
   </section>`;
 }
 
@@ -71,8 +97,11 @@ function RunFilters({ query, limit, automations }) {
   const submit = (e) => {
     e.preventDefault();
     navigate("/runs", {
-      automation_id: form.automation_id, status: form.status, subject_id: form.subject_id.trim(),
-      started_after: fromLocalInput(form.started_after), started_before: fromLocalInput(form.started_before),
+      automation_id: form.automation_id,
+      status: form.status,
+      subject_id: form.subject_id.trim(),
+      started_after: fromLocalInput(form.started_after),
+      started_before: fromLocalInput(form.started_before),
       limit: limit === 25 ? "" : limit,
     });
   };
@@ -109,8 +138,11 @@ function RunFilters({ query, limit, automations }) {
 
 const pick = (o, keys) => Object.fromEntries(keys.filter((k) => o[k]).map((k) => [k, o[k]]));
 const formFrom = (q) => ({
-  automation_id: q.automation_id ?? "", status: q.status ?? "", subject_id: q.subject_id ?? "",
-  started_after: toLocalInput(q.started_after), started_before: toLocalInput(q.started_before),
+  automation_id: q.automation_id ?? "",
+  status: q.status ?? "",
+  subject_id: q.subject_id ?? "",
+  started_after: toLocalInput(q.started_after),
+  started_before: toLocalInput(q.started_before),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -128,7 +160,15 @@ async function loadRun(id) {
   ]);
   // The version the run is pinned to, for its graph (missing is not fatal: the thread still shows).
   const version = await api("GET", `/v1/automations/${encodeURIComponent(run.automation_id)}/versions/${run.version}`).catch(() => null);
-  return { run, explain, steps: steps.items, items: items.items, moreItems: items.next_cursor !== null, approvals: approvals.items.filter((a) => a.run_id === id), version };
+  return {
+    run,
+    explain,
+    steps: steps.items,
+    items: items.items,
+    moreItems: items.next_cursor !== null,
+    approvals: approvals.items.filter((a) => a.run_id === id),
+    version,
+  };
 }
 
 export function RunPage({ id, query }) {
@@ -181,8 +221,14 @@ export function RunPage({ id, query }) {
       <${Facts} rows=${[
         ["Status", html`<${Status} status=${run.status} />`],
         ["Exit reason", run.exit_reason ?? html`<span class="muted">—</span>`],
-        ["Automation", html`<${AutomationName} id=${run.automation_id} automations=${automations.data} /> <a href=${href(`/automations/${run.automation_id}`, { v: run.version })}>version ${run.version}</a>`],
-        ["Subject", run.subject_id ? html`<a href=${href("/runs", { subject_id: run.subject_id })}>${run.subject_id}</a>` : html`<span class="muted">none</span>`],
+        [
+          "Automation",
+          html`<${AutomationName} id=${run.automation_id} automations=${automations.data} /> <a href=${href(`/automations/${run.automation_id}`, { v: run.version })}>version ${run.version}</a>`,
+        ],
+        [
+          "Subject",
+          run.subject_id ? html`<a href=${href("/runs", { subject_id: run.subject_id })}>${run.subject_id}</a>` : html`<span class="muted">none</span>`,
+        ],
         ["Trigger", html`${run.trigger_type}${run.event_id ? html` · event <code>${run.event_id}</code>` : null}`],
         ["Trace id", html`<code>${run.trace_id}</code>`],
         ["Runs as", runAsText(run.run_as)],
@@ -192,7 +238,12 @@ export function RunPage({ id, query }) {
         ["Attempt", String(run.attempt)],
         ["Items", run.items_total ? `${run.items_total} total, ${run.items_failed} failed` : "none"],
         ["Started", html`<${Time} iso=${run.started_at} ago />`],
-        ["Completed", run.completed_at ? html`<${Time} iso=${run.completed_at} /> (${fmtDuration(Date.parse(run.completed_at) - Date.parse(run.started_at))})` : html`<span class="muted">not yet</span>`],
+        [
+          "Completed",
+          run.completed_at
+            ? html`<${Time} iso=${run.completed_at} /> (${fmtDuration(Date.parse(run.completed_at) - Date.parse(run.started_at))})`
+            : html`<span class="muted">not yet</span>`,
+        ],
       ]} />
     </section>
 
@@ -203,15 +254,23 @@ export function RunPage({ id, query }) {
 
     ${items.length > 0 ? html`<${Items} items=${items} more=${moreItems} run=${run} onChanged=${() => res.reload(true)} />` : null}
 
-    ${approvals.length > 0 ? html`<section aria-labelledby="appr-h">
+    ${
+      approvals.length > 0
+        ? html`<section aria-labelledby="appr-h">
       <h2 id="appr-h">Approvals of this run</h2>
       <${ApprovalsTable} approvals=${approvals} caption="Approvals requested by this run" showRun=${false} onDecided=${() => res.reload(true)} />
-    </section>` : null}
+    </section>`
+        : null
+    }
 
-    ${version ? html`<section aria-labelledby="path-h">
+    ${
+      version
+        ? html`<section aria-labelledby="path-h">
       <h2 id="path-h">Its path through version ${run.version}</h2>
       <${Graph} definition=${version.definition} label=${`Graph of version ${run.version}, with the nodes this run visited marked`} marks=${marks} />
-    </section>` : null}
+    </section>`
+        : null
+    }
 
     <section aria-labelledby="data-h">
       <h2 id="data-h">Data</h2>
@@ -225,22 +284,39 @@ export function RunPage({ id, query }) {
 function Explanation({ explain, steps }) {
   const f = explain.failed_step;
   const failedStep = f ? [...steps].reverse().find((s) => s.node_key === f.node_key && s.outcome === "failed") : null;
-  const tone = f || explain.status === "failed" ? "bad" : explain.overdue || explain.status === "completed_with_failures" ? "warn" : TERMINAL.has(explain.status) ? "done" : "live";
+  const tone =
+    f || explain.status === "failed"
+      ? "bad"
+      : explain.overdue || explain.status === "completed_with_failures"
+        ? "warn"
+        : TERMINAL.has(explain.status)
+          ? "done"
+          : "live";
   return html`<section class=${`explain tone-${tone}`} aria-labelledby="explain-h" data-testid="explanation">
     <h2 id="explain-h">Why it is ${explain.status === "completed" ? "done" : "here"}
       ${explain.overdue ? html` <span class="badge overdue">Overdue</span>` : null}</h2>
     <p class="summary">${explain.summary}</p>
-    ${explain.waiting ? html`<${Facts} className="facts compact" rows=${[
-      ["Waiting for", html`<strong>${explain.waiting.for}</strong>`],
-      ["Since", html`<${Time} iso=${explain.waiting.since} ago />`],
-      ["Until", explain.waiting.until ? html`<${Time} iso=${explain.waiting.until} ago />` : "no deadline"],
-      ["What would wake it", explain.waiting.wakes_on],
-    ]} />` : null}
-    ${explain.lease ? html`<${Facts} className="facts compact" rows=${[
-      ["Held by worker", html`<code>${explain.lease.owner}</code>`],
-      ["Lease expires", html`<${Time} iso=${explain.lease.expires_at} ago />`],
-    ]} />` : null}
-    ${f ? html`<div class="cause">
+    ${
+      explain.waiting
+        ? html`<${Facts} className="facts compact" rows=${[
+            ["Waiting for", html`<strong>${explain.waiting.for}</strong>`],
+            ["Since", html`<${Time} iso=${explain.waiting.since} ago />`],
+            ["Until", explain.waiting.until ? html`<${Time} iso=${explain.waiting.until} ago />` : "no deadline"],
+            ["What would wake it", explain.waiting.wakes_on],
+          ]} />`
+        : null
+    }
+    ${
+      explain.lease
+        ? html`<${Facts} className="facts compact" rows=${[
+            ["Held by worker", html`<code>${explain.lease.owner}</code>`],
+            ["Lease expires", html`<${Time} iso=${explain.lease.expires_at} ago />`],
+          ]} />`
+        : null
+    }
+    ${
+      f
+        ? html`<div class="cause">
       <h3>Failed step <a href=${failedStep ? `#step-${failedStep.id}` : undefined} onClick=${(e) => jumpTo(e, failedStep && `step-${failedStep.id}`)}><code>${f.node_key}</code></a></h3>
       <${Facts} className="facts compact" rows=${[
         ["Likely cause", f.cause],
@@ -248,7 +324,9 @@ function Explanation({ explain, steps }) {
         ["Error", html`<code class="code">${f.code}</code> ${f.message}`],
         ["Retryable", f.retryable ? "yes" : "no"],
       ]} />
-    </div>` : null}
+    </div>`
+        : null
+    }
   </section>`;
 }
 
@@ -279,18 +357,30 @@ function Step({ step: s, n }) {
         ["Idempotency key", html`<code>${s.idempotency_key}</code>`],
         ["Finished", html`<${Time} iso=${s.finished_at} />`],
       ]} />
-      ${s.error ? html`<div class="step-error" role="note" aria-label="Step error">
+      ${
+        s.error
+          ? html`<div class="step-error" role="note" aria-label="Step error">
         <code class="code">${s.error.code}</code> ${s.error.message}
         <span class=${`badge ${s.error.retryable ? "st-retrying" : "st-failed"}`}>${s.error.retryable ? "retryable" : "permanent"}</span>
         ${s.error.details && Object.keys(s.error.details).length ? html`<details open=${failed}><summary>Error details</summary><${Json} value=${s.error.details} label="Error details" /></details>` : null}
-      </div>` : null}
-      ${s.policy_violations.length ? html`<div class="violations" role="note" aria-label="Policy violations">
+      </div>`
+          : null
+      }
+      ${
+        s.policy_violations.length
+          ? html`<div class="violations" role="note" aria-label="Policy violations">
         <strong>Policy violations</strong>
         <ul>${s.policy_violations.map((v) => html`<li><code>${v.permission}</code> ${v.message}</li>`)}</ul>
-      </div>` : null}
-      ${s.logs.length ? html`<div class="logs"><strong>Logs</strong>
+      </div>`
+          : null
+      }
+      ${
+        s.logs.length
+          ? html`<div class="logs"><strong>Logs</strong>
         <ul>${s.logs.map((l) => html`<li class=${`log-${l.level}`}><span class="badge">${l.level}</span> <time datetime=${new Date(l.at).toISOString()}>${new Date(l.at).toLocaleTimeString()}</time> ${l.message}${l.data !== undefined ? html` <code>${JSON.stringify(l.data)}</code>` : null}</li>`)}</ul>
-      </div>` : null}
+      </div>`
+          : null
+      }
       <details open=${failed}><summary>Input (templates resolved)</summary><${Json} value=${s.input} label=${`Input of ${s.node_key}`} /></details>
       <details open=${failed}><summary>Output</summary><${Json} value=${s.output} label=${`Output of ${s.node_key}`} /></details>
     </div>
@@ -308,19 +398,37 @@ function Items({ items, more, run, onChanged }) {
     <table class="items">
       <caption>${more ? `The first ${items.length} of ${run.items_total} items of the fan-out (${run.items_failed} failed in all)` : `${items.length} item${items.length === 1 ? "" : "s"} of the fan-out`}</caption>
       <thead><tr><th scope="col">#</th><th scope="col">Subject</th><th scope="col">Action</th><th scope="col">Outcome</th><th scope="col">Attempts</th><th scope="col">Error</th><th scope="col">Finished</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
-      <tbody>${items.map((i) => html`<tr>
+      <tbody>${items.map(
+        (i) => html`<tr>
         <td>${i.index}</td>
         <td>${i.subject_id ?? html`<span class="muted">—</span>`}</td>
         <td><code>${i.action_kind}</code></td>
         <td><${Status} status=${i.outcome} /></td>
         <td>${i.attempts}</td>
-        <td>${i.error ? html`<code class="code">${i.error.code}</code> ${i.error.message}${i.error.details && Object.keys(i.error.details).length
-          ? html`<details><summary>Error details</summary><${Json} value=${i.error.details} label=${`Error details of item ${i.index}`} /></details>` : null}` : i.next_attempt_at ? html`next attempt <${Time} iso=${i.next_attempt_at} />` : html`<span class="muted">—</span>`}</td>
+        <td>${
+          i.error
+            ? html`<code class="code">${i.error.code}</code> ${i.error.message}${
+                i.error.details && Object.keys(i.error.details).length
+                  ? html`<details><summary>Error details</summary><${Json} value=${i.error.details} label=${`Error details of item ${i.index}`} /></details>`
+                  : null
+              }`
+            : i.next_attempt_at
+              ? html`next attempt <${Time} iso=${i.next_attempt_at} />`
+              : html`<span class="muted">—</span>`
+        }</td>
         <td><${Time} iso=${i.finished_at} /></td>
-        <td>${i.outcome === "failed" ? html`<${ActionButton} label="Retry" onError=${setError}
+        <td>${
+          i.outcome === "failed"
+            ? html`<${ActionButton} label="Retry" onError=${setError}
           confirmText=${`Retry item ${i.index} of run ${run.id} with the same idempotency key?`}
-          onAct=${async () => { await api("POST", `/v1/automation-runs/${encodeURIComponent(run.id)}/items/${encodeURIComponent(i.id)}/retry`); onChanged(); }} />` : null}</td>
-      </tr>`)}</tbody>
+          onAct=${async () => {
+            await api("POST", `/v1/automation-runs/${encodeURIComponent(run.id)}/items/${encodeURIComponent(i.id)}/retry`);
+            onChanged();
+          }} />`
+            : null
+        }</td>
+      </tr>`,
+      )}</tbody>
     </table>
   </section>`;
 }

@@ -12,6 +12,7 @@ export function heartbeat(db: Database.Database, p: ProcessBeat, now: number): v
 }
 
 export function liveProcesses(db: Database.Database, now: number): LiveProcess[] {
-  return db.prepare("SELECT id, role, host, pid, started_at, last_seen FROM processes WHERE last_seen >= ? ORDER BY last_seen DESC, id")
+  return db
+    .prepare("SELECT id, role, host, pid, started_at, last_seen FROM processes WHERE last_seen >= ? ORDER BY last_seen DESC, id")
     .all(now - LIVENESS_MS) as LiveProcess[];
 }

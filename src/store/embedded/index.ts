@@ -13,8 +13,27 @@ import { mappers, sqliteCodec, type Row } from "../rows.js";
 import { sqlList } from "../sql.js";
 import { enrollmentSkip, isEnrollmentChecked, NOT_ENROLLED, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
 import type {
-  Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, InsertRunResult, NewEvent, NewRun, OverdueCount, Page,
-  PauseKey, PauseRow, Run, RunFilter, RunSummary, ScheduleFiring, ScheduleRow, StepRun, Store, StoredEvent,
+  Automation,
+  AutomationStatus,
+  AutomationVersion,
+  Checkpoint,
+  DispatchPlan,
+  HookRow,
+  InsertRunResult,
+  NewEvent,
+  NewRun,
+  OverdueCount,
+  Page,
+  PauseKey,
+  PauseRow,
+  Run,
+  RunFilter,
+  RunSummary,
+  ScheduleFiring,
+  ScheduleRow,
+  StepRun,
+  Store,
+  StoredEvent,
 } from "../../engine/store.js";
 import { claimOrder, laterEnd, pauseKey, waitKey } from "../../engine/store.js";
 import type { ApprovalStatus, AuditEntry, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
@@ -75,10 +94,14 @@ export class EmbeddedStore implements Store {
           @due_at, NULL, @started_at, @completed_at, @started_at, @event)
         ON CONFLICT (automation_id, dedupe_key) DO NOTHING RETURNING *`),
       runByDedupe: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND dedupe_key = ?"),
-      pausedNow: d.prepare(`SELECT 1 FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id IN (?, '')
-          AND (paused_until IS NULL OR paused_until > ?) LIMIT 1`).pluck(),
-      finishedSince: d.prepare(`SELECT 1 FROM runs WHERE automation_id = ? AND subject_id = ? AND completed_at >= ?
-          AND (exit_reason IS NULL OR exit_reason NOT IN ${sqlList(NOT_ENROLLED)}) LIMIT 1`).pluck(),
+      pausedNow: d
+        .prepare(`SELECT 1 FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id IN (?, '')
+          AND (paused_until IS NULL OR paused_until > ?) LIMIT 1`)
+        .pluck(),
+      finishedSince: d
+        .prepare(`SELECT 1 FROM runs WHERE automation_id = ? AND subject_id = ? AND completed_at >= ?
+          AND (exit_reason IS NULL OR exit_reason NOT IN ${sqlList(NOT_ENROLLED)}) LIMIT 1`)
+        .pluck(),
       insertEvent: d.prepare(`INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at)
           VALUES (@id, @workspace_id, @source, @idempotency_key, @payload_hash, @type, @name, @subject_id, @body, @shard, @received_at)
           ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`),
@@ -116,7 +139,9 @@ export class EmbeddedStore implements Store {
 
   async migrate(): Promise<void> {
     this.db.exec("CREATE TABLE IF NOT EXISTS weft_migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)");
-    const files = readdirSync(MIGRATIONS_DIR).filter((f) => /^\d+_.+\.sql$/.test(f)).sort();
+    const files = readdirSync(MIGRATIONS_DIR)
+      .filter((f) => /^\d+_.+\.sql$/.test(f))
+      .sort();
     const apply = this.db.transaction(() => {
       const done = new Set(this.db.prepare("SELECT id FROM weft_migrations").pluck().all() as number[]);
       for (const f of files) {
@@ -140,9 +165,12 @@ export class EmbeddedStore implements Store {
 
   async insertAutomation(a: Automation, v: AutomationVersion, audit?: AuditEntry): Promise<void> {
     const tx = this.db.transaction(() => {
-      this.db.prepare(`INSERT INTO automations (id, workspace_id, key, name, status, current_version, created_at, updated_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(a.id, a.workspace_id, a.key, a.name, a.status, a.current_version, a.created_at, a.updated_at);
-      this.db.prepare("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES (?, ?, ?, ?)")
+      this.db
+        .prepare(`INSERT INTO automations (id, workspace_id, key, name, status, current_version, created_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(a.id, a.workspace_id, a.key, a.name, a.status, a.current_version, a.created_at, a.updated_at);
+      this.db
+        .prepare("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES (?, ?, ?, ?)")
         .run(v.automation_id, v.version, JSON.stringify(v.definition), v.created_at);
       if (audit) this.nodes.audit([audit]);
     });
@@ -158,10 +186,13 @@ export class EmbeddedStore implements Store {
 
   async insertVersion(workspaceId: string, v: AutomationVersion, now: number, audit?: AuditEntry): Promise<boolean> {
     const tx = this.db.transaction(() => {
-      const upd = this.db.prepare(`UPDATE automations SET current_version = ?, name = ?, updated_at = ?
-        WHERE id = ? AND workspace_id = ? AND current_version = ?`).run(v.version, v.definition.name, now, v.automation_id, workspaceId, v.version - 1);
+      const upd = this.db
+        .prepare(`UPDATE automations SET current_version = ?, name = ?, updated_at = ?
+        WHERE id = ? AND workspace_id = ? AND current_version = ?`)
+        .run(v.version, v.definition.name, now, v.automation_id, workspaceId, v.version - 1);
       if (upd.changes !== 1) return false;
-      this.db.prepare("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES (?, ?, ?, ?)")
+      this.db
+        .prepare("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES (?, ?, ?, ?)")
         .run(v.automation_id, v.version, JSON.stringify(v.definition), v.created_at);
       if (audit) this.nodes.audit([audit]);
       return true;
@@ -170,11 +201,15 @@ export class EmbeddedStore implements Store {
   }
 
   async setAutomationStatus(workspaceId: string, id: string, status: AutomationStatus, now: number, audit?: AuditEntry): Promise<boolean> {
-    return this.db.transaction(() => {
-      const changed = this.db.prepare("UPDATE automations SET status = ?, updated_at = ? WHERE id = ? AND workspace_id = ?").run(status, now, id, workspaceId).changes === 1;
-      if (changed && audit) this.nodes.audit([audit]);
-      return changed;
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const changed =
+          this.db.prepare("UPDATE automations SET status = ?, updated_at = ? WHERE id = ? AND workspace_id = ?").run(status, now, id, workspaceId).changes ===
+          1;
+        if (changed && audit) this.nodes.audit([audit]);
+        return changed;
+      })
+      .immediate();
   }
 
   async getAutomation(workspaceId: string, id: string): Promise<Automation | null> {
@@ -192,11 +227,13 @@ export class EmbeddedStore implements Store {
   }
 
   async insertRun(run: NewRun, now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult> {
-    return this.db.transaction(() => {
-      const res = this.insertRunTx(run, now);
-      if (res.created && audit) this.nodes.audit([audit(res.run)]);
-      return res;
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const res = this.insertRunTx(run, now);
+        if (res.created && audit) this.nodes.audit([audit(res.run)]);
+        return res;
+      })
+      .immediate();
   }
 
   /** The enrollment rules, inside the caller's write transaction (one writer at a time in SQLite). */
@@ -211,7 +248,12 @@ export class EmbeddedStore implements Store {
     const skip = isEnrollmentChecked(run) ? enrollmentSkip((check) => holds[check]()) : null;
     const r = skip === null ? run : skippedEnrollment(run, skip, now);
     const row = {
-      ...r, event: j(r.event), context: j(r.context), steps: j(r.steps), cursor: j(r.cursor), run_as: j(r.run_as),
+      ...r,
+      event: j(r.event),
+      context: j(r.context),
+      steps: j(r.steps),
+      cursor: j(r.cursor),
+      run_as: j(r.run_as),
       completed_at: r.completed_at ?? null,
     };
     delete (row as { cooldown_ms?: number }).cooldown_ms;
@@ -234,45 +276,49 @@ export class EmbeddedStore implements Store {
   }
 
   async dispatchEvents(now: number, limit: number, plan: DispatchPlan): Promise<{ events: StoredEvent[]; runs: Run[] }> {
-    return this.db.transaction(() => {
-      const perShard = (this.s.undispatchedShards.all() as number[]).map((sh) => this.s.undispatchedOfShard.all(sh, limit).map(toEvent));
-      const events: StoredEvent[] = [];
-      for (let rank = 0; events.length < limit; rank++) {
-        let any = false;
-        for (const list of perShard) {
-          const ev = list[rank];
-          if (ev === undefined) continue;
-          any = true;
-          events.push(ev);
-          if (events.length >= limit) break;
+    return this.db
+      .transaction(() => {
+        const perShard = (this.s.undispatchedShards.all() as number[]).map((sh) => this.s.undispatchedOfShard.all(sh, limit).map(toEvent));
+        const events: StoredEvent[] = [];
+        for (let rank = 0; events.length < limit; rank++) {
+          let any = false;
+          for (const list of perShard) {
+            const ev = list[rank];
+            if (ev === undefined) continue;
+            any = true;
+            events.push(ev);
+            if (events.length >= limit) break;
+          }
+          if (!any) break;
         }
-        if (!any) break;
-      }
-      if (events.length === 0) return { events, runs: [] };
-      const runs: Run[] = [];
-      const made = new Map<string, number>();
-      const active = this.db.prepare("SELECT * FROM automations WHERE status = 'active' ORDER BY created_at, id").all().map(toAutomation);
-      for (const nr of plan(events, active)) {
-        const res = this.insertRunTx(nr, now);
-        if (res.created) {
-          runs.push(res.run);
-          if (nr.event_id) made.set(nr.event_id, (made.get(nr.event_id) ?? 0) + 1);
+        if (events.length === 0) return { events, runs: [] };
+        const runs: Run[] = [];
+        const made = new Map<string, number>();
+        const active = this.db.prepare("SELECT * FROM automations WHERE status = 'active' ORDER BY created_at, id").all().map(toAutomation);
+        for (const nr of plan(events, active)) {
+          const res = this.insertRunTx(nr, now);
+          if (res.created) {
+            runs.push(res.run);
+            if (nr.event_id) made.set(nr.event_id, (made.get(nr.event_id) ?? 0) + 1);
+          }
         }
-      }
-      for (const ev of events) this.s.markDispatched.run(now, made.get(ev.id) ?? 0, ev.id);
-      for (const ev of events) {
-        if (ev.type !== "event" || ev.name === null) continue;
-        this.nodes.wake(ev.workspace_id, waitKey(ev.name, ev.subject_id), now);
-        if (ev.subject_id !== null) this.nodes.wake(ev.workspace_id, waitKey(ev.name, null), now);
-      }
-      return { events, runs };
-    }).immediate();
+        for (const ev of events) this.s.markDispatched.run(now, made.get(ev.id) ?? 0, ev.id);
+        for (const ev of events) {
+          if (ev.type !== "event" || ev.name === null) continue;
+          this.nodes.wake(ev.workspace_id, waitKey(ev.name, ev.subject_id), now);
+          if (ev.subject_id !== null) this.nodes.wake(ev.workspace_id, waitKey(ev.name, null), now);
+        }
+        return { events, runs };
+      })
+      .immediate();
   }
 
   async activePauses(keys: readonly PauseKey[], now: number): Promise<Map<string, number | null>> {
     const out = new Map<string, number | null>();
-    const q = this.db.prepare(`SELECT paused_until FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id IN (?, '')
-        AND (paused_until IS NULL OR paused_until > ?)`).pluck();
+    const q = this.db
+      .prepare(`SELECT paused_until FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id IN (?, '')
+        AND (paused_until IS NULL OR paused_until > ?)`)
+      .pluck();
     for (const k of keys) {
       for (const until of q.all(k.workspace_id, k.subject_id, k.automation_id, now) as (number | null)[]) {
         out.set(pauseKey(k), laterEnd(out.get(pauseKey(k)), until));
@@ -290,43 +336,58 @@ export class EmbeddedStore implements Store {
   }
 
   async putPause(p: PauseRow, audit?: AuditEntry): Promise<void> {
-    this.db.transaction(() => {
-      this.db.prepare(`INSERT INTO subject_controls (workspace_id, subject_id, automation_id, pause_reason, paused_until, created_at)
+    this.db
+      .transaction(() => {
+        this.db
+          .prepare(`INSERT INTO subject_controls (workspace_id, subject_id, automation_id, pause_reason, paused_until, created_at)
         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, subject_id, automation_id)
         DO UPDATE SET pause_reason = excluded.pause_reason, paused_until = excluded.paused_until, created_at = excluded.created_at`)
-        .run(p.workspace_id, p.subject_id, p.automation_id, p.pause_reason, p.paused_until, p.created_at);
-      if (audit) this.nodes.audit([audit]);
-    }).immediate();
+          .run(p.workspace_id, p.subject_id, p.automation_id, p.pause_reason, p.paused_until, p.created_at);
+        if (audit) this.nodes.audit([audit]);
+      })
+      .immediate();
   }
 
   async deletePause(workspaceId: string, subjectId: string, automationId: string, now: number, audit?: AuditEntry): Promise<boolean> {
-    return this.db.transaction(() => {
-      const n = this.db.prepare("DELETE FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id = ?").run(workspaceId, subjectId, automationId).changes;
-      // As in the PostgreSQL store: parked runs due now, a held run woken at its next park.
-      this.db.prepare(`UPDATE runs SET due_at = CASE WHEN status = 'waiting' THEN ? ELSE due_at END,
+    return this.db
+      .transaction(() => {
+        const n = this.db
+          .prepare("DELETE FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id = ?")
+          .run(workspaceId, subjectId, automationId).changes;
+        // As in the PostgreSQL store: parked runs due now, a held run woken at its next park.
+        this.db
+          .prepare(`UPDATE runs SET due_at = CASE WHEN status = 'waiting' THEN ? ELSE due_at END,
           wake = CASE WHEN status = 'running' THEN 1 ELSE wake END
           WHERE workspace_id = ? AND subject_id = ? AND (? = '' OR automation_id = ?)
-          AND (status = 'running' OR (status = 'waiting' AND waiting_for = 'subject_resume'))`).run(now, workspaceId, subjectId, automationId, automationId);
-      if (n === 1 && audit) this.nodes.audit([audit]);
-      return n === 1;
-    }).immediate();
+          AND (status = 'running' OR (status = 'waiting' AND waiting_for = 'subject_resume'))`)
+          .run(now, workspaceId, subjectId, automationId, automationId);
+        if (n === 1 && audit) this.nodes.audit([audit]);
+        return n === 1;
+      })
+      .immediate();
   }
 
   async listPauses(workspaceId: string, subjectId: string): Promise<PauseRow[]> {
-    return this.db.prepare("SELECT * FROM subject_controls WHERE workspace_id = ? AND subject_id = ? ORDER BY automation_id").all(workspaceId, subjectId) as PauseRow[];
+    return this.db
+      .prepare("SELECT * FROM subject_controls WHERE workspace_id = ? AND subject_id = ? ORDER BY automation_id")
+      .all(workspaceId, subjectId) as PauseRow[];
   }
 
   async syncSchedules(automationId: string, rows: readonly ScheduleRow[]): Promise<void> {
-    this.db.transaction(() => {
-      const old = new Map((this.db.prepare("SELECT * FROM schedules WHERE automation_id = ?").all(automationId) as ScheduleRow[]).map((r) => [r.trigger_index, r]));
-      this.db.prepare("DELETE FROM schedules WHERE automation_id = ?").run(automationId);
-      const ins = this.db.prepare(`INSERT INTO schedules (automation_id, trigger_index, workspace_id, cron, timezone, catch_up, next_fire_at, last_fired_at)
+    this.db
+      .transaction(() => {
+        const old = new Map(
+          (this.db.prepare("SELECT * FROM schedules WHERE automation_id = ?").all(automationId) as ScheduleRow[]).map((r) => [r.trigger_index, r]),
+        );
+        this.db.prepare("DELETE FROM schedules WHERE automation_id = ?").run(automationId);
+        const ins = this.db.prepare(`INSERT INTO schedules (automation_id, trigger_index, workspace_id, cron, timezone, catch_up, next_fire_at, last_fired_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`);
-      for (const fresh of rows) {
-        const r = resyncedSchedule(old.get(fresh.trigger_index), fresh);
-        ins.run(r.automation_id, r.trigger_index, r.workspace_id, r.cron, r.timezone, r.catch_up, r.next_fire_at, r.last_fired_at);
-      }
-    }).immediate();
+        for (const fresh of rows) {
+          const r = resyncedSchedule(old.get(fresh.trigger_index), fresh);
+          ins.run(r.automation_id, r.trigger_index, r.workspace_id, r.cron, r.timezone, r.catch_up, r.next_fire_at, r.last_fired_at);
+        }
+      })
+      .immediate();
   }
 
   async dueSchedules(now: number, limit: number): Promise<ScheduleRow[]> {
@@ -334,17 +395,21 @@ export class EmbeddedStore implements Store {
   }
 
   async fireSchedules(now: number, firings: readonly ScheduleFiring[], inside?: () => void): Promise<number> {
-    return this.db.transaction(() => {
-      const cas = this.db.prepare("UPDATE schedules SET next_fire_at = ?, last_fired_at = ? WHERE automation_id = ? AND trigger_index = ? AND next_fire_at = ?");
-      let stored = 0;
-      for (const f of firings) {
-        if (cas.run(f.next_fire_at, now, f.automation_id, f.trigger_index, f.expected_next_fire_at).changes !== 1) continue; // fired or re-synced meanwhile
-        for (const e of f.events) this.insertEventTx(e);
-        stored += f.events.length;
-      }
-      inside?.();
-      return stored;
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const cas = this.db.prepare(
+          "UPDATE schedules SET next_fire_at = ?, last_fired_at = ? WHERE automation_id = ? AND trigger_index = ? AND next_fire_at = ?",
+        );
+        let stored = 0;
+        for (const f of firings) {
+          if (cas.run(f.next_fire_at, now, f.automation_id, f.trigger_index, f.expected_next_fire_at).changes !== 1) continue; // fired or re-synced meanwhile
+          for (const e of f.events) this.insertEventTx(e);
+          stored += f.events.length;
+        }
+        inside?.();
+        return stored;
+      })
+      .immediate();
   }
 
   async listSchedules(automationId: string): Promise<ScheduleRow[]> {
@@ -352,15 +417,17 @@ export class EmbeddedStore implements Store {
   }
 
   async ensureHooks(workspaceId: string, automationId: string, triggerIndexes: readonly number[], make: (index: number) => HookRow): Promise<HookRow[]> {
-    return this.db.transaction(() => {
-      const ins = this.db.prepare(`INSERT INTO hooks (id, workspace_id, automation_id, trigger_index, secret, created_at) VALUES (?, ?, ?, ?, ?, ?)
+    return this.db
+      .transaction(() => {
+        const ins = this.db.prepare(`INSERT INTO hooks (id, workspace_id, automation_id, trigger_index, secret, created_at) VALUES (?, ?, ?, ?, ?, ?)
         ON CONFLICT (automation_id, trigger_index) DO NOTHING`);
-      for (const i of triggerIndexes) {
-        const h = make(i);
-        ins.run(h.id, workspaceId, automationId, i, h.secret, h.created_at);
-      }
-      return this.listHooksNow(automationId);
-    }).immediate();
+        for (const i of triggerIndexes) {
+          const h = make(i);
+          ins.run(h.id, workspaceId, automationId, i, h.secret, h.created_at);
+        }
+        return this.listHooksNow(automationId);
+      })
+      .immediate();
   }
 
   private listHooksNow(automationId: string): HookRow[] {
@@ -377,7 +444,8 @@ export class EmbeddedStore implements Store {
 
   async overdue(workspaceId: string, now: number, graceMs: number): Promise<OverdueCount[]> {
     const cutoff = now - graceMs;
-    const rows = this.db.prepare(`
+    const rows = this.db
+      .prepare(`
       SELECT automation_id, sum(runs) AS runs, sum(schedules) AS schedules, min(oldest) AS oldest_due_at FROM (
         SELECT automation_id, count(*) AS runs, 0 AS schedules, min(due_at) AS oldest FROM runs
           WHERE workspace_id = ? AND due_at < ? AND status IN ('pending', 'waiting', 'retrying', 'interrupted', 'running')
@@ -385,7 +453,8 @@ export class EmbeddedStore implements Store {
         UNION ALL
         SELECT automation_id, 0, count(*), min(next_fire_at) FROM schedules
           WHERE workspace_id = ? AND next_fire_at < ? GROUP BY automation_id
-      ) GROUP BY automation_id ORDER BY automation_id`).all(workspaceId, cutoff, workspaceId, cutoff) as OverdueCount[];
+      ) GROUP BY automation_id ORDER BY automation_id`)
+      .all(workspaceId, cutoff, workspaceId, cutoff) as OverdueCount[];
     return rows;
   }
 
@@ -414,11 +483,25 @@ export class EmbeddedStore implements Store {
         // Parking on named events: due at once if one is already stored (see the PostgreSQL commit).
         const dueAt = wait && !st.keep_lease && this.nodes.waitSatisfied(this.runWorkspace(c.run_id), c.run_id, wait) ? st.updated_at : st.due_at;
         const res = this.s.commitOne.get({
-          run_id: c.run_id, expected_rev: c.expected_rev, owner, status: st.status, exit_reason: st.exit_reason,
-          current_node_key: st.current_node_key, waiting_for: st.waiting_for, waiting_until: st.waiting_until,
-          context: j(st.context), steps: j(st.steps), cursor: j(st.cursor), items_total: st.items_total,
-          items_failed: st.items_failed, interruptions: st.interruptions, due_at: dueAt, keep_lease: st.keep_lease ? 1 : 0,
-          terminal: isTerminal(st.status as RunStatus) ? 1 : 0, completed_at: st.completed_at, updated_at: st.updated_at,
+          run_id: c.run_id,
+          expected_rev: c.expected_rev,
+          owner,
+          status: st.status,
+          exit_reason: st.exit_reason,
+          current_node_key: st.current_node_key,
+          waiting_for: st.waiting_for,
+          waiting_until: st.waiting_until,
+          context: j(st.context),
+          steps: j(st.steps),
+          cursor: j(st.cursor),
+          items_total: st.items_total,
+          items_failed: st.items_failed,
+          interruptions: st.interruptions,
+          due_at: dueAt,
+          keep_lease: st.keep_lease ? 1 : 0,
+          terminal: isTerminal(st.status as RunStatus) ? 1 : 0,
+          completed_at: st.completed_at,
+          updated_at: st.updated_at,
           wait_key: wait ? waitKey(wait.name, wait.subject_id) : null,
         }) as { control: RunControl | null } | undefined;
         if (!res) return { applied: false, control: null };
@@ -462,12 +545,13 @@ export class EmbeddedStore implements Store {
   private runPage<T extends { started_at: number; id: string }>(f: RunFilter, columns: string, map: (r: unknown) => T): Page<T> {
     const where: string[] = ["workspace_id = ?"];
     const args: unknown[] = [f.workspace_id];
-    if (f.visible_to_user !== undefined) (where.push("(json_extract(run_as, '$.type') <> 'user' OR json_extract(run_as, '$.user_id') = ?)"), args.push(f.visible_to_user));
-    if (f.automation_id !== undefined) (where.push("automation_id = ?"), args.push(f.automation_id));
-    if (f.status !== undefined) (where.push("status = ?"), args.push(f.status));
-    if (f.subject_id !== undefined) (where.push("subject_id = ?"), args.push(f.subject_id));
-    if (f.started_after !== undefined) (where.push("started_at >= ?"), args.push(f.started_after));
-    if (f.started_before !== undefined) (where.push("started_at < ?"), args.push(f.started_before));
+    if (f.visible_to_user !== undefined)
+      where.push("(json_extract(run_as, '$.type') <> 'user' OR json_extract(run_as, '$.user_id') = ?)"), args.push(f.visible_to_user);
+    if (f.automation_id !== undefined) where.push("automation_id = ?"), args.push(f.automation_id);
+    if (f.status !== undefined) where.push("status = ?"), args.push(f.status);
+    if (f.subject_id !== undefined) where.push("subject_id = ?"), args.push(f.subject_id);
+    if (f.started_after !== undefined) where.push("started_at >= ?"), args.push(f.started_after);
+    if (f.started_before !== undefined) where.push("started_at < ?"), args.push(f.started_before);
     if (f.cursor !== undefined) {
       const c = decodeCursor(f.cursor);
       where.push("(started_at < ? OR (started_at = ? AND id < ?))");

@@ -2,7 +2,18 @@
 // approvals, run control and the audit log. One process writes, each call in one transaction.
 
 import type Database from "better-sqlite3";
-import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Checkpoint, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
+import {
+  approvalAudit,
+  type Approval,
+  type ApprovalStatus,
+  type AuditEntry,
+  type AuditRow,
+  type Checkpoint,
+  type RunControl,
+  type RunItem,
+  type StoredEvent,
+  type WaitSpec,
+} from "../../engine/store.js";
 
 import { controlEffect, TERMINAL_STATUSES, type RunStatus } from "../../model/run-status.js";
 import { skippedByRunEnd } from "../../model/item-outcome.js";
@@ -38,9 +49,11 @@ export class EmbeddedNodes {
         ON CONFLICT (id) DO NOTHING`),
       insertAudit: d.prepare(`INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at)
         VALUES (@workspace_id, @actor, @action, @target_type, @target_id, @details, @at)`),
-      waitHit: d.prepare(`SELECT 1 FROM events WHERE workspace_id = ? AND type = 'event' AND name = ? AND (? IS NULL OR subject_id = ?)
+      waitHit: d
+        .prepare(`SELECT 1 FROM events WHERE workspace_id = ? AND type = 'event' AND name = ? AND (? IS NULL OR subject_id = ?)
           AND received_at >= ? AND id NOT IN (SELECT value FROM json_each(?))
-          AND id NOT IN (SELECT event_id FROM run_consumed_events WHERE run_id = ?) LIMIT 1`).pluck(),
+          AND id NOT IN (SELECT event_id FROM run_consumed_events WHERE run_id = ?) LIMIT 1`)
+        .pluck(),
       findEvents: d.prepare(`SELECT * FROM events WHERE workspace_id = ? AND type = 'event' AND name = ? AND (? IS NULL OR subject_id = ?)
           AND received_at >= ? AND id NOT IN (SELECT value FROM json_each(?))
           AND id NOT IN (SELECT event_id FROM run_consumed_events WHERE run_id = ?) ORDER BY received_at, id LIMIT ?`),
@@ -60,7 +73,9 @@ export class EmbeddedNodes {
       // A run that ended leaves no open item and no pending approval.
       const at = c.state.updated_at;
       this.db
-        .prepare("UPDATE run_items SET outcome = 'skipped', error = ?, finished_at = ?, updated_at = ? WHERE run_id = ? AND outcome IN ('pending', 'awaiting_approval')")
+        .prepare(
+          "UPDATE run_items SET outcome = 'skipped', error = ?, finished_at = ?, updated_at = ? WHERE run_id = ? AND outcome IN ('pending', 'awaiting_approval')",
+        )
         .run(j({ code: "run.ended", message: `the run ended (${c.state.status}) before this item started`, retryable: false }), at, at, c.run_id);
       this.db.prepare("UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE run_id = ? AND status = 'pending'").run(at, c.run_id);
     }
@@ -116,18 +131,20 @@ export class EmbeddedNodes {
   }
 
   finishItemRetry(item: RunItem, entry: AuditEntry): boolean {
-    return this.db.transaction(() => {
-      const n = this.db
-        .prepare(`UPDATE run_items SET outcome = ?, output = ?, error = ?, not_before = NULL, finished_at = ?, updated_at = ?
+    return this.db
+      .transaction(() => {
+        const n = this.db
+          .prepare(`UPDATE run_items SET outcome = ?, output = ?, error = ?, not_before = NULL, finished_at = ?, updated_at = ?
           WHERE id = ? AND outcome = 'running' AND attempts = ?`)
-        .run(item.outcome, j(item.output), j(item.error), item.finished_at ?? item.updated_at, item.updated_at, item.id, item.attempts).changes;
-      if (n !== 1) return false;
-      this.db
-        .prepare("UPDATE runs SET items_failed = (SELECT count(*) FROM run_items WHERE run_id = ? AND outcome = 'failed'), updated_at = ? WHERE id = ?")
-        .run(item.run_id, item.updated_at, item.run_id);
-      this.audit([entry]);
-      return true;
-    }).immediate();
+          .run(item.outcome, j(item.output), j(item.error), item.finished_at ?? item.updated_at, item.updated_at, item.id, item.attempts).changes;
+        if (n !== 1) return false;
+        this.db
+          .prepare("UPDATE runs SET items_failed = (SELECT count(*) FROM run_items WHERE run_id = ? AND outcome = 'failed'), updated_at = ? WHERE id = ?")
+          .run(item.run_id, item.updated_at, item.run_id);
+        this.audit([entry]);
+        return true;
+      })
+      .immediate();
   }
 
   getApproval(workspaceId: string, id: string): Approval | null {
@@ -146,45 +163,64 @@ export class EmbeddedNodes {
     return this.db.prepare("SELECT * FROM approvals WHERE run_id = ? ORDER BY created_at, id").all(runId).map(toApproval);
   }
 
-  decideApproval(workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number): { applied: boolean; approval: Approval | null } {
-    return this.db.transaction(() => {
-      // A decision that comes after the deadline is refused, and the timeout is recorded then.
-      const cur = this.getApproval(workspaceId, id);
-      const expired = status !== "timed_out" && cur?.status === "pending" && cur.expires_at !== null && cur.expires_at <= now;
-      const r = this.db
-        .prepare("UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, comment = ? WHERE id = ? AND workspace_id = ? AND status = 'pending' RETURNING *")
-        .get(expired ? "timed_out" : status, expired ? "system" : actor, now, expired ? null : comment, id, workspaceId);
-      if (!r) return { applied: false, approval: cur };
-      const a = toApproval(r);
-      // Wake the parked run; a run being driven gets `wake`, which its next park turns into "due now".
-      this.db
-        .prepare("UPDATE runs SET due_at = CASE WHEN status = 'waiting' THEN ? ELSE due_at END, wake = (status <> 'waiting') WHERE id = ? AND completed_at IS NULL")
-        .run(now, a.run_id);
-      this.audit([approvalAudit(workspaceId, a, now)]);
-      return { applied: !expired, approval: a };
-    }).immediate();
+  decideApproval(
+    workspaceId: string,
+    id: string,
+    status: "approved" | "rejected" | "timed_out",
+    actor: string,
+    comment: string | null,
+    now: number,
+  ): { applied: boolean; approval: Approval | null } {
+    return this.db
+      .transaction(() => {
+        // A decision that comes after the deadline is refused, and the timeout is recorded then.
+        const cur = this.getApproval(workspaceId, id);
+        const expired = status !== "timed_out" && cur?.status === "pending" && cur.expires_at !== null && cur.expires_at <= now;
+        const r = this.db
+          .prepare(
+            "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, comment = ? WHERE id = ? AND workspace_id = ? AND status = 'pending' RETURNING *",
+          )
+          .get(expired ? "timed_out" : status, expired ? "system" : actor, now, expired ? null : comment, id, workspaceId);
+        if (!r) return { applied: false, approval: cur };
+        const a = toApproval(r);
+        // Wake the parked run; a run being driven gets `wake`, which its next park turns into "due now".
+        this.db
+          .prepare(
+            "UPDATE runs SET due_at = CASE WHEN status = 'waiting' THEN ? ELSE due_at END, wake = (status <> 'waiting') WHERE id = ? AND completed_at IS NULL",
+          )
+          .run(now, a.run_id);
+        this.audit([approvalAudit(workspaceId, a, now)]);
+        return { applied: !expired, approval: a };
+      })
+      .immediate();
   }
 
   /** Returns the run row after the request (raw), or undefined when it does not exist. */
   controlRun(workspaceId: string, runId: string, control: RunControl, entry: AuditEntry, now: number): unknown {
-    return this.db.transaction(() => {
-      const run = this.db.prepare("SELECT * FROM runs WHERE id = ? AND workspace_id = ?").get(runId, workspaceId) as { status: RunStatus; due_at: number | null } | undefined;
-      if (!run) return undefined;
-      const effect = controlEffect(run, control, now);
-      if (effect.kind === "none") return run;
-      this.audit([entry]);
-      if (effect.kind === "flag") return this.db.prepare("UPDATE runs SET control = ? WHERE id = ? RETURNING *").get(control, runId);
-      const { status, exit_reason: reason } = effect;
-      const out = this.db
-        .prepare(`UPDATE runs SET status = ?, exit_reason = ?, control = NULL, wait_key = NULL, due_at = NULL, lease_owner = NULL,
+    return this.db
+      .transaction(() => {
+        const run = this.db.prepare("SELECT * FROM runs WHERE id = ? AND workspace_id = ?").get(runId, workspaceId) as
+          | { status: RunStatus; due_at: number | null }
+          | undefined;
+        if (!run) return undefined;
+        const effect = controlEffect(run, control, now);
+        if (effect.kind === "none") return run;
+        this.audit([entry]);
+        if (effect.kind === "flag") return this.db.prepare("UPDATE runs SET control = ? WHERE id = ? RETURNING *").get(control, runId);
+        const { status, exit_reason: reason } = effect;
+        const out = this.db
+          .prepare(`UPDATE runs SET status = ?, exit_reason = ?, control = NULL, wait_key = NULL, due_at = NULL, lease_owner = NULL,
             active_subject = NULL, waiting_for = NULL, waiting_until = NULL, current_node_key = NULL, completed_at = ?, updated_at = ?, rev = rev + 1
           WHERE id = ? RETURNING *`)
-        .get(status, reason, now, now, runId);
-      this.db
-        .prepare("UPDATE run_items SET outcome = 'skipped', error = ?, finished_at = ?, updated_at = ? WHERE run_id = ? AND outcome IN ('pending', 'awaiting_approval')")
-        .run(j(skippedByRunEnd(control)), now, now, runId);
-      this.db.prepare("UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE run_id = ? AND status = 'pending'").run(now, runId);
-      return out;
-    }).immediate();
+          .get(status, reason, now, now, runId);
+        this.db
+          .prepare(
+            "UPDATE run_items SET outcome = 'skipped', error = ?, finished_at = ?, updated_at = ? WHERE run_id = ? AND outcome IN ('pending', 'awaiting_approval')",
+          )
+          .run(j(skippedByRunEnd(control)), now, now, runId);
+        this.db.prepare("UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE run_id = ? AND status = 'pending'").run(now, runId);
+        return out;
+      })
+      .immediate();
   }
 }

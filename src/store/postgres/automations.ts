@@ -20,8 +20,12 @@ export async function insertAutomation(pool: pg.Pool, a: Automation, v: Automati
          VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
         [a.id, a.workspace_id, a.key, a.name, a.status, a.current_version, ts(a.created_at), ts(a.updated_at)],
       );
-      await c.query("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES ($1,$2,$3,$4)",
-        [v.automation_id, v.version, v.definition, ts(v.created_at)]);
+      await c.query("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES ($1,$2,$3,$4)", [
+        v.automation_id,
+        v.version,
+        v.definition,
+        ts(v.created_at),
+      ]);
       if (entry) await audit(c, [entry]);
     });
   } catch (err) {
@@ -41,14 +45,25 @@ export function insertVersion(pool: pg.Pool, workspaceId: string, v: AutomationV
       [v.automation_id, workspaceId, v.version, v.definition.name, ts(now)],
     );
     if (upd.rowCount !== 1) return false;
-    await c.query("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES ($1,$2,$3,$4)",
-      [v.automation_id, v.version, v.definition, ts(v.created_at)]);
+    await c.query("INSERT INTO automation_versions (automation_id, version, definition, created_at) VALUES ($1,$2,$3,$4)", [
+      v.automation_id,
+      v.version,
+      v.definition,
+      ts(v.created_at),
+    ]);
     if (entry) await audit(c, [entry]);
     return true;
   });
 }
 
-export function setAutomationStatus(pool: pg.Pool, workspaceId: string, id: string, status: AutomationStatus, now: number, entry?: AuditEntry): Promise<boolean> {
+export function setAutomationStatus(
+  pool: pg.Pool,
+  workspaceId: string,
+  id: string,
+  status: AutomationStatus,
+  now: number,
+  entry?: AuditEntry,
+): Promise<boolean> {
   return tx(pool, async (c) => {
     const res = await c.query("UPDATE automations SET status = $3, updated_at = $4 WHERE id = $1 AND workspace_id = $2", [id, workspaceId, status, ts(now)]);
     if (res.rowCount !== 1) return false;
@@ -68,6 +83,10 @@ export async function listAutomations(pool: pg.Pool, workspaceId: string): Promi
 }
 
 export async function getVersion(pool: pg.Pool, automationId: string, version: number): Promise<AutomationVersion | null> {
-  const res = await pool.query({ name: "weft_get_version", text: "SELECT * FROM automation_versions WHERE automation_id = $1 AND version = $2", values: [automationId, version] });
+  const res = await pool.query({
+    name: "weft_get_version",
+    text: "SELECT * FROM automation_versions WHERE automation_id = $1 AND version = $2",
+    values: [automationId, version],
+  });
   return res.rows[0] ? toVersion(res.rows[0]) : null;
 }

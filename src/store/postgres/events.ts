@@ -1,7 +1,19 @@
 // Events, dispatch, subject pauses, schedules, hooks and the overdue view on PostgreSQL.
 
 import type pg from "pg";
-import type { AuditEntry, DispatchPlan, HookRow, NewEvent, OverdueCount, PauseKey, PauseRow, Run, ScheduleFiring, ScheduleRow, StoredEvent } from "../../engine/store.js";
+import type {
+  AuditEntry,
+  DispatchPlan,
+  HookRow,
+  NewEvent,
+  OverdueCount,
+  PauseKey,
+  PauseRow,
+  Run,
+  ScheduleFiring,
+  ScheduleRow,
+  StoredEvent,
+} from "../../engine/store.js";
 import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
 import { ms, toAutomation, toEvent, ts } from "./rows.js";
 import type { Row } from "../rows.js";
@@ -12,8 +24,16 @@ import { audit } from "./audit.js";
 import { tx } from "./tx.js";
 import { resyncedSchedule } from "../../model/triggers.js";
 
-const toPause = (r: Row): PauseRow => ({ ...(r as unknown as PauseRow), paused_until: ms(r.paused_until as Date | null), created_at: (r.created_at as Date).getTime() });
-const toSchedule = (r: Row): ScheduleRow => ({ ...(r as unknown as ScheduleRow), next_fire_at: ms(r.next_fire_at as Date | null), last_fired_at: ms(r.last_fired_at as Date | null) });
+const toPause = (r: Row): PauseRow => ({
+  ...(r as unknown as PauseRow),
+  paused_until: ms(r.paused_until as Date | null),
+  created_at: (r.created_at as Date).getTime(),
+});
+const toSchedule = (r: Row): ScheduleRow => ({
+  ...(r as unknown as ScheduleRow),
+  next_fire_at: ms(r.next_fire_at as Date | null),
+  last_fired_at: ms(r.last_fired_at as Date | null),
+});
 const toHook = (r: Row): HookRow => ({ ...(r as unknown as HookRow), created_at: (r.created_at as Date).getTime() });
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
@@ -137,7 +157,11 @@ export function putPause(pool: pg.Pool, p: PauseRow, entry?: AuditEntry): Promis
 
 export function deletePause(pool: pg.Pool, workspaceId: string, subjectId: string, automationId: string, now: number, entry?: AuditEntry): Promise<boolean> {
   return tx(pool, async (c) => {
-    const del = await c.query("DELETE FROM subject_controls WHERE workspace_id = $1 AND subject_id = $2 AND automation_id = $3", [workspaceId, subjectId, automationId]);
+    const del = await c.query("DELETE FROM subject_controls WHERE workspace_id = $1 AND subject_id = $2 AND automation_id = $3", [
+      workspaceId,
+      subjectId,
+      automationId,
+    ]);
     await c.query(
       // Parked runs are due at once; a run a worker holds gets `wake`, so a park it commits after
       // this (its pause check having read the pause) is due at once too (see the commit).
@@ -190,7 +214,11 @@ export async function fireSchedules(pool: pg.Pool, now: number, firings: readonl
   return tx(pool, async (client) => {
     let stored = 0;
     for (const f of firings) {
-      const res = await client.query({ name: "weft_advance_schedule", text: ADVANCE_SCHEDULE_SQL, values: [f.automation_id, f.trigger_index, ts(f.expected_next_fire_at), ts(f.next_fire_at), ts(now)] });
+      const res = await client.query({
+        name: "weft_advance_schedule",
+        text: ADVANCE_SCHEDULE_SQL,
+        values: [f.automation_id, f.trigger_index, ts(f.expected_next_fire_at), ts(f.next_fire_at), ts(now)],
+      });
       if (res.rowCount !== 1) continue;
       await insertEvents(client, f.events);
       stored += f.events.length;
@@ -205,7 +233,13 @@ export async function listSchedules(pool: pg.Pool, automationId: string): Promis
   return res.rows.map(toSchedule);
 }
 
-export async function ensureHooks(pool: pg.Pool, workspaceId: string, automationId: string, indexes: readonly number[], make: (i: number) => HookRow): Promise<HookRow[]> {
+export async function ensureHooks(
+  pool: pg.Pool,
+  workspaceId: string,
+  automationId: string,
+  indexes: readonly number[],
+  make: (i: number) => HookRow,
+): Promise<HookRow[]> {
   for (const i of indexes) {
     const h = make(i);
     await pool.query(

@@ -11,21 +11,35 @@ import { outcomeRows } from "../reports.js";
 type Db = Pick<pg.PoolClient, "query">;
 
 async function audit(c: Db, a: AuditEntry): Promise<void> {
-  await c.query(
-    "INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    [a.workspace_id, a.actor, a.action, a.target_type, a.target_id, JSON.stringify(a.details), ts(a.at)],
-  );
+  await c.query("INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at) VALUES ($1, $2, $3, $4, $5, $6, $7)", [
+    a.workspace_id,
+    a.actor,
+    a.action,
+    a.target_type,
+    a.target_id,
+    JSON.stringify(a.details),
+    ts(a.at),
+  ]);
 }
 
 async function insertUserRow(c: Db, u: User): Promise<void> {
   await c.query("INSERT INTO users (id, workspace_id, name, role, instance_admin, created_at) VALUES ($1, $2, $3, $4, $5, $6)", [
-    u.id, u.workspace_id, u.name, u.role, u.instance_admin, ts(u.created_at),
+    u.id,
+    u.workspace_id,
+    u.name,
+    u.role,
+    u.instance_admin,
+    ts(u.created_at),
   ]);
 }
 
 async function insertTokenRow(c: Db, t: TokenRow & { hash: string }): Promise<void> {
   await c.query("INSERT INTO tokens (id, workspace_id, user_id, hash, created_at) VALUES ($1, $2, $3, $4, $5)", [
-    t.id, t.workspace_id, t.user_id, t.hash, ts(t.created_at),
+    t.id,
+    t.workspace_id,
+    t.user_id,
+    t.hash,
+    ts(t.created_at),
   ]);
 }
 
@@ -59,17 +73,32 @@ export async function listUsers(pool: pg.Pool, workspaceId: string): Promise<Use
   return (await pool.query("SELECT * FROM users WHERE workspace_id = $1 ORDER BY created_at, id", [workspaceId])).rows.map(toUser);
 }
 
-export function updateUser(pool: pg.Pool, workspaceId: string, id: string, patch: { role?: Role; disabled_at?: number | null }, a: AuditEntry): Promise<User | "last_admin" | null> {
+export function updateUser(
+  pool: pg.Pool,
+  workspaceId: string,
+  id: string,
+  patch: { role?: Role; disabled_at?: number | null },
+  a: AuditEntry,
+): Promise<User | "last_admin" | null> {
   return tx(pool, async (c) => {
     // Lock the workspace's admins (and the user) so two admins cannot demote each other at once.
-    const admins = (await c.query(
-      "SELECT * FROM users WHERE workspace_id = $1 AND (id = $2 OR role = 'admin') ORDER BY id FOR UPDATE", [workspaceId, id],
-    )).rows.map(toUser);
+    const admins = (
+      await c.query("SELECT * FROM users WHERE workspace_id = $1 AND (id = $2 OR role = 'admin') ORDER BY id FOR UPDATE", [workspaceId, id])
+    ).rows.map(toUser);
     const before = admins.find((u) => u.id === id);
     if (!before) return null;
-    const after: User = { ...before, ...(patch.role !== undefined ? { role: patch.role } : {}), ...(patch.disabled_at !== undefined ? { disabled_at: patch.disabled_at } : {}) };
+    const after: User = {
+      ...before,
+      ...(patch.role !== undefined ? { role: patch.role } : {}),
+      ...(patch.disabled_at !== undefined ? { disabled_at: patch.disabled_at } : {}),
+    };
     if (isEnabledAdmin(before) && !isEnabledAdmin(after) && !admins.some((u) => u.id !== id && isEnabledAdmin(u))) return "last_admin";
-    await c.query("UPDATE users SET role = $3, disabled_at = $4 WHERE id = $1 AND workspace_id = $2", [id, workspaceId, after.role, after.disabled_at == null ? null : ts(after.disabled_at)]);
+    await c.query("UPDATE users SET role = $3, disabled_at = $4 WHERE id = $1 AND workspace_id = $2", [
+      id,
+      workspaceId,
+      after.role,
+      after.disabled_at == null ? null : ts(after.disabled_at),
+    ]);
     await audit(c, a);
     return after;
   });
@@ -167,18 +196,27 @@ export async function opsCounts(pool: pg.Pool, workspaceId: string, now: number,
   );
   const d = due.rows[0];
   return {
-    due_runs: d.n, undispatched_events: ev.rows[0].n, oldest_due_at: ms(d.oldest), oldest_due_run_id: d.oldest_id ?? null,
+    due_runs: d.n,
+    undispatched_events: ev.rows[0].n,
+    oldest_due_at: ms(d.oldest),
+    oldest_due_run_id: d.oldest_id ?? null,
     failed: failed.rows.map((r) => ({ automation_id: r.automation_id, window: r.w, last_hour: r.h })),
   };
 }
 
-export async function queueDepth(pool: pg.Pool, now: number, graceMs: number): Promise<{ due_runs: number; overdue_runs: number; undispatched_events: number }> {
-  const r = (await pool.query({
-    name: "weft_queue_depth",
-    text: `SELECT (SELECT count(*)::int FROM runs WHERE due_at <= $1) AS due,
+export async function queueDepth(
+  pool: pg.Pool,
+  now: number,
+  graceMs: number,
+): Promise<{ due_runs: number; overdue_runs: number; undispatched_events: number }> {
+  const r = (
+    await pool.query({
+      name: "weft_queue_depth",
+      text: `SELECT (SELECT count(*)::int FROM runs WHERE due_at <= $1) AS due,
                   (SELECT count(*)::int FROM runs WHERE due_at < $2 AND status <> 'running') AS overdue,
                   (SELECT count(*)::int FROM events WHERE dispatched_at IS NULL) AS undispatched`,
-    values: [ts(now), ts(now - graceMs)],
-  })).rows[0];
+      values: [ts(now), ts(now - graceMs)],
+    })
+  ).rows[0];
   return { due_runs: r.due, overdue_runs: r.overdue, undispatched_events: r.undispatched };
 }

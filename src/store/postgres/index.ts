@@ -4,8 +4,29 @@
 import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
-  ApprovalStatus, AuditEntry, Role, Automation, AutomationStatus, AutomationVersion, Checkpoint, DispatchPlan, HookRow, NewEvent, NewRun, PauseKey,
-  PauseRow, Run, RunControl, RunItem, ScheduleFiring, ScheduleRow, Store, TokenRow, User, WaitSpec, Workspace,
+  ApprovalStatus,
+  AuditEntry,
+  Role,
+  Automation,
+  AutomationStatus,
+  AutomationVersion,
+  Checkpoint,
+  DispatchPlan,
+  HookRow,
+  NewEvent,
+  NewRun,
+  PauseKey,
+  PauseRow,
+  Run,
+  RunControl,
+  RunItem,
+  ScheduleFiring,
+  ScheduleRow,
+  Store,
+  TokenRow,
+  User,
+  WaitSpec,
+  Workspace,
 } from "../../engine/store.js";
 import { toAutomation, toRun } from "./rows.js";
 import * as E from "./events.js";
@@ -61,7 +82,10 @@ export class PostgresStore implements Store {
       query_timeout: statementMs > 0 ? statementMs + CLIENT_WAIT_MARGIN_MS : 0,
       idle_in_transaction_session_timeout: idleTxMs,
       options: `-c search_path=${ident(this.schema)}`,
-      types: { getTypeParser: ((oid: number, format?: string) => (oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as "text"))) as typeof pg.types.getTypeParser },
+      types: {
+        getTypeParser: ((oid: number, format?: string) =>
+          oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
+      },
     });
     // An idle client whose server went away must not crash the process; the next query reconnects.
     this.pool.on("error", () => undefined);

@@ -22,7 +22,9 @@ export function migrate(pool: pg.Pool, schema: string): Promise<void> {
     await client.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK]);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${ident(schema)}`);
     await client.query(`SET LOCAL search_path TO ${ident(schema)}`);
-    await client.query(`CREATE TABLE IF NOT EXISTS weft_migrations (id integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS weft_migrations (id integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+    );
     const done = new Set((await client.query<{ id: number }>("SELECT id FROM weft_migrations")).rows.map((r) => r.id));
     for (const m of listMigrations()) {
       if (done.has(m.id)) continue;

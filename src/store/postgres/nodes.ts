@@ -2,10 +2,22 @@
 // and the audit log. Decisions are compare-and-swap updates, so concurrent callers cannot both win.
 
 import type pg from "pg";
-import { approvalAudit, type Approval, type ApprovalStatus, type AuditEntry, type AuditRow, type Page, type Run, type RunControl, type RunItem, type StoredEvent, type WaitSpec } from "../../engine/store.js";
+import {
+  approvalAudit,
+  type Approval,
+  type ApprovalStatus,
+  type AuditEntry,
+  type AuditRow,
+  type Page,
+  type Run,
+  type RunControl,
+  type RunItem,
+  type StoredEvent,
+  type WaitSpec,
+} from "../../engine/store.js";
 import { tx } from "./tx.js";
 import { audit } from "./audit.js";
-import { ms, toApproval, toAudit, toItem, toRun, ts } from "./rows.js";
+import { toApproval, toAudit, toItem, toRun, ts } from "./rows.js";
 
 export { toApproval, toItem };
 import { toEvent } from "./events.js";
@@ -16,16 +28,16 @@ import { skippedByRunEnd } from "../../model/item-outcome.js";
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
-
 export function appendAudit(pool: pg.Pool, entries: readonly AuditEntry[]): Promise<void> {
   return audit(pool, entries);
 }
 
 export async function listAudit(pool: pg.Pool, workspaceId: string, limit: number, beforeId?: number): Promise<AuditRow[]> {
-  const res = await pool.query(
-    "SELECT * FROM audit_log WHERE workspace_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-    [workspaceId, beforeId ?? null, limit],
-  );
+  const res = await pool.query("SELECT * FROM audit_log WHERE workspace_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3", [
+    workspaceId,
+    beforeId ?? null,
+    limit,
+  ]);
   return res.rows.map(toAudit);
 }
 
@@ -83,13 +95,20 @@ export function finishItemRetry(pool: pg.Pool, item: RunItem, entry: AuditEntry)
     const upd = await c.query(
       `UPDATE run_items SET outcome = $2, output = $3, error = $4, not_before = NULL, finished_at = $5, updated_at = $5
        WHERE id = $1 AND outcome = 'running' AND attempts = $6`,
-      [item.id, item.outcome, JSON.stringify(item.output), item.error === null ? null : JSON.stringify(item.error), ts(item.finished_at ?? item.updated_at), item.attempts],
+      [
+        item.id,
+        item.outcome,
+        JSON.stringify(item.output),
+        item.error === null ? null : JSON.stringify(item.error),
+        ts(item.finished_at ?? item.updated_at),
+        item.attempts,
+      ],
     );
     if (upd.rowCount !== 1) return false;
-    await c.query(
-      `UPDATE runs SET items_failed = (SELECT count(*) FROM run_items WHERE run_id = $1 AND outcome = 'failed'), updated_at = $2 WHERE id = $1`,
-      [item.run_id, ts(item.updated_at)],
-    );
+    await c.query(`UPDATE runs SET items_failed = (SELECT count(*) FROM run_items WHERE run_id = $1 AND outcome = 'failed'), updated_at = $2 WHERE id = $1`, [
+      item.run_id,
+      ts(item.updated_at),
+    ]);
     await audit(c, [entry]);
     return true;
   });
@@ -114,14 +133,25 @@ export async function listRunApprovals(pool: pg.Pool, runId: string): Promise<Ap
 }
 
 export function decideApproval(
-  pool: pg.Pool, workspaceId: string, id: string, status: "approved" | "rejected" | "timed_out", actor: string, comment: string | null, now: number,
+  pool: pg.Pool,
+  workspaceId: string,
+  id: string,
+  status: "approved" | "rejected" | "timed_out",
+  actor: string,
+  comment: string | null,
+  now: number,
 ): Promise<{ applied: boolean; approval: Approval | null }> {
   return tx(pool, async (c) => {
     // A decision that comes after the deadline is refused, and the timeout is recorded then.
-    const expired = status !== "timed_out" && (await c.query(
-      "SELECT 1 FROM approvals WHERE id = $1 AND workspace_id = $2 AND status = 'pending' AND expires_at <= $3 FOR UPDATE",
-      [id, workspaceId, ts(now)],
-    )).rows.length > 0;
+    const expired =
+      status !== "timed_out" &&
+      (
+        await c.query("SELECT 1 FROM approvals WHERE id = $1 AND workspace_id = $2 AND status = 'pending' AND expires_at <= $3 FOR UPDATE", [
+          id,
+          workspaceId,
+          ts(now),
+        ])
+      ).rows.length > 0;
     const [st, by, note] = expired ? ["timed_out", "system", null] : [status, actor, comment];
     const res = await c.query(
       `UPDATE approvals SET status = $3, decided_by = $4, decided_at = $5, comment = $6

@@ -24,7 +24,12 @@ export function listRunSummaries(pool: pg.Pool, f: RunFilter): Promise<Page<RunS
 }
 
 /** One page of runs, newest first, with the columns a list asks for. */
-async function runPage<T extends { started_at: number; id: string }>(pool: pg.Pool, f: RunFilter, columns: string, map: (r: pg.QueryResultRow) => T): Promise<Page<T>> {
+async function runPage<T extends { started_at: number; id: string }>(
+  pool: pg.Pool,
+  f: RunFilter,
+  columns: string,
+  map: (r: pg.QueryResultRow) => T,
+): Promise<Page<T>> {
   const where: string[] = ["workspace_id = $1"];
   const args: unknown[] = [f.workspace_id];
   const add = (sql: string, v: unknown) => {

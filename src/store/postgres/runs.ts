@@ -4,7 +4,16 @@
 import type pg from "pg";
 import { audit } from "./audit.js";
 import { tx } from "./tx.js";
-import { waitKey, type AuditEntry, type Checkpoint, type CommitResult, type InsertRunResult, type NewRun, type Run, type RunControl } from "../../engine/store.js";
+import {
+  waitKey,
+  type AuditEntry,
+  type Checkpoint,
+  type CommitResult,
+  type InsertRunResult,
+  type NewRun,
+  type Run,
+  type RunControl,
+} from "../../engine/store.js";
 import { toRun, ts } from "./rows.js";
 import { sqlList } from "../sql.js";
 import { ENROLLMENT_CHECKS, NOT_ENROLLED, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
@@ -75,10 +84,10 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
   const missing = runs.filter((r) => !byId.has(r.id));
   const existing = new Map<string, Run>();
   if (missing.length > 0) {
-    const dups = await db.query(
-      "SELECT * FROM runs WHERE (automation_id, dedupe_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-      [missing.map((r) => r.automation_id), missing.map((r) => r.dedupe_key)],
-    );
+    const dups = await db.query("SELECT * FROM runs WHERE (automation_id, dedupe_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))", [
+      missing.map((r) => r.automation_id),
+      missing.map((r) => r.dedupe_key),
+    ]);
     for (const r of dups.rows) existing.set(`${r.automation_id}\u0000${r.dedupe_key}`, toRun(r));
     const blocked = missing.filter((r) => !existing.has(`${r.automation_id}\u0000${r.dedupe_key}`));
     if (blocked.length > 0) {
@@ -88,10 +97,10 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
       // A replay racing us may have inserted the same dedupe key meanwhile: read those back.
       const still = blocked.filter((r) => !byId.has(r.id));
       if (still.length > 0) {
-        const more = await db.query(
-          "SELECT * FROM runs WHERE (automation_id, dedupe_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-          [still.map((r) => r.automation_id), still.map((r) => r.dedupe_key)],
-        );
+        const more = await db.query("SELECT * FROM runs WHERE (automation_id, dedupe_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))", [
+          still.map((r) => r.automation_id),
+          still.map((r) => r.dedupe_key),
+        ]);
         for (const r of more.rows) existing.set(`${r.automation_id}\u0000${r.dedupe_key}`, toRun(r));
       }
     }
@@ -258,9 +267,15 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
   const states = cps.map((c) => {
     const { wait, ...st } = c.state;
     return {
-      run_id: c.run_id, expected_rev: c.expected_rev, ...st, terminal: isTerminal(st.status),
-      wait_key: wait ? waitKey(wait.name, wait.subject_id) : null, wait_name: wait?.name ?? null,
-      wait_subject: wait?.subject_id ?? null, wait_after: wait?.after ?? null, wait_exclude: wait?.exclude ?? [],
+      run_id: c.run_id,
+      expected_rev: c.expected_rev,
+      ...st,
+      terminal: isTerminal(st.status),
+      wait_key: wait ? waitKey(wait.name, wait.subject_id) : null,
+      wait_name: wait?.name ?? null,
+      wait_subject: wait?.subject_id ?? null,
+      wait_after: wait?.after ?? null,
+      wait_exclude: wait?.exclude ?? [],
     };
   });
   const tag = <T>(c: Checkpoint, rows: readonly T[] | undefined) => (rows ?? []).map((r) => ({ ...r, run_id: c.run_id, expected_rev: c.expected_rev }));
@@ -270,8 +285,17 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
   const audit = cps.flatMap((c) => tag(c, c.audit)).map((a, ord) => ({ ...a, ord }));
   const consumed = cps.flatMap((c) => (c.consumed ?? []).map((event_id) => ({ run_id: c.run_id, event_id, expected_rev: c.expected_rev })));
   const res = await pool.query({
-    name: "weft_commit", text: COMMIT_SQL,
-    values: [owner, JSON.stringify(states), JSON.stringify(steps), JSON.stringify(items), JSON.stringify(approvals), JSON.stringify(audit), JSON.stringify(consumed)],
+    name: "weft_commit",
+    text: COMMIT_SQL,
+    values: [
+      owner,
+      JSON.stringify(states),
+      JSON.stringify(steps),
+      JSON.stringify(items),
+      JSON.stringify(approvals),
+      JSON.stringify(audit),
+      JSON.stringify(consumed),
+    ],
   });
   // Applied per checkpoint (run and the rev it expected), not per run id.
   const applied = new Map(res.rows.map((r: { id: string; expected_rev: number; control: RunControl | null }) => [`${r.id}@${r.expected_rev}`, r.control]));
