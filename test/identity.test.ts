@@ -789,6 +789,7 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       "POST /v1/automation-runs/:id/stop": { probes: [nfBody({})] },
       "POST /v1/automation-runs/:id/cancel": { probes: [nfBody({})] },
       "POST /v1/automation-runs/:id/retrigger": { probes: [nfBody({}), nfBody({ idempotency_key: "b-re" })] },
+      "POST /v1/automation-runs/:id/redrive": { probes: [nfBody({}), nfBody({ version: "current" })] },
       "POST /v1/automation-runs/:id/items/:item/retry": { probes: [nfBody({})] },
       "POST /v1/automations/:id/simulate": { probes: [nfBody({})] },
       "GET /v1/approvals": { probes: [listed, { ...listed, query: "status=pending" }] },
