@@ -95,8 +95,12 @@ describe.each(STORE_KINDS)("hostile fan-outs (%s store)", (kind) => {
     } finally {
       clearInterval(timer);
     }
+    // Every item ran under its own key. (A run handed to another worker after a lost lease may call
+    // an item's action again under the same key — the promise is one effect per key, which the
+    // destination's idempotency gives — so repeats are counted, not forbidden, and must be few.)
     expect(calls.size).toBe(N);
-    expect(Math.max(...calls.values())).toBe(1);
+    const repeats = [...calls.values()].reduce((n, c) => n + (c - 1), 0);
+    expect(repeats).toBeLessThan(N / 10);
     // The item rows were committed in many chunks, with the event loop free between them...
     expect(allItemsCommitted).toBeGreaterThan(firstItemCommit);
     expect(allItemsCommitted - firstItemCommit).toBeGreaterThanOrEqual(5);
