@@ -35,6 +35,20 @@ describe.each(STORE_KINDS)("model-based regressions (%s store)", (kind) => {
     ]);
   }, 60_000);
 
+  // Found by the model-based test (PostgreSQL, in CI): an approval run's subject is paused; the
+  // approval's hour passes, so the worker claims the run and parks it on subject_resume before the
+  // approval node can apply its timeout; the run is then stopped. Ending the run closed the
+  // pending approval as `cancelled`, although nobody had decided it in time: it had timed out.
+  // Now a run that ends closes an approval already past its expiry as `timed_out` (both stores).
+  it("approval-expired-then-stopped: a stop after a paused run's approval expired records the approval timed_out", async () => {
+    await replay(kind, [
+      { t: "enroll", aut: "approve", subj: 0, items: [], key: null },
+      { t: "pause", subj: 0 },
+      { t: "advance", ms: 61 * 60_000 },
+      { t: "control", pick: 0, c: "stop" },
+    ]);
+  }, 60_000);
+
   // The same stop when the slow step is followed by another slow step (not a wait) is applied:
   // the replay agrees with the model, so the harness itself is not what loses the stop.
   it("a stop made inside a slow step followed by another slow step ends the run admin_stopped", async () => {

@@ -25,6 +25,15 @@ const { item: toItem, approval: toApproval, audit: toAudit } = mappers(sqliteCod
 export { toApproval, toItem };
 
 const TERMINAL = sqlList(TERMINAL_STATUSES);
+/**
+ * A run that ends closes its pending approvals: one already past its expiry timed out (nobody
+ * decided in time, whether or not the runner had applied the timeout yet), any other is cancelled.
+ */
+const CLOSE_APPROVALS = `UPDATE approvals SET
+    status = CASE WHEN expires_at IS NOT NULL AND expires_at <= @at THEN 'timed_out' ELSE 'cancelled' END,
+    decided_by = CASE WHEN expires_at IS NOT NULL AND expires_at <= @at THEN 'system' ELSE decided_by END,
+    decided_at = @at
+  WHERE run_id = @run AND status = 'pending'`;
 
 export class EmbeddedNodes {
   private prepared: ReturnType<EmbeddedNodes["prepare"]> | undefined;
@@ -77,7 +86,7 @@ export class EmbeddedNodes {
           "UPDATE run_items SET outcome = 'skipped', error = ?, finished_at = ?, updated_at = ? WHERE run_id = ? AND outcome IN ('pending', 'awaiting_approval')",
         )
         .run(j({ code: "run.ended", message: `the run ended (${c.state.status}) before this item started`, retryable: false }), at, at, c.run_id);
-      this.db.prepare("UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE run_id = ? AND status = 'pending'").run(at, c.run_id);
+      this.db.prepare(CLOSE_APPROVALS).run({ at, run: c.run_id });
     }
     for (const a of c.approvals ?? []) this.s.insertApproval.run({ ...a, approvers: j(a.approvers) });
     this.audit(c.audit ?? []);
@@ -218,7 +227,7 @@ export class EmbeddedNodes {
             "UPDATE run_items SET outcome = 'skipped', error = ?, finished_at = ?, updated_at = ? WHERE run_id = ? AND outcome IN ('pending', 'awaiting_approval')",
           )
           .run(j(skippedByRunEnd(control)), now, now, runId);
-        this.db.prepare("UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE run_id = ? AND status = 'pending'").run(now, runId);
+        this.db.prepare(CLOSE_APPROVALS).run({ at: now, run: runId });
         return out;
       })
       .immediate();

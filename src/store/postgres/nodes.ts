@@ -16,6 +16,7 @@ import {
   type WaitSpec,
 } from "../../engine/store.js";
 import { tx } from "./tx.js";
+import { closeApprovalSet } from "./runs.js";
 import { audit } from "./audit.js";
 import { toApproval, toAudit, toItem, toRun, ts } from "./rows.js";
 
@@ -197,7 +198,7 @@ export function controlRun(pool: pg.Pool, workspaceId: string, runId: string, co
        WHERE run_id = $1 AND outcome IN ('pending', 'awaiting_approval')`,
       [runId, JSON.stringify(skippedByRunEnd(control)), ts(now)],
     );
-    await c.query("UPDATE approvals SET status = 'cancelled', decided_at = $2 WHERE run_id = $1 AND status = 'pending'", [runId, ts(now)]);
+    await c.query(`UPDATE approvals SET ${closeApprovalSet("$2::timestamptz")} WHERE run_id = $1 AND status = 'pending'`, [runId, ts(now)]);
     return toRun(res.rows[0]);
   });
 }

@@ -21,6 +21,16 @@ import { ENROLLMENT_CHECKS, NOT_ENROLLED, skippedEnrollment, type EnrollmentSkip
 export const PG_UNIQUE_VIOLATION = "23505";
 
 /**
+ * The SET list that closes a pending approval when its run ends, at `at` (an SQL timestamptz): one
+ * already past its expiry timed out (nobody decided in time, whether or not the runner had applied
+ * the timeout yet), any other is cancelled.
+ */
+export const closeApprovalSet = (at: string): string =>
+  `status = CASE WHEN expires_at IS NOT NULL AND expires_at <= ${at} THEN 'timed_out' ELSE 'cancelled' END,
+    decided_by = CASE WHEN expires_at IS NOT NULL AND expires_at <= ${at} THEN 'system' ELSE decided_by END,
+    decided_at = ${at}`;
+
+/**
  * The enrollment decision (model/enrollment.ts) as one CASE over an input row `i`, its checks in
  * the model's order. `already_active` has no condition here: the partial unique index on
  * (automation_id, active_subject) decides it atomically at insert, and it is the last check, so
@@ -255,7 +265,7 @@ WITH input AS (
     AND (i.run_id, i.expected_rev) IN (SELECT id, expected_rev FROM upd)
     AND t.id NOT IN (SELECT x.id FROM jsonb_to_recordset($4::jsonb) AS x(id text))
 ), closed_approvals AS (
-  UPDATE approvals p SET status = 'cancelled', decided_at = to_timestamp(i.updated_at / 1000.0)
+  UPDATE approvals p SET ${closeApprovalSet("to_timestamp(i.updated_at / 1000.0)")}
   FROM input i
   WHERE i.close_open AND p.run_id = i.run_id AND p.status = 'pending' AND (i.run_id, i.expected_rev) IN (SELECT id, expected_rev FROM upd)
 )
