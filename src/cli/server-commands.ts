@@ -47,6 +47,7 @@ async function serve(cfg: Config): Promise<void> {
     noRunner: cfg.role === "api",
     role: cfg.role,
     runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) },
+    ...(cfg.dispatchPollMs ? { dispatchPollMs: cfg.dispatchPollMs } : {}),
     settings: { ai: cfg.ai, itemsInFlight: cfg.itemsInFlight },
     ...(key ? { secretKey: key } : {}),
     httpAllow: cfg.httpAllow,
