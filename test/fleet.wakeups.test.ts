@@ -143,4 +143,16 @@ describe.runIf(STORE_KINDS.includes("postgres"))("wake-ups between processes (po
       await solo.stop();
     }
   }, 60_000);
+
+  it("with wake-ups turned off (WEFT_WAKEUPS=0) an API process announces nothing and the worker finds the event by polling", async () => {
+    await worker?.stop();
+    await api.stop();
+    api = await startEngine({ store: ts.reopen(), noRunner: true, role: "api", wakeups: false });
+    worker = await startEngine({ store: ts.reopen(), role: "worker", wakeups: false, dispatchPollMs: 200, runner: { pollMs: 200 } });
+    await api.createAutomation(WS, flow("quiet"));
+    const { event_id } = await api.ingest(WS, { type: "quiet.go", key: "k-quiet" });
+    const run = await runOf(event_id);
+    expect((await ended(run.id)).status).toBe("completed");
+    expect(api.wakeups.sent).toBe(0);
+  }, 60_000);
 });

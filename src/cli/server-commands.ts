@@ -48,6 +48,7 @@ async function serve(cfg: Config): Promise<void> {
     role: cfg.role,
     runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) },
     ...(cfg.dispatchPollMs ? { dispatchPollMs: cfg.dispatchPollMs } : {}),
+    wakeups: cfg.wakeups,
     settings: { ai: cfg.ai, itemsInFlight: cfg.itemsInFlight },
     ...(key ? { secretKey: key } : {}),
     httpAllow: cfg.httpAllow,

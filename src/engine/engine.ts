@@ -71,6 +71,12 @@ export interface EngineOptions {
   /** Dispatcher and scheduler poll intervals (ms); each is also woken directly by local work. */
   dispatchPollMs?: number;
   schedulePollMs?: number;
+  /**
+   * Wake-ups between processes over the store's channel (PostgreSQL LISTEN/NOTIFY); default on.
+   * Off for a connection pooler that does not carry LISTEN (PgBouncer in transaction mode): the
+   * processes then find each other's work by polling.
+   */
+  wakeups?: boolean;
   /** What nodes read from configuration (the AI endpoint for agent steps). */
   settings?: NodeSettings;
   /**
@@ -149,7 +155,7 @@ export class Engine {
     const dispatcher = this.dispatcher;
     const scheduler = this.scheduler;
     this.wakeups = new Wakeups(
-      this.store.wakeups,
+      opts.wakeups === false ? undefined : this.store.wakeups,
       {
         ...(runner ? { claim: () => runner.poke(), pauses: () => runner.pauses.invalidate() } : {}),
         ...(dispatcher ? { dispatch: () => dispatcher.poke() } : {}),

@@ -21,6 +21,8 @@ export interface Config {
   pollMs: number | undefined;
   /** Longest idle sleep of the dispatcher between rounds in ms (WEFT_DISPATCH_POLL_MS); undefined: the engine's default. */
   dispatchPollMs: number | undefined;
+  /** WEFT_WAKEUPS=0: no LISTEN/NOTIFY between processes (a pooler that does not carry LISTEN); they poll. */
+  wakeups: boolean;
   /** An OpenAI-compatible API for agent steps (WEFT_AI_BASE_URL, WEFT_AI_API_KEY, WEFT_AI_MODEL). */
   ai: { base_url: string; api_key: string | undefined; default_model: string | undefined } | undefined;
   /** WEFT_METRICS_PORT: a worker (`serve --role worker`) serves /healthz and /metrics here; unset: none. */
@@ -74,6 +76,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     leaseMs,
     pollMs,
     dispatchPollMs,
+    wakeups: env.WEFT_WAKEUPS !== "0",
     secretKey: env.WEFT_SECRET_KEY || undefined,
     logLevel: env.WEFT_LOG_LEVEL || "info",
     metricsPort: env.WEFT_METRICS_PORT ? positiveOrZero(env.WEFT_METRICS_PORT, 0, "WEFT_METRICS_PORT") : undefined,
