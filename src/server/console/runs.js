@@ -481,6 +481,12 @@ function jumpTo(e, id) {
   if (d) d.open = true;
 }
 
+/** A step's error as the operator needs it: retried, or the end (a failed step is not tried again by itself). */
+function stepErrorKind(s) {
+  if (!s.error.retryable) return "permanent";
+  return s.outcome === "failed" ? "final: attempts used up" : "retryable";
+}
+
 function Step({ step: s, n }) {
   const failed = s.outcome === "failed" || s.outcome === "retrying";
   return html`<li class=${`step out-${s.outcome}`} id=${`step-${s.id}`} tabindex="-1" aria-label=${`Step ${n}: ${s.node_key}, ${s.outcome}`}>
@@ -501,7 +507,7 @@ function Step({ step: s, n }) {
         s.error
           ? html`<div class="step-error" role="note" aria-label="Step error">
         <code class="code">${s.error.code}</code> ${s.error.message}
-        <span class=${`badge ${s.error.retryable ? "st-retrying" : "st-failed"}`}>${s.error.retryable ? "retryable" : "permanent"}</span>
+        <span class=${`badge ${s.error.retryable && s.outcome !== "failed" ? "st-retrying" : "st-failed"}`}>${stepErrorKind(s)}</span>
         ${s.error.details && Object.keys(s.error.details).length ? html`<details open=${failed}><summary>Error details</summary><${Json} value=${s.error.details} label="Error details" /></details>` : null}
       </div>`
           : null
