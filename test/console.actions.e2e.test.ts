@@ -295,11 +295,12 @@ describe("every operator action in headless Chromium (embedded store)", () => {
 
   it("after navigation the page's heading has focus, and no page container shows a focus ring", async () => {
     const focused = () =>
-      page.evaluate(() => {
-        const el = document.activeElement as HTMLElement | null;
+      // The page's globals, in the browser (this file is typed for Node, without the DOM).
+      page.evaluate<{ tag: string; text: string; outline: string }>(`(() => {
+        const el = document.activeElement;
         const css = el ? getComputedStyle(el) : null;
-        return { tag: el?.tagName ?? "", text: el?.textContent ?? "", outline: css ? `${css.outlineStyle} ${css.outlineWidth}` : "" };
-      });
+        return { tag: el?.tagName ?? "", text: el?.textContent ?? "", outline: css ? css.outlineStyle + " " + css.outlineWidth : "" };
+      })()`);
     for (const [label, heading] of [
       ["Events", "Events"],
       ["Subjects", "Subjects"],
@@ -598,9 +599,7 @@ describe("every operator action in headless Chromium (embedded store)", () => {
       // Past the disabled button (as a stale page would be): the refusal is shown, with its code.
       await open(vp, "/subjects/ct_val");
       await vp.getByLabel("Reason (required)").waitFor();
-      await vp.evaluate(() => {
-        for (const el of document.querySelectorAll("input, button")) (el as HTMLInputElement).disabled = false;
-      });
+      await vp.evaluate(`for (const el of document.querySelectorAll("input, button")) el.disabled = false`);
       await vp.getByLabel("Reason (required)").fill("not allowed");
       await vp.getByRole("button", { name: "Pause subject" }).click();
       await poll(() => vp.getByRole("alert").textContent()).toContain("auth.forbidden");
