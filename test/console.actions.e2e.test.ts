@@ -312,10 +312,11 @@ describe("every operator action in headless Chromium (embedded store)", () => {
       await page.getByRole("navigation", { name: "Console" }).getByRole("link", { name: label }).focus();
       await page.keyboard.press("Enter");
       await page.getByRole("heading", { name: heading, level: 1 }).waitFor();
+      await poll(async () => (await focused()).tag).not.toMatch(/^(BODY|A)$/);
+      // Whatever took focus draws no ring, and it is the heading, not a container.
+      expect((await focused()).outline).toMatch(/^none |\b0px$/);
       await poll(async () => (await focused()).tag).toBe("H1");
-      const f = await focused();
-      expect(f.text).toBe(heading);
-      expect(f.outline).toMatch(/^none |\b0px$/);
+      expect((await focused()).text).toBe(heading);
     }
     // The run page renders its heading after its API answers: focus still lands on it.
     await page.getByRole("link", { name: ids.failed }).focus();
