@@ -533,6 +533,7 @@ describe("every operator action in headless Chromium (embedded store)", () => {
     await page.getByRole("button", { name: "Simulate", exact: true }).click();
     await poll(() => result.locator(".sim-path").textContent()).toBe("vip[false, forced] → done");
     expect(await result.locator("svg.graph-svg g.node.mark-visited").count()).toBe(2);
+    await result.scrollIntoViewIfNeeded();
     await shot("simulate");
     // From a file.
     await page.getByLabel("Forced branches (JSON: node key → port)").fill("");

@@ -105,7 +105,8 @@ function App() {
   useEffect(() => {
     if (!signedIn) return;
     setMe(null);
-    api("GET", "/v1/me").then(setMe, () => setMe({ role: "viewer", unknown: true }));
+    // Not known (an older server, a refused call): offer the controls and let the API decide.
+    api("GET", "/v1/me").then(setMe, () => setMe({ role: null, unknown: true }));
   }, [signedIn]);
 
   // A new page: its name in the title, and focus on its heading (a screen reader starts there).
