@@ -541,13 +541,11 @@ describe("every operator action in headless Chromium (embedded store)", () => {
       .getByLabel("Forced branches from a file")
       .setInputFiles({ name: "branches.json", mimeType: "application/json", buffer: Buffer.from('{"vip": "true"}') });
     await poll(() => page.getByLabel("Forced branches (JSON: node key → port)").inputValue()).toBe('{"vip": "true"}');
-    await page
-      .getByLabel("Event from a file")
-      .setInputFiles({
-        name: "event.json",
-        mimeType: "application/json",
-        buffer: Buffer.from(JSON.stringify({ type: "user.signed_up", payload: { plan: "free" } })),
-      });
+    await page.getByLabel("Event from a file").setInputFiles({
+      name: "event.json",
+      mimeType: "application/json",
+      buffer: Buffer.from(JSON.stringify({ type: "user.signed_up", payload: { plan: "free" } })),
+    });
     await poll(() => page.getByLabel("Trigger event (JSON)").inputValue()).toContain('"plan":"free"');
     await page.getByRole("button", { name: "Simulate", exact: true }).click();
     await poll(() => result.locator(".sim-path").textContent()).toBe("vip[true, forced] → gift[next] → done");
