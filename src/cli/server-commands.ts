@@ -89,6 +89,7 @@ async function serve(cfg: Config): Promise<void> {
     process.stdout.write(
       `weft: listening on ${base} (${store.kind} store${store.kind === "embedded" ? ` in ${resolve(cfg.dataDir)}` : ""}, role ${cfg.role})\n`,
     );
+    process.stdout.write(`weft: console at ${base}/console/ (sign in with an API token)\n`);
     if (boot.generated) {
       process.stdout.write(`weft: admin token (shown once, stored hashed; \`weft admin-token\` issues another): ${boot.token}\n`);
     } else if (boot.revoked) {
