@@ -7,7 +7,7 @@
 // each have an assertion: no focus ring on a page container after navigation, the real attempt
 // count, "Retryable: no" for a final failure, no API path with {id} in the advice, a decided
 // approval out of the pending list, one thread entry per wait. A small set of screenshots of the
-// main views is written to test/screenshots/console-*.png (committed).
+// main views is written to test/screenshots/console-*.png (ignored by git: each run rewrites them).
 //
 // The server pieces the console relies on (GET /v1/me, GET / → console, /favicon.ico, the console
 // URL printed by `weft serve`) are checked over HTTP on both stores.
