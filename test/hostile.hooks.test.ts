@@ -16,7 +16,7 @@ import type { Store } from "../src/engine/store.js";
 import { buildApp, type AppOptions } from "../src/server/app.js";
 import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
-import { LOOPBACK, WS } from "./helpers/engine.js";
+import { LOOPBACK } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { until } from "./helpers/wait.js";
 
