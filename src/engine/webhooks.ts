@@ -23,6 +23,10 @@ export const DEFAULT_GRACE_SECONDS = 24 * 3600;
 /** The longest grace period a rotation may ask for. */
 export const MAX_GRACE_SECONDS = 7 * 24 * 3600;
 
+/** Webhook deliveries per second per hook, and over all hooks of a process, unless configured (WEFT_HOOK_RATE_LIMIT, WEFT_HOOK_RATE_LIMIT_TOTAL). */
+export const DEFAULT_HOOK_RATE_LIMIT = 100;
+export const DEFAULT_HOOK_RATE_LIMIT_TOTAL = 1000;
+
 /** What anyone may see of a hook: never its secret, sealed or not. */
 export type HookInfo = Omit<HookRow, "secret" | "previous_secret">;
 

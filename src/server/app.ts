@@ -7,6 +7,7 @@ import { eventListFilter } from "../engine/event-explain.js";
 import { fleetWarnings } from "../engine/heartbeat.js";
 import { canSee, mayChooseRunAs, mayDecide, requireRole, requireRunAs, runAsUser, type Caller } from "../engine/identity.js";
 import type { Run } from "../engine/store.js";
+import { DEFAULT_HOOK_RATE_LIMIT, DEFAULT_HOOK_RATE_LIMIT_TOTAL } from "../engine/webhooks.js";
 import { WeftError } from "../model/errors.js";
 import { checkJsonInput } from "../model/json-input.js";
 import type { RunStatus } from "../model/run-status.js";
@@ -71,10 +72,6 @@ export interface AppOptions {
   /** Webhook deliveries per second over all hooks of the process (WEFT_HOOK_RATE_LIMIT_TOTAL); 0: off. Default 1000. */
   hookRateLimitTotalPerSecond?: number;
 }
-
-/** Defaults of the webhook ingress limits (README settings: WEFT_HOOK_RATE_LIMIT, WEFT_HOOK_RATE_LIMIT_TOTAL). */
-export const DEFAULT_HOOK_RATE_LIMIT = 100;
-export const DEFAULT_HOOK_RATE_LIMIT_TOTAL = 1000;
 
 /**
  * A per-second request limit as a Fastify plugin, answering 429 `limits.rate` with Retry-After
