@@ -852,6 +852,9 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       },
       "GET /v1/secrets": { probes: [listed] },
       "DELETE /v1/secrets/:name": { probes: [nf] },
+      // Another workspace's hook is not found by B's admin: neither revealed nor rotated.
+      "GET /v1/hooks/:id/secret": { probes: [nf] },
+      "POST /v1/hooks/:id/rotate": { probes: [nfBody({}), nfBody({ grace_seconds: 60 })] },
     };
 
     // Every live route is covered, and the map names no route that is gone.
