@@ -140,7 +140,7 @@ export async function getAutomation(core: EngineCore, workspaceId: string, id: s
   const v = await core.store.getVersion(id, a.current_version);
   if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
   // Hooks are made when a version is written (syncTriggers); reading only reads them.
-  const idx = new Set(v.definition.triggers.flatMap((t, i) => (t.type === "webhook" ? [i] : [])));
+  const idx = new Set(webhookIndexes(v.definition));
   const hooks = idx.size > 0 ? (await core.store.listHooks(a.id)).filter((h) => idx.has(h.trigger_index)).map(hookInfo) : [];
   return { ...a, definition: v.definition, hooks };
 }
