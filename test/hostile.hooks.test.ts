@@ -14,6 +14,7 @@ import { ManualClock } from "../src/engine/clock.js";
 import { Engine } from "../src/engine/engine.js";
 import type { Store } from "../src/engine/store.js";
 import { buildApp, type AppOptions } from "../src/server/app.js";
+import { loadConfig } from "../src/server/config.js";
 import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 import { LOOPBACK } from "./helpers/engine.js";
@@ -427,5 +428,14 @@ describe.each(STORE_KINDS)("hook secrets against a hostile tenant (%s store)", (
     const madeUp = await Promise.all(Array.from({ length: 12 }, (_, i) => deliver(`hook_madeup${i}`, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", `m-${i}`)));
     expect(madeUp.filter((r) => r.status === 429).length).toBeGreaterThan(0);
     expect(madeUp.every((r) => r.status === 429 || r.body.error?.code === "webhook.not_found")).toBe(true);
+  });
+});
+
+describe("the hook ingress limits are settings", () => {
+  it("WEFT_HOOK_RATE_LIMIT and WEFT_HOOK_RATE_LIMIT_TOTAL are read (0 turns a limit off; a bad value is refused, naming it)", () => {
+    expect(loadConfig({})).toMatchObject({ hookRateLimit: 100, hookRateLimitTotal: 1000 });
+    expect(loadConfig({ WEFT_HOOK_RATE_LIMIT: "7", WEFT_HOOK_RATE_LIMIT_TOTAL: "0" })).toMatchObject({ hookRateLimit: 7, hookRateLimitTotal: 0 });
+    expect(() => loadConfig({ WEFT_HOOK_RATE_LIMIT: "fast" })).toThrow(/WEFT_HOOK_RATE_LIMIT/);
+    expect(() => loadConfig({ WEFT_HOOK_RATE_LIMIT_TOTAL: "-1" })).toThrow(/WEFT_HOOK_RATE_LIMIT_TOTAL/);
   });
 });
