@@ -206,6 +206,24 @@ describe.each(STORE_KINDS)("hook secrets against a hostile tenant (%s store)", (
     expect(await deliver(a.hook.id, a.hook.secret, "still-1")).toMatchObject({ status: 202 });
   });
 
+  it("an update that adds a webhook trigger shows the new hook's secret once and the existing hook's not at all", async () => {
+    const a = await webhookAutomation();
+    const def = {
+      ...definition((await call(ADMIN, "GET", `/v1/automations/${a.id}`)).body.key as string),
+      triggers: [{ type: "webhook" }, { type: "webhook" }],
+    };
+    const up = await call(ADMIN, "PUT", `/v1/automations/${a.id}`, { definition: def });
+    expect(up.status).toBe(200);
+    const hooks = up.body.hooks as HookJson[];
+    expect(hooks.map((h) => [h.trigger_index, h.id === a.hook.id, typeof h.secret])).toEqual([
+      [0, true, "undefined"],
+      [1, false, "string"],
+    ]);
+    expect(await deliver(hooks[1]!.id, hooks[1]!.secret!, "second-hook")).toMatchObject({ status: 202 });
+    const again = await call(ADMIN, "PUT", `/v1/automations/${a.id}`, { definition: { ...def, name: "renamed" } });
+    expect((again.body.hooks as HookJson[]).map((h) => h.secret)).toEqual([undefined, undefined]);
+  });
+
   it("the original attack: a viewer reads the automation, signs a delivery with what it shows, posts it — refused, nothing stored", async () => {
     const viewer = await tokenFor("viewer");
     const a = await webhookAutomation();
@@ -375,6 +393,21 @@ describe.each(STORE_KINDS)("hook secrets against a hostile tenant (%s store)", (
       pointer: "/triggers/1",
     });
     expect((await call(ADMIN, "GET", "/v1/automations")).body.items).toEqual(before.automations);
+    expect((await rawRows(ts.store, "hooks")).length).toBe(before.hooks);
+    // Nor may an update add one; an automation without webhook triggers is made and edited as before.
+    const plainAut = await call(ADMIN, "POST", "/v1/automations", {
+      definition: { ...definition(`plain-${++seq}`), triggers: [{ type: "event", name: "x" }] },
+    });
+    expect(plainAut.status).toBe(201);
+    const up = await call(ADMIN, "PUT", `/v1/automations/${plainAut.body.id}`, {
+      definition: { ...definition(plainAut.body.key as string), triggers: [{ type: "webhook" }] },
+    });
+    expect({ status: up.status, code: up.body.error?.code, pointer: up.body.error?.details.pointer }).toEqual({
+      status: 400,
+      code: "secrets.no_key",
+      pointer: "/triggers/0",
+    });
+    expect((await call(ADMIN, "GET", `/v1/automations/${plainAut.body.id}`)).body.version).toBe(1);
     expect((await rawRows(ts.store, "hooks")).length).toBe(before.hooks);
     const secret = await call(ADMIN, "PUT", "/v1/secrets/CRM_TOKEN", { value: "a-secret-value" });
     expect(secret.body.error?.code).toBe("secrets.no_key");
