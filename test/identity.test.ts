@@ -861,6 +861,9 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
           },
         ],
       },
+      // Another workspace's hook is not found by B's admin: neither revealed nor rotated.
+      "GET /v1/hooks/:id/secret": { probes: [nf] },
+      "POST /v1/hooks/:id/rotate": { probes: [nfBody({}), nfBody({ grace_seconds: 60 })] },
     };
 
     // Every live route is covered, and the map names no route that is gone.

@@ -37,6 +37,13 @@ interface Automation {
   version: number;
   status: "active" | "paused";
   definition?: Record<string, unknown>;
+  /** A hook carries `secret` only in the response that made it. */
+  hooks?: { id: string; path: string; secret?: string }[];
+}
+
+/** The hooks this response made, with their secrets: printed here once, shown by no later read. */
+function newHooks(a: Automation): { id: string; path: string; secret: string }[] {
+  return (a.hooks ?? []).flatMap((h) => (h.secret ? [{ id: h.id, path: h.path, secret: h.secret }] : []));
 }
 
 /** Node kinds the server may have registered (custom actions): only the server can tell. */
@@ -112,10 +119,12 @@ export async function apply(args: string[]): Promise<number> {
     progress.tick(src.file);
     try {
       const line = await applyOne(api, src, existing, want);
+      const { hooks, ...summary } = line;
       progress.print(
         values.json
-          ? JSON.stringify({ file: src.file, ...line }) + "\n"
-          : `${src.file}: ${line.result} ${line.key} ${line.id} version ${line.version} (${line.status})\n`,
+          ? JSON.stringify({ file: src.file, ...summary, ...(hooks.length > 0 ? { hooks } : {}) }) + "\n"
+          : `${src.file}: ${line.result} ${line.key} ${line.id} version ${line.version} (${line.status})\n` +
+              hooks.map((h) => `  webhook POST ${h.path}  secret ${h.secret}  (shown once; an admin can reveal it: GET /v1/hooks/${h.id}/secret)\n`).join(""),
       );
       applied++;
       progress.advance();
@@ -158,8 +167,10 @@ async function applyOne(api: Api, src: Source, existing: Map<string, Automation>
   const found = existing.get(key);
   let a: Automation;
   let result: "created" | "updated" | "unchanged";
+  let hooks: ReturnType<typeof newHooks> = [];
   if (!found) {
     a = (await api.call<Automation>("POST", "/v1/automations", { definition: def, ...(want ? { status: want } : {}) })).body;
+    hooks = newHooks(a);
     result = "created";
   } else {
     const current = (await api.call<Automation>("GET", `/v1/automations/${encodeURIComponent(found.id)}`)).body;
@@ -169,6 +180,7 @@ async function applyOne(api: Api, src: Source, existing: Map<string, Automation>
       result = "unchanged";
     } else {
       a = (await api.call<Automation>("PUT", `/v1/automations/${encodeURIComponent(found.id)}`, { definition: def, expected_version: current.version })).body;
+      hooks = newHooks(a);
       result = "updated";
     }
     if (want && a.status !== want) {
@@ -177,7 +189,7 @@ async function applyOne(api: Api, src: Source, existing: Map<string, Automation>
     }
   }
   existing.set(key, a);
-  return { result, key, id: a.id, version: a.version, status: a.status };
+  return { result, key, id: a.id, version: a.version, status: a.status, hooks };
 }
 
 function locate(src: Source, p: Problem, suffix = ""): Located {

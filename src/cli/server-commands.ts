@@ -58,7 +58,15 @@ async function serve(cfg: Config): Promise<void> {
   await engine.start();
   const boot = cfg.role === "worker" ? { token: null, generated: false } : await engine.admin.bootstrap(cfg.adminToken);
   if (boot.revoked) log.warn({ setting: "WEFT_ADMIN_TOKEN" }, "the configured admin token is revoked; it is ignored (remove or replace WEFT_ADMIN_TOKEN)");
-  const app = cfg.role === "worker" ? null : buildApp({ engine, rateLimitPerSecond: cfg.rateLimit });
+  const app =
+    cfg.role === "worker"
+      ? null
+      : buildApp({
+          engine,
+          rateLimitPerSecond: cfg.rateLimit,
+          hookRateLimitPerSecond: cfg.hookRateLimit,
+          hookRateLimitTotalPerSecond: cfg.hookRateLimitTotal,
+        });
   if (app) logServerErrors(app, log);
   let sampleLine = "";
   if (cfg.sample && cfg.role !== "worker") {
@@ -97,7 +105,7 @@ async function serve(cfg: Config): Promise<void> {
     } else if (!cfg.adminToken) {
       process.stdout.write("weft: use your admin token (printed at first start), set WEFT_ADMIN_TOKEN, or run `weft admin-token` for a new one\n");
     }
-    if (!key) process.stdout.write("weft: no WEFT_SECRET_KEY: secrets cannot be stored or used\n");
+    if (!key) process.stdout.write("weft: no WEFT_SECRET_KEY: secrets and new webhook triggers cannot be stored\n");
     if (sampleLine) {
       const bearer = cfg.adminToken && !boot.revoked ? "$WEFT_ADMIN_TOKEN" : (boot.token ?? "<admin token>");
       process.stdout.write(

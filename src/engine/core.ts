@@ -14,6 +14,7 @@ import type { Runner } from "./runner.js";
 import type { Scheduler } from "./scheduler.js";
 import type { Store, WakeKind } from "./store.js";
 import type { VersionCache } from "./versions.js";
+import type { HookSecrets } from "./webhooks.js";
 
 export interface Limits {
   /** One event's body (POST /v1/events, webhooks). */
@@ -39,6 +40,8 @@ export interface EngineCore {
   readonly settings: NodeSettings;
   readonly http: HttpClient;
   readonly admin: Admin;
+  /** Hook secrets: sealed, shown once, revealed and rotated by admins. */
+  readonly hooks: HookSecrets;
   readonly limits: Limits;
   readonly runner: Runner | null;
   readonly dispatcher: Dispatcher | null;

@@ -30,6 +30,7 @@ import * as R from "./runs.js";
 import type { EnrollRequest, RunListFilter } from "./runs.js";
 import { Scheduler } from "./scheduler.js";
 import { SecretBox } from "./secrets.js";
+import { HookSecrets } from "./webhooks.js";
 import type { SimulateRequest, Transcript } from "./simulate.js";
 import { simulateCurrent } from "./simulation.js";
 import type {
@@ -103,6 +104,8 @@ export class Engine {
   private readonly settings: NodeSettings;
   private readonly http: HttpClient;
   readonly admin: Admin;
+  /** Hook secrets: reveal and rotation (admins), and the secrets deliveries are checked against. */
+  readonly hooks: HookSecrets;
   readonly limits: Limits;
   private readonly versions: VersionCache;
   private readonly intake: Intake;
@@ -123,7 +126,9 @@ export class Engine {
     this.settings = { ...opts.settings, itemSlots: new WorkspaceSlots(opts.settings?.itemsInFlight ?? DEFAULT_ITEMS_IN_FLIGHT) };
     this.http = opts.http ?? new UndiciHttpClient({ allow: opts.httpAllow ?? [], operatorEndpoints: this.settings.ai ? [this.settings.ai.base_url] : [] });
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
-    this.admin = new Admin(this.store, this.clock, opts.secretKey ? SecretBox.fromString(opts.secretKey) : null);
+    const box = opts.secretKey ? SecretBox.fromString(opts.secretKey) : null;
+    this.admin = new Admin(this.store, this.clock, box);
+    this.hooks = new HookSecrets(this.store, this.clock, box);
     this.versions = new VersionCache(this.store);
     const pg = this.store.kind === "postgres";
     this.runner = opts.noRunner
@@ -173,6 +178,7 @@ export class Engine {
       settings: this.settings,
       http: this.http,
       admin: this.admin,
+      hooks: this.hooks,
       limits: this.limits,
       runner: this.runner,
       dispatcher: this.dispatcher,
@@ -195,6 +201,8 @@ export class Engine {
 
   async start(): Promise<void> {
     await this.store.ensureWorkspace(DEFAULT_WORKSPACE, "Default workspace", this.clock.now());
+    // Hook secrets stored before sealing existed are sealed as soon as a key is at hand.
+    await this.hooks.sealLegacy();
     await this.heartbeat.start();
     await this.wakeups.start();
     this.runner?.start();

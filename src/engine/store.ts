@@ -451,9 +451,17 @@ export interface HookRow {
   workspace_id: string;
   automation_id: string;
   trigger_index: number;
+  /** The signing secret as stored: sealed (see engine/secrets.ts), or plaintext if written before sealing. */
   secret: string;
   created_at: number;
+  /** The secret a rotation replaced (sealed), still verifying until previous_expires_at. */
+  previous_secret: string | null;
+  previous_expires_at: number | null;
+  rotated_at: number | null;
 }
+
+/** A hook's secret columns after a rotation or a sealing. */
+export type HookSecretUpdate = Pick<HookRow, "secret" | "previous_secret" | "previous_expires_at" | "rotated_at">;
 
 export interface OverdueCount {
   automation_id: string;
@@ -655,6 +663,13 @@ export interface Store {
   ensureHooks(workspaceId: string, automationId: string, triggerIndexes: readonly number[], make: (index: number) => HookRow): Promise<HookRow[]>;
   getHook(id: string): Promise<HookRow | null>;
   listHooks(automationId: string): Promise<HookRow[]>;
+  /**
+   * Set the hook's secret columns if its secret is still `expectedSecret` (as stored), with the
+   * audit entry, in one transaction; false (nothing written) when it changed meanwhile or is gone.
+   */
+  updateHookSecret(id: string, expectedSecret: string, next: HookSecretUpdate, audit?: AuditEntry): Promise<boolean>;
+  /** Hooks whose secret does not start with `sealedPrefix`: written before secrets were sealed. */
+  listUnsealedHooks(sealedPrefix: string): Promise<HookRow[]>;
 
   /** Derived, never stored: claimable runs due more than `graceMs` ago, and late schedules, per automation. */
   overdue(workspaceId: string, now: number, graceMs: number): Promise<OverdueCount[]>;

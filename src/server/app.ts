@@ -7,6 +7,7 @@ import { eventListFilter } from "../engine/event-explain.js";
 import { fleetWarnings } from "../engine/heartbeat.js";
 import { canSee, mayChooseRunAs, mayDecide, requireRole, requireRunAs, runAsUser, type Caller } from "../engine/identity.js";
 import type { Run } from "../engine/store.js";
+import { DEFAULT_HOOK_RATE_LIMIT, DEFAULT_HOOK_RATE_LIMIT_TOTAL } from "../engine/webhooks.js";
 import { WeftError } from "../model/errors.js";
 import { checkJsonInput } from "../model/json-input.js";
 import type { RunStatus } from "../model/run-status.js";
@@ -30,6 +31,7 @@ import {
   resumeBody,
   redriveBody,
   retriggerBody,
+  rotateHookBody,
   runsQuery,
   secretBody,
   simulateBody,
@@ -45,6 +47,7 @@ import {
   automationJson,
   eventJson,
   eventSummaryJson,
+  hookJson,
   itemJson,
   pauseJson,
   runJson,
@@ -64,6 +67,28 @@ export interface AppOptions {
   bodyLimit?: number;
   /** Requests per second per token (burst: one second's worth); 0 turns the limit off. Default 1000. */
   rateLimitPerSecond?: number;
+  /** Webhook deliveries per second per hook (WEFT_HOOK_RATE_LIMIT); 0 turns the limit off. Default 100. */
+  hookRateLimitPerSecond?: number;
+  /** Webhook deliveries per second over all hooks of the process (WEFT_HOOK_RATE_LIMIT_TOTAL); 0: off. Default 1000. */
+  hookRateLimitTotalPerSecond?: number;
+}
+
+/**
+ * A per-second request limit as a Fastify plugin, answering 429 `limits.rate` with Retry-After
+ * before the handler does any work (so a refused request has stored nothing), keyed by `key`.
+ */
+function perSecondLimit(max: number, key: (req: FastifyRequest) => string, what: string) {
+  return {
+    hook: "preHandler" as const,
+    max,
+    timeWindow: 1000,
+    keyGenerator: key,
+    errorResponseBuilder: (_req: FastifyRequest, ctx: { max: number; ttl: number }) =>
+      new WeftError("limits.rate", `more than ${ctx.max} requests per second ${what}; retry in ${Math.ceil(ctx.ttl / 1000)} s`, {
+        limit_per_second: ctx.max,
+        retry_after_ms: ctx.ttl,
+      }),
+  };
 }
 
 declare module "fastify" {
@@ -125,13 +150,26 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   app.get("/openapi.json", async () => (document ??= openApiDocument(routes)));
 
   // Webhook ingress: authenticated by its Standard Webhooks signature, verified over the raw bytes.
+  // Limited per hook and over all hooks before the signature is checked or anything is stored: a
+  // flood on one hook (or on made-up hook ids) neither takes the process nor loses an accepted delivery.
   app.register(async (hooks) => {
     hooks.removeAllContentTypeParsers();
     hooks.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
-    hooks.post<{ Params: { id: string } }>("/v1/hooks/:id", async (req, reply) => {
-      const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-      const res = await engine.ingestWebhook(req.params.id, raw, req.headers, req.headers["content-type"]);
-      return reply.status(202).send(res);
+    const total = opts.hookRateLimitTotalPerSecond ?? DEFAULT_HOOK_RATE_LIMIT_TOTAL;
+    if (total > 0)
+      await hooks.register(
+        rateLimit,
+        perSecondLimit(total, () => "hooks", "over all webhooks"),
+      );
+    await hooks.register(async (one) => {
+      const perHook = opts.hookRateLimitPerSecond ?? DEFAULT_HOOK_RATE_LIMIT;
+      const hookOf = (req: FastifyRequest) => `hook:${(req.params as { id?: string }).id ?? ""}`;
+      if (perHook > 0) await one.register(rateLimit, perSecondLimit(perHook, hookOf, "to this webhook"));
+      one.post<{ Params: { id: string } }>("/v1/hooks/:id", async (req, reply) => {
+        const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+        const res = await engine.ingestWebhook(req.params.id, raw, req.headers, req.headers["content-type"]);
+        return reply.status(202).send(res);
+      });
     });
   });
 
@@ -156,17 +194,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       // Per token, after authentication, before any work: a 429 never drops accepted work.
       const perSecond = opts.rateLimitPerSecond ?? 1000;
       if (perSecond > 0) {
-        await v1.register(rateLimit, {
-          hook: "preHandler",
-          max: perSecond,
-          timeWindow: 1000,
-          keyGenerator: (req) => req.caller?.token_id ?? req.ip,
-          errorResponseBuilder: (_req, ctx) =>
-            new WeftError("limits.rate", `more than ${ctx.max} requests per second with this token; retry in ${Math.ceil(ctx.ttl / 1000)} s`, {
-              limit_per_second: ctx.max,
-              retry_after_ms: ctx.ttl,
-            }),
-        });
+        await v1.register(
+          rateLimit,
+          perSecondLimit(perSecond, (req) => req.caller?.token_id ?? req.ip, "with this token"),
+        );
       }
 
       /** Run-as a user: that user must exist here, and only an admin may name someone else (no borrowed identity). */
@@ -426,6 +457,19 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         role: req.caller.role,
         instance_admin: req.caller.instance_admin,
       }));
+
+      // ---------- hook secrets: admin only (role: admin), each call audited ----------
+      // A hook's secret is shown once by the call that makes it; afterwards only an admin reveals it.
+      v1.get<{ Params: { id: string } }>("/hooks/:id/secret", async (req) => {
+        requireRole(req.caller, "admin");
+        return engine.hooks.reveal(req.caller, req.params.id);
+      });
+      // A new secret, shown this once; the old one verifies for `grace_seconds` more.
+      v1.post<{ Params: { id: string } }>("/hooks/:id/rotate", async (req) => {
+        requireRole(req.caller, "admin");
+        const b = parse(rotateHookBody, req.body ?? {}, "body");
+        return hookJson(await engine.hooks.rotate(req.caller, req.params.id, b.grace_seconds));
+      });
     },
     { prefix: "/v1" },
   );

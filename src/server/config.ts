@@ -2,6 +2,7 @@
 
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
+import { DEFAULT_HOOK_RATE_LIMIT, DEFAULT_HOOK_RATE_LIMIT_TOTAL } from "../engine/webhooks.js";
 import { PG_TIMEOUT_DEFAULTS } from "../store/postgres/index.js";
 
 export interface Config {
@@ -31,6 +32,10 @@ export interface Config {
   logLevel: string;
   /** WEFT_RATE_LIMIT: requests per second per token (0: off). */
   rateLimit: number;
+  /** WEFT_HOOK_RATE_LIMIT: webhook deliveries per second per hook (0: off). */
+  hookRateLimit: number;
+  /** WEFT_HOOK_RATE_LIMIT_TOTAL: webhook deliveries per second over all hooks of the process (0: off). */
+  hookRateLimitTotal: number;
   /** WEFT_ITEMS_IN_FLIGHT: fan-out items in flight per workspace across the process (at least 1). */
   itemsInFlight: number;
   /** WEFT_SECRET_KEY: 32 bytes (base64 or 64 hex digits) encrypting secrets at rest. */
@@ -81,6 +86,8 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     logLevel: env.WEFT_LOG_LEVEL || "info",
     metricsPort: env.WEFT_METRICS_PORT ? positiveOrZero(env.WEFT_METRICS_PORT, 0, "WEFT_METRICS_PORT") : undefined,
     rateLimit: positiveOrZero(env.WEFT_RATE_LIMIT, 1000, "WEFT_RATE_LIMIT"),
+    hookRateLimit: positiveOrZero(env.WEFT_HOOK_RATE_LIMIT, DEFAULT_HOOK_RATE_LIMIT, "WEFT_HOOK_RATE_LIMIT"),
+    hookRateLimitTotal: positiveOrZero(env.WEFT_HOOK_RATE_LIMIT_TOTAL, DEFAULT_HOOK_RATE_LIMIT_TOTAL, "WEFT_HOOK_RATE_LIMIT_TOTAL"),
     itemsInFlight,
     pg: {
       connectTimeoutMs: positiveOrZero(env.WEFT_PG_CONNECT_TIMEOUT_MS, PG_TIMEOUT_DEFAULTS.connectTimeoutMs, "WEFT_PG_CONNECT_TIMEOUT_MS"),

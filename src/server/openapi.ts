@@ -32,9 +32,16 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   },
   "GET /openapi.json": { summary: "This document", public: true, responses: ok(anyObject) },
   "POST /v1/hooks/:id": {
-    summary: "Webhook ingress (Standard Webhooks signature over the raw body; no bearer token)",
+    summary: "Webhook ingress (Standard Webhooks signature over the raw body; no bearer token; rate-limited per hook and over all hooks: 429 limits.rate)",
     public: true,
     responses: ok(accepted, 202),
+  },
+  "GET /v1/hooks/:id/secret": { summary: "Reveal a hook's current signing secret (audited as hook.reveal)", role: "admin", responses: ok(S.hookSecretShape) },
+  "POST /v1/hooks/:id/rotate": {
+    summary: "A new signing secret, shown this once; the old one verifies for grace_seconds more (audited as hook.rotate)",
+    role: "admin",
+    body: Q.rotateHookBody,
+    responses: ok(S.hookShape),
   },
 
   "POST /v1/automations": { summary: "Create an automation (version 1)", role: "member", body: Q.createAutomationBody, responses: ok(S.automationShape, 201) },

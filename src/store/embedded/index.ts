@@ -19,6 +19,7 @@ import type {
   Checkpoint,
   DispatchPlan,
   HookRow,
+  HookSecretUpdate,
   InsertRunResult,
   NewEvent,
   NewRun,
@@ -440,6 +441,23 @@ export class EmbeddedStore implements Store {
 
   async getHook(id: string): Promise<HookRow | null> {
     return (this.db.prepare("SELECT * FROM hooks WHERE id = ?").get(id) as HookRow | undefined) ?? null;
+  }
+
+  async updateHookSecret(id: string, expectedSecret: string, next: HookSecretUpdate, audit?: AuditEntry): Promise<boolean> {
+    return this.db
+      .transaction(() => {
+        const changed = this.db
+          .prepare("UPDATE hooks SET secret = ?, previous_secret = ?, previous_expires_at = ?, rotated_at = ? WHERE id = ? AND secret = ?")
+          .run(next.secret, next.previous_secret, next.previous_expires_at, next.rotated_at, id, expectedSecret).changes;
+        if (changed === 1 && audit) this.nodes.audit([audit]);
+        return changed === 1;
+      })
+      .immediate();
+  }
+
+  async listUnsealedHooks(sealedPrefix: string): Promise<HookRow[]> {
+    // substr, not LIKE: the prefix is compared as written ("." and "_" are not patterns here).
+    return this.db.prepare("SELECT * FROM hooks WHERE substr(secret, 1, length(?)) <> ?").all(sealedPrefix, sealedPrefix) as HookRow[];
   }
 
   async overdue(workspaceId: string, now: number, graceMs: number): Promise<OverdueCount[]> {

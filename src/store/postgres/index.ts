@@ -13,6 +13,7 @@ import type {
   Checkpoint,
   DispatchPlan,
   HookRow,
+  HookSecretUpdate,
   NewEvent,
   NewRun,
   PauseKey,
@@ -181,6 +182,12 @@ export class PostgresStore implements Store {
   }
   getHook(id: string) {
     return E.getHook(this.pool, id);
+  }
+  updateHookSecret(id: string, expectedSecret: string, next: HookSecretUpdate, audit?: AuditEntry) {
+    return E.updateHookSecret(this.pool, id, expectedSecret, next, audit);
+  }
+  listUnsealedHooks(sealedPrefix: string) {
+    return E.listUnsealedHooks(this.pool, sealedPrefix);
   }
   overdue(workspaceId: string, now: number, graceMs: number) {
     return E.overdue(this.pool, workspaceId, now, graceMs);
