@@ -47,6 +47,8 @@ async function serve(cfg: Config): Promise<void> {
     noRunner: cfg.role === "api",
     role: cfg.role,
     runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) },
+    ...(cfg.dispatchPollMs ? { dispatchPollMs: cfg.dispatchPollMs } : {}),
+    wakeups: cfg.wakeups,
     settings: { ai: cfg.ai, itemsInFlight: cfg.itemsInFlight },
     ...(key ? { secretKey: key } : {}),
     httpAllow: cfg.httpAllow,
@@ -87,6 +89,7 @@ async function serve(cfg: Config): Promise<void> {
     process.stdout.write(
       `weft: listening on ${base} (${store.kind} store${store.kind === "embedded" ? ` in ${resolve(cfg.dataDir)}` : ""}, role ${cfg.role})\n`,
     );
+    process.stdout.write(`weft: console at ${base}/console/ (sign in with an API token)\n`);
     if (boot.generated) {
       process.stdout.write(`weft: admin token (shown once, stored hashed; \`weft admin-token\` issues another): ${boot.token}\n`);
     } else if (boot.revoked) {

@@ -71,7 +71,7 @@ async function syncTriggers(core: EngineCore, a: Automation, def: Definition): P
   await core.store.syncSchedules(a.id, scheduleRows(a.id, a.workspace_id, def, a.status === "active", now));
   const hookIdx = def.triggers.flatMap((t, i) => (t.type === "webhook" ? [i] : []));
   const hooks = await core.store.ensureHooks(a.workspace_id, a.id, hookIdx, (i) => makeHook(a.workspace_id, a.id, i, now));
-  core.scheduler?.poke();
+  core.wake("schedule");
   return hooks.filter((h) => hookIdx.includes(h.trigger_index));
 }
 

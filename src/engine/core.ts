@@ -12,7 +12,7 @@ import type { HttpClient } from "./http.js";
 import type { NodeSettings } from "./nodes/types.js";
 import type { Runner } from "./runner.js";
 import type { Scheduler } from "./scheduler.js";
-import type { Store } from "./store.js";
+import type { Store, WakeKind } from "./store.js";
 import type { VersionCache } from "./versions.js";
 
 export interface Limits {
@@ -45,4 +45,6 @@ export interface EngineCore {
   readonly scheduler: Scheduler | null;
   /** Claim now (after creating or waking work). */
   poke(): void;
+  /** Work of this kind became due: wake it here, or in the processes that do it (wakeups.ts). */
+  wake(kind: WakeKind): void;
 }

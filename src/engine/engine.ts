@@ -50,6 +50,7 @@ import type {
   Store,
 } from "./store.js";
 import { VersionCache } from "./versions.js";
+import { Wakeups } from "./wakeups.js";
 import { Heartbeat } from "./heartbeat.js";
 import { DEFAULT_ITEMS_IN_FLIGHT, WorkspaceSlots } from "./limiter.js";
 import { explainStoredEvent, type EventExplanation } from "./event-explain.js";
@@ -70,6 +71,12 @@ export interface EngineOptions {
   /** Dispatcher and scheduler poll intervals (ms); each is also woken directly by local work. */
   dispatchPollMs?: number;
   schedulePollMs?: number;
+  /**
+   * Wake-ups between processes over the store's channel (PostgreSQL LISTEN/NOTIFY); default on.
+   * Off for a connection pooler that does not carry LISTEN (PgBouncer in transaction mode): the
+   * processes then find each other's work by polling.
+   */
+  wakeups?: boolean;
   /** What nodes read from configuration (the AI endpoint for agent steps). */
   settings?: NodeSettings;
   /**
@@ -105,6 +112,8 @@ export class Engine {
   readonly dispatcher: Dispatcher | null;
   readonly scheduler: Scheduler | null;
   private readonly heartbeat: Heartbeat;
+  /** Wakes the work a change makes due, here or in the other processes sharing the store. */
+  readonly wakeups: Wakeups;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -142,6 +151,18 @@ export class Engine {
       ? null
       : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 50, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
     this.scheduler = opts.noRunner ? null : new Scheduler(this.store, this.clock, this.events, opts.schedulePollMs ?? 1000, () => this.dispatcher?.poke());
+    const runner = this.runner;
+    const dispatcher = this.dispatcher;
+    const scheduler = this.scheduler;
+    this.wakeups = new Wakeups(
+      opts.wakeups === false ? undefined : this.store.wakeups,
+      {
+        ...(runner ? { claim: () => runner.poke(), pauses: () => runner.pauses.invalidate() } : {}),
+        ...(dispatcher ? { dispatch: () => dispatcher.poke() } : {}),
+        ...(scheduler ? { schedule: () => scheduler.poke() } : {}),
+      },
+      this.events,
+    );
     this.core = {
       store: this.store,
       clock: this.clock,
@@ -157,8 +178,9 @@ export class Engine {
       dispatcher: this.dispatcher,
       scheduler: this.scheduler,
       poke: () => this.poke(),
+      wake: (kind) => this.wakeups.signal(kind),
     };
-    this.intake = new Intake(this.core);
+    this.intake = new Intake({ ...this.core, dispatcher: { poke: () => this.wakeups.signal("dispatch") } });
     this.heartbeat = new Heartbeat(this.store, this.clock, this.events, this.owner, opts.role ?? (opts.noRunner ? "api" : "all"));
   }
 
@@ -174,6 +196,7 @@ export class Engine {
   async start(): Promise<void> {
     await this.store.ensureWorkspace(DEFAULT_WORKSPACE, "Default workspace", this.clock.now());
     await this.heartbeat.start();
+    await this.wakeups.start();
     this.runner?.start();
     this.dispatcher?.start();
     this.scheduler?.start();
@@ -181,6 +204,7 @@ export class Engine {
 
   async stop(): Promise<void> {
     this.heartbeat.stop();
+    await this.wakeups.stop();
     await this.scheduler?.stop();
     await this.dispatcher?.stop();
     await this.runner?.stop();
@@ -193,7 +217,7 @@ export class Engine {
 
   /** Claim now (after creating work or moving a test clock). */
   poke(): void {
-    this.runner?.poke();
+    this.wakeups.signal("claim");
   }
 
   /** Dispatch and fire schedules now (after moving a test clock), then claim. */

@@ -558,8 +558,31 @@ export interface EventFilter {
   limit: number;
 }
 
+/**
+ * What a change made by one process can make due for another: events to dispatch, runs to claim,
+ * schedules to re-read, subject pauses to re-read.
+ */
+export type WakeKind = "dispatch" | "claim" | "schedule" | "pauses";
+export const WAKE_KINDS: readonly WakeKind[] = ["dispatch", "claim", "schedule", "pauses"];
+
+/**
+ * Wake-ups between processes sharing a store. A wake-up only shortens a wait: every process still
+ * polls, so a lost one costs latency, never work.
+ */
+export interface WakeChannel {
+  /** Tell the other processes that work of these kinds became due (after it committed). */
+  notify(kinds: readonly WakeKind[]): Promise<void>;
+  /**
+   * Hear the other processes' wake-ups until the returned function is called. After a gap in
+   * listening (a reconnect), `onWake` gets every kind, since what was sent meanwhile is lost.
+   */
+  listen(onWake: (kinds: readonly WakeKind[]) => void): Promise<() => Promise<void>>;
+}
+
 export interface Store {
   readonly kind: "postgres" | "embedded";
+  /** Cross-process wake-ups; absent where only one process uses the store (embedded). */
+  readonly wakeups?: WakeChannel;
   migrate(): Promise<void>;
   close(): Promise<void>;
 

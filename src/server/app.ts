@@ -433,6 +433,13 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         await engine.admin.deleteSecret(req.caller, req.params.name);
         return reply.status(204).send();
       });
+      // Who the token acts as: the console shows a viewer no button the API would refuse.
+      v1.get("/me", async (req) => ({
+        user_id: req.caller.user_id,
+        workspace_id: req.caller.workspace_id,
+        role: req.caller.role,
+        instance_admin: req.caller.instance_admin,
+      }));
     },
     { prefix: "/v1" },
   );

@@ -19,6 +19,10 @@ export interface Config {
   leaseMs: number;
   /** Longest idle sleep between claims in ms (WEFT_POLL_MS); undefined: the engine's default. */
   pollMs: number | undefined;
+  /** Longest idle sleep of the dispatcher between rounds in ms (WEFT_DISPATCH_POLL_MS); undefined: the engine's default. */
+  dispatchPollMs: number | undefined;
+  /** WEFT_WAKEUPS=0: no LISTEN/NOTIFY between processes (a pooler that does not carry LISTEN); they poll. */
+  wakeups: boolean;
   /** An OpenAI-compatible API for agent steps (WEFT_AI_BASE_URL, WEFT_AI_API_KEY, WEFT_AI_MODEL). */
   ai: { base_url: string; api_key: string | undefined; default_model: string | undefined } | undefined;
   /** WEFT_METRICS_PORT: a worker (`serve --role worker`) serves /healthz and /metrics here; unset: none. */
@@ -50,6 +54,9 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
   const pollMs = env.WEFT_POLL_MS ? Number(env.WEFT_POLL_MS) : undefined;
   if (pollMs !== undefined && (!Number.isInteger(pollMs) || pollMs <= 0))
     throw new Error(`WEFT_POLL_MS must be a positive whole number of ms, not "${env.WEFT_POLL_MS}"`);
+  const dispatchPollMs = env.WEFT_DISPATCH_POLL_MS ? Number(env.WEFT_DISPATCH_POLL_MS) : undefined;
+  if (dispatchPollMs !== undefined && (!Number.isInteger(dispatchPollMs) || dispatchPollMs <= 0))
+    throw new Error(`WEFT_DISPATCH_POLL_MS must be a positive whole number of ms, not "${env.WEFT_DISPATCH_POLL_MS}"`);
   const itemsInFlight = Number(env.WEFT_ITEMS_IN_FLIGHT || "200");
   if (!Number.isInteger(itemsInFlight) || itemsInFlight < 1)
     throw new Error(`WEFT_ITEMS_IN_FLIGHT must be a whole number ≥ 1, not "${env.WEFT_ITEMS_IN_FLIGHT}"`);
@@ -68,6 +75,8 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     sample: env.WEFT_SAMPLE !== "0",
     leaseMs,
     pollMs,
+    dispatchPollMs,
+    wakeups: env.WEFT_WAKEUPS !== "0",
     secretKey: env.WEFT_SECRET_KEY || undefined,
     logLevel: env.WEFT_LOG_LEVEL || "info",
     metricsPort: env.WEFT_METRICS_PORT ? positiveOrZero(env.WEFT_METRICS_PORT, 0, "WEFT_METRICS_PORT") : undefined,

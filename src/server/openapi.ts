@@ -208,6 +208,10 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     responses: ok(S.listOf(z.object({ name: z.string(), created_at: z.string(), updated_at: z.string() }))),
   },
   "DELETE /v1/secrets/:name": { summary: "Delete a secret", role: "admin", responses: { 204: null } },
+  "GET /v1/me": {
+    summary: "Who the token acts as: user, workspace and role (the console offers only the actions the role allows)",
+    responses: ok(z.object({ user_id: z.string(), workspace_id: z.string(), role: z.enum(["admin", "member", "viewer"]), instance_admin: z.boolean() })),
+  },
 };
 
 const schema = (t: z.ZodType, io: "input" | "output") => refDefinitions(z.toJSONSchema(t, { io, unrepresentable: "any" }) as Record<string, unknown>);

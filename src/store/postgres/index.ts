@@ -32,6 +32,7 @@ import { toAutomation, toRun } from "./rows.js";
 import * as E from "./events.js";
 import * as A from "./automations.js";
 import { ident, migrate } from "./migrate.js";
+import { PgWakeChannel, wakeChannelName } from "./wakeups.js";
 import * as Q from "./queries.js";
 import * as R from "./runs.js";
 import * as N from "./nodes.js";
@@ -68,6 +69,7 @@ export class PostgresStore implements Store {
   readonly kind = "postgres" as const;
   readonly pool: pg.Pool;
   readonly schema: string;
+  readonly wakeups: PgWakeChannel;
 
   constructor(opts: PostgresStoreOptions) {
     this.schema = opts.schema ?? "weft";
@@ -92,6 +94,11 @@ export class PostgresStore implements Store {
     // A connection that dies while borrowed (killed, or the server restarts) must not crash the
     // process either: the query in flight rejects, and the pool drops the connection.
     this.pool.on("connect", (c) => c.on("error", () => undefined));
+    this.wakeups = new PgWakeChannel(
+      this.pool,
+      { connectionString: opts.url, connectionTimeoutMillis: opts.connectTimeoutMs ?? PG_TIMEOUT_DEFAULTS.connectTimeoutMs },
+      wakeChannelName(this.schema),
+    );
   }
 
   migrate(): Promise<void> {
