@@ -164,6 +164,7 @@ const RECIPES: Record<string, (f: Fixtures, who: Who) => Promise<Req> | Req> = {
   "POST /v1/workspaces": () => ({ path: "/v1/workspaces", body: { name: uniq("ws") } }),
   "POST /v1/users": () => ({ path: "/v1/users", body: { name: uniq("user"), role: "viewer" } }),
   "GET /v1/users": () => ({ path: "/v1/users" }),
+  "GET /v1/me": () => ({ path: "/v1/me" }),
   "PATCH /v1/users/:id": async (f) => ({ path: `/v1/users/${await f.freshUser()}`, body: { role: "member" } }),
   "POST /v1/tokens": () => ({ path: "/v1/tokens", body: {} }),
   "GET /v1/tokens": () => ({ path: "/v1/tokens" }),

@@ -434,7 +434,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         return reply.status(204).send();
       });
       // Who the token acts as: the console shows a viewer no button the API would refuse.
-      v1.get("/me", async (req) => ({
+      v1.get("/me", { config: { role: "viewer" } }, async (req) => ({
         user_id: req.caller.user_id,
         workspace_id: req.caller.workspace_id,
         role: req.caller.role,
