@@ -80,7 +80,7 @@ export function renderRoleMatrix(routes: readonly RouteDeclaration[]): string {
     "",
     "`yes (no token)`: the route takes no token at all. `signature`: no token; the request is",
     "accepted only with a valid Standard Webhooks signature made with the hook's secret. The",
-    "console's pages and assets (`/console/…`) are static files served without a token; they call",
+    "console's pages and assets (`/`, `/favicon.ico`, `/console/…`) are static files served without a token; they call",
     "the routes above with the user's own token. A worker process has no API: its ops port",
     "(`WEFT_METRICS_PORT`) serves only `/healthz` and `/metrics`, without a token, for the monitoring",
     "network.",
