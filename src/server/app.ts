@@ -5,7 +5,7 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Engine } from "../engine/engine.js";
 import { eventListFilter } from "../engine/event-explain.js";
 import { fleetWarnings } from "../engine/heartbeat.js";
-import { canSee, mayChooseRunAs, mayDecide, requireRole, requireRunAs, runAsUser, type Caller } from "../engine/identity.js";
+import { canSee, mayChooseRunAs, mayDecide, requireRouteRole, requireRunAs, runAsUser, type Caller } from "../engine/identity.js";
 import type { Run } from "../engine/store.js";
 import { DEFAULT_HOOK_RATE_LIMIT, DEFAULT_HOOK_RATE_LIMIT_TOTAL } from "../engine/webhooks.js";
 import { WeftError } from "../model/errors.js";
@@ -15,6 +15,7 @@ import { errorHandler } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
 import { registerConsole } from "./console.js";
 import { engineMetrics } from "./metrics.js";
+import { isRouteAccess, needsToken, type RouteAccess } from "./roles.js";
 import {
   approvalsQuery,
   auditQuery,
@@ -96,14 +97,14 @@ declare module "fastify" {
     caller: Caller;
   }
   interface FastifyInstance {
-    /** Every route registered (method and URL), for the OpenAPI document and its test. */
-    weftRoutes: { method: string; url: string }[];
+    /** Every route registered (method, URL and its declared role), for the OpenAPI document, docs/roles.md and their tests. */
+    weftRoutes: { method: string; url: string; role: RouteAccess }[];
   }
   interface FastifyContextConfig {
     /** A console page or asset (not part of the API). */
     console?: boolean;
-    /** A POST that changes nothing (simulate): a viewer may call it. */
-    readOnly?: boolean;
+    /** Who may call the route (see roles.ts); every API route must declare it, or it fails to register. */
+    role?: RouteAccess;
   }
 }
 
@@ -115,12 +116,15 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     void reply.status(404).send({ error: { code: "route.not_found", message: `no route ${req.method} ${req.url.split("?")[0]}`, details: {} } });
   });
   app.decorateRequest("caller", null as unknown as Caller);
-  const routes: { method: string; url: string }[] = [];
+  const routes: { method: string; url: string; role: RouteAccess }[] = [];
   app.decorate("weftRoutes", routes);
   app.addHook("onRoute", (r) => {
     // The console's pages and assets are not API: they stay out of the OpenAPI document.
     if (r.config?.console) return;
-    for (const m of [r.method].flat()) if (m !== "HEAD") routes.push({ method: m, url: r.url });
+    // No silent default: a route that does not say who may call it is a mistake, not a viewer route.
+    const role = r.config?.role;
+    if (!isRouteAccess(role)) throw new Error(`route ${String(r.method)} ${r.url} declares no role: add config: { role } (see src/server/roles.ts)`);
+    for (const m of [r.method].flat()) if (m !== "HEAD") routes.push({ method: m, url: r.url, role });
   });
   app.addHook("onReady", async () => {
     await engine.admin.bootstrap(opts.adminToken);
@@ -133,21 +137,33 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     return run;
   }
 
-  app.get("/healthz", async () => ({ ok: true, store: engine.store.kind }));
+  /**
+   * The role check of every route that takes a token: authenticate the bearer token, then hold the
+   * caller to exactly the role the route declares. Runs on request, before the body is read.
+   */
+  async function authorize(req: FastifyRequest): Promise<void> {
+    // Undefined only for a path no route serves (registering a route without a role fails): such a
+    // request still needs a valid token, and then gets its 404.
+    const access = req.routeOptions.config?.role;
+    if (access !== undefined && !needsToken(access)) return;
+    const m = /^Bearer (.+)$/i.exec(req.headers.authorization ?? "");
+    if (!m) throw new WeftError("auth.missing_token", "send Authorization: Bearer <token>");
+    const caller = await engine.admin.authenticate(m[1]!);
+    if (!caller) throw new WeftError("auth.invalid_token", "the token is not valid (unknown or revoked)");
+    req.caller = caller;
+    if (access !== undefined) requireRouteRole(caller, access);
+  }
+
+  app.get("/healthz", { config: { role: "public" } }, async () => ({ ok: true, store: engine.store.kind }));
   registerConsole(app);
   const metrics = engineMetrics(engine);
   // Metrics name every workspace's automations: on the API port only an instance admin reads them
   // (a monitoring system without a token scrapes a worker's ops port, WEFT_METRICS_PORT).
-  app.get("/metrics", async (req, reply) => {
-    const m = /^Bearer (.+)$/i.exec(req.headers.authorization ?? "");
-    if (!m) throw new WeftError("auth.missing_token", "send Authorization: Bearer <token> of an instance admin");
-    const caller = await engine.admin.authenticate(m[1]!);
-    if (!caller) throw new WeftError("auth.invalid_token", "the token is not valid (unknown or revoked)");
-    if (!caller.instance_admin) throw new WeftError("auth.forbidden", "metrics cover every workspace: only an instance admin reads them");
-    return reply.type(metrics.contentType).send(await metrics.metrics());
-  });
+  app.get("/metrics", { config: { role: "instance_admin" }, onRequest: authorize }, async (_req, reply) =>
+    reply.type(metrics.contentType).send(await metrics.metrics()),
+  );
   let document: Record<string, unknown> | undefined;
-  app.get("/openapi.json", async () => (document ??= openApiDocument(routes)));
+  app.get("/openapi.json", { config: { role: "public" } }, async () => (document ??= openApiDocument(routes)));
 
   // Webhook ingress: authenticated by its Standard Webhooks signature, verified over the raw bytes.
   // Limited per hook and over all hooks before the signature is checked or anything is stored: a
@@ -165,7 +181,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       const perHook = opts.hookRateLimitPerSecond ?? DEFAULT_HOOK_RATE_LIMIT;
       const hookOf = (req: FastifyRequest) => `hook:${(req.params as { id?: string }).id ?? ""}`;
       if (perHook > 0) await one.register(rateLimit, perSecondLimit(perHook, hookOf, "to this webhook"));
-      one.post<{ Params: { id: string } }>("/v1/hooks/:id", async (req, reply) => {
+      one.post<{ Params: { id: string } }>("/v1/hooks/:id", { config: { role: "signature" } }, async (req, reply) => {
         const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
         const res = await engine.ingestWebhook(req.params.id, raw, req.headers, req.headers["content-type"]);
         return reply.status(202).send(res);
@@ -175,17 +191,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
 
   app.register(
     async (v1) => {
-      v1.addHook("onRequest", async (req: FastifyRequest) => {
-        const h = req.headers.authorization ?? "";
-        const m = /^Bearer (.+)$/i.exec(h);
-        if (!m) throw new WeftError("auth.missing_token", "send Authorization: Bearer <token>");
-        const caller = await engine.admin.authenticate(m[1]!);
-        if (!caller) throw new WeftError("auth.invalid_token", "the token is not valid (unknown or revoked)");
-        req.caller = caller;
-        // Viewers read; changing anything takes a member (admin-only routes check further).
-        const readOnly = req.method === "GET" || req.routeOptions.config?.readOnly === true;
-        requireRole(caller, readOnly ? "viewer" : "member");
-      });
+      // Every route here takes a token and declares its role (docs/roles.md is generated from them).
+      v1.addHook("onRequest", authorize);
       // Before any validator, template check or store sees the body: bounded depth, storable text.
       v1.addHook("preValidation", async (req: FastifyRequest) => {
         const problem = req.body === undefined ? null : checkJsonInput(req.body);
@@ -214,31 +221,35 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         }
       }
 
-      v1.post("/automations", async (req, reply) => {
+      v1.post("/automations", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(createAutomationBody, req.body, "body");
         await checkRunAs(req, b.definition);
         const a = await engine.createAutomation(req.caller.workspace_id, b.definition, b.status ?? "active", req.caller.actor);
         return reply.status(201).send(automationJson(a));
       });
-      v1.get("/automations", async (req) => ({ items: (await engine.listAutomations(req.caller.workspace_id)).map(automationJson) }));
-      v1.get<{ Params: { id: string } }>("/automations/:id", async (req) => automationJson(await engine.getAutomation(req.caller.workspace_id, req.params.id)));
-      v1.put<{ Params: { id: string } }>("/automations/:id", async (req) => {
+      v1.get("/automations", { config: { role: "viewer" } }, async (req) => ({
+        items: (await engine.listAutomations(req.caller.workspace_id)).map(automationJson),
+      }));
+      v1.get<{ Params: { id: string } }>("/automations/:id", { config: { role: "viewer" } }, async (req) =>
+        automationJson(await engine.getAutomation(req.caller.workspace_id, req.params.id)),
+      );
+      v1.put<{ Params: { id: string } }>("/automations/:id", { config: { role: "member" } }, async (req) => {
         const b = parse(updateAutomationBody, req.body, "body");
         await checkRunAs(req, b.definition);
         return automationJson(await engine.updateAutomation(req.caller.workspace_id, req.params.id, b.definition, b.expected_version, req.caller.actor));
       });
-      v1.get<{ Params: { id: string; n: string } }>("/automations/:id/versions/:n", async (req) => {
+      v1.get<{ Params: { id: string; n: string } }>("/automations/:id/versions/:n", { config: { role: "viewer" } }, async (req) => {
         const n = Number(req.params.n);
         if (!Number.isInteger(n) || n < 1) throw new WeftError("request.invalid", "a version is a positive integer", { pointer: "/n", in: "path" });
         return versionJson(await engine.getVersion(req.caller.workspace_id, req.params.id, n));
       });
-      v1.post<{ Params: { id: string } }>("/automations/:id/activate", async (req) =>
+      v1.post<{ Params: { id: string } }>("/automations/:id/activate", { config: { role: "member" } }, async (req) =>
         automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "active", req.caller.actor)),
       );
-      v1.post<{ Params: { id: string } }>("/automations/:id/pause", async (req) =>
+      v1.post<{ Params: { id: string } }>("/automations/:id/pause", { config: { role: "member" } }, async (req) =>
         automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "paused", req.caller.actor)),
       );
-      v1.post<{ Params: { id: string } }>("/automations/:id/enroll", async (req, reply) => {
+      v1.post<{ Params: { id: string } }>("/automations/:id/enroll", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(enrollBody, req.body, "body");
         requireRunAs(req.caller, runAsUser((await engine.getAutomation(req.caller.workspace_id, req.params.id)).definition));
         const res = await engine.enroll(
@@ -253,27 +264,31 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         );
         return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created });
       });
-      v1.get<{ Params: { id: string } }>("/automations/:id/runs", async (req) => {
+      v1.get<{ Params: { id: string } }>("/automations/:id/runs", { config: { role: "viewer" } }, async (req) => {
         await engine.getAutomation(req.caller.workspace_id, req.params.id);
         return listRuns(req, req.params.id);
       });
-      v1.get("/automation-runs", async (req) => listRuns(req, undefined));
-      v1.get<{ Params: { id: string } }>("/automation-runs/:id", async (req) => runJson(await visibleRun(req, req.params.id)));
-      v1.post("/events", async (req, reply) => {
+      v1.get("/automation-runs", { config: { role: "viewer" } }, async (req) => listRuns(req, undefined));
+      v1.get<{ Params: { id: string } }>("/automation-runs/:id", { config: { role: "viewer" } }, async (req) => runJson(await visibleRun(req, req.params.id)));
+      v1.post("/events", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(eventBody, req.body, "body");
         const res = await engine.ingest(req.caller.workspace_id, b);
         return reply.status(202).send(res);
       });
-      v1.get<{ Params: { id: string } }>("/events/:id", async (req) => eventJson(await engine.getEvent(req.caller.workspace_id, req.params.id)));
-      v1.get("/events", async (req) => {
+      v1.get<{ Params: { id: string } }>("/events/:id", { config: { role: "viewer" } }, async (req) =>
+        eventJson(await engine.getEvent(req.caller.workspace_id, req.params.id)),
+      );
+      v1.get("/events", { config: { role: "viewer" } }, async (req) => {
         const page = await engine.store.listEvents(eventListFilter(req.caller.workspace_id, parse(eventsQuery, req.query, "query")));
         return { items: page.items.map(eventSummaryJson), next_cursor: page.next_cursor };
       });
-      v1.get<{ Params: { id: string } }>("/events/:id/explain", async (req) => engine.explainEvent(req.caller.workspace_id, req.params.id));
-      v1.get<{ Params: { id: string } }>("/subjects/:id/automation-controls", async (req) => ({
+      v1.get<{ Params: { id: string } }>("/events/:id/explain", { config: { role: "viewer" } }, async (req) =>
+        engine.explainEvent(req.caller.workspace_id, req.params.id),
+      );
+      v1.get<{ Params: { id: string } }>("/subjects/:id/automation-controls", { config: { role: "viewer" } }, async (req) => ({
         items: (await engine.listPauses(req.caller.workspace_id, req.params.id)).map(pauseJson),
       }));
-      v1.post<{ Params: { id: string } }>("/subjects/:id/automation-pause", async (req, reply) => {
+      v1.post<{ Params: { id: string } }>("/subjects/:id/automation-pause", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(pauseBody, req.body, "body");
         const row = await engine.pauseSubject(
           req.caller.workspace_id,
@@ -287,11 +302,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         );
         return reply.status(201).send(pauseJson(row));
       });
-      v1.post<{ Params: { id: string } }>("/subjects/:id/automation-resume", async (req) => {
+      v1.post<{ Params: { id: string } }>("/subjects/:id/automation-resume", { config: { role: "member" } }, async (req) => {
         const b = parse(resumeBody, req.body, "body");
         return { resumed: await engine.resumeSubject(req.caller.workspace_id, req.params.id, b.automation_id ?? null, req.caller.actor) };
       });
-      v1.get("/ops/overdue", async (req) => {
+      v1.get("/ops/overdue", { config: { role: "viewer" } }, async (req) => {
         const rows = await engine.overdue(req.caller.workspace_id);
         return {
           overdue_runs: rows.reduce((n, r) => n + r.runs, 0),
@@ -304,15 +319,15 @@ export function buildApp(opts: AppOptions): FastifyInstance {
           })),
         };
       });
-      v1.get<{ Params: { id: string } }>("/automation-runs/:id/steps", async (req) => {
+      v1.get<{ Params: { id: string } }>("/automation-runs/:id/steps", { config: { role: "viewer" } }, async (req) => {
         await visibleRun(req, req.params.id);
         return { items: (await engine.listSteps(req.caller.workspace_id, req.params.id)).map(stepJson) };
       });
-      v1.get<{ Params: { id: string } }>("/automation-runs/:id/explain", async (req) => {
+      v1.get<{ Params: { id: string } }>("/automation-runs/:id/explain", { config: { role: "viewer" } }, async (req) => {
         await visibleRun(req, req.params.id);
         return engine.explain(req.caller.workspace_id, req.params.id);
       });
-      v1.get<{ Params: { id: string } }>("/automation-runs/:id/items", async (req) => {
+      v1.get<{ Params: { id: string } }>("/automation-runs/:id/items", { config: { role: "viewer" } }, async (req) => {
         const q = parse(itemsQuery, req.query, "query");
         await visibleRun(req, req.params.id);
         // A fan-out may hold 100,000 items: one bounded page at a time.
@@ -320,12 +335,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         return { items: page.items.map(itemJson), next_cursor: page.next_cursor };
       });
       for (const control of ["stop", "cancel"] as const) {
-        v1.post<{ Params: { id: string } }>(`/automation-runs/:id/${control}`, async (req) => {
+        v1.post<{ Params: { id: string } }>(`/automation-runs/:id/${control}`, { config: { role: "member" } }, async (req) => {
           await visibleRun(req, req.params.id);
           return runJson(await engine.controlRun(req.caller.workspace_id, req.params.id, control, req.caller.actor));
         });
       }
-      v1.post<{ Params: { id: string } }>("/automation-runs/:id/retrigger", async (req, reply) => {
+      v1.post<{ Params: { id: string } }>("/automation-runs/:id/retrigger", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(retriggerBody, req.body, "body");
         const orig = await visibleRun(req, req.params.id);
         // The new run executes as the current version's run_as: the caller must be able to choose it.
@@ -333,21 +348,21 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         const res = await engine.retriggerRun(req.caller.workspace_id, req.params.id, req.caller.actor, b.idempotency_key);
         return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created, retriggered_from: req.params.id });
       });
-      v1.post<{ Params: { id: string } }>("/automation-runs/:id/redrive", async (req) => {
+      v1.post<{ Params: { id: string } }>("/automation-runs/:id/redrive", { config: { role: "member" } }, async (req) => {
         const b = parse(redriveBody, req.body ?? {}, "body");
         await visibleRun(req, req.params.id);
         return runJson(await engine.redriveRun(req.caller.workspace_id, req.params.id, { version: b.version }, req.caller.actor));
       });
-      v1.post<{ Params: { id: string; item: string } }>("/automation-runs/:id/items/:item/retry", async (req) => {
+      v1.post<{ Params: { id: string; item: string } }>("/automation-runs/:id/items/:item/retry", { config: { role: "member" } }, async (req) => {
         await visibleRun(req, req.params.id);
         return itemJson(await engine.retryItem(req.caller.workspace_id, req.params.id, req.params.item, req.caller.actor));
       });
-      // Simulation writes nothing: a viewer may run it.
-      v1.post<{ Params: { id: string } }>("/automations/:id/simulate", { config: { readOnly: true } }, async (req) => {
+      // Simulation writes nothing: a viewer may run it (its expressions run under the same budget as a run's).
+      v1.post<{ Params: { id: string } }>("/automations/:id/simulate", { config: { role: "viewer" } }, async (req) => {
         const b = parse(simulateBody, req.body, "body");
         return engine.simulate(req.caller.workspace_id, req.params.id, b);
       });
-      v1.get("/approvals", async (req) => {
+      v1.get("/approvals", { config: { role: "viewer" } }, async (req) => {
         const q = parse(approvalsQuery, req.query, "query");
         let list = await engine.listApprovals(req.caller.workspace_id, q.status, q.limit);
         if (req.caller.role !== "admin") {
@@ -364,7 +379,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         }
         return { items: list.map(approvalJson) };
       });
-      v1.get<{ Params: { id: string } }>("/approvals/:id", async (req) => {
+      v1.get<{ Params: { id: string } }>("/approvals/:id", { config: { role: "viewer" } }, async (req) => {
         const a = await engine.getApproval(req.caller.workspace_id, req.params.id);
         await visibleRun(req, a.run_id).catch(() => {
           throw new WeftError("approval.not_found", `approval ${req.params.id} not found`);
@@ -375,7 +390,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         ["approve", "approved"],
         ["reject", "rejected"],
       ] as const) {
-        v1.post<{ Params: { id: string } }>(`/approvals/:id/${verb}`, async (req) => {
+        v1.post<{ Params: { id: string } }>(`/approvals/:id/${verb}`, { config: { role: "member" } }, async (req) => {
           const b = parse(decisionBody, req.body, "body");
           const a = await engine.getApproval(req.caller.workspace_id, req.params.id);
           await visibleRun(req, a.run_id).catch(() => {
@@ -387,13 +402,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
           return approvalJson(await engine.decideApproval(req.caller.workspace_id, req.params.id, decision, req.caller.actor, b.comment ?? null));
         });
       }
-      v1.get("/audit-log", async (req) => {
-        requireRole(req.caller, "admin");
+      v1.get("/audit-log", { config: { role: "admin" } }, async (req) => {
         const q = parse(auditQuery, req.query, "query");
         const rows = await engine.listAudit(req.caller.workspace_id, q.limit, q.before_id);
         return { items: rows.map(auditJson), next_before_id: rows.length > 0 && rows.length === q.limit ? rows[rows.length - 1]!.id : null };
       });
-      v1.get("/ops/overview", async (req) => {
+      v1.get("/ops/overview", { config: { role: "viewer" } }, async (req) => {
         const q = parse(opsQuery, req.query, "query");
         const o = await engine.admin.opsOverview(req.caller, await engine.overdue(req.caller.workspace_id), (q.window_hours ?? 24) * 3_600_000);
         const processes = await engine.store.liveProcesses(engine.clock.now());
@@ -404,54 +418,54 @@ export function buildApp(opts: AppOptions): FastifyInstance {
           warnings: fleetWarnings(processes, { ...o.queue_depth, overdue_schedules: o.overdue_schedules }),
         };
       });
-      v1.get("/reports/outcomes", async (req) => {
+      v1.get("/reports/outcomes", { config: { role: "viewer" } }, async (req) => {
         const q = parse(reportQuery, req.query, "query");
         const rows = await engine.admin.reportOutcomes(req.caller, q.from, q.to);
         return { from: new Date(q.from).toISOString(), to: new Date(q.to).toISOString(), items: rows };
       });
 
-      v1.post("/workspaces", async (req, reply) => {
+      v1.post("/workspaces", { config: { role: "instance_admin" } }, async (req, reply) => {
         const b = parse(workspaceBody, req.body, "body");
         const w = await engine.admin.createWorkspace(req.caller, b.name);
         return reply.status(201).send({ id: w.workspace.id, name: w.workspace.name, admin_user_id: w.admin_user_id, admin_token: w.admin_token });
       });
-      v1.post("/users", async (req, reply) => {
+      v1.post("/users", { config: { role: "admin" } }, async (req, reply) => {
         const b = parse(userBody, req.body, "body");
         return reply.status(201).send(userJson(await engine.admin.createUser(req.caller, b.name, b.role)));
       });
-      v1.patch<{ Params: { id: string } }>("/users/:id", async (req) => {
+      v1.patch<{ Params: { id: string } }>("/users/:id", { config: { role: "admin" } }, async (req) => {
         const b = parse(userPatchBody, req.body, "body");
         const u = await engine.admin.updateUser(req.caller, req.params.id, b);
         return { ...userJson(u), disabled: !!u.disabled_at };
       });
-      v1.get("/users", async (req) => ({ items: (await engine.admin.listUsers(req.caller)).map(userJson) }));
-      v1.post("/tokens", async (req, reply) => {
+      v1.get("/users", { config: { role: "admin" } }, async (req) => ({ items: (await engine.admin.listUsers(req.caller)).map(userJson) }));
+      v1.post("/tokens", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(tokenBody, req.body, "body");
         return reply.status(201).send(await engine.admin.issueToken(req.caller, b.user_id ?? req.caller.user_id));
       });
-      v1.get("/tokens", async (req) => ({ items: (await engine.admin.listTokens(req.caller)).map(tokenJson) }));
-      v1.delete<{ Params: { id: string } }>("/tokens/:id", async (req, reply) => {
+      v1.get("/tokens", { config: { role: "admin" } }, async (req) => ({ items: (await engine.admin.listTokens(req.caller)).map(tokenJson) }));
+      v1.delete<{ Params: { id: string } }>("/tokens/:id", { config: { role: "member" } }, async (req, reply) => {
         await engine.admin.revokeToken(req.caller, req.params.id);
         return reply.status(204).send();
       });
-      v1.put<{ Params: { name: string } }>("/secrets/:name", async (req, reply) => {
+      v1.put<{ Params: { name: string } }>("/secrets/:name", { config: { role: "admin" } }, async (req, reply) => {
         const b = parse(secretBody, req.body, "body");
         const res = await engine.admin.putSecret(req.caller, req.params.name, b.value);
         return reply.status(res.created ? 201 : 200).send(res);
       });
-      v1.get("/secrets", async (req) => ({
+      v1.get("/secrets", { config: { role: "admin" } }, async (req) => ({
         items: (await engine.admin.listSecrets(req.caller)).map((x) => ({
           name: x.name,
           created_at: new Date(x.created_at).toISOString(),
           updated_at: new Date(x.updated_at).toISOString(),
         })),
       }));
-      v1.delete<{ Params: { name: string } }>("/secrets/:name", async (req, reply) => {
+      v1.delete<{ Params: { name: string } }>("/secrets/:name", { config: { role: "admin" } }, async (req, reply) => {
         await engine.admin.deleteSecret(req.caller, req.params.name);
         return reply.status(204).send();
       });
       // Who the token acts as: the console shows a viewer no button the API would refuse.
-      v1.get("/me", async (req) => ({
+      v1.get("/me", { config: { role: "viewer" } }, async (req) => ({
         user_id: req.caller.user_id,
         workspace_id: req.caller.workspace_id,
         role: req.caller.role,
@@ -460,13 +474,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
 
       // ---------- hook secrets: admin only (role: admin), each call audited ----------
       // A hook's secret is shown once by the call that makes it; afterwards only an admin reveals it.
-      v1.get<{ Params: { id: string } }>("/hooks/:id/secret", async (req) => {
-        requireRole(req.caller, "admin");
+      v1.get<{ Params: { id: string } }>("/hooks/:id/secret", { config: { role: "admin" } }, async (req) => {
         return engine.hooks.reveal(req.caller, req.params.id);
       });
       // A new secret, shown this once; the old one verifies for `grace_seconds` more.
-      v1.post<{ Params: { id: string } }>("/hooks/:id/rotate", async (req) => {
-        requireRole(req.caller, "admin");
+      v1.post<{ Params: { id: string } }>("/hooks/:id/rotate", { config: { role: "admin" } }, async (req) => {
         const b = parse(rotateHookBody, req.body ?? {}, "body");
         return hookJson(await engine.hooks.rotate(req.caller, req.params.id, b.grace_seconds));
       });
