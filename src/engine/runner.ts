@@ -25,6 +25,7 @@ import { crashPoint } from "./crashpoints.js";
 import { PauseView } from "./pauses.js";
 import { Loop } from "./loop.js";
 import { Redactor } from "./secrets.js";
+import { withExpressionPointer } from "../model/cel-errors.js";
 import { runScope, scopeForNode } from "./scope.js";
 
 /** Node visits without a pause point before a run is stopped as a runaway loop. */
@@ -406,9 +407,15 @@ export class Runner {
       result = { kind: "fail", error: err instanceof StepFailure ? err.error : toStepError(err) };
     }
     if (signal.aborted && handler.class === "slow") return "aborted"; // lease lost or shutting down: discard the result
-    if (result.kind === "fail" && d.secretsError && result.error.code === "template.missing_variable" && /secrets\./.test(result.error.message)) {
+    if (
+      result.kind === "fail" &&
+      d.secretsError &&
+      /^(template\.missing_variable|expression\.missing_field)$/.test(result.error.code) &&
+      /secrets\./.test(result.error.message)
+    ) {
       result = { ...result, error: d.secretsError };
     }
+    if (result.kind === "fail") result = { ...result, error: withExpressionPointer(result.error, d.version.definition.nodes, node.key) };
     if (!d.redactor.empty) {
       // Nothing a step leaves behind (row, context, run thread, audit) carries a secret's value.
       result = d.redactor.value(result);
