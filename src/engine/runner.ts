@@ -27,6 +27,8 @@ import { Loop } from "./loop.js";
 import { Redactor } from "./secrets.js";
 import { withExpressionPointer } from "../model/cel-errors.js";
 import { runScope, scopeForNode } from "./scope.js";
+import { workspaceBudget } from "./workspace-settings.js";
+import { DEFAULT_BUDGET, type Budget } from "../model/cel-budget.js";
 
 /** Node visits without a pause point before a run is stopped as a runaway loop. */
 export const LOOP_CAP = 200;
@@ -218,6 +220,7 @@ export class Runner {
     }
     const d = new Drive(claimed, v, secrets);
     d.secretsError = secretsError;
+    d.budget = await workspaceBudget(this.store, claimed.workspace_id);
     this.drives.set(claimed.id, d);
     try {
       await this.driveLoop(d, signal);
@@ -559,6 +562,8 @@ class Drive {
   readonly redactor: Redactor;
   /** Why the workspace's secrets could not be loaded for this drive, if they could not. */
   secretsError: StepError | null = null;
+  /** The workspace's expression budget, read when the drive starts. */
+  budget: Readonly<Budget> = DEFAULT_BUDGET;
 
   constructor(
     readonly run: Run,
@@ -615,7 +620,7 @@ class Drive {
   }
 
   scope(): CelScope {
-    return runScope(this.run, this.context, this.steps, this.secrets);
+    return runScope(this.run, this.context, this.steps, this.secrets, this.budget);
   }
 
   addStep(s: NewStepRun): void {

@@ -215,7 +215,7 @@ export function explainCelError(raw: string, source: string, opts: ExplainOption
   const details = { expression: source, raw };
   const words = (code: string, message: string, extra: Record<string, unknown> = {}): CelErrorWords => ({
     code,
-    message: `${JSON.stringify(source)}: ${message}`,
+    message: `${opts.template ? `{{ ${source} }}` : JSON.stringify(source)}: ${message}`,
     details: { ...details, ...extra },
   });
   const unknown = /^Unknown variable: (\S+)/.exec(raw);

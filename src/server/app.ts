@@ -13,6 +13,7 @@ import type { RunStatus } from "../model/run-status.js";
 import { errorHandler } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
 import { registerConsole } from "./console.js";
+import { registerWorkspaceSettings } from "./workspace-settings.js";
 import { engineMetrics } from "./metrics.js";
 import {
   approvalsQuery,
@@ -419,6 +420,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         await engine.admin.deleteSecret(req.caller, req.params.name);
         return reply.status(204).send();
       });
+      registerWorkspaceSettings(v1, engine);
     },
     { prefix: "/v1" },
   );

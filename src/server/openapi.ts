@@ -7,6 +7,7 @@ import { definitionJsonSchema } from "../model/reference.js";
 import { z } from "zod";
 import * as Q from "./schemas.js";
 import * as S from "./shapes.js";
+import * as WS from "./workspace-settings.js";
 
 interface RouteDoc {
   summary: string;
@@ -208,6 +209,16 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     responses: ok(S.listOf(z.object({ name: z.string(), created_at: z.string(), updated_at: z.string() }))),
   },
   "DELETE /v1/secrets/:name": { summary: "Delete a secret", role: "admin", responses: { 204: null } },
+  "GET /v1/workspace/settings": {
+    summary: "The workspace's settings (strict definitions, expression budget) and this instance's ceilings",
+    responses: ok(WS.settingsShape),
+  },
+  "PATCH /v1/workspace/settings": {
+    summary: "Change the workspace's settings (the fields named; each budget bound at most its ceiling); audited as workspace.settings",
+    role: "admin",
+    body: WS.settingsPatchBody,
+    responses: ok(WS.settingsShape),
+  },
 };
 
 const schema = (t: z.ZodType, io: "input" | "output") => refDefinitions(z.toJSONSchema(t, { io, unrepresentable: "any" }) as Record<string, unknown>);
