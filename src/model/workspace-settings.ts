@@ -5,6 +5,7 @@
 
 import { DEFAULT_BUDGET, type Budget } from "./cel-budget.js";
 import type { Problem } from "./errors.js";
+import { escapePointer } from "./expressions.js";
 
 /** The expression budget as a workspace sets it (names as in the API). */
 export interface ExpressionBudgetSetting {
@@ -94,7 +95,7 @@ export function applySettingsPatch(current: WorkspaceSettings, patch: unknown): 
     } else {
       problems.push({
         code: "settings.unknown_field",
-        pointer: `/${escape(k)}`,
+        pointer: `/${escapePointer(k)}`,
         message: `unknown setting "${k}"; the settings are ${SETTING_NAMES.join(", ")}`,
       });
     }
@@ -108,7 +109,7 @@ function budgetPatch(v: unknown, into: ExpressionBudgetSetting, problems: Proble
     return;
   }
   for (const [k, x] of Object.entries(v)) {
-    const pointer = `/expression_budget/${escape(k)}`;
+    const pointer = `/expression_budget/${escapePointer(k)}`;
     const field = BUDGET_FIELDS.find((f) => f.name === k);
     if (field === undefined) {
       problems.push({
@@ -131,10 +132,6 @@ function budgetPatch(v: unknown, into: ExpressionBudgetSetting, problems: Proble
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === "object" && !Array.isArray(v);
-}
-
-function escape(k: string): string {
-  return k.replace(/~/g, "~0").replace(/\//g, "~1");
 }
 
 /**
