@@ -300,9 +300,9 @@ export function parseTemplate(s: string): TemplatePart[] {
     }
     if (open > i) parts.push({ text: s.slice(i, open) });
     const close = s.indexOf(CLOSE, open + 2);
-    if (close < 0) throw new Error(`unclosed "{{" at offset ${open}`);
+    if (close < 0) throw new Error(`an unclosed "{{" at character ${open}: end the expression with "}}"`);
     const expr = s.slice(open + 2, close).trim();
-    if (expr === "") throw new Error(`empty "{{ }}" at offset ${open}`);
+    if (expr === "") throw new Error(`an empty "{{ }}" at character ${open}: put an expression inside, or remove it`);
     parts.push({ expr });
     i = close + 2;
   }
