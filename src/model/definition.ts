@@ -471,6 +471,9 @@ export function allowedFields(schema: z.ZodType, path: readonly PropertyKey[], i
 
 /** The key in `candidates` closest to `word` (a likely typo), if any is close. */
 export function closest(word: string, candidates: readonly string[]): string | undefined {
+  // `timeout` for `timeout_ms`: a field named without its unit.
+  const unit = candidates.find((c) => c.toLowerCase().startsWith(`${word.toLowerCase()}_`));
+  if (unit !== undefined) return unit;
   let best: string | undefined;
   let bestD = Math.max(2, Math.floor(word.length / 3)) + 1;
   for (const c of candidates) {
