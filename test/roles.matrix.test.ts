@@ -178,6 +178,8 @@ const RECIPES: Record<string, (f: Fixtures, who: Who) => Promise<Req> | Req> = {
   "PUT /v1/secrets/:name": () => ({ path: `/v1/secrets/${uniq("S").replace(/-/g, "_")}`, body: { value: "a secret value" } }),
   "GET /v1/secrets": () => ({ path: "/v1/secrets" }),
   "DELETE /v1/secrets/:name": async (f) => ({ path: `/v1/secrets/${await f.freshSecret()}` }),
+  "GET /v1/workspace/settings": () => ({ path: "/v1/workspace/settings" }),
+  "PATCH /v1/workspace/settings": () => ({ path: "/v1/workspace/settings", body: { strict_definitions: false } }),
   "GET /v1/hooks/:id/secret": (f) => ({ path: `/v1/hooks/${f.hook.id}/secret` }),
   "POST /v1/hooks/:id/rotate": async (f) => ({ path: `/v1/hooks/${await f.freshHook()}/rotate`, body: { grace_seconds: 60 } }),
 };

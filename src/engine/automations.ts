@@ -2,13 +2,15 @@
 // schedule rows and webhook ingress points in step with the current version and the status.
 
 import { validateDefinition, type Definition } from "../model/definition.js";
-import { WeftError } from "../model/errors.js";
+import { WeftError, type Problem } from "../model/errors.js";
+import { refusedWarnings } from "../model/workspace-settings.js";
 import type { EngineCore } from "./core.js";
 import { ErrorCodes } from "./errors.js";
 import { newId } from "./ids.js";
 import { scheduleRows } from "./scheduler.js";
 import type { AuditEntry, Automation, AutomationStatus, AutomationVersion, HookRow } from "./store.js";
 import { hookInfo, type HookInfo } from "./webhooks.js";
+import { readSettings } from "./workspace-settings.js";
 
 export interface AutomationView extends Automation {
   definition: Definition;
@@ -20,11 +22,25 @@ export function validate(core: EngineCore, definition: unknown) {
   return validateDefinition(definition, { customKinds: core.customKinds });
 }
 
-function mustValidate(core: EngineCore, definition: unknown): Definition {
+/** Valid, and without warnings when the workspace's definitions are strict (`strict_definitions`). */
+async function mustValidate(core: EngineCore, workspaceId: string, definition: unknown): Promise<Definition> {
   const res = validate(core, definition);
   if (!res.ok)
     throw new WeftError(ErrorCodes.definitionInvalid, `the definition has ${res.errors.length} error(s)`, { errors: res.errors, warnings: res.warnings });
+  await refuseWarningsIfStrict(core, workspaceId, res.warnings);
   return res.definition;
+}
+
+async function refuseWarningsIfStrict(core: EngineCore, workspaceId: string, warnings: Problem[]): Promise<void> {
+  if (warnings.length === 0) return;
+  const refused = refusedWarnings((await readSettings(core.store, workspaceId)).strict_definitions, warnings);
+  if (refused.length > 0) {
+    throw new WeftError(ErrorCodes.definitionInvalid, `the definition has ${refused.length} warning(s), and this workspace's strict_definitions is on`, {
+      errors: refused,
+      warnings: [],
+      strict: true,
+    });
+  }
 }
 
 /** The audit entry of an automation mutation (who did it, in the caller's words); the store writes it with the change. */
@@ -45,7 +61,7 @@ export async function createAutomation(
   status: AutomationStatus,
   actor: string,
 ): Promise<AutomationView> {
-  const def = mustValidate(core, definition);
+  const def = await mustValidate(core, workspaceId, definition);
   requireKeyForNewHooks(core, def, []);
   const now = core.clock.now();
   const a: Automation = {
@@ -111,7 +127,7 @@ export async function updateAutomation(
   expectedVersion: number | undefined,
   actor: string,
 ): Promise<AutomationView> {
-  const def = mustValidate(core, definition);
+  const def = await mustValidate(core, workspaceId, definition);
   const current = await mustGetAutomation(core, workspaceId, id);
   if (def.key !== current.key) throw new WeftError("definition.key_changed", "an automation's key cannot change", { pointer: "/key" });
   requireKeyForNewHooks(core, def, webhookIndexes(def).length > 0 ? await core.store.listHooks(id) : []);
@@ -153,6 +169,12 @@ export async function getVersion(core: EngineCore, workspaceId: string, id: stri
 }
 
 export async function setStatus(core: EngineCore, workspaceId: string, id: string, status: AutomationStatus, actor: string): Promise<Automation> {
+  if (status === "active") {
+    // A version stored before the workspace turned strict is checked again when it is (re)activated.
+    const a = await mustGetAutomation(core, workspaceId, id);
+    const v = await core.store.getVersion(id, a.current_version);
+    if (v) await refuseWarningsIfStrict(core, workspaceId, validate(core, v.definition).warnings);
+  }
   const entry = audit(core, workspaceId, actor, status === "active" ? "automation.activate" : "automation.pause", id);
   if (!(await core.store.setAutomationStatus(workspaceId, id, status, core.clock.now(), entry))) {
     throw new WeftError(ErrorCodes.automationNotFound, `automation ${id} not found`);

@@ -789,6 +789,13 @@ export interface Store {
   opsCounts(workspaceId: string, now: number, windowMs: number): Promise<OpsCounts>;
   /** Across workspaces, for metrics: runs due now, of which due longer ago than `graceMs`, and undispatched events. */
   queueDepth(now: number, graceMs: number): Promise<{ due_runs: number; overdue_runs: number; undispatched_events: number }>;
+
+  // ---------- workspace settings ----------
+
+  /** The workspace's stored settings object, or null when none was ever written (the defaults apply). */
+  getWorkspaceSettings(workspaceId: string): Promise<Record<string, unknown> | null>;
+  /** Replace the workspace's settings object, with its audit entry, in one transaction. */
+  putWorkspaceSettings(workspaceId: string, settings: Record<string, unknown>, now: number, audit: AuditEntry): Promise<void>;
 }
 
 /**

@@ -14,6 +14,7 @@ import type { RunStatus } from "../model/run-status.js";
 import { errorHandler } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
 import { registerConsole } from "./console.js";
+import { registerWorkspaceSettings } from "./workspace-settings.js";
 import { engineMetrics } from "./metrics.js";
 import { isRouteAccess, needsToken, type RouteAccess } from "./roles.js";
 import {
@@ -482,6 +483,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         const b = parse(rotateHookBody, req.body ?? {}, "body");
         return hookJson(await engine.hooks.rotate(req.caller, req.params.id, b.grace_seconds));
       });
+
+      registerWorkspaceSettings(v1, engine);
     },
     { prefix: "/v1" },
   );

@@ -7,6 +7,7 @@ import { definitionJsonSchema } from "../model/reference.js";
 import { z } from "zod";
 import * as Q from "./schemas.js";
 import * as S from "./shapes.js";
+import * as WS from "./workspace-settings.js";
 
 interface RouteDoc {
   summary: string;
@@ -218,6 +219,16 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   "GET /v1/me": {
     summary: "Who the token acts as: user, workspace and role (the console offers only the actions the role allows)",
     responses: ok(z.object({ user_id: z.string(), workspace_id: z.string(), role: z.enum(["admin", "member", "viewer"]), instance_admin: z.boolean() })),
+  },
+  "GET /v1/workspace/settings": {
+    summary: "The workspace's settings (strict definitions, expression budget) and this instance's ceilings",
+    responses: ok(WS.settingsShape),
+  },
+  "PATCH /v1/workspace/settings": {
+    summary: "Change the workspace's settings (the fields named; each budget bound at most its ceiling); audited as workspace.settings",
+    role: "admin",
+    body: WS.settingsPatchBody,
+    responses: ok(WS.settingsShape),
   },
 };
 

@@ -46,6 +46,7 @@ import { decodeCursor, decodeItemCursor, encodeCursor, encodeItemCursor } from "
 import type { EventFilter, ProcessBeat, Redrive, RedriveResult } from "../../engine/store.js";
 import { heartbeat, liveProcesses } from "./heartbeats.js";
 import { redriveRun } from "./redrive.js";
+import * as WS from "./settings.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
 
@@ -719,5 +720,11 @@ export class EmbeddedStore implements Store {
   }
   async liveProcesses(now: number) {
     return liveProcesses(this.db, now);
+  }
+  async getWorkspaceSettings(workspaceId: string) {
+    return WS.getWorkspaceSettings(this.db, workspaceId);
+  }
+  async putWorkspaceSettings(workspaceId: string, settings: Record<string, unknown>, now: number, audit: AuditEntry) {
+    WS.putWorkspaceSettings(this.db, workspaceId, settings, now, audit);
   }
 }

@@ -40,6 +40,7 @@ import * as N from "./nodes.js";
 import * as I from "./identity.js";
 import * as H from "./heartbeats.js";
 import { redriveRun } from "./redrive.js";
+import * as WS from "./settings.js";
 import type { EventFilter, Page, ProcessBeat, Redrive, StoredEvent } from "../../engine/store.js";
 import { decodeCursor, encodeCursor } from "../cursor.js";
 
@@ -344,5 +345,11 @@ export class PostgresStore implements Store {
   }
   liveProcesses(now: number) {
     return H.liveProcesses(this.pool, now);
+  }
+  getWorkspaceSettings(workspaceId: string) {
+    return WS.getWorkspaceSettings(this.pool, workspaceId);
+  }
+  putWorkspaceSettings(workspaceId: string, settings: Record<string, unknown>, now: number, audit: AuditEntry) {
+    return WS.putWorkspaceSettings(this.pool, workspaceId, settings, now, audit);
   }
 }
