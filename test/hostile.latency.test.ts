@@ -58,6 +58,7 @@ const SHIPPED_BUDGET: Budget = {
   maxStringLength: 4_000_000,
   maxTimeMs: 500,
   maxRegexInput: 65_536,
+  maxRegexScan: 262_144,
   maxRegexPattern: 1_000,
 };
 

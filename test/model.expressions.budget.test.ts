@@ -177,6 +177,21 @@ describe("matches() runs in linear time", () => {
     expect(evaluateCondition("context.tags.exists(t, t.matches('^v'))", scope({ context: { tags: ["eu", "vip"] } }))).toBe(true);
   });
 
+  it("what all matches() calls of one evaluation scan together is capped: a pathological pattern over many long strings ends at the cap", () => {
+    const long = "a".repeat(60_000);
+    const xs = Array.from({ length: 10 }, () => long);
+    // Each string is under the per-call cap; together they scan 600,000 characters.
+    overBudget(() => evaluate("context.xs.map(x, x.matches('^(a+)+$'))", scope({ context: { xs } })), "regex_scan", DEFAULT_BUDGET.maxRegexScan);
+    // The same scan of one string 10 times in a comprehension is counted the same way.
+    overBudget(
+      () => evaluate("[1,2,3,4,5,6,7,8,9,10].map(i, context.s.matches('^(a+)+$'))", scope({ context: { s: long } })),
+      "regex_scan",
+      DEFAULT_BUDGET.maxRegexScan,
+    );
+    // Four scans fit.
+    expect(evaluate("context.xs.take4.all(x, x.matches('^a+$'))", scope({ context: { xs: { take4: xs.slice(0, 4) } } }))).toBe(true);
+  });
+
   it("an invalid or non-RE2 pattern is an ordinary expression error", () => {
     expect(failure(() => evaluate("'a'.matches('(')", scope())).code).toBe("expression.error");
     expect(failure(() => evaluate("'a'.matches('(?=a)')", scope())).code).toBe("expression.error"); // lookahead is not RE2

@@ -38,6 +38,12 @@ export interface Budget {
   maxTimeMs: number;
   /** Longest string `matches()` scans. */
   maxRegexInput: number;
+  /**
+   * Characters all `matches()` calls of one evaluation scan together: a linear-time scan still
+   * costs microseconds per character with a pathological pattern, so a list of long strings (or
+   * one string matched in a comprehension) is bounded by what it scans, not by the clock alone.
+   */
+  maxRegexScan: number;
   /** Longest pattern `matches()` compiles. */
   maxRegexPattern: number;
 }
@@ -49,11 +55,12 @@ export const DEFAULT_BUDGET: Readonly<Budget> = Object.freeze({
   maxStringLength: 4_000_000,
   maxTimeMs: 500,
   maxRegexInput: 65_536,
+  maxRegexScan: 262_144,
   maxRegexPattern: 1_000,
 });
 
 /** The bound named in `expression.budget_exceeded` details. */
-export type BudgetBound = "iterations" | "elements" | "string_length" | "time_ms" | "regex_input" | "regex_pattern";
+export type BudgetBound = "iterations" | "elements" | "string_length" | "time_ms" | "regex_input" | "regex_scan" | "regex_pattern";
 
 const LIMIT_OF: Record<BudgetBound, keyof Budget> = {
   iterations: "maxIterations",
@@ -61,6 +68,7 @@ const LIMIT_OF: Record<BudgetBound, keyof Budget> = {
   string_length: "maxStringLength",
   time_ms: "maxTimeMs",
   regex_input: "maxRegexInput",
+  regex_scan: "maxRegexScan",
   regex_pattern: "maxRegexPattern",
 };
 
@@ -83,6 +91,7 @@ export class Meter {
   iterations = 0;
   elements = 0;
   stringLength = 0;
+  regexScanned = 0;
   nodes = 0;
   exceeded: BudgetExceeded | undefined;
   private readonly started: number;
@@ -293,6 +302,7 @@ const REGEX_CACHE_MAX = 500;
 export function matches(s: string, pattern: string, m: Meter): boolean {
   if (pattern.length > m.budget.maxRegexPattern) m.fail("regex_pattern");
   if (s.length > m.budget.maxRegexInput) m.fail("regex_input");
+  if ((m.regexScanned += s.length) > m.budget.maxRegexScan) m.fail("regex_scan");
   let re = regexCache.get(pattern);
   if (re === undefined) {
     try {

@@ -43,13 +43,14 @@ export const DEFAULT_SETTINGS: Readonly<WorkspaceSettings> = Object.freeze({
 /**
  * The instance-wide ceilings: no workspace's budget may exceed them, so a tenant cannot raise its
  * budget far enough to stall a worker (an evaluation runs on the worker's only thread) or exhaust
- * its memory. Ten times the defaults for the counts, four times for the time.
+ * its memory. Ten times the defaults for the counts; the time no higher than the default (a
+ * workspace may lower it, never hold the thread longer than every other tenant may).
  */
 export const BUDGET_CEILING: Readonly<ExpressionBudgetSetting> = Object.freeze({
   max_iterations: 1_000_000,
   max_elements: 1_000_000,
   max_string_chars: 40_000_000,
-  max_ms: 2_000,
+  max_ms: 500,
 });
 
 const SETTING_NAMES = ["strict_definitions", "expression_budget"] as const;
