@@ -475,7 +475,11 @@ function isEnrollBatch(body: unknown): boolean {
 }
 
 /** What one validated enrollment body asks of the engine (the single and the batch form alike). */
-function enrollRequest(b: { subject_id?: string | null | undefined; context_overrides?: Record<string, unknown> | undefined; idempotency_key?: string | undefined }): EnrollRequest {
+function enrollRequest(b: {
+  subject_id?: string | null | undefined;
+  context_overrides?: Record<string, unknown> | undefined;
+  idempotency_key?: string | undefined;
+}): EnrollRequest {
   return {
     subject_id: b.subject_id ?? null,
     context_overrides: b.context_overrides ?? {},

@@ -222,19 +222,13 @@ const batchError = errorShape.shape.error;
 /** POST /v1/events with an array: one result per element, in request order. */
 export const eventBatchResultShape = z.object({
   results: z.array(
-    z.union([
-      z.object({ index: z.number().int(), event_id: z.string(), duplicate: z.boolean() }),
-      z.object({ index: z.number().int(), error: batchError }),
-    ]),
+    z.union([z.object({ index: z.number().int(), event_id: z.string(), duplicate: z.boolean() }), z.object({ index: z.number().int(), error: batchError })]),
   ),
 });
 
 /** POST /v1/automations/{id}/enroll with `subjects`: one result per subject, in request order. */
 export const enrollBatchResultShape = z.object({
   results: z.array(
-    z.union([
-      z.object({ index: z.number().int(), run: runShape, duplicate: z.boolean() }),
-      z.object({ index: z.number().int(), error: batchError }),
-    ]),
+    z.union([z.object({ index: z.number().int(), run: runShape, duplicate: z.boolean() }), z.object({ index: z.number().int(), error: batchError })]),
   ),
 });

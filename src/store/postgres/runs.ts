@@ -132,12 +132,7 @@ export async function insertRun(pool: pg.Pool, run: NewRun, now: number, entry?:
 }
 
 /** Runs set-wise (insertRuns); with `audit`, each created run's entry commits in the same transaction. */
-export async function insertRunsAudited(
-  pool: pg.Pool,
-  runs: readonly NewRun[],
-  now: number,
-  entry?: (created: Run) => AuditEntry,
-): Promise<InsertRunResult[]> {
+export async function insertRunsAudited(pool: pg.Pool, runs: readonly NewRun[], now: number, entry?: (created: Run) => AuditEntry): Promise<InsertRunResult[]> {
   if (!entry) return insertRuns(pool, runs, now);
   return tx(pool, async (c) => {
     const results = await insertRuns(c, runs, now);
