@@ -10,6 +10,7 @@ import type { AuditEntry, NewRun, Run, Store } from "../src/engine/store.js";
 import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 import { type Api, startApi } from "./helpers/api.js";
+import { runWeft, tempFile } from "./helpers/cli.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { listAll, makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
@@ -152,5 +153,40 @@ describe.each(STORE_KINDS)("batch enrollment (%s store)", (kind) => {
     expect(results[0]).toMatchObject({ index: 0, created: true, run: { subject_id: "ok" } });
     expect(results[1]).toMatchObject({ index: 1, error: { code: "limits.context_too_large", details: { pointer: "/context_overrides" } } });
     expect((await listAll(ts.store, a.id)).map((r) => r.subject_id)).toEqual(["ok"]);
+  });
+
+  it("weft automations enroll KEY --subjects FILE enrolls in batches, names the refused line, enrolls the rest", async () => {
+    const a = await engine.createAutomation(WS, parkingAutomation("batch-cli"));
+    await engine.pauseSubject(WS, "u5", { automation_id: a.id, pause_reason: "test" });
+    const lines = Array.from({ length: 1100 }, (_, i) =>
+      i === 3 ? JSON.stringify({ subject_id: "u3", surprise: 1 }) : i % 2 === 0 ? `u${i}` : JSON.stringify({ subject_id: `u${i}`, context_overrides: { i } }),
+    );
+    const f = tempFile("subjects.txt", lines.join("\n") + "\n");
+    inserts.length = 0;
+    const res = await runWeft(["automations", "enroll", "batch-cli", "--subjects", f, "--json"], api.base, TOKEN);
+    expect(res.code, res.stderr).toBe(1);
+    const out = res.stdout
+      .trim()
+      .split("\n")
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            line: number;
+            run_id?: string;
+            status?: string;
+            exit_reason?: string | null;
+            error?: { code: string; details: { pointer: string } };
+          },
+      );
+    expect(out).toHaveLength(1100);
+    expect(out[3]).toMatchObject({ line: 4, error: { code: "request.invalid", details: { pointer: "/subjects/3/surprise" } } });
+    expect(out[5]).toMatchObject({ line: 6, status: "exited", exit_reason: "subject_paused" });
+    expect(res.stderr).toContain("sent 1099 of 1100 subjects; 1 line failed");
+    expect(inserts).toEqual([999, 100]);
+    expect(await listAll(ts.store, a.id)).toHaveLength(1099);
+    const text = await runWeft(["automations", "enroll", "batch-cli", "--subjects", f], api.base, TOKEN);
+    expect(text.code).toBe(1);
+    expect(text.stderr).toContain(`${f}:4: request.invalid`);
+    expect(text.stderr).toContain("(at /surprise)");
   });
 });

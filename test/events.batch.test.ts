@@ -8,6 +8,7 @@ import type { Engine } from "../src/engine/engine.js";
 import { MAX_BATCH } from "../src/engine/intake.js";
 import type { NewEvent } from "../src/engine/store.js";
 import { type Api, startApi } from "./helpers/api.js";
+import { runWeft, tempFile } from "./helpers/cli.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { listAll, makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { until } from "./helpers/wait.js";
@@ -132,5 +133,26 @@ describe.each(STORE_KINDS)("batch intake (%s store)", (kind) => {
     expect(results[1]).toMatchObject({ index: 1, error: { code: "event.invalid", details: { pointer: "/type" } } });
     expect(results[2]).toEqual({ index: 2, event_id: (results[0] as { event_id: string }).event_id, duplicate: true });
     await expect(engine.ingestMany(WS, new Array(MAX_BATCH + 1).fill({ type: "x" }))).rejects.toMatchObject({ code: "limits.batch_too_large" });
+  });
+
+  it("weft events send --file sends 1,200 lines in two requests, names the refused line and stores the rest", async () => {
+    const lines = Array.from({ length: 1200 }, (_, i) => JSON.stringify(i === 700 ? { type: "schedule", key: "bad" } : { type: "cli.batch", key: `c${i}` }));
+    const f = tempFile("events.jsonl", lines.join("\n") + "\n");
+    commits.length = 0;
+    const res = await runWeft(["events", "send", "--file", f, "--json"], api.base, TOKEN);
+    expect(res.code, res.stderr).toBe(1);
+    const out = res.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { line: number; event_id?: string; error?: { code: string } });
+    expect(out.map((o) => o.line)).toEqual(lines.map((_, i) => i + 1));
+    expect(out[700]).toMatchObject({ line: 701, error: { code: "event.invalid" } });
+    expect(out.filter((o) => o.event_id)).toHaveLength(1199);
+    expect(res.stderr).toContain("sent 1199 of 1200 events; 1 line failed");
+    expect(commits).toEqual([999, 200]); // one request, one group commit, per batch of up to 1,000 lines
+    const text = await runWeft(["events", "send", "--file", f], api.base, TOKEN);
+    expect(text.code).toBe(1);
+    expect(text.stderr).toContain(`${f}:701: event.invalid`);
+    expect(text.stderr).toContain("sent 1199 of 1200 events (1199 duplicates); 1 line failed");
   });
 });
