@@ -53,7 +53,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     summary:
       "Start a run (pause and re-entry rules apply); with `subjects`, a batch of runs inserted in one transaction, each subject on its own terms (200 with results in request order)",
     role: "member",
-    body: z.union([Q.enrollBody, Q.enrollBatchBody]),
+    body: Q.enrollRequestBody,
     responses: {
       201: S.runShape.extend({ duplicate: z.boolean() }),
       200: z.union([S.runShape.extend({ duplicate: z.boolean() }), S.enrollBatchResultShape]),
@@ -116,7 +116,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     summary:
       "Store an event (202 once committed); a repeated key returns the first event. An array stores each element on its own terms, all committed before the 202, with results in request order",
     role: "member",
-    body: z.union([Q.eventBody, Q.eventBatchBody]),
+    body: Q.eventRequestBody,
     responses: ok(z.union([accepted, S.eventBatchResultShape]), 202),
   },
   "GET /v1/events/:id": { summary: "A stored event and whether it was dispatched", responses: ok(S.eventShape) },

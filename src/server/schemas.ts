@@ -32,6 +32,8 @@ export const enrollSubject = z.strictObject({
 export const enrollBatchBody = z.strictObject({
   subjects: z.array(enrollSubject).max(MAX_BATCH).describe(`at most ${MAX_BATCH} subjects; each is validated and enrolled on its own terms`),
 });
+/** What POST /v1/automations/{id}/enroll takes: one subject, or a batch of them under `subjects`. */
+export const enrollRequestBody = z.union([enrollBody, enrollBatchBody]);
 /** What the route checks before looking at elements: the envelope only, so one bad element never refuses the rest. */
 export const enrollBatchEnvelope = z.strictObject({ subjects: z.array(z.unknown()) });
 /** A list's page size: PAGE_DEFAULT when absent, and a larger ask than PAGE_MAX is served PAGE_MAX rows (clamped, not refused). */
@@ -85,6 +87,8 @@ export const eventBody = z.strictObject({
 });
 /** The batch form of POST /v1/events: an array, each element validated and stored on its own terms. */
 export const eventBatchBody = z.array(eventBody).max(MAX_BATCH).describe(`at most ${MAX_BATCH} events`);
+/** What POST /v1/events takes: one event, or a batch of them. */
+export const eventRequestBody = z.union([eventBody, eventBatchBody]);
 export const eventsQuery = z.strictObject({
   subject_id: z.string().min(1).optional(),
   type: z.string().min(1).max(200).optional().describe("record, webhook, schedule, or the name of a named event"),
