@@ -112,6 +112,7 @@ describe.each(STORE_KINDS)("batch enrollment (%s store)", (kind) => {
         { subject_id: "" },
         { subject_id: "z", extra: 1 },
         { subject_id: "z" },
+        null,
       ],
     });
     expect(res.status).toBe(200);
@@ -122,6 +123,8 @@ describe.each(STORE_KINDS)("batch enrollment (%s store)", (kind) => {
     expect(empty).toMatchObject({ index: 3, error: { code: "request.invalid", details: { pointer: "/subjects/3/subject_id" } } });
     expect(unknown).toMatchObject({ index: 4, error: { code: "request.invalid", details: { pointer: "/subjects/4/extra" } } });
     expect(z).toMatchObject({ index: 5, duplicate: false, run: { subject_id: "z" } });
+    // A null element is refused, never read as an enrollment without a subject.
+    expect(res.body.results[6]).toMatchObject({ index: 6, error: { code: "request.invalid", details: { pointer: "/subjects/6" } } });
     expect(await listAll(ts.store, a.id)).toHaveLength(3);
 
     // The same key in a later batch is a resend too.

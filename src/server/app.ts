@@ -509,6 +509,10 @@ async function batchResults<In, Out extends { index: number }, Json>(
   const valid: { index: number; value: In }[] = [];
   elements.forEach((element, index) => {
     try {
+      // Not through parse's "absent body is {}": a null element is a mistake, never an empty request.
+      if (typeof element !== "object" || element === null || Array.isArray(element)) {
+        throw new WeftError("request.invalid", `body ${base}/${index}: an element must be a JSON object`, { pointer: `${base}/${index}`, in: "body" });
+      }
       valid.push({ index, value: validate(element, `${base}/${index}`) });
     } catch (err) {
       if (!(err instanceof WeftError)) throw err;
