@@ -1,26 +1,31 @@
 // A second process that loads POST /v1/events on loopback with autocannon, each request with a
 // fresh idempotency key, and prints autocannon's result as one JSON line. Bounded in time.
-//   tsx bench/load-events.ts URL TOKEN SECONDS CONNECTIONS
+// BATCH > 1 posts arrays of that many events (the batch form); `events` counts events sent.
+//   tsx bench/load-events.ts URL TOKEN SECONDS CONNECTIONS [BATCH]
 
 import autocannon, { type Request } from "autocannon";
 
-const [url, token, seconds = "5", connections = "32"] = process.argv.slice(2);
-if (!url || !token) throw new Error("usage: load-events.ts URL TOKEN [SECONDS] [CONNECTIONS]");
+const [url, token, seconds = "5", connections = "32", batchArg = "1"] = process.argv.slice(2);
+if (!url || !token) throw new Error("usage: load-events.ts URL TOKEN [SECONDS] [CONNECTIONS] [BATCH]");
+const batch = Number(batchArg);
+if (!Number.isInteger(batch) || batch < 1) throw new Error("BATCH must be a positive whole number");
 if (!/^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//.test(url)) throw new Error("loopback targets only");
 let n = 0;
+/** A fresh key per event, subjects spread over 1,000. */
+const oneEvent = () => ({ type: "bench.ping", key: `k${process.pid}-${n++}`, subject_id: `s${n % 1000}` });
 const result = await autocannon({
   url,
   method: "POST",
   duration: Number(seconds),
   connections: Number(connections),
   headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-  requests: [
-    { setupRequest: (req: Request) => ({ ...req, body: JSON.stringify({ type: "bench.ping", key: `k${process.pid}-${n++}`, subject_id: `s${n % 1000}` }) }) },
-  ],
+  requests: [{ setupRequest: (req: Request) => ({ ...req, body: JSON.stringify(batch === 1 ? oneEvent() : Array.from({ length: batch }, oneEvent)) }) }],
 });
 process.stdout.write(
   JSON.stringify({
     requests: result.requests.total,
+    batch,
+    events: result.requests.total * batch,
     non2xx: result.non2xx,
     errors: result.errors,
     rps: result.requests.average,

@@ -1,5 +1,14 @@
 // Weft as a library: the engine, both stores, the model.
-export { Engine, DEFAULT_WORKSPACE, type EngineOptions, type EnrollRequest } from "./engine/engine.js";
+export {
+  Engine,
+  DEFAULT_WORKSPACE,
+  MAX_BATCH,
+  type EngineOptions,
+  type EnrollRequest,
+  type EnrollResult,
+  type IncomingEvent,
+  type IngestResult,
+} from "./engine/engine.js";
 export { ManualClock, systemClock, type Clock } from "./engine/clock.js";
 export { defineAction, replayed, httpStatusError, type ActionSpec, type ActionContext, type ActionFetch } from "./engine/actions.js";
 export type { Store, Run, StepRun, Automation, RunItem, Approval, AuditRow } from "./engine/store.js";

@@ -335,7 +335,7 @@ describe.each(STORE_KINDS)("weft CLI (%s store)", (kind) => {
     expect(help.stdout).toContain("exit codes");
   });
 
-  it("events send --file sends every line of a JSON Lines file, and stops at the first API error", async () => {
+  it("events send --file sends every line of a JSON Lines file, naming a refused line and storing the others", async () => {
     const lines = Array.from({ length: 50 }, (_, i) => JSON.stringify({ type: "cli.bulk", key: `bulk-${i}`, subject_id: `s-${i}`, payload: { i } }));
     const f = file("events.jsonl", lines.join("\n") + "\n");
     const res = await weft(["events", "send", "--file", f, "--json"]);
@@ -354,11 +354,11 @@ describe.each(STORE_KINDS)("weft CLI (%s store)", (kind) => {
     expect(stored.map((s) => s.status)).toEqual(accepted.map(() => 200));
     expect(stored.map((s) => s.body.body.payload.i)).toEqual(lines.map((_, i) => i));
 
-    // A bad event on line 3: two are sent, then exit 1 naming the line and the API's code.
+    // A bad event on line 3: the other three are stored (one batch), exit 1 naming the line and the API's code.
     const g = file("bad.jsonl", [lines[0], JSON.stringify({ type: "cli.bulk", key: "bulk-new" }), JSON.stringify({ type: "webhook" }), lines[1]].join("\n"));
     const bad = await weft(["events", "send", "--file", g]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain(`${g}:3: event.invalid`);
-    expect(bad.stderr).toContain("sent 2 of 4 events");
+    expect(bad.stderr).toContain("sent 3 of 4 events (2 duplicates); 1 line failed");
   });
 });

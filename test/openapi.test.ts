@@ -96,8 +96,8 @@ describe("the OpenAPI document", () => {
 
   it("request bodies are the validators' own schemas (declared once)", () => {
     const body = (method: string, path: string) => doc.paths[path]![method]!.requestBody!.content["application/json"].schema;
-    expect(body("post", "/v1/events")).toEqual(z.toJSONSchema(Q.eventBody, { io: "input", unrepresentable: "any" }));
-    expect(body("post", "/v1/automations/{id}/enroll")).toEqual(z.toJSONSchema(Q.enrollBody, { io: "input", unrepresentable: "any" }));
+    expect(body("post", "/v1/events")).toEqual(z.toJSONSchema(Q.eventRequestBody, { io: "input", unrepresentable: "any" }));
+    expect(body("post", "/v1/automations/{id}/enroll")).toEqual(z.toJSONSchema(Q.enrollRequestBody, { io: "input", unrepresentable: "any" }));
     expect(body("put", "/v1/secrets/{name}")).toEqual(z.toJSONSchema(Q.secretBody, { io: "input", unrepresentable: "any" }));
   });
 

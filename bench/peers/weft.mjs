@@ -1,13 +1,13 @@
 // Weft through the same harness as the peers, for the workloads where the process itself is
 // measured (timers: memory while 100,000 runs are parked). Built code (dist/), as `npm start` runs
 // it. First argument: a PostgreSQL URL, or "embedded" for a SQLite file in a fresh folder.
-// timers: a run per timer (enroll, 50 at a time) into delay until context.due → a custom action;
-// the engine's default runner settings.
+// timers: a run per timer (batch enrollment, MAX_BATCH subjects per call, one transaction each)
+// into delay until context.due → a custom action; the engine's default runner settings.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Engine, DEFAULT_WORKSPACE, EmbeddedStore, PostgresStore } from "../../dist/index.js";
-import { DB_URL, WORKLOAD, BATCH, timers, report } from "./common.mjs";
+import { Engine, DEFAULT_WORKSPACE, EmbeddedStore, MAX_BATCH, PostgresStore } from "../../dist/index.js";
+import { DB_URL, WORKLOAD, timers, report } from "./common.mjs";
 
 const dir = DB_URL === "embedded" ? mkdtempSync(join(tmpdir(), "weft-bench-")) : null;
 const store = dir ? new EmbeddedStore({ file: join(dir, "weft.db") }) : new PostgresStore({ url: DB_URL, poolSize: 8 });
@@ -39,11 +39,16 @@ if (WORKLOAD === "timers") {
   r = {
     ...(await timers(async (_dues, fired, batches) => {
       onFired = fired;
-      await batches(BATCH, (slice, i) =>
-        Promise.all(slice.map((due, j) => engine.enroll(DEFAULT_WORKSPACE, a.id, { subject_id: `t${i + j}`, context_overrides: { due } }))),
+      // Parked through batch enrollment: one call and one transaction per MAX_BATCH timers.
+      await batches(MAX_BATCH, (slice, i) =>
+        engine.enrollMany(
+          DEFAULT_WORKSPACE,
+          a.id,
+          slice.map((due, j) => ({ subject_id: `t${i + j}`, context_overrides: { due } })),
+        ),
       );
     })),
-    how: "enroll (50 at a time) into delay until context.due → a custom action; default runner settings",
+    how: `batch enrollment (${MAX_BATCH} per call, one transaction each) into delay until context.due → a custom action; default runner settings`,
   };
 } else throw new Error(`unknown workload ${WORKLOAD}`);
 await engine.stop();

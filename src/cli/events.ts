@@ -16,8 +16,7 @@ import {
   table,
   write,
 } from "./common.js";
-import { ApiError } from "./http.js";
-import { Progress } from "./progress.js";
+import { batchSummary, sendBatches } from "./batches.js";
 
 export const EVENTS_USAGE = `usage: weft events send --type T [--subject S] [--key K] [--source SRC] [--payload JSON|@FILE]
        weft events send --record-entity E --record-id R --op created|updated|deleted
@@ -31,8 +30,11 @@ Store an event (POST /v1/events) and print its event_id and whether it was a dup
 earlier event with the same --key). --type is the event's name (e.g. order.paid), or "record"
 for a record change (the default when --record-entity is given).
 --file sends one event per line (each line the API's body: { "type", "key", "subject_id",
-"entity", "record_id", "op", "before", "after", "payload" }); every line is checked before the
-first is sent, the first API error stops the rest (exit 1), and the count sent is printed.
+"entity", "record_id", "op", "before", "after", "payload" }), up to 1,000 lines per request.
+Every line is checked to be a JSON object with a "type" before the first is sent. A line the
+server refuses is printed as FILE:LINE with its error code and the others are still stored (exit 1
+at the end); a request refused as a whole (e.g. a bad token) stops the rest (exit 1). With --json,
+every line's result is printed ({ "line", "event_id", "duplicate" } or { "line", "error" }).
 A progress bar is drawn on stderr when it is a terminal.
 
 get prints a stored event and whether it was dispatched; list prints events newest first
@@ -154,30 +156,19 @@ async function sendFile(file: string, values: { url?: string | undefined; token?
     return Exit.usage;
   }
   const api = connect(values, EVENTS_USAGE);
-  const progress = new Progress(lines.length, "sending");
-  let sent = 0;
-  let duplicates = 0;
-  for (const { line, body } of lines) {
-    try {
-      const res = (await api.call<Accepted>("POST", "/v1/events", body)).body;
-      sent++;
-      if (res.duplicate) duplicates++;
-      if (values.json) progress.print(JSON.stringify({ line, ...res }) + "\n");
-      progress.advance();
-    } catch (err) {
-      if (!(err instanceof ApiError)) throw err;
-      progress.stop();
-      reportApiError(err, `${file}:${line}: `);
-      process.stderr.write(`weft: sent ${sent} of ${lines.length} events; stopped at line ${line}\n`);
-      return Exit.failure;
-    }
-  }
-  progress.stop();
-  const summary = `sent ${sent} event${sent === 1 ? "" : "s"}${duplicates > 0 ? ` (${duplicates} duplicate${duplicates === 1 ? "" : "s"})` : ""}\n`;
+  const outcome = await sendBatches<Accepted>(api, "/v1/events", lines, {
+    file,
+    json: values.json === true,
+    label: "sending",
+    base: "",
+    wrap: (bodies) => bodies,
+    show: (r) => ({ event_id: r.event_id, duplicate: r.duplicate }),
+  });
+  const summary = batchSummary(outcome, lines.length, "event");
   // With --json, stdout holds only the JSON lines.
-  if (values.json) process.stderr.write(`weft: ${summary}`);
+  if (values.json || outcome.failed > 0 || outcome.stoppedAt !== null) process.stderr.write(`weft: ${summary}`);
   else write(summary);
-  return Exit.ok;
+  return outcome.failed > 0 || outcome.stoppedAt !== null ? Exit.failure : Exit.ok;
 }
 
 interface EventSummary {

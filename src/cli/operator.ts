@@ -24,6 +24,7 @@ import type { Api } from "./http.js";
 export const AUTOMATIONS_USAGE = `usage: weft automations list [--json]
        weft automations get KEY|ID [--json]
        weft automations activate|pause KEY|ID
+       weft automations enroll KEY|ID --subjects FILE [--json]   (see weft automations enroll --help)
 
   list      every automation: key, name, status, current version, id
   get       one automation with its current definition (YAML-ready JSON with --json)
@@ -33,6 +34,7 @@ ${CONNECTION_HELP}
 exit codes: 0 ok, 1 API failure, 2 usage error, 3 no such automation`;
 
 export async function automations(args: string[]): Promise<number> {
+  if (args[0] === "enroll") return (await import("./enroll.js")).enroll(args.slice(1));
   const { values, positionals } = parse(args, { ...CONNECTION_OPTIONS, json: { type: "boolean" } }, AUTOMATIONS_USAGE);
   const [sub, target, ...extra] = positionals;
   if (values.help) return help(AUTOMATIONS_USAGE);

@@ -19,7 +19,7 @@ import { Dispatcher } from "./dispatcher.js";
 import { EngineEmitter } from "./events.js";
 import { explain, type Explanation } from "./explain.js";
 import { UndiciHttpClient, type HttpClient } from "./http.js";
-import { Intake, checkSize, type IncomingEvent } from "./intake.js";
+import { Intake, checkSize, type IncomingEvent, type IngestResult } from "./intake.js";
 import * as I from "./items.js";
 import { actionNode } from "./nodes/action.js";
 import { NODE_HANDLERS } from "./nodes/registry.js";
@@ -27,7 +27,7 @@ import type { NodeHandler, NodeSettings } from "./nodes/types.js";
 import { redriveRun, type RedriveVersion } from "./redrive.js";
 import { Runner, type RunnerOptions } from "./runner.js";
 import * as R from "./runs.js";
-import type { EnrollRequest, RunListFilter } from "./runs.js";
+import type { EnrollRequest, EnrollResult, RunListFilter } from "./runs.js";
 import { Scheduler } from "./scheduler.js";
 import { SecretBox } from "./secrets.js";
 import { HookSecrets } from "./webhooks.js";
@@ -59,7 +59,8 @@ import { explainStoredEvent, type EventExplanation } from "./event-explain.js";
 export { DEFAULT_WORKSPACE } from "./admin.js";
 export { DEFAULT_LIMITS, OVERDUE_GRACE_MS, type Limits } from "./core.js";
 export type { AutomationView } from "./automations.js";
-export type { EnrollRequest } from "./runs.js";
+export type { EnrollRequest, EnrollResult } from "./runs.js";
+export { MAX_BATCH, type IncomingEvent, type IngestResult } from "./intake.js";
 
 export interface EngineOptions {
   store: Store;
@@ -278,6 +279,15 @@ export class Engine {
     return R.enroll(this.core, workspaceId, automationId, req, actor);
   }
 
+  /**
+   * Enroll up to MAX_BATCH subjects at once: the same rules as `enroll`, per subject, the runs
+   * inserted in one transaction. Results in input order: `{ index, run, created }` or
+   * `{ index, error }` (a WeftError) for an element refused on its own terms.
+   */
+  enrollMany(workspaceId: string, automationId: string, reqs: readonly EnrollRequest[], actor = "system"): Promise<EnrollResult[]> {
+    return R.enrollMany(this.core, workspaceId, automationId, reqs, actor);
+  }
+
   /** Refuse a payload over its limit (or too deep, or with text no store can keep), naming where. */
   checkSize(value: unknown, limit: number, code: string, pointer: string): void {
     checkSize(value, limit, code, pointer);
@@ -308,6 +318,15 @@ export class Engine {
    */
   ingest(workspaceId: string, incoming: IncomingEvent): Promise<{ event_id: string; duplicate: boolean }> {
     return this.intake.ingest(workspaceId, incoming);
+  }
+
+  /**
+   * Store up to MAX_BATCH events; each is checked and stored on its own terms, all in the same
+   * group commit. Resolves once every accepted one is durable, with results in input order:
+   * `{ index, event_id, duplicate }` or `{ index, error }` (a WeftError).
+   */
+  ingestMany(workspaceId: string, incoming: readonly IncomingEvent[]): Promise<IngestResult[]> {
+    return this.intake.ingestMany(workspaceId, incoming);
   }
 
   /** Verify and store a webhook delivery (Standard Webhooks); the webhook-id is the idempotency key. */

@@ -5,9 +5,9 @@ import type { RunStatus } from "../model/run-status.js";
 import { mustGetAutomation } from "./automations.js";
 import type { EngineCore } from "./core.js";
 import { ErrorCodes } from "./errors.js";
-import { checkSize } from "./intake.js";
-import { newRun } from "./new-run.js";
-import type { Page, Run, StepRun } from "./store.js";
+import { checkBatchSize, checkSize } from "./intake.js";
+import { newRun, type RunStart } from "./new-run.js";
+import type { NewRun, Page, Run, StepRun } from "./store.js";
 
 export interface EnrollRequest {
   subject_id?: string | null;
@@ -33,6 +33,7 @@ export type RunListFilter = {
 /**
  * Start a run of the automation's current version. Idempotent on `idempotency_key`: a repeat
  * returns the first run (`created: false`). Run-as and the trigger event are fixed here, once.
+ * One enrollment is a batch of one: the same rules, the same path.
  */
 export async function enroll(
   core: EngineCore,
@@ -41,37 +42,79 @@ export async function enroll(
   req: EnrollRequest,
   actor: string,
 ): Promise<{ run: Run; created: boolean }> {
-  checkSize(req.context_overrides, core.limits.contextBytes, "limits.context_too_large", "/context_overrides");
+  const [res] = await enrollMany(core, workspaceId, automationId, [req], actor);
+  if (!res) throw new Error("enrollMany returned no result for one request");
+  if ("error" in res) throw res.error;
+  return { run: res.run, created: res.created };
+}
+
+/** One element's outcome in a batch enrollment, by its index in the input. */
+export type EnrollResult = { index: number; run: Run; created: boolean } | { index: number; error: WeftError };
+
+/**
+ * Enroll many subjects in one automation: the automation is checked once for the request, each
+ * element on its own terms (a refused one never refuses the others), and the runs are inserted in
+ * one transaction with the enrollment rules (pause, re-entry, idempotency key) applied per run.
+ * Each created run gets its `run.enroll` audit entry in that transaction.
+ */
+export async function enrollMany(
+  core: EngineCore,
+  workspaceId: string,
+  automationId: string,
+  reqs: readonly EnrollRequest[],
+  actor: string,
+): Promise<EnrollResult[]> {
+  checkBatchSize(reqs.length, "/subjects");
   const a = await mustGetAutomation(core, workspaceId, automationId);
   if (a.status !== "active") throw new WeftError(ErrorCodes.automationPaused, `automation ${automationId} is paused`);
   const v = await core.versions.get(a.id, a.current_version);
   if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
   const now = core.clock.now();
-  const run = newRun(
-    v,
-    {
-      workspace_id: workspaceId,
-      event: req.event ?? { type: "enroll", subject_id: req.subject_id ?? null, payload: req.context_overrides ?? {} },
-      event_id: req.event_id ?? null,
-      dedupe_key: req.idempotency_key ? `key:${req.idempotency_key}` : (id) => `run:${id}`,
-      trigger_type: req.trigger_type ?? "api",
-      context: { ...(req.context_overrides ?? {}) },
-      subject_override: req.subject_id ?? null,
-      subject_fallback: null,
-    },
+  const results: EnrollResult[] = new Array(reqs.length);
+  const planned: { index: number; run: NewRun }[] = [];
+  reqs.forEach((req, index) => {
+    try {
+      checkSize(req.context_overrides, core.limits.contextBytes, "limits.context_too_large", "/context_overrides");
+      planned.push({ index, run: newRun(v, enrollmentStart(workspaceId, req), now) });
+    } catch (err) {
+      if (!(err instanceof WeftError)) throw err;
+      results[index] = { index, error: err };
+    }
+  });
+  const inserted = await core.store.insertRuns(
+    planned.map((p) => p.run),
     now,
+    (r) => ({
+      workspace_id: workspaceId,
+      actor,
+      action: "run.enroll",
+      target_type: "run",
+      target_id: r.id,
+      details: { automation_id: automationId, subject_id: r.subject_id, status: r.status },
+      at: now,
+    }),
   );
-  const res = await core.store.insertRun(run, now, (r) => ({
+  planned.forEach((p, i) => {
+    const res = inserted[i];
+    if (!res) throw new Error(`no insert result for run ${p.run.id}`);
+    announceCreated(core, res);
+    results[p.index] = { index: p.index, ...res };
+  });
+  return results;
+}
+
+/** How a manual enrollment starts its run: the caller's subject, context and key. */
+function enrollmentStart(workspaceId: string, req: EnrollRequest): RunStart {
+  return {
     workspace_id: workspaceId,
-    actor,
-    action: "run.enroll",
-    target_type: "run",
-    target_id: r.id,
-    details: { automation_id: automationId, subject_id: r.subject_id, status: r.status },
-    at: now,
-  }));
-  announceCreated(core, res);
-  return res;
+    event: req.event ?? { type: "enroll", subject_id: req.subject_id ?? null, payload: req.context_overrides ?? {} },
+    event_id: req.event_id ?? null,
+    dedupe_key: req.idempotency_key ? `key:${req.idempotency_key}` : (id) => `run:${id}`,
+    trigger_type: req.trigger_type ?? "api",
+    context: { ...(req.context_overrides ?? {}) },
+    subject_override: req.subject_id ?? null,
+    subject_fallback: null,
+  };
 }
 
 /** Tell listeners of a new run and claim it now when it is due. */

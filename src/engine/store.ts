@@ -615,6 +615,12 @@ export interface Store {
    * (automation, active_subject) turn the new row into an `exited` run with that reason.
    */
   insertRun(run: NewRun, now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult>;
+  /**
+   * Many runs in one transaction, each as insertRun would (the enrollment rules per run, in input
+   * order, so a later run sees an earlier one's active slot and dedupe key); results in input order.
+   * With `audit`, each created run's entry commits in that transaction.
+   */
+  insertRuns(runs: readonly NewRun[], now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult[]>;
 
   /**
    * Store events in one transaction (group commit for intake): each unless (workspace, source,

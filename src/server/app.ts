@@ -8,6 +8,8 @@ import { fleetWarnings } from "../engine/heartbeat.js";
 import { canSee, mayChooseRunAs, mayDecide, requireRouteRole, requireRunAs, runAsUser, type Caller } from "../engine/identity.js";
 import type { Run } from "../engine/store.js";
 import { DEFAULT_HOOK_RATE_LIMIT, DEFAULT_HOOK_RATE_LIMIT_TOTAL } from "../engine/webhooks.js";
+import { checkBatchSize } from "../engine/intake.js";
+import type { EnrollRequest } from "../engine/runs.js";
 import { WeftError } from "../model/errors.js";
 import { checkJsonInput } from "../model/json-input.js";
 import type { RunStatus } from "../model/run-status.js";
@@ -22,7 +24,9 @@ import {
   auditQuery,
   createAutomationBody,
   decisionBody,
+  enrollBatchEnvelope,
   enrollBody,
+  enrollSubject,
   eventBody,
   eventsQuery,
   itemsQuery,
@@ -251,18 +255,22 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "paused", req.caller.actor)),
       );
       v1.post<{ Params: { id: string } }>("/automations/:id/enroll", { config: { role: "member" } }, async (req, reply) => {
+        if (isEnrollBatch(req.body)) {
+          const { subjects } = parse(enrollBatchEnvelope, req.body, "body");
+          checkBatchSize(subjects.length, "/subjects");
+          requireRunAs(req.caller, runAsUser((await engine.getAutomation(req.caller.workspace_id, req.params.id)).definition));
+          const results = await batchResults(
+            subjects,
+            (el, at) => enrollRequest(parse(enrollSubject, el, "body", at)),
+            (reqs) => engine.enrollMany(req.caller.workspace_id, req.params.id, reqs, req.caller.actor),
+            (r) => ({ run: runJson(r.run), duplicate: !r.created }),
+            "/subjects",
+          );
+          return reply.status(200).send({ results });
+        }
         const b = parse(enrollBody, req.body, "body");
         requireRunAs(req.caller, runAsUser((await engine.getAutomation(req.caller.workspace_id, req.params.id)).definition));
-        const res = await engine.enroll(
-          req.caller.workspace_id,
-          req.params.id,
-          {
-            subject_id: b.subject_id ?? null,
-            context_overrides: b.context_overrides ?? {},
-            ...(b.idempotency_key ? { idempotency_key: b.idempotency_key } : {}),
-          },
-          req.caller.actor,
-        );
+        const res = await engine.enroll(req.caller.workspace_id, req.params.id, enrollRequest(b), req.caller.actor);
         return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created });
       });
       v1.get<{ Params: { id: string } }>("/automations/:id/runs", { config: { role: "viewer" } }, async (req) => {
@@ -272,6 +280,17 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       v1.get("/automation-runs", { config: { role: "viewer" } }, async (req) => listRuns(req, undefined));
       v1.get<{ Params: { id: string } }>("/automation-runs/:id", { config: { role: "viewer" } }, async (req) => runJson(await visibleRun(req, req.params.id)));
       v1.post("/events", { config: { role: "member" } }, async (req, reply) => {
+        if (Array.isArray(req.body)) {
+          checkBatchSize(req.body.length, "");
+          const results = await batchResults(
+            req.body as unknown[],
+            (el, at) => parse(eventBody, el, "body", at),
+            (events) => engine.ingestMany(req.caller.workspace_id, events),
+            (r) => ({ event_id: r.event_id, duplicate: r.duplicate }),
+            "",
+          );
+          return reply.status(202).send({ results });
+        }
         const b = parse(eventBody, req.body, "body");
         const res = await engine.ingest(req.caller.workspace_id, b);
         return reply.status(202).send(res);
@@ -507,4 +526,62 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   }
 
   return app;
+}
+
+/** The batch form of an enrollment is an object with `subjects`; anything else is today's single form. */
+function isEnrollBatch(body: unknown): boolean {
+  return typeof body === "object" && body !== null && !Array.isArray(body) && "subjects" in body;
+}
+
+/** What one validated enrollment body asks of the engine (the single and the batch form alike). */
+function enrollRequest(b: {
+  subject_id?: string | null | undefined;
+  context_overrides?: Record<string, unknown> | undefined;
+  idempotency_key?: string | undefined;
+}): EnrollRequest {
+  return {
+    subject_id: b.subject_id ?? null,
+    context_overrides: b.context_overrides ?? {},
+    ...(b.idempotency_key ? { idempotency_key: b.idempotency_key } : {}),
+  };
+}
+
+/** An element's refusal as the API shows it: the error envelope's body, its pointer (relative to `at`) made one from the body's root. */
+function elementError(err: WeftError, at: string): { code: string; message: string; details: Record<string, unknown> } {
+  const pointer = at + (typeof err.details.pointer === "string" ? err.details.pointer : "");
+  return { code: err.code, message: err.message, details: { ...err.details, pointer } };
+}
+
+/**
+ * A batch route's one shape: validate each element on its own (a refusal is that element's result),
+ * hand the valid ones to the engine in one call, and answer one result per element in request order.
+ * `base` is the pointer of the array in the body ("" or "/subjects").
+ */
+async function batchResults<In, Out extends { index: number }, Json>(
+  elements: readonly unknown[],
+  validate: (element: unknown, at: string) => In,
+  run: (valid: In[]) => Promise<(Out | { index: number; error: WeftError })[]>,
+  json: (ok: Out) => Json,
+  base: string,
+): Promise<({ index: number } & (Json | { error: ReturnType<typeof elementError> }))[]> {
+  const results: ({ index: number } & (Json | { error: ReturnType<typeof elementError> }))[] = new Array(elements.length);
+  const valid: { index: number; value: In }[] = [];
+  elements.forEach((element, index) => {
+    try {
+      // Not through parse's "absent body is {}": a null element is a mistake, never an empty request.
+      if (typeof element !== "object" || element === null || Array.isArray(element)) {
+        throw new WeftError("request.invalid", `body ${base}/${index}: an element must be a JSON object`, { pointer: `${base}/${index}`, in: "body" });
+      }
+      valid.push({ index, value: validate(element, `${base}/${index}`) });
+    } catch (err) {
+      if (!(err instanceof WeftError)) throw err;
+      results[index] = { index, error: elementError(err, "") }; // parse already points from the root
+    }
+  });
+  const done = await run(valid.map((v) => v.value));
+  done.forEach((r, i) => {
+    const index = (valid[i] as { index: number }).index;
+    results[index] = "error" in r ? { index, error: elementError(r.error, `${base}/${index}`) } : { index, ...json(r as Out) };
+  });
+  return results;
 }

@@ -58,10 +58,14 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   "POST /v1/automations/:id/activate": { summary: "Start taking new runs", role: "member", responses: ok(S.automationShape) },
   "POST /v1/automations/:id/pause": { summary: "Stop taking new runs", role: "member", responses: ok(S.automationShape) },
   "POST /v1/automations/:id/enroll": {
-    summary: "Start a run (pause and re-entry rules apply)",
+    summary:
+      "Start a run (pause and re-entry rules apply); with `subjects`, a batch of runs inserted in one transaction, each subject on its own terms (200 with results in request order)",
     role: "member",
-    body: Q.enrollBody,
-    responses: { 201: S.runShape.extend({ duplicate: z.boolean() }), 200: S.runShape.extend({ duplicate: z.boolean() }) },
+    body: Q.enrollRequestBody,
+    responses: {
+      201: S.runShape.extend({ duplicate: z.boolean() }),
+      200: z.union([S.runShape.extend({ duplicate: z.boolean() }), S.enrollBatchResultShape]),
+    },
   },
   "POST /v1/automations/:id/simulate": {
     summary: "Walk the current version with a test context; writes and sends nothing",
@@ -117,10 +121,11 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     responses: ok(S.itemShape),
   },
   "POST /v1/events": {
-    summary: "Store an event (202 once committed); a repeated key returns the first event",
+    summary:
+      "Store an event (202 once committed); a repeated key returns the first event. An array stores each element on its own terms, all committed before the 202, with results in request order",
     role: "member",
-    body: Q.eventBody,
-    responses: ok(accepted, 202),
+    body: Q.eventRequestBody,
+    responses: ok(z.union([accepted, S.eventBatchResultShape]), 202),
   },
   "GET /v1/events/:id": { summary: "A stored event and whether it was dispatched", responses: ok(S.eventShape) },
   "GET /v1/events": {

@@ -7,6 +7,7 @@ import { WeftError } from "../model/errors.js";
 import { escapePointer } from "../model/expressions.js";
 import { RUN_STATUSES } from "../model/run-status.js";
 import { PAGE_DEFAULT, PAGE_MAX } from "../engine/store.js";
+import { MAX_BATCH } from "../engine/intake.js";
 
 export const createAutomationBody = z.object({
   definition: z.record(z.string(), z.unknown()),
@@ -22,6 +23,20 @@ export const enrollBody = z.strictObject({
   idempotency_key: z.string().min(1).max(200).optional(),
   entrypoint_id: z.string().optional(),
 });
+/** One subject of a batch enrollment: what a single enrollment takes, per subject. */
+export const enrollSubject = z.strictObject({
+  subject_id: z.string().min(1).max(200).nullable().optional(),
+  context_overrides: z.record(z.string(), z.unknown()).optional(),
+  idempotency_key: z.string().min(1).max(200).optional(),
+});
+/** The batch form's envelope; each element is validated on its own against enrollSubject (documented here). */
+export const enrollBatchBody = z.strictObject({
+  subjects: z.array(enrollSubject).max(MAX_BATCH).describe(`at most ${MAX_BATCH} subjects; each is validated and enrolled on its own terms`),
+});
+/** What POST /v1/automations/{id}/enroll takes: one subject, or a batch of them under `subjects`. */
+export const enrollRequestBody = z.union([enrollBody, enrollBatchBody]);
+/** What the route checks before looking at elements: the envelope only, so one bad element never refuses the rest. */
+export const enrollBatchEnvelope = z.strictObject({ subjects: z.array(z.unknown()) });
 /** A list's page size: PAGE_DEFAULT when absent, and a larger ask than PAGE_MAX is served PAGE_MAX rows (clamped, not refused). */
 const pageLimit = z.coerce
   .number()
@@ -44,11 +59,12 @@ export const runsQuery = z.strictObject({
   limit: pageLimit,
 });
 
-export function parse<T extends z.ZodType>(schema: T, value: unknown, where: "body" | "query"): z.infer<T> {
+/** `at`: the pointer of `value` inside the body (a batch element's, e.g. "/3"); the error's pointer starts with it. */
+export function parse<T extends z.ZodType>(schema: T, value: unknown, where: "body" | "query", at = ""): z.infer<T> {
   const r = schema.safeParse(value ?? {});
   if (r.success) return r.data;
   const issue = r.error.issues[0];
-  const path = issue ? issue.path.map((p) => "/" + String(p).replace(/~/g, "~0").replace(/\//g, "~1")).join("") : "";
+  const path = at + (issue ? issue.path.map((p) => "/" + String(p).replace(/~/g, "~0").replace(/\//g, "~1")).join("") : "");
   const field = issue?.code === "unrecognized_keys" ? `${path}/${escapePointer(String(issue.keys[0]))}` : path;
   throw new WeftError("request.invalid", `${where} ${field || "/"}: ${issue?.message ?? "invalid"}`, {
     pointer: field,
@@ -70,6 +86,10 @@ export const eventBody = z.strictObject({
   after: jsonObject.nullable().optional(),
   payload: z.unknown().optional(),
 });
+/** The batch form of POST /v1/events: an array, each element validated and stored on its own terms. */
+export const eventBatchBody = z.array(eventBody).max(MAX_BATCH).describe(`at most ${MAX_BATCH} events`);
+/** What POST /v1/events takes: one event, or a batch of them. */
+export const eventRequestBody = z.union([eventBody, eventBatchBody]);
 export const eventsQuery = z.strictObject({
   subject_id: z.string().min(1).optional(),
   type: z.string().min(1).max(200).optional().describe("record, webhook, schedule, or the name of a named event"),

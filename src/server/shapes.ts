@@ -228,3 +228,20 @@ export const tokenShape = z.object({ id: z.string(), user_id: z.string(), create
 
 export const listOf = <T extends z.ZodType>(item: T) => z.object({ items: z.array(item) });
 export const pageOf = <T extends z.ZodType>(item: T) => z.object({ items: z.array(item), next_cursor: z.string().nullable() });
+
+/** A refused element of a batch: the error envelope's body, its pointer starting at the element. */
+const batchError = errorShape.shape.error;
+
+/** POST /v1/events with an array: one result per element, in request order. */
+export const eventBatchResultShape = z.object({
+  results: z.array(
+    z.union([z.object({ index: z.number().int(), event_id: z.string(), duplicate: z.boolean() }), z.object({ index: z.number().int(), error: batchError })]),
+  ),
+});
+
+/** POST /v1/automations/{id}/enroll with `subjects`: one result per subject, in request order. */
+export const enrollBatchResultShape = z.object({
+  results: z.array(
+    z.union([z.object({ index: z.number().int(), run: runShape, duplicate: z.boolean() }), z.object({ index: z.number().int(), error: batchError })]),
+  ),
+});

@@ -229,11 +229,17 @@ export class EmbeddedStore implements Store {
   }
 
   async insertRun(run: NewRun, now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult> {
+    const [res] = await this.insertRuns([run], now, audit);
+    if (!res) throw new Error(`run ${run.id} was not inserted`);
+    return res;
+  }
+
+  async insertRuns(runs: readonly NewRun[], now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult[]> {
     return this.db
       .transaction(() => {
-        const res = this.insertRunTx(run, now);
-        if (res.created && audit) this.nodes.audit([audit(res.run)]);
-        return res;
+        const results = runs.map((run) => this.insertRunTx(run, now));
+        if (audit) this.nodes.audit(results.filter((r) => r.created).map((r) => audit(r.run)));
+        return results;
       })
       .immediate();
   }

@@ -135,6 +135,9 @@ export class PostgresStore implements Store {
   insertRun(run: NewRun, now: number, audit?: (created: Run) => AuditEntry) {
     return R.insertRun(this.pool, run, now, audit);
   }
+  insertRuns(runs: readonly NewRun[], now: number, audit?: (created: Run) => AuditEntry) {
+    return R.insertRunsAudited(this.pool, runs, now, audit);
+  }
   insertEvents(es: readonly NewEvent[]) {
     return E.insertEvents(this.pool, es);
   }

@@ -126,11 +126,19 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
 
 /** One run; with `audit`, its audit entry commits in the same transaction when the run is created. */
 export async function insertRun(pool: pg.Pool, run: NewRun, now: number, entry?: (created: Run) => AuditEntry): Promise<InsertRunResult> {
-  if (!entry) return (await insertRuns(pool, [run], now))[0]!;
+  const [res] = await insertRunsAudited(pool, [run], now, entry);
+  if (!res) throw new Error(`run ${run.id} was not inserted`);
+  return res;
+}
+
+/** Runs set-wise (insertRuns); with `audit`, each created run's entry commits in the same transaction. */
+export async function insertRunsAudited(pool: pg.Pool, runs: readonly NewRun[], now: number, entry?: (created: Run) => AuditEntry): Promise<InsertRunResult[]> {
+  if (!entry) return insertRuns(pool, runs, now);
   return tx(pool, async (c) => {
-    const res = (await insertRuns(c, [run], now))[0]!;
-    if (res.created) await audit(c, [entry(res.run)]);
-    return res;
+    const results = await insertRuns(c, runs, now);
+    const entries = results.filter((r) => r.created).map((r) => entry(r.run));
+    if (entries.length > 0) await audit(c, entries);
+    return results;
   });
 }
 
