@@ -15,7 +15,7 @@ import { systemClock, type Clock } from "./clock.js";
 import * as C from "./control.js";
 import type { PauseRequest } from "./control.js";
 import { DEFAULT_LIMITS, OVERDUE_GRACE_MS, type EngineCore, type Limits } from "./core.js";
-import { Dispatcher } from "./dispatcher.js";
+import { DEFAULT_QUARANTINE_AFTER, Dispatcher } from "./dispatcher.js";
 import { EngineEmitter } from "./events.js";
 import { explain, type Explanation } from "./explain.js";
 import { UndiciHttpClient, type HttpClient } from "./http.js";
@@ -129,6 +129,7 @@ export class Engine {
           {
             owner: this.owner,
             leaseMs: 30_000,
+            quarantineAfter: DEFAULT_QUARANTINE_AFTER,
             maxInFlight: 500,
             claimBatch: 200,
             pollMs: pg ? 250 : 1000,
@@ -140,7 +141,19 @@ export class Engine {
         );
     this.dispatcher = opts.noRunner
       ? null
-      : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 50, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
+      : new Dispatcher(
+          this.store,
+          this.versions,
+          this.clock,
+          this.events,
+          {
+            batch: 50,
+            pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500),
+            leaseMs: opts.runner?.leaseMs ?? 30_000,
+            quarantineAfter: opts.runner?.quarantineAfter ?? DEFAULT_QUARANTINE_AFTER,
+          },
+          () => this.poke(),
+        );
     this.scheduler = opts.noRunner ? null : new Scheduler(this.store, this.clock, this.events, opts.schedulePollMs ?? 1000, () => this.dispatcher?.poke());
     this.core = {
       store: this.store,

@@ -278,6 +278,7 @@ class Simulation {
       items_total: 0,
       items_failed: 0,
       interruptions: 0,
+      unsettled_claims: 0,
       control: null,
       due_at: null,
       lease_owner: null,
@@ -423,6 +424,13 @@ class Simulation {
           received_at: this.now,
           dispatched_at: this.now,
           runs_created: 0,
+          actor: null,
+          token_id: null,
+          dispatch_attempts: 0,
+          dispatch_error: null,
+          undeliverable_at: null,
+          undeliverable_reason: null,
+          dropped_at: null,
         };
         return [event];
       },

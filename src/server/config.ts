@@ -17,6 +17,8 @@ export interface Config {
   sample: boolean;
   /** Run lease length in ms (WEFT_LEASE_MS); a dead worker's runs are resumed after it lapses. */
   leaseMs: number;
+  /** WEFT_QUARANTINE_AFTER: lost claims in a row that quarantine a run, failed dispatches that make an event undeliverable (default 3). */
+  quarantineAfter: number;
   /** Longest idle sleep between claims in ms (WEFT_POLL_MS); undefined: the engine's default. */
   pollMs: number | undefined;
   /** An OpenAI-compatible API for agent steps (WEFT_AI_BASE_URL, WEFT_AI_API_KEY, WEFT_AI_MODEL). */
@@ -47,6 +49,9 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
   if (!["all", "api", "worker"].includes(role)) throw new Error(`WEFT_ROLE must be all, api or worker, not "${env.WEFT_ROLE}"`);
   const leaseMs = Number(env.WEFT_LEASE_MS ?? "30000");
   if (!Number.isInteger(leaseMs) || leaseMs <= 0) throw new Error(`WEFT_LEASE_MS must be a positive whole number of ms, not "${env.WEFT_LEASE_MS}"`);
+  const quarantineAfter = Number(env.WEFT_QUARANTINE_AFTER ?? "3");
+  if (!Number.isInteger(quarantineAfter) || quarantineAfter < 1)
+    throw new Error(`WEFT_QUARANTINE_AFTER must be a whole number ≥ 1, not "${env.WEFT_QUARANTINE_AFTER}"`);
   const pollMs = env.WEFT_POLL_MS ? Number(env.WEFT_POLL_MS) : undefined;
   if (pollMs !== undefined && (!Number.isInteger(pollMs) || pollMs <= 0))
     throw new Error(`WEFT_POLL_MS must be a positive whole number of ms, not "${env.WEFT_POLL_MS}"`);
@@ -67,6 +72,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     role,
     sample: env.WEFT_SAMPLE !== "0",
     leaseMs,
+    quarantineAfter,
     pollMs,
     secretKey: env.WEFT_SECRET_KEY || undefined,
     logLevel: env.WEFT_LOG_LEVEL || "info",
