@@ -13,6 +13,7 @@ import { automationVerdict, type TriggerEvent } from "../model/triggers.js";
 import { crashPoint, crashPointSync } from "./crashpoints.js";
 import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
+import { eventMayRunAs, runAsUser } from "./identity.js";
 import { newRun } from "./new-run.js";
 import { LoopingTask } from "./loop.js";
 import { activeSignature, type Automation, type NewRun, type Store, type StoredEvent } from "./store.js";
@@ -42,6 +43,8 @@ export function planEvent(ev: StoredEvent, candidates: readonly Candidate[], now
   for (const c of candidates) {
     if (c.automation.workspace_id !== ev.workspace_id) continue;
     if (!automationVerdict(c.automation.id, c.version.definition.triggers, body).matched) continue;
+    // The poster could not have chosen this automation's run-as: no run (explain: run_as_not_allowed).
+    if (!eventMayRunAs(ev, runAsUser(c.version.definition))) continue;
     out.push(
       newRun(
         c.version,

@@ -19,7 +19,7 @@ import { DEFAULT_QUARANTINE_AFTER, Dispatcher } from "./dispatcher.js";
 import { EngineEmitter } from "./events.js";
 import { explain, type Explanation } from "./explain.js";
 import { UndiciHttpClient, type HttpClient } from "./http.js";
-import { Intake, checkSize, type IncomingEvent } from "./intake.js";
+import { Intake, checkSize, type EventPoster, type IncomingEvent } from "./intake.js";
 import * as I from "./items.js";
 import { actionNode } from "./nodes/action.js";
 import { NODE_HANDLERS } from "./nodes/registry.js";
@@ -48,6 +48,7 @@ import type {
   RunItem,
   StepRun,
   Store,
+  StoredEvent,
 } from "./store.js";
 import { VersionCache } from "./versions.js";
 import { Heartbeat } from "./heartbeat.js";
@@ -287,8 +288,18 @@ export class Engine {
    * Store an event; resolves only once it is committed (acknowledge after this). A repeated key
    * (scoped to workspace and source) returns the first event; with another body it is refused.
    */
-  ingest(workspaceId: string, incoming: IncomingEvent): Promise<{ event_id: string; duplicate: boolean }> {
-    return this.intake.ingest(workspaceId, incoming);
+  ingest(workspaceId: string, incoming: IncomingEvent, by?: EventPoster): Promise<{ event_id: string; duplicate: boolean }> {
+    return this.intake.ingest(workspaceId, incoming, by);
+  }
+
+  /** An undeliverable event back to dispatch (audited); `event.not_undeliverable` otherwise. */
+  replayEvent(workspaceId: string, id: string, actor = "system"): Promise<StoredEvent> {
+    return this.intake.replayEvent(workspaceId, id, actor);
+  }
+
+  /** Drop an undeliverable event for good (audited); `event.not_undeliverable` otherwise. */
+  dropEvent(workspaceId: string, id: string, actor = "system"): Promise<StoredEvent> {
+    return this.intake.dropEvent(workspaceId, id, actor);
   }
 
   /** Verify and store a webhook delivery (Standard Webhooks); the webhook-id is the idempotency key. */

@@ -225,7 +225,6 @@ export class Runner {
         await this.checkpoint(d, false);
         return;
       }
-      await crashPoint("runner:claimed", `${claimed.id} ${claimed.subject_id ?? ""}`);
       await this.driveLoop(d, signal);
     } finally {
       if (this.drives.get(claimed.id) === d) this.drives.delete(claimed.id);
@@ -448,7 +447,7 @@ export class Runner {
       d.cursor.visits[node.key] = visit;
       d.cursor.since_pause += 1;
     }
-    await crashPoint("runner:after-step-effect");
+    await crashPoint("runner:after-step-effect", `${d.run.id} ${d.run.subject_id ?? ""}`);
     const finished = this.clock.now();
     if (violations.length > 0) {
       d.audit(

@@ -426,6 +426,7 @@ class Simulation {
           runs_created: 0,
           actor: null,
           token_id: null,
+          actor_role: null,
           dispatch_attempts: 0,
           dispatch_error: null,
           undeliverable_at: null,

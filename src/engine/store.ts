@@ -400,8 +400,10 @@ export interface StoredEvent {
   runs_created: number;
   /** Who posted it: the user id (API) or `system` (library); null for webhook, schedule and outbox events. */
   actor: string | null;
-  /** The API token it was posted with (null: a session, the library or the engine). */
+  /** The API token it was posted with (null: the library or the engine). */
   token_id: string | null;
+  /** The poster's role in the workspace when it was posted (null: library or engine). */
+  actor_role: Role | null;
   /** Dispatch rounds that leased it (a lease that never reached the dispatch commit counts). */
   dispatch_attempts: number;
   /** The last error planning it raised, if any. */
@@ -416,7 +418,11 @@ export interface StoredEvent {
 /** Fields the dispatcher and the operator write after the event is stored. */
 type EventProgress = "dispatched_at" | "runs_created" | "dispatch_attempts" | "dispatch_error" | "undeliverable_at" | "undeliverable_reason" | "dropped_at";
 
-export type NewEvent = Omit<StoredEvent, EventProgress | "actor" | "token_id"> & { actor?: string | null; token_id?: string | null };
+export type NewEvent = Omit<StoredEvent, EventProgress | "actor" | "token_id" | "actor_role"> & {
+  actor?: string | null;
+  token_id?: string | null;
+  actor_role?: Role | null;
+};
 
 /** A dispatch round's read: leased events and the automations active in their workspaces after the read. */
 export interface DispatchBatch {

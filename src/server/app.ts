@@ -55,6 +55,9 @@ import {
   versionJson,
 } from "./views.js";
 
+/** Undeliverable events and quarantined runs the ops overview lists (newest first; it counts all). */
+const QUARANTINE_LIST = 20;
+
 export interface AppOptions {
   engine: Engine;
   /** Made a valid admin token of the default workspace when the app starts (WEFT_ADMIN_TOKEN). */
@@ -230,7 +233,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       v1.get<{ Params: { id: string } }>("/automation-runs/:id", async (req) => runJson(await visibleRun(req, req.params.id)));
       v1.post("/events", async (req, reply) => {
         const b = parse(eventBody, req.body, "body");
-        const res = await engine.ingest(req.caller.workspace_id, b);
+        const c = req.caller;
+        const res = await engine.ingest(c.workspace_id, b, { actor: c.user_id, token_id: c.token_id, role: c.role });
         return reply.status(202).send(res);
       });
       v1.get<{ Params: { id: string } }>("/events/:id", async (req) => eventJson(await engine.getEvent(req.caller.workspace_id, req.params.id)));
@@ -239,6 +243,14 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         return { items: page.items.map(eventSummaryJson), next_cursor: page.next_cursor };
       });
       v1.get<{ Params: { id: string } }>("/events/:id/explain", async (req) => engine.explainEvent(req.caller.workspace_id, req.params.id));
+      // Undeliverable events (their dispatch failed WEFT_QUARANTINE_AFTER times): a member puts one
+      // back to dispatch or drops it; both audited.
+      v1.post<{ Params: { id: string } }>("/events/:id/replay", async (req) =>
+        eventJson(await engine.replayEvent(req.caller.workspace_id, req.params.id, req.caller.actor)),
+      );
+      v1.post<{ Params: { id: string } }>("/events/:id/drop", async (req) =>
+        eventJson(await engine.dropEvent(req.caller.workspace_id, req.params.id, req.caller.actor)),
+      );
       v1.get<{ Params: { id: string } }>("/subjects/:id/automation-controls", async (req) => ({
         items: (await engine.listPauses(req.caller.workspace_id, req.params.id)).map(pauseJson),
       }));
@@ -366,8 +378,24 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         const q = parse(opsQuery, req.query, "query");
         const o = await engine.admin.opsOverview(req.caller, await engine.overdue(req.caller.workspace_id), (q.window_hours ?? 24) * 3_600_000);
         const processes = await engine.store.liveProcesses(engine.clock.now());
+        const [undeliverable, quarantined] = await Promise.all([
+          engine.store.undeliverableEvents(req.caller.workspace_id, QUARANTINE_LIST),
+          engine.store.quarantinedRuns(req.caller.workspace_id, QUARANTINE_LIST),
+        ]);
         return {
           ...o,
+          quarantine: {
+            undeliverable_events: undeliverable.total,
+            quarantined_runs: quarantined.total,
+            events: undeliverable.events.map(eventSummaryJson),
+            runs: quarantined.runs
+              .filter((r) => canSee(req.caller, r))
+              .map((r) => ({
+                id: r.id,
+                automation_id: r.automation_id,
+                completed_at: r.completed_at === null ? null : new Date(r.completed_at).toISOString(),
+              })),
+          },
           oldest_due_run: o.oldest_due_run ? { id: o.oldest_due_run.id, due_at: new Date(o.oldest_due_run.due_at).toISOString() } : null,
           processes: processes.map((p) => ({ role: p.role, id: p.id, host: p.host, pid: p.pid, last_seen: new Date(p.last_seen).toISOString() })),
           warnings: fleetWarnings(processes, { ...o.queue_depth, overdue_schedules: o.overdue_schedules }),

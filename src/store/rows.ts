@@ -146,6 +146,7 @@ export function mappers(c: Codec): Mappers {
         runs_created: r.runs_created,
         actor: r.actor ?? null,
         token_id: r.token_id ?? null,
+        actor_role: r.actor_role ?? null,
         dispatch_attempts: r.dispatch_attempts ?? 0,
         dispatch_error: r.dispatch_error ?? null,
         undeliverable_at: t(r.undeliverable_at),

@@ -104,8 +104,8 @@ export class EmbeddedStore implements Store {
           AND (exit_reason IS NULL OR exit_reason NOT IN ${sqlList(NOT_ENROLLED)}) LIMIT 1`)
         .pluck(),
       insertEvent:
-        d.prepare(`INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at, actor, token_id)
-          VALUES (@id, @workspace_id, @source, @idempotency_key, @payload_hash, @type, @name, @subject_id, @body, @shard, @received_at, @actor, @token_id)
+        d.prepare(`INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at, actor, token_id, actor_role)
+          VALUES (@id, @workspace_id, @source, @idempotency_key, @payload_hash, @type, @name, @subject_id, @body, @shard, @received_at, @actor, @token_id, @actor_role)
           ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`),
       eventByKey: d.prepare("SELECT * FROM events WHERE workspace_id = ? AND source = ? AND idempotency_key = ?"),
       undispatchedShards: d.prepare("SELECT DISTINCT shard FROM events WHERE dispatched_at IS NULL").pluck(),
@@ -278,7 +278,7 @@ export class EmbeddedStore implements Store {
   }
 
   private insertEventTx(e: NewEvent): { event: StoredEvent; duplicate: boolean } {
-    const r = this.s.insertEvent.get({ actor: null, token_id: null, ...e, body: JSON.stringify(e.body) });
+    const r = this.s.insertEvent.get({ actor: null, token_id: null, actor_role: null, ...e, body: JSON.stringify(e.body) });
     if (r) return { event: toEvent(r), duplicate: false };
     return { event: toEvent(this.s.eventByKey.get(e.workspace_id, e.source, e.idempotency_key)), duplicate: true };
   }

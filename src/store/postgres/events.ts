@@ -40,11 +40,11 @@ const toHook = (r: Row): HookRow => ({ ...(r as unknown as HookRow), created_at:
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
-const INSERT_EVENTS_SQL = `INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at, actor, token_id)
+const INSERT_EVENTS_SQL = `INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at, actor, token_id, actor_role)
   SELECT x.id, x.workspace_id, x.source, x.idempotency_key, x.payload_hash, x.type, x.name, x.subject_id, x.body, x.shard,
-         to_timestamp(x.received_at / 1000.0), x.actor, x.token_id
+         to_timestamp(x.received_at / 1000.0), x.actor, x.token_id, x.actor_role
   FROM jsonb_to_recordset($1::jsonb) AS x(id text, workspace_id text, source text, idempotency_key text, payload_hash text,
-       type text, name text, subject_id text, body jsonb, shard int, received_at double precision, actor text, token_id text)
+       type text, name text, subject_id text, body jsonb, shard int, received_at double precision, actor text, token_id text, actor_role text)
   ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`;
 
 /** Many events, one statement and one commit; duplicates (in the table or the batch) read back. */
