@@ -12,7 +12,7 @@ import { startApi, type Api } from "./helpers/api.js";
 import { WS } from "./helpers/engine.js";
 import { Sink } from "./helpers/sink.js";
 import { listAll, makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
-import { sleep } from "./helpers/wait.js";
+import { sleep, until } from "./helpers/wait.js";
 import { kill, killAll, startWorker, type Worker } from "./helpers/workers.js";
 
 const TOKEN = "quarantine-admin-token-0123456789abcdef";
@@ -43,16 +43,6 @@ const slowCall = (key: string, url: string) => ({
   ],
   edges: [{ from: "call", port: "next", to: "done" }],
 });
-
-async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 /** Start a worker and wait until it dies (SIGKILL) or `done` holds; returns whether it died. */
 async function runUntil(w: Worker, done: () => Promise<boolean>, ms = 60_000): Promise<boolean> {
@@ -138,10 +128,14 @@ describe.each(STORE_KINDS)("quarantine (%s store)", (kind) => {
 
     // Every other run completed; one enrolled now completes on the same (still living) worker.
     const after = (await engine.enroll(WS, fineAut.id, { subject_id: "fine-d" })).run;
-    await until("the runs of the fine automation", async () => {
-      const runs = await listAll(ts.store, fineAut.id);
-      return runs.length === 4 && runs.every((r: Run) => r.status === "completed");
-    });
+    await until(
+      "the runs of the fine automation",
+      async () => {
+        const runs = await listAll(ts.store, fineAut.id);
+        return runs.length === 4 && runs.every((r: Run) => r.status === "completed");
+      },
+      60_000,
+    );
     expect(new Set((await listAll(ts.store, fineAut.id)).map((r) => r.id))).toEqual(new Set([...before.map((r) => r.id), after.id]));
 
     // Never claimed again: two more leases' time on the living worker leave the row as it was.
@@ -174,7 +168,7 @@ describe.each(STORE_KINDS)("quarantine (%s store)", (kind) => {
     expect({ kills, attempts: held.dispatch_attempts, dispatched: held.dispatched_at }).toEqual({ kills: N, attempts: N, dispatched: null });
     expect(held.undeliverable_reason).toContain(`did not complete ${N} times`);
     // The other event was dispatched (alone, once the batch it shared with the poison was lost).
-    await until("the good event's run", async () => (await engine.getEvent(WS, good)).dispatched_at !== null);
+    await until("the good event's run", async () => (await engine.getEvent(WS, good)).dispatched_at !== null, 60_000);
     expect((await engine.store.eventRuns(WS, good)).map((r) => r.automation_id)).toEqual([aut.id]);
 
     // Set aside: the living worker leaves it alone; explain and ops say so.
@@ -196,7 +190,7 @@ describe.each(STORE_KINDS)("quarantine (%s store)", (kind) => {
       undeliverable_at: null,
       attempts: 0,
     });
-    await until("the replayed event's dispatch", async () => (await engine.getEvent(WS, bad)).dispatched_at !== null);
+    await until("the replayed event's dispatch", async () => (await engine.getEvent(WS, bad)).dispatched_at !== null, 60_000);
     expect((await engine.store.eventRuns(WS, bad)).map((r) => r.automation_id)).toEqual([aut.id]);
     const audit = await api.call<{ items: { action: string; target_id: string; actor: string }[] }>("GET", "/v1/audit-log?limit=50");
     expect(audit.body.items.filter((a) => a.target_id === bad).map((a) => a.action)).toEqual(["event.replay"]);
@@ -210,10 +204,14 @@ describe.each(STORE_KINDS)("quarantine (%s store)", (kind) => {
     await engine.createAutomation(WS, fine(`takes-paid-2-${kind}`));
     const { event_id: bad } = await engine.ingest(WS, { type: "order.paid", subject_id: "poison-throw-1", key: `throw-${kind}` });
     const w = worker({ WEFT_CRASH_POINT: "dispatcher:planning", WEFT_CRASH_MATCH: "poison-throw", WEFT_CRASH_MODE: "throw" });
-    const held = await until("the event set aside", async () => {
-      const e = await engine.getEvent(WS, bad);
-      return e.undeliverable_at !== null ? e : null;
-    });
+    const held = await until(
+      "the event set aside",
+      async () => {
+        const e = await engine.getEvent(WS, bad);
+        return e.undeliverable_at !== null ? e : null;
+      },
+      60_000,
+    );
     expect(held.dispatch_attempts).toBe(N);
     expect(held.undeliverable_reason).toBe(`its dispatch failed ${N} times (last error: crash point dispatcher:planning)`);
     expect(w.child.exitCode === null && w.child.signalCode === null).toBe(true);

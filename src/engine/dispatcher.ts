@@ -97,9 +97,6 @@ export class Dispatcher extends LoopingTask {
     if (leased.length === 0) return false;
     const candidates = await this.candidates(active);
     const { runs, planned, failed } = await this.plan(leased, candidates, now);
-    for (const [error, ids] of failed) {
-      for (const e of await this.store.failDispatch(ids, error, this.clock.now(), this.opts.quarantineAfter)) this.emitUndeliverable(e);
-    }
     const seen: Record<string, string> = {};
     for (const ws of new Set(leased.map((e) => e.workspace_id))) seen[ws] = activeSignature(active.filter((a) => a.workspace_id === ws));
     const res = await this.store.commitDispatch(now, { event_ids: planned, runs, seen }, () => {
@@ -109,6 +106,10 @@ export class Dispatcher extends LoopingTask {
     for (const r of res.runs) this.events.emit("run:created", { run: r });
     for (const e of res.events) this.events.emit("event:dispatched", { event_id: e.id, runs: res.runs.filter((r) => r.event_id === e.id).map((r) => r.id) });
     if (res.runs.some((r) => r.status === "pending")) this.onRuns(res.runs.length);
+    // After the commit: the events planned fine are dispatched whatever becomes of these.
+    for (const [error, ids] of failed) {
+      for (const e of await this.store.failDispatch(ids, error, this.clock.now(), this.opts.quarantineAfter)) this.emitUndeliverable(e);
+    }
     return leased.length === this.opts.batch || res.stale.length > 0 || failed.size > 0;
   }
 

@@ -181,8 +181,8 @@ export async function failDispatch(pool: pg.Pool, ids: readonly string[], error:
   if (ids.length === 0) return [];
   const res = await pool.query(
     `UPDATE events SET dispatch_until = NULL, dispatch_error = $2,
-       undeliverable_at = CASE WHEN dispatch_attempts >= $4 THEN $3 END,
-       undeliverable_reason = CASE WHEN dispatch_attempts >= $4 THEN 'its dispatch failed ' || dispatch_attempts || ' times (last error: ' || $2 || ')' END
+       undeliverable_at = CASE WHEN dispatch_attempts >= $4 THEN $3::timestamptz END,
+       undeliverable_reason = CASE WHEN dispatch_attempts >= $4 THEN 'its dispatch failed ' || dispatch_attempts || ' times (last error: ' || $2::text || ')' END
      WHERE id = ANY($1::text[]) AND dispatched_at IS NULL AND undeliverable_at IS NULL RETURNING *`,
     [ids, error, ts(now), maxAttempts],
   );
