@@ -92,7 +92,9 @@ export class Dispatcher extends LoopingTask {
   /** One dispatch round; returns whether to go again at once (a full batch, or events to plan again). */
   async once(): Promise<boolean> {
     const now = this.clock.now();
-    const { events: leased, active, undeliverable } = await this.store.leaseEvents(now, this.opts.leaseMs, this.opts.batch, this.opts.quarantineAfter);
+    // A lease stands for a living dispatcher, so it runs on real time: the engine's clock (which
+    // a test may move by hours) decides what is due, not whether a dispatcher died.
+    const { events: leased, active, undeliverable } = await this.store.leaseEvents(Date.now(), this.opts.leaseMs, this.opts.batch, this.opts.quarantineAfter);
     for (const e of undeliverable) this.emitUndeliverable(e);
     if (leased.length === 0) return false;
     const candidates = await this.candidates(active);
@@ -108,7 +110,7 @@ export class Dispatcher extends LoopingTask {
     if (res.runs.some((r) => r.status === "pending")) this.onRuns(res.runs.length);
     // After the commit: the events planned fine are dispatched whatever becomes of these.
     for (const [error, ids] of failed) {
-      for (const e of await this.store.failDispatch(ids, error, this.clock.now(), this.opts.quarantineAfter)) this.emitUndeliverable(e);
+      for (const e of await this.store.failDispatch(ids, error, Date.now(), this.opts.quarantineAfter)) this.emitUndeliverable(e);
     }
     return leased.length === this.opts.batch || res.stale.length > 0 || failed.size > 0;
   }
