@@ -15,20 +15,20 @@ import { WS, LOOPBACK } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { until } from "./helpers/wait.js";
 
-/** The real store; the next dispatch round can be held just before its dispatch transaction. */
+/** The real store; the next dispatch round can be held just before it reads its events and automations. */
 function holdable(store: Store) {
   let hold: { arrived: () => void; released: Promise<void> } | null = null;
   const proxy = new Proxy(store, {
     get(target, prop) {
-      if (prop === "dispatchEvents") {
-        return async (...args: Parameters<Store["dispatchEvents"]>) => {
+      if (prop === "leaseEvents") {
+        return async (...args: Parameters<Store["leaseEvents"]>) => {
           const h = hold;
           if (h) {
             hold = null;
             h.arrived();
             await h.released;
           }
-          return target.dispatchEvents(...args);
+          return target.leaseEvents(...args);
         };
       }
       const v = Reflect.get(target, prop, target) as unknown;

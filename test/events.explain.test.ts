@@ -188,6 +188,46 @@ describe.each(STORE_KINDS)("event explanation (%s store)", (kind) => {
     await until("the first run ended", async () => (await engine.getRun(WS, first.run_id!)).completed_at !== null);
     expect(answerFor(await explain({ type: "pong", subject_id: "u2" }), "cool")).toMatchObject({ code: "reentry_cooldown", taken: false });
   });
+
+  it("run_as_not_allowed: the poster could not have chosen the automation's run-as user", async () => {
+    const admin = (await engine.admin.authenticate(TOKEN))!;
+    const owner = await engine.admin.createUser(admin, "owner", "member");
+    const a = await engine.createAutomation(WS, flow("runs-as-owner", [{ type: "event", name: "lead.in" }], { run_as: { type: "user", user_id: owner.id } }));
+    const poster = { actor: "usr_someone_else", token_id: "tok_x", role: "member" as const };
+    const { event_id } = await engine.ingest(WS, { type: "lead.in", subject_id: "l1" }, poster);
+    await until("the event dispatched", async () => (await engine.getEvent(WS, event_id)).dispatched_at !== null);
+    const x = await engine.explainEvent(WS, event_id);
+    expect({ actor: x.actor, token_id: x.token_id }).toEqual({ actor: "usr_someone_else", token_id: "tok_x" });
+    const answer = x.automations.find((c) => c.automation_id === a.id)!;
+    expect({ code: answer.code, taken: answer.taken, details: answer.details }).toEqual({
+      code: "run_as_not_allowed",
+      taken: false,
+      details: { run_as_user_id: owner.id, actor: "usr_someone_else", actor_role: "member" },
+    });
+  });
+
+  it("event_undeliverable: the reason, until a member replays it", async () => {
+    await engine.dispatcher!.stop();
+    const a = await engine.createAutomation(WS, flow("takes-ping", [{ type: "event", name: "ping" }]));
+    const { event_id } = await engine.ingest(WS, { type: "ping", subject_id: "p1" });
+    // Three dispatch rounds that each failed while planning it (what a dispatcher does with an error).
+    for (let i = 0; i < 3; i++) {
+      const { events } = await ts.store.leaseEvents(Date.now(), 60_000, 10, 3);
+      expect(events.map((e) => e.id)).toEqual([event_id]);
+      await ts.store.failDispatch([event_id], "planning blew up", Date.now(), 3);
+    }
+    const x = await engine.explainEvent(WS, event_id);
+    expect(x.undeliverable_reason).toBe("its dispatch failed 3 times (last error: planning blew up)");
+    expect(x.summary).toContain("undeliverable");
+    expect(x.automations.find((c) => c.automation_id === a.id)?.code).toBe("event_undeliverable");
+    // Dispatch skips it.
+    expect((await ts.store.leaseEvents(Date.now(), 60_000, 10, 3)).events).toEqual([]);
+    const replayed = await api.call("POST", `/v1/events/${event_id}/replay`);
+    expect(replayed.status).toBe(200);
+    engine.dispatcher!.start();
+    await until("the replayed event dispatched", async () => (await engine.getEvent(WS, event_id)).dispatched_at !== null);
+    expect((await engine.explainEvent(WS, event_id)).automations.find((c) => c.automation_id === a.id)?.code).toBe("taken");
+  });
 });
 
 /** `weft serve --role api` as a child process on the test store; resolves with its base URL. */

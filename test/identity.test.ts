@@ -757,6 +757,8 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       },
       "GET /v1/events/:id": { probes: [nf] },
       "GET /v1/events/:id/explain": { probes: [nf] },
+      "POST /v1/events/:id/replay": { probes: [nf] },
+      "POST /v1/events/:id/drop": { probes: [nf] },
       "GET /v1/events": {
         probes: [{ ...listed, check: (r) => ((r.body.items as { id: string }[]).some((e) => e.id === evt.body.event_id) ? "B lists A's event" : null) }],
       },

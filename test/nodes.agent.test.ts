@@ -177,6 +177,7 @@ function testRun(): Run {
     items_total: 0,
     items_failed: 0,
     interruptions: 0,
+    unsettled_claims: 0,
     control: null,
     due_at: now + 30_000,
     lease_owner: "wkr_test",

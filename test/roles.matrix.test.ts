@@ -18,6 +18,7 @@ import { z } from "zod";
 import { defineAction } from "../src/engine/actions.js";
 import { BOOTSTRAP_ADMIN } from "../src/engine/admin.js";
 import { Engine } from "../src/engine/engine.js";
+import { apiEvent } from "../src/engine/intake.js";
 import type { RouteRole } from "../src/engine/identity.js";
 import type { Run, Store } from "../src/engine/store.js";
 import { StepFailure, stepError } from "../src/model/errors.js";
@@ -82,6 +83,8 @@ interface Fixtures {
   /** A token (id) of `userId`, or of a user of this workspace when the caller is not one of its users. */
   freshToken(who: Who): Promise<string>;
   freshSecret(): Promise<string>;
+  /** An event marked undeliverable (its dispatch failed), for replay and drop. */
+  freshUndeliverable(): Promise<string>;
   /** A webhook hook of its own (a rotation leaves the shared hook's secret as the deliveries sign it). */
   freshHook(): Promise<string>;
 }
@@ -180,6 +183,8 @@ const RECIPES: Record<string, (f: Fixtures, who: Who) => Promise<Req> | Req> = {
   "DELETE /v1/secrets/:name": async (f) => ({ path: `/v1/secrets/${await f.freshSecret()}` }),
   "GET /v1/workspace/settings": () => ({ path: "/v1/workspace/settings" }),
   "PATCH /v1/workspace/settings": () => ({ path: "/v1/workspace/settings", body: { strict_definitions: false } }),
+  "POST /v1/events/:id/replay": async (f) => ({ path: `/v1/events/${await f.freshUndeliverable()}/replay`, body: {} }),
+  "POST /v1/events/:id/drop": async (f) => ({ path: `/v1/events/${await f.freshUndeliverable()}/drop`, body: {} }),
   "GET /v1/hooks/:id/secret": (f) => ({ path: `/v1/hooks/${f.hook.id}/secret` }),
   "POST /v1/hooks/:id/rotate": async (f) => ({ path: `/v1/hooks/${await f.freshHook()}/rotate`, body: { grace_seconds: 60 } }),
 };
@@ -385,6 +390,16 @@ describe.each(STORE_KINDS)("roles (%s store)", (kind) => {
         const res = await admin("POST", "/v1/tokens", { user_id: own });
         expect(res.status, res.text).toBe(201);
         return res.body.id as string;
+      },
+      freshUndeliverable: async () => {
+        // Stored without waking the dispatcher, then failed before a round takes it (tried again if one did).
+        for (let i = 0; i < 50; i++) {
+          const now = engine.clock.now();
+          const [stored] = await ts.store.insertEvents([apiEvent(ws, { type: "roles.none", key: uniq("lost") }, now)]);
+          const id = stored!.event.id;
+          if ((await ts.store.failDispatch([id], "roles matrix fixture", now, 0)).length === 1) return id;
+        }
+        throw new Error("could not make an undeliverable event");
       },
       freshHook: async () => (await create({ ...setEnd(uniq("hooked")), triggers: [{ type: "webhook" }] })).hooks![0]!.id,
       freshSecret: async () => {

@@ -277,7 +277,18 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       const res = await store.insertRun(nr, T0);
       expect(res.created).toBe(true);
       const { active_subject: _active, completed_at: _c, ...rest } = nr;
-      const want = { ...rest, rev: 0, lease_owner: null, interruptions: 0, control: null, items_total: 0, items_failed: 0, completed_at: null, updated_at: T0 };
+      const want = {
+        ...rest,
+        rev: 0,
+        lease_owner: null,
+        interruptions: 0,
+        unsettled_claims: 0,
+        control: null,
+        items_total: 0,
+        items_failed: 0,
+        completed_at: null,
+        updated_at: T0,
+      };
       expect(res.run).toEqual(want);
       expect(await store.getRun(WS, nr.id)).toEqual(want);
     });
@@ -675,11 +686,14 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
         steps,
       );
 
+      // The claim is counted until a commit settles it (quarantine counts the claims never settled).
+      expect(run!.unsettled_claims).toBe(1);
       expect(await flags(store.commit("w1", [cp]))).toEqual([true]);
       const after = await store.getRun(WS, run!.id);
       expect(after).toEqual({
         ...run,
         rev: 2,
+        unsettled_claims: 0,
         context: { total: 3, nested: { list: [1, 2] } },
         steps: { a: { value: 10 } },
         cursor,

@@ -12,6 +12,7 @@ import { automationVerdict } from "../src/model/triggers.js";
 import { BUDGET_CEILING, DEFAULT_SETTINGS } from "../src/model/workspace-settings.js";
 import { buildApp } from "../src/server/app.js";
 import { settle, startEngine, WS } from "./helpers/engine.js";
+import { until } from "./helpers/wait.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
 const TOKEN = "wst_admin_token_for_settings_tests_0123456789";
@@ -178,5 +179,26 @@ describe.each(STORE_KINDS)("workspace settings (%s store)", (kind) => {
     const verdict = automationVerdict("aut_1", triggers, event, await workspaceBudget(ts.store, WS));
     expect(verdict).toMatchObject({ matched: false, code: "filter_error" });
     expect((verdict as { error: string }).error).toContain("expression.budget_exceeded");
+  });
+
+  it("the dispatcher evaluates an event's filters under its workspace's budget, and the event's explanation says so", async () => {
+    await engine.createAutomation(WS, {
+      key: "lines",
+      name: "lines",
+      triggers: [{ type: "event", name: "order.paid", filter: "event.payload.lines.all(l, l > 0)" }],
+      reentry: { policy: "allow_concurrent" },
+      root: "s",
+      nodes: [{ key: "s", kind: "set", config: { assign: { ok: "true" } } }],
+    });
+    const lines = Array.from({ length: 20 }, (_, i) => i + 1);
+    const before = await engine.ingest(WS, { type: "order.paid", key: "k-before", payload: { lines } });
+    await until("the first event's run", async () => (await ts.store.eventRuns(WS, before.event_id)).length === 1);
+    await admin("PATCH", "/v1/workspace/settings", { expression_budget: { max_iterations: 5 } });
+    const after = await engine.ingest(WS, { type: "order.paid", key: "k-after", payload: { lines } });
+    await until("the second event's dispatch", async () => (await ts.store.getEvent(WS, after.event_id))?.dispatched_at !== null);
+    expect(await ts.store.eventRuns(WS, after.event_id)).toEqual([]);
+    const why = await engine.explainEvent(WS, after.event_id);
+    expect(why.automations[0], JSON.stringify(why.automations[0])).toMatchObject({ taken: false, code: "filter_false" });
+    expect(JSON.stringify(why.automations[0])).toContain("budget");
   });
 });

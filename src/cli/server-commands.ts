@@ -46,7 +46,7 @@ async function serve(cfg: Config): Promise<void> {
     store,
     noRunner: cfg.role === "api",
     role: cfg.role,
-    runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) },
+    runner: { leaseMs: cfg.leaseMs, quarantineAfter: cfg.quarantineAfter, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) },
     ...(cfg.dispatchPollMs ? { dispatchPollMs: cfg.dispatchPollMs } : {}),
     wakeups: cfg.wakeups,
     settings: { ai: cfg.ai, itemsInFlight: cfg.itemsInFlight },

@@ -1,18 +1,36 @@
-// The dispatcher: claims stored events (round-robin over shards) and, in the same transaction,
-// creates the runs they start (unique on automation + event) and marks them dispatched.
+// The dispatcher turns stored events into runs in three steps, so nothing a tenant wrote (a
+// trigger filter) is evaluated while a transaction, a connection or a row lock is held:
+//   1. lease: a short write leases a batch of undispatched events (their attempt counted) and a
+//      plain read takes the active automations of their workspaces;
+//   2. plan: outside any transaction, each event is matched against them (yielding the event loop
+//      between events); an event whose planning throws is handed back with the error;
+//   3. commit: one short transaction claims the planned events still undispatched, checks the
+//      automations are still the ones planned against (else the event is planned again), inserts
+//      the runs (unique on automation + event) and marks the events dispatched.
+// An event whose dispatch did not complete `quarantineAfter` times is marked undeliverable.
 
+import type { Budget } from "../model/cel-budget.js";
 import { automationVerdict, type TriggerEvent } from "../model/triggers.js";
 import { crashPoint, crashPointSync } from "./crashpoints.js";
 import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
+import { eventMayRunAs, runAsUser } from "./identity.js";
 import { newRun } from "./new-run.js";
 import { LoopingTask } from "./loop.js";
-import type { Automation, NewRun, Run, Store, StoredEvent } from "./store.js";
+import { activeSignature, type Automation, type NewRun, type Store, type StoredEvent } from "./store.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
+import { workspaceBudget } from "./workspace-settings.js";
+
+/** Default of WEFT_QUARANTINE_AFTER: lost claims of a run, failed dispatches of an event. */
+export const DEFAULT_QUARANTINE_AFTER = 3;
 
 export interface DispatcherOptions {
   batch: number;
   pollMs: number;
+  /** How long a round's lease on its events lasts (a dead dispatcher's events are leased again after it). */
+  leaseMs: number;
+  /** Failed dispatches after which an event is undeliverable. */
+  quarantineAfter: number;
 }
 
 interface Candidate {
@@ -20,37 +38,42 @@ interface Candidate {
   version: LoadedVersion;
 }
 
-/** Which automations an event starts: at most one run per automation, whichever triggers match. */
-export function planEvents(events: StoredEvent[], candidates: Candidate[], now: number): NewRun[] {
+/** The runs one event starts: at most one per automation of its workspace whose triggers match. */
+export function planEvent(ev: StoredEvent, candidates: readonly Candidate[], now: number, budget?: Budget): NewRun[] {
   const out: NewRun[] = [];
-  for (const ev of events) {
-    const body = ev.body as TriggerEvent & { automation_id?: string };
-    for (const c of candidates) {
-      if (c.automation.workspace_id !== ev.workspace_id) continue;
-      const hit = automationVerdict(c.automation.id, c.version.definition.triggers, body).matched;
-      if (hit) {
-        out.push(
-          newRun(
-            c.version,
-            {
-              workspace_id: ev.workspace_id,
-              event: ev.body as unknown as Record<string, unknown>,
-              event_id: ev.id,
-              dedupe_key: `evt:${ev.id}`,
-              trigger_type: ev.body.type,
-              context: {},
-              subject_override: null,
-              subject_fallback: ev.subject_id,
-              received_at: ev.received_at,
-            },
-            now,
-          ),
-        );
-      }
-    }
+  const body = ev.body as TriggerEvent & { automation_id?: string };
+  for (const c of candidates) {
+    if (c.automation.workspace_id !== ev.workspace_id) continue;
+    if (!automationVerdict(c.automation.id, c.version.definition.triggers, body, budget).matched) continue;
+    // The poster could not have chosen this automation's run-as: no run (explain: run_as_not_allowed).
+    if (!eventMayRunAs(ev, runAsUser(c.version.definition))) continue;
+    out.push(
+      newRun(
+        c.version,
+        {
+          workspace_id: ev.workspace_id,
+          event: ev.body as unknown as Record<string, unknown>,
+          event_id: ev.id,
+          dedupe_key: `evt:${ev.id}`,
+          trigger_type: ev.body.type,
+          context: {},
+          subject_override: null,
+          subject_fallback: ev.subject_id,
+          received_at: ev.received_at,
+        },
+        now,
+      ),
+    );
   }
   return out;
 }
+
+/** Which automations events start (the same rule, for a list of events). */
+export function planEvents(events: readonly StoredEvent[], candidates: readonly Candidate[], now: number): NewRun[] {
+  return events.flatMap((ev) => planEvent(ev, candidates, now));
+}
+
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class Dispatcher extends LoopingTask {
   constructor(
@@ -68,46 +91,63 @@ export class Dispatcher extends LoopingTask {
     return this.once();
   }
 
-  /** Versions are immutable: each one the plan needs is loaded once and kept. */
-  private readonly loaded = new Map<string, LoadedVersion>();
-
-  /** One dispatch round; returns whether a full batch was taken (more may be waiting). */
+  /** One dispatch round; returns whether to go again at once (a full batch, or events to plan again). */
   async once(): Promise<boolean> {
     const now = this.clock.now();
-    let res: { events: StoredEvent[]; runs: Run[] };
-    for (let attempt = 0; ; attempt++) {
-      try {
-        // The plan sees the automations as they are inside the dispatch transaction. When one
-        // points at a version not loaded yet, the round is rolled back, the versions loaded, and
-        // the round tried again (rare: only after an automation changes).
-        res = await this.store.dispatchEvents(now, this.opts.batch, (evs, active) => {
-          const missing = active.filter((a) => !this.loaded.has(`${a.id}@${a.current_version}`));
-          if (missing.length > 0) throw new VersionsNotLoaded(missing);
-          const candidates = active.map((a) => ({ automation: a, version: this.loaded.get(`${a.id}@${a.current_version}`)! }));
-          const planned = planEvents(evs, candidates, now);
-          if (evs.length > 0) crashPointSync("dispatcher:inside-transaction");
-          return planned;
-        });
-        break;
-      } catch (err) {
-        if (!(err instanceof VersionsNotLoaded) || attempt >= 5) throw err;
-        for (const a of err.automations) {
-          const v = await this.versions.get(a.id, a.current_version);
-          if (v) this.loaded.set(`${a.id}@${a.current_version}`, v);
-        }
-      }
+    // A lease stands for a living dispatcher, so it runs on real time: the engine's clock (which
+    // a test may move by hours) decides what is due, not whether a dispatcher died.
+    const { events: leased, active, undeliverable } = await this.store.leaseEvents(Date.now(), this.opts.leaseMs, this.opts.batch, this.opts.quarantineAfter);
+    for (const e of undeliverable) this.emitUndeliverable(e);
+    if (leased.length === 0) return false;
+    const candidates = await this.candidates(active);
+    const { runs, planned, failed } = await this.plan(leased, candidates, now);
+    const seen: Record<string, string> = {};
+    for (const ws of new Set(leased.map((e) => e.workspace_id))) seen[ws] = activeSignature(active.filter((a) => a.workspace_id === ws));
+    const res = await this.store.commitDispatch(now, { event_ids: planned, runs, seen }, () => {
+      if (planned.length > 0) crashPointSync("dispatcher:inside-transaction");
+    });
+    if (res.events.length > 0) await crashPoint("dispatcher:after-commit");
+    for (const r of res.runs) this.events.emit("run:created", { run: r });
+    for (const e of res.events) this.events.emit("event:dispatched", { event_id: e.id, runs: res.runs.filter((r) => r.event_id === e.id).map((r) => r.id) });
+    if (res.runs.some((r) => r.status === "pending")) this.onRuns(res.runs.length);
+    // After the commit: the events planned fine are dispatched whatever becomes of these.
+    for (const [error, ids] of failed) {
+      for (const e of await this.store.failDispatch(ids, error, Date.now(), this.opts.quarantineAfter)) this.emitUndeliverable(e);
     }
-    const { events, runs } = res;
-    if (events.length > 0) await crashPoint("dispatcher:after-commit");
-    for (const r of runs) this.events.emit("run:created", { run: r });
-    for (const e of events) this.events.emit("event:dispatched", { event_id: e.id, runs: runs.filter((r) => r.event_id === e.id).map((r) => r.id) });
-    if (runs.some((r) => r.status === "pending")) this.onRuns(runs.length);
-    return events.length === this.opts.batch;
+    return leased.length === this.opts.batch || res.stale.length > 0 || failed.size > 0;
   }
-}
 
-class VersionsNotLoaded extends Error {
-  constructor(readonly automations: Automation[]) {
-    super(`${automations.length} automation version(s) not loaded yet`);
+  /** Each active automation with its current version (versions are immutable: loaded once, cached). */
+  private async candidates(active: readonly Automation[]): Promise<Candidate[]> {
+    const out: Candidate[] = [];
+    for (const a of active) {
+      const version = await this.versions.get(a.id, a.current_version);
+      if (version) out.push({ automation: a, version });
+    }
+    return out;
+  }
+
+  /** Plan event by event outside any transaction; an event whose planning throws is set aside with its error. */
+  private async plan(events: readonly StoredEvent[], candidates: readonly Candidate[], now: number) {
+    const runs: NewRun[] = [];
+    const planned: string[] = [];
+    const failed = new Map<string, string[]>();
+    for (const ev of events) {
+      try {
+        crashPointSync("dispatcher:planning", `${ev.id} ${ev.subject_id ?? ""}`);
+        // Filters evaluate under the event's workspace's expression budget (cached a few seconds).
+        runs.push(...planEvent(ev, candidates, now, await workspaceBudget(this.store, ev.workspace_id)));
+        planned.push(ev.id);
+      } catch (err) {
+        const error = err instanceof Error ? err.message : String(err);
+        failed.set(error, [...(failed.get(error) ?? []), ev.id]);
+      }
+      await yieldToLoop();
+    }
+    return { runs, planned, failed };
+  }
+
+  private emitUndeliverable(e: StoredEvent): void {
+    this.events.emit("event:undeliverable", { event_id: e.id, workspace_id: e.workspace_id, reason: e.undeliverable_reason ?? "" });
   }
 }

@@ -15,11 +15,11 @@ import { systemClock, type Clock } from "./clock.js";
 import * as C from "./control.js";
 import type { PauseRequest } from "./control.js";
 import { DEFAULT_LIMITS, OVERDUE_GRACE_MS, type EngineCore, type Limits } from "./core.js";
-import { Dispatcher } from "./dispatcher.js";
+import { DEFAULT_QUARANTINE_AFTER, Dispatcher } from "./dispatcher.js";
 import { EngineEmitter } from "./events.js";
 import { explain, type Explanation } from "./explain.js";
 import { UndiciHttpClient, type HttpClient } from "./http.js";
-import { Intake, checkSize, type IncomingEvent, type IngestResult } from "./intake.js";
+import { Intake, checkSize, type EventPoster, type IncomingEvent, type IngestResult } from "./intake.js";
 import * as I from "./items.js";
 import { actionNode } from "./nodes/action.js";
 import { NODE_HANDLERS } from "./nodes/registry.js";
@@ -49,6 +49,7 @@ import type {
   RunItem,
   StepRun,
   Store,
+  StoredEvent,
 } from "./store.js";
 import { VersionCache } from "./versions.js";
 import { Wakeups } from "./wakeups.js";
@@ -144,6 +145,7 @@ export class Engine {
           {
             owner: this.owner,
             leaseMs: 30_000,
+            quarantineAfter: DEFAULT_QUARANTINE_AFTER,
             maxInFlight: 500,
             claimBatch: 200,
             pollMs: pg ? 250 : 1000,
@@ -155,7 +157,19 @@ export class Engine {
         );
     this.dispatcher = opts.noRunner
       ? null
-      : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 50, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
+      : new Dispatcher(
+          this.store,
+          this.versions,
+          this.clock,
+          this.events,
+          {
+            batch: 50,
+            pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500),
+            leaseMs: opts.runner?.leaseMs ?? 30_000,
+            quarantineAfter: opts.runner?.quarantineAfter ?? DEFAULT_QUARANTINE_AFTER,
+          },
+          () => this.poke(),
+        );
     this.scheduler = opts.noRunner ? null : new Scheduler(this.store, this.clock, this.events, opts.schedulePollMs ?? 1000, () => this.dispatcher?.poke());
     const runner = this.runner;
     const dispatcher = this.dispatcher;
@@ -316,8 +330,18 @@ export class Engine {
    * Store an event; resolves only once it is committed (acknowledge after this). A repeated key
    * (scoped to workspace and source) returns the first event; with another body it is refused.
    */
-  ingest(workspaceId: string, incoming: IncomingEvent): Promise<{ event_id: string; duplicate: boolean }> {
-    return this.intake.ingest(workspaceId, incoming);
+  ingest(workspaceId: string, incoming: IncomingEvent, by?: EventPoster): Promise<{ event_id: string; duplicate: boolean }> {
+    return this.intake.ingest(workspaceId, incoming, by);
+  }
+
+  /** An undeliverable event back to dispatch (audited); `event.not_undeliverable` otherwise. */
+  replayEvent(workspaceId: string, id: string, actor = "system"): Promise<StoredEvent> {
+    return this.intake.replayEvent(workspaceId, id, actor);
+  }
+
+  /** Drop an undeliverable event for good (audited); `event.not_undeliverable` otherwise. */
+  dropEvent(workspaceId: string, id: string, actor = "system"): Promise<StoredEvent> {
+    return this.intake.dropEvent(workspaceId, id, actor);
   }
 
   /**
@@ -325,8 +349,8 @@ export class Engine {
    * group commit. Resolves once every accepted one is durable, with results in input order:
    * `{ index, event_id, duplicate }` or `{ index, error }` (a WeftError).
    */
-  ingestMany(workspaceId: string, incoming: readonly IncomingEvent[]): Promise<IngestResult[]> {
-    return this.intake.ingestMany(workspaceId, incoming);
+  ingestMany(workspaceId: string, incoming: readonly IncomingEvent[], by?: EventPoster): Promise<IngestResult[]> {
+    return this.intake.ingestMany(workspaceId, incoming, by);
   }
 
   /** Verify and store a webhook delivery (Standard Webhooks); the webhook-id is the idempotency key. */

@@ -4,7 +4,10 @@
 // with their reason), and whether any process that dispatches is alive.
 
 import type { TriggerDef } from "../model/definition.js";
+import type { Budget } from "../model/cel-budget.js";
 import { automationVerdict, type AutomationVerdict, type TriggerEvent } from "../model/triggers.js";
+import { eventMayRunAs, runAsUser } from "./identity.js";
+import { workspaceBudget } from "./workspace-settings.js";
 import { isWorkerRole, type Automation, type EventFilter, type LiveProcess, type Run, type Store, type StoredEvent } from "./store.js";
 
 export type EventReasonCode =
@@ -19,6 +22,8 @@ export type EventReasonCode =
   | "reentry_cooldown"
   | "already_active"
   | "not_yet_dispatched"
+  | "event_undeliverable"
+  | "run_as_not_allowed"
   | "changed_since_dispatch";
 
 export interface AutomationAnswer {
@@ -44,6 +49,13 @@ export interface EventExplanation {
   received_at: string;
   dispatched_at: string | null;
   dispatched: boolean;
+  /** Who posted it (user id, or `system` for the library; null for webhook, schedule and outbox events) and with which token. */
+  actor: string | null;
+  token_id: string | null;
+  /** Set when its dispatch failed WEFT_QUARANTINE_AFTER times (dispatch skips it until replayed), with why. */
+  undeliverable_at: string | null;
+  undeliverable_reason: string | null;
+  dropped_at: string | null;
   /** Whether a process that dispatches (role worker or all) is alive now. */
   dispatcher_alive: boolean;
   summary: string;
@@ -52,11 +64,13 @@ export interface EventExplanation {
 
 export interface EventExplainInput {
   event: StoredEvent;
-  /** The workspace's automations, each with the triggers of its current version. */
-  automations: { automation: Automation; triggers: readonly TriggerDef[] }[];
+  /** The workspace's automations, each with the triggers and the run-as user (null: not a user) of its current version. */
+  automations: { automation: Automation; triggers: readonly TriggerDef[]; runAsUser?: string | null }[];
   /** The runs the dispatcher created for the event. */
   runs: Run[];
   processes: LiveProcess[];
+  /** The workspace's expression budget, as the dispatcher evaluates filters under it (default: the engine's). */
+  budget?: Budget;
 }
 
 const iso = (t: number) => new Date(t).toISOString();
@@ -75,10 +89,14 @@ export function explainEvent(x: EventExplainInput): EventExplanation {
   const dispatcherAlive = x.processes.some((p) => isWorkerRole(p.role));
   const automations = x.automations
     .filter((c) => couldTake(e, c.automation, c.triggers) || x.runs.some((r) => r.automation_id === c.automation.id))
-    .map((c) => answer(x, c.automation, c.triggers, dispatcherAlive));
+    .map((c) => answer(x, c.automation, c.triggers, dispatcherAlive, c.runAsUser ?? null));
   const taken = automations.filter((a) => a.taken).length;
   let summary: string;
-  if (e.dispatched_at === null) {
+  if (e.dropped_at !== null) {
+    summary = `Received at ${iso(e.received_at)}; undeliverable (${e.undeliverable_reason ?? "?"}) and dropped at ${iso(e.dropped_at)}: it starts nothing.`;
+  } else if (e.undeliverable_at !== null) {
+    summary = `Received at ${iso(e.received_at)}; undeliverable since ${iso(e.undeliverable_at)}: ${e.undeliverable_reason ?? "?"}. Dispatch skips it until a member replays it (POST /v1/events/${e.id}/replay) or drops it.`;
+  } else if (e.dispatched_at === null) {
     summary = dispatcherAlive
       ? `Received at ${iso(e.received_at)}; not dispatched yet (a worker is alive and will take it shortly).`
       : `Received at ${iso(e.received_at)}; not dispatched: no worker alive to dispatch it. Start one (weft serve --role worker, or weft start) on this store.`;
@@ -93,13 +111,18 @@ export function explainEvent(x: EventExplainInput): EventExplanation {
     received_at: iso(e.received_at),
     dispatched_at: e.dispatched_at === null ? null : iso(e.dispatched_at),
     dispatched: e.dispatched_at !== null,
+    actor: e.actor,
+    token_id: e.token_id,
+    undeliverable_at: e.undeliverable_at === null ? null : iso(e.undeliverable_at),
+    undeliverable_reason: e.undeliverable_reason,
+    dropped_at: e.dropped_at === null ? null : iso(e.dropped_at),
     dispatcher_alive: dispatcherAlive,
     summary,
     automations,
   };
 }
 
-function answer(x: EventExplainInput, a: Automation, triggers: readonly TriggerDef[], dispatcherAlive: boolean): AutomationAnswer {
+function answer(x: EventExplainInput, a: Automation, triggers: readonly TriggerDef[], dispatcherAlive: boolean, runAs: string | null): AutomationAnswer {
   const base = { automation_id: a.id, key: a.key, name: a.name, version: a.current_version, taken: false, run_id: null, run_status: null, details: {} };
   const run = x.runs.find((r) => r.automation_id === a.id);
   if (run) {
@@ -109,6 +132,14 @@ function answer(x: EventExplainInput, a: Automation, triggers: readonly TriggerD
     }
     return { ...at, taken: true, code: "taken", reason: `It took the event: run ${run.id} (${run.status}).` };
   }
+  if (x.event.dispatched_at === null && x.event.undeliverable_at !== null) {
+    return {
+      ...base,
+      code: "event_undeliverable",
+      reason: `The event is undeliverable (${x.event.undeliverable_reason ?? "?"}): dispatch skips it${x.event.dropped_at === null ? " until a member replays it" : "; it was dropped"}.`,
+      details: { dispatch_attempts: x.event.dispatch_attempts, dropped: x.event.dropped_at !== null },
+    };
+  }
   if (x.event.dispatched_at === null) {
     const who = dispatcherAlive ? "a worker is alive and will dispatch it shortly" : "no worker alive to dispatch it";
     return { ...base, code: "not_yet_dispatched", reason: `The event has not been dispatched yet: ${who}.`, details: { dispatcher_alive: dispatcherAlive } };
@@ -116,7 +147,16 @@ function answer(x: EventExplainInput, a: Automation, triggers: readonly TriggerD
   if (a.status === "paused") {
     return { ...base, code: "automation_paused", reason: "The automation is paused: it takes no new runs (activate it to take later events)." };
   }
-  const v = automationVerdict(a.id, triggers, x.event.body as TriggerEvent & { automation_id?: string });
+  const v = automationVerdict(a.id, triggers, x.event.body as TriggerEvent & { automation_id?: string }, x.budget);
+  if (v.matched && !eventMayRunAs(x.event, runAs)) {
+    // The dispatcher's own rule (identity.ts): the poster could not have chosen this run-as.
+    return {
+      ...base,
+      code: "run_as_not_allowed",
+      reason: `It runs as user ${runAs}; the event was posted by ${x.event.actor} (${x.event.actor_role}), who could not have chosen that run-as, so no run was started.`,
+      details: { run_as_user_id: runAs, actor: x.event.actor, actor_role: x.event.actor_role },
+    };
+  }
   return { ...base, ...verdictWords(v, a, x.event) };
 }
 
@@ -182,15 +222,19 @@ function verdictWords(v: AutomationVerdict, a: Automation, e: StoredEvent): Pick
 
 /** Load what the explanation needs for a stored event and explain it. */
 export async function explainStoredEvent(store: Store, event: StoredEvent, now: number): Promise<EventExplanation> {
-  const [list, runs, processes] = await Promise.all([
+  const [list, runs, processes, budget] = await Promise.all([
     store.listAutomations(event.workspace_id),
     store.eventRuns(event.workspace_id, event.id),
     store.liveProcesses(now),
+    workspaceBudget(store, event.workspace_id),
   ]);
   const automations = await Promise.all(
-    list.map(async (a) => ({ automation: a, triggers: (await store.getVersion(a.id, a.current_version))?.definition.triggers ?? [] })),
+    list.map(async (a) => {
+      const def = (await store.getVersion(a.id, a.current_version))?.definition;
+      return { automation: a, triggers: def?.triggers ?? [], runAsUser: runAsUser(def) };
+    }),
   );
-  return explainEvent({ event, automations, runs, processes });
+  return explainEvent({ event, automations, runs, processes, budget });
 }
 
 export const EVENT_PAGE_MAX = 200;

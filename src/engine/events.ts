@@ -13,9 +13,11 @@ export interface EngineEvents {
   "run:parked": { run_id: string; waiting_for: string; due_at: number | null };
   "run:finished": { run_id: string; automation_id: string; status: string; exit_reason: string | null; trace_id?: string };
   "run:lease_lost": { run_id: string };
+  "run:quarantined": { run_id: string; automation_id: string; lost_claims: number };
   "checkpoint:committed": { runs: number; steps: number; ms: number };
   "event:stored": { event_id: string; duplicate: boolean };
   "event:dispatched": { event_id: string; runs: string[] };
+  "event:undeliverable": { event_id: string; workspace_id: string; reason: string };
   "schedule:fired": { events: number };
   "policy:violation": { run_id: string; node_key: string; violation: PolicyViolation };
   "approval:decided": { approval_id: string; run_id: string; status: string; actor: string };

@@ -74,8 +74,18 @@ export function requireRouteRole(c: Caller, need: RouteRole): void {
  * themselves. Applies alike to defining an automation's `run_as` and to starting a run of one
  * (enroll, retrigger), so nobody borrows an identity they could not have chosen.
  */
-export function mayChooseRunAs(c: Caller, userId: string): boolean {
+export function mayChooseRunAs(c: Pick<Caller, "user_id" | "role">, userId: string): boolean {
   return userId === c.user_id || c.role === "admin";
+}
+
+/**
+ * The same rule for a run an event would start: an event an API caller posted may start a run as
+ * `userId` only if that caller could have chosen it (mayChooseRunAs, with the role recorded on the
+ * event). Events the engine or the library stored (no poster, or `system`) are not a caller's.
+ */
+export function eventMayRunAs(e: { actor: string | null; actor_role: Role | null }, userId: string | null): boolean {
+  if (userId === null || e.actor === null || e.actor_role === null) return true;
+  return mayChooseRunAs({ user_id: e.actor, role: e.actor_role }, userId);
 }
 
 /** The run-as a definition names, when it is a specific user. */

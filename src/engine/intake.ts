@@ -11,7 +11,7 @@ import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
 import { hashBody, shardOf } from "./event-rows.js";
 import { newId } from "./ids.js";
-import type { NewEvent, Store, StoredEvent } from "./store.js";
+import type { AuditEntry, NewEvent, Role, Store, StoredEvent } from "./store.js";
 import { type HookSecrets, webhookEvent } from "./webhooks.js";
 
 export { SHARDS, hashBody, shardOf } from "./event-rows.js";
@@ -41,7 +41,20 @@ export function isReservedSource(source: string): boolean {
   return s === "schedule" || s === "webhook" || s.startsWith("webhook:") || s === "engine" || s === "system";
 }
 
-export function apiEvent(workspaceId: string, e: IncomingEvent, now: number): NewEvent {
+/**
+ * Who posted an event, recorded on it: an API caller (user id, token id, role) or the library
+ * (`system`). Its run-as check at dispatch reads this, never anything the body says.
+ */
+export interface EventPoster {
+  actor: string;
+  token_id: string | null;
+  role: Role | null;
+}
+
+/** Events the library posts (Engine.ingest without a caller). */
+export const SYSTEM_POSTER: EventPoster = { actor: "system", token_id: null, role: null };
+
+export function apiEvent(workspaceId: string, e: IncomingEvent, now: number, by: EventPoster = SYSTEM_POSTER): NewEvent {
   if (e.source !== undefined && isReservedSource(e.source)) {
     throw new WeftError(
       "event.reserved_source",
@@ -90,6 +103,9 @@ export function apiEvent(workspaceId: string, e: IncomingEvent, now: number): Ne
     body,
     shard: shardOf(workspaceId, body.type, name),
     received_at: now,
+    actor: by.actor,
+    token_id: by.token_id,
+    actor_role: by.role,
   };
 }
 
@@ -162,10 +178,10 @@ export class Intake {
    * Store an event; resolves only once it is committed (acknowledge after this). A repeated key
    * (scoped to workspace and source) returns the first event; with another body it is refused.
    */
-  async ingest(workspaceId: string, incoming: IncomingEvent): Promise<{ event_id: string; duplicate: boolean }> {
+  async ingest(workspaceId: string, incoming: IncomingEvent, by: EventPoster = SYSTEM_POSTER): Promise<{ event_id: string; duplicate: boolean }> {
     // async: a refused event rejects the promise, never throws at the caller's call site.
     checkEventSize(incoming, this.core.limits.eventBytes);
-    return this.store(apiEvent(workspaceId, incoming, this.core.clock.now()));
+    return this.store(apiEvent(workspaceId, incoming, this.core.clock.now(), by));
   }
 
   /**
@@ -173,9 +189,9 @@ export class Intake {
    * the others) and all go through the same group commit as concurrent single ingests, so they
    * commit together. Resolves, in input order, once every accepted element is durable.
    */
-  async ingestMany(workspaceId: string, incoming: readonly IncomingEvent[]): Promise<IngestResult[]> {
+  async ingestMany(workspaceId: string, incoming: readonly IncomingEvent[], by: EventPoster = SYSTEM_POSTER): Promise<IngestResult[]> {
     checkBatchSize(incoming.length, "");
-    return Promise.all(incoming.map(async (e, index) => ({ index, ...(await settle(this.ingest(workspaceId, e))) })));
+    return Promise.all(incoming.map(async (e, index) => ({ index, ...(await settle(this.ingest(workspaceId, e, by))) })));
   }
 
   /** Verify and store a webhook delivery (Standard Webhooks); the webhook-id is the idempotency key. */
@@ -205,9 +221,38 @@ export class Intake {
     return { event_id: event.id, duplicate };
   }
 
+  /** Put an undeliverable event back to dispatch (attempts reset), audited; `event.not_undeliverable` (409) otherwise. */
+  async replayEvent(workspaceId: string, id: string, actor: string): Promise<StoredEvent> {
+    const e = await this.getEvent(workspaceId, id);
+    const done = await this.core.store.replayEvent(workspaceId, id, this.core.clock.now(), this.auditEntry(e, actor, "event.replay"));
+    if (!done) throw notUndeliverable(e);
+    this.core.dispatcher?.poke();
+    return done;
+  }
+
+  /** Drop an undeliverable event for good, audited; `event.not_undeliverable` (409) otherwise. */
+  async dropEvent(workspaceId: string, id: string, actor: string): Promise<StoredEvent> {
+    const e = await this.getEvent(workspaceId, id);
+    const done = await this.core.store.dropEvent(workspaceId, id, this.core.clock.now(), this.auditEntry(e, actor, "event.drop"));
+    if (!done) throw notUndeliverable(e);
+    return done;
+  }
+
+  private auditEntry(e: StoredEvent, actor: string, action: string): AuditEntry {
+    const details = { undeliverable_reason: e.undeliverable_reason, dispatch_attempts: e.dispatch_attempts };
+    return { workspace_id: e.workspace_id, actor, action, target_type: "event", target_id: e.id, details, at: this.core.clock.now() };
+  }
+
   async getEvent(workspaceId: string, id: string): Promise<StoredEvent> {
     const e = await this.core.store.getEvent(workspaceId, id);
     if (!e) throw new WeftError("event.not_found", `event ${id} not found`);
     return e;
   }
+}
+
+function notUndeliverable(e: StoredEvent): WeftError {
+  const state = e.dropped_at !== null ? "was dropped" : e.dispatched_at !== null ? "was dispatched" : "is waiting for dispatch";
+  return new WeftError("event.not_undeliverable", `event ${e.id} ${state}; only an undeliverable event can be replayed or dropped`, {
+    event_id: e.id,
+  });
 }

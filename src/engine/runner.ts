@@ -49,6 +49,8 @@ export interface RunnerOptions {
   pollMs: number;
   commitBatch: number;
   commitConcurrency: number;
+  /** Claims lost in a row (no commit between) after which a run is ended failed, `engine.quarantined`. */
+  quarantineAfter: number;
 }
 
 /** What nodes may use beyond the run itself. */
@@ -223,10 +225,35 @@ export class Runner {
     d.budget = await workspaceBudget(this.store, claimed.workspace_id);
     this.drives.set(claimed.id, d);
     try {
+      if (this.quarantined(d)) {
+        await this.checkpoint(d, false);
+        return;
+      }
       await this.driveLoop(d, signal);
     } finally {
       if (this.drives.get(claimed.id) === d) this.drives.delete(claimed.id);
     }
+  }
+
+  /**
+   * A run whose earlier claims were all lost (the worker died or stalled before committing
+   * anything) more than `quarantineAfter` times in a row is not driven again: it ends failed,
+   * its current step recording `engine.quarantined`. Not driving it is the point: whatever it
+   * does to a worker, it does no more.
+   */
+  private quarantined(d: Drive): boolean {
+    const lost = d.run.unsettled_claims - 1;
+    if (lost < this.opts.quarantineAfter) return false;
+    const key = d.cursor.node ?? d.run.current_node_key ?? "(start)";
+    const node = d.version?.nodes.get(key) ?? ({ key, kind: "unknown" } as NodeDef);
+    const error = stepErr(
+      "engine.quarantined",
+      `quarantined: ${lost} claims in a row were lost before any commit (the worker died or stalled while driving this run); the limit is ${this.opts.quarantineAfter} (WEFT_QUARANTINE_AFTER)`,
+      { lost_claims: lost, limit: this.opts.quarantineAfter },
+    );
+    d.finishWithError(node, error, this.clock.now(), "quarantined");
+    this.events.emit("run:quarantined", { run_id: d.run.id, automation_id: d.run.automation_id, lost_claims: lost });
+    return true;
   }
 
   private async driveLoop(d: Drive, signal: AbortSignal): Promise<void> {
@@ -430,7 +457,7 @@ export class Runner {
       d.cursor.visits[node.key] = visit;
       d.cursor.since_pause += 1;
     }
-    await crashPoint("runner:after-step-effect");
+    await crashPoint("runner:after-step-effect", `${d.run.id} ${d.run.subject_id ?? ""}`);
     const finished = this.clock.now();
     if (violations.length > 0) {
       d.audit(
@@ -666,7 +693,7 @@ class Drive {
     return "stop";
   }
 
-  finishWithError(node: NodeDef, error: StepError, now: number): "stop" {
+  finishWithError(node: NodeDef, error: StepError, now: number, reason: ExitReason = "handler_failure"): "stop" {
     this.pending.push({
       run_id: this.run.id,
       node_key: node.key,
@@ -684,7 +711,7 @@ class Drive {
       started_at: now,
       finished_at: now,
     });
-    return this.finish("failed", "handler_failure");
+    return this.finish("failed", reason);
   }
 
   /** A failed node: follow its `error` port when wired, else fail the run. */

@@ -281,6 +281,7 @@ class Simulation {
       items_total: 0,
       items_failed: 0,
       interruptions: 0,
+      unsettled_claims: 0,
       control: null,
       due_at: null,
       lease_owner: null,
@@ -426,6 +427,14 @@ class Simulation {
           received_at: this.now,
           dispatched_at: this.now,
           runs_created: 0,
+          actor: null,
+          token_id: null,
+          actor_role: null,
+          dispatch_attempts: 0,
+          dispatch_error: null,
+          undeliverable_at: null,
+          undeliverable_reason: null,
+          dropped_at: null,
         };
         return [event];
       },

@@ -89,6 +89,8 @@ export interface Run {
   items_failed: number;
   /** How often the run was resumed after its worker vanished (never counted as failure). */
   interruptions: number;
+  /** Claims since the last checkpoint commit, this one included (more than the quarantine setting lost: quarantined). */
+  unsettled_claims: number;
   /** A stop or cancel requested while a worker held the run; the worker applies it at its next checkpoint. */
   control: RunControl | null;
   /** When the runner may claim it: wake time when parked, lease expiry while running, null when terminal. */
@@ -101,7 +103,10 @@ export interface Run {
   updated_at: number;
 }
 
-export type NewRun = Omit<Run, "rev" | "lease_owner" | "interruptions" | "control" | "items_total" | "items_failed" | "completed_at" | "updated_at"> & {
+export type NewRun = Omit<
+  Run,
+  "rev" | "lease_owner" | "interruptions" | "unsettled_claims" | "control" | "items_total" | "items_failed" | "completed_at" | "updated_at"
+> & {
   /** Set to the subject when the automation allows one active run per subject (enforced by the store). */
   active_subject: string | null;
   completed_at?: number | null;
@@ -393,12 +398,71 @@ export interface StoredEvent {
   received_at: number;
   dispatched_at: number | null;
   runs_created: number;
+  /** Who posted it: the user id (API) or `system` (library); null for webhook, schedule and outbox events. */
+  actor: string | null;
+  /** The API token it was posted with (null: the library or the engine). */
+  token_id: string | null;
+  /** The poster's role in the workspace when it was posted (null: library or engine). */
+  actor_role: Role | null;
+  /** Dispatch rounds that leased it (a lease that never reached the dispatch commit counts). */
+  dispatch_attempts: number;
+  /** The last error planning it raised, if any. */
+  dispatch_error: string | null;
+  /** Set when its dispatch failed WEFT_QUARANTINE_AFTER times: dispatch skips it until replayed. */
+  undeliverable_at: number | null;
+  undeliverable_reason: string | null;
+  /** A member dropped it (undeliverable for good). */
+  dropped_at: number | null;
 }
 
-export type NewEvent = Omit<StoredEvent, "dispatched_at" | "runs_created">;
+/** Fields the dispatcher and the operator write after the event is stored. */
+type EventProgress = "dispatched_at" | "runs_created" | "dispatch_attempts" | "dispatch_error" | "undeliverable_at" | "undeliverable_reason" | "dropped_at";
 
-/** Turns claimed events and the automations active at that moment into runs (pure, synchronous). */
-export type DispatchPlan = (events: StoredEvent[], active: Automation[]) => NewRun[];
+export type NewEvent = Omit<StoredEvent, EventProgress | "actor" | "token_id" | "actor_role"> & {
+  actor?: string | null;
+  token_id?: string | null;
+  actor_role?: Role | null;
+};
+
+/** A dispatch round's read: leased events and the automations active in their workspaces after the read. */
+export interface DispatchBatch {
+  events: StoredEvent[];
+  active: Automation[];
+  /** Events this round found past the quarantine setting and marked undeliverable. */
+  undeliverable: StoredEvent[];
+}
+
+/** What a round planned: the events, the runs, and the automations (id@version) it planned against. */
+export interface DispatchPlan {
+  event_ids: string[];
+  runs: NewRun[];
+  /** Per workspace, activeSignature() of the automations the plan used. */
+  seen: Record<string, string>;
+}
+
+/**
+ * The dispatch commit's check (both stores): of the locked events, those whose workspace's active
+ * automations (read inside the commit) are not the ones the plan used are stale.
+ */
+export function splitStale(locked: readonly StoredEvent[], active: readonly Automation[], plan: DispatchPlan): { fresh: StoredEvent[]; stale: string[] } {
+  const now = new Map<string, Automation[]>();
+  for (const a of active) now.set(a.workspace_id, [...(now.get(a.workspace_id) ?? []), a]);
+  const fresh: StoredEvent[] = [];
+  const stale: string[] = [];
+  for (const e of locked) {
+    if (activeSignature(now.get(e.workspace_id) ?? []) === (plan.seen[e.workspace_id] ?? "")) fresh.push(e);
+    else stale.push(e.id);
+  }
+  return { fresh, stale };
+}
+
+/** The active automations of a workspace as one comparable string: a plan made on another set is stale. */
+export function activeSignature(active: readonly Pick<Automation, "id" | "current_version">[]): string {
+  return active
+    .map((a) => `${a.id}@${a.current_version}`)
+    .sort()
+    .join(",");
+}
 
 export interface PauseKey {
   workspace_id: string;
@@ -629,12 +693,36 @@ export interface Store {
   insertEvents(es: readonly NewEvent[]): Promise<{ event: StoredEvent; duplicate: boolean }[]>;
   getEvent(workspaceId: string, id: string): Promise<StoredEvent | null>;
   /**
-   * In one transaction: claim up to `limit` undispatched events (round-robin over shards, SKIP
-   * LOCKED), read the active automations of their workspaces (after the claim, so every change
-   * committed before an event was acknowledged is seen), insert the runs `plan` makes of them (as
-   * insertRun would), mark them dispatched. If `plan` throws, nothing is written.
+   * A dispatch round's read, no transaction held afterwards. First, events whose dispatch failed
+   * `maxAttempts` times (lease lapsed) are marked undeliverable. Then up to `limit` undispatched,
+   * deliverable, unleased events are leased until now + leaseMs with their attempt counted
+   * (round-robin over shards, SKIP LOCKED) — or, when an event was leased before and not
+   * dispatched, that one event alone (so one event that kills its dispatcher cannot take a batch
+   * with it). Then the active automations of their workspaces are read (after the events, so
+   * every change committed before an event was acknowledged is seen).
    */
-  dispatchEvents(now: number, limit: number, plan: DispatchPlan): Promise<{ events: StoredEvent[]; runs: Run[] }>;
+  leaseEvents(now: number, leaseMs: number, limit: number, maxAttempts: number): Promise<DispatchBatch>;
+  /**
+   * In one short transaction: lock the planned events still undispatched (SKIP LOCKED: one a
+   * concurrent round holds or dispatched is left out), re-read the active automations of their
+   * workspaces; an event whose workspace's activeSignature differs from the plan's is `stale`
+   * (released, its attempt not counted; plan it again). For the rest: insert their planned runs
+   * (as insertRun would) and mark them dispatched. `inside` runs before the commit.
+   */
+  commitDispatch(now: number, plan: DispatchPlan, inside?: () => void): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[] }>;
+  /**
+   * Planning these events raised `error`: release their lease; each whose attempts reached
+   * `maxAttempts` is marked undeliverable with the error as its reason. Returns those marked.
+   */
+  failDispatch(ids: readonly string[], error: string, now: number, maxAttempts: number): Promise<StoredEvent[]>;
+  /** An undeliverable (not dropped) event back to dispatch, attempts reset, with its audit entry; null when it is not undeliverable. */
+  replayEvent(workspaceId: string, id: string, now: number, audit: AuditEntry): Promise<StoredEvent | null>;
+  /** Drop an undeliverable event for good, with its audit entry; null when it is not undeliverable (or already dropped). */
+  dropEvent(workspaceId: string, id: string, now: number, audit: AuditEntry): Promise<StoredEvent | null>;
+  /** Undeliverable events not dropped, newest first, and how many there are. */
+  undeliverableEvents(workspaceId: string, limit: number): Promise<{ total: number; events: StoredEvent[] }>;
+  /** Runs ended by quarantine (failed, engine.quarantined), newest first, and how many there are. */
+  quarantinedRuns(workspaceId: string, limit: number): Promise<{ total: number; runs: Run[] }>;
 
   /**
    * Of these (workspace, subject, automation) keys, the ones with a pause in force at `now`, each
@@ -681,7 +769,8 @@ export interface Store {
   overdue(workspaceId: string, now: number, graceMs: number): Promise<OverdueCount[]>;
   /**
    * Claim up to `limit` runs whose due_at <= now, set their lease (due_at = now + leaseMs,
-   * lease_owner = owner) and return them. Which runs: the order of `claimOrder` below.
+   * lease_owner = owner), count the claim in unsettled_claims (every commit resets it) and
+   * return them. Which runs: the order of `claimOrder` below.
    */
   claimRuns(owner: string, now: number, leaseMs: number, limit: number): Promise<Run[]>;
   /** Apply checkpoints in one transaction; returns, per checkpoint, whether it applied (false: stale) and any control request. */

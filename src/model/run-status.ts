@@ -77,6 +77,8 @@ export const ExitReason = {
   admin_stopped: "admin_stopped",
   handler_failure: "handler_failure",
   infinite_loop_cap: "infinite_loop_cap",
+  /** Its claims were lost (the worker died or stalled) more often in a row than the quarantine setting allows. */
+  quarantined: "quarantined",
 } as const;
 export type ExitReason = (typeof ExitReason)[keyof typeof ExitReason];
 

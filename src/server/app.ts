@@ -8,7 +8,7 @@ import { fleetWarnings } from "../engine/heartbeat.js";
 import { canSee, mayChooseRunAs, mayDecide, requireRouteRole, requireRunAs, runAsUser, type Caller } from "../engine/identity.js";
 import type { Run } from "../engine/store.js";
 import { DEFAULT_HOOK_RATE_LIMIT, DEFAULT_HOOK_RATE_LIMIT_TOTAL } from "../engine/webhooks.js";
-import { checkBatchSize } from "../engine/intake.js";
+import { checkBatchSize, type EventPoster } from "../engine/intake.js";
 import type { EnrollRequest } from "../engine/runs.js";
 import { WeftError } from "../model/errors.js";
 import { checkJsonInput } from "../model/json-input.js";
@@ -63,6 +63,9 @@ import {
   userJson,
   versionJson,
 } from "./views.js";
+
+/** Undeliverable events and quarantined runs the ops overview lists (newest first; it counts all). */
+const QUARANTINE_LIST = 20;
 
 export interface AppOptions {
   engine: Engine;
@@ -285,14 +288,15 @@ export function buildApp(opts: AppOptions): FastifyInstance {
           const results = await batchResults(
             req.body as unknown[],
             (el, at) => parse(eventBody, el, "body", at),
-            (events) => engine.ingestMany(req.caller.workspace_id, events),
+            (events) => engine.ingestMany(req.caller.workspace_id, events, posterOf(req.caller)),
             (r) => ({ event_id: r.event_id, duplicate: r.duplicate }),
             "",
           );
           return reply.status(202).send({ results });
         }
         const b = parse(eventBody, req.body, "body");
-        const res = await engine.ingest(req.caller.workspace_id, b);
+        const c = req.caller;
+        const res = await engine.ingest(c.workspace_id, b, posterOf(c));
         return reply.status(202).send(res);
       });
       v1.get<{ Params: { id: string } }>("/events/:id", { config: { role: "viewer" } }, async (req) =>
@@ -304,6 +308,14 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       });
       v1.get<{ Params: { id: string } }>("/events/:id/explain", { config: { role: "viewer" } }, async (req) =>
         engine.explainEvent(req.caller.workspace_id, req.params.id),
+      );
+      // Undeliverable events (their dispatch failed WEFT_QUARANTINE_AFTER times): a member puts one
+      // back to dispatch or drops it; both audited.
+      v1.post<{ Params: { id: string } }>("/events/:id/replay", { config: { role: "member" } }, async (req) =>
+        eventJson(await engine.replayEvent(req.caller.workspace_id, req.params.id, req.caller.actor)),
+      );
+      v1.post<{ Params: { id: string } }>("/events/:id/drop", { config: { role: "member" } }, async (req) =>
+        eventJson(await engine.dropEvent(req.caller.workspace_id, req.params.id, req.caller.actor)),
       );
       v1.get<{ Params: { id: string } }>("/subjects/:id/automation-controls", { config: { role: "viewer" } }, async (req) => ({
         items: (await engine.listPauses(req.caller.workspace_id, req.params.id)).map(pauseJson),
@@ -431,8 +443,24 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         const q = parse(opsQuery, req.query, "query");
         const o = await engine.admin.opsOverview(req.caller, await engine.overdue(req.caller.workspace_id), (q.window_hours ?? 24) * 3_600_000);
         const processes = await engine.store.liveProcesses(engine.clock.now());
+        const [undeliverable, quarantined] = await Promise.all([
+          engine.store.undeliverableEvents(req.caller.workspace_id, QUARANTINE_LIST),
+          engine.store.quarantinedRuns(req.caller.workspace_id, QUARANTINE_LIST),
+        ]);
         return {
           ...o,
+          quarantine: {
+            undeliverable_events: undeliverable.total,
+            quarantined_runs: quarantined.total,
+            events: undeliverable.events.map(eventSummaryJson),
+            runs: quarantined.runs
+              .filter((r) => canSee(req.caller, r))
+              .map((r) => ({
+                id: r.id,
+                automation_id: r.automation_id,
+                completed_at: r.completed_at === null ? null : new Date(r.completed_at).toISOString(),
+              })),
+          },
           oldest_due_run: o.oldest_due_run ? { id: o.oldest_due_run.id, due_at: new Date(o.oldest_due_run.due_at).toISOString() } : null,
           processes: processes.map((p) => ({ role: p.role, id: p.id, host: p.host, pid: p.pid, last_seen: new Date(p.last_seen).toISOString() })),
           warnings: fleetWarnings(processes, { ...o.queue_depth, overdue_schedules: o.overdue_schedules }),
@@ -584,4 +612,9 @@ async function batchResults<In, Out extends { index: number }, Json>(
     results[index] = "error" in r ? { index, error: elementError(r.error, `${base}/${index}`) } : { index, ...json(r as Out) };
   });
   return results;
+}
+
+/** Who posted an event through the API: recorded on it, and what its runs' run-as is checked against. */
+function posterOf(c: Caller): EventPoster {
+  return { actor: c.user_id, token_id: c.token_id, role: c.role };
 }

@@ -18,6 +18,8 @@ export interface Config {
   sample: boolean;
   /** Run lease length in ms (WEFT_LEASE_MS); a dead worker's runs are resumed after it lapses. */
   leaseMs: number;
+  /** WEFT_QUARANTINE_AFTER: lost claims in a row that quarantine a run, failed dispatches that make an event undeliverable (default 3). */
+  quarantineAfter: number;
   /** Longest idle sleep between claims in ms (WEFT_POLL_MS); undefined: the engine's default. */
   pollMs: number | undefined;
   /** Longest idle sleep of the dispatcher between rounds in ms (WEFT_DISPATCH_POLL_MS); undefined: the engine's default. */
@@ -56,6 +58,9 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
   if (!["all", "api", "worker"].includes(role)) throw new Error(`WEFT_ROLE must be all, api or worker, not "${env.WEFT_ROLE}"`);
   const leaseMs = Number(env.WEFT_LEASE_MS ?? "30000");
   if (!Number.isInteger(leaseMs) || leaseMs <= 0) throw new Error(`WEFT_LEASE_MS must be a positive whole number of ms, not "${env.WEFT_LEASE_MS}"`);
+  const quarantineAfter = Number(env.WEFT_QUARANTINE_AFTER ?? "3");
+  if (!Number.isInteger(quarantineAfter) || quarantineAfter < 1)
+    throw new Error(`WEFT_QUARANTINE_AFTER must be a whole number ≥ 1, not "${env.WEFT_QUARANTINE_AFTER}"`);
   const pollMs = env.WEFT_POLL_MS ? Number(env.WEFT_POLL_MS) : undefined;
   if (pollMs !== undefined && (!Number.isInteger(pollMs) || pollMs <= 0))
     throw new Error(`WEFT_POLL_MS must be a positive whole number of ms, not "${env.WEFT_POLL_MS}"`);
@@ -79,6 +84,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     role,
     sample: env.WEFT_SAMPLE !== "0",
     leaseMs,
+    quarantineAfter,
     pollMs,
     dispatchPollMs,
     wakeups: env.WEFT_WAKEUPS !== "0",

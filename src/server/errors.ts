@@ -13,7 +13,7 @@ const BY_SUFFIX: [RegExp, number][] = [
   [/unsupported_media_type$/, 415],
   [/^auth\./, 401],
   [
-    /[._](key_taken|conflict|key_conflict|already_active|paused|key_changed|stale|already_decided|already_ended|not_redrivable|redrive_node_missing|not_failed|run_active|last_admin)$/,
+    /[._](key_taken|conflict|key_conflict|already_active|paused|key_changed|stale|already_decided|already_ended|not_undeliverable|not_redrivable|redrive_node_missing|not_failed|run_active|last_admin)$/,
     409,
   ],
   [/^tokens\.limit$/, 409],

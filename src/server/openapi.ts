@@ -137,6 +137,16 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     summary: "Why the event did or did not start a run of each automation that could have taken it (a code and words each), and whether a dispatcher is alive",
     responses: ok(S.eventExplanationShape),
   },
+  "POST /v1/events/:id/replay": {
+    summary: "Put an undeliverable event back to dispatch (its attempts reset); audited. 409 event.not_undeliverable otherwise",
+    role: "member",
+    responses: ok(S.eventShape),
+  },
+  "POST /v1/events/:id/drop": {
+    summary: "Drop an undeliverable event for good; audited. 409 event.not_undeliverable otherwise",
+    role: "member",
+    responses: ok(S.eventShape),
+  },
   "GET /v1/subjects/:id/automation-controls": { summary: "A subject's pause rows", responses: ok(S.listOf(S.pauseShape)) },
   "POST /v1/subjects/:id/automation-pause": {
     summary: "Pause a subject (all automations, or one)",

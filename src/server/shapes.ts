@@ -155,6 +155,12 @@ export const eventShape = z.object({
   received_at: isoOrNull,
   dispatched_at: isoOrNull,
   runs_created: z.number().int(),
+  actor: z.string().nullable().describe("who posted it: the user id (API) or `system` (library); null for webhook, schedule and outbox events"),
+  token_id: z.string().nullable().describe("the API token it was posted with"),
+  dispatch_attempts: z.number().int().describe("dispatch rounds that took it (one that never committed counts)"),
+  undeliverable_at: isoOrNull.describe("set when its dispatch failed WEFT_QUARANTINE_AFTER times: dispatch skips it until replayed"),
+  undeliverable_reason: z.string().nullable(),
+  dropped_at: isoOrNull.describe("a member dropped it"),
 });
 
 /** An event in a list: what it is, without its body. */
@@ -168,6 +174,11 @@ export const eventExplanationShape = z.object({
   received_at: iso,
   dispatched_at: isoOrNull,
   dispatched: z.boolean(),
+  actor: z.string().nullable().describe("who posted it: the user id (API) or `system` (library)"),
+  token_id: z.string().nullable(),
+  undeliverable_at: isoOrNull,
+  undeliverable_reason: z.string().nullable(),
+  dropped_at: isoOrNull,
   dispatcher_alive: z.boolean().describe("whether a process that dispatches (role worker or all) is alive"),
   summary: z.string(),
   automations: z.array(
@@ -191,6 +202,8 @@ export const eventExplanationShape = z.object({
         "reentry_cooldown",
         "already_active",
         "not_yet_dispatched",
+        "event_undeliverable",
+        "run_as_not_allowed",
         "changed_since_dispatch",
       ]),
       reason: z.string(),

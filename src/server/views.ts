@@ -143,6 +143,12 @@ export function eventJson(e: StoredEvent): z.infer<typeof S.eventShape> {
     received_at: iso(e.received_at),
     dispatched_at: iso(e.dispatched_at),
     runs_created: e.runs_created,
+    actor: e.actor,
+    token_id: e.token_id,
+    dispatch_attempts: e.dispatch_attempts,
+    undeliverable_at: iso(e.undeliverable_at),
+    undeliverable_reason: e.undeliverable_reason,
+    dropped_at: iso(e.dropped_at),
   };
 }
 

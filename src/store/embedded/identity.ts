@@ -155,7 +155,10 @@ export class EmbeddedIdentity {
     const oldestId = this.db.prepare("SELECT id FROM runs WHERE workspace_id = ? AND due_at <= ? ORDER BY due_at LIMIT 1").pluck().get(workspaceId, now) as
       | string
       | undefined;
-    const ev = this.db.prepare("SELECT count(*) FROM events WHERE workspace_id = ? AND dispatched_at IS NULL").pluck().get(workspaceId) as number;
+    const ev = this.db
+      .prepare("SELECT count(*) FROM events WHERE workspace_id = ? AND dispatched_at IS NULL AND undeliverable_at IS NULL")
+      .pluck()
+      .get(workspaceId) as number;
     const failed = this.db
       .prepare(`SELECT automation_id, count(*) AS w, sum(completed_at >= ?) AS h FROM runs
         WHERE workspace_id = ? AND completed_at >= ? AND completed_at <= ? AND status = 'failed' GROUP BY automation_id ORDER BY automation_id`)
@@ -175,7 +178,7 @@ export class EmbeddedIdentity {
         .prepare("SELECT count(*) FROM runs WHERE due_at < ? AND status <> 'running'")
         .pluck()
         .get(now - graceMs) as number,
-      undispatched_events: this.db.prepare("SELECT count(*) FROM events WHERE dispatched_at IS NULL").pluck().get() as number,
+      undispatched_events: this.db.prepare("SELECT count(*) FROM events WHERE dispatched_at IS NULL AND undeliverable_at IS NULL").pluck().get() as number,
     };
   }
 }

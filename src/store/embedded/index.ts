@@ -17,6 +17,7 @@ import type {
   AutomationStatus,
   AutomationVersion,
   Checkpoint,
+  DispatchBatch,
   DispatchPlan,
   HookRow,
   HookSecretUpdate,
@@ -36,7 +37,7 @@ import type {
   Store,
   StoredEvent,
 } from "../../engine/store.js";
-import { claimOrder, laterEnd, pauseKey, waitKey } from "../../engine/store.js";
+import { claimOrder, laterEnd, pauseKey, splitStale, waitKey } from "../../engine/store.js";
 import type { ApprovalStatus, AuditEntry, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
 import { EmbeddedNodes, toItem } from "./nodes.js";
 import { EmbeddedIdentity } from "./identity.js";
@@ -104,18 +105,34 @@ export class EmbeddedStore implements Store {
         .prepare(`SELECT 1 FROM runs WHERE automation_id = ? AND subject_id = ? AND completed_at >= ?
           AND (exit_reason IS NULL OR exit_reason NOT IN ${sqlList(NOT_ENROLLED)}) LIMIT 1`)
         .pluck(),
-      insertEvent: d.prepare(`INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at)
-          VALUES (@id, @workspace_id, @source, @idempotency_key, @payload_hash, @type, @name, @subject_id, @body, @shard, @received_at)
+      insertEvent:
+        d.prepare(`INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at, actor, token_id, actor_role)
+          VALUES (@id, @workspace_id, @source, @idempotency_key, @payload_hash, @type, @name, @subject_id, @body, @shard, @received_at, @actor, @token_id, @actor_role)
           ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`),
       eventByKey: d.prepare("SELECT * FROM events WHERE workspace_id = ? AND source = ? AND idempotency_key = ?"),
       undispatchedShards: d.prepare("SELECT DISTINCT shard FROM events WHERE dispatched_at IS NULL").pluck(),
-      undispatchedOfShard: d.prepare("SELECT * FROM events WHERE shard = ? AND dispatched_at IS NULL ORDER BY received_at, id LIMIT ?"),
-      markDispatched: d.prepare("UPDATE events SET dispatched_at = ?, runs_created = ? WHERE id = ?"),
+      undispatchedOfShard: d.prepare(`SELECT * FROM events WHERE shard = ? AND dispatched_at IS NULL AND undeliverable_at IS NULL
+          AND (dispatch_until IS NULL OR dispatch_until <= ?) ORDER BY received_at, id LIMIT ?`),
+      retryEvent: d.prepare(`SELECT * FROM events WHERE dispatched_at IS NULL AND dispatch_attempts > 0 AND undeliverable_at IS NULL
+          AND (dispatch_until IS NULL OR dispatch_until <= ?) ORDER BY received_at, id LIMIT 1`),
+      leaseEvent: d.prepare("UPDATE events SET dispatch_attempts = dispatch_attempts + 1, dispatch_until = ? WHERE id = ? RETURNING *"),
+      quarantineEvents: d.prepare(`UPDATE events SET undeliverable_at = ?,
+          undeliverable_reason = 'its dispatch did not complete ' || dispatch_attempts || ' times (' ||
+            coalesce('last error: ' || dispatch_error, 'the dispatching process died or stalled while planning it') || ')'
+        WHERE dispatched_at IS NULL AND dispatch_attempts > 0 AND dispatch_attempts >= ? AND undeliverable_at IS NULL
+          AND (dispatch_until IS NULL OR dispatch_until <= ?) RETURNING *`),
+      plannedEvent: d.prepare("SELECT * FROM events WHERE id = ? AND dispatched_at IS NULL AND undeliverable_at IS NULL"),
+      releaseStale: d.prepare("UPDATE events SET dispatch_until = NULL, dispatch_attempts = max(dispatch_attempts - 1, 0) WHERE id = ?"),
+      failDispatch: d.prepare(`UPDATE events SET dispatch_until = NULL, dispatch_error = @error,
+          undeliverable_at = CASE WHEN dispatch_attempts >= @max THEN @now END,
+          undeliverable_reason = CASE WHEN dispatch_attempts >= @max THEN 'its dispatch failed ' || dispatch_attempts || ' times (last error: ' || @error || ')' END
+        WHERE id = @id AND dispatched_at IS NULL AND undeliverable_at IS NULL RETURNING *`),
+      markDispatched: d.prepare("UPDATE events SET dispatched_at = ?, dispatch_until = NULL, runs_created = ? WHERE id = ?"),
       runByActiveSubject: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND active_subject = ?"),
       automationIds: d.prepare("SELECT id FROM automations").pluck(),
       dueOfAutomation: d.prepare("SELECT id, due_at FROM runs WHERE automation_id = ? AND due_at <= ? ORDER BY due_at, id LIMIT ?"),
       claimOne: d.prepare(`UPDATE runs SET due_at = ?, lease_owner = ?, interruptions = interruptions + (status IN ('running', 'interrupted')),
-          status = 'running', rev = rev + 1 WHERE id = ? AND due_at <= ? RETURNING *`),
+          unsettled_claims = unsettled_claims + 1, status = 'running', rev = rev + 1 WHERE id = ? AND due_at <= ? RETURNING *`),
       commitOne: d.prepare(`UPDATE runs SET status = @status, exit_reason = @exit_reason, current_node_key = @current_node_key,
           waiting_for = @waiting_for, waiting_until = @waiting_until, context = @context, steps = @steps, cursor = @cursor,
           items_total = @items_total, items_failed = @items_failed, interruptions = @interruptions,
@@ -125,7 +142,7 @@ export class EmbeddedStore implements Store {
           lease_owner = CASE WHEN @keep_lease THEN lease_owner ELSE NULL END,
           active_subject = CASE WHEN @terminal THEN NULL ELSE active_subject END,
           control = CASE WHEN @terminal THEN NULL ELSE control END, wait_key = @wait_key,
-          completed_at = @completed_at, updated_at = @updated_at, rev = rev + 1
+          completed_at = @completed_at, updated_at = @updated_at, unsettled_claims = 0, rev = rev + 1
         WHERE id = @run_id AND rev = @expected_rev AND lease_owner = @owner RETURNING control`),
       insertStep: d.prepare(`INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
           outcome, duration_ms, idempotency_key, input, output, error, violations, logs, started_at, finished_at)
@@ -269,7 +286,7 @@ export class EmbeddedStore implements Store {
   }
 
   private insertEventTx(e: NewEvent): { event: StoredEvent; duplicate: boolean } {
-    const r = this.s.insertEvent.get({ ...e, body: JSON.stringify(e.body) });
+    const r = this.s.insertEvent.get({ actor: null, token_id: null, actor_role: null, ...e, body: JSON.stringify(e.body) });
     if (r) return { event: toEvent(r), duplicate: false };
     return { event: toEvent(this.s.eventByKey.get(e.workspace_id, e.source, e.idempotency_key)), duplicate: true };
   }
@@ -283,42 +300,128 @@ export class EmbeddedStore implements Store {
     return r ? toEvent(r) : null;
   }
 
-  async dispatchEvents(now: number, limit: number, plan: DispatchPlan): Promise<{ events: StoredEvent[]; runs: Run[] }> {
+  async leaseEvents(now: number, leaseMs: number, limit: number, maxAttempts: number): Promise<DispatchBatch> {
+    const leased = this.db
+      .transaction(() => {
+        const undeliverable = this.s.quarantineEvents.all(now, maxAttempts, now).map(toEvent);
+        const retry = this.s.retryEvent.get(now);
+        const picked: StoredEvent[] = retry ? [toEvent(retry)] : this.roundRobin(now, limit);
+        const events = picked.map((e) => toEvent(this.s.leaseEvent.get(now + leaseMs, e.id)));
+        return { events, undeliverable };
+      })
+      .immediate();
+    // Read after the events: every automation change committed before an event was stored is seen.
+    const active = leased.events.length === 0 ? [] : this.activeAutomations();
+    return { ...leased, active };
+  }
+
+  /** Up to `limit` leasable events, round-robin over shards, oldest first within each. */
+  private roundRobin(now: number, limit: number): StoredEvent[] {
+    const perShard = (this.s.undispatchedShards.all() as number[]).map((sh) => this.s.undispatchedOfShard.all(sh, now, limit).map(toEvent));
+    const events: StoredEvent[] = [];
+    for (let rank = 0; events.length < limit; rank++) {
+      let any = false;
+      for (const list of perShard) {
+        const ev = list[rank];
+        if (ev === undefined) continue;
+        any = true;
+        events.push(ev);
+        if (events.length >= limit) break;
+      }
+      if (!any) break;
+    }
+    return events.sort((a, b) => a.received_at - b.received_at || (a.id < b.id ? -1 : 1));
+  }
+
+  private activeAutomations(): Automation[] {
+    return this.db.prepare("SELECT * FROM automations WHERE status = 'active' ORDER BY created_at, id").all().map(toAutomation);
+  }
+
+  async commitDispatch(now: number, plan: DispatchPlan, inside?: () => void): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[] }> {
     return this.db
       .transaction(() => {
-        const perShard = (this.s.undispatchedShards.all() as number[]).map((sh) => this.s.undispatchedOfShard.all(sh, limit).map(toEvent));
-        const events: StoredEvent[] = [];
-        for (let rank = 0; events.length < limit; rank++) {
-          let any = false;
-          for (const list of perShard) {
-            const ev = list[rank];
-            if (ev === undefined) continue;
-            any = true;
-            events.push(ev);
-            if (events.length >= limit) break;
-          }
-          if (!any) break;
-        }
-        if (events.length === 0) return { events, runs: [] };
+        const locked = plan.event_ids.flatMap((id) => {
+          const r = this.s.plannedEvent.get(id);
+          return r ? [toEvent(r)] : [];
+        });
+        if (locked.length === 0) return { events: [], runs: [], stale: [] };
+        const { fresh, stale } = splitStale(locked, this.activeAutomations(), plan);
+        for (const id of stale) this.s.releaseStale.run(id);
+        const ids = new Set(fresh.map((e) => e.id));
         const runs: Run[] = [];
         const made = new Map<string, number>();
-        const active = this.db.prepare("SELECT * FROM automations WHERE status = 'active' ORDER BY created_at, id").all().map(toAutomation);
-        for (const nr of plan(events, active)) {
+        for (const nr of plan.runs) {
+          if (nr.event_id === null || !ids.has(nr.event_id)) continue;
           const res = this.insertRunTx(nr, now);
           if (res.created) {
             runs.push(res.run);
-            if (nr.event_id) made.set(nr.event_id, (made.get(nr.event_id) ?? 0) + 1);
+            made.set(nr.event_id, (made.get(nr.event_id) ?? 0) + 1);
           }
         }
-        for (const ev of events) this.s.markDispatched.run(now, made.get(ev.id) ?? 0, ev.id);
-        for (const ev of events) {
+        for (const ev of fresh) this.s.markDispatched.run(now, made.get(ev.id) ?? 0, ev.id);
+        for (const ev of fresh) {
           if (ev.type !== "event" || ev.name === null) continue;
           this.nodes.wake(ev.workspace_id, waitKey(ev.name, ev.subject_id), now);
           if (ev.subject_id !== null) this.nodes.wake(ev.workspace_id, waitKey(ev.name, null), now);
         }
-        return { events, runs };
+        inside?.();
+        return { events: fresh, runs, stale };
       })
       .immediate();
+  }
+
+  async failDispatch(ids: readonly string[], error: string, now: number, maxAttempts: number): Promise<StoredEvent[]> {
+    return this.db
+      .transaction(() =>
+        ids.flatMap((id) => {
+          const r = this.s.failDispatch.get({ id, error, now, max: maxAttempts });
+          const e = r ? toEvent(r) : null;
+          return e && e.undeliverable_at !== null ? [e] : [];
+        }),
+      )
+      .immediate();
+  }
+
+  async replayEvent(workspaceId: string, id: string, _now: number, audit: AuditEntry): Promise<StoredEvent | null> {
+    return this.db
+      .transaction(() => {
+        const r = this.db
+          .prepare(`UPDATE events SET undeliverable_at = NULL, undeliverable_reason = NULL, dispatch_attempts = 0, dispatch_error = NULL,
+              dispatch_until = NULL WHERE id = ? AND workspace_id = ? AND undeliverable_at IS NOT NULL AND dropped_at IS NULL
+              AND dispatched_at IS NULL RETURNING *`)
+          .get(id, workspaceId);
+        if (!r) return null;
+        this.nodes.audit([audit]);
+        return toEvent(r);
+      })
+      .immediate();
+  }
+
+  async dropEvent(workspaceId: string, id: string, now: number, audit: AuditEntry): Promise<StoredEvent | null> {
+    return this.db
+      .transaction(() => {
+        const r = this.db
+          .prepare("UPDATE events SET dropped_at = ? WHERE id = ? AND workspace_id = ? AND undeliverable_at IS NOT NULL AND dropped_at IS NULL RETURNING *")
+          .get(now, id, workspaceId);
+        if (!r) return null;
+        this.nodes.audit([audit]);
+        return toEvent(r);
+      })
+      .immediate();
+  }
+
+  async undeliverableEvents(workspaceId: string, limit: number): Promise<{ total: number; events: StoredEvent[] }> {
+    const where = "workspace_id = ? AND undeliverable_at IS NOT NULL AND dropped_at IS NULL";
+    const total = this.db.prepare(`SELECT count(*) FROM events WHERE ${where}`).pluck().get(workspaceId) as number;
+    const rows = this.db.prepare(`SELECT * FROM events WHERE ${where} ORDER BY undeliverable_at DESC, id DESC LIMIT ?`).all(workspaceId, limit);
+    return { total, events: rows.map(toEvent) };
+  }
+
+  async quarantinedRuns(workspaceId: string, limit: number): Promise<{ total: number; runs: Run[] }> {
+    const where = "workspace_id = ? AND status = 'failed' AND exit_reason = 'quarantined'";
+    const total = this.db.prepare(`SELECT count(*) FROM runs WHERE ${where}`).pluck().get(workspaceId) as number;
+    const rows = this.db.prepare(`SELECT * FROM runs WHERE ${where} ORDER BY completed_at DESC, id DESC LIMIT ?`).all(workspaceId, limit);
+    return { total, runs: rows.map(toRun) };
   }
 
   async activePauses(keys: readonly PauseKey[], now: number): Promise<Map<string, number | null>> {

@@ -11,7 +11,7 @@ export function redriveRun(db: Database.Database, r: Redrive, audit: (entries: A
         const row = db
           .prepare(`UPDATE runs SET status = 'pending', exit_reason = NULL, completed_at = NULL, version = ?, cursor = ?, current_node_key = ?,
             active_subject = ?, control = NULL, wait_key = NULL, waiting_for = NULL, waiting_until = NULL, lease_owner = NULL,
-            due_at = ?, updated_at = ?, rev = rev + 1
+            due_at = ?, updated_at = ?, unsettled_claims = 0, rev = rev + 1
           WHERE id = ? AND workspace_id = ? AND rev = ? AND status = ? RETURNING *`)
           .get(r.version, JSON.stringify(r.cursor), r.cursor.node, r.active_subject, r.now, r.now, r.run_id, r.workspace_id, r.expected_rev, r.expected_status);
         if (row === undefined) return { outcome: "stale" };

@@ -3,6 +3,8 @@
 import type pg from "pg";
 import type {
   AuditEntry,
+  Automation,
+  DispatchBatch,
   DispatchPlan,
   HookRow,
   HookSecretUpdate,
@@ -15,7 +17,7 @@ import type {
   ScheduleRow,
   StoredEvent,
 } from "../../engine/store.js";
-import { laterEnd, pauseKey, waitKey } from "../../engine/store.js";
+import { laterEnd, pauseKey, splitStale, waitKey } from "../../engine/store.js";
 import { ms, toAutomation, toEvent, ts } from "./rows.js";
 import type { Row } from "../rows.js";
 
@@ -44,11 +46,11 @@ const toHook = (r: Row): HookRow => ({
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
-const INSERT_EVENTS_SQL = `INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at)
+const INSERT_EVENTS_SQL = `INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at, actor, token_id, actor_role)
   SELECT x.id, x.workspace_id, x.source, x.idempotency_key, x.payload_hash, x.type, x.name, x.subject_id, x.body, x.shard,
-         to_timestamp(x.received_at / 1000.0)
+         to_timestamp(x.received_at / 1000.0), x.actor, x.token_id, x.actor_role
   FROM jsonb_to_recordset($1::jsonb) AS x(id text, workspace_id text, source text, idempotency_key text, payload_hash text,
-       type text, name text, subject_id text, body jsonb, shard int, received_at double precision)
+       type text, name text, subject_id text, body jsonb, shard int, received_at double precision, actor text, token_id text, actor_role text)
   ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`;
 
 /** Many events, one statement and one commit; duplicates (in the table or the batch) read back. */
@@ -80,48 +82,151 @@ export async function getEvent(pool: pg.Pool, workspaceId: string, id: string): 
   return res.rows[0] ? toEvent(res.rows[0]) : null;
 }
 
+/** An event dispatch may lease at $2: not dispatched, not undeliverable, no live lease. */
+const LEASABLE = "dispatched_at IS NULL AND undeliverable_at IS NULL AND (dispatch_until IS NULL OR dispatch_until <= $2)";
+
 /**
- * Claim undispatched events round-robin over shards (oldest first within each shard), so a flood
+ * Lease undispatched events round-robin over shards (oldest first within each shard), so a flood
  * on one stream takes one slot per round. No id watermark: rows are found by `dispatched_at IS
  * NULL`, so an event whose transaction committed after later ids is still seen.
  */
-const CLAIM_EVENTS_SQL = `
+const LEASE_EVENTS_SQL = `
 WITH shards AS (SELECT DISTINCT shard FROM events WHERE dispatched_at IS NULL),
 cand AS MATERIALIZED (
   SELECT c.id FROM shards s
   CROSS JOIN LATERAL (
     SELECT e.id, e.received_at, row_number() OVER (ORDER BY e.received_at, e.id) AS rn
-    FROM (SELECT id, received_at FROM events WHERE shard = s.shard AND dispatched_at IS NULL ORDER BY received_at, id LIMIT $1) e
+    FROM (SELECT id, received_at FROM events WHERE shard = s.shard AND ${LEASABLE} ORDER BY received_at, id LIMIT $1) e
   ) c
   ORDER BY c.rn, c.received_at
   LIMIT $1
+), locked AS MATERIALIZED (
+  SELECT id FROM events WHERE id IN (SELECT id FROM cand) AND ${LEASABLE} FOR UPDATE SKIP LOCKED
 )
-SELECT * FROM events WHERE id IN (SELECT id FROM cand) AND dispatched_at IS NULL ORDER BY received_at, id FOR UPDATE SKIP LOCKED`;
+UPDATE events e SET dispatch_attempts = e.dispatch_attempts + 1, dispatch_until = $3
+FROM locked WHERE e.id = locked.id RETURNING e.*`;
 
-export function dispatchEvents(pool: pg.Pool, now: number, limit: number, plan: DispatchPlan): Promise<{ events: StoredEvent[]; runs: Run[] }> {
+/** The oldest event leased before and not dispatched (its dispatcher died, or planning threw): retried alone. */
+const LEASE_RETRY_SQL = `
+WITH locked AS MATERIALIZED (
+  SELECT id FROM events WHERE dispatched_at IS NULL AND dispatch_attempts > 0 AND undeliverable_at IS NULL
+    AND (dispatch_until IS NULL OR dispatch_until <= $1)
+  ORDER BY received_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+)
+UPDATE events e SET dispatch_attempts = e.dispatch_attempts + 1, dispatch_until = $2
+FROM locked WHERE e.id = locked.id RETURNING e.*`;
+
+const QUARANTINE_EVENTS_SQL = `
+UPDATE events SET undeliverable_at = $1,
+  undeliverable_reason = 'its dispatch did not complete ' || dispatch_attempts || ' times (' ||
+    coalesce('last error: ' || dispatch_error, 'the dispatching process died or stalled while planning it') || ')'
+WHERE id IN (
+  SELECT id FROM events WHERE dispatched_at IS NULL AND dispatch_attempts > 0 AND dispatch_attempts >= $2 AND undeliverable_at IS NULL
+    AND (dispatch_until IS NULL OR dispatch_until <= $1)
+  FOR UPDATE SKIP LOCKED)
+RETURNING *`;
+
+export async function leaseEvents(pool: pg.Pool, now: number, leaseMs: number, limit: number, maxAttempts: number): Promise<DispatchBatch> {
+  const undeliverable = (await pool.query({ name: "weft_quarantine_events", text: QUARANTINE_EVENTS_SQL, values: [ts(now), maxAttempts] })).rows.map(toEvent);
+  let rows = (await pool.query({ name: "weft_lease_retry", text: LEASE_RETRY_SQL, values: [ts(now), ts(now + leaseMs)] })).rows;
+  if (rows.length === 0) rows = (await pool.query({ name: "weft_lease_events", text: LEASE_EVENTS_SQL, values: [limit, ts(now), ts(now + leaseMs)] })).rows;
+  const events = rows.map(toEvent).sort((a, b) => a.received_at - b.received_at || (a.id < b.id ? -1 : 1));
+  if (events.length === 0) return { events, active: [], undeliverable };
+  return { events, active: await activeOf(pool, events), undeliverable };
+}
+
+async function activeOf(db: Queryable, events: readonly StoredEvent[]): Promise<Automation[]> {
+  const res = await db.query({
+    name: "weft_active_automations_of",
+    text: "SELECT * FROM automations WHERE status = 'active' AND workspace_id = ANY($1::text[]) ORDER BY created_at, id",
+    values: [[...new Set(events.map((e) => e.workspace_id))]],
+  });
+  return res.rows.map(toAutomation);
+}
+
+export function commitDispatch(
+  pool: pg.Pool,
+  now: number,
+  plan: DispatchPlan,
+  inside?: () => void,
+): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[] }> {
+  if (plan.event_ids.length === 0) return Promise.resolve({ events: [], runs: [], stale: [] });
   return tx(pool, async (client) => {
-    const claimed = await client.query({ name: "weft_claim_events", text: CLAIM_EVENTS_SQL, values: [limit] });
-    const events = claimed.rows.map(toEvent);
-    if (events.length === 0) return { events, runs: [] };
-    const workspaces = [...new Set(events.map((e) => e.workspace_id))];
-    const active = await client.query({
-      name: "weft_active_automations_of",
-      text: "SELECT * FROM automations WHERE status = 'active' AND workspace_id = ANY($1::text[]) ORDER BY created_at, id",
-      values: [workspaces],
+    const claimed = await client.query({
+      name: "weft_claim_planned_events",
+      text: "SELECT * FROM events WHERE id = ANY($1::text[]) AND dispatched_at IS NULL AND undeliverable_at IS NULL ORDER BY received_at, id FOR UPDATE SKIP LOCKED",
+      values: [plan.event_ids],
     });
-    const planned = plan(events, active.rows.map(toAutomation));
-    const results = await insertRuns(client, planned, now);
+    const locked = claimed.rows.map(toEvent);
+    if (locked.length === 0) return { events: [], runs: [], stale: [] };
+    const { fresh, stale } = splitStale(locked, await activeOf(client, locked), plan);
+    if (stale.length > 0) {
+      await client.query("UPDATE events SET dispatch_until = NULL, dispatch_attempts = greatest(dispatch_attempts - 1, 0) WHERE id = ANY($1::text[])", [stale]);
+    }
+    const ids = new Set(fresh.map((e) => e.id));
+    const results = await insertRuns(
+      client,
+      plan.runs.filter((r) => r.event_id !== null && ids.has(r.event_id)),
+      now,
+    );
     const runs = results.filter((r) => r.created).map((r) => r.run);
     const made = new Map<string, number>();
     for (const r of runs) if (r.event_id) made.set(r.event_id, (made.get(r.event_id) ?? 0) + 1);
     await client.query({
       name: "weft_mark_dispatched",
-      text: `UPDATE events e SET dispatched_at = $1, runs_created = x.n FROM unnest($2::text[], $3::int[]) AS x(id, n) WHERE e.id = x.id`,
-      values: [ts(now), events.map((e) => e.id), events.map((e) => made.get(e.id) ?? 0)],
+      text: `UPDATE events e SET dispatched_at = $1, dispatch_until = NULL, runs_created = x.n FROM unnest($2::text[], $3::int[]) AS x(id, n) WHERE e.id = x.id`,
+      values: [ts(now), fresh.map((e) => e.id), fresh.map((e) => made.get(e.id) ?? 0)],
     });
-    await wakeWaiters(client, events, now);
-    return { events, runs };
+    await wakeWaiters(client, fresh, now);
+    inside?.();
+    return { events: fresh, runs, stale };
   });
+}
+
+export async function failDispatch(pool: pg.Pool, ids: readonly string[], error: string, now: number, maxAttempts: number): Promise<StoredEvent[]> {
+  if (ids.length === 0) return [];
+  const res = await pool.query(
+    `UPDATE events SET dispatch_until = NULL, dispatch_error = $2,
+       undeliverable_at = CASE WHEN dispatch_attempts >= $4 THEN $3::timestamptz END,
+       undeliverable_reason = CASE WHEN dispatch_attempts >= $4 THEN 'its dispatch failed ' || dispatch_attempts || ' times (last error: ' || $2::text || ')' END
+     WHERE id = ANY($1::text[]) AND dispatched_at IS NULL AND undeliverable_at IS NULL RETURNING *`,
+    [ids, error, ts(now), maxAttempts],
+  );
+  return res.rows.map(toEvent).filter((e) => e.undeliverable_at !== null);
+}
+
+export function replayEvent(pool: pg.Pool, workspaceId: string, id: string, now: number, entry: AuditEntry): Promise<StoredEvent | null> {
+  return tx(pool, async (c) => {
+    const res = await c.query(
+      `UPDATE events SET undeliverable_at = NULL, undeliverable_reason = NULL, dispatch_attempts = 0, dispatch_error = NULL, dispatch_until = NULL
+       WHERE id = $1 AND workspace_id = $2 AND undeliverable_at IS NOT NULL AND dropped_at IS NULL AND dispatched_at IS NULL RETURNING *`,
+      [id, workspaceId],
+    );
+    if (res.rowCount !== 1) return null;
+    await audit(c, [entry]);
+    return toEvent(res.rows[0]);
+  });
+}
+
+export function dropEvent(pool: pg.Pool, workspaceId: string, id: string, now: number, entry: AuditEntry): Promise<StoredEvent | null> {
+  return tx(pool, async (c) => {
+    const res = await c.query(
+      "UPDATE events SET dropped_at = $3 WHERE id = $1 AND workspace_id = $2 AND undeliverable_at IS NOT NULL AND dropped_at IS NULL RETURNING *",
+      [id, workspaceId, ts(now)],
+    );
+    if (res.rowCount !== 1) return null;
+    await audit(c, [entry]);
+    return toEvent(res.rows[0]);
+  });
+}
+
+export async function undeliverableEvents(pool: pg.Pool, workspaceId: string, limit: number): Promise<{ total: number; events: StoredEvent[] }> {
+  const where = "workspace_id = $1 AND undeliverable_at IS NOT NULL AND dropped_at IS NULL";
+  const [n, rows] = await Promise.all([
+    pool.query(`SELECT count(*)::int AS n FROM events WHERE ${where}`, [workspaceId]),
+    pool.query(`SELECT * FROM events WHERE ${where} ORDER BY undeliverable_at DESC, id DESC LIMIT $2`, [workspaceId, limit]),
+  ]);
+  return { total: n.rows[0].n as number, events: rows.rows.map(toEvent) };
 }
 
 export async function activePauses(pool: pg.Pool, keys: readonly PauseKey[], now: number): Promise<Map<string, number | null>> {

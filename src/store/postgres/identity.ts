@@ -188,7 +188,9 @@ export async function opsCounts(pool: pg.Pool, workspaceId: string, now: number,
      FROM runs WHERE workspace_id = $1 AND due_at <= $2`,
     [workspaceId, ts(now)],
   );
-  const ev = await pool.query("SELECT count(*)::int AS n FROM events WHERE workspace_id = $1 AND dispatched_at IS NULL", [workspaceId]);
+  const ev = await pool.query("SELECT count(*)::int AS n FROM events WHERE workspace_id = $1 AND dispatched_at IS NULL AND undeliverable_at IS NULL", [
+    workspaceId,
+  ]);
   const failed = await pool.query(
     `SELECT automation_id, count(*)::int AS w, count(*) FILTER (WHERE completed_at >= $4)::int AS h FROM runs
      WHERE workspace_id = $1 AND completed_at >= $2 AND completed_at <= $3 AND status = 'failed' GROUP BY automation_id ORDER BY automation_id`,
@@ -214,7 +216,7 @@ export async function queueDepth(
       name: "weft_queue_depth",
       text: `SELECT (SELECT count(*)::int FROM runs WHERE due_at <= $1) AS due,
                   (SELECT count(*)::int FROM runs WHERE due_at < $2 AND status <> 'running') AS overdue,
-                  (SELECT count(*)::int FROM events WHERE dispatched_at IS NULL) AS undispatched`,
+                  (SELECT count(*)::int FROM events WHERE dispatched_at IS NULL AND undeliverable_at IS NULL) AS undispatched`,
       values: [ts(now), ts(now - graceMs)],
     })
   ).rows[0];

@@ -144,8 +144,26 @@ export class PostgresStore implements Store {
   getEvent(workspaceId: string, id: string) {
     return E.getEvent(this.pool, workspaceId, id);
   }
-  dispatchEvents(now: number, limit: number, plan: DispatchPlan) {
-    return E.dispatchEvents(this.pool, now, limit, plan);
+  leaseEvents(now: number, leaseMs: number, limit: number, maxAttempts: number) {
+    return E.leaseEvents(this.pool, now, leaseMs, limit, maxAttempts);
+  }
+  commitDispatch(now: number, plan: DispatchPlan, inside?: () => void) {
+    return E.commitDispatch(this.pool, now, plan, inside);
+  }
+  failDispatch(ids: readonly string[], error: string, now: number, maxAttempts: number) {
+    return E.failDispatch(this.pool, ids, error, now, maxAttempts);
+  }
+  replayEvent(workspaceId: string, id: string, now: number, audit: AuditEntry) {
+    return E.replayEvent(this.pool, workspaceId, id, now, audit);
+  }
+  dropEvent(workspaceId: string, id: string, now: number, audit: AuditEntry) {
+    return E.dropEvent(this.pool, workspaceId, id, now, audit);
+  }
+  undeliverableEvents(workspaceId: string, limit: number) {
+    return E.undeliverableEvents(this.pool, workspaceId, limit);
+  }
+  quarantinedRuns(workspaceId: string, limit: number) {
+    return R.quarantinedRuns(this.pool, workspaceId, limit);
   }
   activePauses(keys: readonly PauseKey[], now: number) {
     return E.activePauses(this.pool, keys, now);

@@ -14,7 +14,7 @@ export async function redriveRun(pool: pg.Pool, r: Redrive): Promise<RedriveResu
       const res = await c.query(
         `UPDATE runs SET status = 'pending', exit_reason = NULL, completed_at = NULL, version = $5, cursor = $6::jsonb, current_node_key = $7,
            active_subject = $8, control = NULL, wait_key = NULL, waiting_for = NULL, waiting_until = NULL, lease_owner = NULL,
-           due_at = $9, updated_at = $9, rev = rev + 1
+           due_at = $9, updated_at = $9, unsettled_claims = 0, rev = rev + 1
          WHERE id = $1 AND workspace_id = $2 AND rev = $3 AND status = $4 RETURNING *`,
         [r.run_id, r.workspace_id, r.expected_rev, r.expected_status, r.version, JSON.stringify(r.cursor), r.cursor.node, r.active_subject, ts(r.now)],
       );

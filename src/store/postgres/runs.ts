@@ -166,6 +166,7 @@ UPDATE runs r SET
   lease_owner = $4,
   status = 'running',
   interruptions = r.interruptions + CASE WHEN locked.prev_status IN ('running', 'interrupted') THEN 1 ELSE 0 END,
+  unsettled_claims = r.unsettled_claims + 1,
   rev = r.rev + 1
 FROM locked WHERE r.id = locked.id
 RETURNING r.*`;
@@ -212,6 +213,7 @@ WITH input AS (
     control = CASE WHEN i.terminal THEN NULL ELSE r.control END,
     wait_key = i.wait_key,
     completed_at = to_timestamp(i.completed_at / 1000.0), updated_at = to_timestamp(i.updated_at / 1000.0),
+    unsettled_claims = 0,
     rev = r.rev + 1
   FROM input i
   WHERE r.id = i.run_id AND r.rev = i.expected_rev AND r.lease_owner = $1
@@ -342,4 +344,13 @@ export async function renewLeases(pool: pg.Pool, owner: string, ids: readonly st
     values: [owner, ids, ts(until)],
   });
   return res.rows.map((r: { id: string }) => r.id);
+}
+
+export async function quarantinedRuns(pool: pg.Pool, workspaceId: string, limit: number): Promise<{ total: number; runs: Run[] }> {
+  const where = "workspace_id = $1 AND status = 'failed' AND exit_reason = 'quarantined'";
+  const [n, rows] = await Promise.all([
+    pool.query(`SELECT count(*)::int AS n FROM runs WHERE ${where}`, [workspaceId]),
+    pool.query(`SELECT * FROM runs WHERE ${where} ORDER BY completed_at DESC, id DESC LIMIT $2`, [workspaceId, limit]),
+  ]);
+  return { total: n.rows[0].n as number, runs: rows.rows.map(toRun) };
 }
