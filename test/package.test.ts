@@ -1,7 +1,8 @@
 // The package as an app gets it: `npm pack` here, `npm install <tarball>` in an empty folder (from
 // the registry, as a user would), then `npx weft start` there with a temp data folder and a free
-// port: /healthz answers, the sample automation exists, `import … from "weft"` resolves, and
-// SIGTERM stops it with exit 0. The packed and installed sizes are printed (not asserted).
+// port: /healthz answers, the sample automation exists, the console's files are served,
+// `import … from "weft"` resolves, and SIGTERM stops it with exit 0. The packed and installed
+// sizes are printed (not asserted).
 // Slow by nature (a fresh install compiles better-sqlite3 when no prebuilt binary is reachable):
 // the timeouts below are generous bounds against a hung install, not a budget.
 
@@ -120,7 +121,8 @@ describe("npm pack installs and runs", () => {
       const app = join(dir, "app");
       await run("mkdir", ["-p", app], dir);
       writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true, type: "module" }));
-      const install = await run("npm", ["install", "--no-audit", "--no-fund", join(dir, info!.filename)], app);
+      // --prefer-offline: package metadata npm has cached is not fetched again (a first run fetches it all).
+      const install = await run("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund", join(dir, info!.filename)], app);
       expect(install.code, install.stderr).toBe(0);
 
       // The library's exports resolve by the package's name.
@@ -157,6 +159,11 @@ describe("npm pack installs and runs", () => {
       const { items } = (await list.json()) as { items: { key: string; status: string }[] };
       expect(items).toContainEqual(expect.objectContaining({ key: "welcome", status: "active" }));
 
+      // The console's files and the preact and htm modules it loads resolve from the installed layout.
+      for (const path of ["/console/", "/console/app.js", "/console/vendor/preact.module.js", "/console/vendor/htm.module.js"]) {
+        expect((await fetch(`${base}${path}`)).status, path).toBe(200);
+      }
+
       // npx runs weft through a shell and forwards no signal: stop the weft process itself, as a
       // supervisor would; npx then exits with its code.
       process.kill(await weftPid(server.pid!), "SIGTERM");
@@ -165,7 +172,7 @@ describe("npm pack installs and runs", () => {
 
       const installed = folderBytes(join(app, "node_modules"));
       console.log(
-        `npm pack: ${info!.filename} ${mb(info!.size)} packed, ${mb(info!.unpackedSize)} unpacked, ${files.length} files; installed node_modules ${mb(installed)}`,
+        `npm pack: ${info!.filename} ${info!.size} bytes packed (${mb(info!.size)}), ${info!.unpackedSize} bytes unpacked, ${files.length} files; installed node_modules ${installed} bytes (${mb(installed)})`,
       );
     },
     INSTALL_MS,
