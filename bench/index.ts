@@ -20,6 +20,9 @@
 //      timers: --timers N (default 100,000) runs parked on timers due within one minute
 //      (lateness p50/p99/max, memory; --timer-lead S: when the minute opens, default N/1000 s,
 //      at least 30); intake: events over HTTP for --seconds.
+//   8. --only fleet: one API process and 1, 2, 4 worker processes on one PostgreSQL beside one
+//      process doing it all (bench/fleet.ts; --fleet-events N, --fleet-concurrency C, --fleet-workers 1,2,4;
+//      --fleet-polling adds each fleet with WEFT_WAKEUPS=0 beside it).
 
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -52,6 +55,10 @@ const { values: args } = parseArgs({
     workloads: { type: "string", default: "runs,fanout,timers,intake" },
     timers: { type: "string", default: "100000" },
     "timer-lead": { type: "string" },
+    "fleet-events": { type: "string", default: "2000" },
+    "fleet-concurrency": { type: "string", default: "32" },
+    "fleet-workers": { type: "string", default: "1,2,4" },
+    "fleet-polling": { type: "boolean", default: false },
   },
 });
 const ONLY = new Set(args.only!.split(","));
@@ -837,4 +844,15 @@ if (args.compare || ONLY.has("compare")) {
     );
   }
   console.log(`\nHow each ran:\n${[...new Set(hows)].join("\n")}`);
+}
+
+if (ONLY.has("fleet")) {
+  const { benchFleet } = await import("./fleet.js");
+  await benchFleet({
+    pgUrl: PG_URL,
+    events: Number(args["fleet-events"]),
+    concurrency: Number(args["fleet-concurrency"]),
+    workers: args["fleet-workers"]!.split(",").map(Number),
+    polling: args["fleet-polling"]!,
+  });
 }

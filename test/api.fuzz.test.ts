@@ -9,6 +9,7 @@
 //
 // A failure prints fast-check's seed and path; replay with FC_SEED=<seed> FC_PATH=<path>.
 
+import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import type { FastifyInstance } from "fastify";
 import fc from "fast-check";
@@ -1074,7 +1075,8 @@ describe.each(STORE_KINDS)("the HTTP API under malformed input (%s store)", (kin
 
   beforeAll(async () => {
     ts = await makeStore(kind);
-    engine = await startEngine({ store: ts.store });
+    // A key: webhook triggers need one (their secrets are sealed at rest).
+    engine = await startEngine({ store: ts.store, secretKey: randomBytes(32).toString("base64") });
     engine.events.on("engine:error", (e) => engineErrors.push(`${e.where}: ${e.error instanceof Error ? e.error.stack : String(e.error)}`));
     // No rate limit: a property sends hundreds of requests a second, and a 429 is not what is under test.
     app = buildApp({ engine, adminToken: TOKEN, rateLimitPerSecond: 0 });

@@ -4,6 +4,7 @@
 // checks do not depend on the store).
 
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -45,7 +46,7 @@ describe("weft apply: one pass, sorted, strict, dry run", () => {
 
   beforeAll(async () => {
     ts = await makeStore("embedded");
-    engine = await startEngine({ store: ts.store });
+    engine = await startEngine({ store: ts.store, secretKey: randomBytes(32).toString("base64") }); // webhook triggers need a key
     api = await startApi(engine, TOKEN);
     dir = mkdtempSync(join(tmpdir(), "weft-apply-"));
   });
@@ -142,5 +143,33 @@ edges:
     expect(JSON.parse(second.stdout.trim())).toMatchObject({ key: "dry-one", result: "would update", version: 2 });
     const a = (await api.call<{ items: { key: string; version: number }[] }>("GET", "/v1/automations")).body.items.find((x) => x.key === "dry-one");
     expect(a?.version).toBe(1);
+  });
+
+  it("a webhook trigger's secret is printed once, by the apply that makes the hook; a later apply and reads never show it", async () => {
+    const f = file("hook.yaml", GOOD("hooked").replace("  - type: event\n    name: deal.won\n", "  - type: event\n    name: deal.won\n  - type: webhook\n"));
+    const first = await weft(["apply", "-f", f]);
+    expect(first.code, first.stderr).toBe(0);
+    const m = /webhook POST \/v1\/hooks\/(hook_\w+) {2}secret (whsec_\S+)/.exec(first.stdout);
+    expect(m, first.stdout).not.toBeNull();
+    const [, hookId, secret] = m!;
+    // The printed secret is the hook's (an admin's reveal says the same).
+    expect((await api.call<{ secret: string }>("GET", `/v1/hooks/${hookId}/secret`)).body.secret).toBe(secret);
+    const again = await weft(["apply", "-f", f]);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain("unchanged hooked");
+    expect(again.stdout).not.toContain("whsec_");
+    const json = await weft([
+      "apply",
+      "-f",
+      file(
+        "hook2.yaml",
+        GOOD("hooked")
+          .replace("A follow-up", "Renamed")
+          .replace("  - type: event\n    name: deal.won\n", "  - type: event\n    name: deal.won\n  - type: webhook\n"),
+      ),
+      "--json",
+    ]);
+    expect(JSON.parse(json.stdout.trim())).toMatchObject({ key: "hooked", result: "updated" });
+    expect(json.stdout).not.toContain("whsec_");
   });
 });

@@ -354,7 +354,8 @@ describe("web console in headless Chromium (embedded store)", () => {
     await row.waitFor();
     await shot("07-approvals");
     await row.getByRole("button", { name: "Approve" }).click();
-    await poll(() => row.textContent()).toContain(`approved by user:${BOOTSTRAP_ADMIN}`);
+    // Decided is no longer pending: the row leaves the inbox (and is listed under the decisions below).
+    await poll(() => row.count()).toBe(0);
     const done = await settle(engine, ids.waiting);
     expect(done.status).toBe("completed");
     const steps = await engine.listSteps(WS, ids.waiting);

@@ -95,9 +95,9 @@ describe.each(STORE_KINDS)("explain (%s store)", (kind) => {
   it("a failed step is explained: a missing variable names its path; a 401 says the credentials were refused, with the API's body", async () => {
     const missing = await runOf([{ key: "s", kind: "set", config: { assign: { a: "context.customer.email" } } }]);
     const m = await engine.explain(WS, (await settle(engine, missing)).id);
-    expect(m.failed_step).toMatchObject({ node_key: "s", code: "template.missing_variable", retryable: false });
+    expect(m.failed_step).toMatchObject({ node_key: "s", code: "expression.missing_field", retryable: false });
     // The path that does not resolve is the first missing link: context.customer.
-    expect(m.failed_step!.cause).toContain("the template names context.customer,");
+    expect(m.failed_step!.cause).toContain("the expression names context.customer,");
     expect(m.summary).toContain('Failed at step "s"');
 
     sink.reply = () => ({ status: 401, body: { error: "invalid api key" } });

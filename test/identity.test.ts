@@ -852,6 +852,18 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       },
       "GET /v1/secrets": { probes: [listed] },
       "DELETE /v1/secrets/:name": { probes: [nf] },
+      // Who the caller is: B's own identity, never A's.
+      "GET /v1/me": {
+        probes: [
+          {
+            expect: 200,
+            check: (r) => ((r.body as { workspace_id?: string }).workspace_id === B ? null : `workspace ${(r.body as { workspace_id?: string }).workspace_id}`),
+          },
+        ],
+      },
+      // Another workspace's hook is not found by B's admin: neither revealed nor rotated.
+      "GET /v1/hooks/:id/secret": { probes: [nf] },
+      "POST /v1/hooks/:id/rotate": { probes: [nfBody({}), nfBody({ grace_seconds: 60 })] },
     };
 
     // Every live route is covered, and the map names no route that is gone.

@@ -230,11 +230,12 @@ describe("template.missing_variable", () => {
     expect("context.customer.email".startsWith(path)).toBe(true);
   });
 
-  it("works for event, steps and bare conditions too", () => {
+  it("works for event, steps and bare conditions too (a bare expression's is expression.missing_field: it is no template)", () => {
     const e1 = failure(() => evaluate("event.record_id", scope()));
-    expect([e1.code, e1.details?.path]).toEqual(["template.missing_variable", "event.record_id"]);
+    expect([e1.code, e1.details?.path]).toEqual(["expression.missing_field", "event.record_id"]);
     const e2 = failure(() => evaluateCondition("steps.fetch.output.status == 200", scope({ steps: { fetch: {} } })));
-    expect([e2.code, e2.details?.path]).toEqual(["template.missing_variable", "steps.fetch.output"]);
+    expect([e2.code, e2.details?.path]).toEqual(["expression.missing_field", "steps.fetch.output"]);
+    expect(e2.message).not.toContain("template");
     const e3 = failure(() => render({ deep: ["{{ context.a.b.c }}"] }, scope({ context: { a: { b: {} } } })));
     expect([e3.code, e3.details?.path]).toEqual(["template.missing_variable", "context.a.b.c"]);
   });
@@ -251,7 +252,7 @@ describe("template.missing_variable", () => {
   // Regression test (the bug is fixed): missingPath (src/model/expressions.ts:99-103) finds the first occurrence of the missing ke…
   it("names the path that failed when the same key appears earlier under a path that resolves", () => {
     const e = failure(() => evaluate("context.email == 'a' || event.email == 'b'", scope({ context: { email: "x" } })));
-    expect(e.code).toBe("template.missing_variable");
+    expect(e.code).toBe("expression.missing_field");
     expect(e.details?.path).toBe("event.email");
   });
 });
@@ -272,7 +273,7 @@ describe("parse-time checks", () => {
 
   it("checkTemplates finds problems deep in values, at escaped pointers", () => {
     const out: Problem[] = [];
-    checkTemplates({ a: ["ok {{ x }}", "bad {{ x"], "k/1": { deep: "{{ 1 + }}" }, n: 3 }, "/cfg", out);
+    checkTemplates({ a: ["ok {{ context.x }}", "bad {{ x"], "k/1": { deep: "{{ 1 + }}" }, n: 3 }, "/cfg", out);
     expect(out.map((p) => [p.code, p.pointer])).toEqual([
       ["template.syntax", "/cfg/a/1"],
       ["template.syntax", "/cfg/k~11/deep"],

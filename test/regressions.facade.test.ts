@@ -2,6 +2,7 @@
 // a run's approvals, the event-size limit on webhooks, waitForRun's listeners, and audit entries
 // written in the same transaction as the change they record.
 
+import { randomBytes } from "node:crypto";
 import { spawn } from "node:child_process";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
@@ -231,7 +232,7 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
   // ---------- the event-size limit on webhooks ----------
 
   it("a webhook delivery over the 256 KiB event limit is 413 limits.event_too_large over HTTP; nothing is stored", async () => {
-    const e = (engine = await startEngine({ store: ts.store }));
+    const e = (engine = await startEngine({ store: ts.store, secretKey: randomBytes(32).toString("base64") }));
     const app: FastifyInstance = buildApp({ engine: e, adminToken: TOKEN });
     await app.listen({ host: "127.0.0.1", port: 0 });
     try {
@@ -239,6 +240,7 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
       const key = `hook-${++seq}`;
       const created = await e.createAutomation(WS, { ...plain(key), triggers: [{ type: "webhook" }] });
       const hook = created.hooks![0]!;
+      const secret = hook.secret!; // shown by the call that made the hook
       const deliver = async (msgId: string, body: string) => {
         const at = new Date();
         const res = await request(`${base}/v1/hooks/${hook.id}`, {
@@ -247,7 +249,7 @@ describe.each(STORE_KINDS)("facade regressions (%s store)", (kind) => {
           headers: {
             "webhook-id": msgId,
             "webhook-timestamp": String(Math.floor(at.getTime() / 1000)),
-            "webhook-signature": new Webhook(hook.secret).sign(msgId, at, body),
+            "webhook-signature": new Webhook(secret).sign(msgId, at, body),
             "content-type": "application/json",
           },
         });

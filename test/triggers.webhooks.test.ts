@@ -4,6 +4,7 @@
 // stale timestamp is 401; a non-JSON content type is 415 — and none of the refused ones stores
 // anything.
 
+import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import type { FastifyInstance } from "fastify";
 import { Webhook } from "standardwebhooks";
@@ -43,6 +44,9 @@ interface HookJson {
   id: string;
   trigger_index: number;
   path: string;
+  created_at: string;
+  rotated_at: string | null;
+  previous_secret_expires_at: string | null;
   secret: string;
 }
 
@@ -55,7 +59,7 @@ describe.each(STORE_KINDS)("webhook triggers (%s store)", (kind) => {
 
   beforeEach(async () => {
     ts = await makeStore(kind); // fresh per test: the engine's first dispatch round stays short
-    engine = await startEngine({ store: ts.store });
+    engine = await startEngine({ store: ts.store, secretKey: randomBytes(32).toString("base64") });
     errors = [];
     engine.events.on("engine:error", (e) => errors.push(e));
     app = buildApp({ engine, adminToken: TOKEN });
@@ -121,17 +125,18 @@ describe.each(STORE_KINDS)("webhook triggers (%s store)", (kind) => {
 
   const runsOf = async (automationId: string): Promise<Run[]> => (await engine.listRuns({ workspace_id: WS, automation_id: automationId, limit: 500 })).items;
 
-  it("a webhook trigger has an ingress point: id, path and signing secret, stable across reads", async () => {
+  it("a webhook trigger has an ingress point: id, path and signing secret; reads show the hook, never the secret", async () => {
     const a = await webhookAutomation();
     expect(a.hook.id).toMatch(/^hook_/);
     expect(a.hook.path).toBe(`/v1/hooks/${a.hook.id}`);
     expect(a.hook.secret).toMatch(/^whsec_/);
     expect(a.hook.trigger_index).toBe(1);
     const got = await api("GET", `/v1/automations/${a.id}`);
-    expect(got.body.hooks).toEqual([a.hook]);
+    const { secret: _shownOnce, ...hook } = a.hook;
+    expect(got.body.hooks).toEqual([hook]);
     // The engine view says the same.
     const view = await engine.getAutomation(WS, a.id);
-    expect(view.hooks?.map((h) => ({ id: h.id, secret: h.secret }))).toEqual([{ id: a.hook.id, secret: a.hook.secret }]);
+    expect(view.hooks?.map((h) => ({ id: h.id, secret: h.secret }))).toEqual([{ id: a.hook.id, secret: undefined }]);
   });
 
   it("a signed JSON delivery is accepted with 202 and starts one run; the same webhook-id again is a duplicate", async () => {

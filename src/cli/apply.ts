@@ -6,6 +6,7 @@ import { readFile } from "node:fs/promises";
 import { canonical } from "../model/canonical.js";
 import { definitionSchema, validateDefinition } from "../model/definition.js";
 import type { Problem } from "../model/errors.js";
+import { refusedWarnings } from "../model/workspace-settings.js";
 import { CONNECTION_HELP, CONNECTION_OPTIONS, Exit, UsageError, connect, parse, reportApiError } from "./common.js";
 import { ApiError, type Api } from "./http.js";
 import { Progress } from "./progress.js";
@@ -24,7 +25,8 @@ options:
   -f, --file FILE  a definition file (repeatable)
   --activate       make the automation active (new automations are active by default)
   --paused         create it paused, or pause it
-  --strict         warnings (an unreachable node, ...) are errors: nothing is applied
+  --strict         warnings (an unreachable node, ...) are errors: nothing is applied (also
+                   the case, without the flag, in a workspace whose strict_definitions is on)
   --dry-run        validate locally and say what would be created or updated; change nothing
   --json           print one JSON line per file: { file, id, key, version, status, result }
 ${CONNECTION_HELP}
@@ -37,6 +39,13 @@ interface Automation {
   version: number;
   status: "active" | "paused";
   definition?: Record<string, unknown>;
+  /** A hook carries `secret` only in the response that made it. */
+  hooks?: { id: string; path: string; secret?: string }[];
+}
+
+/** The hooks this response made, with their secrets: printed here once, shown by no later read. */
+function newHooks(a: Automation): { id: string; path: string; secret: string }[] {
+  return (a.hooks ?? []).flatMap((h) => (h.secret ? [{ id: h.id, path: h.path, secret: h.secret }] : []));
 }
 
 /** Node kinds the server may have registered (custom actions): only the server can tell. */
@@ -70,6 +79,7 @@ export async function apply(args: string[]): Promise<number> {
   // 1. Read, parse and validate every file before anything is sent.
   const sources: Source[] = [];
   let invalid = false;
+  const checked: { file: string; source: Source; res: ReturnType<typeof validateDefinition> }[] = [];
   for (const file of files) {
     let text: string;
     try {
@@ -83,18 +93,25 @@ export async function apply(args: string[]): Promise<number> {
       invalid = true;
       continue;
     }
-    const res = validateDefinition(loaded.source.value);
+    checked.push({ file, source: loaded.source, res: validateDefinition(loaded.source.value) });
+  }
+  // Warnings refuse a file with --strict, or when the workspace's strict_definitions is on (asked
+  // only when there is a warning: the server would refuse it anyway, this says so before anything is sent).
+  const strict = values.strict === true ? "flag" : checked.some((c) => c.res.warnings.length > 0) && (await workspaceIsStrict(api)) ? "workspace" : null;
+  for (const { file, source, res } of checked) {
     const errors = res.ok ? [] : res.errors;
     const blocking = errors.filter((p) => !SERVER_DECIDES.has(p.code));
-    const strictFail = values.strict === true && res.warnings.length > 0;
+    const refused = refusedWarnings(strict !== null, res.warnings);
+    const label =
+      strict === "workspace" ? " (warning; an error: this workspace's strict_definitions is on)" : strict ? " (warning; an error with --strict)" : " (warning)";
     // Errors and warnings together, in the order they stand in the file.
     const shown = [
-      ...(blocking.length > 0 ? errors.map((p) => locate(loaded.source, p, SERVER_DECIDES.has(p.code) ? " (unless the server registers this kind)" : "")) : []),
-      ...res.warnings.map((p) => locate(loaded.source, p, values.strict ? " (warning; an error with --strict)" : " (warning)")),
+      ...(blocking.length > 0 ? errors.map((p) => locate(source, p, SERVER_DECIDES.has(p.code) ? " (unless the server registers this kind)" : "")) : []),
+      ...res.warnings.map((p) => locate(source, p, label)),
     ];
     printProblems(file, shown);
-    if (blocking.length > 0 || strictFail) invalid = true;
-    sources.push(loaded.source);
+    if (blocking.length > 0 || refused.length > 0) invalid = true;
+    sources.push(source);
   }
   if (invalid) {
     process.stderr.write(`weft: nothing applied: ${files.length > 1 ? "a definition is" : "the definition is"} invalid\n`);
@@ -112,10 +129,12 @@ export async function apply(args: string[]): Promise<number> {
     progress.tick(src.file);
     try {
       const line = await applyOne(api, src, existing, want);
+      const { hooks, ...summary } = line;
       progress.print(
         values.json
-          ? JSON.stringify({ file: src.file, ...line }) + "\n"
-          : `${src.file}: ${line.result} ${line.key} ${line.id} version ${line.version} (${line.status})\n`,
+          ? JSON.stringify({ file: src.file, ...summary, ...(hooks.length > 0 ? { hooks } : {}) }) + "\n"
+          : `${src.file}: ${line.result} ${line.key} ${line.id} version ${line.version} (${line.status})\n` +
+              hooks.map((h) => `  webhook POST ${h.path}  secret ${h.secret}  (shown once; an admin can reveal it: GET /v1/hooks/${h.id}/secret)\n`).join(""),
       );
       applied++;
       progress.advance();
@@ -129,6 +148,15 @@ export async function apply(args: string[]): Promise<number> {
   }
   progress.stop();
   return code;
+}
+
+/** Whether the workspace refuses definition warnings; false when the server cannot say (it enforces the setting itself). */
+async function workspaceIsStrict(api: Api): Promise<boolean> {
+  try {
+    return (await api.call<{ strict_definitions?: unknown }>("GET", "/v1/workspace/settings")).body.strict_definitions === true;
+  } catch {
+    return false;
+  }
 }
 
 /** What apply would do, file by file, without changing anything (the server is only read). */
@@ -158,8 +186,10 @@ async function applyOne(api: Api, src: Source, existing: Map<string, Automation>
   const found = existing.get(key);
   let a: Automation;
   let result: "created" | "updated" | "unchanged";
+  let hooks: ReturnType<typeof newHooks> = [];
   if (!found) {
     a = (await api.call<Automation>("POST", "/v1/automations", { definition: def, ...(want ? { status: want } : {}) })).body;
+    hooks = newHooks(a);
     result = "created";
   } else {
     const current = (await api.call<Automation>("GET", `/v1/automations/${encodeURIComponent(found.id)}`)).body;
@@ -169,6 +199,7 @@ async function applyOne(api: Api, src: Source, existing: Map<string, Automation>
       result = "unchanged";
     } else {
       a = (await api.call<Automation>("PUT", `/v1/automations/${encodeURIComponent(found.id)}`, { definition: def, expected_version: current.version })).body;
+      hooks = newHooks(a);
       result = "updated";
     }
     if (want && a.status !== want) {
@@ -177,7 +208,7 @@ async function applyOne(api: Api, src: Source, existing: Map<string, Automation>
     }
   }
   existing.set(key, a);
-  return { result, key, id: a.id, version: a.version, status: a.status };
+  return { result, key, id: a.id, version: a.version, status: a.status, hooks };
 }
 
 function locate(src: Source, p: Problem, suffix = ""): Located {

@@ -24,7 +24,11 @@ export class Api {
     readonly token: string | undefined,
   ) {}
 
-  async call<T = Record<string, unknown>>(method: "GET" | "POST" | "PUT" | "DELETE", path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  async call<T = Record<string, unknown>>(
+    method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE",
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: T }> {
     for (let attempt = 0; ; attempt++) {
       let res: Response;
       try {

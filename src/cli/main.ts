@@ -36,6 +36,9 @@ talk to a running Weft over HTTP (--url or WEFT_URL, default http://127.0.0.1:70
   events get ID | events list [--subject S] [--type T] [--key K] [--limit N]
   events explain ID           why each automation did or did not take the event
   status                      live processes, queue depth, warnings (exit 1 while one stands)
+  workspace settings [--set KEY=VALUE]...
+                              the workspace's settings (strict definitions, expression
+                              budget); --set changes them (admins)
 
 exit codes:
   0  success
@@ -92,6 +95,8 @@ async function main(): Promise<number | undefined> {
       return client(async () => (await import("./operator.js")).subjects, rest);
     case "simulate":
       return client(async () => (await import("./operator.js")).simulateCmd, rest);
+    case "workspace":
+      return client(async () => (await import("./workspace.js")).workspace, rest);
     case undefined:
     case "help":
     case "--help":

@@ -47,6 +47,8 @@ async function serve(cfg: Config): Promise<void> {
     noRunner: cfg.role === "api",
     role: cfg.role,
     runner: { leaseMs: cfg.leaseMs, ...(cfg.pollMs ? { pollMs: cfg.pollMs } : {}) },
+    ...(cfg.dispatchPollMs ? { dispatchPollMs: cfg.dispatchPollMs } : {}),
+    wakeups: cfg.wakeups,
     settings: { ai: cfg.ai, itemsInFlight: cfg.itemsInFlight },
     ...(key ? { secretKey: key } : {}),
     httpAllow: cfg.httpAllow,
@@ -56,7 +58,15 @@ async function serve(cfg: Config): Promise<void> {
   await engine.start();
   const boot = cfg.role === "worker" ? { token: null, generated: false } : await engine.admin.bootstrap(cfg.adminToken);
   if (boot.revoked) log.warn({ setting: "WEFT_ADMIN_TOKEN" }, "the configured admin token is revoked; it is ignored (remove or replace WEFT_ADMIN_TOKEN)");
-  const app = cfg.role === "worker" ? null : buildApp({ engine, rateLimitPerSecond: cfg.rateLimit });
+  const app =
+    cfg.role === "worker"
+      ? null
+      : buildApp({
+          engine,
+          rateLimitPerSecond: cfg.rateLimit,
+          hookRateLimitPerSecond: cfg.hookRateLimit,
+          hookRateLimitTotalPerSecond: cfg.hookRateLimitTotal,
+        });
   if (app) logServerErrors(app, log);
   let sampleLine = "";
   if (cfg.sample && cfg.role !== "worker") {
@@ -87,6 +97,7 @@ async function serve(cfg: Config): Promise<void> {
     process.stdout.write(
       `weft: listening on ${base} (${store.kind} store${store.kind === "embedded" ? ` in ${resolve(cfg.dataDir)}` : ""}, role ${cfg.role})\n`,
     );
+    process.stdout.write(`weft: console at ${base}/console/ (sign in with an API token)\n`);
     if (boot.generated) {
       process.stdout.write(`weft: admin token (shown once, stored hashed; \`weft admin-token\` issues another): ${boot.token}\n`);
     } else if (boot.revoked) {
@@ -94,7 +105,7 @@ async function serve(cfg: Config): Promise<void> {
     } else if (!cfg.adminToken) {
       process.stdout.write("weft: use your admin token (printed at first start), set WEFT_ADMIN_TOKEN, or run `weft admin-token` for a new one\n");
     }
-    if (!key) process.stdout.write("weft: no WEFT_SECRET_KEY: secrets cannot be stored or used\n");
+    if (!key) process.stdout.write("weft: no WEFT_SECRET_KEY: secrets and new webhook triggers cannot be stored\n");
     if (sampleLine) {
       const bearer = cfg.adminToken && !boot.revoked ? "$WEFT_ADMIN_TOKEN" : (boot.token ?? "<admin token>");
       process.stdout.write(

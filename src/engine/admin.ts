@@ -5,7 +5,7 @@ import { WeftError } from "../model/errors.js";
 import type { Clock } from "./clock.js";
 import { callerOf, hashToken, newToken, requireRole, type Caller } from "./identity.js";
 import { newId } from "./ids.js";
-import { MIN_SECRET_LENGTH, type SecretBox } from "./secrets.js";
+import { MIN_SECRET_LENGTH, openSecret, sealSecret, type SecretBox } from "./secrets.js";
 import type { AuditEntry, OutcomeRow, OverdueCount, Role, SecretRow, Store, TokenRow, User, Workspace } from "./store.js";
 
 export const DEFAULT_WORKSPACE = "wsp_default";
@@ -225,11 +225,6 @@ export class Admin {
 
   // ---------- secrets ----------
 
-  private mustBox(): SecretBox {
-    if (!this.box) throw new WeftError("secrets.no_key", "no secret key is configured (WEFT_SECRET_KEY)");
-    return this.box;
-  }
-
   async putSecret(c: Caller, name: string, value: string): Promise<{ name: string; created: boolean }> {
     requireRole(c, "admin");
     if (!SECRET_NAME.test(name))
@@ -238,7 +233,7 @@ export class Admin {
       throw new WeftError("secrets.too_short", `a secret value has at least ${MIN_SECRET_LENGTH} characters (shorter ones cannot be redacted safely)`, {
         pointer: "/value",
       });
-    const sealed = this.mustBox().seal(value, `${c.workspace_id}/${name}`);
+    const sealed = sealSecret(this.box, value, `${c.workspace_id}/${name}`);
     const created = await this.store.putSecret(c.workspace_id, name, sealed, this.clock.now(), this.audit(c, c.workspace_id, "secret.put", "secret", name));
     this.secretCache.delete(c.workspace_id);
     return { name, created };
@@ -265,8 +260,7 @@ export class Admin {
     if (hit && now - hit.at < SECRETS_CACHE_MS) return hit.values;
     const values = this.store.listSecrets(workspaceId).then((rows) => {
       if (rows.length === 0) return new Map<string, string>();
-      const box = this.mustBox();
-      return new Map(rows.map((r) => [r.name, box.open(r.ciphertext, `${workspaceId}/${r.name}`)]));
+      return new Map(rows.map((r) => [r.name, openSecret(this.box, r.ciphertext, `${workspaceId}/${r.name}`)]));
     });
     values.catch(() => this.secretCache.delete(workspaceId));
     this.secretCache.set(workspaceId, { at: now, values });

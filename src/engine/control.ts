@@ -96,7 +96,7 @@ export async function pauseSubject(core: EngineCore, workspaceId: string, subjec
     details: { automation_id: p.automation_id ?? null, pause_reason: p.pause_reason, paused_until: row.paused_until },
     at: row.created_at,
   });
-  core.runner?.pauses.invalidate();
+  core.wake("pauses");
   return row;
 }
 
@@ -118,7 +118,7 @@ export async function resumeSubject(
     details: { automation_id: automationId ?? null },
     at: now,
   });
-  core.runner?.pauses.invalidate();
+  core.wake("pauses");
   core.poke();
   return deleted;
 }

@@ -12,8 +12,9 @@ import type { HttpClient } from "./http.js";
 import type { NodeSettings } from "./nodes/types.js";
 import type { Runner } from "./runner.js";
 import type { Scheduler } from "./scheduler.js";
-import type { Store } from "./store.js";
+import type { Store, WakeKind } from "./store.js";
 import type { VersionCache } from "./versions.js";
+import type { HookSecrets } from "./webhooks.js";
 
 export interface Limits {
   /** One event's body (POST /v1/events, webhooks). */
@@ -39,10 +40,14 @@ export interface EngineCore {
   readonly settings: NodeSettings;
   readonly http: HttpClient;
   readonly admin: Admin;
+  /** Hook secrets: sealed, shown once, revealed and rotated by admins. */
+  readonly hooks: HookSecrets;
   readonly limits: Limits;
   readonly runner: Runner | null;
   readonly dispatcher: Dispatcher | null;
   readonly scheduler: Scheduler | null;
   /** Claim now (after creating or waking work). */
   poke(): void;
+  /** Work of this kind became due: wake it here, or in the processes that do it (wakeups.ts). */
+  wake(kind: WakeKind): void;
 }

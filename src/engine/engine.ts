@@ -30,6 +30,7 @@ import * as R from "./runs.js";
 import type { EnrollRequest, RunListFilter } from "./runs.js";
 import { Scheduler } from "./scheduler.js";
 import { SecretBox } from "./secrets.js";
+import { HookSecrets } from "./webhooks.js";
 import type { SimulateRequest, Transcript } from "./simulate.js";
 import { simulateCurrent } from "./simulation.js";
 import type {
@@ -50,6 +51,7 @@ import type {
   Store,
 } from "./store.js";
 import { VersionCache } from "./versions.js";
+import { Wakeups } from "./wakeups.js";
 import { Heartbeat } from "./heartbeat.js";
 import { DEFAULT_ITEMS_IN_FLIGHT, WorkspaceSlots } from "./limiter.js";
 import { explainStoredEvent, type EventExplanation } from "./event-explain.js";
@@ -70,6 +72,12 @@ export interface EngineOptions {
   /** Dispatcher and scheduler poll intervals (ms); each is also woken directly by local work. */
   dispatchPollMs?: number;
   schedulePollMs?: number;
+  /**
+   * Wake-ups between processes over the store's channel (PostgreSQL LISTEN/NOTIFY); default on.
+   * Off for a connection pooler that does not carry LISTEN (PgBouncer in transaction mode): the
+   * processes then find each other's work by polling.
+   */
+  wakeups?: boolean;
   /** What nodes read from configuration (the AI endpoint for agent steps). */
   settings?: NodeSettings;
   /**
@@ -96,6 +104,8 @@ export class Engine {
   private readonly settings: NodeSettings;
   private readonly http: HttpClient;
   readonly admin: Admin;
+  /** Hook secrets: reveal and rotation (admins), and the secrets deliveries are checked against. */
+  readonly hooks: HookSecrets;
   readonly limits: Limits;
   private readonly versions: VersionCache;
   private readonly intake: Intake;
@@ -105,6 +115,8 @@ export class Engine {
   readonly dispatcher: Dispatcher | null;
   readonly scheduler: Scheduler | null;
   private readonly heartbeat: Heartbeat;
+  /** Wakes the work a change makes due, here or in the other processes sharing the store. */
+  readonly wakeups: Wakeups;
 
   constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -114,7 +126,9 @@ export class Engine {
     this.settings = { ...opts.settings, itemSlots: new WorkspaceSlots(opts.settings?.itemsInFlight ?? DEFAULT_ITEMS_IN_FLIGHT) };
     this.http = opts.http ?? new UndiciHttpClient({ allow: opts.httpAllow ?? [], operatorEndpoints: this.settings.ai ? [this.settings.ai.base_url] : [] });
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
-    this.admin = new Admin(this.store, this.clock, opts.secretKey ? SecretBox.fromString(opts.secretKey) : null);
+    const box = opts.secretKey ? SecretBox.fromString(opts.secretKey) : null;
+    this.admin = new Admin(this.store, this.clock, box);
+    this.hooks = new HookSecrets(this.store, this.clock, box);
     this.versions = new VersionCache(this.store);
     const pg = this.store.kind === "postgres";
     this.runner = opts.noRunner
@@ -142,6 +156,18 @@ export class Engine {
       ? null
       : new Dispatcher(this.store, this.versions, this.clock, this.events, { batch: 50, pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500) }, () => this.poke());
     this.scheduler = opts.noRunner ? null : new Scheduler(this.store, this.clock, this.events, opts.schedulePollMs ?? 1000, () => this.dispatcher?.poke());
+    const runner = this.runner;
+    const dispatcher = this.dispatcher;
+    const scheduler = this.scheduler;
+    this.wakeups = new Wakeups(
+      opts.wakeups === false ? undefined : this.store.wakeups,
+      {
+        ...(runner ? { claim: () => runner.poke(), pauses: () => runner.pauses.invalidate() } : {}),
+        ...(dispatcher ? { dispatch: () => dispatcher.poke() } : {}),
+        ...(scheduler ? { schedule: () => scheduler.poke() } : {}),
+      },
+      this.events,
+    );
     this.core = {
       store: this.store,
       clock: this.clock,
@@ -152,13 +178,15 @@ export class Engine {
       settings: this.settings,
       http: this.http,
       admin: this.admin,
+      hooks: this.hooks,
       limits: this.limits,
       runner: this.runner,
       dispatcher: this.dispatcher,
       scheduler: this.scheduler,
       poke: () => this.poke(),
+      wake: (kind) => this.wakeups.signal(kind),
     };
-    this.intake = new Intake(this.core);
+    this.intake = new Intake({ ...this.core, dispatcher: { poke: () => this.wakeups.signal("dispatch") } });
     this.heartbeat = new Heartbeat(this.store, this.clock, this.events, this.owner, opts.role ?? (opts.noRunner ? "api" : "all"));
   }
 
@@ -173,7 +201,10 @@ export class Engine {
 
   async start(): Promise<void> {
     await this.store.ensureWorkspace(DEFAULT_WORKSPACE, "Default workspace", this.clock.now());
+    // Hook secrets stored before sealing existed are sealed as soon as a key is at hand.
+    await this.hooks.sealLegacy();
     await this.heartbeat.start();
+    await this.wakeups.start();
     this.runner?.start();
     this.dispatcher?.start();
     this.scheduler?.start();
@@ -181,6 +212,7 @@ export class Engine {
 
   async stop(): Promise<void> {
     this.heartbeat.stop();
+    await this.wakeups.stop();
     await this.scheduler?.stop();
     await this.dispatcher?.stop();
     await this.runner?.stop();
@@ -193,7 +225,7 @@ export class Engine {
 
   /** Claim now (after creating work or moving a test clock). */
   poke(): void {
-    this.runner?.poke();
+    this.wakeups.signal("claim");
   }
 
   /** Dispatch and fire schedules now (after moving a test clock), then claim. */

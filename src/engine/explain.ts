@@ -211,10 +211,11 @@ function withRedrive(runId: string, d: { cause: string; advice: string }, succee
 export function diagnose(e: StepError, step?: Pick<StepRun, "attempt" | "input">): { cause: string; advice: string } {
   const status = Number(/^http\.status_(\d+)$/.exec(e.code)?.[1] ?? NaN);
   const body = typeof e.details?.body === "string" ? ` The API said: ${String(e.details.body).slice(0, 300)}` : "";
-  if (e.code === "template.missing_variable") {
+  if (e.code === "template.missing_variable" || e.code === "expression.missing_field") {
     const path = typeof e.details?.path === "string" ? e.details.path : "a path";
+    const near = typeof e.details?.suggestion === "string" ? ` (did you mean ${e.details.suggestion}?)` : "";
     return {
-      cause: `the template names ${path}, which does not resolve in this run's data.`,
+      cause: `the ${e.code === "template.missing_variable" ? "template" : "expression"} names ${path}, which does not resolve in this run's data${near}.`,
       advice: `Check the spelling against the run's context and earlier steps' outputs, or make sure an earlier step (or the trigger or enrollment) sets ${path}.`,
     };
   }

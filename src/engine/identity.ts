@@ -46,6 +46,30 @@ export function requireRole(c: Caller, role: Role): void {
 }
 
 /**
+ * The least a route asks of its caller: a workspace role, or `instance_admin` (the instance's own
+ * administrator, who alone creates workspaces and reads every workspace's metrics). Each route
+ * declares one; the API's request hook enforces it with `requireRouteRole`, and the generated role
+ * matrix (docs/roles.md) is computed with `hasRouteRole`, so the two cannot disagree.
+ */
+export type RouteRole = Role | "instance_admin";
+
+export const ROUTE_ROLES: readonly RouteRole[] = ["viewer", "member", "admin", "instance_admin"];
+
+export function hasRouteRole(c: Pick<Caller, "role" | "instance_admin">, need: RouteRole): boolean {
+  return need === "instance_admin" ? c.instance_admin : RANK[c.role] >= RANK[need];
+}
+
+/** Throws `auth.forbidden` (403) unless the caller has at least what the route declares. */
+export function requireRouteRole(c: Caller, need: RouteRole): void {
+  if (need === "instance_admin") {
+    if (!c.instance_admin)
+      throw new WeftError("auth.forbidden", `this needs an instance admin; the caller is a workspace ${c.role}`, { required: need, role: c.role });
+    return;
+  }
+  requireRole(c, need);
+}
+
+/**
  * Who may make a run execute as `userId`: an admin as anyone in the workspace, anyone else only as
  * themselves. Applies alike to defining an automation's `run_as` and to starting a run of one
  * (enroll, retrigger), so nobody borrows an identity they could not have chosen.

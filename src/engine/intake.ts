@@ -11,7 +11,7 @@ import type { EngineEmitter } from "./events.js";
 import { hashBody, shardOf } from "./event-rows.js";
 import { newId } from "./ids.js";
 import type { NewEvent, Store, StoredEvent } from "./store.js";
-import { webhookEvent } from "./webhooks.js";
+import { type HookSecrets, webhookEvent } from "./webhooks.js";
 
 export { SHARDS, hashBody, shardOf } from "./event-rows.js";
 
@@ -117,6 +117,8 @@ export interface IntakeDeps {
   readonly limits: { readonly eventBytes: number };
   /** Woken when a new event is stored (null in an API-only process). */
   readonly dispatcher: { poke(): void } | null;
+  /** A webhook delivery's hook and the secrets it may be signed with. */
+  readonly hooks: Pick<HookSecrets, "forDelivery">;
 }
 
 export class Intake {
@@ -143,9 +145,8 @@ export class Intake {
     headers: Record<string, string | string[] | undefined>,
     contentType: string | undefined,
   ): Promise<{ event_id: string; duplicate: boolean }> {
-    const hook = await this.core.store.getHook(hookId);
-    if (!hook) throw new WeftError("webhook.not_found", `no webhook ${hookId}`);
-    const e = webhookEvent(hook, raw, headers, contentType, this.core.clock.now());
+    const { hook, secrets } = await this.core.hooks.forDelivery(hookId);
+    const e = webhookEvent(hook, secrets, raw, headers, contentType, this.core.clock.now());
     // Measured as an API event is: the JSON of what was sent (here the payload), after the signature holds.
     checkEventSize((e.body as { payload?: unknown }).payload, this.core.limits.eventBytes);
     return this.store(e);

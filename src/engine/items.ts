@@ -11,6 +11,7 @@ import type { EngineCore } from "./core.js";
 import { rerenderInputs, type ForEachConfig } from "./nodes/for-each.js";
 import { mustGetRun } from "./runs.js";
 import { runScope } from "./scope.js";
+import { workspaceBudget } from "./workspace-settings.js";
 import { hasRedaction } from "./secrets.js";
 import type { Run, RunItem } from "./store.js";
 
@@ -66,7 +67,11 @@ export async function retryItem(core: EngineCore, workspaceId: string, runId: st
     if (hasRedaction(input) && node?.kind === "for_each") {
       // The stored input has its secrets masked: render it again from the run (secrets included).
       const secrets = await core.admin.secretsOf(workspaceId);
-      const again = rerenderInputs(node.config as unknown as ForEachConfig, runScope(run, run.context, run.steps, secrets), [claimed]).get(claimed.idx);
+      const again = rerenderInputs(
+        node.config as unknown as ForEachConfig,
+        runScope(run, run.context, run.steps, secrets, await workspaceBudget(core.store, workspaceId)),
+        [claimed],
+      ).get(claimed.idx);
       if (again === undefined) throw new WeftError("item.input_changed", "the item's input holds secrets and cannot be rendered again for the same subject");
       input = again;
     }

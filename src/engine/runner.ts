@@ -25,7 +25,10 @@ import { crashPoint } from "./crashpoints.js";
 import { PauseView } from "./pauses.js";
 import { Loop } from "./loop.js";
 import { Redactor } from "./secrets.js";
+import { withExpressionPointer } from "../model/cel-errors.js";
 import { runScope, scopeForNode } from "./scope.js";
+import { workspaceBudget } from "./workspace-settings.js";
+import { DEFAULT_BUDGET, type Budget } from "../model/cel-budget.js";
 
 /** Node visits without a pause point before a run is stopped as a runaway loop. */
 export const LOOP_CAP = 200;
@@ -217,6 +220,7 @@ export class Runner {
     }
     const d = new Drive(claimed, v, secrets);
     d.secretsError = secretsError;
+    d.budget = await workspaceBudget(this.store, claimed.workspace_id);
     this.drives.set(claimed.id, d);
     try {
       await this.driveLoop(d, signal);
@@ -406,9 +410,15 @@ export class Runner {
       result = { kind: "fail", error: err instanceof StepFailure ? err.error : toStepError(err) };
     }
     if (signal.aborted && handler.class === "slow") return "aborted"; // lease lost or shutting down: discard the result
-    if (result.kind === "fail" && d.secretsError && result.error.code === "template.missing_variable" && /secrets\./.test(result.error.message)) {
+    if (
+      result.kind === "fail" &&
+      d.secretsError &&
+      /^(template\.missing_variable|expression\.missing_field)$/.test(result.error.code) &&
+      /secrets\./.test(result.error.message)
+    ) {
       result = { ...result, error: d.secretsError };
     }
+    if (result.kind === "fail") result = { ...result, error: withExpressionPointer(result.error, d.version.definition.nodes, node.key) };
     if (!d.redactor.empty) {
       // Nothing a step leaves behind (row, context, run thread, audit) carries a secret's value.
       result = d.redactor.value(result);
@@ -552,6 +562,8 @@ class Drive {
   readonly redactor: Redactor;
   /** Why the workspace's secrets could not be loaded for this drive, if they could not. */
   secretsError: StepError | null = null;
+  /** The workspace's expression budget, read when the drive starts. */
+  budget: Readonly<Budget> = DEFAULT_BUDGET;
 
   constructor(
     readonly run: Run,
@@ -608,7 +620,7 @@ class Drive {
   }
 
   scope(): CelScope {
-    return runScope(this.run, this.context, this.steps, this.secrets);
+    return runScope(this.run, this.context, this.steps, this.secrets, this.budget);
   }
 
   addStep(s: NewStepRun): void {

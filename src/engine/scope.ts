@@ -2,20 +2,30 @@
 // view of them one node gets (only the secrets its permissions name, when it declares permissions).
 
 import { StepFailure, stepError } from "../model/errors.js";
-import { CelScope, type Scope } from "../model/expressions.js";
+import { CelScope, DEFAULT_BUDGET, type Budget, type Scope } from "../model/expressions.js";
 import { allows, violation, type PolicyViolation } from "../model/permissions.js";
 import type { Clock } from "./clock.js";
 import type { Run } from "./store.js";
 
-export function runScope(r: Run, context: Record<string, unknown>, steps: Record<string, unknown>, secrets: ReadonlyMap<string, string>): CelScope {
-  return new CelScope({
-    event: r.event,
-    context,
-    steps,
-    subject: { id: r.subject_id },
-    run: { id: r.id, automation_id: r.automation_id, version: r.version, trace_id: r.trace_id, started_at: new Date(r.started_at).toISOString() },
-    secrets: Object.fromEntries(secrets),
-  });
+/** The run's variables, evaluated under `budget` (the workspace's expression budget; see workspace-settings.ts). */
+export function runScope(
+  r: Run,
+  context: Record<string, unknown>,
+  steps: Record<string, unknown>,
+  secrets: ReadonlyMap<string, string>,
+  budget: Readonly<Budget> = DEFAULT_BUDGET,
+): CelScope {
+  return new CelScope(
+    {
+      event: r.event,
+      context,
+      steps,
+      subject: { id: r.subject_id },
+      run: { id: r.id, automation_id: r.automation_id, version: r.version, trace_id: r.trace_id, started_at: new Date(r.started_at).toISOString() },
+      secrets: Object.fromEntries(secrets),
+    },
+    budget,
+  );
 }
 
 /**
@@ -42,7 +52,7 @@ export function scopeForNode(
     else hidden.push(name);
   }
   if (hidden.length === 0) return scope;
-  return new NodeScope({ ...scope.scope, secrets: visible }, hidden, (name) => {
+  return new NodeScope({ ...scope.scope, secrets: visible }, scope.budget, hidden, (name) => {
     const permission = `secret:${name}`;
     const message = `node "${node.key}" is not permitted "${permission}" (permission set: ${granted.join(", ") || "empty"})`;
     // Once per secret and visit: a fan-out rendering the same template for every item is one violation.
@@ -60,10 +70,11 @@ class NodeScope extends CelScope {
   private guarded = false;
   constructor(
     scope: Scope,
+    budget: Readonly<Budget>,
     private readonly hidden: readonly string[],
     private readonly refuse: (name: string) => StepFailure,
   ) {
-    super(scope);
+    super(scope, budget);
   }
   override vars(): Record<string, unknown> {
     const vars = super.vars();

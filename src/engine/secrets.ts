@@ -141,3 +141,28 @@ export class Redactor {
     return v;
   }
 }
+
+// ---------- sealing: the one rule for every secret kept at rest (workspace secrets, hook secrets) ----------
+
+/** The format tag a sealed value starts with (SecretBox.seal); anything else was written before sealing existed. */
+export const SEALED_PREFIX = "v1.";
+
+export function isSealed(stored: string): boolean {
+  return stored.startsWith(SEALED_PREFIX);
+}
+
+/** Without a key no secret is stored at all (never in plaintext): `secrets.no_key`. */
+export function requireBox(box: SecretBox | null): SecretBox {
+  if (!box) throw new WeftError("secrets.no_key", "no secret key is configured (WEFT_SECRET_KEY)");
+  return box;
+}
+
+/** Seal a value for storage, bound to where it is kept (`aad`), so a ciphertext moved elsewhere does not open. */
+export function sealSecret(box: SecretBox | null, plain: string, aad: string): string {
+  return requireBox(box).seal(plain, aad);
+}
+
+/** Open a stored value sealed by sealSecret under the same `aad`. */
+export function openSecret(box: SecretBox | null, stored: string, aad: string): string {
+  return requireBox(box).open(stored, aad);
+}

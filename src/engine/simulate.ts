@@ -27,6 +27,7 @@ import { NODE_HANDLERS } from "./nodes/registry.js";
 import type { NodeContext, NodeHandler, NodeReads, NodeResult, NodeSettings } from "./nodes/types.js";
 import { LOOP_CAP } from "./runner.js";
 import { runScope, scopeForNode } from "./scope.js";
+import type { Budget } from "../model/cel-budget.js";
 import type { Approval, Run, RunItem, StoredEvent } from "./store.js";
 
 export interface SimulateRequest {
@@ -48,6 +49,8 @@ export interface SimulateOptions {
   settings?: NodeSettings;
   /** The workspace's secret names: templates see `[secret:NAME]`, never a value. */
   secretNames?: string[];
+  /** The workspace's expression budget (default: DEFAULT_BUDGET). */
+  budget?: Readonly<Budget>;
 }
 
 export interface SimulatedViolation {
@@ -345,7 +348,7 @@ class Simulation {
     return {
       run: this.run,
       node,
-      scope: scopeForNode(runScope(this.run, this.context, this.steps, this.secrets), node, v.violations, clock),
+      scope: scopeForNode(runScope(this.run, this.context, this.steps, this.secrets, this.opts.budget), node, v.violations, clock),
       idempotencyKey: `${this.run.id}/${node.key}/${visit}`,
       visit,
       attempt: 1,

@@ -6,6 +6,7 @@ import { mustGetAutomation } from "./automations.js";
 import type { EngineCore } from "./core.js";
 import { ErrorCodes } from "./errors.js";
 import { simulate, type SimulateRequest, type Transcript } from "./simulate.js";
+import { workspaceBudget } from "./workspace-settings.js";
 
 export async function simulateCurrent(core: EngineCore, workspaceId: string, automationId: string, req: SimulateRequest): Promise<Transcript> {
   const a = await mustGetAutomation(core, workspaceId, automationId);
@@ -20,5 +21,6 @@ export async function simulateCurrent(core: EngineCore, workspaceId: string, aut
     version: v.version,
     settings: core.settings,
     secretNames,
+    budget: await workspaceBudget(core.store, workspaceId),
   });
 }

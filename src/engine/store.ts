@@ -451,9 +451,17 @@ export interface HookRow {
   workspace_id: string;
   automation_id: string;
   trigger_index: number;
+  /** The signing secret as stored: sealed (see engine/secrets.ts), or plaintext if written before sealing. */
   secret: string;
   created_at: number;
+  /** The secret a rotation replaced (sealed), still verifying until previous_expires_at. */
+  previous_secret: string | null;
+  previous_expires_at: number | null;
+  rotated_at: number | null;
 }
+
+/** A hook's secret columns after a rotation or a sealing. */
+export type HookSecretUpdate = Pick<HookRow, "secret" | "previous_secret" | "previous_expires_at" | "rotated_at">;
 
 export interface OverdueCount {
   automation_id: string;
@@ -558,8 +566,31 @@ export interface EventFilter {
   limit: number;
 }
 
+/**
+ * What a change made by one process can make due for another: events to dispatch, runs to claim,
+ * schedules to re-read, subject pauses to re-read.
+ */
+export type WakeKind = "dispatch" | "claim" | "schedule" | "pauses";
+export const WAKE_KINDS: readonly WakeKind[] = ["dispatch", "claim", "schedule", "pauses"];
+
+/**
+ * Wake-ups between processes sharing a store. A wake-up only shortens a wait: every process still
+ * polls, so a lost one costs latency, never work.
+ */
+export interface WakeChannel {
+  /** Tell the other processes that work of these kinds became due (after it committed). */
+  notify(kinds: readonly WakeKind[]): Promise<void>;
+  /**
+   * Hear the other processes' wake-ups until the returned function is called. After a gap in
+   * listening (a reconnect), `onWake` gets every kind, since what was sent meanwhile is lost.
+   */
+  listen(onWake: (kinds: readonly WakeKind[]) => void): Promise<() => Promise<void>>;
+}
+
 export interface Store {
   readonly kind: "postgres" | "embedded";
+  /** Cross-process wake-ups; absent where only one process uses the store (embedded). */
+  readonly wakeups?: WakeChannel;
   migrate(): Promise<void>;
   close(): Promise<void>;
 
@@ -632,6 +663,13 @@ export interface Store {
   ensureHooks(workspaceId: string, automationId: string, triggerIndexes: readonly number[], make: (index: number) => HookRow): Promise<HookRow[]>;
   getHook(id: string): Promise<HookRow | null>;
   listHooks(automationId: string): Promise<HookRow[]>;
+  /**
+   * Set the hook's secret columns if its secret is still `expectedSecret` (as stored), with the
+   * audit entry, in one transaction; false (nothing written) when it changed meanwhile or is gone.
+   */
+  updateHookSecret(id: string, expectedSecret: string, next: HookSecretUpdate, audit?: AuditEntry): Promise<boolean>;
+  /** Hooks whose secret does not start with `sealedPrefix`: written before secrets were sealed. */
+  listUnsealedHooks(sealedPrefix: string): Promise<HookRow[]>;
 
   /** Derived, never stored: claimable runs due more than `graceMs` ago, and late schedules, per automation. */
   overdue(workspaceId: string, now: number, graceMs: number): Promise<OverdueCount[]>;
@@ -751,6 +789,13 @@ export interface Store {
   opsCounts(workspaceId: string, now: number, windowMs: number): Promise<OpsCounts>;
   /** Across workspaces, for metrics: runs due now, of which due longer ago than `graceMs`, and undispatched events. */
   queueDepth(now: number, graceMs: number): Promise<{ due_runs: number; overdue_runs: number; undispatched_events: number }>;
+
+  // ---------- workspace settings ----------
+
+  /** The workspace's stored settings object, or null when none was ever written (the defaults apply). */
+  getWorkspaceSettings(workspaceId: string): Promise<Record<string, unknown> | null>;
+  /** Replace the workspace's settings object, with its audit entry, in one transaction. */
+  putWorkspaceSettings(workspaceId: string, settings: Record<string, unknown>, now: number, audit: AuditEntry): Promise<void>;
 }
 
 /**

@@ -471,6 +471,9 @@ export function allowedFields(schema: z.ZodType, path: readonly PropertyKey[], i
 
 /** The key in `candidates` closest to `word` (a likely typo), if any is close. */
 export function closest(word: string, candidates: readonly string[]): string | undefined {
+  // `timeout` for `timeout_ms`: a field named without its unit.
+  const unit = candidates.find((c) => c.toLowerCase().startsWith(`${word.toLowerCase()}_`));
+  if (unit !== undefined) return unit;
   let best: string | undefined;
   let bestD = Math.max(2, Math.floor(word.length / 3)) + 1;
   for (const c of candidates) {
@@ -494,10 +497,37 @@ function editDistance(a: string, b: string): number {
   return prev[b.length]!;
 }
 
-/** zod's message, with the fix for the common YAML slip (an unquoted true, 42 or null where text belongs). */
+/** The field an issue is about, for messages ("timeout_ms"; "item 2 of nodes" for a list position). */
+function fieldName(path: readonly PropertyKey[]): string {
+  const last = path[path.length - 1];
+  if (typeof last === "number") return `item ${last} of ${String(path[path.length - 2] ?? "the list")}`;
+  return last === undefined ? "the definition" : String(last);
+}
+
+/** zod's message in words naming the field and the fix, e.g. for the common YAML slip (an unquoted true, 42 or null where text belongs). */
 function plainMessage(i: z.core.$ZodIssue): string {
+  const field = fieldName(i.path);
+  if (i.code === "too_small" || i.code === "too_big") {
+    const bound = i.code === "too_small" ? `at least ${String(i.minimum)}` : `at most ${String(i.maximum)}`;
+    if (i.origin === "array")
+      return `${field} needs ${i.code === "too_small" ? "at least" : "at most"} ${String(i.code === "too_small" ? i.minimum : i.maximum)} item(s)`;
+    if (i.origin === "string")
+      return i.code === "too_small" && Number(i.minimum) === 1 ? `${field} must not be empty` : `${field} must be ${bound} characters long`;
+    return `${field} must be ${bound}${i.input !== undefined ? `, not ${JSON.stringify(i.input)}` : ""}`;
+  }
+  if (i.code === "invalid_value" && i.values.length > 0) {
+    const options = i.values.map(String);
+    const near = typeof i.input === "string" ? closest(i.input, options) : undefined;
+    return `${JSON.stringify(i.input)} is not one of ${options.join(", ")}${near ? ` (did you mean "${near}"?)` : ""}`;
+  }
   if (i.code === "invalid_type" && i.expected === "string" && (typeof i.input === "boolean" || typeof i.input === "number" || i.input === null)) {
     return `expected text, got ${i.input === null ? "null" : typeof i.input} ${JSON.stringify(i.input)}: in YAML, quote it ("${String(i.input)}")`;
+  }
+  const unit =
+    i.code === "invalid_type" && i.expected === "number" && typeof i.input === "string" ? /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)\s*$/.exec(i.input) : null;
+  if (unit) {
+    const ms = Number(unit[1]) * { ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000, d: 86_400_000 }[unit[2] as "ms"];
+    return `expected a number, got the text ${JSON.stringify(i.input)}: write the number without a unit (${ms} for ${String(i.input).trim()}, if the field is in milliseconds)`;
   }
   return i.message;
 }
@@ -524,9 +554,18 @@ function zodProblems(issues: readonly z.core.$ZodIssue[], base: string, schema?:
       }
       continue;
     }
+    if (i.code === "invalid_union" && i.errors.length > 0) {
+      // "Invalid input" says nothing: report the problems of the branch the input came closest to.
+      const closest = [...i.errors].sort((a, b) => a.length - b.length)[0]!;
+      if (closest.length > 0) {
+        const inner = closest.map((x) => ({ ...x, path: [...i.path, ...x.path] })) as z.core.$ZodIssue[];
+        out.push(...zodProblems(inner, base, schema, input));
+        continue;
+      }
+    }
     const missing = i.code === "invalid_type" && i.input === undefined;
     const code = missing ? "definition.required" : `definition.${i.code}`;
-    out.push({ code, pointer, message: missing ? "required" : plainMessage(i) });
+    out.push({ code, pointer, message: missing ? `"${fieldName(i.path)}" is required here` : plainMessage(i) });
   }
   return out;
 }
@@ -616,7 +655,12 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
   });
 
   if (def.root !== "" && !portsByNode.has(def.root)) {
-    errors.push({ code: "definition.missing_root", pointer: "/root", message: `root "${def.root}" is not a node key` });
+    const near = closest(def.root, [...portsByNode.keys()]);
+    errors.push({
+      code: "definition.missing_root",
+      pointer: "/root",
+      message: `root "${def.root}" is not a node key${near ? ` (did you mean "${near}"?)` : ""}`,
+    });
   }
 
   const seenEdge = new Set<string>();
@@ -628,7 +672,8 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
       errors.push({ code: "definition.unknown_node", pointer: `${at}/from`, message: `edge from unknown node "${e.from}"` });
       return;
     }
-    if (!broken.has(e.from) && e.port !== UNPARSED && !ports.includes(e.port)) {
+    // A node with a broken config still has its ports checked when they could be read from it.
+    if ((!broken.has(e.from) || ports.length > 0) && e.port !== UNPARSED && !ports.includes(e.port)) {
       errors.push({
         code: "definition.unknown_port",
         pointer: `${at}/port`,
@@ -651,7 +696,7 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
   });
 
   // Nodes no path from the root reaches never run: say so (a warning; `weft apply --strict` refuses it).
-  if (parsed.success && portsByNode.has(def.root)) {
+  if (portsByNode.has(def.root)) {
     const next = new Map<string, string[]>();
     for (const e of def.edges) next.set(e.from, [...(next.get(e.from) ?? []), e.to]);
     const reached = new Set([def.root]);
@@ -677,18 +722,29 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
 
   def.triggers.forEach((t, i) => {
     const at = `/triggers/${i}`;
-    if ((t.type === "record" || t.type === "event") && t.filter !== undefined) {
-      const prob = checkExpression(t.filter, `${at}/filter`);
+    const filter = (t as { filter?: unknown }).filter;
+    if ((t.type === "record" || t.type === "event" || (t.type as string) === UNPARSED) && typeof filter === "string") {
+      const prob = checkExpression(filter, `${at}/filter`);
       if (prob) errors.push(prob);
     }
     if (t.type === "schedule") {
       if (t.timezone !== undefined && !isTimeZone(t.timezone)) {
-        errors.push({ code: "definition.bad_timezone", pointer: `${at}/timezone`, message: `unknown time zone "${t.timezone}"` });
+        const near = closest(t.timezone, Intl.supportedValuesOf("timeZone"));
+        errors.push({
+          code: "definition.bad_timezone",
+          pointer: `${at}/timezone`,
+          message: `unknown time zone "${t.timezone}"${near ? ` (did you mean "${near}"?)` : ""}: use an IANA name such as Europe/Paris`,
+        });
       } else {
         try {
           new Cron(t.cron, { timezone: t.timezone ?? "UTC", paused: true });
         } catch (err) {
-          errors.push({ code: "definition.bad_cron", pointer: `${at}/cron`, message: err instanceof Error ? err.message : String(err) });
+          const why = (err instanceof Error ? err.message : String(err)).replace(/^CronPattern: /, "");
+          errors.push({
+            code: "definition.bad_cron",
+            pointer: `${at}/cron`,
+            message: `cron "${t.cron}" is not valid: ${why} (fields: minute hour day-of-month month day-of-week, with seconds first when there are 6)`,
+          });
         }
       }
     }
@@ -715,11 +771,6 @@ function salvage(input: unknown): Definition | null {
   if (input === null || typeof input !== "object" || Array.isArray(input)) return null;
   const raw = input as Record<string, unknown>;
   const list = (v: unknown) => (Array.isArray(v) ? v : []);
-  const keep = <T>(schema: z.ZodType<T>, items: unknown[]): T[] =>
-    items.flatMap((x) => {
-      const r = schema.safeParse(x);
-      return r.success ? [r.data] : [];
-    });
   // Nodes keep their place so pointers stay right: a node that does not parse becomes an inert stand-in.
   const nodes = list(raw.nodes).map((x, i) => {
     const r = nodeSchema.safeParse(x);
@@ -730,7 +781,13 @@ function salvage(input: unknown): Definition | null {
   return {
     key: typeof raw.key === "string" ? raw.key : "",
     name: typeof raw.name === "string" ? raw.name : "",
-    triggers: keep(triggerSchema, list(raw.triggers)),
+    // Triggers keep their place too, so pointers stay right; one that does not parse still has its filter checked.
+    triggers: list(raw.triggers).map((x) => {
+      const r = triggerSchema.safeParse(x);
+      if (r.success) return r.data;
+      const filter = x !== null && typeof x === "object" ? (x as { filter?: unknown }).filter : undefined;
+      return { type: UNPARSED, ...(typeof filter === "string" && filter !== "" ? { filter } : {}) };
+    }),
     root: typeof raw.root === "string" ? raw.root : "",
     nodes,
     // An edge keeps what parses of it, so a bad port does not hide a typo in its target.

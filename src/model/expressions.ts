@@ -9,6 +9,7 @@
 
 import { Environment } from "@marcbachmann/cel-js";
 import { BudgetExceeded, DEFAULT_BUDGET, Meter, installMeter, metered, meterRoot, type Budget } from "./cel-budget.js";
+import { EXTRA_NAMES, SCOPE_NAMES, explainCelError, missingWords, rawCelMessage } from "./cel-errors.js";
 import { StepFailure, stepError, type Problem } from "./errors.js";
 
 export { DEFAULT_BUDGET, type Budget, type BudgetBound } from "./cel-budget.js";
@@ -20,6 +21,19 @@ const env = new Environment({
   limits: { maxAstNodes: 5000, maxDepth: 100, maxListElements: 1000, maxMapEntries: 1000, maxCallArguments: 32 },
 });
 installMeter(env);
+
+/**
+ * The same language with its variables declared (all `dyn`), for the static checks a definition
+ * gets when it is validated: an unknown name, a call with the wrong arguments, or literals that
+ * cannot go together are found before any run. Values stay `dyn`, so nothing about the data is assumed.
+ */
+const checker = new Environment({
+  unlistedVariablesAreDyn: false,
+  homogeneousAggregateLiterals: false,
+  enableOptionalTypes: true,
+  limits: { maxAstNodes: 5000, maxDepth: 100, maxListElements: 1000, maxMapEntries: 1000, maxCallArguments: 32 },
+});
+for (const name of [...SCOPE_NAMES, ...EXTRA_NAMES]) checker.registerVariable(name, "dyn");
 
 type Compiled = ReturnType<typeof env.parse>;
 
@@ -38,16 +52,28 @@ export function compile(source: string): Compiled {
   return c;
 }
 
-/** A syntax problem in `source`, or null when it parses. */
+/**
+ * The problem in `source` found without running it (syntax, unknown names, wrong calls, literal
+ * type mismatches, secret misuse), in plain words (cel-errors.ts), or null when there is none.
+ */
 export function checkExpression(source: string, pointer: string): Problem | null {
   try {
     compile(source);
-    const misuse = secretUseProblem(source);
-    return misuse === null ? null : { code: "expression.secret_use", pointer, message: misuse };
   } catch (err) {
-    const msg = err instanceof Error ? (err.message.split("\n")[0] ?? err.message) : String(err);
-    return { code: "expression.syntax", pointer, message: `invalid CEL expression ${JSON.stringify(source)}: ${msg}` };
+    const w = explainCelError(rawCelMessage(err), source);
+    return { code: w.code === "expression.error" ? "expression.syntax" : w.code, pointer, message: w.message, details: w.details };
   }
+  const misuse = secretUseProblem(source);
+  if (misuse !== null) return { code: "expression.secret_use", pointer, message: misuse };
+  let checked: ReturnType<typeof checker.check>;
+  try {
+    checked = checker.check(source);
+  } catch {
+    return null; // the checker gave up on a valid parse: evaluation decides
+  }
+  if (checked.valid || checked.error === undefined) return null;
+  const w = explainCelError(rawCelMessage(checked.error), source);
+  return { code: w.code, pointer, message: w.message, details: w.details };
 }
 
 /** A whole secret: `secrets.NAME` or `secrets["NAME"]`, alone (as `{{ secrets.NAME }}` in a template), or tested with `has()`. */
@@ -190,15 +216,16 @@ export function missingPath(source: string, key: string, message = ""): string {
 
 /** Evaluate a CEL expression under the scope's budget; failures are permanent step errors. */
 export function evaluate(source: string, scope: CelScope): unknown {
-  return evaluateMetered(source, scope, new Meter(scope.budget));
+  return evaluateMetered(source, scope, new Meter(scope.budget), false);
 }
 
-function evaluateMetered(source: string, scope: CelScope, meter: Meter): unknown {
+/** `template`: the expression stands inside `{{ }}`, so its errors are worded as a template's. */
+function evaluateMetered(source: string, scope: CelScope, meter: Meter, template: boolean): unknown {
   let compiled: Compiled;
   try {
     compiled = compile(source);
   } catch (err) {
-    throw new StepFailure(stepError("expression.syntax", `invalid CEL expression ${JSON.stringify(source)}: ${firstLine(err)}`, false));
+    throw runtimeFailure(explainCelError(rawCelMessage(err), source, { template }), "expression.syntax");
   }
   const misuse = secretUseProblem(source);
   if (misuse !== null) throw new StepFailure(stepError("expression.secret_use", misuse, false, { expression: source }));
@@ -209,59 +236,25 @@ function evaluateMetered(source: string, scope: CelScope, meter: Meter): unknown
     const over = meter.exceeded ?? (err instanceof BudgetExceeded ? err : undefined);
     if (over) throw budgetFailure(over, source);
     if (err instanceof StepFailure) throw err; // raised on purpose by the scope (a secret the step may not read)
-    const msg = firstLine(err);
+    const msg = rawCelMessage(err);
     const m = /^(?:No such key|Unknown variable): (.+)$/.exec(msg);
     if (m && !msg.includes("index out of bounds")) {
       const path = missingPath(source, m[1]!.trim(), err instanceof Error ? err.message : "");
-      throw new StepFailure(stepError("template.missing_variable", `${path} does not resolve`, false, { path, expression: source }));
+      const w = missingWords(path, source, { template, vars: scope.vars() });
+      throw new StepFailure(stepError(w.code, w.message, false, { ...w.details, raw: msg }));
     }
-    throw new StepFailure(stepError("expression.error", `${source}: ${plainCelError(msg)}`, false, { expression: source, raw: msg }));
+    throw runtimeFailure(explainCelError(msg, source, { template, vars: scope.vars() }), "expression.error");
   }
 }
 
-const TYPE_WORDS: Record<string, string> = {
-  string: "text (a string)",
-  int: "a whole number (int)",
-  uint: "a whole number (uint)",
-  double: "a number (double)",
-  bool: "a bool",
-  list: "a list",
-  map: "a map",
-  null_type: "null",
-  bytes: "bytes",
-  timestamp: "a timestamp",
-  duration: "a duration",
-};
-const typeWord = (t: string) => TYPE_WORDS[t.replace(/^dyn<|>$/g, "").split("<")[0]!] ?? t;
-
 /**
- * cel-js's messages in plain words, with the fix where there is a usual one (the raw message stays
- * in the error's details): `no such overload: dyn<string> > int` → the two sides of `>` are text and
- * a number; convert with int(…) or double(…).
+ * A run-time expression error as a step error with `code` (`expression.syntax` when it does not
+ * parse, else `expression.error`); the kind the static checks name apart (a type mismatch, a bad
+ * call) is kept in `details.reason`.
  */
-export function plainCelError(msg: string): string {
-  const op = /no such overload: (\S+) (\S+) (\S+)$/.exec(msg);
-  if (op) {
-    const [, a, o, b] = op as unknown as [string, string, string, string];
-    const [ta, tb] = [typeWord(a), typeWord(b)];
-    const text = [a, b].some((t) => t.includes("string"));
-    const num = [a, b].some((t) => /int|double|uint/.test(t));
-    const fix =
-      text && num
-        ? ` Convert the text: int(x) or double(x) to compare it as a number${o === "+" ? ", or string(n) to join it as text" : ""}.`
-        : ` Convert one side so both have the same type (int(), double(), string()).`;
-    return `the two sides of "${o}" do not go together: ${ta} and ${tb}.${fix}`;
-  }
-  const fn = /found no matching overload for '(?:(\w+)\.)?(\w+)\((.*)\)'/.exec(msg);
-  if (fn) {
-    const [, recv, name, args] = fn;
-    return recv
-      ? `${name}() does not apply to ${typeWord(recv)}${args ? ` with (${args})` : ""}; check the value's type, or convert it first (e.g. string(x).${name}(…))`
-      : `${name}() does not take (${args ?? ""})`;
-  }
-  const idx = /index out of bounds, index (\d+) >= size (\d+)/.exec(msg);
-  if (idx) return `index ${idx[1]} is past the end of a list of ${idx[2]} element(s) (indexes start at 0); check size() first`;
-  return msg;
+function runtimeFailure(w: { code: string; message: string; details: Record<string, unknown> }, code: string): StepFailure {
+  const reason = w.code === code ? {} : { reason: w.code.replace(/^expression\./, "") };
+  return new StepFailure(stepError(code, w.message, false, { ...w.details, ...reason }));
 }
 
 /** Evaluate a condition; anything but a bool is an error (CEL has no truthiness). */
@@ -307,9 +300,9 @@ export function parseTemplate(s: string): TemplatePart[] {
     }
     if (open > i) parts.push({ text: s.slice(i, open) });
     const close = s.indexOf(CLOSE, open + 2);
-    if (close < 0) throw new Error(`unclosed "{{" at offset ${open}`);
+    if (close < 0) throw new Error(`an unclosed "{{" at character ${open}: end the expression with "}}"`);
     const expr = s.slice(open + 2, close).trim();
-    if (expr === "") throw new Error(`empty "{{ }}" at offset ${open}`);
+    if (expr === "") throw new Error(`an empty "{{ }}" at character ${open}: put an expression inside, or remove it`);
     parts.push({ expr });
     i = close + 2;
   }
@@ -359,8 +352,8 @@ function renderMetered(value: unknown, scope: CelScope, meter: Meter): unknown {
       throw new StepFailure(stepError("template.syntax", firstLine(err), false));
     }
     const only = parts[0];
-    if (parts.length === 1 && only && "expr" in only) return evaluateMetered(only.expr, scope, meter);
-    const text = parts.map((p) => ("text" in p ? p.text : stringify(evaluateMetered(p.expr, scope, meter)))).join("");
+    if (parts.length === 1 && only && "expr" in only) return evaluateMetered(only.expr, scope, meter, true);
+    const text = parts.map((p) => ("text" in p ? p.text : stringify(evaluateMetered(p.expr, scope, meter, true)))).join("");
     // The joined text is a new string too: many `{{ big }}` parts must not add up unbounded.
     try {
       meter.produce(text.length);

@@ -43,6 +43,16 @@ export const PERMISSION_NAMESPACES = ["http", "tool", "secret", "action"] as con
 export function permissionProblem(p: string): string | null {
   const i = p.indexOf(":");
   const ns = i < 0 ? "" : p.slice(0, i);
+  if (ns === "http" && p.startsWith("http://")) return `"${p}" is a URL; a permission names the host alone: "http:${p.slice(7).split("/")[0]}"`;
+  if (ns === "https")
+    return `"${p}" is a URL; a permission names the host alone: "http:${
+      p
+        .slice(i + 1)
+        .replace(/^\/\//, "")
+        .split("/")[0]
+    }" (it covers https too)`;
+  const near = PERMISSION_NAMESPACES.find((n) => ns === `${n}s` || `${ns}s` === n);
+  if (near !== undefined) return `"${p}" is not a permission (did you mean "${near}:${p.slice(i + 1)}"?)`;
   if (!(PERMISSION_NAMESPACES as readonly string[]).includes(ns)) {
     return `"${p}" is not a permission: use ${PERMISSION_NAMESPACES.map((n) => `${n}:<${n === "http" ? "host" : n === "action" ? "kind" : "name"}>`).join(", ")}`;
   }

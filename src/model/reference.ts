@@ -176,7 +176,14 @@ and \`error\`. The same kinds may be \`for_each\` actions and \`agent\` tools.
 Conditions and \`assign\` values are [CEL](https://github.com/google/cel-spec). Any string field may hold
 \`{{ expr }}\` templates: a string that is exactly one \`{{ expr }}\` yields the expression's value with its type;
 mixed text yields a string. Whole JSON numbers are CEL \`int\` (so \`context.count + 1\` works), others \`double\`.
-A path that does not resolve fails the step with \`template.missing_variable\` naming the path.
+A path that does not resolve fails the step with \`expression.missing_field\` (a bare expression) or
+\`template.missing_variable\` (inside \`{{ }}\`), naming the path in \`details.path\` and, when a field close
+to it exists, suggesting it (\`details.suggestion\`). Expressions are also checked when a definition is
+validated: \`expression.syntax\`, \`expression.unknown_variable\` (a name not in the table below),
+\`expression.type_mismatch\` (e.g. \`'100' > 5\`) and \`expression.bad_call\` (e.g. \`size(x, 2)\`), each at the
+expression's pointer, in plain words with the fix, the library's message in \`details.raw\`. At run time
+a type mismatch or a bad call is \`expression.error\` with \`details.reason\`, e.g. "amount is text (a string)
+here, not a number: compare int(event.amount) > 100", and \`details.pointer\` names the expression.
 
 What an expression can read:
 
@@ -190,6 +197,8 @@ What an expression can read:
 | \`secrets\` | \`secrets.NAME\`: a workspace secret, usable only whole (\`{{ secrets.NAME }}\`, or \`has()\`): never split, cut, measured or compared (\`expression.secret_use\`); a node with \`permissions\` sees only those its \`secret:NAME\` entries name |
 | \`item\` | in a \`for_each\`'s \`subject\`, \`condition\` and action config: the current item |
 | \`response\` | in an \`http_request\`'s \`assign\`: \`status\`, \`headers\`, \`body\` |
+| \`index\` | in a \`for_each\`'s \`subject\`, \`condition\` and action config: the item's position (from 0) |
+| \`trigger\` | in a \`wait_for_event\`'s \`match\` (where \`event\` is the awaited event): the run's trigger event |
 
 A reply to an \`input\` node arrives as the event \`${REPLY_EVENT}\` about the run's subject.
 `);

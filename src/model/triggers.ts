@@ -2,7 +2,7 @@
 // so an update that changes only unwatched fields creates nothing.
 
 import type { TriggerDef } from "./definition.js";
-import { CelScope, evaluateCondition } from "./expressions.js";
+import { CelScope, DEFAULT_BUDGET, evaluateCondition, type Budget } from "./expressions.js";
 import { StepFailure } from "./errors.js";
 import { canonical } from "./canonical.js";
 
@@ -53,18 +53,19 @@ export function changedFields(
   return fields.filter((f) => !sameValue(before?.[f], after?.[f]));
 }
 
-function filterHolds(filter: string, event: TriggerEvent): boolean {
-  return evaluateCondition(filter, new CelScope({ event, context: {}, steps: {}, subject: { id: event.subject_id ?? null }, run: {}, secrets: {} }));
+function filterHolds(filter: string, event: TriggerEvent, budget: Readonly<Budget>): boolean {
+  return evaluateCondition(filter, new CelScope({ event, context: {}, steps: {}, subject: { id: event.subject_id ?? null }, run: {}, secrets: {} }, budget));
 }
 
 /** Whether the trigger takes the event (the dispatcher's rule), with the reason when it does not. */
-export function matchTrigger(t: TriggerDef, e: TriggerEvent): MatchResult {
-  const v = triggerVerdict(t, e);
+export function matchTrigger(t: TriggerDef, e: TriggerEvent, budget: Readonly<Budget> = DEFAULT_BUDGET): MatchResult {
+  const v = triggerVerdict(t, e, budget);
   if (v.matched) return v;
   return v.code === "filter_error" ? { matched: false, why: "filter_error", error: v.error } : { matched: false, why: v.code };
 }
 
-export function triggerVerdict(t: TriggerDef, e: TriggerEvent): TriggerVerdict {
+/** `budget`: the workspace's expression budget the filter is evaluated under (workspaceBudget()). */
+export function triggerVerdict(t: TriggerDef, e: TriggerEvent, budget: Readonly<Budget> = DEFAULT_BUDGET): TriggerVerdict {
   const filter = "filter" in t ? t.filter : undefined;
   try {
     switch (t.type) {
@@ -86,12 +87,12 @@ export function triggerVerdict(t: TriggerDef, e: TriggerEvent): TriggerVerdict {
           };
         }
         if (t.filter === undefined) return { matched: true };
-        if (!filterHolds(t.filter, e)) return { matched: false, code: "filter_false", filter: t.filter, value: false };
+        if (!filterHolds(t.filter, e, budget)) return { matched: false, code: "filter_false", filter: t.filter, value: false };
         if ((t.filter_mode ?? "every_time") === "becomes_true" && e.op === "updated") {
           // Fire only on the change that makes the filter true: evaluate it against the record as it was.
           let before = false;
           try {
-            before = filterHolds(t.filter, { ...e, after: e.before ?? {} });
+            before = filterHolds(t.filter, { ...e, after: e.before ?? {} }, budget);
           } catch {
             before = false; // a field missing before the change: the filter did not hold then
           }
@@ -102,7 +103,7 @@ export function triggerVerdict(t: TriggerDef, e: TriggerEvent): TriggerVerdict {
       case "event":
         if (e.type !== "event") return { matched: false, code: "trigger_kind_differs", expected: "event", got: e.type };
         if (e.name !== t.name) return { matched: false, code: "event_name_differs", expected: t.name, got: e.name ?? null };
-        if (t.filter !== undefined && !filterHolds(t.filter, e)) return { matched: false, code: "filter_false", filter: t.filter, value: false };
+        if (t.filter !== undefined && !filterHolds(t.filter, e, budget)) return { matched: false, code: "filter_false", filter: t.filter, value: false };
         return { matched: true };
       case "webhook":
         return e.type === "webhook" ? { matched: true } : { matched: false, code: "trigger_kind_differs", expected: "webhook", got: e.type };
@@ -157,13 +158,14 @@ export function automationVerdict(
   automationId: string,
   triggers: readonly TriggerDef[],
   e: TriggerEvent & { automation_id?: string | null },
+  budget: Readonly<Budget> = DEFAULT_BUDGET,
 ): AutomationVerdict {
   if (e.type === "webhook" || e.type === "schedule") {
     return e.automation_id === automationId ? { matched: true } : { matched: false, code: "not_addressed", automation_id: e.automation_id ?? null };
   }
   let best: AutomationVerdict | null = null;
   for (const t of triggers) {
-    const v = triggerVerdict(t, e);
+    const v = triggerVerdict(t, e, budget);
     if (v.matched) return v;
     if (best === null || (!best.matched && CLOSENESS[v.code]! > CLOSENESS[best.code]!)) best = v;
   }

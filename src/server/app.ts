@@ -5,15 +5,18 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Engine } from "../engine/engine.js";
 import { eventListFilter } from "../engine/event-explain.js";
 import { fleetWarnings } from "../engine/heartbeat.js";
-import { canSee, mayChooseRunAs, mayDecide, requireRole, requireRunAs, runAsUser, type Caller } from "../engine/identity.js";
+import { canSee, mayChooseRunAs, mayDecide, requireRouteRole, requireRunAs, runAsUser, type Caller } from "../engine/identity.js";
 import type { Run } from "../engine/store.js";
+import { DEFAULT_HOOK_RATE_LIMIT, DEFAULT_HOOK_RATE_LIMIT_TOTAL } from "../engine/webhooks.js";
 import { WeftError } from "../model/errors.js";
 import { checkJsonInput } from "../model/json-input.js";
 import type { RunStatus } from "../model/run-status.js";
 import { errorHandler } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
 import { registerConsole } from "./console.js";
+import { registerWorkspaceSettings } from "./workspace-settings.js";
 import { engineMetrics } from "./metrics.js";
+import { isRouteAccess, needsToken, type RouteAccess } from "./roles.js";
 import {
   approvalsQuery,
   auditQuery,
@@ -30,6 +33,7 @@ import {
   resumeBody,
   redriveBody,
   retriggerBody,
+  rotateHookBody,
   runsQuery,
   secretBody,
   simulateBody,
@@ -45,6 +49,7 @@ import {
   automationJson,
   eventJson,
   eventSummaryJson,
+  hookJson,
   itemJson,
   pauseJson,
   runJson,
@@ -64,6 +69,28 @@ export interface AppOptions {
   bodyLimit?: number;
   /** Requests per second per token (burst: one second's worth); 0 turns the limit off. Default 1000. */
   rateLimitPerSecond?: number;
+  /** Webhook deliveries per second per hook (WEFT_HOOK_RATE_LIMIT); 0 turns the limit off. Default 100. */
+  hookRateLimitPerSecond?: number;
+  /** Webhook deliveries per second over all hooks of the process (WEFT_HOOK_RATE_LIMIT_TOTAL); 0: off. Default 1000. */
+  hookRateLimitTotalPerSecond?: number;
+}
+
+/**
+ * A per-second request limit as a Fastify plugin, answering 429 `limits.rate` with Retry-After
+ * before the handler does any work (so a refused request has stored nothing), keyed by `key`.
+ */
+function perSecondLimit(max: number, key: (req: FastifyRequest) => string, what: string) {
+  return {
+    hook: "preHandler" as const,
+    max,
+    timeWindow: 1000,
+    keyGenerator: key,
+    errorResponseBuilder: (_req: FastifyRequest, ctx: { max: number; ttl: number }) =>
+      new WeftError("limits.rate", `more than ${ctx.max} requests per second ${what}; retry in ${Math.ceil(ctx.ttl / 1000)} s`, {
+        limit_per_second: ctx.max,
+        retry_after_ms: ctx.ttl,
+      }),
+  };
 }
 
 declare module "fastify" {
@@ -71,14 +98,14 @@ declare module "fastify" {
     caller: Caller;
   }
   interface FastifyInstance {
-    /** Every route registered (method and URL), for the OpenAPI document and its test. */
-    weftRoutes: { method: string; url: string }[];
+    /** Every route registered (method, URL and its declared role), for the OpenAPI document, docs/roles.md and their tests. */
+    weftRoutes: { method: string; url: string; role: RouteAccess }[];
   }
   interface FastifyContextConfig {
     /** A console page or asset (not part of the API). */
     console?: boolean;
-    /** A POST that changes nothing (simulate): a viewer may call it. */
-    readOnly?: boolean;
+    /** Who may call the route (see roles.ts); every API route must declare it, or it fails to register. */
+    role?: RouteAccess;
   }
 }
 
@@ -90,12 +117,15 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     void reply.status(404).send({ error: { code: "route.not_found", message: `no route ${req.method} ${req.url.split("?")[0]}`, details: {} } });
   });
   app.decorateRequest("caller", null as unknown as Caller);
-  const routes: { method: string; url: string }[] = [];
+  const routes: { method: string; url: string; role: RouteAccess }[] = [];
   app.decorate("weftRoutes", routes);
   app.addHook("onRoute", (r) => {
     // The console's pages and assets are not API: they stay out of the OpenAPI document.
     if (r.config?.console) return;
-    for (const m of [r.method].flat()) if (m !== "HEAD") routes.push({ method: m, url: r.url });
+    // No silent default: a route that does not say who may call it is a mistake, not a viewer route.
+    const role = r.config?.role;
+    if (!isRouteAccess(role)) throw new Error(`route ${String(r.method)} ${r.url} declares no role: add config: { role } (see src/server/roles.ts)`);
+    for (const m of [r.method].flat()) if (m !== "HEAD") routes.push({ method: m, url: r.url, role });
   });
   app.addHook("onReady", async () => {
     await engine.admin.bootstrap(opts.adminToken);
@@ -108,46 +138,62 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     return run;
   }
 
-  app.get("/healthz", async () => ({ ok: true, store: engine.store.kind }));
+  /**
+   * The role check of every route that takes a token: authenticate the bearer token, then hold the
+   * caller to exactly the role the route declares. Runs on request, before the body is read.
+   */
+  async function authorize(req: FastifyRequest): Promise<void> {
+    // Undefined only for a path no route serves (registering a route without a role fails): such a
+    // request still needs a valid token, and then gets its 404.
+    const access = req.routeOptions.config?.role;
+    if (access !== undefined && !needsToken(access)) return;
+    const m = /^Bearer (.+)$/i.exec(req.headers.authorization ?? "");
+    if (!m) throw new WeftError("auth.missing_token", "send Authorization: Bearer <token>");
+    const caller = await engine.admin.authenticate(m[1]!);
+    if (!caller) throw new WeftError("auth.invalid_token", "the token is not valid (unknown or revoked)");
+    req.caller = caller;
+    if (access !== undefined) requireRouteRole(caller, access);
+  }
+
+  app.get("/healthz", { config: { role: "public" } }, async () => ({ ok: true, store: engine.store.kind }));
   registerConsole(app);
   const metrics = engineMetrics(engine);
   // Metrics name every workspace's automations: on the API port only an instance admin reads them
   // (a monitoring system without a token scrapes a worker's ops port, WEFT_METRICS_PORT).
-  app.get("/metrics", async (req, reply) => {
-    const m = /^Bearer (.+)$/i.exec(req.headers.authorization ?? "");
-    if (!m) throw new WeftError("auth.missing_token", "send Authorization: Bearer <token> of an instance admin");
-    const caller = await engine.admin.authenticate(m[1]!);
-    if (!caller) throw new WeftError("auth.invalid_token", "the token is not valid (unknown or revoked)");
-    if (!caller.instance_admin) throw new WeftError("auth.forbidden", "metrics cover every workspace: only an instance admin reads them");
-    return reply.type(metrics.contentType).send(await metrics.metrics());
-  });
+  app.get("/metrics", { config: { role: "instance_admin" }, onRequest: authorize }, async (_req, reply) =>
+    reply.type(metrics.contentType).send(await metrics.metrics()),
+  );
   let document: Record<string, unknown> | undefined;
-  app.get("/openapi.json", async () => (document ??= openApiDocument(routes)));
+  app.get("/openapi.json", { config: { role: "public" } }, async () => (document ??= openApiDocument(routes)));
 
   // Webhook ingress: authenticated by its Standard Webhooks signature, verified over the raw bytes.
+  // Limited per hook and over all hooks before the signature is checked or anything is stored: a
+  // flood on one hook (or on made-up hook ids) neither takes the process nor loses an accepted delivery.
   app.register(async (hooks) => {
     hooks.removeAllContentTypeParsers();
     hooks.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
-    hooks.post<{ Params: { id: string } }>("/v1/hooks/:id", async (req, reply) => {
-      const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-      const res = await engine.ingestWebhook(req.params.id, raw, req.headers, req.headers["content-type"]);
-      return reply.status(202).send(res);
+    const total = opts.hookRateLimitTotalPerSecond ?? DEFAULT_HOOK_RATE_LIMIT_TOTAL;
+    if (total > 0)
+      await hooks.register(
+        rateLimit,
+        perSecondLimit(total, () => "hooks", "over all webhooks"),
+      );
+    await hooks.register(async (one) => {
+      const perHook = opts.hookRateLimitPerSecond ?? DEFAULT_HOOK_RATE_LIMIT;
+      const hookOf = (req: FastifyRequest) => `hook:${(req.params as { id?: string }).id ?? ""}`;
+      if (perHook > 0) await one.register(rateLimit, perSecondLimit(perHook, hookOf, "to this webhook"));
+      one.post<{ Params: { id: string } }>("/v1/hooks/:id", { config: { role: "signature" } }, async (req, reply) => {
+        const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+        const res = await engine.ingestWebhook(req.params.id, raw, req.headers, req.headers["content-type"]);
+        return reply.status(202).send(res);
+      });
     });
   });
 
   app.register(
     async (v1) => {
-      v1.addHook("onRequest", async (req: FastifyRequest) => {
-        const h = req.headers.authorization ?? "";
-        const m = /^Bearer (.+)$/i.exec(h);
-        if (!m) throw new WeftError("auth.missing_token", "send Authorization: Bearer <token>");
-        const caller = await engine.admin.authenticate(m[1]!);
-        if (!caller) throw new WeftError("auth.invalid_token", "the token is not valid (unknown or revoked)");
-        req.caller = caller;
-        // Viewers read; changing anything takes a member (admin-only routes check further).
-        const readOnly = req.method === "GET" || req.routeOptions.config?.readOnly === true;
-        requireRole(caller, readOnly ? "viewer" : "member");
-      });
+      // Every route here takes a token and declares its role (docs/roles.md is generated from them).
+      v1.addHook("onRequest", authorize);
       // Before any validator, template check or store sees the body: bounded depth, storable text.
       v1.addHook("preValidation", async (req: FastifyRequest) => {
         const problem = req.body === undefined ? null : checkJsonInput(req.body);
@@ -156,17 +202,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       // Per token, after authentication, before any work: a 429 never drops accepted work.
       const perSecond = opts.rateLimitPerSecond ?? 1000;
       if (perSecond > 0) {
-        await v1.register(rateLimit, {
-          hook: "preHandler",
-          max: perSecond,
-          timeWindow: 1000,
-          keyGenerator: (req) => req.caller?.token_id ?? req.ip,
-          errorResponseBuilder: (_req, ctx) =>
-            new WeftError("limits.rate", `more than ${ctx.max} requests per second with this token; retry in ${Math.ceil(ctx.ttl / 1000)} s`, {
-              limit_per_second: ctx.max,
-              retry_after_ms: ctx.ttl,
-            }),
-        });
+        await v1.register(
+          rateLimit,
+          perSecondLimit(perSecond, (req) => req.caller?.token_id ?? req.ip, "with this token"),
+        );
       }
 
       /** Run-as a user: that user must exist here, and only an admin may name someone else (no borrowed identity). */
@@ -183,31 +222,35 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         }
       }
 
-      v1.post("/automations", async (req, reply) => {
+      v1.post("/automations", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(createAutomationBody, req.body, "body");
         await checkRunAs(req, b.definition);
         const a = await engine.createAutomation(req.caller.workspace_id, b.definition, b.status ?? "active", req.caller.actor);
         return reply.status(201).send(automationJson(a));
       });
-      v1.get("/automations", async (req) => ({ items: (await engine.listAutomations(req.caller.workspace_id)).map(automationJson) }));
-      v1.get<{ Params: { id: string } }>("/automations/:id", async (req) => automationJson(await engine.getAutomation(req.caller.workspace_id, req.params.id)));
-      v1.put<{ Params: { id: string } }>("/automations/:id", async (req) => {
+      v1.get("/automations", { config: { role: "viewer" } }, async (req) => ({
+        items: (await engine.listAutomations(req.caller.workspace_id)).map(automationJson),
+      }));
+      v1.get<{ Params: { id: string } }>("/automations/:id", { config: { role: "viewer" } }, async (req) =>
+        automationJson(await engine.getAutomation(req.caller.workspace_id, req.params.id)),
+      );
+      v1.put<{ Params: { id: string } }>("/automations/:id", { config: { role: "member" } }, async (req) => {
         const b = parse(updateAutomationBody, req.body, "body");
         await checkRunAs(req, b.definition);
         return automationJson(await engine.updateAutomation(req.caller.workspace_id, req.params.id, b.definition, b.expected_version, req.caller.actor));
       });
-      v1.get<{ Params: { id: string; n: string } }>("/automations/:id/versions/:n", async (req) => {
+      v1.get<{ Params: { id: string; n: string } }>("/automations/:id/versions/:n", { config: { role: "viewer" } }, async (req) => {
         const n = Number(req.params.n);
         if (!Number.isInteger(n) || n < 1) throw new WeftError("request.invalid", "a version is a positive integer", { pointer: "/n", in: "path" });
         return versionJson(await engine.getVersion(req.caller.workspace_id, req.params.id, n));
       });
-      v1.post<{ Params: { id: string } }>("/automations/:id/activate", async (req) =>
+      v1.post<{ Params: { id: string } }>("/automations/:id/activate", { config: { role: "member" } }, async (req) =>
         automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "active", req.caller.actor)),
       );
-      v1.post<{ Params: { id: string } }>("/automations/:id/pause", async (req) =>
+      v1.post<{ Params: { id: string } }>("/automations/:id/pause", { config: { role: "member" } }, async (req) =>
         automationJson(await engine.setStatus(req.caller.workspace_id, req.params.id, "paused", req.caller.actor)),
       );
-      v1.post<{ Params: { id: string } }>("/automations/:id/enroll", async (req, reply) => {
+      v1.post<{ Params: { id: string } }>("/automations/:id/enroll", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(enrollBody, req.body, "body");
         requireRunAs(req.caller, runAsUser((await engine.getAutomation(req.caller.workspace_id, req.params.id)).definition));
         const res = await engine.enroll(
@@ -222,27 +265,31 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         );
         return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created });
       });
-      v1.get<{ Params: { id: string } }>("/automations/:id/runs", async (req) => {
+      v1.get<{ Params: { id: string } }>("/automations/:id/runs", { config: { role: "viewer" } }, async (req) => {
         await engine.getAutomation(req.caller.workspace_id, req.params.id);
         return listRuns(req, req.params.id);
       });
-      v1.get("/automation-runs", async (req) => listRuns(req, undefined));
-      v1.get<{ Params: { id: string } }>("/automation-runs/:id", async (req) => runJson(await visibleRun(req, req.params.id)));
-      v1.post("/events", async (req, reply) => {
+      v1.get("/automation-runs", { config: { role: "viewer" } }, async (req) => listRuns(req, undefined));
+      v1.get<{ Params: { id: string } }>("/automation-runs/:id", { config: { role: "viewer" } }, async (req) => runJson(await visibleRun(req, req.params.id)));
+      v1.post("/events", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(eventBody, req.body, "body");
         const res = await engine.ingest(req.caller.workspace_id, b);
         return reply.status(202).send(res);
       });
-      v1.get<{ Params: { id: string } }>("/events/:id", async (req) => eventJson(await engine.getEvent(req.caller.workspace_id, req.params.id)));
-      v1.get("/events", async (req) => {
+      v1.get<{ Params: { id: string } }>("/events/:id", { config: { role: "viewer" } }, async (req) =>
+        eventJson(await engine.getEvent(req.caller.workspace_id, req.params.id)),
+      );
+      v1.get("/events", { config: { role: "viewer" } }, async (req) => {
         const page = await engine.store.listEvents(eventListFilter(req.caller.workspace_id, parse(eventsQuery, req.query, "query")));
         return { items: page.items.map(eventSummaryJson), next_cursor: page.next_cursor };
       });
-      v1.get<{ Params: { id: string } }>("/events/:id/explain", async (req) => engine.explainEvent(req.caller.workspace_id, req.params.id));
-      v1.get<{ Params: { id: string } }>("/subjects/:id/automation-controls", async (req) => ({
+      v1.get<{ Params: { id: string } }>("/events/:id/explain", { config: { role: "viewer" } }, async (req) =>
+        engine.explainEvent(req.caller.workspace_id, req.params.id),
+      );
+      v1.get<{ Params: { id: string } }>("/subjects/:id/automation-controls", { config: { role: "viewer" } }, async (req) => ({
         items: (await engine.listPauses(req.caller.workspace_id, req.params.id)).map(pauseJson),
       }));
-      v1.post<{ Params: { id: string } }>("/subjects/:id/automation-pause", async (req, reply) => {
+      v1.post<{ Params: { id: string } }>("/subjects/:id/automation-pause", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(pauseBody, req.body, "body");
         const row = await engine.pauseSubject(
           req.caller.workspace_id,
@@ -256,11 +303,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         );
         return reply.status(201).send(pauseJson(row));
       });
-      v1.post<{ Params: { id: string } }>("/subjects/:id/automation-resume", async (req) => {
+      v1.post<{ Params: { id: string } }>("/subjects/:id/automation-resume", { config: { role: "member" } }, async (req) => {
         const b = parse(resumeBody, req.body, "body");
         return { resumed: await engine.resumeSubject(req.caller.workspace_id, req.params.id, b.automation_id ?? null, req.caller.actor) };
       });
-      v1.get("/ops/overdue", async (req) => {
+      v1.get("/ops/overdue", { config: { role: "viewer" } }, async (req) => {
         const rows = await engine.overdue(req.caller.workspace_id);
         return {
           overdue_runs: rows.reduce((n, r) => n + r.runs, 0),
@@ -273,15 +320,15 @@ export function buildApp(opts: AppOptions): FastifyInstance {
           })),
         };
       });
-      v1.get<{ Params: { id: string } }>("/automation-runs/:id/steps", async (req) => {
+      v1.get<{ Params: { id: string } }>("/automation-runs/:id/steps", { config: { role: "viewer" } }, async (req) => {
         await visibleRun(req, req.params.id);
         return { items: (await engine.listSteps(req.caller.workspace_id, req.params.id)).map(stepJson) };
       });
-      v1.get<{ Params: { id: string } }>("/automation-runs/:id/explain", async (req) => {
+      v1.get<{ Params: { id: string } }>("/automation-runs/:id/explain", { config: { role: "viewer" } }, async (req) => {
         await visibleRun(req, req.params.id);
         return engine.explain(req.caller.workspace_id, req.params.id);
       });
-      v1.get<{ Params: { id: string } }>("/automation-runs/:id/items", async (req) => {
+      v1.get<{ Params: { id: string } }>("/automation-runs/:id/items", { config: { role: "viewer" } }, async (req) => {
         const q = parse(itemsQuery, req.query, "query");
         await visibleRun(req, req.params.id);
         // A fan-out may hold 100,000 items: one bounded page at a time.
@@ -289,12 +336,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         return { items: page.items.map(itemJson), next_cursor: page.next_cursor };
       });
       for (const control of ["stop", "cancel"] as const) {
-        v1.post<{ Params: { id: string } }>(`/automation-runs/:id/${control}`, async (req) => {
+        v1.post<{ Params: { id: string } }>(`/automation-runs/:id/${control}`, { config: { role: "member" } }, async (req) => {
           await visibleRun(req, req.params.id);
           return runJson(await engine.controlRun(req.caller.workspace_id, req.params.id, control, req.caller.actor));
         });
       }
-      v1.post<{ Params: { id: string } }>("/automation-runs/:id/retrigger", async (req, reply) => {
+      v1.post<{ Params: { id: string } }>("/automation-runs/:id/retrigger", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(retriggerBody, req.body, "body");
         const orig = await visibleRun(req, req.params.id);
         // The new run executes as the current version's run_as: the caller must be able to choose it.
@@ -302,21 +349,21 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         const res = await engine.retriggerRun(req.caller.workspace_id, req.params.id, req.caller.actor, b.idempotency_key);
         return reply.status(res.created ? 201 : 200).send({ ...runJson(res.run), duplicate: !res.created, retriggered_from: req.params.id });
       });
-      v1.post<{ Params: { id: string } }>("/automation-runs/:id/redrive", async (req) => {
+      v1.post<{ Params: { id: string } }>("/automation-runs/:id/redrive", { config: { role: "member" } }, async (req) => {
         const b = parse(redriveBody, req.body ?? {}, "body");
         await visibleRun(req, req.params.id);
         return runJson(await engine.redriveRun(req.caller.workspace_id, req.params.id, { version: b.version }, req.caller.actor));
       });
-      v1.post<{ Params: { id: string; item: string } }>("/automation-runs/:id/items/:item/retry", async (req) => {
+      v1.post<{ Params: { id: string; item: string } }>("/automation-runs/:id/items/:item/retry", { config: { role: "member" } }, async (req) => {
         await visibleRun(req, req.params.id);
         return itemJson(await engine.retryItem(req.caller.workspace_id, req.params.id, req.params.item, req.caller.actor));
       });
-      // Simulation writes nothing: a viewer may run it.
-      v1.post<{ Params: { id: string } }>("/automations/:id/simulate", { config: { readOnly: true } }, async (req) => {
+      // Simulation writes nothing: a viewer may run it (its expressions run under the same budget as a run's).
+      v1.post<{ Params: { id: string } }>("/automations/:id/simulate", { config: { role: "viewer" } }, async (req) => {
         const b = parse(simulateBody, req.body, "body");
         return engine.simulate(req.caller.workspace_id, req.params.id, b);
       });
-      v1.get("/approvals", async (req) => {
+      v1.get("/approvals", { config: { role: "viewer" } }, async (req) => {
         const q = parse(approvalsQuery, req.query, "query");
         let list = await engine.listApprovals(req.caller.workspace_id, q.status, q.limit);
         if (req.caller.role !== "admin") {
@@ -333,7 +380,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         }
         return { items: list.map(approvalJson) };
       });
-      v1.get<{ Params: { id: string } }>("/approvals/:id", async (req) => {
+      v1.get<{ Params: { id: string } }>("/approvals/:id", { config: { role: "viewer" } }, async (req) => {
         const a = await engine.getApproval(req.caller.workspace_id, req.params.id);
         await visibleRun(req, a.run_id).catch(() => {
           throw new WeftError("approval.not_found", `approval ${req.params.id} not found`);
@@ -344,7 +391,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         ["approve", "approved"],
         ["reject", "rejected"],
       ] as const) {
-        v1.post<{ Params: { id: string } }>(`/approvals/:id/${verb}`, async (req) => {
+        v1.post<{ Params: { id: string } }>(`/approvals/:id/${verb}`, { config: { role: "member" } }, async (req) => {
           const b = parse(decisionBody, req.body, "body");
           const a = await engine.getApproval(req.caller.workspace_id, req.params.id);
           await visibleRun(req, a.run_id).catch(() => {
@@ -356,13 +403,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
           return approvalJson(await engine.decideApproval(req.caller.workspace_id, req.params.id, decision, req.caller.actor, b.comment ?? null));
         });
       }
-      v1.get("/audit-log", async (req) => {
-        requireRole(req.caller, "admin");
+      v1.get("/audit-log", { config: { role: "admin" } }, async (req) => {
         const q = parse(auditQuery, req.query, "query");
         const rows = await engine.listAudit(req.caller.workspace_id, q.limit, q.before_id);
         return { items: rows.map(auditJson), next_before_id: rows.length > 0 && rows.length === q.limit ? rows[rows.length - 1]!.id : null };
       });
-      v1.get("/ops/overview", async (req) => {
+      v1.get("/ops/overview", { config: { role: "viewer" } }, async (req) => {
         const q = parse(opsQuery, req.query, "query");
         const o = await engine.admin.opsOverview(req.caller, await engine.overdue(req.caller.workspace_id), (q.window_hours ?? 24) * 3_600_000);
         const processes = await engine.store.liveProcesses(engine.clock.now());
@@ -373,52 +419,72 @@ export function buildApp(opts: AppOptions): FastifyInstance {
           warnings: fleetWarnings(processes, { ...o.queue_depth, overdue_schedules: o.overdue_schedules }),
         };
       });
-      v1.get("/reports/outcomes", async (req) => {
+      v1.get("/reports/outcomes", { config: { role: "viewer" } }, async (req) => {
         const q = parse(reportQuery, req.query, "query");
         const rows = await engine.admin.reportOutcomes(req.caller, q.from, q.to);
         return { from: new Date(q.from).toISOString(), to: new Date(q.to).toISOString(), items: rows };
       });
 
-      v1.post("/workspaces", async (req, reply) => {
+      v1.post("/workspaces", { config: { role: "instance_admin" } }, async (req, reply) => {
         const b = parse(workspaceBody, req.body, "body");
         const w = await engine.admin.createWorkspace(req.caller, b.name);
         return reply.status(201).send({ id: w.workspace.id, name: w.workspace.name, admin_user_id: w.admin_user_id, admin_token: w.admin_token });
       });
-      v1.post("/users", async (req, reply) => {
+      v1.post("/users", { config: { role: "admin" } }, async (req, reply) => {
         const b = parse(userBody, req.body, "body");
         return reply.status(201).send(userJson(await engine.admin.createUser(req.caller, b.name, b.role)));
       });
-      v1.patch<{ Params: { id: string } }>("/users/:id", async (req) => {
+      v1.patch<{ Params: { id: string } }>("/users/:id", { config: { role: "admin" } }, async (req) => {
         const b = parse(userPatchBody, req.body, "body");
         const u = await engine.admin.updateUser(req.caller, req.params.id, b);
         return { ...userJson(u), disabled: !!u.disabled_at };
       });
-      v1.get("/users", async (req) => ({ items: (await engine.admin.listUsers(req.caller)).map(userJson) }));
-      v1.post("/tokens", async (req, reply) => {
+      v1.get("/users", { config: { role: "admin" } }, async (req) => ({ items: (await engine.admin.listUsers(req.caller)).map(userJson) }));
+      v1.post("/tokens", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(tokenBody, req.body, "body");
         return reply.status(201).send(await engine.admin.issueToken(req.caller, b.user_id ?? req.caller.user_id));
       });
-      v1.get("/tokens", async (req) => ({ items: (await engine.admin.listTokens(req.caller)).map(tokenJson) }));
-      v1.delete<{ Params: { id: string } }>("/tokens/:id", async (req, reply) => {
+      v1.get("/tokens", { config: { role: "admin" } }, async (req) => ({ items: (await engine.admin.listTokens(req.caller)).map(tokenJson) }));
+      v1.delete<{ Params: { id: string } }>("/tokens/:id", { config: { role: "member" } }, async (req, reply) => {
         await engine.admin.revokeToken(req.caller, req.params.id);
         return reply.status(204).send();
       });
-      v1.put<{ Params: { name: string } }>("/secrets/:name", async (req, reply) => {
+      v1.put<{ Params: { name: string } }>("/secrets/:name", { config: { role: "admin" } }, async (req, reply) => {
         const b = parse(secretBody, req.body, "body");
         const res = await engine.admin.putSecret(req.caller, req.params.name, b.value);
         return reply.status(res.created ? 201 : 200).send(res);
       });
-      v1.get("/secrets", async (req) => ({
+      v1.get("/secrets", { config: { role: "admin" } }, async (req) => ({
         items: (await engine.admin.listSecrets(req.caller)).map((x) => ({
           name: x.name,
           created_at: new Date(x.created_at).toISOString(),
           updated_at: new Date(x.updated_at).toISOString(),
         })),
       }));
-      v1.delete<{ Params: { name: string } }>("/secrets/:name", async (req, reply) => {
+      v1.delete<{ Params: { name: string } }>("/secrets/:name", { config: { role: "admin" } }, async (req, reply) => {
         await engine.admin.deleteSecret(req.caller, req.params.name);
         return reply.status(204).send();
       });
+      // Who the token acts as: the console shows a viewer no button the API would refuse.
+      v1.get("/me", { config: { role: "viewer" } }, async (req) => ({
+        user_id: req.caller.user_id,
+        workspace_id: req.caller.workspace_id,
+        role: req.caller.role,
+        instance_admin: req.caller.instance_admin,
+      }));
+
+      // ---------- hook secrets: admin only (role: admin), each call audited ----------
+      // A hook's secret is shown once by the call that makes it; afterwards only an admin reveals it.
+      v1.get<{ Params: { id: string } }>("/hooks/:id/secret", { config: { role: "admin" } }, async (req) => {
+        return engine.hooks.reveal(req.caller, req.params.id);
+      });
+      // A new secret, shown this once; the old one verifies for `grace_seconds` more.
+      v1.post<{ Params: { id: string } }>("/hooks/:id/rotate", { config: { role: "admin" } }, async (req) => {
+        const b = parse(rotateHookBody, req.body ?? {}, "body");
+        return hookJson(await engine.hooks.rotate(req.caller, req.params.id, b.grace_seconds));
+      });
+
+      registerWorkspaceSettings(v1, engine);
     },
     { prefix: "/v1" },
   );

@@ -2,6 +2,7 @@
 
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
+import { DEFAULT_HOOK_RATE_LIMIT, DEFAULT_HOOK_RATE_LIMIT_TOTAL } from "../engine/webhooks.js";
 import { PG_TIMEOUT_DEFAULTS } from "../store/postgres/index.js";
 
 export interface Config {
@@ -19,6 +20,10 @@ export interface Config {
   leaseMs: number;
   /** Longest idle sleep between claims in ms (WEFT_POLL_MS); undefined: the engine's default. */
   pollMs: number | undefined;
+  /** Longest idle sleep of the dispatcher between rounds in ms (WEFT_DISPATCH_POLL_MS); undefined: the engine's default. */
+  dispatchPollMs: number | undefined;
+  /** WEFT_WAKEUPS=0: no LISTEN/NOTIFY between processes (a pooler that does not carry LISTEN); they poll. */
+  wakeups: boolean;
   /** An OpenAI-compatible API for agent steps (WEFT_AI_BASE_URL, WEFT_AI_API_KEY, WEFT_AI_MODEL). */
   ai: { base_url: string; api_key: string | undefined; default_model: string | undefined } | undefined;
   /** WEFT_METRICS_PORT: a worker (`serve --role worker`) serves /healthz and /metrics here; unset: none. */
@@ -27,6 +32,10 @@ export interface Config {
   logLevel: string;
   /** WEFT_RATE_LIMIT: requests per second per token (0: off). */
   rateLimit: number;
+  /** WEFT_HOOK_RATE_LIMIT: webhook deliveries per second per hook (0: off). */
+  hookRateLimit: number;
+  /** WEFT_HOOK_RATE_LIMIT_TOTAL: webhook deliveries per second over all hooks of the process (0: off). */
+  hookRateLimitTotal: number;
   /** WEFT_ITEMS_IN_FLIGHT: fan-out items in flight per workspace across the process (at least 1). */
   itemsInFlight: number;
   /** WEFT_SECRET_KEY: 32 bytes (base64 or 64 hex digits) encrypting secrets at rest. */
@@ -50,6 +59,9 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
   const pollMs = env.WEFT_POLL_MS ? Number(env.WEFT_POLL_MS) : undefined;
   if (pollMs !== undefined && (!Number.isInteger(pollMs) || pollMs <= 0))
     throw new Error(`WEFT_POLL_MS must be a positive whole number of ms, not "${env.WEFT_POLL_MS}"`);
+  const dispatchPollMs = env.WEFT_DISPATCH_POLL_MS ? Number(env.WEFT_DISPATCH_POLL_MS) : undefined;
+  if (dispatchPollMs !== undefined && (!Number.isInteger(dispatchPollMs) || dispatchPollMs <= 0))
+    throw new Error(`WEFT_DISPATCH_POLL_MS must be a positive whole number of ms, not "${env.WEFT_DISPATCH_POLL_MS}"`);
   const itemsInFlight = Number(env.WEFT_ITEMS_IN_FLIGHT || "200");
   if (!Number.isInteger(itemsInFlight) || itemsInFlight < 1)
     throw new Error(`WEFT_ITEMS_IN_FLIGHT must be a whole number ≥ 1, not "${env.WEFT_ITEMS_IN_FLIGHT}"`);
@@ -68,10 +80,14 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     sample: env.WEFT_SAMPLE !== "0",
     leaseMs,
     pollMs,
+    dispatchPollMs,
+    wakeups: env.WEFT_WAKEUPS !== "0",
     secretKey: env.WEFT_SECRET_KEY || undefined,
     logLevel: env.WEFT_LOG_LEVEL || "info",
     metricsPort: env.WEFT_METRICS_PORT ? positiveOrZero(env.WEFT_METRICS_PORT, 0, "WEFT_METRICS_PORT") : undefined,
     rateLimit: positiveOrZero(env.WEFT_RATE_LIMIT, 1000, "WEFT_RATE_LIMIT"),
+    hookRateLimit: positiveOrZero(env.WEFT_HOOK_RATE_LIMIT, DEFAULT_HOOK_RATE_LIMIT, "WEFT_HOOK_RATE_LIMIT"),
+    hookRateLimitTotal: positiveOrZero(env.WEFT_HOOK_RATE_LIMIT_TOTAL, DEFAULT_HOOK_RATE_LIMIT_TOTAL, "WEFT_HOOK_RATE_LIMIT_TOTAL"),
     itemsInFlight,
     pg: {
       connectTimeoutMs: positiveOrZero(env.WEFT_PG_CONNECT_TIMEOUT_MS, PG_TIMEOUT_DEFAULTS.connectTimeoutMs, "WEFT_PG_CONNECT_TIMEOUT_MS"),

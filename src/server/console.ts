@@ -92,10 +92,69 @@ function notFound(reply: FastifyReply, what: string): FastifyReply {
   return reply.status(404).send({ error: { code: "console.not_found", message: `no console file ${what} (looked in ${CONSOLE_DIR})`, details: {} } });
 }
 
+/**
+ * The site icon as a 16×16 32-bit ICO, drawn here (no binary in the repository): the console's
+ * blue with a white "W". Browsers ask for /favicon.ico on their own; without it every page load
+ * leaves a 404 in the log and the console.
+ */
+export function faviconIco(): Buffer {
+  const size = 16;
+  const W = [
+    "................",
+    "................",
+    "................",
+    "..#..........#..",
+    "..#..........#..",
+    "..#....##....#..",
+    "..#....##....#..",
+    "..#...#..#...#..",
+    "..#...#..#...#..",
+    "..#..#....#..#..",
+    "..#..#....#..#..",
+    "..#.#......#.#..",
+    "..##........##..",
+    "..#..........#..",
+    "................",
+    "................",
+  ];
+  const header = Buffer.alloc(6 + 16 + 40);
+  header.writeUInt16LE(0, 0); // reserved
+  header.writeUInt16LE(1, 2); // type: icon
+  header.writeUInt16LE(1, 4); // one image
+  const pixels = Buffer.alloc(size * size * 4);
+  const mask = Buffer.alloc(size * 4); // AND mask, all opaque (4 bytes per 16-pixel row)
+  header.writeUInt8(size, 6);
+  header.writeUInt8(size, 7);
+  header.writeUInt16LE(1, 10); // planes
+  header.writeUInt16LE(32, 12); // bits per pixel
+  header.writeUInt32LE(40 + pixels.length + mask.length, 14);
+  header.writeUInt32LE(22, 18); // offset of the image
+  header.writeUInt32LE(40, 22); // BITMAPINFOHEADER
+  header.writeInt32LE(size, 26);
+  header.writeInt32LE(size * 2, 30); // height counts the mask too
+  header.writeUInt16LE(1, 34);
+  header.writeUInt16LE(32, 36);
+  for (let y = 0; y < size; y++) {
+    const row = W[size - 1 - y]!; // bottom-up rows
+    for (let x = 0; x < size; x++) {
+      const white = row[x] === "#";
+      // BGRA: #1f5fbf behind, white strokes.
+      pixels.set(white ? [255, 255, 255, 255] : [0xbf, 0x5f, 0x1f, 255], (y * size + x) * 4);
+    }
+  }
+  return Buffer.concat([header, pixels, mask]);
+}
+
 export function registerConsole(app: FastifyInstance): void {
   const assets = assetFiles(CONSOLE_DIR);
   const vendor = vendorFiles();
+  const icon = faviconIco();
 
+  // The server's own address leads to the console: a person who opens it in a browser lands there.
+  app.get("/", route, async (_req, reply) => reply.redirect("/console/"));
+  app.get("/favicon.ico", route, async (_req, reply) =>
+    reply.header("content-type", "image/x-icon").header("cache-control", "public, max-age=86400").send(icon),
+  );
   app.get("/console", route, async (_req, reply) => reply.redirect("/console/"));
   app.get("/console/", route, async (_req, reply) => {
     const index = assets.get("index.html");

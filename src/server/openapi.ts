@@ -7,6 +7,7 @@ import { definitionJsonSchema } from "../model/reference.js";
 import { z } from "zod";
 import * as Q from "./schemas.js";
 import * as S from "./shapes.js";
+import * as WS from "./workspace-settings.js";
 
 interface RouteDoc {
   summary: string;
@@ -32,9 +33,16 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   },
   "GET /openapi.json": { summary: "This document", public: true, responses: ok(anyObject) },
   "POST /v1/hooks/:id": {
-    summary: "Webhook ingress (Standard Webhooks signature over the raw body; no bearer token)",
+    summary: "Webhook ingress (Standard Webhooks signature over the raw body; no bearer token; rate-limited per hook and over all hooks: 429 limits.rate)",
     public: true,
     responses: ok(accepted, 202),
+  },
+  "GET /v1/hooks/:id/secret": { summary: "Reveal a hook's current signing secret (audited as hook.reveal)", role: "admin", responses: ok(S.hookSecretShape) },
+  "POST /v1/hooks/:id/rotate": {
+    summary: "A new signing secret, shown this once; the old one verifies for grace_seconds more (audited as hook.rotate)",
+    role: "admin",
+    body: Q.rotateHookBody,
+    responses: ok(S.hookShape),
   },
 
   "POST /v1/automations": { summary: "Create an automation (version 1)", role: "member", body: Q.createAutomationBody, responses: ok(S.automationShape, 201) },
@@ -208,6 +216,20 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     responses: ok(S.listOf(z.object({ name: z.string(), created_at: z.string(), updated_at: z.string() }))),
   },
   "DELETE /v1/secrets/:name": { summary: "Delete a secret", role: "admin", responses: { 204: null } },
+  "GET /v1/me": {
+    summary: "Who the token acts as: user, workspace and role (the console offers only the actions the role allows)",
+    responses: ok(z.object({ user_id: z.string(), workspace_id: z.string(), role: z.enum(["admin", "member", "viewer"]), instance_admin: z.boolean() })),
+  },
+  "GET /v1/workspace/settings": {
+    summary: "The workspace's settings (strict definitions, expression budget) and this instance's ceilings",
+    responses: ok(WS.settingsShape),
+  },
+  "PATCH /v1/workspace/settings": {
+    summary: "Change the workspace's settings (the fields named; each budget bound at most its ceiling); audited as workspace.settings",
+    role: "admin",
+    body: WS.settingsPatchBody,
+    responses: ok(WS.settingsShape),
+  },
 };
 
 const schema = (t: z.ZodType, io: "input" | "output") => refDefinitions(z.toJSONSchema(t, { io, unrepresentable: "any" }) as Record<string, unknown>);

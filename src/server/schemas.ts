@@ -1,6 +1,7 @@
 // Request schemas, declared once (zod) and used to validate bodies and queries; a failure is
 // `request.invalid` naming the JSON pointer of the first bad field.
 
+import { DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS } from "../engine/webhooks.js";
 import { z } from "zod";
 import { WeftError } from "../model/errors.js";
 import { escapePointer } from "../model/expressions.js";
@@ -115,4 +116,15 @@ export const opsQuery = z.strictObject({
     .min(1)
     .max(24 * 90)
     .optional(),
+});
+
+/** POST /v1/hooks/{id}/rotate: how long the replaced secret keeps verifying (24 h unless said; at most 7 days). */
+export const rotateHookBody = z.strictObject({
+  grace_seconds: z
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_GRACE_SECONDS)
+    .optional()
+    .describe(`seconds the replaced secret keeps verifying; 0 ends it at once; default ${DEFAULT_GRACE_SECONDS} (24 h), at most ${MAX_GRACE_SECONDS} (7 days)`),
 });

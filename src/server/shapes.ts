@@ -25,6 +25,19 @@ export const stepErrorShape = z.object({
   details: jsonObject.optional(),
 });
 
+/** A hook as anyone sees it; `secret` only in the response that made it (automation create or update) or rotated it. */
+export const hookShape = z.object({
+  id: z.string(),
+  trigger_index: z.number().int(),
+  path: z.string().describe("where deliveries are posted: /v1/hooks/{id}"),
+  created_at: isoOrNull,
+  rotated_at: isoOrNull.describe("the last rotation, or null"),
+  previous_secret_expires_at: isoOrNull.describe("until when the secret the last rotation replaced still verifies (null: none kept)"),
+  secret: z.string().optional().describe("the signing secret: shown once, by the call that made it"),
+});
+
+export const hookSecretShape = z.object({ id: z.string(), secret: z.string() });
+
 export const automationShape = z.object({
   id: z.string(),
   workspace_id: z.string(),
@@ -35,7 +48,7 @@ export const automationShape = z.object({
   created_at: isoOrNull,
   updated_at: isoOrNull,
   definition: jsonObject.optional(),
-  hooks: z.array(z.object({ id: z.string(), trigger_index: z.number().int(), path: z.string(), secret: z.string() })).optional(),
+  hooks: z.array(hookShape).optional(),
 });
 
 export const versionShape = z.object({ automation_id: z.string(), version: z.number().int(), definition: jsonObject, created_at: isoOrNull });

@@ -1,6 +1,7 @@
 // Domain objects → the JSON shapes of CONTRACT.md (snake_case, ISO times).
 
 import type { AutomationView } from "../engine/engine.js";
+import type { HookInfo } from "../engine/webhooks.js";
 import type {
   Approval,
   AuditRow,
@@ -32,9 +33,20 @@ export function automationJson(a: Automation | AutomationView): z.infer<typeof S
     created_at: iso(a.created_at),
     updated_at: iso(a.updated_at),
     ...("definition" in a ? { definition: a.definition } : {}),
-    ...("hooks" in a && a.hooks
-      ? { hooks: a.hooks.map((h) => ({ id: h.id, trigger_index: h.trigger_index, path: `/v1/hooks/${h.id}`, secret: h.secret })) }
-      : {}),
+    ...("hooks" in a && a.hooks ? { hooks: a.hooks.map(hookJson) } : {}),
+  };
+}
+
+/** A hook, never with its secret unless the engine handed it over to be shown this once. */
+export function hookJson(h: HookInfo & { secret?: string }): z.infer<typeof S.hookShape> {
+  return {
+    id: h.id,
+    trigger_index: h.trigger_index,
+    path: `/v1/hooks/${h.id}`,
+    created_at: iso(h.created_at),
+    rotated_at: iso(h.rotated_at),
+    previous_secret_expires_at: iso(h.previous_expires_at),
+    ...(h.secret !== undefined ? { secret: h.secret } : {}),
   };
 }
 

@@ -10,6 +10,7 @@
 // always ahead of the wall clock (so a killed child's lease, taken on wall time, has lapsed for
 // the in-process workers, and a run a child starts on wall time is due for them).
 
+import { randomBytes } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { Webhook } from "standardwebhooks";
@@ -28,6 +29,8 @@ import { kill, startWorker, type Worker } from "../helpers/workers.js";
 import { APPROVAL_MS, AUTOMATIONS, DELAY_MS, WAIT_MS, type Aut } from "./model.js";
 
 const DAY = 24 * 60 * 60_000;
+/** The API engine seals hook secrets with it (webhook triggers need a key). */
+const SECRET_KEY = randomBytes(32).toString("base64");
 export const TOKEN = "model-based-admin-token";
 
 /** One request the sink saw. */
@@ -250,14 +253,14 @@ export class Sequence {
   ) {}
 
   async start(): Promise<void> {
-    this.api = new Engine({ store: this.h.ts.store, clock: this.clock, noRunner: true, httpAllow: LOOPBACK });
+    this.api = new Engine({ store: this.h.ts.store, clock: this.clock, noRunner: true, httpAllow: LOOPBACK, secretKey: SECRET_KEY });
     this.api.registerAction(effectAction());
     await this.api.start();
     this.http = await startApi(this.api, TOKEN, 4);
     this.auditFrom = (await this.api.listAudit(WS, 1))[0]?.id ?? 0;
     for (const aut of AUTOMATIONS) {
       const a = await this.api.createAutomation(WS, definition(aut, this.tag, this.h.sink.url, 1));
-      this.automations[aut] = { id: a.id, ...(a.hooks?.[0] ? { hook: { id: a.hooks[0].id, secret: a.hooks[0].secret } } : {}) };
+      this.automations[aut] = { id: a.id, ...(a.hooks?.[0] ? { hook: { id: a.hooks[0].id, secret: a.hooks[0].secret! } } : {}) };
     }
     await this.addWorker();
   }

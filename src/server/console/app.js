@@ -1,19 +1,22 @@
-// The Weft console: sign in with an API token, then runs, approvals, ops and automations, each a
-// hash route (#/runs, #/runs/<id>, #/approvals, #/ops, #/automations, #/automations/<id>).
+// The Weft console: sign in with an API token, then runs, events, subjects, approvals, ops and
+// automations, each a hash route (#/runs, #/runs/<id>, #/subjects/<id>, #/approvals, #/ops,
+// #/automations, #/automations/<id>).
 // Everything it shows comes from the public /v1 API, called with the token the user pasted.
 
 import { render } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { ErrorBox, api, href, html, navigate, parseHash, token } from "./lib.js";
+import { ErrorBox, Me, api, focusHeading, href, html, navigate, parseHash, token } from "./lib.js";
 import { RunPage, RunsPage } from "./runs.js";
 import { ApprovalsPage } from "./approvals.js";
 import { OpsPage } from "./ops.js";
 import { AutomationPage, AutomationsPage } from "./automations.js";
 import { EventPage, EventsPage } from "./events.js";
+import { SubjectPage, SubjectsPage } from "./subjects.js";
 
 const NAV = [
   ["/runs", "Runs"],
   ["/events", "Events"],
+  ["/subjects", "Subjects"],
   ["/approvals", "Approvals"],
   ["/ops", "Ops"],
   ["/automations", "Automations"],
@@ -63,6 +66,8 @@ function Page({ route }) {
       return second ? html`<${RunPage} key=${second} id=${second} query=${route.query} />` : html`<${RunsPage} query=${route.query} />`;
     case "events":
       return second ? html`<${EventPage} key=${second} id=${second} />` : html`<${EventsPage} query=${route.query} />`;
+    case "subjects":
+      return second ? html`<${SubjectPage} key=${second} id=${second} />` : html`<${SubjectsPage} />`;
     case "approvals":
       return html`<${ApprovalsPage} query=${route.query} />`;
     case "ops":
@@ -78,6 +83,7 @@ function App() {
   const [route, setRoute] = useState(parseHash);
   const [signedIn, setSignedIn] = useState(() => token.get() !== null);
   const [reason, setReason] = useState(null);
+  const [me, setMe] = useState(null);
   const main = useRef(null);
   const firstRender = useRef(true);
 
@@ -95,15 +101,24 @@ function App() {
     };
   }, []);
 
-  // A new page: its name in the title, and focus on the content (a screen reader starts there).
+  // Who is signed in: the pages offer only what the role may do.
+  useEffect(() => {
+    if (!signedIn) return;
+    setMe(null);
+    // Not known (an older server, a refused call): offer the controls and let the API decide.
+    api("GET", "/v1/me").then(setMe, () => setMe({ role: null, unknown: true }));
+  }, [signedIn]);
+
+  // A new page: its name in the title, and focus on its heading (a screen reader starts there).
   const section = NAV.find(([p]) => route.path.startsWith(p));
   useEffect(() => {
     document.title = `${route.parts[1] ?? section?.[1] ?? "Weft"} · Weft console`;
     if (firstRender.current) {
       firstRender.current = false;
-      return;
+      return undefined;
     }
-    main.current?.focus({ preventScroll: false });
+    window.scrollTo(0, 0);
+    return focusHeading(main.current);
   }, [route.path]);
 
   if (!signedIn) {
@@ -122,16 +137,19 @@ function App() {
   return html`
     <a class="skip" href="#main" onClick=${(e) => {
       e.preventDefault();
-      main.current?.focus();
+      focusHeading(main.current);
     }}>Skip to content</a>
     <header class="top">
       <a class="brand" href=${href("/runs")}>Weft</a>
       <nav aria-label="Console">
         <ul>${NAV.map(([p, label]) => html`<li><a href=${href(p)} aria-current=${section?.[0] === p ? "page" : undefined}>${label}</a></li>`)}</ul>
       </nav>
+      ${me && !me.unknown ? html`<span class="whoami muted" data-testid="whoami">${me.user_id} · ${me.role}</span>` : null}
       <button type="button" class="link" onClick=${signOut}>Sign out</button>
     </header>
-    <main id="main" ref=${main} tabindex="-1"><${Page} route=${route} /></main>`;
+    <${Me.Provider} value=${me}>
+      <main id="main" ref=${main}><${Page} route=${route} /></main>
+    </${Me.Provider}>`;
 }
 
 render(html`<${App} />`, document.getElementById("root"));

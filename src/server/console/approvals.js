@@ -2,7 +2,7 @@
 // approver), and afterwards who decided, when, and with what comment.
 
 import { useState } from "preact/hooks";
-import { AutomationName, ErrorBox, Loading, Status, Time, api, href, html, navigate, useAutomations, useLoad } from "./lib.js";
+import { AutomationName, ErrorBox, Loading, Status, Time, api, href, html, navigate, useAutomations, useCanAct, useLoad, useReadOnlyNote } from "./lib.js";
 
 const FILTER = ["pending", "approved", "rejected", "timed_out", "cancelled", "all"];
 
@@ -18,6 +18,7 @@ export function ApprovalsPage({ query }) {
   const [announce, setAnnounce] = useState("");
   const decided = (a) => {
     setAnnounce(`${a.status === "approved" ? "Approved" : "Rejected"} "${a.title}" as ${a.decided_by}.`);
+    void list.reload(true);
     void recent.reload(true);
   };
 
@@ -40,7 +41,7 @@ export function ApprovalsPage({ query }) {
     ${list.loading && !list.data ? html`<${Loading} what="Loading approvals" />` : null}
     ${
       list.data
-        ? html`<${ApprovalsTable} approvals=${list.data.items} automations=${automations.data} onDecided=${decided}
+        ? html`<${ApprovalsTable} approvals=${list.data.items} automations=${automations.data} onDecided=${decided} pendingOnly=${status === "pending"}
       caption=${list.data.items.length === 0 ? (status === "pending" ? "Nothing waits for a decision." : "No approvals.") : `${list.data.items.length} ${status === "all" ? "" : status.replace("_", " ")} approval${list.data.items.length === 1 ? "" : "s"}`} />`
         : null
     }
@@ -55,11 +56,14 @@ export function ApprovalsPage({ query }) {
   </section>`;
 }
 
-/** Approvals as a table; pending rows get a comment field and approve / reject buttons. */
-export function ApprovalsTable({ approvals, automations, caption, onDecided, showRun = true }) {
-  // Rows decided here are replaced by the API's answer, so the table says who decided at once.
+/**
+ * Approvals as a table; pending rows get a comment field and approve / reject buttons. A row
+ * decided here is replaced by the API's answer, so the table says who decided at once; in a list
+ * of pending approvals (`pendingOnly`) it leaves instead: decided is not pending.
+ */
+export function ApprovalsTable({ approvals, automations, caption, onDecided, showRun = true, pendingOnly = false }) {
   const [updated, setUpdated] = useState(() => new Map());
-  const rows = approvals.map((a) => updated.get(a.id) ?? a);
+  const rows = approvals.map((a) => updated.get(a.id) ?? a).filter((a) => !pendingOnly || a.status === "pending");
   const done = (a) => {
     setUpdated(new Map(updated).set(a.id, a));
     onDecided?.(a);
@@ -94,6 +98,8 @@ export function ApprovalsTable({ approvals, automations, caption, onDecided, sho
 }
 
 function Decide({ approval, onDone }) {
+  const canAct = useCanAct();
+  const note = useReadOnlyNote();
   const [comment, setComment] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
@@ -112,9 +118,9 @@ function Decide({ approval, onDone }) {
   const cid = `comment-${approval.id}`;
   return html`<div class="decide">
     <label class="sr-only" for=${cid}>Comment on “${approval.title}” (optional)</label>
-    <input id=${cid} value=${comment} onInput=${(e) => setComment(e.currentTarget.value)} placeholder="Comment (optional)" maxlength="2000" />
-    <button type="button" class="primary" disabled=${busy} onClick=${() => decide("approve")} aria-label=${`Approve “${approval.title}”`}>Approve</button>
-    <button type="button" class="danger" disabled=${busy} onClick=${() => decide("reject")} aria-label=${`Reject “${approval.title}”`}>Reject</button>
+    <input id=${cid} value=${comment} onInput=${(e) => setComment(e.currentTarget.value)} placeholder="Comment (optional)" maxlength="2000" disabled=${!canAct} />
+    <button type="button" class="primary" disabled=${busy || !canAct} title=${note} onClick=${() => decide("approve")} aria-label=${`Approve “${approval.title}”`}>Approve</button>
+    <button type="button" class="danger" disabled=${busy || !canAct} title=${note} onClick=${() => decide("reject")} aria-label=${`Reject “${approval.title}”`}>Reject</button>
     <${ErrorBox} error=${error} />
   </div>`;
 }

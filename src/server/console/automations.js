@@ -1,29 +1,44 @@
-// Automations: the list, and one automation with its immutable version history (what changed
-// from one version to the next) and the graph of the version chosen.
+// Automations: the list (activate / pause from it), and one automation with its immutable version
+// history (what changed from one version to the next), the graph of the version chosen, and a
+// simulation of the current version (an event pasted or uploaded, branches forced, the path shown).
 
 import { useState } from "preact/hooks";
 import { ActionButton, ErrorBox, Facts, Json, Loading, Status, Time, api, href, html, useAutomations, useLoad } from "./lib.js";
 import { Graph } from "./graph.js";
 
+/** Activate or pause, from the list or the automation's page. */
+function ToggleButton({ automation: a, onDone, onError }) {
+  const toggle = a.status === "active" ? "pause" : "activate";
+  return html`<${ActionButton} label=${toggle === "pause" ? "Pause" : "Activate"} onError=${onError}
+    confirmText=${toggle === "pause" ? `Pause ${a.name}? It stops taking new runs; runs in flight go on.` : `Activate ${a.name}? It starts taking new runs.`}
+    onAct=${async () => {
+      await api("POST", `/v1/automations/${encodeURIComponent(a.id)}/${toggle}`);
+      await onDone();
+    }} />`;
+}
+
 export function AutomationsPage() {
   const list = useAutomations();
+  const [error, setError] = useState(null);
   return html`<section aria-labelledby="auto-h">
     <h1 id="auto-h">Automations</h1>
     <${ErrorBox} error=${list.error} />
+    <${ErrorBox} error=${error} title="Activate or pause" />
     ${list.loading && !list.data ? html`<${Loading} what="Loading automations" />` : null}
     ${
       list.data
         ? html`<table class="automations">
-      <caption>${list.data.list.length === 0 ? "No automations yet (POST /v1/automations creates one)." : `${list.data.list.length} automation${list.data.list.length === 1 ? "" : "s"}`}</caption>
-      <thead><tr><th scope="col">Name</th><th scope="col">Key</th><th scope="col">Status</th><th scope="col">Version</th><th scope="col">Updated</th><th scope="col"><span class="sr-only">Runs</span></th></tr></thead>
+      <caption>${list.data.list.length === 0 ? "No automations yet (weft apply -f FILE creates them)." : `${list.data.list.length} automation${list.data.list.length === 1 ? "" : "s"}`}</caption>
+      <thead><tr><th scope="col">Name</th><th scope="col">Key</th><th scope="col">Status</th><th scope="col">Version</th><th scope="col">Updated</th><th scope="col"><span class="sr-only">Runs</span></th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
       <tbody>${list.data.list.map(
-        (a) => html`<tr>
+        (a) => html`<tr data-automation=${a.id}>
         <td><a href=${href(`/automations/${a.id}`)}>${a.name}</a></td>
         <td><code>${a.key}</code></td>
         <td><${Status} status=${a.status} /></td>
         <td>v${a.version}</td>
         <td><${Time} iso=${a.updated_at} /></td>
         <td><a href=${href("/runs", { automation_id: a.id })}>Runs</a></td>
+        <td><${ToggleButton} automation=${a} onError=${setError} onDone=${() => list.reload(true)} /></td>
       </tr>`,
       )}</tbody>
     </table>`
@@ -48,19 +63,17 @@ export function AutomationPage({ id, query }) {
   const chosen = Math.min(Math.max(1, Number(query.v) || a.version), a.version);
   const v = versions[chosen - 1];
   const def = v.definition;
-  const toggle = a.status === "active" ? "pause" : "activate";
 
   return html`<article aria-labelledby="a-h">
     <header class="page-head">
       <h1 id="a-h">${a.name} <${Status} status=${a.status} /></h1>
       <div class="actions" role="group" aria-label="Automation controls">
         <a class="button" href=${href("/runs", { automation_id: a.id })}>Runs</a>
-        <${ActionButton} label=${toggle === "pause" ? "Pause" : "Activate"} onError=${setError}
-          confirmText=${toggle === "pause" ? `Pause ${a.name}? It stops taking new runs; runs in flight go on.` : `Activate ${a.name}? It starts taking new runs.`}
-          onAct=${async () => {
-            await api("POST", `/v1/automations/${encodeURIComponent(a.id)}/${toggle}`);
-            await res.reload(true);
-          }} />
+        <${ToggleButton} automation=${a} onError=${setError} onDone=${() => res.reload(true)} />
+        <a class="button" href="#sim-h" onClick=${(e) => {
+          e.preventDefault();
+          document.getElementById("sim-h")?.scrollIntoView({ block: "start" });
+        }}>Simulate</a>
       </div>
     </header>
     <${ErrorBox} error=${error} />
@@ -103,7 +116,118 @@ export function AutomationPage({ id, query }) {
       }
       <details><summary>Definition (JSON)</summary><${Json} value=${def} label=${`Definition of version ${chosen}`} /></details>
     </section>
+
+    <${Simulate} automation=${a} definition=${versions[a.version - 1].definition} />
   </article>`;
+}
+
+/** A JSON object from a text field, or an error naming the field (never a half-parsed value). */
+function parseObject(text, field) {
+  if (!text.trim()) return undefined;
+  let v;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw { code: "console.invalid_json", message: `${field} is not JSON: ${e.message}`, details: { pointer: `/${field}` } };
+  }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) {
+    throw { code: "console.invalid_json", message: `${field} must be a JSON object`, details: { pointer: `/${field}` } };
+  }
+  return v;
+}
+
+/** A file's text into a field (a local read: nothing is uploaded until Simulate is pressed). */
+const loadFile = (setText) => async (e) => {
+  const file = e.currentTarget.files?.[0];
+  if (file) setText(await file.text());
+};
+
+/**
+ * Simulate the current version: writes and sends nothing, so a viewer may run it too. The event
+ * and the forced branches come from a field or a file; the path it takes is listed and marked on
+ * the graph.
+ */
+function Simulate({ automation: a, definition }) {
+  const [form, setForm] = useState({ event: "", context: "", branches: "", subject_id: "", start: "" });
+  const [result, setResult] = useState(null);
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const set = (name) => (e) => setForm({ ...form, [name]: e.currentTarget.value });
+  const setText = (name) => (text) => setForm((f) => ({ ...f, [name]: text }));
+  const submit = async (e) => {
+    e.preventDefault();
+    setError(null);
+    setBusy(true);
+    try {
+      const body = {};
+      const event = parseObject(form.event, "event");
+      const context = parseObject(form.context, "test_context");
+      const branches = parseObject(form.branches, "branch_choices");
+      if (event) body.event = event;
+      if (context) body.test_context = context;
+      if (branches) body.branch_choices = branches;
+      if (form.subject_id.trim()) body.subject_id = form.subject_id.trim();
+      if (form.start) body.start_node_key = form.start;
+      setResult(await api("POST", `/v1/automations/${encodeURIComponent(a.id)}/simulate`, body));
+    } catch (err) {
+      setResult(null);
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const marks = new Map((result?.steps ?? []).map((s) => [s.node_key, s.error ? "failed" : "visited"]));
+  return html`<section aria-labelledby="sim-h" class="simulate">
+    <h2 id="sim-h">Simulate version ${a.version}</h2>
+    <p class="muted">Walks the current version as a run would, with what you give it; it sends and writes nothing.</p>
+    <form class="sim-form" onSubmit=${submit} aria-label="Simulate">
+      <label>Trigger event (JSON)
+        <textarea name="event" rows="5" value=${form.event} onInput=${set("event")} placeholder='{"type": "signup", "payload": {"plan": "pro"}}' spellcheck="false"></textarea>
+      </label>
+      <label>Event from a file
+        <input type="file" name="event_file" accept="application/json,.json" onChange=${loadFile(setText("event"))} />
+      </label>
+      <label>Test context (JSON)
+        <textarea name="test_context" rows="3" value=${form.context} onInput=${set("context")} placeholder='{"name": "Ada"}' spellcheck="false"></textarea>
+      </label>
+      <label>Forced branches (JSON: node key → port)
+        <textarea name="branch_choices" rows="3" value=${form.branches} onInput=${set("branches")} placeholder='{"vip": "false"}' spellcheck="false"></textarea>
+      </label>
+      <label>Forced branches from a file
+        <input type="file" name="branches_file" accept="application/json,.json" onChange=${loadFile(setText("branches"))} />
+      </label>
+      <label>Subject
+        <input name="subject_id" value=${form.subject_id} onInput=${set("subject_id")} placeholder="ct_123" autocomplete="off" />
+      </label>
+      <label>Start at
+        <select name="start_node_key" value=${form.start} onChange=${set("start")}>
+          <option value="">the root</option>
+          ${(definition.nodes ?? []).map((n) => html`<option value=${n.key}>${n.key}</option>`)}
+        </select>
+      </label>
+      <div class="filter-actions"><button type="submit" class="primary" disabled=${busy}>${busy ? "Simulating…" : "Simulate"}</button></div>
+    </form>
+    <${ErrorBox} error=${error} title="Simulation" />
+    ${
+      result
+        ? html`<div class="sim-result" data-testid="simulation">
+      <p><strong>Simulated path</strong> (<${Status} status=${result.status} />${result.exit_reason ? ` ${result.exit_reason}` : ""}):
+        <span class="sim-path">${result.steps.map((s, i) => html`${i ? " → " : ""}<code>${s.node_key}</code>${s.port ? html`<span class="muted">[${s.port}${s.forced ? ", forced" : ""}]</span>` : null}`)}</span></p>
+      <ol class="sim-steps">${result.steps.map(
+        (s) => html`<li data-node=${s.node_key}>
+        <strong>${s.node_key}</strong> <span class="kind">${s.kind}</span> ${s.port ? html`→ <code>${s.port}</code>` : null} ${s.forced ? html`<span class="badge">forced</span>` : null}
+        ${s.error ? html`<div class="step-error"><code class="code">${s.error.code}</code> ${s.error.message}</div>` : null}
+        ${s.note ? html`<div class="muted">${s.note}</div>` : null}
+        ${s.would_send !== undefined ? html`<details><summary>Would send</summary><${Json} value=${s.would_send} label=${`What ${s.node_key} would send`} /></details>` : null}
+        <details><summary>Resolved</summary><${Json} value=${s.resolved} label=${`${s.node_key} resolved`} /></details>
+      </li>`,
+      )}</ol>
+      <${Graph} definition=${definition} label=${`Graph of ${a.name} version ${a.version}, with the simulated path marked`} marks=${marks} />
+      <details><summary>Context at the end</summary><${Json} value=${result.context} label="Simulated context" /></details>
+    </div>`
+        : null
+    }
+  </section>`;
 }
 
 function triggerText(t) {

@@ -1,8 +1,8 @@
 // Shared pieces of the console: the API client (bearer token from sessionStorage, errors with
 // their code), hash routing helpers, formatting, and small components every page uses.
 
-import { h } from "preact";
-import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import { createContext, h } from "preact";
+import { useCallback, useContext, useEffect, useRef, useState } from "preact/hooks";
 import htm from "htm";
 
 export const html = htm.bind(h);
@@ -185,12 +185,63 @@ export function Time({ iso, ago = false }) {
   return html`<time datetime=${iso} title=${iso}>${fmtTime(iso)}${ago ? html` <span class="muted">(${fmtAgo(iso)})</span>` : null}</time>`;
 }
 
-/** An API error as the user needs it: its code and its message. */
+// ---------------------------------------------------------------------------------------------
+// Who is signed in (GET /v1/me), and what that role may do
+
+/** The signed-in caller: { user_id, workspace_id, role, instance_admin }, or null while loading. */
+export const Me = createContext(null);
+
+/**
+ * Whether the signed-in role may change things. Viewers read; members and admins act (the API
+ * decides in the end: a 403 it answers is still shown). Unknown while /v1/me loads: no.
+ */
+export function useCanAct() {
+  const me = useContext(Me);
+  return me !== null && me.role !== "viewer";
+}
+
+/** Why a control is disabled for this caller, for its title (empty when it is not). */
+export function useReadOnlyNote() {
+  const me = useContext(Me);
+  return me?.role === "viewer" ? "Your role (viewer) may read but not act" : "";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Focus after navigation
+
+/**
+ * Move focus to the page's heading (a screen reader starts there) once it is rendered. The
+ * heading gets tabindex=-1 and the stylesheet shows no outline for that case only: a page
+ * container never carries a focus ring. Returns a function that stops waiting.
+ */
+export function focusHeading(root) {
+  if (!root) return () => {};
+  const tryFocus = () => {
+    const h1 = root.querySelector("h1");
+    if (!h1) return false;
+    h1.setAttribute("tabindex", "-1");
+    h1.focus({ preventScroll: true });
+    return true;
+  };
+  if (tryFocus()) return () => {};
+  // Most pages render their heading after their first API answer.
+  const obs = new MutationObserver(() => {
+    if (tryFocus()) obs.disconnect();
+  });
+  obs.observe(root, { childList: true, subtree: true });
+  const t = setTimeout(() => obs.disconnect(), 10_000);
+  return () => {
+    obs.disconnect();
+    clearTimeout(t);
+  };
+}
+
+/** An API error as the user needs it: its code and its message (a 403 says plainly it is not allowed). */
 export function ErrorBox({ error, title }) {
   if (!error) return null;
   const code = error.code ?? "console.error";
   return html`<div class="error-box" role="alert">
-    ${title ? html`<strong>${title}: </strong>` : null}<code class="code">${code}</code> ${error.message}
+    ${title ? html`<strong>${title}: </strong>` : null}${error.status === 403 ? html`<strong>Not allowed for your role or account. </strong>` : null}<code class="code">${code}</code> ${error.message}
     ${error.details?.pointer ? html` <span class="muted">(at ${error.details.pointer})</span>` : null}
   </div>`;
 }
@@ -216,8 +267,10 @@ export function Facts({ rows, className = "facts" }) {
   </dl>`;
 }
 
-/** A button that asks before it acts, shows "working", and reports the API error. */
-export function ActionButton({ label, confirmText, onAct, className = "", disabled = false, onError }) {
+/** A button that asks before it acts, shows "working", and reports the API error; disabled for a viewer. */
+export function ActionButton({ label, confirmText, onAct, className = "", disabled = false, onError, title }) {
+  const canAct = useCanAct();
+  const note = useReadOnlyNote();
   const [busy, setBusy] = useState(false);
   const click = async () => {
     if (confirmText && !window.confirm(confirmText)) return;
@@ -230,7 +283,7 @@ export function ActionButton({ label, confirmText, onAct, className = "", disabl
       setBusy(false);
     }
   };
-  return html`<button type="button" class=${className} disabled=${disabled || busy} aria-busy=${busy ? "true" : "false"} onClick=${click}>${busy ? `${label}…` : label}</button>`;
+  return html`<button type="button" class=${className} disabled=${disabled || busy || !canAct} title=${note || title} aria-busy=${busy ? "true" : "false"} onClick=${click}>${busy ? `${label}…` : label}</button>`;
 }
 
 /** Automation names by id, for tables that only have the id. */

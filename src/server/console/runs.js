@@ -1,5 +1,6 @@
 // Run history (filters and cursor paging) and one run: its header, the explanation of where it
-// is and why, the run thread step by step, its items and approvals, and stop / cancel / retrigger.
+// is and why, the run thread step by step, its items and approvals, and stop / cancel, and for an
+// ended run re-trigger or redrive (on its own version or the current one), the right one advised.
 
 import { useState } from "preact/hooks";
 import {
@@ -28,6 +29,7 @@ import {
 } from "./lib.js";
 import { Graph } from "./graph.js";
 import { ApprovalsTable } from "./approvals.js";
+import { SubjectResume } from "./subjects.js";
 
 const FILTERS = ["automation_id", "status", "subject_id", "started_after", "started_before"];
 const PAGE_SIZES = [10, 25, 50, 100];
@@ -158,10 +160,15 @@ async function loadRun(id) {
     api("GET", `/v1/automation-runs/${enc}/items?limit=200`),
     api("GET", "/v1/approvals?limit=200").catch(() => ({ items: [] })),
   ]);
-  // The version the run is pinned to, for its graph (missing is not fatal: the thread still shows).
-  const version = await api("GET", `/v1/automations/${encodeURIComponent(run.automation_id)}/versions/${run.version}`).catch(() => null);
+  // The version the run is pinned to, for its graph, and the automation's current version, for
+  // the redrive advice (missing is not fatal: the thread still shows).
+  const [version, automation] = await Promise.all([
+    api("GET", `/v1/automations/${encodeURIComponent(run.automation_id)}/versions/${run.version}`).catch(() => null),
+    api("GET", `/v1/automations/${encodeURIComponent(run.automation_id)}`).catch(() => null),
+  ]);
   return {
     run,
+    automation,
     explain,
     steps: steps.items,
     items: items.items,
@@ -181,7 +188,7 @@ export function RunPage({ id, query }) {
 
   if (res.loading && !res.data) return html`<${Loading} what="Loading the run" />`;
   if (!res.data) return html`<h1>Run <code>${id}</code></h1><${ErrorBox} error=${res.error} />`;
-  const { run, explain, steps, items, moreItems, approvals, version } = res.data;
+  const { run, automation, explain, steps, items, moreItems, approvals, version } = res.data;
   const terminal = TERMINAL.has(run.status);
   const control = (verb, body) => async () => {
     setActionError(null);
@@ -190,9 +197,11 @@ export function RunPage({ id, query }) {
       navigate(`/runs/${out.id}`, { notice: `Re-triggered from ${run.id}${out.duplicate ? " (an existing re-trigger was returned)" : ""}.` });
       return;
     }
-    setNotice(`Run ${verb === "stop" ? "stopped" : "cancelled"}.`);
+    const done = { stop: "Run stopped.", cancel: "Run cancelled.", redrive: `Redriven on version ${out?.version}: it resumes at its failed step.` };
+    setNotice(done[verb]);
     await res.reload(true);
   };
+  const rec = recovery(run, steps, automation);
   const marks = new Map();
   for (const s of steps) marks.set(s.node_key, s.outcome === "failed" ? "failed" : "visited");
   if (!terminal && run.current_node_key) marks.set(run.current_node_key, "current");
@@ -205,8 +214,6 @@ export function RunPage({ id, query }) {
           confirmText=${`Stop run ${run.id}? It exits with admin_stopped at its current step.`} />
         <${ActionButton} label="Cancel" disabled=${terminal} onError=${setActionError} onAct=${control("cancel")}
           confirmText=${`Cancel run ${run.id}? Items not started are skipped; items in flight finish.`} />
-        <${ActionButton} label="Retrigger" onError=${setActionError} onAct=${control("retrigger", {})}
-          confirmText=${`Start a new run of this automation from the start, for the same trigger event as ${run.id}?`} />
         <button type="button" onClick=${() => res.reload(true)}>Refresh</button>
       </div>
     </header>
@@ -214,7 +221,9 @@ export function RunPage({ id, query }) {
     <${ErrorBox} error=${actionError} title="Control" />
     <${ErrorBox} error=${res.error} title="Refresh" />
 
-    <${Explanation} explain=${explain} steps=${steps} />
+    <${Explanation} explain=${explain} steps=${steps} run=${run} onChanged=${() => res.reload(true)} />
+
+    ${terminal ? html`<${Recovery} run=${run} rec=${rec} control=${control} onError=${setActionError} />` : null}
 
     <section aria-labelledby="facts-h">
       <h2 id="facts-h">Run</h2>
@@ -235,7 +244,7 @@ export function RunPage({ id, query }) {
         ["Current node", run.current_node_key ? html`<code>${run.current_node_key}</code>` : null],
         ["Waiting for", run.waiting_for ? html`${run.waiting_for}${run.waiting_until ? html` until <${Time} iso=${run.waiting_until} />` : null}` : null],
         ["Interruptions", String(run.interruptions)],
-        ["Attempt", String(run.attempt)],
+        ["Attempt", String(currentAttempt(run, steps))],
         ["Items", run.items_total ? `${run.items_total} total, ${run.items_failed} failed` : "none"],
         ["Started", html`<${Time} iso=${run.started_at} ago />`],
         [
@@ -248,8 +257,8 @@ export function RunPage({ id, query }) {
     </section>
 
     <section aria-labelledby="thread-h">
-      <h2 id="thread-h">Run thread <span class="muted">(${steps.length} step${steps.length === 1 ? "" : "s"})</span></h2>
-      ${steps.length === 0 ? html`<p class="muted">No step has run yet.</p>` : html`<ol class="thread">${steps.map((s, i) => html`<${Step} step=${s} n=${i + 1} />`)}</ol>`}
+      <h2 id="thread-h">Run thread <span class="muted">(${threadEntries(steps).length} step${threadEntries(steps).length === 1 ? "" : "s"})</span></h2>
+      ${steps.length === 0 ? html`<p class="muted">No step has run yet.</p>` : html`<ol class="thread">${threadEntries(steps).map((s, i) => html`<${Step} step=${s} n=${i + 1} />`)}</ol>`}
     </section>
 
     ${items.length > 0 ? html`<${Items} items=${items} more=${moreItems} run=${run} onChanged=${() => res.reload(true)} />` : null}
@@ -280,8 +289,127 @@ export function RunPage({ id, query }) {
   </article>`;
 }
 
+/**
+ * The thread as a person reads it: a wait is recorded as two step rows (the node parks as
+ * `waiting`, and the row of the same visit that ends the wait), shown as ONE entry: the row that
+ * ended it, with when the wait began. A wait still in progress shows its `waiting` row.
+ */
+export function threadEntries(steps) {
+  const ended = new Map();
+  for (const s of steps) if (s.outcome !== "waiting") ended.set(`${s.node_key}#${s.visit}`, s);
+  const waitedFrom = new Map();
+  const out = [];
+  for (const s of steps) {
+    const visit = `${s.node_key}#${s.visit}`;
+    if (s.outcome === "waiting" && ended.has(visit)) {
+      if (!waitedFrom.has(visit)) waitedFrom.set(visit, s.started_at);
+      continue;
+    }
+    out.push(waitedFrom.has(visit) ? { ...s, waited_since: waitedFrom.get(visit) } : s);
+  }
+  return out;
+}
+
+/** The attempt the run is at, from its steps: a failed run's cursor is reset, its last step row still counts. */
+function currentAttempt(run, steps) {
+  const last = [...steps].reverse().find((s) => s.node_key === run.current_node_key) ?? steps[steps.length - 1];
+  return Math.max(run.attempt, last?.attempt ?? 0);
+}
+
+/**
+ * Which way back an ended run has, and which one to take. Redrive (a failed run, or one an
+ * operator stopped) resumes the same run at its failed step under the same idempotency keys, so
+ * the steps that succeeded are not run again; re-trigger starts a new run from the root for the
+ * same trigger event, repeating every effect. Redrive on the current version when a newer
+ * version exists (the fix is usually there), else on its own.
+ */
+export function recovery(run, steps, automation) {
+  const redrivable = run.status === "failed" || (run.status === "exited" && run.exit_reason === "admin_stopped");
+  const current = automation?.version ?? run.version;
+  const succeeded = steps.filter((s) => s.outcome === "succeeded").length;
+  if (!redrivable)
+    return {
+      redrivable,
+      current,
+      recommended: "retrigger",
+      why: "Only a failed or stopped run can be redriven; re-trigger starts a new run of the current version for the same event.",
+    };
+  const version = current > run.version ? "current" : "own";
+  const where = version === "current" ? `on the current version (v${current}, newer than its v${run.version})` : `on its own version (v${run.version})`;
+  if (succeeded > 0) {
+    return {
+      redrivable,
+      current,
+      recommended: `redrive-${version}`,
+      why: `Redrive ${where}: it resumes at the failed step, and the ${succeeded} step${succeeded === 1 ? "" : "s"} that succeeded ${succeeded === 1 ? "is" : "are"} not run again. Re-triggering would repeat their effects.`,
+    };
+  }
+  return {
+    redrivable,
+    current,
+    recommended: `redrive-${version}`,
+    why: `Redrive ${where}: it resumes this run at its first step, keeping its history in one place. No step succeeded before the failure, so re-triggering (a new run from the start) would repeat nothing either.`,
+  };
+}
+
+function Recovery({ run, rec, control, onError }) {
+  const btn = (key, label, verb, body, confirmText) =>
+    html`<${ActionButton} label=${label} className=${rec.recommended === key ? "primary" : ""} onError=${onError} onAct=${control(verb, body)} confirmText=${confirmText} />`;
+  return html`<section class="recovery" aria-labelledby="recover-h" data-testid="recovery">
+    <h2 id="recover-h">Run it again</h2>
+    <p class="advice"><strong>Recommended:</strong> ${rec.why}</p>
+    <div class="actions" role="group" aria-label="Run it again">
+      ${
+        rec.redrivable
+          ? html`${btn("redrive-own", `Redrive on its version (v${run.version})`, "redrive", { version: "own" }, `Redrive run ${run.id} on version ${run.version}? It resumes at its failed step.`)}
+        ${rec.current !== run.version ? btn("redrive-current", `Redrive on the current version (v${rec.current})`, "redrive", { version: "current" }, `Redrive run ${run.id} on the current version ${rec.current}? It resumes at its failed step.`) : null}`
+          : null
+      }
+      ${btn("retrigger", "Re-trigger", "retrigger", {}, `Start a new run of this automation from the start, for the same trigger event as ${run.id}?`)}
+    </div>
+  </section>`;
+}
+
+/**
+ * Advice from the API names API calls; in the console each becomes the action it means (a link
+ * to the page or button that does it), and a placeholder left in a path is filled with the run's id.
+ */
+export function ConsoleText({ text, run }) {
+  if (!text) return null;
+  const RULES = [
+    [
+      /\(?POST \/v1\/automation-runs\/[^/\s)]+\/retrigger\)?/,
+      () => html`(the <a href="#recover-h" onClick=${(e) => jumpTo(e, "recover-h")}>Re-trigger</a> button)`,
+    ],
+    [
+      /\(?POST \/v1\/automation-runs\/[^/\s)]+\/redrive\)?/,
+      () => html`(the <a href="#recover-h" onClick=${(e) => jumpTo(e, "recover-h")}>Redrive</a> buttons)`,
+    ],
+    [/POST \/v1\/approvals\/\{id\}\/approve or reject/, () => html`<a href=${href("/approvals")}>Approve or Reject in Approvals</a>`],
+    [
+      /POST \/v1\/subjects\/([^/\s,]+)\/automation-resume/,
+      (m) => html`the Resume button below (or <a href=${href(`/subjects/${m[1]}`)}>subject ${m[1]}</a>'s page)`,
+    ],
+  ];
+  const parts = [];
+  // Only a run path's placeholder is this run's id; the rules below turn every known call into its action.
+  let rest = text.replaceAll("/v1/automation-runs/{id}/", `/v1/automation-runs/${run.id}/`);
+  for (;;) {
+    let best = null;
+    for (const [re, render] of RULES) {
+      const m = re.exec(rest);
+      if (m && (!best || m.index < best.m.index)) best = { m, render };
+    }
+    if (!best) break;
+    parts.push(rest.slice(0, best.m.index), best.render(best.m));
+    rest = rest.slice(best.m.index + best.m[0].length);
+  }
+  parts.push(rest);
+  return html`${parts}`;
+}
+
 /** The explanation: the first thing on the page, because "why is it here?" is the question. */
-function Explanation({ explain, steps }) {
+function Explanation({ explain, steps, run, onChanged }) {
   const f = explain.failed_step;
   const failedStep = f ? [...steps].reverse().find((s) => s.node_key === f.node_key && s.outcome === "failed") : null;
   const tone =
@@ -295,15 +423,16 @@ function Explanation({ explain, steps }) {
   return html`<section class=${`explain tone-${tone}`} aria-labelledby="explain-h" data-testid="explanation">
     <h2 id="explain-h">Why it is ${explain.status === "completed" ? "done" : "here"}
       ${explain.overdue ? html` <span class="badge overdue">Overdue</span>` : null}</h2>
-    <p class="summary">${explain.summary}</p>
+    <p class="summary"><${ConsoleText} text=${explain.summary} run=${run} /></p>
     ${
       explain.waiting
         ? html`<${Facts} className="facts compact" rows=${[
             ["Waiting for", html`<strong>${explain.waiting.for}</strong>`],
             ["Since", html`<${Time} iso=${explain.waiting.since} ago />`],
             ["Until", explain.waiting.until ? html`<${Time} iso=${explain.waiting.until} ago />` : "no deadline"],
-            ["What would wake it", explain.waiting.wakes_on],
-          ]} />`
+            ["What would wake it", html`<${ConsoleText} text=${explain.waiting.wakes_on} run=${run} />`],
+          ]} />
+          ${explain.waiting.for === "subject_resume" && run.subject_id ? html`<${SubjectResume} subjectId=${run.subject_id} automationId=${run.automation_id} onResumed=${onChanged} />` : null}`
         : null
     }
     ${
@@ -319,15 +448,26 @@ function Explanation({ explain, steps }) {
         ? html`<div class="cause">
       <h3>Failed step <a href=${failedStep ? `#step-${failedStep.id}` : undefined} onClick=${(e) => jumpTo(e, failedStep && `step-${failedStep.id}`)}><code>${f.node_key}</code></a></h3>
       <${Facts} className="facts compact" rows=${[
-        ["Likely cause", f.cause],
-        ["What to do", html`<strong>${f.advice}</strong>`],
+        ["Likely cause", html`<${ConsoleText} text=${f.cause} run=${run} />`],
+        ["What to do", html`<strong><${ConsoleText} text=${f.advice} run=${run} /></strong>`],
         ["Error", html`<code class="code">${f.code}</code> ${f.message}`],
-        ["Retryable", f.retryable ? "yes" : "no"],
+        ["Attempts", failedStep ? String(failedStep.attempt) : null],
+        ["Retryable", retryableText(f, failedStep, run)],
       ]} />
     </div>`
         : null
     }
   </section>`;
+}
+
+/**
+ * A failed run's failure is final: the engine will not try again by itself, whatever kind of
+ * error it was. "yes" only while the run still retries (it never does once failed).
+ */
+function retryableText(f, failedStep, run) {
+  if (!TERMINAL.has(run.status)) return f.retryable ? "yes" : "no";
+  if (!f.retryable) return "no";
+  return `no (final after ${failedStep?.attempt ?? "its"} attempt${failedStep?.attempt === 1 ? "" : "s"}; this kind of error is retried, and a redrive tries again)`;
 }
 
 /** In-page links would change the route hash: scroll and focus instead. */
@@ -341,6 +481,12 @@ function jumpTo(e, id) {
   if (d) d.open = true;
 }
 
+/** A step's error as the operator needs it: retried, or the end (a failed step is not tried again by itself). */
+function stepErrorKind(s) {
+  if (!s.error.retryable) return "permanent";
+  return s.outcome === "failed" ? "final: attempts used up" : "retryable";
+}
+
 function Step({ step: s, n }) {
   const failed = s.outcome === "failed" || s.outcome === "retrying";
   return html`<li class=${`step out-${s.outcome}`} id=${`step-${s.id}`} tabindex="-1" aria-label=${`Step ${n}: ${s.node_key}, ${s.outcome}`}>
@@ -350,7 +496,7 @@ function Step({ step: s, n }) {
       <span class="kind">${s.node_kind}</span>
       <${Status} status=${s.outcome} />
       <span class="ports">${s.entered_via_port_key ? html`in <code>${s.entered_via_port_key}</code>` : "start"} → ${s.exited_via_port_key ? html`out <code>${s.exited_via_port_key}</code>` : html`<span class="muted">no port</span>`}</span>
-      <span class="muted">visit ${s.visit} · attempt ${s.attempt} · ${fmtDuration(s.duration_ms)} · <${Time} iso=${s.started_at} /></span>
+      <span class="muted">visit ${s.visit} · attempt ${s.attempt} · ${s.waited_since ? html`waited from <${Time} iso=${s.waited_since} /> · ` : null}${fmtDuration(s.duration_ms)} · <${Time} iso=${s.started_at} /></span>
     </div>
     <div class="step-body">
       <${Facts} className="facts compact" rows=${[
@@ -361,7 +507,7 @@ function Step({ step: s, n }) {
         s.error
           ? html`<div class="step-error" role="note" aria-label="Step error">
         <code class="code">${s.error.code}</code> ${s.error.message}
-        <span class=${`badge ${s.error.retryable ? "st-retrying" : "st-failed"}`}>${s.error.retryable ? "retryable" : "permanent"}</span>
+        <span class=${`badge ${s.error.retryable && s.outcome !== "failed" ? "st-retrying" : "st-failed"}`}>${stepErrorKind(s)}</span>
         ${s.error.details && Object.keys(s.error.details).length ? html`<details open=${failed}><summary>Error details</summary><${Json} value=${s.error.details} label="Error details" /></details>` : null}
       </div>`
           : null

@@ -19,6 +19,7 @@ import type {
   Checkpoint,
   DispatchPlan,
   HookRow,
+  HookSecretUpdate,
   InsertRunResult,
   NewEvent,
   NewRun,
@@ -45,6 +46,7 @@ import { decodeCursor, decodeItemCursor, encodeCursor, encodeItemCursor } from "
 import type { EventFilter, ProcessBeat, Redrive, RedriveResult } from "../../engine/store.js";
 import { heartbeat, liveProcesses } from "./heartbeats.js";
 import { redriveRun } from "./redrive.js";
+import * as WS from "./settings.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
 
@@ -442,6 +444,23 @@ export class EmbeddedStore implements Store {
     return (this.db.prepare("SELECT * FROM hooks WHERE id = ?").get(id) as HookRow | undefined) ?? null;
   }
 
+  async updateHookSecret(id: string, expectedSecret: string, next: HookSecretUpdate, audit?: AuditEntry): Promise<boolean> {
+    return this.db
+      .transaction(() => {
+        const changed = this.db
+          .prepare("UPDATE hooks SET secret = ?, previous_secret = ?, previous_expires_at = ?, rotated_at = ? WHERE id = ? AND secret = ?")
+          .run(next.secret, next.previous_secret, next.previous_expires_at, next.rotated_at, id, expectedSecret).changes;
+        if (changed === 1 && audit) this.nodes.audit([audit]);
+        return changed === 1;
+      })
+      .immediate();
+  }
+
+  async listUnsealedHooks(sealedPrefix: string): Promise<HookRow[]> {
+    // substr, not LIKE: the prefix is compared as written ("." and "_" are not patterns here).
+    return this.db.prepare("SELECT * FROM hooks WHERE substr(secret, 1, length(?)) <> ?").all(sealedPrefix, sealedPrefix) as HookRow[];
+  }
+
   async overdue(workspaceId: string, now: number, graceMs: number): Promise<OverdueCount[]> {
     const cutoff = now - graceMs;
     const rows = this.db
@@ -701,5 +720,11 @@ export class EmbeddedStore implements Store {
   }
   async liveProcesses(now: number) {
     return liveProcesses(this.db, now);
+  }
+  async getWorkspaceSettings(workspaceId: string) {
+    return WS.getWorkspaceSettings(this.db, workspaceId);
+  }
+  async putWorkspaceSettings(workspaceId: string, settings: Record<string, unknown>, now: number, audit: AuditEntry) {
+    WS.putWorkspaceSettings(this.db, workspaceId, settings, now, audit);
   }
 }

@@ -5,6 +5,7 @@ import type {
   AuditEntry,
   DispatchPlan,
   HookRow,
+  HookSecretUpdate,
   NewEvent,
   OverdueCount,
   PauseKey,
@@ -34,7 +35,12 @@ const toSchedule = (r: Row): ScheduleRow => ({
   next_fire_at: ms(r.next_fire_at as Date | null),
   last_fired_at: ms(r.last_fired_at as Date | null),
 });
-const toHook = (r: Row): HookRow => ({ ...(r as unknown as HookRow), created_at: (r.created_at as Date).getTime() });
+const toHook = (r: Row): HookRow => ({
+  ...(r as unknown as HookRow),
+  created_at: (r.created_at as Date).getTime(),
+  previous_expires_at: ms(r.previous_expires_at as Date | null),
+  rotated_at: ms(r.rotated_at as Date | null),
+});
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
@@ -259,6 +265,23 @@ export async function listHooks(pool: pg.Pool, automationId: string): Promise<Ho
 export async function getHook(pool: pg.Pool, id: string): Promise<HookRow | null> {
   const res = await pool.query("SELECT * FROM hooks WHERE id = $1", [id]);
   return res.rows[0] ? toHook(res.rows[0]) : null;
+}
+
+export function updateHookSecret(pool: pg.Pool, id: string, expectedSecret: string, next: HookSecretUpdate, entry?: AuditEntry): Promise<boolean> {
+  return tx(pool, async (client) => {
+    const res = await client.query(
+      "UPDATE hooks SET secret = $1, previous_secret = $2, previous_expires_at = $3, rotated_at = $4 WHERE id = $5 AND secret = $6",
+      [next.secret, next.previous_secret, ts(next.previous_expires_at), ts(next.rotated_at), id, expectedSecret],
+    );
+    if (res.rowCount === 1 && entry) await audit(client, [entry]);
+    return res.rowCount === 1;
+  });
+}
+
+export async function listUnsealedHooks(pool: pg.Pool, sealedPrefix: string): Promise<HookRow[]> {
+  // left(), not LIKE: the prefix is compared as written ("." and "_" are not patterns here).
+  const res = await pool.query("SELECT * FROM hooks WHERE left(secret, length($1)) <> $1", [sealedPrefix]);
+  return res.rows.map(toHook);
 }
 
 export async function overdue(pool: pg.Pool, workspaceId: string, now: number, graceMs: number): Promise<OverdueCount[]> {

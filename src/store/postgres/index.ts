@@ -13,6 +13,7 @@ import type {
   Checkpoint,
   DispatchPlan,
   HookRow,
+  HookSecretUpdate,
   NewEvent,
   NewRun,
   PauseKey,
@@ -32,12 +33,14 @@ import { toAutomation, toRun } from "./rows.js";
 import * as E from "./events.js";
 import * as A from "./automations.js";
 import { ident, migrate } from "./migrate.js";
+import { PgWakeChannel, wakeChannelName } from "./wakeups.js";
 import * as Q from "./queries.js";
 import * as R from "./runs.js";
 import * as N from "./nodes.js";
 import * as I from "./identity.js";
 import * as H from "./heartbeats.js";
 import { redriveRun } from "./redrive.js";
+import * as WS from "./settings.js";
 import type { EventFilter, Page, ProcessBeat, Redrive, StoredEvent } from "../../engine/store.js";
 import { decodeCursor, encodeCursor } from "../cursor.js";
 
@@ -68,6 +71,7 @@ export class PostgresStore implements Store {
   readonly kind = "postgres" as const;
   readonly pool: pg.Pool;
   readonly schema: string;
+  readonly wakeups: PgWakeChannel;
 
   constructor(opts: PostgresStoreOptions) {
     this.schema = opts.schema ?? "weft";
@@ -92,6 +96,11 @@ export class PostgresStore implements Store {
     // A connection that dies while borrowed (killed, or the server restarts) must not crash the
     // process either: the query in flight rejects, and the pool drops the connection.
     this.pool.on("connect", (c) => c.on("error", () => undefined));
+    this.wakeups = new PgWakeChannel(
+      this.pool,
+      { connectionString: opts.url, connectionTimeoutMillis: opts.connectTimeoutMs ?? PG_TIMEOUT_DEFAULTS.connectTimeoutMs },
+      wakeChannelName(this.schema),
+    );
   }
 
   migrate(): Promise<void> {
@@ -174,6 +183,12 @@ export class PostgresStore implements Store {
   }
   getHook(id: string) {
     return E.getHook(this.pool, id);
+  }
+  updateHookSecret(id: string, expectedSecret: string, next: HookSecretUpdate, audit?: AuditEntry) {
+    return E.updateHookSecret(this.pool, id, expectedSecret, next, audit);
+  }
+  listUnsealedHooks(sealedPrefix: string) {
+    return E.listUnsealedHooks(this.pool, sealedPrefix);
   }
   overdue(workspaceId: string, now: number, graceMs: number) {
     return E.overdue(this.pool, workspaceId, now, graceMs);
@@ -330,5 +345,11 @@ export class PostgresStore implements Store {
   }
   liveProcesses(now: number) {
     return H.liveProcesses(this.pool, now);
+  }
+  getWorkspaceSettings(workspaceId: string) {
+    return WS.getWorkspaceSettings(this.pool, workspaceId);
+  }
+  putWorkspaceSettings(workspaceId: string, settings: Record<string, unknown>, now: number, audit: AuditEntry) {
+    return WS.putWorkspaceSettings(this.pool, workspaceId, settings, now, audit);
   }
 }

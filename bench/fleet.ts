@@ -1,0 +1,203 @@
+// --only fleet: Weft as a fleet on one PostgreSQL. One `weft serve --role api` process and 1, 2 and
+// 4 `weft serve --role worker` processes (each a real child process on a fresh schema), and beside
+// them the same work in one `weft serve --role all` process. A separate load process posts events
+// over HTTP (--fleet-events N, default 2000, --fleet-concurrency C at a time, default 32); each
+// event starts a run of three http_request steps to a loopback server in this process. Measured per
+// topology: event → third step p50/p99 (from the load process's send time, carried in the event,
+// to the third request's arrival; one machine, one clock) and runs/s (events from the first send to
+// the last third step). 100 warm-up events first, not counted.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const CLI = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
+const LOAD = fileURLToPath(new URL("./load-fleet.ts", import.meta.url));
+const TOKEN = "bench-fleet-admin-token-0123456789abcdef";
+
+export interface FleetOptions {
+  pgUrl: string;
+  events: number;
+  concurrency: number;
+  workers: number[];
+  /** Also run each fleet topology with WEFT_WAKEUPS=0 (polling only), labelled. */
+  polling: boolean;
+}
+
+export interface FleetRow {
+  topology: string;
+  p50: number;
+  p99: number;
+  runsPerS: number;
+  done: number;
+}
+
+interface Sink {
+  url: string;
+  /** Third-step arrivals: key → latency from the event's send time, ms. */
+  arrivals: Map<string, number>;
+  firstSend: number;
+  lastArrival: number;
+  close(): Promise<void>;
+}
+
+async function startSink(): Promise<Sink> {
+  const sink: Omit<Sink, "url" | "close"> = { arrivals: new Map(), firstSend: Infinity, lastArrival: 0 };
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    let body = "";
+    req.on("data", (c) => (body += c));
+    req.on("end", () => {
+      if (req.url === "/s3") {
+        const now = Date.now();
+        const b = JSON.parse(body) as { k: string; t0: number };
+        if (!sink.arrivals.has(b.k)) sink.arrivals.set(b.k, now - b.t0);
+        sink.firstSend = Math.min(sink.firstSend, b.t0);
+        sink.lastArrival = Math.max(sink.lastArrival, now);
+      }
+      res.writeHead(200, { "content-type": "application/json" }).end("{}");
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as AddressInfo;
+  return Object.assign(sink, {
+    url: `http://127.0.0.1:${port}`,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  });
+}
+
+function serve(role: "api" | "worker" | "all", env: Record<string, string>): ChildProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", CLI, "serve", "--role", role], {
+    cwd: ROOT,
+    env: { ...process.env, ...env, WEFT_LOG_LEVEL: "warn", WEFT_SAMPLE: "0", WEFT_RATE_LIMIT: "0", WEFT_HTTP_ALLOW: "127.0.0.1" },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  return child;
+}
+
+async function waitHealthy(url: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) return;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} never became healthy`);
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+function definition(sinkUrl: string) {
+  const step = (n: number) => ({
+    key: `s${n}`,
+    kind: "http_request",
+    config: { method: "POST", url: `${sinkUrl}/s${n}`, body: { k: "{{ event.payload.k }}", t0: "{{ event.payload.t0 }}" } },
+  });
+  return {
+    key: "fleet",
+    name: "Fleet",
+    triggers: [{ type: "event", name: "fleet.go" }],
+    reentry: { policy: "allow_concurrent" },
+    root: "s1",
+    nodes: [step(1), step(2), step(3)],
+    edges: [
+      { from: "s1", port: "next", to: "s2" },
+      { from: "s2", port: "next", to: "s3" },
+    ],
+  };
+}
+
+function load(url: string, prefix: string, n: number, concurrency: number): Promise<{ sent: number; errors: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", LOAD, url, TOKEN, prefix, String(n), String(concurrency)], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    child.stdout!.on("data", (c) => (out += c));
+    child.on("exit", (code) => (code === 0 ? resolve(JSON.parse(out.trim().split("\n").pop()!)) : reject(new Error(`load process exited ${code}`))));
+  });
+}
+
+async function untilArrived(sink: Sink, prefix: string, n: number, capMs: number): Promise<number> {
+  const deadline = Date.now() + capMs;
+  const count = () => [...sink.arrivals.keys()].filter((k) => k.startsWith(prefix)).length;
+  while (count() < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  return count();
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
+}
+
+async function topology(o: FleetOptions, workers: number, label: string, extraEnv: Record<string, string> = {}): Promise<FleetRow> {
+  const schema = `bench_fleet_${process.pid}_${workers}`;
+  const admin = new pg.Client({ connectionString: o.pgUrl });
+  await admin.connect();
+  await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  const sink = await startSink();
+  const port = await freePort();
+  const env = { ...extraEnv, WEFT_DATABASE_URL: o.pgUrl, WEFT_DATABASE_SCHEMA: schema, WEFT_ADMIN_TOKEN: TOKEN, WEFT_PORT: String(port) };
+  const children: ChildProcess[] = [];
+  try {
+    const url = `http://127.0.0.1:${port}`;
+    // The first process migrates the schema; the workers start once it answers.
+    children.push(serve(workers === 0 ? "all" : "api", env));
+    await waitHealthy(url);
+    for (let i = 0; i < workers; i++) children.push(serve("worker", { ...env, WEFT_PORT: "0" }));
+    const res = await fetch(`${url}/v1/automations`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify({ definition: definition(sink.url) }),
+    });
+    if (!res.ok) throw new Error(`create automation: ${res.status} ${await res.text()}`);
+    // Warm up (connections, JIT, the version cache of every worker), then measure from a clean slate.
+    await load(`${url}/v1/events`, "warm-", 100, o.concurrency);
+    await untilArrived(sink, "warm-", 100, 60_000);
+    sink.arrivals.clear();
+    sink.firstSend = Infinity;
+    sink.lastArrival = 0;
+    await load(`${url}/v1/events`, "m-", o.events, o.concurrency);
+    const done = await untilArrived(sink, "m-", o.events, 120_000);
+    const lat = [...sink.arrivals.values()];
+    return { topology: label, p50: pct(lat, 50), p99: pct(lat, 99), runsPerS: done / ((sink.lastArrival - sink.firstSend) / 1000), done };
+  } finally {
+    for (const c of children) c.kill("SIGTERM");
+    await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once("exit", r)) : null)));
+    await sink.close();
+    await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await admin.end();
+  }
+}
+
+export async function benchFleet(o: FleetOptions): Promise<FleetRow[]> {
+  const rows: FleetRow[] = [];
+  rows.push(await topology(o, 0, "one process (serve --role all)"));
+  for (const w of o.workers) {
+    const name = `api + ${w} worker${w === 1 ? "" : "s"}`;
+    rows.push(await topology(o, w, name));
+    if (o.polling) rows.push(await topology(o, w, `${name}, polling only (WEFT_WAKEUPS=0)`, { WEFT_WAKEUPS: "0" }));
+  }
+  const single = rows[0]!;
+  console.log(
+    `\nFleet on PostgreSQL: ${o.events} events posted over HTTP from a separate process, ${o.concurrency} at a time; each run is three http_request steps to a loopback server`,
+  );
+  console.log("| topology | event → third step p50 / p99 ms | runs/s | p50 ÷ one process's | runs completed |");
+  console.log("| --- | --- | --- | --- | --- |");
+  for (const r of rows) {
+    console.log(`| ${r.topology} | ${r.p50} / ${r.p99} | ${Math.round(r.runsPerS)} | ${(r.p50 / single.p50).toFixed(2)}× | ${r.done} of ${o.events} |`);
+  }
+  return rows;
+}

@@ -1,0 +1,83 @@
+// Wake-ups between processes over PostgreSQL's LISTEN/NOTIFY. One notification carries every kind
+// announced in one turn of the sender's event loop; a process that listens holds one extra
+// connection outside the pool, reconnects with backoff when it drops, and after a reconnect wakes
+// every kind (notifications sent while it was away are lost; the poll would find the work later).
+
+import pg from "pg";
+import { WAKE_KINDS, type WakeChannel, type WakeKind } from "../../engine/store.js";
+import { ident } from "./migrate.js";
+
+const MAX_BACKOFF_MS = 5_000;
+
+/** The channel of one schema's processes (a database may hold several Weft schemas, as the test suite's does). */
+export const wakeChannelName = (schema: string): string => `weft_wake_${schema}`.slice(0, 63);
+
+export class PgWakeChannel implements WakeChannel {
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly clientConfig: pg.ClientConfig,
+    private readonly channel: string,
+  ) {}
+
+  async notify(kinds: readonly WakeKind[]): Promise<void> {
+    await this.pool.query("SELECT pg_notify($1, $2)", [this.channel, kinds.join(",")]);
+  }
+
+  async listen(onWake: (kinds: readonly WakeKind[]) => void): Promise<() => Promise<void>> {
+    let stopped = false;
+    let client: pg.Client | null = null;
+    let retry: NodeJS.Timeout | null = null;
+    let backoff = 100;
+    const later = () => {
+      if (stopped || retry) return;
+      retry = setTimeout(() => {
+        retry = null;
+        void connect();
+      }, backoff);
+      retry.unref();
+      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+    };
+    const connect = async (): Promise<void> => {
+      const c = new pg.Client({ ...this.clientConfig, keepAlive: true });
+      c.on("error", () => undefined);
+      c.on("end", () => {
+        if (client !== c) return;
+        client = null;
+        later();
+      });
+      c.on("notification", (m) => {
+        if (m.channel === this.channel) onWake(parseKinds(m.payload));
+      });
+      try {
+        await c.connect();
+        await c.query(`LISTEN ${ident(this.channel)}`);
+      } catch {
+        await c.end().catch(() => undefined);
+        later();
+        return;
+      }
+      if (stopped) {
+        await c.end().catch(() => undefined);
+        return;
+      }
+      client = c;
+      backoff = 100;
+      // Whatever was announced before this connection listened is lost: look for all of it now.
+      onWake(WAKE_KINDS);
+    };
+    await connect();
+    return async () => {
+      stopped = true;
+      if (retry) clearTimeout(retry);
+      const c = client;
+      client = null;
+      await c?.end().catch(() => undefined);
+    };
+  }
+}
+
+function parseKinds(payload: string | undefined): WakeKind[] {
+  const out = (payload ?? "").split(",").filter((k): k is WakeKind => (WAKE_KINDS as readonly string[]).includes(k));
+  // An unreadable payload still means "something changed".
+  return out.length > 0 ? out : [...WAKE_KINDS];
+}

@@ -1,0 +1,158 @@
+// Wake-ups between processes on PostgreSQL: an API-only engine and a worker engine, each on its
+// own Store (its own connections), the worker's polls set to ten minutes. Work the API process
+// makes due (an event, an enrollment, a decision) must reach the worker through the wake channel
+// (LISTEN/NOTIFY); without it, nothing would happen for ten minutes and these tests time out. A
+// lost notification (the listening connection killed) costs latency, never work; a process that
+// does all its work itself announces nothing.
+
+import pg from "pg";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Engine } from "../src/engine/engine.js";
+import type { Run } from "../src/engine/store.js";
+import { wakeChannelName } from "../src/store/postgres/wakeups.js";
+import { startEngine, WS } from "./helpers/engine.js";
+import { makeStore, PG_URL, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { until } from "./helpers/wait.js";
+
+const TEN_MINUTES = 600_000;
+
+const flow = (key: string) => ({
+  key,
+  name: key,
+  triggers: [{ type: "event", name: `${key}.go` }],
+  reentry: { policy: "allow_concurrent" },
+  root: "mark",
+  nodes: [
+    { key: "mark", kind: "set", config: { assign: { seen: "true" } } },
+    { key: "done", kind: "end" },
+  ],
+  edges: [{ from: "mark", port: "next", to: "done" }],
+});
+
+const approval = {
+  key: "ask",
+  name: "ask",
+  triggers: [{ type: "event", name: "ask.go" }],
+  reentry: { policy: "allow_concurrent" },
+  root: "ask",
+  nodes: [
+    { key: "ask", kind: "approval", config: { title: "ok?", approvers: ["role:admin"], timeout_ms: 86_400_000 } },
+    { key: "done", kind: "end" },
+  ],
+  edges: [
+    { from: "ask", port: "approved", to: "done" },
+    { from: "ask", port: "rejected", to: "done" },
+    { from: "ask", port: "timeout", to: "done" },
+  ],
+};
+
+describe.runIf(STORE_KINDS.includes("postgres"))("wake-ups between processes (postgres store)", () => {
+  let ts: TestStore;
+  let api: Engine;
+  let worker: Engine | null;
+
+  const startWorker = () =>
+    startEngine({ store: ts.reopen(), role: "worker", dispatchPollMs: TEN_MINUTES, schedulePollMs: TEN_MINUTES, runner: { pollMs: TEN_MINUTES } });
+
+  beforeEach(async () => {
+    ts = await makeStore("postgres");
+    api = await startEngine({ store: ts.store, noRunner: true, role: "api" });
+    worker = await startWorker();
+  });
+  afterEach(async () => {
+    await worker?.stop();
+    await api.stop();
+    await ts.destroy();
+  });
+
+  const ended = (runId: string) =>
+    until(
+      `run ${runId} to end`,
+      async () => {
+        const r = await ts.store.getRun(WS, runId);
+        return r && (r.status === "completed" || r.status === "exited") ? r : null;
+      },
+      20_000,
+    );
+
+  const runOf = (eventId: string) => until(`a run for event ${eventId}`, async () => (await ts.store.eventRuns(WS, eventId))[0] ?? null, 20_000);
+
+  it("an event stored by the API process is dispatched and run by the worker at once", async () => {
+    await api.createAutomation(WS, flow("ping"));
+    const { event_id } = await api.ingest(WS, { type: "ping.go", key: "k1" });
+    const run = await runOf(event_id);
+    expect((await ended(run.id)).status).toBe("completed");
+    expect(api.wakeups.sent).toBeGreaterThan(0);
+  }, 60_000);
+
+  it("an enrollment and an approval decided in the API process are taken up by the worker at once", async () => {
+    const a = await api.createAutomation(WS, approval);
+    const { run } = await api.enroll(WS, a.id, { subject_id: "s1" });
+    const parked = await until(
+      "the run to wait for its approval",
+      async () => {
+        const r = await ts.store.getRun(WS, run.id);
+        return r?.status === "waiting" ? r : null;
+      },
+      20_000,
+    );
+    const [apr] = await ts.store.listRunApprovals(parked.id);
+    expect(apr?.status).toBe("pending");
+    await api.decideApproval(WS, apr!.id, "approved", "system");
+    const done: Run = await ended(run.id);
+    expect(done.status).toBe("completed");
+  }, 60_000);
+
+  it("a lost notification costs latency, never work: the worker's listening connection is killed, it reconnects and finds the event", async () => {
+    await api.createAutomation(WS, flow("lost"));
+    const admin = new pg.Client({ connectionString: PG_URL });
+    await admin.connect();
+    try {
+      const listeners = async () =>
+        (
+          await admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE query = $1", [`LISTEN "${wakeChannelName(ts.env.WEFT_DATABASE_SCHEMA!)}"`])
+        ).rows.map((r) => r.pid);
+      const [before] = await until("the worker to listen", async () => ((await listeners()).length === 1 ? listeners() : null));
+      await admin.query("SELECT pg_terminate_backend($1)", [before]);
+      // Sent while nobody listens: this notification is lost.
+      const { event_id } = await api.ingest(WS, { type: "lost.go", key: "k-lost" });
+      const run = await runOf(event_id);
+      expect((await ended(run.id)).status).toBe("completed");
+      const after = await until("the worker to listen again", async () => {
+        const l = await listeners();
+        return l.length === 1 && l[0] !== before ? l : null;
+      });
+      expect(after[0]).not.toBe(before);
+    } finally {
+      await admin.end();
+    }
+  }, 60_000);
+
+  it("a process that does all its work itself announces nothing", async () => {
+    await worker?.stop();
+    worker = null;
+    const solo = await startEngine({ store: ts.reopen(), role: "all" });
+    try {
+      const a = await solo.createAutomation(WS, flow("solo"));
+      const { event_id } = await solo.ingest(WS, { type: "solo.go", key: "k-solo" });
+      const run = await runOf(event_id);
+      expect((await ended(run.id)).status).toBe("completed");
+      await solo.enroll(WS, a.id, { subject_id: "s2" });
+      expect(solo.wakeups.sent).toBe(0);
+    } finally {
+      await solo.stop();
+    }
+  }, 60_000);
+
+  it("with wake-ups turned off (WEFT_WAKEUPS=0) an API process announces nothing and the worker finds the event by polling", async () => {
+    await worker?.stop();
+    await api.stop();
+    api = await startEngine({ store: ts.reopen(), noRunner: true, role: "api", wakeups: false });
+    worker = await startEngine({ store: ts.reopen(), role: "worker", wakeups: false, dispatchPollMs: 200, runner: { pollMs: 200 } });
+    await api.createAutomation(WS, flow("quiet"));
+    const { event_id } = await api.ingest(WS, { type: "quiet.go", key: "k-quiet" });
+    const run = await runOf(event_id);
+    expect((await ended(run.id)).status).toBe("completed");
+    expect(api.wakeups.sent).toBe(0);
+  }, 60_000);
+});
