@@ -3,11 +3,12 @@
 // port: /healthz answers, the sample automation exists, the console's files are served,
 // `import … from "weft"` resolves, and SIGTERM stops it with exit 0. The packed and installed
 // sizes are printed (not asserted).
-// Slow by nature (a fresh install compiles better-sqlite3 when no prebuilt binary is reachable):
-// the timeouts below are generous bounds against a hung install, not a budget.
+// The install skips install scripts and reuses this repository's compiled better-sqlite3 when the
+// app resolves the same version (else it is rebuilt): compiling it takes minutes where no prebuilt
+// binary is reachable. The timeouts below are generous bounds against a hung install, not a budget.
 
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -122,8 +123,19 @@ describe("npm pack installs and runs", () => {
       await run("mkdir", ["-p", app], dir);
       writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true, type: "module" }));
       // --prefer-offline: package metadata npm has cached is not fetched again (a first run fetches it all).
-      const install = await run("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund", join(dir, info!.filename)], app);
+      // --ignore-scripts, then the one native module: where the app gets the very better-sqlite3
+      // version this repository built, its compiled addon is reused (compiling it again takes minutes
+      // where no prebuilt binary is reachable); any other version is built as npm would.
+      const install = await run("npm", ["install", "--prefer-offline", "--ignore-scripts", "--no-audit", "--no-fund", join(dir, info!.filename)], app);
       expect(install.code, install.stderr).toBe(0);
+      const version = (root: string) =>
+        (JSON.parse(readFileSync(join(root, "node_modules/better-sqlite3/package.json"), "utf8")) as { version: string }).version;
+      if (version(app) === version(ROOT) && existsSync(join(ROOT, "node_modules/better-sqlite3/build/Release/better_sqlite3.node"))) {
+        cpSync(join(ROOT, "node_modules/better-sqlite3/build"), join(app, "node_modules/better-sqlite3/build"), { recursive: true });
+      } else {
+        const rebuilt = await run("npm", ["rebuild", "better-sqlite3"], app);
+        expect(rebuilt.code, rebuilt.stderr).toBe(0);
+      }
 
       // The library's exports resolve by the package's name.
       const imported = await run(
