@@ -863,6 +863,9 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
           },
         ],
       },
+      // Settings are the caller's own workspace's: B reads and changes B's, never A's.
+      "GET /v1/workspace/settings": { probes: [listed] },
+      "PATCH /v1/workspace/settings": { probes: [{ expect: 200, body: { strict_definitions: false } }] },
       // Another workspace's hook is not found by B's admin: neither revealed nor rotated.
       "GET /v1/hooks/:id/secret": { probes: [nf] },
       "POST /v1/hooks/:id/rotate": { probes: [nfBody({}), nfBody({ grace_seconds: 60 })] },

@@ -295,7 +295,7 @@ describe.skipIf(!STORE_KINDS.includes("postgres"))("schedules across two engines
         const rs = await allRuns(e1, a.id);
         return rs.length >= 96 && rs.every((r) => r.status === "completed") ? rs : null;
       },
-      60_000,
+      120_000,
     );
     expect(runs).toHaveLength(96);
     expect(new Set(runs.map((r) => r.event_id))).toEqual(new Set(events.map((e) => e.id)));

@@ -103,9 +103,19 @@ export class Dispatcher extends LoopingTask {
     const { runs, planned, failed } = await this.plan(leased, candidates, now);
     const seen: Record<string, string> = {};
     for (const ws of new Set(leased.map((e) => e.workspace_id))) seen[ws] = activeSignature(active.filter((a) => a.workspace_id === ws));
-    const res = await this.store.commitDispatch(now, { event_ids: planned, runs, seen }, () => {
-      if (planned.length > 0) crashPointSync("dispatcher:inside-transaction");
-    });
+    let res: Awaited<ReturnType<Store["commitDispatch"]>>;
+    try {
+      res = await this.store.commitDispatch(now, { event_ids: planned, runs, seen }, () => {
+        if (planned.length > 0) crashPointSync("dispatcher:inside-transaction");
+      });
+    } catch (err) {
+      // The commit failed (rolled back): hand the events back now, their attempt counted, rather
+      // than leave them leased (and undispatched) until the lease lapses.
+      const error = `the dispatch commit failed: ${err instanceof Error ? err.message : String(err)}`;
+      const ids = leased.map((e) => e.id);
+      for (const e of await this.store.failDispatch(ids, error, Date.now(), this.opts.quarantineAfter).catch(() => [])) this.emitUndeliverable(e);
+      throw err;
+    }
     if (res.events.length > 0) await crashPoint("dispatcher:after-commit");
     for (const r of res.runs) this.events.emit("run:created", { run: r });
     for (const e of res.events) this.events.emit("event:dispatched", { event_id: e.id, runs: res.runs.filter((r) => r.event_id === e.id).map((r) => r.id) });
