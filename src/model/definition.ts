@@ -4,6 +4,7 @@
 import { z } from "zod";
 import { Cron } from "croner";
 import type { Problem } from "./errors.js";
+import { nearest } from "./cel-errors.js";
 import { checkExpression, checkTemplates, escapePointer } from "./expressions.js";
 import {
   AGENT_TIMEOUT_MS,
@@ -474,27 +475,7 @@ export function closest(word: string, candidates: readonly string[]): string | u
   // `timeout` for `timeout_ms`: a field named without its unit.
   const unit = candidates.find((c) => c.toLowerCase().startsWith(`${word.toLowerCase()}_`));
   if (unit !== undefined) return unit;
-  let best: string | undefined;
-  let bestD = Math.max(2, Math.floor(word.length / 3)) + 1;
-  for (const c of candidates) {
-    const d = editDistance(word.toLowerCase(), c.toLowerCase());
-    if (d < bestD) {
-      bestD = d;
-      best = c;
-    }
-  }
-  return best;
-}
-
-function editDistance(a: string, b: string): number {
-  if (Math.abs(a.length - b.length) > 3) return 99;
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = row;
-  }
-  return prev[b.length]!;
+  return nearest(word, candidates);
 }
 
 /** The field an issue is about, for messages ("timeout_ms"; "item 2 of nodes" for a list position). */
