@@ -289,17 +289,29 @@ describe.skipIf(!STORE_KINDS.includes("postgres"))("schedules across two engines
     // though the event's unique key would have absorbed it).
     expect(firedByEngines).toBe(96);
 
+    let last: Run[] = [];
     const runs = await until(
       "96 completed runs",
       async () => {
-        const rs = await allRuns(e1, a.id);
+        const rs = (last = await allRuns(e1, a.id));
         return rs.length >= 96 && rs.every((r) => r.status === "completed") ? rs : null;
       },
-      120_000,
-    );
+      // Generous: on a loaded machine the day of ticks alone can take a minute (a bound against a hang, not a budget).
+      180_000,
+    ).catch(async (err) => {
+      const evs = await scheduleEvents(ts.store, a.id);
+      const undispatched = (await Promise.all(evs.map((e) => ts.store.getEvent(WS, e.id)))).filter((e) => e && e.dispatched_at === null);
+      const by = (xs: string[]) => Object.entries(xs.reduce<Record<string, number>>((m, x) => ({ ...m, [x]: (m[x] ?? 0) + 1 }), {}));
+      throw new Error(
+        `${err.message}: ${last.length} runs ${JSON.stringify(by(last.map((r) => `${r.status}/${r.exit_reason}`)))}; undispatched events ${undispatched.length}; errors ${errors
+          .map((e) => String((e as { error?: unknown }).error))
+          .slice(0, 3)
+          .join(" | ")}`,
+      );
+    });
     expect(runs).toHaveLength(96);
     expect(new Set(runs.map((r) => r.event_id))).toEqual(new Set(events.map((e) => e.id)));
     expect(new Set(runs.map((r) => (r.context as { at: string }).at)).size).toBe(96);
     console.log(`[schedules 2 engines] ${steps} clock steps`);
-  }, 120_000);
+  }, 360_000);
 });

@@ -28,6 +28,9 @@ export class PgWakeChannel implements WakeChannel {
     let client: pg.Client | null = null;
     let retry: NodeJS.Timeout | null = null;
     let backoff = 100;
+    // The first connection opens before the process's loops take their first look; only a
+    // reconnect follows a gap in which announcements may have been lost.
+    let gap = false;
     const later = () => {
       if (stopped || retry) return;
       retry = setTimeout(() => {
@@ -43,6 +46,7 @@ export class PgWakeChannel implements WakeChannel {
       c.on("end", () => {
         if (client !== c) return;
         client = null;
+        gap = true;
         later();
       });
       c.on("notification", (m) => {
@@ -53,6 +57,7 @@ export class PgWakeChannel implements WakeChannel {
         await c.query(`LISTEN ${ident(this.channel)}`);
       } catch {
         await c.end().catch(() => undefined);
+        gap = true;
         later();
         return;
       }
@@ -62,8 +67,9 @@ export class PgWakeChannel implements WakeChannel {
       }
       client = c;
       backoff = 100;
-      // Whatever was announced before this connection listened is lost: look for all of it now.
-      onWake(WAKE_KINDS);
+      // Whatever was announced while no connection listened is lost: look for all of it now.
+      if (gap) onWake(WAKE_KINDS);
+      gap = false;
     };
     await connect();
     return async () => {
