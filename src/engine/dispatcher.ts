@@ -116,6 +116,15 @@ export class Dispatcher extends LoopingTask {
       for (const e of await this.store.failDispatch(ids, error, Date.now(), this.opts.quarantineAfter).catch(() => [])) this.emitUndeliverable(e);
       throw err;
     }
+    // A planned event the commit could not lock (another round held it) was neither dispatched
+    // nor handed back: hand it back now rather than leave it leased until the lease lapses.
+    const settled = new Set([...res.events.map((e) => e.id), ...res.stale]);
+    const leftover = planned.filter((id) => !settled.has(id));
+    if (leftover.length > 0) {
+      for (const e of await this.store.failDispatch(leftover, "its dispatch commit found it locked by another round", Date.now(), this.opts.quarantineAfter)) {
+        this.emitUndeliverable(e);
+      }
+    }
     if (res.events.length > 0) await crashPoint("dispatcher:after-commit");
     for (const r of res.runs) this.events.emit("run:created", { run: r });
     for (const e of res.events) this.events.emit("event:dispatched", { event_id: e.id, runs: res.runs.filter((r) => r.event_id === e.id).map((r) => r.id) });
@@ -124,7 +133,7 @@ export class Dispatcher extends LoopingTask {
     for (const [error, ids] of failed) {
       for (const e of await this.store.failDispatch(ids, error, Date.now(), this.opts.quarantineAfter)) this.emitUndeliverable(e);
     }
-    return leased.length === this.opts.batch || res.stale.length > 0 || failed.size > 0;
+    return leased.length === this.opts.batch || res.stale.length > 0 || failed.size > 0 || leftover.length > 0;
   }
 
   /** Each active automation with its current version (versions are immutable: loaded once, cached). */
