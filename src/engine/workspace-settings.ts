@@ -15,7 +15,8 @@ import type { Store } from "./store.js";
 export const BUDGET_CACHE_MS = 5_000;
 const CACHE_MAX = 10_000;
 
-const budgets = new WeakMap<Store, Map<string, { budget: Budget; at: number }>>();
+/** Cached as the read in flight, so the many runs a claim starts at once share one read. */
+const budgets = new WeakMap<Store, Map<string, { budget: Promise<Budget>; at: number }>>();
 
 /** The workspace's settings, with the defaults for whatever was never set. */
 export async function readSettings(store: Store, workspaceId: string): Promise<WorkspaceSettings> {
@@ -32,9 +33,12 @@ export async function workspaceBudget(store: Store, workspaceId: string): Promis
   const hit = cache.get(workspaceId);
   const now = performance.now();
   if (hit !== undefined && now - hit.at < BUDGET_CACHE_MS) return hit.budget;
-  const budget = Object.freeze(budgetOf(await readSettings(store, workspaceId)));
+  const budget = readSettings(store, workspaceId).then((s) => Object.freeze(budgetOf(s)));
   if (cache.size >= CACHE_MAX) cache.clear();
-  cache.set(workspaceId, { budget, at: now });
+  const entry = { budget, at: now };
+  cache.set(workspaceId, entry);
+  // A failed read is not kept: the next caller reads again.
+  budget.catch(() => cache.get(workspaceId) === entry && cache.delete(workspaceId));
   return budget;
 }
 
