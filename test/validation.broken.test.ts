@@ -14,6 +14,7 @@ import type { Engine } from "../src/engine/engine.js";
 import { BUDGET_CEILING } from "../src/model/workspace-settings.js";
 import { startApi, type Api } from "./helpers/api.js";
 import { startEngine } from "./helpers/engine.js";
+import { runWeft } from "./helpers/cli.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { FIXTURES } from "./fixtures/broken/table.js";
 
@@ -195,21 +196,7 @@ describe.each(STORE_KINDS)("broken definitions through weft apply (%s store)", (
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  function weft(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
-        cwd: ROOT,
-        env: { ...process.env, WEFT_URL: api.base, WEFT_TOKEN: TOKEN },
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-      child.on("error", reject);
-      child.on("close", (code) => resolve({ code, stdout, stderr }));
-    });
-  }
+  const weft = (args: string[]) => runWeft(args, api.base, TOKEN);
 
   it("there are twenty fixtures, each with its expected problems", () => {
     expect(FIXTURES).toHaveLength(20);
