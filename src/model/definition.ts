@@ -17,6 +17,7 @@ import {
   REPLY_EVENT,
   TIMEZONE,
 } from "./defaults.js";
+import { automationFlowShape, flowProblems, nodeFlowShape } from "./flow.js";
 import { permissionProblem } from "./permissions.js";
 import { DEFAULT_RETRY } from "./retry.js";
 
@@ -119,6 +120,7 @@ const nodeSchema = z.strictObject({
       ),
     ),
   retry: retrySchema.optional(),
+  ...nodeFlowShape,
 });
 const edgeSchema = z.strictObject({
   from: z.string().min(1).meta(d("a node key")),
@@ -142,10 +144,10 @@ export const definitionSchema = z.strictObject({
   reentry: z
     .strictObject({
       policy: z
-        .enum(["skip_if_active", "allow_concurrent", "once"])
+        .enum(["skip_if_active", "allow_concurrent", "once", "cancel_previous"])
         .meta(
           d(
-            "skip_if_active: a subject with an active run is not enrolled again (the new run exits `already_active`); allow_concurrent: no such limit; once: a subject is enrolled at most once (a later enrollment exits `reentry_cooldown`)",
+            "skip_if_active: a subject with an active run is not enrolled again (the new run exits `already_active`); allow_concurrent: no such limit; once: a subject is enrolled at most once (a later enrollment exits `reentry_cooldown`); cancel_previous: the new run starts and the subject's active run is cancelled",
             { default: REENTRY_POLICY },
           ),
         ),
@@ -158,9 +160,15 @@ export const definitionSchema = z.strictObject({
             default: 0,
           }),
         ),
+      key: z
+        .string()
+        .min(1)
+        .max(500)
+        .optional()
+        .meta(d("a template over the trigger event naming what is singular (e.g. `{{ event.account_id }}`); omitted: the run's subject")),
     })
     .optional()
-    .meta(d("May a subject be enrolled again?")),
+    .meta(d("May a subject (or key) be enrolled again?")),
   run_as: z
     .discriminatedUnion("type", [z.strictObject({ type: z.literal("workspace") }), z.strictObject({ type: z.literal("user"), user_id: z.string().min(1) })])
     .optional()
@@ -169,6 +177,7 @@ export const definitionSchema = z.strictObject({
         default: { type: "workspace" },
       }),
     ),
+  ...automationFlowShape,
   root: z.string().min(1).meta(d("the key of the node every run starts at")),
   nodes: z.array(nodeSchema).min(1),
   edges: z.array(edgeSchema).default([]),
@@ -731,6 +740,8 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
     }
   });
   if (def.subject !== undefined) checkTemplates(def.subject, "/subject", errors);
+  if (def.reentry?.key !== undefined) checkTemplates(def.reentry.key, "/reentry/key", errors);
+  errors.push(...flowProblems(def));
   if (def.run_as?.type === "user" && def.run_as.user_id === "") {
     errors.push({ code: "definition.required", pointer: "/run_as/user_id", message: "required" });
   }

@@ -1,0 +1,157 @@
+// Flow control in the definition format: concurrency limits, shared limits, rate limits, debounce
+// and batching. The schemas and their checks live here; the engine enforces them (a held run
+// reports `waiting_for`: concurrency, rate_limit, debounce or batch). Pure: no I/O.
+//
+// Every `key` is a template over the run (`{{ event.account_id }}`); a key that renders to the same
+// text for two runs means they share the limit. An omitted key means one key for the whole
+// automation (or node).
+
+import { z } from "zod";
+import type { Problem } from "./errors.js";
+import { checkTemplates } from "./expressions.js";
+
+const d = (description: string, extra: Record<string, unknown> = {}) => ({ description, ...extra });
+
+/** Most limits one automation or node may declare in `concurrency` (each key is evaluated per run). */
+export const MAX_CONCURRENCY_RULES = 4;
+/** Most shared limits one automation or node may name. */
+export const MAX_SHARED_LIMITS = 8;
+/** The longest period any flow-control setting may have: one day. */
+export const MAX_FLOW_PERIOD_MS = 86_400_000;
+/** Most events one batch run may hold. */
+export const MAX_BATCH_SIZE = 1000;
+/** A rendered key longer than this is cut (and hashed) so a hostile template cannot bloat rows. */
+export const MAX_FLOW_KEY_LENGTH = 200;
+
+/** A shared limit's name: created through the API, named by `limits`. */
+export const SHARED_LIMIT_NAME = /^[a-z0-9][a-z0-9_.:-]{0,99}$/;
+
+const keyTemplate = z
+  .string()
+  .min(1)
+  .max(500)
+  .meta(d("a template over the run, e.g. `account:{{ event.account_id }}`; runs whose key renders the same share the limit"));
+const period = z.number().int().min(1).max(MAX_FLOW_PERIOD_MS);
+
+export const concurrencyRuleSchema = z
+  .strictObject({
+    key: keyTemplate.optional().meta(d("the key the limit counts by; omitted: one key for the whole automation (or node)")),
+    limit: z.number().int().min(1).max(100_000).meta(d("most runs (or steps) holding a slot of one key at once")),
+  })
+  .meta(
+    d(
+      "A concurrency limit: beyond it a run (or step) waits `waiting_for: concurrency` and holds no worker; slots are handed out round-robin across keys; a slot held by a dead worker comes back when its lease lapses.",
+    ),
+  );
+
+export const concurrencySchema = z
+  .array(concurrencyRuleSchema)
+  .min(1)
+  .max(MAX_CONCURRENCY_RULES)
+  .meta(d(`up to ${MAX_CONCURRENCY_RULES} concurrency limits; a run (or step) needs a slot of every one`));
+
+export const sharedLimitsSchema = z
+  .array(z.string().regex(SHARED_LIMIT_NAME, "a shared limit's name is lower-case letters, digits, _ . : - (up to 100)"))
+  .min(1)
+  .max(MAX_SHARED_LIMITS)
+  .meta(d("names of shared limits (created through `/v1/limits`, each with its own key template and limit) this automation or node counts against"));
+
+export const rateLimitSchema = z
+  .strictObject({
+    key: keyTemplate.optional().meta(d("the key the rate counts by; omitted: one key for the whole automation (or node)")),
+    limit: z.number().int().min(1).max(1_000_000).meta(d("most starts (or steps) per key in one period")),
+    period_ms: period.meta(d("the period, in milliseconds")),
+    on_limit: z
+      .enum(["queue", "skip"])
+      .default("queue")
+      .meta(d("queue: the run waits `waiting_for: rate_limit` for its turn; skip: the run exits `rate_limited`", { default: "queue" })),
+  })
+  .meta(d("A rate limit, counted across every process sharing the store."));
+
+export const debounceSchema = z
+  .strictObject({
+    key: keyTemplate.meta(d("events whose key renders the same belong to one burst")),
+    period_ms: period.meta(d("trailing: the run starts once no event of the key came for this long; leading: later events within it are absorbed")),
+    max_wait_ms: period
+      .optional()
+      .meta(d("trailing only: the longest a burst may delay its run; a never-ending burst still starts a run this long after its first event")),
+    mode: z
+      .enum(["trailing", "leading"])
+      .default("trailing")
+      .meta(d("trailing: one run with the burst's last event; leading: the first event starts a run at once", { default: "trailing" })),
+  })
+  .meta(d("Debounce: a burst of events of one key starts one run; the run's `event` is the burst's last event and `event.debounce.count` its size."));
+
+export const batchSchema = z
+  .strictObject({
+    key: keyTemplate.optional().meta(d("events whose key renders the same go into one batch; omitted: one batch at a time for the automation")),
+    max_size: z.number().int().min(1).max(MAX_BATCH_SIZE).meta(d(`most events in one run (up to ${MAX_BATCH_SIZE})`)),
+    max_wait_ms: period.meta(d("the longest the first event of a batch waits for more before the run starts")),
+  })
+  .meta(d("Batching: events accumulate into one run whose `event.batch` holds them all, in arrival order."));
+
+/** The flow-control fields an automation may have. */
+export const automationFlowShape = {
+  concurrency: concurrencySchema.optional(),
+  limits: sharedLimitsSchema.optional(),
+  rate_limit: rateLimitSchema.optional(),
+  debounce: debounceSchema.optional(),
+  batch: batchSchema.optional(),
+};
+
+/** The flow-control fields a node may have (debounce and batching act on events, so they are the automation's). */
+export const nodeFlowShape = {
+  concurrency: concurrencySchema.optional(),
+  limits: sharedLimitsSchema.optional(),
+  rate_limit: rateLimitSchema.optional(),
+};
+
+export type ConcurrencyRule = z.infer<typeof concurrencyRuleSchema>;
+export type RateLimitDef = z.infer<typeof rateLimitSchema>;
+export type DebounceDef = z.infer<typeof debounceSchema>;
+export type BatchDef = z.infer<typeof batchSchema>;
+
+interface FlowFields {
+  concurrency?: ConcurrencyRule[] | undefined;
+  rate_limit?: RateLimitDef | undefined;
+  debounce?: DebounceDef | undefined;
+  batch?: BatchDef | undefined;
+}
+
+/** The checks zod cannot make: key templates parse and their expressions check; settings that cannot combine. */
+export function flowProblems(def: FlowFields & { nodes: readonly (FlowFields & { kind?: string })[] }): Problem[] {
+  const out: Problem[] = [];
+  const keys = (f: FlowFields, at: string) => {
+    f.concurrency?.forEach((c, i) => {
+      if (c.key !== undefined) checkTemplates(c.key, `${at}/concurrency/${i}/key`, out);
+    });
+    if (f.rate_limit?.key !== undefined) checkTemplates(f.rate_limit.key, `${at}/rate_limit/key`, out);
+    if (f.debounce !== undefined) checkTemplates(f.debounce.key, `${at}/debounce/key`, out);
+    if (f.batch?.key !== undefined) checkTemplates(f.batch.key, `${at}/batch/key`, out);
+  };
+  keys(def, "");
+  def.nodes.forEach((n, i) => keys(n, `/nodes/${i}`));
+  if (def.debounce !== undefined && def.batch !== undefined) {
+    out.push({
+      code: "definition.flow_conflict",
+      pointer: "/batch",
+      message: "debounce and batch cannot both be set: debounce keeps a burst's last event, batch keeps them all; choose one",
+    });
+  }
+  const db = def.debounce;
+  if (db?.max_wait_ms !== undefined && db.max_wait_ms < db.period_ms) {
+    out.push({
+      code: "definition.flow_bad_max_wait",
+      pointer: "/debounce/max_wait_ms",
+      message: `max_wait_ms (${db.max_wait_ms}) must be at least period_ms (${db.period_ms})`,
+    });
+  }
+  if (db?.mode === "leading" && db.max_wait_ms !== undefined) {
+    out.push({
+      code: "definition.flow_bad_max_wait",
+      pointer: "/debounce/max_wait_ms",
+      message: "max_wait_ms applies to trailing debounce only (a leading debounce starts its run at the first event)",
+    });
+  }
+  return out;
+}
