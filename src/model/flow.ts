@@ -85,7 +85,12 @@ export const debounceSchema = z
 export const batchSchema = z
   .strictObject({
     key: keyTemplate.optional().meta(d("events whose key renders the same go into one batch; omitted: one batch at a time for the automation")),
-    max_size: z.number().int().min(1).max(MAX_BATCH_SIZE).meta(d(`most events in one run (up to ${MAX_BATCH_SIZE})`)),
+    max_size: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_BATCH_SIZE)
+      .meta(d(`most events in one run (up to ${MAX_BATCH_SIZE})`)),
     max_wait_ms: period.meta(d("the longest the first event of a batch waits for more before the run starts")),
   })
   .meta(d("Batching: events accumulate into one run whose `event.batch` holds them all, in arrival order."));
