@@ -23,6 +23,7 @@
 //   8. --only fleet: one API process and 1, 2, 4 worker processes on one PostgreSQL beside one
 //      process doing it all (bench/fleet.ts; --fleet-events N, --fleet-concurrency C, --fleet-workers 1,2,4;
 //      --fleet-polling adds each fleet with WEFT_WAKEUPS=0 beside it).
+//   9. --only notify: what a LISTEN/NOTIFY wake-up costs a PostgreSQL commit (bench/notify.ts).
 
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -861,4 +862,12 @@ if (ONLY.has("fleet")) {
     workers: args["fleet-workers"]!.split(",").map(Number),
     polling: args["fleet-polling"]!,
   });
+}
+
+if (ONLY.has("notify")) {
+  const { benchNotify } = await import("./notify.js");
+  console.log("\nWhat a wake-up notification costs a commit (PostgreSQL, 8 clients, 3 s each, one listener):");
+  const rows = await benchNotify(PG_URL);
+  console.log("| commit | commits/s | µs per commit |\n| --- | --- | --- |");
+  for (const r of rows) console.log(`| ${r.variant} | ${r.commitsPerS.toLocaleString("en-US")} | ${r.perCommitUs} |`);
 }
