@@ -24,6 +24,9 @@
 //      process doing it all (bench/fleet.ts; --fleet-events N, --fleet-concurrency C, --fleet-workers 1,2,4;
 //      --fleet-polling adds each fleet with WEFT_WAKEUPS=0 beside it).
 //   9. --only notify: what a LISTEN/NOTIFY wake-up costs a PostgreSQL commit (bench/notify.ts).
+//  10. --only flow: flow control (bench/flow.ts): one key flooded (--flow-flood N, default 100,000)
+//      under a per-key concurrency limit while 50 other keys trickle (their event → start p99 beside
+//      an idle engine's), and the runs/s cost of a concurrency limit that never binds and one that does.
 
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -60,6 +63,7 @@ const { values: args } = parseArgs({
     "fleet-concurrency": { type: "string", default: "32" },
     "fleet-workers": { type: "string", default: "1,2,4" },
     "fleet-polling": { type: "boolean", default: false },
+    "flow-flood": { type: "string", default: "100000" },
   },
 });
 const ONLY = new Set(args.only!.split(","));
@@ -870,4 +874,30 @@ if (ONLY.has("notify")) {
   const rows = await benchNotify(PG_URL);
   console.log("| commit | commits/s | µs per commit |\n| --- | --- | --- |");
   for (const r of rows) console.log(`| ${r.variant} | ${r.commitsPerS.toLocaleString("en-US")} | ${r.perCommitUs} |`);
+}
+
+if (ONLY.has("flow")) {
+  const { benchFlowFairness, benchFlowCost } = await import("./flow.js");
+  const flood = Number(args["flow-flood"]);
+  console.log(`\n## Flow control: one key flooded with ${flood} events under a per-key concurrency limit (5), 50 other keys trickling`);
+  console.log("\n| store | trickle runs | idle event→start p50 / p99 ms | flooded event→start p50 / p99 ms | p99 ÷ idle p99 | flood runs started meanwhile |");
+  console.log("| --- | --- | --- | --- | --- | --- |");
+  for (const s of stores) {
+    const r = await benchFlowFairness(() => openBenchStore(s), flood);
+    console.log(
+      `| ${s} | ${r.n} | ${f1(r.idleP50)} / ${f1(r.idleP99)} | ${f1(r.floodP50)} / ${f1(r.floodP99)} | ${(r.floodP99 / r.idleP99).toFixed(2)}× | ${r.floodStarted} |`,
+    );
+  }
+  const runs = Number(args.runs);
+  console.log(`\n## Flow control cost: ${runs} three-step runs, 50 in flight`);
+  console.log("\n| store | no limit runs/s | limit that never binds runs/s | cost | limit that binds (10 keys × 5) runs/s | µs per limited run |");
+  console.log("| --- | --- | --- | --- | --- | --- |");
+  for (const s of stores) {
+    const [none, loose, binding] = await benchFlowCost(() => openBenchStore(s), runs);
+    const cost = 1 - loose!.runsPerS / none!.runsPerS;
+    const perRun = (1e6 / loose!.runsPerS - 1e6 / none!.runsPerS).toFixed(0);
+    console.log(
+      `| ${s} | ${none!.runsPerS.toFixed(0)} | ${loose!.runsPerS.toFixed(0)} | ${(cost * 100).toFixed(1)}% | ${binding!.runsPerS.toFixed(0)} | ${perRun} |`,
+    );
+  }
 }
