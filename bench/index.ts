@@ -3,7 +3,10 @@
 //   2. 5,000 runs of a 3-step automation on each store, each step a checkpointed no-op action
 //      (its result committed before the next step starts): runs/s, steps/s, and the p50/p99 time
 //      from one step's commit to the next step's start.
-//   3. Event intake over HTTP: events accepted/s with p50/p99 latency, load from a second process.
+//   3. Event intake over HTTP: events accepted/s with p50/p99 latency, load from a second process;
+//      one event per request, and beside it the batch form (POST /v1/events with an array of
+//      --intake-batch events, default and at most the endpoint's maximum, 1,000): events/s counts
+//      events, latency is per request.
 //   4. Fairness: while automation A takes a 20,000-event flood, the p99 delay from event to run
 //      start for automation B's occasional events.
 //   5. Fan-out: one run whose for_each runs a no-op action over 10,000 items: items/s.
@@ -11,18 +14,29 @@
 //      process, while fast runs keep starting: fast-run latency with and without the slow load.
 // Options: --runs N (default 5000), --stores embedded,postgres, --only core,intake,fairness,fanout,hold,
 //          --flood N (default 20000), --seconds N (intake load duration, default 5), --items N (fan-out, default 10000),
-//          --slow N (slow steps held, default 2000), --hold-seconds N (default 30), --profile
+//          --slow N (slow steps held, default 2000), --hold-seconds N (default 30), --profile,
+//          --intake-batch N (events per request in the intake batch rows, 1..1000, default 1000)
 //   7. --compare (or --only compare): side by side with the peers users would pick instead (DBOS
 //      Transact, graphile-worker, pg-boss), each in its own process on its own fresh PostgreSQL
 //      database, and Weft on both stores. Workloads (--workloads runs,fanout,timers,intake):
-//      runs: N three-step no-op runs (runs/s, steps/s) and the p50/p99 latency of one three-step
-//      run started alone (--samples N, default 200); fanout: one run over --items items;
+//      runs: N three-step no-op runs counted two ways, in one table: "50 in flight", a closed
+//      loop (a new run starts as each finishes, so work is processed while it is enqueued; every
+//      system in a process of its own on a fresh database, Weft through bench/peers/weft.mjs),
+//      with PostgreSQL's cost per step metered from outside meanwhile (bench/pg-meter.ts: commits
+//      from pg_stat_database.xact_commit on the system's database, CPU ms of the backends serving
+//      it from /proc/<pid>/stat, WAL bytes server-wide); and "enroll all first", every run started
+//      (50 at a time) before waiting for the work. Plus the p50/p99 latency of one three-step run
+//      started alone (--samples N, default 200). fanout: one run over --items items;
 //      timers: --timers N (default 100,000) runs parked on timers due within one minute
 //      (lateness p50/p99/max, memory; --timer-lead S: when the minute opens, default N/1000 s,
-//      at least 30); intake: events over HTTP for --seconds.
+//      at least 30); Weft parks them through batch enrollment (enrollMany, 1,000 a call).
+//      intake: events over HTTP for --seconds, and Weft's batch rows (--intake-batch) beside.
 //   8. --only fleet: one API process and 1, 2, 4 worker processes on one PostgreSQL beside one
 //      process doing it all (bench/fleet.ts; --fleet-events N, --fleet-concurrency C, --fleet-workers 1,2,4;
-//      --fleet-polling adds each fleet with WEFT_WAKEUPS=0 beside it).
+//      --fleet-polling adds each fleet with WEFT_WAKEUPS=0 beside it), and in the same table
+//      graphile-worker with 1, 2, 4 worker processes doing the same three HTTP calls as chained
+//      jobs added by a separate process (--fleet-graphile 1,2,4, default --fleet-workers' counts;
+//      "none" leaves it out).
 
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
