@@ -257,9 +257,9 @@ async function graphileTopology(o: FleetOptions, workers: number): Promise<Fleet
 
 export async function benchFleet(o: FleetOptions): Promise<FleetRow[]> {
   const rows: FleetRow[] = [];
-  rows.push(await topology(o, 0, "one process (serve --role all)"));
+  rows.push(await topology(o, 0, "Weft, one process (serve --role all)"));
   for (const w of o.workers) {
-    const name = `api + ${w} worker${w === 1 ? "" : "s"}`;
+    const name = `Weft, api + ${w} worker${w === 1 ? "" : "s"}`;
     rows.push(await topology(o, w, name));
     if (o.polling) rows.push(await topology(o, w, `${name}, polling only (WEFT_WAKEUPS=0)`, { WEFT_WAKEUPS: "0" }));
   }
