@@ -23,6 +23,8 @@
 //   8. --only fleet: one API process and 1, 2, 4 worker processes on one PostgreSQL beside one
 //      process doing it all (bench/fleet.ts; --fleet-events N, --fleet-concurrency C, --fleet-workers 1,2,4;
 //      --fleet-polling adds each fleet with WEFT_WAKEUPS=0 beside it).
+//   9. --only claim: claim latency with 10 vs 10,000 automations, 10 of them with due work (bench/claim.ts;
+//      --claim-due N, --claim-idle N, --claim-samples N, --claim-limit N).
 
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -59,6 +61,10 @@ const { values: args } = parseArgs({
     "fleet-concurrency": { type: "string", default: "32" },
     "fleet-workers": { type: "string", default: "1,2,4" },
     "fleet-polling": { type: "boolean", default: false },
+    "claim-due": { type: "string", default: "10" },
+    "claim-idle": { type: "string", default: "9990" },
+    "claim-samples": { type: "string", default: "300" },
+    "claim-limit": { type: "string", default: "5" },
   },
 });
 const ONLY = new Set(args.only!.split(","));
@@ -860,5 +866,17 @@ if (ONLY.has("fleet")) {
     concurrency: Number(args["fleet-concurrency"]),
     workers: args["fleet-workers"]!.split(",").map(Number),
     polling: args["fleet-polling"]!,
+  });
+}
+
+if (ONLY.has("claim")) {
+  const { benchClaim } = await import("./claim.js");
+  await benchClaim({
+    pgUrl: PG_URL,
+    stores: args.stores!.split(","),
+    due: Number(args["claim-due"]),
+    idle: Number(args["claim-idle"]),
+    samples: Number(args["claim-samples"]),
+    limit: Number(args["claim-limit"]),
   });
 }

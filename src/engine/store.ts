@@ -98,6 +98,8 @@ export interface Run {
   due_at: number | null;
   /** Fixed at creation (model/priority.ts): orders this automation's due runs in the claim (claimKey). Stores always set it; absent means 0. */
   priority?: number;
+  /** Why the definition's priority expression gave 0 for this run (it failed or was not a number); null when it did not fail. */
+  priority_error?: string | null;
   lease_owner: string | null;
   /** Compare-and-swap version: every state write names the rev it read. */
   rev: number;
@@ -108,8 +110,19 @@ export interface Run {
 
 export type NewRun = Omit<
   Run,
-  "rev" | "lease_owner" | "interruptions" | "unsettled_claims" | "control" | "items_total" | "items_failed" | "completed_at" | "updated_at" | "priority"
+  | "rev"
+  | "lease_owner"
+  | "interruptions"
+  | "unsettled_claims"
+  | "control"
+  | "items_total"
+  | "items_failed"
+  | "completed_at"
+  | "updated_at"
+  | "priority"
+  | "priority_error"
 > & {
+  priority_error?: string | null;
   /** The run's priority, already clamped (model/priority.ts); default 0. */
   priority?: number;
   /** Set to the subject when the automation allows one active run per subject (enforced by the store). */

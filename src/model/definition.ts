@@ -19,6 +19,7 @@ import {
 } from "./defaults.js";
 import { permissionProblem } from "./permissions.js";
 import { DEFAULT_RETRY } from "./retry.js";
+import { priorityProblem } from "./priority.js";
 
 const cel = z.string().min(1);
 const d = (description: string, extra: Record<string, unknown> = {}) => ({ description, ...extra });
@@ -168,6 +169,15 @@ export const definitionSchema = z.strictObject({
       d("whose authority the run acts with, fixed when the run starts; a user's runs are visible to that user and admins only", {
         default: { type: "workspace" },
       }),
+    ),
+  priority: z
+    .union([z.number(), cel])
+    .optional()
+    .meta(
+      d(
+        "a number from -100 to 100, or a CEL expression over `event` evaluated once when the run is created (rounded, clamped; an error or a non-number gives 0, recorded on the run); higher is claimed first among this automation's due runs, each point worth one second of waiting",
+        { default: 0 },
+      ),
     ),
   root: z.string().min(1).meta(d("the key of the node every run starts at")),
   nodes: z.array(nodeSchema).min(1),
@@ -731,6 +741,8 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
     }
   });
   if (def.subject !== undefined) checkTemplates(def.subject, "/subject", errors);
+  const priority = priorityProblem((input as { priority?: unknown } | null)?.priority);
+  if (priority) errors.push(priority);
   if (def.run_as?.type === "user" && def.run_as.user_id === "") {
     errors.push({ code: "definition.required", pointer: "/run_as/user_id", message: "required" });
   }

@@ -92,10 +92,10 @@ export class EmbeddedStore implements Store {
     return {
       insertRun: d.prepare(`INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id,
           active_subject, status, exit_reason, current_node_key, waiting_for, waiting_until, context, steps, cursor, run_as, trace_id,
-          due_at, lease_owner, started_at, completed_at, updated_at, event, priority)
+          due_at, lease_owner, started_at, completed_at, updated_at, event, priority, priority_error)
         VALUES (@id, @workspace_id, @automation_id, @version, @event_id, @dedupe_key, @trigger_type, @subject_id, @active_subject,
           @status, @exit_reason, @current_node_key, @waiting_for, @waiting_until, @context, @steps, @cursor, @run_as, @trace_id,
-          @due_at, NULL, @started_at, @completed_at, @started_at, @event, @priority)
+          @due_at, NULL, @started_at, @completed_at, @started_at, @event, @priority, @priority_error)
         ON CONFLICT (automation_id, dedupe_key) DO NOTHING RETURNING *`),
       runByDedupe: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND dedupe_key = ?"),
       pausedNow: d
@@ -292,6 +292,7 @@ export class EmbeddedStore implements Store {
       run_as: j(r.run_as),
       completed_at: r.completed_at ?? null,
       priority: r.priority ?? 0,
+      priority_error: r.priority_error ?? null,
     };
     delete (row as { cooldown_ms?: number }).cooldown_ms;
     return { created: true, run: toRun(this.s.insertRun.get(row)) };

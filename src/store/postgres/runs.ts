@@ -57,14 +57,14 @@ WITH input AS (
     id text, workspace_id text, automation_id text, version int, event_id text, dedupe_key text, trigger_type text,
     subject_id text, active_subject text, status text, exit_reason text, current_node_key text, event jsonb, context jsonb,
     steps jsonb, cursor jsonb, run_as jsonb, trace_id text, due_at double precision, started_at double precision,
-    cooldown_ms double precision, ord int, priority int)
+    cooldown_ms double precision, ord int, priority int, priority_error text)
 ), decided AS (
   SELECT i.*, ${ENROLLMENT_CASE} AS skip
   FROM input i
 )
 INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id, active_subject,
   status, exit_reason, current_node_key, waiting_for, waiting_until, event, context, steps, cursor, run_as, trace_id, due_at,
-  lease_owner, started_at, completed_at, updated_at, priority)
+  lease_owner, started_at, completed_at, updated_at, priority, priority_error)
 SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_key, d.trigger_type, d.subject_id,
   CASE WHEN d.skip IS NULL THEN d.active_subject END,
   CASE WHEN d.skip IS NULL THEN d.status ELSE 'exited' END,
@@ -74,7 +74,7 @@ SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_ke
   CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN to_timestamp(d.due_at / 1000.0) END,
   NULL, to_timestamp(d.started_at / 1000.0),
   CASE WHEN d.skip IS NOT NULL OR d.status = 'exited' THEN $2 END,
-  to_timestamp(d.started_at / 1000.0), coalesce(d.priority, 0)
+  to_timestamp(d.started_at / 1000.0), coalesce(d.priority, 0), d.priority_error
 FROM decided d ORDER BY d.ord
 ON CONFLICT DO NOTHING
 RETURNING *`;

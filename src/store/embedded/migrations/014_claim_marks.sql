@@ -4,6 +4,7 @@
 -- every mark of its automation, the claimer raises the marks of an automation with nothing due.
 
 ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN priority_error TEXT;
 
 -- claimKey (engine/store.ts): due_at − priority × AGING_STEP_MS (1000).
 CREATE INDEX runs_claim ON runs (automation_id, due_at - priority * 1000, id) WHERE due_at IS NOT NULL;

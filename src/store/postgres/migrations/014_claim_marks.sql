@@ -26,6 +26,8 @@
 --     that lacks one: only ever lowering, so a mark missed by a bug costs latency, never a run.
 
 ALTER TABLE runs ADD COLUMN priority integer NOT NULL DEFAULT 0;
+-- Why the definition's priority expression gave 0 for this run (null: it did not fail).
+ALTER TABLE runs ADD COLUMN priority_error text;
 
 -- A run's place in its automation's queue: due_at − priority seconds (AGING_STEP_MS in
 -- model/priority.ts). IMMUTABLE (usable in an index): an interval of whole seconds has no month or
