@@ -42,6 +42,8 @@
 //  10. --only flow: flow control (bench/flow.ts): one key flooded (--flow-flood N, default 100,000)
 //      under a per-key concurrency limit while 50 other keys trickle (their event → start p99 beside
 //      an idle engine's), and the runs/s cost of a concurrency limit that never binds and one that does.
+//  11. --only claim: claim latency with 10 vs 10,000 automations, 10 of them with due work (bench/claim.ts;
+//      --claim-due N, --claim-idle N, --claim-samples N, --claim-limit N).
 
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -83,6 +85,10 @@ const { values: args } = parseArgs({
     "flow-flood": { type: "string", default: "100000" },
     "fleet-graphile": { type: "string" },
     "intake-batch": { type: "string", default: String(MAX_BATCH) },
+    "claim-due": { type: "string", default: "10" },
+    "claim-idle": { type: "string", default: "9990" },
+    "claim-samples": { type: "string", default: "300" },
+    "claim-limit": { type: "string", default: "5" },
   },
 });
 const ONLY = new Set(args.only!.split(","));
@@ -1011,4 +1017,16 @@ if (ONLY.has("flow")) {
       `| ${s} | ${none!.runsPerS.toFixed(0)} | ${loose!.runsPerS.toFixed(0)} | ${(cost * 100).toFixed(1)}% | ${binding!.runsPerS.toFixed(0)} | ${perRun} |`,
     );
   }
+}
+
+if (ONLY.has("claim")) {
+  const { benchClaim } = await import("./claim.js");
+  await benchClaim({
+    pgUrl: PG_URL,
+    stores: args.stores!.split(","),
+    due: Number(args["claim-due"]),
+    idle: Number(args["claim-idle"]),
+    samples: Number(args["claim-samples"]),
+    limit: Number(args["claim-limit"]),
+  });
 }
