@@ -135,6 +135,7 @@ function exitSummary(run: Run): string {
     node_removed: "the node it waited at was removed",
     handler_failure: "a step failed and no error port was wired",
     infinite_loop_cap: "it looped past the loop cap without pausing",
+    rate_limited: "its rate limit (`on_limit: skip`) had no free turn when it started or reached the limited step",
     quarantined:
       "the workers that claimed it died or stalled before committing, too many times in a row (WEFT_QUARANTINE_AFTER); its last step's error (engine.quarantined) says how many",
   };

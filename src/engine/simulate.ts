@@ -406,6 +406,9 @@ class Simulation {
   /** The store as handlers read it, answered from the simulation: nothing is read from or written to a store. */
   private reads(choice: string | undefined, items: Map<string, RunItem>, approvals: Map<string, Approval>, v: Visit): NodeReads {
     return {
+      // A simulation sends nothing, so no destination is ever paused for it.
+      hostPausedUntil: async () => null,
+      pauseHost: async () => {},
       findEvents: async (workspaceId, wait) => {
         // A wait forced to time out finds nothing; otherwise one synthetic event about the subject arrives.
         const id = `evt_simulation_${wait.name}`;
