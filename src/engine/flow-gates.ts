@@ -44,7 +44,8 @@ export function renderFlowKey(template: string | undefined, scope: CelScope, poi
     const e = err as { error?: StepError; message?: string };
     throw new FlowKeyError(pointer, e.error?.message ?? e.message ?? String(err), e.error?.code);
   }
-  if (v === null || v === undefined || typeof v === "object") throw new FlowKeyError(pointer, `rendered ${v === null ? "null" : typeof v}, not text or a number`);
+  if (v === null || v === undefined || typeof v === "object")
+    throw new FlowKeyError(pointer, `rendered ${v === null ? "null" : typeof v}, not text or a number`);
   return flowKey(String(v));
 }
 
@@ -107,7 +108,10 @@ export class FlowGates {
       }
     } catch (err) {
       if (!(err instanceof FlowKeyError)) throw err;
-      return { kind: "fail", error: stepError("flow.key_failed", err.message, false, { pointer: err.pointer, ...(err.cause_code ? { cause: err.cause_code } : {}) }) };
+      return {
+        kind: "fail",
+        error: stepError("flow.key_failed", err.message, false, { pointer: err.pointer, ...(err.cause_code ? { cause: err.cause_code } : {}) }),
+      };
     }
     if (slots.length === 0 && rate === null) return { kind: "pass" };
     const d: FlowDecision = await this.store.acquireFlow(

@@ -47,7 +47,7 @@ function sentBody(text: string, contentType: string | undefined): unknown {
 export const httpRequestNode: NodeHandler = {
   kind: "http_request",
   class: "slow",
-  async execute({ node, scope, idempotencyKey, http, signal, run, now, permissions, violate, store }): Promise<NodeResult> {
+  async execute({ node, scope, idempotencyKey, http, signal, run, now, permissions, violate, store, clockNow }): Promise<NodeResult> {
     const cfg = node.config as unknown as HttpConfig;
     const method = String(render(cfg.method, scope)).toUpperCase();
     const url = String(render(cfg.url, scope));
@@ -104,7 +104,11 @@ export const httpRequestNode: NodeHandler = {
       const after = parseRetryAfter(res.headers["retry-after"], now);
       if (after !== undefined) error.retry_after_ms = after;
       const pauseMs = host === null ? null : hostPauseFor(res.status, after);
-      if (pauseMs !== null && host !== null) await store.pauseHost(run.workspace_id, host, now + pauseMs, res.status, now);
+      if (pauseMs !== null && host !== null) {
+        // Counted from the answer, not from the step's start: a slow answer must not shorten the pause.
+        const answered = clockNow();
+        await store.pauseHost(run.workspace_id, host, answered + pauseMs, res.status, answered);
+      }
       return { kind: "fail", input, output: { status: res.status }, error };
     }
     const response = { status: res.status, headers: res.headers, body: parseBody(res.body, res.headers["content-type"]) };

@@ -61,7 +61,10 @@ export function acquireFlow(db: Database.Database, req: FlowAcquire, now: number
       const r = req.rate;
       if (r !== null) {
         const k = { ws, scope: r.scope, key: r.key };
-        db.prepare("DELETE FROM flow_rate_log WHERE workspace_id = @ws AND scope = @scope AND key = @key AND at <= @floor").run({ ...k, floor: now - r.period_ms });
+        db.prepare("DELETE FROM flow_rate_log WHERE workspace_id = @ws AND scope = @scope AND key = @key AND at <= @floor").run({
+          ...k,
+          floor: now - r.period_ms,
+        });
         facts.recent = db
           .prepare("SELECT at FROM flow_rate_log WHERE workspace_id = @ws AND scope = @scope AND key = @key ORDER BY at DESC LIMIT @limit")
           .pluck()
@@ -78,9 +81,14 @@ export function acquireFlow(db: Database.Database, req: FlowAcquire, now: number
         db.prepare("DELETE FROM flow_waiters WHERE run_id = ? AND step_key = ?").run(req.run_id, req.step_key);
       }
       if (w.waitOn !== null) {
-        db.prepare(
-          "INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, since) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        ).run(ws, w.waitOn.scope, w.waitOn.key, req.run_id, req.step_key, now);
+        db.prepare("INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, since) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING").run(
+          ws,
+          w.waitOn.scope,
+          w.waitOn.key,
+          req.run_id,
+          req.step_key,
+          now,
+        );
       }
       if (w.admitAt !== null && r !== null) {
         db.prepare("INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id) VALUES (?, ?, ?, ?, ?)").run(ws, r.scope, r.key, w.admitAt, req.run_id);

@@ -62,8 +62,13 @@ export function acquireFlow(pool: pg.Pool, req: FlowAcquire, now: number): Promi
               )
             ).rows[0].n as number);
       const holdsAlready =
-        (await c.query("SELECT 1 FROM flow_slots WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND run_id = $4 AND step_key = $5", [...k, req.run_id, req.step_key]))
-          .rowCount === 1;
+        (
+          await c.query("SELECT 1 FROM flow_slots WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND run_id = $4 AND step_key = $5", [
+            ...k,
+            req.run_id,
+            req.step_key,
+          ])
+        ).rowCount === 1;
       facts.slots.push({ held: await heldCount(c, ws, g.scope, g.key, now, req.run_id), olderWaiters: older, holdsAlready, waiting });
     }
     const r = req.rate;
@@ -95,7 +100,13 @@ export function acquireFlow(pool: pg.Pool, req: FlowAcquire, now: number): Promi
       ]);
     }
     if (w.admitAt !== null && r !== null) {
-      await c.query("INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id) VALUES ($1, $2, $3, $4, $5)", [ws, r.scope, r.key, w.admitAt, req.run_id]);
+      await c.query("INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id) VALUES ($1, $2, $3, $4, $5)", [
+        ws,
+        r.scope,
+        r.key,
+        w.admitAt,
+        req.run_id,
+      ]);
     }
     return w.decision;
   });
@@ -155,14 +166,10 @@ const toLimit = (r: Record<string, unknown>): SharedLimit => ({
 export function putSharedLimit(pool: pg.Pool, l: SharedLimit, a: AuditEntry, create: boolean): Promise<boolean> {
   return tx(pool, async (c) => {
     const res = create
-      ? await c.query('INSERT INTO flow_limits (workspace_id, name, key, "limit", created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING', [
-          l.workspace_id,
-          l.name,
-          l.key,
-          l.limit,
-          l.created_at,
-          l.updated_at,
-        ])
+      ? await c.query(
+          'INSERT INTO flow_limits (workspace_id, name, key, "limit", created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING',
+          [l.workspace_id, l.name, l.key, l.limit, l.created_at, l.updated_at],
+        )
       : await c.query('UPDATE flow_limits SET key = $3, "limit" = $4, updated_at = $5 WHERE workspace_id = $1 AND name = $2', [
           l.workspace_id,
           l.name,

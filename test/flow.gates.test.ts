@@ -1,0 +1,234 @@
+// Flow control gates on both stores, in-process engines against a loopback destination:
+// per-key concurrency (automation and node level), round-robin across keys, rate limits (queue and
+// skip, on a manual clock), a destination's 429 + Retry-After pausing every engine on the store,
+// and hostile key templates.
+
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { ManualClock } from "../src/engine/clock.js";
+import type { Engine } from "../src/engine/engine.js";
+import { settle, startEngine, WS } from "./helpers/engine.js";
+import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { sleep, until } from "./helpers/wait.js";
+
+/** A destination that counts requests in flight per path and records their arrival. */
+class Destination {
+  readonly arrivals: { path: string; at: number; wall: number }[] = [];
+  readonly maxInFlight = new Map<string, number>();
+  private readonly inFlight = new Map<string, number>();
+  private server: http.Server;
+  url = "";
+  delayMs = 40;
+  /** The reply's status and headers for the nth request (1-based); default 200. */
+  reply: (nth: number) => { status: number; headers?: Record<string, string> } = () => ({ status: 200 });
+
+  constructor(private readonly clock: { now(): number } = { now: () => Date.now() }) {
+    this.server = http.createServer((req, res) => {
+      req.resume();
+      const path = req.url ?? "";
+      this.arrivals.push({ path, at: this.clock.now(), wall: Date.now() });
+      const n = (this.inFlight.get(path) ?? 0) + 1;
+      this.inFlight.set(path, n);
+      this.maxInFlight.set(path, Math.max(n, this.maxInFlight.get(path) ?? 0));
+      const r = this.reply(this.arrivals.length);
+      setTimeout(() => {
+        this.inFlight.set(path, (this.inFlight.get(path) ?? 1) - 1);
+        res.writeHead(r.status, { "content-type": "application/json", ...(r.headers ?? {}) });
+        res.end(JSON.stringify({ ok: r.status < 300 }));
+      }, this.delayMs);
+    });
+  }
+  async start(): Promise<this> {
+    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", () => resolve()));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this;
+  }
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+let seq = 0;
+function callDef(url: string, flow: Record<string, unknown>, nodeFlow: Record<string, unknown> = {}) {
+  const key = `flow-${++seq}`;
+  return {
+    key,
+    name: key,
+    root: "call",
+    ...flow,
+    nodes: [
+      {
+        key: "call",
+        kind: "http_request",
+        config: { method: "POST", url: `${url}/acct/{{ context.account }}` },
+        retry: { max_attempts: 5, initial_ms: 10, max_ms: 50 },
+        ...nodeFlow,
+      },
+    ],
+    edges: [],
+  };
+}
+
+describe.each(STORE_KINDS)("flow control gates (%s store)", (kind) => {
+  let ts: TestStore;
+  let dest: Destination;
+  const engines: Engine[] = [];
+
+  beforeAll(async () => {
+    ts = await makeStore(kind);
+  });
+  afterAll(async () => {
+    await ts.destroy();
+  });
+  afterEach(async () => {
+    for (const e of engines.splice(0)) await e.stop();
+    await dest?.stop();
+  });
+
+  async function enrollAll(e: Engine, automationId: string, accounts: string[]): Promise<string[]> {
+    const ids: string[] = [];
+    for (const account of accounts) ids.push((await e.enroll(WS, automationId, { context_overrides: { account } })).run.id);
+    return ids;
+  }
+
+  it("per-key concurrency at the automation: never more than the limit per key in flight, every run completes, nothing stays held", async () => {
+    dest = await new Destination().start();
+    const e = await startEngine({ store: ts.store });
+    engines.push(e);
+    const a = await e.createAutomation(WS, callDef(dest.url, { concurrency: [{ key: "account:{{ context.account }}", limit: 2 }] }));
+    const ids = await enrollAll(e, a.id, [..."AAAAAAAABBBB"]);
+    const runs = await Promise.all(ids.map((id) => settle(e, id)));
+    expect(runs.map((r) => r.status)).toEqual(ids.map(() => "completed"));
+    expect(dest.maxInFlight.get("/acct/A")).toBe(2);
+    expect(dest.maxInFlight.get("/acct/B")).toBe(2);
+    expect(await ts.store.flowStats(WS, Date.now(), 100)).toEqual([]);
+  });
+
+  it("per-key concurrency at a node: the step holds the slot while it runs", async () => {
+    dest = await new Destination().start();
+    const e = await startEngine({ store: ts.store });
+    engines.push(e);
+    const a = await e.createAutomation(WS, callDef(dest.url, {}, { concurrency: [{ key: "{{ context.account }}", limit: 1 }] }));
+    const ids = await enrollAll(e, a.id, [..."AAAAAABBB"]);
+    const runs = await Promise.all(ids.map((id) => settle(e, id)));
+    expect(runs.map((r) => r.status)).toEqual(ids.map(() => "completed"));
+    expect(dest.maxInFlight.get("/acct/A")).toBe(1);
+    expect(dest.maxInFlight.get("/acct/B")).toBe(1);
+    expect(await ts.store.flowStats(WS, Date.now(), 100)).toEqual([]);
+  });
+
+  it("a flooded key does not hold back another key's runs", async () => {
+    dest = await new Destination().start();
+    dest.delayMs = 60;
+    const e = await startEngine({ store: ts.store });
+    engines.push(e);
+    const a = await e.createAutomation(WS, callDef(dest.url, { concurrency: [{ key: "{{ context.account }}", limit: 1 }] }));
+    const flood = await enrollAll(
+      e,
+      a.id,
+      Array.from({ length: 12 }, () => "F"),
+    );
+    await until("the flood's first request", () => dest.arrivals.length > 0);
+    const [other] = await enrollAll(e, a.id, ["Q"]);
+    await settle(e, other!);
+    await Promise.all(flood.map((id) => settle(e, id)));
+    const order = dest.arrivals.map((x) => x.path);
+    const q = order.indexOf("/acct/Q");
+    // Q's run went out while most of the flood still waited its turn.
+    expect(order.slice(q + 1).filter((p) => p === "/acct/F").length).toBeGreaterThanOrEqual(6);
+    expect(dest.maxInFlight.get("/acct/F")).toBe(1);
+  });
+
+  it("rate limit, queue: no period of any alignment sees more than the limit, the turns are spread, every run completes", async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    dest = await new Destination(clock).start();
+    dest.delayMs = 0;
+    const e = await startEngine({ store: ts.store, clock, runner: { leaseMs: 600_000 } });
+    engines.push(e);
+    const a = await e.createAutomation(WS, callDef(dest.url, { rate_limit: { key: "{{ context.account }}", limit: 2, period_ms: 1000, on_limit: "queue" } }));
+    const ids = await enrollAll(e, a.id, [..."AAAAAAA"]);
+    const waited = new Set<string>();
+    await until(
+      "every rate-limited run to complete",
+      async () => {
+        const runs = await Promise.all(ids.map((id) => e.getRun(WS, id)));
+        for (const r of runs) if (r.waiting_for === "rate_limit") waited.add(r.id);
+        if (runs.every((r) => r.completed_at !== null)) return true;
+        // The clock moves only while nothing is in flight, so a request arrives at the engine time it was admitted at.
+        if (runs.every((r) => r.completed_at !== null || (r.status === "waiting" && (r.due_at ?? 0) > clock.now()))) clock.advance(100);
+        e.poke();
+        await sleep(20);
+        return false;
+      },
+      120_000,
+    );
+    const at = dest.arrivals.map((x) => x.at).sort((x, y) => x - y);
+    expect(at).toHaveLength(7);
+    for (const t of at) expect(at.filter((u) => u > t - 1000 && u <= t).length).toBeLessThanOrEqual(2);
+    expect(at[6]! - at[0]!).toBeGreaterThanOrEqual(3000);
+    expect(waited.size).toBeGreaterThanOrEqual(5);
+  });
+
+  it("rate limit, skip: runs beyond the limit exit rate_limited and send nothing", async () => {
+    dest = await new Destination().start();
+    const e = await startEngine({ store: ts.store });
+    engines.push(e);
+    const a = await e.createAutomation(WS, callDef(dest.url, { rate_limit: { limit: 2, period_ms: 3_600_000, on_limit: "skip" } }));
+    const ids = await enrollAll(e, a.id, [..."ABCDE"]);
+    const runs = await Promise.all(ids.map((id) => settle(e, id)));
+    expect(runs.filter((r) => r.status === "completed")).toHaveLength(2);
+    const skipped = runs.filter((r) => r.status === "exited");
+    expect(skipped.map((r) => r.exit_reason)).toEqual(["rate_limited", "rate_limited", "rate_limited"]);
+    expect(dest.arrivals).toHaveLength(2);
+  });
+
+  it("429 with Retry-After: 2 pauses the host for every engine on the store; nothing reaches it for 2 s", async () => {
+    dest = await new Destination().start();
+    dest.delayMs = 0;
+    const sent429: number[] = [];
+    dest.reply = (nth) => {
+      if (nth === 1) {
+        sent429.push(Date.now());
+        return { status: 429, headers: { "retry-after": "2" } };
+      }
+      return { status: 200 };
+    };
+    const e1 = await startEngine({ store: ts.store });
+    const e2 = await startEngine({ store: ts.reopen() });
+    engines.push(e1, e2);
+    const a = await e1.createAutomation(WS, callDef(dest.url, {}));
+    const [first] = await enrollAll(e1, a.id, ["A"]);
+    await until("the 429", () => sent429.length === 1 && dest.arrivals.length === 1);
+    await until("the pause recorded", async () => (await ts.store.hostPausedUntil(WS, new URL(dest.url).host, Date.now())) !== null);
+    const more = [...(await enrollAll(e1, a.id, ["B", "C"])), ...(await enrollAll(e2, a.id, ["D", "E"]))];
+    const runs = await Promise.all([first!, ...more].map((id) => settle(e1, id)));
+    expect(runs.map((r) => r.status)).toEqual(runs.map(() => "completed"));
+    const after = dest.arrivals.slice(1).map((x) => x.wall);
+    expect(after.length).toBe(5);
+    for (const w of after) expect(w - sent429[0]!).toBeGreaterThanOrEqual(2000);
+    // The runs that met the pause parked for it rather than sending.
+    const parked = await Promise.all(more.map(async (id) => (await e1.listSteps(WS, id)).some((s) => s.outcome === "waiting")));
+    expect(parked.filter(Boolean).length).toBeGreaterThanOrEqual(1);
+  });
+
+  it("a key template that throws fails the run with flow.key_failed; a huge key is cut and hashed", async () => {
+    dest = await new Destination().start();
+    const e = await startEngine({ store: ts.store });
+    engines.push(e);
+    const bad = await e.createAutomation(WS, callDef(dest.url, { concurrency: [{ key: "{{ context.missing.deeper }}", limit: 1 }] }));
+    const [id] = await enrollAll(e, bad.id, ["A"]);
+    const run = await settle(e, id!);
+    expect(run.status).toBe("failed");
+    const steps = await e.listSteps(WS, id!);
+    expect(steps.at(-1)?.error).toMatchObject({ code: "flow.key_failed", details: { pointer: "/concurrency/0/key" } });
+    const huge = await e.createAutomation(WS, callDef(dest.url, {}, { concurrency: [{ key: "{{ context.big }}", limit: 1 }] }));
+    const { run: h } = await e.enroll(WS, huge.id, { context_overrides: { account: "A", big: "x".repeat(100_000) } });
+    await until(
+      "the huge key's slot held",
+      async () => (await ts.store.flowStats(WS, Date.now(), 10)).length > 0 || (await e.getRun(WS, h.id)).completed_at !== null,
+    );
+    expect((await settle(e, h.id)).status).toBe("completed");
+  });
+});
