@@ -306,3 +306,23 @@ export function decideFlow(req: FlowAcquire, facts: FlowFacts, now: number): Flo
   }
   return { decision: { kind: "pass" }, take: true, waitOn: null, admitAt };
 }
+
+/** The shared limits a definition names that the workspace does not have, each with its pointer. */
+export function unknownLimitProblems(def: { limits?: unknown; nodes?: unknown }, known: ReadonlySet<string>): Problem[] {
+  const out: Problem[] = [];
+  // Read defensively: this runs on a definition the schema has not checked yet.
+  const check = (names: unknown, at: string) =>
+    (Array.isArray(names) ? names : []).forEach((n: unknown, i) => {
+      if (typeof n === "string" && !known.has(n))
+        out.push({
+          code: "definition.unknown_limit",
+          pointer: `${at}/limits/${i}`,
+          message: `no shared limit named "${n}" in this workspace (create it with POST /v1/limits)`,
+        });
+    });
+  check(def.limits, "");
+  (Array.isArray(def.nodes) ? def.nodes : []).forEach((n: unknown, i) => {
+    if (n !== null && typeof n === "object") check((n as { limits?: unknown }).limits, `/nodes/${i}`);
+  });
+  return out;
+}
