@@ -232,3 +232,56 @@ describe.each(STORE_KINDS)("flow control gates (%s store)", (kind) => {
     expect((await settle(e, h.id)).status).toBe("completed");
   });
 });
+
+describe.each(STORE_KINDS)("flow control explained (%s store)", (kind) => {
+  let ts: TestStore;
+  let dest: Destination;
+  let e: Engine;
+
+  beforeAll(async () => {
+    ts = await makeStore(kind);
+  });
+  afterAll(async () => {
+    await ts.destroy();
+  });
+  afterEach(async () => {
+    await e.stop();
+    await dest.stop();
+  });
+
+  it("a held run says what holds it: the concurrency slot's key, holders and limit; a rate turn; a destination's pause", async () => {
+    dest = await new Destination().start();
+    dest.delayMs = 1500;
+    e = await startEngine({ store: ts.store });
+    const a = await e.createAutomation(WS, callDef(dest.url, { concurrency: [{ key: "account:{{ context.account }}", limit: 1 }] }));
+    const { run: first } = await e.enroll(WS, a.id, { context_overrides: { account: "42" } });
+    await until("the first run's request", () => dest.arrivals.length === 1);
+    const { run: second } = await e.enroll(WS, a.id, { context_overrides: { account: "42" } });
+    await settle(e, second.id, (r) => r.waiting_for === "concurrency");
+    const x = await e.explain(WS, second.id);
+    expect(x.waiting?.for).toBe("concurrency");
+    expect(x.summary).toMatch(
+      new RegExp(`^Waiting for a concurrency slot of \`account:42\` \\(1 of 1 held by runs ${first.id}, the oldest since \\d\\d:\\d\\d:\\d\\d\\)`),
+    );
+    await settle(e, second.id);
+
+    // A queued rate turn.
+    const r = await e.createAutomation(WS, callDef(dest.url, { rate_limit: { key: "crm:{{ context.account }}", limit: 1, period_ms: 60_000 } }));
+    dest.delayMs = 0;
+    const { run: r1 } = await e.enroll(WS, r.id, { context_overrides: { account: "42" } });
+    await settle(e, r1.id);
+    const { run: r2 } = await e.enroll(WS, r.id, { context_overrides: { account: "42" } });
+    await settle(e, r2.id, (x) => x.waiting_for === "rate_limit");
+    const rx = await e.explain(WS, r2.id);
+    expect(rx.summary).toMatch(/^Rate limit `crm:42`: next slot in (59|60)\.\d s\.$/);
+
+    // A destination's pause.
+    const host = new URL(dest.url).host;
+    await ts.store.pauseHost(WS, host, Date.now() + 60_000, 429, Date.now());
+    const p = await e.createAutomation(WS, callDef(dest.url, {}));
+    const { run: p1 } = await e.enroll(WS, p.id, { context_overrides: { account: "7" } });
+    await settle(e, p1.id, (x) => x.waiting_for === "rate_limit");
+    const px = await e.explain(WS, p1.id);
+    expect(px.summary).toMatch(new RegExp(`^Destination ${host.replace(/\./g, "\\.")} asked to slow down \\(429\\): next request in (59|60)\\.\\d s\\.$`));
+  });
+});

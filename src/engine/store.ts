@@ -910,8 +910,8 @@ export interface Store {
   deleteSharedLimit(workspaceId: string, name: string, audit: AuditEntry): Promise<boolean>;
   /** Held and waiting counts per scope and key (busiest first), and the host pauses in force. */
   flowStats(workspaceId: string | null, now: number, limit: number): Promise<FlowKeyStats[]>;
-  /** What holds a waiting run: its waiter rows with the holders of each key. */
-  flowWaitOf(workspaceId: string, runId: string, now: number): Promise<FlowWait[]>;
+  /** What holds a waiting run: its waiter rows with the holders of each key, and the rate turn it reserved. */
+  flowWaitOf(workspaceId: string, runId: string, now: number): Promise<FlowWaitInfo>;
 }
 
 export interface HostPause {
@@ -938,9 +938,17 @@ export interface FlowKeyStats {
   waiting: number;
 }
 
+export interface FlowWaitInfo {
+  slots: FlowWait[];
+  /** The latest rate-limit turn the run holds (a queued run's is in the future). */
+  turn: { scope: string; key: string; at: number } | null;
+}
+
 export interface FlowWait {
   scope: string;
   key: string;
+  /** The key's limit when the run last met it. */
+  limit: number;
   since: number;
   /** Runs holding a slot of the key, oldest first (at most 10). */
   holders: { run_id: string; since: number }[];

@@ -4,7 +4,7 @@
 import type Database from "better-sqlite3";
 import { decideFlow, waitersToWake, type FlowAcquire, type FlowDecision, type FlowFacts, type FlowSlotGate } from "../../model/flow.js";
 import { TERMINAL_STATUSES } from "../../model/run-status.js";
-import type { AuditEntry, FlowKeyStats, FlowWait, HostPause, SharedLimit } from "../../engine/store.js";
+import type { AuditEntry, FlowKeyStats, FlowWaitInfo, HostPause, SharedLimit } from "../../engine/store.js";
 import { sqlList } from "../sql.js";
 
 const TERMINAL = sqlList(TERMINAL_STATUSES);
@@ -81,14 +81,10 @@ export function acquireFlow(db: Database.Database, req: FlowAcquire, now: number
         db.prepare("DELETE FROM flow_waiters WHERE run_id = ? AND step_key = ?").run(req.run_id, req.step_key);
       }
       if (w.waitOn !== null) {
-        db.prepare("INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, since) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING").run(
-          ws,
-          w.waitOn.scope,
-          w.waitOn.key,
-          req.run_id,
-          req.step_key,
-          now,
-        );
+        db.prepare(
+          `INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, lim, since) VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT DO UPDATE SET lim = excluded.lim`,
+        ).run(ws, w.waitOn.scope, w.waitOn.key, req.run_id, req.step_key, w.waitOn.limit, now);
       }
       if (w.admitAt !== null && r !== null) {
         db.prepare("INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id) VALUES (?, ?, ?, ?, ?)").run(ws, r.scope, r.key, w.admitAt, req.run_id);
@@ -194,13 +190,19 @@ export function flowStats(db: Database.Database, ws: string | null, now: number,
   return rows;
 }
 
-export function flowWaitOf(db: Database.Database, ws: string, runId: string, now: number): FlowWait[] {
-  const waits = db.prepare("SELECT scope, key, since FROM flow_waiters WHERE workspace_id = ? AND run_id = ? ORDER BY since").all(ws, runId) as {
+export function flowWaitOf(db: Database.Database, ws: string, runId: string, now: number): FlowWaitInfo {
+  const waits = db
+    .prepare(`SELECT scope, key, lim AS "limit", since FROM flow_waiters WHERE workspace_id = ? AND run_id = ? ORDER BY since`)
+    .all(ws, runId) as {
     scope: string;
     key: string;
+    limit: number;
     since: number;
   }[];
-  return waits.map((w) => {
+  const turn = db.prepare("SELECT scope, key, at FROM flow_rate_log WHERE workspace_id = ? AND run_id = ? ORDER BY at DESC LIMIT 1").get(ws, runId) as
+    | FlowWaitInfo["turn"]
+    | undefined;
+  const slots = waits.map((w) => {
     const holders = db
       .prepare(
         `SELECT run_id, acquired_at AS since FROM flow_slots s WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${HELD} ORDER BY acquired_at, run_id LIMIT 10`,
@@ -208,4 +210,5 @@ export function flowWaitOf(db: Database.Database, ws: string, runId: string, now
       .all({ ws, scope: w.scope, key: w.key, now }) as { run_id: string; since: number }[];
     return { ...w, holders, held: held(db, { ws, scope: w.scope, key: w.key, now }, null) };
   });
+  return { slots, turn: turn ?? null };
 }

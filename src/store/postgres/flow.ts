@@ -7,7 +7,7 @@
 import type pg from "pg";
 import { decideFlow, waitersToWake, type FlowAcquire, type FlowDecision, type FlowFacts, type FlowSlotGate } from "../../model/flow.js";
 import { TERMINAL_STATUSES } from "../../model/run-status.js";
-import type { AuditEntry, FlowKeyStats, FlowWait, HostPause, SharedLimit } from "../../engine/store.js";
+import type { AuditEntry, FlowKeyStats, FlowWait, FlowWaitInfo, HostPause, SharedLimit } from "../../engine/store.js";
 import { sqlList } from "../sql.js";
 import { audit } from "./audit.js";
 import { tx } from "./tx.js";
@@ -90,14 +90,11 @@ export function acquireFlow(pool: pg.Pool, req: FlowAcquire, now: number): Promi
       await c.query("DELETE FROM flow_waiters WHERE run_id = $1 AND step_key = $2", [req.run_id, req.step_key]);
     }
     if (w.waitOn !== null) {
-      await c.query("INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, since) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING", [
-        ws,
-        w.waitOn.scope,
-        w.waitOn.key,
-        req.run_id,
-        req.step_key,
-        now,
-      ]);
+      await c.query(
+        `INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, lim, since) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (workspace_id, scope, key, run_id, step_key) DO UPDATE SET lim = EXCLUDED.lim`,
+        [ws, w.waitOn.scope, w.waitOn.key, req.run_id, req.step_key, w.waitOn.limit, now],
+      );
     }
     if (w.admitAt !== null && r !== null) {
       await c.query("INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id) VALUES ($1, $2, $3, $4, $5)", [
@@ -211,10 +208,10 @@ export async function flowStats(pool: pg.Pool, ws: string | null, now: number, l
   return r.rows as FlowKeyStats[];
 }
 
-export async function flowWaitOf(pool: pg.Pool, ws: string, runId: string, now: number): Promise<FlowWait[]> {
-  const waits = await pool.query("SELECT scope, key, since FROM flow_waiters WHERE workspace_id = $1 AND run_id = $2 ORDER BY since", [ws, runId]);
+export async function flowWaitOf(pool: pg.Pool, ws: string, runId: string, now: number): Promise<FlowWaitInfo> {
+  const waits = await pool.query("SELECT scope, key, lim, since FROM flow_waiters WHERE workspace_id = $1 AND run_id = $2 ORDER BY since", [ws, runId]);
   const out: FlowWait[] = [];
-  for (const w of waits.rows as { scope: string; key: string; since: string }[]) {
+  for (const w of waits.rows as { scope: string; key: string; lim: number; since: string }[]) {
     const holders = await pool.query(
       `SELECT run_id, acquired_at AS since FROM flow_slots s WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${held("$4::bigint")}
        ORDER BY acquired_at, run_id LIMIT 10`,
@@ -223,10 +220,13 @@ export async function flowWaitOf(pool: pg.Pool, ws: string, runId: string, now: 
     out.push({
       scope: w.scope,
       key: w.key,
+      limit: w.lim,
       since: Number(w.since),
       holders: holders.rows.map((h: { run_id: string; since: string }) => ({ run_id: h.run_id, since: Number(h.since) })),
       held: await heldCount(pool as unknown as Q, ws, w.scope, w.key, now, ""),
     });
   }
-  return out;
+  const t = await pool.query("SELECT scope, key, at FROM flow_rate_log WHERE workspace_id = $1 AND run_id = $2 ORDER BY at DESC LIMIT 1", [ws, runId]);
+  const turn = t.rows[0] ? { scope: t.rows[0].scope as string, key: t.rows[0].key as string, at: Number(t.rows[0].at) } : null;
+  return { slots: out, turn };
 }

@@ -18,6 +18,7 @@ CREATE TABLE flow_waiters (
   key           TEXT NOT NULL,
   run_id        TEXT NOT NULL,
   step_key      TEXT NOT NULL,
+  lim           INTEGER NOT NULL,
   since         INTEGER NOT NULL,
   PRIMARY KEY (workspace_id, scope, key, run_id, step_key)
 );

@@ -24,6 +24,7 @@ CREATE TABLE flow_waiters (
   key           text NOT NULL,
   run_id        text NOT NULL,
   step_key      text NOT NULL,
+  lim           integer NOT NULL,
   since         bigint NOT NULL,
   PRIMARY KEY (workspace_id, scope, key, run_id, step_key)
 );
