@@ -112,7 +112,11 @@ export function registerLimits(v1: FastifyInstance, engine: Engine): void {
     const next: SharedLimit = { ...cur, key: b.key ?? cur.key, limit: b.limit ?? cur.limit, updated_at: engine.clock.now() };
     const changed = { ...(b.key !== undefined ? { key: b.key } : {}), ...(b.limit !== undefined ? { limit: b.limit } : {}) };
     if (!(await engine.store.putSharedLimit(next, audit(req, "limit.update", cur.name, changed), false))) await one(req.caller.workspace_id, req.params.name);
-    return view(next, await stats(req.caller.workspace_id));
+    const s = await stats(req.caller.workspace_id);
+    // A raised limit lets its waiters through now, not at their next check.
+    const waiting = s.filter((k) => k.scope === `l:${next.name}` && k.waiting > 0).map((k) => ({ scope: k.scope, key: k.key, limit: next.limit }));
+    if (waiting.length > 0) await engine.store.wakeFlowWaiters(req.caller.workspace_id, waiting, engine.clock.now());
+    return view(next, s);
   });
   v1.delete<{ Params: { name: string } }>("/limits/:name", { config: { role: "member" } }, async (req, reply) => {
     if (!(await engine.store.deleteSharedLimit(req.caller.workspace_id, req.params.name, audit(req, "limit.delete", req.params.name, {})))) {
