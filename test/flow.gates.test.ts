@@ -285,3 +285,43 @@ describe.each(STORE_KINDS)("flow control explained (%s store)", (kind) => {
     expect(px.summary).toMatch(new RegExp(`^Destination ${host.replace(/\./g, "\\.")} asked to slow down \\(429\\): next request in (59|60)\\.\\d s\\.$`));
   });
 });
+
+describe.each(STORE_KINDS)("flow control simulated (%s store)", (kind) => {
+  let ts: TestStore;
+  let e: Engine;
+  beforeAll(async () => {
+    ts = await makeStore(kind);
+    e = await startEngine({ store: ts.store });
+  });
+  afterAll(async () => {
+    await e.stop();
+    await ts.destroy();
+  });
+
+  it("a simulation lists the limits the run would meet, with their keys rendered, and counts nothing", async () => {
+    const now = Date.now();
+    await ts.store.putSharedLimit(
+      { workspace_id: WS, name: "crm", key: "crm:{{ context.account }}", limit: 4, created_at: now, updated_at: now },
+      { workspace_id: WS, actor: "test", action: "limit.create", target_type: "limit", target_id: "crm", details: {}, at: now },
+      true,
+    );
+    const a = await e.createAutomation(
+      WS,
+      callDef(
+        "http://127.0.0.1:9",
+        {
+          concurrency: [{ key: "account:{{ context.account }}", limit: 3 }],
+          rate_limit: { key: "{{ context.account }}", limit: 10, period_ms: 60_000, on_limit: "skip" },
+        },
+        { limits: ["crm"] },
+      ),
+    );
+    const t = await e.simulate(WS, a.id, { test_context: { account: "42" } });
+    expect(t.limits).toEqual([
+      { at: "automation", kind: "concurrency", key: "account:42", limit: 3 },
+      { at: "automation", kind: "rate_limit", key: "42", limit: 10, period_ms: 60_000, on_limit: "skip" },
+      { at: "call", kind: "shared_limit", name: "crm", key: "crm:42", limit: 4 },
+    ]);
+    expect(await ts.store.flowStats(WS, Date.now(), 10)).toEqual([]);
+  });
+});

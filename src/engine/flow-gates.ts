@@ -59,6 +59,44 @@ export class FlowKeyError extends Error {
   }
 }
 
+/** A limit a simulated run would meet: where, which rule, and its key as rendered for this run. */
+export interface SimulatedLimit {
+  /** `automation`, or the node's key. */
+  at: string;
+  kind: "concurrency" | "shared_limit" | "rate_limit";
+  /** The shared limit's name. */
+  name?: string;
+  /** The rendered key, or the error that would fail the run (`flow.key_failed`). */
+  key?: string;
+  error?: string;
+  limit: number;
+  period_ms?: number;
+  on_limit?: "queue" | "skip";
+}
+
+/** The limits a run would meet at the automation (at = "automation") or a node, with their keys rendered; nothing is counted. */
+export function simulatedLimits(f: FlowFields, at: string, pointer: string, scope: CelScope, shared: readonly SharedLimitDef[]): SimulatedLimit[] {
+  const out: SimulatedLimit[] = [];
+  const keyed = (template: string | undefined, ptr: string): { key: string } | { error: string } => {
+    try {
+      return { key: renderFlowKey(template, scope, ptr) };
+    } catch (err) {
+      if (err instanceof FlowKeyError) return { error: err.message };
+      throw err;
+    }
+  };
+  f.concurrency?.forEach((c, i) => out.push({ at, kind: "concurrency", ...keyed(c.key, `${pointer}/concurrency/${i}/key`), limit: c.limit }));
+  f.limits?.forEach((name, i) => {
+    const l = shared.find((x) => x.name === name);
+    if (l) out.push({ at, kind: "shared_limit", name, ...keyed(l.key, `${pointer}/limits/${i}`), limit: l.limit });
+  });
+  const r = f.rate_limit;
+  if (r) out.push({ at, kind: "rate_limit", ...keyed(r.key, `${pointer}/rate_limit/key`), limit: r.limit, period_ms: r.period_ms, on_limit: r.on_limit });
+  return out;
+}
+
+type SharedLimitDef = { name: string; key: string; limit: number };
+
 interface Held {
   workspace_id: string;
   step_key: string;
