@@ -7,6 +7,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Engine } from "../src/engine/engine.js";
+import { engineMetrics } from "../src/server/metrics.js";
 import { startApi, type Api } from "./helpers/api.js";
 import { settle, startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
@@ -27,6 +28,7 @@ describe.each(STORE_KINDS)("shared limits API (%s store)", (kind) => {
   let ts: TestStore;
   let engine: Engine;
   let api: Api;
+  let metrics: ReturnType<typeof engineMetrics>;
   let server: http.Server;
   let url = "";
   /** Requests answered only when released, so runs hold their slots while the test looks. */
@@ -36,6 +38,7 @@ describe.each(STORE_KINDS)("shared limits API (%s store)", (kind) => {
     ts = await makeStore(kind);
     engine = await startEngine({ store: ts.store });
     api = await startApi(engine, TOKEN);
+    metrics = engineMetrics(engine);
     server = http.createServer((req, res) => {
       req.resume();
       parked.push(res);
@@ -89,8 +92,15 @@ describe.each(STORE_KINDS)("shared limits API (%s store)", (kind) => {
       const l = await api.call<LimitView>("GET", "/v1/limits/crm");
       return parked.length === 1 && l.body.held === 1 && l.body.waiting === 2 ? l : null;
     });
-    const list = await api.call<{ items: LimitView[] }>("GET", "/v1/limits");
+    const list = await api.call<{ items: LimitView[]; busiest_keys: unknown[] }>("GET", "/v1/limits");
     expect(list.body.items[0]).toMatchObject({ name: "crm", held: 1, waiting: 2, keys: [{ key: "acct:1", held: 1, waiting: 2 }] });
+    // The ops view's table: every rule's busiest keys.
+    expect(list.body.busiest_keys).toEqual([{ limit: "crm", key: "acct:1", held: 1, waiting: 2 }]);
+    // Metrics per limit: held and waiting, and the runs parked by flow control.
+    const text = await metrics.metrics();
+    expect(text).toContain('weft_flow_held{limit="crm"} 1');
+    expect(text).toContain('weft_flow_waiting{limit="crm"} 2');
+    expect(text).toMatch(/weft_flow_throttled_total\{waiting_for="concurrency"\} [2-9]/);
 
     // Raising the limit lets a waiter through at its next check.
     const patched = await api.call<LimitView>("PATCH" as "PUT", "/v1/limits/crm", { limit: 3 });

@@ -11,6 +11,7 @@ import { WeftError, type Problem } from "../model/errors.js";
 import { checkTemplates } from "../model/expressions.js";
 import { SHARED_LIMIT_NAME, unknownLimitProblems } from "../model/flow.js";
 import { parse } from "./schemas.js";
+import { flowRuleLabel } from "./metrics.js";
 
 const keyField = z.string().min(1).max(500);
 const limitField = z.number().int().min(1).max(100_000);
@@ -32,6 +33,11 @@ export const limitShape = z.object({
   keys: z.array(z.object({ key: z.string(), held: z.number().int(), waiting: z.number().int() })),
   created_at: z.string(),
   updated_at: z.string(),
+});
+
+export const limitListShape = z.object({
+  items: z.array(limitShape),
+  busiest_keys: z.array(z.object({ limit: z.string(), key: z.string(), held: z.number().int(), waiting: z.number().int() })),
 });
 
 /** The keys the listing shows per limit (busiest first). */
@@ -89,7 +95,9 @@ export function registerLimits(v1: FastifyInstance, engine: Engine): void {
     const [limits, s] = await Promise.all([engine.store.getSharedLimits(req.caller.workspace_id), stats(req.caller.workspace_id)]);
     const items = limits.map((l) => view(l, s));
     items.sort((a, b) => b.held + b.waiting - (a.held + a.waiting) || (a.name < b.name ? -1 : 1));
-    return { items };
+    // Every rule's keys, shared or declared in a definition (flowStats answers busiest first): the ops view's table.
+    const busiest_keys = s.slice(0, KEYS_SHOWN).map((k) => ({ limit: flowRuleLabel(k.scope), key: k.key, held: k.held, waiting: k.waiting }));
+    return { items, busiest_keys };
   });
   v1.get<{ Params: { name: string } }>("/limits/:name", { config: { role: "viewer" } }, async (req) => {
     const l = await one(req.caller.workspace_id, req.params.name);

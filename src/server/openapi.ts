@@ -246,7 +246,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     body: WS.settingsPatchBody,
     responses: ok(WS.settingsShape),
   },
-  "GET /v1/limits": { summary: "Shared limits, busiest first, with slots held and runs waiting per key", responses: ok(S.listOf(L.limitShape)) },
+  "GET /v1/limits": { summary: "Shared limits, busiest first, with slots held and runs waiting per key", responses: ok(L.limitListShape) },
   "POST /v1/limits": { summary: "Create a shared limit (audited as limit.create)", role: "member", body: L.createLimitBody, responses: ok(L.limitShape, 201) },
   "GET /v1/limits/:name": { summary: "One shared limit with its busiest keys", responses: ok(L.limitShape) },
   "PATCH /v1/limits/:name": {
