@@ -7,6 +7,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/engine/clock.js";
+import { flowKey, hostPauseFor, MAX_FLOW_KEY_LENGTH, MAX_HOST_PAUSE_MS } from "../src/model/flow.js";
 import type { Engine } from "../src/engine/engine.js";
 import { settle, startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
@@ -141,14 +142,15 @@ describe.each(STORE_KINDS)("flow control gates (%s store)", (kind) => {
     expect(dest.maxInFlight.get("/acct/F")).toBe(1);
   });
 
-  it("rate limit, queue: no period of any alignment sees more than the limit, the turns are spread, every run completes", async () => {
+  it("rate limit, queue, two engines on one store: no period of any alignment sees more than the limit, the turns are spread, every run completes", async () => {
     const clock = new ManualClock(Date.UTC(2026, 0, 1));
     dest = await new Destination(clock).start();
     dest.delayMs = 0;
     const e = await startEngine({ store: ts.store, clock, runner: { leaseMs: 600_000 } });
-    engines.push(e);
+    const e2 = await startEngine({ store: ts.reopen(), clock, runner: { leaseMs: 600_000 } });
+    engines.push(e, e2);
     const a = await e.createAutomation(WS, callDef(dest.url, { rate_limit: { key: "{{ context.account }}", limit: 2, period_ms: 1000, on_limit: "queue" } }));
-    const ids = await enrollAll(e, a.id, [..."AAAAAAA"]);
+    const ids = [...(await enrollAll(e, a.id, [..."AAAA"])), ...(await enrollAll(e2, a.id, [..."AAA"]))];
     const waited = new Set<string>();
     await until(
       "every rate-limited run to complete",
@@ -159,6 +161,7 @@ describe.each(STORE_KINDS)("flow control gates (%s store)", (kind) => {
         // The clock moves only while nothing is in flight, so a request arrives at the engine time it was admitted at.
         if (runs.every((r) => r.completed_at !== null || (r.status === "waiting" && (r.due_at ?? 0) > clock.now()))) clock.advance(100);
         e.poke();
+        e2.poke();
         await sleep(20);
         return false;
       },
@@ -182,6 +185,24 @@ describe.each(STORE_KINDS)("flow control gates (%s store)", (kind) => {
     const skipped = runs.filter((r) => r.status === "exited");
     expect(skipped.map((r) => r.exit_reason)).toEqual(["rate_limited", "rate_limited", "rate_limited"]);
     expect(dest.arrivals).toHaveLength(2);
+  });
+
+  it("a node's rate limit, skip: the step beyond the limit ends the run rate_limited before it sends", async () => {
+    dest = await new Destination().start();
+    const e = await startEngine({ store: ts.store });
+    engines.push(e);
+    const a = await e.createAutomation(
+      WS,
+      callDef(dest.url, {}, { rate_limit: { key: "{{ context.account }}", limit: 1, period_ms: 3_600_000, on_limit: "skip" } }),
+    );
+    const ids = await enrollAll(e, a.id, ["A", "A", "B"]);
+    const runs = await Promise.all(ids.map((id) => settle(e, id)));
+    expect(runs.map((r) => [r.status, r.exit_reason]).sort()).toEqual([
+      ["completed", "completed"],
+      ["completed", "completed"],
+      ["exited", "rate_limited"],
+    ]);
+    expect(dest.arrivals.map((x) => x.path).sort()).toEqual(["/acct/A", "/acct/B"]);
   });
 
   it("429 with Retry-After: 2 pauses the host for every engine on the store; nothing reaches it for 2 s", async () => {
@@ -213,6 +234,34 @@ describe.each(STORE_KINDS)("flow control gates (%s store)", (kind) => {
     expect(parked.filter(Boolean).length).toBeGreaterThanOrEqual(1);
   });
 
+  it("an agent step's model endpoint answering 429 pauses that host: the next agent run parks instead of calling", async () => {
+    dest = await new Destination().start();
+    dest.delayMs = 0;
+    const sent429: number[] = [];
+    dest.reply = (nth) => {
+      if (nth === 1) {
+        sent429.push(Date.now());
+        return { status: 429, headers: { "retry-after": "2" } };
+      }
+      return { status: 200 };
+    };
+    // The fake model answers `{ ok: true }` bodies, which are no completion: the agent steps fail, but only their arrival times matter here.
+    const e = await startEngine({ store: ts.store, settings: { ai: { base_url: `${dest.url}/v1`, api_key: "k" } } });
+    engines.push(e);
+    const def = (key: string) => ({ key, name: key, root: "ask", nodes: [{ key: "ask", kind: "agent", config: { model: "m", prompt: "hi" } }] });
+    const a = await e.createAutomation(WS, def(`agent-pause-${++seq}`));
+    const { run: first } = await e.enroll(WS, a.id, {});
+    await until("the 429", () => sent429.length === 1);
+    await until("the pause recorded", async () => (await ts.store.hostPausedUntil(WS, new URL(dest.url).host, Date.now())) !== null);
+    const { run: second } = await e.enroll(WS, a.id, {});
+    await settle(e, second.id, (r) => r.waiting_for === "rate_limit" || r.completed_at !== null);
+    expect((await e.getRun(WS, second.id)).waiting_for).toBe("rate_limit");
+    await settle(e, second.id);
+    await settle(e, first.id);
+    for (const x of dest.arrivals.slice(1)) expect(x.wall - sent429[0]!).toBeGreaterThanOrEqual(2000);
+    expect(dest.arrivals.length).toBeGreaterThanOrEqual(2);
+  });
+
   it("a key template that throws fails the run with flow.key_failed; a huge key is cut and hashed", async () => {
     dest = await new Destination().start();
     const e = await startEngine({ store: ts.store });
@@ -225,11 +274,19 @@ describe.each(STORE_KINDS)("flow control gates (%s store)", (kind) => {
     expect(steps.at(-1)?.error).toMatchObject({ code: "flow.key_failed", details: { pointer: "/concurrency/0/key" } });
     const huge = await e.createAutomation(WS, callDef(dest.url, {}, { concurrency: [{ key: "{{ context.big }}", limit: 1 }] }));
     const { run: h } = await e.enroll(WS, huge.id, { context_overrides: { account: "A", big: "x".repeat(100_000) } });
+    const keys = new Set<string>();
+    const watch = setInterval(() => void ts.store.flowStats(WS, Date.now(), 10).then((s) => s.forEach((k) => keys.add(k.key))), 5);
     await until(
       "the huge key's slot held",
       async () => (await ts.store.flowStats(WS, Date.now(), 10)).length > 0 || (await e.getRun(WS, h.id)).completed_at !== null,
     );
     expect((await settle(e, h.id)).status).toBe("completed");
+    clearInterval(watch);
+    // Cut and hashed: two keys differing only past the cut stay apart, and none is long.
+    expect(flowKey("x".repeat(100_000))).toHaveLength(flowKey(`${"x".repeat(99_999)}y`).length);
+    expect(flowKey("x".repeat(100_000))).not.toBe(flowKey(`${"x".repeat(99_999)}y`));
+    expect(flowKey("x".repeat(100_000)).length).toBeLessThanOrEqual(MAX_FLOW_KEY_LENGTH);
+    for (const k of keys) expect(k.length).toBeLessThanOrEqual(MAX_FLOW_KEY_LENGTH);
   });
 });
 
@@ -323,5 +380,16 @@ describe.each(STORE_KINDS)("flow control simulated (%s store)", (kind) => {
       { at: "call", kind: "shared_limit", name: "crm", key: "crm:42", limit: 4 },
     ]);
     expect(await ts.store.flowStats(WS, Date.now(), 10)).toEqual([]);
+  });
+});
+
+describe("flow rules", () => {
+  it("a destination's answer pauses its host: 429 (Retry-After, else 1 s), 503 only with Retry-After, at most an hour", () => {
+    expect(hostPauseFor(429, 2000)).toBe(2000);
+    expect(hostPauseFor(429, undefined)).toBe(1000);
+    expect(hostPauseFor(503, 5000)).toBe(5000);
+    expect(hostPauseFor(503, undefined)).toBeNull();
+    expect(hostPauseFor(500, 5000)).toBeNull();
+    expect(hostPauseFor(429, 10 * MAX_HOST_PAUSE_MS)).toBe(MAX_HOST_PAUSE_MS);
   });
 });
