@@ -219,7 +219,11 @@ export class FlowGates {
     for (const h of wake) await this.store.wakeFlowWaiters(h.workspace_id, h.gates, now);
   }
 
-  /** The drive ended without a commit (lease lost): forget what it held here (the store's rules release it). */
+  /**
+   * The drive ended: forget what it took here. Its last commit's wake-ups already read this (the
+   * next claim's gate takes the run's slots again, as held); a drive that lost its lease leaves
+   * its slots to the store's rules (a step's lapses with the lease).
+   */
   forget(runId: string): void {
     this.held.delete(runId);
     this.parked.delete(runId);

@@ -235,7 +235,10 @@ export class Runner {
       }
       await this.driveLoop(d, signal);
     } finally {
-      if (this.drives.get(claimed.id) === d) this.drives.delete(claimed.id);
+      if (this.drives.get(claimed.id) === d) {
+        this.drives.delete(claimed.id);
+        this.gates.forget(claimed.id);
+      }
     }
   }
 

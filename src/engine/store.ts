@@ -908,7 +908,7 @@ export interface Store {
   putSharedLimit(l: SharedLimit, audit: AuditEntry, create: boolean): Promise<boolean>;
   getSharedLimits(workspaceId: string, names?: readonly string[]): Promise<SharedLimit[]>;
   deleteSharedLimit(workspaceId: string, name: string, audit: AuditEntry): Promise<boolean>;
-  /** Held and waiting counts per scope and key (busiest first), and the host pauses in force. */
+  /** Held and waiting counts per scope and key, busiest first (one workspace, or all with null). */
   flowStats(workspaceId: string | null, now: number, limit: number): Promise<FlowKeyStats[]>;
   /** What holds a waiting run: its waiter rows with the holders of each key, and the rate turn it reserved. */
   flowWaitOf(workspaceId: string, runId: string, now: number): Promise<FlowWaitInfo>;
