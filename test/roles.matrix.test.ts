@@ -83,6 +83,8 @@ interface Fixtures {
   /** A token (id) of `userId`, or of a user of this workspace when the caller is not one of its users. */
   freshToken(who: Who): Promise<string>;
   freshSecret(): Promise<string>;
+  /** A shared limit of its own (a deletion leaves the others). */
+  freshLimit(): Promise<string>;
   /** An event marked undeliverable (its dispatch failed), for replay and drop. */
   freshUndeliverable(): Promise<string>;
   /** A webhook hook of its own (a rotation leaves the shared hook's secret as the deliveries sign it). */
@@ -186,6 +188,11 @@ const RECIPES: Record<string, (f: Fixtures, who: Who) => Promise<Req> | Req> = {
   "POST /v1/events/:id/replay": async (f) => ({ path: `/v1/events/${await f.freshUndeliverable()}/replay`, body: {} }),
   "POST /v1/events/:id/drop": async (f) => ({ path: `/v1/events/${await f.freshUndeliverable()}/drop`, body: {} }),
   "GET /v1/hooks/:id/secret": (f) => ({ path: `/v1/hooks/${f.hook.id}/secret` }),
+  "GET /v1/limits": () => ({ path: "/v1/limits" }),
+  "POST /v1/limits": () => ({ path: "/v1/limits", body: { name: uniq("lim"), key: "{{ event.account_id }}", limit: 2 } }),
+  "GET /v1/limits/:name": async (f) => ({ path: `/v1/limits/${await f.freshLimit()}` }),
+  "PATCH /v1/limits/:name": async (f) => ({ path: `/v1/limits/${await f.freshLimit()}`, body: { limit: 5 } }),
+  "DELETE /v1/limits/:name": async (f) => ({ path: `/v1/limits/${await f.freshLimit()}` }),
   "POST /v1/hooks/:id/rotate": async (f) => ({ path: `/v1/hooks/${await f.freshHook()}/rotate`, body: { grace_seconds: 60 } }),
 };
 
@@ -402,6 +409,12 @@ describe.each(STORE_KINDS)("roles (%s store)", (kind) => {
         throw new Error("could not make an undeliverable event");
       },
       freshHook: async () => (await create({ ...setEnd(uniq("hooked")), triggers: [{ type: "webhook" }] })).hooks![0]!.id,
+      freshLimit: async () => {
+        const name = uniq("lim");
+        const res = await admin("POST", "/v1/limits", { name, key: "{{ event.account_id }}", limit: 2 });
+        expect(res.status, res.text).toBe(201);
+        return name;
+      },
       freshSecret: async () => {
         const name = uniq("GONE").replace(/-/g, "_");
         const res = await admin("PUT", `/v1/secrets/${name}`, { value: "a secret value" });

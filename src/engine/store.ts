@@ -10,6 +10,7 @@ import type { StepOutcome } from "../model/step-outcome.js";
 import type { ItemOutcome } from "../model/item-outcome.js";
 import type { PolicyViolation } from "../model/permissions.js";
 import { AGING_STEP_MS } from "../model/priority.js";
+import type { FlowAcquire, FlowDecision, FlowSlotGate } from "../model/flow.js";
 
 /** An operator's request to end a run: `stop` exits at once (`admin_stopped`); `cancel` lets in-flight items finish. */
 export type RunControl = "stop" | "cancel";
@@ -63,6 +64,8 @@ export interface Cursor {
   consumed?: string[];
   /** Waits count named events received from this time on: the trigger event's arrival, or the enrollment. */
   events_from?: number;
+  /** A rate-limit turn this run reserved (queued) at the gate it is parked before; it passes at that time. */
+  flow_turn?: number;
 }
 
 export interface Run {
@@ -909,6 +912,65 @@ export interface Store {
   getWorkspaceSettings(workspaceId: string): Promise<Record<string, unknown> | null>;
   /** Replace the workspace's settings object, with its audit entry, in one transaction. */
   putWorkspaceSettings(workspaceId: string, settings: Record<string, unknown>, now: number, audit: AuditEntry): Promise<void>;
+
+  // ---------- flow control (see flow-gates.ts and model/flow.ts) ----------
+
+  /** Take every slot and the rate turn of one gate atomically, or record the run as a waiter and say why not. */
+  acquireFlow(req: FlowAcquire, now: number): Promise<FlowDecision>;
+  /** Wake (due now) the oldest parked waiters of each key, one per free slot. */
+  wakeFlowWaiters(workspaceId: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number): Promise<number>;
+  /** Pause calls to a host until `until` (a later pause already recorded stays). */
+  pauseHost(workspaceId: string, host: string, until: number, status: number, now: number): Promise<void>;
+  /** When calls to a host may go again, or null when it is not paused. */
+  hostPausedUntil(workspaceId: string, host: string, now: number): Promise<HostPause | null>;
+  putSharedLimit(l: SharedLimit, audit: AuditEntry, create: boolean): Promise<boolean>;
+  getSharedLimits(workspaceId: string, names?: readonly string[]): Promise<SharedLimit[]>;
+  deleteSharedLimit(workspaceId: string, name: string, audit: AuditEntry): Promise<boolean>;
+  /** Held and waiting counts per scope and key, busiest first (one workspace, or all with null). */
+  flowStats(workspaceId: string | null, now: number, limit: number): Promise<FlowKeyStats[]>;
+  /** What holds a waiting run: its waiter rows with the holders of each key, and the rate turn it reserved. */
+  flowWaitOf(workspaceId: string, runId: string, now: number): Promise<FlowWaitInfo>;
+}
+
+export interface HostPause {
+  host: string;
+  until: number;
+  status: number;
+  since: number;
+}
+
+export interface SharedLimit {
+  workspace_id: string;
+  name: string;
+  key: string;
+  limit: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface FlowKeyStats {
+  workspace_id: string;
+  scope: string;
+  key: string;
+  held: number;
+  waiting: number;
+}
+
+export interface FlowWaitInfo {
+  slots: FlowWait[];
+  /** The latest rate-limit turn the run holds (a queued run's is in the future). */
+  turn: { scope: string; key: string; at: number } | null;
+}
+
+export interface FlowWait {
+  scope: string;
+  key: string;
+  /** The key's limit when the run last met it. */
+  limit: number;
+  since: number;
+  /** Runs holding a slot of the key, oldest first (at most 10). */
+  holders: { run_id: string; since: number }[];
+  held: number;
 }
 
 /**

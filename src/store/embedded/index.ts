@@ -49,6 +49,9 @@ import type { EventFilter, ProcessBeat, Redrive, RedriveResult } from "../../eng
 import { heartbeat, liveProcesses } from "./heartbeats.js";
 import { redriveRun } from "./redrive.js";
 import * as WS from "./settings.js";
+import * as F from "./flow.js";
+import type { FlowAcquire, FlowSlotGate } from "../../model/flow.js";
+import type { SharedLimit } from "../../engine/store.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
 
@@ -867,5 +870,34 @@ export class EmbeddedStore implements Store {
   }
   async putWorkspaceSettings(workspaceId: string, settings: Record<string, unknown>, now: number, audit: AuditEntry) {
     WS.putWorkspaceSettings(this.db, workspaceId, settings, now, audit);
+  }
+
+  // flow control (flow.ts)
+  async acquireFlow(req: FlowAcquire, now: number) {
+    return F.acquireFlow(this.db, req, now);
+  }
+  async wakeFlowWaiters(workspaceId: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number) {
+    return F.wakeFlowWaiters(this.db, workspaceId, gates, now);
+  }
+  async pauseHost(workspaceId: string, host: string, until: number, status: number, now: number) {
+    F.pauseHost(this.db, workspaceId, host, until, status, now);
+  }
+  async hostPausedUntil(workspaceId: string, host: string, now: number) {
+    return F.hostPausedUntil(this.db, workspaceId, host, now);
+  }
+  async putSharedLimit(l: SharedLimit, audit: AuditEntry, create: boolean) {
+    return F.putSharedLimit(this.db, l, audit, create);
+  }
+  async getSharedLimits(workspaceId: string, names?: readonly string[]) {
+    return F.getSharedLimits(this.db, workspaceId, names);
+  }
+  async deleteSharedLimit(workspaceId: string, name: string, audit: AuditEntry) {
+    return F.deleteSharedLimit(this.db, workspaceId, name, audit);
+  }
+  async flowStats(workspaceId: string | null, now: number, limit: number) {
+    return F.flowStats(this.db, workspaceId, now, limit);
+  }
+  async flowWaitOf(workspaceId: string, runId: string, now: number) {
+    return F.flowWaitOf(this.db, workspaceId, runId, now);
   }
 }

@@ -1,0 +1,214 @@
+// Flow control on SQLite (see store/postgres/flow.ts; the decisions are model/flow.ts's).
+// better-sqlite3 transactions are serial, so the gate's reads and writes need no further lock.
+
+import type Database from "better-sqlite3";
+import { decideFlow, waitersToWake, type FlowAcquire, type FlowDecision, type FlowFacts, type FlowSlotGate } from "../../model/flow.js";
+import { TERMINAL_STATUSES } from "../../model/run-status.js";
+import type { AuditEntry, FlowKeyStats, FlowWaitInfo, HostPause, SharedLimit } from "../../engine/store.js";
+import { sqlList } from "../sql.js";
+
+const TERMINAL = sqlList(TERMINAL_STATUSES);
+
+/** A slot row still held (the same rule as the PostgreSQL store's HELD). */
+const HELD = `EXISTS (SELECT 1 FROM runs r WHERE r.id = s.run_id AND r.status NOT IN ${TERMINAL}
+  AND (s.step_key = '' OR (r.status = 'running' AND r.due_at > @now
+       AND NOT EXISTS (SELECT 1 FROM step_runs st WHERE st.run_id = s.run_id AND st.idempotency_key = s.step_key AND st.started_at >= s.acquired_at))))`;
+/** A waiter row whose run has not ended. */
+const LIVE_WAITER = `EXISTS (SELECT 1 FROM runs r WHERE r.id = w.run_id AND r.status NOT IN ${TERMINAL})`;
+
+type K = { ws: string; scope: string; key: string; now: number };
+
+function held(db: Database.Database, k: K, runId: string | null): number {
+  return db
+    .prepare(`SELECT count(*) FROM flow_slots s WHERE workspace_id = @ws AND scope = @scope AND key = @key AND run_id <> @run AND ${HELD}`)
+    .pluck()
+    .get({ ...k, run: runId ?? "" }) as number;
+}
+
+export function acquireFlow(db: Database.Database, req: FlowAcquire, now: number): FlowDecision {
+  return db
+    .transaction((): FlowDecision => {
+      const ws = req.workspace_id;
+      const facts: FlowFacts = { slots: [], recent: [] };
+      for (const g of req.slots) {
+        const k = { ws, scope: g.scope, key: g.key, now };
+        // Rows no longer held go first, so the key's tables stay as small as its traffic.
+        db.prepare(`DELETE FROM flow_slots AS s WHERE workspace_id = @ws AND scope = @scope AND key = @key AND NOT ${HELD}`).run(k);
+        const mine = db
+          .prepare("SELECT since FROM flow_waiters WHERE workspace_id = @ws AND scope = @scope AND key = @key AND run_id = @run AND step_key = @step")
+          .pluck()
+          .get({ ...k, run: req.run_id, step: req.step_key }) as number | undefined;
+        const waiting = db
+          .prepare(`SELECT count(*) FROM flow_waiters w WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${LIVE_WAITER}`)
+          .pluck()
+          .get(k) as number;
+        const older =
+          mine === undefined
+            ? waiting
+            : (db
+                .prepare(
+                  `SELECT count(*) FROM flow_waiters w WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${LIVE_WAITER}
+                   AND (since < @since OR (since = @since AND run_id < @run)) AND run_id <> @run`,
+                )
+                .pluck()
+                .get({ ...k, since: mine, run: req.run_id }) as number);
+        const holdsAlready =
+          db
+            .prepare("SELECT 1 FROM flow_slots WHERE workspace_id = @ws AND scope = @scope AND key = @key AND run_id = @run AND step_key = @step")
+            .get({ ...k, run: req.run_id, step: req.step_key }) !== undefined;
+        facts.slots.push({ held: held(db, k, req.run_id), olderWaiters: older, holdsAlready, waiting });
+      }
+      const r = req.rate;
+      if (r !== null) {
+        const k = { ws, scope: r.scope, key: r.key };
+        db.prepare("DELETE FROM flow_rate_log WHERE workspace_id = @ws AND scope = @scope AND key = @key AND at <= @floor").run({
+          ...k,
+          floor: now - r.period_ms,
+        });
+        facts.recent = db
+          .prepare("SELECT at FROM flow_rate_log WHERE workspace_id = @ws AND scope = @scope AND key = @key ORDER BY at DESC LIMIT @limit")
+          .pluck()
+          .all({ ...k, limit: r.limit }) as number[];
+      }
+      const w = decideFlow(req, facts, now);
+      if (w.take) {
+        for (const g of req.slots) {
+          db.prepare(
+            `INSERT INTO flow_slots (workspace_id, scope, key, run_id, step_key, acquired_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT DO UPDATE SET acquired_at = excluded.acquired_at`,
+          ).run(ws, g.scope, g.key, req.run_id, req.step_key, now);
+        }
+        db.prepare("DELETE FROM flow_waiters WHERE run_id = ? AND step_key = ?").run(req.run_id, req.step_key);
+      }
+      if (w.waitOn !== null) {
+        db.prepare(
+          `INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, lim, since) VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT DO UPDATE SET lim = excluded.lim`,
+        ).run(ws, w.waitOn.scope, w.waitOn.key, req.run_id, req.step_key, w.waitOn.limit, now);
+      }
+      if (w.admitAt !== null && r !== null) {
+        db.prepare("INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id) VALUES (?, ?, ?, ?, ?)").run(ws, r.scope, r.key, w.admitAt, req.run_id);
+      }
+      return w.decision;
+    })
+    .immediate();
+}
+
+export function wakeFlowWaiters(db: Database.Database, ws: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number): number {
+  return db
+    .transaction(() => {
+      let woken = 0;
+      for (const g of gates) {
+        const k = { ws, scope: g.scope, key: g.key, now };
+        const n = waitersToWake(held(db, k, null), g.limit);
+        if (n === 0) continue;
+        woken += db
+          .prepare(
+            `UPDATE runs SET due_at = @now WHERE status = 'waiting' AND waiting_for = 'concurrency' AND (due_at IS NULL OR due_at > @now) AND id IN (
+               SELECT w.run_id FROM flow_waiters w WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${LIVE_WAITER}
+               ORDER BY since, run_id LIMIT @n)`,
+          )
+          .run({ ...k, n }).changes;
+      }
+      return woken;
+    })
+    .immediate();
+}
+
+export function pauseHost(db: Database.Database, ws: string, host: string, until: number, status: number, now: number): void {
+  db.prepare(
+    `INSERT INTO flow_host_pauses (workspace_id, host, until, status, since) VALUES (?, ?, ?, ?, ?)
+     ON CONFLICT (workspace_id, host) DO UPDATE SET
+       since = CASE WHEN flow_host_pauses.until <= excluded.since THEN excluded.since ELSE flow_host_pauses.since END,
+       status = CASE WHEN excluded.until > flow_host_pauses.until THEN excluded.status ELSE flow_host_pauses.status END,
+       until = max(flow_host_pauses.until, excluded.until)`,
+  ).run(ws, host, until, status, now);
+}
+
+export function hostPausedUntil(db: Database.Database, ws: string, host: string, now: number): HostPause | null {
+  const r = db.prepare("SELECT host, until, status, since FROM flow_host_pauses WHERE workspace_id = ? AND host = ? AND until > ?").get(ws, host, now) as
+    | HostPause
+    | undefined;
+  return r ?? null;
+}
+
+function writeAudit(db: Database.Database, a: AuditEntry): void {
+  db.prepare("INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at) VALUES (?, ?, ?, ?, ?, ?, ?)").run(
+    a.workspace_id,
+    a.actor,
+    a.action,
+    a.target_type,
+    a.target_id,
+    JSON.stringify(a.details),
+    a.at,
+  );
+}
+
+/** Create (false when the name exists) or update (false when it does not). */
+export function putSharedLimit(db: Database.Database, l: SharedLimit, a: AuditEntry, create: boolean): boolean {
+  return db
+    .transaction(() => {
+      const changes = create
+        ? db
+            .prepare('INSERT INTO flow_limits (workspace_id, name, key, "limit", created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
+            .run(l.workspace_id, l.name, l.key, l.limit, l.created_at, l.updated_at).changes
+        : db
+            .prepare('UPDATE flow_limits SET key = ?, "limit" = ?, updated_at = ? WHERE workspace_id = ? AND name = ?')
+            .run(l.key, l.limit, l.updated_at, l.workspace_id, l.name).changes;
+      if (changes === 1) writeAudit(db, a);
+      return changes === 1;
+    })
+    .immediate();
+}
+
+export function getSharedLimits(db: Database.Database, ws: string, names?: readonly string[]): SharedLimit[] {
+  const rows = db.prepare("SELECT * FROM flow_limits WHERE workspace_id = ? ORDER BY name").all(ws) as SharedLimit[];
+  return names === undefined ? rows : rows.filter((r) => names.includes(r.name));
+}
+
+export function deleteSharedLimit(db: Database.Database, ws: string, name: string, a: AuditEntry): boolean {
+  return db
+    .transaction(() => {
+      const ok = db.prepare("DELETE FROM flow_limits WHERE workspace_id = ? AND name = ?").run(ws, name).changes === 1;
+      if (ok) writeAudit(db, a);
+      return ok;
+    })
+    .immediate();
+}
+
+export function flowStats(db: Database.Database, ws: string | null, now: number, limit: number): FlowKeyStats[] {
+  const rows = db
+    .prepare(
+      `WITH h AS (SELECT workspace_id, scope, key, count(*) AS n FROM flow_slots s WHERE (@ws IS NULL OR workspace_id = @ws) AND ${HELD} GROUP BY 1, 2, 3),
+            w AS (SELECT workspace_id, scope, key, count(*) AS n FROM flow_waiters w WHERE (@ws IS NULL OR workspace_id = @ws) AND ${LIVE_WAITER} GROUP BY 1, 2, 3),
+            k AS (SELECT workspace_id, scope, key FROM h UNION SELECT workspace_id, scope, key FROM w)
+       SELECT k.workspace_id, k.scope, k.key, coalesce(h.n, 0) AS held, coalesce(w.n, 0) AS waiting FROM k
+       LEFT JOIN h USING (workspace_id, scope, key) LEFT JOIN w USING (workspace_id, scope, key)
+       ORDER BY held + waiting DESC, k.scope, k.key LIMIT @limit`,
+    )
+    .all({ ws, now, limit }) as FlowKeyStats[];
+  return rows;
+}
+
+export function flowWaitOf(db: Database.Database, ws: string, runId: string, now: number): FlowWaitInfo {
+  const waits = db
+    .prepare(`SELECT scope, key, lim AS "limit", since FROM flow_waiters WHERE workspace_id = ? AND run_id = ? ORDER BY since`)
+    .all(ws, runId) as {
+    scope: string;
+    key: string;
+    limit: number;
+    since: number;
+  }[];
+  const turn = db.prepare("SELECT scope, key, at FROM flow_rate_log WHERE workspace_id = ? AND run_id = ? ORDER BY at DESC LIMIT 1").get(ws, runId) as
+    | FlowWaitInfo["turn"]
+    | undefined;
+  const slots = waits.map((w) => {
+    const holders = db
+      .prepare(
+        `SELECT run_id, acquired_at AS since FROM flow_slots s WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${HELD} ORDER BY acquired_at, run_id LIMIT 10`,
+      )
+      .all({ ws, scope: w.scope, key: w.key, now }) as { run_id: string; since: number }[];
+    return { ...w, holders, held: held(db, { ws, scope: w.scope, key: w.key, now }, null) };
+  });
+  return { slots, turn: turn ?? null };
+}

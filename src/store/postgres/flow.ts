@@ -1,0 +1,232 @@
+// Flow control on PostgreSQL: concurrency slots, waiters, the rate log, host pauses and shared
+// limits (migrations/016_flow.sql). The decisions are model/flow.ts's (the embedded store makes
+// the same ones); here every key a gate touches is locked first (a transaction advisory lock per
+// key, taken in sorted order so two gates cannot deadlock), so two processes never both count a
+// key's last free slot or its last rate turn.
+
+import type pg from "pg";
+import { decideFlow, waitersToWake, type FlowAcquire, type FlowDecision, type FlowFacts, type FlowSlotGate } from "../../model/flow.js";
+import { TERMINAL_STATUSES } from "../../model/run-status.js";
+import type { AuditEntry, FlowKeyStats, FlowWait, FlowWaitInfo, HostPause, SharedLimit } from "../../engine/store.js";
+import { sqlList } from "../sql.js";
+import { audit } from "./audit.js";
+import { tx } from "./tx.js";
+
+const TERMINAL = sqlList(TERMINAL_STATUSES);
+type Q = Pick<pg.PoolClient, "query">;
+
+/** A slot row still held: its run has not ended, and a step's slot only while the run runs under a live lease and the step's row is not committed. */
+const held = (now: string) => `EXISTS (SELECT 1 FROM runs r WHERE r.id = s.run_id AND r.status NOT IN ${TERMINAL}
+  AND (s.step_key = '' OR (r.status = 'running' AND r.due_at > to_timestamp(${now} / 1000.0)
+       AND NOT EXISTS (SELECT 1 FROM step_runs st WHERE st.run_id = s.run_id AND st.idempotency_key = s.step_key
+                       AND st.started_at >= to_timestamp(s.acquired_at / 1000.0)))))`;
+const LIVE_WAITER = `EXISTS (SELECT 1 FROM runs r WHERE r.id = w.run_id AND r.status NOT IN ${TERMINAL})`;
+
+async function lockKeys(c: Q, ws: string, keys: readonly string[]): Promise<void> {
+  for (const k of [...new Set(keys)].sort()) await c.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7461))", [`flow/${ws}/${k}`]);
+}
+
+async function heldCount(c: Q, ws: string, scope: string, key: string, now: number, runId: string): Promise<number> {
+  const r = await c.query(
+    `SELECT count(*)::int AS n FROM flow_slots s WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND run_id <> $4 AND ${held("$5::bigint")}`,
+    [ws, scope, key, runId, now],
+  );
+  return r.rows[0].n as number;
+}
+
+export function acquireFlow(pool: pg.Pool, req: FlowAcquire, now: number): Promise<FlowDecision> {
+  const ws = req.workspace_id;
+  return tx(pool, async (c) => {
+    await lockKeys(c, ws, [...req.slots.map((g) => `${g.scope}/${g.key}`), ...(req.rate ? [`rate:${req.rate.scope}/${req.rate.key}`] : [])]);
+    const facts: FlowFacts = { slots: [], recent: [] };
+    for (const g of req.slots) {
+      const k = [ws, g.scope, g.key];
+      // Rows no longer held go first, so the key's tables stay as small as its traffic.
+      await c.query(`DELETE FROM flow_slots s WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND NOT ${held("$4::bigint")}`, [...k, now]);
+      const mine = await c.query("SELECT since FROM flow_waiters WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND run_id = $4 AND step_key = $5", [
+        ...k,
+        req.run_id,
+        req.step_key,
+      ]);
+      const waiting = (await c.query(`SELECT count(*)::int AS n FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}`, k))
+        .rows[0].n as number;
+      const since = mine.rows[0]?.since === undefined ? null : Number(mine.rows[0].since);
+      const older =
+        since === null
+          ? waiting
+          : ((
+              await c.query(
+                `SELECT count(*)::int AS n FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}
+                 AND (since < $4 OR (since = $4 AND run_id < $5)) AND run_id <> $5`,
+                [...k, since, req.run_id],
+              )
+            ).rows[0].n as number);
+      const holdsAlready =
+        (
+          await c.query("SELECT 1 FROM flow_slots WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND run_id = $4 AND step_key = $5", [
+            ...k,
+            req.run_id,
+            req.step_key,
+          ])
+        ).rowCount === 1;
+      facts.slots.push({ held: await heldCount(c, ws, g.scope, g.key, now, req.run_id), olderWaiters: older, holdsAlready, waiting });
+    }
+    const r = req.rate;
+    if (r !== null) {
+      const k = [ws, r.scope, r.key];
+      await c.query("DELETE FROM flow_rate_log WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND at <= $4", [...k, now - r.period_ms]);
+      const rows = await c.query("SELECT at FROM flow_rate_log WHERE workspace_id = $1 AND scope = $2 AND key = $3 ORDER BY at DESC LIMIT $4", [...k, r.limit]);
+      facts.recent = rows.rows.map((x: { at: string }) => Number(x.at));
+    }
+    const w = decideFlow(req, facts, now);
+    if (w.take) {
+      for (const g of req.slots) {
+        await c.query(
+          `INSERT INTO flow_slots (workspace_id, scope, key, run_id, step_key, acquired_at) VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (workspace_id, scope, key, run_id, step_key) DO UPDATE SET acquired_at = EXCLUDED.acquired_at`,
+          [ws, g.scope, g.key, req.run_id, req.step_key, now],
+        );
+      }
+      await c.query("DELETE FROM flow_waiters WHERE run_id = $1 AND step_key = $2", [req.run_id, req.step_key]);
+    }
+    if (w.waitOn !== null) {
+      await c.query(
+        `INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, lim, since) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (workspace_id, scope, key, run_id, step_key) DO UPDATE SET lim = EXCLUDED.lim`,
+        [ws, w.waitOn.scope, w.waitOn.key, req.run_id, req.step_key, w.waitOn.limit, now],
+      );
+    }
+    if (w.admitAt !== null && r !== null) {
+      await c.query("INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id) VALUES ($1, $2, $3, $4, $5)", [
+        ws,
+        r.scope,
+        r.key,
+        w.admitAt,
+        req.run_id,
+      ]);
+    }
+    return w.decision;
+  });
+}
+
+export function wakeFlowWaiters(pool: pg.Pool, ws: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number): Promise<number> {
+  if (gates.length === 0) return Promise.resolve(0);
+  return tx(pool, async (c) => {
+    await lockKeys(
+      c,
+      ws,
+      gates.map((g) => `${g.scope}/${g.key}`),
+    );
+    let woken = 0;
+    for (const g of gates) {
+      const n = waitersToWake(await heldCount(c, ws, g.scope, g.key, now, ""), g.limit);
+      if (n === 0) continue;
+      const res = await c.query(
+        `UPDATE runs SET due_at = to_timestamp($4::bigint / 1000.0)
+         WHERE status = 'waiting' AND waiting_for = 'concurrency' AND (due_at IS NULL OR due_at > to_timestamp($4::bigint / 1000.0)) AND id IN (
+           SELECT w.run_id FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}
+           ORDER BY since, run_id LIMIT $5)`,
+        [ws, g.scope, g.key, now, n],
+      );
+      woken += res.rowCount ?? 0;
+    }
+    return woken;
+  });
+}
+
+export async function pauseHost(pool: pg.Pool, ws: string, host: string, until: number, status: number, now: number): Promise<void> {
+  await pool.query(
+    `INSERT INTO flow_host_pauses (workspace_id, host, until, status, since) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (workspace_id, host) DO UPDATE SET
+       since = CASE WHEN flow_host_pauses.until <= EXCLUDED.since THEN EXCLUDED.since ELSE flow_host_pauses.since END,
+       status = CASE WHEN EXCLUDED.until > flow_host_pauses.until THEN EXCLUDED.status ELSE flow_host_pauses.status END,
+       until = greatest(flow_host_pauses.until, EXCLUDED.until)`,
+    [ws, host, until, status, now],
+  );
+}
+
+export async function hostPausedUntil(pool: pg.Pool, ws: string, host: string, now: number): Promise<HostPause | null> {
+  const r = await pool.query("SELECT host, until, status, since FROM flow_host_pauses WHERE workspace_id = $1 AND host = $2 AND until > $3", [ws, host, now]);
+  const row = r.rows[0];
+  return row ? { host: row.host, until: Number(row.until), status: row.status, since: Number(row.since) } : null;
+}
+
+const toLimit = (r: Record<string, unknown>): SharedLimit => ({
+  workspace_id: r.workspace_id as string,
+  name: r.name as string,
+  key: r.key as string,
+  limit: r.limit as number,
+  created_at: Number(r.created_at),
+  updated_at: Number(r.updated_at),
+});
+
+export function putSharedLimit(pool: pg.Pool, l: SharedLimit, a: AuditEntry, create: boolean): Promise<boolean> {
+  return tx(pool, async (c) => {
+    const res = create
+      ? await c.query(
+          'INSERT INTO flow_limits (workspace_id, name, key, "limit", created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING',
+          [l.workspace_id, l.name, l.key, l.limit, l.created_at, l.updated_at],
+        )
+      : await c.query('UPDATE flow_limits SET key = $3, "limit" = $4, updated_at = $5 WHERE workspace_id = $1 AND name = $2', [
+          l.workspace_id,
+          l.name,
+          l.key,
+          l.limit,
+          l.updated_at,
+        ]);
+    if (res.rowCount === 1) await audit(c, [a]);
+    return res.rowCount === 1;
+  });
+}
+
+export async function getSharedLimits(pool: pg.Pool, ws: string, names?: readonly string[]): Promise<SharedLimit[]> {
+  const r =
+    names === undefined
+      ? await pool.query("SELECT * FROM flow_limits WHERE workspace_id = $1 ORDER BY name", [ws])
+      : await pool.query("SELECT * FROM flow_limits WHERE workspace_id = $1 AND name = ANY($2::text[]) ORDER BY name", [ws, names]);
+  return r.rows.map(toLimit);
+}
+
+export function deleteSharedLimit(pool: pg.Pool, ws: string, name: string, a: AuditEntry): Promise<boolean> {
+  return tx(pool, async (c) => {
+    const ok = (await c.query("DELETE FROM flow_limits WHERE workspace_id = $1 AND name = $2", [ws, name])).rowCount === 1;
+    if (ok) await audit(c, [a]);
+    return ok;
+  });
+}
+
+export async function flowStats(pool: pg.Pool, ws: string | null, now: number, limit: number): Promise<FlowKeyStats[]> {
+  const r = await pool.query(
+    `WITH h AS (SELECT workspace_id, scope, key, count(*)::int AS n FROM flow_slots s WHERE ($1::text IS NULL OR workspace_id = $1) AND ${held("$2::bigint")} GROUP BY 1, 2, 3),
+          w AS (SELECT workspace_id, scope, key, count(*)::int AS n FROM flow_waiters w WHERE ($1::text IS NULL OR workspace_id = $1) AND ${LIVE_WAITER} GROUP BY 1, 2, 3),
+          k AS (SELECT workspace_id, scope, key FROM h UNION SELECT workspace_id, scope, key FROM w)
+     SELECT k.workspace_id, k.scope, k.key, coalesce(h.n, 0) AS held, coalesce(w.n, 0) AS waiting FROM k
+     LEFT JOIN h USING (workspace_id, scope, key) LEFT JOIN w USING (workspace_id, scope, key)
+     ORDER BY coalesce(h.n, 0) + coalesce(w.n, 0) DESC, k.scope, k.key LIMIT $3`,
+    [ws, now, limit],
+  );
+  return r.rows as FlowKeyStats[];
+}
+
+export async function flowWaitOf(pool: pg.Pool, ws: string, runId: string, now: number): Promise<FlowWaitInfo> {
+  const waits = await pool.query("SELECT scope, key, lim, since FROM flow_waiters WHERE workspace_id = $1 AND run_id = $2 ORDER BY since", [ws, runId]);
+  const out: FlowWait[] = [];
+  for (const w of waits.rows as { scope: string; key: string; lim: number; since: string }[]) {
+    const holders = await pool.query(
+      `SELECT run_id, acquired_at AS since FROM flow_slots s WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${held("$4::bigint")}
+       ORDER BY acquired_at, run_id LIMIT 10`,
+      [ws, w.scope, w.key, now],
+    );
+    out.push({
+      scope: w.scope,
+      key: w.key,
+      limit: w.lim,
+      since: Number(w.since),
+      holders: holders.rows.map((h: { run_id: string; since: string }) => ({ run_id: h.run_id, since: Number(h.since) })),
+      held: await heldCount(pool as unknown as Q, ws, w.scope, w.key, now, ""),
+    });
+  }
+  const t = await pool.query("SELECT scope, key, at FROM flow_rate_log WHERE workspace_id = $1 AND run_id = $2 ORDER BY at DESC LIMIT 1", [ws, runId]);
+  const turn = t.rows[0] ? { scope: t.rows[0].scope as string, key: t.rows[0].key as string, at: Number(t.rows[0].at) } : null;
+  return { slots: out, turn };
+}
