@@ -9,6 +9,7 @@ import type { ExitReason, RunStatus } from "../model/run-status.js";
 import type { StepOutcome } from "../model/step-outcome.js";
 import type { ItemOutcome } from "../model/item-outcome.js";
 import type { PolicyViolation } from "../model/permissions.js";
+import type { FlowEntry as WindowEntry, FlowMembership as WindowMembership, FlowWindow as Window } from "../model/flow-windows.js";
 
 /** An operator's request to end a run: `stop` exits at once (`admin_stopped`); `cancel` lets in-flight items finish. */
 export type RunControl = "stop" | "cancel";
@@ -438,6 +439,8 @@ export interface DispatchPlan {
   runs: NewRun[];
   /** Per workspace, activeSignature() of the automations the plan used. */
   seen: Record<string, string>;
+  /** Events held by debounce or batch (engine/flow-intake.ts): each joins or opens its key's window. */
+  flow?: FlowEntry[];
 }
 
 /**
@@ -709,7 +712,11 @@ export interface Store {
    * (released, its attempt not counted; plan it again). For the rest: insert their planned runs
    * (as insertRun would) and mark them dispatched. `inside` runs before the commit.
    */
-  commitDispatch(now: number, plan: DispatchPlan, inside?: () => void): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[] }>;
+  commitDispatch(
+    now: number,
+    plan: DispatchPlan,
+    inside?: () => void,
+  ): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[]; flow_due?: number | null }>;
   /**
    * Planning these events raised `error`: release their lease; each whose attempts reached
    * `maxAttempts` is marked undeliverable with the error as its reason. Returns those marked.
@@ -885,6 +892,19 @@ export interface Store {
   /** Across workspaces, for metrics: runs due now, of which due longer ago than `graceMs`, and undispatched events. */
   queueDepth(now: number, graceMs: number): Promise<{ due_runs: number; overdue_runs: number; undispatched_events: number }>;
 
+  // ---------- flow control: debounce and batch windows (rules in engine/flow-intake.ts) ----------
+
+  /**
+   * Close up to `limit` windows due at `now` (deadline passed, full batch, or replaced), each
+   * starting its run (as insertRun would), in one transaction; a window another process is closing
+   * is skipped. Returns the runs created.
+   */
+  closeFlowWindows(now: number, limit: number): Promise<Run[]>;
+  /** The windows (and their runs) this event joined, per automation; a key that failed to render is a row with its error. */
+  eventFlow(workspaceId: string, eventId: string): Promise<FlowMembership[]>;
+  /** Windows not yet closed (waiting_for debounce or batch), earliest deadline first. */
+  openFlowWindows(workspaceId: string, automationId: string | null, limit: number): Promise<FlowWindow[]>;
+
   // ---------- workspace settings ----------
 
   /** The workspace's stored settings object, or null when none was ever written (the defaults apply). */
@@ -892,6 +912,11 @@ export interface Store {
   /** Replace the workspace's settings object, with its audit entry, in one transaction. */
   putWorkspaceSettings(workspaceId: string, settings: Record<string, unknown>, now: number, audit: AuditEntry): Promise<void>;
 }
+
+/** Debounce and batch (model/flow-windows.ts), over the engine's runs. */
+export type FlowEntry = WindowEntry<NewRun>;
+export type FlowWindow = Window<NewRun>;
+export type FlowMembership = WindowMembership<NewRun>;
 
 /**
  * The claim order, round-robin by automation, oldest first: each automation's due runs are ranked

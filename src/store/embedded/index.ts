@@ -47,6 +47,7 @@ import { decodeCursor, decodeItemCursor, encodeCursor, encodeItemCursor } from "
 import type { EventFilter, ProcessBeat, Redrive, RedriveResult } from "../../engine/store.js";
 import { heartbeat, liveProcesses } from "./heartbeats.js";
 import { redriveRun } from "./redrive.js";
+import { EmbeddedFlow } from "./flow.js";
 import * as WS from "./settings.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
@@ -337,7 +338,28 @@ export class EmbeddedStore implements Store {
     return this.db.prepare("SELECT * FROM automations WHERE status = 'active' ORDER BY created_at, id").all().map(toAutomation);
   }
 
-  async commitDispatch(now: number, plan: DispatchPlan, inside?: () => void): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[] }> {
+  /** Debounce and batch windows (store/embedded/flow.ts), inserting runs by the enrollment rules. */
+  private get flow(): EmbeddedFlow {
+    this.flowRows ??= new EmbeddedFlow(this.db, (run, now) => this.insertRunTx(run, now));
+    return this.flowRows;
+  }
+  private flowRows: EmbeddedFlow | undefined;
+
+  async closeFlowWindows(now: number, limit: number): Promise<Run[]> {
+    return this.flow.close(now, limit);
+  }
+  async eventFlow(workspaceId: string, eventId: string) {
+    return this.flow.eventFlow(workspaceId, eventId);
+  }
+  async openFlowWindows(workspaceId: string, automationId: string | null, limit: number) {
+    return this.flow.openWindows(workspaceId, automationId, limit);
+  }
+
+  async commitDispatch(
+    now: number,
+    plan: DispatchPlan,
+    inside?: () => void,
+  ): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[]; flow_due?: number | null }> {
     return this.db
       .transaction(() => {
         const locked = plan.event_ids.flatMap((id) => {
@@ -358,6 +380,12 @@ export class EmbeddedStore implements Store {
             made.set(nr.event_id, (made.get(nr.event_id) ?? 0) + 1);
           }
         }
+        const flow = this.flow.apply(
+          (plan.flow ?? []).filter((f) => ids.has(f.event_id)),
+          now,
+        );
+        runs.push(...flow.runs);
+        for (const r of flow.runs) if (r.event_id) made.set(r.event_id, (made.get(r.event_id) ?? 0) + 1);
         for (const ev of fresh) this.s.markDispatched.run(now, made.get(ev.id) ?? 0, ev.id);
         for (const ev of fresh) {
           if (ev.type !== "event" || ev.name === null) continue;
@@ -365,7 +393,7 @@ export class EmbeddedStore implements Store {
           if (ev.subject_id !== null) this.nodes.wake(ev.workspace_id, waitKey(ev.name, null), now);
         }
         inside?.();
-        return { events: fresh, runs, stale };
+        return { events: fresh, runs, stale, flow_due: flow.due };
       })
       .immediate();
   }

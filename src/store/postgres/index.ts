@@ -1,6 +1,7 @@
 // PostgreSQL store: the Store for more than one process or machine. Raw SQL, no ORM, named
 // prepared statements on the hot path. Select it with a connection URL.
 
+import * as Flow from "./flow.js";
 import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
@@ -146,6 +147,15 @@ export class PostgresStore implements Store {
   }
   leaseEvents(now: number, leaseMs: number, limit: number, maxAttempts: number) {
     return E.leaseEvents(this.pool, now, leaseMs, limit, maxAttempts);
+  }
+  closeFlowWindows(now: number, limit: number) {
+    return Flow.closeFlowWindows(this.pool, now, limit);
+  }
+  eventFlow(workspaceId: string, eventId: string) {
+    return Flow.eventFlow(this.pool, workspaceId, eventId);
+  }
+  openFlowWindows(workspaceId: string, automationId: string | null, limit: number) {
+    return Flow.openFlowWindows(this.pool, workspaceId, automationId, limit);
   }
   commitDispatch(now: number, plan: DispatchPlan, inside?: () => void) {
     return E.commitDispatch(this.pool, now, plan, inside);
