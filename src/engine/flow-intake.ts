@@ -8,25 +8,17 @@
 // deadline is stored (`due_at`), so it fires with no further event, in any process, after a restart.
 // Times are the engine clock's at dispatch: a burst is what the dispatcher sees together.
 
-import { createHash } from "node:crypto";
 import type { Budget } from "../model/cel-budget.js";
 import { CelScope, render } from "../model/expressions.js";
-import { MAX_FLOW_KEY_LENGTH, type BatchDef, type DebounceDef } from "../model/flow.js";
+import type { BatchDef, DebounceDef } from "../model/flow.js";
 import type { Definition } from "../model/definition.js";
 import { newId } from "./ids.js";
-import { FLOW_KEY_ERROR } from "../model/flow-windows.js";
+import { capFlowKey, FLOW_KEY_ERROR } from "../model/flow-windows.js";
 import type { Clock } from "./clock.js";
 import type { FlowEntry, NewRun, Run, Store } from "./store.js";
 
-export { FLOW_KEY_ERROR, type FlowKind, type FlowMode, type FlowWindowStatus } from "../model/flow-windows.js";
+export { capFlowKey, FLOW_KEY_ERROR, type FlowKind, type FlowMode, type FlowWindowStatus } from "../model/flow-windows.js";
 export type { FlowEntry, FlowMembership, FlowWindow } from "./store.js";
-
-/** A key too long to store is cut and suffixed with its hash, so distinct keys stay distinct. */
-export function capFlowKey(key: string): string {
-  if (key.length <= MAX_FLOW_KEY_LENGTH) return key;
-  const hash = createHash("sha256").update(key).digest("hex");
-  return `${key.slice(0, MAX_FLOW_KEY_LENGTH - hash.length - 1)}#${hash}`;
-}
 
 /** Render a flow key template over the trigger event; a template that throws or renders nothing is an error, never a crash. */
 export function flowKey(

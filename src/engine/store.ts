@@ -116,6 +116,8 @@ export type NewRun = Omit<
    * of this automation less than this long ago. 0 = no cooldown.
    */
   cooldown_ms?: number;
+  /** `reentry.policy: cancel_previous`: inserting it cancels the run holding its active slot (model/enrollment.ts). */
+  replace_active?: boolean;
 };
 
 export interface StepRun {

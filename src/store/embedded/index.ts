@@ -11,7 +11,15 @@ import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import { resyncedSchedule } from "../../model/triggers.js";
 import { mappers, sqliteCodec, type Row } from "../rows.js";
 import { sqlList } from "../sql.js";
-import { enrollmentSkip, isEnrollmentChecked, NOT_ENROLLED, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
+import {
+  enrollmentSkip,
+  isEnrollmentChecked,
+  NOT_ENROLLED,
+  replacedAudit,
+  replacesActive,
+  skippedEnrollment,
+  type EnrollmentSkip,
+} from "../../model/enrollment.js";
 import type {
   Automation,
   AutomationStatus,
@@ -269,7 +277,10 @@ export class EmbeddedStore implements Store {
     const holds: Record<EnrollmentSkip, () => boolean> = {
       subject_paused: () => !!this.s.pausedNow.get(run.workspace_id, run.subject_id, run.automation_id, now),
       reentry_cooldown: () => (run.cooldown_ms ?? 0) > 0 && !!this.s.finishedSince.get(run.automation_id, run.subject_id, now - (run.cooldown_ms ?? 0)),
-      already_active: () => run.active_subject !== null && !!this.s.runByActiveSubject.get(run.automation_id, run.active_subject),
+      // cancel_previous: the slot's holder is cancelled and its slot freed instead (model/enrollment.ts).
+      already_active: () =>
+        run.active_subject !== null &&
+        (replacesActive(run) ? this.replaceHolder(run, now) : !!this.s.runByActiveSubject.get(run.automation_id, run.active_subject)),
     };
     const skip = isEnrollmentChecked(run) ? enrollmentSkip((check) => holds[check]()) : null;
     const r = skip === null ? run : skippedEnrollment(run, skip, now);
@@ -283,7 +294,18 @@ export class EmbeddedStore implements Store {
       completed_at: r.completed_at ?? null,
     };
     delete (row as { cooldown_ms?: number }).cooldown_ms;
+    delete (row as { replace_active?: boolean }).replace_active;
     return { created: true, run: toRun(this.s.insertRun.get(row)) };
+  }
+
+  /** reentry cancel_previous: cancel the run holding this run's slot (the operator's cancel rule) and free the slot; false: the run starts. */
+  private replaceHolder(run: NewRun, now: number): false {
+    const holder = this.s.runByActiveSubject.get(run.automation_id, run.active_subject) as Row | undefined;
+    if (!holder || holder.id === run.id) return false;
+    const h = toRun(holder);
+    this.nodes.controlRun(h.workspace_id, h.id, "cancel", replacedAudit({ ...h, active_subject: run.active_subject }, run, now), now);
+    this.db.prepare("UPDATE runs SET active_subject = NULL WHERE id = ?").run(h.id);
+    return false;
   }
 
   private insertEventTx(e: NewEvent): { event: StoredEvent; duplicate: boolean } {
