@@ -121,3 +121,65 @@ export class FlowWindows {
 
 /** Windows one dispatch round closes at most (the next round takes the rest). */
 export const CLOSE_PER_ROUND = 200;
+
+/** What a simulation reports about flow control on the way in: the keys the event renders and what would happen. */
+export interface FlowPreview {
+  kind: "debounce" | "batch" | "singleton";
+  /** The rendered key (capped), or null when it did not render. */
+  key: string | null;
+  error?: string;
+  would: string;
+}
+
+/** The debounce, batch and singleton keys this event renders for `def`, and what each would do with it. */
+export function flowPreview(def: Definition, event: Record<string, unknown>, subject: string | null, budget?: Budget): FlowPreview[] {
+  const out: FlowPreview[] = [];
+  const db = def.debounce;
+  const bt = def.batch;
+  if (db !== undefined || bt !== undefined) {
+    const k = flowKey(db ? db.key : bt?.key, event, budget);
+    const kind = db ? "debounce" : "batch";
+    if (k.key === null) {
+      out.push({
+        kind,
+        key: null,
+        error: k.error,
+        would: `${FLOW_KEY_ERROR}: the key does not render, so the event would not be held: it would start a run of its own`,
+      });
+    } else if (db) {
+      out.push({
+        kind,
+        key: k.key,
+        would:
+          (db.mode ?? "trailing") === "leading"
+            ? `the first event of \`${k.key}\` starts a run at once; events of the key within ${db.period_ms} ms after it are absorbed`
+            : `held (waiting_for: debounce) with the other events of \`${k.key}\`; one run starts ${db.period_ms} ms after the key's last event${db.max_wait_ms !== undefined ? ` (at most ${db.max_wait_ms} ms after its first)` : ""}, with the last event`,
+      });
+    } else if (bt) {
+      out.push({
+        kind,
+        key: k.key,
+        would: `held (waiting_for: batch) in the batch of \`${k.key}\`; the run starts when it holds ${bt.max_size} events or ${bt.max_wait_ms} ms after its first`,
+      });
+    }
+  }
+  const policy = def.reentry?.policy ?? "skip_if_active";
+  if (def.reentry?.key !== undefined && policy !== "allow_concurrent") {
+    const k = flowKey(def.reentry.key, event, budget);
+    const key = k.key ?? subject;
+    out.push({
+      kind: "singleton",
+      key,
+      ...(k.error !== null ? { error: `${k.error}; the subject is the key instead` } : {}),
+      would:
+        key === null
+          ? "no key and no subject: no singleton rule applies"
+          : policy === "cancel_previous"
+            ? `the run starts and the active run of \`${key}\` (if any) is cancelled`
+            : policy === "once"
+              ? `one active run per \`${key}\`; the subject is enrolled at most once`
+              : `one active run per \`${key}\`: while one is active the new run exits already_active`,
+    });
+  }
+  return out;
+}
