@@ -77,7 +77,7 @@ describe.each(STORE_KINDS)("debounce and batch (%s store)", (kind) => {
     }
     await allDispatched();
     expect(await runsOf(a.id)).toEqual([]);
-    const open = await ts.store.openFlowWindows(WS, a.id, 100);
+    const open = await ts.store.openFlowWindows(WS, { automation_id: a.id }, 100);
     expect({ windows: open.length, events: open.reduce((n, w) => n + w.count, 0) }).toEqual({ windows: 10, events: 1000 });
 
     clock.advance(60_000);
@@ -124,6 +124,10 @@ describe.each(STORE_KINDS)("debounce and batch (%s store)", (kind) => {
         expect(lastAns.reason).toContain("key `contact:7` has 10 event(s) so far");
         expect(lastAns.details).toMatchObject({ waiting_for: "debounce", count: 10 });
         expect(ans.run_id).toBe(lastAns.run_id);
+        // The held run's own explain says what holds it, with the key, the count and when it starts.
+        const held = await e1().explain(WS, ans.run_id!);
+        expect({ status: held.status, for: held.waiting?.for }).toEqual({ status: "pending", for: "debounce" });
+        expect(held.summary).toContain("held by debounce (waiting_for: debounce). Key `contact:7` has 10 event(s) so far; the run starts with the newest at ");
       }
       clock.advance(500); // never a 1,000 ms gap: the burst never ends by itself
       pokeAll();
@@ -141,7 +145,9 @@ describe.each(STORE_KINDS)("debounce and batch (%s store)", (kind) => {
     // The burst goes on: the next event opens a new window.
     await e1().ingest(WS, { type: "contact.touched", payload: { contact: 7, seq: 10 } });
     await allDispatched();
-    expect((await ts.store.openFlowWindows(WS, a.id, 10)).map((w) => ({ count: w.count, status: w.status }))).toEqual([{ count: 1, status: "open" }]);
+    expect((await ts.store.openFlowWindows(WS, { automation_id: a.id }, 10)).map((w) => ({ count: w.count, status: w.status }))).toEqual([
+      { count: 1, status: "open" },
+    ]);
   }, 120_000);
 
   it("leading: the first event starts a run at once; later events within period_ms are absorbed and explained", async () => {
@@ -176,21 +182,26 @@ describe.each(STORE_KINDS)("debounce and batch (%s store)", (kind) => {
       await ((i / chunk) % 2 ? e2() : e1()).ingestMany(WS, list);
       clock.advance(1);
     }
+    await e1().ingest(WS, { type: "row.imported", payload: { seq: N } }); // one more: a partial batch waits for max_wait_ms
+    const total = N + 1;
     await allDispatched();
+    const [open] = await ts.store.openFlowWindows(WS, { automation_id: a.id }, 1);
+    expect(open?.count).toBe(1);
+    if (open) expect((await e1().explain(WS, open.run_id)).summary).toContain(`held by batch (waiting_for: batch). Key \`\` has ${open.count} event(s) so far`);
     clock.advance(60_000); // the last, partial batch (if any) is due
     pokeAll();
     const runs = await until(
-      `batches holding all ${N} events`,
+      `batches holding all ${total} events`,
       async () => {
         const rs = await runsOf(a.id);
-        return rs.reduce((n, r) => n + ((r.event as { batch_size?: number }).batch_size ?? 0), 0) >= N ? rs : null;
+        return rs.reduce((n, r) => n + ((r.event as { batch_size?: number }).batch_size ?? 0), 0) >= total ? rs : null;
       },
       180_000,
     );
     const seqs = runs.flatMap((r) => (r.event as { batch: { payload: { seq: number } }[] }).batch.map((b) => b.payload.seq));
     expect(Math.max(...runs.map((r) => (r.event as { batch_size: number }).batch_size))).toBeLessThanOrEqual(100);
-    expect(seqs.length).toBe(N);
-    expect(new Set(seqs).size).toBe(N);
+    expect(seqs.length).toBe(total);
+    expect(new Set(seqs).size).toBe(total);
     for (const r of runs) {
       // Arrival order: each chunk was received one clock millisecond after the previous one.
       const b = (r.event as { batch: { payload: { seq: number } }[] }).batch.map((x) => Math.floor(x.payload.seq / chunk));
@@ -208,7 +219,7 @@ describe.each(STORE_KINDS)("debounce and batch (%s store)", (kind) => {
     await e1().ingest(WS, { type: "contact.touched", payload: { k: `${huge}y` } });
     const bad = await e2().ingest(WS, { type: "contact.touched", payload: { k: "" } });
     await allDispatched();
-    const open = await ts.store.openFlowWindows(WS, a.id, 10);
+    const open = await ts.store.openFlowWindows(WS, { automation_id: a.id }, 10);
     expect(open.length).toBe(2); // two distinct long keys stay distinct
     for (const w of open) expect(w.key.length).toBeLessThanOrEqual(MAX_FLOW_KEY_LENGTH);
     const flow = await ts.store.eventFlow(WS, bad.event_id);

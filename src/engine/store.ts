@@ -904,8 +904,8 @@ export interface Store {
   closeFlowWindows(now: number, limit: number): Promise<Run[]>;
   /** The windows (and their runs) this event joined, per automation; a key that failed to render is a row with its error. */
   eventFlow(workspaceId: string, eventId: string): Promise<FlowMembership[]>;
-  /** Windows not yet closed (waiting_for debounce or batch), earliest deadline first. */
-  openFlowWindows(workspaceId: string, automationId: string | null, limit: number): Promise<FlowWindow[]>;
+  /** Windows not yet closed (waiting_for debounce or batch), earliest deadline first; optionally of one automation, or the one whose run is `run_id`. */
+  openFlowWindows(workspaceId: string, filter: { automation_id?: string; run_id?: string }, limit: number): Promise<FlowWindow[]>;
 
   // ---------- workspace settings ----------
 

@@ -131,10 +131,14 @@ export class EmbeddedFlow {
     return rows.map(membership);
   }
 
-  openWindows(workspaceId: string, automationId: string | null, limit: number): FlowWindow[] {
+  openWindows(workspaceId: string, f: { automation_id?: string; run_id?: string }, limit: number): FlowWindow[] {
+    const a = f.automation_id ?? null;
+    const r = f.run_id ?? null;
     const rows = this.db
-      .prepare("SELECT * FROM flow_windows WHERE workspace_id = ? AND (? IS NULL OR automation_id = ?) AND status <> 'closed' ORDER BY due_at, id LIMIT ?")
-      .all(workspaceId, automationId, automationId, limit) as Record<string, unknown>[];
+      .prepare(
+        "SELECT * FROM flow_windows WHERE workspace_id = ? AND (? IS NULL OR automation_id = ?) AND (? IS NULL OR run_id = ?) AND status <> 'closed' ORDER BY due_at, id LIMIT ?",
+      )
+      .all(workspaceId, a, a, r, r, limit) as Record<string, unknown>[];
     return rows.map(toWindow);
   }
 }

@@ -373,8 +373,8 @@ export class EmbeddedStore implements Store {
   async eventFlow(workspaceId: string, eventId: string) {
     return this.flow.eventFlow(workspaceId, eventId);
   }
-  async openFlowWindows(workspaceId: string, automationId: string | null, limit: number) {
-    return this.flow.openWindows(workspaceId, automationId, limit);
+  async openFlowWindows(workspaceId: string, filter: { automation_id?: string; run_id?: string }, limit: number) {
+    return this.flow.openWindows(workspaceId, filter, limit);
   }
 
   async commitDispatch(

@@ -139,10 +139,16 @@ export async function eventFlow(pool: pg.Pool, workspaceId: string, eventId: str
   return r.rows.map((row) => membership(row));
 }
 
-export async function openFlowWindows(pool: pg.Pool, workspaceId: string, automationId: string | null, limit: number): Promise<FlowWindow[]> {
+export async function openFlowWindows(
+  pool: pg.Pool,
+  workspaceId: string,
+  f: { automation_id?: string; run_id?: string },
+  limit: number,
+): Promise<FlowWindow[]> {
   const r = await pool.query(
-    `SELECT * FROM flow_windows WHERE workspace_id = $1 AND ($2::text IS NULL OR automation_id = $2) AND status <> 'closed' ORDER BY due_at, id LIMIT $3`,
-    [workspaceId, automationId, limit],
+    `SELECT * FROM flow_windows WHERE workspace_id = $1 AND ($2::text IS NULL OR automation_id = $2) AND ($3::text IS NULL OR run_id = $3)
+       AND status <> 'closed' ORDER BY due_at, id LIMIT $4`,
+    [workspaceId, f.automation_id ?? null, f.run_id ?? null, limit],
   );
   return r.rows.map(toWindow);
 }

@@ -154,8 +154,8 @@ export class PostgresStore implements Store {
   eventFlow(workspaceId: string, eventId: string) {
     return Flow.eventFlow(this.pool, workspaceId, eventId);
   }
-  openFlowWindows(workspaceId: string, automationId: string | null, limit: number) {
-    return Flow.openFlowWindows(this.pool, workspaceId, automationId, limit);
+  openFlowWindows(workspaceId: string, filter: { automation_id?: string; run_id?: string }, limit: number) {
+    return Flow.openFlowWindows(this.pool, workspaceId, filter, limit);
   }
   commitDispatch(now: number, plan: DispatchPlan, inside?: () => void) {
     return E.commitDispatch(this.pool, now, plan, inside);
