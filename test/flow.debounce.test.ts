@@ -7,6 +7,7 @@ import { ManualClock } from "../src/engine/clock.js";
 import type { Engine } from "../src/engine/engine.js";
 import type { Run } from "../src/engine/store.js";
 import { MAX_FLOW_KEY_LENGTH } from "../src/model/flow.js";
+import { startApi } from "./helpers/api.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { until } from "./helpers/wait.js";
@@ -167,6 +168,15 @@ describe.each(STORE_KINDS)("debounce and batch (%s store)", (kind) => {
     const absorbed = (await e1().explainEvent(WS, later[0]!)).automations.find((x) => x.automation_id === a.id)!;
     expect({ code: absorbed.code, run: absorbed.run_id }).toEqual({ code: "debounce_absorbed", run: runs[0]!.id });
     expect(absorbed.reason).toContain("absorbed");
+    // Over HTTP too (the response shape lists the flow codes).
+    const api = await startApi(e1(), "flow-admin-token-0123456789abcdef-debounce");
+    try {
+      const res = await api.call<{ automations: { automation_id: string; code: string; run_id: string }[] }>("GET", `/v1/events/${later[1]}/explain`);
+      expect(res.status).toBe(200);
+      expect(res.body.automations.find((x) => x.automation_id === a.id)).toMatchObject({ code: "debounce_absorbed", run_id: runs[0]!.id });
+    } finally {
+      await api.close();
+    }
     clock.advance(10_000);
     pokeAll();
     await e1().ingest(WS, { type: "contact.touched", payload: { contact: 1, seq: 6 } });
