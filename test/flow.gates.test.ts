@@ -89,9 +89,16 @@ describe.each(STORE_KINDS)("flow control gates (%s store)", (kind) => {
   });
 
   async function enrollAll(e: Engine, automationId: string, accounts: string[]): Promise<string[]> {
-    const ids: string[] = [];
-    for (const account of accounts) ids.push((await e.enroll(WS, automationId, { context_overrides: { account } })).run.id);
-    return ids;
+    // One batch: every run is due at once, so each key's runs meet its limit together.
+    const res = await e.enrollMany(
+      WS,
+      automationId,
+      accounts.map((account) => ({ context_overrides: { account } })),
+    );
+    return res.map((r) => {
+      if ("error" in r) throw new Error(`enroll refused: ${r.error.message}`);
+      return r.run.id;
+    });
   }
 
   it("per-key concurrency at the automation: never more than the limit per key in flight, every run completes, nothing stays held", async () => {
