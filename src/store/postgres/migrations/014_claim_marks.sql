@@ -4,7 +4,9 @@
 -- rows per automation; an automation whose runs are all terminal has none). Invariant: every run
 -- with a due_at has a mark of its automation at or before it. The claim reads only the marks due
 -- now (an index range), so its cost follows the automations with due work, not the number of
--- automations, and not the runs parked on future timers (their marks are in the future).
+-- automations, and not the runs parked on future timers (their marks are in the future). Within
+-- an automation with due work, the probe by claim key may pass over its runs that become due in
+-- the next 200 s at most (a due run's key is at most now + 100 s; a key is due_at − priority s).
 --
 -- Who writes marks:
 --   * writers (every path that makes a run due earlier: enroll, park, retry, wake by event,
