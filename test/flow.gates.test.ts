@@ -384,9 +384,9 @@ describe.each(STORE_KINDS)("flow control simulated (%s store)", (kind) => {
 });
 
 describe("flow rules", () => {
-  it("a destination's answer pauses its host: 429 (Retry-After, else 1 s), 503 only with Retry-After, at most an hour", () => {
+  it("a destination's answer pauses its host: 429 or 503 with Retry-After, for that long, at most an hour", () => {
     expect(hostPauseFor(429, 2000)).toBe(2000);
-    expect(hostPauseFor(429, undefined)).toBe(1000);
+    expect(hostPauseFor(429, undefined)).toBeNull();
     expect(hostPauseFor(503, 5000)).toBe(5000);
     expect(hostPauseFor(503, undefined)).toBeNull();
     expect(hostPauseFor(500, 5000)).toBeNull();
