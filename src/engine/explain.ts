@@ -3,6 +3,7 @@
 // it (and since when, and what would wake it), or why its failed step failed and what to do.
 
 import type { NodeDef } from "../model/definition.js";
+import { AGING_STEP_MS } from "../model/priority.js";
 import type { StepError } from "../model/errors.js";
 import { OVERDUE_GRACE_MS, type EngineCore } from "./core.js";
 import { mustGetRun } from "./runs.js";
@@ -102,7 +103,7 @@ export function explainRun(x: ExplainInput): Explanation {
       };
     }
     case "pending":
-      return { ...base, summary: `Waiting to be claimed by a worker (due ${iso(run.due_at)}).${late}` };
+      return { ...base, summary: `Waiting to be claimed by a worker (due ${iso(run.due_at)}).${priorityNote(run)}${late}` };
     case "running":
       return {
         ...base,
@@ -126,6 +127,14 @@ export function explainRun(x: ExplainInput): Explanation {
     case "waiting":
       return { ...base, ...waiting(x), overdue: base.overdue, summary: waiting(x).summary + late };
   }
+}
+
+/** A pending run's priority, when it has one (or its expression failed): it decides its place among its automation's due runs. */
+function priorityNote(run: Run): string {
+  const p = run.priority ?? 0;
+  const failed = run.priority_error ? ` Its priority expression failed, so it has priority 0 (${run.priority_error}).` : "";
+  if (p === 0) return failed;
+  return ` Priority ${p}: among its automation's due runs it is claimed as if due ${(Math.abs(p) * AGING_STEP_MS) / 1000} s ${p > 0 ? "earlier" : "later"} (other automations keep their turn).${failed}`;
 }
 
 function exitSummary(run: Run): string {
