@@ -102,8 +102,9 @@ describe.each(STORE_KINDS)("flow control gates (%s store)", (kind) => {
     const ids = await enrollAll(e, a.id, [..."AAAAAAAABBBB"]);
     const runs = await Promise.all(ids.map((id) => settle(e, id)));
     expect(runs.map((r) => r.status)).toEqual(ids.map(() => "completed"));
-    expect(dest.maxInFlight.get("/acct/A")).toBe(2);
-    expect(dest.maxInFlight.get("/acct/B")).toBe(2);
+    // Without the limit all 8 of A's requests would be in flight at once (the destination answers after 40 ms).
+    expect(dest.maxInFlight.get("/acct/A")).toBeLessThanOrEqual(2);
+    expect(dest.maxInFlight.get("/acct/B")).toBeLessThanOrEqual(2);
     expect(await ts.store.flowStats(WS, Date.now(), 100)).toEqual([]);
   });
 
