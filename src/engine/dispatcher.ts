@@ -17,6 +17,7 @@ import type { EngineEmitter } from "./events.js";
 import { eventMayRunAs, runAsUser } from "./identity.js";
 import { newRun } from "./new-run.js";
 import { LoopingTask } from "./loop.js";
+import { FlowWindows, routeFlow, type FlowEntry } from "./flow-intake.js";
 import { activeSignature, type Automation, type NewRun, type Store, type StoredEvent } from "./store.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
 import { workspaceBudget } from "./workspace-settings.js";
@@ -77,6 +78,8 @@ export function planEvents(events: readonly StoredEvent[], candidates: readonly 
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class Dispatcher extends LoopingTask {
+  /** Debounce and batch windows: closed when due, their deadlines wake this loop (flow-intake.ts). */
+  private readonly flowWindows: FlowWindows;
   constructor(
     private readonly store: Store,
     private readonly versions: VersionCache,
@@ -86,6 +89,7 @@ export class Dispatcher extends LoopingTask {
     private readonly onRuns: (n: number) => void,
   ) {
     super("dispatch", events, opts.pollMs);
+    this.flowWindows = new FlowWindows(store, clock, () => this.poke());
   }
 
   protected round(): Promise<boolean> {
@@ -95,18 +99,21 @@ export class Dispatcher extends LoopingTask {
   /** One dispatch round; returns whether to go again at once (a full batch, or events to plan again). */
   async once(): Promise<boolean> {
     const now = this.clock.now();
+    const closed = await this.flowWindows.close(now);
+    for (const r of closed) this.events.emit("run:created", { run: r });
+    if (closed.length > 0) this.onRuns(closed.length);
     // A lease stands for a living dispatcher, so it runs on real time: the engine's clock (which
     // a test may move by hours) decides what is due, not whether a dispatcher died.
     const { events: leased, active, undeliverable } = await this.store.leaseEvents(Date.now(), this.opts.leaseMs, this.opts.batch, this.opts.quarantineAfter);
     for (const e of undeliverable) this.emitUndeliverable(e);
     if (leased.length === 0) return false;
     const candidates = await this.candidates(active);
-    const { runs, planned, failed } = await this.plan(leased, candidates, now);
+    const { runs, planned, failed, flow } = await this.plan(leased, candidates, now);
     const seen: Record<string, string> = {};
     for (const ws of new Set(leased.map((e) => e.workspace_id))) seen[ws] = activeSignature(active.filter((a) => a.workspace_id === ws));
     let res: Awaited<ReturnType<Store["commitDispatch"]>>;
     try {
-      res = await this.store.commitDispatch(now, { event_ids: planned, runs, seen }, () => {
+      res = await this.store.commitDispatch(now, { event_ids: planned, runs, seen, flow }, () => {
         if (planned.length > 0) crashPointSync("dispatcher:inside-transaction");
       });
     } catch (err) {
@@ -126,6 +133,7 @@ export class Dispatcher extends LoopingTask {
         this.emitUndeliverable(e);
       }
     }
+    this.flowWindows.arm(res.flow_due);
     if (res.events.length > 0) await crashPoint("dispatcher:after-commit");
     for (const r of res.runs) this.events.emit("run:created", { run: r });
     for (const e of res.events) this.events.emit("event:dispatched", { event_id: e.id, runs: res.runs.filter((r) => r.event_id === e.id).map((r) => r.id) });
@@ -134,7 +142,9 @@ export class Dispatcher extends LoopingTask {
     for (const [error, ids] of failed) {
       for (const e of await this.store.failDispatch(ids, error, Date.now(), this.opts.quarantineAfter)) this.emitUndeliverable(e);
     }
-    return leased.length === this.opts.batch || res.stale.length > 0 || failed.size > 0 || leftover.length > 0;
+    return (
+      leased.length === this.opts.batch || (res.flow_due ?? Number.POSITIVE_INFINITY) <= now || res.stale.length > 0 || failed.size > 0 || leftover.length > 0
+    );
   }
 
   /** Each active automation with its current version (versions are immutable: loaded once, cached). */
@@ -150,13 +160,19 @@ export class Dispatcher extends LoopingTask {
   /** Plan event by event outside any transaction; an event whose planning throws is set aside with its error. */
   private async plan(events: readonly StoredEvent[], candidates: readonly Candidate[], now: number) {
     const runs: NewRun[] = [];
+    const flow: FlowEntry[] = [];
+    const defs = new Map(candidates.map((c) => [c.automation.id, c.version.definition]));
     const planned: string[] = [];
     const failed = new Map<string, string[]>();
     for (const ev of events) {
       try {
         crashPointSync("dispatcher:planning", `${ev.id} ${ev.subject_id ?? ""}`);
         // Filters evaluate under the event's workspace's expression budget (cached a few seconds).
-        runs.push(...planEvent(ev, candidates, now, await workspaceBudget(this.store, ev.workspace_id)));
+        const budget = await workspaceBudget(this.store, ev.workspace_id);
+        // Debounce and batch hold their runs in windows (flow-intake.ts); the rest start now.
+        const routed = routeFlow(planEvent(ev, candidates, now, budget), (id) => defs.get(id), budget);
+        runs.push(...routed.runs);
+        flow.push(...routed.flow);
         planned.push(ev.id);
       } catch (err) {
         const error = err instanceof Error ? err.message : String(err);
@@ -164,7 +180,7 @@ export class Dispatcher extends LoopingTask {
       }
       await yieldToLoop();
     }
-    return { runs, planned, failed };
+    return { runs, planned, failed, flow };
   }
 
   private emitUndeliverable(e: StoredEvent): void {

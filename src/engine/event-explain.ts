@@ -8,6 +8,7 @@ import type { Budget } from "../model/cel-budget.js";
 import { automationVerdict, type AutomationVerdict, type TriggerEvent } from "../model/triggers.js";
 import { eventMayRunAs, runAsUser } from "./identity.js";
 import { workspaceBudget } from "./workspace-settings.js";
+import type { FlowMembership } from "./flow-intake.js";
 import { isWorkerRole, type Automation, type EventFilter, type LiveProcess, type Run, type Store, type StoredEvent } from "./store.js";
 
 export type EventReasonCode =
@@ -24,7 +25,8 @@ export type EventReasonCode =
   | "not_yet_dispatched"
   | "event_undeliverable"
   | "run_as_not_allowed"
-  | "changed_since_dispatch";
+  | "changed_since_dispatch"
+  | FlowReasonCode;
 
 export interface AutomationAnswer {
   automation_id: string;
@@ -71,6 +73,8 @@ export interface EventExplainInput {
   processes: LiveProcess[];
   /** The workspace's expression budget, as the dispatcher evaluates filters under it (default: the engine's). */
   budget?: Budget;
+  /** The debounce and batch windows the event joined (store.eventFlow). */
+  flow?: FlowMembership[];
 }
 
 const iso = (t: number) => new Date(t).toISOString();
@@ -124,6 +128,8 @@ export function explainEvent(x: EventExplainInput): EventExplanation {
 
 function answer(x: EventExplainInput, a: Automation, triggers: readonly TriggerDef[], dispatcherAlive: boolean, runAs: string | null): AutomationAnswer {
   const base = { automation_id: a.id, key: a.key, name: a.name, version: a.current_version, taken: false, run_id: null, run_status: null, details: {} };
+  const held = (x.flow ?? []).find((m) => m.automation_id === a.id);
+  if (held) return { ...base, ...flowAnswer(held, x.event.id) };
   const run = x.runs.find((r) => r.automation_id === a.id);
   if (run) {
     const at = { ...base, version: run.version, run_id: run.id, run_status: run.status };
@@ -222,11 +228,12 @@ function verdictWords(v: AutomationVerdict, a: Automation, e: StoredEvent): Pick
 
 /** Load what the explanation needs for a stored event and explain it. */
 export async function explainStoredEvent(store: Store, event: StoredEvent, now: number): Promise<EventExplanation> {
-  const [list, runs, processes, budget] = await Promise.all([
+  const [list, runs, processes, budget, flow] = await Promise.all([
     store.listAutomations(event.workspace_id),
     store.eventRuns(event.workspace_id, event.id),
     store.liveProcesses(now),
     workspaceBudget(store, event.workspace_id),
+    store.eventFlow(event.workspace_id, event.id),
   ]);
   const automations = await Promise.all(
     list.map(async (a) => {
@@ -234,7 +241,7 @@ export async function explainStoredEvent(store: Store, event: StoredEvent, now: 
       return { automation: a, triggers: def?.triggers ?? [], runAsUser: runAsUser(def) };
     }),
   );
-  return explainEvent({ event, automations, runs, processes, budget });
+  return explainEvent({ event, automations, runs, processes, budget, flow });
 }
 
 export const EVENT_PAGE_MAX = 200;
@@ -254,4 +261,71 @@ export function eventListFilter(workspaceId: string, q: { subject_id?: string; t
     ...(q.key !== undefined ? { key: q.key } : {}),
     ...(q.cursor !== undefined ? { cursor: q.cursor } : {}),
   };
+}
+
+// ---------- debounce and batch (engine/flow-intake.ts) ----------
+
+export type FlowReasonCode = "debounced" | "debounce_absorbed" | "debounce_waiting" | "batch_waiting" | "batched" | "flow_key_error";
+
+/** What debounce or batch did with the event, in words: the key, the count so far, when the run starts, the run it folded into. */
+export function flowAnswer(m: FlowMembership, eventId: string): Pick<AutomationAnswer, "taken" | "run_id" | "run_status" | "code" | "reason" | "details"> {
+  const w = m.window;
+  if (w === null) {
+    return {
+      taken: true,
+      run_id: m.run_id,
+      run_status: null,
+      code: "flow_key_error",
+      reason: `Its debounce/batch key did not render (${m.error_code}: ${m.error_message}); the event was not held and started run ${m.run_id} on its own.`,
+      details: { error_code: m.error_code, error_message: m.error_message },
+    };
+  }
+  const open = w.status === "open";
+  const key = `\`${w.key}\``;
+  const details = {
+    key: w.key,
+    window_id: w.id,
+    count: w.count,
+    position: m.seq,
+    first_at: iso(w.first_at),
+    starts_at: iso(w.due_at),
+    window_status: w.status,
+    ...(open ? { waiting_for: w.kind } : {}),
+  };
+  const at = { taken: true, run_id: w.run_id, run_status: null, details };
+  if (w.kind === "batch") {
+    return open
+      ? {
+          ...at,
+          code: "batch_waiting",
+          reason: `Held by batch (waiting_for: batch): key ${key} has ${w.count} event(s) so far; run ${w.run_id} starts with them at ${iso(w.due_at)}, or as soon as the batch is full.`,
+        }
+      : { ...at, code: "batched", reason: `Batched: it is event ${m.seq} of the ${w.count} in run ${w.run_id} (key ${key}).` };
+  }
+  if (w.mode === "leading") {
+    return m.seq === 1
+      ? {
+          ...at,
+          code: "debounced",
+          reason: `It started run ${w.run_id} at once (leading debounce, key ${key}); ${w.count - 1} later event(s) of the key were absorbed.`,
+        }
+      : {
+          ...at,
+          code: "debounce_absorbed",
+          reason: `debounced: run ${w.run_id} already started for ${key} at the burst's first event (leading); this event came within the period and was absorbed.`,
+        };
+  }
+  if (w.last_event_id !== eventId) {
+    const when = open
+      ? ` (not started yet: waiting_for debounce, ${w.count} event(s) so far, starts at ${iso(w.due_at)} if no other event of the key comes first)`
+      : "";
+    return { ...at, code: "debounced", reason: `debounced: a newer event for ${key} replaced this one; it folded into run ${w.run_id}${when}.` };
+  }
+  return open
+    ? {
+        ...at,
+        code: "debounce_waiting",
+        reason: `Held by debounce (waiting_for: debounce): key ${key} has ${w.count} event(s) so far; run ${w.run_id} starts with this event at ${iso(w.due_at)} unless another event of the key comes first.`,
+      }
+    : { ...at, code: "debounced", reason: `It is the last of a burst of ${w.count} event(s) for ${key}: it started run ${w.run_id}.` };
 }

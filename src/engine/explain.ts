@@ -41,6 +41,8 @@ export interface ExplainInput {
 
 /** Read what the explanation needs of the run (its steps, version, items, approvals, pauses) and explain it. */
 export async function explain(core: EngineCore, workspaceId: string, runId: string): Promise<Explanation> {
+  const held = (await core.store.getRun(workspaceId, runId)) ? null : await explainHeld(core, workspaceId, runId);
+  if (held) return held;
   const run = await mustGetRun(core, workspaceId, runId);
   const [steps, v, items, approvals, pauses] = await Promise.all([
     core.store.listSteps(run.id),
@@ -340,4 +342,36 @@ export function diagnose(e: StepError, step?: Pick<StepRun, "attempt" | "input">
   if (e.code.startsWith("limits.")) return { cause: e.message, advice: "Keep large data outside the run (store a reference), or trim what the step returns." };
   if (e.code.startsWith("secrets.")) return { cause: e.message, advice: "Check WEFT_SECRET_KEY: every process must use the key the secrets were stored with." };
   return { cause: e.message, advice: e.retryable ? "It may pass on a later attempt." : "See the step's input and error details." };
+}
+
+// ---------- runs held by debounce or batch (engine/flow-intake.ts) ----------
+
+/**
+ * A run debounce or batch holds does not exist yet: its id is fixed when the burst or batch opens
+ * (explain of an event names it). Explaining that id says what holds it, in words: the key, the
+ * count so far, and when it starts. Null when no open window will start that run.
+ */
+export async function explainHeld(core: EngineCore, workspaceId: string, runId: string): Promise<Explanation | null> {
+  const [w] = await core.store.openFlowWindows(workspaceId, { run_id: runId }, 1);
+  if (!w || w.mode === "leading") return null;
+  const key = `\`${w.key}\``;
+  const starts = iso(w.due_at);
+  const summary =
+    w.kind === "batch"
+      ? `Not started yet: held by batch (waiting_for: batch). Key ${key} has ${w.count} event(s) so far; the run starts with them at ${starts}, or as soon as the batch is full.`
+      : `Not started yet: held by debounce (waiting_for: debounce). Key ${key} has ${w.count} event(s) so far; the run starts with the newest at ${starts} unless another event of the key comes first.`;
+  return {
+    run_id: runId,
+    status: "pending",
+    summary,
+    waiting: {
+      for: w.kind,
+      since: iso(w.first_at),
+      until: starts,
+      wakes_on: w.kind === "batch" ? "the batch filling up, or its deadline" : "its deadline (moved on by each new event of the key)",
+    },
+    lease: null,
+    overdue: w.due_at < core.clock.now() - OVERDUE_GRACE_MS,
+    failed_step: null,
+  };
 }

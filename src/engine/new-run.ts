@@ -5,6 +5,7 @@
 import { CelScope, render, type Budget } from "../model/expressions.js";
 import { runPriority } from "../model/priority.js";
 import type { Definition } from "../model/definition.js";
+import { singletonSlot } from "../model/enrollment.js";
 import { newId, newTraceId } from "./ids.js";
 import type { NewRun } from "./store.js";
 import type { LoadedVersion } from "./versions.js";
@@ -29,8 +30,9 @@ export interface RunStart {
 const ONCE_COOLDOWN_MS = 100 * 365 * 86_400_000;
 
 /** The subject's active slot a run of this definition holds (none when concurrent runs are allowed); for new and redriven runs. */
-export function activeSlot(def: Definition, subject: string | null): string | null {
-  return (def.reentry?.policy ?? "skip_if_active") === "allow_concurrent" ? null : subject;
+export function activeSlot(def: Definition, subject: string | null, event?: Record<string, unknown>): string | null {
+  // reentry.key, when set, names the slot instead of the subject (model/enrollment.ts).
+  return singletonSlot(def.reentry, subject, (t) => render(t, new CelScope({ event: event ?? {}, context: {}, steps: {}, subject, run: {}, secrets: {} })));
 }
 
 /** `budget`: the workspace's expression budget, for the `priority` expression (default: the built-in one). */
@@ -59,7 +61,8 @@ export function newRun(v: LoadedVersion, start: RunStart, now: number, budget?: 
     dedupe_key: typeof start.dedupe_key === "function" ? start.dedupe_key(id) : start.dedupe_key,
     trigger_type: start.trigger_type,
     subject_id: subject,
-    active_subject: activeSlot(def, subject),
+    active_subject: activeSlot(def, subject, start.event),
+    replace_active: policy === "cancel_previous",
     status: "pending",
     exit_reason: null,
     current_node_key: def.root,

@@ -90,7 +90,7 @@ export async function redriveRun(core: EngineCore, workspaceId: string, runId: s
     expected_status: run.status,
     version: v.version,
     cursor: redriveCursor(run, target, steps),
-    active_subject: activeSlot(v.definition, run.subject_id),
+    active_subject: activeSlot(v.definition, run.subject_id, run.event),
     now,
     audit: {
       workspace_id: workspaceId,

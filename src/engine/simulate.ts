@@ -20,6 +20,7 @@ import { StepFailure, toStepError, WeftError, type StepError } from "../model/er
 import { escapePointer, type CelScope } from "../model/expressions.js";
 import type { PolicyViolation } from "../model/permissions.js";
 import { RegisteredAction } from "./actions.js";
+import { flowPreview, type FlowPreview } from "./flow-intake.js";
 import type { Clock } from "./clock.js";
 import { HttpError, parseUrl, type HttpClient, type HttpRequest, type HttpResponse } from "./http.js";
 import { actionNode } from "./nodes/action.js";
@@ -112,6 +113,8 @@ export interface Transcript {
   outbound: unknown[];
   /** The concurrency, shared and rate limits the run would meet (at its start, then at each node visited), keys rendered; nothing is counted. */
   limits: SimulatedLimit[];
+  /** Debounce, batch and singleton (reentry.key): the key the event renders and what would happen (flowOnTheWayIn). */
+  flow?: FlowPreview[];
 }
 
 /** Enough items to check a fan-out's templates and conditions; the rest are only counted. */
@@ -158,6 +161,7 @@ export async function simulate(def: Definition, req: SimulateRequest, opts: Simu
   const edges = sim.edges;
   const transcript: Transcript = { status: "completed", exit_reason: "completed", steps: [], context: sim.context, outbound: [], limits: [] };
   transcript.limits.push(...simulatedLimits(def, "automation", "", sim.scope(), opts.sharedLimits ?? []));
+  flowOnTheWayIn(transcript, def, req, opts);
   const finish = (status: Transcript["status"], reason: string): Transcript => {
     transcript.status = status;
     transcript.exit_reason = reason;
@@ -212,6 +216,12 @@ export async function simulate(def: Definition, req: SimulateRequest, opts: Simu
     via = port;
     key = edges.get(node.key)?.get(port) ?? null;
   }
+}
+
+/** Flow control acts before the run exists: report what it would do with the test event (flow-intake.ts). */
+function flowOnTheWayIn(t: Transcript, def: Definition, req: SimulateRequest, opts: SimulateOptions): void {
+  const flow = flowPreview(def, req.event ?? {}, req.subject_id ?? null, opts.budget);
+  if (flow.length > 0) t.flow = flow;
 }
 
 /** The visit number this visit of `key` gets (1 for the first), as the runner numbers them. */

@@ -11,6 +11,7 @@ import type { ItemOutcome } from "../model/item-outcome.js";
 import type { PolicyViolation } from "../model/permissions.js";
 import { AGING_STEP_MS } from "../model/priority.js";
 import type { FlowAcquire, FlowDecision, FlowSlotGate } from "../model/flow.js";
+import type { FlowEntry as WindowEntry, FlowMembership as WindowMembership, FlowWindow as Window } from "../model/flow-windows.js";
 
 /** An operator's request to end a run: `stop` exits at once (`admin_stopped`); `cancel` lets in-flight items finish. */
 export type RunControl = "stop" | "cancel";
@@ -136,6 +137,8 @@ export type NewRun = Omit<
    * of this automation less than this long ago. 0 = no cooldown.
    */
   cooldown_ms?: number;
+  /** `reentry.policy: cancel_previous`: inserting it cancels the run holding its active slot (model/enrollment.ts). */
+  replace_active?: boolean;
 };
 
 export interface StepRun {
@@ -459,6 +462,8 @@ export interface DispatchPlan {
   runs: NewRun[];
   /** Per workspace, activeSignature() of the automations the plan used. */
   seen: Record<string, string>;
+  /** Events held by debounce or batch (engine/flow-intake.ts): each joins or opens its key's window. */
+  flow?: FlowEntry[];
 }
 
 /**
@@ -730,7 +735,11 @@ export interface Store {
    * (released, its attempt not counted; plan it again). For the rest: insert their planned runs
    * (as insertRun would) and mark them dispatched. `inside` runs before the commit.
    */
-  commitDispatch(now: number, plan: DispatchPlan, inside?: () => void): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[] }>;
+  commitDispatch(
+    now: number,
+    plan: DispatchPlan,
+    inside?: () => void,
+  ): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[]; flow_due?: number | null }>;
   /**
    * Planning these events raised `error`: release their lease; each whose attempts reached
    * `maxAttempts` is marked undeliverable with the error as its reason. Returns those marked.
@@ -906,6 +915,19 @@ export interface Store {
   /** Across workspaces, for metrics: runs due now, of which due longer ago than `graceMs`, and undispatched events. */
   queueDepth(now: number, graceMs: number): Promise<{ due_runs: number; overdue_runs: number; undispatched_events: number }>;
 
+  // ---------- flow control: debounce and batch windows (rules in engine/flow-intake.ts) ----------
+
+  /**
+   * Close up to `limit` windows due at `now` (deadline passed, full batch, or replaced), each
+   * starting its run (as insertRun would), in one transaction; a window another process is closing
+   * is skipped. Returns the runs created.
+   */
+  closeFlowWindows(now: number, limit: number): Promise<Run[]>;
+  /** The windows (and their runs) this event joined, per automation; a key that failed to render is a row with its error. */
+  eventFlow(workspaceId: string, eventId: string): Promise<FlowMembership[]>;
+  /** Windows not yet closed (waiting_for debounce or batch), earliest deadline first; optionally of one automation, or the one whose run is `run_id`. */
+  openFlowWindows(workspaceId: string, filter: { automation_id?: string; run_id?: string }, limit: number): Promise<FlowWindow[]>;
+
   // ---------- workspace settings ----------
 
   /** The workspace's stored settings object, or null when none was ever written (the defaults apply). */
@@ -972,6 +994,11 @@ export interface FlowWait {
   holders: { run_id: string; since: number }[];
   held: number;
 }
+
+/** Debounce and batch (model/flow-windows.ts), over the engine's runs. */
+export type FlowEntry = WindowEntry<NewRun>;
+export type FlowWindow = Window<NewRun>;
+export type FlowMembership = WindowMembership<NewRun>;
 
 /**
  * A due run's place in its automation's queue: due_at − priority × AGING_STEP_MS (priority is

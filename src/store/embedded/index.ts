@@ -12,7 +12,15 @@ import { resyncedSchedule } from "../../model/triggers.js";
 import { mappers, sqliteCodec, type Row } from "../rows.js";
 import { sqlList } from "../sql.js";
 import { AGING_STEP_MS, PRIORITY_MIN } from "../../model/priority.js";
-import { enrollmentSkip, isEnrollmentChecked, NOT_ENROLLED, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
+import {
+  enrollmentSkip,
+  isEnrollmentChecked,
+  NOT_ENROLLED,
+  replacedAudit,
+  replacesActive,
+  skippedEnrollment,
+  type EnrollmentSkip,
+} from "../../model/enrollment.js";
 import type {
   Automation,
   AutomationStatus,
@@ -48,6 +56,7 @@ import { decodeCursor, decodeItemCursor, encodeCursor, encodeItemCursor } from "
 import type { EventFilter, ProcessBeat, Redrive, RedriveResult } from "../../engine/store.js";
 import { heartbeat, liveProcesses } from "./heartbeats.js";
 import { redriveRun } from "./redrive.js";
+import { EmbeddedFlow } from "./flow-windows.js";
 import * as WS from "./settings.js";
 import * as F from "./flow.js";
 import type { FlowAcquire, FlowSlotGate } from "../../model/flow.js";
@@ -282,7 +291,10 @@ export class EmbeddedStore implements Store {
     const holds: Record<EnrollmentSkip, () => boolean> = {
       subject_paused: () => !!this.s.pausedNow.get(run.workspace_id, run.subject_id, run.automation_id, now),
       reentry_cooldown: () => (run.cooldown_ms ?? 0) > 0 && !!this.s.finishedSince.get(run.automation_id, run.subject_id, now - (run.cooldown_ms ?? 0)),
-      already_active: () => run.active_subject !== null && !!this.s.runByActiveSubject.get(run.automation_id, run.active_subject),
+      // cancel_previous: the slot's holder is cancelled and its slot freed instead (model/enrollment.ts).
+      already_active: () =>
+        run.active_subject !== null &&
+        (replacesActive(run) ? this.replaceHolder(run, now) : !!this.s.runByActiveSubject.get(run.automation_id, run.active_subject)),
     };
     const skip = isEnrollmentChecked(run) ? enrollmentSkip((check) => holds[check]()) : null;
     const r = skip === null ? run : skippedEnrollment(run, skip, now);
@@ -298,7 +310,18 @@ export class EmbeddedStore implements Store {
       priority_error: r.priority_error ?? null,
     };
     delete (row as { cooldown_ms?: number }).cooldown_ms;
+    delete (row as { replace_active?: boolean }).replace_active;
     return { created: true, run: toRun(this.s.insertRun.get(row)) };
+  }
+
+  /** reentry cancel_previous: cancel the run holding this run's slot (the operator's cancel rule) and free the slot; false: the run starts. */
+  private replaceHolder(run: NewRun, now: number): false {
+    const holder = this.s.runByActiveSubject.get(run.automation_id, run.active_subject) as Row | undefined;
+    if (!holder || holder.id === run.id) return false;
+    const h = toRun(holder);
+    this.nodes.controlRun(h.workspace_id, h.id, "cancel", replacedAudit({ ...h, active_subject: run.active_subject }, run, now), now);
+    this.db.prepare("UPDATE runs SET active_subject = NULL WHERE id = ?").run(h.id);
+    return false;
   }
 
   private insertEventTx(e: NewEvent): { event: StoredEvent; duplicate: boolean } {
@@ -353,7 +376,28 @@ export class EmbeddedStore implements Store {
     return this.db.prepare("SELECT * FROM automations WHERE status = 'active' ORDER BY created_at, id").all().map(toAutomation);
   }
 
-  async commitDispatch(now: number, plan: DispatchPlan, inside?: () => void): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[] }> {
+  /** Debounce and batch windows (store/embedded/flow.ts), inserting runs by the enrollment rules. */
+  private get flow(): EmbeddedFlow {
+    this.flowRows ??= new EmbeddedFlow(this.db, (run, now) => this.insertRunTx(run, now));
+    return this.flowRows;
+  }
+  private flowRows: EmbeddedFlow | undefined;
+
+  async closeFlowWindows(now: number, limit: number): Promise<Run[]> {
+    return this.flow.close(now, limit);
+  }
+  async eventFlow(workspaceId: string, eventId: string) {
+    return this.flow.eventFlow(workspaceId, eventId);
+  }
+  async openFlowWindows(workspaceId: string, filter: { automation_id?: string; run_id?: string }, limit: number) {
+    return this.flow.openWindows(workspaceId, filter, limit);
+  }
+
+  async commitDispatch(
+    now: number,
+    plan: DispatchPlan,
+    inside?: () => void,
+  ): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[]; flow_due?: number | null }> {
     return this.db
       .transaction(() => {
         const locked = plan.event_ids.flatMap((id) => {
@@ -374,6 +418,12 @@ export class EmbeddedStore implements Store {
             made.set(nr.event_id, (made.get(nr.event_id) ?? 0) + 1);
           }
         }
+        const flow = this.flow.apply(
+          (plan.flow ?? []).filter((f) => ids.has(f.event_id)),
+          now,
+        );
+        runs.push(...flow.runs);
+        for (const r of flow.runs) if (r.event_id) made.set(r.event_id, (made.get(r.event_id) ?? 0) + 1);
         for (const ev of fresh) this.s.markDispatched.run(now, made.get(ev.id) ?? 0, ev.id);
         for (const ev of fresh) {
           if (ev.type !== "event" || ev.name === null) continue;
@@ -381,7 +431,7 @@ export class EmbeddedStore implements Store {
           if (ev.subject_id !== null) this.nodes.wake(ev.workspace_id, waitKey(ev.name, null), now);
         }
         inside?.();
-        return { events: fresh, runs, stale };
+        return { events: fresh, runs, stale, flow_due: flow.due };
       })
       .immediate();
   }

@@ -1,5 +1,6 @@
 // Events, dispatch, subject pauses, schedules, hooks and the overdue view on PostgreSQL.
 
+import { applyFlow } from "./flow-windows.js";
 import type pg from "pg";
 import type {
   AuditEntry,
@@ -149,7 +150,7 @@ export function commitDispatch(
   now: number,
   plan: DispatchPlan,
   inside?: () => void,
-): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[] }> {
+): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[]; flow_due?: number | null }> {
   if (plan.event_ids.length === 0) return Promise.resolve({ events: [], runs: [], stale: [] });
   return tx(pool, async (client) => {
     const claimed = await client.query({
@@ -170,6 +171,13 @@ export function commitDispatch(
       now,
     );
     const runs = results.filter((r) => r.created).map((r) => r.run);
+    // Debounce and batch: the fresh events' entries join or open their windows (store/postgres/flow.ts).
+    const flow = await applyFlow(
+      client,
+      (plan.flow ?? []).filter((f) => ids.has(f.event_id)),
+      now,
+    );
+    runs.push(...flow.runs);
     const made = new Map<string, number>();
     for (const r of runs) if (r.event_id) made.set(r.event_id, (made.get(r.event_id) ?? 0) + 1);
     await client.query({
@@ -179,7 +187,7 @@ export function commitDispatch(
     });
     await wakeWaiters(client, fresh, now);
     inside?.();
-    return { events: fresh, runs, stale };
+    return { events: fresh, runs, stale, flow_due: flow.due };
   });
 }
 

@@ -1,6 +1,7 @@
 // PostgreSQL store: the Store for more than one process or machine. Raw SQL, no ORM, named
 // prepared statements on the hot path. Select it with a connection URL.
 
+import * as Flow from "./flow-windows.js";
 import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
@@ -149,6 +150,15 @@ export class PostgresStore implements Store {
   }
   leaseEvents(now: number, leaseMs: number, limit: number, maxAttempts: number) {
     return E.leaseEvents(this.pool, now, leaseMs, limit, maxAttempts);
+  }
+  closeFlowWindows(now: number, limit: number) {
+    return Flow.closeFlowWindows(this.pool, now, limit);
+  }
+  eventFlow(workspaceId: string, eventId: string) {
+    return Flow.eventFlow(this.pool, workspaceId, eventId);
+  }
+  openFlowWindows(workspaceId: string, filter: { automation_id?: string; run_id?: string }, limit: number) {
+    return Flow.openFlowWindows(this.pool, workspaceId, filter, limit);
   }
   commitDispatch(now: number, plan: DispatchPlan, inside?: () => void) {
     return E.commitDispatch(this.pool, now, plan, inside);

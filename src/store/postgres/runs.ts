@@ -16,6 +16,7 @@ import {
   type RunControl,
 } from "../../engine/store.js";
 import { toRun, ts } from "./rows.js";
+import { releaseReplaced } from "./singleton.js";
 import { sqlList } from "../sql.js";
 import { ENROLLMENT_CHECKS, NOT_ENROLLED, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
 
@@ -37,7 +38,7 @@ export const closeApprovalSet = (at: string): string =>
  * (automation_id, active_subject) decides it atomically at insert, and it is the last check, so
  * a row it refuses has passed the others; insertRuns records that row as skipped.
  */
-const ENROLLMENT_SQL: Record<EnrollmentSkip, string | null> = {
+export const ENROLLMENT_SQL: Record<EnrollmentSkip, string | null> = {
   subject_paused: `EXISTS (SELECT 1 FROM subject_controls c WHERE c.workspace_id = i.workspace_id AND c.subject_id = i.subject_id
                  AND c.automation_id IN (i.automation_id, '') AND (c.paused_until IS NULL OR c.paused_until > $2))`,
   reentry_cooldown: `coalesce(i.cooldown_ms, 0) > 0 AND EXISTS (
@@ -88,6 +89,7 @@ type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
  */
 export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: number): Promise<InsertRunResult[]> {
   if (runs.length === 0) return [];
+  await releaseReplaced(db, runs, now, ENROLLMENT_SQL, closeApprovalSet); // reentry cancel_previous (store/postgres/singleton.ts)
   const at = ts(now);
   const rows = runs.map((r, ord) => ({ ...r, ord }));
   const first = await db.query({ name: "weft_insert_runs", text: INSERT_RUNS_SQL, values: [JSON.stringify(rows), at] });
