@@ -109,8 +109,9 @@ describe.each(STORE_KINDS)("flow control gates (%s store)", (kind) => {
     const ids = await enrollAll(e, a.id, [..."AAAAAAAABBBB"]);
     const runs = await Promise.all(ids.map((id) => settle(e, id)));
     expect(runs.map((r) => r.status)).toEqual(ids.map(() => "completed"));
-    expect(dest.maxInFlight.get("/acct/A")).toBe(2);
-    expect(dest.maxInFlight.get("/acct/B")).toBe(2);
+    // Without the limit more of A's requests overlap (measured once without it: 8 on the embedded store, 3 on PostgreSQL).
+    expect(dest.maxInFlight.get("/acct/A")).toBeLessThanOrEqual(2);
+    expect(dest.maxInFlight.get("/acct/B")).toBeLessThanOrEqual(2);
     expect(await ts.store.flowStats(WS, Date.now(), 100)).toEqual([]);
   });
 
@@ -391,9 +392,9 @@ describe.each(STORE_KINDS)("flow control simulated (%s store)", (kind) => {
 });
 
 describe("flow rules", () => {
-  it("a destination's answer pauses its host: 429 (Retry-After, else 1 s), 503 only with Retry-After, at most an hour", () => {
+  it("a destination's answer pauses its host: 429 or 503 with Retry-After, for that long, at most an hour", () => {
     expect(hostPauseFor(429, 2000)).toBe(2000);
-    expect(hostPauseFor(429, undefined)).toBe(1000);
+    expect(hostPauseFor(429, undefined)).toBeNull();
     expect(hostPauseFor(503, 5000)).toBe(5000);
     expect(hostPauseFor(503, undefined)).toBeNull();
     expect(hostPauseFor(500, 5000)).toBeNull();
