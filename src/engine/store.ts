@@ -732,6 +732,8 @@ export interface Store {
    * `maxAttempts` is marked undeliverable with the error as its reason. Returns those marked.
    */
   failDispatch(ids: readonly string[], error: string, now: number, maxAttempts: number): Promise<StoredEvent[]>;
+  /** A round still planning these events extends their lease to `until` (those still undispatched and leased); the attempt is not counted again. */
+  renewDispatch(ids: readonly string[], until: number): Promise<void>;
   /** An undeliverable (not dropped) event back to dispatch, attempts reset, with its audit entry; null when it is not undeliverable. */
   replayEvent(workspaceId: string, id: string, now: number, audit: AuditEntry): Promise<StoredEvent | null>;
   /** Drop an undeliverable event for good, with its audit entry; null when it is not undeliverable (or already dropped). */

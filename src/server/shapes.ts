@@ -82,7 +82,9 @@ export const runShape = z.object({
 });
 
 /** A run in a list: the run without the fields that grow with it (context, event, attempt from its cursor), plus the automation's key. */
-export const runSummaryShape = runShape.omit({ context: true, event: true, attempt: true, priority: true, priority_error: true }).extend({ automation_key: z.string() });
+export const runSummaryShape = runShape
+  .omit({ context: true, event: true, attempt: true, priority: true, priority_error: true })
+  .extend({ automation_key: z.string() });
 
 const violationShape = z.object({ code: z.literal("policy.violation"), permission: z.string(), message: z.string(), at: z.number() });
 const logShape = z.object({ level: z.enum(["info", "warn", "error"]), message: z.string(), data: json.optional(), at: z.number() });

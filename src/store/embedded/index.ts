@@ -136,6 +136,9 @@ export class EmbeddedStore implements Store {
           AND (dispatch_until IS NULL OR dispatch_until <= ?) RETURNING *`),
       plannedEvent: d.prepare("SELECT * FROM events WHERE id = ? AND dispatched_at IS NULL AND undeliverable_at IS NULL"),
       releaseStale: d.prepare("UPDATE events SET dispatch_until = NULL, dispatch_attempts = max(dispatch_attempts - 1, 0) WHERE id = ?"),
+      renewDispatch: d.prepare(
+        "UPDATE events SET dispatch_until = @until WHERE id = @id AND dispatched_at IS NULL AND dispatch_until IS NOT NULL AND dispatch_until < @until",
+      ),
       failDispatch: d.prepare(`UPDATE events SET dispatch_until = NULL, dispatch_error = @error,
           undeliverable_at = CASE WHEN dispatch_attempts >= @max THEN @now END,
           undeliverable_reason = CASE WHEN dispatch_attempts >= @max THEN 'its dispatch failed ' || dispatch_attempts || ' times (last error: ' || @error || ')' END
@@ -448,6 +451,12 @@ export class EmbeddedStore implements Store {
         }),
       )
       .immediate();
+  }
+
+  async renewDispatch(ids: readonly string[], until: number): Promise<void> {
+    this.db.transaction(() => {
+      for (const id of ids) this.s.renewDispatch.run({ id, until });
+    })();
   }
 
   async replayEvent(workspaceId: string, id: string, _now: number, audit: AuditEntry): Promise<StoredEvent | null> {
