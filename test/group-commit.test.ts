@@ -136,13 +136,52 @@ describe.each(STORE_KINDS)("group commit across requests (%s store)", (kind) => 
     // Concurrent requests with one key: whichever reached the commit first made the run, the other reads it back.
     expect([got[2]?.created, got[4]?.created].sort()).toEqual([false, true]);
     expect(got[4]?.run.id).toBe(got[2]?.run.id);
-    expect(got[6]).toMatchObject({ created: true, run: { status: "exited", exit_reason: "already_active" } });
+    // Requests 1 and 6 enroll one subject: whichever reached the commit first holds it, the other exits already_active.
+    expect([got[1]?.run.status, got[6]?.run.status].sort()).toEqual(["exited", "pending"]);
+    expect([got[1]?.run.exit_reason, got[6]?.run.exit_reason]).toContain("already_active");
     for (const [i, r] of got.entries()) {
-      if (i === 2 || i === 4 || i === 6) continue;
+      if (i === 1 || i === 2 || i === 4 || i === 6) continue;
       expect(r.created).toBe(true);
       expect(r.run.subject_id).toBe(`s${i}`);
       expect((await engine.getRun(WS, r.run.id)).status).toBe("pending");
     }
+  });
+
+  it("keeps a batch enrollment whole: a refused run fails its own request, none of whose runs is stored, and no other", async () => {
+    const a = await engine.createAutomation(WS, parkingAutomation("grouped-enroll-whole"));
+    refuse = (x) => "subject_id" in x && x.subject_id === "bad";
+    const singles = Array.from({ length: 10 }, (_, i) => engine.enroll(WS, a.id, { subject_id: `one${i}` }));
+    const [refused, whole] = await Promise.allSettled([
+      engine.enrollMany(WS, a.id, [{ subject_id: "m1" }, { subject_id: "bad" }, { subject_id: "m2" }]),
+      engine.enrollMany(WS, a.id, [{ subject_id: "w1" }, { subject_id: "w2" }]),
+    ]);
+    expect((await Promise.allSettled(singles)).every((r) => r.status === "fulfilled")).toBe(true);
+    expect(refused?.status).toBe("rejected");
+    expect(whole?.status).toBe("fulfilled");
+    const runs = await ts.store.listRuns({ workspace_id: WS, automation_id: a.id, limit: 500 });
+    expect(runs.items.map((r) => r.subject_id).sort()).toEqual([...Array.from({ length: 10 }, (_, i) => `one${i}`), "w1", "w2"].sort());
+  });
+
+  it("starts a run enrolled alone at once, without waiting for the runner's next poll", async () => {
+    await engine.stop();
+    // A poll this long would fail the test: only the enrollment's own wake-up can start the run in time.
+    engine = await startEngine({ store: ts.store, runner: { pollMs: 600_000 } });
+    const a = await engine.createAutomation(WS, {
+      key: "alone",
+      name: "alone",
+      triggers: [{ type: "event", name: "never.sent" }],
+      root: "s",
+      nodes: [
+        { key: "s", kind: "set", config: { assign: { x: "1" } } },
+        { key: "done", kind: "end" },
+      ],
+      edges: [{ from: "s", port: "next", to: "done" }],
+    });
+    // Let the runner's first round find nothing and go to sleep for its long poll.
+    await sleep(200);
+    const { run } = await engine.enroll(WS, a.id, { subject_id: "solo" });
+    const done = await Promise.race([engine.waitForRun(WS, run.id), sleep(30_000).then(() => null)]);
+    expect(done?.status).toBe("completed");
   });
 
   it("fails only the enrollment whose run the store refuses", async () => {

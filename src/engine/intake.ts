@@ -163,10 +163,11 @@ export async function settle<T>(p: Promise<T>): Promise<T | { error: WeftError }
 
 /**
  * How intake coalesces concurrent ingests into one transaction (batcher.ts): at most two inserts
- * in flight, and what arrives during them goes in the next one (group commit across requests);
- * a row the store refuses fails only its own request.
+ * in flight, and everything that arrives during them goes in the next one (group commit across
+ * requests; no cap, so a batch request's elements, queued together, are never split); a row the
+ * store refuses fails only its own element.
  */
-export const INTAKE_BATCHING = { maxConcurrent: 2, maxBatch: 2 * MAX_BATCH, isolate: true } as const;
+export const INTAKE_BATCHING = { maxConcurrent: 2, isolate: true } as const;
 
 export class Intake {
   private readonly batch: Batcher<NewEvent, { event: StoredEvent; duplicate: boolean }>;
