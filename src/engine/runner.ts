@@ -71,6 +71,10 @@ export class Runner {
   private readonly loop: Loop;
   private renewTimer: NodeJS.Timeout | null = null;
   private readonly drivers = new Set<Promise<void>>();
+  /** Runs driven here before any claim (claimed by their first commit): no lease to renew yet. */
+  private readonly unclaimed = new Map<string, () => void>();
+  /** Runs whose unclaimed drive ended without a commit: the next one claims them first (lease, quarantine count). */
+  private readonly claimFirst = new Set<string>();
   /** Which subjects are paused (cached; see pauses.ts). */
   readonly pauses: PauseView;
 
@@ -150,10 +154,48 @@ export class Runner {
     const room = this.opts.maxInFlight - this.inFlight.size;
     const over = Math.floor(this.opts.maxInFlight * 1.25) - this.inFlight.size;
     const want = room > 0 ? Math.min(room, this.opts.claimBatch) : Math.min(over, FAIR_SHARE_CLAIM);
-    const claimed = want > 0 ? await this.store.claimRuns(this.opts.owner, this.clock.now(), this.opts.leaseMs, want) : [];
+    // One `now` for both: the claim takes only runs the unclaimed pass saw due (and left alone),
+    // not ones that came due since, which the next pass drives unclaimed.
+    const now = this.clock.now();
+    const taken = room > 0 ? await this.driveUnclaimed(now, want) : 0;
+    const rest = want - taken;
+    const claimed = rest > 0 ? await this.store.claimRuns(this.opts.owner, now, this.opts.leaseMs, rest) : [];
     for (const run of claimed) this.startDriver(run);
-    if (room > 0 && claimed.length > 0 && claimed.length === want) return true;
+    if (room > 0 && taken + claimed.length > 0 && taken + claimed.length === want) return true;
     return this.idleDelay();
+  }
+
+  /**
+   * Due runs whose next node runs in process (no effect outside the run: set, branch, a delay's
+   * end, a wait's check, end) are driven without a claim: the drive's first commit claims the
+   * run with a compare-and-swap (still unheld, still due, no stop or cancel, same rev), so such a
+   * timer fires in one commit instead of a claim and a commit. A drive whose run was taken
+   * meanwhile (by another worker, or stopped by an operator) is refused and dropped, having done
+   * nothing outside this process; a drive that reaches a node that could (an action, an HTTP
+   * call) takes the lease first, by the same kind of commit. Resolves, with how many it took,
+   * once each has made that first commit (so the claim that follows does not take them too).
+   */
+  private async driveUnclaimed(now: number, limit: number): Promise<number> {
+    if (limit <= 0) return 0;
+    const due = await this.store.dueRuns(now, limit);
+    const firstCommits: Promise<void>[] = [];
+    for (const run of due) {
+      if (this.inFlight.has(run.id) || this.claimFirst.has(run.id)) continue;
+      const v = await this.versions.get(run.automation_id, run.version);
+      if (!v || !this.inProcess(v, run.cursor.node)) continue;
+      // What the claim would have set; the commit sets it in the store.
+      run.status = "running";
+      firstCommits.push(this.startDriver(run, now));
+    }
+    await Promise.all(firstCommits);
+    return firstCommits.length;
+  }
+
+  /** Whether the node at `key` only computes in this process (a fast built-in node, not an action). */
+  private inProcess(v: LoadedVersion, key: string | null): boolean {
+    const node = key === null ? undefined : v.nodes.get(key);
+    if (node === undefined) return true;
+    return this.handlers.get(node.kind)?.class === "fast" && !this.services.actions.has(node.kind);
   }
 
   private async idleDelay(): Promise<number> {
@@ -166,27 +208,49 @@ export class Runner {
     }
   }
 
-  private startDriver(run: Run): void {
+  /**
+   * Drive a run. `claimAt`: not claimed yet (driveUnclaimed); the returned promise resolves once
+   * the drive's first commit (which claims it) is settled, or the drive ends without one.
+   */
+  private startDriver(run: Run, claimAt: number | null = null): Promise<void> {
     // Our own lease may have lapsed (a stalled event loop) and we re-claimed the run: the old
     // drive must stop, and its cleanup must not remove the new one.
     this.inFlight.get(run.id)?.abort();
+    this.claimFirst.delete(run.id);
     const ac = new AbortController();
     this.inFlight.set(run.id, ac);
+    const claimed = claimAt === null ? Promise.resolve() : new Promise<void>((resolve) => this.unclaimed.set(run.id, resolve));
     this.events.emit("run:claimed", { run_id: run.id, automation_id: run.automation_id, interruptions: run.interruptions });
-    const p = this.drive(run, ac.signal)
+    const p = this.drive(run, ac.signal, claimAt)
       .catch((error) => this.events.emit("engine:error", { where: `drive ${run.id}`, error }))
       .finally(() => {
+        if (claimAt !== null && this.settleUnclaimed(run.id)) {
+          // Ended with no commit (it threw): the next drive claims it first, with a lease, so a
+          // run that keeps failing is retried after its lease and counted toward quarantine.
+          if (this.claimFirst.size > 10_000) this.claimFirst.clear();
+          this.claimFirst.add(run.id);
+        }
         if (this.inFlight.get(run.id) === ac) this.inFlight.delete(run.id);
         this.drivers.delete(p);
         this.poke();
       });
     this.drivers.add(p);
+    return claimed;
+  }
+
+  /** The unclaimed drive of this run made its first commit or ended: true when it was still waiting for it. */
+  private settleUnclaimed(runId: string): boolean {
+    const settle = this.unclaimed.get(runId);
+    if (!settle) return false;
+    this.unclaimed.delete(runId);
+    settle();
+    return true;
   }
 
   private renewing = false;
 
   private async renew(): Promise<void> {
-    const ids = [...this.inFlight.keys()];
+    const ids = [...this.inFlight.keys()].filter((id) => !this.unclaimed.has(id));
     if (ids.length === 0 || this.renewing) return; // a slow renewal is not stacked on by the next tick
     this.renewing = true;
     try {
@@ -207,7 +271,7 @@ export class Runner {
 
   // ---------- driving one run ----------
 
-  private async drive(claimed: Run, signal: AbortSignal): Promise<void> {
+  private async drive(claimed: Run, signal: AbortSignal, claimAt: number | null = null): Promise<void> {
     const v = await this.versions.get(claimed.automation_id, claimed.version);
     let secrets: ReadonlyMap<string, string> = new Map();
     let secretsError: StepError | null = null;
@@ -221,6 +285,7 @@ export class Runner {
       }
     }
     const d = new Drive(claimed, v, secrets);
+    d.claimAt = claimAt;
     d.secretsError = secretsError;
     d.budget = await workspaceBudget(this.store, claimed.workspace_id);
     this.drives.set(claimed.id, d);
@@ -288,6 +353,11 @@ export class Runner {
           return;
         }
       }
+      if (d.claimAt !== null && d.version !== null && !this.inProcess(d.version, d.cursor.node)) {
+        // The next node may reach outside this process: claim the run (take its lease) first.
+        if (!(await this.checkpoint(d, true))) return;
+        if (d.control !== null) continue;
+      }
       const outcome = await this.step(d, signal);
       if (outcome === "aborted" || outcome === "continue") continue;
       if (outcome === "slow_done") {
@@ -307,7 +377,10 @@ export class Runner {
 
   /** Commit the drive's pending steps and state. False when the lease is gone (stop driving). */
   private async checkpoint(d: Drive, keepLease: boolean): Promise<boolean> {
-    const cp = d.checkpoint(keepLease, this.clock.now());
+    const now = this.clock.now();
+    const cp = d.checkpoint(keepLease, now);
+    const claiming = d.claimAt !== null;
+    if (d.claimAt !== null) cp.claim = { at: d.claimAt, lease_until: now + this.opts.leaseMs };
     await crashPoint("runner:before-checkpoint");
     let ok: boolean;
     try {
@@ -318,9 +391,15 @@ export class Runner {
       // Unknown whether it committed: stop driving; the lease lapses and a claim resumes the run.
       this.events.emit("engine:error", { where: `checkpoint ${d.run.id}`, error });
       return false;
+    } finally {
+      if (claiming) {
+        d.claimAt = null;
+        this.settleUnclaimed(d.run.id);
+      }
     }
     if (!ok) {
-      this.events.emit("run:lease_lost", { run_id: d.run.id });
+      // Unclaimed, refused: another worker or an operator had the run first; nothing was lost.
+      if (!claiming) this.events.emit("run:lease_lost", { run_id: d.run.id });
       return false;
     }
     await crashPoint("runner:after-checkpoint");
@@ -591,6 +670,8 @@ class Drive {
   secretsError: StepError | null = null;
   /** The workspace's expression budget, read when the drive starts. */
   budget: Readonly<Budget> = DEFAULT_BUDGET;
+  /** Not claimed yet: the next commit claims the run, as of this time (Checkpoint.claim). */
+  claimAt: number | null = null;
 
   constructor(
     readonly run: Run,
