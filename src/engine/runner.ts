@@ -36,6 +36,9 @@ export const LOOP_CAP = 200;
 /** A run whose pause state could not be read is claimed again after this long. */
 const PAUSE_CHECK_RETRY_MS = 1000;
 
+/** Which due runs may be driven before a claim (Runner.driveUnclaimed): parked or new ones. */
+const UNCLAIMED_STATUSES: ReadonlySet<string> = new Set(["pending", "waiting", "retrying"]);
+
 /** Runs claimed per poll beyond capacity, for fairness (see the claim loop). */
 const FAIR_SHARE_CLAIM = 4;
 
@@ -157,9 +160,12 @@ export class Runner {
     // One `now` for both: the claim takes only runs the unclaimed pass saw due (and left alone),
     // not ones that came due since, which the next pass drives unclaimed.
     const now = this.clock.now();
-    const taken = room > 0 ? await this.driveUnclaimed(now, want) : 0;
+    // The unclaimed pass takes at most half a batch, so the claim's round-robin across automations
+    // still shares out the rest when one automation floods; the claim is skipped when the pass
+    // saw every due run and took them all.
+    const { taken, more } = room > 0 ? await this.driveUnclaimed(now, Math.ceil(want / 2)) : { taken: 0, more: true };
     const rest = want - taken;
-    const claimed = rest > 0 ? await this.store.claimRuns(this.opts.owner, now, this.opts.leaseMs, rest) : [];
+    const claimed = rest > 0 && more ? await this.store.claimRuns(this.opts.owner, now, this.opts.leaseMs, rest) : [];
     for (const run of claimed) this.startDriver(run);
     if (room > 0 && taken + claimed.length > 0 && taken + claimed.length === want) return true;
     return this.idleDelay();
@@ -172,14 +178,18 @@ export class Runner {
    * timer fires in one commit instead of a claim and a commit. A drive whose run was taken
    * meanwhile (by another worker, or stopped by an operator) is refused and dropped, having done
    * nothing outside this process; a drive that reaches a node that could (an action, an HTTP
-   * call) takes the lease first, by the same kind of commit. Resolves, with how many it took,
-   * once each has made that first commit (so the claim that follows does not take them too).
+   * call) takes the lease first, by the same kind of commit. Resolves once each has made that
+   * first commit (so the claim that follows does not take them too), with how many it took and
+   * whether due runs may be left for the claim.
    */
-  private async driveUnclaimed(now: number, limit: number): Promise<number> {
-    if (limit <= 0) return 0;
+  private async driveUnclaimed(now: number, limit: number): Promise<{ taken: number; more: boolean }> {
+    if (limit <= 0) return { taken: 0, more: true };
     const due = await this.store.dueRuns(now, limit);
     const firstCommits: Promise<void>[] = [];
     for (const run of due) {
+      // Only what a claim would find parked or new: not a run a worker held (its lease lapsed),
+      // nor one an operator is stopping; those are claimed, with a lease.
+      if (run.lease_owner !== null || run.control !== null || !UNCLAIMED_STATUSES.has(run.status)) continue;
       if (this.inFlight.has(run.id) || this.claimFirst.has(run.id)) continue;
       const v = await this.versions.get(run.automation_id, run.version);
       if (!v || !this.inProcess(v, run.cursor.node)) continue;
@@ -188,7 +198,7 @@ export class Runner {
       firstCommits.push(this.startDriver(run, now));
     }
     await Promise.all(firstCommits);
-    return firstCommits.length;
+    return { taken: firstCommits.length, more: due.length >= limit || firstCommits.length < due.length };
   }
 
   /** Whether the node at `key` only computes in this process (a fast built-in node, not an action). */

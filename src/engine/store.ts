@@ -780,9 +780,9 @@ export interface Store {
    */
   claimRuns(owner: string, now: number, leaseMs: number, limit: number): Promise<Run[]>;
   /**
-   * Runs due at `now` that no worker holds, no operator is stopping and no claim has taken
-   * (pending, waiting or retrying), oldest due first: a plain read, nothing locked or written.
-   * A worker may drive such a run in memory and claim it with its first commit (Checkpoint.claim).
+   * Runs due at `now` (what a claim could take), oldest due first: a plain read, nothing locked
+   * or written. A worker may drive one that no worker held and no operator is stopping in memory,
+   * and claim it with its first commit (Checkpoint.claim).
    */
   dueRuns(now: number, limit: number): Promise<Run[]>;
   /** Apply checkpoints in one transaction; returns, per checkpoint, whether it applied (false: stale) and any control request. */

@@ -171,9 +171,7 @@ UPDATE runs r SET
 FROM locked WHERE r.id = locked.id
 RETURNING r.*`;
 
-const DUE_RUNS_SQL = `SELECT * FROM runs
-  WHERE due_at <= $1 AND lease_owner IS NULL AND control IS NULL AND status IN ('pending', 'waiting', 'retrying')
-  ORDER BY due_at, id LIMIT $2`;
+const DUE_RUNS_SQL = "SELECT * FROM runs WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2";
 
 /** Store.dueRuns: a plain read (the commit that claims one re-checks it). */
 export async function dueRuns(pool: pg.Pool, now: number, limit: number): Promise<Run[]> {
