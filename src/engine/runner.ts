@@ -76,6 +76,8 @@ export class Runner {
   private readonly drivers = new Set<Promise<void>>();
   /** Runs driven here before any claim (claimed by their first commit): no lease to renew yet. */
   private readonly unclaimed = new Map<string, () => void>();
+  /** Settles when that run's unclaimed drive has made its first commit (or ended without one). */
+  private readonly firstCommits = new Map<string, Promise<void>>();
   /** Runs whose unclaimed drive ended without a commit: the next one claims them first (lease, quarantine count). */
   private readonly claimFirst = new Set<string>();
   /** Which subjects are paused (cached; see pauses.ts). */
@@ -165,9 +167,17 @@ export class Runner {
     // saw every due run and took them all.
     const { taken, more } = room > 0 ? await this.driveUnclaimed(now, Math.ceil(want / 2)) : { taken: 0, more: true };
     const rest = want - taken;
-    const claimed = rest > 0 && more ? await this.store.claimRuns(this.opts.owner, now, this.opts.leaseMs, rest) : [];
+    let claimed: Run[] = [];
+    if (rest > 0 && more) {
+      // Not before the unclaimed drives have committed: the claim would take them too.
+      await Promise.all([...this.firstCommits.values()]);
+      claimed = await this.store.claimRuns(this.opts.owner, now, this.opts.leaseMs, rest);
+    }
     for (const run of claimed) this.startDriver(run);
     if (room > 0 && taken + claimed.length > 0 && taken + claimed.length === want) return true;
+    // Runs driven unclaimed are still due until their first commit, which pokes the loop: sleep
+    // till then rather than read them again and again.
+    if (this.firstCommits.size > 0) return this.opts.pollMs;
     return this.idleDelay();
   }
 
@@ -178,27 +188,39 @@ export class Runner {
    * timer fires in one commit instead of a claim and a commit. A drive whose run was taken
    * meanwhile (by another worker, or stopped by an operator) is refused and dropped, having done
    * nothing outside this process; a drive that reaches a node that could (an action, an HTTP
-   * call) takes the lease first, by the same kind of commit. Resolves once each has made that
-   * first commit (so the claim that follows does not take them too), with how many it took and
-   * whether due runs may be left for the claim.
+   * call) takes the lease first, by the same kind of commit. Resolves, without waiting for
+   * their commits, with how many it took and whether due runs are left for the claim.
    */
   private async driveUnclaimed(now: number, limit: number): Promise<{ taken: number; more: boolean }> {
     if (limit <= 0) return { taken: 0, more: true };
     const due = await this.store.dueRuns(now, limit);
-    const firstCommits: Promise<void>[] = [];
+    let taken = 0;
+    let left = 0;
     for (const run of due) {
+      // Still making its first commit from an earlier pass: neither taken again nor left over.
+      if (this.unclaimed.has(run.id)) continue;
       // Only what a claim would find parked or new: not a run a worker held (its lease lapsed),
       // nor one an operator is stopping; those are claimed, with a lease.
-      if (run.lease_owner !== null || run.control !== null || !UNCLAIMED_STATUSES.has(run.status)) continue;
-      if (this.inFlight.has(run.id) || this.claimFirst.has(run.id)) continue;
-      const v = await this.versions.get(run.automation_id, run.version);
-      if (!v || !this.inProcess(v, run.cursor.node)) continue;
+      const v =
+        run.lease_owner === null && run.control === null && UNCLAIMED_STATUSES.has(run.status) && !this.inFlight.has(run.id) && !this.claimFirst.has(run.id)
+          ? await this.versions.get(run.automation_id, run.version)
+          : null;
+      if (!v || !this.inProcess(v, run.cursor.node)) {
+        left++;
+        continue;
+      }
       // What the claim would have set; the commit sets it in the store.
       run.status = "running";
-      firstCommits.push(this.startDriver(run, now));
+      const first = this.startDriver(run, now);
+      this.firstCommits.set(run.id, first);
+      void first.then(() => {
+        if (this.firstCommits.get(run.id) === first) this.firstCommits.delete(run.id);
+        // The loop may have been waiting for it (see claimRound).
+        this.poke();
+      });
+      taken++;
     }
-    await Promise.all(firstCommits);
-    return { taken: firstCommits.length, more: due.length >= limit || firstCommits.length < due.length };
+    return { taken, more: due.length >= limit || left > 0 };
   }
 
   /** Whether the node at `key` only computes in this process (a fast built-in node, not an action). */
