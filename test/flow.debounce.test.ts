@@ -129,6 +129,13 @@ describe.each(STORE_KINDS)("debounce and batch (%s store)", (kind) => {
         const held = await e1().explain(WS, ans.run_id!);
         expect({ status: held.status, for: held.waiting?.for }).toEqual({ status: "pending", for: "debounce" });
         expect(held.summary).toContain("held by debounce (waiting_for: debounce). Key `contact:7` has 10 event(s) so far; the run starts with the newest at ");
+        const api = await startApi(e1(), "flow-admin-token-0123456789abcdef-held-run");
+        try {
+          const res = await api.call<{ status: string; waiting: { for: string } }>("GET", `/v1/automation-runs/${ans.run_id}/explain`);
+          expect({ code: res.status, status: res.body.status, for: res.body.waiting?.for }).toEqual({ code: 200, status: "pending", for: "debounce" });
+        } finally {
+          await api.close();
+        }
       }
       clock.advance(500); // never a 1,000 ms gap: the burst never ends by itself
       pokeAll();

@@ -90,6 +90,13 @@ export interface FlowMembership<R extends FlowRun = FlowRun> {
   error_message: string | null;
 }
 
+/**
+ * The time an event counts at in its window: when it was received, or the dispatch round's time
+ * if later. A round reads the clock before it leases, so its time may predate an event it takes;
+ * counting such an event at the round's time would end its burst early.
+ */
+export const eventTime = (e: Pick<FlowEntry, "received_at">, now: number): number => Math.max(now, e.received_at);
+
 /** Whether an event joins this window: it is open and its deadline has not passed. */
 export function joins(w: Pick<FlowWindow, "status" | "due_at">, now: number): boolean {
   return w.status === "open" && now < w.due_at;

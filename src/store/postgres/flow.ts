@@ -4,7 +4,7 @@
 // both found no window agree on one (the loser's insert does nothing and it locks the winner's).
 
 import type pg from "pg";
-import { closingRun, foldInto, joins, lockOrder, openWindow, startsAtOpen } from "../../model/flow-windows.js";
+import { closingRun, eventTime, foldInto, joins, lockOrder, openWindow, startsAtOpen } from "../../model/flow-windows.js";
 import type { FlowEntry, FlowMembership, FlowWindow, NewRun, Run } from "../../engine/store.js";
 import { tx } from "./tx.js";
 import { membership, toWindow, W_COLS } from "../flow-rows.js";
@@ -69,8 +69,8 @@ export async function applyFlow(c: Queryable, entries: readonly FlowEntry[], now
     }
     for (let attempt = 0; ; attempt++) {
       const w = await lockOpen(c, e.automation_id, e.key);
-      if (w && joins(w, now)) {
-        const next = foldInto(w, e, now);
+      if (w && joins(w, eventTime(e, now))) {
+        const next = foldInto(w, e, eventTime(e, now));
         await c.query(
           "UPDATE flow_windows SET count = $2, last_at = $3, due_at = $4, status = $5, last_event_id = $6, run = $7, last_received_at = $8 WHERE id = $1",
           [w.id, next.count, next.last_at, next.due_at, next.status, next.last_event_id, JSON.stringify(next.run), next.last_received_at],
@@ -81,7 +81,7 @@ export async function applyFlow(c: Queryable, entries: readonly FlowEntry[], now
       }
       // Past its deadline but not yet closed: it takes no more; the closer starts its run.
       if (w) await c.query("UPDATE flow_windows SET status = 'due' WHERE id = $1", [w.id]);
-      const fresh = openWindow(e, now);
+      const fresh = openWindow(e, eventTime(e, now));
       const ins = await c.query(
         `INSERT INTO flow_windows (${W_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          ON CONFLICT (automation_id, key) WHERE status = 'open' DO NOTHING RETURNING id`,
