@@ -6,16 +6,28 @@
 // topology: event → third step p50/p99 (from the load process's send time, carried in the event,
 // to the third request's arrival; one machine, one clock) and runs/s (events from the first send to
 // the last third step). 100 warm-up events first, not counted.
+//
+// The cross-process anchor, in the same table: graphile-worker (--fleet-graphile 1,2,4 worker
+// processes, default the same counts as --fleet-workers; "none" leaves it out) on a fresh database
+// of the same PostgreSQL, doing the same work as three chained jobs, each one HTTP call to the same
+// loopback sink (bench/peers/graphile-fleet.mjs), with the jobs added by a separate load process
+// through addJob (bench/peers/graphile-fleet-load.mjs), N jobs C at a time, each carrying its send
+// time: job added → third step p50/p99 and runs/s measured exactly as for Weft. Node 22, as in the
+// side-by-side runs.
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
+import { existsSync } from "node:fs";
+import { node22 } from "./node22.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CLI = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 const LOAD = fileURLToPath(new URL("./load-fleet.ts", import.meta.url));
+const GRAPHILE_WORKER = fileURLToPath(new URL("./peers/graphile-fleet.mjs", import.meta.url));
+const GRAPHILE_LOAD = fileURLToPath(new URL("./peers/graphile-fleet-load.mjs", import.meta.url));
 const TOKEN = "bench-fleet-admin-token-0123456789abcdef";
 
 export interface FleetOptions {
@@ -25,6 +37,8 @@ export interface FleetOptions {
   workers: number[];
   /** Also run each fleet topology with WEFT_WAKEUPS=0 (polling only), labelled. */
   polling: boolean;
+  /** graphile-worker worker-process counts for the anchor rows (empty: none). */
+  graphile: number[];
 }
 
 export interface FleetRow {
@@ -33,6 +47,8 @@ export interface FleetRow {
   p99: number;
   runsPerS: number;
   done: number;
+  /** Why the row was not measured (a peer not installed). */
+  error?: string;
 }
 
 interface Sink {
@@ -119,8 +135,13 @@ function definition(sinkUrl: string) {
 }
 
 function load(url: string, prefix: string, n: number, concurrency: number): Promise<{ sent: number; errors: number }> {
+  return loadWith(process.execPath, ["--import", "tsx", LOAD, url, TOKEN, prefix, String(n), String(concurrency)]);
+}
+
+/** A load process (argv after the binary) that prints { sent, errors } as its last line. */
+function loadWith(bin: string, argv: string[]): Promise<{ sent: number; errors: number }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", LOAD, url, TOKEN, prefix, String(n), String(concurrency)], {
+    const child = spawn(bin, argv, {
       cwd: ROOT,
       stdio: ["ignore", "pipe", "inherit"],
     });
@@ -182,21 +203,81 @@ async function topology(o: FleetOptions, workers: number, label: string, extraEn
   }
 }
 
+/** Prints {"ready":true} once started: resolves then (rejects if it exits first). */
+function graphileWorker(bin: string, dbUrl: string, sinkUrl: string): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, [GRAPHILE_WORKER, dbUrl, sinkUrl], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout!.on("data", (c) => {
+      out += c;
+      if (out.includes('{"ready":true}')) resolve(child);
+    });
+    child.once("exit", (code) => reject(new Error(`graphile-worker process exited ${code} before it was ready`)));
+  });
+}
+
+/** graphile-worker with `workers` worker processes on a fresh database, jobs added from a separate process. */
+async function graphileTopology(o: FleetOptions, workers: number): Promise<FleetRow> {
+  const label = `graphile-worker: ${workers} worker process${workers === 1 ? "" : "es"}, jobs added by a separate process (addJob)`;
+  const bin = node22();
+  if (!bin) return { topology: label, p50: NaN, p99: NaN, runsPerS: NaN, done: 0, error: "needs Node 22 (bench/peers/node22, npm install)" };
+  if (!existsSync(fileURLToPath(new URL("./node_modules/graphile-worker/package.json", import.meta.url))))
+    return { topology: label, p50: NaN, p99: NaN, runsPerS: NaN, done: 0, error: "graphile-worker is not installed (npm install --prefix bench)" };
+  const db = `weft_bench_fleet_gw_${process.pid}_${workers}`;
+  const admin = new pg.Client({ connectionString: o.pgUrl });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  await admin.query(`CREATE DATABASE ${db}`);
+  const url = new URL(o.pgUrl);
+  url.pathname = `/${db}`;
+  const dbUrl = url.toString();
+  const sink = await startSink();
+  const children: ChildProcess[] = [];
+  try {
+    // The first worker installs graphile-worker's schema; the others start once it runs.
+    for (let i = 0; i < workers; i++) children.push(await graphileWorker(bin, dbUrl, sink.url));
+    const add = (prefix: string, n: number) => loadWith(bin, [GRAPHILE_LOAD, dbUrl, prefix, String(n), String(o.concurrency)]);
+    await add("warm-", 100);
+    await untilArrived(sink, "warm-", 100, 60_000);
+    sink.arrivals.clear();
+    sink.firstSend = Infinity;
+    sink.lastArrival = 0;
+    await add("m-", o.events);
+    const done = await untilArrived(sink, "m-", o.events, 120_000);
+    const lat = [...sink.arrivals.values()];
+    return { topology: label, p50: pct(lat, 50), p99: pct(lat, 99), runsPerS: done / ((sink.lastArrival - sink.firstSend) / 1000), done };
+  } finally {
+    for (const c of children) c.kill("SIGTERM");
+    await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once("exit", r)) : null)));
+    await sink.close();
+    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+    await admin.end();
+  }
+}
+
 export async function benchFleet(o: FleetOptions): Promise<FleetRow[]> {
   const rows: FleetRow[] = [];
-  rows.push(await topology(o, 0, "one process (serve --role all)"));
+  rows.push(await topology(o, 0, "Weft, one process (serve --role all)"));
   for (const w of o.workers) {
-    const name = `api + ${w} worker${w === 1 ? "" : "s"}`;
+    const name = `Weft, api + ${w} worker${w === 1 ? "" : "s"}`;
     rows.push(await topology(o, w, name));
     if (o.polling) rows.push(await topology(o, w, `${name}, polling only (WEFT_WAKEUPS=0)`, { WEFT_WAKEUPS: "0" }));
   }
+  for (const w of o.graphile) rows.push(await graphileTopology(o, w));
   const single = rows[0]!;
   console.log(
-    `\nFleet on PostgreSQL: ${o.events} events posted over HTTP from a separate process, ${o.concurrency} at a time; each run is three http_request steps to a loopback server`,
+    `\nFleet on PostgreSQL: ${o.events} events posted over HTTP from a separate process, ${o.concurrency} at a time; each run is three http_request steps to a loopback server` +
+      (o.graphile.length
+        ? `; graphile-worker: ${o.events} jobs added with addJob from a separate process, ${o.concurrency} at a time, three chained jobs each calling the same server`
+        : ""),
   );
-  console.log("| topology | event → third step p50 / p99 ms | runs/s | p50 ÷ one process's | runs completed |");
+  console.log("| topology | event (job add) → third step p50 / p99 ms | runs/s | p50 ÷ Weft one process's | runs completed |");
   console.log("| --- | --- | --- | --- | --- |");
   for (const r of rows) {
+    if (r.error) {
+      console.log(`| ${r.topology} | not run: ${r.error} | - | - | - |`);
+      continue;
+    }
     console.log(`| ${r.topology} | ${r.p50} / ${r.p99} | ${Math.round(r.runsPerS)} | ${(r.p50 / single.p50).toFixed(2)}× | ${r.done} of ${o.events} |`);
   }
   return rows;

@@ -3,7 +3,11 @@
 //   2. 5,000 runs of a 3-step automation on each store, each step a checkpointed no-op action
 //      (its result committed before the next step starts): runs/s, steps/s, and the p50/p99 time
 //      from one step's commit to the next step's start.
-//   3. Event intake over HTTP: events accepted/s with p50/p99 latency, load from a second process.
+//   3. Event intake over HTTP: events accepted/s with p50/p99 latency, load from a second process;
+//      one event per request, and beside it the batch form (POST /v1/events with an array of
+//      --intake-batch events, default and at most the endpoint's maximum, 1,000, over 4
+//      connections): events/s counts the events of the requests answered within the load's time,
+//      latency is per request.
 //   4. Fairness: while automation A takes a 20,000-event flood, the p99 delay from event to run
 //      start for automation B's occasional events.
 //   5. Fan-out: one run whose for_each runs a no-op action over 10,000 items: items/s.
@@ -11,19 +15,35 @@
 //      process, while fast runs keep starting: fast-run latency with and without the slow load.
 // Options: --runs N (default 5000), --stores embedded,postgres, --only core,intake,fairness,fanout,hold,
 //          --flood N (default 20000), --seconds N (intake load duration, default 5), --items N (fan-out, default 10000),
-//          --slow N (slow steps held, default 2000), --hold-seconds N (default 30), --profile
+//          --slow N (slow steps held, default 2000), --hold-seconds N (default 30), --profile,
+//          --intake-batch N (events per request in the intake batch rows, 1..1000, default 1000)
 //   7. --compare (or --only compare): side by side with the peers users would pick instead (DBOS
 //      Transact, graphile-worker, pg-boss), each in its own process on its own fresh PostgreSQL
 //      database, and Weft on both stores. Workloads (--workloads runs,fanout,timers,intake):
-//      runs: N three-step no-op runs (runs/s, steps/s) and the p50/p99 latency of one three-step
-//      run started alone (--samples N, default 200); fanout: one run over --items items;
+//      runs: N three-step no-op runs counted two ways, in one table: "50 in flight", a closed
+//      loop (a new run starts as each finishes, so work is processed while it is enqueued; every
+//      system in a process of its own on a fresh database, Weft through bench/peers/weft.mjs),
+//      with PostgreSQL's cost per step metered from outside meanwhile (bench/pg-meter.ts: commits
+//      from pg_stat_database.xact_commit on the system's database, CPU ms of the backends serving
+//      it from /proc/<pid>/stat, WAL bytes server-wide); and "enroll all first", every run started
+//      (50 at a time) before waiting for the work. Plus the p50/p99 latency of one three-step run
+//      started alone (--samples N, default 200). fanout: one run over --items items;
 //      timers: --timers N (default 100,000) runs parked on timers due within one minute
 //      (lateness p50/p99/max, memory; --timer-lead S: when the minute opens, default N/1000 s,
-//      at least 30); intake: events over HTTP for --seconds.
+//      at least 30); Weft parks them through batch enrollment (enrollMany, 1,000 a call).
+//      intake: events over HTTP for --seconds, and Weft's batch rows (--intake-batch) beside.
 //   8. --only fleet: one API process and 1, 2, 4 worker processes on one PostgreSQL beside one
 //      process doing it all (bench/fleet.ts; --fleet-events N, --fleet-concurrency C, --fleet-workers 1,2,4;
-//      --fleet-polling adds each fleet with WEFT_WAKEUPS=0 beside it).
+//      --fleet-polling adds each fleet with WEFT_WAKEUPS=0 beside it), and in the same table
+//      graphile-worker with 1, 2, 4 worker processes doing the same three HTTP calls as chained
+//      jobs added by a separate process (--fleet-graphile 1,2,4, default --fleet-workers' counts;
+//      "none" leaves it out).
 //   9. --only notify: what a LISTEN/NOTIFY wake-up costs a PostgreSQL commit (bench/notify.ts).
+//  10. --only flow: flow control (bench/flow.ts): one key flooded (--flow-flood N, default 100,000)
+//      under a per-key concurrency limit while 50 other keys trickle (their event → start p99 beside
+//      an idle engine's), and the runs/s cost of a concurrency limit that never binds and one that does.
+//  11. --only claim: claim latency with 10 vs 10,000 automations, 10 of them with due work (bench/claim.ts;
+//      --claim-due N, --claim-idle N, --claim-samples N, --claim-limit N).
 
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -34,10 +54,12 @@ import os from "node:os";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { buildApp } from "../src/server/app.js";
-import { Engine, DEFAULT_WORKSPACE } from "../src/engine/engine.js";
+import { Engine, DEFAULT_WORKSPACE, MAX_BATCH } from "../src/engine/engine.js";
 import type { Store } from "../src/engine/store.js";
 import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
+import { node22 } from "./node22.js";
+import { pgMeter, type PgCost } from "./pg-meter.js";
 
 const PG_URL = process.env.WEFT_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const { values: args } = parseArgs({
@@ -60,6 +82,13 @@ const { values: args } = parseArgs({
     "fleet-concurrency": { type: "string", default: "32" },
     "fleet-workers": { type: "string", default: "1,2,4" },
     "fleet-polling": { type: "boolean", default: false },
+    "flow-flood": { type: "string", default: "100000" },
+    "fleet-graphile": { type: "string" },
+    "intake-batch": { type: "string", default: String(MAX_BATCH) },
+    "claim-due": { type: "string", default: "10" },
+    "claim-idle": { type: "string", default: "9990" },
+    "claim-samples": { type: "string", default: "300" },
+    "claim-limit": { type: "string", default: "5" },
   },
 });
 const ONLY = new Set(args.only!.split(","));
@@ -240,8 +269,13 @@ if (ONLY.has("core")) {
     );
   }
 }
-/** Events per request in the intake workload's batch line. */
-const INTAKE_BATCH = 100;
+/** Events per request in the intake batch rows (POST /v1/events with an array): --intake-batch, at most MAX_BATCH. */
+const INTAKE_BATCH = Number(args["intake-batch"]);
+if (!Number.isInteger(INTAKE_BATCH) || INTAKE_BATCH < 1 || INTAKE_BATCH > MAX_BATCH)
+  throw new Error(`--intake-batch must be a whole number from 1 to ${MAX_BATCH}`);
+/** Connections of the batch rows' load: 4 batches in flight (4,000 events at the default size), so
+ *  that requests finish well inside the load's seconds and the ones cut off at its end are few. */
+const INTAKE_BATCH_CONNECTIONS = 4;
 if (ONLY.has("intake")) {
   console.log(`\n## Event intake over HTTP (autocannon in a second process, ${args.seconds} s, 32 connections, a fresh key per request)`);
   console.log("\n| store | events accepted/s | p50 ms | p99 ms | non-2xx | runs created |");
@@ -249,9 +283,12 @@ if (ONLY.has("intake")) {
   for (const s of stores) {
     const r = await benchIntake(s);
     console.log(`| ${s} | ${f0(r.rps)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${r.runs} |`);
-    // The batch form: arrays of INTAKE_BATCH events per request; events/s counts elements, latency is per request.
+    // The batch form: arrays of INTAKE_BATCH events per request, INTAKE_BATCH_CONNECTIONS connections;
+    // events/s counts events of the requests answered within the load's time, latency is per request.
     const b = await benchIntake(s, INTAKE_BATCH);
-    console.log(`| ${s}, batches of ${INTAKE_BATCH} | ${f0(b.rps * INTAKE_BATCH)} | ${b.p50} | ${b.p99} | ${b.non2xx} | ${b.runs} |`);
+    console.log(
+      `| ${s}, batches of ${INTAKE_BATCH} (${INTAKE_BATCH_CONNECTIONS} connections) | ${f0(b.eventsPerS)} | ${b.p50} | ${b.p99} | ${b.non2xx} | ${b.runs} |`,
+    );
   }
 }
 if (ONLY.has("fairness")) {
@@ -269,6 +306,9 @@ if (ONLY.has("fairness")) {
 
 interface LoadResult {
   requests: number;
+  /** Events in the requests answered (requests × batch), and the load's seconds. */
+  events: number;
+  duration: number;
   non2xx: number;
   errors: number;
   rps: number;
@@ -276,11 +316,11 @@ interface LoadResult {
   p99: number;
 }
 
-/** Load an events endpoint from a second process (bench/load-events.ts, autocannon), --seconds long, 32 connections, `batch` events per request. */
-async function loadHttp(url: string, token: string, batch = 1): Promise<LoadResult> {
+/** Load an events endpoint from a second process (bench/load-events.ts, autocannon), --seconds long, `connections` connections, `batch` events per request. */
+async function loadHttp(url: string, token: string, batch = 1, connections = 32): Promise<LoadResult> {
   const out = await new Promise<string>((resolve, reject) => {
     const loader = fileURLToPath(new URL("./load-events.ts", import.meta.url));
-    const child = spawn(process.execPath, ["--import", "tsx", loader, url, token, args.seconds!, "32", String(batch)], {
+    const child = spawn(process.execPath, ["--import", "tsx", loader, url, token, args.seconds!, String(connections), String(batch)], {
       stdio: ["ignore", "pipe", "inherit"],
     });
     let buf = "";
@@ -308,7 +348,7 @@ async function benchIntake(kind: "embedded" | "postgres", batch = 1) {
     if (reply.statusCode === 202) accepted++;
   });
   const addr = await app.listen({ host: "127.0.0.1", port: 0 });
-  const r = await loadHttp(`${addr}/v1/events`, "bench-admin-token", batch);
+  const r = await loadHttp(`${addr}/v1/events`, "bench-admin-token", batch, batch > 1 ? INTAKE_BATCH_CONNECTIONS : 32);
   await app.close();
   // Let dispatch drain (every event made into its run, no run waiting to start), then count runs.
   for (let i = 0; i < 1200; i++) {
@@ -327,7 +367,7 @@ async function benchIntake(kind: "embedded" | "postgres", batch = 1) {
   await engine.stop();
   await store.close();
   await cleanup();
-  return { ...r, runs, accepted };
+  return { ...r, runs, accepted, eventsPerS: r.events / r.duration };
 }
 
 async function benchFairness(kind: "embedded" | "postgres", flood: number) {
@@ -556,7 +596,7 @@ if (ONLY.has("hold")) {
 // its own fresh database on the same PostgreSQL), one after the other, so none competes with
 // another for the machine.
 
-type Workload = "runs" | "fanout" | "timers" | "intake";
+type Workload = "runs" | "loop" | "fanout" | "timers" | "intake";
 interface PeerResult {
   peer: string;
   version?: string;
@@ -582,6 +622,11 @@ interface PeerResult {
   non2xx?: number;
   accepted?: number;
   processed?: number; // intake (p50/p99 too)
+  loopRunsPerS?: number;
+  loopStepsPerS?: number;
+  loopSeconds?: number;
+  inFlight?: number; // loop (the closed loop), with what PostgreSQL spent on it:
+  cost?: PgCost;
 }
 
 const weftName = (kind: "embedded" | "postgres") => `Weft, ${kind === "embedded" ? "embedded (SQLite)" : "PostgreSQL"} store`;
@@ -636,22 +681,13 @@ const PEERS: PeerProc[] = [
 ];
 const PEER_TIMEOUT_MS = 900_000;
 
-/** Node 22 for the peers that need it: installed by the devDependency bench/peers/node22 into its
- *  own node_modules (never the project's .bin, where it would replace Node 20 in npm scripts). */
-function node22(): string | null {
-  const platform = process.platform === "win32" ? "win" : process.platform;
-  const prefix = process.platform === "darwin" && process.arch === "arm64" ? "node-bin" : "node";
-  const bin = fileURLToPath(
-    new URL(`./peers/node22/node_modules/${prefix}-${platform}-${process.arch}/bin/${platform === "win" ? "node.exe" : "node"}`, import.meta.url),
-  );
-  return existsSync(bin) ? bin : null;
-}
-
 /** A peer process on its own fresh database: `<url> <workload> <n> [extra]`; its last JSON line is the result.
- *  For intake it first prints {"listening": url}: the load runs against it, then its stdin is closed. */
+ *  For intake it first prints {"listening": url}: the load runs against it, then its stdin is closed.
+ *  For loop it prints {"meter":"start"} and {"meter":"stop"} around the measured work and waits for a
+ *  line on stdin after each: PostgreSQL's counters for its database are read there (bench/pg-meter.ts). */
 async function runPeer(p: PeerProc, workload: Workload, n: number, extra?: number): Promise<PeerResult> {
   const base: PeerResult = { peer: p.name };
-  if (p.pkg && !existsSync(fileURLToPath(new URL(`../node_modules/${p.pkg}/package.json`, import.meta.url))))
+  if (p.pkg && !existsSync(fileURLToPath(new URL(`./node_modules/${p.pkg}/package.json`, import.meta.url))))
     return { ...base, error: `${p.pkg} is not installed (npm install)` };
   const nodeBin = p.node === 22 ? node22() : process.execPath;
   if (!nodeBin) return { ...base, error: "needs Node >= 22; bench/peers/node22 did not install it (npm install)" };
@@ -666,7 +702,8 @@ async function runPeer(p: PeerProc, workload: Workload, n: number, extra?: numbe
     url.pathname = `/${db}`;
   }
   const target = db ? url.toString() : "embedded";
-  const loaded: { r?: LoadResult } = {};
+  const loaded: { r?: LoadResult; cost?: PgCost } = {};
+  const meter = db ? await pgMeter(PG_URL, db) : null;
   try {
     const argv = [fileURLToPath(new URL(`./peers/${p.script}`, import.meta.url)), target, workload, String(n), ...(extra === undefined ? [] : [String(extra)])];
     const out = await new Promise<string>((resolve, reject) => {
@@ -678,8 +715,19 @@ async function runPeer(p: PeerProc, workload: Workload, n: number, extra?: numbe
         child.kill("SIGKILL");
         reject(new Error(`timed out after ${PEER_TIMEOUT_MS / 1000} s`));
       }, PEER_TIMEOUT_MS);
+      let seen = 0; // how much of buf has been scanned for meter lines
       child.stdout.on("data", (c) => {
         buf += c;
+        const end = buf.lastIndexOf("\n") + 1;
+        for (const l of buf.slice(seen, end).split("\n")) {
+          if (l === '{"meter":"start"}') (meter ? meter.start() : Promise.resolve()).then(() => child.stdin.write("go\n"), reject);
+          if (l === '{"meter":"stop"}')
+            (meter ? meter.stop() : Promise.resolve(undefined)).then((cost) => {
+              loaded.cost = cost;
+              child.stdin.write("go\n");
+            }, reject);
+        }
+        seen = Math.max(seen, end);
         const m = /\{"listening":"([^"]+)"\}/.exec(buf);
         if (m && !loading) {
           loading = true;
@@ -716,14 +764,20 @@ async function runPeer(p: PeerProc, workload: Workload, n: number, extra?: numbe
     const line = out
       .trim()
       .split("\n")
-      .filter((l) => l.startsWith("{") && !l.startsWith('{"listening"'))
+      .filter((l) => l.startsWith("{") && !l.startsWith('{"listening"') && !l.startsWith('{"meter"'))
       .pop();
     if (!line) throw new Error("printed no result");
     const l = loaded.r;
-    return { ...base, ...JSON.parse(line), ...(l ? { rps: l.rps, p50: l.p50, p99: l.p99, non2xx: l.non2xx } : {}) };
+    return {
+      ...base,
+      ...JSON.parse(line),
+      ...(l ? { rps: l.rps, p50: l.p50, p99: l.p99, non2xx: l.non2xx } : {}),
+      ...(loaded.cost ? { cost: loaded.cost } : {}),
+    };
   } catch (e) {
     return { ...base, error: (e as Error).message };
   } finally {
+    await meter?.close();
     if (db) await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
     await admin.end();
   }
@@ -769,20 +823,66 @@ if (args.compare || ONLY.has("compare")) {
   console.log(`\n# Side by side with peers (PostgreSQL single-row INSERT commits/s in this run, 8 clients, 3 s: ${f0(limit)})`);
 
   if (workloads.includes("runs")) {
+    // Two ways to count runs/s. "enroll all first": every run started (50 at a time) before the
+    // work is waited for. "50 in flight": a closed loop, each finished run replaced by a new one,
+    // so work is processed while it is enqueued; every system in a process of its own (Weft
+    // through bench/peers/weft.mjs) on a fresh database, its PostgreSQL cost metered meanwhile.
+    const rows = await side("runs", (k) => weftRuns(k, samples), RUNS, samples);
+    const loops: PeerResult[] = [];
+    for (const p of [...WEFT_PROCS, ...PEERS]) loops.push(await runPeer(p, "loop", RUNS));
+    const merged = rows.map((r, i): PeerResult & { loopError?: string } => {
+      const l = loops[i]!;
+      if (l.error) return { ...r, loopError: l.error };
+      return { ...r, loopRunsPerS: l.loopRunsPerS, loopStepsPerS: l.loopStepsPerS, inFlight: l.inFlight, ...(l.cost ? { cost: l.cost } : {}) };
+    });
+    const loopCell = (r: PeerResult & { loopError?: string }, v: (r: PeerResult) => string) =>
+      r.loopError ? `not run: ${r.loopError.replace(/\|/g, "/").slice(0, 80)}` : v(r);
+    const perStep = (r: PeerResult, v: (c: PgCost) => number, fmt = f1) => (r.cost ? fmt(v(r.cost) / (RUNS * 3)) : "-");
     table(
-      `${RUNS} three-step no-op runs (started 50 at a time, end to end), and one three-step run started alone (${samples} samples, sequential)`,
-      await side("runs", (k) => weftRuns(k, samples), RUNS, samples),
+      `${RUNS} three-step no-op runs: runs/s with 50 in flight (closed loop) and with every run enrolled first (started 50 at a time, end to end); PostgreSQL's cost per step in the closed loop; one three-step run started alone (${samples} samples, sequential)`,
+      merged,
       [
         ["node", (r) => r.node ?? "-"],
-        ["runs/s", (r) => f0(r.runsPerS!)],
-        ["steps/s", (r) => f0(r.stepsPerS!)],
-        ["steps/s ÷ PG commit rate", (r) => x(r.stepsPerS, limit)],
+        ["runs/s, 50 in flight", (r) => loopCell(r, (l) => f0(l.loopRunsPerS!))],
+        ["steps/s, 50 in flight", (r) => loopCell(r, (l) => f0(l.loopStepsPerS!))],
+        ["runs/s, enroll all first", (r) => f0(r.runsPerS!)],
+        ["steps/s, enroll all first", (r) => f0(r.stepsPerS!)],
+        [
+          "commits per step",
+          (r) =>
+            perStep(
+              r,
+              (c) => c.commits,
+              (n) => n.toFixed(2),
+            ),
+        ],
+        [
+          "PG backend CPU ms per step",
+          (r) =>
+            perStep(
+              r,
+              (c) => c.backendCpuMs,
+              (n) => n.toFixed(3),
+            ),
+        ],
+        [
+          "PG shared processes CPU ms per step",
+          (r) =>
+            perStep(
+              r,
+              (c) => c.sharedCpuMs,
+              (n) => n.toFixed(3),
+            ),
+        ],
+        ["WAL bytes per step (server-wide)", (r) => perStep(r, (c) => c.walBytes, f0)],
         ["single run p50 / p99 ms", (r) => `${ms(r.p50)} / ${ms(r.p99)}`],
-        ["Weft PG ÷ it, runs/s", (r, w) => x(w.pg.runsPerS, r.runsPerS), "ratio"],
+        ["Weft PG ÷ it, runs/s 50 in flight", (r, w) => x(w.pg.loopRunsPerS, r.loopRunsPerS), "ratio"],
+        ["Weft PG ÷ it, runs/s enroll all first", (r, w) => x(w.pg.runsPerS, r.runsPerS), "ratio"],
         ["its p50 ÷ Weft PG's p50", (r, w) => x(r.p50, w.pg.p50), "ratio"],
-        ["Weft embedded ÷ it, runs/s", (r, w) => x(w.emb.runsPerS, r.runsPerS), "ratio"],
+        ["Weft embedded ÷ it, runs/s enroll all first", (r, w) => x(w.emb.runsPerS, r.runsPerS), "ratio"],
       ],
     );
+    for (const l of loops) if (l.how && !l.error) hows.push(`- ${l.peer}, 50 in flight: ${l.how}`);
   }
   if (workloads.includes("fanout")) {
     const weftFanout = async (k: "embedded" | "postgres"): Promise<PeerResult> => {
@@ -836,9 +936,28 @@ if (args.compare || ONLY.has("compare")) {
         how: "POST /v1/events (bearer token, schema checks, dedupe by key), the dispatcher makes the runs",
       };
     };
+    const weftIntakeBatch = async (k: "embedded" | "postgres"): Promise<PeerResult> => {
+      const r = await benchIntake(k, INTAKE_BATCH);
+      return {
+        peer: `${weftName(k)}, batches of ${INTAKE_BATCH} (${INTAKE_BATCH_CONNECTIONS} connections)`,
+        node: process.version,
+        rps: r.eventsPerS,
+        p50: r.p50,
+        p99: r.p99,
+        non2xx: r.non2xx,
+        accepted: r.accepted * INTAKE_BATCH,
+        processed: r.runs,
+        how: `POST /v1/events with an array of ${INTAKE_BATCH} events per request, ${INTAKE_BATCH_CONNECTIONS} connections (events/s: events of the requests answered within the load's time; latency is per request)`,
+      };
+    };
     table(
       `Event intake over HTTP: ${args.seconds} s of load from a second process, 32 connections, a fresh key per event; acknowledged once durably stored`,
-      await side("intake", weftIntake, 0),
+      [
+        ...(await side("intake", weftIntake, 0)),
+        // Weft's batch form beside its single-event rows (the peers' bare endpoints take one event a request).
+        await weftIntakeBatch("embedded"),
+        await weftIntakeBatch("postgres"),
+      ],
       [
         ["events accepted/s", (r) => f0(r.rps!)],
         ["p50 / p99 ms", (r) => `${r.p50} / ${r.p99}`],
@@ -861,6 +980,8 @@ if (ONLY.has("fleet")) {
     concurrency: Number(args["fleet-concurrency"]),
     workers: args["fleet-workers"]!.split(",").map(Number),
     polling: args["fleet-polling"]!,
+    // The graphile-worker anchor: the same worker counts as Weft's fleet unless told ("none": left out).
+    graphile: (args["fleet-graphile"] ?? args["fleet-workers"]!) === "none" ? [] : (args["fleet-graphile"] ?? args["fleet-workers"]!).split(",").map(Number),
   });
 }
 
@@ -870,4 +991,42 @@ if (ONLY.has("notify")) {
   const rows = await benchNotify(PG_URL);
   console.log("| commit | commits/s | µs per commit |\n| --- | --- | --- |");
   for (const r of rows) console.log(`| ${r.variant} | ${r.commitsPerS.toLocaleString("en-US")} | ${r.perCommitUs} |`);
+}
+
+if (ONLY.has("flow")) {
+  const { benchFlowFairness, benchFlowCost } = await import("./flow.js");
+  const flood = Number(args["flow-flood"]);
+  console.log(`\n## Flow control: one key flooded with ${flood} events under a per-key concurrency limit (5), 50 other keys trickling`);
+  console.log("\n| store | trickle runs | idle event→start p50 / p99 ms | flooded event→start p50 / p99 ms | p99 ÷ idle p99 | flood runs started meanwhile |");
+  console.log("| --- | --- | --- | --- | --- | --- |");
+  for (const s of stores) {
+    const r = await benchFlowFairness(() => openBenchStore(s), flood);
+    console.log(
+      `| ${s} | ${r.n} | ${f1(r.idleP50)} / ${f1(r.idleP99)} | ${f1(r.floodP50)} / ${f1(r.floodP99)} | ${(r.floodP99 / r.idleP99).toFixed(2)}× | ${r.floodStarted} |`,
+    );
+  }
+  const runs = Number(args.runs);
+  console.log(`\n## Flow control cost: ${runs} three-step runs, 50 in flight`);
+  console.log("\n| store | no limit runs/s | limit that never binds runs/s | cost | limit that binds (10 keys × 5) runs/s | µs per limited run |");
+  console.log("| --- | --- | --- | --- | --- | --- |");
+  for (const s of stores) {
+    const [none, loose, binding] = await benchFlowCost(() => openBenchStore(s), runs);
+    const cost = 1 - loose!.runsPerS / none!.runsPerS;
+    const perRun = (1e6 / loose!.runsPerS - 1e6 / none!.runsPerS).toFixed(0);
+    console.log(
+      `| ${s} | ${none!.runsPerS.toFixed(0)} | ${loose!.runsPerS.toFixed(0)} | ${(cost * 100).toFixed(1)}% | ${binding!.runsPerS.toFixed(0)} | ${perRun} |`,
+    );
+  }
+}
+
+if (ONLY.has("claim")) {
+  const { benchClaim } = await import("./claim.js");
+  await benchClaim({
+    pgUrl: PG_URL,
+    stores: args.stores!.split(","),
+    due: Number(args["claim-due"]),
+    idle: Number(args["claim-idle"]),
+    samples: Number(args["claim-samples"]),
+    limit: Number(args["claim-limit"]),
+  });
 }

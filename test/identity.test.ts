@@ -547,6 +547,7 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     const subjParked = "ct_sweep_parked"; // subject ids and the secret name are caller-chosen labels
     const subjPaused = "ct_sweep_paused";
     const secretName = "CRM_TOKEN";
+    const limitName = "crm-sweep"; // a shared limit's name is a caller-chosen label too
 
     // ---- workspace A (the default), through its admin ----
     const autA = await createAutomation({
@@ -597,6 +598,8 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     expect(tokA.status).toBe(201);
     const secret = await admin("PUT", `/v1/secrets/${secretName}`, { value: `A secret ${TAG}` });
     expect(secret.status).toBe(201);
+    const limitA = await admin("POST", "/v1/limits", { name: limitName, key: `account:${TAG}:{{ event.account_id }}`, limit: 3 });
+    expect(limitA.status).toBe(201);
     const adminTokId = (await ts.store.listTokens(WS)).find((t) => t.user_id === BOOTSTRAP_ADMIN)!.id;
     const auditA = await admin<{ items: { id: number; action: string }[] }>("GET", "/v1/audit-log?limit=500");
     expect(auditA.body.items.length).toBeGreaterThan(5);
@@ -646,7 +649,7 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
     ];
     const valuesA = [TAG, ...idsA];
     /** While B has not yet used them itself, A's labels are A's too. */
-    const labelsA = [subjParked, subjPaused, secretName];
+    const labelsA = [subjParked, subjPaused, secretName, limitName];
 
     // Path parameters: A's real values, by parameter name and path prefix.
     const paramValues = (url: string, param: string): string[] => {
@@ -662,6 +665,7 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       }
       if (param === "n") return ["1"];
       if (param === "item") return [itemA.id];
+      if (param === "name" && url.startsWith("/v1/limits/")) return [limitName];
       if (param === "name") return [secretName];
       throw new Error(`the sweep has no value of A for :${param} in ${url}: add it to paramValues`);
     };
@@ -867,6 +871,23 @@ describe.each(STORE_KINDS)("identities (%s store)", (kind) => {
       "GET /v1/workspace/settings": { probes: [listed] },
       "PATCH /v1/workspace/settings": { probes: [{ expect: 200, body: { strict_definitions: false } }] },
       // Another workspace's hook is not found by B's admin: neither revealed nor rotated.
+      // Shared limits are the workspace's own: B finds none of A's, and makes one of the same name as its own.
+      "GET /v1/limits": { probes: [listed] },
+      "GET /v1/limits/:name": { probes: [nf] },
+      "PATCH /v1/limits/:name": { probes: [nfBody({ limit: 9 })] },
+      "DELETE /v1/limits/:name": { probes: [nf] },
+      "POST /v1/limits": {
+        probes: [
+          {
+            expect: 201,
+            body: { name: limitName, key: "b", limit: 1 },
+            creates: async () => {
+              inB("the limit", (await ts.store.getSharedLimits(B, [limitName])).length === 1);
+              notInA("the limit", (await ts.store.getSharedLimits(WS, [limitName]))[0]?.limit === 3);
+            },
+          },
+        ],
+      },
       "GET /v1/hooks/:id/secret": { probes: [nf] },
       "POST /v1/hooks/:id/rotate": { probes: [nfBody({}), nfBody({ grace_seconds: 60 })] },
     };

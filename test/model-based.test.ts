@@ -1,6 +1,7 @@
 // The model-based test of the whole engine (short run): random sequences of commands (enroll,
 // events, webhooks, approvals, stop/cancel, re-trigger, item retry, subject pause/resume, new
-// versions, clock moves, restarts, a second worker, a worker process SIGKILLed at a named crash
+// versions, clock moves, restarts, a second worker, batches of events and of enrollments (repeated
+// subjects and keys, a malformed element among good ones), a worker process SIGKILLed at a named crash
 // point) against the real engine on each store, each checked after every command against the
 // reference model in test/model-based/model.ts. Known defects are avoided (KNOWN_DEFECTS in commands.ts).
 //

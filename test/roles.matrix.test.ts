@@ -83,6 +83,8 @@ interface Fixtures {
   /** A token (id) of `userId`, or of a user of this workspace when the caller is not one of its users. */
   freshToken(who: Who): Promise<string>;
   freshSecret(): Promise<string>;
+  /** A shared limit of its own (a deletion leaves the others). */
+  freshLimit(): Promise<string>;
   /** An event marked undeliverable (its dispatch failed), for replay and drop. */
   freshUndeliverable(): Promise<string>;
   /** A webhook hook of its own (a rotation leaves the shared hook's secret as the deliveries sign it). */
@@ -186,10 +188,18 @@ const RECIPES: Record<string, (f: Fixtures, who: Who) => Promise<Req> | Req> = {
   "POST /v1/events/:id/replay": async (f) => ({ path: `/v1/events/${await f.freshUndeliverable()}/replay`, body: {} }),
   "POST /v1/events/:id/drop": async (f) => ({ path: `/v1/events/${await f.freshUndeliverable()}/drop`, body: {} }),
   "GET /v1/hooks/:id/secret": (f) => ({ path: `/v1/hooks/${f.hook.id}/secret` }),
+  "GET /v1/limits": () => ({ path: "/v1/limits" }),
+  "POST /v1/limits": () => ({ path: "/v1/limits", body: { name: uniq("lim"), key: "{{ event.account_id }}", limit: 2 } }),
+  "GET /v1/limits/:name": async (f) => ({ path: `/v1/limits/${await f.freshLimit()}` }),
+  "PATCH /v1/limits/:name": async (f) => ({ path: `/v1/limits/${await f.freshLimit()}`, body: { limit: 5 } }),
+  "DELETE /v1/limits/:name": async (f) => ({ path: `/v1/limits/${await f.freshLimit()}` }),
   "POST /v1/hooks/:id/rotate": async (f) => ({ path: `/v1/hooks/${await f.freshHook()}/rotate`, body: { grace_seconds: 60 } }),
 };
 
 /** Every table's rows but the heartbeats (which tick on their own): what "changes nothing" compares. */
+/** Tables of the engine's own bookkeeping, which its loops write whatever the routes do: processes' heartbeats, the claim's due marks. */
+const BOOKKEEPING = new Set(["processes", "due_marks"]);
+
 async function dump(store: Store): Promise<string> {
   const out: Record<string, unknown[]> = {};
   if (store.kind === "postgres") {
@@ -197,11 +207,11 @@ async function dump(store: Store): Promise<string> {
     const tables = (
       await pool.query<{ t: string }>("select table_name as t from information_schema.tables where table_schema = current_schema() order by 1")
     ).rows.map((r) => r.t);
-    for (const t of tables.filter((x) => x !== "processes" && !x.includes("migration"))) out[t] = (await pool.query(`select * from "${t}" order by 1`)).rows;
+    for (const t of tables.filter((x) => !BOOKKEEPING.has(x) && !x.includes("migration"))) out[t] = (await pool.query(`select * from "${t}" order by 1`)).rows;
   } else {
     const db = (store as EmbeddedStore).db;
     const tables = (db.prepare("select name from sqlite_master where type = 'table' order by 1").all() as { name: string }[]).map((r) => r.name);
-    for (const t of tables.filter((x) => x !== "processes" && !x.includes("migration") && !x.startsWith("sqlite_")))
+    for (const t of tables.filter((x) => !BOOKKEEPING.has(x) && !x.includes("migration") && !x.startsWith("sqlite_")))
       out[t] = db.prepare(`select * from "${t}" order by 1`).all();
   }
   return JSON.stringify(out);
@@ -402,6 +412,12 @@ describe.each(STORE_KINDS)("roles (%s store)", (kind) => {
         throw new Error("could not make an undeliverable event");
       },
       freshHook: async () => (await create({ ...setEnd(uniq("hooked")), triggers: [{ type: "webhook" }] })).hooks![0]!.id,
+      freshLimit: async () => {
+        const name = uniq("lim");
+        const res = await admin("POST", "/v1/limits", { name, key: "{{ event.account_id }}", limit: 2 });
+        expect(res.status, res.text).toBe(201);
+        return name;
+      },
       freshSecret: async () => {
         const name = uniq("GONE").replace(/-/g, "_");
         const res = await admin("PUT", `/v1/secrets/${name}`, { value: "a secret value" });
@@ -537,7 +553,8 @@ describe.each(STORE_KINDS)("roles (%s store)", (kind) => {
       if (res.status !== expected) problems.push(`${what}: ${res.status} ${res.text.slice(0, 200)} (expected ${expected})`);
       if (res.text.includes(B)) problems.push(`${what}: the reply names workspace B`);
       await quiet(B);
-      if ((await dump(ts.store)) !== before) problems.push(`${what}: the store changed`);
+      const after = await dump(ts.store);
+      if (after !== before) problems.push(`${what}: the store changed: ${changed(before, after)}`);
     }
     expect(problems).toEqual([]);
   });

@@ -288,6 +288,8 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
         items_failed: 0,
         completed_at: null,
         updated_at: T0,
+        priority: 0,
+        priority_error: null,
       };
       expect(res.run).toEqual(want);
       expect(await store.getRun(WS, nr.id)).toEqual(want);

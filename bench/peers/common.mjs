@@ -5,6 +5,9 @@ import { createInterface } from "node:readline";
 // `npm run bench -- --compare` with: <database url> <workload> <n> [<extra>], on a fresh database
 // (created and dropped by the parent), prints one JSON line of figures and exits. Workloads:
 //   runs N SAMPLES   N three-step no-op runs (runs/s, steps/s), then SAMPLES single runs (p50/p99)
+//   loop N           N three-step no-op runs in a closed loop, IN_FLIGHT in flight (a new one starts
+//                    as each finishes: work processed while it is enqueued), metered by the parent
+//                    (PostgreSQL commits and CPU) through the stdin handshake of `metered`
 //   fanout N         one run whose work fans out over N items, 50 at a time (items/s)
 //   timers N LEAD_MS N runs parked on timers due at random in [start + LEAD_MS, start + LEAD_MS + 60 s]:
 //                    lateness p50/p99/max of each firing, and the process's memory while parked
@@ -19,6 +22,53 @@ export const SAMPLES = Number(EXTRA_S ?? 200);
 export const LEAD_MS = Number(EXTRA_S ?? 60_000);
 export const BATCH = 50; // runs started concurrently, as Weft's enroll phase does
 export const WINDOW_MS = 60_000; // timers fire within one minute
+export const IN_FLIGHT = 50; // runs kept in flight by the closed loop
+
+/** Lines from stdin, one at a time (the parent's handshakes). */
+let stdinLines;
+function nextStdinLine() {
+  if (!stdinLines) {
+    const queued = [];
+    const waiting = [];
+    createInterface({ input: process.stdin }).on("line", (l) => (waiting.length ? waiting.shift()(l) : queued.push(l)));
+    stdinLines = () => (queued.length ? Promise.resolve(queued.shift()) : new Promise((r) => waiting.push(r)));
+  }
+  return stdinLines();
+}
+
+/**
+ * Run `fn` between the parent's meter readings: print {"meter":"start"} and wait for the parent's
+ * line (it has read PostgreSQL's counters), run, print {"meter":"stop"} and wait again (it has
+ * read them again while this process's connections are still open).
+ */
+export async function metered(fn) {
+  process.stdout.write('{"meter":"start"}\n');
+  await nextStdinLine();
+  const r = await fn();
+  process.stdout.write('{"meter":"stop"}\n');
+  await nextStdinLine();
+  return r;
+}
+
+/**
+ * Closed loop: N runs, IN_FLIGHT at a time, a new one started as each finishes; `one(key)` starts
+ * a run and resolves when its third step is done. IN_FLIGHT warm-up runs first, not counted and
+ * not metered. runs/s over the metered window.
+ */
+export async function closedLoop(one) {
+  await Promise.all(Array.from({ length: IN_FLIGHT }, (_, i) => one(`warm-${i}`)));
+  return metered(async () => {
+    let next = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: Math.min(IN_FLIGHT, N) }, async () => {
+        while (next < N) await one(`loop-${next++}`);
+      }),
+    );
+    const secs = (performance.now() - t0) / 1000;
+    return { loopRunsPerS: N / secs, loopStepsPerS: (N * 3) / secs, loopSeconds: secs, inFlight: IN_FLIGHT };
+  });
+}
 
 export function pct(xs, p) {
   if (xs.length === 0) return NaN;
@@ -182,7 +232,7 @@ export function latches() {
   };
 }
 
-/** The installed version of a package (read from the project's node_modules; not all export package.json). */
+/** The installed version of a package (read from bench/node_modules; not all export package.json). */
 export function installedVersion(name) {
-  return JSON.parse(readFileSync(new URL(`../../node_modules/${name}/package.json`, import.meta.url), "utf8")).version;
+  return JSON.parse(readFileSync(new URL(`../node_modules/${name}/package.json`, import.meta.url), "utf8")).version;
 }

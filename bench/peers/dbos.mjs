@@ -1,10 +1,10 @@
-// DBOS Transact. runs: one workflow of 3 no-op steps (DBOS.runStep, each checkpointed), started
+// DBOS Transact. runs and loop: one workflow of 3 no-op steps (DBOS.runStep, each checkpointed), started
 // directly with DBOS.startWorkflow (not through a queue, which polls). fanout: one workflow that
 // enqueues a child workflow per item on a queue with concurrency 50 and awaits them all (the
 // fan-out pattern DBOS documents). timers: a workflow per timer, DBOS.sleep (durable) then a step.
 // intake: DBOS.startWorkflow with the event key as workflow ID (a repeat starts nothing new).
 import { DBOS } from "@dbos-inc/dbos-sdk";
-import { DB_URL, WORKLOAD, N, BATCH, throughput, latency, fanout, timers, intake, report, installedVersion } from "./common.mjs";
+import { DB_URL, WORKLOAD, N, BATCH, throughput, latency, closedLoop, fanout, timers, intake, report, installedVersion } from "./common.mjs";
 
 const version = installedVersion("@dbos-inc/dbos-sdk");
 DBOS.setConfig({ name: "weft-bench", systemDatabaseUrl: DB_URL, runAdminServer: false, logLevel: "error" });
@@ -72,6 +72,13 @@ if (WORKLOAD === "runs") {
     await (await DBOS.startWorkflow(threeSteps, { workflowID: `lat-${k}` })()).getResult();
   });
   r = { ...tp, ...lat, how: "DBOS.startWorkflow, 3 × DBOS.runStep" };
+} else if (WORKLOAD === "loop") {
+  r = {
+    ...(await closedLoop(async (k) => {
+      await (await DBOS.startWorkflow(threeSteps, { workflowID: k })()).getResult();
+    })),
+    how: "DBOS.startWorkflow, 3 × DBOS.runStep",
+  };
 } else if (WORKLOAD === "fanout") {
   await DBOS.registerQueue("items", { concurrency: 50, minPollingIntervalMs: 50 }); // default 1,000
   r = {

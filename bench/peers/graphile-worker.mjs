@@ -1,9 +1,9 @@
-// graphile-worker. runs: 3 chained jobs per run (job a adds job b, b adds c), one runner in this
-// process, batched fetching (localQueue) and batched completions, LISTEN/NOTIFY wake-ups.
+// graphile-worker. runs and loop: 3 chained jobs per run (job a adds job b, b adds c), one runner
+// in this process, batched fetching (localQueue) and batched completions, LISTEN/NOTIFY wake-ups.
 // fanout: a job that adds one job per item with addJobs (1,000 per call). timers: addJobs with
 // runAt. intake: addJob with the event key as jobKey. Polling (for jobs due later) every 100 ms.
 import { run, makeWorkerUtils, Logger } from "graphile-worker";
-import { DB_URL, WORKLOAD, N, throughput, latency, fanout, timers, intake, report, installedVersion, latches } from "./common.mjs";
+import { DB_URL, WORKLOAD, N, throughput, latency, closedLoop, fanout, timers, intake, report, installedVersion, latches } from "./common.mjs";
 
 const version = installedVersion("graphile-worker");
 let finished = 0;
@@ -64,6 +64,15 @@ if (WORKLOAD === "runs") {
     await w;
   });
   r = { ...tp, ...lat, how: "3 chained jobs (a adds b adds c), concurrency 16, localQueue 64" };
+} else if (WORKLOAD === "loop") {
+  r = {
+    ...(await closedLoop(async (k) => {
+      const w = latch.wait(k);
+      await runner.addJob("a", { lat: k });
+      await w;
+    })),
+    how: "3 chained jobs, concurrency 16, localQueue 64",
+  };
 } else if (WORKLOAD === "fanout") {
   r = {
     ...(await fanout(async () => {

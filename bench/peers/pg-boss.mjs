@@ -1,10 +1,10 @@
-// pg-boss. runs: 3 chained jobs per run (a queue per step; a's handler sends to b, b's to c),
+// pg-boss. runs and loop: 3 chained jobs per run (a queue per step; a's handler sends to b, b's to c),
 // LISTEN/NOTIFY on, batched fetches, the shortest polling interval pg-boss allows (0.5 s).
 // fanout: a job whose handler inserts one job per item (insert, 1,000 per call). timers: insert
 // with startAfter. intake: send with an id derived from the event key (a repeat inserts nothing).
 import { createHash } from "node:crypto";
 import { PgBoss } from "pg-boss";
-import { DB_URL, WORKLOAD, N, throughput, latency, fanout, timers, intake, report, installedVersion, latches } from "./common.mjs";
+import { DB_URL, WORKLOAD, N, throughput, latency, closedLoop, fanout, timers, intake, report, installedVersion, latches } from "./common.mjs";
 
 const version = installedVersion("pg-boss");
 const boss = new PgBoss({ connectionString: DB_URL, schema: "pgboss", max: 16, useListenNotify: true, schedule: false, supervise: false });
@@ -22,7 +22,7 @@ const keyId = (key) => {
 };
 
 let r;
-if (WORKLOAD === "runs") {
+if (WORKLOAD === "runs" || WORKLOAD === "loop") {
   for (const q of ["a", "b", "c"]) await boss.createQueue(q, { notify: true });
   await boss.work("a", opts, async (jobs) => {
     for (const j of jobs) await boss.send("b", j.data);
@@ -36,16 +36,20 @@ if (WORKLOAD === "runs") {
       else if (++finished === N) allResolve();
     }
   });
-  const tp = await throughput(
-    (i) => boss.send("a", { i }),
-    () => all,
-  );
-  const lat = await latency(async (k) => {
+  const one = async (k) => {
     const w = latch.wait(k);
     await boss.send("a", { lat: k });
     await w;
-  });
-  r = { ...tp, ...lat, how: "3 chained jobs, useListenNotify, batchSize 20 × localConcurrency 4, polling 0.5 s" };
+  };
+  const how = "3 chained jobs, useListenNotify, batchSize 20 × localConcurrency 4, polling 0.5 s";
+  if (WORKLOAD === "loop") r = { ...(await closedLoop(one)), how };
+  else {
+    const tp = await throughput(
+      (i) => boss.send("a", { i }),
+      () => all,
+    );
+    r = { ...tp, ...(await latency(one)), how };
+  }
 } else if (WORKLOAD === "fanout") {
   for (const q of ["fan", "item"]) await boss.createQueue(q, { notify: true });
   await boss.work("fan", opts, async ([j]) => {

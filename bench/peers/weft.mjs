@@ -1,13 +1,15 @@
 // Weft through the same harness as the peers, for the workloads where the process itself is
 // measured (timers: memory while 100,000 runs are parked). Built code (dist/), as `npm start` runs
 // it. First argument: a PostgreSQL URL, or "embedded" for a SQLite file in a fresh folder.
+// loop: three checkpointed no-op steps per run, closed loop (each run enrolled alone, its end
+// seen on the engine's run:finished event).
 // timers: a run per timer (batch enrollment, MAX_BATCH subjects per call, one transaction each)
 // into delay until context.due → a custom action; the engine's default runner settings.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Engine, DEFAULT_WORKSPACE, EmbeddedStore, MAX_BATCH, PostgresStore } from "../../dist/index.js";
-import { DB_URL, WORKLOAD, timers, report } from "./common.mjs";
+import { DB_URL, WORKLOAD, closedLoop, timers, report } from "./common.mjs";
 
 const dir = DB_URL === "embedded" ? mkdtempSync(join(tmpdir(), "weft-bench-")) : null;
 const store = dir ? new EmbeddedStore({ file: join(dir, "weft.db") }) : new PostgresStore({ url: DB_URL, poolSize: 8 });
@@ -21,10 +23,49 @@ engine.registerAction({
     return { ok: true };
   },
 });
+engine.registerAction({ kind: "noop", handler: () => ({ ok: true }) });
 await engine.start();
 
+/** Runs ended before anyone waited for them, and the waits for runs not ended yet. */
+const ended = new Set();
+const waiting = new Map();
+engine.events.on("run:finished", (e) => {
+  const w = waiting.get(e.run_id);
+  if (w) {
+    waiting.delete(e.run_id);
+    w();
+  } else ended.add(e.run_id);
+});
+const untilEnded = (runId) => {
+  if (ended.delete(runId)) return Promise.resolve();
+  return new Promise((resolve) => waiting.set(runId, resolve));
+};
+
 let r;
-if (WORKLOAD === "timers") {
+if (WORKLOAD === "loop") {
+  const a = await engine.createAutomation(DEFAULT_WORKSPACE, {
+    key: "bench-three",
+    name: "Three checkpointed steps",
+    root: "a",
+    reentry: { policy: "allow_concurrent" },
+    nodes: [
+      { key: "a", kind: "noop", config: {} },
+      { key: "b", kind: "noop", config: {} },
+      { key: "c", kind: "noop", config: {} },
+    ],
+    edges: [
+      { from: "a", port: "next", to: "b" },
+      { from: "b", port: "next", to: "c" },
+    ],
+  });
+  r = {
+    ...(await closedLoop(async (k) => {
+      const { run } = await engine.enroll(DEFAULT_WORKSPACE, a.id, { subject_id: k });
+      await untilEnded(run.id);
+    })),
+    how: "enroll one run, wait for its run:finished, 50 such loops at once; default runner settings",
+  };
+} else if (WORKLOAD === "timers") {
   const a = await engine.createAutomation(DEFAULT_WORKSPACE, {
     key: "timers",
     name: "timers",

@@ -63,6 +63,7 @@ export function planEvent(ev: StoredEvent, candidates: readonly Candidate[], now
           received_at: ev.received_at,
         },
         now,
+        budget,
       ),
     );
   }

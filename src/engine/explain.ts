@@ -3,10 +3,11 @@
 // it (and since when, and what would wake it), or why its failed step failed and what to do.
 
 import type { NodeDef } from "../model/definition.js";
+import { AGING_STEP_MS } from "../model/priority.js";
 import type { StepError } from "../model/errors.js";
 import { OVERDUE_GRACE_MS, type EngineCore } from "./core.js";
 import { mustGetRun } from "./runs.js";
-import type { Approval, PauseRow, Run, RunItem, StepRun } from "./store.js";
+import type { Approval, FlowWaitInfo, HostPause, PauseRow, Run, RunItem, StepRun } from "./store.js";
 import { isWorkerRole } from "./store.js";
 
 export interface Explanation {
@@ -34,6 +35,8 @@ export interface ExplainInput {
   graceMs: number;
   /** Whether any process that claims runs (role worker or all) is alive; undefined: not known. */
   workerAlive?: boolean;
+  /** A run held by flow control: its slot waits and rate turn, and the pause of the host it is about to call. */
+  flow?: { wait: FlowWaitInfo; host: HostPause | null };
 }
 
 /** Read what the explanation needs of the run (its steps, version, items, approvals, pauses) and explain it. */
@@ -49,7 +52,9 @@ export async function explain(core: EngineCore, workspaceId: string, runId: stri
     run.subject_id ? core.store.listPauses(workspaceId, run.subject_id) : Promise.resolve([]),
   ]);
   const workerAlive = (await core.store.liveProcesses(core.clock.now())).some((p) => isWorkerRole(p.role));
+  const flow = await flowOf(core, run);
   return explainRun({
+    ...(flow ? { flow } : {}),
     run,
     steps,
     node: run.current_node_key ? v?.nodes.get(run.current_node_key) : undefined,
@@ -100,7 +105,7 @@ export function explainRun(x: ExplainInput): Explanation {
       };
     }
     case "pending":
-      return { ...base, summary: `Waiting to be claimed by a worker (due ${iso(run.due_at)}).${late}` };
+      return { ...base, summary: `Waiting to be claimed by a worker (due ${iso(run.due_at)}).${priorityNote(run)}${late}` };
     case "running":
       return {
         ...base,
@@ -126,6 +131,14 @@ export function explainRun(x: ExplainInput): Explanation {
   }
 }
 
+/** A pending run's priority, when it has one (or its expression failed): it decides its place among its automation's due runs. */
+function priorityNote(run: Run): string {
+  const p = run.priority ?? 0;
+  const failed = run.priority_error ? ` Its priority expression failed, so it has priority 0 (${run.priority_error}).` : "";
+  if (p === 0) return failed;
+  return ` Priority ${p}: among its automation's due runs it is claimed as if due ${(Math.abs(p) * AGING_STEP_MS) / 1000} s ${p > 0 ? "earlier" : "later"} (other automations keep their turn).${failed}`;
+}
+
 function exitSummary(run: Run): string {
   const why: Record<string, string> = {
     subject_paused: "its subject was paused when it would have started",
@@ -137,6 +150,7 @@ function exitSummary(run: Run): string {
     node_removed: "the node it waited at was removed",
     handler_failure: "a step failed and no error port was wired",
     infinite_loop_cap: "it looped past the loop cap without pausing",
+    rate_limited: "its rate limit (`on_limit: skip`) had no free turn when it started or reached the limited step",
     quarantined:
       "the workers that claimed it died or stalled before committing, too many times in a row (WEFT_QUARANTINE_AFTER); its last step's error (engine.quarantined) says how many",
   };
@@ -193,10 +207,76 @@ function waiting(x: ExplainInput): Pick<Explanation, "waiting" | "summary"> {
         `Parked because subject ${run.subject_id} is paused${p ? ` (${p.pause_reason}${p.paused_until ? `, until ${iso(p.paused_until)}` : ", until resumed"})` : ""}.`,
       );
     }
+    case "concurrency":
+    case "rate_limit":
+      return flowWaiting(x, w);
     default:
       return w(run.waiting_for ?? "?", "its due time", `Waiting (${run.waiting_for}) since ${since}.`);
   }
 }
+
+/** What a run held by flow control waits on, read only for such runs. */
+async function flowOf(core: EngineCore, run: Run): Promise<ExplainInput["flow"] | undefined> {
+  if (run.status !== "waiting" || (run.waiting_for !== "concurrency" && run.waiting_for !== "rate_limit")) return undefined;
+  const now = core.clock.now();
+  const host = run.cursor.parked?.kind === "rate_limit" ? String(run.cursor.parked.data?.host ?? "") : "";
+  const [wait, pause] = await Promise.all([
+    core.store.flowWaitOf(run.workspace_id, run.id, now),
+    host ? core.store.hostPausedUntil(run.workspace_id, host, now) : null,
+  ]);
+  return { wait, host: pause };
+}
+
+/** A flow-control scope in words: a shared limit by its name, else the automation's or node's own rule. */
+function flowRule(scope: string): string {
+  if (scope.startsWith("l:")) return `shared limit \`${scope.slice(2)}\``;
+  if (scope.startsWith("ra:") || scope.startsWith("rn:")) return "rate limit";
+  return "concurrency";
+}
+
+const secondsFrom = (now: number, t: number) => `${Math.max(0, (t - now) / 1000).toFixed(1)} s`;
+const clockTime = (t: number) => new Date(t).toISOString().slice(11, 19);
+
+/**
+ * The sentences a held run gets: "waiting for a concurrency slot of `account:42` (3 of 3 held by
+ * runs r1, r2, r3, the oldest since 12:01:07)", "rate limit `crm:42`: next slot in 4.2 s",
+ * "destination api.example.com asked to slow down (429): next request in 1.8 s".
+ */
+function flowWaiting(
+  x: ExplainInput,
+  w: (f: string, wakes_on: string, summary: string) => Pick<Explanation, "waiting" | "summary">,
+): Pick<Explanation, "waiting" | "summary"> {
+  const { run, now } = x;
+  const parts: string[] = [];
+  const host = x.flow?.host;
+  const parkedHost = run.cursor.parked?.kind === "rate_limit" ? run.cursor.parked.data : undefined;
+  if (run.waiting_for === "rate_limit" && parkedHost !== undefined) {
+    const name = String(parkedHost.host ?? "?");
+    const status = host?.status ?? Number(parkedHost.status ?? 429);
+    const at = host?.until ?? run.waiting_until ?? now;
+    parts.push(`destination ${name} asked to slow down (${status}): next request in ${secondsFrom(now, at)}`);
+    return w("rate_limit", `the destination's pause ending (${iso(at)})`, `${cap(parts[0]!)}.`);
+  }
+  if (run.waiting_for === "rate_limit") {
+    const t = x.flow?.wait.turn;
+    const at = t?.at ?? run.waiting_until ?? now;
+    parts.push(`rate limit \`${t?.key ?? "?"}\`: next slot in ${secondsFrom(now, at)}`);
+    return w("rate_limit", `its reserved turn (${iso(at)})`, `${cap(parts[0]!)}.`);
+  }
+  for (const s of x.flow?.wait.slots ?? []) {
+    const rule = flowRule(s.scope);
+    const of = rule === "concurrency" ? `a concurrency slot of \`${s.key}\`` : `a slot of ${rule}, key \`${s.key}\``;
+    const by = s.holders.map((h) => h.run_id).join(", ");
+    const oldest = s.holders[0] ? `, the oldest since ${clockTime(s.holders[0].since)}` : "";
+    parts.push(
+      `waiting for ${of} (${s.held} of ${s.limit} held${by ? ` by runs ${by}${s.held > s.holders.length ? ", …" : ""}` : ""}${oldest}) since ${clockTime(s.since)}`,
+    );
+  }
+  if (parts.length === 0) parts.push("waiting for a concurrency slot");
+  return w("concurrency", "a slot of the key freed (the oldest waiter goes first)", `${cap(parts.join("; "))}.`);
+}
+
+const cap = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
 
 const RETRIGGER_ADVICE = "re-trigger the run (POST /v1/automation-runs/{id}/retrigger)";
 

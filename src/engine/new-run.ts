@@ -2,7 +2,8 @@
 // pinned version, run-as and the trigger event fixed once, the subject resolved, the re-entry
 // policy turned into the store's rules.
 
-import { CelScope, render } from "../model/expressions.js";
+import { CelScope, render, type Budget } from "../model/expressions.js";
+import { runPriority } from "../model/priority.js";
 import type { Definition } from "../model/definition.js";
 import { singletonSlot } from "../model/enrollment.js";
 import { newId, newTraceId } from "./ids.js";
@@ -34,8 +35,11 @@ export function activeSlot(def: Definition, subject: string | null, event?: Reco
   return singletonSlot(def.reentry, subject, (t) => render(t, new CelScope({ event: event ?? {}, context: {}, steps: {}, subject, run: {}, secrets: {} })));
 }
 
-export function newRun(v: LoadedVersion, start: RunStart, now: number): NewRun {
+/** `budget`: the workspace's expression budget, for the `priority` expression (default: the built-in one). */
+export function newRun(v: LoadedVersion, start: RunStart, now: number, budget?: Budget): NewRun {
   const def = v.definition;
+  // Evaluated once, over the trigger event: an error gives 0 and is kept on the run (explain shows it).
+  const priority = runPriority(def.priority, start.event, budget);
   const id = newId("run", now);
   let subject = start.subject_override;
   if (subject === null && def.subject !== undefined) {
@@ -73,6 +77,8 @@ export function newRun(v: LoadedVersion, start: RunStart, now: number): NewRun {
     trace_id: newTraceId(),
     due_at: now,
     started_at: now,
+    priority: priority.priority,
+    priority_error: priority.error,
     // `once` is skip_if_active with a cooldown longer than any run's life: a subject's second
     // enrollment exits reentry_cooldown however long after the first.
     cooldown_ms: policy === "once" ? ONCE_COOLDOWN_MS : Math.round((def.reentry?.cooldown_min ?? 0) * 60_000),

@@ -29,6 +29,7 @@ import { withExpressionPointer } from "../model/cel-errors.js";
 import { runScope, scopeForNode } from "./scope.js";
 import { workspaceBudget } from "./workspace-settings.js";
 import { DEFAULT_BUDGET, type Budget } from "../model/cel-budget.js";
+import { FlowGates, hasFlow, type GateOutcome } from "./flow-gates.js";
 
 /** Node visits without a pause point before a run is stopped as a runaway loop. */
 export const LOOP_CAP = 200;
@@ -73,6 +74,8 @@ export class Runner {
   private readonly drivers = new Set<Promise<void>>();
   /** Which subjects are paused (cached; see pauses.ts). */
   readonly pauses: PauseView;
+  /** Concurrency, shared and rate limits (flow-gates.ts). */
+  private readonly gates: FlowGates;
 
   constructor(
     private readonly store: Store,
@@ -86,6 +89,7 @@ export class Runner {
   ) {
     this.committer = new Committer(store, opts.owner, events, { maxBatch: opts.commitBatch, maxConcurrent: opts.commitConcurrency });
     this.pauses = new PauseView(store, clock);
+    this.gates = new FlowGates(store, opts.leaseMs);
     this.loop = new Loop("claim", events, () => this.claimRound(), opts.pollMs);
   }
 
@@ -231,7 +235,10 @@ export class Runner {
       }
       await this.driveLoop(d, signal);
     } finally {
-      if (this.drives.get(claimed.id) === d) this.drives.delete(claimed.id);
+      if (this.drives.get(claimed.id) === d) {
+        this.drives.delete(claimed.id);
+        this.gates.forget(claimed.id);
+      }
     }
   }
 
@@ -260,6 +267,10 @@ export class Runner {
     if (d.control === null && (await this.parkIfPaused(d))) {
       await this.checkpoint(d, false);
       return;
+    }
+    if (d.control === null && d.version !== null && hasFlow(d.version.definition)) {
+      const gate = await this.gates.atRunStart(d.run, d.version.definition, d.cursor, d.scope(), this.clock.now());
+      if (this.applyGate(d, gate, d.version.nodes.get(d.cursor.node ?? "")) === "stop") return void (await this.checkpoint(d, false));
     }
     // A slow step's result is committed before the next slow step starts (or with the park or the
     // end of the run, whichever comes first): no effect begins before the previous one is on
@@ -325,6 +336,7 @@ export class Runner {
     }
     await crashPoint("runner:after-checkpoint");
     d.committed();
+    this.gates.afterCommit(d.run, cp, this.clock.now()).catch((error) => this.events.emit("engine:error", { where: `flow wake ${d.run.id}`, error }));
     for (const s of cp.steps) {
       this.events.emit("step:finished", { run_id: d.run.id, automation_id: d.run.automation_id, trace_id: d.run.trace_id, step: s });
       for (const v of s.violations ?? []) this.events.emit("policy:violation", { run_id: d.run.id, node_key: s.node_key, violation: v });
@@ -377,6 +389,14 @@ export class Runner {
     return result;
   }
 
+  /** A flow gate's answer applied to the drive: go on, or park / exit / fail it ("stop"). */
+  private applyGate(d: Drive, g: GateOutcome, node: NodeDef | undefined): "go" | "stop" {
+    if (g.kind === "pass") return "go";
+    if (g.kind === "park") return d.park("waiting", g.waiting_for, g.until);
+    if (g.kind === "exit") return d.finish("exited", "rate_limited");
+    return d.finishWithError(node ?? ({ key: d.cursor.node ?? "(start)", kind: "unknown" } as NodeDef), g.error, this.clock.now());
+  }
+
   /** Execute the node at the cursor. */
   private async step(d: Drive, signal: AbortSignal): Promise<"continue" | "slow_done" | "stop" | "aborted"> {
     const key = d.cursor.node;
@@ -394,6 +414,11 @@ export class Runner {
     if (fresh && d.cursor.since_pause + 1 > LOOP_CAP) return d.finish("failed", "infinite_loop_cap");
     const attempt = d.cursor.attempt + 1;
     const idempotencyKey = `${d.run.id}/${node.key}/${visit}`;
+    if (hasFlow(node)) {
+      const at = d.version.definition.nodes.findIndex((n) => n.key === node.key);
+      const gate = await this.gates.atStep(d.run, node, at, idempotencyKey, fresh, d.cursor, d.scope(), this.clock.now());
+      if (this.applyGate(d, gate, node) === "stop") return "stop";
+    }
     const started = this.clock.now();
     const violations: PolicyViolation[] = [];
     const logs: LogLine[] = [];

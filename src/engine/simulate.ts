@@ -17,7 +17,7 @@
 
 import { BUILTIN_KINDS, edgeIndex, type Definition, type NodeDef } from "../model/definition.js";
 import { StepFailure, toStepError, WeftError, type StepError } from "../model/errors.js";
-import { escapePointer } from "../model/expressions.js";
+import { escapePointer, type CelScope } from "../model/expressions.js";
 import type { PolicyViolation } from "../model/permissions.js";
 import { RegisteredAction } from "./actions.js";
 import { flowPreview, type FlowPreview } from "./flow-intake.js";
@@ -28,6 +28,7 @@ import { NODE_HANDLERS } from "./nodes/registry.js";
 import type { NodeContext, NodeHandler, NodeReads, NodeResult, NodeSettings } from "./nodes/types.js";
 import { LOOP_CAP } from "./runner.js";
 import { runScope, scopeForNode } from "./scope.js";
+import { hasFlow, simulatedLimits, type SimulatedLimit } from "./flow-gates.js";
 import type { Budget } from "../model/cel-budget.js";
 import type { Approval, Run, RunItem, StoredEvent } from "./store.js";
 
@@ -52,6 +53,8 @@ export interface SimulateOptions {
   secretNames?: string[];
   /** The workspace's expression budget (default: DEFAULT_BUDGET). */
   budget?: Readonly<Budget>;
+  /** The workspace's shared limits (their key templates render against the simulated run). */
+  sharedLimits?: readonly { name: string; key: string; limit: number }[];
 }
 
 export interface SimulatedViolation {
@@ -108,6 +111,8 @@ export interface Transcript {
   context: Record<string, unknown>;
   /** Every would_send, in the order the steps would send them. */
   outbound: unknown[];
+  /** The concurrency, shared and rate limits the run would meet (at its start, then at each node visited), keys rendered; nothing is counted. */
+  limits: SimulatedLimit[];
   /** Debounce, batch and singleton (reentry.key): the key the event renders and what would happen (flowOnTheWayIn). */
   flow?: FlowPreview[];
 }
@@ -154,7 +159,8 @@ export async function simulate(def: Definition, req: SimulateRequest, opts: Simu
 
   const sim = new Simulation(def, req, opts);
   const edges = sim.edges;
-  const transcript: Transcript = { status: "completed", exit_reason: "completed", steps: [], context: sim.context, outbound: [] };
+  const transcript: Transcript = { status: "completed", exit_reason: "completed", steps: [], context: sim.context, outbound: [], limits: [] };
+  transcript.limits.push(...simulatedLimits(def, "automation", "", sim.scope(), opts.sharedLimits ?? []));
   flowOnTheWayIn(transcript, def, req, opts);
   const finish = (status: Transcript["status"], reason: string): Transcript => {
     transcript.status = status;
@@ -179,6 +185,7 @@ export async function simulate(def: Definition, req: SimulateRequest, opts: Simu
       entry.error = { code: "node.unknown_kind", message: `no handler for kind "${node.kind}"` };
       return finish("failed", "handler_failure");
     }
+    if (hasFlow(node)) transcript.limits.push(...simulatedLimits(node, node.key, `/nodes/${def.nodes.indexOf(node)}`, sim.scope(), opts.sharedLimits ?? []));
     const choice = Object.hasOwn(choices, node.key) ? choices[node.key] : undefined;
     const visit = await sim.visit(node, handler, choice, visitsOf(transcript, node.key));
     describe(entry, visit, node, opts.actions);
@@ -302,6 +309,11 @@ class Simulation {
     };
   }
 
+  /** The run's variables as they stand (flow-control keys render against them). */
+  scope(): CelScope {
+    return runScope(this.run, this.context, this.steps, this.secrets, this.opts.budget);
+  }
+
   /** The registered action with its spec, but a handler that records the call instead of making it. */
   private dryAction(a: RegisteredAction): RegisteredAction {
     return new RegisteredAction({
@@ -416,6 +428,9 @@ class Simulation {
   /** The store as handlers read it, answered from the simulation: nothing is read from or written to a store. */
   private reads(choice: string | undefined, items: Map<string, RunItem>, approvals: Map<string, Approval>, v: Visit): NodeReads {
     return {
+      // A simulation sends nothing, so no destination is ever paused for it.
+      hostPausedUntil: async () => null,
+      pauseHost: async () => {},
       findEvents: async (workspaceId, wait) => {
         // A wait forced to time out finds nothing; otherwise one synthetic event about the subject arrives.
         const id = `evt_simulation_${wait.name}`;

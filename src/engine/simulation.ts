@@ -22,5 +22,6 @@ export async function simulateCurrent(core: EngineCore, workspaceId: string, aut
     settings: core.settings,
     secretNames,
     budget: await workspaceBudget(core.store, workspaceId),
+    sharedLimits: v.definition.limits || v.definition.nodes.some((n) => n.limits) ? await core.store.getSharedLimits(workspaceId) : [],
   });
 }

@@ -9,6 +9,8 @@ import type { ExitReason, RunStatus } from "../model/run-status.js";
 import type { StepOutcome } from "../model/step-outcome.js";
 import type { ItemOutcome } from "../model/item-outcome.js";
 import type { PolicyViolation } from "../model/permissions.js";
+import { AGING_STEP_MS } from "../model/priority.js";
+import type { FlowAcquire, FlowDecision, FlowSlotGate } from "../model/flow.js";
 import type { FlowEntry as WindowEntry, FlowMembership as WindowMembership, FlowWindow as Window } from "../model/flow-windows.js";
 
 /** An operator's request to end a run: `stop` exits at once (`admin_stopped`); `cancel` lets in-flight items finish. */
@@ -63,6 +65,8 @@ export interface Cursor {
   consumed?: string[];
   /** Waits count named events received from this time on: the trigger event's arrival, or the enrollment. */
   events_from?: number;
+  /** A rate-limit turn this run reserved (queued) at the gate it is parked before; it passes at that time. */
+  flow_turn?: number;
 }
 
 export interface Run {
@@ -96,6 +100,10 @@ export interface Run {
   control: RunControl | null;
   /** When the runner may claim it: wake time when parked, lease expiry while running, null when terminal. */
   due_at: number | null;
+  /** Fixed at creation (model/priority.ts): orders this automation's due runs in the claim (claimKey). Stores always set it; absent means 0. */
+  priority?: number;
+  /** Why the definition's priority expression gave 0 for this run (it failed or was not a number); null when it did not fail. */
+  priority_error?: string | null;
   lease_owner: string | null;
   /** Compare-and-swap version: every state write names the rev it read. */
   rev: number;
@@ -106,8 +114,21 @@ export interface Run {
 
 export type NewRun = Omit<
   Run,
-  "rev" | "lease_owner" | "interruptions" | "unsettled_claims" | "control" | "items_total" | "items_failed" | "completed_at" | "updated_at"
+  | "rev"
+  | "lease_owner"
+  | "interruptions"
+  | "unsettled_claims"
+  | "control"
+  | "items_total"
+  | "items_failed"
+  | "completed_at"
+  | "updated_at"
+  | "priority"
+  | "priority_error"
 > & {
+  priority_error?: string | null;
+  /** The run's priority, already clamped (model/priority.ts); default 0. */
+  priority?: number;
   /** Set to the subject when the automation allows one active run per subject (enforced by the store). */
   active_subject: string | null;
   completed_at?: number | null;
@@ -913,6 +934,65 @@ export interface Store {
   getWorkspaceSettings(workspaceId: string): Promise<Record<string, unknown> | null>;
   /** Replace the workspace's settings object, with its audit entry, in one transaction. */
   putWorkspaceSettings(workspaceId: string, settings: Record<string, unknown>, now: number, audit: AuditEntry): Promise<void>;
+
+  // ---------- flow control (see flow-gates.ts and model/flow.ts) ----------
+
+  /** Take every slot and the rate turn of one gate atomically, or record the run as a waiter and say why not. */
+  acquireFlow(req: FlowAcquire, now: number): Promise<FlowDecision>;
+  /** Wake (due now) the oldest parked waiters of each key, one per free slot. */
+  wakeFlowWaiters(workspaceId: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number): Promise<number>;
+  /** Pause calls to a host until `until` (a later pause already recorded stays). */
+  pauseHost(workspaceId: string, host: string, until: number, status: number, now: number): Promise<void>;
+  /** When calls to a host may go again, or null when it is not paused. */
+  hostPausedUntil(workspaceId: string, host: string, now: number): Promise<HostPause | null>;
+  putSharedLimit(l: SharedLimit, audit: AuditEntry, create: boolean): Promise<boolean>;
+  getSharedLimits(workspaceId: string, names?: readonly string[]): Promise<SharedLimit[]>;
+  deleteSharedLimit(workspaceId: string, name: string, audit: AuditEntry): Promise<boolean>;
+  /** Held and waiting counts per scope and key, busiest first (one workspace, or all with null). */
+  flowStats(workspaceId: string | null, now: number, limit: number): Promise<FlowKeyStats[]>;
+  /** What holds a waiting run: its waiter rows with the holders of each key, and the rate turn it reserved. */
+  flowWaitOf(workspaceId: string, runId: string, now: number): Promise<FlowWaitInfo>;
+}
+
+export interface HostPause {
+  host: string;
+  until: number;
+  status: number;
+  since: number;
+}
+
+export interface SharedLimit {
+  workspace_id: string;
+  name: string;
+  key: string;
+  limit: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface FlowKeyStats {
+  workspace_id: string;
+  scope: string;
+  key: string;
+  held: number;
+  waiting: number;
+}
+
+export interface FlowWaitInfo {
+  slots: FlowWait[];
+  /** The latest rate-limit turn the run holds (a queued run's is in the future). */
+  turn: { scope: string; key: string; at: number } | null;
+}
+
+export interface FlowWait {
+  scope: string;
+  key: string;
+  /** The key's limit when the run last met it. */
+  limit: number;
+  since: number;
+  /** Runs holding a slot of the key, oldest first (at most 10). */
+  holders: { run_id: string; since: number }[];
+  held: number;
 }
 
 /** Debounce and batch (model/flow-windows.ts), over the engine's runs. */
@@ -921,19 +1001,35 @@ export type FlowWindow = Window<NewRun>;
 export type FlowMembership = WindowMembership<NewRun>;
 
 /**
- * The claim order, round-robin by automation, oldest first: each automation's due runs are ranked
- * by (due_at, id); the claim takes runs by (rank, due_at, id). So one automation with 20,000 due
- * runs gets one slot per round like every other, and within a round the oldest go first. Both
- * stores claim exactly this (the embedded one by calling it, PostgreSQL in its claim query).
+ * A due run's place in its automation's queue: due_at − priority × AGING_STEP_MS (priority is
+ * stored clamped). With every priority 0 it is due_at. PostgreSQL computes the same key as
+ * weft_claim_at(due_at, priority) (migration 014), the embedded store as due_at − priority * 1000.
  */
-export function claimOrder<T extends { id: string; automation_id: string; due_at: number }>(due: readonly T[], limit: number): T[] {
-  const byDue = (a: T, b: T) => a.due_at - b.due_at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+export const claimKey = (r: { due_at: number; priority?: number }): number => r.due_at - (r.priority ?? 0) * AGING_STEP_MS;
+
+/**
+ * The claim order, round-robin by automation: each automation's due runs are ranked by
+ * (claimKey, id); the claim takes runs by (rank, claimKey, id). So one automation with 20,000 due
+ * runs gets one slot per round like every other, within a round the lowest keys go first, and
+ * priority reorders runs only inside their automation's queue (it never gives an automation more
+ * slots per round). Both stores claim exactly this (the embedded one by calling it, PostgreSQL in
+ * its claim query). Which runs are "due" (due_at <= now) is unchanged by priority.
+ *
+ * How the stores find the due runs without visiting every automation: see `due_marks` in
+ * migration 014 (a lower bound of each automation's earliest due_at, kept by triggers and
+ * corrected by the claimer), so a claim's cost follows the automations with due work.
+ */
+export function claimOrder<T extends { id: string; automation_id: string; due_at: number; priority?: number }>(due: readonly T[], limit: number): T[] {
+  const byKey = (a: T, b: T) => claimKey(a) - claimKey(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
   const rank = new Map<string, number>();
   const seen = new Map<string, number>();
-  for (const r of [...due].sort(byDue)) {
+  for (const r of [...due].sort(byKey)) {
     const n = seen.get(r.automation_id) ?? 0;
     seen.set(r.automation_id, n + 1);
     rank.set(r.id, n);
   }
-  return [...due].sort((a, b) => rank.get(a.id)! - rank.get(b.id)! || byDue(a, b)).slice(0, limit);
+  return [...due].sort((a, b) => rank.get(a.id)! - rank.get(b.id)! || byKey(a, b)).slice(0, limit);
 }
+
+/** The store re-derives its due marks from the due runs this often (engine clock): the safety net. */
+export const DUE_MARK_SWEEP_MS = 60_000;

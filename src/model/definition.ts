@@ -20,6 +20,7 @@ import {
 import { automationFlowShape, flowProblems, nodeFlowShape } from "./flow.js";
 import { permissionProblem } from "./permissions.js";
 import { DEFAULT_RETRY } from "./retry.js";
+import { priorityProblem } from "./priority.js";
 
 const cel = z.string().min(1);
 const d = (description: string, extra: Record<string, unknown> = {}) => ({ description, ...extra });
@@ -178,6 +179,15 @@ export const definitionSchema = z.strictObject({
       }),
     ),
   ...automationFlowShape,
+  priority: z
+    .union([z.number(), cel])
+    .optional()
+    .meta(
+      d(
+        "a number from -100 to 100, or a CEL expression over `event` evaluated once when the run is created (rounded, clamped; an error or a non-number gives 0, recorded on the run); higher is claimed first among this automation's due runs, each point worth one second of waiting",
+        { default: 0 },
+      ),
+    ),
   root: z.string().min(1).meta(d("the key of the node every run starts at")),
   nodes: z.array(nodeSchema).min(1),
   edges: z.array(edgeSchema).default([]),
@@ -742,6 +752,8 @@ export function validateDefinition(input: unknown, opts: ValidateOptions = {}): 
   if (def.subject !== undefined) checkTemplates(def.subject, "/subject", errors);
   if (def.reentry?.key !== undefined) checkTemplates(def.reentry.key, "/reentry/key", errors);
   errors.push(...flowProblems(def));
+  const priority = priorityProblem((input as { priority?: unknown } | null)?.priority);
+  if (priority) errors.push(priority);
   if (def.run_as?.type === "user" && def.run_as.user_id === "") {
     errors.push({ code: "definition.required", pointer: "/run_as/user_id", message: "required" });
   }

@@ -18,6 +18,21 @@ export const MAX_CONCURRENCY_RULES = 4;
 export const MAX_SHARED_LIMITS = 8;
 /** The longest period any flow-control setting may have: one day. */
 export const MAX_FLOW_PERIOD_MS = 86_400_000;
+/** The longest a destination's Retry-After may pause calls to it (a longer one is cut to this). */
+export const MAX_HOST_PAUSE_MS = 3_600_000;
+/** How long a 429 without Retry-After pauses calls to its host. */
+export const DEFAULT_HOST_PAUSE_MS = 1_000;
+
+/**
+ * How long a destination's answer pauses every call to its host: a 429 (Retry-After, else 1 s)
+ * or a 503 that says Retry-After; null for anything else. Capped at MAX_HOST_PAUSE_MS.
+ */
+export function hostPauseFor(status: number, retryAfterMs: number | undefined): number | null {
+  if (status === 429) return Math.min(MAX_HOST_PAUSE_MS, retryAfterMs ?? DEFAULT_HOST_PAUSE_MS);
+  if (status === 503 && retryAfterMs !== undefined) return Math.min(MAX_HOST_PAUSE_MS, retryAfterMs);
+  return null;
+}
+
 /** Most events one batch run may hold. */
 export const MAX_BATCH_SIZE = 1000;
 /** A rendered key longer than this is cut (and hashed) so a hostile template cannot bloat rows. */
@@ -158,5 +173,156 @@ export function flowProblems(def: FlowFields & { nodes: readonly (FlowFields & {
       message: "max_wait_ms applies to trailing debounce only (a leading debounce starts its run at the first event)",
     });
   }
+  return out;
+}
+
+// ---------- the rules every store and the engine share ----------
+
+/**
+ * A rendered key as stored: text up to MAX_FLOW_KEY_LENGTH is kept as is; longer text keeps its
+ * first 150 characters and a hash of the whole, so two long keys that differ only at the end
+ * stay distinct and no row grows with what a template renders.
+ */
+export function flowKey(rendered: string): string {
+  if (rendered.length <= MAX_FLOW_KEY_LENGTH) return rendered;
+  return `${rendered.slice(0, 150)}…#${fnv1a64(rendered)}`;
+}
+
+function fnv1a64(s: string): string {
+  let h = 0xcbf29ce484222325n;
+  for (const c of Buffer.from(s)) h = BigInt.asUintN(64, (h ^ BigInt(c)) * 0x100000001b3n);
+  return h.toString(16).padStart(16, "0");
+}
+
+/**
+ * Who may take a slot of one key (per-key FIFO): a run may take one only when the slots held
+ * plus the live waiters older than it leave one free. A run that already holds its slot keeps it.
+ */
+export function mayTakeSlot(s: { held: number; olderWaiters: number; limit: number; holdsAlready: boolean }): boolean {
+  return s.holdsAlready || s.held + s.olderWaiters < s.limit;
+}
+
+/** How many parked waiters of one key to wake: one per free slot. */
+export function waitersToWake(held: number, limit: number): number {
+  return Math.max(0, limit - held);
+}
+
+/**
+ * The rate arithmetic (a sliding log): `recent` holds the key's admissions (their times, newest
+ * first, at most `limit` of them, none earlier than now - period). The next admission goes at the
+ * earliest time t ≥ now, not before the newest admission (turns are handed out in order), such
+ * that (t - period, t] then holds at most `limit` admissions: no period of any alignment ever
+ * sees more than `limit` (a fixed window would allow 2 × limit across a window edge).
+ */
+export function nextRateSlot(recent: readonly number[], now: number, limit: number, periodMs: number): number {
+  let t = now;
+  if (recent.length > 0) t = Math.max(t, recent[0]!);
+  if (recent.length >= limit) t = Math.max(t, recent[limit - 1]! + periodMs);
+  return t;
+}
+
+/** What a run or step meets at a gate (the engine renders keys; the store decides). */
+export interface FlowSlotGate {
+  /** Which rule: `a:<automation>:<i>`, `n:<automation>:<node>:<i>`, or `l:<shared limit name>`. */
+  scope: string;
+  /** The rendered key (see flowKey). */
+  key: string;
+  limit: number;
+  /** What a person reads: the shared limit's name or `concurrency`. */
+  label: string;
+}
+
+export interface FlowRateGate {
+  scope: string;
+  key: string;
+  limit: number;
+  period_ms: number;
+  on_limit: "queue" | "skip";
+}
+
+/** A gate the store evaluates atomically: every slot or none, and the rate turn. */
+export interface FlowAcquire {
+  workspace_id: string;
+  run_id: string;
+  /** The step's idempotency key for a node's gate; "" for the run's (held until the run ends). */
+  step_key: string;
+  slots: FlowSlotGate[];
+  rate: FlowRateGate | null;
+  /** A turn this run reserved earlier (queued) at this gate: it passes the rate without a new one. */
+  reserved_at: number | null;
+}
+
+export type FlowDecision =
+  | { kind: "pass" }
+  | { kind: "wait_slot"; gate: FlowSlotGate; held: number; waiting: number }
+  | { kind: "wait_rate"; until: number }
+  | { kind: "skip_rate"; next: number };
+
+/** What a store reads, under the gate's locks, before it decides. */
+export interface FlowFacts {
+  /** Per slot gate (same order as the request): held by others, live waiters older than this run, held by this run already. */
+  slots: { held: number; olderWaiters: number; holdsAlready: boolean; waiting: number }[];
+  /** The rate key's admissions, newest first, at most `limit`, none older than now - period. */
+  recent: number[];
+}
+
+/** What a store writes after deciding (in the same transaction). */
+export interface FlowWrites {
+  decision: FlowDecision;
+  /** Take these slots (all of the request's) and drop the run's waiter rows at this gate. */
+  take: boolean;
+  /** Record the run as a waiter of this gate (its first waiting time is kept). */
+  waitOn: FlowSlotGate | null;
+  /** Append an admission to the rate log at this time. */
+  admitAt: number | null;
+}
+
+/**
+ * The gate's one decision, made for both stores: every slot or none (no run holds one key while
+ * it waits for another, so two rules cannot deadlock), then the rate turn. A run that queued for
+ * a turn passes at it; a run that finds every slot free takes them with its turn.
+ */
+export function decideFlow(req: FlowAcquire, facts: FlowFacts, now: number): FlowWrites {
+  for (let i = 0; i < req.slots.length; i++) {
+    const g = req.slots[i]!;
+    const f = facts.slots[i]!;
+    if (!mayTakeSlot({ ...f, limit: g.limit })) {
+      return { decision: { kind: "wait_slot", gate: g, held: f.held, waiting: f.waiting }, take: false, waitOn: g, admitAt: null };
+    }
+  }
+  const r = req.rate;
+  let admitAt: number | null = null;
+  if (r !== null && req.reserved_at !== null && req.reserved_at > now) {
+    // Woken before its turn (a slot freed): the turn it holds is still ahead.
+    return { decision: { kind: "wait_rate", until: req.reserved_at }, take: false, waitOn: null, admitAt: null };
+  }
+  if (r !== null && req.reserved_at === null) {
+    const next = nextRateSlot(facts.recent, now, r.limit, r.period_ms);
+    if (next > now) {
+      if (r.on_limit === "skip") return { decision: { kind: "skip_rate", next }, take: false, waitOn: null, admitAt: null };
+      return { decision: { kind: "wait_rate", until: next }, take: false, waitOn: null, admitAt: next };
+    }
+    admitAt = now;
+  }
+  return { decision: { kind: "pass" }, take: true, waitOn: null, admitAt };
+}
+
+/** The shared limits a definition names that the workspace does not have, each with its pointer. */
+export function unknownLimitProblems(def: { limits?: unknown; nodes?: unknown }, known: ReadonlySet<string>): Problem[] {
+  const out: Problem[] = [];
+  // Read defensively: this runs on a definition the schema has not checked yet.
+  const check = (names: unknown, at: string) =>
+    (Array.isArray(names) ? names : []).forEach((n: unknown, i) => {
+      if (typeof n === "string" && !known.has(n))
+        out.push({
+          code: "definition.unknown_limit",
+          pointer: `${at}/limits/${i}`,
+          message: `no shared limit named "${n}" in this workspace (create it with POST /v1/limits)`,
+        });
+    });
+  check(def.limits, "");
+  (Array.isArray(def.nodes) ? def.nodes : []).forEach((n: unknown, i) => {
+    if (n !== null && typeof n === "object") check((n as { limits?: unknown }).limits, `/nodes/${i}`);
+  });
   return out;
 }

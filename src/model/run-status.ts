@@ -79,6 +79,8 @@ export const ExitReason = {
   infinite_loop_cap: "infinite_loop_cap",
   /** Its claims were lost (the worker died or stalled) more often in a row than the quarantine setting allows. */
   quarantined: "quarantined",
+  /** Its rate limit (`on_limit: skip`) had no turn free when it started (or reached the limited node). */
+  rate_limited: "rate_limited",
 } as const;
 export type ExitReason = (typeof ExitReason)[keyof typeof ExitReason];
 

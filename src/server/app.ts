@@ -17,6 +17,7 @@ import { errorHandler } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
 import { registerConsole } from "./console.js";
 import { registerWorkspaceSettings } from "./workspace-settings.js";
+import { checkSharedLimitNames, registerLimits } from "./limits.js";
 import { engineMetrics } from "./metrics.js";
 import { isRouteAccess, needsToken, type RouteAccess } from "./roles.js";
 import {
@@ -232,6 +233,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       v1.post("/automations", { config: { role: "member" } }, async (req, reply) => {
         const b = parse(createAutomationBody, req.body, "body");
         await checkRunAs(req, b.definition);
+        await checkSharedLimitNames(engine, req.caller.workspace_id, b.definition);
         const a = await engine.createAutomation(req.caller.workspace_id, b.definition, b.status ?? "active", req.caller.actor);
         return reply.status(201).send(automationJson(a));
       });
@@ -244,6 +246,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       v1.put<{ Params: { id: string } }>("/automations/:id", { config: { role: "member" } }, async (req) => {
         const b = parse(updateAutomationBody, req.body, "body");
         await checkRunAs(req, b.definition);
+        await checkSharedLimitNames(engine, req.caller.workspace_id, b.definition);
         return automationJson(await engine.updateAutomation(req.caller.workspace_id, req.params.id, b.definition, b.expected_version, req.caller.actor));
       });
       v1.get<{ Params: { id: string; n: string } }>("/automations/:id/versions/:n", { config: { role: "viewer" } }, async (req) => {
@@ -535,6 +538,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       });
 
       registerWorkspaceSettings(v1, engine);
+      registerLimits(v1, engine);
     },
     { prefix: "/v1" },
   );

@@ -8,6 +8,13 @@ import { OVERDUE_GRACE_MS } from "../engine/engine.js";
 /** How long the store-backed gauges (queue depth, overdue runs) are served from their last read. */
 export const STORE_GAUGES_MS = 5000;
 
+/** A flow-control scope as a metric label: a shared limit's name, else where the rule is declared. */
+export function flowRuleLabel(scope: string): string {
+  if (scope.startsWith("l:")) return scope.slice(2);
+  const [kind, ...rest] = scope.split(":");
+  return `${kind === "cn" ? "node" : "automation"}/${rest.join("/")}`;
+}
+
 export function engineMetrics(engine: Engine): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "weft_" });
@@ -107,6 +114,53 @@ export function engineMetrics(engine: Engine): Registry {
       this.set((await once()).overdue_runs);
     },
   });
+  // Flow control: slots held and runs waiting per rule (a shared limit by its name, an automation's
+  // or node's rule by its scope), summed over keys (keys are tenant data: unbounded, so no label).
+  let lastFlow: { at: number; value: Promise<Map<string, { held: number; waiting: number }>> } | null = null;
+  const flowOnce = () => {
+    const now = engine.clock.now();
+    if (lastFlow && now - lastFlow.at < STORE_GAUGES_MS) return lastFlow.value;
+    const value = engine.store.flowStats(null, now, 10_000).then((rows) => {
+      const by = new Map<string, { held: number; waiting: number }>();
+      for (const r of rows) {
+        const name = flowRuleLabel(r.scope);
+        const cur = by.get(name) ?? { held: 0, waiting: 0 };
+        by.set(name, { held: cur.held + r.held, waiting: cur.waiting + r.waiting });
+      }
+      return by;
+    });
+    const entry = { at: now, value };
+    value.catch(() => lastFlow === entry && (lastFlow = null));
+    lastFlow = entry;
+    return value;
+  };
+  new Gauge({
+    name: "weft_flow_held",
+    help: "Concurrency slots held, per limit (a shared limit's name, or automation/<id>/<rule> and node/<automation>/<node>/<rule>)",
+    labelNames: ["limit"],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const [limit, v] of await flowOnce()) this.set({ limit }, v.held);
+    },
+  });
+  new Gauge({
+    name: "weft_flow_waiting",
+    help: "Runs (or steps) parked for a concurrency slot, per limit",
+    labelNames: ["limit"],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const [limit, v] of await flowOnce()) this.set({ limit }, v.waiting);
+    },
+  });
+  const throttled = new Counter({
+    name: "weft_flow_throttled_total",
+    help: "Runs parked by flow control in this process: waiting_for concurrency or rate_limit (a rate turn or a destination's pause)",
+    labelNames: ["waiting_for"],
+    registers: [registry],
+  });
+  engine.events.on("run:parked", (e) => (e.waiting_for === "concurrency" || e.waiting_for === "rate_limit") && throttled.inc({ waiting_for: e.waiting_for }));
   new Gauge({
     name: "weft_runs_in_flight",
     help: "Runs this process is driving now",

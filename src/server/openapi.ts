@@ -8,6 +8,7 @@ import { z } from "zod";
 import * as Q from "./schemas.js";
 import * as S from "./shapes.js";
 import * as WS from "./workspace-settings.js";
+import * as L from "./limits.js";
 
 interface RouteDoc {
   summary: string;
@@ -245,6 +246,16 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     body: WS.settingsPatchBody,
     responses: ok(WS.settingsShape),
   },
+  "GET /v1/limits": { summary: "Shared limits, busiest first, with slots held and runs waiting per key", responses: ok(L.limitListShape) },
+  "POST /v1/limits": { summary: "Create a shared limit (audited as limit.create)", role: "member", body: L.createLimitBody, responses: ok(L.limitShape, 201) },
+  "GET /v1/limits/:name": { summary: "One shared limit with its busiest keys", responses: ok(L.limitShape) },
+  "PATCH /v1/limits/:name": {
+    summary: "Change a shared limit's key or limit (audited as limit.update)",
+    role: "member",
+    body: L.patchLimitBody,
+    responses: ok(L.limitShape),
+  },
+  "DELETE /v1/limits/:name": { summary: "Delete a shared limit (audited as limit.delete)", role: "member", responses: { 204: null } },
 };
 
 const schema = (t: z.ZodType, io: "input" | "output") => refDefinitions(z.toJSONSchema(t, { io, unrepresentable: "any" }) as Record<string, unknown>);

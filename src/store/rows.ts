@@ -96,6 +96,8 @@ export function mappers(c: Codec): Mappers {
         interruptions: r.interruptions,
         unsettled_claims: r.unsettled_claims ?? 0,
         due_at: t(r.due_at),
+        priority: r.priority ?? 0,
+        priority_error: r.priority_error ?? null,
         control: r.control ?? null,
         lease_owner: r.lease_owner,
         rev: r.rev,

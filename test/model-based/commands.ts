@@ -73,7 +73,9 @@ export type Spec =
   | { t: "secondWorker" }
   | { t: "hold"; aut: "pair" | "flow"; subj: number; c: "stop" | "cancel" }
   | { t: "crash"; point: string; subj: number }
-  | { t: "cancelFan"; fails: boolean[] };
+  | { t: "cancelFan"; fails: boolean[] }
+  | { t: "enrollMany"; aut: Aut; subjects: { subj: number; key: number | null; bad: boolean }[] }
+  | { t: "eventBatch"; pings: { subj: number; bad: boolean }[] };
 
 /** What the checks counted, by invariant (the chaos run prints it). */
 export const CHECKS = new Map<string, number>();
@@ -134,6 +136,25 @@ export function specArb(avoid: ReadonlySet<Defect>, opts: { crash: boolean }): f
     { weight: 1, arbitrary: fc.constant({ t: "restart" as const }) },
     { weight: 1, arbitrary: fc.constant({ t: "secondWorker" as const }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant("cancelFan" as const), fails: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }) }) },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        t: fc.constant("enrollMany" as const),
+        aut: fc.constantFrom(...AUTOMATIONS, "approve", "flow"),
+        // Repeated subjects and keys inside one batch: the enrollment rules apply in element order.
+        subjects: fc.array(
+          fc.record({ subj, key: fc.option(fc.integer({ min: 0, max: 2 }), { nil: null, freq: 2 }), bad: fc.integer({ min: 0, max: 5 }).map((n) => n === 0) }),
+          { minLength: 1, maxLength: 4 },
+        ),
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        t: fc.constant("eventBatch" as const),
+        pings: fc.array(fc.record({ subj, bad: fc.integer({ min: 0, max: 4 }).map((n) => n === 0) }), { minLength: 1, maxLength: 3 }),
+      }),
+    },
     {
       weight: 2,
       arbitrary: fc.record({
@@ -366,6 +387,10 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       return hold(m, r, c);
     case "cancelFan":
       return cancelFan(m, r, c);
+    case "enrollMany":
+      return enrollMany(m, r, c);
+    case "eventBatch":
+      return eventBatch(m, r, c);
     case "crash": {
       const { eventId } = await s.crashChild(c.point, () => ingest(r, { type: `${m.tag}.ping`, subject_id: subject(m, c.subj) }));
       return startedByEvent(m, r, "pair", eventId, subject(m, c.subj), m.now);
@@ -424,6 +449,68 @@ async function cancelFan(m: Model, r: Real, c: Extract<Spec, { t: "cancelFan" }>
   } finally {
     s.h.sink.release(prefix);
   }
+}
+
+type BatchResult = { index: number; error?: { code: string; details?: { pointer?: string } } } & Record<string, unknown>;
+
+/** A refused element of a batch: its own error, pointing at it; the others are not affected. */
+function expectElementError(what: string, res: BatchResult | undefined, pointerPrefix: string): void {
+  if (!res?.error) throw new Error(`divergence: ${what}: a malformed element was accepted: ${JSON.stringify(res)}`);
+  if (!res.error.details?.pointer?.startsWith(pointerPrefix))
+    throw new Error(`divergence: ${what}: the error points at ${res.error.details?.pointer}, not under ${pointerPrefix}`);
+}
+
+/** Many subjects in one enrollment call: each element is enrolled on its own terms, in order. */
+async function enrollMany(m: Model, r: Real, c: Extract<Spec, { t: "enrollMany" }>): Promise<void> {
+  const s = r.s;
+  // A fan-out's items come from its context; a batch enrolls each subject over no items.
+  const ctx = c.aut === "fan" ? { items: [] } : {};
+  const body = c.subjects.map((e) => {
+    if (e.bad) return { subject_id: 42 };
+    const key = e.key === null ? undefined : `${m.tag}-e${e.key}`;
+    return { subject_id: subject(m, e.subj), context_overrides: ctx, ...(key ? { idempotency_key: key } : {}) };
+  });
+  const res = await s.http.call<{ results: BatchResult[] }>("POST", `/v1/automations/${s.automations[c.aut].id}/enroll`, { subjects: body });
+  if (res.status !== 200) throw new Error(`divergence: batch enroll answered ${res.status} ${JSON.stringify(res.body)}`);
+  const results = res.body.results;
+  if (results.length !== body.length) throw new Error(`divergence: batch enroll answered ${results.length} results for ${body.length} subjects`);
+  c.subjects.forEach((e, i) => {
+    const got = results[i];
+    if (got?.index !== i) throw new Error(`divergence: batch enroll result ${i} has index ${got?.index}`);
+    if (e.bad) return expectElementError(`batch enroll element ${i}`, got, `/subjects/${i}`);
+    const run = got.run as { id?: string } | undefined;
+    if (!run?.id) throw new Error(`divergence: batch enroll element ${i} answered ${JSON.stringify(got)}`);
+    const key = e.key === null ? undefined : `${m.tag}-e${e.key}`;
+    const first = key ? m.enrollKeys.get(`${c.aut}/${key}`) : undefined;
+    if (first !== undefined) {
+      if (run.id !== first || got.duplicate !== true)
+        throw new Error(
+          `divergence: batch enrollment key ${key} answered run ${run.id} (duplicate ${String(got.duplicate)}), the first enrollment made ${first}`,
+        );
+      return;
+    }
+    if (key) m.enrollKeys.set(`${c.aut}/${key}`, run.id);
+    startRun(m, { id: run.id, aut: c.aut, subject: subject(m, e.subj), triggerEvent: null, eventsFrom: m.now, context: ctx });
+    audited(m, "run.enroll");
+  });
+}
+
+/** Several events in one POST: each stored (or refused) on its own, each accepted one starting its run. */
+async function eventBatch(m: Model, r: Real, c: Extract<Spec, { t: "eventBatch" }>): Promise<void> {
+  const body = c.pings.map((p) => (p.bad ? { type: 7, key: nextKey(r) } : { type: `${m.tag}.ping`, key: nextKey(r), subject_id: subject(m, p.subj) }));
+  const res = await r.s.http.call<{ results: BatchResult[] }>("POST", "/v1/events", body);
+  if (res.status !== 202) throw new Error(`divergence: an event batch answered ${res.status} ${JSON.stringify(res.body)}`);
+  const results = res.body.results;
+  const accepted: { id: string; subj: number }[] = [];
+  c.pings.forEach((p, i) => {
+    const got = results[i];
+    if (p.bad) return expectElementError(`event batch element ${i}`, got, `/${i}`);
+    const id = got?.event_id;
+    if (typeof id !== "string" || got?.duplicate !== false) throw new Error(`divergence: event batch element ${i} answered ${JSON.stringify(got)}`);
+    r.events.push(id);
+    accepted.push({ id, subj: p.subj });
+  });
+  for (const a of accepted) await startedByEvent(m, r, "pair", a.id, subject(m, a.subj), m.now);
 }
 
 function expectAnswer(what: string, res: { status: number; body: { error?: { code: string } } }, want: string): void {

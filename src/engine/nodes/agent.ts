@@ -13,7 +13,8 @@ import { isRetryableHttpStatus, parseRetryAfter } from "../../model/retry.js";
 import type { RegisteredAction } from "../actions.js";
 import { storableText } from "../../model/json-input.js";
 import { HttpError, hostPermit, responseProblem, type HttpResponse } from "../http.js";
-import { spanId } from "./http-request.js";
+import { hostOf, spanId } from "./http-request.js";
+import { hostPauseFor } from "../../model/flow.js";
 import type { NodeContext, NodeHandler, NodeResult } from "./types.js";
 
 const DEFAULT_TIMEOUT_MS = 120_000;
@@ -110,6 +111,14 @@ export const agentNode: NodeHandler = {
     const endpoint = httpPermission(url);
     const permit = hostPermit(ctx.permissions === null ? null : [...ctx.permissions, ...(endpoint === null ? [] : [endpoint])], ctx.violate);
 
+    const host = hostOf(url);
+    if (host !== null) {
+      // The model endpoint asked every caller to slow down: the step waits before its first turn
+      // (a conversation under way is not parked halfway; its next 429 fails the step for a retry).
+      const pause = await ctx.store.hostPausedUntil(ctx.run.workspace_id, host, ctx.clockNow());
+      if (pause !== null) return { kind: "park", waiting_for: "rate_limit", until: pause.until, input, data: { host, status: pause.status } };
+    }
+
     for (let turn = 1; turn <= MAX_TURNS; turn++) {
       const turnKey = `${ctx.idempotencyKey}/turn/${turn}`;
       const headers: Record<string, string> = {
@@ -146,8 +155,11 @@ export const agentNode: NodeHandler = {
           turn,
           body: storableText(res.body.slice(0, ERROR_BODY_KEEP)),
         });
-        const after = parseRetryAfter(res.headers["retry-after"], ctx.clockNow());
+        const answered = ctx.clockNow();
+        const after = parseRetryAfter(res.headers["retry-after"], answered);
         if (after !== undefined) error.retry_after_ms = after;
+        const pauseMs = host === null ? null : hostPauseFor(res.status, after);
+        if (pauseMs !== null && host !== null) await ctx.store.pauseHost(ctx.run.workspace_id, host, answered + pauseMs, res.status, answered);
         return fail(error, input, progress(turn));
       }
       const completion = parseCompletion(res.body);

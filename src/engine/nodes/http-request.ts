@@ -7,6 +7,7 @@ import { isRetryableHttpStatus, parseRetryAfter } from "../../model/retry.js";
 import { checkJsonInput, storableText } from "../../model/json-input.js";
 import { HttpError, type HttpResponse, headerProblem, hostPermit, responseProblem } from "../http.js";
 import type { NodeHandler, NodeResult } from "./types.js";
+import { hostPauseFor } from "../../model/flow.js";
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_RESPONSE_BYTES = 1_000_000;
@@ -46,7 +47,7 @@ function sentBody(text: string, contentType: string | undefined): unknown {
 export const httpRequestNode: NodeHandler = {
   kind: "http_request",
   class: "slow",
-  async execute({ node, scope, idempotencyKey, http, signal, run, now, permissions, violate }): Promise<NodeResult> {
+  async execute({ node, scope, idempotencyKey, http, signal, run, now, permissions, violate, store, clockNow }): Promise<NodeResult> {
     const cfg = node.config as unknown as HttpConfig;
     const method = String(render(cfg.method, scope)).toUpperCase();
     const url = String(render(cfg.url, scope));
@@ -67,6 +68,12 @@ export const httpRequestNode: NodeHandler = {
     headers["idempotency-key"] = idempotencyKey;
     headers.traceparent = `00-${run.trace_id}-${idempotencyKey.length > 0 ? spanId(idempotencyKey) : "0000000000000001"}-01`;
     const input = { method, url, headers: redactHeaders(headers), body: body === undefined ? undefined : sentBody(body, headers["content-type"]) };
+    const host = hostOf(url);
+    if (host !== null) {
+      // A destination that asked every caller to slow down (429, 503 + Retry-After) gets nothing until its pause ends.
+      const pause = await store.hostPausedUntil(run.workspace_id, host, now);
+      if (pause !== null) return { kind: "park", waiting_for: "rate_limit", until: pause.until, input, data: { host, status: pause.status } };
+    }
     let res: HttpResponse;
     try {
       // A node that declares permissions may reach only the hosts they name: the URL and every
@@ -96,6 +103,12 @@ export const httpRequestNode: NodeHandler = {
       });
       const after = parseRetryAfter(res.headers["retry-after"], now);
       if (after !== undefined) error.retry_after_ms = after;
+      const pauseMs = host === null ? null : hostPauseFor(res.status, after);
+      if (pauseMs !== null && host !== null) {
+        // Counted from the answer, not from the step's start: a slow answer must not shorten the pause.
+        const answered = clockNow();
+        await store.pauseHost(run.workspace_id, host, answered + pauseMs, res.status, answered);
+      }
       return { kind: "fail", input, output: { status: res.status }, error };
     }
     const response = { status: res.status, headers: res.headers, body: parseBody(res.body, res.headers["content-type"]) };
@@ -114,6 +127,15 @@ export const httpRequestNode: NodeHandler = {
     return result;
   },
 };
+
+/** The host a URL names (lower case, with a non-default port), or null when it does not parse (the send refuses it). */
+export function hostOf(url: string): string | null {
+  try {
+    return new URL(url).host.toLowerCase() || null;
+  } catch {
+    return null;
+  }
+}
 
 /** A stable 16-hex-digit span id per step attempt key. */
 export function spanId(key: string): string {

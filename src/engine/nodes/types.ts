@@ -18,7 +18,7 @@ export type NodeClass = "fast" | "slow";
  * decision a handler takes itself (an approval's timeout, applied once it is past). A simulation
  * answers these from its own inputs, so a handler that needed more would not run there.
  */
-export type NodeReads = Pick<Store, "findEvents" | "listItems" | "getApproval" | "decideApproval">;
+export type NodeReads = Pick<Store, "findEvents" | "listItems" | "getApproval" | "decideApproval" | "hostPausedUntil" | "pauseHost">;
 
 /** Engine-wide settings nodes read (from configuration). */
 export interface NodeSettings {

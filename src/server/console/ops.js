@@ -15,12 +15,13 @@ async function loadOps(hours) {
   const now = Date.now();
   const end = Math.ceil((now + 1) / HOUR) * HOUR;
   const start = end - hours * HOUR;
-  const [overview, overdue, failed] = await Promise.all([
+  const [overview, overdue, failed, limits] = await Promise.all([
     api("GET", `/v1/ops/overview?window_hours=${hours}`),
     api("GET", "/v1/ops/overdue"),
     api("GET", `/v1/automation-runs${qs({ status: "failed", started_after: new Date(start).toISOString(), limit: CHART_RUNS })}`),
+    api("GET", "/v1/limits"),
   ]);
-  return { overview, overdue, failed: { items: failed.items, truncated: failed.next_cursor !== null }, start, end, now };
+  return { overview, overdue, failed: { items: failed.items, truncated: failed.next_cursor !== null }, limits, start, end, now };
 }
 
 export function OpsPage({ query }) {
@@ -89,6 +90,22 @@ function Dashboard({ data, hours, automations }) {
             <td><a href=${href("/runs", { automation_id: f.automation_id, status: "failed", started_after: new Date(data.start).toISOString() })}>Failed runs</a></td>
           </tr>`,
             )}
+        </tbody>
+      </table>
+    </section>
+    <section aria-labelledby="flow-h">
+      <h2 id="flow-h">Flow control</h2>
+      <p class="muted">The busiest keys of concurrency rules and shared limits: slots held and runs waiting for one.</p>
+      <table class="flow">
+        <caption>Busiest flow-control keys</caption>
+        <thead><tr><th scope="col">Limit</th><th scope="col">Key</th><th scope="col">Held</th><th scope="col">Waiting</th></tr></thead>
+        <tbody>
+          ${data.limits.busiest_keys.length === 0 ? html`<tr><td colspan="4" class="muted">No slot is held and nothing waits.</td></tr>` : null}
+          ${data.limits.busiest_keys.map(
+            (k) => html`<tr>
+            <td>${k.limit}</td><td><code>${k.key}</code></td><td>${k.held}</td><td>${k.waiting}</td>
+          </tr>`,
+          )}
         </tbody>
       </table>
     </section>

@@ -1,144 +1,214 @@
-// Debounce and batch windows on the embedded store: the rules are engine/flow-intake.ts's; this
-// file only reads and writes the rows, inside the caller's write transaction (SQLite has one
-// writer at a time, so the window a commit reads is the one it updates).
+// Flow control on SQLite (see store/postgres/flow.ts; the decisions are model/flow.ts's).
+// better-sqlite3 transactions are serial, so the gate's reads and writes need no further lock.
 
 import type Database from "better-sqlite3";
-import { closingRun, eventTime, foldInto, joins, lockOrder, openWindow, startsAtOpen } from "../../model/flow-windows.js";
-import type { FlowEntry, FlowMembership, FlowWindow, InsertRunResult, NewRun, Run } from "../../engine/store.js";
-import { membership, toWindow, W_COLS } from "../flow-rows.js";
+import { decideFlow, waitersToWake, type FlowAcquire, type FlowDecision, type FlowFacts, type FlowSlotGate } from "../../model/flow.js";
+import { TERMINAL_STATUSES } from "../../model/run-status.js";
+import type { AuditEntry, FlowKeyStats, FlowWaitInfo, HostPause, SharedLimit } from "../../engine/store.js";
+import { sqlList } from "../sql.js";
 
-export class EmbeddedFlow {
-  constructor(
-    private readonly db: Database.Database,
-    /** The store's insert with the enrollment rules, inside the current transaction. */
-    private readonly insertRun: (run: NewRun, now: number) => InsertRunResult,
-  ) {}
+const TERMINAL = sqlList(TERMINAL_STATUSES);
 
-  private member(e: FlowEntry, w: FlowWindow | null, seq: number, now: number): void {
-    this.db
-      .prepare(
-        `INSERT OR IGNORE INTO flow_members (automation_id, event_id, workspace_id, window_id, seq, key, run_id, error_code, error_message, at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        e.automation_id,
-        e.event_id,
-        e.workspace_id,
-        w?.id ?? null,
-        seq,
-        w ? e.key : null,
-        w ? w.run_id : e.run.id,
-        e.key_error?.code ?? null,
-        e.key_error?.message ?? null,
-        now,
-      );
-  }
+/** A slot row still held (the same rule as the PostgreSQL store's HELD). */
+const HELD = `EXISTS (SELECT 1 FROM runs r WHERE r.id = s.run_id AND r.status NOT IN ${TERMINAL}
+  AND (s.step_key = '' OR (r.status = 'running' AND r.due_at > @now
+       AND NOT EXISTS (SELECT 1 FROM step_runs st WHERE st.run_id = s.run_id AND st.idempotency_key = s.step_key AND st.started_at >= s.acquired_at))))`;
+/** A waiter row whose run has not ended. */
+const LIVE_WAITER = `EXISTS (SELECT 1 FROM runs r WHERE r.id = w.run_id AND r.status NOT IN ${TERMINAL})`;
 
-  /** Inside the dispatch transaction: see store/postgres/flow.ts applyFlow. */
-  apply(entries: readonly FlowEntry[], now: number): { runs: Run[]; due: number | null } {
-    const runs: Run[] = [];
-    let due: number | null = null;
-    for (const e of lockOrder(entries)) {
-      if (e.key_error !== null) {
-        this.member(e, null, 1, now);
-        continue;
+type K = { ws: string; scope: string; key: string; now: number };
+
+function held(db: Database.Database, k: K, runId: string | null): number {
+  return db
+    .prepare(`SELECT count(*) FROM flow_slots s WHERE workspace_id = @ws AND scope = @scope AND key = @key AND run_id <> @run AND ${HELD}`)
+    .pluck()
+    .get({ ...k, run: runId ?? "" }) as number;
+}
+
+export function acquireFlow(db: Database.Database, req: FlowAcquire, now: number): FlowDecision {
+  return db
+    .transaction((): FlowDecision => {
+      const ws = req.workspace_id;
+      const facts: FlowFacts = { slots: [], recent: [] };
+      for (const g of req.slots) {
+        const k = { ws, scope: g.scope, key: g.key, now };
+        // Rows no longer held go first, so the key's tables stay as small as its traffic.
+        db.prepare(`DELETE FROM flow_slots AS s WHERE workspace_id = @ws AND scope = @scope AND key = @key AND NOT ${HELD}`).run(k);
+        const mine = db
+          .prepare("SELECT since FROM flow_waiters WHERE workspace_id = @ws AND scope = @scope AND key = @key AND run_id = @run AND step_key = @step")
+          .pluck()
+          .get({ ...k, run: req.run_id, step: req.step_key }) as number | undefined;
+        const waiting = db
+          .prepare(`SELECT count(*) FROM flow_waiters w WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${LIVE_WAITER}`)
+          .pluck()
+          .get(k) as number;
+        const older =
+          mine === undefined
+            ? waiting
+            : (db
+                .prepare(
+                  `SELECT count(*) FROM flow_waiters w WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${LIVE_WAITER}
+                   AND (since < @since OR (since = @since AND run_id < @run)) AND run_id <> @run`,
+                )
+                .pluck()
+                .get({ ...k, since: mine, run: req.run_id }) as number);
+        const holdsAlready =
+          db
+            .prepare("SELECT 1 FROM flow_slots WHERE workspace_id = @ws AND scope = @scope AND key = @key AND run_id = @run AND step_key = @step")
+            .get({ ...k, run: req.run_id, step: req.step_key }) !== undefined;
+        facts.slots.push({ held: held(db, k, req.run_id), olderWaiters: older, holdsAlready, waiting });
       }
-      const row = this.db.prepare("SELECT * FROM flow_windows WHERE automation_id = ? AND key = ? AND status = 'open'").get(e.automation_id, e.key) as
-        | Record<string, unknown>
-        | undefined;
-      const w = row ? toWindow(row) : null;
-      if (w && joins(w, eventTime(e, now))) {
-        const next = foldInto(w, e, eventTime(e, now));
-        this.db
-          .prepare("UPDATE flow_windows SET count = ?, last_at = ?, due_at = ?, status = ?, last_event_id = ?, run = ?, last_received_at = ? WHERE id = ?")
-          .run(next.count, next.last_at, next.due_at, next.status, next.last_event_id, JSON.stringify(next.run), next.last_received_at, w.id);
-        this.member(e, next, next.count, now);
-        due = Math.min(due ?? next.due_at, next.due_at);
-        continue;
+      const r = req.rate;
+      if (r !== null) {
+        const k = { ws, scope: r.scope, key: r.key };
+        db.prepare("DELETE FROM flow_rate_log WHERE workspace_id = @ws AND scope = @scope AND key = @key AND at <= @floor").run({
+          ...k,
+          floor: now - r.period_ms,
+        });
+        facts.recent = db
+          .prepare("SELECT at FROM flow_rate_log WHERE workspace_id = @ws AND scope = @scope AND key = @key ORDER BY at DESC LIMIT @limit")
+          .pluck()
+          .all({ ...k, limit: r.limit }) as number[];
       }
-      if (w) this.db.prepare("UPDATE flow_windows SET status = 'due' WHERE id = ?").run(w.id);
-      const fresh = openWindow(e, eventTime(e, now));
-      this.db
-        .prepare(`INSERT INTO flow_windows (${W_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-        .run(
-          fresh.id,
-          fresh.workspace_id,
-          fresh.automation_id,
-          fresh.kind,
-          fresh.mode,
-          fresh.key,
-          fresh.status,
-          fresh.count,
-          fresh.first_at,
-          fresh.last_at,
-          fresh.due_at,
-          fresh.last_event_id,
-          fresh.last_received_at,
-          fresh.run_id,
-          JSON.stringify(fresh.run),
-          fresh.closed_at,
-        );
-      this.member(e, fresh, 1, now);
-      if (startsAtOpen(fresh)) {
-        const res = this.insertRun(fresh.run, now);
-        if (res.created) runs.push(res.run);
-      }
-      due = Math.min(due ?? fresh.due_at, fresh.due_at);
-    }
-    return { runs, due };
-  }
-
-  /** Close up to `limit` due windows, each starting its run, in one write transaction. */
-  close(now: number, limit: number): Run[] {
-    const any = this.db.prepare("SELECT 1 FROM flow_windows WHERE status <> 'closed' AND due_at <= ? LIMIT 1").get(now);
-    if (!any) return [];
-    return this.db
-      .transaction(() => {
-        const windows = (
-          this.db.prepare("SELECT * FROM flow_windows WHERE status <> 'closed' AND due_at <= ? ORDER BY due_at, id LIMIT ?").all(now, limit) as Record<
-            string,
-            unknown
-          >[]
-        ).map(toWindow);
-        const out: Run[] = [];
-        const bodiesOf = this.db.prepare(
-          "SELECT e.body FROM flow_members m JOIN events e ON e.id = m.event_id WHERE m.window_id = ? ORDER BY e.received_at, e.id",
-        );
-        const closeOne = this.db.prepare("UPDATE flow_windows SET status = 'closed', closed_at = ? WHERE id = ?");
-        for (const w of windows) {
-          const bodies = w.kind === "batch" ? (bodiesOf.all(w.id) as { body: string }[]).map((r) => JSON.parse(r.body) as unknown) : [];
-          const run = closingRun(w, bodies, now);
-          if (run) {
-            const res = this.insertRun(run, now);
-            if (res.created) out.push(res.run);
-          }
-          closeOne.run(now, w.id);
+      const w = decideFlow(req, facts, now);
+      if (w.take) {
+        for (const g of req.slots) {
+          db.prepare(
+            `INSERT INTO flow_slots (workspace_id, scope, key, run_id, step_key, acquired_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT DO UPDATE SET acquired_at = excluded.acquired_at`,
+          ).run(ws, g.scope, g.key, req.run_id, req.step_key, now);
         }
-        return out;
-      })
-      .immediate();
-  }
+        db.prepare("DELETE FROM flow_waiters WHERE run_id = ? AND step_key = ?").run(req.run_id, req.step_key);
+      }
+      if (w.waitOn !== null) {
+        db.prepare(
+          `INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, lim, since) VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT DO UPDATE SET lim = excluded.lim`,
+        ).run(ws, w.waitOn.scope, w.waitOn.key, req.run_id, req.step_key, w.waitOn.limit, now);
+      }
+      if (w.admitAt !== null && r !== null) {
+        db.prepare("INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id) VALUES (?, ?, ?, ?, ?)").run(ws, r.scope, r.key, w.admitAt, req.run_id);
+      }
+      return w.decision;
+    })
+    .immediate();
+}
 
-  eventFlow(workspaceId: string, eventId: string): FlowMembership[] {
-    const cols = W_COLS.split(", ")
-      .map((c) => `w.${c} AS w_${c}`)
-      .join(", ");
-    const rows = this.db
-      .prepare(
-        `SELECT m.*, w.id AS w_id, ${cols} FROM flow_members m LEFT JOIN flow_windows w ON w.id = m.window_id WHERE m.event_id = ? AND m.workspace_id = ? ORDER BY m.automation_id`,
-      )
-      .all(eventId, workspaceId) as Record<string, unknown>[];
-    return rows.map(membership);
-  }
+export function wakeFlowWaiters(db: Database.Database, ws: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number): number {
+  return db
+    .transaction(() => {
+      let woken = 0;
+      for (const g of gates) {
+        const k = { ws, scope: g.scope, key: g.key, now };
+        const n = waitersToWake(held(db, k, null), g.limit);
+        if (n === 0) continue;
+        woken += db
+          .prepare(
+            `UPDATE runs SET due_at = @now WHERE status = 'waiting' AND waiting_for = 'concurrency' AND (due_at IS NULL OR due_at > @now) AND id IN (
+               SELECT w.run_id FROM flow_waiters w WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${LIVE_WAITER}
+               ORDER BY since, run_id LIMIT @n)`,
+          )
+          .run({ ...k, n }).changes;
+      }
+      return woken;
+    })
+    .immediate();
+}
 
-  openWindows(workspaceId: string, f: { automation_id?: string; run_id?: string }, limit: number): FlowWindow[] {
-    const a = f.automation_id ?? null;
-    const r = f.run_id ?? null;
-    const rows = this.db
+export function pauseHost(db: Database.Database, ws: string, host: string, until: number, status: number, now: number): void {
+  db.prepare(
+    `INSERT INTO flow_host_pauses (workspace_id, host, until, status, since) VALUES (?, ?, ?, ?, ?)
+     ON CONFLICT (workspace_id, host) DO UPDATE SET
+       since = CASE WHEN flow_host_pauses.until <= excluded.since THEN excluded.since ELSE flow_host_pauses.since END,
+       status = CASE WHEN excluded.until > flow_host_pauses.until THEN excluded.status ELSE flow_host_pauses.status END,
+       until = max(flow_host_pauses.until, excluded.until)`,
+  ).run(ws, host, until, status, now);
+}
+
+export function hostPausedUntil(db: Database.Database, ws: string, host: string, now: number): HostPause | null {
+  const r = db.prepare("SELECT host, until, status, since FROM flow_host_pauses WHERE workspace_id = ? AND host = ? AND until > ?").get(ws, host, now) as
+    | HostPause
+    | undefined;
+  return r ?? null;
+}
+
+function writeAudit(db: Database.Database, a: AuditEntry): void {
+  db.prepare("INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at) VALUES (?, ?, ?, ?, ?, ?, ?)").run(
+    a.workspace_id,
+    a.actor,
+    a.action,
+    a.target_type,
+    a.target_id,
+    JSON.stringify(a.details),
+    a.at,
+  );
+}
+
+/** Create (false when the name exists) or update (false when it does not). */
+export function putSharedLimit(db: Database.Database, l: SharedLimit, a: AuditEntry, create: boolean): boolean {
+  return db
+    .transaction(() => {
+      const changes = create
+        ? db
+            .prepare('INSERT INTO flow_limits (workspace_id, name, key, "limit", created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
+            .run(l.workspace_id, l.name, l.key, l.limit, l.created_at, l.updated_at).changes
+        : db
+            .prepare('UPDATE flow_limits SET key = ?, "limit" = ?, updated_at = ? WHERE workspace_id = ? AND name = ?')
+            .run(l.key, l.limit, l.updated_at, l.workspace_id, l.name).changes;
+      if (changes === 1) writeAudit(db, a);
+      return changes === 1;
+    })
+    .immediate();
+}
+
+export function getSharedLimits(db: Database.Database, ws: string, names?: readonly string[]): SharedLimit[] {
+  const rows = db.prepare("SELECT * FROM flow_limits WHERE workspace_id = ? ORDER BY name").all(ws) as SharedLimit[];
+  return names === undefined ? rows : rows.filter((r) => names.includes(r.name));
+}
+
+export function deleteSharedLimit(db: Database.Database, ws: string, name: string, a: AuditEntry): boolean {
+  return db
+    .transaction(() => {
+      const ok = db.prepare("DELETE FROM flow_limits WHERE workspace_id = ? AND name = ?").run(ws, name).changes === 1;
+      if (ok) writeAudit(db, a);
+      return ok;
+    })
+    .immediate();
+}
+
+export function flowStats(db: Database.Database, ws: string | null, now: number, limit: number): FlowKeyStats[] {
+  const rows = db
+    .prepare(
+      `WITH h AS (SELECT workspace_id, scope, key, count(*) AS n FROM flow_slots s WHERE (@ws IS NULL OR workspace_id = @ws) AND ${HELD} GROUP BY 1, 2, 3),
+            w AS (SELECT workspace_id, scope, key, count(*) AS n FROM flow_waiters w WHERE (@ws IS NULL OR workspace_id = @ws) AND ${LIVE_WAITER} GROUP BY 1, 2, 3),
+            k AS (SELECT workspace_id, scope, key FROM h UNION SELECT workspace_id, scope, key FROM w)
+       SELECT k.workspace_id, k.scope, k.key, coalesce(h.n, 0) AS held, coalesce(w.n, 0) AS waiting FROM k
+       LEFT JOIN h USING (workspace_id, scope, key) LEFT JOIN w USING (workspace_id, scope, key)
+       ORDER BY held + waiting DESC, k.scope, k.key LIMIT @limit`,
+    )
+    .all({ ws, now, limit }) as FlowKeyStats[];
+  return rows;
+}
+
+export function flowWaitOf(db: Database.Database, ws: string, runId: string, now: number): FlowWaitInfo {
+  const waits = db
+    .prepare(`SELECT scope, key, lim AS "limit", since FROM flow_waiters WHERE workspace_id = ? AND run_id = ? ORDER BY since`)
+    .all(ws, runId) as {
+    scope: string;
+    key: string;
+    limit: number;
+    since: number;
+  }[];
+  const turn = db.prepare("SELECT scope, key, at FROM flow_rate_log WHERE workspace_id = ? AND run_id = ? ORDER BY at DESC LIMIT 1").get(ws, runId) as
+    | FlowWaitInfo["turn"]
+    | undefined;
+  const slots = waits.map((w) => {
+    const holders = db
       .prepare(
-        "SELECT * FROM flow_windows WHERE workspace_id = ? AND (? IS NULL OR automation_id = ?) AND (? IS NULL OR run_id = ?) AND status <> 'closed' ORDER BY due_at, id LIMIT ?",
+        `SELECT run_id, acquired_at AS since FROM flow_slots s WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${HELD} ORDER BY acquired_at, run_id LIMIT 10`,
       )
-      .all(workspaceId, a, a, r, r, limit) as Record<string, unknown>[];
-    return rows.map(toWindow);
-  }
+      .all({ ws, scope: w.scope, key: w.key, now }) as { run_id: string; since: number }[];
+    return { ...w, holders, held: held(db, { ws, scope: w.scope, key: w.key, now }, null) };
+  });
+  return { slots, turn: turn ?? null };
 }

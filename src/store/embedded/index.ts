@@ -11,6 +11,7 @@ import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import { resyncedSchedule } from "../../model/triggers.js";
 import { mappers, sqliteCodec, type Row } from "../rows.js";
 import { sqlList } from "../sql.js";
+import { AGING_STEP_MS, PRIORITY_MIN } from "../../model/priority.js";
 import {
   enrollmentSkip,
   isEnrollmentChecked,
@@ -45,7 +46,7 @@ import type {
   Store,
   StoredEvent,
 } from "../../engine/store.js";
-import { claimOrder, laterEnd, pauseKey, splitStale, waitKey } from "../../engine/store.js";
+import { claimOrder, DUE_MARK_SWEEP_MS, laterEnd, pauseKey, splitStale, waitKey } from "../../engine/store.js";
 import type { ApprovalStatus, AuditEntry, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
 import { EmbeddedNodes, toItem } from "./nodes.js";
 import { EmbeddedIdentity } from "./identity.js";
@@ -55,8 +56,11 @@ import { decodeCursor, decodeItemCursor, encodeCursor, encodeItemCursor } from "
 import type { EventFilter, ProcessBeat, Redrive, RedriveResult } from "../../engine/store.js";
 import { heartbeat, liveProcesses } from "./heartbeats.js";
 import { redriveRun } from "./redrive.js";
-import { EmbeddedFlow } from "./flow.js";
+import { EmbeddedFlow } from "./flow-windows.js";
 import * as WS from "./settings.js";
+import * as F from "./flow.js";
+import type { FlowAcquire, FlowSlotGate } from "../../model/flow.js";
+import type { SharedLimit } from "../../engine/store.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations/", import.meta.url));
 
@@ -100,10 +104,10 @@ export class EmbeddedStore implements Store {
     return {
       insertRun: d.prepare(`INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id,
           active_subject, status, exit_reason, current_node_key, waiting_for, waiting_until, context, steps, cursor, run_as, trace_id,
-          due_at, lease_owner, started_at, completed_at, updated_at, event)
+          due_at, lease_owner, started_at, completed_at, updated_at, event, priority, priority_error)
         VALUES (@id, @workspace_id, @automation_id, @version, @event_id, @dedupe_key, @trigger_type, @subject_id, @active_subject,
           @status, @exit_reason, @current_node_key, @waiting_for, @waiting_until, @context, @steps, @cursor, @run_as, @trace_id,
-          @due_at, NULL, @started_at, @completed_at, @started_at, @event)
+          @due_at, NULL, @started_at, @completed_at, @started_at, @event, @priority, @priority_error)
         ON CONFLICT (automation_id, dedupe_key) DO NOTHING RETURNING *`),
       runByDedupe: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND dedupe_key = ?"),
       pausedNow: d
@@ -138,8 +142,18 @@ export class EmbeddedStore implements Store {
         WHERE id = @id AND dispatched_at IS NULL AND undeliverable_at IS NULL RETURNING *`),
       markDispatched: d.prepare("UPDATE events SET dispatched_at = ?, dispatch_until = NULL, runs_created = ? WHERE id = ?"),
       runByActiveSubject: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND active_subject = ?"),
-      automationIds: d.prepare("SELECT id FROM automations").pluck(),
-      dueOfAutomation: d.prepare("SELECT id, due_at FROM runs WHERE automation_id = ? AND due_at <= ? ORDER BY due_at, id LIMIT ?"),
+      markedAutomations: d.prepare("SELECT DISTINCT automation_id FROM due_marks WHERE due_at <= ?").pluck(),
+      // The claim key and its bound as in PostgreSQL's weft_claim (migration 014): runs_claim's range.
+      dueOfAutomation: d.prepare(`SELECT id, due_at, priority FROM runs WHERE automation_id = @aid AND due_at IS NOT NULL
+          AND due_at - priority * 1000 <= @now + ${-PRIORITY_MIN * AGING_STEP_MS} AND due_at <= @now
+          ORDER BY due_at - priority * 1000, id LIMIT @limit`),
+      hasDue: d.prepare("SELECT 1 FROM runs WHERE automation_id = ? AND due_at <= ? LIMIT 1").pluck(),
+      dropMarks: d.prepare("DELETE FROM due_marks WHERE automation_id = ?"),
+      markEarliest: d.prepare(`INSERT INTO due_marks (automation_id, due_at)
+          SELECT @aid, m FROM (SELECT min(due_at) AS m FROM runs WHERE automation_id = @aid AND due_at IS NOT NULL) WHERE m IS NOT NULL`),
+      sweepMarks: d.prepare(`INSERT INTO due_marks (automation_id, due_at)
+          SELECT g.automation_id, g.m FROM (SELECT automation_id, min(due_at) AS m FROM runs WHERE due_at <= ? GROUP BY automation_id) g
+          WHERE NOT EXISTS (SELECT 1 FROM due_marks d WHERE d.automation_id = g.automation_id AND d.due_at <= g.m)`),
       claimOne: d.prepare(`UPDATE runs SET due_at = ?, lease_owner = ?, interruptions = interruptions + (status IN ('running', 'interrupted')),
           unsettled_claims = unsettled_claims + 1, status = 'running', rev = rev + 1 WHERE id = ? AND due_at <= ? RETURNING *`),
       commitOne: d.prepare(`UPDATE runs SET status = @status, exit_reason = @exit_reason, current_node_key = @current_node_key,
@@ -292,6 +306,8 @@ export class EmbeddedStore implements Store {
       cursor: j(r.cursor),
       run_as: j(r.run_as),
       completed_at: r.completed_at ?? null,
+      priority: r.priority ?? 0,
+      priority_error: r.priority_error ?? null,
     };
     delete (row as { cooldown_ms?: number }).cooldown_ms;
     delete (row as { replace_active?: boolean }).replace_active;
@@ -636,17 +652,36 @@ export class EmbeddedStore implements Store {
     return rows;
   }
 
-  /** In `claimOrder` (engine/store.ts); one process, so no locking needed beyond the write transaction. */
+  /** When this store last swept its due marks (engine clock). */
+  private lastSweep: number | undefined;
+
+  /**
+   * In `claimOrder` (engine/store.ts), over the automations with a due mark only (migration 014),
+   * then the marks of those left with nothing due are raised to their earliest due_at. One writer
+   * at a time (the write transaction), so no locking is needed; the periodic sweep is the same
+   * safety net as PostgreSQL's.
+   */
   async claimRuns(owner: string, now: number, leaseMs: number, limit: number): Promise<Run[]> {
     const tx = this.db.transaction(() => {
-      const due: { id: string; automation_id: string; due_at: number }[] = [];
-      for (const aid of this.s.automationIds.all() as string[]) {
-        due.push(...(this.s.dueOfAutomation.all(aid, now, limit) as { id: string; due_at: number }[]).map((r) => ({ ...r, automation_id: aid })));
+      if (this.lastSweep === undefined || now - this.lastSweep >= DUE_MARK_SWEEP_MS || now < this.lastSweep) {
+        this.lastSweep = now;
+        this.s.sweepMarks.run(now);
+      }
+      const marked = this.s.markedAutomations.all(now) as string[];
+      const due: { id: string; automation_id: string; due_at: number; priority: number }[] = [];
+      for (const aid of marked) {
+        const rows = this.s.dueOfAutomation.all({ aid, now, limit }) as { id: string; due_at: number; priority: number }[];
+        due.push(...rows.map((r) => ({ ...r, automation_id: aid })));
       }
       const out: Run[] = [];
       for (const { id } of claimOrder(due, limit)) {
         const r = this.s.claimOne.get(now + leaseMs, owner, id, now);
         if (r) out.push(toRun(r));
+      }
+      for (const aid of marked) {
+        if (this.s.hasDue.get(aid, now)) continue;
+        this.s.dropMarks.run(aid);
+        this.s.markEarliest.run({ aid });
       }
       return out;
     });
@@ -885,5 +920,34 @@ export class EmbeddedStore implements Store {
   }
   async putWorkspaceSettings(workspaceId: string, settings: Record<string, unknown>, now: number, audit: AuditEntry) {
     WS.putWorkspaceSettings(this.db, workspaceId, settings, now, audit);
+  }
+
+  // flow control (flow.ts)
+  async acquireFlow(req: FlowAcquire, now: number) {
+    return F.acquireFlow(this.db, req, now);
+  }
+  async wakeFlowWaiters(workspaceId: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number) {
+    return F.wakeFlowWaiters(this.db, workspaceId, gates, now);
+  }
+  async pauseHost(workspaceId: string, host: string, until: number, status: number, now: number) {
+    F.pauseHost(this.db, workspaceId, host, until, status, now);
+  }
+  async hostPausedUntil(workspaceId: string, host: string, now: number) {
+    return F.hostPausedUntil(this.db, workspaceId, host, now);
+  }
+  async putSharedLimit(l: SharedLimit, audit: AuditEntry, create: boolean) {
+    return F.putSharedLimit(this.db, l, audit, create);
+  }
+  async getSharedLimits(workspaceId: string, names?: readonly string[]) {
+    return F.getSharedLimits(this.db, workspaceId, names);
+  }
+  async deleteSharedLimit(workspaceId: string, name: string, audit: AuditEntry) {
+    return F.deleteSharedLimit(this.db, workspaceId, name, audit);
+  }
+  async flowStats(workspaceId: string | null, now: number, limit: number) {
+    return F.flowStats(this.db, workspaceId, now, limit);
+  }
+  async flowWaitOf(workspaceId: string, runId: string, now: number) {
+    return F.flowWaitOf(this.db, workspaceId, runId, now);
   }
 }

@@ -1,6 +1,6 @@
 // Events, dispatch, subject pauses, schedules, hooks and the overdue view on PostgreSQL.
 
-import { applyFlow } from "./flow.js";
+import { applyFlow } from "./flow-windows.js";
 import type pg from "pg";
 import type {
   AuditEntry,

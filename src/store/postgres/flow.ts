@@ -1,154 +1,232 @@
-// Debounce and batch windows on PostgreSQL: the rules are engine/flow-intake.ts's; this file only
-// locks, reads and writes the rows. Windows are locked in lockOrder() so concurrent dispatch
-// commits never deadlock on them; the partial unique index on open windows makes two commits that
-// both found no window agree on one (the loser's insert does nothing and it locks the winner's).
+// Flow control on PostgreSQL: concurrency slots, waiters, the rate log, host pauses and shared
+// limits (migrations/016_flow.sql). The decisions are model/flow.ts's (the embedded store makes
+// the same ones); here every key a gate touches is locked first (a transaction advisory lock per
+// key, taken in sorted order so two gates cannot deadlock), so two processes never both count a
+// key's last free slot or its last rate turn.
 
 import type pg from "pg";
-import { closingRun, eventTime, foldInto, joins, lockOrder, openWindow, startsAtOpen } from "../../model/flow-windows.js";
-import type { FlowEntry, FlowMembership, FlowWindow, NewRun, Run } from "../../engine/store.js";
+import { decideFlow, waitersToWake, type FlowAcquire, type FlowDecision, type FlowFacts, type FlowSlotGate } from "../../model/flow.js";
+import { TERMINAL_STATUSES } from "../../model/run-status.js";
+import type { AuditEntry, FlowKeyStats, FlowWait, FlowWaitInfo, HostPause, SharedLimit } from "../../engine/store.js";
+import { sqlList } from "../sql.js";
+import { audit } from "./audit.js";
 import { tx } from "./tx.js";
-import { membership, toWindow, W_COLS } from "../flow-rows.js";
-import { insertRuns } from "./runs.js";
 
-type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
+const TERMINAL = sqlList(TERMINAL_STATUSES);
+type Q = Pick<pg.PoolClient, "query">;
 
-const wValues = (w: FlowWindow) => [
-  w.id,
-  w.workspace_id,
-  w.automation_id,
-  w.kind,
-  w.mode,
-  w.key,
-  w.status,
-  w.count,
-  w.first_at,
-  w.last_at,
-  w.due_at,
-  w.last_event_id,
-  w.last_received_at,
-  w.run_id,
-  JSON.stringify(w.run),
-  w.closed_at,
-];
+/** A slot row still held: its run has not ended, and a step's slot only while the run runs under a live lease and the step's row is not committed. */
+const held = (now: string) => `EXISTS (SELECT 1 FROM runs r WHERE r.id = s.run_id AND r.status NOT IN ${TERMINAL}
+  AND (s.step_key = '' OR (r.status = 'running' AND r.due_at > to_timestamp(${now} / 1000.0)
+       AND NOT EXISTS (SELECT 1 FROM step_runs st WHERE st.run_id = s.run_id AND st.idempotency_key = s.step_key
+                       AND st.started_at >= to_timestamp(s.acquired_at / 1000.0)))))`;
+const LIVE_WAITER = `EXISTS (SELECT 1 FROM runs r WHERE r.id = w.run_id AND r.status NOT IN ${TERMINAL})`;
 
-async function lockOpen(c: Queryable, automationId: string, key: string): Promise<FlowWindow | null> {
-  const r = await c.query("SELECT * FROM flow_windows WHERE automation_id = $1 AND key = $2 AND status = 'open' FOR UPDATE", [automationId, key]);
-  return r.rows[0] ? toWindow(r.rows[0]) : null;
+async function lockKeys(c: Q, ws: string, keys: readonly string[]): Promise<void> {
+  for (const k of [...new Set(keys)].sort()) await c.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7461))", [`flow/${ws}/${k}`]);
 }
 
-async function member(c: Queryable, e: FlowEntry, w: FlowWindow | null, seq: number, now: number): Promise<void> {
-  await c.query(
-    `INSERT INTO flow_members (automation_id, event_id, workspace_id, window_id, seq, key, run_id, error_code, error_message, at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
-    [
-      e.automation_id,
-      e.event_id,
-      e.workspace_id,
-      w?.id ?? null,
-      seq,
-      w ? e.key : null,
-      w ? w.run_id : e.run.id,
-      e.key_error?.code ?? null,
-      e.key_error?.message ?? null,
-      now,
-    ],
+async function heldCount(c: Q, ws: string, scope: string, key: string, now: number, runId: string): Promise<number> {
+  const r = await c.query(
+    `SELECT count(*)::int AS n FROM flow_slots s WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND run_id <> $4 AND ${held("$5::bigint")}`,
+    [ws, scope, key, runId, now],
   );
+  return r.rows[0].n as number;
 }
 
-/**
- * Inside the dispatch transaction: each entry joins its key's open window or opens one (a leading
- * window starts its run now). Returns the runs started and the earliest deadline touched.
- */
-export async function applyFlow(c: Queryable, entries: readonly FlowEntry[], now: number): Promise<{ runs: Run[]; due: number | null }> {
-  const runs: Run[] = [];
-  let due: number | null = null;
-  for (const e of lockOrder(entries)) {
-    if (e.key_error !== null) {
-      await member(c, e, null, 1, now);
-      continue;
-    }
-    for (let attempt = 0; ; attempt++) {
-      const w = await lockOpen(c, e.automation_id, e.key);
-      if (w && joins(w, eventTime(e, now))) {
-        const next = foldInto(w, e, eventTime(e, now));
-        await c.query(
-          "UPDATE flow_windows SET count = $2, last_at = $3, due_at = $4, status = $5, last_event_id = $6, run = $7, last_received_at = $8 WHERE id = $1",
-          [w.id, next.count, next.last_at, next.due_at, next.status, next.last_event_id, JSON.stringify(next.run), next.last_received_at],
-        );
-        await member(c, e, next, next.count, now);
-        due = Math.min(due ?? next.due_at, next.due_at);
-        break;
-      }
-      // Past its deadline but not yet closed: it takes no more; the closer starts its run.
-      if (w) await c.query("UPDATE flow_windows SET status = 'due' WHERE id = $1", [w.id]);
-      const fresh = openWindow(e, eventTime(e, now));
-      const ins = await c.query(
-        `INSERT INTO flow_windows (${W_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-         ON CONFLICT (automation_id, key) WHERE status = 'open' DO NOTHING RETURNING id`,
-        wValues(fresh),
-      );
-      if (ins.rowCount === 0) {
-        // Another commit opened it meanwhile (and has committed): join that one.
-        if (attempt > 5) throw new Error(`flow window for ${e.automation_id} ${e.key} kept changing`);
-        continue;
-      }
-      await member(c, e, fresh, 1, now);
-      if (startsAtOpen(fresh)) runs.push(...(await insertRuns(c, [fresh.run], now)).filter((x) => x.created).map((x) => x.run));
-      due = Math.min(due ?? fresh.due_at, fresh.due_at);
-      break;
-    }
-  }
-  return { runs, due };
-}
-
-/** Close up to `limit` due windows (any process; SKIP LOCKED): each starts its run, in one transaction. */
-export async function closeFlowWindows(pool: pg.Pool, now: number, limit: number): Promise<Run[]> {
-  const any = await pool.query("SELECT 1 FROM flow_windows WHERE status <> 'closed' AND due_at <= $1 LIMIT 1", [now]);
-  if (any.rowCount === 0) return [];
+export function acquireFlow(pool: pg.Pool, req: FlowAcquire, now: number): Promise<FlowDecision> {
+  const ws = req.workspace_id;
   return tx(pool, async (c) => {
-    const due = await c.query("SELECT * FROM flow_windows WHERE status <> 'closed' AND due_at <= $1 ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED", [
-      now,
-      limit,
-    ]);
-    const windows = due.rows.map(toWindow);
-    const starts: NewRun[] = [];
-    for (const w of windows) {
-      const bodies =
-        w.kind === "batch"
-          ? (
-              await c.query("SELECT e.body FROM flow_members m JOIN events e ON e.id = m.event_id WHERE m.window_id = $1 ORDER BY e.received_at, e.id", [w.id])
-            ).rows.map((r) => r.body as unknown)
-          : [];
-      const run = closingRun(w, bodies, now);
-      if (run) starts.push(run);
+    await lockKeys(c, ws, [...req.slots.map((g) => `${g.scope}/${g.key}`), ...(req.rate ? [`rate:${req.rate.scope}/${req.rate.key}`] : [])]);
+    const facts: FlowFacts = { slots: [], recent: [] };
+    for (const g of req.slots) {
+      const k = [ws, g.scope, g.key];
+      // Rows no longer held go first, so the key's tables stay as small as its traffic.
+      await c.query(`DELETE FROM flow_slots s WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND NOT ${held("$4::bigint")}`, [...k, now]);
+      const mine = await c.query("SELECT since FROM flow_waiters WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND run_id = $4 AND step_key = $5", [
+        ...k,
+        req.run_id,
+        req.step_key,
+      ]);
+      const waiting = (await c.query(`SELECT count(*)::int AS n FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}`, k))
+        .rows[0].n as number;
+      const since = mine.rows[0]?.since === undefined ? null : Number(mine.rows[0].since);
+      const older =
+        since === null
+          ? waiting
+          : ((
+              await c.query(
+                `SELECT count(*)::int AS n FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}
+                 AND (since < $4 OR (since = $4 AND run_id < $5)) AND run_id <> $5`,
+                [...k, since, req.run_id],
+              )
+            ).rows[0].n as number);
+      const holdsAlready =
+        (
+          await c.query("SELECT 1 FROM flow_slots WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND run_id = $4 AND step_key = $5", [
+            ...k,
+            req.run_id,
+            req.step_key,
+          ])
+        ).rowCount === 1;
+      facts.slots.push({ held: await heldCount(c, ws, g.scope, g.key, now, req.run_id), olderWaiters: older, holdsAlready, waiting });
     }
-    const made = await insertRuns(c, starts, now);
-    await c.query("UPDATE flow_windows SET status = 'closed', closed_at = $2 WHERE id = ANY($1::text[])", [windows.map((w) => w.id), now]);
-    return made.filter((x) => x.created).map((x) => x.run);
+    const r = req.rate;
+    if (r !== null) {
+      const k = [ws, r.scope, r.key];
+      await c.query("DELETE FROM flow_rate_log WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND at <= $4", [...k, now - r.period_ms]);
+      const rows = await c.query("SELECT at FROM flow_rate_log WHERE workspace_id = $1 AND scope = $2 AND key = $3 ORDER BY at DESC LIMIT $4", [...k, r.limit]);
+      facts.recent = rows.rows.map((x: { at: string }) => Number(x.at));
+    }
+    const w = decideFlow(req, facts, now);
+    if (w.take) {
+      for (const g of req.slots) {
+        await c.query(
+          `INSERT INTO flow_slots (workspace_id, scope, key, run_id, step_key, acquired_at) VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (workspace_id, scope, key, run_id, step_key) DO UPDATE SET acquired_at = EXCLUDED.acquired_at`,
+          [ws, g.scope, g.key, req.run_id, req.step_key, now],
+        );
+      }
+      await c.query("DELETE FROM flow_waiters WHERE run_id = $1 AND step_key = $2", [req.run_id, req.step_key]);
+    }
+    if (w.waitOn !== null) {
+      await c.query(
+        `INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, lim, since) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (workspace_id, scope, key, run_id, step_key) DO UPDATE SET lim = EXCLUDED.lim`,
+        [ws, w.waitOn.scope, w.waitOn.key, req.run_id, req.step_key, w.waitOn.limit, now],
+      );
+    }
+    if (w.admitAt !== null && r !== null) {
+      await c.query("INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id) VALUES ($1, $2, $3, $4, $5)", [
+        ws,
+        r.scope,
+        r.key,
+        w.admitAt,
+        req.run_id,
+      ]);
+    }
+    return w.decision;
   });
 }
 
-export async function eventFlow(pool: pg.Pool, workspaceId: string, eventId: string): Promise<FlowMembership[]> {
-  const r = await pool.query(
-    `SELECT m.*, w.id AS w_id, ${W_COLS.split(", ")
-      .map((c) => `w.${c} AS w_${c}`)
-      .join(", ")}
-     FROM flow_members m LEFT JOIN flow_windows w ON w.id = m.window_id WHERE m.event_id = $1 AND m.workspace_id = $2 ORDER BY m.automation_id`,
-    [eventId, workspaceId],
-  );
-  return r.rows.map((row) => membership(row));
+export function wakeFlowWaiters(pool: pg.Pool, ws: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number): Promise<number> {
+  if (gates.length === 0) return Promise.resolve(0);
+  return tx(pool, async (c) => {
+    await lockKeys(
+      c,
+      ws,
+      gates.map((g) => `${g.scope}/${g.key}`),
+    );
+    let woken = 0;
+    for (const g of gates) {
+      const n = waitersToWake(await heldCount(c, ws, g.scope, g.key, now, ""), g.limit);
+      if (n === 0) continue;
+      const res = await c.query(
+        `UPDATE runs SET due_at = to_timestamp($4::bigint / 1000.0)
+         WHERE status = 'waiting' AND waiting_for = 'concurrency' AND (due_at IS NULL OR due_at > to_timestamp($4::bigint / 1000.0)) AND id IN (
+           SELECT w.run_id FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}
+           ORDER BY since, run_id LIMIT $5)`,
+        [ws, g.scope, g.key, now, n],
+      );
+      woken += res.rowCount ?? 0;
+    }
+    return woken;
+  });
 }
 
-export async function openFlowWindows(
-  pool: pg.Pool,
-  workspaceId: string,
-  f: { automation_id?: string; run_id?: string },
-  limit: number,
-): Promise<FlowWindow[]> {
-  const r = await pool.query(
-    `SELECT * FROM flow_windows WHERE workspace_id = $1 AND ($2::text IS NULL OR automation_id = $2) AND ($3::text IS NULL OR run_id = $3)
-       AND status <> 'closed' ORDER BY due_at, id LIMIT $4`,
-    [workspaceId, f.automation_id ?? null, f.run_id ?? null, limit],
+export async function pauseHost(pool: pg.Pool, ws: string, host: string, until: number, status: number, now: number): Promise<void> {
+  await pool.query(
+    `INSERT INTO flow_host_pauses (workspace_id, host, until, status, since) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (workspace_id, host) DO UPDATE SET
+       since = CASE WHEN flow_host_pauses.until <= EXCLUDED.since THEN EXCLUDED.since ELSE flow_host_pauses.since END,
+       status = CASE WHEN EXCLUDED.until > flow_host_pauses.until THEN EXCLUDED.status ELSE flow_host_pauses.status END,
+       until = greatest(flow_host_pauses.until, EXCLUDED.until)`,
+    [ws, host, until, status, now],
   );
-  return r.rows.map(toWindow);
+}
+
+export async function hostPausedUntil(pool: pg.Pool, ws: string, host: string, now: number): Promise<HostPause | null> {
+  const r = await pool.query("SELECT host, until, status, since FROM flow_host_pauses WHERE workspace_id = $1 AND host = $2 AND until > $3", [ws, host, now]);
+  const row = r.rows[0];
+  return row ? { host: row.host, until: Number(row.until), status: row.status, since: Number(row.since) } : null;
+}
+
+const toLimit = (r: Record<string, unknown>): SharedLimit => ({
+  workspace_id: r.workspace_id as string,
+  name: r.name as string,
+  key: r.key as string,
+  limit: r.limit as number,
+  created_at: Number(r.created_at),
+  updated_at: Number(r.updated_at),
+});
+
+export function putSharedLimit(pool: pg.Pool, l: SharedLimit, a: AuditEntry, create: boolean): Promise<boolean> {
+  return tx(pool, async (c) => {
+    const res = create
+      ? await c.query(
+          'INSERT INTO flow_limits (workspace_id, name, key, "limit", created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING',
+          [l.workspace_id, l.name, l.key, l.limit, l.created_at, l.updated_at],
+        )
+      : await c.query('UPDATE flow_limits SET key = $3, "limit" = $4, updated_at = $5 WHERE workspace_id = $1 AND name = $2', [
+          l.workspace_id,
+          l.name,
+          l.key,
+          l.limit,
+          l.updated_at,
+        ]);
+    if (res.rowCount === 1) await audit(c, [a]);
+    return res.rowCount === 1;
+  });
+}
+
+export async function getSharedLimits(pool: pg.Pool, ws: string, names?: readonly string[]): Promise<SharedLimit[]> {
+  const r =
+    names === undefined
+      ? await pool.query("SELECT * FROM flow_limits WHERE workspace_id = $1 ORDER BY name", [ws])
+      : await pool.query("SELECT * FROM flow_limits WHERE workspace_id = $1 AND name = ANY($2::text[]) ORDER BY name", [ws, names]);
+  return r.rows.map(toLimit);
+}
+
+export function deleteSharedLimit(pool: pg.Pool, ws: string, name: string, a: AuditEntry): Promise<boolean> {
+  return tx(pool, async (c) => {
+    const ok = (await c.query("DELETE FROM flow_limits WHERE workspace_id = $1 AND name = $2", [ws, name])).rowCount === 1;
+    if (ok) await audit(c, [a]);
+    return ok;
+  });
+}
+
+export async function flowStats(pool: pg.Pool, ws: string | null, now: number, limit: number): Promise<FlowKeyStats[]> {
+  const r = await pool.query(
+    `WITH h AS (SELECT workspace_id, scope, key, count(*)::int AS n FROM flow_slots s WHERE ($1::text IS NULL OR workspace_id = $1) AND ${held("$2::bigint")} GROUP BY 1, 2, 3),
+          w AS (SELECT workspace_id, scope, key, count(*)::int AS n FROM flow_waiters w WHERE ($1::text IS NULL OR workspace_id = $1) AND ${LIVE_WAITER} GROUP BY 1, 2, 3),
+          k AS (SELECT workspace_id, scope, key FROM h UNION SELECT workspace_id, scope, key FROM w)
+     SELECT k.workspace_id, k.scope, k.key, coalesce(h.n, 0) AS held, coalesce(w.n, 0) AS waiting FROM k
+     LEFT JOIN h USING (workspace_id, scope, key) LEFT JOIN w USING (workspace_id, scope, key)
+     ORDER BY coalesce(h.n, 0) + coalesce(w.n, 0) DESC, k.scope, k.key LIMIT $3`,
+    [ws, now, limit],
+  );
+  return r.rows as FlowKeyStats[];
+}
+
+export async function flowWaitOf(pool: pg.Pool, ws: string, runId: string, now: number): Promise<FlowWaitInfo> {
+  const waits = await pool.query("SELECT scope, key, lim, since FROM flow_waiters WHERE workspace_id = $1 AND run_id = $2 ORDER BY since", [ws, runId]);
+  const out: FlowWait[] = [];
+  for (const w of waits.rows as { scope: string; key: string; lim: number; since: string }[]) {
+    const holders = await pool.query(
+      `SELECT run_id, acquired_at AS since FROM flow_slots s WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${held("$4::bigint")}
+       ORDER BY acquired_at, run_id LIMIT 10`,
+      [ws, w.scope, w.key, now],
+    );
+    out.push({
+      scope: w.scope,
+      key: w.key,
+      limit: w.lim,
+      since: Number(w.since),
+      holders: holders.rows.map((h: { run_id: string; since: string }) => ({ run_id: h.run_id, since: Number(h.since) })),
+      held: await heldCount(pool as unknown as Q, ws, w.scope, w.key, now, ""),
+    });
+  }
+  const t = await pool.query("SELECT scope, key, at FROM flow_rate_log WHERE workspace_id = $1 AND run_id = $2 ORDER BY at DESC LIMIT 1", [ws, runId]);
+  const turn = t.rows[0] ? { scope: t.rows[0].scope as string, key: t.rows[0].key as string, at: Number(t.rows[0].at) } : null;
+  return { slots: out, turn };
 }

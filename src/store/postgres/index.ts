@@ -1,7 +1,7 @@
 // PostgreSQL store: the Store for more than one process or machine. Raw SQL, no ORM, named
 // prepared statements on the hot path. Select it with a connection URL.
 
-import * as Flow from "./flow.js";
+import * as Flow from "./flow-windows.js";
 import pg from "pg";
 import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
@@ -42,6 +42,9 @@ import * as I from "./identity.js";
 import * as H from "./heartbeats.js";
 import { redriveRun } from "./redrive.js";
 import * as WS from "./settings.js";
+import * as F from "./flow.js";
+import type { FlowAcquire, FlowSlotGate } from "../../model/flow.js";
+import type { SharedLimit } from "../../engine/store.js";
 import type { EventFilter, Page, ProcessBeat, Redrive, StoredEvent } from "../../engine/store.js";
 import { decodeCursor, encodeCursor } from "../cursor.js";
 
@@ -382,5 +385,34 @@ export class PostgresStore implements Store {
   }
   putWorkspaceSettings(workspaceId: string, settings: Record<string, unknown>, now: number, audit: AuditEntry) {
     return WS.putWorkspaceSettings(this.pool, workspaceId, settings, now, audit);
+  }
+
+  // flow control (flow.ts)
+  acquireFlow(req: FlowAcquire, now: number) {
+    return F.acquireFlow(this.pool, req, now);
+  }
+  wakeFlowWaiters(workspaceId: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number) {
+    return F.wakeFlowWaiters(this.pool, workspaceId, gates, now);
+  }
+  pauseHost(workspaceId: string, host: string, until: number, status: number, now: number) {
+    return F.pauseHost(this.pool, workspaceId, host, until, status, now);
+  }
+  hostPausedUntil(workspaceId: string, host: string, now: number) {
+    return F.hostPausedUntil(this.pool, workspaceId, host, now);
+  }
+  putSharedLimit(l: SharedLimit, audit: AuditEntry, create: boolean) {
+    return F.putSharedLimit(this.pool, l, audit, create);
+  }
+  getSharedLimits(workspaceId: string, names?: readonly string[]) {
+    return F.getSharedLimits(this.pool, workspaceId, names);
+  }
+  deleteSharedLimit(workspaceId: string, name: string, audit: AuditEntry) {
+    return F.deleteSharedLimit(this.pool, workspaceId, name, audit);
+  }
+  flowStats(workspaceId: string | null, now: number, limit: number) {
+    return F.flowStats(this.pool, workspaceId, now, limit);
+  }
+  flowWaitOf(workspaceId: string, runId: string, now: number) {
+    return F.flowWaitOf(this.pool, workspaceId, runId, now);
   }
 }

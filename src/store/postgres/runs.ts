@@ -6,6 +6,7 @@ import { audit } from "./audit.js";
 import { tx } from "./tx.js";
 import {
   waitKey,
+  DUE_MARK_SWEEP_MS,
   type AuditEntry,
   type Checkpoint,
   type CommitResult,
@@ -57,14 +58,14 @@ WITH input AS (
     id text, workspace_id text, automation_id text, version int, event_id text, dedupe_key text, trigger_type text,
     subject_id text, active_subject text, status text, exit_reason text, current_node_key text, event jsonb, context jsonb,
     steps jsonb, cursor jsonb, run_as jsonb, trace_id text, due_at double precision, started_at double precision,
-    cooldown_ms double precision, ord int)
+    cooldown_ms double precision, ord int, priority int, priority_error text)
 ), decided AS (
   SELECT i.*, ${ENROLLMENT_CASE} AS skip
   FROM input i
 )
 INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id, active_subject,
   status, exit_reason, current_node_key, waiting_for, waiting_until, event, context, steps, cursor, run_as, trace_id, due_at,
-  lease_owner, started_at, completed_at, updated_at)
+  lease_owner, started_at, completed_at, updated_at, priority, priority_error)
 SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_key, d.trigger_type, d.subject_id,
   CASE WHEN d.skip IS NULL THEN d.active_subject END,
   CASE WHEN d.skip IS NULL THEN d.status ELSE 'exited' END,
@@ -74,7 +75,7 @@ SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_ke
   CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN to_timestamp(d.due_at / 1000.0) END,
   NULL, to_timestamp(d.started_at / 1000.0),
   CASE WHEN d.skip IS NOT NULL OR d.status = 'exited' THEN $2 END,
-  to_timestamp(d.started_at / 1000.0)
+  to_timestamp(d.started_at / 1000.0), coalesce(d.priority, 0), d.priority_error
 FROM decided d ORDER BY d.ord
 ON CONFLICT DO NOTHING
 RETURNING *`;
@@ -145,35 +146,32 @@ export async function insertRunsAudited(pool: pg.Pool, runs: readonly NewRun[], 
 }
 
 /**
- * The claim in `claimOrder` (engine/store.ts): take each automation's oldest due runs, rank them
- * within their automation by (due_at, id), and claim by (rank, due_at, id). Candidates are re-checked and locked with SKIP LOCKED in a MATERIALIZED
- * CTE (an IN-subquery may be re-run by the planner and claim more than LIMIT rows).
+ * The claim in `claimOrder` (engine/store.ts), by the function weft_claim (migration 014): it
+ * visits only the automations with a due mark (a lower bound of their earliest due run, kept by
+ * triggers), takes each one's first due runs by (claim key, id), claims by (rank, key, id) with
+ * SKIP LOCKED, then raises the marks of the automations left with nothing due. One round trip;
+ * its cost follows the automations with due work and the limit, not the automations or parked runs.
  */
-const CLAIM_SQL = `
-WITH cand AS MATERIALIZED (
-  SELECT c.id FROM automations a
-  CROSS JOIN LATERAL (
-    SELECT s.id, s.due_at, row_number() OVER (ORDER BY s.due_at, s.id) AS rn
-    FROM (SELECT id, due_at FROM runs WHERE automation_id = a.id AND due_at <= $1 ORDER BY due_at, id LIMIT $3) s
-  ) c
-  ORDER BY c.rn, c.due_at, c.id
-  LIMIT $3
-), locked AS MATERIALIZED (
-  SELECT id, status AS prev_status FROM runs
-  WHERE id IN (SELECT id FROM cand) AND due_at <= $1
-  FOR UPDATE SKIP LOCKED
-)
-UPDATE runs r SET
-  due_at = $2,
-  lease_owner = $4,
-  status = 'running',
-  interruptions = r.interruptions + CASE WHEN locked.prev_status IN ('running', 'interrupted') THEN 1 ELSE 0 END,
-  unsettled_claims = r.unsettled_claims + 1,
-  rev = r.rev + 1
-FROM locked WHERE r.id = locked.id
-RETURNING r.*`;
+const CLAIM_SQL = "SELECT * FROM weft_claim($1, $2, $3, $4)";
+
+/**
+ * The safety net: a due run whose automation has no mark at or before it gets one. It only ever
+ * lowers marks (no lock needed) and reads only due runs (the runs_due index).
+ */
+const SWEEP_SQL = `
+INSERT INTO due_marks (automation_id, due_at)
+SELECT r.automation_id, min(r.due_at) FROM runs r WHERE r.due_at <= $1 GROUP BY r.automation_id
+HAVING NOT EXISTS (SELECT 1 FROM due_marks m WHERE m.automation_id = r.automation_id AND m.due_at <= min(r.due_at))`;
+
+/** When each pool (one per store) last swept, on the engine's clock. */
+const lastSweep = new WeakMap<pg.Pool, number>();
 
 export async function claimRuns(pool: pg.Pool, owner: string, now: number, leaseMs: number, limit: number): Promise<Run[]> {
+  const swept = lastSweep.get(pool);
+  if (swept === undefined || now - swept >= DUE_MARK_SWEEP_MS || now < swept) {
+    lastSweep.set(pool, now);
+    await pool.query({ name: "weft_sweep_due_marks", text: SWEEP_SQL, values: [ts(now)] });
+  }
   const res = await pool.query({ name: "weft_claim_runs", text: CLAIM_SQL, values: [ts(now), ts(now + leaseMs), limit, owner] });
   return res.rows.map(toRun);
 }

@@ -1,0 +1,231 @@
+// Flow control gates: where a run (at its start) or a step (at its entry) meets the concurrency
+// rules, shared limits and rate limit its definition declares. The engine renders the keys under
+// the run's expression budget; the store takes every slot and the rate turn atomically (its
+// decision is model/flow.ts's decideFlow, the same on both stores) or records the run as a waiter.
+//
+// A slot is tied to its run: a run's slot is held until the commit that ends the run; a step's
+// slot until the commit that records the step (or until the run's lease lapses: a dead worker's
+// step slot comes back then; its run's slot stays with the run, which the next claim resumes).
+// A waiter is parked (it holds no worker): the releaser wakes the oldest waiters of the key after
+// its commit, and the waiter wakes any free slot's waiters after its own park commits, so a
+// release that raced the park is not lost; a waiter also re-checks once per lease period (a wake
+// lost with a crashed releaser costs at most that long).
+
+import type { Definition, NodeDef } from "../model/definition.js";
+import { stepError, type StepError } from "../model/errors.js";
+import { render, type CelScope } from "../model/expressions.js";
+import { flowKey, type ConcurrencyRule, type FlowDecision, type FlowRateGate, type FlowSlotGate, type RateLimitDef } from "../model/flow.js";
+import type { Checkpoint, Cursor, Run, Store } from "./store.js";
+
+interface FlowFields {
+  concurrency?: ConcurrencyRule[] | undefined;
+  limits?: string[] | undefined;
+  rate_limit?: RateLimitDef | undefined;
+}
+
+/** What the runner does with a gate's answer. */
+export type GateOutcome =
+  | { kind: "pass" }
+  | { kind: "park"; waiting_for: "concurrency" | "rate_limit"; until: number }
+  | { kind: "exit" }
+  | { kind: "fail"; error: StepError };
+
+export function hasFlow(f: FlowFields): boolean {
+  return f.concurrency !== undefined || f.limits !== undefined || f.rate_limit !== undefined;
+}
+
+/** A key template rendered to a stored key; a template that fails or renders a non-scalar fails the run with `flow.key_failed`. */
+export function renderFlowKey(template: string | undefined, scope: CelScope, pointer: string): string {
+  if (template === undefined) return "*";
+  let v: unknown;
+  try {
+    v = render(template, scope);
+  } catch (err) {
+    const e = err as { error?: StepError; message?: string };
+    throw new FlowKeyError(pointer, e.error?.message ?? e.message ?? String(err), e.error?.code);
+  }
+  if (v === null || v === undefined || typeof v === "object")
+    throw new FlowKeyError(pointer, `rendered ${v === null ? "null" : typeof v}, not text or a number`);
+  return flowKey(String(v));
+}
+
+export class FlowKeyError extends Error {
+  constructor(
+    readonly pointer: string,
+    detail: string,
+    readonly cause_code?: string,
+  ) {
+    super(`the flow-control key at ${pointer} could not be rendered: ${detail}`);
+  }
+}
+
+/** A limit a simulated run would meet: where, which rule, and its key as rendered for this run. */
+export interface SimulatedLimit {
+  /** `automation`, or the node's key. */
+  at: string;
+  kind: "concurrency" | "shared_limit" | "rate_limit";
+  /** The shared limit's name. */
+  name?: string;
+  /** The rendered key, or the error that would fail the run (`flow.key_failed`). */
+  key?: string;
+  error?: string;
+  limit: number;
+  period_ms?: number;
+  on_limit?: "queue" | "skip";
+}
+
+/** The limits a run would meet at the automation (at = "automation") or a node, with their keys rendered; nothing is counted. */
+export function simulatedLimits(f: FlowFields, at: string, pointer: string, scope: CelScope, shared: readonly SharedLimitDef[]): SimulatedLimit[] {
+  const out: SimulatedLimit[] = [];
+  const keyed = (template: string | undefined, ptr: string): { key: string } | { error: string } => {
+    try {
+      return { key: renderFlowKey(template, scope, ptr) };
+    } catch (err) {
+      if (err instanceof FlowKeyError) return { error: err.message };
+      throw err;
+    }
+  };
+  f.concurrency?.forEach((c, i) => out.push({ at, kind: "concurrency", ...keyed(c.key, `${pointer}/concurrency/${i}/key`), limit: c.limit }));
+  f.limits?.forEach((name, i) => {
+    const l = shared.find((x) => x.name === name);
+    if (l) out.push({ at, kind: "shared_limit", name, ...keyed(l.key, `${pointer}/limits/${i}`), limit: l.limit });
+  });
+  const r = f.rate_limit;
+  if (r) out.push({ at, kind: "rate_limit", ...keyed(r.key, `${pointer}/rate_limit/key`), limit: r.limit, period_ms: r.period_ms, on_limit: r.on_limit });
+  return out;
+}
+
+type SharedLimitDef = { name: string; key: string; limit: number };
+
+interface Held {
+  workspace_id: string;
+  step_key: string;
+  gates: FlowSlotGate[];
+}
+
+export class FlowGates {
+  /** Slots this process took, per run, until the commit that releases them (then their waiters are woken). */
+  private readonly held = new Map<string, Held[]>();
+  /** Gates a run parked at, per run, until its park commits (then it wakes a free slot's waiters itself). */
+  private readonly parked = new Map<string, Held>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly recheckMs: number,
+  ) {}
+
+  /** The automation's gate, met at every claim until the run ends (a run that holds its slots passes at once). */
+  atRunStart(run: Run, def: Definition, cursor: Cursor, scope: CelScope, now: number): Promise<GateOutcome> {
+    const started = Object.keys(cursor.visits).length > 0;
+    return this.gate(run, def, "", `a:${run.automation_id}`, "", scope, cursor, now, !started);
+  }
+
+  /** A node's gate, met at each fresh visit (retries of the visit pass its rate limit but not its slots). */
+  atStep(run: Run, node: NodeDef, nodeIndex: number, stepKey: string, fresh: boolean, cursor: Cursor, scope: CelScope, now: number): Promise<GateOutcome> {
+    return this.gate(run, node, stepKey, `n:${run.automation_id}:${node.key}`, `/nodes/${nodeIndex}`, scope, cursor, now, fresh);
+  }
+
+  private async gate(
+    run: Run,
+    f: FlowFields,
+    stepKey: string,
+    scopeId: string,
+    at: string,
+    scope: CelScope,
+    cursor: Cursor,
+    now: number,
+    withRate: boolean,
+  ): Promise<GateOutcome> {
+    let slots: FlowSlotGate[];
+    let rate: FlowRateGate | null = null;
+    try {
+      slots = await this.slots(run.workspace_id, f, scopeId, at, scope);
+      const r = f.rate_limit;
+      if (r !== undefined && withRate) {
+        rate = { scope: `r${scopeId}`, key: renderFlowKey(r.key, scope, `${at}/rate_limit/key`), limit: r.limit, period_ms: r.period_ms, on_limit: r.on_limit };
+      }
+    } catch (err) {
+      if (!(err instanceof FlowKeyError)) throw err;
+      return {
+        kind: "fail",
+        error: stepError("flow.key_failed", err.message, false, { pointer: err.pointer, ...(err.cause_code ? { cause: err.cause_code } : {}) }),
+      };
+    }
+    if (slots.length === 0 && rate === null) return { kind: "pass" };
+    const d: FlowDecision = await this.store.acquireFlow(
+      { workspace_id: run.workspace_id, run_id: run.id, step_key: stepKey, slots, rate, reserved_at: rate ? (cursor.flow_turn ?? null) : null },
+      now,
+    );
+    switch (d.kind) {
+      case "pass": {
+        delete cursor.flow_turn;
+        if (slots.length > 0) {
+          const list = this.held.get(run.id) ?? [];
+          if (!list.some((h) => h.step_key === stepKey)) list.push({ workspace_id: run.workspace_id, step_key: stepKey, gates: slots });
+          this.held.set(run.id, list);
+        }
+        return { kind: "pass" };
+      }
+      case "wait_slot":
+        this.parked.set(run.id, { workspace_id: run.workspace_id, step_key: stepKey, gates: [d.gate] });
+        return { kind: "park", waiting_for: "concurrency", until: now + this.recheckMs };
+      case "wait_rate":
+        cursor.flow_turn = d.until;
+        return { kind: "park", waiting_for: "rate_limit", until: d.until };
+      case "skip_rate":
+        return { kind: "exit" };
+    }
+  }
+
+  private async slots(workspaceId: string, f: FlowFields, scopeId: string, at: string, scope: CelScope): Promise<FlowSlotGate[]> {
+    const out: FlowSlotGate[] = [];
+    f.concurrency?.forEach((c, i) => {
+      out.push({ scope: `c${scopeId}:${i}`, key: renderFlowKey(c.key, scope, `${at}/concurrency/${i}/key`), limit: c.limit, label: "concurrency" });
+    });
+    if (f.limits !== undefined) {
+      // A shared limit deleted after the definition was applied no longer holds anyone back.
+      for (const l of await this.store.getSharedLimits(workspaceId, f.limits)) {
+        out.push({ scope: `l:${l.name}`, key: renderFlowKey(l.key, scope, `${at}/limits/${f.limits.indexOf(l.name)}`), limit: l.limit, label: l.name });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * After a commit of this run: slots the commit released (the run ended, the step's row is in,
+   * or the run left `running`) wake their keys' oldest waiters; a park on a slot wakes a free
+   * slot's waiters (itself, when the slot freed meanwhile).
+   */
+  async afterCommit(run: Run, cp: Checkpoint, now: number): Promise<void> {
+    const wake: Held[] = [];
+    const list = this.held.get(run.id);
+    if (list !== undefined) {
+      const st = cp.state;
+      const steps = new Set(cp.steps.map((s) => s.idempotency_key));
+      const ended = st.completed_at !== null;
+      const keep = list.filter((h) => {
+        const released = ended || (h.step_key !== "" && (steps.has(h.step_key) || st.status !== "running"));
+        if (released) wake.push(h);
+        return !released;
+      });
+      if (keep.length > 0) this.held.set(run.id, keep);
+      else this.held.delete(run.id);
+    }
+    const p = this.parked.get(run.id);
+    if (p !== undefined && cp.state.waiting_for === "concurrency") {
+      this.parked.delete(run.id);
+      wake.push(p);
+    }
+    for (const h of wake) await this.store.wakeFlowWaiters(h.workspace_id, h.gates, now);
+  }
+
+  /**
+   * The drive ended: forget what it took here. Its last commit's wake-ups already read this (the
+   * next claim's gate takes the run's slots again, as held); a drive that lost its lease leaves
+   * its slots to the store's rules (a step's lapses with the lease).
+   */
+  forget(runId: string): void {
+    this.held.delete(runId);
+    this.parked.delete(runId);
+  }
+}
