@@ -37,6 +37,7 @@ export class EmbeddedFlow {
   /** Inside the dispatch transaction: see store/postgres/flow.ts applyFlow. */
   apply(entries: readonly FlowEntry[], now: number): { runs: Run[]; due: number | null } {
     const runs: Run[] = [];
+    const leading: NewRun[] = [];
     let due: number | null = null;
     for (const e of lockOrder(entries)) {
       if (e.key_error !== null) {
@@ -79,11 +80,13 @@ export class EmbeddedFlow {
           fresh.closed_at,
         );
       this.member(e, fresh, 1, now);
-      if (startsAtOpen(fresh)) {
-        const res = this.insertRun(fresh.run, now);
-        if (res.created) runs.push(res.run);
-      }
+      if (startsAtOpen(fresh)) leading.push(fresh.run);
       due = Math.min(due ?? fresh.due_at, fresh.due_at);
+    }
+    // As on PostgreSQL: leading runs are inserted after every window of the commit is written.
+    for (const run of leading) {
+      const res = this.insertRun(run, now);
+      if (res.created) runs.push(res.run);
     }
     return { runs, due };
   }

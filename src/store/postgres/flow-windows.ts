@@ -61,6 +61,7 @@ async function member(c: Queryable, e: FlowEntry, w: FlowWindow | null, seq: num
  */
 export async function applyFlow(c: Queryable, entries: readonly FlowEntry[], now: number): Promise<{ runs: Run[]; due: number | null }> {
   const runs: Run[] = [];
+  const leading: NewRun[] = [];
   let due: number | null = null;
   for (const e of lockOrder(entries)) {
     if (e.key_error !== null) {
@@ -93,11 +94,14 @@ export async function applyFlow(c: Queryable, entries: readonly FlowEntry[], now
         continue;
       }
       await member(c, e, fresh, 1, now);
-      if (startsAtOpen(fresh)) runs.push(...(await insertRuns(c, [fresh.run], now)).filter((x) => x.created).map((x) => x.run));
+      if (startsAtOpen(fresh)) leading.push(fresh.run);
       due = Math.min(due ?? fresh.due_at, fresh.due_at);
       break;
     }
   }
+  // Leading runs are inserted once every window of the commit is locked: a run insert that waits
+  // on another transaction's uncommitted run never happens while this one still waits for a window.
+  runs.push(...(await insertRuns(c, leading, now)).filter((x) => x.created).map((x) => x.run));
   return { runs, due };
 }
 
