@@ -1,8 +1,10 @@
 // --only flow: what flow control costs and whether it keeps keys apart.
-//   1. Key fairness: one automation with a per-key concurrency limit (`{{ event.k }}`, 5 per
-//      key); one key is flooded (--flow-flood N events, default 100,000), and 50 other keys get one
-//      event every 20 ms between them. Measured: the other keys' event → run start p50/p99, beside
-//      the same trickle on an idle engine (no flood), and their ratio.
+//   1. Key fairness: one automation with a per-key concurrency limit (`{{ context.k }}`, 5 per
+//      key); one key is flooded (--flow-flood N runs enrolled in batches of 1,000, default 100,000),
+//      and 50 other keys get one enrollment every 20 ms between them. Measured: the other keys'
+//      enroll → run start p50/p99, beside the same trickle on an idle engine (no flood), and their
+//      ratio. (Runs, not events: events of one stream are dispatched in the order they arrived,
+//      so a flood of one event name delays that name's later events by the dispatch backlog.)
 //   2. Cost: N three-step no-op runs (--runs) started 50 at a time with no limit, then with a
 //      concurrency limit that never binds (every run its own key), then with one that does (10
 //      keys, 5 each): runs/s of each, and the cost per limited run in µs.
@@ -36,7 +38,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const work = { kind: "work", handler: async () => ({ ok: true }) };
 
-/** The trickle's event → start delays, with `flood` events of one hot key stored first. */
+/** The trickle's enroll → start delays, with `flood` runs of one hot key enrolled first. */
 async function trickle(open: OpenStore, flood: number, keys: number, each: number): Promise<{ delays: number[]; floodStarted: number }> {
   const { store, cleanup } = await open();
   const writer = new Engine({ store, noRunner: true });
@@ -45,44 +47,35 @@ async function trickle(open: OpenStore, flood: number, keys: number, each: numbe
   const aut = await writer.createAutomation(DEFAULT_WORKSPACE, {
     key: "flow-keys",
     name: "Per-key concurrency",
-    triggers: [{ type: "event", name: "k.ping" }],
     root: "w",
     reentry: { policy: "allow_concurrent" },
-    concurrency: [{ key: "{{ event.payload.k }}", limit: 5 }],
+    concurrency: [{ key: "{{ context.k }}", limit: 5 }],
     nodes: [{ key: "w", kind: "work", config: {} }],
   });
-  for (let i = 0; i < flood; i += 500) {
-    const batch = Array.from({ length: Math.min(500, flood - i) }, (_, j) => ({ type: "k.ping", key: `hot${i + j}`, payload: { k: "hot" } }));
-    await writer.ingestMany(DEFAULT_WORKSPACE, batch);
+  for (let i = 0; i < flood; i += 1000) {
+    const batch = Array.from({ length: Math.min(1000, flood - i) }, () => ({ context_overrides: { k: "hot" } }));
+    await writer.enrollMany(DEFAULT_WORKSPACE, aut.id, batch);
   }
   const engine = new Engine({ store, httpAllow: ["127.0.0.1"], runner: { pollMs: 20 } });
   engine.registerAction(work);
-  const sentAt = new Map<string, number>();
-  const eventOfRun = new Map<string, string>();
-  const delays: number[] = [];
-  let floodStarted = 0;
-  engine.events.on("run:created", (e) => {
-    if (e.run.automation_id === aut.id && e.run.event_id) eventOfRun.set(e.run.id, e.run.event_id);
-  });
+  const claimedAt = new Map<string, number>();
   engine.events.on("run:claimed", (e) => {
-    const ev = eventOfRun.get(e.run_id);
-    if (ev === undefined) return;
-    eventOfRun.delete(e.run_id);
-    const t0 = sentAt.get(ev);
-    if (t0 === undefined) floodStarted++;
-    else delays.push(performance.now() - t0);
+    if (!claimedAt.has(e.run_id)) claimedAt.set(e.run_id, performance.now());
   });
   await engine.start();
   // Let the flood get going before the trickle starts.
   await sleep(flood > 0 ? 1000 : 0);
   const total = keys * each;
+  const cold: { id: string; t0: number }[] = [];
   for (let i = 0; i < total; i++) {
     const t0 = performance.now();
-    const { event_id } = await engine.ingest(DEFAULT_WORKSPACE, { type: "k.ping", key: `cold${i}`, payload: { k: `cold${i % keys}` } });
-    sentAt.set(event_id, t0);
+    const { run } = await engine.enroll(DEFAULT_WORKSPACE, aut.id, { context_overrides: { k: `cold${i % keys}` } });
+    cold.push({ id: run.id, t0 });
     await sleep(20);
   }
-  for (let i = 0; i < 1000 && delays.length < total; i++) await sleep(20);
+  for (let i = 0; i < 1000 && cold.some((c) => !claimedAt.has(c.id)); i++) await sleep(20);
+  const delays = cold.filter((c) => claimedAt.has(c.id)).map((c) => claimedAt.get(c.id)! - c.t0);
+  const floodStarted = claimedAt.size - delays.length;
   await engine.stop();
   await writer.stop();
   await store.close();

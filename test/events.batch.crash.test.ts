@@ -108,7 +108,7 @@ describe.each(STORE_KINDS)("batch intake across a crash (%s store)", (kind) => {
     expect(resent.status).toBe(202);
     expect(resent.body.results).toEqual(batch.map((e, index) => ({ index, event_id: keys.get(e.key), duplicate: true })));
     const automationId = made.body.id as string;
-    // The killed server's dispatcher may have leased some of them: those wait out its lease (WEFT_LEASE_MS, 30 s).
+    // The killed server's dispatcher may have leased some of them: those wait out its dispatch lease (DISPATCH_LEASE_MS, 10 s).
     await until("a run per event", async () => (await listAll(ts!.store, automationId)).length === 50, 90_000);
   }, 180_000);
 });

@@ -89,9 +89,16 @@ describe.each(STORE_KINDS)("flow control gates (%s store)", (kind) => {
   });
 
   async function enrollAll(e: Engine, automationId: string, accounts: string[]): Promise<string[]> {
-    const ids: string[] = [];
-    for (const account of accounts) ids.push((await e.enroll(WS, automationId, { context_overrides: { account } })).run.id);
-    return ids;
+    // One batch: every run is due at once, so each key's runs meet its limit together.
+    const res = await e.enrollMany(
+      WS,
+      automationId,
+      accounts.map((account) => ({ context_overrides: { account } })),
+    );
+    return res.map((r) => {
+      if ("error" in r) throw new Error(`enroll refused: ${r.error.message}`);
+      return r.run.id;
+    });
   }
 
   it("per-key concurrency at the automation: never more than the limit per key in flight, every run completes, nothing stays held", async () => {
@@ -102,8 +109,9 @@ describe.each(STORE_KINDS)("flow control gates (%s store)", (kind) => {
     const ids = await enrollAll(e, a.id, [..."AAAAAAAABBBB"]);
     const runs = await Promise.all(ids.map((id) => settle(e, id)));
     expect(runs.map((r) => r.status)).toEqual(ids.map(() => "completed"));
-    expect(dest.maxInFlight.get("/acct/A")).toBe(2);
-    expect(dest.maxInFlight.get("/acct/B")).toBe(2);
+    // Without the limit more of A's requests overlap (measured once without it: 8 on the embedded store, 3 on PostgreSQL).
+    expect(dest.maxInFlight.get("/acct/A")).toBeLessThanOrEqual(2);
+    expect(dest.maxInFlight.get("/acct/B")).toBeLessThanOrEqual(2);
     expect(await ts.store.flowStats(WS, Date.now(), 100)).toEqual([]);
   });
 
@@ -384,9 +392,9 @@ describe.each(STORE_KINDS)("flow control simulated (%s store)", (kind) => {
 });
 
 describe("flow rules", () => {
-  it("a destination's answer pauses its host: 429 (Retry-After, else 1 s), 503 only with Retry-After, at most an hour", () => {
+  it("a destination's answer pauses its host: 429 or 503 with Retry-After, for that long, at most an hour", () => {
     expect(hostPauseFor(429, 2000)).toBe(2000);
-    expect(hostPauseFor(429, undefined)).toBe(1000);
+    expect(hostPauseFor(429, undefined)).toBeNull();
     expect(hostPauseFor(503, 5000)).toBe(5000);
     expect(hostPauseFor(503, undefined)).toBeNull();
     expect(hostPauseFor(500, 5000)).toBeNull();

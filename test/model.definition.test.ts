@@ -459,7 +459,7 @@ describe("validateDefinition: protecting users", () => {
     expect(top.message).toContain('did you mean "triggers"');
     expect(top.details?.allowed).toEqual(expect.arrayContaining(["key", "name", "triggers", "nodes", "edges", "root"]));
     const node = errs.find((e) => e.pointer === "/nodes/0/colour")!;
-    expect(node.details?.allowed).toEqual(["key", "kind", "name", "config", "permissions", "retry"]);
+    expect(node.details?.allowed).toEqual(["key", "kind", "name", "config", "permissions", "retry", "concurrency", "limits", "rate_limit"]);
 
     const t = example();
     (t.triggers.find((x: any) => x.type === "schedule") as any).timezon = "UTC";

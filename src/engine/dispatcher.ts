@@ -107,6 +107,29 @@ export class Dispatcher extends LoopingTask {
     const { events: leased, active, undeliverable } = await this.store.leaseEvents(Date.now(), this.opts.leaseMs, this.opts.batch, this.opts.quarantineAfter);
     for (const e of undeliverable) this.emitUndeliverable(e);
     if (leased.length === 0) return false;
+    // The lease is short (a dead dispatcher's events wait at most that long) and renewed while
+    // this round plans and commits, however long that takes.
+    const renew = setInterval(
+      () => {
+        this.store
+          .renewDispatch(
+            leased.map((e) => e.id),
+            Date.now() + this.opts.leaseMs,
+          )
+          .catch((error) => this.events.emit("engine:error", { where: "dispatch lease renewal", error }));
+      },
+      Math.max(100, Math.floor(this.opts.leaseMs / 3)),
+    );
+    renew.unref();
+    try {
+      return await this.dispatchLeased(leased, active, now);
+    } finally {
+      clearInterval(renew);
+    }
+  }
+
+  /** Plan the leased events and commit them (see once). */
+  private async dispatchLeased(leased: StoredEvent[], active: Automation[], now: number): Promise<boolean> {
     const candidates = await this.candidates(active);
     const { runs, planned, failed, flow } = await this.plan(leased, candidates, now);
     const seen: Record<string, string> = {};

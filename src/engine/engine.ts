@@ -95,6 +95,12 @@ export interface EngineOptions {
   role?: ProcessRole;
 }
 
+/**
+ * How long a dispatch round's lease on its events lasts without renewal: a dispatcher that dies
+ * mid-round leaves its events to the others this long; a living one renews it while it works.
+ */
+export const DISPATCH_LEASE_MS = 10_000;
+
 export class Engine {
   readonly store: Store;
   readonly clock: Clock;
@@ -144,7 +150,7 @@ export class Engine {
           this.http,
           {
             owner: this.owner,
-            leaseMs: 30_000,
+            leaseMs: DISPATCH_LEASE_MS,
             quarantineAfter: DEFAULT_QUARANTINE_AFTER,
             maxInFlight: 500,
             claimBatch: 200,

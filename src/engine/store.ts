@@ -100,7 +100,7 @@ export interface Run {
   control: RunControl | null;
   /** When the runner may claim it: wake time when parked, lease expiry while running, null when terminal. */
   due_at: number | null;
-  /** Fixed at creation (model/priority.ts): orders this automation's due runs in the claim (claimKey). Stores always set it; absent means 0. */
+  /** Fixed at creation, already clamped (model/priority.ts): orders this automation's due runs in the claim (claimKey). Stores always set it; absent means 0. */
   priority?: number;
   /** Why the definition's priority expression gave 0 for this run (it failed or was not a number); null when it did not fail. */
   priority_error?: string | null;
@@ -114,21 +114,8 @@ export interface Run {
 
 export type NewRun = Omit<
   Run,
-  | "rev"
-  | "lease_owner"
-  | "interruptions"
-  | "unsettled_claims"
-  | "control"
-  | "items_total"
-  | "items_failed"
-  | "completed_at"
-  | "updated_at"
-  | "priority"
-  | "priority_error"
+  "rev" | "lease_owner" | "interruptions" | "unsettled_claims" | "control" | "items_total" | "items_failed" | "completed_at" | "updated_at"
 > & {
-  priority_error?: string | null;
-  /** The run's priority, already clamped (model/priority.ts); default 0. */
-  priority?: number;
   /** Set to the subject when the automation allows one active run per subject (enforced by the store). */
   active_subject: string | null;
   completed_at?: number | null;
@@ -745,6 +732,8 @@ export interface Store {
    * `maxAttempts` is marked undeliverable with the error as its reason. Returns those marked.
    */
   failDispatch(ids: readonly string[], error: string, now: number, maxAttempts: number): Promise<StoredEvent[]>;
+  /** A round still planning these events extends their lease to `until` (those still undispatched and leased); the attempt is not counted again. */
+  renewDispatch(ids: readonly string[], until: number): Promise<void>;
   /** An undeliverable (not dropped) event back to dispatch, attempts reset, with its audit entry; null when it is not undeliverable. */
   replayEvent(workspaceId: string, id: string, now: number, audit: AuditEntry): Promise<StoredEvent | null>;
   /** Drop an undeliverable event for good, with its audit entry; null when it is not undeliverable (or already dropped). */

@@ -20,16 +20,13 @@ export const MAX_SHARED_LIMITS = 8;
 export const MAX_FLOW_PERIOD_MS = 86_400_000;
 /** The longest a destination's Retry-After may pause calls to it (a longer one is cut to this). */
 export const MAX_HOST_PAUSE_MS = 3_600_000;
-/** How long a 429 without Retry-After pauses calls to its host. */
-export const DEFAULT_HOST_PAUSE_MS = 1_000;
-
 /**
- * How long a destination's answer pauses every call to its host: a 429 (Retry-After, else 1 s)
- * or a 503 that says Retry-After; null for anything else. Capped at MAX_HOST_PAUSE_MS.
+ * How long a destination's answer pauses every call to its host: a 429 or a 503 that says
+ * Retry-After, for that long (capped at MAX_HOST_PAUSE_MS); null for anything else. A 429 with
+ * no Retry-After names no time, so only the step that got it backs off (its retry policy).
  */
 export function hostPauseFor(status: number, retryAfterMs: number | undefined): number | null {
-  if (status === 429) return Math.min(MAX_HOST_PAUSE_MS, retryAfterMs ?? DEFAULT_HOST_PAUSE_MS);
-  if (status === 503 && retryAfterMs !== undefined) return Math.min(MAX_HOST_PAUSE_MS, retryAfterMs);
+  if ((status === 429 || status === 503) && retryAfterMs !== undefined) return Math.min(MAX_HOST_PAUSE_MS, retryAfterMs);
   return null;
 }
 

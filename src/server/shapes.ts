@@ -73,6 +73,8 @@ export const runShape = z.object({
   items_total: z.number().int(),
   items_failed: z.number().int(),
   interruptions: z.number().int(),
+  priority: z.number().int().describe("the claim priority given when the run was created (-100..100; 0 when the definition sets none)"),
+  priority_error: z.string().nullable().describe("why the priority expression gave 0 instead of a number, if it failed"),
   attempt: z.number().int(),
   started_at: isoOrNull,
   completed_at: isoOrNull,
@@ -80,7 +82,9 @@ export const runShape = z.object({
 });
 
 /** A run in a list: the run without the fields that grow with it (context, event, attempt from its cursor), plus the automation's key. */
-export const runSummaryShape = runShape.omit({ context: true, event: true, attempt: true }).extend({ automation_key: z.string() });
+export const runSummaryShape = runShape
+  .omit({ context: true, event: true, attempt: true, priority: true, priority_error: true })
+  .extend({ automation_key: z.string() });
 
 const violationShape = z.object({ code: z.literal("policy.violation"), permission: z.string(), message: z.string(), at: z.number() });
 const logShape = z.object({ level: z.enum(["info", "warn", "error"]), message: z.string(), data: json.optional(), at: z.number() });

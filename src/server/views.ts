@@ -75,6 +75,8 @@ export function runJson(r: Run): z.infer<typeof S.runShape> {
     items_total: r.items_total,
     items_failed: r.items_failed,
     interruptions: r.interruptions,
+    priority: r.priority ?? 0,
+    priority_error: r.priority_error ?? null,
     attempt: r.cursor.attempt,
     started_at: iso(r.started_at),
     completed_at: iso(r.completed_at),

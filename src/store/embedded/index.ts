@@ -136,13 +136,18 @@ export class EmbeddedStore implements Store {
           AND (dispatch_until IS NULL OR dispatch_until <= ?) RETURNING *`),
       plannedEvent: d.prepare("SELECT * FROM events WHERE id = ? AND dispatched_at IS NULL AND undeliverable_at IS NULL"),
       releaseStale: d.prepare("UPDATE events SET dispatch_until = NULL, dispatch_attempts = max(dispatch_attempts - 1, 0) WHERE id = ?"),
+      renewDispatch: d.prepare(
+        "UPDATE events SET dispatch_until = @until WHERE id = @id AND dispatched_at IS NULL AND dispatch_until IS NOT NULL AND dispatch_until < @until",
+      ),
       failDispatch: d.prepare(`UPDATE events SET dispatch_until = NULL, dispatch_error = @error,
           undeliverable_at = CASE WHEN dispatch_attempts >= @max THEN @now END,
           undeliverable_reason = CASE WHEN dispatch_attempts >= @max THEN 'its dispatch failed ' || dispatch_attempts || ' times (last error: ' || @error || ')' END
         WHERE id = @id AND dispatched_at IS NULL AND undeliverable_at IS NULL RETURNING *`),
       markDispatched: d.prepare("UPDATE events SET dispatched_at = ?, dispatch_until = NULL, runs_created = ? WHERE id = ?"),
       runByActiveSubject: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND active_subject = ?"),
-      markedAutomations: d.prepare("SELECT DISTINCT automation_id FROM due_marks WHERE due_at <= ?").pluck(),
+      // INDEXED BY: the range of marks due now, never a walk over every automation's mark (which
+      // SQLite would otherwise pick for DISTINCT).
+      markedAutomations: d.prepare("SELECT DISTINCT automation_id FROM due_marks INDEXED BY due_marks_due WHERE due_at <= ?").pluck(),
       // The claim key and its bound as in PostgreSQL's weft_claim (migration 014): runs_claim's range.
       dueOfAutomation: d.prepare(`SELECT id, due_at, priority FROM runs WHERE automation_id = @aid AND due_at IS NOT NULL
           AND due_at - priority * 1000 <= @now + ${-PRIORITY_MIN * AGING_STEP_MS} AND due_at <= @now
@@ -152,7 +157,7 @@ export class EmbeddedStore implements Store {
       markEarliest: d.prepare(`INSERT INTO due_marks (automation_id, due_at)
           SELECT @aid, m FROM (SELECT min(due_at) AS m FROM runs WHERE automation_id = @aid AND due_at IS NOT NULL) WHERE m IS NOT NULL`),
       sweepMarks: d.prepare(`INSERT INTO due_marks (automation_id, due_at)
-          SELECT g.automation_id, g.m FROM (SELECT automation_id, min(due_at) AS m FROM runs WHERE due_at <= ? GROUP BY automation_id) g
+          SELECT g.automation_id, g.m FROM (SELECT automation_id, min(due_at) AS m FROM runs INDEXED BY runs_due WHERE due_at <= ? GROUP BY automation_id) g
           WHERE NOT EXISTS (SELECT 1 FROM due_marks d WHERE d.automation_id = g.automation_id AND d.due_at <= g.m)`),
       claimOne: d.prepare(`UPDATE runs SET due_at = ?, lease_owner = ?, interruptions = interruptions + (status IN ('running', 'interrupted')),
           unsettled_claims = unsettled_claims + 1, status = 'running', rev = rev + 1 WHERE id = ? AND due_at <= ? RETURNING *`),
@@ -446,6 +451,12 @@ export class EmbeddedStore implements Store {
         }),
       )
       .immediate();
+  }
+
+  async renewDispatch(ids: readonly string[], until: number): Promise<void> {
+    this.db.transaction(() => {
+      for (const id of ids) this.s.renewDispatch.run({ id, until });
+    })();
   }
 
   async replayEvent(workspaceId: string, id: string, _now: number, audit: AuditEntry): Promise<StoredEvent | null> {

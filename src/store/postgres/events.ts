@@ -203,6 +203,15 @@ export async function failDispatch(pool: pg.Pool, ids: readonly string[], error:
   return res.rows.map(toEvent).filter((e) => e.undeliverable_at !== null);
 }
 
+export async function renewDispatch(pool: pg.Pool, ids: readonly string[], until: number): Promise<void> {
+  if (ids.length === 0) return;
+  await pool.query({
+    name: "weft_renew_dispatch",
+    text: "UPDATE events SET dispatch_until = $2 WHERE id = ANY($1::text[]) AND dispatched_at IS NULL AND dispatch_until IS NOT NULL AND dispatch_until < $2",
+    values: [ids, ts(until)],
+  });
+}
+
 export function replayEvent(pool: pg.Pool, workspaceId: string, id: string, now: number, entry: AuditEntry): Promise<StoredEvent | null> {
   return tx(pool, async (c) => {
     const res = await c.query(

@@ -166,6 +166,9 @@ export class PostgresStore implements Store {
   failDispatch(ids: readonly string[], error: string, now: number, maxAttempts: number) {
     return E.failDispatch(this.pool, ids, error, now, maxAttempts);
   }
+  renewDispatch(ids: readonly string[], until: number) {
+    return E.renewDispatch(this.pool, ids, until);
+  }
   replayEvent(workspaceId: string, id: string, now: number, audit: AuditEntry) {
     return E.replayEvent(this.pool, workspaceId, id, now, audit);
   }

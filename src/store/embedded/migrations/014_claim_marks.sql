@@ -14,7 +14,7 @@ CREATE TABLE due_marks (
   due_at         INTEGER NOT NULL
 );
 CREATE INDEX due_marks_by_automation ON due_marks (automation_id, due_at);
-CREATE INDEX due_marks_due ON due_marks (due_at);
+CREATE INDEX due_marks_due ON due_marks (due_at, automation_id);
 
 INSERT INTO due_marks (automation_id, due_at)
   SELECT automation_id, min(due_at) FROM runs WHERE due_at IS NOT NULL GROUP BY automation_id;

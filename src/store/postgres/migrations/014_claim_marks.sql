@@ -4,7 +4,9 @@
 -- rows per automation; an automation whose runs are all terminal has none). Invariant: every run
 -- with a due_at has a mark of its automation at or before it. The claim reads only the marks due
 -- now (an index range), so its cost follows the automations with due work, not the number of
--- automations, and not the runs parked on future timers (their marks are in the future).
+-- automations, and not the runs parked on future timers (their marks are in the future). Within
+-- an automation with due work, the probe by claim key may pass over its runs that become due in
+-- the next 200 s at most (a due run's key is at most now + 100 s; a key is due_at − priority s).
 --
 -- Who writes marks:
 --   * writers (every path that makes a run due earlier: enroll, park, retry, wake by event,
@@ -107,9 +109,11 @@ BEGIN
     ORDER BY c.rn, c.k, c.id
     LIMIT p_limit
   ), locked AS MATERIALIZED (
-    -- Re-checked and locked; SKIP LOCKED: a run another claimer holds is left to it.
+    -- Re-checked and locked; SKIP LOCKED: a run another claimer holds is left to it. `= ANY
+    -- (ARRAY(...))`: primary-key probes in any plan (a generic plan of `IN (SELECT ...)` may hash
+    -- every due run).
     SELECT r.id, r.status AS prev_status FROM runs r
-    WHERE r.id IN (SELECT id FROM cand) AND r.due_at <= p_now
+    WHERE r.id = ANY (ARRAY(SELECT id FROM cand)) AND r.due_at <= p_now
     FOR UPDATE SKIP LOCKED
   ), claimed AS (
     UPDATE runs r SET
@@ -126,10 +130,14 @@ BEGIN
 
   -- Automations marked due that have no due run left (this claim took the last, or the mark was
   -- stale): raise their marks, each only if no writer of it is in flight (see the top).
+  -- One index probe per marked automation (a LATERAL, never a hash of every due run: a backlog
+  -- of 20,000 due runs must not be read on every claim).
   SELECT array_agg(d.automation_id) INTO spent
   FROM (SELECT DISTINCT automation_id FROM due_marks WHERE due_at <= p_now) d
-  WHERE CASE WHEN NOT EXISTS (SELECT 1 FROM runs r WHERE r.automation_id = d.automation_id AND r.due_at <= p_now)
-        THEN pg_try_advisory_xact_lock(weft_mark_lock_class(), hashtext(d.automation_id)) ELSE false END;
+  CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM (SELECT 1 FROM runs r WHERE r.automation_id = d.automation_id AND r.due_at <= p_now LIMIT 1) z
+  ) left_due
+  WHERE CASE WHEN left_due.n = 0 THEN pg_try_advisory_xact_lock(weft_mark_lock_class(), hashtext(d.automation_id)) ELSE false END;
   IF spent IS NOT NULL THEN
     DELETE FROM due_marks WHERE automation_id = ANY (spent);
     -- One index probe each (min of runs_due_by_automation), however many runs are parked.
