@@ -39,9 +39,9 @@ describe.each(STORE_KINDS)("batch intake with a dispatcher SIGKILLed mid-commit 
       nodes: [{ key: "done", kind: "end" }],
       edges: [],
     });
-    const env = { WEFT_LEASE_MS: "2000" };
-    const doomed = startWorker(ts, { ...env, WEFT_CRASH_POINT: "dispatcher:inside-transaction", WEFT_CRASH_AFTER: "5" });
-    const steady = startWorker(ts, env);
+    // The dead worker's leased events go to the other once its dispatch lease lapses (the wait below allows it).
+    const doomed = startWorker(ts, { WEFT_CRASH_POINT: "dispatcher:inside-transaction", WEFT_CRASH_AFTER: "5" });
+    const steady = startWorker(ts);
     workers.push(doomed, steady);
     expect(await doomed.ready).toBe(true);
     expect(await steady.ready).toBe(true);

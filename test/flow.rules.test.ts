@@ -7,7 +7,7 @@ import { simulate } from "../src/engine/simulate.js";
 import { flowKey } from "../src/engine/flow-intake.js";
 import { validateDefinition, type Definition } from "../src/model/definition.js";
 import { MAX_FLOW_KEY_LENGTH } from "../src/model/flow.js";
-import { capFlowKey, foldInto, joins, openWindow, type FlowEntry, type FlowRun } from "../src/model/flow-windows.js";
+import { capFlowKey, eventTime, foldInto, joins, openWindow, type FlowEntry, type FlowRun } from "../src/model/flow-windows.js";
 
 const NOW = Date.UTC(2026, 0, 1);
 
@@ -55,6 +55,15 @@ describe("window rules", () => {
     for (let t = 1900; t < 5000; t += 900) w = foldInto(w, entry({}, t), NOW + t);
     expect(w.due_at).toBe(NOW + 5000);
     expect(joins(w, NOW + 5000)).toBe(false);
+  });
+
+  it("an event counts at its receipt time when the dispatch round read the clock before it arrived", () => {
+    // Burst: events received at +0 and +900; the round that takes the second read the clock at +500.
+    let w = openWindow(entry({}, 0), eventTime(entry({}, 0), NOW));
+    const late = entry({ received_at: NOW + 900 }, 5);
+    w = foldInto(w, late, eventTime(late, NOW + 500));
+    expect(w.due_at).toBe(NOW + 1900);
+    expect(joins(w, eventTime(entry({ received_at: NOW + 1800 }, 6), NOW + 1000))).toBe(true);
   });
 
   it("batch: full at max_size, due at once; a batch of one is due when it opens", () => {

@@ -101,6 +101,23 @@ describe.each(STORE_KINDS)("reentry.key and cancel_previous (%s store)", (kind) 
     ]);
   }, 60_000);
 
+  it("two runs of one key inserted together: the later replaces the earlier (both stores alike)", async () => {
+    release();
+    const a = await automation({ key: "first", kind: "delay", config: { duration_ms: 3_600_000 } });
+    // One call stores both events; one dispatch round usually plans and inserts their runs together.
+    await e1().ingestMany(WS, [
+      { type: "account.sync", payload: { account: 3, n: 1 } },
+      { type: "account.sync", payload: { account: 3, n: 2 } },
+    ]);
+    const rs = await until("both runs settled", async () => {
+      const all = await runs(a.id);
+      return all.length === 2 && all.some((r) => r.status === "cancelled") && all.some((r) => r.status === "waiting") ? all : null;
+    });
+    // Events received in the same millisecond are dispatched in id order: the later one is the higher id.
+    const inOrder = [...rs].sort((x, y) => ((x.event_id ?? "") < (y.event_id ?? "") ? -1 : 1));
+    expect(inOrder.map((r) => r.status)).toEqual(["cancelled", "waiting"]);
+  }, 60_000);
+
   it("a parked previous run is cancelled at once; without cancel_previous the key holds one active run", async () => {
     release(); // no step is held in this test
     const a = await automation({ key: "first", kind: "delay", config: { duration_ms: 3_600_000 } });

@@ -5,8 +5,7 @@
 // (deadline passed, a full batch, or a newer window replaced it) until a dispatcher closes it,
 // `closed` after. Times are the engine clock's at dispatch.
 
-import { createHash } from "node:crypto";
-import { MAX_FLOW_KEY_LENGTH } from "./flow.js";
+import { flowKey as storedFlowKey } from "./flow.js";
 
 /** The part of a new run these rules read and write (the engine's NewRun). */
 export interface FlowRun {
@@ -23,12 +22,8 @@ export type FlowWindowStatus = "open" | "due" | "closed";
 /** The code recorded on an event whose flow key did not render: the event started a run of its own. */
 export const FLOW_KEY_ERROR = "flow.key_error";
 
-/** A key too long to store is cut and suffixed with its hash, so distinct keys stay distinct. */
-export function capFlowKey(key: string): string {
-  if (key.length <= MAX_FLOW_KEY_LENGTH) return key;
-  const hash = createHash("sha256").update(key).digest("hex");
-  return `${key.slice(0, MAX_FLOW_KEY_LENGTH - hash.length - 1)}#${hash}`;
-}
+/** A key too long to store is cut and hashed by the one rule every flow key follows (flowKey in model/flow.ts). */
+export const capFlowKey = (key: string): string => storedFlowKey(key);
 
 /** What dispatch decided for one (event, automation with debounce or batch). */
 export interface FlowEntry<R extends FlowRun = FlowRun> {
@@ -89,6 +84,13 @@ export interface FlowMembership<R extends FlowRun = FlowRun> {
   error_code: string | null;
   error_message: string | null;
 }
+
+/**
+ * The time an event counts at in its window: when it was received, or the dispatch round's time
+ * if later. A round reads the clock before it leases, so its time may predate an event it takes;
+ * counting such an event at the round's time would end its burst early.
+ */
+export const eventTime = (e: Pick<FlowEntry, "received_at">, now: number): number => Math.max(now, e.received_at);
 
 /** Whether an event joins this window: it is open and its deadline has not passed. */
 export function joins(w: Pick<FlowWindow, "status" | "due_at">, now: number): boolean {

@@ -359,6 +359,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         return { items: (await engine.listSteps(req.caller.workspace_id, req.params.id)).map(stepJson) };
       });
       v1.get<{ Params: { id: string } }>("/automation-runs/:id/explain", { config: { role: "viewer" } }, async (req) => {
+        // A run debounce or batch still holds has no row yet: its window says whom it will run as.
+        const [held] = await engine.store.openFlowWindows(req.caller.workspace_id, { run_id: req.params.id }, 1);
+        if (held && canSee(req.caller, held.run)) return engine.explain(req.caller.workspace_id, req.params.id);
         await visibleRun(req, req.params.id);
         return engine.explain(req.caller.workspace_id, req.params.id);
       });

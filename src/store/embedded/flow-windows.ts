@@ -3,7 +3,7 @@
 // writer at a time, so the window a commit reads is the one it updates).
 
 import type Database from "better-sqlite3";
-import { closingRun, foldInto, joins, lockOrder, openWindow, startsAtOpen } from "../../model/flow-windows.js";
+import { closingRun, eventTime, foldInto, joins, lockOrder, openWindow, startsAtOpen } from "../../model/flow-windows.js";
 import type { FlowEntry, FlowMembership, FlowWindow, InsertRunResult, NewRun, Run } from "../../engine/store.js";
 import { membership, toWindow, W_COLS } from "../flow-rows.js";
 
@@ -37,6 +37,7 @@ export class EmbeddedFlow {
   /** Inside the dispatch transaction: see store/postgres/flow.ts applyFlow. */
   apply(entries: readonly FlowEntry[], now: number): { runs: Run[]; due: number | null } {
     const runs: Run[] = [];
+    const leading: NewRun[] = [];
     let due: number | null = null;
     for (const e of lockOrder(entries)) {
       if (e.key_error !== null) {
@@ -47,8 +48,8 @@ export class EmbeddedFlow {
         | Record<string, unknown>
         | undefined;
       const w = row ? toWindow(row) : null;
-      if (w && joins(w, now)) {
-        const next = foldInto(w, e, now);
+      if (w && joins(w, eventTime(e, now))) {
+        const next = foldInto(w, e, eventTime(e, now));
         this.db
           .prepare("UPDATE flow_windows SET count = ?, last_at = ?, due_at = ?, status = ?, last_event_id = ?, run = ?, last_received_at = ? WHERE id = ?")
           .run(next.count, next.last_at, next.due_at, next.status, next.last_event_id, JSON.stringify(next.run), next.last_received_at, w.id);
@@ -57,7 +58,7 @@ export class EmbeddedFlow {
         continue;
       }
       if (w) this.db.prepare("UPDATE flow_windows SET status = 'due' WHERE id = ?").run(w.id);
-      const fresh = openWindow(e, now);
+      const fresh = openWindow(e, eventTime(e, now));
       this.db
         .prepare(`INSERT INTO flow_windows (${W_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
         .run(
@@ -79,11 +80,13 @@ export class EmbeddedFlow {
           fresh.closed_at,
         );
       this.member(e, fresh, 1, now);
-      if (startsAtOpen(fresh)) {
-        const res = this.insertRun(fresh.run, now);
-        if (res.created) runs.push(res.run);
-      }
+      if (startsAtOpen(fresh)) leading.push(fresh.run);
       due = Math.min(due ?? fresh.due_at, fresh.due_at);
+    }
+    // As on PostgreSQL: leading runs are inserted after every window of the commit is written.
+    for (const run of leading) {
+      const res = this.insertRun(run, now);
+      if (res.created) runs.push(res.run);
     }
     return { runs, due };
   }

@@ -4,7 +4,7 @@
 // both found no window agree on one (the loser's insert does nothing and it locks the winner's).
 
 import type pg from "pg";
-import { closingRun, foldInto, joins, lockOrder, openWindow, startsAtOpen } from "../../model/flow-windows.js";
+import { closingRun, eventTime, foldInto, joins, lockOrder, openWindow, startsAtOpen } from "../../model/flow-windows.js";
 import type { FlowEntry, FlowMembership, FlowWindow, NewRun, Run } from "../../engine/store.js";
 import { tx } from "./tx.js";
 import { membership, toWindow, W_COLS } from "../flow-rows.js";
@@ -36,52 +36,79 @@ async function lockOpen(c: Queryable, automationId: string, key: string): Promis
   return r.rows[0] ? toWindow(r.rows[0]) : null;
 }
 
-async function member(c: Queryable, e: FlowEntry, w: FlowWindow | null, seq: number, now: number): Promise<void> {
+type Member = { e: FlowEntry; w: FlowWindow | null; seq: number };
+type Cur = { slot: string; w: FlowWindow | null; dirty: boolean };
+
+/** Every member row of one commit in one statement. */
+async function insertMembers(c: Queryable, ms: readonly Member[], now: number): Promise<void> {
+  if (ms.length === 0) return;
+  const col = <T>(f: (m: Member) => T) => ms.map(f);
   await c.query(
     `INSERT INTO flow_members (automation_id, event_id, workspace_id, window_id, seq, key, run_id, error_code, error_message, at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
+     SELECT *, $10::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[])
+     ON CONFLICT DO NOTHING`,
     [
-      e.automation_id,
-      e.event_id,
-      e.workspace_id,
-      w?.id ?? null,
-      seq,
-      w ? e.key : null,
-      w ? w.run_id : e.run.id,
-      e.key_error?.code ?? null,
-      e.key_error?.message ?? null,
+      col((m) => m.e.automation_id),
+      col((m) => m.e.event_id),
+      col((m) => m.e.workspace_id),
+      col((m) => m.w?.id ?? null),
+      col((m) => m.seq),
+      col((m) => (m.w ? m.e.key : null)),
+      col((m) => (m.w ? m.w.run_id : m.e.run.id)),
+      col((m) => m.e.key_error?.code ?? null),
+      col((m) => m.e.key_error?.message ?? null),
       now,
     ],
   );
 }
 
+async function writeWindow(c: Queryable, w: FlowWindow): Promise<void> {
+  await c.query(
+    "UPDATE flow_windows SET count = $2, last_at = $3, due_at = $4, status = $5, last_event_id = $6, run = $7, last_received_at = $8 WHERE id = $1",
+    [w.id, w.count, w.last_at, w.due_at, w.status, w.last_event_id, JSON.stringify(w.run), w.last_received_at],
+  );
+}
+
 /**
  * Inside the dispatch transaction: each entry joins its key's open window or opens one (a leading
- * window starts its run now). Returns the runs started and the earliest deadline touched.
+ * window starts its run now). Returns the runs started and the earliest deadline touched. A window
+ * is locked once per commit and written once (the entries of one key are consecutive in lock
+ * order); the member rows go in one statement.
  */
 export async function applyFlow(c: Queryable, entries: readonly FlowEntry[], now: number): Promise<{ runs: Run[]; due: number | null }> {
   const runs: Run[] = [];
+  const leading: NewRun[] = [];
+  const members: Member[] = [];
   let due: number | null = null;
+  /** The window of the current (automation, key), locked by this commit, with writes not yet made. */
+  let cur = null as Cur | null;
+  const flush = async () => {
+    if (cur?.w && cur.dirty) await writeWindow(c, cur.w);
+    cur = null;
+  };
   for (const e of lockOrder(entries)) {
     if (e.key_error !== null) {
-      await member(c, e, null, 1, now);
+      members.push({ e, w: null, seq: 1 });
       continue;
     }
+    const slot = `${e.automation_id}\u0000${e.key}`;
+    if (cur?.slot !== slot) {
+      await flush();
+      cur = { slot, w: await lockOpen(c, e.automation_id, e.key), dirty: false };
+    }
+    const at = eventTime(e, now);
     for (let attempt = 0; ; attempt++) {
-      const w = await lockOpen(c, e.automation_id, e.key);
-      if (w && joins(w, now)) {
-        const next = foldInto(w, e, now);
-        await c.query(
-          "UPDATE flow_windows SET count = $2, last_at = $3, due_at = $4, status = $5, last_event_id = $6, run = $7, last_received_at = $8 WHERE id = $1",
-          [w.id, next.count, next.last_at, next.due_at, next.status, next.last_event_id, JSON.stringify(next.run), next.last_received_at],
-        );
-        await member(c, e, next, next.count, now);
+      const w: FlowWindow | null = cur.w;
+      if (w && joins(w, at)) {
+        const next: FlowWindow = foldInto(w, e, at);
+        cur = { slot, w: next, dirty: true };
+        members.push({ e, w: next, seq: next.count });
         due = Math.min(due ?? next.due_at, next.due_at);
         break;
       }
-      // Past its deadline but not yet closed: it takes no more; the closer starts its run.
-      if (w) await c.query("UPDATE flow_windows SET status = 'due' WHERE id = $1", [w.id]);
-      const fresh = openWindow(e, now);
+      // Past its deadline (or full) but not yet closed: it takes no more; the closer starts its run.
+      if (w) await writeWindow(c, w.status === "open" ? { ...w, status: "due" } : w);
+      const fresh = openWindow(e, at);
       const ins = await c.query(
         `INSERT INTO flow_windows (${W_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          ON CONFLICT (automation_id, key) WHERE status = 'open' DO NOTHING RETURNING id`,
@@ -90,14 +117,21 @@ export async function applyFlow(c: Queryable, entries: readonly FlowEntry[], now
       if (ins.rowCount === 0) {
         // Another commit opened it meanwhile (and has committed): join that one.
         if (attempt > 5) throw new Error(`flow window for ${e.automation_id} ${e.key} kept changing`);
+        cur = { slot, w: await lockOpen(c, e.automation_id, e.key), dirty: false };
         continue;
       }
-      await member(c, e, fresh, 1, now);
-      if (startsAtOpen(fresh)) runs.push(...(await insertRuns(c, [fresh.run], now)).filter((x) => x.created).map((x) => x.run));
+      cur = { slot, w: fresh, dirty: false };
+      members.push({ e, w: fresh, seq: 1 });
+      if (startsAtOpen(fresh)) leading.push(fresh.run);
       due = Math.min(due ?? fresh.due_at, fresh.due_at);
       break;
     }
   }
+  await flush();
+  await insertMembers(c, members, now);
+  // Leading runs are inserted once every window of the commit is locked: a run insert that waits
+  // on another transaction's uncommitted run never happens while this one still waits for a window.
+  runs.push(...(await insertRuns(c, leading, now)).filter((x) => x.created).map((x) => x.run));
   return { runs, due };
 }
 

@@ -18,7 +18,7 @@ import {
 import { toRun, ts } from "./rows.js";
 import { releaseReplaced } from "./singleton.js";
 import { sqlList } from "../sql.js";
-import { ENROLLMENT_CHECKS, NOT_ENROLLED, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
+import { ENROLLMENT_CHECKS, NOT_ENROLLED, replacesActive, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
 
 export const PG_UNIQUE_VIOLATION = "23505";
 
@@ -89,7 +89,14 @@ type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
  */
 export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: number): Promise<InsertRunResult[]> {
   if (runs.length === 0) return [];
-  await releaseReplaced(db, runs, now, ENROLLMENT_SQL, closeApprovalSet); // reentry cancel_previous (store/postgres/singleton.ts)
+  // reentry cancel_previous (store/postgres/singleton.ts): one run at a time, in input order, so a
+  // later run of a slot replaces an earlier one of the same call (as the embedded store does).
+  if (runs.length > 1 && runs.some(replacesActive)) {
+    const out: InsertRunResult[] = [];
+    for (const r of runs) out.push(...(await insertRuns(db, [r], now)));
+    return out;
+  }
+  await releaseReplaced(db, runs, now, ENROLLMENT_SQL, closeApprovalSet);
   const at = ts(now);
   const rows = runs.map((r, ord) => ({ ...r, ord }));
   const first = await db.query({ name: "weft_insert_runs", text: INSERT_RUNS_SQL, values: [JSON.stringify(rows), at] });
