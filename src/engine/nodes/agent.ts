@@ -116,7 +116,8 @@ export const agentNode: NodeHandler = {
       // The model endpoint asked every caller to slow down: the step waits before its first turn
       // (a conversation under way is not parked halfway; its next 429 fails the step for a retry).
       // Called optionally: a store view built by hand for a handler may lack flow control.
-      const pause = await ctx.store.hostPausedUntil?.(ctx.run.workspace_id, host, ctx.clockNow());
+      // Advice shared between runs: a store that cannot answer now must not fail the step.
+      const pause = await ctx.store.hostPausedUntil?.(ctx.run.workspace_id, host, ctx.clockNow()).catch(() => null);
       if (pause) return { kind: "park", waiting_for: "rate_limit", until: pause.until, input, data: { host, status: pause.status } };
     }
 
@@ -160,7 +161,8 @@ export const agentNode: NodeHandler = {
         const after = parseRetryAfter(res.headers["retry-after"], answered);
         if (after !== undefined) error.retry_after_ms = after;
         const pauseMs = host === null ? null : hostPauseFor(res.status, after);
-        if (pauseMs !== null && host !== null) await ctx.store.pauseHost?.(ctx.run.workspace_id, host, answered + pauseMs, res.status, answered);
+        if (pauseMs !== null && host !== null)
+          await ctx.store.pauseHost?.(ctx.run.workspace_id, host, answered + pauseMs, res.status, answered).catch(() => undefined);
         return fail(error, input, progress(turn));
       }
       const completion = parseCompletion(res.body);

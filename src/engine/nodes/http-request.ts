@@ -71,7 +71,9 @@ export const httpRequestNode: NodeHandler = {
     const host = hostOf(url);
     if (host !== null) {
       // A destination that asked every caller to slow down (429, 503 + Retry-After) gets nothing until its pause ends.
-      const pause = await store.hostPausedUntil(run.workspace_id, host, now);
+      // The pause is advice shared between runs: a store that cannot answer now (a dropped
+      // connection) must not fail the step, so the call goes out as if no pause were recorded.
+      const pause = await store.hostPausedUntil(run.workspace_id, host, now).catch(() => null);
       if (pause !== null) return { kind: "park", waiting_for: "rate_limit", until: pause.until, input, data: { host, status: pause.status } };
     }
     let res: HttpResponse;
@@ -107,7 +109,8 @@ export const httpRequestNode: NodeHandler = {
       if (pauseMs !== null && host !== null) {
         // Counted from the answer, not from the step's start: a slow answer must not shorten the pause.
         const answered = clockNow();
-        await store.pauseHost(run.workspace_id, host, answered + pauseMs, res.status, answered);
+        // Not recorded when the store cannot take it now: this step still backs off by its own Retry-After.
+        await store.pauseHost(run.workspace_id, host, answered + pauseMs, res.status, answered).catch(() => undefined);
       }
       return { kind: "fail", input, output: { status: res.status }, error };
     }
