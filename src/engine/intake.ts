@@ -161,6 +161,14 @@ export async function settle<T>(p: Promise<T>): Promise<T | { error: WeftError }
   }
 }
 
+/**
+ * How intake coalesces concurrent ingests into one transaction (batcher.ts): at most two inserts
+ * in flight, and everything that arrives during them goes in the next one (group commit across
+ * requests; no cap, so a batch request's elements, queued together, are never split); a row the
+ * store refuses fails only its own element.
+ */
+export const INTAKE_BATCHING = { maxConcurrent: 2, isolate: true } as const;
+
 export class Intake {
   private readonly batch: Batcher<NewEvent, { event: StoredEvent; duplicate: boolean }>;
 
@@ -171,7 +179,7 @@ export class Intake {
       // test point, like those of crashpoints.ts, but left out of CRASH_POINTS: no worker passes it).
       await crashPoint("intake:after-commit");
       return stored;
-    });
+    }, INTAKE_BATCHING);
   }
 
   /**
@@ -209,7 +217,10 @@ export class Intake {
   }
 
   private async store(e: NewEvent): Promise<{ event_id: string; duplicate: boolean }> {
-    const { event, duplicate } = await this.batch.get(e);
+    const stored = await this.batch.get(e);
+    const { event } = stored;
+    // Our own row read back (an isolated retry of a batch whose first try committed) is no resend.
+    const duplicate = stored.duplicate && event.id !== e.id;
     if (duplicate && event.payload_hash !== e.payload_hash) {
       throw new WeftError("event.key_conflict", `idempotency key "${e.idempotency_key}" was already used with a different body`, {
         field: "key",

@@ -37,6 +37,9 @@ export const LOOP_CAP = 200;
 /** A run whose pause state could not be read is claimed again after this long. */
 const PAUSE_CHECK_RETRY_MS = 1000;
 
+/** Which due runs may be driven before a claim (Runner.driveUnclaimed): parked or new ones. */
+const UNCLAIMED_STATUSES: ReadonlySet<string> = new Set(["pending", "waiting", "retrying"]);
+
 /** Runs claimed per poll beyond capacity, for fairness (see the claim loop). */
 const FAIR_SHARE_CLAIM = 4;
 
@@ -72,6 +75,12 @@ export class Runner {
   private readonly loop: Loop;
   private renewTimer: NodeJS.Timeout | null = null;
   private readonly drivers = new Set<Promise<void>>();
+  /** Runs driven here before any claim (claimed by their first commit): no lease to renew yet. */
+  private readonly unclaimed = new Map<string, () => void>();
+  /** Settles when that run's unclaimed drive has made its first commit (or ended without one). */
+  private readonly firstCommits = new Map<string, Promise<void>>();
+  /** Runs whose unclaimed drive ended without a commit: the next one claims them first (lease, quarantine count). */
+  private readonly claimFirst = new Set<string>();
   /** Which subjects are paused (cached; see pauses.ts). */
   readonly pauses: PauseView;
   /** Concurrency, shared and rate limits (flow-gates.ts). */
@@ -154,10 +163,75 @@ export class Runner {
     const room = this.opts.maxInFlight - this.inFlight.size;
     const over = Math.floor(this.opts.maxInFlight * 1.25) - this.inFlight.size;
     const want = room > 0 ? Math.min(room, this.opts.claimBatch) : Math.min(over, FAIR_SHARE_CLAIM);
-    const claimed = want > 0 ? await this.store.claimRuns(this.opts.owner, this.clock.now(), this.opts.leaseMs, want) : [];
+    // One `now` for both: the claim takes only runs the unclaimed pass saw due (and left alone),
+    // not ones that came due since, which the next pass drives unclaimed.
+    const now = this.clock.now();
+    // The unclaimed pass takes at most half a batch, so the claim's round-robin across automations
+    // still shares out the rest when one automation floods; the claim is skipped when the pass
+    // saw every due run and took them all.
+    const { taken, more } = room > 0 ? await this.driveUnclaimed(now, Math.ceil(want / 2)) : { taken: 0, more: true };
+    const rest = want - taken;
+    let claimed: Run[] = [];
+    if (rest > 0 && more) {
+      // Not before the unclaimed drives have committed: the claim would take them too.
+      await Promise.all([...this.firstCommits.values()]);
+      claimed = await this.store.claimRuns(this.opts.owner, now, this.opts.leaseMs, rest);
+    }
     for (const run of claimed) this.startDriver(run);
-    if (room > 0 && claimed.length > 0 && claimed.length === want) return true;
+    if (room > 0 && taken + claimed.length > 0 && taken + claimed.length === want) return true;
+    // Runs driven unclaimed are still due until their first commit, which pokes the loop: sleep
+    // till then rather than read them again and again.
+    if (this.firstCommits.size > 0) return this.opts.pollMs;
     return this.idleDelay();
+  }
+
+  /**
+   * Due runs whose next node runs in process (no effect outside the run: set, branch, a delay's
+   * end, a wait's check, end) are driven without a claim: the drive's first commit claims the
+   * run with a compare-and-swap (still unheld, still due, no stop or cancel, same rev), so such a
+   * timer fires in one commit instead of a claim and a commit. A drive whose run was taken
+   * meanwhile (by another worker, or stopped by an operator) is refused and dropped, having done
+   * nothing outside this process; a drive that reaches a node that could (an action, an HTTP
+   * call) takes the lease first, by the same kind of commit. Resolves, without waiting for
+   * their commits, with how many it took and whether due runs are left for the claim.
+   */
+  private async driveUnclaimed(now: number, limit: number): Promise<{ taken: number; more: boolean }> {
+    if (limit <= 0) return { taken: 0, more: true };
+    const due = await this.store.dueRuns(now, limit);
+    let taken = 0;
+    let left = 0;
+    for (const run of due) {
+      // Still making its first commit from an earlier pass: neither taken again nor left over.
+      if (this.unclaimed.has(run.id)) continue;
+      // Only what a claim would find parked or new: not a run a worker held (its lease lapsed),
+      // nor one an operator is stopping; those are claimed, with a lease.
+      const v =
+        run.lease_owner === null && run.control === null && UNCLAIMED_STATUSES.has(run.status) && !this.inFlight.has(run.id) && !this.claimFirst.has(run.id)
+          ? await this.versions.get(run.automation_id, run.version)
+          : null;
+      if (!v || !this.inProcess(v, run.cursor.node)) {
+        left++;
+        continue;
+      }
+      // What the claim would have set; the commit sets it in the store.
+      run.status = "running";
+      const first = this.startDriver(run, now);
+      this.firstCommits.set(run.id, first);
+      void first.then(() => {
+        if (this.firstCommits.get(run.id) === first) this.firstCommits.delete(run.id);
+        // The loop may have been waiting for it (see claimRound).
+        this.poke();
+      });
+      taken++;
+    }
+    return { taken, more: due.length >= limit || left > 0 };
+  }
+
+  /** Whether the node at `key` only computes in this process (a fast built-in node, not an action). */
+  private inProcess(v: LoadedVersion, key: string | null): boolean {
+    const node = key === null ? undefined : v.nodes.get(key);
+    if (node === undefined) return true;
+    return this.handlers.get(node.kind)?.class === "fast" && !this.services.actions.has(node.kind);
   }
 
   private async idleDelay(): Promise<number> {
@@ -170,27 +244,49 @@ export class Runner {
     }
   }
 
-  private startDriver(run: Run): void {
+  /**
+   * Drive a run. `claimAt`: not claimed yet (driveUnclaimed); the returned promise resolves once
+   * the drive's first commit (which claims it) is settled, or the drive ends without one.
+   */
+  private startDriver(run: Run, claimAt: number | null = null): Promise<void> {
     // Our own lease may have lapsed (a stalled event loop) and we re-claimed the run: the old
     // drive must stop, and its cleanup must not remove the new one.
     this.inFlight.get(run.id)?.abort();
+    this.claimFirst.delete(run.id);
     const ac = new AbortController();
     this.inFlight.set(run.id, ac);
+    const claimed = claimAt === null ? Promise.resolve() : new Promise<void>((resolve) => this.unclaimed.set(run.id, resolve));
     this.events.emit("run:claimed", { run_id: run.id, automation_id: run.automation_id, interruptions: run.interruptions });
-    const p = this.drive(run, ac.signal)
+    const p = this.drive(run, ac.signal, claimAt)
       .catch((error) => this.events.emit("engine:error", { where: `drive ${run.id}`, error }))
       .finally(() => {
+        if (claimAt !== null && this.settleUnclaimed(run.id)) {
+          // Ended with no commit (it threw): the next drive claims it first, with a lease, so a
+          // run that keeps failing is retried after its lease and counted toward quarantine.
+          if (this.claimFirst.size > 10_000) this.claimFirst.clear();
+          this.claimFirst.add(run.id);
+        }
         if (this.inFlight.get(run.id) === ac) this.inFlight.delete(run.id);
         this.drivers.delete(p);
         this.poke();
       });
     this.drivers.add(p);
+    return claimed;
+  }
+
+  /** The unclaimed drive of this run made its first commit or ended: true when it was still waiting for it. */
+  private settleUnclaimed(runId: string): boolean {
+    const settle = this.unclaimed.get(runId);
+    if (!settle) return false;
+    this.unclaimed.delete(runId);
+    settle();
+    return true;
   }
 
   private renewing = false;
 
   private async renew(): Promise<void> {
-    const ids = [...this.inFlight.keys()];
+    const ids = [...this.inFlight.keys()].filter((id) => !this.unclaimed.has(id));
     if (ids.length === 0 || this.renewing) return; // a slow renewal is not stacked on by the next tick
     this.renewing = true;
     try {
@@ -211,7 +307,7 @@ export class Runner {
 
   // ---------- driving one run ----------
 
-  private async drive(claimed: Run, signal: AbortSignal): Promise<void> {
+  private async drive(claimed: Run, signal: AbortSignal, claimAt: number | null = null): Promise<void> {
     const v = await this.versions.get(claimed.automation_id, claimed.version);
     let secrets: ReadonlyMap<string, string> = new Map();
     let secretsError: StepError | null = null;
@@ -225,6 +321,7 @@ export class Runner {
       }
     }
     const d = new Drive(claimed, v, secrets);
+    d.claimAt = claimAt;
     d.secretsError = secretsError;
     d.budget = await workspaceBudget(this.store, claimed.workspace_id);
     this.drives.set(claimed.id, d);
@@ -299,6 +396,11 @@ export class Runner {
           return;
         }
       }
+      if (d.claimAt !== null && d.version !== null && !this.inProcess(d.version, d.cursor.node)) {
+        // The next node may reach outside this process: claim the run (take its lease) first.
+        if (!(await this.checkpoint(d, true))) return;
+        if (d.control !== null) continue;
+      }
       const outcome = await this.step(d, signal);
       if (outcome === "aborted" || outcome === "continue") continue;
       if (outcome === "slow_done") {
@@ -318,7 +420,10 @@ export class Runner {
 
   /** Commit the drive's pending steps and state. False when the lease is gone (stop driving). */
   private async checkpoint(d: Drive, keepLease: boolean): Promise<boolean> {
-    const cp = d.checkpoint(keepLease, this.clock.now());
+    const now = this.clock.now();
+    const cp = d.checkpoint(keepLease, now);
+    const claiming = d.claimAt !== null;
+    if (d.claimAt !== null) cp.claim = { at: d.claimAt, lease_until: now + this.opts.leaseMs };
     await crashPoint("runner:before-checkpoint");
     let ok: boolean;
     try {
@@ -329,9 +434,15 @@ export class Runner {
       // Unknown whether it committed: stop driving; the lease lapses and a claim resumes the run.
       this.events.emit("engine:error", { where: `checkpoint ${d.run.id}`, error });
       return false;
+    } finally {
+      if (claiming) {
+        d.claimAt = null;
+        this.settleUnclaimed(d.run.id);
+      }
     }
     if (!ok) {
-      this.events.emit("run:lease_lost", { run_id: d.run.id });
+      // Unclaimed, refused: another worker or an operator had the run first; nothing was lost.
+      if (!claiming) this.events.emit("run:lease_lost", { run_id: d.run.id });
       return false;
     }
     await crashPoint("runner:after-checkpoint");
@@ -616,6 +727,8 @@ class Drive {
   secretsError: StepError | null = null;
   /** The workspace's expression budget, read when the drive starts. */
   budget: Readonly<Budget> = DEFAULT_BUDGET;
+  /** Not claimed yet: the next commit claims the run, as of this time (Checkpoint.claim). */
+  claimAt: number | null = null;
 
   constructor(
     readonly run: Run,

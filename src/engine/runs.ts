@@ -4,6 +4,7 @@ import { WeftError } from "../model/errors.js";
 import type { RunStatus } from "../model/run-status.js";
 import { mustGetAutomation } from "./automations.js";
 import type { EngineCore } from "./core.js";
+import { insertRunsTogether } from "./enroll-commit.js";
 import { ErrorCodes } from "./errors.js";
 import { checkBatchSize, checkSize } from "./intake.js";
 import { newRun, type RunStart } from "./new-run.js";
@@ -81,7 +82,9 @@ export async function enrollMany(
       results[index] = { index, error: err };
     }
   });
-  const inserted = await core.store.insertRuns(
+  // Shared with concurrent enroll requests: one transaction for all (enroll-commit.ts).
+  const inserted = await insertRunsTogether(
+    core.store,
     planned.map((p) => p.run),
     now,
     (r) => ({

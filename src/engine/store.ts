@@ -328,6 +328,12 @@ export interface Checkpoint {
   audit?: AuditEntry[];
   /** Named events a wait took: recorded for the run (never taken again by it), with this checkpoint. */
   consumed?: string[];
+  /**
+   * Claimed by this commit, not before it (Store.dueRuns): applies only while the run is still
+   * held by no worker, due at `at` and carries no stop or cancel (and its rev is expected_rev);
+   * with keep_lease the committing worker takes the lease, until `lease_until`.
+   */
+  claim?: { at: number; lease_until: number };
 }
 
 export interface RunFilter {
@@ -792,6 +798,12 @@ export interface Store {
    * return them. Which runs: the order of `claimOrder` below.
    */
   claimRuns(owner: string, now: number, leaseMs: number, limit: number): Promise<Run[]>;
+  /**
+   * Runs due at `now` (what a claim could take), oldest due first: a plain read, nothing locked
+   * or written. A worker may drive one that no worker held and no operator is stopping in memory,
+   * and claim it with its first commit (Checkpoint.claim).
+   */
+  dueRuns(now: number, limit: number): Promise<Run[]>;
   /** Apply checkpoints in one transaction; returns, per checkpoint, whether it applied (false: stale) and any control request. */
   commit(owner: string, checkpoints: readonly Checkpoint[]): Promise<CommitResult[]>;
   /** Extend the leases this owner still holds; returns the ids it still holds. */

@@ -164,14 +164,16 @@ export class EmbeddedStore implements Store {
       commitOne: d.prepare(`UPDATE runs SET status = @status, exit_reason = @exit_reason, current_node_key = @current_node_key,
           waiting_for = @waiting_for, waiting_until = @waiting_until, context = @context, steps = @steps, cursor = @cursor,
           items_total = @items_total, items_failed = @items_failed, interruptions = @interruptions,
-          due_at = CASE WHEN @keep_lease THEN due_at WHEN control IS NOT NULL AND NOT @terminal THEN @updated_at
+          due_at = CASE WHEN @keep_lease THEN coalesce(@lease_until, due_at) WHEN control IS NOT NULL AND NOT @terminal THEN @updated_at
             WHEN wake AND @status = 'waiting' THEN @updated_at ELSE @due_at END,
           wake = CASE WHEN @keep_lease THEN wake ELSE 0 END,
-          lease_owner = CASE WHEN @keep_lease THEN lease_owner ELSE NULL END,
+          lease_owner = CASE WHEN @keep_lease THEN @owner ELSE NULL END,
           active_subject = CASE WHEN @terminal THEN NULL ELSE active_subject END,
           control = CASE WHEN @terminal THEN NULL ELSE control END, wait_key = @wait_key,
           completed_at = @completed_at, updated_at = @updated_at, unsettled_claims = 0, rev = rev + 1
-        WHERE id = @run_id AND rev = @expected_rev AND lease_owner = @owner RETURNING control`),
+        WHERE id = @run_id AND rev = @expected_rev AND CASE WHEN @claim_at IS NULL THEN lease_owner = @owner
+          ELSE lease_owner IS NULL AND control IS NULL AND due_at <= @claim_at END RETURNING control`),
+      dueRuns: d.prepare("SELECT * FROM runs WHERE due_at <= ? ORDER BY due_at, id LIMIT ?"),
       insertStep: d.prepare(`INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
           outcome, duration_ms, idempotency_key, input, output, error, violations, logs, started_at, finished_at)
         VALUES (@run_id, @node_key, @node_kind, @visit, @attempt, @entered_via_port_key, @exited_via_port_key, @outcome,
@@ -699,6 +701,10 @@ export class EmbeddedStore implements Store {
     return tx.immediate();
   }
 
+  async dueRuns(now: number, limit: number): Promise<Run[]> {
+    return this.s.dueRuns.all(now, limit).map(toRun);
+  }
+
   async commit(owner: string, cps: readonly Checkpoint[]): Promise<CommitResult[]> {
     const tx = this.db.transaction(() =>
       cps.map((c): CommitResult => {
@@ -727,6 +733,8 @@ export class EmbeddedStore implements Store {
           completed_at: st.completed_at,
           updated_at: st.updated_at,
           wait_key: wait ? waitKey(wait.name, wait.subject_id) : null,
+          claim_at: c.claim?.at ?? null,
+          lease_until: c.claim?.lease_until ?? null,
         }) as { control: RunControl | null } | undefined;
         if (!res) return { applied: false, control: null };
         for (const s of c.steps) {

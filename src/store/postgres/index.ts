@@ -230,6 +230,9 @@ export class PostgresStore implements Store {
   overdue(workspaceId: string, now: number, graceMs: number) {
     return E.overdue(this.pool, workspaceId, now, graceMs);
   }
+  dueRuns(now: number, limit: number) {
+    return R.dueRuns(this.pool, now, limit);
+  }
   claimRuns(owner: string, now: number, leaseMs: number, limit: number) {
     return R.claimRuns(this.pool, owner, now, leaseMs, limit);
   }

@@ -173,6 +173,14 @@ HAVING NOT EXISTS (SELECT 1 FROM due_marks m WHERE m.automation_id = r.automatio
 /** When each pool (one per store) last swept, on the engine's clock. */
 const lastSweep = new WeakMap<pg.Pool, number>();
 
+const DUE_RUNS_SQL = "SELECT * FROM runs WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2";
+
+/** Store.dueRuns: a plain read (the commit that claims one re-checks it). */
+export async function dueRuns(pool: pg.Pool, now: number, limit: number): Promise<Run[]> {
+  const res = await pool.query({ name: "weft_due_runs", text: DUE_RUNS_SQL, values: [ts(now), limit] });
+  return res.rows.map(toRun);
+}
+
 export async function claimRuns(pool: pg.Pool, owner: string, now: number, leaseMs: number, limit: number): Promise<Run[]> {
   const swept = lastSweep.get(pool);
   if (swept === undefined || now - swept >= DUE_MARK_SWEEP_MS || now < swept) {
@@ -190,7 +198,7 @@ WITH input AS (
     waiting_until double precision, context jsonb, steps jsonb, cursor jsonb, items_total int, items_failed int,
     interruptions int, due_at double precision, keep_lease boolean, completed_at double precision,
     updated_at double precision, terminal boolean, wait_key text, wait_name text, wait_subject text,
-    wait_after double precision, wait_exclude text[], close_open boolean)
+    wait_after double precision, wait_exclude text[], close_open boolean, claim_at double precision, lease_until double precision)
 ), upd AS (
   UPDATE runs r SET
     status = i.status, exit_reason = i.exit_reason, current_node_key = i.current_node_key,
@@ -198,7 +206,8 @@ WITH input AS (
     context = i.context, steps = i.steps, cursor = i.cursor, items_total = i.items_total,
     items_failed = i.items_failed, interruptions = i.interruptions,
     due_at = CASE
-      WHEN i.keep_lease THEN r.due_at
+      -- A run claimed by this commit (Checkpoint.claim) takes its lease here.
+      WHEN i.keep_lease THEN coalesce(to_timestamp(i.lease_until / 1000.0), r.due_at)
       -- A stop or cancel came while the worker held the run: released but not ended, it is due
       -- now, so the next claim applies the request (see RunState.due_at).
       WHEN r.control IS NOT NULL AND NOT i.terminal THEN to_timestamp(i.updated_at / 1000.0)
@@ -215,7 +224,7 @@ WITH input AS (
       WHEN r.wake AND i.status = 'waiting' THEN to_timestamp(i.updated_at / 1000.0)
       ELSE to_timestamp(i.due_at / 1000.0) END,
     wake = CASE WHEN i.keep_lease THEN r.wake ELSE false END,
-    lease_owner = CASE WHEN i.keep_lease THEN r.lease_owner ELSE NULL END,
+    lease_owner = CASE WHEN i.keep_lease THEN $1 ELSE NULL END,
     active_subject = CASE WHEN i.terminal THEN NULL ELSE r.active_subject END,
     control = CASE WHEN i.terminal THEN NULL ELSE r.control END,
     wait_key = i.wait_key,
@@ -223,7 +232,9 @@ WITH input AS (
     unsettled_claims = 0,
     rev = r.rev + 1
   FROM input i
-  WHERE r.id = i.run_id AND r.rev = i.expected_rev AND r.lease_owner = $1
+  WHERE r.id = i.run_id AND r.rev = i.expected_rev AND CASE
+    WHEN i.claim_at IS NULL THEN r.lease_owner = $1
+    ELSE r.lease_owner IS NULL AND r.control IS NULL AND r.due_at <= to_timestamp(i.claim_at / 1000.0) END
   RETURNING r.id, r.rev - 1 AS expected_rev, r.control
 ), ins AS (
   INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
@@ -303,6 +314,8 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
       wait_subject: wait?.subject_id ?? null,
       wait_after: wait?.after ?? null,
       wait_exclude: wait?.exclude ?? [],
+      claim_at: c.claim?.at ?? null,
+      lease_until: c.claim?.lease_until ?? null,
     };
   });
   const tag = <T>(c: Checkpoint, rows: readonly T[] | undefined) => (rows ?? []).map((r) => ({ ...r, run_id: c.run_id, expected_rev: c.expected_rev }));
