@@ -173,7 +173,9 @@ HAVING NOT EXISTS (SELECT 1 FROM due_marks m WHERE m.automation_id = r.automatio
 /** When each pool (one per store) last swept, on the engine's clock. */
 const lastSweep = new WeakMap<pg.Pool, number>();
 
-const DUE_RUNS_SQL = "SELECT * FROM runs WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2";
+// In the claim's order within the due runs (priority included), so the unclaimed pass never starts a
+// lower-priority run before a higher one.
+const DUE_RUNS_SQL = "SELECT * FROM runs WHERE due_at <= $1 ORDER BY weft_claim_at(due_at, priority), id LIMIT $2";
 
 /** Store.dueRuns: a plain read (the commit that claims one re-checks it). */
 export async function dueRuns(pool: pg.Pool, now: number, limit: number): Promise<Run[]> {
