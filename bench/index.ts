@@ -996,8 +996,10 @@ if (ONLY.has("notify")) {
 if (ONLY.has("flow")) {
   const { benchFlowFairness, benchFlowCost } = await import("./flow.js");
   const flood = Number(args["flow-flood"]);
-  console.log(`\n## Flow control: one key flooded with ${flood} events under a per-key concurrency limit (5), 50 other keys trickling`);
-  console.log("\n| store | trickle runs | idle event→start p50 / p99 ms | flooded event→start p50 / p99 ms | p99 ÷ idle p99 | flood runs started meanwhile |");
+  console.log(`\n## Flow control: one key flooded with ${flood} enrolled runs under a per-key concurrency limit (5), 50 other keys trickling`);
+  console.log(
+    "\n| store | trickle runs | idle enroll→start p50 / p99 ms | flooded enroll→start p50 / p99 ms | p99 ÷ idle p99 | flood runs started meanwhile |",
+  );
   console.log("| --- | --- | --- | --- | --- | --- |");
   for (const s of stores) {
     const r = await benchFlowFairness(() => openBenchStore(s), flood);
