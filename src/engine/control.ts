@@ -5,7 +5,7 @@ import { WeftError } from "../model/errors.js";
 import { mustGetAutomation } from "./automations.js";
 import type { EngineCore } from "./core.js";
 import { ErrorCodes } from "./errors.js";
-import { newRun } from "./new-run.js";
+import { newRun, sharedLimitsOf } from "./new-run.js";
 import { announceCreated, mustGetRun } from "./runs.js";
 import type { AuditEntry, PauseRow, Run, RunControl } from "./store.js";
 
@@ -24,6 +24,8 @@ export async function controlRun(core: EngineCore, workspaceId: string, runId: s
   if (!r) throw new WeftError(ErrorCodes.runNotFound, `run ${runId} not found`);
   if (r.completed_at !== null) {
     core.events.emit("run:finished", { run_id: r.id, automation_id: r.automation_id, status: r.status, exit_reason: r.exit_reason, trace_id: r.trace_id });
+    // Its concurrency slots are free now: their keys' oldest waiters go (a failed wake is the sweep's).
+    await core.store.wakeFlowOfRun(workspaceId, r.id, now).catch(() => 0);
   } else {
     core.runner?.control(runId, control);
   }
@@ -44,6 +46,7 @@ export async function retriggerRun(
   if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
   const now = core.clock.now();
   const payload = (orig.event as { payload?: unknown }).payload;
+  const shared = await sharedLimitsOf(core.store, workspaceId, v.definition);
   const run = newRun(
     v,
     {
@@ -57,6 +60,8 @@ export async function retriggerRun(
       subject_fallback: null,
     },
     now,
+    undefined,
+    shared,
   );
   const res = await core.store.insertRun(run, now, (r) => ({
     workspace_id: workspaceId,

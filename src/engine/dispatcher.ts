@@ -15,10 +15,10 @@ import { crashPoint, crashPointSync } from "./crashpoints.js";
 import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
 import { eventMayRunAs, runAsUser } from "./identity.js";
-import { newRun } from "./new-run.js";
+import { newRun, sharedLimitsOf } from "./new-run.js";
 import { LoopingTask } from "./loop.js";
 import { FlowWindows, routeFlow, type FlowEntry } from "./flow-intake.js";
-import { activeSignature, type Automation, type NewRun, type Store, type StoredEvent } from "./store.js";
+import { activeSignature, type Automation, type NewRun, type SharedLimit, type Store, type StoredEvent } from "./store.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
 import { workspaceBudget } from "./workspace-settings.js";
 
@@ -37,6 +37,8 @@ export interface DispatcherOptions {
 interface Candidate {
   automation: Automation;
   version: LoadedVersion;
+  /** The shared limits its definition names, read for this round (admission at creation). */
+  shared?: SharedLimit[] | undefined;
 }
 
 /** The runs one event starts: at most one per automation of its workspace whose triggers match. */
@@ -64,6 +66,7 @@ export function planEvent(ev: StoredEvent, candidates: readonly Candidate[], now
         },
         now,
         budget,
+        c.shared,
       ),
     );
   }
@@ -175,7 +178,7 @@ export class Dispatcher extends LoopingTask {
     const out: Candidate[] = [];
     for (const a of active) {
       const version = await this.versions.get(a.id, a.current_version);
-      if (version) out.push({ automation: a, version });
+      if (version) out.push({ automation: a, version, shared: await sharedLimitsOf(this.store, a.workspace_id, version.definition) });
     }
     return out;
   }

@@ -6,16 +6,22 @@
 // A slot is tied to its run: a run's slot is held until the commit that ends the run; a step's
 // slot until the commit that records the step (or until the run's lease lapses: a dead worker's
 // step slot comes back then; its run's slot stays with the run, which the next claim resumes).
-// A waiter is parked (it holds no worker): the releaser wakes the oldest waiters of the key after
-// its commit, and the waiter wakes any free slot's waiters after its own park commits, so a
-// release that raced the park is not lost; a waiter also re-checks once per lease period (a wake
-// lost with a crashed releaser costs at most that long).
+// A run meets its automation's slots first at creation (admissionGates; the store's insert admits
+// it or parks it as a waiter), so a flooded key's backlog is parked, not queued for claims ahead of
+// other keys' runs; its claim meets the gate again (a run that holds its slots passes at once).
+// A waiter is parked with no due time (it holds no worker and no place in the claim queue): the
+// releaser wakes the oldest waiters of the key after its commit, and the waiter wakes any free
+// slot's waiters after its own park commits, so a release that raced the park is not lost; a
+// sweep once per lease period wakes the head waiters of any key with a free slot (a wake lost with
+// a crashed releaser, or a step slot that lapsed with its lease, costs at most that long).
 
 import type { Definition, NodeDef } from "../model/definition.js";
 import { stepError, type StepError } from "../model/errors.js";
 import { render, type CelScope } from "../model/expressions.js";
 import { flowKey, type ConcurrencyRule, type FlowDecision, type FlowRateGate, type FlowSlotGate, type RateLimitDef } from "../model/flow.js";
-import type { Checkpoint, Cursor, Run, Store } from "./store.js";
+import type { Budget } from "../model/expressions.js";
+import { runScope } from "./scope.js";
+import type { Checkpoint, Cursor, NewRun, Run, Store } from "./store.js";
 
 interface FlowFields {
   concurrency?: ConcurrencyRule[] | undefined;
@@ -26,7 +32,7 @@ interface FlowFields {
 /** What the runner does with a gate's answer. */
 export type GateOutcome =
   | { kind: "pass" }
-  | { kind: "park"; waiting_for: "concurrency" | "rate_limit"; until: number }
+  | { kind: "park"; waiting_for: "concurrency" | "rate_limit"; until: number | null }
   | { kind: "exit" }
   | { kind: "fail"; error: StepError };
 
@@ -95,7 +101,45 @@ export function simulatedLimits(f: FlowFields, at: string, pointer: string, scop
   return out;
 }
 
+/** Keys one sweep looks at (a tenant with countless keys cannot make a sweep unbounded; the next sweep goes on). */
+const SWEEP_KEYS = 500;
+
 type SharedLimitDef = { name: string; key: string; limit: number };
+
+/** The slot gates of an automation or node, keys rendered: one per concurrency rule, one per shared limit still defined. */
+function slotGates(f: FlowFields, scopeId: string, at: string, scope: CelScope, shared: readonly SharedLimitDef[]): FlowSlotGate[] {
+  const out: FlowSlotGate[] = [];
+  f.concurrency?.forEach((c, i) => {
+    out.push({ scope: `c${scopeId}:${i}`, key: renderFlowKey(c.key, scope, `${at}/concurrency/${i}/key`), limit: c.limit, label: "concurrency" });
+  });
+  if (f.limits !== undefined) {
+    for (const l of shared) {
+      if (!f.limits.includes(l.name)) continue;
+      out.push({ scope: `l:${l.name}`, key: renderFlowKey(l.key, scope, `${at}/limits/${f.limits.indexOf(l.name)}`), limit: l.limit, label: l.name });
+    }
+  }
+  return out;
+}
+
+/**
+ * The gates a new run meets at creation (NewRun.admit): its automation's slot gates, with keys
+ * rendered over the run as its first claim would render them. None (the claim decides, as
+ * before) when the automation has none, when it names shared limits the caller did not read
+ * (admitting to some gates and not others would break "every slot or none"), or when a key does
+ * not render here (a key over secrets, say: the claim renders it, or fails the run).
+ */
+export function admissionGates(def: Definition, run: NewRun, shared: readonly SharedLimitDef[] | undefined, budget?: Budget): FlowSlotGate[] | undefined {
+  if (def.concurrency === undefined && def.limits === undefined) return undefined;
+  if (def.limits !== undefined && shared === undefined) return undefined;
+  const asRun = { ...run, rev: 0, lease_owner: null, interruptions: 0, completed_at: null, updated_at: run.started_at } as unknown as Run;
+  try {
+    const gates = slotGates(def, `a:${run.automation_id}`, "", runScope(asRun, run.context, {}, new Map(), budget), shared ?? []);
+    return gates.length > 0 ? gates : undefined;
+  } catch (err) {
+    if (err instanceof FlowKeyError) return undefined;
+    throw err;
+  }
+}
 
 interface Held {
   workspace_id: string;
@@ -109,10 +153,19 @@ export class FlowGates {
   /** Gates a run parked at, per run, until its park commits (then it wakes a free slot's waiters itself). */
   private readonly parked = new Map<string, Held>();
 
+  private sweptAt = Number.NEGATIVE_INFINITY;
+
   constructor(
     private readonly store: Store,
     private readonly recheckMs: number,
   ) {}
+
+  /** The lost-wake safety net (Store.sweepFlowWaiters), at most once per recheck period per process. */
+  async sweep(now: number): Promise<void> {
+    if (now - this.sweptAt < this.recheckMs) return;
+    this.sweptAt = now;
+    await this.store.sweepFlowWaiters(now, SWEEP_KEYS);
+  }
 
   /** The automation's gate, met at every claim until the run ends (a run that holds its slots passes at once). */
   atRunStart(run: Run, def: Definition, cursor: Cursor, scope: CelScope, now: number): Promise<GateOutcome> {
@@ -168,7 +221,8 @@ export class FlowGates {
       }
       case "wait_slot":
         this.parked.set(run.id, { workspace_id: run.workspace_id, step_key: stepKey, gates: [d.gate] });
-        return { kind: "park", waiting_for: "concurrency", until: now + this.recheckMs };
+        // No due time: the releaser's wake (or the sweep, for a wake lost with a crash) makes it due.
+        return { kind: "park", waiting_for: "concurrency", until: null };
       case "wait_rate":
         cursor.flow_turn = d.until;
         return { kind: "park", waiting_for: "rate_limit", until: d.until };
@@ -178,17 +232,9 @@ export class FlowGates {
   }
 
   private async slots(workspaceId: string, f: FlowFields, scopeId: string, at: string, scope: CelScope): Promise<FlowSlotGate[]> {
-    const out: FlowSlotGate[] = [];
-    f.concurrency?.forEach((c, i) => {
-      out.push({ scope: `c${scopeId}:${i}`, key: renderFlowKey(c.key, scope, `${at}/concurrency/${i}/key`), limit: c.limit, label: "concurrency" });
-    });
-    if (f.limits !== undefined) {
-      // A shared limit deleted after the definition was applied no longer holds anyone back.
-      for (const l of await this.store.getSharedLimits(workspaceId, f.limits)) {
-        out.push({ scope: `l:${l.name}`, key: renderFlowKey(l.key, scope, `${at}/limits/${f.limits.indexOf(l.name)}`), limit: l.limit, label: l.name });
-      }
-    }
-    return out;
+    // A shared limit deleted after the definition was applied no longer holds anyone back.
+    const shared = f.limits === undefined ? [] : await this.store.getSharedLimits(workspaceId, f.limits);
+    return slotGates(f, scopeId, at, scope, shared);
   }
 
   /**

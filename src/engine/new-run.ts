@@ -7,7 +7,8 @@ import { runPriority } from "../model/priority.js";
 import type { Definition } from "../model/definition.js";
 import { singletonSlot } from "../model/enrollment.js";
 import { newId, newTraceId } from "./ids.js";
-import type { NewRun } from "./store.js";
+import { admissionGates } from "./flow-gates.js";
+import type { NewRun, SharedLimit, Store } from "./store.js";
 import type { LoadedVersion } from "./versions.js";
 
 export interface RunStart {
@@ -26,6 +27,11 @@ export interface RunStart {
   received_at?: number;
 }
 
+/** The shared limits a definition names, for admission at creation (none read when it names none). */
+export async function sharedLimitsOf(store: Pick<Store, "getSharedLimits">, workspaceId: string, def: Definition): Promise<SharedLimit[] | undefined> {
+  return def.limits === undefined ? undefined : store.getSharedLimits(workspaceId, def.limits);
+}
+
 /** A hundred years: what `reentry.policy: once` means as a cooldown. */
 const ONCE_COOLDOWN_MS = 100 * 365 * 86_400_000;
 
@@ -35,8 +41,12 @@ export function activeSlot(def: Definition, subject: string | null, event?: Reco
   return singletonSlot(def.reentry, subject, (t) => render(t, new CelScope({ event: event ?? {}, context: {}, steps: {}, subject, run: {}, secrets: {} })));
 }
 
-/** `budget`: the workspace's expression budget, for the `priority` expression (default: the built-in one). */
-export function newRun(v: LoadedVersion, start: RunStart, now: number, budget?: Budget): NewRun {
+/**
+ * `budget`: the workspace's expression budget, for the `priority` expression and the flow keys
+ * (default: the built-in one); `shared`: the workspace's shared limits the definition names, read
+ * by the caller (without them an automation that names shared limits is admitted at its claim).
+ */
+export function newRun(v: LoadedVersion, start: RunStart, now: number, budget?: Budget, shared?: readonly SharedLimit[]): NewRun {
   const def = v.definition;
   // Evaluated once, over the trigger event: an error gives 0 and is kept on the run (explain shows it).
   const priority = runPriority(def.priority, start.event, budget);
@@ -52,7 +62,7 @@ export function newRun(v: LoadedVersion, start: RunStart, now: number, budget?: 
   }
   subject ??= start.subject_fallback;
   const policy = def.reentry?.policy ?? "skip_if_active";
-  return {
+  const run: NewRun = {
     id,
     workspace_id: start.workspace_id,
     automation_id: v.automation_id,
@@ -83,4 +93,7 @@ export function newRun(v: LoadedVersion, start: RunStart, now: number, budget?: 
     // enrollment exits reentry_cooldown however long after the first.
     cooldown_ms: policy === "once" ? ONCE_COOLDOWN_MS : Math.round((def.reentry?.cooldown_min ?? 0) * 60_000),
   };
+  const admit = admissionGates(def, run, shared, budget);
+  if (admit !== undefined) run.admit = admit;
+  return run;
 }

@@ -166,6 +166,8 @@ export class Runner {
     // One `now` for both: the claim takes only runs the unclaimed pass saw due (and left alone),
     // not ones that came due since, which the next pass drives unclaimed.
     const now = this.clock.now();
+    // Off the claim's path: a store that cannot answer now sweeps again next period.
+    void this.gates.sweep(now).catch(() => {});
     // The unclaimed pass takes at most half a batch, so the claim's round-robin across automations
     // still shares out the rest when one automation floods; the claim is skipped when the pass
     // saw every due run and took them all.

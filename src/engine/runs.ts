@@ -7,7 +7,7 @@ import type { EngineCore } from "./core.js";
 import { insertRunsTogether } from "./enroll-commit.js";
 import { ErrorCodes } from "./errors.js";
 import { checkBatchSize, checkSize } from "./intake.js";
-import { newRun, type RunStart } from "./new-run.js";
+import { newRun, sharedLimitsOf, type RunStart } from "./new-run.js";
 import type { NewRun, Page, Run, StepRun } from "./store.js";
 
 export interface EnrollRequest {
@@ -71,12 +71,13 @@ export async function enrollMany(
   const v = await core.versions.get(a.id, a.current_version);
   if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
   const now = core.clock.now();
+  const shared = await sharedLimitsOf(core.store, workspaceId, v.definition);
   const results: EnrollResult[] = new Array(reqs.length);
   const planned: { index: number; run: NewRun }[] = [];
   reqs.forEach((req, index) => {
     try {
       checkSize(req.context_overrides, core.limits.contextBytes, "limits.context_too_large", "/context_overrides");
-      planned.push({ index, run: newRun(v, enrollmentStart(workspaceId, req), now) });
+      planned.push({ index, run: newRun(v, enrollmentStart(workspaceId, req), now, undefined, shared) });
     } catch (err) {
       if (!(err instanceof WeftError)) throw err;
       results[index] = { index, error: err };

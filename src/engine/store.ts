@@ -126,6 +126,11 @@ export type NewRun = Omit<
   cooldown_ms?: number;
   /** `reentry.policy: cancel_previous`: inserting it cancels the run holding its active slot (model/enrollment.ts). */
   replace_active?: boolean;
+  /**
+   * The automation's slot gates, rendered for this run (flow-gates.ts admissionGates): the store
+   * admits the run at insert (model/flow.ts admitRuns), taking its slots or parking it as a waiter.
+   */
+  admit?: FlowSlotGate[];
 };
 
 export interface StepRun {
@@ -942,6 +947,14 @@ export interface Store {
   acquireFlow(req: FlowAcquire, now: number): Promise<FlowDecision>;
   /** Wake (due now) the oldest parked waiters of each key, one per free slot. */
   wakeFlowWaiters(workspaceId: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number): Promise<number>;
+  /** Wake the waiters of every key a run holds a slot of (after a commit made elsewhere ended it: a stop, a cancel). */
+  wakeFlowOfRun(workspaceId: string, runId: string, now: number): Promise<number>;
+  /**
+   * The safety net for a lost wake (a releaser that died between its commit and its wake, a
+   * step slot that lapsed with its lease): wake the head waiters of keys with free slots, at most
+   * `maxKeys` keys a call, and drop waiter rows whose run ended.
+   */
+  sweepFlowWaiters(now: number, maxKeys: number): Promise<number>;
   /** Pause calls to a host until `until` (a later pause already recorded stays). */
   pauseHost(workspaceId: string, host: string, until: number, status: number, now: number): Promise<void>;
   /** When calls to a host may go again, or null when it is not paused. */

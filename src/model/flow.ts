@@ -304,6 +304,47 @@ export function decideFlow(req: FlowAcquire, facts: FlowFacts, now: number): Flo
   return { decision: { kind: "pass" }, take: true, waitOn: null, admitAt };
 }
 
+/** A key's counts as a store reads them under the key's lock: slots held, live waiters (a count bounded by the limit is enough). */
+export interface KeyCounts {
+  held: number;
+  waiting: number;
+}
+
+export const keyOf = (g: Pick<FlowSlotGate, "scope" | "key">): string => `${g.scope}\u0000${g.key}`;
+
+/**
+ * Admission at creation: the new runs of one insert, in input order, meet their automation's
+ * slot gates (decideFlow's rule: every slot or none, behind every live waiter of the key, since a
+ * new run is younger than all of them). A run admitted takes its slots now (it holds them until
+ * it ends, as if its first claim had taken them); one that is not is parked as a waiter of the
+ * first full gate and holds no place in the claim queue, so a flooded key's backlog never stands
+ * between other keys' runs and their claim. `counts` is updated as runs are decided.
+ */
+export function admitRuns(
+  runs: readonly { run_id: string; slots: readonly FlowSlotGate[] }[],
+  counts: Map<string, KeyCounts>,
+  now: number,
+): { run_id: string; take: boolean; waitOn: FlowSlotGate | null }[] {
+  return runs.map((r) => {
+    const facts: FlowFacts = {
+      slots: r.slots.map((g) => {
+        const c = counts.get(keyOf(g)) ?? { held: 0, waiting: 0 };
+        return { held: c.held, olderWaiters: c.waiting, holdsAlready: false, waiting: c.waiting };
+      }),
+      recent: [],
+    };
+    const w = decideFlow({ workspace_id: "", run_id: r.run_id, step_key: "", slots: [...r.slots], rate: null, reserved_at: null }, facts, now);
+    const bump = (g: FlowSlotGate, field: keyof KeyCounts) => {
+      const c = counts.get(keyOf(g)) ?? { held: 0, waiting: 0 };
+      c[field] += 1;
+      counts.set(keyOf(g), c);
+    };
+    if (w.take) for (const g of r.slots) bump(g, "held");
+    if (w.waitOn) bump(w.waitOn, "waiting");
+    return { run_id: r.run_id, take: w.take, waitOn: w.waitOn };
+  });
+}
+
 /** The shared limits a definition names that the workspace does not have, each with its pointer. */
 export function unknownLimitProblems(def: { limits?: unknown; nodes?: unknown }, known: ReadonlySet<string>): Problem[] {
   const out: Problem[] = [];

@@ -2,9 +2,9 @@
 // better-sqlite3 transactions are serial, so the gate's reads and writes need no further lock.
 
 import type Database from "better-sqlite3";
-import { decideFlow, waitersToWake, type FlowAcquire, type FlowDecision, type FlowFacts, type FlowSlotGate } from "../../model/flow.js";
+import { admitRuns, decideFlow, keyOf, waitersToWake, type FlowAcquire, type FlowDecision, type FlowFacts, type FlowSlotGate } from "../../model/flow.js";
 import { TERMINAL_STATUSES } from "../../model/run-status.js";
-import type { AuditEntry, FlowKeyStats, FlowWaitInfo, HostPause, SharedLimit } from "../../engine/store.js";
+import type { AuditEntry, FlowKeyStats, FlowWaitInfo, HostPause, Run, SharedLimit } from "../../engine/store.js";
 import { sqlList } from "../sql.js";
 
 const TERMINAL = sqlList(TERMINAL_STATUSES);
@@ -25,6 +25,55 @@ function held(db: Database.Database, k: K, runId: string | null): number {
     .get({ ...k, run: runId ?? "" }) as number;
 }
 
+/** A key's live waiters, counted up to `upto` (oldest first: the FIFO index, stopping at the bound). */
+function liveWaiters(db: Database.Database, k: K, upto: number): number {
+  return db
+    .prepare(
+      `SELECT count(*) FROM (SELECT 1 FROM flow_waiters w WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${LIVE_WAITER}
+       ORDER BY since, run_id LIMIT @upto)`,
+    )
+    .pluck()
+    .get({ ...k, upto }) as number;
+}
+
+/**
+ * Admission at creation (model/flow.ts admitRuns), inside the insert's transaction: the run just
+ * inserted takes its slots, or is parked as a waiter (status waiting, no due time). Returns the
+ * run as it now stands.
+ */
+export function admitCreated(db: Database.Database, run: Run, gates: readonly FlowSlotGate[], now: number): Run {
+  const counts = new Map(
+    gates.map((g) => {
+      const k = { ws: run.workspace_id, scope: g.scope, key: g.key, now };
+      return [keyOf(g), { held: held(db, k, null), waiting: liveWaiters(db, k, g.limit) }];
+    }),
+  );
+  const [d] = admitRuns([{ run_id: run.id, slots: [...gates] }], counts, now);
+  if (d!.take) {
+    for (const g of gates) {
+      db.prepare("INSERT INTO flow_slots (workspace_id, scope, key, run_id, step_key, acquired_at) VALUES (?, ?, ?, ?, '', ?) ON CONFLICT DO NOTHING").run(
+        run.workspace_id,
+        g.scope,
+        g.key,
+        run.id,
+        now,
+      );
+    }
+    return run;
+  }
+  const w = d!.waitOn!;
+  db.prepare("UPDATE runs SET status = 'waiting', waiting_for = 'concurrency', waiting_until = NULL, due_at = NULL WHERE id = ?").run(run.id);
+  db.prepare("INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, lim, since) VALUES (?, ?, ?, ?, '', ?, ?) ON CONFLICT DO NOTHING").run(
+    run.workspace_id,
+    w.scope,
+    w.key,
+    run.id,
+    w.limit,
+    now,
+  );
+  return { ...run, status: "waiting", waiting_for: "concurrency", waiting_until: null, due_at: null };
+}
+
 export function acquireFlow(db: Database.Database, req: FlowAcquire, now: number): FlowDecision {
   return db
     .transaction((): FlowDecision => {
@@ -38,20 +87,18 @@ export function acquireFlow(db: Database.Database, req: FlowAcquire, now: number
           .prepare("SELECT since FROM flow_waiters WHERE workspace_id = @ws AND scope = @scope AND key = @key AND run_id = @run AND step_key = @step")
           .pluck()
           .get({ ...k, run: req.run_id, step: req.step_key }) as number | undefined;
-        const waiting = db
-          .prepare(`SELECT count(*) FROM flow_waiters w WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${LIVE_WAITER}`)
-          .pluck()
-          .get(k) as number;
+        // Counts bounded by the limit (all the decision needs): a key's read costs O(limit), not O(waiters).
+        const waiting = liveWaiters(db, k, g.limit);
         const older =
           mine === undefined
             ? waiting
             : (db
                 .prepare(
-                  `SELECT count(*) FROM flow_waiters w WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${LIVE_WAITER}
-                   AND (since < @since OR (since = @since AND run_id < @run)) AND run_id <> @run`,
+                  `SELECT count(*) FROM (SELECT 1 FROM flow_waiters w WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${LIVE_WAITER}
+                   AND (since < @since OR (since = @since AND run_id < @run)) AND run_id <> @run ORDER BY since, run_id LIMIT @lim)`,
                 )
                 .pluck()
-                .get({ ...k, since: mine, run: req.run_id }) as number);
+                .get({ ...k, since: mine, run: req.run_id, lim: g.limit }) as number);
         const holdsAlready =
           db
             .prepare("SELECT 1 FROM flow_slots WHERE workspace_id = @ws AND scope = @scope AND key = @key AND run_id = @run AND step_key = @step")
@@ -115,6 +162,29 @@ export function wakeFlowWaiters(db: Database.Database, ws: string, gates: readon
     .immediate();
 }
 
+/** Wake the waiters of every key the run holds a slot of (its limit as its waiters recorded it). */
+export function wakeFlowOfRun(db: Database.Database, ws: string, runId: string, now: number): number {
+  const keys = db
+    .prepare(
+      `SELECT s.scope, s.key, max(w.lim) AS "limit" FROM flow_slots s
+       JOIN flow_waiters w ON w.workspace_id = s.workspace_id AND w.scope = s.scope AND w.key = s.key
+       WHERE s.workspace_id = ? AND s.run_id = ? GROUP BY s.scope, s.key`,
+    )
+    .all(ws, runId) as { scope: string; key: string; limit: number }[];
+  return wakeFlowWaiters(db, ws, keys, now);
+}
+
+/** The lost-wake safety net (Store.sweepFlowWaiters): drop ended runs' waiter rows, then wake each waited-on key's free slots. */
+export function sweepFlowWaiters(db: Database.Database, now: number, maxKeys: number): number {
+  db.prepare(`DELETE FROM flow_waiters AS w WHERE NOT ${LIVE_WAITER}`).run();
+  const keys = db
+    .prepare(`SELECT workspace_id, scope, key, max(lim) AS "limit" FROM flow_waiters GROUP BY workspace_id, scope, key ORDER BY min(since) LIMIT ?`)
+    .all(maxKeys) as { workspace_id: string; scope: string; key: string; limit: number }[];
+  let woken = 0;
+  for (const k of keys) woken += wakeFlowWaiters(db, k.workspace_id, [k], now);
+  return woken;
+}
+
 export function pauseHost(db: Database.Database, ws: string, host: string, until: number, status: number, now: number): void {
   db.prepare(
     `INSERT INTO flow_host_pauses (workspace_id, host, until, status, since) VALUES (?, ?, ?, ?, ?)
@@ -145,6 +215,34 @@ function writeAudit(db: Database.Database, a: AuditEntry): void {
 }
 
 /** Create (false when the name exists) or update (false when it does not). */
+/**
+ * A changed shared limit: its waiters count against the new limit (the sweep reads it from their
+ * rows); a changed key releases them to their claim, where they meet the limit by the new key.
+ */
+function updateLimit(db: Database.Database, l: SharedLimit): number {
+  const before = db.prepare("SELECT key FROM flow_limits WHERE workspace_id = ? AND name = ?").pluck().get(l.workspace_id, l.name) as string | undefined;
+  if (before === undefined) return 0;
+  db.prepare('UPDATE flow_limits SET key = ?, "limit" = ?, updated_at = ? WHERE workspace_id = ? AND name = ?').run(
+    l.key,
+    l.limit,
+    l.updated_at,
+    l.workspace_id,
+    l.name,
+  );
+  db.prepare("UPDATE flow_waiters SET lim = ? WHERE workspace_id = ? AND scope = ?").run(l.limit, l.workspace_id, `l:${l.name}`);
+  if (before !== l.key) releaseWaiters(db, l.workspace_id, `l:${l.name}`, l.updated_at);
+  return 1;
+}
+
+/** Every waiter of a rule, due now and no longer queued: each meets its gates afresh at its claim. */
+function releaseWaiters(db: Database.Database, ws: string, scope: string, now: number): void {
+  db.prepare(
+    `UPDATE runs SET due_at = ? WHERE status = 'waiting' AND waiting_for = 'concurrency'
+     AND id IN (SELECT run_id FROM flow_waiters WHERE workspace_id = ? AND scope = ?)`,
+  ).run(now, ws, scope);
+  db.prepare("DELETE FROM flow_waiters WHERE workspace_id = ? AND scope = ?").run(ws, scope);
+}
+
 export function putSharedLimit(db: Database.Database, l: SharedLimit, a: AuditEntry, create: boolean): boolean {
   return db
     .transaction(() => {
@@ -152,9 +250,7 @@ export function putSharedLimit(db: Database.Database, l: SharedLimit, a: AuditEn
         ? db
             .prepare('INSERT INTO flow_limits (workspace_id, name, key, "limit", created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
             .run(l.workspace_id, l.name, l.key, l.limit, l.created_at, l.updated_at).changes
-        : db
-            .prepare('UPDATE flow_limits SET key = ?, "limit" = ?, updated_at = ? WHERE workspace_id = ? AND name = ?')
-            .run(l.key, l.limit, l.updated_at, l.workspace_id, l.name).changes;
+        : updateLimit(db, l);
       if (changes === 1) writeAudit(db, a);
       return changes === 1;
     })
@@ -170,6 +266,8 @@ export function deleteSharedLimit(db: Database.Database, ws: string, name: strin
   return db
     .transaction(() => {
       const ok = db.prepare("DELETE FROM flow_limits WHERE workspace_id = ? AND name = ?").run(ws, name).changes === 1;
+      // It holds nobody back any more: its waiters go to their claim (which no longer meets it).
+      if (ok) releaseWaiters(db, ws, `l:${name}`, a.at);
       if (ok) writeAudit(db, a);
       return ok;
     })

@@ -318,7 +318,11 @@ export class EmbeddedStore implements Store {
     };
     delete (row as { cooldown_ms?: number }).cooldown_ms;
     delete (row as { replace_active?: boolean }).replace_active;
-    return { created: true, run: toRun(this.s.insertRun.get(row)) };
+    delete (row as { admit?: unknown }).admit;
+    const made = toRun(this.s.insertRun.get(row));
+    // Admission at creation (flow.ts admitCreated): a run with slot gates takes them or waits.
+    if (made.status === "pending" && run.admit !== undefined) return { created: true, run: F.admitCreated(this.db, made, run.admit, now) };
+    return { created: true, run: made };
   }
 
   /** reentry cancel_previous: cancel the run holding this run's slot (the operator's cancel rule) and free the slot; false: the run starts. */
@@ -947,6 +951,12 @@ export class EmbeddedStore implements Store {
   }
   async wakeFlowWaiters(workspaceId: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number) {
     return F.wakeFlowWaiters(this.db, workspaceId, gates, now);
+  }
+  async wakeFlowOfRun(workspaceId: string, runId: string, now: number) {
+    return F.wakeFlowOfRun(this.db, workspaceId, runId, now);
+  }
+  async sweepFlowWaiters(now: number, maxKeys: number) {
+    return this.db.transaction(() => F.sweepFlowWaiters(this.db, now, maxKeys)).immediate();
   }
   async pauseHost(workspaceId: string, host: string, until: number, status: number, now: number) {
     F.pauseHost(this.db, workspaceId, host, until, status, now);

@@ -5,9 +5,19 @@
 // key's last free slot or its last rate turn.
 
 import type pg from "pg";
-import { decideFlow, waitersToWake, type FlowAcquire, type FlowDecision, type FlowFacts, type FlowSlotGate } from "../../model/flow.js";
+import {
+  admitRuns,
+  decideFlow,
+  keyOf,
+  waitersToWake,
+  type FlowAcquire,
+  type FlowDecision,
+  type FlowFacts,
+  type FlowSlotGate,
+  type KeyCounts,
+} from "../../model/flow.js";
 import { TERMINAL_STATUSES } from "../../model/run-status.js";
-import type { AuditEntry, FlowKeyStats, FlowWait, FlowWaitInfo, HostPause, SharedLimit } from "../../engine/store.js";
+import type { AuditEntry, FlowKeyStats, FlowWait, FlowWaitInfo, HostPause, Run, SharedLimit } from "../../engine/store.js";
 import { sqlList } from "../sql.js";
 import { audit } from "./audit.js";
 import { tx } from "./tx.js";
@@ -21,6 +31,10 @@ const held = (now: string) => `EXISTS (SELECT 1 FROM runs r WHERE r.id = s.run_i
        AND NOT EXISTS (SELECT 1 FROM step_runs st WHERE st.run_id = s.run_id AND st.idempotency_key = s.step_key
                        AND st.started_at >= to_timestamp(s.acquired_at / 1000.0)))))`;
 const LIVE_WAITER = `EXISTS (SELECT 1 FROM runs r WHERE r.id = w.run_id AND r.status NOT IN ${TERMINAL})`;
+
+/** A key's live waiters, counted up to $4 (oldest first: the FIFO index, stopping at the bound). */
+const LIVE_WAITERS_UPTO = `SELECT count(*)::int AS n FROM (SELECT 1 FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}
+  ORDER BY since, run_id LIMIT $4) x`;
 
 async function lockKeys(c: Q, ws: string, keys: readonly string[]): Promise<void> {
   for (const k of [...new Set(keys)].sort()) await c.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7461))", [`flow/${ws}/${k}`]);
@@ -48,17 +62,17 @@ export function acquireFlow(pool: pg.Pool, req: FlowAcquire, now: number): Promi
         req.run_id,
         req.step_key,
       ]);
-      const waiting = (await c.query(`SELECT count(*)::int AS n FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}`, k))
-        .rows[0].n as number;
+      // Counts bounded by the limit (all the decision needs): a key's read costs O(limit), not O(waiters).
+      const waiting = (await c.query(LIVE_WAITERS_UPTO, [...k, g.limit])).rows[0].n as number;
       const since = mine.rows[0]?.since === undefined ? null : Number(mine.rows[0].since);
       const older =
         since === null
           ? waiting
           : ((
               await c.query(
-                `SELECT count(*)::int AS n FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}
-                 AND (since < $4 OR (since = $4 AND run_id < $5)) AND run_id <> $5`,
-                [...k, since, req.run_id],
+                `SELECT count(*)::int AS n FROM (SELECT 1 FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}
+                 AND (since < $4 OR (since = $4 AND run_id < $5)) AND run_id <> $5 ORDER BY since, run_id LIMIT $6) x`,
+                [...k, since, req.run_id, g.limit],
               )
             ).rows[0].n as number);
       const holdsAlready =
@@ -134,6 +148,101 @@ export function wakeFlowWaiters(pool: pg.Pool, ws: string, gates: readonly Pick<
   });
 }
 
+/**
+ * Admission at creation (model/flow.ts admitRuns), inside the insert's transaction: the created
+ * runs that carry slot gates take their slots or are parked as waiters (status waiting, no due
+ * time). Set-wise: one lock pass and one read of every key's counts, then three writes. Returns
+ * the runs as they now stand.
+ */
+export async function admitCreated(c: Q, created: readonly { run: Run; gates: FlowSlotGate[] }[], now: number): Promise<Map<string, Run>> {
+  const out = new Map<string, Run>();
+  if (created.length === 0) return out;
+  const byWs = new Map<string, { run: Run; gates: FlowSlotGate[] }[]>();
+  for (const x of created) byWs.set(x.run.workspace_id, [...(byWs.get(x.run.workspace_id) ?? []), x]);
+  for (const [ws, list] of [...byWs].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const gates = new Map<string, FlowSlotGate>();
+    for (const x of list) for (const g of x.gates) gates.set(keyOf(g), g);
+    const keys = [...gates.values()];
+    await lockKeys(
+      c,
+      ws,
+      keys.map((g) => `${g.scope}/${g.key}`),
+    );
+    const read = await c.query(
+      `SELECT k.scope, k.key,
+         (SELECT count(*)::int FROM flow_slots s WHERE s.workspace_id = $1 AND s.scope = k.scope AND s.key = k.key AND ${held("$5::bigint")}) AS held,
+         (SELECT count(*)::int FROM (SELECT 1 FROM flow_waiters w WHERE w.workspace_id = $1 AND w.scope = k.scope AND w.key = k.key AND ${LIVE_WAITER}
+            ORDER BY since, run_id LIMIT k.lim) x) AS waiting
+       FROM unnest($2::text[], $3::text[], $4::int[]) AS k(scope, key, lim)`,
+      [ws, keys.map((g) => g.scope), keys.map((g) => g.key), keys.map((g) => g.limit), now],
+    );
+    const counts = new Map<string, KeyCounts>(read.rows.map((r: { scope: string; key: string; held: number; waiting: number }) => [keyOf(r), r]));
+    const decided = admitRuns(
+      list.map((x) => ({ run_id: x.run.id, slots: x.gates })),
+      counts,
+      now,
+    );
+    const take: [string, string, string][] = [];
+    const wait: [string, string, string, number][] = [];
+    decided.forEach((d, i) => {
+      const x = list[i]!;
+      if (d.take) for (const g of x.gates) take.push([g.scope, g.key, d.run_id]);
+      if (d.waitOn) wait.push([d.waitOn.scope, d.waitOn.key, d.run_id, d.waitOn.limit]);
+      out.set(d.run_id, d.take ? x.run : { ...x.run, status: "waiting", waiting_for: "concurrency", waiting_until: null, due_at: null });
+    });
+    const col = <T>(rows: T[][], i: number) => rows.map((r) => r[i]);
+    if (take.length > 0) {
+      await c.query(
+        `INSERT INTO flow_slots (workspace_id, scope, key, run_id, step_key, acquired_at)
+         SELECT $1, scope, key, run_id, '', $5 FROM unnest($2::text[], $3::text[], $4::text[]) AS x(scope, key, run_id) ON CONFLICT DO NOTHING`,
+        [ws, col(take, 0), col(take, 1), col(take, 2), now],
+      );
+    }
+    if (wait.length > 0) {
+      await c.query("UPDATE runs SET status = 'waiting', waiting_for = 'concurrency', waiting_until = NULL, due_at = NULL WHERE id = ANY($1::text[])", [
+        col(wait, 2),
+      ]);
+      await c.query(
+        `INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, lim, since)
+         SELECT $1, scope, key, run_id, '', lim, $6 FROM unnest($2::text[], $3::text[], $4::text[], $5::int[]) AS x(scope, key, run_id, lim)
+         ON CONFLICT DO NOTHING`,
+        [ws, col(wait, 0), col(wait, 1), col(wait, 2), col(wait, 3), now],
+      );
+    }
+  }
+  return out;
+}
+
+/** Wake the waiters of every key the run holds a slot of (its limit as its waiters recorded it). */
+export async function wakeFlowOfRun(pool: pg.Pool, ws: string, runId: string, now: number): Promise<number> {
+  const r = await pool.query(
+    `SELECT s.scope, s.key, max(w.lim)::int AS lim FROM flow_slots s
+     JOIN flow_waiters w ON w.workspace_id = s.workspace_id AND w.scope = s.scope AND w.key = s.key
+     WHERE s.workspace_id = $1 AND s.run_id = $2 GROUP BY s.scope, s.key`,
+    [ws, runId],
+  );
+  return wakeFlowWaiters(
+    pool,
+    ws,
+    r.rows.map((x: { scope: string; key: string; lim: number }) => ({ scope: x.scope, key: x.key, limit: x.lim })),
+    now,
+  );
+}
+
+/** The lost-wake safety net (Store.sweepFlowWaiters): drop ended runs' waiter rows, then wake each waited-on key's free slots. */
+export async function sweepFlowWaiters(pool: pg.Pool, now: number, maxKeys: number): Promise<number> {
+  await pool.query(`DELETE FROM flow_waiters w WHERE NOT ${LIVE_WAITER}`);
+  const keys = await pool.query(
+    "SELECT workspace_id, scope, key, max(lim)::int AS lim FROM flow_waiters GROUP BY workspace_id, scope, key ORDER BY min(since) LIMIT $1",
+    [maxKeys],
+  );
+  let woken = 0;
+  for (const k of keys.rows as { workspace_id: string; scope: string; key: string; lim: number }[]) {
+    woken += await wakeFlowWaiters(pool, k.workspace_id, [{ scope: k.scope, key: k.key, limit: k.lim }], now);
+  }
+  return woken;
+}
+
 export async function pauseHost(pool: pg.Pool, ws: string, host: string, until: number, status: number, now: number): Promise<void> {
   await pool.query(
     `INSERT INTO flow_host_pauses (workspace_id, host, until, status, since) VALUES ($1, $2, $3, $4, $5)
@@ -160,6 +269,34 @@ const toLimit = (r: Record<string, unknown>): SharedLimit => ({
   updated_at: Number(r.updated_at),
 });
 
+/**
+ * A changed shared limit: its waiters count against the new limit (the sweep reads it from their
+ * rows); a changed key releases them to their claim, where they meet the limit by the new key.
+ */
+async function updateLimit(c: Q, l: SharedLimit): Promise<{ rowCount: number | null }> {
+  const before = await c.query("SELECT key FROM flow_limits WHERE workspace_id = $1 AND name = $2 FOR UPDATE", [l.workspace_id, l.name]);
+  if (before.rowCount !== 1) return { rowCount: 0 };
+  await c.query('UPDATE flow_limits SET key = $3, "limit" = $4, updated_at = $5 WHERE workspace_id = $1 AND name = $2', [
+    l.workspace_id,
+    l.name,
+    l.key,
+    l.limit,
+    l.updated_at,
+  ]);
+  await c.query("UPDATE flow_waiters SET lim = $3 WHERE workspace_id = $1 AND scope = $2", [l.workspace_id, `l:${l.name}`, l.limit]);
+  if (before.rows[0].key !== l.key) await releaseWaiters(c, l.workspace_id, `l:${l.name}`, l.updated_at);
+  return { rowCount: 1 };
+}
+
+/** Every waiter of a rule, due now and no longer queued: each meets its gates afresh at its claim. */
+async function releaseWaiters(c: Q, ws: string, scope: string, now: number): Promise<void> {
+  await c.query(
+    `WITH w AS (DELETE FROM flow_waiters WHERE workspace_id = $1 AND scope = $2 RETURNING run_id)
+     UPDATE runs SET due_at = to_timestamp($3::bigint / 1000.0) WHERE status = 'waiting' AND waiting_for = 'concurrency' AND id IN (SELECT run_id FROM w)`,
+    [ws, scope, now],
+  );
+}
+
 export function putSharedLimit(pool: pg.Pool, l: SharedLimit, a: AuditEntry, create: boolean): Promise<boolean> {
   return tx(pool, async (c) => {
     const res = create
@@ -167,13 +304,7 @@ export function putSharedLimit(pool: pg.Pool, l: SharedLimit, a: AuditEntry, cre
           'INSERT INTO flow_limits (workspace_id, name, key, "limit", created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING',
           [l.workspace_id, l.name, l.key, l.limit, l.created_at, l.updated_at],
         )
-      : await c.query('UPDATE flow_limits SET key = $3, "limit" = $4, updated_at = $5 WHERE workspace_id = $1 AND name = $2', [
-          l.workspace_id,
-          l.name,
-          l.key,
-          l.limit,
-          l.updated_at,
-        ]);
+      : await updateLimit(c, l);
     if (res.rowCount === 1) await audit(c, [a]);
     return res.rowCount === 1;
   });
@@ -190,6 +321,8 @@ export async function getSharedLimits(pool: pg.Pool, ws: string, names?: readonl
 export function deleteSharedLimit(pool: pg.Pool, ws: string, name: string, a: AuditEntry): Promise<boolean> {
   return tx(pool, async (c) => {
     const ok = (await c.query("DELETE FROM flow_limits WHERE workspace_id = $1 AND name = $2", [ws, name])).rowCount === 1;
+    // It holds nobody back any more: its waiters go to their claim (which no longer meets it).
+    if (ok) await releaseWaiters(c, ws, `l:${name}`, a.at);
     if (ok) await audit(c, [a]);
     return ok;
   });

@@ -400,6 +400,12 @@ export class PostgresStore implements Store {
   wakeFlowWaiters(workspaceId: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number) {
     return F.wakeFlowWaiters(this.pool, workspaceId, gates, now);
   }
+  wakeFlowOfRun(workspaceId: string, runId: string, now: number) {
+    return F.wakeFlowOfRun(this.pool, workspaceId, runId, now);
+  }
+  sweepFlowWaiters(now: number, maxKeys: number) {
+    return F.sweepFlowWaiters(this.pool, now, maxKeys);
+  }
   pauseHost(workspaceId: string, host: string, until: number, status: number, now: number) {
     return F.pauseHost(this.pool, workspaceId, host, until, status, now);
   }

@@ -1,0 +1,196 @@
+// Admission at creation, both stores: a run whose concurrency key is full when it is inserted is
+// parked as a waiter then and there (no claim, no place in the claim queue), so a flooded key's
+// backlog never stands between another key's run and its claim; waiters are woken by the commit
+// that frees a slot, by an operator's stop of a holder, by a shared limit's deletion, and, for a
+// wake lost with its releaser, by the sweep.
+
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Engine } from "../src/engine/engine.js";
+import type { Run } from "../src/engine/store.js";
+import { settle, startEngine, WS } from "./helpers/engine.js";
+import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+import { sleep, until } from "./helpers/wait.js";
+
+let seq = 0;
+
+describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
+  let ts: TestStore;
+  const engines: Engine[] = [];
+  /** Runs whose `work` step started, in order; each waits for its release. */
+  let started: string[];
+  let releases: Map<string, () => void>;
+  let claims: string[];
+
+  beforeEach(async () => {
+    ts = await makeStore(kind);
+    started = [];
+    releases = new Map();
+    claims = [];
+  });
+  afterEach(async () => {
+    for (const r of releases.values()) r();
+    await Promise.all(engines.splice(0).map((e) => e.stop()));
+    await ts.destroy();
+  });
+
+  async function engine(opts: { noRunner?: boolean; leaseMs?: number } = {}): Promise<Engine> {
+    const e = await startEngine({
+      store: engines.length === 0 ? ts.store : ts.reopen(),
+      ...(opts.noRunner ? { noRunner: true } : {}),
+      runner: { leaseMs: opts.leaseMs ?? 60_000 },
+    });
+    e.registerAction({
+      kind: "work",
+      handler: (_input, ctx) => {
+        started.push(ctx.run_id);
+        return new Promise((resolve) => releases.set(ctx.run_id, () => resolve({ ok: true })));
+      },
+    });
+    e.events.on("run:claimed", (x) => claims.push(x.run_id));
+    engines.push(e);
+    return e;
+  }
+
+  function def(extra: Record<string, unknown> = {}, first: Record<string, unknown> = { key: "w", kind: "work", config: {} }) {
+    const key = `adm-${++seq}`;
+    return {
+      key,
+      name: key,
+      root: "w",
+      reentry: { policy: "allow_concurrent" },
+      concurrency: [{ key: "{{ context.k }}", limit: 2 }],
+      nodes: [first],
+      ...extra,
+    };
+  }
+
+  async function enroll(e: Engine, automationId: string, keys: string[]): Promise<string[]> {
+    const res = await e.enrollMany(
+      WS,
+      automationId,
+      keys.map((k) => ({ context_overrides: { k } })),
+    );
+    return res.map((r) => {
+      if ("error" in r) throw new Error(r.error.message);
+      return r.run.id;
+    });
+  }
+
+  const runs = (e: Engine, ids: string[]): Promise<Run[]> => Promise.all(ids.map((id) => e.getRun(WS, id)));
+
+  it("a flooded key's backlog is parked when it is inserted: another key's run is claimed before any of it, and the backlog starts in order", async () => {
+    const writer = await engine({ noRunner: true });
+    // One slot per key: the hot key's runs start strictly one after another, in the order they got it.
+    const a = await writer.createAutomation(WS, def({ concurrency: [{ key: "{{ context.k }}", limit: 1 }] }));
+    const first = await enroll(writer, a.id, Array(20).fill("hot"));
+    await sleep(5);
+    const second = await enroll(writer, a.id, Array(20).fill("hot"));
+    const [cold] = await enroll(writer, a.id, ["cold"]);
+
+    // Before any claim: one of the hot key holds its slot; the rest wait, with no due time.
+    const hot = await runs(writer, [...first, ...second]);
+    // Decided in the insert's order: the first run enrolled took it.
+    expect(hot.filter((r) => r.status === "pending").map((r) => r.id)).toEqual([first[0]]);
+    const parked = hot.filter((r) => r.status === "waiting");
+    expect(parked.length).toBe(39);
+    for (const r of parked) expect({ waiting_for: r.waiting_for, due_at: r.due_at }).toEqual({ waiting_for: "concurrency", due_at: null });
+    expect((await writer.getRun(WS, cold!)).status).toBe("pending");
+
+    const e = await engine();
+    await until("the hot slot's holder and the cold run at work", () => started.length === 2);
+    expect(started).toContain(cold);
+    // Nothing of the backlog was claimed to find its key full: the claims so far are the two that run.
+    expect(new Set(claims)).toEqual(new Set(started));
+
+    // Let everything through, a release at a time as each starts: the first enrollment's runs all start before the second's.
+    for (let done = 0; done < 41; done++) {
+      const next = await until("a run at work", () => [...releases.keys()][0]);
+      releases.get(next)!();
+      releases.delete(next);
+    }
+    for (const id of [...first, ...second, cold!]) expect((await settle(e, id)).status).toBe("completed");
+    const pos = (id: string) => started.indexOf(id);
+    expect(Math.max(...first.map(pos))).toBeLessThan(Math.min(...second.map(pos)));
+    // No run claimed only to be parked: one claim per run.
+    expect(claims.length).toBe(41);
+    expect(await ts.store.flowStats(WS, Date.now(), 100)).toEqual([]);
+  });
+
+  it("events dispatched into a full key are parked by the dispatch commit, not by a claim", async () => {
+    const e = await engine();
+    const a = await e.createAutomation(WS, def({ triggers: [{ type: "event", name: "ping" }], concurrency: [{ key: "{{ event.payload.k }}", limit: 1 }] }));
+    for (let i = 0; i < 6; i++) await e.ingest(WS, { type: "ping", payload: { k: "x" } });
+    await until("one run at work and five created", async () => {
+      const list = await ts.store.listRuns({ workspace_id: WS, automation_id: a.id, limit: 10 });
+      return started.length === 1 && list.items.length === 6;
+    });
+    const list = (await ts.store.listRuns({ workspace_id: WS, automation_id: a.id, limit: 10 })).items;
+    expect(list.filter((r) => r.status === "waiting" && r.waiting_for === "concurrency" && r.due_at === null).length).toBe(5);
+    expect(claims).toEqual(started);
+  });
+
+  it("an operator's stop of a slot holder starts the oldest waiter at once, not at the next sweep", async () => {
+    const e = await engine({ leaseMs: 60_000 });
+    const a = await e.createAutomation(
+      WS,
+      def(
+        { concurrency: [{ key: "{{ context.k }}", limit: 1 }], edges: [{ from: "park", port: "next", to: "w" }], root: "park" },
+        { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
+      ),
+    );
+    const [holder, waiter] = await enroll(e, a.id, ["k", "k"]);
+    await settle(e, holder!, (r) => r.waiting_for === "delay");
+    expect((await e.getRun(WS, waiter!)).waiting_for).toBe("concurrency");
+    await e.controlRun(WS, holder!, "stop", "test");
+    // The waiter's next stop is the same delay: it took the freed slot.
+    expect((await settle(e, waiter!, (r) => r.waiting_for === "delay")).status).toBe("waiting");
+  });
+
+  it("a wake lost with its releaser is made good by the sweep (once per lease period)", async () => {
+    const e = await engine({ leaseMs: 500 });
+    const a = await e.createAutomation(
+      WS,
+      def(
+        { concurrency: [{ key: "{{ context.k }}", limit: 1 }], edges: [{ from: "park", port: "next", to: "w" }], root: "park" },
+        { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
+      ),
+    );
+    const [holder, waiter] = await enroll(e, a.id, ["k", "k"]);
+    await settle(e, holder!, (r) => r.waiting_for === "delay");
+    // Stopped in the store alone: no process wakes the key's waiters after this commit.
+    const now = Date.now();
+    await ts.store.controlRun(
+      WS,
+      holder!,
+      "stop",
+      { workspace_id: WS, actor: "test", action: "run.stop", target_type: "run", target_id: holder!, details: {}, at: now },
+      now,
+    );
+    expect((await settle(e, waiter!, (r) => r.waiting_for === "delay")).status).toBe("waiting");
+  });
+
+  it("a deleted shared limit releases its waiters to their claim", async () => {
+    const e = await engine({ leaseMs: 60_000 });
+    const now = Date.now();
+    const audit = (action: string) => ({ workspace_id: WS, actor: "test", action, target_type: "limit", target_id: "crm", details: {}, at: now });
+    await ts.store.putSharedLimit(
+      { workspace_id: WS, name: "crm", key: "{{ context.k }}", limit: 1, created_at: now, updated_at: now },
+      audit("limit.create"),
+      true,
+    );
+    const a = await e.createAutomation(
+      WS,
+      def(
+        { concurrency: undefined, limits: ["crm"], edges: [{ from: "park", port: "next", to: "w" }], root: "park" },
+        { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
+      ),
+    );
+    const [holder, waiter] = await enroll(e, a.id, ["k", "k"]);
+    await settle(e, holder!, (r) => r.waiting_for === "delay");
+    const w = await e.getRun(WS, waiter!);
+    expect({ status: w.status, waiting_for: w.waiting_for, due_at: w.due_at }).toEqual({ status: "waiting", waiting_for: "concurrency", due_at: null });
+    expect(await ts.store.deleteSharedLimit(WS, "crm", audit("limit.delete"))).toBe(true);
+    e.poke();
+    expect((await settle(e, waiter!, (r) => r.waiting_for === "delay")).status).toBe("waiting");
+  });
+});
