@@ -75,6 +75,15 @@ export function admitCreated(db: Database.Database, run: Run, gates: readonly Fl
 }
 
 export function acquireFlow(db: Database.Database, req: FlowAcquire, now: number): FlowDecision {
+  // A run that holds every slot of its run-level gate (admitted at creation, or at an earlier claim) passes: only its end releases them.
+  if (req.step_key === "" && req.rate === null && req.slots.length > 0) {
+    const mine = db.prepare("SELECT scope, key FROM flow_slots WHERE run_id = ? AND step_key = '' AND workspace_id = ?").all(req.run_id, req.workspace_id) as {
+      scope: string;
+      key: string;
+    }[];
+    const have = new Set(mine.map(keyOf));
+    if (req.slots.every((g) => have.has(keyOf(g)))) return { kind: "pass" };
+  }
   return db
     .transaction((): FlowDecision => {
       const ws = req.workspace_id;
@@ -142,6 +151,9 @@ export function acquireFlow(db: Database.Database, req: FlowAcquire, now: number
 }
 
 export function wakeFlowWaiters(db: Database.Database, ws: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number): number {
+  // No waiter of any key: nothing to wake, and no write transaction for it (transactions are serial here, so no park is in flight).
+  const anyWaiter = db.prepare("SELECT 1 FROM flow_waiters WHERE workspace_id = ? AND scope = ? AND key = ? LIMIT 1");
+  if (!gates.some((g) => anyWaiter.get(ws, g.scope, g.key) !== undefined)) return 0;
   return db
     .transaction(() => {
       let woken = 0;

@@ -48,8 +48,20 @@ async function heldCount(c: Q, ws: string, scope: string, key: string, now: numb
   return r.rows[0].n as number;
 }
 
-export function acquireFlow(pool: pg.Pool, req: FlowAcquire, now: number): Promise<FlowDecision> {
+/** A run that holds every slot of its run-level gate (admitted at creation, or at an earlier claim) passes: only its end releases them. */
+async function holdsAll(pool: pg.Pool, req: FlowAcquire): Promise<boolean> {
+  if (req.step_key !== "" || req.rate !== null || req.slots.length === 0) return false;
+  const r = await pool.query(
+    `SELECT count(*)::int AS n FROM flow_slots WHERE run_id = $1 AND step_key = '' AND workspace_id = $2
+     AND (scope, key) IN (SELECT * FROM unnest($3::text[], $4::text[]))`,
+    [req.run_id, req.workspace_id, req.slots.map((g) => g.scope), req.slots.map((g) => g.key)],
+  );
+  return r.rows[0].n === req.slots.length;
+}
+
+export async function acquireFlow(pool: pg.Pool, req: FlowAcquire, now: number): Promise<FlowDecision> {
   const ws = req.workspace_id;
+  if (await holdsAll(pool, req)) return { kind: "pass" };
   return tx(pool, async (c) => {
     await lockKeys(c, ws, [...req.slots.map((g) => `${g.scope}/${g.key}`), ...(req.rate ? [`rate:${req.rate.scope}/${req.rate.key}`] : [])]);
     const facts: FlowFacts = { slots: [], recent: [] };
@@ -123,8 +135,32 @@ export function acquireFlow(pool: pg.Pool, req: FlowAcquire, now: number): Promi
   });
 }
 
-export function wakeFlowWaiters(pool: pg.Pool, ws: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number): Promise<number> {
-  if (gates.length === 0) return Promise.resolve(0);
+/**
+ * Whether any key may have a waiter to wake, in two statements instead of a locked transaction:
+ * when no gate transaction holds a key's lock at this instant (the shared try-lock succeeds),
+ * every waiter parked before now is committed and the next statement's snapshot sees it, and
+ * any park after now counts this release's commit (already made) under its own lock.
+ */
+async function mayHaveWaiters(pool: pg.Pool, ws: string, gates: readonly Pick<FlowSlotGate, "scope" | "key">[]): Promise<boolean> {
+  const keys = gates.map((g) => `flow/${ws}/${g.scope}/${g.key}`);
+  const free = await pool.query("SELECT bool_and(pg_try_advisory_xact_lock_shared(hashtextextended(k, 7461))) AS free FROM unnest($1::text[]) AS k", [keys]);
+  if (free.rows[0].free !== true) return true;
+  const r = await pool.query("SELECT 1 FROM flow_waiters WHERE workspace_id = $1 AND (scope, key) IN (SELECT * FROM unnest($2::text[], $3::text[])) LIMIT 1", [
+    ws,
+    gates.map((g) => g.scope),
+    gates.map((g) => g.key),
+  ]);
+  return r.rowCount === 1;
+}
+
+export async function wakeFlowWaiters(
+  pool: pg.Pool,
+  ws: string,
+  gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[],
+  now: number,
+): Promise<number> {
+  if (gates.length === 0) return 0;
+  if (!(await mayHaveWaiters(pool, ws, gates))) return 0;
   return tx(pool, async (c) => {
     await lockKeys(
       c,
