@@ -28,7 +28,7 @@ const CLI = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 const LOAD = fileURLToPath(new URL("./load-fleet.ts", import.meta.url));
 const GRAPHILE_WORKER = fileURLToPath(new URL("./peers/graphile-fleet.mjs", import.meta.url));
 const GRAPHILE_LOAD = fileURLToPath(new URL("./peers/graphile-fleet-load.mjs", import.meta.url));
-const TOKEN = "bench-fleet-admin-token-0123456789abcdef";
+export const TOKEN = "bench-fleet-admin-token-0123456789abcdef";
 
 export interface FleetOptions {
   pgUrl: string;
@@ -85,7 +85,7 @@ async function startSink(): Promise<Sink> {
   });
 }
 
-function serve(role: "api" | "worker" | "all", env: Record<string, string>): ChildProcess {
+export function serve(role: "api" | "worker" | "all", env: Record<string, string>): ChildProcess {
   const child = spawn(process.execPath, ["--import", "tsx", CLI, "serve", "--role", role], {
     cwd: ROOT,
     env: { ...process.env, ...env, WEFT_LOG_LEVEL: "warn", WEFT_SAMPLE: "0", WEFT_RATE_LIMIT: "0", WEFT_HTTP_ALLOW: "127.0.0.1" },
@@ -94,7 +94,7 @@ function serve(role: "api" | "worker" | "all", env: Record<string, string>): Chi
   return child;
 }
 
-async function waitHealthy(url: string): Promise<void> {
+export async function waitHealthy(url: string): Promise<void> {
   for (let i = 0; i < 600; i++) {
     try {
       if ((await fetch(`${url}/healthz`)).ok) return;
@@ -106,7 +106,7 @@ async function waitHealthy(url: string): Promise<void> {
   throw new Error(`${url} never became healthy`);
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const s = createServer();
   await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
   const { port } = s.address() as AddressInfo;

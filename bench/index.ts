@@ -42,6 +42,8 @@
 //  10. --only flow: flow control (bench/flow.ts): one key flooded (--flow-flood N, default 100,000)
 //      under a per-key concurrency limit while 50 other keys trickle (their event → start p99 beside
 //      an idle engine's), and the runs/s cost of a concurrency limit that never binds and one that does.
+//      --only flow-rate (bench/flow-rate.ts): a rate limit (--rate-limit N per second, default 50)
+//      shared by three processes, observed at a loopback destination over --rate-seconds (default 60).
 //  11. --only claim: claim latency with 10 vs 10,000 automations, 10 of them with due work (bench/claim.ts;
 //      --claim-due N, --claim-idle N, --claim-samples N, --claim-limit N).
 
@@ -83,6 +85,8 @@ const { values: args } = parseArgs({
     "fleet-workers": { type: "string", default: "1,2,4" },
     "fleet-polling": { type: "boolean", default: false },
     "flow-flood": { type: "string", default: "100000" },
+    "rate-limit": { type: "string", default: "50" },
+    "rate-seconds": { type: "string", default: "60" },
     "fleet-graphile": { type: "string" },
     "intake-batch": { type: "string", default: String(MAX_BATCH) },
     "claim-due": { type: "string", default: "10" },
@@ -1019,6 +1023,16 @@ if (ONLY.has("flow")) {
       `| ${s} | ${none!.runsPerS.toFixed(0)} | ${loose!.runsPerS.toFixed(0)} | ${(cost * 100).toFixed(1)}% | ${binding!.runsPerS.toFixed(0)} | ${perRun} |`,
     );
   }
+}
+
+if (ONLY.has("flow-rate")) {
+  const { benchFlowRate } = await import("./flow-rate.js");
+  const r = await benchFlowRate(PG_URL, Number(args["rate-limit"]), Number(args["rate-seconds"]));
+  console.log(
+    `\n## Rate limit across processes: ${r.processes} processes on one PostgreSQL, rate_limit ${r.limit} per 1,000 ms (queue), one http_request per run to a loopback sink, ${r.seconds} s after 5 s of warm-up`,
+  );
+  console.log("\n| limit per s | requests | observed per s | deviation | most in any 1 s window | repeated requests |\n| --- | --- | --- | --- | --- | --- |");
+  console.log(`| ${r.limit} | ${r.requests} | ${r.observedPerS.toFixed(2)} | ${(r.deviation * 100).toFixed(2)}% | ${r.maxInAnySecond} | ${r.repeats} |`);
 }
 
 if (ONLY.has("claim")) {

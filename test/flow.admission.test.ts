@@ -5,6 +5,7 @@
 // wake lost with its releaser, by the sweep.
 
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ManualClock } from "../src/engine/clock.js";
 import type { Engine } from "../src/engine/engine.js";
 import type { Run } from "../src/engine/store.js";
 import { settle, startEngine, WS } from "./helpers/engine.js";
@@ -114,6 +115,31 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
     // No run claimed only to be parked: one claim per run.
     expect(claims.length).toBe(41);
     expect(await ts.store.flowStats(WS, Date.now(), 100)).toEqual([]);
+  });
+
+  it("a queued rate limit's backlog takes its turns at insert: each run is due at its own turn and claimed once, at it", async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const e = await startEngine({ store: ts.store, clock, runner: { leaseMs: 600_000 } });
+    engines.push(e);
+    e.registerAction({ kind: "work", handler: () => ({ ok: true }) });
+    e.events.on("run:claimed", (x) => claims.push(x.run_id));
+    const a = await e.createAutomation(
+      WS,
+      def({ concurrency: undefined, rate_limit: { key: "{{ context.k }}", limit: 2, period_ms: 1000, on_limit: "queue" } }),
+    );
+    const t0 = clock.now();
+    const ids = await enroll(e, a.id, Array(7).fill("crm"));
+    const made = await runs(e, ids);
+    // Two turns a second, handed out in the insert's order: now, now, +1 s, +1 s, +2 s, +2 s, +3 s.
+    expect(made.map((r) => (r.due_at ?? 0) - t0)).toEqual([0, 0, 1000, 1000, 2000, 2000, 3000]);
+    expect(made.map((r) => r.waiting_for)).toEqual([null, null, "rate_limit", "rate_limit", "rate_limit", "rate_limit", "rate_limit"]);
+    for (let i = 0; i < 4; i++) {
+      await until(`the runs of turn ${i}`, async () => (await runs(e, ids)).filter((r) => r.status === "completed").length === Math.min(7, 2 * (i + 1)));
+      clock.advance(1000);
+      e.poke();
+    }
+    // Each run claimed once: none was claimed only to be told to wait.
+    expect(claims.length).toBe(7);
   });
 
   it("events dispatched into a full key are parked by the dispatch commit, not by a claim", async () => {

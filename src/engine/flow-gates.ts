@@ -122,19 +122,33 @@ function slotGates(f: FlowFields, scopeId: string, at: string, scope: CelScope, 
 }
 
 /**
- * The gates a new run meets at creation (NewRun.admit): its automation's slot gates, with keys
- * rendered over the run as its first claim would render them. None (the claim decides, as
- * before) when the automation has none, when it names shared limits the caller did not read
- * (admitting to some gates and not others would break "every slot or none"), or when a key does
- * not render here (a key over secrets, say: the claim renders it, or fails the run).
+ * The gates a new run meets at creation (NewRun.admit, NewRun.admit_rate): its automation's slot
+ * gates, or else its queued rate limit, with keys rendered over the run as its first claim would
+ * render them. None (the claim decides, as before) when the automation has none, when it names
+ * shared limits the caller did not read (admitting to some gates and not others would break
+ * "every slot or none"), when it has slots and a rate both (the claim takes a turn only with every
+ * slot), for a rate limit that skips (the claim ends the run), or when a key does not render here
+ * (a key over secrets, say: the claim renders it, or fails the run).
  */
-export function admissionGates(def: Definition, run: NewRun, shared: readonly SharedLimitDef[] | undefined, budget?: Budget): FlowSlotGate[] | undefined {
-  if (def.concurrency === undefined && def.limits === undefined) return undefined;
+export function admissionGates(
+  def: Definition,
+  run: NewRun,
+  shared: readonly SharedLimitDef[] | undefined,
+  budget?: Budget,
+): Pick<NewRun, "admit" | "admit_rate"> | undefined {
+  if (def.concurrency === undefined && def.limits === undefined && def.rate_limit === undefined) return undefined;
   if (def.limits !== undefined && shared === undefined) return undefined;
   const asRun = { ...run, rev: 0, lease_owner: null, interruptions: 0, completed_at: null, updated_at: run.started_at } as unknown as Run;
   try {
-    const gates = slotGates(def, `a:${run.automation_id}`, "", runScope(asRun, run.context, {}, new Map(), budget), shared ?? []);
-    return gates.length > 0 ? gates : undefined;
+    const scope = runScope(asRun, run.context, {}, new Map(), budget);
+    const scopeId = `a:${run.automation_id}`;
+    const gates = slotGates(def, scopeId, "", scope, shared ?? []);
+    const r = def.rate_limit;
+    if (gates.length > 0) return r === undefined ? { admit: gates } : undefined;
+    if (r === undefined || r.on_limit !== "queue") return undefined;
+    return {
+      admit_rate: { scope: `r${scopeId}`, key: renderFlowKey(r.key, scope, "/rate_limit/key"), limit: r.limit, period_ms: r.period_ms, on_limit: r.on_limit },
+    };
   } catch (err) {
     if (err instanceof FlowKeyError) return undefined;
     throw err;

@@ -93,7 +93,6 @@ export function newRun(v: LoadedVersion, start: RunStart, now: number, budget?: 
     // enrollment exits reentry_cooldown however long after the first.
     cooldown_ms: policy === "once" ? ONCE_COOLDOWN_MS : Math.round((def.reentry?.cooldown_min ?? 0) * 60_000),
   };
-  const admit = admissionGates(def, run, shared, budget);
-  if (admit !== undefined) run.admit = admit;
+  Object.assign(run, admissionGates(def, run, shared, budget));
   return run;
 }

@@ -10,7 +10,7 @@ import type { StepOutcome } from "../model/step-outcome.js";
 import type { ItemOutcome } from "../model/item-outcome.js";
 import type { PolicyViolation } from "../model/permissions.js";
 import { AGING_STEP_MS } from "../model/priority.js";
-import type { FlowAcquire, FlowDecision, FlowSlotGate } from "../model/flow.js";
+import type { FlowAcquire, FlowDecision, FlowRateGate, FlowSlotGate } from "../model/flow.js";
 import type { FlowEntry as WindowEntry, FlowMembership as WindowMembership, FlowWindow as Window } from "../model/flow-windows.js";
 
 /** An operator's request to end a run: `stop` exits at once (`admin_stopped`); `cancel` lets in-flight items finish. */
@@ -131,6 +131,8 @@ export type NewRun = Omit<
    * admits the run at insert (model/flow.ts admitRuns), taking its slots or parking it as a waiter.
    */
   admit?: FlowSlotGate[];
+  /** The automation's queued rate limit, rendered for this run: the store reserves its turn at insert (model/flow.ts admitRates). */
+  admit_rate?: FlowRateGate;
 };
 
 export interface StepRun {

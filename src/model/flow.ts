@@ -345,6 +345,23 @@ export function admitRuns(
   });
 }
 
+/**
+ * Rate turns at creation: the new runs of one insert that meet one rate key, in input order, each
+ * take the next turn of the sliding log (nextRateSlot, as a claim's gate would hand them out), so a
+ * backlog is spread over its turns by the insert and each run is due at its own turn. `recent` is
+ * the key's newest admissions (at most `limit`, newest first); it is updated as turns are taken.
+ */
+export function admitRates(n: number, recent: number[], now: number, limit: number, periodMs: number): number[] {
+  const turns: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = nextRateSlot(recent, now, limit, periodMs);
+    turns.push(t);
+    recent.unshift(t);
+    if (recent.length > limit) recent.length = limit;
+  }
+  return turns;
+}
+
 /** The shared limits a definition names that the workspace does not have, each with its pointer. */
 export function unknownLimitProblems(def: { limits?: unknown; nodes?: unknown }, known: ReadonlySet<string>): Problem[] {
   const out: Problem[] = [];

@@ -2,7 +2,18 @@
 // better-sqlite3 transactions are serial, so the gate's reads and writes need no further lock.
 
 import type Database from "better-sqlite3";
-import { admitRuns, decideFlow, keyOf, waitersToWake, type FlowAcquire, type FlowDecision, type FlowFacts, type FlowSlotGate } from "../../model/flow.js";
+import {
+  admitRates,
+  admitRuns,
+  decideFlow,
+  keyOf,
+  waitersToWake,
+  type FlowAcquire,
+  type FlowDecision,
+  type FlowFacts,
+  type FlowRateGate,
+  type FlowSlotGate,
+} from "../../model/flow.js";
 import { TERMINAL_STATUSES } from "../../model/run-status.js";
 import type { AuditEntry, FlowKeyStats, FlowWaitInfo, HostPause, Run, SharedLimit } from "../../engine/store.js";
 import { sqlList } from "../sql.js";
@@ -72,6 +83,30 @@ export function admitCreated(db: Database.Database, run: Run, gates: readonly Fl
     now,
   );
   return { ...run, status: "waiting", waiting_for: "concurrency", waiting_until: null, due_at: null };
+}
+
+/** Rate turn at creation (see store/postgres/flow.ts admitRatesCreated), for the run just inserted. */
+export function admitRateCreated(db: Database.Database, run: Run, r: FlowRateGate, now: number): Run {
+  const k = { ws: run.workspace_id, scope: r.scope, key: r.key };
+  db.prepare("DELETE FROM flow_rate_log WHERE workspace_id = @ws AND scope = @scope AND key = @key AND at <= @floor").run({ ...k, floor: now - r.period_ms });
+  const recent = db
+    .prepare("SELECT at FROM flow_rate_log WHERE workspace_id = @ws AND scope = @scope AND key = @key ORDER BY at DESC LIMIT @limit")
+    .pluck()
+    .all({ ...k, limit: r.limit }) as number[];
+  const [t] = admitRates(1, recent, now, r.limit, r.period_ms) as [number];
+  db.prepare("INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id) VALUES (?, ?, ?, ?, ?)").run(run.workspace_id, r.scope, r.key, t, run.id);
+  const cursor = { ...run.cursor, flow_turn: t };
+  if (t <= now) {
+    db.prepare("UPDATE runs SET cursor = ? WHERE id = ?").run(JSON.stringify(cursor), run.id);
+    return { ...run, cursor };
+  }
+  db.prepare("UPDATE runs SET cursor = ?, status = 'waiting', waiting_for = 'rate_limit', waiting_until = ?, due_at = ? WHERE id = ?").run(
+    JSON.stringify(cursor),
+    t,
+    t,
+    run.id,
+  );
+  return { ...run, cursor, status: "waiting", waiting_for: "rate_limit", waiting_until: t, due_at: t };
 }
 
 export function acquireFlow(db: Database.Database, req: FlowAcquire, now: number): FlowDecision {

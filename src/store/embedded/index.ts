@@ -319,9 +319,11 @@ export class EmbeddedStore implements Store {
     delete (row as { cooldown_ms?: number }).cooldown_ms;
     delete (row as { replace_active?: boolean }).replace_active;
     delete (row as { admit?: unknown }).admit;
+    delete (row as { admit_rate?: unknown }).admit_rate;
     const made = toRun(this.s.insertRun.get(row));
-    // Admission at creation (flow.ts admitCreated): a run with slot gates takes them or waits.
+    // Admission at creation (flow.ts): a run with slot gates takes them or waits; one with a queued rate limit takes its turn.
     if (made.status === "pending" && run.admit !== undefined) return { created: true, run: F.admitCreated(this.db, made, run.admit, now) };
+    if (made.status === "pending" && run.admit_rate !== undefined) return { created: true, run: F.admitRateCreated(this.db, made, run.admit_rate, now) };
     return { created: true, run: made };
   }
 

@@ -6,6 +6,7 @@
 
 import type pg from "pg";
 import {
+  admitRates,
   admitRuns,
   decideFlow,
   keyOf,
@@ -13,6 +14,7 @@ import {
   type FlowAcquire,
   type FlowDecision,
   type FlowFacts,
+  type FlowRateGate,
   type FlowSlotGate,
   type KeyCounts,
 } from "../../model/flow.js";
@@ -245,6 +247,57 @@ export async function admitCreated(c: Q, created: readonly { run: Run; gates: Fl
         [ws, col(wait, 0), col(wait, 1), col(wait, 2), col(wait, 3), now],
       );
     }
+  }
+  return out;
+}
+
+/**
+ * Rate turns at creation (model/flow.ts admitRates), inside the insert's transaction: the created
+ * runs that carry a queued rate limit each take their turn in the key's log; a run whose turn is
+ * ahead is parked until it (waiting_for rate_limit), every run keeps its turn on its cursor (its
+ * claim passes at it without another). Per key: one lock, one prune, one read, two writes.
+ */
+export async function admitRatesCreated(c: Q, created: readonly { run: Run; rate: FlowRateGate }[], now: number): Promise<Map<string, Run>> {
+  const out = new Map<string, Run>();
+  const byKey = new Map<string, { ws: string; rate: FlowRateGate; runs: Run[] }>();
+  for (const x of created) {
+    const k = `${x.run.workspace_id}\u0000${keyOf(x.rate)}`;
+    const e = byKey.get(k) ?? { ws: x.run.workspace_id, rate: x.rate, runs: [] };
+    e.runs.push(x.run);
+    byKey.set(k, e);
+  }
+  for (const [, e] of [...byKey].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const { ws, rate: r } = e;
+    const k = [ws, r.scope, r.key];
+    await lockKeys(c, ws, [`rate:${r.scope}/${r.key}`]);
+    await c.query("DELETE FROM flow_rate_log WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND at <= $4", [...k, now - r.period_ms]);
+    const rows = await c.query("SELECT at FROM flow_rate_log WHERE workspace_id = $1 AND scope = $2 AND key = $3 ORDER BY at DESC LIMIT $4", [...k, r.limit]);
+    const turns = admitRates(
+      e.runs.length,
+      rows.rows.map((x: { at: string }) => Number(x.at)),
+      now,
+      r.limit,
+      r.period_ms,
+    );
+    const ids = e.runs.map((x) => x.id);
+    await c.query(
+      `INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id) SELECT $1, $2, $3, at, run_id FROM unnest($4::bigint[], $5::text[]) AS x(at, run_id)`,
+      [...k, turns, ids],
+    );
+    await c.query(
+      `UPDATE runs r SET cursor = jsonb_set(r.cursor, '{flow_turn}', to_jsonb(x.at)),
+         status = CASE WHEN x.at > $3 THEN 'waiting' ELSE r.status END,
+         waiting_for = CASE WHEN x.at > $3 THEN 'rate_limit' ELSE r.waiting_for END,
+         waiting_until = CASE WHEN x.at > $3 THEN to_timestamp(x.at / 1000.0) ELSE r.waiting_until END,
+         due_at = CASE WHEN x.at > $3 THEN to_timestamp(x.at / 1000.0) ELSE r.due_at END
+       FROM unnest($1::text[], $2::bigint[]) AS x(id, at) WHERE r.id = x.id`,
+      [ids, turns, now],
+    );
+    e.runs.forEach((run, i) => {
+      const t = turns[i]!;
+      const cursor = { ...run.cursor, flow_turn: t };
+      out.set(run.id, t > now ? { ...run, cursor, status: "waiting", waiting_for: "rate_limit", waiting_until: t, due_at: t } : { ...run, cursor });
+    });
   }
   return out;
 }

@@ -16,7 +16,7 @@ import {
   type RunControl,
 } from "../../engine/store.js";
 import { toRun, ts } from "./rows.js";
-import { admitCreated } from "./flow.js";
+import { admitCreated, admitRatesCreated } from "./flow.js";
 import { releaseReplaced } from "./singleton.js";
 import { sqlList } from "../sql.js";
 import { ENROLLMENT_CHECKS, NOT_ENROLLED, replacesActive, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
@@ -99,7 +99,7 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
   }
   await releaseReplaced(db, runs, now, ENROLLMENT_SQL, closeApprovalSet);
   const at = ts(now);
-  const rows = runs.map(({ admit: _, ...r }, ord) => ({ ...r, ord }));
+  const rows = runs.map(({ admit: _, admit_rate: __, ...r }, ord) => ({ ...r, ord }));
   const first = await db.query({ name: "weft_insert_runs", text: INSERT_RUNS_SQL, values: [JSON.stringify(rows), at] });
   const byId = new Map<string, Run>(first.rows.map((r) => [r.id as string, toRun(r)]));
   const missing = runs.filter((r) => !byId.has(r.id));
@@ -132,6 +132,11 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
     return made && made.status === "pending" && r.admit !== undefined ? [{ run: made, gates: r.admit }] : [];
   });
   if (gated.length > 0) for (const [id, run] of await admitCreated(db, gated, now)) byId.set(id, run);
+  const rated = runs.flatMap((r) => {
+    const made = byId.get(r.id);
+    return made && made.status === "pending" && r.admit_rate !== undefined ? [{ run: made, rate: r.admit_rate }] : [];
+  });
+  if (rated.length > 0) for (const [id, run] of await admitRatesCreated(db, rated, now)) byId.set(id, run);
   return runs.map((r) => {
     const made = byId.get(r.id);
     if (made) return { created: true, run: made };
@@ -151,7 +156,7 @@ export async function insertRun(pool: pg.Pool, run: NewRun, now: number, entry?:
 /** Runs set-wise (insertRuns); with `audit`, each created run's entry commits in the same transaction. */
 export async function insertRunsAudited(pool: pg.Pool, runs: readonly NewRun[], now: number, entry?: (created: Run) => AuditEntry): Promise<InsertRunResult[]> {
   // Admission's reads and writes belong with the insert: a transaction whenever a run has gates.
-  if (!entry && !runs.some((r) => r.admit !== undefined)) return insertRuns(pool, runs, now);
+  if (!entry && !runs.some((r) => r.admit !== undefined || r.admit_rate !== undefined)) return insertRuns(pool, runs, now);
   return tx(pool, async (c) => {
     const results = await insertRuns(c, runs, now);
     const entries = entry ? results.filter((r) => r.created).map((r) => entry(r.run)) : [];
