@@ -1,6 +1,6 @@
 // Flow control under crashes: worker processes (`weft serve --role worker`, 3 at once on
-// PostgreSQL, one at a time on the embedded store) drive runs with per-key concurrency limits
-// while workers are SIGKILLed. A loopback destination counts requests in flight per key: the
+// PostgreSQL beside this process's API engine, one at a time on the embedded store) drive runs
+// with per-key concurrency limits while workers are SIGKILLed at random. A loopback destination counts requests in flight per key: the
 // automation's limit (2 per key, held across both steps) and the node's (1 per key) are never
 // exceeded, every run completes, and afterwards no slot is held and no run waits.
 
@@ -97,13 +97,15 @@ describe.each(STORE_KINDS)("flow control under SIGKILL (%s store)", (kind) => {
     const allDone = async () => (await Promise.all(ids.map((id) => api.getRun(WS, id)))).every((r) => r.completed_at !== null);
 
     let kills = 0;
-    while (kills < 4 && !(await allDone())) {
-      const i = kills % workers.length;
+    while (kills < 5 && !(await allDone())) {
+      // A worker at random, after a random number of its requests: the kill lands anywhere in a step or a gate.
+      const i = Math.floor(Math.random() * workers.length);
       const up = await workers[i]!.ready;
       if (!up) throw new Error(`worker exited on its own:\n${workers[i]!.output()}`);
       // Let it drive a few requests first, so the kill lands mid-step with slots held.
       const seen = dest.requests;
-      await until("the worker's requests", () => dest.requests >= seen + 3 || allDone(), 60_000, 20);
+      const after = 1 + Math.floor(Math.random() * 4);
+      await until("the worker's requests", () => dest.requests >= seen + after || allDone(), 60_000, 20);
       await kill(workers[i]!);
       kills++;
       workers[i] = startWorker(ts, env);
