@@ -195,6 +195,39 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
     expect((await settle(e, waiter!, (r) => r.waiting_for === "delay")).status).toBe("waiting");
   });
 
+  it("a redriven run meets its gates afresh: the slot it held before it failed is not its own again", async () => {
+    const e = await engine({ leaseMs: 60_000 });
+    e.registerAction({
+      kind: "flaky",
+      handler: (input: Record<string, unknown>) => {
+        if (input.fail === "yes") throw new Error("the call failed");
+        return { ok: true };
+      },
+    });
+    const a = await e.createAutomation(
+      WS,
+      def(
+        {
+          concurrency: [{ key: "{{ context.k }}", limit: 1 }],
+          root: "f",
+          edges: [{ from: "f", port: "next", to: "park" }],
+          nodes: [
+            { key: "f", kind: "flaky", config: { fail: "{{ context.fail }}" }, retry: { max_attempts: 1 } },
+            { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
+          ],
+        },
+        undefined,
+      ),
+    );
+    const [failed] = (await e.enrollMany(WS, a.id, [{ context_overrides: { k: "k", fail: "yes" } }])).map((r) => ("run" in r ? r.run.id : ""));
+    expect((await settle(e, failed!)).status).toBe("failed");
+    const [holder] = (await e.enrollMany(WS, a.id, [{ context_overrides: { k: "k", fail: "no" } }])).map((r) => ("run" in r ? r.run.id : ""));
+    await settle(e, holder!, (r) => r.waiting_for === "delay");
+    await e.redriveRun(WS, failed!, {}, "test");
+    const again = await settle(e, failed!, (r) => r.completed_at !== null || r.waiting_for === "concurrency");
+    expect({ status: again.status, waiting_for: again.waiting_for }).toEqual({ status: "waiting", waiting_for: "concurrency" });
+  });
+
   it("a deleted shared limit releases its waiters to their claim", async () => {
     const e = await engine({ leaseMs: 60_000 });
     const now = Date.now();

@@ -150,7 +150,7 @@ export class Engine {
           this.http,
           {
             owner: this.owner,
-            leaseMs: DISPATCH_LEASE_MS,
+            leaseMs: 30_000,
             quarantineAfter: DEFAULT_QUARANTINE_AFTER,
             maxInFlight: 500,
             claimBatch: 200,
@@ -171,7 +171,8 @@ export class Engine {
           {
             batch: 50,
             pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500),
-            leaseMs: opts.runner?.leaseMs ?? 30_000,
+            // Never longer than a run's lease (a short one, as tests and chaos runs set, shortens both).
+            leaseMs: Math.min(DISPATCH_LEASE_MS, opts.runner?.leaseMs ?? DISPATCH_LEASE_MS),
             quarantineAfter: opts.runner?.quarantineAfter ?? DEFAULT_QUARANTINE_AFTER,
           },
           () => this.poke(),

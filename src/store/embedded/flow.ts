@@ -56,6 +56,8 @@ export function admitCreated(db: Database.Database, run: Run, gates: readonly Fl
   const counts = new Map(
     gates.map((g) => {
       const k = { ws: run.workspace_id, scope: g.scope, key: g.key, now };
+      // Rows no longer held go first (as the gate's acquire does), so a key's reads stay as small as its traffic.
+      db.prepare(`DELETE FROM flow_slots AS s WHERE workspace_id = @ws AND scope = @scope AND key = @key AND NOT ${HELD}`).run(k);
       return [keyOf(g), { held: held(db, k, null), waiting: liveWaiters(db, k, g.limit) }];
     }),
   );
@@ -224,6 +226,8 @@ export function wakeFlowOfRun(db: Database.Database, ws: string, runId: string, 
 /** The lost-wake safety net (Store.sweepFlowWaiters): drop ended runs' waiter rows, then wake each waited-on key's free slots. */
 export function sweepFlowWaiters(db: Database.Database, now: number, maxKeys: number): number {
   db.prepare(`DELETE FROM flow_waiters AS w WHERE NOT ${LIVE_WAITER}`).run();
+  // Slot rows no longer held (a run that passes on the slots it holds never runs the gate's own clean-up).
+  db.prepare(`DELETE FROM flow_slots AS s WHERE NOT ${HELD}`).run({ now });
   const keys = db
     .prepare(`SELECT workspace_id, scope, key, max(lim) AS "limit" FROM flow_waiters GROUP BY workspace_id, scope, key ORDER BY min(since) LIMIT ?`)
     .all(maxKeys) as { workspace_id: string; scope: string; key: string; limit: number }[];

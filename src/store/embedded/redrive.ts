@@ -15,6 +15,9 @@ export function redriveRun(db: Database.Database, r: Redrive, audit: (entries: A
           WHERE id = ? AND workspace_id = ? AND rev = ? AND status = ? RETURNING *`)
           .get(r.version, JSON.stringify(r.cursor), r.cursor.node, r.active_subject, r.now, r.now, r.run_id, r.workspace_id, r.expected_rev, r.expected_status);
         if (row === undefined) return { outcome: "stale" };
+        // Its flow-control rows from before it ended would count as held again now that it is live: it meets its gates afresh.
+        db.prepare("DELETE FROM flow_slots WHERE run_id = ?").run(r.run_id);
+        db.prepare("DELETE FROM flow_waiters WHERE run_id = ?").run(r.run_id);
         audit([r.audit]);
         return { outcome: "applied", run: toRun(row) };
       })

@@ -206,6 +206,11 @@ export async function admitCreated(c: Q, created: readonly { run: Run; gates: Fl
       ws,
       keys.map((g) => `${g.scope}/${g.key}`),
     );
+    // Rows no longer held go first (as the gate's acquire does), so a key's reads stay as small as its traffic.
+    await c.query(
+      `DELETE FROM flow_slots s WHERE workspace_id = $1 AND (scope, key) IN (SELECT * FROM unnest($2::text[], $3::text[])) AND NOT ${held("$4::bigint")}`,
+      [ws, keys.map((g) => g.scope), keys.map((g) => g.key), now],
+    );
     const read = await c.query(
       `SELECT k.scope, k.key,
          (SELECT count(*)::int FROM flow_slots s WHERE s.workspace_id = $1 AND s.scope = k.scope AND s.key = k.key AND ${held("$5::bigint")}) AS held,
@@ -321,6 +326,8 @@ export async function wakeFlowOfRun(pool: pg.Pool, ws: string, runId: string, no
 /** The lost-wake safety net (Store.sweepFlowWaiters): drop ended runs' waiter rows, then wake each waited-on key's free slots. */
 export async function sweepFlowWaiters(pool: pg.Pool, now: number, maxKeys: number): Promise<number> {
   await pool.query(`DELETE FROM flow_waiters w WHERE NOT ${LIVE_WAITER}`);
+  // Slot rows no longer held (a run that passes on the slots it holds never runs the gate's own clean-up).
+  await pool.query(`DELETE FROM flow_slots s WHERE NOT ${held("$1::bigint")}`, [now]);
   const keys = await pool.query(
     "SELECT workspace_id, scope, key, max(lim)::int AS lim FROM flow_waiters GROUP BY workspace_id, scope, key ORDER BY min(since) LIMIT $1",
     [maxKeys],

@@ -19,6 +19,9 @@ export async function redriveRun(pool: pg.Pool, r: Redrive): Promise<RedriveResu
         [r.run_id, r.workspace_id, r.expected_rev, r.expected_status, r.version, JSON.stringify(r.cursor), r.cursor.node, r.active_subject, ts(r.now)],
       );
       if (res.rows.length === 0) return { outcome: "stale" };
+      // Its flow-control rows from before it ended would count as held again now that it is live: it meets its gates afresh.
+      await c.query("DELETE FROM flow_slots WHERE run_id = $1", [r.run_id]);
+      await c.query("DELETE FROM flow_waiters WHERE run_id = $1", [r.run_id]);
       await audit(c, [r.audit]);
       return { outcome: "applied", run: toRun(res.rows[0]) };
     });
