@@ -28,6 +28,7 @@ import {
   newModel,
   pause,
   resume,
+  redrive,
   retryItem,
   settle,
   stale,
@@ -69,8 +70,10 @@ export type Spec =
   | { t: "webhook"; bad: boolean }
   | { t: "record"; subj: number; changed: boolean }
   | { t: "decide"; pick: number; d: "approved" | "rejected" }
-  | { t: "control"; pick: number; c: "stop" | "cancel" }
+  | { t: "control"; pick: number; c: "stop" | "cancel"; slot?: boolean }
+  | { t: "slots"; subjs: number[]; acct: number }
   | { t: "retrigger"; pick: number }
+  | { t: "redrive"; pick: number }
   | { t: "retryItem"; pick: number; idx: number }
   | { t: "pause"; subj: number }
   | { t: "resume"; subj: number }
@@ -101,10 +104,12 @@ export interface Real {
   avoid: ReadonlySet<Defect>;
   /** Slot runs seen started (holding their slot), for the FIFO invariant. */
   started: Set<string>;
+  /** Slot runs redriven (they wait again from their redrive, not from their creation). */
+  redriven: Set<string>;
 }
 
 export function newReal(s: Sequence, avoid: ReadonlySet<Defect>): Real {
-  return { s, events: [], seen: new Map(), frozen: new Map(), keyN: 0, avoid, started: new Set() };
+  return { s, events: [], seen: new Map(), frozen: new Map(), keyN: 0, avoid, started: new Set(), redriven: new Set() };
 }
 
 export function initialModel(s: Sequence): Model {
@@ -132,16 +137,18 @@ export function specArb(avoid: ReadonlySet<Defect>, opts: { crash: boolean }): f
       }),
     },
     {
-      // The slot automation on its own: runs of an account queue behind its limit.
+      // Slot runs of one account for one to three subjects, one after another: beyond the first, they queue.
       weight: 4,
       arbitrary: fc.record({
-        t: fc.constant("enroll" as const),
-        aut: fc.constant("slot" as const),
-        subj,
-        items: fc.constant([]),
-        key: fc.constant(null),
+        t: fc.constant("slots" as const),
+        subjs: fc.uniqueArray(subj, { minLength: 1, maxLength: 3 }),
         acct: fc.integer({ min: 0, max: 1 }),
       }),
+    },
+    {
+      // Stop or cancel an active slot run: a holder (its slot frees) or a waiter (it leaves the queue).
+      weight: 2,
+      arbitrary: fc.record({ t: fc.constant("control" as const), pick, c: fc.constantFrom("stop" as const, "cancel" as const), slot: fc.constant(true) }),
     },
     { weight: 3, arbitrary: fc.record({ t: fc.constant("go" as const), subj, dup: fc.boolean() }) },
     { weight: 4, arbitrary: fc.record({ t: fc.constant("reply" as const), subj }) },
@@ -151,6 +158,7 @@ export function specArb(avoid: ReadonlySet<Defect>, opts: { crash: boolean }): f
     { weight: 4, arbitrary: fc.record({ t: fc.constant("decide" as const), pick, d: fc.constantFrom("approved" as const, "rejected" as const) }) },
     { weight: 3, arbitrary: fc.record({ t: fc.constant("control" as const), pick, c: fc.constantFrom("stop" as const, "cancel" as const) }) },
     { weight: 2, arbitrary: fc.record({ t: fc.constant("retrigger" as const), pick }) },
+    { weight: 2, arbitrary: fc.record({ t: fc.constant("redrive" as const), pick }) },
     { weight: 2, arbitrary: fc.record({ t: fc.constant("retryItem" as const), pick, idx: fc.nat({ max: 2 }) }) },
     { weight: 2, arbitrary: fc.record({ t: fc.constant("pause" as const), subj }) },
     { weight: 2, arbitrary: fc.record({ t: fc.constant("resume" as const), subj }) },
@@ -207,15 +215,26 @@ export class Cmd implements fc.AsyncCommand<Model, Real, false> {
   check(m: Readonly<Model>): boolean {
     const c = this.spec;
     if (c.t === "decide") return approvalRuns(m as Model).length > 0;
+    if (c.t === "control" && c.slot) return activeSlots(m as Model).length > 0;
     if (c.t === "control" || c.t === "retrigger") return m.runs.length > 0;
     if (c.t === "retryItem") return fanRuns(m as Model).length > 0;
+    if (c.t === "redrive") return redrivable(m as Model).length > 0;
     return true;
   }
   async run(m: Model, r: Real): Promise<void> {
     EXECUTED.set(this.spec.t, (EXECUTED.get(this.spec.t) ?? 0) + 1);
+    const before = new Map(m.runs.map((x) => [x.id, { gate: x.gate, terminal: isTerminal(x) }]));
     await execute(m, r, this.spec);
     settle(m);
     await verify(m, r, this.toString());
+    // What the flow-control part of the sequence went through (a model that never queued would prove little).
+    for (const x of m.runs) {
+      const b = before.get(x.id);
+      if (b?.gate === "waiting" && x.gate === "held") count("flow: a waiter took a freed slot");
+      if (b?.gate === "held" && isTerminal(x)) count(`flow: a holder ended (${x.exit_reason ?? x.status})`);
+      if (b?.gate === "waiting" && isTerminal(x)) count(`flow: a waiter ended (${x.exit_reason ?? x.status})`);
+      if (x.gate === "waiting" && x.pausedPark) count("flow: a waiter parked on its paused subject");
+    }
   }
   toString(): string {
     return JSON.stringify(this.spec);
@@ -224,6 +243,9 @@ export class Cmd implements fc.AsyncCommand<Model, Real, false> {
 
 const approvalRuns = (m: Model) => m.runs.filter((r) => r.approval !== null);
 const fanRuns = (m: Model) => m.runs.filter((r) => r.items.length > 0);
+const activeSlots = (m: Model) => m.runs.filter((r) => r.aut === "slot" && !isTerminal(r));
+/** Slot runs an operator stopped before they started (the only redrive the model follows). */
+const redrivable = (m: Model) => m.runs.filter((r) => r.aut === "slot" && r.exit_reason === "admin_stopped" && r.approval === null);
 const subject = (m: Model, n: number) => `${m.tag}-s${n}`;
 
 /**
@@ -244,6 +266,12 @@ async function ingest(r: Real, e: Record<string, unknown>): Promise<string> {
   const { event_id } = await r.s.api.ingest(WS, { key: nextKey(r), ...e } as Parameters<typeof r.s.api.ingest>[1]);
   r.events.push(event_id);
   return event_id;
+}
+
+async function settleOrThrow(r: Real): Promise<Run[]> {
+  const settled = await r.s.settle(r.events);
+  if (typeof settled === "string") throw new Error(settled);
+  return settled;
 }
 
 /** The run an event started in an automation, once the engine has settled. */
@@ -353,7 +381,8 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       return;
     }
     case "control": {
-      const run = m.runs[c.pick % m.runs.length]!;
+      const runs = c.slot ? activeSlots(m) : m.runs;
+      const run = runs[c.pick % runs.length]!;
       const want = control(m, run, c.c);
       const res = await http.call("POST", `/v1/automation-runs/${run.id}/${c.c}`, {});
       expectAnswer(`${c.c} ${run.id}`, res, want);
@@ -366,6 +395,27 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       if (res.status !== 200 && res.status !== 201) throw new Error(`divergence: retrigger answered ${res.status} ${JSON.stringify(res.body)}`);
       startRun(m, { id: res.body.id, aut: orig.aut, subject: orig.subject, triggerEvent: orig.triggerEvent, eventsFrom: m.now, context: orig.context });
       audited(m, "run.retrigger");
+      return;
+    }
+    case "slots":
+      for (const [i, n] of c.subjs.entries()) {
+        // Each settles before the next comes: the order they come in is the order they wait in.
+        if (i > 0) await settleOrThrow(r);
+        await execute(m, r, { t: "enroll", aut: "slot", subj: n, items: [], key: null, acct: c.acct });
+      }
+      return;
+    case "redrive": {
+      const runs = redrivable(m);
+      const run = runs[c.pick % runs.length]!;
+      tick(m, r);
+      const res = await http.call("POST", `/v1/automation-runs/${run.id}/redrive`, {});
+      expectAnswer(`redrive ${run.id}`, res, "ok");
+      redrive(m, run);
+      audited(m, "run.redrive");
+      // An operator's way out of a terminal status: the run's history starts again.
+      r.seen.delete(run.id);
+      r.frozen.delete(run.id);
+      r.redriven.add(run.id);
       return;
     }
     case "retryItem": {
@@ -570,6 +620,8 @@ const TRACKED = new Set([
   "run.stop",
   "run.cancel",
   "run.retrigger",
+  "run.redrive",
+  "run.replaced",
   "approval.approve",
   "approval.reject",
   "run_item.retry",
@@ -761,10 +813,10 @@ async function checkInvariants(r: Real, runs: Run[], bad: string[]): Promise<voi
     if (n > SLOT_LIMIT) bad.push(`${n} runs of ${key} hold a slot at once, the limit is ${SLOT_LIMIT}`);
   }
   for (const x of slotRuns) {
-    if (!slotStarted.has(x.id) || r.started.has(x.id)) continue;
+    if (!slotStarted.has(x.id) || r.started.has(x.id) || r.redriven.has(x.id)) continue;
     r.started.add(x.id);
     count("slot runs start in order");
-    const jumped = slotRuns.find((o) => o.id < x.id && acct(o) === acct(x) && o.completed_at === null && !slotStarted.has(o.id));
+    const jumped = slotRuns.find((o) => o.id < x.id && acct(o) === acct(x) && o.completed_at === null && !slotStarted.has(o.id) && !r.redriven.has(o.id));
     if (jumped) bad.push(`run ${x.id} of ${acct(x)} started while the older ${jumped.id} still waits (${jumped.status}, ${jumped.waiting_for})`);
   }
 }

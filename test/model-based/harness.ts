@@ -180,7 +180,7 @@ export function definition(aut: Aut, tag: string, sink: string, n: number): Reco
     case "slot":
       return {
         ...base,
-        reentry: { policy: "allow_concurrent" },
+        reentry: { policy: "cancel_previous" },
         concurrency: [{ key: "acct:{{ context.acct }}", limit: SLOT_LIMIT }],
         root: "ask",
         nodes: [

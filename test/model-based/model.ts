@@ -21,7 +21,8 @@ const ONE_ACTIVE: ReadonlySet<Aut> = new Set(["flow", "approve", "later"]);
 
 /**
  * The slot automation: an approval like approve's, but runs of one account (`context.acct`, any
- * subject) share a concurrency limit, and re-entry allows several runs of a subject.
+ * subject) share a concurrency limit, and its re-entry policy is cancel_previous (a subject's new
+ * run cancels its active one, holding a slot or waiting for one).
  */
 export const SLOT_LIMIT = 1;
 /** The workers' lease: a waiter checks its key again once per lease period (README § Concurrency). */
@@ -176,7 +177,15 @@ export function startRun(m: Model, s: Start): MRun {
     gate: "none",
   };
   if (s.subject !== null && m.paused.has(s.subject)) exit(r, "exited", "subject_paused");
-  else if (s.subject !== null && ONE_ACTIVE.has(s.aut) && m.runs.some((o) => o.aut === s.aut && o.subject === s.subject && !isTerminal(o)))
+  else if (s.aut === "slot") {
+    // cancel_previous: as an operator's cancel (the run is parked: it ends at once; a slot it held frees, waking nobody).
+    for (const o of m.runs.filter((o) => o.aut === "slot" && o.subject === s.subject && !isTerminal(o))) {
+      if (o.approval?.status === "pending") o.approval.status = m.now >= o.approval.expires ? "timed_out" : "cancelled";
+      leaveGate(m, o, "operator");
+      exit(o, "cancelled", null);
+      audited(m, "run.replaced");
+    }
+  } else if (s.subject !== null && ONE_ACTIVE.has(s.aut) && m.runs.some((o) => o.aut === s.aut && o.subject === s.subject && !isTerminal(o)))
     exit(r, "exited", "already_active");
   m.runs.push(r);
   return r;
@@ -397,6 +406,17 @@ function step(m: Model, r: MRun): void {
 }
 
 // ---------- operator commands ----------
+
+/**
+ * Redrive of a slot run stopped before it started (it never held a slot): it is pending again at
+ * its root and meets the gate as a new arrival, behind the key's waiters.
+ */
+export function redrive(m: Model, r: MRun): void {
+  r.status = "pending";
+  r.exit_reason = null;
+  r.node = ROOT[r.aut];
+  r.gate = "none";
+}
 
 /** Stop or cancel: an ended run is refused (`run.already_ended`); a parked one ends at once, its approval cancelled. */
 export function control(m: Model, r: MRun, c: "stop" | "cancel"): "ok" | "run.already_ended" {
