@@ -42,7 +42,7 @@ import {
 /**
  * Known defects the generators stay away from (so the rest of the state space is explored), by
  * name; `--hunt` in the chaos run lets the test look for them. The first three below were found or
- * confirmed by this test and are fixed; the fourth is open.
+ * confirmed by this test and are fixed; the last two are open.
  *  - stop-lost-in-park: a stop/cancel made while a worker (elsewhere) is inside a slow step that is
  *    followed by a wait is lost when the park commits.
  *  - explain-misses-approvals: explain may not name the approval a parked run waits for (the
@@ -54,13 +54,18 @@ import {
  *  - dispatch-lease-30s: the dispatch lease meant to be 10 s is still 30 s (the engine gives the
  *    10 s to the runner's lease instead), so a worker child killed inside its dispatch transaction
  *    holds its event 30 s, longer than a settle waits. The crash at that point is avoided.
+ *  - redrive-keeps-flow-place: a run stopped while it waited for a concurrency slot, redriven,
+ *    waits from its first wait again, ahead of the key's waiters that came meanwhile (oldest
+ *    first would put it behind them: it stopped waiting when it ended). Avoided by redriving only
+ *    when its key has no waiter. (A stopped holder, redriven before a waiter rechecks, even takes
+ *    its old slot back ahead of them; these commands never redrive a run that started.)
  * Other known defects (a run's 102nd wait retaking its first event, fan-outs starting items after
  * shutdown, a crash during an operator's item retry) are out of reach of these commands: sequences
  * are short, restarts and crashes happen on a settled engine, and item retries run in the API
  * process, which is never killed.
  */
-export type Defect = "stop-lost-in-park" | "explain-misses-approvals" | "resume-lost-to-stale-pause-cache" | "dispatch-lease-30s";
-export const KNOWN_DEFECTS: ReadonlySet<Defect> = new Set<Defect>(["dispatch-lease-30s"]);
+export type Defect = "stop-lost-in-park" | "explain-misses-approvals" | "resume-lost-to-stale-pause-cache" | "dispatch-lease-30s" | "redrive-keeps-flow-place";
+export const KNOWN_DEFECTS: ReadonlySet<Defect> = new Set<Defect>(["dispatch-lease-30s", "redrive-keeps-flow-place"]);
 
 export type Spec =
   | { t: "enroll"; aut: Aut; subj: number; items: boolean[]; key: number | null; acct?: number }
@@ -205,20 +210,23 @@ export function specArb(avoid: ReadonlySet<Defect>, opts: { crash: boolean }): f
 }
 
 export function commandsArb(avoid: ReadonlySet<Defect>, opts: { maxCommands: number; crash: boolean }) {
-  return fc.commands([specArb(avoid, opts).map((spec) => new Cmd(spec))], { maxCommands: opts.maxCommands, size: "max" });
+  return fc.commands([specArb(avoid, opts).map((spec) => new Cmd(spec, avoid))], { maxCommands: opts.maxCommands, size: "max" });
 }
 
 // ---------- commands ----------
 
 export class Cmd implements fc.AsyncCommand<Model, Real, false> {
-  constructor(readonly spec: Spec) {}
+  constructor(
+    readonly spec: Spec,
+    readonly avoid: ReadonlySet<Defect> = new Set(),
+  ) {}
   check(m: Readonly<Model>): boolean {
     const c = this.spec;
     if (c.t === "decide") return approvalRuns(m as Model).length > 0;
     if (c.t === "control" && c.slot) return activeSlots(m as Model).length > 0;
     if (c.t === "control" || c.t === "retrigger") return m.runs.length > 0;
     if (c.t === "retryItem") return fanRuns(m as Model).length > 0;
-    if (c.t === "redrive") return redrivable(m as Model).length > 0;
+    if (c.t === "redrive") return redrivable(m as Model, this.avoid).length > 0;
     return true;
   }
   async run(m: Model, r: Real): Promise<void> {
@@ -245,7 +253,14 @@ const approvalRuns = (m: Model) => m.runs.filter((r) => r.approval !== null);
 const fanRuns = (m: Model) => m.runs.filter((r) => r.items.length > 0);
 const activeSlots = (m: Model) => m.runs.filter((r) => r.aut === "slot" && !isTerminal(r));
 /** Slot runs an operator stopped before they started (the only redrive the model follows). */
-const redrivable = (m: Model) => m.runs.filter((r) => r.aut === "slot" && r.exit_reason === "admin_stopped" && r.approval === null);
+const redrivable = (m: Model, avoid: ReadonlySet<Defect>) =>
+  m.runs.filter(
+    (r) =>
+      r.aut === "slot" &&
+      r.exit_reason === "admin_stopped" &&
+      r.approval === null &&
+      !(avoid.has("redrive-keeps-flow-place") && (m.queues.get(r.key!)?.length ?? 0) > 0),
+  );
 const subject = (m: Model, n: number) => `${m.tag}-s${n}`;
 
 /**
@@ -405,7 +420,7 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       }
       return;
     case "redrive": {
-      const runs = redrivable(m);
+      const runs = redrivable(m, r.avoid);
       const run = runs[c.pick % runs.length]!;
       tick(m, r);
       const res = await http.call("POST", `/v1/automation-runs/${run.id}/redrive`, {});
