@@ -99,7 +99,7 @@ export interface Model {
   eventKeys: Map<string, { subject: string; id: string }>;
   /** Per concurrency key, its waiters' run ids, oldest first. */
   queues: Map<string, string[]>;
-  /** Keys whose oldest waiters a worker must wake in this settle (a slot released by a commit, a waiter parked). */
+  /** Keys whose oldest waiters a worker must wake in this settle (a slot its commit released). */
   wake: Set<string>;
   /** The clock moved at least a lease period: every waiter checks its key again. */
   recheck: boolean;
@@ -253,7 +253,7 @@ export function holders(m: Model, key: string): MRun[] {
 /**
  * The concurrency gate, met by a run that is to start (or, queued, is woken): it takes a slot
  * when the slots held and the waiters older than it leave one free; otherwise it waits in the
- * key's queue (a new waiter goes last) and its park wakes the key (a slot may have freed meanwhile).
+ * key's queue (a new waiter goes last).
  */
 function gate(m: Model, r: MRun): boolean {
   const key = r.key!;
@@ -265,7 +265,6 @@ function gate(m: Model, r: MRun): boolean {
     return true;
   }
   if (r.gate !== "waiting") q.push(r.id);
-  m.wake.add(key);
   r.gate = "waiting";
   r.status = "waiting";
   r.pausedPark = false;
@@ -283,8 +282,7 @@ function drive(m: Model, r: MRun): void {
  * "quiescence"). A run that wakes while its subject is paused parks on subject_resume instead.
  * Then the woken keys' oldest waiters (one per free slot) are claimed: they meet the gate again.
  */
-export function settle(m: Model, depth = 0): void {
-  if (depth > 10) throw new Error("the model's settle does not converge");
+export function settle(m: Model): void {
   for (const r of m.runs) {
     if (!wakes(m, r)) continue;
     if (r.subject !== null && m.paused.has(r.subject)) {
@@ -312,15 +310,15 @@ export function settle(m: Model, depth = 0): void {
       if (!r.pausedPark) drive(m, r);
     }
   }
-  // A gate met above may have woken a key again (a waiter parked while a slot was free).
-  if (m.wake.size > 0) settle(m, depth + 1);
 }
 
 /**
  * A key with a free slot and a waiter that could take it, but that nothing has woken: its slot
- * was freed by an operator (no worker commits that) or a paused waiter ahead of it left. The
- * waiter starts within a lease period (at the latest at the next recheck); a worker may start it
- * sooner. Returns the run that may start now, if any.
+ * was freed by an operator (a stop, a cancel, a cancel_previous replacement: no worker commits
+ * that) or a paused waiter ahead of it left. The README promises the waiter a start within a
+ * lease period (the model starts it at the next recheck); the engine may start it sooner (a
+ * worker that meets the key, say another run parking on it, may wake it). Returns the run that
+ * may start now, if any.
  */
 export function stale(m: Model, key: string): MRun | undefined {
   const q = queue(m, key);
