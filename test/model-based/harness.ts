@@ -26,7 +26,7 @@ import { LOOPBACK, WS } from "../helpers/engine.js";
 import { makeStore, type StoreKind, type TestStore } from "../helpers/stores.js";
 import { sleep } from "../helpers/wait.js";
 import { kill, startWorker, type Worker } from "../helpers/workers.js";
-import { APPROVAL_MS, AUTOMATIONS, DELAY_MS, WAIT_MS, type Aut } from "./model.js";
+import { APPROVAL_MS, AUTOMATIONS, DELAY_MS, LEASE_MS, SLOT_LIMIT, WAIT_MS, type Aut } from "./model.js";
 
 const DAY = 24 * 60 * 60_000;
 /** The API engine seals hook secrets with it (webhook triggers need a key). */
@@ -177,6 +177,26 @@ export function definition(aut: Aut, tag: string, sink: string, n: number): Reco
         ],
         edges: [{ from: "fan", port: "next", to: "fin" }],
       };
+    case "slot":
+      return {
+        ...base,
+        reentry: { policy: "cancel_previous" },
+        concurrency: [{ key: "acct:{{ context.acct }}", limit: SLOT_LIMIT }],
+        root: "ask",
+        nodes: [
+          { key: "ask", kind: "approval", config: { title: "run {{ subject.id }} for {{ context.acct }}?", timeout_ms: APPROVAL_MS } },
+          post("ship"),
+          { key: "fin", kind: "end" },
+          { key: "no", kind: "end" },
+          { key: "late", kind: "end" },
+        ],
+        edges: [
+          { from: "ask", port: "approved", to: "ship" },
+          { from: "ask", port: "rejected", to: "no" },
+          { from: "ask", port: "timeout", to: "late" },
+          { from: "ship", port: "next", to: "fin" },
+        ],
+      };
     case "later":
       return {
         ...base,
@@ -274,7 +294,7 @@ export class Sequence {
       httpAllow: LOOPBACK,
       dispatchPollMs: 20,
       schedulePollMs: 60_000,
-      runner: { leaseMs: 10 * 60_000, pollMs: 20 },
+      runner: { leaseMs: LEASE_MS, pollMs: 20 },
     });
     e.registerAction(effectAction());
     await e.start();

@@ -5,17 +5,28 @@
 // which effects the loopback sink must have seen. Its rules are the documented ones (README,
 // docs/design.md): enrollment and re-entry rules, the wait rule, first decision wins, stop/cancel,
 // re-trigger from the root of the current version, item retry under the same key, subject pauses,
-// versions pinned at run start.
+// versions pinned at run start, and the concurrency limit (README § Flow control): per key at
+// most `limit` runs hold a slot, from their start until they end; a run beyond it waits
+// (`waiting_for: concurrency`) holding nothing; slots go to the key's oldest waiter first.
 
 export const MINUTE = 60_000;
 export const HOUR = 60 * MINUTE;
 
 /** The fixed automations every sequence works with (see harness.ts for their definitions). */
-export const AUTOMATIONS = ["flow", "approve", "fan", "later", "pair"] as const;
+export const AUTOMATIONS = ["flow", "approve", "fan", "later", "pair", "slot"] as const;
 export type Aut = (typeof AUTOMATIONS)[number];
 
 /** Automations whose re-entry policy is skip_if_active (one active run per subject). */
 const ONE_ACTIVE: ReadonlySet<Aut> = new Set(["flow", "approve", "later"]);
+
+/**
+ * The slot automation: an approval like approve's, but runs of one account (`context.acct`, any
+ * subject) share a concurrency limit, and its re-entry policy is cancel_previous (a subject's new
+ * run cancels its active one, holding a slot or waiting for one).
+ */
+export const SLOT_LIMIT = 1;
+/** The workers' lease: a waiter checks its key again once per lease period (README § Concurrency). */
+export const LEASE_MS = 10 * MINUTE;
 
 /** How long the wait, the approval and the delay last before their timeout (the definitions use these). */
 export const WAIT_MS = HOUR;
@@ -63,6 +74,10 @@ export interface MRun {
   items: MItem[];
   /** Context given at enrollment (a re-trigger of an enrolled run starts from its payload). */
   context: Record<string, unknown>;
+  /** The slot automation's concurrency key (its account), null for the others. */
+  key: string | null;
+  /** Where the run stands at the concurrency gate: not met yet, holding a slot, or in its key's queue. */
+  gate: "none" | "held" | "waiting";
 }
 
 export interface Model {
@@ -82,13 +97,19 @@ export interface Model {
   enrollKeys: Map<string, string>;
   /** Event idempotency keys sent → the subject of that event's body and its id. */
   eventKeys: Map<string, { subject: string; id: string }>;
+  /** Per concurrency key, its waiters' run ids, oldest first. */
+  queues: Map<string, string[]>;
+  /** Keys whose oldest waiters a worker must wake in this settle (a slot its commit released). */
+  wake: Set<string>;
+  /** The clock moved at least a lease period: every waiter checks its key again. */
+  recheck: boolean;
 }
 
 export function newModel(tag: string, now: number): Model {
   return {
     tag,
     now,
-    versions: { flow: 1, approve: 1, fan: 1, later: 1, pair: 1 },
+    versions: { flow: 1, approve: 1, fan: 1, later: 1, pair: 1, slot: 1 },
     runs: [],
     events: [],
     paused: new Set(),
@@ -96,6 +117,9 @@ export function newModel(tag: string, now: number): Model {
     audit: new Map(),
     enrollKeys: new Map(),
     eventKeys: new Map(),
+    queues: new Map(),
+    wake: new Set(),
+    recheck: false,
   };
 }
 
@@ -149,15 +173,25 @@ export function startRun(m: Model, s: Start): MRun {
     approval: null,
     items: [],
     context: s.context,
+    key: s.aut === "slot" ? String(s.context.acct) : null,
+    gate: "none",
   };
   if (s.subject !== null && m.paused.has(s.subject)) exit(r, "exited", "subject_paused");
-  else if (s.subject !== null && ONE_ACTIVE.has(s.aut) && m.runs.some((o) => o.aut === s.aut && o.subject === s.subject && !isTerminal(o)))
+  else if (s.aut === "slot") {
+    // cancel_previous: as an operator's cancel (the run is parked: it ends at once; a slot it held frees, waking nobody).
+    for (const o of m.runs.filter((o) => o.aut === "slot" && o.subject === s.subject && !isTerminal(o))) {
+      if (o.approval?.status === "pending") o.approval.status = m.now >= o.approval.expires ? "timed_out" : "cancelled";
+      leaveGate(m, o, "operator");
+      exit(o, "cancelled", null);
+      audited(m, "run.replaced");
+    }
+  } else if (s.subject !== null && ONE_ACTIVE.has(s.aut) && m.runs.some((o) => o.aut === s.aut && o.subject === s.subject && !isTerminal(o)))
     exit(r, "exited", "already_active");
   m.runs.push(r);
   return r;
 }
 
-const ROOT: Record<Aut, string> = { flow: "call", approve: "ask", fan: "fan", later: "nap", pair: "one" };
+const ROOT: Record<Aut, string> = { flow: "call", approve: "ask", fan: "fan", later: "nap", pair: "one", slot: "ask" };
 
 function exit(r: MRun, status: Status, reason: string | null): void {
   r.status = status;
@@ -167,12 +201,26 @@ function exit(r: MRun, status: Status, reason: string | null): void {
   r.until = null;
 }
 
+/**
+ * A slot run ends: it leaves its key's queue, or frees its slot. A slot freed by a worker's
+ * commit wakes the key's oldest waiters; one freed by an operator wakes nobody (see `stale`).
+ */
+function leaveGate(m: Model, r: MRun, by: "worker" | "operator"): void {
+  if (r.key === null) return;
+  if (r.gate === "waiting") {
+    const q = queue(m, r.key);
+    q.splice(q.indexOf(r.id), 1);
+  } else if (r.gate === "held" && by === "worker") m.wake.add(r.key);
+  r.gate = "none";
+}
+
 // ---------- settling: every run goes as far as it can ----------
 
 /** Is the run able to move now (new, or its park's wake condition holds)? */
 function wakes(m: Model, r: MRun): boolean {
   if (isTerminal(r)) return false;
   if (r.pausedPark) return r.subject === null || !m.paused.has(r.subject);
+  if (r.gate === "waiting") return false;
   if (r.status === "pending") return true;
   switch (r.node) {
     case "wait":
@@ -191,9 +239,48 @@ function findReply(m: Model, r: MRun): MEvent | undefined {
   return m.events.find((e) => e.name === "reply" && e.subject === r.subject && e.at >= r.eventsFrom && !r.consumed.has(e.id));
 }
 
+export function queue(m: Model, key: string): string[] {
+  let q = m.queues.get(key);
+  if (!q) m.queues.set(key, (q = []));
+  return q;
+}
+
+/** Runs holding a slot of the key. */
+export function holders(m: Model, key: string): MRun[] {
+  return m.runs.filter((r) => r.key === key && r.gate === "held" && !isTerminal(r));
+}
+
+/**
+ * The concurrency gate, met by a run that is to start (or, queued, is woken): it takes a slot
+ * when the slots held and the waiters older than it leave one free; otherwise it waits in the
+ * key's queue (a new waiter goes last).
+ */
+function gate(m: Model, r: MRun): boolean {
+  const key = r.key!;
+  const q = queue(m, key);
+  const older = r.gate === "waiting" ? q.indexOf(r.id) : q.length;
+  if (holders(m, key).length + older < SLOT_LIMIT) {
+    if (r.gate === "waiting") q.splice(older, 1);
+    r.gate = "held";
+    return true;
+  }
+  if (r.gate !== "waiting") q.push(r.id);
+  r.gate = "waiting";
+  r.status = "waiting";
+  r.pausedPark = false;
+  return false;
+}
+
+/** Move a run one claim on: the gate first for a slot run not yet started, then its nodes. */
+function drive(m: Model, r: MRun): void {
+  if (r.key !== null && r.gate !== "held" && !gate(m, r)) return;
+  step(m, r);
+}
+
 /**
  * Let every run move as far as it can, as the engine does between commands (the model's
  * "quiescence"). A run that wakes while its subject is paused parks on subject_resume instead.
+ * Then the woken keys' oldest waiters (one per free slot) are claimed: they meet the gate again.
  */
 export function settle(m: Model): void {
   for (const r of m.runs) {
@@ -204,8 +291,49 @@ export function settle(m: Model): void {
       continue;
     }
     r.pausedPark = false;
-    step(m, r);
+    drive(m, r);
   }
+  const keys = m.recheck ? [...m.queues.keys()] : [...m.wake];
+  const recheck = m.recheck;
+  m.wake.clear();
+  m.recheck = false;
+  for (const key of keys) {
+    const q = queue(m, key);
+    // A recheck claims every waiter; a wake-up the oldest ones, one per free slot.
+    const woken = recheck ? [...q] : q.slice(0, Math.max(0, SLOT_LIMIT - holders(m, key).length));
+    for (const id of woken) {
+      const r = runById(m, id)!;
+      if (r.subject !== null && m.paused.has(r.subject)) {
+        r.pausedPark = true;
+        continue;
+      }
+      if (!r.pausedPark) drive(m, r);
+    }
+  }
+}
+
+/**
+ * A key with a free slot and a waiter that could take it, but that nothing has woken: its slot
+ * was freed by an operator (a stop, a cancel, a cancel_previous replacement: no worker commits
+ * that) or a paused waiter ahead of it left. The README promises the waiter a start within a
+ * lease period (the model starts it at the next recheck); the engine may start it sooner (a
+ * worker that meets the key, say another run parking on it, may wake it). Returns the run that
+ * may start now, if any.
+ */
+export function stale(m: Model, key: string): MRun | undefined {
+  const q = queue(m, key);
+  const free = SLOT_LIMIT - holders(m, key).length;
+  for (let i = 0; i < Math.min(free, q.length); i++) {
+    const r = runById(m, q[i]!)!;
+    if (!r.pausedPark && (r.subject === null || !m.paused.has(r.subject))) return r;
+  }
+  return undefined;
+}
+
+/** The engine started a stale key's waiter early: the model follows (its gate and its first step). */
+export function startStale(m: Model, r: MRun): void {
+  drive(m, r);
+  settle(m);
 }
 
 function park(r: MRun, node: string, until: number | null): void {
@@ -219,7 +347,7 @@ function effect(m: Model, r: MRun, node: string): void {
 }
 
 function step(m: Model, r: MRun): void {
-  const fresh = r.status === "pending";
+  const fresh = r.status === "pending" || (r.key !== null && r.approval === null);
   switch (r.aut) {
     case "flow":
       if (fresh) {
@@ -238,6 +366,7 @@ function step(m: Model, r: MRun): void {
       }
       return;
     case "approve":
+    case "slot":
       if (fresh) r.approval = { id: null, status: "pending", expires: m.now + APPROVAL_MS };
       {
         const a = r.approval!;
@@ -247,6 +376,7 @@ function step(m: Model, r: MRun): void {
           exit(r, "completed", "completed");
         } else if (a.status === "pending") park(r, "ask", a.expires);
         else exit(r, "completed", "completed");
+        if (isTerminal(r)) leaveGate(m, r, "worker");
       }
       return;
     case "later":
@@ -275,10 +405,22 @@ function step(m: Model, r: MRun): void {
 
 // ---------- operator commands ----------
 
+/**
+ * Redrive of a slot run stopped before it started (it never held a slot): it is pending again at
+ * its root and meets the gate as a new arrival, behind the key's waiters.
+ */
+export function redrive(m: Model, r: MRun): void {
+  r.status = "pending";
+  r.exit_reason = null;
+  r.node = ROOT[r.aut];
+  r.gate = "none";
+}
+
 /** Stop or cancel: an ended run is refused (`run.already_ended`); a parked one ends at once, its approval cancelled. */
 export function control(m: Model, r: MRun, c: "stop" | "cancel"): "ok" | "run.already_ended" {
   if (isTerminal(r)) return "run.already_ended";
   if (r.approval?.status === "pending") r.approval.status = m.now >= r.approval.expires ? "timed_out" : "cancelled";
+  leaveGate(m, r, "operator");
   if (c === "stop") exit(r, "exited", "admin_stopped");
   else exit(r, "cancelled", null);
   audited(m, `run.${c}`);
@@ -340,6 +482,8 @@ export interface Expected {
   exit_reason: string | null;
   current_node_key: string | null;
   subject_resume: boolean;
+  /** Held at the concurrency gate (`waiting_for: concurrency`). */
+  concurrency: boolean;
   version: number;
   subject_id: string | null;
   items_failed: number;
@@ -355,6 +499,7 @@ export function expected(m: Model, r: MRun): Expected {
     exit_reason: r.exit_reason,
     current_node_key: isTerminal(r) ? null : r.node,
     subject_resume: r.pausedPark,
+    concurrency: r.gate === "waiting" && !r.pausedPark && !isTerminal(r),
     version: r.version,
     subject_id: r.subject,
     items_failed: r.items.filter((i) => i.outcome === "failed").length,

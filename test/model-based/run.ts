@@ -70,7 +70,7 @@ export async function replay(kind: StoreKind, specs: readonly Spec[], avoid: Rea
     const m = initialModel(s);
     const real = newReal(s, avoid);
     for (const spec of specs) {
-      const cmd = new Cmd(spec);
+      const cmd = new Cmd(spec, avoid);
       if (cmd.check(m)) await cmd.run(m, real);
     }
   } finally {
