@@ -49,6 +49,27 @@ describe.each(STORE_KINDS)("model-based regressions (%s store)", (kind) => {
     ]);
   }, 60_000);
 
+  // Found by the model-based test once it drove flow control: three subjects' runs share one
+  // account's slot (limit 1); the second, waiting, is stopped, then redriven. It came back with
+  // its old waiter row and so its old place, ahead of the third run, which had waited all along;
+  // when the holder's approval was decided the redriven run started. Now a redrive deletes the
+  // run's flow rows: it meets its gates afresh, behind the waiters that came meanwhile.
+  it("redrive-keeps-flow-place: a stopped waiter, redriven, queues behind the waiters that came meanwhile", async () => {
+    await replay(kind, [
+      { t: "slots", subjs: [0, 1, 2], acct: 0 },
+      { t: "control", pick: 1, c: "stop", slot: true },
+      { t: "redrive", pick: 0 },
+      { t: "decide", pick: 0, d: "approved" },
+    ]);
+  }, 60_000);
+
+  // Found by the model-based test: a worker child killed inside its dispatch transaction left its
+  // event leased for 30 s (the 10 s dispatch lease had gone to the run lease), longer than a
+  // settle waits; another dispatcher takes it once the dispatch lease lapses.
+  it("dispatch-lease-30s: an event whose dispatcher died inside the dispatch transaction is dispatched by another", async () => {
+    await replay(kind, [{ t: "crash", point: "dispatcher:inside-transaction", subj: 0 }]);
+  }, 90_000);
+
   // The same stop when the slow step is followed by another slow step (not a wait) is applied:
   // the replay agrees with the model, so the harness itself is not what loses the stop.
   it("a stop made inside a slow step followed by another slow step ends the run admin_stopped", async () => {

@@ -41,8 +41,8 @@ import {
 
 /**
  * Known defects the generators stay away from (so the rest of the state space is explored), by
- * name; `--hunt` in the chaos run lets the test look for them. The first three below were found or
- * confirmed by this test and are fixed; the last two are open.
+ * name; `--hunt` in the chaos run lets the test look for them. All five below were found or
+ * confirmed by this test and are fixed; none is avoided now.
  *  - stop-lost-in-park: a stop/cancel made while a worker (elsewhere) is inside a slow step that is
  *    followed by a wait is lost when the park commits.
  *  - explain-misses-approvals: explain may not name the approval a parked run waits for (the
@@ -51,21 +51,19 @@ import {
  *    within a second of a worker loading its pause cache makes the parked runs due, the worker
  *    claims them, still sees the pause and parks them again on subject_resume, due never: stuck.
  *    Avoided by having the workers' caches reload before the resume (as if a second had passed).
- *  - dispatch-lease-30s: the dispatch lease meant to be 10 s is still 30 s (the engine gives the
- *    10 s to the runner's lease instead), so a worker child killed inside its dispatch transaction
- *    holds its event 30 s, longer than a settle waits. The crash at that point is avoided.
+ *  - dispatch-lease-30s: the dispatch lease meant to be 10 s was 30 s (the 10 s had gone to the
+ *    runner's lease), so a worker child killed inside its dispatch transaction held its event
+ *    longer than a settle waits.
  *  - redrive-keeps-flow-place: a run stopped while it waited for a concurrency slot, redriven,
- *    waits from its first wait again, ahead of the key's waiters that came meanwhile (oldest
- *    first would put it behind them: it stopped waiting when it ended). Avoided by redriving only
- *    when its key has no waiter. (A stopped holder, redriven before a waiter rechecks, even takes
- *    its old slot back ahead of them; these commands never redrive a run that started.)
+ *    waited from its first wait again, ahead of the key's waiters that came meanwhile (a stopped
+ *    holder, redriven, even took its old slot back ahead of them).
  * Other known defects (a run's 102nd wait retaking its first event, fan-outs starting items after
  * shutdown, a crash during an operator's item retry) are out of reach of these commands: sequences
  * are short, restarts and crashes happen on a settled engine, and item retries run in the API
  * process, which is never killed.
  */
 export type Defect = "stop-lost-in-park" | "explain-misses-approvals" | "resume-lost-to-stale-pause-cache" | "dispatch-lease-30s" | "redrive-keeps-flow-place";
-export const KNOWN_DEFECTS: ReadonlySet<Defect> = new Set<Defect>(["dispatch-lease-30s", "redrive-keeps-flow-place"]);
+export const KNOWN_DEFECTS: ReadonlySet<Defect> = new Set<Defect>();
 
 export type Spec =
   | { t: "enroll"; aut: Aut; subj: number; items: boolean[]; key: number | null; acct?: number }
