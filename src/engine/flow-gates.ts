@@ -18,7 +18,7 @@
 import type { Definition, NodeDef } from "../model/definition.js";
 import { stepError, type StepError } from "../model/errors.js";
 import { render, type CelScope } from "../model/expressions.js";
-import { flowKey, type ConcurrencyRule, type FlowDecision, type FlowRateGate, type FlowSlotGate, type RateLimitDef } from "../model/flow.js";
+import { flowKey, keyOf, type ConcurrencyRule, type FlowDecision, type FlowRateGate, type FlowSlotGate, type RateLimitDef } from "../model/flow.js";
 import type { Budget } from "../model/expressions.js";
 import { runScope } from "./scope.js";
 import type { Checkpoint, Cursor, NewRun, Run, Store } from "./store.js";
@@ -161,6 +161,43 @@ interface Held {
   gates: FlowSlotGate[];
 }
 
+/**
+ * Gate calls of one process, queued per key in memory: a call waits here for the calls on its
+ * keys ahead of it, not in the store for the key's lock while holding a pool connection. A
+ * flooded key's gate traffic therefore takes one connection at a time, and a quiet key's gate (or
+ * any other query) never waits for a connection behind it. Keys are taken in sorted order, so
+ * two calls cannot wait for each other.
+ */
+class KeyQueue {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  async run<T>(keys: readonly string[], fn: () => Promise<T>): Promise<T> {
+    const releases: (() => void)[] = [];
+    try {
+      for (const k of [...new Set(keys)].sort()) {
+        const prev = this.tails.get(k);
+        let release!: () => void;
+        const mine = new Promise<void>((r) => (release = r));
+        const tail = prev === undefined ? mine : prev.then(() => mine);
+        this.tails.set(k, tail);
+        releases.push(() => {
+          release();
+          if (this.tails.get(k) === tail) this.tails.delete(k);
+        });
+        if (prev !== undefined) await prev;
+      }
+      return await fn();
+    } finally {
+      for (const r of releases) r();
+    }
+  }
+}
+
+const gateKeys = (ws: string, slots: readonly Pick<FlowSlotGate, "scope" | "key">[], rate?: Pick<FlowRateGate, "scope" | "key"> | null): string[] => [
+  ...slots.map((g) => `${ws}\u0000${keyOf(g)}`),
+  ...(rate ? [`${ws}\u0000rate:${keyOf(rate)}`] : []),
+];
+
 export class FlowGates {
   /** Slots this process took, per run, until the commit that releases them (then their waiters are woken). */
   private readonly held = new Map<string, Held[]>();
@@ -168,6 +205,9 @@ export class FlowGates {
   private readonly parked = new Map<string, Held>();
 
   private sweptAt = Number.NEGATIVE_INFINITY;
+  private readonly queue = new KeyQueue();
+  /** Wakes queued behind a running one, per set of keys: a later release of the same keys joins the queued wake (it reads the free slots when it runs). */
+  private readonly queuedWakes = new Map<string, { entry: { started: boolean }; done: Promise<number> }>();
 
   constructor(
     private readonly store: Store,
@@ -219,10 +259,8 @@ export class FlowGates {
       };
     }
     if (slots.length === 0 && rate === null) return { kind: "pass" };
-    const d: FlowDecision = await this.store.acquireFlow(
-      { workspace_id: run.workspace_id, run_id: run.id, step_key: stepKey, slots, rate, reserved_at: rate ? (cursor.flow_turn ?? null) : null },
-      now,
-    );
+    const req = { workspace_id: run.workspace_id, run_id: run.id, step_key: stepKey, slots, rate, reserved_at: rate ? (cursor.flow_turn ?? null) : null };
+    const d: FlowDecision = await this.queue.run(gateKeys(run.workspace_id, slots, rate), () => this.store.acquireFlow(req, now));
     switch (d.kind) {
       case "pass": {
         delete cursor.flow_turn;
@@ -276,7 +314,23 @@ export class FlowGates {
       this.parked.delete(run.id);
       wake.push(p);
     }
-    for (const h of wake) await this.store.wakeFlowWaiters(h.workspace_id, h.gates, now);
+    for (const h of wake) await this.wake(h.workspace_id, h.gates, now);
+  }
+
+  private wake(ws: string, gates: readonly FlowSlotGate[], now: number): Promise<number> {
+    const keys = gateKeys(ws, gates);
+    const id = keys.join("\u0001");
+    const queued = this.queuedWakes.get(id);
+    if (queued !== undefined) return queued.done;
+    const entry = { started: false };
+    const done = this.queue.run(keys, () => {
+      // Running now (perhaps at once, when nothing was ahead): later releases need a wake of their own.
+      entry.started = true;
+      if (this.queuedWakes.get(id)?.entry === entry) this.queuedWakes.delete(id);
+      return this.store.wakeFlowWaiters(ws, gates, now);
+    });
+    if (!entry.started) this.queuedWakes.set(id, { entry, done });
+    return done;
   }
 
   /**

@@ -19,7 +19,7 @@ import {
   type KeyCounts,
 } from "../../model/flow.js";
 import { TERMINAL_STATUSES } from "../../model/run-status.js";
-import type { AuditEntry, FlowKeyStats, FlowWait, FlowWaitInfo, HostPause, Run, SharedLimit } from "../../engine/store.js";
+import type { AuditEntry, FlowKeyStats, FlowWait, FlowWaitInfo, HostPause, NewRun, Run, SharedLimit } from "../../engine/store.js";
 import { sqlList } from "../sql.js";
 import { audit } from "./audit.js";
 import { tx } from "./tx.js";
@@ -169,142 +169,160 @@ export async function wakeFlowWaiters(
       ws,
       gates.map((g) => `${g.scope}/${g.key}`),
     );
-    let woken = 0;
-    for (const g of gates) {
-      const n = waitersToWake(await heldCount(c, ws, g.scope, g.key, now, ""), g.limit);
-      if (n === 0) continue;
-      const res = await c.query(
-        `UPDATE runs SET due_at = to_timestamp($4::bigint / 1000.0)
-         WHERE status = 'waiting' AND waiting_for = 'concurrency' AND (due_at IS NULL OR due_at > to_timestamp($4::bigint / 1000.0)) AND id IN (
-           SELECT w.run_id FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}
-           ORDER BY since, run_id LIMIT $5)`,
-        [ws, g.scope, g.key, now, n],
-      );
-      woken += res.rowCount ?? 0;
-    }
-    return woken;
+    return wakeKeys(c, ws, gates, now);
   });
 }
 
-/**
- * Admission at creation (model/flow.ts admitRuns), inside the insert's transaction: the created
- * runs that carry slot gates take their slots or are parked as waiters (status waiting, no due
- * time). Set-wise: one lock pass and one read of every key's counts, then three writes. Returns
- * the runs as they now stand.
- */
-export async function admitCreated(c: Q, created: readonly { run: Run; gates: FlowSlotGate[] }[], now: number): Promise<Map<string, Run>> {
-  const out = new Map<string, Run>();
-  if (created.length === 0) return out;
-  const byWs = new Map<string, { run: Run; gates: FlowSlotGate[] }[]>();
-  for (const x of created) byWs.set(x.run.workspace_id, [...(byWs.get(x.run.workspace_id) ?? []), x]);
-  for (const [ws, list] of [...byWs].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const gates = new Map<string, FlowSlotGate>();
-    for (const x of list) for (const g of x.gates) gates.set(keyOf(g), g);
-    const keys = [...gates.values()];
-    await lockKeys(
-      c,
-      ws,
-      keys.map((g) => `${g.scope}/${g.key}`),
+/** Wake (due now) the oldest waiters of each key, one per free slot; the caller holds the keys' locks. */
+async function wakeKeys(c: Q, ws: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number): Promise<number> {
+  let woken = 0;
+  for (const g of gates) {
+    const n = waitersToWake(await heldCount(c, ws, g.scope, g.key, now, ""), g.limit);
+    if (n === 0) continue;
+    const res = await c.query(
+      `UPDATE runs SET due_at = to_timestamp($4::bigint / 1000.0)
+       WHERE status = 'waiting' AND waiting_for = 'concurrency' AND (due_at IS NULL OR due_at > to_timestamp($4::bigint / 1000.0)) AND id IN (
+         SELECT w.run_id FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}
+         ORDER BY since, run_id LIMIT $5)`,
+      [ws, g.scope, g.key, now, n],
     );
-    // Rows no longer held go first (as the gate's acquire does), so a key's reads stay as small as its traffic.
-    await c.query(
-      `DELETE FROM flow_slots s WHERE workspace_id = $1 AND (scope, key) IN (SELECT * FROM unnest($2::text[], $3::text[])) AND NOT ${held("$4::bigint")}`,
-      [ws, keys.map((g) => g.scope), keys.map((g) => g.key), now],
-    );
-    const read = await c.query(
-      `SELECT k.scope, k.key,
-         (SELECT count(*)::int FROM flow_slots s WHERE s.workspace_id = $1 AND s.scope = k.scope AND s.key = k.key AND ${held("$5::bigint")}) AS held,
-         (SELECT count(*)::int FROM (SELECT 1 FROM flow_waiters w WHERE w.workspace_id = $1 AND w.scope = k.scope AND w.key = k.key AND ${LIVE_WAITER}
-            ORDER BY since, run_id LIMIT k.lim) x) AS waiting
-       FROM unnest($2::text[], $3::text[], $4::int[]) AS k(scope, key, lim)`,
-      [ws, keys.map((g) => g.scope), keys.map((g) => g.key), keys.map((g) => g.limit), now],
-    );
-    const counts = new Map<string, KeyCounts>(read.rows.map((r: { scope: string; key: string; held: number; waiting: number }) => [keyOf(r), r]));
-    const decided = admitRuns(
-      list.map((x) => ({ run_id: x.run.id, slots: x.gates })),
-      counts,
-      now,
-    );
-    const take: [string, string, string][] = [];
-    const wait: [string, string, string, number][] = [];
-    decided.forEach((d, i) => {
-      const x = list[i]!;
-      if (d.take) for (const g of x.gates) take.push([g.scope, g.key, d.run_id]);
-      if (d.waitOn) wait.push([d.waitOn.scope, d.waitOn.key, d.run_id, d.waitOn.limit]);
-      out.set(d.run_id, d.take ? x.run : { ...x.run, status: "waiting", waiting_for: "concurrency", waiting_until: null, due_at: null });
-    });
-    const col = <T>(rows: T[][], i: number) => rows.map((r) => r[i]);
-    if (take.length > 0) {
-      await c.query(
-        `INSERT INTO flow_slots (workspace_id, scope, key, run_id, step_key, acquired_at)
-         SELECT $1, scope, key, run_id, '', $5 FROM unnest($2::text[], $3::text[], $4::text[]) AS x(scope, key, run_id) ON CONFLICT DO NOTHING`,
-        [ws, col(take, 0), col(take, 1), col(take, 2), now],
-      );
-    }
-    if (wait.length > 0) {
-      await c.query("UPDATE runs SET status = 'waiting', waiting_for = 'concurrency', waiting_until = NULL, due_at = NULL WHERE id = ANY($1::text[])", [
-        col(wait, 2),
-      ]);
-      await c.query(
-        `INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, lim, since)
-         SELECT $1, scope, key, run_id, '', lim, $6 FROM unnest($2::text[], $3::text[], $4::text[], $5::int[]) AS x(scope, key, run_id, lim)
-         ON CONFLICT DO NOTHING`,
-        [ws, col(wait, 0), col(wait, 1), col(wait, 2), col(wait, 3), now],
-      );
-    }
+    woken += res.rowCount ?? 0;
   }
-  return out;
+  return woken;
+}
+
+/** How the runs of one insert enter their automation's gates, decided before the insert (planAdmission). */
+export interface AdmissionPlan {
+  slots: Map<string, { ws: string; gates: FlowSlotGate[]; take: boolean; waitOn: FlowSlotGate | null }>;
+  turns: Map<string, { ws: string; rate: FlowRateGate; at: number }>;
+}
+
+/** What a planned run is inserted as: parked for a slot (no due time) or until its rate turn, with its turn on its cursor. */
+export function admittedRow(plan: AdmissionPlan | null, r: NewRun, now: number): { park_for?: string; park_until?: number; cursor?: NewRun["cursor"] } {
+  const slot = plan?.slots.get(r.id);
+  if (slot !== undefined) return slot.take ? {} : { park_for: "concurrency" };
+  const turn = plan?.turns.get(r.id);
+  if (turn === undefined) return {};
+  const cursor = { ...r.cursor, flow_turn: turn.at };
+  return turn.at > now ? { park_for: "rate_limit", park_until: turn.at, cursor } : { cursor };
 }
 
 /**
- * Rate turns at creation (model/flow.ts admitRates), inside the insert's transaction: the created
- * runs that carry a queued rate limit each take their turn in the key's log; a run whose turn is
- * ahead is parked until it (waiting_for rate_limit), every run keeps its turn on its cursor (its
- * claim passes at it without another). Per key: one lock, one prune, one read, two writes.
+ * Admission at creation, decided inside the insert's transaction before its INSERT, so a run is
+ * written once, in the state it enters (no second version of the row, no dead index entries for
+ * a parked backlog). Slot gates (model/flow.ts admitRuns): each key locked, its rows no longer
+ * held deleted, its held slots and live waiters (up to the limit) counted once for the whole
+ * insert. Queued rate limits (admitRates): each key locked, its log pruned and read once. The
+ * decision counts every planned run as created; finishAdmission corrects for the ones that were
+ * not (a replay, an enrollment rule).
  */
-export async function admitRatesCreated(c: Q, created: readonly { run: Run; rate: FlowRateGate }[], now: number): Promise<Map<string, Run>> {
-  const out = new Map<string, Run>();
-  const byKey = new Map<string, { ws: string; rate: FlowRateGate; runs: Run[] }>();
-  for (const x of created) {
-    const k = `${x.run.workspace_id}\u0000${keyOf(x.rate)}`;
-    const e = byKey.get(k) ?? { ws: x.run.workspace_id, rate: x.rate, runs: [] };
-    e.runs.push(x.run);
-    byKey.set(k, e);
+export async function planAdmission(c: Q, runs: readonly NewRun[], now: number): Promise<AdmissionPlan> {
+  const plan: AdmissionPlan = { slots: new Map(), turns: new Map() };
+  const byWs = new Map<string, NewRun[]>();
+  for (const r of runs)
+    if (r.status === "pending" && (r.admit !== undefined || r.admit_rate !== undefined)) byWs.set(r.workspace_id, [...(byWs.get(r.workspace_id) ?? []), r]);
+  for (const [ws, list] of [...byWs].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const gates = new Map<string, FlowSlotGate>();
+    const rates = new Map<string, FlowRateGate>();
+    for (const r of list) {
+      for (const g of r.admit ?? []) gates.set(keyOf(g), g);
+      if (r.admit_rate) rates.set(keyOf(r.admit_rate), r.admit_rate);
+    }
+    const keys = [...gates.values()];
+    await lockKeys(c, ws, [...keys.map((g) => `${g.scope}/${g.key}`), ...[...rates.values()].map((r) => `rate:${r.scope}/${r.key}`)]);
+    if (keys.length > 0) {
+      const cols = [keys.map((g) => g.scope), keys.map((g) => g.key)];
+      // Rows no longer held go first (as the gate's acquire does), so a key's reads stay as small as its traffic.
+      await c.query(
+        `DELETE FROM flow_slots s WHERE workspace_id = $1 AND (scope, key) IN (SELECT * FROM unnest($2::text[], $3::text[])) AND NOT ${held("$4::bigint")}`,
+        [ws, ...cols, now],
+      );
+      const read = await c.query(
+        `SELECT k.scope, k.key,
+           (SELECT count(*)::int FROM flow_slots s WHERE s.workspace_id = $1 AND s.scope = k.scope AND s.key = k.key AND ${held("$5::bigint")}) AS held,
+           (SELECT count(*)::int FROM (SELECT 1 FROM flow_waiters w WHERE w.workspace_id = $1 AND w.scope = k.scope AND w.key = k.key AND ${LIVE_WAITER}
+              ORDER BY since, run_id LIMIT k.lim) x) AS waiting
+         FROM unnest($2::text[], $3::text[], $4::int[]) AS k(scope, key, lim)`,
+        [ws, ...cols, keys.map((g) => g.limit), now],
+      );
+      const counts = new Map<string, KeyCounts>(read.rows.map((r: { scope: string; key: string; held: number; waiting: number }) => [keyOf(r), r]));
+      const gated = list.filter((r) => r.admit !== undefined);
+      admitRuns(
+        gated.map((r) => ({ run_id: r.id, slots: r.admit! })),
+        counts,
+        now,
+      ).forEach((d, i) => plan.slots.set(d.run_id, { ws, gates: gated[i]!.admit!, take: d.take, waitOn: d.waitOn }));
+    }
+    for (const rate of rates.values()) {
+      const k = [ws, rate.scope, rate.key];
+      await c.query("DELETE FROM flow_rate_log WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND at <= $4", [...k, now - rate.period_ms]);
+      const recent = await c.query("SELECT at FROM flow_rate_log WHERE workspace_id = $1 AND scope = $2 AND key = $3 ORDER BY at DESC LIMIT $4", [
+        ...k,
+        rate.limit,
+      ]);
+      const mine = list.filter((r) => r.admit_rate !== undefined && r.admit === undefined && keyOf(r.admit_rate) === keyOf(rate));
+      const turns = admitRates(
+        mine.length,
+        recent.rows.map((x: { at: string }) => Number(x.at)),
+        now,
+        rate.limit,
+        rate.period_ms,
+      );
+      mine.forEach((r, i) => plan.turns.set(r.id, { ws, rate, at: turns[i]! }));
+    }
   }
-  for (const [, e] of [...byKey].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const { ws, rate: r } = e;
-    const k = [ws, r.scope, r.key];
-    await lockKeys(c, ws, [`rate:${r.scope}/${r.key}`]);
-    await c.query("DELETE FROM flow_rate_log WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND at <= $4", [...k, now - r.period_ms]);
-    const rows = await c.query("SELECT at FROM flow_rate_log WHERE workspace_id = $1 AND scope = $2 AND key = $3 ORDER BY at DESC LIMIT $4", [...k, r.limit]);
-    const turns = admitRates(
-      e.runs.length,
-      rows.rows.map((x: { at: string }) => Number(x.at)),
-      now,
-      r.limit,
-      r.period_ms,
-    );
-    const ids = e.runs.map((x) => x.id);
-    await c.query(
-      `INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id) SELECT $1, $2, $3, at, run_id FROM unnest($4::bigint[], $5::text[]) AS x(at, run_id)`,
-      [...k, turns, ids],
-    );
-    await c.query(
-      `UPDATE runs r SET cursor = jsonb_set(r.cursor, '{flow_turn}', to_jsonb(x.at)),
-         status = CASE WHEN x.at > $3 THEN 'waiting' ELSE r.status END,
-         waiting_for = CASE WHEN x.at > $3 THEN 'rate_limit' ELSE r.waiting_for END,
-         waiting_until = CASE WHEN x.at > $3 THEN to_timestamp(x.at / 1000.0) ELSE r.waiting_until END,
-         due_at = CASE WHEN x.at > $3 THEN to_timestamp(x.at / 1000.0) ELSE r.due_at END
-       FROM unnest($1::text[], $2::bigint[]) AS x(id, at) WHERE r.id = x.id`,
-      [ids, turns, now],
-    );
-    e.runs.forEach((run, i) => {
-      const t = turns[i]!;
-      const cursor = { ...run.cursor, flow_turn: t };
-      out.set(run.id, t > now ? { ...run, cursor, status: "waiting", waiting_for: "rate_limit", waiting_until: t, due_at: t } : { ...run, cursor });
-    });
+  return plan;
+}
+
+/**
+ * After the insert: the planned runs that were created take their slots, join their key's queue
+ * or keep their rate turn; a slot planned for a run that was not created (a replay, an exited
+ * enrollment) is free after all, so that key's oldest waiters are woken in this transaction.
+ */
+export async function finishAdmission(c: Q, plan: AdmissionPlan, created: ReadonlyMap<string, Run>, now: number): Promise<void> {
+  const live = (id: string) => {
+    const r = created.get(id);
+    return r !== undefined && r.status !== "exited";
+  };
+  const take = new Map<string, [string, string, string][]>();
+  const wait = new Map<string, [string, string, string, number][]>();
+  const lost = new Map<string, Map<string, FlowSlotGate>>();
+  const push = <T>(m: Map<string, T[]>, ws: string, x: T) => m.set(ws, [...(m.get(ws) ?? []), x]);
+  for (const [id, p] of plan.slots) {
+    if (live(id)) {
+      if (p.take) for (const g of p.gates) push(take, p.ws, [g.scope, g.key, id] as [string, string, string]);
+      else if (p.waitOn) push(wait, p.ws, [p.waitOn.scope, p.waitOn.key, id, p.waitOn.limit] as [string, string, string, number]);
+    } else if (p.take) {
+      const m = lost.get(p.ws) ?? new Map<string, FlowSlotGate>();
+      for (const g of p.gates) m.set(keyOf(g), g);
+      lost.set(p.ws, m);
+    }
   }
-  return out;
+  const col = <T>(rows: T[][], i: number) => rows.map((r) => r[i]);
+  for (const [ws, rows] of take) {
+    await c.query(
+      `INSERT INTO flow_slots (workspace_id, scope, key, run_id, step_key, acquired_at)
+       SELECT $1, scope, key, run_id, '', $5 FROM unnest($2::text[], $3::text[], $4::text[]) AS x(scope, key, run_id) ON CONFLICT DO NOTHING`,
+      [ws, col(rows, 0), col(rows, 1), col(rows, 2), now],
+    );
+  }
+  for (const [ws, rows] of wait) {
+    await c.query(
+      `INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, lim, since)
+       SELECT $1, scope, key, run_id, '', lim, $6 FROM unnest($2::text[], $3::text[], $4::text[], $5::int[]) AS x(scope, key, run_id, lim)
+       ON CONFLICT DO NOTHING`,
+      [ws, col(rows, 0), col(rows, 1), col(rows, 2), col(rows, 3), now],
+    );
+  }
+  for (const [ws, gates] of lost) await wakeKeys(c, ws, [...gates.values()], now);
+  const turns = [...plan.turns].filter(([id]) => live(id));
+  if (turns.length > 0) {
+    await c.query(
+      `INSERT INTO flow_rate_log (workspace_id, scope, key, at, run_id)
+       SELECT ws, scope, key, at, run_id FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) AS x(ws, scope, key, at, run_id)`,
+      [turns.map(([, t]) => t.ws), turns.map(([, t]) => t.rate.scope), turns.map(([, t]) => t.rate.key), turns.map(([, t]) => t.at), turns.map(([id]) => id)],
+    );
+  }
 }
 
 /** Wake the waiters of every key the run holds a slot of (its limit as its waiters recorded it). */

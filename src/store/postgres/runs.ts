@@ -16,7 +16,7 @@ import {
   type RunControl,
 } from "../../engine/store.js";
 import { toRun, ts } from "./rows.js";
-import { admitCreated, admitRatesCreated } from "./flow.js";
+import { admittedRow, finishAdmission, planAdmission } from "./flow.js";
 import { releaseReplaced } from "./singleton.js";
 import { sqlList } from "../sql.js";
 import { ENROLLMENT_CHECKS, NOT_ENROLLED, replacesActive, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
@@ -59,7 +59,7 @@ WITH input AS (
     id text, workspace_id text, automation_id text, version int, event_id text, dedupe_key text, trigger_type text,
     subject_id text, active_subject text, status text, exit_reason text, current_node_key text, event jsonb, context jsonb,
     steps jsonb, cursor jsonb, run_as jsonb, trace_id text, due_at double precision, started_at double precision,
-    cooldown_ms double precision, ord int, priority int, priority_error text)
+    cooldown_ms double precision, ord int, priority int, priority_error text, park_for text, park_until double precision)
 ), decided AS (
   SELECT i.*, ${ENROLLMENT_CASE} AS skip
   FROM input i
@@ -69,11 +69,15 @@ INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key
   lease_owner, started_at, completed_at, updated_at, priority, priority_error)
 SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_key, d.trigger_type, d.subject_id,
   CASE WHEN d.skip IS NULL THEN d.active_subject END,
-  CASE WHEN d.skip IS NULL THEN d.status ELSE 'exited' END,
+  CASE WHEN d.skip IS NOT NULL THEN 'exited' WHEN d.status = 'pending' AND d.park_for IS NOT NULL THEN 'waiting' ELSE d.status END,
   coalesce(d.skip, d.exit_reason),
   CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN d.current_node_key END,
-  NULL, NULL, d.event, d.context, d.steps, d.cursor, d.run_as, d.trace_id,
-  CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN to_timestamp(d.due_at / 1000.0) END,
+  CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN d.park_for END,
+  CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN to_timestamp(d.park_until / 1000.0) END,
+  d.event, d.context, d.steps, d.cursor, d.run_as, d.trace_id,
+  -- A run parked for a slot has no due time (its key's releases wake it); one parked for a rate turn is due at it.
+  CASE WHEN d.skip IS NOT NULL OR d.status <> 'pending' THEN NULL WHEN d.park_for = 'concurrency' THEN NULL
+       WHEN d.park_for = 'rate_limit' THEN to_timestamp(d.park_until / 1000.0) ELSE to_timestamp(d.due_at / 1000.0) END,
   NULL, to_timestamp(d.started_at / 1000.0),
   CASE WHEN d.skip IS NOT NULL OR d.status = 'exited' THEN $2 END,
   to_timestamp(d.started_at / 1000.0), coalesce(d.priority, 0), d.priority_error
@@ -99,7 +103,9 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
   }
   await releaseReplaced(db, runs, now, ENROLLMENT_SQL, closeApprovalSet);
   const at = ts(now);
-  const rows = runs.map(({ admit: _, admit_rate: __, ...r }, ord) => ({ ...r, ord }));
+  // Flow control's admission is decided first, so each run is written once, as it enters (flow.ts).
+  const plan = runs.some((r) => r.admit !== undefined || r.admit_rate !== undefined) ? await planAdmission(db, runs, now) : null;
+  const rows = runs.map(({ admit: _, admit_rate: __, ...r }, ord) => ({ ...r, ...admittedRow(plan, r, now), ord }));
   const first = await db.query({ name: "weft_insert_runs", text: INSERT_RUNS_SQL, values: [JSON.stringify(rows), at] });
   const byId = new Map<string, Run>(first.rows.map((r) => [r.id as string, toRun(r)]));
   const missing = runs.filter((r) => !byId.has(r.id));
@@ -126,17 +132,7 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
       }
     }
   }
-  // Admission at creation (flow.ts admitCreated): created runs with slot gates take them or wait.
-  const gated = runs.flatMap((r) => {
-    const made = byId.get(r.id);
-    return made && made.status === "pending" && r.admit !== undefined ? [{ run: made, gates: r.admit }] : [];
-  });
-  if (gated.length > 0) for (const [id, run] of await admitCreated(db, gated, now)) byId.set(id, run);
-  const rated = runs.flatMap((r) => {
-    const made = byId.get(r.id);
-    return made && made.status === "pending" && r.admit_rate !== undefined ? [{ run: made, rate: r.admit_rate }] : [];
-  });
-  if (rated.length > 0) for (const [id, run] of await admitRatesCreated(db, rated, now)) byId.set(id, run);
+  if (plan !== null) await finishAdmission(db, plan, byId, now);
   return runs.map((r) => {
     const made = byId.get(r.id);
     if (made) return { created: true, run: made };
