@@ -18,6 +18,7 @@ import {
 import { toRun, ts } from "./rows.js";
 import { releaseReplaced } from "./singleton.js";
 import { sqlList } from "../sql.js";
+import { PRIORITY_MIN } from "../../model/priority.js";
 import { ENROLLMENT_CHECKS, NOT_ENROLLED, replacesActive, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
 
 export const PG_UNIQUE_VIOLATION = "23505";
@@ -174,8 +175,12 @@ HAVING NOT EXISTS (SELECT 1 FROM due_marks m WHERE m.automation_id = r.automatio
 const lastSweep = new WeakMap<pg.Pool, number>();
 
 // In the claim's order within the due runs (priority included), so the unclaimed pass never starts a
-// lower-priority run before a higher one.
-const DUE_RUNS_SQL = "SELECT * FROM runs WHERE due_at <= $1 ORDER BY weft_claim_at(due_at, priority), id LIMIT $2";
+// lower-priority run before a higher one. The index runs_claim_key (migration 020) gives that order;
+// the range ends at the largest key a due run can have, weft_claim_at(now, PRIORITY_MIN) (due now,
+// lowest priority), so a round reads its batch off the front instead of sorting the due backlog.
+const DUE_RUNS_SQL = `SELECT * FROM runs WHERE due_at IS NOT NULL
+  AND weft_claim_at(due_at, priority) <= weft_claim_at($1, ${PRIORITY_MIN}) AND due_at <= $1
+  ORDER BY weft_claim_at(due_at, priority), id LIMIT $2`;
 
 /** Store.dueRuns: a plain read (the commit that claims one re-checks it). */
 export async function dueRuns(pool: pg.Pool, now: number, limit: number): Promise<Run[]> {
