@@ -16,13 +16,14 @@ import type { Clock } from "./clock.js";
 import { Committer } from "./committer.js";
 import type { EngineEmitter } from "./events.js";
 import type { HttpClient } from "./http.js";
-import type { NodeHandler, NodeResult, NodeSettings, ParkWait } from "./nodes/types.js";
+import type { NodeHandler, NodeReads, NodeResult, NodeSettings, ParkWait } from "./nodes/types.js";
 import type { Approval, AuditEntry, Checkpoint, Cursor, LogLine, NewStepRun, Run, RunControl, RunItem, RunState, Store } from "./store.js";
 import type { RegisteredAction } from "./actions.js";
 import type { PolicyViolation } from "../model/permissions.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
 import { crashPoint } from "./crashpoints.js";
 import { PauseView } from "./pauses.js";
+import { HostPauses } from "./host-pauses.js";
 import { Loop } from "./loop.js";
 import { Redactor } from "./secrets.js";
 import { withExpressionPointer } from "../model/cel-errors.js";
@@ -63,6 +64,8 @@ export interface RunnerServices {
   settings: NodeSettings;
   /** The workspace's secrets, decrypted (loaded only for versions that mention `secrets`). */
   secrets?: (workspaceId: string) => Promise<ReadonlyMap<string, string>>;
+  /** This process recorded a destination pause: tell the others (wake-up kind "hosts"). */
+  hostPaused?: () => void;
   /** Bytes of JSON a step's output and the run's context may take. */
   limits?: { stepOutputBytes: number; contextBytes: number };
 }
@@ -83,6 +86,9 @@ export class Runner {
   private readonly claimFirst = new Set<string>();
   /** Which subjects are paused (cached; see pauses.ts). */
   readonly pauses: PauseView;
+  /** Which destinations asked to be left alone (cached; see host-pauses.ts). */
+  readonly hostPauses: HostPauses;
+  private readonly reads: NodeReads;
   /** Concurrency, shared and rate limits (flow-gates.ts). */
   private readonly gates: FlowGates;
   /**
@@ -105,6 +111,16 @@ export class Runner {
   ) {
     this.committer = new Committer(store, opts.owner, events, { maxBatch: opts.commitBatch, maxConcurrent: opts.commitConcurrency });
     this.pauses = new PauseView(store, clock);
+    this.hostPauses = new HostPauses(store, () => services.hostPaused?.());
+    // What nodes read and write in the store; destination pauses through this process's cache.
+    this.reads = {
+      findEvents: (...a) => store.findEvents(...a),
+      listItems: (...a) => store.listItems(...a),
+      getApproval: (...a) => store.getApproval(...a),
+      decideApproval: (...a) => store.decideApproval(...a),
+      hostPausedUntil: (...a) => this.hostPauses.hostPausedUntil(...a),
+      pauseHost: (...a) => this.hostPauses.pauseHost(...a),
+    };
     this.gates = new FlowGates(store, opts.leaseMs);
     this.loop = new Loop("claim", events, () => this.claimRound(), opts.pollMs);
   }
@@ -596,7 +612,7 @@ export class Runner {
         signal: stepSignal,
         http: this.http,
         random: Math.random,
-        store: this.store,
+        store: this.reads,
         permissions: node.permissions ?? null,
         violate: (permission, message) => {
           const v: PolicyViolation = { code: "policy.violation", permission, message, at: this.clock.now() };
