@@ -180,8 +180,9 @@ export class Runner {
   offer(run: Run): boolean {
     if (this.renewTimer === null || !this.caughtUp || this.inFlight.size >= this.opts.maxInFlight) return false;
     const now = this.clock.now();
-    if (run.due_at === null || run.due_at > now || !this.takeUnclaimed(run, now)) return false;
-    return true;
+    if (run.due_at === null || run.due_at > now) return false;
+    // A copy: the drive mutates its run, and the caller hands this one back (the enroll's answer).
+    return this.takeUnclaimed(structuredClone(run), now);
   }
 
   /** An operator stopped or cancelled a run this process may be driving: apply it now, not at the next checkpoint. */
