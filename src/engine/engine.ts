@@ -159,7 +159,13 @@ export class Engine {
             commitConcurrency: pg ? 3 : 1,
             ...opts.runner,
           },
-          { actions: this.actions, settings: this.settings, secrets: (ws) => this.admin.secretsOf(ws), limits: this.limits },
+          {
+            actions: this.actions,
+            settings: this.settings,
+            secrets: (ws) => this.admin.secretsOf(ws),
+            limits: this.limits,
+            hostPaused: () => this.wakeups.tell("hosts"),
+          },
         );
     this.dispatcher = opts.noRunner
       ? null
@@ -184,7 +190,7 @@ export class Engine {
     this.wakeups = new Wakeups(
       opts.wakeups === false ? undefined : this.store.wakeups,
       {
-        ...(runner ? { claim: () => runner.poke(), pauses: () => runner.pauses.invalidate() } : {}),
+        ...(runner ? { claim: () => runner.poke(), pauses: () => runner.pauses.invalidate(), hosts: () => runner.hostPauses.invalidate() } : {}),
         ...(dispatcher ? { dispatch: () => dispatcher.poke() } : {}),
         ...(scheduler ? { schedule: () => scheduler.poke() } : {}),
       },

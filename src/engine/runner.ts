@@ -16,13 +16,14 @@ import type { Clock } from "./clock.js";
 import { Committer } from "./committer.js";
 import type { EngineEmitter } from "./events.js";
 import type { HttpClient } from "./http.js";
-import type { NodeHandler, NodeResult, NodeSettings, ParkWait } from "./nodes/types.js";
+import type { NodeHandler, NodeReads, NodeResult, NodeSettings, ParkWait } from "./nodes/types.js";
 import type { Approval, AuditEntry, Checkpoint, Cursor, LogLine, NewStepRun, Run, RunControl, RunItem, RunState, Store } from "./store.js";
 import type { RegisteredAction } from "./actions.js";
 import type { PolicyViolation } from "../model/permissions.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
 import { crashPoint } from "./crashpoints.js";
 import { PauseView } from "./pauses.js";
+import { HostPauses } from "./host-pauses.js";
 import { Loop } from "./loop.js";
 import { Redactor } from "./secrets.js";
 import { withExpressionPointer } from "../model/cel-errors.js";
@@ -63,6 +64,8 @@ export interface RunnerServices {
   settings: NodeSettings;
   /** The workspace's secrets, decrypted (loaded only for versions that mention `secrets`). */
   secrets?: (workspaceId: string) => Promise<ReadonlyMap<string, string>>;
+  /** This process recorded a destination pause: tell the others (wake-up kind "hosts"). */
+  hostPaused?: () => void;
   /** Bytes of JSON a step's output and the run's context may take. */
   limits?: { stepOutputBytes: number; contextBytes: number };
 }
@@ -83,8 +86,18 @@ export class Runner {
   private readonly claimFirst = new Set<string>();
   /** Which subjects are paused (cached; see pauses.ts). */
   readonly pauses: PauseView;
+  /** Which destinations asked to be left alone (cached; see host-pauses.ts). */
+  readonly hostPauses: HostPauses;
+  private readonly reads: NodeReads;
   /** Concurrency, shared and rate limits (flow-gates.ts). */
   private readonly gates: FlowGates;
+  /**
+   * The last claim round left no due run behind and had room: a run created here now may be
+   * driven at once (offer) without waiting for the claim loop's read, as no due run is ahead of it.
+   */
+  private caughtUp = false;
+  /** The loop sleeps until an unclaimed drive's first commit (see claimRound). */
+  private awaitingFirstCommits = false;
 
   constructor(
     private readonly store: Store,
@@ -98,6 +111,16 @@ export class Runner {
   ) {
     this.committer = new Committer(store, opts.owner, events, { maxBatch: opts.commitBatch, maxConcurrent: opts.commitConcurrency });
     this.pauses = new PauseView(store, clock);
+    this.hostPauses = new HostPauses(store, () => services.hostPaused?.());
+    // What nodes read and write in the store; destination pauses through this process's cache.
+    this.reads = {
+      findEvents: (...a) => store.findEvents(...a),
+      listItems: (...a) => store.listItems(...a),
+      getApproval: (...a) => store.getApproval(...a),
+      decideApproval: (...a) => store.decideApproval(...a),
+      hostPausedUntil: (...a) => this.hostPauses.hostPausedUntil(...a),
+      pauseHost: (...a) => this.hostPauses.pauseHost(...a),
+    };
     this.gates = new FlowGates(store, opts.leaseMs);
     this.loop = new Loop("claim", events, () => this.claimRound(), opts.pollMs);
   }
@@ -146,6 +169,22 @@ export class Runner {
     this.loop.poke();
   }
 
+  /**
+   * A run this process just created and committed, due now: drive it at once, without the claim
+   * loop's wake-up, read and claim, when nothing due is waiting ahead of it (the last claim round
+   * left none) and there is room. Its first commit claims it (Checkpoint.claim), as in the
+   * unclaimed pass: before a node that reaches outside this process that commit takes the lease,
+   * so no effect starts unleased, and if another worker took the run first the drive is dropped
+   * having done nothing outside. False: not taken (the caller wakes the claim loop instead).
+   */
+  offer(run: Run): boolean {
+    if (this.renewTimer === null || !this.caughtUp || this.inFlight.size >= this.opts.maxInFlight) return false;
+    const now = this.clock.now();
+    if (run.due_at === null || run.due_at > now) return false;
+    // A copy: the drive mutates its run, and the caller hands this one back (the enroll's answer).
+    return this.takeUnclaimed(structuredClone(run), now);
+  }
+
   /** An operator stopped or cancelled a run this process may be driving: apply it now, not at the next checkpoint. */
   control(runId: string, control: RunControl): void {
     this.drives.get(runId)?.requestControl(control);
@@ -180,10 +219,15 @@ export class Runner {
       claimed = await this.store.claimRuns(this.opts.owner, now, this.opts.leaseMs, rest);
     }
     for (const run of claimed) this.startDriver(run);
+    // Nothing due was left behind (the pass saw every due run, or the claim took fewer than asked).
+    this.caughtUp = room > 0 && (!more || claimed.length < rest);
     if (room > 0 && taken + claimed.length > 0 && taken + claimed.length === want) return true;
     // Runs driven unclaimed are still due until their first commit, which pokes the loop: sleep
     // till then rather than read them again and again.
-    if (this.firstCommits.size > 0) return this.opts.pollMs;
+    if (this.firstCommits.size > 0) {
+      this.awaitingFirstCommits = true;
+      return this.opts.pollMs;
+    }
     return this.idleDelay();
   }
 
@@ -215,18 +259,28 @@ export class Runner {
         left++;
         continue;
       }
-      // What the claim would have set; the commit sets it in the store.
-      run.status = "running";
-      const first = this.startDriver(run, now);
-      this.firstCommits.set(run.id, first);
-      void first.then(() => {
-        if (this.firstCommits.get(run.id) === first) this.firstCommits.delete(run.id);
-        // The loop may have been waiting for it (see claimRound).
-        this.poke();
-      });
+      this.takeUnclaimed(run, now);
       taken++;
     }
     return { taken, more: due.length >= limit || left > 0 };
+  }
+
+  /** Drive a due run no worker holds, to be claimed by its first commit (as of `now`). False: already driven here. */
+  private takeUnclaimed(run: Run, now: number): boolean {
+    if (this.unclaimed.has(run.id) || this.inFlight.has(run.id) || this.claimFirst.has(run.id)) return false;
+    // What the claim would have set; the commit sets it in the store.
+    run.status = "running";
+    const first = this.startDriver(run, now);
+    this.firstCommits.set(run.id, first);
+    void first.then(() => {
+      if (this.firstCommits.get(run.id) === first) this.firstCommits.delete(run.id);
+      // The loop may be sleeping until it (see claimRound).
+      if (this.awaitingFirstCommits) {
+        this.awaitingFirstCommits = false;
+        this.poke();
+      }
+    });
+    return true;
   }
 
   /** Whether the node at `key` only computes in this process (a fast built-in node, not an action). */
@@ -260,17 +314,25 @@ export class Runner {
     const claimed = claimAt === null ? Promise.resolve() : new Promise<void>((resolve) => this.unclaimed.set(run.id, resolve));
     this.events.emit("run:claimed", { run_id: run.id, automation_id: run.automation_id, interruptions: run.interruptions });
     const p = this.drive(run, ac.signal, claimAt)
-      .catch((error) => this.events.emit("engine:error", { where: `drive ${run.id}`, error }))
-      .finally(() => {
+      .catch((error) => {
+        this.events.emit("engine:error", { where: `drive ${run.id}`, error });
+        return false;
+      })
+      .then((ended) => {
+        let unsettled = false;
         if (claimAt !== null && this.settleUnclaimed(run.id)) {
           // Ended with no commit (it threw): the next drive claims it first, with a lease, so a
           // run that keeps failing is retried after its lease and counted toward quarantine.
           if (this.claimFirst.size > 10_000) this.claimFirst.clear();
           this.claimFirst.add(run.id);
+          unsettled = true;
         }
         if (this.inFlight.get(run.id) === ac) this.inFlight.delete(run.id);
         this.drivers.delete(p);
-        this.poke();
+        // The loop claims again for what this run leaves: its room (when due runs were left
+        // behind), its next due time (parked), or the run itself. A run that ended, with nothing
+        // left behind, leaves nothing to claim: no round (two reads) after every run.
+        if (!ended || unsettled || !this.caughtUp) this.poke();
       });
     this.drivers.add(p);
     return claimed;
@@ -309,7 +371,8 @@ export class Runner {
 
   // ---------- driving one run ----------
 
-  private async drive(claimed: Run, signal: AbortSignal, claimAt: number | null = null): Promise<void> {
+  /** Drive a run until it parks, ends or is let go; true when it ended (its last commit made it terminal). */
+  private async drive(claimed: Run, signal: AbortSignal, claimAt: number | null = null): Promise<boolean> {
     const v = await this.versions.get(claimed.automation_id, claimed.version);
     let secrets: ReadonlyMap<string, string> = new Map();
     let secretsError: StepError | null = null;
@@ -330,9 +393,10 @@ export class Runner {
     try {
       if (this.quarantined(d)) {
         await this.checkpoint(d, false);
-        return;
+        return d.ended;
       }
       await this.driveLoop(d, signal);
+      return d.ended;
     } finally {
       if (this.drives.get(claimed.id) === d) {
         this.drives.delete(claimed.id);
@@ -460,6 +524,7 @@ export class Runner {
     } else if (st.status === "interrupted") {
       this.events.emit("run:parked", { run_id: d.run.id, waiting_for: "interrupted", due_at: st.due_at });
     } else if (!keepLease) {
+      d.ended = true;
       this.events.emit("run:finished", {
         run_id: d.run.id,
         automation_id: d.run.automation_id,
@@ -550,7 +615,7 @@ export class Runner {
         signal: stepSignal,
         http: this.http,
         random: Math.random,
-        store: this.store,
+        store: this.reads,
         permissions: node.permissions ?? null,
         violate: (permission, message) => {
           const v: PolicyViolation = { code: "policy.violation", permission, message, at: this.clock.now() };
@@ -731,6 +796,8 @@ class Drive {
   budget: Readonly<Budget> = DEFAULT_BUDGET;
   /** Not claimed yet: the next commit claims the run, as of this time (Checkpoint.claim). */
   claimAt: number | null = null;
+  /** The run's end is committed. */
+  ended = false;
 
   constructor(
     readonly run: Run,

@@ -121,11 +121,11 @@ function enrollmentStart(workspaceId: string, req: EnrollRequest): RunStart {
   };
 }
 
-/** Tell listeners of a new run and claim it now when it is due. */
+/** Tell listeners of a new run and drive it now when it is due (handed to this process's runner, or claimed). */
 export function announceCreated(core: EngineCore, res: { run: Run; created: boolean }): void {
   if (res.created) {
     core.events.emit("run:created", { run: res.run });
-    if (res.run.status === "pending") core.poke();
+    if (res.run.status === "pending" && !core.runner?.offer(res.run)) core.poke();
   }
 }
 

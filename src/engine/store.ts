@@ -660,8 +660,9 @@ export interface EventFilter {
  * What a change made by one process can make due for another: events to dispatch, runs to claim,
  * schedules to re-read, subject pauses to re-read.
  */
-export type WakeKind = "dispatch" | "claim" | "schedule" | "pauses";
-export const WAKE_KINDS: readonly WakeKind[] = ["dispatch", "claim", "schedule", "pauses"];
+/** "hosts": a destination pause was recorded (each runner drops its cached pauses, host-pauses.ts). */
+export type WakeKind = "dispatch" | "claim" | "schedule" | "pauses" | "hosts";
+export const WAKE_KINDS: readonly WakeKind[] = ["dispatch", "claim", "schedule", "pauses", "hosts"];
 
 /**
  * Wake-ups between processes sharing a store. A wake-up only shortens a wait: every process still

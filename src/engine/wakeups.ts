@@ -16,6 +16,8 @@ export class Wakeups {
   private unlisten: (() => Promise<void>) | null = null;
   /** Announcements sent to other processes (for the benchmark and the tests). */
   sent = 0;
+  /** Announcements heard from other processes (for the tests). */
+  heard = 0;
 
   constructor(
     private readonly channel: WakeChannel | undefined,
@@ -30,6 +32,11 @@ export class Wakeups {
       here();
       return;
     }
+    this.tell(kind);
+  }
+
+  /** Tell the other processes only (this one already knows): a destination pause it recorded. */
+  tell(kind: WakeKind): void {
     if (!this.channel) return;
     this.pending.add(kind);
     if (this.flushing) return;
@@ -54,6 +61,7 @@ export class Wakeups {
   async start(): Promise<void> {
     if (!this.channel || this.unlisten || Object.keys(this.local).length === 0) return;
     this.unlisten = await this.channel.listen((kinds) => {
+      this.heard++;
       for (const k of kinds) this.local[k]?.();
     });
   }

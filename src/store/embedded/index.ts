@@ -173,7 +173,10 @@ export class EmbeddedStore implements Store {
           completed_at = @completed_at, updated_at = @updated_at, unsettled_claims = 0, rev = rev + 1
         WHERE id = @run_id AND rev = @expected_rev AND CASE WHEN @claim_at IS NULL THEN lease_owner = @owner
           ELSE lease_owner IS NULL AND control IS NULL AND due_at <= @claim_at END RETURNING control`),
-      dueRuns: d.prepare(`SELECT * FROM runs WHERE due_at <= ? ORDER BY due_at - priority * ${AGING_STEP_MS}, id LIMIT ?`),
+      // Every automation's due runs in claim-key order: runs_claim_key's range (migration 020), up to
+      // the largest key a due run can have (due now at the lowest priority), so no backlog is sorted.
+      dueRuns: d.prepare(`SELECT * FROM runs WHERE due_at IS NOT NULL AND due_at - priority * 1000 <= @now + ${-PRIORITY_MIN * AGING_STEP_MS}
+          AND due_at <= @now ORDER BY due_at - priority * 1000, id LIMIT @limit`),
       insertStep: d.prepare(`INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
           outcome, duration_ms, idempotency_key, input, output, error, violations, logs, started_at, finished_at)
         VALUES (@run_id, @node_key, @node_kind, @visit, @attempt, @entered_via_port_key, @exited_via_port_key, @outcome,
@@ -708,7 +711,7 @@ export class EmbeddedStore implements Store {
   }
 
   async dueRuns(now: number, limit: number): Promise<Run[]> {
-    return this.s.dueRuns.all(now, limit).map(toRun);
+    return this.s.dueRuns.all({ now, limit }).map(toRun);
   }
 
   async commit(owner: string, cps: readonly Checkpoint[]): Promise<CommitResult[]> {

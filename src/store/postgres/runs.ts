@@ -19,6 +19,7 @@ import { toRun, ts } from "./rows.js";
 import { admittedRow, finishAdmission, planAdmission } from "./flow.js";
 import { releaseReplaced } from "./singleton.js";
 import { sqlList } from "../sql.js";
+import { PRIORITY_MIN } from "../../model/priority.js";
 import { ENROLLMENT_CHECKS, NOT_ENROLLED, replacesActive, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
 
 export const PG_UNIQUE_VIOLATION = "23505";
@@ -183,8 +184,12 @@ HAVING NOT EXISTS (SELECT 1 FROM due_marks m WHERE m.automation_id = r.automatio
 const lastSweep = new WeakMap<pg.Pool, number>();
 
 // In the claim's order within the due runs (priority included), so the unclaimed pass never starts a
-// lower-priority run before a higher one.
-const DUE_RUNS_SQL = "SELECT * FROM runs WHERE due_at <= $1 ORDER BY weft_claim_at(due_at, priority), id LIMIT $2";
+// lower-priority run before a higher one. The index runs_claim_key (migration 020) gives that order;
+// the range ends at the largest key a due run can have, weft_claim_at(now, PRIORITY_MIN) (due now,
+// lowest priority), so a round reads its batch off the front instead of sorting the due backlog.
+const DUE_RUNS_SQL = `SELECT * FROM runs WHERE due_at IS NOT NULL
+  AND weft_claim_at(due_at, priority) <= weft_claim_at($1, ${PRIORITY_MIN}) AND due_at <= $1
+  ORDER BY weft_claim_at(due_at, priority), id LIMIT $2`;
 
 /** Store.dueRuns: a plain read (the commit that claims one re-checks it). */
 export async function dueRuns(pool: pg.Pool, now: number, limit: number): Promise<Run[]> {
@@ -202,14 +207,17 @@ export async function claimRuns(pool: pg.Pool, owner: string, now: number, lease
   return res.rows.map(toRun);
 }
 
-const COMMIT_SQL = `
+/** The checkpoint statement; `lazy`: its commit does not wait for the WAL flush (see commitCheckpoints). */
+const commitSql = (lazy: boolean) => `
 WITH input AS (
   SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(
     run_id text, expected_rev int, status text, exit_reason text, current_node_key text, waiting_for text,
     waiting_until double precision, context jsonb, steps jsonb, cursor jsonb, items_total int, items_failed int,
     interruptions int, due_at double precision, keep_lease boolean, completed_at double precision,
     updated_at double precision, terminal boolean, wait_key text, wait_name text, wait_subject text,
-    wait_after double precision, wait_exclude text[], close_open boolean, claim_at double precision, lease_until double precision)
+    wait_after double precision, wait_exclude text[], close_open boolean, claim_at double precision, lease_until double precision)${
+      lazy ? "\n  WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL" : ""
+    }
 ), upd AS (
   UPDATE runs r SET
     status = i.status, exit_reason = i.exit_reason, current_node_key = i.current_node_key,
@@ -309,6 +317,20 @@ WITH input AS (
   WHERE i.close_open AND p.run_id = i.run_id AND p.status = 'pending' AND (i.run_id, i.expected_rev) IN (SELECT id, expected_rev FROM upd)
 )
 SELECT id, expected_rev, control FROM upd`;
+const COMMIT_SQL = commitSql(false);
+const LEASE_COMMIT_SQL = commitSql(true);
+
+/**
+ * A checkpoint that only takes the lease of a run claimed by its commit (Checkpoint.claim, before
+ * a node that reaches outside this process; no step, item, approval or audit row): it records no
+ * result, so it need not wait for the WAL flush. Its row is visible to every other claimer as
+ * soon as it commits, so no two workers hold the run; only a crash of PostgreSQL itself within a
+ * moment of it can lose it, and then the run is back as it was before the claim (rev included),
+ * so this worker's next checkpoint is refused and the run resumes from its last checkpoint, as
+ * after a lost lease. A later flushed commit (the step's checkpoint) makes it durable with it.
+ */
+const leaseOnly = (c: Checkpoint): boolean =>
+  c.claim !== undefined && c.state.keep_lease && c.steps.length === 0 && !c.items?.length && !c.approvals?.length && !c.audit?.length && !c.consumed?.length;
 
 /** One statement, one round trip and one commit for many runs' checkpoints (group commit). */
 export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: readonly Checkpoint[], isTerminal: (s: string) => boolean): Promise<CommitResult[]> {
@@ -335,9 +357,10 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
   const approvals = cps.flatMap((c) => tag(c, c.approvals));
   const audit = cps.flatMap((c) => tag(c, c.audit)).map((a, ord) => ({ ...a, ord }));
   const consumed = cps.flatMap((c) => (c.consumed ?? []).map((event_id) => ({ run_id: c.run_id, event_id, expected_rev: c.expected_rev })));
+  const lazy = cps.every(leaseOnly);
   const res = await pool.query({
-    name: "weft_commit",
-    text: COMMIT_SQL,
+    name: lazy ? "weft_commit_lease" : "weft_commit",
+    text: lazy ? LEASE_COMMIT_SQL : COMMIT_SQL,
     values: [
       owner,
       JSON.stringify(states),

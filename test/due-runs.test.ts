@@ -1,0 +1,119 @@
+// The unclaimed pass's read (Store.dueRuns): every automation's due runs in the claim's order
+// (claimKey, then id), read through the claim-key index (migration 020) up to the largest key a due
+// run can have. A run due exactly now at the lowest priority sits at that bound: a bound short by
+// any part of the priority range would leave it out, and a run with a low key that is not due yet
+// must stay out.
+
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { claimKey, type Automation, type NewRun, type Run, type Store } from "../src/engine/store.js";
+import { AGING_STEP_MS, PRIORITY_MAX, PRIORITY_MIN } from "../src/model/priority.js";
+import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
+
+const T0 = Date.UTC(2026, 0, 1);
+const WS = "wsp_due";
+let seq = 0;
+const nextId = (prefix: string) => `${prefix}_${(++seq).toString().padStart(6, "0")}`;
+
+async function addAutomation(store: Store, key: string): Promise<Automation> {
+  const a: Automation = { id: nextId("aut"), workspace_id: WS, key, name: key, status: "active", current_version: 1, created_at: T0, updated_at: T0 };
+  await store.insertAutomation(a, {
+    automation_id: a.id,
+    version: 1,
+    definition: { key, name: key, triggers: [], root: "a", nodes: [{ key: "a", kind: "end", config: {} }], edges: [] },
+    created_at: T0,
+  });
+  return a;
+}
+
+async function insert(store: Store, a: Automation, due_at: number, priority: number): Promise<Run> {
+  const id = nextId("run");
+  const run: NewRun = {
+    id,
+    workspace_id: WS,
+    automation_id: a.id,
+    version: 1,
+    event_id: null,
+    dedupe_key: `dk_${id}`,
+    trigger_type: "event",
+    subject_id: null,
+    active_subject: null,
+    status: "pending",
+    exit_reason: null,
+    current_node_key: "a",
+    waiting_for: null,
+    waiting_until: null,
+    event: {},
+    context: {},
+    steps: {},
+    cursor: { node: "a", port: null, visits: {}, since_pause: 0, attempt: 0 },
+    run_as: { type: "workspace" },
+    trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+    due_at,
+    started_at: T0,
+    priority,
+  };
+  const res = await store.insertRun(run, T0);
+  expect(res.created).toBe(true);
+  return res.run;
+}
+
+const byClaim = (runs: readonly Run[]) =>
+  [...runs].sort(
+    (p, q) => claimKey({ due_at: p.due_at!, priority: p.priority }) - claimKey({ due_at: q.due_at!, priority: q.priority }) || (p.id < q.id ? -1 : 1),
+  );
+
+describe.each(STORE_KINDS)("due runs for the unclaimed pass (%s store)", (kind) => {
+  let ts: TestStore;
+  let store: Store;
+
+  beforeEach(async () => {
+    ts = await makeStore(kind);
+    store = ts.store;
+    await store.ensureWorkspace(WS, "due", T0);
+  });
+  afterEach(async () => {
+    await ts.destroy();
+  });
+
+  it("returns every due run in claim order, including the one due now at the lowest priority (the bound), and no run not yet due", async () => {
+    const now = T0 + 600_000;
+    const x = await addAutomation(store, "x");
+    const y = await addAutomation(store, "y");
+    const due: Run[] = [];
+    // Due now at the lowest priority: key now + |PRIORITY_MIN| s, exactly the read's bound.
+    due.push(await insert(store, x, now, PRIORITY_MIN));
+    // One millisecond earlier at the lowest priority, and due now one step above it.
+    due.push(await insert(store, y, now - 1, PRIORITY_MIN));
+    due.push(await insert(store, y, now, PRIORITY_MIN + 1));
+    // Long overdue, highest priority (the lowest keys), and a spread in between, in both automations.
+    due.push(await insert(store, x, now - 300_000, PRIORITY_MAX));
+    for (let i = 0; i < 20; i++) due.push(await insert(store, i % 2 ? x : y, now - i * 7_000, ((i * 37) % 201) - 100));
+    // Not due: a millisecond from now at the highest priority (a key 100 s in the past), one a day out.
+    await insert(store, x, now + 1, PRIORITY_MAX);
+    await insert(store, y, now + 86_400_000, 0);
+
+    const all = await store.dueRuns(now, 1000);
+    expect(all.map((r) => r.id)).toEqual(byClaim(due).map((r) => r.id));
+    expect(all.map((r) => r.id)).toContain(due[0]!.id);
+    expect(claimKey({ due_at: now, priority: PRIORITY_MIN })).toBe(now - PRIORITY_MIN * AGING_STEP_MS);
+    // A limit takes the front of that order: the highest priority first.
+    expect((await store.dueRuns(now, 3)).map((r) => r.id)).toEqual(
+      byClaim(due)
+        .slice(0, 3)
+        .map((r) => r.id),
+    );
+    // One millisecond before, the run due now is not due yet.
+    expect((await store.dueRuns(now - 1, 1000)).map((r) => r.id)).not.toContain(due[0]!.id);
+  });
+
+  it("a batch at the bound: many runs due now at the lowest priority behind a backlog are all read, in id order", async () => {
+    const now = T0 + 600_000;
+    const x = await addAutomation(store, "x");
+    const low: Run[] = [];
+    for (let i = 0; i < 30; i++) low.push(await insert(store, x, now, PRIORITY_MIN));
+    const backlog: Run[] = [];
+    for (let i = 0; i < 30; i++) backlog.push(await insert(store, x, now - 60_000 - i, 0));
+    const got = await store.dueRuns(now, 1000);
+    expect(got.map((r) => r.id)).toEqual([...byClaim(backlog), ...byClaim(low)].map((r) => r.id));
+  });
+});
