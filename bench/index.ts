@@ -282,16 +282,20 @@ if (!Number.isInteger(INTAKE_BATCH) || INTAKE_BATCH < 1 || INTAKE_BATCH > MAX_BA
 const INTAKE_BATCH_CONNECTIONS = 4;
 if (ONLY.has("intake")) {
   console.log(`\n## Event intake over HTTP (autocannon in a second process, ${args.seconds} s, 32 connections, a fresh key per request)`);
-  console.log("\n| store | events accepted/s | p50 ms | p99 ms | non-2xx | runs created |");
-  console.log("| --- | --- | --- | --- | --- | --- |");
+  // CPU: the server process's per event accepted while the load ran (its dispatcher and runner
+  // included), and the load process's share of one core.
+  console.log("\n| store | events accepted/s | p50 ms | p99 ms | non-2xx | runs created | server CPU µs/event | load process CPU |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+  const cpuCols = (r: { serverCpuS: number; events: number; cpu_s: number; duration: number }) =>
+    `${f0((r.serverCpuS * 1e6) / Math.max(1, r.events))} | ${f0((100 * r.cpu_s) / r.duration)}%`;
   for (const s of stores) {
     const r = await benchIntake(s);
-    console.log(`| ${s} | ${f0(r.rps)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${r.runs} |`);
+    console.log(`| ${s} | ${f0(r.rps)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${r.runs} | ${cpuCols(r)} |`);
     // The batch form: arrays of INTAKE_BATCH events per request, INTAKE_BATCH_CONNECTIONS connections;
     // events/s counts events of the requests answered within the load's time, latency is per request.
     const b = await benchIntake(s, INTAKE_BATCH);
     console.log(
-      `| ${s}, batches of ${INTAKE_BATCH} (${INTAKE_BATCH_CONNECTIONS} connections) | ${f0(b.eventsPerS)} | ${b.p50} | ${b.p99} | ${b.non2xx} | ${b.runs} |`,
+      `| ${s}, batches of ${INTAKE_BATCH} (${INTAKE_BATCH_CONNECTIONS} connections) | ${f0(b.eventsPerS)} | ${b.p50} | ${b.p99} | ${b.non2xx} | ${b.runs} | ${cpuCols(b)} |`,
     );
   }
 }
@@ -318,6 +322,8 @@ interface LoadResult {
   rps: number;
   p50: number;
   p99: number;
+  /** CPU seconds the load process spent. */
+  cpu_s: number;
 }
 
 /** Load an events endpoint from a second process (bench/load-events.ts, autocannon), --seconds long, `connections` connections, `batch` events per request. */
@@ -352,7 +358,9 @@ async function benchIntake(kind: "embedded" | "postgres", batch = 1) {
     if (reply.statusCode === 202) accepted++;
   });
   const addr = await app.listen({ host: "127.0.0.1", port: 0 });
+  const cpu0 = process.cpuUsage();
   const r = await loadHttp(`${addr}/v1/events`, "bench-admin-token", batch, batch > 1 ? INTAKE_BATCH_CONNECTIONS : 32);
+  const cpu = process.cpuUsage(cpu0);
   await app.close();
   // Let dispatch drain (every event made into its run, no run waiting to start), then count runs.
   for (let i = 0; i < 1200; i++) {
@@ -371,7 +379,7 @@ async function benchIntake(kind: "embedded" | "postgres", batch = 1) {
   await engine.stop();
   await store.close();
   await cleanup();
-  return { ...r, runs, accepted, eventsPerS: r.events / r.duration };
+  return { ...r, runs, accepted, eventsPerS: r.events / r.duration, serverCpuS: (cpu.user + cpu.system) / 1e6 };
 }
 
 async function benchFairness(kind: "embedded" | "postgres", flood: number) {

@@ -1,5 +1,6 @@
 // A second process that loads POST /v1/events on loopback with autocannon, each request with a
-// fresh idempotency key, and prints autocannon's result as one JSON line. Bounded in time.
+// fresh idempotency key, and prints autocannon's result as one JSON line (with the CPU seconds this
+// process spent: a load generator near a full core would cap what it measures). Bounded in time.
 // BATCH > 1 posts arrays of that many events (the batch form); `events` counts events sent.
 //   tsx bench/load-events.ts URL TOKEN SECONDS CONNECTIONS [BATCH]
 
@@ -13,6 +14,7 @@ if (!/^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//.test(url)) throw new 
 let n = 0;
 /** A fresh key per event, subjects spread over 1,000. */
 const oneEvent = () => ({ type: "bench.ping", key: `k${process.pid}-${n++}`, subject_id: `s${n % 1000}` });
+const cpu0 = process.cpuUsage();
 const result = await autocannon({
   url,
   method: "POST",
@@ -21,6 +23,7 @@ const result = await autocannon({
   headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
   requests: [{ setupRequest: (req: Request) => ({ ...req, body: JSON.stringify(batch === 1 ? oneEvent() : Array.from({ length: batch }, oneEvent)) }) }],
 });
+const cpu = process.cpuUsage(cpu0);
 process.stdout.write(
   JSON.stringify({
     requests: result.requests.total,
@@ -32,5 +35,6 @@ process.stdout.write(
     p50: result.latency.p50,
     p99: result.latency.p99,
     duration: result.duration,
+    cpu_s: (cpu.user + cpu.system) / 1e6,
   }) + "\n",
 );

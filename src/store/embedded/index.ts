@@ -47,6 +47,7 @@ import type {
   StoredEvent,
 } from "../../engine/store.js";
 import { claimOrder, DUE_MARK_SWEEP_MS, laterEnd, pauseKey, splitStale, waitKey } from "../../engine/store.js";
+import { freshEvent } from "../fresh-event.js";
 import type { ApprovalStatus, AuditEntry, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
 import { EmbeddedNodes, toItem } from "./nodes.js";
 import { EmbeddedIdentity } from "./identity.js";
@@ -121,7 +122,7 @@ export class EmbeddedStore implements Store {
       insertEvent:
         d.prepare(`INSERT INTO events (id, workspace_id, source, idempotency_key, payload_hash, type, name, subject_id, body, shard, received_at, actor, token_id, actor_role)
           VALUES (@id, @workspace_id, @source, @idempotency_key, @payload_hash, @type, @name, @subject_id, @body, @shard, @received_at, @actor, @token_id, @actor_role)
-          ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`),
+          ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING id`),
       eventByKey: d.prepare("SELECT * FROM events WHERE workspace_id = ? AND source = ? AND idempotency_key = ?"),
       undispatchedShards: d.prepare("SELECT DISTINCT shard FROM events WHERE dispatched_at IS NULL").pluck(),
       undispatchedOfShard: d.prepare(`SELECT * FROM events WHERE shard = ? AND dispatched_at IS NULL AND undeliverable_at IS NULL
@@ -342,7 +343,7 @@ export class EmbeddedStore implements Store {
 
   private insertEventTx(e: NewEvent): { event: StoredEvent; duplicate: boolean } {
     const r = this.s.insertEvent.get({ actor: null, token_id: null, actor_role: null, ...e, body: JSON.stringify(e.body) });
-    if (r) return { event: toEvent(r), duplicate: false };
+    if (r) return { event: freshEvent(e), duplicate: false }; // just written: no row to read back
     return { event: toEvent(this.s.eventByKey.get(e.workspace_id, e.source, e.idempotency_key)), duplicate: true };
   }
 

@@ -19,6 +19,7 @@ import type {
   StoredEvent,
 } from "../../engine/store.js";
 import { laterEnd, pauseKey, splitStale, waitKey } from "../../engine/store.js";
+import { freshEvent } from "../fresh-event.js";
 import { ms, toAutomation, toEvent, ts } from "./rows.js";
 import type { Row } from "../rows.js";
 
@@ -52,13 +53,14 @@ const INSERT_EVENTS_SQL = `INSERT INTO events (id, workspace_id, source, idempot
          to_timestamp(x.received_at / 1000.0), x.actor, x.token_id, x.actor_role
   FROM jsonb_to_recordset($1::jsonb) AS x(id text, workspace_id text, source text, idempotency_key text, payload_hash text,
        type text, name text, subject_id text, body jsonb, shard int, received_at double precision, actor text, token_id text, actor_role text)
-  ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING *`;
+  ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING id`;
 
 /** Many events, one statement and one commit; duplicates (in the table or the batch) read back. */
 export async function insertEvents(db: Queryable, es: readonly NewEvent[]): Promise<{ event: StoredEvent; duplicate: boolean }[]> {
   if (es.length === 0) return [];
   const res = await db.query({ name: "weft_insert_events", text: INSERT_EVENTS_SQL, values: [JSON.stringify(es)] });
-  const made = new Map<string, StoredEvent>(res.rows.map((r) => [r.id as string, toEvent(r)]));
+  // Only ids come back: an inserted row is exactly what was sent.
+  const made = new Set<string>(res.rows.map((r) => r.id as string));
   const k = (w: string, s: string, i: string) => `${w}\u0000${s}\u0000${i}`;
   const missing = es.filter((e) => !made.has(e.id));
   const prior = new Map<string, StoredEvent>();
@@ -70,8 +72,7 @@ export async function insertEvents(db: Queryable, es: readonly NewEvent[]): Prom
     for (const r of got.rows) prior.set(k(r.workspace_id, r.source, r.idempotency_key), toEvent(r));
   }
   return es.map((e) => {
-    const mine = made.get(e.id);
-    if (mine) return { event: mine, duplicate: false };
+    if (made.has(e.id)) return { event: freshEvent(e), duplicate: false };
     const first = prior.get(k(e.workspace_id, e.source, e.idempotency_key));
     if (!first) throw new Error(`event ${e.id} was neither inserted nor found`);
     return { event: first, duplicate: true };
