@@ -290,13 +290,17 @@ export class FlowGates {
   }
 
   /**
-   * After a commit of this run: slots the commit released (the run ended, the step's row is in,
+   * After a commit of this run (`flow`: its automation has limits, or its version is unknown): slots the commit released (the run ended, the step's row is in,
    * or the run left `running`) wake their keys' oldest waiters; a park on a slot wakes a free
    * slot's waiters (itself, when the slot freed meanwhile).
    */
-  async afterCommit(run: Run, cp: Checkpoint, now: number): Promise<void> {
+  async afterCommit(run: Run, cp: Checkpoint, now: number, flow: boolean): Promise<void> {
     const wake: Held[] = [];
     const list = this.held.get(run.id);
+    // A run of an automation with limits that ended without this drive taking its slots (they
+    // were taken at its creation, and it was quarantined, stopped at its claim, ...): its keys'
+    // waiters are woken from its slot rows.
+    if (flow && list === undefined && cp.state.completed_at !== null) await this.store.wakeFlowOfRun(run.workspace_id, run.id, now);
     if (list !== undefined) {
       const st = cp.state;
       const steps = new Set(cp.steps.map((s) => s.idempotency_key));

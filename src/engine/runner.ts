@@ -513,7 +513,9 @@ export class Runner {
     }
     await crashPoint("runner:after-checkpoint");
     d.committed();
-    this.gates.afterCommit(d.run, cp, this.clock.now()).catch((error) => this.events.emit("engine:error", { where: `flow wake ${d.run.id}`, error }));
+    this.gates
+      .afterCommit(d.run, cp, this.clock.now(), d.version === null || hasFlow(d.version.definition))
+      .catch((error) => this.events.emit("engine:error", { where: `flow wake ${d.run.id}`, error }));
     for (const s of cp.steps) {
       this.events.emit("step:finished", { run_id: d.run.id, automation_id: d.run.automation_id, trace_id: d.run.trace_id, step: s });
       for (const v of s.violations ?? []) this.events.emit("policy:violation", { run_id: d.run.id, node_key: s.node_key, violation: v });

@@ -162,7 +162,10 @@ export function engineMetrics(engine: Engine): Registry {
   });
   engine.events.on("run:parked", (e) => (e.waiting_for === "concurrency" || e.waiting_for === "rate_limit") && throttled.inc({ waiting_for: e.waiting_for }));
   // A run parked at its creation (its key full when it was inserted) was throttled too.
-  engine.events.on("run:created", (e) => e.run.waiting_for === "concurrency" && throttled.inc({ waiting_for: "concurrency" }));
+  engine.events.on(
+    "run:created",
+    (e) => (e.run.waiting_for === "concurrency" || e.run.waiting_for === "rate_limit") && throttled.inc({ waiting_for: e.run.waiting_for }),
+  );
   new Gauge({
     name: "weft_runs_in_flight",
     help: "Runs this process is driving now",

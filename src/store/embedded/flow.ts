@@ -52,7 +52,18 @@ function liveWaiters(db: Database.Database, k: K, upto: number): number {
  * inserted takes its slots, or is parked as a waiter (status waiting, no due time). Returns the
  * run as it now stands.
  */
-export function admitCreated(db: Database.Database, run: Run, gates: readonly FlowSlotGate[], now: number): Run {
+export function admitCreated(db: Database.Database, run: Run, planned: readonly FlowSlotGate[], now: number): Run {
+  // Shared limits as they stand now (the caller read them earlier, a window when it opened): a run
+  // whose limit was deleted meanwhile is admitted at its claim; a changed limit counts as is.
+  const current = new Map(
+    (db.prepare('SELECT name, "limit" FROM flow_limits WHERE workspace_id = ?').all(run.workspace_id) as { name: string; limit: number }[]).map((l) => [
+      l.name,
+      l.limit,
+    ]),
+  );
+  const shared = (g: FlowSlotGate) => g.scope.startsWith("l:");
+  if (planned.some((g) => shared(g) && !current.has(g.scope.slice(2)))) return run;
+  const gates = planned.map((g) => (shared(g) ? { ...g, limit: current.get(g.scope.slice(2))! } : g));
   const counts = new Map(
     gates.map((g) => {
       const k = { ws: run.workspace_id, scope: g.scope, key: g.key, now };
@@ -87,7 +98,7 @@ export function admitCreated(db: Database.Database, run: Run, gates: readonly Fl
   return { ...run, status: "waiting", waiting_for: "concurrency", waiting_until: null, due_at: null };
 }
 
-/** Rate turn at creation (see store/postgres/flow.ts admitRatesCreated), for the run just inserted. */
+/** Rate turn at creation (see store/postgres/flow.ts planAdmission), for the run just inserted. */
 export function admitRateCreated(db: Database.Database, run: Run, r: FlowRateGate, now: number): Run {
   const k = { ws: run.workspace_id, scope: r.scope, key: r.key };
   db.prepare("DELETE FROM flow_rate_log WHERE workspace_id = @ws AND scope = @scope AND key = @key AND at <= @floor").run({ ...k, floor: now - r.period_ms });
@@ -229,8 +240,13 @@ export function sweepFlowWaiters(db: Database.Database, now: number, maxKeys: nu
   // Slot rows no longer held (a run that passes on the slots it holds never runs the gate's own clean-up).
   db.prepare(`DELETE FROM flow_slots AS s WHERE NOT ${HELD}`).run({ now });
   const keys = db
-    .prepare(`SELECT workspace_id, scope, key, max(lim) AS "limit" FROM flow_waiters GROUP BY workspace_id, scope, key ORDER BY min(since) LIMIT ?`)
-    .all(maxKeys) as { workspace_id: string; scope: string; key: string; limit: number }[];
+    // Only keys with a free slot: keys full of holders (a week-long approval each) never crowd out the rest.
+    .prepare(
+      `SELECT w.workspace_id, w.scope, w.key, max(w.lim) AS "limit" FROM flow_waiters w GROUP BY w.workspace_id, w.scope, w.key
+       HAVING (SELECT count(*) FROM flow_slots s WHERE s.workspace_id = w.workspace_id AND s.scope = w.scope AND s.key = w.key AND ${HELD}) < max(w.lim)
+       ORDER BY min(w.since) LIMIT @max`,
+    )
+    .all({ max: maxKeys, now }) as { workspace_id: string; scope: string; key: string; limit: number }[];
   let woken = 0;
   for (const k of keys) woken += wakeFlowWaiters(db, k.workspace_id, [k], now);
   return woken;

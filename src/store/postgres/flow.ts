@@ -38,8 +38,43 @@ const LIVE_WAITER = `EXISTS (SELECT 1 FROM runs r WHERE r.id = w.run_id AND r.st
 const LIVE_WAITERS_UPTO = `SELECT count(*)::int AS n FROM (SELECT 1 FROM flow_waiters w WHERE workspace_id = $1 AND scope = $2 AND key = $3 AND ${LIVE_WAITER}
   ORDER BY since, run_id LIMIT $4) x`;
 
+/** Lock a gate's keys for the transaction, in one statement, in sorted order (two gates cannot wait for each other). */
 async function lockKeys(c: Q, ws: string, keys: readonly string[]): Promise<void> {
-  for (const k of [...new Set(keys)].sort()) await c.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7461))", [`flow/${ws}/${k}`]);
+  const sorted = [...new Set(keys.map((k) => `flow/${ws}/${k}`))].sort();
+  if (sorted.length === 1) await c.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7461))", sorted);
+  else if (sorted.length > 1)
+    await c.query("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7461))) FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) x", [sorted]);
+}
+
+/** Most distinct keys one insert admits at creation: runs beyond them are admitted at their claim (a tenant's batch of 1,000 keys takes no 1,000 locks). */
+export const MAX_ADMISSION_KEYS = 64;
+
+/** The admission keys of an insert's runs, per workspace, as lockKeys names them; null when there are too many to admit here. */
+function admissionKeys(runs: readonly NewRun[]): Map<string, string[]> | null {
+  const byWs = new Map<string, Set<string>>();
+  let n = 0;
+  for (const r of runs) {
+    if (r.status !== "pending") continue;
+    const set = byWs.get(r.workspace_id) ?? new Set<string>();
+    for (const g of r.admit ?? []) set.add(`${g.scope}/${g.key}`);
+    if (r.admit_rate) set.add(`rate:${r.admit_rate.scope}/${r.admit_rate.key}`);
+    byWs.set(r.workspace_id, set);
+  }
+  for (const set of byWs.values()) n += set.size;
+  if (n > MAX_ADMISSION_KEYS) return null;
+  return new Map([...byWs].map(([ws, set]) => [ws, [...set]]));
+}
+
+/**
+ * The first thing an insert with admission does, before any row lock (a replaced holder's, a
+ * window's): lock every key it will admit to, workspaces in order, so it cannot deadlock with a
+ * wake (which holds a key, then updates its waiters' rows). False: too many keys, admit at claim.
+ */
+export async function lockAdmission(c: Q, runs: readonly NewRun[]): Promise<boolean> {
+  const keys = admissionKeys(runs);
+  if (keys === null) return false;
+  for (const [ws, list] of [...keys].sort(([a], [b]) => (a < b ? -1 : 1))) await lockKeys(c, ws, list);
+  return true;
 }
 
 async function heldCount(c: Q, ws: string, scope: string, key: string, now: number, runId: string): Promise<number> {
@@ -228,6 +263,28 @@ export async function planAdmission(c: Q, runs: readonly NewRun[], now: number):
       for (const g of r.admit ?? []) gates.set(keyOf(g), g);
       if (r.admit_rate) rates.set(keyOf(r.admit_rate), r.admit_rate);
     }
+    // Shared limits as they stand now (the caller read them earlier, a window when it opened): a
+    // run whose limit was deleted meanwhile is admitted at its claim; a changed limit counts as is.
+    const admit = new Map<string, FlowSlotGate[]>(list.flatMap((r) => (r.admit ? [[r.id, r.admit] as const] : [])));
+    const names = [...new Set([...gates.values()].filter((g) => g.scope.startsWith("l:")).map((g) => g.scope.slice(2)))];
+    if (names.length > 0) {
+      const current = new Map<string, number>(
+        (await c.query('SELECT name, "limit" FROM flow_limits WHERE workspace_id = $1 AND name = ANY($2::text[]) FOR SHARE', [ws, names])).rows.map(
+          (r: { name: string; limit: number }) => [r.name, r.limit],
+        ),
+      );
+      const shared = (g: FlowSlotGate) => g.scope.startsWith("l:");
+      for (const [id, gs] of admit) {
+        if (gs.some((g) => shared(g) && !current.has(g.scope.slice(2)))) admit.delete(id);
+        else
+          admit.set(
+            id,
+            gs.map((g) => (shared(g) ? { ...g, limit: current.get(g.scope.slice(2))! } : g)),
+          );
+      }
+      gates.clear();
+      for (const gs of admit.values()) for (const g of gs) gates.set(keyOf(g), g);
+    }
     const keys = [...gates.values()];
     await lockKeys(c, ws, [...keys.map((g) => `${g.scope}/${g.key}`), ...[...rates.values()].map((r) => `rate:${r.scope}/${r.key}`)]);
     if (keys.length > 0) {
@@ -246,12 +303,12 @@ export async function planAdmission(c: Q, runs: readonly NewRun[], now: number):
         [ws, ...cols, keys.map((g) => g.limit), now],
       );
       const counts = new Map<string, KeyCounts>(read.rows.map((r: { scope: string; key: string; held: number; waiting: number }) => [keyOf(r), r]));
-      const gated = list.filter((r) => r.admit !== undefined);
+      const gated = list.filter((r) => admit.has(r.id));
       admitRuns(
-        gated.map((r) => ({ run_id: r.id, slots: r.admit! })),
+        gated.map((r) => ({ run_id: r.id, slots: admit.get(r.id)! })),
         counts,
         now,
-      ).forEach((d, i) => plan.slots.set(d.run_id, { ws, gates: gated[i]!.admit!, take: d.take, waitOn: d.waitOn }));
+      ).forEach((d, i) => plan.slots.set(d.run_id, { ws, gates: admit.get(gated[i]!.id)!, take: d.take, waitOn: d.waitOn }));
     }
     for (const rate of rates.values()) {
       const k = [ws, rate.scope, rate.key];
@@ -346,9 +403,12 @@ export async function sweepFlowWaiters(pool: pg.Pool, now: number, maxKeys: numb
   await pool.query(`DELETE FROM flow_waiters w WHERE NOT ${LIVE_WAITER}`);
   // Slot rows no longer held (a run that passes on the slots it holds never runs the gate's own clean-up).
   await pool.query(`DELETE FROM flow_slots s WHERE NOT ${held("$1::bigint")}`, [now]);
+  // Only keys with a free slot: keys full of holders (a week-long approval each) never crowd out the rest.
   const keys = await pool.query(
-    "SELECT workspace_id, scope, key, max(lim)::int AS lim FROM flow_waiters GROUP BY workspace_id, scope, key ORDER BY min(since) LIMIT $1",
-    [maxKeys],
+    `SELECT w.workspace_id, w.scope, w.key, max(w.lim)::int AS lim FROM flow_waiters w GROUP BY w.workspace_id, w.scope, w.key
+     HAVING (SELECT count(*) FROM flow_slots s WHERE s.workspace_id = w.workspace_id AND s.scope = w.scope AND s.key = w.key AND ${held("$2::bigint")}) < max(w.lim)
+     ORDER BY min(w.since) LIMIT $1`,
+    [maxKeys, now],
   );
   let woken = 0;
   for (const k of keys.rows as { workspace_id: string; scope: string; key: string; lim: number }[]) {

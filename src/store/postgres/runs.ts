@@ -16,7 +16,7 @@ import {
   type RunControl,
 } from "../../engine/store.js";
 import { toRun, ts } from "./rows.js";
-import { admittedRow, finishAdmission, planAdmission } from "./flow.js";
+import { admittedRow, finishAdmission, lockAdmission, planAdmission } from "./flow.js";
 import { releaseReplaced } from "./singleton.js";
 import { sqlList } from "../sql.js";
 import { PRIORITY_MIN } from "../../model/priority.js";
@@ -102,10 +102,12 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
     for (const r of runs) out.push(...(await insertRuns(db, [r], now)));
     return out;
   }
+  // Flow control's admission: its keys locked before any row lock, its decision made before the
+  // INSERT, so each run is written once, as it enters (flow.ts).
+  const admits = runs.some((r) => r.admit !== undefined || r.admit_rate !== undefined) && (await lockAdmission(db, runs));
   await releaseReplaced(db, runs, now, ENROLLMENT_SQL, closeApprovalSet);
   const at = ts(now);
-  // Flow control's admission is decided first, so each run is written once, as it enters (flow.ts).
-  const plan = runs.some((r) => r.admit !== undefined || r.admit_rate !== undefined) ? await planAdmission(db, runs, now) : null;
+  const plan = admits ? await planAdmission(db, runs, now) : null;
   const rows = runs.map(({ admit: _, admit_rate: __, ...r }, ord) => ({ ...r, ...admittedRow(plan, r, now), ord }));
   const first = await db.query({ name: "weft_insert_runs", text: INSERT_RUNS_SQL, values: [JSON.stringify(rows), at] });
   const byId = new Map<string, Run>(first.rows.map((r) => [r.id as string, toRun(r)]));
