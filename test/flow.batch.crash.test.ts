@@ -40,7 +40,8 @@ describe.each(STORE_KINDS)("batch intake with a dispatcher SIGKILLed mid-commit 
       edges: [],
     });
     // The dead worker's leased events go to the other once its dispatch lease lapses (the wait below allows it).
-    const doomed = startWorker(ts, { WEFT_CRASH_POINT: "dispatcher:inside-transaction", WEFT_CRASH_AFTER: "5" });
+    // Its second dispatch transaction: early enough that the other worker cannot have taken every round first.
+    const doomed = startWorker(ts, { WEFT_CRASH_POINT: "dispatcher:inside-transaction", WEFT_CRASH_AFTER: "2" });
     const steady = startWorker(ts);
     workers.push(doomed, steady);
     expect(await doomed.ready).toBe(true);
@@ -51,8 +52,8 @@ describe.each(STORE_KINDS)("batch intake with a dispatcher SIGKILLed mid-commit 
         Array.from({ length: 100 }, (_, j) => ({ type: "row.imported", payload: { seq: i + j } })),
       );
     }
-    const died = await doomed.exited;
-    expect(died.signal).toBe("SIGKILL");
+    const died = await Promise.race([doomed.exited, new Promise<null>((r) => setTimeout(() => r(null), 60_000))]);
+    expect(died?.signal, "the doomed worker reached its crash point").toBe("SIGKILL");
     // N is a multiple of max_size, so every batch fills and starts without waiting for max_wait_ms.
     const runs = await until(
       `batches holding all ${N} events`,
