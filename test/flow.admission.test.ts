@@ -65,6 +65,13 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
     };
   }
 
+  /** One slot per key; each run parks an hour on a delay while it holds its slot. */
+  const parkedDef = () =>
+    def(
+      { concurrency: [{ key: "{{ context.k }}", limit: 1 }], edges: [{ from: "park", port: "next", to: "w" }], root: "park" },
+      { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
+    );
+
   async function enroll(e: Engine, automationId: string, keys: string[]): Promise<string[]> {
     const res = await e.enrollMany(
       WS,
@@ -157,13 +164,7 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
 
   it("an operator's stop of a slot holder starts the oldest waiter at once, not at the next sweep", async () => {
     const e = await engine({ leaseMs: 60_000 });
-    const a = await e.createAutomation(
-      WS,
-      def(
-        { concurrency: [{ key: "{{ context.k }}", limit: 1 }], edges: [{ from: "park", port: "next", to: "w" }], root: "park" },
-        { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
-      ),
-    );
+    const a = await e.createAutomation(WS, parkedDef());
     const [holder, waiter] = await enroll(e, a.id, ["k", "k"]);
     await settle(e, holder!, (r) => r.waiting_for === "delay");
     expect((await e.getRun(WS, waiter!)).waiting_for).toBe("concurrency");
@@ -174,13 +175,7 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
 
   it("a wake lost with its releaser is made good by the sweep (once per lease period)", async () => {
     const e = await engine({ leaseMs: 500 });
-    const a = await e.createAutomation(
-      WS,
-      def(
-        { concurrency: [{ key: "{{ context.k }}", limit: 1 }], edges: [{ from: "park", port: "next", to: "w" }], root: "park" },
-        { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
-      ),
-    );
+    const a = await e.createAutomation(WS, parkedDef());
     const [holder, waiter] = await enroll(e, a.id, ["k", "k"]);
     await settle(e, holder!, (r) => r.waiting_for === "delay");
     // Stopped in the store alone: no process wakes the key's waiters after this commit.

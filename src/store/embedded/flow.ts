@@ -55,13 +55,16 @@ function liveWaiters(db: Database.Database, k: K, upto: number): number {
 export function admitCreated(db: Database.Database, run: Run, planned: readonly FlowSlotGate[], now: number): Run {
   // Shared limits as they stand now (the caller read them earlier, a window when it opened): a run
   // whose limit was deleted meanwhile is admitted at its claim; a changed limit counts as is.
-  const current = new Map(
-    (db.prepare('SELECT name, "limit" FROM flow_limits WHERE workspace_id = ?').all(run.workspace_id) as { name: string; limit: number }[]).map((l) => [
-      l.name,
-      l.limit,
-    ]),
-  );
   const shared = (g: FlowSlotGate) => g.scope.startsWith("l:");
+  // Read only when the run counts against a shared limit (a run with per-automation limits alone pays nothing for it).
+  const current = new Map(
+    planned.some(shared)
+      ? (db.prepare('SELECT name, "limit" FROM flow_limits WHERE workspace_id = ?').all(run.workspace_id) as { name: string; limit: number }[]).map((l) => [
+          l.name,
+          l.limit,
+        ])
+      : [],
+  );
   if (planned.some((g) => shared(g) && !current.has(g.scope.slice(2)))) return run;
   const gates = planned.map((g) => (shared(g) ? { ...g, limit: current.get(g.scope.slice(2))! } : g));
   const counts = new Map(
