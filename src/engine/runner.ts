@@ -724,7 +724,7 @@ export class Runner {
         if (!again || violations.length > 0) d.addStep(row("waiting", null, null, null));
         d.cursor.parked = {
           kind: result.waiting_for,
-          since: d.cursor.parked?.since ?? finished,
+          since: d.cursor.parked?.since ?? started,
           until: result.until,
           ...(result.data ? { data: result.data } : {}),
         };
