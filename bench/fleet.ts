@@ -20,8 +20,9 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { node22 } from "./node22.js";
+import { cpuMs, pgMeter } from "./pg-meter.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CLI = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
@@ -34,6 +35,9 @@ export interface FleetOptions {
   pgUrl: string;
   events: number;
   concurrency: number;
+  /** The paced phase: this many events (jobs) at `rate` per second, for latency while the fleet keeps up. */
+  pacedEvents: number;
+  rate: number;
   workers: number[];
   /** Also run each fleet topology with WEFT_WAKEUPS=0 (polling only), labelled. */
   polling: boolean;
@@ -43,10 +47,21 @@ export interface FleetOptions {
 
 export interface FleetRow {
   topology: string;
+  /** Paced phase: event (job add) → third step, ms. */
+  pacedP50: number;
+  pacedP99: number;
+  /** Closed phase (o.concurrency at a time, backlog included): event → third step, ms. */
   p50: number;
   p99: number;
   runsPerS: number;
   done: number;
+  /** Closed phase, per completed run: CPU ms of the system's own processes (not the load's, not the sink's). */
+  procCpuPerRun: number;
+  /** Closed phase, per completed run: CPU ms of the PostgreSQL backends serving the system's database. */
+  pgCpuPerRun: number;
+  commitsPerRun: number;
+  /** Closed phase: the share of the machine's CPU that was busy (every process on it). */
+  machineBusy: number;
   /** Why the row was not measured (a peer not installed). */
   error?: string;
 }
@@ -134,10 +149,6 @@ function definition(sinkUrl: string) {
   };
 }
 
-function load(url: string, prefix: string, n: number, concurrency: number): Promise<{ sent: number; errors: number }> {
-  return loadWith(process.execPath, ["--import", "tsx", LOAD, url, TOKEN, prefix, String(n), String(concurrency)]);
-}
-
 /** A load process (argv after the binary) that prints { sent, errors } as its last line. */
 function loadWith(bin: string, argv: string[]): Promise<{ sent: number; errors: number }> {
   return new Promise((resolve, reject) => {
@@ -163,14 +174,100 @@ function pct(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
 }
 
-async function topology(o: FleetOptions, workers: number, label: string, extraEnv: Record<string, string> = {}): Promise<FleetRow> {
-  const schema = `bench_fleet_${process.pid}_${workers}`;
+/** Busy and total CPU time of the whole machine so far, ms (/proc/stat's first line; NaN off Linux). */
+function machineCpu(): { busy: number; total: number } {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const idle = (f[3] ?? 0) + (f[4] ?? 0); // idle + iowait
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    return { busy: ((total - idle) * 1000) / 100, total: (total * 1000) / 100 };
+  } catch {
+    return { busy: NaN, total: NaN };
+  }
+}
+
+const sumCpu = (pids: number[]) => pids.reduce((a, pid) => a + (cpuMs(pid) ?? NaN), 0);
+
+/**
+ * The two phases every topology runs, the same for Weft and the anchor, after the warm-up: paced
+ * (o.pacedEvents at o.rate per second: latency when the fleet keeps up) and closed (o.events, o.concurrency
+ * at a time: runs/s, and what each run cost the system's processes, PostgreSQL and the machine).
+ */
+async function measure(
+  o: FleetOptions,
+  label: string,
+  sink: Sink,
+  add: (prefix: string, n: number, rate: number) => Promise<unknown>,
+  pids: number[],
+  db: string,
+): Promise<FleetRow> {
+  await add("warm-", 100, 0);
+  await untilArrived(sink, "warm-", 100, 60_000);
+  const reset = () => {
+    sink.arrivals.clear();
+    sink.firstSend = Infinity;
+    sink.lastArrival = 0;
+  };
+  reset();
+  await add("p-", o.pacedEvents, o.rate);
+  await untilArrived(sink, "p-", o.pacedEvents, 60_000);
+  const paced = [...sink.arrivals.values()];
+  reset();
+  const meter = await pgMeter(o.pgUrl, db);
+  try {
+    await meter.start();
+    const cpu0 = sumCpu(pids);
+    const m0 = machineCpu();
+    await add("m-", o.events, 0);
+    const done = await untilArrived(sink, "m-", o.events, 120_000);
+    const m1 = machineCpu();
+    const cpu1 = sumCpu(pids);
+    const cost = await meter.stop();
+    const lat = [...sink.arrivals.values()];
+    const seconds = (sink.lastArrival - sink.firstSend) / 1000;
+    return {
+      topology: label,
+      pacedP50: pct(paced, 50),
+      pacedP99: pct(paced, 99),
+      p50: pct(lat, 50),
+      p99: pct(lat, 99),
+      runsPerS: done / seconds,
+      done,
+      procCpuPerRun: (cpu1 - cpu0) / done,
+      pgCpuPerRun: cost.backendCpuMs / done,
+      commitsPerRun: cost.commits / done,
+      machineBusy: (m1.busy - m0.busy) / (m1.total - m0.total),
+    };
+  } finally {
+    await meter.close();
+  }
+}
+
+/** A fresh database on the server o.pgUrl names: its URL, and a drop for the end. */
+async function freshDb(o: FleetOptions, db: string): Promise<{ url: string; drop(): Promise<void> }> {
   const admin = new pg.Client({ connectionString: o.pgUrl });
   await admin.connect();
-  await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  await admin.query(`CREATE DATABASE ${db}`);
+  const url = new URL(o.pgUrl);
+  url.pathname = `/${db}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+      await admin.end();
+    },
+  };
+}
+
+const exited = (c: ChildProcess) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once("exit", r)) : null);
+
+async function topology(o: FleetOptions, workers: number, label: string, extraEnv: Record<string, string> = {}): Promise<FleetRow> {
+  const db = `weft_bench_fleet_${process.pid}_${workers}`;
+  const fresh = await freshDb(o, db);
   const sink = await startSink();
   const port = await freePort();
-  const env = { ...extraEnv, WEFT_DATABASE_URL: o.pgUrl, WEFT_DATABASE_SCHEMA: schema, WEFT_ADMIN_TOKEN: TOKEN, WEFT_PORT: String(port) };
+  const env = { ...extraEnv, WEFT_DATABASE_URL: fresh.url, WEFT_ADMIN_TOKEN: TOKEN, WEFT_PORT: String(port) };
   const children: ChildProcess[] = [];
   try {
     const url = `http://127.0.0.1:${port}`;
@@ -184,24 +281,38 @@ async function topology(o: FleetOptions, workers: number, label: string, extraEn
       body: JSON.stringify({ definition: definition(sink.url) }),
     });
     if (!res.ok) throw new Error(`create automation: ${res.status} ${await res.text()}`);
-    // Warm up (connections, JIT, the version cache of every worker), then measure from a clean slate.
-    await load(`${url}/v1/events`, "warm-", 100, o.concurrency);
-    await untilArrived(sink, "warm-", 100, 60_000);
-    sink.arrivals.clear();
-    sink.firstSend = Infinity;
-    sink.lastArrival = 0;
-    await load(`${url}/v1/events`, "m-", o.events, o.concurrency);
-    const done = await untilArrived(sink, "m-", o.events, 120_000);
-    const lat = [...sink.arrivals.values()];
-    return { topology: label, p50: pct(lat, 50), p99: pct(lat, 99), runsPerS: done / ((sink.lastArrival - sink.firstSend) / 1000), done };
+    const add = (prefix: string, n: number, rate: number) =>
+      loadWith(process.execPath, ["--import", "tsx", LOAD, `${url}/v1/events`, TOKEN, prefix, String(n), String(o.concurrency), String(rate)]);
+    return await measure(
+      o,
+      label,
+      sink,
+      add,
+      children.map((c) => c.pid!),
+      db,
+    );
   } finally {
     for (const c of children) c.kill("SIGTERM");
-    await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once("exit", r)) : null)));
+    await Promise.all(children.map(exited));
     await sink.close();
-    await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await admin.end();
+    await fresh.drop();
   }
 }
+
+const notRun = (topology: string, error: string): FleetRow => ({
+  topology,
+  pacedP50: NaN,
+  pacedP99: NaN,
+  p50: NaN,
+  p99: NaN,
+  runsPerS: NaN,
+  done: 0,
+  procCpuPerRun: NaN,
+  pgCpuPerRun: NaN,
+  commitsPerRun: NaN,
+  machineBusy: NaN,
+  error,
+});
 
 /** Prints {"ready":true} once started: resolves then (rejects if it exits first). */
 function graphileWorker(bin: string, dbUrl: string, sinkUrl: string): Promise<ChildProcess> {
@@ -220,38 +331,30 @@ function graphileWorker(bin: string, dbUrl: string, sinkUrl: string): Promise<Ch
 async function graphileTopology(o: FleetOptions, workers: number): Promise<FleetRow> {
   const label = `graphile-worker: ${workers} worker process${workers === 1 ? "" : "es"}, jobs added by a separate process (addJob)`;
   const bin = node22();
-  if (!bin) return { topology: label, p50: NaN, p99: NaN, runsPerS: NaN, done: 0, error: "needs Node 22 (bench/peers/node22, npm install)" };
+  if (!bin) return notRun(label, "needs Node 22 (bench/peers/node22, npm install)");
   if (!existsSync(fileURLToPath(new URL("./node_modules/graphile-worker/package.json", import.meta.url))))
-    return { topology: label, p50: NaN, p99: NaN, runsPerS: NaN, done: 0, error: "graphile-worker is not installed (npm install --prefix bench)" };
+    return notRun(label, "graphile-worker is not installed (npm install --prefix bench)");
   const db = `weft_bench_fleet_gw_${process.pid}_${workers}`;
-  const admin = new pg.Client({ connectionString: o.pgUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
-  await admin.query(`CREATE DATABASE ${db}`);
-  const url = new URL(o.pgUrl);
-  url.pathname = `/${db}`;
-  const dbUrl = url.toString();
+  const fresh = await freshDb(o, db);
   const sink = await startSink();
   const children: ChildProcess[] = [];
   try {
     // The first worker installs graphile-worker's schema; the others start once it runs.
-    for (let i = 0; i < workers; i++) children.push(await graphileWorker(bin, dbUrl, sink.url));
-    const add = (prefix: string, n: number) => loadWith(bin, [GRAPHILE_LOAD, dbUrl, prefix, String(n), String(o.concurrency)]);
-    await add("warm-", 100);
-    await untilArrived(sink, "warm-", 100, 60_000);
-    sink.arrivals.clear();
-    sink.firstSend = Infinity;
-    sink.lastArrival = 0;
-    await add("m-", o.events);
-    const done = await untilArrived(sink, "m-", o.events, 120_000);
-    const lat = [...sink.arrivals.values()];
-    return { topology: label, p50: pct(lat, 50), p99: pct(lat, 99), runsPerS: done / ((sink.lastArrival - sink.firstSend) / 1000), done };
+    for (let i = 0; i < workers; i++) children.push(await graphileWorker(bin, fresh.url, sink.url));
+    const add = (prefix: string, n: number, rate: number) => loadWith(bin, [GRAPHILE_LOAD, fresh.url, prefix, String(n), String(o.concurrency), String(rate)]);
+    return await measure(
+      o,
+      label,
+      sink,
+      add,
+      children.map((c) => c.pid!),
+      db,
+    );
   } finally {
     for (const c of children) c.kill("SIGTERM");
-    await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once("exit", r)) : null)));
+    await Promise.all(children.map(exited));
     await sink.close();
-    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
-    await admin.end();
+    await fresh.drop();
   }
 }
 
@@ -266,19 +369,24 @@ export async function benchFleet(o: FleetOptions): Promise<FleetRow[]> {
   for (const w of o.graphile) rows.push(await graphileTopology(o, w));
   const single = rows[0]!;
   console.log(
-    `\nFleet on PostgreSQL: ${o.events} events posted over HTTP from a separate process, ${o.concurrency} at a time; each run is three http_request steps to a loopback server` +
-      (o.graphile.length
-        ? `; graphile-worker: ${o.events} jobs added with addJob from a separate process, ${o.concurrency} at a time, three chained jobs each calling the same server`
-        : ""),
+    `\nFleet on PostgreSQL: each run is three http_request steps to a loopback server (graphile-worker: three chained jobs calling the same server). ` +
+      `Paced: ${o.pacedEvents} events (jobs) sent at ${o.rate}/s from a separate process. Closed: ${o.events} events (jobs), ${o.concurrency} at a time, ` +
+      `over HTTP (graphile-worker: addJob) from a separate process; the CPU columns are the closed phase's, per run completed`,
   );
-  console.log("| topology | event (job add) → third step p50 / p99 ms | runs/s | p50 ÷ Weft one process's | runs completed |");
-  console.log("| --- | --- | --- | --- | --- |");
+  console.log(
+    "| topology | paced: event (job add) → third step p50 / p99 ms | paced p50 ÷ Weft one process's | closed: runs/s | closed: p50 / p99 ms | its processes' CPU ms per run | PG backends' CPU ms per run | PG commits per run | machine CPU busy | runs completed |",
+  );
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+  const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "-");
   for (const r of rows) {
     if (r.error) {
-      console.log(`| ${r.topology} | not run: ${r.error} | - | - | - |`);
+      console.log(`| ${r.topology} | not run: ${r.error} | - | - | - | - | - | - | - | - |`);
       continue;
     }
-    console.log(`| ${r.topology} | ${r.p50} / ${r.p99} | ${Math.round(r.runsPerS)} | ${(r.p50 / single.p50).toFixed(2)}× | ${r.done} of ${o.events} |`);
+    console.log(
+      `| ${r.topology} | ${r.pacedP50} / ${r.pacedP99} | ${(r.pacedP50 / single.pacedP50).toFixed(2)}× | ${Math.round(r.runsPerS)} | ${r.p50} / ${r.p99} | ` +
+        `${f2(r.procCpuPerRun)} | ${f2(r.pgCpuPerRun)} | ${f2(r.commitsPerRun)} | ${Math.round(r.machineBusy * 100)}% | ${r.done} of ${o.events} |`,
+    );
   }
   return rows;
 }

@@ -33,7 +33,9 @@
 //      at least 30); Weft parks them through batch enrollment (enrollMany, 1,000 a call).
 //      intake: events over HTTP for --seconds, and Weft's batch rows (--intake-batch) beside.
 //   8. --only fleet: one API process and 1, 2, 4 worker processes on one PostgreSQL beside one
-//      process doing it all (bench/fleet.ts; --fleet-events N, --fleet-concurrency C, --fleet-workers 1,2,4;
+//      process doing it all (bench/fleet.ts; paced: --fleet-paced N events at --fleet-rate R/s for latency,
+//      default 600 at 100/s; closed: --fleet-events N, --fleet-concurrency C at a time, for runs/s and CPU
+//      per run; --fleet-workers 1,2,4;
 //      --fleet-polling adds each fleet with WEFT_WAKEUPS=0 beside it), and in the same table
 //      graphile-worker with 1, 2, 4 worker processes doing the same three HTTP calls as chained
 //      jobs added by a separate process (--fleet-graphile 1,2,4, default --fleet-workers' counts;
@@ -82,6 +84,8 @@ const { values: args } = parseArgs({
     "timer-lead": { type: "string" },
     "fleet-events": { type: "string", default: "2000" },
     "fleet-concurrency": { type: "string", default: "32" },
+    "fleet-paced": { type: "string", default: "600" },
+    "fleet-rate": { type: "string", default: "100" },
     "fleet-workers": { type: "string", default: "1,2,4" },
     "fleet-polling": { type: "boolean", default: false },
     "flow-flood": { type: "string", default: "100000" },
@@ -649,15 +653,24 @@ async function weftRuns(kind: "embedded" | "postgres", samples: number): Promise
   const r = await benchStore(kind);
   const e2eSecs = RUNS / r.enrollPerS + r.seconds;
   const { store, cleanup } = await openBenchStore(kind);
-  const engine = new Engine({ store, httpAllow: ["127.0.0.1"], runner: { pollMs: 20 } });
+  // Default runner settings, as in the closed loop; the end is the engine's run:finished (the
+  // completion committed), the in-process signal each peer's latency also ends at.
+  const engine = new Engine({ store, httpAllow: ["127.0.0.1"] });
   engine.registerAction({ kind: "noop", handler: () => ({ ok: true }) });
   await engine.start();
   const a = await engine.createAutomation(DEFAULT_WORKSPACE, THREE_STEPS);
   const xs: number[] = [];
+  // Runs that finished, and the one awaited: a run could finish before its enroll answered.
+  const ended = new Set<string>();
+  let awaited: { id: string; resolve: () => void } | null = null;
+  engine.events.on("run:finished", (e) => {
+    ended.add(e.run_id);
+    if (awaited?.id === e.run_id) awaited.resolve();
+  });
   for (let i = 0; i < samples + 10; i++) {
     const t = performance.now();
     const { run } = await engine.enroll(DEFAULT_WORKSPACE, a.id, { subject_id: `lat${i}` });
-    await engine.waitForRun(DEFAULT_WORKSPACE, run.id);
+    if (!ended.has(run.id)) await new Promise<void>((resolve) => (awaited = { id: run.id, resolve }));
     if (i >= 10) xs.push(performance.now() - t);
   }
   await engine.stop();
@@ -670,7 +683,7 @@ async function weftRuns(kind: "embedded" | "postgres", samples: number): Promise
     stepsPerS: (RUNS * 3) / e2eSecs,
     p50: pct(xs, 50),
     p99: pct(xs, 99),
-    how: "enroll all (50 at a time), then run them; latency enroll → waitForRun",
+    how: "enroll all (50 at a time), then run them; latency enroll → run:finished",
   };
 }
 
@@ -990,6 +1003,8 @@ if (ONLY.has("fleet")) {
     pgUrl: PG_URL,
     events: Number(args["fleet-events"]),
     concurrency: Number(args["fleet-concurrency"]),
+    pacedEvents: Number(args["fleet-paced"]),
+    rate: Number(args["fleet-rate"]),
     workers: args["fleet-workers"]!.split(",").map(Number),
     polling: args["fleet-polling"]!,
     // The graphile-worker anchor: the same worker counts as Weft's fleet unless told ("none": left out).

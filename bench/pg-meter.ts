@@ -34,7 +34,7 @@ export interface PgCost {
 }
 
 /** utime + stime of a process in ms, or null once it is gone. */
-function cpuMs(pid: number): number | null {
+export function cpuMs(pid: number): number | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // Fields after the command name (which may hold spaces) start at the last ')'.

@@ -150,9 +150,18 @@ export class EmbeddedStore implements Store {
       // SQLite would otherwise pick for DISTINCT).
       markedAutomations: d.prepare("SELECT DISTINCT automation_id FROM due_marks INDEXED BY due_marks_due WHERE due_at <= ?").pluck(),
       // The claim key and its bound as in PostgreSQL's weft_claim (migration 014): runs_claim's range.
-      dueOfAutomation: d.prepare(`SELECT id, due_at, priority FROM runs WHERE automation_id = @aid AND due_at IS NOT NULL
-          AND due_at - priority * 1000 <= @now + ${-PRIORITY_MIN * AGING_STEP_MS} AND due_at <= @now
-          ORDER BY due_at - priority * 1000, id LIMIT @limit`),
+      // Two parts (migration 021): priority 0 and above up to now (a due run's key is at most now,
+      // so the runs parked on later timers are never read), below 0 off their own partial index.
+      dueOfAutomation: d.prepare(`SELECT id, due_at, priority FROM (
+          SELECT * FROM (SELECT id, due_at, priority, due_at - priority * 1000 AS k FROM runs INDEXED BY runs_claim
+            WHERE automation_id = @aid AND due_at IS NOT NULL AND due_at - priority * 1000 <= @now AND priority >= 0 AND due_at <= @now
+            ORDER BY due_at - priority * 1000, id LIMIT @limit)
+          UNION ALL
+          SELECT * FROM (SELECT id, due_at, priority, due_at - priority * 1000 AS k FROM runs INDEXED BY runs_claim_below
+            WHERE automation_id = @aid AND due_at IS NOT NULL AND priority < 0
+              AND due_at - priority * 1000 <= @now + ${-PRIORITY_MIN * AGING_STEP_MS} AND due_at <= @now
+            ORDER BY due_at - priority * 1000, id LIMIT @limit))
+        ORDER BY k, id LIMIT @limit`),
       hasDue: d.prepare("SELECT 1 FROM runs WHERE automation_id = ? AND due_at <= ? LIMIT 1").pluck(),
       dropMarks: d.prepare("DELETE FROM due_marks WHERE automation_id = ?"),
       markEarliest: d.prepare(`INSERT INTO due_marks (automation_id, due_at)
@@ -176,8 +185,16 @@ export class EmbeddedStore implements Store {
           ELSE lease_owner IS NULL AND control IS NULL AND due_at <= @claim_at END RETURNING control`),
       // Every automation's due runs in claim-key order: runs_claim_key's range (migration 020), up to
       // the largest key a due run can have (due now at the lowest priority), so no backlog is sorted.
-      dueRuns: d.prepare(`SELECT * FROM runs WHERE due_at IS NOT NULL AND due_at - priority * 1000 <= @now + ${-PRIORITY_MIN * AGING_STEP_MS}
-          AND due_at <= @now ORDER BY due_at - priority * 1000, id LIMIT @limit`),
+      // In two parts as dueOfAutomation (migration 021).
+      dueRuns: d.prepare(`SELECT * FROM (
+          SELECT * FROM (SELECT * FROM runs INDEXED BY runs_claim_key
+            WHERE due_at IS NOT NULL AND due_at - priority * 1000 <= @now AND priority >= 0 AND due_at <= @now
+            ORDER BY due_at - priority * 1000, id LIMIT @limit)
+          UNION ALL
+          SELECT * FROM (SELECT * FROM runs INDEXED BY runs_claim_key_below
+            WHERE due_at IS NOT NULL AND priority < 0 AND due_at - priority * 1000 <= @now + ${-PRIORITY_MIN * AGING_STEP_MS} AND due_at <= @now
+            ORDER BY due_at - priority * 1000, id LIMIT @limit))
+        ORDER BY due_at - priority * 1000, id LIMIT @limit`),
       insertStep: d.prepare(`INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
           outcome, duration_ms, idempotency_key, input, output, error, violations, logs, started_at, finished_at)
         VALUES (@run_id, @node_key, @node_kind, @visit, @attempt, @entered_via_port_key, @exited_via_port_key, @outcome,

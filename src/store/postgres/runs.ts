@@ -61,7 +61,9 @@ WITH input AS (
     subject_id text, active_subject text, status text, exit_reason text, current_node_key text, event jsonb, context jsonb,
     steps jsonb, cursor jsonb, run_as jsonb, trace_id text, due_at double precision, started_at double precision,
     cooldown_ms double precision, ord int, priority int, priority_error text, park_for text, park_until double precision)
-), decided AS (
+), decided AS MATERIALIZED (
+  -- MATERIALIZED: the decision is made once per row; inlined, each of the INSERT's references to
+  -- d.skip below ran the CASE's subqueries again (eight index probes per row instead of one).
   SELECT i.*, ${ENROLLMENT_CASE} AS skip
   FROM input i
 )
@@ -186,12 +188,18 @@ HAVING NOT EXISTS (SELECT 1 FROM due_marks m WHERE m.automation_id = r.automatio
 const lastSweep = new WeakMap<pg.Pool, number>();
 
 // In the claim's order within the due runs (priority included), so the unclaimed pass never starts a
-// lower-priority run before a higher one. The index runs_claim_key (migration 020) gives that order;
-// the range ends at the largest key a due run can have, weft_claim_at(now, PRIORITY_MIN) (due now,
-// lowest priority), so a round reads its batch off the front instead of sorting the due backlog.
-const DUE_RUNS_SQL = `SELECT * FROM runs WHERE due_at IS NOT NULL
-  AND weft_claim_at(due_at, priority) <= weft_claim_at($1, ${PRIORITY_MIN}) AND due_at <= $1
-  ORDER BY weft_claim_at(due_at, priority), id LIMIT $2`;
+// lower-priority run before a higher one. Two ranges (migration 021), each read off the front of an
+// index in that order: priority 0 and above on runs_claim_key up to now (such a run's key is at
+// most its due time, so runs parked on later timers are never read), below 0 on its partial index
+// up to weft_claim_at(now, PRIORITY_MIN), the largest key a due run can have.
+export const DUE_RUNS_SQL = `SELECT * FROM (
+  (SELECT * FROM runs WHERE due_at IS NOT NULL AND weft_claim_at(due_at, priority) <= $1 AND priority >= 0 AND due_at <= $1
+   ORDER BY weft_claim_at(due_at, priority), id LIMIT $2)
+  UNION ALL
+  (SELECT * FROM runs WHERE due_at IS NOT NULL AND priority < 0
+     AND weft_claim_at(due_at, priority) <= weft_claim_at($1, ${PRIORITY_MIN}) AND due_at <= $1
+   ORDER BY weft_claim_at(due_at, priority), id LIMIT $2)
+) u ORDER BY weft_claim_at(due_at, priority), id LIMIT $2`;
 
 /** Store.dueRuns: a plain read (the commit that claims one re-checks it). */
 export async function dueRuns(pool: pg.Pool, now: number, limit: number): Promise<Run[]> {
