@@ -32,6 +32,7 @@
 //      (lateness p50/p99/max, memory; --timer-lead S: when the minute opens, default N/1000 s,
 //      at least 30); Weft parks them through batch enrollment (enrollMany, 1,000 a call).
 //      intake: events over HTTP for --seconds, and Weft's batch rows (--intake-batch) beside.
+//      --peers "graphile-worker,pg-boss" runs only those peers beside Weft (default: all three).
 //   8. --only fleet: one API process and 1, 2, 4 worker processes on one PostgreSQL beside one
 //      process doing it all (bench/fleet.ts; paced: --fleet-paced N events at --fleet-rate R/s for latency,
 //      default 600 at 100/s; closed: --fleet-events N, --fleet-concurrency C at a time, for runs/s and CPU
@@ -80,6 +81,7 @@ const { values: args } = parseArgs({
     compare: { type: "boolean", default: false },
     samples: { type: "string", default: "200" },
     workloads: { type: "string", default: "runs,fanout,timers,intake" },
+    peers: { type: "string" },
     timers: { type: "string", default: "100000" },
     "timer-lead": { type: "string" },
     "fleet-events": { type: "string", default: "2000" },
@@ -699,11 +701,13 @@ const WEFT_PROCS: PeerProc[] = [
   { name: "Weft, embedded (SQLite) store", script: "weft.mjs", node: 20, embedded: true },
   { name: "Weft, PostgreSQL store", script: "weft.mjs", node: 20 },
 ];
-const PEERS: PeerProc[] = [
+const ALL_PEERS: PeerProc[] = [
   { name: "DBOS Transact", script: "dbos.mjs", pkg: "@dbos-inc/dbos-sdk", node: 20 }, // engines: node >= 20
   { name: "graphile-worker", script: "graphile-worker.mjs", pkg: "graphile-worker", node: 22 }, // engines: node >= 22.18
   { name: "pg-boss", script: "pg-boss.mjs", pkg: "pg-boss", node: 22 }, // engines: node >= 22.12
 ];
+/** --peers: the peers to run beside Weft (names as listed, comma-separated; default all). */
+const PEERS: PeerProc[] = args.peers ? ALL_PEERS.filter((p) => args.peers!.split(",").includes(p.name)) : ALL_PEERS;
 const PEER_TIMEOUT_MS = 900_000;
 
 /** A peer process on its own fresh database: `<url> <workload> <n> [extra]`; its last JSON line is the result.
