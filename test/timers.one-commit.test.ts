@@ -111,6 +111,36 @@ describe.each(STORE_KINDS)("timers fire in one commit (%s store)", (kind) => {
     }
   });
 
+  it("fires a timer into a custom action declared fast with no permission in one commit; declared fast with a permission, it takes the lease first", async () => {
+    const calls = new Map<string, number>();
+    const count = (_input: unknown, ctx: { run_id: string }) => {
+      calls.set(ctx.run_id, (calls.get(ctx.run_id) ?? 0) + 1);
+      return {};
+    };
+    engine.registerAction({ kind: "pure", class: "fast", handler: count });
+    engine.registerAction({ kind: "granted", class: "fast", permissions: ["http:127.0.0.1"], handler: count });
+    for (const [kindOf, expected] of [
+      ["pure", 2],
+      ["granted", 3],
+    ] as const) {
+      const a = await engine.createAutomation(WS, timerAutomation(`${kindOf}-timer`, { key: "act", kind: kindOf }));
+      const runs = await engine.enrollMany(
+        WS,
+        a.id,
+        Array.from({ length: N }, (_, i) => ({ subject_id: `${kindOf}${i}` })),
+      );
+      for (const r of runs) {
+        if (!("run" in r)) throw new Error("enrollment refused");
+        expect((await engine.waitForRun(WS, r.run.id)).status).toBe("completed");
+        expect(claims.get(r.run.id) ?? 0).toBe(0);
+        // pure: park, then fire (delay end, the action, end) in one commit; granted: park, the lease
+        // with the delay's end, then the action's result with the end.
+        expect(commits.get(r.run.id)).toBe(expected);
+        expect(calls.get(r.run.id)).toBe(1);
+      }
+    }
+  });
+
   it("honours a stop made while the unclaimed drive is in flight: its commit is refused and the run ends stopped", async () => {
     const a = await engine.createAutomation(WS, timerAutomation("stopped-timer", { key: "mark", kind: "set", config: { assign: { fired: "true" } } }));
     const { run } = await engine.enroll(WS, a.id, { subject_id: "s" });

@@ -4,7 +4,7 @@
 // loop: three checkpointed no-op steps per run, closed loop (each run enrolled alone, its end
 // seen on the engine's run:finished event).
 // timers: a run per timer (batch enrollment, MAX_BATCH subjects per call, one transaction each)
-// into delay until context.due → a custom action; the engine's default runner settings.
+// into delay until context.due → a custom action declared fast; the engine's default runner settings.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,6 +18,9 @@ const engine = new Engine({ store, httpAllow: ["127.0.0.1"] });
 let onFired = () => {};
 engine.registerAction({
   kind: "fired",
+  // It only records the lateness in this process: declared fast with no permission, so a timer
+  // fires in one commit (README: custom actions).
+  class: "fast",
   handler: (input) => {
     onFired(Number(input.due));
     return { ok: true };
@@ -89,7 +92,7 @@ if (WORKLOAD === "loop") {
         ),
       );
     })),
-    how: `batch enrollment (${MAX_BATCH} per call, one transaction each) into delay until context.due → a custom action; default runner settings`,
+    how: `batch enrollment (${MAX_BATCH} per call, one transaction each) into delay until context.due → a custom action declared fast (no permissions); default runner settings`,
   };
 } else throw new Error(`unknown workload ${WORKLOAD}`);
 await engine.stop();

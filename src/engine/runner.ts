@@ -283,11 +283,18 @@ export class Runner {
     return true;
   }
 
-  /** Whether the node at `key` only computes in this process (a fast built-in node, not an action). */
+  /**
+   * Whether the node at `key` only computes in this process: a fast built-in node, or a custom
+   * action declared fast and granted no permission (by its declaration it only computes its
+   * output, so it may run before the lease: a refused drive drops its result, and the run's next
+   * drive computes it again). An action with any permission could reach outside: lease first.
+   */
   private inProcess(v: LoadedVersion, key: string | null): boolean {
     const node = key === null ? undefined : v.nodes.get(key);
     if (node === undefined) return true;
-    return this.handlers.get(node.kind)?.class === "fast" && !this.services.actions.has(node.kind);
+    if (this.handlers.get(node.kind)?.class !== "fast") return false;
+    const action = this.services.actions.get(node.kind);
+    return action === undefined || action.effectivePermissions(null).length === 0;
   }
 
   private async idleDelay(): Promise<number> {
