@@ -35,7 +35,7 @@
 //      --peers "graphile-worker,pg-boss" runs only those peers beside Weft (default: all three).
 //   8. --only fleet: one API process and 1, 2, 4 worker processes on one PostgreSQL beside one
 //      process doing it all (bench/fleet.ts; paced: --fleet-paced N events at --fleet-rate R/s for latency,
-//      default 600 at 100/s; closed: --fleet-events N, --fleet-concurrency C at a time, for runs/s and CPU
+//      default 200 at 20/s; closed: --fleet-events N, --fleet-concurrency C at a time, for runs/s and CPU
 //      per run; --fleet-workers 1,2,4;
 //      --fleet-polling adds each fleet with WEFT_WAKEUPS=0 beside it), and in the same table
 //      graphile-worker with 1, 2, 4 worker processes doing the same three HTTP calls as chained
@@ -86,8 +86,8 @@ const { values: args } = parseArgs({
     "timer-lead": { type: "string" },
     "fleet-events": { type: "string", default: "2000" },
     "fleet-concurrency": { type: "string", default: "32" },
-    "fleet-paced": { type: "string", default: "600" },
-    "fleet-rate": { type: "string", default: "100" },
+    "fleet-paced": { type: "string", default: "200" },
+    "fleet-rate": { type: "string", default: "20" },
     "fleet-workers": { type: "string", default: "1,2,4" },
     "fleet-polling": { type: "boolean", default: false },
     "flow-flood": { type: "string", default: "100000" },
