@@ -258,6 +258,11 @@ export class Engine {
     return this.runner?.busy ?? 0;
   }
 
+  /** Whether this process's flow sweep is in flight (it may be about to make concurrency waiters due). */
+  get sweepInFlight(): boolean {
+    return this.runner?.sweepInFlight ?? false;
+  }
+
   /** Claim now (after creating work or moving a test clock). */
   poke(): void {
     this.wakeups.signal("claim");

@@ -215,10 +215,11 @@ export class FlowGates {
   ) {}
 
   /** The lost-wake safety net (Store.sweepFlowWaiters), at most once per recheck period per process. */
-  async sweep(now: number): Promise<void> {
-    if (now - this.sweptAt < this.recheckMs) return;
+  /** How many waiters the sweep woke (0 when it is not due yet). */
+  async sweep(now: number): Promise<number> {
+    if (now - this.sweptAt < this.recheckMs) return 0;
     this.sweptAt = now;
-    await this.store.sweepFlowWaiters(now, SWEEP_KEYS);
+    return this.store.sweepFlowWaiters(now, SWEEP_KEYS);
   }
 
   /** The automation's gate, met at every claim until the run ends (a run that holds its slots passes at once). */

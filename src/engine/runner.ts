@@ -194,6 +194,14 @@ export class Runner {
     return this.inFlight.size;
   }
 
+  /** The flow sweep in flight, if any (see claimRound). */
+  private sweeping: Promise<void> | null = null;
+
+  /** Whether a flow sweep is in flight: it may be about to make waiters due (a test settles on it). */
+  get sweepInFlight(): boolean {
+    return this.sweeping !== null;
+  }
+
   /** One claim; true when a full batch came back (claim again at once), else how long to sleep. */
   private async claimRound(): Promise<boolean | number> {
     // At capacity, still claim a few (up to a hard cap of 1.25 × maxInFlight): claims are
@@ -205,8 +213,17 @@ export class Runner {
     // One `now` for both: the claim takes only runs the unclaimed pass saw due (and left alone),
     // not ones that came due since, which the next pass drives unclaimed.
     const now = this.clock.now();
-    // Off the claim's path: a store that cannot answer now sweeps again next period.
-    void this.gates.sweep(now).catch(() => {});
+    // Off the claim's path: a store that cannot answer now sweeps again next period. Waiters it
+    // woke are due now: claim again at once rather than at the next poll.
+    if (this.sweeping === null) {
+      this.sweeping = this.gates
+        .sweep(now)
+        .then((woke) => {
+          if (woke > 0) this.poke();
+        })
+        .catch(() => {})
+        .finally(() => (this.sweeping = null));
+    }
     // The unclaimed pass takes at most half a batch, so the claim's round-robin across automations
     // still shares out the rest when one automation floods; the claim is skipped when the pass
     // saw every due run and took them all.
