@@ -18,7 +18,7 @@ import { eventMayRunAs, runAsUser } from "./identity.js";
 import { newRun, sharedLimitsOf } from "./new-run.js";
 import { LoopingTask } from "./loop.js";
 import { FlowWindows, routeFlow, type FlowEntry } from "./flow-intake.js";
-import { activeSignature, type Automation, type NewRun, type Run, type SharedLimit, type Store, type StoredEvent } from "./store.js";
+import { activeSignature, type Automation, type NewRun, type SharedLimit, type Store, type StoredEvent } from "./store.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
 import { workspaceBudget } from "./workspace-settings.js";
 
@@ -89,8 +89,7 @@ export class Dispatcher extends LoopingTask {
     private readonly clock: Clock,
     private readonly events: EngineEmitter,
     private readonly opts: DispatcherOptions,
-    /** Runs this dispatcher created, committed: drive them (Runner.offer) or wake the claim loop. */
-    private readonly onRuns: (runs: readonly Run[]) => void,
+    private readonly onRuns: (n: number) => void,
   ) {
     super("dispatch", events, opts.pollMs);
     this.flowWindows = new FlowWindows(store, clock, () => this.poke());
@@ -105,7 +104,7 @@ export class Dispatcher extends LoopingTask {
     const now = this.clock.now();
     const closed = await this.flowWindows.close(now);
     for (const r of closed) this.events.emit("run:created", { run: r });
-    if (closed.length > 0) this.onRuns(closed);
+    if (closed.length > 0) this.onRuns(closed.length);
     // A lease stands for a living dispatcher, so it runs on real time: the engine's clock (which
     // a test may move by hours) decides what is due, not whether a dispatcher died.
     const { events: leased, active, undeliverable } = await this.store.leaseEvents(Date.now(), this.opts.leaseMs, this.opts.batch, this.opts.quarantineAfter);
@@ -164,7 +163,7 @@ export class Dispatcher extends LoopingTask {
     if (res.events.length > 0) await crashPoint("dispatcher:after-commit");
     for (const r of res.runs) this.events.emit("run:created", { run: r });
     for (const e of res.events) this.events.emit("event:dispatched", { event_id: e.id, runs: res.runs.filter((r) => r.event_id === e.id).map((r) => r.id) });
-    if (res.runs.some((r) => r.status === "pending")) this.onRuns(res.runs);
+    if (res.runs.some((r) => r.status === "pending")) this.onRuns(res.runs.length);
     // After the commit: the events planned fine are dispatched whatever becomes of these.
     for (const [error, ids] of failed) {
       for (const e of await this.store.failDispatch(ids, error, Date.now(), this.opts.quarantineAfter)) this.emitUndeliverable(e);

@@ -181,14 +181,7 @@ export class Engine {
             leaseMs: Math.min(DISPATCH_LEASE_MS, opts.runner?.leaseMs ?? DISPATCH_LEASE_MS),
             quarantineAfter: opts.runner?.quarantineAfter ?? DEFAULT_QUARANTINE_AFTER,
           },
-          // As an enrolled run: driven here at once when the claim loop left nothing due behind
-          // and there is room (Runner.offer); any other (not offered, or parked with a due time
-          // of its own) wakes the claim loop, which takes it in its order.
-          (runs) => {
-            let left = false;
-            for (const r of runs) if (!(r.status === "pending" && this.runner?.offer(r))) left = true;
-            if (left) this.poke();
-          },
+          () => this.poke(),
         );
     this.scheduler = opts.noRunner ? null : new Scheduler(this.store, this.clock, this.events, opts.schedulePollMs ?? 1000, () => this.dispatcher?.poke());
     const runner = this.runner;
