@@ -179,9 +179,12 @@ describe.each(STORE_KINDS)("schedule catch-up (%s store)", (kind) => {
     await e.createAutomation(WS, everySecond("all"));
     clock.set(t0 + DAY);
     await e.tick();
-    expect(seen).toHaveLength(1);
-    expect(seen[0]!.firings.map((f) => f.events.length).sort((x, y) => x - y)).toEqual([1, MAX_CATCH_UP]);
-    expect(seen[0]!.inside).toBe(seen[0]!.atEntry);
+    // The scheduler's own loop may fire in a round of its own beside the tick's: every firing
+    // transaction is checked, and together they fire each schedule once.
+    const firing = seen.filter((r) => r.firings.length > 0);
+    expect(firing.length).toBeGreaterThanOrEqual(1);
+    expect(firing.flatMap((r) => r.firings.map((f) => f.events.length)).sort((x, y) => x - y)).toEqual([1, MAX_CATCH_UP]);
+    for (const r of firing) expect(r.inside).toBe(r.atEntry);
   });
 
   it("a firing planned from a row that has moved on stores nothing: the compare-and-set keeps each tick to one event", async () => {
