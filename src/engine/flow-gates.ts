@@ -214,8 +214,7 @@ export class FlowGates {
     private readonly recheckMs: number,
   ) {}
 
-  /** The lost-wake safety net (Store.sweepFlowWaiters), at most once per recheck period per process. */
-  /** How many waiters the sweep woke (0 when it is not due yet). */
+  /** The lost-wake safety net (Store.sweepFlowWaiters), at most once per recheck period per process: what the store's sweep answers (0 when not due yet). */
   async sweep(now: number): Promise<number> {
     if (now - this.sweptAt < this.recheckMs) return 0;
     this.sweptAt = now;

@@ -192,7 +192,7 @@ const lastSweep = new WeakMap<pg.Pool, number>();
 // index in that order: priority 0 and above on runs_claim_key up to now (such a run's key is at
 // most its due time, so runs parked on later timers are never read), below 0 on its partial index
 // up to weft_claim_at(now, PRIORITY_MIN), the largest key a due run can have.
-export const DUE_RUNS_SQL = `SELECT * FROM (
+const DUE_RUNS_SQL = `SELECT * FROM (
   (SELECT * FROM runs WHERE due_at IS NOT NULL AND weft_claim_at(due_at, priority) <= $1 AND priority >= 0 AND due_at <= $1
    ORDER BY weft_claim_at(due_at, priority), id LIMIT $2)
   UNION ALL
