@@ -77,6 +77,22 @@ const { automation: toAutomation, version: toVersion, run: toRun, runSummary: to
 const SUMMARY_COLUMNS = `id, workspace_id, automation_id, (SELECT key FROM automations a WHERE a.id = runs.automation_id) AS automation_key, version,
   event_id, trigger_type, subject_id, status, exit_reason, current_node_key, waiting_for, waiting_until, run_as, trace_id,
   items_total, items_failed, interruptions, started_at, completed_at, updated_at`;
+/**
+ * Due runs (`where`) in claim-key order (due_at − priority × 1000, then id), in two ranges
+ * (migration 021), each read off the front of its index: priority 0 and above up to now (such a
+ * run's key is at most its due time, so runs parked on later timers are never read), below 0 off
+ * its partial index up to now + |PRIORITY_MIN| steps, the largest key a due run can have.
+ */
+function dueInClaimOrder(cols: string, where: string, index: string, indexBelow: string): string {
+  const part = (idx: string, range: string) => `SELECT * FROM (SELECT ${cols}, due_at - priority * 1000 AS k FROM runs INDEXED BY ${idx}
+      WHERE ${where} AND due_at IS NOT NULL AND ${range} AND due_at <= @now ORDER BY due_at - priority * 1000, id LIMIT @limit)`;
+  return `SELECT ${cols} FROM (
+    ${part(index, "due_at - priority * 1000 <= @now AND priority >= 0")}
+    UNION ALL
+    ${part(indexBelow, `priority < 0 AND due_at - priority * 1000 <= @now + ${-PRIORITY_MIN * AGING_STEP_MS}`)})
+  ORDER BY k, id LIMIT @limit`;
+}
+
 export class EmbeddedStore implements Store {
   readonly kind = "embedded" as const;
   readonly db: Database.Database;
@@ -150,18 +166,7 @@ export class EmbeddedStore implements Store {
       // SQLite would otherwise pick for DISTINCT).
       markedAutomations: d.prepare("SELECT DISTINCT automation_id FROM due_marks INDEXED BY due_marks_due WHERE due_at <= ?").pluck(),
       // The claim key and its bound as in PostgreSQL's weft_claim (migration 014): runs_claim's range.
-      // Two parts (migration 021): priority 0 and above up to now (a due run's key is at most now,
-      // so the runs parked on later timers are never read), below 0 off their own partial index.
-      dueOfAutomation: d.prepare(`SELECT id, due_at, priority FROM (
-          SELECT * FROM (SELECT id, due_at, priority, due_at - priority * 1000 AS k FROM runs INDEXED BY runs_claim
-            WHERE automation_id = @aid AND due_at IS NOT NULL AND due_at - priority * 1000 <= @now AND priority >= 0 AND due_at <= @now
-            ORDER BY due_at - priority * 1000, id LIMIT @limit)
-          UNION ALL
-          SELECT * FROM (SELECT id, due_at, priority, due_at - priority * 1000 AS k FROM runs INDEXED BY runs_claim_below
-            WHERE automation_id = @aid AND due_at IS NOT NULL AND priority < 0
-              AND due_at - priority * 1000 <= @now + ${-PRIORITY_MIN * AGING_STEP_MS} AND due_at <= @now
-            ORDER BY due_at - priority * 1000, id LIMIT @limit))
-        ORDER BY k, id LIMIT @limit`),
+      dueOfAutomation: d.prepare(dueInClaimOrder("id, due_at, priority", "automation_id = @aid", "runs_claim", "runs_claim_below")),
       hasDue: d.prepare("SELECT 1 FROM runs WHERE automation_id = ? AND due_at <= ? LIMIT 1").pluck(),
       dropMarks: d.prepare("DELETE FROM due_marks WHERE automation_id = ?"),
       markEarliest: d.prepare(`INSERT INTO due_marks (automation_id, due_at)
@@ -183,18 +188,8 @@ export class EmbeddedStore implements Store {
           completed_at = @completed_at, updated_at = @updated_at, unsettled_claims = 0, rev = rev + 1
         WHERE id = @run_id AND rev = @expected_rev AND CASE WHEN @claim_at IS NULL THEN lease_owner = @owner
           ELSE lease_owner IS NULL AND control IS NULL AND due_at <= @claim_at END RETURNING control`),
-      // Every automation's due runs in claim-key order: runs_claim_key's range (migration 020), up to
-      // the largest key a due run can have (due now at the lowest priority), so no backlog is sorted.
-      // In two parts as dueOfAutomation (migration 021).
-      dueRuns: d.prepare(`SELECT * FROM (
-          SELECT * FROM (SELECT * FROM runs INDEXED BY runs_claim_key
-            WHERE due_at IS NOT NULL AND due_at - priority * 1000 <= @now AND priority >= 0 AND due_at <= @now
-            ORDER BY due_at - priority * 1000, id LIMIT @limit)
-          UNION ALL
-          SELECT * FROM (SELECT * FROM runs INDEXED BY runs_claim_key_below
-            WHERE due_at IS NOT NULL AND priority < 0 AND due_at - priority * 1000 <= @now + ${-PRIORITY_MIN * AGING_STEP_MS} AND due_at <= @now
-            ORDER BY due_at - priority * 1000, id LIMIT @limit))
-        ORDER BY due_at - priority * 1000, id LIMIT @limit`),
+      // Every automation's due runs in claim-key order, so no backlog is sorted.
+      dueRuns: d.prepare(dueInClaimOrder("*", "1", "runs_claim_key", "runs_claim_key_below")),
       insertStep: d.prepare(`INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
           outcome, duration_ms, idempotency_key, input, output, error, violations, logs, started_at, finished_at)
         VALUES (@run_id, @node_key, @node_kind, @visit, @attempt, @entered_via_port_key, @exited_via_port_key, @outcome,
