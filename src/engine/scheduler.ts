@@ -185,7 +185,23 @@ export class Scheduler extends LoopingTask {
     return (await this.once()) > 0;
   }
   /** Fire everything due now; returns the number of tick events stored. */
-  async once(): Promise<number> {
+  /** The round in flight (once and the loop's rounds run one at a time). */
+  private inFlight: Promise<unknown> = Promise.resolve();
+
+  /**
+   * One round: fire the due schedules. Rounds run one at a time, so a tick's round and the loop's
+   * never plan against the same due schedules at once (the second sees what the first fired).
+   */
+  once(): Promise<number> {
+    const next = this.inFlight.then(
+      () => this.fireRound(),
+      () => this.fireRound(),
+    );
+    this.inFlight = next.catch(() => undefined);
+    return next;
+  }
+
+  private async fireRound(): Promise<number> {
     const now = this.clock.now();
     const due = await this.store.dueSchedules(now, BATCH);
     if (due.length === 0) return 0;
