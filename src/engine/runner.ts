@@ -96,6 +96,11 @@ export class Runner {
    * driven at once (offer) without waiting for the claim loop's read, as no due run is ahead of it.
    */
   private caughtUp = false;
+  /**
+   * A claim is in flight: a run offered now could be both driven unclaimed and claimed by it (the
+   * claim reads after the run's commit), driven twice; it is left to the next round instead.
+   */
+  private claiming = false;
   /** The loop sleeps until an unclaimed drive's first commit (see claimRound). */
   private awaitingFirstCommits = false;
 
@@ -178,7 +183,7 @@ export class Runner {
    * having done nothing outside. False: not taken (the caller wakes the claim loop instead).
    */
   offer(run: Run): boolean {
-    if (this.renewTimer === null || !this.caughtUp || this.inFlight.size >= this.opts.maxInFlight) return false;
+    if (this.renewTimer === null || !this.caughtUp || this.claiming || this.inFlight.size >= this.opts.maxInFlight) return false;
     const now = this.clock.now();
     if (run.due_at === null || run.due_at > now) return false;
     // A copy: the drive mutates its run, and the caller hands this one back (the enroll's answer).
@@ -231,9 +236,15 @@ export class Runner {
     const rest = want - taken;
     let claimed: Run[] = [];
     if (rest > 0 && more) {
-      // Not before the unclaimed drives have committed: the claim would take them too.
-      await Promise.all([...this.firstCommits.values()]);
-      claimed = await this.store.claimRuns(this.opts.owner, now, this.opts.leaseMs, rest);
+      // Not before the unclaimed drives have committed: the claim would take them too (and no run
+      // is offered meanwhile, for the same reason).
+      this.claiming = true;
+      try {
+        await Promise.all([...this.firstCommits.values()]);
+        claimed = await this.store.claimRuns(this.opts.owner, now, this.opts.leaseMs, rest);
+      } finally {
+        this.claiming = false;
+      }
     }
     for (const run of claimed) this.startDriver(run);
     // Nothing due was left behind (the pass saw every due run, or the claim took fewer than asked).
