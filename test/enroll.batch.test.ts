@@ -6,7 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Engine } from "../src/engine/engine.js";
 import { MAX_BATCH } from "../src/engine/intake.js";
-import type { AuditEntry, NewRun, Run, Store } from "../src/engine/store.js";
+import type { NewRun, Run, RunAudit, Store } from "../src/engine/store.js";
 import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 import { type Api, startApi } from "./helpers/api.js";
@@ -56,7 +56,7 @@ describe.each(STORE_KINDS)("batch enrollment (%s store)", (kind) => {
     ts = await makeStore(kind);
     inserts = [];
     const insertRuns = ts.store.insertRuns.bind(ts.store);
-    ts.store.insertRuns = (runs: readonly NewRun[], now: number, audit?: (created: Run) => AuditEntry) => {
+    ts.store.insertRuns = (runs: readonly NewRun[], now: number, audit?: RunAudit) => {
       inserts.push(runs.length);
       return insertRuns(runs, now, audit);
     };

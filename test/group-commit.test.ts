@@ -6,7 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Engine } from "../src/engine/engine.js";
 import { WeftError } from "../src/model/errors.js";
-import type { AuditEntry, NewEvent, NewRun, Run } from "../src/engine/store.js";
+import type { NewEvent, NewRun, Run, RunAudit } from "../src/engine/store.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
@@ -63,7 +63,7 @@ describe.each(STORE_KINDS)("group commit across requests (%s store)", (kind) => 
       return insertEvents(es);
     };
     const insertRuns = ts.store.insertRuns.bind(ts.store);
-    ts.store.insertRuns = async (rs: readonly NewRun[], now: number, audit?: (r: Run) => AuditEntry) => {
+    ts.store.insertRuns = async (rs: readonly NewRun[], now: number, audit?: RunAudit) => {
       runWrites.push(rs.length);
       await sleep(HOLD_MS);
       if (rs.some(refuse)) throw new Error("refused by the store");

@@ -336,6 +336,34 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
       expect((await store.listRuns({ workspace_id: WS, subject_id: "ct_1", limit: 10 })).items).toHaveLength(3);
     });
 
+    it("with an audit entry: written for each created run with its status as created (skips too), never for a replay", async () => {
+      const a = await addAutomation(store, "audited");
+      const entry = (r: NewRun) => ({
+        workspace_id: WS,
+        actor: "user:usr_1",
+        action: "run.enroll",
+        target_type: "run",
+        target_id: r.id,
+        details: { subject_id: r.subject_id },
+        at: T0,
+      });
+      const made = await store.insertRun(newRun(a, { subject_id: "au_1", active_subject: "au_1", dedupe_key: "au_k" }), T0, entry);
+      const replay = await store.insertRun(newRun(a, { subject_id: "au_1", active_subject: "au_1", dedupe_key: "au_k" }), T0, entry);
+      const skipped = await store.insertRun(newRun(a, { subject_id: "au_1", active_subject: "au_1" }), T0, entry);
+      const batch = await store.insertRuns(
+        [newRun(a, { subject_id: "au_2", active_subject: "au_2" }), newRun(a, { subject_id: "au_2", active_subject: "au_2" })],
+        T0,
+        entry,
+      );
+      expect(replay.created).toBe(false);
+      expect([skipped.run.status, ...batch.map((r) => r.run.status)]).toEqual(["exited", "pending", "exited"]);
+      const rows = (await store.listAudit(WS, 50)).filter((x) => x.action === "run.enroll");
+      const want = [made, skipped, ...batch].map((r) => ({ target_id: r.run.id, details: { subject_id: r.run.subject_id, status: r.run.status } }));
+      expect(rows.map((x) => ({ target_id: x.target_id, details: x.details })).sort((p, q) => p.target_id.localeCompare(q.target_id))).toEqual(
+        want.sort((p, q) => p.target_id.localeCompare(q.target_id)),
+      );
+    });
+
     it("other subjects, other automations and runs without an active subject are unaffected", async () => {
       const a = await addAutomation(store, "active-others");
       await insert(store, a, { subject_id: "ct_1", active_subject: "ct_1" });

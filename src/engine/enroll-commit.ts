@@ -6,12 +6,12 @@
 // each request is tried again alone, so a refusal fails only the request it belongs to.
 
 import { Batcher } from "./batcher.js";
-import type { AuditEntry, InsertRunResult, NewRun, Run, Store } from "./store.js";
+import type { InsertRunResult, NewRun, RunAudit, Store } from "./store.js";
 
 interface Request {
   runs: readonly NewRun[];
   now: number;
-  audit: (created: Run) => AuditEntry;
+  audit: RunAudit;
 }
 
 /** Enroll requests in one shared insert at most (each holds at most MAX_BATCH runs). */
@@ -34,7 +34,7 @@ function batcherOf(store: Store): Batcher<Request, InsertRunResult[]> {
 }
 
 async function insertTogether(store: Store, reqs: readonly Request[]): Promise<InsertRunResult[][]> {
-  const audits = new Map<string, (created: Run) => AuditEntry>();
+  const audits = new Map<string, RunAudit>();
   for (const r of reqs) for (const run of r.runs) audits.set(run.id, r.audit);
   // Requests a few milliseconds apart share one `now` (the latest): the enrollment rules (pause,
   // cooldown) are read as of the commit that decides them.
@@ -42,22 +42,22 @@ async function insertTogether(store: Store, reqs: readonly Request[]): Promise<I
   const all = await store.insertRuns(
     reqs.flatMap((r) => r.runs),
     now,
-    (created) => auditOf(audits.get(created.id), created),
+    (planned) => auditOf(audits.get(planned.id), planned),
   );
   let at = 0;
   return reqs.map((r) => all.slice(at, (at += r.runs.length)));
 }
 
-function auditOf(entry: ((created: Run) => AuditEntry) | undefined, created: Run): AuditEntry {
-  if (!entry) throw new Error(`no audit entry for run ${created.id}`);
-  return entry(created);
+function auditOf(entry: RunAudit | undefined, planned: NewRun): ReturnType<RunAudit> {
+  if (!entry) throw new Error(`no audit entry for run ${planned.id}`);
+  return entry(planned);
 }
 
 /**
  * Insert one request's runs (Store.insertRuns), each created one with its audit entry, in the
  * group commit shared with concurrent requests; results in input order.
  */
-export function insertRunsTogether(store: Store, runs: readonly NewRun[], now: number, audit: (created: Run) => AuditEntry): Promise<InsertRunResult[]> {
+export function insertRunsTogether(store: Store, runs: readonly NewRun[], now: number, audit: RunAudit): Promise<InsertRunResult[]> {
   if (runs.length === 0) return Promise.resolve([]);
   return batcherOf(store).get({ runs, now, audit });
 }

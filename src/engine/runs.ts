@@ -94,7 +94,7 @@ export async function enrollMany(
       action: "run.enroll",
       target_type: "run",
       target_id: r.id,
-      details: { automation_id: automationId, subject_id: r.subject_id, status: r.status },
+      details: { automation_id: automationId, subject_id: r.subject_id },
       at: now,
     }),
   );

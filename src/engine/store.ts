@@ -277,6 +277,20 @@ export interface AuditEntry {
   at: number;
 }
 
+/**
+ * The audit entry of a run an insert creates, made from the run as planned (before the insert);
+ * the store writes it only for a run it creates, in the same commit, its details carrying the
+ * run's status as created (`status`: pending, waiting, or exited when an enrollment rule skipped it).
+ * Being decided before the insert, the entry can be written by the insert's own statement.
+ */
+export type RunAudit = (run: NewRun) => AuditEntry;
+
+/** The audited form of a created run's entry (RunAudit): its details with the status it was created in. */
+export function runAuditEntry(audit: RunAudit, planned: NewRun, created: Run): AuditEntry {
+  const e = audit(planned);
+  return { ...e, details: { ...e.details, status: created.status } };
+}
+
 /** The audit entry of a decided approval (both stores write it in the deciding transaction). */
 export function approvalAudit(workspaceId: string, a: Approval, now: number): AuditEntry {
   const verb = a.status === "approved" ? "approve" : a.status === "rejected" ? "reject" : "time_out";
@@ -705,13 +719,13 @@ export interface Store {
    * read-then-write in the engine: a paused subject, a cooldown, or an active run of the same
    * (automation, active_subject) turn the new row into an `exited` run with that reason.
    */
-  insertRun(run: NewRun, now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult>;
+  insertRun(run: NewRun, now: number, audit?: RunAudit): Promise<InsertRunResult>;
   /**
    * Many runs in one transaction, each as insertRun would (the enrollment rules per run, in input
    * order, so a later run sees an earlier one's active slot and dedupe key); results in input order.
-   * With `audit`, each created run's entry commits in that transaction.
+   * With `audit`, each created run's entry (RunAudit) commits in that transaction.
    */
-  insertRuns(runs: readonly NewRun[], now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult[]>;
+  insertRuns(runs: readonly NewRun[], now: number, audit?: RunAudit): Promise<InsertRunResult[]>;
 
   /**
    * Store events in one transaction (group commit for intake): each unless (workspace, source,

@@ -46,9 +46,9 @@ import type {
   Store,
   StoredEvent,
 } from "../../engine/store.js";
-import { claimOrder, DUE_MARK_SWEEP_MS, laterEnd, pauseKey, splitStale, waitKey } from "../../engine/store.js";
+import { claimOrder, runAuditEntry, DUE_MARK_SWEEP_MS, laterEnd, pauseKey, splitStale, waitKey } from "../../engine/store.js";
 import { freshEvent } from "../fresh-event.js";
-import type { ApprovalStatus, AuditEntry, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
+import type { ApprovalStatus, AuditEntry, RunAudit, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
 import { EmbeddedNodes, toItem } from "./nodes.js";
 import { EmbeddedIdentity } from "./identity.js";
 import { securePrivateFiles } from "./files.js";
@@ -291,17 +291,17 @@ export class EmbeddedStore implements Store {
     return r ? toVersion(r) : null;
   }
 
-  async insertRun(run: NewRun, now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult> {
+  async insertRun(run: NewRun, now: number, audit?: RunAudit): Promise<InsertRunResult> {
     const [res] = await this.insertRuns([run], now, audit);
     if (!res) throw new Error(`run ${run.id} was not inserted`);
     return res;
   }
 
-  async insertRuns(runs: readonly NewRun[], now: number, audit?: (created: Run) => AuditEntry): Promise<InsertRunResult[]> {
+  async insertRuns(runs: readonly NewRun[], now: number, audit?: RunAudit): Promise<InsertRunResult[]> {
     return this.db
       .transaction(() => {
         const results = runs.map((run) => this.insertRunTx(run, now));
-        if (audit) this.nodes.audit(results.filter((r) => r.created).map((r) => audit(r.run)));
+        if (audit) this.nodes.audit(results.flatMap((r, i) => (r.created ? [runAuditEntry(audit, runs[i]!, r.run)] : [])));
         return results;
       })
       .immediate();

@@ -7,6 +7,7 @@ import { isTerminal, type RunStatus } from "../../model/run-status.js";
 import type {
   ApprovalStatus,
   AuditEntry,
+  RunAudit,
   Role,
   Automation,
   AutomationStatus,
@@ -136,10 +137,10 @@ export class PostgresStore implements Store {
     return A.getVersion(this.pool, automationId, version);
   }
 
-  insertRun(run: NewRun, now: number, audit?: (created: Run) => AuditEntry) {
+  insertRun(run: NewRun, now: number, audit?: RunAudit) {
     return R.insertRun(this.pool, run, now, audit);
   }
-  insertRuns(runs: readonly NewRun[], now: number, audit?: (created: Run) => AuditEntry) {
+  insertRuns(runs: readonly NewRun[], now: number, audit?: RunAudit) {
     return R.insertRunsAudited(this.pool, runs, now, audit);
   }
   insertEvents(es: readonly NewEvent[]) {

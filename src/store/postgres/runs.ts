@@ -7,12 +7,12 @@ import { tx } from "./tx.js";
 import {
   waitKey,
   DUE_MARK_SWEEP_MS,
-  type AuditEntry,
   type Checkpoint,
   type CommitResult,
   type InsertRunResult,
   type NewRun,
   type Run,
+  type RunAudit,
   type RunControl,
 } from "../../engine/store.js";
 import { toRun, ts } from "./rows.js";
@@ -54,8 +54,8 @@ const ENROLLMENT_CASE = `CASE
 ${ENROLLMENT_CHECKS.flatMap((c) => (ENROLLMENT_SQL[c] === null ? [] : [`    WHEN ${ENROLLMENT_SQL[c]} THEN '${c}'`])).join("\n")}
     ELSE NULL END`;
 
-const INSERT_RUNS_SQL = `
-WITH input AS (
+// The insert's input and decision, as CTEs (INSERT_RUNS_SQL and INSERT_RUNS_AUDITED_SQL).
+const INSERT_RUNS_CTES = `input AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
     id text, workspace_id text, automation_id text, version int, event_id text, dedupe_key text, trigger_type text,
     subject_id text, active_subject text, status text, exit_reason text, current_node_key text, event jsonb, context jsonb,
@@ -66,8 +66,9 @@ WITH input AS (
   -- d.skip below ran the CASE's subqueries again (eight index probes per row instead of one).
   SELECT i.*, ${ENROLLMENT_CASE} AS skip
   FROM input i
-)
-INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id, active_subject,
+)`;
+
+const INSERT_RUNS_INSERT = `INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id, active_subject,
   status, exit_reason, current_node_key, waiting_for, waiting_until, event, context, steps, cursor, run_as, trace_id, due_at,
   lease_owner, started_at, completed_at, updated_at, priority, priority_error)
 SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_key, d.trigger_type, d.subject_id,
@@ -88,6 +89,33 @@ FROM decided d ORDER BY d.ord
 ON CONFLICT DO NOTHING
 RETURNING *`;
 
+const INSERT_RUNS_SQL = `WITH ${INSERT_RUNS_CTES}\n${INSERT_RUNS_INSERT}`;
+
+/**
+ * The same insert, writing each created run's audit entry (RunAudit: planned before the insert,
+ * given the run's status as created) in the same statement: one round trip and one commit for a
+ * run and its entry, with no transaction around them.
+ */
+const INSERT_RUNS_AUDITED_SQL = `WITH ${INSERT_RUNS_CTES},
+made AS (${INSERT_RUNS_INSERT}),
+logged AS (
+  INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at)
+  SELECT l.workspace_id, l.actor, l.action, l.target_type, l.target_id, l.details || jsonb_build_object('status', m.status), to_timestamp(l.at / 1000.0)
+  FROM jsonb_to_recordset($3::jsonb) AS l(workspace_id text, actor text, action text, target_type text, target_id text, details jsonb,
+    at double precision, run_id text, ord int)
+  JOIN made m ON m.id = l.run_id
+  ORDER BY l.ord
+)
+SELECT * FROM made`;
+
+/** One statement of the insert: with `entry`, the created runs' audit entries written by it too. */
+function insertStatement(rows: readonly object[], at: Date | null, entry: RunAudit | undefined, planned: readonly NewRun[]): pg.QueryConfig {
+  const values = [JSON.stringify(rows), at];
+  if (!entry) return { name: "weft_insert_runs", text: INSERT_RUNS_SQL, values };
+  const entries = planned.map((r, ord) => ({ ...entry(r), run_id: r.id, ord }));
+  return { name: "weft_insert_runs_audited", text: INSERT_RUNS_AUDITED_SQL, values: [...values, JSON.stringify(entries)] };
+}
+
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
 /**
@@ -95,13 +123,13 @@ type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
  * subject via the partial unique index). A row that conflicts on the active-subject index is
  * recorded as an exited `already_active` run; a row whose dedupe key exists is a replay.
  */
-export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: number): Promise<InsertRunResult[]> {
+export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: number, entry?: RunAudit): Promise<InsertRunResult[]> {
   if (runs.length === 0) return [];
   // reentry cancel_previous (store/postgres/singleton.ts): one run at a time, in input order, so a
   // later run of a slot replaces an earlier one of the same call (as the embedded store does).
   if (runs.length > 1 && runs.some(replacesActive)) {
     const out: InsertRunResult[] = [];
-    for (const r of runs) out.push(...(await insertRuns(db, [r], now)));
+    for (const r of runs) out.push(...(await insertRuns(db, [r], now, entry)));
     return out;
   }
   // Flow control's admission: its keys locked before any row lock, its decision made before the
@@ -111,7 +139,7 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
   const at = ts(now);
   const plan = admits ? await planAdmission(db, runs, now) : null;
   const rows = runs.map(({ admit: _, admit_rate: __, ...r }, ord) => ({ ...r, ...admittedRow(plan, r, now), ord }));
-  const first = await db.query({ name: "weft_insert_runs", text: INSERT_RUNS_SQL, values: [JSON.stringify(rows), at] });
+  const first = await db.query(insertStatement(rows, at, entry, runs));
   const byId = new Map<string, Run>(first.rows.map((r) => [r.id as string, toRun(r)]));
   const missing = runs.filter((r) => !byId.has(r.id));
   const existing = new Map<string, Run>();
@@ -124,7 +152,14 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
     const blocked = missing.filter((r) => !existing.has(`${r.automation_id}\u0000${r.dedupe_key}`));
     if (blocked.length > 0) {
       const skipped = blocked.map((r) => skippedEnrollment(r, "already_active", now));
-      const again = await db.query({ name: "weft_insert_runs", text: INSERT_RUNS_SQL, values: [JSON.stringify(skipped.map((r, ord) => ({ ...r, ord }))), at] });
+      const again = await db.query(
+        insertStatement(
+          skipped.map((r, ord) => ({ ...r, ord })),
+          at,
+          entry,
+          skipped,
+        ),
+      );
       for (const r of again.rows) byId.set(r.id as string, toRun(r));
       // A replay racing us may have inserted the same dedupe key meanwhile: read those back.
       const still = blocked.filter((r) => !byId.has(r.id));
@@ -147,23 +182,22 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
   });
 }
 
-/** One run; with `audit`, its audit entry commits in the same transaction when the run is created. */
-export async function insertRun(pool: pg.Pool, run: NewRun, now: number, entry?: (created: Run) => AuditEntry): Promise<InsertRunResult> {
+/** One run; with `audit`, its audit entry commits with it (RunAudit). */
+export async function insertRun(pool: pg.Pool, run: NewRun, now: number, entry?: RunAudit): Promise<InsertRunResult> {
   const [res] = await insertRunsAudited(pool, [run], now, entry);
   if (!res) throw new Error(`run ${run.id} was not inserted`);
   return res;
 }
 
 /** Runs set-wise (insertRuns); with `audit`, each created run's entry commits in the same transaction. */
-export async function insertRunsAudited(pool: pg.Pool, runs: readonly NewRun[], now: number, entry?: (created: Run) => AuditEntry): Promise<InsertRunResult[]> {
-  // Admission's reads and writes belong with the insert: a transaction whenever a run has gates.
-  if (!entry && !runs.some((r) => r.admit !== undefined || r.admit_rate !== undefined)) return insertRuns(pool, runs, now);
-  return tx(pool, async (c) => {
-    const results = await insertRuns(c, runs, now);
-    const entries = entry ? results.filter((r) => r.created).map((r) => entry(r.run)) : [];
-    if (entries.length > 0) await audit(c, entries);
-    return results;
-  });
+export async function insertRunsAudited(pool: pg.Pool, runs: readonly NewRun[], now: number, entry?: RunAudit): Promise<InsertRunResult[]> {
+  // One run that replaces nobody and passes no gate is written by one statement with its entry
+  // (its own transaction): no BEGIN and COMMIT round trips. Otherwise the statements that decide
+  // and write the runs (admission's reads and writes, a replaced run's release, a batch's skipped
+  // rows) share a transaction whenever a run has gates or an entry.
+  const gated = runs.some((r) => r.admit !== undefined || r.admit_rate !== undefined);
+  if (!gated && (!entry || (runs.length === 1 && !replacesActive(runs[0]!)))) return insertRuns(pool, runs, now, entry);
+  return tx(pool, (c) => insertRuns(c, runs, now, entry));
 }
 
 /**
