@@ -6,7 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Engine } from "../src/engine/engine.js";
 import { MAX_BATCH } from "../src/engine/intake.js";
-import type { NewRun, Run, RunAudit, Store } from "../src/engine/store.js";
+import type { NewRun, RunAudit, Store } from "../src/engine/store.js";
 import { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 import { type Api, startApi } from "./helpers/api.js";

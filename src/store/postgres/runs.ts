@@ -2,7 +2,6 @@
 // automations), batched checkpoint commit (CAS on rev + lease owner), lease renewal.
 
 import type pg from "pg";
-import { audit } from "./audit.js";
 import { tx } from "./tx.js";
 import {
   waitKey,
