@@ -1,7 +1,7 @@
-// A run created by this process, with nothing due left behind by the claim loop, is driven at once
-// (Runner.offer): no round of the claim loop (no due read, no claim) between its enroll and its
-// end; its first commit takes the lease before its first action runs; the enroll's answer is the
-// run as created, untouched by the drive.
+// A run created by this process, with nothing due left behind by the claim loop, is driven at once:
+// no round of the claim loop (no due read, no claim) between its enroll and its end. Enrolled, it
+// is inserted holding this process's lease (Runner.reserveLease), so its first action runs leased
+// with no claim commit before it; the enroll's answer is the run as created, untouched by the drive.
 
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Engine } from "../src/engine/engine.js";
@@ -26,12 +26,19 @@ describe.each(STORE_KINDS)("runs driven as soon as they are created (%s store)",
 
   it("an enrolled run runs to its end with no claim round, holding its lease when its action runs", async () => {
     const calls = { dueRuns: 0, claimRuns: 0 };
-    // The real store, its claim loop's reads and claims counted.
+    /** Checkpoints committed per run. */
+    const commits = new Map<string, number>();
+    // The real store, its claim loop's reads and claims counted, and its commits.
     const store = new Proxy(ts.store, {
       get(target, prop, receiver) {
         const v = Reflect.get(target, prop, receiver);
         if (typeof v !== "function") return v;
         if (prop === "dueRuns" || prop === "claimRuns") return (...a: unknown[]) => (calls[prop]++, v.apply(target, a));
+        if (prop === "commit")
+          return (owner: string, cps: { run_id: string }[]) => {
+            for (const c of cps) commits.set(c.run_id, (commits.get(c.run_id) ?? 0) + 1);
+            return v.apply(target, [owner, cps]);
+          };
         return v.bind(target);
       },
     }) as Store;
@@ -64,11 +71,15 @@ describe.each(STORE_KINDS)("runs driven as soon as they are created (%s store)",
     const before = { ...calls };
     for (let i = 0; i < 3; i++) {
       const { run } = await engine.enroll(WS, a.id, { subject_id: `s${i}` });
-      expect(run.status).toBe("pending");
+      // Created held by this process (as if claimed at its creation), due at its lease's end.
+      expect(run).toMatchObject({ status: "running", lease_owner: engine.owner, unsettled_claims: 1 });
       const done = await settle(engine, run.id);
       expect(done.status).toBe("completed");
       // The answer was not touched by the drive.
-      expect(run).toMatchObject({ status: "pending", completed_at: null, current_node_key: "a" });
+      expect(run).toMatchObject({ status: "running", completed_at: null, current_node_key: "a", rev: 0 });
+      // Two commits for two actions: the first action's result (before the second starts), and the
+      // end. No claim commit before the first.
+      expect(commits.get(run.id)).toBe(2);
     }
     expect(calls).toEqual(before);
     expect(seen).toHaveLength(6);

@@ -45,4 +45,4 @@ export const CRASH_POINTS = [
 ] as const;
 
 /** Points a test aims at one run or event (with WEFT_CRASH_MATCH): not in the every-point crash test. */
-export const TARGETED_POINTS = ["dispatcher:planning"] as const;
+export const TARGETED_POINTS = ["dispatcher:planning", "enroll:after-insert"] as const;

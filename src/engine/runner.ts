@@ -101,6 +101,8 @@ export class Runner {
    * claim reads after the run's commit), driven twice; it is left to the next round instead.
    */
   private claiming = false;
+  /** Leases granted to runs being inserted (reserveLease), not yet settled by adopt. */
+  private reserved = 0;
   /** The loop sleeps until an unclaimed drive's first commit (see claimRound). */
   private awaitingFirstCommits = false;
 
@@ -188,6 +190,31 @@ export class Runner {
     if (run.due_at === null || run.due_at > now) return false;
     // A copy: the drive mutates its run, and the caller hands this one back (the enroll's answer).
     return this.takeUnclaimed(structuredClone(run), now);
+  }
+
+  /**
+   * A lease for a run this process is about to insert, due now: the insert takes it (the run is
+   * created held by this worker, due at the lease's end; NewRun.lease_owner), so the run's drive
+   * starts claimed and its first step needs no claim commit. Granted on offer's terms (nothing due
+   * waiting ahead of it, no claim in flight, room); null otherwise. Every grant is settled by one
+   * adopt, whatever the insert did.
+   */
+  reserveLease(): { owner: string; until: number } | null {
+    if (this.renewTimer === null || !this.caughtUp || this.claiming || this.inFlight.size + this.reserved >= this.opts.maxInFlight) return null;
+    this.reserved++;
+    return { owner: this.opts.owner, until: this.clock.now() + this.opts.leaseMs };
+  }
+
+  /**
+   * Settle a reserveLease grant: drive the run when its insert created it held by this worker
+   * (null, or a run created otherwise: nothing to drive). A run left undriven (this process is
+   * stopping) is claimed by a worker once its lease lapses, as after a crash.
+   */
+  adopt(created: Run | null): void {
+    this.reserved = Math.max(0, this.reserved - 1);
+    if (created === null || created.lease_owner !== this.opts.owner || this.renewTimer === null || this.inFlight.has(created.id)) return;
+    // A copy: the drive mutates its run, and the caller hands this one back (the enroll's answer).
+    this.startDriver(structuredClone(created));
   }
 
   /** An operator stopped or cancelled a run this process may be driving: apply it now, not at the next checkpoint. */

@@ -5,10 +5,11 @@ import type { RunStatus } from "../model/run-status.js";
 import { mustGetAutomation } from "./automations.js";
 import type { EngineCore } from "./core.js";
 import { insertRunsTogether } from "./enroll-commit.js";
+import { crashPoint } from "./crashpoints.js";
 import { ErrorCodes } from "./errors.js";
 import { checkBatchSize, checkSize } from "./intake.js";
 import { newRun, sharedLimitsOf, type RunStart } from "./new-run.js";
-import type { NewRun, Page, Run, StepRun } from "./store.js";
+import type { InsertRunResult, NewRun, Page, Run, StepRun } from "./store.js";
 
 export interface EnrollRequest {
   subject_id?: string | null;
@@ -83,28 +84,54 @@ export async function enrollMany(
       results[index] = { index, error: err };
     }
   });
-  // Shared with concurrent enroll requests: one transaction for all (enroll-commit.ts).
-  const inserted = await insertRunsTogether(
-    core.store,
-    planned.map((p) => p.run),
-    now,
-    (r) => ({
-      workspace_id: workspaceId,
-      actor,
-      action: "run.enroll",
-      target_type: "run",
-      target_id: r.id,
-      details: { automation_id: automationId, subject_id: r.subject_id },
-      at: now,
-    }),
-  );
+  // Runs this process will drive at once are inserted holding its lease: no claim commit before
+  // their first step. Every grant is settled (adopt) once the insert has answered or failed.
+  const leased = planned.map((p) => leaseAtInsert(core, p.run));
+  let inserted: InsertRunResult[];
+  try {
+    // Shared with concurrent enroll requests: one transaction for all (enroll-commit.ts).
+    inserted = await insertRunsTogether(
+      core.store,
+      planned.map((p) => p.run),
+      now,
+      (r) => ({
+        workspace_id: workspaceId,
+        actor,
+        action: "run.enroll",
+        target_type: "run",
+        target_id: r.id,
+        details: { automation_id: automationId, subject_id: r.subject_id },
+        at: now,
+      }),
+    );
+  } catch (err) {
+    for (const l of leased) if (l) core.runner?.adopt(null);
+    throw err;
+  }
+  // Runs inserted holding this process's lease, not yet driven: a crash here leaves them to the
+  // claim once their lease lapses (a test point, see crashpoints.ts).
+  if (leased.some(Boolean)) await crashPoint("enroll:after-insert");
   planned.forEach((p, i) => {
     const res = inserted[i];
     if (!res) throw new Error(`no insert result for run ${p.run.id}`);
-    announceCreated(core, res);
+    announceCreated(core, res, leased[i]);
     results[p.index] = { index: p.index, ...res };
   });
   return results;
+}
+
+/**
+ * Take a lease for a new run from this process's runner (Runner.reserveLease) when the run would be
+ * driven as soon as it is created: due now, and no admission at insert that could park it. True:
+ * the run is inserted held (its due time the lease's end), and announceCreated must settle the grant.
+ */
+function leaseAtInsert(core: EngineCore, run: NewRun): boolean {
+  if (run.status !== "pending" || run.admit !== undefined || run.admit_rate !== undefined || run.due_at === null || run.due_at > core.clock.now()) return false;
+  const lease = core.runner?.reserveLease();
+  if (!lease) return false;
+  run.lease_owner = lease.owner;
+  run.due_at = lease.until;
+  return true;
 }
 
 /** How a manual enrollment starts its run: the caller's subject, context and key. */
@@ -122,11 +149,16 @@ function enrollmentStart(workspaceId: string, req: EnrollRequest): RunStart {
 }
 
 /** Tell listeners of a new run and drive it now when it is due (handed to this process's runner, or claimed). */
-export function announceCreated(core: EngineCore, res: { run: Run; created: boolean }): void {
+export function announceCreated(core: EngineCore, res: { run: Run; created: boolean }, leased = false): void {
   if (res.created) {
     core.events.emit("run:created", { run: res.run });
-    if (res.run.status === "pending" && !core.runner?.offer(res.run)) core.poke();
-  }
+    // Inserted holding this process's lease: driven at once, claimed (Runner.adopt).
+    if (leased && res.run.lease_owner !== null) core.runner?.adopt(res.run);
+    else {
+      if (leased) core.runner?.adopt(null);
+      if (res.run.status === "pending" && !core.runner?.offer(res.run)) core.poke();
+    }
+  } else if (leased) core.runner?.adopt(null);
 }
 
 export async function mustGetRun(core: EngineCore, workspaceId: string, id: string): Promise<Run> {

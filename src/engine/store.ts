@@ -124,6 +124,13 @@ export type NewRun = Omit<
    * of this automation less than this long ago. 0 = no cooldown.
    */
   cooldown_ms?: number;
+  /**
+   * Inserted held by this worker (the runner's reserveLease), as if claimed at its creation: it is
+   * created `running`, `due_at` the lease's end, counting one unsettled claim. Dropped (created
+   * without a lease) when the run is not created pending (an enrollment rule skipped it, or
+   * admission parked it).
+   */
+  lease_owner?: string | null;
   /** `reentry.policy: cancel_previous`: inserting it cancels the run holding its active slot (model/enrollment.ts). */
   replace_active?: boolean;
   /**

@@ -28,7 +28,16 @@ export function enrollmentSkip(holds: (check: EnrollmentSkip) => boolean): Enrol
 
 /** The row a skipped enrollment records: exited with the reason, not due, not holding the subject. */
 export function skippedEnrollment<R extends object>(run: R, reason: EnrollmentSkip, now: number) {
-  return { ...run, status: "exited" as const, exit_reason: reason, active_subject: null, due_at: null, completed_at: now, current_node_key: null };
+  return {
+    ...run,
+    status: "exited" as const,
+    exit_reason: reason,
+    active_subject: null,
+    due_at: null,
+    lease_owner: null,
+    completed_at: now,
+    current_node_key: null,
+  };
 }
 
 // ---------- singleton per key: reentry.key and cancel_previous ----------

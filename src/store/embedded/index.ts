@@ -121,10 +121,10 @@ export class EmbeddedStore implements Store {
     return {
       insertRun: d.prepare(`INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id,
           active_subject, status, exit_reason, current_node_key, waiting_for, waiting_until, context, steps, cursor, run_as, trace_id,
-          due_at, lease_owner, started_at, completed_at, updated_at, event, priority, priority_error)
+          due_at, lease_owner, unsettled_claims, started_at, completed_at, updated_at, event, priority, priority_error)
         VALUES (@id, @workspace_id, @automation_id, @version, @event_id, @dedupe_key, @trigger_type, @subject_id, @active_subject,
           @status, @exit_reason, @current_node_key, @waiting_for, @waiting_until, @context, @steps, @cursor, @run_as, @trace_id,
-          @due_at, NULL, @started_at, @completed_at, @started_at, @event, @priority, @priority_error)
+          @due_at, @lease_owner, CASE WHEN @lease_owner IS NULL THEN 0 ELSE 1 END, @started_at, @completed_at, @started_at, @event, @priority, @priority_error)
         ON CONFLICT (automation_id, dedupe_key) DO NOTHING RETURNING *`),
       runByDedupe: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND dedupe_key = ?"),
       pausedNow: d
@@ -329,6 +329,10 @@ export class EmbeddedStore implements Store {
       cursor: j(r.cursor),
       run_as: j(r.run_as),
       completed_at: r.completed_at ?? null,
+      // Held at its creation (running) only when it is created pending and no admission may park it (NewRun.lease_owner).
+      ...(r.status === "pending" && run.admit === undefined && run.admit_rate === undefined && r.lease_owner
+        ? { status: "running", lease_owner: r.lease_owner }
+        : { lease_owner: null }),
       priority: r.priority ?? 0,
       priority_error: r.priority_error ?? null,
     };

@@ -59,7 +59,7 @@ const INSERT_RUNS_CTES = `input AS (
     id text, workspace_id text, automation_id text, version int, event_id text, dedupe_key text, trigger_type text,
     subject_id text, active_subject text, status text, exit_reason text, current_node_key text, event jsonb, context jsonb,
     steps jsonb, cursor jsonb, run_as jsonb, trace_id text, due_at double precision, started_at double precision,
-    cooldown_ms double precision, ord int, priority int, priority_error text, park_for text, park_until double precision)
+    cooldown_ms double precision, ord int, priority int, priority_error text, park_for text, park_until double precision, lease_owner text)
 ), decided AS MATERIALIZED (
   -- MATERIALIZED: the decision is made once per row; inlined, each of the INSERT's references to
   -- d.skip below ran the CASE's subqueries again (eight index probes per row instead of one).
@@ -69,10 +69,11 @@ const INSERT_RUNS_CTES = `input AS (
 
 const INSERT_RUNS_INSERT = `INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id, active_subject,
   status, exit_reason, current_node_key, waiting_for, waiting_until, event, context, steps, cursor, run_as, trace_id, due_at,
-  lease_owner, started_at, completed_at, updated_at, priority, priority_error)
+  lease_owner, unsettled_claims, started_at, completed_at, updated_at, priority, priority_error)
 SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_key, d.trigger_type, d.subject_id,
   CASE WHEN d.skip IS NULL THEN d.active_subject END,
-  CASE WHEN d.skip IS NOT NULL THEN 'exited' WHEN d.status = 'pending' AND d.park_for IS NOT NULL THEN 'waiting' ELSE d.status END,
+  CASE WHEN d.skip IS NOT NULL THEN 'exited' WHEN d.status = 'pending' AND d.park_for IS NOT NULL THEN 'waiting'
+       WHEN d.status = 'pending' AND d.lease_owner IS NOT NULL THEN 'running' ELSE d.status END,
   coalesce(d.skip, d.exit_reason),
   CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN d.current_node_key END,
   CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN d.park_for END,
@@ -81,7 +82,10 @@ SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_ke
   -- A run parked for a slot has no due time (its key's releases wake it); one parked for a rate turn is due at it.
   CASE WHEN d.skip IS NOT NULL OR d.status <> 'pending' THEN NULL WHEN d.park_for = 'concurrency' THEN NULL
        WHEN d.park_for = 'rate_limit' THEN to_timestamp(d.park_until / 1000.0) ELSE to_timestamp(d.due_at / 1000.0) END,
-  NULL, to_timestamp(d.started_at / 1000.0),
+  -- Held at its creation (lease-at-insert) only when it is created pending, due.
+  CASE WHEN d.skip IS NULL AND d.status = 'pending' AND d.park_for IS NULL THEN d.lease_owner END,
+  CASE WHEN d.skip IS NULL AND d.status = 'pending' AND d.park_for IS NULL AND d.lease_owner IS NOT NULL THEN 1 ELSE 0 END,
+  to_timestamp(d.started_at / 1000.0),
   CASE WHEN d.skip IS NOT NULL OR d.status = 'exited' THEN $2 END,
   to_timestamp(d.started_at / 1000.0), coalesce(d.priority, 0), d.priority_error
 FROM decided d ORDER BY d.ord
