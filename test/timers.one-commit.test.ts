@@ -1,5 +1,6 @@
-// Timers that fire in one commit: a due run whose next work runs in process (a delay's end, set,
-// end) is driven without a claim and claimed by its commit (compare-and-swap on rev, no holder,
+// Timers that fire in one commit: a run enrolled into a root delay is created parked on it (the
+// insert writes the park; no commit of its own), and a due run whose next work runs in process (a
+// delay's end, set, end) is driven without a claim and claimed by its commit (compare-and-swap on rev, no holder,
 // no stop or cancel), so a fired timer is one write, not a claim and a commit. A run whose next
 // node could reach outside the process takes its lease first, by the same kind of commit. A stop
 // made while such a drive is in flight wins: the drive's commit is refused and the run ends stopped.
@@ -75,8 +76,9 @@ describe.each(STORE_KINDS)("timers fire in one commit (%s store)", (kind) => {
       expect(done.status).toBe("completed");
       expect(done.context).toMatchObject({ fired: true });
       expect(claims.get(r.run.id) ?? 0).toBe(0);
-      // One commit parks it on the delay, one fires it (delay end, set, end).
-      expect(commits.get(r.run.id)).toBe(2);
+      // Created parked on the delay (its insert wrote the park); one commit fires it (delay end, set, end).
+      expect(r.run).toMatchObject({ status: "waiting", waiting_for: "delay" });
+      expect(commits.get(r.run.id)).toBe(1);
       expect((await engine.listSteps(WS, r.run.id)).map((s) => `${s.node_key}:${s.outcome}`)).toEqual([
         "wait:waiting",
         "wait:succeeded",
@@ -105,8 +107,8 @@ describe.each(STORE_KINDS)("timers fire in one commit (%s store)", (kind) => {
       if (!("run" in r)) throw new Error("enrollment refused");
       expect((await engine.waitForRun(WS, r.run.id)).status).toBe("completed");
       expect(claims.get(r.run.id) ?? 0).toBe(0);
-      // Park; claim with the delay's end before the action; the action's result with the end.
-      expect(commits.get(r.run.id)).toBe(3);
+      // Created parked; the claim with the delay's end before the action; the action's result with the end.
+      expect(commits.get(r.run.id)).toBe(2);
       expect(calls.get(r.run.id)).toBe(1);
     }
   });
@@ -120,8 +122,8 @@ describe.each(STORE_KINDS)("timers fire in one commit (%s store)", (kind) => {
     engine.registerAction({ kind: "pure", class: "fast", handler: count });
     engine.registerAction({ kind: "granted", class: "fast", permissions: ["http:127.0.0.1"], handler: count });
     for (const [kindOf, expected] of [
-      ["pure", 2],
-      ["granted", 3],
+      ["pure", 1],
+      ["granted", 2],
     ] as const) {
       const a = await engine.createAutomation(WS, timerAutomation(`${kindOf}-timer`, { key: "act", kind: kindOf }));
       const runs = await engine.enrollMany(
@@ -133,8 +135,8 @@ describe.each(STORE_KINDS)("timers fire in one commit (%s store)", (kind) => {
         if (!("run" in r)) throw new Error("enrollment refused");
         expect((await engine.waitForRun(WS, r.run.id)).status).toBe("completed");
         expect(claims.get(r.run.id) ?? 0).toBe(0);
-        // pure: park, then fire (delay end, the action, end) in one commit; granted: park, the lease
-        // with the delay's end, then the action's result with the end.
+        // Created parked, then pure: fired (delay end, the action, end) in one commit; granted: the
+        // lease with the delay's end, then the action's result with the end.
         expect(commits.get(r.run.id)).toBe(expected);
         expect(calls.get(r.run.id)).toBe(1);
       }

@@ -17,7 +17,7 @@ import { Committer } from "./committer.js";
 import type { EngineEmitter } from "./events.js";
 import type { HttpClient } from "./http.js";
 import type { NodeHandler, NodeReads, NodeResult, NodeSettings, ParkWait } from "./nodes/types.js";
-import type { Approval, AuditEntry, Checkpoint, Cursor, LogLine, NewStepRun, Run, RunControl, RunItem, RunState, Store } from "./store.js";
+import type { Approval, AuditEntry, Checkpoint, Cursor, LogLine, NewRun, NewStepRun, Run, RunControl, RunItem, RunState, Store } from "./store.js";
 import type { RegisteredAction } from "./actions.js";
 import type { PolicyViolation } from "../model/permissions.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
@@ -215,6 +215,44 @@ export class Runner {
     if (created === null || created.lease_owner !== this.opts.owner || this.renewTimer === null || this.inFlight.has(created.id)) return;
     // A copy: the drive mutates its run, and the caller hands this one back (the enroll's answer).
     this.startDriver(structuredClone(created));
+  }
+
+  /**
+   * A new run whose first node is a delay, taken in memory before its insert: when the delay parks
+   * it, the run is created parked (NewRun.first_park: its cursor, due time and the step's row,
+   * exactly as the drive's park commit would write them), so a timer costs one write, not an insert
+   * and then a park. The step runs through the same code as in a drive (step). Not for a run with
+   * flow control (its gates decide at the run's start), one whose definition names secrets, or one
+   * not pending and due now; a delay that does not park (its time is past) leaves the run as it is.
+   */
+  async parkAtCreation(run: NewRun, v: LoadedVersion, now: number): Promise<void> {
+    const node = run.cursor.node === null ? undefined : v.nodes.get(run.cursor.node);
+    if (node?.kind !== "delay" || v.usesSecrets || hasFlow(v.definition) || run.admit !== undefined || run.admit_rate !== undefined) return;
+    if (run.status !== "pending" || run.due_at === null || run.due_at > now) return;
+    // What a step may change is copied (the run is inserted as it is unless the step parks it).
+    const probe: Run = {
+      ...run,
+      context: { ...run.context },
+      steps: { ...run.steps },
+      cursor: structuredClone(run.cursor),
+      status: "running",
+      rev: 0,
+      lease_owner: null,
+      interruptions: 0,
+      unsettled_claims: 0,
+      control: null,
+      items_total: 0,
+      items_failed: 0,
+      completed_at: null,
+      updated_at: now,
+    };
+    const d = new Drive(probe, v);
+    d.budget = await workspaceBudget(this.store, run.workspace_id);
+    if ((await this.step(d, d.stopSignal)) !== "stop") return;
+    const cp = d.checkpoint(false, this.clock.now());
+    const st = cp.state;
+    if (st.status !== "waiting" || st.waiting_for === null || st.wait !== null || cp.items || cp.approvals || cp.audit || cp.consumed) return;
+    run.first_park = { waiting_for: st.waiting_for, waiting_until: st.waiting_until, due_at: st.due_at, cursor: st.cursor, steps: cp.steps };
   }
 
   /** An operator stopped or cancelled a run this process may be driving: apply it now, not at the next checkpoint. */
@@ -664,7 +702,7 @@ export class Runner {
     const started = this.clock.now();
     const violations: PolicyViolation[] = [];
     const logs: LogLine[] = [];
-    const stepSignal = AbortSignal.any([signal, d.stopSignal]);
+    const stepSignal = d.stepSignal(signal);
     let result: NodeResult;
     try {
       result = await handler.execute({
@@ -884,6 +922,19 @@ class Drive {
   /** Aborted by a stop: an in-flight slow step is abandoned (a cancel lets it finish). */
   get stopSignal(): AbortSignal {
     return this.stopper.signal;
+  }
+
+  private linked: { from: AbortSignal; signal: AbortSignal } | null = null;
+
+  /**
+   * What a step's signal follows: the drive's (the lease lost, shutting down) and an operator's
+   * stop. Made once per drive, not per step (AbortSignal.any is not cheap); the stop signal alone
+   * when that is what the drive runs under (a run taken in memory before its insert).
+   */
+  stepSignal(signal: AbortSignal): AbortSignal {
+    if (signal === this.stopper.signal) return signal;
+    if (this.linked?.from !== signal) this.linked = { from: signal, signal: AbortSignal.any([signal, this.stopper.signal]) };
+    return this.linked.signal;
   }
 
   requestControl(c: RunControl): void {

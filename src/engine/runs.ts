@@ -9,7 +9,7 @@ import { crashPoint } from "./crashpoints.js";
 import { ErrorCodes } from "./errors.js";
 import { checkBatchSize, checkSize } from "./intake.js";
 import { newRun, sharedLimitsOf, type RunStart } from "./new-run.js";
-import type { InsertRunResult, NewRun, Page, Run, StepRun } from "./store.js";
+import type { InsertRunResult, NewRun, NewStepRun, Page, Run, StepRun } from "./store.js";
 
 export interface EnrollRequest {
   subject_id?: string | null;
@@ -84,9 +84,11 @@ export async function enrollMany(
       results[index] = { index, error: err };
     }
   });
+  // A run whose first node is a delay is created parked there (one write per timer, not two).
+  if (core.runner) for (const p of planned) await core.runner.parkAtCreation(p.run, v, now);
   // Runs this process will drive at once are inserted holding its lease: no claim commit before
   // their first step. Every grant is settled (adopt) once the insert has answered or failed.
-  const leased = planned.map((p) => leaseAtInsert(core, p.run));
+  const leased = planned.map((p) => (p.run.first_park ? false : leaseAtInsert(core, p.run)));
   let inserted: InsertRunResult[];
   try {
     // Shared with concurrent enroll requests: one transaction for all (enroll-commit.ts).
@@ -115,6 +117,7 @@ export async function enrollMany(
     const res = inserted[i];
     if (!res) throw new Error(`no insert result for run ${p.run.id}`);
     announceCreated(core, res, leased[i]);
+    if (res.created && res.run.status === "waiting" && p.run.first_park) announceParked(core, res.run, p.run.first_park.steps);
     results[p.index] = { index: p.index, ...res };
   });
   return results;
@@ -146,6 +149,12 @@ function enrollmentStart(workspaceId: string, req: EnrollRequest): RunStart {
     subject_override: req.subject_id ?? null,
     subject_fallback: null,
   };
+}
+
+/** What a drive's park commit tells listeners, for a run created parked (NewRun.first_park). */
+function announceParked(core: EngineCore, run: Run, steps: readonly NewStepRun[]): void {
+  for (const s of steps) core.events.emit("step:finished", { run_id: run.id, automation_id: run.automation_id, trace_id: run.trace_id, step: s });
+  core.events.emit("run:parked", { run_id: run.id, waiting_for: run.waiting_for ?? "waiting", due_at: run.due_at });
 }
 
 /** Tell listeners of a new run and drive it now when it is due (handed to this process's runner, or claimed). */

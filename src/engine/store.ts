@@ -131,6 +131,13 @@ export type NewRun = Omit<
    * admission parked it).
    */
   lease_owner?: string | null;
+  /**
+   * The run as its first step left it, when that step parks it (a root delay, computed in memory
+   * before the insert: Runner.parkAtCreation). Created with it (status `waiting`, this cursor and
+   * due time, and the step's row) when the run is created pending; an enrollment rule that skips
+   * the run leaves it unused (the run is recorded as skipped, as without it).
+   */
+  first_park?: FirstPark;
   /** `reentry.policy: cancel_previous`: inserting it cancels the run holding its active slot (model/enrollment.ts). */
   replace_active?: boolean;
   /**
@@ -141,6 +148,15 @@ export type NewRun = Omit<
   /** The automation's queued rate limit, rendered for this run: the store reserves its turn at insert (model/flow.ts admitRates). */
   admit_rate?: FlowRateGate;
 };
+
+/** A new run's first park (NewRun.first_park). */
+export interface FirstPark {
+  waiting_for: string;
+  waiting_until: number | null;
+  due_at: number | null;
+  cursor: Cursor;
+  steps: NewStepRun[];
+}
 
 export interface StepRun {
   id: number;

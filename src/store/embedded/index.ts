@@ -48,7 +48,7 @@ import type {
 } from "../../engine/store.js";
 import { claimOrder, runAuditEntry, DUE_MARK_SWEEP_MS, laterEnd, pauseKey, splitStale, waitKey } from "../../engine/store.js";
 import { freshEvent } from "../fresh-event.js";
-import type { ApprovalStatus, AuditEntry, RunAudit, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
+import type { ApprovalStatus, AuditEntry, NewStepRun, RunAudit, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
 import { EmbeddedNodes, toItem } from "./nodes.js";
 import { EmbeddedIdentity } from "./identity.js";
 import { securePrivateFiles } from "./files.js";
@@ -321,6 +321,8 @@ export class EmbeddedStore implements Store {
     };
     const skip = isEnrollmentChecked(run) ? enrollmentSkip((check) => holds[check]()) : null;
     const r = skip === null ? run : skippedEnrollment(run, skip, now);
+    // Created parked where its first step parked it (NewRun.first_park), when it is created pending and no admission may park it.
+    const fp = r.status === "pending" && run.admit === undefined && run.admit_rate === undefined ? run.first_park : undefined;
     const row = {
       ...r,
       event: j(r.event),
@@ -330,9 +332,10 @@ export class EmbeddedStore implements Store {
       run_as: j(r.run_as),
       completed_at: r.completed_at ?? null,
       // Held at its creation (running) only when it is created pending and no admission may park it (NewRun.lease_owner).
-      ...(r.status === "pending" && run.admit === undefined && run.admit_rate === undefined && r.lease_owner
+      ...(r.status === "pending" && run.admit === undefined && run.admit_rate === undefined && r.lease_owner && !fp
         ? { status: "running", lease_owner: r.lease_owner }
         : { lease_owner: null }),
+      ...(fp ? { status: "waiting", waiting_for: fp.waiting_for, waiting_until: fp.waiting_until, due_at: fp.due_at, cursor: j(fp.cursor) } : {}),
       priority: r.priority ?? 0,
       priority_error: r.priority_error ?? null,
     };
@@ -340,11 +343,17 @@ export class EmbeddedStore implements Store {
     delete (row as { replace_active?: boolean }).replace_active;
     delete (row as { admit?: unknown }).admit;
     delete (row as { admit_rate?: unknown }).admit_rate;
+    delete (row as { first_park?: unknown }).first_park;
     const made = toRun(this.s.insertRun.get(row));
+    if (fp) for (const s of fp.steps) this.insertStepRow(s);
     // Admission at creation (flow.ts): a run with slot gates takes them or waits; one with a queued rate limit takes its turn.
     if (made.status === "pending" && run.admit !== undefined) return { created: true, run: F.admitCreated(this.db, made, run.admit, now) };
     if (made.status === "pending" && run.admit_rate !== undefined) return { created: true, run: F.admitRateCreated(this.db, made, run.admit_rate, now) };
     return { created: true, run: made };
+  }
+
+  private insertStepRow(s: NewStepRun): void {
+    this.s.insertStep.run({ ...s, input: j(s.input), output: j(s.output), error: j(s.error), violations: j(s.violations), logs: j(s.logs) });
   }
 
   /** reentry cancel_previous: cancel the run holding this run's slot (the operator's cancel rule) and free the slot; false: the run starts. */
@@ -763,9 +772,7 @@ export class EmbeddedStore implements Store {
           lease_until: c.claim?.lease_until ?? null,
         }) as { control: RunControl | null } | undefined;
         if (!res) return { applied: false, control: null };
-        for (const s of c.steps) {
-          this.s.insertStep.run({ ...s, input: j(s.input), output: j(s.output), error: j(s.error), violations: j(s.violations), logs: j(s.logs) });
-        }
+        for (const s of c.steps) this.insertStepRow(s);
         this.nodes.writeCheckpointExtras(c);
         return { applied: true, control: res.control ?? null };
       }),

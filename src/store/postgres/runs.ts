@@ -11,6 +11,7 @@ import {
   type InsertRunResult,
   type NewRun,
   type Run,
+  type FirstPark,
   type RunAudit,
   type RunControl,
 } from "../../engine/store.js";
@@ -53,18 +54,38 @@ const ENROLLMENT_CASE = `CASE
 ${ENROLLMENT_CHECKS.flatMap((c) => (ENROLLMENT_SQL[c] === null ? [] : [`    WHEN ${ENROLLMENT_SQL[c]} THEN '${c}'`])).join("\n")}
     ELSE NULL END`;
 
-// The insert's input and decision, as CTEs (INSERT_RUNS_SQL and INSERT_RUNS_AUDITED_SQL).
+/** A step row as the statements take it (JSON, times in ms): the checkpoint's and a new run's first steps. */
+const STEP_RECORD = `run_id text, node_key text, node_kind text, visit int, attempt int, entered_via_port_key text,
+    exited_via_port_key text, outcome text, duration_ms int, idempotency_key text, input jsonb, output jsonb,
+    error jsonb, violations jsonb, logs jsonb, started_at double precision, finished_at double precision, ord bigint`;
+/** Step rows written from a recordset `s` of STEP_RECORD (the statement adds its FROM). */
+const STEP_INSERT = `INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
+    outcome, duration_ms, idempotency_key, input, output, error, violations, logs, started_at, finished_at)
+  SELECT s.run_id, s.node_key, s.node_kind, s.visit, s.attempt, s.entered_via_port_key, s.exited_via_port_key,
+    s.outcome, s.duration_ms, s.idempotency_key, s.input, s.output, s.error, s.violations, s.logs,
+    to_timestamp(s.started_at / 1000.0), to_timestamp(s.finished_at / 1000.0)`;
+
+/** A new run's first park (NewRun.first_park) as the insert's columns. */
+const firstParkRow = (fp: FirstPark | undefined) =>
+  fp ? { fp_waiting_for: fp.waiting_for, fp_waiting_until: fp.waiting_until, fp_due_at: fp.due_at, fp_cursor: fp.cursor } : {};
+
+// The insert's input and decision, as CTEs (insertRunsSql).
 const INSERT_RUNS_CTES = `input AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
     id text, workspace_id text, automation_id text, version int, event_id text, dedupe_key text, trigger_type text,
     subject_id text, active_subject text, status text, exit_reason text, current_node_key text, event jsonb, context jsonb,
     steps jsonb, cursor jsonb, run_as jsonb, trace_id text, due_at double precision, started_at double precision,
-    cooldown_ms double precision, ord int, priority int, priority_error text, park_for text, park_until double precision, lease_owner text)
+    cooldown_ms double precision, ord int, priority int, priority_error text, park_for text, park_until double precision, lease_owner text,
+    fp_waiting_for text, fp_waiting_until double precision, fp_due_at double precision, fp_cursor jsonb)
 ), decided AS MATERIALIZED (
   -- MATERIALIZED: the decision is made once per row; inlined, each of the INSERT's references to
   -- d.skip below ran the CASE's subqueries again (eight index probes per row instead of one).
   SELECT i.*, ${ENROLLMENT_CASE} AS skip
   FROM input i
+), d AS (
+  -- Created where its first step parked it (NewRun.first_park): pending, not skipped, no admission park.
+  SELECT x.*, (x.skip IS NULL AND x.status = 'pending' AND x.park_for IS NULL AND x.fp_cursor IS NOT NULL) AS first_parked
+  FROM decided x
 )`;
 
 const INSERT_RUNS_INSERT = `INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id, active_subject,
@@ -73,47 +94,61 @@ const INSERT_RUNS_INSERT = `INSERT INTO runs (id, workspace_id, automation_id, v
 SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_key, d.trigger_type, d.subject_id,
   CASE WHEN d.skip IS NULL THEN d.active_subject END,
   CASE WHEN d.skip IS NOT NULL THEN 'exited' WHEN d.status = 'pending' AND d.park_for IS NOT NULL THEN 'waiting'
+       WHEN d.first_parked THEN 'waiting'
        WHEN d.status = 'pending' AND d.lease_owner IS NOT NULL THEN 'running' ELSE d.status END,
   coalesce(d.skip, d.exit_reason),
   CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN d.current_node_key END,
-  CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN d.park_for END,
-  CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN to_timestamp(d.park_until / 1000.0) END,
-  d.event, d.context, d.steps, d.cursor, d.run_as, d.trace_id,
+  CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN CASE WHEN d.first_parked THEN d.fp_waiting_for ELSE d.park_for END END,
+  CASE WHEN d.skip IS NULL AND d.status = 'pending' THEN to_timestamp(CASE WHEN d.first_parked THEN d.fp_waiting_until ELSE d.park_until END / 1000.0) END,
+  d.event, d.context, d.steps, CASE WHEN d.first_parked THEN d.fp_cursor ELSE d.cursor END, d.run_as, d.trace_id,
   -- A run parked for a slot has no due time (its key's releases wake it); one parked for a rate turn is due at it.
   CASE WHEN d.skip IS NOT NULL OR d.status <> 'pending' THEN NULL WHEN d.park_for = 'concurrency' THEN NULL
-       WHEN d.park_for = 'rate_limit' THEN to_timestamp(d.park_until / 1000.0) ELSE to_timestamp(d.due_at / 1000.0) END,
-  -- Held at its creation (lease-at-insert) only when it is created pending, due.
-  CASE WHEN d.skip IS NULL AND d.status = 'pending' AND d.park_for IS NULL THEN d.lease_owner END,
-  CASE WHEN d.skip IS NULL AND d.status = 'pending' AND d.park_for IS NULL AND d.lease_owner IS NOT NULL THEN 1 ELSE 0 END,
+       WHEN d.park_for = 'rate_limit' THEN to_timestamp(d.park_until / 1000.0)
+       WHEN d.first_parked THEN to_timestamp(d.fp_due_at / 1000.0) ELSE to_timestamp(d.due_at / 1000.0) END,
+  -- Held at its creation (lease-at-insert) only when it is created pending, due, not parked.
+  CASE WHEN d.skip IS NULL AND d.status = 'pending' AND d.park_for IS NULL AND NOT d.first_parked THEN d.lease_owner END,
+  CASE WHEN d.skip IS NULL AND d.status = 'pending' AND d.park_for IS NULL AND NOT d.first_parked AND d.lease_owner IS NOT NULL THEN 1 ELSE 0 END,
   to_timestamp(d.started_at / 1000.0),
   CASE WHEN d.skip IS NOT NULL OR d.status = 'exited' THEN $2 END,
   to_timestamp(d.started_at / 1000.0), coalesce(d.priority, 0), d.priority_error
-FROM decided d ORDER BY d.ord
+FROM d ORDER BY d.ord
 ON CONFLICT DO NOTHING
 RETURNING *`;
 
-const INSERT_RUNS_SQL = `WITH ${INSERT_RUNS_CTES}\n${INSERT_RUNS_INSERT}`;
-
 /**
- * The same insert, writing each created run's audit entry (RunAudit: planned before the insert,
- * given the run's status as created) in the same statement: one round trip and one commit for a
- * run and its entry, with no transaction around them.
+ * The insert as one statement: the runs, the first step rows of those created parked
+ * (NewRun.first_park; none for a run an enrollment rule skipped), and with `audited` each created
+ * run's audit entry (RunAudit: planned before the insert, given the run's status as created). One
+ * round trip and one commit for a run and all it starts with, with no transaction around them.
  */
-const INSERT_RUNS_AUDITED_SQL = `WITH ${INSERT_RUNS_CTES},
+const insertRunsSql = (audited: boolean) => `WITH ${INSERT_RUNS_CTES},
 made AS (${INSERT_RUNS_INSERT}),
+first_steps AS (
+  ${STEP_INSERT}
+  FROM jsonb_to_recordset($3::jsonb) AS s(${STEP_RECORD})
+  JOIN made m ON m.id = s.run_id AND m.status <> 'exited'
+  ORDER BY s.ord
+)${
+  audited
+    ? `,
 logged AS (
   INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at)
   SELECT l.workspace_id, l.actor, l.action, l.target_type, l.target_id, l.details || jsonb_build_object('status', m.status), to_timestamp(l.at / 1000.0)
-  FROM jsonb_to_recordset($3::jsonb) AS l(workspace_id text, actor text, action text, target_type text, target_id text, details jsonb,
+  FROM jsonb_to_recordset($4::jsonb) AS l(workspace_id text, actor text, action text, target_type text, target_id text, details jsonb,
     at double precision, run_id text, ord int)
   JOIN made m ON m.id = l.run_id
   ORDER BY l.ord
-)
+)`
+    : ""
+}
 SELECT * FROM made`;
+const INSERT_RUNS_SQL = insertRunsSql(false);
+const INSERT_RUNS_AUDITED_SQL = insertRunsSql(true);
 
 /** One statement of the insert: with `entry`, the created runs' audit entries written by it too. */
 function insertStatement(rows: readonly object[], at: Date | null, entry: RunAudit | undefined, planned: readonly NewRun[]): pg.QueryConfig {
-  const values = [JSON.stringify(rows), at];
+  const firstSteps = planned.flatMap((r) => (r.first_park?.steps ?? []).map((st) => ({ ...st, run_id: r.id }))).map((st, ord) => ({ ...st, ord }));
+  const values = [JSON.stringify(rows), at, JSON.stringify(firstSteps)];
   if (!entry) return { name: "weft_insert_runs", text: INSERT_RUNS_SQL, values };
   const entries = planned.map((r, ord) => ({ ...entry(r), run_id: r.id, ord }));
   return { name: "weft_insert_runs_audited", text: INSERT_RUNS_AUDITED_SQL, values: [...values, JSON.stringify(entries)] };
@@ -141,7 +176,7 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
   await releaseReplaced(db, runs, now, ENROLLMENT_SQL, closeApprovalSet);
   const at = ts(now);
   const plan = admits ? await planAdmission(db, runs, now) : null;
-  const rows = runs.map(({ admit: _, admit_rate: __, ...r }, ord) => ({ ...r, ...admittedRow(plan, r, now), ord }));
+  const rows = runs.map(({ admit: _, admit_rate: __, first_park: fp, ...r }, ord) => ({ ...r, ...admittedRow(plan, r, now), ...firstParkRow(fp), ord }));
   const first = await db.query(insertStatement(rows, at, entry, runs));
   const byId = new Map<string, Run>(first.rows.map((r) => [r.id as string, toRun(r)]));
   const missing = runs.filter((r) => !byId.has(r.id));
@@ -303,15 +338,8 @@ WITH input AS (
     ELSE r.lease_owner IS NULL AND r.control IS NULL AND r.due_at <= to_timestamp(i.claim_at / 1000.0) END
   RETURNING r.id, r.rev - 1 AS expected_rev, r.control
 ), ins AS (
-  INSERT INTO step_runs (run_id, node_key, node_kind, visit, attempt, entered_via_port_key, exited_via_port_key,
-    outcome, duration_ms, idempotency_key, input, output, error, violations, logs, started_at, finished_at)
-  SELECT s.run_id, s.node_key, s.node_kind, s.visit, s.attempt, s.entered_via_port_key, s.exited_via_port_key,
-    s.outcome, s.duration_ms, s.idempotency_key, s.input, s.output, s.error, s.violations, s.logs,
-    to_timestamp(s.started_at / 1000.0), to_timestamp(s.finished_at / 1000.0)
-  FROM jsonb_to_recordset($3::jsonb) AS s(
-    run_id text, node_key text, node_kind text, visit int, attempt int, entered_via_port_key text,
-    exited_via_port_key text, outcome text, duration_ms int, idempotency_key text, input jsonb, output jsonb,
-    error jsonb, violations jsonb, logs jsonb, started_at double precision, finished_at double precision, ord bigint, expected_rev int)
+  ${STEP_INSERT}
+  FROM jsonb_to_recordset($3::jsonb) AS s(${STEP_RECORD}, expected_rev int)
   WHERE (s.run_id, s.expected_rev) IN (SELECT id, expected_rev FROM upd)
   ORDER BY s.ord
 ), items AS (
