@@ -110,7 +110,9 @@ describe.runIf(STORE_KINDS.includes("postgres"))("wake-ups between processes (po
     try {
       const listeners = async () =>
         (
-          await admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE query = $1", [`LISTEN "${wakeChannelName(ts.env.WEFT_DATABASE_SCHEMA!)}"`])
+          await admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE starts_with(query, $1)", [
+            `LISTEN "${wakeChannelName(ts.env.WEFT_DATABASE_SCHEMA!)}"`,
+          ])
         ).rows.map((r) => r.pid);
       const [before] = await until("the worker to listen", async () => ((await listeners()).length === 1 ? listeners() : null));
       await admin.query("SELECT pg_terminate_backend($1)", [before]);
@@ -126,6 +128,53 @@ describe.runIf(STORE_KINDS.includes("postgres"))("wake-ups between processes (po
     } finally {
       await admin.end();
     }
+  }, 60_000);
+
+  it("a dispatch or claim wake-up reaches one worker, the live workers in turn, not every listener", async () => {
+    const second = await startWorker();
+    try {
+      await api.createAutomation(WS, flow("turns"));
+      const a = await api.createAutomation(WS, { ...flow("enrolled"), triggers: [] });
+      // The API process learns the live workers from their heartbeats (read at its first wake-up).
+      const { event_id: first } = await api.ingest(WS, { type: "turns.go", key: "warm" });
+      await ended((await runOf(first)).id);
+      await until("the API process to know both workers", async () => {
+        const { event_id } = await api.ingest(WS, { type: "turns.go", key: `probe-${Date.now()}` });
+        await ended((await runOf(event_id)).id);
+        return second.wakeups.heard > 0 && worker!.wakeups.heard > 0 ? true : null;
+      });
+      const sent = api.wakeups.sent;
+      const heard = worker!.wakeups.heard + second.wakeups.heard;
+      for (let i = 0; i < 6; i++) {
+        const { event_id } = await api.ingest(WS, { type: "turns.go", key: `k${i}` });
+        await ended((await runOf(event_id)).id);
+        await ended((await api.enroll(WS, a.id, { subject_id: `s${i}` })).run.id);
+      }
+      // Every notification was heard by exactly one worker (told to all, each would be heard twice).
+      expect(api.wakeups.sent - sent).toBeGreaterThanOrEqual(12);
+      expect(worker!.wakeups.heard + second.wakeups.heard - heard).toBe(api.wakeups.sent - sent);
+    } finally {
+      await second.stop();
+    }
+  }, 60_000);
+
+  it("a wake-up told to a worker that stopped is lost; the live worker finds that work at its next poll", async () => {
+    // Two workers that poll every 200 ms; one stops, but its heartbeat keeps it in the API process's
+    // list for a while: what is told to it is lost, and the other finds the work by polling.
+    await worker?.stop();
+    const polling = () => startEngine({ store: ts.reopen(), role: "worker", dispatchPollMs: 200, schedulePollMs: TEN_MINUTES, runner: { pollMs: 200 } });
+    worker = await polling();
+    const gone = await polling();
+    await api.createAutomation(WS, flow("gone"));
+    await until("the API process to know both workers", async () => {
+      const { event_id } = await api.ingest(WS, { type: "gone.go", key: `probe-${Date.now()}` });
+      await ended((await runOf(event_id)).id);
+      return gone.wakeups.heard > 0 ? true : null;
+    });
+    await gone.stop();
+    const runs = [];
+    for (let i = 0; i < 6; i++) runs.push(await runOf((await api.ingest(WS, { type: "gone.go", key: `g${i}` })).event_id));
+    for (const r of runs) expect((await ended(r.id)).status).toBe("completed");
   }, 60_000);
 
   it("a process that does all its work itself announces nothing", async () => {

@@ -52,7 +52,7 @@ import type {
   StoredEvent,
 } from "./store.js";
 import { VersionCache } from "./versions.js";
-import { Wakeups } from "./wakeups.js";
+import { Wakeups, WorkerTargets } from "./wakeups.js";
 import { Heartbeat } from "./heartbeat.js";
 import { DEFAULT_ITEMS_IN_FLIGHT, WorkspaceSlots } from "./limiter.js";
 import { explainStoredEvent, type EventExplanation } from "./event-explain.js";
@@ -195,6 +195,8 @@ export class Engine {
         ...(scheduler ? { schedule: () => scheduler.poke() } : {}),
       },
       this.events,
+      this.owner,
+      new WorkerTargets(this.store, this.clock, this.owner),
     );
     this.core = {
       store: this.store,

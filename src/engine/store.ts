@@ -706,13 +706,16 @@ export const WAKE_KINDS: readonly WakeKind[] = ["dispatch", "claim", "schedule",
  * polls, so a lost one costs latency, never work.
  */
 export interface WakeChannel {
-  /** Tell the other processes that work of these kinds became due (after it committed). */
-  notify(kinds: readonly WakeKind[]): Promise<void>;
+  /**
+   * Tell the other processes that work of these kinds became due (after it committed): every
+   * listener, or with `to` the one process of that id (what it listens to with its id).
+   */
+  notify(kinds: readonly WakeKind[], to?: string): Promise<void>;
   /**
    * Hear the other processes' wake-ups until the returned function is called. After a gap in
    * listening (a reconnect), `onWake` gets every kind, since what was sent meanwhile is lost.
    */
-  listen(onWake: (kinds: readonly WakeKind[]) => void): Promise<() => Promise<void>>;
+  listen(onWake: (kinds: readonly WakeKind[]) => void, id?: string): Promise<() => Promise<void>>;
 }
 
 export interface Store {

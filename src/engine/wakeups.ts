@@ -4,14 +4,64 @@
 // API-only process dispatches and claims nothing) is announced on the store's wake channel,
 // several announcements coalesced into one per turn of the event loop. A process that only ever
 // wakes itself (one `weft start`) sends nothing, so the single-process path pays nothing.
+//
+// Work that one worker does for all (an event to dispatch, a run to claim) is announced to one
+// worker, not to every listener: the live workers (from their heartbeats) in turn, each on its own
+// channel. Told all at once, every worker would run the same dispatch or claim and all but one
+// would find nothing: the database's work per event grew with the number of workers. A worker that
+// died since its last heartbeat misses what was sent to it until it drops out of the list (three
+// missed beats); meanwhile the others find that work at their next poll, so a lost wake-up costs
+// latency, never work. Other kinds (schedules edited, pauses lifted, hosts paused) reach every process.
 
+import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
-import type { WakeChannel, WakeKind } from "./store.js";
+import { HEARTBEAT_MS, isWorkerRole, type Store, type WakeChannel, type WakeKind } from "./store.js";
 
 export type LocalWakers = Partial<Record<WakeKind, () => void>>;
 
+/** Kinds one worker does for all: told to one worker at a time. */
+const TARGETED: ReadonlySet<WakeKind> = new Set(["dispatch", "claim"]);
+
+/** Which worker hears the next targeted wake-up: the live workers other than this process, in turn. */
+export class WorkerTargets {
+  private ids: string[] = [];
+  private readAt = -Infinity;
+  private reading = false;
+  private next = 0;
+
+  constructor(
+    private readonly store: Pick<Store, "liveProcesses">,
+    private readonly clock: Clock,
+    private readonly self: string,
+  ) {}
+
+  /** A worker's id, or null (none known yet: tell every listener). Re-reads the live processes once a heartbeat. */
+  pick(): string | null {
+    const now = this.clock.now();
+    if (now - this.readAt >= HEARTBEAT_MS && !this.reading) void this.read(now);
+    if (this.ids.length === 0) return null;
+    this.next = (this.next + 1) % this.ids.length;
+    return this.ids[this.next]!;
+  }
+
+  private async read(now: number): Promise<void> {
+    this.reading = true;
+    try {
+      const live = await this.store.liveProcesses(now);
+      this.ids = live.filter((p) => isWorkerRole(p.role) && p.id !== this.self).map((p) => p.id);
+      this.readAt = now;
+    } catch {
+      // Unknown: tell every listener until a read succeeds (tried again at the next pick).
+      this.ids = [];
+    } finally {
+      this.reading = false;
+    }
+  }
+}
+
 export class Wakeups {
-  private readonly pending = new Set<WakeKind>();
+  /** Kinds to announce, by who hears them ("" for every listener). */
+  private readonly pending = new Map<string, Set<WakeKind>>();
   private flushing = false;
   private unlisten: (() => Promise<void>) | null = null;
   /** Announcements sent to other processes (for the benchmark and the tests). */
@@ -23,6 +73,9 @@ export class Wakeups {
     private readonly channel: WakeChannel | undefined,
     private readonly local: LocalWakers,
     private readonly events: EngineEmitter,
+    /** This process's id: it also hears what is sent to it alone. */
+    private readonly self?: string,
+    private readonly targets?: WorkerTargets,
   ) {}
 
   /** Work of this kind became due (the change is committed): wake it here, or tell the processes that do it. */
@@ -38,23 +91,30 @@ export class Wakeups {
   /** Tell the other processes only (this one already knows): a destination pause it recorded. */
   tell(kind: WakeKind): void {
     if (!this.channel) return;
-    this.pending.add(kind);
+    const to = (TARGETED.has(kind) ? this.targets?.pick() : null) ?? "";
+    let kinds = this.pending.get(to);
+    if (!kinds) this.pending.set(to, (kinds = new Set()));
+    kinds.add(kind);
     if (this.flushing) return;
     this.flushing = true;
     setImmediate(() => void this.flush());
   }
 
   private async flush(): Promise<void> {
-    const kinds = [...this.pending];
+    const batches = [...this.pending];
     this.pending.clear();
     this.flushing = false;
-    try {
-      this.sent++;
-      await this.channel!.notify(kinds);
-    } catch (error) {
-      // The others still poll: a lost wake-up costs them latency, never work.
-      this.events.emit("engine:error", { where: "wakeups", error });
-    }
+    await Promise.all(
+      batches.map(async ([to, kinds]) => {
+        try {
+          this.sent++;
+          await this.channel!.notify([...kinds], to === "" ? undefined : to);
+        } catch (error) {
+          // The others still poll: a lost wake-up costs them latency, never work.
+          this.events.emit("engine:error", { where: "wakeups", error });
+        }
+      }),
+    );
   }
 
   /** Listen for the other processes' wake-ups, if this process does any work they may announce. */
@@ -63,7 +123,7 @@ export class Wakeups {
     this.unlisten = await this.channel.listen((kinds) => {
       this.heard++;
       for (const k of kinds) this.local[k]?.();
-    });
+    }, this.self);
   }
 
   async stop(): Promise<void> {

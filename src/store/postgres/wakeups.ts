@@ -3,6 +3,7 @@
 // connection outside the pool, reconnects with backoff when it drops, and after a reconnect wakes
 // every kind (notifications sent while it was away are lost; the poll would find the work later).
 
+import { createHash } from "node:crypto";
 import pg from "pg";
 import { WAKE_KINDS, type WakeChannel, type WakeKind } from "../../engine/store.js";
 import { ident } from "./migrate.js";
@@ -19,11 +20,17 @@ export class PgWakeChannel implements WakeChannel {
     private readonly channel: string,
   ) {}
 
-  async notify(kinds: readonly WakeKind[]): Promise<void> {
-    await this.pool.query("SELECT pg_notify($1, $2)", [this.channel, kinds.join(",")]);
+  /** One process's own channel (what is sent to it alone): the shared name and a hash of its id, within 63 bytes. */
+  private own(id: string): string {
+    return `${this.channel.slice(0, 50)}_${createHash("sha256").update(id).digest("hex").slice(0, 12)}`;
   }
 
-  async listen(onWake: (kinds: readonly WakeKind[]) => void): Promise<() => Promise<void>> {
+  async notify(kinds: readonly WakeKind[], to?: string): Promise<void> {
+    await this.pool.query("SELECT pg_notify($1, $2)", [to === undefined ? this.channel : this.own(to), kinds.join(",")]);
+  }
+
+  async listen(onWake: (kinds: readonly WakeKind[]) => void, id?: string): Promise<() => Promise<void>> {
+    const channels = id === undefined ? [this.channel] : [this.channel, this.own(id)];
     let stopped = false;
     let client: pg.Client | null = null;
     let retry: NodeJS.Timeout | null = null;
@@ -50,11 +57,11 @@ export class PgWakeChannel implements WakeChannel {
         later();
       });
       c.on("notification", (m) => {
-        if (m.channel === this.channel) onWake(parseKinds(m.payload));
+        if (channels.includes(m.channel)) onWake(parseKinds(m.payload));
       });
       try {
         await c.connect();
-        await c.query(`LISTEN ${ident(this.channel)}`);
+        await c.query(channels.map((ch) => `LISTEN ${ident(ch)}`).join("; "));
       } catch {
         await c.end().catch(() => undefined);
         gap = true;
