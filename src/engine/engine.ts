@@ -253,6 +253,11 @@ export class Engine {
     return this.runner?.busy ?? 0;
   }
 
+  /** The scheduler's loop is asleep (no round in flight or asked for): a test moving a fake clock waits for it. */
+  get schedulerIdle(): boolean {
+    return this.scheduler?.idle ?? true;
+  }
+
   /** Whether this process's flow sweep is in flight (it may be about to make concurrency waiters due). */
   get sweepInFlight(): boolean {
     return this.runner?.sweepInFlight ?? false;

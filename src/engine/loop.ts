@@ -28,6 +28,11 @@ export class Loop {
     await this.done;
   }
 
+  /** Asleep until poked or its poll: no round in flight and none asked for. */
+  get idle(): boolean {
+    return this.wake !== null && !this.poked;
+  }
+
   poke(): void {
     this.poked = true;
     const w = this.wake;
@@ -88,5 +93,8 @@ export abstract class LoopingTask {
   }
   poke(): void {
     this.loop.poke();
+  }
+  get idle(): boolean {
+    return this.loop.idle;
   }
 }

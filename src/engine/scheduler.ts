@@ -184,13 +184,13 @@ export class Scheduler extends LoopingTask {
   protected async round(): Promise<boolean> {
     return (await this.once()) > 0;
   }
-  /** Fire everything due now; returns the number of tick events stored. */
   /** The round in flight (once and the loop's rounds run one at a time). */
   private inFlight: Promise<unknown> = Promise.resolve();
 
   /**
    * One round: fire the due schedules. Rounds run one at a time, so a tick's round and the loop's
    * never plan against the same due schedules at once (the second sees what the first fired).
+   * Returns the number of tick events stored.
    */
   once(): Promise<number> {
     const next = this.inFlight.then(
