@@ -688,6 +688,31 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
   // ---------- committing checkpoints ----------
 
   describe("commit", () => {
+    it("with state_unchanged, leaves the run's context, steps and cursor as they are and writes the rest", async () => {
+      const a = await addAutomation(store, "unchanged");
+      await insert(store, a);
+      const [run] = await store.claimRuns("w1", T0, LEASE, 10);
+      const cursor = { node: "a", port: null, visits: { a: 1 }, since_pause: 1, attempt: 0 };
+      const first = checkpoint(run!, { context: { list: [1, 2, 3] }, steps: { a: { n: 1 } }, cursor, items_total: 3, updated_at: T0 + 1 }, []);
+      expect(await flags(store.commit("w1", [first]))).toEqual([true]);
+      // What the state carries is not written: the drive said it is what the previous commit wrote.
+      const second = checkpoint(
+        { ...run!, rev: run!.rev + 1 },
+        { context: { other: true }, steps: {}, cursor: { ...cursor, visits: {} }, items_total: 3, items_failed: 1, updated_at: T0 + 2 },
+        [],
+      );
+      second.state_unchanged = true;
+      expect(await flags(store.commit("w1", [second]))).toEqual([true]);
+      expect(await store.getRun(WS, run!.id)).toMatchObject({
+        rev: run!.rev + 2,
+        context: { list: [1, 2, 3] },
+        steps: { a: { n: 1 } },
+        cursor,
+        items_failed: 1,
+        updated_at: T0 + 2,
+      });
+    });
+
     it("applies with the right rev and owner, and inserts the step rows in order", async () => {
       const a = await addAutomation(store, "commit");
       await insert(store, a);

@@ -1079,10 +1079,22 @@ class Drive {
     if (this.pendingApprovals.length > 0) cp.approvals = this.pendingApprovals.splice(0);
     if (this.pendingAudit.length > 0) cp.audit = this.pendingAudit.splice(0);
     if (consumed.length > 0) cp.consumed = consumed;
+    // A flush of fan-out items mid-step: the run's context, steps and cursor are usually what the
+    // previous flush wrote; said so, the store does not write them again (Checkpoint.state_unchanged).
+    if (cp.items !== undefined) {
+      const snap = JSON.stringify([state.context, state.steps, state.cursor]);
+      if (snap === this.committedSnap) cp.state_unchanged = true;
+      this.pendingSnap = snap;
+    } else this.pendingSnap = null;
     return cp;
   }
 
+  /** The context, steps and cursor as the last commit wrote them (JSON), when that commit was an item flush; else null. */
+  private committedSnap: string | null = null;
+  private pendingSnap: string | null = null;
+
   committed(): void {
     this.rev += 1;
+    this.committedSnap = this.pendingSnap;
   }
 }

@@ -378,6 +378,12 @@ export interface Checkpoint {
    * with keep_lease the committing worker takes the lease, until `lease_until`.
    */
   claim?: { at: number; lease_until: number };
+  /**
+   * The run's context, steps and cursor are exactly what its previous commit wrote (the drive
+   * compared them): the store leaves those columns as they are instead of writing them again. A
+   * fan-out's item flushes would otherwise rewrite the run's whole context, list included, each time.
+   */
+  state_unchanged?: boolean;
 }
 
 export interface RunFilter {

@@ -297,14 +297,17 @@ WITH input AS (
     waiting_until double precision, context jsonb, steps jsonb, cursor jsonb, items_total int, items_failed int,
     interruptions int, due_at double precision, keep_lease boolean, completed_at double precision,
     updated_at double precision, terminal boolean, wait_key text, wait_name text, wait_subject text,
-    wait_after double precision, wait_exclude text[], close_open boolean, claim_at double precision, lease_until double precision)${
-      lazy ? "\n  WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL" : ""
-    }
+    wait_after double precision, wait_exclude text[], close_open boolean, claim_at double precision, lease_until double precision,
+    state_unchanged boolean)${lazy ? "\n  WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL" : ""}
 ), upd AS (
   UPDATE runs r SET
     status = i.status, exit_reason = i.exit_reason, current_node_key = i.current_node_key,
     waiting_for = i.waiting_for, waiting_until = to_timestamp(i.waiting_until / 1000.0),
-    context = i.context, steps = i.steps, cursor = i.cursor, items_total = i.items_total,
+    -- Left as they are when the previous commit wrote them (Checkpoint.state_unchanged): a large
+    -- context is neither sent nor rewritten (its TOASTed value is kept).
+    context = CASE WHEN i.state_unchanged THEN r.context ELSE i.context END,
+    steps = CASE WHEN i.state_unchanged THEN r.steps ELSE i.steps END,
+    cursor = CASE WHEN i.state_unchanged THEN r.cursor ELSE i.cursor END, items_total = i.items_total,
     items_failed = i.items_failed, interruptions = i.interruptions,
     due_at = CASE
       -- A run claimed by this commit (Checkpoint.claim) takes its lease here.
@@ -416,6 +419,7 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
       run_id: c.run_id,
       expected_rev: c.expected_rev,
       ...st,
+      ...(c.state_unchanged ? { context: null, steps: null, cursor: null, state_unchanged: true } : {}),
       terminal: isTerminal(st.status),
       wait_key: wait ? waitKey(wait.name, wait.subject_id) : null,
       wait_name: wait?.name ?? null,
