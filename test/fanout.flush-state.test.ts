@@ -1,4 +1,5 @@
-// A fan-out's item flushes do not rewrite the run's context: the drive says when a checkpoint's
+// A fan-out's item flushes write only what changed: an item's outcome as an update of its row, and
+// not the run's context: the drive says when a checkpoint's
 // context, steps and cursor are exactly what its previous commit wrote (Checkpoint.state_unchanged),
 // and the store leaves them. The run's record is the same as if each flush had rewritten them.
 
@@ -60,7 +61,11 @@ describe.each(STORE_KINDS)("fan-out item flushes and the run's state (%s store)"
     const kept = mine.filter((c) => c.state_unchanged);
     // Several flushes said so, and only item flushes.
     expect(kept.length).toBeGreaterThan(1);
-    for (const c of kept) expect(c.items?.length).toBeGreaterThan(0);
+    for (const c of kept) expect((c.items?.length ?? 0) + (c.item_updates?.length ?? 0)).toBeGreaterThan(0);
+    // Outcomes are written as updates of the items on record (only what an attempt changes).
+    const updated = mine.flatMap((c) => c.item_updates ?? []);
+    expect(new Set(updated.map((i) => i.id)).size).toBe(ITEMS);
+    expect(mine.flatMap((c) => c.items ?? [])).toHaveLength(ITEMS);
     // The first flush (it carries the `pre` step's context) and the step's end wrote the state.
     expect(mine.find((c) => c.items !== undefined)?.state_unchanged).toBeUndefined();
     expect(mine.at(-1)?.state_unchanged).toBeUndefined();

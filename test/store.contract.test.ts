@@ -4,7 +4,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { makeStore, STORE_KINDS, type StoreKind, type TestStore } from "./helpers/stores.js";
 import { flags } from "./helpers/stores.js";
-import type { Automation, AutomationVersion, Checkpoint, InsertRunResult, NewRun, NewStepRun, Run, RunState, Store } from "../src/engine/store.js";
+import type { Automation, AutomationVersion, Checkpoint, InsertRunResult, NewRun, NewStepRun, Run, RunItem, RunState, Store } from "../src/engine/store.js";
 import type { Definition } from "../src/model/definition.js";
 import { WeftError } from "../src/model/errors.js";
 import { enrollmentSkip } from "../src/model/enrollment.js";
@@ -688,6 +688,41 @@ describe.each(STORE_KINDS)("Store contract: %s", (kind: StoreKind) => {
   // ---------- committing checkpoints ----------
 
   describe("commit", () => {
+    it("item_updates change an item on record in what an attempt changes, never its identity or input", async () => {
+      const a = await addAutomation(store, "item-updates");
+      await insert(store, a);
+      const [run] = await store.claimRuns("w1", T0, LEASE, 10);
+      const item: RunItem = {
+        id: "itm_contract_1",
+        run_id: run!.id,
+        workspace_id: WS,
+        node_key: "a",
+        visit: 1,
+        idx: 0,
+        subject_id: "acct_0",
+        action_kind: "noop",
+        outcome: "pending",
+        attempts: 0,
+        idempotency_key: `${run!.id}/a/1/0`,
+        input: { id: "acct_0" },
+        output: null,
+        error: null,
+        approval_id: null,
+        not_before: null,
+        started_at: null,
+        finished_at: null,
+        updated_at: T0,
+      };
+      const first = checkpoint(run!, { updated_at: T0 + 1 });
+      first.items = [item];
+      expect(await flags(store.commit("w1", [first]))).toEqual([true]);
+      const second = checkpoint({ ...run!, rev: run!.rev + 1 }, { updated_at: T0 + 2 });
+      const done = { ...item, outcome: "succeeded" as const, attempts: 1, output: { ok: 1 }, started_at: T0 + 1, finished_at: T0 + 2, updated_at: T0 + 2 };
+      second.item_updates = [{ ...done, input: { id: "changed" }, subject_id: "other", idx: 9 }];
+      expect(await flags(store.commit("w1", [second]))).toEqual([true]);
+      expect(await store.listItems(run!.id)).toEqual([done]);
+    });
+
     it("with state_unchanged, leaves the run's context, steps and cursor as they are and writes the rest", async () => {
       const a = await addAutomation(store, "unchanged");
       await insert(store, a);

@@ -730,8 +730,8 @@ export class Runner {
         actions: this.services.actions,
         handlers: this.handlers,
         settings: this.services.settings,
-        saveItems: async (items, approvals) => {
-          d.stage(items, approvals ?? []);
+        saveItems: async (items, approvals, onRecord) => {
+          d.stage(items, approvals ?? [], onRecord === true);
           return this.checkpoint(d, true);
         },
         control: () => d.control,
@@ -881,6 +881,7 @@ class Drive {
   private rev: number;
   private pending: NewStepRun[] = [];
   private pendingItems: RunItem[] = [];
+  private pendingItemUpdates: RunItem[] = [];
   private pendingApprovals: Approval[] = [];
   private pendingAudit: AuditEntry[] = [];
   private itemsTotal: number;
@@ -949,8 +950,8 @@ class Drive {
     else this.finish("cancelled", null);
   }
 
-  stage(items: RunItem[], approvals: Approval[]): void {
-    this.pendingItems.push(...this.redactor.value(items));
+  stage(items: RunItem[], approvals: Approval[], onRecord = false): void {
+    (onRecord ? this.pendingItemUpdates : this.pendingItems).push(...this.redactor.value(items));
     this.pendingApprovals.push(...this.redactor.value(approvals));
     if (approvals.length > 0) this.hadApprovals = true;
   }
@@ -1076,12 +1077,13 @@ class Drive {
     // Not copied: the drive awaits this checkpoint's commit before it mutates anything again.
     const cp: Checkpoint = { run_id: this.run.id, expected_rev: this.rev, state, steps: this.pending.splice(0) };
     if (this.pendingItems.length > 0) cp.items = this.pendingItems.splice(0);
+    if (this.pendingItemUpdates.length > 0) cp.item_updates = this.pendingItemUpdates.splice(0);
     if (this.pendingApprovals.length > 0) cp.approvals = this.pendingApprovals.splice(0);
     if (this.pendingAudit.length > 0) cp.audit = this.pendingAudit.splice(0);
     if (consumed.length > 0) cp.consumed = consumed;
     // A flush of fan-out items mid-step: the run's context, steps and cursor are usually what the
     // previous flush wrote; said so, the store does not write them again (Checkpoint.state_unchanged).
-    if (cp.items !== undefined) {
+    if (cp.items !== undefined || cp.item_updates !== undefined) {
       const snap = JSON.stringify([state.context, state.steps, state.cursor]);
       if (snap === this.committedSnap) cp.state_unchanged = true;
       this.pendingSnap = snap;

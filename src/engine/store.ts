@@ -367,6 +367,11 @@ export interface Checkpoint {
   steps: NewStepRun[];
   /** Fan-out items written (inserted or replaced) with this checkpoint. */
   items?: RunItem[];
+  /**
+   * Fan-out items already on record whose attempt changed them: only outcome, attempts, output,
+   * error, approval_id, not_before, started_at, finished_at and updated_at are written.
+   */
+  item_updates?: RunItem[];
   /** Approvals created with this checkpoint (ignored when the id exists). */
   approvals?: Approval[];
   audit?: AuditEntry[];

@@ -239,7 +239,8 @@ export const forEachNode: NodeHandler = {
       if (dirty.size === 0 && approvals.length === 0) return;
       const batch = [...dirty.values()];
       dirty.clear();
-      if (!(await ctx.saveItems(batch, approvals.splice(0)))) throw new StepFailure(stepError("run.lease_lost", "the run's lease was lost", true));
+      // Every item here was committed when the list was materialized: only its outcome changes.
+      if (!(await ctx.saveItems(batch, approvals.splice(0), true))) throw new StepFailure(stepError("run.lease_lost", "the run's lease was lost", true));
     };
     const flush = async (): Promise<void> => {
       while (flushing) await flushing;

@@ -56,8 +56,12 @@ export interface NodeContext {
   actions: ReadonlyMap<string, RegisteredAction>;
   handlers: ReadonlyMap<string, NodeHandler>;
   settings: NodeSettings;
-  /** A fan-out's progress: commit these items (and approvals) now, keeping the lease. False: the lease is gone. */
-  saveItems(items: RunItem[], approvals?: Approval[]): Promise<boolean>;
+  /**
+   * A fan-out's progress: commit these items (and approvals) now, keeping the lease. False: the
+   * lease is gone. `onRecord`: every item is already on record (an earlier saveItems wrote it) and
+   * only what an attempt changes is written (Checkpoint.item_updates).
+   */
+  saveItems(items: RunItem[], approvals?: Approval[], onRecord?: boolean): Promise<boolean>;
   /** A stop or cancel an operator requested (seen at checkpoints, or at once in this process). */
   control(): RunControl | null;
   /** The clock, read again (a fan-out runs for a while). */

@@ -52,6 +52,9 @@ export class EmbeddedNodes {
         ON CONFLICT (id) DO UPDATE SET outcome = excluded.outcome, attempts = excluded.attempts, input = excluded.input,
           output = excluded.output, error = excluded.error, approval_id = excluded.approval_id, not_before = excluded.not_before,
           started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at`),
+      updateItem: d.prepare(`UPDATE run_items SET outcome = @outcome, attempts = @attempts, output = @output, error = @error,
+          approval_id = @approval_id, not_before = @not_before, started_at = @started_at, finished_at = @finished_at, updated_at = @updated_at
+        WHERE id = @id AND run_id = @run_id`),
       insertApproval: d.prepare(`INSERT INTO approvals (id, workspace_id, run_id, automation_id, node_key, visit, item_id, title, approvers,
           status, created_at, expires_at)
         VALUES (@id, @workspace_id, @run_id, @automation_id, @node_key, @visit, @item_id, @title, @approvers, 'pending', @created_at, @expires_at)
@@ -77,6 +80,21 @@ export class EmbeddedNodes {
     for (const id of c.consumed ?? []) this.s.consume.run(c.run_id, id);
     for (const it of c.items ?? []) {
       this.s.upsertItem.run({ ...it, input: j(it.input), output: j(it.output), error: j(it.error) });
+    }
+    for (const it of c.item_updates ?? []) {
+      this.s.updateItem.run({
+        id: it.id,
+        run_id: c.run_id,
+        outcome: it.outcome,
+        attempts: it.attempts,
+        output: j(it.output),
+        error: j(it.error),
+        approval_id: it.approval_id,
+        not_before: it.not_before,
+        started_at: it.started_at,
+        finished_at: it.finished_at,
+        updated_at: it.updated_at,
+      });
     }
     if (c.state.close_open) {
       // A run that ended leaves no open item and no pending approval.

@@ -359,6 +359,15 @@ WITH input AS (
   ON CONFLICT (id) DO UPDATE SET outcome = EXCLUDED.outcome, attempts = EXCLUDED.attempts, input = EXCLUDED.input,
     output = EXCLUDED.output, error = EXCLUDED.error, approval_id = EXCLUDED.approval_id, not_before = EXCLUDED.not_before,
     started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, updated_at = EXCLUDED.updated_at
+), item_updates AS (
+  -- Items on record whose attempt changed them (Checkpoint.item_updates): only those fields are sent.
+  UPDATE run_items t SET outcome = u.outcome, attempts = u.attempts, output = u.output, error = u.error,
+    approval_id = u.approval_id, not_before = to_timestamp(u.not_before / 1000.0), started_at = to_timestamp(u.started_at / 1000.0),
+    finished_at = to_timestamp(u.finished_at / 1000.0), updated_at = to_timestamp(u.updated_at / 1000.0)
+  FROM jsonb_to_recordset($8::jsonb) AS u(
+    id text, run_id text, outcome text, attempts int, output jsonb, error jsonb, approval_id text,
+    not_before double precision, started_at double precision, finished_at double precision, updated_at double precision, expected_rev int)
+  WHERE t.id = u.id AND t.run_id = u.run_id AND (u.run_id, u.expected_rev) IN (SELECT id, expected_rev FROM upd)
 ), appr AS (
   INSERT INTO approvals (id, workspace_id, run_id, automation_id, node_key, visit, item_id, title, approvers, status, created_at, expires_at)
   SELECT a.id, a.workspace_id, a.run_id, a.automation_id, a.node_key, a.visit, a.item_id, a.title, a.approvers, 'pending',
@@ -389,6 +398,7 @@ WITH input AS (
   WHERE i.close_open AND t.run_id = i.run_id AND t.outcome IN ('pending', 'awaiting_approval')
     AND (i.run_id, i.expected_rev) IN (SELECT id, expected_rev FROM upd)
     AND t.id NOT IN (SELECT x.id FROM jsonb_to_recordset($4::jsonb) AS x(id text))
+    AND t.id NOT IN (SELECT x.id FROM jsonb_to_recordset($8::jsonb) AS x(id text))
 ), closed_approvals AS (
   UPDATE approvals p SET ${closeApprovalSet("to_timestamp(i.updated_at / 1000.0)")}
   FROM input i
@@ -408,7 +418,14 @@ const LEASE_COMMIT_SQL = commitSql(true);
  * after a lost lease. A later flushed commit (the step's checkpoint) makes it durable with it.
  */
 const leaseOnly = (c: Checkpoint): boolean =>
-  c.claim !== undefined && c.state.keep_lease && c.steps.length === 0 && !c.items?.length && !c.approvals?.length && !c.audit?.length && !c.consumed?.length;
+  c.claim !== undefined &&
+  c.state.keep_lease &&
+  c.steps.length === 0 &&
+  !c.items?.length &&
+  !c.item_updates?.length &&
+  !c.approvals?.length &&
+  !c.audit?.length &&
+  !c.consumed?.length;
 
 /** One statement, one round trip and one commit for many runs' checkpoints (group commit). */
 export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: readonly Checkpoint[], isTerminal: (s: string) => boolean): Promise<CommitResult[]> {
@@ -433,6 +450,22 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
   const tag = <T>(c: Checkpoint, rows: readonly T[] | undefined) => (rows ?? []).map((r) => ({ ...r, run_id: c.run_id, expected_rev: c.expected_rev }));
   const steps = cps.flatMap((c) => tag(c, c.steps)).map((s, ord) => ({ ...s, ord }));
   const items = cps.flatMap((c) => tag(c, c.items));
+  const itemUpdates = cps.flatMap((c) =>
+    (c.item_updates ?? []).map((it) => ({
+      id: it.id,
+      run_id: c.run_id,
+      expected_rev: c.expected_rev,
+      outcome: it.outcome,
+      attempts: it.attempts,
+      output: it.output,
+      error: it.error,
+      approval_id: it.approval_id,
+      not_before: it.not_before,
+      started_at: it.started_at,
+      finished_at: it.finished_at,
+      updated_at: it.updated_at,
+    })),
+  );
   const approvals = cps.flatMap((c) => tag(c, c.approvals));
   const audit = cps.flatMap((c) => tag(c, c.audit)).map((a, ord) => ({ ...a, ord }));
   const consumed = cps.flatMap((c) => (c.consumed ?? []).map((event_id) => ({ run_id: c.run_id, event_id, expected_rev: c.expected_rev })));
@@ -448,6 +481,7 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
       JSON.stringify(approvals),
       JSON.stringify(audit),
       JSON.stringify(consumed),
+      JSON.stringify(itemUpdates),
     ],
   });
   // Applied per checkpoint (run and the rev it expected), not per run id.
