@@ -140,7 +140,8 @@ export class EmbeddedStore implements Store {
           VALUES (@id, @workspace_id, @source, @idempotency_key, @payload_hash, @type, @name, @subject_id, @body, @shard, @received_at, @actor, @token_id, @actor_role)
           ON CONFLICT (workspace_id, source, idempotency_key) DO NOTHING RETURNING id`),
       eventByKey: d.prepare("SELECT * FROM events WHERE workspace_id = ? AND source = ? AND idempotency_key = ?"),
-      undispatchedShards: d.prepare("SELECT DISTINCT shard FROM events WHERE dispatched_at IS NULL").pluck(),
+      // The next shard with undispatched events (a loose index scan: one probe per shard, not a pass over every event).
+      nextUndispatchedShard: d.prepare("SELECT shard FROM events WHERE dispatched_at IS NULL AND shard > ? ORDER BY shard LIMIT 1").pluck(),
       undispatchedOfShard: d.prepare(`SELECT * FROM events WHERE shard = ? AND dispatched_at IS NULL AND undeliverable_at IS NULL
           AND (dispatch_until IS NULL OR dispatch_until <= ?) ORDER BY received_at, id LIMIT ?`),
       retryEvent: d.prepare(`SELECT * FROM events WHERE dispatched_at IS NULL AND dispatch_attempts > 0 AND undeliverable_at IS NULL
@@ -401,7 +402,15 @@ export class EmbeddedStore implements Store {
 
   /** Up to `limit` leasable events, round-robin over shards, oldest first within each. */
   private roundRobin(now: number, limit: number): StoredEvent[] {
-    const perShard = (this.s.undispatchedShards.all() as number[]).map((sh) => this.s.undispatchedOfShard.all(sh, now, limit).map(toEvent));
+    const shards: number[] = [];
+    for (
+      let sh = this.s.nextUndispatchedShard.get(-1) as number | undefined;
+      sh !== undefined;
+      sh = this.s.nextUndispatchedShard.get(sh) as number | undefined
+    ) {
+      shards.push(sh);
+    }
+    const perShard = shards.map((sh) => this.s.undispatchedOfShard.all(sh, now, limit).map(toEvent));
     const events: StoredEvent[] = [];
     for (let rank = 0; events.length < limit; rank++) {
       let any = false;

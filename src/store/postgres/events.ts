@@ -93,20 +93,32 @@ const LEASABLE = "dispatched_at IS NULL AND undeliverable_at IS NULL AND (dispat
  * NULL`, so an event whose transaction committed after later ids is still seen.
  */
 const LEASE_EVENTS_SQL = `
-WITH shards AS (SELECT DISTINCT shard FROM events WHERE dispatched_at IS NULL),
+WITH RECURSIVE shards AS (
+  -- The shards with undispatched events, one index probe each (a loose index scan), not a pass
+  -- over every undispatched event.
+  (SELECT shard FROM events WHERE dispatched_at IS NULL ORDER BY shard LIMIT 1)
+  UNION ALL
+  SELECT (SELECT e.shard FROM events e WHERE e.dispatched_at IS NULL AND e.shard > s.shard ORDER BY e.shard LIMIT 1)
+  FROM shards s WHERE s.shard IS NOT NULL
+),
 cand AS MATERIALIZED (
   SELECT c.id FROM shards s
   CROSS JOIN LATERAL (
     SELECT e.id, e.received_at, row_number() OVER (ORDER BY e.received_at, e.id) AS rn
     FROM (SELECT id, received_at FROM events WHERE shard = s.shard AND ${LEASABLE} ORDER BY received_at, id LIMIT $1) e
   ) c
+  WHERE s.shard IS NOT NULL
   ORDER BY c.rn, c.received_at
   LIMIT $1
 ), locked AS MATERIALIZED (
-  SELECT id FROM events WHERE id IN (SELECT id FROM cand) AND ${LEASABLE} FOR UPDATE SKIP LOCKED
+  -- Each candidate locked by its primary key. Written as one scan of events filtered by the
+  -- candidates, the planner (its statistics stale during a flood) read every undispatched event.
+  SELECT l.id FROM cand c CROSS JOIN LATERAL (
+    SELECT id FROM events WHERE id = c.id AND ${LEASABLE} FOR UPDATE SKIP LOCKED
+  ) l
 )
 UPDATE events e SET dispatch_attempts = e.dispatch_attempts + 1, dispatch_until = $3
-FROM locked WHERE e.id = locked.id RETURNING e.*`;
+WHERE e.id = ANY (ARRAY(SELECT id FROM locked)) RETURNING e.*`;
 
 /** The oldest event leased before and not dispatched (its dispatcher died, or planning threw): retried alone. */
 const LEASE_RETRY_SQL = `
