@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { claimKey, type Automation, type NewRun, type Run, type Store } from "../src/engine/store.js";
 import { AGING_STEP_MS, PRIORITY_MAX, PRIORITY_MIN } from "../src/model/priority.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
+import { tuplesRead as tuplesReadOf } from "./helpers/pg-stats.js";
 import { makeStore, PG_URL, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
 const T0 = Date.UTC(2026, 0, 1);
@@ -141,17 +142,7 @@ describe.skipIf(!STORE_KINDS.includes("postgres"))("due reads do not read the ru
   });
 
   /** Index tuples read on runs by the one connection so far (its statistics flushed first). */
-  async function tuplesRead(): Promise<number> {
-    await one.pool.query("SELECT pg_stat_force_next_flush()");
-    // The flush happens when the backend goes idle after that statement.
-    await new Promise((r) => setTimeout(r, 50));
-    await one.pool.query("SELECT pg_stat_clear_snapshot()");
-    const { rows } = await one.pool.query<{ n: string }>(
-      "SELECT coalesce(sum(idx_tup_read), 0)::text AS n FROM pg_stat_user_indexes WHERE schemaname = $1 AND relname = 'runs'",
-      [ts.env.WEFT_DATABASE_SCHEMA],
-    );
-    return Number(rows[0]!.n);
-  }
+  const tuplesRead = () => tuplesReadOf(one.pool, ts.env.WEFT_DATABASE_SCHEMA!, "runs");
 
   it("the unclaimed pass's read and the claim each read a few index tuples, with 2,000 runs parked on timers due within 100 s", async () => {
     const now = T0 + 600_000;

@@ -8,6 +8,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Engine, DEFAULT_WORKSPACE } from "../src/engine/engine.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
+import { tuplesRead as tuplesReadOf } from "./helpers/pg-stats.js";
 import { makeStore, PG_URL, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
 const QUEUED = 3_000;
@@ -26,18 +27,8 @@ describe.runIf(STORE_KINDS.includes("postgres"))("the dispatch lease with a floo
     await ts.destroy();
   });
 
-  /** Tuples of events read so far, by index or sequential scans (the one connection's statistics flushed first). */
-  async function tuplesRead(): Promise<number> {
-    await one.pool.query("SELECT pg_stat_force_next_flush()");
-    await new Promise((r) => setTimeout(r, 50));
-    await one.pool.query("SELECT pg_stat_clear_snapshot()");
-    const { rows } = await one.pool.query<{ n: string }>(
-      `SELECT (coalesce((SELECT sum(idx_tup_read) FROM pg_stat_user_indexes WHERE schemaname = $1 AND relname = 'events'), 0)
-             + coalesce((SELECT seq_tup_read FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'events'), 0))::text AS n`,
-      [ts.env.WEFT_DATABASE_SCHEMA],
-    );
-    return Number(rows[0]!.n);
-  }
+  /** Tuples of events read so far, by index or sequential scans. */
+  const tuplesRead = () => tuplesReadOf(one.pool, ts.env.WEFT_DATABASE_SCHEMA!, "events", { seq: true });
 
   it("leases the oldest of each stream, reading about a batch of tuples, not the whole flood", async () => {
     // The flood is written through a store of its own, closed before measuring: its connections'
