@@ -66,7 +66,7 @@ export type Defect = "stop-lost-in-park" | "explain-misses-approvals" | "resume-
 export const KNOWN_DEFECTS: ReadonlySet<Defect> = new Set<Defect>();
 
 export type Spec =
-  | { t: "enroll"; aut: Aut; subj: number; items: boolean[]; key: number | null; acct?: number }
+  | { t: "enroll"; aut: Aut; subj: number; items: boolean[]; key: number | null; acct?: number; inWorker?: boolean }
   | { t: "go"; subj: number; dup: boolean }
   | { t: "reply"; subj: number }
   | { t: "ping"; subj: number }
@@ -137,6 +137,10 @@ export function specArb(avoid: ReadonlySet<Defect>, opts: { crash: boolean }): f
         key: fc.option(fc.integer({ min: 0, max: 2 }), { nil: null, freq: 3 }),
         // The slot automation's account: runs of one account (of any subject) share its limit.
         acct: fc.integer({ min: 0, max: 1 }),
+        // Enrolled by a worker engine (the library's enroll): the run is created holding that
+        // worker's lease, or parked on its root delay, and driven there; over the API it is
+        // inserted pending and claimed.
+        inWorker: fc.boolean(),
       }),
     },
     {
@@ -308,11 +312,11 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       const ctx = c.aut === "fan" ? { items: c.items.map((f, i) => ({ id: `${f ? "f" : "i"}${i}` })) } : c.aut === "slot" ? { acct: `a${c.acct ?? 0}` } : {};
       if (c.aut === "slot") tick(m, r);
       const key = c.key === null ? undefined : `${m.tag}-e${c.key}`;
-      const res = await http.call<{ id: string; duplicate?: boolean }>("POST", `/v1/automations/${s.automations[c.aut].id}/enroll`, {
-        subject_id: subject(m, c.subj),
-        context_overrides: ctx,
-        ...(key ? { idempotency_key: key } : {}),
-      });
+      const req = { subject_id: subject(m, c.subj), context_overrides: ctx, ...(key ? { idempotency_key: key } : {}) };
+      const worker = c.inWorker ? s.workers[0] : undefined;
+      const res = worker
+        ? { status: 200, body: { id: (await worker.enroll(WS, s.automations[c.aut].id, req, "user:model")).run.id } }
+        : await http.call<{ id: string; duplicate?: boolean }>("POST", `/v1/automations/${s.automations[c.aut].id}/enroll`, req);
       if (res.status !== 200 && res.status !== 201) throw new Error(`divergence: enroll answered ${res.status} ${JSON.stringify(res.body)}`);
       // A repeated key returns the first run, whatever else the request says: no new run, no audit entry.
       const first = key ? m.enrollKeys.get(`${c.aut}/${key}`) : undefined;
