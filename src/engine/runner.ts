@@ -185,11 +185,20 @@ export class Runner {
    * having done nothing outside. False: not taken (the caller wakes the claim loop instead).
    */
   offer(run: Run): boolean {
-    if (this.renewTimer === null || !this.caughtUp || this.claiming || this.inFlight.size >= this.opts.maxInFlight) return false;
+    if (!this.mayTakeNew()) return false;
     const now = this.clock.now();
     if (run.due_at === null || run.due_at > now) return false;
     // A copy: the drive mutates its run, and the caller hands this one back (the enroll's answer).
     return this.takeUnclaimed(structuredClone(run), now);
+  }
+
+  /**
+   * Whether a run created here may be driven at once (offer, reserveLease): the runner is running,
+   * the last claim round left no due run behind, no claim is in flight (it could read the run after
+   * its commit and drive it a second time), and there is room, leases granted to inserts counted.
+   */
+  private mayTakeNew(): boolean {
+    return this.renewTimer !== null && this.caughtUp && !this.claiming && this.inFlight.size + this.reserved < this.opts.maxInFlight;
   }
 
   /**
@@ -200,21 +209,22 @@ export class Runner {
    * adopt, whatever the insert did.
    */
   reserveLease(): { owner: string; until: number } | null {
-    if (this.renewTimer === null || !this.caughtUp || this.claiming || this.inFlight.size + this.reserved >= this.opts.maxInFlight) return null;
+    if (!this.mayTakeNew()) return null;
     this.reserved++;
     return { owner: this.opts.owner, until: this.clock.now() + this.opts.leaseMs };
   }
 
   /**
    * Settle a reserveLease grant: drive the run when its insert created it held by this worker
-   * (null, or a run created otherwise: nothing to drive). A run left undriven (this process is
+   * (true), or nothing (null, or a run created otherwise). A run left undriven (this process is
    * stopping) is claimed by a worker once its lease lapses, as after a crash.
    */
-  adopt(created: Run | null): void {
+  adopt(created: Run | null): boolean {
     this.reserved = Math.max(0, this.reserved - 1);
-    if (created === null || created.lease_owner !== this.opts.owner || this.renewTimer === null || this.inFlight.has(created.id)) return;
+    if (created === null || created.lease_owner !== this.opts.owner || this.renewTimer === null || this.inFlight.has(created.id)) return false;
     // A copy: the drive mutates its run, and the caller hands this one back (the enroll's answer).
     this.startDriver(structuredClone(created));
+    return true;
   }
 
   /**

@@ -159,15 +159,11 @@ function announceParked(core: EngineCore, run: Run, steps: readonly NewStepRun[]
 
 /** Tell listeners of a new run and drive it now when it is due (handed to this process's runner, or claimed). */
 export function announceCreated(core: EngineCore, res: { run: Run; created: boolean }, leased = false): void {
-  if (res.created) {
-    core.events.emit("run:created", { run: res.run });
-    // Inserted holding this process's lease: driven at once, claimed (Runner.adopt).
-    if (leased && res.run.lease_owner !== null) core.runner?.adopt(res.run);
-    else {
-      if (leased) core.runner?.adopt(null);
-      if (res.run.status === "pending" && !core.runner?.offer(res.run)) core.poke();
-    }
-  } else if (leased) core.runner?.adopt(null);
+  if (res.created) core.events.emit("run:created", { run: res.run });
+  // A lease granted for the insert is settled whatever the insert did; a run created holding it is
+  // driven here at once, claimed (Runner.adopt).
+  const adopted = leased && core.runner?.adopt(res.created ? res.run : null) === true;
+  if (res.created && !adopted && res.run.status === "pending" && !core.runner?.offer(res.run)) core.poke();
 }
 
 export async function mustGetRun(core: EngineCore, workspaceId: string, id: string): Promise<Run> {
