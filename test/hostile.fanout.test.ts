@@ -175,6 +175,15 @@ describe.each(STORE_KINDS)("hostile fan-outs (%s store)", (kind) => {
     const most = new Map<string, number>();
     /** How many of the first workspace's requests were open when each of the neighbour's arrived. */
     const ownersOpenAtNeighbour: number[] = [];
+    // The first workspace's requests are held until the neighbour's 40 have been answered (or 20 s
+    // pass): its items fill its whole share and keep it, so the neighbour's items can only run if its
+    // workspace has slots of its own. Without that, the check depends on how the two overlap in time.
+    let neighbourAnswered = 0;
+    let releaseOwners!: () => void;
+    const ownersReleased = new Promise<void>((resolve) => {
+      releaseOwners = resolve;
+    });
+    const fallback = setTimeout(releaseOwners, 20_000);
     const server = http.createServer((req, res) => {
       const path = req.url ?? "";
       const n = (active.get(path) ?? 0) + 1;
@@ -182,11 +191,14 @@ describe.each(STORE_KINDS)("hostile fan-outs (%s store)", (kind) => {
       most.set(path, Math.max(most.get(path) ?? 0, n));
       if (path === "/neighbour") ownersOpenAtNeighbour.push(active.get("/owner") ?? 0);
       req.resume();
-      setTimeout(() => {
+      const answer = () => {
         active.set(path, active.get(path)! - 1);
         res.writeHead(200, { "content-type": "application/json" });
         res.end("{}");
-      }, 25);
+        if (path === "/neighbour" && ++neighbourAnswered === 40) releaseOwners();
+      };
+      if (path === "/owner") void ownersReleased.then(() => setTimeout(answer, 5));
+      else setTimeout(answer, 25);
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -211,6 +223,7 @@ describe.each(STORE_KINDS)("hostile fan-outs (%s store)", (kind) => {
         expect(done.items_total).toBe(40);
       }
     } finally {
+      clearTimeout(fallback);
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
