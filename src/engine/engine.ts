@@ -253,6 +253,11 @@ export class Engine {
     return this.runner?.busy ?? 0;
   }
 
+  /** No run driven here and the claim loop asleep: a test moving a fake clock waits for it. */
+  get runnerIdle(): boolean {
+    return this.runner?.idle ?? true;
+  }
+
   /** The scheduler's loop is asleep (no round in flight or asked for): a test moving a fake clock waits for it. */
   get schedulerIdle(): boolean {
     return this.scheduler?.idle ?? true;

@@ -274,6 +274,11 @@ export class Runner {
     return this.inFlight.size;
   }
 
+  /** No drive in flight and the claim loop asleep (a test moving a fake clock waits for it). */
+  get idle(): boolean {
+    return this.inFlight.size === 0 && this.loop.idle;
+  }
+
   /** The flow sweep in flight, if any (see claimRound). */
   private sweeping: Promise<void> | null = null;
 
@@ -346,12 +351,29 @@ export class Runner {
    */
   private async driveUnclaimed(now: number, limit: number): Promise<{ taken: number; more: boolean }> {
     if (limit <= 0) return { taken: 0, more: true };
-    const due = await this.store.dueRuns(now, limit);
+    // The read may be older than a drive of this process that ends while it is in flight: such a
+    // run is not in flight any more but may still show as due in what the read returns, and taking
+    // it again would run its node a second time (the second drive's commit is refused, but a pure
+    // action would have run twice). Drives that end until this pass is over are not taken.
+    const ended = new Set<string>();
+    this.endedDuringRead = ended;
+    try {
+      return await this.takeDue(await this.store.dueRuns(now, limit), now, limit, ended);
+    } finally {
+      this.endedDuringRead = null;
+    }
+  }
+
+  /** Runs whose drive ended while driveUnclaimed's read and pass were in flight; null when none is. */
+  private endedDuringRead: Set<string> | null = null;
+
+  private async takeDue(due: Run[], now: number, limit: number, ended: ReadonlySet<string>): Promise<{ taken: number; more: boolean }> {
     let taken = 0;
     let left = 0;
     for (const run of due) {
-      // Still making its first commit from an earlier pass: neither taken again nor left over.
-      if (this.unclaimed.has(run.id)) continue;
+      // Still making its first commit from an earlier pass, or driven and ended since the read:
+      // neither taken again nor left over.
+      if (this.unclaimed.has(run.id) || ended.has(run.id)) continue;
       // Only what a claim would find parked or new: not a run a worker held (its lease lapsed),
       // nor one an operator is stopping; those are claimed, with a lease.
       const v =
@@ -362,7 +384,7 @@ export class Runner {
         left++;
         continue;
       }
-      this.takeUnclaimed(run, now);
+      if (ended.has(run.id) || !this.takeUnclaimed(run, now)) continue;
       taken++;
     }
     return { taken, more: due.length >= limit || left > 0 };
@@ -437,7 +459,10 @@ export class Runner {
           this.claimFirst.add(run.id);
           unsettled = true;
         }
-        if (this.inFlight.get(run.id) === ac) this.inFlight.delete(run.id);
+        if (this.inFlight.get(run.id) === ac) {
+          this.inFlight.delete(run.id);
+          this.endedDuringRead?.add(run.id);
+        }
         this.drivers.delete(p);
         // The loop claims again for what this run leaves: its room (when due runs were left
         // behind), its next due time (parked), or the run itself. A run that ended, with nothing
