@@ -239,12 +239,14 @@ export class Runner {
     const node = run.cursor.node === null ? undefined : v.nodes.get(run.cursor.node);
     if (node?.kind !== "delay" || v.usesSecrets || hasFlow(v.definition) || run.admit !== undefined || run.admit_rate !== undefined) return;
     if (run.status !== "pending" || run.due_at === null || run.due_at > now) return;
-    // What a step may change is copied (the run is inserted as it is unless the step parks it).
+    // What a step may change is copied (the run is inserted as it is unless the step parks it):
+    // its context and steps, and its cursor, whose only nested state a step changes in place is
+    // its visits (step); the rest of a cursor is replaced, not mutated.
     const probe: Run = {
       ...run,
       context: { ...run.context },
       steps: { ...run.steps },
-      cursor: structuredClone(run.cursor),
+      cursor: { ...run.cursor, visits: { ...run.cursor.visits } },
       status: "running",
       rev: 0,
       lease_owner: null,
@@ -814,23 +816,25 @@ export class Runner {
         ),
       );
     }
-    const base = {
+    const stepAttempt = attempt + (d.cursor.attempt_base ?? 0);
+    const enteredVia = d.cursor.port;
+    const input = "input" in result ? (result.input ?? null) : null;
+    // Field by field: a spread of a common part with the outcome's fields added cost several
+    // microseconds per row (V8 leaves its fast clone path when a spread gains new properties).
+    const row = (outcome: StepOutcome, exited: string | null, output: unknown, error: StepError | null): NewStepRun => ({
       run_id: d.run.id,
       node_key: node.key,
       node_kind: node.kind,
       visit,
-      attempt: attempt + (d.cursor.attempt_base ?? 0),
-      entered_via_port_key: d.cursor.port,
+      attempt: stepAttempt,
+      entered_via_port_key: enteredVia,
       idempotency_key: idempotencyKey,
-      input: "input" in result ? (result.input ?? null) : null,
+      input,
       started_at: started,
       finished_at: finished,
       duration_ms: Math.max(0, Math.round(finished - started)),
       violations: violations.length > 0 ? violations : null,
       logs: logs.length > 0 ? logs : null,
-    };
-    const row = (outcome: StepOutcome, exited: string | null, output: unknown, error: StepError | null): NewStepRun => ({
-      ...base,
       outcome,
       exited_via_port_key: exited,
       output: output ?? null,

@@ -14,6 +14,9 @@ import {
   type FirstPark,
   type RunAudit,
   type RunControl,
+  type AuditEntry,
+  type NewStepRun,
+  type RunItem,
 } from "../../engine/store.js";
 import { toRun, ts } from "./rows.js";
 import { admittedRow, finishAdmission, lockAdmission, planAdmission } from "./flow.js";
@@ -65,9 +68,114 @@ const STEP_INSERT = `INSERT INTO step_runs (run_id, node_key, node_kind, visit, 
     s.outcome, s.duration_ms, s.idempotency_key, s.input, s.output, s.error, s.violations, s.logs,
     to_timestamp(s.started_at / 1000.0), to_timestamp(s.finished_at / 1000.0)`;
 
-/** A new run's first park (NewRun.first_park) as the insert's columns. */
-const firstParkRow = (fp: FirstPark | undefined) =>
-  fp ? { fp_waiting_for: fp.waiting_for, fp_waiting_until: fp.waiting_until, fp_due_at: fp.due_at, fp_cursor: fp.cursor } : {};
+/** A step row as STEP_RECORD (with the checkpoint's expected rev when committed by one). */
+function stepRecord(s: NewStepRun, runId: string, ord: number, expectedRev?: number) {
+  return {
+    run_id: runId,
+    node_key: s.node_key,
+    node_kind: s.node_kind,
+    visit: s.visit,
+    attempt: s.attempt,
+    entered_via_port_key: s.entered_via_port_key,
+    exited_via_port_key: s.exited_via_port_key,
+    outcome: s.outcome,
+    duration_ms: s.duration_ms,
+    idempotency_key: s.idempotency_key,
+    input: s.input,
+    output: s.output,
+    error: s.error,
+    violations: s.violations,
+    logs: s.logs,
+    started_at: s.started_at,
+    finished_at: s.finished_at,
+    ord,
+    expected_rev: expectedRev ?? null,
+  };
+}
+
+/** An audit entry as the statements' recordset: the run it belongs to, its order, the checkpoint's rev. */
+function auditRecord(a: AuditEntry, runId: string, ord: number, expectedRev?: number) {
+  return {
+    workspace_id: a.workspace_id,
+    actor: a.actor,
+    action: a.action,
+    target_type: a.target_type,
+    target_id: a.target_id,
+    details: a.details,
+    at: a.at,
+    run_id: runId,
+    ord,
+    expected_rev: expectedRev ?? null,
+  };
+}
+
+/** A fan-out item as the commit's items recordset, with the checkpoint's rev. */
+function itemRecord(it: RunItem, expectedRev: number) {
+  return {
+    id: it.id,
+    run_id: it.run_id,
+    workspace_id: it.workspace_id,
+    node_key: it.node_key,
+    visit: it.visit,
+    idx: it.idx,
+    subject_id: it.subject_id,
+    action_kind: it.action_kind,
+    outcome: it.outcome,
+    attempts: it.attempts,
+    idempotency_key: it.idempotency_key,
+    input: it.input,
+    output: it.output,
+    error: it.error,
+    approval_id: it.approval_id,
+    not_before: it.not_before,
+    started_at: it.started_at,
+    finished_at: it.finished_at,
+    updated_at: it.updated_at,
+    expected_rev: expectedRev,
+  };
+}
+
+/**
+ * A new run as the insert's input row (INSERT_RUNS_CTES' recordset, field for field): built
+ * explicitly, not by copying the run (a rest-and-spread copy of each of 1,000 runs cost more than
+ * serializing them), with its admission (flow.ts admittedRow) and first park (NewRun.first_park).
+ */
+function insertRow(r: NewRun, admitted: ReturnType<typeof admittedRow>, ord: number) {
+  const fp: FirstPark | undefined = r.first_park;
+  return {
+    id: r.id,
+    workspace_id: r.workspace_id,
+    automation_id: r.automation_id,
+    version: r.version,
+    event_id: r.event_id,
+    dedupe_key: r.dedupe_key,
+    trigger_type: r.trigger_type,
+    subject_id: r.subject_id,
+    active_subject: r.active_subject,
+    status: r.status,
+    exit_reason: r.exit_reason,
+    current_node_key: r.current_node_key,
+    event: r.event,
+    context: r.context,
+    steps: r.steps,
+    cursor: admitted.cursor ?? r.cursor,
+    run_as: r.run_as,
+    trace_id: r.trace_id,
+    due_at: r.due_at,
+    started_at: r.started_at,
+    cooldown_ms: r.cooldown_ms ?? null,
+    ord,
+    priority: r.priority,
+    priority_error: r.priority_error,
+    park_for: admitted.park_for ?? null,
+    park_until: admitted.park_until ?? null,
+    lease_owner: r.lease_owner ?? null,
+    fp_waiting_for: fp?.waiting_for ?? null,
+    fp_waiting_until: fp?.waiting_until ?? null,
+    fp_due_at: fp?.due_at ?? null,
+    fp_cursor: fp?.cursor ?? null,
+  };
+}
 
 // The insert's input and decision, as CTEs (insertRunsSql).
 const INSERT_RUNS_CTES = `input AS (
@@ -162,10 +270,11 @@ const INSERT_RUNS_AUDITED_SQL = insertRunsSql(true);
 
 /** One statement of the insert: with `entry`, the created runs' audit entries written by it too. */
 function insertStatement(rows: readonly object[], at: Date | null, entry: RunAudit | undefined, planned: readonly NewRun[]): pg.QueryConfig {
-  const firstSteps = planned.flatMap((r) => (r.first_park?.steps ?? []).map((st) => ({ ...st, run_id: r.id }))).map((st, ord) => ({ ...st, ord }));
+  const firstSteps: object[] = [];
+  for (const r of planned) for (const st of r.first_park?.steps ?? []) firstSteps.push(stepRecord(st, r.id, firstSteps.length));
   const values = [JSON.stringify(rows), at, JSON.stringify(firstSteps)];
   if (!entry) return { name: "weft_insert_runs", text: INSERT_RUNS_SQL, values };
-  const entries = planned.map((r, ord) => ({ ...entry(r), run_id: r.id, ord }));
+  const entries = planned.map((r, ord) => auditRecord(entry(r), r.id, ord));
   return { name: "weft_insert_runs_audited", text: INSERT_RUNS_AUDITED_SQL, values: [...values, JSON.stringify(entries)] };
 }
 
@@ -191,7 +300,7 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
   await releaseReplaced(db, runs, now, ENROLLMENT_SQL, closeApprovalSet);
   const at = ts(now);
   const plan = admits ? await planAdmission(db, runs, now) : null;
-  const rows = runs.map(({ admit: _, admit_rate: __, first_park: fp, ...r }, ord) => ({ ...r, ...admittedRow(plan, r, now), ...firstParkRow(fp), ord }));
+  const rows = runs.map((r, ord) => insertRow(r, admittedRow(plan, r, now), ord));
   const first = await db.query(insertStatement(rows, at, entry, runs));
   const given = new Map<string, NewRun>(runs.map((r) => [r.id, r]));
   const byId = new Map<string, Run>(first.rows.map((r) => [r.id as string, runFromInsert(r, given.get(r.id)!)]));
@@ -208,7 +317,7 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
       const skipped = blocked.map((r) => skippedEnrollment(r, "already_active", now));
       const again = await db.query(
         insertStatement(
-          skipped.map((r, ord) => ({ ...r, ord })),
+          skipped.map((r, ord) => insertRow(r, {}, ord)),
           at,
           entry,
           skipped,
@@ -447,26 +556,46 @@ const leaseOnly = (c: Checkpoint): boolean =>
 /** One statement, one round trip and one commit for many runs' checkpoints (group commit). */
 export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: readonly Checkpoint[], isTerminal: (s: string) => boolean): Promise<CommitResult[]> {
   if (cps.length === 0) return [];
+  // Each input row is built field by field for its recordset (COMMIT_SQL): a spread of the
+  // checkpoint's objects with fields added cost microseconds per row, and a fan-out commits
+  // thousands of items at once.
   const states = cps.map((c) => {
-    const { wait, ...st } = c.state;
+    const st = c.state;
+    const wait = st.wait;
+    const same = c.state_unchanged === true;
     return {
       run_id: c.run_id,
       expected_rev: c.expected_rev,
-      ...st,
-      ...(c.state_unchanged ? { context: null, steps: null, cursor: null, state_unchanged: true } : {}),
+      status: st.status,
+      exit_reason: st.exit_reason,
+      current_node_key: st.current_node_key,
+      waiting_for: st.waiting_for,
+      waiting_until: st.waiting_until,
+      context: same ? null : st.context,
+      steps: same ? null : st.steps,
+      cursor: same ? null : st.cursor,
+      items_total: st.items_total,
+      items_failed: st.items_failed,
+      interruptions: st.interruptions,
+      due_at: st.due_at,
+      keep_lease: st.keep_lease,
+      completed_at: st.completed_at,
+      updated_at: st.updated_at,
       terminal: isTerminal(st.status),
       wait_key: wait ? waitKey(wait.name, wait.subject_id) : null,
       wait_name: wait?.name ?? null,
       wait_subject: wait?.subject_id ?? null,
       wait_after: wait?.after ?? null,
       wait_exclude: wait?.exclude ?? [],
+      close_open: st.close_open ?? null,
       claim_at: c.claim?.at ?? null,
       lease_until: c.claim?.lease_until ?? null,
+      state_unchanged: same || null,
     };
   });
-  const tag = <T>(c: Checkpoint, rows: readonly T[] | undefined) => (rows ?? []).map((r) => ({ ...r, run_id: c.run_id, expected_rev: c.expected_rev }));
-  const steps = cps.flatMap((c) => tag(c, c.steps)).map((s, ord) => ({ ...s, ord }));
-  const items = cps.flatMap((c) => tag(c, c.items));
+  const steps: object[] = [];
+  for (const c of cps) for (const st of c.steps) steps.push(stepRecord(st, c.run_id, steps.length, c.expected_rev));
+  const items = cps.flatMap((c) => (c.items ?? []).map((it) => itemRecord(it, c.expected_rev)));
   const itemUpdates = cps.flatMap((c) =>
     (c.item_updates ?? []).map((it) => ({
       id: it.id,
@@ -483,8 +612,9 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
       updated_at: it.updated_at,
     })),
   );
-  const approvals = cps.flatMap((c) => tag(c, c.approvals));
-  const audit = cps.flatMap((c) => tag(c, c.audit)).map((a, ord) => ({ ...a, ord }));
+  const approvals = cps.flatMap((c) => (c.approvals ?? []).map((a) => ({ ...a, run_id: c.run_id, expected_rev: c.expected_rev })));
+  const audit: object[] = [];
+  for (const c of cps) for (const a of c.audit ?? []) audit.push(auditRecord(a, c.run_id, audit.length, c.expected_rev));
   const consumed = cps.flatMap((c) => (c.consumed ?? []).map((event_id) => ({ run_id: c.run_id, event_id, expected_rev: c.expected_rev })));
   const lazy = cps.every(leaseOnly);
   const res = await pool.query({
