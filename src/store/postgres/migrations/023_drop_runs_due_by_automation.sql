@@ -1,24 +1,24 @@
--- Fewer indexes on runs: every insert, and every change of a run's due_at (each claim, park,
--- checkpoint and lease renewal), writes an entry into each index on runs, so an index no read
--- needs is paid for on every step. runs_due_by_automation (automation_id, due_at) had three
--- readers left, all in weft_claim, and runs_claim (automation_id, claim key, id) with its partial
--- twin runs_claim_below serve them as well:
---   * "has this automation a due run left": the two key ranges the claim itself reads (a due run's
---     key is at most now when its priority is 0 or above, at most now + |PRIORITY_MIN| s below 0);
---   * the raise's exact earliest due_at of an automation, from the front of its key order: among
---     runs of priority 0 and above a run due before the first one's due_at d has a key before d
---     (its key is at most its due_at), so the minimum lies in the key range up to d, which is the
---     first key's ties when its priority is 0 (width: that priority in seconds, as the claim's own
---     range); below 0 a key is at most due_at + 100 s, so the range ends 100 s after the first
---     one's due_at, on the partial index of those few runs;
---   * the claim's per-automation read, which with values known (the first five calls of each
---     session plan with them) read every due run of the automation off runs_due_by_automation and
---     sorted them, instead of the front of runs_claim (and, without it, would intersect runs_due
---     with runs_dedupe).
--- The due-at test of those reads is written `(r.due_at <= p_now) IS TRUE` (the same test) so no
--- plan takes it to an index on due_at: per automation, only the key order bounds the read. The
--- safety-net sweep (store/postgres/runs.ts) reads the due runs off runs_due instead (it read the
--- whole of runs_due_by_automation, every parked run, to group them by automation).
+-- One index fewer on runs. Every insert, and every change of a run's due_at (each claim, park,
+-- checkpoint and lease renewal; an update of an indexed column is never HOT), writes an entry into
+-- each index on runs, so an index no read needs is paid for on every step.
+-- runs_due_by_automation (automation_id, due_at) is such an index. Its readers:
+--   * weft_claim's "has this automation a due run left": now the two key ranges the claim itself
+--     reads, on runs_claim and runs_claim_below (a due run's key is at most now when its priority
+--     is 0 or above, at most now + |PRIORITY_MIN| s below 0), each stopping at the first due run;
+--   * weft_claim's raise (the exact earliest due_at of an automation left with nothing due): now
+--     off the front of the same indexes. Among runs of priority 0 and above, one due before the
+--     first run's due_at d has its key before d (a key is at most its due_at), so the minimum is
+--     in the key range up to d: the first key's ties when that run's priority is 0, at most its
+--     priority in seconds of keys otherwise (the width the claim's own range already reads). Below
+--     0 a key is at most due_at + 100 s, so that range ends 100 s after the first one's due_at, on
+--     the partial index that holds only those few runs;
+--   * weft_claim's per-automation read when planned with its values (plpgsql's first five calls
+--     in a session) took the automation's due runs off it; it takes them off runs_claim's range
+--     now. Its due-at test is written `(r.due_at <= p_now) IS TRUE` (the same test), as in the two
+--     reads above, so that no plan takes it to runs_due: that plan intersected every due run with
+--     every run of the automation (runs_dedupe);
+--   * the safety-net sweep (store/postgres/runs.ts), which walked the whole index (every run with
+--     a due_at) to group the due ones by automation: it reads the due runs off runs_due now.
 DROP INDEX runs_due_by_automation;
 
 CREATE OR REPLACE FUNCTION weft_claim(p_now timestamptz, p_until timestamptz, p_limit integer, p_owner text) RETURNS SETOF runs
