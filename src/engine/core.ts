@@ -13,7 +13,7 @@ import type { NodeSettings } from "./nodes/types.js";
 import type { Runner } from "./runner.js";
 import type { Scheduler } from "./scheduler.js";
 import type { Store, WakeKind } from "./store.js";
-import type { VersionCache } from "./versions.js";
+import type { AutomationCache, VersionCache } from "./versions.js";
 import type { HookSecrets } from "./webhooks.js";
 
 export interface Limits {
@@ -35,6 +35,8 @@ export interface EngineCore {
   readonly clock: Clock;
   readonly events: EngineEmitter;
   readonly versions: VersionCache;
+  /** Automations as enrollment last read them (versions.ts AutomationCache: checked by the insert). */
+  readonly automations: AutomationCache;
   readonly actions: ReadonlyMap<string, RegisteredAction>;
   readonly customKinds: ReadonlyMap<string, CustomKindSpec>;
   readonly settings: NodeSettings;

@@ -51,7 +51,7 @@ import type {
   Store,
   StoredEvent,
 } from "./store.js";
-import { VersionCache } from "./versions.js";
+import { AutomationCache, VersionCache } from "./versions.js";
 import { Wakeups, WorkerTargets } from "./wakeups.js";
 import { Heartbeat } from "./heartbeat.js";
 import { DEFAULT_ITEMS_IN_FLIGHT, WorkspaceSlots } from "./limiter.js";
@@ -203,6 +203,7 @@ export class Engine {
       clock: this.clock,
       events: this.events,
       versions: this.versions,
+      automations: new AutomationCache(),
       actions: this.actions,
       customKinds: this.customKinds,
       settings: this.settings,

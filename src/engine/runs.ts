@@ -9,7 +9,7 @@ import { crashPoint } from "./crashpoints.js";
 import { ErrorCodes } from "./errors.js";
 import { checkBatchSize, checkSize } from "./intake.js";
 import { newRun, sharedLimitsOf, type RunStart } from "./new-run.js";
-import type { InsertRunResult, NewRun, NewStepRun, Page, Run, StepRun } from "./store.js";
+import { StaleAutomationError, type Automation, type InsertRunResult, type NewRun, type NewStepRun, type Page, type Run, type StepRun } from "./store.js";
 
 export interface EnrollRequest {
   subject_id?: string | null;
@@ -67,7 +67,25 @@ export async function enrollMany(
   actor: string,
 ): Promise<EnrollResult[]> {
   checkBatchSize(reqs.length, "/subjects");
-  const a = await mustGetAutomation(core, workspaceId, automationId);
+  // The automation as last read (no round trip), checked by the insert (NewRun.while_current):
+  // when it changed meanwhile nothing is written, and the enrollment reads it and plans again.
+  for (let attempt = 0; ; attempt++) {
+    const cached = attempt === 0 ? core.automations.get(workspaceId, automationId) : undefined;
+    const a = cached ?? (await mustGetAutomation(core, workspaceId, automationId));
+    core.automations.put(a);
+    try {
+      return await enrollInto(core, a, reqs, actor);
+    } catch (err) {
+      if (!(err instanceof StaleAutomationError) || attempt >= 2) throw err;
+      core.automations.evict(workspaceId, automationId);
+    }
+  }
+}
+
+/** enrollMany for the automation as read: its runs planned from its current version, inserted while it is still current. */
+async function enrollInto(core: EngineCore, a: Automation, reqs: readonly EnrollRequest[], actor: string): Promise<EnrollResult[]> {
+  const workspaceId = a.workspace_id;
+  const automationId = a.id;
   if (a.status !== "active") throw new WeftError(ErrorCodes.automationPaused, `automation ${automationId} is paused`);
   const v = await core.versions.get(a.id, a.current_version);
   if (!v) throw new WeftError(ErrorCodes.versionNotFound, `version ${a.current_version} not found`);
@@ -78,7 +96,9 @@ export async function enrollMany(
   reqs.forEach((req, index) => {
     try {
       checkSize(req.context_overrides, core.limits.contextBytes, "limits.context_too_large", "/context_overrides");
-      planned.push({ index, run: newRun(v, enrollmentStart(workspaceId, req), now, undefined, shared) });
+      const run = newRun(v, enrollmentStart(workspaceId, req), now, undefined, shared);
+      run.while_current = true;
+      planned.push({ index, run });
     } catch (err) {
       if (!(err instanceof WeftError)) throw err;
       results[index] = { index, error: err };

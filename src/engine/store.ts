@@ -147,7 +147,25 @@ export type NewRun = Omit<
   admit?: FlowSlotGate[];
   /** The automation's queued rate limit, rendered for this run: the store reserves its turn at insert (model/flow.ts admitRates). */
   admit_rate?: FlowRateGate;
+  /**
+   * Inserted only while its automation is active with `version` current, checked by the insert
+   * itself: otherwise the store inserts none of the call's runs and throws StaleAutomationError.
+   * Enrollment sets it, so it may plan runs from an automation it read earlier (a cached read,
+   * no round trip) and still never enroll into a paused automation or a superseded version.
+   */
+  while_current?: boolean;
 };
+
+/**
+ * An insert refused because a run's automation (NewRun.while_current) is no longer active with
+ * that version current. Nothing of the call was written; the caller reads the automation again.
+ */
+export class StaleAutomationError extends Error {
+  constructor(readonly automationId: string) {
+    super(`automation ${automationId} changed since it was read (paused, or a new version published)`);
+    this.name = "StaleAutomationError";
+  }
+}
 
 /** A new run's first park (NewRun.first_park). */
 export interface FirstPark {

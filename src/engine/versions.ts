@@ -1,7 +1,7 @@
 // Versions are immutable, so each one is loaded once and kept: node index and edge index ready.
 
 import { edgeIndex, type Definition, type NodeDef } from "../model/definition.js";
-import type { Store } from "./store.js";
+import type { Automation, Store } from "./store.js";
 
 export interface LoadedVersion {
   automation_id: string;
@@ -41,4 +41,35 @@ export function load(automationId: string, version: number, def: Definition): Lo
     edges: edgeIndex(def),
     usesSecrets: /\bsecrets\b/.test(JSON.stringify(def.nodes)),
   };
+}
+
+/**
+ * The automations enrollment last read, by workspace and id: an enrollment plans its runs from
+ * the cached row with no read, and its insert checks that the automation is still active with that
+ * version current (NewRun.while_current); when it is not, the insert writes nothing and the
+ * enrollment reads the automation again (evict). So a pause or a new version made by any process
+ * takes effect at once, as with a read per enrollment. Only an active row is kept: a paused one
+ * is always read again (it may have been resumed elsewhere).
+ */
+export class AutomationCache {
+  private readonly rows = new Map<string, Automation>();
+  constructor(private readonly max = 10_000) {}
+
+  get(workspaceId: string, id: string): Automation | undefined {
+    return this.rows.get(`${workspaceId}\u0000${id}`);
+  }
+
+  put(a: Automation): void {
+    const key = `${a.workspace_id}\u0000${a.id}`;
+    if (a.status !== "active") {
+      this.rows.delete(key);
+      return;
+    }
+    if (this.rows.size >= this.max && !this.rows.has(key)) this.rows.clear();
+    this.rows.set(key, a);
+  }
+
+  evict(workspaceId: string, id: string): void {
+    this.rows.delete(`${workspaceId}\u0000${id}`);
+  }
 }

@@ -46,7 +46,7 @@ import type {
   Store,
   StoredEvent,
 } from "../../engine/store.js";
-import { claimOrder, runAuditEntry, DUE_MARK_SWEEP_MS, laterEnd, pauseKey, splitStale, waitKey } from "../../engine/store.js";
+import { claimOrder, runAuditEntry, DUE_MARK_SWEEP_MS, laterEnd, pauseKey, splitStale, StaleAutomationError, waitKey } from "../../engine/store.js";
 import { freshEvent } from "../fresh-event.js";
 import type { ApprovalStatus, AuditEntry, NewStepRun, RunAudit, CommitResult, RunControl, RunItem, WaitSpec } from "../../engine/store.js";
 import { EmbeddedNodes, toItem } from "./nodes.js";
@@ -126,6 +126,7 @@ export class EmbeddedStore implements Store {
           @status, @exit_reason, @current_node_key, @waiting_for, @waiting_until, @context, @steps, @cursor, @run_as, @trace_id,
           @due_at, @lease_owner, CASE WHEN @lease_owner IS NULL THEN 0 ELSE 1 END, @started_at, @completed_at, @started_at, @event, @priority, @priority_error)
         ON CONFLICT (automation_id, dedupe_key) DO NOTHING RETURNING *`),
+      automationState: d.prepare("SELECT status, current_version FROM automations WHERE id = ?"),
       runByDedupe: d.prepare("SELECT * FROM runs WHERE automation_id = ? AND dedupe_key = ?"),
       pausedNow: d
         .prepare(`SELECT 1 FROM subject_controls WHERE workspace_id = ? AND subject_id = ? AND automation_id IN (?, '')
@@ -304,6 +305,14 @@ export class EmbeddedStore implements Store {
   async insertRuns(runs: readonly NewRun[], now: number, audit?: RunAudit): Promise<InsertRunResult[]> {
     return this.db
       .transaction(() => {
+        // NewRun.while_current: every such run's automation still active with its version current, or nothing is written.
+        const checked = new Set<string>();
+        for (const run of runs) {
+          if (!run.while_current || checked.has(`${run.automation_id}@${run.version}`)) continue;
+          const a = this.s.automationState.get(run.automation_id) as { status: string; current_version: number } | undefined;
+          if (a?.status !== "active" || a.current_version !== run.version) throw new StaleAutomationError(run.automation_id);
+          checked.add(`${run.automation_id}@${run.version}`);
+        }
         const results = runs.map((run) => this.insertRunTx(run, now));
         if (audit) this.nodes.audit(results.flatMap((r, i) => (r.created ? [runAuditEntry(audit, runs[i]!, r.run)] : [])));
         return results;

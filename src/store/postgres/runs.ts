@@ -17,6 +17,7 @@ import {
   type AuditEntry,
   type NewStepRun,
   type RunItem,
+  StaleAutomationError,
 } from "../../engine/store.js";
 import { toRun, ts } from "./rows.js";
 import { admittedRow, finishAdmission, lockAdmission, planAdmission } from "./flow.js";
@@ -174,6 +175,7 @@ function insertRow(r: NewRun, admitted: ReturnType<typeof admittedRow>, ord: num
     fp_waiting_until: fp?.waiting_until ?? null,
     fp_due_at: fp?.due_at ?? null,
     fp_cursor: fp?.cursor ?? null,
+    while_current: r.while_current === true,
   };
 }
 
@@ -184,11 +186,14 @@ const INSERT_RUNS_CTES = `input AS (
     subject_id text, active_subject text, status text, exit_reason text, current_node_key text, event jsonb, context jsonb,
     steps jsonb, cursor jsonb, run_as jsonb, trace_id text, due_at double precision, started_at double precision,
     cooldown_ms double precision, ord int, priority int, priority_error text, park_for text, park_until double precision, lease_owner text,
-    fp_waiting_for text, fp_waiting_until double precision, fp_due_at double precision, fp_cursor jsonb)
+    fp_waiting_for text, fp_waiting_until double precision, fp_due_at double precision, fp_cursor jsonb, while_current boolean)
 ), decided AS MATERIALIZED (
   -- MATERIALIZED: the decision is made once per row; inlined, each of the INSERT's references to
   -- d.skip below ran the CASE's subqueries again (eight index probes per row instead of one).
-  SELECT i.*, ${ENROLLMENT_CASE} AS skip
+  SELECT i.*, ${ENROLLMENT_CASE} AS skip,
+    -- NewRun.while_current: its automation must still be active with this version current.
+    coalesce(i.while_current, false) AND NOT EXISTS (
+      SELECT 1 FROM automations a WHERE a.id = i.automation_id AND a.status = 'active' AND a.current_version = i.version) AS stale
   FROM input i
 ), d AS (
   -- Created where its first step parked it (NewRun.first_park): pending, not skipped, no admission park.
@@ -234,7 +239,7 @@ SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_ke
   to_timestamp(d.started_at / 1000.0),
   CASE WHEN d.skip IS NOT NULL OR d.status = 'exited' THEN $2 END,
   to_timestamp(d.started_at / 1000.0), coalesce(d.priority, 0), d.priority_error
-FROM d ORDER BY d.ord
+FROM d WHERE NOT EXISTS (SELECT 1 FROM decided x WHERE x.stale) ORDER BY d.ord
 ON CONFLICT DO NOTHING
 RETURNING ${INSERT_RETURNS}`;
 
@@ -264,7 +269,8 @@ logged AS (
 )`
     : ""
 }
-SELECT * FROM made`;
+-- One row even when nothing was made: how many runs were refused as stale (then none was made).
+SELECT m.*, s.stale_rows FROM (SELECT count(*) FILTER (WHERE x.stale) AS stale_rows FROM decided x) s LEFT JOIN made m ON true`;
 const INSERT_RUNS_SQL = insertRunsSql(false);
 const INSERT_RUNS_AUDITED_SQL = insertRunsSql(true);
 
@@ -302,8 +308,9 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
   const plan = admits ? await planAdmission(db, runs, now) : null;
   const rows = runs.map((r, ord) => insertRow(r, admittedRow(plan, r, now), ord));
   const first = await db.query(insertStatement(rows, at, entry, runs));
+  if (Number(first.rows[0]?.stale_rows ?? 0) > 0) throw new StaleAutomationError(runs.find((r) => r.while_current)?.automation_id ?? "");
   const given = new Map<string, NewRun>(runs.map((r) => [r.id, r]));
-  const byId = new Map<string, Run>(first.rows.map((r) => [r.id as string, runFromInsert(r, given.get(r.id)!)]));
+  const byId = new Map<string, Run>(first.rows.filter((r) => r.id !== null).map((r) => [r.id as string, runFromInsert(r, given.get(r.id)!)]));
   const missing = runs.filter((r) => !byId.has(r.id));
   const existing = new Map<string, Run>();
   if (missing.length > 0) {
@@ -324,7 +331,7 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
         ),
       );
       const skippedById = new Map<string, NewRun>(skipped.map((r) => [r.id, r]));
-      for (const r of again.rows) byId.set(r.id as string, runFromInsert(r, skippedById.get(r.id)!));
+      for (const r of again.rows) if (r.id !== null) byId.set(r.id as string, runFromInsert(r, skippedById.get(r.id)!));
       // A replay racing us may have inserted the same dedupe key meanwhile: read those back.
       const still = blocked.filter((r) => !byId.has(r.id));
       if (still.length > 0) {
