@@ -24,7 +24,7 @@ import { admittedRow, finishAdmission, lockAdmission, planAdmission } from "./fl
 import { releaseReplaced } from "./singleton.js";
 import { sqlList } from "../sql.js";
 import { PRIORITY_MIN } from "../../model/priority.js";
-import { ENROLLMENT_CHECKS, NOT_ENROLLED, replacesActive, skippedEnrollment, type EnrollmentSkip } from "../../model/enrollment.js";
+import { ENROLLMENT_CHECKS, NOT_ENROLLED, replacesActive, type EnrollmentSkip } from "../../model/enrollment.js";
 
 export const PG_UNIQUE_VIOLATION = "23505";
 
@@ -216,7 +216,13 @@ function runFromInsert(row: Record<string, unknown>, given: NewRun): Run {
   return toRun(row);
 }
 
-const INSERT_RUNS_INSERT = `INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id, active_subject,
+/**
+ * The runs' INSERT from the decided rows `d` (INSERT_RUNS_CTES). `blocked`: from the rows the
+ * first INSERT of the statement did not make (insertRunsSql), each recorded as skipped
+ * (`already_active`): its decision is replaced, the same expressions write it.
+ */
+const runsInsert = (blocked: boolean) => {
+  const sql = `INSERT INTO runs (id, workspace_id, automation_id, version, event_id, dedupe_key, trigger_type, subject_id, active_subject,
   status, exit_reason, current_node_key, waiting_for, waiting_until, event, context, steps, cursor, run_as, trace_id, due_at,
   lease_owner, unsettled_claims, started_at, completed_at, updated_at, priority, priority_error)
 SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_key, d.trigger_type, d.subject_id,
@@ -239,9 +245,11 @@ SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_ke
   to_timestamp(d.started_at / 1000.0),
   CASE WHEN d.skip IS NOT NULL OR d.status = 'exited' THEN $2 END,
   to_timestamp(d.started_at / 1000.0), coalesce(d.priority, 0), d.priority_error
-FROM d WHERE NOT EXISTS (SELECT 1 FROM decided x WHERE x.stale) ORDER BY d.ord
+FROM ${blocked ? "blocked" : "d"} d WHERE NOT EXISTS (SELECT 1 FROM decided x WHERE x.stale) ORDER BY d.ord
 ON CONFLICT DO NOTHING
 RETURNING ${INSERT_RETURNS}`;
+  return blocked ? sql.replaceAll("d.skip", "'already_active'::text").replaceAll("d.first_parked", "false") : sql;
+};
 
 /**
  * The insert as one statement: the runs, the first step rows of those created parked
@@ -250,7 +258,18 @@ RETURNING ${INSERT_RETURNS}`;
  * round trip and one commit for a run and all it starts with, with no transaction around them.
  */
 const insertRunsSql = (audited: boolean) => `WITH ${INSERT_RUNS_CTES},
-made AS (${INSERT_RUNS_INSERT}),
+made AS (${runsInsert(false)}),
+-- Rows the INSERT did not make: a conflict on the subject's active slot (recorded here, as skipped
+-- already_active, in the same statement) or on the dedupe key (a replay: not written, the caller
+-- reads the existing run). A dedupe key committed meanwhile by another statement conflicts again
+-- below and is likewise left to the caller's read.
+blocked AS (
+  SELECT d.* FROM d
+  WHERE NOT EXISTS (SELECT 1 FROM made m WHERE m.id = d.id)
+    AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.automation_id = d.automation_id AND r.dedupe_key = d.dedupe_key)
+),
+skipped_made AS (${runsInsert(true)}),
+created AS (SELECT * FROM made UNION ALL SELECT * FROM skipped_made),
 first_steps AS (
   ${STEP_INSERT}
   FROM jsonb_to_recordset($3::jsonb) AS s(${STEP_RECORD})
@@ -264,13 +283,13 @@ logged AS (
   SELECT l.workspace_id, l.actor, l.action, l.target_type, l.target_id, l.details || jsonb_build_object('status', m.status), to_timestamp(l.at / 1000.0)
   FROM jsonb_to_recordset($4::jsonb) AS l(workspace_id text, actor text, action text, target_type text, target_id text, details jsonb,
     at double precision, run_id text, ord int)
-  JOIN made m ON m.id = l.run_id
+  JOIN created m ON m.id = l.run_id
   ORDER BY l.ord
 )`
     : ""
 }
 -- One row even when nothing was made: how many runs were refused as stale (then none was made).
-SELECT m.*, s.stale_rows FROM (SELECT count(*) FILTER (WHERE x.stale) AS stale_rows FROM decided x) s LEFT JOIN made m ON true`;
+SELECT m.*, s.stale_rows FROM (SELECT count(*) FILTER (WHERE x.stale) AS stale_rows FROM decided x) s LEFT JOIN created m ON true`;
 const INSERT_RUNS_SQL = insertRunsSql(false);
 const INSERT_RUNS_AUDITED_SQL = insertRunsSql(true);
 
@@ -319,29 +338,6 @@ export async function insertRuns(db: Queryable, runs: readonly NewRun[], now: nu
       missing.map((r) => r.dedupe_key),
     ]);
     for (const r of dups.rows) existing.set(`${r.automation_id}\u0000${r.dedupe_key}`, toRun(r));
-    const blocked = missing.filter((r) => !existing.has(`${r.automation_id}\u0000${r.dedupe_key}`));
-    if (blocked.length > 0) {
-      const skipped = blocked.map((r) => skippedEnrollment(r, "already_active", now));
-      const again = await db.query(
-        insertStatement(
-          skipped.map((r, ord) => insertRow(r, {}, ord)),
-          at,
-          entry,
-          skipped,
-        ),
-      );
-      const skippedById = new Map<string, NewRun>(skipped.map((r) => [r.id, r]));
-      for (const r of again.rows) if (r.id !== null) byId.set(r.id as string, runFromInsert(r, skippedById.get(r.id)!));
-      // A replay racing us may have inserted the same dedupe key meanwhile: read those back.
-      const still = blocked.filter((r) => !byId.has(r.id));
-      if (still.length > 0) {
-        const more = await db.query("SELECT * FROM runs WHERE (automation_id, dedupe_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))", [
-          still.map((r) => r.automation_id),
-          still.map((r) => r.dedupe_key),
-        ]);
-        for (const r of more.rows) existing.set(`${r.automation_id}\u0000${r.dedupe_key}`, toRun(r));
-      }
-    }
   }
   if (plan !== null) await finishAdmission(db, plan, byId, now);
   return runs.map((r) => {
@@ -362,12 +358,13 @@ export async function insertRun(pool: pg.Pool, run: NewRun, now: number, entry?:
 
 /** Runs set-wise (insertRuns); with `audit`, each created run's entry commits in the same transaction. */
 export async function insertRunsAudited(pool: pg.Pool, runs: readonly NewRun[], now: number, entry?: RunAudit): Promise<InsertRunResult[]> {
-  // One run that replaces nobody and passes no gate is written by one statement with its entry
-  // (its own transaction): no BEGIN and COMMIT round trips. Otherwise the statements that decide
-  // and write the runs (admission's reads and writes, a replaced run's release, a batch's skipped
-  // rows) share a transaction whenever a run has gates or an entry.
-  const gated = runs.some((r) => r.admit !== undefined || r.admit_rate !== undefined);
-  if (!gated && (!entry || (runs.length === 1 && !replacesActive(runs[0]!)))) return insertRuns(pool, runs, now, entry);
+  // Runs that replace nobody and pass no gate are written by one statement with their entries,
+  // the ones blocked by an active run recorded as skipped in it too (its own transaction): no
+  // BEGIN and COMMIT round trips, and a batch is still written whole or not at all (a replay's
+  // existing run is only read). Admission's reads and writes and a replaced run's release are
+  // statements of their own: those inserts share a transaction.
+  const gated = runs.some((r) => r.admit !== undefined || r.admit_rate !== undefined || replacesActive(r));
+  if (!gated) return insertRuns(pool, runs, now, entry);
   return tx(pool, (c) => insertRuns(c, runs, now, entry));
 }
 
