@@ -18,7 +18,7 @@ import { eventMayRunAs, runAsUser } from "./identity.js";
 import { newRun, sharedLimitsOf } from "./new-run.js";
 import { LoopingTask } from "./loop.js";
 import { FlowWindows, routeFlow, type FlowEntry } from "./flow-intake.js";
-import { activeSignature, type Automation, type NewRun, type SharedLimit, type Store, type StoredEvent } from "./store.js";
+import { activeSignature, claimOrder, type Automation, type NewRun, type Run, type SharedLimit, type Store, type StoredEvent } from "./store.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
 import { workspaceBudget } from "./workspace-settings.js";
 
@@ -32,6 +32,15 @@ export interface DispatcherOptions {
   leaseMs: number;
   /** Failed dispatches after which an event is undeliverable. */
   quarantineAfter: number;
+}
+
+/**
+ * The runner of this process, when it has one: a lease for each run a dispatch inserts that it
+ * will drive at once (Runner.reserveLease), settled by adopt once the commit has answered.
+ */
+export interface DispatchLeases {
+  reserveLease(): { owner: string; until: number } | null;
+  adopt(created: Run | null): boolean;
 }
 
 interface Candidate {
@@ -90,6 +99,7 @@ export class Dispatcher extends LoopingTask {
     private readonly events: EngineEmitter,
     private readonly opts: DispatcherOptions,
     private readonly onRuns: (n: number) => void,
+    private readonly leases: DispatchLeases | null = null,
   ) {
     super("dispatch", events, opts.pollMs);
     this.flowWindows = new FlowWindows(store, clock, () => this.poke());
@@ -137,12 +147,14 @@ export class Dispatcher extends LoopingTask {
     const { runs, planned, failed, flow } = await this.plan(leased, candidates, now);
     const seen: Record<string, string> = {};
     for (const ws of new Set(leased.map((e) => e.workspace_id))) seen[ws] = activeSignature(active.filter((a) => a.workspace_id === ws));
+    const granted = this.grantLeases(runs);
     let res: Awaited<ReturnType<Store["commitDispatch"]>>;
     try {
       res = await this.store.commitDispatch(now, { event_ids: planned, runs, seen, flow }, () => {
         if (planned.length > 0) crashPointSync("dispatcher:inside-transaction");
       });
     } catch (err) {
+      for (let i = 0; i < granted.size; i++) this.leases?.adopt(null);
       // The commit failed (rolled back): hand the events back now, their attempt counted, rather
       // than leave them leased (and undispatched) until the lease lapses.
       const error = `the dispatch commit failed: ${err instanceof Error ? err.message : String(err)}`;
@@ -163,6 +175,15 @@ export class Dispatcher extends LoopingTask {
     if (res.events.length > 0) await crashPoint("dispatcher:after-commit");
     for (const r of res.runs) this.events.emit("run:created", { run: r });
     for (const e of res.events) this.events.emit("event:dispatched", { event_id: e.id, runs: res.runs.filter((r) => r.event_id === e.id).map((r) => r.id) });
+    // Runs created holding this process's lease are driven here at once; every grant is settled.
+    let grants = 0;
+    for (const r of res.runs) {
+      if (!granted.has(r.id)) continue;
+      this.leases?.adopt(r);
+      grants++;
+    }
+    for (; grants < granted.size; grants++) this.leases?.adopt(null);
+    // Runs left to a claim (no lease granted: created pending): wake it.
     if (res.runs.some((r) => r.status === "pending")) this.onRuns(res.runs.length);
     // After the commit: the events planned fine are dispatched whatever becomes of these.
     for (const [error, ids] of failed) {
@@ -171,6 +192,30 @@ export class Dispatcher extends LoopingTask {
     return (
       leased.length === this.opts.batch || (res.flow_due ?? Number.POSITIVE_INFINITY) <= now || res.stale.length > 0 || failed.size > 0 || leftover.length > 0
     );
+  }
+
+  /**
+   * Leases for the planned runs this process's runner will drive at once (DispatchLeases): runs
+   * created pending and due, in the order a claim would take them (claimOrder: round-robin across
+   * automations, then priority and id), as long as the runner grants them (it has room and left
+   * nothing due behind). The insert creates each one held (NewRun.lease_owner). Their ids.
+   */
+  private grantLeases(runs: NewRun[]): Set<string> {
+    const granted = new Set<string>();
+    if (this.leases === null) return granted;
+    const now = this.clock.now();
+    const eligible = runs.filter(
+      (r): r is NewRun & { due_at: number } =>
+        r.status === "pending" && r.admit === undefined && r.admit_rate === undefined && r.due_at !== null && r.due_at <= now,
+    );
+    for (const r of claimOrder(eligible, eligible.length)) {
+      const lease = this.leases.reserveLease();
+      if (!lease) break;
+      r.lease_owner = lease.owner;
+      r.due_at = lease.until;
+      granted.add(r.id);
+    }
+    return granted;
   }
 
   /** Each active automation with its current version (versions are immutable: loaded once, cached). */

@@ -182,6 +182,8 @@ export class Engine {
             quarantineAfter: opts.runner?.quarantineAfter ?? DEFAULT_QUARANTINE_AFTER,
           },
           () => this.poke(),
+          // Runs it creates are driven here at once when the runner has room (lease-at-insert).
+          this.runner,
         );
     this.scheduler = opts.noRunner ? null : new Scheduler(this.store, this.clock, this.events, opts.schedulePollMs ?? 1000, () => this.dispatcher?.poke());
     const runner = this.runner;
