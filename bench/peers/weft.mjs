@@ -3,7 +3,7 @@
 // it. First argument: a PostgreSQL URL, or "embedded" for a SQLite file in a fresh folder.
 // loop: three checkpointed no-op steps per run, closed loop (each run enrolled alone, its end
 // seen on the engine's run:finished event).
-// timers: a run per timer (batch enrollment, MAX_BATCH subjects per call, one transaction each)
+// timers: a run per timer (batch enrollment, MAX_BATCH subjects per call, one insert statement each)
 // into delay until context.due → a custom action declared fast; the engine's default runner settings.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -83,7 +83,7 @@ if (WORKLOAD === "loop") {
   r = {
     ...(await timers(async (_dues, fired, batches) => {
       onFired = fired;
-      // Parked through batch enrollment: one call and one transaction per MAX_BATCH timers.
+      // Parked through batch enrollment: one call and one insert statement per MAX_BATCH timers.
       await batches(MAX_BATCH, (slice, i) =>
         engine.enrollMany(
           DEFAULT_WORKSPACE,
@@ -92,7 +92,7 @@ if (WORKLOAD === "loop") {
         ),
       );
     })),
-    how: `batch enrollment (${MAX_BATCH} per call, one transaction each) into delay until context.due → a custom action declared fast (no permissions); default runner settings`,
+    how: `batch enrollment (${MAX_BATCH} per call, one insert statement each) into delay until context.due → a custom action declared fast (no permissions); default runner settings`,
   };
 } else throw new Error(`unknown workload ${WORKLOAD}`);
 await engine.stop();
