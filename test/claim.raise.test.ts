@@ -7,10 +7,11 @@
 
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import pg from "pg";
-import type { Automation, NewRun, Run, Store } from "../src/engine/store.js";
+import type { Automation, Run, Store } from "../src/engine/store.js";
 import type { EmbeddedStore } from "../src/store/embedded/index.js";
 import { PostgresStore } from "../src/store/postgres/index.js";
 import { tuplesRead as tuplesReadOf } from "./helpers/pg-stats.js";
+import { insertEndAutomation, plannedRun } from "./helpers/planned-runs.js";
 import { makeStore, PG_URL, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
 const T0 = Date.UTC(2026, 0, 1);
@@ -21,45 +22,10 @@ const WS = "wsp_raise";
 let seq = 0;
 const nextId = (prefix: string) => `${prefix}_${(++seq).toString().padStart(6, "0")}`;
 
-async function addAutomation(store: Store, key: string): Promise<Automation> {
-  const a: Automation = { id: nextId("aut"), workspace_id: WS, key, name: key, status: "active", current_version: 1, created_at: T0, updated_at: T0 };
-  await store.insertAutomation(a, {
-    automation_id: a.id,
-    version: 1,
-    definition: { key, name: key, triggers: [], root: "a", nodes: [{ key: "a", kind: "end", config: {} }], edges: [] },
-    created_at: T0,
-  });
-  return a;
-}
+const addAutomation = (store: Store, key: string): Promise<Automation> => insertEndAutomation(store, nextId("aut"), WS, key, T0);
 
 async function insert(store: Store, a: Automation, due_at: number, priority: number): Promise<Run> {
-  const id = nextId("run");
-  const run: NewRun = {
-    id,
-    workspace_id: WS,
-    automation_id: a.id,
-    version: 1,
-    event_id: null,
-    dedupe_key: `dk_${id}`,
-    trigger_type: "event",
-    subject_id: null,
-    active_subject: null,
-    status: "pending",
-    exit_reason: null,
-    current_node_key: "a",
-    waiting_for: null,
-    waiting_until: null,
-    event: {},
-    context: {},
-    steps: {},
-    cursor: { node: "a", port: null, visits: {}, since_pause: 0, attempt: 0 },
-    run_as: { type: "workspace" },
-    trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
-    due_at,
-    started_at: T0,
-    priority,
-  };
-  const res = await store.insertRun(run, T0);
+  const res = await store.insertRun(plannedRun(a, nextId("run"), T0, { due_at, priority }), T0);
   expect(res.created).toBe(true);
   return res.run;
 }

@@ -8,6 +8,7 @@ import { Engine } from "../src/engine/engine.js";
 import { StaleAutomationError, type NewRun, type Store } from "../src/engine/store.js";
 import { WeftError } from "../src/model/errors.js";
 import { WS } from "./helpers/engine.js";
+import { plannedRun } from "./helpers/planned-runs.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
 const DEF = {
@@ -81,33 +82,8 @@ describe.each(STORE_KINDS)("enrollment into a cached automation (%s store)", (ki
     const auto = await a.engine.createAutomation(WS, DEF);
     await a.engine.updateAutomation(WS, auto.id, { ...DEF, nodes: [{ key: "a", kind: "set", config: { assign: { v: "2" } } }] });
     const now = Date.now();
-    const planned = (id: string, version: number, whileCurrent: boolean): NewRun => ({
-      id,
-      workspace_id: WS,
-      automation_id: auto.id,
-      version,
-      event_id: null,
-      dedupe_key: `key-${id}`,
-      trigger_type: "api",
-      subject_id: id,
-      active_subject: null,
-      status: "pending",
-      exit_reason: null,
-      current_node_key: "a",
-      waiting_for: null,
-      waiting_until: null,
-      event: { type: "enroll" },
-      context: {},
-      steps: {},
-      cursor: { node: "a", port: null, visits: {}, since_pause: 0, attempt: 0 },
-      run_as: { type: "workspace" },
-      trace_id: "0af7651916cd43dd8448eb211c80319c",
-      due_at: now,
-      started_at: now,
-      priority: 0,
-      priority_error: null,
-      while_current: whileCurrent,
-    });
+    const planned = (id: string, version: number, whileCurrent: boolean): NewRun =>
+      plannedRun({ id: auto.id, workspace_id: WS }, id, now, { version, subject_id: id, while_current: whileCurrent });
     const audit = (r: NewRun) => ({ workspace_id: WS, actor: "system", action: "run.enroll", target_type: "run", target_id: r.id, details: {}, at: now });
     const auditCount = async () => (await ts.store.listAudit(WS, 500)).filter((e) => e.action === "run.enroll").length;
     const before = await auditCount();
