@@ -13,6 +13,7 @@ import { activeSignature, claimOrder, DUE_MARK_SWEEP_MS, type Automation, type N
 import type { Definition } from "../src/model/definition.js";
 import { AGING_STEP_MS } from "../src/model/priority.js";
 import type { EmbeddedStore } from "../src/store/embedded/index.js";
+import { plannedRun } from "./helpers/planned-runs.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 
 const T0 = Date.UTC(2026, 0, 1);
@@ -32,32 +33,7 @@ async function addAutomation(store: Store, key: string): Promise<Automation> {
 }
 
 function newRun(a: Automation, over: Partial<NewRun> = {}): NewRun {
-  const id = nextId("run");
-  return {
-    id,
-    workspace_id: WS,
-    automation_id: a.id,
-    version: 1,
-    event_id: null,
-    dedupe_key: `dk_${id}`,
-    trigger_type: "event",
-    subject_id: null,
-    active_subject: null,
-    status: "pending",
-    exit_reason: null,
-    current_node_key: "a",
-    waiting_for: null,
-    waiting_until: null,
-    event: {},
-    context: {},
-    steps: {},
-    cursor: { node: "a", port: null, visits: {}, since_pause: 0, attempt: 0 },
-    run_as: { type: "workspace" },
-    trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
-    due_at: T0,
-    started_at: T0,
-    ...over,
-  };
+  return plannedRun(a, nextId("run"), T0, over);
 }
 
 async function insert(store: Store, a: Automation, over: Partial<NewRun> = {}, now = T0): Promise<Run> {

@@ -2,6 +2,7 @@
 // gets a fresh real store. Times are plain numbers from a fixed origin; no sleeps, no mocks.
 
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { plannedRun } from "./helpers/planned-runs.js";
 import { makeStore, STORE_KINDS, type StoreKind, type TestStore } from "./helpers/stores.js";
 import { flags } from "./helpers/stores.js";
 import type { Automation, AutomationVersion, Checkpoint, InsertRunResult, NewRun, NewStepRun, Run, RunItem, RunState, Store } from "../src/engine/store.js";
@@ -39,32 +40,7 @@ async function addAutomation(store: Store, key: string, ws = WS, now = T0): Prom
 }
 
 function newRun(a: Automation, over: Partial<NewRun> = {}): NewRun {
-  const id = nextId("run");
-  return {
-    id,
-    workspace_id: a.workspace_id,
-    automation_id: a.id,
-    version: 1,
-    event_id: null,
-    dedupe_key: `dk_${id}`,
-    trigger_type: "event",
-    subject_id: null,
-    active_subject: null,
-    status: "pending",
-    exit_reason: null,
-    current_node_key: "a",
-    waiting_for: null,
-    waiting_until: null,
-    event: { type: "test", n: 1 },
-    context: {},
-    steps: {},
-    cursor: { node: "a", port: null, visits: {}, since_pause: 0, attempt: 0 },
-    run_as: { type: "workspace" },
-    trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
-    due_at: T0,
-    started_at: T0,
-    ...over,
-  };
+  return plannedRun(a, nextId("run"), T0, { event: { type: "test", n: 1 }, ...over });
 }
 
 /** Insert a run that must be created live (pending), as of `now` (default: its started_at). */
