@@ -5,7 +5,7 @@
 
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Engine } from "../src/engine/engine.js";
-import { WeftError } from "../src/model/errors.js";
+import type { WeftError } from "../src/model/errors.js";
 import type { NewEvent, NewRun, Run, RunAudit } from "../src/engine/store.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";

@@ -4,7 +4,6 @@
 // the field or the fix. Then `weft workspace settings` and a workspace whose strict_definitions is
 // on, which makes `weft apply` refuse a warning without --strict.
 
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,7 +17,6 @@ import { runWeft } from "./helpers/cli.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { FIXTURES } from "./fixtures/broken/table.js";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BROKEN = fileURLToPath(new URL("./fixtures/broken/", import.meta.url));
 const TOKEN = "validation-broken-admin-token";
 

@@ -11,7 +11,6 @@ import {
   jsonArg,
   parse,
   positiveInt,
-  reportApiError,
   shortTime,
   table,
   write,
