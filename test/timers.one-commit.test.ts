@@ -19,7 +19,10 @@ function timerAutomation(key: string, after: { key: string; kind: string; config
     name: key,
     triggers: [{ type: "event", name: "never.sent" }],
     root: "wait",
-    nodes: [{ key: "wait", kind: "delay", config: { duration_ms: 300 } }, after, { key: "done", kind: "end" }],
+    // Long enough that enrolling the batch cannot outlast it on a loaded machine: a delay already
+    // over when the run is created does not park it (the run is created held, and fires with one
+    // commit fewer than these tests count).
+    nodes: [{ key: "wait", kind: "delay", config: { duration_ms: 1500 } }, after, { key: "done", kind: "end" }],
     edges: [
       { from: "wait", port: "next", to: after.key },
       { from: after.key, port: "next", to: "done" },
@@ -107,6 +110,7 @@ describe.each(STORE_KINDS)("timers fire in one commit (%s store)", (kind) => {
       if (!("run" in r)) throw new Error("enrollment refused");
       expect((await engine.waitForRun(WS, r.run.id)).status).toBe("completed");
       expect(claims.get(r.run.id) ?? 0).toBe(0);
+      expect(r.run).toMatchObject({ status: "waiting", waiting_for: "delay" });
       // Created parked; the claim with the delay's end before the action; the action's result with the end.
       expect(commits.get(r.run.id)).toBe(2);
       expect(calls.get(r.run.id)).toBe(1);
@@ -135,6 +139,7 @@ describe.each(STORE_KINDS)("timers fire in one commit (%s store)", (kind) => {
         if (!("run" in r)) throw new Error("enrollment refused");
         expect((await engine.waitForRun(WS, r.run.id)).status).toBe("completed");
         expect(claims.get(r.run.id) ?? 0).toBe(0);
+        expect(r.run).toMatchObject({ status: "waiting", waiting_for: "delay" });
         // Created parked, then pure: fired (delay end, the action, end) in one commit; granted: the
         // lease with the delay's end, then the action's result with the end.
         expect(commits.get(r.run.id)).toBe(expected);
