@@ -2,19 +2,7 @@
 // weft events get|list|explain: read events back, and why each automation did or did not take one.
 
 import { readFile } from "node:fs/promises";
-import {
-  CONNECTION_HELP,
-  CONNECTION_OPTIONS,
-  Exit,
-  UsageError,
-  connect,
-  jsonArg,
-  parse,
-  positiveInt,
-  shortTime,
-  table,
-  write,
-} from "./common.js";
+import { CONNECTION_HELP, CONNECTION_OPTIONS, Exit, UsageError, connect, jsonArg, parse, positiveInt, shortTime, table, write } from "./common.js";
 import { batchSummary, sendBatches } from "./batches.js";
 
 export const EVENTS_USAGE = `usage: weft events send --type T [--subject S] [--key K] [--source SRC] [--payload JSON|@FILE]
