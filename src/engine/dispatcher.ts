@@ -18,7 +18,8 @@ import { eventMayRunAs, runAsUser } from "./identity.js";
 import { newRun, sharedLimitsOf } from "./new-run.js";
 import { LoopingTask } from "./loop.js";
 import { FlowWindows, routeFlow, type FlowEntry } from "./flow-intake.js";
-import { activeSignature, claimOrder, type Automation, type NewRun, type Run, type SharedLimit, type Store, type StoredEvent } from "./store.js";
+import { activeSignature, type Automation, type NewRun, type SharedLimit, type Store, type StoredEvent } from "./store.js";
+import type { Runner } from "./runner.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
 import { workspaceBudget } from "./workspace-settings.js";
 
@@ -35,13 +36,10 @@ export interface DispatcherOptions {
 }
 
 /**
- * The runner of this process, when it has one: a lease for each run a dispatch inserts that it
- * will drive at once (Runner.reserveLease), settled by adopt once the commit has answered.
+ * The runner of this process, when it has one: leases for the runs a dispatch inserts that it will
+ * drive at once, settled once the commit has answered (Runner.leaseForInserts, settleLeases).
  */
-export interface DispatchLeases {
-  reserveLease(): { owner: string; until: number } | null;
-  adopt(created: Run | null): boolean;
-}
+export type DispatchLeases = Pick<Runner, "leaseForInserts" | "settleLeases">;
 
 interface Candidate {
   automation: Automation;
@@ -147,14 +145,14 @@ export class Dispatcher extends LoopingTask {
     const { runs, planned, failed, flow } = await this.plan(leased, candidates, now);
     const seen: Record<string, string> = {};
     for (const ws of new Set(leased.map((e) => e.workspace_id))) seen[ws] = activeSignature(active.filter((a) => a.workspace_id === ws));
-    const granted = this.grantLeases(runs);
+    const granted = this.leases?.leaseForInserts(runs) ?? new Set<string>();
     let res: Awaited<ReturnType<Store["commitDispatch"]>>;
     try {
       res = await this.store.commitDispatch(now, { event_ids: planned, runs, seen, flow }, () => {
         if (planned.length > 0) crashPointSync("dispatcher:inside-transaction");
       });
     } catch (err) {
-      for (let i = 0; i < granted.size; i++) this.leases?.adopt(null);
+      this.leases?.settleLeases(granted, []);
       // The commit failed (rolled back): hand the events back now, their attempt counted, rather
       // than leave them leased (and undispatched) until the lease lapses.
       const error = `the dispatch commit failed: ${err instanceof Error ? err.message : String(err)}`;
@@ -176,13 +174,7 @@ export class Dispatcher extends LoopingTask {
     for (const r of res.runs) this.events.emit("run:created", { run: r });
     for (const e of res.events) this.events.emit("event:dispatched", { event_id: e.id, runs: res.runs.filter((r) => r.event_id === e.id).map((r) => r.id) });
     // Runs created holding this process's lease are driven here at once; every grant is settled.
-    let grants = 0;
-    for (const r of res.runs) {
-      if (!granted.has(r.id)) continue;
-      this.leases?.adopt(r);
-      grants++;
-    }
-    for (; grants < granted.size; grants++) this.leases?.adopt(null);
+    this.leases?.settleLeases(granted, res.runs);
     // Runs left to a claim (no lease granted: created pending): wake it.
     if (res.runs.some((r) => r.status === "pending")) this.onRuns(res.runs.length);
     // After the commit: the events planned fine are dispatched whatever becomes of these.
@@ -192,30 +184,6 @@ export class Dispatcher extends LoopingTask {
     return (
       leased.length === this.opts.batch || (res.flow_due ?? Number.POSITIVE_INFINITY) <= now || res.stale.length > 0 || failed.size > 0 || leftover.length > 0
     );
-  }
-
-  /**
-   * Leases for the planned runs this process's runner will drive at once (DispatchLeases): runs
-   * created pending and due, in the order a claim would take them (claimOrder: round-robin across
-   * automations, then priority and id), as long as the runner grants them (it has room and left
-   * nothing due behind). The insert creates each one held (NewRun.lease_owner). Their ids.
-   */
-  private grantLeases(runs: NewRun[]): Set<string> {
-    const granted = new Set<string>();
-    if (this.leases === null) return granted;
-    const now = this.clock.now();
-    const eligible = runs.filter(
-      (r): r is NewRun & { due_at: number } =>
-        r.status === "pending" && r.admit === undefined && r.admit_rate === undefined && r.due_at !== null && r.due_at <= now,
-    );
-    for (const r of claimOrder(eligible, eligible.length)) {
-      const lease = this.leases.reserveLease();
-      if (!lease) break;
-      r.lease_owner = lease.owner;
-      r.due_at = lease.until;
-      granted.add(r.id);
-    }
-    return granted;
   }
 
   /** Each active automation with its current version (versions are immutable: loaded once, cached). */

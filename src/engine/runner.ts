@@ -17,7 +17,21 @@ import { Committer } from "./committer.js";
 import type { EngineEmitter } from "./events.js";
 import type { HttpClient } from "./http.js";
 import type { NodeHandler, NodeReads, NodeResult, NodeSettings, ParkWait } from "./nodes/types.js";
-import type { Approval, AuditEntry, Checkpoint, Cursor, LogLine, NewRun, NewStepRun, Run, RunControl, RunItem, RunState, Store } from "./store.js";
+import {
+  claimOrder,
+  type Approval,
+  type AuditEntry,
+  type Checkpoint,
+  type Cursor,
+  type LogLine,
+  type NewRun,
+  type NewStepRun,
+  type Run,
+  type RunControl,
+  type RunItem,
+  type RunState,
+  type Store,
+} from "./store.js";
 import type { RegisteredAction } from "./actions.js";
 import type { PolicyViolation } from "../model/permissions.js";
 import type { LoadedVersion, VersionCache } from "./versions.js";
@@ -193,7 +207,7 @@ export class Runner {
   }
 
   /**
-   * Whether a run created here may be driven at once (offer, reserveLease): the runner is running,
+   * Whether a run created here may be driven at once (offer, leaseForInserts): the runner is running,
    * the last claim round left no due run behind, no claim is in flight (it could read the run after
    * its commit and drive it a second time), and there is room, leases granted to inserts counted.
    */
@@ -202,29 +216,47 @@ export class Runner {
   }
 
   /**
-   * A lease for a run this process is about to insert, due now: the insert takes it (the run is
-   * created held by this worker, due at the lease's end; NewRun.lease_owner), so the run's drive
-   * starts claimed and its first step needs no claim commit. Granted on offer's terms (nothing due
-   * waiting ahead of it, no claim in flight, room); null otherwise. Every grant is settled by one
-   * adopt, whatever the insert did.
+   * Leases for runs this process is about to insert (an enrollment's, a dispatch's) that it will
+   * drive as soon as they are created: each is inserted held by this worker (NewRun.lease_owner,
+   * due at the lease's end), so its drive starts claimed and its first step needs no claim commit.
+   * Only runs due now, created pending, with no admission that could park them and no first park;
+   * granted in the order a claim would take them (claimOrder) while offer's terms hold (nothing due
+   * left behind, no claim in flight, room, grants counted). The granted ids; every grant is settled
+   * by settleLeases, whatever the insert did.
    */
-  reserveLease(): { owner: string; until: number } | null {
-    if (!this.mayTakeNew()) return null;
-    this.reserved++;
-    return { owner: this.opts.owner, until: this.clock.now() + this.opts.leaseMs };
+  leaseForInserts(runs: readonly NewRun[]): Set<string> {
+    const granted = new Set<string>();
+    const now = this.clock.now();
+    const eligible = runs.filter(
+      (r): r is NewRun & { due_at: number } =>
+        r.status === "pending" && r.admit === undefined && r.admit_rate === undefined && r.first_park === undefined && r.due_at !== null && r.due_at <= now,
+    );
+    for (const r of claimOrder(eligible, eligible.length)) {
+      if (!this.mayTakeNew()) break;
+      this.reserved++;
+      r.lease_owner = this.opts.owner;
+      r.due_at = now + this.opts.leaseMs;
+      granted.add(r.id);
+    }
+    return granted;
   }
 
   /**
-   * Settle a reserveLease grant: drive the run when its insert created it held by this worker
-   * (true), or nothing (null, or a run created otherwise). A run left undriven (this process is
-   * stopping) is claimed by a worker once its lease lapses, as after a crash.
+   * Settle the grants of leaseForInserts once the insert has answered (`created`: the runs it
+   * created; none when it failed): each run created held by this worker is driven here at once,
+   * claimed; the other grants are released. The ids of the runs driven. A run left undriven (this
+   * process is stopping) is claimed by a worker once its lease lapses, as after a crash.
    */
-  adopt(created: Run | null): boolean {
-    this.reserved = Math.max(0, this.reserved - 1);
-    if (created === null || created.lease_owner !== this.opts.owner || this.renewTimer === null || this.inFlight.has(created.id)) return false;
-    // A copy: the drive mutates its run, and the caller hands this one back (the enroll's answer).
-    this.startDriver(structuredClone(created));
-    return true;
+  settleLeases(granted: ReadonlySet<string>, created: readonly Run[]): Set<string> {
+    const driven = new Set<string>();
+    this.reserved = Math.max(0, this.reserved - granted.size);
+    for (const run of created) {
+      if (!granted.has(run.id) || run.lease_owner !== this.opts.owner || this.renewTimer === null || this.inFlight.has(run.id)) continue;
+      // A copy: the drive mutates its run, and the caller hands this one back (the enroll's answer).
+      this.startDriver(structuredClone(run));
+      driven.add(run.id);
+    }
+    return driven;
   }
 
   /**

@@ -107,8 +107,8 @@ async function enrollInto(core: EngineCore, a: Automation, reqs: readonly Enroll
   // A run whose first node is a delay is created parked there (one write per timer, not two).
   if (core.runner) for (const p of planned) await core.runner.parkAtCreation(p.run, v, now);
   // Runs this process will drive at once are inserted holding its lease: no claim commit before
-  // their first step. Every grant is settled (adopt) once the insert has answered or failed.
-  const leased = planned.map((p) => (p.run.first_park ? false : leaseAtInsert(core, p.run)));
+  // their first step. Every grant is settled once the insert has answered or failed.
+  const granted = core.runner?.leaseForInserts(planned.map((p) => p.run)) ?? new Set<string>();
   let inserted: InsertRunResult[];
   try {
     // Shared with concurrent enroll requests: one transaction for all (enroll-commit.ts).
@@ -127,34 +127,23 @@ async function enrollInto(core: EngineCore, a: Automation, reqs: readonly Enroll
       }),
     );
   } catch (err) {
-    for (const l of leased) if (l) core.runner?.adopt(null);
+    core.runner?.settleLeases(granted, []);
     throw err;
   }
   // Runs inserted holding this process's lease, not yet driven: a crash here leaves them to the
   // claim once their lease lapses (a test point, see crashpoints.ts).
-  if (leased.some(Boolean)) await crashPoint("enroll:after-insert");
+  if (granted.size > 0) await crashPoint("enroll:after-insert");
+  const created = inserted.flatMap((r) => (r.created ? [r.run] : []));
+  for (const run of created) core.events.emit("run:created", { run });
+  const driven = core.runner?.settleLeases(granted, created) ?? new Set<string>();
   planned.forEach((p, i) => {
     const res = inserted[i];
     if (!res) throw new Error(`no insert result for run ${p.run.id}`);
-    announceCreated(core, res, leased[i]);
+    if (res.created && !driven.has(res.run.id)) driveOrWake(core, res.run);
     if (res.created && res.run.status === "waiting" && p.run.first_park) announceParked(core, res.run, p.run.first_park.steps);
     results[p.index] = { index: p.index, ...res };
   });
   return results;
-}
-
-/**
- * Take a lease for a new run from this process's runner (Runner.reserveLease) when the run would be
- * driven as soon as it is created: due now, and no admission at insert that could park it. True:
- * the run is inserted held (its due time the lease's end), and announceCreated must settle the grant.
- */
-function leaseAtInsert(core: EngineCore, run: NewRun): boolean {
-  if (run.status !== "pending" || run.admit !== undefined || run.admit_rate !== undefined || run.due_at === null || run.due_at > core.clock.now()) return false;
-  const lease = core.runner?.reserveLease();
-  if (!lease) return false;
-  run.lease_owner = lease.owner;
-  run.due_at = lease.until;
-  return true;
 }
 
 /** How a manual enrollment starts its run: the caller's subject, context and key. */
@@ -178,12 +167,15 @@ function announceParked(core: EngineCore, run: Run, steps: readonly NewStepRun[]
 }
 
 /** Tell listeners of a new run and drive it now when it is due (handed to this process's runner, or claimed). */
-export function announceCreated(core: EngineCore, res: { run: Run; created: boolean }, leased = false): void {
-  if (res.created) core.events.emit("run:created", { run: res.run });
-  // A lease granted for the insert is settled whatever the insert did; a run created holding it is
-  // driven here at once, claimed (Runner.adopt).
-  const adopted = leased && core.runner?.adopt(res.created ? res.run : null) === true;
-  if (res.created && !adopted && res.run.status === "pending" && !core.runner?.offer(res.run)) core.poke();
+export function announceCreated(core: EngineCore, res: { run: Run; created: boolean }): void {
+  if (!res.created) return;
+  core.events.emit("run:created", { run: res.run });
+  driveOrWake(core, res.run);
+}
+
+/** A new run not driven here yet: offered to this process's runner when it is due, else the claim is woken. */
+function driveOrWake(core: EngineCore, run: Run): void {
+  if (run.status === "pending" && !core.runner?.offer(run)) core.poke();
 }
 
 export async function mustGetRun(core: EngineCore, workspaceId: string, id: string): Promise<Run> {
