@@ -1,6 +1,6 @@
 // A run created by this process, with nothing due left behind by the claim loop, is driven at once:
 // no round of the claim loop (no due read, no claim) between its enroll and its end. Enrolled, it
-// is inserted holding this process's lease (Runner.reserveLease), so its first action runs leased
+// is inserted holding this process's lease (Runner.leaseForInserts), so its first action runs leased
 // with no claim commit before it; the enroll's answer is the run as created, untouched by the drive.
 
 import { afterEach, beforeEach, describe, expect, it } from "vitest";

@@ -115,7 +115,7 @@ export class Runner {
    * claim reads after the run's commit), driven twice; it is left to the next round instead.
    */
   private claiming = false;
-  /** Leases granted to runs being inserted (reserveLease), not yet settled by adopt. */
+  /** Leases granted to runs being inserted (leaseForInserts), not yet settled (settleLeases). */
   private reserved = 0;
   /** The loop sleeps until an unclaimed drive's first commit (see claimRound). */
   private awaitingFirstCommits = false;

@@ -125,7 +125,7 @@ export type NewRun = Omit<
    */
   cooldown_ms?: number;
   /**
-   * Inserted held by this worker (the runner's reserveLease), as if claimed at its creation: it is
+   * Inserted held by this worker (the runner's leaseForInserts), as if claimed at its creation: it is
    * created `running`, `due_at` the lease's end, counting one unsettled claim. Dropped (created
    * without a lease) when the run is not created pending (an enrollment rule skipped it, or
    * admission parked it).
