@@ -132,6 +132,22 @@ describe.each(STORE_KINDS)("batch enrollment (%s store)", (kind) => {
     expect(again.body.results).toMatchObject([{ index: 0, duplicate: true, run: { id: first!.run!.id } }]);
   });
 
+  it("a key's first element decides it even when that element is skipped as already active: a later element with the key is its resend", async () => {
+    // Found by the model-based test: on PostgreSQL the later element was created and the first
+    // answered as its duplicate, where one-by-one order (and the embedded store) records the first.
+    const a = await engine.createAutomation(WS, parkingAutomation("batch-key-skipped"));
+    const res = await enroll(a.id, {
+      subjects: [{ subject_id: "s" }, { subject_id: "s", idempotency_key: "k" }, { subject_id: "t", idempotency_key: "k" }],
+    });
+    expect(res.status).toBe(200);
+    const [first, skipped, resend] = res.body.results;
+    expect(first).toMatchObject({ index: 0, duplicate: false, run: { subject_id: "s", status: expect.not.stringMatching(/exited/) } });
+    expect(skipped).toMatchObject({ index: 1, duplicate: false, run: { subject_id: "s", status: "exited", exit_reason: "already_active" } });
+    expect(resend).toMatchObject({ index: 2, duplicate: true, run: { id: skipped!.run!.id } });
+    // No run for subject t was made.
+    expect((await ts.store.listRuns({ workspace_id: WS, automation_id: a.id, limit: 10 })).items.map((r) => r.subject_id).sort()).toEqual(["s", "s"]);
+  });
+
   it("refuses a batch over the limit, and for a paused automation refuses the whole request", async () => {
     const a = await engine.createAutomation(WS, parkingAutomation("batch-limits"));
     const tooMany = await enroll(a.id, { subjects: Array.from({ length: MAX_BATCH + 1 }, (_, i) => ({ subject_id: `t${i}` })) });

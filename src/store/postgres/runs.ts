@@ -197,7 +197,10 @@ const INSERT_RUNS_CTES = `input AS (
   FROM input i
 ), d AS (
   -- Created where its first step parked it (NewRun.first_park): pending, not skipped, no admission park.
-  SELECT x.*, (x.skip IS NULL AND x.status = 'pending' AND x.park_for IS NULL AND x.fp_cursor IS NOT NULL) AS first_parked
+  SELECT x.*, (x.skip IS NULL AND x.status = 'pending' AND x.park_for IS NULL AND x.fp_cursor IS NOT NULL) AS first_parked,
+    -- A dedupe key an earlier row of this insert carries: that row decides it (made, or recorded as
+    -- skipped), and this one is its replay, whatever became of it (as when the rows come one by one).
+    row_number() OVER (PARTITION BY x.automation_id, x.dedupe_key ORDER BY x.ord) > 1 AS repeat
   FROM decided x
 )`;
 
@@ -245,7 +248,7 @@ SELECT d.id, d.workspace_id, d.automation_id, d.version, d.event_id, d.dedupe_ke
   to_timestamp(d.started_at / 1000.0),
   CASE WHEN d.skip IS NOT NULL OR d.status = 'exited' THEN $2 END,
   to_timestamp(d.started_at / 1000.0), coalesce(d.priority, 0), d.priority_error
-FROM ${blocked ? "blocked" : "d"} d WHERE NOT EXISTS (SELECT 1 FROM decided x WHERE x.stale) ORDER BY d.ord
+FROM ${blocked ? "blocked" : "d"} d WHERE NOT d.repeat AND NOT EXISTS (SELECT 1 FROM decided x WHERE x.stale) ORDER BY d.ord
 ON CONFLICT DO NOTHING
 RETURNING ${INSERT_RETURNS}`;
   return blocked ? sql.replaceAll("d.skip", "'already_active'::text").replaceAll("d.first_parked", "false") : sql;
