@@ -173,6 +173,36 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
     expect((await settle(e, waiter!, (r) => r.waiting_for === "delay")).status).toBe("waiting");
   });
 
+  it("a cancel_previous replacement that frees a slot an older waiter is owed starts that waiter at once, not at the next sweep", async () => {
+    const e = await engine({ leaseMs: 60_000 });
+    const a = await e.createAutomation(
+      WS,
+      def(
+        {
+          reentry: { policy: "cancel_previous" },
+          concurrency: [{ key: "{{ context.k }}", limit: 1 }],
+          edges: [{ from: "park", port: "next", to: "w" }],
+          root: "park",
+        },
+        { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
+      ),
+    );
+    const one = async (subject: string) => {
+      const [r] = await e.enrollMany(WS, a.id, [{ subject_id: subject, context_overrides: { k: "k" } }]);
+      if (!r || "error" in r) throw new Error("not enrolled");
+      return r.run.id;
+    };
+    const holder = await one("x");
+    await settle(e, holder, (r) => r.waiting_for === "delay");
+    const waiter = await one("y");
+    expect((await e.getRun(WS, waiter)).waiting_for).toBe("concurrency");
+    // x's new run cancels its holder: the slot is free, but the new run comes after y, which is woken by this insert.
+    const replacement = await one("x");
+    expect((await e.getRun(WS, holder)).status).toBe("cancelled");
+    expect((await settle(e, waiter, (r) => r.waiting_for === "delay")).status).toBe("waiting");
+    expect((await e.getRun(WS, replacement)).waiting_for).toBe("concurrency");
+  });
+
   it("a wake lost with its releaser is made good by the sweep (once per lease period)", async () => {
     const e = await engine({ leaseMs: 500 });
     const a = await e.createAutomation(WS, parkedDef());

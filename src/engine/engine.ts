@@ -266,9 +266,9 @@ export class Engine {
     return this.scheduler?.idle ?? true;
   }
 
-  /** Whether this process's flow sweep is in flight (it may be about to make concurrency waiters due). */
-  get sweepInFlight(): boolean {
-    return this.runner?.sweepInFlight ?? false;
+  /** Whether this process's flow sweep or a commit's flow wake-up is in flight (either may be about to make concurrency waiters due). */
+  get flowWakeInFlight(): boolean {
+    return this.runner?.flowWakeInFlight ?? false;
   }
 
   /** Claim now (after creating work or moving a test clock). */

@@ -292,15 +292,16 @@ export class FlowGates {
   /**
    * After a commit of this run (`flow`: its automation has limits, or its version is unknown): slots the commit released (the run ended, the step's row is in,
    * or the run left `running`) wake their keys' oldest waiters; a park on a slot wakes a free
-   * slot's waiters (itself, when the slot freed meanwhile).
+   * slot's waiters (itself, when the slot freed meanwhile). Returns how many waiters it made due.
    */
-  async afterCommit(run: Run, cp: Checkpoint, now: number, flow: boolean): Promise<void> {
+  async afterCommit(run: Run, cp: Checkpoint, now: number, flow: boolean): Promise<number> {
+    let woken = 0;
     const wake: Held[] = [];
     const list = this.held.get(run.id);
     // A run of an automation with limits that ended without this drive taking its slots (they
     // were taken at its creation, and it was quarantined, stopped at its claim, ...): its keys'
     // waiters are woken from its slot rows.
-    if (flow && list === undefined && cp.state.completed_at !== null) await this.store.wakeFlowOfRun(run.workspace_id, run.id, now);
+    if (flow && list === undefined && cp.state.completed_at !== null) woken += await this.store.wakeFlowOfRun(run.workspace_id, run.id, now);
     if (list !== undefined) {
       const st = cp.state;
       const steps = new Set(cp.steps.map((s) => s.idempotency_key));
@@ -318,7 +319,8 @@ export class FlowGates {
       this.parked.delete(run.id);
       wake.push(p);
     }
-    for (const h of wake) await this.wake(h.workspace_id, h.gates, now);
+    for (const h of wake) woken += await this.wake(h.workspace_id, h.gates, now);
+    return woken;
   }
 
   private wake(ws: string, gates: readonly FlowSlotGate[], now: number): Promise<number> {

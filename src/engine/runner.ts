@@ -335,9 +335,15 @@ export class Runner {
   /** The flow sweep in flight, if any (see claimRound). */
   private sweeping: Promise<void> | null = null;
 
-  /** Whether a flow sweep is in flight: it may be about to make waiters due (a test settles on it). */
-  get sweepInFlight(): boolean {
-    return this.sweeping !== null;
+  /** Wake-ups after commits (FlowGates.afterCommit) in flight. */
+  private flowWakes = 0;
+
+  /**
+   * Whether a flow sweep or a commit's wake-up is in flight: either may be about to make
+   * concurrency waiters due (a test settles on it).
+   */
+  get flowWakeInFlight(): boolean {
+    return this.sweeping !== null || this.flowWakes > 0;
   }
 
   /** One claim; true when a full batch came back (claim again at once), else how long to sleep. */
@@ -701,9 +707,15 @@ export class Runner {
     }
     await crashPoint("runner:after-checkpoint");
     d.committed();
+    // Off the drive's path; the waiters it makes due are claimed at once, not at the next poll.
+    this.flowWakes++;
     this.gates
       .afterCommit(d.run, cp, this.clock.now(), d.version === null || hasFlow(d.version.definition))
-      .catch((error) => this.events.emit("engine:error", { where: `flow wake ${d.run.id}`, error }));
+      .then((woke) => {
+        if (woke > 0) this.poke();
+      })
+      .catch((error) => this.events.emit("engine:error", { where: `flow wake ${d.run.id}`, error }))
+      .finally(() => this.flowWakes--);
     for (const s of cp.steps) {
       this.events.emit("step:finished", { run_id: d.run.id, automation_id: d.run.automation_id, trace_id: d.run.trace_id, step: s });
       for (const v of s.violations ?? []) this.events.emit("policy:violation", { run_id: d.run.id, node_key: s.node_key, violation: v });

@@ -313,6 +313,22 @@ export interface KeyCounts {
 export const keyOf = (g: Pick<FlowSlotGate, "scope" | "key">): string => `${g.scope}\u0000${g.key}`;
 
 /**
+ * A key an admission finds with a free slot and live waiters: the new runs must queue behind
+ * those waiters (decideFlow's order), but nothing may have woken them (the slot was freed in this
+ * insert's transaction by a cancel_previous replacement, or by an operator's stop whose wake was
+ * lost). The insert wakes the key's oldest waiters, as a park at a claim does (FlowGates.afterCommit),
+ * so the free slot is not left idle until the recheck. `counts` as read, before admitRuns.
+ */
+export function keysToWake<G extends Pick<FlowSlotGate, "scope" | "key" | "limit">>(gates: Iterable<G>, counts: ReadonlyMap<string, KeyCounts>): G[] {
+  const out: G[] = [];
+  for (const g of gates) {
+    const c = counts.get(keyOf(g));
+    if (c !== undefined && c.waiting > 0 && waitersToWake(c.held, g.limit) > 0) out.push(g);
+  }
+  return out;
+}
+
+/**
  * Admission at creation: the new runs of one insert, in input order, meet their automation's
  * slot gates (decideFlow's rule: every slot or none, behind every live waiter of the key, since a
  * new run is younger than all of them). A run admitted takes its slots now (it holds them until

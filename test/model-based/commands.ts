@@ -416,8 +416,13 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
     }
     case "slots":
       for (const [i, n] of c.subjs.entries()) {
-        // Each settles before the next comes: the order they come in is the order they wait in.
-        if (i > 0) await settleOrThrow(r);
+        // Each settles before the next comes, in the engine and in the model: the order they come
+        // in is the order they wait in (a later one's cancel_previous frees a slot an earlier one
+        // already waits for: that release wakes nobody).
+        if (i > 0) {
+          await settleOrThrow(r);
+          settle(m);
+        }
         await execute(m, r, { t: "enroll", aut: "slot", subj: n, items: [], key: null, acct: c.acct });
       }
       return;

@@ -402,8 +402,8 @@ export class Sequence {
       const moving = runs.filter((r) => !TERMINAL_STATUSES.has(r.status) && (r.status !== "waiting" || (r.due_at !== null && r.due_at <= now)));
       let undispatched = 0;
       for (const id of events) if (!(await this.api.getEvent(WS, id)).dispatched_at) undispatched++;
-      // A flow sweep in flight may be about to make a concurrency waiter due: not calm yet.
-      const busy = this.workers.reduce((n, w) => n + w.busy + (w.sweepInFlight ? 1 : 0), 0);
+      // A flow sweep or a commit's wake-up in flight may be about to make a concurrency waiter due: not calm yet.
+      const busy = this.workers.reduce((n, w) => n + w.busy + (w.flowWakeInFlight ? 1 : 0), 0);
       if (moving.length === 0 && undispatched === 0 && busy === 0) {
         if (++calm >= 2) return runs;
       } else calm = 0;

@@ -7,6 +7,7 @@ import {
   admitRuns,
   decideFlow,
   keyOf,
+  keysToWake,
   waitersToWake,
   type FlowAcquire,
   type FlowDecision,
@@ -49,8 +50,8 @@ function liveWaiters(db: Database.Database, k: K, upto: number): number {
 
 /**
  * Admission at creation (model/flow.ts admitRuns), inside the insert's transaction: the run just
- * inserted takes its slots, or is parked as a waiter (status waiting, no due time). Returns the
- * run as it now stands.
+ * inserted takes its slots, or is parked as a waiter (status waiting, no due time); a key found
+ * with a free slot and older waiters has them woken (keysToWake). Returns the run as it now stands.
  */
 export function admitCreated(db: Database.Database, run: Run, planned: readonly FlowSlotGate[], now: number): Run {
   // Shared limits as they stand now (the caller read them earlier, a window when it opened): a run
@@ -75,7 +76,10 @@ export function admitCreated(db: Database.Database, run: Run, planned: readonly 
       return [keyOf(g), { held: held(db, k, null), waiting: liveWaiters(db, k, g.limit) }];
     }),
   );
+  // Free slots older waiters must have (keysToWake): woken after this run is decided (it waits behind them).
+  const stale = keysToWake(gates, counts);
   const [d] = admitRuns([{ run_id: run.id, slots: [...gates] }], counts, now);
+  if (stale.length > 0) wakeKeys(db, run.workspace_id, stale, now);
   if (d!.take) {
     for (const g of gates) {
       db.prepare("INSERT INTO flow_slots (workspace_id, scope, key, run_id, step_key, acquired_at) VALUES (?, ?, ?, ?, '', ?) ON CONFLICT DO NOTHING").run(
@@ -205,24 +209,25 @@ export function wakeFlowWaiters(db: Database.Database, ws: string, gates: readon
   // No waiter of any key: nothing to wake, and no write transaction for it (transactions are serial here, so no park is in flight).
   const anyWaiter = db.prepare("SELECT 1 FROM flow_waiters WHERE workspace_id = ? AND scope = ? AND key = ? LIMIT 1");
   if (!gates.some((g) => anyWaiter.get(ws, g.scope, g.key) !== undefined)) return 0;
-  return db
-    .transaction(() => {
-      let woken = 0;
-      for (const g of gates) {
-        const k = { ws, scope: g.scope, key: g.key, now };
-        const n = waitersToWake(held(db, k, null), g.limit);
-        if (n === 0) continue;
-        woken += db
-          .prepare(
-            `UPDATE runs SET due_at = @now WHERE status = 'waiting' AND waiting_for = 'concurrency' AND (due_at IS NULL OR due_at > @now) AND id IN (
-               SELECT w.run_id FROM flow_waiters w WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${LIVE_WAITER}
-               ORDER BY since, run_id LIMIT @n)`,
-          )
-          .run({ ...k, n }).changes;
-      }
-      return woken;
-    })
-    .immediate();
+  return db.transaction(() => wakeKeys(db, ws, gates, now)).immediate();
+}
+
+/** Each key's oldest waiters, one per free slot, due now (inside the caller's transaction). */
+function wakeKeys(db: Database.Database, ws: string, gates: readonly Pick<FlowSlotGate, "scope" | "key" | "limit">[], now: number): number {
+  let woken = 0;
+  for (const g of gates) {
+    const k = { ws, scope: g.scope, key: g.key, now };
+    const n = waitersToWake(held(db, k, null), g.limit);
+    if (n === 0) continue;
+    woken += db
+      .prepare(
+        `UPDATE runs SET due_at = @now WHERE status = 'waiting' AND waiting_for = 'concurrency' AND (due_at IS NULL OR due_at > @now) AND id IN (
+           SELECT w.run_id FROM flow_waiters w WHERE workspace_id = @ws AND scope = @scope AND key = @key AND ${LIVE_WAITER}
+           ORDER BY since, run_id LIMIT @n)`,
+      )
+      .run({ ...k, n }).changes;
+  }
+  return woken;
 }
 
 /** Wake the waiters of every key the run holds a slot of (its limit as its waiters recorded it). */

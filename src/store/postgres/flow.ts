@@ -10,6 +10,7 @@ import {
   admitRuns,
   decideFlow,
   keyOf,
+  keysToWake,
   waitersToWake,
   type FlowAcquire,
   type FlowDecision,
@@ -230,6 +231,8 @@ async function wakeKeys(c: Q, ws: string, gates: readonly Pick<FlowSlotGate, "sc
 export interface AdmissionPlan {
   slots: Map<string, { ws: string; gates: FlowSlotGate[]; take: boolean; waitOn: FlowSlotGate | null }>;
   turns: Map<string, { ws: string; rate: FlowRateGate; at: number }>;
+  /** Keys found with a free slot and waiters (keysToWake), per workspace: their oldest waiters are woken after the insert. */
+  wake: Map<string, FlowSlotGate[]>;
 }
 
 /** What a planned run is inserted as: parked for a slot (no due time) or until its rate turn, with its turn on its cursor. */
@@ -252,7 +255,7 @@ export function admittedRow(plan: AdmissionPlan | null, r: NewRun, now: number):
  * not (a replay, an enrollment rule).
  */
 export async function planAdmission(c: Q, runs: readonly NewRun[], now: number): Promise<AdmissionPlan> {
-  const plan: AdmissionPlan = { slots: new Map(), turns: new Map() };
+  const plan: AdmissionPlan = { slots: new Map(), turns: new Map(), wake: new Map() };
   const byWs = new Map<string, NewRun[]>();
   for (const r of runs)
     if (r.status === "pending" && (r.admit !== undefined || r.admit_rate !== undefined)) byWs.set(r.workspace_id, [...(byWs.get(r.workspace_id) ?? []), r]);
@@ -303,6 +306,8 @@ export async function planAdmission(c: Q, runs: readonly NewRun[], now: number):
         [ws, ...cols, keys.map((g) => g.limit), now],
       );
       const counts = new Map<string, KeyCounts>(read.rows.map((r: { scope: string; key: string; held: number; waiting: number }) => [keyOf(r), r]));
+      const stale = keysToWake(keys, counts);
+      if (stale.length > 0) plan.wake.set(ws, stale);
       const gated = list.filter((r) => admit.has(r.id));
       admitRuns(
         gated.map((r) => ({ run_id: r.id, slots: admit.get(r.id)! })),
@@ -334,7 +339,8 @@ export async function planAdmission(c: Q, runs: readonly NewRun[], now: number):
 /**
  * After the insert: the planned runs that were created take their slots, join their key's queue
  * or keep their rate turn; a slot planned for a run that was not created (a replay, an exited
- * enrollment) is free after all, so that key's oldest waiters are woken in this transaction.
+ * enrollment) is free after all, so that key's oldest waiters are woken in this transaction, as
+ * are those of a key the plan found with a free slot and waiters (keysToWake).
  */
 export async function finishAdmission(c: Q, plan: AdmissionPlan, created: ReadonlyMap<string, Run>, now: number): Promise<void> {
   const live = (id: string) => {
@@ -370,6 +376,11 @@ export async function finishAdmission(c: Q, plan: AdmissionPlan, created: Readon
        ON CONFLICT DO NOTHING`,
       [ws, col(rows, 0), col(rows, 1), col(rows, 2), col(rows, 3), now],
     );
+  }
+  for (const [ws, gates] of plan.wake) {
+    const m = lost.get(ws) ?? new Map<string, FlowSlotGate>();
+    for (const g of gates) m.set(keyOf(g), g);
+    lost.set(ws, m);
   }
   for (const [ws, gates] of lost) await wakeKeys(c, ws, [...gates.values()], now);
   const turns = [...plan.turns].filter(([id]) => live(id));
