@@ -39,7 +39,8 @@ describe.each(STORE_KINDS)("crash at the dispatcher's and scheduler's boundaries
       const ids: string[] = [];
       for (let i = 0; i < 10; i++) ids.push((await writer.ingest(WS, { type: "order.paid", key: `o${i}`, subject_id: `c${i}` })).event_id);
 
-      const crasher = startWorker(ts, { WEFT_CRASH_POINT: point, WEFT_CRASH_AFTER: "1" });
+      // A 2 s lease: what the crasher held (its dispatch lease, runs created holding its run lease) lapses soon.
+      const crasher = startWorker(ts, { WEFT_CRASH_POINT: point, WEFT_CRASH_AFTER: "1", WEFT_LEASE_MS: "2000" });
       const exit = await crasher.exited;
       expect(exit.signal).toBe("SIGKILL");
       const healer = startWorker(ts);

@@ -41,7 +41,8 @@ describe.each(STORE_KINDS)("batch intake with a dispatcher SIGKILLed mid-commit 
     });
     // The dead worker's leased events go to the other once its dispatch lease lapses (the wait below allows it).
     // Its second dispatch transaction: early enough that the other worker cannot have taken every round first.
-    const doomed = startWorker(ts, { WEFT_CRASH_POINT: "dispatcher:inside-transaction", WEFT_CRASH_AFTER: "2" });
+    // A 2 s lease: its dispatch lease is 2 s too (the shorter of the two), so the wait is short.
+    const doomed = startWorker(ts, { WEFT_CRASH_POINT: "dispatcher:inside-transaction", WEFT_CRASH_AFTER: "2", WEFT_LEASE_MS: "2000" });
     const steady = startWorker(ts);
     workers.push(doomed, steady);
     expect(await doomed.ready).toBe(true);
