@@ -418,7 +418,7 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       for (const [i, n] of c.subjs.entries()) {
         // Each settles before the next comes, in the engine and in the model: the order they come
         // in is the order they wait in (a later one's cancel_previous frees a slot an earlier one
-        // already waits for: that release wakes nobody).
+        // already waits for: the later one, parking behind it, wakes it).
         if (i > 0) {
           await settleOrThrow(r);
           settle(m);
@@ -708,9 +708,9 @@ export async function verify(m: Model, r: Real, after: string): Promise<void> {
 }
 
 /**
- * A slot freed by an operator wakes nobody: the key's oldest waiter starts within a lease period
- * (the model starts it at the next recheck), but a worker may start it sooner (another run of the
- * key parking wakes it). Where the engine did, the model follows; only that waiter may start.
+ * A slot freed by a cancel_previous replacement (of a run of another key) wakes nobody: the key's
+ * oldest waiter starts within a lease period (the model starts it at the next recheck), but a
+ * worker may start it sooner. Where the engine did, the model follows; only that waiter may start.
  */
 function followStale(m: Model, runs: Run[]): void {
   const byId = new Map(runs.map((x) => [x.id, x]));

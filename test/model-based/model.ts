@@ -101,7 +101,7 @@ export interface Model {
   queues: Map<string, string[]>;
   /** Keys whose oldest waiters a worker must wake in this settle (a slot its commit released). */
   wake: Set<string>;
-  /** The clock moved at least a lease period: every waiter checks its key again. */
+  /** The clock moved at least a lease period: every key with a free slot wakes its oldest waiters (the sweep). */
   recheck: boolean;
 }
 
@@ -178,10 +178,10 @@ export function startRun(m: Model, s: Start): MRun {
   };
   if (s.subject !== null && m.paused.has(s.subject)) exit(r, "exited", "subject_paused");
   else if (s.aut === "slot") {
-    // cancel_previous: as an operator's cancel (the run is parked: it ends at once; a slot it held frees, waking nobody).
+    // cancel_previous: as an operator's cancel (the run is parked: it ends at once), but the slot it held frees waking nobody.
     for (const o of m.runs.filter((o) => o.aut === "slot" && o.subject === s.subject && !isTerminal(o))) {
       if (o.approval?.status === "pending") o.approval.status = m.now >= o.approval.expires ? "timed_out" : "cancelled";
-      leaveGate(m, o, "operator");
+      leaveGate(m, o, "replaced");
       exit(o, "cancelled", null);
       audited(m, "run.replaced");
     }
@@ -203,14 +203,16 @@ function exit(r: MRun, status: Status, reason: string | null): void {
 
 /**
  * A slot run ends: it leaves its key's queue, or frees its slot. A slot freed by a worker's
- * commit wakes the key's oldest waiters; one freed by an operator wakes nobody (see `stale`).
+ * commit or by an operator's stop or cancel wakes the key's oldest waiters; one freed by a
+ * cancel_previous replacement wakes nobody by itself (the new run's park may: see `gate`; else
+ * the sweep, see `stale`).
  */
-function leaveGate(m: Model, r: MRun, by: "worker" | "operator"): void {
+function leaveGate(m: Model, r: MRun, by: "released" | "replaced"): void {
   if (r.key === null) return;
   if (r.gate === "waiting") {
     const q = queue(m, r.key);
     q.splice(q.indexOf(r.id), 1);
-  } else if (r.gate === "held" && by === "worker") m.wake.add(r.key);
+  } else if (r.gate === "held" && by === "released") m.wake.add(r.key);
   r.gate = "none";
 }
 
@@ -265,6 +267,9 @@ function gate(m: Model, r: MRun): boolean {
     return true;
   }
   if (r.gate !== "waiting") q.push(r.id);
+  // It waits behind older waiters while a slot is free (one freed by an operator or a
+  // cancel_previous replacement, which woke nobody): its park wakes them (README § Flow control).
+  if (holders(m, key).length < SLOT_LIMIT) m.wake.add(key);
   r.gate = "waiting";
   r.status = "waiting";
   r.pausedPark = false;
@@ -294,13 +299,13 @@ export function settle(m: Model): void {
     drive(m, r);
   }
   const keys = m.recheck ? [...m.queues.keys()] : [...m.wake];
-  const recheck = m.recheck;
   m.wake.clear();
   m.recheck = false;
   for (const key of keys) {
     const q = queue(m, key);
-    // A recheck claims every waiter; a wake-up the oldest ones, one per free slot.
-    const woken = recheck ? [...q] : q.slice(0, Math.max(0, SLOT_LIMIT - holders(m, key).length));
+    // A wake-up, and the recheck of every key, claim the oldest waiters, one per free slot (a full
+    // key's waiters are left alone: README § Flow control, the sweep is for keys with a free slot).
+    const woken = q.slice(0, Math.max(0, SLOT_LIMIT - holders(m, key).length));
     for (const id of woken) {
       const r = runById(m, id)!;
       if (r.subject !== null && m.paused.has(r.subject)) {
@@ -314,8 +319,8 @@ export function settle(m: Model): void {
 
 /**
  * A key with a free slot and a waiter that could take it, but that nothing has woken: its slot
- * was freed by an operator (a stop, a cancel, a cancel_previous replacement: no worker commits
- * that) or a paused waiter ahead of it left. The README promises the waiter a start within a
+ * was freed by a cancel_previous replacement of another key's run, or a paused waiter ahead of
+ * it left. The README promises the waiter a start within a
  * lease period (the model starts it at the next recheck); the engine may start it sooner (a
  * worker that meets the key, say another run parking on it, may wake it). Returns the run that
  * may start now, if any.
@@ -376,7 +381,7 @@ function step(m: Model, r: MRun): void {
           exit(r, "completed", "completed");
         } else if (a.status === "pending") park(r, "ask", a.expires);
         else exit(r, "completed", "completed");
-        if (isTerminal(r)) leaveGate(m, r, "worker");
+        if (isTerminal(r)) leaveGate(m, r, "released");
       }
       return;
     case "later":
@@ -420,7 +425,8 @@ export function redrive(m: Model, r: MRun): void {
 export function control(m: Model, r: MRun, c: "stop" | "cancel"): "ok" | "run.already_ended" {
   if (isTerminal(r)) return "run.already_ended";
   if (r.approval?.status === "pending") r.approval.status = m.now >= r.approval.expires ? "timed_out" : "cancelled";
-  leaveGate(m, r, "operator");
+  // The engine wakes the freed slot's waiters before it answers (README § Flow control).
+  leaveGate(m, r, "released");
   if (c === "stop") exit(r, "exited", "admin_stopped");
   else exit(r, "cancelled", null);
   audited(m, `run.${c}`);
