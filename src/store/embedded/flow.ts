@@ -76,10 +76,10 @@ export function admitCreated(db: Database.Database, run: Run, planned: readonly 
       return [keyOf(g), { held: held(db, k, null), waiting: liveWaiters(db, k, g.limit) }];
     }),
   );
-  // Free slots older waiters must have (keysToWake): woken after this run is decided (it waits behind them).
+  // Free slots older waiters must have (keysToWake): woken once this run is decided and queued
+  // behind them (as the PostgreSQL insert's finishAdmission does), one waiter per free slot.
   const stale = keysToWake(gates, counts);
   const [d] = admitRuns([{ run_id: run.id, slots: [...gates] }], counts, now);
-  if (stale.length > 0) wakeKeys(db, run.workspace_id, stale, now);
   if (d!.take) {
     for (const g of gates) {
       db.prepare("INSERT INTO flow_slots (workspace_id, scope, key, run_id, step_key, acquired_at) VALUES (?, ?, ?, ?, '', ?) ON CONFLICT DO NOTHING").run(
@@ -102,7 +102,14 @@ export function admitCreated(db: Database.Database, run: Run, planned: readonly 
     w.limit,
     now,
   );
-  return { ...run, status: "waiting", waiting_for: "concurrency", waiting_until: null, due_at: null };
+  const woken = stale.length > 0 ? wakeKeys(db, run.workspace_id, stale, now) : 0;
+  const parked: Run = { ...run, status: "waiting", waiting_for: "concurrency", waiting_until: null, due_at: null };
+  // Woken with the others (a slot was left for it too): due now.
+  if (woken > 0) {
+    const due = db.prepare("SELECT due_at FROM runs WHERE id = ?").pluck().get(run.id) as number | null;
+    if (due !== null) parked.due_at = due;
+  }
+  return parked;
 }
 
 /** Rate turn at creation (see store/postgres/flow.ts planAdmission), for the run just inserted. */
