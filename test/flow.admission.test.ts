@@ -203,6 +203,33 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
     expect((await e.getRun(WS, replacement)).waiting_for).toBe("concurrency");
   });
 
+  it("an admission that finds two free slots and a waiter nobody woke: the new run takes one, and the insert wakes the waiter for the other", async () => {
+    const e = await engine({ leaseMs: 60_000 });
+    const a = await e.createAutomation(
+      WS,
+      def(
+        { concurrency: [{ key: "{{ context.k }}", limit: 2 }], edges: [{ from: "park", port: "next", to: "w" }], root: "park" },
+        { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
+      ),
+    );
+    const [h1, h2, waiter] = await enroll(e, a.id, ["k", "k", "k"]);
+    for (const id of [h1!, h2!]) await settle(e, id, (r) => r.waiting_for === "delay");
+    expect((await e.getRun(WS, waiter!)).waiting_for).toBe("concurrency");
+    // Both holders stopped in the store alone: two slots free, and nobody woke the waiter.
+    for (const id of [h1!, h2!]) {
+      const now = Date.now();
+      await ts.store.controlRun(
+        WS,
+        id,
+        "stop",
+        { workspace_id: WS, actor: "test", action: "run.stop", target_type: "run", target_id: id, details: {}, at: now },
+        now,
+      );
+    }
+    const [late] = await enroll(e, a.id, ["k"]);
+    for (const id of [waiter!, late!]) expect((await settle(e, id, (r) => r.waiting_for === "delay")).status).toBe("waiting");
+  });
+
   it("a wake lost with its releaser is made good by the sweep (once per lease period)", async () => {
     const e = await engine({ leaseMs: 500 });
     const a = await e.createAutomation(WS, parkedDef());

@@ -313,11 +313,12 @@ export interface KeyCounts {
 export const keyOf = (g: Pick<FlowSlotGate, "scope" | "key">): string => `${g.scope}\u0000${g.key}`;
 
 /**
- * A key an admission finds with a free slot and live waiters: the new runs must queue behind
- * those waiters (decideFlow's order), but nothing may have woken them (the slot was freed in this
- * insert's transaction by a cancel_previous replacement, or by an operator's stop whose wake was
- * lost). The insert wakes the key's oldest waiters, as a park at a claim does (FlowGates.afterCommit),
- * so the free slot is not left idle until the recheck. `counts` as read, before admitRuns.
+ * A key an admission finds with a free slot and live waiters: nothing may have woken them (the
+ * slot was freed in this insert's transaction by a cancel_previous replacement, or by a stop whose
+ * wake was lost). Once the new runs are decided (each queued behind those waiters, or holding a
+ * slot a waiter left over: decideFlow's order), the insert wakes the key's oldest waiters, one per
+ * slot still free, as a park at a claim does (FlowGates.afterCommit), so a free slot is not left
+ * idle until the sweep. `counts` as read, before admitRuns.
  */
 export function keysToWake<G extends Pick<FlowSlotGate, "scope" | "key" | "limit">>(gates: Iterable<G>, counts: ReadonlyMap<string, KeyCounts>): G[] {
   const out: G[] = [];

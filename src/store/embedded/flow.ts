@@ -76,8 +76,9 @@ export function admitCreated(db: Database.Database, run: Run, planned: readonly 
       return [keyOf(g), { held: held(db, k, null), waiting: liveWaiters(db, k, g.limit) }];
     }),
   );
-  // Free slots older waiters must have (keysToWake): woken once this run is decided and queued
-  // behind them (as the PostgreSQL insert's finishAdmission does), one waiter per free slot.
+  // Free slots with waiters nobody may have woken (keysToWake): woken once this run is decided
+  // (holding its slots, or queued behind them), one waiter per slot still free, as the PostgreSQL
+  // insert's finishAdmission does.
   const stale = keysToWake(gates, counts);
   const [d] = admitRuns([{ run_id: run.id, slots: [...gates] }], counts, now);
   if (d!.take) {
@@ -90,6 +91,7 @@ export function admitCreated(db: Database.Database, run: Run, planned: readonly 
         now,
       );
     }
+    if (stale.length > 0) wakeKeys(db, run.workspace_id, stale, now);
     return run;
   }
   const w = d!.waitOn!;
