@@ -103,6 +103,18 @@ describe.each(STORE_KINDS)("model-based regressions (%s store)", (kind) => {
     ]);
   }, 60_000);
 
+  // The model again (random hunt, PostgreSQL): a stopped waiter's subject is enrolled again, then
+  // the stopped run is redriven: the engine refuses it (409 run.redrive_conflict, as the README
+  // says: its subject has another active run); the model expected the redrive to go through.
+  it("model: a redrive of a run whose subject has another active run is refused", async () => {
+    await replay(kind, [
+      { t: "slots", subjs: [1, 0], acct: 0 },
+      { t: "control", pick: 159, c: "stop", slot: true },
+      { t: "enroll", aut: "slot", subj: 0, items: [], key: null, acct: 0, inWorker: false },
+      { t: "redrive", pick: 0 },
+    ]);
+  }, 60_000);
+
   // The same stop when the slow step is followed by another slow step (not a wait) is applied:
   // the replay agrees with the model, so the harness itself is not what loses the stop.
   it("a stop made inside a slow step followed by another slow step ends the run admin_stopped", async () => {

@@ -431,7 +431,13 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       const run = runs[c.pick % runs.length]!;
       tick(m, r);
       const res = await http.call("POST", `/v1/automation-runs/${run.id}/redrive`, {});
-      expectAnswer(`redrive ${run.id}`, res, "ok");
+      // Its subject has another active run of the automation (enrolled since it stopped): refused, nothing changes (README).
+      const taken = m.runs.some((o) => o !== run && o.aut === run.aut && o.subject === run.subject && !isTerminal(o));
+      expectAnswer(`redrive ${run.id}`, res, taken ? "run.redrive_conflict" : "ok");
+      if (taken) {
+        count("redrive refused: the subject has another active run");
+        return;
+      }
       redrive(m, run);
       audited(m, "run.redrive");
       // An operator's way out of a terminal status: the run's history starts again.
