@@ -290,18 +290,20 @@ export class FlowGates {
   }
 
   /**
-   * After a commit of this run (`flow`: its automation has limits, or its version is unknown): slots the commit released (the run ended, the step's row is in,
-   * or the run left `running`) wake their keys' oldest waiters; a park on a slot wakes a free
-   * slot's waiters (itself, when the slot freed meanwhile). Returns how many waiters it made due.
+   * After a commit of this run (`flow`: its automation has limits, or its version is unknown):
+   * slots the commit released (the run ended, the step's row is in, or the run left `running`)
+   * wake their keys' oldest waiters; a park on a slot wakes a free slot's waiters (itself, when
+   * the slot freed meanwhile). What this process holds is updated now; the wake-ups run in the
+   * returned promise (how many waiters they made due), null when there is none to make (most
+   * commits: nothing more is done for them).
    */
-  async afterCommit(run: Run, cp: Checkpoint, now: number, flow: boolean): Promise<number> {
-    let woken = 0;
+  afterCommit(run: Run, cp: Checkpoint, now: number, flow: boolean): Promise<number> | null {
     const wake: Held[] = [];
     const list = this.held.get(run.id);
     // A run of an automation with limits that ended without this drive taking its slots (they
     // were taken at its creation, and it was quarantined, stopped at its claim, ...): its keys'
     // waiters are woken from its slot rows.
-    if (flow && list === undefined && cp.state.completed_at !== null) woken += await this.store.wakeFlowOfRun(run.workspace_id, run.id, now);
+    const ofRun = flow && list === undefined && cp.state.completed_at !== null;
     if (list !== undefined) {
       const st = cp.state;
       const steps = new Set(cp.steps.map((s) => s.idempotency_key));
@@ -319,6 +321,12 @@ export class FlowGates {
       this.parked.delete(run.id);
       wake.push(p);
     }
+    if (!ofRun && wake.length === 0) return null;
+    return this.wakeAfter(run, ofRun, wake, now);
+  }
+
+  private async wakeAfter(run: Run, ofRun: boolean, wake: readonly Held[], now: number): Promise<number> {
+    let woken = ofRun ? await this.store.wakeFlowOfRun(run.workspace_id, run.id, now) : 0;
     for (const h of wake) woken += await this.wake(h.workspace_id, h.gates, now);
     return woken;
   }

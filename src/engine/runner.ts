@@ -707,15 +707,18 @@ export class Runner {
     }
     await crashPoint("runner:after-checkpoint");
     d.committed();
-    // Off the drive's path; the waiters it makes due are claimed at once, not at the next poll.
-    this.flowWakes++;
-    this.gates
-      .afterCommit(d.run, cp, this.clock.now(), d.version === null || hasFlow(d.version.definition))
-      .then((woke) => {
-        if (woke > 0) this.poke();
-      })
-      .catch((error) => this.events.emit("engine:error", { where: `flow wake ${d.run.id}`, error }))
-      .finally(() => this.flowWakes--);
+    // Wake-ups of flow waiters, off the drive's path (most commits have none); the waiters they
+    // make due are claimed at once, not at the next poll.
+    const waking = this.gates.afterCommit(d.run, cp, this.clock.now(), d.version === null || hasFlow(d.version.definition));
+    if (waking !== null) {
+      this.flowWakes++;
+      waking
+        .then((woke) => {
+          if (woke > 0) this.poke();
+        })
+        .catch((error) => this.events.emit("engine:error", { where: `flow wake ${d.run.id}`, error }))
+        .finally(() => this.flowWakes--);
+    }
     for (const s of cp.steps) {
       this.events.emit("step:finished", { run_id: d.run.id, automation_id: d.run.automation_id, trace_id: d.run.trace_id, step: s });
       for (const v of s.violations ?? []) this.events.emit("policy:violation", { run_id: d.run.id, node_key: s.node_key, violation: v });

@@ -104,14 +104,9 @@ export function admitCreated(db: Database.Database, run: Run, planned: readonly 
     w.limit,
     now,
   );
-  const woken = stale.length > 0 ? wakeKeys(db, run.workspace_id, stale, now) : 0;
-  const parked: Run = { ...run, status: "waiting", waiting_for: "concurrency", waiting_until: null, due_at: null };
-  // Woken with the others (a slot was left for it too): due now.
-  if (woken > 0) {
-    const due = db.prepare("SELECT due_at FROM runs WHERE id = ?").pluck().get(run.id) as number | null;
-    if (due !== null) parked.due_at = due;
-  }
-  return parked;
+  if (stale.length > 0) wakeKeys(db, run.workspace_id, stale, now);
+  // As parked (a wake-up that reached it too made it due: the claim reads that from the row, as on PostgreSQL).
+  return { ...run, status: "waiting", waiting_for: "concurrency", waiting_until: null, due_at: null };
 }
 
 /** Rate turn at creation (see store/postgres/flow.ts planAdmission), for the run just inserted. */
