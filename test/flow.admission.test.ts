@@ -34,11 +34,11 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
     await ts.destroy();
   });
 
-  async function engine(opts: { noRunner?: boolean; leaseMs?: number } = {}): Promise<Engine> {
+  async function engine(opts: { noRunner?: boolean; leaseMs?: number; pollMs?: number } = {}): Promise<Engine> {
     const e = await startEngine({
       store: engines.length === 0 ? ts.store : ts.reopen(),
       ...(opts.noRunner ? { noRunner: true } : {}),
-      runner: { leaseMs: opts.leaseMs ?? 60_000 },
+      runner: { leaseMs: opts.leaseMs ?? 60_000, ...(opts.pollMs === undefined ? {} : { pollMs: opts.pollMs }) },
     });
     e.registerAction({
       kind: "work",
@@ -160,6 +160,19 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
     const list = (await ts.store.listRuns({ workspace_id: WS, automation_id: a.id, limit: 10 })).items;
     expect(list.filter((r) => r.status === "waiting" && r.waiting_for === "concurrency" && r.due_at === null).length).toBe(5);
     expect(claims).toEqual(started);
+  });
+
+  it("a holder's end starts the oldest waiter at once: the wake-up after its commit pokes the claim, no poll needed", async () => {
+    // A minute's poll: only a wake-up can start the waiter within the test.
+    const e = await engine({ leaseMs: 60_000, pollMs: 60_000 });
+    const a = await e.createAutomation(WS, def({ concurrency: [{ key: "{{ context.k }}", limit: 1 }] }));
+    const [holder, waiter] = await enroll(e, a.id, ["k", "k"]);
+    await until("the holder at work", () => started.includes(holder!));
+    expect((await e.getRun(WS, waiter!)).waiting_for).toBe("concurrency");
+    releases.get(holder!)!();
+    await until("the waiter at work", () => started.includes(waiter!), 10_000);
+    releases.get(waiter!)!();
+    expect((await settle(e, waiter!)).status).toBe("completed");
   });
 
   it("an operator's stop of a slot holder starts the oldest waiter at once, not at the next sweep", async () => {
