@@ -101,6 +101,10 @@ export interface EngineOptions {
  */
 export const DISPATCH_LEASE_MS = 10_000;
 
+/** Engine.waitForRun's reads of a run that may end in another process: the first after this, then doubling to the most. */
+const WAIT_POLL_MIN_MS = 200;
+const WAIT_POLL_MAX_MS = 1_000;
+
 export class Engine {
   readonly store: Store;
   readonly clock: Clock;
@@ -475,15 +479,20 @@ export class Engine {
     return simulateCurrent(this.core, workspaceId, automationId, req);
   }
 
-  /** Resolve when the run reaches a status satisfying `pred` (tests and the CLI wait this way). */
+  /**
+   * Resolve when the run reaches a status satisfying `pred` (tests and the CLI wait this way). The
+   * run is read again when this process announces its end or park, and otherwise on a timer for
+   * an end in another process: after 200 ms, then less often, up to once a second (a read is the
+   * whole run, a fan-out's list included).
+   */
   async waitForRun(workspaceId: string, runId: string, pred: (r: Run) => boolean = (r) => r.completed_at !== null): Promise<Run> {
-    for (;;) {
+    for (let pollMs = WAIT_POLL_MIN_MS; ; pollMs = Math.min(pollMs * 2, WAIT_POLL_MAX_MS)) {
       // Listen before reading (an end between the read and the wait is not missed); every round
       // removes its listeners and timer, however it ends, so a long wait leaves nothing behind.
       let wake!: () => void;
       const woken = new Promise<void>((res) => (wake = res));
       const offs = [this.events.on("run:finished", (e) => e.run_id === runId && wake()), this.events.on("run:parked", (e) => e.run_id === runId && wake())];
-      const timer = setTimeout(wake, 200);
+      const timer = setTimeout(wake, pollMs);
       try {
         const r = await this.getRun(workspaceId, runId);
         if (pred(r)) return r;

@@ -678,10 +678,13 @@ export class Runner {
     return node !== undefined && this.handlers.get(node.kind)?.class === "slow";
   }
 
-  /** Commit the drive's pending steps and state. False when the lease is gone (stop driving). */
-  private async checkpoint(d: Drive, keepLease: boolean): Promise<boolean> {
+  /**
+   * Commit the drive's pending steps and state. False when the lease is gone (stop driving).
+   * `midStep`: a node's flush of its items while it runs (NodeContext.saveItems).
+   */
+  private async checkpoint(d: Drive, keepLease: boolean, midStep = false): Promise<boolean> {
     const now = this.clock.now();
-    const cp = d.checkpoint(keepLease, now);
+    const cp = d.checkpoint(keepLease, now, midStep);
     const claiming = d.claimAt !== null;
     if (d.claimAt !== null) cp.claim = { at: d.claimAt, lease_until: now + this.opts.leaseMs };
     await crashPoint("runner:before-checkpoint");
@@ -808,6 +811,7 @@ export class Runner {
     const stepSignal = d.stepSignal(signal);
     let result: NodeResult;
     try {
+      d.handlerSeq++;
       result = await handler.execute({
         run: d.run,
         node,
@@ -835,7 +839,7 @@ export class Runner {
         settings: this.services.settings,
         saveItems: async (items, approvals, onRecord) => {
           d.stage(items, approvals ?? [], onRecord === true);
-          return this.checkpoint(d, true);
+          return this.checkpoint(d, true, true);
         },
         control: () => d.control,
         clockNow: () => this.clock.now(),
@@ -1154,7 +1158,7 @@ class Drive {
     return this.finish("failed", "handler_failure");
   }
 
-  checkpoint(keepLease: boolean, now: number): Checkpoint {
+  checkpoint(keepLease: boolean, now: number, midStep = false): Checkpoint {
     if (keepLease) this.status = transition(this.status, "running");
     // Events the drive's waits took go to the run's record with this commit, not on the cursor.
     const consumed = this.cursor.consumed ?? [];
@@ -1186,22 +1190,24 @@ class Drive {
     if (this.pendingApprovals.length > 0) cp.approvals = this.pendingApprovals.splice(0);
     if (this.pendingAudit.length > 0) cp.audit = this.pendingAudit.splice(0);
     if (consumed.length > 0) cp.consumed = consumed;
-    // A flush of fan-out items mid-step: the run's context, steps and cursor are usually what the
-    // previous flush wrote; said so, the store does not write them again (Checkpoint.state_unchanged).
-    if (cp.items !== undefined || cp.item_updates !== undefined) {
-      const snap = JSON.stringify([state.context, state.steps, state.cursor]);
-      if (snap === this.committedSnap) cp.state_unchanged = true;
-      this.pendingSnap = snap;
-    } else this.pendingSnap = null;
+    // A node's flush of its items while it runs (a fan-out's): nothing writes the run's context,
+    // steps or cursor until the node returns (the runner applies its result then), so a flush after
+    // the first of the same execution finds them as that flush wrote them; said so, the store does
+    // not write them again (Checkpoint.state_unchanged). No comparison: a fan-out's context holds
+    // its whole list, and serializing it for every flush cost more than the flushes' SQL.
+    if (midStep && this.committedFlushOf === this.handlerSeq) cp.state_unchanged = true;
+    this.pendingFlushOf = midStep ? this.handlerSeq : -1;
     return cp;
   }
 
-  /** The context, steps and cursor as the last commit wrote them (JSON), when that commit was an item flush; else null. */
-  private committedSnap: string | null = null;
-  private pendingSnap: string | null = null;
+  /** Node executions begun by this drive (Runner.step): which one a mid-step flush belongs to. */
+  handlerSeq = 0;
+  /** The execution whose mid-step flush the last commit was (-1: the last commit was no such flush). */
+  private committedFlushOf = -1;
+  private pendingFlushOf = -1;
 
   committed(): void {
     this.rev += 1;
-    this.committedSnap = this.pendingSnap;
+    this.committedFlushOf = this.pendingFlushOf;
   }
 }

@@ -402,9 +402,10 @@ export interface Checkpoint {
    */
   claim?: { at: number; lease_until: number };
   /**
-   * The run's context, steps and cursor are exactly what its previous commit wrote (the drive
-   * compared them): the store leaves those columns as they are instead of writing them again. A
-   * fan-out's item flushes would otherwise rewrite the run's whole context, list included, each time.
+   * The run's context, steps and cursor are exactly what its previous commit wrote (both are
+   * flushes of one node execution's items, and nothing writes them while a node runs): the store
+   * leaves those columns as they are instead of writing them again. A fan-out's item flushes would
+   * otherwise rewrite the run's whole context, list included, each time.
    */
   state_unchanged?: boolean;
 }
