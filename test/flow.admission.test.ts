@@ -190,7 +190,8 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
   });
 
   it("a cancel_previous replacement that frees a slot an older waiter is owed starts that waiter at once, not at the next sweep", async () => {
-    const e = await engine({ leaseMs: 60_000 });
+    // A minute's poll: only the insert's wake of the claim (admissionMayWake) starts the waiter.
+    const e = await engine({ leaseMs: 60_000, pollMs: 60_000 });
     const a = await e.createAutomation(
       WS,
       def(
@@ -219,8 +220,45 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
     expect((await e.getRun(WS, replacement)).waiting_for).toBe("concurrency");
   });
 
+  it("an event whose run replaces a slot holder (cancel_previous) starts the older waiter at once: the dispatch wakes the claim", async () => {
+    const e = await engine({ leaseMs: 60_000, pollMs: 60_000 });
+    const a = await e.createAutomation(
+      WS,
+      def(
+        {
+          triggers: [{ type: "event", name: "ping" }],
+          reentry: { policy: "cancel_previous" },
+          concurrency: [{ key: "{{ event.payload.k }}", limit: 1 }],
+          edges: [{ from: "park", port: "next", to: "w" }],
+          root: "park",
+        },
+        { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
+      ),
+    );
+    const runOf = async (subject: string, not: readonly string[] = []) => {
+      let id: string | undefined;
+      await until(`a run of ${subject}`, async () => {
+        const list = await ts.store.listRuns({ workspace_id: WS, automation_id: a.id, limit: 10 });
+        id = list.items.find((r) => r.subject_id === subject && !not.includes(r.id))?.id;
+        return id !== undefined;
+      });
+      return id!;
+    };
+    await e.ingest(WS, { type: "ping", subject_id: "x", payload: { k: "k" } });
+    const holder = await runOf("x");
+    await settle(e, holder, (r) => r.waiting_for === "delay");
+    await e.ingest(WS, { type: "ping", subject_id: "y", payload: { k: "k" } });
+    const waiter = await runOf("y");
+    await settle(e, waiter, (r) => r.waiting_for === "concurrency");
+    await e.ingest(WS, { type: "ping", subject_id: "x", payload: { k: "k" } });
+    const replacement = await runOf("x", [holder]);
+    expect((await settle(e, holder)).status).toBe("cancelled");
+    expect((await settle(e, waiter, (r) => r.waiting_for === "delay")).status).toBe("waiting");
+    expect((await e.getRun(WS, replacement)).waiting_for).toBe("concurrency");
+  });
+
   it("an admission that finds two free slots and a waiter nobody woke: the new run takes one, and the insert wakes the waiter for the other", async () => {
-    const e = await engine({ leaseMs: 60_000 });
+    const e = await engine({ leaseMs: 60_000, pollMs: 60_000 });
     const a = await e.createAutomation(
       WS,
       def(

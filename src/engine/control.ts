@@ -1,6 +1,7 @@
 // What an operator does to runs and subjects: stop or cancel a run, re-trigger it, pause or
 // resume a subject. Each is recorded in the audit log.
 
+import { admissionMayWake } from "./flow-gates.js";
 import { WeftError } from "../model/errors.js";
 import { mustGetAutomation } from "./automations.js";
 import type { EngineCore } from "./core.js";
@@ -73,6 +74,7 @@ export async function retriggerRun(
     at: now,
   }));
   announceCreated(core, res);
+  if (admissionMayWake([run])) core.poke();
   return res;
 }
 

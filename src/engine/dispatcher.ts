@@ -9,6 +9,7 @@
 //      the runs (unique on automation + event) and marks the events dispatched.
 // An event whose dispatch did not complete `quarantineAfter` times is marked undeliverable.
 
+import { admissionMayWake } from "./flow-gates.js";
 import type { Budget } from "../model/cel-budget.js";
 import { automationVerdict, type TriggerEvent } from "../model/triggers.js";
 import { crashPoint, crashPointSync } from "./crashpoints.js";
@@ -176,7 +177,8 @@ export class Dispatcher extends LoopingTask {
     // Runs created holding this process's lease are driven here at once; every grant is settled.
     this.leases?.settleLeases(granted, res.runs);
     // Runs left to a claim (no lease granted: created pending): wake it.
-    if (res.runs.some((r) => r.status === "pending")) this.onRuns(res.runs.length);
+    // Waiters the admission woke (admissionMayWake) are due now too.
+    if (res.runs.some((r) => r.status === "pending") || admissionMayWake(runs)) this.onRuns(res.runs.length);
     // After the commit: the events planned fine are dispatched whatever becomes of these.
     for (const [error, ids] of failed) {
       for (const e of await this.store.failDispatch(ids, error, Date.now(), this.opts.quarantineAfter)) this.emitUndeliverable(e);

@@ -122,6 +122,15 @@ function slotGates(f: FlowFields, scopeId: string, at: string, scope: CelScope, 
 }
 
 /**
+ * Whether an insert of these runs may have woken flow waiters: an admission that finds a slot of
+ * its gates free with waiters queued wakes the oldest (keysToWake, in both stores), due at once.
+ * Every path that inserts runs then wakes its claim, as a commit that frees a slot does.
+ */
+export function admissionMayWake(runs: readonly NewRun[]): boolean {
+  return runs.some((r) => r.admit !== undefined);
+}
+
+/**
  * The gates a new run meets at creation (NewRun.admit, NewRun.admit_rate): its automation's slot
  * gates, or else its queued rate limit, with keys rendered over the run as its first claim would
  * render them. None (the claim decides, as before) when the automation has none, when it names

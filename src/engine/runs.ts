@@ -1,5 +1,6 @@
 // Runs: enrollment (a run of the automation's current version) and reading runs and their steps.
 
+import { admissionMayWake } from "./flow-gates.js";
 import { WeftError } from "../model/errors.js";
 import type { RunStatus } from "../model/run-status.js";
 import { mustGetAutomation } from "./automations.js";
@@ -108,24 +109,20 @@ async function enrollInto(core: EngineCore, a: Automation, reqs: readonly Enroll
   if (core.runner) for (const p of planned) await core.runner.parkAtCreation(p.run, v, now);
   // Runs this process will drive at once are inserted holding its lease: no claim commit before
   // their first step. Every grant is settled once the insert has answered or failed.
-  const granted = core.runner?.leaseForInserts(planned.map((p) => p.run)) ?? new Set<string>();
+  const runs = planned.map((p) => p.run);
+  const granted = core.runner?.leaseForInserts(runs) ?? new Set<string>();
   let inserted: InsertRunResult[];
   try {
     // Shared with concurrent enroll requests: one transaction for all (enroll-commit.ts).
-    inserted = await insertRunsTogether(
-      core.store,
-      planned.map((p) => p.run),
-      now,
-      (r) => ({
-        workspace_id: workspaceId,
-        actor,
-        action: "run.enroll",
-        target_type: "run",
-        target_id: r.id,
-        details: { automation_id: automationId, subject_id: r.subject_id },
-        at: now,
-      }),
-    );
+    inserted = await insertRunsTogether(core.store, runs, now, (r) => ({
+      workspace_id: workspaceId,
+      actor,
+      action: "run.enroll",
+      target_type: "run",
+      target_id: r.id,
+      details: { automation_id: automationId, subject_id: r.subject_id },
+      at: now,
+    }));
   } catch (err) {
     core.runner?.settleLeases(granted, []);
     throw err;
@@ -136,6 +133,7 @@ async function enrollInto(core: EngineCore, a: Automation, reqs: readonly Enroll
   const created = inserted.flatMap((r) => (r.created ? [r.run] : []));
   for (const run of created) core.events.emit("run:created", { run });
   const driven = core.runner?.settleLeases(granted, created) ?? new Set<string>();
+  if (admissionMayWake(runs)) core.poke();
   planned.forEach((p, i) => {
     const res = inserted[i];
     if (!res) throw new Error(`no insert result for run ${p.run.id}`);
