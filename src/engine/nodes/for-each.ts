@@ -153,16 +153,31 @@ async function materialize(ctx: NodeContext, cfg: ForEachConfig, stored: RunItem
   const list = evaluateList(ctx, cfg);
   const items: RunItem[] = [];
   for (const it of stored) items[it.idx] = it;
+  // The next chunk is built while the previous one commits; chunks commit one at a time, in order
+  // (each checkpoint names the rev the previous one made).
+  // (A failed commit is held as its outcome until then, never left a rejection nobody handles.)
+  let committing: Promise<{ ok: boolean; error?: unknown }> | null = null;
+  const settled = async () => {
+    const res = committing === null ? { ok: true } : await committing;
+    committing = null;
+    if (res.error !== undefined) throw res.error;
+    if (!res.ok) throw new StepFailure(stepError("run.lease_lost", "the run's lease was lost", true));
+  };
   let chunk: RunItem[] = [];
   for (let idx = 0; idx < list.length; idx++) {
     if (items[idx] === undefined) chunk.push((items[idx] = materializeOne(ctx, cfg, list[idx], idx)));
     if (chunk.length >= CHUNK || (idx === list.length - 1 && chunk.length > 0)) {
-      if (!(await ctx.saveItems(chunk))) throw new StepFailure(stepError("run.lease_lost", "the run's lease was lost", true));
+      await settled();
+      committing = ctx.saveItems(chunk).then(
+        (ok) => ({ ok }),
+        (error: unknown) => ({ ok: false, error }),
+      );
       chunk = [];
       await yieldToLoop();
       if (ctx.signal.aborted) break;
     }
   }
+  await settled();
   // A list shorter than what is on record (it cannot change within a visit) keeps every stored item.
   return items.filter((it) => it !== undefined);
 }
