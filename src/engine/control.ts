@@ -1,11 +1,11 @@
 // What an operator does to runs and subjects: stop or cancel a run, re-trigger it, pause or
 // resume a subject. Each is recorded in the audit log.
 
-import { admissionMayWake } from "./flow-gates.js";
 import { WeftError } from "../model/errors.js";
 import { mustGetAutomation } from "./automations.js";
 import type { EngineCore } from "./core.js";
 import { ErrorCodes } from "./errors.js";
+import { admissionMayWake } from "./flow-gates.js";
 import { newRun, sharedLimitsOf } from "./new-run.js";
 import { announceCreated, mustGetRun } from "./runs.js";
 import type { AuditEntry, PauseRow, Run, RunControl } from "./store.js";

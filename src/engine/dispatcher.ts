@@ -9,12 +9,12 @@
 //      the runs (unique on automation + event) and marks the events dispatched.
 // An event whose dispatch did not complete `quarantineAfter` times is marked undeliverable.
 
-import { admissionMayWake } from "./flow-gates.js";
 import type { Budget } from "../model/cel-budget.js";
 import { automationVerdict, type TriggerEvent } from "../model/triggers.js";
 import { crashPoint, crashPointSync } from "./crashpoints.js";
 import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
+import { admissionMayWake } from "./flow-gates.js";
 import { eventMayRunAs, runAsUser } from "./identity.js";
 import { newRun, sharedLimitsOf } from "./new-run.js";
 import { LoopingTask } from "./loop.js";

@@ -1,6 +1,5 @@
 // Runs: enrollment (a run of the automation's current version) and reading runs and their steps.
 
-import { admissionMayWake } from "./flow-gates.js";
 import { WeftError } from "../model/errors.js";
 import type { RunStatus } from "../model/run-status.js";
 import { mustGetAutomation } from "./automations.js";
@@ -8,6 +7,7 @@ import type { EngineCore } from "./core.js";
 import { insertRunsTogether } from "./enroll-commit.js";
 import { crashPoint } from "./crashpoints.js";
 import { ErrorCodes } from "./errors.js";
+import { admissionMayWake } from "./flow-gates.js";
 import { checkBatchSize, checkSize } from "./intake.js";
 import { newRun, sharedLimitsOf, type RunStart } from "./new-run.js";
 import { StaleAutomationError, type Automation, type InsertRunResult, type NewRun, type NewStepRun, type Page, type Run, type StepRun } from "./store.js";
