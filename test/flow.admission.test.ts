@@ -65,10 +65,10 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
     };
   }
 
-  /** One slot per key; each run parks an hour on a delay while it holds its slot. */
-  const parkedDef = () =>
+  /** One slot per key (unless `extra` says otherwise); each run parks an hour on a delay while it holds its slot. */
+  const parkedDef = (extra: Record<string, unknown> = {}) =>
     def(
-      { concurrency: [{ key: "{{ context.k }}", limit: 1 }], edges: [{ from: "park", port: "next", to: "w" }], root: "park" },
+      { concurrency: [{ key: "{{ context.k }}", limit: 1 }], edges: [{ from: "park", port: "next", to: "w" }], root: "park", ...extra },
       { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
     );
 
@@ -192,18 +192,7 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
   it("a cancel_previous replacement that frees a slot an older waiter is owed starts that waiter at once, not at the next sweep", async () => {
     // A minute's poll: only the insert's wake of the claim (admissionMayWake) starts the waiter.
     const e = await engine({ leaseMs: 60_000, pollMs: 60_000 });
-    const a = await e.createAutomation(
-      WS,
-      def(
-        {
-          reentry: { policy: "cancel_previous" },
-          concurrency: [{ key: "{{ context.k }}", limit: 1 }],
-          edges: [{ from: "park", port: "next", to: "w" }],
-          root: "park",
-        },
-        { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
-      ),
-    );
+    const a = await e.createAutomation(WS, parkedDef({ reentry: { policy: "cancel_previous" } }));
     const one = async (subject: string) => {
       const [r] = await e.enrollMany(WS, a.id, [{ subject_id: subject, context_overrides: { k: "k" } }]);
       if (!r || "error" in r) throw new Error("not enrolled");
@@ -224,16 +213,11 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
     const e = await engine({ leaseMs: 60_000, pollMs: 60_000 });
     const a = await e.createAutomation(
       WS,
-      def(
-        {
-          triggers: [{ type: "event", name: "ping" }],
-          reentry: { policy: "cancel_previous" },
-          concurrency: [{ key: "{{ event.payload.k }}", limit: 1 }],
-          edges: [{ from: "park", port: "next", to: "w" }],
-          root: "park",
-        },
-        { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
-      ),
+      parkedDef({
+        triggers: [{ type: "event", name: "ping" }],
+        reentry: { policy: "cancel_previous" },
+        concurrency: [{ key: "{{ event.payload.k }}", limit: 1 }],
+      }),
     );
     const runOf = async (subject: string, not: readonly string[] = []) => {
       let id: string | undefined;
@@ -259,13 +243,7 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
 
   it("an admission that finds two free slots and a waiter nobody woke: the new run takes one, and the insert wakes the waiter for the other", async () => {
     const e = await engine({ leaseMs: 60_000, pollMs: 60_000 });
-    const a = await e.createAutomation(
-      WS,
-      def(
-        { concurrency: [{ key: "{{ context.k }}", limit: 2 }], edges: [{ from: "park", port: "next", to: "w" }], root: "park" },
-        { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
-      ),
-    );
+    const a = await e.createAutomation(WS, parkedDef({ concurrency: [{ key: "{{ context.k }}", limit: 2 }] }));
     const [h1, h2, waiter] = await enroll(e, a.id, ["k", "k", "k"]);
     for (const id of [h1!, h2!]) await settle(e, id, (r) => r.waiting_for === "delay");
     expect((await e.getRun(WS, waiter!)).waiting_for).toBe("concurrency");
@@ -343,13 +321,7 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
       audit("limit.create"),
       true,
     );
-    const a = await e.createAutomation(
-      WS,
-      def(
-        { concurrency: undefined, limits: ["crm"], edges: [{ from: "park", port: "next", to: "w" }], root: "park" },
-        { key: "park", kind: "delay", config: { duration_ms: 3_600_000 } },
-      ),
-    );
+    const a = await e.createAutomation(WS, parkedDef({ concurrency: undefined, limits: ["crm"] }));
     const [holder, waiter] = await enroll(e, a.id, ["k", "k"]);
     await settle(e, holder!, (r) => r.waiting_for === "delay");
     const w = await e.getRun(WS, waiter!);
