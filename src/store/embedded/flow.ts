@@ -81,7 +81,8 @@ export function admitCreated(db: Database.Database, run: Run, planned: readonly 
   // insert's finishAdmission does.
   const stale = keysToWake(gates, counts);
   const [d] = admitRuns([{ run_id: run.id, slots: [...gates] }], counts, now);
-  if (d!.take) {
+  const w = d!.take ? null : d!.waitOn!;
+  if (w === null) {
     for (const g of gates) {
       db.prepare("INSERT INTO flow_slots (workspace_id, scope, key, run_id, step_key, acquired_at) VALUES (?, ?, ?, ?, '', ?) ON CONFLICT DO NOTHING").run(
         run.workspace_id,
@@ -91,22 +92,21 @@ export function admitCreated(db: Database.Database, run: Run, planned: readonly 
         now,
       );
     }
-    if (stale.length > 0) wakeKeys(db, run.workspace_id, stale, now);
-    return run;
+  } else {
+    db.prepare("UPDATE runs SET status = 'waiting', waiting_for = 'concurrency', waiting_until = NULL, due_at = NULL WHERE id = ?").run(run.id);
+    db.prepare("INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, lim, since) VALUES (?, ?, ?, ?, '', ?, ?) ON CONFLICT DO NOTHING").run(
+      run.workspace_id,
+      w.scope,
+      w.key,
+      run.id,
+      w.limit,
+      now,
+    );
   }
-  const w = d!.waitOn!;
-  db.prepare("UPDATE runs SET status = 'waiting', waiting_for = 'concurrency', waiting_until = NULL, due_at = NULL WHERE id = ?").run(run.id);
-  db.prepare("INSERT INTO flow_waiters (workspace_id, scope, key, run_id, step_key, lim, since) VALUES (?, ?, ?, ?, '', ?, ?) ON CONFLICT DO NOTHING").run(
-    run.workspace_id,
-    w.scope,
-    w.key,
-    run.id,
-    w.limit,
-    now,
-  );
   if (stale.length > 0) wakeKeys(db, run.workspace_id, stale, now);
-  // As parked (a wake-up that reached it too made it due: the claim reads that from the row, as on PostgreSQL).
-  return { ...run, status: "waiting", waiting_for: "concurrency", waiting_until: null, due_at: null };
+  // Queued, it is answered as parked (a wake-up that reached it too made it due: the claim reads
+  // that from the row, as on PostgreSQL).
+  return w === null ? run : { ...run, status: "waiting", waiting_for: "concurrency", waiting_until: null, due_at: null };
 }
 
 /** Rate turn at creation (see store/postgres/flow.ts planAdmission), for the run just inserted. */
