@@ -189,25 +189,28 @@ describe.each(STORE_KINDS)("admission at creation (%s store)", (kind) => {
     expect((await settle(e, waiter!, (r) => r.waiting_for === "delay")).status).toBe("waiting");
   });
 
-  it("a cancel_previous replacement that frees a slot an older waiter is owed starts that waiter at once, not at the next sweep", async () => {
-    // A minute's poll: only the insert's wake of the claim (admissionMayWake) starts the waiter.
-    const e = await engine({ leaseMs: 60_000, pollMs: 60_000 });
-    const a = await e.createAutomation(WS, parkedDef({ reentry: { policy: "cancel_previous" } }));
-    const one = async (subject: string) => {
-      const [r] = await e.enrollMany(WS, a.id, [{ subject_id: subject, context_overrides: { k: "k" } }]);
-      if (!r || "error" in r) throw new Error("not enrolled");
-      return r.run.id;
-    };
-    const holder = await one("x");
-    await settle(e, holder, (r) => r.waiting_for === "delay");
-    const waiter = await one("y");
-    expect((await e.getRun(WS, waiter)).waiting_for).toBe("concurrency");
-    // x's new run cancels its holder: the slot is free, but the new run comes after y, which is woken by this insert.
-    const replacement = await one("x");
-    expect((await e.getRun(WS, holder)).status).toBe("cancelled");
-    expect((await settle(e, waiter, (r) => r.waiting_for === "delay")).status).toBe("waiting");
-    expect((await e.getRun(WS, replacement)).waiting_for).toBe("concurrency");
-  });
+  it.each(["an enrollment", "a retrigger"] as const)(
+    "a cancel_previous replacement (%s) that frees a slot an older waiter is owed starts that waiter at once, not at the next sweep",
+    async (how) => {
+      // A minute's poll: only the insert's wake of the claim (admissionMayWake) starts the waiter.
+      const e = await engine({ leaseMs: 60_000, pollMs: 60_000 });
+      const a = await e.createAutomation(WS, parkedDef({ reentry: { policy: "cancel_previous" } }));
+      const one = async (subject: string) => {
+        const [r] = await e.enrollMany(WS, a.id, [{ subject_id: subject, context_overrides: { k: "k" } }]);
+        if (!r || "error" in r) throw new Error("not enrolled");
+        return r.run.id;
+      };
+      const holder = await one("x");
+      await settle(e, holder, (r) => r.waiting_for === "delay");
+      const waiter = await one("y");
+      expect((await e.getRun(WS, waiter)).waiting_for).toBe("concurrency");
+      // x's new run cancels its holder: the slot is free, but the new run comes after y, which is woken by this insert.
+      const replacement = how === "an enrollment" ? await one("x") : (await e.retriggerRun(WS, holder, "test")).run.id;
+      expect((await e.getRun(WS, holder)).status).toBe("cancelled");
+      expect((await settle(e, waiter, (r) => r.waiting_for === "delay")).status).toBe("waiting");
+      expect((await e.getRun(WS, replacement)).waiting_for).toBe("concurrency");
+    },
+  );
 
   it("an event whose run replaces a slot holder (cancel_previous) starts the older waiter at once: the dispatch wakes the claim", async () => {
     const e = await engine({ leaseMs: 60_000, pollMs: 60_000 });
