@@ -10,10 +10,11 @@
 // SAMPLES sequential GETs stays under 100 ms. The bound is generous for a GET that takes a few
 // milliseconds alone; it is crossed when the process is held by long evaluations. On a machine so
 // busy that one of the attack's evaluations, capped by the budget as shipped, itself takes more
-// than 25 ms of wall time, the bound is four times that time instead: a read may arrive as such an
+// than 25 ms of wall time, the bound is six times that time instead: a read may arrive as such an
 // evaluation starts, and on a crowded machine a CPU-bound stretch's wall time varies about
-// twofold from one to the next. Without the budget one evaluation runs some 40 times longer than
-// a capped one, and the test fails either way.
+// twofold from one to the next (with the suite's files in parallel, four times was crossed by 5%
+// once). Without the budget one evaluation runs some 40 times longer than a capped one, and the
+// test fails either way.
 
 import type { AddressInfo } from "node:net";
 import type { FastifyInstance } from "fastify";
@@ -185,9 +186,9 @@ describe.each(STORE_KINDS)("another tenant's latency under hostile expressions (
     // For the report: the same reads without the attack, on this machine, now.
     const quiet = describeLatencies(await sample(B.user));
     // The bound: 100 ms, or on a machine so busy that one capped evaluation takes longer than
-    // 25 ms, four times that (see the head of this file).
+    // 25 ms, six times that (see the head of this file).
     const reference = referenceTime();
-    const bound = Math.max(P99_BOUND_MS, 4 * reference);
+    const bound = Math.max(P99_BOUND_MS, 6 * reference);
 
     // Tenant A attacks without pause, one request after another, cycling through the three
     // attacks; each next request is sent once the last one's expression has been evaluated (the
