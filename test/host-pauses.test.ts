@@ -7,6 +7,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Engine } from "../src/engine/engine.js";
+import { HOST_PAUSE_CACHE_MS, HostPauses } from "../src/engine/host-pauses.js";
 import type { Store } from "../src/engine/store.js";
 import { settle, startEngine, WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
@@ -85,6 +86,33 @@ describe.each(STORE_KINDS)("destination pauses, cached per process (%s store)", 
     // One read per second at most (the cache's life), never one per step.
     expect(reads).toBeGreaterThanOrEqual(1);
     expect(reads).toBeLessThan(n);
+  });
+
+  it("an answer aged out is read again once and then served from the cache again, not read per call", async () => {
+    let reads = 0;
+    const store: Pick<Store, "hostPausedUntil" | "pauseHost"> = {
+      hostPausedUntil: (...a) => (reads++, ts.store.hostPausedUntil(...a)),
+      pauseHost: (...a) => ts.store.pauseHost(...a),
+    };
+    let clock = 0;
+    const pauses = new HostPauses(store, () => {}, () => clock);
+    const read = () => pauses.hostPausedUntil(WS, "api.example.test", Date.now());
+    expect(await read()).toBeNull();
+    expect(await read()).toBeNull();
+    expect(reads).toBe(1);
+    // Past the cache's life: one read, whose answer is kept for the next life.
+    clock += HOST_PAUSE_CACHE_MS;
+    expect(await read()).toBeNull();
+    expect(await read()).toBeNull();
+    expect(await read()).toBeNull();
+    expect(reads).toBe(2);
+    // A pause recorded here while a read is in flight is not overwritten by that read's answer.
+    clock += HOST_PAUSE_CACHE_MS;
+    const inFlight = read();
+    await pauses.pauseHost(WS, "api.example.test", Date.now() + 60_000, 429, Date.now());
+    await inFlight;
+    expect((await read())?.status).toBe(429);
+    expect(reads).toBe(3);
   });
 
   it.runIf(kind === "postgres")(

@@ -13,7 +13,7 @@ const CACHE_MAX = 10_000;
 
 interface Entry {
   pause: HostPause | null;
-  /** performance.now() when read. */
+  /** When read, on the cache's clock (HostPauses' `monotonic`). */
   at: number;
 }
 
@@ -24,6 +24,8 @@ export class HostPauses {
     private readonly store: Pick<Store, "hostPausedUntil" | "pauseHost">,
     /** A pause was recorded here: tell the other processes (they drop their caches). */
     private readonly announce: () => void = () => {},
+    /** The clock of the cache's life, in ms (a test steps it). */
+    private readonly monotonic: () => number = () => performance.now(),
   ) {}
 
   /** Drop every cached answer (another process recorded a pause). */
@@ -35,12 +37,15 @@ export class HostPauses {
   async hostPausedUntil(workspaceId: string, host: string, now: number): Promise<HostPause | null> {
     const key = `${workspaceId}\u0000${host}`;
     const hit = this.cache.get(key);
-    if (hit !== undefined && performance.now() - hit.at < HOST_PAUSE_CACHE_MS) return hit.pause !== null && hit.pause.until > now ? hit.pause : null;
+    if (hit !== undefined && this.monotonic() - hit.at < HOST_PAUSE_CACHE_MS) return hit.pause !== null && hit.pause.until > now ? hit.pause : null;
     const cache = this.cache;
-    const at = performance.now();
+    const at = this.monotonic();
     const pause = await this.store.hostPausedUntil(workspaceId, host, now);
-    // Not kept when the cache was dropped meanwhile: this read may predate the pause announced.
-    if (this.cache === cache && !this.cache.has(key)) this.put(key, { pause, at });
+    // Not kept when the cache was dropped meanwhile (this read may predate the pause announced),
+    // nor over an entry put since the read began (a pause recorded here meanwhile). An entry from
+    // before it, aged out, is replaced: kept, it would send every later call to the store.
+    const cur = this.cache.get(key);
+    if (this.cache === cache && (cur === undefined || cur.at < at)) this.put(key, { pause, at });
     return pause;
   }
 
@@ -50,7 +55,7 @@ export class HostPauses {
     const had = this.cache.get(key)?.pause ?? null;
     // As the store keeps it: the later end wins.
     const pause: HostPause = had !== null && had.until >= until ? had : { host, until, status, since: had !== null && had.until > now ? had.since : now };
-    this.put(key, { pause, at: performance.now() });
+    this.put(key, { pause, at: this.monotonic() });
     await this.store.pauseHost(workspaceId, host, until, status, now);
     this.announce();
   }

@@ -440,7 +440,12 @@ export async function pauseHost(pool: pg.Pool, ws: string, host: string, until: 
 }
 
 export async function hostPausedUntil(pool: pg.Pool, ws: string, host: string, now: number): Promise<HostPause | null> {
-  const r = await pool.query("SELECT host, until, status, since FROM flow_host_pauses WHERE workspace_id = $1 AND host = $2 AND until > $3", [ws, host, now]);
+  const r = await pool.query({
+    // Named (prepared once per connection): read before every outbound call.
+    name: "weft_host_paused_until",
+    text: "SELECT host, until, status, since FROM flow_host_pauses WHERE workspace_id = $1 AND host = $2 AND until > $3",
+    values: [ws, host, now],
+  });
   const row = r.rows[0];
   return row ? { host: row.host, until: Number(row.until), status: row.status, since: Number(row.since) } : null;
 }

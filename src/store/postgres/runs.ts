@@ -266,9 +266,11 @@ made AS (${runsInsert(false)}),
 -- already_active, in the same statement) or on the dedupe key (a replay: not written, the caller
 -- reads the existing run). A dedupe key committed meanwhile by another statement conflicts again
 -- below and is likewise left to the caller's read.
+-- NOT IN, not NOT EXISTS: a hashed subplan, one probe per row whatever the planner guesses of
+-- \`made\` (its NOT EXISTS form was planned as a nested loop over it at times: quadratic in the batch).
 blocked AS (
   SELECT d.* FROM d
-  WHERE NOT EXISTS (SELECT 1 FROM made m WHERE m.id = d.id)
+  WHERE d.id NOT IN (SELECT m.id FROM made m)
     AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.automation_id = d.automation_id AND r.dedupe_key = d.dedupe_key)
 ),
 skipped_made AS (${runsInsert(true)}),

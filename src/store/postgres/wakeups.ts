@@ -26,7 +26,7 @@ export class PgWakeChannel implements WakeChannel {
   }
 
   async notify(kinds: readonly WakeKind[], to?: string): Promise<void> {
-    await this.pool.query("SELECT pg_notify($1, $2)", [to === undefined ? this.channel : this.own(to), kinds.join(",")]);
+    await this.pool.query({ name: "weft_notify", text: "SELECT pg_notify($1, $2)", values: [to === undefined ? this.channel : this.own(to), kinds.join(",")] });
   }
 
   async listen(onWake: (kinds: readonly WakeKind[]) => void, id?: string): Promise<() => Promise<void>> {
