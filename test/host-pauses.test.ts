@@ -95,7 +95,11 @@ describe.each(STORE_KINDS)("destination pauses, cached per process (%s store)", 
       pauseHost: (...a) => ts.store.pauseHost(...a),
     };
     let clock = 0;
-    const pauses = new HostPauses(store, () => {}, () => clock);
+    const pauses = new HostPauses(
+      store,
+      () => {},
+      () => clock,
+    );
     const read = () => pauses.hostPausedUntil(WS, "api.example.test", Date.now());
     expect(await read()).toBeNull();
     expect(await read()).toBeNull();

@@ -338,7 +338,11 @@ export async function syncSchedules(pool: pg.Pool, automationId: string, rows: r
 }
 
 export async function dueSchedules(pool: pg.Pool, now: number, limit: number): Promise<ScheduleRow[]> {
-  const res = await pool.query({ name: "weft_due_schedules", text: "SELECT * FROM schedules WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2", values: [ts(now), limit] });
+  const res = await pool.query({
+    name: "weft_due_schedules",
+    text: "SELECT * FROM schedules WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2",
+    values: [ts(now), limit],
+  });
   return res.rows.map(toSchedule);
 }
 

@@ -137,7 +137,11 @@ export async function applyFlow(c: Queryable, entries: readonly FlowEntry[], now
 
 /** Close up to `limit` due windows (any process; SKIP LOCKED): each starts its run, in one transaction. */
 export async function closeFlowWindows(pool: pg.Pool, now: number, limit: number): Promise<Run[]> {
-  const any = await pool.query({ name: "weft_any_due_window", text: "SELECT 1 FROM flow_windows WHERE status <> 'closed' AND due_at <= $1 LIMIT 1", values: [now] });
+  const any = await pool.query({
+    name: "weft_any_due_window",
+    text: "SELECT 1 FROM flow_windows WHERE status <> 'closed' AND due_at <= $1 LIMIT 1",
+    values: [now],
+  });
   if (any.rowCount === 0) return [];
   return tx(pool, async (c) => {
     const due = await c.query("SELECT * FROM flow_windows WHERE status <> 'closed' AND due_at <= $1 ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED", [
