@@ -171,3 +171,29 @@ describe.skipIf(!STORE_KINDS.includes("postgres"))("the claim's reads with fresh
     expect(await marksOf(ts, x.id)).toEqual([T0 + 1 + 5 * 49]);
   });
 });
+
+// Planner settings the store relies on under load (migration 025 and the pool's options): JIT
+// compiled a short statement for hundreds of milliseconds when its estimate passed jit_above_cost,
+// and a bitmap scan of the claim's range re-read every dead entry of the runs fired since the last
+// vacuum (a plain index scan stops at its limit and marks the dead entries it passes).
+describe.skipIf(!STORE_KINDS.includes("postgres"))("the store's planner settings (postgres store)", () => {
+  let ts: TestStore;
+
+  beforeEach(async () => {
+    ts = await makeStore("postgres");
+  });
+  afterEach(async () => {
+    await ts.destroy();
+  });
+
+  it("runs its statements without JIT, and the claim without bitmap scans", async () => {
+    const pool = (ts.store as PostgresStore).pool;
+    expect((await pool.query<{ jit: string }>("SHOW jit")).rows[0]!.jit).toBe("off");
+    const { rows } = await pool.query<{ config: string[] | null }>(
+      "SELECT p.proconfig AS config FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = 'weft_claim' AND n.nspname = $1",
+      [ts.env.WEFT_DATABASE_SCHEMA],
+    );
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.config).toContain("enable_bitmapscan=off");
+  });
+});
