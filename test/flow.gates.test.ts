@@ -7,6 +7,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/engine/clock.js";
+import { HOST_PAUSE_CACHE_MS } from "../src/engine/host-pauses.js";
 import { flowKey, hostPauseFor, MAX_FLOW_KEY_LENGTH, MAX_HOST_PAUSE_MS } from "../src/model/flow.js";
 import type { Engine } from "../src/engine/engine.js";
 import { settle, startEngine, WS } from "./helpers/engine.js";
@@ -342,7 +343,10 @@ describe.each(STORE_KINDS)("flow control explained (%s store)", (kind) => {
 
     // A destination's pause.
     const host = new URL(dest.url).host;
+    // Recorded straight in the store, unannounced: this engine, which read the host as not paused
+    // moments ago, sees it once that answer ages out of its cache (engine/host-pauses.ts).
     await ts.store.pauseHost(WS, host, Date.now() + 60_000, 429, Date.now());
+    await sleep(HOST_PAUSE_CACHE_MS);
     const p = await e.createAutomation(WS, callDef(dest.url, {}));
     const { run: p1 } = await e.enroll(WS, p.id, { context_overrides: { account: "7" } });
     await settle(e, p1.id, (x) => x.waiting_for === "rate_limit");
