@@ -62,3 +62,57 @@ describe.runIf(STORE_KINDS.includes("postgres"))("the dispatch lease with a floo
     expect(read).toBeLessThan(QUEUED / 5);
   });
 });
+
+// A dispatch round first asks, in one statement, whether anything is there to lease or retry: an
+// idle worker's fallback poll costs one statement, not three, and a round with only fresh events
+// skips the quarantine and retry statements; a lapsed lease still sends the round to them.
+describe.runIf(STORE_KINDS.includes("postgres"))("the dispatch round's statements (postgres store)", () => {
+  let ts: TestStore;
+  let one: PostgresStore;
+  let sent: string[];
+
+  beforeEach(async () => {
+    ts = await makeStore("postgres");
+    one = new PostgresStore({ url: PG_URL, schema: ts.env.WEFT_DATABASE_SCHEMA!, poolSize: 1 });
+    sent = [];
+    const query = one.pool.query.bind(one.pool);
+    // The real pool, the names of the statements it is sent recorded.
+    one.pool.query = ((cfg: unknown, ...rest: unknown[]) => {
+      sent.push(typeof cfg === "string" ? cfg : ((cfg as { name?: string }).name ?? "unnamed"));
+      return (query as (...a: unknown[]) => unknown)(cfg, ...rest);
+    }) as typeof one.pool.query;
+  });
+  afterEach(async () => {
+    await one.close();
+    await ts.destroy();
+  });
+
+  const ingest = async (key: string) => {
+    const writer = new Engine({ store: ts.store, noRunner: true });
+    await writer.start();
+    try {
+      await writer.ingest(DEFAULT_WORKSPACE, { type: "round.ping", key });
+    } finally {
+      await writer.stop();
+    }
+  };
+
+  it("an idle round is one statement; fresh events skip quarantine and retry; a lapsed lease is retried", async () => {
+    expect((await one.leaseEvents(Date.now(), 30_000, BATCH, 5)).events).toEqual([]);
+    expect(sent).toEqual(["weft_dispatch_probe"]);
+
+    await ingest("r1");
+    sent = [];
+    const first = await one.leaseEvents(Date.now(), 50, BATCH, 5);
+    expect(first.events.map((e) => e.name)).toEqual(["round.ping"]);
+    expect(sent).not.toContain("weft_quarantine_events");
+    expect(sent).not.toContain("weft_lease_retry");
+
+    // Its lease lapses undispatched (the dispatcher died): the next round retries it.
+    await new Promise((r) => setTimeout(r, 80));
+    sent = [];
+    const again = await one.leaseEvents(Date.now(), 30_000, BATCH, 5);
+    expect(again.events.map((e) => e.id)).toEqual(first.events.map((e) => e.id));
+    expect(sent).toContain("weft_lease_retry");
+  });
+});

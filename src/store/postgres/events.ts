@@ -140,9 +140,23 @@ WHERE id IN (
   FOR UPDATE SKIP LOCKED)
 RETURNING *`;
 
+/**
+ * What a dispatch round may find (weft_dispatch_probe, migration 026), in one round trip: a lapsed
+ * lease to quarantine or retry, an event free to lease. A round with neither (most fallback polls
+ * of an idle worker) ends here; one with no lapsed lease skips the quarantine and retry
+ * statements. A change after this read is seen by the next round, as any change after a poll is
+ * (its commit wakes one).
+ */
+const DISPATCH_PROBE_SQL = "SELECT * FROM weft_dispatch_probe($1)";
+
 export async function leaseEvents(pool: pg.Pool, now: number, leaseMs: number, limit: number, maxAttempts: number): Promise<DispatchBatch> {
-  const undeliverable = (await pool.query({ name: "weft_quarantine_events", text: QUARANTINE_EVENTS_SQL, values: [ts(now), maxAttempts] })).rows.map(toEvent);
-  let rows = (await pool.query({ name: "weft_lease_retry", text: LEASE_RETRY_SQL, values: [ts(now), ts(now + leaseMs)] })).rows;
+  const probe = (await pool.query<{ lapsed: boolean; leasable: boolean }>({ name: "weft_dispatch_probe", text: DISPATCH_PROBE_SQL, values: [ts(now)] }))
+    .rows[0];
+  if (!probe?.lapsed && !probe?.leasable) return { events: [], active: [], undeliverable: [] };
+  const undeliverable = probe.lapsed
+    ? (await pool.query({ name: "weft_quarantine_events", text: QUARANTINE_EVENTS_SQL, values: [ts(now), maxAttempts] })).rows.map(toEvent)
+    : [];
+  let rows = probe.lapsed ? (await pool.query({ name: "weft_lease_retry", text: LEASE_RETRY_SQL, values: [ts(now), ts(now + leaseMs)] })).rows : [];
   if (rows.length === 0) rows = (await pool.query({ name: "weft_lease_events", text: LEASE_EVENTS_SQL, values: [limit, ts(now), ts(now + leaseMs)] })).rows;
   const events = rows.map(toEvent).sort((a, b) => a.received_at - b.received_at || (a.id < b.id ? -1 : 1));
   if (events.length === 0) return { events, active: [], undeliverable };
