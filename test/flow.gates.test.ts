@@ -346,7 +346,7 @@ describe.each(STORE_KINDS)("flow control explained (%s store)", (kind) => {
     // Recorded straight in the store, unannounced: this engine, which read the host as not paused
     // moments ago, sees it once that answer ages out of its cache (engine/host-pauses.ts).
     await ts.store.pauseHost(WS, host, Date.now() + 60_000, 429, Date.now());
-    await sleep(HOST_PAUSE_CACHE_MS);
+    await sleep(HOST_PAUSE_CACHE_MS + 50);
     const p = await e.createAutomation(WS, callDef(dest.url, {}));
     const { run: p1 } = await e.enroll(WS, p.id, { context_overrides: { account: "7" } });
     await settle(e, p1.id, (x) => x.waiting_for === "rate_limit");

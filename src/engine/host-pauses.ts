@@ -62,7 +62,7 @@ export class HostPauses {
 
   private put(key: string, e: Entry): void {
     // Hosts come from run data: a tenant calling endless distinct hosts only costs reads, not memory.
-    if (this.cache.size >= CACHE_MAX) this.cache = new Map();
+    if (this.cache.size >= CACHE_MAX && !this.cache.has(key)) this.cache = new Map();
     this.cache.set(key, e);
   }
 }

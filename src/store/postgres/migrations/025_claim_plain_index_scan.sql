@@ -5,5 +5,6 @@
 -- stays in the index, dead, until vacuum removes it). Measured with 100,000 timers due within a
 -- minute: 87,611 entries and 12,500 heap pages for 13 runs, 75 ms per claim. A plain index scan
 -- stops at its limit, and marks the dead entries it passes so that the next scan skips them
--- without visiting the heap (a bitmap scan marks none).
+-- without visiting the heap (a bitmap scan marks none). A later CREATE OR REPLACE of weft_claim
+-- replaces its settings too: it must carry SET enable_bitmapscan = off (claim.raise.test.ts checks).
 ALTER FUNCTION weft_claim(timestamptz, timestamptz, integer, text) SET enable_bitmapscan = off;
