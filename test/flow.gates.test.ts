@@ -351,7 +351,8 @@ describe.each(STORE_KINDS)("flow control explained (%s store)", (kind) => {
     const { run: p1 } = await e.enroll(WS, p.id, { context_overrides: { account: "7" } });
     await settle(e, p1.id, (x) => x.waiting_for === "rate_limit");
     const px = await e.explain(WS, p1.id);
-    expect(px.summary).toMatch(new RegExp(`^Destination ${host.replace(/\./g, "\\.")} asked to slow down \\(429\\): next request in (59|60)\\.\\d s\\.$`));
+    // A minute's pause, read a little over a second after it was recorded (and under a loaded machine, later).
+    expect(px.summary).toMatch(new RegExp(`^Destination ${host.replace(/\./g, "\\.")} asked to slow down \\(429\\): next request in (5[6-9]|60)\\.\\d s\\.$`));
   });
 });
 
