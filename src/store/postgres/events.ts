@@ -84,7 +84,11 @@ export async function getEvent(pool: pg.Pool, workspaceId: string, id: string): 
   return res.rows[0] ? toEvent(res.rows[0]) : null;
 }
 
-/** An event dispatch may lease at $2: not dispatched, not undeliverable, no live lease. */
+/**
+ * An event dispatch may lease at $2: not dispatched, not undeliverable, no live lease. Repeated in
+ * weft_dispatch_probe (migration 026; a function, for its planner setting), with LEASE_RETRY_SQL's
+ * lapsed-lease test: a change to either belongs in a new migration too (events.lease-cost tests both).
+ */
 const LEASABLE = "dispatched_at IS NULL AND undeliverable_at IS NULL AND (dispatch_until IS NULL OR dispatch_until <= $2)";
 
 /**
