@@ -1,8 +1,15 @@
 // Group commit: checkpoints from many runs are gathered and written in one transaction.
 // Under load a batch fills while the previous flush is in flight, so the commit rate stays a few
 // hundred per second while steps per second go far beyond the single-row commit limit.
+//
+// A flush the store fails is sent once more before its runs are told (send-again.ts): each
+// checkpoint applies only at the rev it expects, so a second try of one that did commit is refused
+// as stale (its drive stops, as after a lost lease) and never applied twice. Without it, one killed
+// connection lost the claim of every run in the batch: each waited out its lease and counted a lost
+// claim towards quarantine.
 
 import type { EngineEmitter } from "./events.js";
+import { sendAgainOnce } from "./send-again.js";
 import type { Checkpoint, CommitResult, Store } from "./store.js";
 
 interface Pending {
@@ -63,10 +70,11 @@ export class Committer {
     this.queue = rest;
     this.flushing++;
     const t0 = performance.now();
+    const cps = batch.map((p) => p.cp);
     try {
-      const applied = await this.store.commit(
-        this.owner,
-        batch.map((p) => p.cp),
+      const applied = await sendAgainOnce(
+        () => this.store.commit(this.owner, cps),
+        (error) => this.events.emit("engine:error", { where: `checkpoint batch of ${batch.length} (sent again)`, error }),
       );
       this.events.emit("checkpoint:committed", { runs: batch.length, steps: batch.reduce((n, p) => n + p.cp.steps.length, 0), ms: performance.now() - t0 });
       batch.forEach((p, i) => p.resolve(applied[i] ?? { applied: false, control: null }));

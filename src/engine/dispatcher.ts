@@ -12,6 +12,7 @@
 import type { Budget } from "../model/cel-budget.js";
 import { automationVerdict, type TriggerEvent } from "../model/triggers.js";
 import { crashPoint, crashPointSync } from "./crashpoints.js";
+import { sendAgainOnce } from "./send-again.js";
 import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
 import { admissionMayWake } from "./flow-gates.js";
@@ -149,9 +150,15 @@ export class Dispatcher extends LoopingTask {
     const granted = this.leases?.leaseForInserts(runs) ?? new Set<string>();
     let res: Awaited<ReturnType<Store["commitDispatch"]>>;
     try {
-      res = await this.store.commitDispatch(now, { event_ids: planned, runs, seen, flow }, () => {
-        if (planned.length > 0) crashPointSync("dispatcher:inside-transaction");
-      });
+      // Sent again once if it fails (send-again.ts): a first try that did commit left its events
+      // dispatched, which the second leaves out (and failDispatch below leaves alone).
+      res = await sendAgainOnce(
+        () =>
+          this.store.commitDispatch(now, { event_ids: planned, runs, seen, flow }, () => {
+            if (planned.length > 0) crashPointSync("dispatcher:inside-transaction");
+          }),
+        (error) => this.events.emit("engine:error", { where: `dispatch commit of ${planned.length} events (sent again)`, error }),
+      );
     } catch (err) {
       this.leases?.settleLeases(granted, []);
       // The commit failed (rolled back): hand the events back now, their attempt counted, rather
