@@ -3,7 +3,7 @@
 // versions, clock moves, restarts, a second worker, batches of events and of enrollments (repeated
 // subjects and keys, a malformed element among good ones), a worker process SIGKILLed at a named crash
 // point, runs under a per-account concurrency limit with cancel_previous re-entry, bursts of them,
-// redrive of one stopped while it waited) against the real engine on each store, each checked after every command against the
+// redrive of one stopped while it waited, a commit the store fails once) against the real engine on each store, each checked after every command against the
 // reference model in test/model-based/model.ts. Known defects are avoided (KNOWN_DEFECTS in commands.ts).
 //
 // The gate replays the same command sequences every time (a fixed seed), so a red suite always
@@ -26,6 +26,8 @@ describe.each(STORE_KINDS)("model-based test of the whole engine (%s store)", (k
     expect(res.counterexample).toBeNull();
     expect(res.sequences).toBe(25);
     expect(CHECKS.get("run agrees with the model") ?? 0).toBeGreaterThan(0);
+    // Store faults (a commit that fails once before it is applied) went off among the commands.
+    expect(CHECKS.get("a store fault went off, sent again unseen") ?? 0).toBeGreaterThan(0);
   }, 300_000);
 
   it("flow control meets approvals, pauses, stop, cancel_previous, redrive and the clock (one fixed sequence)", async () => {

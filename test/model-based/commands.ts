@@ -88,7 +88,8 @@ export type Spec =
   | { t: "crash"; point: string; subj: number }
   | { t: "cancelFan"; fails: boolean[] }
   | { t: "enrollMany"; aut: Aut; subjects: { subj: number; key: number | null; bad: boolean }[] }
-  | { t: "eventBatch"; pings: { subj: number; bad: boolean }[] };
+  | { t: "eventBatch"; pings: { subj: number; bad: boolean }[] }
+  | { t: "storeFault"; on: "commit" | "commitDispatch" };
 
 /** What the checks counted, by invariant (the chaos run prints it). */
 export const CHECKS = new Map<string, number>();
@@ -173,6 +174,9 @@ export function specArb(avoid: ReadonlySet<Defect>, opts: { crash: boolean }): f
     { weight: 3, arbitrary: fc.record({ t: fc.constant("advance" as const), ms: fc.constantFrom(30 * MINUTE, HOUR + MINUTE) }) },
     { weight: 1, arbitrary: fc.constant({ t: "restart" as const }) },
     { weight: 1, arbitrary: fc.constant({ t: "secondWorker" as const }) },
+    // A worker's next checkpoint batch or dispatch commit fails once before it is applied (a
+    // killed connection): whatever it meets, the engine's second try makes it invisible.
+    { weight: 2, arbitrary: fc.record({ t: fc.constant("storeFault" as const), on: fc.constantFrom("commit" as const, "commitDispatch" as const) }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant("cancelFan" as const), fails: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }) }) },
     {
       weight: 2,
@@ -234,9 +238,11 @@ export class Cmd implements fc.AsyncCommand<Model, Real, false> {
   async run(m: Model, r: Real): Promise<void> {
     EXECUTED.set(this.spec.t, (EXECUTED.get(this.spec.t) ?? 0) + 1);
     const before = new Map(m.runs.map((x) => [x.id, { gate: x.gate, terminal: isTerminal(x) }]));
+    const faults = r.s.storeFaults;
     await execute(m, r, this.spec);
     settle(m);
     await verify(m, r, this.toString());
+    if (r.s.storeFaults > faults) count("a store fault went off, sent again unseen", r.s.storeFaults - faults);
     // What the flow-control part of the sequence went through (a model that never queued would prove little).
     for (const x of m.runs) {
       const b = before.get(x.id);
@@ -497,6 +503,10 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       return s.restart();
     case "secondWorker":
       return s.secondWorker();
+    case "storeFault":
+      // The model is not told: a fault the engine sends again past changes nothing it can see.
+      s.storeFault = c.on;
+      return;
     case "hold":
       return hold(m, r, c);
     case "cancelFan":

@@ -285,11 +285,41 @@ export class Sequence {
     await this.addWorker();
   }
 
+  /**
+   * A store fault armed by the storeFault command: the next `commit` (a checkpoint batch) or
+   * `commitDispatch` of an in-process worker fails before the store applies it, as when its
+   * connection is killed mid-commit. One at a time, so the engine's one more try always meets a
+   * healthy store: the fault must then be invisible (the model is not told of it).
+   */
+  storeFault: "commit" | "commitDispatch" | null = null;
+  /** Store faults that went off (the sequence's statistics). */
+  storeFaults = 0;
+
+  /** The worker's view of the store, with the armed fault (storeFault) applied to its commits. */
+  private faulty(store: ReturnType<Harness["ts"]["reopen"]>): typeof store {
+    return new Proxy(store, {
+      get: (target, prop) => {
+        const v = Reflect.get(target, prop, target) as unknown;
+        if (typeof v !== "function") return v;
+        if (prop === "commit" || prop === "commitDispatch")
+          return (...args: unknown[]) => {
+            if (this.storeFault === prop) {
+              this.storeFault = null;
+              this.storeFaults++;
+              return Promise.reject(new Error(`model-based store fault: connection terminated before ${prop} was applied`));
+            }
+            return (v as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        return (v as (...a: unknown[]) => unknown).bind(target);
+      },
+    });
+  }
+
   /** A worker engine on its own Store object (another process's view of the same data). */
   async addWorker(): Promise<void> {
     const store = this.h.ts.reopen();
     const e = new Engine({
-      store,
+      store: this.faulty(store),
       clock: this.clock,
       httpAllow: LOOPBACK,
       dispatchPollMs: 20,
