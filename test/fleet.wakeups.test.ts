@@ -9,7 +9,7 @@ import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Engine } from "../src/engine/engine.js";
 import type { Run } from "../src/engine/store.js";
-import { wakeChannelName } from "../src/store/postgres/wakeups.js";
+import { ownChannelName, wakeChannelName } from "../src/store/postgres/wakeups.js";
 import { startEngine, WS } from "./helpers/engine.js";
 import { makeStore, PG_URL, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { until } from "./helpers/wait.js";
@@ -108,12 +108,10 @@ describe.runIf(STORE_KINDS.includes("postgres"))("wake-ups between processes (po
     const admin = new pg.Client({ connectionString: PG_URL });
     await admin.connect();
     try {
+      // The worker's listening connection (the API process listens too, for workers coming and going).
+      const own = ownChannelName(wakeChannelName(ts.env.WEFT_DATABASE_SCHEMA!), worker!.owner);
       const listeners = async () =>
-        (
-          await admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE starts_with(query, $1)", [
-            `LISTEN "${wakeChannelName(ts.env.WEFT_DATABASE_SCHEMA!)}"`,
-          ])
-        ).rows.map((r) => r.pid);
+        (await admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE strpos(query, $1) > 0", [`LISTEN "${own}"`])).rows.map((r) => r.pid);
       const [before] = await until("the worker to listen", async () => ((await listeners()).length === 1 ? listeners() : null));
       await admin.query("SELECT pg_terminate_backend($1)", [before]);
       // Sent while nobody listens: this notification is lost.
@@ -158,9 +156,43 @@ describe.runIf(STORE_KINDS.includes("postgres"))("wake-ups between processes (po
     }
   }, 60_000);
 
-  it("a wake-up told to a worker that stopped is lost; the live worker finds that work at its next poll", async () => {
-    // Two workers that poll every 200 ms; one stops, but its heartbeat keeps it in the API process's
-    // list for a while: what is told to it is lost, and the other finds the work by polling.
+  it("a worker that starts is told wake-ups at once, and one that stops cleanly no more: no poll needed either way", async () => {
+    await api.createAutomation(WS, flow("joins"));
+    // The API process reads the live workers at its first wake-up: only `worker` is alive then.
+    const { event_id: first } = await api.ingest(WS, { type: "joins.go", key: "warm" });
+    await ended((await runOf(first)).id);
+    // A second worker starts: it announces itself, and the API's next picks include it at once
+    // (without that, the API would not read the live workers again for a heartbeat's time).
+    const second = await startWorker();
+    let stopped = false;
+    try {
+      await until(
+        "the new worker to be told a wake-up",
+        async () => {
+          const { event_id } = await api.ingest(WS, { type: "joins.go", key: `probe-${Date.now()}` });
+          await ended((await runOf(event_id)).id);
+          return second.wakeups.heard > 0 ? true : null;
+        },
+        5_000,
+      );
+      // It stops cleanly: its row is removed and the API told, so nothing is sent to it any more.
+      // Both poll every ten minutes: an event told to the stopped one would wait that long.
+      await second.stop();
+      stopped = true;
+      expect((await ts.store.liveProcesses(Date.now())).map((p) => p.id)).not.toContain(second.owner);
+      for (let i = 0; i < 6; i++) {
+        const { event_id } = await api.ingest(WS, { type: "joins.go", key: `after-${i}` });
+        expect((await ended((await runOf(event_id)).id)).status).toBe("completed");
+      }
+    } finally {
+      if (!stopped) await second.stop();
+    }
+  }, 60_000);
+
+  it("a wake-up told to a worker that died is lost; the live worker finds that work at its next poll", async () => {
+    // Two workers that poll every 200 ms; one dies (stopped without its clean stop's goodbye: its
+    // row and the API's list keep it for a while): what is told to it is lost, and the other finds
+    // the work by polling.
     await worker?.stop();
     const polling = () => startEngine({ store: ts.reopen(), role: "worker", dispatchPollMs: 200, schedulePollMs: TEN_MINUTES, runner: { pollMs: 200 } });
     worker = await polling();
@@ -171,7 +203,9 @@ describe.runIf(STORE_KINDS.includes("postgres"))("wake-ups between processes (po
       await ended((await runOf(event_id)).id);
       return gone.wakeups.heard > 0 ? true : null;
     });
+    // Its death: stopped, but its row back as a dead process leaves it (a clean stop removes it).
     await gone.stop();
+    await ts.store.heartbeat({ id: gone.owner, role: "worker", host: "gone", pid: 0, started_at: Date.now() - 1000 }, Date.now());
     const runs = [];
     for (let i = 0; i < 6; i++) runs.push(await runOf((await api.ingest(WS, { type: "gone.go", key: `g${i}` })).event_id));
     for (const r of runs) expect((await ended(r.id)).status).toBe("completed");

@@ -105,8 +105,18 @@ export class Dispatcher extends LoopingTask {
     this.flowWindows = new FlowWindows(store, clock, () => this.poke());
   }
 
-  protected round(): Promise<boolean> {
-    return this.once();
+  /** Set by a round that leased nothing: when the first live lease of another dispatcher lapses (wall time). */
+  private nextLapse: number | null = null;
+
+  /**
+   * A round, then at once again (more to do), or asleep until the first live lease of an
+   * undispatched event lapses (its dispatcher may have died: its events are retried then, not at
+   * whichever poll comes next), or until a wake-up or the poll.
+   */
+  protected async round(): Promise<boolean | number> {
+    this.nextLapse = null;
+    if (await this.once()) return true;
+    return this.nextLapse === null ? false : Math.max(1, this.nextLapse - Date.now() + 1);
   }
 
   /** One dispatch round; returns whether to go again at once (a full batch, or events to plan again). */
@@ -117,9 +127,17 @@ export class Dispatcher extends LoopingTask {
     if (closed.length > 0) this.onRuns(closed.length);
     // A lease stands for a living dispatcher, so it runs on real time: the engine's clock (which
     // a test may move by hours) decides what is due, not whether a dispatcher died.
-    const { events: leased, active, undeliverable } = await this.store.leaseEvents(Date.now(), this.opts.leaseMs, this.opts.batch, this.opts.quarantineAfter);
+    const {
+      events: leased,
+      active,
+      undeliverable,
+      next_lapse,
+    } = await this.store.leaseEvents(Date.now(), this.opts.leaseMs, this.opts.batch, this.opts.quarantineAfter);
     for (const e of undeliverable) this.emitUndeliverable(e);
-    if (leased.length === 0) return false;
+    if (leased.length === 0) {
+      this.nextLapse = next_lapse ?? null;
+      return false;
+    }
     // The lease is short (a dead dispatcher's events wait at most that long) and renewed while
     // this round plans and commits, however long that takes.
     const renew = setInterval(

@@ -193,16 +193,18 @@ export class Engine {
     const runner = this.runner;
     const dispatcher = this.dispatcher;
     const scheduler = this.scheduler;
+    const targets = new WorkerTargets(this.store, this.clock, this.owner);
     this.wakeups = new Wakeups(
       opts.wakeups === false ? undefined : this.store.wakeups,
       {
+        workers: () => targets.invalidate(),
         ...(runner ? { claim: () => runner.poke(), pauses: () => runner.pauses.invalidate(), hosts: () => runner.hostPauses.invalidate() } : {}),
         ...(dispatcher ? { dispatch: () => dispatcher.poke() } : {}),
         ...(scheduler ? { schedule: () => scheduler.poke() } : {}),
       },
       this.events,
       this.owner,
-      new WorkerTargets(this.store, this.clock, this.owner),
+      targets,
     );
     this.core = {
       store: this.store,
@@ -245,10 +247,14 @@ export class Engine {
     this.runner?.start();
     this.dispatcher?.start();
     this.scheduler?.start();
+    // Processes that pick a worker to wake count this one from now, not from their next read.
+    if (this.runner) await this.wakeups.announce("workers");
   }
 
   async stop(): Promise<void> {
-    this.heartbeat.stop();
+    // Out of the live list first, then said: what others send from now goes to the workers left.
+    await this.heartbeat.stop();
+    if (this.runner) await this.wakeups.announce("workers");
     await this.wakeups.stop();
     await this.scheduler?.stop();
     await this.dispatcher?.stop();

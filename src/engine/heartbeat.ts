@@ -28,9 +28,17 @@ export class Heartbeat {
     this.timer.unref();
   }
 
-  stop(): void {
-    if (this.timer) clearInterval(this.timer);
+  /** No more beats, and the row is removed: a process that stops cleanly is not counted alive for the rest of LIVENESS_MS. */
+  async stop(): Promise<void> {
+    if (!this.timer) return;
+    clearInterval(this.timer);
     this.timer = null;
+    try {
+      await this.store.forgetProcess(this.beat.id);
+    } catch (err) {
+      // Then it ages out as a dead process does.
+      this.events.emit("engine:error", { where: "heartbeat", error: err });
+    }
   }
 
   private async once(): Promise<void> {

@@ -521,6 +521,11 @@ export interface DispatchBatch {
   active: Automation[];
   /** Events this round found past the quarantine setting and marked undeliverable. */
   undeliverable: StoredEvent[];
+  /**
+   * When nothing was leased: when the first live lease of an undispatched event lapses (its
+   * dispatcher may have died), or null when none is held. The dispatcher looks again then.
+   */
+  next_lapse?: number | null;
 }
 
 /** What a round planned: the events, the runs, and the automations (id@version) it planned against. */
@@ -728,8 +733,9 @@ export interface EventFilter {
  * schedules to re-read, subject pauses to re-read.
  */
 /** "hosts": a destination pause was recorded (each runner drops its cached pauses, host-pauses.ts). */
-export type WakeKind = "dispatch" | "claim" | "schedule" | "pauses" | "hosts";
-export const WAKE_KINDS: readonly WakeKind[] = ["dispatch", "claim", "schedule", "pauses", "hosts"];
+/** `workers`: a worker started or stopped (cleanly): processes that pick whom to wake read the live workers again. */
+export type WakeKind = "dispatch" | "claim" | "schedule" | "pauses" | "hosts" | "workers";
+export const WAKE_KINDS: readonly WakeKind[] = ["dispatch", "claim", "schedule", "pauses", "hosts", "workers"];
 
 /**
  * Wake-ups between processes sharing a store. A wake-up only shortens a wait: every process still
@@ -983,6 +989,8 @@ export interface Store {
   eventRuns(workspaceId: string, eventId: string): Promise<Run[]>;
   /** Record that this process is alive at `now` (insert or update its row; forget long-gone ones). */
   heartbeat(p: ProcessBeat, now: number): Promise<void>;
+  /** Remove this process's row: it stopped cleanly, so nobody counts it alive or sends it wake-ups. */
+  forgetProcess(id: string): Promise<void>;
   /** Processes seen within LIVENESS_MS of `now`, newest first. */
   liveProcesses(now: number): Promise<LiveProcess[]>;
 

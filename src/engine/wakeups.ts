@@ -11,7 +11,10 @@
 // would find nothing: the database's work per event grew with the number of workers. A worker that
 // died since its last heartbeat misses what was sent to it until it drops out of the list (three
 // missed beats); meanwhile the others find that work at their next poll, so a lost wake-up costs
-// latency, never work. Other kinds (schedules edited, pauses lifted, hosts paused) reach every process.
+// latency, never work. A worker that starts or stops cleanly removes that window: it announces
+// `workers` (after its heartbeat row is written, or removed), and every process reads the live
+// workers again before it picks the next one. Other kinds (schedules edited, pauses lifted, hosts
+// paused) reach every process.
 
 import type { Clock } from "./clock.js";
 import type { EngineEmitter } from "./events.js";
@@ -27,6 +30,8 @@ export class WorkerTargets {
   private ids: string[] = [];
   private readAt = -Infinity;
   private reading = false;
+  /** Invalidated while a read was in flight: that read's answer may be older than the change. */
+  private stale = false;
   private next = 0;
 
   constructor(
@@ -44,12 +49,19 @@ export class WorkerTargets {
     return this.ids[this.next]!;
   }
 
+  /** A worker started or stopped: read the live workers again at the next pick. */
+  invalidate(): void {
+    this.readAt = -Infinity;
+    if (this.reading) this.stale = true;
+  }
+
   private async read(now: number): Promise<void> {
     this.reading = true;
+    this.stale = false;
     try {
       const live = await this.store.liveProcesses(now);
       this.ids = live.filter((p) => isWorkerRole(p.role) && p.id !== this.self).map((p) => p.id);
-      this.readAt = now;
+      this.readAt = this.stale ? -Infinity : now;
     } catch {
       // Unknown: tell every listener until a read succeeds (tried again at the next pick).
       this.ids = [];
@@ -68,6 +80,8 @@ export class Wakeups {
   sent = 0;
   /** Announcements heard from other processes (for the tests). */
   heard = 0;
+  /** Workers' start and stop announced (announce), not counted in `sent`: they are not on any run's path. */
+  announced = 0;
 
   constructor(
     private readonly channel: WakeChannel | undefined,
@@ -115,6 +129,17 @@ export class Wakeups {
         }
       }),
     );
+  }
+
+  /** Tell every other process now, awaited (a worker starting or stopping: `workers`); a failure costs them latency only. */
+  async announce(kind: WakeKind): Promise<void> {
+    if (!this.channel) return;
+    try {
+      this.announced++;
+      await this.channel.notify([kind]);
+    } catch (error) {
+      this.events.emit("engine:error", { where: "wakeups", error });
+    }
   }
 
   /** Listen for the other processes' wake-ups, if this process does any work they may announce. */

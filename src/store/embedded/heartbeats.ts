@@ -11,6 +11,10 @@ export function heartbeat(db: Database.Database, p: ProcessBeat, now: number): v
   }).immediate();
 }
 
+export function forgetProcess(db: Database.Database, id: string): void {
+  db.prepare("DELETE FROM processes WHERE id = ?").run(id);
+}
+
 export function liveProcesses(db: Database.Database, now: number): LiveProcess[] {
   return db
     .prepare("SELECT id, role, host, pid, started_at, last_seen FROM processes WHERE last_seen >= ? ORDER BY last_seen DESC, id")

@@ -55,7 +55,7 @@ import { securePrivateFiles } from "./files.js";
 import type { Role, TokenRow, User, Workspace } from "../../engine/store.js";
 import { decodeCursor, decodeItemCursor, encodeCursor, encodeItemCursor } from "../cursor.js";
 import type { EventFilter, ProcessBeat, Redrive, RedriveResult } from "../../engine/store.js";
-import { heartbeat, liveProcesses } from "./heartbeats.js";
+import { forgetProcess, heartbeat, liveProcesses } from "./heartbeats.js";
 import { redriveRun } from "./redrive.js";
 import { EmbeddedFlow } from "./flow-windows.js";
 import * as WS from "./settings.js";
@@ -145,6 +145,8 @@ export class EmbeddedStore implements Store {
       nextUndispatchedShard: d.prepare("SELECT shard FROM events WHERE dispatched_at IS NULL AND shard > ? ORDER BY shard LIMIT 1").pluck(),
       undispatchedOfShard: d.prepare(`SELECT * FROM events WHERE shard = ? AND dispatched_at IS NULL AND undeliverable_at IS NULL
           AND (dispatch_until IS NULL OR dispatch_until <= ?) ORDER BY received_at, id LIMIT ?`),
+      nextEventLapse: d.prepare(`SELECT min(dispatch_until) AS at FROM events WHERE dispatched_at IS NULL AND dispatch_attempts > 0
+          AND undeliverable_at IS NULL AND dispatch_until > ?`),
       retryEvent: d.prepare(`SELECT * FROM events WHERE dispatched_at IS NULL AND dispatch_attempts > 0 AND undeliverable_at IS NULL
           AND (dispatch_until IS NULL OR dispatch_until <= ?) ORDER BY received_at, id LIMIT 1`),
       leaseEvent: d.prepare("UPDATE events SET dispatch_attempts = dispatch_attempts + 1, dispatch_until = ? WHERE id = ? RETURNING *"),
@@ -401,7 +403,8 @@ export class EmbeddedStore implements Store {
         const retry = this.s.retryEvent.get(now);
         const picked: StoredEvent[] = retry ? [toEvent(retry)] : this.roundRobin(now, limit);
         const events = picked.map((e) => toEvent(this.s.leaseEvent.get(now + leaseMs, e.id)));
-        return { events, undeliverable };
+        const next_lapse = events.length === 0 ? ((this.s.nextEventLapse.get(now) as { at: number | null } | undefined)?.at ?? null) : null;
+        return { events, undeliverable, next_lapse };
       })
       .immediate();
     // Read after the events: every automation change committed before an event was stored is seen.
@@ -986,6 +989,9 @@ export class EmbeddedStore implements Store {
   }
   async heartbeat(p: ProcessBeat, now: number) {
     heartbeat(this.db, p, now);
+  }
+  async forgetProcess(id: string) {
+    forgetProcess(this.db, id);
   }
   async liveProcesses(now: number) {
     return liveProcesses(this.db, now);

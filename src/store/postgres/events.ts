@@ -86,7 +86,7 @@ export async function getEvent(pool: pg.Pool, workspaceId: string, id: string): 
 
 /**
  * An event dispatch may lease at $2: not dispatched, not undeliverable, no live lease. Repeated in
- * weft_dispatch_probe (migration 026; a function, for its planner setting), with LEASE_RETRY_SQL's
+ * weft_dispatch_probe (migrations 026 and 027; a function, for its planner setting), with LEASE_RETRY_SQL's
  * lapsed-lease test: a change to either belongs in a new migration too (events.lease-cost tests both).
  */
 const LEASABLE = "dispatched_at IS NULL AND undeliverable_at IS NULL AND (dispatch_until IS NULL OR dispatch_until <= $2)";
@@ -145,18 +145,23 @@ WHERE id IN (
 RETURNING *`;
 
 /**
- * What a dispatch round may find (weft_dispatch_probe, migration 026), in one round trip: a lapsed
- * lease to quarantine or retry, an event free to lease. A round with neither (most fallback polls
- * of an idle worker) ends here; one with no lapsed lease skips the quarantine and retry
- * statements. A change after this read is seen by the next round, as any change after a poll is
+ * What a dispatch round may find (weft_dispatch_probe, migrations 026 and 027), in one round trip:
+ * a lapsed lease to quarantine or retry, an event free to lease, and with neither, when the first
+ * live lease lapses. A round with neither (most fallback polls of an idle worker) ends here; one
+ * with no lapsed lease skips the quarantine and retry statements. A change after this read is seen by the next round, as any change after a poll is
  * (its commit wakes one).
  */
 const DISPATCH_PROBE_SQL = "SELECT * FROM weft_dispatch_probe($1)";
 
 export async function leaseEvents(pool: pg.Pool, now: number, leaseMs: number, limit: number, maxAttempts: number): Promise<DispatchBatch> {
-  const probe = (await pool.query<{ lapsed: boolean; leasable: boolean }>({ name: "weft_dispatch_probe", text: DISPATCH_PROBE_SQL, values: [ts(now)] }))
-    .rows[0];
-  if (!probe?.lapsed && !probe?.leasable) return { events: [], active: [], undeliverable: [] };
+  const probe = (
+    await pool.query<{ lapsed: boolean; leasable: boolean; next_lapse: Date | null }>({
+      name: "weft_dispatch_probe",
+      text: DISPATCH_PROBE_SQL,
+      values: [ts(now)],
+    })
+  ).rows[0];
+  if (!probe?.lapsed && !probe?.leasable) return { events: [], active: [], undeliverable: [], next_lapse: probe?.next_lapse?.getTime() ?? null };
   const undeliverable = probe.lapsed
     ? (await pool.query({ name: "weft_quarantine_events", text: QUARANTINE_EVENTS_SQL, values: [ts(now), maxAttempts] })).rows.map(toEvent)
     : [];

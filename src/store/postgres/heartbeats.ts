@@ -14,6 +14,10 @@ export async function heartbeat(pool: pg.Pool, p: ProcessBeat, now: number): Pro
   });
 }
 
+export async function forgetProcess(pool: pg.Pool, id: string): Promise<void> {
+  await pool.query("DELETE FROM processes WHERE id = $1", [id]);
+}
+
 export async function liveProcesses(pool: pg.Pool, now: number): Promise<LiveProcess[]> {
   const res = await pool.query<{ id: string; role: LiveProcess["role"]; host: string; pid: number; started_at: Date; last_seen: Date }>(
     "SELECT id, role, host, pid, started_at, last_seen FROM processes WHERE last_seen >= $1 ORDER BY last_seen DESC, id",

@@ -387,6 +387,9 @@ export class PostgresStore implements Store {
   heartbeat(p: ProcessBeat, now: number) {
     return H.heartbeat(this.pool, p, now);
   }
+  forgetProcess(id: string) {
+    return H.forgetProcess(this.pool, id);
+  }
   liveProcesses(now: number) {
     return H.liveProcesses(this.pool, now);
   }

@@ -13,6 +13,9 @@ const MAX_BACKOFF_MS = 5_000;
 /** The channel of one schema's processes (a database may hold several Weft schemas, as the test suite's does). */
 export const wakeChannelName = (schema: string): string => `weft_wake_${schema}`.slice(0, 63);
 
+/** One process's own channel (what is sent to it alone): the shared name and a hash of its id, within 63 bytes. */
+export const ownChannelName = (channel: string, id: string): string => `${channel.slice(0, 50)}_${createHash("sha256").update(id).digest("hex").slice(0, 12)}`;
+
 export class PgWakeChannel implements WakeChannel {
   constructor(
     private readonly pool: pg.Pool,
@@ -20,9 +23,8 @@ export class PgWakeChannel implements WakeChannel {
     private readonly channel: string,
   ) {}
 
-  /** One process's own channel (what is sent to it alone): the shared name and a hash of its id, within 63 bytes. */
   private own(id: string): string {
-    return `${this.channel.slice(0, 50)}_${createHash("sha256").update(id).digest("hex").slice(0, 12)}`;
+    return ownChannelName(this.channel, id);
   }
 
   async notify(kinds: readonly WakeKind[], to?: string): Promise<void> {
