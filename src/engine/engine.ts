@@ -143,6 +143,10 @@ export class Engine {
     this.hooks = new HookSecrets(this.store, this.clock, box);
     this.versions = new VersionCache(this.store);
     const pg = this.store.kind === "postgres";
+    // With wake-ups live (PostgreSQL's LISTEN/NOTIFY), every change that makes work due is told to
+    // the process that does it, timers and lapsed leases are slept until, and the polls are only
+    // the fallback for a lost notification: a second. Without, they are how work is found.
+    const heard = pg && opts.wakeups !== false && this.store.wakeups !== undefined;
     this.runner = opts.noRunner
       ? null
       : new Runner(
@@ -158,7 +162,7 @@ export class Engine {
             quarantineAfter: DEFAULT_QUARANTINE_AFTER,
             maxInFlight: 500,
             claimBatch: 200,
-            pollMs: pg ? 250 : 1000,
+            pollMs: heard ? 1000 : pg ? 250 : 1000,
             commitBatch: 500,
             commitConcurrency: pg ? 3 : 1,
             ...opts.runner,
@@ -180,7 +184,7 @@ export class Engine {
           this.events,
           {
             batch: 50,
-            pollMs: opts.dispatchPollMs ?? (pg ? 100 : 500),
+            pollMs: opts.dispatchPollMs ?? (heard ? 1000 : pg ? 100 : 500),
             // Never longer than a run's lease (a short one, as tests and chaos runs set, shortens both).
             leaseMs: Math.min(DISPATCH_LEASE_MS, opts.runner?.leaseMs ?? DISPATCH_LEASE_MS),
             quarantineAfter: opts.runner?.quarantineAfter ?? DEFAULT_QUARANTINE_AFTER,
