@@ -120,4 +120,24 @@ describe.each(STORE_KINDS)("model-based regressions (%s store)", (kind) => {
   it("a stop made inside a slow step followed by another slow step ends the run admin_stopped", async () => {
     await replay(kind, [{ t: "hold", aut: "pair", subj: 0, c: "stop" }]);
   }, 60_000);
+
+  // Found by the model-based test with wake-ups only (PostgreSQL, workers polling every ten
+  // minutes): two slot runs of one account (limit 1), the second waiting; an operator stops the
+  // holder through the API process. Its slot was freed and the waiter made due, but nobody was
+  // told: a worker found it only at its next poll. Now the stop announces a claim.
+  it.runIf(kind === "postgres")(
+    "wake-ups only: an operator's stop of a holder in the API process wakes a worker for its key's waiter",
+    async () => {
+      await replay(
+        kind,
+        [
+          { t: "slots", subjs: [0, 1], acct: 0 },
+          { t: "control", pick: 0, c: "stop", slot: true },
+        ],
+        new Set(),
+        true,
+      );
+    },
+    60_000,
+  );
 });

@@ -497,7 +497,11 @@ async function execute(m: Model, r: Real, c: Spec): Promise<void> {
       s.clock.advance(c.ms);
       m.now += c.ms;
       m.recheck = c.ms >= LEASE_MS;
-      for (const w of s.workers) w.poke();
+      // What the workers' timers do when the time comes (only that, with wake-ups only).
+      for (const w of s.workers) {
+        if (s.h.wakeOnly) await w.tick();
+        else w.poke();
+      }
       return;
     case "restart":
       return s.restart();

@@ -18,6 +18,8 @@ export interface ModelRunOptions {
   crash: boolean;
   seed?: number;
   log?: (s: string) => void;
+  /** Wake-ups only (PostgreSQL): see Harness.wakeOnly. */
+  wakeOnly?: boolean;
 }
 
 export interface ModelRunResult {
@@ -29,7 +31,7 @@ export interface ModelRunResult {
 }
 
 export async function modelRun(o: ModelRunOptions): Promise<ModelRunResult> {
-  const h = await new Harness(o.kind, o.sequences * 20).open();
+  const h = await new Harness(o.kind, o.sequences * 20, o.wakeOnly ?? false).open();
   let sequences = 0;
   const executedBefore = [...EXECUTED.values()].reduce((a, b) => a + b, 0);
   const executed = () => [...EXECUTED.values()].reduce((a, b) => a + b, 0) - executedBefore;
@@ -63,8 +65,8 @@ export async function modelRun(o: ModelRunOptions): Promise<ModelRunResult> {
  * Replay one fixed command sequence (a shrunk counterexample) on a fresh harness: throws the
  * divergence the model finds, like the property would.
  */
-export async function replay(kind: StoreKind, specs: readonly Spec[], avoid: ReadonlySet<Defect> = new Set()): Promise<void> {
-  const h = await new Harness(kind, 1).open();
+export async function replay(kind: StoreKind, specs: readonly Spec[], avoid: ReadonlySet<Defect> = new Set(), wakeOnly = false): Promise<void> {
+  const h = await new Harness(kind, 1, wakeOnly).open();
   const s = await h.sequence();
   try {
     const m = initialModel(s);
