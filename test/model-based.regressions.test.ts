@@ -140,4 +140,17 @@ describe.each(STORE_KINDS)("model-based regressions (%s store)", (kind) => {
     },
     60_000,
   );
+
+  // Found the same way: an event, a restart of the worker (the old one stops cleanly and says so,
+  // the new one starts and says so), then another event. The API process had been told to read
+  // the live workers again, but its next pick still used the list in hand, which named the
+  // stopped worker: the event's wake-up went to nobody. Now, until the new read answers, a pick
+  // tells every listener.
+  it.runIf(kind === "postgres")(
+    "wake-ups only: an event sent right after a worker restart is told to the new worker",
+    async () => {
+      await replay(kind, [{ t: "eventBatch", pings: [{ subj: 0, bad: false }] }, { t: "restart" }, { t: "go", subj: 0, dup: false }], new Set(), true);
+    },
+    60_000,
+  );
 });

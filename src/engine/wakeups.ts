@@ -49,9 +49,13 @@ export class WorkerTargets {
     return this.ids[this.next]!;
   }
 
-  /** A worker started or stopped: read the live workers again at the next pick. */
+  /**
+   * A worker started or stopped: read the live workers again at the next pick, and until that
+   * read answers tell every listener (the list in hand may name the worker that stopped).
+   */
   invalidate(): void {
     this.readAt = -Infinity;
+    this.ids = [];
     if (this.reading) this.stale = true;
   }
 
@@ -60,8 +64,11 @@ export class WorkerTargets {
     this.stale = false;
     try {
       const live = await this.store.liveProcesses(now);
-      this.ids = live.filter((p) => isWorkerRole(p.role) && p.id !== this.self).map((p) => p.id);
-      this.readAt = this.stale ? -Infinity : now;
+      // Invalidated meanwhile: this answer may be older than the change, so it is not kept.
+      if (!this.stale) {
+        this.ids = live.filter((p) => isWorkerRole(p.role) && p.id !== this.self).map((p) => p.id);
+        this.readAt = now;
+      }
     } catch {
       // Unknown: tell every listener until a read succeeds (tried again at the next pick).
       this.ids = [];
