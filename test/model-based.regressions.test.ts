@@ -153,4 +153,23 @@ describe.each(STORE_KINDS)("model-based regressions (%s store)", (kind) => {
     },
     60_000,
   );
+
+  // Found the same way: a run parks waiting for a reply; the reply event is dispatched by the
+  // worker, whose dispatch commit makes the parked run due, but its runner was not told, so the
+  // run waited for the next poll. Now a dispatch that wakes parked runs pokes the claim.
+  it.runIf(kind === "postgres")(
+    "wake-ups only: a reply event's dispatch wakes the runner for the run waiting on it",
+    async () => {
+      await replay(
+        kind,
+        [
+          { t: "go", subj: 1, dup: false },
+          { t: "reply", subj: 1 },
+        ],
+        new Set(),
+        true,
+      );
+    },
+    60_000,
+  );
 });

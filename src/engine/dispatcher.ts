@@ -203,7 +203,8 @@ export class Dispatcher extends LoopingTask {
     this.leases?.settleLeases(granted, res.runs);
     // Runs left to a claim (no lease granted: created pending): wake it.
     // Waiters the admission woke (admissionMayWake) are due now too.
-    if (res.runs.some((r) => r.status === "pending") || admissionMayWake(runs)) this.onRuns(res.runs.length);
+    // Runs parked on the named events dispatched (waits that matched) are due now too.
+    if (res.runs.some((r) => r.status === "pending") || admissionMayWake(runs) || (res.woken ?? 0) > 0) this.onRuns(res.runs.length);
     // After the commit: the events planned fine are dispatched whatever becomes of these.
     for (const [error, ids] of failed) {
       for (const e of await this.store.failDispatch(ids, error, Date.now(), this.opts.quarantineAfter)) this.emitUndeliverable(e);

@@ -816,7 +816,13 @@ export interface Store {
     now: number,
     plan: DispatchPlan,
     inside?: () => void,
-  ): Promise<{ events: StoredEvent[]; runs: Run[]; stale: string[]; flow_due?: number | null }>;
+  ): Promise<{
+    events: StoredEvent[];
+    runs: Run[];
+    stale: string[];
+    flow_due?: number | null /** Parked runs the named events made due (their waits matched). */;
+    woken?: number;
+  }>;
   /**
    * Planning these events raised `error`: release their lease; each whose attempts reached
    * `maxAttempts` is marked undeliverable with the error as its reason. Returns those marked.

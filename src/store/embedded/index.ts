@@ -491,13 +491,14 @@ export class EmbeddedStore implements Store {
         runs.push(...flow.runs);
         for (const r of flow.runs) if (r.event_id) made.set(r.event_id, (made.get(r.event_id) ?? 0) + 1);
         for (const ev of fresh) this.s.markDispatched.run(now, made.get(ev.id) ?? 0, ev.id);
+        let woken = 0;
         for (const ev of fresh) {
           if (ev.type !== "event" || ev.name === null) continue;
-          this.nodes.wake(ev.workspace_id, waitKey(ev.name, ev.subject_id), now);
-          if (ev.subject_id !== null) this.nodes.wake(ev.workspace_id, waitKey(ev.name, null), now);
+          woken += this.nodes.wake(ev.workspace_id, waitKey(ev.name, ev.subject_id), now);
+          if (ev.subject_id !== null) woken += this.nodes.wake(ev.workspace_id, waitKey(ev.name, null), now);
         }
         inside?.();
-        return { events: fresh, runs, stale, flow_due: flow.due };
+        return { events: fresh, runs, stale, flow_due: flow.due, woken };
       })
       .immediate();
   }

@@ -120,8 +120,8 @@ export class EmbeddedNodes {
   }
 
   /** Inside the dispatch transaction: named events wake the runs parked on them. */
-  wake(workspaceId: string, key: string, now: number): void {
-    this.s.wake.run(now, workspaceId, key, now);
+  wake(workspaceId: string, key: string, now: number): number {
+    return this.s.wake.run(now, workspaceId, key, now).changes;
   }
 
   audit(entries: readonly AuditEntry[]): void {

@@ -221,9 +221,9 @@ export function commitDispatch(
       text: `UPDATE events e SET dispatched_at = $1, dispatch_until = NULL, runs_created = x.n FROM unnest($2::text[], $3::int[]) AS x(id, n) WHERE e.id = x.id`,
       values: [ts(now), fresh.map((e) => e.id), fresh.map((e) => made.get(e.id) ?? 0)],
     });
-    await wakeWaiters(client, fresh, now);
+    const woken = await wakeWaiters(client, fresh, now);
     inside?.();
-    return { events: fresh, runs, stale, flow_due: flow.due };
+    return { events: fresh, runs, stale, flow_due: flow.due, woken };
   });
 }
 
@@ -465,19 +465,20 @@ export async function overdue(pool: pg.Pool, workspaceId: string, now: number, g
  * Named events wake the runs parked on them (wait_for_event, input) in the dispatch transaction.
  * A run still deciding to wait is covered by the check its park commit makes (runs.ts).
  */
-async function wakeWaiters(client: pg.PoolClient, events: readonly StoredEvent[], now: number): Promise<void> {
+async function wakeWaiters(client: pg.PoolClient, events: readonly StoredEvent[], now: number): Promise<number> {
   const named = events.filter((e) => e.type === "event" && e.name !== null);
-  if (named.length === 0) return;
+  if (named.length === 0) return 0;
   const ws: string[] = [];
   const keys: string[] = [];
   for (const e of named) {
     ws.push(e.workspace_id, e.workspace_id);
     keys.push(waitKey(e.name!, e.subject_id), waitKey(e.name!, null));
   }
-  await client.query({
+  const res = await client.query({
     name: "weft_wake_waiters",
     text: `UPDATE runs r SET due_at = $1 FROM (SELECT DISTINCT * FROM unnest($2::text[], $3::text[])) AS k(w, key)
            WHERE r.workspace_id = k.w AND r.wait_key = k.key AND r.status = 'waiting' AND (r.due_at IS NULL OR r.due_at > $1)`,
     values: [ts(now), ws, keys],
   });
+  return res.rowCount ?? 0;
 }
