@@ -172,4 +172,26 @@ describe.each(STORE_KINDS)("model-based regressions (%s store)", (kind) => {
     },
     60_000,
   );
+
+  // Found the same way: a slot run's approval, its subject paused, its hour passed (the run parked
+  // on the pause before the approval applied its timeout); then a member approves through the API
+  // process. Too late: the store recorded the timeout and made the run due, and the refusal
+  // (approval.already_decided) told no worker. Now it does.
+  it.runIf(kind === "postgres")(
+    "wake-ups only: a decision refused as too late still wakes the worker for the timed-out run",
+    async () => {
+      await replay(
+        kind,
+        [
+          { t: "slots", subjs: [0], acct: 0 },
+          { t: "pause", subj: 0 },
+          { t: "advance", ms: 61 * 60_000 },
+          { t: "decide", pick: 0, d: "approved" },
+        ],
+        new Set(),
+        true,
+      );
+    },
+    60_000,
+  );
 });

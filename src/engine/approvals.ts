@@ -26,9 +26,13 @@ export async function decideApproval(
   actor: string,
   comment: string | null,
 ): Promise<Approval> {
-  const res = await core.store.decideApproval(workspaceId, id, decision, actor, comment, core.clock.now());
+  const now = core.clock.now();
+  const res = await core.store.decideApproval(workspaceId, id, decision, actor, comment, now);
   if (!res.approval) throw new WeftError("approval.not_found", `approval ${id} not found`);
   if (!res.applied) {
+    // Too late: this call recorded the timeout and made the run due, so the worker that takes it
+    // is told (this process may be API-only), as for a decision.
+    if (res.approval.status === "timed_out" && res.approval.decided_at === now) core.poke();
     throw new WeftError("approval.already_decided", `approval ${id} is already ${res.approval.status}`, {
       status: res.approval.status,
       decided_by: res.approval.decided_by,
