@@ -1,5 +1,6 @@
 // The long chaos run: `npm run chaos [-- --runs N --seconds S --store postgres|embedded|both --faults a,b,c]`.
-// `npm run chaos -- --model [--runs N] [--commands C] [--store embedded|postgres] [--hunt [a,b]] [--seed S]`
+// `npm run chaos -- --model [--runs N] [--commands C] [--store embedded|postgres] [--hunt [a,b]] [--seed S] [--wake-only]`
+// (--wake-only, PostgreSQL only: the workers never poll, so a change nobody announced is a divergence)
 // runs the model-based test of the whole engine instead (test/model-based/): N command sequences
 // per store (default 200) of up to C commands (default 15), worker crashes included; `--hunt`
 // stops avoiding the known defects (all of them, or the ones named).
@@ -23,8 +24,10 @@ if (process.argv.includes("--model")) await modelMode();
 async function modelMode(): Promise<never> {
   const sequences = Number(arg("runs") ?? "200");
   const maxCommands = Number(arg("commands") ?? "15");
-  const which = arg("store") ?? "both";
+  const wakeOnly = process.argv.includes("--wake-only");
+  const which = arg("store") ?? (wakeOnly ? "postgres" : "both");
   const kinds: StoreKind[] = which === "both" ? ["embedded", "postgres"] : [which as StoreKind];
+  if (wakeOnly && kinds.includes("embedded")) throw new Error("--wake-only needs the postgres store (the embedded store has no wake channel)");
   const hunt = process.argv.includes("--hunt");
   const named = arg("hunt");
   const hunted = new Set(named !== undefined && !named.startsWith("--") ? named.split(",") : [...KNOWN_DEFECTS]);
@@ -34,7 +37,7 @@ async function modelMode(): Promise<never> {
   log(`sequences=${sequences} per store, up to ${maxCommands} commands each, stores=${kinds.join(",")}, avoiding: ${[...avoid].join(", ") || "nothing"}`);
   let divergences = 0;
   for (const kind of kinds) {
-    const r = await modelRun({ kind, sequences, maxCommands, avoid, crash: true, ...(seed !== undefined ? { seed } : {}), log });
+    const r = await modelRun({ kind, sequences, maxCommands, avoid, crash: true, wakeOnly, ...(seed !== undefined ? { seed } : {}), log });
     console.log(`${kind}: ${r.sequences} sequences, ${r.commands} commands (seed ${r.seed}), divergences ${r.counterexample ? 1 : 0}`);
     if (r.counterexample) {
       divergences++;
