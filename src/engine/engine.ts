@@ -248,11 +248,12 @@ export class Engine {
     await this.hooks.sealLegacy();
     await this.heartbeat.start();
     await this.wakeups.start();
+    // Processes that pick a worker to wake count this one from now, not from their next read (it
+    // listens already; what it hears before its loops start, they do at their first round).
+    if (this.runner) await this.wakeups.announce("workers");
     this.runner?.start();
     this.dispatcher?.start();
     this.scheduler?.start();
-    // Processes that pick a worker to wake count this one from now, not from their next read.
-    if (this.runner) await this.wakeups.announce("workers");
   }
 
   async stop(): Promise<void> {
