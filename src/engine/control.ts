@@ -27,7 +27,7 @@ export async function controlRun(core: EngineCore, workspaceId: string, runId: s
     core.events.emit("run:finished", { run_id: r.id, automation_id: r.automation_id, status: r.status, exit_reason: r.exit_reason, trace_id: r.trace_id });
     // Its concurrency slots are free now: their keys' oldest waiters go (a failed wake is the
     // sweep's), due now, so the process that claims them is told (this one may be API-only).
-    if ((await core.store.wakeFlowOfRun(workspaceId, r.id, now).catch(() => 0)) > 0) core.wake("claim");
+    if ((await core.store.wakeFlowOfRun(workspaceId, r.id, now).catch(() => 0)) > 0) core.poke();
   } else {
     core.runner?.control(runId, control);
   }

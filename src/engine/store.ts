@@ -820,7 +820,8 @@ export interface Store {
     events: StoredEvent[];
     runs: Run[];
     stale: string[];
-    flow_due?: number | null /** Parked runs the named events made due (their waits matched). */;
+    flow_due?: number | null;
+    /** Parked runs the named events made due (their waits matched). */
     woken?: number;
   }>;
   /**

@@ -86,8 +86,9 @@ export async function getEvent(pool: pg.Pool, workspaceId: string, id: string): 
 
 /**
  * An event dispatch may lease at $2: not dispatched, not undeliverable, no live lease. Repeated in
- * weft_dispatch_probe (migrations 026 and 027; a function, for its planner setting), with LEASE_RETRY_SQL's
- * lapsed-lease test: a change to either belongs in a new migration too (events.lease-cost tests both).
+ * weft_dispatch_probe (migrations 026 and 027; a function, for its planner setting), with
+ * LEASE_RETRY_SQL's lapsed-lease test: a change to either belongs in a new migration too
+ * (events.lease-cost tests both).
  */
 const LEASABLE = "dispatched_at IS NULL AND undeliverable_at IS NULL AND (dispatch_until IS NULL OR dispatch_until <= $2)";
 
@@ -148,8 +149,8 @@ RETURNING *`;
  * What a dispatch round may find (weft_dispatch_probe, migrations 026 and 027), in one round trip:
  * a lapsed lease to quarantine or retry, an event free to lease, and with neither, when the first
  * live lease lapses. A round with neither (most fallback polls of an idle worker) ends here; one
- * with no lapsed lease skips the quarantine and retry statements. A change after this read is seen by the next round, as any change after a poll is
- * (its commit wakes one).
+ * with no lapsed lease skips the quarantine and retry statements. A change after this read is seen
+ * by the next round, as any change after a poll is (its commit wakes one).
  */
 const DISPATCH_PROBE_SQL = "SELECT * FROM weft_dispatch_probe($1)";
 
