@@ -105,22 +105,21 @@ export class Dispatcher extends LoopingTask {
     this.flowWindows = new FlowWindows(store, clock, () => this.poke());
   }
 
-  /** Set by a round that leased nothing: when the first live lease of another dispatcher lapses (wall time). */
-  private nextLapse: number | null = null;
-
-  /**
-   * A round, then at once again (more to do), or asleep until the first live lease of an
-   * undispatched event lapses (its dispatcher may have died: its events are retried then, not at
-   * whichever poll comes next), or until a wake-up or the poll.
-   */
-  protected async round(): Promise<boolean | number> {
-    this.nextLapse = null;
-    if (await this.once()) return true;
-    return this.nextLapse === null ? false : Math.max(1, this.nextLapse - Date.now() + 1);
+  protected round(): Promise<boolean | number> {
+    return this.dispatchRound();
   }
 
   /** One dispatch round; returns whether to go again at once (a full batch, or events to plan again). */
   async once(): Promise<boolean> {
+    return (await this.dispatchRound()) === true;
+  }
+
+  /**
+   * One dispatch round: true to go again at once (more to do); with nothing leased, how long until
+   * the first live lease of an undispatched event lapses (its dispatcher may have died: its events
+   * are taken then, not at whichever poll comes next), or false (sleep till a wake-up or the poll).
+   */
+  private async dispatchRound(): Promise<boolean | number> {
     const now = this.clock.now();
     const closed = await this.flowWindows.close(now);
     for (const r of closed) this.events.emit("run:created", { run: r });
@@ -134,10 +133,7 @@ export class Dispatcher extends LoopingTask {
       next_lapse,
     } = await this.store.leaseEvents(Date.now(), this.opts.leaseMs, this.opts.batch, this.opts.quarantineAfter);
     for (const e of undeliverable) this.emitUndeliverable(e);
-    if (leased.length === 0) {
-      this.nextLapse = next_lapse ?? null;
-      return false;
-    }
+    if (leased.length === 0) return next_lapse === null || next_lapse === undefined ? false : Math.max(1, next_lapse - Date.now() + 1);
     // The lease is short (a dead dispatcher's events wait at most that long) and renewed while
     // this round plans and commits, however long that takes.
     const renew = setInterval(
