@@ -7,10 +7,10 @@
 
 import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { Engine } from "../src/engine/engine.js";
+import { Engine } from "../src/engine/engine.js";
 import type { Run } from "../src/engine/store.js";
 import { ownChannelName, wakeChannelName } from "../src/store/postgres/wakeups.js";
-import { startEngine, WS } from "./helpers/engine.js";
+import { LOOPBACK, startEngine, WS } from "./helpers/engine.js";
 import { makeStore, PG_URL, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { until } from "./helpers/wait.js";
 
@@ -153,6 +153,54 @@ describe.runIf(STORE_KINDS.includes("postgres"))("wake-ups between processes (po
       expect(worker!.wakeups.heard + second.wakeups.heard - heard).toBe(api.wakeups.sent - sent);
     } finally {
       await second.stop();
+    }
+  }, 60_000);
+
+  it("a worker whose runner is full tells another worker to claim the runs its dispatch left pending", async () => {
+    // Targeted wake-ups hold one worker for a while (wakeups.ts): work it has no room for must
+    // reach another worker at once, not at its next poll (ten minutes here).
+    await worker?.stop();
+    worker = null;
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    const full = new Engine({
+      store: ts.reopen(),
+      role: "worker",
+      httpAllow: LOOPBACK,
+      dispatchPollMs: TEN_MINUTES,
+      schedulePollMs: TEN_MINUTES,
+      runner: { leaseMs: 2000, pollMs: TEN_MINUTES, maxInFlight: 1 },
+    });
+    full.registerAction({ kind: "hold", handler: async () => (await held, { ok: true }) });
+    await full.start();
+    const other = await startWorker();
+    try {
+      await full.createAutomation(WS, {
+        ...flow("hold"),
+        nodes: [
+          { key: "mark", kind: "hold", config: {} },
+          { key: "done", kind: "end" },
+        ],
+      });
+      await full.createAutomation(WS, flow("spill"));
+      // Its one slot: a run whose step does not return until released.
+      const holding = await runOf((await full.ingest(WS, { type: "hold.go", key: "h" })).event_id);
+      await until("the holding run to be driven by the full worker", async () => {
+        const r = await ts.store.getRun(WS, holding.id);
+        return r?.status === "running" && r.lease_owner === full.owner ? r : null;
+      });
+      // An event stored in the full worker is dispatched by its own dispatcher; the run is left
+      // pending (no room) and the other worker is told to claim it.
+      const heard = other.wakeups.heard;
+      const spilled = await runOf((await full.ingest(WS, { type: "spill.go", key: "s" })).event_id);
+      const done = await ended(spilled.id);
+      expect(done.status).toBe("completed");
+      expect(other.wakeups.heard).toBeGreaterThan(heard);
+      expect((await ts.store.getRun(WS, holding.id))?.status).toBe("running");
+    } finally {
+      release();
+      await other.stop();
+      await full.stop();
     }
   }, 60_000);
 

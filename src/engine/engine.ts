@@ -189,7 +189,13 @@ export class Engine {
             leaseMs: Math.min(DISPATCH_LEASE_MS, opts.runner?.leaseMs ?? DISPATCH_LEASE_MS),
             quarantineAfter: opts.runner?.quarantineAfter ?? DEFAULT_QUARANTINE_AFTER,
           },
-          () => this.poke(),
+          // Runs it left pending are claimed here, or, when this runner is full, by another worker
+          // (told, as the API process tells one: wakeups.ts's TARGET_HOLD_MS sends a worker all
+          // the work for a while, and what it cannot hold must not wait for the others' polls).
+          () => {
+            this.poke();
+            if (this.runner?.full) void this.wakeups.tellAnother("claim");
+          },
           // Runs it creates are driven here at once when the runner has room (lease-at-insert).
           this.runner,
         );

@@ -206,6 +206,11 @@ export class Runner {
     return this.takeUnclaimed(structuredClone(run), now);
   }
 
+  /** Every slot taken (drives in flight and leases granted to inserts): a claim now would take nothing. */
+  get full(): boolean {
+    return this.inFlight.size + this.reserved >= this.opts.maxInFlight;
+  }
+
   /**
    * Whether a run created here may be driven at once (offer, leaseForInserts): the runner is running,
    * the last claim round left no due run behind, no claim is in flight (it could read the run after
