@@ -424,8 +424,15 @@ export async function claimRuns(pool: pg.Pool, owner: string, now: number, lease
   return res.rows.map(toRun);
 }
 
-/** The checkpoint statement; `lazy`: its commit does not wait for the WAL flush (see commitCheckpoints). */
-const commitSql = (lazy: boolean) => `
+/**
+ * The checkpoint statement; `lazy`: its commit does not wait for the WAL flush (see
+ * commitCheckpoints). `lean`: for a batch with no item, item update, approval or consumed event
+ * to write and no run's open items to close (most steps): the statement without those parts, and
+ * its audit entries as $4 (a statement may not leave a parameter unused). One round trip of a
+ * three-step run's four is a checkpoint like this; the parts left out cost their executor set-up
+ * on every commit.
+ */
+const commitSql = (lazy: boolean, lean: boolean) => `
 WITH input AS (
   SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(
     run_id text, expected_rev int, status text, exit_reason text, current_node_key text, waiting_for text,
@@ -480,7 +487,7 @@ WITH input AS (
   FROM jsonb_to_recordset($3::jsonb) AS s(${STEP_RECORD}, expected_rev int)
   WHERE (s.run_id, s.expected_rev) IN (SELECT id, expected_rev FROM upd)
   ORDER BY s.ord
-), items AS (
+${lean ? "" : `), items AS (
   INSERT INTO run_items (id, run_id, workspace_id, node_key, visit, idx, subject_id, action_kind, outcome, attempts,
     idempotency_key, input, output, error, approval_id, not_before, started_at, finished_at, updated_at)
   SELECT t.id, t.run_id, t.workspace_id, t.node_key, t.visit, t.idx, t.subject_id, t.action_kind, t.outcome, t.attempts,
@@ -512,15 +519,15 @@ WITH input AS (
     approvers jsonb, created_at double precision, expires_at double precision, expected_rev int)
   WHERE (a.run_id, a.expected_rev) IN (SELECT id, expected_rev FROM upd)
   ON CONFLICT (id) DO NOTHING
-), aud AS (
+`}), aud AS (
   INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at)
   SELECT l.workspace_id, l.actor, l.action, l.target_type, l.target_id, l.details, to_timestamp(l.at / 1000.0)
-  FROM jsonb_to_recordset($6::jsonb) AS l(
+  FROM jsonb_to_recordset(${lean ? "$4" : "$6"}::jsonb) AS l(
     workspace_id text, actor text, action text, target_type text, target_id text, details jsonb, at double precision,
     run_id text, expected_rev int, ord int)
   WHERE (l.run_id, l.expected_rev) IN (SELECT id, expected_rev FROM upd)
   ORDER BY l.ord
-), consumed AS (
+${lean ? ")" : `), consumed AS (
   INSERT INTO run_consumed_events (run_id, event_id)
   SELECT k.run_id, k.event_id FROM jsonb_to_recordset($7::jsonb) AS k(run_id text, event_id text, expected_rev int)
   WHERE (k.run_id, k.expected_rev) IN (SELECT id, expected_rev FROM upd)
@@ -538,10 +545,12 @@ WITH input AS (
   UPDATE approvals p SET ${closeApprovalSet("to_timestamp(i.updated_at / 1000.0)")}
   FROM input i
   WHERE i.close_open AND p.run_id = i.run_id AND p.status = 'pending' AND (i.run_id, i.expected_rev) IN (SELECT id, expected_rev FROM upd)
-)
+)`}
 SELECT id, expected_rev, control FROM upd`;
-const COMMIT_SQL = commitSql(false);
-const LEASE_COMMIT_SQL = commitSql(true);
+/** The four forms of the checkpoint statement, by [lazy][lean], each a prepared statement of its own. */
+const COMMIT_FORMS = [false, true].map((lazy) =>
+  [false, true].map((lean) => ({ name: `weft_commit${lean ? "_steps" : ""}${lazy ? "_lease" : ""}`, text: commitSql(lazy, lean) })),
+);
 
 /**
  * A checkpoint that only takes the lease of a run claimed by its commit (Checkpoint.claim, before
@@ -626,19 +635,22 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
   for (const c of cps) for (const a of c.audit ?? []) audit.push(auditRecord(a, c.run_id, audit.length, c.expected_rev));
   const consumed = cps.flatMap((c) => (c.consumed ?? []).map((event_id) => ({ run_id: c.run_id, event_id, expected_rev: c.expected_rev })));
   const lazy = cps.every(leaseOnly);
+  const lean = items.length === 0 && itemUpdates.length === 0 && approvals.length === 0 && consumed.length === 0 && cps.every((c) => !c.state.close_open);
+  const form = COMMIT_FORMS[lazy ? 1 : 0]![lean ? 1 : 0]!;
   const res = await pool.query({
-    name: lazy ? "weft_commit_lease" : "weft_commit",
-    text: lazy ? LEASE_COMMIT_SQL : COMMIT_SQL,
-    values: [
-      owner,
-      JSON.stringify(states),
-      JSON.stringify(steps),
-      JSON.stringify(items),
-      JSON.stringify(approvals),
-      JSON.stringify(audit),
-      JSON.stringify(consumed),
-      JSON.stringify(itemUpdates),
-    ],
+    ...form,
+    values: lean
+      ? [owner, JSON.stringify(states), JSON.stringify(steps), JSON.stringify(audit)]
+      : [
+          owner,
+          JSON.stringify(states),
+          JSON.stringify(steps),
+          JSON.stringify(items),
+          JSON.stringify(approvals),
+          JSON.stringify(audit),
+          JSON.stringify(consumed),
+          JSON.stringify(itemUpdates),
+        ],
   });
   // Applied per checkpoint (run and the rev it expected), not per run id.
   const applied = new Map(res.rows.map((r: { id: string; expected_rev: number; control: RunControl | null }) => [`${r.id}@${r.expected_rev}`, r.control]));
