@@ -487,7 +487,10 @@ WITH input AS (
   FROM jsonb_to_recordset($3::jsonb) AS s(${STEP_RECORD}, expected_rev int)
   WHERE (s.run_id, s.expected_rev) IN (SELECT id, expected_rev FROM upd)
   ORDER BY s.ord
-${lean ? "" : `), items AS (
+${
+  lean
+    ? ""
+    : `), items AS (
   INSERT INTO run_items (id, run_id, workspace_id, node_key, visit, idx, subject_id, action_kind, outcome, attempts,
     idempotency_key, input, output, error, approval_id, not_before, started_at, finished_at, updated_at)
   SELECT t.id, t.run_id, t.workspace_id, t.node_key, t.visit, t.idx, t.subject_id, t.action_kind, t.outcome, t.attempts,
@@ -519,7 +522,8 @@ ${lean ? "" : `), items AS (
     approvers jsonb, created_at double precision, expires_at double precision, expected_rev int)
   WHERE (a.run_id, a.expected_rev) IN (SELECT id, expected_rev FROM upd)
   ON CONFLICT (id) DO NOTHING
-`}), aud AS (
+`
+}), aud AS (
   INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at)
   SELECT l.workspace_id, l.actor, l.action, l.target_type, l.target_id, l.details, to_timestamp(l.at / 1000.0)
   FROM jsonb_to_recordset(${lean ? "$4" : "$6"}::jsonb) AS l(
@@ -527,7 +531,10 @@ ${lean ? "" : `), items AS (
     run_id text, expected_rev int, ord int)
   WHERE (l.run_id, l.expected_rev) IN (SELECT id, expected_rev FROM upd)
   ORDER BY l.ord
-${lean ? ")" : `), consumed AS (
+${
+  lean
+    ? ")"
+    : `), consumed AS (
   INSERT INTO run_consumed_events (run_id, event_id)
   SELECT k.run_id, k.event_id FROM jsonb_to_recordset($7::jsonb) AS k(run_id text, event_id text, expected_rev int)
   WHERE (k.run_id, k.expected_rev) IN (SELECT id, expected_rev FROM upd)
@@ -545,7 +552,8 @@ ${lean ? ")" : `), consumed AS (
   UPDATE approvals p SET ${closeApprovalSet("to_timestamp(i.updated_at / 1000.0)")}
   FROM input i
   WHERE i.close_open AND p.run_id = i.run_id AND p.status = 'pending' AND (i.run_id, i.expected_rev) IN (SELECT id, expected_rev FROM upd)
-)`}
+)`
+}
 SELECT id, expected_rev, control FROM upd`;
 /** The four forms of the checkpoint statement, by [lazy][lean], each a prepared statement of its own. */
 const COMMIT_FORMS = [false, true].map((lazy) =>
