@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { Engine } from "../src/engine/engine.js";
 import type { Run } from "../src/engine/store.js";
+import { TARGET_HOLD_MS } from "../src/engine/wakeups.js";
 import { WS } from "./helpers/engine.js";
 import { makeStore, STORE_KINDS, type TestStore } from "./helpers/stores.js";
 import { until } from "./helpers/wait.js";
@@ -47,11 +48,14 @@ describe.each(STORE_KINDS)("batch intake with a dispatcher SIGKILLed mid-commit 
     workers.push(doomed, steady);
     expect(await doomed.ready).toBe(true);
     expect(await steady.ready).toBe(true);
+    // The API process tells one worker its dispatch wake-ups for TARGET_HOLD_MS, then the other:
+    // chunks sent further apart than that reach both workers in turn, so each dispatches some.
     for (let i = 0; i < N; i += 100) {
       await api.ingestMany(
         WS,
         Array.from({ length: 100 }, (_, j) => ({ type: "row.imported", payload: { seq: i + j } })),
       );
+      await new Promise((r) => setTimeout(r, TARGET_HOLD_MS + 50));
     }
     const died = await Promise.race([doomed.exited, new Promise<null>((r) => setTimeout(() => r(null), 60_000))]);
     expect(died?.signal, "the doomed worker reached its crash point").toBe("SIGKILL");
