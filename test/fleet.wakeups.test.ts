@@ -156,7 +156,7 @@ describe.runIf(STORE_KINDS.includes("postgres"))("wake-ups between processes (po
     }
   }, 60_000);
 
-  it("a worker whose runner is full tells another worker to claim the runs its dispatch left pending", async () => {
+  it("a worker whose runner is full tells another worker to claim the runs it left pending (dispatched or enrolled)", async () => {
     // Targeted wake-ups hold one worker for a while (wakeups.ts): work it has no room for must
     // reach another worker at once, not at its next poll (ten minutes here).
     await worker?.stop();
@@ -182,7 +182,7 @@ describe.runIf(STORE_KINDS.includes("postgres"))("wake-ups between processes (po
           { key: "done", kind: "end" },
         ],
       });
-      await full.createAutomation(WS, flow("spill"));
+      const spill = await full.createAutomation(WS, flow("spill"));
       // Its one slot: a run whose step does not return until released.
       const holding = await runOf((await full.ingest(WS, { type: "hold.go", key: "h" })).event_id);
       await until("the holding run to be driven by the full worker", async () => {
@@ -196,6 +196,9 @@ describe.runIf(STORE_KINDS.includes("postgres"))("wake-ups between processes (po
       const done = await ended(spilled.id);
       expect(done.status).toBe("completed");
       expect(other.wakeups.heard).toBeGreaterThan(heard);
+      // The same for a run enrolled in the full worker (Engine.poke, not only the dispatcher's).
+      const enrolled = (await full.enroll(WS, spill.id, { subject_id: "e1" })).run;
+      expect((await ended(enrolled.id)).status).toBe("completed");
       expect((await ts.store.getRun(WS, holding.id))?.status).toBe("running");
     } finally {
       release();

@@ -189,13 +189,7 @@ export class Engine {
             leaseMs: Math.min(DISPATCH_LEASE_MS, opts.runner?.leaseMs ?? DISPATCH_LEASE_MS),
             quarantineAfter: opts.runner?.quarantineAfter ?? DEFAULT_QUARANTINE_AFTER,
           },
-          // Runs it left pending are claimed here, or, when this runner is full, by another worker
-          // (told, as the API process tells one: wakeups.ts's TARGET_HOLD_MS sends a worker all
-          // the work for a while, and what it cannot hold must not wait for the others' polls).
-          () => {
-            this.poke();
-            if (this.runner?.full) void this.wakeups.tellAnother("claim");
-          },
+          () => this.poke(),
           // Runs it creates are driven here at once when the runner has room (lease-at-insert).
           this.runner,
         );
@@ -292,9 +286,15 @@ export class Engine {
     return this.runner?.flowWakeInFlight ?? false;
   }
 
-  /** Claim now (after creating work or moving a test clock). */
+  /**
+   * Claim now (after creating work or moving a test clock). When this runner is full, another
+   * live worker is told too: wakeups.ts's TARGET_HOLD_MS sends one worker all the work for a
+   * while, and what it has no room for (its dispatch's runs left pending, runs it enrolled or
+   * woke) must not wait for the others' polls.
+   */
   poke(): void {
     this.wakeups.signal("claim");
+    if (this.runner?.full) void this.wakeups.tellAnother("claim");
   }
 
   /** Dispatch and fire schedules now (after moving a test clock), then claim. */

@@ -32,8 +32,8 @@ const TARGETED: ReadonlySet<WakeKind> = new Set(["dispatch", "claim"]);
  * the number of workers and so the work per run grew: measured (`npm run bench -- --only fleet`,
  * api and 1 / 2 / 4 workers, runs/s): in turn 721 / 451 / 256 and 2.64 commits per run with four;
  * held 50 ms 746 / 540 / 333; held 200 ms 751 / 644 / 473 and 0.95 commits per run; 500 ms and
- * 1 s no better than 200. A worker that holds more than it can run tells another (Engine: the
- * dispatcher's runs left pending when its runner is full).
+ * 1 s no better than 200. A worker told more than it can run tells another (Engine.poke: a
+ * claim asked for while its runner is full).
  */
 export const TARGET_HOLD_MS = 200;
 
@@ -146,7 +146,7 @@ export class Wakeups {
    * Tell one other live worker, if there is one (work this process has no room for); nothing
    * otherwise, so a process alone sends nothing. Resolves once it is queued (sent in this turn's flush).
    */
-  async tellAnother(kind: "dispatch" | "claim"): Promise<void> {
+  async tellAnother(kind: "claim"): Promise<void> {
     if (!this.channel || !this.targets) return;
     const to = await this.targets.pickKnown();
     if (to) this.queue(to, kind);
