@@ -427,9 +427,9 @@ export async function claimRuns(pool: pg.Pool, owner: string, now: number, lease
 /**
  * The checkpoint statement; `lazy`: its commit does not wait for the WAL flush (see
  * commitCheckpoints). `lean`: for a batch with no item, item update, approval or consumed event
- * to write and no run's open items to close (most steps): the statement without those parts, and
- * its audit entries as $4 (a statement may not leave a parameter unused). One round trip of a
- * three-step run's four is a checkpoint like this; the parts left out cost their executor set-up
+ * to write and no run's open items to close (most steps): the statement without those parts and
+ * their parameters ($5 to $8; a statement may not leave a parameter unused). Three round trips of
+ * a three-step run's four are commits like this; the parts left out cost their executor set-up
  * on every commit.
  */
 const commitSql = (lazy: boolean, lean: boolean) => `
@@ -496,7 +496,7 @@ ${
   SELECT t.id, t.run_id, t.workspace_id, t.node_key, t.visit, t.idx, t.subject_id, t.action_kind, t.outcome, t.attempts,
     t.idempotency_key, t.input, t.output, t.error, t.approval_id, to_timestamp(t.not_before / 1000.0),
     to_timestamp(t.started_at / 1000.0), to_timestamp(t.finished_at / 1000.0), to_timestamp(t.updated_at / 1000.0)
-  FROM jsonb_to_recordset($4::jsonb) AS t(
+  FROM jsonb_to_recordset($5::jsonb) AS t(
     id text, run_id text, workspace_id text, node_key text, visit int, idx int, subject_id text, action_kind text,
     outcome text, attempts int, idempotency_key text, input jsonb, output jsonb, error jsonb, approval_id text,
     not_before double precision, started_at double precision, finished_at double precision, updated_at double precision, expected_rev int)
@@ -517,7 +517,7 @@ ${
   INSERT INTO approvals (id, workspace_id, run_id, automation_id, node_key, visit, item_id, title, approvers, status, created_at, expires_at)
   SELECT a.id, a.workspace_id, a.run_id, a.automation_id, a.node_key, a.visit, a.item_id, a.title, a.approvers, 'pending',
     to_timestamp(a.created_at / 1000.0), to_timestamp(a.expires_at / 1000.0)
-  FROM jsonb_to_recordset($5::jsonb) AS a(
+  FROM jsonb_to_recordset($6::jsonb) AS a(
     id text, workspace_id text, run_id text, automation_id text, node_key text, visit int, item_id text, title text,
     approvers jsonb, created_at double precision, expires_at double precision, expected_rev int)
   WHERE (a.run_id, a.expected_rev) IN (SELECT id, expected_rev FROM upd)
@@ -526,7 +526,7 @@ ${
 }), aud AS (
   INSERT INTO audit_log (workspace_id, actor, action, target_type, target_id, details, at)
   SELECT l.workspace_id, l.actor, l.action, l.target_type, l.target_id, l.details, to_timestamp(l.at / 1000.0)
-  FROM jsonb_to_recordset(${lean ? "$4" : "$6"}::jsonb) AS l(
+  FROM jsonb_to_recordset($4::jsonb) AS l(
     workspace_id text, actor text, action text, target_type text, target_id text, details jsonb, at double precision,
     run_id text, expected_rev int, ord int)
   WHERE (l.run_id, l.expected_rev) IN (SELECT id, expected_rev FROM upd)
@@ -546,7 +546,7 @@ ${
   FROM input i
   WHERE i.close_open AND t.run_id = i.run_id AND t.outcome IN ('pending', 'awaiting_approval')
     AND (i.run_id, i.expected_rev) IN (SELECT id, expected_rev FROM upd)
-    AND t.id NOT IN (SELECT x.id FROM jsonb_to_recordset($4::jsonb) AS x(id text))
+    AND t.id NOT IN (SELECT x.id FROM jsonb_to_recordset($5::jsonb) AS x(id text))
     AND t.id NOT IN (SELECT x.id FROM jsonb_to_recordset($8::jsonb) AS x(id text))
 ), closed_approvals AS (
   UPDATE approvals p SET ${closeApprovalSet("to_timestamp(i.updated_at / 1000.0)")}
@@ -555,10 +555,10 @@ ${
 )`
 }
 SELECT id, expected_rev, control FROM upd`;
-/** The four forms of the checkpoint statement, by [lazy][lean], each a prepared statement of its own. */
-const COMMIT_FORMS = [false, true].map((lazy) =>
-  [false, true].map((lean) => ({ name: `weft_commit${lean ? "_steps" : ""}${lazy ? "_lease" : ""}`, text: commitSql(lazy, lean) })),
-);
+/** The checkpoint statement's three forms, each a prepared statement of its own (a lease-only commit is lean). */
+const COMMIT = { name: "weft_commit", text: commitSql(false, false) };
+const STEPS_COMMIT = { name: "weft_commit_steps", text: commitSql(false, true) };
+const LEASE_COMMIT = { name: "weft_commit_lease", text: commitSql(true, true) };
 
 /**
  * A checkpoint that only takes the lease of a run claimed by its commit (Checkpoint.claim, before
@@ -577,12 +577,13 @@ const leaseOnly = (c: Checkpoint): boolean =>
   !c.item_updates?.length &&
   !c.approvals?.length &&
   !c.audit?.length &&
-  !c.consumed?.length;
+  !c.consumed?.length &&
+  !c.state.close_open;
 
 /** One statement, one round trip and one commit for many runs' checkpoints (group commit). */
 export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: readonly Checkpoint[], isTerminal: (s: string) => boolean): Promise<CommitResult[]> {
   if (cps.length === 0) return [];
-  // Each input row is built field by field for its recordset (COMMIT_SQL): a spread of the
+  // Each input row is built field by field for its recordset (commitSql): a spread of the
   // checkpoint's objects with fields added cost microseconds per row, and a fan-out commits
   // thousands of items at once.
   const states = cps.map((c) => {
@@ -642,24 +643,10 @@ export async function commitCheckpoints(pool: pg.Pool, owner: string, cps: reado
   const audit: object[] = [];
   for (const c of cps) for (const a of c.audit ?? []) audit.push(auditRecord(a, c.run_id, audit.length, c.expected_rev));
   const consumed = cps.flatMap((c) => (c.consumed ?? []).map((event_id) => ({ run_id: c.run_id, event_id, expected_rev: c.expected_rev })));
-  const lazy = cps.every(leaseOnly);
   const lean = items.length === 0 && itemUpdates.length === 0 && approvals.length === 0 && consumed.length === 0 && cps.every((c) => !c.state.close_open);
-  const form = COMMIT_FORMS[lazy ? 1 : 0]![lean ? 1 : 0]!;
-  const res = await pool.query({
-    ...form,
-    values: lean
-      ? [owner, JSON.stringify(states), JSON.stringify(steps), JSON.stringify(audit)]
-      : [
-          owner,
-          JSON.stringify(states),
-          JSON.stringify(steps),
-          JSON.stringify(items),
-          JSON.stringify(approvals),
-          JSON.stringify(audit),
-          JSON.stringify(consumed),
-          JSON.stringify(itemUpdates),
-        ],
-  });
+  const values = [owner, JSON.stringify(states), JSON.stringify(steps), JSON.stringify(audit)];
+  if (!lean) values.push(JSON.stringify(items), JSON.stringify(approvals), JSON.stringify(consumed), JSON.stringify(itemUpdates));
+  const res = await pool.query({ ...(!lean ? COMMIT : cps.every(leaseOnly) ? LEASE_COMMIT : STEPS_COMMIT), values });
   // Applied per checkpoint (run and the rev it expected), not per run id.
   const applied = new Map(res.rows.map((r: { id: string; expected_rev: number; control: RunControl | null }) => [`${r.id}@${r.expected_rev}`, r.control]));
   return cps.map((c) => {
