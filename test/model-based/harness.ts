@@ -331,7 +331,9 @@ export class Sequence {
       httpAllow: LOOPBACK,
       dispatchPollMs: this.h.wakeOnly ? TEN_MINUTES : 20,
       schedulePollMs: this.h.wakeOnly ? TEN_MINUTES : 60_000,
-      runner: { leaseMs: LEASE_MS, pollMs: this.h.wakeOnly ? TEN_MINUTES : 20 },
+      // Wake-ups only: two runs in flight at most, so a worker is often full and what it has no room
+      // for must reach another worker or wait for its own slot to free (Engine.poke).
+      runner: { leaseMs: LEASE_MS, pollMs: this.h.wakeOnly ? TEN_MINUTES : 20, ...(this.h.wakeOnly ? { maxInFlight: 2 } : {}) },
     });
     e.registerAction(effectAction());
     await e.start();
